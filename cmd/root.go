@@ -1,0 +1,262 @@
+// Package cmd holds the kvs command tree: NewRoot builds it, Main runs it. One file per subcommand;
+// each command fills an options struct from its flags, validates it and calls a plain run function
+// that tests call directly.
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"github.com/spf13/viper"
+)
+
+// Exit codes, listed in the root help.
+const (
+	ExitOK          = 0
+	ExitError       = 1
+	ExitUsage       = 2
+	ExitNotFound    = 3
+	ExitInterrupted = 130
+)
+
+// version is stamped by goreleaser (-X github.com/openkvs/kvs/cmd.version=...). Under go run /
+// go install it stays "dev" and Version falls back to the module version from the build info.
+var (
+	version = "dev"
+	commit  = ""
+	date    = ""
+)
+
+// Version returns the kvs version string.
+func Version() string {
+	v := version
+	if v == "dev" {
+		if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+	}
+	return v
+}
+
+// Env is everything a command may touch besides its flags; tests build one by hand.
+type Env struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Config holds the resolved global settings (flags > KVS_* environment > config file > defaults).
+	Config *viper.Viper
+	// Log is built from --log-level once the flags are parsed.
+	Log *slog.Logger
+	// Getenv reads the environment (tests replace it).
+	Getenv func(string) string
+}
+
+// usageError marks errors caused by how the command was called (exit code 2).
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+// notFoundError marks "the stream or fragment does not exist" (exit code 3).
+type notFoundError struct{ error }
+
+func (e notFoundError) Unwrap() error { return e.error }
+
+func usageErrorf(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+const rootLong = `kvs is a local Amazon Kinesis Video Streams: a single-binary server that speaks the KVS HTTP APIs
+(the AWS CLI and the AWS SDKs work against it by changing only the endpoint URL), and a client that puts
+media into a stream and gets it back out, live or by time range.
+
+Global settings come from flags, then KVS_* environment variables (KVS_ENDPOINT, KVS_REGION,
+KVS_LOG_LEVEL), then the config file ($XDG_CONFIG_HOME/kvs/config.yaml or --config), then defaults.
+
+Exit codes:
+  0    success
+  1    error
+  2    usage error (bad flags or arguments)
+  3    the stream or fragment was not found
+  130  interrupted (Ctrl-C)`
+
+// NewRoot builds the kvs command tree around env.
+func NewRoot(env *Env) *cobra.Command {
+	if env.Config == nil {
+		env.Config = viper.New()
+	}
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	if env.Stdin == nil {
+		env.Stdin = os.Stdin
+	}
+	if env.Log == nil {
+		env.Log = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	root := &cobra.Command{
+		Use:           "kvs",
+		Short:         "A local Kinesis Video Streams server and client",
+		Long:          rootLong,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Version:       Version(),
+		PersistentPreRunE: func(c *cobra.Command, _ []string) error {
+			return loadConfig(env, c.Root().PersistentFlags())
+		},
+	}
+	root.SetIn(env.Stdin)
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	root.SetVersionTemplate("kvs {{.Version}}\n")
+	pf := root.PersistentFlags()
+	pf.String("endpoint", "http://127.0.0.1:4567", "KVS endpoint URL (control plane; media endpoints come from GetDataEndpoint)")
+	pf.String("region", "us-east-1", "AWS region used for signing requests and in ARNs")
+	pf.String("config", "", "config file (default $XDG_CONFIG_HOME/kvs/config.yaml)")
+	pf.String("log-level", "info", "log level: debug, info, warn or error")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+
+	root.AddCommand(newVersionCmd(env))
+	for _, add := range commands {
+		root.AddCommand(add(env))
+	}
+	return root
+}
+
+// commands is filled by the init functions of the subcommand files, so that each file is self-contained.
+var commands []func(*Env) *cobra.Command
+
+// loadConfig resolves the global settings into env.Config and builds env.Log.
+func loadConfig(env *Env, flags *pflag.FlagSet) error {
+	v := env.Config
+	v.SetDefault("endpoint", "http://127.0.0.1:4567")
+	v.SetDefault("region", "us-east-1")
+	v.SetDefault("log-level", "info")
+	v.SetEnvPrefix("KVS")
+	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
+	for _, k := range []string{"endpoint", "region", "log-level"} {
+		if err := v.BindEnv(k); err != nil {
+			return err
+		}
+		if err := v.BindPFlag(k, flags.Lookup(k)); err != nil {
+			return err
+		}
+	}
+	path, _ := flags.GetString("config")
+	explicit := path != ""
+	if !explicit {
+		path = env.Getenv("KVS_CONFIG")
+		explicit = path != ""
+	}
+	if !explicit {
+		dir := env.Getenv("XDG_CONFIG_HOME")
+		if dir == "" {
+			if home := env.Getenv("HOME"); home != "" {
+				dir = filepath.Join(home, ".config")
+			}
+		}
+		if dir != "" {
+			path = filepath.Join(dir, "kvs", "config.yaml")
+		}
+	}
+	if path != "" {
+		v.SetConfigFile(path)
+		if err := v.ReadInConfig(); err != nil {
+			var notFound viper.ConfigFileNotFoundError
+			if explicit || !(errors.As(err, &notFound) || errors.Is(err, os.ErrNotExist)) {
+				return usageErrorf("config file %s: %v", path, err)
+			}
+		}
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(v.GetString("log-level"))); err != nil {
+		return usageErrorf("--log-level %q: want debug, info, warn or error", v.GetString("log-level"))
+	}
+	env.Log = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
+	return nil
+}
+
+func newVersionCmd(env *Env) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the kvs version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			s := "kvs " + Version()
+			if commit != "" {
+				s += " (" + commit
+				if date != "" {
+					s += ", " + date
+				}
+				s += ")"
+			}
+			_, err := fmt.Fprintln(env.Stdout, s)
+			return err
+		},
+	}
+}
+
+// Main runs kvs with the process's arguments and returns the exit code.
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	env := &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	return Run(ctx, env, os.Args[1:])
+}
+
+// Run executes the command line args in env and maps the outcome to an exit code. It is the one
+// place where errors become exit codes.
+func Run(ctx context.Context, env *Env, args []string) int {
+	root := NewRoot(env)
+	root.SetArgs(args)
+	c, err := root.ExecuteContextC(ctx)
+	return exitCode(env, c, ctx, err)
+}
+
+func exitCode(env *Env, c *cobra.Command, ctx context.Context, err error) int {
+	var ue usageError
+	var nf notFoundError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
+		return ExitInterrupted
+	case errors.As(err, &ue) || isCobraUsage(err):
+		fmt.Fprintf(env.Stderr, "kvs: %v\n", err)
+		if c != nil {
+			fmt.Fprintf(env.Stderr, "Run '%s --help' for usage.\n", c.CommandPath())
+		}
+		return ExitUsage
+	case errors.As(err, &nf) || isNotFound(err):
+		fmt.Fprintf(env.Stderr, "kvs: %v\n", err)
+		return ExitNotFound
+	default:
+		fmt.Fprintf(env.Stderr, "kvs: %v\n", err)
+		return ExitError
+	}
+}
+
+// isCobraUsage recognises cobra's own argument errors (unknown command, wrong arg count), which it
+// returns as plain errors.
+func isCobraUsage(err error) bool {
+	s := err.Error()
+	return strings.HasPrefix(s, "unknown command") || strings.HasPrefix(s, "unknown flag") ||
+		strings.HasPrefix(s, "unknown shorthand flag") || strings.Contains(s, "arg(s), received") ||
+		strings.HasPrefix(s, "required flag(s)") || strings.HasPrefix(s, "invalid argument")
+}
+
+// isNotFound reports whether err is a KVS ResourceNotFoundException from any client.
+func isNotFound(err error) bool {
+	var coded interface{ ErrorCode() string }
+	if errors.As(err, &coded) && coded.ErrorCode() == "ResourceNotFoundException" {
+		return true
+	}
+	return false
+}

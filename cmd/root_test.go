@@ -1,0 +1,142 @@
+package cmd
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+)
+
+func testEnv(t *testing.T, vars map[string]string) (*Env, *bytes.Buffer, *bytes.Buffer) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	env := &Env{
+		Stdin:  strings.NewReader(""),
+		Stdout: &out,
+		Stderr: &errb,
+		Getenv: func(k string) string { return vars[k] },
+	}
+	return env, &out, &errb
+}
+
+func TestVersion(t *testing.T) {
+	env, out, _ := testEnv(t, nil)
+	if code := Run(t.Context(), env, []string{"version"}); code != ExitOK {
+		t.Fatalf("exit code %d", code)
+	}
+	if !strings.HasPrefix(out.String(), "kvs ") {
+		t.Fatalf("version output %q", out.String())
+	}
+}
+
+func TestExitCodes(t *testing.T) {
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	tests := []struct {
+		name string
+		ctx  context.Context
+		args []string
+		want int
+	}{
+		{"ok", context.Background(), []string{"version"}, ExitOK},
+		{"unknown command", context.Background(), []string{"no-such-command"}, ExitUsage},
+		{"unknown flag", context.Background(), []string{"version", "--no-such-flag"}, ExitUsage},
+		{"bad log level", context.Background(), []string{"--log-level", "loud", "version"}, ExitUsage},
+		{"extra args", context.Background(), []string{"version", "x"}, ExitUsage},
+		{"interrupted", cancelled, []string{"test-block"}, ExitInterrupted},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env, _, errb := testEnv(t, nil)
+			root := NewRoot(env)
+			root.AddCommand(&cobra.Command{Use: "test-block", RunE: func(c *cobra.Command, _ []string) error {
+				<-c.Context().Done()
+				return c.Context().Err()
+			}})
+			root.SetArgs(tc.args)
+			c, err := root.ExecuteContextC(tc.ctx)
+			if got := exitCode(env, c, tc.ctx, err); got != tc.want {
+				t.Fatalf("exit code %d, want %d (stderr %q)", got, tc.want, errb.String())
+			}
+		})
+	}
+}
+
+func TestConfigPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "kvs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "kvs", "config.yaml")
+	if err := os.WriteFile(cfg, []byte("endpoint: http://from-file:1\nregion: eu-west-1\nlog-level: debug\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name       string
+		env        map[string]string
+		args       []string
+		wantEP     string
+		wantRegion string
+	}{
+		{"defaults", map[string]string{"XDG_CONFIG_HOME": t.TempDir()}, nil, "http://127.0.0.1:4567", "us-east-1"},
+		{"file", map[string]string{"XDG_CONFIG_HOME": dir}, nil, "http://from-file:1", "eu-west-1"},
+		{"env beats file", map[string]string{"XDG_CONFIG_HOME": dir, "KVS_ENDPOINT": "http://from-env:2"}, nil, "http://from-env:2", "eu-west-1"},
+		{"flag beats env", map[string]string{"XDG_CONFIG_HOME": dir, "KVS_ENDPOINT": "http://from-env:2"}, []string{"--endpoint", "http://from-flag:3"}, "http://from-flag:3", "eu-west-1"},
+		{"explicit config", map[string]string{"XDG_CONFIG_HOME": t.TempDir()}, []string{"--config", cfg}, "http://from-file:1", "eu-west-1"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			for k, v := range tc.env {
+				t.Setenv(k, v) // viper's AutomaticEnv/BindEnv read the process environment
+			}
+			env, _, errb := testEnv(t, tc.env)
+			root := NewRoot(env)
+			var ep, region string
+			root.AddCommand(&cobra.Command{Use: "show", RunE: func(*cobra.Command, []string) error {
+				ep, region = env.Config.GetString("endpoint"), env.Config.GetString("region")
+				return nil
+			}})
+			root.SetArgs(append(tc.args, "show"))
+			if err := root.ExecuteContext(t.Context()); err != nil {
+				t.Fatalf("%v (stderr %q)", err, errb.String())
+			}
+			if ep != tc.wantEP || region != tc.wantRegion {
+				t.Fatalf("endpoint %q region %q, want %q %q", ep, region, tc.wantEP, tc.wantRegion)
+			}
+		})
+	}
+	t.Run("missing explicit config is a usage error", func(t *testing.T) {
+		env, _, _ := testEnv(t, nil)
+		if code := Run(t.Context(), env, []string{"--config", filepath.Join(dir, "nope.yaml"), "version"}); code != ExitUsage {
+			t.Fatalf("exit code %d, want %d", code, ExitUsage)
+		}
+	})
+}
+
+func TestCompletion(t *testing.T) {
+	for _, shell := range []string{"bash", "zsh", "fish"} {
+		env, out, _ := testEnv(t, nil)
+		if code := Run(t.Context(), env, []string{"completion", shell}); code != ExitOK {
+			t.Fatalf("%s: exit code %d", shell, code)
+		}
+		if !strings.Contains(out.String(), "kvs") || out.Len() < 1000 {
+			t.Fatalf("%s: completion script looks wrong (%d bytes)", shell, out.Len())
+		}
+	}
+}
+
+func TestRootHelpListsExitCodes(t *testing.T) {
+	env, out, _ := testEnv(t, nil)
+	if code := Run(t.Context(), env, []string{"--help"}); code != ExitOK {
+		t.Fatalf("exit code %d", code)
+	}
+	for _, want := range []string{"Exit codes", "130", "usage error"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("root help lacks %q", want)
+		}
+	}
+}
