@@ -1,0 +1,216 @@
+package server
+
+import (
+	"sync"
+	"time"
+
+	"github.com/openkvs/kvs/server/store"
+)
+
+// liveFragment is one complete fragment held in a stream's in-memory buffer: its metadata and the
+// stored chunk bytes (EBML header, Segment, Info, Tracks, KVS Tags, Cluster). Chunk is immutable
+// once published; readers share it without copying.
+type liveFragment struct {
+	Meta      store.FragmentMeta
+	Timecode  int64 // raw cluster timecode as sent by the producer (for acks and logs)
+	Chunk     []byte
+	Published time.Time
+}
+
+// bufferLimits bound one stream's in-memory buffer. Whichever limit is reached first evicts the
+// oldest fragments; the newest fragment is always kept.
+type bufferLimits struct {
+	MaxBytes int64
+	MaxAge   time.Duration
+}
+
+// Defaults: a stream that keeps data on disk needs only a short window in memory for live tailing
+// (slower readers fall back to the store); a retention-0 stream has nothing else, so it gets the
+// window KVS documents for its live buffer (about 5 minutes, 200 MB).
+var (
+	archivedBufferLimits = bufferLimits{MaxBytes: 16 << 20, MaxAge: 30 * time.Second}
+	liveOnlyBufferLimits = bufferLimits{MaxBytes: 200 << 20, MaxAge: 5 * time.Minute}
+)
+
+// streamBuffer is the in-memory buffer of one stream plus its live subscribers. Subscribers get a
+// notice ("something new was published") on a 1-slot channel with a non-blocking send and pull the
+// bytes themselves: a slow reader never stalls the producer and never loses data, because whatever it
+// missed is still in the buffer or in the store.
+type streamBuffer struct {
+	mu     sync.Mutex
+	frags  []*liveFragment // ordered by Meta.Number
+	bytes  int64
+	limits bufferLimits
+	last   uint64 // highest published number (0: none yet)
+	subs   map[chan struct{}]struct{}
+	gone   bool // the stream was deleted
+}
+
+func newStreamBuffer(l bufferLimits) *streamBuffer {
+	return &streamBuffer{limits: l, subs: make(map[chan struct{}]struct{})}
+}
+
+// setLimits changes the buffer's limits (for example after UpdateDataRetention).
+func (b *streamBuffer) setLimits(l bufferLimits) {
+	b.mu.Lock()
+	b.limits = l
+	b.evictLocked(time.Now())
+	b.mu.Unlock()
+}
+
+// publish adds f (whose number must be greater than every published one) and wakes subscribers.
+func (b *streamBuffer) publish(f *liveFragment) {
+	b.mu.Lock()
+	if b.gone || f.Meta.Number <= b.last {
+		b.mu.Unlock()
+		return
+	}
+	b.frags = append(b.frags, f)
+	b.bytes += int64(len(f.Chunk))
+	b.last = f.Meta.Number
+	b.evictLocked(f.Published)
+	for c := range b.subs {
+		select {
+		case c <- struct{}{}:
+		default: // already notified; the reader will find everything when it looks
+		}
+	}
+	b.mu.Unlock()
+}
+
+func (b *streamBuffer) evictLocked(now time.Time) {
+	drop := 0
+	for drop < len(b.frags)-1 {
+		f := b.frags[drop]
+		if b.bytes <= b.limits.MaxBytes && now.Sub(f.Published) <= b.limits.MaxAge {
+			break
+		}
+		b.bytes -= int64(len(f.Chunk))
+		drop++
+	}
+	if drop > 0 {
+		clear(b.frags[:drop])
+		b.frags = b.frags[drop:]
+	}
+}
+
+// after returns the first buffered fragment with a number greater than n, and the number of the
+// oldest buffered fragment (0 when the buffer is empty).
+func (b *streamBuffer) after(n uint64) (f *liveFragment, oldest uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.frags) == 0 {
+		return nil, 0
+	}
+	oldest = b.frags[0].Meta.Number
+	// Binary search: frags is sorted by number.
+	lo, hi := 0, len(b.frags)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if b.frags[m].Meta.Number <= n {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(b.frags) {
+		f = b.frags[lo]
+	}
+	return f, oldest
+}
+
+// get returns the buffered fragment with number n.
+func (b *streamBuffer) get(n uint64) *liveFragment {
+	f, _ := b.after(n - 1)
+	if f != nil && f.Meta.Number == n {
+		return f
+	}
+	return nil
+}
+
+// snapshot returns the buffered fragments in number order (the slice is a copy; the fragments are shared).
+func (b *streamBuffer) snapshot() []*liveFragment {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]*liveFragment(nil), b.frags...)
+}
+
+// lastNumber returns the highest published fragment number (0 when none).
+func (b *streamBuffer) lastNumber() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.last
+}
+
+// subscribe returns a notice channel and a function that ends the subscription. The channel is
+// closed when the stream is deleted.
+func (b *streamBuffer) subscribe() (<-chan struct{}, func()) {
+	c := make(chan struct{}, 1)
+	b.mu.Lock()
+	if b.gone {
+		close(c)
+		b.mu.Unlock()
+		return c, func() {}
+	}
+	b.subs[c] = struct{}{}
+	b.mu.Unlock()
+	return c, func() {
+		b.mu.Lock()
+		if _, ok := b.subs[c]; ok {
+			delete(b.subs, c)
+		}
+		b.mu.Unlock()
+	}
+}
+
+// close marks the stream deleted: its memory is released and subscribers see their channel closed.
+func (b *streamBuffer) close() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.gone {
+		return
+	}
+	b.gone = true
+	b.frags, b.bytes = nil, 0
+	for c := range b.subs {
+		close(c)
+		delete(b.subs, c)
+	}
+}
+
+func (b *streamBuffer) isGone() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.gone
+}
+
+// hub maps stream names to their buffers. A deleted and re-created stream gets a fresh buffer.
+type hub struct {
+	mu      sync.Mutex
+	streams map[string]*streamBuffer
+}
+
+func newHub() *hub { return &hub{streams: make(map[string]*streamBuffer)} }
+
+// stream returns the buffer of the named stream, creating it with limits l when absent.
+func (h *hub) stream(name string, l bufferLimits) *streamBuffer {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	b := h.streams[name]
+	if b == nil {
+		b = newStreamBuffer(l)
+		h.streams[name] = b
+	}
+	return b
+}
+
+// drop closes and forgets the named stream's buffer (DeleteStream).
+func (h *hub) drop(name string) {
+	h.mu.Lock()
+	b := h.streams[name]
+	delete(h.streams, name)
+	h.mu.Unlock()
+	if b != nil {
+		b.close()
+	}
+}

@@ -1,0 +1,77 @@
+package server
+
+import (
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/server/store"
+)
+
+func frag(n uint64, size int, at time.Time) *liveFragment {
+	return &liveFragment{Meta: store.FragmentMeta{Number: n}, Chunk: make([]byte, size), Published: at}
+}
+
+func TestStreamBufferAfterAndEviction(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	b := newStreamBuffer(bufferLimits{MaxBytes: 300, MaxAge: 10 * time.Second})
+	for i, n := range []uint64{2, 3, 7} { // gaps: numbers reserved by failed fragments are never published
+		b.publish(frag(n, 100, t0.Add(time.Duration(i)*time.Second)))
+	}
+	tests := []struct {
+		after  uint64
+		want   uint64 // 0: none
+		oldest uint64
+	}{{0, 2, 2}, {2, 3, 2}, {3, 7, 2}, {5, 7, 2}, {7, 0, 2}}
+	for _, tc := range tests {
+		f, oldest := b.after(tc.after)
+		got := uint64(0)
+		if f != nil {
+			got = f.Meta.Number
+		}
+		if got != tc.want || oldest != tc.oldest {
+			t.Errorf("after(%d) = %d (oldest %d), want %d (oldest %d)", tc.after, got, oldest, tc.want, tc.oldest)
+		}
+	}
+	b.publish(frag(5, 100, t0.Add(4*time.Second))) // not increasing: ignored
+	if b.get(5) != nil {
+		t.Fatal("a number below the last published one was accepted")
+	}
+	b.publish(frag(8, 100, t0.Add(4*time.Second))) // 400 bytes > 300: the oldest goes
+	if _, oldest := b.after(0); oldest != 3 {
+		t.Fatalf("oldest after byte eviction = %d, want 3", oldest)
+	}
+	b.publish(frag(9, 10, t0.Add(20*time.Second))) // everything older than 10 s goes, the newest stays
+	if s := b.snapshot(); len(s) != 1 || s[0].Meta.Number != 9 {
+		t.Fatalf("after age eviction: %d fragments, want only 9", len(s))
+	}
+	if b.lastNumber() != 9 {
+		t.Fatalf("lastNumber = %d", b.lastNumber())
+	}
+}
+
+func TestStreamBufferSubscribers(t *testing.T) {
+	b := newStreamBuffer(archivedBufferLimits)
+	c, cancel := b.subscribe()
+	defer cancel()
+	for n := uint64(1); n <= 3; n++ { // three publishes, one pending notice: never blocks
+		b.publish(frag(n, 1, time.Now()))
+	}
+	select {
+	case <-c:
+	default:
+		t.Fatal("no notice after publish")
+	}
+	select {
+	case <-c:
+		t.Fatal("notices should coalesce into one")
+	default:
+	}
+	b.close()
+	if _, ok := <-c; ok {
+		t.Fatal("channel not closed when the stream was deleted")
+	}
+	c2, _ := b.subscribe()
+	if _, ok := <-c2; ok {
+		t.Fatal("subscribing to a deleted stream should give a closed channel")
+	}
+}
