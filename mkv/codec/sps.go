@@ -1,0 +1,79 @@
+package codec
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+)
+
+// maxDimension bounds the picture sizes ParseSPS accepts (H.265 level 6.2 allows 8192x4320; a
+// 16384 bound leaves room and rejects garbage that wraps around during cropping).
+const maxDimension = 16384
+
+// SPSInfo is what kvs takes from a sequence parameter set.
+type SPSInfo struct {
+	// Width and Height are the displayed picture size in pixels, after cropping.
+	Width, Height int
+	// FrameRateNum and FrameRateDen give the frame rate FrameRateNum/FrameRateDen frames per second
+	// from the VUI timing info; both are 0 when the SPS carries none. H.264: time_scale /
+	// (2*num_units_in_tick) (one frame is two fields); H.265: vui_time_scale / vui_num_units_in_tick.
+	FrameRateNum, FrameRateDen uint64
+}
+
+// FrameRate returns the frame rate in frames per second, and false when the SPS carries no timing
+// info.
+func (s SPSInfo) FrameRate() (float64, bool) {
+	if s.FrameRateNum == 0 || s.FrameRateDen == 0 {
+		return 0, false
+	}
+	return float64(s.FrameRateNum) / float64(s.FrameRateDen), true
+}
+
+// FrameDuration returns the duration of one frame, and false when the SPS carries no timing info.
+func (s SPSInfo) FrameDuration() (time.Duration, bool) {
+	if s.FrameRateNum == 0 || s.FrameRateDen == 0 {
+		return 0, false
+	}
+	return time.Duration(float64(time.Second) * float64(s.FrameRateDen) / float64(s.FrameRateNum)), true
+}
+
+// ParseSPS parses the SPS NAL unit nalu (with its NAL unit header, without start code or length).
+func ParseSPS(c Codec, nalu []byte) (SPSInfo, error) {
+	var info SPSInfo
+	switch c {
+	case H264:
+		if NALUType(c, nalu) != H264NALUSPS {
+			return info, fmt.Errorf("%w: H.264 NAL unit type %d is not an SPS (7)", ErrInvalidSPS, NALUType(c, nalu))
+		}
+		var s h264.SPS
+		if err := s.Unmarshal(nalu); err != nil {
+			return info, fmt.Errorf("%w: H.264: %v", ErrInvalidSPS, err)
+		}
+		info.Width, info.Height = s.Width(), s.Height()
+		if s.VUI != nil && s.VUI.TimingInfo != nil && s.VUI.TimingInfo.NumUnitsInTick != 0 && s.VUI.TimingInfo.TimeScale != 0 {
+			info.FrameRateNum = uint64(s.VUI.TimingInfo.TimeScale)
+			info.FrameRateDen = 2 * uint64(s.VUI.TimingInfo.NumUnitsInTick)
+		}
+	case H265:
+		if NALUType(c, nalu) != H265NALUSPS {
+			return info, fmt.Errorf("%w: H.265 NAL unit type %d is not an SPS (33)", ErrInvalidSPS, NALUType(c, nalu))
+		}
+		var s h265.SPS
+		if err := s.Unmarshal(nalu); err != nil {
+			return info, fmt.Errorf("%w: H.265: %v", ErrInvalidSPS, err)
+		}
+		info.Width, info.Height = s.Width(), s.Height()
+		if s.VUI != nil && s.VUI.TimingInfo != nil && s.VUI.TimingInfo.NumUnitsInTick != 0 && s.VUI.TimingInfo.TimeScale != 0 {
+			info.FrameRateNum = uint64(s.VUI.TimingInfo.TimeScale)
+			info.FrameRateDen = uint64(s.VUI.TimingInfo.NumUnitsInTick)
+		}
+	default:
+		return info, fmt.Errorf("%w: unsupported codec %v", ErrInvalidSPS, c)
+	}
+	if info.Width <= 0 || info.Height <= 0 || info.Width > maxDimension || info.Height > maxDimension {
+		return info, fmt.Errorf("%w: picture size %dx%d out of range", ErrInvalidSPS, info.Width, info.Height)
+	}
+	return info, nil
+}
