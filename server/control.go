@@ -1,0 +1,444 @@
+package server
+
+import (
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/openkvs/kvs/server/store"
+)
+
+// controlRoutes are the kinesisvideo control-plane operations (kvs-api.md §3–4).
+func (s *Server) controlRoutes() map[string]http.HandlerFunc {
+	return map[string]http.HandlerFunc{
+		"/createStream":        s.handleCreateStream,
+		"/describeStream":      s.handleDescribeStream,
+		"/listStreams":         s.handleListStreams,
+		"/deleteStream":        s.handleDeleteStream,
+		"/updateStream":        s.handleUpdateStream,
+		"/updateDataRetention": s.handleUpdateDataRetention,
+		"/getDataEndpoint":     s.handleGetDataEndpoint,
+		"/tagStream":           s.handleTagStream,
+		"/untagStream":         s.handleUntagStream,
+		"/listTagsForStream":   s.handleListTagsForStream,
+		"/TagResource":         s.handleTagResource,
+		"/UntagResource":       s.handleUntagResource,
+		"/ListTagsForResource": s.handleListTagsForResource,
+	}
+}
+
+// streamInfo is the StreamInfo shape of DescribeStream and ListStreams. Unset optional members are
+// left out (never null); DataRetentionInHours is always sent because 0 is meaningful.
+type streamInfo struct {
+	DeviceName           string    `json:"DeviceName,omitempty"`
+	StreamName           string    `json:"StreamName"`
+	StreamARN            string    `json:"StreamARN"`
+	MediaType            string    `json:"MediaType,omitempty"`
+	KmsKeyID             string    `json:"KmsKeyId,omitempty"`
+	Version              string    `json:"Version"`
+	Status               string    `json:"Status"`
+	CreationTime         Timestamp `json:"CreationTime"`
+	DataRetentionInHours int       `json:"DataRetentionInHours"`
+}
+
+func toStreamInfo(st store.Stream) streamInfo {
+	status := st.Status
+	if status == "" {
+		status = "ACTIVE"
+	}
+	return streamInfo{
+		DeviceName:           st.DeviceName,
+		StreamName:           st.Name,
+		StreamARN:            st.ARN,
+		MediaType:            st.MediaType,
+		KmsKeyID:             st.KmsKeyID,
+		Version:              st.Version,
+		Status:               status,
+		CreationTime:         Timestamp{st.CreationTime},
+		DataRetentionInHours: st.RetentionHours,
+	}
+}
+
+type createStreamRequest struct {
+	StreamName                 *string           `json:"StreamName"`
+	DeviceName                 *string           `json:"DeviceName"`
+	MediaType                  *string           `json:"MediaType"`
+	KmsKeyID                   *string           `json:"KmsKeyId"`
+	DataRetentionInHours       *int              `json:"DataRetentionInHours"`
+	Tags                       map[string]string `json:"Tags"`
+	StreamStorageConfiguration *struct {
+		DefaultStorageTier *string `json:"DefaultStorageTier"`
+	} `json:"StreamStorageConfiguration"`
+}
+
+// handleCreateStream implements CreateStream. Choice: the stream is ACTIVE at once (no CREATING
+// window), so clients that poll DescribeStream proceed immediately.
+func (s *Server) handleCreateStream(w http.ResponseWriter, r *http.Request) {
+	var req createStreamRequest
+	if err := s.decodeJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if req.StreamName == nil {
+		s.writeError(w, r, invalidArgf("StreamName is required."))
+		return
+	}
+	// The ARN carries the creation time in epoch milliseconds; CreationTime is that same instant.
+	ms := s.cfg.Now().UnixMilli()
+	st := store.Stream{
+		Name:         *req.StreamName,
+		ARN:          s.streamARN(*req.StreamName, ms),
+		KmsKeyID:     s.defaultKmsKeyID(),
+		Version:      newVersion(),
+		Status:       "ACTIVE",
+		CreationTime: time.UnixMilli(ms).UTC(),
+	}
+	err := validateStreamName("StreamName", *req.StreamName)
+	if err == nil && req.DeviceName != nil {
+		st.DeviceName, err = *req.DeviceName, validateDeviceName(*req.DeviceName)
+	}
+	if err == nil && req.MediaType != nil {
+		st.MediaType, err = *req.MediaType, validateMediaType(*req.MediaType)
+	}
+	if err == nil && req.KmsKeyID != nil {
+		st.KmsKeyID, err = *req.KmsKeyID, validateKmsKeyID(*req.KmsKeyID)
+	}
+	if err == nil && req.DataRetentionInHours != nil {
+		st.RetentionHours, err = *req.DataRetentionInHours, validateRetention("DataRetentionInHours", *req.DataRetentionInHours)
+	}
+	if err == nil && req.Tags != nil {
+		st.Tags, err = req.Tags, validateTags(req.Tags)
+	}
+	if err == nil && req.StreamStorageConfiguration != nil {
+		// Accepted and validated, not stored: local storage has a single tier.
+		tier := req.StreamStorageConfiguration.DefaultStorageTier
+		if tier == nil || (*tier != "HOT" && *tier != "WARM") {
+			err = invalidArgf("StreamStorageConfiguration.DefaultStorageTier must be HOT or WARM.")
+		}
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if err := s.store.CreateStream(r.Context(), st); err != nil {
+		s.writeError(w, r, fmt.Errorf("create stream %s: %w", st.Name, err))
+		return
+	}
+	s.log.Info("stream created", "stream", st.Name, "retention_hours", st.RetentionHours)
+	s.writeJSON(w, r, struct {
+		StreamARN string `json:"StreamARN"`
+	}{st.ARN})
+}
+
+func (s *Server) handleDescribeStream(w http.ResponseWriter, r *http.Request) {
+	var req streamRef
+	if err := s.decodeJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	st, err := s.lookupStream(r.Context(), req, codeInvalidArgument)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeJSON(w, r, struct {
+		StreamInfo streamInfo `json:"StreamInfo"`
+	}{toStreamInfo(st)})
+}
+
+type listStreamsRequest struct {
+	MaxResults          *int    `json:"MaxResults"`
+	NextToken           *string `json:"NextToken"`
+	StreamNameCondition *struct {
+		ComparisonOperator *string `json:"ComparisonOperator"`
+		ComparisonValue    *string `json:"ComparisonValue"`
+	} `json:"StreamNameCondition"`
+}
+
+type listStreamsResponse struct {
+	StreamInfoList []streamInfo `json:"StreamInfoList"`
+	NextToken      string       `json:"NextToken,omitempty"`
+}
+
+// handleListStreams implements ListStreams in name order. NextToken is the standard base64 of the
+// last name on the page (the model's token alphabet is [a-zA-Z0-9+/=]); the next page starts after
+// that name, so it stays correct when streams are created or deleted between pages. The last page
+// has no NextToken.
+func (s *Server) handleListStreams(w http.ResponseWriter, r *http.Request) {
+	var req listStreamsRequest
+	if err := s.decodeJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	limit := 10000
+	if req.MaxResults != nil {
+		if *req.MaxResults < 1 || *req.MaxResults > 10000 {
+			s.writeError(w, r, invalidArgf("MaxResults must be between 1 and 10000."))
+			return
+		}
+		limit = *req.MaxResults
+	}
+	after := ""
+	if req.NextToken != nil && *req.NextToken != "" {
+		name, err := base64.StdEncoding.DecodeString(*req.NextToken)
+		if err != nil || len(*req.NextToken) > 1024 || validateStreamName("NextToken", string(name)) != nil {
+			s.writeError(w, r, invalidArgf("NextToken is not a token returned by ListStreams."))
+			return
+		}
+		after = string(name)
+	}
+	prefix := ""
+	if c := req.StreamNameCondition; c != nil {
+		if c.ComparisonOperator != nil && *c.ComparisonOperator != "BEGINS_WITH" {
+			s.writeError(w, r, invalidArgf("StreamNameCondition.ComparisonOperator must be BEGINS_WITH."))
+			return
+		}
+		if c.ComparisonValue != nil {
+			if err := validateStreamName("StreamNameCondition.ComparisonValue", *c.ComparisonValue); err != nil {
+				s.writeError(w, r, err)
+				return
+			}
+			prefix = *c.ComparisonValue
+		}
+	}
+	all, err := s.store.ListStreams(r.Context())
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("list streams: %w", err))
+		return
+	}
+	resp := listStreamsResponse{StreamInfoList: []streamInfo{}}
+	for _, st := range all { // sorted by name
+		if st.Name <= after || !strings.HasPrefix(st.Name, prefix) {
+			continue
+		}
+		if len(resp.StreamInfoList) == limit {
+			resp.NextToken = base64.StdEncoding.EncodeToString([]byte(resp.StreamInfoList[limit-1].StreamName))
+			break
+		}
+		resp.StreamInfoList = append(resp.StreamInfoList, toStreamInfo(st))
+	}
+	s.writeJSON(w, r, resp)
+}
+
+type deleteStreamRequest struct {
+	StreamARN      *string `json:"StreamARN"`
+	CurrentVersion *string `json:"CurrentVersion"`
+}
+
+// handleDeleteStream implements DeleteStream: StreamARN is required (the API takes no name);
+// without CurrentVersion the version is not checked. The stream and its data go at once.
+func (s *Server) handleDeleteStream(w http.ResponseWriter, r *http.Request) {
+	var req deleteStreamRequest
+	if err := s.decodeJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if req.StreamARN == nil {
+		s.writeError(w, r, invalidArgf("StreamARN is required."))
+		return
+	}
+	if req.CurrentVersion != nil {
+		if err := validateVersion("CurrentVersion", *req.CurrentVersion); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, err := s.lookupStream(r.Context(), streamRef{StreamARN: req.StreamARN}, codeInvalidArgument)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if req.CurrentVersion != nil && *req.CurrentVersion != st.Version {
+		s.writeError(w, r, versionMismatch(st.Name))
+		return
+	}
+	if err := s.store.DeleteStream(r.Context(), st.Name); err != nil {
+		s.writeError(w, r, fmt.Errorf("delete stream %s: %w", st.Name, err))
+		return
+	}
+	for _, fn := range s.deleteHooks {
+		fn(st.Name)
+	}
+	s.log.Info("stream deleted", "stream", st.Name)
+	s.writeJSON(w, r, empty{})
+}
+
+func versionMismatch(name string) error {
+	return apiErrorf(codeVersionMismatch, "The version of stream %s does not match CurrentVersion.", name)
+}
+
+// updateLocked looks up the stream and applies fn to it in the store, under s.mu. fn sees a copy
+// and may return an error to change nothing. The ARN is re-checked inside the store's update so
+// that a stream re-created under the same name is never updated by an old reference.
+func (s *Server) updateLocked(r *http.Request, ref streamRef, badARNCode string, fn func(*store.Stream) error) (store.Stream, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, err := s.lookupStream(r.Context(), ref, badARNCode)
+	if err != nil {
+		return store.Stream{}, err
+	}
+	return s.store.UpdateStream(r.Context(), st.Name, func(cur *store.Stream) error {
+		if cur.ARN != st.ARN {
+			return fmt.Errorf("stream %s: %w", st.Name, ErrStreamNotFound)
+		}
+		return fn(cur)
+	})
+}
+
+type updateStreamRequest struct {
+	streamRef
+	CurrentVersion *string `json:"CurrentVersion"`
+	DeviceName     *string `json:"DeviceName"`
+	MediaType      *string `json:"MediaType"`
+}
+
+// handleUpdateStream implements UpdateStream: DeviceName and/or MediaType change, Version is new.
+// The stream stays ACTIVE (no UPDATING window).
+func (s *Server) handleUpdateStream(w http.ResponseWriter, r *http.Request) {
+	var req updateStreamRequest
+	if err := s.decodeJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var err error
+	if req.CurrentVersion == nil {
+		err = invalidArgf("CurrentVersion is required.")
+	} else {
+		err = validateVersion("CurrentVersion", *req.CurrentVersion)
+	}
+	if err == nil && req.DeviceName != nil {
+		err = validateDeviceName(*req.DeviceName)
+	}
+	if err == nil && req.MediaType != nil {
+		err = validateMediaType(*req.MediaType)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	_, err = s.updateLocked(r, req.streamRef, codeInvalidArgument, func(st *store.Stream) error {
+		if st.Version != *req.CurrentVersion {
+			return versionMismatch(st.Name)
+		}
+		if req.DeviceName != nil {
+			st.DeviceName = *req.DeviceName
+		}
+		if req.MediaType != nil {
+			st.MediaType = *req.MediaType
+		}
+		st.Version = newVersion()
+		return nil
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeJSON(w, r, empty{})
+}
+
+type updateDataRetentionRequest struct {
+	streamRef
+	CurrentVersion             *string `json:"CurrentVersion"`
+	Operation                  *string `json:"Operation"`
+	DataRetentionChangeInHours *int    `json:"DataRetentionChangeInHours"`
+}
+
+// handleUpdateDataRetention implements UpdateDataRetention. The new retention must stay within
+// 0–87600 hours, else InvalidArgumentException (the model does not say; [I] in kvs-api.md). After a
+// decrease, fragments older than the new window are deleted before the response.
+func (s *Server) handleUpdateDataRetention(w http.ResponseWriter, r *http.Request) {
+	var req updateDataRetentionRequest
+	if err := s.decodeJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var err error
+	switch {
+	case req.CurrentVersion == nil:
+		err = invalidArgf("CurrentVersion is required.")
+	case req.Operation == nil:
+		err = invalidArgf("Operation is required.")
+	case *req.Operation != "INCREASE_DATA_RETENTION" && *req.Operation != "DECREASE_DATA_RETENTION":
+		err = invalidArgf("Operation must be INCREASE_DATA_RETENTION or DECREASE_DATA_RETENTION.")
+	case req.DataRetentionChangeInHours == nil:
+		err = invalidArgf("DataRetentionChangeInHours is required.")
+	case *req.DataRetentionChangeInHours < 1:
+		err = invalidArgf("DataRetentionChangeInHours must be at least 1.")
+	default:
+		err = validateVersion("CurrentVersion", *req.CurrentVersion)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	decrease := *req.Operation == "DECREASE_DATA_RETENTION"
+	st, err := s.updateLocked(r, req.streamRef, codeInvalidArgument, func(st *store.Stream) error {
+		if st.Version != *req.CurrentVersion {
+			return versionMismatch(st.Name)
+		}
+		change := *req.DataRetentionChangeInHours
+		if change > maxRetentionHrs { // also keeps the sum below from overflowing
+			return invalidArgf("DataRetentionChangeInHours must be at most %d.", maxRetentionHrs)
+		}
+		hours := st.RetentionHours + change
+		if decrease {
+			hours = st.RetentionHours - change
+		}
+		if hours < 0 || hours > maxRetentionHrs {
+			return invalidArgf("The new data retention of %d hours is outside 0 to %d.", hours, maxRetentionHrs)
+		}
+		st.RetentionHours = hours
+		st.Version = newVersion()
+		return nil
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("data retention changed", "stream", st.Name, "retention_hours", st.RetentionHours)
+	if decrease {
+		if n, err := s.store.EnforceRetention(r.Context(), s.cfg.Now()); err != nil {
+			// The change itself is stored; the next retention pass will retry the purge.
+			s.log.Warn("retention purge after decrease", "stream", st.Name, "err", err)
+		} else if n > 0 {
+			s.log.Info("retention purge", "fragments", n)
+		}
+	}
+	s.writeJSON(w, r, empty{})
+}
+
+// apiNames are the GetDataEndpoint APIName values (kvs-api.md §4).
+var apiNames = map[string]bool{
+	"PUT_MEDIA": true, "GET_MEDIA": true, "LIST_FRAGMENTS": true, "GET_MEDIA_FOR_FRAGMENT_LIST": true,
+	"GET_HLS_STREAMING_SESSION_URL": true, "GET_DASH_STREAMING_SESSION_URL": true, "GET_CLIP": true,
+	"GET_IMAGES": true,
+}
+
+type getDataEndpointRequest struct {
+	streamRef
+	APIName *string `json:"APIName"`
+}
+
+// handleGetDataEndpoint implements GetDataEndpoint: one endpoint (this server) for every APIName.
+func (s *Server) handleGetDataEndpoint(w http.ResponseWriter, r *http.Request) {
+	var req getDataEndpointRequest
+	if err := s.decodeJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if req.APIName == nil || !apiNames[*req.APIName] {
+		s.writeError(w, r, invalidArgf("APIName must be one of PUT_MEDIA, GET_MEDIA, LIST_FRAGMENTS, GET_MEDIA_FOR_FRAGMENT_LIST, GET_HLS_STREAMING_SESSION_URL, GET_DASH_STREAMING_SESSION_URL, GET_CLIP, GET_IMAGES."))
+		return
+	}
+	if _, err := s.lookupStream(r.Context(), req.streamRef, codeInvalidArgument); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.writeJSON(w, r, struct {
+		DataEndpoint string `json:"DataEndpoint"`
+	}{s.dataEndpoint(r)})
+}

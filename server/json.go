@@ -1,0 +1,129 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"net/http"
+	"reflect"
+	"strconv"
+	"time"
+)
+
+// decodeJSON reads r's body (at most MaxRequestBody bytes) into v, a pointer to a request struct.
+//
+//   - An empty body (or only whitespace, or the literal null) is treated as {}: botocore sends {}
+//     and the Go SDK always sends an object, but curl users often send nothing.
+//   - Unknown members are ignored (forward compatibility, kvs-api.md §1.2).
+//   - Malformed JSON, a non-object, a member of the wrong type, a number out of range, or a body
+//     over the cap is an InvalidArgumentException (400), never a 500.
+//
+// The Content-Type header is not checked: real clients send application/json,
+// application/x-amz-json-1.1 or nothing.
+func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return invalidArgf("The request body exceeds %d bytes.", mbe.Limit)
+		}
+		return invalidArgf("Could not read the request body: %v.", err)
+	}
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 {
+		return nil
+	}
+	if body[0] != '{' && !bytes.Equal(body, []byte("null")) {
+		return invalidArgf("The request body must be a JSON object.")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			return invalidArgf("Member %s has the wrong type (got JSON %s).", te.Field, te.Value)
+		case errors.As(err, &te):
+			return invalidArgf("A member has the wrong type (got JSON %s).", te.Value)
+		case errors.As(err, &se):
+			return invalidArgf("The request body is not valid JSON (offset %d).", se.Offset)
+		default:
+			return invalidArgf("The request body is not valid JSON: %v.", err)
+		}
+	}
+	return nil
+}
+
+// writeJSON sends a 200 response with v as its JSON body. v's optional members use omitempty (or
+// are pointers) so that unset members are left out (kvs-api.md §1.4).
+func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, v any) {
+	body, err := json.Marshal(v)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// empty is the body of operations with no output members.
+type empty struct{}
+
+// Timestamp is a KVS JSON timestamp: a number of seconds since the Unix epoch (kvs-api.md §1.3).
+//
+// It unmarshals from any JSON number form: integer (botocore), decimal (the Go SDK sends
+// milliseconds as 1700000000.123) or exponent (the real service's 1.625157638783E9), and rejects
+// strings, non-finite values and values beyond year ±5000. Precision is kept to the microsecond.
+// It marshals as a plain decimal with at most 3 fraction digits (milliseconds; trailing zeros and a
+// whole-second fraction left out), which every client parses. The zero Timestamp marshals as 0; use
+// *Timestamp with omitempty for optional members.
+type Timestamp struct{ time.Time }
+
+// maxTimestampSeconds bounds accepted timestamps (about year 5138) so that converting to
+// time.Time cannot overflow.
+const maxTimestampSeconds = 1e11
+
+// MarshalJSON implements json.Marshaler.
+func (t Timestamp) MarshalJSON() ([]byte, error) {
+	return appendEpochMillis(nil, t.UnixMilli()), nil
+}
+
+// appendEpochMillis appends ms milliseconds as decimal seconds: 1705489836421 → 1705489836.421,
+// 1705489836400 → 1705489836.4, 1705489836000 → 1705489836.
+func appendEpochMillis(b []byte, ms int64) []byte {
+	sec, frac := ms/1000, ms%1000
+	if frac < 0 { // floor division for times before 1970
+		sec, frac = sec-1, frac+1000
+	}
+	b = strconv.AppendInt(b, sec, 10)
+	if frac == 0 {
+		return b
+	}
+	digits := []byte{'.', byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
+	for digits[len(digits)-1] == '0' {
+		digits = digits[:len(digits)-1]
+	}
+	return append(b, digits...)
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (t *Timestamp) UnmarshalJSON(b []byte) error {
+	if bytes.Equal(b, []byte("null")) {
+		return nil
+	}
+	if len(b) == 0 || (b[0] != '-' && (b[0] < '0' || b[0] > '9')) {
+		return &json.UnmarshalTypeError{Value: "non-number timestamp", Type: timestampType}
+	}
+	f, err := strconv.ParseFloat(string(b), 64)
+	if err != nil || math.IsNaN(f) || math.Abs(f) > maxTimestampSeconds {
+		return &json.UnmarshalTypeError{Value: "number " + string(b), Type: timestampType}
+	}
+	t.Time = time.UnixMicro(int64(math.Round(f * 1e6)))
+	return nil
+}
+
+var timestampType = reflect.TypeFor[Timestamp]()

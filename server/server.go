@@ -1,0 +1,266 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/openkvs/kvs/server/store"
+)
+
+// Defaults applied by New for zero Config fields.
+const (
+	DefaultRegion = "us-east-1"
+	// DefaultAccountID is the account in every ARN when Config.AccountID is empty. It is the
+	// all-zero account that LocalStack and other local emulators also use, so it cannot be mistaken
+	// for a real account.
+	DefaultAccountID = "000000000000"
+	// DefaultMaxRequestBody caps control-plane request bodies (bytes). The largest legal request,
+	// CreateStream with 50 maximal tags, is about 40 KiB of JSON.
+	DefaultMaxRequestBody = 1 << 20
+)
+
+// Config configures a Server. Store is required; every other field has a default.
+type Config struct {
+	// Store keeps the streams. The Server does not close it: whoever opened it does.
+	Store store.Store
+	// AdvertiseURL is what GetDataEndpoint returns for every APIName, e.g. "http://127.0.0.1:4567":
+	// scheme and host[:port] only. Empty: derived per request from its Host header and whether the
+	// connection is TLS.
+	AdvertiseURL string
+	// Region goes into stream ARNs and the default KMS key ARN (default us-east-1). The server
+	// answers requests signed for any region.
+	Region string
+	// AccountID is the 12-digit account in ARNs (default DefaultAccountID).
+	AccountID string
+	// Log receives one debug line per request and error lines for internal failures (default: discard).
+	Log *slog.Logger
+	// MaxRequestBody caps the JSON body of control-plane and archived-media requests in bytes
+	// (default DefaultMaxRequestBody). It does not apply to PutMedia.
+	MaxRequestBody int64
+	// Now returns the current time (default time.Now); tests replace it.
+	Now func() time.Time
+}
+
+// Server serves the KVS HTTP APIs on one mux: the control plane (this file's routes), and the
+// media paths that other files of this package register through routeSets. It is an http.Handler
+// and is safe for concurrent use.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	store  store.Store
+	routes map[string]http.HandlerFunc
+
+	// mu serialises control-plane mutations that read then write (delete with a version check,
+	// tag merges), so that two of them never interleave. Plain reads do not take it.
+	mu sync.Mutex
+
+	closeOnce sync.Once
+	closers   []func()
+	// deleteHooks run after DeleteStream removed a stream from the store, under mu, with its name
+	// (e.g. to drop the stream's live buffer). Registered by route providers with onStreamDeleted.
+	deleteHooks []func(name string)
+}
+
+// routeSets lists the route providers of this package: each returns path → handler for the paths
+// it serves. Files that add APIs append to it in an init func, e.g.
+//
+//	func init() { routeSets = append(routeSets, (*Server).mediaRoutes) }
+//
+// New panics at startup if two sets claim the same path.
+var routeSets = []func(*Server) map[string]http.HandlerFunc{
+	(*Server).controlRoutes,
+}
+
+var accountIDPattern = regexp.MustCompile(`^[0-9]{12}$`)
+var regionPattern = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
+
+// New validates cfg, fills in defaults and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("server: Config.Store is required")
+	}
+	if cfg.Region == "" {
+		cfg.Region = DefaultRegion
+	}
+	if !regionPattern.MatchString(cfg.Region) {
+		return nil, fmt.Errorf("server: region %q: want lower-case letters, digits and dashes", cfg.Region)
+	}
+	if cfg.AccountID == "" {
+		cfg.AccountID = DefaultAccountID
+	}
+	if !accountIDPattern.MatchString(cfg.AccountID) {
+		return nil, fmt.Errorf("server: account id %q: want 12 digits", cfg.AccountID)
+	}
+	if cfg.AdvertiseURL != "" {
+		u, err := normalizeAdvertiseURL(cfg.AdvertiseURL)
+		if err != nil {
+			return nil, err
+		}
+		cfg.AdvertiseURL = u
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxRequestBody <= 0 {
+		cfg.MaxRequestBody = DefaultMaxRequestBody
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store, routes: map[string]http.HandlerFunc{}}
+	for _, set := range routeSets {
+		for path, h := range set(s) {
+			if _, dup := s.routes[path]; dup {
+				panic("server: route " + path + " registered twice")
+			}
+			s.routes[path] = h
+		}
+	}
+	return s, nil
+}
+
+// normalizeAdvertiseURL checks that u is scheme://host[:port] and strips a trailing slash: clients
+// append the API path to it by string concatenation (see kvs-api.md §12).
+func normalizeAdvertiseURL(raw string) (string, error) {
+	u, err := url.Parse(strings.TrimSuffix(raw, "/"))
+	if err != nil {
+		return "", fmt.Errorf("server: advertise url %q: %w", raw, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", fmt.Errorf("server: advertise url %q: want http(s)://host[:port] with no path", raw)
+	}
+	return u.Scheme + "://" + u.Host, nil
+}
+
+// Close stops background work started by the Server (none yet beyond what other files register
+// with onClose). It does not close the Store. Safe to call more than once.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		for i := len(s.closers) - 1; i >= 0; i-- {
+			s.closers[i]()
+		}
+	})
+	return nil
+}
+
+// onClose registers fn to run on Close (in reverse order of registration). Call it only from New's
+// route providers, before the Server is shared.
+func (s *Server) onClose(fn func()) { s.closers = append(s.closers, fn) }
+
+// onStreamDeleted registers fn to run after a stream is deleted. Call it only from New's route
+// providers.
+func (s *Server) onStreamDeleted(fn func(name string)) { s.deleteHooks = append(s.deleteHooks, fn) }
+
+// ServeHTTP dispatches on the exact, case-sensitive path. Every KVS operation is a POST; other
+// methods get 405 and unknown paths 404, both with the usual JSON error body.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	id := newRequestID()
+	w.Header().Set("x-amzn-RequestId", id)
+	rec := &statusRecorder{ResponseWriter: w}
+	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler { //nolint:errorlint // sentinel compared by identity, as net/http does
+				panic(p)
+			}
+			s.log.Error("handler panic", "path", r.URL.Path, "request_id", id, "panic", p)
+			if !rec.wrote {
+				s.writeError(rec, r, fmt.Errorf("panic: %v", p))
+			}
+		}
+		s.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rec.status,
+			"duration", time.Since(start), "request_id", id)
+	}()
+
+	h, ok := s.routes[r.URL.Path]
+	switch {
+	case !ok:
+		s.writeError(rec, r, &APIError{Code: "UnknownOperationException", Status: http.StatusNotFound,
+			Message: "No operation is served at " + r.URL.Path + "."})
+	case r.Method != http.MethodPost:
+		rec.Header().Set("Allow", http.MethodPost)
+		s.writeError(rec, r, &APIError{Code: "MethodNotAllowedException", Status: http.StatusMethodNotAllowed,
+			Message: "Only POST is supported."})
+	default:
+		h(rec, r)
+	}
+}
+
+type requestIDKey struct{}
+
+// requestID returns the x-amzn-RequestId of the request being served.
+func requestID(r *http.Request) string {
+	id, _ := r.Context().Value(requestIDKey{}).(string)
+	return id
+}
+
+// newRequestID returns a random (version 4) UUID in its canonical text form.
+func newRequestID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails (Go 1.24+)
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var buf [36]byte
+	hex.Encode(buf[0:8], b[0:4])
+	buf[8] = '-'
+	hex.Encode(buf[9:13], b[4:6])
+	buf[13] = '-'
+	hex.Encode(buf[14:18], b[6:8])
+	buf[18] = '-'
+	hex.Encode(buf[19:23], b[8:10])
+	buf[23] = '-'
+	hex.Encode(buf[24:], b[10:])
+	return string(buf[:])
+}
+
+// statusRecorder remembers the status for the request log. Unwrap lets http.NewResponseController
+// reach the real writer (Flush, EnableFullDuplex, deadlines) for the streaming media handlers.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusRecorder) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusRecorder) Write(p []byte) (int, error) {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// dataEndpoint is GetDataEndpoint's answer for r: the advertised URL, else the scheme and Host the
+// client used to reach us. X-Forwarded-* headers are not trusted; behind a proxy, set AdvertiseURL.
+func (s *Server) dataEndpoint(r *http.Request) string {
+	if s.cfg.AdvertiseURL != "" {
+		return s.cfg.AdvertiseURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	host := r.Host
+	if host == "" {
+		host = "127.0.0.1"
+	}
+	return scheme + "://" + host
+}
