@@ -1,0 +1,316 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/mkv/codec"
+)
+
+// MaxAccessUnitSize caps one access unit of an Annex B stream, in bytes; a longer one is an error
+// (the input is most likely not Annex B).
+const MaxAccessUnitSize = 16 << 20
+
+// auSplitter cuts an Annex B byte stream into access units, each returned as 4-byte length-prefixed
+// NAL units. A new access unit begins, once the current one holds a slice, at an access unit
+// delimiter, a parameter set, a prefix SEI or the first slice of a new picture (first_mb_in_slice
+// == 0 for H.264, first_slice_segment_in_pic_flag for H.265).
+type auSplitter struct {
+	r     io.Reader
+	codec codec.Codec
+	buf   []byte // unread input; buf[start:] is the current NAL unit and what follows it
+	start int    // start of the current NAL unit in buf, -1 before the first start code
+	scan  int    // where to look for the next start code
+	eof   bool
+	err   error
+
+	au     []byte // the access unit being built (length-prefixed)
+	hasVCL bool
+}
+
+func newAUSplitter(r io.Reader, c codec.Codec) *auSplitter {
+	return &auSplitter{r: r, codec: c, start: -1}
+}
+
+// fill reads more input into buf, compacting what was consumed.
+func (s *auSplitter) fill() {
+	if s.start > 0 {
+		n := copy(s.buf, s.buf[s.start:])
+		s.scan -= s.start
+		s.buf = s.buf[:n]
+		s.start = 0
+	}
+	if len(s.buf) > MaxAccessUnitSize+4 {
+		s.err = fmt.Errorf("annex b: a NAL unit longer than %d bytes; the input is not an H.264/H.265 byte stream", MaxAccessUnitSize)
+		return
+	}
+	if cap(s.buf)-len(s.buf) < 32<<10 {
+		s.buf = append(make([]byte, 0, 2*cap(s.buf)+64<<10), s.buf...)
+	}
+	n, err := s.r.Read(s.buf[len(s.buf):cap(s.buf)])
+	s.buf = s.buf[:len(s.buf)+n]
+	if errors.Is(err, io.EOF) {
+		s.eof = true
+	} else if err != nil {
+		s.err = err
+	}
+}
+
+// nextNALU returns the next NAL unit (valid until the next call), or nil at the end of input.
+func (s *auSplitter) nextNALU() []byte {
+	for s.err == nil {
+		if s.start < 0 {
+			// Before the first start code only zero bytes are allowed.
+			i := 0
+			for i < len(s.buf) && s.buf[i] == 0 {
+				i++
+			}
+			switch {
+			case i < len(s.buf) && s.buf[i] == 1 && i >= 2:
+				s.start, s.scan = i+1, i+1
+				continue
+			case i < len(s.buf):
+				s.err = fmt.Errorf("annex b: %w", codec.ErrNoStartCode)
+				return nil
+			case s.eof:
+				return nil
+			}
+			s.fill()
+			continue
+		}
+		at := bytes.Index(s.buf[s.scan:], []byte{0, 0, 1})
+		if at >= 0 {
+			at += s.scan
+			nalu := trimZeros(s.buf[s.start:at])
+			s.start, s.scan = at+3, at+3
+			if len(nalu) > 0 {
+				return nalu
+			}
+			continue
+		}
+		if s.eof {
+			nalu := trimZeros(s.buf[s.start:])
+			s.start, s.scan = len(s.buf), len(s.buf)
+			if len(nalu) > 0 {
+				return nalu
+			}
+			return nil
+		}
+		s.scan = max(s.start, len(s.buf)-2)
+		s.fill()
+	}
+	return nil
+}
+
+func trimZeros(b []byte) []byte {
+	for len(b) > 0 && b[len(b)-1] == 0 {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// next returns the next access unit as length-prefixed NAL units (owned by the caller), or
+// io.EOF after the last one.
+func (s *auSplitter) next() ([]byte, error) {
+	for {
+		nalu := s.nextNALU()
+		if nalu == nil {
+			if s.err != nil {
+				return nil, s.err
+			}
+			if len(s.au) == 0 {
+				return nil, io.EOF
+			}
+			au := s.au
+			s.au, s.hasVCL = nil, false
+			return au, nil
+		}
+		var done []byte
+		if s.hasVCL && codec.StartsAccessUnit(s.codec, nalu) {
+			done = s.au
+			s.au, s.hasVCL = nil, false
+		}
+		if len(s.au)+len(nalu) > MaxAccessUnitSize {
+			return nil, fmt.Errorf("annex b: access unit larger than %d bytes", MaxAccessUnitSize)
+		}
+		s.au = codec.AppendLengthPrefixed(s.au, nalu)
+		if codec.IsVCL(s.codec, nalu) {
+			s.hasVCL = true
+		}
+		if done != nil {
+			return done, nil
+		}
+	}
+}
+
+// DetectCodec tells H.264 from H.265 by the first NAL unit of the Annex B data b that is a
+// sequence parameter set in either syntax (H.264: nal_unit_type 7; H.265: type 33 with
+// nuh_layer_id 0 and TemporalId 0). ok is false when b holds no such NAL unit.
+func DetectCodec(b []byte) (c codec.Codec, ok bool) {
+	err := codec.WalkAnnexB(b, func(n []byte) error {
+		switch {
+		case len(n) >= 2 && n[0] == 0x42 && n[1] == 0x01:
+			c = codec.H265
+		case len(n) >= 1 && n[0]&0x80 == 0 && n[0]&0x1F == codec.H264NALUSPS:
+			c = codec.H264
+		default:
+			return nil
+		}
+		return io.EOF // found
+	})
+	return c, errors.Is(err, io.EOF)
+}
+
+// AnnexBSource reads a raw H.264 or H.265 Annex B byte stream (a .h264/.h265 file, or stdin).
+//
+// Raw Annex B carries no timestamps and no reordering information: frames are stamped PTS = DTS =
+// n / frame rate in arrival order, which is right for streams without B-frames. Streams with
+// B-frames play, but each picture is presented in decode order; mux them into Matroska or MP4
+// first to keep their timing. Access units before the first keyframe are dropped (a decoder cannot
+// start there); parameter sets and other NAL units are kept in the frames as they are.
+type AnnexBSource struct {
+	split    *auSplitter
+	closer   io.Closer
+	track    mkv.Track
+	frameDur float64 // nanoseconds per frame
+	n        int64
+	pending  [][]byte // access units read while looking for the parameter sets
+}
+
+// NewAnnexBSource reads r up to its first keyframe with parameter sets and returns a Source over
+// it. The codec is opts.Codec, else detected from the first SPS; the frame rate comes from the SPS
+// VUI timing info, else opts.FrameRate, else it fails with ErrNeedFrameRate. closer, if not nil, is
+// closed by Close and when ctx of a blocked call is done.
+func NewAnnexBSource(ctx context.Context, r io.Reader, closer io.Closer, opts Options) (*AnnexBSource, error) {
+	s := &AnnexBSource{closer: closer}
+	defer context.AfterFunc(ctx, s.closeInput)()
+	c := opts.Codec
+	if c == 0 {
+		// Peek far enough to find the first SPS; streams put it within the first few hundred bytes.
+		var head []byte
+		if p, ok := r.(interface{ Peek(int) ([]byte, error) }); ok {
+			head, _ = p.Peek(64 << 10)
+		}
+		var ok bool
+		if c, ok = DetectCodec(head); !ok {
+			return nil, errors.New("annex b: cannot tell H.264 from H.265 (no SPS in the first 64 KiB): pass the codec (--codec h264|h265) or use a .h264/.h265 file name")
+		}
+	}
+	s.split = newAUSplitter(r, c)
+
+	var vps, sps, pps []byte
+	dropped := 0
+	for {
+		au, err := s.split.next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if errors.Is(err, io.EOF) {
+				return nil, fmt.Errorf("annex b %v: no keyframe with parameter sets in the stream (%d access units)", c, dropped)
+			}
+			return nil, err
+		}
+		_ = codec.WalkAVCC(au, 4, func(n []byte) error {
+			switch t := codec.NALUType(c, n); {
+			case c == codec.H264 && t == codec.H264NALUSPS, c == codec.H265 && t == codec.H265NALUSPS:
+				sps = cloneBytes(n)
+			case c == codec.H264 && t == codec.H264NALUPPS, c == codec.H265 && t == codec.H265NALUPPS:
+				pps = cloneBytes(n)
+			case c == codec.H265 && t == codec.H265NALUVPS:
+				vps = cloneBytes(n)
+			}
+			return nil
+		})
+		if sps != nil && pps != nil && (c == codec.H264 || vps != nil) && codec.IsKeyframeAVCC(c, au) {
+			s.pending = append(s.pending, au)
+			break
+		}
+		dropped++
+	}
+	if dropped > 0 {
+		opts.notice("annex b: dropped %d access units before the first keyframe", dropped)
+	}
+
+	info, err := codec.ParseSPS(c, sps)
+	if err != nil {
+		return nil, fmt.Errorf("annex b: %w", err)
+	}
+	var priv []byte
+	if c == codec.H265 {
+		priv, err = codec.BuildHEVCConfig([][]byte{vps}, [][]byte{sps}, [][]byte{pps})
+	} else {
+		priv, err = codec.BuildAVCConfig([][]byte{sps}, [][]byte{pps})
+	}
+	if err != nil {
+		return nil, fmt.Errorf("annex b: %w", err)
+	}
+	fps, ok := info.FrameRate()
+	if !ok || fps > 1000 || fps < 0.01 {
+		if opts.FrameRate <= 0 || math.IsInf(opts.FrameRate, 0) || math.IsNaN(opts.FrameRate) {
+			return nil, fmt.Errorf("annex b: %w", ErrNeedFrameRate)
+		}
+		fps = opts.FrameRate
+	}
+	s.frameDur = float64(time.Second) / fps
+	s.track = mkv.Track{
+		Number:          1,
+		UID:             1,
+		Type:            mkv.TrackTypeVideo,
+		CodecID:         c.CodecID(),
+		CodecPrivate:    priv,
+		DefaultDuration: time.Duration(math.Round(s.frameDur)),
+		Width:           uint32(info.Width),
+		Height:          uint32(info.Height),
+	}
+	return s, nil
+}
+
+// Tracks returns the single video track (number 1).
+func (s *AnnexBSource) Tracks() []mkv.Track { return []mkv.Track{s.track} }
+
+// ReadFrame returns the next access unit.
+func (s *AnnexBSource) ReadFrame(ctx context.Context) (Frame, error) {
+	var au []byte
+	if len(s.pending) > 0 {
+		au, s.pending = s.pending[0], s.pending[1:]
+	} else {
+		stop := context.AfterFunc(ctx, s.closeInput)
+		var err error
+		au, err = s.split.next()
+		stop()
+		if err != nil {
+			if ctx.Err() != nil {
+				return Frame{}, ctx.Err()
+			}
+			if errors.Is(err, io.EOF) {
+				return Frame{}, io.EOF
+			}
+			return Frame{}, err
+		}
+	}
+	t := time.Duration(math.Round(float64(s.n) * s.frameDur))
+	s.n++
+	codecOf, _ := codec.FromCodecID(s.track.CodecID)
+	return Frame{Track: 1, PTS: t, DTS: t, Keyframe: codec.IsKeyframeAVCC(codecOf, au), Data: au}, nil
+}
+
+func (s *AnnexBSource) closeInput() {
+	if s.closer != nil {
+		s.closer.Close()
+	}
+}
+
+// Close closes the input.
+func (s *AnnexBSource) Close() error {
+	if s.closer == nil {
+		return nil
+	}
+	return ignoreClosed(s.closer.Close())
+}

@@ -1,0 +1,324 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+)
+
+// Fragment duration defaults and limits.
+const (
+	// DefaultTargetDuration is the fragment length a Fragmenter aims at.
+	DefaultTargetDuration = 2 * time.Second
+	// DefaultMaxDuration is the longest fragment a Fragmenter makes before cutting a GOP.
+	DefaultMaxDuration = 30 * time.Second
+	// MaxFragmentDuration is the upper bound for MaxDuration: a block's timecode is an int16 of
+	// milliseconds relative to its cluster, and B-frame reordering needs some headroom.
+	MaxFragmentDuration = 32 * time.Second
+)
+
+// FragmenterConfig configures a Fragmenter. The zero value cuts 2 s fragments from one pass over
+// the source, as fast as it can be read.
+type FragmenterConfig struct {
+	// TargetDuration is the fragment length to aim at; 0 means DefaultTargetDuration. A fragment
+	// ends before the first video keyframe at least TargetDuration after its start (for sources
+	// without video: before the first frame at least TargetDuration after it).
+	TargetDuration time.Duration
+	// MaxDuration bounds a fragment even inside a GOP; 0 means DefaultMaxDuration, and it may not
+	// exceed MaxFragmentDuration. A fragment cut there starts the next one with a non-keyframe:
+	// the GOP is too long for one fragment, and OnForcedCut is told.
+	MaxDuration time.Duration
+	// Realtime paces frames at their timestamps, as a live source would deliver them: a frame is
+	// taken from the source no earlier than its DTS after the first frame's, so a fragment is
+	// returned about when its last frame would have been captured.
+	Realtime bool
+	// Loop restarts the source at its end, through Reopen, with timestamps continuing after the
+	// previous pass (last PTS plus one frame interval). It requires Reopen.
+	Loop bool
+	// Reopen opens the source again for Loop. The new source must have the same tracks.
+	Reopen func(ctx context.Context) (Source, error)
+	// Base is added to every timestamp before it becomes a timecode: pass the time since the Unix
+	// epoch of the stream start for absolute timecodes (as KVS producers do), or 0 for timecodes
+	// relative to the stream start.
+	Base time.Duration
+	// DocType is the EBML DocType of the fragments; "" means "matroska".
+	DocType string
+	// OnForcedCut, if set, is called with the cluster timecode of a fragment cut at MaxDuration
+	// inside a GOP. Notice, if set, receives other oddities (frames dropped before the first
+	// keyframe, a restart of a looped source). Both are called synchronously from Next.
+	OnForcedCut func(clusterTimecode time.Duration)
+	Notice      func(msg string)
+}
+
+// Fragmenter cuts the frames of a Source into keyframe-aligned mkv.Fragments. A fragment starts
+// at a keyframe of the first video track (its GOP is never split unless it exceeds MaxDuration),
+// holds every track's frames in decode order, and has TimecodeScale 1 ms. Frame timecodes are
+// the frames' PTS plus Base, rounded to the millisecond; the cluster timecode is the smallest of
+// them (with B-frames of an open GOP that can be before the keyframe), and never less than the
+// previous fragment's, so cluster timecodes never decrease.
+//
+// A Fragmenter is not safe for concurrent use. It owns the Source and closes it in Close.
+type Fragmenter struct {
+	cfg    FragmenterConfig
+	src    Source
+	tracks []mkv.Track
+	video  uint64 // track number of the first video track, 0 when none
+
+	pending    *Frame        // the frame that starts the next fragment
+	started    bool          // the first video keyframe has been seen
+	done       bool          // the source is exhausted
+	shift      time.Duration // added to source timestamps (Loop)
+	passes     int           // passes over the source started (Loop)
+	passFrames int           // frames in the current pass
+	passFirst  bool          // the next frame is the first of a pass
+	maxPTS     time.Duration // largest shifted PTS seen
+	interval   time.Duration // last DTS step on the reference track, to continue after a loop
+	lastRefDTS time.Duration
+	haveRefDTS bool
+	lastTC     int64 // previous cluster timecode
+	haveTC     bool
+
+	paceStart time.Time     // wall clock of the first frame (Realtime)
+	paceFirst time.Duration // DTS of the first frame
+	paceMax   time.Duration // largest DTS paced so far
+}
+
+// NewFragmenter returns a Fragmenter over src.
+func NewFragmenter(src Source, cfg FragmenterConfig) (*Fragmenter, error) {
+	if cfg.TargetDuration == 0 {
+		cfg.TargetDuration = DefaultTargetDuration
+	}
+	if cfg.MaxDuration == 0 {
+		cfg.MaxDuration = DefaultMaxDuration
+	}
+	if cfg.TargetDuration < 0 || cfg.MaxDuration < 0 || cfg.MaxDuration > MaxFragmentDuration {
+		return nil, fmt.Errorf("fragment duration: target %v, max %v: both must be positive and max at most %v",
+			cfg.TargetDuration, cfg.MaxDuration, MaxFragmentDuration)
+	}
+	if cfg.TargetDuration > cfg.MaxDuration {
+		return nil, fmt.Errorf("fragment duration %v is longer than the maximum %v", cfg.TargetDuration, cfg.MaxDuration)
+	}
+	if cfg.Loop && cfg.Reopen == nil {
+		return nil, errors.New("fragmenter: Loop needs a Reopen function")
+	}
+	if cfg.DocType == "" {
+		cfg.DocType = "matroska"
+	}
+	f := &Fragmenter{cfg: cfg, src: src, tracks: append([]mkv.Track(nil), src.Tracks()...), passFirst: true}
+	for _, t := range f.tracks {
+		if t.Type == mkv.TrackTypeVideo {
+			f.video = t.Number
+			break
+		}
+	}
+	if f.video == 0 {
+		f.started = true
+	}
+	return f, nil
+}
+
+// Tracks returns the tracks every fragment carries.
+func (f *Fragmenter) Tracks() []mkv.Track { return f.tracks }
+
+// Close closes the current source.
+func (f *Fragmenter) Close() error { return f.src.Close() }
+
+func (f *Fragmenter) notice(format string, args ...any) {
+	if f.cfg.Notice != nil {
+		f.cfg.Notice(fmt.Sprintf(format, args...))
+	}
+}
+
+// read returns the next frame with shifted timestamps, looping and pacing as configured.
+func (f *Fragmenter) read(ctx context.Context) (Frame, error) {
+	for {
+		fr, err := f.src.ReadFrame(ctx)
+		if errors.Is(err, io.EOF) && f.cfg.Loop {
+			if f.passFrames == 0 {
+				return Frame{}, errors.New("fragmenter: looped source gave no frames")
+			}
+			if err := f.reopen(ctx); err != nil {
+				return Frame{}, err
+			}
+			continue
+		}
+		if err != nil {
+			return Frame{}, err
+		}
+		if f.passFirst {
+			// Continue right after the previous pass: its largest PTS plus one frame interval.
+			if f.passes > 0 {
+				f.shift = f.maxPTS + f.interval - fr.PTS
+			}
+			f.passes++
+			f.passFirst, f.passFrames = false, 0
+		}
+		f.passFrames++
+		fr.PTS += f.shift
+		fr.DTS += f.shift
+		if fr.PTS > f.maxPTS || f.passes == 1 && f.passFrames == 1 {
+			f.maxPTS = fr.PTS
+		}
+		if ref := f.video; fr.Track == ref || ref == 0 && fr.Track == f.tracks[0].Number {
+			if f.haveRefDTS && fr.DTS > f.lastRefDTS {
+				f.interval = fr.DTS - f.lastRefDTS
+			}
+			f.lastRefDTS, f.haveRefDTS = fr.DTS, true
+		}
+		if f.cfg.Realtime {
+			if err := f.pace(ctx, fr.DTS); err != nil {
+				return Frame{}, err
+			}
+		}
+		return fr, nil
+	}
+}
+
+func (f *Fragmenter) reopen(ctx context.Context) error {
+	if err := f.src.Close(); err != nil {
+		return fmt.Errorf("fragmenter: closing source before looping: %w", err)
+	}
+	src, err := f.cfg.Reopen(ctx)
+	if err != nil {
+		return fmt.Errorf("fragmenter: reopening source to loop: %w", err)
+	}
+	f.src = src
+	tracks := src.Tracks()
+	if len(tracks) != len(f.tracks) {
+		return fmt.Errorf("fragmenter: reopened source has %d tracks, had %d", len(tracks), len(f.tracks))
+	}
+	for i := range tracks {
+		if tracks[i].Number != f.tracks[i].Number || tracks[i].CodecID != f.tracks[i].CodecID {
+			return fmt.Errorf("fragmenter: reopened source's track %d is %s, was %s", tracks[i].Number, tracks[i].CodecID, f.tracks[i].CodecID)
+		}
+	}
+	f.passFirst = true
+	f.notice("fragmenter: source restarted (loop)")
+	return nil
+}
+
+// pace waits until the frame with decode time dts is due.
+func (f *Fragmenter) pace(ctx context.Context, dts time.Duration) error {
+	if f.paceStart.IsZero() {
+		f.paceStart, f.paceFirst, f.paceMax = time.Now(), dts, dts
+		return nil
+	}
+	f.paceMax = max(f.paceMax, dts)
+	wait := time.Until(f.paceStart.Add(f.paceMax - f.paceFirst))
+	if wait <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Next returns the next fragment, or io.EOF after the last one. The fragment and its frame data
+// are owned by the caller. On cancellation it returns ctx.Err() and the frames read for the
+// unfinished fragment are lost.
+func (f *Fragmenter) Next(ctx context.Context) (*mkv.Fragment, error) {
+	if f.pending == nil {
+		if f.done {
+			return nil, io.EOF
+		}
+		fr, err := f.first(ctx)
+		if err != nil {
+			return nil, err
+		}
+		f.pending = &fr
+	}
+	frames := []Frame{*f.pending}
+	f.pending = nil
+	start := frames[0].PTS
+	minPTS, maxPTS := start, start
+	forced := false
+	for {
+		fr, err := f.read(ctx)
+		if errors.Is(err, io.EOF) {
+			f.done = true
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		elapsed := fr.PTS - start
+		if f.isCutPoint(&fr) && elapsed >= f.cfg.TargetDuration {
+			f.pending = &fr
+			break
+		}
+		if max(maxPTS, fr.PTS)-min(minPTS, fr.PTS) > f.cfg.MaxDuration {
+			f.pending, forced = &fr, true
+			break
+		}
+		minPTS, maxPTS = min(minPTS, fr.PTS), max(maxPTS, fr.PTS)
+		frames = append(frames, fr)
+	}
+	frag := f.build(frames, minPTS)
+	if forced && f.cfg.OnForcedCut != nil {
+		f.cfg.OnForcedCut(time.Duration(frag.Timecode) * time.Millisecond)
+	}
+	return frag, nil
+}
+
+// first returns the first frame of the stream: the first video keyframe, dropping what comes
+// before it (no decoder could start there).
+func (f *Fragmenter) first(ctx context.Context) (Frame, error) {
+	dropped := 0
+	for {
+		fr, err := f.read(ctx)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				f.done = true
+			}
+			return Frame{}, err
+		}
+		if f.started || fr.Track == f.video && fr.Keyframe {
+			f.started = true
+			if dropped > 0 {
+				f.notice("fragmenter: dropped %d frames before the first video keyframe", dropped)
+			}
+			return fr, nil
+		}
+		dropped++
+	}
+}
+
+func (f *Fragmenter) isCutPoint(fr *Frame) bool {
+	if f.video == 0 {
+		return true
+	}
+	return fr.Track == f.video && fr.Keyframe
+}
+
+func (f *Fragmenter) timecode(t time.Duration) int64 {
+	return int64((t + f.cfg.Base).Round(time.Millisecond) / time.Millisecond)
+}
+
+func (f *Fragmenter) build(frames []Frame, minPTS time.Duration) *mkv.Fragment {
+	tc := f.timecode(minPTS)
+	if f.haveTC && tc < f.lastTC {
+		tc = f.lastTC
+	}
+	tc = max(tc, 0)
+	f.lastTC, f.haveTC = tc, true
+	out := &mkv.Fragment{
+		DocType:       f.cfg.DocType,
+		TimecodeScale: mkv.DefaultTimecodeScale,
+		Tracks:        f.tracks,
+		Timecode:      tc,
+		Frames:        make([]mkv.Frame, len(frames)),
+	}
+	for i, fr := range frames {
+		out.Frames[i] = mkv.Frame{Track: fr.Track, Timecode: f.timecode(fr.PTS), Keyframe: fr.Keyframe, Data: fr.Data}
+	}
+	return out
+}

@@ -1,0 +1,200 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/mkv/codec"
+)
+
+// MKVSource reads frames from a Matroska or WebM stream, including the concatenated documents
+// GetMedia returns, with tracks carried as they are (H.264, H.265, VP8, VP9, AAC, Opus...).
+// Timestamps are the stream's own: PTS is the block timecode scaled by TimecodeScale.
+type MKVSource struct {
+	r       *mkv.Reader
+	closer  io.Closer
+	tracks  []mkv.Track
+	scale   uint64                // ns per tick
+	nal     map[uint64]trackCodec // H.264/H.265 tracks by number
+	lastDTS map[uint64]time.Duration
+}
+
+type trackCodec struct {
+	codec      codec.Codec
+	lengthSize int
+}
+
+// NewMKVSource reads r up to its Tracks element and returns a Source over it. closer, if not nil,
+// is closed by Close and when ctx of a blocked call is done.
+func NewMKVSource(ctx context.Context, r io.Reader, closer io.Closer, opts Options) (*MKVSource, error) {
+	s := &MKVSource{
+		r:       mkv.NewReader(r),
+		closer:  closer,
+		scale:   mkv.DefaultTimecodeScale,
+		nal:     map[uint64]trackCodec{},
+		lastDTS: map[uint64]time.Duration{},
+	}
+	defer context.AfterFunc(ctx, s.closeInput)()
+	for s.tracks == nil {
+		ev, err := s.r.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, fmt.Errorf("matroska: reading up to Tracks: %w", err)
+		}
+		switch ev.Kind {
+		case mkv.EventInfo:
+			s.scale = ev.TimecodeScale
+		case mkv.EventTracks:
+			if err := s.setTracks(ev.Tracks, opts); err != nil {
+				return nil, err
+			}
+		case mkv.EventFrame:
+			return nil, fmt.Errorf("matroska: frame at offset %d before any Tracks element", ev.Offset)
+		}
+	}
+	return s, nil
+}
+
+func (s *MKVSource) setTracks(tracks []mkv.Track, opts Options) error {
+	if len(tracks) == 0 {
+		return fmt.Errorf("matroska: %w: empty Tracks element", ErrNoTracks)
+	}
+	s.tracks = make([]mkv.Track, len(tracks))
+	for i, t := range tracks {
+		t.CodecPrivate = cloneBytes(t.CodecPrivate)
+		if c, ok := codec.FromCodecID(t.CodecID); ok {
+			ps, err := codec.ParseConfig(c, t.CodecPrivate)
+			if err != nil {
+				return fmt.Errorf("matroska: track %d (%s) CodecPrivate: %w", t.Number, t.CodecID, err)
+			}
+			s.nal[t.Number] = trackCodec{codec: c, lengthSize: ps.LengthSize}
+			if ps.LengthSize != 4 {
+				// Frames are rewritten with 4-byte lengths; the record must say so.
+				if t.CodecPrivate, err = rebuildConfig(c, ps); err != nil {
+					return fmt.Errorf("matroska: track %d: %w", t.Number, err)
+				}
+			}
+			if t.Width == 0 || t.Height == 0 {
+				if info, err := codec.ParseSPS(c, ps.SPS[0]); err == nil {
+					t.Width, t.Height = uint32(info.Width), uint32(info.Height)
+				}
+			}
+		}
+		s.tracks[i] = t
+	}
+	return nil
+}
+
+// rebuildConfig returns a decoder configuration record for ps with 4-byte NAL unit lengths.
+func rebuildConfig(c codec.Codec, ps codec.ParameterSets) ([]byte, error) {
+	if c == codec.H265 {
+		return codec.BuildHEVCConfig(ps.VPS, ps.SPS, ps.PPS)
+	}
+	return codec.BuildAVCConfig(ps.SPS, ps.PPS)
+}
+
+// sameTracks reports whether a repeated Tracks element (one per concatenated document) describes
+// the tracks already known.
+func (s *MKVSource) sameTracks(tracks []mkv.Track) bool {
+	if len(tracks) != len(s.tracks) {
+		return false
+	}
+	for i, t := range tracks {
+		o := s.tracks[i]
+		if t.Number != o.Number || t.CodecID != o.CodecID {
+			return false
+		}
+		if _, nal := s.nal[t.Number]; !nal && !bytes.Equal(t.CodecPrivate, o.CodecPrivate) {
+			return false
+		}
+	}
+	return true
+}
+
+// Tracks returns the tracks of the first Tracks element.
+func (s *MKVSource) Tracks() []mkv.Track { return s.tracks }
+
+// ReadFrame returns the next frame. Frames of tracks not listed in Tracks are an error, as is a
+// later Tracks element that changes the tracks (players drop frames there too).
+func (s *MKVSource) ReadFrame(ctx context.Context) (Frame, error) {
+	defer context.AfterFunc(ctx, s.closeInput)()
+	for {
+		ev, err := s.r.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return Frame{}, ctx.Err()
+			}
+			if errors.Is(err, io.EOF) {
+				return Frame{}, io.EOF
+			}
+			return Frame{}, fmt.Errorf("matroska: %w", err)
+		}
+		switch ev.Kind {
+		case mkv.EventInfo:
+			s.scale = ev.TimecodeScale
+		case mkv.EventTracks:
+			if !s.sameTracks(ev.Tracks) {
+				return Frame{}, fmt.Errorf("matroska: tracks change at offset %d; a stream must keep its tracks (split the input there)", ev.Offset)
+			}
+		case mkv.EventFrame:
+			return s.frame(&ev.Frame, ev.Offset)
+		}
+	}
+}
+
+func (s *MKVSource) frame(f *mkv.Frame, offset int64) (Frame, error) {
+	known := false
+	for i := range s.tracks {
+		if s.tracks[i].Number == f.Track {
+			known = true
+			break
+		}
+	}
+	if !known {
+		return Frame{}, fmt.Errorf("matroska: block at offset %d for track %d, which Tracks does not declare", offset, f.Track)
+	}
+	pts := time.Duration(f.Timecode) * time.Duration(s.scale)
+	out := Frame{Track: f.Track, PTS: pts, Keyframe: f.Keyframe}
+	if dts, ok := s.lastDTS[f.Track]; ok && dts > pts {
+		out.DTS = dts
+	} else {
+		out.DTS = pts
+	}
+	s.lastDTS[f.Track] = out.DTS
+	if tc, ok := s.nal[f.Track]; ok {
+		var err error
+		if tc.lengthSize == 4 {
+			out.Data = cloneBytes(f.Data)
+		} else if out.Data, err = codec.ConvertLengthSize(nil, f.Data, tc.lengthSize); err != nil {
+			return Frame{}, fmt.Errorf("matroska: block at offset %d, track %d: %w", offset, f.Track, err)
+		}
+		out.Keyframe = codec.IsKeyframeAVCC(tc.codec, out.Data)
+	} else {
+		out.Data = cloneBytes(f.Data)
+	}
+	return out, nil
+}
+
+func (s *MKVSource) closeInput() {
+	if s.closer != nil {
+		s.closer.Close()
+	}
+}
+
+// Close closes the input.
+func (s *MKVSource) Close() error {
+	if s.closer == nil {
+		return nil
+	}
+	return ignoreClosed(s.closer.Close())
+}

@@ -1,0 +1,419 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"time"
+
+	"github.com/Eyevinn/mp4ff/bits"
+	"github.com/Eyevinn/mp4ff/mp4"
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/mkv/codec"
+)
+
+// maxMP4Samples caps the samples of one MP4 file the source indexes (about 40 bytes each).
+const maxMP4Samples = 10_000_000
+
+// MP4Source reads frames from a progressive (moov + mdat) or fragmented (moof + mdat) MP4 file.
+// H.264, H.265 and AAC tracks are carried; other tracks are skipped (reported to Options.Notice).
+// Timestamps come from the sample tables: DTS from stts (or trun durations and tfdt), PTS adds the
+// composition offset (ctts / trun), and the first edit list entry shifts both so that the first
+// presented frame is at its edit's start (0 for files made by ffmpeg). Audio frames the edit list
+// excludes entirely (AAC priming) are dropped, as players do; if a frame is still before 0, all
+// tracks are shifted together so that the earliest PTS is 0. Frames of all
+// tracks are merged in DTS order.
+type MP4Source struct {
+	rs     io.ReadSeeker
+	closer io.Closer
+	tracks []mkv.Track
+	state  []*mp4Track
+	offset time.Duration // added to every timestamp so that no PTS is negative
+}
+
+type mp4Track struct {
+	number     uint64
+	codec      codec.Codec // 0 for audio
+	lengthSize int
+	timescale  uint64
+	shift      int64 // subtracted from decode times (edit list), in timescale units
+	samples    []mp4Sample
+	next       int
+}
+
+type mp4Sample struct {
+	offset uint64
+	size   uint32
+	dts    int64 // timescale units
+	cto    int32 // composition time offset
+	dur    uint32
+	sync   bool
+}
+
+func (t *mp4Track) dts(i int) time.Duration { return t.scale(t.samples[i].dts - t.shift) }
+
+func (t *mp4Track) pts(i int) time.Duration {
+	return t.scale(t.samples[i].dts + int64(t.samples[i].cto) - t.shift)
+}
+
+func (t *mp4Track) scale(v int64) time.Duration {
+	return time.Duration(math.Round(float64(v) * float64(time.Second) / float64(t.timescale)))
+}
+
+// NewMP4Source indexes the MP4 file rs (it reads the boxes, not the media) and returns a Source
+// over it. closer, if not nil, is closed by Close.
+func NewMP4Source(rs io.ReadSeeker, closer io.Closer, opts Options) (*MP4Source, error) {
+	f, err := mp4.DecodeFile(rs, mp4.WithDecodeMode(mp4.DecModeLazyMdat))
+	if err != nil {
+		return nil, fmt.Errorf("mp4: %w", err)
+	}
+	if f.Moov == nil {
+		return nil, errors.New("mp4: no moov box (is this a media segment without its init segment?)")
+	}
+	s := &MP4Source{rs: rs, closer: closer}
+	for _, trak := range f.Moov.Traks {
+		track, st, skip := mp4TrackInfo(trak, uint64(len(s.tracks)+1))
+		if skip != "" {
+			opts.notice("mp4: skipping track %d: %s", trakID(trak), skip)
+			continue
+		}
+		if f.IsFragmented() {
+			err = st.fragmentedSamples(f, trak)
+		} else {
+			err = st.progressiveSamples(trak)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("mp4: track %d: %w", trakID(trak), err)
+		}
+		st.shift = editShift(trak, f.Moov.Mvhd)
+		if track.Type == mkv.TrackTypeAudio {
+			st.dropBeforeEdit()
+		}
+		s.tracks = append(s.tracks, track)
+		s.state = append(s.state, st)
+	}
+	if len(s.tracks) == 0 {
+		return nil, fmt.Errorf("mp4: %w (kvs carries H.264, H.265 and AAC from MP4)", ErrNoTracks)
+	}
+	// An edit list that skips AAC priming samples puts the first audio frame before 0; shift
+	// everything so that the earliest frame is presented at 0 and tracks stay in sync.
+	for _, t := range s.state {
+		for i := range t.samples {
+			if p := t.pts(i); p < -s.offset {
+				s.offset = -p
+			}
+		}
+	}
+	return s, nil
+}
+
+func trakID(trak *mp4.TrakBox) uint32 {
+	if trak.Tkhd == nil {
+		return 0
+	}
+	return trak.Tkhd.TrackID
+}
+
+// mp4TrackInfo describes trak as an mkv.Track, or says why it is skipped.
+func mp4TrackInfo(trak *mp4.TrakBox, number uint64) (mkv.Track, *mp4Track, string) {
+	if trak.Mdia == nil || trak.Mdia.Mdhd == nil || trak.Mdia.Minf == nil || trak.Mdia.Minf.Stbl == nil ||
+		trak.Mdia.Minf.Stbl.Stsd == nil {
+		return mkv.Track{}, nil, "incomplete track boxes"
+	}
+	if trak.Mdia.Mdhd.Timescale == 0 {
+		return mkv.Track{}, nil, "timescale 0"
+	}
+	stsd := trak.Mdia.Minf.Stbl.Stsd
+	t := mkv.Track{Number: number, UID: uint64(trakID(trak))}
+	if t.UID == 0 {
+		t.UID = number
+	}
+	st := &mp4Track{number: number, timescale: uint64(trak.Mdia.Mdhd.Timescale)}
+	record := func(enc interface {
+		Size() uint64
+		EncodeSW(bits.SliceWriter) error
+	}) ([]byte, error) {
+		sw := bits.NewFixedSliceWriter(int(enc.Size()))
+		err := enc.EncodeSW(sw)
+		return sw.Bytes(), err
+	}
+	var err error
+	switch {
+	case stsd.AvcX != nil && stsd.AvcX.AvcC != nil:
+		st.codec = codec.H264
+		t.CodecPrivate, err = record(&stsd.AvcX.AvcC.DecConfRec)
+		t.Width, t.Height = uint32(stsd.AvcX.Width), uint32(stsd.AvcX.Height)
+	case stsd.HvcX != nil && stsd.HvcX.HvcC != nil:
+		st.codec = codec.H265
+		t.CodecPrivate, err = record(&stsd.HvcX.HvcC.DecConfRec)
+		t.Width, t.Height = uint32(stsd.HvcX.Width), uint32(stsd.HvcX.Height)
+	case stsd.Mp4a != nil:
+		a := stsd.Mp4a
+		if a.Esds == nil || a.Esds.DecConfigDescriptor == nil || a.Esds.DecConfigDescriptor.DecSpecificInfo == nil {
+			return t, nil, "mp4a without an AudioSpecificConfig"
+		}
+		if ot := a.Esds.DecConfigDescriptor.ObjectType; ot != 0x40 {
+			return t, nil, fmt.Sprintf("mp4a object type %#x is not MPEG-4 audio (AAC)", ot)
+		}
+		t.Type = mkv.TrackTypeAudio
+		t.CodecID = codec.CodecIDAAC
+		t.CodecPrivate = cloneBytes(a.Esds.DecConfigDescriptor.DecSpecificInfo.DecConfig)
+		asc, err := codec.ParseAudioSpecificConfig(t.CodecPrivate)
+		if err != nil {
+			return t, nil, err.Error()
+		}
+		t.SamplingRate, t.Channels = float64(asc.SampleRate), uint8(asc.Channels)
+		return t, st, ""
+	default:
+		return t, nil, "unsupported sample entry (kvs carries avc1/avc3, hvc1/hev1 and mp4a from MP4)"
+	}
+	if err != nil {
+		return t, nil, fmt.Sprintf("decoder configuration record: %v", err)
+	}
+	ps, err := codec.ParseConfig(st.codec, t.CodecPrivate)
+	if err != nil {
+		return t, nil, err.Error()
+	}
+	st.lengthSize = ps.LengthSize
+	t.Type = mkv.TrackTypeVideo
+	t.CodecID = st.codec.CodecID()
+	if info, err := codec.ParseSPS(st.codec, ps.SPS[0]); err == nil {
+		t.Width, t.Height = uint32(info.Width), uint32(info.Height)
+	}
+	return t, st, ""
+}
+
+// editShift returns the media time at which the track's presentation starts, from its edit list:
+// the media_time of the first non-empty edit, minus any leading empty edit (which delays the track).
+func editShift(trak *mp4.TrakBox, mvhd *mp4.MvhdBox) int64 {
+	if trak.Edts == nil || len(trak.Edts.Elst) == 0 {
+		return 0
+	}
+	var shift int64
+	for _, e := range trak.Edts.Elst[0].Entries {
+		if e.MediaTime == -1 {
+			if mvhd != nil && mvhd.Timescale > 0 && trak.Mdia.Mdhd.Timescale > 0 {
+				shift -= int64(e.SegmentDuration * uint64(trak.Mdia.Mdhd.Timescale) / uint64(mvhd.Timescale))
+			}
+			continue
+		}
+		return shift + e.MediaTime
+	}
+	return shift
+}
+
+// dropBeforeEdit drops the leading samples the edit list excludes from the presentation entirely
+// (the AAC priming frame ffmpeg writes), as players do. Video samples are never dropped: later
+// pictures may reference them.
+func (t *mp4Track) dropBeforeEdit() {
+	n := 0
+	for n < len(t.samples) && t.samples[n].dts+int64(t.samples[n].cto)+int64(t.samples[n].dur) <= t.shift {
+		n++
+	}
+	t.samples = t.samples[n:]
+}
+
+// progressiveSamples indexes the samples of a progressive file's track from its sample tables.
+func (t *mp4Track) progressiveSamples(trak *mp4.TrakBox) error {
+	stbl := trak.Mdia.Minf.Stbl
+	if stbl.Stts == nil || stbl.Stsc == nil || stbl.Stsz == nil || (stbl.Stco == nil && stbl.Co64 == nil) {
+		return errors.New("sample table lacks stts, stsc, stsz or stco/co64")
+	}
+	n := int(stbl.Stsz.SampleNumber)
+	if n > maxMP4Samples {
+		return fmt.Errorf("%d samples, more than the %d supported", n, maxMP4Samples)
+	}
+	if stbl.Stsz.SampleUniformSize == 0 && len(stbl.Stsz.SampleSize) < n {
+		return fmt.Errorf("stsz lists %d sizes for %d samples", len(stbl.Stsz.SampleSize), n)
+	}
+	var chunkOffsets []uint64
+	if stbl.Stco != nil {
+		for _, o := range stbl.Stco.ChunkOffset {
+			chunkOffsets = append(chunkOffsets, uint64(o))
+		}
+	} else {
+		chunkOffsets = stbl.Co64.ChunkOffset
+	}
+	t.samples = make([]mp4Sample, n)
+
+	// Decode times from stts.
+	i := 0
+	var dts int64
+	for e := range stbl.Stts.SampleCount {
+		for k := uint32(0); k < stbl.Stts.SampleCount[e] && i < n; k++ {
+			t.samples[i].dts = dts
+			t.samples[i].dur = stbl.Stts.SampleTimeDelta[e]
+			dts += int64(stbl.Stts.SampleTimeDelta[e])
+			i++
+		}
+	}
+	if i < n {
+		return fmt.Errorf("stts covers %d of %d samples", i, n)
+	}
+	// Composition offsets from ctts (EndSampleNr[k] is the 1-based last sample of run k).
+	if c := stbl.Ctts; c != nil {
+		for k := 1; k < len(c.EndSampleNr) && k-1 < len(c.SampleOffset); k++ {
+			for j := c.EndSampleNr[k-1]; j < c.EndSampleNr[k] && int(j) < n; j++ {
+				t.samples[j].cto = c.SampleOffset[k-1]
+			}
+		}
+	}
+	// Sync samples: all when stss is absent.
+	if stbl.Stss == nil {
+		for j := range t.samples {
+			t.samples[j].sync = true
+		}
+	} else {
+		for _, nr := range stbl.Stss.SampleNumber {
+			if nr >= 1 && int(nr) <= n {
+				t.samples[nr-1].sync = true
+			}
+		}
+	}
+	// Offsets from stsc + chunk offsets + sizes.
+	i = 0
+	entries := stbl.Stsc.Entries
+	for e, entry := range entries {
+		lastChunk := uint32(len(chunkOffsets))
+		if e+1 < len(entries) {
+			lastChunk = entries[e+1].FirstChunk - 1
+		}
+		if entry.FirstChunk == 0 || lastChunk > uint32(len(chunkOffsets)) {
+			return fmt.Errorf("stsc entry %d refers to chunks %d-%d of %d", e, entry.FirstChunk, lastChunk, len(chunkOffsets))
+		}
+		for chunk := entry.FirstChunk; chunk <= lastChunk && i < n; chunk++ {
+			off := chunkOffsets[chunk-1]
+			for k := uint32(0); k < entry.SamplesPerChunk && i < n; k++ {
+				size := stbl.Stsz.SampleUniformSize
+				if size == 0 {
+					size = stbl.Stsz.SampleSize[i]
+				}
+				t.samples[i].offset, t.samples[i].size = off, size
+				off += uint64(size)
+				i++
+			}
+		}
+	}
+	if i < n {
+		return fmt.Errorf("stsc/stco place %d of %d samples", i, n)
+	}
+	return nil
+}
+
+// fragmentedSamples indexes the samples of a fragmented file's track from its moof boxes.
+func (t *mp4Track) fragmentedSamples(f *mp4.File, trak *mp4.TrakBox) error {
+	id := trakID(trak)
+	var trex *mp4.TrexBox
+	if f.Moov.Mvex != nil {
+		for _, x := range f.Moov.Mvex.Trexs {
+			if x.TrackID == id {
+				trex = x
+			}
+		}
+	}
+	var next int64 // decode time continuing from the previous fragment when tfdt is absent
+	for _, seg := range f.Segments {
+		for _, frag := range seg.Fragments {
+			if frag.Moof == nil {
+				continue
+			}
+			for _, traf := range frag.Moof.Trafs {
+				if traf.Tfhd == nil || traf.Tfhd.TrackID != id {
+					continue
+				}
+				dts := next
+				if traf.Tfdt != nil {
+					dts = int64(traf.Tfdt.BaseMediaDecodeTime())
+				}
+				base := frag.Moof.StartPos
+				if traf.Tfhd.HasBaseDataOffset() {
+					base = traf.Tfhd.BaseDataOffset
+				}
+				for _, trun := range traf.Truns {
+					trun.AddSampleDefaultValues(traf.Tfhd, trex)
+					off := base
+					if trun.HasDataOffset() {
+						off = uint64(int64(base) + int64(trun.DataOffset))
+					}
+					for _, smp := range trun.Samples {
+						if len(t.samples) >= maxMP4Samples {
+							return fmt.Errorf("more than the %d samples supported", maxMP4Samples)
+						}
+						t.samples = append(t.samples, mp4Sample{
+							offset: off, size: smp.Size, dts: dts, cto: smp.CompositionTimeOffset, dur: smp.Dur,
+							sync: mp4.IsSyncSampleFlags(smp.Flags),
+						})
+						off += uint64(smp.Size)
+						dts += int64(smp.Dur)
+					}
+					base = off // a following trun without data offset continues here
+				}
+				next = dts
+			}
+		}
+	}
+	return nil
+}
+
+// Tracks returns the carried tracks, numbered from 1 in file order (UID is the MP4 track ID).
+func (s *MP4Source) Tracks() []mkv.Track { return s.tracks }
+
+// ReadFrame returns the sample with the smallest decode time among the tracks (ties go to the
+// earlier track).
+func (s *MP4Source) ReadFrame(ctx context.Context) (Frame, error) {
+	if err := ctx.Err(); err != nil {
+		return Frame{}, err
+	}
+	var best *mp4Track
+	var bestDTS time.Duration
+	for _, t := range s.state {
+		if t.next >= len(t.samples) {
+			continue
+		}
+		if d := t.dts(t.next); best == nil || d < bestDTS {
+			best, bestDTS = t, d
+		}
+	}
+	if best == nil {
+		return Frame{}, io.EOF
+	}
+	smp := best.samples[best.next]
+	best.next++
+	if _, err := s.rs.Seek(int64(smp.offset), io.SeekStart); err != nil {
+		return Frame{}, fmt.Errorf("mp4: track %d sample %d: %w", best.number, best.next, err)
+	}
+	data := make([]byte, smp.size)
+	if _, err := io.ReadFull(s.rs, data); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return Frame{}, fmt.Errorf("mp4: track %d sample %d at offset %d: %w (file truncated?)", best.number, best.next, smp.offset, err)
+	}
+	fr := Frame{
+		Track:    best.number,
+		DTS:      bestDTS + s.offset,
+		PTS:      best.pts(best.next-1) + s.offset,
+		Keyframe: smp.sync,
+		Data:     data,
+	}
+	if best.codec != 0 {
+		if best.lengthSize != 4 {
+			var err error
+			if fr.Data, err = codec.ConvertLengthSize(nil, data, best.lengthSize); err != nil {
+				return Frame{}, fmt.Errorf("mp4: track %d sample %d: %w", best.number, best.next, err)
+			}
+		}
+		fr.Keyframe = codec.IsKeyframeAVCC(best.codec, fr.Data)
+	}
+	return fr, nil
+}
+
+// Close closes the input.
+func (s *MP4Source) Close() error {
+	if s.closer == nil {
+		return nil
+	}
+	return ignoreClosed(s.closer.Close())
+}

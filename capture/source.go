@@ -1,0 +1,102 @@
+// Package capture turns media inputs into the coded frames kvs uploads, and cuts them into
+// keyframe-aligned fragments.
+//
+// A Source yields coded frames in decode order with its tracks known up front. Sources exist for
+// Matroska/WebM (any reader, stdin included), MP4 (progressive and fragmented; needs seeking) and raw
+// H.264/H.265 Annex B streams; OpenFile and Open pick one by sniffing the input. A Fragmenter reads a
+// Source and returns mkv.Fragments that start at a video keyframe and never split a GOP.
+//
+// Timestamps are time.Duration from the stream's origin. H.264/H.265 frame data is always 4-byte
+// length-prefixed NAL units, and CodecPrivate is an avcC/hvcC record, as Matroska stores them.
+package capture
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+)
+
+// Frame is one coded frame (one access unit for video, one codec frame for audio).
+type Frame struct {
+	// Track is the mkv.Track.Number the frame belongs to.
+	Track uint64
+	// PTS is the presentation time from the stream's origin.
+	PTS time.Duration
+	// DTS is the decode time, non-decreasing per track; across tracks frames come in the order the
+	// container interleaves them (the MP4 source merges tracks by DTS). It may be negative for B-frame streams whose first picture is presented at 0. Matroska stores no
+	// decode time: the Matroska source sets DTS to the largest PTS seen so far on the track, which
+	// is non-decreasing and equals PTS for streams without B-frames.
+	DTS time.Duration
+	// Keyframe is true when a decoder can start at this frame. For H.264/H.265 it comes from the
+	// bitstream (an IDR or IRAP picture), for other codecs from the container.
+	Keyframe bool
+	// Data is the frame payload; for H.264/H.265 4-byte length-prefixed NAL units. The caller owns
+	// it after ReadFrame returns.
+	Data []byte
+}
+
+// Source yields coded frames in decode order, with its tracks known up front.
+//
+// A Source is not safe for concurrent use, except that Close may be called at any time to unblock a
+// ReadFrame waiting on its input.
+type Source interface {
+	// Tracks returns the tracks, with CodecPrivate filled in. The caller must not modify them.
+	Tracks() []mkv.Track
+	// ReadFrame returns the next frame. It returns io.EOF after the last frame. When ctx is done
+	// it returns ctx.Err() as soon as the underlying read can be interrupted (sources over files
+	// and pipes close their input to unblock).
+	ReadFrame(ctx context.Context) (Frame, error)
+	// Close releases the input. It is safe to call more than once.
+	Close() error
+}
+
+// Format is an input container format.
+type Format int
+
+// Input formats. FormatAuto sniffs the input.
+const (
+	FormatAuto   Format = iota
+	FormatMKV           // Matroska or WebM
+	FormatMP4           // MP4 / ISO BMFF, progressive or fragmented
+	FormatAnnexB        // raw H.264 or H.265 Annex B byte stream
+)
+
+// String returns the flag spelling of f: "auto", "mkv", "mp4" or "annexb".
+func (f Format) String() string {
+	switch f {
+	case FormatMKV:
+		return "mkv"
+	case FormatMP4:
+		return "mp4"
+	case FormatAnnexB:
+		return "annexb"
+	}
+	return "auto"
+}
+
+// ErrNeedFrameRate is returned by the Annex B source when the SPS carries no timing info and
+// Options.FrameRate is zero.
+var ErrNeedFrameRate = errors.New("the stream's SPS carries no frame rate: pass --frame-rate")
+
+// ErrUnknownFormat is returned when the input's format cannot be told from its first bytes or its
+// file name.
+var ErrUnknownFormat = errors.New("unknown input format: not Matroska/WebM (EBML), MP4 (ftyp) or Annex B H.264/H.265 (start code); pass --format")
+
+// ErrNoTracks is returned when an input holds no track kvs can carry.
+var ErrNoTracks = errors.New("no usable tracks")
+
+// cloneBytes returns a copy of b that does not share its array.
+func cloneBytes(b []byte) []byte {
+	return append(make([]byte, 0, len(b)), b...)
+}
+
+// ignoreClosed drops the error of closing an input twice (ctx cancellation closes it early).
+func ignoreClosed(err error) error {
+	if errors.Is(err, os.ErrClosed) {
+		return nil
+	}
+	return err
+}
