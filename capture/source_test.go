@@ -248,7 +248,9 @@ func TestOpenErrors(t *testing.T) {
 		want string
 	}{
 		{name: "mp4 from a pipe", open: func() (Source, error) { return Open(t.Context(), pipe, "-", Options{}) }, want: "needs seeking"},
-		{name: "unknown", open: func() (Source, error) { return Open(t.Context(), strings.NewReader("hello world, not media"), "x.txt", Options{}) }, want: "--format"},
+		{name: "unknown", open: func() (Source, error) {
+			return Open(t.Context(), strings.NewReader("hello world, not media"), "x.txt", Options{})
+		}, want: "--format"},
 		{name: "missing file", open: func() (Source, error) { return OpenFile(t.Context(), testdata("nope.mkv"), Options{}) }, want: "nope.mkv"},
 		{name: "garbage annexb", open: func() (Source, error) {
 			return Open(t.Context(), strings.NewReader("\x00\x00\x01\x09\xf0"), "-", Options{})
