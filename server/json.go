@@ -95,10 +95,11 @@ func (t Timestamp) MarshalJSON() ([]byte, error) {
 // appendEpochMillis appends ms milliseconds as decimal seconds: 1705489836421 → 1705489836.421,
 // 1705489836400 → 1705489836.4, 1705489836000 → 1705489836.
 func appendEpochMillis(b []byte, ms int64) []byte {
-	sec, frac := ms/1000, ms%1000
-	if frac < 0 { // floor division for times before 1970
-		sec, frac = sec-1, frac+1000
+	if ms < 0 {
+		b = append(b, '-')
+		ms = -ms // times before 1970; MinInt64 ms is out of time.Time's range anyway
 	}
+	sec, frac := ms/1000, ms%1000
 	b = strconv.AppendInt(b, sec, 10)
 	if frac == 0 {
 		return b

@@ -1,0 +1,174 @@
+// Package client is the Go client for kvs and for Amazon Kinesis Video Streams: the modeled
+// control-plane operations through aws-sdk-go-v2 (Client.Control), GetDataEndpoint with a cache,
+// and (in other files) PutMedia and GetMedia, which the SDKs do not model.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+)
+
+// DefaultRegion is used when neither Config.Region nor the AWS configuration names one.
+const DefaultRegion = "us-east-1"
+
+// Dummy credentials used for local endpoints when no AWS credentials are configured; kvs accepts
+// any signature.
+const (
+	localAccessKeyID     = "AKIAKVSLOCALDUMMYKEY"
+	localSecretAccessKey = "kvs-local-dummy-secret"
+)
+
+// Config configures a Client.
+type Config struct {
+	// Endpoint is the control-plane URL, e.g. "http://127.0.0.1:4567". Empty: the AWS endpoint of
+	// the region (or AWS_ENDPOINT_URL* from the environment, as the SDK reads them).
+	Endpoint string
+	// Region signs requests (default: the AWS configuration's region, else DefaultRegion).
+	Region string
+	// HTTPClient carries every request (default: the SDK's client, which honours AWS_CA_BUNDLE).
+	// Set it for custom TLS (a private CA for an https kvs) or for tests; it is used as given.
+	HTTPClient *http.Client
+}
+
+// Client talks to one KVS endpoint. It is safe for concurrent use.
+type Client struct {
+	// Control is the kinesisvideo control-plane client (CreateStream, DescribeStream, ...), with
+	// BaseEndpoint set to Config.Endpoint.
+	Control *kinesisvideo.Client
+
+	cfg        aws.Config
+	httpClient *http.Client
+
+	mu        sync.Mutex
+	endpoints map[endpointKey]string
+}
+
+type endpointKey struct {
+	stream string
+	api    types.APIName
+}
+
+// New loads the AWS configuration (config.LoadDefaultConfig: environment, shared files, SSO, ...)
+// for cfg.Region and builds the control-plane client.
+//
+// Credentials: for a local endpoint (any host that is not *.amazonaws.com[.cn]) where no usable
+// credentials are configured, New falls back to static dummy credentials, so that local use needs
+// no AWS setup at all; kvs does not check signatures. The EC2 instance-metadata source is disabled
+// for local endpoints, so that the check does not wait for a metadata service that is not there.
+// For AWS endpoints the SDK's normal credential chain applies unchanged, and a missing credential
+// shows up as an error on the first request.
+func New(ctx context.Context, cfg Config) (*Client, error) {
+	local := false
+	if cfg.Endpoint != "" {
+		u, err := url.Parse(cfg.Endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("client: endpoint %q: want http(s)://host[:port]", cfg.Endpoint)
+		}
+		cfg.Endpoint = strings.TrimSuffix(cfg.Endpoint, "/")
+		local = !isAWSHost(u.Hostname())
+	}
+	var opts []func(*config.LoadOptions) error
+	if cfg.Region != "" {
+		opts = append(opts, config.WithRegion(cfg.Region))
+	}
+	if local {
+		opts = append(opts, config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("client: aws config: %w", err)
+	}
+	if cfg.HTTPClient != nil {
+		// Set after loading, not with config.WithHTTPClient: the loader would try to add
+		// AWS_CA_BUNDLE to the client's transport and fail on a plain *http.Client. The caller's
+		// client is used as given.
+		awsCfg.HTTPClient = cfg.HTTPClient
+	}
+	if awsCfg.Region == "" {
+		awsCfg.Region = DefaultRegion
+	}
+	if local && !haveCredentials(ctx, awsCfg.Credentials) {
+		awsCfg.Credentials = aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider(localAccessKeyID, localSecretAccessKey, ""))
+	}
+	c := &Client{cfg: awsCfg, httpClient: cfg.HTTPClient, endpoints: map[endpointKey]string{}}
+	c.Control = kinesisvideo.NewFromConfig(awsCfg, func(o *kinesisvideo.Options) {
+		if cfg.Endpoint != "" {
+			o.BaseEndpoint = aws.String(cfg.Endpoint)
+		}
+	})
+	return c, nil
+}
+
+// isAWSHost reports whether host belongs to AWS (where real credentials are needed).
+func isAWSHost(host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	for _, suffix := range []string{"amazonaws.com", "amazonaws.com.cn", "api.aws"} {
+		if host == suffix || strings.HasSuffix(host, "."+suffix) {
+			return true
+		}
+	}
+	return false
+}
+
+// haveCredentials reports whether p yields credentials.
+func haveCredentials(ctx context.Context, p aws.CredentialsProvider) bool {
+	if p == nil {
+		return false
+	}
+	creds, err := p.Retrieve(ctx)
+	return err == nil && creds.HasKeys()
+}
+
+// AWSConfig returns the resolved AWS configuration (region, credentials, HTTP client, retryer),
+// for building the media and archived-media clients. Its BaseEndpoint is not set: those clients
+// take the DataEndpoint of their API.
+func (c *Client) AWSConfig() aws.Config { return c.cfg.Copy() }
+
+// HTTPClient returns Config.HTTPClient, or nil when the SDK default is in use.
+func (c *Client) HTTPClient() *http.Client { return c.httpClient }
+
+// DataEndpoint returns the endpoint (scheme://host[:port], no trailing slash) that serves api for
+// stream, from GetDataEndpoint. stream is a stream name, or a stream ARN if it starts with "arn:".
+// Answers are cached per stream and API for the life of the Client (a data endpoint does not move;
+// the KVS producer SDKs cache it for 40 minutes); errors are not cached.
+func (c *Client) DataEndpoint(ctx context.Context, stream string, api types.APIName) (string, error) {
+	key := endpointKey{stream, api}
+	c.mu.Lock()
+	ep, ok := c.endpoints[key]
+	c.mu.Unlock()
+	if ok {
+		return ep, nil
+	}
+	in := &kinesisvideo.GetDataEndpointInput{APIName: api}
+	if strings.HasPrefix(stream, "arn:") {
+		in.StreamARN = aws.String(stream)
+	} else {
+		in.StreamName = aws.String(stream)
+	}
+	out, err := c.Control.GetDataEndpoint(ctx, in)
+	if err != nil {
+		return "", fmt.Errorf("get data endpoint %s %s: %w", stream, api, err)
+	}
+	ep = strings.TrimSuffix(aws.ToString(out.DataEndpoint), "/")
+	if ep == "" {
+		return "", fmt.Errorf("get data endpoint %s %s: %w", stream, api, errEmptyEndpoint)
+	}
+	c.mu.Lock()
+	c.endpoints[key] = ep
+	c.mu.Unlock()
+	return ep, nil
+}
+
+var errEmptyEndpoint = errors.New("empty DataEndpoint in response")

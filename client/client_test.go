@@ -1,0 +1,142 @@
+package client
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+
+	"github.com/openkvs/kvs/server"
+	"github.com/openkvs/kvs/server/store"
+)
+
+// noAWSSetup clears every credential source of the environment.
+func noAWSSetup(t *testing.T) {
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+		"AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+		"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL",
+		"AWS_ENDPOINT_URL_KINESIS_VIDEO"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+}
+
+// newKVS starts a kvs server and counts the requests per path.
+func newKVS(t *testing.T) (*httptest.Server, map[string]*atomic.Int64) {
+	t.Helper()
+	st := store.NewMem()
+	srv, err := server.New(server.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]*atomic.Int64{"/getDataEndpoint": {}, "/createStream": {}}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c := counts[r.URL.Path]; c != nil {
+			c.Add(1)
+		}
+		if !strings.HasPrefix(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential=") {
+			t.Errorf("%s: unsigned request", r.URL.Path)
+		}
+		srv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(func() { ts.Close(); srv.Close(); st.Close() })
+	return ts, counts
+}
+
+func TestNewLocalWithoutCredentials(t *testing.T) {
+	noAWSSetup(t)
+	ts, counts := newKVS(t)
+	c, err := New(t.Context(), Config{Endpoint: ts.URL + "/", HTTPClient: ts.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.AWSConfig().Region; got != DefaultRegion {
+		t.Errorf("region = %q, want %q", got, DefaultRegion)
+	}
+	creds, err := c.AWSConfig().Credentials.Retrieve(t.Context())
+	if err != nil || creds.AccessKeyID != localAccessKeyID {
+		t.Errorf("credentials = %v, %v; want the local dummy", creds.AccessKeyID, err)
+	}
+	if _, err := c.Control.CreateStream(t.Context(), &kinesisvideo.CreateStreamInput{StreamName: aws.String("s")}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		ep, err := c.DataEndpoint(t.Context(), "s", types.APINamePutMedia)
+		if err != nil || ep != ts.URL {
+			t.Fatalf("DataEndpoint = %q, %v; want %q", ep, err, ts.URL)
+		}
+	}
+	if n := counts["/getDataEndpoint"].Load(); n != 1 {
+		t.Errorf("%d GetDataEndpoint calls, want 1 (cached)", n)
+	}
+	if _, err := c.DataEndpoint(t.Context(), "missing", types.APINameGetMedia); err == nil {
+		t.Error("DataEndpoint of a missing stream succeeded")
+	}
+	desc, err := c.Control.DescribeStream(t.Context(), &kinesisvideo.DescribeStreamInput{StreamName: aws.String("s")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := c.DataEndpoint(t.Context(), aws.ToString(desc.StreamInfo.StreamARN), types.APINameGetMedia)
+	if err != nil || ep != ts.URL {
+		t.Errorf("DataEndpoint by ARN = %q, %v", ep, err)
+	}
+}
+
+func TestNewUsesConfiguredCredentials(t *testing.T) {
+	noAWSSetup(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDFROMENV")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
+	t.Setenv("AWS_REGION", "eu-central-1")
+	c, err := New(t.Context(), Config{Endpoint: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := c.AWSConfig().Credentials.Retrieve(t.Context())
+	if err != nil || creds.AccessKeyID != "AKIDFROMENV" {
+		t.Errorf("credentials = %v, %v", creds.AccessKeyID, err)
+	}
+	if r := c.AWSConfig().Region; r != "eu-central-1" {
+		t.Errorf("region = %q", r)
+	}
+	c, err = New(t.Context(), Config{Endpoint: "http://127.0.0.1:1", Region: "ap-south-1"})
+	if err != nil || c.AWSConfig().Region != "ap-south-1" {
+		t.Errorf("explicit region: %v", err)
+	}
+}
+
+func TestNewAWSEndpointKeepsChain(t *testing.T) {
+	noAWSSetup(t)
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true") // keep the test offline
+	c, err := New(t.Context(), Config{Endpoint: "https://kinesisvideo.us-west-2.amazonaws.com", Region: "us-west-2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.AWSConfig().Credentials.Retrieve(t.Context()); err == nil {
+		t.Error("AWS endpoint got credentials from nowhere")
+	}
+}
+
+func TestNewBadEndpoint(t *testing.T) {
+	for _, ep := range []string{"127.0.0.1:4567", "ftp://x", "http://", "://"} {
+		if _, err := New(t.Context(), Config{Endpoint: ep}); err == nil {
+			t.Errorf("New(%q) succeeded", ep)
+		}
+	}
+}
+
+func TestIsAWSHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"kinesisvideo.us-east-1.amazonaws.com": true, "s-1.kinesisvideo.cn-north-1.amazonaws.com.cn": true,
+		"amazonaws.com": true, "127.0.0.1": false, "localhost": false, "notamazonaws.com": false, "kvs.example.com": false,
+	} {
+		if got := isAWSHost(host); got != want {
+			t.Errorf("isAWSHost(%q) = %v", host, got)
+		}
+	}
+}
