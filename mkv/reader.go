@@ -225,8 +225,25 @@ func (r *Reader) Next() (*Event, error) {
 }
 
 func (r *Reader) event(kind EventKind, offset, size int64) *Event {
-	r.ev = Event{Kind: kind, Offset: offset, Size: size}
-	return &r.ev
+	// Field by field, not r.ev = Event{...}: a whole-struct store runs the GC write barrier over
+	// every pointer field, which shows up per frame.
+	ev := &r.ev
+	ev.Kind, ev.Offset, ev.Size = kind, offset, size
+	ev.TimecodeScale, ev.Timecode = 0, 0
+	if ev.DocType != "" {
+		ev.DocType = ""
+	}
+	if ev.Tracks != nil {
+		ev.Tracks = nil
+	}
+	if ev.Tags != nil {
+		ev.Tags = nil
+	}
+	if ev.Frame.Data != nil {
+		ev.Frame.Data = nil
+	}
+	ev.Frame.Track, ev.Frame.Timecode, ev.Frame.Keyframe, ev.Frame.Duration = 0, 0, false, 0
+	return ev
 }
 
 func (r *Reader) endCluster() *Event {
@@ -640,13 +657,14 @@ func (r *Reader) nextLace() *Event {
 	i := r.laceIdx
 	size := r.laces[i]
 	ev := r.event(EventFrame, r.blockOffs, int64(size))
-	ev.Frame = Frame{
-		Track:    r.blockTrk,
-		Timecode: r.blockTC + int64(math.Round(float64(i)*r.laceStep)),
-		Keyframe: r.blockKey,
-		Duration: r.blockDur,
-		Data:     r.block[r.lacePos : r.lacePos+size : r.lacePos+size],
+	ev.Frame.Track = r.blockTrk
+	ev.Frame.Timecode = r.blockTC
+	if i > 0 && r.laceStep != 0 {
+		ev.Frame.Timecode += int64(math.Round(float64(i) * r.laceStep))
 	}
+	ev.Frame.Keyframe = r.blockKey
+	ev.Frame.Duration = r.blockDur
+	ev.Frame.Data = r.block[r.lacePos : r.lacePos+size : r.lacePos+size]
 	r.lacePos += size
 	r.laceIdx++
 	if r.laceIdx == len(r.laces) {
@@ -713,31 +731,30 @@ func (r *Reader) skip(h header) error {
 	return nil
 }
 
-// readData reads h's data into the reusable buffer. The caller has checked h.size.
+// readData reads h's data into the reusable buffer. The caller has checked h.size against a
+// cap; still, the buffer grows only as data arrives, so a size that lies costs at most about twice
+// the bytes actually read.
 func (r *Reader) readData(h header) ([]byte, error) {
 	n := int(h.size)
-	if cap(r.buf) < n {
-		// Grow to at least double to amortize; sizes are capped by the caller.
-		c := 2 * cap(r.buf)
-		if c < n {
-			c = n
+	buf := r.buf[:0]
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			c := max(2*cap(buf), 64<<10)
+			c = min(c, n)
+			nb := make([]byte, len(buf), c)
+			copy(nb, buf)
+			buf = nb
+			r.buf = buf
 		}
-		if c < 4096 {
-			c = 4096
+		m, err := io.ReadFull(r.br, buf[len(buf):min(cap(buf), n)])
+		buf = buf[:len(buf)+m]
+		r.off += int64(m)
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, r.syntax(h, err)
 		}
-		if c > n && int64(c) > r.cfg.maxFrameSize {
-			c = n
-		}
-		r.buf = make([]byte, c)
-	}
-	buf := r.buf[:n]
-	m, err := io.ReadFull(r.br, buf)
-	r.off += int64(m)
-	if err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, r.syntax(h, err)
 	}
 	return buf, nil
 }
