@@ -68,19 +68,20 @@ type Fragmenter struct {
 	tracks []mkv.Track
 	video  uint64 // track number of the first video track, 0 when none
 
-	pending    *Frame        // the frame that starts the next fragment
-	started    bool          // the first video keyframe has been seen
-	done       bool          // the source is exhausted
-	shift      time.Duration // added to source timestamps (Loop)
-	passes     int           // passes over the source started (Loop)
-	passFrames int           // frames in the current pass
-	passFirst  bool          // the next frame is the first of a pass
-	maxPTS     time.Duration // largest shifted PTS seen
-	interval   time.Duration // last DTS step on the reference track, to continue after a loop
-	lastRefDTS time.Duration
-	haveRefDTS bool
-	lastTC     int64 // previous cluster timecode
-	haveTC     bool
+	pending       *Frame        // the frame that starts the next fragment
+	started       bool          // the first video keyframe has been seen
+	done          bool          // the source is exhausted
+	shift         time.Duration // added to source timestamps (Loop)
+	passes        int           // passes over the source started (Loop)
+	passFrames    int           // frames in the current pass
+	passFirst     bool          // the next frame is the first of a pass
+	maxPTS        time.Duration // largest shifted PTS seen
+	interval      time.Duration // frame interval of the reference track, to continue after a loop
+	fixedInterval bool
+	lastRefDTS    time.Duration
+	haveRefDTS    bool
+	lastTC        int64 // previous cluster timecode
+	haveTC        bool
 
 	paceStart time.Time     // wall clock of the first frame (Realtime)
 	paceFirst time.Duration // DTS of the first frame
@@ -108,6 +109,9 @@ func NewFragmenter(src Source, cfg FragmenterConfig) (*Fragmenter, error) {
 	if cfg.DocType == "" {
 		cfg.DocType = "matroska"
 	}
+	if len(src.Tracks()) == 0 {
+		return nil, fmt.Errorf("fragmenter: %w: source has no tracks", ErrNoTracks)
+	}
 	f := &Fragmenter{cfg: cfg, src: src, tracks: append([]mkv.Track(nil), src.Tracks()...), passFirst: true}
 	for _, t := range f.tracks {
 		if t.Type == mkv.TrackTypeVideo {
@@ -118,6 +122,14 @@ func NewFragmenter(src Source, cfg FragmenterConfig) (*Fragmenter, error) {
 	if f.video == 0 {
 		f.started = true
 	}
+	// The interval a looped pass continues after: the reference track's DefaultDuration, else the
+	// smallest DTS step seen on it.
+	for _, t := range f.tracks {
+		if t.Number == f.refTrack() {
+			f.interval = t.DefaultDuration
+		}
+	}
+	f.fixedInterval = f.interval > 0
 	return f, nil
 }
 
@@ -163,9 +175,9 @@ func (f *Fragmenter) read(ctx context.Context) (Frame, error) {
 		if fr.PTS > f.maxPTS || f.passes == 1 && f.passFrames == 1 {
 			f.maxPTS = fr.PTS
 		}
-		if ref := f.video; fr.Track == ref || ref == 0 && fr.Track == f.tracks[0].Number {
-			if f.haveRefDTS && fr.DTS > f.lastRefDTS {
-				f.interval = fr.DTS - f.lastRefDTS
+		if fr.Track == f.refTrack() && !f.fixedInterval {
+			if step := fr.DTS - f.lastRefDTS; f.haveRefDTS && step > 0 && (f.interval == 0 || step < f.interval) {
+				f.interval = step
 			}
 			f.lastRefDTS, f.haveRefDTS = fr.DTS, true
 		}
@@ -290,6 +302,15 @@ func (f *Fragmenter) first(ctx context.Context) (Frame, error) {
 		}
 		dropped++
 	}
+}
+
+// refTrack is the track whose frame interval continues a loop: the first video track, else the
+// first track.
+func (f *Fragmenter) refTrack() uint64 {
+	if f.video != 0 {
+		return f.video
+	}
+	return f.tracks[0].Number
 }
 
 func (f *Fragmenter) isCutPoint(fr *Frame) bool {

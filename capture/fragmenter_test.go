@@ -1,0 +1,358 @@
+package capture
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/mkv/codec"
+)
+
+func fragments(t *testing.T, fr *Fragmenter, limit int) []*mkv.Fragment {
+	t.Helper()
+	var out []*mkv.Fragment
+	for limit <= 0 || len(out) < limit {
+		f, err := fr.Next(t.Context())
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("fragment %d: %v", len(out), err)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func openFragmenter(t *testing.T, file string, cfg FragmenterConfig) *Fragmenter {
+	t.Helper()
+	src, err := OpenFile(t.Context(), testdata(file), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr, err := NewFragmenter(src, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fr.Close() })
+	return fr
+}
+
+// checkFragments checks the invariants every fragment sequence must hold and returns the number
+// of video frames per fragment.
+func checkFragments(t *testing.T, frags []*mkv.Fragment, video uint64) []int {
+	t.Helper()
+	var counts []int
+	prevTC := int64(-1)
+	for i, f := range frags {
+		if f.TimecodeScale != mkv.DefaultTimecodeScale || f.DocType != "matroska" || len(f.Tracks) == 0 {
+			t.Errorf("fragment %d: header %q %d, %d tracks", i, f.DocType, f.TimecodeScale, len(f.Tracks))
+		}
+		if f.Timecode < prevTC {
+			t.Errorf("fragment %d: cluster timecode %d before the previous %d", i, f.Timecode, prevTC)
+		}
+		prevTC = f.Timecode
+		if len(f.Frames) == 0 {
+			t.Fatalf("fragment %d is empty", i)
+		}
+		first := f.Frames[0]
+		if video != 0 && (first.Track != video || !first.Keyframe) {
+			t.Errorf("fragment %d starts with track %d keyframe %v", i, first.Track, first.Keyframe)
+		}
+		n := 0
+		for _, fr := range f.Frames {
+			if rel := fr.Timecode - f.Timecode; rel < -32768 || rel > 32767 {
+				t.Errorf("fragment %d: relative timecode %d", i, rel)
+			}
+			if fr.Track == video {
+				n++
+			}
+		}
+		// The writer accepts it.
+		if _, err := mkv.AppendFragment(nil, f); err != nil {
+			t.Errorf("fragment %d: %v", i, err)
+		}
+		counts = append(counts, n)
+	}
+	return counts
+}
+
+func TestFragmenterClips(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		file   string
+		target time.Duration
+		want   []int // video frames per fragment
+	}{
+		{name: "mkv 1s", file: "h264.mkv", target: time.Second, want: []int{25, 25, 25, 25}},
+		{name: "mkv 2s", file: "h264.mkv", target: 2 * time.Second, want: []int{50, 50}},
+		{name: "mkv default", file: "h264.mkv", want: []int{50, 50}},
+		{name: "mkv 1.5s waits for the next keyframe", file: "h264.mkv", target: 1500 * time.Millisecond, want: []int{50, 50}},
+		{name: "mp4 with audio 1s", file: "h264_aac.mp4", target: time.Second, want: []int{25, 25, 25, 25}},
+		{name: "annexb h265 1s", file: "h265.h265", target: time.Second, want: []int{25, 25}},
+		{name: "mkv h265 1s", file: "h265.mkv", target: time.Second, want: []int{25, 25}},
+		{name: "webm 1s", file: "webm_vp8.webm", target: time.Second, want: []int{25, 25}},
+		{name: "concatenated 1s", file: "concatenated.mkv", target: time.Second, want: []int{25, 25, 25, 25}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fr := openFragmenter(t, tc.file, FragmenterConfig{TargetDuration: tc.target})
+			frags := fragments(t, fr, 0)
+			got := checkFragments(t, frags, 1)
+			if len(got) != len(tc.want) {
+				t.Fatalf("video frames per fragment %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("video frames per fragment %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
+}
+
+func TestFragmenterMP4AudioKept(t *testing.T) {
+	frags := fragments(t, openFragmenter(t, "h264_aac.mp4", FragmenterConfig{TargetDuration: time.Second}), 0)
+	audio := 0
+	for _, f := range frags {
+		for _, fr := range f.Frames {
+			if fr.Track == 2 {
+				audio++
+			}
+		}
+	}
+	if audio != 188 {
+		t.Errorf("%d audio frames, want 188", audio)
+	}
+}
+
+// fakeSource yields synthetic frames: one track, a frame every step, keyframes where key says.
+type fakeSource struct {
+	track  mkv.Track
+	n, max int
+	step   time.Duration
+	key    func(i int) bool
+	closed bool
+}
+
+func (s *fakeSource) Tracks() []mkv.Track { return []mkv.Track{s.track} }
+func (s *fakeSource) Close() error        { s.closed = true; return nil }
+func (s *fakeSource) ReadFrame(ctx context.Context) (Frame, error) {
+	if err := ctx.Err(); err != nil {
+		return Frame{}, err
+	}
+	if s.n >= s.max {
+		return Frame{}, io.EOF
+	}
+	t := time.Duration(s.n) * s.step
+	fr := Frame{Track: 1, PTS: t, DTS: t, Keyframe: s.key(s.n), Data: []byte{byte(s.n)}}
+	s.n++
+	return fr, nil
+}
+
+func TestFragmenterAudioOnly(t *testing.T) {
+	// AAC at 48 kHz: 1024 samples = 21.333 ms per frame, 10 s.
+	src := &fakeSource{track: mkv.Track{Number: 1, Type: mkv.TrackTypeAudio, CodecID: codec.CodecIDAAC, CodecPrivate: []byte{0x11, 0x88}},
+		max: 469, step: time.Second * 1024 / 48000, key: func(int) bool { return true }}
+	fr, err := NewFragmenter(src, FragmenterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frags := fragments(t, fr, 0)
+	checkFragments(t, frags, 0)
+	if len(frags) != 5 {
+		t.Fatalf("%d fragments, want 5", len(frags))
+	}
+	for i, f := range frags[:4] {
+		if d := frags[i+1].Timecode - f.Timecode; d < 2000 || d > 2022 {
+			t.Errorf("fragment %d lasts %d ms", i, d)
+		}
+	}
+}
+
+func TestFragmenterForcedCut(t *testing.T) {
+	// One keyframe, then 40 s of P-frames at 25 fps: cut at MaxDuration.
+	src := &fakeSource{track: mkv.Track{Number: 1, Type: mkv.TrackTypeVideo, CodecID: codec.CodecIDVP8},
+		max: 1000, step: 40 * time.Millisecond, key: func(i int) bool { return i == 0 }}
+	var cuts []time.Duration
+	fr, err := NewFragmenter(src, FragmenterConfig{MaxDuration: 10 * time.Second, OnForcedCut: func(tc time.Duration) { cuts = append(cuts, tc) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frags := fragments(t, fr, 0)
+	if len(frags) != 4 || len(cuts) != 3 {
+		t.Fatalf("%d fragments, %d forced cuts; want 4 and 3", len(frags), len(cuts))
+	}
+	for _, f := range frags {
+		if span := f.Frames[len(f.Frames)-1].Timecode - f.Timecode; span > 10000 {
+			t.Errorf("fragment spans %d ms", span)
+		}
+	}
+	if _, err := NewFragmenter(src, FragmenterConfig{MaxDuration: time.Minute}); err == nil {
+		t.Error("MaxDuration over 32 s accepted")
+	}
+}
+
+func TestFragmenterLoop(t *testing.T) {
+	reopen := func(ctx context.Context) (Source, error) { return OpenFile(ctx, testdata("h264.mkv"), Options{}) }
+	src, err := reopen(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr, err := NewFragmenter(src, FragmenterConfig{TargetDuration: time.Second, Loop: true, Reopen: reopen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fr.Close()
+	frags := fragments(t, fr, 10)
+	checkFragments(t, frags, 1)
+	for i, f := range frags {
+		if want := int64(i) * 1000; f.Timecode != want {
+			t.Errorf("fragment %d: timecode %d, want %d", i, f.Timecode, want)
+		}
+		if len(f.Frames) != 25 {
+			t.Errorf("fragment %d: %d frames", i, len(f.Frames))
+		}
+	}
+	if _, err := NewFragmenter(src, FragmenterConfig{Loop: true}); err == nil {
+		t.Error("Loop without Reopen accepted")
+	}
+}
+
+func TestFragmenterRealtime(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		src, err := OpenFile(t.Context(), testdata("h264.mkv"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fr, err := NewFragmenter(src, FragmenterConfig{TargetDuration: time.Second, Realtime: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fr.Close()
+		start := time.Now()
+		var at []time.Duration
+		for {
+			_, err := fr.Next(t.Context())
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			at = append(at, time.Since(start))
+		}
+		// A fragment is complete when the next keyframe arrives: at 1 s, 2 s, 3 s; the last at
+		// the end of input, when the last frame (decode time 3.96 s... held to the running
+		// maximum of PTS for Matroska) was paced.
+		if len(at) != 4 {
+			t.Fatalf("%d fragments", len(at))
+		}
+		for i, want := range []time.Duration{time.Second, 2 * time.Second, 3 * time.Second} {
+			if at[i] != want {
+				t.Errorf("fragment %d returned at %v, want %v", i, at[i], want)
+			}
+		}
+		if at[3] < 3900*time.Millisecond || at[3] > 4*time.Second {
+			t.Errorf("last fragment returned at %v", at[3])
+		}
+	})
+}
+
+func TestFragmenterCancel(t *testing.T) {
+	src, err := OpenFile(t.Context(), testdata("h264.mkv"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr, err := NewFragmenter(src, FragmenterConfig{Realtime: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fr.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := fr.Next(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("error %v, want context.Canceled", err)
+	}
+}
+
+// needTool returns the path of a tool, skipping the test when it is missing unless
+// KVS_REQUIRE_TOOLS=1.
+func needTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("KVS_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("%s not found and KVS_REQUIRE_TOOLS=1", name)
+		}
+		t.Skipf("%s not found", name)
+	}
+	return p
+}
+
+// TestFragmentsPlay writes each clip's fragments as concatenated MKV documents (the GetMedia
+// form) and checks with ffprobe that every frame is there with the source's codec.
+func TestFragmentsPlay(t *testing.T) {
+	ffprobe := needTool(t, "ffprobe")
+	for _, tc := range []struct {
+		file    string
+		codecs  []string // ffprobe codec_name per stream
+		packets []int
+	}{
+		{file: "h264.mkv", codecs: []string{"h264"}, packets: []int{100}},
+		{file: "h264.h264", codecs: []string{"h264"}, packets: []int{100}},
+		{file: "h265.h265", codecs: []string{"hevc"}, packets: []int{50}},
+		{file: "h264_aac.mp4", codecs: []string{"h264", "aac"}, packets: []int{100, 188}},
+		{file: "webm_vp8.webm", codecs: []string{"vp8"}, packets: []int{50}},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			fr := openFragmenter(t, tc.file, FragmenterConfig{TargetDuration: time.Second})
+			var out []byte
+			for _, f := range fragments(t, fr, 0) {
+				var err error
+				if out, err = mkv.AppendFragment(out, f); err != nil {
+					t.Fatal(err)
+				}
+			}
+			path := filepath.Join(t.TempDir(), "out.mkv")
+			if err := os.WriteFile(path, out, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.CommandContext(t.Context(), ffprobe, "-v", "error", "-count_packets",
+				"-show_entries", "stream=codec_name,nb_read_packets", "-of", "json", path)
+			b, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("ffprobe: %v", err)
+			}
+			var probe struct {
+				Streams []struct {
+					CodecName string `json:"codec_name"`
+					Packets   string `json:"nb_read_packets"`
+				}
+			}
+			if err := json.Unmarshal(b, &probe); err != nil {
+				t.Fatal(err)
+			}
+			if len(probe.Streams) != len(tc.codecs) {
+				t.Fatalf("ffprobe: %s", b)
+			}
+			for i, s := range probe.Streams {
+				if s.CodecName != tc.codecs[i] || s.Packets != itoa(tc.packets[i]) {
+					t.Errorf("stream %d: %s with %s packets, want %s with %d", i, s.CodecName, s.Packets, tc.codecs[i], tc.packets[i])
+				}
+			}
+		})
+	}
+}
+
+func itoa(n int) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
