@@ -1,13 +1,422 @@
 package store
 
 import (
+	"bytes"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
+	"time"
 )
 
-func openTestFS(t *testing.T) Store {
-	s, err := OpenFS(t.TempDir(), FSOptions{})
+func openTestFS(t *testing.T) Store { return mustOpenFS(t, t.TempDir(), FSOptions{}) }
+
+func mustOpenFS(t testing.TB, dir string, opts FSOptions) *FS {
+	t.Helper()
+	s, err := OpenFS(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s
+}
+
+func segmentFiles(t testing.TB, s *FS, stream string) []string {
+	t.Helper()
+	st, _, err := s.lookup(stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := filepath.Glob(filepath.Join(st.dir, "*.seg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestFSReopen(t *testing.T) {
+	dir := t.TempDir()
+	ctx := t.Context()
+	s := mustOpenFS(t, dir, FSOptions{})
+	mustCreate(t, s, "..", 24)
+	mustCreate(t, s, "b", 48)
+	want := appendN(t, s, "..", 10, 3000)
+	appendN(t, s, "b", 2, 10)
+	if _, err := s.UpdateStream(ctx, "b", func(st *Stream) error { st.Version = "v9"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	// Reserved but unused numbers must not come back.
+	for range 3 {
+		if _, err := s.NextNumber(ctx, ".."); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reserved, _ := s.NextNumber(ctx, "..")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = mustOpenFS(t, dir, FSOptions{})
+	defer s.Close()
+	if r := s.Recovered(); len(r) != 0 {
+		t.Fatalf("clean reopen reported %+v", r)
+	}
+	list, _ := s.ListStreams(ctx)
+	if len(list) != 2 || list[0].Name != ".." || list[1].Version != "v9" || list[1].RetentionHours != 48 {
+		t.Fatalf("registry after reopen: %+v", list)
+	}
+	got, _ := s.Range(ctx, "..", 0, 0)
+	checkMetas(t, "after reopen", got, want)
+	for _, m := range want {
+		if b, _ := readAll(t, s, "..", m.Number); !bytes.Equal(b, payload("..", m.Number, 3000)) {
+			t.Fatalf("fragment %d: wrong bytes after reopen", m.Number)
+		}
+	}
+	n, _ := s.NextNumber(ctx, "..")
+	if n <= reserved {
+		t.Fatalf("number %d handed out again after reopen (had reserved up to %d)", n, reserved)
+	}
+	m := appendOne(t, s, "..", base.Add(time.Hour), base, 5)
+	if last, _ := s.Last(ctx, ".."); last.Number != m.Number {
+		t.Fatalf("Last after append on reopened store: %d", last.Number)
+	}
+	// Names never reach the filesystem: only hex ids under streams/.
+	ents, _ := os.ReadDir(filepath.Join(dir, "streams"))
+	for _, e := range ents {
+		if !regexp.MustCompile(`^[0-9a-f]{16}$`).MatchString(e.Name()) {
+			t.Fatalf("stream directory %q", e.Name())
+		}
+	}
+}
+
+func TestFSDeletedStreamLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpenFS(t, dir, FSOptions{})
+	mustCreate(t, s, "x", 1)
+	appendN(t, s, "x", 2, 10)
+	st, _, _ := s.lookup("x")
+	kept := t.TempDir()
+	copyTree(t, st.dir, kept)
+	if err := s.DeleteStream(t.Context(), "x"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(st.dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("stream directory survives delete: %v", err)
+	}
+	s.Close()
+	copyTree(t, kept, st.dir) // as if the crash came between index commit and RemoveAll
+	s = mustOpenFS(t, dir, FSOptions{})
+	defer s.Close()
+	if _, err := os.Stat(st.dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("leftover directory not removed on open: %v", err)
+	}
+	mustCreate(t, s, "x", 1)
+	if got, _ := s.Range(t.Context(), "x", 0, 0); len(got) != 0 {
+		t.Fatalf("re-created stream sees %v", numbers(got))
+	}
+}
+
+func copyTree(t testing.TB, from, to string) {
+	t.Helper()
+	err := filepath.WalkDir(from, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(from, p)
+		dst := filepath.Join(to, rel)
+		if d.IsDir() {
+			return os.MkdirAll(dst, 0o750)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, b, 0o600)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// crashFixture is a closed store with stream "s" holding fragments 1 and 2 (indexed) in one
+// segment, plus a third record: indexed, or (unindexed) written to the segment by hand as if the
+// crash came after its fdatasync and before its index commit.
+type crashFixture struct {
+	dir       string // pristine copy; tests copy it again before damaging it
+	segRel    string // segment path relative to dir
+	lastStart int64  // offset of the third record
+	lastLen   int64  // its length, header included
+	want      []FragmentMeta
+}
+
+const crashPayload = 40
+
+func newCrashFixture(t *testing.T, unindexed bool) crashFixture {
+	dir := t.TempDir()
+	s := mustOpenFS(t, dir, FSOptions{})
+	mustCreate(t, s, "s", 24)
+	want := appendN(t, s, "s", 2, crashPayload)
+	segs := segmentFiles(t, s, "s")
+	if len(segs) != 1 {
+		t.Fatalf("segments: %v", segs)
+	}
+	fi, _ := os.Stat(segs[0])
+	start := fi.Size()
+	third := FragmentMeta{Number: 3, ServerTime: base.Add(2 * time.Second), ProducerTime: base, Duration: time.Second, Size: crashPayload}
+	if unindexed {
+		if _, err := s.NextNumber(t.Context(), "s"); err != nil { // reserve 3
+			t.Fatal(err)
+		}
+		data := payload("s", 3, crashPayload)
+		rec := newRecordHeader(third, data).encode(nil)
+		f, err := os.OpenFile(segs[0], os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Write(append(rec, data...)); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	} else {
+		third = appendOne(t, s, "s", third.ServerTime, third.ProducerTime, crashPayload)
+		third.Duration = 2 * time.Second
+	}
+	rel, _ := filepath.Rel(dir, segs[0])
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return crashFixture{dir: dir, segRel: rel, lastStart: start, lastLen: recordHeaderSize + crashPayload, want: append(want, third)}
+}
+
+// damaged copies the fixture, applies fn to the segment file and reopens the store.
+func (c crashFixture) damaged(t *testing.T, fn func(path string)) (*FS, *bytes.Buffer) {
+	dir := t.TempDir()
+	copyTree(t, c.dir, dir)
+	fn(filepath.Join(dir, c.segRel))
+	var logs bytes.Buffer
+	s := mustOpenFS(t, dir, FSOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	return s, &logs
+}
+
+func TestFSCrashTruncate(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		unindexed bool
+	}{
+		{"unindexed tail", true},
+		{"index ahead of data", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCrashFixture(t, tc.unindexed)
+			for cut := c.lastStart; cut <= c.lastStart+c.lastLen; cut++ {
+				s, logs := c.damaged(t, func(p string) {
+					if err := os.Truncate(p, cut); err != nil {
+						t.Fatal(err)
+					}
+				})
+				whole := cut == c.lastStart+c.lastLen
+				want := c.want[:2]
+				if whole {
+					want = c.want
+				}
+				got, err := s.Range(t.Context(), "s", 0, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkMetas(t, "after cut", got, want)
+				for _, m := range want {
+					readAll(t, s, "s", m.Number)
+				}
+				var cutBytes int64
+				dropped, reindexed := 0, 0
+				for _, r := range s.Recovered() {
+					cutBytes += r.BytesCut
+					dropped += r.Dropped
+					reindexed += r.Reindexed
+					if r.Stream != "s" || !strings.HasSuffix(r.Segment, c.segRel) || r.Reason == "" {
+						t.Fatalf("cut %d: report %+v", cut, r)
+					}
+				}
+				if wantCut := (cut - c.lastStart) % c.lastLen; cutBytes != wantCut {
+					t.Fatalf("cut %d: reported %d bytes cut, want %d (%+v)", cut, cutBytes, wantCut, s.Recovered())
+				}
+				if wantDropped := btoi(!tc.unindexed && !whole); dropped != wantDropped {
+					t.Fatalf("cut %d: %d entries dropped, want %d", cut, dropped, wantDropped)
+				}
+				if wantRe := btoi(tc.unindexed && whole); reindexed != wantRe {
+					t.Fatalf("cut %d: %d re-indexed, want %d", cut, reindexed, wantRe)
+				}
+				if len(s.Recovered()) > 0 && !strings.Contains(logs.String(), "store recovery") {
+					t.Fatalf("cut %d: recovery not logged", cut)
+				}
+				if fi, _ := os.Stat(filepath.Join(s.dir, c.segRel)); fi.Size() != c.lastStart && !whole {
+					t.Fatalf("cut %d: segment is %d bytes, want %d", cut, fi.Size(), c.lastStart)
+				}
+				// The store goes on: the next fragment is numbered after everything seen.
+				m := appendOne(t, s, "s", base.Add(time.Hour), base, 10)
+				if m.Number <= 3 {
+					t.Fatalf("cut %d: number %d reused", cut, m.Number)
+				}
+				s.Close()
+			}
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func TestFSCrashCorruptTail(t *testing.T) {
+	c := newCrashFixture(t, true)
+	for i := range c.lastLen {
+		s, _ := c.damaged(t, func(p string) { flipByte(t, p, c.lastStart+i) })
+		got, _ := s.Range(t.Context(), "s", 0, 0)
+		checkMetas(t, "after corruption", got, c.want[:2])
+		r := s.Recovered()
+		if len(r) != 1 || r[0].BytesCut != c.lastLen || r[0].Offset != c.lastStart {
+			t.Fatalf("byte %d: reports %+v", i, r)
+		}
+		s.Close()
+	}
+}
+
+func flipByte(t testing.TB, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := []byte{0}
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x40
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFSCrashSegmentMissing(t *testing.T) {
+	c := newCrashFixture(t, false)
+	s, _ := c.damaged(t, func(p string) { os.Remove(p) })
+	defer s.Close()
+	if got, _ := s.Range(t.Context(), "s", 0, 0); len(got) != 0 {
+		t.Fatalf("fragments of a missing segment: %v", numbers(got))
+	}
+	if r := s.Recovered(); len(r) != 1 || r[0].Dropped != 3 {
+		t.Fatalf("reports %+v", r)
+	}
+}
+
+// Damage inside the indexed part is not recovery's business; Open must refuse the bytes.
+func TestFSOpenCorrupt(t *testing.T) {
+	for _, size := range []int{crashPayload, eagerVerifyLimit + 1} {
+		dir := t.TempDir()
+		s := mustOpenFS(t, dir, FSOptions{})
+		mustCreate(t, s, "s", 24)
+		ms := appendN(t, s, "s", 2, size)
+		seg := segmentFiles(t, s, "s")[0]
+		flipByte(t, seg, recordHeaderSize+int64(size)/2) // payload of 1
+		flipByte(t, seg, recordHeaderSize+int64(size)+8) // header of 2
+		rc, _, err := s.Open(t.Context(), "s", ms[0].Number)
+		if err == nil {
+			_, err = io.ReadAll(rc)
+			rc.Close()
+		}
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("size %d: corrupt payload: %v", size, err)
+		}
+		if _, _, err := s.Open(t.Context(), "s", ms[1].Number); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("size %d: corrupt header: %v", size, err)
+		}
+		s.Close()
+	}
+}
+
+func TestFSSegmentRollAndRetention(t *testing.T) {
+	dir := t.TempDir()
+	clock := base
+	opts := FSOptions{MaxSegmentBytes: 3 * (recordHeaderSize + 100), MaxSegmentAge: time.Hour, now: func() time.Time { return clock }}
+	s := mustOpenFS(t, dir, opts)
+	ctx := t.Context()
+	mustCreate(t, s, "s", 1)
+	ms := appendN(t, s, "s", 7, 100) // segments: [1 2 3] [4 5 6] [7]
+	if segs := segmentFiles(t, s, "s"); len(segs) != 3 {
+		t.Fatalf("size roll: %d segments", len(segs))
+	}
+	clock = clock.Add(time.Hour) // age roll: the next record starts a new segment
+	appendOne(t, s, "s", base.Add(2*time.Hour), base, 100)
+	if segs := segmentFiles(t, s, "s"); len(segs) != 4 {
+		t.Fatalf("age roll: %d segments", len(segs))
+	}
+	// Fragment 5 (server time base+4s) expires at base+1h+4s: segment [4 5 6] stays until 6 does.
+	n, err := s.EnforceRetention(ctx, base.Add(time.Hour+5*time.Second))
+	if err != nil || n != 3 {
+		t.Fatalf("retention: %d, %v", n, err)
+	}
+	got, _ := s.Range(ctx, "s", 0, 0)
+	if f := numbers(got); len(f) != 5 || f[0] != ms[3].Number {
+		t.Fatalf("after retention: %v", f)
+	}
+	if segs := segmentFiles(t, s, "s"); len(segs) != 3 {
+		t.Fatalf("segments after retention: %d", len(segs))
+	}
+	// Segments [4 5 6] and [7] expire; the active one with fragment 8 stays.
+	kept := t.TempDir()
+	st, _, _ := s.lookup("s")
+	copyTree(t, st.dir, kept)
+	n, err = s.EnforceRetention(ctx, base.Add(time.Hour+time.Minute))
+	if err != nil || n != 4 {
+		t.Fatalf("retention 2: %d, %v", n, err)
+	}
+	m := appendOne(t, s, "s", base.Add(3*time.Hour), base, 100)
+	s.Close()
+	// A crash after the purge commit but before the files went must not bring data back.
+	for _, name := range []string{"0000000000000002.seg", "0000000000000003.seg"} {
+		b, err := os.ReadFile(filepath.Join(kept, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(st.dir, name), b, 0o600)
+	}
+	s = mustOpenFS(t, dir, opts)
+	defer s.Close()
+	got, _ = s.Range(ctx, "s", 0, 0)
+	if f := numbers(got); len(f) != 2 || f[1] != m.Number {
+		t.Fatalf("after reopen: %v (reports %+v)", f, s.Recovered())
+	}
+	if _, err := os.Stat(filepath.Join(st.dir, "0000000000000002.seg")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("purged segment file back after reopen: %v", err)
+	}
+	// Expiring everything takes the segment being appended to as well; appends go on in a new one.
+	n, err = s.EnforceRetention(ctx, base.Add(5*time.Hour))
+	if err != nil || n != 2 {
+		t.Fatalf("retention 3: %d, %v", n, err)
+	}
+	if segs := segmentFiles(t, s, "s"); len(segs) != 0 {
+		t.Fatalf("segments left: %v", segs)
+	}
+	m = appendOne(t, s, "s", base.Add(6*time.Hour), base, 100)
+	if got, _ := s.Range(ctx, "s", 0, 0); len(got) != 1 || got[0].Number != m.Number {
+		t.Fatalf("after full purge: %v", numbers(got))
+	}
+}
+
+func TestFSRetentionLoop(t *testing.T) {
+	s := mustOpenFS(t, t.TempDir(), FSOptions{RetentionInterval: time.Millisecond})
+	mustCreate(t, s, "s", 1)
+	appendN(t, s, "s", 3, 10)
+	// Only checks that the loop starts and that Close stops it; what it deletes depends on the
+	// wall clock, which tests do not wait on.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
