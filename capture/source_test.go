@@ -200,23 +200,77 @@ func TestAnnexBStdin(t *testing.T) {
 	}
 }
 
-// TestAnnexBNeedsFrameRate strips the VUI timing info by rewriting nothing: it feeds a stream
-// whose SPS has no VUI and checks the error names the flag, then that --frame-rate fixes it.
+// bitWriter writes the exp-Golomb fields of a test SPS.
+type bitWriter struct {
+	b []byte
+	n int // bits written
+}
+
+func (w *bitWriter) bit(v int) {
+	if w.n%8 == 0 {
+		w.b = append(w.b, 0)
+	}
+	if v != 0 {
+		w.b[len(w.b)-1] |= 0x80 >> (w.n % 8)
+	}
+	w.n++
+}
+
+func (w *bitWriter) bits(v uint, n int) {
+	for i := n - 1; i >= 0; i-- {
+		w.bit(int(v>>i) & 1)
+	}
+}
+
+func (w *bitWriter) ue(v uint) {
+	v++
+	n := 0
+	for x := v; x > 1; x >>= 1 {
+		n++
+	}
+	w.bits(0, n)
+	w.bits(v, n+1)
+}
+
+// spsWithoutTiming returns a Baseline 320x240 H.264 SPS without VUI.
+func spsWithoutTiming() []byte {
+	var w bitWriter
+	w.bits(0x67, 8)
+	w.bits(66, 8) // profile_idc
+	w.bits(0, 8)  // constraint flags
+	w.bits(30, 8) // level_idc
+	w.ue(0)       // seq_parameter_set_id
+	w.ue(0)       // log2_max_frame_num_minus4
+	w.ue(2)       // pic_order_cnt_type
+	w.ue(1)       // max_num_ref_frames
+	w.bit(0)      // gaps_in_frame_num_value_allowed_flag
+	w.ue(19)      // pic_width_in_mbs_minus1
+	w.ue(14)      // pic_height_in_map_units_minus1
+	w.bit(1)      // frame_mbs_only_flag
+	w.bit(1)      // direct_8x8_inference_flag
+	w.bit(0)      // frame_cropping_flag
+	w.bit(0)      // vui_parameters_present_flag
+	w.bit(1)      // rbsp_stop_one_bit
+	return w.b
+}
+
+// TestAnnexBNeedsFrameRate feeds a stream whose SPS has no timing info: the error must name the
+// flag, and a frame rate given in Options must fix it.
 func TestAnnexBNeedsFrameRate(t *testing.T) {
-	// Baseline SPS without VUI (320x240), a PPS and one IDR slice header.
-	sps := []byte{0x67, 0x42, 0xC0, 0x0D, 0xDA, 0x05, 0x07, 0xEC, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00, 0x0C, 0xA3, 0xC5, 0x0A, 0xA8}
-	if info, err := codec.ParseSPS(codec.H264, sps); err != nil {
+	sps := spsWithoutTiming()
+	info, err := codec.ParseSPS(codec.H264, sps)
+	if err != nil {
 		t.Fatal(err)
-	} else if _, ok := info.FrameRate(); ok {
-		// The SPS above does carry timing; build one without.
-		t.Skip("test SPS has timing info")
+	}
+	if _, ok := info.FrameRate(); ok || info.Width != 320 || info.Height != 240 {
+		t.Fatalf("test SPS parses as %+v", info)
 	}
 	stream := annexB(sps, []byte{0x68, 0xCE, 0x3C, 0x80}, []byte{0x65, 0x88, 0x84, 0x00}, []byte{0x41, 0x9A, 0x00})
-	_, err := Open(t.Context(), strings.NewReader(string(stream)), "-", Options{Codec: codec.H264})
+	_, err = Open(t.Context(), strings.NewReader(string(stream)), "-", Options{})
 	if !errors.Is(err, ErrNeedFrameRate) || !strings.Contains(err.Error(), "--frame-rate") {
 		t.Fatalf("error %v, want one naming --frame-rate", err)
 	}
-	src, err := Open(t.Context(), strings.NewReader(string(stream)), "-", Options{Codec: codec.H264, FrameRate: 10})
+	src, err := Open(t.Context(), strings.NewReader(string(stream)), "-", Options{FrameRate: 10})
 	if err != nil {
 		t.Fatal(err)
 	}

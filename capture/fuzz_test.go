@@ -1,0 +1,146 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"os"
+	"testing"
+
+	"github.com/openkvs/kvs/mkv/codec"
+)
+
+func seedClip(f *testing.F, name string, n int) []byte {
+	b, err := os.ReadFile(testdata(name))
+	if err != nil {
+		f.Fatal(err)
+	}
+	return b[:min(n, len(b))]
+}
+
+// FuzzAccessUnits checks the Annex B access unit splitter: no panic, and the access units hold
+// exactly the NAL units of the input, in order, whatever the read sizes.
+func FuzzAccessUnits(f *testing.F) {
+	for _, tc := range annexBFuzzSeeds() {
+		f.Add(tc, uint8(0))
+	}
+	f.Add(seedClip(f, "h264.h264", 3000), uint8(7))
+	f.Add(seedClip(f, "h265.h265", 3000), uint8(1))
+	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
+		want, wantErr := codec.SplitAnnexB(nil, data)
+		for _, c := range []codec.Codec{codec.H264, codec.H265} {
+			var r io.Reader = bytes.NewReader(data)
+			if chunk > 0 {
+				r = &chunkReader{data: data, n: int(chunk)}
+			}
+			s := newAUSplitter(r, c)
+			var got [][]byte
+			var err error
+			for {
+				var au []byte
+				au, err = s.next()
+				if err != nil {
+					break
+				}
+				nalus, err := codec.SplitAVCC(nil, au)
+				if err != nil {
+					t.Fatalf("%v: access unit is not length-prefixed: %v", c, err)
+				}
+				vcl := 0
+				for i, n := range nalus {
+					if codec.IsVCL(c, n) {
+						vcl++
+					} else if vcl > 0 && codec.StartsAccessUnit(c, n) {
+						t.Fatalf("%v: NAL unit %d starts an access unit but is inside one", c, i)
+					}
+					if vcl > 1 && codec.FirstSliceOfPicture(c, n) {
+						t.Fatalf("%v: two pictures in one access unit", c)
+					}
+				}
+				got = append(got, nalus...)
+			}
+			if !errors.Is(err, io.EOF) {
+				if wantErr == nil && len(data) <= MaxAccessUnitSize {
+					t.Fatalf("%v: splitter failed on input SplitAnnexB accepts: %v", c, err)
+				}
+				continue
+			}
+			if wantErr != nil {
+				if len(got) != 0 {
+					t.Fatalf("%v: splitter found NAL units where SplitAnnexB fails (%v)", c, wantErr)
+				}
+				continue
+			}
+			if len(got) != len(want) {
+				t.Fatalf("%v: %d NAL units, SplitAnnexB %d", c, len(got), len(want))
+			}
+			for i := range got {
+				if !bytes.Equal(got[i], want[i]) {
+					t.Fatalf("%v: NAL unit %d differs", c, i)
+				}
+			}
+		}
+	})
+}
+
+func annexBFuzzSeeds() [][]byte {
+	return [][]byte{
+		nil,
+		{0, 0, 1},
+		{0, 0, 0, 1, 0x09, 0xF0, 0, 0, 1, 0x65, 0x88, 0, 0, 1, 0x41, 0x9A, 0, 0, 1, 0x41, 0x1A},
+		{0, 0, 1, 0x46, 0x01, 0x50, 0, 0, 1, 0x26, 0x01, 0xAF, 0, 0, 1, 0x02, 0x01, 0xD0},
+		annexB(spsWithoutTiming(), []byte{0x68, 0xCE, 0x3C, 0x80}, []byte{0x65, 0x88, 0x84}, []byte{0x41, 0x9A}),
+	}
+}
+
+// chunkReader returns at most n bytes per Read, to exercise buffer boundaries.
+type chunkReader struct {
+	data []byte
+	n    int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:min(len(p), r.n)], r.data)
+	r.data = r.data[n:]
+	return n, nil
+}
+
+// FuzzOpen sniffs and opens arbitrary input as a stream (stdin) and reads it to the end: no panic,
+// and a source that opens gives frames of declared tracks.
+func FuzzOpen(f *testing.F) {
+	for _, tc := range sniffCases {
+		f.Add(tc.head)
+	}
+	for _, s := range annexBFuzzSeeds() {
+		f.Add(s)
+	}
+	f.Add(seedClip(f, "h264.mkv", 2000))
+	f.Add(seedClip(f, "webm_vp8.webm", 2000))
+	f.Add(seedClip(f, "h264.h264", 2000))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		_ = Sniff(data)
+		ctx := context.Background()
+		src, err := Open(ctx, bytes.NewReader(data), "-", Options{FrameRate: 25})
+		if err != nil {
+			return
+		}
+		defer src.Close()
+		known := map[uint64]bool{}
+		for _, tr := range src.Tracks() {
+			known[tr.Number] = true
+		}
+		for i := 0; i < 1000; i++ {
+			fr, err := src.ReadFrame(ctx)
+			if err != nil {
+				return
+			}
+			if !known[fr.Track] {
+				t.Fatalf("frame of undeclared track %d", fr.Track)
+			}
+		}
+	})
+}
