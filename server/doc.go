@@ -1,0 +1,64 @@
+// Package server serves the Amazon Kinesis Video Streams HTTP APIs from one http.Handler, so that
+// the AWS CLI, the AWS SDKs and the KVS producer SDKs work against it with only the endpoint
+// changed. The wire reference is kvs-api.md; section numbers below point into it.
+//
+// # Routing
+//
+// Every KVS operation is a POST to a fixed, case-sensitive path with a JSON body (§1.1); all paths
+// are distinct, so one mux serves the control plane, PutMedia/GetMedia and the archived-media APIs.
+// Server.routes is a plain map from path to handler, filled in New from routeSets: each file that
+// adds APIs contributes one provider in an init func (control.go: controlRoutes). An unknown path is
+// 404 UnknownOperationException, another method than POST is 405; both carry the usual JSON error
+// body. Request dispatch never looks at Content-Type: the C producer sends application/json with an
+// MKV body (§1.2).
+//
+// Shared pieces for every handler: decodeJSON (body cap, empty body = {}, unknown members ignored,
+// any malformation = 400 InvalidArgumentException), writeJSON, writeError, lookupStream (StreamName
+// and/or StreamARN), the Timestamp type (epoch-second JSON numbers, §1.3), and the validators in
+// validate.go. Every response, errors included, carries x-amzn-RequestId, a random UUID.
+//
+// # Errors
+//
+// Handlers return errors to one writeError, which maps them (toAPIError) to an HTTP status,
+// x-amzn-ErrorType and the body {"__type":"<Type>","Message":"<text>"} (§1.5; the Go SDK's typed
+// errors read "Message"). An *APIError names its type directly; the sentinels ErrStreamNotFound and
+// store.ErrStreamNotFound become 404 ResourceNotFoundException "The requested stream is not found or
+// not active.", store.ErrStreamExists 400 ResourceInUseException; anything else is a 500
+// InternalFailure with a fixed message, logged with the request id. Client mistakes are never 500s.
+//
+// # Versions and concurrency
+//
+// A stream's Version is 20 random alphanumerics, new on CreateStream, UpdateStream and
+// UpdateDataRetention. CurrentVersion is compared inside the store's atomic UpdateStream. Operations
+// that look a stream up and then change it (delete with a version check, updates, tag merges) also
+// hold Server.mu, so a check and its write are never interleaved with another change; reads take
+// no server lock. An ARN names a stream by name and creation time in epoch milliseconds: after a
+// delete and re-create under the same name, the old ARN is not found.
+//
+// # Choices where kvs-api.md leaves a question open ([?])
+//
+//   - StreamName and StreamARN both given (§1.2): accepted when the ARN names that same stream,
+//     else InvalidArgumentException, decided before the lookup.
+//   - New streams are ACTIVE at once; UpdateStream does not pass through UPDATING (§2).
+//   - Tagging does not change Version (§3): Version guards the settings the update operations
+//     check, and a tag change should not make a concurrent UpdateStream fail.
+//   - TagResource / UntagResource / ListTagsForResource accept stream ARNs (§3); other resource
+//     types (channel/...) are well-formed but not found. A malformed ARN there is
+//     InvalidArgumentException (their model has no InvalidResourceFormatException); in TagStream /
+//     UntagStream / ListTagsForStream it is InvalidResourceFormatException.
+//   - UpdateDataRetention outside 0–87600 hours after the change is InvalidArgumentException (§3 [I]);
+//     a decrease runs the store's retention pass before answering.
+//   - ListStreams NextToken is the standard base64 of the last name returned; the last page has no
+//     NextToken, and a page that ends exactly at the last stream is the last page.
+//   - ListTags* return all tags (at most 50) and never a NextToken; a request NextToken is ignored.
+//   - NotAuthorizedException 401 vs 403 (§1.5, §13.8): moot, no authentication. Signatures are
+//     accepted and not verified, unsigned requests too (§11).
+//   - GetDataEndpoint returns Config.AdvertiseURL, else the request's scheme and Host, for every
+//     APIName (§4, §12). X-Forwarded-* are not trusted: behind a proxy, set AdvertiseURL.
+//   - The default account id is 000000000000, as in other local emulators; the region in ARNs is
+//     Config.Region whatever region the client signed for.
+//   - Names "." and ".." match the model's StreamName pattern but are rejected, so that a name can
+//     never act as a path element; the store only ever sees validated names.
+//   - Integer members must be JSON integers: 24.0 for DataRetentionInHours is an
+//     InvalidArgumentException, like a string would be.
+package server
