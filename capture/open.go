@@ -124,7 +124,11 @@ func open(ctx context.Context, r io.Reader, closer io.Closer, name string, opts 
 	}
 	switch format {
 	case FormatMKV:
-		return NewMKVSource(ctx, br, closer, opts)
+		src, err := NewMKVSource(ctx, br, closer, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return src, nil
 	case FormatMP4:
 		rs, ok := r.(io.ReadSeeker)
 		if !ok || r == os.Stdin || !seekable(rs) {
@@ -139,7 +143,11 @@ func open(ctx context.Context, r io.Reader, closer io.Closer, name string, opts 
 		}
 		return src, nil
 	case FormatAnnexB:
-		return NewAnnexBSource(ctx, br, closer, opts)
+		src, err := NewAnnexBSource(ctx, br, closer, opts)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return src, nil
 	}
 	return nil, fmt.Errorf("%s: %w", name, ErrUnknownFormat)
 }

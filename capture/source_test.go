@@ -1,10 +1,12 @@
 package capture
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -372,4 +374,49 @@ func TestReadFrameCancelled(t *testing.T) {
 	if err := <-done; !errors.Is(err, context.Canceled) {
 		t.Errorf("error %v, want context.Canceled", err)
 	}
+}
+
+// TestMP4Fragmented remuxes h264_aac.mp4 to fragmented MP4 with ffmpeg and checks that the
+// fragmented path yields the same frames and timestamps as the progressive one.
+func TestMP4Fragmented(t *testing.T) {
+	ffmpeg := needTool(t, "ffmpeg")
+	out := filepath.Join(t.TempDir(), "frag.mp4")
+	cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-i", testdata("h264_aac.mp4"), "-c", "copy",
+		"-movflags", "frag_keyframe+empty_moov+default_base_moof", out)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, b)
+	}
+	read := func(path string) []Frame {
+		src, err := OpenFile(t.Context(), path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		return readAll(t, src)
+	}
+	// ffmpeg writes no edit list with empty_moov, so the AAC priming frame is presented there and
+	// timestamps are not shifted by it: compare the video, and count the audio.
+	video := func(frames []Frame) (v []Frame, audio int) {
+		for _, f := range frames {
+			if f.Track == 1 {
+				v = append(v, f)
+			} else {
+				audio++
+			}
+		}
+		return v, audio
+	}
+	want, wantAudio := video(read(testdata("h264_aac.mp4")))
+	got, gotAudio := video(read(out))
+	if len(got) != len(want) || wantAudio != 188 || gotAudio != 189 {
+		t.Fatalf("fragmented: %d video, %d audio frames; progressive %d and %d", len(got), gotAudio, len(want), wantAudio)
+	}
+	offset := got[0].PTS - want[0].PTS
+	for i := range got {
+		g, w := got[i], want[i]
+		if g.PTS-w.PTS != offset || g.DTS-w.DTS != offset || g.Keyframe != w.Keyframe || !bytes.Equal(g.Data, w.Data) {
+			t.Fatalf("video frame %d: fragmented %v %v %v, progressive %v %v %v", i, g.PTS, g.DTS, g.Keyframe, w.PTS, w.DTS, w.Keyframe)
+		}
+	}
+	t.Logf("fragmented timestamps are %v after the progressive ones", offset)
 }
