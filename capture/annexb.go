@@ -176,6 +176,7 @@ func DetectCodec(b []byte) (c codec.Codec, ok bool) {
 // start there); parameter sets and other NAL units are kept in the frames as they are.
 type AnnexBSource struct {
 	split    *auSplitter
+	codec    codec.Codec
 	closer   io.Closer
 	track    mkv.Track
 	frameDur float64 // nanoseconds per frame
@@ -203,6 +204,7 @@ func NewAnnexBSource(ctx context.Context, r io.Reader, closer io.Closer, opts Op
 		}
 	}
 	s.split = newAUSplitter(r, c)
+	s.codec = c
 
 	var vps, sps, pps []byte
 	dropped := 0
@@ -297,8 +299,7 @@ func (s *AnnexBSource) ReadFrame(ctx context.Context) (Frame, error) {
 	}
 	t := time.Duration(math.Round(float64(s.n) * s.frameDur))
 	s.n++
-	codecOf, _ := codec.FromCodecID(s.track.CodecID)
-	return Frame{Track: 1, PTS: t, DTS: t, Keyframe: codec.IsKeyframeAVCC(codecOf, au), Data: au}, nil
+	return Frame{Track: 1, PTS: t, DTS: t, Keyframe: codec.IsKeyframeAVCC(s.codec, au), Data: au}, nil
 }
 
 func (s *AnnexBSource) closeInput() {

@@ -80,6 +80,7 @@ type Fragmenter struct {
 	fixedInterval bool
 	lastRefDTS    time.Duration
 	haveRefDTS    bool
+	err           error // sticky error
 	lastTC        int64 // previous cluster timecode
 	haveTC        bool
 
@@ -235,9 +236,21 @@ func (f *Fragmenter) pace(ctx context.Context, dts time.Duration) error {
 }
 
 // Next returns the next fragment, or io.EOF after the last one. The fragment and its frame data
-// are owned by the caller. On cancellation it returns ctx.Err() and the frames read for the
-// unfinished fragment are lost.
+// are owned by the caller; its Tracks slice is shared by all fragments and must not be modified.
+// On cancellation it returns ctx.Err() and the frames read for the unfinished fragment are lost.
+// Errors other than io.EOF are sticky.
 func (f *Fragmenter) Next(ctx context.Context) (*mkv.Fragment, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	frag, err := f.next(ctx)
+	if err != nil && !errors.Is(err, io.EOF) {
+		f.err = err
+	}
+	return frag, err
+}
+
+func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 	if f.pending == nil {
 		if f.done {
 			return nil, io.EOF

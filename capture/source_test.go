@@ -420,3 +420,19 @@ func TestMP4Fragmented(t *testing.T) {
 	}
 	t.Logf("fragmented timestamps are %v after the progressive ones", offset)
 }
+
+// TestCodecPrivateMatchesFFmpeg checks that the avcC the Annex B source builds from in-band
+// parameter sets is byte for byte the one ffmpeg wrote into the Matroska file of the same stream.
+func TestCodecPrivateMatchesFFmpeg(t *testing.T) {
+	private := func(name string) []byte {
+		src, err := OpenFile(t.Context(), testdata(name), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		return src.Tracks()[0].CodecPrivate
+	}
+	if a, b := private("h264.h264"), private("h264.mkv"); !bytes.Equal(a, b) {
+		t.Errorf("avcC from Annex B\n%x\nffmpeg's\n%x", a, b)
+	}
+}

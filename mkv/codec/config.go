@@ -60,7 +60,9 @@ func BuildAVCConfig(sps, pps [][]byte) ([]byte, error) {
 
 // BuildHEVCConfig returns an HEVCDecoderConfigurationRecord (ISO/IEC 14496-15 8.3.3.1, the hvcC box
 // body and Matroska's CodecPrivate for V_MPEGH/ISO/HEVC) holding vps, sps and pps, with 4-byte NAL
-// unit lengths. Profile, tier, level and format come from the first SPS, which must parse.
+// unit lengths. Profile, tier, level and format come from the first SPS, which must parse. The
+// arrays are marked incomplete (array_completeness 0, as ffmpeg writes them): frames may carry
+// parameter sets in band too.
 func BuildHEVCConfig(vps, sps, pps [][]byte) ([]byte, error) {
 	if len(vps) == 0 || len(sps) == 0 || len(pps) == 0 {
 		return nil, fmt.Errorf("hvcC: need at least one VPS, SPS and PPS, have %d, %d and %d", len(vps), len(sps), len(pps))
@@ -103,9 +105,9 @@ func BuildHEVCConfig(vps, sps, pps [][]byte) ([]byte, error) {
 		NumTemporalLayers:                (s.MaxSubLayersMinus1 + 1) & 7,
 		LengthSizeMinusOne:               3,
 		NaluArrays: []hevc.NaluArray{
-			hevc.NewNaluArray(true, hevc.NALU_VPS, vps),
-			hevc.NewNaluArray(true, hevc.NALU_SPS, sps),
-			hevc.NewNaluArray(true, hevc.NALU_PPS, pps),
+			hevc.NewNaluArray(false, hevc.NALU_VPS, vps),
+			hevc.NewNaluArray(false, hevc.NALU_SPS, sps),
+			hevc.NewNaluArray(false, hevc.NALU_PPS, pps),
 		},
 	}
 	if s.TemporalIDNestingFlag {
