@@ -306,6 +306,9 @@ func (f *Fragmenter) first(ctx context.Context) (Frame, error) {
 			}
 			return Frame{}, err
 		}
+		if f.passes > 1 && !f.started {
+			return Frame{}, fmt.Errorf("fragmenter: a whole pass over the looped source had no keyframe on video track %d", f.video)
+		}
 		if f.started || fr.Track == f.video && fr.Keyframe {
 			f.started = true
 			if dropped > 0 {

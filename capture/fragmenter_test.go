@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -355,4 +356,19 @@ func TestFragmentsPlay(t *testing.T) {
 func itoa(n int) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+func TestFragmenterLoopWithoutKeyframe(t *testing.T) {
+	newSrc := func(context.Context) (Source, error) {
+		return &fakeSource{track: mkv.Track{Number: 1, Type: mkv.TrackTypeVideo, CodecID: codec.CodecIDVP8},
+			max: 10, step: 40 * time.Millisecond, key: func(int) bool { return false }}, nil
+	}
+	src, _ := newSrc(t.Context())
+	fr, err := NewFragmenter(src, FragmenterConfig{Loop: true, Reopen: newSrc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fr.Next(t.Context()); err == nil || !strings.Contains(err.Error(), "no keyframe") {
+		t.Errorf("error %v, want one about the missing keyframe", err)
+	}
 }
