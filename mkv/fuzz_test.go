@@ -1,0 +1,229 @@
+package mkv
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const (
+	fuzzMaxElement = 1 << 20
+	fuzzMaxFrame   = 1 << 20
+	fuzzMaxTags    = 1 << 16
+)
+
+func fuzzOptions() []Option {
+	return []Option{WithMaxElementSize(fuzzMaxElement), WithMaxFrameSize(fuzzMaxFrame), WithMaxTagsSize(fuzzMaxTags),
+		WithMaxFragmentSize(4 << 20)}
+}
+
+// fuzzSeeds are the reader table inputs, KVS-style chunks and the golden clips.
+func fuzzSeeds(f *testing.F) {
+	for _, tc := range readerCases() {
+		f.Add(tc.in)
+	}
+	f.Add(cat(chunk(f, 1), chunk(f, 2)))
+	b, err := AppendFragment(nil, &roundTripFragment)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	clips, _ := filepath.Glob(filepath.Join("..", "testdata", "*.mkv"))
+	webm, _ := filepath.Glob(filepath.Join("..", "testdata", "*.webm"))
+	for _, name := range append(clips, webm...) {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+}
+
+// renderFrame and renderTags give comparable text for round trips.
+func renderFrame(fr *Frame) string {
+	return fmt.Sprintf("%d@%d k%v d%d %x", fr.Track, fr.Timecode, fr.Keyframe, fr.Duration, fr.Data)
+}
+
+func renderTags(b *strings.Builder, tags []SimpleTag) {
+	for _, t := range tags {
+		if t.Binary != nil {
+			// A SimpleTag with a TagBinary is written with that alone.
+			fmt.Fprintf(b, "(%q bin %x ", t.Name, t.Binary)
+		} else {
+			fmt.Fprintf(b, "(%q str %q ", t.Name, t.Value)
+		}
+		renderTags(b, t.Children)
+		b.WriteString(")")
+	}
+}
+
+type fuzzCluster struct {
+	docType  string
+	scale    uint64
+	tracks   []Track
+	timecode int64
+	frames   []Frame
+}
+
+// FuzzReader: no panic, errors are *SyntaxError, the block buffer stays under the frame cap, and
+// whatever parses, written back as fragments and parsed again, gives the same frames and tags.
+func FuzzReader(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := NewReader(bytes.NewReader(in), fuzzOptions()...)
+		var clusters []fuzzCluster
+		var tags []string
+		var err error
+		for {
+			var ev *Event
+			ev, err = r.Next()
+			if err != nil {
+				break
+			}
+			switch ev.Kind {
+			case EventCluster:
+				clusters = append(clusters, fuzzCluster{docType: r.DocType(), scale: r.TimecodeScale(), tracks: r.Tracks(), timecode: ev.Timecode})
+			case EventFrame:
+				c := &clusters[len(clusters)-1]
+				fr := ev.Frame
+				fr.Data = bytes.Clone(fr.Data)
+				c.frames = append(c.frames, fr)
+			case EventTags:
+				var b strings.Builder
+				for _, tag := range ev.Tags {
+					renderTags(&b, tag.SimpleTags)
+				}
+				tags = append(tags, b.String())
+			}
+		}
+		if c := cap(r.buf); c > max(fuzzMaxFrame, fuzzMaxElement) {
+			t.Fatalf("block buffer grew to %d bytes", c)
+		}
+		if err != io.EOF {
+			var se *SyntaxError
+			if !errors.As(err, &se) {
+				t.Fatalf("error %T %v is not a *SyntaxError", err, err)
+			}
+			return
+		}
+
+		for i, c := range clusters {
+			out, err := AppendFragment(nil, &Fragment{DocType: c.docType, TimecodeScale: c.scale, Tracks: c.tracks, Timecode: c.timecode, Frames: c.frames})
+			if err != nil {
+				continue // e.g. laced frames spaced beyond int16 of the cluster
+			}
+			r2 := NewReader(bytes.NewReader(out))
+			var got []Frame
+			for {
+				ev, err := r2.Next()
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					t.Fatalf("cluster %d: rewritten fragment does not parse: %v", i, err)
+				}
+				if ev.Kind == EventFrame {
+					fr := ev.Frame
+					fr.Data = bytes.Clone(fr.Data)
+					got = append(got, fr)
+				}
+			}
+			if len(got) != len(c.frames) {
+				t.Fatalf("cluster %d: %d frames, want %d", i, len(got), len(c.frames))
+			}
+			for j := range got {
+				if g, w := renderFrame(&got[j]), renderFrame(&c.frames[j]); g != w {
+					t.Fatalf("cluster %d frame %d: %s, want %s", i, j, g, w)
+				}
+			}
+		}
+		// Tags survive a write and a read (flattened into one Tag).
+		r3 := NewReader(bytes.NewReader(in), fuzzOptions()...)
+		i := 0
+		for {
+			ev, err := r3.Next()
+			if err != nil {
+				break
+			}
+			if ev.Kind != EventTags {
+				continue
+			}
+			var flat []SimpleTag
+			for _, tag := range ev.Tags {
+				flat = append(flat, tag.SimpleTags...)
+			}
+			out := AppendTags(nil, flat...)
+			_, _, n, err := parseHeader(out)
+			if err != nil {
+				t.Fatalf("rewritten tags header: %v", err)
+			}
+			parsed, err := parseTags(out[n:])
+			if err != nil && !errors.Is(err, errTooDeep) {
+				t.Fatalf("rewritten tags: %v", err)
+			}
+			if err == nil {
+				var b strings.Builder
+				for _, tag := range parsed {
+					renderTags(&b, tag.SimpleTags)
+				}
+				if b.String() != tags[i] {
+					t.Fatalf("tags %d: %s, want %s", i, b.String(), tags[i])
+				}
+			}
+			i++
+		}
+	})
+}
+
+func renderFragment(f *Fragment) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "tc %d\n", f.Timecode)
+	for i := range f.Frames {
+		b.WriteString(renderFrame(&f.Frames[i]) + "\n")
+	}
+	renderTags(&b, f.Tags)
+	b.WriteString("\n")
+	renderTags(&b, f.TrailingTags)
+	return b.String()
+}
+
+// FuzzFragmentReader: no panic, errors are *SyntaxError, and each fragment written with
+// AppendFragment reads back the same.
+func FuzzFragmentReader(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		fr := NewFragmentReader(bytes.NewReader(in), fuzzOptions()...)
+		for {
+			frag, err := fr.Next()
+			if err == io.EOF {
+				return
+			}
+			if err != nil {
+				var se *SyntaxError
+				if !errors.As(err, &se) {
+					t.Fatalf("error %T %v is not a *SyntaxError", err, err)
+				}
+				return
+			}
+			out, err := AppendFragment(nil, frag)
+			if err != nil {
+				continue
+			}
+			again, err := NewFragmentReader(bytes.NewReader(out)).Next()
+			if err != nil {
+				if errors.Is(err, errTooDeep) {
+					continue // flattening tags cannot make them deeper; nesting was at the limit
+				}
+				t.Fatalf("rewritten fragment: %v", err)
+			}
+			if g, w := renderFragment(again), renderFragment(frag); g != w {
+				t.Fatalf("round trip:\n%s\nwant\n%s", g, w)
+			}
+		}
+	})
+}
