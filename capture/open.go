@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -109,7 +110,7 @@ func open(ctx context.Context, r io.Reader, closer io.Closer, name string, opts 
 	br := bufio.NewReaderSize(r, 64<<10)
 	if format == FormatAuto {
 		head, err := br.Peek(16)
-		if err != nil && err != io.EOF && len(head) == 0 {
+		if err != nil && !errors.Is(err, io.EOF) && len(head) == 0 {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		format = Sniff(head)
