@@ -69,8 +69,8 @@ func (k EventKind) String() string {
 // Event is one step of the parse. Only the fields named for its Kind are set.
 type Event struct {
 	Kind   EventKind
-	Offset int64 // byte offset of the element's ID in the input (for EventClusterEnd: of the cluster's ID)
-	Size   int64 // element data size; -1 when unknown (Segment, Cluster)
+	Offset int64 // byte offset of the element's ID in the input (EventClusterEnd: the cluster's; EventFrame: the block's)
+	Size   int64 // element data size, -1 when unknown (Segment, Cluster); EventFrame: the frame's size
 
 	DocType       string  // EventEBMLHeader ("matroska" when absent)
 	TimecodeScale uint64  // EventInfo: nanoseconds per tick (DefaultTimecodeScale when absent)

@@ -97,6 +97,24 @@ func (p probe) summary() string {
 	return s
 }
 
+// rebasedPTS returns "stream:pts" for every packet, with pts moved so that the earliest is 0.
+func (p probe) rebasedPTS() []string {
+	first := int64(1 << 62)
+	for _, pk := range p.Packets {
+		if pk.PTS != nil {
+			first = min(first, *pk.PTS)
+		}
+	}
+	var out []string
+	for _, pk := range p.Packets {
+		if pk.PTS != nil {
+			out = append(out, fmt.Sprintf("%d:%d", pk.StreamIndex, *pk.PTS-first))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 func wantSummary(codecs []string, frames []int) string {
 	var s string
 	for i := range codecs {
@@ -313,14 +331,10 @@ func TestStreamWriterPlayers(t *testing.T) {
 			if got := p.summary(); got != want {
 				t.Errorf("file: %s, want %s", got, want)
 			}
-			first := int64(1 << 62)
-			for _, pk := range p.Packets {
-				if pk.PTS != nil {
-					first = min(first, *pk.PTS)
-				}
-			}
-			if first != 0 {
-				t.Errorf("first pts %d, want 0", first)
+			// Timestamps are the source's, moved to start at 0.
+			src := ffprobe(t, filepath.Join("..", "testdata", clip.name), nil)
+			if got, want := p.rebasedPTS(), src.rebasedPTS(); !slices.Equal(got, want) {
+				t.Errorf("pts\n%v\nwant\n%v", got, want)
 			}
 			if got := ffprobe(t, "-", out).summary(); got != want {
 				t.Errorf("pipe: %s, want %s", got, want)
