@@ -15,8 +15,9 @@ var ErrClosed = errors.New("mkv: stream writer closed")
 // known-size Cluster per fragment. Unlike concatenated GetMedia chunks, this form plays
 // everywhere, from a pipe too.
 //
-// KVS tags are not written: players have no use for them, and mkvmerge warns about Tags between
-// Clusters. When a fragment's DocType, TimecodeScale or tracks (set, codec, codec private,
+// KVS tags are not written. Players would accept them (ffmpeg 5.1 and mkvmerge 74 read Tags
+// between Clusters without a warning), but they have no use for them, and a player stream has
+// no fragment boundaries to attach them to. When a fragment's DocType, TimecodeScale or tracks (set, codec, codec private,
 // picture size, audio format) differ from the previous one's, a new EBML header and Segment are
 // started.
 //
