@@ -1,0 +1,155 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
+	amtypes "github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia/types"
+)
+
+// Archived returns a kinesisvideoarchivedmedia client whose BaseEndpoint is the stream's DataEndpoint
+// for api (LIST_FRAGMENTS or GET_MEDIA_FOR_FRAGMENT_LIST; kvs and AWS answer the same host for
+// both, but the SDK contract is per API). The client is cheap; build one per call.
+func (c *Client) Archived(ctx context.Context, stream string, api types.APIName) (*kinesisvideoarchivedmedia.Client, error) {
+	ep, err := c.DataEndpoint(ctx, stream, api)
+	if err != nil {
+		return nil, err
+	}
+	return kinesisvideoarchivedmedia.NewFromConfig(c.cfg, func(o *kinesisvideoarchivedmedia.Options) {
+		o.BaseEndpoint = aws.String(ep)
+	}), nil
+}
+
+// TimestampType says which timestamp a time range selects on.
+type TimestampType string
+
+// Timestamp types of ListFragments.
+const (
+	ServerTimestamp   TimestampType = "SERVER_TIMESTAMP"
+	ProducerTimestamp TimestampType = "PRODUCER_TIMESTAMP"
+)
+
+// FragmentInfo is one ListFragments entry.
+type FragmentInfo struct {
+	FragmentNumber    string
+	SizeBytes         int64
+	ProducerTimestamp time.Time
+	ServerTimestamp   time.Time
+	Length            time.Duration
+}
+
+// ListFragmentsInput selects fragments. With a zero Start and End every fragment is listed (the
+// range then is the Unix epoch to one day from now, as KVS needs a range).
+type ListFragmentsInput struct {
+	Stream     string // name, or ARN when it starts with "arn:"
+	Start, End time.Time
+	Type       TimestampType // "" means ServerTimestamp
+	// PageSize is MaxResults per request (default 1000, the maximum).
+	PageSize int
+}
+
+// ListFragments returns every fragment of the selection, following all pages, sorted by fragment
+// number (numerically: KVS gives no order, even across pages). Selection is on the fragment start
+// timestamp, inclusive at both ends.
+func (c *Client) ListFragments(ctx context.Context, in ListFragmentsInput) ([]FragmentInfo, error) {
+	am, err := c.Archived(ctx, in.Stream, types.APINameListFragments)
+	if err != nil {
+		return nil, err
+	}
+	start, end := in.Start, in.End
+	if start.IsZero() {
+		start = time.Unix(0, 0)
+	}
+	if end.IsZero() {
+		end = time.Now().Add(24 * time.Hour)
+	}
+	typ := in.Type
+	if typ == "" {
+		typ = ServerTimestamp
+	}
+	page := int64(in.PageSize)
+	if page <= 0 {
+		page = 1000
+	}
+	req := &kinesisvideoarchivedmedia.ListFragmentsInput{
+		MaxResults: aws.Int64(page),
+		FragmentSelector: &amtypes.FragmentSelector{
+			FragmentSelectorType: amtypes.FragmentSelectorType(typ),
+			TimestampRange:       &amtypes.TimestampRange{StartTimestamp: aws.Time(start), EndTimestamp: aws.Time(end)},
+		},
+	}
+	if strings.HasPrefix(in.Stream, "arn:") {
+		req.StreamARN = aws.String(in.Stream)
+	} else {
+		req.StreamName = aws.String(in.Stream)
+	}
+	var out []FragmentInfo
+	seen := map[string]bool{}
+	pages := kinesisvideoarchivedmedia.NewListFragmentsPaginator(am, req)
+	for pages.HasMorePages() {
+		resp, err := pages.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("list fragments %s: %w", in.Stream, err)
+		}
+		for _, f := range resp.Fragments {
+			n := aws.ToString(f.FragmentNumber)
+			if seen[n] {
+				continue
+			}
+			seen[n] = true
+			out = append(out, FragmentInfo{
+				FragmentNumber:    n,
+				SizeBytes:         f.FragmentSizeInBytes,
+				ProducerTimestamp: aws.ToTime(f.ProducerTimestamp),
+				ServerTimestamp:   aws.ToTime(f.ServerTimestamp),
+				Length:            time.Duration(f.FragmentLengthInMilliseconds) * time.Millisecond,
+			})
+		}
+	}
+	slices.SortFunc(out, func(a, b FragmentInfo) int { return CompareFragmentNumbers(a.FragmentNumber, b.FragmentNumber) })
+	return out, nil
+}
+
+// CompareFragmentNumbers orders decimal fragment-number strings numerically (shorter is smaller,
+// then lexically), for numbers of any length.
+func CompareFragmentNumbers(a, b string) int {
+	a, b = strings.TrimLeft(a, "0"), strings.TrimLeft(b, "0")
+	if len(a) != len(b) {
+		return len(a) - len(b)
+	}
+	return strings.Compare(a, b)
+}
+
+// MaxFragmentsPerRequest is the GetMediaForFragmentList limit on fragment numbers per request.
+const MaxFragmentsPerRequest = 1000
+
+// GetMediaForFragmentList fetches the given fragments (1 to 1000) with GetMediaForFragmentList
+// and returns the streaming body: concatenated MKV chunks in request order, to read with
+// mkv.NewFragmentReader. The caller closes it; it is tied to ctx.
+func (c *Client) GetMediaForFragmentList(ctx context.Context, stream string, numbers []string) (io.ReadCloser, error) {
+	if len(numbers) == 0 || len(numbers) > MaxFragmentsPerRequest {
+		return nil, fmt.Errorf("get media for fragment list %s: %d fragments, want 1 to %d", stream, len(numbers), MaxFragmentsPerRequest)
+	}
+	am, err := c.Archived(ctx, stream, types.APINameGetMediaForFragmentList)
+	if err != nil {
+		return nil, err
+	}
+	in := &kinesisvideoarchivedmedia.GetMediaForFragmentListInput{Fragments: numbers}
+	if strings.HasPrefix(stream, "arn:") {
+		in.StreamARN = aws.String(stream)
+	} else {
+		in.StreamName = aws.String(stream)
+	}
+	out, err := am.GetMediaForFragmentList(ctx, in)
+	if err != nil {
+		return nil, fmt.Errorf("get media for fragment list %s: %w", stream, err)
+	}
+	return out.Payload, nil
+}

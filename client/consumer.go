@@ -1,0 +1,465 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+
+	"github.com/openkvs/kvs/mkv"
+)
+
+// StartSelectorType values of GetMedia (kvs-api.md §6).
+const (
+	StartNow               = "NOW"
+	StartEarliest          = "EARLIEST"
+	StartFragmentNumber    = "FRAGMENT_NUMBER"
+	StartServerTimestamp   = "SERVER_TIMESTAMP"
+	StartProducerTimestamp = "PRODUCER_TIMESTAMP"
+	StartContinuationToken = "CONTINUATION_TOKEN"
+)
+
+// StartSelector says where GetMedia starts. Only the field matching Type is used.
+type StartSelector struct {
+	// Type is one of the Start* constants; "" means StartNow.
+	Type string
+	// AfterFragmentNumber is for StartFragmentNumber. kvs starts *with* this fragment (inclusive,
+	// as the 2018 KVS docs describe); current AWS docs say "after" it.
+	AfterFragmentNumber string
+	// StartTimestamp is for StartServerTimestamp and StartProducerTimestamp: the chunk containing
+	// the fragment with this timestamp. Sent with millisecond precision.
+	StartTimestamp time.Time
+	// ContinuationToken is for StartContinuationToken: delivery resumes after the fragment it names.
+	ContinuationToken string
+}
+
+// Validate checks that the field Type needs is set.
+func (s StartSelector) Validate() error {
+	switch s.Type {
+	case "", StartNow, StartEarliest:
+	case StartFragmentNumber:
+		if s.AfterFragmentNumber == "" {
+			return errors.New("start selector FRAGMENT_NUMBER needs a fragment number")
+		}
+	case StartServerTimestamp, StartProducerTimestamp:
+		if s.StartTimestamp.IsZero() {
+			return fmt.Errorf("start selector %s needs a start timestamp", s.Type)
+		}
+	case StartContinuationToken:
+		if s.ContinuationToken == "" {
+			return errors.New("start selector CONTINUATION_TOKEN needs a continuation token")
+		}
+	default:
+		return fmt.Errorf("start selector %q: want NOW, EARLIEST, FRAGMENT_NUMBER, SERVER_TIMESTAMP, PRODUCER_TIMESTAMP or CONTINUATION_TOKEN", s.Type)
+	}
+	return nil
+}
+
+// wireTimestamp is an epoch-seconds JSON number with millisecond precision.
+type wireTimestamp time.Time
+
+func (t wireTimestamp) MarshalJSON() ([]byte, error) {
+	ms := time.Time(t).UnixMilli()
+	sign := ""
+	if ms < 0 {
+		sign, ms = "-", -ms
+	}
+	return fmt.Appendf(nil, "%s%d.%03d", sign, ms/1000, ms%1000), nil
+}
+
+func (s StartSelector) wire() any {
+	type sel struct {
+		StartSelectorType   string
+		AfterFragmentNumber string         `json:",omitempty"`
+		StartTimestamp      *wireTimestamp `json:",omitempty"`
+		ContinuationToken   string         `json:",omitempty"`
+	}
+	out := sel{StartSelectorType: s.Type}
+	if out.StartSelectorType == "" {
+		out.StartSelectorType = StartNow
+	}
+	switch out.StartSelectorType {
+	case StartFragmentNumber:
+		out.AfterFragmentNumber = s.AfterFragmentNumber
+	case StartServerTimestamp, StartProducerTimestamp:
+		ts := wireTimestamp(s.StartTimestamp)
+		out.StartTimestamp = &ts
+	case StartContinuationToken:
+		out.ContinuationToken = s.ContinuationToken
+	}
+	return out
+}
+
+// NoFollowHeader, set to "1" on a GetMedia request, makes kvs end the response at the live edge
+// instead of waiting for new fragments. Real KVS ignores it; ConsumerConfig.IdleTimeout covers that.
+const NoFollowHeader = "x-kvs-no-follow"
+
+// Consumer defaults.
+const (
+	DefaultConsumerIdleTimeout = 5 * time.Second
+	DefaultMaxAttempts         = 5
+	DefaultRetryBackoff        = 250 * time.Millisecond
+	maxRetryBackoff            = 10 * time.Second
+)
+
+// ConsumerConfig configures a Consumer.
+type ConsumerConfig struct {
+	// Stream is a stream name, or an ARN when it starts with "arn:".
+	Stream string
+	// Start is where the first request starts (zero: NOW).
+	Start StartSelector
+	// NoFollow stops at the live edge: the request carries NoFollowHeader, and because real KVS
+	// ignores it, Next also ends (io.EOF) when no byte arrives for IdleTimeout.
+	NoFollow bool
+	// IdleTimeout is how long a connection may stay silent. With NoFollow the stream then ends
+	// (io.EOF); without it the connection is assumed dead and reopened from the continuation
+	// token. 0 means DefaultConsumerIdleTimeout with NoFollow and no limit without it (a live stream
+	// may legitimately be silent for long).
+	IdleTimeout time.Duration
+	// MaxAttempts bounds reconnections in a row that deliver no fragment (default
+	// DefaultMaxAttempts); RetryBackoff is the first wait between them (default
+	// DefaultRetryBackoff), doubling up to 10 s.
+	MaxAttempts  int
+	RetryBackoff time.Duration
+	// MaxFragmentSize caps one fragment's frame and tag bytes (default: mkv's 50 MiB).
+	MaxFragmentSize int64
+}
+
+// ChunkError is an error chunk in a GetMedia or GetMediaForFragmentList response: a chunk whose
+// tags carry AWS_KINESISVIDEO_ERROR_ID/ERROR_CODE (GetMedia) or
+// AWS_KINESISVIDEO_EXCEPTION_ERROR_CODE/EXCEPTION_MESSAGE (GetMediaForFragmentList). The service
+// ends the response after it.
+type ChunkError struct {
+	FragmentNumber string
+	// ID is the numeric error id (GetMedia: 3002, 4000, 4500-4506, 5000), 0 when absent.
+	ID int
+	// Code is the error code or message text the chunk carried.
+	Code string
+}
+
+func (e *ChunkError) Error() string {
+	s := "error chunk"
+	if e.FragmentNumber != "" {
+		s += " at fragment " + e.FragmentNumber
+	}
+	if e.ID != 0 {
+		s += fmt.Sprintf(": %d", e.ID)
+	}
+	if e.Code != "" {
+		s += ": " + e.Code
+	}
+	if m := chunkErrorMeanings[e.ID]; m != "" {
+		s += " (" + m + ")"
+	}
+	return s
+}
+
+// ErrorCode returns "FragmentNotFound" for id 4000, so that a missing fragment maps to the same
+// handling as a missing stream where callers want that; otherwise the code text.
+func (e *ChunkError) ErrorCode() string {
+	if e.ID == 4000 {
+		return "ResourceNotFoundException"
+	}
+	return e.Code
+}
+
+var chunkErrorMeanings = map[int]string{
+	3002: "the server failed writing to the stream",
+	4000: "the requested fragment was not found",
+	5000: "internal server error",
+}
+
+// chunkError returns the error a frameless fragment carries, or nil.
+func chunkError(f *mkv.Fragment) *ChunkError {
+	if len(f.Frames) > 0 {
+		return nil
+	}
+	id, hasID := f.Tag(mkv.TagErrorID)
+	code, hasCode := f.Tag(mkv.TagErrorCode)
+	if !hasID && !hasCode {
+		if c, ok := f.Tag(mkv.TagExceptionErrorCode); ok {
+			id, hasID = c, true
+			code, hasCode = f.Tag(mkv.TagExceptionMessage)
+		}
+	}
+	if !hasID && !hasCode {
+		return nil
+	}
+	e := &ChunkError{Code: code}
+	e.FragmentNumber, _ = f.Tag(mkv.TagFragmentNumber)
+	if n, err := strconv.Atoi(strings.TrimSpace(id)); err == nil {
+		e.ID = n
+	} else if e.Code == "" {
+		e.Code = id
+	}
+	return e
+}
+
+// Consumer reads a stream with GetMedia, one fragment at a time, reconnecting after a broken
+// connection from the last continuation token. It is not safe for concurrent use, except Close.
+type Consumer struct {
+	c   *Client
+	cfg ConsumerConfig
+
+	body    io.ReadCloser // current response, nil between connections
+	reader  *mkv.FragmentReader
+	idle    *time.Timer
+	idleHit bool
+	idleMu  sync.Mutex
+
+	token     string // continuation token (or fragment number) of the last delivered fragment
+	attempts  int    // connections in a row that delivered nothing
+	delivered bool   // the current connection delivered a fragment
+	err       error  // sticky
+	closed    bool
+}
+
+// NewConsumer returns a Consumer; it connects on the first Next.
+func NewConsumer(c *Client, cfg ConsumerConfig) (*Consumer, error) {
+	if cfg.Stream == "" {
+		return nil, errors.New("consumer: no stream")
+	}
+	if err := cfg.Start.Validate(); err != nil {
+		return nil, fmt.Errorf("consumer: %w", err)
+	}
+	if cfg.IdleTimeout == 0 && cfg.NoFollow {
+		cfg.IdleTimeout = DefaultConsumerIdleTimeout
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	if cfg.RetryBackoff <= 0 {
+		cfg.RetryBackoff = DefaultRetryBackoff
+	}
+	return &Consumer{c: c, cfg: cfg}, nil
+}
+
+// ContinuationToken returns where a new GetMedia should resume to continue after the last
+// fragment Next returned: its AWS_KINESISVIDEO_CONTINUATION_TOKEN tag, else its fragment number.
+// Empty before the first fragment.
+func (c *Consumer) ContinuationToken() string { return c.token }
+
+// Next returns the next fragment, owned by the caller. At the end of a NoFollow read it returns
+// io.EOF. A broken connection is reopened from the last continuation token with backoff; after
+// MaxAttempts failures in a row the last error is returned. HTTP errors are *APIError, error
+// chunks *ChunkError; both are final. When ctx is done the current connection is dropped (the next
+// call resumes from the continuation token) and ctx.Err() is returned.
+func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
+	if c.closed {
+		return nil, errors.New("consumer: closed")
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if c.body == nil {
+			if c.attempts > 0 {
+				if err := sleepCtx(ctx, backoff(c.cfg.RetryBackoff, c.attempts)); err != nil {
+					return nil, err
+				}
+			}
+			c.attempts++
+			if err := c.connect(ctx); err != nil {
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				var ae *APIError
+				if (errors.As(err, &ae) && !ae.Retryable()) || c.attempts >= c.cfg.MaxAttempts {
+					c.err = err
+					return nil, err
+				}
+				continue
+			}
+		}
+		f, err := c.read(ctx)
+		if err == nil {
+			if ce := chunkError(f); ce != nil {
+				c.drop()
+				c.err = fmt.Errorf("getmedia %s: %w", c.cfg.Stream, ce)
+				return nil, c.err
+			}
+			if len(f.Frames) == 0 {
+				continue // a tags-only document
+			}
+			if tok, ok := f.Tag(mkv.TagContinuationToken); ok && tok != "" {
+				c.token = tok
+			} else if num, ok := f.Tag(mkv.TagFragmentNumber); ok && num != "" {
+				c.token = num
+			}
+			c.attempts = 0
+			c.delivered = true
+			return f, nil
+		}
+		idle := c.idleFired()
+		c.drop()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		switch {
+		case idle && c.cfg.NoFollow:
+			c.err = io.EOF
+			return nil, io.EOF
+		case errors.Is(err, io.EOF) && c.cfg.NoFollow:
+			c.err = io.EOF
+			return nil, io.EOF
+		case c.attempts >= c.cfg.MaxAttempts:
+			c.err = fmt.Errorf("getmedia %s: %w", c.cfg.Stream, err)
+			return nil, c.err
+		}
+		// A broken or ended connection while following: reopen from the continuation token.
+	}
+}
+
+// read returns the next fragment of the current connection, unblocking on ctx.
+func (c *Consumer) read(ctx context.Context) (*mkv.Fragment, error) {
+	body := c.body
+	stop := context.AfterFunc(ctx, func() { body.Close() })
+	defer stop()
+	return c.reader.Next()
+}
+
+func (c *Consumer) connect(ctx context.Context) error {
+	sel := c.cfg.Start
+	if c.token != "" {
+		sel = StartSelector{Type: StartContinuationToken, ContinuationToken: c.token}
+	}
+	ep, err := c.c.DataEndpoint(ctx, c.cfg.Stream, types.APINameGetMedia)
+	if err != nil {
+		return err
+	}
+	in := map[string]any{"StartSelector": sel.wire()}
+	if strings.HasPrefix(c.cfg.Stream, "arn:") {
+		in["StreamARN"] = c.cfg.Stream
+	} else {
+		in["StreamName"] = c.cfg.Stream
+	}
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	// The request outlives this call (the body is read by later Next calls), so it does not take
+	// ctx; read and Close unblock it by closing the body.
+	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodPost, ep+"/getMedia", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("getmedia %s: %w", c.cfg.Stream, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.cfg.NoFollow {
+		req.Header.Set(NoFollowHeader, "1")
+	}
+	if err := sign(ctx, c.c.cfg, req, payloadHash(body)); err != nil {
+		return err
+	}
+	resp, err := c.c.do(req)
+	if err != nil {
+		return fmt.Errorf("getmedia %s: %w", c.cfg.Stream, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		return newAPIError("GetMedia", resp)
+	}
+	c.body = resp.Body
+	c.delivered = false
+	var src io.Reader = resp.Body
+	if c.cfg.IdleTimeout > 0 {
+		c.idleMu.Lock()
+		c.idleHit = false
+		c.idleMu.Unlock()
+		b := resp.Body
+		c.idle = time.AfterFunc(c.cfg.IdleTimeout, func() {
+			c.idleMu.Lock()
+			c.idleHit = true
+			c.idleMu.Unlock()
+			b.Close()
+		})
+		src = &idleReader{r: resp.Body, t: c.idle, d: c.cfg.IdleTimeout}
+	}
+	var opts []mkv.Option
+	if c.cfg.MaxFragmentSize > 0 {
+		opts = append(opts, mkv.WithMaxFragmentSize(c.cfg.MaxFragmentSize))
+	}
+	c.reader = mkv.NewFragmentReader(src, opts...)
+	return nil
+}
+
+func (c *Consumer) idleFired() bool {
+	c.idleMu.Lock()
+	defer c.idleMu.Unlock()
+	return c.idleHit
+}
+
+// drop closes the current connection.
+func (c *Consumer) drop() {
+	if c.idle != nil {
+		c.idle.Stop()
+		c.idle = nil
+	}
+	if c.body != nil {
+		c.body.Close()
+		c.body = nil
+	}
+	c.reader = nil
+}
+
+// Close closes the connection. Next returns an error afterwards.
+func (c *Consumer) Close() error {
+	c.closed = true
+	c.drop()
+	return nil
+}
+
+// idleReader pushes its timer back whenever bytes arrive.
+type idleReader struct {
+	r io.Reader
+	t *time.Timer
+	d time.Duration
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if n > 0 {
+		r.t.Reset(r.d)
+	}
+	return n, err
+}
+
+// do sends req with the configured HTTP client (the SDK's default when none was given).
+func (c *Client) do(req *http.Request) (*http.Response, error) {
+	if c.cfg.HTTPClient != nil {
+		return c.cfg.HTTPClient.Do(req)
+	}
+	return http.DefaultClient.Do(req)
+}
+
+// backoff returns the wait before attempt n (n >= 1): first, doubled each time, capped at 10 s.
+func backoff(first time.Duration, n int) time.Duration {
+	d := first
+	for i := 1; i < n && d < maxRetryBackoff; i++ {
+		d *= 2
+	}
+	return min(d, maxRetryBackoff)
+}
+
+// sleepCtx waits d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,111 @@
+package client
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/aws/smithy-go"
+)
+
+// APIError is a non-2xx answer to a request the SDKs do not model (PutMedia, GetMedia). It
+// implements smithy.APIError, like the SDK's own typed errors, so that callers match both with
+// one errors.As (cmd maps ErrorCode() == "ResourceNotFoundException" to its not-found exit code).
+type APIError struct {
+	// Op is the API operation, e.g. "GetMedia".
+	Op string
+	// Status is the HTTP status code.
+	Status int
+	// Code is the KVS error type (x-amzn-ErrorType, else the body's __type or code), sanitised as
+	// the SDKs do; when neither is present, the HTTP status text.
+	Code string
+	// Message is the body's Message (or message), else the start of a non-JSON body.
+	Message string
+	// RequestID is x-amzn-RequestId, when present.
+	RequestID string
+}
+
+var _ smithy.APIError = (*APIError)(nil)
+
+func (e *APIError) Error() string {
+	s := fmt.Sprintf("%s: %s (HTTP %d)", e.Op, e.Code, e.Status)
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	return s
+}
+
+// ErrorCode returns the KVS error type, e.g. "ResourceNotFoundException".
+func (e *APIError) ErrorCode() string { return e.Code }
+
+// ErrorMessage returns the server's message.
+func (e *APIError) ErrorMessage() string { return e.Message }
+
+// ErrorFault says whether the server (5xx) or the client (4xx) is at fault.
+func (e *APIError) ErrorFault() smithy.ErrorFault {
+	if e.Status >= 500 {
+		return smithy.FaultServer
+	}
+	return smithy.FaultClient
+}
+
+// Retryable reports whether the same request may succeed later: server errors, throttling and
+// connection limits.
+func (e *APIError) Retryable() bool {
+	switch e.Code {
+	case "ClientLimitExceededException", "ConnectionLimitExceededException":
+		return true
+	}
+	return e.Status >= 500 || e.Status == http.StatusTooManyRequests
+}
+
+// maxErrorBody caps how much of an error response is read.
+const maxErrorBody = 64 << 10
+
+// newAPIError reads resp (a non-2xx response) into an *APIError. It does not close the body.
+func newAPIError(op string, resp *http.Response) *APIError {
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	e := &APIError{Op: op, Status: resp.StatusCode, RequestID: resp.Header.Get("X-Amzn-Requestid")}
+	e.Code = sanitizeErrorCode(resp.Header.Get("X-Amzn-Errortype"))
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) == nil {
+		for k, v := range fields {
+			var s string
+			if json.Unmarshal(v, &s) != nil {
+				continue
+			}
+			switch strings.ToLower(k) {
+			case "message":
+				e.Message = s
+			case "__type", "code":
+				if c := sanitizeErrorCode(s); c != "" {
+					e.Code = c
+				}
+			}
+		}
+	} else if b := bytes.TrimSpace(body); len(b) > 0 {
+		e.Message = string(truncate(b, 200))
+	}
+	if e.Code == "" {
+		e.Code = http.StatusText(resp.StatusCode)
+		if e.Code == "" {
+			e.Code = fmt.Sprintf("HTTP%d", resp.StatusCode)
+		}
+	}
+	return e
+}
+
+// sanitizeErrorCode drops what the SDKs drop from an error type: a ":..." suffix (the real service
+// appends a documentation URL) and a "...#" namespace prefix.
+func sanitizeErrorCode(s string) string {
+	if i := strings.IndexByte(s, ':'); i >= 0 {
+		s = s[:i]
+	}
+	if i := strings.LastIndexByte(s, '#'); i >= 0 {
+		s = s[i+1:]
+	}
+	return strings.TrimSpace(s)
+}

@@ -1,0 +1,737 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+
+	"github.com/openkvs/kvs/mkv"
+)
+
+// DefaultMaxInFlight is the default ProducerConfig.MaxInFlight.
+const DefaultMaxInFlight = 16
+
+// ProducerConfig configures a Producer.
+type ProducerConfig struct {
+	// Stream is a stream name, or an ARN when it starts with "arn:".
+	Stream string
+	// MaxInFlight bounds the fragments sent or queued but not yet final (PERSISTED, or RECEIVED on
+	// a stream without retention, or failed); Send blocks while it is reached. Default
+	// DefaultMaxInFlight. Memory use is about MaxInFlight encoded fragments.
+	MaxInFlight int
+	// MaxAttempts bounds connection attempts in a row that make no progress (no fragment becomes
+	// final) before the producer gives up (default DefaultMaxAttempts). RetryBackoff is the first
+	// wait between attempts (default DefaultRetryBackoff), doubling up to 10 s.
+	MaxAttempts  int
+	RetryBackoff time.Duration
+	// OnAck, if set, is called for every ACK event of every connection (IDLE included), in order,
+	// from the producer's ack-reading goroutine. It must not block for long: it delays ACK reading.
+	OnAck func(Ack)
+	// RetentionHours, if not nil, is the stream's DataRetentionInHours, which decides the final
+	// ACK (0: RECEIVED, else PERSISTED). Nil: the producer asks DescribeStream before connecting.
+	RetentionHours *int
+}
+
+// FragmentFailure is a fragment the producer gave up on.
+type FragmentFailure struct {
+	// Timecode is the fragment's cluster timecode as sent (ticks; epoch ms for ABSOLUTE timecodes).
+	Timecode int64
+	// FragmentNumber is the number the server gave it, when known.
+	FragmentNumber string
+	Err            error
+}
+
+// ProducerError is returned by Close when fragments were not stored: Failed lists them in send
+// order. Err, when not nil, is what stopped the producer (unreachable server, a fatal ERROR ack,
+// a cancelled Close).
+type ProducerError struct {
+	Failed []FragmentFailure
+	Err    error
+}
+
+func (e *ProducerError) Error() string {
+	var b strings.Builder
+	b.WriteString("putmedia: ")
+	if e.Err != nil {
+		b.WriteString(e.Err.Error())
+		if len(e.Failed) > 0 {
+			b.WriteString("; ")
+		}
+	}
+	if len(e.Failed) > 0 {
+		fmt.Fprintf(&b, "%d fragment(s) not stored:", len(e.Failed))
+		for i, f := range e.Failed {
+			if i == 10 {
+				fmt.Fprintf(&b, " … and %d more", len(e.Failed)-i)
+				break
+			}
+			fmt.Fprintf(&b, " [timecode %d", f.Timecode)
+			if f.FragmentNumber != "" {
+				fmt.Fprintf(&b, " fragment %s", f.FragmentNumber)
+			}
+			fmt.Fprintf(&b, ": %v]", f.Err)
+		}
+	}
+	return b.String()
+}
+
+// Unwrap returns the stopping error and the fragment errors, for errors.Is/As.
+func (e *ProducerError) Unwrap() []error {
+	var errs []error
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	for _, f := range e.Failed {
+		errs = append(errs, f.Err)
+	}
+	return errs
+}
+
+// ProducerStats counts what a Producer did. Bytes are encoded cluster bytes; a replayed fragment
+// counts once in Fragments/Bytes and again in Resent.
+type ProducerStats struct {
+	Fragments   int   // accepted by Send
+	Bytes       int64 // of those fragments
+	Stored      int   // final (PERSISTED, or RECEIVED without retention)
+	Failed      int
+	Connections int
+	Resent      int // fragments sent again after a broken connection
+}
+
+// entry is one fragment in the window.
+type entry struct {
+	data     []byte // Tags (optional) + Cluster; nil once final
+	timecode int64
+	scale    uint64
+	docType  string
+	tracks   []mkv.Track
+	number   string
+	sent     int // times written to a connection
+	final    bool
+	err      error
+}
+
+// Producer uploads fragments to one stream with PutMedia.
+//
+// Fragments go out in Send order on one long-lived PutMedia connection: the EBML header, an
+// unknown-size Segment, Info and Tracks once, then one known-size Cluster per fragment, with
+// ABSOLUTE timecodes (a fragment's cluster timecode times its TimecodeScale is its producer
+// timestamp, so fragments keep their timestamps when resent). A fragment whose tracks, scale or
+// DocType differ from the connection's ends that connection once everything before it is
+// acknowledged, and a new one starts with the new header.
+//
+// Delivery is at least once. When a connection breaks (a write or read error, the response ending
+// before every fragment sent on it is final, or a retryable ERROR ack), the producer reconnects
+// with exponential backoff and sends again, in order, every fragment that is not final. A fragment
+// the server stored but whose PERSISTED ack was lost is then stored twice, with identical bytes
+// and producer timestamp: readers that must not see duplicates drop a fragment whose producer
+// timestamp equals one already seen. Nothing is lost unless reported by Close.
+//
+// A non-retryable ERROR ack about the media (bad MKV, timecodes going backwards, a fragment too
+// long or too large, ...) fails that fragment only: it is reported by Close, and the producer goes
+// on with the next fragment on a new connection. Stream-level errors (stream not active or deleted,
+// KMS denials) stop the producer: later Sends and Close return them.
+//
+// Send and Close may be called from one goroutine at a time; Stats from any.
+type Producer struct {
+	c   *Client
+	cfg ProducerConfig
+
+	ctx    context.Context // of the background goroutine
+	cancel context.CancelFunc
+	done   chan struct{} // closed when run returns
+
+	mu      sync.Mutex
+	changed *sync.Cond // window, closing or err changed
+	window  []*entry   // in send order; final entries are trimmed from the front
+	closing bool       // Close called: no more Sends
+	err     error      // the reason the producer stopped (sticky)
+	failed  []FragmentFailure
+	stats   ProducerStats
+	lastTC  int64
+	haveTC  bool
+}
+
+// NewProducer validates cfg and starts the producer's background goroutine, which connects when
+// the first fragment is sent.
+func NewProducer(c *Client, cfg ProducerConfig) (*Producer, error) {
+	if cfg.Stream == "" {
+		return nil, errors.New("producer: no stream")
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	if cfg.RetryBackoff <= 0 {
+		cfg.RetryBackoff = DefaultRetryBackoff
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Producer{c: c, cfg: cfg, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	p.changed = sync.NewCond(&p.mu)
+	go p.run()
+	return p, nil
+}
+
+// Send encodes f and queues it for upload. It blocks while MaxInFlight fragments are not final
+// (backpressure), until ctx is done (ctx.Err()) or the producer stops (its error). f is not
+// retained. A fragment needs at least one frame and a cluster timecode >= 0; producer tags in
+// f.Tags are sent before the cluster unless their names start with "AWS_" (reserved).
+func (p *Producer) Send(ctx context.Context, f *mkv.Fragment) error {
+	if len(f.Frames) == 0 {
+		return errors.New("producer: fragment without frames")
+	}
+	var data []byte
+	var user []mkv.SimpleTag
+	for _, t := range f.Tags {
+		if !strings.HasPrefix(t.Name, "AWS_") {
+			user = append(user, t)
+		}
+	}
+	if len(user) > 0 {
+		data = mkv.AppendTags(data, user...)
+	}
+	data, err := mkv.AppendCluster(data, f.Timecode, f.Frames)
+	if err != nil {
+		return fmt.Errorf("producer: fragment at %d: %w", f.Timecode, err)
+	}
+	e := &entry{data: data, timecode: f.Timecode, scale: f.TimecodeScale, docType: f.DocType, tracks: cloneTracks(f.Tracks)}
+	if e.scale == 0 {
+		e.scale = mkv.DefaultTimecodeScale
+	}
+	if e.docType == "" {
+		e.docType = "matroska"
+	}
+
+	stop := context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		p.changed.Broadcast()
+		p.mu.Unlock()
+	})
+	defer stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		switch {
+		case p.err != nil:
+			return p.err
+		case p.closing:
+			return errors.New("producer: Send after Close")
+		case ctx.Err() != nil:
+			return ctx.Err()
+		}
+		if p.pendingLocked() < p.cfg.MaxInFlight {
+			break
+		}
+		p.changed.Wait()
+	}
+	p.window = append(p.window, e)
+	p.stats.Fragments++
+	p.stats.Bytes += int64(len(data))
+	p.changed.Broadcast()
+	return nil
+}
+
+// pendingLocked counts fragments not yet final.
+func (p *Producer) pendingLocked() int {
+	n := 0
+	for _, e := range p.window {
+		if !e.final {
+			n++
+		}
+	}
+	return n
+}
+
+// Stats returns counters so far. Safe for concurrent use.
+func (p *Producer) Stats() ProducerStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}
+
+// Close ends the upload: it waits until every sent fragment is final, ends the request body and
+// the connection, and returns nil when every fragment was stored, else a *ProducerError listing the
+// failures. When ctx is done first, the producer is stopped and the fragments still pending are
+// reported as failed with ctx's error.
+func (p *Producer) Close(ctx context.Context) error {
+	p.mu.Lock()
+	p.closing = true
+	p.changed.Broadcast()
+	p.mu.Unlock()
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		p.stop(fmt.Errorf("close: %w", ctx.Err()))
+		<-p.done
+	}
+	p.cancel()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err == nil && len(p.failed) == 0 {
+		return nil
+	}
+	return &ProducerError{Failed: append([]FragmentFailure(nil), p.failed...), Err: p.err}
+}
+
+// stop records err as the reason the producer stopped, fails every pending fragment with it and
+// cancels the background work.
+func (p *Producer) stop(err error) {
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = err
+	}
+	for _, e := range p.window {
+		if !e.final {
+			p.finishLocked(e, err)
+		}
+	}
+	p.trimLocked()
+	p.changed.Broadcast()
+	p.mu.Unlock()
+	p.cancel()
+}
+
+// finishLocked marks e final; err nil means stored.
+func (p *Producer) finishLocked(e *entry, err error) {
+	if e.final {
+		return
+	}
+	e.final = true
+	e.data = nil
+	if err != nil {
+		e.err = err
+		p.stats.Failed++
+		p.failed = append(p.failed, FragmentFailure{Timecode: e.timecode, FragmentNumber: e.number, Err: err})
+	} else {
+		p.stats.Stored++
+	}
+}
+
+// trimLocked drops final entries from the front of the window.
+func (p *Producer) trimLocked() {
+	i := 0
+	for i < len(p.window) && p.window[i].final {
+		i++
+	}
+	if i > 0 {
+		p.window = append(p.window[:0], p.window[i:]...)
+	}
+}
+
+// run is the background goroutine: one PutMedia connection after another until Close.
+func (p *Producer) run() {
+	defer close(p.done)
+	finalEvent := ""
+	attempts := 0
+	for {
+		p.mu.Lock()
+		for p.err == nil && p.pendingLocked() == 0 && !p.closing {
+			p.changed.Wait()
+		}
+		if p.err != nil || (p.closing && p.pendingLocked() == 0) {
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+
+		if finalEvent == "" {
+			ev, err := p.finalAck()
+			if err != nil {
+				p.stop(err)
+				return
+			}
+			finalEvent = ev
+		}
+		if attempts > 0 {
+			if err := sleepCtx(p.ctx, backoff(p.cfg.RetryBackoff, attempts)); err != nil {
+				return // stopped
+			}
+		}
+		progress, err := p.connection(finalEvent)
+		if p.ctx.Err() != nil {
+			return
+		}
+		var ae *AckErr
+		var apiErr *APIError
+		switch {
+		case err == nil:
+			attempts = 0
+			continue
+		case errors.As(err, &ae) && fatalAck(ae.Ack.ErrorID):
+			p.stop(err)
+			return
+		case errors.As(err, &apiErr) && !apiErr.Retryable():
+			p.stop(err)
+			return
+		}
+		if progress {
+			attempts = 0
+		}
+		attempts++
+		if attempts >= p.cfg.MaxAttempts {
+			p.stop(fmt.Errorf("giving up after %d attempts: %w", attempts, err))
+			return
+		}
+	}
+}
+
+// finalAck returns the ACK event type that makes a fragment final for this stream.
+func (p *Producer) finalAck() (string, error) {
+	hours := p.cfg.RetentionHours
+	if hours == nil {
+		in := &kinesisvideo.DescribeStreamInput{}
+		if strings.HasPrefix(p.cfg.Stream, "arn:") {
+			in.StreamARN = aws.String(p.cfg.Stream)
+		} else {
+			in.StreamName = aws.String(p.cfg.Stream)
+		}
+		out, err := p.c.Control.DescribeStream(p.ctx, in)
+		if err != nil {
+			return "", fmt.Errorf("describe stream %s: %w", p.cfg.Stream, err)
+		}
+		h := int(aws.ToInt32(out.StreamInfo.DataRetentionInHours))
+		hours = &h
+	}
+	if *hours == 0 {
+		return AckReceived, nil
+	}
+	return AckPersisted, nil
+}
+
+// fatalAck reports ERROR ack ids after which no fragment can succeed on this stream.
+func fatalAck(id int) bool {
+	switch id {
+	case 4008, 4507, 4500, 4501, 4502, 4504, 4505, 4506:
+		return true
+	}
+	return false
+}
+
+// errConnEnded reports a response that ended while fragments sent on it were not final.
+var errConnEnded = errors.New("connection ended before every fragment was acknowledged")
+
+// connection runs one PutMedia request. It returns nil when it ended cleanly (every fragment sent on
+// it final, and the body ended because of Close or a track change), else why it broke; progress
+// says whether any fragment became final on it.
+func (p *Producer) connection(finalEvent string) (progress bool, err error) {
+	ctx, cancel := context.WithCancel(p.ctx)
+	defer cancel()
+
+	p.mu.Lock()
+	var first *entry
+	for _, e := range p.window {
+		if !e.final {
+			first = e
+			break
+		}
+	}
+	p.stats.Connections++
+	p.mu.Unlock()
+	if first == nil {
+		return false, nil
+	}
+
+	ep, err := p.c.DataEndpoint(ctx, p.cfg.Stream, types.APINamePutMedia)
+	if err != nil {
+		return false, err
+	}
+	pr, pw := io.Pipe()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep+"/putMedia", pr)
+	if err != nil {
+		return false, err
+	}
+	if strings.HasPrefix(p.cfg.Stream, "arn:") {
+		req.Header.Set("x-amzn-stream-arn", p.cfg.Stream)
+	} else {
+		req.Header.Set("x-amzn-stream-name", p.cfg.Stream)
+	}
+	req.Header.Set("x-amzn-fragment-timecode-type", "ABSOLUTE")
+	startNS := first.timecode * int64(first.scale)
+	req.Header.Set("x-amzn-producer-start-timestamp", fmt.Sprintf("%d.%03d", startNS/1e9, startNS%1e9/1e6))
+	req.Header.Set("x-amzn-fragment-acknowledgment-required", "1")
+	req.ContentLength = -1
+	if err := sign(ctx, p.c.cfg, req, emptyPayloadHash); err != nil {
+		return false, err
+	}
+
+	conn := &putConn{p: p, finalEvent: finalEvent, byNumber: map[string]*entry{}}
+	writeDone := make(chan error, 1)
+	go func() { writeDone <- conn.write(ctx, pw, first) }()
+
+	resp, err := p.c.do(req)
+	if err != nil {
+		pr.CloseWithError(err)
+		<-writeDone
+		return false, fmt.Errorf("putmedia %s: %w", p.cfg.Stream, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		apiErr := newAPIError("PutMedia", resp)
+		pr.CloseWithError(apiErr)
+		<-writeDone
+		return false, apiErr
+	}
+	readErr := ReadAcks(resp.Body, conn.ack)
+	// The response is over: stop the writer (it may be blocked on the pipe) and collect it.
+	pr.CloseWithError(errConnEnded)
+	cancel()
+	werr := <-writeDone
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	progress = conn.progress
+	if conn.stopErr != nil {
+		return progress, conn.stopErr
+	}
+	if readErr != nil {
+		return progress, fmt.Errorf("putmedia %s: reading ACKs: %w", p.cfg.Stream, readErr)
+	}
+	for _, e := range conn.sent {
+		if !e.final {
+			if werr != nil && !errors.Is(werr, errConnEnded) {
+				return progress, fmt.Errorf("putmedia %s: %w", p.cfg.Stream, werr)
+			}
+			return progress, fmt.Errorf("putmedia %s: %w", p.cfg.Stream, errConnEnded)
+		}
+	}
+	if !conn.bodyEnded {
+		return progress, fmt.Errorf("putmedia %s: the server ended the response early", p.cfg.Stream)
+	}
+	return progress, nil
+}
+
+// putConn is the state of one PutMedia connection.
+type putConn struct {
+	p          *Producer
+	finalEvent string
+
+	// guarded by p.mu
+	sent      []*entry // in order
+	buffered  int      // BUFFERING acks seen: sent[buffered] is the next fragment to be numbered
+	byNumber  map[string]*entry
+	progress  bool
+	bodyEnded bool  // the writer ended the body on purpose (Close or track change)
+	stopErr   error // an ERROR ack that ends this connection
+}
+
+// write sends the stream header and then fragments as they come, until Close (all sent), a
+// fragment with different tracks, or an error.
+func (c *putConn) write(ctx context.Context, pw *io.PipeWriter, first *entry) error {
+	p := c.p
+	header := mkv.AppendEBMLHeader(nil, first.docType)
+	header = mkv.AppendSegmentStart(header)
+	header = mkv.AppendInfo(header, first.scale, "kvs")
+	header = mkv.AppendTracks(header, first.tracks)
+	if _, err := pw.Write(header); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		p.changed.Broadcast()
+		p.mu.Unlock()
+	})
+	defer stop()
+	var last *entry // last entry written (entries after it in the window are next)
+	for {
+		p.mu.Lock()
+		var next *entry
+		for {
+			if ctx.Err() != nil || p.err != nil {
+				p.mu.Unlock()
+				pw.CloseWithError(errConnEnded)
+				return errConnEnded
+			}
+			next = p.nextLocked(last)
+			if next != nil {
+				break
+			}
+			if p.closing {
+				// Everything is written: end the body once every fragment is final, so that the
+				// server sees a clean end only after the last ACK (PIC does the same).
+				if c.allFinalLocked() {
+					c.bodyEnded = true
+					p.mu.Unlock()
+					return pw.Close()
+				}
+			}
+			p.changed.Wait()
+		}
+		if !sameHeader(first, next) {
+			// New tracks: finish this connection; the next one starts with the new header.
+			for ctx.Err() == nil && p.err == nil && !c.allFinalLocked() {
+				p.changed.Wait()
+			}
+			c.bodyEnded = true
+			p.mu.Unlock()
+			return pw.Close()
+		}
+		if next.sent > 0 {
+			p.stats.Resent++
+		}
+		next.sent++
+		c.sent = append(c.sent, next)
+		data := next.data
+		p.mu.Unlock()
+		if _, err := pw.Write(data); err != nil {
+			return err
+		}
+		last = next
+	}
+}
+
+// nextLocked returns the first non-final entry after last in the window (from the start when last
+// is nil or gone).
+func (p *Producer) nextLocked(last *entry) *entry {
+	i := 0
+	if last != nil {
+		for j, e := range p.window {
+			if e == last {
+				i = j + 1
+				break
+			}
+		}
+	}
+	for ; i < len(p.window); i++ {
+		if !p.window[i].final {
+			return p.window[i]
+		}
+	}
+	return nil
+}
+
+func (c *putConn) allFinalLocked() bool {
+	for _, e := range c.sent {
+		if !e.final {
+			return false
+		}
+	}
+	return true
+}
+
+// ack handles one ACK event of this connection.
+func (c *putConn) ack(a Ack) error {
+	p := c.p
+	if p.cfg.OnAck != nil {
+		p.cfg.OnAck(a)
+	}
+	if a.EventType == AckIdle {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := c.match(a)
+	switch a.EventType {
+	case AckBuffering:
+		return nil
+	case AckReceived, AckPersisted:
+		if e != nil && (a.EventType == c.finalEvent || a.EventType == AckPersisted) && !e.final {
+			p.finishLocked(e, nil)
+			c.progress = true
+			p.trimLocked()
+			p.changed.Broadcast()
+		}
+		return nil
+	case AckError:
+		ae := &AckErr{Ack: a}
+		if ae.Retryable() || fatalAck(a.ErrorID) {
+			c.stopErr = ae
+			return ae // ends ReadAcks: reconnect, or stop
+		}
+		if e == nil { // an error before the server numbered a fragment: the one it was reading
+			if c.buffered < len(c.sent) {
+				e = c.sent[c.buffered]
+			} else {
+				for _, s := range c.sent {
+					if !s.final {
+						e = s
+						break
+					}
+				}
+			}
+		}
+		if e != nil {
+			if e.number == "" {
+				e.number = a.FragmentNumber
+			}
+			p.finishLocked(e, ae)
+			c.progress = true
+			p.trimLocked()
+			p.changed.Broadcast()
+		}
+		// The server may close the connection after an ERROR; if it does, the next connection
+		// goes on with the next fragment.
+		return nil
+	}
+	return nil
+}
+
+// match finds the fragment an ACK is about: BUFFERING acks number the fragments in send order;
+// later events are looked up by number, else by timecode.
+func (c *putConn) match(a Ack) *entry {
+	if a.EventType == AckBuffering && c.buffered < len(c.sent) {
+		e := c.sent[c.buffered]
+		if e.timecode != a.FragmentTimecode {
+			// Not the expected one: find it by timecode among the unnumbered.
+			for i := c.buffered; i < len(c.sent); i++ {
+				if c.sent[i].timecode == a.FragmentTimecode {
+					e = c.sent[i]
+					c.buffered = i
+					break
+				}
+			}
+		}
+		c.buffered++
+		if a.FragmentNumber != "" {
+			e.number = a.FragmentNumber
+			c.byNumber[a.FragmentNumber] = e
+		}
+		return e
+	}
+	if a.FragmentNumber != "" {
+		if e := c.byNumber[a.FragmentNumber]; e != nil {
+			return e
+		}
+	}
+	for _, e := range c.sent {
+		if !e.final && e.timecode == a.FragmentTimecode && (e.number == "" || a.FragmentNumber == "") {
+			return e
+		}
+	}
+	return nil
+}
+
+// sameHeader reports whether b can follow a in one PutMedia body.
+func sameHeader(a, b *entry) bool {
+	if a.docType != b.docType || a.scale != b.scale || len(a.tracks) != len(b.tracks) {
+		return false
+	}
+	for i := range a.tracks {
+		x, y := &a.tracks[i], &b.tracks[i]
+		if x.Number != y.Number || x.Type != y.Type || x.CodecID != y.CodecID || string(x.CodecPrivate) != string(y.CodecPrivate) ||
+			x.Width != y.Width || x.Height != y.Height || x.SamplingRate != y.SamplingRate || x.Channels != y.Channels ||
+			x.DefaultDuration != y.DefaultDuration || x.CodecDelay != y.CodecDelay || x.BitDepth != y.BitDepth || x.Name != y.Name {
+			return false
+		}
+	}
+	return true
+}
+
+func cloneTracks(tracks []mkv.Track) []mkv.Track {
+	out := make([]mkv.Track, len(tracks))
+	copy(out, tracks)
+	for i := range out {
+		out[i].CodecPrivate = append([]byte(nil), out[i].CodecPrivate...)
+	}
+	return out
+}
