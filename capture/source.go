@@ -25,10 +25,11 @@ type Frame struct {
 	Track uint64
 	// PTS is the presentation time from the stream's origin.
 	PTS time.Duration
-	// DTS is the decode time, non-decreasing per track; across tracks frames come in the order the
-	// container interleaves them (the MP4 source merges tracks by DTS). It may be negative for B-frame streams whose first picture is presented at 0. Matroska stores no
-	// decode time: the Matroska source sets DTS to the largest PTS seen so far on the track, which
-	// is non-decreasing and equals PTS for streams without B-frames.
+	// DTS is the decode time, non-decreasing per track; across tracks frames come in the order
+	// the container interleaves them (the MP4 source merges tracks by DTS). It may be negative
+	// for B-frame streams whose first picture is presented at 0. Matroska stores no decode time:
+	// the Matroska source sets DTS to the largest PTS seen so far on the track, which is
+	// non-decreasing and equals PTS for streams without B-frames.
 	DTS time.Duration
 	// Keyframe is true when a decoder can start at this frame. For H.264/H.265 it comes from the
 	// bitstream (an IDR or IRAP picture), for other codecs from the container.
