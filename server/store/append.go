@@ -204,14 +204,15 @@ func (s *FS) syncLoop() {
 				break drain
 			}
 		}
-		syncBatch(batch)
+		s.statBatches.Add(1)
+		s.statSyncs.Add(int64(syncBatch(batch)))
 		s.synced <- batch
 	}
 }
 
 // syncBatch fdatasyncs every segment written by the batch once, recording failures on the
-// requests, then closes the segments sealed in the batch.
-func syncBatch(batch []*appendRequest) {
+// requests, then closes the segments sealed in the batch. It returns the number of fdatasyncs.
+func syncBatch(batch []*appendRequest) int {
 	var segs []*segment
 	seen := map[*segment]bool{}
 	for _, r := range batch {
@@ -255,6 +256,7 @@ func syncBatch(batch []*appendRequest) {
 			_ = r.seg.closeFile()
 		}
 	}
+	return len(segs)
 }
 
 // indexLoop is the second committer stage: one bbolt transaction per batch, then release.
@@ -294,6 +296,7 @@ func (s *FS) indexBatch(batch []*appendRequest) {
 			}
 		}
 	}
+	s.statAppends.Add(int64(len(todo)))
 	for _, r := range batch {
 		if !r.closeOnly {
 			r.seg.pending.Add(-1)

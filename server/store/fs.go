@@ -71,6 +71,9 @@ type FS struct {
 	wg      sync.WaitGroup
 
 	recovered []RecoveryReport
+
+	// Group-commit counters, for benchmarks and tests.
+	statBatches, statAppends, statSyncs atomic.Int64
 }
 
 // fsStream is the in-memory state of one stream.

@@ -44,9 +44,9 @@ func TestStore(t *testing.T) {
 
 var base = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
-func mustCreate(t *testing.T, st Store, name string, retentionHours int) {
+func mustCreate(t testing.TB, st Store, name string, retentionHours int) {
 	t.Helper()
-	err := st.CreateStream(t.Context(), Stream{Name: name, RetentionHours: retentionHours, Status: "ACTIVE",
+	err := st.CreateStream(context.Background(), Stream{Name: name, RetentionHours: retentionHours, Status: "ACTIVE",
 		CreationTime: base, Tags: map[string]string{"k": "v"}})
 	if err != nil {
 		t.Fatal(err)
