@@ -1,0 +1,81 @@
+package cmd
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Output formats of the client commands. JSON is the default because stdout is data: it is shaped
+// like the AWS CLI's output for the same operation (same member names and nesting), so scripts
+// written for `aws kinesisvideo` read it unchanged. Tables are for people.
+const (
+	outputJSON  = "json"
+	outputTable = "table"
+)
+
+// addOutputFlag registers --output on fs, filling *p (default json).
+func addOutputFlag(fs *pflag.FlagSet, p *string) {
+	fs.StringVar(p, "output", outputJSON, "output format: json or table")
+}
+
+// validateOutput checks an --output value against the allowed formats (json and table when none
+// are given).
+func validateOutput(v string, allowed ...string) error {
+	if len(allowed) == 0 {
+		allowed = []string{outputJSON, outputTable}
+	}
+	for _, a := range allowed {
+		if v == a {
+			return nil
+		}
+	}
+	return fmt.Errorf("--output %q: want %s", v, strings.Join(allowed, " or "))
+}
+
+// writeJSON prints v as indented JSON (4 spaces, like the AWS CLI) with a final newline.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "    ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+// writeTable prints rows under header in aligned columns separated by two spaces. Empty cells
+// print as "-" so that every row has the same number of fields for awk and friends.
+func writeTable(w io.Writer, header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	line := func(cells []string) {
+		for i, c := range cells {
+			if c == "" {
+				c = "-"
+			}
+			if i > 0 {
+				fmt.Fprint(tw, "\t")
+			}
+			fmt.Fprint(tw, c)
+		}
+		fmt.Fprint(tw, "\n")
+	}
+	line(header)
+	for _, r := range rows {
+		line(r)
+	}
+	return tw.Flush()
+}
+
+// formatTime prints a timestamp for output: RFC 3339 in UTC with milliseconds
+// ("2024-01-17T11:10:36.421Z"). The AWS CLI prints ISO 8601 with the local offset by default; UTC
+// keeps the output stable across machines, and both parse with any ISO 8601 reader. The zero time
+// prints as "".
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}

@@ -1,0 +1,163 @@
+package cmd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// lockedBuffer is a bytes.Buffer safe for the server's logger and the test to share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// startServe runs `kvs server args...` in a goroutine and returns its endpoint URL (the first
+// stdout line) and a stop function that cancels it and returns the exit code.
+func startServe(t *testing.T, args ...string) (endpoint string, logs *lockedBuffer, stop func() int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	pr, pw := io.Pipe()
+	logs = &lockedBuffer{}
+	env := &Env{Stdin: strings.NewReader(""), Stdout: pw, Stderr: logs, Getenv: func(string) string { return "" }}
+	done := make(chan int, 1)
+	go func() {
+		code := Run(ctx, env, append([]string{"server"}, args...))
+		pw.Close()
+		done <- code
+	}()
+	line, err := bufio.NewReader(pr).ReadString('\n')
+	if err != nil {
+		cancel()
+		t.Fatalf("server printed no address (exit %d): %v; logs:\n%s", <-done, err, logs)
+	}
+	go func() { _, _ = io.Copy(io.Discard, pr) }()
+	var once sync.Once
+	code := -1
+	stop = func() int {
+		once.Do(func() { cancel(); code = <-done })
+		return code
+	}
+	t.Cleanup(func() { stop() })
+	return strings.TrimSpace(line), logs, stop
+}
+
+func TestServeRestartKeepsStreams(t *testing.T) {
+	isolateAWS(t)
+	dir := t.TempDir()
+	endpoint, logs, stop := startServe(t, "--listen", "127.0.0.1:0", "--data-dir", dir)
+	if !strings.HasPrefix(endpoint, "http://127.0.0.1:") || strings.HasSuffix(endpoint, ":0") {
+		t.Fatalf("endpoint %q", endpoint)
+	}
+	if l := logs.String(); !strings.Contains(l, "kvs server listening") || !strings.Contains(l, "data="+dir) ||
+		!strings.Contains(l, "advertise_url="+endpoint) {
+		t.Errorf("start log:\n%s", l)
+	}
+	env, _ := runEnv(t, endpoint)
+	if err := runCreateStream(t.Context(), env, createStreamOptions{StreamName: "persisted", RetentionHours: 1, Output: outputJSON}); err != nil {
+		t.Fatal(err)
+	}
+	var de bytes.Buffer
+	env.Stdout = &de
+	if err := runDescribeStream(t.Context(), env, describeStreamOptions{Stream: streamRef{Name: "persisted"}, Output: outputJSON}); err != nil {
+		t.Fatal(err)
+	}
+	if code := stop(); code != ExitOK {
+		t.Fatalf("graceful shutdown: exit %d; logs:\n%s", code, logs)
+	}
+	if !strings.Contains(logs.String(), "kvs server stopped") {
+		t.Errorf("no stop log:\n%s", logs)
+	}
+
+	endpoint2, _, stop2 := startServe(t, "--listen", "127.0.0.1:0", "--data-dir", dir)
+	env2, out2 := runEnv(t, endpoint2)
+	if err := runDescribeStream(t.Context(), env2, describeStreamOptions{Stream: streamRef{Name: "persisted"}, Output: outputJSON}); err != nil {
+		t.Fatalf("after restart: %v", err)
+	}
+	// Same stream, same ARN, Version and creation time.
+	if out2.String() != de.String() {
+		t.Errorf("after restart:\n%s\nbefore:\n%s", out2, de.String())
+	}
+	if code := stop2(); code != ExitOK {
+		t.Errorf("second shutdown: exit %d", code)
+	}
+}
+
+func TestServeMemoryAndDataEndpoint(t *testing.T) {
+	isolateAWS(t)
+	endpoint, _, stop := startServe(t, "--listen", "127.0.0.1:0", "--memory", "--advertise-url", "http://media.example:9000")
+	env, _ := runEnv(t, endpoint)
+	if err := runCreateStream(t.Context(), env, createStreamOptions{StreamName: "m", Output: outputJSON}); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := newClient(t.Context(), env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := cl.DataEndpoint(t.Context(), "m", "PUT_MEDIA")
+	if err != nil || ep != "http://media.example:9000" {
+		t.Errorf("DataEndpoint = %q, %v", ep, err)
+	}
+	if code := stop(); code != ExitOK {
+		t.Errorf("exit %d", code)
+	}
+}
+
+func TestServeListenError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	env, _, errb := testEnv(t, nil)
+	if code := Run(t.Context(), env, []string{"server", "--memory", "--listen", ln.Addr().String()}); code != ExitError {
+		t.Errorf("exit %d, want %d; stderr %q", code, ExitError, errb)
+	}
+	if code := Run(t.Context(), env, []string{"server", "--listen", "nope"}); code != ExitUsage {
+		t.Errorf("bad --listen: exit %d", code)
+	}
+}
+
+func TestDefaultDataDirAndAdvertise(t *testing.T) {
+	env := &Env{Getenv: func(k string) string { return map[string]string{"XDG_DATA_HOME": "/x", "HOME": "/h"}[k] }}
+	if d, _ := defaultDataDir(env); d != "/x/kvs" {
+		t.Errorf("with XDG_DATA_HOME: %q", d)
+	}
+	env.Getenv = func(k string) string { return map[string]string{"HOME": "/h"}[k] }
+	if d, _ := defaultDataDir(env); d != "/h/.local/share/kvs" {
+		t.Errorf("with HOME: %q", d)
+	}
+	env.Getenv = func(string) string { return "" }
+	if _, err := defaultDataDir(env); err == nil {
+		t.Error("no HOME: no error")
+	}
+	for addr, want := range map[string]string{
+		"0.0.0.0:4567": "http://127.0.0.1:4567", "[::]:4567": "http://127.0.0.1:4567",
+		"10.1.2.3:80": "http://10.1.2.3:80", "[::1]:4567": "http://[::1]:4567",
+	} {
+		a, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := advertiseURL(a); got != want {
+			t.Errorf("advertiseURL(%s) = %s, want %s", addr, got, want)
+		}
+	}
+}
