@@ -1,0 +1,99 @@
+package cmd
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// parseTime reads a time flag value in one of three forms:
+//
+//   - RFC 3339, with optional fraction: 2024-01-17T11:10:36Z, 2024-01-17T11:10:36.421+02:00
+//   - Unix seconds with optional fraction (up to nanoseconds): 1705489836, 1705489836.421
+//   - relative to now: "now", or a signed Go duration such as -10m, -1h30m, +5s; units may also
+//     be d (24 h) as in -2d
+//
+// now is the reference for relative forms.
+func parseTime(s string, now time.Time) (time.Time, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return time.Time{}, errors.New("empty time")
+	}
+	if strings.EqualFold(s, "now") {
+		return now, nil
+	}
+	if s[0] == '-' || s[0] == '+' {
+		d, err := parseRelative(s[1:])
+		if err != nil {
+			return time.Time{}, fmt.Errorf("time %q: %w", s, err)
+		}
+		if s[0] == '-' {
+			d = -d
+		}
+		return now.Add(d), nil
+	}
+	if s[0] >= '0' && s[0] <= '9' && !strings.ContainsAny(s, "-:T") {
+		t, err := parseUnix(s)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("time %q: %w", s, err)
+		}
+		return t, nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("time %q: want RFC 3339 (2024-01-17T11:10:36Z), Unix seconds (1705489836.421) or relative (now, -10m, -1h30m)", s)
+	}
+	return t, nil
+}
+
+// parseRelative parses an unsigned Go duration, with "d" accepted for days at the start.
+func parseRelative(s string) (time.Duration, error) {
+	var days time.Duration
+	if i := strings.IndexByte(s, 'd'); i > 0 {
+		n, err := strconv.ParseUint(s[:i], 10, 16)
+		if err != nil {
+			return 0, errors.New("bad day count")
+		}
+		days = time.Duration(n) * 24 * time.Hour
+		s = s[i+1:]
+		if s == "" {
+			return days, nil
+		}
+	}
+	if s == "" || s[0] == '-' || s[0] == '+' {
+		return 0, errors.New("want a duration such as 10m or 1h30m")
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, errors.New("want a duration such as 10m or 1h30m")
+	}
+	return days + d, nil
+}
+
+// maxUnixSeconds is 9999-12-31T23:59:59Z, the last instant RFC 3339 can write.
+const maxUnixSeconds = 253402300799
+
+// parseUnix parses decimal Unix seconds exactly (no float rounding).
+func parseUnix(s string) (time.Time, error) {
+	whole, frac, hasFrac := strings.Cut(s, ".")
+	sec, err := strconv.ParseInt(whole, 10, 64)
+	if err != nil || sec > maxUnixSeconds {
+		return time.Time{}, errors.New("bad Unix seconds (at most 253402300799, the end of year 9999)")
+	}
+	var nsec int64
+	if hasFrac {
+		if frac == "" || len(frac) > 9 {
+			return time.Time{}, errors.New("want 1 to 9 fraction digits")
+		}
+		for _, c := range frac {
+			if c < '0' || c > '9' {
+				return time.Time{}, errors.New("bad fraction")
+			}
+		}
+		n, _ := strconv.ParseInt((frac + "000000000")[:9], 10, 64)
+		nsec = n
+	}
+	return time.Unix(sec, nsec), nil
+}
