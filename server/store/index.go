@@ -70,6 +70,9 @@ type indexEntry struct {
 
 const indexEntrySize = 48
 
+// maxSegmentOffset bounds a decoded record offset so offset arithmetic cannot overflow.
+const maxSegmentOffset = 1 << 62
+
 var errBadEntry = errors.New("store: malformed index entry")
 
 func (e indexEntry) encode() []byte {
@@ -95,7 +98,7 @@ func decodeIndexEntry(number uint64, b []byte) (indexEntry, error) {
 		ProducerNanos: int64(binary.BigEndian.Uint64(b[32:])),
 		Duration:      int64(binary.BigEndian.Uint64(b[40:])),
 	}
-	if e.Offset < 0 || e.Size < 0 || e.Size > MaxRecordSize {
+	if e.Offset < 0 || e.Offset > maxSegmentOffset || e.Size < 0 || e.Size > MaxRecordSize {
 		return indexEntry{}, errBadEntry
 	}
 	return e, nil

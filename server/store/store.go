@@ -1,7 +1,3 @@
-// Package store keeps kvs streams and their fragments: a registry of streams and, per stream, an
-// append-only log of fragment records with an index by fragment number and by server and producer
-// timestamps. Two implementations share one behaviour suite: Mem (tests, retention-0 experiments)
-// and FS (the embedded default: segment files + a bbolt index, see doc.go).
 package store
 
 import (
@@ -77,6 +73,10 @@ type Store interface {
 	NextNumber(ctx context.Context, stream string) (uint64, error)
 	// Append stores one fragment record (meta.Number from NextNumber, increasing per stream) and
 	// returns only when the record and its index entry are durable (fsynced). data is not retained.
+	// The stored Size is len(data). Errors: ErrNoRetention on a retention-0 stream, ErrNumberOrder
+	// for a number not reserved or not above the previous append, ErrRecordTooLarge over
+	// MaxRecordSize. Appends to one stream must come one at a time in number order; appends to
+	// different streams may run concurrently (and share fsyncs in FS).
 	Append(ctx context.Context, stream string, meta FragmentMeta, data []byte) error
 	// Fragment returns the metadata of one fragment; ErrFragmentNotFound when absent or purged.
 	Fragment(ctx context.Context, stream string, number uint64) (FragmentMeta, error)
