@@ -15,9 +15,9 @@ import (
 const benchRecord = 256 << 10
 
 // BenchmarkAppend measures durable appends of 256 KiB records (NextNumber + Append, fdatasync
-// and index commit included) from 1 and from 64 streams, one writer goroutine per stream.
+// and index commit included) from 1, 64 and 200 streams, one writer goroutine per stream.
 func BenchmarkAppend(b *testing.B) {
-	for _, streams := range []int{1, 64} {
+	for _, streams := range []int{1, 64, 200} {
 		b.Run(fmt.Sprintf("streams=%d", streams), func(b *testing.B) {
 			s := mustOpenFS(b, b.TempDir(), FSOptions{})
 			defer s.Close()
