@@ -178,8 +178,9 @@ var chunkErrorMeanings = map[int]string{
 	5000: "internal server error",
 }
 
-// chunkError returns the error a frameless fragment carries, or nil.
-func chunkError(f *mkv.Fragment) *ChunkError {
+// ChunkErrorOf returns the error an error chunk carries, or nil when f is not one (it has frames,
+// or no error tags).
+func ChunkErrorOf(f *mkv.Fragment) *ChunkError {
 	if len(f.Frames) > 0 {
 		return nil
 	}
@@ -285,7 +286,7 @@ func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 		}
 		f, err := c.read(ctx)
 		if err == nil {
-			if ce := chunkError(f); ce != nil {
+			if ce := ChunkErrorOf(f); ce != nil {
 				c.drop()
 				c.err = fmt.Errorf("getmedia %s: %w", c.cfg.Stream, ce)
 				return nil, c.err

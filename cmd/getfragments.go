@@ -1,0 +1,317 @@
+package cmd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/openkvs/kvs/client"
+	"github.com/openkvs/kvs/mkv"
+)
+
+func init() { commands = append(commands, newGetFragmentsCmd) }
+
+// maxBatch is the most fragments one GetMediaForFragmentList request asks for. Batches are held
+// in memory until written in order, so this (times --parallel, times two for the reorder window)
+// bounds memory in fragments.
+const maxBatch = 10
+
+type getFragmentsOptions struct {
+	Stream          streamRef
+	FragmentNumbers []string // "-" reads them from stdin
+	Start, End      string
+	TimestampType   string
+	Parallel        int
+	OutFile         string
+	OutDir          string
+	Format          string
+}
+
+func (o getFragmentsOptions) validate() error {
+	if err := o.Stream.validate(); err != nil {
+		return err
+	}
+	if len(o.FragmentNumbers) > 0 && (o.Start != "" || o.End != "") {
+		return errors.New("give --fragment-numbers or --start/--end, not both")
+	}
+	if _, err := parseTimestampType(o.TimestampType); err != nil {
+		return err
+	}
+	if _, _, err := timeRange(o.Start, o.End, time.Now()); err != nil {
+		return err
+	}
+	if o.Parallel < 1 || o.Parallel > 64 {
+		return fmt.Errorf("--parallel %d: want 1 to 64", o.Parallel)
+	}
+	if o.OutFile != "" && o.OutDir != "" {
+		return errors.New("give -o FILE or --output-dir DIR, not both")
+	}
+	if o.Format != formatMKV && o.Format != formatRaw {
+		return fmt.Errorf("--format %q: want mkv or raw", o.Format)
+	}
+	for _, n := range splitList(o.FragmentNumbers) {
+		if n != "-" && strings.Trim(n, "0123456789") != "" {
+			return fmt.Errorf("--fragment-numbers: %q is not a fragment number", n)
+		}
+	}
+	return nil
+}
+
+func newGetFragmentsCmd(env *Env) *cobra.Command {
+	var o getFragmentsOptions
+	c := &cobra.Command{
+		Use:   "get-fragments --stream-name NAME [--fragment-numbers N,...|- | --start T --end T] [--parallel 4] [-o FILE | --output-dir DIR]",
+		Short: "Download stored fragments with GetMediaForFragmentList",
+		Long: `Download stored fragments with GetMediaForFragmentList, in batches fetched in parallel and written
+in fragment-number order.
+
+Selection: --fragment-numbers N,N,... (or - to read numbers, one per line, from standard input),
+or --start/--end (as list-fragments), or nothing for the whole stream.
+
+Output: one continuous Matroska stream (--format mkv, default) or the GetMedia chunk form with KVS
+tags (--format raw), to stdout or -o FILE; or with --output-dir DIR one file per fragment, named
+<fragment number>.mkv. A progress bar goes to stderr when it is a terminal.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := o.validate(); err != nil {
+				return usageError{err}
+			}
+			return runGetFragments(c.Context(), env, o)
+		},
+	}
+	f := c.Flags()
+	addStreamRefFlags(c, &o.Stream)
+	f.StringSliceVar(&o.FragmentNumbers, "fragment-numbers", nil, "fragment numbers (comma-separated, may repeat), or - for standard input")
+	f.StringVar(&o.Start, "start", "", "earliest fragment start time")
+	f.StringVar(&o.End, "end", "", "latest fragment start time")
+	f.StringVar(&o.TimestampType, "timestamp-type", "server", "which timestamp --start/--end select on: server or producer")
+	f.IntVar(&o.Parallel, "parallel", 4, "requests in flight")
+	f.StringVarP(&o.OutFile, "output-file", "o", "", "write to this file instead of stdout")
+	f.StringVar(&o.OutDir, "output-dir", "", "write one file per fragment into this directory")
+	f.StringVar(&o.Format, "format", formatMKV, "mkv (one continuous Matroska stream) or raw (GetMedia chunks with KVS tags)")
+	return c
+}
+
+// fragmentNumbers resolves the selection to a sorted list of numbers.
+func (o getFragmentsOptions) fragmentNumbers(ctx context.Context, env *Env, cl *client.Client) ([]string, error) {
+	list := splitList(o.FragmentNumbers)
+	if len(list) == 1 && list[0] == "-" {
+		if isTerminal(env.Stdin) {
+			return nil, usageErrorf("--fragment-numbers -: standard input is a terminal; pipe the numbers in")
+		}
+		list = nil
+		sc := bufio.NewScanner(env.Stdin)
+		for sc.Scan() {
+			for _, n := range strings.FieldsFunc(sc.Text(), func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
+				if strings.Trim(n, "0123456789") != "" {
+					return nil, usageErrorf("standard input: %q is not a fragment number", n)
+				}
+				list = append(list, n)
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("reading fragment numbers: %w", err)
+		}
+	} else {
+		for _, n := range list {
+			if n == "-" {
+				return nil, usageErrorf("--fragment-numbers: - must be the only value")
+			}
+		}
+	}
+	if len(list) > 0 {
+		return list, nil
+	}
+	frags, err := listFragments(ctx, cl, o.Stream, o.Start, o.End, o.TimestampType)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range frags {
+		list = append(list, f.FragmentNumber)
+	}
+	return list, nil
+}
+
+func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) (err error) {
+	cl, err := newClient(ctx, env)
+	if err != nil {
+		return err
+	}
+	stream := o.Stream.String()
+	numbers, err := o.fragmentNumbers(ctx, env, cl)
+	if err != nil {
+		return err
+	}
+	if len(numbers) == 0 {
+		env.Log.Warn("no fragments selected", "stream", stream)
+		return nil
+	}
+
+	var write func(f *mkv.Fragment) error
+	finish := func() error { return nil }
+	if o.OutDir != "" {
+		if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+			return err
+		}
+		write = func(f *mkv.Fragment) error {
+			num, _ := f.Tag(mkv.TagFragmentNumber)
+			fh, err := os.Create(filepath.Join(o.OutDir, num+".mkv"))
+			if err != nil {
+				return err
+			}
+			s := newFragmentSink(fh, o.Format)
+			if err := s.write(f); err != nil {
+				fh.Close()
+				return err
+			}
+			return fh.Close()
+		}
+	} else {
+		w, closeOut, err := createOutput(env, o.OutFile)
+		if err != nil {
+			return fmt.Errorf("get-fragments %s: %w", stream, err)
+		}
+		defer func() {
+			if cerr := closeOut(); cerr != nil && err == nil {
+				err = cerr
+			}
+		}()
+		s := newFragmentSink(w, o.Format)
+		write, finish = s.write, s.close
+	}
+
+	bar := newProgress(env.Stderr, int64(len(numbers)), false, "get-fragments "+stream)
+	err = fetchInOrder(ctx, cl, stream, numbers, o.Parallel, func(f *mkv.Fragment) error {
+		if err := write(f); err != nil {
+			return fmt.Errorf("writing: %w", err)
+		}
+		bar.add(1)
+		return nil
+	})
+	bar.finish()
+	if err != nil {
+		return wrapAPI(err, "get-fragments %s", stream)
+	}
+	return finish()
+}
+
+// fetchInOrder fetches numbers in batches with up to parallel GetMediaForFragmentList requests
+// and calls emit for every fragment in the order of numbers. At most 2×parallel batches are held
+// (fetched or being fetched, not yet written).
+func fetchInOrder(ctx context.Context, cl *client.Client, stream string, numbers []string, parallel int,
+	emit func(*mkv.Fragment) error) error {
+	size := min(max((len(numbers)+parallel-1)/parallel, 1), maxBatch)
+	var batches [][]string
+	for i := 0; i < len(numbers); i += size {
+		batches = append(batches, numbers[i:min(i+size, len(numbers))])
+	}
+	results := make([]chan []*mkv.Fragment, len(batches))
+	for i := range results {
+		results[i] = make(chan []*mkv.Fragment, 1)
+	}
+	window := make(chan struct{}, 2*parallel) // batches held, released when written
+	jobs := make(chan int)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { // feeder
+		defer close(jobs)
+		for i := range batches {
+			select {
+			case window <- struct{}{}:
+			case <-gctx.Done():
+				return nil
+			}
+			select {
+			case jobs <- i:
+			case <-gctx.Done():
+				return nil
+			}
+		}
+		return nil
+	})
+	for range parallel {
+		g.Go(func() error {
+			for i := range jobs {
+				frags, err := fetchBatch(gctx, cl, stream, batches[i])
+				if err != nil {
+					return err
+				}
+				results[i] <- frags
+			}
+			return nil
+		})
+	}
+	g.Go(func() error { // writer, in order
+		for i := range batches {
+			var frags []*mkv.Fragment
+			select {
+			case frags = <-results[i]:
+			case <-gctx.Done():
+				return nil
+			}
+			for _, f := range frags {
+				if err := emit(f); err != nil {
+					return err
+				}
+			}
+			<-window
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	return ctx.Err()
+}
+
+// fetchBatch gets numbers with one request and checks that each comes back once, in order.
+func fetchBatch(ctx context.Context, cl *client.Client, stream string, numbers []string) ([]*mkv.Fragment, error) {
+	body, err := cl.GetMediaForFragmentList(ctx, stream, numbers)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	want := make(map[string]bool, len(numbers))
+	for _, n := range numbers {
+		want[n] = true
+	}
+	byNumber := make(map[string]*mkv.Fragment, len(numbers))
+	fr := mkv.NewFragmentReader(body)
+	for {
+		f, err := fr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading fragments: %w", err)
+		}
+		if ce := client.ChunkErrorOf(f); ce != nil {
+			return nil, ce
+		}
+		if len(f.Frames) == 0 {
+			continue
+		}
+		num, _ := f.Tag(mkv.TagFragmentNumber)
+		if !want[num] {
+			return nil, fmt.Errorf("response holds fragment %q, which was not asked for", num)
+		}
+		byNumber[num] = f
+	}
+	out := make([]*mkv.Fragment, 0, len(numbers))
+	for _, n := range numbers {
+		f := byNumber[n]
+		if f == nil {
+			return nil, fmt.Errorf("fragment %s missing from the response", n)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}

@@ -1,0 +1,164 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/openkvs/kvs/client"
+)
+
+func init() { commands = append(commands, newListFragmentsCmd) }
+
+const outputNumbers = "numbers"
+
+type listFragmentsOptions struct {
+	Stream        streamRef
+	Start, End    string
+	TimestampType string
+	Output        string
+}
+
+// timestampType maps --timestamp-type (server, producer, or the KVS names) to the API value.
+func parseTimestampType(s string) (client.TimestampType, error) {
+	switch strings.ToUpper(s) {
+	case "SERVER", string(client.ServerTimestamp):
+		return client.ServerTimestamp, nil
+	case "PRODUCER", string(client.ProducerTimestamp):
+		return client.ProducerTimestamp, nil
+	}
+	return "", fmt.Errorf("--timestamp-type %q: want server or producer", s)
+}
+
+// timeRange parses --start/--end; either may be empty (open end).
+func timeRange(start, end string, now time.Time) (from, to time.Time, err error) {
+	if start != "" {
+		if from, err = parseTime(start, now); err != nil {
+			return from, to, fmt.Errorf("--start: %w", err)
+		}
+	}
+	if end != "" {
+		if to, err = parseTime(end, now); err != nil {
+			return from, to, fmt.Errorf("--end: %w", err)
+		}
+	}
+	if !from.IsZero() && !to.IsZero() && to.Before(from) {
+		return from, to, errors.New("--end is before --start")
+	}
+	return from, to, nil
+}
+
+func (o listFragmentsOptions) validate() error {
+	if err := o.Stream.validate(); err != nil {
+		return err
+	}
+	if _, err := parseTimestampType(o.TimestampType); err != nil {
+		return err
+	}
+	if _, _, err := timeRange(o.Start, o.End, time.Now()); err != nil {
+		return err
+	}
+	return validateOutput(o.Output, outputJSON, outputTable, outputNumbers)
+}
+
+func newListFragmentsCmd(env *Env) *cobra.Command {
+	var o listFragmentsOptions
+	c := &cobra.Command{
+		Use:   "list-fragments --stream-name NAME [--start T] [--end T] [--timestamp-type server|producer] [--output json|table|numbers]",
+		Short: "List a stream's fragments in a time range",
+		Long: `List a stream's fragments (ListFragments, all pages), sorted by fragment number.
+
+--start and --end select on the fragment start time, both inclusive; either may be left out.
+Times are RFC 3339, Unix seconds (1705489836.421) or relative to now (now, -10m, -1h30m).
+
+--output json prints {"Fragments":[...]} with the KVS member names (times as RFC 3339 UTC);
+table is for people; numbers prints one fragment number per line, for
+  kvs list-fragments --stream-name cam --output numbers | kvs get-fragments --stream-name cam --fragment-numbers -`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if err := o.validate(); err != nil {
+				return usageError{err}
+			}
+			return runListFragments(c.Context(), env, o)
+		},
+	}
+	f := c.Flags()
+	addStreamRefFlags(c, &o.Stream)
+	f.StringVar(&o.Start, "start", "", "earliest fragment start time (default: the beginning)")
+	f.StringVar(&o.End, "end", "", "latest fragment start time (default: now and later)")
+	f.StringVar(&o.TimestampType, "timestamp-type", "server", "which timestamp --start/--end select on: server or producer")
+	f.StringVar(&o.Output, "output", outputJSON, "json, table or numbers")
+	return c
+}
+
+// fragmentOutput is one ListFragments entry as printed.
+type fragmentOutput struct {
+	FragmentNumber               string `json:"FragmentNumber"`
+	FragmentSizeInBytes          int64  `json:"FragmentSizeInBytes"`
+	ProducerTimestamp            string `json:"ProducerTimestamp"`
+	ServerTimestamp              string `json:"ServerTimestamp"`
+	FragmentLengthInMilliseconds int64  `json:"FragmentLengthInMilliseconds"`
+}
+
+// listFragments runs ListFragments for the stream and range.
+func listFragments(ctx context.Context, cl *client.Client, stream streamRef, start, end, typ string) ([]client.FragmentInfo, error) {
+	from, to, err := timeRange(start, end, time.Now())
+	if err != nil {
+		return nil, usageError{err}
+	}
+	tt, err := parseTimestampType(typ)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	frags, err := cl.ListFragments(ctx, client.ListFragmentsInput{Stream: stream.String(), Start: from, End: to, Type: tt})
+	if err != nil {
+		return nil, wrapAPI(err, "list-fragments %s", stream)
+	}
+	return frags, nil
+}
+
+func runListFragments(ctx context.Context, env *Env, o listFragmentsOptions) error {
+	cl, err := newClient(ctx, env)
+	if err != nil {
+		return err
+	}
+	frags, err := listFragments(ctx, cl, o.Stream, o.Start, o.End, o.TimestampType)
+	if err != nil {
+		return err
+	}
+	switch o.Output {
+	case outputNumbers:
+		var b strings.Builder
+		for _, f := range frags {
+			b.WriteString(f.FragmentNumber)
+			b.WriteByte('\n')
+		}
+		_, err := fmt.Fprint(env.Stdout, b.String())
+		return err
+	case outputTable:
+		rows := make([][]string, 0, len(frags))
+		for _, f := range frags {
+			rows = append(rows, []string{f.FragmentNumber, formatTime(f.ProducerTimestamp), formatTime(f.ServerTimestamp),
+				strconv.FormatInt(f.Length.Milliseconds(), 10), strconv.FormatInt(f.SizeBytes, 10)})
+		}
+		return writeTable(env.Stdout, []string{"FRAGMENT", "PRODUCER TIME", "SERVER TIME", "LENGTH MS", "BYTES"}, rows)
+	}
+	out := struct {
+		Fragments []fragmentOutput `json:"Fragments"`
+	}{Fragments: make([]fragmentOutput, 0, len(frags))}
+	for _, f := range frags {
+		out.Fragments = append(out.Fragments, fragmentOutput{
+			FragmentNumber:               f.FragmentNumber,
+			FragmentSizeInBytes:          f.SizeBytes,
+			ProducerTimestamp:            formatTime(f.ProducerTimestamp),
+			ServerTimestamp:              formatTime(f.ServerTimestamp),
+			FragmentLengthInMilliseconds: f.Length.Milliseconds(),
+		})
+	}
+	return writeJSON(env.Stdout, out)
+}
