@@ -276,8 +276,7 @@ func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
-				var ae *APIError
-				if (errors.As(err, &ae) && !ae.Retryable()) || c.attempts >= c.cfg.MaxAttempts {
+				if permanent(err) || c.attempts >= c.cfg.MaxAttempts {
 					c.err = err
 					return nil, err
 				}

@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -108,4 +109,22 @@ func sanitizeErrorCode(s string) string {
 		s = s[i+1:]
 	}
 	return strings.TrimSpace(s)
+}
+
+// permanent reports whether err is an API error that retrying the same request cannot fix: a
+// client fault (4xx) other than throttling and connection limits.
+func permanent(err error) bool {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.ErrorCode() {
+	case "ClientLimitExceededException", "ConnectionLimitExceededException", "ThrottlingException", "RequestTimeout":
+		return false
+	}
+	var own *APIError
+	if errors.As(err, &own) {
+		return !own.Retryable()
+	}
+	return ae.ErrorFault() != smithy.FaultServer
 }

@@ -363,15 +363,11 @@ func (p *Producer) run() {
 			return
 		}
 		var ae *AckErr
-		var apiErr *APIError
 		switch {
 		case err == nil:
 			attempts = 0
 			continue
-		case errors.As(err, &ae) && fatalAck(ae.Ack.ErrorID):
-			p.stop(err)
-			return
-		case errors.As(err, &apiErr) && !apiErr.Retryable():
+		case errors.As(err, &ae) && fatalAck(ae.Ack.ErrorID), permanent(err):
 			p.stop(err)
 			return
 		}
