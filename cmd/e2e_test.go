@@ -1,0 +1,427 @@
+package cmd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/server"
+	"github.com/openkvs/kvs/server/store"
+)
+
+// needTool returns the path of an external tool, skipping the test when it is missing unless
+// KVS_REQUIRE_TOOLS=1, in which case the test fails.
+func needTool(t *testing.T, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("KVS_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("%s not found and KVS_REQUIRE_TOOLS=1: %v", name, err)
+		}
+		t.Skipf("%s not found: %v", name, err)
+	}
+	return path
+}
+
+// e2eServer starts kvs (memory store, real clock) on httptest, with wrap around its handler.
+func e2eServer(t *testing.T, wrap func(http.Handler) http.Handler) (string, store.Store) {
+	t.Helper()
+	isolateAWS(t)
+	st := store.NewMem()
+	srv, err := server.New(server.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h http.Handler = srv
+	if wrap != nil {
+		h = wrap(h)
+	}
+	ts := httptest.NewServer(h)
+	t.Cleanup(func() { ts.Close(); srv.Close(); st.Close() })
+	return ts.URL, st
+}
+
+// kvsRun runs one kvs command line against endpoint with stdin and returns the exit code, stdout
+// and stderr.
+func kvsRun(ctx context.Context, t *testing.T, endpoint string, stdin io.Reader, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if stdin == nil {
+		stdin = strings.NewReader("")
+	}
+	env := &Env{Stdin: stdin, Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" },
+		Log: slog.New(slog.NewTextHandler(&errb, nil))}
+	code := Run(ctx, env, append([]string{"--endpoint", endpoint}, args...))
+	return code, out.String(), errb.String()
+}
+
+func mustRun(t *testing.T, endpoint string, stdin io.Reader, args ...string) string {
+	t.Helper()
+	code, out, errs := kvsRun(t.Context(), t, endpoint, stdin, args...)
+	if code != ExitOK {
+		t.Fatalf("kvs %s: exit %d\nstderr: %s", strings.Join(args, " "), code, errs)
+	}
+	return out
+}
+
+// probe is what ffprobe reports about a file: frames per codec, and the duration.
+type probe struct {
+	Frames   map[string]int // "video:h264" → frames
+	Duration float64
+}
+
+func ffprobe(t *testing.T, path string) probe {
+	t.Helper()
+	bin := needTool(t, "ffprobe")
+	out, err := exec.CommandContext(t.Context(), bin, "-v", "error", "-count_frames", "-show_streams", "-show_format", "-of", "json", path).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", path, err)
+	}
+	var res struct {
+		Streams []struct {
+			CodecType    string `json:"codec_type"`
+			CodecName    string `json:"codec_name"`
+			NbReadFrames string `json:"nb_read_frames"`
+			Duration     string `json:"duration"`
+		}
+		Format struct {
+			Duration string `json:"duration"`
+		}
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatal(err)
+	}
+	p := probe{Frames: map[string]int{}}
+	for _, s := range res.Streams {
+		n, _ := strconv.Atoi(s.NbReadFrames)
+		p.Frames[s.CodecType+":"+s.CodecName] += n
+	}
+	p.Duration, _ = strconv.ParseFloat(res.Format.Duration, 64)
+	if p.Duration == 0 {
+		p.Duration = videoSpan(t, bin, path)
+	}
+	return p
+}
+
+// videoSpan returns the presentation span of the first video stream (an unknown-size live
+// Matroska stream carries no Duration): the end of the last frame minus the start of the first.
+func videoSpan(t *testing.T, ffprobe, path string) float64 {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), ffprobe, "-v", "error", "-select_streams", "v:0",
+		"-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0", path).Output()
+	if err != nil {
+		t.Fatalf("ffprobe packets %s: %v", path, err)
+	}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for _, line := range strings.Fields(string(out)) {
+		pts, dur, _ := strings.Cut(line, ",")
+		p, err1 := strconv.ParseFloat(pts, 64)
+		d, err2 := strconv.ParseFloat(dur, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		lo, hi = math.Min(lo, p), math.Max(hi, p+d)
+	}
+	if hi < lo {
+		return 0
+	}
+	return hi - lo
+}
+
+// sameMedia checks frame counts and codecs equal and durations close (within 10%, or 0.2 s).
+func sameMedia(t *testing.T, what string, got, want probe) {
+	t.Helper()
+	if fmt.Sprint(got.Frames) != fmt.Sprint(want.Frames) {
+		t.Errorf("%s: frames %v, source %v", what, got.Frames, want.Frames)
+	}
+	if want.Duration > 0 && math.Abs(got.Duration-want.Duration) > max(0.2, want.Duration/10) {
+		t.Errorf("%s: duration %.3f s, source %.3f s", what, got.Duration, want.Duration)
+	}
+}
+
+// clip is a testdata input with what ffprobe sees in it.
+var e2eClips = []struct {
+	name   string
+	file   string
+	stdin  bool
+	frames map[string]int
+	secs   float64
+}{
+	{"h264 mkv with B-frames", "h264.mkv", false, map[string]int{"video:h264": 100}, 4},
+	{"h264 aac mp4", "h264_aac.mp4", false, map[string]int{"video:h264": 100, "audio:aac": 188}, 4},
+	{"h264 annex b on stdin", "h264.h264", true, map[string]int{"video:h264": 100}, 4},
+	{"h265 mkv", "h265.mkv", false, map[string]int{"video:hevc": 50}, 2},
+}
+
+func TestE2EClips(t *testing.T) {
+	needTool(t, "ffprobe")
+	for _, clip := range e2eClips {
+		t.Run(clip.name, func(t *testing.T) {
+			url, _ := e2eServer(t, nil)
+			dir := t.TempDir()
+			want := probe{Frames: clip.frames, Duration: clip.secs}
+			stream := strings.ReplaceAll(strings.TrimSuffix(clip.file, filepath.Ext(clip.file)), "_", "-")
+
+			src, stdin := filepath.Join("..", "testdata", clip.file), io.Reader(nil)
+			if clip.stdin {
+				data, err := os.ReadFile(src)
+				if err != nil {
+					t.Fatal(err)
+				}
+				src, stdin = "-", bytes.NewReader(data)
+			}
+			out := mustRun(t, url, stdin, "put-media", "--stream-name", stream, "--source", src, "--create", "--fragment-duration", "1s")
+			nFrag := int(clip.secs) // one fragment per second (a keyframe every 25 frames)
+			if !strings.Contains(out, fmt.Sprintf(": %d fragments,", nFrag)) || !strings.Contains(out, fmt.Sprintf("%d PERSISTED, 0 failed", nFrag)) {
+				t.Errorf("put-media summary %q, want %d fragments all persisted", out, nFrag)
+			}
+
+			// get-media to a file, as one continuous Matroska stream.
+			got := filepath.Join(dir, "get-media.mkv")
+			code, _, errs := kvsRun(t.Context(), t, url, nil, "get-media", "--stream-name", stream, "--start-selector", "EARLIEST", "--no-follow", "-o", got)
+			if code != ExitOK {
+				t.Fatalf("get-media: exit %d: %s", code, errs)
+			}
+			if !strings.Contains(errs, "continuation token: 91343852333") {
+				t.Errorf("get-media stderr %q: no continuation token", errs)
+			}
+			sameMedia(t, "get-media", ffprobe(t, got), want)
+			if mkvmerge := needTool(t, "mkvmerge"); mkvmerge != "" {
+				out, err := exec.CommandContext(t.Context(), mkvmerge, "-J", got).Output()
+				var id struct {
+					Container struct{ Recognized, Supported bool }
+					Tracks    []struct{ Codec string }
+				}
+				if err != nil || json.Unmarshal(out, &id) != nil || !id.Container.Recognized || !id.Container.Supported || len(id.Tracks) != len(clip.frames) {
+					t.Errorf("mkvmerge -J: %v: %s", err, out)
+				}
+			}
+
+			// list-fragments in its three forms.
+			numbers := strings.Fields(mustRun(t, url, nil, "list-fragments", "--stream-name", stream, "--output", "numbers"))
+			if len(numbers) != nFrag {
+				t.Fatalf("list-fragments numbers: %v, want %d", numbers, nFrag)
+			}
+			var listed struct {
+				Fragments []struct {
+					FragmentNumber               string
+					FragmentSizeInBytes          int64
+					ProducerTimestamp            string
+					FragmentLengthInMilliseconds int64
+				}
+			}
+			if err := json.Unmarshal([]byte(mustRun(t, url, nil, "list-fragments", "--stream-name", stream, "--start", "-1h", "--end", "now")), &listed); err != nil {
+				t.Fatal(err)
+			}
+			if len(listed.Fragments) != nFrag {
+				t.Fatalf("list-fragments json: %d fragments", len(listed.Fragments))
+			}
+			for i, f := range listed.Fragments {
+				if f.FragmentNumber != numbers[i] || f.FragmentSizeInBytes <= 0 || f.FragmentLengthInMilliseconds < 900 || f.ProducerTimestamp == "" {
+					t.Errorf("list-fragments json entry %d: %+v", i, f)
+				}
+			}
+			table := strings.Split(strings.TrimSpace(mustRun(t, url, nil, "list-fragments", "--stream-name", stream, "--output", "table")), "\n")
+			if len(table) != nFrag+1 || !strings.HasPrefix(table[0], "FRAGMENT") || !strings.HasPrefix(table[1], numbers[0]) {
+				t.Errorf("list-fragments table:\n%s", strings.Join(table, "\n"))
+			}
+			// A range in the future selects nothing.
+			if n := strings.Fields(mustRun(t, url, nil, "list-fragments", "--stream-name", stream, "--start", "+1h", "--output", "numbers")); len(n) != 0 {
+				t.Errorf("future range listed %v", n)
+			}
+
+			// get-fragments: the whole stream with parallel batches, then numbers from stdin into a
+			// directory.
+			all := filepath.Join(dir, "get-fragments.mkv")
+			mustRun(t, url, nil, "get-fragments", "--stream-name", stream, "--parallel", "3", "-o", all)
+			sameMedia(t, "get-fragments", ffprobe(t, all), want)
+			outDir := filepath.Join(dir, "frags")
+			mustRun(t, url, strings.NewReader(strings.Join(numbers, "\n")+"\n"), "get-fragments", "--stream-name", stream,
+				"--fragment-numbers", "-", "--output-dir", outDir, "--parallel", "2")
+			total := map[string]int{}
+			for _, n := range numbers {
+				p := ffprobe(t, filepath.Join(outDir, n+".mkv"))
+				for k, v := range p.Frames {
+					total[k] += v
+				}
+			}
+			if fmt.Sprint(total) != fmt.Sprint(clip.frames) {
+				t.Errorf("per-fragment files hold %v frames, want %v", total, clip.frames)
+			}
+			// raw format keeps the KVS tags.
+			raw := filepath.Join(dir, "raw.mkv")
+			mustRun(t, url, nil, "get-fragments", "--stream-name", stream, "--fragment-numbers", numbers[0]+","+numbers[1], "--format", "raw", "-o", raw)
+			if data, err := os.ReadFile(raw); err != nil || bytes.Count(data, []byte("AWS_KINESISVIDEO_FRAGMENT_NUMBER")) != 2 ||
+				!bytes.Contains(data, []byte(numbers[1])) {
+				t.Errorf("raw get-fragments output lacks the fragment-number tags (%v)", err)
+			}
+		})
+	}
+}
+
+// getMediaSubscribed closes ch once a GetMedia response has sent its 200 header: kvs has then
+// subscribed the request and fixed where NOW starts.
+func getMediaSubscribed(ch chan struct{}) func(http.Handler) http.Handler {
+	var once sync.Once
+	return func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/getMedia" {
+				w = &headerHook{ResponseWriter: w, fn: func() { once.Do(func() { close(ch) }) }}
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+}
+
+type headerHook struct {
+	http.ResponseWriter
+	fn func()
+}
+
+func (w *headerHook) WriteHeader(code int) {
+	w.ResponseWriter.WriteHeader(code)
+	if code == http.StatusOK {
+		w.fn()
+	}
+}
+
+func (w *headerHook) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// TestE2ELive starts get-media NOW first, then put-media --realtime: the consumer gets every frame.
+func TestE2ELive(t *testing.T) {
+	needTool(t, "ffprobe")
+	subscribed := make(chan struct{})
+	url, _ := e2eServer(t, getMediaSubscribed(subscribed))
+	mustRun(t, url, nil, "create-stream", "--stream-name", "live", "--data-retention-in-hours", "1")
+	out := filepath.Join(t.TempDir(), "live.mkv")
+	done := make(chan string, 1)
+	go func() {
+		code, _, errs := kvsRun(t.Context(), t, url, nil, "get-media", "--stream-name", "live", "--max-fragments", "4", "-o", out)
+		done <- fmt.Sprintf("exit %d: %s", code, errs)
+	}()
+	<-subscribed
+	mustRun(t, url, nil, "put-media", "--stream-name", "live", "--source", "../testdata/h264.mkv", "--realtime", "--fragment-duration", "1s")
+	if res := <-done; !strings.HasPrefix(res, "exit 0") {
+		t.Fatalf("get-media: %s", res)
+	}
+	sameMedia(t, "live get-media", ffprobe(t, out), probe{Frames: map[string]int{"video:h264": 100}, Duration: 4})
+}
+
+// TestE2EInterrupt cancels a looping put-media after its first PERSISTED ack: exit 130, and what
+// was acknowledged is stored.
+func TestE2EInterrupt(t *testing.T) {
+	url, st := e2eServer(t, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	pr, pw := io.Pipe()
+	var errb bytes.Buffer
+	env := &Env{Stdin: strings.NewReader(""), Stdout: pw, Stderr: &errb, Getenv: func(string) string { return "" }}
+	done := make(chan int, 1)
+	go func() {
+		code := Run(ctx, env, []string{"--endpoint", url, "put-media", "--stream-name", "loop", "--create",
+			"--source", "../testdata/h264.mkv", "--loop", "--realtime", "--fragment-duration", "1s", "--output", "json"})
+		pw.Close()
+		done <- code
+	}()
+	sc := bufio.NewScanner(pr)
+	persisted := 0
+	for sc.Scan() {
+		var a struct{ EventType, FragmentNumber string }
+		if err := json.Unmarshal(sc.Bytes(), &a); err != nil {
+			t.Fatalf("ack line %q: %v", sc.Text(), err)
+		}
+		if a.EventType == "PERSISTED" {
+			persisted++
+			if persisted == 1 {
+				cancel()
+			}
+		}
+	}
+	if code := <-done; code != ExitInterrupted {
+		t.Fatalf("exit %d, want 130: %s", code, errb.String())
+	}
+	last, err := st.Last(context.Background(), "loop")
+	if err != nil || last.Number < uint64(persisted) { //nolint:gosec // small
+		t.Errorf("store after interrupt: last %+v, %v; %d PERSISTED acks", last, err, persisted)
+	}
+}
+
+// TestE2EAWSCLIListFragments checks that the real AWS CLI sees what put-media stored.
+func TestE2EAWSCLIListFragments(t *testing.T) {
+	aws := "/usr/bin/aws"
+	if _, err := os.Stat(aws); err != nil {
+		aws = needTool(t, "aws")
+	}
+	url, _ := e2eServer(t, nil)
+	mustRun(t, url, nil, "put-media", "--stream-name", "cli", "--create", "--source", "../testdata/h264_aac.mp4", "--fragment-duration", "1s")
+	numbers := strings.Fields(mustRun(t, url, nil, "list-fragments", "--stream-name", "cli", "--output", "numbers"))
+	cmd := exec.CommandContext(t.Context(), aws, "kinesis-video-archived-media", "list-fragments", "--endpoint-url", url,
+		"--stream-name", "cli", "--fragment-selector",
+		fmt.Sprintf("FragmentSelectorType=SERVER_TIMESTAMP,TimestampRange={StartTimestamp=0,EndTimestamp=%d}", time.Now().Add(time.Hour).Unix()),
+		"--output", "json")
+	var environ []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AWS_") {
+			environ = append(environ, kv)
+		}
+	}
+	cmd.Env = append(environ, "AWS_ACCESS_KEY_ID=AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY=secret", "AWS_DEFAULT_REGION=us-east-1",
+		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_PAGER=")
+	out, err := cmd.Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			t.Fatalf("aws list-fragments: %v: %s", err, ee.Stderr)
+		}
+		t.Fatal(err)
+	}
+	var res struct{ Fragments []struct{ FragmentNumber string } }
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("aws output %s: %v", out, err)
+	}
+	if len(res.Fragments) != len(numbers) || len(numbers) != 4 {
+		t.Fatalf("aws lists %d fragments, kvs %d (want 4)", len(res.Fragments), len(numbers))
+	}
+	seen := map[string]bool{}
+	for _, f := range res.Fragments {
+		seen[f.FragmentNumber] = true
+	}
+	for _, n := range numbers {
+		if !seen[n] {
+			t.Errorf("aws does not list %s", n)
+		}
+	}
+}
+
+func TestE2ENotFound(t *testing.T) {
+	url, st := e2eServer(t, nil)
+	for _, args := range [][]string{
+		{"put-media", "--stream-name", "nope", "--source", "../testdata/h264.mkv"},
+		{"get-media", "--stream-name", "nope", "--no-follow"},
+		{"list-fragments", "--stream-name", "nope"},
+		{"get-fragments", "--stream-name", "nope"},
+	} {
+		if code, _, errs := kvsRun(t.Context(), t, url, nil, args...); code != ExitNotFound {
+			t.Errorf("%s: exit %d, want %d: %s", args[0], code, ExitNotFound, errs)
+		}
+	}
+	if streams, _ := st.ListStreams(t.Context()); len(streams) != 0 {
+		t.Errorf("read-only commands created %v", streams)
+	}
+}
