@@ -391,7 +391,9 @@ func TestE2EAWSCLIListFragments(t *testing.T) {
 		}
 		t.Fatal(err)
 	}
-	var res struct{ Fragments []struct{ FragmentNumber string } }
+	var res struct {
+		Fragments []struct{ FragmentNumber string }
+	}
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatalf("aws output %s: %v", out, err)
 	}
