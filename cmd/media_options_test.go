@@ -1,0 +1,99 @@
+package cmd
+
+import (
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/client"
+)
+
+func TestMediaOptionsValidate(t *testing.T) {
+	named := streamRef{Name: "s"}
+	put := putMediaOptions{Stream: named, Source: "clip.mkv", FragmentDuration: 2 * time.Second, RetentionHours: 24, Output: "text"}
+	get := getMediaOptions{Stream: named, StartSelector: "NOW", Format: formatMKV}
+	list := listFragmentsOptions{Stream: named, TimestampType: "server", Output: outputJSON}
+	frags := getFragmentsOptions{Stream: named, TimestampType: "server", Parallel: 4, Format: formatMKV}
+	cases := []struct {
+		name    string
+		opts    interface{ validate() error }
+		wantErr bool
+	}{
+		{"put ok", put, false},
+		{"put no stream", func() putMediaOptions { o := put; o.Stream = streamRef{}; return o }(), true},
+		{"put no source", func() putMediaOptions { o := put; o.Source = ""; return o }(), true},
+		{"put zero duration", func() putMediaOptions { o := put; o.FragmentDuration = 0; return o }(), true},
+		{"put duration too long", func() putMediaOptions { o := put; o.FragmentDuration = time.Minute; return o }(), true},
+		{"put negative frame rate", func() putMediaOptions { o := put; o.FrameRate = -1; return o }(), true},
+		{"put bad retention", func() putMediaOptions { o := put; o.RetentionHours = 87601; return o }(), true},
+		{"put loop stdin", func() putMediaOptions { o := put; o.Loop, o.Source = true, "-"; return o }(), true},
+		{"put create by arn", func() putMediaOptions { o := put; o.Create, o.Stream = true, streamRef{ARN: "arn:x"}; return o }(), true},
+		{"put json", func() putMediaOptions { o := put; o.Output = outputJSON; return o }(), false},
+		{"put table", func() putMediaOptions { o := put; o.Output = outputTable; return o }(), true},
+
+		{"get ok", get, false},
+		{"get lower-case selector", func() getMediaOptions { o := get; o.StartSelector = "earliest"; return o }(), false},
+		{"get bad selector", func() getMediaOptions { o := get; o.StartSelector = "LATER"; return o }(), true},
+		{"get fragment number", func() getMediaOptions {
+			o := get
+			o.StartSelector, o.FragmentNumber = "FRAGMENT_NUMBER", "913"
+			return o
+		}(), false},
+		{"get fragment number missing", func() getMediaOptions { o := get; o.StartSelector = "FRAGMENT_NUMBER"; return o }(), true},
+		{"get timestamp", func() getMediaOptions {
+			o := get
+			o.StartSelector, o.StartTimestamp = "PRODUCER_TIMESTAMP", "-10m"
+			return o
+		}(), false},
+		{"get bad timestamp", func() getMediaOptions {
+			o := get
+			o.StartSelector, o.StartTimestamp = "SERVER_TIMESTAMP", "soon"
+			return o
+		}(), true},
+		{"get stray flag", func() getMediaOptions { o := get; o.ContinuationToken = "x"; return o }(), true},
+		{"get token", func() getMediaOptions {
+			o := get
+			o.StartSelector, o.ContinuationToken = "CONTINUATION_TOKEN", "913"
+			return o
+		}(), false},
+		{"get bad format", func() getMediaOptions { o := get; o.Format = "mp4"; return o }(), true},
+		{"get negative max", func() getMediaOptions { o := get; o.MaxFragments = -1; return o }(), true},
+
+		{"list ok", list, false},
+		{"list producer numbers", func() listFragmentsOptions {
+			o := list
+			o.TimestampType, o.Output = "producer", outputNumbers
+			return o
+		}(), false},
+		{"list bad type", func() listFragmentsOptions { o := list; o.TimestampType = "arrival"; return o }(), true},
+		{"list end before start", func() listFragmentsOptions { o := list; o.Start, o.End = "-1m", "-1h"; return o }(), true},
+		{"list bad output", func() listFragmentsOptions { o := list; o.Output = "yaml"; return o }(), true},
+
+		{"frags ok", frags, false},
+		{"frags numbers", func() getFragmentsOptions { o := frags; o.FragmentNumbers = []string{"1,2", "3"}; return o }(), false},
+		{"frags not numbers", func() getFragmentsOptions { o := frags; o.FragmentNumbers = []string{"1x"}; return o }(), true},
+		{"frags numbers and range", func() getFragmentsOptions {
+			o := frags
+			o.FragmentNumbers, o.Start = []string{"1"}, "-1h"
+			return o
+		}(), true},
+		{"frags zero parallel", func() getFragmentsOptions { o := frags; o.Parallel = 0; return o }(), true},
+		{"frags file and dir", func() getFragmentsOptions { o := frags; o.OutFile, o.OutDir = "a", "b"; return o }(), true},
+		{"frags raw", func() getFragmentsOptions { o := frags; o.Format = formatRaw; return o }(), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.opts.validate(); (err != nil) != tc.wantErr {
+				t.Errorf("validate() = %v, want error %v", err, tc.wantErr)
+			}
+		})
+	}
+}
+
+func TestGetMediaSelector(t *testing.T) {
+	now := time.Unix(1705489836, 421e6)
+	o := getMediaOptions{StartSelector: "server_timestamp", StartTimestamp: "-1m"}
+	sel, err := o.selector(now)
+	if err != nil || sel.Type != client.StartServerTimestamp || !sel.StartTimestamp.Equal(now.Add(-time.Minute)) {
+		t.Errorf("selector = %+v, %v", sel, err)
+	}
+}
