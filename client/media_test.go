@@ -662,3 +662,71 @@ func TestAPIErrorParsing(t *testing.T) {
 		})
 	}
 }
+
+// TestProducerTrackChange sends H.264 fragments, then H.265 ones: the producer starts a new
+// connection with the new Tracks, and a reader sees both codecs with every frame.
+func TestProducerTrackChange(t *testing.T) {
+	m := startMedia(t, nil, nil)
+	m.createStream(t, "switch", 24)
+	h264 := clipFragments(t, "h264.mkv", time.Second)
+	h265 := clipFragments(t, "h265.mkv", time.Second)
+	shift := h264[len(h264)-1].Timecode + 1000 - h265[0].Timecode
+	for _, f := range h265 {
+		f.Timecode += shift
+		for i := range f.Frames {
+			f.Frames[i].Timecode += shift
+		}
+	}
+	st, err := produce(t, m.client, ProducerConfig{Stream: "switch"}, append(append([]*mkv.Fragment(nil), h264...), h265...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Connections != 2 || st.Stored != len(h264)+len(h265) {
+		t.Errorf("stats %+v, want 2 connections and %d stored", st, len(h264)+len(h265))
+	}
+	got := consumeAll(t, m.client, "switch")
+	codecs := map[string]int{}
+	for _, f := range got {
+		codecs[f.Tracks[0].CodecID] += len(f.Frames)
+	}
+	if codecs["V_MPEG4/ISO/AVC"] != 100 || codecs["V_MPEGH/ISO/HEVC"] != 50 {
+		t.Errorf("frames per codec %v, want 100 H.264 and 50 H.265", codecs)
+	}
+}
+
+// TestConsumerIdleTimeoutEndsNoFollow strips x-kvs-no-follow, as real KVS ignores it: the consumer
+// still ends at the live edge, after IdleTimeout without data.
+func TestConsumerIdleTimeoutEndsNoFollow(t *testing.T) {
+	strip := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.Header.Del(NoFollowHeader)
+			h.ServeHTTP(w, r)
+		})
+	}
+	m := startMedia(t, strip, nil)
+	m.createStream(t, "cam", 24)
+	frags := clipFragments(t, "h264.mkv", time.Second)
+	if _, err := produce(t, m.client, ProducerConfig{Stream: "cam"}, frags); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := NewConsumer(m.client, ConsumerConfig{Stream: "cam", Start: StartSelector{Type: StartEarliest}, NoFollow: true,
+		IdleTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	n := 0
+	for {
+		_, err := cons.Next(t.Context())
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != len(frags) {
+		t.Errorf("%d fragments, want %d", n, len(frags))
+	}
+}
