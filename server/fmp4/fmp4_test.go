@@ -1,0 +1,499 @@
+package fmp4
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Eyevinn/mp4ff/mp4"
+
+	"github.com/openkvs/kvs/capture"
+	"github.com/openkvs/kvs/mkv"
+)
+
+// needTool skips the test when name is not on PATH, unless KVS_REQUIRE_TOOLS=1 (CI), where a
+// missing tool fails it.
+func needTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("KVS_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("%s is required (KVS_REQUIRE_TOOLS=1): %v", name, err)
+		}
+		t.Skipf("%s not found: %v", name, err)
+	}
+	return p
+}
+
+// fragments cuts a test clip into fragments of about every (0: the clip's own clusters).
+func fragments(t testing.TB, clip string, every time.Duration) []*mkv.Fragment {
+	t.Helper()
+	path := filepath.Join("..", "..", "testdata", clip)
+	var out []*mkv.Fragment
+	if every == 0 {
+		fh, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer fh.Close()
+		fr := mkv.NewFragmentReader(fh)
+		for {
+			f, err := fr.Next()
+			if err == io.EOF {
+				return out
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, f)
+		}
+	}
+	ctx := context.Background()
+	src, err := capture.OpenFile(ctx, path, capture.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr, err := capture.NewFragmenter(src, capture.FragmenterConfig{TargetDuration: every})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fr.Close()
+	for {
+		f, err := fr.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, f)
+	}
+}
+
+type probeStream struct {
+	CodecType    string `json:"codec_type"`
+	CodecName    string `json:"codec_name"`
+	CodecTag     string `json:"codec_tag_string"`
+	Width        int    `json:"width"`
+	Height       int    `json:"height"`
+	SampleRate   string `json:"sample_rate"`
+	Channels     int    `json:"channels"`
+	NbReadFrames string `json:"nb_read_frames"`
+	StartTime    string `json:"start_time"`
+}
+
+// probe runs ffprobe -count_frames on path (a file or URL) and returns its streams.
+func probe(t testing.TB, path string) []probeStream {
+	t.Helper()
+	ffprobe := needTool(t, "ffprobe")
+	cmd := exec.Command(ffprobe, "-v", "error", "-count_frames", "-show_streams", "-of", "json", path)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v\n%s", path, err, stderr.String())
+	}
+	if stderr.Len() > 0 {
+		t.Errorf("ffprobe %s reported:\n%s", path, stderr.String())
+	}
+	var res struct{ Streams []probeStream }
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatal(err)
+	}
+	return res.Streams
+}
+
+// decodeClean runs ffmpeg -v error -i path -f null - and fails on any output.
+func decodeClean(t testing.TB, path string) {
+	t.Helper()
+	ffmpeg := needTool(t, "ffmpeg")
+	out, err := exec.Command(ffmpeg, "-nostdin", "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput()
+	if err != nil || len(out) > 0 {
+		t.Errorf("ffmpeg decode of %s: %v\n%s", path, err, out)
+	}
+}
+
+// sameMedia checks that got has the streams of want: codecs, sizes, frame counts.
+func sameMedia(t testing.TB, want, got []probeStream) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%d streams, want %d: %+v", len(got), len(want), got)
+	}
+	for i := range want {
+		w, g := want[i], got[i]
+		if g.CodecType != w.CodecType || g.CodecName != w.CodecName || g.Width != w.Width || g.Height != w.Height ||
+			g.SampleRate != w.SampleRate || g.Channels != w.Channels {
+			t.Errorf("stream %d: got %+v, want %+v", i, g, w)
+		}
+		if g.NbReadFrames != w.NbReadFrames {
+			t.Errorf("stream %d (%s): %s frames, want %s", i, w.CodecType, g.NbReadFrames, w.NbReadFrames)
+		}
+	}
+}
+
+var clips = []struct {
+	name string
+	clip string
+	// frames as ffprobe counts them in our MP4 when they differ from its count in the source: the
+	// MKV's AAC priming frame (ffprobe counts 189 there) is a real frame that we carry, so no
+	// difference is expected.
+	codecs string
+}{
+	{"h264", "h264.mkv", "avc1.64000D"},
+	{"h264_aac", "h264_aac.mkv", "avc1.64000D,mp4a.40.2"},
+	{"h265", "h265.mkv", "hvc1.1.6.L60.90"},
+}
+
+// TestWriterFFprobe writes each clip with Writer, cut into 1 s fragments and as its own clusters,
+// and checks that ffprobe sees what it sees in the source and that ffmpeg decodes it cleanly.
+func TestWriterFFprobe(t *testing.T) {
+	for _, tc := range clips {
+		for _, every := range []time.Duration{time.Second, 0} {
+			t.Run(tc.name+"/"+every.String(), func(t *testing.T) {
+				want := probe(t, filepath.Join("..", "..", "testdata", tc.clip))
+				out := filepath.Join(t.TempDir(), "out.mp4")
+				fh, err := os.Create(out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w := NewWriter(fh)
+				for _, f := range fragments(t, tc.clip, every) {
+					if err := w.WriteFragment(f, time.Time{}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := fh.Close(); err != nil {
+					t.Fatal(err)
+				}
+				got := probe(t, out)
+				sameMedia(t, want, got)
+				for i, s := range got {
+					// The edit list puts the first frame at 0, as in the source.
+					if i < len(want) && s.StartTime != want[i].StartTime {
+						t.Errorf("%s starts at %s, want %s", s.CodecType, s.StartTime, want[i].StartTime)
+					}
+				}
+				decodeClean(t, out)
+			})
+		}
+	}
+}
+
+// TestSegmentsFFprobe concatenates NewInit and AppendMediaSegment output on an absolute
+// timeline, as the HLS handler serves it, and checks it the same way.
+func TestSegmentsFFprobe(t *testing.T) {
+	base := 1_700_000_000 * time.Second
+	for _, tc := range clips {
+		t.Run(tc.name, func(t *testing.T) {
+			frags := fragments(t, tc.clip, time.Second)
+			init, err := NewInit(frags[0].Tracks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := Describe(frags[0].Tracks)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(m.Codecs, ","); got != tc.codecs {
+				t.Errorf("codecs %s, want %s", got, tc.codecs)
+			}
+			if m.Width != 320 || m.Height != 240 {
+				t.Errorf("size %dx%d, want 320x240", m.Width, m.Height)
+			}
+			file := init
+			for i, f := range frags {
+				start := base + time.Duration(f.Timecode)*time.Millisecond
+				if file, err = AppendMediaSegment(file, uint32(i+1), f, start); err != nil {
+					t.Fatal(err)
+				}
+			}
+			out := filepath.Join(t.TempDir(), "out.mp4")
+			if err := os.WriteFile(out, file, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			sameMedia(t, probe(t, filepath.Join("..", "..", "testdata", tc.clip)), probe(t, out))
+			decodeClean(t, out)
+			checkStructure(t, file, frags, base)
+		})
+	}
+}
+
+// checkStructure parses the file with mp4ff and checks sample counts, sync samples and that
+// decode times run on without gaps or overlaps from one fragment to the next.
+func checkStructure(t *testing.T, file []byte, frags []*mkv.Fragment, base time.Duration) {
+	t.Helper()
+	parsed, err := mp4.DecodeFile(bytes.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(parsed.Segments) == 0 || parsed.Init == nil {
+		t.Fatal("no init or no segments")
+	}
+	var mp4Frags []*mp4.Fragment
+	for _, s := range parsed.Segments {
+		mp4Frags = append(mp4Frags, s.Fragments...)
+	}
+	if len(mp4Frags) != len(frags) {
+		t.Fatalf("%d fragments, want %d", len(mp4Frags), len(frags))
+	}
+	nextDecode := map[uint32]uint64{}
+	for i, mf := range mp4Frags {
+		var samples int
+		for _, traf := range mf.Moof.Trafs {
+			id := traf.Tfhd.TrackID
+			trex, _ := parsed.Init.Moov.Mvex.GetTrex(id)
+			fs, err := mf.GetFullSamples(trex)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = fs
+			var trackSamples []mp4.FullSample
+			for _, s := range fs {
+				if s.DecodeTime >= traf.Tfdt.BaseMediaDecodeTime() && len(trackSamples) < int(traf.Trun.SampleCount()) {
+					trackSamples = append(trackSamples, s)
+				}
+			}
+			samples += int(traf.Trun.SampleCount())
+			if id == 1 && !mp4.IsSyncSampleFlags(traf.Trun.Samples[0].Flags) {
+				t.Errorf("fragment %d: first video sample is not a sync sample", i)
+			}
+			if want, ok := nextDecode[id]; ok {
+				got := traf.Tfdt.BaseMediaDecodeTime()
+				ts := parsed.Init.Moov.Traks[id-1].Mdia.Mdhd.Timescale
+				// one tick of a millisecond timecode at most, from rounding
+				if d := int64(got) - int64(want); d < -int64(ts/1000) || d > int64(ts/1000) {
+					t.Errorf("fragment %d track %d: decode time %d, previous fragment ended at %d", i, id, got, want)
+				}
+			}
+			nextDecode[id] = traf.Tfdt.BaseMediaDecodeTime() + traf.Trun.Duration(0)
+		}
+		if samples != len(frags[i].Frames) {
+			t.Errorf("fragment %d: %d samples, want %d", i, samples, len(frags[i].Frames))
+		}
+	}
+	first := mp4Frags[0].Moof.Trafs[0]
+	wantPTS := uint64((base/time.Second)*VideoTimescale) + uint64(frags[0].Frames[0].Timecode*VideoTimescale/1000)
+	if pts := first.Tfdt.BaseMediaDecodeTime() + uint64(first.Trun.Samples[0].CompositionTimeOffset); pts != wantPTS {
+		t.Errorf("first video sample presented at %d, want %d", pts, wantPTS)
+	}
+}
+
+func TestTimingBFrames(t *testing.T) {
+	// Decode order I0 P3 B1 B2 with 40 ms frames: decode times are the sorted presentation times
+	// (0 1 2 3) moved one frame earlier (B1 would otherwise be presented before it is decoded), so
+	// the offsets are 1 2 0 0 frames.
+	f := &mkv.Fragment{
+		Tracks:   testTracks(t, "h264.mkv")[:1],
+		Timecode: 1000,
+		Frames: []mkv.Frame{
+			{Track: 1, Timecode: 1000, Keyframe: true, Data: []byte{0, 0, 0, 1, 0x65}},
+			{Track: 1, Timecode: 1120, Data: []byte{0, 0, 0, 1, 0x41}},
+			{Track: 1, Timecode: 1040, Data: []byte{0, 0, 0, 1, 0x01}},
+			{Track: 1, Timecode: 1080, Data: []byte{0, 0, 0, 1, 0x01}},
+		},
+	}
+	seg, err := AppendMediaSegment(nil, 7, f, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := mp4.DecodeFile(bytes.NewReader(seg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	frag := parsed.Segments[0].Fragments[0]
+	traf := frag.Moof.Traf
+	if seq := frag.Moof.Mfhd.SequenceNumber; seq != 7 {
+		t.Errorf("sequence %d, want 7", seq)
+	}
+	if got, want := traf.Tfdt.BaseMediaDecodeTime(), uint64(90000-3600); got != want {
+		t.Errorf("tfdt %d, want %d", got, want)
+	}
+	var ctos []int32
+	var durs []uint32
+	for _, s := range traf.Trun.Samples {
+		ctos, durs = append(ctos, s.CompositionTimeOffset), append(durs, s.Dur)
+	}
+	if want := []int32{3600, 10800, 0, 0}; !equal(ctos, want) {
+		t.Errorf("composition offsets %v, want %v", ctos, want)
+	}
+	if want := []uint32{3600, 3600, 3600, 3600}; !equal(durs, want) {
+		t.Errorf("durations %v, want %v", durs, want)
+	}
+	if !mp4.IsSyncSampleFlags(traf.Trun.Samples[0].Flags) || mp4.IsSyncSampleFlags(traf.Trun.Samples[1].Flags) {
+		t.Errorf("sync flags %#x %#x", traf.Trun.Samples[0].Flags, traf.Trun.Samples[1].Flags)
+	}
+	if got := frag.Mdat.Data; !bytes.Equal(got, []byte{0, 0, 0, 1, 0x65, 0, 0, 0, 1, 0x41, 0, 0, 0, 1, 0x01, 0, 0, 0, 1, 0x01}) {
+		t.Errorf("mdat %x", got)
+	}
+	// At the very start of a timeline the reorder delay has no room.
+	if _, err := AppendMediaSegment(nil, 1, f, 0); !errors.Is(err, ErrTimeRange) {
+		t.Errorf("start 0: %v, want ErrTimeRange", err)
+	}
+}
+
+func equal[T comparable](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func testTracks(t testing.TB, clip string) []mkv.Track {
+	t.Helper()
+	return fragments(t, clip, 0)[0].Tracks
+}
+
+func TestInitErrors(t *testing.T) {
+	h264 := testTracks(t, "h264_aac.mkv")
+	video, audio := h264[0], h264[1]
+	bad := func(mod func(*mkv.Track)) mkv.Track {
+		tr := video
+		mod(&tr)
+		return tr
+	}
+	badAudio := audio
+	badAudio.CodecPrivate = []byte{0xFF}
+	tests := []struct {
+		name   string
+		tracks []mkv.Track
+		want   error
+	}{
+		{"vp8", []mkv.Track{{Number: 1, Type: mkv.TrackTypeVideo, CodecID: "V_VP8", Width: 320, Height: 240}}, ErrUnsupportedCodec},
+		{"opus", []mkv.Track{video, {Number: 2, Type: mkv.TrackTypeAudio, CodecID: "A_OPUS", CodecPrivate: []byte("OpusHead")}}, ErrUnsupportedCodec},
+		{"g711", []mkv.Track{video, {Number: 2, Type: mkv.TrackTypeAudio, CodecID: "A_MS/ACM"}}, ErrUnsupportedCodec},
+		{"audio only", []mkv.Track{audio}, ErrUnsupportedCodec},
+		{"no tracks", nil, ErrUnsupportedCodec},
+		{"no codec private", []mkv.Track{bad(func(t *mkv.Track) { t.CodecPrivate = nil })}, ErrMissingCodecPrivate},
+		{"truncated avcC", []mkv.Track{bad(func(t *mkv.Track) { t.CodecPrivate = t.CodecPrivate[:8] })}, ErrInvalidCodecPrivate},
+		{"avcC version 2", []mkv.Track{bad(func(t *mkv.Track) { t.CodecPrivate = append([]byte{2}, t.CodecPrivate[1:]...) })}, ErrInvalidCodecPrivate},
+		{"hvcC as avcC", []mkv.Track{bad(func(t *mkv.Track) { t.CodecID = "V_MPEGH/ISO/HEVC" })}, ErrInvalidCodecPrivate},
+		{"bad AudioSpecificConfig", []mkv.Track{video, badAudio}, ErrInvalidCodecPrivate},
+		{"ok", h264, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := NewInit(tc.tracks)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("NewInit: %v, want %v", err, tc.want)
+			}
+			var te *TrackError
+			if err != nil && !errors.As(err, &te) {
+				t.Errorf("%v is not a *TrackError", err)
+			}
+			if _, err := Describe(tc.tracks); !errors.Is(err, tc.want) {
+				t.Errorf("Describe: %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestSegmentErrors(t *testing.T) {
+	tracks := testTracks(t, "h264.mkv")
+	key := mkv.Frame{Track: 1, Timecode: 0, Keyframe: true, Data: []byte{0, 0, 0, 1, 0x65}}
+	other := key
+	other.Track = 9
+	tests := []struct {
+		name  string
+		f     mkv.Fragment
+		start time.Duration
+		want  error
+	}{
+		{"empty", mkv.Fragment{Tracks: tracks}, 0, ErrEmptyFragment},
+		{"unknown track", mkv.Fragment{Tracks: tracks, Frames: []mkv.Frame{key, other}}, 0, ErrUnknownTrack},
+		{"before the timeline", mkv.Fragment{Tracks: tracks, Timecode: 10, Frames: []mkv.Frame{key}}, 0, ErrTimeRange},
+		{"huge scale", mkv.Fragment{Tracks: tracks, TimecodeScale: 1 << 62, Timecode: -100, Frames: []mkv.Frame{key}}, 0, ErrTimeRange},
+		{"unsupported", mkv.Fragment{Tracks: []mkv.Track{{Number: 1, CodecID: "V_VP9"}}, Frames: []mkv.Frame{key}}, 0, ErrUnsupportedCodec},
+		{"ok", mkv.Fragment{Tracks: tracks, Frames: []mkv.Frame{key}}, 0, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := []byte("prefix")
+			out, err := AppendMediaSegment(dst, 1, &tc.f, tc.start)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("%v, want %v", err, tc.want)
+			}
+			if err != nil && string(out) != "prefix" {
+				t.Errorf("dst changed on error: %q", out)
+			}
+		})
+	}
+}
+
+func TestWriterTracksChanged(t *testing.T) {
+	a := fragments(t, "h264.mkv", time.Second)
+	b := fragments(t, "h265.mkv", time.Second)
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	if err := w.WriteFragment(a[0], time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteFragment(b[1], time.Time{}); !errors.Is(err, ErrTracksChanged) {
+		t.Fatalf("%v, want ErrTracksChanged", err)
+	}
+	if err := w.WriteFragment(a[1], time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type failWriter struct{ n int }
+
+func (w *failWriter) Write(p []byte) (int, error) {
+	if w.n == 0 {
+		return 0, io.ErrClosedPipe
+	}
+	w.n--
+	return len(p), nil
+}
+
+func TestWriterStickyError(t *testing.T) {
+	frags := fragments(t, "h264.mkv", time.Second)
+	w := NewWriter(&failWriter{n: 1})
+	if err := w.WriteFragment(frags[0], time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteFragment(frags[1], time.Time{}); !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatalf("%v, want io.ErrClosedPipe", err)
+	}
+	if err := w.WriteFragment(frags[2], time.Time{}); !errors.Is(err, io.ErrClosedPipe) {
+		t.Fatalf("not sticky: %v", err)
+	}
+}
+
+// TestWriterClockBack places a fragment whose start goes back in time right after the previous.
+func TestWriterClockBack(t *testing.T) {
+	frags := fragments(t, "h264.mkv", time.Second)
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	t0 := time.Unix(1_700_000_000, 0)
+	for i, at := range []time.Time{t0, t0.Add(time.Second), t0} {
+		if err := w.WriteFragment(frags[i], at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	parsed, err := mp4.DecodeFile(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tfdts []uint64
+	for _, s := range parsed.Segments {
+		for _, f := range s.Fragments {
+			tfdts = append(tfdts, f.Moof.Traf.Tfdt.BaseMediaDecodeTime())
+		}
+	}
+	if len(tfdts) != 3 || tfdts[2] <= tfdts[1] {
+		t.Errorf("decode times %v: the third fragment should follow the second", tfdts)
+	}
+}
