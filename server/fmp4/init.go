@@ -314,8 +314,8 @@ func buildInit(ts []track, lead int64) ([]byte, error) {
 		if lead > 0 {
 			edts := &mp4.EdtsBox{}
 			edts.AddChild(&mp4.ElstBox{Entries: []mp4.ElstEntry{{
-				SegmentDuration: 0, // fragmented: the whole media
-				MediaTime:       mulDivRound(lead, int64(t.timescale), 1e9),
+				SegmentDuration:  0, // fragmented: the whole media
+				MediaTime:        mulDivRound(lead, int64(t.timescale), 1e9),
 				MediaRateInteger: 1,
 			}}})
 			// edts goes right after tkhd.
