@@ -206,7 +206,9 @@ func ChunkErrorOf(f *mkv.Fragment) *ChunkError {
 }
 
 // Consumer reads a stream with GetMedia, one fragment at a time, reconnecting after a broken
-// connection from the last continuation token. It is not safe for concurrent use, except Close.
+// connection from the last continuation token (before the first fragment, with the original
+// selector again: a NOW read that breaks before delivering anything may skip fragments completed
+// in between). It is not safe for concurrent use: cancel Next's ctx to unblock it, then Close.
 type Consumer struct {
 	c   *Client
 	cfg ConsumerConfig
