@@ -19,7 +19,8 @@ var (
 	// ErrUnknownTrack: a frame belongs to a track the fragment's Tracks do not list.
 	ErrUnknownTrack = errors.New("fmp4: frame of an unknown track")
 	// ErrTimeRange: a timestamp falls before the start of the output timeline or beyond what MP4
-	// fields hold (a sample duration over 2^32 ticks, a decode time over 2^63).
+	// fields hold (a sample duration over 2^32 ticks, a composition offset over 2^31, a decode time
+	// over 2^63).
 	ErrTimeRange = errors.New("fmp4: timestamp out of range")
 	// ErrFrameTooLarge: a frame or a whole fragment exceeds the 4 GiB a 32-bit box size allows.
 	ErrFrameTooLarge = errors.New("fmp4: frame too large")
@@ -247,8 +248,9 @@ func placeSamples(f *mkv.Fragment, ts []track, start int64) ([][]sample, error) 
 			last.duration = t.fallback
 		}
 		for _, s := range smp {
-			if s.duration < 0 || s.duration > math.MaxUint32 || s.pts-s.dts > math.MaxUint32 {
-				return nil, fmt.Errorf("%w: sample duration or composition offset over 2^32 ticks", ErrTimeRange)
+			// Composition offsets stay below 2^31 so that readers of signed (version 1) offsets agree.
+			if s.duration < 0 || s.duration > math.MaxUint32 || s.pts-s.dts > math.MaxInt32 {
+				return nil, fmt.Errorf("%w: sample duration over 2^32 or composition offset over 2^31 ticks", ErrTimeRange)
 			}
 		}
 		perTrack[k] = smp
