@@ -49,6 +49,24 @@ type Config struct {
 	MaxRequestBody int64
 	// Now returns the current time (default time.Now); tests replace it.
 	Now func() time.Time
+
+	// Media data path (media.go); zero values get the defaults named.
+
+	// MaxFragmentDuration is the longest fragment PutMedia accepts (default 10 s, kvs-api.md §5.5);
+	// a frame beyond it ends the upload with ERROR 4002.
+	MaxFragmentDuration time.Duration
+	// IdleAckInterval: PutMedia sends {"EventType":"IDLE"} after this long without another ack
+	// (default 3 s).
+	IdleAckInterval time.Duration
+	// MediaWriteTimeout bounds each write of a streaming response (one ack, one chunk): a client
+	// that stops reading is dropped after it, without holding up anyone else (default 30 s).
+	MediaWriteTimeout time.Duration
+	// PutMediaReadTimeout ends a PutMedia upload that sends no byte for this long with ERROR 4000
+	// (default 30 s; KVS gives up after about 30 s without data).
+	PutMediaReadTimeout time.Duration
+	// GetMediaIdleTimeout ends a GetMedia response normally once it has waited this long at the
+	// live edge without a new fragment. 0 (the default) follows the stream until the client leaves.
+	GetMediaIdleTimeout time.Duration
 }
 
 // Server serves the KVS HTTP APIs on one mux: the control plane (this file's routes), and the
@@ -69,6 +87,9 @@ type Server struct {
 	// deleteHooks run after DeleteStream removed a stream from the store, under mu, with its name
 	// (e.g. to drop the stream's live buffer). Registered by route providers with onStreamDeleted.
 	deleteHooks []func(name string)
+
+	// media is the state of the media data path (media.go): live buffers, PutMedia sessions.
+	media *media
 }
 
 // routeSets lists the route providers of this package: each returns path → handler for the paths

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/json"
 	"math"
 	"testing"
 )
@@ -60,6 +61,24 @@ func TestFormatTimestampTag(t *testing.T) {
 	for _, tc := range tests {
 		if got := formatTimestampTag(tc.ns); got != tc.want {
 			t.Errorf("formatTimestampTag(%d) = %q, want %q", tc.ns, got, tc.want)
+		}
+	}
+}
+
+func TestAppendAckMatchesJSON(t *testing.T) {
+	tc := int64(1597730826769)
+	for _, ev := range []ackEvent{
+		{EventType: ackIdle},
+		{EventType: ackBuffering, FragmentTimecode: &tc, FragmentNumber: formatFragmentNumber(7)},
+		{EventType: ackError, FragmentTimecode: &tc, FragmentNumber: formatFragmentNumber(8), ErrorCode: ackErrors[4002], ErrorId: 4002},
+		{EventType: ackError, ErrorCode: ackErrors[4006], ErrorId: 4006},
+	} {
+		want, err := json.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(appendAck(nil, &ev)); got != string(want)+"\n" {
+			t.Errorf("appendAck = %s, want %s", got, want)
 		}
 	}
 }

@@ -1,0 +1,365 @@
+package server
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server/store"
+)
+
+// ListFragments limits (kvs-api.md §7, §13.10).
+const (
+	defaultListFragments = 100
+	maxListFragments     = 1000
+	maxNextTokenLen      = 4096
+)
+
+type timestampRange struct {
+	StartTimestamp *Timestamp `json:"StartTimestamp"`
+	EndTimestamp   *Timestamp `json:"EndTimestamp"`
+}
+
+type fragmentSelector struct {
+	FragmentSelectorType *string         `json:"FragmentSelectorType"`
+	TimestampRange       *timestampRange `json:"TimestampRange"`
+}
+
+type listFragmentsRequest struct {
+	streamRef
+	MaxResults       *int64            `json:"MaxResults"`
+	NextToken        *string           `json:"NextToken"`
+	FragmentSelector *fragmentSelector `json:"FragmentSelector"`
+}
+
+// listQuery is a validated ListFragments request: what to list and where the page starts. It is
+// also the content of NextToken (JSON, then standard base64, which the model's token pattern
+// [a-zA-Z0-9+/]+={0,2} allows), so that a page continues exactly where the previous one ended.
+type listQuery struct {
+	Kind   string `json:"k"`           // "N": all fragments by number; "S"/"P": by server/producer time
+	Start  int64  `json:"s,omitempty"` // range, Unix ns, inclusive
+	End    int64  `json:"e,omitempty"`
+	After  int64  `json:"t,omitempty"` // cursor time (Unix ns) for S/P
+	Number uint64 `json:"n,omitempty"` // cursor: the last number returned (0: from the start)
+}
+
+// parseListFragments validates r. With a NextToken the selector is not read (the token carries
+// it). Without either, every fragment is listed in number order. MaxResults defaults to 100.
+func parseListFragments(r *listFragmentsRequest) (listQuery, int, error) {
+	limit := defaultListFragments
+	if r.MaxResults != nil {
+		if *r.MaxResults < 1 || *r.MaxResults > maxListFragments {
+			return listQuery{}, 0, invalidArgf("MaxResults must be between 1 and %d.", maxListFragments)
+		}
+		limit = int(*r.MaxResults)
+	}
+	if r.NextToken != nil && *r.NextToken != "" {
+		q, err := decodeListToken(*r.NextToken)
+		return q, limit, err
+	}
+	sel := r.FragmentSelector
+	if sel == nil {
+		return listQuery{Kind: "N"}, limit, nil
+	}
+	var q listQuery
+	switch {
+	case sel.FragmentSelectorType == nil:
+		return q, 0, invalidArgf("FragmentSelector.FragmentSelectorType is required.")
+	case *sel.FragmentSelectorType == "SERVER_TIMESTAMP":
+		q.Kind = "S"
+	case *sel.FragmentSelectorType == "PRODUCER_TIMESTAMP":
+		q.Kind = "P"
+	default:
+		return q, 0, invalidArgf("FragmentSelector.FragmentSelectorType must be SERVER_TIMESTAMP or PRODUCER_TIMESTAMP.")
+	}
+	tr := sel.TimestampRange
+	if tr == nil || tr.StartTimestamp == nil || tr.EndTimestamp == nil {
+		return q, 0, invalidArgf("FragmentSelector.TimestampRange with StartTimestamp and EndTimestamp is required.")
+	}
+	q.Start, q.End = clampNanos(tr.StartTimestamp.Time), clampNanos(tr.EndTimestamp.Time)
+	if q.Start > q.End {
+		return q, 0, invalidArgf("TimestampRange.StartTimestamp must not be after EndTimestamp.")
+	}
+	q.After = q.Start - 1 // strictly after: the first page includes Start
+	q.Number = ^uint64(0)
+	return q, limit, nil
+}
+
+// clampNanos returns t as Unix nanoseconds, clamped to about ±146 years around 1970 so that
+// JSON timestamps up to year 5138 (which Timestamp accepts) cannot overflow.
+func clampNanos(t time.Time) int64 {
+	const limit = 1 << 62
+	switch {
+	case t.Before(time.Unix(0, -limit)):
+		return -limit
+	case t.After(time.Unix(0, limit)):
+		return limit
+	}
+	return t.UnixNano()
+}
+
+func encodeListToken(q listQuery) string {
+	b, _ := json.Marshal(q) // plain fields: cannot fail
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+func decodeListToken(tok string) (listQuery, error) {
+	bad := invalidArgf("NextToken is not a token returned by ListFragments.")
+	if len(tok) > maxNextTokenLen {
+		return listQuery{}, bad
+	}
+	b, err := base64.StdEncoding.DecodeString(tok)
+	if err != nil {
+		return listQuery{}, bad
+	}
+	var q listQuery
+	if err := json.Unmarshal(b, &q); err != nil {
+		return listQuery{}, bad
+	}
+	switch q.Kind {
+	case "N":
+	case "S", "P":
+		if q.Start > q.End || q.Start < -(1<<62) || q.End > 1<<62 {
+			return listQuery{}, bad
+		}
+	default:
+		return listQuery{}, bad
+	}
+	return q, nil
+}
+
+// time returns the timestamp q lists f by.
+func (q listQuery) time(f store.FragmentMeta) int64 {
+	if q.Kind == "P" {
+		return f.ProducerTime.UnixNano()
+	}
+	return f.ServerTime.UnixNano()
+}
+
+// selects reports whether f is in q's range and strictly after its cursor.
+func (q listQuery) selects(f store.FragmentMeta) bool {
+	if q.Kind == "N" {
+		return f.Number > q.Number
+	}
+	t := q.time(f)
+	if t < q.Start || t > q.End {
+		return false
+	}
+	return t > q.After || (t == q.After && f.Number > q.Number)
+}
+
+func (q listQuery) less(a, b store.FragmentMeta) bool {
+	if q.Kind != "N" {
+		if ta, tb := q.time(a), q.time(b); ta != tb {
+			return ta < tb
+		}
+	}
+	return a.Number < b.Number
+}
+
+// listPage returns up to limit+1 fragments selected by q, in q's order, from the store and the
+// live buffer (the only place a retention-0 stream's fragments are).
+func (m *media) listPage(ctx context.Context, name string, buf *streamBuffer, q listQuery, limit int) ([]store.FragmentMeta, error) {
+	var stored []store.FragmentMeta
+	var err error
+	switch q.Kind {
+	case "N":
+		from := q.Number + 1
+		if q.Number == ^uint64(0) {
+			return nil, nil
+		}
+		stored, err = m.s.store.Range(ctx, name, from, limit+1)
+	default:
+		kind := store.ServerTime
+		if q.Kind == "P" {
+			kind = store.ProducerTime
+		}
+		cur := store.Cursor{Time: time.Unix(0, q.After), Number: q.Number}
+		stored, err = m.s.store.TimeRange(ctx, name, kind, time.Unix(0, q.Start), time.Unix(0, q.End), cur, limit+1)
+	}
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[uint64]bool, len(stored))
+	for _, f := range stored {
+		seen[f.Number] = true
+	}
+	for _, f := range buf.snapshot() {
+		if !seen[f.Meta.Number] && q.selects(f.Meta) {
+			stored = append(stored, f.Meta)
+		}
+	}
+	sort.Slice(stored, func(i, j int) bool { return q.less(stored[i], stored[j]) })
+	if len(stored) > limit+1 {
+		stored = stored[:limit+1]
+	}
+	return stored, nil
+}
+
+type fragmentJSON struct {
+	FragmentNumber               string    `json:"FragmentNumber"`
+	FragmentSizeInBytes          int64     `json:"FragmentSizeInBytes"`
+	ProducerTimestamp            Timestamp `json:"ProducerTimestamp"`
+	ServerTimestamp              Timestamp `json:"ServerTimestamp"`
+	FragmentLengthInMilliseconds int64     `json:"FragmentLengthInMilliseconds"`
+}
+
+type listFragmentsResponse struct {
+	Fragments []fragmentJSON `json:"Fragments"`
+	NextToken string         `json:"NextToken,omitempty"`
+}
+
+// handleListFragments implements ListFragments (kvs-api.md §7). Choices (§13.10): MaxResults
+// defaults to 100; without a FragmentSelector every fragment is listed, in number order; with one,
+// fragments whose start timestamp is in the range (both ends inclusive) are listed in (timestamp,
+// number) order. NextToken resumes exactly after the last fragment of the previous page (a
+// malformed one is InvalidArgumentException); the last page has none. FragmentSizeInBytes is the
+// stored chunk's size (fragment plus metadata, §10). Retention-0 streams list their live buffer.
+func (m *media) handleListFragments(w http.ResponseWriter, r *http.Request) {
+	s := m.s
+	var req listFragmentsRequest
+	if err := s.decodeJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	q, limit, err := parseListFragments(&req)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	st, err := s.lookupStream(r.Context(), req.streamRef, codeInvalidArgument)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	page, err := m.listPage(r.Context(), st.Name, m.buffer(st), q, limit)
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("list fragments %s: %w", st.Name, err))
+		return
+	}
+	resp := listFragmentsResponse{Fragments: make([]fragmentJSON, 0, min(len(page), limit))}
+	for i, f := range page {
+		if i == limit {
+			last := page[limit-1]
+			next := q
+			next.Number = last.Number
+			if q.Kind != "N" {
+				next.After = q.time(last)
+			}
+			resp.NextToken = encodeListToken(next)
+			break
+		}
+		resp.Fragments = append(resp.Fragments, fragmentJSON{
+			FragmentNumber:               formatFragmentNumber(f.Number),
+			FragmentSizeInBytes:          f.Size,
+			ProducerTimestamp:            Timestamp{f.ProducerTime},
+			ServerTimestamp:              Timestamp{f.ServerTime},
+			FragmentLengthInMilliseconds: f.Duration.Milliseconds(),
+		})
+	}
+	s.writeJSON(w, r, resp)
+}
+
+type getMediaForFragmentListRequest struct {
+	streamRef
+	Fragments []string `json:"Fragments"`
+}
+
+// handleGetMediaForFragmentList implements GetMediaForFragmentList (kvs-api.md §8). Choices:
+//   - Fragments are sent in the order asked; a number asked twice is sent twice.
+//   - Every number is checked before the 200: one that is not 1–128 digits is
+//     InvalidArgumentException; one that does not exist is ResourceNotFoundException naming it.
+//   - Content-Type is video/webm, as for GetMedia (§13.9).
+//   - Tags (§13.2): each chunk carries the stored KVS tags before its cluster (FRAGMENT_NUMBER,
+//     SERVER_TIMESTAMP, PRODUCER_TIMESTAMP: the names the KVS parser library reads) and, after it,
+//     AWS_KINESISVIDEO_SERVER_SIDE_TIMESTAMP and AWS_KINESISVIDEO_PRODUCER_SIDE_TIMESTAMP (the
+//     names the API reference documents), so readers of either spelling find them. No
+//     MILLIS_BEHIND_NOW or CONTINUATION_TOKEN.
+//   - A fragment that disappears after the check (retention) gets an error chunk instead:
+//     FRAGMENT_NUMBER, ERROR_ID 4000 and ERROR_CODE FRAGMENT_NOT_FOUND (parser library), plus
+//     EXCEPTION_ERROR_CODE 4000 and EXCEPTION_MESSAGE (API reference); the rest still follow.
+func (m *media) handleGetMediaForFragmentList(w http.ResponseWriter, r *http.Request) {
+	s := m.s
+	var req getMediaForFragmentListRequest
+	if err := s.decodeJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if len(req.Fragments) < 1 || len(req.Fragments) > maxListFragments {
+		s.writeError(w, r, invalidArgf("Fragments must list 1 to %d fragment numbers.", maxListFragments))
+		return
+	}
+	for _, f := range req.Fragments {
+		if len(f) > 128 || !fragmentNumberPattern.MatchString(f) {
+			s.writeError(w, r, invalidArgf("Fragment number %q must be 1 to 128 digits.", f))
+			return
+		}
+	}
+	ctx := r.Context()
+	st, err := s.lookupStream(ctx, req.streamRef, codeInvalidArgument)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	buf := m.buffer(st)
+	numbers := make([]uint64, len(req.Fragments))
+	for i, f := range req.Fragments {
+		n, err := parseFragmentNumber(f)
+		if err == nil && buf.get(n) == nil {
+			_, err = s.store.Fragment(ctx, st.Name, n)
+		}
+		if errors.Is(err, errBadFragmentNumber) || errors.Is(err, store.ErrFragmentNotFound) {
+			s.writeError(w, r, fragmentNotFound(f))
+			return
+		}
+		if err != nil {
+			s.writeError(w, r, fmt.Errorf("get media for fragment list %s: %w", st.Name, err))
+			return
+		}
+		numbers[i] = n
+	}
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "video/webm")
+	w.WriteHeader(http.StatusOK)
+	var out []byte
+	for _, n := range numbers {
+		out = out[:0]
+		var meta store.FragmentMeta
+		var err error
+		if f := buf.get(n); f != nil {
+			out, meta = append(out, f.Chunk...), f.Meta
+		} else {
+			out, meta, err = readChunk(ctx, s.store, st.Name, n, out)
+		}
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err == nil:
+			out = mkv.AppendTags(out,
+				mkv.SimpleTag{Name: mkv.TagServerSideTimestamp, Value: formatTimestampTag(meta.ServerTime.UnixNano())},
+				mkv.SimpleTag{Name: mkv.TagProducerSideTimestamp, Value: formatTimestampTag(meta.ProducerTime.UnixNano())})
+		case errors.Is(err, store.ErrFragmentNotFound), errors.Is(err, store.ErrStreamNotFound):
+			out = appendErrorChunk(out[:0], n, 4000, "FRAGMENT_NOT_FOUND",
+				mkv.SimpleTag{Name: mkv.TagExceptionErrorCode, Value: "4000"},
+				mkv.SimpleTag{Name: mkv.TagExceptionMessage, Value: "The fragment is no longer available."})
+		default:
+			s.log.Error("get media for fragment list", "stream", st.Name, "fragment", n, "err", err)
+			out = appendErrorChunk(out[:0], n, 5000, "INTERNAL_ERROR",
+				mkv.SimpleTag{Name: mkv.TagExceptionErrorCode, Value: "5000"},
+				mkv.SimpleTag{Name: mkv.TagExceptionMessage, Value: "The fragment could not be read."})
+		}
+		_ = rc.SetWriteDeadline(time.Now().Add(m.writeTimeout))
+		if _, err := w.Write(out); err != nil {
+			return
+		}
+		if err := rc.Flush(); err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,410 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server/store"
+)
+
+// hdrNoFollow is a kvs extension: a GetMedia request with "x-kvs-no-follow: 1" ends its response
+// at the live edge instead of waiting for new fragments. The real service ignores unknown headers,
+// so a client that sends it still works against KVS (where it follows the stream).
+const hdrNoFollow = "x-kvs-no-follow"
+
+// Start selector types (kvs-api.md §6).
+const (
+	selNow               = "NOW"
+	selEarliest          = "EARLIEST"
+	selFragmentNumber    = "FRAGMENT_NUMBER"
+	selServerTimestamp   = "SERVER_TIMESTAMP"
+	selProducerTimestamp = "PRODUCER_TIMESTAMP"
+	selContinuationToken = "CONTINUATION_TOKEN"
+)
+
+var (
+	fragmentNumberPattern    = regexp.MustCompile(`^[0-9]+$`)
+	continuationTokenPattern = regexp.MustCompile(`^[a-zA-Z0-9_.\-]+$`)
+)
+
+type getMediaRequest struct {
+	streamRef
+	StartSelector *startSelector `json:"StartSelector"`
+}
+
+type startSelector struct {
+	StartSelectorType   *string    `json:"StartSelectorType"`
+	AfterFragmentNumber *string    `json:"AfterFragmentNumber"`
+	StartTimestamp      *Timestamp `json:"StartTimestamp"`
+	ContinuationToken   *string    `json:"ContinuationToken"`
+}
+
+// startSpec is a validated start selector.
+type startSpec struct {
+	Type   string
+	Number uint64    // FRAGMENT_NUMBER, CONTINUATION_TOKEN
+	Time   time.Time // SERVER_TIMESTAMP, PRODUCER_TIMESTAMP
+}
+
+// parseStartSelector validates a StartSelector without looking at the stream. A missing member
+// or one that breaks the model's pattern is InvalidArgumentException; a well-formed
+// AfterFragmentNumber that this server never issues is ResourceNotFoundException (no such
+// fragment); a ContinuationToken that is not one of ours is InvalidArgumentException.
+func parseStartSelector(sel *startSelector) (startSpec, error) {
+	if sel == nil || sel.StartSelectorType == nil {
+		return startSpec{}, invalidArgf("StartSelector.StartSelectorType is required.")
+	}
+	spec := startSpec{Type: *sel.StartSelectorType}
+	switch spec.Type {
+	case selNow, selEarliest:
+	case selFragmentNumber:
+		v := sel.AfterFragmentNumber
+		if v == nil || len(*v) > 128 || !fragmentNumberPattern.MatchString(*v) {
+			return startSpec{}, invalidArgf("StartSelector.AfterFragmentNumber must be 1 to 128 digits with FRAGMENT_NUMBER.")
+		}
+		n, err := parseFragmentNumber(*v)
+		if err != nil {
+			return startSpec{}, fragmentNotFound(*v)
+		}
+		spec.Number = n
+	case selServerTimestamp, selProducerTimestamp:
+		if sel.StartTimestamp == nil {
+			return startSpec{}, invalidArgf("StartSelector.StartTimestamp is required with %s.", spec.Type)
+		}
+		spec.Time = sel.StartTimestamp.Time
+	case selContinuationToken:
+		v := sel.ContinuationToken
+		if v == nil || len(*v) > 128 || !continuationTokenPattern.MatchString(*v) {
+			return startSpec{}, invalidArgf("StartSelector.ContinuationToken must be 1 to 128 of [a-zA-Z0-9_.-] with CONTINUATION_TOKEN.")
+		}
+		n, err := parseFragmentNumber(*v)
+		if err != nil {
+			return startSpec{}, invalidArgf("StartSelector.ContinuationToken is not a token returned by this server.")
+		}
+		spec.Number = n
+	default:
+		return startSpec{}, invalidArgf("StartSelector.StartSelectorType must be one of NOW, EARLIEST, FRAGMENT_NUMBER, SERVER_TIMESTAMP, PRODUCER_TIMESTAMP, CONTINUATION_TOKEN.")
+	}
+	return spec, nil
+}
+
+func fragmentNotFound(number string) error {
+	return apiErrorf(codeResourceNotFound, "Fragment %s is not found.", number)
+}
+
+// handleGetMedia implements GetMedia (kvs-api.md §6). The request is checked before the 200:
+// a bad selector is InvalidArgumentException, an unknown stream or FRAGMENT_NUMBER fragment
+// ResourceNotFoundException. The response is video/webm, one chunk per fragment, each written
+// with one Write and one Flush: the stored chunk (§6.1) followed by a Tags element with
+// MILLIS_BEHIND_NOW (now − server timestamp) and CONTINUATION_TOKEN (the fragment's number).
+//
+// Start selectors (choices for §6 and §13.1):
+//   - NOW: the first fragment completed (published) after the request; older ones are not sent.
+//   - EARLIEST: the oldest fragment in the store or, for a retention-0 stream, in the live buffer.
+//   - FRAGMENT_NUMBER: inclusive, that fragment first (the 2018 docs' reading). Unknown: 404.
+//   - SERVER_TIMESTAMP / PRODUCER_TIMESTAMP: the fragment whose [start, start+duration) contains
+//     the time, else the first one that starts after it; fragments then follow in number order.
+//     With none after it, the response waits for new fragments, as with NOW.
+//   - CONTINUATION_TOKEN: strictly after the fragment the token names (it need not still exist).
+//
+// Fragments are sent in number order, strictly after the last one sent: from the store while
+// they are older than the live buffer's oldest, then from the buffer, so the switch has no gap
+// and no duplicate. A fragment that disappears meanwhile (retention) is skipped. At the live
+// edge the response waits for the hub's notice, then pulls the new fragment; it ends when the
+// client leaves, on x-kvs-no-follow, after GetMediaIdleTimeout without a new fragment, or on
+// Server.Close. When the stream is deleted it ends with an error chunk (FRAGMENT_NUMBER of the last
+// fragment sent, ERROR_ID 4000, ERROR_CODE STREAM_DELETED); a store failure gives ERROR_ID 5000.
+// Each write has a MediaWriteTimeout deadline, so a client that stops reading is dropped.
+func (m *media) handleGetMedia(w http.ResponseWriter, r *http.Request) {
+	s := m.s
+	var req getMediaRequest
+	if err := s.decodeJSON(w, r, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	spec, err := parseStartSelector(req.StartSelector)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	st, err := s.lookupStream(ctx, req.streamRef, codeInvalidArgument)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	buf := m.buffer(st)
+	notices, unsubscribe := buf.subscribe() // before choosing the start: no notice can be missed
+	defer unsubscribe()
+	if _, err := s.store.GetStream(ctx, st.Name); errors.Is(err, store.ErrStreamNotFound) {
+		m.hub.drop(st.Name) // deleted since the lookup: do not leave a buffer behind
+		s.writeError(w, r, err)
+		return
+	}
+	last, err := m.startAfter(ctx, st.Name, buf, spec)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: http.NewResponseController(w), last: last}
+	w.Header().Set("Content-Type", "video/webm")
+	w.WriteHeader(http.StatusOK)
+	_ = c.rc.Flush()
+	c.run(ctx, notices, r.Header.Get(hdrNoFollow) == "1")
+}
+
+// startAfter returns the number after which delivery starts (0: from the first).
+func (m *media) startAfter(ctx context.Context, name string, buf *streamBuffer, spec startSpec) (uint64, error) {
+	st := m.s.store
+	switch spec.Type {
+	case selEarliest:
+		return 0, nil
+	case selContinuationToken:
+		return spec.Number, nil
+	case selNow:
+		last := buf.lastNumber()
+		meta, err := st.Last(ctx, name)
+		switch {
+		case err == nil:
+			last = max(last, meta.Number)
+		case !errors.Is(err, store.ErrFragmentNotFound):
+			return 0, fmt.Errorf("get media %s: %w", name, err)
+		}
+		return last, nil
+	case selFragmentNumber:
+		if buf.get(spec.Number) != nil {
+			return spec.Number - 1, nil
+		}
+		if _, err := st.Fragment(ctx, name, spec.Number); err != nil {
+			if errors.Is(err, store.ErrFragmentNotFound) {
+				return 0, fragmentNotFound(formatFragmentNumber(spec.Number))
+			}
+			return 0, fmt.Errorf("get media %s: %w", name, err)
+		}
+		return spec.Number - 1, nil
+	}
+	kind := store.ServerTime
+	if spec.Type == selProducerTimestamp {
+		kind = store.ProducerTime
+	}
+	n, found, err := m.findByTime(ctx, name, buf, kind, spec.Time)
+	if err != nil {
+		return 0, fmt.Errorf("get media %s: %w", name, err)
+	}
+	if !found {
+		return m.startAfter(ctx, name, buf, startSpec{Type: selNow})
+	}
+	return n - 1, nil
+}
+
+// findByTime returns the fragment containing t (start <= t < start+duration, or start == t), else
+// the first one starting after t, looking in the store and the live buffer.
+func (m *media) findByTime(ctx context.Context, name string, buf *streamBuffer, kind store.TimeKind, t time.Time) (uint64, bool, error) {
+	at := func(f store.FragmentMeta) time.Time {
+		if kind == store.ProducerTime {
+			return f.ProducerTime
+		}
+		return f.ServerTime
+	}
+	// A fragment lasts at most MaxFragmentDuration, so one that contains t starts in this window.
+	window, err := m.s.store.TimeRange(ctx, name, kind, t.Add(-m.maxFragmentDuration), t, store.Cursor{}, 0)
+	if err != nil {
+		return 0, false, err
+	}
+	after, err := m.s.store.TimeRange(ctx, name, kind, t, time.Unix(1<<40, 0), store.Cursor{Time: t, Number: ^uint64(0)}, 1)
+	if err != nil {
+		return 0, false, err
+	}
+	var live []store.FragmentMeta
+	for _, f := range buf.snapshot() {
+		live = append(live, f.Meta)
+	}
+	var contain, next *store.FragmentMeta
+	for _, set := range [][]store.FragmentMeta{window, after, live} {
+		for i := range set {
+			f := &set[i]
+			start := at(*f)
+			switch {
+			case !start.After(t) && (t.Before(start.Add(f.Duration)) || start.Equal(t)):
+				if contain == nil || start.After(at(*contain)) || (start.Equal(at(*contain)) && f.Number < contain.Number) {
+					contain = f
+				}
+			case start.After(t):
+				if next == nil || start.Before(at(*next)) || (start.Equal(at(*next)) && f.Number < next.Number) {
+					next = f
+				}
+			}
+		}
+	}
+	switch {
+	case contain != nil:
+		return contain.Number, true, nil
+	case next != nil:
+		return next.Number, true, nil
+	}
+	return 0, false, nil
+}
+
+// consumer is one GetMedia response.
+type consumer struct {
+	m    *media
+	name string
+	buf  *streamBuffer
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	last uint64 // the last number sent (or the start point)
+	out  []byte // reused per chunk
+}
+
+var (
+	errStreamDeleted = errors.New("stream deleted")
+	errClientGone    = errors.New("client stopped reading")
+)
+
+func (c *consumer) run(ctx context.Context, notices <-chan struct{}, noFollow bool) {
+	var idle <-chan time.Time
+	var timer *time.Timer
+	if d := c.m.getMediaIdle; d > 0 && !noFollow {
+		timer = time.NewTimer(d)
+		defer timer.Stop()
+		idle = timer.C
+	}
+	for {
+		delivered, err := c.deliverNext(ctx)
+		switch {
+		case errors.Is(err, errStreamDeleted):
+			c.writeError(4000, "STREAM_DELETED")
+			return
+		case ctx.Err() != nil, errors.Is(err, errClientGone):
+			return
+		case err != nil:
+			c.m.s.log.Error("get media", "stream", c.name, "err", err)
+			c.writeError(5000, "INTERNAL_ERROR")
+			return
+		case delivered:
+			if timer != nil {
+				timer.Reset(c.m.getMediaIdle)
+			}
+			continue
+		case noFollow:
+			return
+		}
+		select {
+		case _, ok := <-notices:
+			if !ok {
+				c.writeError(4000, "STREAM_DELETED")
+				return
+			}
+		case <-idle:
+			return
+		case <-ctx.Done():
+			return
+		case <-c.m.closing:
+			return
+		}
+	}
+}
+
+// deliverNext sends the fragment after c.last if there is one; false when there is none yet.
+func (c *consumer) deliverNext(ctx context.Context) (bool, error) {
+	st := c.m.s.store
+	for {
+		if c.buf.isGone() {
+			return false, errStreamDeleted
+		}
+		bf, oldest := c.buf.after(c.last)
+		if bf != nil && oldest <= c.last+1 {
+			c.out = append(c.out[:0], bf.Chunk...)
+			return true, c.send(bf.Meta, false)
+		}
+		metas, err := st.Range(ctx, c.name, c.last+1, 1)
+		if errors.Is(err, store.ErrStreamNotFound) {
+			return false, errStreamDeleted
+		}
+		if err != nil {
+			return false, err
+		}
+		if len(metas) == 0 || (bf != nil && bf.Meta.Number <= metas[0].Number) {
+			if bf == nil {
+				return false, nil
+			}
+			c.out = append(c.out[:0], bf.Chunk...)
+			return true, c.send(bf.Meta, false)
+		}
+		meta, err := c.readStored(ctx, metas[0].Number)
+		switch {
+		case errors.Is(err, store.ErrFragmentNotFound):
+			c.last = metas[0].Number // purged meanwhile: skip it
+			continue
+		case errors.Is(err, store.ErrStreamNotFound):
+			return false, errStreamDeleted
+		case err != nil:
+			return false, err
+		}
+		return true, c.send(meta, true)
+	}
+}
+
+// readStored reads fragment n's chunk from the store into c.out.
+func (c *consumer) readStored(ctx context.Context, n uint64) (store.FragmentMeta, error) {
+	var err error
+	var meta store.FragmentMeta
+	c.out, meta, err = readChunk(ctx, c.m.s.store, c.name, n, c.out[:0])
+	return meta, err
+}
+
+// readChunk appends fragment n's stored chunk to b, checking the store's CRC to the end.
+func readChunk(ctx context.Context, st store.Store, name string, n uint64, b []byte) ([]byte, store.FragmentMeta, error) {
+	rc, meta, err := st.Open(ctx, name, n)
+	if err != nil {
+		return b, meta, err
+	}
+	defer rc.Close()
+	start := len(b)
+	b = append(b, make([]byte, meta.Size)...)
+	if _, err := io.ReadFull(rc, b[start:]); err != nil {
+		return b[:start], meta, fmt.Errorf("read fragment %d: %w", n, err)
+	}
+	var one [1]byte
+	if k, err := rc.Read(one[:]); k != 0 || (err != nil && err != io.EOF) { //nolint:errorlint // io.Reader contract
+		return b[:start], meta, fmt.Errorf("read fragment %d: %w", n, errors.Join(store.ErrCorrupt, err))
+	}
+	return b, meta, nil
+}
+
+// send appends the trailing tags to c.out and writes it as one chunk.
+func (c *consumer) send(meta store.FragmentMeta, fromStore bool) error {
+	now := c.m.s.cfg.Now()
+	c.out = mkv.AppendTags(c.out,
+		mkv.SimpleTag{Name: mkv.TagMillisBehindNow, Value: strconv.FormatInt(max(0, now.Sub(meta.ServerTime).Milliseconds()), 10)},
+		mkv.SimpleTag{Name: mkv.TagContinuationToken, Value: formatFragmentNumber(meta.Number)},
+	)
+	if err := c.write(c.out); err != nil {
+		return fmt.Errorf("%w: %w", errClientGone, err) // end quietly
+	}
+	c.last = meta.Number
+	if c.m.testDeliver != nil {
+		c.m.testDeliver(meta.Number, fromStore)
+	}
+	return nil
+}
+
+func (c *consumer) write(b []byte) error {
+	_ = c.rc.SetWriteDeadline(time.Now().Add(c.m.writeTimeout))
+	if _, err := c.w.Write(b); err != nil {
+		return err
+	}
+	return c.rc.Flush()
+}
+
+func (c *consumer) writeError(id int, code string) {
+	c.out = appendErrorChunk(c.out[:0], c.last, id, code)
+	_ = c.write(c.out)
+}

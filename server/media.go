@@ -1,0 +1,153 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server/store"
+)
+
+// Defaults of the media Config fields.
+const (
+	DefaultMaxFragmentDuration = 10 * time.Second
+	DefaultIdleAckInterval     = 3 * time.Second
+	DefaultMediaWriteTimeout   = 30 * time.Second
+	DefaultPutMediaReadTimeout = 30 * time.Second
+	// MaxFragmentSize is the largest fragment PutMedia accepts: frame and producer-tag bytes of one
+	// cluster (KVS: 50 MB, kvs-api.md §5.5). A larger one ends the upload with ERROR 4001.
+	MaxFragmentSize = 50 << 20
+)
+
+func init() { routeSets = append(routeSets, (*Server).mediaRoutes) }
+
+// media is the state of the media data path: the live hub, the PutMedia sessions (so that
+// DeleteStream can fail them) and the settings taken from Config.
+type media struct {
+	s   *Server
+	hub *hub
+
+	maxFragmentDuration time.Duration
+	idleAckInterval     time.Duration
+	writeTimeout        time.Duration
+	readTimeout         time.Duration
+	getMediaIdle        time.Duration
+	maxFragmentSize     int64
+	archivedLimits      bufferLimits
+	liveOnlyLimits      bufferLimits
+
+	mu       sync.Mutex
+	sessions map[string]map[*putSession]struct{}
+	closing  chan struct{} // closed by Server.Close: live GetMedia responses end
+
+	// testDeliver, when set (tests), is called for each chunk GetMedia delivers, with whether it
+	// came from the store (true) or from the live buffer.
+	testDeliver func(number uint64, fromStore bool)
+}
+
+// mediaRoutes are PutMedia, GetMedia and the archived-media operations (kvs-api.md §5–8).
+func (s *Server) mediaRoutes() map[string]http.HandlerFunc {
+	m := &media{
+		s:                   s,
+		hub:                 newHub(),
+		maxFragmentDuration: orDefault(s.cfg.MaxFragmentDuration, DefaultMaxFragmentDuration),
+		idleAckInterval:     orDefault(s.cfg.IdleAckInterval, DefaultIdleAckInterval),
+		writeTimeout:        orDefault(s.cfg.MediaWriteTimeout, DefaultMediaWriteTimeout),
+		readTimeout:         orDefault(s.cfg.PutMediaReadTimeout, DefaultPutMediaReadTimeout),
+		getMediaIdle:        s.cfg.GetMediaIdleTimeout,
+		maxFragmentSize:     MaxFragmentSize,
+		archivedLimits:      archivedBufferLimits,
+		liveOnlyLimits:      liveOnlyBufferLimits,
+		sessions:            map[string]map[*putSession]struct{}{},
+		closing:             make(chan struct{}),
+	}
+	s.media = m
+	s.onStreamDeleted(m.streamDeleted)
+	s.onClose(func() { close(m.closing) })
+	return map[string]http.HandlerFunc{
+		"/putMedia":                m.handlePutMedia,
+		"/getMedia":                m.handleGetMedia,
+		"/listFragments":           m.handleListFragments,
+		"/getMediaForFragmentList": m.handleGetMediaForFragmentList,
+	}
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// limitsFor returns the live-buffer limits of a stream: a short window when the store keeps its
+// data, KVS's live-buffer window when it keeps none.
+func (m *media) limitsFor(st store.Stream) bufferLimits {
+	if st.RetentionHours <= 0 {
+		return m.liveOnlyLimits
+	}
+	return m.archivedLimits
+}
+
+// buffer returns the live buffer of st, creating it when absent.
+func (m *media) buffer(st store.Stream) *streamBuffer { return m.hub.stream(st.Name, m.limitsFor(st)) }
+
+// streamDeleted runs after DeleteStream: live consumers get their error chunk (their notice
+// channel closes) and every PutMedia session on the stream ends with ERROR 4008.
+func (m *media) streamDeleted(name string) {
+	m.hub.drop(name)
+	m.mu.Lock()
+	sessions := m.sessions[name]
+	delete(m.sessions, name)
+	m.mu.Unlock()
+	for p := range sessions {
+		p.fail(newAckErr(4008, "stream %s deleted while streaming", name))
+	}
+}
+
+func (m *media) addSession(p *putSession) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	set := m.sessions[p.name]
+	if set == nil {
+		set = map[*putSession]struct{}{}
+		m.sessions[p.name] = set
+	}
+	set[p] = struct{}{}
+}
+
+func (m *media) removeSession(p *putSession) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if set := m.sessions[p.name]; set != nil {
+		delete(set, p)
+		if len(set) == 0 {
+			delete(m.sessions, p.name)
+		}
+	}
+}
+
+// kvsTags returns the tags stored before each fragment's cluster (kvs-api.md §6.1), the names
+// the KVS parser library reads.
+func kvsTags(meta store.FragmentMeta) []mkv.SimpleTag {
+	return []mkv.SimpleTag{
+		{Name: mkv.TagFragmentNumber, Value: formatFragmentNumber(meta.Number)},
+		{Name: mkv.TagServerTimestamp, Value: formatTimestampTag(meta.ServerTime.UnixNano())},
+		{Name: mkv.TagProducerTimestamp, Value: formatTimestampTag(meta.ProducerTime.UnixNano())},
+	}
+}
+
+// appendErrorChunk appends a GetMedia error chunk (kvs-api.md §6.1, choice for its [?]): an EBML
+// header, an unknown-size Segment and one Tags element with FRAGMENT_NUMBER, ERROR_ID and
+// ERROR_CODE, which is what the KVS parser library expects; no SERVER_TIMESTAMP. extra tags follow.
+func appendErrorChunk(b []byte, number uint64, id int, code string, extra ...mkv.SimpleTag) []byte {
+	b = mkv.AppendEBMLHeader(b, "matroska")
+	b = mkv.AppendSegmentStart(b)
+	tags := append([]mkv.SimpleTag{
+		{Name: mkv.TagFragmentNumber, Value: formatFragmentNumber(number)},
+		{Name: mkv.TagErrorID, Value: strconv.Itoa(id)},
+		{Name: mkv.TagErrorCode, Value: code},
+	}, extra...)
+	return mkv.AppendTags(b, tags...)
+}

@@ -1,0 +1,706 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server/store"
+)
+
+// PutMedia request headers (kvs-api.md §5.1).
+const (
+	hdrStreamName          = "x-amzn-stream-name"
+	hdrStreamARN           = "x-amzn-stream-arn"
+	hdrTimecodeType        = "x-amzn-fragment-timecode-type"
+	hdrProducerStartTime   = "x-amzn-producer-start-timestamp"
+	maxProducerTagsPerFrag = 10 // PIC's limit of metadata tags per fragment (§5.2)
+)
+
+// handlePutMedia implements PutMedia (kvs-api.md §5): the body is one long MKV stream, each
+// Cluster is one fragment, and the response is a stream of JSON acks written while the body is
+// still being read (full duplex).
+//
+// Before the 200: an unknown stream is 404 ResourceNotFoundException; a missing or bad
+// x-amzn-fragment-timecode-type (required, ABSOLUTE or RELATIVE) or x-amzn-producer-start-timestamp
+// (decimal epoch seconds, any number of fraction digits; required for RELATIVE) is 400
+// InvalidArgumentException. x-amzn-fragment-acknowledgment-required is ignored: acks are always
+// sent (§13.5).
+//
+// Per fragment: BUFFERING when its cluster starts (the number is reserved then), RECEIVED when the
+// cluster ends (the next level-1 element, a new EBML header, or the end of the body for an
+// unknown-size cluster), PERSISTED once store.Append has returned (it is fsynced). Parsing the
+// next fragment overlaps with persisting the previous one. Retention-0 streams store nothing:
+// their fragments are published to the live buffer after RECEIVED and get no PERSISTED ack (§10).
+// {"EventType":"IDLE"} is sent after IdleAckInterval without another ack.
+//
+// An ERROR ack ends the upload (choice for §13.6): the server stops reading, lets the fragments
+// already RECEIVED finish (they get their PERSISTED), sends the ERROR and ends the response.
+// Nothing of the failed fragment is stored. ErrorIds: 4006 malformed MKV, a cluster before the EBML
+// header or Tracks, or a fragment whose first video frame is not a keyframe (KVS has no dedicated
+// code for that); 4004 a cluster timecode below the previous fragment's, or a frame earlier than
+// the previous fragment's last frame of the same track; 4001 a fragment over 50 MiB; 4002 a frame
+// more than MaxFragmentDuration after the fragment's first frame; 4007 a timecode that overflows
+// when scaled; 4009 more than 10 producer tags for one fragment; 4010 a block on an undeclared
+// track; 4012 more than 3 tracks; 4008 the stream was deleted; 5001 the store failed; 4000 reading
+// the body failed or stalled for PutMediaReadTimeout. 4011 (a track without frames) is not
+// enforced.
+//
+// Several connections may put to one stream at once (§13.4: both are accepted). Fragments are
+// whole clusters, so they never mix inside a fragment, only interleave fragment by fragment;
+// numbers are assigned in cluster-start order and fragments are stored and published in number
+// order (see sequencer), so a fragment may wait for the other connection's open fragment.
+//
+// A new EBML header in the body starts a new segment (new Info and Tracks) for the fragments after
+// it. Producer Tags between clusters (other than AWS_KINESISVIDEO_END_OF_FRAGMENT, which is
+// consumed) are kept with the next fragment, stored before its KVS tags; Tags after the last
+// cluster are dropped.
+func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
+	s := m.s
+	h := r.Header
+	// An error answer must not wait for the body: net/http would drain it before sending the
+	// status, and a producer streams it for as long as the connection lasts. With Connection:
+	// close set before the status is written, the status goes out at once and the connection ends.
+	w.Header().Set("Connection", "close")
+	var ref streamRef
+	if v := h.Get(hdrStreamName); v != "" {
+		ref.StreamName = &v
+	}
+	if v := h.Get(hdrStreamARN); v != "" {
+		ref.StreamARN = &v
+	}
+	mode := h.Get(hdrTimecodeType)
+	if mode != "ABSOLUTE" && mode != "RELATIVE" {
+		s.writeError(w, r, invalidArgf("Header %s must be ABSOLUTE or RELATIVE.", hdrTimecodeType))
+		return
+	}
+	var start int64
+	if v := h.Get(hdrProducerStartTime); v != "" {
+		var ok bool
+		if start, ok = parseDecimalSeconds(v); !ok {
+			s.writeError(w, r, invalidArgf("Header %s must be a decimal number of seconds since the epoch.", hdrProducerStartTime))
+			return
+		}
+	} else if mode == "RELATIVE" {
+		s.writeError(w, r, invalidArgf("Header %s is required with RELATIVE timecodes.", hdrProducerStartTime))
+		return
+	}
+	st, err := s.lookupStream(r.Context(), ref, codeInvalidArgument)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+
+	rc := http.NewResponseController(w)
+	_ = rc.EnableFullDuplex() // HTTP/2 is full duplex already and says ErrNotSupported
+	w.Header().Del("Connection")
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
+
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	p := &putSession{
+		m: m, name: st.Name, log: s.log.With("stream", st.Name, "request_id", requestID(r)),
+		buf: m.buffer(st), w: w, rc: rc, ctx: ctx, cancel: cancel,
+		liveOnly: st.RetentionHours <= 0, relative: mode == "RELATIVE", startNanos: start,
+	}
+	m.addSession(p)
+	defer m.removeSession(p)
+	p.run(r.Body)
+}
+
+// parseDecimalSeconds parses "1700000000", "1700000000.5" or "1700000000.123456789012" as Unix
+// nanoseconds (fraction digits beyond 9 are dropped).
+func parseDecimalSeconds(v string) (int64, bool) {
+	whole, frac, _ := strings.Cut(v, ".")
+	if whole == "" || len(whole) > 11 {
+		return 0, false
+	}
+	sec, err := strconv.ParseInt(whole, 10, 64)
+	if err != nil || sec < 0 || whole[0] == '+' {
+		return 0, false
+	}
+	var ns int64
+	for i, c := range []byte(frac) {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if i < 9 {
+			ns = ns*10 + int64(c-'0')
+		}
+	}
+	for i := len(frac); i < 9; i++ {
+		ns *= 10
+	}
+	return sec*1e9 + ns, true
+}
+
+var errReadAborted = errors.New("put media: reading stopped")
+
+// putSession is one PutMedia connection.
+type putSession struct {
+	m          *media
+	name       string
+	log        *slog.Logger
+	buf        *streamBuffer
+	w          http.ResponseWriter
+	rc         *http.ResponseController
+	ctx        context.Context // cancelled with the fatal ackErr by fail
+	cancel     context.CancelCauseFunc
+	relative   bool
+	startNanos int64 // producer start timestamp (RELATIVE)
+	liveOnly   bool  // retention 0: nothing is stored (persister only)
+	body       io.Reader
+
+	mu         sync.Mutex
+	failure    *ackErr // first fatal error (delete, store, client gone)
+	stopped    bool    // reading was cut off; deadlines are no longer extended
+	finished   bool    // the handler is returning: rc must not be used any more
+	lastExtend time.Time
+	readErr    error // first error of the body itself (not EOF)
+	aborted    bool  // the parser gave up: Read fails at once
+
+	ackMu   sync.Mutex
+	ackBuf  []byte
+	ackDead bool
+	acked   bool // an ack went out since the last IDLE check
+}
+
+// fail records a fatal error, cancels the session and cuts off a pending body read.
+func (p *putSession) fail(e *ackErr) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failure == nil {
+		p.failure = e
+		p.log.Debug("put media failed", "err", e)
+	}
+	p.cancel(e)
+	if !p.stopped && !p.finished {
+		p.stopped = true
+		_ = p.rc.SetReadDeadline(time.Now())
+	}
+}
+
+// Read reads the body, extending the read deadline (PutMediaReadTimeout) as data flows, and
+// remembers the body's own errors so that they map to ERROR 4000 rather than 4006.
+func (p *putSession) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	if p.aborted {
+		p.mu.Unlock()
+		return 0, errReadAborted
+	}
+	if !p.stopped {
+		if now := time.Now(); now.Sub(p.lastExtend) > p.m.readTimeout/8 {
+			p.lastExtend = now
+			_ = p.rc.SetReadDeadline(now.Add(p.m.readTimeout))
+		}
+	}
+	p.mu.Unlock()
+	n, err := p.body.Read(b)
+	if err != nil && err != io.EOF { //nolint:errorlint // io.Reader contract: EOF is returned as is
+		p.mu.Lock()
+		if p.readErr == nil {
+			p.readErr = err
+		}
+		p.mu.Unlock()
+	}
+	return n, err
+}
+
+// ack writes one ack as one Write and one Flush (producer parsers take one JSON object per
+// chunk, at most 1024 bytes). A write error (the client is gone) fails the session.
+func (p *putSession) ack(typ string, timecode *int64, number uint64, e *ackErr) {
+	p.ackMu.Lock()
+	defer p.ackMu.Unlock()
+	if p.ackDead {
+		return
+	}
+	ev := ackEvent{EventType: typ, FragmentTimecode: timecode}
+	if number != 0 {
+		ev.FragmentNumber = formatFragmentNumber(number)
+	}
+	if e != nil {
+		ev.ErrorId, ev.ErrorCode = e.ID, e.Code
+	}
+	p.ackBuf = appendAck(p.ackBuf[:0], &ev)
+	_ = p.rc.SetWriteDeadline(time.Now().Add(p.m.writeTimeout))
+	_, err := p.w.Write(p.ackBuf)
+	if err == nil {
+		err = p.rc.Flush()
+	}
+	p.acked = true
+	if err != nil {
+		p.ackDead = true
+		p.fail(newAckErr(4000, "writing acks: %v", err)) // lock order: ackMu, then mu
+	}
+}
+
+// idle sends IDLE acks while no other ack goes out, until done closes.
+func (p *putSession) idle(done <-chan struct{}) {
+	t := time.NewTicker(p.m.idleAckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			p.ackMu.Lock()
+			sent := p.acked
+			p.acked = false
+			p.ackMu.Unlock()
+			if !sent {
+				p.ack(ackIdle, nil, 0, nil)
+			}
+		}
+	}
+}
+
+// persistJob is one received fragment on its way to the store and the live buffer.
+type persistJob struct {
+	timecode int64
+	meta     store.FragmentMeta
+	chunk    []byte
+}
+
+// run parses the body, hands fragments to the persister and ends with the ERROR ack if any.
+func (p *putSession) run(body io.Reader) {
+	p.body = body
+	jobs := make(chan persistJob, 2) // two fragments may wait while the third is parsed
+	persisted := make(chan struct{})
+	go func() {
+		defer close(persisted)
+		p.persist(jobs)
+	}()
+	idleDone := make(chan struct{})
+	idleExited := make(chan struct{})
+	go func() {
+		defer close(idleExited)
+		p.idle(idleDone)
+	}()
+
+	ps := &putParser{p: p, jobs: jobs}
+	perr := ps.parse()
+	close(jobs)
+	<-persisted
+	close(idleDone)
+	<-idleExited
+
+	p.mu.Lock()
+	final := p.failure
+	p.finished = true
+	p.mu.Unlock()
+	if final == nil && perr != nil {
+		final = perr
+	}
+	if final != nil {
+		var tc *int64
+		if ps.errTimecodeSet {
+			tc = &ps.errTimecode
+		}
+		p.ack(ackError, tc, ps.errNumber, final)
+	}
+}
+
+// persist stores and publishes fragments in order; see handlePutMedia.
+func (p *putSession) persist(jobs <-chan persistJob) {
+	st := p.m.s.store
+	for job := range jobs {
+		n := job.meta.Number
+		if p.ctx.Err() != nil {
+			p.buf.seq.done(n)
+			continue
+		}
+		if err := p.buf.seq.turn(p.ctx, n); err != nil {
+			p.buf.seq.done(n)
+			continue
+		}
+		stored, ok := p.store(st, job)
+		if ok {
+			p.buf.publish(&liveFragment{Meta: job.meta, Timecode: job.timecode, Chunk: job.chunk, Published: time.Now()})
+		}
+		p.buf.seq.done(n)
+		if stored {
+			tc := job.timecode
+			p.ack(ackPersisted, &tc, n, nil)
+		}
+	}
+}
+
+// store appends job unless the stream keeps no data. ok is false after a fatal error.
+func (p *putSession) store(st store.Store, job persistJob) (stored, ok bool) {
+	if p.liveOnly {
+		// Retention may have been raised since: look again (cheap next to an fsync).
+		info, err := st.GetStream(p.ctx, p.name)
+		if err != nil {
+			p.storeFailed(err)
+			return false, false
+		}
+		if info.RetentionHours <= 0 {
+			return false, true
+		}
+		p.liveOnly = false
+		p.buf.setLimits(p.m.limitsFor(info))
+	}
+	err := st.Append(p.ctx, p.name, job.meta, job.chunk)
+	switch {
+	case err == nil:
+		return true, true
+	case errors.Is(err, store.ErrNoRetention):
+		p.liveOnly = true
+		p.buf.setLimits(p.m.liveOnlyLimits)
+		return false, true
+	default:
+		p.storeFailed(err)
+		return false, false
+	}
+}
+
+func (p *putSession) storeFailed(err error) {
+	switch {
+	case p.ctx.Err() != nil: // already failed (deleted, client gone)
+	case errors.Is(err, store.ErrStreamNotFound):
+		p.fail(newAckErr(4008, "stream %s is gone: %v", p.name, err))
+	default:
+		p.log.Error("put media: store append", "err", err)
+		p.fail(newAckErr(5001, "store: %v", err))
+	}
+}
+
+// putParser turns the body into fragments. It owns the reusable frame buffers.
+type putParser struct {
+	p    *putSession
+	jobs chan<- persistJob
+
+	sawEBML bool
+	docType string
+	scale   uint64
+	tracks  []mkv.Track
+
+	producerTags     []mkv.SimpleTag // for the next fragment
+	producerTagBytes int64
+
+	// the open fragment
+	open        bool
+	number      uint64
+	timecode    int64 // raw cluster timecode
+	clusterNS   int64 // cluster timecode × scale
+	serverTime  time.Time
+	frames      []mkv.Frame
+	offsets     []int
+	arena       []byte
+	size        int64
+	firstNS     int64
+	sawVideo    bool
+	fragTags    []mkv.SimpleTag
+	fragTagSize int64
+	last        []trackTime // latest frame time per track in the open fragment
+
+	// the previous fragment of this connection
+	havePrev      bool
+	prevClusterNS int64
+	prevLast      []trackTime
+
+	// where the ERROR ack points
+	errNumber      uint64
+	errTimecode    int64
+	errTimecodeSet bool
+}
+
+type trackTime struct {
+	track uint64
+	ns    int64
+}
+
+func lastFor(l []trackTime, track uint64) (int64, bool) {
+	for _, t := range l {
+		if t.track == track {
+			return t.ns, true
+		}
+	}
+	return 0, false
+}
+
+// parse reads the body to its end. It returns the ERROR to send, or nil.
+func (ps *putParser) parse() *ackErr {
+	p := ps.p
+	// The Reader skips what it does not parse; for an upload, data before the EBML header or a
+	// Cluster outside a Segment is invalid.
+	var misplaced *ackErr
+	skipped := func(id uint32, offset, _ int64) {
+		if misplaced == nil && (!ps.sawEBML || id == mkv.IDCluster) {
+			misplaced = newAckErr(4006, "element %#x at offset %d outside an EBML document's Segment", id, offset)
+			p.mu.Lock()
+			p.aborted = true // the Reader would go on to the next element: stop it
+			p.mu.Unlock()
+		}
+	}
+	rd := mkv.NewReader(p, mkv.WithMaxFrameSize(p.m.maxFragmentSize), mkv.WithMaxTagsSize(mkv.DefaultMaxTagsSize),
+		mkv.WithMaxElementSize(1<<20), mkv.WithSkipHandler(skipped))
+	for {
+		ev, err := rd.Next()
+		if misplaced != nil {
+			if ps.open {
+				ps.abandon()
+			}
+			return misplaced
+		}
+		if err == io.EOF { //nolint:errorlint // Reader returns io.EOF unwrapped at a clean end
+			if ps.open { // cannot happen: the Reader ends an open cluster before EOF
+				return ps.finish()
+			}
+			return nil
+		}
+		if err != nil {
+			return ps.readFailed(err)
+		}
+		if e := ps.event(ev, rd); e != nil {
+			return e
+		}
+	}
+}
+
+func (ps *putParser) readFailed(err error) *ackErr {
+	p := ps.p
+	p.mu.Lock()
+	readErr := p.readErr
+	p.mu.Unlock()
+	if ps.open {
+		ps.abandon()
+	}
+	switch {
+	case readErr != nil:
+		return newAckErr(4000, "reading the body: %v", readErr)
+	case errors.Is(err, mkv.ErrElementTooLarge) && isBlock(err):
+		return newAckErr(4001, "%v", err)
+	default:
+		return newAckErr(4006, "%v", err)
+	}
+}
+
+func isBlock(err error) bool {
+	var se *mkv.SyntaxError
+	return errors.As(err, &se) && (se.ID == mkv.IDSimpleBlock || se.ID == mkv.IDBlockGroup || se.ID == mkv.IDCluster)
+}
+
+// abandon gives up the open fragment: its number is never used.
+func (ps *putParser) abandon() {
+	ps.open = false
+	ps.p.buf.seq.done(ps.number)
+}
+
+// fragErr abandons the open fragment and returns an ERROR that names it.
+func (ps *putParser) fragErr(id int, format string, a ...any) *ackErr {
+	if ps.open {
+		ps.errNumber = ps.number
+		ps.abandon()
+	}
+	return newAckErr(id, format, a...)
+}
+
+func (ps *putParser) event(ev *mkv.Event, rd *mkv.Reader) *ackErr {
+	switch ev.Kind {
+	case mkv.EventEBMLHeader:
+		ps.sawEBML = true
+		ps.docType = ev.DocType
+		ps.tracks = nil
+		ps.scale = mkv.DefaultTimecodeScale
+	case mkv.EventSegment:
+		ps.scale = mkv.DefaultTimecodeScale
+		ps.tracks = nil
+	case mkv.EventInfo:
+		ps.scale = ev.TimecodeScale
+	case mkv.EventTracks:
+		ps.tracks = ev.Tracks // replaced, never modified, by the Reader
+	case mkv.EventCluster:
+		return ps.startFragment(ev.Timecode)
+	case mkv.EventFrame:
+		return ps.frame(&ev.Frame)
+	case mkv.EventClusterEnd:
+		if ps.open {
+			return ps.finish()
+		}
+	case mkv.EventTags:
+		for _, t := range ev.Tags {
+			for _, st := range t.SimpleTags {
+				if st.Name == mkv.TagEndOfFragment {
+					continue // consumed: the cluster before it has already ended
+				}
+				ps.producerTags = append(ps.producerTags, st)
+			}
+		}
+		ps.producerTagBytes += ev.Size
+		if len(ps.producerTags) > maxProducerTagsPerFrag {
+			return newAckErr(4009, "%d producer tags for one fragment, at most %d", len(ps.producerTags), maxProducerTagsPerFrag)
+		}
+	}
+	return nil
+}
+
+func (ps *putParser) startFragment(timecode int64) *ackErr {
+	p := ps.p
+	ps.errTimecode, ps.errTimecodeSet, ps.errNumber = timecode, true, 0
+	switch {
+	case !ps.sawEBML || ps.tracks == nil:
+		return newAckErr(4006, "cluster at timecode %d before the EBML header and Tracks", timecode)
+	case len(ps.tracks) > 3:
+		return newAckErr(4012, "%d tracks, at most 3", len(ps.tracks))
+	}
+	clusterNS, ok := ps.nanos(timecode)
+	if !ok {
+		return newAckErr(4007, "cluster timecode %d overflows at scale %d", timecode, ps.scale)
+	}
+	if ps.havePrev && clusterNS < ps.prevClusterNS {
+		return newAckErr(4004, "cluster timecode %d is before the previous fragment's", timecode)
+	}
+	n, err := p.buf.seq.reserve(func() (uint64, error) { return p.m.s.store.NextNumber(p.ctx, p.name) })
+	if err != nil {
+		if errors.Is(err, store.ErrStreamNotFound) {
+			return newAckErr(4008, "stream %s is gone", p.name)
+		}
+		if p.ctx.Err() == nil {
+			p.log.Error("put media: next number", "err", err)
+		}
+		return newAckErr(5000, "next number: %v", err)
+	}
+	ps.open, ps.number, ps.errNumber = true, n, n
+	ps.timecode, ps.clusterNS = timecode, clusterNS
+	ps.serverTime = p.m.s.cfg.Now()
+	ps.frames, ps.offsets, ps.arena = ps.frames[:0], ps.offsets[:0], ps.arena[:0]
+	ps.size, ps.sawVideo, ps.last = 0, false, ps.last[:0]
+	ps.fragTags, ps.fragTagSize = ps.producerTags, ps.producerTagBytes
+	ps.producerTags, ps.producerTagBytes = nil, 0
+	tc := timecode
+	p.ack(ackBuffering, &tc, n, nil)
+	return nil
+}
+
+// nanos converts ticks to nanoseconds at the current scale, reporting overflow.
+func (ps *putParser) nanos(ticks int64) (int64, bool) {
+	scale := int64(ps.scale)
+	if ticks > math.MaxInt64/scale || ticks < math.MinInt64/scale {
+		return 0, false
+	}
+	return ticks * scale, true
+}
+
+func (ps *putParser) frame(f *mkv.Frame) *ackErr {
+	var track *mkv.Track
+	for i := range ps.tracks {
+		if ps.tracks[i].Number == f.Track {
+			track = &ps.tracks[i]
+			break
+		}
+	}
+	if track == nil {
+		return ps.fragErr(4010, "block on track %d, which Tracks does not declare", f.Track)
+	}
+	ns, ok := ps.nanos(f.Timecode)
+	if !ok {
+		return ps.fragErr(4007, "frame timecode %d overflows", f.Timecode)
+	}
+	if track.Type == mkv.TrackTypeVideo && !ps.sawVideo {
+		ps.sawVideo = true
+		if !f.Keyframe {
+			return ps.fragErr(4006, "fragment at timecode %d does not start with a keyframe", ps.timecode)
+		}
+	}
+	if prev, ok := lastFor(ps.prevLast, f.Track); ok && ns < prev {
+		return ps.fragErr(4004, "frame at %d ns on track %d is before the previous fragment's last frame", ns, f.Track)
+	}
+	if len(ps.frames) == 0 {
+		ps.firstNS = ns
+	} else if ns-ps.firstNS > int64(ps.p.m.maxFragmentDuration) {
+		return ps.fragErr(4002, "fragment at timecode %d is longer than %v", ps.timecode, ps.p.m.maxFragmentDuration)
+	}
+	ps.size += int64(len(f.Data))
+	if ps.size+ps.fragTagSize > ps.p.m.maxFragmentSize {
+		return ps.fragErr(4001, "fragment at timecode %d is over %d bytes", ps.timecode, ps.p.m.maxFragmentSize)
+	}
+	ps.offsets = append(ps.offsets, len(ps.arena))
+	ps.arena = append(ps.arena, f.Data...)
+	fr := *f
+	fr.Data = nil
+	ps.frames = append(ps.frames, fr)
+	found := false
+	for i := range ps.last {
+		if ps.last[i].track == f.Track {
+			ps.last[i].ns = max(ps.last[i].ns, ns)
+			found = true
+		}
+	}
+	if !found {
+		ps.last = append(ps.last, trackTime{f.Track, ns})
+	}
+	return nil
+}
+
+// finish completes the open fragment: RECEIVED, the stored chunk, and the hand-off.
+func (ps *putParser) finish() *ackErr {
+	p := ps.p
+	for i := range ps.frames {
+		end := len(ps.arena)
+		if i+1 < len(ps.offsets) {
+			end = ps.offsets[i+1]
+		}
+		ps.frames[i].Data = ps.arena[ps.offsets[i]:end:end]
+	}
+	frag := mkv.Fragment{DocType: ps.docType, TimecodeScale: ps.scale, Tracks: ps.tracks, Timecode: ps.timecode, Frames: ps.frames}
+	producer := ps.clusterNS
+	if ps.relative() {
+		producer += p.startNanos
+	}
+	meta := store.FragmentMeta{
+		Number:       ps.number,
+		ServerTime:   ps.serverTime,
+		ProducerTime: time.Unix(0, producer).UTC(),
+		Duration:     time.Duration(frag.Duration() * int64(ps.scale)),
+	}
+	chunk, err := ps.chunk(&frag, meta)
+	if err != nil {
+		return ps.fragErr(4006, "fragment at timecode %d: %v", ps.timecode, err)
+	}
+	meta.Size = int64(len(chunk))
+	tc := ps.timecode
+	p.ack(ackReceived, &tc, ps.number, nil)
+	ps.open = false
+	ps.havePrev, ps.prevClusterNS = true, ps.clusterNS
+	ps.prevLast = append(ps.prevLast[:0], ps.last...)
+	select {
+	case ps.jobs <- persistJob{timecode: ps.timecode, meta: meta, chunk: chunk}:
+	case <-p.ctx.Done():
+		p.buf.seq.done(ps.number)
+	}
+	return nil
+}
+
+func (ps *putParser) relative() bool { return ps.p.relative }
+
+// chunk builds the stored form of a fragment (kvs-api.md §6.1, §10): EBML header, unknown-size
+// Segment, Info, Tracks, the producer's Tags for this fragment, the KVS Tags (fragment number,
+// server and producer timestamps) and one known-size Cluster with the frames as received. It is
+// one allocation (sized ahead) and never changes after: the live buffer shares it.
+func (ps *putParser) chunk(f *mkv.Fragment, meta store.FragmentMeta) ([]byte, error) {
+	size := len(ps.arena) + 24*len(ps.frames) + 512 + int(ps.fragTagSize)
+	for i := range ps.tracks {
+		size += len(ps.tracks[i].CodecPrivate) + 64
+	}
+	b := make([]byte, 0, size)
+	b = mkv.AppendEBMLHeader(b, f.DocType)
+	b = mkv.AppendSegmentStart(b)
+	b = mkv.AppendInfo(b, f.TimecodeScale, "")
+	b = mkv.AppendTracks(b, f.Tracks)
+	if len(ps.fragTags) > 0 {
+		b = mkv.AppendTags(b, ps.fragTags...)
+	}
+	b = mkv.AppendTags(b, kvsTags(meta)...)
+	return mkv.AppendCluster(b, f.Timecode, f.Frames)
+}

@@ -1,0 +1,423 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server/store"
+)
+
+var storeKinds = []string{"mem", "fs"}
+
+// storedFragments reads every fragment of a stream back from the store.
+func storedFragments(t *testing.T, st store.Store, name string) ([]store.FragmentMeta, []*mkv.Fragment) {
+	t.Helper()
+	metas, err := st.Range(context.Background(), name, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var frags []*mkv.Fragment
+	for _, m := range metas {
+		b, _, err := readChunk(context.Background(), st, name, m.Number, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := readFragments(t, bytes.NewReader(b))
+		if len(fs) != 1 {
+			t.Fatalf("fragment %d: stored chunk holds %d fragments", m.Number, len(fs))
+		}
+		frags = append(frags, fs[0])
+	}
+	return metas, frags
+}
+
+func TestPutMediaAcks(t *testing.T) {
+	for _, kind := range storeKinds {
+		for _, name := range []string{"h264.mkv", "h264_aac.mkv"} {
+			t.Run(kind+"/"+name, func(t *testing.T) {
+				e := newMediaEnv(t, kind)
+				e.createStream(t, "cam", 24)
+				c := loadClip(t, name)
+				pc := e.startPut(t, "cam")
+				if pc.status != 200 {
+					t.Fatalf("status %d", pc.status)
+				}
+				pc.write(c.header())
+				var numbers []uint64
+				const n = 6
+				for i := range n {
+					// Full duplex: each fragment's PERSISTED arrives before the next one is sent.
+					num := pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
+					if len(numbers) > 0 && num <= numbers[len(numbers)-1] {
+						t.Fatalf("fragment numbers not increasing: %d after %v", num, numbers)
+					}
+					if s := formatFragmentNumber(num); len(s) != 47 {
+						t.Fatalf("fragment number %q is not 47 digits", s)
+					}
+					numbers = append(numbers, num)
+				}
+				pc.end()
+
+				metas, frags := storedFragments(t, e.store, "cam")
+				if len(metas) != n {
+					t.Fatalf("%d stored fragments, want %d", len(metas), n)
+				}
+				for i, f := range frags {
+					src := c.frags[i%len(c.frags)]
+					if len(f.Frames) != len(src) {
+						t.Fatalf("fragment %d: %d frames, want %d", i, len(f.Frames), len(src))
+					}
+					for k := range src {
+						if !bytes.Equal(f.Frames[k].Data, src[k].Data) || f.Frames[k].Keyframe != src[k].Keyframe {
+							t.Fatalf("fragment %d frame %d differs", i, k)
+						}
+					}
+					if got := tag(t, f, mkv.TagFragmentNumber); got != formatFragmentNumber(numbers[i]) {
+						t.Errorf("fragment %d: FRAGMENT_NUMBER %s, want %s", i, got, formatFragmentNumber(numbers[i]))
+					}
+					wantProducer := formatTimestampTag(c.fragTimecode(i, baseMillis) * 1e6)
+					if got := tag(t, f, mkv.TagProducerTimestamp); got != wantProducer {
+						t.Errorf("fragment %d: PRODUCER_TIMESTAMP %s, want %s", i, got, wantProducer)
+					}
+					if got := tag(t, f, mkv.TagServerTimestamp); got != formatTimestampTag(metas[i].ServerTime.UnixNano()) {
+						t.Errorf("fragment %d: SERVER_TIMESTAMP %s, meta %v", i, got, metas[i].ServerTime)
+					}
+					if metas[i].Duration < 900*time.Millisecond || metas[i].Duration > 1100*time.Millisecond {
+						t.Errorf("fragment %d: duration %v, want about 1 s", i, metas[i].Duration)
+					}
+					if string(f.Tracks[0].CodecPrivate) != string(c.tracks[0].CodecPrivate) {
+						t.Errorf("fragment %d: CodecPrivate not kept", i)
+					}
+				}
+			})
+		}
+	}
+}
+
+// With unknown-size clusters (what PIC sends) a fragment is RECEIVED only when the next element
+// starts; the last one at the end of the body. RELATIVE timecodes add the start header.
+func TestPutMediaUnknownSizeRelative(t *testing.T) {
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam", hdrTimecodeType, "RELATIVE", hdrProducerStartTime, "1700000000.5")
+	pc.write(c.header())
+	pc.write(unknownSize(c.cluster(t, 0, 0)))
+	b0 := pc.expect(ackBuffering, 0)
+	// End-of-fragment marker: ends nothing new (the Tags element already closed the cluster),
+	// and is consumed, not stored.
+	pc.write(mkv.AppendTags(nil, mkv.SimpleTag{Name: mkv.TagEndOfFragment}))
+	pc.expect(ackReceived, 0)
+	pc.expect(ackPersisted, 0)
+	pc.write(unknownSize(c.cluster(t, 1, 0)))
+	b1 := pc.expect(ackBuffering, 0)
+	pc.pw.Close() // the end of the body ends the open cluster
+	pc.expect(ackReceived, 0)
+	pc.expect(ackPersisted, 0)
+	if _, ok := pc.next(); ok {
+		t.Fatal("ack after the last PERSISTED")
+	}
+	if b0.FragmentNumber >= b1.FragmentNumber || *b1.FragmentTimecode != 1000 {
+		t.Fatalf("acks %+v %+v", b0, b1)
+	}
+	metas, frags := storedFragments(t, e.store, "cam")
+	if len(metas) != 2 {
+		t.Fatalf("%d fragments", len(metas))
+	}
+	if got := tag(t, frags[1], mkv.TagProducerTimestamp); got != "1700000001.500" {
+		t.Errorf("RELATIVE producer timestamp %s, want 1700000001.500", got)
+	}
+	if _, ok := frags[0].Tag(mkv.TagEndOfFragment); ok {
+		t.Error("END_OF_FRAGMENT was stored")
+	}
+}
+
+func TestPutMediaHeaderErrors(t *testing.T) {
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 1)
+	cases := []struct {
+		name   string
+		hdr    []string
+		status int
+		code   string
+	}{
+		{"unknown stream", []string{hdrStreamName, "nope"}, 404, codeResourceNotFound},
+		{"no stream", []string{hdrStreamName, ""}, 400, codeInvalidArgument},
+		{"bad arn", []string{hdrStreamARN, "arn:x"}, 400, codeInvalidArgument},
+		{"no timecode type", []string{hdrTimecodeType, ""}, 400, codeInvalidArgument},
+		{"bad timecode type", []string{hdrTimecodeType, "absolute"}, 400, codeInvalidArgument},
+		{"relative without start", []string{hdrTimecodeType, "RELATIVE", hdrProducerStartTime, ""}, 400, codeInvalidArgument},
+		{"bad start", []string{hdrProducerStartTime, "17e8"}, 400, codeInvalidArgument},
+		{"negative start", []string{hdrProducerStartTime, "-5"}, 400, codeInvalidArgument},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			pc := e.startPut(t, "cam", tc.hdr...)
+			if pc.status != tc.status || pc.errTyp != tc.code {
+				t.Fatalf("status %d %s, want %d %s", pc.status, pc.errTyp, tc.status, tc.code)
+			}
+		})
+	}
+}
+
+func TestParseDecimalSeconds(t *testing.T) {
+	cases := []struct {
+		in   string
+		want int64
+		ok   bool
+	}{
+		{"1700000000", 1700000000e9, true},
+		{"1700000000.5", 1700000000e9 + 5e8, true},
+		{"1700000000.005", 1700000000e9 + 5e6, true},
+		{"1700000000.1234567891234", 1700000000e9 + 123456789, true},
+		{"0.", 0, true},
+		{"", 0, false}, {".5", 0, false}, {"1e9", 0, false}, {"+1", 0, false}, {"1.2.3", 0, false},
+		{"123456789012", 0, false},
+	}
+	for _, tc := range cases {
+		got, ok := parseDecimalSeconds(tc.in)
+		if ok != tc.ok || (ok && got != tc.want) {
+			t.Errorf("parseDecimalSeconds(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+// failingStore fails Append once armed.
+type failingStore struct {
+	store.Store
+	fail chan struct{}
+}
+
+func (s *failingStore) Append(ctx context.Context, stream string, meta store.FragmentMeta, data []byte) error {
+	select {
+	case <-s.fail:
+		return errors.New("disk on fire")
+	default:
+		return s.Store.Append(ctx, stream, meta, data)
+	}
+}
+
+func TestPutMediaErrors(t *testing.T) {
+	c := loadClip(t, "h264.mkv")
+	good := c.cluster(t, 0, baseMillis)
+	goodTC := c.fragTimecode(0, baseMillis)
+	next := c.cluster(t, 1, baseMillis)
+	nonKey := func() []byte {
+		src := c.frags[1][1:] // a fragment without its keyframe
+		b, err := mkv.AppendCluster(nil, baseMillis+src[0].Timecode, shift(src, baseMillis))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	clusterOf := func(tc int64, frames ...mkv.Frame) []byte {
+		b, err := mkv.AppendCluster(nil, tc, frames)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	key := c.frags[1][0]
+	tooManyTracks := append(append([]mkv.Track{}, c.tracks...), mkv.Track{Number: 2, Type: 2, CodecID: "A_AAC"},
+		mkv.Track{Number: 3, Type: 2, CodecID: "A_AAC"}, mkv.Track{Number: 4, Type: 2, CodecID: "A_AAC"})
+	hdr4 := mkv.AppendTracks(mkv.AppendInfo(mkv.AppendSegmentStart(mkv.AppendEBMLHeader(nil, "")), 0, ""), tooManyTracks)
+
+	cases := []struct {
+		name  string
+		cfg   func(*Config)
+		first bool   // send the header and a good fragment first
+		body  []byte // then this
+		id    int
+	}{
+		{name: "cluster before header", body: good, id: 4006},
+		{name: "malformed", first: true, body: []byte{0x1F, 0x43, 0xB6, 0x75, 0x00}, id: 4006},
+		{name: "first frame not a keyframe", first: true, body: nonKey(), id: 4006},
+		{name: "cluster timecode backwards", first: true, body: clusterOf(goodTC-1000, frameAt(key, goodTC-1000)), id: 4004},
+		{name: "frame before previous fragment", first: true, body: clusterOf(goodTC+2000, frameAt(key, goodTC+2000), frameAt(c.frags[0][3], goodTC+10)), id: 4004},
+		{name: "too long", cfg: func(c *Config) { c.MaxFragmentDuration = 500 * time.Millisecond }, body: append(c.header(), good...), id: 4002},
+		{name: "undeclared track", first: true, body: clusterOf(goodTC+1000, frameAt(key, goodTC+1000), withTrack(frameAt(c.frags[0][1], goodTC+1040), 7)), id: 4010},
+		{name: "four tracks", body: append(hdr4, good...), id: 4012},
+		{name: "producer tags", first: true, body: mkv.AppendTags(nil, manyTags(11)...), id: 4009},
+	}
+	for _, kind := range storeKinds {
+		for _, tc := range cases {
+			t.Run(kind+"/"+tc.name, func(t *testing.T) {
+				var mods []func(*Config)
+				if tc.cfg != nil {
+					mods = append(mods, tc.cfg)
+				}
+				e := newMediaEnv(t, kind, mods...)
+				e.createStream(t, "cam", 1)
+				pc := e.startPut(t, "cam")
+				var n uint64
+				if tc.first {
+					pc.write(c.header())
+					n = pc.fragment(good, goodTC, true)
+				}
+				pc.writeAsync(tc.body)
+				pc.expectError(tc.id)
+				metas, _ := storedFragments(t, e.store, "cam")
+				if tc.first && (len(metas) != 1 || metas[0].Number != n) {
+					t.Fatalf("stored %+v, want only fragment %d", metas, n)
+				}
+				if !tc.first && len(metas) != 0 {
+					t.Fatalf("stored %+v, want nothing", metas)
+				}
+			})
+		}
+	}
+
+	t.Run("too large", func(t *testing.T) {
+		e := newMediaEnv(t, "mem")
+		e.srv.media.maxFragmentSize = 10_000 // the first fragment is about 7 kB, the clip's second 5 kB
+		e.createStream(t, "cam", 1)
+		pc := e.startPut(t, "cam")
+		pc.write(c.header())
+		pc.fragment(good, goodTC, true)
+		big := clusterOf(goodTC+1000, frameAt(key, goodTC+1000), mkv.Frame{Track: 1, Timecode: goodTC + 1040, Data: make([]byte, 9000)})
+		pc.writeAsync(big)
+		pc.expectError(4001)
+		pc2 := e.startPut(t, "cam")
+		pc2.write(c.header())
+		pc2.writeAsync(clusterOf(goodTC+3000, mkv.Frame{Track: 1, Timecode: goodTC + 3000, Keyframe: true, Data: make([]byte, 20_000)}))
+		pc2.expectError(4001) // one block over the cap is refused before it is read
+	})
+
+	t.Run("stream deleted", func(t *testing.T) {
+		e := newMediaEnv(t, "fs")
+		arn := e.createStream(t, "cam", 1)
+		pc := e.startPut(t, "cam")
+		pc.write(c.header())
+		pc.fragment(good, goodTC, true)
+		e.deleteStream(t, arn) // the upload is idle, blocked reading the body
+		pc.expectError(4008)
+	})
+
+	t.Run("store failure", func(t *testing.T) {
+		fs := &failingStore{Store: store.NewMem(), fail: make(chan struct{})}
+		e := newMediaEnvStore(t, fs)
+		e.createStream(t, "cam", 1)
+		pc := e.startPut(t, "cam")
+		pc.write(c.header())
+		n := pc.fragment(good, goodTC, true)
+		close(fs.fail)
+		pc.writeAsync(next)
+		pc.expect(ackBuffering, 0)
+		pc.expect(ackReceived, 0)
+		pc.expectError(5001)
+		metas, _ := storedFragments(t, e.store, "cam")
+		if len(metas) != 1 || metas[0].Number != n {
+			t.Fatalf("stored %+v", metas)
+		}
+	})
+
+	t.Run("stalled body", func(t *testing.T) {
+		e := newMediaEnv(t, "mem", func(c *Config) { c.PutMediaReadTimeout = 200 * time.Millisecond })
+		e.createStream(t, "cam", 1)
+		pc := e.startPut(t, "cam")
+		pc.write(c.header())
+		pc.fragment(good, goodTC, true)
+		pc.expectError(4000) // nothing more is sent: the read deadline ends the upload
+	})
+}
+
+func shift(frames []mkv.Frame, by int64) []mkv.Frame {
+	out := make([]mkv.Frame, len(frames))
+	for i, f := range frames {
+		f.Timecode += by
+		out[i] = f
+	}
+	return out
+}
+
+func frameAt(f mkv.Frame, tc int64) mkv.Frame { f.Timecode = tc; return f }
+
+func withTrack(f mkv.Frame, track uint64) mkv.Frame { f.Track = track; return f }
+
+func manyTags(n int) []mkv.SimpleTag {
+	tags := make([]mkv.SimpleTag, n)
+	for i := range tags {
+		tags[i] = mkv.SimpleTag{Name: fmt.Sprintf("user%d", i), Value: "v"}
+	}
+	return tags
+}
+
+// Retention-0 streams store nothing and get no PERSISTED; their fragments are still live.
+func TestPutMediaNoRetention(t *testing.T) {
+	e := newMediaEnv(t, "fs")
+	e.createStream(t, "live", 0)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "live")
+	pc.write(c.header())
+	for i := range 3 {
+		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), false)
+	}
+	pc.end()
+	if metas, _ := storedFragments(t, e.store, "live"); len(metas) != 0 {
+		t.Fatalf("retention-0 stream stored %d fragments", len(metas))
+	}
+	resp := e.post(t, t.Context(), "/getMedia", map[string]any{"StreamName": "live",
+		"StartSelector": map[string]any{"StartSelectorType": "EARLIEST"}}, hdrNoFollow, "1")
+	defer resp.Body.Close()
+	if frags := readFragments(t, resp.Body); len(frags) != 3 {
+		t.Fatalf("GetMedia returned %d fragments from the live buffer, want 3", len(frags))
+	}
+}
+
+// Two producers on one stream: both are accepted, fragments interleave whole, and they reach the
+// store in number order even when the lower number completes last.
+func TestPutMediaTwoProducers(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e := newMediaEnv(t, kind)
+			e.createStream(t, "cam", 1)
+			c := loadClip(t, "h264.mkv")
+			a, b := e.startPut(t, "cam"), e.startPut(t, "cam")
+			a.write(c.header())
+			b.write(c.header())
+			ca := c.cluster(t, 0, baseMillis)
+			a.write(ca[:len(ca)/2]) // A's fragment is open...
+			ba := a.expect(ackBuffering, 0)
+			nb := b.fragment(c.cluster(t, 0, baseMillis+50_000), c.fragTimecode(0, baseMillis+50_000), false)
+			na, _ := parseFragmentNumber(ba.FragmentNumber)
+			if na >= nb {
+				t.Fatalf("A reserved %d before B's %d", na, nb)
+			}
+			a.write(ca[len(ca)/2:]) // ...and completes after B's
+			a.expect(ackReceived, na)
+			a.expect(ackPersisted, na)
+			b.expect(ackPersisted, nb) // B's waited for A's lower number
+			a.end()
+			b.end()
+			metas, frags := storedFragments(t, e.store, "cam")
+			if len(metas) != 2 || metas[0].Number != na || metas[1].Number != nb {
+				t.Fatalf("stored %+v, want %d then %d", metas, na, nb)
+			}
+			for _, f := range frags {
+				if len(f.Frames) != len(c.frags[0]) {
+					t.Fatalf("a stored fragment has %d frames, want %d", len(f.Frames), len(c.frags[0]))
+				}
+			}
+		})
+	}
+}
+
+// IDLE acks flow while nothing else does.
+func TestPutMediaIdle(t *testing.T) {
+	e := newMediaEnv(t, "mem", func(c *Config) { c.IdleAckInterval = 20 * time.Millisecond })
+	e.createStream(t, "cam", 1)
+	pc := e.startPut(t, "cam")
+	for range 2 {
+		select {
+		case ev := <-pc.acks:
+			t.Fatalf("unexpected ack %+v", ev)
+		case <-pc.idles:
+		}
+	}
+	pc.end()
+}
