@@ -386,13 +386,13 @@ func (c *consumer) send(meta store.FragmentMeta, fromStore bool) error {
 		mkv.SimpleTag{Name: mkv.TagMillisBehindNow, Value: strconv.FormatInt(max(0, now.Sub(meta.ServerTime).Milliseconds()), 10)},
 		mkv.SimpleTag{Name: mkv.TagContinuationToken, Value: formatFragmentNumber(meta.Number)},
 	)
+	if c.m.testDeliver != nil {
+		c.m.testDeliver(meta.Number, fromStore)
+	}
 	if err := c.write(c.out); err != nil {
 		return fmt.Errorf("%w: %w", errClientGone, err) // end quietly
 	}
 	c.last = meta.Number
-	if c.m.testDeliver != nil {
-		c.m.testDeliver(meta.Number, fromStore)
-	}
 	return nil
 }
 
