@@ -1,0 +1,133 @@
+package bench
+
+import (
+	"bytes"
+	"errors"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/client"
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server"
+	"github.com/openkvs/kvs/server/store"
+)
+
+func noAWSSetup(t *testing.T) {
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+		"AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KINESIS_VIDEO"} {
+		t.Setenv(k, "")
+	}
+	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+}
+
+// TestRun drives 3 streams for 2 s against a kvs server with an FS store and checks the counts.
+// No timing assertions: latencies depend on the machine.
+func TestRun(t *testing.T) {
+	noAWSSetup(t)
+	st, err := store.OpenFS(t.TempDir(), store.FSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := server.New(server.Config{Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() { ts.Close(); srv.Close(); st.Close() })
+	c, err := client.New(t.Context(), client.Config{Endpoint: ts.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(t.Context(), Config{Client: c, Streams: 3, Bitrate: 1_000_000,
+		FragmentDuration: 500 * time.Millisecond, Duration: 2 * time.Second, DeleteStreams: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	if res.Errors != 0 {
+		t.Fatalf("errors %v: %q", res.ErrorsByKind, res.FirstErrors)
+	}
+	if res.Sent != 12 || res.Fragments != 12 || res.Delivered != 12 {
+		t.Errorf("sent %d, persisted %d, delivered %d; want 12 each", res.Sent, res.Fragments, res.Delivered)
+	}
+	// 1 Mbit/s × 0.5 s = 62500 bytes per fragment, give or take rounding of the frame sizes.
+	if per := res.Bytes / 12; per < 62000 || per > 62500 {
+		t.Errorf("%d bytes per fragment, want about 62500", per)
+	}
+	if res.PersistedAck.Max <= 0 || res.Delivery.Max <= 0 || res.PersistedAck.P50 > res.PersistedAck.Max {
+		t.Errorf("latencies %+v %+v", res.PersistedAck, res.Delivery)
+	}
+	streams, err := st.ListStreams(t.Context())
+	if err != nil || len(streams) != 0 {
+		t.Errorf("streams left: %v, %v", streams, err)
+	}
+}
+
+func TestFrameSizes(t *testing.T) {
+	cfg := Config{Bitrate: 2_000_000, FragmentDuration: time.Second, FPS: 30, KeyframeRatio: 9}
+	key, delta := frameBytes(cfg, true), frameBytes(cfg, false)
+	if total := key + 29*delta; total < 249_900 || total > 250_000 {
+		t.Errorf("fragment %d bytes, want 250000", total)
+	}
+	if r := float64(key) / float64(delta); r < 8.9 || r > 9.1 {
+		t.Errorf("keyframe/delta = %v", r)
+	}
+}
+
+// TestWalkChunks checks the lean GetMedia walker against chunks written by mkv, and that an
+// error chunk ends it with an error.
+func TestWalkChunks(t *testing.T) {
+	var in []byte
+	tracks := []mkv.Track{{Number: 1, UID: 1, Type: mkv.TrackTypeVideo, CodecID: "V_MPEG4/ISO/AVC", CodecPrivate: codecPrivate}}
+	for _, tc := range []int64{1000, 2000, 300000} {
+		in = mkv.AppendEBMLHeader(in, "matroska")
+		in = mkv.AppendSegmentStart(in)
+		in = mkv.AppendInfo(in, mkv.DefaultTimecodeScale, "")
+		in = mkv.AppendTracks(in, tracks)
+		in = mkv.AppendTags(in, mkv.SimpleTag{Name: mkv.TagFragmentNumber, Value: "1"})
+		var err error
+		in, err = mkv.AppendCluster(in, tc, []mkv.Frame{{Track: 1, Timecode: tc, Keyframe: true, Data: make([]byte, 70000)},
+			{Track: 1, Timecode: tc + 33, Data: make([]byte, 100)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in = mkv.AppendTags(in, mkv.SimpleTag{Name: mkv.TagContinuationToken, Value: "1"})
+	}
+	var got []int64
+	if err := walkChunks(bytes.NewReader(in), func(tc int64) { got = append(got, tc) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || got[0] != 1000 || got[1] != 2000 || got[2] != 300000 {
+		t.Errorf("got %v", got)
+	}
+	in = mkv.AppendEBMLHeader(in, "matroska")
+	in = mkv.AppendSegmentStart(in)
+	in = mkv.AppendTags(in, mkv.SimpleTag{Name: mkv.TagErrorID, Value: "4000"})
+	if err := walkChunks(bytes.NewReader(in), func(int64) {}); !errors.Is(err, errChunk) {
+		t.Errorf("error chunk: %v", err)
+	}
+	if err := walkChunks(bytes.NewReader(in[:len(in)/2]), func(int64) {}); err == nil {
+		t.Error("truncated input: no error")
+	}
+}
+
+func TestParseBitrate(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+	}{
+		{"2Mbps", 2_000_000}, {"500kbps", 500_000}, {"2M", 2_000_000}, {"1.5 Mbit/s", 1_500_000}, {"64000", 64_000},
+	} {
+		got, err := ParseBitrate(tc.in)
+		if err != nil || got != tc.want {
+			t.Errorf("%q: %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "fast", "-1Mbps", "0"} {
+		if _, err := ParseBitrate(bad); err == nil {
+			t.Errorf("%q: no error", bad)
+		}
+	}
+}
