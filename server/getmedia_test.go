@@ -445,5 +445,3 @@ func checkFFprobe(t *testing.T, ffprobe, path string, c *clip, loops int) {
 		t.Fatalf("ffprobe: %+v, want h264 with %d packets", s, loops*video)
 	}
 }
-
-

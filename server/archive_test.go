@@ -1,0 +1,309 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia/types"
+
+	"github.com/openkvs/kvs/mkv"
+)
+
+func (e *mediaEnv) archivedClient() *kinesisvideoarchivedmedia.Client {
+	return kinesisvideoarchivedmedia.New(kinesisvideoarchivedmedia.Options{
+		Region:           "us-east-1",
+		BaseEndpoint:     aws.String(e.ts.URL),
+		Credentials:      credentials.NewStaticCredentialsProvider("AKIDLOCAL", "secret", ""),
+		HTTPClient:       e.ts.Client(),
+		RetryMaxAttempts: 1,
+	})
+}
+
+// listAll pages through ListFragments with the SDK paginator and returns the fragments and the
+// number of pages.
+func listAll(t *testing.T, am *kinesisvideoarchivedmedia.Client, in *kinesisvideoarchivedmedia.ListFragmentsInput) ([]types.Fragment, int) {
+	t.Helper()
+	p := kinesisvideoarchivedmedia.NewListFragmentsPaginator(am, in)
+	var all []types.Fragment
+	pages := 0
+	for p.HasMorePages() {
+		out, err := p.NextPage(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		all = append(all, out.Fragments...)
+	}
+	return all, pages
+}
+
+func TestListFragmentsSDK(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			clock := &fakeClock{}
+			e := newMediaEnv(t, kind, func(c *Config) { c.Now = clock.Now })
+			e.createStream(t, "cam", 1)
+			c := loadClip(t, "h264.mkv")
+			nums := e.ingest(t, "cam", c, 0, 8)
+			metas, err := e.store.Range(t.Context(), "cam", 1, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			am := e.archivedClient()
+			cases := []struct {
+				name      string
+				sel       *types.FragmentSelector
+				want      []uint64
+				wantPages int
+			}{
+				{"everything", nil, nums, 3},
+				{"server range inclusive", &types.FragmentSelector{FragmentSelectorType: types.FragmentSelectorTypeServerTimestamp,
+					TimestampRange: &types.TimestampRange{StartTimestamp: aws.Time(metas[1].ServerTime), EndTimestamp: aws.Time(metas[6].ServerTime)}}, nums[1:7], 2},
+				{"producer range inclusive", &types.FragmentSelector{FragmentSelectorType: types.FragmentSelectorTypeProducerTimestamp,
+					TimestampRange: &types.TimestampRange{StartTimestamp: aws.Time(metas[2].ProducerTime), EndTimestamp: aws.Time(metas[5].ProducerTime)}}, nums[2:6], 2},
+				{"empty range", &types.FragmentSelector{FragmentSelectorType: types.FragmentSelectorTypeServerTimestamp,
+					TimestampRange: &types.TimestampRange{StartTimestamp: aws.Time(time.Unix(1000, 0)), EndTimestamp: aws.Time(time.Unix(2000, 0))}}, nil, 1},
+			}
+			for _, tc := range cases {
+				t.Run(tc.name, func(t *testing.T) {
+					frags, pages := listAll(t, am, &kinesisvideoarchivedmedia.ListFragmentsInput{
+						StreamName: aws.String("cam"), MaxResults: aws.Int64(3), FragmentSelector: tc.sel})
+					if pages != tc.wantPages {
+						t.Errorf("%d pages, want %d", pages, tc.wantPages)
+					}
+					if len(frags) != len(tc.want) {
+						t.Fatalf("%d fragments, want %d", len(frags), len(tc.want))
+					}
+					for i, f := range frags {
+						n, err := parseFragmentNumber(aws.ToString(f.FragmentNumber))
+						if err != nil || n != tc.want[i] {
+							t.Fatalf("fragment %d: %s, want %d", i, aws.ToString(f.FragmentNumber), tc.want[i])
+						}
+						m := metas[n-metas[0].Number]
+						if f.FragmentSizeInBytes != m.Size || f.FragmentLengthInMilliseconds != m.Duration.Milliseconds() ||
+							!f.ServerTimestamp.Equal(m.ServerTime.Truncate(time.Millisecond)) ||
+							!f.ProducerTimestamp.Equal(m.ProducerTime.Truncate(time.Millisecond)) {
+							t.Fatalf("fragment %+v, stored %+v", f, m)
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestListFragmentsErrors(t *testing.T) {
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 1)
+	rng := map[string]any{"StartTimestamp": 10, "EndTimestamp": 20}
+	cases := []struct {
+		name   string
+		body   map[string]any
+		status int
+	}{
+		{"max results 0", map[string]any{"StreamName": "cam", "MaxResults": 0}, 400},
+		{"max results 1001", map[string]any{"StreamName": "cam", "MaxResults": 1001}, 400},
+		{"token not base64", map[string]any{"StreamName": "cam", "NextToken": "!!"}, 400},
+		{"token not ours", map[string]any{"StreamName": "cam", "NextToken": "aGVsbG8="}, 400},
+		{"selector type", map[string]any{"StreamName": "cam", "FragmentSelector": map[string]any{"FragmentSelectorType": "ARRIVAL", "TimestampRange": rng}}, 400},
+		{"no range", map[string]any{"StreamName": "cam", "FragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP"}}, 400},
+		{"range reversed", map[string]any{"StreamName": "cam", "FragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": 20, "EndTimestamp": 10}}}, 400},
+		{"unknown stream", map[string]any{"StreamName": "nope"}, 404},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := e.post(t, t.Context(), "/listFragments", tc.body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+		})
+	}
+}
+
+// Retention-0 streams list (and serve) their live buffer.
+func TestListFragmentsNoRetention(t *testing.T) {
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "live", 0)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "live")
+	pc.write(c.header())
+	var nums []uint64
+	for i := range 5 {
+		nums = append(nums, pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), false))
+	}
+	pc.end()
+	am := e.archivedClient()
+	frags, _ := listAll(t, am, &kinesisvideoarchivedmedia.ListFragmentsInput{StreamName: aws.String("live"), MaxResults: aws.Int64(2)})
+	if len(frags) != 5 || aws.ToString(frags[4].FragmentNumber) != formatFragmentNumber(nums[4]) {
+		t.Fatalf("listed %d fragments", len(frags))
+	}
+	out, err := am.GetMediaForFragmentList(t.Context(), &kinesisvideoarchivedmedia.GetMediaForFragmentListInput{
+		StreamName: aws.String("live"), Fragments: []string{formatFragmentNumber(nums[2])}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Payload.Close()
+	if got := readFragments(t, out.Payload); len(got) != 1 || len(got[0].Frames) != len(c.frags[2]) {
+		t.Fatalf("got %d fragments", len(got))
+	}
+}
+
+func TestGetMediaForFragmentListSDK(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e := newMediaEnv(t, kind)
+			e.createStream(t, "cam", 1)
+			c := loadClip(t, "h264_aac.mkv")
+			nums := e.ingest(t, "cam", c, 0, 4)
+			am := e.archivedClient()
+			ask := []uint64{nums[3], nums[0], nums[3]} // request order, duplicates delivered twice
+			var in []string
+			for _, n := range ask {
+				in = append(in, formatFragmentNumber(n))
+			}
+			out, err := am.GetMediaForFragmentList(t.Context(), &kinesisvideoarchivedmedia.GetMediaForFragmentListInput{
+				StreamName: aws.String("cam"), Fragments: in})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer out.Payload.Close()
+			if ct := aws.ToString(out.ContentType); ct != "video/webm" {
+				t.Errorf("ContentType %q", ct)
+			}
+			frags := readFragments(t, out.Payload)
+			if got := fragmentNumbers(t, frags); !equalNumbers(got, ask) {
+				t.Fatalf("got %v, want %v", got, ask)
+			}
+			for i, f := range frags {
+				src := c.frags[int(ask[i]-nums[0])]
+				if len(f.Frames) != len(src) {
+					t.Fatalf("fragment %d: %d frames, want %d", i, len(f.Frames), len(src))
+				}
+				for _, name := range []string{mkv.TagServerTimestamp, mkv.TagProducerTimestamp} {
+					if !timestampTagPattern.MatchString(tag(t, f, name)) {
+						t.Errorf("%s = %q", name, tag(t, f, name))
+					}
+				}
+				if tag(t, f, mkv.TagServerSideTimestamp) != tag(t, f, mkv.TagServerTimestamp) ||
+					tag(t, f, mkv.TagProducerSideTimestamp) != tag(t, f, mkv.TagProducerTimestamp) {
+					t.Errorf("*_SIDE_TIMESTAMP tags differ from the stored ones")
+				}
+				if _, ok := f.Tag(mkv.TagContinuationToken); ok {
+					t.Errorf("GetMediaForFragmentList chunk has a continuation token")
+				}
+			}
+
+			_, err = am.GetMediaForFragmentList(t.Context(), &kinesisvideoarchivedmedia.GetMediaForFragmentListInput{
+				StreamName: aws.String("cam"), Fragments: []string{formatFragmentNumber(nums[0]), formatFragmentNumber(999)}})
+			var nf *types.ResourceNotFoundException
+			if !errors.As(err, &nf) {
+				t.Errorf("unknown fragment: %v, want ResourceNotFoundException", err)
+			}
+			_, err = am.GetMediaForFragmentList(t.Context(), &kinesisvideoarchivedmedia.GetMediaForFragmentListInput{
+				StreamName: aws.String("cam"), Fragments: []string{"12x"}})
+			var ia *types.InvalidArgumentException
+			if !errors.As(err, &ia) {
+				t.Errorf("malformed fragment number: %v, want InvalidArgumentException", err)
+			}
+			_, err = am.GetMediaForFragmentList(t.Context(), &kinesisvideoarchivedmedia.GetMediaForFragmentListInput{
+				StreamName: aws.String("cam"), Fragments: []string{}})
+			if !errors.As(err, &ia) {
+				t.Errorf("empty list: %v, want InvalidArgumentException", err)
+			}
+		})
+	}
+}
+
+// The real AWS CLI v2 against the media APIs: list-fragments, get-media-for-fragment-list and
+// get-media (which ends because GetMediaIdleTimeout is set: the CLI cannot send x-kvs-no-follow).
+func TestMediaAWSCLI(t *testing.T) {
+	bin := needTool(t, "/usr/bin/aws")
+	ffprobe := needTool(t, "ffprobe")
+	e := newMediaEnv(t, "fs", func(c *Config) { c.GetMediaIdleTimeout = 300 * time.Millisecond })
+	e.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	nums := e.ingest(t, "cam", c, 0, 8)
+	dir := t.TempDir()
+	run := func(args ...string) []byte {
+		t.Helper()
+		full := append([]string{"--endpoint-url", e.ts.URL, "--region", "us-east-1", "--output", "json"}, args...)
+		cmd := exec.CommandContext(t.Context(), bin, full...)
+		cmd.Env = []string{
+			"PATH=/usr/bin:/bin", "HOME=" + dir, "AWS_ACCESS_KEY_ID=AKIDLOCAL", "AWS_SECRET_ACCESS_KEY=secret",
+			"AWS_PAGER=", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_MAX_ATTEMPTS=1",
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("aws %v: %v: %s", args, err, stderr.String())
+		}
+		return out
+	}
+	var list struct {
+		Fragments []struct {
+			FragmentNumber    string
+			ProducerTimestamp string // the CLI prints ISO 8601
+		}
+	}
+	if err := json.Unmarshal(run("kinesis-video-archived-media", "list-fragments", "--stream-name", "cam", "--page-size", "3"), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Fragments) != 8 {
+		t.Fatalf("list-fragments: %d fragments, want 8", len(list.Fragments))
+	}
+	// botocore sends whole seconds: the range [floor(first), ceil(last)] still holds them all.
+	first, err1 := time.Parse(time.RFC3339Nano, list.Fragments[0].ProducerTimestamp)
+	last, err2 := time.Parse(time.RFC3339Nano, list.Fragments[7].ProducerTimestamp)
+	if err := errors.Join(err1, err2); err != nil {
+		t.Fatal(err)
+	}
+	sel := "FragmentSelectorType=PRODUCER_TIMESTAMP,TimestampRange={StartTimestamp=" + strconv.FormatInt(first.Unix(), 10) +
+		",EndTimestamp=" + strconv.FormatInt(last.Unix()+1, 10) + "}"
+	list.Fragments = nil
+	if err := json.Unmarshal(run("kinesis-video-archived-media", "list-fragments", "--stream-name", "cam", "--fragment-selector", sel), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Fragments) != 8 {
+		t.Fatalf("list-fragments with a producer range: %d fragments, want 8", len(list.Fragments))
+	}
+
+	var want []string
+	for _, n := range nums {
+		want = append(want, formatFragmentNumber(n))
+	}
+	listOut := filepath.Join(dir, "list.mkv")
+	// The outfile goes first: --fragments takes every argument after it.
+	run(append([]string{"kinesis-video-archived-media", "get-media-for-fragment-list", listOut, "--stream-name", "cam", "--fragments"}, want...)...)
+	checkOutput(t, ffprobe, listOut, c, nums)
+
+	mediaOut := filepath.Join(dir, "media.mkv")
+	run("kinesis-video-media", "get-media", "--stream-name", "cam", "--start-selector", "StartSelectorType=EARLIEST", mediaOut)
+	checkOutput(t, ffprobe, mediaOut, c, nums)
+}
+
+// checkOutput requires a file of chunks to decode fully and to carry one FRAGMENT_NUMBER per
+// fragment, in order.
+func checkOutput(t *testing.T, ffprobe, path string, c *clip, nums []uint64) {
+	t.Helper()
+	checkFFprobe(t, ffprobe, path, c, len(nums)/len(c.frags))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fragmentNumbers(t, readFragments(t, bytes.NewReader(data))); !equalNumbers(got, nums) {
+		t.Fatalf("%s: fragments %v, want %v", filepath.Base(path), got, nums)
+	}
+}
