@@ -61,6 +61,13 @@ func (o *LiveOptions) notice(format string, args ...any) {
 	}
 }
 
+// Validate checks the options as OpenLive would, without opening anything: callers use it to
+// report bad flags as usage errors.
+func (o LiveOptions) Validate() error {
+	_, err := o.withDefaults()
+	return err
+}
+
 // withDefaults fills the zero fields and checks the others.
 func (o LiveOptions) withDefaults() (LiveOptions, error) {
 	if o.Width == 0 {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,14 +105,19 @@ func TestTestPatternFragments(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d fragments, %d frames, %d keyframes, last frame at %d ms", len(frags), frames, keyframes, last)
+	// The frame slots the capture clock spans is fps × duration within 5%. The frames in them
+	// depend on the machine's load (the test pattern's ticker drops ticks when the reader is late,
+	// which shows as gaps), so only a floor is checked for those.
+	first := frags[0].Frames[0].Timecode
+	slots := int(math.Round(float64(last-first)/(1000.0/fps))) + 1
+	t.Logf("%d fragments, %d frames in %d slots of the capture clock, %d keyframes, last frame at %d ms", len(frags), frames, slots, keyframes, last-first)
 	if len(frags) < 2 || len(frags) > 4 {
 		t.Errorf("%d fragments, want about 3", len(frags))
 	}
-	if want := fps * int(duration/time.Second); frames < want*93/100 || frames > want*105/100 {
-		t.Errorf("%d frames, want about %d", frames, want)
+	if want := fps * int(duration/time.Second); slots < want*95/100 || slots > want*105/100 || frames > slots+1 || frames < want/2 {
+		t.Errorf("%d frames in %d slots, want about %d", frames, slots, want)
 	}
-	if last >= duration.Milliseconds() {
+	if last-first >= duration.Milliseconds() {
 		t.Errorf("a frame at %d ms, after the %v duration", last, duration)
 	}
 	if keyframes != len(frags) {
