@@ -36,6 +36,19 @@ type putMediaOptions struct {
 	RetentionHours   int
 	MaxInFlight      int
 	Output           string // "text" (summary) or "json" (every ACK)
+
+	// Live sources only (--source testsrc, camera or camera:DEVICE); zero means the capture default.
+	Width, Height int
+	FPS           float64
+	Bitrate       int
+	Duration      time.Duration
+}
+
+// liveOptions returns the capture options of a live source. Keyframes are forced every
+// --fragment-duration, so that fragments last about that long.
+func (o putMediaOptions) liveOptions() capture.LiveOptions {
+	return capture.LiveOptions{Width: o.Width, Height: o.Height, FPS: o.FPS, Bitrate: o.Bitrate,
+		Duration: o.Duration, KeyframeInterval: o.FragmentDuration}
 }
 
 func (o putMediaOptions) validate() error {
@@ -43,7 +56,17 @@ func (o putMediaOptions) validate() error {
 		return err
 	}
 	if o.Source == "" {
-		return errors.New("--source is required (a file, or - for standard input)")
+		return errors.New("--source is required (a file, - for standard input, testsrc or camera)")
+	}
+	if capture.IsLiveSpec(o.Source) {
+		if o.Loop {
+			return errors.New("--loop needs a file: a live source cannot be restarted")
+		}
+		if err := o.liveOptions().Validate(); err != nil {
+			return err
+		}
+	} else if o.Width != 0 || o.Height != 0 || o.FPS != 0 || o.Bitrate != 0 || o.Duration != 0 {
+		return errors.New("--width, --height, --fps, --bitrate and --duration apply to live sources (--source testsrc, camera or camera:/dev/videoN)")
 	}
 	if o.FrameRate < 0 {
 		return fmt.Errorf("--frame-rate %g: want a positive number", o.FrameRate)
@@ -69,12 +92,18 @@ func (o putMediaOptions) validate() error {
 func newPutMediaCmd(env *Env) *cobra.Command {
 	var o putMediaOptions
 	c := &cobra.Command{
-		Use:   "put-media --stream-name NAME --source FILE|- [--fragment-duration 2s] [--realtime] [--loop] [--create]",
+		Use:   "put-media --stream-name NAME --source FILE|-|testsrc|camera[:DEVICE] [--fragment-duration 2s] [--realtime] [--loop] [--create]",
 		Short: "Upload a media file or stream with PutMedia",
 		Long: `Upload media to a stream with PutMedia: Matroska/WebM, MP4 (with audio) or raw H.264/H.265
 Annex B, from a file or from standard input (-; MP4 needs a file). Frames are cut into fragments
 that start at a keyframe, about --fragment-duration long, with absolute timecodes (the producer
 timestamp of the first frame is the time put-media started).
+
+Live sources, in builds with capture (cgo; see kvs list-devices): --source testsrc is a moving test
+pattern, --source camera the first camera, --source camera:/dev/videoN that camera; the pictures
+are encoded to H.264 (--width, --height, --fps, --bitrate) with a keyframe forced every
+--fragment-duration, and stamped with the capture clock. They run until --duration or Ctrl-C; on
+Ctrl-C the fragment in progress is finished and sent too.
 
 The upload survives broken connections: it reconnects with backoff and resends every fragment not
 yet acknowledged as persisted. Delivery is therefore at least once: a fragment whose
@@ -99,7 +128,7 @@ the source, waits up to 15 s for the fragments already sent, and exits 130.`,
 	}
 	f := c.Flags()
 	addStreamRefFlags(c, &o.Stream)
-	f.StringVar(&o.Source, "source", "", "media file, or - for standard input (required)")
+	f.StringVar(&o.Source, "source", "", "media file, - for standard input, or a live source: testsrc, camera, camera:/dev/videoN (required)")
 	f.Float64Var(&o.FrameRate, "frame-rate", 0, "frame rate of Annex B input whose SPS has no timing info")
 	f.DurationVar(&o.FragmentDuration, "fragment-duration", capture.DefaultTargetDuration, "target fragment duration (fragments start at keyframes)")
 	f.BoolVar(&o.Realtime, "realtime", false, "send frames at their real-time pace, like a live camera")
@@ -108,6 +137,11 @@ the source, waits up to 15 s for the fragments already sent, and exits 130.`,
 	f.IntVar(&o.RetentionHours, "data-retention-in-hours", 24, "retention of a stream made by --create (0 to 87600)")
 	f.IntVar(&o.MaxInFlight, "max-in-flight", client.DefaultMaxInFlight, "fragments sent but not yet acknowledged before reading the source pauses")
 	f.StringVar(&o.Output, "output", "text", "text (a summary) or json (every ACK as a JSON line)")
+	f.IntVar(&o.Width, "width", 0, "live sources: picture width in pixels (default 640)")
+	f.IntVar(&o.Height, "height", 0, "live sources: picture height in pixels (default 480)")
+	f.Float64Var(&o.FPS, "fps", 0, "live sources: frames per second (default 30)")
+	f.IntVar(&o.Bitrate, "bitrate", 0, "live sources: H.264 bit rate in bits per second (default 1000000)")
+	f.DurationVar(&o.Duration, "duration", 0, "live sources: stop after this long (default: until Ctrl-C)")
 	return c
 }
 
@@ -136,7 +170,13 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 	opts := capture.Options{FrameRate: o.FrameRate, Notice: func(msg string) { log.Warn(msg) }}
 	var counter *countingFile
 	var size int64 = -1
+	live := capture.IsLiveSpec(o.Source)
 	open := func(ctx context.Context) (capture.Source, error) {
+		if live {
+			lo := o.liveOptions()
+			lo.Notice = func(msg string) { log.Warn(msg) }
+			return capture.OpenLive(ctx, o.Source, lo) // ends with io.EOF when ctx is cancelled
+		}
 		if o.Source == "-" {
 			return capture.Open(ctx, env.Stdin, "-", opts)
 		}
@@ -163,6 +203,9 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 		return fmt.Errorf("put-media %s: %w", stream, err)
 	}
 	start := time.Now()
+	if lc, ok := src.(capture.LiveClock); ok {
+		start = lc.Start() // the capture time of the first frame
+	}
 	fr, err := capture.NewFragmenter(src, capture.FragmenterConfig{
 		TargetDuration: o.FragmentDuration,
 		Realtime:       o.Realtime,
@@ -219,8 +262,17 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 	}
 	var readErr error
 	interrupted := false
+	// A live source ends at a frame boundary when ctx is cancelled (Ctrl-C): the fragment in
+	// progress is still finished and sent, within interruptGrace.
+	loopCtx := ctx
+	if live {
+		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		defer cancel()
+		defer context.AfterFunc(ctx, func() { time.AfterFunc(interruptGrace, cancel) })()
+		loopCtx = lctx
+	}
 	for {
-		f, err := fr.Next(ctx)
+		f, err := fr.Next(loopCtx)
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -232,7 +284,7 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 			}
 			break
 		}
-		if err := prod.Send(ctx, f); err != nil {
+		if err := prod.Send(loopCtx, f); err != nil {
 			if ctx.Err() != nil {
 				interrupted = true
 			} else {
@@ -254,6 +306,9 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 		bar.describe(fmt.Sprintf("put-media %s: %d sent, %d stored", stream, st.Fragments, st.Stored))
 	}
 
+	if live && ctx.Err() != nil {
+		interrupted = true
+	}
 	closeCtx := context.WithoutCancel(ctx)
 	if interrupted || readErr != nil {
 		var cancel context.CancelFunc
