@@ -90,6 +90,11 @@ type Server struct {
 
 	// media is the state of the media data path (media.go): live buffers, PutMedia sessions.
 	media *media
+
+	// getRoutes are the only endpoints served for GET and HEAD: the HLS playback URLs (real KVS
+	// serves them as GETs under /hls/v1/) and the web console. A key ending in "/" matches that
+	// prefix. Route providers fill it in New; see getRoute.
+	getRoutes map[string]http.HandlerFunc
 }
 
 // routeSets lists the route providers of this package: each returns path → handler for the paths
@@ -138,7 +143,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store, routes: map[string]http.HandlerFunc{}}
+	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store, routes: map[string]http.HandlerFunc{},
+		getRoutes: map[string]http.HandlerFunc{}}
 	for _, set := range routeSets {
 		for path, h := range set(s) {
 			if _, dup := s.routes[path]; dup {
@@ -204,6 +210,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"duration", time.Since(start), "request_id", id)
 	}()
 
+	// The GET exception (HLS playback, console); every KVS operation stays POST-only.
+	if gh := s.getRoute(r); gh != nil {
+		gh(rec, r)
+		return
+	}
 	h, ok := s.routes[r.URL.Path]
 	switch {
 	case !ok:
@@ -216,6 +227,31 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		h(rec, r)
 	}
+}
+
+// getRoute returns the GET/HEAD handler for r: an exact getRoutes path, else the longest prefix
+// key ending in "/" (the console's "/"). Paths of KVS operations are never GET routes, so a GET to
+// them still gets 405.
+func (s *Server) getRoute(r *http.Request) http.HandlerFunc {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return nil
+	}
+	if _, op := s.routes[r.URL.Path]; op {
+		return nil
+	}
+	if h, ok := s.getRoutes[r.URL.Path]; ok {
+		return h
+	}
+	var best string
+	for p := range s.getRoutes {
+		if strings.HasSuffix(p, "/") && strings.HasPrefix(r.URL.Path, p) && len(p) > len(best) {
+			best = p
+		}
+	}
+	if best == "" {
+		return nil
+	}
+	return s.getRoutes[best]
 }
 
 type requestIDKey struct{}

@@ -1,0 +1,450 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// uploadClip sends fragments idx of clip name (looped) to stream with ABSOLUTE timecodes from
+// baseMillis, waits for every PERSISTED ack and ends the upload.
+func uploadClip(t *testing.T, e *mediaEnv, stream, name string, idx ...int) *clip {
+	t.Helper()
+	c := loadClip(t, name)
+	pc := e.startPut(t, stream)
+	if pc.status != 200 {
+		t.Fatalf("putMedia: %d %s", pc.status, pc.errTyp)
+	}
+	pc.write(c.header())
+	for _, i := range idx {
+		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
+	}
+	pc.end()
+	return c
+}
+
+func seq(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// hlsURL calls GetHLSStreamingSessionURL and returns the URL, or the error type.
+func (e *mediaEnv) hlsURL(t *testing.T, body map[string]any) (string, string) {
+	t.Helper()
+	resp := e.post(t, t.Context(), "/getHLSStreamingSessionURL", body)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", resp.Header.Get("x-amzn-ErrorType")
+	}
+	var out struct{ HLSStreamingSessionURL string }
+	if err := json.Unmarshal(b, &out); err != nil || out.HLSStreamingSessionURL == "" {
+		t.Fatalf("answer %s: %v", b, err)
+	}
+	return out.HLSStreamingSessionURL, ""
+}
+
+func httpGet(t *testing.T, url string) (int, http.Header, []byte) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, resp.Header, b
+}
+
+var uriPattern = regexp.MustCompile(`(?m)^(getHLSMediaPlaylist\.m3u8\?\S+)$`)
+
+// mediaPlaylist fetches the master playlist at url and then its media playlist.
+func mediaPlaylist(t *testing.T, url string) (master, media string) {
+	t.Helper()
+	code, hdr, b := httpGet(t, url)
+	if code != 200 || hdr.Get("Content-Type") != "application/vnd.apple.mpegurl" {
+		t.Fatalf("master playlist: %d %s %s", code, hdr.Get("Content-Type"), b)
+	}
+	m := uriPattern.FindStringSubmatch(string(b))
+	if m == nil {
+		t.Fatalf("no media playlist in\n%s", b)
+	}
+	base := url[:strings.LastIndex(url, "/")+1]
+	code, _, mb := httpGet(t, base+m[1])
+	if code != 200 {
+		t.Fatalf("media playlist: %d %s", code, mb)
+	}
+	return string(b), string(mb)
+}
+
+type hlsProbeStream struct {
+	CodecType    string `json:"codec_type"`
+	CodecName    string `json:"codec_name"`
+	Width        int    `json:"width"`
+	Height       int    `json:"height"`
+	NbReadFrames string `json:"nb_read_frames"`
+}
+
+func ffprobeStreams(t *testing.T, input string) []hlsProbeStream {
+	t.Helper()
+	bin := needTool(t, "ffprobe")
+	cmd := exec.CommandContext(t.Context(), bin, "-v", "error", "-count_frames", "-show_streams", "-of", "json", input)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v\n%s", input, err, stderr.String())
+	}
+	if stderr.Len() > 0 {
+		t.Errorf("ffprobe %s reported:\n%s", input, stderr.String())
+	}
+	var res struct{ Streams []hlsProbeStream }
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatal(err)
+	}
+	return res.Streams
+}
+
+// wantStreams is what ffprobe reports for n loops of the source clip.
+func wantStreams(t *testing.T, name string, loops int) []hlsProbeStream {
+	t.Helper()
+	src := ffprobeStreams(t, filepath.Join("..", "testdata", name))
+	for i := range src {
+		var n int
+		fmt.Sscan(src[i].NbReadFrames, &n)
+		src[i].NbReadFrames = fmt.Sprint(n * loops)
+	}
+	return src
+}
+
+func TestHLSOnDemandFFprobe(t *testing.T) {
+	for _, name := range []string{"h264.mkv", "h264_aac.mkv", "h265.mkv"} {
+		t.Run(name, func(t *testing.T) {
+			e := newMediaEnv(t, "mem")
+			e.createStream(t, "cam", 24)
+			c := loadClip(t, name)
+			uploadClip(t, e, "cam", name, seq(len(c.frags))...)
+			url, code := e.hlsURL(t, map[string]any{
+				"StreamName":   "cam",
+				"PlaybackMode": "ON_DEMAND",
+				"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+					"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}},
+			})
+			if code != "" {
+				t.Fatal(code)
+			}
+			if !strings.HasPrefix(url, e.ts.URL+"/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=") {
+				t.Errorf("url %s", url)
+			}
+			master, media := mediaPlaylist(t, url)
+			if !strings.Contains(master, `RESOLUTION=320x240`) || !strings.Contains(master, `CODECS="`) {
+				t.Errorf("master playlist:\n%s", master)
+			}
+			if strings.Count(media, "#EXTINF:") != len(c.frags) || !strings.Contains(media, "#EXT-X-ENDLIST") ||
+				strings.Contains(media, "#EXT-X-DISCONTINUITY\n") || !strings.Contains(media, "#EXT-X-PLAYLIST-TYPE:VOD") {
+				t.Errorf("media playlist:\n%s", media)
+			}
+			got := ffprobeStreams(t, url)
+			want := wantStreams(t, name, 1)
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("ffprobe of the HLS URL:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+// TestHLSDiscontinuity drops a fragment: the playlist marks the gap, and ffprobe still reads
+// every frame sent.
+func TestHLSDiscontinuity(t *testing.T) {
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	uploadClip(t, e, "cam", "h264.mkv", 0, 1, 3)
+	url, code := e.hlsURL(t, map[string]any{
+		"StreamName":               "cam",
+		"PlaybackMode":             "ON_DEMAND",
+		"DisplayFragmentTimestamp": "ALWAYS",
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": time.Now().Unix() - 3600, "EndTimestamp": time.Now().Unix() + 3600}},
+	})
+	if code != "" {
+		t.Fatal(code)
+	}
+	_, media := mediaPlaylist(t, url)
+	if n := strings.Count(media, "#EXT-X-DISCONTINUITY\n"); n != 1 {
+		t.Errorf("%d discontinuities, want 1:\n%s", n, media)
+	}
+	if n := strings.Count(media, "#EXT-X-PROGRAM-DATE-TIME:"); n != 3 {
+		t.Errorf("%d program date times, want 3", n)
+	}
+	got := ffprobeStreams(t, url)
+	if len(got) != 1 || got[0].NbReadFrames != "75" {
+		t.Errorf("ffprobe: %+v, want 75 frames", got)
+	}
+}
+
+// TestHLSLive follows a producer: the playlist is a window of the newest fragments that slides
+// as fragments arrive, and ffmpeg plays the live URL while the producer sends.
+func TestHLSLive(t *testing.T) {
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	// Real time for the producer timestamps: a live player compares them with its clock.
+	base := time.Now().Add(-10 * time.Second).UnixMilli()
+	for i := range 2 {
+		pc.fragment(c.cluster(t, i, base), c.fragTimecode(i, base), true)
+	}
+	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "MaxMediaPlaylistFragmentResults": 3})
+	if code != "" {
+		t.Fatal(code)
+	}
+	_, media := mediaPlaylist(t, url)
+	if strings.Count(media, "#EXTINF:") != 2 || strings.Contains(media, "#EXT-X-ENDLIST") ||
+		!strings.Contains(media, "#EXT-X-MEDIA-SEQUENCE:1\n") {
+		t.Fatalf("first media playlist:\n%s", media)
+	}
+	for i := 2; i < 6; i++ {
+		pc.fragment(c.cluster(t, i, base), c.fragTimecode(i, base), true)
+	}
+	_, media = mediaPlaylist(t, url)
+	if strings.Count(media, "#EXTINF:") != 3 || !strings.Contains(media, "#EXT-X-MEDIA-SEQUENCE:4\n") ||
+		!strings.Contains(media, "FragmentNumber="+formatFragmentNumber(6)) {
+		t.Fatalf("media playlist after 6 fragments:\n%s", media)
+	}
+
+	// ffmpeg plays the live URL while the producer keeps sending a fragment a second. It starts
+	// near the live edge (the window holds 3 s) and reads faster than real time, so 7 s of
+	// media need fragments produced while it plays, found by reloading the playlist.
+	ffmpeg := needTool(t, "ffmpeg")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	produced := make(chan int)
+	go func() {
+		n := 6
+		defer func() { produced <- n }()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				b, err := c.appendCluster(nil, n, base)
+				if err != nil {
+					return
+				}
+				if _, err := pc.pw.Write(b); err != nil {
+					return
+				}
+				n++
+			}
+		}
+	}()
+	cmd := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", url, "-t", "7", "-f", "null", "-")
+	out, err := cmd.CombinedOutput()
+	cancel()
+	sent := <-produced
+	if err != nil || len(out) > 0 {
+		t.Errorf("ffmpeg on the live URL: %v\n%s", err, out)
+	}
+	if sent < 10 {
+		t.Errorf("only %d fragments were produced while ffmpeg played 7 s", sent)
+	}
+}
+
+// TestHLSAWSCLI gets the URL with the real AWS CLI and plays it with ffprobe.
+func TestHLSAWSCLI(t *testing.T) {
+	bin := needTool(t, "/usr/bin/aws")
+	e := newMediaEnv(t, "fs")
+	e.createStream(t, "cam", 24)
+	uploadClip(t, e, "cam", "h264_aac.mkv", seq(4)...)
+	sel := fmt.Sprintf("FragmentSelectorType=PRODUCER_TIMESTAMP,TimestampRange={StartTimestamp=%d,EndTimestamp=%d}",
+		baseMillis/1000, baseMillis/1000+60)
+	cmd := exec.CommandContext(t.Context(), bin, "--endpoint-url", e.ts.URL, "--region", "us-east-1", "--output", "json",
+		"kinesis-video-archived-media", "get-hls-streaming-session-url", "--stream-name", "cam",
+		"--playback-mode", "ON_DEMAND", "--hls-fragment-selector", sel, "--expires", "3600")
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "AWS_ACCESS_KEY_ID=AKIDLOCAL",
+		"AWS_SECRET_ACCESS_KEY=secret", "AWS_PAGER=", "AWS_CONFIG_FILE=/dev/null",
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_MAX_ATTEMPTS=1"}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("aws: %v\n%s", err, stderr.String())
+	}
+	var res struct{ HLSStreamingSessionURL string }
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("%s: %v", out, err)
+	}
+	got := ffprobeStreams(t, res.HLSStreamingSessionURL)
+	if want := wantStreams(t, "h264_aac.mkv", 1); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ffprobe:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+func TestGetHLSStreamingSessionURLErrors(t *testing.T) {
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	e.createStream(t, "empty", 24)
+	e.createStream(t, "live-only", 0)
+	uploadClip(t, e, "cam", "h264.mkv", seq(4)...)
+	rng := map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+		"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 60}}
+	tests := []struct {
+		name string
+		body map[string]any
+		want string
+	}{
+		{"no stream", map[string]any{}, "InvalidArgumentException"},
+		{"unknown stream", map[string]any{"StreamName": "nope"}, "ResourceNotFoundException"},
+		{"retention 0", map[string]any{"StreamName": "live-only"}, "NoDataRetentionException"},
+		{"bad mode", map[string]any{"StreamName": "cam", "PlaybackMode": "LATER"}, "InvalidArgumentException"},
+		{"MPEG_TS", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "HLSFragmentSelector": rng, "ContainerFormat": "MPEG_TS"}, "InvalidArgumentException"},
+		{"live with range", map[string]any{"StreamName": "cam", "HLSFragmentSelector": rng}, "InvalidArgumentException"},
+		{"on demand without range", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND"}, "InvalidArgumentException"},
+		{"expires too short", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "HLSFragmentSelector": rng, "Expires": 299}, "InvalidArgumentException"},
+		{"expires too long", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "HLSFragmentSelector": rng, "Expires": 43201}, "InvalidArgumentException"},
+		{"max results 0", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "HLSFragmentSelector": rng, "MaxMediaPlaylistFragmentResults": 0}, "InvalidArgumentException"},
+		{"bad discontinuity mode", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "HLSFragmentSelector": rng, "DiscontinuityMode": "SOMETIMES"}, "InvalidArgumentException"},
+		{"range with no data", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": 1e9, "EndTimestamp": 1e9 + 60}}}, "ResourceNotFoundException"},
+		{"live without fragments", map[string]any{"StreamName": "empty"}, "ResourceNotFoundException"},
+		{"live, fragments too old", map[string]any{"StreamName": "cam"}, ""}, // server timestamps are now
+		{"ok", map[string]any{"StreamName": "cam", "PlaybackMode": "LIVE_REPLAY", "HLSFragmentSelector": rng}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, code := e.hlsURL(t, tc.body); code != tc.want {
+				t.Errorf("error %q, want %q", code, tc.want)
+			}
+		})
+	}
+	// Ten sessions per stream (two were made above).
+	for i := 0; i < 8; i++ {
+		if _, code := e.hlsURL(t, map[string]any{"StreamName": "cam"}); code != "" {
+			t.Fatalf("session %d: %s", i+3, code)
+		}
+	}
+	if _, code := e.hlsURL(t, map[string]any{"StreamName": "cam"}); code != "ClientLimitExceededException" {
+		t.Errorf("11th session: %q, want ClientLimitExceededException", code)
+	}
+	// Playback URLs with a bad token, and POST-only operations under GET.
+	for _, tc := range []struct {
+		path string
+		code int
+	}{
+		{"/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=nope", 404},
+		{"/hls/v1/getHLSMasterPlaylist.m3u8", 400},
+		{"/hls/v1/getMP4MediaFragment.mp4?SessionToken=nope&FragmentNumber=1", 404},
+		{"/getClip", 405},
+		{"/hls/v1/unknown", 404},
+	} {
+		if code, _, b := httpGet(t, e.ts.URL+tc.path); code != tc.code {
+			t.Errorf("GET %s: %d %s, want %d", tc.path, code, b, tc.code)
+		}
+	}
+}
+
+func TestHLSUnsupportedCodec(t *testing.T) {
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "vp8", 24)
+	uploadClip(t, e, "vp8", "webm_vp8.webm", 0)
+	_, code := e.hlsURL(t, map[string]any{"StreamName": "vp8"})
+	if code != "UnsupportedStreamMediaTypeException" {
+		t.Errorf("VP8: %q, want UnsupportedStreamMediaTypeException", code)
+	}
+	resp := e.post(t, t.Context(), "/getClip", map[string]any{"StreamName": "vp8", "ClipFragmentSelector": map[string]any{
+		"FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": map[string]any{"StartTimestamp": time.Now().Unix() - 3600, "EndTimestamp": time.Now().Unix() + 3600}}})
+	resp.Body.Close()
+	if got := resp.Header.Get("x-amzn-ErrorType"); got != "UnsupportedStreamMediaTypeException" {
+		t.Errorf("GetClip of VP8: %q, want UnsupportedStreamMediaTypeException", got)
+	}
+}
+
+func TestGetClip(t *testing.T) {
+	for _, name := range []string{"h264.mkv", "h264_aac.mkv", "h265.mkv"} {
+		t.Run(name, func(t *testing.T) {
+			e := newMediaEnv(t, "fs")
+			e.createStream(t, "cam", 24)
+			c := loadClip(t, name)
+			uploadClip(t, e, "cam", name, seq(2*len(c.frags))...) // the clip twice
+			resp := e.post(t, t.Context(), "/getClip", map[string]any{"StreamName": "cam", "ClipFragmentSelector": map[string]any{
+				"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+				"TimestampRange":       map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}}})
+			defer resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "video/mp4" {
+				b, _ := io.ReadAll(resp.Body)
+				t.Fatalf("%d %s %s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
+			}
+			out := filepath.Join(t.TempDir(), "clip.mp4")
+			fh, err := os.Create(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.Copy(fh, resp.Body); err != nil {
+				t.Fatal(err)
+			}
+			fh.Close()
+			if got, want := ffprobeStreams(t, out), wantStreams(t, name, 2); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("ffprobe:\n got %+v\nwant %+v", got, want)
+			}
+			ffmpeg := needTool(t, "ffmpeg")
+			if b, err := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", out, "-f", "null", "-").CombinedOutput(); err != nil || len(b) > 0 {
+				t.Errorf("ffmpeg: %v\n%s", err, b)
+			}
+		})
+	}
+}
+
+func TestGetClipErrors(t *testing.T) {
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	e.createStream(t, "live-only", 0)
+	uploadClip(t, e, "cam", "h264.mkv", 0)
+	sel := func(typ string, start, end float64) map[string]any {
+		return map[string]any{"FragmentSelectorType": typ, "TimestampRange": map[string]any{"StartTimestamp": start, "EndTimestamp": end}}
+	}
+	now := float64(baseMillis / 1000)
+	tests := []struct {
+		name string
+		body map[string]any
+		want string
+	}{
+		{"no selector", map[string]any{"StreamName": "cam"}, "InvalidArgumentException"},
+		{"bad type", map[string]any{"StreamName": "cam", "ClipFragmentSelector": sel("NOW", now, now+1)}, "InvalidArgumentException"},
+		{"end before start", map[string]any{"StreamName": "cam", "ClipFragmentSelector": sel("PRODUCER_TIMESTAMP", now, now-1)}, "InvalidArgumentException"},
+		{"over 24 h", map[string]any{"StreamName": "cam", "ClipFragmentSelector": sel("PRODUCER_TIMESTAMP", now, now+86401)}, "InvalidArgumentException"},
+		{"unknown stream", map[string]any{"StreamName": "nope", "ClipFragmentSelector": sel("PRODUCER_TIMESTAMP", now, now+1)}, "ResourceNotFoundException"},
+		{"retention 0", map[string]any{"StreamName": "live-only", "ClipFragmentSelector": sel("PRODUCER_TIMESTAMP", now, now+1)}, "NoDataRetentionException"},
+		{"no data", map[string]any{"StreamName": "cam", "ClipFragmentSelector": sel("PRODUCER_TIMESTAMP", now-100, now-1)}, "ResourceNotFoundException"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := e.post(t, t.Context(), "/getClip", tc.body)
+			resp.Body.Close()
+			if got := resp.Header.Get("x-amzn-ErrorType"); got != tc.want {
+				t.Errorf("%d %q, want %q", resp.StatusCode, got, tc.want)
+			}
+		})
+	}
+}
