@@ -131,12 +131,14 @@ type Latency struct {
 
 // Result is the outcome of a run.
 type Result struct {
-	Streams   int
-	Duration  time.Duration // first fragment start → last fragment's last byte
-	Fragments int           // fragments with a PERSISTED ack
-	Bytes     int64         // media bytes (frames) of those fragments
-	Sent      int           // fragments whose last byte was written
-	Delivered int           // fragments a consumer received whole
+	Streams int
+	// Duration is the mean streaming time of a producer: its first frame's capture time → its
+	// last fragment's last byte (Config.Duration when every producer kept real time).
+	Duration  time.Duration
+	Fragments int   // fragments with a PERSISTED ack
+	Bytes     int64 // media bytes (frames) of those fragments
+	Sent      int   // fragments whose last byte was written
+	Delivered int   // fragments a consumer received whole
 	// Errors counts every failure: ERROR acks, failed connections, GetMedia error chunks,
 	// fragments without a PERSISTED ack or (with consumers) not delivered by the end of the drain.
 	Errors       int
@@ -177,6 +179,8 @@ type stream struct {
 	mu    sync.Mutex
 	frags map[int64]*fragRecord // by cluster timecode (ms, ABSOLUTE)
 	sent  int
+	start time.Time     // the first frame's capture time
+	end   time.Time     // the last fragment's last byte
 	done  chan struct{} // closed when the producer's ack stream has ended
 	got   chan struct{} // receives when a fragment was delivered (1 slot)
 }
@@ -291,7 +295,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	}
 	cancel()
 	consumers.Wait()
-	return r.result(streams, t0), nil
+	return r.result(streams), nil
 }
 
 // forEach runs fn for every stream with at most n at once and returns the first error.
@@ -482,6 +486,7 @@ write:
 		s.mu.Lock()
 		rec.lastByte = now
 		s.sent++
+		s.start, s.end = start, now
 		s.mu.Unlock()
 	}
 	pw.Close()
@@ -755,20 +760,18 @@ func readHeaderLen(br *bufio.Reader) (id uint32, size int64, n int, err error) {
 	return id, int64(v), l + sl, nil
 }
 
-func (r *run) result(streams []*stream, t0 time.Time) Result {
+func (r *run) result(streams []*stream) Result {
 	res := Result{Streams: len(streams), ErrorsByKind: map[string]int{}}
 	var acks, dels []float64
-	var last time.Time
+	var active time.Duration
 	for _, s := range streams {
 		s.mu.Lock()
+		active += s.end.Sub(s.start)
 		for _, f := range s.frags {
 			if f.lastByte.IsZero() {
 				continue
 			}
 			res.Sent++
-			if f.lastByte.After(last) {
-				last = f.lastByte
-			}
 			if f.persisted.IsZero() {
 				res.ErrorsByKind["not-persisted"]++
 			} else {
@@ -797,9 +800,7 @@ func (r *run) result(streams []*stream, t0 time.Time) Result {
 	for _, v := range res.ErrorsByKind {
 		res.Errors += v
 	}
-	if !last.IsZero() {
-		res.Duration = last.Sub(t0)
-	}
+	res.Duration = active / time.Duration(len(streams))
 	res.PersistedAck = summarize(acks)
 	res.Delivery = summarize(dels)
 	res.ProducerLag = time.Duration(r.maxLag.Load())
