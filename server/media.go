@@ -1,5 +1,45 @@
 package server
 
+// The media data path (kvs-api.md §5–8, §10): PutMedia (putmedia.go), GetMedia (getmedia.go),
+// ListFragments and GetMediaForFragmentList (archive.go), on top of the live hub (hub.go) and the
+// Store.
+//
+// Data flow. A PutMedia connection parses its body one cluster at a time, copies the frames into
+// a per-connection buffer and, at the cluster's end, builds the stored chunk (the GetMedia chunk
+// minus its trailing tags) in one allocation. A per-connection persister goroutine appends it to
+// the Store (fsynced), publishes it to the stream's live buffer and acks PERSISTED, while the
+// parser already reads the next cluster. The hub only notifies; GetMedia readers pull chunks by
+// number, from the store while they are older than the buffer's oldest and from the buffer after,
+// so a slow reader catches up from disk without stalling anyone.
+//
+// Ordering. Store.Append and the hub both need increasing numbers per stream; the sequencer in
+// hub.go reserves numbers in cluster-start order and lets each fragment commit only after all
+// lower reserved numbers are committed or abandoned. Publication order is number order.
+//
+// Choices where kvs-api.md leaves a question open ([?]), each documented at its handler:
+//   - §5.1 x-amzn-fragment-acknowledgment-required: ignored, acks always sent. The timecode type
+//     header is required; the start timestamp only with RELATIVE.
+//   - §5.3/§13.6 an ERROR ack ends the upload: stop reading, finish PERSISTED for fragments
+//     already RECEIVED, send ERROR, end the response. §13.5: IDLE is {"EventType":"IDLE"} after
+//     IdleAckInterval (3 s) without another ack.
+//   - §5.4 first video frame not a keyframe → 4006 (no dedicated code); deletion while putting →
+//     4008 STREAM_NOT_ACTIVE (not 4507); 4011 is not enforced; the 4004 frame check is per track.
+//   - §5.5/§13.3 max fragment duration: Config.MaxFragmentDuration, default 10 s.
+//   - §13.4 two PutMedia connections on one stream: both accepted, fragments interleave whole.
+//   - §5.2 END_OF_FRAGMENT is consumed, not stored; other producer Tags go with the next fragment.
+//   - §10 retention 0: nothing stored, published at RECEIVED, no PERSISTED ack; GetMedia and
+//     ListFragments serve the live buffer (5 min / 200 MB).
+//   - §13.1 FRAGMENT_NUMBER start selector is inclusive; NOW starts after the last published
+//     fragment; CONTINUATION_TOKEN is the fragment number of the last chunk, resumed after.
+//   - §6.1/§13.6 GetMedia error chunk: EBML header + Segment + Tags{FRAGMENT_NUMBER, ERROR_ID,
+//     ERROR_CODE}, then the response ends. A fragment purged mid-stream is skipped.
+//   - GetMedia extensions: x-kvs-no-follow: 1 ends at the live edge; Config.GetMediaIdleTimeout
+//     ends an idle follow (off by default; the AWS CLI, which cannot send the header, needs it).
+//   - §7/§13.10 ListFragments: MaxResults default 100; no selector lists all in number order;
+//     NextToken is base64 JSON of the query and cursor.
+//   - §8/§13.2/§13.9 GetMediaForFragmentList: request order, duplicates twice, unknown number 404
+//     before streaming, both tag spellings, Content-Type video/webm.
+
 import (
 	"net/http"
 	"strconv"

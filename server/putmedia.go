@@ -339,7 +339,7 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 func (p *putSession) store(st store.Store, job persistJob) (stored, ok bool) {
 	if p.liveOnly {
 		// Retention may have been raised since: look again (cheap next to an fsync).
-		info, err := st.GetStream(p.ctx, p.name)
+		info, err := st.GetStream(context.WithoutCancel(p.ctx), p.name)
 		if err != nil {
 			p.storeFailed(err)
 			return false, false
@@ -350,7 +350,9 @@ func (p *putSession) store(st store.Store, job persistJob) (stored, ok bool) {
 		p.liveOnly = false
 		p.buf.setLimits(p.m.limitsFor(info))
 	}
-	err := st.Append(p.ctx, p.name, job.meta, job.chunk)
+	// Once started, an append completes even if the client leaves: a fragment that may be stored
+	// must also be published, or a live reader would step over its number.
+	err := st.Append(context.WithoutCancel(p.ctx), p.name, job.meta, job.chunk)
 	switch {
 	case err == nil:
 		return true, true
@@ -366,7 +368,6 @@ func (p *putSession) store(st store.Store, job persistJob) (stored, ok bool) {
 
 func (p *putSession) storeFailed(err error) {
 	switch {
-	case p.ctx.Err() != nil: // already failed (deleted, client gone)
 	case errors.Is(err, store.ErrStreamNotFound):
 		p.fail(newAckErr(4008, "stream %s is gone: %v", p.name, err))
 	default:
