@@ -49,6 +49,12 @@ type Config struct {
 	MaxRequestBody int64
 	// Now returns the current time (default time.Now); tests replace it.
 	Now func() time.Time
+	// Credentials, when not nil, turns on authentication: every request must carry an AWS
+	// Signature Version 4 (Authorization header or presigned query) made with one of these keys
+	// within MaxClockSkew of Now, else it gets 401 NotAuthorizedException (AccessDeniedException
+	// for the *Resource tagging operations) before any handler runs. See auth.go. Nil (the
+	// default) accepts every request, signed or not.
+	Credentials Credentials
 
 	// Media data path (media.go); zero values get the defaults named.
 
@@ -214,6 +220,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if gh := s.getRoute(r); gh != nil {
 		gh(rec, r)
 		return
+	}
+	if s.cfg.Credentials != nil {
+		if err := s.authenticate(r); err != nil {
+			rec.Header().Set("Connection", "close") // do not drain an unauthenticated body
+			s.writeError(rec, r, err)
+			return
+		}
 	}
 	h, ok := s.routes[r.URL.Path]
 	switch {
