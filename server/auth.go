@@ -130,11 +130,6 @@ const (
 
 var emptyPayloadSHA256 = hex.EncodeToString(sha256.New().Sum(nil))
 
-// publicPaths lists paths served without a signature even when authentication is on: routes that
-// carry their own authorization (an HLS session token) or that browsers load. Files adding such
-// routes append to it in an init func; it is empty by default, so every route requires SigV4.
-var publicPaths []func(path string) bool
-
 // authError is a rejected request: NotAuthorizedException (401), or AccessDeniedException for the
 // generic tagging operations, whose model names that type instead.
 func authError(r *http.Request, format string, a ...any) *APIError {
@@ -163,12 +158,12 @@ type sigV4Request struct {
 
 // authenticate checks r's SigV4 signature against s.cfg.Credentials (see verifySigV4). On
 // success it may have replaced r.Body with an equivalent reader (the body was hashed).
+//
+// ServeHTTP calls it for every request except the GET routes (getRoutes: HLS playlists and
+// fragments, which players fetch unsigned, as from KVS; their SessionToken, random and issued only
+// by the signed GetHLSStreamingSessionURL, is their authorization). A GET route that serves data
+// without such a token is readable by anyone who reaches the port.
 func (s *Server) authenticate(r *http.Request) error {
-	for _, public := range publicPaths {
-		if public(r.URL.Path) {
-			return nil
-		}
-	}
 	return verifySigV4(r, s.cfg.Credentials, s.cfg.Now(), s.cfg.MaxRequestBody)
 }
 
