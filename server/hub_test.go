@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/openkvs/kvs/server/store"
@@ -74,4 +76,59 @@ func TestStreamBufferSubscribers(t *testing.T) {
 	if _, ok := <-c2; ok {
 		t.Fatal("subscribing to a deleted stream should give a closed channel")
 	}
+}
+
+// The sequencer lets a fragment commit only after every lower reserved number is done.
+func TestSequencerOrder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var q sequencer
+		next := uint64(0)
+		reserve := func() uint64 {
+			n, err := q.reserve(func() (uint64, error) { next++; return next, nil })
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		a, b, c := reserve(), reserve(), reserve()
+		turned := make(chan uint64, 3)
+		for _, n := range []uint64{c, b} {
+			go func() {
+				if err := q.turn(t.Context(), n); err != nil {
+					t.Error(err)
+				}
+				turned <- n
+			}()
+		}
+		synctest.Wait()
+		if len(turned) != 0 {
+			t.Fatal("a later number got its turn while the first is pending")
+		}
+		if err := q.turn(t.Context(), a); err != nil {
+			t.Fatal(err)
+		}
+		q.done(a) // committed
+		synctest.Wait()
+		if got := <-turned; got != b || len(turned) != 0 {
+			t.Fatalf("after %d: turn went to %d", a, got)
+		}
+		q.done(b) // abandoned
+		synctest.Wait()
+		if got := <-turned; got != c {
+			t.Fatalf("turn went to %d, want %d", got, c)
+		}
+		q.done(c)
+
+		ctx, cancel := context.WithCancel(t.Context())
+		d, e := reserve(), reserve()
+		errc := make(chan error, 1)
+		go func() { errc <- q.turn(ctx, e) }()
+		synctest.Wait()
+		cancel()
+		if err := <-errc; err == nil {
+			t.Fatal("turn returned nil after cancel")
+		}
+		q.done(e)
+		q.done(d)
+	})
 }
