@@ -1,13 +1,16 @@
 package cmd
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -27,10 +30,13 @@ const shutdownTimeout = 10 * time.Second
 const retentionInterval = time.Minute
 
 type serveOptions struct {
-	Listen       string
-	DataDir      string // "" = the default under $XDG_DATA_HOME or ~/.local/share
-	AdvertiseURL string // "" = http://<bound address>
-	Memory       bool
+	Listen          string
+	DataDir         string // "" = the default under $XDG_DATA_HOME or ~/.local/share
+	AdvertiseURL    string // "" = http(s)://<bound address>
+	Memory          bool
+	Auth            string // "none" or "sigv4"
+	CredentialsFile string // with --auth sigv4
+	TLSCert, TLSKey string // both or neither: serve HTTPS
 }
 
 func (o serveOptions) validate() error {
@@ -39,6 +45,21 @@ func (o serveOptions) validate() error {
 	}
 	if o.Memory && o.DataDir != "" {
 		return errors.New("--memory keeps nothing on disk: leave out --data-dir")
+	}
+	switch o.Auth {
+	case "", "none":
+		if o.CredentialsFile != "" {
+			return errors.New("--credentials-file needs --auth sigv4")
+		}
+	case "sigv4":
+		if o.CredentialsFile == "" {
+			return errors.New("--auth sigv4 needs --credentials-file")
+		}
+	default:
+		return fmt.Errorf("--auth %q: want none or sigv4", o.Auth)
+	}
+	if (o.TLSCert == "") != (o.TLSKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
 	}
 	if o.AdvertiseURL != "" {
 		u, err := url.Parse(o.AdvertiseURL)
@@ -52,15 +73,27 @@ func (o serveOptions) validate() error {
 func newServeCmd(env *Env) *cobra.Command {
 	var o serveOptions
 	c := &cobra.Command{
-		Use:   "server [--listen ADDR] [--data-dir DIR | --memory] [--advertise-url URL]",
+		Use:   "server [--listen ADDR] [--data-dir DIR | --memory] [--advertise-url URL] [--auth sigv4 --credentials-file FILE] [--tls-cert FILE --tls-key FILE]",
 		Short: "Run the local Kinesis Video Streams server",
 		Long: `Run the kvs server: the KVS control plane, PutMedia/GetMedia and the archived-media APIs on one
-HTTP listener. Point the AWS CLI or an AWS SDK at it with --endpoint-url / BaseEndpoint; any
-credentials and region work, signatures are not checked.
+HTTP listener. Point the AWS CLI or an AWS SDK at it with --endpoint-url / BaseEndpoint. It listens
+on loopback (127.0.0.1:4567) unless --listen says otherwise.
+
+Without --auth, any credentials and region work and signatures are not checked. With --auth sigv4,
+every API (control plane, PutMedia, GetMedia, archived media) needs an AWS Signature Version 4 made
+with a key from --credentials-file, within 15 minutes of the server's clock; others get 401
+NotAuthorizedException. The file lists one "ACCESS_KEY_ID SECRET" per line, or is an AWS
+shared-credentials file ([profile] sections with aws_access_key_id and aws_secret_access_key).
+HLS playback URLs carry their own session token and are not signed.
+
+With --tls-cert and --tls-key (PEM files) it serves HTTPS (HTTP/1.1) and GetDataEndpoint hands out
+https URLs; clients need to trust the certificate (AWS CLI --ca-bundle, AWS_CA_BUNDLE).
 
 Once listening, it prints the endpoint URL on stdout (with --listen 127.0.0.1:0 that shows the port
-the system chose); logs go to stderr. SIGINT or SIGTERM shut it down gracefully: open requests get
-up to 10 s to finish, then the store is closed.
+the system chose); logs go to stderr, starting with what the store repaired after a crash.
+SIGINT or SIGTERM shut it down gracefully: uploads finish the fragment they are sending (acked
+PERSISTED) and end with ERROR 5000, live GetMedia responses end, other requests get up to 10 s to
+finish; then the store is closed.
 
 Data lives in --data-dir (default $XDG_DATA_HOME/kvs, else ~/.local/share/kvs). --advertise-url is
 the URL GetDataEndpoint hands to clients for media (default http://<listen address>, with 0.0.0.0
@@ -79,6 +112,10 @@ containers.`,
 	f.StringVar(&o.DataDir, "data-dir", "", "directory for streams and fragments (default $XDG_DATA_HOME/kvs or ~/.local/share/kvs)")
 	f.StringVar(&o.AdvertiseURL, "advertise-url", "", "URL returned by GetDataEndpoint (default http://<listen address>)")
 	f.BoolVar(&o.Memory, "memory", false, "keep everything in memory, nothing on disk (for experiments)")
+	f.StringVar(&o.Auth, "auth", "none", "request authentication: none or sigv4")
+	f.StringVar(&o.CredentialsFile, "credentials-file", "", "access keys for --auth sigv4 (ACCESS_KEY_ID SECRET lines, or an AWS credentials file)")
+	f.StringVar(&o.TLSCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with")
+	f.StringVar(&o.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	return c
 }
 
@@ -95,19 +132,47 @@ func defaultDataDir(env *Env) (string, error) {
 
 // advertiseURL derives the default advertised URL from the bound address: an unspecified host
 // (0.0.0.0, [::]) becomes 127.0.0.1, which is right for clients on this machine.
-func advertiseURL(addr net.Addr) string {
+func advertiseURL(scheme string, addr net.Addr) string {
 	host, port, err := net.SplitHostPort(addr.String())
 	if err != nil {
-		return "http://" + addr.String()
+		return scheme + "://" + addr.String()
 	}
 	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port)
+	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+// loadServeSecurity reads the credentials file and the TLS key pair named by o.
+func loadServeSecurity(o serveOptions) (server.Credentials, *tls.Config, error) {
+	var creds server.Credentials
+	if o.Auth == "sigv4" {
+		f, err := os.Open(o.CredentialsFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--credentials-file: %w", err)
+		}
+		defer f.Close()
+		if creds, err = server.ParseCredentials(f); err != nil {
+			return nil, nil, fmt.Errorf("--credentials-file %s: %w", o.CredentialsFile, err)
+		}
+	}
+	var tc *tls.Config
+	if o.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(o.TLSCert, o.TLSKey)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+		}
+		tc = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	return creds, tc, nil
 }
 
 func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	log := env.Log
+	creds, tlsConfig, err := loadServeSecurity(o)
+	if err != nil {
+		return usageError{err}
+	}
 	var st store.Store
 	where := "memory"
 	if o.Memory {
@@ -124,6 +189,7 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 			return fmt.Errorf("server: %w", err)
 		}
 		st, where = fs, dir
+		logRecovery(log, fs.Recovered())
 	}
 	defer func() {
 		if cerr := st.Close(); cerr != nil && err == nil {
@@ -136,15 +202,21 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+	scheme := "http"
+	if tlsConfig != nil {
+		scheme = "https"
+		ln = tls.NewListener(ln, tlsConfig)
+	}
 	advertise := o.AdvertiseURL
 	if advertise == "" {
-		advertise = advertiseURL(ln.Addr())
+		advertise = advertiseURL(scheme, ln.Addr())
 	}
 	srv, err := server.New(server.Config{
 		Store:        st,
 		AdvertiseURL: advertise,
 		Region:       env.Config.GetString("region"),
 		Log:          log,
+		Credentials:  creds,
 	})
 	if err != nil {
 		ln.Close()
@@ -157,8 +229,17 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
-	log.Info("kvs server listening", "addr", ln.Addr().String(), "data", where, "advertise_url", advertise)
-	if _, err := fmt.Fprintln(env.Stdout, "http://"+ln.Addr().String()); err != nil {
+	// HTTP/1.1 only, also over TLS: PutMedia is full duplex on one HTTP/1.1 exchange, as producers
+	// expect (kvs-api.md §5.3), and its early error answers rely on Connection: close.
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	hs.Protocols = &protocols
+	// Shutdown waits for open requests: Server.Close ends live GetMedia responses and lets uploads
+	// finish their current fragment, so that it does not wait out shutdownTimeout.
+	hs.RegisterOnShutdown(func() { _ = srv.Close() })
+	log.Info("kvs server listening", "addr", ln.Addr().String(), "data", where, "advertise_url", advertise,
+		"auth", cmp.Or(o.Auth, "none"), "keys", len(creds), "tls", tlsConfig != nil)
+	if _, err := fmt.Fprintln(env.Stdout, scheme+"://"+ln.Addr().String()); err != nil {
 		ln.Close()
 		return err
 	}
@@ -180,4 +261,21 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	<-serveErr // http.ErrServerClosed
 	log.Info("kvs server stopped")
 	return nil
+}
+
+// logRecovery logs one line summing up what OpenFS repaired (the store logs each repair itself),
+// so that a restart after a crash says at once whether anything was cut.
+func logRecovery(log *slog.Logger, reports []store.RecoveryReport) {
+	var cut int64
+	var dropped, reindexed int
+	for _, r := range reports {
+		cut += r.BytesCut
+		dropped += r.Dropped
+		reindexed += r.Reindexed
+	}
+	if len(reports) == 0 {
+		log.Info("store recovery: nothing to repair")
+		return
+	}
+	log.Warn("store recovery", "repairs", len(reports), "bytes_cut", cut, "index_entries_dropped", dropped, "records_reindexed", reindexed)
 }

@@ -156,7 +156,7 @@ func TestDefaultDataDirAndAdvertise(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := advertiseURL(a); got != want {
+		if got := advertiseURL("http", a); got != want {
 			t.Errorf("advertiseURL(%s) = %s, want %s", addr, got, want)
 		}
 	}

@@ -98,6 +98,12 @@ func TestStreamOptionsValidate(t *testing.T) {
 		{"serve advertise", serveOptions{Listen: ":4567", AdvertiseURL: "kvs:4567"}, "--advertise-url"},
 		{"serve advertise path", serveOptions{Listen: ":4567", AdvertiseURL: "http://kvs:4567/x"}, "--advertise-url"},
 		{"serve advertise ok", serveOptions{Listen: ":4567", AdvertiseURL: "https://kvs.example.com/"}, ""},
+		{"serve auth sigv4", serveOptions{Listen: ":4567", Auth: "sigv4", CredentialsFile: "/k"}, ""},
+		{"serve auth without file", serveOptions{Listen: ":4567", Auth: "sigv4"}, "--credentials-file"},
+		{"serve file without auth", serveOptions{Listen: ":4567", Auth: "none", CredentialsFile: "/k"}, "--auth sigv4"},
+		{"serve auth unknown", serveOptions{Listen: ":4567", Auth: "basic"}, "--auth"},
+		{"serve tls pair", serveOptions{Listen: ":4567", TLSCert: "c.pem", TLSKey: "k.pem"}, ""},
+		{"serve tls half", serveOptions{Listen: ":4567", TLSCert: "c.pem"}, "--tls-key"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -105,7 +105,7 @@ func (s *Server) mediaRoutes() map[string]http.HandlerFunc {
 	}
 	s.media = m
 	s.onStreamDeleted(m.streamDeleted)
-	s.onClose(func() { close(m.closing) })
+	s.onClose(func() { close(m.closing); m.drainAll() })
 	return map[string]http.HandlerFunc{
 		"/putMedia":                m.handlePutMedia,
 		"/getMedia":                m.handleGetMedia,
@@ -155,6 +155,9 @@ func (m *media) addSession(p *putSession) {
 		m.sessions[p.name] = set
 	}
 	set[p] = struct{}{}
+	if m.isClosing() { // started after Close: take no fragment (lock order: m.mu, then p.mu)
+		p.drain(0)
+	}
 }
 
 func (m *media) removeSession(p *putSession) {

@@ -168,6 +168,8 @@ type putSession struct {
 	lastExtend time.Time
 	readErr    error // first error of the body itself (not EOF)
 	aborted    bool  // the parser gave up: Read fails at once
+	draining   bool  // Server.Close: no new fragment (shutdown.go)
+	fragOpen   bool  // the parser is inside a fragment (for drain)
 
 	ackMu   sync.Mutex
 	ackBuf  []byte
@@ -474,10 +476,15 @@ func (ps *putParser) readFailed(err error) *ackErr {
 	p.mu.Lock()
 	readErr := p.readErr
 	p.mu.Unlock()
+	if p.isDraining() && !ps.open { // between fragments: the ERROR is about no fragment
+		ps.errNumber, ps.errTimecodeSet = 0, false
+	}
 	if ps.open {
 		ps.abandon()
 	}
 	switch {
+	case p.isDraining():
+		return newAckErr(5000, "server shutting down")
 	case readErr != nil:
 		return newAckErr(4000, "reading the body: %v", readErr)
 	case errors.Is(err, mkv.ErrElementTooLarge) && isBlock(err):
@@ -495,6 +502,7 @@ func isBlock(err error) bool {
 // abandon gives up the open fragment: its number is never used.
 func (ps *putParser) abandon() {
 	ps.open = false
+	ps.p.setFragOpen(false)
 	ps.p.buf.seq.done(ps.number)
 }
 
@@ -561,6 +569,9 @@ func (ps *putParser) startFragment(timecode int64) *ackErr {
 	}
 	if ps.havePrev && clusterNS < ps.prevClusterNS {
 		return newAckErr(4004, "cluster timecode %d is before the previous fragment's", timecode)
+	}
+	if !p.setFragOpen(true) {
+		return newAckErr(5000, "server shutting down")
 	}
 	n, err := p.buf.seq.reserve(func() (uint64, error) { return p.m.s.store.NextNumber(p.ctx, p.name) })
 	if err != nil {
@@ -673,6 +684,7 @@ func (ps *putParser) finish() *ackErr {
 	tc := ps.timecode
 	p.ack(ackReceived, &tc, ps.number, nil)
 	ps.open = false
+	p.setFragOpen(false)
 	ps.havePrev, ps.prevClusterNS = true, ps.clusterNS
 	ps.prevLast = append(ps.prevLast[:0], ps.last...)
 	select {
