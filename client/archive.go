@@ -1,9 +1,12 @@
 package client
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -24,6 +27,7 @@ func (c *Client) Archived(ctx context.Context, stream string, api types.APIName)
 	}
 	return kinesisvideoarchivedmedia.NewFromConfig(c.cfg, func(o *kinesisvideoarchivedmedia.Options) {
 		o.BaseEndpoint = aws.String(ep)
+		o.HTTPClient = bufferedBodyClient{next: o.HTTPClient}
 	}), nil
 }
 
@@ -132,24 +136,45 @@ const MaxFragmentsPerRequest = 1000
 
 // GetMediaForFragmentList fetches the given fragments (1 to 1000) with GetMediaForFragmentList
 // and returns the streaming body: concatenated MKV chunks in request order, to read with
-// mkv.NewFragmentReader. The caller closes it; it is tied to ctx.
+// mkv.NewFragmentReader. The caller closes it; it is tied to ctx. A non-2xx answer is an *APIError.
+//
+// The request is a signed POST of its own, not the SDK operation: smithy-go closes the request
+// body when the operation returns, and net/http, which still reads that body to EOF after the
+// server has answered, then tears down the connection under the streaming response ("use of
+// closed network connection" some way into the body; aws/aws-sdk-go-v2#2737).
 func (c *Client) GetMediaForFragmentList(ctx context.Context, stream string, numbers []string) (io.ReadCloser, error) {
 	if len(numbers) == 0 || len(numbers) > MaxFragmentsPerRequest {
 		return nil, fmt.Errorf("get media for fragment list %s: %d fragments, want 1 to %d", stream, len(numbers), MaxFragmentsPerRequest)
 	}
-	am, err := c.Archived(ctx, stream, types.APINameGetMediaForFragmentList)
+	ep, err := c.DataEndpoint(ctx, stream, types.APINameGetMediaForFragmentList)
 	if err != nil {
 		return nil, err
 	}
-	in := &kinesisvideoarchivedmedia.GetMediaForFragmentListInput{Fragments: numbers}
+	in := map[string]any{"Fragments": numbers}
 	if strings.HasPrefix(stream, "arn:") {
-		in.StreamARN = aws.String(stream)
+		in["StreamARN"] = stream
 	} else {
-		in.StreamName = aws.String(stream)
+		in["StreamName"] = stream
 	}
-	out, err := am.GetMediaForFragmentList(ctx, in)
+	body, err := json.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep+"/getMediaForFragmentList", bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("get media for fragment list %s: %w", stream, err)
 	}
-	return out.Payload, nil
+	req.Header.Set("Content-Type", "application/json")
+	if err := sign(ctx, c.cfg, req, payloadHash(body)); err != nil {
+		return nil, err
+	}
+	resp, err := c.do(req)
+	if err != nil {
+		return nil, fmt.Errorf("get media for fragment list %s: %w", stream, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		return nil, fmt.Errorf("get media for fragment list %s: %w", stream, newAPIError("GetMediaForFragmentList", resp))
+	}
+	return resp.Body, nil
 }
