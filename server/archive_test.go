@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,9 +26,28 @@ func (e *mediaEnv) archivedClient() *kinesisvideoarchivedmedia.Client {
 		Region:           "us-east-1",
 		BaseEndpoint:     aws.String(e.ts.URL),
 		Credentials:      credentials.NewStaticCredentialsProvider("AKIDLOCAL", "secret", ""),
-		HTTPClient:       e.ts.Client(),
+		HTTPClient:       bufferedBodyClient{e.ts.Client()},
 		RetryMaxAttempts: 1,
 	})
+}
+
+// bufferedBodyClient hands the transport a private copy of the request body. smithy-go closes the
+// request body as soon as the response headers arrive, and net/http may then take the closed body
+// for a short write and close the connection in the middle of a streaming response ("use of
+// closed network connection"). client.bufferedBodyClient does the same for kvs users.
+type bufferedBodyClient struct{ next *http.Client }
+
+func (c bufferedBodyClient) Do(r *http.Request) (*http.Response, error) {
+	if r.Body == nil || r.ContentLength <= 0 {
+		return c.next.Do(r)
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	r2 := r.Clone(r.Context())
+	r2.Body = io.NopCloser(bytes.NewReader(b))
+	return c.next.Do(r2)
 }
 
 // listAll pages through ListFragments with the SDK paginator and returns the fragments and the
