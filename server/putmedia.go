@@ -116,6 +116,9 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 	m.addSession(p)
 	defer m.removeSession(p)
 	p.run(r.Body)
+	if p.stoppedEarly() {
+		p.lingerClose(r) // shutdown.go
+	}
 }
 
 // parseDecimalSeconds parses "1700000000", "1700000000.5" or "1700000000.123456789012" as Unix
@@ -170,6 +173,7 @@ type putSession struct {
 	aborted    bool  // the parser gave up: Read fails at once
 	draining   bool  // Server.Close: no new fragment (shutdown.go)
 	fragOpen   bool  // the parser is inside a fragment (for drain)
+	sawEOF     bool  // the body was read to its end
 
 	ackMu   sync.Mutex
 	ackBuf  []byte
@@ -208,9 +212,11 @@ func (p *putSession) Read(b []byte) (int, error) {
 	}
 	p.mu.Unlock()
 	n, err := p.body.Read(b)
-	if err != nil && err != io.EOF { //nolint:errorlint // io.Reader contract: EOF is returned as is
+	if err != nil {
 		p.mu.Lock()
-		if p.readErr == nil {
+		if err == io.EOF { //nolint:errorlint // io.Reader contract: EOF is returned as is
+			p.sawEOF = true
+		} else if p.readErr == nil {
 			p.readErr = err
 		}
 		p.mu.Unlock()

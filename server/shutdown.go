@@ -1,6 +1,10 @@
 package server
 
-import "time"
+import (
+	"io"
+	"net/http"
+	"time"
+)
 
 // putMediaDrainGrace is how long a PutMedia upload may take, after Server.Close, to finish the
 // fragment it is receiving; then reading stops and that fragment is abandoned.
@@ -72,4 +76,48 @@ func (p *putSession) isDraining() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.draining
+}
+
+// stoppedEarly reports whether the upload ended before its body did (an ERROR stopped reading).
+func (p *putSession) stoppedEarly() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.sawEOF
+}
+
+// Lingering close of an upload that stopped reading early.
+const (
+	putMediaLingerTime  = 2 * time.Second
+	putMediaLingerBytes = 4 << 20
+)
+
+// lingerClose ends an HTTP/1.x upload that stopped reading its body early, so that the producer
+// reads the ERROR ack instead of a connection reset. The read deadline that stopped the parser
+// leaves the body with a sticky error; net/http's post-handler discard then fails at once, keeps
+// the connection and parses the rest of the MKV as a new request (400, then a close with unread
+// data, i.e. a reset, which makes the producer's kernel drop the ack it has not read yet). So the
+// handler takes the connection over: ends the chunked response, half-closes (FIN), and reads and
+// drops what the producer still sends for a while before closing. HTTP/2 streams (no Hijack)
+// are left to net/http, which resets only the stream.
+func (p *putSession) lingerClose(r *http.Request) {
+	rc := p.rc
+	if err := rc.Flush(); err != nil {
+		return
+	}
+	conn, brw, err := rc.Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	_ = conn.SetWriteDeadline(time.Now().Add(p.m.writeTimeout))
+	if r.ProtoAtLeast(1, 1) {
+		if _, err := conn.Write([]byte("0\r\n\r\n")); err != nil { // the chunked body's end
+			return
+		}
+	}
+	if cw, ok := conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(putMediaLingerTime))
+	_, _ = io.CopyN(io.Discard, brw, putMediaLingerBytes)
 }
