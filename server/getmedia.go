@@ -320,9 +320,13 @@ func (c *consumer) deliverNext(ctx context.Context) (bool, error) {
 			return false, errStreamDeleted
 		}
 		bf, oldest := c.buf.after(c.last)
-		if bf != nil && oldest <= c.last+1 {
-			c.out = append(c.out[:0], bf.Chunk...)
-			return true, c.send(bf.Meta, false)
+		if oldest != 0 && oldest <= c.last+1 {
+			// At the live edge: every later fragment is published to the buffer (in number
+			// order) no later than it is stored, so the store has nothing to add.
+			if bf == nil {
+				return false, nil
+			}
+			return true, c.sendLive(bf)
 		}
 		metas, err := st.Range(ctx, c.name, c.last+1, 1)
 		if errors.Is(err, store.ErrStreamNotFound) {
@@ -335,8 +339,7 @@ func (c *consumer) deliverNext(ctx context.Context) (bool, error) {
 			if bf == nil {
 				return false, nil
 			}
-			c.out = append(c.out[:0], bf.Chunk...)
-			return true, c.send(bf.Meta, false)
+			return true, c.sendLive(bf)
 		}
 		meta, err := c.readStored(ctx, metas[0].Number)
 		switch {
@@ -381,11 +384,7 @@ func readChunk(ctx context.Context, st store.Store, name string, n uint64, b []b
 
 // send appends the trailing tags to c.out and writes it as one chunk.
 func (c *consumer) send(meta store.FragmentMeta, fromStore bool) error {
-	now := c.m.s.cfg.Now()
-	c.out = mkv.AppendTags(c.out,
-		mkv.SimpleTag{Name: mkv.TagMillisBehindNow, Value: strconv.FormatInt(max(0, now.Sub(meta.ServerTime).Milliseconds()), 10)},
-		mkv.SimpleTag{Name: mkv.TagContinuationToken, Value: formatFragmentNumber(meta.Number)},
-	)
+	c.out = c.appendTrailingTags(c.out, meta)
 	if c.m.testDeliver != nil {
 		c.m.testDeliver(meta.Number, fromStore)
 	}
@@ -394,6 +393,35 @@ func (c *consumer) send(meta store.FragmentMeta, fromStore bool) error {
 	}
 	c.last = meta.Number
 	return nil
+}
+
+// sendLive writes a buffered fragment's shared chunk as it is, without copying it (it is
+// immutable), then its trailing tags, and flushes once: one chunk, two writes.
+func (c *consumer) sendLive(f *liveFragment) error {
+	c.out = c.appendTrailingTags(c.out[:0], f.Meta)
+	if c.m.testDeliver != nil {
+		c.m.testDeliver(f.Meta.Number, false)
+	}
+	_ = c.rc.SetWriteDeadline(time.Now().Add(c.m.writeTimeout))
+	_, err := c.w.Write(f.Chunk)
+	if err == nil {
+		err = c.write(c.out)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %w", errClientGone, err) // end quietly
+	}
+	c.last = f.Meta.Number
+	return nil
+}
+
+// appendTrailingTags appends the Tags that follow a chunk's Cluster: MILLIS_BEHIND_NOW and
+// CONTINUATION_TOKEN.
+func (c *consumer) appendTrailingTags(b []byte, meta store.FragmentMeta) []byte {
+	now := c.m.s.cfg.Now()
+	return mkv.AppendTags(b,
+		mkv.SimpleTag{Name: mkv.TagMillisBehindNow, Value: strconv.FormatInt(max(0, now.Sub(meta.ServerTime).Milliseconds()), 10)},
+		mkv.SimpleTag{Name: mkv.TagContinuationToken, Value: formatFragmentNumber(meta.Number)},
+	)
 }
 
 func (c *consumer) write(b []byte) error {

@@ -331,10 +331,13 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 			p.buf.seq.done(n)
 			continue
 		}
-		stored, ok := p.store(st, job)
-		if ok {
-			p.buf.publish(&liveFragment{Meta: job.meta, Timecode: job.timecode, Chunk: job.chunk, Published: time.Now()})
-		}
+		// Live readers get the fragment now, not an fsync later (as with KVS, GetMedia does not
+		// wait for persistence). Its turn came, so every lower number is already stored and
+		// published; the next publish waits for this append (done below), so the buffer never
+		// evicts a fragment that is still on its way to the store. If the append fails, the
+		// fragment was seen live but is not in the archive: readers from the store skip the gap.
+		p.buf.publish(&liveFragment{Meta: job.meta, Timecode: job.timecode, Chunk: job.chunk, Published: time.Now()})
+		stored, _ := p.store(st, job)
 		p.buf.seq.done(n)
 		if stored {
 			tc := job.timecode
