@@ -1,0 +1,111 @@
+package cmd
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestGetClipOptionsValidate(t *testing.T) {
+	s := streamRef{Name: "cam"}
+	cases := []struct {
+		name string
+		o    getClipOptions
+		ok   bool
+	}{
+		{"ok", getClipOptions{Stream: s, Start: "-1h", End: "now", TimestampType: "server"}, true},
+		{"producer", getClipOptions{Stream: s, Start: "1705489836", End: "1705489840.5", TimestampType: "producer"}, true},
+		{"no stream", getClipOptions{Start: "-1h", End: "now", TimestampType: "server"}, false},
+		{"no start", getClipOptions{Stream: s, End: "now", TimestampType: "server"}, false},
+		{"no end", getClipOptions{Stream: s, Start: "-1h", TimestampType: "server"}, false},
+		{"end before start", getClipOptions{Stream: s, Start: "now", End: "-1h", TimestampType: "server"}, false},
+		{"bad time", getClipOptions{Stream: s, Start: "yesterday", End: "now", TimestampType: "server"}, false},
+		{"bad type", getClipOptions{Stream: s, Start: "-1h", End: "now", TimestampType: "arrival"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.o.validate(); (err == nil) != tc.ok {
+				t.Errorf("validate: %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestHLSURLOptionsValidate(t *testing.T) {
+	s := streamRef{Name: "cam"}
+	cases := []struct {
+		name string
+		o    hlsURLOptions
+		ok   bool
+	}{
+		{"live", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", TimestampType: "server"}, true},
+		{"lower case mode", hlsURLOptions{Stream: s, PlaybackMode: "on_demand", Start: "-1h", End: "now", TimestampType: "server"}, true},
+		{"replay open end", hlsURLOptions{Stream: s, PlaybackMode: "LIVE_REPLAY", Start: "-1h", TimestampType: "producer"}, true},
+		{"expires and max", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", TimestampType: "server", Expires: 43200, MaxFragments: 5000}, true},
+		{"no stream", hlsURLOptions{PlaybackMode: "LIVE", TimestampType: "server"}, false},
+		{"live with start", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", Start: "-1h", TimestampType: "server"}, false},
+		{"replay without start", hlsURLOptions{Stream: s, PlaybackMode: "LIVE_REPLAY", TimestampType: "server"}, false},
+		{"on demand without end", hlsURLOptions{Stream: s, PlaybackMode: "ON_DEMAND", Start: "-1h", TimestampType: "server"}, false},
+		{"bad mode", hlsURLOptions{Stream: s, PlaybackMode: "DVR", TimestampType: "server"}, false},
+		{"expires too short", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", TimestampType: "server", Expires: 299}, false},
+		{"max too large", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", TimestampType: "server", MaxFragments: 5001}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.o.validate(); (err == nil) != tc.ok {
+				t.Errorf("validate: %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
+// TestE2EGetClipAndHLS puts a clip in with put-media, downloads it with get-clip and plays the
+// hls-url answers (ON_DEMAND and LIVE) with ffprobe/ffmpeg.
+func TestE2EGetClipAndHLS(t *testing.T) {
+	needTool(t, "ffprobe")
+	url, st := e2eServer(t, nil)
+	mustRun(t, url, nil, "put-media", "--stream-name", "cam", "--source", filepath.Join("..", "testdata", "h264_aac.mp4"),
+		"--create", "--fragment-duration", "1s")
+	want := probe{Frames: map[string]int{"video:h264": 100, "audio:aac": 188}, Duration: 4}
+
+	clip := filepath.Join(t.TempDir(), "clip.mp4")
+	mustRun(t, url, nil, "get-clip", "--stream-name", "cam", "--start", "-1h", "--end", "now", "-o", clip)
+	sameMedia(t, "get-clip", ffprobe(t, clip), want)
+	ffmpeg := needTool(t, "ffmpeg")
+	if out, err := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", clip, "-f", "null", "-").CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("ffmpeg decode of the clip: %v\n%s", err, out)
+	}
+
+	hls := strings.TrimSpace(mustRun(t, url, nil, "hls-url", "--stream-name", "cam", "--playback-mode", "ON_DEMAND",
+		"--start", "-1h", "--end", "now", "--expires", "600"))
+	if !strings.HasPrefix(hls, url+"/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=") {
+		t.Fatalf("hls-url printed %q", hls)
+	}
+	got := ffprobe(t, hls)
+	got.Duration = want.Duration // an HLS input has no container duration worth comparing
+	sameMedia(t, "hls-url ON_DEMAND", got, want)
+
+	// LIVE: ffmpeg starts 3 fragments before the live edge; 2 s of them decode cleanly (asking
+	// for more than the window holds, ffmpeg would wait for the producer to send more).
+	live := strings.TrimSpace(mustRun(t, url, nil, "hls-url", "--stream-name", "cam"))
+	if out, err := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", live, "-t", "2", "-f", "null", "-").CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("ffmpeg on the LIVE URL: %v\n%s", err, out)
+	}
+
+	// Errors: unknown stream → exit 3; a bad flag → exit 2. The store is not changed.
+	before, _ := st.ListStreams(t.Context())
+	if code, _, _ := kvsRun(t.Context(), t, url, nil, "get-clip", "--stream-name", "nope", "--start", "-1h", "--end", "now", "-o", filepath.Join(t.TempDir(), "x.mp4")); code != ExitNotFound {
+		t.Errorf("get-clip of an unknown stream: exit %d, want %d", code, ExitNotFound)
+	}
+	if code, _, _ := kvsRun(t.Context(), t, url, nil, "hls-url", "--stream-name", "nope"); code != ExitNotFound {
+		t.Errorf("hls-url of an unknown stream: exit %d, want %d", code, ExitNotFound)
+	}
+	if code, _, _ := kvsRun(t.Context(), t, url, nil, "hls-url", "--stream-name", "cam", "--expires", "10"); code != ExitUsage {
+		t.Errorf("hls-url --expires 10: exit %d, want %d", code, ExitUsage)
+	}
+	after, _ := st.ListStreams(t.Context())
+	if len(before) != len(after) {
+		t.Errorf("streams changed: %d → %d", len(before), len(after))
+	}
+}
