@@ -1,0 +1,182 @@
+package cmd
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+
+	"github.com/openkvs/kvs/client"
+)
+
+// selfSigned writes a self-signed certificate for 127.0.0.1 and localhost and its key to dir and
+// returns their paths and a pool trusting it.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "kvs test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:              []string{"localhost"},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// TestServeTLSAndAuth runs `kvs server --tls-cert --tls-key --auth sigv4 --credentials-file` as a
+// process: it prints and advertises an https endpoint; a client trusting the certificate and
+// holding a listed key creates a stream, uploads and reads media; a wrong key is refused with
+// NotAuthorizedException; plain HTTP and untrusting clients fail; the AWS CLI works with
+// --ca-bundle and the right key.
+func TestServeTLSAndAuth(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test (-short)")
+	}
+	isolateAWS(t)
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSigned(t, dir)
+	credFile := filepath.Join(dir, "credentials")
+	if err := os.WriteFile(credFile, []byte("[default]\naws_access_key_id = AKIDTLS\naws_secret_access_key = tls-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startKVS(t, "--memory", "--tls-cert", certFile, "--tls-key", keyFile, "--auth", "sigv4", "--credentials-file", credFile)
+	if !strings.HasPrefix(p.Endpoint, "https://127.0.0.1:") {
+		t.Fatalf("endpoint %q, want https", p.Endpoint)
+	}
+	if l := p.stderr.String(); !strings.Contains(l, "auth=sigv4 keys=1 tls=true") {
+		t.Errorf("start log:\n%s", l)
+	}
+	ctx := t.Context()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+
+	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDTLS")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "tls-secret")
+	c, err := client.New(ctx, client.Config{Endpoint: p.Endpoint, Region: "us-east-1", HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Control.CreateStream(ctx, &kinesisvideo.CreateStreamInput{StreamName: aws.String("tls"), DataRetentionInHours: aws.Int32(1)}); err != nil {
+		t.Fatal(err)
+	}
+	ep, err := c.DataEndpoint(ctx, "tls", types.APINamePutMedia)
+	if err != nil || ep != p.Endpoint {
+		t.Fatalf("DataEndpoint %q, %v; want %s", ep, err, p.Endpoint)
+	}
+	prod, err := client.NewProducer(c, client.ProducerConfig{Stream: "tls"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := prod.Send(ctx, crashFragment(i, 1_700_000_000_000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := prod.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := client.NewConsumer(c, client.ConsumerConfig{Stream: "tls", Start: client.StartSelector{Type: client.StartEarliest}, NoFollow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		f, err := cons.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(f.Frames) != 3 {
+			t.Fatalf("fragment with %d frames", len(f.Frames))
+		}
+		n++
+	}
+	cons.Close()
+	if n != 3 {
+		t.Fatalf("read %d fragments over TLS, want 3", n)
+	}
+
+	// A wrong key, plain HTTP, and a client that does not trust the certificate all fail.
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+	bad, err := client.New(ctx, client.Config{Endpoint: p.Endpoint, Region: "us-east-1", HTTPClient: hc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = bad.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: aws.String("tls")})
+	var na *types.NotAuthorizedException
+	if !errors.As(err, &na) {
+		t.Fatalf("wrong secret: %v", err)
+	}
+	resp, err := http.Post("http://"+strings.TrimPrefix(p.Endpoint, "https://")+"/listStreams", "application/json", strings.NewReader("{}"))
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("plain HTTP got a 200 from the TLS port")
+		}
+	}
+	if _, err := http.Post(p.Endpoint+"/listStreams", "application/json", strings.NewReader("{}")); err == nil {
+		t.Fatal("a client without the CA connected")
+	}
+
+	// The AWS CLI with --ca-bundle.
+	aws := needTool(t, "aws")
+	cli := func(secret string, args ...string) (string, int) {
+		cmd := exec.CommandContext(ctx, aws, append([]string{"--endpoint-url", p.Endpoint, "--ca-bundle", certFile, "--region", "us-east-1", "--output", "json"}, args...)...)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "AWS_ACCESS_KEY_ID=AKIDTLS", "AWS_SECRET_ACCESS_KEY=" + secret,
+			"AWS_PAGER=", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_MAX_ATTEMPTS=1"}
+		out, _ := cmd.CombinedOutput()
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	if out, code := cli("tls-secret", "kinesisvideo", "describe-stream", "--stream-name", "tls"); code != 0 || !strings.Contains(out, `"ACTIVE"`) {
+		t.Fatalf("aws describe-stream over TLS: %d %s", code, out)
+	}
+	if out, code := cli("wrong", "kinesis-video-archived-media", "list-fragments", "--stream-name", "tls"); code == 0 || !strings.Contains(out, "NotAuthorizedException") {
+		t.Fatalf("aws with a wrong secret: %d %s", code, out)
+	}
+}
