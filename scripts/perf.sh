@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# perf.sh reproduces the figures of the README's Performance section, each next to its reference,
+# with the load average at the time of each measurement. Run from the repository root:
+#
+#   scripts/perf.sh                 # everything (about 10 minutes)
+#   KVS_PERF_STREAMS="200" KVS_PERF_DURATION=30s scripts/perf.sh
+#
+# KVS_PERF_DIR (default /tmp/kvs-perf) must be on the disk being measured: the input file, the
+# server's data, the ffmpeg copy and the dd reference all go there. Needs go, ffmpeg and coreutils.
+# Nothing here asserts a figure: it prints them.
+set -euo pipefail
+
+WORK=${KVS_PERF_DIR:-/tmp/kvs-perf}
+STREAMS=${KVS_PERF_STREAMS:-"200 500 1000"}
+DURATION=${KVS_PERF_DURATION:-30s}
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+mkdir -p "$WORK"
+KVS="$WORK/kvs"
+go build -o "$KVS" ./cmd/kvs
+
+la() { cut -d' ' -f1-3 /proc/loadavg; }
+now() { date +%s.%N; }
+secs() { echo "$2 - $1" | bc -l; }
+mbps() { echo "scale=1; $1 / 1048576 / $2" | bc -l; }
+say() { printf '%s   [load average %s]\n' "$*" "$(la)"; }
+SERVER_PID=""
+stop_server() {
+	if [ -n "$SERVER_PID" ]; then
+		kill -INT "$SERVER_PID" 2>/dev/null || true
+		wait "$SERVER_PID" 2>/dev/null || true
+		SERVER_PID=""
+	fi
+}
+trap stop_server EXIT
+
+echo "== machine: $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3), dir $WORK on $(df --output=source "$WORK" | tail -1)"
+
+echo "== disk reference: dd 512 MiB + fdatasync"
+dd if=/dev/zero of="$WORK/dd.bin" bs=1M count=512 conv=fdatasync 2>&1 | tail -1
+rm -f "$WORK/dd.bin"
+say "(dd)"
+
+IN="$WORK/in-1080p.mkv"
+if [ ! -s "$IN" ]; then
+	echo "== making the input: 80 s of 1080p30 H.264 at 20 Mbit/s, 2 s GOP"
+	ffmpeg -v error -y -f lavfi -i testsrc2=size=1920x1080:rate=30 -t 80 -c:v libx264 -preset ultrafast \
+		-b:v 20M -g 60 "$IN"
+fi
+SIZE=$(stat -c %s "$IN")
+echo "input: $IN, $SIZE bytes"
+
+echo "== reference: ffmpeg -c copy to Matroska + sync"
+rm -f "$WORK/copy.mkv"
+sync
+t0=$(now)
+ffmpeg -v error -y -i "$IN" -c copy -f matroska "$WORK/copy.mkv"
+sync "$WORK/copy.mkv"
+t1=$(now)
+REF=$(secs "$t0" "$t1")
+say "ffmpeg copy+sync: ${REF} s ($(mbps "$SIZE" "$REF") MiB/s)"
+rm -f "$WORK/copy.mkv"
+
+echo "== kvs put-media into kvs server (FS store, fdatasync per append)"
+rm -rf "$WORK/data"
+"$KVS" server --listen 127.0.0.1:0 --data-dir "$WORK/data" --log-level warn >"$WORK/server.url" 2>"$WORK/server.log" &
+SERVER_PID=$!
+for _ in $(seq 100); do [ -s "$WORK/server.url" ] && break; sleep 0.1; done
+URL=$(head -1 "$WORK/server.url")
+sync
+t0=$(now)
+"$KVS" --endpoint "$URL" put-media --stream-name perf --source "$IN" --create --fragment-duration 2s >/dev/null
+t1=$(now)
+PUT=$(secs "$t0" "$t1")
+say "kvs put-media: ${PUT} s ($(mbps "$SIZE" "$PUT") MiB/s), $(echo "scale=2; $PUT / $REF" | bc -l)x the ffmpeg copy"
+
+echo "== kvs get-fragments --parallel 8 -o /dev/null (the whole stream)"
+STORED=$(du -sb "$WORK/data" | cut -f1)
+t0=$(now)
+"$KVS" --endpoint "$URL" get-fragments --stream-name perf --start 2000-01-01T00:00:00Z --end 2100-01-01T00:00:00Z \
+	--parallel 8 --format raw -o /dev/null
+t1=$(now)
+GET=$(secs "$t0" "$t1")
+say "kvs get-fragments: ${GET} s for ~$STORED bytes stored ($(mbps "$STORED" "$GET") MiB/s)"
+stop_server
+
+echo "== ListFragments: 1000-result time range over 1 M fragments (FS store, through HTTP)"
+rm -rf "$WORK/big"
+KVS_BIG_INDEX_DIR="$WORK/big" go test -count 1 -run TestMakeBigIndex ./server/store/ >/dev/null
+KVS_BIG_INDEX_DIR="$WORK/big" go test -count 1 -run '^$' -bench ListFragments -benchmem ./server/ | grep Benchmark
+say "(ListFragments)"
+go test -count 1 -run '^$' -bench 'TimeRange' ./server/store/ | grep Benchmark
+say "(store TimeRange, the same lookup without HTTP)"
+rm -rf "$WORK/big"
+
+echo "== Go benchmarks: PutMedia handler, GetMedia fan-out, store appends, mkv"
+go test -count 1 -run '^$' -bench 'PutMedia|GetMediaFanout' -benchmem ./server/ | grep Benchmark
+say "(server)"
+go test -count 1 -run '^$' -bench 'Append|DiskFdatasync' -benchmem ./server/store/ | grep Benchmark
+say "(store)"
+go test -count 1 -run '^$' -bench . -benchmem ./mkv/ | grep Benchmark
+say "(mkv)"
+
+for n in $STREAMS; do
+	echo "== kvs bench --streams $n --bitrate 2Mbps --fragment-duration 1s --duration $DURATION (embedded, FS)"
+	say "before"
+	"$KVS" bench --embedded --data-dir "$WORK" --streams "$n" --bitrate 2Mbps --fragment-duration 1s \
+		--duration "$DURATION" 2>"$WORK/bench-$n.log" || echo "kvs bench exited $? (see $WORK/bench-$n.log)"
+done
