@@ -11,6 +11,7 @@ import (
 	_ "github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
 	_ "github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	_ "github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+	_ "github.com/chromedp/chromedp"
 	_ "github.com/pion/mediadevices"
 	_ "github.com/pion/mediadevices/pkg/driver/videotest"
 	_ "github.com/schollz/progressbar/v3"
