@@ -101,7 +101,9 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 
 	rc := http.NewResponseController(w)
 	_ = rc.EnableFullDuplex() // HTTP/2 is full duplex already and says ErrNotSupported
-	w.Header().Del("Connection")
+	// Connection: close stays on the 200 as well: an upload that ends with an ERROR stops reading
+	// a body that is still arriving, and its connection cannot carry another request (see
+	// lingerClose); a client must not put one back in its pool.
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
