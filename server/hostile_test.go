@@ -13,6 +13,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -609,4 +610,175 @@ func TestHostileInput(t *testing.T) {
 			})
 		})
 	}
+}
+
+// Two producers on one stream (the data path accepts both, kvs-api.md §13.4): fragments never mix
+// inside a fragment, everything stored decodes, store order is number order, each producer's
+// fragments keep their order, and every PERSISTED ack is a stored fragment. A producer that stalls
+// inside a fragment holds the other's acks back (fragments are stored in number order) only until
+// its read timeout ends it.
+func TestTwoProducersInterleave(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e := newMediaEnv(t, kind, func(c *Config) { c.PutMediaReadTimeout = time.Second })
+			e.createStream(t, "cam", 1)
+			tracks := []mkv.Track{{Number: 1, UID: 1, Type: mkv.TrackTypeVideo, CodecID: "V_MPEG4/ISO/AVC", CodecPrivate: []byte{1, 0x64, 0, 0x1f}}}
+			hdr := mkv.AppendTracks(mkv.AppendInfo(ebmlSegment(), 0, ""), tracks)
+			frag := func(who byte, i int, base int64) []byte {
+				tc := base + int64(i)*100
+				var frames []mkv.Frame
+				for k := range 3 {
+					frames = append(frames, mkv.Frame{Track: 1, Timecode: tc + int64(k)*30, Keyframe: k == 0,
+						Data: append([]byte{who, byte(i), byte(i >> 8), byte(k)}, make([]byte, 500+k*700)...)})
+				}
+				b, err := mkv.AppendCluster(nil, tc, frames)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i%2 == 1 {
+					b = unknownSize(b) // producers use both forms
+				}
+				return b
+			}
+			const perProducer = 60
+			persisted := map[byte][]string{}
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			for _, who := range []byte{'A', 'B'} {
+				pc := e.startPut(t, "cam")
+				base := int64(baseMillis)
+				if who == 'B' {
+					base += 1_000_000
+				}
+				wg.Add(2)
+				go func() { // writes in random pieces, so clusters of A and B are open at once
+					defer wg.Done()
+					rng := rand.New(rand.NewPCG(uint64(who), 1))
+					body := append([]byte{}, hdr...)
+					for i := range perProducer {
+						body = append(body, frag(who, i, base)...)
+					}
+					for len(body) > 0 {
+						n := min(len(body), 1+rng.IntN(3000))
+						if _, err := pc.pw.Write(body[:n]); err != nil {
+							return
+						}
+						body = body[n:]
+					}
+					pc.pw.Close()
+				}()
+				go func() {
+					defer wg.Done()
+					for ev := range pc.acks {
+						if ev.EventType == ackError {
+							t.Errorf("producer %c: %+v", who, ev)
+						}
+						if ev.EventType == ackPersisted {
+							mu.Lock()
+							persisted[who] = append(persisted[who], ev.FragmentNumber)
+							mu.Unlock()
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			metas, frags := storedFragments(t, e.store, "cam")
+			if len(metas) != 2*perProducer {
+				t.Fatalf("stored %d fragments, want %d", len(metas), 2*perProducer)
+			}
+			next := map[byte]int{}
+			stored := map[string]byte{}
+			for i, f := range frags {
+				if i > 0 && metas[i].Number <= metas[i-1].Number {
+					t.Fatalf("store order: %d after %d", metas[i].Number, metas[i-1].Number)
+				}
+				who := f.Frames[0].Data[0]
+				idx := int(f.Frames[0].Data[1]) | int(f.Frames[0].Data[2])<<8
+				for k, fr := range f.Frames {
+					if fr.Data[0] != who || int(fr.Data[1])|int(fr.Data[2])<<8 != idx || int(fr.Data[3]) != k {
+						t.Fatalf("fragment %d mixes frames: frame %d is %q of %d, fragment is %c %d", metas[i].Number, k, fr.Data[0], fr.Data[1], who, idx)
+					}
+				}
+				if idx != next[who] {
+					t.Fatalf("producer %c: fragment %d stored after %d", who, idx, next[who]-1)
+				}
+				next[who]++
+				stored[tag(t, f, mkv.TagFragmentNumber)] = who
+			}
+			for who, nums := range persisted {
+				if len(nums) != perProducer {
+					t.Errorf("producer %c: %d PERSISTED acks, want %d", who, len(nums), perProducer)
+				}
+				for _, n := range nums {
+					if stored[n] != who {
+						t.Errorf("producer %c: PERSISTED %s is not its stored fragment", who, n)
+					}
+				}
+			}
+		})
+	}
+
+	t.Run("one stalls inside a fragment", func(t *testing.T) {
+		e := newMediaEnv(t, "mem", func(c *Config) { c.PutMediaReadTimeout = time.Second })
+		e.createStream(t, "cam", 1)
+		c := loadClip(t, "h264.mkv")
+		a, b := e.startPut(t, "cam"), e.startPut(t, "cam")
+		a.write(c.header())
+		b.write(c.header())
+		ca := c.cluster(t, 0, baseMillis)
+		a.write(ca[:len(ca)/2]) // A opens a fragment and goes silent
+		a.expect(ackBuffering, 0)
+		start := time.Now()
+		clusters := make([][]byte, 8)
+		for i := range clusters {
+			clusters[i] = c.cluster(t, i, baseMillis+50_000)
+		}
+		stop := make(chan struct{})
+		go func() { // B goes on streaming, a fragment every 200 ms
+			defer b.pw.Close()
+			for _, cl := range clusters {
+				if _, err := b.pw.Write(cl); err != nil {
+					return
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+		}()
+		b.expect(ackBuffering, 0)
+		nb := b.expect(ackReceived, 0)
+		a.expectError(4000) // A's read timeout frees the stream...
+		for {
+			ev, ok := b.next()
+			if !ok {
+				t.Fatal("B's response ended")
+			}
+			if ev.EventType == ackError {
+				t.Fatalf("B: %+v", ev)
+			}
+			if ev.EventType == ackPersisted { // ...and B's fragments are stored, first one first
+				if ev.FragmentNumber != nb.FragmentNumber {
+					t.Fatalf("first PERSISTED %s, want %s", ev.FragmentNumber, nb.FragmentNumber)
+				}
+				break
+			}
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("B's fragment waited %v", d)
+		}
+		close(stop)
+		for range b.acks {
+		}
+		metas, frags := storedFragments(t, e.store, "cam")
+		if len(metas) == 0 || formatFragmentNumber(metas[0].Number) != nb.FragmentNumber {
+			t.Fatalf("stored %+v, want B's from %s", metas, nb.FragmentNumber)
+		}
+		for _, f := range frags {
+			if f.Timecode < baseMillis+50_000 {
+				t.Fatalf("A's abandoned fragment was stored")
+			}
+		}
+	})
 }
