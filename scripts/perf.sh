@@ -6,7 +6,7 @@
 #   KVS_PERF_STREAMS="200" KVS_PERF_DURATION=30s scripts/perf.sh
 #
 # KVS_PERF_DIR (default /tmp/kvs-perf) must be on the disk being measured: the input file, the
-# server's data, the ffmpeg copy and the dd reference all go there. Needs go, ffmpeg and coreutils.
+# server's data, the ffmpeg copy and the dd reference all go there. Needs go, ffmpeg, coreutils and awk.
 # Nothing here asserts a figure: it prints them.
 set -euo pipefail
 
@@ -20,8 +20,9 @@ go build -o "$KVS" ./cmd/kvs
 
 la() { cut -d' ' -f1-3 /proc/loadavg; }
 now() { date +%s.%N; }
-secs() { echo "$2 - $1" | bc -l; }
-mbps() { echo "scale=1; $1 / 1048576 / $2" | bc -l; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+mbps() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.1f", n / 1048576 / s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 say() { printf '%s   [load average %s]\n' "$*" "$(la)"; }
 SERVER_PID=""
 stop_server() {
@@ -71,7 +72,7 @@ t0=$(now)
 "$KVS" --endpoint "$URL" put-media --stream-name perf --source "$IN" --create --fragment-duration 2s >/dev/null
 t1=$(now)
 PUT=$(secs "$t0" "$t1")
-say "kvs put-media: ${PUT} s ($(mbps "$SIZE" "$PUT") MiB/s), $(echo "scale=2; $PUT / $REF" | bc -l)x the ffmpeg copy"
+say "kvs put-media: ${PUT} s ($(mbps "$SIZE" "$PUT") MiB/s), $(ratio "$PUT" "$REF")x the ffmpeg copy"
 
 echo "== kvs get-fragments --parallel 8 -o /dev/null (the whole stream)"
 STORED=$(du -sb "$WORK/data" | cut -f1)
