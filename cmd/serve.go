@@ -226,8 +226,10 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	hs := &http.Server{
 		Handler:           srv,
 		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		// Keep-alive connections that send nothing are closed, so idle sockets cannot pile up.
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 	}
 	// HTTP/1.1 only, also over TLS: PutMedia is full duplex on one HTTP/1.1 exchange, as producers
 	// expect (kvs-api.md §5.3), and its early error answers rely on Connection: close.
@@ -264,7 +266,8 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 }
 
 // logRecovery logs one line summing up what OpenFS repaired (the store logs each repair itself),
-// so that a restart after a crash says at once whether anything was cut.
+// so that a restart after a crash says at once whether anything was cut: level INFO when nothing
+// was repaired, WARN otherwise.
 func logRecovery(log *slog.Logger, reports []store.RecoveryReport) {
 	var cut int64
 	var dropped, reindexed int
@@ -273,9 +276,10 @@ func logRecovery(log *slog.Logger, reports []store.RecoveryReport) {
 		dropped += r.Dropped
 		reindexed += r.Reindexed
 	}
-	if len(reports) == 0 {
-		log.Info("store recovery: nothing to repair")
-		return
+	level := slog.LevelInfo
+	if len(reports) > 0 {
+		level = slog.LevelWarn
 	}
-	log.Warn("store recovery", "repairs", len(reports), "bytes_cut", cut, "index_entries_dropped", dropped, "records_reindexed", reindexed)
+	log.Log(context.Background(), level, "store recovery", "repairs", len(reports), "bytes_cut", cut,
+		"index_entries_dropped", dropped, "records_reindexed", reindexed)
 }

@@ -51,8 +51,16 @@
 //   - ListStreams NextToken is the standard base64 of the last name returned; the last page has no
 //     NextToken, and a page that ends exactly at the last stream is the last page.
 //   - ListTags* return all tags (at most 50) and never a NextToken; a request NextToken is ignored.
-//   - NotAuthorizedException 401 vs 403 (§1.5, §13.8): moot, no authentication. Signatures are
-//     accepted and not verified, unsigned requests too (§11).
+//   - Authentication (§11, §13.8): off by default, so any signature and unsigned requests are
+//     accepted. With Config.Credentials (auth.go) every request but the GET routes needs SigV4 from a listed key
+//     (header or presigned; PutMedia signed with the empty-payload hash or UNSIGNED-PAYLOAD, its
+//     body not covered, as with KVS), within 15 minutes; others get 401 NotAuthorizedException,
+//     or AccessDeniedException for the *Resource tagging operations (the model's 401, not the
+//     403 observed for IAM denials). The GET routes (HLS) rely on their session token.
+//   - Server.Close (shutdown.go) ends live GetMedia responses and drains uploads: the fragment
+//     being received may finish within 3 s and is acked PERSISTED, then ERROR 5000; an upload
+//     that stops reading early (any ERROR) ends its response and lingers before closing, so the
+//     producer reads the ERROR instead of a reset; PutMedia answers carry Connection: close.
 //   - GetDataEndpoint returns Config.AdvertiseURL, else the request's scheme and Host, for every
 //     APIName (§4, §12). X-Forwarded-* are not trusted: behind a proxy, set AdvertiseURL.
 //   - The default account id is 000000000000, as in other local emulators; the region in ARNs is
