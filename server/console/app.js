@@ -63,8 +63,8 @@ async function streamsPage() {
       refresh();
     } catch (e) { msg.textContent = e.message; msg.className = 'err'; }
   });
-  main.replaceChildren(form, msg, el('table', { id: 'streams' },
-    el('thead', {}, el('tr', {}, ['Stream', 'Status', 'Retention', 'Last fragment', 'Data rate (1 min)', ''].map((h) => el('th', {}, h)))), tbody));
+  main.replaceChildren(form, msg, el('div', { class: 'scroll-x' }, el('table', { id: 'streams' },
+    el('thead', {}, el('tr', {}, ['Stream', 'Status', 'Retention', 'Last fragment', 'Data rate (1 min)', ''].map((h) => el('th', {}, h)))), tbody)));
 
   let alive = true;
   stopPage = () => { alive = false; };
@@ -115,58 +115,134 @@ async function streamsPage() {
 // polls the media playlist and appends each new fragment (and each new init segment) to one
 // SourceBuffer. Times: the fragments carry producer time since the epoch; timestampOffset moves
 // the first fragment to 0, so producer time = origin + currentTime.
-class Player {
-  constructor(video, onNotice) { this.video = video; this.onNotice = onNotice; this.stopped = false; this.origin = 0; this.appended = 0; }
+//
+// It starts playback itself (muted, so browsers allow it without a gesture): LIVE a few seconds
+// behind the newest fragment, other modes at startAt (producer seconds). While playing it steps
+// over small holes between buffered ranges (a producer's fragments need not touch: MSE stalls at
+// any hole, it does not skip it) and, LIVE only, catches up when it falls far behind.
+const LIVE_DELAY = 3; // seconds behind the newest media that LIVE starts at
+const LIVE_MAX_BEHIND = 8; // LIVE jumps back to LIVE_DELAY when further behind than this
+const MAX_HOLE = 2.5; // holes up to this long are stepped over
 
-  async play(session) {
+class Player {
+  constructor(video, onNotice, onState = () => {}) {
+    this.video = video; this.onNotice = onNotice; this.onState = onState;
+    this.stopped = false; this.origin = 0; this.fragments = 0; this.started = false; this.blocked = false;
+  }
+
+  // play runs until stop() or, for a complete playlist, until its last fragment is appended.
+  async play(session, startAt) {
+    this.live = session.PlaybackMode === 'LIVE';
+    this.startAt = startAt;
     const { HLSStreamingSessionURL: url } = await api('/getHLSStreamingSessionURL', session);
     const master = await (await fetch(url)).text();
-    const codecs = /CODECS="([^"]+)"/.exec(master)?.[1];
+    const codecs = /CODECS="([^"]+)"/.exec(master)?.[1] || '';
+    this.hevc = codecs.startsWith('hvc1') || codecs.startsWith('hev1');
+    this.hlsURL = url;
     const media = new URL(master.split('\n').find((l) => l && !l.startsWith('#')), url);
     const mime = `video/mp4; codecs="${codecs}"`;
-    if (!window.MediaSource || !MediaSource.isTypeSupported(mime)) {
-      const hevc = codecs.startsWith('hvc1') || codecs.startsWith('hev1');
-      this.onNotice(hevc ? `This stream is H.265 (${codecs}). This browser cannot decode H.265 through Media Source Extensions (Chromium builds without HEVC support cannot); use Safari, or play the HLS URL with ffplay or VLC: ${url}`
-        : `This browser cannot play ${mime}.`);
-      return;
-    }
+    if (!window.MediaSource || !MediaSource.isTypeSupported(mime)) { this.cannotPlay(mime); return; }
+    if (this.stopped) return;
     this.ms = new MediaSource();
-    this.video.src = URL.createObjectURL(this.ms);
+    this.objectURL = URL.createObjectURL(this.ms);
+    this.video.src = this.objectURL;
     await new Promise((r) => this.ms.addEventListener('sourceopen', r, { once: true }));
+    if (this.stopped) return;
     this.sb = this.ms.addSourceBuffer(mime);
     this.sb.mode = 'segments';
+    this.watch = setInterval(() => this.tick(), 250);
+    this.video.addEventListener('waiting', this.onWaiting = () => setTimeout(() => this.tick(), 50));
+    this.video.addEventListener('error', this.onError = () => { if (this.hevc) this.cannotPlay(mime); });
     const done = new Set();
     let init = '';
     while (!this.stopped) {
-      const text = await (await fetch(media)).text();
+      let text;
+      try {
+        const r = await fetch(media);
+        if (!r.ok) throw new Error(`media playlist: ${r.status}`);
+        text = await r.text();
+      } catch (e) {
+        this.onState(`retrying: ${e.message}`);
+        await sleep(1000);
+        continue;
+      }
       let map = '', pdt = 0;
       for (const line of text.split('\n')) {
+        if (this.stopped) return;
         if (line.startsWith('#EXT-X-MAP:URI=')) map = new URL(line.slice(16, -1), media).href;
         else if (line.startsWith('#EXT-X-PROGRAM-DATE-TIME:')) pdt = Date.parse(line.slice(25)) / 1000;
         else if (line && !line.startsWith('#')) {
           const seg = new URL(line, media);
           const n = seg.searchParams.get('FragmentNumber');
-          if (done.has(n) || this.stopped) continue;
+          if (done.has(n)) continue;
+          done.add(n);
+          let bytes;
+          try { bytes = await this.fetchBytes(seg); } catch (_) { continue; } // gone (retention): skip it
           if (map !== init) { await this.append(await this.fetchBytes(map)); init = map; }
           if (!this.origin && pdt) { this.origin = pdt; this.sb.timestampOffset = -pdt; }
-          await this.append(await this.fetchBytes(seg));
-          done.add(n);
-          if (this.appended === 1) {
-            this.video.currentTime = this.sb.buffered.length ? this.sb.buffered.start(0) : 0;
-            this.video.play().catch(() => {});
-          }
+          await this.append(bytes);
+          this.fragments++;
         }
       }
-      if (text.includes('#EXT-X-ENDLIST')) { if (this.ms.readyState === 'open') this.ms.endOfStream(); return; }
-      // Keep 30 s behind the playhead; jump to the live edge when more than 4 s behind.
-      const b = this.sb.buffered;
-      if (b.length && this.video.currentTime - b.start(0) > 40 && !this.sb.updating) {
-        this.sb.remove(b.start(0), this.video.currentTime - 30);
-        await new Promise((r) => this.sb.addEventListener('updateend', r, { once: true }));
-      }
-      if (b.length && b.end(b.length - 1) - this.video.currentTime > 4) this.video.currentTime = b.end(b.length - 1) - 1;
+      if (!this.started && this.fragments) this.begin();
+      if (text.includes('#EXT-X-ENDLIST')) { if (this.ms.readyState === 'open' && !this.sb.updating) this.ms.endOfStream(); return; }
+      await this.trim();
       await sleep(500);
     }
+  }
+
+  // begin seeks to where playback starts and plays, muted.
+  begin() {
+    const b = this.sb.buffered;
+    if (!b.length) return;
+    this.started = true;
+    let t = this.live ? Math.max(b.start(b.length - 1), b.end(b.length - 1) - LIVE_DELAY)
+      : Math.max(b.start(0), (this.startAt || 0) - this.origin);
+    this.video.currentTime = t;
+    this.resume();
+  }
+
+  resume() {
+    this.video.muted = true;
+    this.video.play().then(() => { this.blocked = false; }, (e) => {
+      // Autoplay refused (or interrupted by a seek, which play() below retries): the controls
+      // are there for a click.
+      if (e.name === 'NotAllowedError') { this.blocked = true; this.onState('press play'); }
+    });
+  }
+
+  // tick steps over holes and, LIVE, keeps near the live edge.
+  tick() {
+    if (this.stopped || !this.started || !this.sb) return;
+    const v = this.video, b = this.sb.buffered, t = v.currentTime;
+    if (!b.length) return;
+    // Stalled at the end of a range (the decoder wants frames past it), or in a hole: go to the
+    // next range if it starts soon after.
+    let inside = -1;
+    for (let i = 0; i < b.length; i++) if (t >= b.start(i) - 0.001 && t <= b.end(i)) inside = i;
+    const starved = inside < 0 || (v.readyState < 3 && b.end(inside) - t < 0.3);
+    if (starved && !v.seeking) {
+      for (let i = 0; i < b.length; i++) {
+        if (b.start(i) > t && b.start(i) - t <= MAX_HOLE) { v.currentTime = b.start(i) + 0.001; break; }
+      }
+    }
+    const end = b.end(b.length - 1);
+    if (this.live && !v.paused && end - v.currentTime > LIVE_MAX_BEHIND) v.currentTime = Math.max(b.start(b.length - 1), end - LIVE_DELAY);
+  }
+
+  // trim keeps 30 s of media behind the playhead.
+  async trim() {
+    const b = this.sb.buffered;
+    if (!b.length || this.sb.updating || this.video.currentTime - b.start(0) <= 40) return;
+    this.sb.remove(b.start(0), this.video.currentTime - 30);
+    await new Promise((r) => this.sb.addEventListener('updateend', r, { once: true }));
+  }
+
+  cannotPlay(mime) {
+    const url = this.hlsURL;
+    this.onNotice(this.hevc ? `This stream is H.265 (${mime}). This browser cannot decode H.265 through Media Source Extensions (Chromium builds without HEVC support cannot); use Safari, or play the HLS URL with ffplay or VLC: ${url}`
+      : `This browser cannot play ${mime}.`);
+    this.stop();
   }
 
   async fetchBytes(u) {
@@ -178,31 +254,52 @@ class Player {
   async append(buf) {
     if (this.stopped) return;
     this.sb.appendBuffer(buf);
-    await new Promise((r, j) => { this.sb.addEventListener('updateend', r, { once: true }); this.sb.addEventListener('error', j, { once: true }); });
-    this.appended++;
+    await new Promise((r, j) => {
+      const ok = () => { this.sb.removeEventListener('error', bad); r(); };
+      const bad = () => { this.sb.removeEventListener('updateend', ok); j(new Error('the browser rejected a fragment')); };
+      this.sb.addEventListener('updateend', ok, { once: true });
+      this.sb.addEventListener('error', bad, { once: true });
+    });
   }
 
-  // latency is how far the frame on screen is behind now, by the producer's clock.
-  latency() { return this.origin ? Date.now() / 1000 - (this.origin + this.video.currentTime) : NaN; }
+  // producerTime is the producer timestamp of the frame on screen (seconds), or NaN.
+  producerTime() { return this.origin && this.started ? this.origin + this.video.currentTime : NaN; }
 
-  stop() { this.stopped = true; try { this.video.pause(); this.video.removeAttribute('src'); this.video.load(); } catch (_) { /* gone */ } }
+  // latency is how far the frame on screen is behind now, by the producer's clock.
+  latency() { return Date.now() / 1000 - this.producerTime(); }
+
+  stop() {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.watch);
+    if (this.onError) this.video.removeEventListener('error', this.onError);
+    if (this.onWaiting) this.video.removeEventListener('waiting', this.onWaiting);
+    try { this.video.pause(); this.video.removeAttribute('src'); this.video.load(); } catch (_) { /* gone */ }
+    if (this.objectURL) URL.revokeObjectURL(this.objectURL);
+  }
 }
 
 // ---- stream page --------------------------------------------------------------------------
 
+const fmtSpan = (s) => s >= 3600 ? `${(s / 3600).toFixed(s % 3600 ? 1 : 0)} h` : s >= 120 ? `${Math.round(s / 60)} min` : `${Math.round(s)} s`;
+
 async function streamPage(name) {
-  $('#crumb').textContent = `/ ${name}`;
+  $('#crumb').replaceChildren(el('a', { href: '#/' }, 'Streams'), ` / ${name}`);
   const main = $('#main');
   const video = el('video', { id: 'player', muted: '', playsinline: '', controls: '' });
   video.muted = true;
   const notice = el('div', { id: 'notice' });
-  const stat = (id, label) => [el('span', { class: 'muted' }, label), el('span', { id, class: 'num' }, '—')];
+  const cells = {};
+  const stat = (id, label) => [el('span', { class: 'muted' }, label), cells[id] = el('span', { id, class: 'num' }, '—')];
   const stats = el('div', { class: 'stats', id: 'stats' },
     stat('st-state', 'state'), stat('st-time', 'position'), stat('st-latency', 'behind producer'),
     stat('st-frames', 'decoded frames'), stat('st-dropped', 'dropped frames'), stat('st-size', 'video size'));
-  const mode = el('span', { id: 'mode', class: 'muted' }, 'live');
-  const liveBtn = el('button', { onclick: () => start({ StreamName: name, PlaybackMode: 'LIVE' }, 'live') }, 'Go live');
+  const mode = el('span', { id: 'mode', class: 'badge' }, 'live');
+  const liveBtn = el('button', { id: 'golive', onclick: () => start({ StreamName: name, PlaybackMode: 'LIVE' }, 'live') }, 'Go live');
   const timeline = el('div', { id: 'timeline', title: 'click: play from there; drag: select a range' });
+  const playhead = el('div', { class: 'playhead' });
+  const tlTitle = el('h2', {}, 'Timeline');
+  const axis = el('div', { class: 'axis muted' }, el('span', { id: 'tl-start' }, ''), el('span', {}, 'now'));
   const range = el('span', { id: 'range', class: 'muted' }, 'drag on the timeline to select a range');
   const dl = el('button', { id: 'download', disabled: '' }, 'Download clip (MP4)');
   const dlMsg = el('span', { class: 'muted' });
@@ -210,54 +307,65 @@ async function streamPage(name) {
   main.replaceChildren(
     el('div', { class: 'grid' },
       el('div', {}, video, notice),
-      el('div', {}, el('p', {}, mode, ' ', liveBtn), stats)),
-    el('h2', {}, 'Last hour'), timeline, el('form', { class: 'inline' }, range, dl, dlMsg),
+      el('div', {}, el('p', { class: 'modeline' }, mode, liveBtn), stats)),
+    tlTitle, timeline, axis, el('form', { class: 'inline' }, range, dl, dlMsg),
     el('h2', {}, 'Fragments'),
     el('div', { class: 'scroll' }, el('table', { id: 'fragments' }, el('thead', {}, el('tr', {},
       ['Fragment number', 'Producer time', 'Server time', 'Length', 'Size'].map((h) => el('th', {}, h)))), fragBody)));
 
   let player = null;
   let alive = true;
-  async function start(session, label) {
+  let playerState = '';
+  // start plays a new session; startAt (producer seconds) is where a replay starts.
+  async function start(session, label, startAt) {
     if (player) player.stop();
     notice.replaceChildren();
     mode.textContent = label;
+    mode.classList.toggle('live', session.PlaybackMode === 'LIVE');
     session.HLSFragmentSelector = Object.assign({ FragmentSelectorType: 'PRODUCER_TIMESTAMP' }, session.HLSFragmentSelector || {});
     session.DisplayFragmentTimestamp = 'ALWAYS';
     session.DiscontinuityMode = 'ON_DISCONTINUITY';
-    const p = new Player(video, (m) => notice.replaceChildren(el('p', { class: 'notice' }, m)));
+    playerState = '';
+    const p = new Player(video, (m) => notice.replaceChildren(el('p', { class: 'notice' }, m)), (s) => { playerState = s; });
     player = p;
-    try { await p.play(session); } catch (e) { if (!p.stopped) notice.replaceChildren(el('p', { class: 'err' }, `Playback: ${e.message}`)); }
+    try { await p.play(session, startAt); } catch (e) { if (!p.stopped) notice.replaceChildren(el('p', { class: 'err' }, `Playback: ${e.message}`)); }
   }
   stopPage = () => { alive = false; if (player) player.stop(); };
 
-  // Timeline: the last hour of fragments, gaps visible; click plays ON_DEMAND from that moment
-  // to now, drag selects a range for GetClip.
-  let span = [0, 0], sel = null;
-  const xToTime = (x) => span[0] + (x / timeline.clientWidth) * (span[1] - span[0]);
+  // Timeline: the last hour of fragments (or less, when the stream is younger), gaps visible;
+  // a click plays from that moment on (LIVE_REPLAY: it continues into live), a drag selects a
+  // range for GetClip.
+  let span = [Date.now() / 1000 - 60, Date.now() / 1000], sel = null, first = 0, last = 0;
+  const pct = (t) => `${((t - span[0]) / (span[1] - span[0]) * 100).toFixed(3)}%`;
+  const xToTime = (clientX) => {
+    const r = timeline.getBoundingClientRect();
+    return span[0] + Math.min(1, Math.max(0, (clientX - r.left) / r.width)) * (span[1] - span[0]);
+  };
   let dragFrom = null;
-  timeline.addEventListener('mousedown', (ev) => { dragFrom = ev.offsetX; });
-  timeline.addEventListener('mouseup', (ev) => {
+  timeline.addEventListener('pointerdown', (ev) => { dragFrom = ev.clientX; timeline.setPointerCapture(ev.pointerId); });
+  timeline.addEventListener('pointerup', (ev) => {
     if (dragFrom === null) return;
-    const a = Math.min(dragFrom, ev.offsetX), b = Math.max(dragFrom, ev.offsetX);
+    const a = Math.min(dragFrom, ev.clientX), b = Math.max(dragFrom, ev.clientX);
     dragFrom = null;
     if (b - a < 4) {
-      const t = xToTime(a);
       sel = null; drawSel();
-      start({ StreamName: name, PlaybackMode: 'ON_DEMAND', MaxMediaPlaylistFragmentResults: 5000,
-        HLSFragmentSelector: { TimestampRange: { StartTimestamp: t - 1, EndTimestamp: Date.now() / 1000 } } }, `from ${fmtTime(t)}`);
+      const t = xToTime(ev.clientX);
+      if (!last || t >= last - LIVE_DELAY) { start({ StreamName: name, PlaybackMode: 'LIVE' }, 'live'); return; }
+      const from = Math.max(t, first);
+      start({ StreamName: name, PlaybackMode: 'LIVE_REPLAY', MaxMediaPlaylistFragmentResults: 10,
+        HLSFragmentSelector: { TimestampRange: { StartTimestamp: from - 3 } } }, `replay from ${fmtTime(from).slice(11, 19)}`, from);
       return;
     }
     sel = [xToTime(a), xToTime(b)];
     drawSel();
   });
+  timeline.addEventListener('pointercancel', () => { dragFrom = null; });
   function drawSel() {
     timeline.querySelectorAll('.sel').forEach((e) => e.remove());
     dl.disabled = !sel;
     if (!sel) { range.textContent = 'drag on the timeline to select a range'; return; }
-    const w = timeline.clientWidth, d = span[1] - span[0];
-    timeline.append(el('div', { class: 'sel', style: `left:${(sel[0] - span[0]) / d * w}px;width:${(sel[1] - sel[0]) / d * w}px` }));
-    range.textContent = `${fmtTime(sel[0])} → ${fmtTime(sel[1])} (${(sel[1] - sel[0]).toFixed(1)} s)`;
+    timeline.append(el('div', { class: 'sel', style: `left:${pct(sel[0])};width:calc(${pct(sel[1])} - ${pct(sel[0])})` }));
+    range.textContent = `${fmtTime(sel[0])} → ${fmtTime(sel[1]).slice(11)} (${(sel[1] - sel[0]).toFixed(1)} s)`;
   }
   dl.addEventListener('click', async (ev) => {
     ev.preventDefault();
@@ -276,13 +384,24 @@ async function streamPage(name) {
 
   async function refreshFragments() {
     const now = Date.now() / 1000;
-    span = [now - 3600, now];
     let frags;
-    try { frags = await listFragments(name, span[0], span[1] + 60); } catch (e) { fragBody.replaceChildren(el('tr', {}, el('td', { class: 'err', colspan: '5' }, e.message))); return; }
-    const w = timeline.clientWidth, d = span[1] - span[0];
-    timeline.replaceChildren(...frags.map((f) => el('div', { class: 'frag',
-      title: `${f.FragmentNumber}\n${fmtTime(f.ProducerTimestamp)}`,
-      style: `left:${(f.ProducerTimestamp - span[0]) / d * w}px;width:${Math.max(1, f.FragmentLengthInMilliseconds / 1000 / d * w)}px` })));
+    try { frags = await listFragments(name, now - 3600, now + 60); } catch (e) { fragBody.replaceChildren(el('tr', {}, el('td', { class: 'err', colspan: '5' }, e.message))); return; }
+    first = frags.length ? frags[0].ProducerTimestamp : 0;
+    last = frags.length ? frags[frags.length - 1].ProducerTimestamp + frags[frags.length - 1].FragmentLengthInMilliseconds / 1000 : 0;
+    const from = first ? Math.max(now - 3600, Math.min(now - 60, first - (now - first) * 0.05)) : now - 60;
+    span = [from, Math.max(now, last)];
+    tlTitle.textContent = `Timeline: last ${fmtSpan(now - from)}`;
+    $('#tl-start', axis).textContent = fmtTime(from).slice(0, 19);
+    // Fragments that touch (holes under 0.5 s) are drawn as one run.
+    const runs = [];
+    for (const f of frags) {
+      const a = f.ProducerTimestamp, b = a + f.FragmentLengthInMilliseconds / 1000;
+      const r = runs[runs.length - 1];
+      if (r && a - r[1] < 0.5) { r[1] = Math.max(r[1], b); r[2]++; } else runs.push([a, b, 1]);
+    }
+    timeline.replaceChildren(...runs.map(([a, b, n]) => el('div', { class: 'frag',
+      title: `${fmtTime(a)} → ${fmtTime(b).slice(11)}, ${n} fragment${n > 1 ? 's' : ''}`,
+      style: `left:${pct(a)};width:max(1px, calc(${pct(b)} - ${pct(a)}))` })), playhead);
     drawSel();
     fragBody.replaceChildren(...frags.slice(-100).reverse().map((f) => el('tr', {},
       el('td', { class: 'num' }, f.FragmentNumber), el('td', { class: 'num' }, fmtTime(f.ProducerTimestamp)),
@@ -293,17 +412,22 @@ async function streamPage(name) {
   (async () => {
     while (alive) {
       const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : {};
-      $('#st-state').textContent = video.paused ? (player?.appended ? 'paused' : 'loading') : 'playing';
-      $('#st-time').textContent = player?.origin ? fmtTime(player.origin + video.currentTime) : video.currentTime.toFixed(2);
+      const pt = player ? player.producerTime() : NaN;
+      cells['st-state'].textContent = player?.blocked ? 'press play' : playerState && video.paused ? playerState
+        : video.paused ? (player?.started ? 'paused' : 'loading') : video.readyState < 3 ? 'buffering' : 'playing';
+      cells['st-time'].textContent = Number.isFinite(pt) ? fmtTime(pt) : '—';
+      cells['st-time'].dataset.t = Number.isFinite(pt) ? pt.toFixed(3) : '';
       const lat = player ? player.latency() : NaN;
-      $('#st-latency').textContent = Number.isFinite(lat) ? `${lat.toFixed(2)} s` : '—';
-      $('#st-frames').textContent = q.totalVideoFrames ?? '—';
-      $('#st-dropped').textContent = q.droppedVideoFrames ?? '—';
-      $('#st-size').textContent = video.videoWidth ? `${video.videoWidth}x${video.videoHeight}` : '—';
+      cells['st-latency'].textContent = Number.isFinite(lat) ? `${lat.toFixed(2)} s` : '—';
+      cells['st-frames'].textContent = q.totalVideoFrames ?? '—';
+      cells['st-dropped'].textContent = q.droppedVideoFrames ?? '—';
+      cells['st-size'].textContent = video.videoWidth ? `${video.videoWidth}x${video.videoHeight}` : '—';
+      playhead.style.display = Number.isFinite(pt) ? '' : 'none';
+      if (Number.isFinite(pt)) playhead.style.left = pct(Math.min(span[1], Math.max(span[0], pt)));
       await sleep(250);
     }
   })();
-  (async () => { while (alive) { await refreshFragments(); for (let i = 0; i < 10 && alive; i++) await sleep(500); } })();
+  (async () => { while (alive) { await refreshFragments(); for (let i = 0; i < 6 && alive; i++) await sleep(500); } })();
   start({ StreamName: name, PlaybackMode: 'LIVE' }, 'live');
 }
 
