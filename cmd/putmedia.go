@@ -155,6 +155,10 @@ type putMediaSummary struct {
 }
 
 func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
+	// Say that capture is missing before touching the server or the stream.
+	if ok, _ := capture.CaptureBuilt(); !ok && capture.IsLiveSpec(o.Source) {
+		return fmt.Errorf("put-media --source %s: %w", o.Source, capture.ErrCaptureNotBuilt)
+	}
 	cl, err := newClient(ctx, env)
 	if err != nil {
 		return err

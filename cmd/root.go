@@ -239,6 +239,10 @@ func exitCode(env *Env, c *cobra.Command, ctx context.Context, err error) int {
 		return ExitNotFound
 	default:
 		fmt.Fprintf(env.Stderr, "kvs: %v\n", err)
+		if errors.Is(err, syscall.ECONNREFUSED) && env.Config != nil {
+			fmt.Fprintf(env.Stderr, "kvs: nothing is listening at %s: start `kvs server`, or point --endpoint (KVS_ENDPOINT) at a running server\n",
+				env.Config.GetString("endpoint"))
+		}
 		return ExitError
 	}
 }
