@@ -51,7 +51,8 @@ func newHostileEnv(t *testing.T) *hostileEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Store: fs, PutMediaReadTimeout: time.Second, MediaWriteTimeout: time.Second, MaxFragmentDuration: 2 * time.Second})
+	srv, err := New(Config{Store: fs, PutMediaReadTimeout: time.Second, MediaWriteTimeout: time.Second, MaxFragmentDuration: 2 * time.Second,
+		RequestReadTimeout: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,6 +488,39 @@ func TestHostileInput(t *testing.T) {
 		{"malformed JSON", "400 InvalidArgumentException", func(t *testing.T) {
 			for _, b := range []string{`{"StreamName":`, `{"StreamName":"control"`, `[1,2]`, `"control"`, "{\"StreamName\":\"\xff\xfe\"}", `{"StreamName":"control"}}`} {
 				h.wantAPI(t, 400, codeInvalidArgument, "/describeStream", []byte(b))
+			}
+		}},
+		{"a JSON body that stalls", "400 InvalidArgumentException after RequestReadTimeout (1 s here), for the control plane and GetMedia alike", func(t *testing.T) {
+			for _, path := range []string{"/createStream", "/getMedia"} {
+				conn := h.rawConn(t)
+				start := time.Now()
+				fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: kvs\r\nContent-Length: 100\r\n\r\n{\"StreamName\":", path)
+				_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+				resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+				if err != nil {
+					t.Fatalf("%s: %v", path, err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 400 || resp.Header.Get("x-amzn-ErrorType") != codeInvalidArgument {
+					t.Fatalf("%s: %d %s", path, resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"))
+				}
+				if d := time.Since(start); d > 5*time.Second {
+					t.Fatalf("%s: answered after %v", path, d)
+				}
+			}
+		}},
+		{"a live GetMedia outlives RequestReadTimeout", "the read deadline ends with the request body: a live reader still gets a fragment published 1.5 s later", func(t *testing.T) {
+			v := h.victim(t)
+			resp := h.post(t, t.Context(), "/getMedia", map[string]any{"StreamName": v, "StartSelector": map[string]any{"StartSelectorType": "NOW"}})
+			defer resp.Body.Close()
+			time.Sleep(1500 * time.Millisecond) // past RequestReadTimeout: the point of the case
+			pc := h.startPut(t, v)
+			pc.write(header)
+			n := pc.fragment(good(0), c.fragTimecode(0, baseMillis), true)
+			pc.end()
+			f, err := mkv.NewFragmentReader(resp.Body).Next()
+			if err != nil || tag(t, f, mkv.TagFragmentNumber) != formatFragmentNumber(n) {
+				t.Fatalf("live reader: %v", err)
 			}
 		}},
 		{"deeply nested JSON", "400 InvalidArgumentException, no stack blow-up", func(t *testing.T) {

@@ -27,6 +27,8 @@ const (
 	// DefaultMaxRequestBody caps control-plane request bodies (bytes). The largest legal request,
 	// CreateStream with 50 maximal tags, is about 40 KiB of JSON.
 	DefaultMaxRequestBody = 1 << 20
+	// DefaultRequestReadTimeout is the default Config.RequestReadTimeout.
+	DefaultRequestReadTimeout = 30 * time.Second
 )
 
 // Config configures a Server. Store is required; every other field has a default.
@@ -49,6 +51,11 @@ type Config struct {
 	MaxRequestBody int64
 	// Now returns the current time (default time.Now); tests replace it.
 	Now func() time.Time
+	// RequestReadTimeout bounds reading the body of a request other than PutMedia (a JSON
+	// document): a client that sends it slower than this gets 400 InvalidArgumentException
+	// instead of holding a connection forever (default 30 s). It ends when the body has been read,
+	// so it never cuts a streaming response.
+	RequestReadTimeout time.Duration
 	// Credentials, when not nil, turns on authentication: every request must carry an AWS
 	// Signature Version 4 (Authorization header or presigned query) made with one of these keys
 	// within MaxClockSkew of Now, else it gets 401 NotAuthorizedException (AccessDeniedException
@@ -149,6 +156,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.RequestReadTimeout <= 0 {
+		cfg.RequestReadTimeout = DefaultRequestReadTimeout
+	}
 	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store, routes: map[string]http.HandlerFunc{},
 		getRoutes: map[string]http.HandlerFunc{}}
 	for _, set := range routeSets {
@@ -220,6 +230,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if gh := s.getRoute(r); gh != nil {
 		gh(rec, r)
 		return
+	}
+	if r.URL.Path != "/putMedia" && r.Body != nil && r.Body != http.NoBody {
+		r.Body = newDeadlineBody(rec, r.Body, s.cfg.RequestReadTimeout)
 	}
 	if s.cfg.Credentials != nil {
 		if err := s.authenticate(r); err != nil {

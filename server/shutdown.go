@@ -121,3 +121,31 @@ func (p *putSession) lingerClose(r *http.Request) {
 	_ = conn.SetReadDeadline(time.Now().Add(putMediaLingerTime))
 	_, _ = io.CopyN(io.Discard, brw, putMediaLingerBytes)
 }
+
+// deadlineBody bounds the time to read a request body: the read deadline set when it is made is
+// cleared once the body has been read to its end, so that a streaming response that follows
+// (GetMedia) is not cut by it. (HTTP/1 net/http clears it too when it starts its background read
+// at the body's end; HTTP/2 streams get it cleared here.) After a read error (the deadline
+// passed) it stays, so that net/http's own discard of the rest fails as fast.
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func newDeadlineBody(w http.ResponseWriter, body io.ReadCloser, d time.Duration) io.ReadCloser {
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(d)) != nil {
+		return body // not supported (a test recorder)
+	}
+	return &deadlineBody{ReadCloser: body, rc: rc}
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.done { //nolint:errorlint // io.Reader contract
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
