@@ -15,6 +15,8 @@ const el = (tag, attrs = {}, ...kids) => {
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const fmtTime = (s) => new Date(s * 1000).toISOString().replace('T', ' ').replace('Z', '');
+// dateTime is fmtTime with the date in its own span, which a phone hides.
+const dateTime = (s) => { const [d, t] = fmtTime(s).split(' '); return [el('span', { class: 'date' }, `${d} `), t]; };
 const fmtBytes = (n) => n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`;
 
 // api calls a KVS operation and returns its JSON answer, or throws Error("Type: Message").
@@ -90,13 +92,14 @@ async function streamsPage() {
           rate = `${(frags.reduce((a, f) => a + f.FragmentSizeInBytes, 0) * 8 / 60 / 1000).toFixed(0)} kbit/s`;
         }
       } catch (_) { /* retention-0 streams list their live buffer; errors leave dashes */ }
+      // data-label names each cell where a phone shows the rows as cards, without the header.
       return el('tr', { 'data-stream': s.StreamName },
-        el('td', {}, el('a', { href: `#/stream/${encodeURIComponent(s.StreamName)}` }, s.StreamName)),
-        el('td', {}, s.Status),
-        el('td', { class: 'num' }, s.DataRetentionInHours ? `${s.DataRetentionInHours} h` : 'none (live only)'),
-        el('td', { class: 'num' }, last),
-        el('td', { class: 'num' }, rate),
-        el('td', {}, el('button', { class: 'danger', onclick: async () => {
+        el('td', { class: 'name' }, el('a', { href: `#/stream/${encodeURIComponent(s.StreamName)}` }, s.StreamName)),
+        el('td', { 'data-label': 'status' }, s.Status),
+        el('td', { class: 'num', 'data-label': 'retention' }, s.DataRetentionInHours ? `${s.DataRetentionInHours} h` : 'none (live only)'),
+        el('td', { class: 'num', 'data-label': 'last fragment' }, last),
+        el('td', { class: 'num', 'data-label': 'data rate' }, rate),
+        el('td', { class: 'actions' }, el('button', { class: 'danger', onclick: async () => {
           if (!confirm(`Delete stream ${s.StreamName} and all its media?`)) return;
           try { await api('/deleteStream', { StreamARN: s.StreamARN }); refresh(); } catch (e) { msg.textContent = e.message; msg.className = 'err'; }
         } }, 'Delete')));
@@ -152,7 +155,10 @@ class Player {
     this.sb.mode = 'segments';
     this.watch = setInterval(() => this.tick(), 250);
     this.video.addEventListener('waiting', this.onWaiting = () => setTimeout(() => this.tick(), 50));
-    this.video.addEventListener('error', this.onError = () => { if (this.hevc) this.cannotPlay(mime); });
+    this.video.addEventListener('error', this.onError = () => {
+      if (this.hevc) this.cannotPlay(mime);
+      else { this.onNotice(`Playback failed: ${this.video.error?.message || 'decode error'}`); this.stop(); }
+    });
     const done = new Set();
     let init = '';
     while (!this.stopped) {
@@ -240,6 +246,7 @@ class Player {
 
   cannotPlay(mime) {
     const url = this.hlsURL;
+    this.onState(this.hevc ? 'cannot decode H.265' : 'cannot play');
     this.onNotice(this.hevc ? `This stream is H.265 (${mime}). This browser cannot decode H.265 through Media Source Extensions (Chromium builds without HEVC support cannot); use Safari, or play the HLS URL with ffplay or VLC: ${url}`
       : `This browser cannot play ${mime}.`);
     this.stop();
@@ -311,7 +318,7 @@ async function streamPage(name) {
     tlTitle, timeline, axis, el('form', { class: 'inline' }, range, dl, dlMsg),
     el('h2', {}, 'Fragments'),
     el('div', { class: 'scroll' }, el('table', { id: 'fragments' }, el('thead', {}, el('tr', {},
-      ['Fragment number', 'Producer time', 'Server time', 'Length', 'Size'].map((h) => el('th', {}, h)))), fragBody)));
+      ['Fragment number', 'Producer time', 'Server time', 'Length', 'Size'].map((h, i) => el('th', { class: `c${i}` }, h)))), fragBody)));
 
   let player = null;
   let alive = true;
@@ -320,13 +327,16 @@ async function streamPage(name) {
   async function start(session, label, startAt) {
     if (player) player.stop();
     notice.replaceChildren();
+    video.hidden = false;
     mode.textContent = label;
+    mode.dataset.t = startAt ?? '';
     mode.classList.toggle('live', session.PlaybackMode === 'LIVE');
     session.HLSFragmentSelector = Object.assign({ FragmentSelectorType: 'PRODUCER_TIMESTAMP' }, session.HLSFragmentSelector || {});
     session.DisplayFragmentTimestamp = 'ALWAYS';
     session.DiscontinuityMode = 'ON_DISCONTINUITY';
     playerState = '';
-    const p = new Player(video, (m) => notice.replaceChildren(el('p', { class: 'notice' }, m)), (s) => { playerState = s; });
+    // A stream the browser cannot decode gets the notice in place of the (black) video.
+    const p = new Player(video, (m) => { video.hidden = true; notice.replaceChildren(el('p', { class: 'notice' }, m)); }, (s) => { playerState = s; });
     player = p;
     try { await p.play(session, startAt); } catch (e) { if (!p.stopped) notice.replaceChildren(el('p', { class: 'err' }, `Playback: ${e.message}`)); }
   }
@@ -390,6 +400,8 @@ async function streamPage(name) {
     last = frags.length ? frags[frags.length - 1].ProducerTimestamp + frags[frags.length - 1].FragmentLengthInMilliseconds / 1000 : 0;
     const from = first ? Math.max(now - 3600, Math.min(now - 60, first - (now - first) * 0.05)) : now - 60;
     span = [from, Math.max(now, last)];
+    timeline.dataset.from = span[0].toFixed(3);
+    timeline.dataset.to = span[1].toFixed(3);
     tlTitle.textContent = `Timeline: last ${fmtSpan(now - from)}`;
     $('#tl-start', axis).textContent = fmtTime(from).slice(0, 19);
     // Fragments that touch (holes under 0.5 s) are drawn as one run.
@@ -404,9 +416,9 @@ async function streamPage(name) {
       style: `left:${pct(a)};width:max(1px, calc(${pct(b)} - ${pct(a)}))` })), playhead);
     drawSel();
     fragBody.replaceChildren(...frags.slice(-100).reverse().map((f) => el('tr', {},
-      el('td', { class: 'num' }, f.FragmentNumber), el('td', { class: 'num' }, fmtTime(f.ProducerTimestamp)),
-      el('td', { class: 'num' }, fmtTime(f.ServerTimestamp)), el('td', { class: 'num' }, `${f.FragmentLengthInMilliseconds} ms`),
-      el('td', { class: 'num' }, fmtBytes(f.FragmentSizeInBytes)))));
+      el('td', { class: 'num c0', title: f.FragmentNumber }, el('span', {}, f.FragmentNumber)), el('td', { class: 'num c1' }, dateTime(f.ProducerTimestamp)),
+      el('td', { class: 'num c2' }, dateTime(f.ServerTimestamp)), el('td', { class: 'num c3' }, `${f.FragmentLengthInMilliseconds} ms`),
+      el('td', { class: 'num c4' }, fmtBytes(f.FragmentSizeInBytes)))));
   }
 
   (async () => {
