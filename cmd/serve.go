@@ -143,6 +143,16 @@ func advertiseURL(scheme string, addr net.Addr) string {
 	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
+// isLoopback reports whether addr only accepts connections from this machine.
+func isLoopback(addr net.Addr) bool {
+	host, _, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // loadServeSecurity reads the credentials file and the TLS key pair named by o.
 func loadServeSecurity(o serveOptions) (server.Credentials, *tls.Config, error) {
 	var creds server.Credentials
@@ -239,6 +249,9 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	// Shutdown waits for open requests: Server.Close ends live GetMedia responses and lets uploads
 	// finish their current fragment, so that it does not wait out shutdownTimeout.
 	hs.RegisterOnShutdown(func() { _ = srv.Close() })
+	if creds == nil && !isLoopback(ln.Addr()) {
+		log.Warn("listening beyond loopback without authentication: anyone who reaches this port can read, write and delete streams (see --auth sigv4)", "addr", ln.Addr().String())
+	}
 	log.Info("kvs server listening", "addr", ln.Addr().String(), "data", where, "advertise_url", advertise,
 		"auth", cmp.Or(o.Auth, "none"), "keys", len(creds), "tls", tlsConfig != nil)
 	if _, err := fmt.Fprintln(env.Stdout, scheme+"://"+ln.Addr().String()); err != nil {
