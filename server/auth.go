@@ -80,10 +80,7 @@ func ParseCredentials(r io.Reader) (Credentials, error) {
 				return nil, err
 			}
 			inINI, section, sectionLine = true, strings.TrimSpace(line[1:len(line)-1]), n
-		case strings.Contains(line, "="):
-			if !inINI {
-				return nil, fmt.Errorf("credentials line %d: key = value outside a [section]", n)
-			}
+		case inINI && strings.Contains(line, "="):
 			k, v, _ := strings.Cut(line, "=")
 			switch strings.ToLower(strings.TrimSpace(k)) {
 			case "aws_access_key_id":
@@ -97,6 +94,9 @@ func ParseCredentials(r io.Reader) (Credentials, error) {
 			}
 			f := strings.Fields(line)
 			if len(f) != 2 {
+				if strings.Contains(line, "=") {
+					return nil, fmt.Errorf("credentials line %d: key = value outside a [section]", n)
+				}
 				return nil, fmt.Errorf("credentials line %d: want ACCESS_KEY_ID SECRET", n)
 			}
 			if err := add(n, f[0], f[1]); err != nil {

@@ -36,6 +36,7 @@ func TestParseCredentials(t *testing.T) {
 		{name: "ini", in: "[default]\naws_access_key_id = AKID1\naws_secret_access_key=secret1\nregion = us-west-2\n; c\n[other]\nAWS_ACCESS_KEY_ID=AKID2\naws_secret_access_key = s2\naws_session_token = x\n",
 			want: Credentials{"AKID1": "secret1", "AKID2": "s2"}},
 		{name: "same key twice, same secret", in: "A s\nA s\n", want: Credentials{"A": "s"}},
+		{name: "simple secret with =", in: "AKID se=cret==\r\n", want: Credentials{"AKID": "se=cret=="}},
 		{name: "empty", in: "# nothing\n", err: "no access key"},
 		{name: "one field", in: "AKID\n", err: "want ACCESS_KEY_ID SECRET"},
 		{name: "three fields", in: "A B C\n", err: "want ACCESS_KEY_ID SECRET"},
