@@ -41,13 +41,17 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.UserDataDir(t.TempDir()),
 	)
 	ctx, cancel := chromedp.NewContext(actx)
-	t.Cleanup(func() { cancel(); cancelAlloc() })
+	logged := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-logged; cancelAlloc() })
 	if err := chromedp.Do(ctx); err != nil { // starts the browser
+		close(logged)
 		t.Fatalf("starting %s: %v", chromiumPath, err)
 	}
 	// Page errors and console messages go to the test log.
+	messages := chromedp.Console(ctx)
 	go func() {
-		for m, err := range chromedp.Console(ctx) {
+		defer close(logged)
+		for m, err := range messages {
 			if err != nil {
 				return
 			}
@@ -235,7 +239,11 @@ func TestConsoleBrowser(t *testing.T) {
 
 	var live playerState
 	t.Run("live", func(t *testing.T) {
-		consoleDo(t, ctx, "open the stream page", chromedp.Evaluate[chromedp.Void](`document.querySelector('a[href="#/stream/cam"]').click()`))
+		if eval[bool](t, ctx, `!!document.querySelector('a[href="#/stream/cam"]')`) { // from the list, as a user would
+			consoleDo(t, ctx, "open the stream page", chromedp.Evaluate[chromedp.Void](`document.querySelector('a[href="#/stream/cam"]').click()`))
+		} else { // -run picked this subtest alone
+			consoleDo(t, ctx, "open the stream page", chromedp.Navigate(e.ts.URL+"/#/stream/cam"))
+		}
 		read := func() playerState { return eval[playerState](t, ctx, playerStateJS) }
 		var first playerState
 		consoleWait(t, 20*time.Second, "the live player starts playing", func() (bool, string) {
@@ -297,6 +305,13 @@ func TestConsoleBrowser(t *testing.T) {
 			t.Errorf("replay position %.3f is live (now %.3f), want the chosen past", s.Producer, now())
 		}
 		screenshot(t, ctx, dir, "console-stream-replay.png")
+
+		// "Go live" leaves the replay for the live edge.
+		consoleDo(t, ctx, "click Go live", chromedp.Evaluate[chromedp.Void](`document.querySelector('#golive').click()`))
+		consoleWait(t, 20*time.Second, "Go live plays recent media again", func() (bool, string) {
+			s = eval[playerState](t, ctx, playerStateJS)
+			return s.Mode == "live" && !s.Paused && s.Producer > now()-15, s.String()
+		})
 	})
 
 	t.Run("h265", func(t *testing.T) {

@@ -121,11 +121,11 @@ async function streamsPage() {
 //
 // It starts playback itself (muted, so browsers allow it without a gesture): LIVE a few seconds
 // behind the newest fragment, other modes at startAt (producer seconds). While playing it steps
-// over small holes between buffered ranges (a producer's fragments need not touch: MSE stalls at
-// any hole, it does not skip it) and, LIVE only, catches up when it falls far behind.
+// over holes between buffered ranges (a producer's fragments need not touch, and MSE stalls at
+// any hole; fragments are appended in time order, so nothing will fill it) and, LIVE only,
+// catches up when it falls far behind.
 const LIVE_DELAY = 3; // seconds behind the newest media that LIVE starts at
 const LIVE_MAX_BEHIND = 8; // LIVE jumps back to LIVE_DELAY when further behind than this
-const MAX_HOLE = 2.5; // holes up to this long are stepped over
 
 class Player {
   constructor(video, onNotice, onState = () => {}) {
@@ -223,13 +223,13 @@ class Player {
     const v = this.video, b = this.sb.buffered, t = v.currentTime;
     if (!b.length) return;
     // Stalled at the end of a range (the decoder wants frames past it), or in a hole: go to the
-    // next range if it starts soon after.
+    // next range, if there is one yet.
     let inside = -1;
     for (let i = 0; i < b.length; i++) if (t >= b.start(i) - 0.001 && t <= b.end(i)) inside = i;
     const starved = inside < 0 || (v.readyState < 3 && b.end(inside) - t < 0.3);
     if (starved && !v.seeking) {
       for (let i = 0; i < b.length; i++) {
-        if (b.start(i) > t && b.start(i) - t <= MAX_HOLE) { v.currentTime = b.start(i) + 0.001; break; }
+        if (b.start(i) > t) { v.currentTime = b.start(i) + 0.001; break; }
       }
     }
     const end = b.end(b.length - 1);
