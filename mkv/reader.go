@@ -383,13 +383,7 @@ func (r *Reader) segmentChild(h header) (*Event, error) {
 		r.cluster = h
 		return nil, nil
 	case IDInfo:
-		if err := r.need(h, r.cfg.maxElementSize); err != nil {
-			return nil, err
-		}
-		if err := r.within(h, r.segEnd, false); err != nil {
-			return nil, err
-		}
-		data, err := r.readData(h)
+		data, err := r.readLevel1(h, r.cfg.maxElementSize)
 		if err != nil {
 			return nil, err
 		}
@@ -402,13 +396,7 @@ func (r *Reader) segmentChild(h header) (*Event, error) {
 		ev.TimecodeScale = scale
 		return ev, nil
 	case IDTracks:
-		if err := r.need(h, r.cfg.maxElementSize); err != nil {
-			return nil, err
-		}
-		if err := r.within(h, r.segEnd, false); err != nil {
-			return nil, err
-		}
-		data, err := r.readData(h)
+		data, err := r.readLevel1(h, r.cfg.maxElementSize)
 		if err != nil {
 			return nil, err
 		}
@@ -421,13 +409,7 @@ func (r *Reader) segmentChild(h header) (*Event, error) {
 		ev.Tracks = tracks
 		return ev, nil
 	case IDTags:
-		if err := r.need(h, r.cfg.maxTagsSize); err != nil {
-			return nil, err
-		}
-		if err := r.within(h, r.segEnd, false); err != nil {
-			return nil, err
-		}
-		data, err := r.readData(h)
+		data, err := r.readLevel1(h, r.cfg.maxTagsSize)
 		if err != nil {
 			return nil, err
 		}
@@ -679,6 +661,18 @@ func (r *Reader) syntax(h header, err error) error {
 }
 
 // need checks that h has a known size no larger than limit.
+// readLevel1 reads the data of a level-1 element that is materialized (Info, Tracks, Tags): its
+// size must be known, at most limit, and inside the current segment.
+func (r *Reader) readLevel1(h header, limit int64) ([]byte, error) {
+	if err := r.need(h, limit); err != nil {
+		return nil, err
+	}
+	if err := r.within(h, r.segEnd, false); err != nil {
+		return nil, err
+	}
+	return r.readData(h)
+}
+
 func (r *Reader) need(h header, limit int64) error {
 	if h.size < 0 {
 		return r.syntax(h, errUnknownSize)
