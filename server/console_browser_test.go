@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -142,8 +144,9 @@ type playerState struct {
 	Paused      bool    `json:"paused"`
 	ReadyState  int     `json:"rs"`
 	Buffered    string  `json:"buf"`
-	Position    string  `json:"pos"`   // the page's producer-time readout
-	Producer    float64 `json:"ptime"` // the same, as epoch seconds
+	Position    string  `json:"pos"`     // the page's producer-time readout
+	Readout     float64 `json:"readout"` // the same, as epoch seconds (updated every 250 ms)
+	Producer    float64 `json:"ptime"`   // producer time of currentTime: the MediaSource's origin + currentTime
 	Mode        string  `json:"mode"`
 	Notice      string  `json:"notice"`
 	Error       string  `json:"err"`
@@ -157,7 +160,7 @@ const playerStateJS = `(() => {
   for (let i = 0; i < v.buffered.length; i++) b.push(v.buffered.start(i).toFixed(2) + '-' + v.buffered.end(i).toFixed(2));
   return { t: v.currentTime, frames: q.totalVideoFrames, w: v.videoWidth, h: v.videoHeight, paused: v.paused,
     rs: v.readyState, buf: b.join(' '), pos: document.querySelector('#st-time')?.textContent || '',
-    ptime: Number(document.querySelector("#st-time")?.dataset.t || 0), mode: document.querySelector('#mode')?.textContent || '',
+    readout: Number(document.querySelector('#st-time')?.dataset.t || 0), ptime: v.dataset.origin ? Number(v.dataset.origin) + v.currentTime : 0, mode: document.querySelector('#mode')?.textContent || '',
     notice: document.querySelector('#notice')?.textContent || '', err: v.error ? v.error.message : '' };
 })()`
 
@@ -198,7 +201,10 @@ func consoleDo(t *testing.T, ctx context.Context, what string, steps ...chromedp
 //   - the stream list shows each stream with its status, retention and last fragment;
 //   - the stream page's live player plays: currentTime and the decoded frame count grow, the
 //     picture is 320x240, and the position readout is recent producer time;
-//   - a click on the timeline replays from that time (the position readout follows it);
+//   - a click on the timeline replays from that time (the position readout follows it): in the
+//     media the player holds without a new session, further back with a LIVE_REPLAY session;
+//     "Go live" returns to the live edge;
+//   - when its session expires, the player gets a new one and plays on;
 //   - both pages fit a phone-sized viewport (390x844) with no sideways scrolling;
 //   - an H.265 stream shows the "cannot decode H.265" notice in place of the video.
 //
@@ -206,7 +212,8 @@ func consoleDo(t *testing.T, ctx context.Context, what string, steps ...chromedp
 // paths are logged.
 func TestConsoleBrowser(t *testing.T) {
 	ctx := newBrowser(t)
-	e := newMediaEnv(t, "mem")
+	var skew atomic.Int64 // added to the server's clock, to expire HLS sessions
+	e := newMediaEnv(t, "mem", func(c *Config) { c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) } })
 	e.createStream(t, "cam", 24)
 	e.createStream(t, "hevc", 24)
 	h264, h265 := loadClip(t, "h264.mkv"), loadClip(t, "h265.mkv")
@@ -262,55 +269,92 @@ func TestConsoleBrowser(t *testing.T) {
 		if live.Producer < first.Producer+2.5 || live.Producer < now()-15 {
 			t.Errorf("position %.3f (from %.3f), want advancing and recent producer time (now %.3f)", live.Producer, first.Producer, now())
 		}
+		if d := live.Readout - live.Producer; d < -1 || d > 1 {
+			t.Errorf("position readout %.3f (%s), want about %.3f", live.Readout, live.Position, live.Producer)
+		}
 		if live.Error != "" || live.Notice != "" {
 			t.Errorf("player error %q, notice %q", live.Error, live.Notice)
 		}
 		screenshot(t, ctx, dir, "console-stream.png")
 	})
 
-	t.Run("seek", func(t *testing.T) {
-		if live.Frames == 0 {
-			t.Skip("the live player did not play")
-		}
-		// Click the timeline 8.5 s into the stream's history (more than 20 s behind live).
-		target := float64(base)/1000 + 8.5
+	// clickTimeline clicks the timeline at producer time target and returns the time the page
+	// chose to replay from.
+	clickTimeline := func(t *testing.T, target float64) float64 {
+		t.Helper()
 		type box struct{ X, Y, W, From, To float64 }
 		b := eval[box](t, ctx, `(() => { const tl = document.querySelector('#timeline'); tl.scrollIntoView({ block: 'center' });
 		  const r = tl.getBoundingClientRect(); return { X: r.left, Y: r.top + r.height / 2, From: +tl.dataset.from, To: +tl.dataset.to, W: r.width }; })()`)
-		x := b.X + (target-b.From)/(b.To-b.From)*b.W
-		consoleDo(t, ctx, "click the timeline", chromedp.MouseClickXY(x, b.Y))
+		consoleDo(t, ctx, "click the timeline", chromedp.MouseClickXY(b.X+(target-b.From)/(b.To-b.From)*b.W, b.Y))
 		var chosen float64
 		consoleWait(t, 5*time.Second, "the click starts a replay", func() (bool, string) {
 			mode := eval[string](t, ctx, `document.querySelector('#mode').textContent + '|' + document.querySelector('#mode').dataset.t`)
 			_, err := fmt.Sscanf(mode[strings.Index(mode, "|")+1:], "%f", &chosen)
-			return strings.HasPrefix(mode, "replay from ") && err == nil, mode
+			return strings.HasPrefix(mode, "replay from ") && err == nil && math.Abs(chosen-target) < 5, mode
 		})
 		if d := chosen - target; d < -1.5 || d > 1.5 {
-			t.Errorf("the click chose %.3f, want about %.3f (span %.3f..%.3f)", chosen, target, b.From, b.To)
+			t.Errorf("the click chose %.3f, want about %.3f (timeline %.3f..%.3f)", chosen, target, b.From, b.To)
 		}
+		return chosen
+	}
+	// replays checks that the player plays from chosen on, and stays behind live.
+	replays := func(t *testing.T, chosen float64) {
+		t.Helper()
 		var first, s playerState
 		consoleWait(t, 20*time.Second, "the replay plays from the chosen time", func() (bool, string) {
 			first = eval[playerState](t, ctx, playerStateJS)
-			return !first.Paused && first.Frames > 0 && first.Producer > 0 && first.Producer < chosen+5, first.String()
+			return !first.Paused && first.Frames > 0 && first.Producer > chosen-0.5 && first.Producer < chosen+5, first.String()
 		})
-		if first.Producer < chosen-0.5 {
-			t.Errorf("replay shows %.3f, want from %.3f on", first.Producer, chosen)
-		}
 		consoleWait(t, 20*time.Second, "the replay advances 2 s", func() (bool, string) {
 			s = eval[playerState](t, ctx, playerStateJS)
 			return s.Producer >= first.Producer+2, s.String()
 		})
 		t.Logf("replay: chose %.3f, started at %.3f, now at %s", chosen, first.Producer, s)
-		if s.Producer > now()-10 {
-			t.Errorf("replay position %.3f is live (now %.3f), want the chosen past", s.Producer, now())
+		if d := s.Readout - s.Producer; d < -1 || d > 1 {
+			t.Errorf("position readout %.3f (%s), want about %.3f", s.Readout, s.Position, s.Producer)
+		}
+		if s.Producer > chosen+4 || s.Producer > now()-4 {
+			t.Errorf("replay position %.3f, want about 2 s after %.3f (now %.3f)", s.Producer, chosen, now())
+		}
+	}
+	src := func(t *testing.T) string { return eval[string](t, ctx, `document.querySelector('#player').src`) }
+
+	t.Run("seek", func(t *testing.T) {
+		if live.Frames == 0 {
+			t.Skip("the live player did not play")
+		}
+		// A click on media the player holds seeks in it (the same MediaSource, no new session).
+		before := src(t)
+		replays(t, clickTimeline(t, now()-6))
+		if src(t) != before {
+			t.Errorf("a seek into buffered media replaced the player (src %s, was %s)", src(t), before)
+		}
+		// A click further back (more than 20 s behind live) starts a LIVE_REPLAY session there.
+		replays(t, clickTimeline(t, float64(base)/1000+8.5))
+		if src(t) == before {
+			t.Errorf("a seek to %.3f kept the live session", float64(base)/1000+8.5)
 		}
 		screenshot(t, ctx, dir, "console-stream-replay.png")
 
 		// "Go live" leaves the replay for the live edge.
 		consoleDo(t, ctx, "click Go live", chromedp.Evaluate[chromedp.Void](`document.querySelector('#golive').click()`))
 		consoleWait(t, 20*time.Second, "Go live plays recent media again", func() (bool, string) {
-			s = eval[playerState](t, ctx, playerStateJS)
+			s := eval[playerState](t, ctx, playerStateJS)
 			return s.Mode == "live" && !s.Paused && s.Producer > now()-15, s.String()
+		})
+	})
+
+	t.Run("renew", func(t *testing.T) {
+		if live.Frames == 0 {
+			t.Skip("the live player did not play")
+		}
+		// Every session expires (the server's clock jumps past their Expires of 300 s): the player
+		// gets a new one and plays on, past media that did not exist before the jump.
+		skew.Add(int64(301 * time.Second))
+		jumped := now()
+		consoleWait(t, 20*time.Second, "the player plays on with a new session", func() (bool, string) {
+			s := eval[playerState](t, ctx, playerStateJS)
+			return s.Mode == "live" && !s.Paused && s.Producer > jumped+1, s.String()
 		})
 	})
 

@@ -123,7 +123,8 @@ async function streamsPage() {
 // behind the newest fragment, other modes at startAt (producer seconds). While playing it steps
 // over holes between buffered ranges (a producer's fragments need not touch, and MSE stalls at
 // any hole; fragments are appended in time order, so nothing will fill it) and, LIVE only,
-// catches up when it falls far behind.
+// catches up when it falls far behind. A session expires (Expires, 300 s by default): when
+// its playlist is refused, the player asks for a new one that goes on where the old one was.
 const LIVE_DELAY = 3; // seconds behind the newest media that LIVE starts at
 const LIVE_MAX_BEHIND = 8; // LIVE jumps back to LIVE_DELAY when further behind than this
 
@@ -131,18 +132,39 @@ class Player {
   constructor(video, onNotice, onState = () => {}) {
     this.video = video; this.onNotice = onNotice; this.onState = onState;
     this.stopped = false; this.origin = 0; this.fragments = 0; this.started = false; this.blocked = false;
+    this.lastPdt = 0; // producer time of the newest fragment appended
+  }
+
+  // open asks for a streaming session and reads its master playlist.
+  async open(session) {
+    const { HLSStreamingSessionURL: url } = await api('/getHLSStreamingSessionURL', session);
+    const r = await fetch(url);
+    if (!r.ok) throw new Error(`master playlist: ${r.status}`);
+    const master = await r.text();
+    this.hlsURL = url;
+    this.codecs = /CODECS="([^"]+)"/.exec(master)?.[1] || '';
+    this.media = new URL(master.split('\n').find((l) => l && !l.startsWith('#')), url);
+  }
+
+  // renew replaces an expired session by one that continues after the newest fragment appended.
+  async renew() {
+    const s = structuredClone(this.session);
+    if (s.PlaybackMode !== 'LIVE' && this.lastPdt) s.HLSFragmentSelector.TimestampRange = { StartTimestamp: this.lastPdt + 0.001 };
+    for (;;) {
+      if (this.stopped) return;
+      try { await this.open(s); this.onState(''); return; } catch (e) { this.onState(`reconnecting: ${e.message}`); }
+      await sleep(1000);
+    }
   }
 
   // play runs until stop() or, for a complete playlist, until its last fragment is appended.
   async play(session, startAt) {
-    this.live = session.PlaybackMode === 'LIVE';
+    this.session = session;
+    this.liveSession = this.live = session.PlaybackMode === 'LIVE';
     this.startAt = startAt;
-    const { HLSStreamingSessionURL: url } = await api('/getHLSStreamingSessionURL', session);
-    const master = await (await fetch(url)).text();
-    const codecs = /CODECS="([^"]+)"/.exec(master)?.[1] || '';
+    await this.open(session);
+    const codecs = this.codecs;
     this.hevc = codecs.startsWith('hvc1') || codecs.startsWith('hev1');
-    this.hlsURL = url;
-    const media = new URL(master.split('\n').find((l) => l && !l.startsWith('#')), url);
     const mime = `video/mp4; codecs="${codecs}"`;
     if (!window.MediaSource || !MediaSource.isTypeSupported(mime)) { this.cannotPlay(mime); return; }
     if (this.stopped) return;
@@ -159,14 +181,17 @@ class Player {
       if (this.hevc) this.cannotPlay(mime);
       else { this.onNotice(`Playback failed: ${this.video.error?.message || 'decode error'}`); this.stop(); }
     });
-    const done = new Set();
+    const done = new Set(), failed = new Map();
     let init = '';
     while (!this.stopped) {
+      const media = this.media;
       let text;
       try {
         const r = await fetch(media);
+        if (r.status >= 400 && r.status < 500) { this.onState('session expired: renewing'); await this.renew(); continue; }
         if (!r.ok) throw new Error(`media playlist: ${r.status}`);
         text = await r.text();
+        this.onState('');
       } catch (e) {
         this.onState(`retrying: ${e.message}`);
         await sleep(1000);
@@ -179,15 +204,22 @@ class Player {
         else if (line.startsWith('#EXT-X-PROGRAM-DATE-TIME:')) pdt = Date.parse(line.slice(25)) / 1000;
         else if (line && !line.startsWith('#')) {
           const seg = new URL(line, media);
-          const n = seg.searchParams.get('FragmentNumber');
+          const n = seg.searchParams.get('FragmentNumber'); // the same in every session
           if (done.has(n)) continue;
-          done.add(n);
           let bytes;
-          try { bytes = await this.fetchBytes(seg); } catch (_) { continue; } // gone (retention): skip it
+          try { bytes = await this.fetchBytes(seg); } catch (_) {
+            // The session expired (the next poll renews it) or the fragment is gone (after a
+            // few tries, skip it).
+            failed.set(n, (failed.get(n) || 0) + 1);
+            if (failed.get(n) >= 3) done.add(n);
+            break;
+          }
           if (map !== init) { await this.append(await this.fetchBytes(map)); init = map; }
-          if (!this.origin && pdt) { this.origin = pdt; this.sb.timestampOffset = -pdt; }
+          if (!this.origin && pdt) { this.origin = pdt; this.sb.timestampOffset = -pdt; this.video.dataset.origin = pdt; }
           await this.append(bytes);
+          done.add(n);
           this.fragments++;
+          if (pdt) this.lastPdt = pdt;
         }
       }
       if (!this.started && this.fragments) this.begin();
@@ -208,11 +240,31 @@ class Player {
     this.resume();
   }
 
+  // seekTo plays from producer time t if it is buffered (no new session), and stops following
+  // the live edge; it reports whether it could.
+  seekTo(t) {
+    if (!this.started || this.stopped) return false;
+    const b = this.sb.buffered, x = t - this.origin;
+    for (let i = 0; i < b.length; i++) {
+      if (x >= b.start(i) && x < b.end(i) - 0.5) { this.live = false; this.video.currentTime = x; this.resume(); return true; }
+    }
+    return false;
+  }
+
+  // goLive returns a LIVE session's player to the live edge; it reports whether it could.
+  goLive() {
+    if (!this.liveSession || !this.started || this.stopped) return false;
+    const b = this.sb.buffered;
+    this.live = true;
+    if (b.length) this.video.currentTime = Math.max(b.start(b.length - 1), b.end(b.length - 1) - LIVE_DELAY);
+    this.resume();
+    return true;
+  }
+
   resume() {
     this.video.muted = true;
     this.video.play().then(() => { this.blocked = false; }, (e) => {
-      // Autoplay refused (or interrupted by a seek, which play() below retries): the controls
-      // are there for a click.
+      // Autoplay refused: the controls are there for a click.
       if (e.name === 'NotAllowedError') { this.blocked = true; this.onState('press play'); }
     });
   }
@@ -279,6 +331,7 @@ class Player {
     if (this.stopped) return;
     this.stopped = true;
     clearInterval(this.watch);
+    delete this.video.dataset.origin;
     if (this.onError) this.video.removeEventListener('error', this.onError);
     if (this.onWaiting) this.video.removeEventListener('waiting', this.onWaiting);
     try { this.video.pause(); this.video.removeAttribute('src'); this.video.load(); } catch (_) { /* gone */ }
@@ -302,7 +355,7 @@ async function streamPage(name) {
     stat('st-state', 'state'), stat('st-time', 'position'), stat('st-latency', 'behind producer'),
     stat('st-frames', 'decoded frames'), stat('st-dropped', 'dropped frames'), stat('st-size', 'video size'));
   const mode = el('span', { id: 'mode', class: 'badge' }, 'live');
-  const liveBtn = el('button', { id: 'golive', onclick: () => start({ StreamName: name, PlaybackMode: 'LIVE' }, 'live') }, 'Go live');
+  const liveBtn = el('button', { id: 'golive', onclick: () => goLive() }, 'Go live');
   const timeline = el('div', { id: 'timeline', title: 'click: play from there; drag: select a range' });
   const playhead = el('div', { class: 'playhead' });
   const tlTitle = el('h2', {}, 'Timeline');
@@ -328,9 +381,7 @@ async function streamPage(name) {
     if (player) player.stop();
     notice.replaceChildren();
     video.hidden = false;
-    mode.textContent = label;
-    mode.dataset.t = startAt ?? '';
-    mode.classList.toggle('live', session.PlaybackMode === 'LIVE');
+    setMode(label, session.PlaybackMode === 'LIVE', startAt);
     session.HLSFragmentSelector = Object.assign({ FragmentSelectorType: 'PRODUCER_TIMESTAMP' }, session.HLSFragmentSelector || {});
     session.DisplayFragmentTimestamp = 'ALWAYS';
     session.DiscontinuityMode = 'ON_DISCONTINUITY';
@@ -341,6 +392,24 @@ async function streamPage(name) {
     try { await p.play(session, startAt); } catch (e) { if (!p.stopped) notice.replaceChildren(el('p', { class: 'err' }, `Playback: ${e.message}`)); }
   }
   stopPage = () => { alive = false; if (player) player.stop(); };
+  function setMode(label, live, t) {
+    mode.textContent = label;
+    mode.classList.toggle('live', live);
+    mode.dataset.t = t ?? '';
+  }
+  // goLive and replayFrom reuse the current session when it has what they need: sessions are
+  // limited (10 per stream, each for its Expires).
+  function goLive() {
+    if (player && player.goLive()) { setMode('live', true); return; }
+    start({ StreamName: name, PlaybackMode: 'LIVE' }, 'live');
+  }
+  function replayFrom(t) {
+    if (!last || t >= last - LIVE_DELAY) { goLive(); return; }
+    const from = Math.max(t, first), label = `replay from ${fmtTime(from).slice(11, 19)}`;
+    if (player && player.seekTo(from)) { setMode(label, false, from); return; }
+    start({ StreamName: name, PlaybackMode: 'LIVE_REPLAY', MaxMediaPlaylistFragmentResults: 10,
+      HLSFragmentSelector: { TimestampRange: { StartTimestamp: from - 3 } } }, label, from);
+  }
 
   // Timeline: the last hour of fragments (or less, when the stream is younger), gaps visible;
   // a click plays from that moment on (LIVE_REPLAY: it continues into live), a drag selects a
@@ -359,11 +428,7 @@ async function streamPage(name) {
     dragFrom = null;
     if (b - a < 4) {
       sel = null; drawSel();
-      const t = xToTime(ev.clientX);
-      if (!last || t >= last - LIVE_DELAY) { start({ StreamName: name, PlaybackMode: 'LIVE' }, 'live'); return; }
-      const from = Math.max(t, first);
-      start({ StreamName: name, PlaybackMode: 'LIVE_REPLAY', MaxMediaPlaylistFragmentResults: 10,
-        HLSFragmentSelector: { TimestampRange: { StartTimestamp: from - 3 } } }, `replay from ${fmtTime(from).slice(11, 19)}`, from);
+      replayFrom(xToTime(ev.clientX));
       return;
     }
     sel = [xToTime(a), xToTime(b)];
@@ -421,24 +486,23 @@ async function streamPage(name) {
       el('td', { class: 'num c4' }, fmtBytes(f.FragmentSizeInBytes)))));
   }
 
-  (async () => {
-    while (alive) {
-      const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : {};
-      const pt = player ? player.producerTime() : NaN;
-      cells['st-state'].textContent = player?.blocked ? 'press play' : playerState && video.paused ? playerState
-        : video.paused ? (player?.started ? 'paused' : 'loading') : video.readyState < 3 ? 'buffering' : 'playing';
-      cells['st-time'].textContent = Number.isFinite(pt) ? fmtTime(pt) : '—';
-      cells['st-time'].dataset.t = Number.isFinite(pt) ? pt.toFixed(3) : '';
-      const lat = player ? player.latency() : NaN;
-      cells['st-latency'].textContent = Number.isFinite(lat) ? `${lat.toFixed(2)} s` : '—';
-      cells['st-frames'].textContent = q.totalVideoFrames ?? '—';
-      cells['st-dropped'].textContent = q.droppedVideoFrames ?? '—';
-      cells['st-size'].textContent = video.videoWidth ? `${video.videoWidth}x${video.videoHeight}` : '—';
-      playhead.style.display = Number.isFinite(pt) ? '' : 'none';
-      if (Number.isFinite(pt)) playhead.style.left = pct(Math.min(span[1], Math.max(span[0], pt)));
-      await sleep(250);
-    }
-  })();
+  function showStats() {
+    const q = video.getVideoPlaybackQuality ? video.getVideoPlaybackQuality() : {};
+    const pt = player ? player.producerTime() : NaN;
+    cells['st-state'].textContent = player?.blocked ? 'press play' : playerState && video.paused ? playerState
+      : video.paused ? (player?.started ? 'paused' : 'loading') : video.readyState < 3 ? 'buffering' : 'playing';
+    cells['st-time'].textContent = Number.isFinite(pt) ? fmtTime(pt) : '—';
+    cells['st-time'].dataset.t = Number.isFinite(pt) ? pt.toFixed(3) : '';
+    const lat = player ? player.latency() : NaN;
+    cells['st-latency'].textContent = Number.isFinite(lat) ? `${lat.toFixed(2)} s` : '—';
+    cells['st-frames'].textContent = q.totalVideoFrames ?? '—';
+    cells['st-dropped'].textContent = q.droppedVideoFrames ?? '—';
+    cells['st-size'].textContent = video.videoWidth ? `${video.videoWidth}x${video.videoHeight}` : '—';
+    playhead.style.display = Number.isFinite(pt) ? '' : 'none';
+    if (Number.isFinite(pt)) playhead.style.left = pct(Math.min(span[1], Math.max(span[0], pt)));
+  }
+  video.addEventListener('seeking', showStats);
+  (async () => { while (alive) { showStats(); await sleep(250); } })();
   (async () => { while (alive) { await refreshFragments(); for (let i = 0; i < 6 && alive; i++) await sleep(500); } })();
   start({ StreamName: name, PlaybackMode: 'LIVE' }, 'live');
 }
