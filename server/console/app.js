@@ -288,11 +288,17 @@ class Player {
     if (this.live && !v.paused && end - v.currentTime > LIVE_MAX_BEHIND) v.currentTime = Math.max(b.start(b.length - 1), end - LIVE_DELAY);
   }
 
-  // trim keeps 30 s of media behind the playhead.
+  // trim keeps 30 s of media behind the playhead and, when paused for long, at most 2 minutes
+  // ahead of it (the browser refuses appends past its quota): the playhead moves to 30 s before
+  // the newest media.
   async trim() {
-    const b = this.sb.buffered;
-    if (!b.length || this.sb.updating || this.video.currentTime - b.start(0) <= 40) return;
-    this.sb.remove(b.start(0), this.video.currentTime - 30);
+    const b = this.sb.buffered, v = this.video;
+    if (!b.length || this.sb.updating) return;
+    const end = b.end(b.length - 1);
+    let upTo = v.currentTime - 30;
+    if (v.paused && end - v.currentTime > 120) { v.currentTime = end - 30; upTo = end - 35; } // removal runs on to a keyframe
+    if (upTo - b.start(0) <= 10) return;
+    this.sb.remove(b.start(0), upTo);
     await new Promise((r) => this.sb.addEventListener('updateend', r, { once: true }));
   }
 
