@@ -211,7 +211,6 @@ func consoleDo(t *testing.T, ctx context.Context, what string, steps ...chromedp
 // Screenshots of each page go to $KVS_ARTIFACTS (else the test's temporary directory); their
 // paths are logged.
 func TestConsoleBrowser(t *testing.T) {
-	ctx := newBrowser(t)
 	var skew atomic.Int64 // added to the server's clock, to expire HLS sessions
 	e := newMediaEnv(t, "mem", func(c *Config) { c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) } })
 	e.createStream(t, "cam", 24)
@@ -220,6 +219,7 @@ func TestConsoleBrowser(t *testing.T) {
 	base := time.Now().Add(-30 * time.Second).UnixMilli() // 30 s of history, then live
 	defer livePut(t, e, "cam", h264, base)()
 	defer livePut(t, e, "hevc", h265, time.Now().Add(-4*time.Second).UnixMilli())()
+	ctx := newBrowser(t) // after the server: its cleanup closes the browser first
 	dir := artifactDir(t)
 	now := func() float64 { return float64(time.Now().UnixMilli()) / 1000 }
 
