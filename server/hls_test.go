@@ -260,12 +260,26 @@ func TestHLSLive(t *testing.T) {
 			}
 		}
 	}()
-	cmd := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", url, "-t", "7", "-f", "null", "-")
-	out, err := cmd.CombinedOutput()
+	// framecrc prints one line per decoded frame: 7 s of the 25 fps source are 175 frame slots. The
+	// looped clip leaves a 60 ms hole in producer time at every loop (1.5 frame slots), and 7 s hold
+	// one or two loop boundaries, so 171-176 frames come out when nothing is lost or repeated.
+	cmd := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", url, "-t", "7", "-f", "framecrc", "-")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	cancel()
 	sent := <-produced
-	if err != nil || len(out) > 0 {
-		t.Errorf("ffmpeg on the live URL: %v\n%s", err, out)
+	if err != nil || stderr.Len() > 0 {
+		t.Errorf("ffmpeg on the live URL: %v\n%s", err, stderr.String())
+	}
+	frames := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "0,") {
+			frames++
+		}
+	}
+	if frames < 171 || frames > 176 {
+		t.Errorf("ffmpeg decoded %d frames from 7 s of the live URL, want 171-176 (25 fps less loop holes)", frames)
 	}
 	if sent < 10 {
 		t.Errorf("only %d fragments were produced while ffmpeg played 7 s", sent)
