@@ -326,11 +326,11 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 	for job := range jobs {
 		n := job.meta.Number
 		if p.ctx.Err() != nil {
-			p.buf.seq.done(n)
+			p.skip(job)
 			continue
 		}
 		if err := p.buf.seq.turn(p.ctx, n); err != nil {
-			p.buf.seq.done(n)
+			p.skip(job)
 			continue
 		}
 		// Live readers get the fragment now, not an fsync later (as with KVS, GetMedia does not
@@ -346,6 +346,18 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 			p.ack(ackPersisted, &tc, n, nil)
 		}
 	}
+}
+
+// skip gives up a RECEIVED fragment that the session can no longer store (the session failed, the
+// client left or the server is draining) and says so with an ERROR ack naming it, so that every fragment that got
+// BUFFERING ends with PERSISTED or ERROR and a producer knows to send it again.
+func (p *putSession) skip(job persistJob) {
+	n := job.meta.Number
+	p.buf.seq.done(n)
+	tc := job.timecode
+	// 5000, not the session's own error: this fragment was whole and valid, and 5000 is a code
+	// producers retry.
+	p.ack(ackError, &tc, n, newAckErr(5000, "fragment not stored: the upload ended before its turn"))
 }
 
 // store appends job unless the stream keeps no data. ok is false after a fatal error.
