@@ -95,8 +95,8 @@ func (p *playback) handleGetClip(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	if st.RetentionHours <= 0 {
-		s.writeError(w, r, apiErrorf(codeNoDataRetention, "The stream %s does not retain data (DataRetentionInHours is 0).", st.Name))
+	if err := requireRetention(st); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	m := s.media
@@ -159,4 +159,13 @@ func (p *playback) handleGetClip(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// requireRetention answers NoDataRetentionException for a stream that keeps nothing on disk: the
+// archived-media playback APIs (HLS, GetClip) serve only stored fragments (kvs-api.md §9).
+func requireRetention(st store.Stream) error {
+	if st.RetentionHours <= 0 {
+		return apiErrorf(codeNoDataRetention, "The stream %s does not retain data (DataRetentionInHours is 0).", st.Name)
+	}
+	return nil
 }

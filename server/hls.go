@@ -241,8 +241,8 @@ func (p *playback) handleGetHLSStreamingSessionURL(w http.ResponseWriter, r *htt
 		s.writeError(w, r, err)
 		return
 	}
-	if st.RetentionHours <= 0 {
-		s.writeError(w, r, apiErrorf(codeNoDataRetention, "The stream %s does not retain data (DataRetentionInHours is 0).", st.Name))
+	if err := requireRetention(st); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	now := s.cfg.Now()
