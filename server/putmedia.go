@@ -108,7 +108,12 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
 
-	ctx, cancel := context.WithCancelCause(r.Context())
+	// The session's context is not the request's: net/http cancels the request context on any
+	// read error of the connection, including the read deadline that drain and fail use to stop
+	// the parser, and fragments already RECEIVED must still be stored and acknowledged then
+	// (TestCloseDrainsMedia under load). The session ends through fail (fatal errors, acks that
+	// cannot be written) or through the body's own end or error.
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.Context()))
 	defer cancel(nil)
 	p := &putSession{
 		m: m, name: st.Name, log: s.log.With("stream", st.Name, "request_id", requestID(r)),
