@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -208,6 +209,17 @@ func Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	env := &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
+	if path := os.Getenv("KVS_CPUPROFILE"); path != "" {
+		// For profiling any command (scripts/perf.sh): a CPU profile of the whole run.
+		if f, err := os.Create(path); err == nil {
+			if err := pprof.StartCPUProfile(f); err == nil {
+				defer f.Close()
+				defer pprof.StopCPUProfile()
+			}
+		} else {
+			fmt.Fprintf(env.Stderr, "kvs: KVS_CPUPROFILE: %v\n", err)
+		}
+	}
 	return Run(ctx, env, os.Args[1:])
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 )
 
 // unknownSize is the 8-byte "unknown" size vint that KVS producers write for Segment and Cluster.
@@ -333,6 +334,7 @@ func AppendCluster(b []byte, timecode int64, frames []Frame) ([]byte, error) {
 		}
 		size += frameElementSize(f)
 	}
+	b = slices.Grow(b, idLen(IDCluster)+8+int(size)) // one allocation, not one per doubling
 	b = AppendElementHeader(b, IDCluster, size)
 	b = AppendUint(b, IDTimecode, uint64(timecode))
 	for i := range frames {
@@ -375,6 +377,8 @@ type Fragment struct {
 	Timecode      int64       // cluster timecode, ticks
 	Frames        []Frame
 	TrailingTags  []SimpleTag // written after the cluster (millis behind now, continuation token)
+
+	arena []byte // the frames' memory when a FragmentReader made f (see Release)
 }
 
 // AppendFragment appends f as one self-contained MKV document in the GetMedia chunk layout: EBML

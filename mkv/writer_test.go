@@ -137,9 +137,20 @@ func TestFragmentRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got.arena == nil {
+		t.Error("a fragment from FragmentReader has no arena to Release")
+	}
+	got.arena = nil // memory bookkeeping, not content
 	if !reflect.DeepEqual(got, &roundTripFragment) {
 		t.Errorf("got\n%+v\nwant\n%+v", got, &roundTripFragment)
 	}
+	data := got.Frames[0].Data
+	got.arena = data[:0:cap(data)]
+	got.Release()
+	if got.Frames != nil || got.arena != nil {
+		t.Error("Release left frames behind")
+	}
+	got.Release() // twice is fine
 	if _, err := fr.Next(); err != io.EOF {
 		t.Errorf("second Next: %v", err)
 	}

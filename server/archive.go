@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/openkvs/kvs/mkv"
@@ -266,6 +267,13 @@ func (m *media) handleListFragments(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, resp)
 }
 
+// chunkBufs recycles GetMediaForFragmentList's response buffer (one fragment at a time, so a few
+// MB for 1080p): fresh multi-megabyte buffers cost page faults on every request, more than the
+// copies themselves. Buffers over maxPooledChunkBuf (a rare huge fragment) are left to the GC.
+var chunkBufs sync.Pool // of *[]byte
+
+const maxPooledChunkBuf = 16 << 20
+
 type getMediaForFragmentListRequest struct {
 	streamRef
 	Fragments []string `json:"Fragments"`
@@ -327,7 +335,17 @@ func (m *media) handleGetMediaForFragmentList(w http.ResponseWriter, r *http.Req
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "video/webm")
 	w.WriteHeader(http.StatusOK)
-	var out []byte
+	bp, _ := chunkBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	out := (*bp)[:0]
+	defer func() {
+		if cap(out) <= maxPooledChunkBuf {
+			*bp = out[:0]
+			chunkBufs.Put(bp)
+		}
+	}()
 	for _, n := range numbers {
 		out = out[:0]
 		var meta store.FragmentMeta

@@ -365,6 +365,9 @@ func (c *consumer) readStored(ctx context.Context, n uint64) (store.FragmentMeta
 
 // readChunk appends fragment n's stored chunk to b, checking the store's CRC to the end.
 func readChunk(ctx context.Context, st store.Store, name string, n uint64, b []byte) ([]byte, store.FragmentMeta, error) {
+	if pa, ok := st.(store.PayloadAppender); ok { // the FS store: one copy, into b
+		return pa.AppendPayload(ctx, name, n, b)
+	}
 	rc, meta, err := st.Open(ctx, name, n)
 	if err != nil {
 		return b, meta, err

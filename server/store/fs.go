@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -438,42 +439,9 @@ func (s *FS) Fragment(_ context.Context, stream string, number uint64) (Fragment
 // must treat bytes already read as unverified until it has seen io.EOF. The reader stays valid
 // if retention or DeleteStream removes the fragment meanwhile.
 func (s *FS) Open(_ context.Context, stream string, number uint64) (io.ReadCloser, FragmentMeta, error) {
-	st, e, err := s.entry(stream, number)
+	f, e, h, err := s.openRecord(stream, number)
 	if err != nil {
 		return nil, FragmentMeta{}, err
-	}
-	f, err := os.Open(filepath.Join(st.dir, segmentName(e.Segment)))
-	if errors.Is(err, fs.ErrNotExist) {
-		// Purged between the index lookup and here.
-		return nil, FragmentMeta{}, fmt.Errorf("%w: %s/%d", ErrFragmentNotFound, stream, number)
-	}
-	if err != nil {
-		return nil, FragmentMeta{}, fmt.Errorf("open %s/%d: %w", stream, number, err)
-	}
-	rc, err := openRecord(f, e)
-	if err != nil {
-		f.Close()
-		return nil, FragmentMeta{}, fmt.Errorf("open %s/%d: %w", stream, number, err)
-	}
-	return rc, e.meta(), nil
-}
-
-// openRecord checks the header at e.Offset and returns a reader over the payload. It takes
-// ownership of f.
-func openRecord(f *os.File, e indexEntry) (io.ReadCloser, error) {
-	var hb [recordHeaderSize]byte
-	if _, err := f.ReadAt(hb[:], e.Offset); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil, fmt.Errorf("%w: record past the end of its segment", ErrCorrupt)
-		}
-		return nil, err
-	}
-	h, err := decodeRecordHeader(hb[:])
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrCorrupt, err)
-	}
-	if h.Number != e.Number || int64(h.Length) != e.Size {
-		return nil, fmt.Errorf("%w: header (fragment %d, %d bytes) does not match the index", ErrCorrupt, h.Number, h.Length)
 	}
 	body := io.NewSectionReader(f, e.Offset+recordHeaderSize, e.Size)
 	if e.Size <= eagerVerifyLimit {
@@ -481,16 +449,58 @@ func openRecord(f *os.File, e indexEntry) (io.ReadCloser, error) {
 		buf := make([]byte, e.Size)
 		if _, err := io.ReadFull(body, buf); err != nil {
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				return nil, fmt.Errorf("%w: %w", ErrCorrupt, errTornPayload)
+				err = fmt.Errorf("%w: %w", ErrCorrupt, errTornPayload)
 			}
-			return nil, err
+			return nil, FragmentMeta{}, fmt.Errorf("open %s/%d: %w", stream, number, err)
 		}
 		if crc32.Checksum(buf, castagnoli) != h.PayloadCRC {
-			return nil, fmt.Errorf("%w: %w", ErrCorrupt, errPayloadCRC)
+			return nil, FragmentMeta{}, fmt.Errorf("open %s/%d: %w: %w", stream, number, ErrCorrupt, errPayloadCRC)
 		}
-		return io.NopCloser(bytes.NewReader(buf)), nil
+		return io.NopCloser(bytes.NewReader(buf)), e.meta(), nil
 	}
-	return &verifyingReader{r: body, f: f, want: h.PayloadCRC, left: e.Size, crc: crc32.New(castagnoli)}, nil
+	return &verifyingReader{r: body, f: f, want: h.PayloadCRC, left: e.Size, crc: crc32.New(castagnoli)}, e.meta(), nil
+}
+
+// openRecord opens the segment that holds fragment number and checks the record header against
+// the index. The caller closes the file.
+func (s *FS) openRecord(stream string, number uint64) (*os.File, indexEntry, recordHeader, error) {
+	st, e, err := s.entry(stream, number)
+	if err != nil {
+		return nil, e, recordHeader{}, err
+	}
+	f, err := os.Open(filepath.Join(st.dir, segmentName(e.Segment)))
+	if errors.Is(err, fs.ErrNotExist) {
+		// Purged between the index lookup and here.
+		return nil, e, recordHeader{}, fmt.Errorf("%w: %s/%d", ErrFragmentNotFound, stream, number)
+	}
+	if err != nil {
+		return nil, e, recordHeader{}, fmt.Errorf("open %s/%d: %w", stream, number, err)
+	}
+	h, err := checkRecordHeader(f, e)
+	if err != nil {
+		f.Close()
+		return nil, e, recordHeader{}, fmt.Errorf("open %s/%d: %w", stream, number, err)
+	}
+	return f, e, h, nil
+}
+
+// checkRecordHeader reads the record header at e.Offset and checks it against the index entry.
+func checkRecordHeader(f *os.File, e indexEntry) (recordHeader, error) {
+	var hb [recordHeaderSize]byte
+	if _, err := f.ReadAt(hb[:], e.Offset); err != nil {
+		if errors.Is(err, io.EOF) {
+			return recordHeader{}, fmt.Errorf("%w: record past the end of its segment", ErrCorrupt)
+		}
+		return recordHeader{}, err
+	}
+	h, err := decodeRecordHeader(hb[:])
+	if err != nil {
+		return recordHeader{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
+	}
+	if h.Number != e.Number || int64(h.Length) != e.Size {
+		return recordHeader{}, fmt.Errorf("%w: header (fragment %d, %d bytes) does not match the index", ErrCorrupt, h.Number, h.Length)
+	}
+	return h, nil
 }
 
 // verifyingReader streams a payload and checks its CRC at the end.
@@ -628,4 +638,26 @@ func (s *FS) Close() error {
 	}
 	errs = append(errs, s.db.Close())
 	return errors.Join(errs...)
+}
+
+// AppendPayload implements PayloadAppender: it reads the record straight into b's spare
+// capacity (one copy from the page cache, no buffer of its own) and checks its CRC.
+func (s *FS) AppendPayload(_ context.Context, stream string, number uint64, b []byte) ([]byte, FragmentMeta, error) {
+	f, e, h, err := s.openRecord(stream, number)
+	if err != nil {
+		return b, FragmentMeta{}, err
+	}
+	defer f.Close()
+	start := len(b)
+	b = slices.Grow(b, int(e.Size))[:start+int(e.Size)]
+	if _, err := f.ReadAt(b[start:], e.Offset+recordHeaderSize); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, errTornPayload)
+		}
+		return b[:start], FragmentMeta{}, fmt.Errorf("read %s/%d: %w", stream, number, err)
+	}
+	if crc32.Checksum(b[start:], castagnoli) != h.PayloadCRC {
+		return b[:start], FragmentMeta{}, fmt.Errorf("read %s/%d: %w: %w", stream, number, ErrCorrupt, errPayloadCRC)
+	}
+	return b, e.meta(), nil
 }

@@ -337,7 +337,46 @@ func TestFSOpenCorrupt(t *testing.T) {
 		if _, _, err := s.Open(t.Context(), "s", ms[1].Number); !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("size %d: corrupt header: %v", size, err)
 		}
+		// AppendPayload refuses the same bytes and leaves the caller's buffer as it was.
+		prefix := []byte("keep")
+		for i, m := range ms {
+			b, _, err := s.AppendPayload(t.Context(), "s", m.Number, prefix)
+			if !errors.Is(err, ErrCorrupt) || string(b) != "keep" {
+				t.Fatalf("size %d: AppendPayload of corrupt record %d: %v, buffer %q", size, i, err, b[:min(len(b), 8)])
+			}
+		}
 		s.Close()
+	}
+}
+
+// AppendPayload returns what Open returns, appended to the caller's buffer.
+func TestFSAppendPayload(t *testing.T) {
+	s := mustOpenFS(t, t.TempDir(), FSOptions{})
+	defer s.Close()
+	mustCreate(t, s, "s", 24)
+	ms := appendN(t, s, "s", 3, crashPayload)
+	buf := []byte("head")
+	for _, m := range ms {
+		rc, want, err := s.Open(t.Context(), "s", m.Number)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, meta, err := s.AppendPayload(t.Context(), "s", m.Number, buf[:4])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got[:4]) != "head" || !bytes.Equal(got[4:], data) || meta != want {
+			t.Fatalf("fragment %d: AppendPayload gave %d bytes, meta %+v; Open %d bytes, meta %+v", m.Number, len(got)-4, meta, len(data), want)
+		}
+		buf = got
+	}
+	if _, _, err := s.AppendPayload(t.Context(), "s", ms[2].Number+1, nil); !errors.Is(err, ErrFragmentNotFound) {
+		t.Fatalf("missing fragment: %v", err)
 	}
 }
 

@@ -54,6 +54,13 @@ type Cursor struct {
 	Number uint64
 }
 
+// PayloadAppender is implemented by stores that can read a fragment's payload into a caller's
+// buffer, with the same checks as Open but without a buffer of their own. AppendPayload appends
+// the payload to b and returns the extended slice (b unchanged on error).
+type PayloadAppender interface {
+	AppendPayload(ctx context.Context, stream string, number uint64, b []byte) ([]byte, FragmentMeta, error)
+}
+
 // Store is safe for concurrent use.
 type Store interface {
 	// CreateStream registers s (Name must be set); ErrStreamExists when the name is taken.
