@@ -17,8 +17,12 @@ import (
 	"github.com/openkvs/kvs/mkv"
 )
 
-// DefaultMaxInFlight is the default ProducerConfig.MaxInFlight.
-const DefaultMaxInFlight = 16
+// DefaultMaxInFlight and DefaultMaxInFlightBytes are the defaults of ProducerConfig.MaxInFlight
+// and MaxInFlightBytes.
+const (
+	DefaultMaxInFlight      = 16
+	DefaultMaxInFlightBytes = 16 << 20
+)
 
 // ProducerConfig configures a Producer.
 type ProducerConfig struct {
@@ -28,6 +32,11 @@ type ProducerConfig struct {
 	// a stream without retention, or failed); Send blocks while it is reached. Default
 	// DefaultMaxInFlight. Memory use is about MaxInFlight encoded fragments.
 	MaxInFlight int
+	// MaxInFlightBytes bounds the encoded bytes of those fragments the same way (default
+	// DefaultMaxInFlightBytes); one fragment is always let through. 16 fragments of 1080p at
+	// 20 Mbit/s and 2 s would hold 80 MB, which the process pays for in page faults without
+	// sending any faster.
+	MaxInFlightBytes int64
 	// MaxAttempts bounds connection attempts in a row that make no progress (no fragment becomes
 	// final) before the producer gives up (default DefaultMaxAttempts). RetryBackoff is the first
 	// wait between attempts (default DefaultRetryBackoff), doubling up to 10 s.
@@ -115,7 +124,8 @@ type entry struct {
 	docType  string
 	tracks   []mkv.Track
 	number   string
-	sent     int // times written to a connection
+	sent     int  // times written to a connection
+	writing  bool // a connection's writer is handing data to the transport
 	final    bool
 	err      error
 }
@@ -149,6 +159,7 @@ type Producer struct {
 	ctx    context.Context // of the background goroutine
 	cancel context.CancelFunc
 	done   chan struct{} // closed when run returns
+	free   chan []byte   // encoded-fragment buffers to reuse (see buffer)
 
 	mu      sync.Mutex
 	changed *sync.Cond // window, closing or err changed
@@ -170,6 +181,9 @@ func NewProducer(c *Client, cfg ProducerConfig) (*Producer, error) {
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
+	if cfg.MaxInFlightBytes <= 0 {
+		cfg.MaxInFlightBytes = DefaultMaxInFlightBytes
+	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
@@ -177,7 +191,7 @@ func NewProducer(c *Client, cfg ProducerConfig) (*Producer, error) {
 		cfg.RetryBackoff = DefaultRetryBackoff
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Producer{c: c, cfg: cfg, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	p := &Producer{c: c, cfg: cfg, ctx: ctx, cancel: cancel, done: make(chan struct{}), free: make(chan []byte, freeFragments)}
 	p.changed = sync.NewCond(&p.mu)
 	go p.run()
 	return p, nil
@@ -198,6 +212,14 @@ func (p *Producer) Send(ctx context.Context, f *mkv.Fragment) error {
 			user = append(user, t)
 		}
 	}
+	size := 1024
+	for i := range f.Frames {
+		size += len(f.Frames[i].Data) + 32
+	}
+	for _, t := range user {
+		size += len(t.Name) + len(t.Value) + len(t.Binary) + 32
+	}
+	data = p.buffer(size)
 	if len(user) > 0 {
 		data = mkv.AppendTags(data, user...)
 	}
@@ -230,7 +252,7 @@ func (p *Producer) Send(ctx context.Context, f *mkv.Fragment) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		}
-		if p.pendingLocked() < p.cfg.MaxInFlight {
+		if n, size := p.pendingLocked(); n == 0 || n < p.cfg.MaxInFlight && size+int64(len(data)) <= p.cfg.MaxInFlightBytes {
 			break
 		}
 		p.changed.Wait()
@@ -242,15 +264,53 @@ func (p *Producer) Send(ctx context.Context, f *mkv.Fragment) error {
 	return nil
 }
 
-// pendingLocked counts fragments not yet final.
-func (p *Producer) pendingLocked() int {
-	n := 0
+// pendingLocked counts fragments not yet final, and their bytes.
+func (p *Producer) pendingLocked() (n int, size int64) {
 	for _, e := range p.window {
 		if !e.final {
 			n++
+			size += int64(len(e.data))
 		}
 	}
+	return n, size
+}
+
+func (p *Producer) pendingCountLocked() int {
+	n, _ := p.pendingLocked()
 	return n
+}
+
+// Buffer reuse. Each Send encodes into a buffer of its own, held until the fragment is final;
+// final entries give theirs back to a small free list for later Sends. At 1080p, fresh 5 MB
+// buffers per fragment cost more in zeroing and page faults than the encoding itself. Buffers are
+// rounded up to whole MiB so that one fits the next fragments of about the same size.
+const freeFragments = 4
+
+// buffer returns an empty buffer with room for at least n bytes.
+func (p *Producer) buffer(n int) []byte {
+	select {
+	case b := <-p.free:
+		if cap(b) >= n {
+			return b
+		}
+	default:
+	}
+	if n > 1<<20 {
+		n = (n + 1<<20 - 1) &^ (1<<20 - 1)
+	}
+	return make([]byte, 0, n)
+}
+
+// recycle hands the encoded fragment b to later Sends. Call it only once nothing reads b any
+// more: the entry is final (replays skip final entries) and no writer is in pw.Write(b).
+func (p *Producer) recycle(b []byte) {
+	if cap(b) == 0 {
+		return
+	}
+	select {
+	case p.free <- b[:0]:
+	default:
+	}
 }
 
 // Stats returns counters so far. Safe for concurrent use.
@@ -308,6 +368,9 @@ func (p *Producer) finishLocked(e *entry, err error) {
 		return
 	}
 	e.final = true
+	if !e.writing { // else the writer recycles it when its Write returns
+		p.recycle(e.data)
+	}
 	e.data = nil
 	if err != nil {
 		e.err = err
@@ -336,10 +399,10 @@ func (p *Producer) run() {
 	attempts := 0
 	for {
 		p.mu.Lock()
-		for p.err == nil && p.pendingLocked() == 0 && !p.closing {
+		for p.err == nil && p.pendingCountLocked() == 0 && !p.closing {
 			p.changed.Wait()
 		}
-		if p.err != nil || (p.closing && p.pendingLocked() == 0) {
+		if p.err != nil || (p.closing && p.pendingCountLocked() == 0) {
 			p.mu.Unlock()
 			return
 		}
@@ -576,10 +639,18 @@ func (c *putConn) write(ctx context.Context, pw *io.PipeWriter, first *entry) er
 			p.stats.Resent++
 		}
 		next.sent++
+		next.writing = true
 		c.sent = append(c.sent, next)
 		data := next.data
 		p.mu.Unlock()
-		if _, err := pw.Write(data); err != nil {
+		_, err := pw.Write(data)
+		p.mu.Lock()
+		next.writing = false
+		if next.final {
+			p.recycle(data)
+		}
+		p.mu.Unlock()
+		if err != nil {
 			return err
 		}
 		last = next
