@@ -14,6 +14,7 @@ import (
 	"runtime/pprof"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -210,7 +211,9 @@ func Main() int {
 	defer stop()
 	env := &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
 	if path := os.Getenv("KVS_CPUPROFILE"); path != "" {
-		// For profiling any command (scripts/perf.sh): a CPU profile of the whole run.
+		// For profiling any command (scripts/perf.sh): a CPU profile of the whole run. %p in the
+		// path becomes the process ID (kvs bench --embedded starts a kvs server child).
+		path = strings.ReplaceAll(path, "%p", strconv.Itoa(os.Getpid()))
 		if f, err := os.Create(path); err == nil {
 			if err := pprof.StartCPUProfile(f); err == nil {
 				defer f.Close()

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openkvs/kvs/server/store"
@@ -16,6 +17,10 @@ type liveFragment struct {
 	Timecode  int64 // raw cluster timecode as sent by the producer (for acks and logs)
 	Chunk     []byte
 	Published time.Time
+	// unsynced is set while the fragment is written to the store but not yet durable (indexed):
+	// a reader that misses it in the buffer would not find it in the store either, so the buffer
+	// keeps it (and everything after it) past its limits until then.
+	unsynced atomic.Bool
 }
 
 // bufferLimits bound one stream's in-memory buffer. Whichever limit is reached first evicts the
@@ -26,10 +31,12 @@ type bufferLimits struct {
 }
 
 // Defaults: a stream that keeps data on disk needs only a short window in memory for live tailing
-// (slower readers fall back to the store); a retention-0 stream has nothing else, so it gets the
-// window KVS documents for its live buffer (about 5 minutes, 200 MB).
+// (slower readers fall back to the store, which serves recent fragments from the page cache): 5 s
+// or 4 MiB, so that 200 cameras hold about 250 MB rather than the 1.5 GB a 30 s window held in
+// kvs bench, most of it freshly faulted memory. A retention-0 stream has nothing else, so it gets
+// the window KVS documents for its live buffer (about 5 minutes, 200 MB).
 var (
-	archivedBufferLimits = bufferLimits{MaxBytes: 16 << 20, MaxAge: 30 * time.Second}
+	archivedBufferLimits = bufferLimits{MaxBytes: 4 << 20, MaxAge: 5 * time.Second}
 	liveOnlyBufferLimits = bufferLimits{MaxBytes: 200 << 20, MaxAge: 5 * time.Minute}
 )
 
@@ -85,7 +92,7 @@ func (b *streamBuffer) evictLocked(now time.Time) {
 	drop := 0
 	for drop < len(b.frags)-1 {
 		f := b.frags[drop]
-		if b.bytes <= b.limits.MaxBytes && now.Sub(f.Published) <= b.limits.MaxAge {
+		if b.bytes <= b.limits.MaxBytes && now.Sub(f.Published) <= b.limits.MaxAge || f.unsynced.Load() {
 			break
 		}
 		b.bytes -= int64(len(f.Chunk))

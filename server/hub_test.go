@@ -132,3 +132,24 @@ func TestSequencerOrder(t *testing.T) {
 		q.done(d)
 	})
 }
+
+// A fragment written to the store but not yet durable stays in the buffer past its limits, and
+// so does everything after it: a reader that fell back to the store would not find it there.
+func TestStreamBufferKeepsUnsynced(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	b := newStreamBuffer(bufferLimits{MaxBytes: 200, MaxAge: 10 * time.Second})
+	pending := frag(1, 100, t0)
+	pending.unsynced.Store(true)
+	b.publish(pending)
+	for n := uint64(2); n <= 4; n++ {
+		b.publish(frag(n, 100, t0.Add(time.Duration(n)*time.Second)))
+	}
+	if _, oldest := b.after(0); oldest != 1 {
+		t.Fatalf("oldest = %d, want the unsynced fragment 1 kept over the byte limit", oldest)
+	}
+	pending.unsynced.Store(false)
+	b.publish(frag(5, 100, t0.Add(5*time.Second)))
+	if _, oldest := b.after(0); oldest != 4 {
+		t.Fatalf("oldest = %d once 1 is durable, want 4 (200 bytes)", oldest)
+	}
+}

@@ -325,9 +325,34 @@ func (p *putSession) run(body io.Reader) {
 	}
 }
 
-// persist stores and publishes fragments in order; see handlePutMedia.
+// maxUnsynced bounds the fragments of one upload written to the store but not yet durable
+// (their PERSISTED ack pending); the persister waits for the oldest beyond it.
+const maxUnsynced = 8
+
+// durableWait is a fragment written to the store, waiting to be durable before its PERSISTED.
+type durableWait struct {
+	timecode int64
+	number   uint64
+	wait     func(context.Context) error
+	frag     *liveFragment
+}
+
+// persist stores and publishes fragments in order; see handlePutMedia. With a store that appends
+// asynchronously (the FS store), a fragment is published and written as soon as its turn comes,
+// without waiting for the previous one's fdatasync: live delivery does not wait for the disk, and
+// consecutive fragments share a group commit. ackDurable sends the PERSISTED acks in order.
 func (p *putSession) persist(jobs <-chan persistJob) {
 	st := p.m.s.store
+	durable := make(chan durableWait, maxUnsynced)
+	ackerDone := make(chan struct{})
+	go func() {
+		defer close(ackerDone)
+		p.ackDurable(durable)
+	}()
+	defer func() {
+		close(durable)
+		<-ackerDone
+	}()
 	for job := range jobs {
 		n := job.meta.Number
 		if p.ctx.Err() != nil {
@@ -339,17 +364,36 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 			continue
 		}
 		// Live readers get the fragment now, not an fsync later (as with KVS, GetMedia does not
-		// wait for persistence). Its turn came, so every lower number is already stored and
-		// published; the next publish waits for this append (done below), so the buffer never
-		// evicts a fragment that is still on its way to the store. If the append fails, the
-		// fragment was seen live but is not in the archive: readers from the store skip the gap.
-		p.buf.publish(&liveFragment{Meta: job.meta, Timecode: job.timecode, Chunk: job.chunk, Published: time.Now()})
-		stored, _ := p.store(st, job)
+		// wait for persistence). Its turn came, so every lower number is already written to the
+		// store and published. The buffer keeps it until it is durable (unsynced), so a reader
+		// that falls back to the store never finds a hole that is not one. If the append fails,
+		// the fragment was seen live but is not in the archive: readers from the store skip the gap.
+		lf := &liveFragment{Meta: job.meta, Timecode: job.timecode, Chunk: job.chunk, Published: time.Now()}
+		lf.unsynced.Store(true)
+		p.buf.publish(lf)
+		wait, _ := p.store(st, job)
 		p.buf.seq.done(n)
-		if stored {
-			tc := job.timecode
-			p.ack(ackPersisted, &tc, n, nil)
+		if wait == nil {
+			lf.unsynced.Store(false)
+			continue
 		}
+		durable <- durableWait{timecode: job.timecode, number: n, wait: wait, frag: lf}
+	}
+}
+
+// ackDurable waits for each written fragment, in order, to be durable and acknowledges it
+// with PERSISTED; a failure fails the session (storeFailed).
+func (p *putSession) ackDurable(ws <-chan durableWait) {
+	for w := range ws {
+		// Once written, an append completes even if the client leaves.
+		err := w.wait(context.WithoutCancel(p.ctx))
+		w.frag.unsynced.Store(false)
+		if err != nil {
+			p.storeFailed(err)
+			continue
+		}
+		tc := w.timecode
+		p.ack(ackPersisted, &tc, w.number, nil)
 	}
 }
 
@@ -365,34 +409,41 @@ func (p *putSession) skip(job persistJob) {
 	p.ack(ackError, &tc, n, newAckErr(5000, "fragment not stored: the upload ended before its turn"))
 }
 
-// store appends job unless the stream keeps no data. ok is false after a fatal error.
-func (p *putSession) store(st store.Store, job persistJob) (stored, ok bool) {
+// store starts appending job unless the stream keeps no data. wait (nil when nothing was
+// written) reports when the fragment is durable; ok is false after a fatal error.
+func (p *putSession) store(st store.Store, job persistJob) (wait func(context.Context) error, ok bool) {
 	if p.liveOnly {
 		// Retention may have been raised since: look again (cheap next to an fsync).
 		info, err := st.GetStream(context.WithoutCancel(p.ctx), p.name)
 		if err != nil {
 			p.storeFailed(err)
-			return false, false
+			return nil, false
 		}
 		if info.RetentionHours <= 0 {
-			return false, true
+			return nil, true
 		}
 		p.liveOnly = false
 		p.buf.setLimits(p.m.limitsFor(info))
 	}
 	// Once started, an append completes even if the client leaves: a fragment that may be stored
 	// must also be published, or a live reader would step over its number.
-	err := st.Append(context.WithoutCancel(p.ctx), p.name, job.meta, job.chunk)
+	ctx := context.WithoutCancel(p.ctx)
+	var err error
+	if aa, async := st.(store.AsyncAppender); async {
+		wait, err = aa.AppendAsync(ctx, p.name, job.meta, job.chunk)
+	} else if err = st.Append(ctx, p.name, job.meta, job.chunk); err == nil {
+		wait = func(context.Context) error { return nil }
+	}
 	switch {
 	case err == nil:
-		return true, true
+		return wait, true
 	case errors.Is(err, store.ErrNoRetention):
 		p.liveOnly = true
 		p.buf.setLimits(p.m.liveOnlyLimits)
-		return false, true
+		return nil, true
 	default:
 		p.storeFailed(err)
-		return false, false
+		return nil, false
 	}
 }
 

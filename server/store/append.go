@@ -55,32 +55,46 @@ func (g *segment) closeFile() error {
 // Append implements Store. meta.Size is ignored: the stored size is len(data). If ctx ends while
 // waiting, Append returns ctx.Err() and the fragment may or may not be stored.
 func (s *FS) Append(ctx context.Context, stream string, meta FragmentMeta, data []byte) error {
+	wait, err := s.AppendAsync(ctx, stream, meta, data)
+	if err != nil {
+		return err
+	}
+	return wait(ctx)
+}
+
+// AppendAsync implements AsyncAppender: it writes the record to the segment and queues it for
+// the group commit, then returns; wait reports what Append would (nil once the record is
+// fdatasynced and indexed). data is not retained. The next fragment of the stream may be
+// appended before wait returns, so one stream's consecutive fragments can share an fdatasync.
+func (s *FS) AppendAsync(ctx context.Context, stream string, meta FragmentMeta, data []byte) (wait func(context.Context) error, err error) {
 	if len(data) > MaxRecordSize {
-		return fmt.Errorf("append %s: %w (%d bytes)", stream, ErrRecordTooLarge, len(data))
+		return nil, fmt.Errorf("append %s: %w (%d bytes)", stream, ErrRecordTooLarge, len(data))
 	}
 	st, info, err := s.lookup(stream)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if info.RetentionHours <= 0 {
-		return fmt.Errorf("append %s: %w", stream, ErrNoRetention)
+		return nil, fmt.Errorf("append %s: %w", stream, ErrNoRetention)
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	req, err := s.write(st, stream, meta, data)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	select {
-	case err := <-req.done:
-		if err != nil {
-			return fmt.Errorf("append %s fragment %d: %w", stream, meta.Number, err)
+	return func(ctx context.Context) error {
+		select {
+		case err := <-req.done:
+			if err != nil {
+				return fmt.Errorf("append %s fragment %d: %w", stream, meta.Number, err)
+			}
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	}, nil
 }
 
 // write appends the record to the stream's active segment and queues it for the committer.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -457,5 +458,51 @@ func TestFSRetentionLoop(t *testing.T) {
 	// wall clock, which tests do not wait on.
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// AppendAsync lets a stream's next fragment be written before the previous one is durable;
+// each wait then reports its own fragment, and both end up indexed and readable.
+func TestFSAppendAsync(t *testing.T) {
+	s := mustOpenFS(t, t.TempDir(), FSOptions{})
+	defer s.Close()
+	mustCreate(t, s, "s", 24)
+	ctx := t.Context()
+	var waits []func(context.Context) error
+	var metas []FragmentMeta
+	for i := range 3 {
+		n, err := s.NextNumber(ctx, "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := base.Add(time.Duration(i) * time.Second)
+		m := FragmentMeta{Number: n, ServerTime: ts, ProducerTime: ts, Duration: time.Second}
+		wait, err := s.AppendAsync(ctx, "s", m, payload("s", n, 1000))
+		if err != nil {
+			t.Fatalf("AppendAsync %d: %v", i, err)
+		}
+		m.Size = 1000
+		waits, metas = append(waits, wait), append(metas, m)
+	}
+	for i, wait := range waits {
+		if err := wait(ctx); err != nil {
+			t.Fatalf("wait %d: %v", i, err)
+		}
+	}
+	got, err := s.Range(ctx, "s", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMetas(t, "after AppendAsync", got, metas)
+	for _, m := range metas {
+		b, _, err := s.AppendPayload(ctx, "s", m.Number, nil)
+		if err != nil || !bytes.Equal(b, payload("s", m.Number, 1000)) {
+			t.Fatalf("fragment %d: %v", m.Number, err)
+		}
+	}
+	// Refusals come from AppendAsync itself, not from wait.
+	mustCreate(t, s, "live", 0)
+	if _, err := s.AppendAsync(ctx, "live", FragmentMeta{Number: 1}, []byte("x")); !errors.Is(err, ErrNoRetention) {
+		t.Fatalf("retention 0: %v", err)
 	}
 }

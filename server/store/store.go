@@ -61,6 +61,15 @@ type PayloadAppender interface {
 	AppendPayload(ctx context.Context, stream string, number uint64, b []byte) ([]byte, FragmentMeta, error)
 }
 
+// AsyncAppender is implemented by stores that can split Append in two: AppendAsync does the
+// checks and the write and returns at once (with Append's errors for a fragment refused), and
+// wait, called once, blocks until the fragment is durable and returns the error Append would
+// have. Appends to one stream still come one at a time in number order, but the next may start
+// before the previous one's wait returns.
+type AsyncAppender interface {
+	AppendAsync(ctx context.Context, stream string, meta FragmentMeta, data []byte) (wait func(context.Context) error, err error)
+}
+
 // Store is safe for concurrent use.
 type Store interface {
 	// CreateStream registers s (Name must be set); ErrStreamExists when the name is taken.
