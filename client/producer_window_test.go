@@ -74,3 +74,50 @@ func TestProducerMaxInFlightBytes(t *testing.T) {
 		t.Error("the upload did not end after Close")
 	}
 }
+
+// recordingWriter keeps what it was given and the size of each Write.
+type recordingWriter struct {
+	data   []byte
+	writes []int
+}
+
+func (w *recordingWriter) Write(p []byte) (int, error) {
+	w.data = append(w.data, p...)
+	w.writes = append(w.writes, len(p))
+	return len(p), nil
+}
+
+// uploadBody hands the transport pieces of up to 1 MiB, in order and complete.
+func TestUploadBodyWriteTo(t *testing.T) {
+	pr, pw := io.Pipe()
+	want := payloadBytes(3<<20 + 12345)
+	go func() {
+		_, _ = pw.Write([]byte("header"))
+		_, _ = pw.Write(want)
+		pw.Close()
+	}()
+	var w recordingWriter
+	n, err := uploadBody{pr}.WriteTo(&w)
+	if err != nil || n != int64(len(want)+6) {
+		t.Fatalf("WriteTo: %d, %v", n, err)
+	}
+	if string(w.data[:6]) != "header" || string(w.data[6:]) != string(want) {
+		t.Fatal("WriteTo changed the bytes")
+	}
+	for _, k := range w.writes {
+		if k > uploadChunk {
+			t.Fatalf("a write of %d bytes, over %d", k, uploadChunk)
+		}
+	}
+	if len(w.writes) > 6 {
+		t.Errorf("%d writes for 3 MiB: %v, want pieces of 1 MiB", len(w.writes), w.writes)
+	}
+}
+
+func payloadBytes(n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i * 7)
+	}
+	return b
+}
