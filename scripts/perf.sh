@@ -3,7 +3,11 @@
 # with the load average at the time of each measurement. Run from the repository root:
 #
 #   scripts/perf.sh                 # everything (about 10 minutes)
-#   KVS_PERF_STREAMS="200" KVS_PERF_DURATION=30s scripts/perf.sh
+#   KVS_PERF_STREAMS="200" KVS_PERF_DURATION=30s KVS_PERF_RUNS=3 scripts/perf.sh
+#
+# put-media, its ffmpeg reference and get-fragments run KVS_PERF_RUNS times each (default 5,
+# alternating) and report the median: on a shared 2-core VM single runs vary by ±30%.
+# KVS_CPUPROFILE=/tmp/kvs.%p.prof on any kvs command writes a CPU profile per process.
 #
 # KVS_PERF_DIR (default /tmp/kvs-perf) must be on the disk being measured: the input file, the
 # server's data, the ffmpeg copy and the dd reference all go there. Needs go, ffmpeg, coreutils and awk.
@@ -20,7 +24,7 @@ go build -o "$KVS" ./cmd/kvs
 
 la() { cut -d' ' -f1-3 /proc/loadavg; }
 now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", b - a }'; }
 mbps() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.1f", n / 1048576 / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 say() { printf '%s   [load average %s]\n' "$*" "$(la)"; }
@@ -50,38 +54,52 @@ fi
 SIZE=$(stat -c %s "$IN")
 echo "input: $IN, $SIZE bytes"
 
-echo "== reference: ffmpeg -c copy to Matroska + sync"
-rm -f "$WORK/copy.mkv"
-sync
-t0=$(now)
-ffmpeg -v error -y -i "$IN" -c copy -f matroska "$WORK/copy.mkv"
-sync "$WORK/copy.mkv"
-t1=$(now)
-REF=$(secs "$t0" "$t1")
-say "ffmpeg copy+sync: ${REF} s ($(mbps "$SIZE" "$REF") MiB/s)"
-rm -f "$WORK/copy.mkv"
+RUNS=${KVS_PERF_RUNS:-5}
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-echo "== kvs put-media into kvs server (FS store, fdatasync per append)"
+echo "== kvs server (FS store, fdatasync per append) for put-media and get-fragments"
 rm -rf "$WORK/data"
 "$KVS" server --listen 127.0.0.1:0 --data-dir "$WORK/data" --log-level warn >"$WORK/server.url" 2>"$WORK/server.log" &
 SERVER_PID=$!
 for _ in $(seq 100); do [ -s "$WORK/server.url" ] && break; sleep 0.1; done
 URL=$(head -1 "$WORK/server.url")
-sync
-t0=$(now)
-"$KVS" --endpoint "$URL" put-media --stream-name perf --source "$IN" --create --fragment-duration 2s >/dev/null
-t1=$(now)
-PUT=$(secs "$t0" "$t1")
-say "kvs put-media: ${PUT} s ($(mbps "$SIZE" "$PUT") MiB/s), $(ratio "$PUT" "$REF")x the ffmpeg copy"
 
-echo "== kvs get-fragments --parallel 8 -o /dev/null (the whole stream)"
-STORED=$(du -sb "$WORK/data" | cut -f1)
-t0=$(now)
-"$KVS" --endpoint "$URL" get-fragments --stream-name perf --start 2000-01-01T00:00:00Z --end 2100-01-01T00:00:00Z \
-	--parallel 8 --format raw -o /dev/null
-t1=$(now)
-GET=$(secs "$t0" "$t1")
-say "kvs get-fragments: ${GET} s for ~$STORED bytes stored ($(mbps "$STORED" "$GET") MiB/s)"
+# put-media and its reference alternate, $RUNS times each, so that both see the same machine;
+# each run writes a new stream (or file) and ends when it is on disk.
+echo "== $RUNS × (ffmpeg -i IN -c copy -f matroska OUT && sync OUT) and $RUNS × kvs put-media (a new stream each)"
+: >"$WORK/ref.times"
+: >"$WORK/put.times"
+for i in $(seq "$RUNS"); do
+	rm -f "$WORK/copy.mkv"
+	sync
+	t0=$(now)
+	ffmpeg -v error -y -i "$IN" -c copy -f matroska "$WORK/copy.mkv"
+	sync "$WORK/copy.mkv"
+	t1=$(now)
+	secs "$t0" "$t1" >>"$WORK/ref.times"
+	rm -f "$WORK/copy.mkv"
+	sync
+	t0=$(now)
+	"$KVS" --endpoint "$URL" put-media --stream-name "perf$i" --source "$IN" --create --fragment-duration 2s >/dev/null
+	t1=$(now)
+	secs "$t0" "$t1" >>"$WORK/put.times"
+done
+REF=$(median <"$WORK/ref.times")
+PUT=$(median <"$WORK/put.times")
+say "ffmpeg copy+sync: median ${REF} s ($(mbps "$SIZE" "$REF") MiB/s); runs: $(tr '\n' ' ' <"$WORK/ref.times")"
+say "kvs put-media:    median ${PUT} s ($(mbps "$SIZE" "$PUT") MiB/s), $(ratio "$PUT" "$REF")x the ffmpeg copy; runs: $(tr '\n' ' ' <"$WORK/put.times")"
+
+echo "== $RUNS × kvs get-fragments --parallel 8 --format raw -o /dev/null (the whole first stream)"
+STORED=$("$KVS" --endpoint "$URL" list-fragments --stream-name perf1 --output json | awk -F: '/FragmentSizeInBytes/ { s += $2 } END { print s }')
+: >"$WORK/get.times"
+for i in $(seq "$RUNS"); do
+	t0=$(now)
+	"$KVS" --endpoint "$URL" get-fragments --stream-name perf1 --parallel 8 --format raw -o /dev/null
+	t1=$(now)
+	secs "$t0" "$t1" >>"$WORK/get.times"
+done
+GET=$(median <"$WORK/get.times")
+say "kvs get-fragments: median ${GET} s for $STORED bytes ($(awk -v n="$STORED" -v s="$GET" 'BEGIN { printf "%.0f", n / 1e6 / s }') MB/s); runs: $(tr '\n' ' ' <"$WORK/get.times")"
 stop_server
 
 echo "== ListFragments: 1000-result time range over 1 M fragments (FS store, through HTTP)"
