@@ -112,10 +112,25 @@ func artifactDir(t *testing.T) string {
 // screenshot saves a full-page PNG of the tab as dir/name and logs its path.
 func screenshot(t *testing.T, ctx context.Context, dir, name string) {
 	t.Helper()
+	const widthJS = `document.documentElement.clientWidth`
+	width := eval[int](t, ctx, widthJS)
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		t.Errorf("screenshot %s: %v", name, err)
 		return
+	}
+	// The capture lays the page out at its full height for a moment, without the vertical
+	// scrollbar: until that is undone (some 100-200 ms later), a centered page sits half a
+	// scrollbar further right, and a click at a position measured now would land beside it.
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		w := eval[int](t, ctx, widthJS)
+		if w == width {
+			break
+		}
+		if time.Now().After(end) {
+			t.Logf("screenshot %s: the page is %d px wide after it, %d before", name, w, width)
+			break
+		}
 	}
 	p := filepath.Join(dir, name)
 	if err := os.WriteFile(p, png, 0o644); err != nil {
@@ -137,19 +152,22 @@ func eval[T any](t *testing.T, ctx context.Context, js string) T {
 
 // playerState is what the test reads of the stream page's player.
 type playerState struct {
-	CurrentTime float64 `json:"t"`
-	Frames      int     `json:"frames"`
-	Width       int     `json:"w"`
-	Height      int     `json:"h"`
-	Paused      bool    `json:"paused"`
-	ReadyState  int     `json:"rs"`
-	Buffered    string  `json:"buf"`
-	Position    string  `json:"pos"`     // the page's producer-time readout
-	Readout     float64 `json:"readout"` // the same, as epoch seconds (updated every 250 ms)
-	Producer    float64 `json:"ptime"`   // producer time of currentTime: the MediaSource's origin + currentTime
-	Mode        string  `json:"mode"`
-	Notice      string  `json:"notice"`
-	Error       string  `json:"err"`
+	CurrentTime float64   `json:"t"`
+	Frames      int       `json:"frames"`
+	Width       int       `json:"w"`
+	Height      int       `json:"h"`
+	Paused      bool      `json:"paused"`
+	ReadyState  int       `json:"rs"`
+	Buffered    string    `json:"buf"`
+	Position    string    `json:"pos"`     // the page's producer-time readout
+	Readout     float64   `json:"readout"` // the same, as epoch seconds (updated every 250 ms)
+	Producer    float64   `json:"ptime"`   // producer time of currentTime: the MediaSource's origin + currentTime
+	HeldFrom    float64   `json:"hfrom"`   // producer time where the buffered media starts (0: none)
+	HeldTo      float64   `json:"hto"`     // and where it ends
+	Holes       []float64 `json:"holes"`   // producer times where a buffered range ends before another
+	Mode        string    `json:"mode"`
+	Notice      string    `json:"notice"`
+	Error       string    `json:"err"`
 }
 
 const playerStateJS = `(() => {
@@ -160,7 +178,10 @@ const playerStateJS = `(() => {
   for (let i = 0; i < v.buffered.length; i++) b.push(v.buffered.start(i).toFixed(2) + '-' + v.buffered.end(i).toFixed(2));
   return { t: v.currentTime, frames: q.totalVideoFrames, w: v.videoWidth, h: v.videoHeight, paused: v.paused,
     rs: v.readyState, buf: b.join(' '), pos: document.querySelector('#st-time')?.textContent || '',
-    readout: Number(document.querySelector('#st-time')?.dataset.t || 0), ptime: v.dataset.origin ? Number(v.dataset.origin) + v.currentTime : 0, mode: document.querySelector('#mode')?.textContent || '',
+    readout: Number(document.querySelector('#st-time')?.dataset.t || 0), ptime: v.dataset.origin ? Number(v.dataset.origin) + v.currentTime : 0,
+    hfrom: v.dataset.origin && b.length ? Number(v.dataset.origin) + v.buffered.start(0) : 0,
+    hto: v.dataset.origin && b.length ? Number(v.dataset.origin) + v.buffered.end(b.length - 1) : 0,
+    holes: v.dataset.origin ? b.slice(0, -1).map((_, i) => Number(v.dataset.origin) + v.buffered.end(i)) : [], mode: document.querySelector('#mode')?.textContent || '',
     notice: document.querySelector('#notice')?.textContent || '', err: v.error ? v.error.message : '' };
 })()`
 
@@ -279,19 +300,29 @@ func TestConsoleBrowser(t *testing.T) {
 	})
 
 	// clickTimeline clicks the timeline at producer time target and returns the time the page
-	// chose to replay from.
+	// chose to replay from. The mouse goes over the timeline first, as a user's does while aiming:
+	// the page then holds the timeline's span still (otherwise it follows now every few seconds),
+	// so the span read next is the one the click maps through.
 	clickTimeline := func(t *testing.T, target float64) float64 {
 		t.Helper()
 		type box struct{ X, Y, W, From, To float64 }
-		b := eval[box](t, ctx, `(() => { const tl = document.querySelector('#timeline'); tl.scrollIntoView({ block: 'center' });
-		  const r = tl.getBoundingClientRect(); return { X: r.left, Y: r.top + r.height / 2, From: +tl.dataset.from, To: +tl.dataset.to, W: r.width }; })()`)
+		const boxJS = `(() => { const tl = document.querySelector('#timeline'); const r = tl.getBoundingClientRect();
+		  return { X: r.left, Y: r.top + r.height / 2, From: +tl.dataset.from, To: +tl.dataset.to, W: r.width }; })()`
+		consoleDo(t, ctx, "scroll to the timeline", chromedp.Evaluate[chromedp.Void](`document.querySelector('#timeline').scrollIntoView({ block: 'center' })`))
+		b := eval[box](t, ctx, boxJS)
+		consoleDo(t, ctx, "move the mouse over the timeline", chromedp.MouseEvent(chromedp.MouseMoved, b.X+b.W/2, b.Y))
+		consoleWait(t, 5*time.Second, "the timeline is under the mouse", func() (bool, string) {
+			return eval[bool](t, ctx, `document.querySelector('#timeline').matches(':hover')`), "not hovered"
+		})
+		b = eval[box](t, ctx, boxJS)
 		x := b.X + (target-b.From)/(b.To-b.From)*b.W
 		consoleDo(t, ctx, "click the timeline", chromedp.MouseClickXY(x, b.Y))
-		// The page refreshes the timeline's span every few seconds (it follows now), so under load
-		// the span may move between reading it and the click: the click may map x through any
-		// span from b to the one read after it, and the time under a fixed x only grows.
-		a := eval[box](t, ctx, `(() => { const tl = document.querySelector('#timeline'); const r = tl.getBoundingClientRect();
-		  return { X: r.left, Y: r.top + r.height / 2, From: +tl.dataset.from, To: +tl.dataset.to, W: r.width }; })()`)
+		// Should the span move between reading it and the click all the same, the click maps x
+		// through a span from b to the one read after it, and the time under a fixed x only grows.
+		a := eval[box](t, ctx, boxJS)
+		if a.From != b.From || a.To != b.To {
+			t.Errorf("the timeline's span moved under the mouse: %.3f..%.3f, then %.3f..%.3f", b.From, b.To, a.From, a.To)
+		}
 		latest := a.From + (x-a.X)/a.W*(a.To-a.From)
 		var chosen float64
 		consoleWait(t, 5*time.Second, "the click starts a replay", func() (bool, string) {
@@ -302,6 +333,7 @@ func TestConsoleBrowser(t *testing.T) {
 		if chosen < target-1.5 || chosen > max(target, latest)+1.5 {
 			t.Errorf("the click chose %.3f, want about %.3f (timeline %.3f..%.3f, then %.3f..%.3f)", chosen, target, b.From, b.To, a.From, a.To)
 		}
+		consoleDo(t, ctx, "move the mouse off the timeline", chromedp.MouseEvent(chromedp.MouseMoved, 0, 0))
 		return chosen
 	}
 	// replays checks that the player plays from chosen on, and stays behind live.
@@ -332,7 +364,27 @@ func TestConsoleBrowser(t *testing.T) {
 		}
 		// A click on media the player holds seeks in it (the same MediaSource, no new session).
 		before := src(t)
-		replays(t, clickTimeline(t, now()-6))
+		// Aim 6 s back, or further when the player lags: a click within 3 s (LIVE_DELAY) of the
+		// newest media goes live, and a time the player does not hold yet needs a new session.
+		// Just before a hole between buffered ranges when there is one (the clip's loops leave
+		// 60 ms between them): the player steps over such holes, so that media is held too, and a
+		// seek this close to a hole must not leave the player stuck.
+		var target float64
+		var held playerState
+		consoleWait(t, 20*time.Second, "the live player holds media 4.5 s before its newest", func() (bool, string) {
+			held = eval[playerState](t, ctx, playerStateJS)
+			target = min(now()-6, held.HeldTo-4.5)
+			return target >= held.HeldFrom+1, held.String()
+		})
+		near := ""
+		for _, h := range held.Holes {
+			if h-0.05 >= held.HeldFrom+0.5 && h-0.05 <= target {
+				target, near = h-0.05, " (50 ms before a hole)"
+				break
+			}
+		}
+		t.Logf("aiming at %.3f%s: %s", target, near, held)
+		replays(t, clickTimeline(t, target))
 		if src(t) != before {
 			t.Errorf("a seek into buffered media replaced the player (src %s, was %s)", src(t), before)
 		}

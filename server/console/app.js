@@ -127,6 +127,7 @@ async function streamsPage() {
 // its playlist is refused, the player asks for a new one that goes on where the old one was.
 const LIVE_DELAY = 3; // seconds behind the newest media that LIVE starts at
 const LIVE_MAX_BEHIND = 8; // LIVE jumps back to LIVE_DELAY when further behind than this
+const SMALL_HOLE = 0.5; // seconds: fragments closer than this are one run on the timeline, and the player steps over the hole
 
 class Player {
   constructor(video, onNotice, onState = () => {}) {
@@ -240,15 +241,31 @@ class Player {
     this.resume();
   }
 
-  // seekTo plays from producer time t if it is buffered (no new session), and stops following
-  // the live edge; it reports whether it could.
+  // seekTo plays from producer time t if the player holds it (no new session), and stops
+  // following the live edge; it reports whether it could. A hole under SMALL_HOLE between two
+  // buffered ranges does not end the media held: fragments need not touch (a looping source leaves
+  // one every loop) and tick steps over such holes, so a time just before one plays from there,
+  // a time in one from after it. Only the last half second of the newest media is refused, where
+  // playback would stall.
   seekTo(t) {
     if (!this.started || this.stopped) return false;
-    const b = this.sb.buffered, x = t - this.origin;
-    for (let i = 0; i < b.length; i++) {
-      if (x >= b.start(i) && x < b.end(i) - 0.5) { this.live = false; this.video.currentTime = x; this.resume(); return true; }
+    const b = this.sb.buffered, n = b.length, x = t - this.origin;
+    for (let i = 0; i < n; i++) {
+      const end = i === n - 1 ? b.end(i) - 0.5 : b.start(i + 1) - b.end(i) < SMALL_HOLE ? b.start(i + 1) : b.end(i);
+      if (x < b.start(i) || x >= end) continue;
+      this.live = false;
+      this.video.currentTime = x < b.end(i) ? x : b.start(i + 1) + 0.001; // in the hole: after it, as tick would
+      this.resume();
+      return true;
     }
     return false;
+  }
+
+  // newest is the producer time where the media the player holds ends (0: none yet).
+  newest() {
+    if (!this.started || this.stopped) return 0;
+    const b = this.sb.buffered;
+    return b.length ? this.origin + b.end(b.length - 1) : 0;
   }
 
   // goLive returns a LIVE session's player to the live edge; it reports whether it could.
@@ -275,11 +292,12 @@ class Player {
     const v = this.video, b = this.sb.buffered, t = v.currentTime;
     if (!b.length) return;
     // Stalled at the end of a range (the decoder wants frames past it), or in a hole: go to the
-    // next range, if there is one yet.
+    // next range, if there is one yet. Also while seeking: a seek to a frame or two before a hole
+    // never completes (the decoder waits for frames past the range's end).
     let inside = -1;
     for (let i = 0; i < b.length; i++) if (t >= b.start(i) - 0.001 && t <= b.end(i)) inside = i;
     const starved = inside < 0 || (v.readyState < 3 && b.end(inside) - t < 0.3);
-    if (starved && !v.seeking) {
+    if (starved) {
       for (let i = 0; i < b.length; i++) {
         if (b.start(i) > t) { v.currentTime = b.start(i) + 0.001; break; }
       }
@@ -409,8 +427,11 @@ async function streamPage(name) {
     if (player && player.goLive()) { setMode('live', true); return; }
     start({ StreamName: name, PlaybackMode: 'LIVE' }, 'live');
   }
+  // A click within LIVE_DELAY of the newest media goes live. The newest media is the player's
+  // when it has more recent media than the timeline, which is read only every few seconds.
   function replayFrom(t) {
-    if (!last || t >= last - LIVE_DELAY) { goLive(); return; }
+    const newest = Math.max(last, player ? player.newest() : 0);
+    if (!newest || t >= newest - LIVE_DELAY) { goLive(); return; }
     const from = Math.max(t, first), label = `replay from ${fmtTime(from).slice(11, 19)}`;
     if (player && player.seekTo(from)) { setMode(label, false, from); return; }
     start({ StreamName: name, PlaybackMode: 'LIVE_REPLAY', MaxMediaPlaylistFragmentResults: 10,
@@ -419,8 +440,9 @@ async function streamPage(name) {
 
   // Timeline: the last hour of fragments (or less, when the stream is younger), gaps visible;
   // a click plays from that moment on (LIVE_REPLAY: it continues into live), a drag selects a
-  // range for GetClip.
-  let span = [Date.now() / 1000 - 60, Date.now() / 1000], sel = null, first = 0, last = 0;
+  // range for GetClip. Its span follows now, except while the pointer is over it: the time under
+  // the pointer stays put while the user aims.
+  let span = [Date.now() / 1000 - 60, Date.now() / 1000], sel = null, first = 0, last = 0, aiming = false;
   const pct = (t) => `${((t - span[0]) / (span[1] - span[0]) * 100).toFixed(3)}%`;
   const xToTime = (clientX) => {
     const r = timeline.getBoundingClientRect();
@@ -441,6 +463,8 @@ async function streamPage(name) {
     drawSel();
   });
   timeline.addEventListener('pointercancel', () => { dragFrom = null; });
+  timeline.addEventListener('pointerenter', () => { aiming = true; });
+  timeline.addEventListener('pointerleave', () => { aiming = false; });
   function drawSel() {
     timeline.querySelectorAll('.sel').forEach((e) => e.remove());
     dl.disabled = !sel;
@@ -469,18 +493,20 @@ async function streamPage(name) {
     try { frags = await listFragments(name, now - 3600, now + 60); } catch (e) { fragBody.replaceChildren(el('tr', {}, el('td', { class: 'err', colspan: '5' }, e.message))); return; }
     first = frags.length ? frags[0].ProducerTimestamp : 0;
     last = frags.length ? frags[frags.length - 1].ProducerTimestamp + frags[frags.length - 1].FragmentLengthInMilliseconds / 1000 : 0;
-    const from = first ? Math.max(now - 3600, Math.min(now - 60, first - (now - first) * 0.05)) : now - 60;
-    span = [from, Math.max(now, last)];
-    timeline.dataset.from = span[0].toFixed(3);
-    timeline.dataset.to = span[1].toFixed(3);
-    tlTitle.textContent = `Timeline: last ${fmtSpan(now - from)}`;
-    $('#tl-start', axis).textContent = fmtTime(from).slice(0, 19);
-    // Fragments that touch (holes under 0.5 s) are drawn as one run.
+    if (!aiming) {
+      const from = first ? Math.max(now - 3600, Math.min(now - 60, first - (now - first) * 0.05)) : now - 60;
+      span = [from, Math.max(now, last)];
+      timeline.dataset.from = span[0].toFixed(3);
+      timeline.dataset.to = span[1].toFixed(3);
+      tlTitle.textContent = `Timeline: last ${fmtSpan(now - from)}`;
+      $('#tl-start', axis).textContent = fmtTime(from).slice(0, 19);
+    }
+    // Fragments that touch (holes under SMALL_HOLE) are drawn as one run.
     const runs = [];
     for (const f of frags) {
       const a = f.ProducerTimestamp, b = a + f.FragmentLengthInMilliseconds / 1000;
       const r = runs[runs.length - 1];
-      if (r && a - r[1] < 0.5) { r[1] = Math.max(r[1], b); r[2]++; } else runs.push([a, b, 1]);
+      if (r && a - r[1] < SMALL_HOLE) { r[1] = Math.max(r[1], b); r[2]++; } else runs.push([a, b, 1]);
     }
     timeline.replaceChildren(...runs.map(([a, b, n]) => el('div', { class: 'frag',
       title: `${fmtTime(a)} → ${fmtTime(b).slice(11)}, ${n} fragment${n > 1 ? 's' : ''}`,
