@@ -29,6 +29,7 @@ type benchOptions struct {
 	Bitrate          string
 	FragmentDuration time.Duration
 	Duration         time.Duration
+	Warmup           time.Duration
 	FPS              int
 	KeyframeRatio    float64
 	NoConsumers      bool
@@ -57,6 +58,8 @@ func (o *benchOptions) validate() error {
 		return errors.New("--data-dir is for the embedded server: add --embedded")
 	case o.DataDir != "" && o.Memory:
 		return errors.New("--memory keeps nothing on disk: leave out --data-dir")
+	case o.Warmup < 0 || o.Warmup >= o.Duration:
+		return fmt.Errorf("--warmup %v: want 0 or more and less than --duration %v", o.Warmup, o.Duration)
 	case o.ServerPID != 0 && o.Embedded:
 		return errors.New("--server-pid is for an external server: the embedded one is measured already")
 	}
@@ -86,7 +89,8 @@ deleted at the end. Producers start spread over one fragment duration, as indepe
 
 Output is a human summary, or with --output json exactly one JSON object: streams, duration_s,
 fragments, bytes, errors, ingest_mbps (megabits/s), persisted_ack_ms and delivery_ms (p50, p99, max),
-peak_rss_mb (null when unknown), plus server, sent, delivered, errors_by_kind and load_avg.`,
+peak_rss_mb (null when unknown), plus server, sent, delivered, errors_by_kind, load_avg and
+warmup_s. --warmup D leaves the fragments sent in the first D out of the latency figures.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
@@ -100,6 +104,7 @@ peak_rss_mb (null when unknown), plus server, sent, delivered, errors_by_kind an
 	f.StringVar(&o.Bitrate, "bitrate", "2Mbps", "media rate per stream, e.g. 2Mbps, 500kbps")
 	f.DurationVar(&o.FragmentDuration, "fragment-duration", time.Second, "fragment length (keyframe interval)")
 	f.DurationVar(&o.Duration, "duration", 30*time.Second, "how long each producer streams")
+	f.DurationVar(&o.Warmup, "warmup", 0, "leave fragments sent in the first part of the run out of the latency figures (they still count for errors)")
 	f.IntVar(&o.FPS, "fps", bench.DefaultFPS, "frames per second")
 	f.Float64Var(&o.KeyframeRatio, "keyframe-ratio", bench.DefaultKeyframeRatio, "keyframe size over delta frame size")
 	f.BoolVar(&o.NoConsumers, "no-consumers", false, "ingest only: no GetMedia consumers")
@@ -137,6 +142,7 @@ type benchOutput struct {
 	Delivered    int            `json:"delivered"`
 	ErrorsByKind map[string]int `json:"errors_by_kind"`
 	LoadAvg      string         `json:"load_avg"`
+	WarmupS      float64        `json:"warmup_s"`
 }
 
 func runBench(ctx context.Context, env *Env, o benchOptions) error {
@@ -164,7 +170,7 @@ func runBench(ctx context.Context, env *Env, o benchOptions) error {
 	}
 	res, err := bench.Run(ctx, bench.Config{
 		Client: cl, Streams: o.Streams, Bitrate: o.bitrate, FragmentDuration: o.FragmentDuration,
-		Duration: o.Duration, FPS: o.FPS, KeyframeRatio: o.KeyframeRatio, NoConsumers: o.NoConsumers,
+		Duration: o.Duration, Warmup: o.Warmup, FPS: o.FPS, KeyframeRatio: o.KeyframeRatio, NoConsumers: o.NoConsumers,
 		DeleteStreams: !o.Embedded && !o.KeepStreams, Log: logf,
 	})
 	if err != nil {
@@ -177,6 +183,7 @@ func runBench(ctx context.Context, env *Env, o benchOptions) error {
 		Streams: res.Streams, DurationS: round3(res.Duration.Seconds()), Fragments: res.Fragments, Bytes: res.Bytes,
 		Errors: res.Errors, IngestMbps: round3(res.IngestMbps()), PersistedAck: res.PersistedAck, Delivery: res.Delivery,
 		Server: server, Sent: res.Sent, Delivered: res.Delivered, ErrorsByKind: res.ErrorsByKind, LoadAvg: loadAverage(),
+		WarmupS: o.Warmup.Seconds(),
 	}
 	if pid != 0 {
 		if kb, err := peakRSS(pid); err == nil {
@@ -211,6 +218,9 @@ func writeBenchText(w io.Writer, o benchOptions, out benchOutput, res bench.Resu
 	fmt.Fprintf(&b, "\ningest:          %.1f Mbit/s (%.1f MB/s) over %.1f s\n", out.IngestMbps, out.IngestMbps/8, out.DurationS)
 	lat := func(name string, l bench.Latency) {
 		fmt.Fprintf(&b, "%-16s p50 %.1f ms   p99 %.1f ms   max %.1f ms\n", name+":", l.P50, l.P99, l.Max)
+	}
+	if o.Warmup > 0 {
+		fmt.Fprintf(&b, "latencies:       of the fragments sent after the first %v (warm-up)\n", o.Warmup)
 	}
 	lat("persisted ack", res.PersistedAck)
 	if !o.NoConsumers {

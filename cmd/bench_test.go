@@ -46,6 +46,9 @@ func TestBenchValidate(t *testing.T) {
 		{"memory without embedded", func(o *benchOptions) { o.Memory = true }, "--embedded"},
 		{"data dir without embedded", func(o *benchOptions) { o.DataDir = "/tmp" }, "--embedded"},
 		{"pid with embedded", func(o *benchOptions) { o.Embedded, o.ServerPID = true, 1 }, "--server-pid"},
+		{"warmup", func(o *benchOptions) { o.Warmup = time.Second }, ""},
+		{"warmup as long as the run", func(o *benchOptions) { o.Warmup = 3 * time.Second }, "--warmup"},
+		{"negative warmup", func(o *benchOptions) { o.Warmup = -time.Second }, "--warmup"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := ok()

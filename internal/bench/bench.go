@@ -78,6 +78,10 @@ type Config struct {
 	StreamPrefix string
 	// DeleteStreams deletes the streams at the end.
 	DeleteStreams bool
+	// Warmup leaves the fragments whose last byte was sent in the first Warmup of the run out
+	// of the latency figures (they still count for errors, fragments and bytes): the server's
+	// first seconds under a new load include its heap growing to size and connection set-up.
+	Warmup time.Duration
 	// DrainTimeout bounds the wait for outstanding acks and deliveries after the last fragment
 	// (default 15 s). Fragments still missing then count as errors.
 	DrainTimeout time.Duration
@@ -193,6 +197,7 @@ type run struct {
 	errs      map[string]int
 	first     []string
 	maxLag    atomic.Int64
+	t0        time.Time // when the first producer starts
 }
 
 func (r *run) fail(kind string, err error) {
@@ -269,6 +274,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	// fragments ending at the same instant is a burst no real fleet produces.
 	nFrags := int(cfg.Duration / cfg.FragmentDuration)
 	t0 := time.Now().Add(100 * time.Millisecond)
+	r.t0 = t0
 	cfg.Log("streaming: %d streams × %d fragments of %v at %s", cfg.Streams, nFrags, cfg.FragmentDuration, FormatBitrate(cfg.Bitrate))
 	var producers sync.WaitGroup
 	for i, s := range streams {
@@ -764,6 +770,7 @@ func (r *run) result(streams []*stream) Result {
 	res := Result{Streams: len(streams), ErrorsByKind: map[string]int{}}
 	var acks, dels []float64
 	var active time.Duration
+	measured := func(f *fragRecord) bool { return !f.lastByte.Before(r.t0.Add(r.cfg.Warmup)) }
 	for _, s := range streams {
 		s.mu.Lock()
 		active += s.end.Sub(s.start)
@@ -777,7 +784,9 @@ func (r *run) result(streams []*stream) Result {
 			} else {
 				res.Fragments++
 				res.Bytes += int64(f.size)
-				acks = append(acks, ms(f.persisted.Sub(f.lastByte)))
+				if measured(f) {
+					acks = append(acks, ms(f.persisted.Sub(f.lastByte)))
+				}
 			}
 			if r.cfg.NoConsumers {
 				continue
@@ -786,7 +795,9 @@ func (r *run) result(streams []*stream) Result {
 				res.ErrorsByKind["not-delivered"]++
 			} else {
 				res.Delivered++
-				dels = append(dels, ms(f.delivered.Sub(f.lastByte)))
+				if measured(f) {
+					dels = append(dels, ms(f.delivered.Sub(f.lastByte)))
+				}
 			}
 		}
 		s.mu.Unlock()

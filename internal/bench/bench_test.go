@@ -131,3 +131,30 @@ func TestParseBitrate(t *testing.T) {
 		}
 	}
 }
+
+// Fragments whose last byte went out during the warm-up count for the totals but not for the
+// latency figures.
+func TestResultWarmup(t *testing.T) {
+	t0 := time.Unix(1700000000, 0)
+	r := &run{cfg: Config{Warmup: 5 * time.Second}, t0: t0, errs: map[string]int{}}
+	s := &stream{r: r, frags: map[int64]*fragRecord{}, start: t0, end: t0.Add(10 * time.Second)}
+	for i := range 10 {
+		sent := t0.Add(time.Duration(i+1) * time.Second)
+		lat := 5 * time.Millisecond
+		if i < 4 { // sent in the first 5 s: slow, as a server warming up is
+			lat = 2 * time.Second
+		}
+		s.frags[int64(i)] = &fragRecord{size: 1000, lastByte: sent, persisted: sent.Add(lat), delivered: sent.Add(lat / 2)}
+	}
+	res := r.result([]*stream{s})
+	if res.Fragments != 10 || res.Delivered != 10 || res.Bytes != 10000 || res.Errors != 0 {
+		t.Errorf("totals %+v, want all 10 fragments", res)
+	}
+	if res.PersistedAck.Max != 5 || res.Delivery.Max != 2.5 {
+		t.Errorf("latencies %+v / %+v, want only the fragments after the warm-up (5 ms, 2.5 ms)", res.PersistedAck, res.Delivery)
+	}
+	r.cfg.Warmup = 0
+	if res := r.result([]*stream{s}); res.PersistedAck.Max != 2000 {
+		t.Errorf("without warm-up: max %v ms, want 2000", res.PersistedAck.Max)
+	}
+}
