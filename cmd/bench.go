@@ -85,12 +85,14 @@ per fragment, keyframe ≈ 9× a delta frame, each fragment = D seconds at R bit
 --embedded starts "kvs server" as a child process with a fresh data directory on disk (a temporary
 directory, or one made under --data-dir), so every PERSISTED ack waited for a real fdatasync;
 --memory uses the memory store instead. Without --embedded the streams are created on --endpoint and
-deleted at the end. Producers start spread over one fragment duration, as independent cameras are.
+deleted at the end. The consumers and the producers' PutMedia connections are opened first (as
+cameras are connected before they stream; connect_ms reports the producers' set-up), then the
+producers start spread over one fragment duration, as independent cameras are.
 
 Output is a human summary, or with --output json exactly one JSON object: streams, duration_s,
 fragments, bytes, errors, ingest_mbps (megabits/s), persisted_ack_ms and delivery_ms (p50, p99, max),
-peak_rss_mb (null when unknown), plus server, sent, delivered, errors_by_kind, load_avg and
-warmup_s. --warmup D leaves the fragments sent in the first D out of the latency figures.`,
+peak_rss_mb (null when unknown), plus server, sent, delivered, errors_by_kind, load_avg,
+warmup_s and connect_ms. --warmup D leaves the fragments sent in the first D out of the latency figures.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
@@ -143,6 +145,7 @@ type benchOutput struct {
 	ErrorsByKind map[string]int `json:"errors_by_kind"`
 	LoadAvg      string         `json:"load_avg"`
 	WarmupS      float64        `json:"warmup_s"`
+	Connect      bench.Latency  `json:"connect_ms"`
 }
 
 func runBench(ctx context.Context, env *Env, o benchOptions) error {
@@ -183,7 +186,7 @@ func runBench(ctx context.Context, env *Env, o benchOptions) error {
 		Streams: res.Streams, DurationS: round3(res.Duration.Seconds()), Fragments: res.Fragments, Bytes: res.Bytes,
 		Errors: res.Errors, IngestMbps: round3(res.IngestMbps()), PersistedAck: res.PersistedAck, Delivery: res.Delivery,
 		Server: server, Sent: res.Sent, Delivered: res.Delivered, ErrorsByKind: res.ErrorsByKind, LoadAvg: loadAverage(),
-		WarmupS: o.Warmup.Seconds(),
+		WarmupS: o.Warmup.Seconds(), Connect: res.Connect,
 	}
 	if pid != 0 {
 		if kb, err := peakRSS(pid); err == nil {
@@ -229,6 +232,7 @@ func writeBenchText(w io.Writer, o benchOptions, out benchOutput, res bench.Resu
 	if out.PeakRSSMB != nil {
 		fmt.Fprintf(&b, "server peak RSS: %.1f MB (%.2f MB per stream)\n", *out.PeakRSSMB, *out.PeakRSSMB/float64(o.Streams))
 	}
+	lat("connect", res.Connect)
 	fmt.Fprintf(&b, "producer lag:    %v at most behind real time\n", res.ProducerLag.Round(time.Millisecond))
 	fmt.Fprintf(&b, "load average:    %s\n", out.LoadAvg)
 	_, err := io.WriteString(w, b.String())

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"syscall"
@@ -210,20 +211,29 @@ func Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	env := &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr}
-	if path := os.Getenv("KVS_CPUPROFILE"); path != "" {
-		// For profiling any command (scripts/perf.sh): a CPU profile of the whole run. %p in the
-		// path becomes the process ID (kvs bench --embedded starts a kvs server child).
-		path = strings.ReplaceAll(path, "%p", strconv.Itoa(os.Getpid()))
-		if f, err := os.Create(path); err == nil {
-			if err := pprof.StartCPUProfile(f); err == nil {
-				defer f.Close()
-				defer pprof.StopCPUProfile()
-			}
-		} else {
-			fmt.Fprintf(env.Stderr, "kvs: KVS_CPUPROFILE: %v\n", err)
-		}
-	}
+	// For profiling any command (scripts/perf.sh): a CPU profile and an execution trace (go tool
+	// trace: where goroutines wait, not only where CPU goes) of the whole run.
+	defer profile(env, "KVS_CPUPROFILE", pprof.StartCPUProfile, pprof.StopCPUProfile)()
+	defer profile(env, "KVS_TRACE", trace.Start, trace.Stop)()
 	return Run(ctx, env, os.Args[1:])
+}
+
+// profile starts writing a profile to the file named by the environment variable env (%p in it
+// becomes the process ID: kvs bench --embedded starts a kvs server child) and returns what ends it.
+func profile(e *Env, env string, start func(io.Writer) error, stop func()) (end func()) {
+	path := os.Getenv(env)
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(strings.ReplaceAll(path, "%p", strconv.Itoa(os.Getpid())))
+	if err == nil {
+		if err = start(f); err == nil {
+			return func() { stop(); f.Close() }
+		}
+		f.Close()
+	}
+	fmt.Fprintf(e.Stderr, "kvs: %s: %v\n", env, err)
+	return func() {}
 }
 
 // Run executes the command line args in env and maps the outcome to an exit code. It is the one

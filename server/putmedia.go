@@ -122,6 +122,17 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 	}
 	m.addSession(p)
 	defer m.removeSession(p)
+	if pr, ok := s.store.(store.Preparer); ok && !p.liveOnly {
+		// Ready the stream's segment and fragment numbers while the first fragment arrives,
+		// so that its PERSISTED ack waits for neither (when a fleet of cameras connects at
+		// once, those are hundreds of directory fsyncs and bbolt commits in one second). An
+		// error here shows again, and is answered, when the fragment is stored.
+		go func() {
+			if err := pr.Prepare(ctx, p.name); err != nil && ctx.Err() == nil {
+				p.log.Debug("put media: prepare", "err", err)
+			}
+		}()
+	}
 	p.run(r.Body)
 	if p.stoppedEarly() {
 		p.lingerClose(r) // shutdown.go
@@ -683,6 +694,9 @@ func (ps *putParser) nanos(ticks int64) (int64, bool) {
 	return ticks * scale, true
 }
 
+// minArena is the first capacity of a session's frame arena: a second of 2 Mbit/s video.
+const minArena = 256 << 10
+
 func (ps *putParser) frame(f *mkv.Frame) *ackErr {
 	var track *mkv.Track
 	for i := range ps.tracks {
@@ -717,6 +731,14 @@ func (ps *putParser) frame(f *mkv.Frame) *ackErr {
 		return ps.fragErr(4001, "fragment at timecode %d is over %d bytes", ps.timecode, ps.p.m.maxFragmentSize)
 	}
 	ps.offsets = append(ps.offsets, len(ps.arena))
+	if need := len(ps.arena) + len(f.Data); need > cap(ps.arena) {
+		// Grow by doubling from minArena, not append's 1.25× for large slices: a session's
+		// first fragment builds its arena from nothing, and when a fleet of producers
+		// (re)connects at once, every one of them does so in the same second, in fresh memory.
+		grown := make([]byte, len(ps.arena), max(need, 2*cap(ps.arena), minArena))
+		copy(grown, ps.arena)
+		ps.arena = grown
+	}
 	ps.arena = append(ps.arena, f.Data...)
 	fr := *f
 	fr.Data = nil

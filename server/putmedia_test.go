@@ -421,3 +421,51 @@ func TestPutMediaIdle(t *testing.T) {
 	}
 	pc.end()
 }
+
+// prepareRecorder is an FS store that reports the streams it was asked to Prepare.
+type prepareRecorder struct {
+	*store.FS
+	calls chan string
+}
+
+func (r *prepareRecorder) Prepare(ctx context.Context, stream string) error {
+	err := r.FS.Prepare(ctx, stream)
+	r.calls <- stream
+	return err
+}
+
+// An upload readies its stream's store (segment, fragment numbers) as soon as it starts, before
+// its first fragment is complete; a stream that keeps no data is left alone.
+func TestPutMediaPreparesStore(t *testing.T) {
+	fs, err := store.OpenFS(t.TempDir(), store.FSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &prepareRecorder{FS: fs, calls: make(chan string, 8)}
+	e := newMediaEnvStore(t, rec)
+	e.createStream(t, "live", 0)
+	e.createStream(t, "kept", 1)
+	c := loadClip(t, "h264.mkv")
+
+	live := e.startPut(t, "live")
+	live.write(c.header())
+	live.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), false)
+	live.end()
+
+	pc := e.startPut(t, "kept")
+	pc.write(c.header()) // no fragment yet
+	select {
+	case name := <-rec.calls:
+		if name != "kept" {
+			t.Fatalf("Prepare(%q), want only the stream with retention", name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Prepare while the upload waits for its first fragment")
+	}
+	n := pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), true)
+	pc.end()
+	got, err := fs.Range(t.Context(), "kept", 0, 0)
+	if err != nil || len(got) != 1 || got[0].Number != n {
+		t.Fatalf("stored: %v, %v; want fragment %d", got, err, n)
+	}
+}

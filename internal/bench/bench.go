@@ -151,6 +151,9 @@ type Result struct {
 	FirstErrors  []string
 	PersistedAck Latency
 	Delivery     Latency
+	// Connect is the producers' connection set-up, before the measured run: PutMedia request
+	// sent (new TCP connection, headers, the MKV header) → its 200 response.
+	Connect Latency
 	// ProducerLag is the largest delay of a frame write behind its capture time: a producer that
 	// could not keep real time (server or client saturated) shows here.
 	ProducerLag time.Duration
@@ -185,8 +188,12 @@ type stream struct {
 	sent  int
 	start time.Time     // the first frame's capture time
 	end   time.Time     // the last fragment's last byte
-	done  chan struct{} // closed when the producer's ack stream has ended
+	done  chan struct{} // closed when produce has ended
 	got   chan struct{} // receives when a fragment was delivered (1 slot)
+
+	pw          *io.PipeWriter // the PutMedia request body (connect)
+	acksDone    chan struct{}  // closed when the PutMedia response has been read
+	connectTime time.Duration  // request sent → 200 response (connect)
 }
 
 type run struct {
@@ -270,15 +277,33 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		}
 	}
 
-	// Producers start spread over one fragment duration, as independent cameras would be: all
-	// fragments ending at the same instant is a burst no real fleet produces.
+	// Producers connect first (at most 16 at once), then start spread over one fragment
+	// duration, as independent cameras would be: all fragments ending at the same instant is a
+	// burst no real fleet produces. A producer that could not connect counts as an error and
+	// sends nothing.
+	cfg.Log("opening %d PutMedia connections", cfg.Streams)
+	var connected []*stream
+	var connMu sync.Mutex
+	_ = forEach(runCtx, streams, 16, func(_ context.Context, s *stream) error {
+		// runCtx, not the group's context: that one ends when the group does.
+		if err := s.connect(runCtx); err != nil {
+			r.fail("put-media", fmt.Errorf("stream %s: %w", s.name, err))
+			close(s.done)
+			return nil
+		}
+		connMu.Lock()
+		connected = append(connected, s)
+		connMu.Unlock()
+		return nil
+	})
+	slices.SortFunc(connected, func(a, b *stream) int { return a.index - b.index })
 	nFrags := int(cfg.Duration / cfg.FragmentDuration)
 	t0 := time.Now().Add(100 * time.Millisecond)
 	r.t0 = t0
-	cfg.Log("streaming: %d streams × %d fragments of %v at %s", cfg.Streams, nFrags, cfg.FragmentDuration, FormatBitrate(cfg.Bitrate))
+	cfg.Log("streaming: %d streams × %d fragments of %v at %s", len(connected), nFrags, cfg.FragmentDuration, FormatBitrate(cfg.Bitrate))
 	var producers sync.WaitGroup
-	for i, s := range streams {
-		start := t0.Add(time.Duration(int64(cfg.FragmentDuration) * int64(i) / int64(cfg.Streams)))
+	for i, s := range connected {
+		start := t0.Add(time.Duration(int64(cfg.FragmentDuration) * int64(i) / int64(len(connected))))
 		producers.Go(func() { s.produce(runCtx, start, nFrags) })
 	}
 	producers.Wait()
@@ -387,39 +412,36 @@ var codecPrivate = []byte{
 	0x2a, 0x01, 0x00, 0x04, 0x68, 0xce, 0x3c, 0x80,
 }
 
-// produce runs one PutMedia connection for nFrags fragments starting at start.
-func (s *stream) produce(ctx context.Context, start time.Time, nFrags int) {
+// connect opens the stream's PutMedia connection and sends the MKV header (EBML, Segment, Info,
+// Tracks), so that the request reaches the server, and waits for its 200 response. Producers
+// connect before the measured run starts, as cameras are connected before they stream: the
+// latencies measure streaming, and the connection set-up is reported apart (Result.Connect).
+func (s *stream) connect(ctx context.Context) error {
 	r := s.r
-	defer close(s.done)
-	if d := time.Until(start); d > 0 {
-		select {
-		case <-time.After(d):
-		case <-ctx.Done():
-			return
-		}
-	}
+	cfg := r.cfg
+	t := time.Now()
 	pr, pw := io.Pipe()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.putURL, pr)
 	if err != nil {
-		r.fail("put-media", err)
-		return
+		return err
 	}
 	req.ContentLength = -1
 	req.Header.Set("x-amzn-stream-name", s.name)
 	req.Header.Set("x-amzn-fragment-timecode-type", "ABSOLUTE")
-	req.Header.Set("x-amzn-producer-start-timestamp", strconv.FormatFloat(float64(start.UnixMilli())/1000, 'f', 3, 64))
+	req.Header.Set("x-amzn-producer-start-timestamp", strconv.FormatFloat(float64(t.UnixMilli())/1000, 'f', 3, 64))
 	req.Header.Set("x-amzn-fragment-acknowledgment-required", "1")
 	if err := r.sign(ctx, req, emptyHash); err != nil {
-		r.fail("put-media", err)
-		return
+		return err
 	}
-	acksDone := make(chan struct{})
+	s.pw = pw
+	s.acksDone = make(chan struct{})
+	status := make(chan error, 1)
 	go func() {
-		defer close(acksDone)
+		defer close(s.acksDone)
 		resp, err := r.hc.Do(req)
 		if err != nil {
 			pr.CloseWithError(err)
-			r.fail("put-media", err)
+			status <- err
 			return
 		}
 		defer resp.Body.Close()
@@ -427,24 +449,58 @@ func (s *stream) produce(ctx context.Context, start time.Time, nFrags int) {
 			b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 			err := fmt.Errorf("status %d: %s", resp.StatusCode, bytes.TrimSpace(b))
 			pr.CloseWithError(err)
-			r.fail("put-media", err)
+			status <- err
 			return
 		}
+		status <- nil
 		s.readAcks(resp.Body)
 		pr.Close() // the server is done: a write now fails instead of blocking
 	}()
+	interval := cfg.FragmentDuration / time.Duration(framesPerFragment(cfg))
+	buf := mkv.AppendEBMLHeader(nil, "matroska")
+	buf = mkv.AppendSegmentStart(buf)
+	buf = mkv.AppendInfo(buf, mkv.DefaultTimecodeScale, "kvs bench")
+	buf = mkv.AppendTracks(buf, []mkv.Track{{Number: 1, UID: 1, Type: mkv.TrackTypeVideo, CodecID: "V_MPEG4/ISO/AVC",
+		CodecPrivate: codecPrivate, Width: 1920, Height: 1080, DefaultDuration: interval}})
+	// The write returns once the transport has taken the bytes; the transport writes them with
+	// the request's headers.
+	if _, err := pw.Write(buf); err != nil {
+		<-s.acksDone
+		if err := <-status; err != nil {
+			return err
+		}
+		return err
+	}
+	select {
+	case err := <-status:
+		if err != nil {
+			return err
+		}
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.connectTime = time.Since(t)
+	return nil
+}
 
+// produce streams nFrags fragments on the connection that connect opened, starting at start.
+func (s *stream) produce(ctx context.Context, start time.Time, nFrags int) {
+	r := s.r
+	defer close(s.done)
+	pw, acksDone := s.pw, s.acksDone
+	if d := time.Until(start); d > 0 {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			pw.Close()
+			return
+		}
+	}
 	cfg := r.cfg
 	n := framesPerFragment(cfg)
 	interval := cfg.FragmentDuration / time.Duration(n)
 	keySize, deltaSize := frameBytes(cfg, true), frameBytes(cfg, false)
 	buf := make([]byte, 0, keySize+256)
-	buf = mkv.AppendEBMLHeader(buf, "matroska")
-	buf = mkv.AppendSegmentStart(buf)
-	buf = mkv.AppendInfo(buf, mkv.DefaultTimecodeScale, "kvs bench")
-	buf = mkv.AppendTracks(buf, []mkv.Track{{Number: 1, UID: 1, Type: mkv.TrackTypeVideo, CodecID: "V_MPEG4/ISO/AVC",
-		CodecPrivate: codecPrivate, Width: 1920, Height: 1080, DefaultDuration: interval}})
-	header := true
 	offset := (s.index * 7919) % (1 << 20)
 	var lag time.Duration
 write:
@@ -462,10 +518,7 @@ write:
 			} else if -d > lag {
 				lag = -d
 			}
-			if !header {
-				buf = buf[:0]
-			}
-			header = false
+			buf = buf[:0]
 			if k == 0 {
 				buf = mkv.AppendElementHeader(buf, mkv.IDCluster, -1)
 				buf = mkv.AppendUint(buf, mkv.IDTimecode, uint64(tc))
@@ -812,6 +865,13 @@ func (r *run) result(streams []*stream) Result {
 		res.Errors += v
 	}
 	res.Duration = active / time.Duration(len(streams))
+	var conns []float64
+	for _, s := range streams {
+		if s.connectTime > 0 {
+			conns = append(conns, ms(s.connectTime))
+		}
+	}
+	res.Connect = summarize(conns)
 	res.PersistedAck = summarize(acks)
 	res.Delivery = summarize(dels)
 	res.ProducerLag = time.Duration(r.maxLag.Load())

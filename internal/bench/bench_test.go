@@ -59,6 +59,10 @@ func TestRun(t *testing.T) {
 	if res.PersistedAck.Max <= 0 || res.Delivery.Max <= 0 || res.PersistedAck.P50 > res.PersistedAck.Max {
 		t.Errorf("latencies %+v %+v", res.PersistedAck, res.Delivery)
 	}
+	// Every producer connected before the run (its set-up measured apart).
+	if res.Connect.Max <= 0 || res.Connect.P50 > res.Connect.Max {
+		t.Errorf("connect latency %+v", res.Connect)
+	}
 	streams, err := st.ListStreams(t.Context())
 	if err != nil || len(streams) != 0 {
 		t.Errorf("streams left: %v, %v", streams, err)

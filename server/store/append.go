@@ -154,6 +154,13 @@ func (s *FS) segmentFor(st *fsStream, recLen int64) (*segment, error) {
 		if !full && !g.failed.Load() && now.Sub(g.created) < s.opts.MaxSegmentAge {
 			return g, nil
 		}
+		if g.size == 0 && !g.failed.Load() {
+			// Empty (opened by Prepare for an upload that sent nothing for a while): its age
+			// starts with its first record. Sealing it would leave an empty file that no
+			// retention pass removes (only OpenFS does).
+			g.created = now
+			return g, nil
+		}
 		s.seal(st)
 	}
 	if _, err := os.Stat(st.dir); errors.Is(err, fs.ErrNotExist) {

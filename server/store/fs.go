@@ -368,26 +368,62 @@ func (s *FS) NextNumber(_ context.Context, stream string) (uint64, error) {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.deleted {
-		return 0, fmt.Errorf("%w: %s", ErrStreamNotFound, stream)
-	}
-	if st.next >= st.hwm {
-		hwm := st.next + numberBlock
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			b := tx.Bucket(dataBucketName(st.id))
-			if b == nil {
-				return fmt.Errorf("%w: %s", ErrStreamNotFound, stream)
-			}
-			return b.Put(keyHWM, u64(hwm))
-		})
-		if err != nil {
-			return 0, fmt.Errorf("next number %s: %w", stream, err)
-		}
-		st.hwm = hwm
+	if err := s.reserveNumbers(st, stream); err != nil {
+		return 0, err
 	}
 	n := st.next
 	st.next++
 	return n, nil
+}
+
+// reserveNumbers persists a new high-water mark when st.next has reached it. st.mu is held.
+func (s *FS) reserveNumbers(st *fsStream, stream string) error {
+	if st.deleted {
+		return fmt.Errorf("%w: %s", ErrStreamNotFound, stream)
+	}
+	if st.next < st.hwm {
+		return nil
+	}
+	hwm := st.next + numberBlock
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(dataBucketName(st.id))
+		if b == nil {
+			return fmt.Errorf("%w: %s", ErrStreamNotFound, stream)
+		}
+		return b.Put(keyHWM, u64(hwm))
+	})
+	if err != nil {
+		return fmt.Errorf("next number %s: %w", stream, err)
+	}
+	st.hwm = hwm
+	return nil
+}
+
+// Prepare implements Preparer: it reserves fragment numbers when none are left and opens the
+// stream's active segment (creating its directory and file, fsyncing both directory entries),
+// so that an upload's first append only writes. A stream that keeps no data gets no segment.
+func (s *FS) Prepare(_ context.Context, stream string) error {
+	st, info, err := s.lookup(stream)
+	if err != nil {
+		return err
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := s.reserveNumbers(st, stream); err != nil {
+		return err
+	}
+	if info.RetentionHours <= 0 || st.active != nil {
+		return nil
+	}
+	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if _, err := s.segmentFor(st, 0); err != nil {
+		return fmt.Errorf("prepare %s: %w", stream, err)
+	}
+	return nil
 }
 
 // view runs fn on the stream's data bucket in a read transaction.

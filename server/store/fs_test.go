@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func openTestFS(t *testing.T) Store { return mustOpenFS(t, t.TempDir(), FSOptions{}) }
@@ -504,5 +506,73 @@ func TestFSAppendAsync(t *testing.T) {
 	mustCreate(t, s, "live", 0)
 	if _, err := s.AppendAsync(ctx, "live", FragmentMeta{Number: 1}, []byte("x")); !errors.Is(err, ErrNoRetention) {
 		t.Fatalf("retention 0: %v", err)
+	}
+}
+
+// TestFSPrepare checks that Prepare readies a stream for its first append (numbers reserved and
+// persisted, the segment file created) without changing what is stored, and that an empty
+// prepared segment is neither rolled over by age nor left behind by a restart.
+func TestFSPrepare(t *testing.T) {
+	dir := t.TempDir()
+	clock := base
+	opts := FSOptions{MaxSegmentAge: time.Hour, now: func() time.Time { return clock }}
+	s := mustOpenFS(t, dir, opts)
+	ctx := t.Context()
+	mustCreate(t, s, "s", 1)
+	mustCreate(t, s, "idle", 1)
+	mustCreate(t, s, "live", 0)
+	for range 2 { // idempotent
+		if err := s.Prepare(ctx, "s"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if segs := segmentFiles(t, s, "s"); len(segs) != 1 {
+		t.Fatalf("after Prepare: %d segment files, want 1", len(segs))
+	}
+	var hwm uint64
+	if err := s.view("s", func(_ *fsStream, b *bolt.Bucket) error { hwm = getU64(b.Get(keyHWM)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if hwm < 2 {
+		t.Fatalf("high-water mark after Prepare: %d, want numbers reserved", hwm)
+	}
+	clock = clock.Add(2 * time.Hour) // older than MaxSegmentAge, but empty: the append uses it
+	m := appendOne(t, s, "s", clock, clock, 100)
+	if segs := segmentFiles(t, s, "s"); len(segs) != 1 {
+		t.Fatalf("after the first append: %d segment files, want 1", len(segs))
+	}
+	got, err := s.Range(ctx, "s", 0, 0)
+	if err != nil || len(got) != 1 || got[0].Number != m.Number {
+		t.Fatalf("Range: %v, %v", got, err)
+	}
+	if err := s.Prepare(ctx, "live"); err != nil {
+		t.Fatal(err)
+	}
+	if segs := segmentFiles(t, s, "live"); len(segs) != 0 {
+		t.Fatalf("stream without retention: %d segment files", len(segs))
+	}
+	if err := s.Prepare(ctx, "nope"); !errors.Is(err, ErrStreamNotFound) {
+		t.Fatalf("unknown stream: %v", err)
+	}
+	if err := s.Prepare(ctx, "idle"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Prepare(ctx, "s"); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Close: %v", err)
+	}
+	s = mustOpenFS(t, dir, opts)
+	defer s.Close()
+	if segs := segmentFiles(t, s, "idle"); len(segs) != 0 {
+		t.Fatalf("prepared, never written: %d segment files after reopening", len(segs))
+	}
+	if n, err := s.NextNumber(ctx, "s"); err != nil || n <= m.Number {
+		t.Fatalf("NextNumber after reopen: %d, %v (last %d)", n, err, m.Number)
+	}
+	got, err = s.Range(ctx, "s", 0, 0)
+	if err != nil || len(got) != 1 || got[0].Number != m.Number {
+		t.Fatalf("Range after reopen: %v, %v", got, err)
 	}
 }

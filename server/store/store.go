@@ -70,6 +70,15 @@ type AsyncAppender interface {
 	AppendAsync(ctx context.Context, stream string, meta FragmentMeta, data []byte) (wait func(context.Context) error, err error)
 }
 
+// Preparer is implemented by stores that can ready a stream for appends ahead of its first
+// fragment (the PutMedia handler calls Prepare when an upload starts), so that the work a first
+// append would otherwise do on the way to its PERSISTED ack (reserving fragment numbers, creating
+// the segment file, fsyncing directory entries) happens while the fragment is still arriving.
+// Prepare is an optimization: appends do the same work themselves when it was not done.
+type Preparer interface {
+	Prepare(ctx context.Context, stream string) error
+}
+
 // Store is safe for concurrent use.
 type Store interface {
 	// CreateStream registers s (Name must be set); ErrStreamExists when the name is taken.
