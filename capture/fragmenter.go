@@ -52,6 +52,20 @@ type FragmenterConfig struct {
 	// keyframe, a restart of a looped source). Both are called synchronously from Next.
 	OnForcedCut func(clusterTimecode time.Duration)
 	Notice      func(msg string)
+	// ReuseFrameData lets the Fragmenter keep frame data in two buffers of its own that it
+	// reuses, instead of a new allocation per frame: a fragment's frame data is then valid only
+	// until Next has been called twice more. Sources over a reader (Matroska) then lend their
+	// read buffer instead of copying each frame into fresh memory, which is the largest cost
+	// of put-media from a file (client CPU 0.6 s → 0.36 s per 201 MB when not copying at all).
+	// For callers that are done with a fragment when they ask for the next one, as
+	// client.Producer.Send is (it does not retain the fragment).
+	ReuseFrameData bool
+}
+
+// lender is implemented by sources that can return a frame whose Data is valid only until their
+// next read, saving the copy into fresh memory when the caller copies it anyway.
+type lender interface {
+	readLent(ctx context.Context) (Frame, error)
 }
 
 // Fragmenter cuts the frames of a Source into keyframe-aligned mkv.Fragments. A fragment starts
@@ -87,6 +101,12 @@ type Fragmenter struct {
 	paceStart time.Time     // wall clock of the first frame (Realtime)
 	paceFirst time.Duration // DTS of the first frame
 	paceMax   time.Duration // largest DTS paced so far
+
+	// ReuseFrameData: frame data of even and odd fragments; cur is the one being filled.
+	arenas      [2][]byte
+	cur         int
+	lastKept    bool // the frame read last is in arenas[cur]
+	pendingKept bool // pending's data is in an arena
 }
 
 // NewFragmenter returns a Fragmenter over src.
@@ -149,7 +169,7 @@ func (f *Fragmenter) notice(format string, args ...any) {
 // read returns the next frame with shifted timestamps, looping and pacing as configured.
 func (f *Fragmenter) read(ctx context.Context) (Frame, error) {
 	for {
-		fr, err := f.src.ReadFrame(ctx)
+		fr, err := f.readSource(ctx)
 		if errors.Is(err, io.EOF) && f.cfg.Loop {
 			if f.passFrames == 0 {
 				return Frame{}, errors.New("fragmenter: looped source gave no frames")
@@ -189,6 +209,34 @@ func (f *Fragmenter) read(ctx context.Context) (Frame, error) {
 		}
 		return fr, nil
 	}
+}
+
+// readSource reads a frame, borrowing the source's buffer and keeping the data in the current
+// arena when ReuseFrameData allows.
+func (f *Fragmenter) readSource(ctx context.Context) (Frame, error) {
+	f.lastKept = false
+	l, ok := f.src.(lender)
+	if !ok || !f.cfg.ReuseFrameData {
+		return f.src.ReadFrame(ctx)
+	}
+	fr, err := l.readLent(ctx)
+	if err == nil {
+		fr.Data, f.lastKept = f.keep(fr.Data), true
+	}
+	return fr, err
+}
+
+// keep copies data to the end of the current arena. When the arena is full a larger one
+// replaces it; frames already in the old one keep it alive until they are dropped.
+func (f *Fragmenter) keep(data []byte) []byte {
+	a := f.arenas[f.cur]
+	if len(a)+len(data) > cap(a) {
+		a = make([]byte, 0, max(2*cap(a), len(data), 1<<20))
+	}
+	n := len(a)
+	a = append(a, data...)
+	f.arenas[f.cur] = a
+	return a[n:len(a):len(a)]
 }
 
 func (f *Fragmenter) reopen(ctx context.Context) error {
@@ -236,7 +284,8 @@ func (f *Fragmenter) pace(ctx context.Context, dts time.Duration) error {
 }
 
 // Next returns the next fragment, or io.EOF after the last one. The fragment and its frame data
-// are owned by the caller; its Tracks slice is shared by all fragments and must not be modified.
+// are owned by the caller (with ReuseFrameData, the frame data only until Next has been called
+// twice more); its Tracks slice is shared by all fragments and must not be modified.
 // On cancellation it returns ctx.Err() and the frames read for the unfinished fragment are lost.
 // Errors other than io.EOF are sticky.
 func (f *Fragmenter) Next(ctx context.Context) (*mkv.Fragment, error) {
@@ -255,11 +304,14 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 		if f.done {
 			return nil, io.EOF
 		}
+		f.switchArena()
 		fr, err := f.first(ctx)
 		if err != nil {
 			return nil, err
 		}
-		f.pending = &fr
+		f.pending, f.pendingKept = &fr, f.lastKept
+	} else {
+		f.switchArena()
 	}
 	frames := []Frame{*f.pending}
 	f.pending = nil
@@ -277,11 +329,11 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 		}
 		elapsed := fr.PTS - start
 		if f.isCutPoint(&fr) && elapsed >= f.cfg.TargetDuration {
-			f.pending = &fr
+			f.pending, f.pendingKept = &fr, f.lastKept
 			break
 		}
 		if max(maxPTS, fr.PTS)-min(minPTS, fr.PTS) > f.cfg.MaxDuration {
-			f.pending, forced = &fr, true
+			f.pending, f.pendingKept, forced = &fr, f.lastKept, true
 			break
 		}
 		minPTS, maxPTS = min(minPTS, fr.PTS), max(maxPTS, fr.PTS)
@@ -292,6 +344,20 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 		f.cfg.OnForcedCut(time.Duration(frag.Timecode) * time.Millisecond)
 	}
 	return frag, nil
+}
+
+// switchArena starts filling the arena of the previous fragment but one (ReuseFrameData) and
+// moves the pending frame's data into it, so that the previous fragment's data stays untouched
+// until the next call.
+func (f *Fragmenter) switchArena() {
+	if !f.cfg.ReuseFrameData {
+		return
+	}
+	f.cur ^= 1
+	f.arenas[f.cur] = f.arenas[f.cur][:0]
+	if f.pending != nil && f.pendingKept {
+		f.pending.Data = f.keep(f.pending.Data)
+	}
 }
 
 // first returns the first frame of the stream: the first video keyframe, dropping what comes

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -371,4 +373,66 @@ func TestFragmenterLoopWithoutKeyframe(t *testing.T) {
 	if _, err := fr.Next(t.Context()); err == nil || !strings.Contains(err.Error(), "no keyframe") {
 		t.Errorf("error %v, want one about the missing keyframe", err)
 	}
+}
+
+// TestFragmenterReuseFrameData checks that ReuseFrameData yields the same fragments as the
+// default (each compared before the next Next), that a fragment's data survives one more Next,
+// and that the memory is in fact reused, with Loop (a pending frame across a reopen) included.
+func TestFragmenterReuseFrameData(t *testing.T) {
+	for _, file := range []string{"h264.mkv", "h264_aac.mkv", "h265.mkv", "webm_vp8.webm", "h264_aac.mp4"} {
+		t.Run(file, func(t *testing.T) {
+			reopen := func(ctx context.Context) (Source, error) { return OpenFile(ctx, testdata(file), Options{}) }
+			newFr := func(reuse bool) *Fragmenter {
+				src, err := reopen(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				fr, err := NewFragmenter(src, FragmenterConfig{TargetDuration: time.Second, Loop: true, Reopen: reopen, ReuseFrameData: reuse})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { fr.Close() })
+				return fr
+			}
+			plain, reuse := newFr(false), newFr(true)
+			_, lends := plain.src.(lender)
+			var prev, prevCopy *mkv.Fragment
+			var first []*byte // the first frame's data address of each reused fragment
+			for i := range 12 {
+				want, err := plain.Next(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := reuse.Next(t.Context())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(got, want) {
+					t.Fatalf("fragment %d differs with ReuseFrameData", i)
+				}
+				if prev != nil && !reflect.DeepEqual(prev, prevCopy) {
+					t.Fatalf("fragment %d changed when the next one was read", i-1)
+				}
+				prev, prevCopy = got, cloneFragment(got)
+				first = append(first, &got.Frames[0].Data[0])
+			}
+			// Fragments two apart share an arena: the first frame goes to its start.
+			reused := first[4] == first[6] && first[5] == first[7]
+			if lends && !reused {
+				t.Error("ReuseFrameData: the arenas are not reused")
+			}
+			if !lends && reused {
+				t.Error("a source that does not lend its buffer had its frames moved")
+			}
+		})
+	}
+}
+
+func cloneFragment(f *mkv.Fragment) *mkv.Fragment {
+	c := *f
+	c.Frames = append([]mkv.Frame(nil), f.Frames...)
+	for i := range c.Frames {
+		c.Frames[i].Data = bytes.Clone(c.Frames[i].Data)
+	}
+	return &c
 }

@@ -6,8 +6,11 @@ import (
 	"errors"
 	"io"
 	"os"
+	"reflect"
 	"testing"
+	"time"
 
+	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/mkv/codec"
 )
 
@@ -141,6 +144,57 @@ func FuzzOpen(f *testing.F) {
 			if !known[fr.Track] {
 				t.Fatalf("frame of undeclared track %d", fr.Track)
 			}
+		}
+	})
+}
+
+// FuzzFragmenterReuse: with ReuseFrameData, fragments of any input equal the default ones, and
+// a fragment is intact after one more Next.
+func FuzzFragmenterReuse(f *testing.F) {
+	f.Add(seedClip(f, "h264.mkv", 6000))
+	f.Add(seedClip(f, "h264_aac.mkv", 6000))
+	f.Add(seedClip(f, "webm_vp8.webm", 4000))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ctx := context.Background()
+		open := func(reuse bool) *Fragmenter {
+			src, err := Open(ctx, bytes.NewReader(data), "-", Options{FrameRate: 25})
+			if err != nil {
+				return nil
+			}
+			fr, err := NewFragmenter(src, FragmenterConfig{TargetDuration: 100 * time.Millisecond, ReuseFrameData: reuse})
+			if err != nil {
+				src.Close()
+				return nil
+			}
+			return fr
+		}
+		plain := open(false)
+		if plain == nil {
+			return
+		}
+		defer plain.Close()
+		reuse := open(true)
+		if reuse == nil {
+			t.Fatal("the same input opened once, not twice")
+		}
+		defer reuse.Close()
+		var prev, prevCopy *mkv.Fragment
+		for i := range 50 {
+			want, werr := plain.Next(ctx)
+			got, gerr := reuse.Next(ctx)
+			if (werr == nil) != (gerr == nil) || werr != nil && werr.Error() != gerr.Error() {
+				t.Fatalf("fragment %d: errors %v / %v", i, werr, gerr)
+			}
+			if werr != nil {
+				return
+			}
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("fragment %d differs with ReuseFrameData", i)
+			}
+			if prev != nil && !reflect.DeepEqual(prev, prevCopy) {
+				t.Fatalf("fragment %d changed when the next one was read", i-1)
+			}
+			prev, prevCopy = got, cloneFragment(got)
 		}
 	})
 }

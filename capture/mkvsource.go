@@ -126,7 +126,13 @@ func (s *MKVSource) Tracks() []mkv.Track { return s.tracks }
 
 // ReadFrame returns the next frame. Frames of tracks not listed in Tracks are an error, as is a
 // later Tracks element that changes the tracks (players drop frames there too).
-func (s *MKVSource) ReadFrame(ctx context.Context) (Frame, error) {
+func (s *MKVSource) ReadFrame(ctx context.Context) (Frame, error) { return s.read(ctx, false) }
+
+// readLent implements lender: the frame's Data may be the Reader's buffer, valid until the next
+// read.
+func (s *MKVSource) readLent(ctx context.Context) (Frame, error) { return s.read(ctx, true) }
+
+func (s *MKVSource) read(ctx context.Context, lend bool) (Frame, error) {
 	defer context.AfterFunc(ctx, s.closeInput)()
 	for {
 		ev, err := s.r.Next()
@@ -147,12 +153,16 @@ func (s *MKVSource) ReadFrame(ctx context.Context) (Frame, error) {
 				return Frame{}, fmt.Errorf("matroska: tracks change at offset %d; a stream must keep its tracks (split the input there)", ev.Offset)
 			}
 		case mkv.EventFrame:
-			return s.frame(&ev.Frame, ev.Offset)
+			return s.frame(&ev.Frame, ev.Offset, lend)
 		}
 	}
 }
 
-func (s *MKVSource) frame(f *mkv.Frame, offset int64) (Frame, error) {
+func (s *MKVSource) frame(f *mkv.Frame, offset int64, lend bool) (Frame, error) {
+	own := cloneBytes
+	if lend {
+		own = func(b []byte) []byte { return b }
+	}
 	known := false
 	for i := range s.tracks {
 		if s.tracks[i].Number == f.Track {
@@ -174,13 +184,13 @@ func (s *MKVSource) frame(f *mkv.Frame, offset int64) (Frame, error) {
 	if tc, ok := s.nal[f.Track]; ok {
 		var err error
 		if tc.lengthSize == 4 {
-			out.Data = cloneBytes(f.Data)
+			out.Data = own(f.Data)
 		} else if out.Data, err = codec.ConvertLengthSize(nil, f.Data, tc.lengthSize); err != nil {
 			return Frame{}, fmt.Errorf("matroska: block at offset %d, track %d: %w", offset, f.Track, err)
 		}
 		out.Keyframe = codec.IsKeyframeAVCC(tc.codec, out.Data)
 	} else {
-		out.Data = cloneBytes(f.Data)
+		out.Data = own(f.Data)
 	}
 	return out, nil
 }

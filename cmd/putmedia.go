@@ -211,6 +211,7 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 		start = lc.Start() // the capture time of the first frame
 	}
 	fr, err := capture.NewFragmenter(src, capture.FragmenterConfig{
+		ReuseFrameData: true, // each fragment is done with (Send does not retain it) before the next
 		TargetDuration: o.FragmentDuration,
 		Realtime:       o.Realtime,
 		Loop:           o.Loop,
