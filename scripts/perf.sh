@@ -2,7 +2,7 @@
 # perf.sh reproduces the figures of the README's Performance section, each next to its reference,
 # with the load average at the time of each measurement. Run from the repository root:
 #
-#   scripts/perf.sh                 # everything (about 10 minutes)
+#   scripts/perf.sh                 # everything (about 15 minutes)
 #   KVS_PERF_STREAMS="200" KVS_PERF_DURATION=30s KVS_PERF_RUNS=3 scripts/perf.sh
 #
 # put-media, its ffmpeg reference and get-fragments run KVS_PERF_RUNS times each (default 5,
@@ -15,7 +15,7 @@
 set -euo pipefail
 
 WORK=${KVS_PERF_DIR:-/tmp/kvs-perf}
-STREAMS=${KVS_PERF_STREAMS:-"200 500 1000"}
+STREAMS=${KVS_PERF_STREAMS:-"200 300 400 500 1000"}
 DURATION=${KVS_PERF_DURATION:-30s}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 mkdir -p "$WORK"
@@ -128,11 +128,4 @@ for n in $STREAMS; do
 	say "before"
 	"$KVS" bench --embedded --data-dir "$WORK" --streams "$n" --bitrate 2Mbps --fragment-duration 1s \
 		--duration "$DURATION" 2>"$WORK/bench-$n.log" || echo "kvs bench exited $? (see $WORK/bench-$n.log)"
-	# The same load again, with the latencies of the first 5 s (the server's heap growing to size:
-	# page faults) left out of the figures.
-	sync
-	sleep 20
-	echo "== the same, --warmup 5s"
-	"$KVS" bench --embedded --data-dir "$WORK" --streams "$n" --bitrate 2Mbps --fragment-duration 1s \
-		--duration "$DURATION" --warmup 5s 2>"$WORK/bench-$n-warm.log" || echo "kvs bench exited $? (see $WORK/bench-$n-warm.log)"
 done
