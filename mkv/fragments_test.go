@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -205,5 +207,56 @@ func TestFragmentDuration(t *testing.T) {
 				t.Errorf("got %d, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestFragmentReaderMatchesReader: the frames of a FragmentReader (copied into arenas sized from
+// the cluster, or grown for unknown-size clusters that outgrow the previous fragment, and reused
+// after Release) are the Reader's frames, for known-size clusters (GetMedia chunks), unknown-size
+// ones, BlockGroups and the clips in testdata.
+func TestFragmentReaderMatchesReader(t *testing.T) {
+	frames := func(tc int64, sizes ...int) []Frame {
+		var out []Frame
+		for i, n := range sizes {
+			f := Frame{Track: 1, Timecode: tc + int64(40*i), Keyframe: i == 0, Data: bytes.Repeat([]byte{byte(i + 1)}, n)}
+			if i%3 == 2 {
+				f.Duration = 40 // a BlockGroup
+			}
+			out = append(out, f)
+		}
+		return out
+	}
+	known := []byte(nil)
+	for n := range 3 {
+		b, err := AppendFragment(nil, &Fragment{Tracks: testTracks, Timecode: int64(1000 * n),
+			Frames: frames(int64(1000*n), 100_000, 3000, 5000, 70_000)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		known = append(known, b...)
+	}
+	unknown := cat(docStart(true), segmentHead())
+	for n, sizes := range [][]int{{1000, 200}, {300_000, 50, 60}, {10, 10}, {500_000}} {
+		tc := int64(1000 * n)
+		cl, err := AppendCluster(nil, tc, frames(tc, sizes...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Same children, unknown size: skip the known size header (ID + 8-byte size).
+		unknown = AppendElementHeader(unknown, IDCluster, -1)
+		unknown = append(unknown, cl[len(AppendElementHeader(nil, IDCluster, int64(len(cl)))):]...)
+	}
+	inputs := map[string][]byte{"known-size clusters": known, "unknown-size clusters": unknown}
+	for _, name := range []string{"h264.mkv", "h264_aac.mkv", "webm_vp8.webm", "h265.mkv"} {
+		b, err := os.ReadFile(filepath.Join("..", "testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		inputs[name] = b
+	}
+	for name, in := range inputs {
+		if n := checkFragmentReaderFrames(t, in); n < 4 {
+			t.Errorf("%s: %d frames compared", name, n)
+		}
 	}
 }

@@ -227,3 +227,49 @@ func FuzzFragmentReader(f *testing.F) {
 		}
 	})
 }
+
+// FuzzFragmentReaderFrames: the frames a FragmentReader returns (read into its arenas, which it
+// reuses after Release) are, in order, the frames a Reader reports for the same input.
+func FuzzFragmentReaderFrames(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, in []byte) { checkFragmentReaderFrames(t, in, fuzzOptions()...) })
+}
+
+// checkFragmentReaderFrames compares a FragmentReader's frames with a Reader's and returns how
+// many it compared.
+func checkFragmentReaderFrames(t *testing.T, in []byte, opts ...Option) int {
+	t.Helper()
+	var want []Frame
+	rd := NewReader(bytes.NewReader(in), opts...)
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			break
+		}
+		if ev.Kind == EventFrame {
+			fr := ev.Frame
+			fr.Data = bytes.Clone(fr.Data)
+			want = append(want, fr)
+		}
+	}
+	fr := NewFragmentReader(bytes.NewReader(in), opts...)
+	i := 0
+	for {
+		frag, err := fr.Next()
+		if err != nil {
+			return i
+		}
+		for _, got := range frag.Frames {
+			if i >= len(want) {
+				t.Fatalf("frame %d: the Reader reported only %d", i, len(want))
+			}
+			w := want[i]
+			if got.Track != w.Track || got.Timecode != w.Timecode || got.Keyframe != w.Keyframe ||
+				got.Duration != w.Duration || !bytes.Equal(got.Data, w.Data) {
+				t.Fatalf("frame %d differs from the Reader's", i)
+			}
+			i++
+		}
+		frag.Release()
+	}
+}
