@@ -7,7 +7,8 @@
 #
 # put-media, its ffmpeg reference and get-fragments run KVS_PERF_RUNS times each (default 5,
 # alternating) and report the median: on a shared 2-core VM single runs vary by ±30%.
-# KVS_CPUPROFILE=/tmp/kvs.%p.prof on any kvs command writes a CPU profile per process.
+# KVS_CPUPROFILE=/tmp/kvs.%p.prof on any kvs command writes a CPU profile per process, and
+# KVS_TRACE=/tmp/kvs.%p.trace an execution trace (go tool trace: where goroutines wait).
 #
 # KVS_PERF_DIR (default /tmp/kvs-perf) must be on the disk being measured: the input file, the
 # server's data, the ffmpeg copy and the dd reference all go there. Needs go, ffmpeg, coreutils and awk.
