@@ -350,8 +350,9 @@ func (m *media) handleGetMediaForFragmentList(w http.ResponseWriter, r *http.Req
 		out = out[:0]
 		var meta store.FragmentMeta
 		var err error
-		if f := buf.get(n); f != nil {
+		if f := buf.acquire(n); f != nil {
 			out, meta = append(out, f.Chunk...), f.Meta
+			f.release()
 		} else {
 			out, meta, err = readChunk(ctx, s.store, st.Name, n, out)
 		}

@@ -314,45 +314,55 @@ func (c *consumer) run(ctx context.Context, notices <-chan struct{}, noFollow bo
 
 // deliverNext sends the fragment after c.last if there is one; false when there is none yet.
 func (c *consumer) deliverNext(ctx context.Context) (bool, error) {
-	st := c.m.s.store
 	for {
 		if c.buf.isGone() {
 			return false, errStreamDeleted
 		}
-		bf, oldest := c.buf.after(c.last)
-		if oldest != 0 && oldest <= c.last+1 {
-			// At the live edge: every later fragment is published to the buffer (in number
-			// order) no later than it is stored, so the store has nothing to add.
-			if bf == nil {
-				return false, nil
-			}
-			return true, c.sendLive(bf)
+		bf, oldest := c.buf.acquireAfter(c.last)
+		sent, again, err := c.deliverFrom(ctx, bf, oldest)
+		bf.release()
+		if !again {
+			return sent, err
 		}
-		metas, err := st.Range(ctx, c.name, c.last+1, 1)
-		if errors.Is(err, store.ErrStreamNotFound) {
-			return false, errStreamDeleted
-		}
-		if err != nil {
-			return false, err
-		}
-		if len(metas) == 0 || (bf != nil && bf.Meta.Number <= metas[0].Number) {
-			if bf == nil {
-				return false, nil
-			}
-			return true, c.sendLive(bf)
-		}
-		meta, err := c.readStored(ctx, metas[0].Number)
-		switch {
-		case errors.Is(err, store.ErrFragmentNotFound):
-			c.last = metas[0].Number // purged meanwhile: skip it
-			continue
-		case errors.Is(err, store.ErrStreamNotFound):
-			return false, errStreamDeleted
-		case err != nil:
-			return false, err
-		}
-		return true, c.send(meta, true)
 	}
+}
+
+// deliverFrom sends the fragment after c.last from the live buffer (bf, the first buffered one
+// after c.last, referenced by the caller; oldest, the buffer's oldest number) or from the store.
+// again: look again (the stored fragment was purged meanwhile).
+func (c *consumer) deliverFrom(ctx context.Context, bf *liveFragment, oldest uint64) (sent, again bool, err error) {
+	if oldest != 0 && oldest <= c.last+1 {
+		// At the live edge: every later fragment is published to the buffer (in number
+		// order) no later than it is stored, so the store has nothing to add.
+		if bf == nil {
+			return false, false, nil
+		}
+		return true, false, c.sendLive(bf)
+	}
+	metas, err := c.m.s.store.Range(ctx, c.name, c.last+1, 1)
+	if errors.Is(err, store.ErrStreamNotFound) {
+		return false, false, errStreamDeleted
+	}
+	if err != nil {
+		return false, false, err
+	}
+	if len(metas) == 0 || (bf != nil && bf.Meta.Number <= metas[0].Number) {
+		if bf == nil {
+			return false, false, nil
+		}
+		return true, false, c.sendLive(bf)
+	}
+	meta, err := c.readStored(ctx, metas[0].Number)
+	switch {
+	case errors.Is(err, store.ErrFragmentNotFound):
+		c.last = metas[0].Number // purged meanwhile: skip it
+		return false, true, nil
+	case errors.Is(err, store.ErrStreamNotFound):
+		return false, false, errStreamDeleted
+	case err != nil:
+		return false, false, err
+	}
+	return true, false, c.send(meta, true)
 }
 
 // readStored reads fragment n's chunk from the store into c.out.

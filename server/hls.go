@@ -438,21 +438,20 @@ func (p *playback) inRange(ctx context.Context, name string, buf *streamBuffer, 
 	}
 }
 
-// chunk returns fragment n's stored chunk: from the live buffer when it is still there, else
-// from the store.
-func (p *playback) chunk(ctx context.Context, name string, n uint64) ([]byte, store.FragmentMeta, error) {
-	buf := p.s.media.buffer(store.Stream{Name: name, RetentionHours: 1})
-	if f := buf.get(n); f != nil {
-		return f.Chunk, f.Meta, nil
-	}
-	return readChunk(ctx, p.s.store, name, n, nil)
-}
-
-// fragment returns fragment n parsed.
+// fragment returns fragment n parsed: from the live buffer when it is still there, else from
+// the store.
 func (p *playback) fragment(ctx context.Context, name string, n uint64) (*mkv.Fragment, store.FragmentMeta, error) {
-	b, meta, err := p.chunk(ctx, name, n)
-	if err != nil {
-		return nil, meta, err
+	buf := p.s.media.buffer(store.Stream{Name: name, RetentionHours: 1})
+	var b []byte
+	var meta store.FragmentMeta
+	if f := buf.acquire(n); f != nil {
+		defer f.release() // the FragmentReader copies the frames
+		b, meta = f.Chunk, f.Meta
+	} else {
+		var err error
+		if b, meta, err = readChunk(ctx, p.s.store, name, n, nil); err != nil {
+			return nil, meta, err
+		}
 	}
 	f, err := mkv.NewFragmentReader(bytes.NewReader(b)).Next()
 	if err != nil {
@@ -465,7 +464,8 @@ func (p *playback) fragment(ctx context.Context, name string, n uint64) (*mkv.Fr
 func (p *playback) tracks(ctx context.Context, name string, n uint64) ([]mkv.Track, error) {
 	var rd io.Reader
 	buf := p.s.media.buffer(store.Stream{Name: name, RetentionHours: 1})
-	if f := buf.get(n); f != nil {
+	if f := buf.acquire(n); f != nil {
+		defer f.release()
 		rd = bytes.NewReader(f.Chunk)
 	} else {
 		rc, _, err := p.s.store.Open(ctx, name, n)

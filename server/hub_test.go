@@ -1,11 +1,18 @@
 package server
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
 
+	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -152,4 +159,133 @@ func TestStreamBufferKeepsUnsynced(t *testing.T) {
 	if _, oldest := b.after(0); oldest != 4 {
 		t.Fatalf("oldest = %d once 1 is durable, want 4 (200 bytes)", oldest)
 	}
+}
+
+// TestChunkReuse streams fragments through a live buffer that keeps only the newest one, so that
+// every fragment's chunk memory goes back to the session for a later fragment, while live
+// consumers (one slow, one that leaves early), GetMediaForFragmentList and the HLS playback path
+// read chunks: each must get exactly the frames sent. Run with -race, it also checks that no
+// reader touches a chunk without holding a reference.
+func TestChunkReuse(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			e := newMediaEnv(t, kind)
+			e.srv.media.archivedLimits = bufferLimits{MaxBytes: 1, MaxAge: time.Hour}
+			e.createStream(t, "cam", 1)
+			c := loadClip(t, "h264.mkv")
+			const n = 24
+			type got struct {
+				nums   []uint64
+				frames [][]mkv.Frame
+			}
+			consume := func(ctx context.Context, delay time.Duration, max int, out chan<- got) {
+				body := e.getMedia(t, ctx, "cam", map[string]any{"StartSelectorType": "NOW"}, true)
+				go func() {
+					defer body.Close()
+					var g got
+					fr := mkv.NewFragmentReader(body)
+					for len(g.nums) < max {
+						f, err := fr.Next()
+						if err != nil {
+							t.Errorf("live read: %v", err)
+							break
+						}
+						num, _ := parseFragmentNumber(tag(t, f, mkv.TagFragmentNumber))
+						g.nums, g.frames = append(g.nums, num), append(g.frames, f.Frames)
+						time.Sleep(delay)
+					}
+					out <- g
+				}()
+			}
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			results := make(chan got, 3)
+			consume(ctx, 0, n, results)
+			consume(ctx, 15*time.Millisecond, n, results)
+			consume(ctx, 0, 3, results)
+
+			var mu sync.Mutex
+			var acked []uint64
+			readers := make(chan struct{})
+			go func() { // GetMediaForFragmentList and HLS's parse of the newest fragments
+				defer close(readers)
+				for ctx.Err() == nil {
+					mu.Lock()
+					nums := slices.Clone(acked)
+					mu.Unlock()
+					if len(nums) == 0 {
+						time.Sleep(time.Millisecond)
+						continue
+					}
+					i := len(nums) - 1
+					body := `{"StreamName":"cam","Fragments":["` + formatFragmentNumber(nums[i]) + `"]}`
+					req, _ := http.NewRequestWithContext(ctx, http.MethodPost, e.ts.URL+"/getMediaForFragmentList", strings.NewReader(body))
+					req.Header.Set("Content-Type", "application/json")
+					resp, err := e.ts.Client().Do(req)
+					if ctx.Err() != nil {
+						return
+					}
+					if err != nil {
+						t.Errorf("GetMediaForFragmentList: %v", err)
+						return
+					}
+					b, err := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					if ctx.Err() != nil {
+						return
+					}
+					if err != nil || resp.StatusCode != 200 {
+						t.Errorf("GetMediaForFragmentList: %d %v", resp.StatusCode, err)
+						return
+					}
+					frags := readFragments(t, bytes.NewReader(b))
+					if len(frags) != 1 || !sameFrames(frags[0].Frames, c, i) {
+						t.Errorf("GetMediaForFragmentList of fragment %d: wrong frames", i)
+					}
+					pb := &playback{s: e.srv}
+					if f, _, err := pb.fragment(ctx, "cam", nums[i]); err != nil || !sameFrames(f.Frames, c, i) {
+						t.Errorf("playback fragment %d: %v", i, err)
+					}
+				}
+			}()
+
+			pc := e.startPut(t, "cam")
+			pc.write(c.header())
+			for i := range n {
+				num := pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
+				mu.Lock()
+				acked = append(acked, num)
+				mu.Unlock()
+			}
+			pc.end()
+			for range 3 {
+				g := <-results
+				for k, num := range g.nums {
+					i := slices.Index(acked, num)
+					if i < 0 || !sameFrames(g.frames[k], c, i) {
+						t.Fatalf("live consumer: fragment %d (index %d): wrong frames", num, i)
+					}
+				}
+				if len(g.nums) != n && len(g.nums) != 3 {
+					t.Errorf("live consumer got %d fragments", len(g.nums))
+				}
+			}
+			cancel()
+			<-readers
+		})
+	}
+}
+
+// sameFrames reports whether frames are fragment i of the looped clip (data and keyframe flags).
+func sameFrames(frames []mkv.Frame, c *clip, i int) bool {
+	want := c.frags[i%len(c.frags)]
+	if len(frames) != len(want) {
+		return false
+	}
+	for k := range frames {
+		if !bytes.Equal(frames[k].Data, want[k].Data) || frames[k].Keyframe != want[k].Keyframe {
+			return false
+		}
+	}
+	return true
 }

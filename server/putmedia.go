@@ -119,6 +119,7 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 		m: m, name: st.Name, log: s.log.With("stream", st.Name, "request_id", requestID(r)),
 		buf: m.buffer(st), w: w, rc: rc, ctx: ctx, cancel: cancel,
 		liveOnly: st.RetentionHours <= 0, relative: mode == "RELATIVE", startNanos: start,
+		spare: make(chan []byte, spareChunks),
 	}
 	m.addSession(p)
 	defer m.removeSession(p)
@@ -180,7 +181,10 @@ type putSession struct {
 	relative   bool
 	startNanos int64 // producer start timestamp (RELATIVE)
 	liveOnly   bool  // retention 0: nothing is stored (persister only)
-	body       io.Reader
+	// spare takes back the chunks of this session that nobody references any more (see
+	// liveFragment), for the parser to build later fragments in.
+	spare chan []byte
+	body  io.Reader
 
 	mu         sync.Mutex
 	failure    *ackErr // first fatal error (delete, store, client gone)
@@ -336,6 +340,10 @@ func (p *putSession) run(body io.Reader) {
 	}
 }
 
+// spareChunks is how many released chunk buffers a session keeps for reuse. In steady state one
+// comes back (evicted from the live buffer) for each fragment made.
+const spareChunks = 4
+
 // maxUnsynced bounds the fragments of one upload written to the store but not yet durable
 // (their PERSISTED ack pending); the persister waits for the oldest beyond it.
 const maxUnsynced = 8
@@ -379,10 +387,12 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 		// store and published. The buffer keeps it until it is durable (unsynced), so a reader
 		// that falls back to the store never finds a hole that is not one. If the append fails,
 		// the fragment was seen live but is not in the archive: readers from the store skip the gap.
-		lf := &liveFragment{Meta: job.meta, Timecode: job.timecode, Chunk: job.chunk, Published: time.Now()}
+		lf := &liveFragment{Meta: job.meta, Timecode: job.timecode, Chunk: job.chunk, Published: time.Now(), home: p.spare}
+		lf.refs.Store(1) // the session's, until the store has the bytes
 		lf.unsynced.Store(true)
 		p.buf.publish(lf)
 		wait, _ := p.store(st, job)
+		lf.release() // the store keeps no reference to the chunk (Store.Append)
 		p.buf.seq.done(n)
 		if wait == nil {
 			lf.unsynced.Store(false)
@@ -801,13 +811,23 @@ func (ps *putParser) relative() bool { return ps.p.relative }
 // chunk builds the stored form of a fragment (kvs-api.md §6.1, §10): EBML header, unknown-size
 // Segment, Info, Tracks, the producer's Tags for this fragment, the KVS Tags (fragment number,
 // server and producer timestamps) and one known-size Cluster with the frames as received. It is
-// one allocation (sized ahead) and never changes after: the live buffer shares it.
+// one buffer (sized ahead; a released earlier chunk of the session when one fits) and never
+// changes while referenced: the live buffer and its readers share it (see liveFragment).
 func (ps *putParser) chunk(f *mkv.Fragment, meta store.FragmentMeta) ([]byte, error) {
 	size := len(ps.arena) + 24*len(ps.frames) + 512 + int(ps.fragTagSize)
 	for i := range ps.tracks {
 		size += len(ps.tracks[i].CodecPrivate) + 64
 	}
-	b := make([]byte, 0, size)
+	var b []byte
+	select {
+	case b = <-ps.p.spare: // an earlier fragment's, released by everyone
+	default:
+	}
+	if cap(b) < size {
+		// An eighth more, so that the buffer fits the next fragments of about this size
+		// when it comes back.
+		b = make([]byte, 0, size+size/8)
+	}
 	b = mkv.AppendEBMLHeader(b, f.DocType)
 	b = mkv.AppendSegmentStart(b)
 	b = mkv.AppendInfo(b, f.TimecodeScale, "")
