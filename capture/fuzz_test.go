@@ -154,6 +154,7 @@ func FuzzFragmenterReuse(f *testing.F) {
 	f.Add(seedClip(f, "h264.mkv", 6000))
 	f.Add(seedClip(f, "h264_aac.mkv", 6000))
 	f.Add(seedClip(f, "webm_vp8.webm", 4000))
+	f.Add(seedClip(f, "h264_aac.mp4", 1<<20))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ctx := context.Background()
 		open := func(reuse bool) *Fragmenter {

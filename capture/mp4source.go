@@ -31,7 +31,12 @@ type MP4Source struct {
 	tracks []mkv.Track
 	state  []*mp4Track
 	offset time.Duration // added to every timestamp so that no PTS is negative
+	buf    []byte        // sample buffer lent to a Fragmenter (readLent)
 }
+
+// MaxMP4SampleSize caps one MP4 sample, in bytes: sizes come from the file's sample table, and a
+// damaged or hostile one must not make the reader allocate gigabytes.
+const MaxMP4SampleSize = 50 << 20
 
 type mp4Track struct {
 	number     uint64
@@ -362,7 +367,13 @@ func (s *MP4Source) Tracks() []mkv.Track { return s.tracks }
 
 // ReadFrame returns the sample with the smallest decode time among the tracks (ties go to the
 // earlier track).
-func (s *MP4Source) ReadFrame(ctx context.Context) (Frame, error) {
+func (s *MP4Source) ReadFrame(ctx context.Context) (Frame, error) { return s.read(ctx, false) }
+
+// readLent implements lender: the frame's Data may be the source's buffer, valid until the next
+// read.
+func (s *MP4Source) readLent(ctx context.Context) (Frame, error) { return s.read(ctx, true) }
+
+func (s *MP4Source) read(ctx context.Context, lend bool) (Frame, error) {
 	if err := ctx.Err(); err != nil {
 		return Frame{}, err
 	}
@@ -384,7 +395,19 @@ func (s *MP4Source) ReadFrame(ctx context.Context) (Frame, error) {
 	if _, err := s.rs.Seek(int64(smp.offset), io.SeekStart); err != nil {
 		return Frame{}, fmt.Errorf("mp4: track %d sample %d: %w", best.number, best.next, err)
 	}
-	data := make([]byte, smp.size)
+	if smp.size > MaxMP4SampleSize {
+		return Frame{}, fmt.Errorf("mp4: track %d sample %d is %d bytes, more than the %d a frame may have (damaged file?)",
+			best.number, best.next, smp.size, MaxMP4SampleSize)
+	}
+	var data []byte
+	if lend {
+		if cap(s.buf) < int(smp.size) {
+			s.buf = make([]byte, smp.size)
+		}
+		data = s.buf[:smp.size]
+	} else {
+		data = make([]byte, smp.size)
+	}
 	if _, err := io.ReadFull(s.rs, data); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF

@@ -436,3 +436,36 @@ func TestCodecPrivateMatchesFFmpeg(t *testing.T) {
 		t.Errorf("avcC from Annex B\n%x\nffmpeg's\n%x", a, b)
 	}
 }
+
+// TestMP4SampleSizeCap: a sample table that claims a huge sample is an error naming it, not a
+// multi-gigabyte allocation.
+func TestMP4SampleSizeCap(t *testing.T) {
+	b, err := os.ReadFile(testdata("h264_aac.mp4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(b, []byte("stsz"))
+	if i < 4 || getU32(b[i+8:]) != 0 {
+		t.Fatal("no stsz box with a size per sample in the clip")
+	}
+	first := i + 16 // after type, version+flags, uniform size, count
+	putU32(b[first:], 0xFFFFFFF0)
+	src, err := Open(t.Context(), bytes.NewReader(b), "big.mp4", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	for {
+		_, err = src.ReadFrame(t.Context())
+		if err != nil {
+			break
+		}
+	}
+	if !strings.Contains(err.Error(), "more than the 52428800 a frame may have") {
+		t.Fatalf("error %v, want the sample size cap", err)
+	}
+}
+
+func getU32(b []byte) uint32 { return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) }
+
+func putU32(b []byte, v uint32) { b[0], b[1], b[2], b[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v) }
