@@ -92,7 +92,8 @@ producers start spread over one fragment duration, as independent cameras are.
 Output is a human summary, or with --output json exactly one JSON object: streams, duration_s,
 fragments, bytes, errors, ingest_mbps (megabits/s), persisted_ack_ms and delivery_ms (p50, p99, max),
 peak_rss_mb (null when unknown), plus server, sent, delivered, errors_by_kind, load_avg,
-warmup_s and connect_ms. --warmup D leaves the fragments sent in the first D out of the latency figures.`,
+warmup_s, connect_ms and by_second (fragments and p99 latencies per second of the run, where a
+tail comes from). --warmup D leaves the fragments sent in the first D out of the latency figures.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
@@ -146,6 +147,7 @@ type benchOutput struct {
 	LoadAvg      string         `json:"load_avg"`
 	WarmupS      float64        `json:"warmup_s"`
 	Connect      bench.Latency  `json:"connect_ms"`
+	BySecond     []bench.Second `json:"by_second"`
 }
 
 func runBench(ctx context.Context, env *Env, o benchOptions) error {
@@ -186,7 +188,7 @@ func runBench(ctx context.Context, env *Env, o benchOptions) error {
 		Streams: res.Streams, DurationS: round3(res.Duration.Seconds()), Fragments: res.Fragments, Bytes: res.Bytes,
 		Errors: res.Errors, IngestMbps: round3(res.IngestMbps()), PersistedAck: res.PersistedAck, Delivery: res.Delivery,
 		Server: server, Sent: res.Sent, Delivered: res.Delivered, ErrorsByKind: res.ErrorsByKind, LoadAvg: loadAverage(),
-		WarmupS: o.Warmup.Seconds(), Connect: res.Connect,
+		WarmupS: o.Warmup.Seconds(), Connect: res.Connect, BySecond: res.BySecond,
 	}
 	if pid != 0 {
 		if kb, err := peakRSS(pid); err == nil {
@@ -231,6 +233,22 @@ func writeBenchText(w io.Writer, o benchOptions, out benchOutput, res bench.Resu
 	}
 	if out.PeakRSSMB != nil {
 		fmt.Fprintf(&b, "server peak RSS: %.1f MB (%.2f MB per stream)\n", *out.PeakRSSMB, *out.PeakRSSMB/float64(o.Streams))
+	}
+	if len(res.BySecond) > 1 {
+		worstAck, worstDel := res.BySecond[0], res.BySecond[0]
+		for _, sec := range res.BySecond {
+			if sec.PersistedP99 > worstAck.PersistedP99 {
+				worstAck = sec
+			}
+			if sec.DeliveryP99 > worstDel.DeliveryP99 {
+				worstDel = sec
+			}
+		}
+		fmt.Fprintf(&b, "worst second:    persisted ack p99 %.1f ms (second %d)", worstAck.PersistedP99, worstAck.Second)
+		if !o.NoConsumers {
+			fmt.Fprintf(&b, ", delivery p99 %.1f ms (second %d)", worstDel.DeliveryP99, worstDel.Second)
+		}
+		b.WriteString("\n")
 	}
 	lat("connect", res.Connect)
 	fmt.Fprintf(&b, "producer lag:    %v at most behind real time\n", res.ProducerLag.Round(time.Millisecond))

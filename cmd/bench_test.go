@@ -112,4 +112,10 @@ func TestBench(t *testing.T) {
 	if s, _ := got["server"].(string); !strings.Contains(s, "FS store") {
 		t.Errorf("server = %q", s)
 	}
+	if secs, _ := got["by_second"].([]any); len(secs) < 2 {
+		t.Errorf("by_second = %v", got["by_second"])
+	}
+	if c, _ := got["connect_ms"].(map[string]any); c["max"] == nil {
+		t.Errorf("connect_ms = %v", got["connect_ms"])
+	}
 }

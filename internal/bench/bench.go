@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -154,9 +155,21 @@ type Result struct {
 	// Connect is the producers' connection set-up, before the measured run: PutMedia request
 	// sent (new TCP connection, headers, the MKV header) → its 200 response.
 	Connect Latency
+	// BySecond breaks the latencies down by the second of the run in which each fragment's last
+	// byte was sent (warm-up included): where a tail comes from, such as every stream's first
+	// fragment.
+	BySecond []Second
 	// ProducerLag is the largest delay of a frame write behind its capture time: a producer that
 	// could not keep real time (server or client saturated) shows here.
 	ProducerLag time.Duration
+}
+
+// Second is the latency summary of the fragments sent in one second of the run.
+type Second struct {
+	Second       int     `json:"second"` // since the first producer started
+	Fragments    int     `json:"fragments"`
+	PersistedP99 float64 `json:"persisted_ack_p99_ms"`
+	DeliveryP99  float64 `json:"delivery_p99_ms,omitempty"`
 }
 
 // IngestMbps is the persisted media rate in megabits per second.
@@ -822,6 +835,8 @@ func readHeaderLen(br *bufio.Reader) (id uint32, size int64, n int, err error) {
 func (r *run) result(streams []*stream) Result {
 	res := Result{Streams: len(streams), ErrorsByKind: map[string]int{}}
 	var acks, dels []float64
+	secAcks, secDels := map[int][]float64{}, map[int][]float64{}
+	second := func(f *fragRecord) int { return max(0, int(f.lastByte.Sub(r.t0)/time.Second)) }
 	var active time.Duration
 	measured := func(f *fragRecord) bool { return !f.lastByte.Before(r.t0.Add(r.cfg.Warmup)) }
 	for _, s := range streams {
@@ -837,9 +852,11 @@ func (r *run) result(streams []*stream) Result {
 			} else {
 				res.Fragments++
 				res.Bytes += int64(f.size)
+				d := ms(f.persisted.Sub(f.lastByte))
 				if measured(f) {
-					acks = append(acks, ms(f.persisted.Sub(f.lastByte)))
+					acks = append(acks, d)
 				}
+				secAcks[second(f)] = append(secAcks[second(f)], d)
 			}
 			if r.cfg.NoConsumers {
 				continue
@@ -848,9 +865,11 @@ func (r *run) result(streams []*stream) Result {
 				res.ErrorsByKind["not-delivered"]++
 			} else {
 				res.Delivered++
+				d := ms(f.delivered.Sub(f.lastByte))
 				if measured(f) {
-					dels = append(dels, ms(f.delivered.Sub(f.lastByte)))
+					dels = append(dels, d)
 				}
+				secDels[second(f)] = append(secDels[second(f)], d)
 			}
 		}
 		s.mu.Unlock()
@@ -872,6 +891,10 @@ func (r *run) result(streams []*stream) Result {
 		}
 	}
 	res.Connect = summarize(conns)
+	for _, sec := range slices.Sorted(maps.Keys(secAcks)) {
+		res.BySecond = append(res.BySecond, Second{Second: sec, Fragments: len(secAcks[sec]),
+			PersistedP99: summarize(secAcks[sec]).P99, DeliveryP99: summarize(secDels[sec]).P99})
+	}
 	res.PersistedAck = summarize(acks)
 	res.Delivery = summarize(dels)
 	res.ProducerLag = time.Duration(r.maxLag.Load())

@@ -59,6 +59,17 @@ func TestRun(t *testing.T) {
 	if res.PersistedAck.Max <= 0 || res.Delivery.Max <= 0 || res.PersistedAck.P50 > res.PersistedAck.Max {
 		t.Errorf("latencies %+v %+v", res.PersistedAck, res.Delivery)
 	}
+	// The per-second breakdown covers every persisted fragment, in order of the seconds.
+	total, prev := 0, -1
+	for _, sec := range res.BySecond {
+		if sec.Second <= prev || sec.Fragments <= 0 || sec.PersistedP99 <= 0 || sec.DeliveryP99 <= 0 {
+			t.Errorf("by second: %+v after second %d", sec, prev)
+		}
+		total, prev = total+sec.Fragments, sec.Second
+	}
+	if total != res.Fragments || len(res.BySecond) < 2 {
+		t.Errorf("by second: %d fragments in %d seconds, want %d", total, len(res.BySecond), res.Fragments)
+	}
 	// Every producer connected before the run (its set-up measured apart).
 	if res.Connect.Max <= 0 || res.Connect.P50 > res.Connect.Max {
 		t.Errorf("connect latency %+v", res.Connect)
