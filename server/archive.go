@@ -350,9 +350,11 @@ func (m *media) handleGetMediaForFragmentList(w http.ResponseWriter, r *http.Req
 		out = out[:0]
 		var meta store.FragmentMeta
 		var err error
-		if f := buf.acquire(n); f != nil {
-			out, meta = append(out, f.Chunk...), f.Meta
-			f.release()
+		// A buffered fragment's chunk is written as it is (shared, not copied), then out holds
+		// only its trailing tags; a stored one is read into out.
+		live := buf.acquire(n)
+		if live != nil {
+			meta = live.Meta
 		} else {
 			out, meta, err = readChunk(ctx, s.store, st.Name, n, out)
 		}
@@ -374,6 +376,13 @@ func (m *media) handleGetMediaForFragmentList(w http.ResponseWriter, r *http.Req
 				mkv.SimpleTag{Name: mkv.TagExceptionMessage, Value: "The fragment could not be read."})
 		}
 		_ = rc.SetWriteDeadline(time.Now().Add(m.writeTimeout))
+		if live != nil {
+			_, err := w.Write(live.Chunk)
+			live.release()
+			if err != nil {
+				return
+			}
+		}
 		if _, err := w.Write(out); err != nil {
 			return
 		}

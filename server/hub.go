@@ -15,7 +15,8 @@ import (
 //
 // Chunk's memory is recycled: the PutMedia session that made it reuses it for a later fragment
 // once nobody holds a reference (a fresh multi-megabyte buffer per fragment costs page faults and
-// zeroing: with reuse, put-media of a 201 MB file took 15% less time and 25% less server CPU).
+// zeroing: with reuse, put-media of a 201 MB file took 0.81 s instead of 0.89 s in interleaved
+// runs, and a 200-stream kvs bench peaked at 587 MB RSS instead of 733 MB).
 // References: the session's (until the store has the bytes), the buffer's (until eviction) and
 // each reader's. A reader takes its reference under the buffer's lock (acquire, acquireAfter) and
 // releases it when done with Chunk; the other accessors (get, after, snapshot) are for Meta only.

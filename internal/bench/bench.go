@@ -478,9 +478,9 @@ func (s *stream) connect(ctx context.Context) error {
 	// The write returns once the transport has taken the bytes; the transport writes them with
 	// the request's headers.
 	if _, err := pw.Write(buf); err != nil {
-		<-s.acksDone
-		if err := <-status; err != nil {
-			return err
+		<-s.acksDone // the request ended: its status says why, when it failed
+		if serr := <-status; serr != nil {
+			return serr
 		}
 		return err
 	}

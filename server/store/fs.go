@@ -479,22 +479,33 @@ func (s *FS) Open(_ context.Context, stream string, number uint64) (io.ReadClose
 	if err != nil {
 		return nil, FragmentMeta{}, err
 	}
-	body := io.NewSectionReader(f, e.Offset+recordHeaderSize, e.Size)
 	if e.Size <= eagerVerifyLimit {
 		defer f.Close()
-		buf := make([]byte, e.Size)
-		if _, err := io.ReadFull(body, buf); err != nil {
-			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-				err = fmt.Errorf("%w: %w", ErrCorrupt, errTornPayload)
-			}
+		buf, err := readPayload(f, e, h, nil)
+		if err != nil {
 			return nil, FragmentMeta{}, fmt.Errorf("open %s/%d: %w", stream, number, err)
-		}
-		if crc32.Checksum(buf, castagnoli) != h.PayloadCRC {
-			return nil, FragmentMeta{}, fmt.Errorf("open %s/%d: %w: %w", stream, number, ErrCorrupt, errPayloadCRC)
 		}
 		return io.NopCloser(bytes.NewReader(buf)), e.meta(), nil
 	}
+	body := io.NewSectionReader(f, e.Offset+recordHeaderSize, e.Size)
 	return &verifyingReader{r: body, f: f, want: h.PayloadCRC, left: e.Size, crc: crc32.New(castagnoli)}, e.meta(), nil
+}
+
+// readPayload appends the payload of record e (header h) in f to b and checks its CRC; b is
+// returned unchanged on error.
+func readPayload(f *os.File, e indexEntry, h recordHeader, b []byte) ([]byte, error) {
+	start := len(b)
+	b = slices.Grow(b, int(e.Size))[:start+int(e.Size)]
+	if _, err := f.ReadAt(b[start:], e.Offset+recordHeaderSize); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, errTornPayload)
+		}
+		return b[:start], err
+	}
+	if crc32.Checksum(b[start:], castagnoli) != h.PayloadCRC {
+		return b[:start], fmt.Errorf("%w: %w", ErrCorrupt, errPayloadCRC)
+	}
+	return b, nil
 }
 
 // openRecord opens the segment that holds fragment number and checks the record header against
@@ -684,16 +695,9 @@ func (s *FS) AppendPayload(_ context.Context, stream string, number uint64, b []
 		return b, FragmentMeta{}, err
 	}
 	defer f.Close()
-	start := len(b)
-	b = slices.Grow(b, int(e.Size))[:start+int(e.Size)]
-	if _, err := f.ReadAt(b[start:], e.Offset+recordHeaderSize); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = fmt.Errorf("%w: %w", ErrCorrupt, errTornPayload)
-		}
-		return b[:start], FragmentMeta{}, fmt.Errorf("read %s/%d: %w", stream, number, err)
-	}
-	if crc32.Checksum(b[start:], castagnoli) != h.PayloadCRC {
-		return b[:start], FragmentMeta{}, fmt.Errorf("read %s/%d: %w: %w", stream, number, ErrCorrupt, errPayloadCRC)
+	b, err = readPayload(f, e, h, b)
+	if err != nil {
+		return b, FragmentMeta{}, fmt.Errorf("read %s/%d: %w", stream, number, err)
 	}
 	return b, e.meta(), nil
 }
