@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,6 +124,62 @@ func TestListFragmentsSDK(t *testing.T) {
 	}
 }
 
+// TestTimestampsAtReportedPrecision: fragments are stored with the millisecond timestamps the APIs
+// report, so a range that ends at a reported timestamp (or at a "now" the SDK rounded down to the
+// millisecond just after the upload) holds the fragment. A clock and timecodes with sub-millisecond
+// parts: stored in nanoseconds, the last fragment fell outside such a range.
+func TestTimestampsAtReportedPrecision(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			var n atomic.Int64
+			e := newMediaEnv(t, kind, func(c *Config) {
+				c.Now = func() time.Time {
+					return time.Unix(1_800_000_000, 123_456_789).Add(time.Duration(n.Add(1)) * time.Second)
+				}
+			})
+			e.createStream(t, "cam", 1)
+			c := loadClip(t, "h264.mkv")
+			c.scale = 100_000 // 0.1 ms ticks: base below puts every producer time 0.7 ms past a millisecond
+			base := int64(baseMillis*10 + 7)
+			nums := e.ingestAt(t, "cam", c, 0, 3, base, true)
+			metas, err := e.store.Range(t.Context(), "cam", nums[0], 0)
+			if err != nil || len(metas) != 3 {
+				t.Fatalf("stored %d fragments (%v), want 3", len(metas), err)
+			}
+			for _, m := range metas {
+				if m.ServerTime.Nanosecond()%1e6 != 0 || m.ProducerTime.Nanosecond()%1e6 != 0 {
+					t.Errorf("fragment %d stored at server %s, producer %s: want whole milliseconds", m.Number,
+						m.ServerTime.Format(time.RFC3339Nano), m.ProducerTime.Format(time.RFC3339Nano))
+				}
+			}
+			if ns := metas[2].ServerTime.Nanosecond(); ns != 123_000_000 {
+				t.Errorf("third fragment's server time %s, want .123 s (the clock's millisecond)", metas[2].ServerTime.Format(time.RFC3339Nano))
+			}
+			am := e.archivedClient()
+			all, _ := listAll(t, am, &kinesisvideoarchivedmedia.ListFragmentsInput{StreamName: aws.String("cam")})
+			if len(all) != 3 {
+				t.Fatalf("listed %d fragments, want 3", len(all))
+			}
+			for _, typ := range []types.FragmentSelectorType{types.FragmentSelectorTypeServerTimestamp, types.FragmentSelectorTypeProducerTimestamp} {
+				ts := func(f types.Fragment) *time.Time {
+					if typ == types.FragmentSelectorTypeServerTimestamp {
+						return f.ServerTimestamp
+					}
+					return f.ProducerTimestamp
+				}
+				// The range is exactly [first reported, last reported]: all three are in it.
+				got, _ := listAll(t, am, &kinesisvideoarchivedmedia.ListFragmentsInput{StreamName: aws.String("cam"),
+					FragmentSelector: &types.FragmentSelector{FragmentSelectorType: typ,
+						TimestampRange: &types.TimestampRange{StartTimestamp: ts(all[0]), EndTimestamp: ts(all[2])}}})
+				if len(got) != 3 {
+					t.Errorf("%s range [%s, %s]: %d fragments, want 3", typ, ts(all[0]).Format(time.RFC3339Nano),
+						ts(all[2]).Format(time.RFC3339Nano), len(got))
+				}
+			}
+		})
+	}
+}
+
 func TestListFragmentsErrors(t *testing.T) {
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 1)
@@ -158,13 +215,7 @@ func TestListFragmentsNoRetention(t *testing.T) {
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "live", 0)
 	c := loadClip(t, "h264.mkv")
-	pc := e.startPut(t, "live")
-	pc.write(c.header())
-	var nums []uint64
-	for i := range 5 {
-		nums = append(nums, pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), false))
-	}
-	pc.end()
+	nums := e.ingestAt(t, "live", c, 0, 5, baseMillis, false)
 	am := e.archivedClient()
 	frags, _ := listAll(t, am, &kinesisvideoarchivedmedia.ListFragmentsInput{StreamName: aws.String("live"), MaxResults: aws.Int64(2)})
 	if len(frags) != 5 || aws.ToString(frags[4].FragmentNumber) != formatFragmentNumber(nums[4]) {

@@ -21,6 +21,13 @@ import (
 // numbers.
 func (e *mediaEnv) ingest(t testing.TB, stream string, c *clip, from, n int) []uint64 {
 	t.Helper()
+	return e.ingestAt(t, stream, c, from, n, baseMillis, true)
+}
+
+// ingestAt is ingest with base added to every timecode; persisted says whether the stream
+// stores fragments (else no PERSISTED ack comes).
+func (e *mediaEnv) ingestAt(t testing.TB, stream string, c *clip, from, n int, base int64, persisted bool) []uint64 {
+	t.Helper()
 	pc := e.startPut(t, stream)
 	if pc.status != 200 {
 		t.Fatalf("put media: %d %s", pc.status, pc.errTyp)
@@ -28,7 +35,7 @@ func (e *mediaEnv) ingest(t testing.TB, stream string, c *clip, from, n int) []u
 	pc.write(c.header())
 	var nums []uint64
 	for i := from; i < from+n; i++ {
-		nums = append(nums, pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true))
+		nums = append(nums, pc.fragment(c.cluster(t, i, base), c.fragTimecode(i, base), persisted))
 	}
 	pc.end()
 	return nums

@@ -781,10 +781,15 @@ func (ps *putParser) finish() *ackErr {
 	if ps.relative() {
 		producer += p.startNanos
 	}
+	// Both timestamps are stored at the millisecond precision every API reports them with (JSON
+	// seconds with 3 decimals, the MKV tags): a range whose end is a timestamp the client was
+	// shown, or a "now" the Go SDK rounded down to the millisecond right after the upload, then
+	// holds the fragment. Stored in nanoseconds, a fragment received 0.4 ms before such an end
+	// fell outside it (seen as get-clip --end now missing the newest fragments).
 	meta := store.FragmentMeta{
 		Number:       ps.number,
-		ServerTime:   ps.serverTime,
-		ProducerTime: time.Unix(0, producer).UTC(),
+		ServerTime:   ps.serverTime.Truncate(time.Millisecond),
+		ProducerTime: time.Unix(0, producer).UTC().Truncate(time.Millisecond),
 		Duration:     time.Duration(frag.Duration() * int64(ps.scale)),
 	}
 	chunk, err := ps.chunk(&frag, meta)
