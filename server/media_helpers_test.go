@@ -355,11 +355,23 @@ func (pc *putConn) end() {
 // expectError requires an ERROR ack with the given id and then the end of the response.
 func (pc *putConn) expectError(id int) ackEvent {
 	pc.t.Helper()
+	ev, _ := pc.expectErrorAfter(id)
+	return ev
+}
+
+// expectErrorAfter is expectError that also returns the last BUFFERING ack before the ERROR
+// (nil if none came).
+func (pc *putConn) expectErrorAfter(id int) (ackEvent, *ackEvent) {
+	pc.t.Helper()
 	var ev ackEvent
+	var buffering *ackEvent
 	for {
 		e, ok := pc.next()
 		if !ok {
 			pc.t.Fatalf("response ended without ERROR %d", id)
+		}
+		if e.EventType == ackBuffering {
+			buffering = &e
 		}
 		if e.EventType == ackError {
 			ev = e
@@ -372,7 +384,7 @@ func (pc *putConn) expectError(id int) ackEvent {
 	for e := range pc.acks {
 		pc.t.Errorf("ack after ERROR: %+v", e)
 	}
-	return ev
+	return ev, buffering
 }
 
 // readAll parses concatenated chunks into fragments.

@@ -44,15 +44,30 @@ const (
 //
 // An ERROR ack ends the upload (choice for §13.6): the server stops reading, lets the fragments
 // already RECEIVED finish (they get their PERSISTED), sends the ERROR and ends the response.
-// Nothing of the failed fragment is stored. ErrorIds: 4006 malformed MKV, a cluster before the EBML
-// header or Tracks, or a fragment whose first video frame is not a keyframe (KVS has no dedicated
-// code for that); 4004 a cluster timecode below the previous fragment's, or a frame earlier than
-// the previous fragment's last frame of the same track; 4001 a fragment over 50 MiB; 4002 a frame
-// more than MaxFragmentDuration after the fragment's first frame; 4007 a timecode that overflows
-// when scaled; 4009 more than 10 producer tags for one fragment; 4010 a block on an undeclared
-// track; 4012 more than 3 tracks; 4008 the stream was deleted; 5001 the store failed; 4000 reading
-// the body failed or stalled for PutMediaReadTimeout. 4011 (a track without frames) is not
-// enforced.
+// Nothing of the failed fragment is stored. Each ERROR is logged once at warn with its reason,
+// which the ack cannot carry. What an ERROR names (FragmentNumber, FragmentTimecode) depends on
+// where it was raised; the C producer (PIC) finds the fragment by the timecode and, without one,
+// applies the error to its oldest fragment not yet PERSISTED:
+//
+//   - inside a fragment (after its BUFFERING): its number and cluster timecode. 4006 malformed
+//     MKV or a fragment whose first video frame is not a keyframe (KVS has no dedicated code);
+//     4004 a frame earlier than the previous fragment's last frame of the same track; 4001 a
+//     fragment over 50 MiB (or one block over it, refused before it is read); 4002 a frame more
+//     than MaxFragmentDuration after the fragment's first frame; 4007 a frame timecode that
+//     overflows when scaled; 4010 a block on an undeclared track; 4000 the body failed or
+//     stalled for PutMediaReadTimeout; 5000 the server is shutting down.
+//   - at a cluster start (the fragment has no number yet): the cluster's timecode only. 4006 a
+//     cluster before the EBML header and Tracks; 4012 more than 3 tracks; 4007 a cluster
+//     timecode that overflows; 4004 a cluster timecode below the previous fragment's; 4008 the
+//     stream is gone; 5000 shutting down or no fragment number.
+//   - between fragments: neither. 4009 more than 10 producer tags for the next fragment; 4006
+//     malformed MKV or a cluster outside a Segment; 4000 the body failed or stalled; 4008 the
+//     stream was deleted during the upload; 5000 shutting down.
+//   - storing a received fragment: that fragment's number and timecode. 5001 the store failed,
+//     4008 the stream is gone; and 5000 for each fragment RECEIVED but not stored because the
+//     upload failed first (producers retry 5000).
+//
+// 4011 (a track without frames) is not enforced.
 //
 // Several connections may put to one stream at once (§13.4: both are accepted). Fragments are
 // whole clusters, so they never mix inside a fragment, only interleave fragment by fragment;
@@ -104,6 +119,17 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 	// Connection: close stays on the 200 as well: an upload that ends with an ERROR stops reading
 	// a body that is still arriving, and its connection cannot carry another request (see
 	// lingerClose); a client must not put one back in its pool.
+	if expectsContinue(r) {
+		// libcurl (the C and C++ producer SDKs) sends Expect: 100-continue and holds the body
+		// back until a 100 comes, or for its expect timeout (1 s) when none does. net/http
+		// answers it only on the first read of the body, and never once a final status is out,
+		// so say it here, before the 200 that lets acks flow ahead of the body. The error
+		// answers above go out without it: the producer then never sends the body. net/http
+		// writes the headers set so far on a 1xx too; Connection: close is for the final answer.
+		w.Header().Del("Connection")
+		w.WriteHeader(http.StatusContinue)
+		w.Header().Set("Connection", "close")
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
@@ -138,6 +164,12 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 	if p.stoppedEarly() {
 		p.lingerClose(r) // shutdown.go
 	}
+}
+
+// expectsContinue reports whether r asks for a 100 Continue before it sends its body (RFC 9110
+// §10.1.1: the only expectation defined; the token is case-insensitive).
+func expectsContinue(r *http.Request) bool {
+	return r.ProtoAtLeast(1, 1) && strings.EqualFold(strings.TrimSpace(r.Header.Get("Expect")), "100-continue")
 }
 
 // parseDecimalSeconds parses "1700000000", "1700000000.5" or "1700000000.123456789012" as Unix
@@ -332,12 +364,28 @@ func (p *putSession) run(body io.Reader) {
 		final = perr
 	}
 	if final != nil {
-		var tc *int64
-		if ps.errTimecodeSet {
-			tc = &ps.errTimecode
-		}
-		p.ack(ackError, tc, ps.errNumber, final)
+		p.errorAck(final)
 	}
+}
+
+// errorAck sends the ERROR ack for e, naming what e points at, and logs it once at warn: the
+// reason is in no ack (they carry only ErrorId and ErrorCode), so the log is where an operator
+// finds it.
+func (p *putSession) errorAck(e *ackErr) {
+	attrs := []any{"error_id", e.ID, "error_code", e.Code, "reason", e.Message}
+	var tc *int64
+	if e.HasTimecode {
+		tc = &e.Timecode
+		attrs = append(attrs, "fragment_timecode", e.Timecode)
+	}
+	if e.Number != 0 {
+		attrs = append(attrs, "fragment_number", formatFragmentNumber(e.Number))
+	}
+	if e.Offset >= 0 {
+		attrs = append(attrs, "body_offset", e.Offset)
+	}
+	p.log.Warn("put media: ERROR ack", attrs...)
+	p.ack(ackError, tc, e.Number, e)
 }
 
 // spareChunks is how many released chunk buffers a session keeps for reuse. In steady state one
@@ -410,7 +458,7 @@ func (p *putSession) ackDurable(ws <-chan durableWait) {
 		err := w.wait(context.WithoutCancel(p.ctx))
 		w.frag.unsynced.Store(false)
 		if err != nil {
-			p.storeFailed(err)
+			p.storeFailed(err, w.number, w.timecode)
 			continue
 		}
 		tc := w.timecode
@@ -424,10 +472,9 @@ func (p *putSession) ackDurable(ws <-chan durableWait) {
 func (p *putSession) skip(job persistJob) {
 	n := job.meta.Number
 	p.buf.seq.done(n)
-	tc := job.timecode
 	// 5000, not the session's own error: this fragment was whole and valid, and 5000 is a code
 	// producers retry.
-	p.ack(ackError, &tc, n, newAckErr(5000, "fragment not stored: the upload ended before its turn"))
+	p.errorAck(newAckErr(5000, "fragment not stored: the upload ended before its turn").fragment(n, job.timecode))
 }
 
 // store starts appending job unless the stream keeps no data. wait (nil when nothing was
@@ -437,7 +484,7 @@ func (p *putSession) store(st store.Store, job persistJob) (wait func(context.Co
 		// Retention may have been raised since: look again (cheap next to an fsync).
 		info, err := st.GetStream(context.WithoutCancel(p.ctx), p.name)
 		if err != nil {
-			p.storeFailed(err)
+			p.storeFailed(err, job.meta.Number, job.timecode)
 			return nil, false
 		}
 		if info.RetentionHours <= 0 {
@@ -463,18 +510,20 @@ func (p *putSession) store(st store.Store, job persistJob) (wait func(context.Co
 		p.buf.setLimits(p.m.liveOnlyLimits)
 		return nil, true
 	default:
-		p.storeFailed(err)
+		p.storeFailed(err, job.meta.Number, job.timecode)
 		return nil, false
 	}
 }
 
-func (p *putSession) storeFailed(err error) {
+// storeFailed fails the session for an error storing fragment number (cluster timecode tc); the
+// ERROR ack names that fragment.
+func (p *putSession) storeFailed(err error, number uint64, tc int64) {
 	switch {
 	case errors.Is(err, store.ErrStreamNotFound):
-		p.fail(newAckErr(4008, "stream %s is gone: %v", p.name, err))
+		p.fail(newAckErr(4008, "stream %s is gone: %v", p.name, err).fragment(number, tc))
 	default:
 		p.log.Error("put media: store append", "err", err)
-		p.fail(newAckErr(5001, "store: %v", err))
+		p.fail(newAckErr(5001, "store: %v", err).fragment(number, tc))
 	}
 }
 
@@ -511,11 +560,6 @@ type putParser struct {
 	havePrev      bool
 	prevClusterNS int64
 	prevLast      []trackTime
-
-	// where the ERROR ack points
-	errNumber      uint64
-	errTimecode    int64
-	errTimecodeSet bool
 }
 
 type trackTime struct {
@@ -540,7 +584,8 @@ func (ps *putParser) parse() *ackErr {
 	var misplaced *ackErr
 	skipped := func(id uint32, offset, _ int64) {
 		if misplaced == nil && (!ps.sawEBML || id == mkv.IDCluster) {
-			misplaced = newAckErr(4006, "element %#x at offset %d outside an EBML document's Segment", id, offset)
+			misplaced = ps.at(newAckErr(4006, "element %#x at offset %d outside an EBML document's Segment", id, offset))
+			misplaced.Offset = offset
 			p.mu.Lock()
 			p.aborted = true // the Reader would go on to the next element: stop it
 			p.mu.Unlock()
@@ -563,35 +608,52 @@ func (ps *putParser) parse() *ackErr {
 			return nil
 		}
 		if err != nil {
-			return ps.readFailed(err)
+			return ps.readFailed(err, rd.Offset())
 		}
 		if e := ps.event(ev, rd); e != nil {
+			if e.Offset < 0 {
+				e.Offset = ev.Offset
+			}
 			return e
 		}
 	}
 }
 
-func (ps *putParser) readFailed(err error) *ackErr {
+// readFailed maps a Reader error to the ERROR ack: it names the open fragment, if any (a body
+// that breaks between fragments names none), and the offset of the element at fault.
+func (ps *putParser) readFailed(err error, offset int64) *ackErr {
 	p := ps.p
 	p.mu.Lock()
 	readErr := p.readErr
 	p.mu.Unlock()
-	if p.isDraining() && !ps.open { // between fragments: the ERROR is about no fragment
-		ps.errNumber, ps.errTimecodeSet = 0, false
-	}
-	if ps.open {
-		ps.abandon()
-	}
+	var e *ackErr
 	switch {
 	case p.isDraining():
-		return newAckErr(5000, "server shutting down")
+		e = newAckErr(5000, "server shutting down")
 	case readErr != nil:
-		return newAckErr(4000, "reading the body: %v", readErr)
+		e = newAckErr(4000, "reading the body: %v", readErr)
 	case errors.Is(err, mkv.ErrElementTooLarge) && isBlock(err):
-		return newAckErr(4001, "%v", err)
+		e = newAckErr(4001, "%v", err)
 	default:
-		return newAckErr(4006, "%v", err)
+		e = newAckErr(4006, "%v", err)
 	}
+	e.Offset = offset
+	if se := (*mkv.SyntaxError)(nil); errors.As(err, &se) {
+		e.Offset = se.Offset
+	}
+	if ps.open {
+		ps.at(e)
+		ps.abandon()
+	}
+	return e
+}
+
+// at makes e point at the open fragment, if any, and returns e.
+func (ps *putParser) at(e *ackErr) *ackErr {
+	if ps.open {
+		e.fragment(ps.number, ps.timecode)
+	}
+	return e
 }
 
 func isBlock(err error) bool {
@@ -608,11 +670,11 @@ func (ps *putParser) abandon() {
 
 // fragErr abandons the open fragment and returns an ERROR that names it.
 func (ps *putParser) fragErr(id int, format string, a ...any) *ackErr {
+	e := ps.at(newAckErr(id, format, a...))
 	if ps.open {
-		ps.errNumber = ps.number
 		ps.abandon()
 	}
-	return newAckErr(id, format, a...)
+	return e
 }
 
 func (ps *putParser) event(ev *mkv.Event, rd *mkv.Reader) *ackErr {
@@ -654,9 +716,17 @@ func (ps *putParser) event(ev *mkv.Event, rd *mkv.Reader) *ackErr {
 	return nil
 }
 
+// startFragment opens a fragment at a cluster start. An error here belongs to that cluster,
+// which has no number yet: the ERROR carries its timecode only.
 func (ps *putParser) startFragment(timecode int64) *ackErr {
+	if e := ps.openFragment(timecode); e != nil {
+		return e.fragment(0, timecode)
+	}
+	return nil
+}
+
+func (ps *putParser) openFragment(timecode int64) *ackErr {
 	p := ps.p
-	ps.errTimecode, ps.errTimecodeSet, ps.errNumber = timecode, true, 0
 	switch {
 	case !ps.sawEBML || ps.tracks == nil:
 		return newAckErr(4006, "cluster at timecode %d before the EBML header and Tracks", timecode)
@@ -683,7 +753,7 @@ func (ps *putParser) startFragment(timecode int64) *ackErr {
 		}
 		return newAckErr(5000, "next number: %v", err)
 	}
-	ps.open, ps.number, ps.errNumber = true, n, n
+	ps.open, ps.number = true, n
 	ps.timecode, ps.clusterNS = timecode, clusterNS
 	ps.serverTime = p.m.s.cfg.Now()
 	ps.frames, ps.offsets, ps.arena = ps.frames[:0], ps.offsets[:0], ps.arena[:0]

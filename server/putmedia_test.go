@@ -3,8 +3,13 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -227,22 +232,34 @@ func TestPutMediaErrors(t *testing.T) {
 		mkv.Track{Number: 3, Type: 2, CodecID: "A_AAC"}, mkv.Track{Number: 4, Type: 2, CodecID: "A_AAC"})
 	hdr4 := mkv.AppendTracks(mkv.AppendInfo(mkv.AppendSegmentStart(mkv.AppendEBMLHeader(nil, "")), 0, ""), tooManyTracks)
 
+	// Every ERROR path of the parser, with what its ack must name: named, the fragment whose
+	// BUFFERING came before it (an error inside a fragment); tc, the cluster timecode of what was
+	// being parsed (0: no FragmentTimecode, for an error between fragments). An error at a
+	// cluster start has the cluster's timecode but no number; none names the fragment before,
+	// which was PERSISTED already (a producer refuses such an ack).
+	nextTC := c.fragTimecode(1, baseMillis)
 	cases := []struct {
 		name  string
 		cfg   func(*Config)
 		first bool   // send the header and a good fragment first
 		body  []byte // then this
 		id    int
+		named bool
+		tc    int64
 	}{
-		{name: "cluster before header", body: good, id: 4006},
+		{name: "cluster before header", body: good, id: 4006}, // refused before its timecode is read
 		{name: "malformed", first: true, body: []byte{0x1F, 0x43, 0xB6, 0x75, 0x00}, id: 4006},
-		{name: "first frame not a keyframe", first: true, body: nonKey(), id: 4006},
-		{name: "cluster timecode backwards", first: true, body: clusterOf(goodTC-1000, frameAt(key, goodTC-1000)), id: 4004},
-		{name: "frame before previous fragment", first: true, body: clusterOf(goodTC+2000, frameAt(key, goodTC+2000), frameAt(c.frags[0][3], goodTC+10)), id: 4004},
-		{name: "too long", cfg: func(c *Config) { c.MaxFragmentDuration = 500 * time.Millisecond }, body: append(c.header(), good...), id: 4002},
-		{name: "undeclared track", first: true, body: clusterOf(goodTC+1000, frameAt(key, goodTC+1000), withTrack(frameAt(c.frags[0][1], goodTC+1040), 7)), id: 4010},
-		{name: "four tracks", body: append(hdr4, good...), id: 4012},
+		{name: "malformed inside a fragment", first: true, body: clusterStart(nextTC, 0xA3, 0x00), id: 4006, named: true, tc: nextTC},
+		{name: "first frame not a keyframe", first: true, body: nonKey(), id: 4006, named: true, tc: baseMillis + c.frags[1][1].Timecode},
+		{name: "cluster timecode backwards", first: true, body: clusterOf(goodTC-1000, frameAt(key, goodTC-1000)), id: 4004, tc: goodTC - 1000},
+		{name: "frame before previous fragment", first: true, body: clusterOf(goodTC+2000, frameAt(key, goodTC+2000), frameAt(c.frags[0][3], goodTC+10)), id: 4004, named: true, tc: goodTC + 2000},
+		{name: "too long", cfg: func(c *Config) { c.MaxFragmentDuration = 500 * time.Millisecond }, body: append(c.header(), good...), id: 4002, named: true, tc: goodTC},
+		{name: "undeclared track", first: true, body: clusterOf(goodTC+1000, frameAt(key, goodTC+1000), withTrack(frameAt(c.frags[0][1], goodTC+1040), 7)), id: 4010, named: true, tc: goodTC + 1000},
+		{name: "four tracks", body: append(hdr4, good...), id: 4012, tc: goodTC},
 		{name: "producer tags", first: true, body: mkv.AppendTags(nil, manyTags(11)...), id: 4009},
+		{name: "18 producer tags before the next cluster", first: true, body: append(mkv.AppendTags(nil, manyTags(18)...), next...), id: 4009},
+		{name: "cluster outside a segment", first: true, body: append(mkv.AppendEBMLHeader(nil, ""), good...), id: 4006},
+		{name: "overflowing cluster timecode", first: true, body: clusterOf(math.MaxInt64/1000, frameAt(key, math.MaxInt64/1000)), id: 4007, tc: math.MaxInt64 / 1000},
 	}
 	for _, kind := range storeKinds {
 		for _, tc := range cases {
@@ -260,7 +277,8 @@ func TestPutMediaErrors(t *testing.T) {
 					n = pc.fragment(good, goodTC, true)
 				}
 				pc.writeAsync(tc.body)
-				pc.expectError(tc.id)
+				ev, buffering := pc.expectErrorAfter(tc.id)
+				checkErrorTarget(t, ev, buffering, tc.named, tc.tc)
 				metas, _ := storedFragments(t, e.store, "cam")
 				if tc.first && (len(metas) != 1 || metas[0].Number != n) {
 					t.Fatalf("stored %+v, want only fragment %d", metas, n)
@@ -281,11 +299,13 @@ func TestPutMediaErrors(t *testing.T) {
 		pc.fragment(good, goodTC, true)
 		big := clusterOf(goodTC+1000, frameAt(key, goodTC+1000), mkv.Frame{Track: 1, Timecode: goodTC + 1040, Data: make([]byte, 9000)})
 		pc.writeAsync(big)
-		pc.expectError(4001)
+		ev, b := pc.expectErrorAfter(4001)
+		checkErrorTarget(t, ev, b, true, goodTC+1000)
 		pc2 := e.startPut(t, "cam")
 		pc2.write(c.header())
 		pc2.writeAsync(clusterOf(goodTC+3000, mkv.Frame{Track: 1, Timecode: goodTC + 3000, Keyframe: true, Data: make([]byte, 20_000)}))
-		pc2.expectError(4001) // one block over the cap is refused before it is read
+		ev, b = pc2.expectErrorAfter(4001) // one block over the cap is refused before it is read
+		checkErrorTarget(t, ev, b, true, goodTC+3000)
 	})
 
 	t.Run("stream deleted", func(t *testing.T) {
@@ -295,7 +315,8 @@ func TestPutMediaErrors(t *testing.T) {
 		pc.write(c.header())
 		pc.fragment(good, goodTC, true)
 		e.deleteStream(t, arn) // the upload is idle, blocked reading the body
-		pc.expectError(4008)
+		ev, b := pc.expectErrorAfter(4008)
+		checkErrorTarget(t, ev, b, false, 0)
 	})
 
 	t.Run("store failure", func(t *testing.T) {
@@ -307,9 +328,10 @@ func TestPutMediaErrors(t *testing.T) {
 		n := pc.fragment(good, goodTC, true)
 		close(fs.fail)
 		pc.writeAsync(next)
-		pc.expect(ackBuffering, 0)
+		b := pc.expect(ackBuffering, 0)
 		pc.expect(ackReceived, 0)
-		pc.expectError(5001)
+		ev := pc.expectError(5001)
+		checkErrorTarget(t, ev, &b, true, nextTC)
 		metas, _ := storedFragments(t, e.store, "cam")
 		if len(metas) != 1 || metas[0].Number != n {
 			t.Fatalf("stored %+v", metas)
@@ -322,8 +344,47 @@ func TestPutMediaErrors(t *testing.T) {
 		pc := e.startPut(t, "cam")
 		pc.write(c.header())
 		pc.fragment(good, goodTC, true)
-		pc.expectError(4000) // nothing more is sent: the read deadline ends the upload
+		ev, b := pc.expectErrorAfter(4000) // nothing more is sent: the read deadline ends the upload
+		checkErrorTarget(t, ev, b, false, 0)
 	})
+
+	t.Run("stalled inside a fragment", func(t *testing.T) {
+		e := newMediaEnv(t, "mem", func(c *Config) { c.PutMediaReadTimeout = 200 * time.Millisecond })
+		e.createStream(t, "cam", 1)
+		pc := e.startPut(t, "cam")
+		pc.write(c.header())
+		pc.fragment(good, goodTC, true)
+		pc.write(clusterStart(nextTC)) // a cluster started, then nothing
+		ev, b := pc.expectErrorAfter(4000)
+		checkErrorTarget(t, ev, b, true, nextTC)
+	})
+}
+
+// clusterStart is the start of an unknown-size Cluster with timecode tc, followed by more.
+func clusterStart(tc int64, more ...byte) []byte {
+	b := mkv.AppendElementHeader(nil, mkv.IDCluster, -1)
+	b = mkv.AppendUint(b, mkv.IDTimecode, uint64(tc))
+	return append(b, more...)
+}
+
+// checkErrorTarget checks what an ERROR ack names: the fragment of the BUFFERING ack before it
+// when named (else no FragmentNumber), and FragmentTimecode tc (0: none).
+func checkErrorTarget(t *testing.T, ev ackEvent, buffering *ackEvent, named bool, tc int64) {
+	t.Helper()
+	switch {
+	case named && buffering == nil:
+		t.Fatalf("ERROR %+v: no BUFFERING ack came before it", ev)
+	case named && ev.FragmentNumber != buffering.FragmentNumber:
+		t.Errorf("ERROR names fragment %q, want the one that failed, %q", ev.FragmentNumber, buffering.FragmentNumber)
+	case !named && ev.FragmentNumber != "":
+		t.Errorf("ERROR names fragment %q, want none (the error belongs to no numbered fragment)", ev.FragmentNumber)
+	}
+	switch {
+	case tc == 0 && ev.FragmentTimecode != nil:
+		t.Errorf("ERROR has FragmentTimecode %d, want none", *ev.FragmentTimecode)
+	case tc != 0 && (ev.FragmentTimecode == nil || *ev.FragmentTimecode != tc):
+		t.Errorf("ERROR FragmentTimecode %v, want %d", ev.FragmentTimecode, tc)
+	}
 }
 
 func shift(frames []mkv.Frame, by int64) []mkv.Frame {
@@ -467,5 +528,81 @@ func TestPutMediaPreparesStore(t *testing.T) {
 	got, err := fs.Range(t.Context(), "kept", 0, 0)
 	if err != nil || len(got) != 1 || got[0].Number != n {
 		t.Fatalf("stored: %v, %v; want fragment %d", got, err, n)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestPutMediaErrorLogged: the reason for an ERROR ack, which the ack itself does not carry, is
+// logged once at warn with the stream, the code, the fragment and the byte offset in the body.
+func TestPutMediaErrorLogged(t *testing.T) {
+	t.Parallel()
+	c := loadClip(t, "h264.mkv")
+	var logs syncBuffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	e := newMediaEnv(t, "mem", func(cfg *Config) { cfg.Log = log })
+	e.createStream(t, "cam", 1)
+	pc := e.startPut(t, "cam")
+	head := c.header()
+	good := c.cluster(t, 0, baseMillis)
+	pc.write(head)
+	pc.fragment(good, c.fragTimecode(0, baseMillis), true)
+	// A cluster with a frame on an undeclared track: the error names that fragment.
+	key := c.frags[1][0]
+	tc := c.fragTimecode(1, baseMillis)
+	bad, err := mkv.AppendCluster(nil, tc, []mkv.Frame{frameAt(key, tc), withTrack(frameAt(c.frags[1][1], tc+40), 7)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.writeAsync(bad)
+	ev, b := pc.expectErrorAfter(4010)
+
+	var lines []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(logs.String()), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		if m["msg"] == "put media: ERROR ack" {
+			lines = append(lines, m)
+		}
+	}
+	if len(lines) != 1 {
+		t.Fatalf("%d ERROR log lines, want 1:\n%s", len(lines), logs.String())
+	}
+	l := lines[0]
+	// The failing block's offset: after the header, the first cluster, and the bad cluster's
+	// header, timecode and first block.
+	want := map[string]any{
+		"level": "WARN", "stream": "cam", "error_id": float64(4010), "error_code": "TRACK_NUMBER_MISMATCH",
+		"fragment_number": b.FragmentNumber, "fragment_timecode": float64(*ev.FragmentTimecode),
+	}
+	for k, v := range want {
+		if l[k] != v {
+			t.Errorf("log %s = %v, want %v", k, l[k], v)
+		}
+	}
+	if r, _ := l["reason"].(string); !strings.Contains(r, "track 7") {
+		t.Errorf("log reason %q, want the cause (track 7)", r)
+	}
+	off, _ := l["body_offset"].(float64)
+	if start := float64(len(head) + len(good)); off <= start || off >= start+float64(len(bad)) {
+		t.Errorf("log body_offset %v, want inside the bad cluster [%v, %v)", off, start, start+float64(len(bad)))
 	}
 }

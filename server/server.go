@@ -316,6 +316,10 @@ type statusRecorder struct {
 }
 
 func (w *statusRecorder) WriteHeader(code int) {
+	if code >= 100 && code < 200 { // informational (100 Continue): the final status is still to come
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
 	if !w.wrote {
 		w.status, w.wrote = code, true
 	}

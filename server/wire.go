@@ -84,11 +84,22 @@ func appendAck(b []byte, ev *ackEvent) []byte {
 	return append(b, "}\n"...)
 }
 
-// ackError is a PutMedia failure that ends the connection with an ERROR ack.
+// ackErr is a PutMedia failure that ends the connection with an ERROR ack. Besides the error it
+// records what the ack points at, decided where the error is raised (putParser.at, fragAt):
+// the fragment it belongs to, when it has a number yet, and the cluster timecode of what was
+// being parsed, when known. An error between fragments (producer tags over the limit, a stalled
+// or malformed body after a cluster ended) names neither, and the producer SDK (PIC's
+// streamFragmentAckEvent) then applies it to its oldest fragment not yet PERSISTED; an ERROR
+// with the timecode of a fragment it no longer holds is refused (ACK_TIMESTAMP_NOT_IN_VIEW_WINDOW).
 type ackErr struct {
 	ID      int    // ErrorId, 4000-5001
 	Code    string // ErrorCode
 	Message string // for logs only; the ACK carries just the id and code
+
+	Number      uint64 // fragment the error belongs to; 0: none has a number yet
+	Timecode    int64  // raw cluster timecode of what was being parsed, when HasTimecode
+	HasTimecode bool
+	Offset      int64 // byte offset in the body of the element at fault; -1 when not known
 }
 
 func (e *ackErr) Error() string { return fmt.Sprintf("%s (%d): %s", e.Code, e.ID, e.Message) }
@@ -124,7 +135,13 @@ var ackErrors = map[int]string{
 
 // newAckErr builds the ERROR ack for id with a log message.
 func newAckErr(id int, format string, a ...any) *ackErr {
-	return &ackErr{ID: id, Code: ackErrors[id], Message: fmt.Sprintf(format, a...)}
+	return &ackErr{ID: id, Code: ackErrors[id], Message: fmt.Sprintf(format, a...), Offset: -1}
+}
+
+// fragment makes e point at fragment number (0: none) with cluster timecode tc, and returns e.
+func (e *ackErr) fragment(number uint64, tc int64) *ackErr {
+	e.Number, e.Timecode, e.HasTimecode = number, tc, true
+	return e
 }
 
 // formatTimestampTag formats t (Unix nanoseconds) as KVS timestamp tags do: epoch seconds with
