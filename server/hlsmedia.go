@@ -1,0 +1,224 @@
+package server
+
+// HLS media: the fMP4 init and media fragments of a session, remuxed from stored or live MKV
+// fragments (server/fmp4).
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server/fmp4"
+	"github.com/openkvs/kvs/server/store"
+)
+
+// fragment returns fragment n parsed: from the live buffer when it is still there, else from
+// the store.
+func (p *playback) fragment(ctx context.Context, name string, n uint64) (*mkv.Fragment, store.FragmentMeta, error) {
+	buf := p.s.media.buffer(store.Stream{Name: name, RetentionHours: 1})
+	var b []byte
+	var meta store.FragmentMeta
+	if f := buf.acquire(n); f != nil {
+		defer f.release() // the FragmentReader copies the frames
+		b, meta = f.Chunk, f.Meta
+	} else {
+		var err error
+		if b, meta, err = readChunk(ctx, p.s.store, name, n, nil); err != nil {
+			return nil, meta, err
+		}
+	}
+	f, err := mkv.NewFragmentReader(bytes.NewReader(b)).Next()
+	if err != nil {
+		return nil, meta, fmt.Errorf("fragment %d: %w", n, err)
+	}
+	return f, meta, nil
+}
+
+// tracks returns the tracks of fragment n, reading only the chunk's header.
+func (p *playback) tracks(ctx context.Context, name string, n uint64) ([]mkv.Track, error) {
+	var rd io.Reader
+	buf := p.s.media.buffer(store.Stream{Name: name, RetentionHours: 1})
+	if f := buf.acquire(n); f != nil {
+		defer f.release()
+		rd = bytes.NewReader(f.Chunk)
+	} else {
+		rc, _, err := p.s.store.Open(ctx, name, n)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		rd = rc
+	}
+	r := mkv.NewReader(rd)
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			return nil, fmt.Errorf("fragment %d: %w", n, err)
+		}
+		switch ev.Kind {
+		case mkv.EventTracks:
+			return ev.Tracks, nil
+		case mkv.EventCluster:
+			return nil, fmt.Errorf("fragment %d: %w", n, fmp4.ErrUnsupportedCodec)
+		}
+	}
+}
+
+// describe returns the tracks of fragment n and what a player needs to know about them, or the
+// KVS error for media that cannot be served.
+func (p *playback) describe(ctx context.Context, name string, n uint64) ([]mkv.Track, fmp4.Media, error) {
+	tracks, err := p.tracks(ctx, name, n)
+	if err != nil {
+		return nil, fmp4.Media{}, mediaError(err)
+	}
+	m, err := fmp4.Describe(tracks)
+	if err != nil {
+		return nil, m, mediaError(err)
+	}
+	return tracks, m, nil
+}
+
+// mediaError maps remuxing errors to their KVS error types; others pass through.
+func mediaError(err error) error {
+	var te *fmp4.TrackError
+	switch {
+	case errors.Is(err, fmp4.ErrUnsupportedCodec):
+		msg := "The stream's media type is not supported: HLS and GetClip need H.264 or H.265 video, optionally with AAC audio."
+		if errors.As(err, &te) && te.CodecID != "" {
+			msg = fmt.Sprintf("Track %d has codec %s; HLS and GetClip need H.264 or H.265 video, optionally with AAC audio.", te.Track, te.CodecID)
+		}
+		return apiErrorf(codeUnsupportedMedia, "%s", msg)
+	case errors.Is(err, fmp4.ErrMissingCodecPrivate):
+		errors.As(err, &te)
+		return apiErrorf(codeMissingCodecPrivate, "Track %d has no codec private data.", trackOf(te))
+	case errors.Is(err, fmp4.ErrInvalidCodecPrivate):
+		errors.As(err, &te)
+		return apiErrorf(codeInvalidCodecPrivate, "Track %d has invalid codec private data.", trackOf(te))
+	case errors.Is(err, fmp4.ErrEmptyFragment), errors.Is(err, fmp4.ErrUnknownTrack),
+		errors.Is(err, fmp4.ErrTimeRange), errors.Is(err, fmp4.ErrFrameTooLarge):
+		return apiErrorf(codeInvalidMediaFrame, "A fragment cannot be converted to MP4: %v.", err)
+	case errors.Is(err, store.ErrFragmentNotFound):
+		return apiErrorf(codeResourceNotFound, "The fragment is no longer available.")
+	}
+	return err
+}
+
+func trackOf(te *fmp4.TrackError) uint64 {
+	if te == nil {
+		return 0
+	}
+	return te.Track
+}
+
+// trackKey identifies a fragment's tracks as far as MP4 is concerned: a change of key needs a new
+// init segment (EXT-X-MAP) and a discontinuity.
+func trackKey(tracks []mkv.Track) string {
+	var b strings.Builder
+	for _, t := range tracks {
+		fmt.Fprintf(&b, "%d/%s/%x/%dx%d/%g/%d;", t.Number, t.CodecID, t.CodecPrivate, t.Width, t.Height, t.SamplingRate, t.Channels)
+	}
+	return b.String()
+}
+
+// fragmentParam parses the FragmentNumber query parameter.
+func fragmentParam(r *http.Request) (uint64, error) {
+	v := r.URL.Query().Get("FragmentNumber")
+	if v == "" {
+		return 0, invalidArgf("FragmentNumber is required.")
+	}
+	n, err := parseFragmentNumber(v)
+	if err != nil {
+		return 0, fragmentNotFound(v)
+	}
+	return n, nil
+}
+
+func writeMP4(w http.ResponseWriter, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "video/mp4")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Cache-Control", "max-age=86400") // a fragment never changes
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// handleInitFragment serves getMP4InitFragment.mp4: the init segment for the tracks of the
+// fragment named by FragmentNumber (kvs's playlists always name one); without it, of the newest
+// fragment of the session's list.
+func (p *playback) handleInitFragment(w http.ResponseWriter, r *http.Request) {
+	s := p.s
+	sess, err := p.session(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	var n uint64
+	if r.URL.Query().Has("FragmentNumber") {
+		if n, err = fragmentParam(r); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+	} else {
+		frags, _, _, err := p.list(ctx, sess)
+		if err == nil && len(frags) == 0 {
+			err = apiErrorf(codeResourceNotFound, "No fragments found for the streaming session.")
+		}
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		n = frags[len(frags)-1].Number
+	}
+	tracks, _, err := p.describe(ctx, sess.stream, n)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	init, err := fmp4.NewInit(tracks)
+	if err != nil {
+		s.writeError(w, r, mediaError(err))
+		return
+	}
+	writeMP4(w, init)
+}
+
+// handleMediaFragment serves getMP4MediaFragment.mp4: the fragment remuxed on request from its
+// stored chunk (live buffer or store) into one moof + mdat. Its timeline is the producer
+// timestamp since the Unix epoch (90 kHz for video), the same for every session, so segments
+// from any request line up.
+func (p *playback) handleMediaFragment(w http.ResponseWriter, r *http.Request) {
+	s := p.s
+	sess, err := p.session(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	n, err := fragmentParam(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	f, meta, err := p.fragment(r.Context(), sess.stream, n)
+	if errors.Is(err, store.ErrFragmentNotFound) {
+		err = fragmentNotFound(formatFragmentNumber(n))
+	}
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("hls media fragment %s: %w", sess.stream, err))
+		return
+	}
+	seg, err := fmp4.AppendMediaSegment(nil, uint32(n), f, time.Duration(meta.ProducerTime.UnixNano()))
+	if err != nil {
+		s.writeError(w, r, mediaError(err))
+		return
+	}
+	writeMP4(w, seg)
+}

@@ -1,0 +1,312 @@
+package server
+
+// HLS playlists: which fragments a session lists (live window or time range), and the master and
+// media playlists built from them.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/openkvs/kvs/server/store"
+)
+
+// list returns the fragments the session's media playlist shows now, in playlist order, the
+// media sequence number of the first, and whether the playlist is complete (EXT-X-ENDLIST).
+//
+//   - LIVE: the newest max fragments by number (ingestion order); the media sequence number is
+//     the first one's fragment number, so it grows by one per fragment that slides out (a
+//     number reserved but never stored, after a failed upload, skips one).
+//   - LIVE_REPLAY: the fragments from the start timestamp on (to the end timestamp, if set), in
+//     timestamp order, revealed at the pace of real time as KVS does: the first max at once,
+//     then each one when the session has run as long as the media before it; the window shows
+//     the newest max of those revealed. Complete once an end timestamp is set, every fragment up
+//     to it is revealed, and the stream has a fragment past it.
+//   - ON_DEMAND: the first max fragments of the range in timestamp order; always complete.
+func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.FragmentMeta, seq uint64, ended bool, err error) {
+	m := p.s.media
+	st := store.Stream{Name: sess.stream, RetentionHours: 1}
+	buf := m.buffer(st)
+	switch sess.mode {
+	case "LIVE":
+		frags, err = p.newest(ctx, sess.stream, buf, sess.max)
+		if len(frags) > 0 {
+			seq = frags[0].Number
+		}
+		return frags, seq, false, err
+	case "ON_DEMAND":
+		frags, err = p.inRange(ctx, sess.stream, buf, sess.kind, sess.start, sess.end, sess.max)
+		return frags, 0, true, err
+	}
+	end := sess.end
+	if end.IsZero() {
+		end = time.Unix(0, 1<<62)
+	}
+	all, err := p.inRange(ctx, sess.stream, buf, sess.kind, sess.start, end, 0)
+	if err != nil || len(all) == 0 {
+		return nil, 0, false, err
+	}
+	timeOf := func(f store.FragmentMeta) time.Time {
+		if sess.kind == store.ProducerTime {
+			return f.ProducerTime
+		}
+		return f.ServerTime
+	}
+	first := timeOf(all[0])
+	span := timeOf(all[min(sess.max, len(all))-1]).Sub(first)
+	elapsed := p.s.cfg.Now().Sub(sess.created)
+	shown := 0
+	for shown < len(all) && timeOf(all[shown]).Sub(first) <= elapsed+span {
+		shown++
+	}
+	from := max(0, shown-sess.max)
+	if !sess.end.IsZero() && shown == len(all) {
+		after, err := p.inRange(ctx, sess.stream, buf, sess.kind, sess.end.Add(time.Nanosecond), time.Unix(0, 1<<62), 1)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		ended = len(after) > 0
+	}
+	return all[from:shown], uint64(from), ended, nil
+}
+
+// newest returns up to n of the stream's newest fragments in number order, from the store and
+// the live buffer.
+func (p *playback) newest(ctx context.Context, name string, buf *streamBuffer, n int) ([]store.FragmentMeta, error) {
+	last := buf.lastNumber()
+	if l, err := p.s.store.Last(ctx, name); err == nil {
+		last = max(last, l.Number)
+	} else if !errors.Is(err, store.ErrFragmentNotFound) {
+		return nil, err
+	}
+	if last == 0 {
+		return nil, nil
+	}
+	from := last - min(last-1, uint64(3*n))
+	frags, err := p.s.store.Range(ctx, name, from, 0)
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[uint64]bool, len(frags))
+	for _, f := range frags {
+		seen[f.Number] = true
+	}
+	for _, f := range buf.snapshot() {
+		if f.Meta.Number >= from && !seen[f.Meta.Number] {
+			frags = append(frags, f.Meta)
+		}
+	}
+	sort.Slice(frags, func(i, j int) bool { return frags[i].Number < frags[j].Number })
+	return frags[max(0, len(frags)-n):], nil
+}
+
+// inRange returns the fragments whose kind timestamp is in [start, end], in (timestamp, number)
+// order, at most limit of them (0: all), paging through the store like ListFragments.
+func (p *playback) inRange(ctx context.Context, name string, buf *streamBuffer, kind store.TimeKind, start, end time.Time, limit int) ([]store.FragmentMeta, error) {
+	q := listQuery{Kind: "S", Start: clampNanos(start), End: clampNanos(end), Number: ^uint64(0)}
+	if kind == store.ProducerTime {
+		q.Kind = "P"
+	}
+	q.After = q.Start - 1
+	var out []store.FragmentMeta
+	const page = maxListFragments
+	for {
+		got, err := p.s.media.listPage(ctx, name, buf, q, page)
+		if err != nil {
+			return nil, err
+		}
+		n := min(len(got), page)
+		out = append(out, got[:n]...)
+		if limit > 0 && len(out) >= limit {
+			return out[:limit], nil
+		}
+		if len(got) <= page {
+			return out, nil
+		}
+		last := got[n-1]
+		q.After, q.Number = q.time(last), last.Number
+	}
+}
+
+// keys returns the track keys of frags, cached per session.
+func (p *playback) keys(ctx context.Context, sess *hlsSession, frags []store.FragmentMeta) ([]string, error) {
+	out := make([]string, len(frags))
+	for i, f := range frags {
+		sess.mu.Lock()
+		k, ok := sess.trackKeys[f.Number]
+		sess.mu.Unlock()
+		if !ok {
+			tracks, err := p.tracks(ctx, sess.stream, f.Number)
+			if errors.Is(err, store.ErrFragmentNotFound) {
+				k = "" // expired between listing and reading: it will fail when fetched
+			} else if err != nil {
+				return nil, err
+			} else {
+				k = trackKey(tracks)
+			}
+			sess.mu.Lock()
+			sess.trackKeys[f.Number] = k
+			sess.mu.Unlock()
+		}
+		out[i] = k
+	}
+	return out, nil
+}
+
+func writePlaylist(w http.ResponseWriter, body []byte, live bool) {
+	h := w.Header()
+	h.Set("Content-Type", "application/vnd.apple.mpegurl")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	h.Set("Access-Control-Allow-Origin", "*")
+	if live {
+		h.Set("Cache-Control", "no-cache")
+	}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// handleMasterPlaylist serves getHLSMasterPlaylist.m3u8: one variant with the stream's CODECS,
+// RESOLUTION and a BANDWIDTH from the listed fragments' peak bit rate.
+func (p *playback) handleMasterPlaylist(w http.ResponseWriter, r *http.Request) {
+	s := p.s
+	sess, err := p.session(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	frags, _, _, err := p.list(ctx, sess)
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("hls master playlist %s: %w", sess.stream, err))
+		return
+	}
+	if len(frags) == 0 {
+		s.writeError(w, r, apiErrorf(codeResourceNotFound, "No fragments found for the streaming session."))
+		return
+	}
+	_, m, err := p.describe(ctx, sess.stream, frags[len(frags)-1].Number)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	bandwidth := 0
+	for _, f := range frags {
+		if f.Duration > 0 {
+			bandwidth = max(bandwidth, int(float64(f.Size*8)/f.Duration.Seconds()))
+		}
+	}
+	if bandwidth == 0 {
+		bandwidth = hlsDefaultBandwidth
+	}
+	var b bytes.Buffer
+	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n")
+	fmt.Fprintf(&b, "#EXT-X-STREAM-INF:BANDWIDTH=%d,CODECS=\"%s\",RESOLUTION=%dx%d\n",
+		bandwidth, strings.Join(m.Codecs, ","), m.Width, m.Height)
+	fmt.Fprintf(&b, "getHLSMediaPlaylist.m3u8?SessionToken=%s\n", sess.token)
+	writePlaylist(w, b.Bytes(), false)
+}
+
+// handleMediaPlaylist serves getHLSMediaPlaylist.m3u8 (see list for what each mode shows).
+// Segments are fragments, EXTINF their FragmentLengthInMilliseconds. EXT-X-MAP names the init
+// segment of the first fragment and is repeated, after an EXT-X-DISCONTINUITY, wherever the
+// tracks change. DiscontinuityMode ON_DISCONTINUITY marks gaps and overlaps of more than
+// hlsGapThreshold between consecutive fragments' producer timestamps. EXT-X-DISCONTINUITY-SEQUENCE
+// counts the markers that slid out of a LIVE window.
+func (p *playback) handleMediaPlaylist(w http.ResponseWriter, r *http.Request) {
+	s := p.s
+	sess, err := p.session(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ctx := r.Context()
+	frags, seq, ended, err := p.list(ctx, sess)
+	if err == nil && len(frags) == 0 {
+		err = apiErrorf(codeResourceNotFound, "No fragments found for the streaming session.")
+	}
+	var keys []string
+	if err == nil {
+		keys, err = p.keys(ctx, sess, frags)
+	}
+	if err != nil {
+		s.writeError(w, r, fmt.Errorf("hls media playlist %s: %w", sess.stream, err))
+		return
+	}
+
+	sess.mu.Lock()
+	target := sess.target
+	for _, f := range frags {
+		target = max(target, int(math.Ceil(f.Duration.Seconds())))
+	}
+	target = max(target, 1)
+	sess.target = target
+	// Discontinuities: decide each boundary once and remember it, so that the count of those
+	// that slid out of the window stays right.
+	disc := make([]bool, len(frags))
+	for i := 1; i < len(frags); i++ {
+		prev, cur := frags[i-1], frags[i]
+		switch {
+		case keys[i] != keys[i-1] && keys[i] != "" && keys[i-1] != "":
+			disc[i] = true
+		case sess.disc == "ALWAYS":
+			disc[i] = true
+		case sess.disc == "ON_DISCONTINUITY":
+			gap := cur.ProducerTime.Sub(prev.ProducerTime.Add(prev.Duration))
+			disc[i] = gap > hlsGapThreshold || gap < -hlsGapThreshold
+		}
+		sess.discs[cur.Number] = disc[i]
+	}
+	var discSeq int
+	for n, d := range sess.discs {
+		if d && n < frags[0].Number && sess.mode == "LIVE" {
+			discSeq++
+		}
+	}
+	sess.mu.Unlock()
+	if sess.mode != "LIVE" {
+		// LIVE_REPLAY and ON_DEMAND lists are in timestamp order: count the markers before the
+		// window directly (the ones a growing LIVE_REPLAY window slid past are rare; recounting
+		// them would need the whole list again).
+		discSeq = 0
+	}
+
+	var b bytes.Buffer
+	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n")
+	fmt.Fprintf(&b, "#EXT-X-TARGETDURATION:%d\n#EXT-X-MEDIA-SEQUENCE:%d\n", target, seq)
+	if discSeq > 0 {
+		fmt.Fprintf(&b, "#EXT-X-DISCONTINUITY-SEQUENCE:%d\n", discSeq)
+	}
+	if sess.mode == "ON_DEMAND" {
+		b.WriteString("#EXT-X-PLAYLIST-TYPE:VOD\n")
+	}
+	b.WriteString("#EXT-X-INDEPENDENT-SEGMENTS\n")
+	for i, f := range frags {
+		if disc[i] {
+			b.WriteString("#EXT-X-DISCONTINUITY\n")
+		}
+		if i == 0 || keys[i] != keys[i-1] {
+			fmt.Fprintf(&b, "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?SessionToken=%s&FragmentNumber=%s\"\n",
+				sess.token, formatFragmentNumber(f.Number))
+		}
+		if sess.showTime {
+			t := f.ProducerTime
+			if sess.kind == store.ServerTime {
+				t = f.ServerTime
+			}
+			fmt.Fprintf(&b, "#EXT-X-PROGRAM-DATE-TIME:%s\n", t.UTC().Format("2006-01-02T15:04:05.000Z"))
+		}
+		fmt.Fprintf(&b, "#EXTINF:%.3f,\ngetMP4MediaFragment.mp4?SessionToken=%s&FragmentNumber=%s\n",
+			f.Duration.Seconds(), sess.token, formatFragmentNumber(f.Number))
+	}
+	if ended {
+		b.WriteString("#EXT-X-ENDLIST\n")
+	}
+	writePlaylist(w, b.Bytes(), !ended)
+}

@@ -1,0 +1,401 @@
+package server
+
+// The PutMedia body parser: MKV in, fragments (stored chunks with their metadata) out to the
+// session's persister (putmedia.go), with the ERROR acks of every parse-time rule.
+
+import (
+	"errors"
+	"io"
+	"math"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server/store"
+)
+
+// putParser turns the body into fragments. It owns the reusable frame buffers.
+type putParser struct {
+	p    *putSession
+	jobs chan<- persistJob
+
+	sawEBML bool
+	docType string
+	scale   uint64
+	tracks  []mkv.Track
+
+	producerTags     []mkv.SimpleTag // for the next fragment
+	producerTagBytes int64
+
+	// the open fragment
+	open        bool
+	number      uint64
+	timecode    int64 // raw cluster timecode
+	clusterNS   int64 // cluster timecode × scale
+	serverTime  time.Time
+	frames      []mkv.Frame
+	offsets     []int
+	arena       []byte
+	size        int64
+	firstNS     int64
+	sawVideo    bool
+	fragTags    []mkv.SimpleTag
+	fragTagSize int64
+	last        []trackTime // latest frame time per track in the open fragment
+
+	// the previous fragment of this connection
+	havePrev      bool
+	prevClusterNS int64
+	prevLast      []trackTime
+}
+
+type trackTime struct {
+	track uint64
+	ns    int64
+}
+
+func lastFor(l []trackTime, track uint64) (int64, bool) {
+	for _, t := range l {
+		if t.track == track {
+			return t.ns, true
+		}
+	}
+	return 0, false
+}
+
+// parse reads the body to its end. It returns the ERROR to send, or nil.
+func (ps *putParser) parse() *ackErr {
+	p := ps.p
+	// The Reader skips what it does not parse; for an upload, data before the EBML header or a
+	// Cluster outside a Segment is invalid.
+	var misplaced *ackErr
+	skipped := func(id uint32, offset, _ int64) {
+		if misplaced == nil && (!ps.sawEBML || id == mkv.IDCluster) {
+			misplaced = ps.at(newAckErr(4006, "element %#x at offset %d outside an EBML document's Segment", id, offset))
+			misplaced.Offset = offset
+			p.mu.Lock()
+			p.aborted = true // the Reader would go on to the next element: stop it
+			p.mu.Unlock()
+		}
+	}
+	rd := mkv.NewReader(p, mkv.WithMaxFrameSize(p.m.maxFragmentSize), mkv.WithMaxTagsSize(mkv.DefaultMaxTagsSize),
+		mkv.WithMaxElementSize(1<<20), mkv.WithSkipHandler(skipped))
+	for {
+		ev, err := rd.Next()
+		if misplaced != nil {
+			if ps.open {
+				ps.abandon()
+			}
+			return misplaced
+		}
+		if err == io.EOF { //nolint:errorlint // Reader returns io.EOF unwrapped at a clean end
+			if ps.open { // cannot happen: the Reader ends an open cluster before EOF
+				return ps.finish()
+			}
+			return nil
+		}
+		if err != nil {
+			return ps.readFailed(err, rd.Offset())
+		}
+		if e := ps.event(ev, rd); e != nil {
+			if e.Offset < 0 {
+				e.Offset = ev.Offset
+			}
+			return e
+		}
+	}
+}
+
+// readFailed maps a Reader error to the ERROR ack: it names the open fragment, if any (a body
+// that breaks between fragments names none), and the offset of the element at fault.
+func (ps *putParser) readFailed(err error, offset int64) *ackErr {
+	p := ps.p
+	p.mu.Lock()
+	readErr := p.readErr
+	p.mu.Unlock()
+	var e *ackErr
+	switch {
+	case p.isDraining():
+		e = newAckErr(5000, "server shutting down")
+	case readErr != nil:
+		e = newAckErr(4000, "reading the body: %v", readErr)
+	case errors.Is(err, mkv.ErrElementTooLarge) && isBlock(err):
+		e = newAckErr(4001, "%v", err)
+	default:
+		e = newAckErr(4006, "%v", err)
+	}
+	e.Offset = offset
+	if se := (*mkv.SyntaxError)(nil); errors.As(err, &se) {
+		e.Offset = se.Offset
+	}
+	if ps.open {
+		ps.at(e)
+		ps.abandon()
+	}
+	return e
+}
+
+// at makes e point at the open fragment, if any, and returns e.
+func (ps *putParser) at(e *ackErr) *ackErr {
+	if ps.open {
+		e.fragment(ps.number, ps.timecode)
+	}
+	return e
+}
+
+func isBlock(err error) bool {
+	var se *mkv.SyntaxError
+	return errors.As(err, &se) && (se.ID == mkv.IDSimpleBlock || se.ID == mkv.IDBlockGroup || se.ID == mkv.IDCluster)
+}
+
+// abandon gives up the open fragment: its number is never used.
+func (ps *putParser) abandon() {
+	ps.open = false
+	ps.p.setFragOpen(false)
+	ps.p.buf.seq.done(ps.number)
+}
+
+// fragErr abandons the open fragment and returns an ERROR that names it.
+func (ps *putParser) fragErr(id int, format string, a ...any) *ackErr {
+	e := ps.at(newAckErr(id, format, a...))
+	if ps.open {
+		ps.abandon()
+	}
+	return e
+}
+
+func (ps *putParser) event(ev *mkv.Event, rd *mkv.Reader) *ackErr {
+	switch ev.Kind {
+	case mkv.EventEBMLHeader:
+		ps.sawEBML = true
+		ps.docType = ev.DocType
+		ps.tracks = nil
+		ps.scale = mkv.DefaultTimecodeScale
+	case mkv.EventSegment:
+		ps.scale = mkv.DefaultTimecodeScale
+		ps.tracks = nil
+	case mkv.EventInfo:
+		ps.scale = ev.TimecodeScale
+	case mkv.EventTracks:
+		ps.tracks = ev.Tracks // replaced, never modified, by the Reader
+	case mkv.EventCluster:
+		return ps.startFragment(ev.Timecode)
+	case mkv.EventFrame:
+		return ps.frame(&ev.Frame)
+	case mkv.EventClusterEnd:
+		if ps.open {
+			return ps.finish()
+		}
+	case mkv.EventTags:
+		for _, t := range ev.Tags {
+			for _, st := range t.SimpleTags {
+				if st.Name == mkv.TagEndOfFragment {
+					continue // consumed: the cluster before it has already ended
+				}
+				ps.producerTags = append(ps.producerTags, st)
+			}
+		}
+		ps.producerTagBytes += ev.Size
+		if len(ps.producerTags) > maxProducerTagsPerFrag {
+			return newAckErr(4009, "%d producer tags for one fragment, at most %d", len(ps.producerTags), maxProducerTagsPerFrag)
+		}
+	}
+	return nil
+}
+
+// startFragment opens a fragment at a cluster start. An error here belongs to that cluster,
+// which has no number yet: the ERROR carries its timecode only.
+func (ps *putParser) startFragment(timecode int64) *ackErr {
+	if e := ps.openFragment(timecode); e != nil {
+		return e.fragment(0, timecode)
+	}
+	return nil
+}
+
+func (ps *putParser) openFragment(timecode int64) *ackErr {
+	p := ps.p
+	switch {
+	case !ps.sawEBML || ps.tracks == nil:
+		return newAckErr(4006, "cluster at timecode %d before the EBML header and Tracks", timecode)
+	case len(ps.tracks) > 3:
+		return newAckErr(4012, "%d tracks, at most 3", len(ps.tracks))
+	}
+	clusterNS, ok := ps.nanos(timecode)
+	if !ok {
+		return newAckErr(4007, "cluster timecode %d overflows at scale %d", timecode, ps.scale)
+	}
+	if ps.havePrev && clusterNS < ps.prevClusterNS {
+		return newAckErr(4004, "cluster timecode %d is before the previous fragment's", timecode)
+	}
+	if !p.setFragOpen(true) {
+		return newAckErr(5000, "server shutting down")
+	}
+	n, err := p.buf.seq.reserve(func() (uint64, error) { return p.m.s.store.NextNumber(p.ctx, p.name) })
+	if err != nil {
+		if errors.Is(err, store.ErrStreamNotFound) {
+			return newAckErr(4008, "stream %s is gone", p.name)
+		}
+		if p.ctx.Err() == nil {
+			p.log.Error("put media: next number", "err", err)
+		}
+		return newAckErr(5000, "next number: %v", err)
+	}
+	ps.open, ps.number = true, n
+	ps.timecode, ps.clusterNS = timecode, clusterNS
+	ps.serverTime = p.m.s.cfg.Now()
+	ps.frames, ps.offsets, ps.arena = ps.frames[:0], ps.offsets[:0], ps.arena[:0]
+	ps.size, ps.sawVideo, ps.last = 0, false, ps.last[:0]
+	ps.fragTags, ps.fragTagSize = ps.producerTags, ps.producerTagBytes
+	ps.producerTags, ps.producerTagBytes = nil, 0
+	tc := timecode
+	p.ack(ackBuffering, &tc, n, nil)
+	return nil
+}
+
+// nanos converts ticks to nanoseconds at the current scale, reporting overflow.
+func (ps *putParser) nanos(ticks int64) (int64, bool) {
+	scale := int64(ps.scale)
+	if ticks > math.MaxInt64/scale || ticks < math.MinInt64/scale {
+		return 0, false
+	}
+	return ticks * scale, true
+}
+
+// minArena is the first capacity of a session's frame arena: a second of 2 Mbit/s video.
+const minArena = 256 << 10
+
+func (ps *putParser) frame(f *mkv.Frame) *ackErr {
+	var track *mkv.Track
+	for i := range ps.tracks {
+		if ps.tracks[i].Number == f.Track {
+			track = &ps.tracks[i]
+			break
+		}
+	}
+	if track == nil {
+		return ps.fragErr(4010, "block on track %d, which Tracks does not declare", f.Track)
+	}
+	ns, ok := ps.nanos(f.Timecode)
+	if !ok {
+		return ps.fragErr(4007, "frame timecode %d overflows", f.Timecode)
+	}
+	if track.Type == mkv.TrackTypeVideo && !ps.sawVideo {
+		ps.sawVideo = true
+		if !f.Keyframe {
+			return ps.fragErr(4006, "fragment at timecode %d does not start with a keyframe", ps.timecode)
+		}
+	}
+	if prev, ok := lastFor(ps.prevLast, f.Track); ok && ns < prev {
+		return ps.fragErr(4004, "frame at %d ns on track %d is before the previous fragment's last frame", ns, f.Track)
+	}
+	if len(ps.frames) == 0 {
+		ps.firstNS = ns
+	} else if ns-ps.firstNS > int64(ps.p.m.maxFragmentDuration) {
+		return ps.fragErr(4002, "fragment at timecode %d is longer than %v", ps.timecode, ps.p.m.maxFragmentDuration)
+	}
+	ps.size += int64(len(f.Data))
+	if ps.size+ps.fragTagSize > ps.p.m.maxFragmentSize {
+		return ps.fragErr(4001, "fragment at timecode %d is over %d bytes", ps.timecode, ps.p.m.maxFragmentSize)
+	}
+	ps.offsets = append(ps.offsets, len(ps.arena))
+	if need := len(ps.arena) + len(f.Data); need > cap(ps.arena) {
+		// Grow by doubling from minArena, not append's 1.25× for large slices: a session's
+		// first fragment builds its arena from nothing, and when a fleet of producers
+		// (re)connects at once, every one of them does so in the same second, in fresh memory.
+		grown := make([]byte, len(ps.arena), max(need, 2*cap(ps.arena), minArena))
+		copy(grown, ps.arena)
+		ps.arena = grown
+	}
+	ps.arena = append(ps.arena, f.Data...)
+	fr := *f
+	fr.Data = nil
+	ps.frames = append(ps.frames, fr)
+	found := false
+	for i := range ps.last {
+		if ps.last[i].track == f.Track {
+			ps.last[i].ns = max(ps.last[i].ns, ns)
+			found = true
+		}
+	}
+	if !found {
+		ps.last = append(ps.last, trackTime{f.Track, ns})
+	}
+	return nil
+}
+
+// finish completes the open fragment: RECEIVED, the stored chunk, and the hand-off.
+func (ps *putParser) finish() *ackErr {
+	p := ps.p
+	for i := range ps.frames {
+		end := len(ps.arena)
+		if i+1 < len(ps.offsets) {
+			end = ps.offsets[i+1]
+		}
+		ps.frames[i].Data = ps.arena[ps.offsets[i]:end:end]
+	}
+	frag := mkv.Fragment{DocType: ps.docType, TimecodeScale: ps.scale, Tracks: ps.tracks, Timecode: ps.timecode, Frames: ps.frames}
+	producer := ps.clusterNS
+	if ps.relative() {
+		producer += p.startNanos
+	}
+	// Both timestamps are stored at the millisecond precision every API reports them with (JSON
+	// seconds with 3 decimals, the MKV tags): a range whose end is a timestamp the client was
+	// shown, or a "now" the Go SDK rounded down to the millisecond right after the upload, then
+	// holds the fragment. Stored in nanoseconds, a fragment received 0.4 ms before such an end
+	// fell outside it (seen as get-clip --end now missing the newest fragments).
+	meta := store.FragmentMeta{
+		Number:       ps.number,
+		ServerTime:   ps.serverTime.Truncate(time.Millisecond),
+		ProducerTime: time.Unix(0, producer).UTC().Truncate(time.Millisecond),
+		Duration:     time.Duration(frag.Duration() * int64(ps.scale)),
+	}
+	chunk, err := ps.chunk(&frag, meta)
+	if err != nil {
+		return ps.fragErr(4006, "fragment at timecode %d: %v", ps.timecode, err)
+	}
+	meta.Size = int64(len(chunk))
+	tc := ps.timecode
+	p.ack(ackReceived, &tc, ps.number, nil)
+	ps.open = false
+	p.setFragOpen(false)
+	ps.havePrev, ps.prevClusterNS = true, ps.clusterNS
+	ps.prevLast = append(ps.prevLast[:0], ps.last...)
+	select {
+	case ps.jobs <- persistJob{timecode: ps.timecode, meta: meta, chunk: chunk}:
+	case <-p.ctx.Done():
+		p.buf.seq.done(ps.number)
+	}
+	return nil
+}
+
+func (ps *putParser) relative() bool { return ps.p.relative }
+
+// chunk builds the stored form of a fragment (kvs-api.md §6.1, §10): EBML header, unknown-size
+// Segment, Info, Tracks, the producer's Tags for this fragment, the KVS Tags (fragment number,
+// server and producer timestamps) and one known-size Cluster with the frames as received. It is
+// one buffer (sized ahead; a released earlier chunk of the session when one fits) and never
+// changes while referenced: the live buffer and its readers share it (see liveFragment).
+func (ps *putParser) chunk(f *mkv.Fragment, meta store.FragmentMeta) ([]byte, error) {
+	size := len(ps.arena) + 24*len(ps.frames) + 512 + int(ps.fragTagSize)
+	for i := range ps.tracks {
+		size += len(ps.tracks[i].CodecPrivate) + 64
+	}
+	var b []byte
+	select {
+	case b = <-ps.p.spare: // an earlier fragment's, released by everyone
+	default:
+	}
+	if cap(b) < size {
+		// An eighth more, so that the buffer fits the next fragments of about this size
+		// when it comes back.
+		b = make([]byte, 0, size+size/8)
+	}
+	b = mkv.AppendEBMLHeader(b, f.DocType)
+	b = mkv.AppendSegmentStart(b)
+	b = mkv.AppendInfo(b, f.TimecodeScale, "")
+	b = mkv.AppendTracks(b, f.Tracks)
+	if len(ps.fragTags) > 0 {
+		b = mkv.AppendTags(b, ps.fragTags...)
+	}
+	b = mkv.AppendTags(b, kvsTags(meta)...)
+	return mkv.AppendCluster(b, f.Timecode, f.Frames)
+}
