@@ -72,18 +72,21 @@
 //
 // # The PutMedia data path
 //
-// One upload is three goroutines. The parser (putParser) reads the body with mkv.Reader into a
-// per-upload frame arena (no allocation per frame), acks BUFFERING at a cluster start and RECEIVED
-// at its end, and builds the fragment's stored chunk: one allocation, immutable from then on. The
-// persister (putSession.persist) takes chunks in fragment-number order across all uploads of the
-// stream (the sequencer), publishes each to the stream's live buffer (hub.go; GetMedia readers
-// write the shared chunk to their sockets without copying it) and writes it to the store with
-// AppendAsync, which returns once the record is in the segment file and queued for the group
-// commit; it does not wait for the fdatasync, so live delivery never waits for the disk and one
-// stream's consecutive fragments share a commit. ackDurable waits for each, in order, and sends
-// PERSISTED only after the store's fdatasync and index commit (at most 8 fragments of an upload
-// are written but not yet durable). A fragment stays in the live buffer until it is durable, so a
-// reader that falls behind the buffer and reads the store never meets a fragment that is written
-// but not yet indexed. The live buffer of a stream that keeps data holds 5 s or 4 MiB; memory per
-// stream in kvs bench (2 Mbit/s, 1 s fragments) is about 4 MB.
+// This is the one description of it; other files point here. One upload is three goroutines.
+// The parser (putParser, putparser.go) reads the body with mkv.Reader into a per-upload frame
+// arena (no allocation per frame), acks BUFFERING at a cluster start and RECEIVED at its end, and
+// builds the fragment's stored chunk: one allocation, immutable from then on. The persister
+// (putSession.persist) takes chunks in fragment-number order across all uploads of the stream
+// (the sequencer) and, in this order: publishes each to the stream's chunk cache (livecache.go)
+// and wakes the stream's live readers through the notifier (notify.go), so live delivery never
+// waits for the disk; then writes it to the store with AppendAsync, which returns once the record
+// is in the segment file and queued for the group commit, without waiting for the fdatasync, so
+// one stream's consecutive fragments share a commit. ackDurable waits for each, in order, and
+// sends PERSISTED only after the store's fdatasync and index commit (at most 8 fragments of an
+// upload are written but not yet durable). The cache holds the chunk bytes themselves (shared,
+// reference-counted, written to GetMedia sockets without copying), not only notices; a fragment
+// stays in it until it is durable, so a reader that falls behind the cache and reads the store
+// never meets a fragment that is written but not yet indexed. The cache of a stream that keeps
+// data holds 5 s or 4 MiB; memory per stream in kvs bench (2 Mbit/s, 1 s fragments) is about
+// 4 MB.
 package server

@@ -117,7 +117,7 @@ func fragmentNotFound(number string) error {
 // Fragments are sent in number order, strictly after the last one sent: from the store while
 // they are older than the live buffer's oldest, then from the buffer, so the switch has no gap
 // and no duplicate. A fragment that disappears meanwhile (retention) is skipped. At the live
-// edge the response waits for the hub's notice, then pulls the new fragment; it ends when the
+// edge the response waits for the notifier's notice, then pulls the new fragment; it ends when the
 // client leaves, on x-kvs-no-follow, after GetMediaIdleTimeout without a new fragment, or on
 // Server.Close. When the stream is deleted it ends with an error chunk (FRAGMENT_NUMBER of the last
 // fragment sent, ERROR_ID 4000, ERROR_CODE STREAM_DELETED); a store failure gives ERROR_ID 5000.
@@ -141,10 +141,10 @@ func (m *media) handleGetMedia(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	buf := m.buffer(st)
-	notices, unsubscribe := buf.subscribe() // before choosing the start: no notice can be missed
+	notices, unsubscribe := m.notify.subscribe(st.Name) // before choosing the start: no notice can be missed
 	defer unsubscribe()
 	if _, err := s.store.GetStream(ctx, st.Name); errors.Is(err, store.ErrStreamNotFound) {
-		m.hub.drop(st.Name) // deleted since the lookup: do not leave a buffer behind
+		m.forget(st.Name) // deleted since the lookup: do not leave a buffer behind
 		s.writeError(w, r, err)
 		return
 	}

@@ -1,20 +1,11 @@
 package server
 
-// The media data path (kvs-api.md §5–8, §10): PutMedia (putmedia.go), GetMedia (getmedia.go),
-// ListFragments and GetMediaForFragmentList (archive.go), on top of the live hub (hub.go) and the
-// Store.
-//
-// Data flow. A PutMedia connection parses its body one cluster at a time, copies the frames into
-// a per-connection buffer and, at the cluster's end, builds the stored chunk (the GetMedia chunk
-// minus its trailing tags) in one allocation. A per-connection persister goroutine appends it to
-// the Store (fsynced), publishes it to the stream's live buffer and acks PERSISTED, while the
-// parser already reads the next cluster. The hub only notifies; GetMedia readers pull chunks by
-// number, from the store while they are older than the buffer's oldest and from the buffer after,
-// so a slow reader catches up from disk without stalling anyone.
-//
-// Ordering. Store.Append and the hub both need increasing numbers per stream; the sequencer in
-// hub.go reserves numbers in cluster-start order and lets each fragment commit only after all
-// lower reserved numbers are committed or abandoned. Publication order is number order.
+// The media data path (kvs-api.md §5–8, §10): PutMedia (putmedia.go, its parser putparser.go),
+// GetMedia (getmedia.go), ListFragments and GetMediaForFragmentList (archive.go), on top of the
+// live path (the chunk cache, livecache.go, and the notifier, notify.go) and the Store. How a
+// fragment travels from the PutMedia body to the store and the live readers, and in what order,
+// is described once, in doc.go ("The PutMedia data path"); the sequencer (sequencer.go) keeps
+// concurrent uploads of one stream in number order.
 //
 // Choices where kvs-api.md leaves a question open ([?]), each documented at its handler:
 //   - §5.1 x-amzn-fragment-acknowledgment-required: ignored, acks always sent. The timecode type
@@ -63,11 +54,12 @@ const (
 
 func init() { routeSets = append(routeSets, (*Server).mediaRoutes) }
 
-// media is the state of the media data path: the live hub, the PutMedia sessions (so that
+// media is the state of the media data path: the live cache and notifier, the PutMedia sessions (so that
 // DeleteStream can fail them) and the settings taken from Config.
 type media struct {
-	s   *Server
-	hub *hub
+	s      *Server
+	cache  *liveCache // recent fragments' bytes (livecache.go)
+	notify notifier   // wakes live readers (notify.go)
 
 	maxFragmentDuration time.Duration
 	idleAckInterval     time.Duration
@@ -91,7 +83,8 @@ type media struct {
 func (s *Server) mediaRoutes() map[string]http.HandlerFunc {
 	m := &media{
 		s:                   s,
-		hub:                 newHub(),
+		cache:               newLiveCache(),
+		notify:              newLocalNotifier(),
 		maxFragmentDuration: orDefault(s.cfg.MaxFragmentDuration, DefaultMaxFragmentDuration),
 		idleAckInterval:     orDefault(s.cfg.IdleAckInterval, DefaultIdleAckInterval),
 		writeTimeout:        orDefault(s.cfg.MediaWriteTimeout, DefaultMediaWriteTimeout),
@@ -131,12 +124,27 @@ func (m *media) limitsFor(st store.Stream) bufferLimits {
 }
 
 // buffer returns the live buffer of st, creating it when absent.
-func (m *media) buffer(st store.Stream) *streamBuffer { return m.hub.stream(st.Name, m.limitsFor(st)) }
+func (m *media) buffer(st store.Stream) *streamBuffer {
+	return m.cache.stream(st.Name, m.limitsFor(st))
+}
+
+// publish adds a complete fragment to its stream's buffer and wakes the stream's readers.
+func (m *media) publish(name string, buf *streamBuffer, f *liveFragment) {
+	if buf.publish(f) {
+		m.notify.notify(name)
+	}
+}
+
+// forget drops a deleted stream's buffer and ends its live readers' waits.
+func (m *media) forget(name string) {
+	m.cache.drop(name)
+	m.notify.closeStream(name)
+}
 
 // streamDeleted runs after DeleteStream: live consumers get their error chunk (their notice
 // channel closes) and every PutMedia session on the stream ends with ERROR 4008.
 func (m *media) streamDeleted(name string) {
-	m.hub.drop(name)
+	m.forget(name)
 	m.mu.Lock()
 	sessions := m.sessions[name]
 	delete(m.sessions, name)

@@ -436,7 +436,7 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 		lf := &liveFragment{Meta: job.meta, Timecode: job.timecode, Chunk: job.chunk, Published: time.Now(), home: p.spare}
 		lf.refs.Store(1) // the session's, until the store has the bytes
 		lf.unsynced.Store(true)
-		p.buf.publish(lf)
+		p.m.publish(p.name, p.buf, lf)
 		wait, _ := p.store(st, job)
 		lf.release() // the store keeps no reference to the chunk (Store.Append)
 		p.buf.seq.done(n)

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,24 +62,23 @@ var (
 	liveOnlyBufferLimits = bufferLimits{MaxBytes: 200 << 20, MaxAge: 5 * time.Minute}
 )
 
-// streamBuffer is the in-memory buffer of one stream plus its live subscribers. Subscribers get a
-// notice ("something new was published") on a 1-slot channel with a non-blocking send and pull the
-// bytes themselves: a slow reader never stalls the producer and never loses data, because whatever it
-// missed is still in the buffer or in the store.
+// streamBuffer is the chunk cache of one stream: its recent fragments' bytes, shared by the live
+// readers, who learn of new ones from the notifier (notify.go) and pull them from here, or from
+// the store once they are older than the buffer's oldest: a slow reader never stalls the
+// producer and never loses data.
 type streamBuffer struct {
 	mu     sync.Mutex
 	frags  []*liveFragment // ordered by Meta.Number
 	bytes  int64
 	limits bufferLimits
 	last   uint64 // highest published number (0: none yet)
-	subs   map[chan struct{}]struct{}
-	gone   bool // the stream was deleted
+	gone   bool   // the stream was deleted
 
-	seq sequencer // orders the appends of concurrent PutMedia sessions
+	seq sequencer // orders the appends of concurrent PutMedia sessions (sequencer.go)
 }
 
 func newStreamBuffer(l bufferLimits) *streamBuffer {
-	return &streamBuffer{limits: l, subs: make(map[chan struct{}]struct{})}
+	return &streamBuffer{limits: l}
 }
 
 // setLimits changes the buffer's limits (for example after UpdateDataRetention).
@@ -91,25 +89,20 @@ func (b *streamBuffer) setLimits(l bufferLimits) {
 	b.mu.Unlock()
 }
 
-// publish adds f (whose number must be greater than every published one) and wakes subscribers.
-func (b *streamBuffer) publish(f *liveFragment) {
+// publish adds f, whose number must be greater than every published one (else it is ignored
+// and publish reports false). The caller then notifies the stream's readers.
+func (b *streamBuffer) publish(f *liveFragment) bool {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	if b.gone || f.Meta.Number <= b.last {
-		b.mu.Unlock()
-		return
+		return false
 	}
 	f.refs.Add(1) // the buffer's
 	b.frags = append(b.frags, f)
 	b.bytes += int64(len(f.Chunk))
 	b.last = f.Meta.Number
 	b.evictLocked(f.Published)
-	for c := range b.subs {
-		select {
-		case c <- struct{}{}:
-		default: // already notified; the reader will find everything when it looks
-		}
-	}
-	b.mu.Unlock()
+	return true
 }
 
 func (b *streamBuffer) evictLocked(now time.Time) {
@@ -206,28 +199,7 @@ func (b *streamBuffer) lastNumber() uint64 {
 	return b.last
 }
 
-// subscribe returns a notice channel and a function that ends the subscription. The channel is
-// closed when the stream is deleted.
-func (b *streamBuffer) subscribe() (<-chan struct{}, func()) {
-	c := make(chan struct{}, 1)
-	b.mu.Lock()
-	if b.gone {
-		close(c)
-		b.mu.Unlock()
-		return c, func() {}
-	}
-	b.subs[c] = struct{}{}
-	b.mu.Unlock()
-	return c, func() {
-		b.mu.Lock()
-		if _, ok := b.subs[c]; ok {
-			delete(b.subs, c)
-		}
-		b.mu.Unlock()
-	}
-}
-
-// close marks the stream deleted: its memory is released and subscribers see their channel closed.
+// close marks the stream deleted and releases its memory.
 func (b *streamBuffer) close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -239,10 +211,6 @@ func (b *streamBuffer) close() {
 		f.release()
 	}
 	b.frags, b.bytes = nil, 0
-	for c := range b.subs {
-		close(c)
-		delete(b.subs, c)
-	}
 }
 
 func (b *streamBuffer) isGone() bool {
@@ -251,16 +219,17 @@ func (b *streamBuffer) isGone() bool {
 	return b.gone
 }
 
-// hub maps stream names to their buffers. A deleted and re-created stream gets a fresh buffer.
-type hub struct {
+// liveCache maps stream names to their buffers: the node's chunk cache. A deleted and re-created
+// stream gets a fresh buffer.
+type liveCache struct {
 	mu      sync.Mutex
 	streams map[string]*streamBuffer
 }
 
-func newHub() *hub { return &hub{streams: make(map[string]*streamBuffer)} }
+func newLiveCache() *liveCache { return &liveCache{streams: make(map[string]*streamBuffer)} }
 
 // stream returns the buffer of the named stream, creating it with limits l when absent.
-func (h *hub) stream(name string, l bufferLimits) *streamBuffer {
+func (h *liveCache) stream(name string, l bufferLimits) *streamBuffer {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	b := h.streams[name]
@@ -272,77 +241,12 @@ func (h *hub) stream(name string, l bufferLimits) *streamBuffer {
 }
 
 // drop closes and forgets the named stream's buffer (DeleteStream).
-func (h *hub) drop(name string) {
+func (h *liveCache) drop(name string) {
 	h.mu.Lock()
 	b := h.streams[name]
 	delete(h.streams, name)
 	h.mu.Unlock()
 	if b != nil {
 		b.close()
-	}
-}
-
-// sequencer makes a stream's fragments reach the store and the buffer in number order when several
-// PutMedia sessions write to one stream. A number is reserved (store.NextNumber) when a fragment's
-// cluster starts, because the BUFFERING ack already carries it, but the fragment is complete only
-// later; the store requires increasing numbers, and the hub publishes only increasing ones. So each
-// session, once its fragment is complete, waits for its turn: until every lower number reserved on
-// the stream has been committed or abandoned. With one producer per stream there is never a wait;
-// with two, a fragment can wait for the other producer's open fragment to end (bounded by
-// MaxFragmentDuration and PutMediaReadTimeout).
-type sequencer struct {
-	mu      sync.Mutex
-	pending []uint64      // reserved, neither committed nor abandoned; ascending
-	wake    chan struct{} // closed (and replaced) whenever pending[0] changes
-}
-
-// reserve calls next (store.NextNumber) under the sequencer's lock, so that reservation order is
-// number order, and records the number as pending.
-func (q *sequencer) reserve(next func() (uint64, error)) (uint64, error) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	n, err := next()
-	if err != nil {
-		return 0, err
-	}
-	q.pending = append(q.pending, n)
-	return n, nil
-}
-
-// turn waits until n is the lowest pending number. It returns ctx's error if ctx ends first.
-func (q *sequencer) turn(ctx context.Context, n uint64) error {
-	for {
-		q.mu.Lock()
-		if len(q.pending) == 0 || q.pending[0] >= n {
-			q.mu.Unlock()
-			return nil
-		}
-		if q.wake == nil {
-			q.wake = make(chan struct{})
-		}
-		w := q.wake
-		q.mu.Unlock()
-		select {
-		case <-w:
-		case <-ctx.Done():
-			return context.Cause(ctx)
-		}
-	}
-}
-
-// done removes n from the pending numbers (committed or abandoned) and wakes waiters when that
-// changes the lowest one.
-func (q *sequencer) done(n uint64) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for i, p := range q.pending {
-		if p == n {
-			q.pending = append(q.pending[:i], q.pending[i+1:]...)
-			if i == 0 && q.wake != nil {
-				close(q.wake)
-				q.wake = nil
-			}
-			return
-		}
 	}
 }

@@ -58,30 +58,44 @@ func TestStreamBufferAfterAndEviction(t *testing.T) {
 	}
 }
 
-func TestStreamBufferSubscribers(t *testing.T) {
-	b := newStreamBuffer(archivedBufferLimits)
-	c, cancel := b.subscribe()
+func TestLocalNotifier(t *testing.T) {
+	n := newLocalNotifier()
+	c, cancel := n.subscribe("cam")
 	defer cancel()
-	for n := uint64(1); n <= 3; n++ { // three publishes, one pending notice: never blocks
-		b.publish(frag(n, 1, time.Now()))
+	other, cancelOther := n.subscribe("other")
+	defer cancelOther()
+	for range 3 { // three notices, one pending: never blocks
+		n.notify("cam")
 	}
 	select {
 	case <-c:
 	default:
-		t.Fatal("no notice after publish")
+		t.Fatal("no notice after notify")
 	}
 	select {
 	case <-c:
 		t.Fatal("notices should coalesce into one")
 	default:
 	}
-	b.close()
+	select {
+	case <-other:
+		t.Fatal("a notice for cam woke a subscriber of another stream")
+	default:
+	}
+	n.closeStream("cam")
 	if _, ok := <-c; ok {
 		t.Fatal("channel not closed when the stream was deleted")
 	}
-	c2, _ := b.subscribe()
-	if _, ok := <-c2; ok {
-		t.Fatal("subscribing to a deleted stream should give a closed channel")
+	c2, cancel2 := n.subscribe("cam") // a stream created again under the name
+	n.notify("cam")
+	if _, ok := <-c2; !ok {
+		t.Fatal("a subscription after closeStream should get notices")
+	}
+	cancel2()
+	cancel() // after closeStream: harmless
+	n.notify("other")
+	if _, ok := <-other; !ok {
+		t.Fatal("other stream's subscriber lost")
 	}
 }
 
