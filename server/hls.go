@@ -1,8 +1,6 @@
 package server
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"net/http"
 	"sync"
@@ -45,19 +43,38 @@ const (
 
 func init() { routeSets = append(routeSets, (*Server).playbackRoutes) }
 
-// playback is the state of the HLS and GetClip APIs: the HLS sessions.
+// playback is the state of the HLS and GetClip APIs. An HLS session lives in its token (see
+// hlsSession), so that any node holding the key can serve it; what playback keeps are caches any
+// node can rebuild from the store, and the count of sessions this node issued per stream.
 type playback struct {
-	s *Server
+	s   *Server
+	key []byte // HMAC-SHA256 key of session tokens (Config.SessionKey)
 
-	mu       sync.Mutex
-	sessions map[string]*hlsSession // by token
+	mu        sync.Mutex
+	issued    map[string]map[string]time.Time // stream → token → expiry, for hlsMaxSessions
+	trackKeys map[fragmentKey]string          // a fragment's track identity (trackKey), immutable
+	discs     map[string]*discCount           // token → discontinuities counted so far (LIVE)
 }
+
+// fragmentKey names a fragment across deletes: a stream created again under its name has
+// another ARN.
+type fragmentKey struct {
+	arn    string
+	number uint64
+}
+
+// Cache bounds: past them a cache is emptied and rebuilt from the store as needed.
+const (
+	hlsKeyCacheSize  = 100_000 // ~100 B each
+	hlsDiscCacheSize = 10_000
+)
 
 // playbackRoutes registers GetHLSStreamingSessionURL and GetClip (POST, like every KVS
 // operation) and the HLS playback URLs (GET: hls.js, Safari, ffmpeg and every other player fetch
 // them with plain GETs).
 func (s *Server) playbackRoutes() map[string]http.HandlerFunc {
-	p := &playback{s: s, sessions: map[string]*hlsSession{}}
+	p := &playback{s: s, key: s.cfg.SessionKey, issued: map[string]map[string]time.Time{},
+		trackKeys: map[fragmentKey]string{}, discs: map[string]*discCount{}}
 	s.onStreamDeleted(p.streamDeleted)
 	s.getRoutes[hlsPathPrefix+"getHLSMasterPlaylist.m3u8"] = p.handleMasterPlaylist
 	s.getRoutes[hlsPathPrefix+"getHLSMediaPlaylist.m3u8"] = p.handleMediaPlaylist
@@ -69,8 +86,9 @@ func (s *Server) playbackRoutes() map[string]http.HandlerFunc {
 	}
 }
 
-// hlsSession is one GetHLSStreamingSessionURL answer: what to list, until when. The fields above
-// mu never change after creation.
+// hlsSession is one GetHLSStreamingSessionURL answer: what to list, until when. It never changes
+// after creation and travels in its token (hlstoken.go), signed, so that any node that has the
+// key serves it (Config.SessionKey; with the default per-process key a restart ends it).
 type hlsSession struct {
 	token    string
 	stream   string // name
@@ -84,11 +102,8 @@ type hlsSession struct {
 	max      int
 	created  time.Time
 	expires  time.Time
-
-	mu        sync.Mutex
-	target    int               // EXT-X-TARGETDURATION so far: it may grow, never shrink
-	trackKeys map[uint64]string // fragment number → its tracks' identity (immutable, cached)
-	discs     map[uint64]bool   // fragment number → a discontinuity precedes it in this session
+	target   int    // EXT-X-TARGETDURATION of the first playlist; later ones never go below it
+	first    uint64 // LIVE: the first fragment listed at creation, where discontinuities are counted from
 }
 
 type getHLSRequest struct {
@@ -211,8 +226,10 @@ func parseHLSRequest(r *getHLSRequest) (*hlsSession, int64, error) {
 // (NoDataRetentionException), it has fragments to play (ResourceNotFoundException: none in the
 // range, or for LIVE none received in the last 30 s) and their codecs can be served
 // (UnsupportedStreamMediaType / MissingCodecPrivateData / InvalidCodecPrivateData). Sessions
-// live in memory until they expire (a restart ends them); at most 10 are active per stream
-// (ClientLimitExceededException).
+// are self-contained signed tokens that any node with the key can serve until they expire (see
+// Config.SessionKey); at most 10 issued by one node are active per stream
+// (ClientLimitExceededException): in a cluster the limit is per node, since no node sees the
+// others' tokens.
 func (p *playback) handleGetHLSStreamingSessionURL(w http.ResponseWriter, r *http.Request) {
 	s := p.s
 	var req getHLSRequest
@@ -237,8 +254,9 @@ func (p *playback) handleGetHLSStreamingSessionURL(w http.ResponseWriter, r *htt
 	}
 	now := s.cfg.Now()
 	sess.stream, sess.arn = st.Name, st.ARN
-	sess.created, sess.expires = now, now.Add(time.Duration(expires)*time.Second)
-	sess.trackKeys, sess.discs = map[uint64]string{}, map[uint64]bool{}
+	// Whole milliseconds and seconds: what the token carries.
+	sess.created = now.Truncate(time.Millisecond)
+	sess.expires = now.Add(time.Duration(expires) * time.Second).Truncate(time.Second)
 
 	frags, _, _, err := p.list(ctx, sess)
 	if err != nil {
@@ -257,39 +275,48 @@ func (p *playback) handleGetHLSStreamingSessionURL(w http.ResponseWriter, r *htt
 		s.writeError(w, r, err)
 		return
 	}
-	tok := make([]byte, 24)
-	_, _ = rand.Read(tok) // crypto/rand.Read never fails (Go 1.24+)
-	sess.token = base64.RawURLEncoding.EncodeToString(tok)
-	p.mu.Lock()
-	active := 0
-	for t, o := range p.sessions {
-		switch {
-		case !now.Before(o.expires):
-			delete(p.sessions, t)
-		case o.stream == st.Name:
-			active++
-		}
+	sess.target = targetDuration(frags, 1)
+	if sess.mode == "LIVE" {
+		sess.first = frags[0].Number
 	}
-	if active >= hlsMaxSessions {
-		p.mu.Unlock()
+	sess.token = p.sign(sess)
+	if !p.issue(sess, now) {
 		s.writeError(w, r, apiErrorf(codeClientLimitExceeded, "The stream %s already has %d active HLS streaming sessions.", st.Name, hlsMaxSessions))
 		return
 	}
-	p.sessions[sess.token] = sess
-	p.mu.Unlock()
 	s.writeJSON(w, r, struct {
 		HLSStreamingSessionURL string `json:"HLSStreamingSessionURL"`
 	}{s.dataEndpoint(r) + hlsPathPrefix + "getHLSMasterPlaylist.m3u8?SessionToken=" + sess.token})
 }
 
+// issue counts sess against its stream's hlsMaxSessions on this node; false when the stream
+// has that many active already.
+func (p *playback) issue(sess *hlsSession, now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	set := p.issued[sess.stream]
+	for t, exp := range set {
+		if !now.Before(exp) {
+			delete(set, t)
+		}
+	}
+	if len(set) >= hlsMaxSessions {
+		return false
+	}
+	if set == nil {
+		set = map[string]time.Time{}
+		p.issued[sess.stream] = set
+	}
+	set[sess.token] = sess.expires
+	return true
+}
+
+// streamDeleted forgets the deleted stream's sessions; their tokens fail from now on anyway (the
+// ARN they name is gone).
 func (p *playback) streamDeleted(name string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for t, sess := range p.sessions {
-		if sess.stream == name {
-			delete(p.sessions, t)
-		}
-	}
+	delete(p.issued, name)
 }
 
 // session returns the live session named by r's SessionToken, or the error to send.
@@ -298,10 +325,8 @@ func (p *playback) session(r *http.Request) (*hlsSession, error) {
 	if tok == "" {
 		return nil, invalidArgf("SessionToken is required.")
 	}
-	p.mu.Lock()
-	sess := p.sessions[tok]
-	p.mu.Unlock()
-	if sess == nil || !p.s.cfg.Now().Before(sess.expires) {
+	sess, ok := p.verify(tok)
+	if !ok || !p.s.cfg.Now().Before(sess.expires) {
 		return nil, apiErrorf(codeResourceNotFound, "The streaming session is not found or has expired.")
 	}
 	st, err := p.s.store.GetStream(r.Context(), sess.stream)

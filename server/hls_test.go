@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/server/store"
 )
 
 // uploadClip sends fragments idx of clip name (looped) to stream with ABSOLUTE timecodes from
@@ -460,5 +463,75 @@ func TestGetClipErrors(t *testing.T) {
 				t.Errorf("%d %q, want %q", resp.StatusCode, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestHLSSessionAnyNode: a session token carries its session, signed, so another server with the
+// same key (another node of a cluster, or this one after a restart) serves it, with the same
+// playlist, discontinuity count included, derived from the store; a server with another key, or
+// a token changed by a byte, gets ResourceNotFoundException.
+func TestHLSSessionAnyNode(t *testing.T) {
+	t.Parallel()
+	st := store.NewMem()
+	t.Cleanup(func() { st.Close() })
+	key := []byte("a shared session key, 32 bytes!!")
+	node := func(k []byte) *mediaEnv {
+		srv, err := New(Config{Store: st, SessionKey: k})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := httptest.NewServer(srv)
+		t.Cleanup(func() { ts.Close(); srv.Close() })
+		return &mediaEnv{srv: srv, ts: ts, store: st}
+	}
+	a, b, c3 := node(key), node(key), node([]byte("another key, at least 16 bytes"))
+	aURL, bURL, cURL := a.ts.URL, b.ts.URL, c3.ts.URL
+	a.createStream(t, "cam", 24)
+
+	c := loadClip(t, "h264.mkv")
+	pc := a.startPut(t, "cam")
+	pc.write(c.header())
+	for _, i := range []int{0, 1} {
+		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
+	}
+	url, code := a.hlsURL(t, map[string]any{"StreamName": "cam", "MaxMediaPlaylistFragmentResults": 2})
+	if code != "" {
+		t.Fatal(code)
+	}
+	// A gap in producer time before fragment 3 (clip fragment 2 left out): a discontinuity,
+	// which slides out of the 2-fragment window once fragments 4 and 5 are in.
+	for _, i := range []int{3, 4, 5} {
+		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
+	}
+	_, onA := mediaPlaylist(t, url)
+	if !strings.Contains(onA, "#EXT-X-DISCONTINUITY-SEQUENCE:1\n") || !strings.Contains(onA, "#EXT-X-MEDIA-SEQUENCE:4\n") {
+		t.Fatalf("playlist on the node that made the session:\n%s", onA)
+	}
+	_, onB := mediaPlaylist(t, strings.Replace(url, aURL, bURL, 1))
+	if onB != onA {
+		t.Fatalf("another node with the key answers\n%s\nwant the same as the first node:\n%s", onB, onA)
+	}
+	// The media of the session, from either node: the same bytes.
+	base := url[:strings.LastIndex(url, "/")+1]
+	for _, m := range regexp.MustCompile(`getMP4\w+\.mp4\?[^"\n]+`).FindAllString(onA, -1) {
+		codeA, _, fromA := httpGet(t, base+m)
+		codeB, _, fromB := httpGet(t, strings.Replace(base, aURL, bURL, 1)+m)
+		if codeA != 200 || codeB != 200 || len(fromA) < 500 || !bytes.Equal(fromA, fromB) {
+			t.Errorf("%s: %d (%d bytes) on the first node, %d (%d bytes) on the other", m, codeA, len(fromA), codeB, len(fromB))
+		}
+	}
+
+	tok := url[strings.Index(url, "SessionToken=")+len("SessionToken="):]
+	forged := []byte(tok)
+	forged[5] ^= 1 // still base64url: the payload, not the signature, changes
+	for name, u := range map[string]string{
+		"other key":    strings.Replace(url, aURL, cURL, 1),
+		"forged token": strings.Replace(url, tok, string(forged), 1),
+		"no signature": strings.Replace(url, tok, tok[:strings.Index(tok, ".")], 1),
+	} {
+		code, hdr, body := httpGet(t, u)
+		if code != 404 || hdr.Get("x-amzn-ErrorType") != "ResourceNotFoundException" {
+			t.Errorf("%s: %d %s %s, want 404 ResourceNotFoundException", name, code, hdr.Get("x-amzn-ErrorType"), body)
+		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/openkvs/kvs/server/store"
@@ -135,29 +136,135 @@ func (p *playback) inRange(ctx context.Context, name string, buf *streamBuffer, 
 	}
 }
 
-// keys returns the track keys of frags, cached per session.
+// keys returns the track keys of frags.
 func (p *playback) keys(ctx context.Context, sess *hlsSession, frags []store.FragmentMeta) ([]string, error) {
 	out := make([]string, len(frags))
 	for i, f := range frags {
-		sess.mu.Lock()
-		k, ok := sess.trackKeys[f.Number]
-		sess.mu.Unlock()
-		if !ok {
-			tracks, err := p.tracks(ctx, sess.stream, f.Number)
-			if errors.Is(err, store.ErrFragmentNotFound) {
-				k = "" // expired between listing and reading: it will fail when fetched
-			} else if err != nil {
-				return nil, err
-			} else {
-				k = trackKey(tracks)
-			}
-			sess.mu.Lock()
-			sess.trackKeys[f.Number] = k
-			sess.mu.Unlock()
+		k, err := p.trackKeyOf(ctx, sess, f.Number)
+		if err != nil {
+			return nil, err
 		}
 		out[i] = k
 	}
 	return out, nil
+}
+
+// trackKeyOf returns the track key of fragment n of the session's stream, "" when it is gone.
+// Keys are cached per node: a fragment's tracks never change.
+func (p *playback) trackKeyOf(ctx context.Context, sess *hlsSession, n uint64) (string, error) {
+	fk := fragmentKey{sess.arn, n}
+	p.mu.Lock()
+	k, ok := p.trackKeys[fk]
+	p.mu.Unlock()
+	if ok {
+		return k, nil
+	}
+	tracks, err := p.tracks(ctx, sess.stream, n)
+	switch {
+	case errors.Is(err, store.ErrFragmentNotFound):
+		return "", nil // expired between listing and reading: it will fail when fetched
+	case err != nil:
+		return "", err
+	}
+	k = trackKey(tracks)
+	p.mu.Lock()
+	if len(p.trackKeys) >= hlsKeyCacheSize {
+		clear(p.trackKeys)
+	}
+	p.trackKeys[fk] = k
+	p.mu.Unlock()
+	return k, nil
+}
+
+// targetDuration is EXT-X-TARGETDURATION for frags: the longest one in whole seconds, rounded
+// up, and at least floor.
+func targetDuration(frags []store.FragmentMeta, floor int) int {
+	target := floor
+	for _, f := range frags {
+		target = max(target, int(math.Ceil(f.Duration.Seconds())))
+	}
+	return target
+}
+
+// discontinuity reports whether a playlist of the session puts an EXT-X-DISCONTINUITY between
+// consecutive fragments prev and cur (with track keys prevKey and curKey): where the tracks
+// change, always with DiscontinuityMode ALWAYS, and with ON_DISCONTINUITY where their producer
+// timestamps leave a gap or an overlap of more than hlsGapThreshold.
+func (sess *hlsSession) discontinuity(prev, cur store.FragmentMeta, prevKey, curKey string) bool {
+	switch {
+	case curKey != prevKey && curKey != "" && prevKey != "":
+		return true
+	case sess.disc == "ALWAYS":
+		return true
+	case sess.disc == "ON_DISCONTINUITY":
+		gap := cur.ProducerTime.Sub(prev.ProducerTime.Add(prev.Duration))
+		return gap > hlsGapThreshold || gap < -hlsGapThreshold
+	}
+	return false
+}
+
+// discCount is a LIVE session's count of the discontinuities between its first fragment and
+// fragment through (inclusive), as the node has counted them so far.
+type discCount struct {
+	mu      sync.Mutex
+	through uint64
+	last    store.FragmentMeta // fragment through, for the next boundary
+	lastKey string
+	count   int
+	expires time.Time
+}
+
+// discSequence returns EXT-X-DISCONTINUITY-SEQUENCE for a LIVE window starting at fragment
+// first: the discontinuities between the session's first fragment and the window, which slid
+// out of it. It is derived from the store, so every node gives the same answer for a token; a
+// node counts once and then only the fragments that slid out since (cached per token).
+func (p *playback) discSequence(ctx context.Context, sess *hlsSession, first uint64) (int, error) {
+	p.mu.Lock()
+	dc := p.discs[sess.token]
+	if dc == nil {
+		if len(p.discs) >= hlsDiscCacheSize {
+			now := p.s.cfg.Now()
+			for t, d := range p.discs {
+				if !now.Before(d.expires) {
+					delete(p.discs, t)
+				}
+			}
+			if len(p.discs) >= hlsDiscCacheSize {
+				clear(p.discs)
+			}
+		}
+		dc = &discCount{expires: sess.expires}
+		p.discs[sess.token] = dc
+	}
+	p.mu.Unlock()
+
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	from := max(dc.through+1, sess.first)
+	for from < first {
+		page, err := p.s.store.Range(ctx, sess.stream, from, maxListFragments)
+		if err != nil {
+			return 0, err
+		}
+		for _, f := range page {
+			if f.Number >= first {
+				break
+			}
+			k, err := p.trackKeyOf(ctx, sess, f.Number)
+			if err != nil {
+				return 0, err
+			}
+			if dc.through != 0 && sess.discontinuity(dc.last, f, dc.lastKey, k) {
+				dc.count++
+			}
+			dc.through, dc.last, dc.lastKey = f.Number, f, k
+		}
+		if len(page) < maxListFragments || page[len(page)-1].Number >= first {
+			break
+		}
+		from = page[len(page)-1].Number + 1
+	}
+	return dc.count, nil
 }
 
 func writePlaylist(w http.ResponseWriter, body []byte, live bool) {
@@ -240,41 +347,23 @@ func (p *playback) handleMediaPlaylist(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	sess.mu.Lock()
-	target := sess.target
-	for _, f := range frags {
-		target = max(target, int(math.Ceil(f.Duration.Seconds())))
-	}
-	target = max(target, 1)
-	sess.target = target
-	// Discontinuities: decide each boundary once and remember it, so that the count of those
-	// that slid out of the window stays right.
+	// The target never goes below the first playlist's (carried in the token); it grows when a
+	// longer fragment comes.
+	target := targetDuration(frags, max(sess.target, 1))
 	disc := make([]bool, len(frags))
 	for i := 1; i < len(frags); i++ {
-		prev, cur := frags[i-1], frags[i]
-		switch {
-		case keys[i] != keys[i-1] && keys[i] != "" && keys[i-1] != "":
-			disc[i] = true
-		case sess.disc == "ALWAYS":
-			disc[i] = true
-		case sess.disc == "ON_DISCONTINUITY":
-			gap := cur.ProducerTime.Sub(prev.ProducerTime.Add(prev.Duration))
-			disc[i] = gap > hlsGapThreshold || gap < -hlsGapThreshold
-		}
-		sess.discs[cur.Number] = disc[i]
+		disc[i] = sess.discontinuity(frags[i-1], frags[i], keys[i-1], keys[i])
 	}
+	// Markers that slid out of the window are counted for LIVE. An ON_DEMAND window never
+	// slides; a LIVE_REPLAY one (in timestamp order) slides only once more than max fragments
+	// are revealed, and the markers it passes are not counted (left as before: rare, and a count
+	// would have to redo the timestamp-ordered list from the session's start).
 	var discSeq int
-	for n, d := range sess.discs {
-		if d && n < frags[0].Number && sess.mode == "LIVE" {
-			discSeq++
+	if sess.mode == "LIVE" {
+		if discSeq, err = p.discSequence(ctx, sess, frags[0].Number); err != nil {
+			s.writeError(w, r, fmt.Errorf("hls media playlist %s: %w", sess.stream, err))
+			return
 		}
-	}
-	sess.mu.Unlock()
-	if sess.mode != "LIVE" {
-		// LIVE_REPLAY and ON_DEMAND lists are in timestamp order: count the markers before the
-		// window directly (the ones a growing LIVE_REPLAY window slid past are rare; recounting
-		// them would need the whole list again).
-		discSeq = 0
 	}
 
 	var b bytes.Buffer

@@ -62,6 +62,10 @@ type Config struct {
 	// for the *Resource tagging operations) before any handler runs. See auth.go. Nil (the
 	// default) accepts every request, signed or not.
 	Credentials Credentials
+	// SessionKey signs HLS session tokens (HMAC-SHA256), which carry their session so that any
+	// server with the same key serves them: the nodes of a cluster share it. Nil: a random key
+	// per process, so tokens end with a restart. At least 16 bytes when set.
+	SessionKey []byte
 
 	// Media data path (media.go); zero values get the defaults named.
 
@@ -158,6 +162,13 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.RequestReadTimeout <= 0 {
 		cfg.RequestReadTimeout = DefaultRequestReadTimeout
+	}
+	switch {
+	case cfg.SessionKey == nil:
+		cfg.SessionKey = make([]byte, 32)
+		_, _ = rand.Read(cfg.SessionKey) // crypto/rand.Read never fails (Go 1.24+)
+	case len(cfg.SessionKey) < 16:
+		return nil, errors.New("server: Config.SessionKey must be at least 16 bytes")
 	}
 	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store, routes: map[string]http.HandlerFunc{},
 		getRoutes: map[string]http.HandlerFunc{}}
