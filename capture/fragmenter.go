@@ -300,23 +300,28 @@ func (f *Fragmenter) Next(ctx context.Context) (*mkv.Fragment, error) {
 }
 
 func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
+	var frames []Frame
 	if f.pending == nil {
 		if f.done {
 			return nil, io.EOF
 		}
 		f.switchArena()
-		fr, err := f.first(ctx)
+		lead, fr, err := f.first(ctx)
 		if err != nil {
 			return nil, err
 		}
+		frames = lead
 		f.pending, f.pendingKept = &fr, f.lastKept
 	} else {
 		f.switchArena()
 	}
-	frames := []Frame{*f.pending}
-	f.pending = nil
-	start := frames[0].PTS
+	start := f.pending.PTS
 	minPTS, maxPTS := start, start
+	for _, fr := range frames {
+		minPTS, maxPTS = min(minPTS, fr.PTS), max(maxPTS, fr.PTS)
+	}
+	frames = append(frames, *f.pending)
+	f.pending = nil
 	forced := false
 	for {
 		fr, err := f.read(ctx)
@@ -360,29 +365,57 @@ func (f *Fragmenter) switchArena() {
 	}
 }
 
-// first returns the first frame of the stream: the first video keyframe, dropping what comes
-// before it (no decoder could start there).
-func (f *Fragmenter) first(ctx context.Context) (Frame, error) {
+// first returns the first video keyframe of the stream and the frames of other tracks that come
+// before it in decode order (lead), when no video frame does: the AAC priming frame of an MP4
+// without B-frames is decoded before the first picture, and dropping it changes the first
+// decoded audio frame. Video before the first keyframe is dropped (no decoder could start there),
+// and with it the frames of other tracks before that keyframe; lead frames more than MaxDuration
+// before the keyframe are dropped too (a fragment spans at most MaxDuration).
+func (f *Fragmenter) first(ctx context.Context) (lead []Frame, key Frame, err error) {
 	dropped := 0
+	drop := func(n int) {
+		dropped += n
+		lead = append(lead[:0], lead[n:]...)
+	}
+	sawVideo := false
 	for {
 		fr, err := f.read(ctx)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				f.done = true
 			}
-			return Frame{}, err
+			return nil, Frame{}, err
 		}
 		if f.passes > 1 && !f.started {
-			return Frame{}, fmt.Errorf("fragmenter: a whole pass over the looped source had no keyframe on video track %d", f.video)
+			return nil, Frame{}, fmt.Errorf("fragmenter: a whole pass over the looped source had no keyframe on video track %d", f.video)
 		}
 		if f.started || fr.Track == f.video && fr.Keyframe {
 			f.started = true
+			n := 0
+			for n < len(lead) && fr.PTS-lead[n].PTS > f.cfg.MaxDuration {
+				n++
+			}
+			drop(n)
 			if dropped > 0 {
 				f.notice("fragmenter: dropped %d frames before the first video keyframe", dropped)
 			}
-			return fr, nil
+			return lead, fr, nil
 		}
-		dropped++
+		if fr.Track == f.video {
+			sawVideo = true
+		}
+		if sawVideo {
+			drop(len(lead))
+			dropped++
+			continue
+		}
+		lead = append(lead, fr)
+		// Bounded while no video comes: keep no more than a fragment could hold.
+		n := 0
+		for n < len(lead) && fr.PTS-lead[n].PTS > f.cfg.MaxDuration {
+			n++
+		}
+		drop(n)
 	}
 }
 
@@ -421,7 +454,8 @@ func (f *Fragmenter) build(frames []Frame, minPTS time.Duration) *mkv.Fragment {
 		Frames:        make([]mkv.Frame, len(frames)),
 	}
 	for i, fr := range frames {
-		out.Frames[i] = mkv.Frame{Track: fr.Track, Timecode: f.timecode(fr.PTS), Keyframe: fr.Keyframe, Data: fr.Data}
+		out.Frames[i] = mkv.Frame{Track: fr.Track, Timecode: f.timecode(fr.PTS), Keyframe: fr.Keyframe,
+			DiscardPadding: fr.DiscardPadding, Data: fr.Data}
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -121,18 +122,38 @@ func TestFragmenterClips(t *testing.T) {
 	}
 }
 
+// TestFragmenterMP4AudioKept: every audio frame of the MP4 is in the fragments, the AAC priming
+// frame first, at the first fragment's cluster timecode and marked to be discarded, and the video
+// starts with the first audio frame that is presented, as in the source.
 func TestFragmenterMP4AudioKept(t *testing.T) {
 	frags := fragments(t, openFragmenter(t, "h264_aac.mp4", FragmenterConfig{TargetDuration: time.Second}), 0)
-	audio := 0
+	var audio []mkv.Frame
+	var firstVideo int64 = -1
 	for _, f := range frags {
 		for _, fr := range f.Frames {
 			if fr.Track == 2 {
-				audio++
+				audio = append(audio, fr)
+			} else if firstVideo < 0 {
+				firstVideo = fr.Timecode
 			}
 		}
 	}
-	if audio != 188 {
-		t.Errorf("%d audio frames, want 188", audio)
+	if len(audio) != 189 {
+		t.Fatalf("%d audio frames, want 189 (with the priming frame)", len(audio))
+	}
+	priming := audio[0]
+	if priming.DiscardPadding != -21_333_333 || priming.Timecode != frags[0].Timecode {
+		t.Errorf("priming frame at %d (cluster %d), discard padding %v; want at the cluster timecode and -1024 samples at 48 kHz",
+			priming.Timecode, frags[0].Timecode, priming.DiscardPadding)
+	}
+	for i, fr := range audio[1:] {
+		if fr.DiscardPadding != 0 {
+			t.Errorf("audio frame %d: discard padding %v", i+1, fr.DiscardPadding)
+		}
+	}
+	if audio[1].Timecode != 21 || firstVideo != 21 {
+		t.Errorf("first presented audio frame at %d ms, first video frame at %d ms; want both at 21 (1024 samples after the priming frame)",
+			audio[1].Timecode, firstVideo)
 	}
 }
 
@@ -177,6 +198,85 @@ func TestFragmenterAudioOnly(t *testing.T) {
 		if d := frags[i+1].Timecode - f.Timecode; d < 2000 || d > 2022 {
 			t.Errorf("fragment %d lasts %d ms", i, d)
 		}
+	}
+}
+
+// listSource yields the given frames of a video track 1 and an AAC track 2.
+type listSource struct{ frames []Frame }
+
+func (s *listSource) Tracks() []mkv.Track {
+	return []mkv.Track{
+		{Number: 1, Type: mkv.TrackTypeVideo, CodecID: codec.CodecIDVP8},
+		{Number: 2, Type: mkv.TrackTypeAudio, CodecID: codec.CodecIDAAC, CodecPrivate: []byte{0x11, 0x88}},
+	}
+}
+func (s *listSource) Close() error { return nil }
+func (s *listSource) ReadFrame(context.Context) (Frame, error) {
+	if len(s.frames) == 0 {
+		return Frame{}, io.EOF
+	}
+	fr := s.frames[0]
+	s.frames = s.frames[1:]
+	return fr, nil
+}
+
+// TestFragmenterLeadingAudio: audio that comes before the first video frame in decode order (the
+// AAC priming frame of an MP4 without B-frames) starts the first fragment when that video frame is
+// a keyframe; before a video frame that is not, it is dropped with the video.
+func TestFragmenterLeadingAudio(t *testing.T) {
+	ms := time.Millisecond
+	v := func(pts time.Duration, key bool) Frame {
+		return Frame{Track: 1, PTS: pts, DTS: pts, Keyframe: key, Data: []byte{'v'}}
+	}
+	a := func(pts time.Duration) Frame {
+		return Frame{Track: 2, PTS: pts, DTS: pts, Keyframe: true, Data: []byte{'a'}}
+	}
+	for _, tc := range []struct {
+		name    string
+		max     time.Duration
+		frames  []Frame
+		want    string // the first fragment: track@timecode
+		dropped string // the notice, "" for none
+	}{
+		{name: "priming frame before the keyframe", frames: []Frame{
+			{Track: 2, PTS: 0, DTS: 0, Keyframe: true, DiscardPadding: -21 * ms, Data: []byte{'p'}},
+			v(21*ms, true), a(21 * ms), v(61*ms, false), a(42 * ms)},
+			want: "2@0 1@21 2@21 1@61 2@42"},
+		{name: "audio before a video frame that is not a keyframe", frames: []Frame{
+			a(0), v(0, false), a(21 * ms), v(40*ms, true), a(42 * ms)},
+			want: "1@40 2@42", dropped: "fragmenter: dropped 3 frames before the first video keyframe"},
+		{name: "audio more than MaxDuration before the keyframe", max: time.Second, frames: []Frame{
+			a(0), a(500 * ms), a(1200 * ms), v(1300*ms, true)},
+			want: "2@500 2@1200 1@1300", dropped: "fragmenter: dropped 1 frames before the first video keyframe"},
+		{name: "no video at all", max: time.Second, frames: []Frame{a(0), a(600 * ms), a(1200 * ms)},
+			want: "none"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var notices []string
+			fr, err := NewFragmenter(&listSource{frames: tc.frames}, FragmenterConfig{TargetDuration: tc.max, MaxDuration: tc.max,
+				Notice: func(m string) { notices = append(notices, m) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			frags := fragments(t, fr, 0)
+			got := "none"
+			if len(frags) > 0 {
+				var parts []string
+				for _, f := range frags[0].Frames {
+					parts = append(parts, fmt.Sprintf("%d@%d", f.Track, f.Timecode))
+				}
+				got = strings.Join(parts, " ")
+			}
+			if got != tc.want {
+				t.Errorf("first fragment %s, want %s", got, tc.want)
+			}
+			if strings.Join(notices, "; ") != tc.dropped {
+				t.Errorf("notices %q, want %q", notices, tc.dropped)
+			}
+			if len(frags) > 0 && tc.frames[0].DiscardPadding != 0 && frags[0].Frames[0].DiscardPadding != tc.frames[0].DiscardPadding {
+				t.Errorf("discard padding %v, want %v", frags[0].Frames[0].DiscardPadding, tc.frames[0].DiscardPadding)
+			}
+		})
 	}
 }
 
@@ -312,7 +412,7 @@ func TestFragmentsPlay(t *testing.T) {
 		{file: "h264.mkv", codecs: []string{"h264"}, packets: []int{100}},
 		{file: "h264.h264", codecs: []string{"h264"}, packets: []int{100}},
 		{file: "h265.h265", codecs: []string{"hevc"}, packets: []int{50}},
-		{file: "h264_aac.mp4", codecs: []string{"h264", "aac"}, packets: []int{100, 188}},
+		{file: "h264_aac.mp4", codecs: []string{"h264", "aac"}, packets: []int{100, 189}},
 		{file: "webm_vp8.webm", codecs: []string{"vp8"}, packets: []int{50}},
 	} {
 		t.Run(tc.file, func(t *testing.T) {

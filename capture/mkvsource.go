@@ -174,7 +174,7 @@ func (s *MKVSource) frame(f *mkv.Frame, offset int64, lend bool) (Frame, error) 
 		return Frame{}, fmt.Errorf("matroska: block at offset %d for track %d, which Tracks does not declare", offset, f.Track)
 	}
 	pts := time.Duration(f.Timecode) * time.Duration(s.scale)
-	out := Frame{Track: f.Track, PTS: pts, Keyframe: f.Keyframe}
+	out := Frame{Track: f.Track, PTS: pts, Keyframe: f.Keyframe, DiscardPadding: f.DiscardPadding}
 	if dts, ok := s.lastDTS[f.Track]; ok && dts > pts {
 		out.DTS = dts
 	} else {

@@ -21,16 +21,24 @@ const maxMP4Samples = 10_000_000
 // H.264, H.265 and AAC tracks are carried; other tracks are skipped (reported to Options.Notice).
 // Timestamps come from the sample tables: DTS from stts (or trun durations and tfdt), PTS adds the
 // composition offset (ctts / trun), and the first edit list entry shifts both so that the first
-// presented frame is at its edit's start (0 for files made by ffmpeg). Audio frames the edit list
-// excludes entirely (AAC priming) are dropped, as players do; if a frame is still before 0, all
-// tracks are shifted together so that the earliest PTS is 0. Frames of all
-// tracks are merged in DTS order.
+// presented frame is at its edit's start (0 for files made by ffmpeg). Frames of all tracks are
+// merged in DTS order.
+//
+// Audio before an edit's start is handled as ffmpeg's MP4 demuxer handles it: the frames that
+// start up to a second before it are kept, because the decoder needs them (an AAC frame decodes
+// by overlapping with the one before: the priming frame ffmpeg's and Apple's encoders put first,
+// which an edit list then skips, exists for that), and the part before the edit start gets a
+// negative DiscardPadding so that players drop its decoded samples; earlier frames are dropped.
+// A kept priming frame is before 0 (-1024 samples for ffmpeg's AAC), so all tracks are then
+// shifted together by the offset that puts the earliest PTS at 0: A/V sync stays that of the
+// source, and the first video frame is presented at that offset (21.3 ms for 48 kHz AAC) instead
+// of at 0.
 type MP4Source struct {
 	rs     io.ReadSeeker
 	closer io.Closer
 	tracks []mkv.Track
 	state  []*mp4Track
-	offset time.Duration // added to every timestamp so that no PTS is negative
+	offset time.Duration // added to every timestamp so that no PTS is negative (see MP4Source)
 	buf    []byte        // sample buffer lent to a Fragmenter (readLent)
 }
 
@@ -55,6 +63,7 @@ type mp4Sample struct {
 	cto    int32 // composition time offset
 	dur    uint32
 	sync   bool
+	skip   uint32 // timescale units at the start that the edit list leaves out of the presentation
 }
 
 func (t *mp4Track) dts(i int) time.Duration { return t.scale(t.samples[i].dts - t.shift) }
@@ -94,7 +103,7 @@ func NewMP4Source(rs io.ReadSeeker, closer io.Closer, opts Options) (*MP4Source,
 		}
 		st.shift = editShift(trak, f.Moov.Mvhd)
 		if track.Type == mkv.TrackTypeAudio {
-			st.dropBeforeEdit()
+			st.trimToEdit()
 		}
 		s.tracks = append(s.tracks, track)
 		s.state = append(s.state, st)
@@ -102,8 +111,8 @@ func NewMP4Source(rs io.ReadSeeker, closer io.Closer, opts Options) (*MP4Source,
 	if len(s.tracks) == 0 {
 		return nil, fmt.Errorf("mp4: %w (kvs carries H.264, H.265 and AAC from MP4)", ErrNoTracks)
 	}
-	// An edit list that skips AAC priming samples puts the first audio frame before 0; shift
-	// everything so that the earliest frame is presented at 0 and tracks stay in sync.
+	// An edit list that skips AAC priming samples puts the priming frame before 0; shift
+	// everything so that the earliest frame is at 0 and tracks stay in sync.
 	for _, t := range s.state {
 		for i := range t.samples {
 			if p := t.pts(i); p < -s.offset {
@@ -209,15 +218,34 @@ func editShift(trak *mp4.TrakBox, mvhd *mp4.MvhdBox) int64 {
 	return shift
 }
 
-// dropBeforeEdit drops the leading samples the edit list excludes from the presentation entirely
-// (the AAC priming frame ffmpeg writes), as players do. Video samples are never dropped: later
-// pictures may reference them.
-func (t *mp4Track) dropBeforeEdit() {
+// audioPreRoll is how long before an edit's start audio frames are kept for the decoder: a
+// second, as ffmpeg's MP4 demuxer keeps (mov_fix_index), which covers the one frame AAC-LC needs
+// and the longer history of HE-AAC's SBR.
+const audioPreRoll = time.Second
+
+// trimToEdit prepares an audio track for its edit list's start (shift): samples that end more
+// than audioPreRoll before it are dropped; the others that start before it are kept, with skip
+// set to the part before the edit start (the whole sample for a priming frame), which players
+// must decode and then drop. Video samples are never dropped: later pictures may reference them.
+func (t *mp4Track) trimToEdit() {
+	preRoll := int64(t.timescale) * int64(audioPreRoll/time.Second)
+	start := func(i int) int64 { return t.samples[i].dts + int64(t.samples[i].cto) }
 	n := 0
-	for n < len(t.samples) && t.samples[n].dts+int64(t.samples[n].cto)+int64(t.samples[n].dur) <= t.shift {
+	// Written so that a hostile shift cannot overflow: shift-preRoll could, the sums here cannot.
+	for n < len(t.samples) && start(n)+int64(t.samples[n].dur)+preRoll <= t.shift {
 		n++
 	}
 	t.samples = t.samples[n:]
+	for i := range t.samples {
+		switch smp := &t.samples[i]; {
+		case start(i) >= t.shift:
+			return
+		case start(i)+int64(smp.dur) <= t.shift:
+			smp.skip = smp.dur
+		default:
+			smp.skip = uint32(t.shift - start(i)) // less than dur
+		}
+	}
 }
 
 // progressiveSamples indexes the samples of a progressive file's track from its sample tables.
@@ -415,11 +443,12 @@ func (s *MP4Source) read(ctx context.Context, lend bool) (Frame, error) {
 		return Frame{}, fmt.Errorf("mp4: track %d sample %d at offset %d: %w (file truncated?)", best.number, best.next, smp.offset, err)
 	}
 	fr := Frame{
-		Track:    best.number,
-		DTS:      bestDTS + s.offset,
-		PTS:      best.pts(best.next-1) + s.offset,
-		Keyframe: smp.sync,
-		Data:     data,
+		Track:          best.number,
+		DTS:            bestDTS + s.offset,
+		PTS:            best.pts(best.next-1) + s.offset,
+		Keyframe:       smp.sync,
+		DiscardPadding: -best.scale(int64(smp.skip)),
+		Data:           data,
 	}
 	if best.codec != 0 {
 		if best.lengthSize != 4 {

@@ -34,6 +34,11 @@ type Frame struct {
 	// Keyframe is true when a decoder can start at this frame. For H.264/H.265 it comes from the
 	// bitstream (an IDR or IRAP picture), for other codecs from the container.
 	Keyframe bool
+	// DiscardPadding is decoded audio a player must drop, as in Matroska's DiscardPadding:
+	// negative drops that much from the start of the frame's decoded samples, positive from its
+	// end. An AAC priming frame (decoded only to prime the decoder; an MP4 edit list starts the
+	// presentation after it) has minus its whole duration. 0 for most frames.
+	DiscardPadding time.Duration
 	// Data is the frame payload; for H.264/H.265 4-byte length-prefixed NAL units. The caller owns
 	// it after ReadFrame returns.
 	Data []byte

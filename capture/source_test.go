@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -36,7 +37,7 @@ var sourceCases = []sourceCase{
 	{name: "mkv h265", file: "h265.mkv", format: FormatMKV, codecs: []string{codec.CodecIDH265}, videoFrames: 50, keyEvery: 25, bframes: true},
 	{name: "webm vp8", file: "webm_vp8.webm", format: FormatMKV, codecs: []string{codec.CodecIDVP8}, videoFrames: 50, keyEvery: 25},
 	{name: "mkv concatenated", file: "concatenated.mkv", format: FormatMKV, codecs: []string{codec.CodecIDH264}, videoFrames: 100, keyEvery: 25, bframes: true},
-	{name: "mp4 h264 aac", file: "h264_aac.mp4", format: FormatMP4, codecs: []string{codec.CodecIDH264, codec.CodecIDAAC}, videoFrames: 100, audioFrames: 188, keyEvery: 25, bframes: true},
+	{name: "mp4 h264 aac", file: "h264_aac.mp4", format: FormatMP4, codecs: []string{codec.CodecIDH264, codec.CodecIDAAC}, videoFrames: 100, audioFrames: 189, keyEvery: 25, bframes: true},
 	{name: "annexb h264", file: "h264.h264", format: FormatAnnexB, codecs: []string{codec.CodecIDH264}, videoFrames: 100, keyEvery: 25},
 	{name: "annexb h265", file: "h265.h265", format: FormatAnnexB, codecs: []string{codec.CodecIDH265}, videoFrames: 50, keyEvery: 25},
 }
@@ -394,8 +395,9 @@ func TestMP4Fragmented(t *testing.T) {
 		defer src.Close()
 		return readAll(t, src)
 	}
-	// ffmpeg writes no edit list with empty_moov, so the AAC priming frame is presented there and
-	// timestamps are not shifted by it: compare the video, and count the audio.
+	// ffmpeg writes no edit list with empty_moov, so the AAC priming frame is presented there
+	// (no DiscardPadding) and timestamps are not shifted by it; the progressive file's edit list
+	// makes it a priming frame to discard: compare the video, and count the audio.
 	video := func(frames []Frame) (v []Frame, audio int) {
 		for _, f := range frames {
 			if f.Track == 1 {
@@ -408,7 +410,7 @@ func TestMP4Fragmented(t *testing.T) {
 	}
 	want, wantAudio := video(read(testdata("h264_aac.mp4")))
 	got, gotAudio := video(read(out))
-	if len(got) != len(want) || wantAudio != 188 || gotAudio != 189 {
+	if len(got) != len(want) || wantAudio != 189 || gotAudio != 189 {
 		t.Fatalf("fragmented: %d video, %d audio frames; progressive %d and %d", len(got), gotAudio, len(want), wantAudio)
 	}
 	offset := got[0].PTS - want[0].PTS
@@ -419,6 +421,74 @@ func TestMP4Fragmented(t *testing.T) {
 		}
 	}
 	t.Logf("fragmented timestamps are %v after the progressive ones", offset)
+}
+
+// TestMP4TrimToEdit: audio samples before the edit list's start are kept with the part to
+// discard when they start less than a second before it, and dropped when earlier.
+func TestMP4TrimToEdit(t *testing.T) {
+	const rate = 48000
+	for _, tc := range []struct {
+		name  string
+		shift int64
+		want  string // first dts:skip pairs after trimming
+	}{
+		{name: "no edit", shift: 0, want: "0:0 1024:0"},
+		{name: "ffmpeg priming (1024)", shift: 1024, want: "0:1024 1024:0 2048:0"},
+		{name: "Apple priming (2112)", shift: 2112, want: "0:1024 1024:1024 2048:64 3072:0"},
+		{name: "leading empty edit", shift: -4800, want: "0:0 1024:0"},
+		// An edit 10 s in: the frames starting in its last second before are kept, the first of
+		// them the one that covers 9 s.
+		{name: "edit 10 s in", shift: 10 * rate, want: "431104:1024 432128:1024"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := &mp4Track{timescale: rate, shift: tc.shift}
+			for i := range 600 {
+				tr.samples = append(tr.samples, mp4Sample{dts: int64(i) * 1024, dur: 1024, sync: true})
+			}
+			tr.trimToEdit()
+			var got []string
+			for _, smp := range tr.samples[:len(strings.Fields(tc.want))] {
+				got = append(got, fmt.Sprintf("%d:%d", smp.dts, smp.skip))
+			}
+			if g := strings.Join(got, " "); g != tc.want {
+				t.Errorf("samples %s, want %s", g, tc.want)
+			}
+		})
+	}
+}
+
+// TestMP4PrimingFrame: the AAC priming frame of an ffmpeg-made MP4 is read, with its whole
+// duration to discard, and the timestamps of both tracks are shifted by its duration together,
+// so that video and audio keep the relation they have in the source.
+func TestMP4PrimingFrame(t *testing.T) {
+	src, err := OpenFile(t.Context(), testdata("h264_aac.mp4"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var video, audio []Frame
+	for _, fr := range readAll(t, src) {
+		if fr.Track == 1 {
+			video = append(video, fr)
+		} else {
+			audio = append(audio, fr)
+		}
+	}
+	frame := time.Second * 1024 / 48000 // 21.333 ms
+	if p := audio[0]; p.PTS != 0 || p.DiscardPadding != -frame {
+		t.Errorf("priming frame at %v, discard padding %v; want at 0, %v", p.PTS, p.DiscardPadding, -frame)
+	}
+	if a := audio[1]; a.PTS != frame || a.DiscardPadding != 0 {
+		t.Errorf("first presented audio frame at %v, discard padding %v", a.PTS, a.DiscardPadding)
+	}
+	if v := slicesMin(func() (p []time.Duration) {
+		for _, fr := range video {
+			p = append(p, fr.PTS)
+		}
+		return p
+	}()); v != frame {
+		t.Errorf("first video frame presented at %v, want %v (with the first presented audio)", v, frame)
+	}
 }
 
 // TestCodecPrivateMatchesFFmpeg checks that the avcC the Annex B source builds from in-band

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -208,8 +209,12 @@ func TestProducerConsumerRoundTrip(t *testing.T) {
 		t.Fatalf("consumed %d fragments, want %d", len(got), len(frags))
 	}
 	want := countFrames(frags)
-	if n := countFrames(got); n[1] != want[1] || n[2] != want[2] || want[1] != 100 || want[2] != 188 {
-		t.Errorf("frames per track %v, sent %v (want 100 video, 188 audio)", n, want)
+	if n := countFrames(got); n[1] != want[1] || n[2] != want[2] || want[1] != 100 || want[2] != 189 {
+		t.Errorf("frames per track %v, sent %v (want 100 video, 189 audio with the AAC priming frame)", n, want)
+	}
+	// The priming frame keeps its DiscardPadding (the whole frame: 1024 samples at 48 kHz).
+	if pad := got[0].Frames[slices.IndexFunc(got[0].Frames, func(f mkv.Frame) bool { return f.Track == 2 })].DiscardPadding; pad != -21_333_333 {
+		t.Errorf("first audio frame's discard padding %v, want -21.333333ms", pad)
 	}
 	for i, f := range got {
 		if pt := producerMillis(t, f); pt != frags[i].Timecode {

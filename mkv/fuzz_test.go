@@ -46,7 +46,7 @@ func fuzzSeeds(f *testing.F) {
 
 // renderFrame and renderTags give comparable text for round trips.
 func renderFrame(fr *Frame) string {
-	return fmt.Sprintf("%d@%d k%v d%d %x", fr.Track, fr.Timecode, fr.Keyframe, fr.Duration, fr.Data)
+	return fmt.Sprintf("%d@%d k%v d%d p%d %x", fr.Track, fr.Timecode, fr.Keyframe, fr.Duration, fr.DiscardPadding, fr.Data)
 }
 
 func renderTags(b *strings.Builder, tags []SimpleTag) {
@@ -265,7 +265,7 @@ func checkFragmentReaderFrames(t *testing.T, in []byte, opts ...Option) int {
 			}
 			w := want[i]
 			if got.Track != w.Track || got.Timecode != w.Timecode || got.Keyframe != w.Keyframe ||
-				got.Duration != w.Duration || !bytes.Equal(got.Data, w.Data) {
+				got.Duration != w.Duration || got.DiscardPadding != w.DiscardPadding || !bytes.Equal(got.Data, w.Data) {
 				t.Fatalf("frame %d differs from the Reader's", i)
 			}
 			i++

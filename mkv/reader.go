@@ -165,6 +165,7 @@ type Reader struct {
 	blockTC   int64
 	blockKey  bool
 	blockDur  int64
+	blockPad  time.Duration // DiscardPadding of the block
 	blockTrk  uint64
 	laceStep  float64 // ticks between laced frames
 	blockOffs int64
@@ -242,7 +243,7 @@ func (r *Reader) event(kind EventKind, offset, size int64) *Event {
 	if ev.Frame.Data != nil {
 		ev.Frame.Data = nil
 	}
-	ev.Frame.Track, ev.Frame.Timecode, ev.Frame.Keyframe, ev.Frame.Duration = 0, 0, false, 0
+	ev.Frame.Track, ev.Frame.Timecode, ev.Frame.Keyframe, ev.Frame.Duration, ev.Frame.DiscardPadding = 0, 0, false, 0, 0
 	return ev
 }
 
@@ -487,6 +488,7 @@ func (r *Reader) clusterChild(h header) (*Event, error) {
 func (r *Reader) startBlock(h header, data []byte) error {
 	key := true
 	var dur int64
+	var pad time.Duration
 	block := data
 	if h.id == IDBlockGroup {
 		block = nil
@@ -514,6 +516,11 @@ func (r *Reader) startBlock(h header, data []byte) error {
 				dur = int64(d)
 			case IDReferenceBlock:
 				key = false
+			case IDDiscardPadding:
+				if size > 8 {
+					return errBadValue
+				}
+				pad = time.Duration(readInt(v))
 			}
 		}
 		if block == nil {
@@ -622,6 +629,7 @@ func (r *Reader) startBlock(h header, data []byte) error {
 	r.blockTrk = track
 	r.blockOffs = h.offset
 	r.blockDur = dur
+	r.blockPad = pad
 	r.laceStep = 0
 	if len(r.laces) > 1 {
 		for i := range r.tracks {
@@ -646,6 +654,10 @@ func (r *Reader) nextLace() *Event {
 	}
 	ev.Frame.Keyframe = r.blockKey
 	ev.Frame.Duration = r.blockDur
+	// Padding at the start belongs to the block's first frame, padding at the end to its last.
+	if r.blockPad < 0 && i == 0 || r.blockPad > 0 && i == len(r.laces)-1 {
+		ev.Frame.DiscardPadding = r.blockPad
+	}
 	ev.Frame.Data = r.block[r.lacePos : r.lacePos+size : r.lacePos+size]
 	r.lacePos += size
 	r.laceIdx++
@@ -914,6 +926,18 @@ func readUint(b []byte) uint64 {
 	var v uint64
 	for _, c := range b {
 		v = v<<8 | uint64(c)
+	}
+	return v
+}
+
+// readInt decodes a big-endian two's-complement integer of at most 8 bytes (0 when empty).
+func readInt(b []byte) int64 {
+	if len(b) == 0 {
+		return 0
+	}
+	v := int64(int8(b[0]))
+	for _, c := range b[1:] {
+		v = v<<8 | int64(c)
 	}
 	return v
 }

@@ -83,6 +83,9 @@ func describe(ev *Event) string {
 		if ev.Frame.Duration != 0 {
 			s += fmt.Sprintf(" d%d", ev.Frame.Duration)
 		}
+		if ev.Frame.DiscardPadding != 0 {
+			s += fmt.Sprintf(" pad%d", ev.Frame.DiscardPadding)
+		}
 		return s
 	case EventClusterEnd:
 		return "ClusterEnd"
@@ -163,6 +166,19 @@ func readerCases() []readerCase {
 			elem(IDBlockGroup, elem(IDBlock, block(1, 0, 0, 1)), uintElem(IDBlockDuration, 40)),
 			elem(IDBlockGroup, elem(IDBlock, block(1, 40, 0, 2)), AppendInt(nil, IDReferenceBlock, -40)))),
 			want: []string{"Cluster 100", "Frame 1@100K 01 d40", "Frame 1@140- 02", "ClusterEnd"}},
+		// An AAC priming frame as kvs writes it: before the cluster timecode, all of it discarded.
+		{name: "discard padding", in: cat(d, elem(IDCluster, uintElem(IDTimecode, 100),
+			elem(IDBlockGroup, elem(IDBlock, block(2, -21, 0, 1)), AppendInt(nil, IDDiscardPadding, -21_333_333)),
+			elem(IDBlockGroup, elem(IDBlock, block(2, 0, 0, 2)), AppendInt(nil, IDDiscardPadding, 5_000_000)))),
+			want: []string{"Cluster 100", "Frame 2@79K 01 pad-21333333", "Frame 2@100K 02 pad5000000", "ClusterEnd"}},
+		// Padding at the start goes to a laced block's first frame, at the end to its last.
+		{name: "discard padding laced", in: cat(d, elem(IDCluster, uintElem(IDTimecode, 0),
+			elem(IDBlockGroup, elem(IDBlock, block(2, 0, 0x04, 1, 0xA, 0xB)), AppendInt(nil, IDDiscardPadding, -1)),
+			elem(IDBlockGroup, elem(IDBlock, block(2, 20, 0x04, 1, 0xC, 0xD)), AppendInt(nil, IDDiscardPadding, 1)))),
+			want: []string{"Cluster 0", "Frame 2@0K 0a pad-1", "Frame 2@10K 0b", "Frame 2@20K 0c", "Frame 2@30K 0d pad1", "ClusterEnd"}},
+		{name: "discard padding too long", in: cat(d, elem(IDCluster, uintElem(IDTimecode, 0),
+			elem(IDBlockGroup, elem(IDBlock, block(2, 0, 0, 1)), elem(IDDiscardPadding, make([]byte, 9))))),
+			want: []string{"Cluster 0"}, wantErr: errBadValue},
 		{name: "xiph lacing", in: cat(d, elem(IDCluster, uintElem(IDTimecode, 0),
 			elem(IDSimpleBlock, block(2, 0, 0x80|0x02, append([]byte{2, 1, 2}, 0xA, 0xB, 0xB, 0xC, 0xC, 0xC)...)))),
 			want: []string{"Cluster 0", "Frame 2@0K 0a", "Frame 2@10K 0b0b", "Frame 2@20K 0c0c0c", "ClusterEnd"}},

@@ -48,6 +48,7 @@ const (
 	IDBlock          = 0xA1
 	IDBlockDuration  = 0x9B
 	IDReferenceBlock = 0xFB
+	IDDiscardPadding = 0x75A2
 
 	IDCues        = 0x1C53BB6B
 	IDChapters    = 0x1043A770
@@ -131,6 +132,11 @@ type Frame struct {
 	Keyframe bool
 	// Duration is the BlockGroup's BlockDuration in ticks; 0 when absent.
 	Duration int64
+	// DiscardPadding is the BlockGroup's DiscardPadding: decoded audio a player drops, in
+	// nanoseconds (not ticks). Negative drops that much from the start of the frame's decoded
+	// samples (AAC priming, which MP4 expresses with an edit list), positive from its end; 0 when
+	// absent. Of a laced block, the first frame gets a negative value, the last a positive one.
+	DiscardPadding time.Duration
 	// Data is the frame payload. From Reader.Next it is valid only until the next call to Next.
 	Data []byte
 }

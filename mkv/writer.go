@@ -280,9 +280,13 @@ func blockSize(f *Frame) int64 {
 	return int64(vintLen(f.Track)) + 3 + int64(len(f.Data))
 }
 
+// inGroup reports whether a frame needs a BlockGroup: a SimpleBlock has no room for a
+// BlockDuration or a DiscardPadding.
+func inGroup(f *Frame) bool { return f.Duration > 0 || f.DiscardPadding != 0 }
+
 // frameElementSize returns the bytes a frame occupies in a cluster.
 func frameElementSize(f *Frame) int64 {
-	if f.Duration <= 0 {
+	if !inGroup(f) {
 		bs := blockSize(f)
 		return int64(idLen(IDSimpleBlock)+vintLen(uint64(bs))) + bs
 	}
@@ -290,13 +294,19 @@ func frameElementSize(f *Frame) int64 {
 	return int64(idLen(IDBlockGroup)+vintLen(uint64(g))) + g
 }
 
-// blockGroupSize returns the data size of the BlockGroup written for a frame with a Duration.
+// blockGroupSize returns the data size of the BlockGroup written for a frame with a Duration or
+// a DiscardPadding.
 func blockGroupSize(f *Frame) int64 {
 	bs := blockSize(f)
 	g := int64(idLen(IDBlock)+vintLen(uint64(bs))) + bs
-	g += int64(idLen(IDBlockDuration)+1) + int64(uintLen(uint64(f.Duration)))
+	if f.Duration > 0 {
+		g += int64(idLen(IDBlockDuration)+1) + int64(uintLen(uint64(f.Duration)))
+	}
 	if !f.Keyframe {
 		g += int64(idLen(IDReferenceBlock)+1) + int64(intLen(referenceBlock))
+	}
+	if f.DiscardPadding != 0 {
+		g += int64(idLen(IDDiscardPadding)+1) + int64(intLen(int64(f.DiscardPadding)))
 	}
 	return g
 }
@@ -314,9 +324,10 @@ func intLen(v int64) int {
 const referenceBlock = -1
 
 // AppendCluster appends one known-size Cluster with the given timecode (ticks, >= 0) and frames.
-// Frames with Duration 0 are written as SimpleBlocks; frames with a Duration as BlockGroups
-// (Block, BlockDuration and, for non-keyframes, a ReferenceBlock) so the duration survives. Each
-// frame's timecode must be within int16 of the cluster's; otherwise it returns ErrTimecodeRange
+// Frames with neither a Duration nor a DiscardPadding are written as SimpleBlocks; the others as
+// BlockGroups (Block, then BlockDuration if set, a ReferenceBlock for non-keyframes, and
+// DiscardPadding if set) so that those survive. Each frame's timecode must be within int16 of the
+// cluster's (before it too: an AAC priming frame may be); otherwise it returns ErrTimecodeRange
 // and b unchanged. Track numbers of any size are written as vints.
 func AppendCluster(b []byte, timecode int64, frames []Frame) ([]byte, error) {
 	if timecode < 0 {
@@ -340,7 +351,7 @@ func AppendCluster(b []byte, timecode int64, frames []Frame) ([]byte, error) {
 	for i := range frames {
 		f := &frames[i]
 		rel := f.Timecode - timecode
-		if f.Duration <= 0 {
+		if !inGroup(f) {
 			b = AppendElementHeader(b, IDSimpleBlock, blockSize(f))
 			b = appendBlock(b, f, rel, f.Keyframe)
 			continue
@@ -349,9 +360,14 @@ func AppendCluster(b []byte, timecode int64, frames []Frame) ([]byte, error) {
 		b = AppendElementHeader(b, IDBlockGroup, blockGroupSize(f))
 		b = AppendElementHeader(b, IDBlock, bs)
 		b = appendBlock(b, f, rel, false)
-		b = AppendUint(b, IDBlockDuration, uint64(f.Duration))
+		if f.Duration > 0 {
+			b = AppendUint(b, IDBlockDuration, uint64(f.Duration))
+		}
 		if !f.Keyframe {
 			b = AppendInt(b, IDReferenceBlock, referenceBlock)
+		}
+		if f.DiscardPadding != 0 {
+			b = AppendInt(b, IDDiscardPadding, int64(f.DiscardPadding))
 		}
 	}
 	return b, nil

@@ -118,6 +118,8 @@ var roundTripFragment = Fragment{
 		{Track: 2, Timecode: 1_511_852_109_120, Keyframe: true, Duration: 21, Data: []byte("audio")},
 		{Track: 1, Timecode: 1_511_852_109_166, Data: []byte("delta")},
 		{Track: 1, Timecode: 1_511_852_109_206, Duration: 40, Data: []byte("delta with duration")},
+		{Track: 2, Timecode: 1_511_852_109_099, Keyframe: true, DiscardPadding: -21_333_333, Data: []byte("priming")},
+		{Track: 2, Timecode: 1_511_852_109_141, Keyframe: true, Duration: 21, DiscardPadding: 500_000, Data: []byte("end")},
 		{Track: 300, Timecode: 1_511_852_109_126 + math.MaxInt16, Keyframe: true, Data: []byte{}},
 		{Track: 200, Timecode: 1_511_852_109_126 + math.MinInt16, Keyframe: true, Data: bytes.Repeat([]byte{7}, 70_000)},
 	},
@@ -206,11 +208,30 @@ func TestWriterCrossCheckEBMLGo(t *testing.T) {
 		t.Fatalf("%d clusters", len(seg.Cluster))
 	}
 	c := seg.Cluster[0]
-	if c.Timecode != 1_511_852_109_126 || len(c.SimpleBlock) != 4 || len(c.BlockGroup) != 2 {
+	if c.Timecode != 1_511_852_109_126 || len(c.SimpleBlock) != 4 || len(c.BlockGroup) != 4 {
 		t.Fatalf("cluster timecode %d, %d simple blocks, %d groups", c.Timecode, len(c.SimpleBlock), len(c.BlockGroup))
 	}
 	if g := c.BlockGroup[1]; g.BlockDuration != 40 || g.ReferenceBlock == 0 || string(g.Block.Data[0]) != "delta with duration" {
 		t.Errorf("block group %+v", g)
+	}
+	// ebml-go's BlockGroup has no DiscardPadding field: read the clusters again with one.
+	var pads struct {
+		Segment struct {
+			Cluster []struct {
+				BlockGroup []struct {
+					DiscardPadding int64 `ebml:"DiscardPadding"`
+				} `ebml:"BlockGroup"`
+			} `ebml:"Cluster"`
+		} `ebml:"Segment"`
+	}
+	if err := ebml.Unmarshal(bytes.NewReader(b), &pads, ebml.WithIgnoreUnknown(true)); err != nil {
+		t.Fatal(err)
+	}
+	if g := pads.Segment.Cluster[0].BlockGroup; len(g) != 4 || g[2].DiscardPadding != -21_333_333 || g[3].DiscardPadding != 500_000 || g[0].DiscardPadding != 0 {
+		t.Errorf("discard padding %+v", g)
+	}
+	if g := c.BlockGroup[2]; g.ReferenceBlock != 0 || g.BlockDuration != 0 || g.Block.Timecode != -27 || string(g.Block.Data[0]) != "priming" {
+		t.Errorf("priming block group %+v", g)
 	}
 	if s := c.SimpleBlock[3]; s.TrackNumber != 200 || s.Timecode != math.MinInt16 || !s.Keyframe || len(s.Data[0]) != 70_000 {
 		t.Errorf("last simple block track %d tc %d key %v", s.TrackNumber, s.Timecode, s.Keyframe)

@@ -26,6 +26,14 @@
 // converted from nanoseconds with 128-bit intermediate products, so absolute timestamps (the
 // HLS timeline is the producer time since the Unix epoch) neither overflow nor drift.
 //
+// A Matroska DiscardPadding (the AAC priming frame put-media sends from an MP4, marked to be
+// decoded and dropped) is not carried: the frame becomes an ordinary sample, so players present
+// its decoded output (1024 samples for ffmpeg's AAC) before the audio that follows, and the video
+// keeps its time relative to that audio. Fragmented MP4 has no per-sample equivalent: an edit
+// list applies to a whole track from the init segment, and ffmpeg 5.1 applies one in a fragmented
+// file by moving the track's timestamps, not by dropping decoded samples (an audio edit list 1024
+// samples later put the audio 21 ms ahead of the video and still decoded the priming frame).
+//
 // Each media segment is built from its fragment alone: the caller gives the fragment's position
 // on the output timeline. That makes HLS media segments stateless (any fragment can be remuxed
 // on request, in any order, by any request) and lets consecutive fragments join without gaps as
