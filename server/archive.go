@@ -216,33 +216,24 @@ type listFragmentsResponse struct {
 	NextToken string         `json:"NextToken,omitempty"`
 }
 
-// handleListFragments implements ListFragments (kvs-api.md §7). Choices (§13.10): MaxResults
+// listFragments implements ListFragments (kvs-api.md §7). Choices (§13.10): MaxResults
 // defaults to 100; without a FragmentSelector every fragment is listed, in number order; with one,
 // fragments whose start timestamp is in the range (both ends inclusive) are listed in (timestamp,
 // number) order. NextToken resumes exactly after the last fragment of the previous page (a
 // malformed one is InvalidArgumentException); the last page has none. FragmentSizeInBytes is the
 // stored chunk's size (fragment plus metadata, §10). Retention-0 streams list their live buffer.
-func (m *media) handleListFragments(w http.ResponseWriter, r *http.Request) {
-	s := m.s
-	var req listFragmentsRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	q, limit, err := parseListFragments(&req)
+func (m *media) listFragments(ctx context.Context, req *listFragmentsRequest) (listFragmentsResponse, error) {
+	q, limit, err := parseListFragments(req)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return listFragmentsResponse{}, err
 	}
-	st, err := s.lookupStream(r.Context(), req.streamRef, codeInvalidArgument)
+	st, err := m.s.lookupStream(ctx, req.streamRef, codeInvalidArgument)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return listFragmentsResponse{}, err
 	}
-	page, err := m.listPage(r.Context(), st.Name, m.buffer(st), q, limit)
+	page, err := m.listPage(ctx, st.Name, m.buffer(st), q, limit)
 	if err != nil {
-		s.writeError(w, r, fmt.Errorf("list fragments %s: %w", st.Name, err))
-		return
+		return listFragmentsResponse{}, fmt.Errorf("list fragments %s: %w", st.Name, err)
 	}
 	resp := listFragmentsResponse{Fragments: make([]fragmentJSON, 0, min(len(page), limit))}
 	for i, f := range page {
@@ -264,7 +255,7 @@ func (m *media) handleListFragments(w http.ResponseWriter, r *http.Request) {
 			FragmentLengthInMilliseconds: f.Duration.Milliseconds(),
 		})
 	}
-	s.writeJSON(w, r, resp)
+	return resp, nil
 }
 
 // chunkBufs recycles GetMediaForFragmentList's response buffer (one fragment at a time, so a few
@@ -279,7 +270,7 @@ type getMediaForFragmentListRequest struct {
 	Fragments []string `json:"Fragments"`
 }
 
-// handleGetMediaForFragmentList implements GetMediaForFragmentList (kvs-api.md §8). Choices:
+// getMediaForFragmentList implements GetMediaForFragmentList (kvs-api.md §8). Choices:
 //   - Fragments are sent in the order asked; a number asked twice is sent twice.
 //   - Every number is checked before the 200: one that is not 1–128 digits is
 //     InvalidArgumentException; one that does not exist is ResourceNotFoundException naming it.
@@ -292,28 +283,19 @@ type getMediaForFragmentListRequest struct {
 //   - A fragment that disappears after the check (retention) gets an error chunk instead:
 //     FRAGMENT_NUMBER, ERROR_ID 4000 and ERROR_CODE FRAGMENT_NOT_FOUND (parser library), plus
 //     EXCEPTION_ERROR_CODE 4000 and EXCEPTION_MESSAGE (API reference); the rest still follow.
-func (m *media) handleGetMediaForFragmentList(w http.ResponseWriter, r *http.Request) {
+func (m *media) getMediaForFragmentList(ctx context.Context, req *getMediaForFragmentListRequest) (responder, error) {
 	s := m.s
-	var req getMediaForFragmentListRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	if len(req.Fragments) < 1 || len(req.Fragments) > maxListFragments {
-		s.writeError(w, r, invalidArgf("Fragments must list 1 to %d fragment numbers.", maxListFragments))
-		return
+		return nil, invalidArgf("Fragments must list 1 to %d fragment numbers.", maxListFragments)
 	}
 	for _, f := range req.Fragments {
 		if len(f) > 128 || !fragmentNumberPattern.MatchString(f) {
-			s.writeError(w, r, invalidArgf("Fragment number %q must be 1 to 128 digits.", f))
-			return
+			return nil, invalidArgf("Fragment number %q must be 1 to 128 digits.", f)
 		}
 	}
-	ctx := r.Context()
 	st, err := s.lookupStream(ctx, req.streamRef, codeInvalidArgument)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return nil, err
 	}
 	buf := m.buffer(st)
 	numbers := make([]uint64, len(req.Fragments))
@@ -323,15 +305,19 @@ func (m *media) handleGetMediaForFragmentList(w http.ResponseWriter, r *http.Req
 			_, err = s.store.Fragment(ctx, st.Name, n)
 		}
 		if errors.Is(err, errBadFragmentNumber) || errors.Is(err, store.ErrFragmentNotFound) {
-			s.writeError(w, r, fragmentNotFound(f))
-			return
+			return nil, fragmentNotFound(f)
 		}
 		if err != nil {
-			s.writeError(w, r, fmt.Errorf("get media for fragment list %s: %w", st.Name, err))
-			return
+			return nil, fmt.Errorf("get media for fragment list %s: %w", st.Name, err)
 		}
 		numbers[i] = n
 	}
+	return func(w http.ResponseWriter, r *http.Request) { m.writeFragmentList(w, r, st.Name, buf, numbers) }, nil
+}
+
+// writeFragmentList writes the GetMediaForFragmentList answer for the checked numbers.
+func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name string, buf *streamBuffer, numbers []uint64) {
+	s, ctx := m.s, r.Context()
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "video/webm")
 	w.WriteHeader(http.StatusOK)
@@ -356,7 +342,7 @@ func (m *media) handleGetMediaForFragmentList(w http.ResponseWriter, r *http.Req
 		if live != nil {
 			meta = live.Meta
 		} else {
-			out, meta, err = readChunk(ctx, s.store, st.Name, n, out)
+			out, meta, err = readChunk(ctx, s.store, name, n, out)
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -370,7 +356,7 @@ func (m *media) handleGetMediaForFragmentList(w http.ResponseWriter, r *http.Req
 				mkv.SimpleTag{Name: mkv.TagExceptionErrorCode, Value: "4000"},
 				mkv.SimpleTag{Name: mkv.TagExceptionMessage, Value: "The fragment is no longer available."})
 		default:
-			s.log.Error("get media for fragment list", "stream", st.Name, "fragment", n, "err", err)
+			s.log.Error("get media for fragment list", "stream", name, "fragment", n, "err", err)
 			out = appendErrorChunk(out[:0], n, 5000, "INTERNAL_ERROR",
 				mkv.SimpleTag{Name: mkv.TagExceptionErrorCode, Value: "5000"},
 				mkv.SimpleTag{Name: mkv.TagExceptionMessage, Value: "The fragment could not be read."})

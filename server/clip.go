@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,6 +10,9 @@ import (
 	"github.com/openkvs/kvs/server/fmp4"
 	"github.com/openkvs/kvs/server/store"
 )
+
+// clipPage is how many fragments GetClip lists at a time.
+const clipPage = 100
 
 // maxClipWindow is GetClip's longest TimestampRange (kvs-api.md §9: end ≤ 24 h after start).
 const maxClipWindow = 24 * time.Hour
@@ -35,7 +39,7 @@ func (c *clipWriter) Write(b []byte) (int, error) {
 	return n, c.rc.Flush()
 }
 
-// handleGetClip implements GetClip (kvs-api.md §9): an MP4 of the fragments whose start timestamp
+// getClip implements GetClip (kvs-api.md §9): an MP4 of the fragments whose start timestamp
 // (server or producer, per ClipFragmentSelector) is in the range, both ends inclusive.
 //
 // Choices:
@@ -54,17 +58,11 @@ func (c *clipWriter) Write(b []byte) (int, error) {
 //     still valid MP4.
 //   - Fragments are placed on the timeline by their producer timestamps whatever the selector
 //     (server timestamps jitter with the network), starting at 0.
-func (p *playback) handleGetClip(w http.ResponseWriter, r *http.Request) {
+func (p *playback) getClip(ctx context.Context, req *getClipRequest) (responder, error) {
 	s := p.s
-	var req getClipRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	sel := req.ClipFragmentSelector
 	if sel == nil || sel.FragmentSelectorType == nil {
-		s.writeError(w, r, invalidArgf("ClipFragmentSelector with FragmentSelectorType is required."))
-		return
+		return nil, invalidArgf("ClipFragmentSelector with FragmentSelectorType is required.")
 	}
 	kind := store.ServerTime
 	switch *sel.FragmentSelectorType {
@@ -72,32 +70,25 @@ func (p *playback) handleGetClip(w http.ResponseWriter, r *http.Request) {
 	case "PRODUCER_TIMESTAMP":
 		kind = store.ProducerTime
 	default:
-		s.writeError(w, r, invalidArgf("ClipFragmentSelector.FragmentSelectorType must be SERVER_TIMESTAMP or PRODUCER_TIMESTAMP."))
-		return
+		return nil, invalidArgf("ClipFragmentSelector.FragmentSelectorType must be SERVER_TIMESTAMP or PRODUCER_TIMESTAMP.")
 	}
 	tr := sel.TimestampRange
 	if tr == nil || tr.StartTimestamp == nil || tr.EndTimestamp == nil {
-		s.writeError(w, r, invalidArgf("ClipFragmentSelector.TimestampRange with StartTimestamp and EndTimestamp is required."))
-		return
+		return nil, invalidArgf("ClipFragmentSelector.TimestampRange with StartTimestamp and EndTimestamp is required.")
 	}
 	start, end := tr.StartTimestamp.Time, tr.EndTimestamp.Time
 	switch {
 	case end.Before(start):
-		s.writeError(w, r, invalidArgf("TimestampRange.EndTimestamp must not be before StartTimestamp."))
-		return
+		return nil, invalidArgf("TimestampRange.EndTimestamp must not be before StartTimestamp.")
 	case end.Sub(start) > maxClipWindow:
-		s.writeError(w, r, invalidArgf("TimestampRange may span at most 24 hours."))
-		return
+		return nil, invalidArgf("TimestampRange may span at most 24 hours.")
 	}
-	ctx := r.Context()
 	st, err := s.lookupStream(ctx, req.streamRef, codeInvalidArgument)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return nil, err
 	}
 	if err := requireRetention(st); err != nil {
-		s.writeError(w, r, err)
-		return
+		return nil, err
 	}
 	m := s.media
 	buf := m.buffer(st)
@@ -107,22 +98,28 @@ func (p *playback) handleGetClip(w http.ResponseWriter, r *http.Request) {
 		q.Kind = "P"
 	}
 	q.After = q.Start - 1
-	const page = 100
-	frags, err := m.listPage(ctx, st.Name, buf, q, page)
+	frags, err := m.listPage(ctx, st.Name, buf, q, clipPage)
 	if err != nil {
-		s.writeError(w, r, fmt.Errorf("get clip %s: %w", st.Name, err))
-		return
+		return nil, fmt.Errorf("get clip %s: %w", st.Name, err)
 	}
 	if len(frags) == 0 {
-		s.writeError(w, r, apiErrorf(codeResourceNotFound, "No fragments found in the requested timestamp range."))
-		return
+		return nil, apiErrorf(codeResourceNotFound, "No fragments found in the requested timestamp range.")
 	}
 	if _, _, err := p.describe(ctx, st.Name, frags[0].Number); err != nil {
-		s.writeError(w, r, err)
-		return
+		return nil, err
 	}
 
-	log := s.log.With("stream", st.Name, "request_id", requestID(r))
+	return func(w http.ResponseWriter, r *http.Request) {
+		p.writeClip(w, r, st.Name, buf, q, frags)
+	}, nil
+}
+
+// writeClip streams the clip of the fragments selected by q, of which frags is the first page
+// (read, and its first fragment checked, before the 200).
+func (p *playback) writeClip(w http.ResponseWriter, r *http.Request, name string, buf *streamBuffer, q listQuery, frags []store.FragmentMeta) {
+	s, m, ctx := p.s, p.s.media, r.Context()
+	const page = clipPage
+	log := s.log.With("stream", name, "request_id", requestID(r))
 	w.Header().Set("Content-Type", "video/mp4")
 	w.WriteHeader(http.StatusOK)
 	mw := fmp4.NewWriter(&clipWriter{w: w, rc: http.NewResponseController(w), timeout: m.writeTimeout})
@@ -130,7 +127,7 @@ func (p *playback) handleGetClip(w http.ResponseWriter, r *http.Request) {
 	for {
 		n := min(len(frags), page)
 		for _, meta := range frags[:n] {
-			f, _, err := p.fragment(ctx, st.Name, meta.Number)
+			f, _, err := p.fragment(ctx, name, meta.Number)
 			if errors.Is(err, store.ErrFragmentNotFound) {
 				continue // expired while the clip was being sent
 			}
@@ -154,7 +151,8 @@ func (p *playback) handleGetClip(w http.ResponseWriter, r *http.Request) {
 		}
 		last := frags[n-1]
 		q.After, q.Number = q.time(last), last.Number
-		if frags, err = m.listPage(ctx, st.Name, buf, q, page); err != nil {
+		var err error
+		if frags, err = m.listPage(ctx, name, buf, q, page); err != nil {
 			log.Error("get clip: clip ends early", "fragments", written, "err", err)
 			return
 		}

@@ -14,21 +14,18 @@ import (
 //go:embed console
 var consoleFiles embed.FS
 
-func init() { routeSets = append(routeSets, (*Server).consoleRoutes) }
-
-// consoleRoutes serves the console for GET and HEAD on every path that is not a KVS operation or
-// an HLS URL ("/" is index.html). It adds no POST route. With Credentials set, the console's API
-// calls are unsigned and get NotAuthorizedException: the console is for unauthenticated servers.
-func (s *Server) consoleRoutes() map[string]http.HandlerFunc {
+// consoleHandler serves the console for GET and HEAD on every path that is not a KVS operation
+// or an HLS URL ("/" is index.html). With Credentials set, the console's API calls are unsigned
+// and get NotAuthorizedException: the console is for unauthenticated servers.
+func consoleHandler() http.HandlerFunc {
 	sub, err := fs.Sub(consoleFiles, "console")
 	if err != nil {
 		panic("server: console files: " + err.Error()) // embedded at build time: cannot fail
 	}
 	files := http.FileServerFS(sub)
-	s.getRoutes["/"] = func(w http.ResponseWriter, r *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-cache")
 		w.Header().Set("Content-Security-Policy", "default-src 'self'; style-src 'self' 'unsafe-inline'; media-src 'self' blob:; img-src 'self' data: blob:")
 		files.ServeHTTP(w, r)
 	}
-	return nil
 }

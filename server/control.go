@@ -10,25 +10,6 @@ import (
 	"github.com/openkvs/kvs/server/store"
 )
 
-// controlRoutes are the kinesisvideo control-plane operations (kvs-api.md §3–4).
-func (s *Server) controlRoutes() map[string]http.HandlerFunc {
-	return map[string]http.HandlerFunc{
-		"/createStream":        s.handleCreateStream,
-		"/describeStream":      s.handleDescribeStream,
-		"/listStreams":         s.handleListStreams,
-		"/deleteStream":        s.handleDeleteStream,
-		"/updateStream":        s.handleUpdateStream,
-		"/updateDataRetention": s.handleUpdateDataRetention,
-		"/getDataEndpoint":     s.handleGetDataEndpoint,
-		"/tagStream":           s.handleTagStream,
-		"/untagStream":         s.handleUntagStream,
-		"/listTagsForStream":   s.handleListTagsForStream,
-		"/TagResource":         s.handleTagResource,
-		"/UntagResource":       s.handleUntagResource,
-		"/ListTagsForResource": s.handleListTagsForResource,
-	}
-}
-
 // streamInfo is the StreamInfo shape of DescribeStream and ListStreams. Unset optional members are
 // left out (never null); DataRetentionInHours is always sent because 0 is meaningful.
 type streamInfo struct {
@@ -260,9 +241,7 @@ func (s *Server) handleDeleteStream(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, fmt.Errorf("delete stream %s: %w", st.Name, err))
 		return
 	}
-	for _, fn := range s.deleteHooks {
-		fn(st.Name)
-	}
+	s.streamDeleted(st.Name)
 	s.log.Info("stream deleted", "stream", st.Name)
 	s.writeJSON(w, r, empty{})
 }
@@ -440,5 +419,5 @@ func (s *Server) handleGetDataEndpoint(w http.ResponseWriter, r *http.Request) {
 	}
 	s.writeJSON(w, r, struct {
 		DataEndpoint string `json:"DataEndpoint"`
-	}{s.dataEndpoint(r)})
+	}{endpointOf(r.Context())})
 }

@@ -99,7 +99,7 @@ func fragmentNotFound(number string) error {
 	return apiErrorf(codeResourceNotFound, "Fragment %s is not found.", number)
 }
 
-// handleGetMedia implements GetMedia (kvs-api.md §6). The request is checked before the 200:
+// getMedia implements GetMedia (kvs-api.md §6). The request is checked before the 200:
 // a bad selector is InvalidArgumentException, an unknown stream or FRAGMENT_NUMBER fragment
 // ResourceNotFoundException. The response is video/webm, one chunk per fragment, each written
 // with one Write and one Flush: the stored chunk (§6.1) followed by a Tags element with
@@ -122,42 +122,39 @@ func fragmentNotFound(number string) error {
 // Server.Close. When the stream is deleted it ends with an error chunk (FRAGMENT_NUMBER of the last
 // fragment sent, ERROR_ID 4000, ERROR_CODE STREAM_DELETED); a store failure gives ERROR_ID 5000.
 // Each write has a MediaWriteTimeout deadline, so a client that stops reading is dropped.
-func (m *media) handleGetMedia(w http.ResponseWriter, r *http.Request) {
+func (m *media) getMedia(ctx context.Context, req *getMediaRequest) (_ responder, err error) {
 	s := m.s
-	var req getMediaRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	spec, err := parseStartSelector(req.StartSelector)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return nil, err
 	}
-	ctx := r.Context()
 	st, err := s.lookupStream(ctx, req.streamRef, codeInvalidArgument)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return nil, err
 	}
 	buf := m.buffer(st)
 	notices, unsubscribe := m.notify.subscribe(st.Name) // before choosing the start: no notice can be missed
-	defer unsubscribe()
+	defer func() {
+		if err != nil {
+			unsubscribe()
+		}
+	}()
 	if _, err := s.store.GetStream(ctx, st.Name); errors.Is(err, store.ErrStreamNotFound) {
 		m.forget(st.Name) // deleted since the lookup: do not leave a buffer behind
-		s.writeError(w, r, err)
-		return
+		return nil, err
 	}
 	last, err := m.startAfter(ctx, st.Name, buf, spec)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return nil, err
 	}
-	c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: http.NewResponseController(w), last: last}
-	w.Header().Set("Content-Type", "video/webm")
-	w.WriteHeader(http.StatusOK)
-	_ = c.rc.Flush()
-	c.run(ctx, notices, r.Header.Get(hdrNoFollow) == "1")
+	return func(w http.ResponseWriter, r *http.Request) {
+		defer unsubscribe()
+		c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: http.NewResponseController(w), last: last}
+		w.Header().Set("Content-Type", "video/webm")
+		w.WriteHeader(http.StatusOK)
+		_ = c.rc.Flush()
+		c.run(r.Context(), notices, r.Header.Get(hdrNoFollow) == "1")
+	}, nil
 }
 
 // startAfter returns the number after which delivery starts (0: from the first).

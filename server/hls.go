@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"sync"
@@ -41,8 +42,6 @@ const (
 	codeInvalidMediaFrame   = "InvalidMediaFrameException"
 )
 
-func init() { routeSets = append(routeSets, (*Server).playbackRoutes) }
-
 // playback is the state of the HLS and GetClip APIs. An HLS session lives in its token (see
 // hlsSession), so that any node holding the key can serve it; what playback keeps are caches any
 // node can rebuild from the store, and the count of sessions this node issued per stream.
@@ -69,21 +68,10 @@ const (
 	hlsDiscCacheSize = 10_000
 )
 
-// playbackRoutes registers GetHLSStreamingSessionURL and GetClip (POST, like every KVS
-// operation) and the HLS playback URLs (GET: hls.js, Safari, ffmpeg and every other player fetch
-// them with plain GETs).
-func (s *Server) playbackRoutes() map[string]http.HandlerFunc {
-	p := &playback{s: s, key: s.cfg.SessionKey, issued: map[string]map[string]time.Time{},
+// newPlayback returns the playback state of s.
+func newPlayback(s *Server) *playback {
+	return &playback{s: s, key: s.cfg.SessionKey, issued: map[string]map[string]time.Time{},
 		trackKeys: map[fragmentKey]string{}, discs: map[string]*discCount{}}
-	s.onStreamDeleted(p.streamDeleted)
-	s.getRoutes[hlsPathPrefix+"getHLSMasterPlaylist.m3u8"] = p.handleMasterPlaylist
-	s.getRoutes[hlsPathPrefix+"getHLSMediaPlaylist.m3u8"] = p.handleMediaPlaylist
-	s.getRoutes[hlsPathPrefix+"getMP4InitFragment.mp4"] = p.handleInitFragment
-	s.getRoutes[hlsPathPrefix+"getMP4MediaFragment.mp4"] = p.handleMediaFragment
-	return map[string]http.HandlerFunc{
-		"/getHLSStreamingSessionURL": p.handleGetHLSStreamingSessionURL,
-		"/getClip":                   p.handleGetClip,
-	}
 }
 
 // hlsSession is one GetHLSStreamingSessionURL answer: what to list, until when. It never changes
@@ -221,7 +209,7 @@ func parseHLSRequest(r *getHLSRequest) (*hlsSession, int64, error) {
 	return sess, expires, nil
 }
 
-// handleGetHLSStreamingSessionURL implements GetHLSStreamingSessionURL (kvs-api.md §9). The
+// getHLSStreamingSessionURL implements GetHLSStreamingSessionURL (kvs-api.md §9). The
 // session is checked as KVS checks it before answering: the stream keeps data
 // (NoDataRetentionException), it has fragments to play (ResourceNotFoundException: none in the
 // range, or for LIVE none received in the last 30 s) and their codecs can be served
@@ -230,27 +218,18 @@ func parseHLSRequest(r *getHLSRequest) (*hlsSession, int64, error) {
 // Config.SessionKey); at most 10 issued by one node are active per stream
 // (ClientLimitExceededException): in a cluster the limit is per node, since no node sees the
 // others' tokens.
-func (p *playback) handleGetHLSStreamingSessionURL(w http.ResponseWriter, r *http.Request) {
+func (p *playback) getHLSStreamingSessionURL(ctx context.Context, req *getHLSRequest) (hlsSessionURL, error) {
 	s := p.s
-	var req getHLSRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	sess, expires, err := parseHLSRequest(&req)
+	sess, expires, err := parseHLSRequest(req)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return hlsSessionURL{}, err
 	}
-	ctx := r.Context()
 	st, err := s.lookupStream(ctx, req.streamRef, codeInvalidArgument)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return hlsSessionURL{}, err
 	}
 	if err := requireRetention(st); err != nil {
-		s.writeError(w, r, err)
-		return
+		return hlsSessionURL{}, err
 	}
 	now := s.cfg.Now()
 	sess.stream, sess.arn = st.Name, st.ARN
@@ -260,20 +239,17 @@ func (p *playback) handleGetHLSStreamingSessionURL(w http.ResponseWriter, r *htt
 
 	frags, _, _, err := p.list(ctx, sess)
 	if err != nil {
-		s.writeError(w, r, fmt.Errorf("get hls streaming session url %s: %w", st.Name, err))
-		return
+		return hlsSessionURL{}, fmt.Errorf("get hls streaming session url %s: %w", st.Name, err)
 	}
 	if len(frags) == 0 || (sess.mode == "LIVE" && now.Sub(frags[len(frags)-1].ServerTime) > hlsLiveRecency) {
 		msg := "No fragments found in the requested timestamp range."
 		if sess.mode == "LIVE" {
 			msg = "No fragments were received in the last 30 seconds."
 		}
-		s.writeError(w, r, apiErrorf(codeResourceNotFound, "%s", msg))
-		return
+		return hlsSessionURL{}, apiErrorf(codeResourceNotFound, "%s", msg)
 	}
 	if _, _, err := p.describe(ctx, st.Name, frags[len(frags)-1].Number); err != nil {
-		s.writeError(w, r, err)
-		return
+		return hlsSessionURL{}, err
 	}
 	sess.target = targetDuration(frags, 1)
 	if sess.mode == "LIVE" {
@@ -281,12 +257,13 @@ func (p *playback) handleGetHLSStreamingSessionURL(w http.ResponseWriter, r *htt
 	}
 	sess.token = p.sign(sess)
 	if !p.issue(sess, now) {
-		s.writeError(w, r, apiErrorf(codeClientLimitExceeded, "The stream %s already has %d active HLS streaming sessions.", st.Name, hlsMaxSessions))
-		return
+		return hlsSessionURL{}, apiErrorf(codeClientLimitExceeded, "The stream %s already has %d active HLS streaming sessions.", st.Name, hlsMaxSessions)
 	}
-	s.writeJSON(w, r, struct {
-		HLSStreamingSessionURL string `json:"HLSStreamingSessionURL"`
-	}{s.dataEndpoint(r) + hlsPathPrefix + "getHLSMasterPlaylist.m3u8?SessionToken=" + sess.token})
+	return hlsSessionURL{endpointOf(ctx) + hlsPathPrefix + "getHLSMasterPlaylist.m3u8?SessionToken=" + sess.token}, nil
+}
+
+type hlsSessionURL struct {
+	HLSStreamingSessionURL string `json:"HLSStreamingSessionURL"`
 }
 
 // issue counts sess against its stream's hlsMaxSessions on this node; false when the stream

@@ -140,32 +140,28 @@ func fragmentParam(r *http.Request) (uint64, error) {
 	return n, nil
 }
 
-func writeMP4(w http.ResponseWriter, body []byte) {
-	h := w.Header()
-	h.Set("Content-Type", "video/mp4")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Cache-Control", "max-age=86400") // a fragment never changes
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
+// mp4Body answers with an MP4 init or media segment.
+func mp4Body(body []byte) responder {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "video/mp4")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		h.Set("Access-Control-Allow-Origin", "*")
+		h.Set("Cache-Control", "max-age=86400") // a fragment never changes
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(body)
+	}
 }
 
-// handleInitFragment serves getMP4InitFragment.mp4: the init segment for the tracks of the
+// initFragment serves getMP4InitFragment.mp4: the init segment for the tracks of the
 // fragment named by FragmentNumber (kvs's playlists always name one); without it, of the newest
 // fragment of the session's list.
-func (p *playback) handleInitFragment(w http.ResponseWriter, r *http.Request) {
-	s := p.s
-	sess, err := p.session(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	ctx := r.Context()
+func (p *playback) initFragment(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error) {
 	var n uint64
 	if r.URL.Query().Has("FragmentNumber") {
+		var err error
 		if n, err = fragmentParam(r); err != nil {
-			s.writeError(w, r, err)
-			return
+			return nil, err
 		}
 	} else {
 		frags, _, _, err := p.list(ctx, sess)
@@ -173,52 +169,40 @@ func (p *playback) handleInitFragment(w http.ResponseWriter, r *http.Request) {
 			err = apiErrorf(codeResourceNotFound, "No fragments found for the streaming session.")
 		}
 		if err != nil {
-			s.writeError(w, r, err)
-			return
+			return nil, err
 		}
 		n = frags[len(frags)-1].Number
 	}
 	tracks, _, err := p.describe(ctx, sess.stream, n)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return nil, err
 	}
 	init, err := fmp4.NewInit(tracks)
 	if err != nil {
-		s.writeError(w, r, mediaError(err))
-		return
+		return nil, mediaError(err)
 	}
-	writeMP4(w, init)
+	return mp4Body(init), nil
 }
 
-// handleMediaFragment serves getMP4MediaFragment.mp4: the fragment remuxed on request from its
+// mediaFragment serves getMP4MediaFragment.mp4: the fragment remuxed on request from its
 // stored chunk (live buffer or store) into one moof + mdat. Its timeline is the producer
 // timestamp since the Unix epoch (90 kHz for video), the same for every session, so segments
 // from any request line up.
-func (p *playback) handleMediaFragment(w http.ResponseWriter, r *http.Request) {
-	s := p.s
-	sess, err := p.session(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error) {
 	n, err := fragmentParam(r)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return nil, err
 	}
-	f, meta, err := p.fragment(r.Context(), sess.stream, n)
+	f, meta, err := p.fragment(ctx, sess.stream, n)
 	if errors.Is(err, store.ErrFragmentNotFound) {
 		err = fragmentNotFound(formatFragmentNumber(n))
 	}
 	if err != nil {
-		s.writeError(w, r, fmt.Errorf("hls media fragment %s: %w", sess.stream, err))
-		return
+		return nil, fmt.Errorf("hls media fragment %s: %w", sess.stream, err)
 	}
 	seg, err := fmp4.AppendMediaSegment(nil, uint32(n), f, time.Duration(meta.ProducerTime.UnixNano()))
 	if err != nil {
-		s.writeError(w, r, mediaError(err))
-		return
+		return nil, mediaError(err)
 	}
-	writeMP4(w, seg)
+	return mp4Body(seg), nil
 }

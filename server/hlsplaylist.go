@@ -267,41 +267,34 @@ func (p *playback) discSequence(ctx context.Context, sess *hlsSession, first uin
 	return dc.count, nil
 }
 
-func writePlaylist(w http.ResponseWriter, body []byte, live bool) {
-	h := w.Header()
-	h.Set("Content-Type", "application/vnd.apple.mpegurl")
-	h.Set("Content-Length", strconv.Itoa(len(body)))
-	h.Set("Access-Control-Allow-Origin", "*")
-	if live {
-		h.Set("Cache-Control", "no-cache")
+// playlistBody answers with a playlist; a live one must not be cached.
+func playlistBody(body []byte, live bool) responder {
+	return func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "application/vnd.apple.mpegurl")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		h.Set("Access-Control-Allow-Origin", "*")
+		if live {
+			h.Set("Cache-Control", "no-cache")
+		}
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(body)
 	}
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(body)
 }
 
-// handleMasterPlaylist serves getHLSMasterPlaylist.m3u8: one variant with the stream's CODECS,
+// masterPlaylist serves getHLSMasterPlaylist.m3u8: one variant with the stream's CODECS,
 // RESOLUTION and a BANDWIDTH from the listed fragments' peak bit rate.
-func (p *playback) handleMasterPlaylist(w http.ResponseWriter, r *http.Request) {
-	s := p.s
-	sess, err := p.session(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	ctx := r.Context()
+func (p *playback) masterPlaylist(ctx context.Context, sess *hlsSession, _ *http.Request) (responder, error) {
 	frags, _, _, err := p.list(ctx, sess)
 	if err != nil {
-		s.writeError(w, r, fmt.Errorf("hls master playlist %s: %w", sess.stream, err))
-		return
+		return nil, fmt.Errorf("hls master playlist %s: %w", sess.stream, err)
 	}
 	if len(frags) == 0 {
-		s.writeError(w, r, apiErrorf(codeResourceNotFound, "No fragments found for the streaming session."))
-		return
+		return nil, apiErrorf(codeResourceNotFound, "No fragments found for the streaming session.")
 	}
 	_, m, err := p.describe(ctx, sess.stream, frags[len(frags)-1].Number)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return nil, err
 	}
 	bandwidth := 0
 	for _, f := range frags {
@@ -317,23 +310,16 @@ func (p *playback) handleMasterPlaylist(w http.ResponseWriter, r *http.Request) 
 	fmt.Fprintf(&b, "#EXT-X-STREAM-INF:BANDWIDTH=%d,CODECS=\"%s\",RESOLUTION=%dx%d\n",
 		bandwidth, strings.Join(m.Codecs, ","), m.Width, m.Height)
 	fmt.Fprintf(&b, "getHLSMediaPlaylist.m3u8?SessionToken=%s\n", sess.token)
-	writePlaylist(w, b.Bytes(), false)
+	return playlistBody(b.Bytes(), false), nil
 }
 
-// handleMediaPlaylist serves getHLSMediaPlaylist.m3u8 (see list for what each mode shows).
+// mediaPlaylist serves getHLSMediaPlaylist.m3u8 (see list for what each mode shows).
 // Segments are fragments, EXTINF their FragmentLengthInMilliseconds. EXT-X-MAP names the init
 // segment of the first fragment and is repeated, after an EXT-X-DISCONTINUITY, wherever the
 // tracks change. DiscontinuityMode ON_DISCONTINUITY marks gaps and overlaps of more than
 // hlsGapThreshold between consecutive fragments' producer timestamps. EXT-X-DISCONTINUITY-SEQUENCE
 // counts the markers that slid out of a LIVE window.
-func (p *playback) handleMediaPlaylist(w http.ResponseWriter, r *http.Request) {
-	s := p.s
-	sess, err := p.session(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	ctx := r.Context()
+func (p *playback) mediaPlaylist(ctx context.Context, sess *hlsSession, _ *http.Request) (responder, error) {
 	frags, seq, ended, err := p.list(ctx, sess)
 	if err == nil && len(frags) == 0 {
 		err = apiErrorf(codeResourceNotFound, "No fragments found for the streaming session.")
@@ -343,8 +329,7 @@ func (p *playback) handleMediaPlaylist(w http.ResponseWriter, r *http.Request) {
 		keys, err = p.keys(ctx, sess, frags)
 	}
 	if err != nil {
-		s.writeError(w, r, fmt.Errorf("hls media playlist %s: %w", sess.stream, err))
-		return
+		return nil, fmt.Errorf("hls media playlist %s: %w", sess.stream, err)
 	}
 
 	// The target never goes below the first playlist's (carried in the token); it grows when a
@@ -361,8 +346,7 @@ func (p *playback) handleMediaPlaylist(w http.ResponseWriter, r *http.Request) {
 	var discSeq int
 	if sess.mode == "LIVE" {
 		if discSeq, err = p.discSequence(ctx, sess, frags[0].Number); err != nil {
-			s.writeError(w, r, fmt.Errorf("hls media playlist %s: %w", sess.stream, err))
-			return
+			return nil, fmt.Errorf("hls media playlist %s: %w", sess.stream, err)
 		}
 	}
 
@@ -397,5 +381,5 @@ func (p *playback) handleMediaPlaylist(w http.ResponseWriter, r *http.Request) {
 	if ended {
 		b.WriteString("#EXT-X-ENDLIST\n")
 	}
-	writePlaylist(w, b.Bytes(), !ended)
+	return playlistBody(b.Bytes(), !ended), nil
 }

@@ -32,7 +32,6 @@ package server
 //     before streaming, both tag spellings, Content-Type video/webm.
 
 import (
-	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -51,8 +50,6 @@ const (
 	// cluster (KVS: 50 MB, kvs-api.md §5.5). A larger one ends the upload with ERROR 4001.
 	MaxFragmentSize = 50 << 20
 )
-
-func init() { routeSets = append(routeSets, (*Server).mediaRoutes) }
 
 // media is the state of the media data path: the live cache and notifier, the PutMedia sessions (so that
 // DeleteStream can fail them) and the settings taken from Config.
@@ -79,9 +76,9 @@ type media struct {
 	testDeliver func(number uint64, fromStore bool)
 }
 
-// mediaRoutes are PutMedia, GetMedia and the archived-media operations (kvs-api.md §5–8).
-func (s *Server) mediaRoutes() map[string]http.HandlerFunc {
-	m := &media{
+// newMedia returns the media data path of s, with the settings of s.cfg.
+func newMedia(s *Server) *media {
+	return &media{
 		s:                   s,
 		cache:               newLiveCache(),
 		notify:              newLocalNotifier(),
@@ -96,15 +93,12 @@ func (s *Server) mediaRoutes() map[string]http.HandlerFunc {
 		sessions:            map[string]map[*putSession]struct{}{},
 		closing:             make(chan struct{}),
 	}
-	s.media = m
-	s.onStreamDeleted(m.streamDeleted)
-	s.onClose(func() { close(m.closing); m.drainAll() })
-	return map[string]http.HandlerFunc{
-		"/putMedia":                m.handlePutMedia,
-		"/getMedia":                m.handleGetMedia,
-		"/listFragments":           m.handleListFragments,
-		"/getMediaForFragmentList": m.handleGetMediaForFragmentList,
-	}
+}
+
+// close ends live GetMedia responses and drains PutMedia uploads (Server.Close, shutdown.go).
+func (m *media) close() {
+	close(m.closing)
+	m.drainAll()
 }
 
 func orDefault(d, def time.Duration) time.Duration {

@@ -86,42 +86,26 @@ type Config struct {
 	GetMediaIdleTimeout time.Duration
 }
 
-// Server serves the KVS HTTP APIs on one mux: the control plane (this file's routes), and the
-// media paths that other files of this package register through routeSets. It is an http.Handler
+// Server serves the KVS HTTP APIs on one mux: every route is in routes.go. It is an http.Handler
 // and is safe for concurrent use.
 type Server struct {
-	cfg    Config
-	log    *slog.Logger
-	store  store.Store
-	routes map[string]http.HandlerFunc
+	cfg   Config
+	log   *slog.Logger
+	store store.Store
 
 	// mu serialises control-plane mutations that read then write (delete with a version check,
 	// tag merges), so that two of them never interleave. Plain reads do not take it.
 	mu sync.Mutex
 
 	closeOnce sync.Once
-	closers   []func()
-	// deleteHooks run after DeleteStream removed a stream from the store, under mu, with its name
-	// (e.g. to drop the stream's live buffer). Registered by route providers with onStreamDeleted.
-	deleteHooks []func(name string)
 
-	// media is the state of the media data path (media.go): live buffers, PutMedia sessions.
-	media *media
+	media    *media    // the media data path (media.go): live cache and notifier, PutMedia sessions
+	playback *playback // HLS and GetClip (hls.go, clip.go)
 
-	// getRoutes are the only endpoints served for GET and HEAD: the HLS playback URLs (real KVS
-	// serves them as GETs under /hls/v1/) and the web console. A key ending in "/" matches that
-	// prefix. Route providers fill it in New; see getRoute.
-	getRoutes map[string]http.HandlerFunc
-}
-
-// routeSets lists the route providers of this package: each returns path → handler for the paths
-// it serves. Files that add APIs append to it in an init func, e.g.
-//
-//	func init() { routeSets = append(routeSets, (*Server).mediaRoutes) }
-//
-// New panics at startup if two sets claim the same path.
-var routeSets = []func(*Server) map[string]http.HandlerFunc{
-	(*Server).controlRoutes,
+	// routes are the KVS operations (POST); getRoutes the only endpoints served for GET and
+	// HEAD: the HLS playback URLs (real KVS serves them as GETs under /hls/v1/) and the web
+	// console. A getRoutes key ending in "/" matches that prefix; see getRoute.
+	routes, getRoutes map[string]http.HandlerFunc
 }
 
 var accountIDPattern = regexp.MustCompile(`^[0-9]{12}$`)
@@ -170,16 +154,10 @@ func New(cfg Config) (*Server, error) {
 	case len(cfg.SessionKey) < 16:
 		return nil, errors.New("server: Config.SessionKey must be at least 16 bytes")
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store, routes: map[string]http.HandlerFunc{},
-		getRoutes: map[string]http.HandlerFunc{}}
-	for _, set := range routeSets {
-		for path, h := range set(s) {
-			if _, dup := s.routes[path]; dup {
-				panic("server: route " + path + " registered twice")
-			}
-			s.routes[path] = h
-		}
-	}
+	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store}
+	s.media = newMedia(s)
+	s.playback = newPlayback(s)
+	s.routes, s.getRoutes = s.postRoutes(), s.playbackRoutes()
 	return s, nil
 }
 
@@ -196,24 +174,19 @@ func normalizeAdvertiseURL(raw string) (string, error) {
 	return u.Scheme + "://" + u.Host, nil
 }
 
-// Close stops background work started by the Server (none yet beyond what other files register
-// with onClose). It does not close the Store. Safe to call more than once.
+// Close ends live GetMedia responses and drains PutMedia uploads (shutdown.go). It does not close
+// the Store. Safe to call more than once.
 func (s *Server) Close() error {
-	s.closeOnce.Do(func() {
-		for i := len(s.closers) - 1; i >= 0; i-- {
-			s.closers[i]()
-		}
-	})
+	s.closeOnce.Do(s.media.close)
 	return nil
 }
 
-// onClose registers fn to run on Close (in reverse order of registration). Call it only from New's
-// route providers, before the Server is shared.
-func (s *Server) onClose(fn func()) { s.closers = append(s.closers, fn) }
-
-// onStreamDeleted registers fn to run after a stream is deleted. Call it only from New's route
-// providers.
-func (s *Server) onStreamDeleted(fn func(name string)) { s.deleteHooks = append(s.deleteHooks, fn) }
+// streamDeleted runs after DeleteStream removed a stream from the store, under mu: its live
+// readers and uploads end, its HLS sessions are forgotten.
+func (s *Server) streamDeleted(name string) {
+	s.media.streamDeleted(name)
+	s.playback.streamDeleted(name)
+}
 
 // ServeHTTP dispatches on the exact, case-sensitive path. Every KVS operation is a POST; other
 // methods get 405 and unknown paths 404, both with the usual JSON error body.
@@ -222,7 +195,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	id := newRequestID()
 	w.Header().Set("x-amzn-RequestId", id)
 	rec := &statusRecorder{ResponseWriter: w}
-	r = r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id))
+	r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, requestInfo{id: id, endpoint: s.dataEndpoint(r)}))
 	defer func() {
 		if p := recover(); p != nil {
 			if p == http.ErrAbortHandler { //nolint:errorlint // sentinel compared by identity, as net/http does
@@ -291,13 +264,24 @@ func (s *Server) getRoute(r *http.Request) http.HandlerFunc {
 	return s.getRoutes[best]
 }
 
-type requestIDKey struct{}
+type requestInfoKey struct{}
+
+// requestInfo is what ServeHTTP puts in a request's context for the handlers: its
+// x-amzn-RequestId and the data endpoint to name to this client (dataEndpoint).
+type requestInfo struct {
+	id, endpoint string
+}
+
+func infoOf(ctx context.Context) requestInfo {
+	info, _ := ctx.Value(requestInfoKey{}).(requestInfo)
+	return info
+}
 
 // requestID returns the x-amzn-RequestId of the request being served.
-func requestID(r *http.Request) string {
-	id, _ := r.Context().Value(requestIDKey{}).(string)
-	return id
-}
+func requestID(r *http.Request) string { return infoOf(r.Context()).id }
+
+// endpointOf returns the data endpoint of the request whose context ctx is (see dataEndpoint).
+func endpointOf(ctx context.Context) string { return infoOf(ctx).endpoint }
 
 // newRequestID returns a random (version 4) UUID in its canonical text form.
 func newRequestID() string {

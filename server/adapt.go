@@ -1,0 +1,71 @@
+package server
+
+import (
+	"context"
+	"net/http"
+)
+
+// Handler adapters: every KVS operation is decoded, checked and answered through one of these,
+// so the preamble (decode the body, look the stream up, answer an error) is written once.
+
+// op adapts a plain JSON operation: it decodes the request body into a Req (decodeJSON: body
+// cap, {} for an empty body, InvalidArgumentException for anything malformed), calls fn with the
+// request's context, and writes fn's answer as JSON, or its error through writeError. fn sees no
+// http type: whatever it returns decides the whole answer.
+func op[Req, Resp any](s *Server, fn func(ctx context.Context, req *Req) (Resp, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if err := s.decodeJSON(w, r, &req); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		resp, err := fn(r.Context(), &req)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		s.writeJSON(w, r, resp)
+	}
+}
+
+// responder writes a streaming answer: its 200, headers and body. Once it runs, an error can
+// only end the stream (an error chunk, an ERROR ack), never change the status.
+type responder func(w http.ResponseWriter, r *http.Request)
+
+// streamOp adapts a streaming operation in two phases. prepare decodes and checks everything that
+// can still be answered with an error status (the request, the stream, the start point, every
+// fragment asked for) and returns either that error or the responder that writes the answer.
+// Nothing is written before prepare returns, so errors are decided before the first byte by
+// construction.
+func streamOp[Req any](s *Server, prepare func(ctx context.Context, req *Req) (responder, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if err := s.decodeJSON(w, r, &req); err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		respond, err := prepare(r.Context(), &req)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		respond(w, r)
+	}
+}
+
+// sessionOp adapts an HLS playback GET: it verifies the SessionToken query parameter (a missing
+// one is InvalidArgumentException, an unknown or expired one ResourceNotFoundException), then
+// works as streamOp with the session in place of a decoded body.
+func (p *playback) sessionOp(prepare func(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		sess, err := p.session(r)
+		if err == nil {
+			var respond responder
+			if respond, err = prepare(r.Context(), sess, r); err == nil {
+				respond(w, r)
+				return
+			}
+		}
+		p.s.writeError(w, r, err)
+	}
+}

@@ -1,0 +1,50 @@
+package server
+
+import "net/http"
+
+// postRoutes are the KVS operations, each a POST to its own path (kvs-api.md §1.1): the control
+// plane, the media data path and the archived-media APIs. Plain JSON operations go through op
+// (adapt.go), streaming ones through streamOp.
+func (s *Server) postRoutes() map[string]http.HandlerFunc {
+	m, p := s.media, s.playback
+	return map[string]http.HandlerFunc{
+		// kinesisvideo, the control plane (control.go, tags.go; kvs-api.md §3–4)
+		"/createStream":        s.handleCreateStream,
+		"/describeStream":      s.handleDescribeStream,
+		"/listStreams":         s.handleListStreams,
+		"/deleteStream":        s.handleDeleteStream,
+		"/updateStream":        s.handleUpdateStream,
+		"/updateDataRetention": s.handleUpdateDataRetention,
+		"/getDataEndpoint":     s.handleGetDataEndpoint,
+		"/tagStream":           s.handleTagStream,
+		"/untagStream":         s.handleUntagStream,
+		"/listTagsForStream":   s.handleListTagsForStream,
+		"/TagResource":         s.handleTagResource,
+		"/UntagResource":       s.handleUntagResource,
+		"/ListTagsForResource": s.handleListTagsForResource,
+
+		// kinesis-video-media (putmedia.go, getmedia.go; §5–6)
+		"/putMedia": m.handlePutMedia,
+		"/getMedia": streamOp(s, m.getMedia),
+
+		// kinesis-video-archived-media (archive.go, hls.go, clip.go; §7–9)
+		"/listFragments":             op(s, m.listFragments),
+		"/getMediaForFragmentList":   streamOp(s, m.getMediaForFragmentList),
+		"/getHLSStreamingSessionURL": op(s, p.getHLSStreamingSessionURL),
+		"/getClip":                   streamOp(s, p.getClip),
+	}
+}
+
+// playbackRoutes are the GET (and HEAD) endpoints: the HLS playback URLs that a session URL
+// leads to (hls.js, Safari, ffmpeg and every other player fetch them with plain GETs), and the
+// web console on every other path that is not a KVS operation.
+func (s *Server) playbackRoutes() map[string]http.HandlerFunc {
+	p := s.playback
+	return map[string]http.HandlerFunc{
+		hlsPathPrefix + "getHLSMasterPlaylist.m3u8": p.sessionOp(p.masterPlaylist),
+		hlsPathPrefix + "getHLSMediaPlaylist.m3u8":  p.sessionOp(p.mediaPlaylist),
+		hlsPathPrefix + "getMP4InitFragment.mp4":    p.sessionOp(p.initFragment),
+		hlsPathPrefix + "getMP4MediaFragment.mp4":   p.sessionOp(p.mediaFragment),
+		"/": consoleHandler(),
+	}
+}
