@@ -1,0 +1,167 @@
+package testutil
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Where Debian's postgresql package puts its programs (not on PATH).
+const pgBinGlob = "/usr/lib/postgresql/*/bin"
+
+var (
+	pgOnce sync.Once
+	pgURL  string // postgres://postgres@127.0.0.1:PORT/postgres, or "" with pgErr
+	pgErr  error
+)
+
+// Postgres returns the connection URL of a fresh, empty schema in a PostgreSQL server started
+// for this test binary (initdb into a temporary directory, pg_ctl start on a free loopback port,
+// as the postgres user when run as root). The URL sets search_path to the schema, so a store
+// opened on it sees only this test's tables. The server stops at the end of Main.
+func Postgres(t testing.TB) string {
+	t.Helper()
+	pgOnce.Do(func() { pgURL, pgErr = startPostgres() })
+	if pgErr != nil {
+		missing(t, "PostgreSQL: "+pgErr.Error())
+	}
+	schema := "t_" + strings.ToLower(rand.Text()[:12])
+	if out, err := psql(pgURL, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatalf("create schema: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = psql(pgURL, "DROP SCHEMA "+schema+" CASCADE") })
+	return pgURL + "?options=-csearch_path%3D" + schema
+}
+
+// PostgresServer returns the URL of the test binary's PostgreSQL server itself (the postgres
+// database), starting it if needed, for tests that stop and restart it (StopPostgres).
+func PostgresServer(t testing.TB) string {
+	t.Helper()
+	pgOnce.Do(func() { pgURL, pgErr = startPostgres() })
+	if pgErr != nil {
+		missing(t, "PostgreSQL: "+pgErr.Error())
+	}
+	return pgURL
+}
+
+var pg struct {
+	mu      sync.Mutex
+	dir     string
+	port    int
+	pgCtl   string
+	asOwner func(*exec.Cmd)
+}
+
+func startPostgres() (string, error) {
+	initdb := findTool("initdb", pgBinGlob)
+	pgCtl := findTool("pg_ctl", pgBinGlob)
+	if initdb == "" || pgCtl == "" {
+		return "", fmt.Errorf("initdb and pg_ctl not found (apt-get install postgresql)")
+	}
+	base, err := os.MkdirTemp("", "kvs-pg-")
+	if err != nil {
+		return "", err
+	}
+	// initdb refuses to run as root: run the server as the postgres user then.
+	asOwner := func(*exec.Cmd) {}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return "", fmt.Errorf("running as root and there is no postgres user: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if err := os.Chmod(base, 0o755); err != nil {
+			return "", err
+		}
+		if err := os.Chown(base, uid, gid); err != nil {
+			return "", err
+		}
+		asOwner = func(c *exec.Cmd) { c.SysProcAttr = sysProcAttrAs(uint32(uid), uint32(gid)) }
+	}
+	dir := filepath.Join(base, "data")
+	run := func(name string, args ...string) error {
+		c := exec.Command(name, args...)
+		asOwner(c)
+		if out, err := c.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s %s: %v\n%s", filepath.Base(name), strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	if err := run(initdb, "-D", dir, "-A", "trust", "-U", "postgres", "--no-sync"); err != nil {
+		return "", err
+	}
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on", port, base)
+	if err := run(pgCtl, "-D", dir, "-l", filepath.Join(base, "log"), "-o", opts, "-w", "start"); err != nil {
+		return "", err
+	}
+	pg.mu.Lock()
+	pg.dir, pg.port, pg.pgCtl, pg.asOwner = dir, port, pgCtl, asOwner
+	pg.mu.Unlock()
+	atExit(func() {
+		_ = run(pgCtl, "-D", dir, "-m", "immediate", "stop")
+		_ = os.RemoveAll(base)
+	})
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres", port), nil
+}
+
+// StopPostgres stops the test binary's PostgreSQL server (fast shutdown: connections are cut)
+// and StartPostgres starts it again on the same port and data, for outage tests.
+func StopPostgres(t testing.TB) {
+	t.Helper()
+	pgCtlRun(t, "-D", pg.dir, "-m", "fast", "-w", "stop")
+}
+
+// StartPostgres restarts the server StopPostgres stopped.
+func StartPostgres(t testing.TB) {
+	t.Helper()
+	pgCtlRun(t, "-D", pg.dir, "-w", "start")
+}
+
+func pgCtlRun(t testing.TB, args ...string) {
+	t.Helper()
+	pg.mu.Lock()
+	defer pg.mu.Unlock()
+	if pg.pgCtl == "" {
+		t.Fatal("PostgreSQL was not started")
+	}
+	c := exec.Command(pg.pgCtl, args...)
+	pg.asOwner(c)
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("pg_ctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// psql runs one SQL statement with the psql client (no Go driver needed here).
+func psql(url, sql string) ([]byte, error) {
+	bin := findTool("psql", pgBinGlob)
+	if bin == "" {
+		return nil, fmt.Errorf("psql not found")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return exec.CommandContext(ctx, bin, url, "-v", "ON_ERROR_STOP=1", "-qc", sql).CombinedOutput()
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,9 @@
+//go:build unix
+
+package testutil
+
+import "syscall"
+
+func sysProcAttrAs(uid, gid uint32) *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
+}
