@@ -12,7 +12,7 @@ package server
 // number, from the store while they are older than the buffer's oldest and from the buffer after,
 // so a slow reader catches up from disk without stalling anyone.
 //
-// Ordering. Store.Append and the hub both need increasing numbers per stream; the sequencer in
+// Ordering. Store.AppendAsync and the hub both need increasing numbers per stream; the sequencer in
 // hub.go reserves numbers in cluster-start order and lets each fragment commit only after all
 // lower reserved numbers are committed or abandoned. Publication order is number order.
 //

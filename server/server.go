@@ -91,14 +91,10 @@ type Server struct {
 	store  store.Store
 	routes map[string]http.HandlerFunc
 
-	// mu serialises control-plane mutations that read then write (delete with a version check,
-	// tag merges), so that two of them never interleave. Plain reads do not take it.
-	mu sync.Mutex
-
 	closeOnce sync.Once
 	closers   []func()
-	// deleteHooks run after DeleteStream removed a stream from the store, under mu, with its name
-	// (e.g. to drop the stream's live buffer). Registered by route providers with onStreamDeleted.
+	// deleteHooks run after DeleteStream removed a stream from the store, with its name (e.g. to
+	// drop the stream's live buffer). Registered by route providers with onStreamDeleted.
 	deleteHooks []func(name string)
 
 	// media is the state of the media data path (media.go): live buffers, PutMedia sessions.
