@@ -29,6 +29,8 @@ const (
 	DefaultMaxRequestBody = 1 << 20
 	// DefaultRequestReadTimeout is the default Config.RequestReadTimeout.
 	DefaultRequestReadTimeout = 30 * time.Second
+	// DefaultRetentionInterval is the default Config.RetentionInterval.
+	DefaultRetentionInterval = time.Minute
 )
 
 // Config configures a Server. Store is required; every other field has a default.
@@ -56,6 +58,11 @@ type Config struct {
 	// instead of holding a connection forever (default 30 s). It ends when the body has been read,
 	// so it never cuts a streaming response.
 	RequestReadTimeout time.Duration
+	// RetentionInterval is how often the Server calls Store.EnforceRetention(Now()) to delete
+	// fragments older than their stream's retention, from New until Close (default 1 min;
+	// negative: never, e.g. when another process of a cluster does it). The store has no
+	// schedule of its own.
+	RetentionInterval time.Duration
 	// Credentials, when not nil, turns on authentication: every request must carry an AWS
 	// Signature Version 4 (Authorization header or presigned query) made with one of these keys
 	// within MaxClockSkew of Now, else it gets 401 NotAuthorizedException (AccessDeniedException
@@ -155,6 +162,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RequestReadTimeout <= 0 {
 		cfg.RequestReadTimeout = DefaultRequestReadTimeout
 	}
+	if cfg.RetentionInterval == 0 {
+		cfg.RetentionInterval = DefaultRetentionInterval
+	}
 	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store, routes: map[string]http.HandlerFunc{},
 		getRoutes: map[string]http.HandlerFunc{}}
 	for _, set := range routeSets {
@@ -165,7 +175,44 @@ func New(cfg Config) (*Server, error) {
 			s.routes[path] = h
 		}
 	}
+	if cfg.RetentionInterval > 0 {
+		s.startRetention(cfg.RetentionInterval)
+	}
 	return s, nil
+}
+
+// startRetention runs Store.EnforceRetention every interval until Close, which waits for it.
+func (s *Server) startRetention(interval time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.enforceRetention(ctx)
+			}
+		}
+	}()
+	s.onClose(func() {
+		cancel()
+		<-done
+	})
+}
+
+// enforceRetention runs one retention pass as of Now and logs its outcome.
+func (s *Server) enforceRetention(ctx context.Context) {
+	n, err := s.store.EnforceRetention(ctx, s.cfg.Now())
+	switch {
+	case err != nil && ctx.Err() == nil:
+		s.log.Error("retention", "fragments_deleted", n, "err", err)
+	case n > 0:
+		s.log.Info("retention", "fragments_deleted", n)
+	}
 }
 
 // normalizeAdvertiseURL checks that u is scheme://host[:port] and strips a trailing slash: clients
@@ -181,8 +228,9 @@ func normalizeAdvertiseURL(raw string) (string, error) {
 	return u.Scheme + "://" + u.Host, nil
 }
 
-// Close stops background work started by the Server (none yet beyond what other files register
-// with onClose). It does not close the Store. Safe to call more than once.
+// Close stops background work started by the Server and waits for it: the retention loop, and
+// what other files register with onClose (live GetMedia responses, PutMedia drains). It does not
+// close the Store. Safe to call more than once.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		for i := len(s.closers) - 1; i >= 0; i-- {

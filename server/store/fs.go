@@ -24,10 +24,7 @@ type FSOptions struct {
 	// MaxSegmentAge rolls to a new segment when the current one was created this long ago, so
 	// retention can drop data of slow streams in time. Default 1 h.
 	MaxSegmentAge time.Duration
-	// RetentionInterval, when positive, runs EnforceRetention(time.Now()) in the background at
-	// this interval until Close.
-	RetentionInterval time.Duration
-	// Logger receives recovery reports and background retention results. Default: discard.
+	// Logger receives recovery reports. Default: discard.
 	Logger *slog.Logger
 
 	now func() time.Time // segment age clock; tests replace it
@@ -65,7 +62,6 @@ type FS struct {
 	closeMu sync.RWMutex // held for reading while enqueueing to the committer; Close takes it
 	queue   chan *appendRequest
 	synced  chan *syncingBatch
-	stop    chan struct{}
 	wg      sync.WaitGroup
 
 	recovered []RecoveryReport
@@ -142,7 +138,6 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 		streams: make(map[string]*fsStream),
 		queue:   make(chan *appendRequest, maxBatch),
 		synced:  make(chan *syncingBatch, maxSyncing),
-		stop:    make(chan struct{}),
 	}
 	if err := s.load(); err != nil {
 		db.Close()
@@ -151,9 +146,6 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 	s.wg.Add(2)
 	go s.syncLoop()
 	go s.indexLoop()
-	if opts.RetentionInterval > 0 {
-		s.wg.Go(s.retentionLoop)
-	}
 	return s, nil
 }
 
@@ -434,7 +426,6 @@ func (s *FS) Close() error {
 		return nil
 	}
 	close(s.queue)
-	close(s.stop)
 	s.closeMu.Unlock()
 	s.wg.Wait()
 	s.mu.Lock()

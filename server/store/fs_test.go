@@ -393,17 +393,6 @@ func TestFSSegmentRollAndRetention(t *testing.T) {
 	}
 }
 
-func TestFSRetentionLoop(t *testing.T) {
-	s := mustOpenFS(t, t.TempDir(), FSOptions{RetentionInterval: time.Millisecond})
-	mustCreate(t, s, "s", 1)
-	appendN(t, s, "s", 3, 10)
-	// Only checks that the loop starts and that Close stops it; what it deletes depends on the
-	// wall clock, which tests do not wait on.
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestFSPrepare checks that Prepare readies a stream for its first append (numbers reserved and
 // persisted, the segment file created) without changing what is stored, and that an empty
 // prepared segment is neither rolled over by age nor left behind by a restart.

@@ -116,7 +116,7 @@ type Store interface {
 
 	// EnforceRetention deletes fragments whose server time is before now minus their stream's
 	// retention (possibly later, never earlier: FS deletes whole segments) and returns how many
-	// went.
+	// went. The store runs it on no schedule of its own; the server does.
 	EnforceRetention(ctx context.Context, now time.Time) (int, error)
 	// Close waits for appends in flight and releases the store; every later call returns
 	// ErrClosed, except Close, which returns nil.
