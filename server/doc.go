@@ -29,11 +29,26 @@
 // # Versions and concurrency
 //
 // A stream's Version is 20 random alphanumerics, new on CreateStream, UpdateStream and
-// UpdateDataRetention. CurrentVersion is compared inside the store's atomic UpdateStream. Operations
-// that look a stream up and then change it (delete with a version check, updates, tag merges) also
-// hold Server.mu, so a check and its write are never interleaved with another change; reads take
-// no server lock. An ARN names a stream by name and creation time in epoch milliseconds: after a
-// delete and re-create under the same name, the old ARN is not found.
+// UpdateDataRetention. An ARN names a stream by name and creation time in epoch milliseconds: after
+// a delete and re-create under the same name, the old ARN is not found. The server holds no lock
+// of its own around a check and its write; the store makes each atomic, so that it also holds
+// when several servers share a store:
+//
+//   - updates and tag merges run their checks (ARN, CurrentVersion, tag count) and their change in
+//     the fn of the store's UpdateStream;
+//   - DeleteStream passes the version its lookup saw to the store's conditional delete. A stream
+//     created again under the name meanwhile has a new random version, so an old ARN never
+//     deletes it; when the store reports store.ErrVersionMismatch (changed since the lookup) the
+//     handler looks again, up to maxDeleteAttempts times, and answers as if the change came first.
+//
+// store.ErrVersionMismatch that reaches writeError is a 400 VersionMismatchException, like a
+// CurrentVersion the handler found different itself (whose message also names the stream).
+//
+// # Retention
+//
+// The Server runs the store's EnforceRetention every Config.RetentionInterval (1 min; negative:
+// off) as of Config.Now, from New until Close, and logs what it deleted; the store has no schedule
+// of its own. UpdateDataRetention with a decrease also runs it before answering.
 //
 // # Choices where kvs-api.md leaves a question open ([?])
 //
@@ -78,12 +93,13 @@
 // persister (putSession.persist) takes chunks in fragment-number order across all uploads of the
 // stream (the sequencer), publishes each to the stream's live buffer (hub.go; GetMedia readers
 // write the shared chunk to their sockets without copying it) and writes it to the store with
-// AppendAsync, which returns once the record is in the segment file and queued for the group
-// commit; it does not wait for the fdatasync, so live delivery never waits for the disk and one
-// stream's consecutive fragments share a commit. ackDurable waits for each, in order, and sends
-// PERSISTED only after the store's fdatasync and index commit (at most 8 fragments of an upload
-// are written but not yet durable). A fragment stays in the live buffer until it is durable, so a
-// reader that falls behind the buffer and reads the store never meets a fragment that is written
-// but not yet indexed. The live buffer of a stream that keeps data holds 5 s or 4 MiB; memory per
-// stream in kvs bench (2 Mbit/s, 1 s fragments) is about 4 MB.
+// AppendAsync, which returns once the record is written and queued for durability (FS: in the
+// segment file, queued for the group commit); it does not wait for the fdatasync, so live delivery
+// never waits for the disk and one stream's consecutive fragments share a commit. ackDurable waits
+// for each, in order, and sends PERSISTED only once the store says it is durable (FS: fdatasync and
+// index commit). At most 8 fragments of an upload are written but not yet durable. A fragment
+// stays in the live buffer until it is durable, so a reader that falls behind the buffer and reads
+// the store never meets a fragment that is written but not yet indexed. The live buffer of a
+// stream that keeps data holds 5 s or 4 MiB; memory per stream in kvs bench (2 Mbit/s, 1 s
+// fragments) is about 4 MB.
 package server
