@@ -26,7 +26,8 @@ func init() { commands = append(commands, newServeCmd) }
 // readers, PutMedia producers) before it closes their connections.
 const shutdownTimeout = 10 * time.Second
 
-// retentionInterval is how often the store drops data older than each stream's retention.
+// retentionInterval is how often the server has the store drop data older than each stream's
+// retention (server.Config.RetentionInterval), in memory and on disk alike.
 const retentionInterval = time.Minute
 
 type serveOptions struct {
@@ -194,7 +195,7 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 				return usageError{err}
 			}
 		}
-		fs, err := store.OpenFS(dir, store.FSOptions{RetentionInterval: retentionInterval, Logger: log.With("component", "store")})
+		fs, err := store.OpenFS(dir, store.FSOptions{Logger: log.With("component", "store")})
 		if err != nil {
 			return fmt.Errorf("server: %w", err)
 		}
@@ -222,11 +223,12 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 		advertise = advertiseURL(scheme, ln.Addr())
 	}
 	srv, err := server.New(server.Config{
-		Store:        st,
-		AdvertiseURL: advertise,
-		Region:       env.Config.GetString("region"),
-		Log:          log,
-		Credentials:  creds,
+		Store:             st,
+		AdvertiseURL:      advertise,
+		Region:            env.Config.GetString("region"),
+		Log:               log,
+		Credentials:       creds,
+		RetentionInterval: retentionInterval,
 	})
 	if err != nil {
 		ln.Close()

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -226,36 +228,57 @@ func (s *Server) handleDeleteStream(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st, err := s.lookupStream(r.Context(), streamRef{StreamARN: req.StreamARN}, codeInvalidArgument)
+	name, err := s.deleteStream(r.Context(), *req.StreamARN, req.CurrentVersion)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if req.CurrentVersion != nil && *req.CurrentVersion != st.Version {
-		s.writeError(w, r, versionMismatch(st.Name))
-		return
-	}
-	if err := s.store.DeleteStream(r.Context(), st.Name); err != nil {
-		s.writeError(w, r, fmt.Errorf("delete stream %s: %w", st.Name, err))
-		return
-	}
-	s.streamDeleted(st.Name)
-	s.log.Info("stream deleted", "stream", st.Name)
+	s.streamDeleted(name)
+	s.log.Info("stream deleted", "stream", name)
 	s.writeJSON(w, r, empty{})
+}
+
+// maxDeleteAttempts bounds deleteStream's retries on a stream that keeps changing under it.
+const maxDeleteAttempts = 10
+
+// deleteStream deletes the stream arn names and returns its name. The version check happens in
+// the store's conditional delete, atomically with the delete, so no server lock is needed. The
+// delete always names the version the lookup saw (= currentVersion when one is given): a stream
+// deleted and created again under that name since has a new random version, so an old ARN can
+// never delete it. A change between the lookup and the delete (an update, or a re-creation)
+// makes the store answer ErrVersionMismatch, and the lookup is done again: it then finds the
+// stream gone, or its new version, and answers as if the change had come first.
+func (s *Server) deleteStream(ctx context.Context, arn string, currentVersion *string) (string, error) {
+	var err error
+	for range maxDeleteAttempts {
+		var st store.Stream
+		st, err = s.lookupStream(ctx, streamRef{StreamARN: &arn}, codeInvalidArgument)
+		if err != nil {
+			return "", err
+		}
+		if currentVersion != nil && *currentVersion != st.Version {
+			return "", versionMismatch(st.Name)
+		}
+		err = s.store.DeleteStream(ctx, st.Name, st.Version)
+		if err == nil {
+			return st.Name, nil
+		}
+		err = fmt.Errorf("delete stream %s: %w", st.Name, err)
+		if !errors.Is(err, store.ErrVersionMismatch) {
+			return "", err
+		}
+	}
+	return "", err // still changing: ErrVersionMismatch, which the client sees as such
 }
 
 func versionMismatch(name string) error {
 	return apiErrorf(codeVersionMismatch, "The version of stream %s does not match CurrentVersion.", name)
 }
 
-// updateLocked looks up the stream and applies fn to it in the store, under s.mu. fn sees a copy
-// and may return an error to change nothing. The ARN is re-checked inside the store's update so
-// that a stream re-created under the same name is never updated by an old reference.
-func (s *Server) updateLocked(r *http.Request, ref streamRef, badARNCode string, fn func(*store.Stream) error) (store.Stream, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// update looks up the stream and applies fn to it inside the store's atomic UpdateStream. fn
+// sees a copy and may return an error to change nothing. The ARN is re-checked inside the
+// update so that a stream re-created under the same name is never updated by an old reference.
+func (s *Server) update(r *http.Request, ref streamRef, badARNCode string, fn func(*store.Stream) error) (store.Stream, error) {
 	st, err := s.lookupStream(r.Context(), ref, badARNCode)
 	if err != nil {
 		return store.Stream{}, err
@@ -299,7 +322,7 @@ func (s *Server) handleUpdateStream(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
-	_, err = s.updateLocked(r, req.streamRef, codeInvalidArgument, func(st *store.Stream) error {
+	_, err = s.update(r, req.streamRef, codeInvalidArgument, func(st *store.Stream) error {
 		if st.Version != *req.CurrentVersion {
 			return versionMismatch(st.Name)
 		}
@@ -355,7 +378,7 @@ func (s *Server) handleUpdateDataRetention(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	decrease := *req.Operation == "DECREASE_DATA_RETENTION"
-	st, err := s.updateLocked(r, req.streamRef, codeInvalidArgument, func(st *store.Stream) error {
+	st, err := s.update(r, req.streamRef, codeInvalidArgument, func(st *store.Stream) error {
 		if st.Version != *req.CurrentVersion {
 			return versionMismatch(st.Name)
 		}

@@ -6,16 +6,21 @@
 //
 // Every KVS operation is a POST to a fixed, case-sensitive path with a JSON body (§1.1); all paths
 // are distinct, so one mux serves the control plane, PutMedia/GetMedia and the archived-media APIs.
-// Server.routes is a plain map from path to handler, filled in New from routeSets: each file that
-// adds APIs contributes one provider in an init func (control.go: controlRoutes). An unknown path is
-// 404 UnknownOperationException, another method than POST is 405; both carry the usual JSON error
-// body. Request dispatch never looks at Content-Type: the C producer sends application/json with an
-// MKV body (§1.2).
+// Every route is in one literal table (routes.go), built in New once the parts it serves are
+// (media: the data path; playback: HLS and GetClip). An unknown path is 404
+// UnknownOperationException, another method than POST is 405; both carry the usual JSON error
+// body. Request dispatch never looks at Content-Type: the C producer sends application/json with
+// an MKV body (§1.2). The GET routes are the HLS playback URLs and the web console.
 //
-// Shared pieces for every handler: decodeJSON (body cap, empty body = {}, unknown members ignored,
-// any malformation = 400 InvalidArgumentException), writeJSON, writeError, lookupStream (StreamName
-// and/or StreamARN), the Timestamp type (epoch-second JSON numbers, §1.3), and the validators in
-// validate.go. Every response, errors included, carries x-amzn-RequestId, a random UUID.
+// Handlers are plain functions wrapped by an adapter (adapt.go): op for JSON in, JSON out;
+// streamOp for streaming answers, whose prepare phase returns either the error or a responder,
+// so nothing is written before every error that can still get a status is decided; sessionOp
+// for the HLS GETs, which start from a verified session token. PutMedia, whose request is MKV
+// and whose answer is a stream of acks, has its own handler. Shared pieces: decodeJSON (body cap,
+// empty body = {}, unknown members ignored, any malformation = 400 InvalidArgumentException),
+// writeJSON, writeError, lookupStream (StreamName and/or StreamARN), the Timestamp type
+// (epoch-second JSON numbers, §1.3), and the validators in validate.go. Every response, errors
+// included, carries x-amzn-RequestId, a random UUID.
 //
 // # Errors
 //
@@ -29,11 +34,26 @@
 // # Versions and concurrency
 //
 // A stream's Version is 20 random alphanumerics, new on CreateStream, UpdateStream and
-// UpdateDataRetention. CurrentVersion is compared inside the store's atomic UpdateStream. Operations
-// that look a stream up and then change it (delete with a version check, updates, tag merges) also
-// hold Server.mu, so a check and its write are never interleaved with another change; reads take
-// no server lock. An ARN names a stream by name and creation time in epoch milliseconds: after a
-// delete and re-create under the same name, the old ARN is not found.
+// UpdateDataRetention. An ARN names a stream by name and creation time in epoch milliseconds: after
+// a delete and re-create under the same name, the old ARN is not found. The server holds no lock
+// of its own around a check and its write; the store makes each atomic, so that it also holds
+// when several servers share a store:
+//
+//   - updates and tag merges run their checks (ARN, CurrentVersion, tag count) and their change in
+//     the fn of the store's UpdateStream;
+//   - DeleteStream passes the version its lookup saw to the store's conditional delete. A stream
+//     created again under the name meanwhile has a new random version, so an old ARN never
+//     deletes it; when the store reports store.ErrVersionMismatch (changed since the lookup) the
+//     handler looks again, up to maxDeleteAttempts times, and answers as if the change came first.
+//
+// store.ErrVersionMismatch that reaches writeError is a 400 VersionMismatchException, like a
+// CurrentVersion the handler found different itself (whose message also names the stream).
+//
+// # Retention
+//
+// The Server runs the store's EnforceRetention every Config.RetentionInterval (1 min; negative:
+// off) as of Config.Now, from New until Close, and logs what it deleted; the store has no schedule
+// of its own. UpdateDataRetention with a decrease also runs it before answering.
 //
 // # Choices where kvs-api.md leaves a question open ([?])
 //
@@ -80,10 +100,10 @@
 // (the sequencer) and, in this order: publishes each to the stream's chunk cache (livecache.go)
 // and wakes the stream's live readers through the notifier (notify.go), so live delivery never
 // waits for the disk; then writes it to the store with AppendAsync, which returns once the record
-// is in the segment file and queued for the group commit, without waiting for the fdatasync, so
-// one stream's consecutive fragments share a commit. ackDurable waits for each, in order, and
-// sends PERSISTED only after the store's fdatasync and index commit (at most 8 fragments of an
-// upload are written but not yet durable). The cache holds the chunk bytes themselves (shared,
+// is written and queued for durability (FS: in the segment file, queued for the group commit),
+// without waiting for it, so one stream's consecutive fragments share a commit. ackDurable waits
+// for each, in order, and sends PERSISTED only once the store says it is durable (FS: fdatasync
+// and index commit; at most 8 fragments of an upload are written but not yet durable). The cache holds the chunk bytes themselves (shared,
 // reference-counted, written to GetMedia sockets without copying), not only notices; a fragment
 // stays in it until it is durable, so a reader that falls behind the cache and reads the store
 // never meets a fragment that is written but not yet indexed. The cache of a stream that keeps

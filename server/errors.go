@@ -30,6 +30,7 @@ const (
 	codeInternalFailure        = "InternalFailure"
 	msgStreamNotFound          = "The requested stream is not found or not active."
 	msgResourceNotFoundGeneric = "The requested resource is not found."
+	msgVersionMismatch         = "The version of the stream does not match CurrentVersion."
 )
 
 // statusByCode is the HTTP status of each modeled KVS error type (kvs-api.md §1.5). Codes not in
@@ -100,6 +101,9 @@ func toAPIError(err error) (apiErr *APIError, ok bool) {
 		return &APIError{Code: codeResourceNotFound, Message: msgStreamNotFound}, true
 	case errors.Is(err, store.ErrStreamExists):
 		return &APIError{Code: codeResourceInUse, Message: "The stream already exists."}, true
+	case errors.Is(err, store.ErrVersionMismatch):
+		// The status and type of versionMismatch's answer; the sentinel does not carry the name.
+		return &APIError{Code: codeVersionMismatch, Message: msgVersionMismatch}, true
 	case errors.As(err, &mbe):
 		return invalidArgf("The request body exceeds %d bytes.", mbe.Limit), true
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -17,8 +17,9 @@ import (
 	"github.com/openkvs/kvs/server/store"
 )
 
-// faultStore wraps a Store and fails Append on command with the error an FS store gets from a
-// full disk or a failing one (an *fs.PathError around ENOSPC or EIO), as many times as asked.
+// faultStore wraps a Store and fails AppendAsync on command with the error an FS store's segment
+// write gets from a full disk or a failing one (an *fs.PathError around ENOSPC or EIO), as many
+// times as asked. A refused append stores nothing, as with the FS store.
 type faultStore struct {
 	store.Store
 	mu    sync.Mutex
@@ -27,7 +28,7 @@ type faultStore struct {
 	fails int   // failures returned so far
 }
 
-// failAppends makes the next n Appends (n < 0: all until clear) fail with errno.
+// failAppends makes the next n appends (n < 0: all until clear) fail with errno.
 func (s *faultStore) failAppends(errno syscall.Errno, n int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -41,7 +42,7 @@ func (s *faultStore) clear() {
 	s.err = nil
 }
 
-func (s *faultStore) Append(ctx context.Context, stream string, meta store.FragmentMeta, data []byte) error {
+func (s *faultStore) AppendAsync(ctx context.Context, stream string, meta store.FragmentMeta, data []byte) (func(context.Context) error, error) {
 	s.mu.Lock()
 	err := s.err
 	if err != nil {
@@ -54,9 +55,9 @@ func (s *faultStore) Append(ctx context.Context, stream string, meta store.Fragm
 	}
 	s.mu.Unlock()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return s.Store.Append(ctx, stream, meta, data)
+	return s.Store.AppendAsync(ctx, stream, meta, data)
 }
 
 // A failed write (disk full, I/O error) is ERROR 5001 ARCHIVAL_ERROR for that fragment, nothing

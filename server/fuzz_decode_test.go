@@ -55,6 +55,7 @@ func FuzzDecodeRequests(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
+	defer probe.Close()
 	var paths []string
 	for p := range probe.routes {
 		if p != "/putMedia" {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -370,26 +369,10 @@ func (c *consumer) readStored(ctx context.Context, n uint64) (store.FragmentMeta
 	return meta, err
 }
 
-// readChunk appends fragment n's stored chunk to b, checking the store's CRC to the end.
+// readChunk appends fragment n's stored chunk to b (Store.AppendPayload: one copy, the store's
+// checks done).
 func readChunk(ctx context.Context, st store.Store, name string, n uint64, b []byte) ([]byte, store.FragmentMeta, error) {
-	if pa, ok := st.(store.PayloadAppender); ok { // the FS store: one copy, into b
-		return pa.AppendPayload(ctx, name, n, b)
-	}
-	rc, meta, err := st.Open(ctx, name, n)
-	if err != nil {
-		return b, meta, err
-	}
-	defer rc.Close()
-	start := len(b)
-	b = append(b, make([]byte, meta.Size)...)
-	if _, err := io.ReadFull(rc, b[start:]); err != nil {
-		return b[:start], meta, fmt.Errorf("read fragment %d: %w", n, err)
-	}
-	var one [1]byte
-	if k, err := rc.Read(one[:]); k != 0 || (err != nil && err != io.EOF) { //nolint:errorlint // io.Reader contract
-		return b[:start], meta, fmt.Errorf("read fragment %d: %w", n, errors.Join(store.ErrCorrupt, err))
-	}
-	return b, meta, nil
+	return st.AppendPayload(ctx, name, n, b)
 }
 
 // send appends the trailing tags to c.out and writes it as one chunk.

@@ -447,7 +447,7 @@ func TestHostileInput(t *testing.T) {
 				first := h.controlNumbers()[0]
 				fn, _ := parseFragmentNumber(first)
 				chunk := h.control[fn]
-				if err := h.store.Append(ctx, v, store.FragmentMeta{Number: n, ServerTime: time.Now(), ProducerTime: time.Now(), Size: int64(len(chunk))}, chunk); err != nil {
+				if err := store.Append(ctx, h.store, v, store.FragmentMeta{Number: n, ServerTime: time.Now(), ProducerTime: time.Now(), Size: int64(len(chunk))}, chunk); err != nil {
 					t.Fatal(err)
 				}
 			}

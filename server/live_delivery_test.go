@@ -8,17 +8,24 @@ import (
 	"github.com/openkvs/kvs/server/store"
 )
 
-// gatedStore holds every Append until release is closed.
+// gatedStore holds every append until release is closed: AppendAsync returns, and its wait
+// blocks, as if the fdatasync took that long.
 type gatedStore struct {
 	store.Store
-	entered chan struct{} // one send per Append that started
+	entered chan struct{} // one send per append that started
 	release chan struct{}
 }
 
-func (g *gatedStore) Append(ctx context.Context, stream string, meta store.FragmentMeta, data []byte) error {
+func (g *gatedStore) AppendAsync(ctx context.Context, stream string, meta store.FragmentMeta, data []byte) (func(context.Context) error, error) {
+	wait, err := g.Store.AppendAsync(ctx, stream, meta, data)
+	if err != nil {
+		return nil, err
+	}
 	g.entered <- struct{}{}
-	<-g.release
-	return g.Store.Append(ctx, stream, meta, data)
+	return func(ctx context.Context) error {
+		<-g.release
+		return wait(ctx)
+	}, nil
 }
 
 // TestGetMediaLiveBeforePersisted checks that a live GetMedia reader gets a fragment from the

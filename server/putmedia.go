@@ -35,8 +35,8 @@ const (
 //
 // Per fragment: BUFFERING when its cluster starts (the number is reserved then), RECEIVED when the
 // cluster ends (the next level-1 element, a new EBML header, or the end of the body for an
-// unknown-size cluster), PERSISTED once store.Append has returned (it is fsynced). Parsing the
-// next fragment overlaps with persisting the previous one. Retention-0 streams store nothing:
+// unknown-size cluster), PERSISTED once the store reports it durable (the wait of
+// Store.AppendAsync). Parsing the next fragment overlaps with persisting the previous one. Retention-0 streams store nothing:
 // their fragments are published to the live buffer after RECEIVED and get no PERSISTED ack (§10).
 // {"EventType":"IDLE"} is sent after IdleAckInterval without another ack.
 //
@@ -147,13 +147,13 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 	}
 	m.addSession(p)
 	defer m.removeSession(p)
-	if pr, ok := s.store.(store.Preparer); ok && !p.liveOnly {
+	if !p.liveOnly {
 		// Ready the stream's segment and fragment numbers while the first fragment arrives,
 		// so that its PERSISTED ack waits for neither (when a fleet of cameras connects at
 		// once, those are hundreds of directory fsyncs and bbolt commits in one second). An
 		// error here shows again, and is answered, when the fragment is stored.
 		go func() {
-			if err := pr.Prepare(ctx, p.name); err != nil && ctx.Err() == nil {
+			if err := s.store.Prepare(ctx, p.name); err != nil && ctx.Err() == nil {
 				p.log.Debug("put media: prepare", "err", err)
 			}
 		}()
@@ -402,10 +402,10 @@ type durableWait struct {
 	frag     *liveFragment
 }
 
-// persist stores and publishes fragments in order; see handlePutMedia. With a store that appends
-// asynchronously (the FS store), a fragment is published and written as soon as its turn comes,
-// without waiting for the previous one's fdatasync: live delivery does not wait for the disk, and
-// consecutive fragments share a group commit. ackDurable sends the PERSISTED acks in order.
+// persist stores and publishes fragments in order; see handlePutMedia. A fragment is published
+// and written (Store.AppendAsync) as soon as its turn comes, without waiting for the previous
+// one to be durable: live delivery does not wait for the disk, and consecutive fragments share
+// a group commit in the FS store. ackDurable sends the PERSISTED acks in order.
 func (p *putSession) persist(jobs <-chan persistJob) {
 	st := p.m.s.store
 	durable := make(chan durableWait, maxUnsynced)
@@ -438,7 +438,7 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 		lf.unsynced.Store(true)
 		p.m.publish(p.name, p.buf, lf)
 		wait, _ := p.store(st, job)
-		lf.release() // the store keeps no reference to the chunk (Store.Append)
+		lf.release() // the store keeps no reference to the chunk (Store.AppendAsync)
 		p.buf.seq.done(n)
 		if wait == nil {
 			lf.unsynced.Store(false)
@@ -493,13 +493,7 @@ func (p *putSession) store(st store.Store, job persistJob) (wait func(context.Co
 	}
 	// Once started, an append completes even if the client leaves: a fragment that may be stored
 	// must also be published, or a live reader would step over its number.
-	ctx := context.WithoutCancel(p.ctx)
-	var err error
-	if aa, async := st.(store.AsyncAppender); async {
-		wait, err = aa.AppendAsync(ctx, p.name, job.meta, job.chunk)
-	} else if err = st.Append(ctx, p.name, job.meta, job.chunk); err == nil {
-		wait = func(context.Context) error { return nil }
-	}
+	wait, err := st.AppendAsync(context.WithoutCancel(p.ctx), p.name, job.meta, job.chunk)
 	switch {
 	case err == nil:
 		return wait, true

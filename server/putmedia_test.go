@@ -192,18 +192,19 @@ func TestParseDecimalSeconds(t *testing.T) {
 	}
 }
 
-// failingStore fails Append once armed.
+// failingStore fails appends once armed: the write is accepted and its wait reports the failure,
+// as an FS store's failed fdatasync does.
 type failingStore struct {
 	store.Store
 	fail chan struct{}
 }
 
-func (s *failingStore) Append(ctx context.Context, stream string, meta store.FragmentMeta, data []byte) error {
+func (s *failingStore) AppendAsync(ctx context.Context, stream string, meta store.FragmentMeta, data []byte) (func(context.Context) error, error) {
 	select {
 	case <-s.fail:
-		return errors.New("disk on fire")
+		return func(context.Context) error { return errors.New("disk on fire") }, nil
 	default:
-		return s.Store.Append(ctx, stream, meta, data)
+		return s.Store.AppendAsync(ctx, stream, meta, data)
 	}
 }
 

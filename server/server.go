@@ -29,6 +29,8 @@ const (
 	DefaultMaxRequestBody = 1 << 20
 	// DefaultRequestReadTimeout is the default Config.RequestReadTimeout.
 	DefaultRequestReadTimeout = 30 * time.Second
+	// DefaultRetentionInterval is the default Config.RetentionInterval.
+	DefaultRetentionInterval = time.Minute
 )
 
 // Config configures a Server. Store is required; every other field has a default.
@@ -56,6 +58,11 @@ type Config struct {
 	// instead of holding a connection forever (default 30 s). It ends when the body has been read,
 	// so it never cuts a streaming response.
 	RequestReadTimeout time.Duration
+	// RetentionInterval is how often the Server calls Store.EnforceRetention(Now()) to delete
+	// fragments older than their stream's retention, from New until Close (default 1 min;
+	// negative: never, e.g. when another process of a cluster does it). The store has no
+	// schedule of its own.
+	RetentionInterval time.Duration
 	// Credentials, when not nil, turns on authentication: every request must carry an AWS
 	// Signature Version 4 (Authorization header or presigned query) made with one of these keys
 	// within MaxClockSkew of Now, else it gets 401 NotAuthorizedException (AccessDeniedException
@@ -93,11 +100,8 @@ type Server struct {
 	log   *slog.Logger
 	store store.Store
 
-	// mu serialises control-plane mutations that read then write (delete with a version check,
-	// tag merges), so that two of them never interleave. Plain reads do not take it.
-	mu sync.Mutex
-
 	closeOnce sync.Once
+	stopRetention func() // ends the retention loop and waits for it (nil: none)
 
 	media    *media    // the media data path (media.go): live cache and notifier, PutMedia sessions
 	playback *playback // HLS and GetClip (hls.go, clip.go)
@@ -154,11 +158,51 @@ func New(cfg Config) (*Server, error) {
 	case len(cfg.SessionKey) < 16:
 		return nil, errors.New("server: Config.SessionKey must be at least 16 bytes")
 	}
+	if cfg.RetentionInterval == 0 {
+		cfg.RetentionInterval = DefaultRetentionInterval
+	}
 	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store}
 	s.media = newMedia(s)
 	s.playback = newPlayback(s)
 	s.routes, s.getRoutes = s.postRoutes(), s.playbackRoutes()
+	if cfg.RetentionInterval > 0 {
+		s.startRetention(cfg.RetentionInterval)
+	}
 	return s, nil
+}
+
+// startRetention runs Store.EnforceRetention every interval until Close, which waits for it.
+func (s *Server) startRetention(interval time.Duration) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				s.enforceRetention(ctx)
+			}
+		}
+	}()
+	s.stopRetention = func() {
+		cancel()
+		<-done
+	}
+}
+
+// enforceRetention runs one retention pass as of Now and logs its outcome.
+func (s *Server) enforceRetention(ctx context.Context) {
+	n, err := s.store.EnforceRetention(ctx, s.cfg.Now())
+	switch {
+	case err != nil && ctx.Err() == nil:
+		s.log.Error("retention", "fragments_deleted", n, "err", err)
+	case n > 0:
+		s.log.Info("retention", "fragments_deleted", n)
+	}
 }
 
 // normalizeAdvertiseURL checks that u is scheme://host[:port] and strips a trailing slash: clients
@@ -174,10 +218,16 @@ func normalizeAdvertiseURL(raw string) (string, error) {
 	return u.Scheme + "://" + u.Host, nil
 }
 
-// Close ends live GetMedia responses and drains PutMedia uploads (shutdown.go). It does not close
-// the Store. Safe to call more than once.
+// Close stops what the Server runs and waits for it: live GetMedia responses end, PutMedia
+// uploads drain (shutdown.go), the retention loop stops. It does not close the Store. Safe to
+// call more than once.
 func (s *Server) Close() error {
-	s.closeOnce.Do(s.media.close)
+	s.closeOnce.Do(func() {
+		s.media.close()
+		if s.stopRetention != nil {
+			s.stopRetention()
+		}
+	})
 	return nil
 }
 

@@ -168,7 +168,7 @@ func resourceRef(arn *string) (streamRef, error) {
 }
 
 func (s *Server) tag(w http.ResponseWriter, r *http.Request, ref streamRef, badARNCode string, tags map[string]string) {
-	_, err := s.updateLocked(r, ref, badARNCode, func(st *store.Stream) error {
+	_, err := s.update(r, ref, badARNCode, func(st *store.Stream) error {
 		merged := maps.Clone(st.Tags)
 		if merged == nil {
 			merged = make(map[string]string, len(tags))
@@ -188,7 +188,7 @@ func (s *Server) tag(w http.ResponseWriter, r *http.Request, ref streamRef, badA
 }
 
 func (s *Server) untag(w http.ResponseWriter, r *http.Request, ref streamRef, badARNCode string, keys []string) {
-	_, err := s.updateLocked(r, ref, badARNCode, func(st *store.Stream) error {
+	_, err := s.update(r, ref, badARNCode, func(st *store.Stream) error {
 		tags := maps.Clone(st.Tags)
 		for _, k := range keys {
 			delete(tags, k)

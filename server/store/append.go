@@ -12,7 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// Group commit. Append writes its record to the stream's segment file itself (so copying the
+// Group commit. AppendAsync writes its record to the stream's segment file itself (so copying the
 // bytes to the page cache runs in parallel across callers), then queues a request and waits.
 // Two goroutines turn the queue into durable, indexed fragments:
 //
@@ -52,20 +52,10 @@ func (g *segment) closeFile() error {
 	return err
 }
 
-// Append implements Store. meta.Size is ignored: the stored size is len(data). If ctx ends while
-// waiting, Append returns ctx.Err() and the fragment may or may not be stored.
-func (s *FS) Append(ctx context.Context, stream string, meta FragmentMeta, data []byte) error {
-	wait, err := s.AppendAsync(ctx, stream, meta, data)
-	if err != nil {
-		return err
-	}
-	return wait(ctx)
-}
-
-// AppendAsync implements AsyncAppender: it writes the record to the segment and queues it for
-// the group commit, then returns; wait reports what Append would (nil once the record is
-// fdatasynced and indexed). data is not retained. The next fragment of the stream may be
-// appended before wait returns, so one stream's consecutive fragments can share an fdatasync.
+// AppendAsync implements Store: it writes the record to the segment and queues it for the group
+// commit, then returns; wait returns nil once the record is fdatasynced and indexed. The next
+// fragment of the stream may be appended before wait returns, so one stream's consecutive
+// fragments can share an fdatasync.
 func (s *FS) AppendAsync(ctx context.Context, stream string, meta FragmentMeta, data []byte) (wait func(context.Context) error, err error) {
 	if len(data) > MaxRecordSize {
 		return nil, fmt.Errorf("append %s: %w (%d bytes)", stream, ErrRecordTooLarge, len(data))

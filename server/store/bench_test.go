@@ -39,7 +39,7 @@ func BenchmarkAppend(b *testing.B) {
 					for range count {
 						n, err := s.NextNumber(ctx, name)
 						if err == nil {
-							err = s.Append(ctx, name, FragmentMeta{Number: n, ServerTime: time.Now(), ProducerTime: time.Now()}, data)
+							err = Append(ctx, s, name, FragmentMeta{Number: n, ServerTime: time.Now(), ProducerTime: time.Now()}, data)
 						}
 						if err != nil {
 							b.Error(err)

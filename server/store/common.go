@@ -9,19 +9,20 @@ import (
 
 // More sentinel errors, matched with errors.Is.
 var (
-	// ErrNoRetention is returned by Append on a stream whose RetentionHours is 0: such streams keep
-	// nothing in the store (the server holds their fragments only in its live buffer).
+	// ErrNoRetention is returned by AppendAsync on a stream whose RetentionHours is 0: such streams
+	// keep nothing in the store (the server holds their fragments only in its live buffer).
 	ErrNoRetention = errors.New("store: stream has no data retention")
-	// ErrNumberOrder is returned by Append when meta.Number was not reserved with NextNumber or is
-	// not greater than the stream's previous appended number.
+	// ErrNumberOrder is returned by AppendAsync when meta.Number was not reserved with NextNumber
+	// or is not greater than the stream's previous appended number.
 	ErrNumberOrder = errors.New("store: fragment number not reserved or not increasing")
-	// ErrRecordTooLarge is returned by Append for a record over MaxRecordSize.
+	// ErrRecordTooLarge is returned by AppendAsync for a record over MaxRecordSize.
 	ErrRecordTooLarge = errors.New("store: record too large")
-	// ErrCorrupt reports a stored record whose checksum or header does not match.
+	// ErrCorrupt reports a stored record whose checksum or header does not match (from Open, its
+	// reader, or AppendPayload).
 	ErrCorrupt = errors.New("store: record corrupt")
 )
 
-// MaxRecordSize is the largest record payload Append accepts, in bytes. KVS caps a fragment at
+// MaxRecordSize is the largest record payload AppendAsync accepts, in bytes. KVS caps a fragment at
 // 50 MiB; the margin leaves room for the metadata the server stores with it.
 const MaxRecordSize = 64 << 20
 

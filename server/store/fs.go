@@ -1,19 +1,13 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash"
-	"hash/crc32"
-	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -30,10 +24,7 @@ type FSOptions struct {
 	// MaxSegmentAge rolls to a new segment when the current one was created this long ago, so
 	// retention can drop data of slow streams in time. Default 1 h.
 	MaxSegmentAge time.Duration
-	// RetentionInterval, when positive, runs EnforceRetention(time.Now()) in the background at
-	// this interval until Close.
-	RetentionInterval time.Duration
-	// Logger receives recovery reports and background retention results. Default: discard.
+	// Logger receives recovery reports. Default: discard.
 	Logger *slog.Logger
 
 	now func() time.Time // segment age clock; tests replace it
@@ -71,7 +62,6 @@ type FS struct {
 	closeMu sync.RWMutex // held for reading while enqueueing to the committer; Close takes it
 	queue   chan *appendRequest
 	synced  chan *syncingBatch
-	stop    chan struct{}
 	wg      sync.WaitGroup
 
 	recovered []RecoveryReport
@@ -148,7 +138,6 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 		streams: make(map[string]*fsStream),
 		queue:   make(chan *appendRequest, maxBatch),
 		synced:  make(chan *syncingBatch, maxSyncing),
-		stop:    make(chan struct{}),
 	}
 	if err := s.load(); err != nil {
 		db.Close()
@@ -157,9 +146,6 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 	s.wg.Add(2)
 	go s.syncLoop()
 	go s.indexLoop()
-	if opts.RetentionInterval > 0 {
-		s.wg.Go(s.retentionLoop)
-	}
 	return s, nil
 }
 
@@ -324,10 +310,11 @@ func (s *FS) UpdateStream(_ context.Context, name string, fn func(*Stream) error
 	return copyStream(c), nil
 }
 
-// DeleteStream implements Store. The registry entry and index go in one transaction; the
-// segment files are removed after it (OpenFS removes leftovers of a crash in between). Appends
-// in flight fail with ErrStreamNotFound.
-func (s *FS) DeleteStream(_ context.Context, name string) error {
+// DeleteStream implements Store. The version check, the registry entry and the index go in one
+// step under FS.mu (which UpdateStream also holds); the segment files are removed after it
+// (OpenFS removes leftovers of a crash in between). Appends in flight fail with
+// ErrStreamNotFound.
+func (s *FS) DeleteStream(_ context.Context, name, version string) error {
 	if s.closed.Load() {
 		return ErrClosed
 	}
@@ -336,6 +323,10 @@ func (s *FS) DeleteStream(_ context.Context, name string) error {
 	if !ok {
 		s.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrStreamNotFound, name)
+	}
+	if version != "" && st.info.Version != version {
+		s.mu.Unlock()
+		return fmt.Errorf("delete stream %s: %w", name, ErrVersionMismatch)
 	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketStreams).Delete([]byte(name)); err != nil {
@@ -399,7 +390,7 @@ func (s *FS) reserveNumbers(st *fsStream, stream string) error {
 	return nil
 }
 
-// Prepare implements Preparer: it reserves fragment numbers when none are left and opens the
+// Prepare implements Store: it reserves fragment numbers when none are left and opens the
 // stream's active segment (creating its directory and file, fsyncing both directory entries),
 // so that an upload's first append only writes. A stream that keeps no data gets no segment.
 func (s *FS) Prepare(_ context.Context, stream string) error {
@@ -426,241 +417,6 @@ func (s *FS) Prepare(_ context.Context, stream string) error {
 	return nil
 }
 
-// view runs fn on the stream's data bucket in a read transaction.
-func (s *FS) view(stream string, fn func(st *fsStream, b *bolt.Bucket) error) error {
-	st, _, err := s.lookup(stream)
-	if err != nil {
-		return err
-	}
-	return s.db.View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(dataBucketName(st.id))
-		if b == nil {
-			return fmt.Errorf("%w: %s", ErrStreamNotFound, stream)
-		}
-		return fn(st, b)
-	})
-}
-
-func (s *FS) entry(stream string, number uint64) (*fsStream, indexEntry, error) {
-	var (
-		e   indexEntry
-		st0 *fsStream
-	)
-	err := s.view(stream, func(st *fsStream, b *bolt.Bucket) error {
-		st0 = st
-		v := b.Bucket(bucketNumber).Get(u64(number))
-		if v == nil {
-			return fmt.Errorf("%w: %s/%d", ErrFragmentNotFound, stream, number)
-		}
-		var err error
-		e, err = decodeIndexEntry(number, v)
-		return err
-	})
-	return st0, e, err
-}
-
-// Fragment implements Store.
-func (s *FS) Fragment(_ context.Context, stream string, number uint64) (FragmentMeta, error) {
-	_, e, err := s.entry(stream, number)
-	if err != nil {
-		return FragmentMeta{}, err
-	}
-	return e.meta(), nil
-}
-
-// Open implements Store. The record header is checked against the index before Open returns.
-// Records up to 4 MiB (the usual fragment) are then read whole and their CRC checked, so Open
-// returns ErrCorrupt instead of bad bytes. Larger records stream from the file with a running
-// CRC: the final Read returns ErrCorrupt instead of io.EOF when it does not match, so a caller
-// must treat bytes already read as unverified until it has seen io.EOF. The reader stays valid
-// if retention or DeleteStream removes the fragment meanwhile.
-func (s *FS) Open(_ context.Context, stream string, number uint64) (io.ReadCloser, FragmentMeta, error) {
-	f, e, h, err := s.openRecord(stream, number)
-	if err != nil {
-		return nil, FragmentMeta{}, err
-	}
-	if e.Size <= eagerVerifyLimit {
-		defer f.Close()
-		buf, err := readPayload(f, e, h, nil)
-		if err != nil {
-			return nil, FragmentMeta{}, fmt.Errorf("open %s/%d: %w", stream, number, err)
-		}
-		return io.NopCloser(bytes.NewReader(buf)), e.meta(), nil
-	}
-	body := io.NewSectionReader(f, e.Offset+recordHeaderSize, e.Size)
-	return &verifyingReader{r: body, f: f, want: h.PayloadCRC, left: e.Size, crc: crc32.New(castagnoli)}, e.meta(), nil
-}
-
-// readPayload appends the payload of record e (header h) in f to b and checks its CRC; b is
-// returned unchanged on error.
-func readPayload(f *os.File, e indexEntry, h recordHeader, b []byte) ([]byte, error) {
-	start := len(b)
-	b = slices.Grow(b, int(e.Size))[:start+int(e.Size)]
-	if _, err := f.ReadAt(b[start:], e.Offset+recordHeaderSize); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = fmt.Errorf("%w: %w", ErrCorrupt, errTornPayload)
-		}
-		return b[:start], err
-	}
-	if crc32.Checksum(b[start:], castagnoli) != h.PayloadCRC {
-		return b[:start], fmt.Errorf("%w: %w", ErrCorrupt, errPayloadCRC)
-	}
-	return b, nil
-}
-
-// openRecord opens the segment that holds fragment number and checks the record header against
-// the index. The caller closes the file.
-func (s *FS) openRecord(stream string, number uint64) (*os.File, indexEntry, recordHeader, error) {
-	st, e, err := s.entry(stream, number)
-	if err != nil {
-		return nil, e, recordHeader{}, err
-	}
-	f, err := os.Open(filepath.Join(st.dir, segmentName(e.Segment)))
-	if errors.Is(err, fs.ErrNotExist) {
-		// Purged between the index lookup and here.
-		return nil, e, recordHeader{}, fmt.Errorf("%w: %s/%d", ErrFragmentNotFound, stream, number)
-	}
-	if err != nil {
-		return nil, e, recordHeader{}, fmt.Errorf("open %s/%d: %w", stream, number, err)
-	}
-	h, err := checkRecordHeader(f, e)
-	if err != nil {
-		f.Close()
-		return nil, e, recordHeader{}, fmt.Errorf("open %s/%d: %w", stream, number, err)
-	}
-	return f, e, h, nil
-}
-
-// checkRecordHeader reads the record header at e.Offset and checks it against the index entry.
-func checkRecordHeader(f *os.File, e indexEntry) (recordHeader, error) {
-	var hb [recordHeaderSize]byte
-	if _, err := f.ReadAt(hb[:], e.Offset); err != nil {
-		if errors.Is(err, io.EOF) {
-			return recordHeader{}, fmt.Errorf("%w: record past the end of its segment", ErrCorrupt)
-		}
-		return recordHeader{}, err
-	}
-	h, err := decodeRecordHeader(hb[:])
-	if err != nil {
-		return recordHeader{}, fmt.Errorf("%w: %w", ErrCorrupt, err)
-	}
-	if h.Number != e.Number || int64(h.Length) != e.Size {
-		return recordHeader{}, fmt.Errorf("%w: header (fragment %d, %d bytes) does not match the index", ErrCorrupt, h.Number, h.Length)
-	}
-	return h, nil
-}
-
-// verifyingReader streams a payload and checks its CRC at the end.
-type verifyingReader struct {
-	r    io.Reader
-	f    *os.File
-	crc  hash.Hash32
-	want uint32
-	left int64
-}
-
-func (v *verifyingReader) Read(p []byte) (int, error) {
-	n, err := v.r.Read(p)
-	v.crc.Write(p[:n])
-	v.left -= int64(n)
-	if errors.Is(err, io.EOF) {
-		if v.left != 0 {
-			return n, fmt.Errorf("%w: %w", ErrCorrupt, errTornPayload)
-		}
-		if v.crc.Sum32() != v.want {
-			return n, fmt.Errorf("%w: %w", ErrCorrupt, errPayloadCRC)
-		}
-	}
-	return n, err
-}
-
-func (v *verifyingReader) Close() error { return v.f.Close() }
-
-// Range implements Store.
-func (s *FS) Range(_ context.Context, stream string, from uint64, limit int) ([]FragmentMeta, error) {
-	var out []FragmentMeta
-	err := s.view(stream, func(_ *fsStream, b *bolt.Bucket) error {
-		c := b.Bucket(bucketNumber).Cursor()
-		for k, v := c.Seek(u64(from)); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
-			e, err := decodeIndexEntry(getU64(k), v)
-			if err != nil {
-				return err
-			}
-			out = append(out, e.meta())
-		}
-		return nil
-	})
-	return out, err
-}
-
-// TimeRange implements Store with one cursor scan of the (time, number) index.
-func (s *FS) TimeRange(_ context.Context, stream string, kind TimeKind, start, end time.Time, after Cursor, limit int) ([]FragmentMeta, error) {
-	if !validKind(kind) {
-		return nil, errBadKind
-	}
-	name := bucketServer
-	if kind == ProducerTime {
-		name = bucketProd
-	}
-	lo, hi := timeToNanos(start), timeToNanos(end)
-	seek := timeIndexKey(lo, 0)
-	if cur := (timeKey{timeToNanos(after.Time), after.Number}); !cur.less(timeKey{lo, 0}) {
-		seek = timeIndexKey(cur.nanos, cur.number)
-	}
-	var out []FragmentMeta
-	err := s.view(stream, func(_ *fsStream, b *bolt.Bucket) error {
-		c := b.Bucket(name).Cursor()
-		k, v := c.Seek(seek)
-		if k != nil && bytes.Equal(k, timeIndexKey(timeToNanos(after.Time), after.Number)) {
-			k, v = c.Next() // strictly after the cursor
-		}
-		for ; k != nil && (limit <= 0 || len(out) < limit); k, v = c.Next() {
-			ts, number, ok := decodeTimeIndexKey(k)
-			if !ok {
-				return errBadEntry
-			}
-			if ts > hi {
-				break
-			}
-			e, err := decodeIndexEntry(number, v)
-			if err != nil {
-				return err
-			}
-			out = append(out, e.meta())
-		}
-		return nil
-	})
-	return out, err
-}
-
-// First implements Store.
-func (s *FS) First(_ context.Context, stream string) (FragmentMeta, error) {
-	return s.end(stream, true)
-}
-
-// Last implements Store.
-func (s *FS) Last(_ context.Context, stream string) (FragmentMeta, error) {
-	return s.end(stream, false)
-}
-
-func (s *FS) end(stream string, first bool) (FragmentMeta, error) {
-	var m FragmentMeta
-	err := s.view(stream, func(_ *fsStream, b *bolt.Bucket) error {
-		c := b.Bucket(bucketNumber).Cursor()
-		k, v := c.Last()
-		if first {
-			k, v = c.First()
-		}
-		if k == nil {
-			return fmt.Errorf("%w: %s is empty", ErrFragmentNotFound, stream)
-		}
-		e, err := decodeIndexEntry(getU64(k), v)
-		m = e.meta()
-		return err
-	})
-	return m, err
-}
-
 // Close waits for appends in flight, stops the background goroutines and closes the files.
 // Later calls on the store return ErrClosed.
 func (s *FS) Close() error {
@@ -670,7 +426,6 @@ func (s *FS) Close() error {
 		return nil
 	}
 	close(s.queue)
-	close(s.stop)
 	s.closeMu.Unlock()
 	s.wg.Wait()
 	s.mu.Lock()
@@ -685,19 +440,4 @@ func (s *FS) Close() error {
 	}
 	errs = append(errs, s.db.Close())
 	return errors.Join(errs...)
-}
-
-// AppendPayload implements PayloadAppender: it reads the record straight into b's spare
-// capacity (one copy from the page cache, no buffer of its own) and checks its CRC.
-func (s *FS) AppendPayload(_ context.Context, stream string, number uint64, b []byte) ([]byte, FragmentMeta, error) {
-	f, e, h, err := s.openRecord(stream, number)
-	if err != nil {
-		return b, FragmentMeta{}, err
-	}
-	defer f.Close()
-	b, err = readPayload(f, e, h, b)
-	if err != nil {
-		return b, FragmentMeta{}, fmt.Errorf("read %s/%d: %w", stream, number, err)
-	}
-	return b, e.meta(), nil
 }

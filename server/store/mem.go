@@ -12,9 +12,11 @@ import (
 )
 
 // Mem is an in-memory Store: the reference implementation for the behaviour suite and for tests
-// of other packages. Nothing survives Close. It follows the FS store's rules exactly (retention-0
-// streams reject Append, numbers must be reserved and increasing, times are normalized) except
-// that retention removes individual fragments rather than whole segments.
+// of other packages. Nothing survives Close, so it cannot be reopened. It follows the FS store's
+// rules exactly (retention-0 streams reject appends, numbers must be reserved and increasing,
+// times are normalized) except that retention removes individual fragments rather than whole
+// segments, and that an append is readable (and as durable as it will get) when AppendAsync
+// returns.
 //
 // Mem is safe for concurrent use. The zero value is not usable; call NewMem.
 type Mem struct {
@@ -114,14 +116,27 @@ func (m *Mem) UpdateStream(_ context.Context, name string, fn func(*Stream) erro
 }
 
 // DeleteStream implements Store.
-func (m *Mem) DeleteStream(_ context.Context, name string) error {
+func (m *Mem) DeleteStream(_ context.Context, name, version string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if _, err := m.stream(name); err != nil {
+	s, err := m.stream(name)
+	if err != nil {
 		return err
+	}
+	if version != "" && s.info.Version != version {
+		return fmt.Errorf("delete stream %s: %w", name, ErrVersionMismatch)
 	}
 	delete(m.streams, name)
 	return nil
+}
+
+// Prepare implements Store; Mem has nothing to get ready, so it only checks that the stream
+// exists.
+func (m *Mem) Prepare(_ context.Context, stream string) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	_, err := m.stream(stream)
+	return err
 }
 
 // NextNumber implements Store.
@@ -137,27 +152,33 @@ func (m *Mem) NextNumber(_ context.Context, stream string) (uint64, error) {
 	return n, nil
 }
 
-// Append implements Store. The data is copied.
-func (m *Mem) Append(_ context.Context, stream string, meta FragmentMeta, data []byte) error {
+// AppendAsync implements Store. The data is copied and readable at once: it is as durable as Mem
+// gets before AppendAsync returns, so wait returns nil.
+func (m *Mem) AppendAsync(ctx context.Context, stream string, meta FragmentMeta, data []byte) (wait func(context.Context) error, err error) {
 	if len(data) > MaxRecordSize {
-		return fmt.Errorf("append %s: %w (%d bytes)", stream, ErrRecordTooLarge, len(data))
+		return nil, fmt.Errorf("append %s: %w (%d bytes)", stream, ErrRecordTooLarge, len(data))
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	s, err := m.stream(stream)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if s.info.RetentionHours <= 0 {
-		return fmt.Errorf("append %s: %w", stream, ErrNoRetention)
+		return nil, fmt.Errorf("append %s: %w", stream, ErrNoRetention)
 	}
 	if meta.Number <= s.last || meta.Number >= s.next {
-		return fmt.Errorf("append %s fragment %d: %w", stream, meta.Number, ErrNumberOrder)
+		return nil, fmt.Errorf("append %s fragment %d: %w", stream, meta.Number, ErrNumberOrder)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	s.last = meta.Number
 	s.frags = append(s.frags, memFragment{normMeta(meta, len(data)), bytes.Clone(data)})
-	return nil
+	return memWait, nil
 }
+
+func memWait(context.Context) error { return nil }
 
 // find returns the index of fragment number n, or -1.
 func (s *memStream) find(n uint64) int {
@@ -198,6 +219,21 @@ func (m *Mem) Open(_ context.Context, stream string, number uint64) (io.ReadClos
 	}
 	f := s.frags[i]
 	return io.NopCloser(bytes.NewReader(f.data)), f.meta, nil
+}
+
+// AppendPayload implements Store.
+func (m *Mem) AppendPayload(_ context.Context, stream string, number uint64, b []byte) ([]byte, FragmentMeta, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	s, err := m.stream(stream)
+	if err != nil {
+		return b, FragmentMeta{}, err
+	}
+	i := s.find(number)
+	if i < 0 {
+		return b, FragmentMeta{}, fmt.Errorf("%w: %s/%d", ErrFragmentNotFound, stream, number)
+	}
+	return append(b, s.frags[i].data...), s.frags[i].meta, nil
 }
 
 // Range implements Store.

@@ -121,21 +121,3 @@ func (s *FS) purge(st *fsStream, cutoff time.Time) (int, error) {
 	}
 	return removed, nil
 }
-
-func (s *FS) retentionLoop() {
-	t := time.NewTicker(s.opts.RetentionInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.stop:
-			return
-		case now := <-t.C:
-			n, err := s.EnforceRetention(context.Background(), now)
-			if err != nil {
-				s.log.Error("store retention", "err", err)
-			} else if n > 0 {
-				s.log.Info("store retention", "fragments_deleted", n)
-			}
-		}
-	}
-}

@@ -7,12 +7,15 @@ import (
 	"time"
 )
 
-// Sentinel errors. Callers match them with errors.Is.
+// Sentinel errors. Callers match them with errors.Is; see also common.go.
 var (
 	ErrStreamNotFound   = errors.New("store: stream not found")
 	ErrStreamExists     = errors.New("store: stream already exists")
 	ErrFragmentNotFound = errors.New("store: fragment not found")
 	ErrClosed           = errors.New("store: closed")
+	// ErrVersionMismatch is returned by DeleteStream when the stream's Version is not the one
+	// the caller named.
+	ErrVersionMismatch = errors.New("store: stream version does not match")
 )
 
 // Stream is one stream's metadata as the control plane sees it.
@@ -29,8 +32,8 @@ type Stream struct {
 	Tags           map[string]string
 }
 
-// FragmentMeta describes one stored fragment. Number is the stream-local sequence assigned by the
-// store on Append (1, 2, 3, ...; never reused, even after a restart or a retention purge); the
+// FragmentMeta describes one stored fragment. Number is the stream-local sequence handed out by
+// NextNumber (1, 2, 3, ...; never reused, even after a restart or a retention purge); the
 // server formats it as the KVS fragment-number string.
 type FragmentMeta struct {
 	Number       uint64
@@ -54,32 +57,9 @@ type Cursor struct {
 	Number uint64
 }
 
-// PayloadAppender is implemented by stores that can read a fragment's payload into a caller's
-// buffer, with the same checks as Open but without a buffer of their own. AppendPayload appends
-// the payload to b and returns the extended slice (b unchanged on error).
-type PayloadAppender interface {
-	AppendPayload(ctx context.Context, stream string, number uint64, b []byte) ([]byte, FragmentMeta, error)
-}
-
-// AsyncAppender is implemented by stores that can split Append in two: AppendAsync does the
-// checks and the write and returns at once (with Append's errors for a fragment refused), and
-// wait, called once, blocks until the fragment is durable and returns the error Append would
-// have. Appends to one stream still come one at a time in number order, but the next may start
-// before the previous one's wait returns.
-type AsyncAppender interface {
-	AppendAsync(ctx context.Context, stream string, meta FragmentMeta, data []byte) (wait func(context.Context) error, err error)
-}
-
-// Preparer is implemented by stores that can ready a stream for appends ahead of its first
-// fragment (the PutMedia handler calls Prepare when an upload starts), so that the work a first
-// append would otherwise do on the way to its PERSISTED ack (reserving fragment numbers, creating
-// the segment file, fsyncing directory entries) happens while the fragment is still arriving.
-// Prepare is an optimization: appends do the same work themselves when it was not done.
-type Preparer interface {
-	Prepare(ctx context.Context, stream string) error
-}
-
-// Store is safe for concurrent use.
+// Store keeps the stream registry and each stream's fragments. doc.go states the contract in
+// full (durability, numbering, ordering, retention, errors); storetest.Run checks it. A Store is
+// safe for concurrent use.
 type Store interface {
 	// CreateStream registers s (Name must be set); ErrStreamExists when the name is taken.
 	CreateStream(ctx context.Context, s Stream) error
@@ -87,26 +67,44 @@ type Store interface {
 	GetStream(ctx context.Context, name string) (Stream, error)
 	// ListStreams returns every stream, sorted by name.
 	ListStreams(ctx context.Context) ([]Stream, error)
-	// UpdateStream applies fn to a copy of the stream and stores the result atomically.
-	// If fn returns an error nothing changes and that error is returned.
+	// UpdateStream applies fn to a copy of the stream and stores the result atomically: no other
+	// change to the stream comes between what fn saw and what is stored. If fn returns an error
+	// nothing changes and that error is returned; fn may not rename the stream.
 	UpdateStream(ctx context.Context, name string, fn func(*Stream) error) (Stream, error)
-	// DeleteStream removes the stream and all of its data.
-	DeleteStream(ctx context.Context, name string) error
+	// DeleteStream removes the stream and all of its data, atomically checking that its Version
+	// is version first (ErrVersionMismatch when not; "" deletes whatever version it has).
+	// Appends in flight on the stream fail with ErrStreamNotFound.
+	DeleteStream(ctx context.Context, name, version string) error
 
+	// Prepare readies the stream for appends ahead of its first fragment (the PutMedia handler
+	// calls it when an upload starts), doing early what the first append would otherwise do on
+	// its way to durable: reserving numbers, opening files, taking write ownership. It changes
+	// nothing readers see, may be called any number of times and may do nothing at all.
+	Prepare(ctx context.Context, stream string) error
 	// NextNumber reserves the next fragment number of the stream without storing anything. Numbers
-	// reserved but never appended leave a gap; they are never handed out again (also across restarts).
+	// reserved but never appended leave a gap; they are never handed out again (also across
+	// restarts and owners).
 	NextNumber(ctx context.Context, stream string) (uint64, error)
-	// Append stores one fragment record (meta.Number from NextNumber, increasing per stream) and
-	// returns only when the record and its index entry are durable (fsynced). data is not retained.
-	// The stored Size is len(data). Errors: ErrNoRetention on a retention-0 stream, ErrNumberOrder
-	// for a number not reserved or not above the previous append, ErrRecordTooLarge over
-	// MaxRecordSize. Appends to one stream must come one at a time in number order; appends to
-	// different streams may run concurrently (and share fsyncs in FS).
-	Append(ctx context.Context, stream string, meta FragmentMeta, data []byte) error
+	// AppendAsync starts storing one fragment record (meta.Number from NextNumber, above the
+	// stream's previous append; meta.Size is ignored, the stored Size is len(data)) and returns
+	// as soon as the record is written and queued for durability; data is not retained. It
+	// refuses a fragment with ErrNoRetention (retention-0 stream), ErrNumberOrder,
+	// ErrRecordTooLarge or ErrStreamNotFound, storing nothing. wait, called at most once, blocks
+	// until the record and its index entry are durable (nil) or failed; if its ctx ends first it
+	// returns ctx.Err() and the fragment may or may not be stored. Appends to one stream come one
+	// at a time in number order, but the next may start before the previous one's wait returns;
+	// appends to different streams may run concurrently. See Append for the one-call form.
+	AppendAsync(ctx context.Context, stream string, meta FragmentMeta, data []byte) (wait func(context.Context) error, err error)
+
 	// Fragment returns the metadata of one fragment; ErrFragmentNotFound when absent or purged.
 	Fragment(ctx context.Context, stream string, number uint64) (FragmentMeta, error)
-	// Open returns the record payload of one fragment. The caller closes it.
+	// Open returns the record payload of one fragment. The caller closes it. The reader stays
+	// valid if the fragment is purged or its stream deleted meanwhile.
 	Open(ctx context.Context, stream string, number uint64) (io.ReadCloser, FragmentMeta, error)
+	// AppendPayload appends one fragment's payload to b and returns the extended slice: the same
+	// bytes and checks as Open, without a buffer of the store's own. On error b is returned
+	// unchanged (same length; bytes past it may have been written).
+	AppendPayload(ctx context.Context, stream string, number uint64, b []byte) ([]byte, FragmentMeta, error)
 	// Range returns up to limit fragments (limit <= 0: no limit) with Number >= from, in number order.
 	Range(ctx context.Context, stream string, from uint64, limit int) ([]FragmentMeta, error)
 	// TimeRange returns up to limit fragments (limit <= 0: no limit) whose kind timestamp is in
@@ -115,8 +113,22 @@ type Store interface {
 	// First and Last return the oldest and newest stored fragment; ErrFragmentNotFound when empty.
 	First(ctx context.Context, stream string) (FragmentMeta, error)
 	Last(ctx context.Context, stream string) (FragmentMeta, error)
-	// EnforceRetention deletes fragments older than each stream's retention (whole segments in the
-	// FS store) as of now and returns how many fragments went.
+
+	// EnforceRetention deletes fragments whose server time is before now minus their stream's
+	// retention (possibly later, never earlier: FS deletes whole segments) and returns how many
+	// went. The store runs it on no schedule of its own; the server does.
 	EnforceRetention(ctx context.Context, now time.Time) (int, error)
+	// Close waits for appends in flight and releases the store; every later call returns
+	// ErrClosed, except Close, which returns nil.
 	Close() error
+}
+
+// Append stores one fragment and returns once it is durable: AppendAsync, then its wait. If ctx
+// ends while waiting, Append returns ctx.Err() and the fragment may or may not be stored.
+func Append(ctx context.Context, s Store, stream string, meta FragmentMeta, data []byte) error {
+	wait, err := s.AppendAsync(ctx, stream, meta, data)
+	if err != nil {
+		return err
+	}
+	return wait(ctx)
 }
