@@ -100,7 +100,7 @@ type Server struct {
 	log   *slog.Logger
 	store store.Store
 
-	closeOnce sync.Once
+	closeOnce     sync.Once
 	stopRetention func() // ends the retention loop and waits for it (nil: none)
 
 	media    *media    // the media data path (media.go): live cache and notifier, PutMedia sessions
