@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 	"time"
 
@@ -56,17 +55,11 @@ type createStreamRequest struct {
 	} `json:"StreamStorageConfiguration"`
 }
 
-// handleCreateStream implements CreateStream. Choice: the stream is ACTIVE at once (no CREATING
+// createStream implements CreateStream. Choice: the stream is ACTIVE at once (no CREATING
 // window), so clients that poll DescribeStream proceed immediately.
-func (s *Server) handleCreateStream(w http.ResponseWriter, r *http.Request) {
-	var req createStreamRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+func (s *Server) createStream(ctx context.Context, req *createStreamRequest) (createStreamResponse, error) {
 	if req.StreamName == nil {
-		s.writeError(w, r, invalidArgf("StreamName is required."))
-		return
+		return createStreamResponse{}, invalidArgf("StreamName is required.")
 	}
 	// The ARN carries the creation time in epoch milliseconds; CreationTime is that same instant.
 	ms := s.cfg.Now().UnixMilli()
@@ -102,33 +95,29 @@ func (s *Server) handleCreateStream(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return createStreamResponse{}, err
 	}
-	if err := s.store.CreateStream(r.Context(), st); err != nil {
-		s.writeError(w, r, fmt.Errorf("create stream %s: %w", st.Name, err))
-		return
+	if err := s.store.CreateStream(ctx, st); err != nil {
+		return createStreamResponse{}, fmt.Errorf("create stream %s: %w", st.Name, err)
 	}
 	s.log.Info("stream created", "stream", st.Name, "retention_hours", st.RetentionHours)
-	s.writeJSON(w, r, struct {
-		StreamARN string `json:"StreamARN"`
-	}{st.ARN})
+	return createStreamResponse{st.ARN}, nil
 }
 
-func (s *Server) handleDescribeStream(w http.ResponseWriter, r *http.Request) {
-	var req streamRef
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	st, err := s.lookupStream(r.Context(), req, codeInvalidArgument)
+type createStreamResponse struct {
+	StreamARN string `json:"StreamARN"`
+}
+
+func (s *Server) describeStream(ctx context.Context, req *streamRef) (describeStreamResponse, error) {
+	st, err := s.lookupStream(ctx, *req, codeInvalidArgument)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return describeStreamResponse{}, err
 	}
-	s.writeJSON(w, r, struct {
-		StreamInfo streamInfo `json:"StreamInfo"`
-	}{toStreamInfo(st)})
+	return describeStreamResponse{toStreamInfo(st)}, nil
+}
+
+type describeStreamResponse struct {
+	StreamInfo streamInfo `json:"StreamInfo"`
 }
 
 type listStreamsRequest struct {
@@ -145,21 +134,15 @@ type listStreamsResponse struct {
 	NextToken      string       `json:"NextToken,omitempty"`
 }
 
-// handleListStreams implements ListStreams in name order. NextToken is the standard base64 of the
+// listStreams implements ListStreams in name order. NextToken is the standard base64 of the
 // last name on the page (the model's token alphabet is [a-zA-Z0-9+/=]); the next page starts after
 // that name, so it stays correct when streams are created or deleted between pages. The last page
 // has no NextToken.
-func (s *Server) handleListStreams(w http.ResponseWriter, r *http.Request) {
-	var req listStreamsRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+func (s *Server) listStreams(ctx context.Context, req *listStreamsRequest) (listStreamsResponse, error) {
 	limit := 10000
 	if req.MaxResults != nil {
 		if *req.MaxResults < 1 || *req.MaxResults > 10000 {
-			s.writeError(w, r, invalidArgf("MaxResults must be between 1 and 10000."))
-			return
+			return listStreamsResponse{}, invalidArgf("MaxResults must be between 1 and 10000.")
 		}
 		limit = *req.MaxResults
 	}
@@ -167,29 +150,25 @@ func (s *Server) handleListStreams(w http.ResponseWriter, r *http.Request) {
 	if req.NextToken != nil && *req.NextToken != "" {
 		name, err := base64.StdEncoding.DecodeString(*req.NextToken)
 		if err != nil || len(*req.NextToken) > 1024 || validateStreamName("NextToken", string(name)) != nil {
-			s.writeError(w, r, invalidArgf("NextToken is not a token returned by ListStreams."))
-			return
+			return listStreamsResponse{}, invalidArgf("NextToken is not a token returned by ListStreams.")
 		}
 		after = string(name)
 	}
 	prefix := ""
 	if c := req.StreamNameCondition; c != nil {
 		if c.ComparisonOperator != nil && *c.ComparisonOperator != "BEGINS_WITH" {
-			s.writeError(w, r, invalidArgf("StreamNameCondition.ComparisonOperator must be BEGINS_WITH."))
-			return
+			return listStreamsResponse{}, invalidArgf("StreamNameCondition.ComparisonOperator must be BEGINS_WITH.")
 		}
 		if c.ComparisonValue != nil {
 			if err := validateStreamName("StreamNameCondition.ComparisonValue", *c.ComparisonValue); err != nil {
-				s.writeError(w, r, err)
-				return
+				return listStreamsResponse{}, err
 			}
 			prefix = *c.ComparisonValue
 		}
 	}
-	all, err := s.store.ListStreams(r.Context())
+	all, err := s.store.ListStreams(ctx)
 	if err != nil {
-		s.writeError(w, r, fmt.Errorf("list streams: %w", err))
-		return
+		return listStreamsResponse{}, fmt.Errorf("list streams: %w", err)
 	}
 	resp := listStreamsResponse{StreamInfoList: []streamInfo{}}
 	for _, st := range all { // sorted by name
@@ -202,7 +181,7 @@ func (s *Server) handleListStreams(w http.ResponseWriter, r *http.Request) {
 		}
 		resp.StreamInfoList = append(resp.StreamInfoList, toStreamInfo(st))
 	}
-	s.writeJSON(w, r, resp)
+	return resp, nil
 }
 
 type deleteStreamRequest struct {
@@ -210,45 +189,37 @@ type deleteStreamRequest struct {
 	CurrentVersion *string `json:"CurrentVersion"`
 }
 
-// handleDeleteStream implements DeleteStream: StreamARN is required (the API takes no name);
+// deleteStream implements DeleteStream: StreamARN is required (the API takes no name);
 // without CurrentVersion the version is not checked. The stream and its data go at once.
-func (s *Server) handleDeleteStream(w http.ResponseWriter, r *http.Request) {
-	var req deleteStreamRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+func (s *Server) deleteStream(ctx context.Context, req *deleteStreamRequest) (empty, error) {
 	if req.StreamARN == nil {
-		s.writeError(w, r, invalidArgf("StreamARN is required."))
-		return
+		return empty{}, invalidArgf("StreamARN is required.")
 	}
 	if req.CurrentVersion != nil {
 		if err := validateVersion("CurrentVersion", *req.CurrentVersion); err != nil {
-			s.writeError(w, r, err)
-			return
+			return empty{}, err
 		}
 	}
-	name, err := s.deleteStream(r.Context(), *req.StreamARN, req.CurrentVersion)
+	name, err := s.deleteByARN(ctx, *req.StreamARN, req.CurrentVersion)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return empty{}, err
 	}
 	s.streamDeleted(name)
 	s.log.Info("stream deleted", "stream", name)
-	s.writeJSON(w, r, empty{})
+	return empty{}, nil
 }
 
-// maxDeleteAttempts bounds deleteStream's retries on a stream that keeps changing under it.
+// maxDeleteAttempts bounds deleteByARN's retries on a stream that keeps changing under it.
 const maxDeleteAttempts = 10
 
-// deleteStream deletes the stream arn names and returns its name. The version check happens in
+// deleteByARN deletes the stream arn names and returns its name. The version check happens in
 // the store's conditional delete, atomically with the delete, so no server lock is needed. The
 // delete always names the version the lookup saw (= currentVersion when one is given): a stream
 // deleted and created again under that name since has a new random version, so an old ARN can
 // never delete it. A change between the lookup and the delete (an update, or a re-creation)
 // makes the store answer ErrVersionMismatch, and the lookup is done again: it then finds the
 // stream gone, or its new version, and answers as if the change had come first.
-func (s *Server) deleteStream(ctx context.Context, arn string, currentVersion *string) (string, error) {
+func (s *Server) deleteByARN(ctx context.Context, arn string, currentVersion *string) (string, error) {
 	var err error
 	for range maxDeleteAttempts {
 		var st store.Stream
@@ -278,12 +249,12 @@ func versionMismatch(name string) error {
 // update looks up the stream and applies fn to it inside the store's atomic UpdateStream. fn
 // sees a copy and may return an error to change nothing. The ARN is re-checked inside the
 // update so that a stream re-created under the same name is never updated by an old reference.
-func (s *Server) update(r *http.Request, ref streamRef, badARNCode string, fn func(*store.Stream) error) (store.Stream, error) {
-	st, err := s.lookupStream(r.Context(), ref, badARNCode)
+func (s *Server) update(ctx context.Context, ref streamRef, badARNCode string, fn func(*store.Stream) error) (store.Stream, error) {
+	st, err := s.lookupStream(ctx, ref, badARNCode)
 	if err != nil {
 		return store.Stream{}, err
 	}
-	return s.store.UpdateStream(r.Context(), st.Name, func(cur *store.Stream) error {
+	return s.store.UpdateStream(ctx, st.Name, func(cur *store.Stream) error {
 		if cur.ARN != st.ARN {
 			return fmt.Errorf("stream %s: %w", st.Name, ErrStreamNotFound)
 		}
@@ -298,14 +269,9 @@ type updateStreamRequest struct {
 	MediaType      *string `json:"MediaType"`
 }
 
-// handleUpdateStream implements UpdateStream: DeviceName and/or MediaType change, Version is new.
+// updateStream implements UpdateStream: DeviceName and/or MediaType change, Version is new.
 // The stream stays ACTIVE (no UPDATING window).
-func (s *Server) handleUpdateStream(w http.ResponseWriter, r *http.Request) {
-	var req updateStreamRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+func (s *Server) updateStream(ctx context.Context, req *updateStreamRequest) (empty, error) {
 	var err error
 	if req.CurrentVersion == nil {
 		err = invalidArgf("CurrentVersion is required.")
@@ -319,10 +285,9 @@ func (s *Server) handleUpdateStream(w http.ResponseWriter, r *http.Request) {
 		err = validateMediaType(*req.MediaType)
 	}
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return empty{}, err
 	}
-	_, err = s.update(r, req.streamRef, codeInvalidArgument, func(st *store.Stream) error {
+	_, err = s.update(ctx, req.streamRef, codeInvalidArgument, func(st *store.Stream) error {
 		if st.Version != *req.CurrentVersion {
 			return versionMismatch(st.Name)
 		}
@@ -336,10 +301,9 @@ func (s *Server) handleUpdateStream(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return empty{}, err
 	}
-	s.writeJSON(w, r, empty{})
+	return empty{}, nil
 }
 
 type updateDataRetentionRequest struct {
@@ -349,15 +313,10 @@ type updateDataRetentionRequest struct {
 	DataRetentionChangeInHours *int    `json:"DataRetentionChangeInHours"`
 }
 
-// handleUpdateDataRetention implements UpdateDataRetention. The new retention must stay within
+// updateDataRetention implements UpdateDataRetention. The new retention must stay within
 // 0–87600 hours, else InvalidArgumentException (the model does not say; [I] in kvs-api.md). After a
 // decrease, fragments older than the new window are deleted before the response.
-func (s *Server) handleUpdateDataRetention(w http.ResponseWriter, r *http.Request) {
-	var req updateDataRetentionRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+func (s *Server) updateDataRetention(ctx context.Context, req *updateDataRetentionRequest) (empty, error) {
 	var err error
 	switch {
 	case req.CurrentVersion == nil:
@@ -374,11 +333,10 @@ func (s *Server) handleUpdateDataRetention(w http.ResponseWriter, r *http.Reques
 		err = validateVersion("CurrentVersion", *req.CurrentVersion)
 	}
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return empty{}, err
 	}
 	decrease := *req.Operation == "DECREASE_DATA_RETENTION"
-	st, err := s.update(r, req.streamRef, codeInvalidArgument, func(st *store.Stream) error {
+	st, err := s.update(ctx, req.streamRef, codeInvalidArgument, func(st *store.Stream) error {
 		if st.Version != *req.CurrentVersion {
 			return versionMismatch(st.Name)
 		}
@@ -398,19 +356,18 @@ func (s *Server) handleUpdateDataRetention(w http.ResponseWriter, r *http.Reques
 		return nil
 	})
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return empty{}, err
 	}
 	s.log.Info("data retention changed", "stream", st.Name, "retention_hours", st.RetentionHours)
 	if decrease {
-		if n, err := s.store.EnforceRetention(r.Context(), s.cfg.Now()); err != nil {
+		if n, err := s.store.EnforceRetention(ctx, s.cfg.Now()); err != nil {
 			// The change itself is stored; the next retention pass will retry the purge.
 			s.log.Warn("retention purge after decrease", "stream", st.Name, "err", err)
 		} else if n > 0 {
 			s.log.Info("retention purge", "fragments", n)
 		}
 	}
-	s.writeJSON(w, r, empty{})
+	return empty{}, nil
 }
 
 // apiNames are the GetDataEndpoint APIName values (kvs-api.md §4).
@@ -425,22 +382,17 @@ type getDataEndpointRequest struct {
 	APIName *string `json:"APIName"`
 }
 
-// handleGetDataEndpoint implements GetDataEndpoint: one endpoint (this server) for every APIName.
-func (s *Server) handleGetDataEndpoint(w http.ResponseWriter, r *http.Request) {
-	var req getDataEndpointRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+// getDataEndpoint implements GetDataEndpoint: one endpoint (this server) for every APIName.
+func (s *Server) getDataEndpoint(ctx context.Context, req *getDataEndpointRequest) (dataEndpointResponse, error) {
 	if req.APIName == nil || !apiNames[*req.APIName] {
-		s.writeError(w, r, invalidArgf("APIName must be one of PUT_MEDIA, GET_MEDIA, LIST_FRAGMENTS, GET_MEDIA_FOR_FRAGMENT_LIST, GET_HLS_STREAMING_SESSION_URL, GET_DASH_STREAMING_SESSION_URL, GET_CLIP, GET_IMAGES."))
-		return
+		return dataEndpointResponse{}, invalidArgf("APIName must be one of PUT_MEDIA, GET_MEDIA, LIST_FRAGMENTS, GET_MEDIA_FOR_FRAGMENT_LIST, GET_HLS_STREAMING_SESSION_URL, GET_DASH_STREAMING_SESSION_URL, GET_CLIP, GET_IMAGES.")
 	}
-	if _, err := s.lookupStream(r.Context(), req.streamRef, codeInvalidArgument); err != nil {
-		s.writeError(w, r, err)
-		return
+	if _, err := s.lookupStream(ctx, req.streamRef, codeInvalidArgument); err != nil {
+		return dataEndpointResponse{}, err
 	}
-	s.writeJSON(w, r, struct {
-		DataEndpoint string `json:"DataEndpoint"`
-	}{endpointOf(r.Context())})
+	return dataEndpointResponse{endpointOf(ctx)}, nil
+}
+
+type dataEndpointResponse struct {
+	DataEndpoint string `json:"DataEndpoint"`
 }

@@ -9,19 +9,19 @@ func (s *Server) postRoutes() map[string]http.HandlerFunc {
 	m, p := s.media, s.playback
 	return map[string]http.HandlerFunc{
 		// kinesisvideo, the control plane (control.go, tags.go; kvs-api.md §3–4)
-		"/createStream":        s.handleCreateStream,
-		"/describeStream":      s.handleDescribeStream,
-		"/listStreams":         s.handleListStreams,
-		"/deleteStream":        s.handleDeleteStream,
-		"/updateStream":        s.handleUpdateStream,
-		"/updateDataRetention": s.handleUpdateDataRetention,
-		"/getDataEndpoint":     s.handleGetDataEndpoint,
-		"/tagStream":           s.handleTagStream,
-		"/untagStream":         s.handleUntagStream,
-		"/listTagsForStream":   s.handleListTagsForStream,
-		"/TagResource":         s.handleTagResource,
-		"/UntagResource":       s.handleUntagResource,
-		"/ListTagsForResource": s.handleListTagsForResource,
+		"/createStream":        op(s, s.createStream),
+		"/describeStream":      op(s, s.describeStream),
+		"/listStreams":         op(s, s.listStreams),
+		"/deleteStream":        op(s, s.deleteStream),
+		"/updateStream":        op(s, s.updateStream),
+		"/updateDataRetention": op(s, s.updateDataRetention),
+		"/getDataEndpoint":     op(s, s.getDataEndpoint),
+		"/tagStream":           op(s, s.tagStream),
+		"/untagStream":         op(s, s.untagStream),
+		"/listTagsForStream":   op(s, s.listTagsForStream),
+		"/TagResource":         op(s, s.tagResource),
+		"/UntagResource":       op(s, s.untagResource),
+		"/ListTagsForResource": op(s, s.listTagsForResource),
 
 		// kinesis-video-media (putmedia.go, getmedia.go; §5–6)
 		"/putMedia": m.handlePutMedia,

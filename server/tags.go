@@ -1,8 +1,8 @@
 package server
 
 import (
+	"context"
 	"maps"
-	"net/http"
 
 	"github.com/openkvs/kvs/server/store"
 )
@@ -27,17 +27,11 @@ type tagStreamRequest struct {
 	Tags map[string]string `json:"Tags"`
 }
 
-func (s *Server) handleTagStream(w http.ResponseWriter, r *http.Request) {
-	var req tagStreamRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+func (s *Server) tagStream(ctx context.Context, req *tagStreamRequest) (empty, error) {
 	if err := validateTags(req.Tags); err != nil {
-		s.writeError(w, r, err)
-		return
+		return empty{}, err
 	}
-	s.tag(w, r, req.streamRef, codeInvalidResourceFormat, req.Tags)
+	return s.tag(ctx, req.streamRef, codeInvalidResourceFormat, req.Tags)
 }
 
 type untagStreamRequest struct {
@@ -45,17 +39,11 @@ type untagStreamRequest struct {
 	TagKeyList []string `json:"TagKeyList"`
 }
 
-func (s *Server) handleUntagStream(w http.ResponseWriter, r *http.Request) {
-	var req untagStreamRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+func (s *Server) untagStream(ctx context.Context, req *untagStreamRequest) (empty, error) {
 	if err := validateTagKeyList(req.TagKeyList); err != nil {
-		s.writeError(w, r, err)
-		return
+		return empty{}, err
 	}
-	s.untag(w, r, req.streamRef, codeInvalidResourceFormat, req.TagKeyList)
+	return s.untag(ctx, req.streamRef, codeInvalidResourceFormat, req.TagKeyList)
 }
 
 type listTagsForStreamRequest struct {
@@ -63,13 +51,8 @@ type listTagsForStreamRequest struct {
 	NextToken *string `json:"NextToken"`
 }
 
-func (s *Server) handleListTagsForStream(w http.ResponseWriter, r *http.Request) {
-	var req listTagsForStreamRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	s.listTags(w, r, req.streamRef, codeInvalidResourceFormat)
+func (s *Server) listTagsForStream(ctx context.Context, req *listTagsForStreamRequest) (tagsResponse, error) {
+	return s.listTags(ctx, req.streamRef, codeInvalidResourceFormat)
 }
 
 type tagResourceRequest struct {
@@ -80,34 +63,25 @@ type tagResourceRequest struct {
 	} `json:"Tags"`
 }
 
-func (s *Server) handleTagResource(w http.ResponseWriter, r *http.Request) {
-	var req tagResourceRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+func (s *Server) tagResource(ctx context.Context, req *tagResourceRequest) (empty, error) {
 	ref, err := resourceRef(req.ResourceARN)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return empty{}, err
 	}
 	if len(req.Tags) > maxTagsPerStream {
-		s.writeError(w, r, apiErrorf(codeTagsPerResourceLimit, "A resource can have at most %d tags.", maxTagsPerStream))
-		return
+		return empty{}, apiErrorf(codeTagsPerResourceLimit, "A resource can have at most %d tags.", maxTagsPerStream)
 	}
 	tags := make(map[string]string, len(req.Tags))
 	for _, t := range req.Tags {
 		if t.Key == nil || t.Value == nil {
-			s.writeError(w, r, invalidArgf("Every tag must have a Key and a Value."))
-			return
+			return empty{}, invalidArgf("Every tag must have a Key and a Value.")
 		}
 		tags[*t.Key] = *t.Value // a repeated key: the last value wins
 	}
 	if err := validateTags(tags); err != nil {
-		s.writeError(w, r, err)
-		return
+		return empty{}, err
 	}
-	s.tag(w, r, ref, codeInvalidArgument, tags)
+	return s.tag(ctx, ref, codeInvalidArgument, tags)
 }
 
 type untagResourceRequest struct {
@@ -115,21 +89,15 @@ type untagResourceRequest struct {
 	TagKeyList  []string `json:"TagKeyList"`
 }
 
-func (s *Server) handleUntagResource(w http.ResponseWriter, r *http.Request) {
-	var req untagResourceRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+func (s *Server) untagResource(ctx context.Context, req *untagResourceRequest) (empty, error) {
 	ref, err := resourceRef(req.ResourceARN)
 	if err == nil {
 		err = validateTagKeyList(req.TagKeyList)
 	}
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return empty{}, err
 	}
-	s.untag(w, r, ref, codeInvalidArgument, req.TagKeyList)
+	return s.untag(ctx, ref, codeInvalidArgument, req.TagKeyList)
 }
 
 type listTagsForResourceRequest struct {
@@ -137,18 +105,12 @@ type listTagsForResourceRequest struct {
 	NextToken   *string `json:"NextToken"`
 }
 
-func (s *Server) handleListTagsForResource(w http.ResponseWriter, r *http.Request) {
-	var req listTagsForResourceRequest
-	if err := s.decodeJSON(w, r, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
+func (s *Server) listTagsForResource(ctx context.Context, req *listTagsForResourceRequest) (tagsResponse, error) {
 	ref, err := resourceRef(req.ResourceARN)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return tagsResponse{}, err
 	}
-	s.listTags(w, r, ref, codeInvalidArgument)
+	return s.listTags(ctx, ref, codeInvalidArgument)
 }
 
 // resourceRef checks a ResourceARN member and turns it into a stream reference. ARNs of other
@@ -167,8 +129,8 @@ func resourceRef(arn *string) (streamRef, error) {
 	return streamRef{StreamARN: arn}, nil
 }
 
-func (s *Server) tag(w http.ResponseWriter, r *http.Request, ref streamRef, badARNCode string, tags map[string]string) {
-	_, err := s.update(r, ref, badARNCode, func(st *store.Stream) error {
+func (s *Server) tag(ctx context.Context, ref streamRef, badARNCode string, tags map[string]string) (empty, error) {
+	_, err := s.update(ctx, ref, badARNCode, func(st *store.Stream) error {
 		merged := maps.Clone(st.Tags)
 		if merged == nil {
 			merged = make(map[string]string, len(tags))
@@ -181,14 +143,13 @@ func (s *Server) tag(w http.ResponseWriter, r *http.Request, ref streamRef, badA
 		return nil
 	})
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return empty{}, err
 	}
-	s.writeJSON(w, r, empty{})
+	return empty{}, nil
 }
 
-func (s *Server) untag(w http.ResponseWriter, r *http.Request, ref streamRef, badARNCode string, keys []string) {
-	_, err := s.update(r, ref, badARNCode, func(st *store.Stream) error {
+func (s *Server) untag(ctx context.Context, ref streamRef, badARNCode string, keys []string) (empty, error) {
+	_, err := s.update(ctx, ref, badARNCode, func(st *store.Stream) error {
 		tags := maps.Clone(st.Tags)
 		for _, k := range keys {
 			delete(tags, k)
@@ -197,25 +158,25 @@ func (s *Server) untag(w http.ResponseWriter, r *http.Request, ref streamRef, ba
 		return nil
 	})
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return empty{}, err
 	}
-	s.writeJSON(w, r, empty{})
+	return empty{}, nil
 }
 
 // listTags answers ListTagsForStream / ListTagsForResource. Tags is always present ({} when the
 // stream has none), which the CLI prints as "Tags": {}.
-func (s *Server) listTags(w http.ResponseWriter, r *http.Request, ref streamRef, badARNCode string) {
-	st, err := s.lookupStream(r.Context(), ref, badARNCode)
+func (s *Server) listTags(ctx context.Context, ref streamRef, badARNCode string) (tagsResponse, error) {
+	st, err := s.lookupStream(ctx, ref, badARNCode)
 	if err != nil {
-		s.writeError(w, r, err)
-		return
+		return tagsResponse{}, err
 	}
 	tags := st.Tags
 	if tags == nil {
 		tags = map[string]string{}
 	}
-	s.writeJSON(w, r, struct {
-		Tags map[string]string `json:"Tags"`
-	}{tags})
+	return tagsResponse{tags}, nil
+}
+
+type tagsResponse struct {
+	Tags map[string]string `json:"Tags"`
 }
