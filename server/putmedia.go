@@ -152,7 +152,16 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 		// so that its PERSISTED ack waits for neither (when a fleet of cameras connects at
 		// once, those are hundreds of directory fsyncs and bbolt commits in one second). An
 		// error here shows again, and is answered, when the fragment is stored.
+		// The handler owns this goroutine and waits for it before it returns, so nothing of an
+		// upload outlives its handler (and Server.Close, which waits for handlers, or a store
+		// closed after it, never meets a Prepare still running).
+		prepared := make(chan struct{})
+		defer func() {
+			cancel(nil) // a Prepare still running (a slow store) gives up
+			<-prepared
+		}()
 		go func() {
+			defer close(prepared)
 			if err := s.store.Prepare(ctx, p.name); err != nil && ctx.Err() == nil {
 				p.log.Debug("put media: prepare", "err", err)
 			}
