@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/openkvs/kvs/server/fmp4"
+	"github.com/openkvs/kvs/mkv/fmp4"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -44,7 +44,7 @@ func (c *clipWriter) Write(b []byte) (int, error) {
 //
 // Choices:
 //   - The MP4 is fragmented (init segment, then one moof + mdat per KVS fragment; see
-//     server/fmp4): a valid MP4 that ffmpeg, browsers, VLC and QuickTime play, and the only form
+//     mkv/fmp4): a valid MP4 that ffmpeg, browsers, VLC and QuickTime play, and the only form
 //     that can be streamed while the fragments are read one at a time. KVS documents a plain MP4;
 //     players do not tell the difference.
 //   - Content-Type is video/mp4 (§13.9).

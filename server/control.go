@@ -256,7 +256,7 @@ func (s *Server) update(ctx context.Context, ref streamRef, badARNCode string, f
 	}
 	return s.store.UpdateStream(ctx, st.Name, func(cur *store.Stream) error {
 		if cur.ARN != st.ARN {
-			return fmt.Errorf("stream %s: %w", st.Name, ErrStreamNotFound)
+			return fmt.Errorf("stream %s: %w", st.Name, store.ErrStreamNotFound)
 		}
 		return fn(cur)
 	})

@@ -26,10 +26,12 @@
 //
 // Handlers return errors to one writeError, which maps them (toAPIError) to an HTTP status,
 // x-amzn-ErrorType and the body {"__type":"<Type>","Message":"<text>"} (§1.5; the Go SDK's typed
-// errors read "Message"). An *APIError names its type directly; the sentinels ErrStreamNotFound and
-// store.ErrStreamNotFound become 404 ResourceNotFoundException "The requested stream is not found or
-// not active.", store.ErrStreamExists 400 ResourceInUseException; anything else is a 500
-// InternalFailure with a fixed message, logged with the request id. Client mistakes are never 500s.
+// errors read "Message"). An *APIError names its type directly; the store's sentinels map to
+// theirs: store.ErrStreamNotFound (also for an ARN that names no live stream) becomes 404
+// ResourceNotFoundException "The requested stream is not found or not active.",
+// store.ErrStreamExists 400 ResourceInUseException, store.ErrVersionMismatch 400
+// VersionMismatchException; anything else is a 500 InternalFailure with a fixed message, logged
+// with the request id. Client mistakes are never 500s.
 //
 // # Versions and concurrency
 //

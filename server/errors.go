@@ -11,13 +11,6 @@ import (
 	"github.com/openkvs/kvs/server/store"
 )
 
-// Sentinel errors of the server. writeError maps them to their KVS error type; wrap them with
-// fmt.Errorf("...: %w", ErrX) to add detail to the logged error (the client sees the fixed message).
-var (
-	// ErrStreamNotFound: no stream has the given name or ARN (404 ResourceNotFoundException).
-	ErrStreamNotFound = errors.New("server: stream not found")
-)
-
 // KVS error type names used by this package (the x-amzn-ErrorType values; kvs-api.md §1.5).
 const (
 	codeInvalidArgument        = "InvalidArgumentException"
@@ -97,7 +90,7 @@ func toAPIError(err error) (apiErr *APIError, ok bool) {
 	switch {
 	case errors.As(err, &ae):
 		return ae, true
-	case errors.Is(err, ErrStreamNotFound), errors.Is(err, store.ErrStreamNotFound):
+	case errors.Is(err, store.ErrStreamNotFound):
 		return &APIError{Code: codeResourceNotFound, Message: msgStreamNotFound}, true
 	case errors.Is(err, store.ErrStreamExists):
 		return &APIError{Code: codeResourceInUse, Message: "The stream already exists."}, true

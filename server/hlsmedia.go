@@ -1,7 +1,7 @@
 package server
 
 // HLS media: the fMP4 init and media fragments of a session, remuxed from stored or live MKV
-// fragments (server/fmp4).
+// fragments (mkv/fmp4).
 
 import (
 	"bytes"
@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/openkvs/kvs/mkv"
-	"github.com/openkvs/kvs/server/fmp4"
+	"github.com/openkvs/kvs/mkv/fmp4"
 	"github.com/openkvs/kvs/server/store"
 )
 

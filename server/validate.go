@@ -202,7 +202,7 @@ func (s *Server) lookupStream(ctx context.Context, ref streamRef, badARNCode str
 		return store.Stream{}, fmt.Errorf("stream %s: %w", name, err)
 	}
 	if arn != nil && st.ARN != *ref.StreamARN {
-		return store.Stream{}, fmt.Errorf("stream %s: ARN %s: %w", name, *ref.StreamARN, ErrStreamNotFound)
+		return store.Stream{}, fmt.Errorf("stream %s: ARN %s: %w", name, *ref.StreamARN, store.ErrStreamNotFound)
 	}
 	return st, nil
 }

@@ -2,6 +2,12 @@
 // fragmented MP4 without re-encoding, for HLS (init segment + one media segment per fragment) and
 // GetClip (one MP4 file written fragment by fragment).
 //
+// It lives under mkv, next to mkv/codec, because it is a format library: bytes of one container
+// in, bytes of another out, with nothing of a server in it (no store, no HTTP, no sessions). The
+// layering puts format libraries at the bottom (cmd → client | server | capture → mkv), so any
+// of them may use it: the server for HLS and GetClip today, a client-side MP4 output tomorrow.
+// It was server/fmp4 while only the server used it.
+//
 // # Mapping
 //
 // Each Matroska track becomes one MP4 track, track_IDs 1, 2, ... in order: H.264 as avc1 (the

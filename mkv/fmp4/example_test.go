@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/openkvs/kvs/mkv"
-	"github.com/openkvs/kvs/server/fmp4"
+	"github.com/openkvs/kvs/mkv/fmp4"
 )
 
 // Remux a GetMedia-style stream of fragments into an HLS-ready init segment and media segments.
