@@ -11,25 +11,13 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/openkvs/kvs/internal/testutil"
+
 	"github.com/at-wat/ebml-go"
 	"github.com/at-wat/ebml-go/webm"
 
 	"github.com/openkvs/kvs/mkv"
 )
-
-// needTool returns the path of an external tool, skipping the test when it is missing unless
-// KVS_REQUIRE_TOOLS=1, in which case the test fails.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("KVS_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s is required (KVS_REQUIRE_TOOLS=1) but not installed: %v", name, err)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return path
-}
 
 // clips are the golden clips of ../testdata with their frame counts per track (testdata/README.md).
 var clips = []struct {
@@ -70,7 +58,7 @@ type probe struct {
 // ffprobe runs ffprobe on a file, or on stdin when path is "-", and decodes its JSON.
 func ffprobe(t *testing.T, path string, stdin []byte) probe {
 	t.Helper()
-	bin := needTool(t, "ffprobe")
+	bin := testutil.NeedTool(t, "ffprobe")
 	cmd := exec.CommandContext(t.Context(), bin, "-v", "error", "-count_frames", "-show_streams", "-show_packets", "-of", "json", path)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
@@ -340,14 +328,14 @@ func TestStreamWriterPlayers(t *testing.T) {
 				t.Errorf("pipe: %s, want %s", got, want)
 			}
 
-			ffmpeg := needTool(t, "ffmpeg")
+			ffmpeg := testutil.NeedTool(t, "ffmpeg")
 			cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-i", "-", "-f", "null", "-")
 			cmd.Stdin = bytes.NewReader(out)
 			if msg, err := cmd.CombinedOutput(); err != nil || len(msg) != 0 {
 				t.Errorf("ffmpeg decode from pipe: %v\n%s", err, msg)
 			}
 
-			mkvmerge := needTool(t, "mkvmerge")
+			mkvmerge := testutil.NeedTool(t, "mkvmerge")
 			js, err := exec.CommandContext(t.Context(), mkvmerge, "-J", path).Output()
 			if err != nil {
 				t.Fatalf("mkvmerge -J: %v\n%s", err, js)

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
@@ -70,6 +72,7 @@ func listAll(t *testing.T, am *kinesisvideoarchivedmedia.Client, in *kinesisvide
 }
 
 func TestListFragmentsSDK(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			clock := &fakeClock{}
@@ -129,6 +132,7 @@ func TestListFragmentsSDK(t *testing.T) {
 // millisecond just after the upload) holds the fragment. A clock and timecodes with sub-millisecond
 // parts: stored in nanoseconds, the last fragment fell outside such a range.
 func TestTimestampsAtReportedPrecision(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			var n atomic.Int64
@@ -181,6 +185,7 @@ func TestTimestampsAtReportedPrecision(t *testing.T) {
 }
 
 func TestListFragmentsErrors(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 1)
 	rng := map[string]any{"StartTimestamp": 10, "EndTimestamp": 20}
@@ -212,6 +217,7 @@ func TestListFragmentsErrors(t *testing.T) {
 
 // Retention-0 streams list (and serve) their live buffer.
 func TestListFragmentsNoRetention(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "live", 0)
 	c := loadClip(t, "h264.mkv")
@@ -233,6 +239,7 @@ func TestListFragmentsNoRetention(t *testing.T) {
 }
 
 func TestGetMediaForFragmentListSDK(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e := newMediaEnv(t, kind)
@@ -301,8 +308,10 @@ func TestGetMediaForFragmentListSDK(t *testing.T) {
 // The real AWS CLI v2 against the media APIs: list-fragments, get-media-for-fragment-list and
 // get-media (which ends because GetMediaIdleTimeout is set: the CLI cannot send x-kvs-no-follow).
 func TestMediaAWSCLI(t *testing.T) {
-	bin := needTool(t, "/usr/bin/aws")
-	ffprobe := needTool(t, "ffprobe")
+	testutil.Slow(t)
+	t.Parallel()
+	bin := testutil.NeedTool(t, "/usr/bin/aws")
+	ffprobe := testutil.NeedTool(t, "ffprobe")
 	e := newMediaEnv(t, "fs", func(c *Config) { c.GetMediaIdleTimeout = 300 * time.Millisecond })
 	e.createStream(t, "cam", 1)
 	c := loadClip(t, "h264.mkv")

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
+
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -26,6 +28,7 @@ import (
 )
 
 func TestParseCredentials(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name string
 		in   string
@@ -130,6 +133,7 @@ func hexSHA(b []byte) string {
 }
 
 func TestAuthSDKAndRawRequests(t *testing.T) {
+	t.Parallel()
 	e := authEnv(t)
 	ctx := t.Context()
 	good := sdkClient(e, "AKIDLOCAL", "secret")
@@ -218,6 +222,7 @@ func TestAuthSDKAndRawRequests(t *testing.T) {
 // The canonical-request path (used for header sets aws-sdk-go-v2 never signs, as the KVS C
 // producer's) agrees with the SDK's signer wherever both apply.
 func TestCanonicalSigV4MatchesSDK(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct{ path, query, body string }{
 		{"/describeStream", "", `{"StreamName":"cam"}`},
 		{"/listStreams", "", ""},
@@ -272,6 +277,7 @@ func signLikeCProducer(req *http.Request, id, secret string, at time.Time) {
 // UNSIGNED-PAYLOAD, the C producer's header set, a presigned URL) is answered with acks; forged
 // or expired ones get 401 before any ack.
 func TestAuthPutMedia(t *testing.T) {
+	t.Parallel()
 	e := authEnv(t)
 	ctx := t.Context()
 	if _, err := sdkClient(e, "AKIDLOCAL", "secret").CreateStream(ctx, &kinesisvideo.CreateStreamInput{StreamName: aws.String("cam"), DataRetentionInHours: aws.Int32(1)}); err != nil {
@@ -436,7 +442,9 @@ func TestAuthClientProducerConsumer(t *testing.T) {
 // The real AWS CLI signs with botocore: matching keys work (control plane and archived media), a
 // wrong secret is refused with NotAuthorizedException, and so is --no-sign-request.
 func TestAuthAWSCLI(t *testing.T) {
-	bin := needTool(t, "/usr/bin/aws")
+	testutil.Slow(t)
+	t.Parallel()
+	bin := testutil.NeedTool(t, "/usr/bin/aws")
 	e := authEnv(t)
 	home := t.TempDir()
 	run := func(id, secret string, args ...string) (string, int) {
@@ -471,6 +479,7 @@ func TestAuthAWSCLI(t *testing.T) {
 
 // With authentication on, a request body over MaxRequestBody is refused before it is hashed.
 func TestAuthBodyLimit(t *testing.T) {
+	t.Parallel()
 	e := authEnv(t, func(c *Config) { c.MaxRequestBody = 1000 })
 	req := signedRequest(t, e, "/describeStream", `{"StreamName":"`+strings.Repeat("a", 2000)+`"}`, "AKIDLOCAL", "secret", time.Now())
 	status, typ, msg := rawAuth(t, e, req)

@@ -4,25 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"os"
 	"os/exec"
 	"strings"
 	"testing"
-)
 
-// needTool returns path if it is executable. Otherwise the test is skipped, or fails when
-// KVS_REQUIRE_TOOLS=1 (CI installs every tool).
-func needTool(t *testing.T, path string) string {
-	t.Helper()
-	if p, err := exec.LookPath(path); err == nil {
-		return p
-	}
-	if os.Getenv("KVS_REQUIRE_TOOLS") == "1" {
-		t.Fatalf("%s is required (KVS_REQUIRE_TOOLS=1) but missing", path)
-	}
-	t.Skipf("%s not installed", path)
-	return ""
-}
+	"github.com/openkvs/kvs/internal/testutil"
+)
 
 // awsCLI runs the real AWS CLI v2 against e with dummy credentials and no config.
 type awsCLI struct {
@@ -32,7 +19,7 @@ type awsCLI struct {
 }
 
 func newAWSCLI(t *testing.T, e *controlEnv) *awsCLI {
-	return &awsCLI{t: t, bin: needTool(t, "/usr/bin/aws"), url: e.ts.URL, home: t.TempDir()}
+	return &awsCLI{t: t, bin: testutil.NeedTool(t, "/usr/bin/aws"), url: e.ts.URL, home: t.TempDir()}
 }
 
 // run returns stdout, stderr and the exit code of `aws kinesisvideo args...`.
@@ -84,6 +71,8 @@ func (c *awsCLI) fails(errorName string, args ...string) {
 // TestAWSCLI drives the server with the real AWS CLI v2. Each CLI start costs about 2 s of
 // Python here, so the calls are few and the error cases run concurrently.
 func TestAWSCLI(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("slow: starts the AWS CLI about 15 times")
 	}

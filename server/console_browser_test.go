@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
+
 	"github.com/chromedp/chromedp"
 )
 
@@ -232,6 +234,8 @@ func consoleDo(t *testing.T, ctx context.Context, what string, steps ...chromedp
 // Screenshots of each page go to $KVS_ARTIFACTS (else the test's temporary directory); their
 // paths are logged.
 func TestConsoleBrowser(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
 	var skew atomic.Int64 // added to the server's clock, to expire HLS sessions
 	e := newMediaEnv(t, "mem", func(c *Config) { c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) } })
 	e.createStream(t, "cam", 24)

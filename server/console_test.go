@@ -7,6 +7,7 @@ import (
 )
 
 func TestConsoleServed(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "mem")
 	for _, tc := range []struct {
 		method, path string

@@ -69,6 +69,7 @@ func newInterleavingEnv(t *testing.T) (*controlEnv, *interleavingStore) {
 }
 
 func TestDeleteStreamInterleaved(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	tests := []struct {
 		name         string
@@ -136,6 +137,7 @@ func TestDeleteStreamInterleaved(t *testing.T) {
 // A stream whose version changes after every lookup cannot be deleted; after a few attempts the
 // answer is the store's ErrVersionMismatch, which the client sees as VersionMismatchException.
 func TestDeleteStreamKeepsChanging(t *testing.T) {
+	t.Parallel()
 	e, is := newInterleavingEnv(t)
 	arn := e.create(t, "s")
 	n := 0
@@ -169,6 +171,7 @@ func TestDeleteStreamKeepsChanging(t *testing.T) {
 // CurrentVersion: exactly one of the update and the delete wins, and tags are never lost to an
 // update.
 func TestControlConcurrent(t *testing.T) {
+	t.Parallel()
 	e := newControlEnv(t)
 	ctx := t.Context()
 	for round := range 10 {

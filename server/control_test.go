@@ -95,6 +95,7 @@ func wantAPIError[T error](t *testing.T, err error) {
 }
 
 func TestCreateDescribeStream(t *testing.T) {
+	t.Parallel()
 	e := newControlEnv(t, func(c *Config) {
 		c.Region = "eu-west-1"
 		c.AccountID = "123456789012"
@@ -148,6 +149,7 @@ func TestCreateDescribeStream(t *testing.T) {
 }
 
 func TestCreateStreamErrors(t *testing.T) {
+	t.Parallel()
 	e := newControlEnv(t)
 	e.create(t, "taken")
 	tags51 := map[string]string{}
@@ -198,6 +200,7 @@ func TestCreateStreamErrors(t *testing.T) {
 }
 
 func TestDescribeStreamErrors(t *testing.T) {
+	t.Parallel()
 	e := newControlEnv(t)
 	arn := e.create(t, "s1")
 	e.create(t, "s2")
@@ -229,6 +232,7 @@ func TestDescribeStreamErrors(t *testing.T) {
 }
 
 func TestListStreamsPaginator(t *testing.T) {
+	t.Parallel()
 	e := newControlEnv(t)
 	var want []string
 	for i := range 25 {
@@ -289,6 +293,7 @@ func TestListStreamsPaginator(t *testing.T) {
 }
 
 func TestDeleteStream(t *testing.T) {
+	t.Parallel()
 	e := newControlEnv(t)
 	ctx := t.Context()
 	arn := e.create(t, "s")
@@ -317,6 +322,7 @@ func TestDeleteStream(t *testing.T) {
 }
 
 func TestDeleteStreamStaleARN(t *testing.T) {
+	t.Parallel()
 	now := time.UnixMilli(1_700_000_000_000)
 	e := newControlEnv(t, func(c *Config) { c.Now = func() time.Time { now = now.Add(time.Second); return now } })
 	old := e.create(t, "s")
@@ -330,6 +336,7 @@ func TestDeleteStreamStaleARN(t *testing.T) {
 }
 
 func TestUpdateStream(t *testing.T) {
+	t.Parallel()
 	e := newControlEnv(t)
 	ctx := t.Context()
 	arn := e.create(t, "s", func(in *kinesisvideo.CreateStreamInput) { in.DeviceName = aws.String("d1") })
@@ -351,6 +358,7 @@ func TestUpdateStream(t *testing.T) {
 }
 
 func TestUpdateDataRetention(t *testing.T) {
+	t.Parallel()
 	e := newControlEnv(t)
 	ctx := t.Context()
 	e.create(t, "s", func(in *kinesisvideo.CreateStreamInput) { in.DataRetentionInHours = aws.Int32(2) })
@@ -384,6 +392,7 @@ func TestUpdateDataRetention(t *testing.T) {
 }
 
 func TestGetDataEndpoint(t *testing.T) {
+	t.Parallel()
 	e := newControlEnv(t)
 	e.create(t, "s")
 	for _, api := range types.APINamePutMedia.Values() {
@@ -409,6 +418,7 @@ func TestGetDataEndpoint(t *testing.T) {
 }
 
 func TestNewConfigErrors(t *testing.T) {
+	t.Parallel()
 	for _, cfg := range []Config{
 		{},
 		{Store: store.NewMem(), AdvertiseURL: "http://host/path"},
@@ -424,6 +434,7 @@ func TestNewConfigErrors(t *testing.T) {
 }
 
 func TestTagStream(t *testing.T) {
+	t.Parallel()
 	e := newControlEnv(t)
 	ctx := t.Context()
 	arn := e.create(t, "s", func(in *kinesisvideo.CreateStreamInput) { in.Tags = map[string]string{"a": "1"} })
@@ -481,6 +492,7 @@ func TestTagStream(t *testing.T) {
 }
 
 func TestTagResource(t *testing.T) {
+	t.Parallel()
 	e := newControlEnv(t)
 	ctx := t.Context()
 	arn := e.create(t, "s")

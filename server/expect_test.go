@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 // rawPut starts a PutMedia request by hand on a new connection, with Expect: 100-continue and a
@@ -118,7 +120,7 @@ func TestPutMediaExpectContinue(t *testing.T) {
 // trace the 100 must arrive before the first body byte goes out.
 func TestPutMediaExpectContinueCurl(t *testing.T) {
 	t.Parallel()
-	curl := needTool(t, "curl")
+	curl := testutil.NeedTool(t, "curl")
 	c := loadClip(t, "h264.mkv")
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 1)

@@ -181,6 +181,7 @@ func TestAppendFaults(t *testing.T) {
 // reopen), and once space is freed a new upload is stored. Needs mount(2) (root with
 // CAP_SYS_ADMIN); skipped where it is not allowed.
 func TestDiskFullTmpfs(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("-short")
 	}

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
+
 	"github.com/openkvs/kvs/mkv"
 )
 
@@ -86,6 +88,7 @@ func equalNumbers(a, b []uint64) bool {
 }
 
 func TestGetMediaSelectors(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			clock := &fakeClock{}
@@ -128,6 +131,7 @@ func TestGetMediaSelectors(t *testing.T) {
 }
 
 func TestGetMediaRequestErrors(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 1)
 	cases := []struct {
@@ -163,6 +167,7 @@ func TestGetMediaRequestErrors(t *testing.T) {
 var timestampTagPattern = regexp.MustCompile(`^[0-9]+\.[0-9]{3}$`)
 
 func TestGetMediaTags(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "fs")
 	e.createStream(t, "cam", 1)
 	c := loadClip(t, "h264_aac.mkv")
@@ -198,6 +203,7 @@ func TestGetMediaTags(t *testing.T) {
 
 // A consumer at NOW receives every frame of a producer that starts after it.
 func TestGetMediaLive(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e := newMediaEnv(t, kind)
@@ -239,6 +245,7 @@ func TestGetMediaLive(t *testing.T) {
 }
 
 func TestGetMediaContinuationResume(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "fs")
 	e.createStream(t, "cam", 1)
 	c := loadClip(t, "h264.mkv")
@@ -273,6 +280,7 @@ func TestGetMediaContinuationResume(t *testing.T) {
 // publish evicted it, so each phase fixes that order: the consumer is idle at the live edge before
 // a publish (keeping up), or blocked until all publishes are done (falling behind).
 func TestGetMediaArchiveToBuffer(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e := newMediaEnv(t, kind)
@@ -378,6 +386,7 @@ func TestGetMediaArchiveToBuffer(t *testing.T) {
 }
 
 func TestGetMediaStreamDeleted(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "fs")
 	arn := e.createStream(t, "cam", 1)
 	c := loadClip(t, "h264.mkv")
@@ -408,6 +417,7 @@ func TestGetMediaStreamDeleted(t *testing.T) {
 
 // A consumer that never reads holds up nobody.
 func TestGetMediaStalledConsumer(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "mem", func(c *Config) { c.MediaWriteTimeout = 200 * time.Millisecond })
 	e.createStream(t, "cam", 1)
 	c := loadClip(t, "h264.mkv")
@@ -435,6 +445,7 @@ func TestGetMediaStalledConsumer(t *testing.T) {
 }
 
 func TestGetMediaIdleTimeout(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "mem", func(c *Config) { c.GetMediaIdleTimeout = 50 * time.Millisecond })
 	e.createStream(t, "cam", 1)
 	c := loadClip(t, "h264.mkv")
@@ -448,7 +459,8 @@ func TestGetMediaIdleTimeout(t *testing.T) {
 
 // ffprobe decodes GetMedia output (concatenated chunks) completely.
 func TestGetMediaFFprobe(t *testing.T) {
-	ffprobe := needTool(t, "ffprobe")
+	t.Parallel()
+	ffprobe := testutil.NeedTool(t, "ffprobe")
 	e := newMediaEnv(t, "fs")
 	e.createStream(t, "cam", 1)
 	for _, name := range []string{"h264.mkv", "h264_aac.mkv"} {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
+
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -109,7 +111,7 @@ type hlsProbeStream struct {
 
 func ffprobeStreams(t *testing.T, input string) []hlsProbeStream {
 	t.Helper()
-	bin := needTool(t, "ffprobe")
+	bin := testutil.NeedTool(t, "ffprobe")
 	cmd := exec.CommandContext(t.Context(), bin, "-v", "error", "-count_frames", "-show_streams", "-of", "json", input)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -140,6 +142,7 @@ func wantStreams(t *testing.T, name string, loops int) []hlsProbeStream {
 }
 
 func TestHLSOnDemandFFprobe(t *testing.T) {
+	t.Parallel()
 	for _, name := range []string{"h264.mkv", "h264_aac.mkv", "h265.mkv"} {
 		t.Run(name, func(t *testing.T) {
 			e := newMediaEnv(t, "mem")
@@ -178,6 +181,7 @@ func TestHLSOnDemandFFprobe(t *testing.T) {
 // TestHLSDiscontinuity drops a fragment: the playlist marks the gap, and ffprobe still reads
 // every frame sent.
 func TestHLSDiscontinuity(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 24)
 	uploadClip(t, e, "cam", "h264.mkv", 0, 1, 3)
@@ -207,6 +211,8 @@ func TestHLSDiscontinuity(t *testing.T) {
 // TestHLSLive follows a producer: the playlist is a window of the newest fragments that slides
 // as fragments arrive, and ffmpeg plays the live URL while the producer sends.
 func TestHLSLive(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 24)
 	c := loadClip(t, "h264.mkv")
@@ -238,7 +244,7 @@ func TestHLSLive(t *testing.T) {
 	// ffmpeg plays the live URL while the producer keeps sending a fragment a second. It starts
 	// near the live edge (the window holds 3 s) and reads faster than real time, so 7 s of
 	// media need fragments produced while it plays, found by reloading the playlist.
-	ffmpeg := needTool(t, "ffmpeg")
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	produced := make(chan int)
@@ -291,7 +297,8 @@ func TestHLSLive(t *testing.T) {
 
 // TestHLSAWSCLI gets the URL with the real AWS CLI and plays it with ffprobe.
 func TestHLSAWSCLI(t *testing.T) {
-	bin := needTool(t, "/usr/bin/aws")
+	t.Parallel()
+	bin := testutil.NeedTool(t, "/usr/bin/aws")
 	e := newMediaEnv(t, "fs")
 	e.createStream(t, "cam", 24)
 	uploadClip(t, e, "cam", "h264_aac.mkv", seq(4)...)
@@ -320,6 +327,7 @@ func TestHLSAWSCLI(t *testing.T) {
 }
 
 func TestGetHLSStreamingSessionURLErrors(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 24)
 	e.createStream(t, "empty", 24)
@@ -383,6 +391,7 @@ func TestGetHLSStreamingSessionURLErrors(t *testing.T) {
 }
 
 func TestHLSUnsupportedCodec(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "vp8", 24)
 	uploadClip(t, e, "vp8", "webm_vp8.webm", 0)
@@ -399,6 +408,7 @@ func TestHLSUnsupportedCodec(t *testing.T) {
 }
 
 func TestGetClip(t *testing.T) {
+	t.Parallel()
 	for _, name := range []string{"h264.mkv", "h264_aac.mkv", "h265.mkv"} {
 		t.Run(name, func(t *testing.T) {
 			e := newMediaEnv(t, "fs")
@@ -425,7 +435,7 @@ func TestGetClip(t *testing.T) {
 			if got, want := ffprobeStreams(t, out), wantStreams(t, name, 2); fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("ffprobe:\n got %+v\nwant %+v", got, want)
 			}
-			ffmpeg := needTool(t, "ffmpeg")
+			ffmpeg := testutil.NeedTool(t, "ffmpeg")
 			if b, err := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", out, "-f", "null", "-").CombinedOutput(); err != nil || len(b) > 0 {
 				t.Errorf("ffmpeg: %v\n%s", err, b)
 			}
@@ -434,6 +444,7 @@ func TestGetClip(t *testing.T) {
 }
 
 func TestGetClipErrors(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 24)
 	e.createStream(t, "live-only", 0)

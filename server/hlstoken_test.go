@@ -9,6 +9,7 @@ import (
 )
 
 func TestSessionTokenRoundTrip(t *testing.T) {
+	t.Parallel()
 	p := &playback{key: []byte("0123456789abcdef")}
 	for _, sess := range []*hlsSession{
 		{stream: "cam", arn: "arn:aws:kinesisvideo:us-east-1:000000000000:stream/cam/1", mode: "LIVE", kind: store.ServerTime,

@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
+
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/store"
 )
@@ -270,6 +272,8 @@ func element(id uint32, size []byte, payload []byte) []byte {
 // answers, the heap stays bounded, goroutines come back down, and the control stream's stored
 // bytes are unchanged.
 func TestHostileInput(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
 	h := newHostileEnv(t)
 	c := h.clip
 	header := c.header()
@@ -652,6 +656,7 @@ func TestHostileInput(t *testing.T) {
 // inside a fragment holds the other's acks back (fragments are stored in number order) only until
 // its read timeout ends it.
 func TestTwoProducersInterleave(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e := newMediaEnv(t, kind, func(c *Config) { c.PutMediaReadTimeout = time.Second })

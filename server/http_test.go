@@ -36,6 +36,7 @@ func (e *controlEnv) post(t *testing.T, method, path, body string) (int, http.He
 }
 
 func TestRawErrors(t *testing.T) {
+	t.Parallel()
 	e := newControlEnv(t, func(c *Config) { c.MaxRequestBody = 4096 })
 	cases := []struct {
 		name, method, path, body string
@@ -92,6 +93,7 @@ func TestRawErrors(t *testing.T) {
 }
 
 func TestRawSuccess(t *testing.T) {
+	t.Parallel()
 	e := newControlEnv(t, func(c *Config) { c.Now = func() time.Time { return time.UnixMilli(1705489836420) } })
 	// Unknown members are ignored; Content-Type is not required.
 	status, _, body := e.post(t, "POST", "/createStream", `{"StreamName":"s","Future":{"x":[1,2]},"DataRetentionInHours":24}`)
@@ -123,6 +125,7 @@ func TestRawSuccess(t *testing.T) {
 }
 
 func TestTimestampJSON(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		in   string
 		want time.Time

@@ -31,6 +31,7 @@ func (g *gatedStore) AppendAsync(ctx context.Context, stream string, meta store.
 // TestGetMediaLiveBeforePersisted checks that a live GetMedia reader gets a fragment from the
 // buffer while its append (the fsync) is still running, and that PERSISTED comes only after it.
 func TestGetMediaLiveBeforePersisted(t *testing.T) {
+	t.Parallel()
 	g := &gatedStore{Store: store.NewMem(), entered: make(chan struct{}, 4), release: make(chan struct{})}
 	e := newMediaEnvStore(t, g)
 	e.createStream(t, "cam", 1)

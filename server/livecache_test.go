@@ -21,6 +21,7 @@ func frag(n uint64, size int, at time.Time) *liveFragment {
 }
 
 func TestStreamBufferAfterAndEviction(t *testing.T) {
+	t.Parallel()
 	t0 := time.Unix(1700000000, 0)
 	b := newStreamBuffer(bufferLimits{MaxBytes: 300, MaxAge: 10 * time.Second})
 	for i, n := range []uint64{2, 3, 7} { // gaps: numbers reserved by failed fragments are never published
@@ -59,6 +60,7 @@ func TestStreamBufferAfterAndEviction(t *testing.T) {
 }
 
 func TestLocalNotifier(t *testing.T) {
+	t.Parallel()
 	n := newLocalNotifier()
 	c, cancel := n.subscribe("cam")
 	defer cancel()
@@ -101,6 +103,7 @@ func TestLocalNotifier(t *testing.T) {
 
 // The sequencer lets a fragment commit only after every lower reserved number is done.
 func TestSequencerOrder(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		var q sequencer
 		next := uint64(0)
@@ -157,6 +160,7 @@ func TestSequencerOrder(t *testing.T) {
 // A fragment written to the store but not yet durable stays in the buffer past its limits, and
 // so does everything after it: a reader that fell back to the store would not find it there.
 func TestStreamBufferKeepsUnsynced(t *testing.T) {
+	t.Parallel()
 	t0 := time.Unix(1700000000, 0)
 	b := newStreamBuffer(bufferLimits{MaxBytes: 200, MaxAge: 10 * time.Second})
 	pending := frag(1, 100, t0)
@@ -181,6 +185,7 @@ func TestStreamBufferKeepsUnsynced(t *testing.T) {
 // read chunks: each must get exactly the frames sent. Run with -race, it also checks that no
 // reader touches a chunk without holding a reference.
 func TestChunkReuse(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e := newMediaEnv(t, kind)

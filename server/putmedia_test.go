@@ -42,6 +42,7 @@ func storedFragments(t *testing.T, st store.Store, name string) ([]store.Fragmen
 }
 
 func TestPutMediaAcks(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		for _, name := range []string{"h264.mkv", "h264_aac.mkv"} {
 			t.Run(kind+"/"+name, func(t *testing.T) {
@@ -107,6 +108,7 @@ func TestPutMediaAcks(t *testing.T) {
 // With unknown-size clusters (what PIC sends) a fragment is RECEIVED only when the next element
 // starts; the last one at the end of the body. RELATIVE timecodes add the start header.
 func TestPutMediaUnknownSizeRelative(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 1)
 	c := loadClip(t, "h264.mkv")
@@ -143,6 +145,7 @@ func TestPutMediaUnknownSizeRelative(t *testing.T) {
 }
 
 func TestPutMediaHeaderErrors(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 1)
 	cases := []struct {
@@ -171,6 +174,7 @@ func TestPutMediaHeaderErrors(t *testing.T) {
 }
 
 func TestParseDecimalSeconds(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		in   string
 		want int64
@@ -209,6 +213,7 @@ func (s *failingStore) AppendAsync(ctx context.Context, stream string, meta stor
 }
 
 func TestPutMediaErrors(t *testing.T) {
+	t.Parallel()
 	c := loadClip(t, "h264.mkv")
 	good := c.cluster(t, 0, baseMillis)
 	goodTC := c.fragTimecode(0, baseMillis)
@@ -411,6 +416,7 @@ func manyTags(n int) []mkv.SimpleTag {
 
 // Retention-0 streams store nothing and get no PERSISTED; their fragments are still live.
 func TestPutMediaNoRetention(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "fs")
 	e.createStream(t, "live", 0)
 	c := loadClip(t, "h264.mkv")
@@ -434,6 +440,7 @@ func TestPutMediaNoRetention(t *testing.T) {
 // Two producers on one stream: both are accepted, fragments interleave whole, and they reach the
 // store in number order even when the lower number completes last.
 func TestPutMediaTwoProducers(t *testing.T) {
+	t.Parallel()
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) {
 			e := newMediaEnv(t, kind)
@@ -471,6 +478,7 @@ func TestPutMediaTwoProducers(t *testing.T) {
 
 // IDLE acks flow while nothing else does.
 func TestPutMediaIdle(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "mem", func(c *Config) { c.IdleAckInterval = 20 * time.Millisecond })
 	e.createStream(t, "cam", 1)
 	pc := e.startPut(t, "cam")
@@ -499,6 +507,7 @@ func (r *prepareRecorder) Prepare(ctx context.Context, stream string) error {
 // An upload readies its stream's store (segment, fragment numbers) as soon as it starts, before
 // its first fragment is complete; a stream that keeps no data is left alone.
 func TestPutMediaPreparesStore(t *testing.T) {
+	t.Parallel()
 	fs, err := store.OpenFS(t.TempDir(), store.FSOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 // TestRetentionLoop: the Server runs Store.EnforceRetention every RetentionInterval as of its
 // clock, logs what went, and stops with Close (synctest fails the test if the loop outlives it).
 func TestRetentionLoop(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		st := store.NewMem()
@@ -92,6 +93,7 @@ func TestRetentionLoop(t *testing.T) {
 
 // A negative RetentionInterval starts no loop.
 func TestRetentionLoopOff(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		st := store.NewMem()

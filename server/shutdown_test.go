@@ -10,6 +10,7 @@ import (
 // PERSISTED) and then ends with ERROR 5000 instead of starting another; an idle upload ends with
 // ERROR 5000 at once; a live GetMedia response ends cleanly; everything stored decodes.
 func TestCloseDrainsMedia(t *testing.T) {
+	t.Parallel()
 	e := newMediaEnv(t, "fs")
 	e.createStream(t, "cam", 1)
 	c := loadClip(t, "h264.mkv")

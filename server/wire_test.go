@@ -7,6 +7,7 @@ import (
 )
 
 func TestFragmentNumberRoundTrip(t *testing.T) {
+	t.Parallel()
 	for _, n := range []uint64{1, 2, 9, 10, 12345, math.MaxUint64} {
 		s := formatFragmentNumber(n)
 		if len(s) != 47 {
@@ -27,6 +28,7 @@ var badFragmentNumbers = []string{"", "0", "1", "91343852333", "9134385233300000
 	"913438523330000000000000000000000000000000000001"}
 
 func TestParseFragmentNumberRejects(t *testing.T) {
+	t.Parallel()
 	for _, s := range badFragmentNumbers {
 		if n, err := parseFragmentNumber(s); err == nil {
 			t.Errorf("parse(%q) = %d, want an error", s, n)
@@ -48,6 +50,7 @@ func FuzzParseFragmentNumber(f *testing.F) {
 }
 
 func TestFormatTimestampTag(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		ns   int64
 		want string
@@ -66,6 +69,7 @@ func TestFormatTimestampTag(t *testing.T) {
 }
 
 func TestAppendAckMatchesJSON(t *testing.T) {
+	t.Parallel()
 	tc := int64(1597730826769)
 	for _, ev := range []ackEvent{
 		{EventType: ackIdle},

@@ -1,6 +1,7 @@
 // Package testutil holds what the tests of several kvs packages share: finding the real tools
-// they talk to (ffmpeg, the AWS CLI, ...) and starting the real services the cluster tests need
-// (PostgreSQL, an S3 server), once per test binary.
+// they talk to (ffmpeg, the AWS CLI, ...), and skipping slow tests under -short. It imports only
+// the standard library, so that any package's tests may use it; the services of the cluster
+// tests (PostgreSQL, an S3 server) are in testutil/backends.
 //
 // A test that needs a missing tool or service is skipped with a message naming it, unless
 // KVS_REQUIRE_TOOLS=1 (as in CI, whose .ci/run installs everything), where it fails instead.
@@ -10,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"testing"
 )
 
@@ -21,14 +21,16 @@ func Required() bool { return os.Getenv("KVS_REQUIRE_TOOLS") == "1" }
 // When it is missing the test is skipped, or fails under KVS_REQUIRE_TOOLS=1.
 func NeedTool(t testing.TB, name string, alsoIn ...string) string {
 	t.Helper()
-	if p := findTool(name, alsoIn...); p != "" {
+	if p := FindTool(name, alsoIn...); p != "" {
 		return p
 	}
-	missing(t, name+" is not installed")
+	Missing(t, name+" is not installed")
 	return ""
 }
 
-func findTool(name string, alsoIn ...string) string {
+// FindTool returns the path of the named executable, looked up in PATH and then in the
+// directories matching the alsoIn globs (the newest match), or "".
+func FindTool(name string, alsoIn ...string) string {
 	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
@@ -43,8 +45,8 @@ func findTool(name string, alsoIn ...string) string {
 	return ""
 }
 
-// missing skips t, or fails it under KVS_REQUIRE_TOOLS=1, saying what is missing.
-func missing(t testing.TB, what string) {
+// Missing skips t, or fails it under KVS_REQUIRE_TOOLS=1, saying what is missing.
+func Missing(t testing.TB, what string) {
 	t.Helper()
 	if Required() {
 		t.Fatalf("%s (KVS_REQUIRE_TOOLS=1: CI's .ci/run installs it)", what)
@@ -52,26 +54,11 @@ func missing(t testing.TB, what string) {
 	t.Skipf("%s; skipping", what)
 }
 
-var (
-	cleanupMu sync.Mutex
-	cleanups  []func()
-)
-
-// atExit registers fn to run when the test binary ends (Main).
-func atExit(fn func()) {
-	cleanupMu.Lock()
-	defer cleanupMu.Unlock()
-	cleanups = append(cleanups, fn)
-}
-
-// Main runs the tests of a package that starts shared services (Postgres, S3) and stops those
-// services afterwards. Call it from TestMain: func TestMain(m *testing.M) { testutil.Main(m) }.
-func Main(m *testing.M) {
-	code := m.Run()
-	cleanupMu.Lock()
-	for i := len(cleanups) - 1; i >= 0; i-- {
-		cleanups[i]()
+// Slow skips t under `go test -short`: tests that drive real tools or browsers for seconds. CI
+// runs the full suite.
+func Slow(t testing.TB) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("slow test (drives real tools for seconds): skipped with -short")
 	}
-	cleanupMu.Unlock()
-	os.Exit(code)
 }

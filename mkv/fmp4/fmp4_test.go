@@ -13,25 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
+
 	"github.com/Eyevinn/mp4ff/mp4"
 
 	"github.com/openkvs/kvs/capture"
 	"github.com/openkvs/kvs/mkv"
 )
-
-// needTool skips the test when name is not on PATH, unless KVS_REQUIRE_TOOLS=1 (CI), where a
-// missing tool fails it.
-func needTool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("KVS_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s is required (KVS_REQUIRE_TOOLS=1): %v", name, err)
-		}
-		t.Skipf("%s not found: %v", name, err)
-	}
-	return p
-}
 
 // fragments cuts a test clip into fragments of about every (0: the clip's own clusters).
 func fragments(t testing.TB, clip string, every time.Duration) []*mkv.Fragment {
@@ -93,7 +81,7 @@ type probeStream struct {
 // probe runs ffprobe -count_frames on path (a file or URL) and returns its streams.
 func probe(t testing.TB, path string) []probeStream {
 	t.Helper()
-	ffprobe := needTool(t, "ffprobe")
+	ffprobe := testutil.NeedTool(t, "ffprobe")
 	cmd := exec.Command(ffprobe, "-v", "error", "-count_frames", "-show_streams", "-of", "json", path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -114,7 +102,7 @@ func probe(t testing.TB, path string) []probeStream {
 // decodeClean runs ffmpeg -v error -i path -f null - and fails on any output.
 func decodeClean(t testing.TB, path string) {
 	t.Helper()
-	ffmpeg := needTool(t, "ffmpeg")
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
 	out, err := exec.Command(ffmpeg, "-nostdin", "-v", "error", "-i", path, "-f", "null", "-").CombinedOutput()
 	if err != nil || len(out) > 0 {
 		t.Errorf("ffmpeg decode of %s: %v\n%s", path, err, out)

@@ -1,4 +1,4 @@
-package testutil
+package backends
 
 import (
 	"context"
@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 // Where Debian's postgresql package puts its programs (not on PATH).
@@ -33,7 +35,7 @@ func Postgres(t testing.TB) string {
 	t.Helper()
 	pgOnce.Do(func() { pgURL, pgErr = startPostgres() })
 	if pgErr != nil {
-		missing(t, "PostgreSQL: "+pgErr.Error())
+		testutil.Missing(t, "PostgreSQL: "+pgErr.Error())
 	}
 	schema := "t_" + strings.ToLower(rand.Text()[:12])
 	if out, err := psql(pgURL, "CREATE SCHEMA "+schema); err != nil {
@@ -49,7 +51,7 @@ func PostgresServer(t testing.TB) string {
 	t.Helper()
 	pgOnce.Do(func() { pgURL, pgErr = startPostgres() })
 	if pgErr != nil {
-		missing(t, "PostgreSQL: "+pgErr.Error())
+		testutil.Missing(t, "PostgreSQL: "+pgErr.Error())
 	}
 	return pgURL
 }
@@ -63,8 +65,8 @@ var pg struct {
 }
 
 func startPostgres() (string, error) {
-	initdb := findTool("initdb", pgBinGlob)
-	pgCtl := findTool("pg_ctl", pgBinGlob)
+	initdb := testutil.FindTool("initdb", pgBinGlob)
+	pgCtl := testutil.FindTool("pg_ctl", pgBinGlob)
 	if initdb == "" || pgCtl == "" {
 		return "", fmt.Errorf("initdb and pg_ctl not found (apt-get install postgresql)")
 	}
@@ -148,7 +150,7 @@ func pgCtlRun(t testing.TB, args ...string) {
 
 // psql runs one SQL statement with the psql client (no Go driver needed here).
 func psql(url, sql string) ([]byte, error) {
-	bin := findTool("psql", pgBinGlob)
+	bin := testutil.FindTool("psql", pgBinGlob)
 	if bin == "" {
 		return nil, fmt.Errorf("psql not found")
 	}

@@ -1,4 +1,4 @@
-package testutil
+package backends
 
 import (
 	"context"
@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/internal/testutil"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -69,7 +71,7 @@ func S3(t testing.TB) S3Bucket {
 	t.Helper()
 	s3Once.Do(func() { s3Err = startS3() })
 	if s3Err != nil {
-		missing(t, "S3 server: "+s3Err.Error())
+		testutil.Missing(t, "S3 server: "+s3Err.Error())
 	}
 	b := S3Bucket{Endpoint: "http://" + s3srv.addr, Bucket: "kvs-" + strings.ToLower(rand.Text()[:16]),
 		Region: "us-east-1", AccessKey: s3AccessKey, SecretKey: s3SecretKey}
@@ -83,7 +85,7 @@ func S3(t testing.TB) S3Bucket {
 
 func startS3() error {
 	gopath, _ := exec.Command("go", "env", "GOPATH").Output()
-	bin := findTool("versitygw", filepath.Join(strings.TrimSpace(string(gopath)), "bin"))
+	bin := testutil.FindTool("versitygw", filepath.Join(strings.TrimSpace(string(gopath)), "bin"))
 	if bin == "" {
 		return fmt.Errorf("versitygw not found (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0)")
 	}

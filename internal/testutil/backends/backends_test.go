@@ -1,0 +1,47 @@
+package backends
+
+import (
+	"bytes"
+	"io"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+func TestMain(m *testing.M) { Main(m) }
+
+func TestPostgres(t *testing.T) {
+	t.Parallel()
+	url := Postgres(t)
+	out, err := psql(url, "CREATE TABLE x (a int); INSERT INTO x VALUES (7); SELECT current_schema(), a FROM x")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	other := Postgres(t)
+	if out2, err := psql(other, "SELECT count(*) FROM x"); err == nil {
+		t.Fatalf("a second schema sees the first one's table: %s", out2)
+	}
+	if !bytes.Contains(out, []byte("7")) {
+		t.Fatalf("psql: %s", out)
+	}
+}
+
+func TestS3(t *testing.T) {
+	t.Parallel()
+	b := S3(t)
+	c := b.Client()
+	ctx := t.Context()
+	if _, err := c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(b.Bucket), Key: aws.String("a/b"), Body: bytes.NewReader([]byte("hello"))}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(b.Bucket), Key: aws.String("a/b"), Range: aws.String("bytes=1-3")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(got.Body)
+	got.Body.Close()
+	if string(body) != "ell" {
+		t.Fatalf("ranged GET: %q", body)
+	}
+}
