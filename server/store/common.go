@@ -20,6 +20,13 @@ var (
 	// ErrCorrupt reports a stored record whose checksum or header does not match (from Open, its
 	// reader, or AppendPayload).
 	ErrCorrupt = errors.New("store: record corrupt")
+	// ErrUnavailable reports that a backend the store depends on (a database, an object store)
+	// did not answer in time. Nothing is known to be stored; trying again later may succeed. The
+	// server answers it with ERROR 5000, which producers retry.
+	ErrUnavailable = errors.New("store: backend unavailable")
+	// ErrNotOwner reports that another writer holds the stream in a store shared by several
+	// server nodes: its lease moved, and this node's appends are refused (fenced).
+	ErrNotOwner = errors.New("store: another node writes this stream")
 )
 
 // MaxRecordSize is the largest record payload AppendAsync accepts, in bytes. KVS caps a fragment at
@@ -55,6 +62,14 @@ func nanosToTime(n int64) time.Time {
 	}
 	return time.Unix(0, n).UTC()
 }
+
+// UnixNanos is how stores keep a timestamp: Unix nanoseconds, the zero time as math.MinInt64,
+// times beyond the int64 range clamped. FromUnixNanos reverses it (UTC, no monotonic reading).
+// A backend that keeps times this way returns them as Mem and FS do.
+func UnixNanos(t time.Time) int64 { return timeToNanos(t) }
+
+// FromUnixNanos is the inverse of UnixNanos.
+func FromUnixNanos(n int64) time.Time { return nanosToTime(n) }
 
 // normTime gives t the precision and location the stores return.
 func normTime(t time.Time) time.Time { return nanosToTime(timeToNanos(t)) }

@@ -1,0 +1,162 @@
+package cluster
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/openkvs/kvs/server/store"
+)
+
+// cleanupLock is the advisory lock that lets one node at a time run retention and object
+// cleanup (every node's server calls EnforceRetention on its schedule; the others skip).
+const cleanupLock = 0x6b76735f676300 // "kvs_gc"
+
+// Object cleanup timing: an object no fragment refers to any more is deleted once it is older
+// than objectGrace (a batch being committed has its row only after the commit, and readers that
+// looked a fragment up just before its purge may still GET it); objects a node PUT but never
+// committed (it died or lost its backends between the PUT and the commit) are found by listing
+// the recent hours' prefixes and deleted once older than orphanAge, every orphanEvery.
+const (
+	objectGrace = 2 * time.Minute
+	orphanAge   = 10 * time.Minute
+	orphanEvery = 10 * time.Minute
+)
+
+// EnforceRetention implements store.Store: it deletes the index rows of fragments older than
+// their stream's retention, as of now, then the objects no fragment refers to any more (a batch
+// object holds several streams' fragments and goes when its last one expires), and now and then
+// the objects that were PUT but never committed. One node at a time does it; on the others it
+// returns 0 at once.
+func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error) {
+	if s.isClosed() {
+		return 0, store.ErrClosed
+	}
+	var deleted int64
+	var doomed []string
+	ran := false
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, cleanupLock).Scan(&ran); err != nil || !ran {
+			return err
+		}
+		// A stream whose retention was lowered to 0 keeps nothing older than now.
+		tag, err := tx.Exec(ctx, `DELETE FROM kvs_fragments f USING kvs_streams s
+			WHERE f.stream_id = s.id AND f.server_ns < $1::bigint - s.retention_hours::bigint * 3600000000000`, store.UnixNanos(now))
+		if err != nil {
+			return err
+		}
+		deleted = tag.RowsAffected()
+		rows, err := tx.Query(ctx, `SELECT key FROM kvs_objects o WHERE o.created_at < now() - $1 * interval '1 second'
+			AND NOT EXISTS (SELECT 1 FROM kvs_fragments f WHERE f.object_id = o.id) LIMIT 1000`, int(objectGrace.Seconds()))
+		if err != nil {
+			return err
+		}
+		doomed, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		return 0, dbErr(ctx, "retention", err)
+	}
+	if !ran {
+		return 0, nil
+	}
+	if err := s.deleteObjects(ctx, doomed); err != nil {
+		return int(deleted), err
+	}
+	if len(doomed) > 0 {
+		if _, err := s.pool.Exec(ctx, `DELETE FROM kvs_objects o WHERE key = ANY($1)
+			AND NOT EXISTS (SELECT 1 FROM kvs_fragments f WHERE f.object_id = o.id)`, doomed); err != nil {
+			return int(deleted), dbErr(ctx, "object cleanup", err)
+		}
+		s.log.Info("cluster: objects deleted", "objects", len(doomed))
+	}
+	if time.Since(s.lastOrphanSweep()) > orphanEvery {
+		if err := s.sweepOrphans(ctx); err != nil {
+			s.log.Warn("cluster: orphan sweep", "err", err)
+		}
+	}
+	return int(deleted), nil
+}
+
+func (s *Store) deleteObjects(ctx context.Context, keys []string) error {
+	for len(keys) > 0 {
+		n := min(len(keys), 1000)
+		ids := make([]types.ObjectIdentifier, n)
+		for i, k := range keys[:n] {
+			ids[i] = types.ObjectIdentifier{Key: aws.String(k)}
+		}
+		out, err := s.s3.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: aws.String(s.cfg.Objects.Bucket),
+			Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)}})
+		if err != nil {
+			return unavailable("object store: delete objects", err)
+		}
+		for _, e := range out.Errors {
+			if aws.ToString(e.Code) != "NoSuchKey" {
+				return unavailable("object store: delete "+aws.ToString(e.Key), errString(aws.ToString(e.Message)))
+			}
+		}
+		keys = keys[n:]
+	}
+	return nil
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+func (s *Store) lastOrphanSweep() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.orphanSweep
+}
+
+// sweepOrphans deletes the objects of the last three hours' prefixes that are older than
+// orphanAge and that no index row names.
+func (s *Store) sweepOrphans(ctx context.Context) error {
+	s.mu.Lock()
+	s.orphanSweep = time.Now()
+	s.mu.Unlock()
+	var orphans []string
+	now := time.Now().UTC()
+	for h := 3; h >= 0; h-- {
+		prefix := s.cfg.Objects.Prefix + "data/" + now.Add(-time.Duration(h)*time.Hour).Format("2006010215") + "/"
+		p := s3.NewListObjectsV2Paginator(s.s3, &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Objects.Bucket), Prefix: aws.String(prefix)})
+		for p.HasMorePages() {
+			page, err := p.NextPage(ctx)
+			if err != nil {
+				return unavailable("object store: list "+prefix, err)
+			}
+			var keys []string
+			for _, o := range page.Contents {
+				if o.LastModified != nil && now.Sub(*o.LastModified) > orphanAge {
+					keys = append(keys, aws.ToString(o.Key))
+				}
+			}
+			if len(keys) == 0 {
+				continue
+			}
+			rows, err := s.pool.Query(ctx, `SELECT k FROM unnest($1::text[]) AS k WHERE NOT EXISTS (SELECT 1 FROM kvs_objects WHERE key = k)`, keys)
+			if err != nil {
+				return dbErr(ctx, "orphan sweep", err)
+			}
+			found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return dbErr(ctx, "orphan sweep", err)
+			}
+			orphans = append(orphans, found...)
+		}
+	}
+	if len(orphans) == 0 {
+		return nil
+	}
+	if err := s.deleteObjects(ctx, orphans); err != nil {
+		return err
+	}
+	s.log.Info("cluster: orphan objects deleted (PUT, never committed)", "objects", len(orphans), "first", strings.Join(orphans[:1], ""))
+	return nil
+}

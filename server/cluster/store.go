@@ -1,0 +1,367 @@
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/openkvs/kvs/server/store"
+)
+
+// Store is a store.Store shared by the nodes of a cluster: the registry and the fragment index in
+// PostgreSQL, the fragment bytes in objects of an S3-compatible store, one writer per stream
+// under a lease. It also answers the questions of cluster membership the server asks (Acquire,
+// Owner, Nodes, Watch). It is safe for concurrent use. See doc.go for the design.
+type Store struct {
+	cfg    Config
+	log    *slog.Logger
+	pool   *pgxpool.Pool
+	s3     *s3.Client
+	nodeID string // this process: a new id per start, so a restarted node never inherits a lease
+	key    []byte // the shared HLS session key
+
+	mu     sync.Mutex
+	leases map[string]*lease // by stream name: the streams this node writes
+	closed bool
+
+	batches     batcher   // append.go
+	watch       watcher   // watch.go
+	orphanSweep time.Time // the last sweepOrphans (retention.go)
+
+	stop context.CancelFunc // ends the background loops
+	bg   sync.WaitGroup
+}
+
+// Open connects to PostgreSQL and the object store, migrates the schema and registers this node.
+// It fails when either backend cannot be reached.
+func Open(ctx context.Context, c Config) (*Store, error) {
+	cfg, err := c.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	pcfg, err := pgxpool.ParseConfig(cfg.Index)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: index URL: %w", err)
+	}
+	pcfg.MaxConns = max(pcfg.MaxConns, 16)
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: PostgreSQL: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("cluster: PostgreSQL at %s: %w", redact(cfg.Index), err)
+	}
+	key, err := migrate(ctx, pool)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	client, err := newS3Client(ctx, cfg.Objects, cfg.Credentials)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	s := &Store{cfg: cfg, log: cfg.Log, pool: pool, s3: client, key: key,
+		nodeID: "n-" + strings.ToLower(rand.Text()[:12]), leases: map[string]*lease{}}
+	if err := s.checkBucket(pingCtx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	if err := s.register(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	bgCtx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.batches.init(s)
+	s.watch.init(s)
+	s.bg.Go(func() { s.leaseLoop(bgCtx) })
+	s.bg.Go(func() { s.batches.run(bgCtx) })
+	s.bg.Go(func() { s.watch.run(bgCtx) })
+	s.log.Info("cluster node started", "node", s.nodeID, "url", cfg.NodeURL, "objects", cfg.Objects.String())
+	return s, nil
+}
+
+func newS3Client(ctx context.Context, o Objects, creds aws.CredentialsProvider) (*s3.Client, error) {
+	opts := []func(*awsconfig.LoadOptions) error{awsconfig.WithRegion(o.Region)}
+	if creds != nil {
+		opts = append(opts, awsconfig.WithCredentialsProvider(creds))
+	}
+	awsCfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: S3 credentials: %w", err)
+	}
+	return s3.NewFromConfig(awsCfg, func(opt *s3.Options) {
+		if o.Endpoint != "" {
+			opt.BaseEndpoint = aws.String(o.Endpoint)
+		}
+		opt.UsePathStyle = o.PathStyle
+		// Each fragment carries its own CRC-32C in the index, checked on every read; the SDK's
+		// default request checksum costs CPU on every PUT for nothing more.
+		opt.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
+		opt.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
+	}), nil
+}
+
+// checkBucket fails Open early, with a message naming the bucket, when it cannot be reached.
+func (s *Store) checkBucket(ctx context.Context) error {
+	_, err := s.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.cfg.Objects.Bucket)})
+	if err != nil {
+		return fmt.Errorf("cluster: object store %s: %w", s.cfg.Objects.String(), err)
+	}
+	return nil
+}
+
+// NodeID is this process's id in the cluster (kvs_nodes.id).
+func (s *Store) NodeID() string { return s.nodeID }
+
+// SessionKey is the key every node signs HLS session tokens with (kvs_settings).
+func (s *Store) SessionKey() []byte { return s.key }
+
+// Close flushes and commits the appends in flight (waiting at most UnavailableWait for the
+// backends), gives up this node's leases and its place in the node list, and closes the
+// connections. Later calls return store.ErrClosed; Close itself returns nil then.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	s.batches.close() // waits for every sealed batch to be committed or failed
+	s.stop()
+	s.bg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := s.pool.Exec(ctx, `UPDATE kvs_streams SET owner = NULL, lease_expires = NULL WHERE owner = $1`, s.nodeID); err != nil {
+		s.log.Warn("cluster: releasing leases at close", "err", err)
+	}
+	if _, err := s.pool.Exec(ctx, `DELETE FROM kvs_nodes WHERE id = $1`, s.nodeID); err != nil {
+		s.log.Warn("cluster: leaving the node list", "err", err)
+	}
+	s.pool.Close()
+	return nil
+}
+
+func (s *Store) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// unavailable wraps an error of a backend that could not be reached as store.ErrUnavailable (a
+// retryable condition for the client), keeping the cause for the logs.
+func unavailable(what string, err error) error {
+	return fmt.Errorf("%w: %s: %w", store.ErrUnavailable, what, err)
+}
+
+// dbErr maps a PostgreSQL error: a canceled context stays itself; anything that is not an
+// answer from the server (connection refused, reset, timeout) is store.ErrUnavailable.
+func dbErr(ctx context.Context, what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return fmt.Errorf("cluster: %s: %w", what, err)
+	}
+	return unavailable("PostgreSQL: "+what, err)
+}
+
+// redact drops the password from a connection URL for messages.
+func redact(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		if at := strings.Index(u[i+3:], "@"); at >= 0 {
+			cred := u[i+3 : i+3+at]
+			if c := strings.Index(cred, ":"); c >= 0 {
+				return u[:i+3] + cred[:c] + ":***" + u[i+3+at:]
+			}
+		}
+	}
+	return u
+}
+
+// Registry.
+
+const streamColumns = `id, name, arn, device_name, media_type, kms_key_id, version, status, creation_ns, retention_hours, tags`
+
+func scanStream(row pgx.Row) (int64, store.Stream, error) {
+	var (
+		id      int64
+		st      store.Stream
+		created int64
+		tags    []byte
+	)
+	err := row.Scan(&id, &st.Name, &st.ARN, &st.DeviceName, &st.MediaType, &st.KmsKeyID, &st.Version, &st.Status,
+		&created, &st.RetentionHours, &tags)
+	if err != nil {
+		return 0, st, err
+	}
+	st.CreationTime = store.FromUnixNanos(created)
+	if tags != nil {
+		if err := json.Unmarshal(tags, &st.Tags); err != nil {
+			return 0, st, fmt.Errorf("stream %s: tags: %w", st.Name, err)
+		}
+	}
+	return id, st, nil
+}
+
+func tagsJSON(tags map[string]string) []byte {
+	if tags == nil {
+		return nil
+	}
+	b, _ := json.Marshal(tags) // string map: cannot fail
+	return b
+}
+
+// CreateStream implements store.Store.
+func (s *Store) CreateStream(ctx context.Context, st store.Stream) error {
+	if s.isClosed() {
+		return store.ErrClosed
+	}
+	if st.Name == "" {
+		return errors.New("cluster: create stream: empty name")
+	}
+	tag, err := s.pool.Exec(ctx, `INSERT INTO kvs_streams (name, arn, device_name, media_type, kms_key_id, version, status, creation_ns, retention_hours, tags)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING`,
+		st.Name, st.ARN, st.DeviceName, st.MediaType, st.KmsKeyID, st.Version, st.Status, store.UnixNanos(st.CreationTime),
+		st.RetentionHours, tagsJSON(st.Tags))
+	if err != nil {
+		return dbErr(ctx, "create stream "+st.Name, err)
+	}
+	if tag.RowsAffected() == 0 {
+		return fmt.Errorf("%w: %s", store.ErrStreamExists, st.Name)
+	}
+	return nil
+}
+
+// GetStream implements store.Store.
+func (s *Store) GetStream(ctx context.Context, name string) (store.Stream, error) {
+	if s.isClosed() {
+		return store.Stream{}, store.ErrClosed
+	}
+	_, st, err := scanStream(s.pool.QueryRow(ctx, `SELECT `+streamColumns+` FROM kvs_streams WHERE name = $1`, name))
+	if err == pgx.ErrNoRows {
+		return store.Stream{}, fmt.Errorf("%w: %s", store.ErrStreamNotFound, name)
+	}
+	return st, dbErr(ctx, "get stream "+name, err)
+}
+
+// ListStreams implements store.Store.
+func (s *Store) ListStreams(ctx context.Context) ([]store.Stream, error) {
+	if s.isClosed() {
+		return nil, store.ErrClosed
+	}
+	rows, err := s.pool.Query(ctx, `SELECT `+streamColumns+` FROM kvs_streams ORDER BY name COLLATE "C"`)
+	if err != nil {
+		return nil, dbErr(ctx, "list streams", err)
+	}
+	defer rows.Close()
+	out := []store.Stream{}
+	for rows.Next() {
+		_, st, err := scanStream(rows)
+		if err != nil {
+			return nil, dbErr(ctx, "list streams", err)
+		}
+		out = append(out, st)
+	}
+	return out, dbErr(ctx, "list streams", rows.Err())
+}
+
+// UpdateStream implements store.Store: the row is locked (SELECT ... FOR UPDATE) while fn runs,
+// so no other change comes between what fn saw and what is written.
+func (s *Store) UpdateStream(ctx context.Context, name string, fn func(*store.Stream) error) (store.Stream, error) {
+	if s.isClosed() {
+		return store.Stream{}, store.ErrClosed
+	}
+	var out store.Stream
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		id, st, err := scanStream(tx.QueryRow(ctx, `SELECT `+streamColumns+` FROM kvs_streams WHERE name = $1 FOR UPDATE`, name))
+		if err == pgx.ErrNoRows {
+			return fmt.Errorf("%w: %s", store.ErrStreamNotFound, name)
+		}
+		if err != nil {
+			return dbErr(ctx, "update stream "+name, err)
+		}
+		cp := st
+		cp.Tags = cloneTags(st.Tags)
+		if err := fn(&cp); err != nil {
+			return err
+		}
+		if cp.Name != name {
+			return fmt.Errorf("cluster: update stream %s: the name cannot change (to %q)", name, cp.Name)
+		}
+		_, err = tx.Exec(ctx, `UPDATE kvs_streams SET arn = $2, device_name = $3, media_type = $4, kms_key_id = $5, version = $6,
+			status = $7, creation_ns = $8, retention_hours = $9, tags = $10 WHERE id = $1`,
+			id, cp.ARN, cp.DeviceName, cp.MediaType, cp.KmsKeyID, cp.Version, cp.Status, store.UnixNanos(cp.CreationTime),
+			cp.RetentionHours, tagsJSON(cp.Tags))
+		if err != nil {
+			return dbErr(ctx, "update stream "+name, err)
+		}
+		out = cp
+		return nil
+	})
+	if err != nil {
+		return store.Stream{}, err
+	}
+	s.retentionChanged(name, out.RetentionHours)
+	out.Tags = cloneTags(out.Tags)
+	return out, nil
+}
+
+func cloneTags(t map[string]string) map[string]string {
+	if t == nil {
+		return nil
+	}
+	c := make(map[string]string, len(t))
+	for k, v := range t {
+		c[k] = v
+	}
+	return c
+}
+
+// DeleteStream implements store.Store: one conditional DELETE; the stream's fragment rows go
+// with it (ON DELETE CASCADE) and its objects are deleted by the next cleanup once no fragment
+// refers to them. Appends in flight on it find no stream at commit: ErrStreamNotFound.
+func (s *Store) DeleteStream(ctx context.Context, name, version string) error {
+	if s.isClosed() {
+		return store.ErrClosed
+	}
+	tag, err := s.pool.Exec(ctx, `DELETE FROM kvs_streams WHERE name = $1 AND ($2 = '' OR version = $2)`, name, version)
+	if err != nil {
+		return dbErr(ctx, "delete stream "+name, err)
+	}
+	if tag.RowsAffected() == 0 {
+		var exists bool
+		if err := s.pool.QueryRow(ctx, `SELECT true FROM kvs_streams WHERE name = $1`, name).Scan(&exists); err == pgx.ErrNoRows {
+			return fmt.Errorf("%w: %s", store.ErrStreamNotFound, name)
+		} else if err != nil {
+			return dbErr(ctx, "delete stream "+name, err)
+		}
+		return fmt.Errorf("%w: %s", store.ErrVersionMismatch, name)
+	}
+	s.mu.Lock()
+	delete(s.leases, name)
+	s.mu.Unlock()
+	return nil
+}

@@ -1,0 +1,123 @@
+package cluster
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// watcher holds the node's LISTEN connection: every commit of any node NOTIFYs kvs_commits with
+// the newest committed fragment number of each stream in it, and the watcher passes that on to
+// the functions registered with Watch.
+type watcher struct {
+	s    *Store
+	mu   sync.Mutex
+	next int
+	fns  map[int]func(stream string, last uint64)
+	up   bool // LISTENing now
+}
+
+func (w *watcher) init(s *Store) {
+	w.s = s
+	w.fns = map[int]func(string, uint64){}
+}
+
+// Watch calls fn(stream, last) after each commit anywhere in the cluster, with the stream's
+// newest committed fragment number, and, after the watch connection was lost and came back,
+// once with last 0 for every stream ("look again": notices may have been missed). fn must not
+// block. stop ends the watch.
+func (s *Store) Watch(fn func(stream string, last uint64)) (stop func()) {
+	w := &s.watch
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	id := w.next
+	w.next++
+	w.fns[id] = fn
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		delete(w.fns, id)
+	}
+}
+
+func (w *watcher) dispatch(stream string, last uint64) {
+	w.mu.Lock()
+	fns := make([]func(string, uint64), 0, len(w.fns))
+	for _, fn := range w.fns {
+		fns = append(fns, fn)
+	}
+	w.mu.Unlock()
+	for _, fn := range fns {
+		fn(stream, last)
+	}
+}
+
+// run keeps a LISTEN connection open, reconnecting after failures, until ctx ends.
+func (w *watcher) run(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := w.listen(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		w.s.log.Warn("cluster: commit notifications lost; reconnecting", "err", err)
+		w.dispatch("", 0) // everyone looks again
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (w *watcher) listen(ctx context.Context) error {
+	conn, err := w.s.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	if _, err := conn.Exec(ctx, `LISTEN kvs_commits`); err != nil {
+		return err
+	}
+	defer func() {
+		// The connection goes back to the pool: stop listening on it first.
+		c, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if _, err := conn.Exec(c, `UNLISTEN *`); err != nil {
+			conn.Conn().Close(c) // leaves the pool broken: it is discarded
+		}
+	}()
+	w.setUp(true)
+	defer w.setUp(false)
+	for {
+		n, err := conn.Conn().WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		for _, item := range strings.Fields(n.Payload) {
+			name, num, ok := strings.Cut(item, "=")
+			if !ok {
+				continue
+			}
+			last, err := strconv.ParseUint(num, 10, 64)
+			if err == nil {
+				w.dispatch(name, last)
+			}
+		}
+	}
+}
+
+func (w *watcher) setUp(up bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.up = up
+}
+
+// Watching reports whether commit notifications are being received now (for /readyz and the
+// console).
+func (s *Store) Watching() bool {
+	s.watch.mu.Lock()
+	defer s.watch.mu.Unlock()
+	return s.watch.up
+}
