@@ -51,8 +51,8 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 			return err
 		}
 		deleted = tag.RowsAffected()
-		rows, err := tx.Query(ctx, `SELECT key FROM kvs_objects o WHERE o.created_at < now() - $1 * interval '1 second'
-			AND NOT EXISTS (SELECT 1 FROM kvs_fragments f WHERE f.object_id = o.id) LIMIT 1000`, int(objectGrace.Seconds()))
+		rows, err := tx.Query(ctx, `SELECT key FROM kvs_objects o WHERE o.created_at < now() - $1::float8 * interval '1 second'
+			AND NOT EXISTS (SELECT 1 FROM kvs_fragments f WHERE f.object_id = o.id) LIMIT 1000`, s.objectGrace.Seconds())
 		if err != nil {
 			return err
 		}
@@ -75,7 +75,7 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 		}
 		s.log.Info("cluster: objects deleted", "objects", len(doomed))
 	}
-	if time.Since(s.lastOrphanSweep()) > orphanEvery {
+	if time.Since(s.lastOrphanSweep()) > s.orphanEvery {
 		if err := s.sweepOrphans(ctx); err != nil {
 			s.log.Warn("cluster: orphan sweep", "err", err)
 		}
@@ -133,7 +133,7 @@ func (s *Store) sweepOrphans(ctx context.Context) error {
 			}
 			var keys []string
 			for _, o := range page.Contents {
-				if o.LastModified != nil && now.Sub(*o.LastModified) > orphanAge {
+				if o.LastModified != nil && now.Sub(*o.LastModified) > s.orphanAge {
 					keys = append(keys, aws.ToString(o.Key))
 				}
 			}

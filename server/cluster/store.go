@@ -40,6 +40,8 @@ type Store struct {
 	batches     batcher   // append.go
 	watch       watcher   // watch.go
 	orphanSweep time.Time // the last sweepOrphans (retention.go)
+	// The cleanup ages (retention.go); tests shorten them.
+	objectGrace, orphanAge, orphanEvery time.Duration
 
 	stop context.CancelFunc // ends the background loops
 	bg   sync.WaitGroup
@@ -78,7 +80,8 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{cfg: cfg, log: cfg.Log, pool: pool, s3: client, key: key,
-		nodeID: "n-" + strings.ToLower(rand.Text()[:12]), leases: map[string]*lease{}}
+		nodeID: "n-" + strings.ToLower(rand.Text()[:12]), leases: map[string]*lease{},
+		objectGrace: objectGrace, orphanAge: orphanAge, orphanEvery: orphanEvery}
 	if err := s.checkBucket(pingCtx); err != nil {
 		pool.Close()
 		return nil, err

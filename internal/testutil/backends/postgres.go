@@ -57,11 +57,11 @@ func PostgresServer(t testing.TB) string {
 }
 
 var pg struct {
-	mu      sync.Mutex
-	dir     string
-	port    int
-	pgCtl   string
-	asOwner func(*exec.Cmd)
+	mu        sync.Mutex
+	dir       string
+	startArgs []string // pg_ctl's: the same port, socket dir and log on a restart
+	pgCtl     string
+	asOwner   func(*exec.Cmd)
 }
 
 func startPostgres() (string, error) {
@@ -108,11 +108,13 @@ func startPostgres() (string, error) {
 		return "", err
 	}
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on", port, base)
-	if err := run(pgCtl, "-D", dir, "-l", filepath.Join(base, "log"), "-o", opts, "-w", "start"); err != nil {
+	// The log file, not a pipe: the server outlives pg_ctl and would hold a pipe open.
+	startArgs := []string{"-D", dir, "-l", filepath.Join(base, "log"), "-o", opts, "-w", "start"}
+	if err := run(pgCtl, startArgs...); err != nil {
 		return "", err
 	}
 	pg.mu.Lock()
-	pg.dir, pg.port, pg.pgCtl, pg.asOwner = dir, port, pgCtl, asOwner
+	pg.dir, pg.startArgs, pg.pgCtl, pg.asOwner = dir, startArgs, pgCtl, asOwner
 	pg.mu.Unlock()
 	atExit(func() {
 		_ = run(pgCtl, "-D", dir, "-m", "immediate", "stop")
@@ -131,7 +133,7 @@ func StopPostgres(t testing.TB) {
 // StartPostgres restarts the server StopPostgres stopped.
 func StartPostgres(t testing.TB) {
 	t.Helper()
-	pgCtlRun(t, "-D", pg.dir, "-w", "start")
+	pgCtlRun(t, pg.startArgs...)
 }
 
 func pgCtlRun(t testing.TB, args ...string) {

@@ -1,0 +1,249 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/openkvs/kvs/server/store"
+)
+
+var base = time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+
+// two opens two nodes on one namespace.
+func two(t *testing.T, mod func(*Config)) (a, b *Store, cfg Config) {
+	t.Helper()
+	cfg = testConfig(t)
+	if mod != nil {
+		mod(&cfg)
+	}
+	ca, cb := cfg, cfg
+	ca.NodeURL, cb.NodeURL = "http://node-a:4567", "http://node-b:4567"
+	a, b = openStore(t, ca), openStore(t, cb)
+	t.Cleanup(func() { a.Close(); b.Close() })
+	return a, b, cfg
+}
+
+func appendAt(t *testing.T, s *Store, stream string, at time.Time) (uint64, func(context.Context) error) {
+	t.Helper()
+	n, err := s.NextNumber(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait, err := s.AppendAsync(t.Context(), stream, store.FragmentMeta{Number: n, ServerTime: at, ProducerTime: at, Duration: time.Second},
+		[]byte(fmt.Sprintf("%s-%d", stream, n)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, wait
+}
+
+// TestLeaseFencing: one writer per stream. Another node is told who writes it; when the owner
+// stops renewing (a paused process) the lease moves with a new epoch, and the old owner's
+// appends are fenced: its commit inserts nothing, its waits say ErrNotOwner, and the new
+// owner's numbers start above every number the old one reserved.
+func TestLeaseFencing(t *testing.T) {
+	t.Parallel()
+	a, b, _ := two(t, func(c *Config) { c.LeaseTTL = time.Hour })
+	ctx := t.Context()
+	if err := a.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if owner, err := a.Acquire(ctx, "cam"); err != nil || owner != "" {
+		t.Fatalf("a acquires: %q, %v", owner, err)
+	}
+	n1, wait := appendAt(t, a, "cam", base)
+	if err := wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if owner, err := b.Acquire(ctx, "cam"); err != nil || owner != "http://node-a:4567" {
+		t.Fatalf("b acquires a held stream: %q, %v; want a's URL", owner, err)
+	}
+	if _, err := b.NextNumber(ctx, "cam"); !errors.Is(err, store.ErrNotOwner) {
+		t.Fatalf("b numbers a held stream: %v, want ErrNotOwner", err)
+	}
+	if url, self, err := b.Owner(ctx, "cam"); err != nil || url != "http://node-a:4567" || self {
+		t.Fatalf("Owner on b: %q %v %v", url, self, err)
+	}
+
+	// a stops renewing (as a paused process would): its lease runs out and b takes it.
+	n2, err := a.NextNumber(ctx, "cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.pool.Exec(ctx, `UPDATE kvs_streams SET lease_expires = now() - interval '1 second' WHERE name = 'cam'`); err != nil {
+		t.Fatal(err)
+	}
+	if owner, err := b.Acquire(ctx, "cam"); err != nil || owner != "" {
+		t.Fatalf("b acquires an expired lease: %q, %v", owner, err)
+	}
+	// a wakes up and appends what it had: fenced.
+	wait, err = a.AppendAsync(ctx, "cam", store.FragmentMeta{Number: n2, ServerTime: base.Add(time.Second)}, []byte("late"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(ctx); !errors.Is(err, store.ErrNotOwner) {
+		t.Fatalf("the old owner's append: %v, want ErrNotOwner", err)
+	}
+	n3, wait := appendAt(t, b, "cam", base.Add(2*time.Second))
+	if err := wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n3 <= n2 || n3 <= n1 {
+		t.Fatalf("the new owner's number %d is not above the old owner's %d, %d", n3, n1, n2)
+	}
+	got, err := b.Range(ctx, "cam", 0, 0)
+	if err != nil || len(got) != 2 || got[0].Number != n1 || got[1].Number != n3 {
+		t.Fatalf("stored %+v, %v; want %d and %d, not the fenced %d", got, err, n1, n3, n2)
+	}
+	// a is told the lease moved: it does not take it back while b's is live.
+	if owner, err := a.Acquire(ctx, "cam"); err != nil || owner != "http://node-b:4567" {
+		t.Fatalf("old owner acquires again: %q, %v", owner, err)
+	}
+	var epoch int64
+	if err := a.pool.QueryRow(ctx, `SELECT epoch FROM kvs_streams WHERE name = 'cam'`).Scan(&epoch); err != nil || epoch != 2 {
+		t.Fatalf("epoch %d, %v; want 2 (one per owner)", epoch, err)
+	}
+	// Release frees the lease at once: a producer reconnecting to a writes there.
+	b.Release("cam")
+	if owner, err := a.Acquire(ctx, "cam"); err != nil || owner != "" {
+		t.Fatalf("after release: %q, %v", owner, err)
+	}
+}
+
+// TestLeaseRace: two nodes racing for many streams: exactly one wins each.
+func TestLeaseRace(t *testing.T) {
+	t.Parallel()
+	a, b, _ := two(t, nil)
+	ctx := t.Context()
+	const n = 40
+	for i := range n {
+		if err := a.CreateStream(ctx, store.Stream{Name: fmt.Sprint("s", i), RetentionHours: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	wins := make([][2]bool, n)
+	for i := range n {
+		for j, s := range []*Store{a, b} {
+			wg.Go(func() {
+				owner, err := s.Acquire(ctx, fmt.Sprint("s", i))
+				if err != nil {
+					t.Error(err)
+				}
+				wins[i][j] = owner == ""
+			})
+		}
+	}
+	wg.Wait()
+	for i, w := range wins {
+		if w[0] == w[1] {
+			t.Errorf("stream s%d: a won %v, b won %v; want exactly one", i, w[0], w[1])
+		}
+	}
+}
+
+// TestWatchAcrossNodes: a commit on one node is announced on the other.
+func TestWatchAcrossNodes(t *testing.T) {
+	t.Parallel()
+	a, b, _ := two(t, nil)
+	ctx := t.Context()
+	if err := a.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan uint64, 16)
+	stop := b.Watch(func(stream string, last uint64) {
+		if stream == "cam" {
+			seen <- last
+		}
+	})
+	defer stop()
+	for !b.Watching() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	n, wait := appendAt(t, a, "cam", base)
+	if err := wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-seen:
+		if got != n {
+			t.Fatalf("notice for %d, want %d", got, n)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no commit notice on the other node")
+	}
+}
+
+// TestBatchObjects: fragments of several streams share one object per flush; an object goes
+// from the object store when its last fragment expires, not before; an object PUT but never
+// committed is found and deleted by the orphan sweep.
+func TestBatchObjects(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	cfg.FlushInterval = time.Hour // flushed by size
+	cfg.FlushBytes = 30
+	s := openStore(t, cfg)
+	t.Cleanup(func() { s.Close() })
+	s.objectGrace, s.orphanAge, s.orphanEvery = 0, 0, 0
+	ctx := t.Context()
+	for name, hours := range map[string]int{"short": 1, "long": 10} {
+		if err := s.CreateStream(ctx, store.Stream{Name: name, RetentionHours: hours}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var waits []func(context.Context) error
+	for i := range 4 { // 8 fragments of 6 or 7 bytes: one object of 30 bytes or more, then the rest
+		for _, name := range []string{"short", "long"} {
+			_, w := appendAt(t, s, name, base.Add(time.Duration(i)*time.Second))
+			waits = append(waits, w)
+		}
+	}
+	s.batches.mu.Lock()
+	s.batches.sealLocked() // the rest
+	s.batches.mu.Unlock()
+	for _, w := range waits {
+		if err := w(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	objects := func() []string {
+		out, err := s.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(cfg.Objects.Bucket)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		for _, o := range out.Contents {
+			keys = append(keys, aws.ToString(o.Key))
+		}
+		return keys
+	}
+	if got := objects(); len(got) != 2 {
+		t.Fatalf("objects %v, want 2 (8 fragments of 2 streams, 52 bytes, in batches of 30)", got)
+	}
+	// An orphan: a PUT whose commit never happened.
+	orphan := s.objectKey(time.Now(), 999)
+	if _, err := s.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(cfg.Objects.Bucket), Key: aws.String(orphan),
+		Body: nil}); err != nil {
+		t.Fatal(err)
+	}
+	// "short" expires: the objects still hold "long" fragments and stay; the orphan goes.
+	if n, err := s.EnforceRetention(ctx, base.Add(2*time.Hour)); err != nil || n != 4 {
+		t.Fatalf("retention: %d, %v; want 4", n, err)
+	}
+	if got := objects(); len(got) != 2 {
+		t.Fatalf("after short expired: objects %v, want the 2 batch objects", got)
+	}
+	if n, err := s.EnforceRetention(ctx, base.Add(11*time.Hour)); err != nil || n != 4 {
+		t.Fatalf("retention: %d, %v; want 4", n, err)
+	}
+	if got := objects(); len(got) != 0 {
+		t.Fatalf("after every fragment expired: objects %v, want none", got)
+	}
+}

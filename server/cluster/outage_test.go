@@ -1,0 +1,84 @@
+package cluster
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/internal/testutil"
+	"github.com/openkvs/kvs/internal/testutil/backends"
+	"github.com/openkvs/kvs/server/store"
+)
+
+// TestBackendOutage stops the object store, then PostgreSQL, under a writing node: appends fail
+// with ErrUnavailable after UnavailableWait (nothing acknowledged that is not stored), and the
+// node recovers by itself once each backend is back. Not parallel: the backends are the test
+// binary's, shared by every test.
+func TestBackendOutage(t *testing.T) {
+	testutil.Slow(t)
+	cfg := testConfig(t)
+	cfg.UnavailableWait = time.Second
+	s := openStore(t, cfg)
+	t.Cleanup(func() { s.Close() })
+	ctx := t.Context()
+	if err := s.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	ok := func(at time.Time) uint64 {
+		t.Helper()
+		n, wait := appendAt(t, s, "cam", at)
+		if err := wait(ctx); err != nil {
+			t.Fatalf("append %d: %v", n, err)
+		}
+		return n
+	}
+	down := func(at time.Time, what string) uint64 {
+		t.Helper()
+		n, wait := appendAt(t, s, "cam", at)
+		if err := wait(ctx); !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("append %d with %s down: %v, want ErrUnavailable", n, what, err)
+		}
+		return n
+	}
+	want := []uint64{ok(base)}
+
+	backends.StopS3(t)
+	lost := down(base.Add(time.Second), "the object store")
+	backends.StartS3(t)
+	want = append(want, ok(base.Add(2*time.Second)))
+
+	backends.StopPostgres(t)
+	lost2 := down(base.Add(3*time.Second), "PostgreSQL")
+	backends.StartPostgres(t)
+	var n uint64
+	for deadline := time.Now().Add(30 * time.Second); ; { // the pool reconnects on use
+		nn, wait := appendAt(t, s, "cam", base.Add(4*time.Second))
+		err := wait(ctx)
+		if err == nil {
+			n = nn
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no append succeeds after PostgreSQL came back: %v", err)
+		}
+	}
+	want = append(want, n)
+	got, err := s.Range(ctx, "cam", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nums []uint64
+	for _, m := range got {
+		nums = append(nums, m.Number)
+	}
+	if len(nums) != len(want) || nums[0] != want[0] || nums[1] != want[1] || nums[2] != want[2] {
+		t.Fatalf("stored %v, want %v (not %d or %d, refused while a backend was down)", nums, want, lost, lost2)
+	}
+	if !s.Watching() {
+		for deadline := time.Now().Add(10 * time.Second); !s.Watching(); time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("commit notifications did not come back after PostgreSQL did")
+			}
+		}
+	}
+}
