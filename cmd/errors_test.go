@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/smithy-go"
@@ -258,5 +260,40 @@ func TestBriefDropsSDKWrappers(t *testing.T) {
 	}
 	if got, want := wrapAPI(errors.New("plain cause"), "describe-stream cam").Error(), "describe-stream cam: plain cause"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
+	}
+}
+
+// Ctrl-C while put-media waits for the acks of what it sent ends the wait after interruptGrace,
+// also when the data endpoint never answers (before, only Ctrl-C during reading did).
+func TestPutMediaInterruptWhileWaitingForAcks(t *testing.T) {
+	defer func(g time.Duration) { interruptGrace = g }(interruptGrace)
+	interruptGrace = 10 * time.Millisecond
+	clip, err := filepath.Abs("../testdata/h264.mkv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uploaded := make(chan struct{})
+	kvs, _ := e2eServer(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/putMedia" {
+				h.ServeHTTP(w, r)
+				return
+			}
+			// Take both fragments of the clip (about 29 KB) and never answer, until the client
+			// goes away.
+			_, _ = io.ReadFull(r.Body, make([]byte, 20_000))
+			close(uploaded)
+			_, _ = io.Copy(io.Discard, r.Body)
+		})
+	})
+	mustRun(t, kvs, nil, "create-stream", "--stream-name", "cam", "--data-retention-in-hours", "1")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		<-uploaded
+		cancel() // Ctrl-C
+	}()
+	if code, _, stderr := kvsRun(ctx, t, kvs, nil, "put-media", "--stream-name", "cam", "--source", clip); code != ExitInterrupted {
+		t.Errorf("exit code %d, want %d (stderr %q)", code, ExitInterrupted, stderr)
 	}
 }

@@ -24,8 +24,8 @@ import (
 func init() { commands = append(commands, newPutMediaCmd) }
 
 // interruptGrace bounds how long put-media waits, after Ctrl-C, for the fragments already sent
-// to be acknowledged.
-const interruptGrace = 15 * time.Second
+// to be acknowledged. It is a variable for tests.
+var interruptGrace = 15 * time.Second
 
 type putMediaOptions struct {
 	Stream           streamRef
@@ -391,13 +391,20 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 	if live && ctx.Err() != nil {
 		interrupted = true
 	}
-	closeCtx := context.WithoutCancel(ctx)
+	// Close waits for the acks of what was sent: at most interruptGrace once reading stopped on
+	// Ctrl-C or an error, and also when Ctrl-C comes during the wait (an endpoint that never
+	// answers would otherwise hold put-media forever).
+	closeCtx, cancelClose := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelClose()
 	if interrupted || readErr != nil {
-		var cancel context.CancelFunc
-		closeCtx, cancel = context.WithTimeout(closeCtx, interruptGrace)
-		defer cancel()
+		defer time.AfterFunc(interruptGrace, cancelClose).Stop()
+	} else {
+		defer context.AfterFunc(ctx, func() { time.AfterFunc(interruptGrace, cancelClose) })()
 	}
 	closeErr := prod.Close(closeCtx)
+	if ctx.Err() != nil {
+		interrupted = true
+	}
 	bar.finish()
 	st := prod.Stats()
 	sum.Fragments, sum.Bytes, sum.Elapsed = st.Fragments, st.Bytes, time.Since(start)
