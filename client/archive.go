@@ -28,6 +28,7 @@ func (c *Client) Archived(ctx context.Context, stream string, api types.APIName)
 	return kinesisvideoarchivedmedia.NewFromConfig(c.cfg, func(o *kinesisvideoarchivedmedia.Options) {
 		o.BaseEndpoint = aws.String(ep)
 		o.HTTPClient = bufferedBodyClient{next: o.HTTPClient}
+		o.Retryer = failFast(o.Retryer)
 	}), nil
 }
 

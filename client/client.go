@@ -69,6 +69,11 @@ type endpointKey struct {
 // for local endpoints, so that the check does not wait for a metadata service that is not there.
 // For AWS endpoints the SDK's normal credential chain applies unchanged, and a missing credential
 // shows up as an error on the first request.
+//
+// Retries: the SDK's retryer (3 attempts by default, or as the AWS configuration sets) applies,
+// except that an unreachable endpoint (connection refused, a TLS certificate that does not verify,
+// plain HTTP at an https:// URL, an unknown host) fails at the first attempt, in the control-plane
+// client and in the clients Archived returns.
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	local := false
 	if cfg.Endpoint != "" {
@@ -107,6 +112,7 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
 		}
+		o.Retryer = failFast(o.Retryer)
 	})
 	return c, nil
 }

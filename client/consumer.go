@@ -222,6 +222,7 @@ type Consumer struct {
 	token     string // continuation token (or fragment number) of the last delivered fragment
 	attempts  int    // connections in a row that delivered nothing
 	delivered bool   // the current connection delivered a fragment
+	connected bool   // a GetMedia request got an answer
 	err       error  // sticky
 	closed    bool
 }
@@ -253,7 +254,9 @@ func (c *Consumer) ContinuationToken() string { return c.token }
 
 // Next returns the next fragment, owned by the caller. At the end of a NoFollow read it returns
 // io.EOF. A broken connection is reopened from the last continuation token with backoff; after
-// MaxAttempts failures in a row the last error is returned. HTTP errors are *APIError, error
+// MaxAttempts failures in a row the last error is returned. Before any connection has worked, an
+// unreachable endpoint (connection refused, a TLS certificate that does not verify, plain HTTP at
+// an https:// URL, an unknown host) is returned at once. HTTP errors are *APIError, error
 // chunks *ChunkError; both are final. When ctx is done the current connection is dropped (the next
 // call resumes from the continuation token) and ctx.Err() is returned.
 func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
@@ -278,7 +281,7 @@ func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
-				if permanent(err) || c.attempts >= c.cfg.MaxAttempts {
+				if permanent(err) || (!c.connected && unreachable(err)) || c.attempts >= c.cfg.MaxAttempts {
 					c.err = err
 					return nil, err
 				}
@@ -368,6 +371,7 @@ func (c *Consumer) connect(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("getmedia %s: %w", c.cfg.Stream, err)
 	}
+	c.connected = true
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
 		return newAPIError("GetMedia", resp)

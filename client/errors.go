@@ -27,6 +27,10 @@ type APIError struct {
 	Message string
 	// RequestID is x-amzn-RequestId, when present.
 	RequestID string
+	// Endpoint is scheme://host[:port] of the request (a data endpoint), when known.
+	Endpoint string
+
+	untyped bool // no error type in the answer: Code is the status text
 }
 
 var _ smithy.APIError = (*APIError)(nil)
@@ -38,6 +42,11 @@ func (e *APIError) Error() string {
 	}
 	return s
 }
+
+// NotKVS reports whether the answer named no KVS error type at all (no x-amzn-ErrorType header, no
+// __type or code in a JSON body), so that Code is only the HTTP status text: the endpoint is most
+// likely not a KVS server (another web server, a proxy, a wrong port).
+func (e *APIError) NotKVS() bool { return e.untyped }
 
 // ErrorCode returns the KVS error type, e.g. "ResourceNotFoundException".
 func (e *APIError) ErrorCode() string { return e.Code }
@@ -70,6 +79,9 @@ const maxErrorBody = 64 << 10
 func newAPIError(op string, resp *http.Response) *APIError {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
 	e := &APIError{Op: op, Status: resp.StatusCode, RequestID: resp.Header.Get("X-Amzn-Requestid")}
+	if resp.Request != nil && resp.Request.URL != nil {
+		e.Endpoint = resp.Request.URL.Scheme + "://" + resp.Request.URL.Host
+	}
 	e.Code = sanitizeErrorCode(resp.Header.Get("X-Amzn-Errortype"))
 	var fields map[string]json.RawMessage
 	if json.Unmarshal(body, &fields) == nil {
@@ -91,6 +103,7 @@ func newAPIError(op string, resp *http.Response) *APIError {
 		e.Message = string(truncate(b, 200))
 	}
 	if e.Code == "" {
+		e.untyped = true
 		e.Code = http.StatusText(resp.StatusCode)
 		if e.Code == "" {
 			e.Code = fmt.Sprintf("HTTP%d", resp.StatusCode)
@@ -111,11 +124,17 @@ func sanitizeErrorCode(s string) string {
 	return strings.TrimSpace(s)
 }
 
-// permanent reports whether err is an API error that retrying the same request cannot fix: a
-// client fault (4xx) other than throttling and connection limits.
+// permanent reports whether err is an answer that retrying the same request cannot fix: a client
+// fault (4xx) other than throttling and connection limits, also from an endpoint whose answer is not
+// a KVS error (the SDK reports those as deserialization errors).
 func permanent(err error) bool {
 	var ae smithy.APIError
 	if !errors.As(err, &ae) {
+		var status interface{ HTTPStatusCode() int }
+		if errors.As(err, &status) {
+			s := status.HTTPStatusCode()
+			return s >= 400 && s < 500 && s != http.StatusRequestTimeout && s != http.StatusTooManyRequests
+		}
 		return false
 	}
 	switch ae.ErrorCode() {

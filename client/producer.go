@@ -141,7 +141,11 @@ type entry struct {
 //
 // Delivery is at least once. When a connection breaks (a write or read error, the response ending
 // before every fragment sent on it is final, or a retryable ERROR ack), the producer reconnects
-// with exponential backoff and sends again, in order, every fragment that is not final. A fragment
+// with exponential backoff and sends again, in order, every fragment that is not final. Before any
+// connection has worked, an unreachable endpoint (connection refused, a TLS certificate that does
+// not verify, plain HTTP at an https:// URL, an unknown host) stops the producer at once instead:
+// that is a wrong endpoint or a server not started, which retrying hides for seconds; once a
+// connection has worked, the same errors are retried (a server restarting). A fragment
 // the server stored but whose PERSISTED ack was lost is then stored twice, with identical bytes
 // and producer timestamp: readers that must not see duplicates drop a fragment whose producer
 // timestamp equals one already seen. Nothing is lost unless reported by Close.
@@ -170,6 +174,8 @@ type Producer struct {
 	stats   ProducerStats
 	lastTC  int64
 	haveTC  bool
+
+	connected bool // a PutMedia request got an answer (run's goroutine only)
 }
 
 // NewProducer validates cfg and starts the producer's background goroutine, which connects when
@@ -430,7 +436,7 @@ func (p *Producer) run() {
 		case err == nil:
 			attempts = 0
 			continue
-		case errors.As(err, &ae) && fatalAck(ae.Ack.ErrorID), permanent(err):
+		case errors.As(err, &ae) && fatalAck(ae.Ack.ErrorID), permanent(err), !p.connected && unreachable(err):
 			p.stop(err)
 			return
 		}
@@ -528,16 +534,22 @@ func (p *Producer) connection(finalEvent string) (progress bool, err error) {
 	writeDone := make(chan error, 1)
 	go func() { writeDone <- conn.write(ctx, pw, first) }()
 
+	// On failure the writer is stopped both ways: closing the pipe ends a Write in progress, and
+	// cancelling ctx wakes it when it waits for the next fragment (the transport may have taken
+	// everything written so far before the server answered).
 	resp, err := p.c.do(req)
 	if err != nil {
 		pr.CloseWithError(err)
+		cancel()
 		<-writeDone
 		return false, fmt.Errorf("putmedia %s: %w", p.cfg.Stream, err)
 	}
+	p.connected = true
 	defer resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
 		apiErr := newAPIError("PutMedia", resp)
 		pr.CloseWithError(apiErr)
+		cancel()
 		<-writeDone
 		return false, apiErr
 	}

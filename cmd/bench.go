@@ -94,7 +94,7 @@ fragments, bytes, errors, ingest_mbps (megabits/s), persisted_ack_ms and deliver
 peak_rss_mb (null when unknown), plus server, sent, delivered, errors_by_kind, load_avg,
 warmup_s, connect_ms and by_second (fragments and p99 latencies per second of the run, where a
 tail comes from). --warmup D leaves the fragments sent in the first D out of the latency figures.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -155,6 +155,14 @@ func runBench(ctx context.Context, env *Env, o benchOptions) error {
 	endpoint := env.Config.GetString("endpoint")
 	server := "external " + endpoint
 	pid := o.ServerPID
+	if o.DataDir != "" {
+		if fi, err := os.Stat(o.DataDir); err != nil || !fi.IsDir() {
+			if err == nil {
+				return usageErrorf("--data-dir %s is not a directory", o.DataDir)
+			}
+			return usageErrorf("--data-dir %s: %v", o.DataDir, pathErr(err))
+		}
+	}
 	if o.Embedded {
 		srv, err := startBenchServer(ctx, env, o)
 		if err != nil {
@@ -169,7 +177,7 @@ func runBench(ctx context.Context, env *Env, o benchOptions) error {
 		}
 	}
 	logf("server: %s", server)
-	cl, err := client.New(ctx, client.Config{Endpoint: endpoint, Region: env.Config.GetString("region")})
+	cl, err := newClientAt(ctx, env, endpoint)
 	if err != nil {
 		return err
 	}

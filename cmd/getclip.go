@@ -47,7 +47,7 @@ func newGetClipCmd(env *Env) *cobra.Command {
 Times are RFC 3339, Unix seconds (1705489836.421) or relative to now (now, -10m, -1h30m); the range
 may span at most 24 hours. The MP4 is fragmented (one fragment per KVS fragment), which every player
 reads; kvs streams it, so there is no size limit. Without -o it goes to stdout.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -70,6 +70,9 @@ func (r streamRef) streamInput() (name, arn *string) { return r.name(), r.arn() 
 func runGetClip(ctx context.Context, env *Env, o getClipOptions) (err error) {
 	from, to, _ := timeRange(o.Start, o.End, time.Now()) // checked by validate
 	tt, _ := parseTimestampType(o.TimestampType)
+	if err := checkOutputFile("--output-file", o.OutFile); err != nil {
+		return err
+	}
 	cl, err := newClient(ctx, env)
 	if err != nil {
 		return err

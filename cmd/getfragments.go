@@ -86,7 +86,7 @@ or --start/--end (as list-fragments), or nothing for the whole stream.
 Output: one continuous Matroska stream (--format mkv, default) or the GetMedia chunk form with KVS
 tags (--format raw), to stdout or -o FILE; or with --output-dir DIR one file per fragment, named
 <fragment number>.mkv. A progress bar goes to stderr when it is a terminal.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -138,7 +138,7 @@ func (o getFragmentsOptions) fragmentNumbers(ctx context.Context, env *Env, cl *
 	if len(list) > 0 {
 		return list, nil, nil
 	}
-	frags, err := listFragments(ctx, cl, o.Stream, o.Start, o.End, o.TimestampType)
+	frags, err := listFragments(ctx, cl, "get-fragments", o.Stream, o.Start, o.End, o.TimestampType)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -150,6 +150,14 @@ func (o getFragmentsOptions) fragmentNumbers(ctx context.Context, env *Env, cl *
 }
 
 func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) (err error) {
+	if err := checkOutputFile("--output-file", o.OutFile); err != nil {
+		return err
+	}
+	if o.OutDir != "" {
+		if err := checkOutputDir("--output-dir", o.OutDir); err != nil {
+			return err
+		}
+	}
 	cl, err := newClient(ctx, env)
 	if err != nil {
 		return err
@@ -168,7 +176,7 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) (err 
 	finish := func() error { return nil }
 	if o.OutDir != "" {
 		if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
-			return err
+			return fmt.Errorf("get-fragments %s: --output-dir: %w", stream, err)
 		}
 		write = func(f *mkv.Fragment) error {
 			num, _ := f.Tag(mkv.TagFragmentNumber)

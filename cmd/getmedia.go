@@ -117,7 +117,7 @@ It follows the live stream until interrupted, or with --no-follow stops at the l
 the response there; against AWS, which keeps it open, the read ends after --idle-timeout without
 data). Broken connections are resumed from the continuation token. On exit the last continuation
 token is printed to stderr, to resume with --start-selector CONTINUATION_TOKEN.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -188,6 +188,9 @@ func createOutput(env *Env, path string) (io.Writer, func() error, error) {
 
 func runGetMedia(ctx context.Context, env *Env, o getMediaOptions) (err error) {
 	sel, _ := o.selector(time.Now()) // checked by validate
+	if err := checkOutputFile("--output-file", o.OutFile); err != nil {
+		return err
+	}
 	cl, err := newClient(ctx, env)
 	if err != nil {
 		return err

@@ -75,7 +75,7 @@ live; ON_DEMAND plays [--start, --end] (at most 24 hours). Times are RFC 3339, U
 relative to now (-10m). The URL stays valid for --expires seconds (300 to 43200, default 300).
 
   ffplay "$(kvs hls-url --stream-name cam)"`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}

@@ -36,7 +36,7 @@ func newListDevicesCmd(env *Env) *cobra.Command {
 		Use:   "list-devices [--output table|json]",
 		Short: "List the cameras put-media can capture from, with their formats and sizes",
 		Long:  listDevicesLong,
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(*cobra.Command, []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}

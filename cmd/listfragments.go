@@ -79,7 +79,7 @@ Times are RFC 3339, Unix seconds (1705489836.421) or relative to now (now, -10m,
 --output json prints {"Fragments":[...]} with the KVS member names (times as RFC 3339 UTC);
 table is for people; numbers prints one fragment number per line, for
   kvs list-fragments --stream-name cam --output numbers | kvs get-fragments --stream-name cam --fragment-numbers -`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -105,8 +105,8 @@ type fragmentOutput struct {
 	FragmentLengthInMilliseconds int64  `json:"FragmentLengthInMilliseconds"`
 }
 
-// listFragments runs ListFragments for the stream and range.
-func listFragments(ctx context.Context, cl *client.Client, stream streamRef, start, end, typ string) ([]client.FragmentInfo, error) {
+// listFragments runs ListFragments for the stream and range; cmd names the command in errors.
+func listFragments(ctx context.Context, cl *client.Client, cmd string, stream streamRef, start, end, typ string) ([]client.FragmentInfo, error) {
 	from, to, err := timeRange(start, end, time.Now())
 	if err != nil {
 		return nil, usageError{err}
@@ -117,7 +117,7 @@ func listFragments(ctx context.Context, cl *client.Client, stream streamRef, sta
 	}
 	frags, err := cl.ListFragments(ctx, client.ListFragmentsInput{Stream: stream.String(), Start: from, End: to, Type: tt})
 	if err != nil {
-		return nil, wrapAPI(err, "list-fragments %s", stream)
+		return nil, wrapAPI(err, "%s %s", cmd, stream)
 	}
 	return frags, nil
 }
@@ -127,7 +127,7 @@ func runListFragments(ctx context.Context, env *Env, o listFragmentsOptions) err
 	if err != nil {
 		return err
 	}
-	frags, err := listFragments(ctx, cl, o.Stream, o.Start, o.End, o.TimestampType)
+	frags, err := listFragments(ctx, cl, "list-fragments", o.Stream, o.Start, o.End, o.TimestampType)
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,7 @@ func TestMediaOptionsValidate(t *testing.T) {
 		{"put create by arn", func() putMediaOptions { o := put; o.Create, o.Stream = true, streamRef{ARN: "arn:x"}; return o }(), true},
 		{"put json", func() putMediaOptions { o := put; o.Output = outputJSON; return o }(), false},
 		{"put table", func() putMediaOptions { o := put; o.Output = outputTable; return o }(), true},
+		{"put camera without device", func() putMediaOptions { o := put; o.Source = "camera:"; return o }(), true},
 
 		{"get ok", get, false},
 		{"get lower-case selector", func() getMediaOptions { o := get; o.StartSelector = "earliest"; return o }(), false},

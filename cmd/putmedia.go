@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,8 +24,8 @@ import (
 func init() { commands = append(commands, newPutMediaCmd) }
 
 // interruptGrace bounds how long put-media waits, after Ctrl-C, for the fragments already sent
-// to be acknowledged.
-const interruptGrace = 15 * time.Second
+// to be acknowledged. It is a variable for tests.
+var interruptGrace = 15 * time.Second
 
 type putMediaOptions struct {
 	Stream           streamRef
@@ -57,6 +59,9 @@ func (o putMediaOptions) validate() error {
 	}
 	if o.Source == "" {
 		return errors.New("--source is required (a file, - for standard input, testsrc or camera)")
+	}
+	if o.Source == capture.SpecCameraPrefix {
+		return errors.New("--source camera: names no device: give camera:/dev/videoN, or camera for the first camera")
 	}
 	if capture.IsLiveSpec(o.Source) {
 		if o.Loop {
@@ -118,7 +123,7 @@ sent it. A progress bar goes to stderr when it is a terminal.
 Exit status 0 only when every fragment was PERSISTED (RECEIVED on a stream with no retention,
 which never persists). ERROR acks are reported with their code and meaning. Ctrl-C stops reading
 the source, waits up to 15 s for the fragments already sent, and exits 130.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -154,21 +159,54 @@ type putMediaSummary struct {
 	Final     string // PERSISTED or RECEIVED
 }
 
-func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
-	// Say that capture is missing before touching the server or the stream.
-	if ok, _ := capture.CaptureBuilt(); !ok && capture.IsLiveSpec(o.Source) {
-		return fmt.Errorf("put-media --source %s: %w", o.Source, capture.ErrCaptureNotBuilt)
+// sourceHint says what --source takes.
+const sourceHint = "--source takes a media file (Matroska/WebM, MP4, Annex B H.264/H.265), - for standard input, testsrc, camera or camera:/dev/videoN."
+
+// checkSource reports, before the server is asked anything, a --source that cannot work: a file
+// that does not exist, is a directory or is empty, standard input that is a terminal, a camera
+// device that does not exist, or capture that is not built in.
+func checkSource(env *Env, source string) error {
+	switch {
+	case capture.IsLiveSpec(source):
+		if ok, _ := capture.CaptureBuilt(); !ok {
+			return fmt.Errorf("put-media --source %s: %w", source, capture.ErrCaptureNotBuilt)
+		}
+		device, ok := strings.CutPrefix(source, capture.SpecCameraPrefix)
+		if !ok {
+			return nil
+		}
+		if _, err := os.Stat(device); err != nil {
+			return withHint(usageErrorf("--source %s: %v", source, pathErr(err)),
+				"`kvs list-devices` lists the cameras; --source camera takes the first one.")
+		}
+		return nil
+	case source == "-":
+		if isTerminal(env.Stdin) {
+			return withHint(usageErrorf("--source -: standard input is a terminal"),
+				"Pipe the media in, e.g. ffmpeg -i in.mp4 -c copy -f matroska - | kvs put-media --source - ...")
+		}
+		return nil
 	}
-	cl, err := newClient(ctx, env)
-	if err != nil {
+	fi, err := os.Stat(source)
+	switch {
+	case err != nil:
+		return withHint(usageErrorf("--source %s: %v", source, pathErr(err)), sourceHint)
+	case fi.IsDir():
+		return withHint(usageErrorf("--source %s is a directory", source), sourceHint)
+	case fi.Mode().IsRegular() && fi.Size() == 0:
+		return usageErrorf("--source %s is empty", source)
+	}
+	return nil
+}
+
+func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
+	// Local inputs first: a source that cannot be read is reported before the server is asked
+	// anything (and before --create makes a stream for it).
+	if err := checkSource(env, o.Source); err != nil {
 		return err
 	}
 	stream := o.Stream.String()
 	log := env.Log.With("stream", stream)
-	retention, err := ensureStream(ctx, env, cl, o)
-	if err != nil {
-		return err
-	}
 
 	// Open the source; a file is wrapped to count bytes for the progress bar.
 	opts := capture.Options{FrameRate: o.FrameRate, Notice: func(msg string) { log.Warn(msg) }}
@@ -199,12 +237,51 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 		}
 		return src, nil
 	}
-	src, err := open(ctx)
-	if err != nil {
-		if errors.Is(err, capture.ErrNeedFrameRate) || errors.Is(err, capture.ErrUnknownFormat) {
+	// A file or standard input that cannot be opened as media is a bad --source (capture's errors
+	// name it); a camera that cannot be opened is not.
+	openErr := func(err error) error {
+		var pe *fs.PathError
+		switch {
+		case errors.Is(err, capture.ErrUnknownFormat):
+			// capture's text suggests a --format flag, which put-media does not have.
+			return withHint(usageErrorf("--source %s: not Matroska/WebM (EBML), MP4 (ftyp) or Annex B H.264/H.265 (start code)", o.Source),
+				"Convert it first, e.g. ffmpeg -i IN -c:v libx264 -c:a aac -f matroska out.mkv.")
+		case errors.As(err, &pe) && pe.Path == o.Source:
+			return withHint(usageErrorf("--source %s: %v", o.Source, pe.Err), sourceHint)
+		case !live:
 			return usageErrorf("--source: %v", err)
 		}
 		return fmt.Errorf("put-media %s: %w", stream, err)
+	}
+	// A file is opened, and its format read, before the server is asked anything. Standard input
+	// and live sources are opened after: a pipe may take its time to start, and a camera should
+	// not capture for a stream that cannot be reached.
+	var src capture.Source
+	if !live && o.Source != "-" {
+		var err error
+		if src, err = open(ctx); err != nil {
+			return openErr(err)
+		}
+	}
+	closeSrc := func() {
+		if src != nil {
+			src.Close()
+		}
+	}
+	cl, err := newClient(ctx, env)
+	if err != nil {
+		closeSrc()
+		return err
+	}
+	retention, err := ensureStream(ctx, env, cl, o)
+	if err != nil {
+		closeSrc()
+		return err
+	}
+	if src == nil {
+		if src, err = open(ctx); err != nil {
+			return openErr(err)
+		}
 	}
 	start := time.Now()
 	if lc, ok := src.(capture.LiveClock); ok {
@@ -265,7 +342,7 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 	if retention == 0 {
 		sum.Final = client.AckReceived
 	}
-	var readErr error
+	var readErr, sendErr error
 	interrupted := false
 	// A live source ends at a frame boundary when ctx is cancelled (Ctrl-C): the fragment in
 	// progress is still finished and sent, within interruptGrace.
@@ -293,7 +370,7 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 			if ctx.Err() != nil {
 				interrupted = true
 			} else {
-				readErr = err
+				sendErr = err // when the producer stopped, Close says why, with the fragments lost
 			}
 			break
 		}
@@ -314,13 +391,20 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 	if live && ctx.Err() != nil {
 		interrupted = true
 	}
-	closeCtx := context.WithoutCancel(ctx)
+	// Close waits for the acks of what was sent: at most interruptGrace once reading stopped on
+	// Ctrl-C or an error, and also when Ctrl-C comes during the wait (an endpoint that never
+	// answers would otherwise hold put-media forever).
+	closeCtx, cancelClose := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelClose()
 	if interrupted || readErr != nil {
-		var cancel context.CancelFunc
-		closeCtx, cancel = context.WithTimeout(closeCtx, interruptGrace)
-		defer cancel()
+		defer time.AfterFunc(interruptGrace, cancelClose).Stop()
+	} else {
+		defer context.AfterFunc(ctx, func() { time.AfterFunc(interruptGrace, cancelClose) })()
 	}
 	closeErr := prod.Close(closeCtx)
+	if ctx.Err() != nil {
+		interrupted = true
+	}
 	bar.finish()
 	st := prod.Stats()
 	sum.Fragments, sum.Bytes, sum.Elapsed = st.Fragments, st.Bytes, time.Since(start)
@@ -336,7 +420,9 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 	case readErr != nil:
 		return errors.Join(readErr, closeErr)
 	case closeErr != nil:
-		return fmt.Errorf("put-media %s: %w", stream, closeErr)
+		return wrapAPI(closeErr, "put-media %s", stream)
+	case sendErr != nil:
+		return fmt.Errorf("put-media %s: %w", stream, sendErr)
 	case interrupted:
 		log.Info("interrupted", "fragments", st.Fragments, "stored", st.Stored)
 		return ctx.Err()

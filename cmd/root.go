@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -22,6 +23,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/openkvs/kvs/client"
 )
 
 // Exit codes, listed in the root help.
@@ -62,6 +65,9 @@ type Env struct {
 	Log *slog.Logger
 	// Getenv reads the environment (tests replace it).
 	Getenv func(string) string
+	// HTTPClient, if set, carries every request to the server (tests count connection attempts
+	// with it); nil means the AWS SDK's client.
+	HTTPClient *http.Client
 }
 
 // usageError marks errors caused by how the command was called (exit code 2).
@@ -174,7 +180,11 @@ func loadConfig(env *Env, flags *pflag.FlagSet) error {
 		if err := v.ReadInConfig(); err != nil {
 			var notFound viper.ConfigFileNotFoundError
 			if explicit || !(errors.As(err, &notFound) || errors.Is(err, os.ErrNotExist)) {
-				return usageErrorf("config file %s: %v", path, err)
+				if errors.Is(err, os.ErrNotExist) {
+					return withHint(usageErrorf("config file %s does not exist", path),
+						"Give --config (KVS_CONFIG) an existing file, or leave it out for $XDG_CONFIG_HOME/kvs/config.yaml.")
+				}
+				return usageErrorf("config file %s: %v", path, pathErr(err))
 			}
 		}
 	}
@@ -190,7 +200,7 @@ func newVersionCmd(env *Env) *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the kvs version",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(*cobra.Command, []string) error {
 			s := "kvs " + Version()
 			if commit != "" {
@@ -248,28 +258,75 @@ func Run(ctx context.Context, env *Env, args []string) int {
 func exitCode(env *Env, c *cobra.Command, ctx context.Context, err error) int {
 	var ue usageError
 	var nf notFoundError
+	var code int
+	var msg, hint string
 	switch {
 	case err == nil:
 		return ExitOK
 	case errors.Is(err, context.Canceled) || ctx.Err() != nil:
 		return ExitInterrupted
 	case errors.As(err, &ue) || isCobraUsage(err):
-		fmt.Fprintf(env.Stderr, "kvs: %v\n", err)
-		if c != nil {
-			fmt.Fprintf(env.Stderr, "Run '%s --help' for usage.\n", c.CommandPath())
-		}
-		return ExitUsage
-	case errors.As(err, &nf) || isNotFound(err):
-		fmt.Fprintf(env.Stderr, "kvs: %v\n", err)
-		return ExitNotFound
+		code = ExitUsage
+		msg, hint = usageMessage(c, err)
 	default:
-		fmt.Fprintf(env.Stderr, "kvs: %v\n", err)
-		if errors.Is(err, syscall.ECONNREFUSED) && env.Config != nil {
-			fmt.Fprintf(env.Stderr, "kvs: nothing is listening at %s: start `kvs server`, or point --endpoint (KVS_ENDPOINT) at a running server\n",
-				env.Config.GetString("endpoint"))
+		code = ExitError
+		if errors.As(err, &nf) || isNotFound(err) {
+			code = ExitNotFound
 		}
-		return ExitError
+		msg, hint = errorMessage(env, c, err)
 	}
+	if d := detail(err); d != msg {
+		env.Log.Debug("error detail", "error", d)
+	}
+	fmt.Fprintf(env.Stderr, "kvs: %s\n", msg)
+	if hint != "" {
+		fmt.Fprintln(env.Stderr, hint)
+	}
+	return code
+}
+
+// errorMessage returns what Run prints for an error that is not a usage error: the message, and
+// what to do about it when that is known.
+func errorMessage(env *Env, c *cobra.Command, err error) (msg, hint string) {
+	msg = err.Error()
+	var he hintError
+	if errors.As(err, &he) {
+		hint = he.hint
+	}
+	var chunk *client.ChunkError
+	if hint == "" && isNotFound(err) && !errors.As(err, &chunk) && c != nil {
+		// A stream that does not exist (a missing fragment comes as an error chunk).
+		hint = "Check the name: `kvs list-streams` lists the streams; `kvs create-stream` makes one."
+		if c.Flags().Lookup("create") != nil {
+			hint = "Add --create to make it, or check the name: `kvs list-streams` lists the streams."
+		}
+	}
+	f, ok := diagnose(err)
+	if !ok {
+		return msg, hint
+	}
+	var ae *apiError
+	if !errors.As(err, &ae) && c != nil {
+		// A failure to reach the server that no command wrapped: name the command, not the SDK.
+		msg = c.Name() + ": " + f.what
+	}
+	endpoint := ""
+	if env.Config != nil {
+		endpoint = env.Config.GetString("endpoint")
+	}
+	if hint == "" {
+		hint = f.hint(endpoint)
+	}
+	return msg, hint
+}
+
+// detail is the whole text of err, the SDK's chain included, for the debug log.
+func detail(err error) string {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.what + ": " + ae.err.Error()
+	}
+	return err.Error()
 }
 
 // isCobraUsage recognises cobra's own argument errors (unknown command, wrong arg count), which it

@@ -3,16 +3,12 @@ package cmd
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/viper"
 )
 
 func testEnv(t *testing.T, vars map[string]string) (*Env, *bytes.Buffer, *bytes.Buffer) {
@@ -142,18 +138,5 @@ func TestRootHelpListsExitCodes(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("root help lacks %q", want)
 		}
-	}
-}
-
-func TestConnectionRefusedHint(t *testing.T) {
-	env, _, errb := testEnv(t, nil)
-	env.Config = viper.New()
-	env.Config.Set("endpoint", "http://127.0.0.1:1")
-	err := fmt.Errorf("describe-stream x: %w", &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
-	if code := exitCode(env, nil, context.Background(), err); code != ExitError {
-		t.Fatalf("exit code %d", code)
-	}
-	if !strings.Contains(errb.String(), "nothing is listening at http://127.0.0.1:1") || !strings.Contains(errb.String(), "kvs server") {
-		t.Fatalf("stderr %q does not say what to do", errb.String())
 	}
 }

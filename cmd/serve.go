@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -100,7 +101,7 @@ Data lives in --data-dir (default $XDG_DATA_HOME/kvs, else ~/.local/share/kvs). 
 the URL GetDataEndpoint hands to clients for media (default http://<listen address>, with 0.0.0.0
 or [::] replaced by 127.0.0.1); set it when clients reach the server by another name, e.g. from
 containers.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -210,6 +211,10 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", o.Listen)
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return withHint(fmt.Errorf("server: --listen %s: the address is in use", o.Listen),
+			"Another program, perhaps another kvs server, listens there: stop it, or give --listen another port (port 0 picks a free one).")
+	}
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,7 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
-	"github.com/aws/smithy-go"
 	"github.com/spf13/cobra"
 
 	"github.com/openkvs/kvs/client"
@@ -31,35 +31,23 @@ func init() {
 
 // newClient builds the API client for the resolved --endpoint and --region.
 func newClient(ctx context.Context, env *Env) (*client.Client, error) {
+	return newClientAt(ctx, env, env.Config.GetString("endpoint"))
+}
+
+// newClientAt builds the API client for endpoint. A malformed endpoint is a usage error, whichever
+// of the flag, KVS_ENDPOINT or the config file gave it.
+func newClientAt(ctx context.Context, env *Env, endpoint string) (*client.Client, error) {
+	if endpoint != "" {
+		if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, withHint(usageErrorf("--endpoint %q: want http(s)://host[:port]", endpoint),
+				"Set --endpoint, KVS_ENDPOINT or endpoint: in the config file to the URL `kvs server` prints, e.g. http://127.0.0.1:4567.")
+		}
+	}
 	return client.New(ctx, client.Config{
-		Endpoint: env.Config.GetString("endpoint"),
-		Region:   env.Config.GetString("region"),
+		Endpoint:   endpoint,
+		Region:     env.Config.GetString("region"),
+		HTTPClient: env.HTTPClient,
 	})
-}
-
-// apiError shortens an SDK error for the terminal ("describe-stream cam: ResourceNotFoundException:
-// The requested stream is not found or not active.") while keeping the original for errors.As, so
-// exitCode still sees the error code.
-type apiError struct {
-	what string
-	err  error
-}
-
-func (e *apiError) Error() string {
-	var ae smithy.APIError
-	if errors.As(e.err, &ae) {
-		return e.what + ": " + ae.ErrorCode() + ": " + ae.ErrorMessage()
-	}
-	return e.what + ": " + e.err.Error()
-}
-
-func (e *apiError) Unwrap() error { return e.err }
-
-func wrapAPI(err error, format string, a ...any) error {
-	if err == nil {
-		return nil
-	}
-	return &apiError{what: fmt.Sprintf(format, a...), err: err}
 }
 
 // streamRef is the --stream-name / --stream-arn pair most commands take; one of them is required.
@@ -187,7 +175,7 @@ func newCreateStreamCmd(env *Env) *cobra.Command {
 		Short: "Create a stream",
 		Long: `Create a stream (CreateStream). Retention 0, the default, keeps no data beyond the live buffer:
 give --data-retention-in-hours to store fragments for later reading.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -254,7 +242,7 @@ func newDescribeStreamCmd(env *Env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "describe-stream (--stream-name NAME | --stream-arn ARN)",
 		Short: "Show a stream's settings",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -348,7 +336,7 @@ func newListStreamsCmd(env *Env) *cobra.Command {
 		Short: "List streams in name order",
 		Long: `List streams in name order (ListStreams), following every page. With --max-results N at most N
 streams are printed, and the JSON output carries a NextToken to pass to --next-token when more exist.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -428,7 +416,7 @@ func newDeleteStreamCmd(env *Env) *cobra.Command {
 		Long: `Delete a stream and all of its data (DeleteStream). The API takes only the ARN; as a
 convenience the AWS CLI lacks, --stream-name looks the ARN up first. Without --current-version the
 version is not checked. Prints nothing on success, like the AWS CLI.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -494,7 +482,7 @@ func newUpdateDataRetentionCmd(env *Env) *cobra.Command {
 A decrease deletes data older than the new window. The API requires the stream's current Version;
 when --current-version is omitted it is looked up first (a convenience the AWS CLI lacks), so the
 change applies to whatever the stream's settings are now. Prints nothing on success.`,
-		Args: cobra.NoArgs,
+		Args: noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -556,7 +544,7 @@ func newTagStreamCmd(env *Env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "tag-stream (--stream-name NAME | --stream-arn ARN) --tags k=v[,k=v...]",
 		Short: "Add or replace tags on a stream",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -599,7 +587,7 @@ func newUntagStreamCmd(env *Env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "untag-stream (--stream-name NAME | --stream-arn ARN) --tag-key-list k[,k...]",
 		Short: "Remove tags from a stream",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}
@@ -638,7 +626,7 @@ func newListTagsForStreamCmd(env *Env) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "list-tags-for-stream (--stream-name NAME | --stream-arn ARN)",
 		Short: "Print a stream's tags",
-		Args:  cobra.NoArgs,
+		Args:  noArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
 				return usageError{err}

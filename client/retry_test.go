@@ -1,0 +1,326 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/openkvs/kvs/server"
+	"github.com/openkvs/kvs/server/store"
+)
+
+// dialLog is an HTTP client transport that counts the connections it tries to open, per address,
+// and refuses a dial (ECONNREFUSED, as when nothing listens) while refuse says so. Keep-alive is
+// off, so that every request dials.
+type dialLog struct {
+	mu      sync.Mutex
+	dials   map[string]int
+	refused int
+	refuse  func(refused int) bool // nil: never
+}
+
+var errRefused = &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+
+func (d *dialLog) client(tlsConfig *tls.Config) *http.Client {
+	var dialer net.Dialer
+	return &http.Client{Transport: &http.Transport{
+		DisableKeepAlives: true,
+		TLSClientConfig:   tlsConfig,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			d.mu.Lock()
+			if d.dials == nil {
+				d.dials = map[string]int{}
+			}
+			d.dials[addr]++
+			refuse := d.refuse != nil && d.refuse(d.refused)
+			if refuse {
+				d.refused++
+			}
+			d.mu.Unlock()
+			if refuse {
+				return nil, errRefused
+			}
+			return dialer.DialContext(ctx, network, addr)
+		},
+	}}
+}
+
+func (d *dialLog) refusals() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.refused
+}
+
+func (d *dialLog) count(addr string) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.dials[addr]
+}
+
+// closedAddr returns host:port where nothing listens: a port that was free a moment ago.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+// startKVSAdvertising starts kvs on httptest with GetDataEndpoint answering advertise ("" for its
+// own URL), wrap around its handler, and a stream "cam" with retention.
+func startKVSAdvertising(t *testing.T, advertise string, wrap func(http.Handler) http.Handler) *httptest.Server {
+	t.Helper()
+	noAWSSetup(t)
+	st := store.NewMem()
+	srv, err := server.New(server.Config{Store: st, AdvertiseURL: advertise})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h http.Handler = srv
+	if wrap != nil {
+		h = wrap(h)
+	}
+	ts := httptest.NewServer(h)
+	t.Cleanup(func() { ts.Close(); srv.Close(); st.Close() })
+	c, err := New(t.Context(), Config{Endpoint: ts.URL, HTTPClient: ts.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Control.CreateStream(t.Context(), &kinesisvideo.CreateStreamInput{StreamName: aws.String("cam"), DataRetentionInHours: aws.Int32(24)}); err != nil {
+		t.Fatal(err)
+	}
+	return ts
+}
+
+// An unreachable endpoint is tried once, by the SDK's modeled operations and by the media APIs'
+// own connections alike: there are no retries with backoff before the error.
+func TestUnreachableFailsFast(t *testing.T) {
+	dead := closedAddr(t)
+	ts := startKVSAdvertising(t, "http://"+dead, nil) // the data endpoint refuses
+	tlsServer := httptest.NewTLSServer(http.NotFoundHandler())
+	t.Cleanup(tlsServer.Close)
+	tlsAddr := tlsServer.Listener.Addr().String()
+	frags := clipFragments(t, "h264.mkv", time.Second)
+
+	cases := []struct {
+		name     string
+		endpoint string
+		addr     string // where the dials are counted
+		call     func(ctx context.Context, c *Client) error
+		want     func(error) bool
+	}{
+		{"control plane, connection refused", "http://" + dead, dead, func(ctx context.Context, c *Client) error {
+			_, err := c.Control.ListStreams(ctx, &kinesisvideo.ListStreamsInput{})
+			return err
+		}, isRefused},
+		{"control plane, untrusted certificate", tlsServer.URL, tlsAddr, func(ctx context.Context, c *Client) error {
+			_, err := c.Control.ListStreams(ctx, &kinesisvideo.ListStreamsInput{})
+			return err
+		}, func(err error) bool { var ce *tls.CertificateVerificationError; return errors.As(err, &ce) }},
+		{"ListFragments at a refusing data endpoint", ts.URL, dead, func(ctx context.Context, c *Client) error {
+			_, err := c.ListFragments(ctx, ListFragmentsInput{Stream: "cam"})
+			return err
+		}, isRefused},
+		{"GetMediaForFragmentList at a refusing data endpoint", ts.URL, dead, func(ctx context.Context, c *Client) error {
+			_, err := c.GetMediaForFragmentList(ctx, "cam", []string{"1"})
+			return err
+		}, isRefused},
+		{"GetMedia at a refusing data endpoint", ts.URL, dead, func(ctx context.Context, c *Client) error {
+			cons, err := NewConsumer(c, ConsumerConfig{Stream: "cam", NoFollow: true})
+			if err != nil {
+				return err
+			}
+			defer cons.Close()
+			_, err = cons.Next(ctx)
+			return err
+		}, isRefused},
+		{"PutMedia at a refusing data endpoint", ts.URL, dead, func(ctx context.Context, c *Client) error {
+			p, err := NewProducer(c, ProducerConfig{Stream: "cam"})
+			if err != nil {
+				return err
+			}
+			_ = p.Send(ctx, frags[0]) // queued; the connection fails in the background
+			err = p.Close(ctx)
+			var pe *ProducerError
+			if !errors.As(err, &pe) || len(pe.Failed) != 1 {
+				t.Errorf("Close: %v, want a *ProducerError with the fragment failed", err)
+			}
+			return err
+		}, isRefused},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var dl dialLog
+			c, err := New(t.Context(), Config{Endpoint: tc.endpoint, HTTPClient: dl.client(nil)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = tc.call(t.Context(), c)
+			if err == nil || !tc.want(err) {
+				t.Fatalf("error %v, not the one expected", err)
+			}
+			if n := dl.count(tc.addr); n != 1 {
+				t.Errorf("%d connection attempts to %s, want 1", n, tc.addr)
+			}
+		})
+	}
+}
+
+func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
+
+// Once a connection has worked, a refused one is a server restarting: the producer and the
+// consumer reconnect with backoff, as after any broken connection.
+func TestRefusedAfterConnectingIsRetried(t *testing.T) {
+	frags := clipFragments(t, "h264.mkv", time.Second)
+
+	t.Run("producer", func(t *testing.T) {
+		cut := &cutListener{after: 12_000}
+		cut.armed.Store(true)
+		noAWSSetup(t)
+		st := store.NewMem()
+		srv, err := server.New(server.Config{Store: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts := httptest.NewUnstartedServer(srv)
+		cut.Listener = ts.Listener
+		ts.Listener = cut
+		ts.Start()
+		t.Cleanup(func() { ts.Close(); srv.Close(); st.Close() })
+		// After the cut, the next two connections are refused.
+		dl := dialLog{refuse: func(refused int) bool { return !cut.armed.Load() && refused < 2 }}
+		c, err := New(t.Context(), Config{Endpoint: ts.URL, HTTPClient: dl.client(nil)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Control.CreateStream(t.Context(), &kinesisvideo.CreateStreamInput{StreamName: aws.String("cam"), DataRetentionInHours: aws.Int32(24)}); err != nil {
+			t.Fatal(err)
+		}
+		stats, err := produce(t, c, ProducerConfig{Stream: "cam", RetryBackoff: time.Millisecond}, frags)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dl.refusals() != 2 || stats.Stored != len(frags) {
+			t.Errorf("%d connections refused, %d of %d fragments stored: want 2 refused and all stored", dl.refusals(), stats.Stored, len(frags))
+		}
+	})
+
+	t.Run("consumer", func(t *testing.T) {
+		var cutDone sync.Once
+		cutHappened := make(chan struct{})
+		ts := startKVSAdvertising(t, "", func(h http.Handler) http.Handler {
+			h = cutResponse(20_000)(h)
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/getMedia" {
+					cutDone.Do(func() { close(cutHappened) }) // the first GetMedia is the one cut
+				}
+				h.ServeHTTP(w, r)
+			})
+		})
+		c0, err := New(t.Context(), Config{Endpoint: ts.URL, HTTPClient: ts.Client()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := produce(t, c0, ProducerConfig{Stream: "cam"}, frags); err != nil {
+			t.Fatal(err)
+		}
+		dl := dialLog{refuse: func(refused int) bool {
+			select {
+			case <-cutHappened:
+				return refused < 2
+			default:
+				return false
+			}
+		}}
+		c, err := New(t.Context(), Config{Endpoint: ts.URL, HTTPClient: dl.client(nil)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cons, err := NewConsumer(c, ConsumerConfig{Stream: "cam", Start: StartSelector{Type: StartEarliest}, NoFollow: true, RetryBackoff: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cons.Close()
+		n := 0
+		for {
+			_, err := cons.Next(t.Context())
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("after %d fragments: %v", n, err)
+			}
+			n++
+		}
+		if dl.refusals() != 2 || n != len(frags) {
+			t.Errorf("%d connections refused, %d of %d fragments read: want 2 refused and all read", dl.refusals(), n, len(frags))
+		}
+	})
+}
+
+// failFast decides the unreachable errors and leaves every other one to the SDK's retryer.
+func TestFailFastRetryer(t *testing.T) {
+	r := failFast(retry.NewStandard())
+	sendErr := func(err error) error {
+		return &smithyhttp.RequestSendError{Err: &url.Error{Op: "Post", URL: "http://127.0.0.1:1/listStreams", Err: err}}
+	}
+	cases := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"connection refused", sendErr(errRefused), false},
+		{"untrusted certificate", sendErr(&tls.CertificateVerificationError{Err: errors.New("x509: certificate signed by unknown authority")}), false},
+		{"plain HTTP at https", sendErr(http.ErrSchemeMismatch), false},
+		{"unknown host", sendErr(&net.OpError{Op: "dial", Net: "tcp", Err: &net.DNSError{Err: "no such host", Name: "nosuch.invalid", IsNotFound: true}}), false},
+		{"connection reset", sendErr(&net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ECONNRESET)}), true},
+		{"server error", &smithyhttp.ResponseError{Response: &smithyhttp.Response{Response: &http.Response{StatusCode: 503}}, Err: errors.New("unavailable")}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := r.IsErrorRetryable(tc.err); got != tc.want {
+				t.Errorf("IsErrorRetryable = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// A PutMedia answered with an error at once (here by an endpoint that is not kvs, which answers
+// 404 and closes the connection without reading the body) ends the upload with that error: the
+// body's writer, which may have handed everything to the transport already and be waiting for the
+// next fragment, is stopped too.
+func TestProducerErrorAnswerBeforeBody(t *testing.T) {
+	notKVS := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close") // answer now: do not read the body first
+		http.NotFound(w, r)
+	}))
+	t.Cleanup(notKVS.Close)
+	ts := startKVSAdvertising(t, notKVS.URL, nil)
+	c, err := New(t.Context(), Config{Endpoint: ts.URL, HTTPClient: ts.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = produce(t, c, ProducerConfig{Stream: "cam"}, clipFragments(t, "h264.mkv", time.Second)[:1])
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || !ae.NotKVS() || ae.Endpoint != notKVS.URL {
+		t.Fatalf("Close: %v, want the 404 of %s as an *APIError that is not from KVS", err, notKVS.URL)
+	}
+}
