@@ -122,6 +122,33 @@ func (b *streamBuffer) evictLocked(now time.Time) {
 	}
 }
 
+// markDurable marks every buffered fragment numbered upTo or lower durable (a cluster node
+// learned that the writer committed them) and lets the buffer evict them again.
+func (b *streamBuffer) markDurable(upTo uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, f := range b.frags {
+		if f.Meta.Number > upTo {
+			break
+		}
+		f.unsynced.Store(false)
+	}
+	b.evictLocked(time.Now())
+}
+
+// oldestUnsynced returns the number of the oldest buffered fragment not known to be durable (0:
+// none).
+func (b *streamBuffer) oldestUnsynced() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, f := range b.frags {
+		if f.unsynced.Load() {
+			return f.Meta.Number
+		}
+	}
+	return 0
+}
+
 // after returns the first buffered fragment with a number greater than n, and the number of the
 // oldest buffered fragment (0 when the buffer is empty). For Meta only: see acquireAfter.
 func (b *streamBuffer) after(n uint64) (f *liveFragment, oldest uint64) {

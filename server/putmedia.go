@@ -111,6 +111,20 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	if c := s.cfg.Cluster; c != nil {
+		// One writer per stream: this node, or the one whose lease it is (relay.go).
+		owner, err := m.acquire(r.Context(), st.Name, h.Get(hdrRelayedBy) != "")
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if owner != "" {
+			w.Header().Del("Connection") // the writer's answer decides
+			m.relayPut(w, r, owner)
+			return
+		}
+		defer c.Release(st.Name) // after the session: its appends are waited for
+	}
 
 	rc := http.NewResponseController(w)
 	_ = rc.EnableFullDuplex() // HTTP/2 is full duplex already and says ErrNotSupported

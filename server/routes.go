@@ -32,6 +32,10 @@ func (s *Server) postRoutes() map[string]http.HandlerFunc {
 		"/getMediaForFragmentList":   streamOp(s, m.getMediaForFragmentList),
 		"/getHLSStreamingSessionURL": op(s, p.getHLSStreamingSessionURL),
 		"/getClip":                   streamOp(s, p.getClip),
+
+		// kvs extensions: the cluster's nodes (cluster.go), a node's internal tail (tail.go)
+		"/kvs/describeCluster": op(s, s.describeCluster),
+		tailPath:               streamOp(s, m.tail),
 	}
 }
 

@@ -69,6 +69,9 @@ type Config struct {
 	// for the *Resource tagging operations) before any handler runs. See auth.go. Nil (the
 	// default) accepts every request, signed or not.
 	Credentials Credentials
+	// Cluster, when not nil, makes this server one node of a cluster sharing Store (see
+	// Cluster): AdvertiseURL must be set then, to the URL other nodes reach this one at.
+	Cluster Cluster
 	// SessionKey signs HLS session tokens (HMAC-SHA256), which carry their session so that any
 	// server with the same key serves them: the nodes of a cluster share it. Nil: a random key
 	// per process, so tokens end with a restart. At least 16 bytes when set.
@@ -138,6 +141,9 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 		cfg.AdvertiseURL = u
+	}
+	if cfg.Cluster != nil && cfg.AdvertiseURL == "" {
+		return nil, errors.New("server: Config.AdvertiseURL is required with Config.Cluster: other nodes relay to it")
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
