@@ -1,0 +1,164 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/credentials"
+
+	"github.com/openkvs/kvs/internal/testutil/backends"
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server/cluster"
+)
+
+func TestMain(m *testing.M) { backends.Main(m) }
+
+// clusterMembers adapts a cluster store to Cluster (as cmd/serve does).
+type clusterMembers struct{ *cluster.Store }
+
+func (c clusterMembers) Members(ctx context.Context) ([]ClusterNode, error) {
+	nodes, err := c.Nodes(ctx)
+	out := make([]ClusterNode, len(nodes))
+	for i, n := range nodes {
+		out[i] = ClusterNode{ID: n.ID, URL: n.URL, Streams: n.Streams, Self: n.Self}
+	}
+	return out, err
+}
+
+// newCluster starts n server nodes in this process on one PostgreSQL schema and S3 bucket.
+func newCluster(t *testing.T, n int) []*mediaEnv {
+	t.Helper()
+	pg := backends.Postgres(t)
+	b := backends.S3(t)
+	var nodes []*mediaEnv
+	for range n {
+		ts := httptest.NewUnstartedServer(nil)
+		url := "http://" + ts.Listener.Addr().String()
+		st, err := cluster.Open(t.Context(), cluster.Config{Index: pg, NodeURL: url, FlushInterval: 20 * time.Millisecond,
+			Objects:     cluster.Objects{Bucket: b.Bucket, Endpoint: b.Endpoint, Region: b.Region, PathStyle: true},
+			Credentials: credentials.NewStaticCredentialsProvider(b.AccessKey, b.SecretKey, "")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv, err := New(Config{Store: st, Cluster: clusterMembers{st}, AdvertiseURL: url, SessionKey: st.SessionKey()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts.Config.Handler = srv
+		ts.Start()
+		t.Cleanup(func() {
+			ts.Close()
+			srv.Close()
+			st.Close()
+		})
+		nodes = append(nodes, &mediaEnv{srv: srv, ts: ts, store: st})
+	}
+	return nodes
+}
+
+// liveNumbers reads n fragments from a GetMedia response and returns their numbers and frames.
+func liveNumbers(t *testing.T, body io.Reader, n int) <-chan []uint64 {
+	out := make(chan []uint64, 1)
+	go func() {
+		fr := mkv.NewFragmentReader(body)
+		var nums []uint64
+		for len(nums) < n {
+			f, err := fr.Next()
+			if err != nil {
+				t.Errorf("live read after %v: %v", nums, err)
+				break
+			}
+			num, _ := parseFragmentNumber(tag(t, f, mkv.TagFragmentNumber))
+			nums = append(nums, num)
+		}
+		out <- nums
+	}()
+	return out
+}
+
+// TestClusterAnyNode: three nodes. A producer on node 2 makes node 2 the stream's writer;
+// GetDataEndpoint on any node names node 2; live readers on nodes 1 and 3 get every fragment
+// once, in order, before or as they are committed; a second producer that reaches node 3 is
+// relayed to node 2 and gets node 2's acks; ListFragments on node 1 lists them all; after the
+// uploads end, the lease is free and a producer on node 1 writes there.
+func TestClusterAnyNode(t *testing.T) {
+	t.Parallel()
+	nodes := newCluster(t, 3)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	n1.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+
+	pc := n2.startPut(t, "cam")
+	pc.write(c.header())
+	first := pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), true)
+
+	var ep struct{ DataEndpoint string }
+	n1.call(t, "/getDataEndpoint", map[string]any{"StreamName": "cam", "APIName": "PUT_MEDIA"}, &ep)
+	if ep.DataEndpoint != n2.ts.URL {
+		t.Fatalf("GetDataEndpoint on node 1: %q, want node 2 %q (the writer)", ep.DataEndpoint, n2.ts.URL)
+	}
+	var desc struct{ Nodes []ClusterNode }
+	n3.call(t, "/kvs/describeCluster", map[string]any{}, &desc)
+	if len(desc.Nodes) != 3 {
+		t.Fatalf("describeCluster: %+v", desc)
+	}
+	for _, nd := range desc.Nodes {
+		if want := nd.URL == n2.ts.URL; want != (len(nd.Streams) == 1 && nd.Streams[0] == "cam") {
+			t.Errorf("node %s writes %v", nd.URL, nd.Streams)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	const live = 6
+	got1 := liveNumbers(t, n1.getMedia(t, ctx, "cam", map[string]any{"StartSelectorType": "NOW"}, true), live)
+	got3 := liveNumbers(t, n3.getMedia(t, ctx, "cam", map[string]any{"StartSelectorType": "NOW"}, true), live)
+	var want []uint64
+	for i := 1; i <= 3; i++ {
+		want = append(want, pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true))
+	}
+	// A second producer reaches node 3: relayed to node 2, it gets node 2's acks.
+	pc3 := n3.startPut(t, "cam")
+	if pc3.status != 200 {
+		t.Fatalf("relayed PutMedia: %d %s", pc3.status, pc3.errTyp)
+	}
+	pc3.write(c.header())
+	for i := 4; i <= 6; i++ {
+		want = append(want, pc3.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true))
+	}
+	for name, got := range map[string]<-chan []uint64{"node 1": got1, "node 3": got3} {
+		select {
+		case g := <-got:
+			if !equalNumbers(g, want) {
+				t.Errorf("live reader on %s got %v, want %v", name, g, want)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("live reader on %s: not all fragments within 30 s", name)
+		}
+	}
+	pc.end()
+	pc3.end()
+
+	var list struct{ Fragments []struct{ FragmentNumber string } }
+	n1.call(t, "/listFragments", map[string]any{"StreamName": "cam"}, &list)
+	if len(list.Fragments) != 1+len(want) || list.Fragments[0].FragmentNumber != formatFragmentNumber(first) {
+		b, _ := json.Marshal(list)
+		t.Fatalf("ListFragments on node 1: %s, want %d fragments from %d", b, 1+len(want), first)
+	}
+	// Every upload ended: the lease is free, and node 1 writes the stream when a producer comes.
+	pc1 := n1.startPut(t, "cam")
+	pc1.write(c.header())
+	n := pc1.fragment(c.cluster(t, 7, baseMillis), c.fragTimecode(7, baseMillis), true)
+	if n <= want[len(want)-1] {
+		t.Fatalf("node 1's first number %d is not above node 2's last %d", n, want[len(want)-1])
+	}
+	n2.call(t, "/getDataEndpoint", map[string]any{"StreamName": "cam", "APIName": "GET_MEDIA"}, &ep)
+	if ep.DataEndpoint != n1.ts.URL {
+		t.Fatalf("GetDataEndpoint after the move: %q, want node 1 %q", ep.DataEndpoint, n1.ts.URL)
+	}
+	pc1.end()
+}
