@@ -143,7 +143,9 @@ func TestClusterAnyNode(t *testing.T) {
 	pc.end()
 	pc3.end()
 
-	var list struct{ Fragments []struct{ FragmentNumber string } }
+	var list struct {
+		Fragments []struct{ FragmentNumber string }
+	}
 	n1.call(t, "/listFragments", map[string]any{"StreamName": "cam"}, &list)
 	if len(list.Fragments) != 1+len(want) || list.Fragments[0].FragmentNumber != formatFragmentNumber(first) {
 		b, _ := json.Marshal(list)
