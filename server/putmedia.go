@@ -62,8 +62,9 @@ const (
 //     malformed MKV or a cluster outside a Segment; 4000 the body failed or stalled; 4008 the
 //     stream was deleted during the upload; 5000 shutting down.
 //   - storing a received fragment: that fragment's number and timecode. 5001 the store failed,
-//     4008 the stream is gone; and 5000 for each fragment RECEIVED but not stored because the
-//     upload failed first (producers retry 5000).
+//     4008 the stream is gone, 5000 a cluster's PostgreSQL or object store did not answer within
+//     its bounded wait or another node took the stream (both worth a retry); and 5000 for each
+//     fragment RECEIVED but not stored because the upload failed first (producers retry 5000).
 //
 // 4011 (a track without frames) is not enforced.
 //
@@ -536,6 +537,11 @@ func (p *putSession) storeFailed(err error, number uint64, tc int64) {
 	switch {
 	case errors.Is(err, store.ErrStreamNotFound):
 		p.fail(newAckErr(4008, "stream %s is gone: %v", p.name, err).fragment(number, tc))
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrNotOwner):
+		// A cluster's backends did not answer in time, or another node took the stream: worth
+		// a retry (producers retry 5000), where the stream is written then.
+		p.log.Warn("put media: store append", "err", err)
+		p.fail(newAckErr(5000, "store: %v", err).fragment(number, tc))
 	default:
 		p.log.Error("put media: store append", "err", err)
 		p.fail(newAckErr(5001, "store: %v", err).fragment(number, tc))
