@@ -191,7 +191,7 @@ func (m *media) listPage(ctx context.Context, name string, buf *streamBuffer, q 
 	for _, f := range stored {
 		seen[f.Number] = true
 	}
-	for _, f := range buf.snapshot() {
+	for _, f := range buf.archived() {
 		if !seen[f.Meta.Number] && q.selects(f.Meta) {
 			stored = append(stored, f.Meta)
 		}

@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"io"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/internal/testutil/backends"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/cluster"
@@ -30,7 +32,7 @@ func (c clusterMembers) Members(ctx context.Context) ([]ClusterNode, error) {
 }
 
 // newCluster starts n server nodes in this process on one PostgreSQL schema and S3 bucket.
-func newCluster(t *testing.T, n int) []*mediaEnv {
+func newCluster(t *testing.T, n int, mod ...func(*cluster.Config)) []*mediaEnv {
 	t.Helper()
 	pg := backends.Postgres(t)
 	b := backends.S3(t)
@@ -38,13 +40,17 @@ func newCluster(t *testing.T, n int) []*mediaEnv {
 	for range n {
 		ts := httptest.NewUnstartedServer(nil)
 		url := "http://" + ts.Listener.Addr().String()
-		st, err := cluster.Open(t.Context(), cluster.Config{Index: pg, NodeURL: url, FlushInterval: 20 * time.Millisecond,
+		cfg := cluster.Config{Index: pg, NodeURL: url, FlushInterval: 20 * time.Millisecond,
 			Objects:     cluster.Objects{Bucket: b.Bucket, Endpoint: b.Endpoint, Region: b.Region, PathStyle: true},
-			Credentials: credentials.NewStaticCredentialsProvider(b.AccessKey, b.SecretKey, "")})
+			Credentials: credentials.NewStaticCredentialsProvider(b.AccessKey, b.SecretKey, "")}
+		for _, m := range mod {
+			m(&cfg)
+		}
+		st, err := cluster.Open(t.Context(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := New(Config{Store: st, Cluster: clusterMembers{st}, AdvertiseURL: url, SessionKey: st.SessionKey()})
+		srv, err := New(Config{Store: st, Cluster: clusterMembers{st}, AdvertiseURL: url, SessionKey: st.SessionKey(), Log: cfg.Log})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,4 +169,54 @@ func TestClusterAnyNode(t *testing.T) {
 		t.Fatalf("GetDataEndpoint after the move: %q, want node 1 %q", ep.DataEndpoint, n1.ts.URL)
 	}
 	pc1.end()
+}
+
+// TestClusterBackendOutage: with the object store down, a node's live readers still get every
+// fragment from memory, but no PERSISTED ack goes out: the upload ends with ERROR 5000 after the
+// bounded wait, naming the first fragment that could not be stored. Once the object store is
+// back, a new upload is stored and acknowledged. Not parallel: the object store is the test
+// binary's.
+func TestClusterBackendOutage(t *testing.T) {
+	testutil.Slow(t)
+	nodes := newCluster(t, 1, func(c *cluster.Config) {
+		c.UnavailableWait = time.Second
+	})
+	n := nodes[0]
+	n.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	got := liveNumbers(t, n.getMedia(t, ctx, "cam", map[string]any{"StartSelectorType": "NOW"}, true), 3)
+
+	pc := n.startPut(t, "cam")
+	pc.write(c.header())
+	stored := pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), true)
+	backends.StopS3(t)
+	pc.writeAsync(append(c.cluster(t, 1, baseMillis), c.cluster(t, 2, baseMillis)...))
+	ev, _ := pc.expectErrorAfter(5000)
+	if ev.FragmentNumber == "" || ev.FragmentNumber <= formatFragmentNumber(stored) {
+		t.Errorf("ERROR 5000 names %q, want the first fragment not stored (after %d)", ev.FragmentNumber, stored)
+	}
+	select {
+	case g := <-got:
+		if len(g) != 3 || g[0] != stored {
+			t.Errorf("live reader during the outage got %v, want 3 fragments from %d", g, stored)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("live reader: fragments not delivered during the outage")
+	}
+	backends.StartS3(t)
+	nums := n.ingestAt(t, "cam", c, 3, 2, baseMillis, true) // PERSISTED again
+	var list struct {
+		Fragments []struct{ FragmentNumber string }
+	}
+	n.call(t, "/listFragments", map[string]any{"StreamName": "cam"}, &list)
+	var listed []string
+	for _, f := range list.Fragments {
+		listed = append(listed, f.FragmentNumber)
+	}
+	want := []string{formatFragmentNumber(stored), formatFragmentNumber(nums[0]), formatFragmentNumber(nums[1])}
+	if strings.Join(listed, ",") != strings.Join(want, ",") {
+		t.Errorf("listed %v, want %v: what was acknowledged PERSISTED, nothing else", listed, want)
+	}
 }

@@ -99,7 +99,7 @@ func (p *playback) newest(ctx context.Context, name string, buf *streamBuffer, n
 	for _, f := range frags {
 		seen[f.Number] = true
 	}
-	for _, f := range buf.snapshot() {
+	for _, f := range buf.archived() {
 		if f.Meta.Number >= from && !seen[f.Meta.Number] {
 			frags = append(frags, f.Meta)
 		}

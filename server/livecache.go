@@ -28,6 +28,9 @@ type liveFragment struct {
 	// a reader that misses it in the buffer would not find it in the store either, so the buffer
 	// keeps it (and everything after it) past its limits until then.
 	unsynced atomic.Bool
+	// failed is set when the store refused it or its backends did not answer: it was seen live
+	// but is not archived, and the archived-media APIs do not list it.
+	failed atomic.Bool
 
 	refs atomic.Int32
 	home chan []byte // takes Chunk back when the last reference goes; nil: left to the GC
@@ -50,6 +53,9 @@ func (f *liveFragment) release() {
 type bufferLimits struct {
 	MaxBytes int64
 	MaxAge   time.Duration
+	// Archived: the stream keeps its data in the store, which is what the archived-media APIs
+	// list; the buffer only adds what the store does not have for a retention-0 stream.
+	Archived bool
 }
 
 // Defaults: a stream that keeps data on disk needs only a short window in memory for live tailing
@@ -58,7 +64,7 @@ type bufferLimits struct {
 // 16 MiB, the extra being freshly faulted memory). A retention-0 stream has nothing else, so it gets
 // the window KVS documents for its live buffer (about 5 minutes, 200 MB).
 var (
-	archivedBufferLimits = bufferLimits{MaxBytes: 4 << 20, MaxAge: 5 * time.Second}
+	archivedBufferLimits = bufferLimits{MaxBytes: 4 << 20, MaxAge: 5 * time.Second, Archived: true}
 	liveOnlyBufferLimits = bufferLimits{MaxBytes: 200 << 20, MaxAge: 5 * time.Minute}
 )
 
@@ -209,6 +215,22 @@ func (b *streamBuffer) acquire(n uint64) *liveFragment {
 	}
 	f.refs.Add(1)
 	return f
+}
+
+// archived returns the buffered fragments the archived-media APIs list, in number order: of a
+// stream that keeps data, those the store has made durable (the store lists them too; this
+// covers the moment between the commit and its index being readable everywhere), of a
+// retention-0 stream every one. For Meta only.
+func (b *streamBuffer) archived() []*liveFragment {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*liveFragment, 0, len(b.frags))
+	for _, f := range b.frags {
+		if !f.failed.Load() && !(b.limits.Archived && f.unsynced.Load()) {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // snapshot returns the buffered fragments in number order (the slice is a copy; the fragments are

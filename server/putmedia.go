@@ -461,9 +461,12 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 		lf.refs.Store(1) // the session's, until the store has the bytes
 		lf.unsynced.Store(true)
 		p.m.publish(p.name, p.buf, lf)
-		wait, _ := p.store(st, job)
+		wait, ok := p.store(st, job)
 		lf.release() // the store keeps no reference to the chunk (Store.AppendAsync)
 		p.buf.seq.done(n)
+		if !ok {
+			lf.failed.Store(true)
+		}
 		if wait == nil {
 			lf.unsynced.Store(false)
 			continue
@@ -478,6 +481,9 @@ func (p *putSession) ackDurable(ws <-chan durableWait) {
 	for w := range ws {
 		// Once written, an append completes even if the client leaves.
 		err := w.wait(context.WithoutCancel(p.ctx))
+		if err != nil {
+			w.frag.failed.Store(true)
+		}
 		w.frag.unsynced.Store(false)
 		if err != nil {
 			p.storeFailed(err, w.number, w.timecode)
