@@ -1,15 +1,19 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 
 	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/internal/testutil/backends"
@@ -32,7 +36,7 @@ func (c clusterMembers) Members(ctx context.Context) ([]ClusterNode, error) {
 }
 
 // newCluster starts n server nodes in this process on one PostgreSQL schema and S3 bucket.
-func newCluster(t *testing.T, n int, mod ...func(*cluster.Config)) []*mediaEnv {
+func newCluster(t *testing.T, n int, mod func(*cluster.Config), srvMod func(*Config)) []*mediaEnv {
 	t.Helper()
 	pg := backends.Postgres(t)
 	b := backends.S3(t)
@@ -43,14 +47,18 @@ func newCluster(t *testing.T, n int, mod ...func(*cluster.Config)) []*mediaEnv {
 		cfg := cluster.Config{Index: pg, NodeURL: url, FlushInterval: 20 * time.Millisecond,
 			Objects:     cluster.Objects{Bucket: b.Bucket, Endpoint: b.Endpoint, Region: b.Region, PathStyle: true},
 			Credentials: credentials.NewStaticCredentialsProvider(b.AccessKey, b.SecretKey, "")}
-		for _, m := range mod {
-			m(&cfg)
+		if mod != nil {
+			mod(&cfg)
 		}
 		st, err := cluster.Open(t.Context(), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv, err := New(Config{Store: st, Cluster: clusterMembers{st}, AdvertiseURL: url, SessionKey: st.SessionKey(), Log: cfg.Log})
+		scfg := Config{Store: st, Cluster: clusterMembers{st}, AdvertiseURL: url, SessionKey: st.SessionKey(), Log: cfg.Log}
+		if srvMod != nil {
+			srvMod(&scfg)
+		}
+		srv, err := New(scfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +101,7 @@ func liveNumbers(t *testing.T, body io.Reader, n int) <-chan []uint64 {
 // uploads end, the lease is free and a producer on node 1 writes there.
 func TestClusterAnyNode(t *testing.T) {
 	t.Parallel()
-	nodes := newCluster(t, 3)
+	nodes := newCluster(t, 3, nil, nil)
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	n1.createStream(t, "cam", 1)
 	c := loadClip(t, "h264.mkv")
@@ -178,9 +186,7 @@ func TestClusterAnyNode(t *testing.T) {
 // binary's.
 func TestClusterBackendOutage(t *testing.T) {
 	testutil.Slow(t)
-	nodes := newCluster(t, 1, func(c *cluster.Config) {
-		c.UnavailableWait = time.Second
-	})
+	nodes := newCluster(t, 1, func(c *cluster.Config) { c.UnavailableWait = time.Second }, nil)
 	n := nodes[0]
 	n.createStream(t, "cam", 1)
 	c := loadClip(t, "h264.mkv")
@@ -219,4 +225,92 @@ func TestClusterBackendOutage(t *testing.T) {
 	if strings.Join(listed, ",") != strings.Join(want, ",") {
 		t.Errorf("listed %v, want %v: what was acknowledged PERSISTED, nothing else", listed, want)
 	}
+}
+
+// TestClusterAuth: with --auth sigv4 on every node, a node checks another's requests as it checks
+// a client's: a signed upload that reaches the node that does not write the stream is relayed
+// (signed by the relaying node) and stored; a live reader there gets the fragments through the
+// writer's internal tail (signed too); an unsigned request for that tail is refused.
+func TestClusterAuth(t *testing.T) {
+	t.Parallel()
+	nodes := newCluster(t, 2, nil, func(c *Config) { c.Credentials = testCreds })
+	n1, n2 := nodes[0], nodes[1]
+	ctx := t.Context()
+	if _, err := sdkClient(n1, "AKIDLOCAL", "secret").CreateStream(ctx, &kinesisvideo.CreateStreamInput{
+		StreamName: aws.String("cam"), DataRetentionInHours: aws.Int32(1)}); err != nil {
+		t.Fatal(err)
+	}
+	c := loadClip(t, "h264.mkv")
+	put := func(e *mediaEnv, frags ...int) string {
+		body := c.header()
+		for _, i := range frags {
+			body = append(body, c.cluster(t, i, baseMillis)...)
+		}
+		req := signedRequest(t, e, "/putMedia", string(body), "AKIDLOCAL", "secret", time.Now(), func(r *http.Request) {
+			r.Header.Set(hdrStreamName, "cam")
+			r.Header.Set(hdrTimecodeType, "ABSOLUTE")
+		})
+		resp, err := e.ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("PutMedia to %s: %d %s", e.ts.URL, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	// Node 1 writes the stream while an upload is open there.
+	pr, pw := io.Pipe()
+	req := signedRequest(t, n1, "/putMedia", "", "AKIDLOCAL", "secret", time.Now(), func(r *http.Request) {
+		r.Header.Set(hdrStreamName, "cam")
+		r.Header.Set(hdrTimecodeType, "ABSOLUTE")
+	})
+	req.Body, req.ContentLength = pr, -1
+	go func() { _, _ = pw.Write(append(c.header(), c.cluster(t, 0, baseMillis)...)) }()
+	resp, err := n1.ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	defer pw.Close()
+	acks := bufio.NewScanner(resp.Body)
+	for acks.Scan() && !strings.Contains(acks.Text(), "PERSISTED") {
+	}
+	// A live reader on node 2, fed by node 1's tail.
+	gm := signedRequest(t, n2, "/getMedia", `{"StreamName":"cam","StartSelector":{"StartSelectorType":"NOW"}}`, "AKIDLOCAL", "secret", time.Now())
+	gresp, err := n2.ts.Client().Do(gm)
+	if err != nil || gresp.StatusCode != 200 {
+		t.Fatalf("GetMedia on node 2: %v %v", err, gresp)
+	}
+	defer gresp.Body.Close()
+	got := liveNumbers(t, gresp.Body, 2)
+	// A signed upload to node 2 is relayed to node 1 and stored.
+	out := put(n2, 1, 2)
+	if strings.Count(out, `"PERSISTED"`) != 2 {
+		t.Fatalf("relayed upload: %s, want 2 PERSISTED", out)
+	}
+	select {
+	case g := <-got:
+		if len(g) != 2 {
+			t.Fatalf("live reader on node 2 got %v", g)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("live reader on node 2: nothing within 30 s")
+	}
+	// Nobody unsigned reads node 1's tail.
+	code, typ, _ := rawAuth(t, n1, httptestRequest(t, n1, tailPath, `{"StreamName":"cam","After":0}`))
+	if code != 401 || typ != "NotAuthorizedException" {
+		t.Fatalf("unsigned tail: %d %s, want 401 NotAuthorizedException", code, typ)
+	}
+}
+
+func httptestRequest(t *testing.T, e *mediaEnv, path, body string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, e.ts.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
 }
