@@ -15,7 +15,7 @@ import (
 
 // Defaults of the Config fields; see Config.
 const (
-	DefaultFlushInterval   = 200 * time.Millisecond
+	DefaultFlushInterval   = 250 * time.Millisecond
 	DefaultFlushBytes      = 8 << 20
 	DefaultLeaseTTL        = 10 * time.Second
 	DefaultUnavailableWait = 10 * time.Second
