@@ -227,6 +227,7 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 		Region:       env.Config.GetString("region"),
 		Log:          log,
 		Credentials:  creds,
+		ImageDecoder: imageDecoder(ctx, log),
 	})
 	if err != nil {
 		ln.Close()
