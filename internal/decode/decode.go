@@ -271,3 +271,27 @@ func (c Chain) String() string {
 	}
 	return strings.Join(names, ", then ")
 }
+
+// Split runs a Job on Small when it has fewer than Frames frames, else on Large (each falling back
+// as a Chain does when given one). It is for a process-per-job decoder such as FFmpeg, whose start
+// costs about as much as decoding a few 1080p keyframes in process: small jobs (one thumbnail)
+// go to an in-process decoder, big ones to the faster decoder that pays its start once.
+type Split struct {
+	Small, Large Decoder
+	Frames       int
+}
+
+// Decodes reports whether either side decodes c.
+func (s Split) Decodes(c codec.Codec) bool { return s.Small.Decodes(c) || s.Large.Decodes(c) }
+
+// Decode implements Decoder.
+func (s Split) Decode(ctx context.Context, job *Job) ([][]byte, error) {
+	if len(job.Frames) < s.Frames {
+		return s.Small.Decode(ctx, job)
+	}
+	return s.Large.Decode(ctx, job)
+}
+
+func (s Split) String() string {
+	return fmt.Sprintf("%s for jobs under %d frames, else %s", s.Small, s.Frames, s.Large)
+}

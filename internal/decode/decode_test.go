@@ -249,3 +249,26 @@ func TestEncodeScale(t *testing.T) {
 		}
 	}
 }
+
+// TestSplit: jobs under Frames frames go to Small, others to Large (here a side that decodes
+// nothing, so that the side taken shows).
+func TestSplit(t *testing.T) {
+	t.Parallel()
+	f := ffmpegDecoder(t)
+	c := decodetest.LoadClip(t, "../../testdata/h264.mkv")
+	split := decode.Split{Small: decode.Chain{}, Large: f, Frames: 2}
+	job := &decode.Job{Codec: codec.H264, CodecPrivate: c.CodecPrivate, Width: 32, Height: 24, Format: decode.JPEG, Quality: 50,
+		Frames: []decode.Frame{{Data: c.Frames[0].Data, Start: true}}, Want: []int{0}}
+	if _, err := split.Decode(t.Context(), job); err == nil {
+		t.Error("a 1-frame job went to Large")
+	}
+	job.Frames = append(job.Frames, decode.Frame{Data: c.Frames[c.Keyframes()[1]].Data, PTS: 1, Start: true})
+	job.Want = []int{0, 1}
+	imgs, err := split.Decode(t.Context(), job)
+	if err != nil || imgs[0] == nil || imgs[1] == nil {
+		t.Fatalf("a 2-frame job: %v", err)
+	}
+	if !split.Decodes(codec.H265) || (decode.Split{Small: decode.Chain{}, Large: decode.Chain{}}).Decodes(codec.H264) {
+		t.Error("Decodes does not follow its sides")
+	}
+}

@@ -298,14 +298,35 @@ func (s *session) decode(au []byte) (*decoded, bool) {
 		yStride: int(sb.iStride[0]), cStride: int(sb.iStride[1])}, true
 }
 
-// picture returns a copy of p in Go memory, in full range, when output position at is wanted,
-// else nil (the picture is only counted).
+// picture returns p in Go memory, full range and at the job's size, when output position at is
+// wanted, else nil (the picture is only counted). A picture to be scaled is read in place and
+// only its scaled copy is stretched to full range: for a thumbnail that is a small fraction of the
+// work of copying the whole picture first.
 func (s *session) picture(at int, p *decoded) *image.YCbCr {
 	if _, ok := s.wantAt[at]; !ok || p.width <= 0 || p.height <= 0 {
 		return nil
 	}
-	pic := image.NewYCbCr(image.Rect(0, 0, p.width, p.height), image.YCbCrSubsampleRatio420)
 	cw, ch := (p.width+1)/2, (p.height+1)/2
+	if w, h := s.job.Width, s.job.Height; w != p.width || h != p.height {
+		view := &image.YCbCr{
+			Y:       unsafe.Slice((*byte)(unsafe.Pointer(p.planes[0])), (p.height-1)*p.yStride+p.width),
+			Cb:      unsafe.Slice((*byte)(unsafe.Pointer(p.planes[1])), (ch-1)*p.cStride+cw),
+			Cr:      unsafe.Slice((*byte)(unsafe.Pointer(p.planes[2])), (ch-1)*p.cStride+cw),
+			YStride: p.yStride, CStride: p.cStride, SubsampleRatio: image.YCbCrSubsampleRatio420,
+			Rect: image.Rect(0, 0, p.width, p.height),
+		}
+		pic := decode.Scale(view, w, h)
+		if !s.fullRange {
+			for i, v := range pic.Y {
+				pic.Y[i] = lumaRange[v]
+			}
+			for i := range pic.Cb {
+				pic.Cb[i], pic.Cr[i] = chromaRange[pic.Cb[i]], chromaRange[pic.Cr[i]]
+			}
+		}
+		return pic
+	}
+	pic := image.NewYCbCr(image.Rect(0, 0, p.width, p.height), image.YCbCrSubsampleRatio420)
 	copyPlane(pic.Y, pic.YStride, p.planes[0], p.yStride, p.width, p.height, s.fullRange, lumaRange)
 	copyPlane(pic.Cb, pic.CStride, p.planes[1], p.cStride, cw, ch, s.fullRange, chromaRange)
 	copyPlane(pic.Cr, pic.CStride, p.planes[2], p.cStride, cw, ch, s.fullRange, chromaRange)
