@@ -19,12 +19,9 @@ import (
 	"github.com/openkvs/kvs/server/store"
 )
 
-// GetImages limits and defaults. From the model (botocore kinesis-video-archived-media
-// 2017-09-30 service-2.json, aws-sdk-go-v2 kinesisvideoarchivedmedia v1.32.2): WidthPixels 1–3840,
-// HeightPixels 1–2160, MaxResults 1–100, NextToken 1–4096 of [a-zA-Z0-9+/]+={0,2}, FormatConfig
-// one JPEGQuality entry whose value is a string of [a-zA-Z_0-9]. From the API reference: the range
-// at most 300 s, SamplingInterval at least 200 ms, JPEGQuality 1–100 with 80 by default, 25
-// images per page by default.
+// GetImages limits and defaults: the model's are listed at getImages; from the API reference, the
+// range spans at most 300 s, SamplingInterval is at least 200 ms, JPEGQuality is 1–100 with 80 by
+// default, and pages hold 25 images by default.
 const (
 	imagesMaxRange        = 300 * time.Second
 	imagesMinInterval     = 200 // ms
@@ -263,11 +260,31 @@ func decodeImagesToken(tok string, fingerprint uint64, count int) (int, error) {
 // the first, after the last) is NO_MEDIA; one whose fragment has no H.264/H.265 video, or whose
 // picture does not decode, is MEDIA_ERROR. How pictures are chosen and decoded: imageplan.go.
 //
-// Errors, as modeled: InvalidArgumentException for the checks of parseGetImages;
-// ResourceNotFoundException for an unknown stream; NoDataRetentionException for a stream that
-// keeps no data; ClientLimitExceededException when more GetImages requests are being served than
-// Config.MaxImageRequests. Beyond the model: UnsupportedStreamMediaTypeException when the page
-// needs a codec this server cannot decode (no ffmpeg on PATH for H.265, say), naming the fix.
+// The wire, as confirmed in botocore's kinesis-video-archived-media 2017-09-30 service-2.json
+// (the AWS CLI 2.9.19 copy and a newer one) and aws-sdk-go-v2 kinesisvideoarchivedmedia v1.32.2:
+//   - POST /getImages, all members in the JSON body. Required: ImageSelectorType
+//     (PRODUCER_TIMESTAMP | SERVER_TIMESTAMP), StartTimestamp, EndTimestamp (epoch-second
+//     numbers; the Go SDK sends milliseconds as a double, botocore whole seconds), Format
+//     (JPEG | PNG). SamplingInterval (int32, ms) is required with 3000–20000 only in the older
+//     model: botocore checks that minimum before sending, so that CLI cannot ask below 3000 ms.
+//   - FormatConfig: a map of exactly one entry, key JPEGQuality (the only enum value), value a
+//     string of 0–256 [a-zA-Z_0-9]. WidthPixels 1–3840, HeightPixels 1–2160, MaxResults (long)
+//     1–100, NextToken 1–4096 of [a-zA-Z0-9+/]+={0,2}.
+//   - Output: {"Images":[{"TimeStamp":n,"Error":"NO_MEDIA"|"MEDIA_ERROR","ImageContent":"<base64,
+//     1–6291456 chars>"}],"NextToken":"…"}; the Go SDK requires TimeStamp to be a JSON number.
+//     Both paginators (the SDK's NewGetImagesPaginator, the CLI's paginators-1.json with
+//     --page-size as MaxResults) send every member again with the NextToken and stop at a page
+//     without one.
+//   - Errors: ResourceNotFoundException 404, InvalidArgumentException 400,
+//     ClientLimitExceededException 400, NotAuthorizedException 401, and in the newer model (and
+//     the Go SDK's deserializer) NoDataRetentionException 400.
+//
+// kvs raises InvalidArgumentException for the checks of parseGetImages, ResourceNotFoundException
+// for an unknown stream, NoDataRetentionException for a stream that keeps no data, and
+// ClientLimitExceededException when more GetImages requests are being served than
+// Config.MaxImageRequests. Beyond the model: UnsupportedStreamMediaTypeException (400) when the
+// page needs a codec this server cannot decode (no ffmpeg on PATH for H.265, say), naming the
+// fix; the SDKs surface it as a generic API error with that code and message.
 func (im *imageService) getImages(ctx context.Context, req *getImagesRequest) (getImagesResponse, error) {
 	q, err := parseGetImages(req)
 	if err != nil {
@@ -325,9 +342,9 @@ func (im *imageService) getImages(ctx context.Context, req *getImagesRequest) (g
 
 // unsupportedCodec is the error for a page that needs a codec no decoder of this server decodes.
 func (im *imageService) unsupportedCodec(c codec.Codec) error {
-	if im.dec == nil {
+	if im.dec == nil || (!im.dec.Decodes(codec.H264) && !im.dec.Decodes(codec.H265)) {
 		return apiErrorf(codeUnsupportedMedia, "This kvs server has no video decoder for GetImages: install ffmpeg on its PATH "+
 			"(apt-get install ffmpeg, brew install ffmpeg) and restart it; cgo builds of kvs also decode H.264 without ffmpeg.")
 	}
-	return apiErrorf(codeUnsupportedMedia, "This kvs server cannot decode %v for GetImages (its decoder: %s): install ffmpeg on its PATH and restart it.", c, im.dec)
+	return apiErrorf(codeUnsupportedMedia, "This kvs server cannot decode %v for GetImages (its decoders: %s): install ffmpeg on its PATH and restart it.", c, im.dec)
 }
