@@ -9,6 +9,7 @@ import (
 	"image"
 	"io"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,6 +28,7 @@ import (
 type FFmpeg struct {
 	path string
 
+	probe   sync.Once // Decode calls Probe once, if nobody did before
 	mu      sync.Mutex
 	version string
 	codecs  map[codec.Codec]bool // nil until Probe: both assumed
@@ -80,6 +82,25 @@ func (f *FFmpeg) Probe(ctx context.Context) error {
 	f.version, f.codecs = version, codecs
 	f.mu.Unlock()
 	return nil
+}
+
+// passthroughFlag is the option that makes ffmpeg pass every decoded picture through, neither
+// dropping nor duplicating any: -fps_mode since ffmpeg 5.1, -vsync before (Ubuntu 22.04 has 4.4).
+// Builds whose version does not start with a number (git builds) are taken as current.
+func (f *FFmpeg) passthroughFlag(ctx context.Context) string {
+	f.mu.Lock()
+	probed := f.version != ""
+	f.mu.Unlock()
+	if !probed {
+		f.probe.Do(func() { _ = f.Probe(ctx) })
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	major, _, _ := strings.Cut(f.version, ".")
+	if n, err := strconv.Atoi(major); err == nil && n < 5 {
+		return "-vsync"
+	}
+	return "-fps_mode"
 }
 
 // Decodes reports whether ffmpeg decodes c: H.264 and H.265, or what Probe found.
@@ -221,7 +242,7 @@ func (f *FFmpeg) run(ctx context.Context, job *Job, in []byte, outs []int, total
 	// Full range: image/jpeg writes JFIF, whose YCbCr is full range.
 	cmd := exec.CommandContext(ctx, f.path, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1",
 		"-f", format, "-i", "pipe:0", "-an", "-vf", fmt.Sprintf("scale=%d:%d:out_range=full", w, h),
-		"-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1")
+		f.passthroughFlag(ctx), "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1")
 	cmd.Cancel = func() error { return cmd.Process.Kill() }
 	cmd.WaitDelay = 5 * time.Second
 	cmd.Stdin = bytes.NewReader(in)
