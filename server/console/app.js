@@ -100,11 +100,10 @@ async function streamsPage() {
           const f = frags[frags.length - 1];
           last = `${Math.max(0, now - f.ServerTimestamp).toFixed(1)} s ago`;
           rate = `${(frags.reduce((a, f) => a + f.FragmentSizeInBytes, 0) * 8 / 60 / 1000).toFixed(0)} kbit/s`;
-          let li = latestImages.get(s.StreamName);
-          if (s.DataRetentionInHours && li?.n !== f.FragmentNumber) {
-            li = { n: f.FragmentNumber, url: await image(s.StreamName, f.ProducerTimestamp, 40).catch(() => null) };
-            latestImages.set(s.StreamName, li);
+          if (s.DataRetentionInHours && latestImages.get(s.StreamName)?.n !== f.FragmentNumber) {
+            latestImages.set(s.StreamName, { n: f.FragmentNumber, url: await image(s.StreamName, f.ProducerTimestamp, 40).catch(() => null) });
           }
+          const li = latestImages.get(s.StreamName);
           if (li?.url) thumb = el('img', { class: 'thumb', src: li.url, alt: `${s.StreamName} at ${fmtTime(f.ProducerTimestamp)}`, title: fmtTime(f.ProducerTimestamp) });
         }
       } catch (_) { /* retention-0 streams list their live buffer; errors leave dashes */ }
@@ -537,15 +536,15 @@ async function streamPage(name) {
       el('td', { class: 'num c4' }, fmtBytes(f.FragmentSizeInBytes)))));
   }
 
-  // Thumbnails above the timeline: a picture every `step` seconds of stored media, on round times so
-  // they stay put as the span follows now. One GetImages call each, only while the strip is on screen,
-  // two at a time, newest first, kept: a redraw asks only for new slots. A click plays from there.
+  // Thumbnails over the timeline: a picture every `step` s of stored media, on round times (they stay put
+  // as the span follows now); one GetImages call each while the strip is on screen, two at a time, kept.
   const THUMB_H = 54, STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
   const thumbCache = new Map(), thumbRetry = new Map(); // slot time → data: URL or null; → when to ask again
-  let thumbWant = [], thumbBusy = 0, thumbVisible = false, thumbW = THUMB_H * 16 / 9;
+  let thumbWant = [], thumbBusy = 0, thumbVisible = false, thumbW = THUMB_H * 16 / 9, thumbsOff = false;
   new IntersectionObserver((es) => { thumbVisible = es.some((e) => e.isIntersecting); pumpThumbs(); }).observe(thumbs);
   thumbs.addEventListener('click', (ev) => { if (ev.target.dataset.t) replayFrom(Number(ev.target.dataset.t)); });
   function drawThumbs() {
+    if ((thumbs.hidden = thumbsOff)) return; // a stream that keeps no data, or a server that cannot decode it
     thumbW = thumbs.querySelector('img')?.naturalWidth || thumbW; // the stream's aspect ratio, once a picture is in
     const n = Math.max(1, Math.floor((thumbs.clientWidth || 600) / (thumbW + 8)));
     const step = STEPS.find((s) => s >= (span[1] - span[0]) / n) || 7200;
@@ -556,15 +555,14 @@ async function streamPage(name) {
       if (thumbCache.get(t)) kids.push(el('img', { class: 'thumb', src: thumbCache.get(t), alt: fmtTime(t), title: fmtTime(t), 'data-t': t, style: `left:${pct(t)}` }));
     }
     thumbs.replaceChildren(...kids);
-    thumbWant = want.reverse();
+    thumbWant = want.reverse(); // newest first
     pumpThumbs();
   }
   function pumpThumbs() {
-    while (alive && thumbVisible && thumbBusy < 2 && thumbWant.length) {
-      const t = thumbWant.shift();
-      thumbBusy++;
-      image(name, t, THUMB_H).then((url) => thumbCache.set(t, url), () => thumbRetry.set(t, Date.now() + 10000))
-        .finally(() => { thumbBusy--; if (alive) drawThumbs(); });
+    for (let t; alive && thumbVisible && thumbBusy < 2 && (t = thumbWant.shift()) !== undefined; thumbBusy++) {
+      image(name, t, THUMB_H).then((url) => thumbCache.set(t, url), (e) => {
+        if (/^(NoDataRetention|UnsupportedStreamMediaType)/.test(e.message)) thumbsOff = true; else thumbRetry.set(t, Date.now() + 10000);
+      }).finally(() => { thumbBusy--; if (alive) drawThumbs(); });
     }
   }
 
