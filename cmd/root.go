@@ -133,6 +133,7 @@ func NewRoot(env *Env) *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
 	root.AddCommand(newVersionCmd(env))
+	root.AddCommand(newGetImagesCmd(env))
 	for _, add := range commands {
 		root.AddCommand(add(env))
 	}

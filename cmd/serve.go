@@ -318,6 +318,7 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 		Log:               log,
 		Credentials:       creds,
 		RetentionInterval: retentionInterval,
+		ImageDecoder:      imageDecoder(ctx, log),
 	})
 	if err != nil {
 		ln.Close()

@@ -94,6 +94,19 @@ type Config struct {
 	// GetMediaIdleTimeout ends a GetMedia response normally once it has waited this long at the
 	// live edge without a new fragment. 0 (the default) follows the stream until the client leaves.
 	GetMediaIdleTimeout time.Duration
+
+	// GetImages (images.go, imageplan.go).
+
+	// ImageDecoder decodes the pictures of GetImages. Nil: the ffmpeg program on PATH, if there
+	// is one (kvs server adds the in-process OpenH264 decoder where the build has it); with no
+	// decoder, GetImages answers UnsupportedStreamMediaTypeException for media it would decode.
+	ImageDecoder ImageDecoder
+	// ImageDecodes bounds the GetImages decoding jobs running at once, across requests (default
+	// DefaultImageDecodes(): half the cores).
+	ImageDecodes int
+	// MaxImageRequests bounds the GetImages requests served at once; more get
+	// ClientLimitExceededException (default 4 × ImageDecodes).
+	MaxImageRequests int
 }
 
 // Server serves the KVS HTTP APIs on one mux: every route is in routes.go. It is an http.Handler
@@ -106,8 +119,9 @@ type Server struct {
 	closeOnce     sync.Once
 	stopRetention func() // ends the retention loop and waits for it (nil: none)
 
-	media    *media    // the media data path (media.go): live cache and notifier, PutMedia sessions
-	playback *playback // HLS and GetClip (hls.go, clip.go)
+	media    *media        // the media data path (media.go): live cache and notifier, PutMedia sessions
+	playback *playback     // HLS and GetClip (hls.go, clip.go)
+	images   *imageService // GetImages (images.go, imageplan.go)
 
 	// routes are the KVS operations (POST); getRoutes the only endpoints served for GET and
 	// HEAD: the HLS playback URLs (real KVS serves them as GETs under /hls/v1/) and the web
@@ -170,6 +184,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store}
 	s.media = newMedia(s)
 	s.playback = newPlayback(s)
+	s.images = newImageService(s)
 	s.routes, s.getRoutes = s.postRoutes(), s.playbackRoutes()
 	if cfg.RetentionInterval > 0 {
 		s.startRetention(cfg.RetentionInterval)
