@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/chromedp/chromedp"
 
 	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/internal/testutil/backends"
@@ -313,4 +314,40 @@ func httptestRequest(t *testing.T, e *mediaEnv, path, body string) *http.Request
 		t.Fatal(err)
 	}
 	return req
+}
+
+// TestClusterConsole: the console served by a node that does not write a stream lists the
+// cluster's nodes with the stream under its writer, and its live player plays that stream (HLS
+// from the node's store and feeder).
+func TestClusterConsole(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	nodes := newCluster(t, 2, nil, nil)
+	n1, n2 := nodes[0], nodes[1]
+	n1.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	stop := livePut(t, n1, "cam", c, time.Now().Add(-6*time.Second).UnixMilli())
+	defer stop()
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the console on node 2", chromedp.Navigate(n2.ts.URL+"/"))
+	nodesJS := `[...document.querySelectorAll('#nodes li')].map((li) => li.textContent)`
+	consoleWait(t, 20*time.Second, "the node list", func() (bool, string) {
+		got := eval[[]string](t, ctx, nodesJS)
+		ok := len(got) == 2
+		for _, li := range got {
+			switch {
+			case strings.Contains(li, n1.ts.URL):
+				ok = ok && strings.Contains(li, "writes cam") && !strings.Contains(li, "this node")
+			case strings.Contains(li, n2.ts.URL):
+				ok = ok && strings.Contains(li, "(this node)") && strings.Contains(li, "writes no stream")
+			}
+		}
+		return ok, strings.Join(got, " | ")
+	})
+	consoleDo(t, ctx, "open the stream page on node 2", chromedp.Navigate(n2.ts.URL+"/#/stream/cam"))
+	consoleWait(t, 30*time.Second, "live video from node 2", func() (bool, string) {
+		s := eval[playerState](t, ctx, playerStateJS)
+		return s.Frames > 25 && s.Width == 320 && !s.Paused && s.Error == "", s.String()
+	})
+	screenshot(t, ctx, artifactDir(t), "console-cluster.png")
 }

@@ -75,8 +75,9 @@ async function streamsPage() {
       refresh();
     } catch (e) { msg.textContent = e.message; msg.className = 'err'; }
   });
+  const nodes = el('section', { id: 'nodes', class: 'muted' });
   main.replaceChildren(form, msg, el('div', { class: 'scroll-x' }, el('table', { id: 'streams' },
-    el('thead', {}, el('tr', {}, ['Stream', 'Status', 'Retention', 'Last fragment', 'Data rate (1 min)', 'Latest image', ''].map((h) => el('th', {}, h)))), tbody)));
+    el('thead', {}, el('tr', {}, ['Stream', 'Status', 'Retention', 'Last fragment', 'Data rate (1 min)', 'Latest image', ''].map((h) => el('th', {}, h)))), tbody)), nodes);
 
   let alive = true;
   stopPage = () => { alive = false; };
@@ -121,6 +122,13 @@ async function streamsPage() {
         } }, 'Delete')));
     }));
     tbody.replaceChildren(...rows);
+    // The cluster's nodes and the streams each writes (one node, this one, when not clustered).
+    try {
+      const c = await api('/kvs/describeCluster');
+      nodes.replaceChildren(el('h3', {}, c.Nodes.length > 1 ? `Cluster: ${c.Nodes.length} nodes` : 'Node'),
+        el('ul', {}, ...c.Nodes.map((n) => el('li', { 'data-node': n.Url }, el('code', {}, n.Url), n.Self ? ' (this node)' : '',
+          n.Streams.length ? ` writes ${n.Streams.join(', ')}` : ' writes no stream now'))));
+    } catch (_) { nodes.replaceChildren(); }
   }
   while (alive) {
     await refresh();
