@@ -18,8 +18,6 @@ import (
 	"github.com/openkvs/kvs/internal/bench"
 )
 
-func init() { commands = append(commands, newBenchCmd) }
-
 const (
 	outputText = "text"
 )

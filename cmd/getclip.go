@@ -14,8 +14,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { commands = append(commands, newGetClipCmd) }
-
 type getClipOptions struct {
 	Stream        streamRef
 	Start, End    string

@@ -18,8 +18,6 @@ import (
 	"github.com/openkvs/kvs/mkv"
 )
 
-func init() { commands = append(commands, newGetFragmentsCmd) }
-
 // maxBatch is the most fragments one GetMediaForFragmentList request asks for, and batchBytes
 // the most bytes when ListFragments told the sizes (a batch holds at least one fragment). Batches
 // are held in memory until written in order, so these (times --parallel, times two for the

@@ -15,8 +15,6 @@ import (
 	"github.com/openkvs/kvs/mkv"
 )
 
-func init() { commands = append(commands, newGetMediaCmd) }
-
 // Output media formats of get-media and get-fragments.
 const (
 	formatMKV = "mkv"

@@ -14,8 +14,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { commands = append(commands, newHLSURLCmd) }
-
 type hlsURLOptions struct {
 	Stream        streamRef
 	PlaybackMode  string

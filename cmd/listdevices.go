@@ -10,8 +10,6 @@ import (
 	"github.com/openkvs/kvs/capture"
 )
 
-func init() { commands = append(commands, newListDevicesCmd) }
-
 type listDevicesOptions struct {
 	Output string
 }

@@ -13,8 +13,6 @@ import (
 	"github.com/openkvs/kvs/client"
 )
 
-func init() { commands = append(commands, newListFragmentsCmd) }
-
 const outputNumbers = "numbers"
 
 type listFragmentsOptions struct {

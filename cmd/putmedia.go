@@ -21,8 +21,6 @@ import (
 	"github.com/openkvs/kvs/mkv"
 )
 
-func init() { commands = append(commands, newPutMediaCmd) }
-
 // interruptGrace bounds how long put-media waits, after Ctrl-C, for the fragments already sent
 // to be acknowledged. It is a variable for tests.
 var interruptGrace = 15 * time.Second

@@ -21,8 +21,6 @@ import (
 	"github.com/openkvs/kvs/server/store"
 )
 
-func init() { commands = append(commands, newServeCmd) }
-
 // shutdownTimeout bounds how long a graceful shutdown waits for open requests (live GetMedia
 // readers, PutMedia producers) before it closes their connections.
 const shutdownTimeout = 10 * time.Second

@@ -23,12 +23,6 @@ import (
 // SDK, so they work against kvs and against AWS alike. Flag names are the AWS CLI's; the JSON output
 // has the AWS CLI's shape (see output.go).
 
-func init() {
-	commands = append(commands, newCreateStreamCmd, newDescribeStreamCmd, newListStreamsCmd,
-		newDeleteStreamCmd, newUpdateDataRetentionCmd, newTagStreamCmd, newUntagStreamCmd,
-		newListTagsForStreamCmd)
-}
-
 // newClient builds the API client for the resolved --endpoint and --region.
 func newClient(ctx context.Context, env *Env) (*client.Client, error) {
 	return newClientAt(ctx, env, env.Config.GetString("endpoint"))
