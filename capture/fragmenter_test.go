@@ -16,6 +16,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/mkv/codec"
 )
@@ -386,24 +387,10 @@ func TestFragmenterCancel(t *testing.T) {
 	}
 }
 
-// needTool returns the path of a tool, skipping the test when it is missing unless
-// KVS_REQUIRE_TOOLS=1.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("KVS_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s not found and KVS_REQUIRE_TOOLS=1", name)
-		}
-		t.Skipf("%s not found", name)
-	}
-	return p
-}
-
 // TestFragmentsPlay writes each clip's fragments as concatenated MKV documents (the GetMedia
 // form) and checks with ffprobe that every frame is there with the source's codec.
 func TestFragmentsPlay(t *testing.T) {
-	ffprobe := needTool(t, "ffprobe")
+	ffprobe := testutil.NeedTool(t, "ffprobe")
 	for _, tc := range []struct {
 		file    string
 		codecs  []string // ffprobe codec_name per stream

@@ -19,6 +19,7 @@ import (
 	"github.com/pion/mediadevices/pkg/frame"
 	"github.com/pion/mediadevices/pkg/prop"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/mkv/codec"
 )
@@ -124,7 +125,7 @@ func TestTestPatternFragments(t *testing.T) {
 		t.Errorf("%d keyframes in %d fragments: want one keyframe per fragment (openh264 periodic IDRs off)", keyframes, len(frags))
 	}
 
-	ffprobe := needTool(t, "ffprobe")
+	ffprobe := testutil.NeedTool(t, "ffprobe")
 	path := filepath.Join(t.TempDir(), "testsrc.mkv")
 	if err := os.WriteFile(path, out, 0o600); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/mkv/codec"
 )
@@ -380,7 +381,7 @@ func TestReadFrameCancelled(t *testing.T) {
 // TestMP4Fragmented remuxes h264_aac.mp4 to fragmented MP4 with ffmpeg and checks that the
 // fragmented path yields the same frames and timestamps as the progressive one.
 func TestMP4Fragmented(t *testing.T) {
-	ffmpeg := needTool(t, "ffmpeg")
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
 	out := filepath.Join(t.TempDir(), "frag.mp4")
 	cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-i", testdata("h264_aac.mp4"), "-c", "copy",
 		"-movflags", "frag_keyframe+empty_moov+default_base_moof", out)

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 func TestGetClipOptionsValidate(t *testing.T) {
@@ -63,7 +65,7 @@ func TestHLSURLOptionsValidate(t *testing.T) {
 // TestE2EGetClipAndHLS puts a clip in with put-media, downloads it with get-clip and plays the
 // hls-url answers (ON_DEMAND and LIVE) with ffprobe/ffmpeg.
 func TestE2EGetClipAndHLS(t *testing.T) {
-	needTool(t, "ffprobe")
+	testutil.NeedTool(t, "ffprobe")
 	url, st := e2eServer(t, nil)
 	mustRun(t, url, nil, "put-media", "--stream-name", "cam", "--source", filepath.Join("..", "testdata", "h264_aac.mp4"),
 		"--create", "--fragment-duration", "1s")
@@ -75,7 +77,7 @@ func TestE2EGetClipAndHLS(t *testing.T) {
 	clip := filepath.Join(t.TempDir(), "clip.mp4")
 	mustRun(t, url, nil, "get-clip", "--stream-name", "cam", "--start", "-1h", "--end", "now", "-o", clip)
 	sameMedia(t, "get-clip", ffprobe(t, clip), want)
-	ffmpeg := needTool(t, "ffmpeg")
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
 	if out, err := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", clip, "-f", "null", "-").CombinedOutput(); err != nil || len(out) > 0 {
 		t.Errorf("ffmpeg decode of the clip: %v\n%s", err, out)
 	}

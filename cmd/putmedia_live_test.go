@@ -14,12 +14,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 // TestE2ETestPattern puts 3 s of the live test pattern (320x240, 15 fps, 1 s fragments) into a
 // real server and reads it back with list-fragments, get-media and ffprobe.
 func TestE2ETestPattern(t *testing.T) {
-	ffprobeBin := needTool(t, "ffprobe")
+	ffprobeBin := testutil.NeedTool(t, "ffprobe")
 	url, _ := e2eServer(t, nil)
 	out := mustRun(t, url, nil, "put-media", "--stream-name", "testsrc", "--create", "--source", "testsrc",
 		"--duration", "3s", "--fps", "15", "--width", "320", "--height", "240", "--fragment-duration", "1s")
