@@ -59,6 +59,7 @@ func readAll(t *testing.T, src Source) []Frame {
 }
 
 func TestSources(t *testing.T) {
+	t.Parallel()
 	for _, tc := range sourceCases {
 		t.Run(tc.name, func(t *testing.T) {
 			src, err := OpenFile(t.Context(), testdata(tc.file), Options{})
@@ -174,6 +175,7 @@ func slicesMax(s []time.Duration) time.Duration {
 }
 
 func TestAnnexBTimestamps(t *testing.T) {
+	t.Parallel()
 	src, err := OpenFile(t.Context(), testdata("h264.h264"), Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -187,6 +189,7 @@ func TestAnnexBTimestamps(t *testing.T) {
 }
 
 func TestAnnexBStdin(t *testing.T) {
+	t.Parallel()
 	// A pipe, not a file: the codec is detected from the SPS.
 	data, err := os.ReadFile(testdata("h265.h265"))
 	if err != nil {
@@ -261,6 +264,7 @@ func spsWithoutTiming() []byte {
 // TestAnnexBNeedsFrameRate feeds a stream whose SPS has no timing info: the error must name the
 // flag, and a frame rate given in Options must fix it.
 func TestAnnexBNeedsFrameRate(t *testing.T) {
+	t.Parallel()
 	sps := spsWithoutTiming()
 	info, err := codec.ParseSPS(codec.H264, sps)
 	if err != nil {
@@ -294,6 +298,7 @@ func annexB(nalus ...[]byte) []byte {
 }
 
 func TestOpenErrors(t *testing.T) {
+	t.Parallel()
 	mp4, err := os.Open(testdata("h264_aac.mp4"))
 	if err != nil {
 		t.Fatal(err)
@@ -341,6 +346,7 @@ var sniffCases = []struct {
 }
 
 func TestSniff(t *testing.T) {
+	t.Parallel()
 	for _, tc := range sniffCases {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Sniff(tc.head); got != tc.want {
@@ -351,6 +357,7 @@ func TestSniff(t *testing.T) {
 }
 
 func TestReadFrameCancelled(t *testing.T) {
+	t.Parallel()
 	r, w := io.Pipe()
 	defer w.Close()
 	ctx, cancel := context.WithCancel(t.Context())
@@ -381,6 +388,7 @@ func TestReadFrameCancelled(t *testing.T) {
 // TestMP4Fragmented remuxes h264_aac.mp4 to fragmented MP4 with ffmpeg and checks that the
 // fragmented path yields the same frames and timestamps as the progressive one.
 func TestMP4Fragmented(t *testing.T) {
+	t.Parallel()
 	ffmpeg := testutil.NeedTool(t, "ffmpeg")
 	out := filepath.Join(t.TempDir(), "frag.mp4")
 	cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-i", testdata("h264_aac.mp4"), "-c", "copy",
@@ -427,6 +435,7 @@ func TestMP4Fragmented(t *testing.T) {
 // TestMP4TrimToEdit: audio samples before the edit list's start are kept with the part to
 // discard when they start less than a second before it, and dropped when earlier.
 func TestMP4TrimToEdit(t *testing.T) {
+	t.Parallel()
 	const rate = 48000
 	for _, tc := range []struct {
 		name  string
@@ -462,6 +471,7 @@ func TestMP4TrimToEdit(t *testing.T) {
 // duration to discard, and the timestamps of both tracks are shifted by its duration together,
 // so that video and audio keep the relation they have in the source.
 func TestMP4PrimingFrame(t *testing.T) {
+	t.Parallel()
 	src, err := OpenFile(t.Context(), testdata("h264_aac.mp4"), Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -495,6 +505,7 @@ func TestMP4PrimingFrame(t *testing.T) {
 // TestCodecPrivateMatchesFFmpeg checks that the avcC the Annex B source builds from in-band
 // parameter sets is byte for byte the one ffmpeg wrote into the Matroska file of the same stream.
 func TestCodecPrivateMatchesFFmpeg(t *testing.T) {
+	t.Parallel()
 	private := func(name string) []byte {
 		src, err := OpenFile(t.Context(), testdata(name), Options{})
 		if err != nil {
@@ -511,6 +522,7 @@ func TestCodecPrivateMatchesFFmpeg(t *testing.T) {
 // TestMP4SampleSizeCap: a sample table that claims a huge sample is an error naming it, not a
 // multi-gigabyte allocation.
 func TestMP4SampleSizeCap(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile(testdata("h264_aac.mp4"))
 	if err != nil {
 		t.Fatal(err)

@@ -118,15 +118,6 @@ tail comes from). --warmup D leaves the fragments sent in the first D out of the
 	return c
 }
 
-// benchServerCommand returns the command that runs kvs (tests replace it).
-var benchServerCommand = func() ([]string, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	return []string{exe}, nil
-}
-
 // benchOutput is the --output json object.
 type benchOutput struct {
 	Streams      int            `json:"streams"`
@@ -302,11 +293,11 @@ type benchServer struct {
 // startBenchServer runs `kvs server --listen 127.0.0.1:0` with a fresh data directory and waits
 // for the URL it prints.
 func startBenchServer(ctx context.Context, env *Env, o benchOptions) (*benchServer, error) {
-	argv, err := benchServerCommand()
+	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	args := append(argv[1:], "server", "--listen", "127.0.0.1:0", "--log-level", "warn")
+	args := []string{"server", "--listen", "127.0.0.1:0", "--log-level", "warn"}
 	s := &benchServer{waited: make(chan error, 1)}
 	if o.Memory {
 		args = append(args, "--memory")
@@ -316,7 +307,7 @@ func startBenchServer(ctx context.Context, env *Env, o benchOptions) (*benchServ
 		}
 		args = append(args, "--data-dir", s.dir)
 	}
-	s.cmd = exec.Command(argv[0], args...) //nolint:gosec // our own binary
+	s.cmd = exec.Command(exe, args...) //nolint:gosec // our own binary
 	s.cmd.Stderr = env.Stderr
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {

@@ -29,7 +29,6 @@ import (
 // e2eServer starts kvs (memory store, real clock) on httptest, with wrap around its handler.
 func e2eServer(t *testing.T, wrap func(http.Handler) http.Handler) (string, store.Store) {
 	t.Helper()
-	isolateAWS(t)
 	st := store.NewMem()
 	srv, err := server.New(server.Config{Store: st})
 	if err != nil {
@@ -157,9 +156,12 @@ var e2eClips = []struct {
 }
 
 func TestE2EClips(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
 	testutil.NeedTool(t, "ffprobe")
 	for _, clip := range e2eClips {
 		t.Run(clip.name, func(t *testing.T) {
+			t.Parallel()
 			url, _ := e2eServer(t, nil)
 			dir := t.TempDir()
 			want := probe{Frames: clip.frames, Duration: clip.secs}
@@ -292,6 +294,8 @@ func (w *headerHook) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // TestE2ELive starts get-media NOW first, then put-media --realtime: the consumer gets every frame.
 func TestE2ELive(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
 	testutil.NeedTool(t, "ffprobe")
 	subscribed := make(chan struct{})
 	url, _ := e2eServer(t, getMediaSubscribed(subscribed))
@@ -313,6 +317,7 @@ func TestE2ELive(t *testing.T) {
 // TestE2EInterrupt cancels a looping put-media after its first PERSISTED ack: exit 130, and what
 // was acknowledged is stored.
 func TestE2EInterrupt(t *testing.T) {
+	t.Parallel()
 	url, st := e2eServer(t, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -351,6 +356,7 @@ func TestE2EInterrupt(t *testing.T) {
 
 // TestE2EAWSCLIListFragments checks that the real AWS CLI sees what put-media stored.
 func TestE2EAWSCLIListFragments(t *testing.T) {
+	t.Parallel()
 	aws := "/usr/bin/aws"
 	if _, err := os.Stat(aws); err != nil {
 		aws = testutil.NeedTool(t, "aws")
@@ -399,6 +405,7 @@ func TestE2EAWSCLIListFragments(t *testing.T) {
 }
 
 func TestE2ENotFound(t *testing.T) {
+	t.Parallel()
 	url, st := e2eServer(t, nil)
 	for _, args := range [][]string{
 		{"put-media", "--stream-name", "nope", "--source", "../testdata/h264.mkv"},

@@ -8,6 +8,7 @@ import (
 )
 
 func TestMediaOptionsValidate(t *testing.T) {
+	t.Parallel()
 	named := streamRef{Name: "s"}
 	put := putMediaOptions{Stream: named, Source: "clip.mkv", FragmentDuration: 2 * time.Second, RetentionHours: 24, Output: "text"}
 	get := getMediaOptions{Stream: named, StartSelector: "NOW", Format: formatMKV}
@@ -91,6 +92,7 @@ func TestMediaOptionsValidate(t *testing.T) {
 }
 
 func TestGetMediaSelector(t *testing.T) {
+	t.Parallel()
 	now := time.Unix(1705489836, 421e6)
 	o := getMediaOptions{StartSelector: "server_timestamp", StartTimestamp: "-1m"}
 	sel, err := o.selector(now)

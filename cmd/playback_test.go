@@ -10,6 +10,7 @@ import (
 )
 
 func TestGetClipOptionsValidate(t *testing.T) {
+	t.Parallel()
 	s := streamRef{Name: "cam"}
 	cases := []struct {
 		name string
@@ -35,6 +36,7 @@ func TestGetClipOptionsValidate(t *testing.T) {
 }
 
 func TestHLSURLOptionsValidate(t *testing.T) {
+	t.Parallel()
 	s := streamRef{Name: "cam"}
 	cases := []struct {
 		name string
@@ -65,6 +67,7 @@ func TestHLSURLOptionsValidate(t *testing.T) {
 // TestE2EGetClipAndHLS puts a clip in with put-media, downloads it with get-clip and plays the
 // hls-url answers (ON_DEMAND and LIVE) with ffprobe/ffmpeg.
 func TestE2EGetClipAndHLS(t *testing.T) {
+	t.Parallel()
 	testutil.NeedTool(t, "ffprobe")
 	url, st := e2eServer(t, nil)
 	mustRun(t, url, nil, "put-media", "--stream-name", "cam", "--source", filepath.Join("..", "testdata", "h264_aac.mp4"),

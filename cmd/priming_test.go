@@ -117,6 +117,8 @@ func checkSync(t *testing.T, what string, got, src map[string][]float64) float64
 // priming frame's 1024 decoded samples come first, followed by exactly the source's PCM, and
 // the video starts 1024 samples after them, as it does in the source.
 func TestE2EAACPriming(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
 	ffmpeg := testutil.NeedTool(t, "ffmpeg")
 	testutil.NeedTool(t, "ffprobe")
 	noBFrames := filepath.Join(t.TempDir(), "no_bframes.mp4")

@@ -16,22 +16,10 @@ import (
 	"github.com/openkvs/kvs/server/store"
 )
 
-// isolateAWS keeps the developer's AWS configuration out of the tests: the client then falls back
-// to its local dummy credentials.
-func isolateAWS(t *testing.T) {
-	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
-		"AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KINESIS_VIDEO"} {
-		t.Setenv(k, "")
-	}
-	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-}
-
 // kvsServer starts a server on httptest with a fixed clock (each stream created 1 s after the
 // previous one, from 2024-01-17T11:10:36.421Z) and returns its URL and store.
 func kvsServer(t *testing.T) (string, store.Store) {
 	t.Helper()
-	isolateAWS(t)
 	st := store.NewMem()
 	now := time.UnixMilli(1705489835421)
 	srv, err := server.New(server.Config{Store: st, Now: func() time.Time { now = now.Add(time.Second); return now }})
@@ -55,6 +43,7 @@ func runEnv(t *testing.T, endpoint string) (*Env, *bytes.Buffer) {
 }
 
 func TestStreamOptionsValidate(t *testing.T) {
+	t.Parallel()
 	named := streamRef{Name: "s"}
 	cases := []struct {
 		name    string
@@ -119,6 +108,7 @@ func TestStreamOptionsValidate(t *testing.T) {
 }
 
 func TestParseTags(t *testing.T) {
+	t.Parallel()
 	got, err := parseTags([]string{"a=1,b=x=y", "c=", "a=2"})
 	if want := map[string]string{"a": "2", "b": "x=y", "c": ""}; err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("parseTags = %v, %v; want %v", got, err, want)
@@ -126,6 +116,7 @@ func TestParseTags(t *testing.T) {
 }
 
 func TestRunStreamCommands(t *testing.T) {
+	t.Parallel()
 	url, st := kvsServer(t)
 	ctx := t.Context()
 	env, out := runEnv(t, url)
@@ -261,6 +252,7 @@ cam-2  ACTIVE  0                -           2024-01-17T11:10:37.421Z  arn:aws:ki
 }
 
 func TestStreamCommandsThroughRoot(t *testing.T) {
+	t.Parallel()
 	url, _ := kvsServer(t)
 	run := func(args ...string) (int, string, string) {
 		env, out, errb := testEnv(t, nil)

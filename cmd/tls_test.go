@@ -75,10 +75,7 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 // NotAuthorizedException; plain HTTP and untrusting clients fail; the AWS CLI works with
 // --ca-bundle and the right key.
 func TestServeTLSAndAuth(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process test (-short)")
-	}
-	isolateAWS(t)
+	testutil.Slow(t)
 	dir := t.TempDir()
 	certFile, keyFile, pool := selfSigned(t, dir)
 	credFile := filepath.Join(dir, "credentials")

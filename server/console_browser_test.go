@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openkvs/kvs/internal/testutil"
-
 	"github.com/chromedp/chromedp"
+
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 // chromiumPath is Debian's Chromium, which the console browser tests drive over DevTools.

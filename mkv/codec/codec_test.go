@@ -50,6 +50,7 @@ func paramSets(c Codec, nalus [][]byte) (vps, sps, pps []byte) {
 }
 
 func TestClips(t *testing.T) {
+	t.Parallel()
 	for _, tc := range clips {
 		t.Run(tc.name, func(t *testing.T) {
 			data := readClip(t, tc.file)
@@ -139,6 +140,7 @@ func TestClips(t *testing.T) {
 }
 
 func TestAnnexBCases(t *testing.T) {
+	t.Parallel()
 	for _, tc := range annexBCases {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := SplitAnnexB(nil, tc.in)
@@ -174,6 +176,7 @@ var annexBCases = []struct {
 }
 
 func TestAVCCErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		in   []byte
@@ -219,6 +222,7 @@ func TestConversionsDoNotAllocate(t *testing.T) {
 }
 
 func TestCodecID(t *testing.T) {
+	t.Parallel()
 	for _, c := range []Codec{H264, H265} {
 		got, ok := FromCodecID(c.CodecID())
 		if !ok || got != c {
@@ -231,6 +235,7 @@ func TestCodecID(t *testing.T) {
 }
 
 func TestParseAudioSpecificConfig(t *testing.T) {
+	t.Parallel()
 	// AAC LC, 48 kHz (index 3), mono: 00010 0011 0001 000
 	c, err := ParseAudioSpecificConfig([]byte{0x11, 0x88})
 	if err != nil {
