@@ -694,7 +694,7 @@ func walkChunks(r io.Reader, delivered func(tc int64)) error {
 	haveCluster := false
 	var tc int64
 	for {
-		id, size, err := readHeader(br)
+		id, size, _, err := mkv.ReadElementHeader(br)
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
@@ -746,7 +746,7 @@ func walkChunks(r io.Reader, delivered func(tc int64)) error {
 func clusterTimecode(br *bufio.Reader, size int64) (int64, error) {
 	var tc int64
 	for size > 0 {
-		id, n, hdr, err := readHeaderLen(br)
+		id, n, hdr, err := mkv.ReadElementHeader(br)
 		if err != nil {
 			return 0, noEOF(err)
 		}
@@ -777,59 +777,6 @@ func noEOF(err error) error {
 		return io.ErrUnexpectedEOF
 	}
 	return err
-}
-
-func readHeader(br *bufio.Reader) (uint32, int64, error) {
-	id, size, _, err := readHeaderLen(br)
-	return id, size, err
-}
-
-// readHeaderLen reads an element ID and size (-1: unknown) and returns the header's length.
-func readHeaderLen(br *bufio.Reader) (id uint32, size int64, n int, err error) {
-	first, err := br.ReadByte()
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	l := 1
-	for l <= 4 && first&(0x80>>(l-1)) == 0 {
-		l++
-	}
-	if l > 4 {
-		return 0, 0, 0, fmt.Errorf("bad element id %#x", first)
-	}
-	id = uint32(first)
-	for range l - 1 {
-		c, err := br.ReadByte()
-		if err != nil {
-			return 0, 0, 0, noEOF(err)
-		}
-		id = id<<8 | uint32(c)
-	}
-	first, err = br.ReadByte()
-	if err != nil {
-		return 0, 0, 0, noEOF(err)
-	}
-	sl := 1
-	for sl <= 8 && first&(0x80>>(sl-1)) == 0 {
-		sl++
-	}
-	if sl > 8 {
-		return 0, 0, 0, errors.New("bad element size")
-	}
-	v := uint64(first) & (0xFF >> sl)
-	all := v == 0xFF>>sl
-	for range sl - 1 {
-		c, err := br.ReadByte()
-		if err != nil {
-			return 0, 0, 0, noEOF(err)
-		}
-		v = v<<8 | uint64(c)
-		all = all && c == 0xFF
-	}
-	if all {
-		return id, -1, l + sl, nil
-	}
-	return id, int64(v), l + sl, nil
 }
 
 func (r *run) result(streams []*stream) Result {
