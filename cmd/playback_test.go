@@ -17,14 +17,14 @@ func TestGetClipOptionsValidate(t *testing.T) {
 		o    getClipOptions
 		ok   bool
 	}{
-		{"ok", getClipOptions{Stream: s, Start: "-1h", End: "now", TimestampType: "server"}, true},
-		{"producer", getClipOptions{Stream: s, Start: "1705489836", End: "1705489840.5", TimestampType: "producer"}, true},
-		{"no stream", getClipOptions{Start: "-1h", End: "now", TimestampType: "server"}, false},
-		{"no start", getClipOptions{Stream: s, End: "now", TimestampType: "server"}, false},
-		{"no end", getClipOptions{Stream: s, Start: "-1h", TimestampType: "server"}, false},
-		{"end before start", getClipOptions{Stream: s, Start: "now", End: "-1h", TimestampType: "server"}, false},
-		{"bad time", getClipOptions{Stream: s, Start: "yesterday", End: "now", TimestampType: "server"}, false},
-		{"bad type", getClipOptions{Stream: s, Start: "-1h", End: "now", TimestampType: "arrival"}, false},
+		{"ok", getClipOptions{Stream: s, Range: fragmentRange{Start: "-1h", End: "now", TimestampType: "server"}}, true},
+		{"producer", getClipOptions{Stream: s, Range: fragmentRange{Start: "1705489836", End: "1705489840.5", TimestampType: "producer"}}, true},
+		{"no stream", getClipOptions{Range: fragmentRange{Start: "-1h", End: "now", TimestampType: "server"}}, false},
+		{"no start", getClipOptions{Stream: s, Range: fragmentRange{End: "now", TimestampType: "server"}}, false},
+		{"no end", getClipOptions{Stream: s, Range: fragmentRange{Start: "-1h", TimestampType: "server"}}, false},
+		{"end before start", getClipOptions{Stream: s, Range: fragmentRange{Start: "now", End: "-1h", TimestampType: "server"}}, false},
+		{"bad time", getClipOptions{Stream: s, Range: fragmentRange{Start: "yesterday", End: "now", TimestampType: "server"}}, false},
+		{"bad type", getClipOptions{Stream: s, Range: fragmentRange{Start: "-1h", End: "now", TimestampType: "arrival"}}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -43,17 +43,17 @@ func TestHLSURLOptionsValidate(t *testing.T) {
 		o    hlsURLOptions
 		ok   bool
 	}{
-		{"live", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", TimestampType: "server"}, true},
-		{"lower case mode", hlsURLOptions{Stream: s, PlaybackMode: "on_demand", Start: "-1h", End: "now", TimestampType: "server"}, true},
-		{"replay open end", hlsURLOptions{Stream: s, PlaybackMode: "LIVE_REPLAY", Start: "-1h", TimestampType: "producer"}, true},
-		{"expires and max", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", TimestampType: "server", Expires: 43200, MaxFragments: 5000}, true},
-		{"no stream", hlsURLOptions{PlaybackMode: "LIVE", TimestampType: "server"}, false},
-		{"live with start", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", Start: "-1h", TimestampType: "server"}, false},
-		{"replay without start", hlsURLOptions{Stream: s, PlaybackMode: "LIVE_REPLAY", TimestampType: "server"}, false},
-		{"on demand without end", hlsURLOptions{Stream: s, PlaybackMode: "ON_DEMAND", Start: "-1h", TimestampType: "server"}, false},
-		{"bad mode", hlsURLOptions{Stream: s, PlaybackMode: "DVR", TimestampType: "server"}, false},
-		{"expires too short", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", TimestampType: "server", Expires: 299}, false},
-		{"max too large", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", TimestampType: "server", MaxFragments: 5001}, false},
+		{"live", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", Range: fragmentRange{TimestampType: "server"}}, true},
+		{"lower case mode", hlsURLOptions{Stream: s, PlaybackMode: "on_demand", Range: fragmentRange{Start: "-1h", End: "now", TimestampType: "server"}}, true},
+		{"replay open end", hlsURLOptions{Stream: s, PlaybackMode: "LIVE_REPLAY", Range: fragmentRange{Start: "-1h", TimestampType: "producer"}}, true},
+		{"expires and max", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", Expires: 43200, MaxFragments: 5000, Range: fragmentRange{TimestampType: "server"}}, true},
+		{"no stream", hlsURLOptions{PlaybackMode: "LIVE", Range: fragmentRange{TimestampType: "server"}}, false},
+		{"live with start", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", Range: fragmentRange{Start: "-1h", TimestampType: "server"}}, false},
+		{"replay without start", hlsURLOptions{Stream: s, PlaybackMode: "LIVE_REPLAY", Range: fragmentRange{TimestampType: "server"}}, false},
+		{"on demand without end", hlsURLOptions{Stream: s, PlaybackMode: "ON_DEMAND", Range: fragmentRange{Start: "-1h", TimestampType: "server"}}, false},
+		{"bad mode", hlsURLOptions{Stream: s, PlaybackMode: "DVR", Range: fragmentRange{TimestampType: "server"}}, false},
+		{"expires too short", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", Expires: 299, Range: fragmentRange{TimestampType: "server"}}, false},
+		{"max too large", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", MaxFragments: 5001, Range: fragmentRange{TimestampType: "server"}}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -72,7 +72,7 @@ func (o serveOptions) validate() error {
 
 func newServeCmd(env *Env) *cobra.Command {
 	var o serveOptions
-	c := &cobra.Command{
+	c := newCommand(env, &o, runServe, &cobra.Command{
 		Use:   "server [--listen ADDR] [--data-dir DIR | --memory] [--advertise-url URL] [--auth sigv4 --credentials-file FILE] [--tls-cert FILE --tls-key FILE]",
 		Short: "Run the local Kinesis Video Streams server",
 		Long: `Run the kvs server: the KVS control plane, PutMedia/GetMedia and the archived-media APIs on one
@@ -99,14 +99,7 @@ Data lives in --data-dir (default $XDG_DATA_HOME/kvs, else ~/.local/share/kvs). 
 the URL GetDataEndpoint hands to clients for media (default http://<listen address>, with 0.0.0.0
 or [::] replaced by 127.0.0.1); set it when clients reach the server by another name, e.g. from
 containers.`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runServe(c.Context(), env, o)
-		},
-	}
+	})
 	f := c.Flags()
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:4567", "address to listen on (host:port; port 0 picks a free port)")
 	f.StringVar(&o.DataDir, "data-dir", "", "directory for streams and fragments (default $XDG_DATA_HOME/kvs or ~/.local/share/kvs)")

@@ -76,7 +76,7 @@ func TestServeRestartKeepsStreams(t *testing.T) {
 	}
 	var de bytes.Buffer
 	env.Stdout = &de
-	if err := runDescribeStream(t.Context(), env, describeStreamOptions{Stream: streamRef{Name: "persisted"}, Output: outputJSON}); err != nil {
+	if err := runDescribeStream(t.Context(), env, streamOutputOptions{Stream: streamRef{Name: "persisted"}, Output: outputJSON}); err != nil {
 		t.Fatal(err)
 	}
 	if code := stop(); code != ExitOK {
@@ -88,7 +88,7 @@ func TestServeRestartKeepsStreams(t *testing.T) {
 
 	endpoint2, _, stop2 := startServe(t, "--listen", "127.0.0.1:0", "--data-dir", dir)
 	env2, out2 := runEnv(t, endpoint2)
-	if err := runDescribeStream(t.Context(), env2, describeStreamOptions{Stream: streamRef{Name: "persisted"}, Output: outputJSON}); err != nil {
+	if err := runDescribeStream(t.Context(), env2, streamOutputOptions{Stream: streamRef{Name: "persisted"}, Output: outputJSON}); err != nil {
 		t.Fatalf("after restart: %v", err)
 	}
 	// Same stream, same ARN, Version and creation time.
