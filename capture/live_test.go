@@ -182,7 +182,7 @@ func TestLiveStop(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := codec.SplitAVCC(nil, f.Data); err != nil {
+		if _, err := splitNALUs(walkAVCC, f.Data); err != nil {
 			t.Fatalf("frame %d not length-prefixed: %v", n, err)
 		}
 	}

@@ -114,7 +114,7 @@ func TestSources(t *testing.T) {
 					t.Errorf("frame %d: negative PTS %v", i, fr.PTS)
 				}
 				if c, ok := codec.FromCodecID(tr.CodecID); ok {
-					if _, err := codec.SplitAVCC(nil, fr.Data); err != nil {
+					if _, err := splitNALUs(walkAVCC, fr.Data); err != nil {
 						t.Fatalf("frame %d: not length-prefixed: %v", i, err)
 					}
 					if fr.Keyframe != codec.IsKeyframeAVCC(c, fr.Data) {
