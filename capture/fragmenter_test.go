@@ -39,7 +39,7 @@ func fragments(t *testing.T, fr *Fragmenter, limit int) []*mkv.Fragment {
 
 func openFragmenter(t *testing.T, file string, cfg FragmenterConfig) *Fragmenter {
 	t.Helper()
-	src, err := OpenFile(t.Context(), testdata(file), Options{})
+	src, err := openFile(t.Context(), testdata(file), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +311,7 @@ func TestFragmenterForcedCut(t *testing.T) {
 
 func TestFragmenterLoop(t *testing.T) {
 	t.Parallel()
-	reopen := func(ctx context.Context) (Source, error) { return OpenFile(ctx, testdata("h264.mkv"), Options{}) }
+	reopen := func(ctx context.Context) (Source, error) { return openFile(ctx, testdata("h264.mkv"), Options{}) }
 	src, err := reopen(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -339,7 +339,7 @@ func TestFragmenterLoop(t *testing.T) {
 func TestFragmenterRealtime(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		src, err := OpenFile(t.Context(), testdata("h264.mkv"), Options{})
+		src, err := openFile(t.Context(), testdata("h264.mkv"), Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -379,7 +379,7 @@ func TestFragmenterRealtime(t *testing.T) {
 
 func TestFragmenterCancel(t *testing.T) {
 	t.Parallel()
-	src, err := OpenFile(t.Context(), testdata("h264.mkv"), Options{})
+	src, err := openFile(t.Context(), testdata("h264.mkv"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,7 +480,7 @@ func TestFragmenterReuseFrameData(t *testing.T) {
 	t.Parallel()
 	for _, file := range []string{"h264.mkv", "h264_aac.mkv", "h265.mkv", "webm_vp8.webm", "h264_aac.mp4"} {
 		t.Run(file, func(t *testing.T) {
-			reopen := func(ctx context.Context) (Source, error) { return OpenFile(ctx, testdata(file), Options{}) }
+			reopen := func(ctx context.Context) (Source, error) { return openFile(ctx, testdata(file), Options{}) }
 			newFr := func(reuse bool) *Fragmenter {
 				src, err := reopen(t.Context())
 				if err != nil {

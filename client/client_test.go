@@ -51,10 +51,10 @@ func TestNewLocalWithoutCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.AWSConfig().Region; got != DefaultRegion {
+	if got := c.cfg.Region; got != DefaultRegion {
 		t.Errorf("region = %q, want %q", got, DefaultRegion)
 	}
-	creds, err := c.AWSConfig().Credentials.Retrieve(t.Context())
+	creds, err := c.cfg.Credentials.Retrieve(t.Context())
 	if err != nil || creds.AccessKeyID != localAccessKeyID {
 		t.Errorf("credentials = %v, %v; want the local dummy", creds.AccessKeyID, err)
 	}
@@ -91,15 +91,15 @@ func TestNewUsesConfiguredCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, err := c.AWSConfig().Credentials.Retrieve(t.Context())
+	creds, err := c.cfg.Credentials.Retrieve(t.Context())
 	if err != nil || creds.AccessKeyID != "AKIDFROMENV" {
 		t.Errorf("credentials = %v, %v", creds.AccessKeyID, err)
 	}
-	if r := c.AWSConfig().Region; r != "eu-central-1" {
+	if r := c.cfg.Region; r != "eu-central-1" {
 		t.Errorf("region = %q", r)
 	}
 	c, err = New(t.Context(), Config{Endpoint: "http://127.0.0.1:1", Region: "ap-south-1"})
-	if err != nil || c.AWSConfig().Region != "ap-south-1" {
+	if err != nil || c.cfg.Region != "ap-south-1" {
 		t.Errorf("explicit region: %v", err)
 	}
 }
@@ -110,7 +110,7 @@ func TestNewAWSEndpointKeepsChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.AWSConfig().Credentials.Retrieve(t.Context()); err == nil {
+	if _, err := c.cfg.Credentials.Retrieve(t.Context()); err == nil {
 		t.Error("AWS endpoint got credentials from nowhere")
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -29,7 +30,11 @@ const testBase = 1705489836421 * time.Millisecond
 // clipFragments cuts a testdata clip into fragments of d with absolute timecodes from testBase.
 func clipFragments(t *testing.T, name string, d time.Duration) []*mkv.Fragment {
 	t.Helper()
-	src, err := capture.OpenFile(t.Context(), "../testdata/"+name, capture.Options{})
+	file, err := os.Open("../testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := capture.Open(t.Context(), file, name, capture.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

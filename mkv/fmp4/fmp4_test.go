@@ -45,7 +45,11 @@ func fragments(t testing.TB, clip string, every time.Duration) []*mkv.Fragment {
 		}
 	}
 	ctx := context.Background()
-	src, err := capture.OpenFile(ctx, path, capture.Options{})
+	file, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := capture.Open(ctx, file, path, capture.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
