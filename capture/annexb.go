@@ -1,7 +1,6 @@
 package capture
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,114 +21,32 @@ const MaxAccessUnitSize = 16 << 20
 // delimiter, a parameter set, a prefix SEI or the first slice of a new picture (first_mb_in_slice
 // == 0 for H.264, first_slice_segment_in_pic_flag for H.265).
 type auSplitter struct {
-	r     io.Reader
+	nalus *codec.AnnexBScanner
 	codec codec.Codec
-	buf   []byte // unread input; buf[start:] is the current NAL unit and what follows it
-	start int    // start of the current NAL unit in buf, -1 before the first start code
-	scan  int    // where to look for the next start code
-	eof   bool
-	err   error
 
 	au     []byte // the access unit being built (length-prefixed)
 	hasVCL bool
 }
 
 func newAUSplitter(r io.Reader, c codec.Codec) *auSplitter {
-	return &auSplitter{r: r, codec: c, start: -1}
-}
-
-// fill reads more input into buf, compacting what was consumed.
-func (s *auSplitter) fill() {
-	if s.start > 0 {
-		n := copy(s.buf, s.buf[s.start:])
-		s.scan -= s.start
-		s.buf = s.buf[:n]
-		s.start = 0
-	}
-	if len(s.buf) > MaxAccessUnitSize+4 {
-		s.err = fmt.Errorf("annex b: a NAL unit longer than %d bytes; the input is not an H.264/H.265 byte stream", MaxAccessUnitSize)
-		return
-	}
-	if cap(s.buf)-len(s.buf) < 32<<10 {
-		s.buf = append(make([]byte, 0, 2*cap(s.buf)+64<<10), s.buf...)
-	}
-	n, err := s.r.Read(s.buf[len(s.buf):cap(s.buf)])
-	s.buf = s.buf[:len(s.buf)+n]
-	if errors.Is(err, io.EOF) {
-		s.eof = true
-	} else if err != nil {
-		s.err = err
-	}
-}
-
-// nextNALU returns the next NAL unit (valid until the next call), or nil at the end of input.
-func (s *auSplitter) nextNALU() []byte {
-	for s.err == nil {
-		if s.start < 0 {
-			// Before the first start code only zero bytes are allowed.
-			i := 0
-			for i < len(s.buf) && s.buf[i] == 0 {
-				i++
-			}
-			switch {
-			case i < len(s.buf) && s.buf[i] == 1 && i >= 2:
-				s.start, s.scan = i+1, i+1
-				continue
-			case i < len(s.buf):
-				s.err = fmt.Errorf("annex b: %w", codec.ErrNoStartCode)
-				return nil
-			case s.eof:
-				return nil
-			}
-			s.fill()
-			continue
-		}
-		at := bytes.Index(s.buf[s.scan:], []byte{0, 0, 1})
-		if at >= 0 {
-			at += s.scan
-			nalu := trimZeros(s.buf[s.start:at])
-			s.start, s.scan = at+3, at+3
-			if len(nalu) > 0 {
-				return nalu
-			}
-			continue
-		}
-		if s.eof {
-			nalu := trimZeros(s.buf[s.start:])
-			s.start, s.scan = len(s.buf), len(s.buf)
-			if len(nalu) > 0 {
-				return nalu
-			}
-			return nil
-		}
-		s.scan = max(s.start, len(s.buf)-2)
-		s.fill()
-	}
-	return nil
-}
-
-func trimZeros(b []byte) []byte {
-	for len(b) > 0 && b[len(b)-1] == 0 {
-		b = b[:len(b)-1]
-	}
-	return b
+	return &auSplitter{nalus: codec.NewAnnexBScanner(r, MaxAccessUnitSize), codec: c}
 }
 
 // next returns the next access unit as length-prefixed NAL units (owned by the caller), or
 // io.EOF after the last one.
 func (s *auSplitter) next() ([]byte, error) {
 	for {
-		nalu := s.nextNALU()
-		if nalu == nil {
-			if s.err != nil {
-				return nil, s.err
-			}
+		nalu, err := s.nalus.Next()
+		if errors.Is(err, io.EOF) {
 			if len(s.au) == 0 {
 				return nil, io.EOF
 			}
 			au := s.au
 			s.au, s.hasVCL = nil, false
 			return au, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("annex b: %w", err)
 		}
 		var done []byte
 		if s.hasVCL && codec.StartsAccessUnit(s.codec, nalu) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/openkvs/kvs/capture"
@@ -14,8 +15,14 @@ import (
 // Cut a clip into 1-second fragments and write each as a self-contained MKV document.
 func ExampleFragmenter() {
 	ctx := context.Background()
-	src, err := capture.OpenFile(ctx, "../testdata/h264.mkv", capture.Options{})
+	file, err := os.Open("../testdata/h264.mkv")
 	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	src, err := capture.Open(ctx, file, file.Name(), capture.Options{}) // src closes file
+	if err != nil {
+		file.Close()
 		fmt.Println(err)
 		return
 	}

@@ -154,9 +154,6 @@ func NewFragmenter(src Source, cfg FragmenterConfig) (*Fragmenter, error) {
 	return f, nil
 }
 
-// Tracks returns the tracks every fragment carries.
-func (f *Fragmenter) Tracks() []mkv.Track { return f.tracks }
-
 // Close closes the current source.
 func (f *Fragmenter) Close() error { return f.src.Close() }
 

@@ -16,6 +16,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/mkv/codec"
 )
@@ -38,7 +39,7 @@ func fragments(t *testing.T, fr *Fragmenter, limit int) []*mkv.Fragment {
 
 func openFragmenter(t *testing.T, file string, cfg FragmenterConfig) *Fragmenter {
 	t.Helper()
-	src, err := OpenFile(t.Context(), testdata(file), Options{})
+	src, err := openFile(t.Context(), testdata(file), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,6 +91,7 @@ func checkFragments(t *testing.T, frags []*mkv.Fragment, video uint64) []int {
 }
 
 func TestFragmenterClips(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		file   string
@@ -126,6 +128,7 @@ func TestFragmenterClips(t *testing.T) {
 // frame first, at the first fragment's cluster timecode and marked to be discarded, and the video
 // starts with the first audio frame that is presented, as in the source.
 func TestFragmenterMP4AudioKept(t *testing.T) {
+	t.Parallel()
 	frags := fragments(t, openFragmenter(t, "h264_aac.mp4", FragmenterConfig{TargetDuration: time.Second}), 0)
 	var audio []mkv.Frame
 	var firstVideo int64 = -1
@@ -182,6 +185,7 @@ func (s *fakeSource) ReadFrame(ctx context.Context) (Frame, error) {
 }
 
 func TestFragmenterAudioOnly(t *testing.T) {
+	t.Parallel()
 	// AAC at 48 kHz: 1024 samples = 21.333 ms per frame, 10 s.
 	src := &fakeSource{track: mkv.Track{Number: 1, Type: mkv.TrackTypeAudio, CodecID: codec.CodecIDAAC, CodecPrivate: []byte{0x11, 0x88}},
 		max: 469, step: time.Second * 1024 / 48000, key: func(int) bool { return true }}
@@ -224,6 +228,7 @@ func (s *listSource) ReadFrame(context.Context) (Frame, error) {
 // AAC priming frame of an MP4 without B-frames) starts the first fragment when that video frame is
 // a keyframe; before a video frame that is not, it is dropped with the video.
 func TestFragmenterLeadingAudio(t *testing.T) {
+	t.Parallel()
 	ms := time.Millisecond
 	v := func(pts time.Duration, key bool) Frame {
 		return Frame{Track: 1, PTS: pts, DTS: pts, Keyframe: key, Data: []byte{'v'}}
@@ -281,6 +286,7 @@ func TestFragmenterLeadingAudio(t *testing.T) {
 }
 
 func TestFragmenterForcedCut(t *testing.T) {
+	t.Parallel()
 	// One keyframe, then 40 s of P-frames at 25 fps: cut at MaxDuration.
 	src := &fakeSource{track: mkv.Track{Number: 1, Type: mkv.TrackTypeVideo, CodecID: codec.CodecIDVP8},
 		max: 1000, step: 40 * time.Millisecond, key: func(i int) bool { return i == 0 }}
@@ -304,7 +310,8 @@ func TestFragmenterForcedCut(t *testing.T) {
 }
 
 func TestFragmenterLoop(t *testing.T) {
-	reopen := func(ctx context.Context) (Source, error) { return OpenFile(ctx, testdata("h264.mkv"), Options{}) }
+	t.Parallel()
+	reopen := func(ctx context.Context) (Source, error) { return openFile(ctx, testdata("h264.mkv"), Options{}) }
 	src, err := reopen(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -330,8 +337,9 @@ func TestFragmenterLoop(t *testing.T) {
 }
 
 func TestFragmenterRealtime(t *testing.T) {
+	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
-		src, err := OpenFile(t.Context(), testdata("h264.mkv"), Options{})
+		src, err := openFile(t.Context(), testdata("h264.mkv"), Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -370,7 +378,8 @@ func TestFragmenterRealtime(t *testing.T) {
 }
 
 func TestFragmenterCancel(t *testing.T) {
-	src, err := OpenFile(t.Context(), testdata("h264.mkv"), Options{})
+	t.Parallel()
+	src, err := openFile(t.Context(), testdata("h264.mkv"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,24 +395,12 @@ func TestFragmenterCancel(t *testing.T) {
 	}
 }
 
-// needTool returns the path of a tool, skipping the test when it is missing unless
-// KVS_REQUIRE_TOOLS=1.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("KVS_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s not found and KVS_REQUIRE_TOOLS=1", name)
-		}
-		t.Skipf("%s not found", name)
-	}
-	return p
-}
-
 // TestFragmentsPlay writes each clip's fragments as concatenated MKV documents (the GetMedia
 // form) and checks with ffprobe that every frame is there with the source's codec.
 func TestFragmentsPlay(t *testing.T) {
-	ffprobe := needTool(t, "ffprobe")
+	t.Parallel()
+	testutil.Slow(t)
+	ffprobe := testutil.NeedTool(t, "ffprobe")
 	for _, tc := range []struct {
 		file    string
 		codecs  []string // ffprobe codec_name per stream
@@ -461,6 +458,7 @@ func itoa(n int) string {
 }
 
 func TestFragmenterLoopWithoutKeyframe(t *testing.T) {
+	t.Parallel()
 	newSrc := func(context.Context) (Source, error) {
 		return &fakeSource{track: mkv.Track{Number: 1, Type: mkv.TrackTypeVideo, CodecID: codec.CodecIDVP8},
 			max: 10, step: 40 * time.Millisecond, key: func(int) bool { return false }}, nil
@@ -479,9 +477,10 @@ func TestFragmenterLoopWithoutKeyframe(t *testing.T) {
 // default (each compared before the next Next), that a fragment's data survives one more Next,
 // and that the memory is in fact reused, with Loop (a pending frame across a reopen) included.
 func TestFragmenterReuseFrameData(t *testing.T) {
+	t.Parallel()
 	for _, file := range []string{"h264.mkv", "h264_aac.mkv", "h265.mkv", "webm_vp8.webm", "h264_aac.mp4"} {
 		t.Run(file, func(t *testing.T) {
-			reopen := func(ctx context.Context) (Source, error) { return OpenFile(ctx, testdata(file), Options{}) }
+			reopen := func(ctx context.Context) (Source, error) { return openFile(ctx, testdata(file), Options{}) }
 			newFr := func(reuse bool) *Fragmenter {
 				src, err := reopen(t.Context())
 				if err != nil {

@@ -31,7 +31,7 @@ func FuzzAccessUnits(f *testing.F) {
 	f.Add(seedClip(f, "h264.h264", 3000), uint8(7))
 	f.Add(seedClip(f, "h265.h265", 3000), uint8(1))
 	f.Fuzz(func(t *testing.T, data []byte, chunk uint8) {
-		want, wantErr := codec.SplitAnnexB(nil, data)
+		want, wantErr := splitNALUs(codec.WalkAnnexB, data)
 		for _, c := range []codec.Codec{codec.H264, codec.H265} {
 			var r io.Reader = bytes.NewReader(data)
 			if chunk > 0 {
@@ -46,7 +46,7 @@ func FuzzAccessUnits(f *testing.F) {
 				if err != nil {
 					break
 				}
-				nalus, err := codec.SplitAVCC(nil, au)
+				nalus, err := splitNALUs(walkAVCC, au)
 				if err != nil {
 					t.Fatalf("%v: access unit is not length-prefixed: %v", c, err)
 				}
@@ -65,18 +65,18 @@ func FuzzAccessUnits(f *testing.F) {
 			}
 			if !errors.Is(err, io.EOF) {
 				if wantErr == nil && len(data) <= MaxAccessUnitSize {
-					t.Fatalf("%v: splitter failed on input SplitAnnexB accepts: %v", c, err)
+					t.Fatalf("%v: splitter failed on input WalkAnnexB accepts: %v", c, err)
 				}
 				continue
 			}
 			if wantErr != nil {
 				if len(got) != 0 {
-					t.Fatalf("%v: splitter found NAL units where SplitAnnexB fails (%v)", c, wantErr)
+					t.Fatalf("%v: splitter found NAL units where WalkAnnexB fails (%v)", c, wantErr)
 				}
 				continue
 			}
 			if len(got) != len(want) {
-				t.Fatalf("%v: %d NAL units, SplitAnnexB %d", c, len(got), len(want))
+				t.Fatalf("%v: %d NAL units, WalkAnnexB %d", c, len(got), len(want))
 			}
 			for i := range got {
 				if !bytes.Equal(got[i], want[i]) {
@@ -199,3 +199,16 @@ func FuzzFragmenterReuse(f *testing.F) {
 		}
 	})
 }
+
+// splitNALUs returns the NAL units walk finds in b.
+func splitNALUs(walk func([]byte, func([]byte) error) error, b []byte) ([][]byte, error) {
+	var nalus [][]byte
+	err := walk(b, func(n []byte) error {
+		nalus = append(nalus, n)
+		return nil
+	})
+	return nalus, err
+}
+
+// walkAVCC walks 4-byte length-prefixed NAL units, the form of frames and access units.
+func walkAVCC(b []byte, fn func([]byte) error) error { return codec.WalkAVCC(b, 4, fn) }

@@ -137,7 +137,7 @@ func IsLiveSpec(spec string) bool {
 
 // OpenLive opens the live source named by spec: "testsrc" (a test pattern), "camera" (the first
 // camera found) or "camera:/dev/videoN". It returns an error wrapping ErrNotLiveSource for any other
-// spec (a file name, "-"), so that callers can fall back to OpenFile; a file literally named
+// spec (a file name, "-"), so that callers can fall back to Open; a file literally named
 // "camera" can be given as "./camera".
 //
 // The source has one H.264 track (number 1, V_MPEG4/ISO/AVC, avcC built from the first keyframe's

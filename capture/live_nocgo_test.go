@@ -10,6 +10,7 @@ import (
 
 // TestNoCgoCapture checks that a binary without cgo says capture is not built in, and how to get it.
 func TestNoCgoCapture(t *testing.T) {
+	t.Parallel()
 	for _, spec := range []string{SpecTestPattern, SpecCamera, "camera:/dev/video0"} {
 		src, err := OpenLive(t.Context(), spec, LiveOptions{})
 		if err == nil {

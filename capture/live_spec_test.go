@@ -7,6 +7,7 @@ import (
 )
 
 func TestLiveSpec(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		spec string
 		want liveSpec
@@ -31,6 +32,7 @@ func TestLiveSpec(t *testing.T) {
 }
 
 func TestLiveOptionsValidate(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		opts LiveOptions

@@ -13,20 +13,30 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/pion/mediadevices/pkg/frame"
 	"github.com/pion/mediadevices/pkg/prop"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/mkv/codec"
 )
+
+// testPattern is held by the tests that open a live source: the test pattern is one device for the
+// whole process, which only one capture may open at a time.
+var testPattern sync.Mutex
 
 // TestTestPatternFragments runs the test pattern for 3 s at 320x240, 15 fps through a Fragmenter
 // cutting 1 s fragments, as put-media does, and checks the stream's structure, then plays the
 // fragments with ffprobe. Timing assertions are ranges wide enough for a loaded machine.
 func TestTestPatternFragments(t *testing.T) {
+	t.Parallel()
+	testPattern.Lock()
+	defer testPattern.Unlock()
+	testutil.Slow(t)
 	const (
 		fps      = 15
 		duration = 3 * time.Second
@@ -124,7 +134,7 @@ func TestTestPatternFragments(t *testing.T) {
 		t.Errorf("%d keyframes in %d fragments: want one keyframe per fragment (openh264 periodic IDRs off)", keyframes, len(frags))
 	}
 
-	ffprobe := needTool(t, "ffprobe")
+	ffprobe := testutil.NeedTool(t, "ffprobe")
 	path := filepath.Join(t.TempDir(), "testsrc.mkv")
 	if err := os.WriteFile(path, out, 0o600); err != nil {
 		t.Fatal(err)
@@ -156,6 +166,9 @@ func TestTestPatternFragments(t *testing.T) {
 // TestLiveStop cancels the context given to OpenLive: ReadFrame must return the frames already
 // captured and then io.EOF (not an error), and keep returning io.EOF.
 func TestLiveStop(t *testing.T) {
+	t.Parallel()
+	testPattern.Lock()
+	defer testPattern.Unlock()
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
 	src, err := OpenLive(ctx, SpecTestPattern, LiveOptions{Width: 160, Height: 120, FPS: 30})
@@ -169,7 +182,7 @@ func TestLiveStop(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := codec.SplitAVCC(nil, f.Data); err != nil {
+		if _, err := splitNALUs(walkAVCC, f.Data); err != nil {
 			t.Fatalf("frame %d not length-prefixed: %v", n, err)
 		}
 	}
@@ -199,6 +212,9 @@ func TestLiveStop(t *testing.T) {
 
 // TestLiveReadCancelled cancels only ReadFrame's ctx: it returns ctx.Err(), and the source goes on.
 func TestLiveReadCancelled(t *testing.T) {
+	t.Parallel()
+	testPattern.Lock()
+	defer testPattern.Unlock()
 	src, err := OpenLive(t.Context(), SpecTestPattern, LiveOptions{Width: 160, Height: 120, FPS: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -219,6 +235,9 @@ func TestLiveReadCancelled(t *testing.T) {
 
 // TestLiveCloseUnblocks closes the source while ReadFrame waits for a frame.
 func TestLiveCloseUnblocks(t *testing.T) {
+	t.Parallel()
+	testPattern.Lock()
+	defer testPattern.Unlock()
 	src, err := OpenLive(t.Context(), SpecTestPattern, LiveOptions{Width: 160, Height: 120, FPS: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -240,6 +259,9 @@ func TestLiveCloseUnblocks(t *testing.T) {
 }
 
 func TestCameraErrors(t *testing.T) {
+	t.Parallel()
+	testPattern.Lock()
+	defer testPattern.Unlock()
 	for _, tc := range []struct {
 		name, spec string
 		want       []string
@@ -276,6 +298,9 @@ func TestCameraErrors(t *testing.T) {
 // TestFirstCamera opens "camera": with no camera here it must say none was found; with one, it
 // must work or name the camera in its error.
 func TestFirstCamera(t *testing.T) {
+	t.Parallel()
+	testPattern.Lock()
+	defer testPattern.Unlock()
 	cams, err := ListCameras()
 	if err != nil {
 		t.Fatal(err)
@@ -304,6 +329,7 @@ func TestFirstCamera(t *testing.T) {
 }
 
 func TestChooseFormat(t *testing.T) {
+	t.Parallel()
 	p := func(f frame.Format, w, h int, fps float32) prop.Media {
 		return prop.Media{Video: prop.Video{FrameFormat: f, Width: w, Height: h, FrameRate: fps}}
 	}
@@ -341,6 +367,7 @@ func TestChooseFormat(t *testing.T) {
 }
 
 func TestGroupFormats(t *testing.T) {
+	t.Parallel()
 	p := func(f frame.Format, w, h int, fps float32) prop.Media {
 		return prop.Media{Video: prop.Video{FrameFormat: f, Width: w, Height: h, FrameRate: fps}}
 	}
@@ -358,6 +385,7 @@ func TestGroupFormats(t *testing.T) {
 }
 
 func TestNaturalCompare(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		a, b string
 		want int

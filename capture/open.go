@@ -73,30 +73,13 @@ func formatFromName(name string) (Format, codec.Codec) {
 	return FormatAuto, 0
 }
 
-// OpenFile opens the media file at path, or standard input when path is "-" (see Open). The
-// format is sniffed from the first bytes, else taken from the extension, unless opts.Format is set.
-// The returned Source owns the file and closes it on Close.
-func OpenFile(ctx context.Context, path string, opts Options) (Source, error) {
-	if path == "-" {
-		return Open(ctx, os.Stdin, "-", opts)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	src, err := open(ctx, f, f, path, opts)
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	return src, nil
-}
-
-// Open opens a media stream from r, which cannot seek (standard input, a pipe, a socket): Matroska,
-// WebM or Annex B. name is used in errors and for the extension hint ("-" for stdin). MP4 needs
-// seeking (its index, moov, may come after the media) and is refused with an error saying how to
-// feed it instead; buffering a whole stream to a temp file was judged worse than a clear message.
-// The Source closes r on Close if r is an io.Closer.
+// Open opens the media read from r, a file or a stream (standard input, a pipe, a socket):
+// Matroska, WebM, MP4 or Annex B, sniffed from the first bytes (else told by name's extension)
+// unless opts.Format is set. name is used in errors and for the extension hint ("-" for stdin). MP4
+// needs seeking (its index, moov, may come after the media): r must then be an io.ReadSeeker that
+// really seeks, such as an *os.File of a regular file; from a stream it is refused with an error
+// saying how to feed it instead (buffering a whole stream to a temp file was judged worse than a
+// clear message). The Source closes r on Close if r is an io.Closer.
 func Open(ctx context.Context, r io.Reader, name string, opts Options) (Source, error) {
 	var c io.Closer
 	if rc, ok := r.(io.Closer); ok {

@@ -3,7 +3,7 @@
 //
 // A Source yields coded frames in decode order with its tracks known up front. Sources exist for
 // Matroska/WebM (any reader, stdin included), MP4 (progressive and fragmented; needs seeking) and raw
-// H.264/H.265 Annex B streams; OpenFile and Open pick one by sniffing the input. A Fragmenter reads a
+// H.264/H.265 Annex B streams; Open picks one by sniffing the input. A Fragmenter reads a
 // Source and returns mkv.Fragments that start at a video keyframe and never split a GOP.
 //
 // Timestamps are time.Duration from the stream's origin. H.264/H.265 frame data is always 4-byte

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/mkv/codec"
 )
@@ -58,9 +59,10 @@ func readAll(t *testing.T, src Source) []Frame {
 }
 
 func TestSources(t *testing.T) {
+	t.Parallel()
 	for _, tc := range sourceCases {
 		t.Run(tc.name, func(t *testing.T) {
-			src, err := OpenFile(t.Context(), testdata(tc.file), Options{})
+			src, err := openFile(t.Context(), testdata(tc.file), Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -112,7 +114,7 @@ func TestSources(t *testing.T) {
 					t.Errorf("frame %d: negative PTS %v", i, fr.PTS)
 				}
 				if c, ok := codec.FromCodecID(tr.CodecID); ok {
-					if _, err := codec.SplitAVCC(nil, fr.Data); err != nil {
+					if _, err := splitNALUs(walkAVCC, fr.Data); err != nil {
 						t.Fatalf("frame %d: not length-prefixed: %v", i, err)
 					}
 					if fr.Keyframe != codec.IsKeyframeAVCC(c, fr.Data) {
@@ -173,7 +175,8 @@ func slicesMax(s []time.Duration) time.Duration {
 }
 
 func TestAnnexBTimestamps(t *testing.T) {
-	src, err := OpenFile(t.Context(), testdata("h264.h264"), Options{})
+	t.Parallel()
+	src, err := openFile(t.Context(), testdata("h264.h264"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,6 +189,7 @@ func TestAnnexBTimestamps(t *testing.T) {
 }
 
 func TestAnnexBStdin(t *testing.T) {
+	t.Parallel()
 	// A pipe, not a file: the codec is detected from the SPS.
 	data, err := os.ReadFile(testdata("h265.h265"))
 	if err != nil {
@@ -260,6 +264,7 @@ func spsWithoutTiming() []byte {
 // TestAnnexBNeedsFrameRate feeds a stream whose SPS has no timing info: the error must name the
 // flag, and a frame rate given in Options must fix it.
 func TestAnnexBNeedsFrameRate(t *testing.T) {
+	t.Parallel()
 	sps := spsWithoutTiming()
 	info, err := codec.ParseSPS(codec.H264, sps)
 	if err != nil {
@@ -293,6 +298,7 @@ func annexB(nalus ...[]byte) []byte {
 }
 
 func TestOpenErrors(t *testing.T) {
+	t.Parallel()
 	mp4, err := os.Open(testdata("h264_aac.mp4"))
 	if err != nil {
 		t.Fatal(err)
@@ -308,7 +314,6 @@ func TestOpenErrors(t *testing.T) {
 		{name: "unknown", open: func() (Source, error) {
 			return Open(t.Context(), strings.NewReader("hello world, not media"), "x.txt", Options{})
 		}, want: "--format"},
-		{name: "missing file", open: func() (Source, error) { return OpenFile(t.Context(), testdata("nope.mkv"), Options{}) }, want: "nope.mkv"},
 		{name: "garbage annexb", open: func() (Source, error) {
 			return Open(t.Context(), strings.NewReader("\x00\x00\x01\x09\xf0"), "-", Options{})
 		}, want: "--codec"},
@@ -340,6 +345,7 @@ var sniffCases = []struct {
 }
 
 func TestSniff(t *testing.T) {
+	t.Parallel()
 	for _, tc := range sniffCases {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Sniff(tc.head); got != tc.want {
@@ -350,6 +356,7 @@ func TestSniff(t *testing.T) {
 }
 
 func TestReadFrameCancelled(t *testing.T) {
+	t.Parallel()
 	r, w := io.Pipe()
 	defer w.Close()
 	ctx, cancel := context.WithCancel(t.Context())
@@ -380,7 +387,8 @@ func TestReadFrameCancelled(t *testing.T) {
 // TestMP4Fragmented remuxes h264_aac.mp4 to fragmented MP4 with ffmpeg and checks that the
 // fragmented path yields the same frames and timestamps as the progressive one.
 func TestMP4Fragmented(t *testing.T) {
-	ffmpeg := needTool(t, "ffmpeg")
+	t.Parallel()
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
 	out := filepath.Join(t.TempDir(), "frag.mp4")
 	cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-i", testdata("h264_aac.mp4"), "-c", "copy",
 		"-movflags", "frag_keyframe+empty_moov+default_base_moof", out)
@@ -388,7 +396,7 @@ func TestMP4Fragmented(t *testing.T) {
 		t.Fatalf("ffmpeg: %v: %s", err, b)
 	}
 	read := func(path string) []Frame {
-		src, err := OpenFile(t.Context(), path, Options{})
+		src, err := openFile(t.Context(), path, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -426,6 +434,7 @@ func TestMP4Fragmented(t *testing.T) {
 // TestMP4TrimToEdit: audio samples before the edit list's start are kept with the part to
 // discard when they start less than a second before it, and dropped when earlier.
 func TestMP4TrimToEdit(t *testing.T) {
+	t.Parallel()
 	const rate = 48000
 	for _, tc := range []struct {
 		name  string
@@ -461,7 +470,8 @@ func TestMP4TrimToEdit(t *testing.T) {
 // duration to discard, and the timestamps of both tracks are shifted by its duration together,
 // so that video and audio keep the relation they have in the source.
 func TestMP4PrimingFrame(t *testing.T) {
-	src, err := OpenFile(t.Context(), testdata("h264_aac.mp4"), Options{})
+	t.Parallel()
+	src, err := openFile(t.Context(), testdata("h264_aac.mp4"), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,8 +504,9 @@ func TestMP4PrimingFrame(t *testing.T) {
 // TestCodecPrivateMatchesFFmpeg checks that the avcC the Annex B source builds from in-band
 // parameter sets is byte for byte the one ffmpeg wrote into the Matroska file of the same stream.
 func TestCodecPrivateMatchesFFmpeg(t *testing.T) {
+	t.Parallel()
 	private := func(name string) []byte {
-		src, err := OpenFile(t.Context(), testdata(name), Options{})
+		src, err := openFile(t.Context(), testdata(name), Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -510,6 +521,7 @@ func TestCodecPrivateMatchesFFmpeg(t *testing.T) {
 // TestMP4SampleSizeCap: a sample table that claims a huge sample is an error naming it, not a
 // multi-gigabyte allocation.
 func TestMP4SampleSizeCap(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile(testdata("h264_aac.mp4"))
 	if err != nil {
 		t.Fatal(err)
@@ -542,4 +554,19 @@ func getU32(b []byte) uint32 {
 
 func putU32(b []byte, v uint32) {
 	b[0], b[1], b[2], b[3] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+}
+
+// openFile opens the media file at path as put-media does: Open over the *os.File, which the
+// Source closes.
+func openFile(ctx context.Context, path string, opts Options) (Source, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	src, err := Open(ctx, f, path, opts)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return src, nil
 }

@@ -34,6 +34,7 @@ var ackTests = []struct {
 }
 
 func TestReadAcks(t *testing.T) {
+	t.Parallel()
 	for _, tc := range ackTests {
 		t.Run(tc.name, func(t *testing.T) {
 			var got []Ack
@@ -58,6 +59,7 @@ func TestReadAcks(t *testing.T) {
 }
 
 func TestReadAcksStopsOnCallbackError(t *testing.T) {
+	t.Parallel()
 	stop := errors.New("stop")
 	n := 0
 	err := ReadAcks(strings.NewReader("{\"EventType\":\"IDLE\"}\n{\"EventType\":\"IDLE\"}\n"), func(Ack) error { n++; return stop })
@@ -67,6 +69,7 @@ func TestReadAcksStopsOnCallbackError(t *testing.T) {
 }
 
 func TestAckErrMessage(t *testing.T) {
+	t.Parallel()
 	e := &AckErr{Ack: Ack{EventType: AckError, FragmentNumber: "7", ErrorID: 4002, ErrorCode: "MAX_FRAGMENT_DURATION_REACHED"}}
 	if !strings.Contains(e.Error(), "MAX_FRAGMENT_DURATION_REACHED") || !strings.Contains(e.Error(), "keyframes") {
 		t.Fatalf("message %q does not say what happened and what to do", e.Error())

@@ -166,7 +166,7 @@ func (c *Client) GetMediaForFragmentList(ctx context.Context, stream string, num
 		return nil, fmt.Errorf("get media for fragment list %s: %w", stream, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if err := sign(ctx, c.cfg, req, payloadHash(body)); err != nil {
+	if err := c.Sign(ctx, req, body); err != nil {
 		return nil, err
 	}
 	resp, err := c.do(req)

@@ -137,14 +137,6 @@ func haveCredentials(ctx context.Context, p aws.CredentialsProvider) bool {
 	return err == nil && creds.HasKeys()
 }
 
-// AWSConfig returns the resolved AWS configuration (region, credentials, HTTP client, retryer),
-// for building the media and archived-media clients. Its BaseEndpoint is not set: those clients
-// take the DataEndpoint of their API.
-func (c *Client) AWSConfig() aws.Config { return c.cfg.Copy() }
-
-// HTTPClient returns Config.HTTPClient, or nil when the SDK default is in use.
-func (c *Client) HTTPClient() *http.Client { return c.httpClient }
-
 // DataEndpoint returns the endpoint (scheme://host[:port], no trailing slash) that serves api for
 // stream, from GetDataEndpoint. stream is a stream name, or a stream ARN if it starts with "arn:".
 // Answers are cached per stream and API for the life of the Client (a data endpoint does not move;

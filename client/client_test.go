@@ -3,6 +3,7 @@ package client
 import (
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,20 +12,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/server"
 	"github.com/openkvs/kvs/server/store"
 )
 
-// noAWSSetup clears every credential source of the environment.
-func noAWSSetup(t *testing.T) {
-	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-		"AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
-		"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL",
-		"AWS_ENDPOINT_URL_KINESIS_VIDEO"} {
-		t.Setenv(k, "")
-	}
-	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+func TestMain(m *testing.M) {
+	testutil.IsolateAWS()
+	os.Exit(m.Run())
 }
 
 // newKVS starts a kvs server and counts the requests per path.
@@ -50,16 +45,16 @@ func newKVS(t *testing.T) (*httptest.Server, map[string]*atomic.Int64) {
 }
 
 func TestNewLocalWithoutCredentials(t *testing.T) {
-	noAWSSetup(t)
+	t.Parallel()
 	ts, counts := newKVS(t)
 	c, err := New(t.Context(), Config{Endpoint: ts.URL + "/", HTTPClient: ts.Client()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.AWSConfig().Region; got != DefaultRegion {
+	if got := c.cfg.Region; got != DefaultRegion {
 		t.Errorf("region = %q, want %q", got, DefaultRegion)
 	}
-	creds, err := c.AWSConfig().Credentials.Retrieve(t.Context())
+	creds, err := c.cfg.Credentials.Retrieve(t.Context())
 	if err != nil || creds.AccessKeyID != localAccessKeyID {
 		t.Errorf("credentials = %v, %v; want the local dummy", creds.AccessKeyID, err)
 	}
@@ -89,7 +84,6 @@ func TestNewLocalWithoutCredentials(t *testing.T) {
 }
 
 func TestNewUsesConfiguredCredentials(t *testing.T) {
-	noAWSSetup(t)
 	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDFROMENV")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "secret")
 	t.Setenv("AWS_REGION", "eu-central-1")
@@ -97,32 +91,32 @@ func TestNewUsesConfiguredCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds, err := c.AWSConfig().Credentials.Retrieve(t.Context())
+	creds, err := c.cfg.Credentials.Retrieve(t.Context())
 	if err != nil || creds.AccessKeyID != "AKIDFROMENV" {
 		t.Errorf("credentials = %v, %v", creds.AccessKeyID, err)
 	}
-	if r := c.AWSConfig().Region; r != "eu-central-1" {
+	if r := c.cfg.Region; r != "eu-central-1" {
 		t.Errorf("region = %q", r)
 	}
 	c, err = New(t.Context(), Config{Endpoint: "http://127.0.0.1:1", Region: "ap-south-1"})
-	if err != nil || c.AWSConfig().Region != "ap-south-1" {
+	if err != nil || c.cfg.Region != "ap-south-1" {
 		t.Errorf("explicit region: %v", err)
 	}
 }
 
 func TestNewAWSEndpointKeepsChain(t *testing.T) {
-	noAWSSetup(t)
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true") // keep the test offline
+	t.Parallel()
 	c, err := New(t.Context(), Config{Endpoint: "https://kinesisvideo.us-west-2.amazonaws.com", Region: "us-west-2"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.AWSConfig().Credentials.Retrieve(t.Context()); err == nil {
+	if _, err := c.cfg.Credentials.Retrieve(t.Context()); err == nil {
 		t.Error("AWS endpoint got credentials from nowhere")
 	}
 }
 
 func TestNewBadEndpoint(t *testing.T) {
+	t.Parallel()
 	for _, ep := range []string{"127.0.0.1:4567", "ftp://x", "http://", "://"} {
 		if _, err := New(t.Context(), Config{Endpoint: ep}); err == nil {
 			t.Errorf("New(%q) succeeded", ep)
@@ -131,6 +125,7 @@ func TestNewBadEndpoint(t *testing.T) {
 }
 
 func TestIsAWSHost(t *testing.T) {
+	t.Parallel()
 	for host, want := range map[string]bool{
 		"kinesisvideo.us-east-1.amazonaws.com": true, "s-1.kinesisvideo.cn-north-1.amazonaws.com.cn": true,
 		"amazonaws.com": true, "127.0.0.1": false, "localhost": false, "notamazonaws.com": false, "kvs.example.com": false,

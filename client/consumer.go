@@ -364,7 +364,7 @@ func (c *Consumer) connect(ctx context.Context) error {
 	if c.cfg.NoFollow {
 		req.Header.Set(NoFollowHeader, "1")
 	}
-	if err := sign(ctx, c.c.cfg, req, payloadHash(body)); err != nil {
+	if err := c.c.Sign(ctx, req, body); err != nil {
 		return err
 	}
 	resp, err := c.c.do(req)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -29,7 +30,11 @@ const testBase = 1705489836421 * time.Millisecond
 // clipFragments cuts a testdata clip into fragments of d with absolute timecodes from testBase.
 func clipFragments(t *testing.T, name string, d time.Duration) []*mkv.Fragment {
 	t.Helper()
-	src, err := capture.OpenFile(t.Context(), "../testdata/"+name, capture.Options{})
+	file, err := os.Open("../testdata/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := capture.Open(t.Context(), file, name, capture.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +67,6 @@ type mediaServer struct {
 // none), and returns a Client for it.
 func startMedia(t *testing.T, wrap func(http.Handler) http.Handler, lis func(net.Listener) net.Listener) *mediaServer {
 	t.Helper()
-	noAWSSetup(t)
 	st := store.NewMem()
 	srv, err := server.New(server.Config{Store: st})
 	if err != nil {
@@ -187,6 +191,7 @@ func countFrames(frags []*mkv.Fragment) map[uint64]int {
 }
 
 func TestProducerConsumerRoundTrip(t *testing.T) {
+	t.Parallel()
 	m := startMedia(t, nil, nil)
 	m.createStream(t, "cam", 24)
 	frags := clipFragments(t, "h264_aac.mp4", time.Second)
@@ -232,6 +237,7 @@ func TestProducerConsumerRoundTrip(t *testing.T) {
 }
 
 func TestProducerRetentionZeroEndsOnReceived(t *testing.T) {
+	t.Parallel()
 	m := startMedia(t, nil, nil)
 	m.createStream(t, "live", 0)
 	frags := clipFragments(t, "h264.mkv", time.Second)
@@ -283,6 +289,7 @@ func (c *cutConn) Read(p []byte) (int, error) {
 // at least once, that duplicates carry the same producer timestamp and frames, and that all of it
 // decodes.
 func TestProducerReplayAfterCut(t *testing.T) {
+	t.Parallel()
 	cl := &cutListener{after: 12_000}
 	cl.armed.Store(true)
 	m := startMedia(t, nil, func(l net.Listener) net.Listener { cl.Listener = l; return cl })
@@ -325,6 +332,7 @@ func TestProducerReplayAfterCut(t *testing.T) {
 }
 
 func TestProducerErrors(t *testing.T) {
+	t.Parallel()
 	m := startMedia(t, nil, nil)
 	frags := clipFragments(t, "h264.mkv", time.Second)
 
@@ -406,6 +414,7 @@ func (w *cutWriter) Write(p []byte) (int, error) {
 func (w *cutWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func TestConsumerResumesAfterCut(t *testing.T) {
+	t.Parallel()
 	m := startMedia(t, cutResponse(20_000), nil)
 	m.createStream(t, "cam", 24)
 	frags := clipFragments(t, "h264.mkv", time.Second)
@@ -446,6 +455,7 @@ func TestConsumerResumesAfterCut(t *testing.T) {
 }
 
 func TestConsumerErrors(t *testing.T) {
+	t.Parallel()
 	m := startMedia(t, nil, nil)
 	m.createStream(t, "cam", 24)
 	cases := []struct {
@@ -519,6 +529,7 @@ func (w *headerWriter) WriteHeader(code int) {
 func (w *headerWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func TestConsumerNowSeesLiveFragments(t *testing.T) {
+	t.Parallel()
 	subscribed := make(chan struct{})
 	m := startMedia(t, headerSignal(subscribed), nil)
 	m.createStream(t, "live", 24)
@@ -568,6 +579,7 @@ func TestConsumerNowSeesLiveFragments(t *testing.T) {
 }
 
 func TestListFragmentsPaging(t *testing.T) {
+	t.Parallel()
 	m := startMedia(t, nil, nil)
 	m.createStream(t, "cam", 24)
 	frags := clipFragments(t, "h264.mkv", 500*time.Millisecond)
@@ -631,6 +643,7 @@ func TestListFragmentsPaging(t *testing.T) {
 }
 
 func TestCompareFragmentNumbers(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		a, b string
 		want int
@@ -643,6 +656,7 @@ func TestCompareFragmentNumbers(t *testing.T) {
 }
 
 func TestAPIErrorParsing(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name, header, body string
 		status             int
@@ -671,6 +685,7 @@ func TestAPIErrorParsing(t *testing.T) {
 // TestProducerTrackChange sends H.264 fragments, then H.265 ones: the producer starts a new
 // connection with the new Tracks, and a reader sees both codecs with every frame.
 func TestProducerTrackChange(t *testing.T) {
+	t.Parallel()
 	m := startMedia(t, nil, nil)
 	m.createStream(t, "switch", 24)
 	h264 := clipFragments(t, "h264.mkv", time.Second)
@@ -702,6 +717,7 @@ func TestProducerTrackChange(t *testing.T) {
 // TestConsumerIdleTimeoutEndsNoFollow strips x-kvs-no-follow, as real KVS ignores it: the consumer
 // still ends at the live edge, after IdleTimeout without data.
 func TestConsumerIdleTimeoutEndsNoFollow(t *testing.T) {
+	t.Parallel()
 	strip := func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			r.Header.Del(NoFollowHeader)

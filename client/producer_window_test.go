@@ -17,6 +17,7 @@ import (
 // MaxInFlight: against a server that reads every byte but never acknowledges, three 1 MB
 // fragments fit a 3.5 MB window and the fourth waits.
 func TestProducerMaxInFlightBytes(t *testing.T) {
+	t.Parallel()
 	received := make(chan int64, 1)
 	var ts *httptest.Server
 	ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -89,6 +90,7 @@ func (w *recordingWriter) Write(p []byte) (int, error) {
 
 // uploadBody hands the transport pieces of up to 1 MiB, in order and complete.
 func TestUploadBodyWriteTo(t *testing.T) {
+	t.Parallel()
 	pr, pw := io.Pipe()
 	want := payloadBytes(3<<20 + 12345)
 	go func() {

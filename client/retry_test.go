@@ -88,7 +88,6 @@ func closedAddr(t *testing.T) string {
 // own URL), wrap around its handler, and a stream "cam" with retention.
 func startKVSAdvertising(t *testing.T, advertise string, wrap func(http.Handler) http.Handler) *httptest.Server {
 	t.Helper()
-	noAWSSetup(t)
 	st := store.NewMem()
 	srv, err := server.New(server.Config{Store: st, AdvertiseURL: advertise})
 	if err != nil {
@@ -113,6 +112,7 @@ func startKVSAdvertising(t *testing.T, advertise string, wrap func(http.Handler)
 // An unreachable endpoint is tried once, by the SDK's modeled operations and by the media APIs'
 // own connections alike: there are no retries with backoff before the error.
 func TestUnreachableFailsFast(t *testing.T) {
+	t.Parallel()
 	dead := closedAddr(t)
 	ts := startKVSAdvertising(t, "http://"+dead, nil) // the data endpoint refuses
 	tlsServer := httptest.NewTLSServer(http.NotFoundHandler())
@@ -189,12 +189,12 @@ func isRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 // Once a connection has worked, a refused one is a server restarting: the producer and the
 // consumer reconnect with backoff, as after any broken connection.
 func TestRefusedAfterConnectingIsRetried(t *testing.T) {
+	t.Parallel()
 	frags := clipFragments(t, "h264.mkv", time.Second)
 
 	t.Run("producer", func(t *testing.T) {
 		cut := &cutListener{after: 12_000}
 		cut.armed.Store(true)
-		noAWSSetup(t)
 		st := store.NewMem()
 		srv, err := server.New(server.Config{Store: st})
 		if err != nil {
@@ -278,6 +278,7 @@ func TestRefusedAfterConnectingIsRetried(t *testing.T) {
 
 // failFast decides the unreachable errors and leaves every other one to the SDK's retryer.
 func TestFailFastRetryer(t *testing.T) {
+	t.Parallel()
 	r := failFast(retry.NewStandard())
 	sendErr := func(err error) error {
 		return &smithyhttp.RequestSendError{Err: &url.Error{Op: "Post", URL: "http://127.0.0.1:1/listStreams", Err: err}}
@@ -308,6 +309,7 @@ func TestFailFastRetryer(t *testing.T) {
 // body's writer, which may have handed everything to the transport already and be waiting for the
 // next fragment, is stopped too.
 func TestProducerErrorAnswerBeforeBody(t *testing.T) {
+	t.Parallel()
 	notKVS := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close") // answer now: do not read the body first
 		http.NotFound(w, r)

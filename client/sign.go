@@ -8,36 +8,32 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 )
 
 // signingName is the SigV4 service name of all three KVS APIs (control plane, media, archived media).
 const signingName = "kinesisvideo"
 
-// emptyPayloadHash is the SHA-256 of no bytes. Streaming PutMedia requests are signed with it, as
-// the KVS C producer does: the body is not known when the headers go out.
-const emptyPayloadHash = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-
-// payloadHash returns the hex SHA-256 of b, for requests whose body is known up front.
-func payloadHash(b []byte) string {
-	h := sha256.Sum256(b)
-	return hex.EncodeToString(h[:])
-}
-
-// sign adds SigV4 headers to req for the kinesisvideo service using the credentials and region of
-// cfg. hash is the request payload's hex SHA-256 (emptyPayloadHash for streaming bodies).
-func sign(ctx context.Context, cfg aws.Config, req *http.Request, hash string) error {
-	if cfg.Credentials == nil {
+// Sign adds an AWS Signature Version 4 for the kinesisvideo service to req, with the Client's
+// credentials and region: what AWS and `kvs server --auth sigv4` check. It is what the Client's own
+// PutMedia, GetMedia and GetMediaForFragmentList requests go through, exported for requests it
+// does not make itself (internal/bench's raw PutMedia and GetMedia). body is the request payload
+// when it is known up front: its SHA-256 is signed. Pass nil for a streaming body (PutMedia): it is
+// signed with the hash of no bytes, as the KVS producer SDKs do, since the body is not known when
+// the headers go out. Safe for concurrent use.
+func (c *Client) Sign(ctx context.Context, req *http.Request, body []byte) error {
+	if c.cfg.Credentials == nil {
 		return fmt.Errorf("sign %s: no AWS credentials configured", req.URL.Path)
 	}
-	creds, err := cfg.Credentials.Retrieve(ctx)
+	creds, err := c.cfg.Credentials.Retrieve(ctx)
 	if err != nil {
 		return fmt.Errorf("sign %s: credentials: %w", req.URL.Path, err)
 	}
+	sum := sha256.Sum256(body)
+	hash := hex.EncodeToString(sum[:])
 	req.Header.Set("X-Amz-Content-Sha256", hash)
 	signer := v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = true })
-	if err := signer.SignHTTP(ctx, creds, req, hash, signingName, cfg.Region, time.Now().UTC()); err != nil {
+	if err := signer.SignHTTP(ctx, creds, req, hash, signingName, c.cfg.Region, time.Now().UTC()); err != nil {
 		return fmt.Errorf("sign %s: %w", req.URL.Path, err)
 	}
 	return nil

@@ -18,8 +18,6 @@ import (
 	"github.com/openkvs/kvs/internal/bench"
 )
 
-func init() { commands = append(commands, newBenchCmd) }
-
 const (
 	outputText = "text"
 )
@@ -39,16 +37,18 @@ type benchOptions struct {
 	ServerPID        int
 	Output           string
 	KeepStreams      bool
-
-	bitrate int64
 }
 
-func (o *benchOptions) validate() error {
-	b, err := bench.ParseBitrate(o.Bitrate)
-	if err != nil {
+// bitrate is --bitrate in bits per second (checked by validate).
+func (o benchOptions) bitrate() int64 {
+	b, _ := bench.ParseBitrate(o.Bitrate)
+	return b
+}
+
+func (o benchOptions) validate() error {
+	if _, err := bench.ParseBitrate(o.Bitrate); err != nil {
 		return fmt.Errorf("--bitrate: %w", err)
 	}
-	o.bitrate = b
 	switch {
 	case o.Output != outputText && o.Output != outputJSON:
 		return fmt.Errorf("--output %q: want text or json", o.Output)
@@ -63,13 +63,13 @@ func (o *benchOptions) validate() error {
 	case o.ServerPID != 0 && o.Embedded:
 		return errors.New("--server-pid is for an external server: the embedded one is measured already")
 	}
-	return bench.Config{Client: &client.Client{}, Streams: o.Streams, Bitrate: o.bitrate, FragmentDuration: o.FragmentDuration,
+	return bench.Config{Client: &client.Client{}, Streams: o.Streams, Bitrate: o.bitrate(), FragmentDuration: o.FragmentDuration,
 		Duration: o.Duration, FPS: o.FPS}.Validate()
 }
 
 func newBenchCmd(env *Env) *cobra.Command {
 	var o benchOptions
-	c := &cobra.Command{
+	c := newCommand(env, &o, runBench, &cobra.Command{
 		Use:   "bench [--streams N] [--bitrate R] [--fragment-duration D] [--duration T] [--embedded | --endpoint URL]",
 		Short: "Measure a kvs server under N real-time camera streams",
 		Long: `Drive N concurrent real-time PutMedia streams of synthetic H.264-like video (30 fps, one keyframe
@@ -94,14 +94,7 @@ fragments, bytes, errors, ingest_mbps (megabits/s), persisted_ack_ms and deliver
 peak_rss_mb (null when unknown), plus server, sent, delivered, errors_by_kind, load_avg,
 warmup_s, connect_ms and by_second (fragments and p99 latencies per second of the run, where a
 tail comes from). --warmup D leaves the fragments sent in the first D out of the latency figures.`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runBench(c.Context(), env, o)
-		},
-	}
+	})
 	f := c.Flags()
 	f.IntVar(&o.Streams, "streams", 10, "number of concurrent streams (one producer and one consumer each)")
 	f.StringVar(&o.Bitrate, "bitrate", "2Mbps", "media rate per stream, e.g. 2Mbps, 500kbps")
@@ -118,15 +111,6 @@ tail comes from). --warmup D leaves the fragments sent in the first D out of the
 	f.StringVar(&o.Output, "output", outputText, "output format: text or json")
 	f.BoolVar(&o.KeepStreams, "keep-streams", false, "external server: do not delete the streams at the end")
 	return c
-}
-
-// benchServerCommand returns the command that runs kvs (tests replace it).
-var benchServerCommand = func() ([]string, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	return []string{exe}, nil
 }
 
 // benchOutput is the --output json object.
@@ -182,7 +166,7 @@ func runBench(ctx context.Context, env *Env, o benchOptions) error {
 		return err
 	}
 	res, err := bench.Run(ctx, bench.Config{
-		Client: cl, Streams: o.Streams, Bitrate: o.bitrate, FragmentDuration: o.FragmentDuration,
+		Client: cl, Streams: o.Streams, Bitrate: o.bitrate(), FragmentDuration: o.FragmentDuration,
 		Duration: o.Duration, Warmup: o.Warmup, FPS: o.FPS, KeyframeRatio: o.KeyframeRatio, NoConsumers: o.NoConsumers,
 		DeleteStreams: !o.Embedded && !o.KeepStreams, Log: logf,
 	})
@@ -218,7 +202,7 @@ func runBench(ctx context.Context, env *Env, o benchOptions) error {
 func writeBenchText(w io.Writer, o benchOptions, out benchOutput, res bench.Result) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "kvs bench: %d streams × %s, %v fragments, %d fps (keyframe ≈ %g× delta), %v\n",
-		o.Streams, bench.FormatBitrate(o.bitrate), o.FragmentDuration, o.FPS, o.KeyframeRatio, o.Duration)
+		o.Streams, bench.FormatBitrate(o.bitrate()), o.FragmentDuration, o.FPS, o.KeyframeRatio, o.Duration)
 	fmt.Fprintf(&b, "server:          %s\n", out.Server)
 	fmt.Fprintf(&b, "fragments:       %d sent, %d persisted", res.Sent, res.Fragments)
 	if !o.NoConsumers {
@@ -304,11 +288,11 @@ type benchServer struct {
 // startBenchServer runs `kvs server --listen 127.0.0.1:0` with a fresh data directory and waits
 // for the URL it prints.
 func startBenchServer(ctx context.Context, env *Env, o benchOptions) (*benchServer, error) {
-	argv, err := benchServerCommand()
+	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
-	args := append(argv[1:], "server", "--listen", "127.0.0.1:0", "--log-level", "warn")
+	args := []string{"server", "--listen", "127.0.0.1:0", "--log-level", "warn"}
 	s := &benchServer{waited: make(chan error, 1)}
 	if o.Memory {
 		args = append(args, "--memory")
@@ -318,7 +302,7 @@ func startBenchServer(ctx context.Context, env *Env, o benchOptions) (*benchServ
 		}
 		args = append(args, "--data-dir", s.dir)
 	}
-	s.cmd = exec.Command(argv[0], args...) //nolint:gosec // our own binary
+	s.cmd = exec.Command(exe, args...) //nolint:gosec // our own binary
 	s.cmd.Stderr = env.Stderr
 	stdout, err := s.cmd.StdoutPipe()
 	if err != nil {

@@ -3,30 +3,16 @@ package cmd
 import (
 	"bytes"
 	"encoding/json"
-	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
-// TestBenchHelperProcess is not a test: run by TestBench as the embedded `kvs server` child
-// (KVS_BENCH_HELPER=1), it runs kvs with the arguments after "--".
-func TestBenchHelperProcess(t *testing.T) {
-	if os.Getenv("KVS_BENCH_HELPER") != "1" {
-		t.Skip("helper process for TestBench")
-	}
-	args := os.Args
-	for i, a := range args {
-		if a == "--" {
-			args = args[i+1:]
-			break
-		}
-	}
-	os.Args = append([]string{"kvs"}, args...)
-	os.Exit(Main())
-}
-
 func TestBenchValidate(t *testing.T) {
+	t.Parallel()
 	ok := func() benchOptions {
 		return benchOptions{Streams: 3, Bitrate: "2Mbps", FragmentDuration: time.Second, Duration: 3 * time.Second,
 			FPS: 30, Output: "text"}
@@ -61,24 +47,20 @@ func TestBenchValidate(t *testing.T) {
 	}
 }
 
-// TestBench runs `kvs bench --embedded` for 3 streams and 3 s (the server is this test binary as a
-// child process) and checks the JSON object's shape and that nothing failed. No timing assertions.
+// TestBench runs `kvs bench --embedded` (the built binary, which starts itself as the server) for
+// 3 streams and 3 s and checks the JSON object's shape and that nothing failed. No timing
+// assertions.
 func TestBench(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs for about 5 s")
-	}
-	t.Setenv("KVS_BENCH_HELPER", "1")
-	old := benchServerCommand
-	benchServerCommand = func() ([]string, error) {
-		return []string{os.Args[0], "-test.run=^TestBenchHelperProcess$", "--"}, nil
-	}
-	t.Cleanup(func() { benchServerCommand = old })
+	t.Parallel()
+	testutil.Slow(t)
 	var stdout, stderr bytes.Buffer
-	env := &Env{Stdout: &stdout, Stderr: &stderr, Getenv: func(string) string { return "" }}
-	code := Run(t.Context(), env, []string{"bench", "--embedded", "--data-dir", t.TempDir(), "--streams", "3",
-		"--bitrate", "1Mbps", "--fragment-duration", "1s", "--duration", "3s", "--output", "json"})
-	if code != 0 {
-		t.Fatalf("exit %d; stderr:\n%s", code, stderr.String())
+	cmd := exec.CommandContext(t.Context(), kvsBinary(t), "bench", "--embedded", "--data-dir", t.TempDir(), "--streams", "3",
+		"--bitrate", "1Mbps", "--fragment-duration", "1s", "--duration", "3s", "--output", "json")
+	home := t.TempDir()
+	cmd.Env = []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home, "XDG_DATA_HOME=" + home, "PATH=/usr/bin:/bin"}
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v; stderr:\n%s", err, stderr.String())
 	}
 	dec := json.NewDecoder(&stdout)
 	var got map[string]any

@@ -25,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 
 	"github.com/openkvs/kvs/client"
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 )
 
@@ -37,6 +38,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	testutil.IsolateAWS()
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)
@@ -325,9 +327,8 @@ var recoveryLine = regexp.MustCompile(`store recovery.*bytes_cut=(\d+)`)
 // the newest segment as a crash in the middle of a write would; the restart must cut it and log
 // the cut.
 func TestCrashSafety(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process crash test (-short)")
-	}
+	t.Parallel()
+	testutil.Slow(t)
 	cycles := 20
 	if v := os.Getenv("KVS_CRASH_CYCLES"); v != "" {
 		n, err := strconv.Atoi(v)
@@ -344,7 +345,6 @@ func TestCrashSafety(t *testing.T) {
 		}
 		seed = n
 	}
-	isolateAWS(t)
 	rng := rand.New(rand.NewPCG(seed, 42))
 	dataDir := t.TempDir()
 	const stream = "crash"
@@ -427,10 +427,8 @@ func TestCrashSafety(t *testing.T) {
 // last ack is ERROR 5000, the reader's response ends cleanly, and after a restart everything
 // acknowledged is there.
 func TestGracefulShutdown(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process test (-short)")
-	}
-	isolateAWS(t)
+	t.Parallel()
+	testutil.Slow(t)
 	dataDir := t.TempDir()
 	const stream = "term"
 	const base = int64(1_700_000_000_000)

@@ -21,28 +21,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/server"
 	"github.com/openkvs/kvs/server/store"
 )
 
-// needTool returns the path of an external tool, skipping the test when it is missing unless
-// KVS_REQUIRE_TOOLS=1, in which case the test fails.
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("KVS_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s not found and KVS_REQUIRE_TOOLS=1: %v", name, err)
-		}
-		t.Skipf("%s not found: %v", name, err)
-	}
-	return path
-}
-
 // e2eServer starts kvs (memory store, real clock) on httptest, with wrap around its handler.
 func e2eServer(t *testing.T, wrap func(http.Handler) http.Handler) (string, store.Store) {
 	t.Helper()
-	isolateAWS(t)
 	st := store.NewMem()
 	srv, err := server.New(server.Config{Store: st})
 	if err != nil {
@@ -88,7 +74,7 @@ type probe struct {
 
 func ffprobe(t *testing.T, path string) probe {
 	t.Helper()
-	bin := needTool(t, "ffprobe")
+	bin := testutil.NeedTool(t, "ffprobe")
 	out, err := exec.CommandContext(t.Context(), bin, "-v", "error", "-count_frames", "-show_streams", "-show_format", "-of", "json", path).Output()
 	if err != nil {
 		t.Fatalf("ffprobe %s: %v", path, err)
@@ -170,9 +156,12 @@ var e2eClips = []struct {
 }
 
 func TestE2EClips(t *testing.T) {
-	needTool(t, "ffprobe")
+	t.Parallel()
+	testutil.Slow(t)
+	testutil.NeedTool(t, "ffprobe")
 	for _, clip := range e2eClips {
 		t.Run(clip.name, func(t *testing.T) {
+			t.Parallel()
 			url, _ := e2eServer(t, nil)
 			dir := t.TempDir()
 			want := probe{Frames: clip.frames, Duration: clip.secs}
@@ -202,7 +191,7 @@ func TestE2EClips(t *testing.T) {
 				t.Errorf("get-media stderr %q: no continuation token", errs)
 			}
 			sameMedia(t, "get-media", ffprobe(t, got), want)
-			if mkvmerge := needTool(t, "mkvmerge"); mkvmerge != "" {
+			if mkvmerge := testutil.NeedTool(t, "mkvmerge"); mkvmerge != "" {
 				out, err := exec.CommandContext(t.Context(), mkvmerge, "-J", got).Output()
 				var id struct {
 					Container struct{ Recognized, Supported bool }
@@ -305,7 +294,9 @@ func (w *headerHook) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // TestE2ELive starts get-media NOW first, then put-media --realtime: the consumer gets every frame.
 func TestE2ELive(t *testing.T) {
-	needTool(t, "ffprobe")
+	t.Parallel()
+	testutil.Slow(t)
+	testutil.NeedTool(t, "ffprobe")
 	subscribed := make(chan struct{})
 	url, _ := e2eServer(t, getMediaSubscribed(subscribed))
 	mustRun(t, url, nil, "create-stream", "--stream-name", "live", "--data-retention-in-hours", "1")
@@ -326,6 +317,7 @@ func TestE2ELive(t *testing.T) {
 // TestE2EInterrupt cancels a looping put-media after its first PERSISTED ack: exit 130, and what
 // was acknowledged is stored.
 func TestE2EInterrupt(t *testing.T) {
+	t.Parallel()
 	url, st := e2eServer(t, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -364,9 +356,10 @@ func TestE2EInterrupt(t *testing.T) {
 
 // TestE2EAWSCLIListFragments checks that the real AWS CLI sees what put-media stored.
 func TestE2EAWSCLIListFragments(t *testing.T) {
+	t.Parallel()
 	aws := "/usr/bin/aws"
 	if _, err := os.Stat(aws); err != nil {
-		aws = needTool(t, "aws")
+		aws = testutil.NeedTool(t, "aws")
 	}
 	url, _ := e2eServer(t, nil)
 	mustRun(t, url, nil, "put-media", "--stream-name", "cli", "--create", "--source", "../testdata/h264_aac.mp4", "--fragment-duration", "1s")
@@ -412,6 +405,7 @@ func TestE2EAWSCLIListFragments(t *testing.T) {
 }
 
 func TestE2ENotFound(t *testing.T) {
+	t.Parallel()
 	url, st := e2eServer(t, nil)
 	for _, args := range [][]string{
 		{"put-media", "--stream-name", "nope", "--source", "../testdata/h264.mkv"},

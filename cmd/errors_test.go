@@ -59,6 +59,7 @@ func requestCounter(n *atomic.Int32) func(http.Handler) http.Handler {
 // The errors a user reads: the exact stderr, once, without the SDK's wrappers, with the exit code,
 // and without asking the server (or retrying) when that cannot help.
 func TestErrorRendering(t *testing.T) {
+	t.Parallel()
 	const refusedHint = "Start `kvs server`, or point --endpoint (KVS_ENDPOINT) at a running server."
 	clip, err := filepath.Abs("../testdata/h264.mkv")
 	if err != nil {
@@ -135,7 +136,6 @@ func TestErrorRendering(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			isolateAWS(t)
 			expand := strings.NewReplacer("{ep}", tc.endpoint, "{dir}", dir)
 			args := []string{"--endpoint", tc.endpoint}
 			for _, a := range tc.args {
@@ -177,7 +177,7 @@ func TestErrorRendering(t *testing.T) {
 
 // At --log-level debug the SDK's whole chain is logged too, once, before the message.
 func TestErrorDetailAtDebug(t *testing.T) {
-	isolateAWS(t)
+	t.Parallel()
 	ep := closedEndpoint(t)
 	env, _, errb := testEnv(t, nil)
 	if code := Run(t.Context(), env, []string{"--endpoint", ep, "--log-level", "debug", "list-streams"}); code != ExitError {
@@ -197,6 +197,7 @@ func TestErrorDetailAtDebug(t *testing.T) {
 // A file put-media cannot read is a usage error found before the server is asked anything: a
 // directory, an empty file, a file in no known format.
 func TestPutMediaChecksSourceFirst(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty.mkv")
 	text := filepath.Join(dir, "notes.txt")
@@ -240,6 +241,7 @@ func TestPutMediaChecksSourceFirst(t *testing.T) {
 }
 
 func TestUsageMessageSuggestions(t *testing.T) {
+	t.Parallel()
 	env, _, errb := testEnv(t, nil)
 	if code := Run(t.Context(), env, []string{"list-stream"}); code != ExitUsage {
 		t.Fatalf("exit code %d", code)
@@ -253,6 +255,7 @@ func TestUsageMessageSuggestions(t *testing.T) {
 // An SDK error that diagnose does not recognise is shown as "Operation: cause", without the SDK's
 // operation, retry and send wrappers.
 func TestBriefDropsSDKWrappers(t *testing.T) {
+	t.Parallel()
 	sdkErr := &smithy.OperationError{ServiceID: "Kinesis Video", OperationName: "ListStreams",
 		Err: &retry.MaxAttemptsError{Attempt: 3, Err: &smithyhttp.RequestSendError{Err: errors.New("something odd")}}}
 	if got, want := wrapAPI(sdkErr, "list-streams").Error(), "list-streams: ListStreams: something odd"; got != want {

@@ -14,32 +14,25 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { commands = append(commands, newGetClipCmd) }
-
 type getClipOptions struct {
-	Stream        streamRef
-	Start, End    string
-	TimestampType string
-	OutFile       string
+	Stream  streamRef
+	Range   fragmentRange
+	OutFile string
 }
 
 func (o getClipOptions) validate() error {
 	if err := o.Stream.validate(); err != nil {
 		return err
 	}
-	if o.Start == "" || o.End == "" {
+	if o.Range.Start == "" || o.Range.End == "" {
 		return errors.New("--start and --end are required")
 	}
-	if _, err := parseTimestampType(o.TimestampType); err != nil {
-		return err
-	}
-	_, _, err := timeRange(o.Start, o.End, time.Now())
-	return err
+	return o.Range.validate()
 }
 
 func newGetClipCmd(env *Env) *cobra.Command {
 	var o getClipOptions
-	c := &cobra.Command{
+	c := newCommand(env, &o, runGetClip, &cobra.Command{
 		Use:   "get-clip --stream-name NAME --start T --end T [--timestamp-type server|producer] [-o FILE]",
 		Short: "Download an MP4 clip of a time range",
 		Long: `Download the fragments whose start time is in [--start, --end] as one MP4 file (GetClip).
@@ -47,29 +40,15 @@ func newGetClipCmd(env *Env) *cobra.Command {
 Times are RFC 3339, Unix seconds (1705489836.421) or relative to now (now, -10m, -1h30m); the range
 may span at most 24 hours. The MP4 is fragmented (one fragment per KVS fragment), which every player
 reads; kvs streams it, so there is no size limit. Without -o it goes to stdout.`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runGetClip(c.Context(), env, o)
-		},
-	}
-	f := c.Flags()
+	})
 	addStreamRefFlags(c, &o.Stream)
-	f.StringVar(&o.Start, "start", "", "earliest fragment start time (required)")
-	f.StringVar(&o.End, "end", "", "latest fragment start time (required)")
-	f.StringVar(&o.TimestampType, "timestamp-type", "server", "which timestamp --start/--end select on: server or producer")
-	f.StringVarP(&o.OutFile, "output-file", "o", "", "write the MP4 to this file instead of stdout")
+	o.Range.addFlags(c.Flags(), "earliest fragment start time (required)", "latest fragment start time (required)")
+	c.Flags().StringVarP(&o.OutFile, "output-file", "o", "", "write the MP4 to this file instead of stdout")
 	return c
 }
 
-// streamInput returns the StreamName/StreamARN pair of an archived-media request.
-func (r streamRef) streamInput() (name, arn *string) { return r.name(), r.arn() }
-
-func runGetClip(ctx context.Context, env *Env, o getClipOptions) (err error) {
-	from, to, _ := timeRange(o.Start, o.End, time.Now()) // checked by validate
-	tt, _ := parseTimestampType(o.TimestampType)
+func runGetClip(ctx context.Context, env *Env, o getClipOptions) error {
+	from, to, tt, _ := o.Range.resolve(time.Now()) // checked by validate
 	if err := checkOutputFile("--output-file", o.OutFile); err != nil {
 		return err
 	}
@@ -81,10 +60,9 @@ func runGetClip(ctx context.Context, env *Env, o getClipOptions) (err error) {
 	if err != nil {
 		return wrapAPI(err, "get-clip %s", o.Stream)
 	}
-	name, arn := o.Stream.streamInput()
 	out, err := am.GetClip(ctx, &kinesisvideoarchivedmedia.GetClipInput{
-		StreamName: name,
-		StreamARN:  arn,
+		StreamName: o.Stream.name(),
+		StreamARN:  o.Stream.arn(),
 		ClipFragmentSelector: &amtypes.ClipFragmentSelector{
 			FragmentSelectorType: amtypes.ClipFragmentSelectorType(tt),
 			TimestampRange:       &amtypes.ClipTimestampRange{StartTimestamp: aws.Time(from), EndTimestamp: aws.Time(to)},
@@ -94,19 +72,13 @@ func runGetClip(ctx context.Context, env *Env, o getClipOptions) (err error) {
 		return wrapAPI(err, "get-clip %s", o.Stream)
 	}
 	defer out.Payload.Close()
-	w, closeOut, err := createOutput(env, o.OutFile)
-	if err != nil {
-		return fmt.Errorf("get-clip %s: %w", o.Stream, err)
-	}
-	defer func() {
-		if cerr := closeOut(); cerr != nil && err == nil {
-			err = fmt.Errorf("get-clip %s: %w", o.Stream, cerr)
+	what := "get-clip " + o.Stream.String()
+	return writeOutput(env, o.OutFile, what, func(w io.Writer) error {
+		n, err := io.Copy(w, out.Payload)
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
 		}
-	}()
-	n, err := io.Copy(w, out.Payload)
-	if err != nil {
-		return fmt.Errorf("get-clip %s: %w", o.Stream, err)
-	}
-	env.Log.Info("get-clip", "stream", o.Stream.String(), "bytes", n, "content_type", aws.ToString(out.ContentType))
-	return nil
+		env.Log.Info("get-clip", "stream", o.Stream.String(), "bytes", n, "content_type", aws.ToString(out.ContentType))
+		return nil
+	})
 }

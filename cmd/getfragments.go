@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -17,8 +16,6 @@ import (
 	"github.com/openkvs/kvs/client"
 	"github.com/openkvs/kvs/mkv"
 )
-
-func init() { commands = append(commands, newGetFragmentsCmd) }
 
 // maxBatch is the most fragments one GetMediaForFragmentList request asks for, and batchBytes
 // the most bytes when ListFragments told the sizes (a batch holds at least one fragment). Batches
@@ -34,8 +31,7 @@ const (
 type getFragmentsOptions struct {
 	Stream          streamRef
 	FragmentNumbers []string // "-" reads them from stdin
-	Start, End      string
-	TimestampType   string
+	Range           fragmentRange
 	Parallel        int
 	OutFile         string
 	OutDir          string
@@ -46,13 +42,10 @@ func (o getFragmentsOptions) validate() error {
 	if err := o.Stream.validate(); err != nil {
 		return err
 	}
-	if len(o.FragmentNumbers) > 0 && (o.Start != "" || o.End != "") {
+	if len(o.FragmentNumbers) > 0 && (o.Range.Start != "" || o.Range.End != "") {
 		return errors.New("give --fragment-numbers or --start/--end, not both")
 	}
-	if _, err := parseTimestampType(o.TimestampType); err != nil {
-		return err
-	}
-	if _, _, err := timeRange(o.Start, o.End, time.Now()); err != nil {
+	if err := o.Range.validate(); err != nil {
 		return err
 	}
 	if o.Parallel < 1 || o.Parallel > 64 {
@@ -74,7 +67,7 @@ func (o getFragmentsOptions) validate() error {
 
 func newGetFragmentsCmd(env *Env) *cobra.Command {
 	var o getFragmentsOptions
-	c := &cobra.Command{
+	c := newCommand(env, &o, runGetFragments, &cobra.Command{
 		Use:   "get-fragments --stream-name NAME [--fragment-numbers N,...|- | --start T --end T] [--parallel 4] [-o FILE | --output-dir DIR]",
 		Short: "Download stored fragments with GetMediaForFragmentList",
 		Long: `Download stored fragments with GetMediaForFragmentList, in batches fetched in parallel and written
@@ -86,20 +79,11 @@ or --start/--end (as list-fragments), or nothing for the whole stream.
 Output: one continuous Matroska stream (--format mkv, default) or the GetMedia chunk form with KVS
 tags (--format raw), to stdout or -o FILE; or with --output-dir DIR one file per fragment, named
 <fragment number>.mkv. A progress bar goes to stderr when it is a terminal.`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runGetFragments(c.Context(), env, o)
-		},
-	}
+	})
 	f := c.Flags()
 	addStreamRefFlags(c, &o.Stream)
 	f.StringSliceVar(&o.FragmentNumbers, "fragment-numbers", nil, "fragment numbers (comma-separated, may repeat), or - for standard input")
-	f.StringVar(&o.Start, "start", "", "earliest fragment start time")
-	f.StringVar(&o.End, "end", "", "latest fragment start time")
-	f.StringVar(&o.TimestampType, "timestamp-type", "server", "which timestamp --start/--end select on: server or producer")
+	o.Range.addFlags(f, "earliest fragment start time", "latest fragment start time")
 	f.IntVar(&o.Parallel, "parallel", 4, "requests in flight")
 	f.StringVarP(&o.OutFile, "output-file", "o", "", "write to this file instead of stdout")
 	f.StringVar(&o.OutDir, "output-dir", "", "write one file per fragment into this directory")
@@ -138,7 +122,7 @@ func (o getFragmentsOptions) fragmentNumbers(ctx context.Context, env *Env, cl *
 	if len(list) > 0 {
 		return list, nil, nil
 	}
-	frags, err := listFragments(ctx, cl, "get-fragments", o.Stream, o.Start, o.End, o.TimestampType)
+	frags, err := listFragments(ctx, cl, "get-fragments", o.Stream, o.Range)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -149,7 +133,7 @@ func (o getFragmentsOptions) fragmentNumbers(ctx context.Context, env *Env, cl *
 	return list, sizes, nil
 }
 
-func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) (err error) {
+func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error {
 	if err := checkOutputFile("--output-file", o.OutFile); err != nil {
 		return err
 	}
@@ -172,66 +156,57 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) (err 
 		return nil
 	}
 
-	var write func(f *mkv.Fragment) error
-	finish := func() error { return nil }
-	if o.OutDir != "" {
-		if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
-			return fmt.Errorf("get-fragments %s: --output-dir: %w", stream, err)
-		}
-		write = func(f *mkv.Fragment) error {
-			num, _ := f.Tag(mkv.TagFragmentNumber)
-			fh, err := os.Create(filepath.Join(o.OutDir, num+".mkv"))
-			if err != nil {
-				return err
+	// fetch gets the fragments in order, in batches fetched in parallel, and hands each to write.
+	fetch := func(write func(*mkv.Fragment) error) error {
+		bar := newProgress(env.Stderr, int64(len(numbers)), false, "get-fragments "+stream)
+		batches := makeBatches(numbers, sizes, o.Parallel)
+		window := 2 * o.Parallel
+		if sizes != nil {
+			// Memory held is what the process must fault in; on a 2-core machine 8 requests of 5 MB
+			// fragments with a window of 16 ran slower than 2 requests did.
+			var total int64
+			for _, sz := range sizes {
+				total += sz
 			}
-			s := newFragmentSink(fh, o.Format)
-			if err := s.write(f); err != nil {
-				fh.Close()
-				return err
+			if avg := total / int64(len(batches)); avg > 0 {
+				window = max(o.Parallel, min(window, int(windowBytes/avg)))
 			}
-			return fh.Close()
 		}
-	} else {
-		w, closeOut, err := createOutput(env, o.OutFile)
-		if err != nil {
-			return fmt.Errorf("get-fragments %s: %w", stream, err)
-		}
-		defer func() {
-			if cerr := closeOut(); cerr != nil && err == nil {
-				err = cerr
+		err := fetchInOrder(ctx, cl, stream, batches, o.Parallel, window, func(f *mkv.Fragment) error {
+			if err := write(f); err != nil {
+				return fmt.Errorf("writing: %w", err)
 			}
-		}()
-		s := newFragmentSink(w, o.Format)
-		write, finish = s.write, s.close
-	}
-
-	bar := newProgress(env.Stderr, int64(len(numbers)), false, "get-fragments "+stream)
-	batches := makeBatches(numbers, sizes, o.Parallel)
-	window := 2 * o.Parallel
-	if sizes != nil {
-		// Memory held is what the process must fault in; on a 2-core machine 8 requests of 5 MB
-		// fragments with a window of 16 ran slower than 2 requests did.
-		var total int64
-		for _, sz := range sizes {
-			total += sz
-		}
-		if avg := total / int64(len(batches)); avg > 0 {
-			window = max(o.Parallel, min(window, int(windowBytes/avg)))
-		}
-	}
-	err = fetchInOrder(ctx, cl, stream, batches, o.Parallel, window, func(f *mkv.Fragment) error {
-		if err := write(f); err != nil {
-			return fmt.Errorf("writing: %w", err)
-		}
-		f.Release() // written: its memory serves a later fragment
-		bar.add(1)
-		return nil
-	})
-	bar.finish()
-	if err != nil {
+			f.Release() // written: its memory serves a later fragment
+			bar.add(1)
+			return nil
+		})
+		bar.finish()
 		return wrapAPI(err, "get-fragments %s", stream)
 	}
-	return finish()
+	if o.OutDir == "" {
+		return writeOutput(env, o.OutFile, "get-fragments "+stream, func(w io.Writer) error {
+			s := newFragmentSink(w, o.Format)
+			if err := fetch(s.write); err != nil {
+				return err
+			}
+			return s.close()
+		})
+	}
+	if err := os.MkdirAll(o.OutDir, 0o755); err != nil {
+		return fmt.Errorf("get-fragments %s: --output-dir: %w", stream, err)
+	}
+	return fetch(func(f *mkv.Fragment) error { // one file per fragment
+		num, _ := f.Tag(mkv.TagFragmentNumber)
+		fh, err := os.Create(filepath.Join(o.OutDir, num+".mkv"))
+		if err != nil {
+			return err
+		}
+		if err := newFragmentSink(fh, o.Format).write(f); err != nil {
+			fh.Close()
+			return err
+		}
+		return fh.Close()
+	})
 }
 
 // makeBatches splits numbers into GetMediaForFragmentList requests: an even share per request

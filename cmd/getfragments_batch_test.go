@@ -7,6 +7,7 @@ import (
 )
 
 func TestMakeBatches(t *testing.T) {
+	t.Parallel()
 	nums := func(n int) []string {
 		var out []string
 		for i := range n {

@@ -146,9 +146,8 @@ func runGetImages(ctx context.Context, env *Env, o getImagesOptions) error {
 	if err != nil {
 		return wrapAPI(err, "get-images %s", o.Stream)
 	}
-	name, arn := o.Stream.streamInput()
 	in := kinesisvideoarchivedmedia.GetImagesInput{
-		StreamName: name, StreamARN: arn,
+		StreamName: o.Stream.name(), StreamARN: o.Stream.arn(),
 		ImageSelectorType: amtypes.ImageSelectorType(tt),
 		SamplingInterval:  aws.Int32(int32(o.Interval.Milliseconds())),
 		Format:            format,

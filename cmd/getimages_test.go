@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 func TestGetImagesOptionsValidate(t *testing.T) {
@@ -57,7 +59,7 @@ type imageProbe struct {
 
 func probeImage(t *testing.T, path string) imageProbe {
 	t.Helper()
-	out, err := exec.CommandContext(t.Context(), needTool(t, "ffprobe"), "-v", "error", "-show_entries", "stream=codec_name,width,height",
+	out, err := exec.CommandContext(t.Context(), testutil.NeedTool(t, "ffprobe"), "-v", "error", "-show_entries", "stream=codec_name,width,height",
 		"-of", "json", path).Output()
 	if err != nil {
 		t.Fatalf("ffprobe %s: %v", path, err)
@@ -80,9 +82,8 @@ func probeImage(t *testing.T, path string) imageProbe {
 // images and the rest NO_MEDIA; each file is an image of the asked size (ffprobe), numbered in
 // time order; the store is unchanged.
 func TestE2EGetImages(t *testing.T) {
-	needTool(t, "ffprobe")
-	needTool(t, "ffmpeg")
-	isolateAWS(t)
+	testutil.NeedTool(t, "ffprobe")
+	testutil.NeedTool(t, "ffmpeg")
 	url, logs, _ := startServe(t, "--listen", "127.0.0.1:0", "--memory")
 	if l := logs.String(); !strings.Contains(l, "GetImages decoders") || !strings.Contains(l, "h265=\"ffmpeg") {
 		t.Errorf("kvs server's start log does not say what GetImages decodes:\n%s", l)
@@ -154,7 +155,7 @@ func TestE2EGetImages(t *testing.T) {
 // TestGetImagesTable calls runGetImages directly: the table names each sample's file or error,
 // and a stream that does not exist is a not-found error.
 func TestGetImagesTable(t *testing.T) {
-	needTool(t, "ffmpeg")
+	testutil.NeedTool(t, "ffmpeg")
 	url, _ := e2eServer(t, nil)
 	mustRun(t, url, nil, "put-media", "--stream-name", "cam", "--source", filepath.Join("..", "testdata", "h264.mkv"), "--create")
 	env, out := runEnv(t, url)

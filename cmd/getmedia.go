@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"time"
 
@@ -14,8 +13,6 @@ import (
 	"github.com/openkvs/kvs/client"
 	"github.com/openkvs/kvs/mkv"
 )
-
-func init() { commands = append(commands, newGetMediaCmd) }
 
 // Output media formats of get-media and get-fragments.
 const (
@@ -93,7 +90,7 @@ func (o getMediaOptions) selector(now time.Time) (client.StartSelector, error) {
 
 func newGetMediaCmd(env *Env) *cobra.Command {
 	var o getMediaOptions
-	c := &cobra.Command{
+	c := newCommand(env, &o, runGetMedia, &cobra.Command{
 		Use:   "get-media --stream-name NAME [--start-selector NOW|EARLIEST|...] [--format mkv|raw] [-o FILE] [--no-follow]",
 		Short: "Read a stream with GetMedia, live or from a point in it",
 		Long: `Read a stream with GetMedia and write the media to stdout or -o FILE.
@@ -117,14 +114,7 @@ It follows the live stream until interrupted, or with --no-follow stops at the l
 the response there; against AWS, which keeps it open, the read ends after --idle-timeout without
 data). Broken connections are resumed from the continuation token. On exit the last continuation
 token is printed to stderr, to resume with --start-selector CONTINUATION_TOKEN.`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runGetMedia(c.Context(), env, o)
-		},
-	}
+	})
 	f := c.Flags()
 	addStreamRefFlags(c, &o.Stream)
 	f.StringVar(&o.StartSelector, "start-selector", client.StartNow, "NOW, EARLIEST, FRAGMENT_NUMBER, SERVER_TIMESTAMP, PRODUCER_TIMESTAMP or CONTINUATION_TOKEN")
@@ -174,19 +164,7 @@ func (s *fragmentSink) close() error {
 	return nil
 }
 
-// createOutput opens -o FILE, or returns stdout.
-func createOutput(env *Env, path string) (io.Writer, func() error, error) {
-	if path == "" || path == "-" {
-		return env.Stdout, func() error { return nil }, nil
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	return f, f.Close, nil
-}
-
-func runGetMedia(ctx context.Context, env *Env, o getMediaOptions) (err error) {
+func runGetMedia(ctx context.Context, env *Env, o getMediaOptions) error {
 	sel, _ := o.selector(time.Now()) // checked by validate
 	if err := checkOutputFile("--output-file", o.OutFile); err != nil {
 		return err
@@ -201,16 +179,6 @@ func runGetMedia(ctx context.Context, env *Env, o getMediaOptions) (err error) {
 		return usageError{err}
 	}
 	defer cons.Close()
-	w, closeOut, err := createOutput(env, o.OutFile)
-	if err != nil {
-		return fmt.Errorf("get-media %s: %w", stream, err)
-	}
-	defer func() {
-		if cerr := closeOut(); cerr != nil && err == nil {
-			err = fmt.Errorf("get-media %s: %w", stream, cerr)
-		}
-	}()
-	sink := newFragmentSink(w, o.Format)
 	n := 0
 	defer func() {
 		if tok := cons.ContinuationToken(); tok != "" {
@@ -218,21 +186,24 @@ func runGetMedia(ctx context.Context, env *Env, o getMediaOptions) (err error) {
 		}
 		env.Log.Debug("get-media done", "stream", stream, "fragments", n)
 	}()
-	for o.MaxFragments == 0 || n < o.MaxFragments {
-		f, err := cons.Next(ctx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
+	return writeOutput(env, o.OutFile, "get-media "+stream, func(w io.Writer) error {
+		sink := newFragmentSink(w, o.Format)
+		for o.MaxFragments == 0 || n < o.MaxFragments {
+			f, err := cons.Next(ctx)
+			if errors.Is(err, io.EOF) {
+				break
 			}
-			return wrapAPI(err, "get-media %s", stream)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return wrapAPI(err, "get-media %s", stream)
+			}
+			if err := sink.write(f); err != nil {
+				return fmt.Errorf("get-media %s: writing: %w", stream, err)
+			}
+			n++
 		}
-		if err := sink.write(f); err != nil {
-			return fmt.Errorf("get-media %s: writing: %w", stream, err)
-		}
-		n++
-	}
-	return sink.close()
+		return sink.close()
+	})
 }

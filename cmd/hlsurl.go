@@ -14,15 +14,12 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { commands = append(commands, newHLSURLCmd) }
-
 type hlsURLOptions struct {
-	Stream        streamRef
-	PlaybackMode  string
-	Start, End    string
-	TimestampType string
-	Expires       int
-	MaxFragments  int
+	Stream       streamRef
+	PlaybackMode string
+	Range        fragmentRange
+	Expires      int
+	MaxFragments int
 }
 
 func (o hlsURLOptions) mode() string { return strings.ToUpper(o.PlaybackMode) }
@@ -31,26 +28,23 @@ func (o hlsURLOptions) validate() error {
 	if err := o.Stream.validate(); err != nil {
 		return err
 	}
-	switch o.mode() {
+	switch start, end := o.Range.Start, o.Range.End; o.mode() {
 	case "LIVE":
-		if o.Start != "" || o.End != "" {
+		if start != "" || end != "" {
 			return errors.New("--start and --end are for --playback-mode LIVE_REPLAY or ON_DEMAND")
 		}
 	case "LIVE_REPLAY":
-		if o.Start == "" {
+		if start == "" {
 			return errors.New("--playback-mode LIVE_REPLAY needs --start")
 		}
 	case "ON_DEMAND":
-		if o.Start == "" || o.End == "" {
+		if start == "" || end == "" {
 			return errors.New("--playback-mode ON_DEMAND needs --start and --end")
 		}
 	default:
 		return fmt.Errorf("--playback-mode %q: want LIVE, LIVE_REPLAY or ON_DEMAND", o.PlaybackMode)
 	}
-	if _, err := parseTimestampType(o.TimestampType); err != nil {
-		return err
-	}
-	if _, _, err := timeRange(o.Start, o.End, time.Now()); err != nil {
+	if err := o.Range.validate(); err != nil {
 		return err
 	}
 	if o.Expires != 0 && (o.Expires < 300 || o.Expires > 43200) {
@@ -64,7 +58,7 @@ func (o hlsURLOptions) validate() error {
 
 func newHLSURLCmd(env *Env) *cobra.Command {
 	var o hlsURLOptions
-	c := &cobra.Command{
+	c := newCommand(env, &o, runHLSURL, &cobra.Command{
 		Use:   "hls-url --stream-name NAME [--playback-mode LIVE|LIVE_REPLAY|ON_DEMAND] [--start T --end T] [--expires N]",
 		Short: "Print an HLS playback URL for a stream",
 		Long: `Create an HLS streaming session (GetHLSStreamingSessionURL) and print its URL, which any HLS
@@ -75,28 +69,18 @@ live; ON_DEMAND plays [--start, --end] (at most 24 hours). Times are RFC 3339, U
 relative to now (-10m). The URL stays valid for --expires seconds (300 to 43200, default 300).
 
   ffplay "$(kvs hls-url --stream-name cam)"`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runHLSURL(c.Context(), env, o)
-		},
-	}
+	})
 	f := c.Flags()
 	addStreamRefFlags(c, &o.Stream)
 	f.StringVar(&o.PlaybackMode, "playback-mode", "LIVE", "LIVE, LIVE_REPLAY or ON_DEMAND")
-	f.StringVar(&o.Start, "start", "", "first fragment start time (LIVE_REPLAY, ON_DEMAND)")
-	f.StringVar(&o.End, "end", "", "last fragment start time (ON_DEMAND; optional for LIVE_REPLAY)")
-	f.StringVar(&o.TimestampType, "timestamp-type", "server", "which timestamp --start/--end select on: server or producer")
+	o.Range.addFlags(f, "first fragment start time (LIVE_REPLAY, ON_DEMAND)", "last fragment start time (ON_DEMAND; optional for LIVE_REPLAY)")
 	f.IntVar(&o.Expires, "expires", 0, "seconds the URL stays valid, 300 to 43200 (default 300)")
 	f.IntVar(&o.MaxFragments, "max-fragments", 0, "MaxMediaPlaylistFragmentResults: fragments per media playlist (default 5 live, 1000 on demand)")
 	return c
 }
 
 func runHLSURL(ctx context.Context, env *Env, o hlsURLOptions) error {
-	from, to, _ := timeRange(o.Start, o.End, time.Now()) // checked by validate
-	tt, _ := parseTimestampType(o.TimestampType)
+	from, to, tt, _ := o.Range.resolve(time.Now()) // checked by validate
 	cl, err := newClient(ctx, env)
 	if err != nil {
 		return err
@@ -105,10 +89,9 @@ func runHLSURL(ctx context.Context, env *Env, o hlsURLOptions) error {
 	if err != nil {
 		return wrapAPI(err, "hls-url %s", o.Stream)
 	}
-	name, arn := o.Stream.streamInput()
 	in := &kinesisvideoarchivedmedia.GetHLSStreamingSessionURLInput{
-		StreamName:   name,
-		StreamARN:    arn,
+		StreamName:   o.Stream.name(),
+		StreamARN:    o.Stream.arn(),
 		PlaybackMode: amtypes.HLSPlaybackMode(o.mode()),
 		HLSFragmentSelector: &amtypes.HLSFragmentSelector{
 			FragmentSelectorType: amtypes.HLSFragmentSelectorType(tt),

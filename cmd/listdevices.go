@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -9,8 +10,6 @@ import (
 
 	"github.com/openkvs/kvs/capture"
 )
-
-func init() { commands = append(commands, newListDevicesCmd) }
 
 type listDevicesOptions struct {
 	Output string
@@ -32,18 +31,14 @@ and say so.`
 
 func newListDevicesCmd(env *Env) *cobra.Command {
 	o := listDevicesOptions{Output: outputTable}
-	c := &cobra.Command{
+	run := func(_ context.Context, env *Env, o listDevicesOptions) error {
+		return runListDevices(env, o, capture.ListCameras)
+	}
+	c := newCommand(env, &o, run, &cobra.Command{
 		Use:   "list-devices [--output table|json]",
 		Short: "List the cameras put-media can capture from, with their formats and sizes",
 		Long:  listDevicesLong,
-		Args:  noArgs,
-		RunE: func(*cobra.Command, []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runListDevices(env, o, capture.ListCameras)
-		},
-	}
+	})
 	c.Flags().StringVar(&o.Output, "output", outputTable, "output format: table or json")
 	return c
 }

@@ -10,6 +10,7 @@ import (
 )
 
 func TestListDevicesOptionsValidate(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		output string
@@ -37,6 +38,7 @@ var fakeCameras = []capture.CameraInfo{
 }
 
 func TestRunListDevices(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name       string
 		output     string
@@ -125,6 +127,7 @@ func TestRunListDevices(t *testing.T) {
 // TestListDevicesCommand goes through the command line: flags, exit codes, and the real camera
 // lookup (no camera on CI; without cgo, the not-built-in error).
 func TestListDevicesCommand(t *testing.T) {
+	t.Parallel()
 	env, _, errb := testEnv(t, nil)
 	if code := Run(t.Context(), env, []string{"list-devices", "--output", "xml"}); code != ExitUsage {
 		t.Errorf("--output xml: exit %d, want %d", code, ExitUsage)

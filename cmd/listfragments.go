@@ -2,7 +2,6 @@ package cmd
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -13,54 +12,19 @@ import (
 	"github.com/openkvs/kvs/client"
 )
 
-func init() { commands = append(commands, newListFragmentsCmd) }
-
 const outputNumbers = "numbers"
 
 type listFragmentsOptions struct {
-	Stream        streamRef
-	Start, End    string
-	TimestampType string
-	Output        string
-}
-
-// timestampType maps --timestamp-type (server, producer, or the KVS names) to the API value.
-func parseTimestampType(s string) (client.TimestampType, error) {
-	switch strings.ToUpper(s) {
-	case "SERVER", string(client.ServerTimestamp):
-		return client.ServerTimestamp, nil
-	case "PRODUCER", string(client.ProducerTimestamp):
-		return client.ProducerTimestamp, nil
-	}
-	return "", fmt.Errorf("--timestamp-type %q: want server or producer", s)
-}
-
-// timeRange parses --start/--end; either may be empty (open end).
-func timeRange(start, end string, now time.Time) (from, to time.Time, err error) {
-	if start != "" {
-		if from, err = parseTime(start, now); err != nil {
-			return from, to, fmt.Errorf("--start: %w", err)
-		}
-	}
-	if end != "" {
-		if to, err = parseTime(end, now); err != nil {
-			return from, to, fmt.Errorf("--end: %w", err)
-		}
-	}
-	if !from.IsZero() && !to.IsZero() && to.Before(from) {
-		return from, to, errors.New("--end is before --start")
-	}
-	return from, to, nil
+	Stream streamRef
+	Range  fragmentRange
+	Output string
 }
 
 func (o listFragmentsOptions) validate() error {
 	if err := o.Stream.validate(); err != nil {
 		return err
 	}
-	if _, err := parseTimestampType(o.TimestampType); err != nil {
-		return err
-	}
-	if _, _, err := timeRange(o.Start, o.End, time.Now()); err != nil {
+	if err := o.Range.validate(); err != nil {
 		return err
 	}
 	return validateOutput(o.Output, outputJSON, outputTable, outputNumbers)
@@ -68,7 +32,7 @@ func (o listFragmentsOptions) validate() error {
 
 func newListFragmentsCmd(env *Env) *cobra.Command {
 	var o listFragmentsOptions
-	c := &cobra.Command{
+	c := newCommand(env, &o, runListFragments, &cobra.Command{
 		Use:   "list-fragments --stream-name NAME [--start T] [--end T] [--timestamp-type server|producer] [--output json|table|numbers]",
 		Short: "List a stream's fragments in a time range",
 		Long: `List a stream's fragments (ListFragments, all pages), sorted by fragment number.
@@ -79,20 +43,10 @@ Times are RFC 3339, Unix seconds (1705489836.421) or relative to now (now, -10m,
 --output json prints {"Fragments":[...]} with the KVS member names (times as RFC 3339 UTC);
 table is for people; numbers prints one fragment number per line, for
   kvs list-fragments --stream-name cam --output numbers | kvs get-fragments --stream-name cam --fragment-numbers -`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runListFragments(c.Context(), env, o)
-		},
-	}
-	f := c.Flags()
+	})
 	addStreamRefFlags(c, &o.Stream)
-	f.StringVar(&o.Start, "start", "", "earliest fragment start time (default: the beginning)")
-	f.StringVar(&o.End, "end", "", "latest fragment start time (default: now and later)")
-	f.StringVar(&o.TimestampType, "timestamp-type", "server", "which timestamp --start/--end select on: server or producer")
-	f.StringVar(&o.Output, "output", outputJSON, "json, table or numbers")
+	o.Range.addFlags(c.Flags(), "earliest fragment start time (default: the beginning)", "latest fragment start time (default: now and later)")
+	c.Flags().StringVar(&o.Output, "output", outputJSON, "json, table or numbers")
 	return c
 }
 
@@ -106,12 +60,8 @@ type fragmentOutput struct {
 }
 
 // listFragments runs ListFragments for the stream and range; cmd names the command in errors.
-func listFragments(ctx context.Context, cl *client.Client, cmd string, stream streamRef, start, end, typ string) ([]client.FragmentInfo, error) {
-	from, to, err := timeRange(start, end, time.Now())
-	if err != nil {
-		return nil, usageError{err}
-	}
-	tt, err := parseTimestampType(typ)
+func listFragments(ctx context.Context, cl *client.Client, cmd string, stream streamRef, r fragmentRange) ([]client.FragmentInfo, error) {
+	from, to, tt, err := r.resolve(time.Now())
 	if err != nil {
 		return nil, usageError{err}
 	}
@@ -127,7 +77,7 @@ func runListFragments(ctx context.Context, env *Env, o listFragmentsOptions) err
 	if err != nil {
 		return err
 	}
-	frags, err := listFragments(ctx, cl, "list-fragments", o.Stream, o.Start, o.End, o.TimestampType)
+	frags, err := listFragments(ctx, cl, "list-fragments", o.Stream, o.Range)
 	if err != nil {
 		return err
 	}

@@ -8,11 +8,12 @@ import (
 )
 
 func TestMediaOptionsValidate(t *testing.T) {
+	t.Parallel()
 	named := streamRef{Name: "s"}
 	put := putMediaOptions{Stream: named, Source: "clip.mkv", FragmentDuration: 2 * time.Second, RetentionHours: 24, Output: "text"}
 	get := getMediaOptions{Stream: named, StartSelector: "NOW", Format: formatMKV}
-	list := listFragmentsOptions{Stream: named, TimestampType: "server", Output: outputJSON}
-	frags := getFragmentsOptions{Stream: named, TimestampType: "server", Parallel: 4, Format: formatMKV}
+	list := listFragmentsOptions{Stream: named, Range: fragmentRange{TimestampType: "server"}, Output: outputJSON}
+	frags := getFragmentsOptions{Stream: named, Range: fragmentRange{TimestampType: "server"}, Parallel: 4, Format: formatMKV}
 	cases := []struct {
 		name    string
 		opts    interface{ validate() error }
@@ -62,11 +63,11 @@ func TestMediaOptionsValidate(t *testing.T) {
 		{"list ok", list, false},
 		{"list producer numbers", func() listFragmentsOptions {
 			o := list
-			o.TimestampType, o.Output = "producer", outputNumbers
+			o.Range.TimestampType, o.Output = "producer", outputNumbers
 			return o
 		}(), false},
-		{"list bad type", func() listFragmentsOptions { o := list; o.TimestampType = "arrival"; return o }(), true},
-		{"list end before start", func() listFragmentsOptions { o := list; o.Start, o.End = "-1m", "-1h"; return o }(), true},
+		{"list bad type", func() listFragmentsOptions { o := list; o.Range.TimestampType = "arrival"; return o }(), true},
+		{"list end before start", func() listFragmentsOptions { o := list; o.Range.Start, o.Range.End = "-1m", "-1h"; return o }(), true},
 		{"list bad output", func() listFragmentsOptions { o := list; o.Output = "yaml"; return o }(), true},
 
 		{"frags ok", frags, false},
@@ -74,7 +75,7 @@ func TestMediaOptionsValidate(t *testing.T) {
 		{"frags not numbers", func() getFragmentsOptions { o := frags; o.FragmentNumbers = []string{"1x"}; return o }(), true},
 		{"frags numbers and range", func() getFragmentsOptions {
 			o := frags
-			o.FragmentNumbers, o.Start = []string{"1"}, "-1h"
+			o.FragmentNumbers, o.Range.Start = []string{"1"}, "-1h"
 			return o
 		}(), true},
 		{"frags zero parallel", func() getFragmentsOptions { o := frags; o.Parallel = 0; return o }(), true},
@@ -91,6 +92,7 @@ func TestMediaOptionsValidate(t *testing.T) {
 }
 
 func TestGetMediaSelector(t *testing.T) {
+	t.Parallel()
 	now := time.Unix(1705489836, 421e6)
 	o := getMediaOptions{StartSelector: "server_timestamp", StartTimestamp: "-1m"}
 	sel, err := o.selector(now)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -78,4 +79,22 @@ func formatTime(t time.Time) string {
 		return ""
 	}
 	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+}
+
+// writeOutput calls write with -o FILE (created first, closed after) or, for "" and "-", stdout.
+// It returns write's error, else the file's Close error; its own errors (creating or closing the
+// file) start with what, e.g. "get-clip cam".
+func writeOutput(env *Env, path, what string, write func(io.Writer) error) error {
+	if path == "" || path == "-" {
+		return write(env.Stdout)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	err = write(f)
+	if cerr := f.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("%s: %w", what, cerr)
+	}
+	return err
 }

@@ -5,23 +5,26 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 func TestGetClipOptionsValidate(t *testing.T) {
+	t.Parallel()
 	s := streamRef{Name: "cam"}
 	cases := []struct {
 		name string
 		o    getClipOptions
 		ok   bool
 	}{
-		{"ok", getClipOptions{Stream: s, Start: "-1h", End: "now", TimestampType: "server"}, true},
-		{"producer", getClipOptions{Stream: s, Start: "1705489836", End: "1705489840.5", TimestampType: "producer"}, true},
-		{"no stream", getClipOptions{Start: "-1h", End: "now", TimestampType: "server"}, false},
-		{"no start", getClipOptions{Stream: s, End: "now", TimestampType: "server"}, false},
-		{"no end", getClipOptions{Stream: s, Start: "-1h", TimestampType: "server"}, false},
-		{"end before start", getClipOptions{Stream: s, Start: "now", End: "-1h", TimestampType: "server"}, false},
-		{"bad time", getClipOptions{Stream: s, Start: "yesterday", End: "now", TimestampType: "server"}, false},
-		{"bad type", getClipOptions{Stream: s, Start: "-1h", End: "now", TimestampType: "arrival"}, false},
+		{"ok", getClipOptions{Stream: s, Range: fragmentRange{Start: "-1h", End: "now", TimestampType: "server"}}, true},
+		{"producer", getClipOptions{Stream: s, Range: fragmentRange{Start: "1705489836", End: "1705489840.5", TimestampType: "producer"}}, true},
+		{"no stream", getClipOptions{Range: fragmentRange{Start: "-1h", End: "now", TimestampType: "server"}}, false},
+		{"no start", getClipOptions{Stream: s, Range: fragmentRange{End: "now", TimestampType: "server"}}, false},
+		{"no end", getClipOptions{Stream: s, Range: fragmentRange{Start: "-1h", TimestampType: "server"}}, false},
+		{"end before start", getClipOptions{Stream: s, Range: fragmentRange{Start: "now", End: "-1h", TimestampType: "server"}}, false},
+		{"bad time", getClipOptions{Stream: s, Range: fragmentRange{Start: "yesterday", End: "now", TimestampType: "server"}}, false},
+		{"bad type", getClipOptions{Stream: s, Range: fragmentRange{Start: "-1h", End: "now", TimestampType: "arrival"}}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -33,23 +36,24 @@ func TestGetClipOptionsValidate(t *testing.T) {
 }
 
 func TestHLSURLOptionsValidate(t *testing.T) {
+	t.Parallel()
 	s := streamRef{Name: "cam"}
 	cases := []struct {
 		name string
 		o    hlsURLOptions
 		ok   bool
 	}{
-		{"live", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", TimestampType: "server"}, true},
-		{"lower case mode", hlsURLOptions{Stream: s, PlaybackMode: "on_demand", Start: "-1h", End: "now", TimestampType: "server"}, true},
-		{"replay open end", hlsURLOptions{Stream: s, PlaybackMode: "LIVE_REPLAY", Start: "-1h", TimestampType: "producer"}, true},
-		{"expires and max", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", TimestampType: "server", Expires: 43200, MaxFragments: 5000}, true},
-		{"no stream", hlsURLOptions{PlaybackMode: "LIVE", TimestampType: "server"}, false},
-		{"live with start", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", Start: "-1h", TimestampType: "server"}, false},
-		{"replay without start", hlsURLOptions{Stream: s, PlaybackMode: "LIVE_REPLAY", TimestampType: "server"}, false},
-		{"on demand without end", hlsURLOptions{Stream: s, PlaybackMode: "ON_DEMAND", Start: "-1h", TimestampType: "server"}, false},
-		{"bad mode", hlsURLOptions{Stream: s, PlaybackMode: "DVR", TimestampType: "server"}, false},
-		{"expires too short", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", TimestampType: "server", Expires: 299}, false},
-		{"max too large", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", TimestampType: "server", MaxFragments: 5001}, false},
+		{"live", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", Range: fragmentRange{TimestampType: "server"}}, true},
+		{"lower case mode", hlsURLOptions{Stream: s, PlaybackMode: "on_demand", Range: fragmentRange{Start: "-1h", End: "now", TimestampType: "server"}}, true},
+		{"replay open end", hlsURLOptions{Stream: s, PlaybackMode: "LIVE_REPLAY", Range: fragmentRange{Start: "-1h", TimestampType: "producer"}}, true},
+		{"expires and max", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", Expires: 43200, MaxFragments: 5000, Range: fragmentRange{TimestampType: "server"}}, true},
+		{"no stream", hlsURLOptions{PlaybackMode: "LIVE", Range: fragmentRange{TimestampType: "server"}}, false},
+		{"live with start", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", Range: fragmentRange{Start: "-1h", TimestampType: "server"}}, false},
+		{"replay without start", hlsURLOptions{Stream: s, PlaybackMode: "LIVE_REPLAY", Range: fragmentRange{TimestampType: "server"}}, false},
+		{"on demand without end", hlsURLOptions{Stream: s, PlaybackMode: "ON_DEMAND", Range: fragmentRange{Start: "-1h", TimestampType: "server"}}, false},
+		{"bad mode", hlsURLOptions{Stream: s, PlaybackMode: "DVR", Range: fragmentRange{TimestampType: "server"}}, false},
+		{"expires too short", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", Expires: 299, Range: fragmentRange{TimestampType: "server"}}, false},
+		{"max too large", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", MaxFragments: 5001, Range: fragmentRange{TimestampType: "server"}}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -63,7 +67,8 @@ func TestHLSURLOptionsValidate(t *testing.T) {
 // TestE2EGetClipAndHLS puts a clip in with put-media, downloads it with get-clip and plays the
 // hls-url answers (ON_DEMAND and LIVE) with ffprobe/ffmpeg.
 func TestE2EGetClipAndHLS(t *testing.T) {
-	needTool(t, "ffprobe")
+	t.Parallel()
+	testutil.NeedTool(t, "ffprobe")
 	url, st := e2eServer(t, nil)
 	mustRun(t, url, nil, "put-media", "--stream-name", "cam", "--source", filepath.Join("..", "testdata", "h264_aac.mp4"),
 		"--create", "--fragment-duration", "1s")
@@ -75,7 +80,7 @@ func TestE2EGetClipAndHLS(t *testing.T) {
 	clip := filepath.Join(t.TempDir(), "clip.mp4")
 	mustRun(t, url, nil, "get-clip", "--stream-name", "cam", "--start", "-1h", "--end", "now", "-o", clip)
 	sameMedia(t, "get-clip", ffprobe(t, clip), want)
-	ffmpeg := needTool(t, "ffmpeg")
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
 	if out, err := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", clip, "-f", "null", "-").CombinedOutput(); err != nil || len(out) > 0 {
 		t.Errorf("ffmpeg decode of the clip: %v\n%s", err, out)
 	}

@@ -11,13 +11,15 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 // streamPackets returns the packet presentation times (seconds, sorted) per codec type
 // ("video", "audio") as ffprobe reads them from path.
 func streamPackets(t *testing.T, path string) map[string][]float64 {
 	t.Helper()
-	bin := needTool(t, "ffprobe")
+	bin := testutil.NeedTool(t, "ffprobe")
 	out, err := exec.CommandContext(t.Context(), bin, "-v", "error", "-show_entries", "stream=index,codec_type:packet=stream_index,pts_time",
 		"-of", "json", path).Output()
 	if err != nil {
@@ -53,7 +55,7 @@ func streamPackets(t *testing.T, path string) map[string][]float64 {
 // decodeAudio returns the first audio stream of path decoded by ffmpeg as 16-bit PCM.
 func decodeAudio(t *testing.T, path string) []byte {
 	t.Helper()
-	bin := needTool(t, "ffmpeg")
+	bin := testutil.NeedTool(t, "ffmpeg")
 	cmd := exec.CommandContext(t.Context(), bin, "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-f", "s16le", "-")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -115,8 +117,10 @@ func checkSync(t *testing.T, what string, got, src map[string][]float64) float64
 // priming frame's 1024 decoded samples come first, followed by exactly the source's PCM, and
 // the video starts 1024 samples after them, as it does in the source.
 func TestE2EAACPriming(t *testing.T) {
-	ffmpeg := needTool(t, "ffmpeg")
-	needTool(t, "ffprobe")
+	t.Parallel()
+	testutil.Slow(t)
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	testutil.NeedTool(t, "ffprobe")
 	noBFrames := filepath.Join(t.TempDir(), "no_bframes.mp4")
 	gen := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
 		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "3", "-c:v", "libx264", "-preset", "veryfast", "-bf", "0",

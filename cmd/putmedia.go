@@ -21,8 +21,6 @@ import (
 	"github.com/openkvs/kvs/mkv"
 )
 
-func init() { commands = append(commands, newPutMediaCmd) }
-
 // interruptGrace bounds how long put-media waits, after Ctrl-C, for the fragments already sent
 // to be acknowledged. It is a variable for tests.
 var interruptGrace = 15 * time.Second
@@ -96,7 +94,7 @@ func (o putMediaOptions) validate() error {
 
 func newPutMediaCmd(env *Env) *cobra.Command {
 	var o putMediaOptions
-	c := &cobra.Command{
+	c := newCommand(env, &o, runPutMedia, &cobra.Command{
 		Use:   "put-media --stream-name NAME --source FILE|-|testsrc|camera[:DEVICE] [--fragment-duration 2s] [--realtime] [--loop] [--create]",
 		Short: "Upload a media file or stream with PutMedia",
 		Long: `Upload media to a stream with PutMedia: Matroska/WebM, MP4 (with audio) or raw H.264/H.265
@@ -123,14 +121,7 @@ sent it. A progress bar goes to stderr when it is a terminal.
 Exit status 0 only when every fragment was PERSISTED (RECEIVED on a stream with no retention,
 which never persists). ERROR acks are reported with their code and meaning. Ctrl-C stops reading
 the source, waits up to 15 s for the fragments already sent, and exits 130.`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runPutMedia(c.Context(), env, o)
-		},
-	}
+	})
 	f := c.Flags()
 	addStreamRefFlags(c, &o.Stream)
 	f.StringVar(&o.Source, "source", "", "media file, - for standard input, or a live source: testsrc, camera, camera:/dev/videoN (required)")

@@ -12,14 +12,25 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/internal/testutil"
 )
+
+// testPattern is held by the tests that capture from the live test pattern: it is one device for
+// the whole process, which only one capture may open at a time.
+var testPattern sync.Mutex
 
 // TestE2ETestPattern puts 3 s of the live test pattern (320x240, 15 fps, 1 s fragments) into a
 // real server and reads it back with list-fragments, get-media and ffprobe.
 func TestE2ETestPattern(t *testing.T) {
-	ffprobeBin := needTool(t, "ffprobe")
+	t.Parallel()
+	testPattern.Lock()
+	defer testPattern.Unlock()
+	testutil.Slow(t)
+	ffprobeBin := testutil.NeedTool(t, "ffprobe")
 	url, _ := e2eServer(t, nil)
 	out := mustRun(t, url, nil, "put-media", "--stream-name", "testsrc", "--create", "--source", "testsrc",
 		"--duration", "3s", "--fps", "15", "--width", "320", "--height", "240", "--fragment-duration", "1s")
@@ -59,6 +70,9 @@ func TestE2ETestPattern(t *testing.T) {
 // TestE2ETestPatternInterrupt stops a live put-media (no --duration) after its first PERSISTED
 // ack: the fragment in progress is still finished, sent and persisted, and it exits 130.
 func TestE2ETestPatternInterrupt(t *testing.T) {
+	t.Parallel()
+	testPattern.Lock()
+	defer testPattern.Unlock()
 	url, st := e2eServer(t, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
@@ -99,6 +113,7 @@ func TestE2ETestPatternInterrupt(t *testing.T) {
 }
 
 func TestPutMediaLiveOptionsValidate(t *testing.T) {
+	t.Parallel()
 	base := putMediaOptions{Stream: streamRef{Name: "s"}, FragmentDuration: 2 * time.Second, Output: "text"}
 	for _, tc := range []struct {
 		name string

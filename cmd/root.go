@@ -132,16 +132,33 @@ func NewRoot(env *Env) *cobra.Command {
 	pf.String("log-level", "info", "log level: debug, info, warn or error")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
-	root.AddCommand(newVersionCmd(env))
-	root.AddCommand(newGetImagesCmd(env))
-	for _, add := range commands {
-		root.AddCommand(add(env))
-	}
+	// Every subcommand, in one place (cobra sorts them by name in the help).
+	root.AddCommand(
+		// the server and its load test
+		newServeCmd(env),
+		newBenchCmd(env),
+		// media in and out
+		newPutMediaCmd(env),
+		newGetMediaCmd(env),
+		newListFragmentsCmd(env),
+		newGetFragmentsCmd(env),
+		newGetClipCmd(env),
+		newHLSURLCmd(env),
+		newGetImagesCmd(env),
+		newListDevicesCmd(env),
+		// the control plane
+		newCreateStreamCmd(env),
+		newDescribeStreamCmd(env),
+		newListStreamsCmd(env),
+		newDeleteStreamCmd(env),
+		newUpdateDataRetentionCmd(env),
+		newTagStreamCmd(env),
+		newUntagStreamCmd(env),
+		newListTagsForStreamCmd(env),
+		newVersionCmd(env),
+	)
 	return root
 }
-
-// commands is filled by the init functions of the subcommand files, so that each file is self-contained.
-var commands []func(*Env) *cobra.Command
 
 // loadConfig resolves the global settings into env.Config and builds env.Log.
 func loadConfig(env *Env, flags *pflag.FlagSet) error {

@@ -24,6 +24,7 @@ func testEnv(t *testing.T, vars map[string]string) (*Env, *bytes.Buffer, *bytes.
 }
 
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	env, out, _ := testEnv(t, nil)
 	if code := Run(t.Context(), env, []string{"version"}); code != ExitOK {
 		t.Fatalf("exit code %d", code)
@@ -34,6 +35,7 @@ func TestVersion(t *testing.T) {
 }
 
 func TestExitCodes(t *testing.T) {
+	t.Parallel()
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	tests := []struct {
@@ -118,6 +120,7 @@ func TestConfigPrecedence(t *testing.T) {
 }
 
 func TestCompletion(t *testing.T) {
+	t.Parallel()
 	for _, shell := range []string{"bash", "zsh", "fish"} {
 		env, out, _ := testEnv(t, nil)
 		if code := Run(t.Context(), env, []string{"completion", shell}); code != ExitOK {
@@ -130,6 +133,7 @@ func TestCompletion(t *testing.T) {
 }
 
 func TestRootHelpListsExitCodes(t *testing.T) {
+	t.Parallel()
 	env, out, _ := testEnv(t, nil)
 	if code := Run(t.Context(), env, []string{"--help"}); code != ExitOK {
 		t.Fatalf("exit code %d", code)

@@ -23,8 +23,6 @@ import (
 	"github.com/openkvs/kvs/server/store"
 )
 
-func init() { commands = append(commands, newServeCmd) }
-
 // shutdownTimeout bounds how long a graceful shutdown waits for open requests (live GetMedia
 // readers, PutMedia producers) before it closes their connections.
 const shutdownTimeout = 10 * time.Second
@@ -104,7 +102,7 @@ func (o serveOptions) validate() error {
 
 func newServeCmd(env *Env) *cobra.Command {
 	var o serveOptions
-	c := &cobra.Command{
+	c := newCommand(env, &o, runServe, &cobra.Command{
 		Use:   "server [--listen ADDR] [--data-dir DIR | --memory | --index URL --objects URL] [--advertise-url URL] [--auth sigv4 --credentials-file FILE] [--tls-cert FILE --tls-key FILE]",
 		Short: "Run the local Kinesis Video Streams server",
 		Long: `Run the kvs server: the KVS control plane, PutMedia/GetMedia and the archived-media APIs on one
@@ -137,16 +135,12 @@ is one of N stateless nodes sharing those: any node answers any request, each st
 writer node under a lease, fragments are batched into objects (--flush-interval, --flush-bytes)
 and PERSISTED once the object is stored and its index rows committed. --advertise-url must be the
 URL the other nodes and the clients reach this node at. See docs/cluster.md.`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
+		PreRunE: func(*cobra.Command, []string) error { // the environment fills what the flags left out
 			o.Index = cmp.Or(o.Index, env.Getenv("KVS_INDEX"))
 			o.Objects = cmp.Or(o.Objects, env.Getenv("KVS_OBJECTS"))
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runServe(c.Context(), env, o)
+			return nil
 		},
-	}
+	})
 	f := c.Flags()
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:4567", "address to listen on (host:port; port 0 picks a free port)")
 	f.StringVar(&o.DataDir, "data-dir", "", "directory for streams and fragments (default $XDG_DATA_HOME/kvs or ~/.local/share/kvs)")

@@ -60,7 +60,7 @@ func startServe(t *testing.T, args ...string) (endpoint string, logs *lockedBuff
 }
 
 func TestServeRestartKeepsStreams(t *testing.T) {
-	isolateAWS(t)
+	t.Parallel()
 	dir := t.TempDir()
 	endpoint, logs, stop := startServe(t, "--listen", "127.0.0.1:0", "--data-dir", dir)
 	if !strings.HasPrefix(endpoint, "http://127.0.0.1:") || strings.HasSuffix(endpoint, ":0") {
@@ -76,7 +76,7 @@ func TestServeRestartKeepsStreams(t *testing.T) {
 	}
 	var de bytes.Buffer
 	env.Stdout = &de
-	if err := runDescribeStream(t.Context(), env, describeStreamOptions{Stream: streamRef{Name: "persisted"}, Output: outputJSON}); err != nil {
+	if err := runDescribeStream(t.Context(), env, streamOutputOptions{Stream: streamRef{Name: "persisted"}, Output: outputJSON}); err != nil {
 		t.Fatal(err)
 	}
 	if code := stop(); code != ExitOK {
@@ -88,7 +88,7 @@ func TestServeRestartKeepsStreams(t *testing.T) {
 
 	endpoint2, _, stop2 := startServe(t, "--listen", "127.0.0.1:0", "--data-dir", dir)
 	env2, out2 := runEnv(t, endpoint2)
-	if err := runDescribeStream(t.Context(), env2, describeStreamOptions{Stream: streamRef{Name: "persisted"}, Output: outputJSON}); err != nil {
+	if err := runDescribeStream(t.Context(), env2, streamOutputOptions{Stream: streamRef{Name: "persisted"}, Output: outputJSON}); err != nil {
 		t.Fatalf("after restart: %v", err)
 	}
 	// Same stream, same ARN, Version and creation time.
@@ -101,7 +101,7 @@ func TestServeRestartKeepsStreams(t *testing.T) {
 }
 
 func TestServeMemoryAndDataEndpoint(t *testing.T) {
-	isolateAWS(t)
+	t.Parallel()
 	endpoint, _, stop := startServe(t, "--listen", "127.0.0.1:0", "--memory", "--advertise-url", "http://media.example:9000")
 	env, _ := runEnv(t, endpoint)
 	if err := runCreateStream(t.Context(), env, createStreamOptions{StreamName: "m", Output: outputJSON}); err != nil {
@@ -121,6 +121,7 @@ func TestServeMemoryAndDataEndpoint(t *testing.T) {
 }
 
 func TestServeListenError(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -136,6 +137,7 @@ func TestServeListenError(t *testing.T) {
 }
 
 func TestDefaultDataDirAndAdvertise(t *testing.T) {
+	t.Parallel()
 	env := &Env{Getenv: func(k string) string { return map[string]string{"XDG_DATA_HOME": "/x", "HOME": "/h"}[k] }}
 	if d, _ := defaultDataDir(env); d != "/x/kvs" {
 		t.Errorf("with XDG_DATA_HOME: %q", d)

@@ -4,10 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"maps"
-	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -15,106 +11,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 	"github.com/spf13/cobra"
-
-	"github.com/openkvs/kvs/client"
 )
 
 // The stream commands are thin wrappers over the kinesisvideo control-plane API through the AWS
 // SDK, so they work against kvs and against AWS alike. Flag names are the AWS CLI's; the JSON output
 // has the AWS CLI's shape (see output.go).
-
-func init() {
-	commands = append(commands, newCreateStreamCmd, newDescribeStreamCmd, newListStreamsCmd,
-		newDeleteStreamCmd, newUpdateDataRetentionCmd, newTagStreamCmd, newUntagStreamCmd,
-		newListTagsForStreamCmd)
-}
-
-// newClient builds the API client for the resolved --endpoint and --region.
-func newClient(ctx context.Context, env *Env) (*client.Client, error) {
-	return newClientAt(ctx, env, env.Config.GetString("endpoint"))
-}
-
-// newClientAt builds the API client for endpoint. A malformed endpoint is a usage error, whichever
-// of the flag, KVS_ENDPOINT or the config file gave it.
-func newClientAt(ctx context.Context, env *Env, endpoint string) (*client.Client, error) {
-	if endpoint != "" {
-		if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, withHint(usageErrorf("--endpoint %q: want http(s)://host[:port]", endpoint),
-				"Set --endpoint, KVS_ENDPOINT or endpoint: in the config file to the URL `kvs server` prints, e.g. http://127.0.0.1:4567.")
-		}
-	}
-	return client.New(ctx, client.Config{
-		Endpoint:   endpoint,
-		Region:     env.Config.GetString("region"),
-		HTTPClient: env.HTTPClient,
-	})
-}
-
-// streamRef is the --stream-name / --stream-arn pair most commands take; one of them is required.
-type streamRef struct {
-	Name, ARN string
-}
-
-func (r streamRef) validate() error {
-	if r.Name == "" && r.ARN == "" {
-		return errors.New("--stream-name or --stream-arn is required")
-	}
-	return nil
-}
-
-func (r streamRef) String() string {
-	if r.Name != "" {
-		return r.Name
-	}
-	return r.ARN
-}
-
-func (r streamRef) name() *string { return optional(r.Name) }
-func (r streamRef) arn() *string  { return optional(r.ARN) }
-
-func addStreamRefFlags(c *cobra.Command, r *streamRef) {
-	c.Flags().StringVar(&r.Name, "stream-name", "", "stream name")
-	c.Flags().StringVar(&r.ARN, "stream-arn", "", "stream ARN (instead of --stream-name)")
-}
-
-func optional(s string) *string {
-	if s == "" {
-		return nil
-	}
-	return aws.String(s)
-}
-
-// parseTags reads --tags values in the AWS CLI shorthand "k=v,k2=v2"; the flag may also repeat.
-// A value may contain "=" (split at the first); tag keys and values cannot contain commas.
-func parseTags(values []string) (map[string]string, error) {
-	if len(values) == 0 {
-		return nil, nil
-	}
-	tags := map[string]string{}
-	for _, v := range values {
-		for _, kv := range strings.Split(v, ",") {
-			k, val, ok := strings.Cut(kv, "=")
-			if !ok || k == "" {
-				return nil, fmt.Errorf("--tags %q: want key=value[,key=value...]", v)
-			}
-			tags[k] = val
-		}
-	}
-	return tags, nil
-}
-
-// splitList flattens comma-separated and repeated list flag values, dropping empty items.
-func splitList(values []string) []string {
-	var out []string
-	for _, v := range values {
-		for _, s := range strings.Split(v, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
-}
 
 // streamInfoOutput is StreamInfo as printed: the AWS CLI's member names, CreationTime as RFC 3339.
 type streamInfoOutput struct {
@@ -170,19 +71,12 @@ func (o createStreamOptions) validate() error {
 
 func newCreateStreamCmd(env *Env) *cobra.Command {
 	var o createStreamOptions
-	c := &cobra.Command{
+	c := newCommand(env, &o, runCreateStream, &cobra.Command{
 		Use:   "create-stream --stream-name NAME [--data-retention-in-hours N] [--media-type T] [--tags k=v,...]",
 		Short: "Create a stream",
 		Long: `Create a stream (CreateStream). Retention 0, the default, keeps no data beyond the live buffer:
 give --data-retention-in-hours to store fragments for later reading.`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runCreateStream(c.Context(), env, o)
-		},
-	}
+	})
 	f := c.Flags()
 	f.StringVar(&o.StreamName, "stream-name", "", "stream name (required)")
 	f.StringVar(&o.DeviceName, "device-name", "", "name of the device writing to the stream")
@@ -225,37 +119,37 @@ func runCreateStream(ctx context.Context, env *Env, o createStreamOptions) error
 
 // ---- describe-stream
 
-type describeStreamOptions struct {
+// streamOutputOptions are the options of the commands that print something of one stream
+// (describe-stream, list-tags-for-stream): the stream, and --output.
+type streamOutputOptions struct {
 	Stream streamRef
 	Output string
 }
 
-func (o describeStreamOptions) validate() error {
+func (o streamOutputOptions) validate() error {
 	if err := o.Stream.validate(); err != nil {
 		return err
 	}
 	return validateOutput(o.Output)
 }
 
-func newDescribeStreamCmd(env *Env) *cobra.Command {
-	var o describeStreamOptions
-	c := &cobra.Command{
-		Use:   "describe-stream (--stream-name NAME | --stream-arn ARN)",
-		Short: "Show a stream's settings",
-		Args:  noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runDescribeStream(c.Context(), env, o)
-		},
-	}
+// newStreamOutputCmd completes c, a command that prints something of one stream, with its flags.
+func newStreamOutputCmd(env *Env, run func(context.Context, *Env, streamOutputOptions) error, c *cobra.Command) *cobra.Command {
+	var o streamOutputOptions
+	c = newCommand(env, &o, run, c)
 	addStreamRefFlags(c, &o.Stream)
 	addOutputFlag(c.Flags(), &o.Output)
 	return c
 }
 
-func runDescribeStream(ctx context.Context, env *Env, o describeStreamOptions) error {
+func newDescribeStreamCmd(env *Env) *cobra.Command {
+	return newStreamOutputCmd(env, runDescribeStream, &cobra.Command{
+		Use:   "describe-stream (--stream-name NAME | --stream-arn ARN)",
+		Short: "Show a stream's settings",
+	})
+}
+
+func runDescribeStream(ctx context.Context, env *Env, o streamOutputOptions) error {
 	cl, err := newClient(ctx, env)
 	if err != nil {
 		return err
@@ -331,19 +225,12 @@ func (o listStreamsOptions) prefix() (string, error) {
 
 func newListStreamsCmd(env *Env) *cobra.Command {
 	var o listStreamsOptions
-	c := &cobra.Command{
+	c := newCommand(env, &o, runListStreams, &cobra.Command{
 		Use:   "list-streams [--name-prefix P] [--max-results N [--next-token T]]",
 		Short: "List streams in name order",
 		Long: `List streams in name order (ListStreams), following every page. With --max-results N at most N
 streams are printed, and the JSON output carries a NextToken to pass to --next-token when more exist.`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runListStreams(c.Context(), env, o)
-		},
-	}
+	})
 	f := c.Flags()
 	f.IntVar(&o.MaxResults, "max-results", 0, "print at most this many streams (default: all)")
 	f.StringVar(&o.NextToken, "next-token", "", "continue after a previous --max-results listing")
@@ -410,20 +297,13 @@ func (o deleteStreamOptions) validate() error { return o.Stream.validate() }
 
 func newDeleteStreamCmd(env *Env) *cobra.Command {
 	var o deleteStreamOptions
-	c := &cobra.Command{
+	c := newCommand(env, &o, runDeleteStream, &cobra.Command{
 		Use:   "delete-stream (--stream-arn ARN | --stream-name NAME) [--current-version V]",
 		Short: "Delete a stream and all of its data",
 		Long: `Delete a stream and all of its data (DeleteStream). The API takes only the ARN; as a
 convenience the AWS CLI lacks, --stream-name looks the ARN up first. Without --current-version the
 version is not checked. Prints nothing on success, like the AWS CLI.`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runDeleteStream(c.Context(), env, o)
-		},
-	}
+	})
 	addStreamRefFlags(c, &o.Stream)
 	c.Flags().StringVar(&o.CurrentVersion, "current-version", "", "delete only if the stream still has this Version")
 	return c
@@ -475,21 +355,14 @@ func (o updateDataRetentionOptions) validate() error {
 
 func newUpdateDataRetentionCmd(env *Env) *cobra.Command {
 	var o updateDataRetentionOptions
-	c := &cobra.Command{
+	c := newCommand(env, &o, runUpdateDataRetention, &cobra.Command{
 		Use:   "update-data-retention (--stream-name NAME | --stream-arn ARN) --operation OP --data-retention-change-in-hours N [--current-version V]",
 		Short: "Increase or decrease how long a stream keeps data",
 		Long: `Increase or decrease a stream's data retention by a number of hours (UpdateDataRetention).
 A decrease deletes data older than the new window. The API requires the stream's current Version;
 when --current-version is omitted it is looked up first (a convenience the AWS CLI lacks), so the
 change applies to whatever the stream's settings are now. Prints nothing on success.`,
-		Args: noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runUpdateDataRetention(c.Context(), env, o)
-		},
-	}
+	})
 	addStreamRefFlags(c, &o.Stream)
 	f := c.Flags()
 	f.StringVar(&o.CurrentVersion, "current-version", "", "the stream's Version (default: looked up)")
@@ -519,156 +392,4 @@ func runUpdateDataRetention(ctx context.Context, env *Env, o updateDataRetention
 		DataRetentionChangeInHours: aws.Int32(int32(o.ChangeHours)), //nolint:gosec // range-checked in validate
 	})
 	return wrapAPI(err, "update-data-retention %s", o.Stream)
-}
-
-// ---- tag-stream, untag-stream, list-tags-for-stream
-
-type tagStreamOptions struct {
-	Stream streamRef
-	Tags   []string
-}
-
-func (o tagStreamOptions) validate() error {
-	if err := o.Stream.validate(); err != nil {
-		return err
-	}
-	if len(o.Tags) == 0 {
-		return errors.New("--tags is required")
-	}
-	_, err := parseTags(o.Tags)
-	return err
-}
-
-func newTagStreamCmd(env *Env) *cobra.Command {
-	var o tagStreamOptions
-	c := &cobra.Command{
-		Use:   "tag-stream (--stream-name NAME | --stream-arn ARN) --tags k=v[,k=v...]",
-		Short: "Add or replace tags on a stream",
-		Args:  noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runTagStream(c.Context(), env, o)
-		},
-	}
-	addStreamRefFlags(c, &o.Stream)
-	c.Flags().StringArrayVar(&o.Tags, "tags", nil, "tags as key=value[,key=value...]; may repeat (required)")
-	return c
-}
-
-func runTagStream(ctx context.Context, env *Env, o tagStreamOptions) error {
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return err
-	}
-	tags, _ := parseTags(o.Tags) // checked by validate
-	_, err = cl.Control.TagStream(ctx, &kinesisvideo.TagStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn(), Tags: tags})
-	return wrapAPI(err, "tag-stream %s", o.Stream)
-}
-
-type untagStreamOptions struct {
-	Stream streamRef
-	Keys   []string
-}
-
-func (o untagStreamOptions) validate() error {
-	if err := o.Stream.validate(); err != nil {
-		return err
-	}
-	if len(splitList(o.Keys)) == 0 {
-		return errors.New("--tag-key-list is required")
-	}
-	return nil
-}
-
-func newUntagStreamCmd(env *Env) *cobra.Command {
-	var o untagStreamOptions
-	c := &cobra.Command{
-		Use:   "untag-stream (--stream-name NAME | --stream-arn ARN) --tag-key-list k[,k...]",
-		Short: "Remove tags from a stream",
-		Args:  noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runUntagStream(c.Context(), env, o)
-		},
-	}
-	addStreamRefFlags(c, &o.Stream)
-	c.Flags().StringArrayVar(&o.Keys, "tag-key-list", nil, "tag keys, comma-separated; may repeat (required)")
-	return c
-}
-
-func runUntagStream(ctx context.Context, env *Env, o untagStreamOptions) error {
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return err
-	}
-	_, err = cl.Control.UntagStream(ctx, &kinesisvideo.UntagStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn(), TagKeyList: splitList(o.Keys)})
-	return wrapAPI(err, "untag-stream %s", o.Stream)
-}
-
-type listTagsForStreamOptions struct {
-	Stream streamRef
-	Output string
-}
-
-func (o listTagsForStreamOptions) validate() error {
-	if err := o.Stream.validate(); err != nil {
-		return err
-	}
-	return validateOutput(o.Output)
-}
-
-func newListTagsForStreamCmd(env *Env) *cobra.Command {
-	var o listTagsForStreamOptions
-	c := &cobra.Command{
-		Use:   "list-tags-for-stream (--stream-name NAME | --stream-arn ARN)",
-		Short: "Print a stream's tags",
-		Args:  noArgs,
-		RunE: func(c *cobra.Command, _ []string) error {
-			if err := o.validate(); err != nil {
-				return usageError{err}
-			}
-			return runListTagsForStream(c.Context(), env, o)
-		},
-	}
-	addStreamRefFlags(c, &o.Stream)
-	addOutputFlag(c.Flags(), &o.Output)
-	return c
-}
-
-func runListTagsForStream(ctx context.Context, env *Env, o listTagsForStreamOptions) error {
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return err
-	}
-	tags := map[string]string{}
-	in := &kinesisvideo.ListTagsForStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn()}
-	for {
-		out, err := cl.Control.ListTagsForStream(ctx, in)
-		if err != nil {
-			return wrapAPI(err, "list-tags-for-stream %s", o.Stream)
-		}
-		maps.Copy(tags, out.Tags)
-		if aws.ToString(out.NextToken) == "" {
-			break
-		}
-		in.NextToken = out.NextToken
-	}
-	if o.Output == outputTable {
-		return writeTagTable(env.Stdout, tags)
-	}
-	return writeJSON(env.Stdout, struct {
-		Tags map[string]string `json:"Tags"`
-	}{tags})
-}
-
-func writeTagTable(w io.Writer, tags map[string]string) error {
-	rows := make([][]string, 0, len(tags))
-	for _, k := range slices.Sorted(maps.Keys(tags)) {
-		rows = append(rows, []string{k, tags[k]})
-	}
-	return writeTable(w, []string{"KEY", "VALUE"}, rows)
 }

@@ -16,22 +16,10 @@ import (
 	"github.com/openkvs/kvs/server/store"
 )
 
-// isolateAWS keeps the developer's AWS configuration out of the tests: the client then falls back
-// to its local dummy credentials.
-func isolateAWS(t *testing.T) {
-	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
-		"AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KINESIS_VIDEO"} {
-		t.Setenv(k, "")
-	}
-	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-}
-
 // kvsServer starts a server on httptest with a fixed clock (each stream created 1 s after the
 // previous one, from 2024-01-17T11:10:36.421Z) and returns its URL and store.
 func kvsServer(t *testing.T) (string, store.Store) {
 	t.Helper()
-	isolateAWS(t)
 	st := store.NewMem()
 	now := time.UnixMilli(1705489835421)
 	srv, err := server.New(server.Config{Store: st, Now: func() time.Time { now = now.Add(time.Second); return now }})
@@ -55,6 +43,7 @@ func runEnv(t *testing.T, endpoint string) (*Env, *bytes.Buffer) {
 }
 
 func TestStreamOptionsValidate(t *testing.T) {
+	t.Parallel()
 	named := streamRef{Name: "s"}
 	cases := []struct {
 		name    string
@@ -69,9 +58,9 @@ func TestStreamOptionsValidate(t *testing.T) {
 		{"create bad tags", createStreamOptions{StreamName: "s", Tags: []string{"novalue"}, Output: "json"}, "--tags"},
 		{"create empty tag key", createStreamOptions{StreamName: "s", Tags: []string{"=v"}, Output: "json"}, "--tags"},
 		{"create output", createStreamOptions{StreamName: "s", Output: "yaml"}, "--output"},
-		{"describe ok", describeStreamOptions{Stream: named, Output: "json"}, ""},
-		{"describe by arn", describeStreamOptions{Stream: streamRef{ARN: "arn:x"}, Output: "table"}, ""},
-		{"describe neither", describeStreamOptions{Output: "json"}, "--stream-name or --stream-arn"},
+		{"describe ok", streamOutputOptions{Stream: named, Output: "json"}, ""},
+		{"describe by arn", streamOutputOptions{Stream: streamRef{ARN: "arn:x"}, Output: "table"}, ""},
+		{"describe neither", streamOutputOptions{Output: "json"}, "--stream-name or --stream-arn"},
 		{"list ok", listStreamsOptions{Output: "json"}, ""},
 		{"list condition", listStreamsOptions{StreamNameCondition: "ComparisonOperator=BEGINS_WITH,ComparisonValue=cam", Output: "json"}, ""},
 		{"list condition operator", listStreamsOptions{StreamNameCondition: "ComparisonOperator=ENDS_WITH,ComparisonValue=cam", Output: "json"}, "BEGINS_WITH"},
@@ -89,8 +78,8 @@ func TestStreamOptionsValidate(t *testing.T) {
 		{"tag bad", tagStreamOptions{Stream: named, Tags: []string{"a"}}, "--tags"},
 		{"untag ok", untagStreamOptions{Stream: named, Keys: []string{"a,b", "c"}}, ""},
 		{"untag none", untagStreamOptions{Stream: named, Keys: []string{","}}, "--tag-key-list"},
-		{"list tags ok", listTagsForStreamOptions{Stream: named, Output: "table"}, ""},
-		{"list tags output", listTagsForStreamOptions{Stream: named, Output: "text"}, "--output"},
+		{"list tags ok", streamOutputOptions{Stream: named, Output: "table"}, ""},
+		{"list tags output", streamOutputOptions{Stream: named, Output: "text"}, "--output"},
 		{"serve ok", serveOptions{Listen: "127.0.0.1:0"}, ""},
 		{"serve memory", serveOptions{Listen: ":4567", Memory: true}, ""},
 		{"serve memory and dir", serveOptions{Listen: ":4567", Memory: true, DataDir: "/tmp/x"}, "--memory"},
@@ -119,6 +108,7 @@ func TestStreamOptionsValidate(t *testing.T) {
 }
 
 func TestParseTags(t *testing.T) {
+	t.Parallel()
 	got, err := parseTags([]string{"a=1,b=x=y", "c=", "a=2"})
 	if want := map[string]string{"a": "2", "b": "x=y", "c": ""}; err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("parseTags = %v, %v; want %v", got, err, want)
@@ -126,6 +116,7 @@ func TestParseTags(t *testing.T) {
 }
 
 func TestRunStreamCommands(t *testing.T) {
+	t.Parallel()
 	url, st := kvsServer(t)
 	ctx := t.Context()
 	env, out := runEnv(t, url)
@@ -148,7 +139,7 @@ func TestRunStreamCommands(t *testing.T) {
 	before, _ := st.ListStreams(ctx)
 
 	out.Reset()
-	if err := runDescribeStream(ctx, env, describeStreamOptions{Stream: streamRef{Name: "cam-1"}, Output: outputJSON}); err != nil {
+	if err := runDescribeStream(ctx, env, streamOutputOptions{Stream: streamRef{Name: "cam-1"}, Output: outputJSON}); err != nil {
 		t.Fatal(err)
 	}
 	var desc struct{ StreamInfo map[string]any }
@@ -163,7 +154,7 @@ func TestRunStreamCommands(t *testing.T) {
 	version := si["Version"].(string)
 
 	out.Reset()
-	if err := runDescribeStream(ctx, env, describeStreamOptions{Stream: streamRef{ARN: created.StreamARN}, Output: outputTable}); err != nil {
+	if err := runDescribeStream(ctx, env, streamOutputOptions{Stream: streamRef{ARN: created.StreamARN}, Output: outputTable}); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "StreamName            cam-1\n") || !strings.Contains(out.String(), "DeviceName            -\n") {
@@ -215,14 +206,14 @@ cam-2  ACTIVE  0                -           2024-01-17T11:10:37.421Z  arn:aws:ki
 		t.Fatal(err)
 	}
 	out.Reset()
-	if err := runListTagsForStream(ctx, env, listTagsForStreamOptions{Stream: streamRef{Name: "cam-1"}, Output: outputJSON}); err != nil {
+	if err := runListTagsForStream(ctx, env, streamOutputOptions{Stream: streamRef{Name: "cam-1"}, Output: outputJSON}); err != nil {
 		t.Fatal(err)
 	}
 	if want := "{\n    \"Tags\": {\n        \"env\": \"dev\",\n        \"owner\": \"me\"\n    }\n}\n"; out.String() != want {
 		t.Errorf("list-tags-for-stream JSON:\n%s\nwant:\n%s", out, want)
 	}
 	out.Reset()
-	if err := runListTagsForStream(ctx, env, listTagsForStreamOptions{Stream: streamRef{Name: "cam-1"}, Output: outputTable}); err != nil {
+	if err := runListTagsForStream(ctx, env, streamOutputOptions{Stream: streamRef{Name: "cam-1"}, Output: outputTable}); err != nil {
 		t.Fatal(err)
 	}
 	if want := "KEY    VALUE\nenv    dev\nowner  me\n"; out.String() != want {
@@ -247,7 +238,7 @@ cam-2  ACTIVE  0                -           2024-01-17T11:10:37.421Z  arn:aws:ki
 	if err := runDeleteStream(ctx, env, deleteStreamOptions{Stream: streamRef{Name: "cam-1"}}); err != nil {
 		t.Fatal(err)
 	}
-	err = runDescribeStream(ctx, env, describeStreamOptions{Stream: streamRef{Name: "cam-1"}, Output: outputJSON})
+	err = runDescribeStream(ctx, env, streamOutputOptions{Stream: streamRef{Name: "cam-1"}, Output: outputJSON})
 	if !isNotFound(err) {
 		t.Fatalf("describe after delete: %v (isNotFound false)", err)
 	}
@@ -261,6 +252,7 @@ cam-2  ACTIVE  0                -           2024-01-17T11:10:37.421Z  arn:aws:ki
 }
 
 func TestStreamCommandsThroughRoot(t *testing.T) {
+	t.Parallel()
 	url, _ := kvsServer(t)
 	run := func(args ...string) (int, string, string) {
 		env, out, errb := testEnv(t, nil)

@@ -6,6 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/openkvs/kvs/client"
+	"github.com/spf13/pflag"
 )
 
 // parseTime reads a time flag value in one of three forms:
@@ -96,4 +99,63 @@ func parseUnix(s string) (time.Time, error) {
 		nsec = n
 	}
 	return time.Unix(sec, nsec), nil
+}
+
+// timestampType maps --timestamp-type (server, producer, or the KVS names) to the API value.
+func parseTimestampType(s string) (client.TimestampType, error) {
+	switch strings.ToUpper(s) {
+	case "SERVER", string(client.ServerTimestamp):
+		return client.ServerTimestamp, nil
+	case "PRODUCER", string(client.ProducerTimestamp):
+		return client.ProducerTimestamp, nil
+	}
+	return "", fmt.Errorf("--timestamp-type %q: want server or producer", s)
+}
+
+// timeRange parses --start/--end; either may be empty (open end).
+func timeRange(start, end string, now time.Time) (from, to time.Time, err error) {
+	if start != "" {
+		if from, err = parseTime(start, now); err != nil {
+			return from, to, fmt.Errorf("--start: %w", err)
+		}
+	}
+	if end != "" {
+		if to, err = parseTime(end, now); err != nil {
+			return from, to, fmt.Errorf("--end: %w", err)
+		}
+	}
+	if !from.IsZero() && !to.IsZero() && to.Before(from) {
+		return from, to, errors.New("--end is before --start")
+	}
+	return from, to, nil
+}
+
+// fragmentRange is --start, --end and --timestamp-type: the fragments whose start time on the
+// server's or the producer's clock is in [--start, --end], both inclusive, either open when not
+// given.
+type fragmentRange struct {
+	Start, End    string
+	TimestampType string
+}
+
+// addFlags registers the three flags; start and end say what the bounds mean to the command.
+func (r *fragmentRange) addFlags(f *pflag.FlagSet, start, end string) {
+	f.StringVar(&r.Start, "start", "", start)
+	f.StringVar(&r.End, "end", "", end)
+	f.StringVar(&r.TimestampType, "timestamp-type", "server", "which timestamp --start/--end select on: server or producer")
+}
+
+func (r fragmentRange) validate() error {
+	_, _, _, err := r.resolve(time.Now())
+	return err
+}
+
+// resolve returns the bounds (zero when open) and the timestamp type; relative times count from
+// now.
+func (r fragmentRange) resolve(now time.Time) (from, to time.Time, typ client.TimestampType, err error) {
+	if typ, err = parseTimestampType(r.TimestampType); err != nil {
+		return from, to, typ, err
+	}
+	from, to, err = timeRange(r.Start, r.End, now)
+	return from, to, typ, err
 }

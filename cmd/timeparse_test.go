@@ -38,6 +38,7 @@ var timeParseTests = []struct {
 var testNow = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
 func TestParseTime(t *testing.T) {
+	t.Parallel()
 	for _, tc := range timeParseTests {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := parseTime(tc.in, testNow)

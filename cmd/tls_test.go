@@ -25,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 
 	"github.com/openkvs/kvs/client"
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 // selfSigned writes a self-signed certificate for 127.0.0.1 and localhost and its key to dir and
@@ -74,10 +75,7 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 // NotAuthorizedException; plain HTTP and untrusting clients fail; the AWS CLI works with
 // --ca-bundle and the right key.
 func TestServeTLSAndAuth(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process test (-short)")
-	}
-	isolateAWS(t)
+	testutil.Slow(t)
 	dir := t.TempDir()
 	certFile, keyFile, pool := selfSigned(t, dir)
 	credFile := filepath.Join(dir, "credentials")
@@ -165,7 +163,7 @@ func TestServeTLSAndAuth(t *testing.T) {
 	}
 
 	// The AWS CLI with --ca-bundle.
-	aws := needTool(t, "aws")
+	aws := testutil.NeedTool(t, "aws")
 	cli := func(secret string, args ...string) (string, int) {
 		cmd := exec.CommandContext(ctx, aws, append([]string{"--endpoint-url", p.Endpoint, "--ca-bundle", certFile, "--region", "us-east-1", "--output", "json"}, args...)...)
 		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "AWS_ACCESS_KEY_ID=AKIDTLS", "AWS_SECRET_ACCESS_KEY=" + secret,

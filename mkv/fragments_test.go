@@ -51,6 +51,7 @@ func summary(f *Fragment) string {
 }
 
 func TestFragmentReader(t *testing.T) {
+	t.Parallel()
 	d := cat(docStart(true), segmentHead())
 	tags := func(kv ...string) []byte {
 		var st []SimpleTag
@@ -117,6 +118,7 @@ func TestFragmentReader(t *testing.T) {
 // A GetMedia chunk is delivered as soon as its continuation-token Tags arrive, without waiting
 // for the next chunk (which, live, only comes with the next fragment).
 func TestFragmentReaderDeliversWithoutNextChunk(t *testing.T) {
+	t.Parallel()
 	fr := NewFragmentReader(&stallReader{data: chunk(t, 1)})
 	f, err := fr.Next()
 	if err != nil {
@@ -131,6 +133,7 @@ func TestFragmentReaderDeliversWithoutNextChunk(t *testing.T) {
 }
 
 func TestFragmentReaderFramesAreOwned(t *testing.T) {
+	t.Parallel()
 	fr := NewFragmentReader(bytes.NewReader(cat(chunk(t, 1), chunk(t, 2))))
 	f1, err := fr.Next()
 	if err != nil {
@@ -149,6 +152,7 @@ func TestFragmentReaderFramesAreOwned(t *testing.T) {
 }
 
 func TestFragmentReaderMaxSize(t *testing.T) {
+	t.Parallel()
 	in := cat(chunk(t, 1), docStart(true), segmentHead(), elem(IDCluster, uintElem(IDTimecode, 0),
 		simpleBlock(1, 0, true, make([]byte, 600)...), simpleBlock(1, 1, true, make([]byte, 600)...)))
 	fr := NewFragmentReader(bytes.NewReader(in), WithMaxFragmentSize(1000))
@@ -171,6 +175,7 @@ func TestFragmentReaderMaxSize(t *testing.T) {
 }
 
 func TestFragmentTag(t *testing.T) {
+	t.Parallel()
 	f := &Fragment{
 		Tags:         []SimpleTag{{Name: "A", Value: "lead", Children: []SimpleTag{{Name: "N", Value: "nested"}}}},
 		TrailingTags: []SimpleTag{{Name: "A", Value: "trail"}, {Name: "T", Value: "t"}},
@@ -188,6 +193,7 @@ func TestFragmentTag(t *testing.T) {
 }
 
 func TestFragmentDuration(t *testing.T) {
+	t.Parallel()
 	video := Track{Number: 1, DefaultDuration: 40 * time.Millisecond}
 	for _, tc := range []struct {
 		name string
@@ -215,6 +221,7 @@ func TestFragmentDuration(t *testing.T) {
 // after Release) are the Reader's frames, for known-size clusters (GetMedia chunks), unknown-size
 // ones, BlockGroups and the clips in testdata.
 func TestFragmentReaderMatchesReader(t *testing.T) {
+	t.Parallel()
 	frames := func(tc int64, sizes ...int) []Frame {
 		var out []Frame
 		for i, n := range sizes {

@@ -258,6 +258,7 @@ func deepTag(depth int) []byte {
 }
 
 func TestReaderEvents(t *testing.T) {
+	t.Parallel()
 	for _, tc := range readerCases() {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := readAll(tc.in)
@@ -286,6 +287,7 @@ func TestReaderEvents(t *testing.T) {
 }
 
 func TestReaderSyntaxErrorOffset(t *testing.T) {
+	t.Parallel()
 	d := cat(docStart(true), segmentHead())
 	in := cat(d, elem(IDCluster, uintElem(IDTimecode, 0), elem(IDSimpleBlock, []byte{0x81, 0})))
 	_, err := readAll(in)
@@ -303,6 +305,7 @@ func TestReaderSyntaxErrorOffset(t *testing.T) {
 }
 
 func TestReaderTracksAndInfo(t *testing.T) {
+	t.Parallel()
 	in := cat(docStart(true), AppendInfo(nil, 100_000, ""), AppendTracks(nil, testTracks))
 	r := NewReader(bytes.NewReader(in))
 	for {
@@ -326,6 +329,7 @@ func TestReaderTracksAndInfo(t *testing.T) {
 }
 
 func TestReaderSkipHandler(t *testing.T) {
+	t.Parallel()
 	in := cat(docStart(true), elem(IDVoid, make([]byte, 3)), segmentHead(), elem(IDCues, []byte{1}))
 	type skipped struct {
 		id           uint32
@@ -362,6 +366,7 @@ func (s *stallReader) Read(p []byte) (int, error) {
 
 // A known-size cluster must end as soon as its last byte is read, before any more input arrives.
 func TestReaderClusterEndWithoutReadAhead(t *testing.T) {
+	t.Parallel()
 	in := cat(docStart(true), segmentHead(), elem(IDCluster, uintElem(IDTimecode, 0), simpleBlock(1, 0, true, 1)))
 	r := NewReader(&stallReader{data: in})
 	var got []string
@@ -383,6 +388,7 @@ func TestReaderClusterEndWithoutReadAhead(t *testing.T) {
 // Truncating a small document at every offset never panics and gives io.EOF (at an element
 // boundary of an unknown-size segment) or a *SyntaxError wrapping io.ErrUnexpectedEOF.
 func TestReaderTruncation(t *testing.T) {
+	t.Parallel()
 	full, err := AppendFragment(nil, &Fragment{
 		Tracks:       testTracks,
 		Tags:         []SimpleTag{{Name: TagFragmentNumber, Value: "123"}},
@@ -415,6 +421,7 @@ func TestReaderTruncation(t *testing.T) {
 }
 
 func TestReaderLimits(t *testing.T) {
+	t.Parallel()
 	d := cat(docStart(true), segmentHead())
 	in := cat(d, elem(IDCluster, uintElem(IDTimecode, 0), simpleBlock(1, 0, true, make([]byte, 100)...)),
 		AppendTags(nil, SimpleTag{Name: "n", Value: strings.Repeat("v", 100)}))
@@ -465,6 +472,7 @@ func TestReaderHugeSizeDoesNotAllocate(t *testing.T) {
 }
 
 func TestReaderErrorsAreSticky(t *testing.T) {
+	t.Parallel()
 	r := NewReader(bytes.NewReader([]byte{0x08, 0, 0, 0, 0}))
 	_, err1 := r.Next()
 	_, err2 := r.Next()
@@ -493,6 +501,7 @@ func TestReaderSteadyStateAllocs(t *testing.T) {
 }
 
 func TestReadVint(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		in   []byte
@@ -517,6 +526,7 @@ func TestReadVint(t *testing.T) {
 }
 
 func TestEventKindString(t *testing.T) {
+	t.Parallel()
 	if EventFrame.String() != "Frame" || EventKind(99).String() != "EventKind(99)" {
 		t.Error(EventFrame.String(), EventKind(99).String())
 	}

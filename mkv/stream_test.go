@@ -54,6 +54,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 }
 
 func TestStreamWriter(t *testing.T) {
+	t.Parallel()
 	other := append([]Track(nil), testTracks...)
 	other[0].CodecPrivate = []byte{9, 9}
 	const epoch = 1_600_000_000_000
@@ -93,6 +94,7 @@ func TestStreamWriter(t *testing.T) {
 }
 
 func TestStreamWriterFramesIntact(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	s := NewStreamWriter(&buf)
 	in := roundTripFragment
@@ -139,6 +141,7 @@ func (f *failWriter) Write(p []byte) (int, error) {
 }
 
 func TestStreamWriterErrors(t *testing.T) {
+	t.Parallel()
 	s := NewStreamWriter(&failWriter{})
 	if err := s.WriteFragment(videoFragment(testTracks, 0, 2)); err != nil {
 		t.Fatal(err)

@@ -155,6 +155,8 @@ func readFrames(t *testing.T, b []byte) clipFrames {
 
 // The Reader finds in every golden clip the frames, timecodes and keyframes that ffprobe finds.
 func TestClipsAgainstFFprobe(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
 	for _, clip := range clips {
 		t.Run(clip.name, func(t *testing.T) {
 			b := readClip(t, clip.name)
@@ -193,6 +195,7 @@ func TestClipsAgainstFFprobe(t *testing.T) {
 
 // ebml-go, parsing the same clips, agrees on frame counts and timecodes.
 func TestClipsAgainstEBMLGo(t *testing.T) {
+	t.Parallel()
 	for _, clip := range clips {
 		t.Run(clip.name, func(t *testing.T) {
 			b := readClip(t, clip.name)
@@ -285,6 +288,8 @@ func streamOf(t *testing.T, b []byte) []byte {
 // AppendFragment's chunks, concatenated as GetMedia returns them, play in ffprobe with every
 // frame, from a file and from a pipe.
 func TestChunksFFprobe(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
 	for _, clip := range clips {
 		t.Run(clip.name, func(t *testing.T) {
 			out := chunks(t, readClip(t, clip.name))
@@ -306,6 +311,8 @@ func TestChunksFFprobe(t *testing.T) {
 // The StreamWriter's output plays in ffprobe (file and pipe), decodes without a complaint in
 // ffmpeg from a pipe (what ffplay does), starts at 0, and mkvmerge identifies and remuxes it.
 func TestStreamWriterPlayers(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
 	for _, clip := range clips {
 		t.Run(clip.name, func(t *testing.T) {
 			out := streamOf(t, readClip(t, clip.name))

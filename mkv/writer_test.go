@@ -15,6 +15,7 @@ import (
 )
 
 func TestAppendElementHeader(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		id   uint32
@@ -40,6 +41,7 @@ func TestAppendElementHeader(t *testing.T) {
 }
 
 func TestAppendValues(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		got  []byte
@@ -70,6 +72,7 @@ func TestAppendValues(t *testing.T) {
 }
 
 func TestAppendClusterRange(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name     string
 		cluster  int64
@@ -130,6 +133,7 @@ var roundTripFragment = Fragment{
 }
 
 func TestFragmentRoundTrip(t *testing.T) {
+	t.Parallel()
 	b, err := AppendFragment(nil, &roundTripFragment)
 	if err != nil {
 		t.Fatal(err)
@@ -160,6 +164,7 @@ func TestFragmentRoundTrip(t *testing.T) {
 
 // ebml-go, an independent parser, reads what the writer writes, Tags included.
 func TestWriterCrossCheckEBMLGo(t *testing.T) {
+	t.Parallel()
 	b, err := AppendFragment(nil, &roundTripFragment)
 	if err != nil {
 		t.Fatal(err)
@@ -253,6 +258,7 @@ func TestAppendFragmentAllocs(t *testing.T) {
 }
 
 func TestAppendFragmentError(t *testing.T) {
+	t.Parallel()
 	f := Fragment{Timecode: 0, Frames: []Frame{{Timecode: 1 << 20}}}
 	b, err := AppendFragment([]byte("x"), &f)
 	if !errors.Is(err, ErrTimecodeRange) || string(b) != "x" {
@@ -261,6 +267,7 @@ func TestAppendFragmentError(t *testing.T) {
 }
 
 func TestAppendEBMLHeaderDocTypes(t *testing.T) {
+	t.Parallel()
 	for _, docType := range []string{"", "matroska", "webm"} {
 		in := AppendEBMLHeader(nil, docType)
 		got, err := readAll(in)

@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openkvs/kvs/internal/testutil"
-
 	"github.com/chromedp/chromedp"
+
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 // chromiumPath is Debian's Chromium, which the console browser tests drive over DevTools.
@@ -24,12 +24,7 @@ const chromiumPath = "/usr/bin/chromium"
 // context for one tab. The test is skipped without Chromium, or fails when KVS_REQUIRE_TOOLS=1.
 func newBrowser(t *testing.T) context.Context {
 	t.Helper()
-	if _, err := os.Stat(chromiumPath); err != nil {
-		if os.Getenv("KVS_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s is required (KVS_REQUIRE_TOOLS=1): %v", chromiumPath, err)
-		}
-		t.Skipf("%s not installed", chromiumPath)
-	}
+	testutil.NeedTool(t, chromiumPath)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(chromiumPath),
 		chromedp.Flag("headless", true),

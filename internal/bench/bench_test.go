@@ -4,28 +4,26 @@ import (
 	"bytes"
 	"errors"
 	"net/http/httptest"
+	"os"
 	"testing"
 	"time"
 
 	"github.com/openkvs/kvs/client"
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server"
 	"github.com/openkvs/kvs/server/store"
 )
 
-func noAWSSetup(t *testing.T) {
-	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-		"AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_KINESIS_VIDEO"} {
-		t.Setenv(k, "")
-	}
-	t.Setenv("AWS_CONFIG_FILE", "/dev/null")
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+func TestMain(m *testing.M) {
+	testutil.IsolateAWS()
+	os.Exit(m.Run())
 }
 
 // TestRun drives 3 streams for 2 s against a kvs server with an FS store and checks the counts.
 // No timing assertions: latencies depend on the machine.
 func TestRun(t *testing.T) {
-	noAWSSetup(t)
+	t.Parallel()
 	st, err := store.OpenFS(t.TempDir(), store.FSOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +79,7 @@ func TestRun(t *testing.T) {
 }
 
 func TestFrameSizes(t *testing.T) {
+	t.Parallel()
 	cfg := Config{Bitrate: 2_000_000, FragmentDuration: time.Second, FPS: 30, KeyframeRatio: 9}
 	key, delta := frameBytes(cfg, true), frameBytes(cfg, false)
 	if total := key + 29*delta; total < 249_900 || total > 250_000 {
@@ -94,6 +93,7 @@ func TestFrameSizes(t *testing.T) {
 // TestWalkChunks checks the lean GetMedia walker against chunks written by mkv, and that an
 // error chunk ends it with an error.
 func TestWalkChunks(t *testing.T) {
+	t.Parallel()
 	var in []byte
 	tracks := []mkv.Track{{Number: 1, UID: 1, Type: mkv.TrackTypeVideo, CodecID: "V_MPEG4/ISO/AVC", CodecPrivate: codecPrivate}}
 	for _, tc := range []int64{1000, 2000, 300000} {
@@ -129,6 +129,7 @@ func TestWalkChunks(t *testing.T) {
 }
 
 func TestParseBitrate(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		in   string
 		want int64
@@ -150,6 +151,7 @@ func TestParseBitrate(t *testing.T) {
 // Fragments whose last byte went out during the warm-up count for the totals but not for the
 // latency figures.
 func TestResultWarmup(t *testing.T) {
+	t.Parallel()
 	t0 := time.Unix(1700000000, 0)
 	r := &run{cfg: Config{Warmup: 5 * time.Second}, t0: t0, errs: map[string]int{}}
 	s := &stream{r: r, frags: map[int64]*fragRecord{}, start: t0, end: t0.Add(10 * time.Second)}

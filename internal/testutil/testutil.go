@@ -54,6 +54,25 @@ func Missing(t testing.TB, what string) {
 	t.Skipf("%s; skipping", what)
 }
 
+// IsolateAWS keeps the developer's AWS and kvs configuration out of a test binary: it unsets the
+// environment variables the AWS SDK takes credentials, profiles, regions and endpoints from (and
+// KVS_ENDPOINT, KVS_REGION, KVS_LOG_LEVEL, KVS_CONFIG), and points the AWS config and credentials
+// files at /dev/null; and it turns the EC2 instance-metadata source off, so that no test waits for a
+// metadata service. kvs clients then fall back to their local dummy credentials. Call it from
+// TestMain before m.Run: done once for the process instead of with t.Setenv in each test, it
+// leaves the tests free to run in parallel (t.Setenv forbids t.Parallel).
+func IsolateAWS() {
+	for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+		"AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
+		"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_ENDPOINT_URL",
+		"AWS_ENDPOINT_URL_KINESIS_VIDEO", "KVS_ENDPOINT", "KVS_REGION", "KVS_LOG_LEVEL", "KVS_CONFIG"} {
+		os.Unsetenv(k)
+	}
+	os.Setenv("AWS_CONFIG_FILE", os.DevNull)
+	os.Setenv("AWS_SHARED_CREDENTIALS_FILE", os.DevNull)
+	os.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+}
+
 // Slow skips t under `go test -short`: tests that drive real tools or browsers for seconds. CI
 // runs the full suite.
 func Slow(t testing.TB) {

@@ -1,23 +1,123 @@
 package codec
 
 import (
+	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 )
 
-// nextStartCode returns the index of the next 00 00 01 at or after i and the index of the byte after
-// it, or (-1, -1). A preceding zero (the 4-byte form) is left to the caller to trim.
-func nextStartCode(b []byte, i int) (at, after int) {
-	for ; i+2 < len(b); i++ {
-		if b[i+2] > 1 {
-			i += 2 // b[i+2] can be neither the 0 nor the 1 of a start code: skip ahead
+// AnnexBScanner splits an Annex B byte stream (H.264 or H.265 NAL units, each after a 00 00 01 or
+// 00 00 00 01 start code) into its NAL units, reading the stream in pieces: one NAL unit at a time
+// is held, never the whole stream. It is the one Annex B splitter of kvs: WalkAnnexB and AppendAVCC
+// run it over a byte slice, capture over a file or standard input. Not safe for concurrent use.
+type AnnexBScanner struct {
+	r       io.Reader // nil: buf is the whole input
+	maxNALU int
+	buf     []byte // input read and not yet consumed; buf[start:] is the current NAL unit onwards
+	start   int    // start of the current NAL unit in buf; -1 before the first start code
+	scan    int    // where to look for the next start code
+	eof     bool
+	err     error
+	found   bool // a NAL unit was returned
+}
+
+// NewAnnexBScanner returns a scanner of r. A NAL unit longer than maxNALU bytes is an error: the
+// input is most likely not Annex B.
+func NewAnnexBScanner(r io.Reader, maxNALU int) *AnnexBScanner {
+	return &AnnexBScanner{r: r, maxNALU: maxNALU, start: -1}
+}
+
+// scanBytes returns a scanner of b, which holds the whole input.
+func scanBytes(b []byte) AnnexBScanner { return AnnexBScanner{buf: b, start: -1, eof: true} }
+
+// Next returns the next non-empty NAL unit, without its start code and without the zero bytes
+// that may trail it, or io.EOF after the last one. The NAL unit is valid until the next call. The
+// input may start with any number of zero bytes before its first start code; anything else there
+// is ErrNoStartCode. Empty NAL units (two start codes in a row) are skipped. Errors, the reader's
+// included, are sticky.
+func (s *AnnexBScanner) Next() ([]byte, error) {
+	for s.err == nil {
+		if s.start < 0 {
+			// Before the first start code only zero bytes are allowed.
+			i := 0
+			for i < len(s.buf) && s.buf[i] == 0 {
+				i++
+			}
+			switch {
+			case i < len(s.buf) && s.buf[i] == 1 && i >= 2:
+				s.start, s.scan = i+1, i+1
+				continue
+			case i < len(s.buf):
+				s.err = ErrNoStartCode
+				continue
+			case s.eof:
+				return nil, io.EOF
+			}
+			s.fill()
 			continue
 		}
-		if b[i] == 0 && b[i+1] == 0 && b[i+2] == 1 {
-			return i, i + 3
+		at := bytes.Index(s.buf[s.scan:], []byte{0, 0, 1})
+		if at >= 0 {
+			at += s.scan
+			nalu := trimZeros(s.buf[s.start:at])
+			s.start, s.scan = at+3, at+3
+			if len(nalu) > 0 {
+				s.found = true
+				return nalu, nil
+			}
+			continue
 		}
+		if s.eof {
+			nalu := trimZeros(s.buf[s.start:])
+			s.start, s.scan = len(s.buf), len(s.buf)
+			if len(nalu) > 0 {
+				s.found = true
+				return nalu, nil
+			}
+			return nil, io.EOF
+		}
+		s.scan = max(s.start, len(s.buf)-2)
+		s.fill()
 	}
-	return -1, -1
+	return nil, s.err
+}
+
+// fill reads more input into buf, first moving out what was consumed.
+func (s *AnnexBScanner) fill() {
+	if s.start > 0 {
+		n := copy(s.buf, s.buf[s.start:])
+		s.scan -= s.start
+		s.buf = s.buf[:n]
+		s.start = 0
+	}
+	if len(s.buf) > s.maxNALU+4 {
+		s.err = fmt.Errorf("a NAL unit longer than %d bytes; the input is not an H.264/H.265 byte stream", s.maxNALU)
+		return
+	}
+	if cap(s.buf)-len(s.buf) < 32<<10 {
+		s.buf = append(make([]byte, 0, 2*cap(s.buf)+64<<10), s.buf...)
+	}
+	n, err := s.r.Read(s.buf[len(s.buf):cap(s.buf)])
+	s.buf = s.buf[:len(s.buf)+n]
+	if errors.Is(err, io.EOF) {
+		s.eof = true
+	} else if err != nil {
+		s.err = err
+	}
+}
+
+// end returns what a whole-input walk ends with: ErrNoStartCode when the input had no start code,
+// ErrNoNALUs when it had no NAL unit, else nil.
+func (s *AnnexBScanner) end() error {
+	switch {
+	case s.start < 0:
+		return ErrNoStartCode
+	case !s.found:
+		return ErrNoNALUs
+	}
+	return nil
 }
 
 // trimZeros drops trailing zero bytes: the leading zero of a 4-byte start code, and the
@@ -29,96 +129,41 @@ func trimZeros(b []byte) []byte {
 	return b
 }
 
-// annexBIter yields the NAL units of Annex B data without allocating.
-type annexBIter struct {
-	b     []byte
-	start int // start of the next NAL unit; -1 when done
-	found bool
-}
-
-func newAnnexBIter(b []byte) (annexBIter, error) {
-	i := 0
-	for i < len(b) && b[i] == 0 {
-		i++
-	}
-	if i < 2 || i >= len(b) || b[i] != 1 {
-		return annexBIter{start: -1}, ErrNoStartCode
-	}
-	return annexBIter{b: b, start: i + 1}, nil
-}
-
-// next returns the next non-empty NAL unit, or nil at the end.
-func (it *annexBIter) next() []byte {
-	for it.start >= 0 {
-		at, after := nextStartCode(it.b, it.start)
-		end := at
-		if at < 0 {
-			end = len(it.b)
-		}
-		nalu := trimZeros(it.b[it.start:end])
-		it.start = after
-		if len(nalu) > 0 {
-			it.found = true
-			return nalu
-		}
-	}
-	return nil
-}
-
 // WalkAnnexB calls fn with each NAL unit (without start code) of the Annex B data b, in order,
 // stopping at the first error fn returns. The NAL units are sub-slices of b. b may start with any
 // number of zero bytes before its first start code; anything else there is ErrNoStartCode. Empty NAL
 // units (two start codes in a row) are skipped; no NAL units at all is ErrNoNALUs.
 func WalkAnnexB(b []byte, fn func(nalu []byte) error) error {
-	it, err := newAnnexBIter(b)
-	if err != nil {
-		return err
-	}
-	for n := it.next(); n != nil; n = it.next() {
+	s := scanBytes(b)
+	for {
+		n, err := s.Next()
+		if err == io.EOF { //nolint:errorlint // Next returns io.EOF itself
+			return s.end()
+		}
+		if err != nil {
+			return err
+		}
 		if err := fn(n); err != nil {
 			return err
 		}
 	}
-	if !it.found {
-		return ErrNoNALUs
-	}
-	return nil
-}
-
-// SplitAnnexB appends the NAL units of the Annex B data b to dst and returns it. The NAL units are
-// sub-slices of b (no start codes). Pass dst[:0] of a reused slice to avoid allocating.
-func SplitAnnexB(dst [][]byte, b []byte) ([][]byte, error) {
-	it, err := newAnnexBIter(b)
-	if err != nil {
-		return dst, err
-	}
-	for n := it.next(); n != nil; n = it.next() {
-		dst = append(dst, n)
-	}
-	if !it.found {
-		return dst, ErrNoNALUs
-	}
-	return dst, nil
 }
 
 // AppendAVCC appends the Annex B data annexB to dst as 4-byte length-prefixed NAL units (the AVCC
 // form Matroska and MP4 store) and returns the extended slice. It allocates only when dst lacks
 // capacity; dst and annexB must not overlap. On error dst is returned unchanged in length.
 func AppendAVCC(dst, annexB []byte) ([]byte, error) {
-	it, err := newAnnexBIter(annexB)
-	if err != nil {
-		return dst, err
-	}
 	n := len(dst)
-	for nalu := it.next(); nalu != nil; nalu = it.next() {
+	err := WalkAnnexB(annexB, func(nalu []byte) error {
 		if uint64(len(nalu)) > 0xFFFFFFFF {
-			return dst[:n], fmt.Errorf("NAL unit of %d bytes does not fit a 4-byte length", len(nalu))
+			return fmt.Errorf("NAL unit of %d bytes does not fit a 4-byte length", len(nalu))
 		}
 		dst = binary.BigEndian.AppendUint32(dst, uint32(len(nalu)))
 		dst = append(dst, nalu...)
-	}
-	if !it.found {
-		return dst, ErrNoNALUs
+		return nil
+	})
+	if err != nil {
+		return dst[:n], err
 	}
 	return dst, nil
 }
@@ -184,32 +229,6 @@ func WalkAVCC(b []byte, lengthSize int, fn func(nalu []byte) error) error {
 		}
 	}
 	return it.err
-}
-
-// SplitAVCC appends the NAL units of the 4-byte length-prefixed data b to dst and returns it. The
-// NAL units are sub-slices of b.
-func SplitAVCC(dst [][]byte, b []byte) ([][]byte, error) {
-	it := newAVCCIter(b, 4)
-	for n := it.next(); n != nil; n = it.next() {
-		dst = append(dst, n)
-	}
-	return dst, it.err
-}
-
-// AppendAnnexB appends the 4-byte length-prefixed data avcc to dst in Annex B form, each NAL unit
-// preceded by a 00 00 00 01 start code, and returns the extended slice. It allocates only when dst
-// lacks capacity; dst and avcc must not overlap. On error dst is returned unchanged in length.
-func AppendAnnexB(dst, avcc []byte) ([]byte, error) {
-	n := len(dst)
-	it := newAVCCIter(avcc, 4)
-	for nalu := it.next(); nalu != nil; nalu = it.next() {
-		dst = append(dst, 0, 0, 0, 1)
-		dst = append(dst, nalu...)
-	}
-	if it.err != nil {
-		return dst[:n], it.err
-	}
-	return dst, nil
 }
 
 // AppendLengthPrefixed appends each NAL unit of nalus to dst with a 4-byte big-endian length and

@@ -50,10 +50,11 @@ func paramSets(c Codec, nalus [][]byte) (vps, sps, pps []byte) {
 }
 
 func TestClips(t *testing.T) {
+	t.Parallel()
 	for _, tc := range clips {
 		t.Run(tc.name, func(t *testing.T) {
 			data := readClip(t, tc.file)
-			nalus, err := SplitAnnexB(nil, data)
+			nalus, err := splitAnnexB(data)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,9 +98,6 @@ func TestClips(t *testing.T) {
 			if fps, ok := info.FrameRate(); !ok || fps != tc.fps {
 				t.Errorf("frame rate %v %v, want %v", fps, ok, tc.fps)
 			}
-			if d, _ := info.FrameDuration(); d.Milliseconds() != 40 {
-				t.Errorf("frame duration %v, want 40ms", d)
-			}
 
 			var rec []byte
 			if tc.codec == H264 {
@@ -123,14 +121,14 @@ func TestClips(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !IsKeyframeAVCC(tc.codec, avcc) || !IsKeyframeAnnexB(tc.codec, data) {
+			if !IsKeyframeAVCC(tc.codec, avcc) {
 				t.Error("whole clip is not a keyframe")
 			}
-			back, err := AppendAnnexB(nil, avcc)
+			back, err := appendAnnexB(nil, avcc)
 			if err != nil {
 				t.Fatal(err)
 			}
-			again, _ := SplitAnnexB(nil, back)
+			again, _ := splitAnnexB(back)
 			if len(again) != len(nalus) {
 				t.Errorf("round trip: %d NAL units, want %d", len(again), len(nalus))
 			}
@@ -139,9 +137,10 @@ func TestClips(t *testing.T) {
 }
 
 func TestAnnexBCases(t *testing.T) {
+	t.Parallel()
 	for _, tc := range annexBCases {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := SplitAnnexB(nil, tc.in)
+			got, err := splitAnnexB(tc.in)
 			if !errors.Is(err, tc.err) {
 				t.Fatalf("error %v, want %v", err, tc.err)
 			}
@@ -174,6 +173,7 @@ var annexBCases = []struct {
 }
 
 func TestAVCCErrors(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		in   []byte
@@ -186,7 +186,7 @@ func TestAVCCErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dst := []byte("keep")
-			out, err := AppendAnnexB(dst, tc.in)
+			out, err := ConvertLengthSize(dst, tc.in, 4)
 			if !errors.Is(err, tc.err) {
 				t.Fatalf("error %v, want %v", err, tc.err)
 			}
@@ -200,16 +200,16 @@ func TestAVCCErrors(t *testing.T) {
 func TestConversionsDoNotAllocate(t *testing.T) {
 	data := readClip(t, "h264.h264")
 	avcc := make([]byte, 0, len(data)+4096)
-	annexB := make([]byte, 0, len(data)+4096)
+	converted := make([]byte, 0, len(data)+4096)
 	allocs := testing.AllocsPerRun(20, func() {
 		var err error
 		if avcc, err = AppendAVCC(avcc[:0], data); err != nil {
 			t.Fatal(err)
 		}
-		if annexB, err = AppendAnnexB(annexB[:0], avcc); err != nil {
+		if converted, err = ConvertLengthSize(converted[:0], avcc, 4); err != nil {
 			t.Fatal(err)
 		}
-		if !IsKeyframeAVCC(H264, avcc) || !IsKeyframeAnnexB(H264, annexB) {
+		if !IsKeyframeAVCC(H264, avcc) {
 			t.Fatal("not a keyframe")
 		}
 	})
@@ -219,6 +219,7 @@ func TestConversionsDoNotAllocate(t *testing.T) {
 }
 
 func TestCodecID(t *testing.T) {
+	t.Parallel()
 	for _, c := range []Codec{H264, H265} {
 		got, ok := FromCodecID(c.CodecID())
 		if !ok || got != c {
@@ -231,6 +232,7 @@ func TestCodecID(t *testing.T) {
 }
 
 func TestParseAudioSpecificConfig(t *testing.T) {
+	t.Parallel()
 	// AAC LC, 48 kHz (index 3), mono: 00010 0011 0001 000
 	c, err := ParseAudioSpecificConfig([]byte{0x11, 0x88})
 	if err != nil {
@@ -242,4 +244,24 @@ func TestParseAudioSpecificConfig(t *testing.T) {
 	if _, err := ParseAudioSpecificConfig(nil); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("empty config: error %v", err)
 	}
+}
+
+// splitAnnexB returns the NAL units WalkAnnexB finds in b.
+func splitAnnexB(b []byte) ([][]byte, error) {
+	var nalus [][]byte
+	err := WalkAnnexB(b, func(n []byte) error {
+		nalus = append(nalus, n)
+		return nil
+	})
+	return nalus, err
+}
+
+// appendAnnexB appends the 4-byte length-prefixed NAL units avcc to dst in Annex B form, each
+// after a 00 00 00 01 start code: AppendAVCC's inverse, for round trips.
+func appendAnnexB(dst, avcc []byte) ([]byte, error) {
+	err := WalkAVCC(avcc, 4, func(n []byte) error {
+		dst = append(append(dst, 0, 0, 0, 1), n...)
+		return nil
+	})
+	return dst, err
 }

@@ -2,6 +2,7 @@ package codec
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 )
 
@@ -14,10 +15,10 @@ func FuzzAnnexB(f *testing.F) {
 		f.Add(data[:min(len(data), 2048)])
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		nalus, err := SplitAnnexB(nil, data)
+		nalus, err := splitAnnexB(data)
 		if err != nil {
 			if _, err := AppendAVCC(nil, data); err == nil {
-				t.Fatal("SplitAnnexB fails but AppendAVCC succeeds")
+				t.Fatal("WalkAnnexB fails but AppendAVCC succeeds")
 			}
 			return
 		}
@@ -30,11 +31,11 @@ func FuzzAnnexB(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		back, err := AppendAnnexB(nil, avcc)
+		back, err := appendAnnexB(nil, avcc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		again, err := SplitAnnexB(nil, back)
+		again, err := splitAnnexB(back)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -47,7 +48,7 @@ func FuzzAnnexB(f *testing.F) {
 			}
 		}
 		for _, c := range []Codec{H264, H265} {
-			if IsKeyframeAnnexB(c, data) != IsKeyframeAVCC(c, avcc) || IsKeyframe(c, nalus) != IsKeyframeAVCC(c, avcc) {
+			if slices.ContainsFunc(nalus, func(n []byte) bool { return IsRandomAccessNALU(c, n) }) != IsKeyframeAVCC(c, avcc) {
 				t.Fatalf("%v: keyframe detection differs between forms", c)
 			}
 		}
@@ -57,7 +58,7 @@ func FuzzAnnexB(f *testing.F) {
 // FuzzSPS feeds arbitrary bytes to the SPS parser, the record builders and the record parsers.
 func FuzzSPS(f *testing.F) {
 	for _, c := range clips {
-		nalus, err := SplitAnnexB(nil, readClip(f, c.file))
+		nalus, err := splitAnnexB(readClip(f, c.file))
 		if err != nil {
 			f.Fatal(err)
 		}

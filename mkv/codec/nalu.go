@@ -101,34 +101,9 @@ func StartsAccessUnit(c Codec, nalu []byte) bool {
 	return FirstSliceOfPicture(c, nalu)
 }
 
-// IsKeyframe reports whether the access unit made of nalus is a random access point (see
-// IsRandomAccessNALU). Recovery-point SEI is not considered.
-func IsKeyframe(c Codec, nalus [][]byte) bool {
-	for _, n := range nalus {
-		if IsRandomAccessNALU(c, n) {
-			return true
-		}
-	}
-	return false
-}
-
-// IsKeyframeAnnexB is IsKeyframe for an access unit in Annex B form. Malformed input is not a
-// keyframe. It does not allocate.
-func IsKeyframeAnnexB(c Codec, au []byte) bool {
-	it, err := newAnnexBIter(au)
-	if err != nil {
-		return false
-	}
-	for n := it.next(); n != nil; n = it.next() {
-		if IsRandomAccessNALU(c, n) {
-			return true
-		}
-	}
-	return false
-}
-
-// IsKeyframeAVCC is IsKeyframe for an access unit of 4-byte length-prefixed NAL units. A
-// random access slice before a malformed length still counts. It does not allocate.
+// IsKeyframeAVCC reports whether the access unit au, 4-byte length-prefixed NAL units, is a random
+// access point: whether it holds a random access slice (see IsRandomAccessNALU; recovery-point SEI
+// is not considered). One before a malformed length still counts. It does not allocate.
 func IsKeyframeAVCC(c Codec, au []byte) bool {
 	it := newAVCCIter(au, 4)
 	for n := it.next(); n != nil; n = it.next() {

@@ -2,7 +2,6 @@ package codec
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
@@ -29,14 +28,6 @@ func (s SPSInfo) FrameRate() (float64, bool) {
 		return 0, false
 	}
 	return float64(s.FrameRateNum) / float64(s.FrameRateDen), true
-}
-
-// FrameDuration returns the duration of one frame, and false when the SPS carries no timing info.
-func (s SPSInfo) FrameDuration() (time.Duration, bool) {
-	if s.FrameRateNum == 0 || s.FrameRateDen == 0 {
-		return 0, false
-	}
-	return time.Duration(float64(time.Second) * float64(s.FrameRateDen) / float64(s.FrameRateNum)), true
 }
 
 // ParseSPS parses the SPS NAL unit nalu (with its NAL unit header, without start code or length).

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/openkvs/kvs/mkv"
@@ -33,7 +34,7 @@ func Example() {
 			if err != nil {
 				log.Fatal(err)
 			}
-			fmt.Printf("%s %dx%d, init segment %d bytes\n", m.MimeType(), m.Width, m.Height, len(init))
+			fmt.Printf("codecs %s, %dx%d, init segment %d bytes\n", strings.Join(m.Codecs, ","), m.Width, m.Height, len(init))
 		}
 		start := base + time.Duration(f.Timecode)*time.Millisecond
 		seg, err := fmp4.AppendMediaSegment(nil, seq, f, start)
@@ -43,7 +44,7 @@ func Example() {
 		fmt.Printf("segment %d: %d frames, %s box first\n", seq, len(f.Frames), seg[4:8])
 	}
 	// Output:
-	// video/mp4; codecs="avc1.64000D" 320x240, init segment 678 bytes
+	// codecs avc1.64000D, 320x240, init segment 678 bytes
 	// segment 1: 25 frames, moof box first
 	// segment 2: 25 frames, moof box first
 	// segment 3: 25 frames, moof box first

@@ -45,7 +45,11 @@ func fragments(t testing.TB, clip string, every time.Duration) []*mkv.Fragment {
 		}
 	}
 	ctx := context.Background()
-	src, err := capture.OpenFile(ctx, path, capture.Options{})
+	file, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := capture.Open(ctx, file, path, capture.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +147,8 @@ var clips = []struct {
 // TestWriterFFprobe writes each clip with Writer, cut into 1 s fragments and as its own clusters,
 // and checks that ffprobe sees what it sees in the source and that ffmpeg decodes it cleanly.
 func TestWriterFFprobe(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
 	for _, tc := range clips {
 		for _, every := range []time.Duration{time.Second, 0} {
 			t.Run(tc.name+"/"+every.String(), func(t *testing.T) {
@@ -178,6 +184,8 @@ func TestWriterFFprobe(t *testing.T) {
 // TestSegmentsFFprobe concatenates NewInit and AppendMediaSegment output on an absolute
 // timeline, as the HLS handler serves it, and checks it the same way.
 func TestSegmentsFFprobe(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
 	base := 1_700_000_000 * time.Second
 	for _, tc := range clips {
 		t.Run(tc.name, func(t *testing.T) {
@@ -275,6 +283,7 @@ func checkStructure(t *testing.T, file []byte, frags []*mkv.Fragment, base time.
 }
 
 func TestTimingBFrames(t *testing.T) {
+	t.Parallel()
 	// Decode order I0 P3 B1 B2 with 40 ms frames: decode times are the sorted presentation times
 	// (0 1 2 3) moved one frame earlier (B1 would otherwise be presented before it is decoded), so
 	// the offsets are 1 2 0 0 frames.
@@ -345,6 +354,7 @@ func testTracks(t testing.TB, clip string) []mkv.Track {
 }
 
 func TestInitErrors(t *testing.T) {
+	t.Parallel()
 	h264 := testTracks(t, "h264_aac.mkv")
 	video, audio := h264[0], h264[1]
 	bad := func(mod func(*mkv.Track)) mkv.Track {
@@ -389,6 +399,7 @@ func TestInitErrors(t *testing.T) {
 }
 
 func TestSegmentErrors(t *testing.T) {
+	t.Parallel()
 	tracks := testTracks(t, "h264.mkv")
 	key := mkv.Frame{Track: 1, Timecode: 0, Keyframe: true, Data: []byte{0, 0, 0, 1, 0x65}}
 	other := key
@@ -421,6 +432,7 @@ func TestSegmentErrors(t *testing.T) {
 }
 
 func TestWriterTracksChanged(t *testing.T) {
+	t.Parallel()
 	a := fragments(t, "h264.mkv", time.Second)
 	b := fragments(t, "h265.mkv", time.Second)
 	var buf bytes.Buffer
@@ -447,6 +459,7 @@ func (w *failWriter) Write(p []byte) (int, error) {
 }
 
 func TestWriterStickyError(t *testing.T) {
+	t.Parallel()
 	frags := fragments(t, "h264.mkv", time.Second)
 	w := NewWriter(&failWriter{n: 1})
 	if err := w.WriteFragment(frags[0], time.Time{}); err != nil {
@@ -462,6 +475,7 @@ func TestWriterStickyError(t *testing.T) {
 
 // TestWriterClockBack places a fragment whose start goes back in time right after the previous.
 func TestWriterClockBack(t *testing.T) {
+	t.Parallel()
 	frags := fragments(t, "h264.mkv", time.Second)
 	var buf bytes.Buffer
 	w := NewWriter(&buf)

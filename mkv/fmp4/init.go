@@ -238,11 +238,6 @@ type Media struct {
 	Audio bool
 }
 
-// MimeType returns the MSE / HTML type of the media, e.g. `video/mp4; codecs="avc1.64001E,mp4a.40.2"`.
-func (m Media) MimeType() string {
-	return `video/mp4; codecs="` + strings.Join(m.Codecs, ",") + `"`
-}
-
 // Describe returns what NewInit would put into the init segment for tracks, without building it.
 // Errors are those of NewInit.
 func Describe(tracks []mkv.Track) (Media, error) {

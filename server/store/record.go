@@ -42,16 +42,6 @@ type recordHeader struct {
 	PayloadCRC   uint32
 }
 
-func (h recordHeader) meta() FragmentMeta {
-	return FragmentMeta{
-		Number:       h.Number,
-		ServerTime:   nanosToTime(h.ServerNanos),
-		ProducerTime: nanosToTime(h.ProducerNano),
-		Duration:     timeDuration(h.Duration),
-		Size:         int64(h.Length),
-	}
-}
-
 func newRecordHeader(meta FragmentMeta, data []byte) recordHeader {
 	return recordHeader{
 		Length:       uint32(len(data)),

@@ -1,0 +1,375 @@
+package client
+
+// One PutMedia connection of a Producer: the request, its body writer and its ACK reader.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+	"github.com/openkvs/kvs/mkv"
+)
+
+// errConnEnded reports a response that ended while fragments sent on it were not final.
+var errConnEnded = errors.New("connection ended before every fragment was acknowledged")
+
+// connection runs one PutMedia request. It returns nil when it ended cleanly (every fragment sent on
+// it final, and the body ended because of Close or a track change), else why it broke; progress
+// says whether any fragment became final on it.
+func (p *Producer) connection(finalEvent string) (progress bool, err error) {
+	ctx, cancel := context.WithCancel(p.ctx)
+	defer cancel()
+
+	p.mu.Lock()
+	var first *entry
+	for _, e := range p.window {
+		if !e.final {
+			first = e
+			break
+		}
+	}
+	p.stats.Connections++
+	p.mu.Unlock()
+	if first == nil {
+		return false, nil
+	}
+
+	ep, err := p.c.DataEndpoint(ctx, p.cfg.Stream, types.APINamePutMedia)
+	if err != nil {
+		return false, err
+	}
+	pr, pw := io.Pipe()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, ep+"/putMedia", uploadBody{pr})
+	if err != nil {
+		return false, err
+	}
+	if strings.HasPrefix(p.cfg.Stream, "arn:") {
+		req.Header.Set("x-amzn-stream-arn", p.cfg.Stream)
+	} else {
+		req.Header.Set("x-amzn-stream-name", p.cfg.Stream)
+	}
+	req.Header.Set("x-amzn-fragment-timecode-type", "ABSOLUTE")
+	startNS := first.timecode * int64(first.scale)
+	req.Header.Set("x-amzn-producer-start-timestamp", fmt.Sprintf("%d.%03d", startNS/1e9, startNS%1e9/1e6))
+	req.Header.Set("x-amzn-fragment-acknowledgment-required", "1")
+	req.ContentLength = -1
+	if err := p.c.Sign(ctx, req, nil); err != nil {
+		return false, err
+	}
+
+	conn := &putConn{p: p, finalEvent: finalEvent, byNumber: map[string]*entry{}}
+	writeDone := make(chan error, 1)
+	go func() { writeDone <- conn.write(ctx, pw, first) }()
+
+	// On failure the writer is stopped both ways: closing the pipe ends a Write in progress, and
+	// cancelling ctx wakes it when it waits for the next fragment (the transport may have taken
+	// everything written so far before the server answered).
+	resp, err := p.c.do(req)
+	if err != nil {
+		pr.CloseWithError(err)
+		cancel()
+		<-writeDone
+		return false, fmt.Errorf("putmedia %s: %w", p.cfg.Stream, err)
+	}
+	p.connected = true
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		apiErr := newAPIError("PutMedia", resp)
+		pr.CloseWithError(apiErr)
+		cancel()
+		<-writeDone
+		return false, apiErr
+	}
+	readErr := ReadAcks(resp.Body, conn.ack)
+	// The response is over: stop the writer (it may be blocked on the pipe) and collect it.
+	pr.CloseWithError(errConnEnded)
+	cancel()
+	werr := <-writeDone
+
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	progress = conn.progress
+	if conn.stopErr != nil {
+		return progress, conn.stopErr
+	}
+	if readErr != nil {
+		return progress, fmt.Errorf("putmedia %s: reading ACKs: %w", p.cfg.Stream, readErr)
+	}
+	for _, e := range conn.sent {
+		if !e.final {
+			if werr != nil && !errors.Is(werr, errConnEnded) {
+				return progress, fmt.Errorf("putmedia %s: %w", p.cfg.Stream, werr)
+			}
+			return progress, fmt.Errorf("putmedia %s: %w", p.cfg.Stream, errConnEnded)
+		}
+	}
+	if !conn.bodyEnded {
+		return progress, fmt.Errorf("putmedia %s: the server ended the response early", p.cfg.Stream)
+	}
+	return progress, nil
+}
+
+// putConn is the state of one PutMedia connection.
+type putConn struct {
+	p          *Producer
+	finalEvent string
+
+	// guarded by p.mu
+	sent      []*entry // in order
+	buffered  int      // BUFFERING acks seen: sent[buffered] is the next fragment to be numbered
+	byNumber  map[string]*entry
+	progress  bool
+	bodyEnded bool  // the writer ended the body on purpose (Close or track change)
+	stopErr   error // an ERROR ack that ends this connection
+}
+
+// write sends the stream header and then fragments as they come, until Close (all sent), a
+// fragment with different tracks, or an error.
+func (c *putConn) write(ctx context.Context, pw *io.PipeWriter, first *entry) error {
+	p := c.p
+	header := mkv.AppendEBMLHeader(nil, first.docType)
+	header = mkv.AppendSegmentStart(header)
+	header = mkv.AppendInfo(header, first.scale, "kvs")
+	header = mkv.AppendTracks(header, first.tracks)
+	if _, err := pw.Write(header); err != nil {
+		return err
+	}
+	stop := context.AfterFunc(ctx, func() {
+		p.mu.Lock()
+		p.changed.Broadcast()
+		p.mu.Unlock()
+	})
+	defer stop()
+	var last *entry // last entry written (entries after it in the window are next)
+	for {
+		p.mu.Lock()
+		var next *entry
+		for {
+			if ctx.Err() != nil || p.err != nil {
+				p.mu.Unlock()
+				pw.CloseWithError(errConnEnded)
+				return errConnEnded
+			}
+			next = p.nextLocked(last)
+			if next != nil {
+				break
+			}
+			if p.closing {
+				// Everything is written: end the body once every fragment is final, so that the
+				// server sees a clean end only after the last ACK (PIC does the same).
+				if c.allFinalLocked() {
+					c.bodyEnded = true
+					p.mu.Unlock()
+					return pw.Close()
+				}
+			}
+			p.changed.Wait()
+		}
+		if !sameHeader(first, next) {
+			// New tracks: finish this connection; the next one starts with the new header.
+			for ctx.Err() == nil && p.err == nil && !c.allFinalLocked() {
+				p.changed.Wait()
+			}
+			c.bodyEnded = true
+			p.mu.Unlock()
+			return pw.Close()
+		}
+		if next.sent > 0 {
+			p.stats.Resent++
+		}
+		next.sent++
+		next.writing = true
+		c.sent = append(c.sent, next)
+		data := next.data
+		p.mu.Unlock()
+		_, err := pw.Write(data)
+		p.mu.Lock()
+		next.writing = false
+		if next.final {
+			p.recycle(data)
+		}
+		p.mu.Unlock()
+		if err != nil {
+			return err
+		}
+		last = next
+	}
+}
+
+// nextLocked returns the first non-final entry after last in the window (from the start when last
+// is nil or gone).
+func (p *Producer) nextLocked(last *entry) *entry {
+	i := 0
+	if last != nil {
+		for j, e := range p.window {
+			if e == last {
+				i = j + 1
+				break
+			}
+		}
+	}
+	for ; i < len(p.window); i++ {
+		if !p.window[i].final {
+			return p.window[i]
+		}
+	}
+	return nil
+}
+
+func (c *putConn) allFinalLocked() bool {
+	for _, e := range c.sent {
+		if !e.final {
+			return false
+		}
+	}
+	return true
+}
+
+// ack handles one ACK event of this connection.
+func (c *putConn) ack(a Ack) error {
+	p := c.p
+	if p.cfg.OnAck != nil {
+		p.cfg.OnAck(a)
+	}
+	if a.EventType == AckIdle {
+		return nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := c.match(a)
+	switch a.EventType {
+	case AckBuffering:
+		return nil
+	case AckReceived, AckPersisted:
+		if e != nil && (a.EventType == c.finalEvent || a.EventType == AckPersisted) && !e.final {
+			p.finishLocked(e, nil)
+			c.progress = true
+			p.trimLocked()
+			p.changed.Broadcast()
+		}
+		return nil
+	case AckError:
+		ae := &AckErr{Ack: a}
+		if ae.Retryable() || fatalAck(a.ErrorID) {
+			c.stopErr = ae
+			return ae // ends ReadAcks: reconnect, or stop
+		}
+		if e == nil { // an error before the server numbered a fragment: the one it was reading
+			if c.buffered < len(c.sent) {
+				e = c.sent[c.buffered]
+			} else {
+				for _, s := range c.sent {
+					if !s.final {
+						e = s
+						break
+					}
+				}
+			}
+		}
+		if e != nil {
+			if e.number == "" {
+				e.number = a.FragmentNumber
+			}
+			p.finishLocked(e, ae)
+			c.progress = true
+			p.trimLocked()
+			p.changed.Broadcast()
+		}
+		// The server may close the connection after an ERROR; if it does, the next connection
+		// goes on with the next fragment.
+		return nil
+	}
+	return nil
+}
+
+// match finds the fragment an ACK is about: BUFFERING acks number the fragments in send order;
+// later events are looked up by number, else by timecode.
+func (c *putConn) match(a Ack) *entry {
+	if a.EventType == AckBuffering && c.buffered < len(c.sent) {
+		e := c.sent[c.buffered]
+		if e.timecode != a.FragmentTimecode {
+			// Not the expected one: find it by timecode among the unnumbered.
+			for i := c.buffered; i < len(c.sent); i++ {
+				if c.sent[i].timecode == a.FragmentTimecode {
+					e = c.sent[i]
+					c.buffered = i
+					break
+				}
+			}
+		}
+		c.buffered++
+		if a.FragmentNumber != "" {
+			e.number = a.FragmentNumber
+			c.byNumber[a.FragmentNumber] = e
+		}
+		return e
+	}
+	if a.FragmentNumber != "" {
+		if e := c.byNumber[a.FragmentNumber]; e != nil {
+			return e
+		}
+	}
+	for _, e := range c.sent {
+		if !e.final && e.timecode == a.FragmentTimecode && (e.number == "" || a.FragmentNumber == "") {
+			return e
+		}
+	}
+	return nil
+}
+
+// sameHeader reports whether b can follow a in one PutMedia body.
+func sameHeader(a, b *entry) bool {
+	if a.docType != b.docType || a.scale != b.scale || len(a.tracks) != len(b.tracks) {
+		return false
+	}
+	for i := range a.tracks {
+		x, y := &a.tracks[i], &b.tracks[i]
+		if x.Number != y.Number || x.Type != y.Type || x.CodecID != y.CodecID || string(x.CodecPrivate) != string(y.CodecPrivate) ||
+			x.Width != y.Width || x.Height != y.Height || x.SamplingRate != y.SamplingRate || x.Channels != y.Channels ||
+			x.DefaultDuration != y.DefaultDuration || x.CodecDelay != y.CodecDelay || x.BitDepth != y.BitDepth || x.Name != y.Name {
+			return false
+		}
+	}
+	return true
+}
+
+// uploadBody is the PutMedia request body. It implements io.WriterTo so that net/http's HTTP/1
+// transport, which copies a chunked body through a 32 KB buffer and writes each piece as one chunk
+// and one syscall, gets pieces of up to 1 MiB instead (a 5 MB fragment: 5 chunks, not 160).
+type uploadBody struct{ r *io.PipeReader }
+
+const uploadChunk = 1 << 20
+
+func (b uploadBody) Read(p []byte) (int, error) { return b.r.Read(p) }
+
+func (b uploadBody) Close() error { return b.r.Close() }
+
+func (b uploadBody) WriteTo(w io.Writer) (int64, error) {
+	buf := uploadBufs.Get().(*[]byte)
+	defer uploadBufs.Put(buf)
+	var n int64
+	for {
+		k, err := b.r.Read(*buf)
+		if k > 0 {
+			wk, werr := w.Write((*buf)[:k])
+			n += int64(wk)
+			if werr != nil {
+				b.r.CloseWithError(werr)
+				return n, werr
+			}
+		}
+		if err == io.EOF { //nolint:errorlint // io.Reader contract
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+var uploadBufs = sync.Pool{New: func() any { b := make([]byte, uploadChunk); return &b }}

@@ -1,0 +1,150 @@
+package cmd
+
+// The tagging commands: tag-stream, untag-stream and list-tags-for-stream (TagStream, UntagStream,
+// ListTagsForStream), with the AWS CLI's flag names.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/spf13/cobra"
+)
+
+// parseTags reads --tags values in the AWS CLI shorthand "k=v,k2=v2"; the flag may also repeat.
+// A value may contain "=" (split at the first); tag keys and values cannot contain commas.
+func parseTags(values []string) (map[string]string, error) {
+	if len(values) == 0 {
+		return nil, nil
+	}
+	tags := map[string]string{}
+	for _, v := range values {
+		for _, kv := range strings.Split(v, ",") {
+			k, val, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return nil, fmt.Errorf("--tags %q: want key=value[,key=value...]", v)
+			}
+			tags[k] = val
+		}
+	}
+	return tags, nil
+}
+
+type tagStreamOptions struct {
+	Stream streamRef
+	Tags   []string
+}
+
+func (o tagStreamOptions) validate() error {
+	if err := o.Stream.validate(); err != nil {
+		return err
+	}
+	if len(o.Tags) == 0 {
+		return errors.New("--tags is required")
+	}
+	_, err := parseTags(o.Tags)
+	return err
+}
+
+func newTagStreamCmd(env *Env) *cobra.Command {
+	var o tagStreamOptions
+	c := newCommand(env, &o, runTagStream, &cobra.Command{
+		Use:   "tag-stream (--stream-name NAME | --stream-arn ARN) --tags k=v[,k=v...]",
+		Short: "Add or replace tags on a stream",
+	})
+	addStreamRefFlags(c, &o.Stream)
+	c.Flags().StringArrayVar(&o.Tags, "tags", nil, "tags as key=value[,key=value...]; may repeat (required)")
+	return c
+}
+
+func runTagStream(ctx context.Context, env *Env, o tagStreamOptions) error {
+	cl, err := newClient(ctx, env)
+	if err != nil {
+		return err
+	}
+	tags, _ := parseTags(o.Tags) // checked by validate
+	_, err = cl.Control.TagStream(ctx, &kinesisvideo.TagStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn(), Tags: tags})
+	return wrapAPI(err, "tag-stream %s", o.Stream)
+}
+
+type untagStreamOptions struct {
+	Stream streamRef
+	Keys   []string
+}
+
+func (o untagStreamOptions) validate() error {
+	if err := o.Stream.validate(); err != nil {
+		return err
+	}
+	if len(splitList(o.Keys)) == 0 {
+		return errors.New("--tag-key-list is required")
+	}
+	return nil
+}
+
+func newUntagStreamCmd(env *Env) *cobra.Command {
+	var o untagStreamOptions
+	c := newCommand(env, &o, runUntagStream, &cobra.Command{
+		Use:   "untag-stream (--stream-name NAME | --stream-arn ARN) --tag-key-list k[,k...]",
+		Short: "Remove tags from a stream",
+	})
+	addStreamRefFlags(c, &o.Stream)
+	c.Flags().StringArrayVar(&o.Keys, "tag-key-list", nil, "tag keys, comma-separated; may repeat (required)")
+	return c
+}
+
+func runUntagStream(ctx context.Context, env *Env, o untagStreamOptions) error {
+	cl, err := newClient(ctx, env)
+	if err != nil {
+		return err
+	}
+	_, err = cl.Control.UntagStream(ctx, &kinesisvideo.UntagStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn(), TagKeyList: splitList(o.Keys)})
+	return wrapAPI(err, "untag-stream %s", o.Stream)
+}
+
+func newListTagsForStreamCmd(env *Env) *cobra.Command {
+	return newStreamOutputCmd(env, runListTagsForStream, &cobra.Command{
+		Use:   "list-tags-for-stream (--stream-name NAME | --stream-arn ARN)",
+		Short: "Print a stream's tags",
+	})
+}
+
+func runListTagsForStream(ctx context.Context, env *Env, o streamOutputOptions) error {
+	cl, err := newClient(ctx, env)
+	if err != nil {
+		return err
+	}
+	tags := map[string]string{}
+	in := &kinesisvideo.ListTagsForStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn()}
+	for {
+		out, err := cl.Control.ListTagsForStream(ctx, in)
+		if err != nil {
+			return wrapAPI(err, "list-tags-for-stream %s", o.Stream)
+		}
+		maps.Copy(tags, out.Tags)
+		if aws.ToString(out.NextToken) == "" {
+			break
+		}
+		in.NextToken = out.NextToken
+	}
+	if o.Output == outputTable {
+		return writeTagTable(env.Stdout, tags)
+	}
+	return writeJSON(env.Stdout, struct {
+		Tags map[string]string `json:"Tags"`
+	}{tags})
+}
+
+func writeTagTable(w io.Writer, tags map[string]string) error {
+	rows := make([][]string, 0, len(tags))
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		rows = append(rows, []string{k, tags[k]})
+	}
+	return writeTable(w, []string{"KEY", "VALUE"}, rows)
+}

@@ -1,0 +1,169 @@
+package bench
+
+// The consumers: one live GetMedia (NOW) per stream, walked header by header.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+)
+
+func (s *stream) allDelivered() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, f := range s.frags {
+		if !f.lastByte.IsZero() && f.delivered.IsZero() {
+			return false
+		}
+	}
+	return true
+}
+
+// consume runs one GetMedia NOW response until ctx ends; it reports on ready once the response
+// has started (so that no fragment published after that is missed).
+func (s *stream) consume(ctx context.Context, ready chan<- error) {
+	r := s.r
+	body := []byte(`{"StreamName":` + strconv.Quote(s.name) + `,"StartSelector":{"StartSelectorType":"NOW"}}`)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.getURL, bytes.NewReader(body))
+	if err != nil {
+		ready <- err
+		return
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if err := r.cfg.Client.Sign(ctx, req, body); err != nil {
+		ready <- err
+		return
+	}
+	resp, err := r.hc.Do(req)
+	if err != nil {
+		ready <- err
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		ready <- fmt.Errorf("stream %s: status %d: %s", s.name, resp.StatusCode, bytes.TrimSpace(b))
+		return
+	}
+	ready <- nil
+	err = walkChunks(resp.Body, func(tc int64) {
+		now := time.Now()
+		s.mu.Lock()
+		if rec := s.frags[tc]; rec != nil && rec.delivered.IsZero() {
+			rec.delivered = now
+		}
+		s.mu.Unlock()
+		select {
+		case s.got <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil && ctx.Err() == nil {
+		r.fail("get-media", fmt.Errorf("stream %s: %w", s.name, err))
+	}
+}
+
+var errChunk = errors.New("GetMedia error chunk")
+
+// walkChunks reads a GetMedia response (concatenated MKV documents, one per fragment) and calls
+// delivered with the cluster timecode once a chunk has been read through the Tags that follow its
+// Cluster. It reads element headers only: frame bytes are discarded unparsed.
+func walkChunks(r io.Reader, delivered func(tc int64)) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var tags []byte
+	haveCluster := false
+	var tc int64
+	for {
+		id, size, _, err := mkv.ReadElementHeader(br)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		switch id {
+		case mkv.IDSegment:
+			continue // descend
+		case mkv.IDEBML:
+			haveCluster = false
+		case mkv.IDCluster:
+			if size < 0 {
+				return errors.New("unknown-size cluster in a GetMedia chunk")
+			}
+			if tc, err = clusterTimecode(br, size); err != nil {
+				return err
+			}
+			haveCluster = true
+			continue
+		case mkv.IDTags:
+			if size < 0 || size > 1<<20 {
+				return fmt.Errorf("tags of size %d", size)
+			}
+			tags = slices.Grow(tags[:0], int(size))[:size]
+			if _, err := io.ReadFull(br, tags); err != nil {
+				return err
+			}
+			if bytes.Contains(tags, []byte(mkv.TagErrorID)) {
+				return errChunk
+			}
+			if haveCluster {
+				haveCluster = false
+				delivered(tc)
+			}
+			continue
+		}
+		if size < 0 {
+			return fmt.Errorf("unknown-size element %#x", id)
+		}
+		if _, err := br.Discard(int(size)); err != nil {
+			return err
+		}
+	}
+}
+
+// clusterTimecode reads a known-size Cluster's children, returns its Timecode and leaves the
+// reader after the Cluster.
+func clusterTimecode(br *bufio.Reader, size int64) (int64, error) {
+	var tc int64
+	for size > 0 {
+		id, n, hdr, err := mkv.ReadElementHeader(br)
+		if err != nil {
+			return 0, noEOF(err)
+		}
+		size -= int64(hdr)
+		if n < 0 || n > size {
+			return 0, errors.New("bad cluster child size")
+		}
+		if id == mkv.IDTimecode {
+			var v uint64
+			for range n {
+				c, err := br.ReadByte()
+				if err != nil {
+					return 0, noEOF(err)
+				}
+				v = v<<8 | uint64(c)
+			}
+			tc = int64(v)
+		} else if _, err := br.Discard(int(n)); err != nil {
+			return 0, noEOF(err)
+		}
+		size -= n
+	}
+	return tc, nil
+}
+
+func noEOF(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}

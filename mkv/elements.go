@@ -1,0 +1,170 @@
+package mkv
+
+// The level-1 elements the Reader materializes: EBML header, Info, Tracks and Tags.
+
+import (
+	"math"
+	"time"
+)
+
+func parseEBMLHeader(data []byte) (string, error) {
+	docType := "matroska"
+	err := children(data, func(id uint32, v []byte) error {
+		if id == IDDocType {
+			docType = parseString(v)
+		}
+		return nil
+	})
+	return docType, err
+}
+
+func parseInfo(data []byte) (uint64, error) {
+	scale := uint64(DefaultTimecodeScale)
+	err := children(data, func(id uint32, v []byte) error {
+		if id == IDTimecodeScale {
+			s, err := parseUint(v)
+			if err != nil {
+				return err
+			}
+			if s != 0 {
+				scale = s
+			}
+		}
+		return nil
+	})
+	return scale, err
+}
+
+// durationNS converts an unsigned nanosecond count, saturating at the time.Duration range.
+func durationNS(v uint64) time.Duration {
+	if v > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return time.Duration(v)
+}
+
+func parseTracks(data []byte) ([]Track, error) {
+	var tracks []Track
+	err := children(data, func(id uint32, v []byte) error {
+		if id != IDTrackEntry {
+			return nil
+		}
+		var t Track
+		err := children(v, func(id uint32, v []byte) error {
+			var err error
+			var u uint64
+			switch id {
+			case IDTrackNumber:
+				t.Number, err = parseUint(v)
+			case IDTrackUID:
+				t.UID, err = parseUint(v)
+			case IDTrackType:
+				u, err = parseUint(v)
+				t.Type = uint8(u)
+			case IDCodecID:
+				t.CodecID = parseString(v)
+			case IDCodecPrivate:
+				t.CodecPrivate = append([]byte(nil), v...)
+			case IDTrackName:
+				t.Name = parseString(v)
+			case IDDefaultDuration:
+				u, err = parseUint(v)
+				t.DefaultDuration = durationNS(u)
+			case IDCodecDelay:
+				u, err = parseUint(v)
+				t.CodecDelay = durationNS(u)
+			case IDVideo:
+				err = children(v, func(id uint32, v []byte) error {
+					var err error
+					var u uint64
+					switch id {
+					case IDPixelWidth:
+						u, err = parseUint(v)
+						t.Width = uint32(u)
+					case IDPixelHeight:
+						u, err = parseUint(v)
+						t.Height = uint32(u)
+					}
+					return err
+				})
+			case IDAudio:
+				err = children(v, func(id uint32, v []byte) error {
+					var err error
+					var u uint64
+					switch id {
+					case IDSamplingFreq:
+						t.SamplingRate, err = parseFloat(v)
+					case IDChannels:
+						u, err = parseUint(v)
+						t.Channels = uint8(u)
+					case IDBitDepth:
+						u, err = parseUint(v)
+						t.BitDepth = uint8(u)
+					}
+					return err
+				})
+			}
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		tracks = append(tracks, t)
+		return nil
+	})
+	return tracks, err
+}
+
+const maxTagDepth = 32
+
+func parseTags(data []byte) ([]Tag, error) {
+	var tags []Tag
+	err := children(data, func(id uint32, v []byte) error {
+		if id != IDTag {
+			return nil
+		}
+		var tag Tag
+		err := children(v, func(id uint32, v []byte) error {
+			if id != IDSimpleTag {
+				return nil // Targets and unknown elements
+			}
+			st, err := parseSimpleTag(v, 0)
+			if err != nil {
+				return err
+			}
+			tag.SimpleTags = append(tag.SimpleTags, st)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		tags = append(tags, tag)
+		return nil
+	})
+	return tags, err
+}
+
+func parseSimpleTag(data []byte, depth int) (SimpleTag, error) {
+	var st SimpleTag
+	if depth >= maxTagDepth {
+		return st, errTooDeep
+	}
+	err := children(data, func(id uint32, v []byte) error {
+		switch id {
+		case IDTagName:
+			st.Name = parseString(v)
+		case IDTagString:
+			st.Value = parseString(v)
+		case IDTagBinary:
+			st.Binary = append([]byte{}, v...)
+		case IDSimpleTag:
+			c, err := parseSimpleTag(v, depth+1)
+			if err != nil {
+				return err
+			}
+			st.Children = append(st.Children, c)
+		}
+		return nil
+	})
+	return st, err
+}

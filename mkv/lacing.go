@@ -1,0 +1,190 @@
+package mkv
+
+// Blocks: a SimpleBlock or BlockGroup is read whole, then split into its frames (Xiph, EBML or
+// fixed-size lacing), one EventFrame each.
+
+import (
+	"math"
+	"time"
+)
+
+// startBlock parses a SimpleBlock or BlockGroup held in data and sets up its frames.
+func (r *Reader) startBlock(h header, data []byte) error {
+	key := true
+	var dur int64
+	var pad time.Duration
+	block := data
+	if h.id == IDBlockGroup {
+		block = nil
+		err := children(data, func(id uint32, v []byte) error {
+			switch id {
+			case IDBlock:
+				if block == nil {
+					block = v
+				}
+			case IDBlockDuration:
+				if len(v) > 8 {
+					return errBadValue
+				}
+				d := readUint(v)
+				if d > math.MaxInt64/2 {
+					return errTimecodeRange
+				}
+				dur = int64(d)
+			case IDReferenceBlock:
+				key = false
+			case IDDiscardPadding:
+				if len(v) > 8 {
+					return errBadValue
+				}
+				pad = time.Duration(readInt(v))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if block == nil {
+			return errBadBlock
+		}
+	}
+	track, n := readVint(block)
+	if n <= 0 || len(block) < n+3 {
+		return errBadBlock
+	}
+	rel := int16(uint16(block[n])<<8 | uint16(block[n+1]))
+	flags := block[n+2]
+	if h.id == IDSimpleBlock {
+		key = flags&0x80 != 0
+	}
+	p := n + 3
+	r.laces = r.laces[:0]
+	switch (flags >> 1) & 3 {
+	case 0:
+		r.laces = append(r.laces, len(block)-p)
+	case 1: // Xiph
+		if p >= len(block) {
+			return errBadLacing
+		}
+		count := int(block[p]) + 1
+		p++
+		total := 0
+		for i := 0; i < count-1; i++ {
+			size := 0
+			for {
+				if p >= len(block) {
+					return errBadLacing
+				}
+				b := block[p]
+				p++
+				size += int(b)
+				if b != 255 {
+					break
+				}
+			}
+			total += size
+			r.laces = append(r.laces, size)
+		}
+		last := len(block) - p - total
+		if last < 0 {
+			return errBadLacing
+		}
+		r.laces = append(r.laces, last)
+	case 3: // EBML
+		if p >= len(block) {
+			return errBadLacing
+		}
+		count := int(block[p]) + 1
+		p++
+		total := 0
+		size := 0
+		for i := 0; i < count-1; i++ {
+			v, m := readVint(block[p:])
+			if m <= 0 {
+				return errBadLacing
+			}
+			if i == 0 {
+				if v > uint64(len(block)) {
+					return errBadLacing
+				}
+				size = int(v)
+			} else {
+				// signed difference: subtract the bias 2^(7m-1)-1
+				bias := int64(1)<<(7*m-1) - 1
+				size += int(int64(v) - bias)
+			}
+			p += m
+			if size < 0 || size > len(block) {
+				return errBadLacing
+			}
+			total += size
+			if total > len(block) {
+				return errBadLacing
+			}
+			r.laces = append(r.laces, size)
+		}
+		last := len(block) - p - total
+		if last < 0 {
+			return errBadLacing
+		}
+		r.laces = append(r.laces, last)
+	case 2: // fixed-size
+		if p >= len(block) {
+			return errBadLacing
+		}
+		count := int(block[p]) + 1
+		p++
+		rest := len(block) - p
+		if rest%count != 0 {
+			return errBadLacing
+		}
+		for i := 0; i < count; i++ {
+			r.laces = append(r.laces, rest/count)
+		}
+	}
+	r.block = block
+	r.lacePos = p
+	r.laceIdx = 0
+	r.blockTC = r.clusterTimecode + int64(rel)
+	r.blockKey = key
+	r.blockTrk = track
+	r.blockOffs = h.offset
+	r.blockDur = dur
+	r.blockPad = pad
+	r.laceStep = 0
+	if len(r.laces) > 1 {
+		for i := range r.tracks {
+			if r.tracks[i].Number == track && r.tracks[i].DefaultDuration > 0 {
+				r.laceStep = float64(r.tracks[i].DefaultDuration) / float64(r.timecodeScale)
+				break
+			}
+		}
+		r.blockDur = dur / int64(len(r.laces))
+	}
+	return nil
+}
+
+func (r *Reader) nextLace() *Event {
+	i := r.laceIdx
+	size := r.laces[i]
+	ev := r.event(EventFrame, r.blockOffs, int64(size))
+	ev.Frame.Track = r.blockTrk
+	ev.Frame.Timecode = r.blockTC
+	if i > 0 && r.laceStep != 0 {
+		ev.Frame.Timecode += int64(math.Round(float64(i) * r.laceStep))
+	}
+	ev.Frame.Keyframe = r.blockKey
+	ev.Frame.Duration = r.blockDur
+	// Padding at the start belongs to the block's first frame, padding at the end to its last.
+	if r.blockPad < 0 && i == 0 || r.blockPad > 0 && i == len(r.laces)-1 {
+		ev.Frame.DiscardPadding = r.blockPad
+	}
+	ev.Frame.Data = r.block[r.lacePos : r.lacePos+size : r.lacePos+size]
+	r.lacePos += size
+	r.laceIdx++
+	if r.laceIdx == len(r.laces) {
+		r.laces = r.laces[:0]
+		r.laceIdx = 0
+	}
+	return ev
+}
