@@ -231,7 +231,7 @@ func (s *Store) Owners(ctx context.Context, names []string) (map[string]string, 
 	}
 	rows, err := s.pool.Query(ctx, `SELECT s.name, coalesce(n.url, '') FROM kvs_streams s
 		JOIN kvs_nodes n ON n.id = s.owner AND n.heartbeat_at > now() - $2 * interval '1 millisecond'
-		WHERE s.name = ANY($1) AND s.lease_expires > now()`, names, (2*s.cfg.LeaseTTL/3).Milliseconds())
+		WHERE s.name = ANY($1) AND s.lease_expires > now()`, names, (2 * s.cfg.LeaseTTL / 3).Milliseconds())
 	if err != nil {
 		return nil, dbErr(ctx, "owners", err)
 	}
