@@ -277,10 +277,8 @@ func (f *Fragmenter) pace(ctx context.Context, dts time.Duration) error {
 	if wait <= 0 {
 		return ctx.Err()
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-time.After(wait): // collected when not waited for (Go 1.23 timers)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

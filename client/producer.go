@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -181,18 +182,11 @@ func NewProducer(c *Client, cfg ProducerConfig) (*Producer, error) {
 	if cfg.Stream == "" {
 		return nil, errors.New("producer: no stream")
 	}
-	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = DefaultMaxInFlight
-	}
-	if cfg.MaxInFlightBytes <= 0 {
-		cfg.MaxInFlightBytes = DefaultMaxInFlightBytes
-	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = DefaultMaxAttempts
-	}
-	if cfg.RetryBackoff <= 0 {
-		cfg.RetryBackoff = DefaultRetryBackoff
-	}
+	// A field left zero (or negative) takes its default.
+	cfg.MaxInFlight = cmp.Or(max(cfg.MaxInFlight, 0), DefaultMaxInFlight)
+	cfg.MaxInFlightBytes = cmp.Or(max(cfg.MaxInFlightBytes, 0), DefaultMaxInFlightBytes)
+	cfg.MaxAttempts = cmp.Or(max(cfg.MaxAttempts, 0), DefaultMaxAttempts)
+	cfg.RetryBackoff = cmp.Or(max(cfg.RetryBackoff, 0), DefaultRetryBackoff)
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Producer{c: c, cfg: cfg, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	p.changed = sync.NewCond(&p.mu)

@@ -187,15 +187,7 @@ func (m *media) listPage(ctx context.Context, name string, buf *streamBuffer, q 
 	if err != nil {
 		return nil, err
 	}
-	seen := make(map[uint64]bool, len(stored))
-	for _, f := range stored {
-		seen[f.Number] = true
-	}
-	for _, f := range buf.snapshot() {
-		if !seen[f.Meta.Number] && q.selects(f.Meta) {
-			stored = append(stored, f.Meta)
-		}
-	}
+	stored = buf.addBuffered(stored, q.selects)
 	sort.Slice(stored, func(i, j int) bool { return q.less(stored[i], stored[j]) })
 	if len(stored) > limit+1 {
 		stored = stored[:limit+1]

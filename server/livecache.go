@@ -191,6 +191,22 @@ func (b *streamBuffer) snapshot() []*liveFragment {
 	return append([]*liveFragment(nil), b.frags...)
 }
 
+// addBuffered appends to stored, a listing from the store, the buffered fragments that selects
+// takes and stored lacks (those not yet durable, or all of a retention-0 stream's). The order is
+// the caller's to restore.
+func (b *streamBuffer) addBuffered(stored []store.FragmentMeta, selects func(store.FragmentMeta) bool) []store.FragmentMeta {
+	seen := make(map[uint64]bool, len(stored))
+	for _, f := range stored {
+		seen[f.Number] = true
+	}
+	for _, f := range b.snapshot() {
+		if !seen[f.Meta.Number] && selects(f.Meta) {
+			stored = append(stored, f.Meta)
+		}
+	}
+	return stored
+}
+
 // lastNumber returns the highest published fragment number (0 when none).
 func (b *streamBuffer) lastNumber() uint64 {
 	b.mu.Lock()
