@@ -33,7 +33,9 @@ const (
 // Config configures a Client.
 type Config struct {
 	// Endpoint is the control-plane URL, e.g. "http://127.0.0.1:4567". Empty: the AWS endpoint of
-	// the region (or AWS_ENDPOINT_URL* from the environment, as the SDK reads them).
+	// the region (or AWS_ENDPOINT_URL* from the environment, as the SDK reads them). Several URLs
+	// separated by commas are the nodes of a kvs cluster: a call that cannot reach one goes to the
+	// next.
 	Endpoint string
 	// Region signs requests (default: the AWS configuration's region, else DefaultRegion).
 	Region string
@@ -76,12 +78,12 @@ type endpointKey struct {
 // client and in the clients Archived returns.
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	local := false
-	if cfg.Endpoint != "" {
-		u, err := url.Parse(cfg.Endpoint)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("client: endpoint %q: want http(s)://host[:port]", cfg.Endpoint)
-		}
-		cfg.Endpoint = strings.TrimSuffix(cfg.Endpoint, "/")
+	urls, err := parseEndpoints(cfg.Endpoint)
+	if err != nil {
+		return nil, err
+	}
+	if len(urls) > 0 {
+		u, _ := url.Parse(urls[0])
 		local = !isAWSHost(u.Hostname())
 	}
 	var opts []func(*config.LoadOptions) error
@@ -109,10 +111,16 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c := &Client{cfg: awsCfg, httpClient: cfg.HTTPClient, endpoints: map[endpointKey]string{}}
 	c.Control = kinesisvideo.NewFromConfig(awsCfg, func(o *kinesisvideo.Options) {
-		if cfg.Endpoint != "" {
-			o.BaseEndpoint = aws.String(cfg.Endpoint)
-		}
 		o.Retryer = failFast(o.Retryer)
+		switch {
+		case len(urls) == 1:
+			o.BaseEndpoint = aws.String(urls[0])
+		case len(urls) > 1:
+			ring := &endpointRing{urls: urls}
+			o.BaseEndpoint = aws.String(urls[0])
+			o.EndpointResolverV2 = ring
+			o.Retryer = failoverRetryer{RetryerV2: o.Retryer.(aws.RetryerV2), ring: ring}
+		}
 	})
 	return c, nil
 }
@@ -139,8 +147,9 @@ func haveCredentials(ctx context.Context, p aws.CredentialsProvider) bool {
 
 // DataEndpoint returns the endpoint (scheme://host[:port], no trailing slash) that serves api for
 // stream, from GetDataEndpoint. stream is a stream name, or a stream ARN if it starts with "arn:".
-// Answers are cached per stream and API for the life of the Client (a data endpoint does not move;
-// the KVS producer SDKs cache it for 40 minutes); errors are not cached.
+// Answers are cached per stream and API (the KVS producer SDKs cache it for 40 minutes) until a
+// connection to the endpoint breaks: Producer and Consumer then ask again, since on a kvs cluster
+// the stream may be written by another node by then. Errors are not cached.
 func (c *Client) DataEndpoint(ctx context.Context, stream string, api types.APIName) (string, error) {
 	key := endpointKey{stream, api}
 	c.mu.Lock()

@@ -1,10 +1,13 @@
 package client
 
 import (
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -133,5 +136,48 @@ func TestIsAWSHost(t *testing.T) {
 		if got := isAWSHost(host); got != want {
 			t.Errorf("isAWSHost(%q) = %v", host, got)
 		}
+	}
+}
+
+// countingTransport counts requests per host.
+type countingTransport struct {
+	mu     sync.Mutex
+	byHost map[string]int
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.mu.Lock()
+	c.byHost[r.URL.Host]++
+	c.mu.Unlock()
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// TestEndpointFailover: with the nodes of a cluster as the endpoint, a call that cannot reach the
+// first node is tried on the next at once, and later calls go straight to the one that answered.
+func TestEndpointFailover(t *testing.T) {
+	t.Parallel()
+	live, _ := newKVS(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := "http://" + l.Addr().String()
+	l.Close() // nothing listens there now: connection refused
+	tr := &countingTransport{byHost: map[string]int{}}
+	c, err := New(t.Context(), Config{Endpoint: dead + ", " + live.URL + "/", HTTPClient: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := c.Control.CreateStream(t.Context(), &kinesisvideo.CreateStreamInput{StreamName: aws.String(fmt.Sprint("s", i))}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	deadHost, liveHost := strings.TrimPrefix(dead, "http://"), strings.TrimPrefix(live.URL, "http://")
+	if tr.byHost[deadHost] != 1 || tr.byHost[liveHost] != 3 {
+		t.Fatalf("requests per node %v: want 1 to the dead node (then never again), 3 to the live one", tr.byHost)
+	}
+	if _, err := New(t.Context(), Config{Endpoint: live.URL + ",ftp://x"}); err == nil {
+		t.Fatal("a bad URL in the list: no error")
 	}
 }

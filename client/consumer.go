@@ -107,7 +107,7 @@ const NoFollowHeader = "x-kvs-no-follow"
 // Consumer defaults.
 const (
 	DefaultConsumerIdleTimeout = 5 * time.Second
-	DefaultMaxAttempts         = 5
+	DefaultMaxAttempts         = 8
 	DefaultRetryBackoff        = 250 * time.Millisecond
 	maxRetryBackoff            = 10 * time.Second
 )
@@ -279,6 +279,7 @@ func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 				if ctx.Err() != nil {
 					return nil, ctx.Err()
 				}
+				c.c.forgetDataEndpoint(c.cfg.Stream, string(types.APINameGetMedia))
 				if permanent(err) || (!c.connected && unreachable(err)) || c.attempts >= c.cfg.MaxAttempts {
 					c.err = err
 					return nil, err
@@ -321,7 +322,9 @@ func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 			c.err = fmt.Errorf("getmedia %s: %w", c.cfg.Stream, err)
 			return nil, c.err
 		}
-		// A broken or ended connection while following: reopen from the continuation token.
+		// A broken or ended connection while following: reopen from the continuation token, at
+		// the endpoint GetDataEndpoint names now.
+		c.c.forgetDataEndpoint(c.cfg.Stream, string(types.APINameGetMedia))
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 
 	"github.com/openkvs/kvs/internal/bufpool"
 	"github.com/openkvs/kvs/mkv"
@@ -394,6 +395,9 @@ func (p *Producer) run() {
 		progress, err := p.connection(finalEvent)
 		if p.ctx.Err() != nil {
 			return
+		}
+		if err != nil { // the next connection asks where the stream is written now
+			p.c.forgetDataEndpoint(p.cfg.Stream, string(types.APINamePutMedia))
 		}
 		var ae *AckErr
 		switch {

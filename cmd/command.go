@@ -41,10 +41,15 @@ func newClient(ctx context.Context, env *Env) (*client.Client, error) {
 // newClientAt builds the API client for endpoint. A malformed endpoint is a usage error, whichever
 // of the flag, KVS_ENDPOINT or the config file gave it.
 func newClientAt(ctx context.Context, env *Env, endpoint string) (*client.Client, error) {
-	if endpoint != "" {
-		if u, err := url.Parse(endpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, withHint(usageErrorf("--endpoint %q: want http(s)://host[:port]", endpoint),
-				"Set --endpoint, KVS_ENDPOINT or endpoint: in the config file to the URL `kvs server` prints, e.g. http://127.0.0.1:4567.")
+	// One URL, or the nodes of a kvs cluster separated by commas (a call that cannot reach one
+	// goes to the next).
+	for _, e := range strings.Split(endpoint, ",") {
+		if e = strings.TrimSpace(e); e == "" && endpoint == "" {
+			continue
+		}
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, withHint(usageErrorf("--endpoint %q: want http(s)://host[:port]", e),
+				"Set --endpoint, KVS_ENDPOINT or endpoint: in the config file to the URL `kvs server` prints, e.g. http://127.0.0.1:4567, or to several such URLs separated by commas (the nodes of a cluster).")
 		}
 	}
 	return client.New(ctx, client.Config{

@@ -26,6 +26,7 @@ import (
 
 	"github.com/openkvs/kvs/client"
 	"github.com/openkvs/kvs/internal/testutil"
+	"github.com/openkvs/kvs/internal/testutil/backends"
 	"github.com/openkvs/kvs/mkv"
 )
 
@@ -43,6 +44,7 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+	backends.Stop() // the cluster tests' PostgreSQL and S3 server
 	os.Exit(code)
 }
 
@@ -78,9 +80,15 @@ type kvsProcess struct {
 // startKVS runs `kvs server --listen 127.0.0.1:0 args...` and waits for its endpoint line.
 func startKVS(t *testing.T, args ...string) *kvsProcess {
 	t.Helper()
+	return startKVSEnv(t, nil, args...)
+}
+
+// startKVSEnv is startKVS with more environment variables.
+func startKVSEnv(t *testing.T, env []string, args ...string) *kvsProcess {
+	t.Helper()
 	cmd := exec.Command(kvsBinary(t), append([]string{"server", "--listen", "127.0.0.1:0"}, args...)...)
 	home := t.TempDir()
-	cmd.Env = []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home, "XDG_DATA_HOME=" + home, "PATH=/usr/bin:/bin"}
+	cmd.Env = append([]string{"HOME=" + home, "XDG_CONFIG_HOME=" + home, "XDG_DATA_HOME=" + home, "PATH=/usr/bin:/bin"}, env...)
 	p := &kvsProcess{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	stdout, err := cmd.StdoutPipe()

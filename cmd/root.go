@@ -126,7 +126,7 @@ func NewRoot(env *Env) *cobra.Command {
 	root.SetErr(env.Stderr)
 	root.SetVersionTemplate("kvs {{.Version}}\n")
 	pf := root.PersistentFlags()
-	pf.String("endpoint", "http://127.0.0.1:4567", "KVS endpoint URL (control plane; media endpoints come from GetDataEndpoint)")
+	pf.String("endpoint", "http://127.0.0.1:4567", "KVS endpoint URL (control plane; media endpoints come from GetDataEndpoint); the nodes of a kvs cluster as URLs separated by commas")
 	pf.String("region", "us-east-1", "AWS region used for signing requests and in ARNs")
 	pf.String("config", "", "config file (default $XDG_CONFIG_HOME/kvs/config.yaml)")
 	pf.String("log-level", "info", "log level: debug, info, warn or error")
@@ -144,6 +144,7 @@ func NewRoot(env *Env) *cobra.Command {
 		newGetFragmentsCmd(env),
 		newGetClipCmd(env),
 		newHLSURLCmd(env),
+		newGetImagesCmd(env),
 		newListDevicesCmd(env),
 		// the control plane
 		newCreateStreamCmd(env),

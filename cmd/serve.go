@@ -12,12 +12,14 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/openkvs/kvs/server"
+	"github.com/openkvs/kvs/server/cluster"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -37,7 +39,17 @@ type serveOptions struct {
 	Auth            string // "none" or "sigv4"
 	CredentialsFile string // with --auth sigv4
 	TLSCert, TLSKey string // both or neither: serve HTTPS
+
+	// Cluster mode (both or neither; also from KVS_INDEX and KVS_OBJECTS).
+	Index         string // postgres://...
+	Objects       string // s3://BUCKET[/PREFIX]?endpoint=&region=&path_style=
+	FlushInterval time.Duration
+	FlushBytes    int64
+	LeaseTTL      time.Duration
 }
+
+// clustered reports whether o asks for cluster mode.
+func (o serveOptions) clustered() bool { return o.Index != "" || o.Objects != "" }
 
 func (o serveOptions) validate() error {
 	if _, _, err := net.SplitHostPort(o.Listen); err != nil {
@@ -45,6 +57,24 @@ func (o serveOptions) validate() error {
 	}
 	if o.Memory && o.DataDir != "" {
 		return errors.New("--memory keeps nothing on disk: leave out --data-dir")
+	}
+	if o.clustered() {
+		switch {
+		case o.Index == "":
+			return errors.New("--objects needs --index: a cluster keeps fragments in object storage and their index in PostgreSQL (or set KVS_INDEX)")
+		case o.Objects == "":
+			return errors.New("--index needs --objects: a cluster keeps its index in PostgreSQL and fragments in object storage (or set KVS_OBJECTS)")
+		case o.Memory || o.DataDir != "":
+			return errors.New("--index and --objects keep data in PostgreSQL and object storage: leave out --memory and --data-dir")
+		case !strings.HasPrefix(o.Index, "postgres://") && !strings.HasPrefix(o.Index, "postgresql://"):
+			return fmt.Errorf("--index %q: want postgres://USER@HOST:PORT/DB", redactURL(o.Index))
+		}
+		if _, err := cluster.ParseObjects(o.Objects); err != nil {
+			return fmt.Errorf("--objects: %w", err)
+		}
+		if o.FlushInterval < 0 || o.FlushBytes < 0 || o.LeaseTTL < 0 {
+			return errors.New("--flush-interval, --flush-bytes and --lease-ttl cannot be negative")
+		}
 	}
 	switch o.Auth {
 	case "", "none":
@@ -73,7 +103,7 @@ func (o serveOptions) validate() error {
 func newServeCmd(env *Env) *cobra.Command {
 	var o serveOptions
 	c := newCommand(env, &o, runServe, &cobra.Command{
-		Use:   "server [--listen ADDR] [--data-dir DIR | --memory] [--advertise-url URL] [--auth sigv4 --credentials-file FILE] [--tls-cert FILE --tls-key FILE]",
+		Use:   "server [--listen ADDR] [--data-dir DIR | --memory | --index URL --objects URL] [--advertise-url URL] [--auth sigv4 --credentials-file FILE] [--tls-cert FILE --tls-key FILE]",
 		Short: "Run the local Kinesis Video Streams server",
 		Long: `Run the kvs server: the KVS control plane, PutMedia/GetMedia and the archived-media APIs on one
 HTTP listener. Point the AWS CLI or an AWS SDK at it with --endpoint-url / BaseEndpoint. It listens
@@ -98,7 +128,18 @@ finish; then the store is closed.
 Data lives in --data-dir (default $XDG_DATA_HOME/kvs, else ~/.local/share/kvs). --advertise-url is
 the URL GetDataEndpoint hands to clients for media (default http://<listen address>, with 0.0.0.0
 or [::] replaced by 127.0.0.1); set it when clients reach the server by another name, e.g. from
-containers.`,
+containers.
+
+Cluster mode: with --index (a PostgreSQL URL) and --objects (an S3-compatible bucket), this server
+is one of N stateless nodes sharing those: any node answers any request, each stream has one
+writer node under a lease, fragments are batched into objects (--flush-interval, --flush-bytes)
+and PERSISTED once the object is stored and its index rows committed. --advertise-url must be the
+URL the other nodes and the clients reach this node at. See docs/cluster.md.`,
+		PreRunE: func(*cobra.Command, []string) error { // the environment fills what the flags left out
+			o.Index = cmp.Or(o.Index, env.Getenv("KVS_INDEX"))
+			o.Objects = cmp.Or(o.Objects, env.Getenv("KVS_OBJECTS"))
+			return nil
+		},
 	})
 	f := c.Flags()
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:4567", "address to listen on (host:port; port 0 picks a free port)")
@@ -109,7 +150,21 @@ containers.`,
 	f.StringVar(&o.CredentialsFile, "credentials-file", "", "access keys for --auth sigv4 (ACCESS_KEY_ID SECRET lines, or an AWS credentials file)")
 	f.StringVar(&o.TLSCert, "tls-cert", "", "PEM certificate (chain) to serve HTTPS with")
 	f.StringVar(&o.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	f.StringVar(&o.Index, "index", "", "cluster mode: PostgreSQL URL of the stream registry and fragment index, postgres://USER@HOST:PORT/DB (env KVS_INDEX)")
+	f.StringVar(&o.Objects, "objects", "", "cluster mode: object storage for fragments, s3://BUCKET[/PREFIX]?endpoint=URL&region=R&path_style=true (env KVS_OBJECTS)")
+	f.DurationVar(&o.FlushInterval, "flush-interval", cluster.DefaultFlushInterval, "cluster mode: how long fragments of all streams collect into one object before it is written (0: one object per fragment)")
+	f.Int64Var(&o.FlushBytes, "flush-bytes", cluster.DefaultFlushBytes, "cluster mode: write the object earlier once it holds this many bytes")
+	f.DurationVar(&o.LeaseTTL, "lease-ttl", cluster.DefaultLeaseTTL, "cluster mode: how long a stream's write lease lasts unrenewed (how long a dead node's streams wait)")
 	return c
+}
+
+// redactURL hides the password of a URL for messages.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
+	}
+	return u.Redacted()
 }
 
 // defaultDataDir is $XDG_DATA_HOME/kvs, else $HOME/.local/share/kvs.
@@ -170,36 +225,56 @@ func loadServeSecurity(o serveOptions) (server.Credentials, *tls.Config, error) 
 	return creds, tc, nil
 }
 
+// openStore opens the store o names: the cluster's (PostgreSQL and object storage) with the
+// membership the server needs, the FS store in the data directory, or memory. where says which,
+// for the log.
+func openStore(ctx context.Context, env *Env, o serveOptions, advertise string) (st store.Store, c server.Cluster, key []byte, where string, err error) {
+	log := env.Log
+	switch {
+	case o.clustered():
+		objects, _ := cluster.ParseObjects(o.Objects) // checked by validate
+		cs, err := cluster.Open(ctx, cluster.Config{Index: o.Index, Objects: objects, NodeURL: advertise,
+			FlushInterval: o.FlushInterval, FlushBytes: o.FlushBytes, LeaseTTL: o.LeaseTTL, Log: log.With("component", "cluster")})
+		if err != nil {
+			return nil, nil, nil, "", withHint(fmt.Errorf("server: %w", err),
+				"Check --index (KVS_INDEX) and --objects (KVS_OBJECTS), and that PostgreSQL and the object store are up; S3 credentials come from the AWS SDK's chain (AWS_ACCESS_KEY_ID, ~/.aws).")
+		}
+		return cs, clusterMembership{cs}, cs.SessionKey(), "cluster " + redactURL(o.Index) + " + " + objects.String(), nil
+	case o.Memory:
+		return store.NewMem(), nil, nil, "memory", nil
+	}
+	dir := o.DataDir
+	if dir == "" {
+		if dir, err = defaultDataDir(env); err != nil {
+			return nil, nil, nil, "", usageError{err}
+		}
+	}
+	fs, err := store.OpenFS(dir, store.FSOptions{Logger: log.With("component", "store")})
+	if err != nil {
+		return nil, nil, nil, "", fmt.Errorf("server: %w", err)
+	}
+	logRecovery(log, fs.Recovered())
+	return fs, nil, nil, dir, nil
+}
+
+// clusterMembership is the server's view of a cluster store.
+type clusterMembership struct{ *cluster.Store }
+
+func (c clusterMembership) Members(ctx context.Context) ([]server.ClusterNode, error) {
+	nodes, err := c.Nodes(ctx)
+	out := make([]server.ClusterNode, len(nodes))
+	for i, n := range nodes {
+		out[i] = server.ClusterNode{ID: n.ID, URL: n.URL, Started: n.Started, Heartbeat: n.Heartbeat, Streams: n.Streams, Self: n.Self}
+	}
+	return out, err
+}
+
 func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	log := env.Log
 	creds, tlsConfig, err := loadServeSecurity(o)
 	if err != nil {
 		return usageError{err}
 	}
-	var st store.Store
-	where := "memory"
-	if o.Memory {
-		st = store.NewMem()
-	} else {
-		dir := o.DataDir
-		if dir == "" {
-			if dir, err = defaultDataDir(env); err != nil {
-				return usageError{err}
-			}
-		}
-		fs, err := store.OpenFS(dir, store.FSOptions{Logger: log.With("component", "store")})
-		if err != nil {
-			return fmt.Errorf("server: %w", err)
-		}
-		st, where = fs, dir
-		logRecovery(log, fs.Recovered())
-	}
-	defer func() {
-		if cerr := st.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("server: close store: %w", cerr)
-		}
-	}()
-
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", o.Listen)
 	if errors.Is(err, syscall.EADDRINUSE) {
@@ -218,13 +293,26 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	if advertise == "" {
 		advertise = advertiseURL(scheme, ln.Addr())
 	}
+	st, membership, sessionKey, where, err := openStore(ctx, env, o, advertise)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer func() {
+		if cerr := st.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("server: close store: %w", cerr)
+		}
+	}()
 	srv, err := server.New(server.Config{
 		Store:             st,
+		Cluster:           membership,
+		SessionKey:        sessionKey,
 		AdvertiseURL:      advertise,
 		Region:            env.Config.GetString("region"),
 		Log:               log,
 		Credentials:       creds,
 		RetentionInterval: retentionInterval,
+		ImageDecoder:      imageDecoder(ctx, log),
 	})
 	if err != nil {
 		ln.Close()

@@ -2,7 +2,7 @@
 # perf.sh reproduces the figures of the README's Performance section, each next to its reference,
 # with the load average at the time of each measurement. Run from the repository root:
 #
-#   scripts/perf.sh                 # everything (about 15 minutes)
+#   scripts/perf.sh                 # everything (about 17 minutes; scripts/perf-images.sh alone: GetImages)
 #   KVS_PERF_STREAMS="200" KVS_PERF_DURATION=30s KVS_PERF_RUNS=3 scripts/perf.sh
 #
 # put-media, its ffmpeg reference and get-fragments run KVS_PERF_RUNS times each (default 5,
@@ -111,6 +111,9 @@ say "(ListFragments)"
 go test -count 1 -run '^$' -bench 'TimeRange' ./server/store/ | grep Benchmark
 say "(store TimeRange, the same lookup without HTTP)"
 rm -rf "$WORK/big"
+
+echo "== GetImages: 1080p H.264 keyframes to JPEG, kvs server next to ffmpeg alone (scripts/perf-images.sh)"
+KVS_PERF_DIR="$WORK" KVS_PERF_RUNS="$RUNS" "$(dirname "$0")/perf-images.sh"
 
 echo "== Go benchmarks: PutMedia handler, GetMedia fan-out, store appends, mkv"
 go test -count 1 -run '^$' -bench 'PutMedia|GetMediaFanout' -benchmem ./server/ | grep Benchmark

@@ -16,16 +16,21 @@ type awsCLI struct {
 	t        *testing.T
 	bin, url string
 	home     string
+	service  string // the CLI's service command; "" is kinesisvideo
 }
 
 func newAWSCLI(t *testing.T, e *controlEnv) *awsCLI {
 	return &awsCLI{t: t, bin: testutil.NeedTool(t, "/usr/bin/aws"), url: e.ts.URL, home: t.TempDir()}
 }
 
-// run returns stdout, stderr and the exit code of `aws kinesisvideo args...`.
+// run returns stdout, stderr and the exit code of `aws kinesisvideo args...` (or c.service).
 func (c *awsCLI) run(args ...string) (stdout []byte, stderr string, code int) {
 	c.t.Helper()
-	full := append([]string{"--endpoint-url", c.url, "--region", "us-east-1", "--output", "json", "kinesisvideo"}, args...)
+	service := c.service
+	if service == "" {
+		service = "kinesisvideo"
+	}
+	full := append([]string{"--endpoint-url", c.url, "--region", "us-east-1", "--output", "json", service}, args...)
 	cmd := exec.CommandContext(c.t.Context(), c.bin, full...)
 	cmd.Env = []string{
 		"PATH=/usr/bin:/bin", "HOME=" + c.home, "AWS_ACCESS_KEY_ID=AKIDLOCAL", "AWS_SECRET_ACCESS_KEY=secret",

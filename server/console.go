@@ -8,8 +8,9 @@ import (
 
 // consoleFiles is the web console: static HTML, CSS and JavaScript, no build step and no
 // third-party scripts. It talks to the same KVS APIs as any client (POST /listStreams,
-// /createStream, /deleteStream, /listFragments, /getHLSStreamingSessionURL, /getClip) and plays
-// video with Media Source Extensions fed by the HLS session's fMP4 init and media fragments.
+// /createStream, /deleteStream, /listFragments, /getHLSStreamingSessionURL, /getClip, /getImages
+// for the thumbnails) and plays video with Media Source Extensions fed by the HLS session's fMP4
+// init and media fragments.
 //
 //go:embed console
 var consoleFiles embed.FS

@@ -238,7 +238,8 @@ func TestConsoleBrowser(t *testing.T) {
 	h264, h265 := loadClip(t, "h264.mkv"), loadClip(t, "h265.mkv")
 	base := time.Now().Add(-30 * time.Second).UnixMilli() // 30 s of history, then live
 	defer livePut(t, e, "cam", h264, base)()
-	defer livePut(t, e, "hevc", h265, time.Now().Add(-4*time.Second).UnixMilli())()
+	hevcBase := float64(time.Now().Add(-4*time.Second).UnixMilli()) / 1000
+	defer livePut(t, e, "hevc", h265, int64(hevcBase*1000))()
 	ctx := newBrowser(t) // after the server: its cleanup closes the browser first
 	dir := artifactDir(t)
 	now := func() float64 { return float64(time.Now().UnixMilli()) / 1000 }
@@ -434,6 +435,50 @@ func TestConsoleBrowser(t *testing.T) {
 			t.Errorf("the video box is still shown (%+v), want the notice in its place", v)
 		}
 		screenshot(t, ctx, dir, "console-stream-h265.png")
+	})
+
+	// Pictures: thumbnails above each stream page's timeline (also for H.265, which this browser
+	// cannot play: the server decodes them), and each stream's latest image in the list. Every
+	// <img> must have loaded a picture of the size asked for (HeightPixels 54, 40; the width
+	// from the clips' 4:3), at a time where media is stored.
+	t.Run("thumbnails", func(t *testing.T) {
+		testutil.NeedTool(t, "ffmpeg") // the server's GetImages decoder here
+		type pic struct {
+			T    float64
+			W, H int
+		}
+		const thumbsJS = `[...document.querySelectorAll('#thumbs img')].filter((i) => i.complete && i.naturalWidth > 0)
+		  .map((i) => ({ T: +i.dataset.t, W: i.naturalWidth, H: i.naturalHeight }))`
+		for _, page := range []struct {
+			hash, shot string
+			from       float64 // the stream's media starts here (producer time)
+		}{{"#/stream/hevc", "console-thumbnails-h265.png", hevcBase}, {"#/stream/cam", "console-thumbnails.png", float64(base) / 1000}} {
+			consoleDo(t, ctx, "open "+page.hash, chromedp.Evaluate[chromedp.Void](`location.hash = '`+page.hash+`'`))
+			var pics []pic
+			consoleWait(t, 30*time.Second, page.hash+": at least 4 thumbnails load", func() (bool, string) {
+				pics = eval[[]pic](t, ctx, thumbsJS)
+				return len(pics) >= 4, fmt.Sprintf("%+v", pics)
+			})
+			for _, p := range pics {
+				if p.W != 72 || p.H != 54 || p.T < page.from-0.001 || p.T > now() {
+					t.Errorf("%s: thumbnail %+v, want 72x54 between %.3f and now", page.hash, p, page.from)
+				}
+			}
+			screenshot(t, ctx, dir, page.shot)
+		}
+		consoleDo(t, ctx, "open the list", chromedp.Evaluate[chromedp.Void](`location.hash = '#/'`))
+		for _, stream := range []string{"cam", "hevc"} {
+			var p pic
+			consoleWait(t, 30*time.Second, stream+"'s latest image loads in the list", func() (bool, string) {
+				p = eval[pic](t, ctx, `(() => { const i = document.querySelector('#streams tr[data-stream="`+stream+`"] img.thumb');
+				  return i && i.complete ? { W: i.naturalWidth, H: i.naturalHeight } : { W: 0, H: 0 }; })()`)
+				return p.W > 0, fmt.Sprintf("%+v", p)
+			})
+			if p.W != 53 || p.H != 40 {
+				t.Errorf("%s's latest image is %dx%d, want 53x40", stream, p.W, p.H)
+			}
+		}
+		screenshot(t, ctx, dir, "console-streams.png")
 	})
 
 	t.Run("phone", func(t *testing.T) {

@@ -382,15 +382,21 @@ type getDataEndpointRequest struct {
 	APIName *string `json:"APIName"`
 }
 
-// getDataEndpoint implements GetDataEndpoint: one endpoint (this server) for every APIName.
+// getDataEndpoint implements GetDataEndpoint: one endpoint for every APIName, this server's, or
+// on a cluster the URL of the node that writes the stream (as KVS names a per-stream endpoint).
 func (s *Server) getDataEndpoint(ctx context.Context, req *getDataEndpointRequest) (dataEndpointResponse, error) {
 	if req.APIName == nil || !apiNames[*req.APIName] {
 		return dataEndpointResponse{}, invalidArgf("APIName must be one of PUT_MEDIA, GET_MEDIA, LIST_FRAGMENTS, GET_MEDIA_FOR_FRAGMENT_LIST, GET_HLS_STREAMING_SESSION_URL, GET_DASH_STREAMING_SESSION_URL, GET_CLIP, GET_IMAGES.")
 	}
-	if _, err := s.lookupStream(ctx, req.streamRef, codeInvalidArgument); err != nil {
+	st, err := s.lookupStream(ctx, req.streamRef, codeInvalidArgument)
+	if err != nil {
 		return dataEndpointResponse{}, err
 	}
-	return dataEndpointResponse{endpointOf(ctx)}, nil
+	ep, err := s.dataEndpointOf(ctx, st.Name)
+	if err != nil {
+		return dataEndpointResponse{}, err
+	}
+	return dataEndpointResponse{ep}, nil
 }
 
 type dataEndpointResponse struct {

@@ -91,6 +91,11 @@
 //     never act as a path element; the store only ever sees validated names.
 //   - Integer members must be JSON integers: 24.0 for DataRetentionInHours is an
 //     InvalidArgumentException, like a string would be.
+//   - GetImages (§9): the choices where the model and the API reference are silent or disagree
+//     (SamplingInterval bounds and default, page size, WidthPixels alone, NextToken reuse) are
+//     listed at parseGetImages (images.go); which picture a sample gets, and the decode pool, at
+//     the top of imageplan.go. A page that needs a codec this server cannot decode is
+//     UnsupportedStreamMediaTypeException, naming the fix (install ffmpeg).
 //
 // # The PutMedia data path
 //

@@ -97,6 +97,14 @@ func toAPIError(err error) (apiErr *APIError, ok bool) {
 	case errors.Is(err, store.ErrVersionMismatch):
 		// The status and type of versionMismatch's answer; the sentinel does not carry the name.
 		return &APIError{Code: codeVersionMismatch, Message: msgVersionMismatch}, true
+	case errors.Is(err, store.ErrUnavailable):
+		// A cluster's PostgreSQL or object store did not answer (the store logs why): a 503,
+		// which SDKs and producers retry.
+		return &APIError{Code: codeInternalFailure, Status: http.StatusServiceUnavailable,
+			Message: "The cluster's database or object store did not answer; try again."}, true
+	case errors.Is(err, store.ErrNotOwner):
+		return &APIError{Code: codeInternalFailure, Status: http.StatusServiceUnavailable,
+			Message: "The stream's writer moved to another node; try again."}, true
 	case errors.As(err, &mbe):
 		return invalidArgf("The request body exceeds %d bytes.", mbe.Limit), true
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

@@ -133,9 +133,11 @@ func (m *media) getMedia(ctx context.Context, req *getMediaRequest) (_ responder
 	}
 	buf := m.buffer(st)
 	notices, unsubscribe := m.notify.subscribe(st.Name) // before choosing the start: no notice can be missed
+	unfollow := m.follow(st)
 	defer func() {
 		if err != nil {
 			unsubscribe()
+			unfollow()
 		}
 	}()
 	if _, err := s.store.GetStream(ctx, st.Name); errors.Is(err, store.ErrStreamNotFound) {
@@ -148,6 +150,7 @@ func (m *media) getMedia(ctx context.Context, req *getMediaRequest) (_ responder
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		defer unsubscribe()
+		defer unfollow()
 		c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: http.NewResponseController(w), last: last}
 		w.Header().Set("Content-Type", "video/webm")
 		w.WriteHeader(http.StatusOK)
@@ -257,6 +260,8 @@ type consumer struct {
 	rc   *http.ResponseController
 	last uint64 // the last number sent (or the start point)
 	out  []byte // reused per chunk
+	tail bool   // an internal tail (tail.go): frames, not GetMedia chunks
+	hdr  []byte // a tail frame's header
 }
 
 var (
@@ -375,35 +380,52 @@ func readChunk(ctx context.Context, st store.Store, name string, n uint64, b []b
 	return st.AppendPayload(ctx, name, n, b)
 }
 
-// send appends the trailing tags to c.out and writes it as one chunk.
+// send writes the stored fragment read into c.out: as a GetMedia chunk (with its trailing tags)
+// or, for an internal tail, as a frame (tail.go).
 func (c *consumer) send(meta store.FragmentMeta, fromStore bool) error {
-	c.out = c.appendTrailingTags(c.out, meta)
 	if c.m.testDeliver != nil {
 		c.m.testDeliver(meta.Number, fromStore)
 	}
-	if err := c.write(c.out); err != nil {
-		return fmt.Errorf("%w: %w", errClientGone, err) // end quietly
+	if c.tail {
+		c.hdr = appendFrameHeader(c.hdr[:0], meta, len(c.out), true)
+		return c.writeParts(meta, c.hdr, c.out)
 	}
-	c.last = meta.Number
-	return nil
+	c.out = c.appendTrailingTags(c.out, meta)
+	return c.writeParts(meta, c.out)
 }
 
 // sendLive writes a buffered fragment's shared chunk as it is, without copying it (it is
-// immutable), then its trailing tags, and flushes once: one chunk, two writes.
+// immutable), with its trailing tags after it (or its frame header before it), and flushes
+// once.
 func (c *consumer) sendLive(f *liveFragment) error {
-	c.out = c.appendTrailingTags(c.out[:0], f.Meta)
 	if c.m.testDeliver != nil {
 		c.m.testDeliver(f.Meta.Number, false)
 	}
+	if c.tail {
+		c.hdr = appendFrameHeader(c.hdr[:0], f.Meta, len(f.Chunk), !f.unsynced.Load())
+		return c.writeParts(f.Meta, c.hdr, f.Chunk)
+	}
+	c.out = c.appendTrailingTags(c.out[:0], f.Meta)
+	return c.writeParts(f.Meta, f.Chunk, c.out)
+}
+
+// writeParts writes one fragment's parts and flushes, within MediaWriteTimeout; then the
+// fragment is the last one sent.
+func (c *consumer) writeParts(meta store.FragmentMeta, parts ...[]byte) error {
 	_ = c.rc.SetWriteDeadline(time.Now().Add(c.m.writeTimeout))
-	_, err := c.w.Write(f.Chunk)
+	var err error
+	for _, p := range parts {
+		if _, err = c.w.Write(p); err != nil {
+			break
+		}
+	}
 	if err == nil {
-		err = c.write(c.out)
+		err = c.rc.Flush()
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %w", errClientGone, err) // end quietly
 	}
-	c.last = f.Meta.Number
+	c.last = meta.Number
 	return nil
 }
 
@@ -426,6 +448,9 @@ func (c *consumer) write(b []byte) error {
 }
 
 func (c *consumer) writeError(id int, code string) {
+	if c.tail {
+		return // the tail's reader sees the end, and looks again where the stream is
+	}
 	c.out = appendErrorChunk(c.out[:0], c.last, id, code)
 	_ = c.write(c.out)
 }

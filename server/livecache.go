@@ -30,6 +30,9 @@ type liveFragment struct {
 	// a reader that misses it in the buffer would not find it in the store either, so the buffer
 	// keeps it (and everything after it) past its limits until then.
 	unsynced atomic.Bool
+	// failed is set when the store refused it or its backends did not answer: it was seen live
+	// but is not archived, and the archived-media APIs do not list it.
+	failed atomic.Bool
 
 	refs   atomic.Int32
 	pooled bool // Chunk is from bufpool: the last release puts it back (else the GC takes it)
@@ -49,6 +52,9 @@ func (f *liveFragment) release() {
 type bufferLimits struct {
 	MaxBytes int64
 	MaxAge   time.Duration
+	// Archived: the stream keeps its data in the store, which is what the archived-media APIs
+	// list; the buffer only adds what the store does not have for a retention-0 stream.
+	Archived bool
 }
 
 // Defaults: a stream that keeps data on disk needs only a short window in memory for live tailing
@@ -57,7 +63,7 @@ type bufferLimits struct {
 // 16 MiB, the extra being freshly faulted memory). A retention-0 stream has nothing else, so it gets
 // the window KVS documents for its live buffer (about 5 minutes, 200 MB).
 var (
-	archivedBufferLimits = bufferLimits{MaxBytes: 4 << 20, MaxAge: 5 * time.Second}
+	archivedBufferLimits = bufferLimits{MaxBytes: 4 << 20, MaxAge: 5 * time.Second, Archived: true}
 	liveOnlyBufferLimits = bufferLimits{MaxBytes: 200 << 20, MaxAge: 5 * time.Minute}
 )
 
@@ -119,6 +125,33 @@ func (b *streamBuffer) evictLocked(now time.Time) {
 		clear(b.frags[:drop])
 		b.frags = b.frags[drop:]
 	}
+}
+
+// markDurable marks every buffered fragment numbered upTo or lower durable (a cluster node
+// learned that the writer committed them) and lets the buffer evict them again.
+func (b *streamBuffer) markDurable(upTo uint64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, f := range b.frags {
+		if f.Meta.Number > upTo {
+			break
+		}
+		f.unsynced.Store(false)
+	}
+	b.evictLocked(time.Now())
+}
+
+// oldestUnsynced returns the number of the oldest buffered fragment not known to be durable (0:
+// none).
+func (b *streamBuffer) oldestUnsynced() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, f := range b.frags {
+		if f.unsynced.Load() {
+			return f.Meta.Number
+		}
+	}
+	return 0
 }
 
 // after returns the first buffered fragment with a number greater than n, and the number of the
@@ -183,6 +216,22 @@ func (b *streamBuffer) acquire(n uint64) *liveFragment {
 	return f
 }
 
+// archived returns the buffered fragments the archived-media APIs list, in number order: of a
+// stream that keeps data, those the store has made durable (the store lists them too; this
+// covers the moment between the commit and its index being readable everywhere), of a
+// retention-0 stream every one. For Meta only.
+func (b *streamBuffer) archived() []*liveFragment {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*liveFragment, 0, len(b.frags))
+	for _, f := range b.frags {
+		if !f.failed.Load() && !(b.limits.Archived && f.unsynced.Load()) {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // snapshot returns the buffered fragments in number order (the slice is a copy; the fragments are
 // shared). For Meta only.
 func (b *streamBuffer) snapshot() []*liveFragment {
@@ -191,15 +240,15 @@ func (b *streamBuffer) snapshot() []*liveFragment {
 	return append([]*liveFragment(nil), b.frags...)
 }
 
-// addBuffered appends to stored, a listing from the store, the buffered fragments that selects
-// takes and stored lacks (those not yet durable, or all of a retention-0 stream's). The order is
-// the caller's to restore.
+// addBuffered appends to stored, a listing from the store, the fragments the archived-media APIs
+// list from the buffer (see archived) that selects takes and stored lacks. The order is the
+// caller's to restore.
 func (b *streamBuffer) addBuffered(stored []store.FragmentMeta, selects func(store.FragmentMeta) bool) []store.FragmentMeta {
 	seen := make(map[uint64]bool, len(stored))
 	for _, f := range stored {
 		seen[f.Number] = true
 	}
-	for _, f := range b.snapshot() {
+	for _, f := range b.archived() {
 		if !seen[f.Meta.Number] && selects(f.Meta) {
 			stored = append(stored, f.Meta)
 		}

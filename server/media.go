@@ -54,9 +54,10 @@ const (
 // media is the state of the media data path: the live cache and notifier, the PutMedia sessions (so that
 // DeleteStream can fail them) and the settings taken from Config.
 type media struct {
-	s      *Server
-	cache  *liveCache // recent fragments' bytes (livecache.go)
-	notify notifier   // wakes live readers (notify.go)
+	s       *Server
+	cache   *liveCache // recent fragments' bytes (livecache.go)
+	notify  notifier   // wakes live readers (notify.go)
+	feeders *feeders   // on a cluster: feeds the cache of streams other nodes write (feeder.go)
 
 	maxFragmentDuration time.Duration
 	idleAckInterval     time.Duration
@@ -78,7 +79,7 @@ type media struct {
 
 // newMedia returns the media data path of s, with the settings of s.cfg.
 func newMedia(s *Server) *media {
-	return &media{
+	m := &media{
 		s:                   s,
 		cache:               newLiveCache(),
 		notify:              newLocalNotifier(),
@@ -93,12 +94,28 @@ func newMedia(s *Server) *media {
 		sessions:            map[string]map[*putSession]struct{}{},
 		closing:             make(chan struct{}),
 	}
+	if s.cfg.Cluster != nil {
+		m.feeders = newFeeders(m, s.cfg.Cluster)
+	}
+	return m
+}
+
+// follow makes sure, on a cluster, that the live cache of st is fed for a reader on this node,
+// until the returned function is called (feeder.go). It does nothing on a single node.
+func (m *media) follow(st store.Stream) func() {
+	if m.feeders == nil {
+		return func() {}
+	}
+	return m.feeders.join(st)
 }
 
 // close ends live GetMedia responses and drains PutMedia uploads (Server.Close, shutdown.go).
 func (m *media) close() {
 	close(m.closing)
 	m.drainAll()
+	if m.feeders != nil {
+		m.feeders.close()
+	}
 }
 
 func orDefault(d, def time.Duration) time.Duration {

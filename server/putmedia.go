@@ -62,8 +62,9 @@ const (
 //     malformed MKV or a cluster outside a Segment; 4000 the body failed or stalled; 4008 the
 //     stream was deleted during the upload; 5000 shutting down.
 //   - storing a received fragment: that fragment's number and timecode. 5001 the store failed,
-//     4008 the stream is gone; and 5000 for each fragment RECEIVED but not stored because the
-//     upload failed first (producers retry 5000).
+//     4008 the stream is gone, 5000 a cluster's PostgreSQL or object store did not answer within
+//     its bounded wait or another node took the stream (both worth a retry); and 5000 for each
+//     fragment RECEIVED but not stored because the upload failed first (producers retry 5000).
 //
 // 4011 (a track without frames) is not enforced.
 //
@@ -110,6 +111,20 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if c := s.cfg.Cluster; c != nil {
+		// One writer per stream: this node, or the one whose lease it is (relay.go).
+		owner, err := m.acquire(r.Context(), st.Name, h.Get(hdrRelayedBy) != "")
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		if owner != "" {
+			w.Header().Del("Connection") // the writer's answer decides
+			m.relayPut(w, r, owner)
+			return
+		}
+		defer c.Release(st.Name) // after the session: its appends are waited for
 	}
 
 	rc := http.NewResponseController(w)
@@ -439,9 +454,12 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 		lf.refs.Store(1) // the session's, until the store has the bytes
 		lf.unsynced.Store(true)
 		p.m.publish(p.name, p.buf, lf)
-		wait, _ := p.store(st, job)
+		wait, ok := p.store(st, job)
 		lf.release() // the store keeps no reference to the chunk (Store.AppendAsync)
 		p.buf.seq.done(n)
+		if !ok {
+			lf.failed.Store(true)
+		}
 		if wait == nil {
 			lf.unsynced.Store(false)
 			continue
@@ -456,6 +474,9 @@ func (p *putSession) ackDurable(ws <-chan durableWait) {
 	for w := range ws {
 		// Once written, an append completes even if the client leaves.
 		err := w.wait(context.WithoutCancel(p.ctx))
+		if err != nil {
+			w.frag.failed.Store(true)
+		}
 		w.frag.unsynced.Store(false)
 		if err != nil {
 			p.storeFailed(err, w.number, w.timecode)
@@ -515,6 +536,11 @@ func (p *putSession) storeFailed(err error, number uint64, tc int64) {
 	switch {
 	case errors.Is(err, store.ErrStreamNotFound):
 		p.fail(newAckErr(4008, "stream %s is gone: %v", p.name, err).fragment(number, tc))
+	case errors.Is(err, store.ErrUnavailable), errors.Is(err, store.ErrNotOwner):
+		// A cluster's backends did not answer in time, or another node took the stream: worth
+		// a retry (producers retry 5000), where the stream is written then.
+		p.log.Warn("put media: store append", "err", err)
+		p.fail(newAckErr(5000, "store: %v", err).fragment(number, tc))
 	default:
 		p.log.Error("put media: store append", "err", err)
 		p.fail(newAckErr(5001, "store: %v", err).fragment(number, tc))

@@ -27,11 +27,16 @@ func (s *Server) postRoutes() map[string]http.HandlerFunc {
 		"/putMedia": m.handlePutMedia,
 		"/getMedia": streamOp(s, m.getMedia),
 
-		// kinesis-video-archived-media (archive.go, hls.go, clip.go; §7–9)
+		// kinesis-video-archived-media (archive.go, hls.go, clip.go, images.go; §7–9)
 		"/listFragments":             op(s, m.listFragments),
 		"/getMediaForFragmentList":   streamOp(s, m.getMediaForFragmentList),
 		"/getHLSStreamingSessionURL": op(s, p.getHLSStreamingSessionURL),
 		"/getClip":                   streamOp(s, p.getClip),
+		"/getImages":                 op(s, s.images.getImages),
+
+		// kvs extensions: the cluster's nodes (cluster.go), a node's internal tail (tail.go)
+		"/kvs/describeCluster": op(s, s.describeCluster),
+		tailPath:               streamOp(s, m.tail),
 	}
 }
 

@@ -69,6 +69,9 @@ type Config struct {
 	// for the *Resource tagging operations) before any handler runs. See auth.go. Nil (the
 	// default) accepts every request, signed or not.
 	Credentials Credentials
+	// Cluster, when not nil, makes this server one node of a cluster sharing Store (see
+	// Cluster): AdvertiseURL must be set then, to the URL other nodes reach this one at.
+	Cluster Cluster
 	// SessionKey signs HLS session tokens (HMAC-SHA256), which carry their session so that any
 	// server with the same key serves them: the nodes of a cluster share it. Nil: a random key
 	// per process, so tokens end with a restart. At least 16 bytes when set.
@@ -91,6 +94,19 @@ type Config struct {
 	// GetMediaIdleTimeout ends a GetMedia response normally once it has waited this long at the
 	// live edge without a new fragment. 0 (the default) follows the stream until the client leaves.
 	GetMediaIdleTimeout time.Duration
+
+	// GetImages (images.go, imageplan.go).
+
+	// ImageDecoder decodes the pictures of GetImages. Nil: the ffmpeg program on PATH, if there
+	// is one (kvs server adds the in-process OpenH264 decoder where the build has it); with no
+	// decoder, GetImages answers UnsupportedStreamMediaTypeException for media it would decode.
+	ImageDecoder ImageDecoder
+	// ImageDecodes bounds the GetImages decoding jobs running at once, across requests (default
+	// DefaultImageDecodes(): half the cores).
+	ImageDecodes int
+	// MaxImageRequests bounds the GetImages requests served at once; more get
+	// ClientLimitExceededException (default 4 × ImageDecodes).
+	MaxImageRequests int
 }
 
 // Server serves the KVS HTTP APIs on one mux: every route is in routes.go. It is an http.Handler
@@ -103,8 +119,9 @@ type Server struct {
 	closeOnce     sync.Once
 	stopRetention func() // ends the retention loop and waits for it (nil: none)
 
-	media    *media    // the media data path (media.go): live cache and notifier, PutMedia sessions
-	playback *playback // HLS and GetClip (hls.go, clip.go)
+	media    *media        // the media data path (media.go): live cache and notifier, PutMedia sessions
+	playback *playback     // HLS and GetClip (hls.go, clip.go)
+	images   *imageService // GetImages (images.go, imageplan.go)
 
 	// routes are the KVS operations (POST); getRoutes the only endpoints served for GET and
 	// HEAD: the HLS playback URLs (real KVS serves them as GETs under /hls/v1/) and the web
@@ -139,6 +156,9 @@ func New(cfg Config) (*Server, error) {
 		}
 		cfg.AdvertiseURL = u
 	}
+	if cfg.Cluster != nil && cfg.AdvertiseURL == "" {
+		return nil, errors.New("server: Config.AdvertiseURL is required with Config.Cluster: other nodes relay to it")
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -164,6 +184,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store}
 	s.media = newMedia(s)
 	s.playback = newPlayback(s)
+	s.images = newImageService(s)
 	s.routes, s.getRoutes = s.postRoutes(), s.playbackRoutes()
 	if cfg.RetentionInterval > 0 {
 		s.startRetention(cfg.RetentionInterval)

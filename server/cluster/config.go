@@ -15,7 +15,7 @@ import (
 
 // Defaults of the Config fields; see Config.
 const (
-	DefaultFlushInterval   = 200 * time.Millisecond
+	DefaultFlushInterval   = 250 * time.Millisecond
 	DefaultFlushBytes      = 8 << 20
 	DefaultLeaseTTL        = 10 * time.Second
 	DefaultUnavailableWait = 10 * time.Second
@@ -109,19 +109,16 @@ func ParseObjects(raw string) (Objects, error) {
 	return o, nil
 }
 
-// String is the URL form ParseObjects reads.
+// String is the URL form ParseObjects reads (unescaped, for people).
 func (o Objects) String() string {
-	u := url.URL{Scheme: "s3", Host: o.Bucket, Path: "/" + strings.TrimSuffix(o.Prefix, "/")}
-	q := url.Values{}
+	s := "s3://" + o.Bucket + "/" + o.Prefix + "?region=" + o.Region
 	if o.Endpoint != "" {
-		q.Set("endpoint", o.Endpoint)
+		s += "&endpoint=" + o.Endpoint
 	}
-	q.Set("region", o.Region)
 	if o.PathStyle {
-		q.Set("path_style", "true")
+		s += "&path_style=true"
 	}
-	u.RawQuery = q.Encode()
-	return u.String()
+	return s
 }
 
 func (c *Config) withDefaults() (Config, error) {

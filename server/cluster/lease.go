@@ -68,7 +68,7 @@ func (s *Store) take(ctx context.Context, name string) (*lease, string, error) {
 		RETURNING id, epoch, number_hwm, retention_hours`,
 		name, s.nodeID, s.cfg.LeaseTTL.Milliseconds(), numberBlock).Scan(&l.id, &l.epoch, &hwm, &ret)
 	if err == pgx.ErrNoRows {
-		url, _, err := s.owner(ctx, name)
+		url, err := s.holder(ctx, name)
 		if err != nil {
 			return nil, "", err
 		}
@@ -113,11 +113,14 @@ func (s *Store) writer(ctx context.Context, name string) (*lease, error) {
 }
 
 // owner returns the URL of the node whose lease on stream is live ("" when none is) and whether
-// that node is this one.
+// that node is this one. A node whose heartbeat is older than two renewal periods is taken for
+// dead before its lease runs out: nobody is named then, so that clients come to a live node,
+// which waits out the lease and takes the stream (the lease itself still decides who writes).
 func (s *Store) owner(ctx context.Context, name string) (string, bool, error) {
 	var owner, url *string
-	err := s.pool.QueryRow(ctx, `SELECT s.owner, n.url FROM kvs_streams s LEFT JOIN kvs_nodes n ON n.id = s.owner
-		WHERE s.name = $1 AND (s.owner IS NULL OR s.lease_expires > now())`, name).Scan(&owner, &url)
+	err := s.pool.QueryRow(ctx, `SELECT s.owner, n.url FROM kvs_streams s
+		LEFT JOIN kvs_nodes n ON n.id = s.owner AND n.heartbeat_at > now() - $2 * interval '1 millisecond'
+		WHERE s.name = $1 AND (s.owner IS NULL OR s.lease_expires > now())`, name, (2*s.cfg.LeaseTTL/3).Milliseconds()).Scan(&owner, &url)
 	switch {
 	case err == pgx.ErrNoRows:
 		var exists bool
@@ -134,9 +137,30 @@ func (s *Store) owner(ctx context.Context, name string) (string, bool, error) {
 	case *owner == s.nodeID:
 		return s.cfg.NodeURL, true, nil
 	case url == nil:
-		return "", false, nil // its node left the list: it is gone
+		return "", false, nil // its node left the list or stopped beating: it is gone
 	}
 	return *url, false, nil
+}
+
+// holder returns the URL of the node holding stream's live lease, dead or alive ("" when the
+// lease is free or ran out), for take: a caller that waits for a dead writer's lease to run out
+// must be told whose it is.
+func (s *Store) holder(ctx context.Context, name string) (string, error) {
+	var url *string
+	err := s.pool.QueryRow(ctx, `SELECT coalesce(n.url, '') FROM kvs_streams s LEFT JOIN kvs_nodes n ON n.id = s.owner
+		WHERE s.name = $1 AND s.owner IS NOT NULL AND s.lease_expires > now()`, name).Scan(&url)
+	switch {
+	case err == pgx.ErrNoRows:
+		if _, err := s.streamID(ctx, name); err != nil {
+			return "", err
+		}
+		return "", nil
+	case err != nil:
+		return "", dbErr(ctx, "lease holder of "+name, err)
+	case *url == "":
+		return "(a node that left)", nil // its row is gone but its lease has not run out
+	}
+	return *url, nil
 }
 
 // Acquire makes this node the writer of stream for an upload (PutMedia) and returns "", or

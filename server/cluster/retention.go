@@ -51,6 +51,11 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 			return err
 		}
 		deleted = tag.RowsAffected()
+		// Nodes that stopped beating a day ago (killed, not stopped) leave the list.
+		if _, err := tx.Exec(ctx, `DELETE FROM kvs_nodes n WHERE heartbeat_at < now() - interval '1 day'
+			AND NOT EXISTS (SELECT 1 FROM kvs_streams s WHERE s.owner = n.id)`); err != nil {
+			return err
+		}
 		rows, err := tx.Query(ctx, `SELECT key FROM kvs_objects o WHERE o.created_at < now() - $1::float8 * interval '1 second'
 			AND NOT EXISTS (SELECT 1 FROM kvs_fragments f WHERE f.object_id = o.id) LIMIT 1000`, s.objectGrace.Seconds())
 		if err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -125,8 +126,12 @@ func newS3Client(ctx context.Context, o Objects, creds aws.CredentialsProvider) 
 // checkBucket fails Open early, with a message naming the bucket, when it cannot be reached.
 func (s *Store) checkBucket(ctx context.Context) error {
 	_, err := s.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.cfg.Objects.Bucket)})
-	if err != nil {
-		return fmt.Errorf("cluster: object store %s: %w", s.cfg.Objects.String(), err)
+	var nf *types.NotFound
+	switch {
+	case errors.As(err, &nf):
+		return fmt.Errorf("cluster: object store %s: bucket %q does not exist (kvs does not create buckets: create it first)", s.cfg.Objects, s.cfg.Objects.Bucket)
+	case err != nil:
+		return fmt.Errorf("cluster: object store %s: %w", s.cfg.Objects, err)
 	}
 	return nil
 }

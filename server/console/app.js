@@ -44,7 +44,17 @@ async function listFragments(stream, start, end) {
   return out;
 }
 
+// image returns a data: URL of the picture at producer time t (seconds), HeightPixels high
+// (the width follows the video's aspect ratio), or null when GetImages has none there.
+async function image(stream, t, height) {
+  const r = await api('/getImages', { StreamName: stream, ImageSelectorType: 'PRODUCER_TIMESTAMP', StartTimestamp: t, EndTimestamp: t,
+    Format: 'JPEG', FormatConfig: { JPEGQuality: '70' }, HeightPixels: height });
+  return r.Images?.[0]?.ImageContent ? `data:image/jpeg;base64,${r.Images[0].ImageContent}` : null;
+}
+
 // ---- stream list --------------------------------------------------------------------------
+
+const latestImages = new Map(); // stream → { n: fragment number, url }: asked for again only for a new fragment
 
 let stopPage = () => {};
 
@@ -65,8 +75,9 @@ async function streamsPage() {
       refresh();
     } catch (e) { msg.textContent = e.message; msg.className = 'err'; }
   });
+  const nodes = el('section', { id: 'nodes', class: 'muted' });
   main.replaceChildren(form, msg, el('div', { class: 'scroll-x' }, el('table', { id: 'streams' },
-    el('thead', {}, el('tr', {}, ['Stream', 'Status', 'Retention', 'Last fragment', 'Data rate (1 min)', ''].map((h) => el('th', {}, h)))), tbody)));
+    el('thead', {}, el('tr', {}, ['Stream', 'Status', 'Retention', 'Last fragment', 'Data rate (1 min)', 'Latest image', ''].map((h) => el('th', {}, h)))), tbody)), nodes);
 
   let alive = true;
   stopPage = () => { alive = false; };
@@ -83,13 +94,18 @@ async function streamsPage() {
     msg.textContent = streams.length ? '' : 'No streams yet.';
     const now = Date.now() / 1000;
     const rows = await Promise.all(streams.map(async (s) => {
-      let last = '—', rate = '—';
+      let last = '—', rate = '—', thumb = '—';
       try {
         const frags = await listFragments(s.StreamName, now - 60, now + 60);
         if (frags.length) {
           const f = frags[frags.length - 1];
           last = `${Math.max(0, now - f.ServerTimestamp).toFixed(1)} s ago`;
           rate = `${(frags.reduce((a, f) => a + f.FragmentSizeInBytes, 0) * 8 / 60 / 1000).toFixed(0)} kbit/s`;
+          if (s.DataRetentionInHours && latestImages.get(s.StreamName)?.n !== f.FragmentNumber) {
+            latestImages.set(s.StreamName, { n: f.FragmentNumber, url: await image(s.StreamName, f.ProducerTimestamp, 40).catch(() => null) });
+          }
+          const li = latestImages.get(s.StreamName);
+          if (li?.url) thumb = el('img', { class: 'thumb', src: li.url, alt: `${s.StreamName} at ${fmtTime(f.ProducerTimestamp)}`, title: fmtTime(f.ProducerTimestamp) });
         }
       } catch (_) { /* retention-0 streams list their live buffer; errors leave dashes */ }
       // data-label names each cell where a phone shows the rows as cards, without the header.
@@ -99,12 +115,20 @@ async function streamsPage() {
         el('td', { class: 'num', 'data-label': 'retention' }, s.DataRetentionInHours ? `${s.DataRetentionInHours} h` : 'none (live only)'),
         el('td', { class: 'num', 'data-label': 'last fragment' }, last),
         el('td', { class: 'num', 'data-label': 'data rate' }, rate),
+        el('td', { class: 'latest', 'data-label': 'latest image' }, thumb),
         el('td', { class: 'actions' }, el('button', { class: 'danger', onclick: async () => {
           if (!confirm(`Delete stream ${s.StreamName} and all its media?`)) return;
           try { await api('/deleteStream', { StreamARN: s.StreamARN }); refresh(); } catch (e) { msg.textContent = e.message; msg.className = 'err'; }
         } }, 'Delete')));
     }));
     tbody.replaceChildren(...rows);
+    // The cluster's nodes and the streams each writes (one node, this one, when not clustered).
+    try {
+      const c = await api('/kvs/describeCluster');
+      nodes.replaceChildren(el('h3', {}, c.Nodes.length > 1 ? `Cluster: ${c.Nodes.length} nodes` : 'Node'),
+        el('ul', {}, ...c.Nodes.map((n) => el('li', { 'data-node': n.Url }, el('code', {}, n.Url), n.Self ? ' (this node)' : '',
+          n.Streams.length ? ` writes ${n.Streams.join(', ')}` : ' writes no stream now'))));
+    } catch (_) { nodes.replaceChildren(); }
   }
   while (alive) {
     await refresh();
@@ -381,6 +405,7 @@ async function streamPage(name) {
   const mode = el('span', { id: 'mode', class: 'badge' }, 'live');
   const liveBtn = el('button', { id: 'golive', onclick: () => goLive() }, 'Go live');
   const timeline = el('div', { id: 'timeline', title: 'click: play from there; drag: select a range' });
+  const thumbs = el('div', { id: 'thumbs', title: 'click a picture: play from there' });
   const playhead = el('div', { class: 'playhead' });
   const tlTitle = el('h2', {}, 'Timeline');
   const axis = el('div', { class: 'axis muted' }, el('span', { id: 'tl-start' }, ''), el('span', {}, 'now'));
@@ -392,7 +417,7 @@ async function streamPage(name) {
     el('div', { class: 'grid' },
       el('div', {}, video, notice),
       el('div', {}, el('p', { class: 'modeline' }, mode, liveBtn), stats)),
-    tlTitle, timeline, axis, el('form', { class: 'inline' }, range, dl, dlMsg),
+    tlTitle, thumbs, timeline, axis, el('form', { class: 'inline' }, range, dl, dlMsg),
     el('h2', {}, 'Fragments'),
     el('div', { class: 'scroll' }, el('table', { id: 'fragments' }, el('thead', {}, el('tr', {},
       ['Fragment number', 'Producer time', 'Server time', 'Length', 'Size'].map((h, i) => el('th', { class: `c${i}` }, h)))), fragBody)));
@@ -442,7 +467,7 @@ async function streamPage(name) {
   // a click plays from that moment on (LIVE_REPLAY: it continues into live), a drag selects a
   // range for GetClip. Its span follows now, except while the pointer is over it: the time under
   // the pointer stays put while the user aims.
-  let span = [Date.now() / 1000 - 60, Date.now() / 1000], sel = null, first = 0, last = 0, aiming = false;
+  let span = [Date.now() / 1000 - 60, Date.now() / 1000], sel = null, first = 0, last = 0, aiming = false, runs = [];
   const pct = (t) => `${((t - span[0]) / (span[1] - span[0]) * 100).toFixed(3)}%`;
   const xToTime = (clientX) => {
     const r = timeline.getBoundingClientRect();
@@ -502,7 +527,7 @@ async function streamPage(name) {
       $('#tl-start', axis).textContent = fmtTime(from).slice(0, 19);
     }
     // Fragments that touch (holes under SMALL_HOLE) are drawn as one run.
-    const runs = [];
+    runs = [];
     for (const f of frags) {
       const a = f.ProducerTimestamp, b = a + f.FragmentLengthInMilliseconds / 1000;
       const r = runs[runs.length - 1];
@@ -512,10 +537,41 @@ async function streamPage(name) {
       title: `${fmtTime(a)} → ${fmtTime(b).slice(11)}, ${n} fragment${n > 1 ? 's' : ''}`,
       style: `left:${pct(a)};width:max(1px, calc(${pct(b)} - ${pct(a)}))` })), playhead);
     drawSel();
+    drawThumbs();
     fragBody.replaceChildren(...frags.slice(-100).reverse().map((f) => el('tr', {},
       el('td', { class: 'num c0', title: f.FragmentNumber }, el('span', {}, f.FragmentNumber)), el('td', { class: 'num c1' }, dateTime(f.ProducerTimestamp)),
       el('td', { class: 'num c2' }, dateTime(f.ServerTimestamp)), el('td', { class: 'num c3' }, `${f.FragmentLengthInMilliseconds} ms`),
       el('td', { class: 'num c4' }, fmtBytes(f.FragmentSizeInBytes)))));
+  }
+
+  // Thumbnails over the timeline: a picture every `step` s of stored media, on round times (they stay put
+  // as the span follows now); one GetImages call each while the strip is on screen, two at a time, kept.
+  const THUMB_H = 54, STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600];
+  const thumbCache = new Map(), thumbRetry = new Map(); // slot time → data: URL or null; → when to ask again
+  let thumbWant = [], thumbBusy = 0, thumbVisible = false, thumbW = THUMB_H * 16 / 9, thumbsOff = false;
+  new IntersectionObserver((es) => { thumbVisible = es.some((e) => e.isIntersecting); pumpThumbs(); }).observe(thumbs);
+  thumbs.addEventListener('click', (ev) => { if (ev.target.dataset.t) replayFrom(Number(ev.target.dataset.t)); });
+  function drawThumbs() {
+    if ((thumbs.hidden = thumbsOff)) return; // a stream that keeps no data, or a server that cannot decode it
+    thumbW = thumbs.querySelector('img')?.naturalWidth || thumbW; // the stream's aspect ratio, once a picture is in
+    const n = Math.max(1, Math.floor((thumbs.clientWidth || 600) / (thumbW + 8)));
+    const step = STEPS.find((s) => s >= (span[1] - span[0]) / n) || 7200;
+    const kids = [], want = [];
+    for (let t = Math.ceil(span[0] / step) * step; t <= span[1]; t += step) {
+      if (!runs.some(([a, b]) => t >= a && t <= b)) continue;
+      if (!thumbCache.has(t)) { if (!(thumbRetry.get(t) > Date.now())) want.push(t); continue; }
+      if (thumbCache.get(t)) kids.push(el('img', { class: 'thumb', src: thumbCache.get(t), alt: fmtTime(t), title: fmtTime(t), 'data-t': t, style: `left:${pct(t)}` }));
+    }
+    thumbs.replaceChildren(...kids);
+    thumbWant = want.reverse(); // newest first
+    pumpThumbs();
+  }
+  function pumpThumbs() {
+    for (let t; alive && thumbVisible && thumbBusy < 2 && (t = thumbWant.shift()) !== undefined; thumbBusy++) {
+      image(name, t, THUMB_H).then((url) => thumbCache.set(t, url), (e) => {
+        if (/^(NoDataRetention|UnsupportedStreamMediaType)/.test(e.message)) thumbsOff = true; else thumbRetry.set(t, Date.now() + 10000);
+      }).finally(() => { thumbBusy--; if (alive) drawThumbs(); });
+    }
   }
 
   function showStats() {

@@ -23,13 +23,19 @@ func atExit(fn func()) {
 }
 
 // Main runs the tests of a package that starts shared services (Postgres, S3) and stops those
-// services afterwards. Call it from TestMain: func TestMain(m *testing.M) { testutil.Main(m) }.
+// services afterwards. Call it from TestMain: func TestMain(m *testing.M) { backends.Main(m) }.
 func Main(m *testing.M) {
 	code := m.Run()
+	Stop()
+	os.Exit(code)
+}
+
+// Stop stops the services started so far (for a TestMain that does more than Main).
+func Stop() {
 	cleanupMu.Lock()
+	defer cleanupMu.Unlock()
 	for i := len(cleanups) - 1; i >= 0; i-- {
 		cleanups[i]()
 	}
-	cleanupMu.Unlock()
-	os.Exit(code)
+	cleanups = nil
 }

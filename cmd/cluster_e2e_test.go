@@ -1,0 +1,287 @@
+package cmd
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/internal/testutil"
+	"github.com/openkvs/kvs/internal/testutil/backends"
+	"github.com/openkvs/kvs/mkv"
+)
+
+// clusterNodes starts n `kvs server` processes in cluster mode on a fresh PostgreSQL schema and S3
+// bucket, with a short lease so that failover tests are quick.
+func clusterNodes(t *testing.T, n int) []*kvsProcess {
+	t.Helper()
+	pg := backends.Postgres(t)
+	b := backends.S3(t)
+	var nodes []*kvsProcess
+	for range n {
+		nodes = append(nodes, startKVSEnv(t, b.Env(), "--index", pg, "--objects", b.URL(),
+			"--lease-ttl", "3s", "--flush-interval", "100ms", "--log-level", "debug"))
+	}
+	return nodes
+}
+
+// writerOf asks node who writes stream (POST /kvs/describeCluster): its URL, "" for nobody.
+func writerOf(t *testing.T, node, stream string) string {
+	t.Helper()
+	resp, err := http.Post(node+"/kvs/describeCluster", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var d struct {
+		Nodes []struct {
+			URL     string `json:"Url"`
+			Streams []string
+		}
+	}
+	if json.NewDecoder(resp.Body).Decode(&d) != nil {
+		return ""
+	}
+	for _, n := range d.Nodes {
+		if slices.Contains(n.Streams, stream) {
+			return n.URL
+		}
+	}
+	return ""
+}
+
+// liveReader is `kvs get-media --start-selector NOW --format raw` on one node, run in the test
+// process until stop.
+type liveReader struct {
+	file string
+	stop context.CancelFunc
+	done chan struct{}
+	code int
+	err  string
+}
+
+func startReader(t *testing.T, node, stream string) *liveReader {
+	t.Helper()
+	r := &liveReader{file: filepath.Join(t.TempDir(), "live.raw"), done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(t.Context())
+	r.stop = cancel
+	go func() {
+		defer close(r.done)
+		r.code, _, r.err = kvsRun(ctx, t, node, nil, "get-media", "--stream-name", stream, "--start-selector", "NOW",
+			"--format", "raw", "-o", r.file)
+	}()
+	return r
+}
+
+// numbers reads the fragment numbers of a raw GetMedia file, in order, and their frame counts.
+func rawNumbers(t *testing.T, file string) ([]string, int) {
+	t.Helper()
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fr := mkv.NewFragmentReader(bufio.NewReader(f))
+	var nums []string
+	frames := 0
+	for {
+		frag, err := fr.Next()
+		if err == io.EOF {
+			return nums, frames
+		}
+		if err != nil {
+			return nums, frames // a reader stopped mid-chunk: what came whole counts
+		}
+		n, _ := frag.Tag(mkv.TagFragmentNumber)
+		nums = append(nums, n)
+		frames += len(frag.Frames)
+	}
+}
+
+// putAcks parses `kvs put-media --output json`: the numbers of the PERSISTED fragments.
+func putAcks(t *testing.T, out string) []string {
+	t.Helper()
+	var persisted []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var ev struct{ EventType, FragmentNumber string }
+		if json.Unmarshal([]byte(line), &ev) == nil && ev.EventType == "PERSISTED" {
+			persisted = append(persisted, ev.FragmentNumber)
+		}
+	}
+	return persisted
+}
+
+// TestE2EClusterFailover runs three `kvs server` nodes on PostgreSQL and versitygw: a producer
+// writes through node 2, live readers follow on nodes 1 and 3, and node 2, the stream's writer,
+// is killed (SIGKILL) mid-stream. The producer goes on through another node, the lease moves,
+// the readers go on by themselves; afterwards every PERSISTED fragment is listed (AWS CLI on node
+// 3) and decodes, and each reader saw every fragment once, in order. Then the same with
+// PostgreSQL stopped for a while and started again.
+func TestE2EClusterFailover(t *testing.T) {
+	testutil.Slow(t)
+	testutil.NeedTool(t, "ffprobe")
+	awsBin := testutil.NeedTool(t, "/usr/bin/aws")
+	nodes := clusterNodes(t, 3)
+	n1, n2, n3 := nodes[0].Endpoint, nodes[1].Endpoint, nodes[2].Endpoint
+	mustRun(t, n1, nil, "create-stream", "--stream-name", "cam", "--data-retention-in-hours", "1")
+
+	readers := []*liveReader{startReader(t, n1, "cam"), startReader(t, n3, "cam")}
+	// The producer knows every node; it starts on node 2, which becomes the writer.
+	type result struct {
+		code     int
+		out, err string
+	}
+	produced := make(chan result, 1)
+	go func() {
+		code, out, errs := kvsRun(t.Context(), t, strings.Join([]string{n2, n1, n3}, ","), nil, "put-media", "--stream-name", "cam",
+			"--source", "testsrc", "--width", "320", "--height", "240", "--fragment-duration", "1s", "--duration", "16s",
+			"--output", "json")
+		produced <- result{code, out, errs}
+	}()
+	waitFor(t, 20*time.Second, "node 2 writes the stream", func() bool { return writerOf(t, n1, "cam") == n2 })
+	time.Sleep(4 * time.Second) // a few fragments PERSISTED through node 2
+	nodes[1].kill()
+	killed := time.Now()
+	var moved string
+	waitFor(t, 30*time.Second, "the lease moves to another node", func() bool {
+		moved = writerOf(t, n1, "cam")
+		return moved == n1 || moved == n3
+	})
+	t.Logf("the stream moved from node 2 to %s %.1f s after the kill", moved, time.Since(killed).Seconds())
+	var p result
+	select {
+	case p = <-produced:
+	case <-time.After(90 * time.Second):
+		t.Fatal("put-media did not end")
+	}
+	if p.code != ExitOK {
+		t.Fatalf("put-media exited %d:\n%s", p.code, p.err)
+	}
+	persisted := putAcks(t, p.out)
+	checkCluster(t, awsBin, n3, "cam", persisted, readers)
+
+	// PostgreSQL stops for a while under a producer on the two nodes left.
+	mustRun(t, n1, nil, "create-stream", "--stream-name", "cam2", "--data-retention-in-hours", "1")
+	readers = []*liveReader{startReader(t, n3, "cam2")}
+	go func() {
+		code, out, errs := kvsRun(t.Context(), t, n1+","+n3, nil, "put-media", "--stream-name", "cam2",
+			"--source", "testsrc", "--width", "320", "--height", "240", "--fragment-duration", "1s", "--duration", "12s",
+			"--output", "json")
+		produced <- result{code, out, errs}
+	}()
+	waitFor(t, 20*time.Second, "a node writes cam2", func() bool { return writerOf(t, n1, "cam2") != "" })
+	time.Sleep(3 * time.Second)
+	backends.StopPostgres(t)
+	time.Sleep(4 * time.Second)
+	backends.StartPostgres(t)
+	select {
+	case p = <-produced:
+	case <-time.After(90 * time.Second):
+		t.Fatal("put-media did not end after PostgreSQL came back")
+	}
+	if p.code != ExitOK {
+		t.Fatalf("put-media through the PostgreSQL outage exited %d:\n%s", p.code, p.err)
+	}
+	checkCluster(t, awsBin, n1, "cam2", putAcks(t, p.out), readers)
+}
+
+// checkCluster stops the live readers and checks stream against what the producer was told:
+// every PERSISTED fragment is listed (the AWS CLI's list-fragments on node) and the whole stream
+// decodes (ffprobe of get-media from the first fragment), and each reader got the listed
+// fragments after its first one, each once, in order.
+func checkCluster(t *testing.T, awsBin, node, stream string, persisted []string, readers []*liveReader) {
+	t.Helper()
+	if len(persisted) < 8 {
+		t.Fatalf("%s: only %d PERSISTED acks", stream, len(persisted))
+	}
+	cmd := exec.CommandContext(t.Context(), awsBin, "--endpoint-url", node, "--region", "us-east-1", "--output", "json",
+		"kinesis-video-archived-media", "list-fragments", "--stream-name", stream)
+	cmd.Env = []string{"AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=x", "AWS_CONFIG_FILE=/dev/null",
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_PAGER=", "HOME=" + t.TempDir()}
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("aws list-fragments: %v", err)
+	}
+	var list struct {
+		Fragments []struct{ FragmentNumber string }
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		t.Fatal(err)
+	}
+	var listed []string
+	for _, f := range list.Fragments {
+		listed = append(listed, f.FragmentNumber)
+	}
+	slices.Sort(listed) // 47-digit numbers: string order is number order
+	t.Logf("%s: %d fragments PERSISTED, %d listed", stream, len(persisted), len(listed))
+	for i, r := range readers { // they take the last fragments, then stop
+		waitFor(t, 20*time.Second, fmt.Sprintf("live reader %d gets the last fragment", i), func() bool {
+			got, _ := rawNumbers(t, r.file)
+			return len(got) > 0 && got[len(got)-1] == listed[len(listed)-1]
+		})
+		r.stop()
+		<-r.done
+	}
+	for _, n := range persisted {
+		if _, found := slices.BinarySearch(listed, n); !found {
+			t.Errorf("%s: PERSISTED fragment %s is not listed", stream, n)
+		}
+	}
+	// Everything stored decodes, frame for frame.
+	file := filepath.Join(t.TempDir(), stream+".mkv")
+	mustRun(t, node, nil, "get-media", "--stream-name", stream, "--start-selector", "EARLIEST", "--no-follow", "-o", file)
+	raw := filepath.Join(t.TempDir(), stream+".raw")
+	mustRun(t, node, nil, "get-media", "--stream-name", stream, "--start-selector", "EARLIEST", "--no-follow", "--format", "raw", "-o", raw)
+	nums, frames := rawNumbers(t, raw)
+	if !slices.Equal(nums, listed) {
+		t.Errorf("%s: get-media from the start sent %d fragments, %d are listed", stream, len(nums), len(listed))
+	}
+	if got := ffprobe(t, file); got.Frames["video:h264"] != frames {
+		t.Errorf("%s: ffprobe decodes %v of the stored stream, its fragments hold %d video frames", stream, got.Frames, frames)
+	} else {
+		t.Logf("%s: ffprobe decodes all %d video frames of the %d stored fragments", stream, frames, len(nums))
+	}
+	for i, r := range readers {
+		got, _ := rawNumbers(t, r.file)
+		if len(got) == 0 {
+			t.Errorf("%s: live reader %d got nothing (%s)", stream, i, r.err)
+			continue
+		}
+		from, _ := slices.BinarySearch(listed, got[0])
+		want := listed[from:min(len(listed), from+len(got))]
+		if !slices.Equal(got, want) {
+			t.Errorf("%s: live reader %d got %d fragments %v…, want each listed one once, in order: %v…", stream, i, len(got), head(got), head(want))
+		}
+		t.Logf("%s: live reader %d got %d fragments, from the %dth listed on, each once, in order", stream, i, len(got), from+1)
+	}
+}
+
+func head(s []string) string {
+	var b strings.Builder
+	for i, n := range s[:min(len(s), 4)] {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprint(&b, strings.TrimLeft(n[11:], "0"))
+	}
+	return b.String()
+}
+
+// waitFor polls cond every 100 ms until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%s: not within %v", what, d)
+		}
+	}
+}

@@ -1,0 +1,158 @@
+// Package decodetest has the test helpers of the decoders: clips read from testdata, reference
+// pictures decoded by the ffmpeg program, and picture comparison.
+package decodetest
+
+import (
+	"bytes"
+	"image"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"testing"
+
+	"github.com/openkvs/kvs/mkv"
+)
+
+// NeedTool returns the path of an external tool, skipping the test when it is missing unless
+// KVS_REQUIRE_TOOLS=1, in which case the test fails.
+func NeedTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("KVS_REQUIRE_TOOLS") == "1" {
+			t.Fatalf("%s not found and KVS_REQUIRE_TOOLS=1: %v", name, err)
+		}
+		t.Skipf("%s not found: %v", name, err)
+	}
+	return p
+}
+
+// Frame is one video frame of a clip.
+type Frame struct {
+	Data     []byte // length-prefixed NAL units, as stored
+	PTS      int64  // ticks
+	Keyframe bool
+}
+
+// Clip is the first video track of an MKV file.
+type Clip struct {
+	CodecID      string
+	CodecPrivate []byte
+	Width        int
+	Height       int
+	Frames       []Frame // decode (file) order
+}
+
+// LoadClip reads the first video track of the MKV file at path.
+func LoadClip(t testing.TB, path string) *Clip {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := mkv.NewReader(bytes.NewReader(data))
+	c := &Clip{}
+	var track uint64
+	for {
+		ev, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch ev.Kind {
+		case mkv.EventTracks:
+			for _, tr := range ev.Tracks {
+				if tr.Type == mkv.TrackTypeVideo && track == 0 {
+					track, c.CodecID, c.CodecPrivate = tr.Number, tr.CodecID, bytes.Clone(tr.CodecPrivate)
+					c.Width, c.Height = int(tr.Width), int(tr.Height)
+				}
+			}
+		case mkv.EventFrame:
+			if ev.Frame.Track == track {
+				c.Frames = append(c.Frames, Frame{Data: bytes.Clone(ev.Frame.Data), PTS: ev.Frame.Timecode, Keyframe: ev.Frame.Keyframe})
+			}
+		}
+	}
+	if track == 0 || len(c.Frames) == 0 {
+		t.Fatalf("%s: no video frames", path)
+	}
+	return c
+}
+
+// Keyframes returns the indexes of the keyframes.
+func (c *Clip) Keyframes() []int {
+	var out []int
+	for i, f := range c.Frames {
+		if f.Keyframe {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// PresentationIndex returns the place of frame i when the frames are sorted by PTS.
+func (c *Clip) PresentationIndex(i int) int {
+	n := 0
+	for _, f := range c.Frames {
+		if f.PTS < c.Frames[i].PTS {
+			n++
+		}
+	}
+	return n
+}
+
+// ReferenceFrames decodes every frame of the file at path with the ffmpeg program, scaled to w×h
+// (full range), and returns the luma planes in presentation order.
+func ReferenceFrames(t testing.TB, path string, w, h int) []*image.Gray {
+	t.Helper()
+	ff := NeedTool(t, "ffmpeg")
+	out, err := exec.Command(ff, "-nostdin", "-v", "error", "-i", path, "-an", "-vf",
+		"scale="+strconv.Itoa(w)+":"+strconv.Itoa(h)+":out_range=full", "-fps_mode", "passthrough",
+		"-f", "rawvideo", "-pix_fmt", "gray", "pipe:1").Output()
+	if err != nil {
+		t.Fatalf("ffmpeg reference decode of %s: %v", path, err)
+	}
+	var frames []*image.Gray
+	for len(out) >= w*h {
+		frames = append(frames, &image.Gray{Pix: out[:w*h], Stride: w, Rect: image.Rect(0, 0, w, h)})
+		out = out[w*h:]
+	}
+	return frames
+}
+
+// MeanAbsDiff returns the mean absolute difference of the luma of a and b (0–255), which must
+// have the same size. JPEG at quality 80–95 stays within about 2 of its source.
+func MeanAbsDiff(a image.Image, b *image.Gray) float64 {
+	r := b.Rect
+	var sum int
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		for x := r.Min.X; x < r.Max.X; x++ {
+			var la int
+			switch p := a.(type) {
+			case *image.YCbCr:
+				la = int(p.Y[p.YOffset(x, y)])
+			default:
+				// Rec. 601 luma of the RGB, as JPEG decoders produce RGB from full-range YCbCr.
+				cr, cg, cb, _ := a.At(x, y).RGBA()
+				la = int((299*(cr>>8) + 587*(cg>>8) + 114*(cb>>8) + 500) / 1000)
+			}
+			d := la - int(b.Pix[(y-r.Min.Y)*b.Stride+x-r.Min.X])
+			sum += max(d, -d)
+		}
+	}
+	return float64(sum) / float64(r.Dx()*r.Dy())
+}
+
+// Closest returns the index of the reference frame that a is closest to (MeanAbsDiff).
+func Closest(a image.Image, refs []*image.Gray) int {
+	best, bestD := -1, 0.0
+	for i, r := range refs {
+		if d := MeanAbsDiff(a, r); best < 0 || d < bestD {
+			best, bestD = i, d
+		}
+	}
+	return best
+}

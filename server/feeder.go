@@ -1,0 +1,336 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/openkvs/kvs/server/store"
+)
+
+// Feeders: on a cluster, the live cache of a node that does not write a stream is fed by that
+// node's feeder for the stream, one per (node, stream) whatever the number of local readers, so
+// that GetMedia and every other live reader work on any node the same way as on the writer
+// (getmedia.go reads the cache and the store and does not know where the cache's fragments came
+// from). The feeder takes fragments in number order, without a gap:
+//   - from the writing node's internal tail (tail.go), live, before they are committed;
+//   - from the store when no node writes the stream (its writer died and the lease has not
+//     moved yet) or the writer cannot be reached: the committed fragments after the last one it
+//     has, woken by the cluster's commit notices;
+//   - not at all while this node writes the stream itself: its PutMedia sessions publish.
+//
+// A fragment that came from a tail before it was committed stays in the cache until a commit
+// notice (or a look at the store) says it is, as on the writer: a reader that falls behind the
+// cache and reads the store never meets a hole that is not one.
+
+// feederLinger keeps a feeder running that long after its last reader left, so that a reader
+// that comes back (a player reloading, the console) finds the cache warm.
+const feederLinger = 30 * time.Second
+
+// feederPoll is how often a feeder checks who writes its stream and, while fragments wait for
+// their commit notice, what the store has committed.
+const feederPoll = time.Second
+
+type feeders struct {
+	m      *media
+	client *http.Client
+
+	mu       sync.Mutex
+	byStream map[string]*feeder
+	stop     func() // ends the Watch
+}
+
+type feeder struct {
+	fs     *feeders
+	name   string
+	buf    *streamBuffer
+	refs   int
+	linger *time.Timer
+	wake   chan struct{} // 1-slot
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu        sync.Mutex
+	committed uint64             // the newest committed number the notices told of
+	stopTail  context.CancelFunc // ends the tail in progress (this node started writing)
+}
+
+func newFeeders(m *media, c Cluster) *feeders {
+	fs := &feeders{m: m, byStream: map[string]*feeder{},
+		client: &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64}}}
+	fs.stop = c.Watch(fs.committed)
+	return fs
+}
+
+// committed is the cluster's commit notice: stream's fragments up to last are durable.
+func (fs *feeders) committed(stream string, last uint64) {
+	fs.mu.Lock()
+	var list []*feeder
+	if stream == "" { // notices may have been lost: every feeder looks at the store
+		for _, f := range fs.byStream {
+			list = append(list, f)
+		}
+	} else if f := fs.byStream[stream]; f != nil {
+		list = append(list, f)
+	}
+	fs.mu.Unlock()
+	for _, f := range list {
+		if last > 0 {
+			f.mu.Lock()
+			f.committed = max(f.committed, last)
+			f.mu.Unlock()
+			f.buf.markDurable(last)
+		}
+		f.poke()
+	}
+}
+
+// join makes sure the stream's cache is fed for a reader on this node, until the returned
+// function is called.
+func (fs *feeders) join(st store.Stream) func() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	f := fs.byStream[st.Name]
+	if f == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		f = &feeder{fs: fs, name: st.Name, buf: fs.m.buffer(st), wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+		fs.byStream[st.Name] = f
+		go func() {
+			defer close(f.done)
+			f.run(ctx)
+		}()
+	}
+	if f.linger != nil {
+		f.linger.Stop()
+		f.linger = nil
+	}
+	f.refs++
+	var once sync.Once
+	return func() { once.Do(func() { fs.leave(f) }) }
+}
+
+func (fs *feeders) leave(f *feeder) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	f.refs--
+	if f.refs > 0 || fs.byStream[f.name] != f {
+		return
+	}
+	f.linger = time.AfterFunc(feederLinger, func() {
+		fs.mu.Lock()
+		if f.refs > 0 || fs.byStream[f.name] != f {
+			fs.mu.Unlock()
+			return
+		}
+		delete(fs.byStream, f.name)
+		fs.mu.Unlock()
+		f.cancel()
+	})
+}
+
+// writing tells the stream's feeder, if any, that this node writes the stream from now on: a
+// tail in progress from the previous writer ends.
+func (fs *feeders) writing(stream string) {
+	fs.mu.Lock()
+	f := fs.byStream[stream]
+	fs.mu.Unlock()
+	if f == nil {
+		return
+	}
+	f.mu.Lock()
+	if f.stopTail != nil {
+		f.stopTail()
+	}
+	f.mu.Unlock()
+	f.poke()
+}
+
+// close stops every feeder and waits for them.
+func (fs *feeders) close() {
+	fs.stop()
+	fs.mu.Lock()
+	all := make([]*feeder, 0, len(fs.byStream))
+	for name, f := range fs.byStream {
+		all = append(all, f)
+		delete(fs.byStream, name)
+	}
+	fs.mu.Unlock()
+	for _, f := range all {
+		f.cancel()
+		<-f.done
+	}
+}
+
+func (f *feeder) poke() {
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (f *feeder) wait(ctx context.Context) {
+	t := time.NewTimer(feederPoll)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-f.wake:
+	case <-t.C:
+	}
+}
+
+// last is the newest fragment the cache has, or the store has committed: where feeding goes on.
+func (f *feeder) last(ctx context.Context) uint64 {
+	last := f.buf.lastNumber()
+	if meta, err := f.fs.m.s.store.Last(ctx, f.name); err == nil {
+		last = max(last, meta.Number)
+	}
+	return last
+}
+
+func (f *feeder) run(ctx context.Context) {
+	m := f.fs.m
+	c := m.s.cfg.Cluster
+	log := m.s.log.With("stream", f.name, "feeder", m.s.cfg.AdvertiseURL)
+	last := f.last(ctx)
+	for ctx.Err() == nil {
+		f.syncWithStore(ctx)
+		url, self, err := c.Owner(ctx, f.name)
+		switch {
+		case errors.Is(err, store.ErrStreamNotFound):
+			return
+		case err != nil:
+			log.Debug("feeder: owner", "err", err)
+		case self:
+			// This node writes the stream: its uploads publish. Look again later.
+			f.wait(ctx)
+			last = f.buf.lastNumber()
+			continue
+		case url != "":
+			if err := f.tail(ctx, url, &last); err != nil && ctx.Err() == nil {
+				log.Debug("feeder: tail ended", "writer", url, "err", err)
+			}
+		}
+		// Nobody writes the stream, or its writer cannot be reached: what is committed.
+		if err := f.fromStore(ctx, &last); err != nil && ctx.Err() == nil {
+			log.Debug("feeder: store", "err", err)
+		}
+		f.wait(ctx)
+	}
+}
+
+// tail publishes the fragments after *last that url's internal tail sends, until it ends, its
+// writer changes or ctx ends.
+func (f *feeder) tail(ctx context.Context, url string, last *uint64) error {
+	m := f.fs.m
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	f.mu.Lock()
+	f.stopTail = cancel
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.stopTail = nil
+		f.mu.Unlock()
+	}()
+	body, _ := json.Marshal(tailRequest{StreamName: f.name, After: *last})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+tailPath, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(hdrRelayedBy, m.s.cfg.AdvertiseURL)
+	if err := m.s.signRelay(ctx, req, body); err != nil {
+		return err
+	}
+	resp, err := f.fs.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		return fmt.Errorf("tail: %s: %s", resp.Status, msg)
+	}
+	// While the tail runs, check now and then that url still writes the stream.
+	go func() {
+		t := time.NewTicker(feederPoll)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if now, _, err := m.s.cfg.Cluster.Owner(ctx, f.name); err == nil && now != url {
+					cancel()
+					return
+				}
+				f.syncWithStore(ctx)
+			}
+		}
+	}()
+	r := bufio.NewReaderSize(resp.Body, 64<<10)
+	for {
+		fr, err := readFrame(r)
+		if err != nil {
+			if err == io.EOF { //nolint:errorlint // readFrame returns io.EOF as is at a clean end
+				return nil
+			}
+			return err
+		}
+		if fr.meta.Number <= *last {
+			continue
+		}
+		f.publish(fr.meta, fr.chunk, fr.durable)
+		*last = fr.meta.Number
+	}
+}
+
+// fromStore publishes the committed fragments after *last.
+func (f *feeder) fromStore(ctx context.Context, last *uint64) error {
+	st := f.fs.m.s.store
+	for ctx.Err() == nil {
+		metas, err := st.Range(ctx, f.name, *last+1, 16)
+		if err != nil || len(metas) == 0 {
+			return err
+		}
+		for _, meta := range metas {
+			chunk, _, err := readChunk(ctx, st, f.name, meta.Number, nil)
+			if errors.Is(err, store.ErrFragmentNotFound) {
+				*last = meta.Number // purged meanwhile
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			f.publish(meta, chunk, true)
+			*last = meta.Number
+		}
+	}
+	return ctx.Err()
+}
+
+func (f *feeder) publish(meta store.FragmentMeta, chunk []byte, durable bool) {
+	f.mu.Lock()
+	durable = durable || meta.Number <= f.committed
+	f.mu.Unlock()
+	lf := &liveFragment{Meta: meta, Chunk: chunk, Published: time.Now()}
+	lf.refs.Store(0) // only the buffer's, taken by publish
+	lf.unsynced.Store(!durable)
+	f.fs.m.publish(f.name, f.buf, lf)
+}
+
+// syncWithStore marks durable what the store has committed, in case a commit notice was lost.
+func (f *feeder) syncWithStore(ctx context.Context) {
+	if f.buf.oldestUnsynced() == 0 {
+		return
+	}
+	if meta, err := f.fs.m.s.store.Last(ctx, f.name); err == nil {
+		f.buf.markDurable(meta.Number)
+	}
+}

@@ -1,0 +1,120 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/internal/testutil"
+
+	"github.com/openkvs/kvs/internal/decode/decodetest"
+)
+
+// ffprobeImage returns the codec and size ffprobe reads from an image file.
+func ffprobeImage(t *testing.T, ffprobe, path string) (string, int, int) {
+	t.Helper()
+	out, err := exec.CommandContext(t.Context(), ffprobe, "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "json", path).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", path, err)
+	}
+	var res struct {
+		Streams []struct {
+			CodecName     string `json:"codec_name"`
+			Width, Height int
+		}
+	}
+	if err := json.Unmarshal(out, &res); err != nil || len(res.Streams) != 1 {
+		t.Fatalf("ffprobe %s: %s (%v)", path, out, err)
+	}
+	s := res.Streams[0]
+	return s.CodecName, s.Width, s.Height
+}
+
+// TestGetImagesAWSCLI drives GetImages with the real AWS CLI v2 (`aws kinesis-video-archived-media
+// get-images`, pages of 2 that the CLI follows itself) over a stream with a gap: the right number
+// of images at the right timestamps, NO_MEDIA in the gap, every image a JPEG (ffprobe) of the size
+// asked for showing the keyframe at or before its sample; then the request errors as the CLI
+// reports them.
+func TestGetImagesAWSCLI(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("slow: starts the AWS CLI 6 times")
+	}
+	ffprobe := testutil.NeedTool(t, "ffprobe")
+	e := newMediaEnv(t, "fs")
+	withGap(t, e, "cam")
+	e.createStream(t, "live", 0)
+	cli := &awsCLI{t: t, bin: testutil.NeedTool(t, "/usr/bin/aws"), url: e.ts.URL, home: t.TempDir(), service: "kinesis-video-archived-media"}
+	start := strconv.FormatInt(baseMillis/1000, 10)
+	end := strconv.FormatInt(baseMillis/1000+12, 10)
+
+	var out struct {
+		Images []struct {
+			TimeStamp    string
+			Error        string
+			ImageContent string
+		}
+		NextToken string
+	}
+	cli.ok(&out, "get-images", "--stream-name", "cam", "--image-selector-type", "PRODUCER_TIMESTAMP",
+		"--start-timestamp", start, "--end-timestamp", end, "--sampling-interval", "3000", "--format", "JPEG",
+		"--format-config", "JPEGQuality=85", "--width-pixels", "200", "--height-pixels", "150", "--page-size", "2")
+	if len(out.Images) != 5 || out.NextToken != "" {
+		t.Fatalf("%d images, NextToken %q; want 5 images (samples at 0, 3, 6, 9, 12 s) and no token", len(out.Images), out.NextToken)
+	}
+	ref := decodetest.ReferenceFrames(t, "../testdata/h264.mkv", 200, 150)
+	dir := t.TempDir()
+	for i, img := range out.Images {
+		ms := int64(i) * 3000
+		ts, err := time.Parse(time.RFC3339, img.TimeStamp)
+		if want := imagesBase.Add(time.Duration(ms) * time.Millisecond); err != nil || !ts.Equal(want) {
+			t.Errorf("image %d: TimeStamp %q, want %v", i, img.TimeStamp, want.UTC())
+		}
+		frame, covered := clipFrame(ms, true)
+		if !covered {
+			if img.Error != "NO_MEDIA" || img.ImageContent != "" {
+				t.Errorf("image %d at +%d ms: %q, want NO_MEDIA", i, ms, img.Error)
+			}
+			continue
+		}
+		b, err := base64.StdEncoding.DecodeString(img.ImageContent)
+		if err != nil || img.Error != "" {
+			t.Fatalf("image %d: error %q, content: %v", i, img.Error, err)
+		}
+		path := filepath.Join(dir, fmt.Sprintf("image-%d.jpg", i))
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if codec, w, h := ffprobeImage(t, ffprobe, path); codec != "mjpeg" || w != 200 || h != 150 {
+			t.Errorf("image %d: ffprobe reads %s %dx%d, want mjpeg 200x150", i, codec, w, h)
+		}
+		if got := decodetest.Closest(imagePicture(t, img.ImageContent, "JPEG", 200, 150), ref); got != frame {
+			t.Errorf("image %d at +%d ms shows clip frame %d, want %d", i, ms, got, frame)
+		}
+	}
+
+	for _, tc := range []struct {
+		name, want string
+		args       []string
+	}{
+		{"no stream", "ResourceNotFoundException", []string{"--stream-name", "missing"}},
+		{"range over 300 s", "InvalidArgumentException", []string{"--stream-name", "cam", "--end-timestamp", strconv.FormatInt(baseMillis/1000+301, 10)}},
+		{"width alone", "InvalidArgumentException", []string{"--stream-name", "cam", "--width-pixels", "100"}},
+		{"no retention", "NoDataRetentionException", []string{"--stream-name", "live"}},
+		{"quality 101", "InvalidArgumentException", []string{"--stream-name", "cam", "--format-config", "JPEGQuality=101"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cli := &awsCLI{t: t, bin: cli.bin, url: cli.url, home: t.TempDir(), service: cli.service}
+			args := append([]string{"get-images", "--image-selector-type", "PRODUCER_TIMESTAMP", "--start-timestamp", start,
+				"--end-timestamp", end, "--sampling-interval", "3000", "--format", "PNG"}, tc.args...)
+			cli.fails(tc.want, args...)
+		})
+	}
+}
