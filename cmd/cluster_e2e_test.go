@@ -127,6 +127,7 @@ func putAcks(t *testing.T, out string) []string {
 // 3) and decodes, and each reader saw every fragment once, in order. Then the same with
 // PostgreSQL stopped for a while and started again.
 func TestE2EClusterFailover(t *testing.T) {
+	t.Parallel() // the only test of the package that uses the PostgreSQL and S3 servers
 	testutil.Slow(t)
 	testutil.NeedTool(t, "ffprobe")
 	awsBin := testutil.NeedTool(t, "/usr/bin/aws")
@@ -142,6 +143,8 @@ func TestE2EClusterFailover(t *testing.T) {
 	}
 	produced := make(chan result, 1)
 	go func() {
+		testPattern.Lock()
+		defer testPattern.Unlock()
 		code, out, errs := kvsRun(t.Context(), t, strings.Join([]string{n2, n1, n3}, ","), nil, "put-media", "--stream-name", "cam",
 			"--source", "testsrc", "--width", "320", "--height", "240", "--fragment-duration", "1s", "--duration", "16s",
 			"--output", "json")
@@ -173,6 +176,8 @@ func TestE2EClusterFailover(t *testing.T) {
 	mustRun(t, n1, nil, "create-stream", "--stream-name", "cam2", "--data-retention-in-hours", "1")
 	readers = []*liveReader{startReader(t, n3, "cam2")}
 	go func() {
+		testPattern.Lock()
+		defer testPattern.Unlock()
 		code, out, errs := kvsRun(t.Context(), t, n1+","+n3, nil, "put-media", "--stream-name", "cam2",
 			"--source", "testsrc", "--width", "320", "--height", "240", "--fragment-duration", "1s", "--duration", "12s",
 			"--output", "json")
