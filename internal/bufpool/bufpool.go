@@ -6,8 +6,9 @@
 // they all do it here: one sizing rule, one cap, one place that decides what the GC takes.
 //
 // Buffers come in size classes: 64 KiB, then four classes per doubling (80, 96, 112, 128, 160,
-// ... KiB) up to MaxPooled, so a buffer is at most a quarter larger than asked for and fits the
-// next fragments of about the same size when it comes back. A buffer larger than MaxPooled (a rare
+// ... KiB) up to MaxPooled, so a new buffer is at most a quarter larger than asked for and fits
+// the next fragments of about the same size when it comes back; Get also takes a pooled buffer up
+// to two classes larger (at most half as large again) before it allocates. A buffer larger than MaxPooled (a rare
 // huge fragment) is allocated at its size and left to the GC when put back, as nats-server does
 // with the message blocks of unusual sizes (getMsgBlockBuf, recycleMsgBlockBuf). Pooled buffers
 // live in sync.Pools, so memory nobody asks for again goes back to the GC within two cycles.
@@ -45,18 +46,25 @@ var sizes = func() []int {
 
 var pools = make([]sync.Pool, len(sizes)) // of *[]byte, by class
 
-// Get returns an empty buffer (length 0) with a capacity of at least n bytes: n's class, or
-// exactly n above MaxPooled. The caller owns it until it passes it to Put.
+// Get returns an empty buffer (length 0) with a capacity of at least n bytes: a pooled one of n's
+// class or of one of the next two (fragments of one stream vary in size around a class boundary,
+// and a buffer a class larger than needed costs less than fresh memory), else a new one of n's
+// class; exactly n above MaxPooled. The caller owns it until it passes it to Put.
 func Get(n int) []byte {
 	if n > MaxPooled {
 		return make([]byte, 0, n)
 	}
 	i := sort.SearchInts(sizes, n) // the smallest class that holds n
-	if p, ok := pools[i].Get().(*[]byte); ok {
-		return (*p)[:0]
+	for j := i; j < min(i+fallback+1, len(sizes)); j++ {
+		if p, ok := pools[j].Get().(*[]byte); ok {
+			return (*p)[:0]
+		}
 	}
 	return make([]byte, 0, sizes[i])
 }
+
+// fallback is how many classes above its own Get looks in before it allocates.
+const fallback = 2
 
 // Put hands b back for a later Get; nothing may use b's memory afterwards. A buffer that does not
 // come from Get is fine (it serves the largest class its capacity covers); one smaller than
