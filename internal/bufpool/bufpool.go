@@ -7,8 +7,8 @@
 //
 // Buffers come in size classes: 64 KiB, then four classes per doubling (80, 96, 112, 128, 160,
 // ... KiB) up to MaxPooled, so a new buffer is at most a quarter larger than asked for and fits
-// the next fragments of about the same size when it comes back; Get also takes a pooled buffer up
-// to two classes larger (at most half as large again) before it allocates. A buffer larger than MaxPooled (a rare
+// the next fragments of about the same size when it comes back; before it allocates, Get also
+// takes a pooled buffer of one of the two classes above. A buffer larger than MaxPooled (a rare
 // huge fragment) is allocated at its size and left to the GC when put back, as nats-server does
 // with the message blocks of unusual sizes (getMsgBlockBuf, recycleMsgBlockBuf). Pooled buffers
 // live in sync.Pools, so memory nobody asks for again goes back to the GC within two cycles.
