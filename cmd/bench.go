@@ -85,7 +85,8 @@ per fragment, keyframe ≈ 9× a delta frame, each fragment = D seconds at R bit
 --embedded starts "kvs server" as a child process with a fresh data directory on disk (a temporary
 directory, or one made under --data-dir), so every PERSISTED ack waited for a real fdatasync;
 --memory uses the memory store instead. Without --embedded the streams are created on --endpoint and
-deleted at the end. The consumers and the producers' PutMedia connections are opened first (as
+deleted at the end. An --endpoint of several URLs separated by commas is a kvs cluster: stream i is
+put through node i and read through node i+1 (round robin), so delivery crosses nodes. The consumers and the producers' PutMedia connections are opened first (as
 cameras are connected before they stream; connect_ms reports the producers' set-up), then the
 producers start spread over one fragment duration, as independent cameras are.
 
@@ -165,8 +166,15 @@ func runBench(ctx context.Context, env *Env, o benchOptions) error {
 	if err != nil {
 		return err
 	}
+	var nodes []string
+	if parts := strings.Split(endpoint, ","); len(parts) > 1 {
+		for _, p := range parts {
+			nodes = append(nodes, strings.TrimSuffix(strings.TrimSpace(p), "/"))
+		}
+		logf("cluster of %d nodes: stream i is put through node i and read through node i+1", len(nodes))
+	}
 	res, err := bench.Run(ctx, bench.Config{
-		Client: cl, Streams: o.Streams, Bitrate: o.bitrate(), FragmentDuration: o.FragmentDuration,
+		Client: cl, Nodes: nodes, Streams: o.Streams, Bitrate: o.bitrate(), FragmentDuration: o.FragmentDuration,
 		Duration: o.Duration, Warmup: o.Warmup, FPS: o.FPS, KeyframeRatio: o.KeyframeRatio, NoConsumers: o.NoConsumers,
 		DeleteStreams: !o.Embedded && !o.KeepStreams, Log: logf,
 	})

@@ -9,9 +9,11 @@
 # Needs: Go, PostgreSQL's server programs (apt-get install postgresql), versitygw
 # (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0), curl.
 # Ports: PostgreSQL 55432, S3 57000, nodes 4567 4568 4569 (override with KVS_CLUSTER_PORT_BASE).
+# KVS_CLUSTER_ARGS adds flags to every node (e.g. "--flush-interval 100ms"); KVS_CLUSTER_DIR moves
+# the data (default ./kvs-cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD/kvs-cluster
+root=${KVS_CLUSTER_DIR:-$PWD/kvs-cluster}
 base=${KVS_CLUSTER_PORT_BASE:-4567}
 pgport=55432
 s3port=57000
@@ -63,7 +65,7 @@ for i in 0 1 2; do
   port=$((base + i))
   AWS_ACCESS_KEY_ID=$access AWS_SECRET_ACCESS_KEY=$secret \
     "$root/kvs" server --listen 127.0.0.1:$port --advertise-url http://127.0.0.1:$port \
-    --index "$index" --objects "$objects" >"$root/logs/node$((i + 1)).log" 2>&1 &
+    --index "$index" --objects "$objects" ${KVS_CLUSTER_ARGS:-} >"$root/logs/node$((i + 1)).log" 2>&1 &
   echo $! >"$root/node$((i + 1)).pid"
 done
 for i in 0 1 2; do

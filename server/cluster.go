@@ -32,6 +32,9 @@ type Cluster interface {
 	// Owner returns the URL of the node that writes stream ("" when none does) and whether it
 	// is this node.
 	Owner(ctx context.Context, stream string) (url string, self bool, err error)
+	// Owners is Owner for many streams in one call: each one's writer's URL, "" (or no entry)
+	// for none.
+	Owners(ctx context.Context, streams []string) (map[string]string, error)
 	// Watch calls fn(stream, last) after each commit anywhere in the cluster, with the newest
 	// committed fragment number of stream; after notices may have been lost, once with ("", 0).
 	// fn must not block. stop ends the watch.
@@ -93,11 +96,15 @@ func (s *Server) describeCluster(ctx context.Context, _ *empty) (clusterResponse
 	return clusterResponse{Nodes: nodes}, nil
 }
 
-// signRelay signs a request this node makes to another (a relayed PutMedia, an internal tail)
+// signRelay sets the body of a request this node makes to another and signs it (a relayed PutMedia, an internal tail)
 // with the first of Config.Credentials, when authentication is on: the other node checks it as
 // it checks any client's. A PutMedia body is not covered (UNSIGNED-PAYLOAD, as producers do);
 // other bodies are.
 func (s *Server) signRelay(ctx context.Context, req *http.Request, body []byte) error {
+	if body != nil {
+		req.Body = readCloser{bytes.NewReader(body)}
+		req.ContentLength = int64(len(body))
+	}
 	if len(s.cfg.Credentials) == 0 {
 		return nil
 	}
@@ -110,8 +117,6 @@ func (s *Server) signRelay(ctx context.Context, req *http.Request, body []byte) 
 	if body != nil {
 		sum := sha256.Sum256(body)
 		hash = hex.EncodeToString(sum[:])
-		req.Body = readCloser{bytes.NewReader(body)}
-		req.ContentLength = int64(len(body))
 	}
 	req.Header.Set("X-Amz-Content-Sha256", hash)
 	creds := aws.Credentials{AccessKeyID: keys[0], SecretAccessKey: s.cfg.Credentials[keys[0]]}

@@ -351,3 +351,43 @@ func TestClusterConsole(t *testing.T) {
 	})
 	screenshot(t, ctx, artifactDir(t), "console-cluster.png")
 }
+
+// TestClusterLiveBeforeCommit: a reader on a node that does not write the stream gets fragments
+// as the writer publishes them, through the writer's internal tail, not once they are committed:
+// here the first commit comes 10 s after the first fragment (the flush interval), and the reader
+// gets every fragment before it; ListFragments on that node lists none of them yet (not
+// durable). Then the commit comes and they are PERSISTED.
+func TestClusterLiveBeforeCommit(t *testing.T) {
+	t.Parallel()
+	nodes := newCluster(t, 2, func(c *cluster.Config) { c.FlushInterval, c.FlushBytes = 10*time.Second, 1<<30 }, nil)
+	n1, n2 := nodes[0], nodes[1]
+	n1.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	pc := n2.startPut(t, "cam")
+	pc.write(c.header())
+	first := pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), false)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	got := liveNumbers(t, n1.getMedia(t, ctx, "cam", map[string]any{"StartSelectorType": "EARLIEST"}, true), 4)
+	want := []uint64{first}
+	for i := 1; i < 4; i++ {
+		want = append(want, pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), false))
+	}
+	select {
+	case g := <-got:
+		if !equalNumbers(g, want) {
+			t.Fatalf("reader on node 1 got %v, want %v", g, want)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("reader on node 1: fragments not delivered before their commit")
+	}
+	var list struct{ Fragments []any }
+	n1.call(t, "/listFragments", map[string]any{"StreamName": "cam"}, &list)
+	if len(list.Fragments) != 0 {
+		t.Fatalf("node 1 lists %d fragments before their commit", len(list.Fragments))
+	}
+	for _, n := range want { // the commit
+		pc.expect(ackPersisted, n)
+	}
+	pc.end()
+}

@@ -33,9 +33,13 @@ import (
 // that comes back (a player reloading, the console) finds the cache warm.
 const feederLinger = 30 * time.Second
 
-// feederPoll is how often a feeder checks who writes its stream and, while fragments wait for
-// their commit notice, what the store has committed.
-const feederPoll = time.Second
+// feederPoll is how often a node asks who writes the streams its feeders follow (one query for
+// all of them), and feederSync how long a fragment may wait for its commit notice before the
+// feeder looks at the store instead (the notice may have been lost).
+const (
+	feederPoll = time.Second
+	feederSync = 3 * time.Second
+)
 
 type feeders struct {
 	m      *media
@@ -43,7 +47,8 @@ type feeders struct {
 
 	mu       sync.Mutex
 	byStream map[string]*feeder
-	stop     func() // ends the Watch
+	stop     func() // ends the Watch and the owner poll
+	polled   chan struct{}
 }
 
 type feeder struct {
@@ -58,14 +63,93 @@ type feeder struct {
 
 	mu        sync.Mutex
 	committed uint64             // the newest committed number the notices told of
-	stopTail  context.CancelFunc // ends the tail in progress (this node started writing)
+	owner     string             // the writer's URL as last polled ("" none)
+	polled    bool               // owner is known
+	tailing   string             // the node whose tail is read now
+	stopTail  context.CancelFunc // ends the tail in progress
 }
 
 func newFeeders(m *media, c Cluster) *feeders {
-	fs := &feeders{m: m, byStream: map[string]*feeder{},
+	fs := &feeders{m: m, byStream: map[string]*feeder{}, polled: make(chan struct{}),
 		client: &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64}}}
-	fs.stop = c.Watch(fs.committed)
+	stopWatch := c.Watch(fs.committed)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		defer close(fs.polled)
+		fs.poll(ctx, c)
+	}()
+	fs.stop = func() {
+		stopWatch()
+		cancel()
+		<-fs.polled
+	}
 	return fs
+}
+
+// poll asks, every feederPoll, who writes the streams the feeders follow, in one query, and
+// tells each feeder whose writer changed: a tail from a node that no longer writes the stream
+// ends, and the feeder looks again. It also has feeders whose fragments wait too long for their
+// commit notice look at the store.
+func (fs *feeders) poll(ctx context.Context, c Cluster) {
+	t := time.NewTicker(feederPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		fs.mu.Lock()
+		names := make([]string, 0, len(fs.byStream))
+		list := make([]*feeder, 0, len(fs.byStream))
+		for name, f := range fs.byStream {
+			names, list = append(names, name), append(list, f)
+		}
+		fs.mu.Unlock()
+		if len(names) == 0 {
+			continue
+		}
+		owners, err := c.Owners(ctx, names)
+		if err != nil {
+			continue // the feeders go on with what they know
+		}
+		for _, f := range list {
+			f.setOwner(owners[f.name])
+			if at := f.buf.oldestUnsynced(); !at.IsZero() && time.Since(at) > feederSync {
+				f.syncWithStore(ctx)
+			}
+		}
+	}
+}
+
+// setOwner records the stream's writer; when it changed, a tail from another node ends and the
+// feeder looks again.
+func (f *feeder) setOwner(url string) {
+	f.mu.Lock()
+	changed := !f.polled || f.owner != url
+	f.owner, f.polled = url, true
+	if changed && f.stopTail != nil && f.tailing != url {
+		f.stopTail()
+	}
+	f.mu.Unlock()
+	if changed {
+		f.poke()
+	}
+}
+
+// writer returns who writes the stream as last polled, asking now when it was never polled.
+func (f *feeder) writer(ctx context.Context) (url string, self bool, err error) {
+	f.mu.Lock()
+	url, polled := f.owner, f.polled
+	f.mu.Unlock()
+	if !polled {
+		url, _, err = f.fs.m.s.cfg.Cluster.Owner(ctx, f.name)
+		if err != nil {
+			return "", false, err
+		}
+		f.setOwner(url)
+	}
+	return url, url != "" && url == f.fs.m.s.cfg.AdvertiseURL, nil
 }
 
 // committed is the cluster's commit notice: stream's fragments up to last are durable.
@@ -195,12 +279,10 @@ func (f *feeder) last(ctx context.Context) uint64 {
 
 func (f *feeder) run(ctx context.Context) {
 	m := f.fs.m
-	c := m.s.cfg.Cluster
 	log := m.s.log.With("stream", f.name, "feeder", m.s.cfg.AdvertiseURL)
 	last := f.last(ctx)
 	for ctx.Err() == nil {
-		f.syncWithStore(ctx)
-		url, self, err := c.Owner(ctx, f.name)
+		url, self, err := f.writer(ctx)
 		switch {
 		case errors.Is(err, store.ErrStreamNotFound):
 			return
@@ -231,11 +313,11 @@ func (f *feeder) tail(ctx context.Context, url string, last *uint64) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	f.mu.Lock()
-	f.stopTail = cancel
+	f.stopTail, f.tailing = cancel, url
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
-		f.stopTail = nil
+		f.stopTail, f.tailing = nil, ""
 		f.mu.Unlock()
 	}()
 	body, _ := json.Marshal(tailRequest{StreamName: f.name, After: *last})
@@ -257,23 +339,7 @@ func (f *feeder) tail(ctx context.Context, url string, last *uint64) error {
 		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
 		return fmt.Errorf("tail: %s: %s", resp.Status, msg)
 	}
-	// While the tail runs, check now and then that url still writes the stream.
-	go func() {
-		t := time.NewTicker(feederPoll)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if now, _, err := m.s.cfg.Cluster.Owner(ctx, f.name); err == nil && now != url {
-					cancel()
-					return
-				}
-				f.syncWithStore(ctx)
-			}
-		}
-	}()
+	// While the tail runs, the owner poll ends it if url stops writing the stream (setOwner).
 	r := bufio.NewReaderSize(resp.Body, 64<<10)
 	for {
 		fr, err := readFrame(r)
@@ -327,9 +393,6 @@ func (f *feeder) publish(meta store.FragmentMeta, chunk []byte, durable bool) {
 
 // syncWithStore marks durable what the store has committed, in case a commit notice was lost.
 func (f *feeder) syncWithStore(ctx context.Context) {
-	if f.buf.oldestUnsynced() == 0 {
-		return
-	}
 	if meta, err := f.fs.m.s.store.Last(ctx, f.name); err == nil {
 		f.buf.markDurable(meta.Number)
 	}

@@ -141,17 +141,17 @@ func (b *streamBuffer) markDurable(upTo uint64) {
 	b.evictLocked(time.Now())
 }
 
-// oldestUnsynced returns the number of the oldest buffered fragment not known to be durable (0:
-// none).
-func (b *streamBuffer) oldestUnsynced() uint64 {
+// oldestUnsynced returns when the oldest buffered fragment not known to be durable was published
+// (zero: there is none).
+func (b *streamBuffer) oldestUnsynced() time.Time {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, f := range b.frags {
 		if f.unsynced.Load() {
-			return f.Meta.Number
+			return f.Published
 		}
 	}
-	return 0
+	return time.Time{}
 }
 
 // after returns the first buffered fragment with a number greater than n, and the number of the

@@ -54,6 +54,10 @@ type Config struct {
 	// Client reaches the control plane (CreateStream, GetDataEndpoint, DeleteStream) and signs
 	// the media requests with its credentials.
 	Client *client.Client
+	// Nodes, when set, are the nodes of a kvs cluster: stream i is put through Nodes[i%n] and
+	// read through Nodes[(i+1)%n], another node than its writer's when there are several, so
+	// that delivery crosses nodes. Empty: both go where GetDataEndpoint says.
+	Nodes []string
 	// Streams is the number of concurrent streams (one producer and one consumer each).
 	Streams int
 	// Bitrate is each stream's media rate in bits per second.
@@ -293,6 +297,11 @@ func (r *run) setup(ctx context.Context, s *stream) error {
 		return fmt.Errorf("bench: create stream %s: %w", s.name, err)
 	}
 	s.arn = aws.ToString(out.StreamARN)
+	if n := len(r.cfg.Nodes); n > 0 {
+		s.putURL = r.cfg.Nodes[s.index%n] + "/putMedia"
+		s.getURL = r.cfg.Nodes[(s.index+1)%n] + "/getMedia"
+		return nil
+	}
 	put, err := c.DataEndpoint(ctx, s.name, types.APINamePutMedia)
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)

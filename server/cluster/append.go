@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5"
 
@@ -193,12 +194,20 @@ func (bt *batcher) upload(b *batch) {
 		_, err := s.s3.PutObject(ctx, &s3.PutObjectInput{
 			Bucket: aws.String(s.cfg.Objects.Bucket), Key: aws.String(b.key),
 			Body: bytes.NewReader(b.buf), ContentLength: aws.Int64(int64(len(b.buf))),
-		})
+		}, unsignedPayload)
 		return err
 	}, func(err error) { s.log.Warn("cluster: object PUT failed; retrying", "object", b.key, "err", err) })
 	if b.putErr != nil {
 		b.putErr = unavailable("object store: PUT "+b.key, b.putErr)
 	}
+}
+
+// unsignedPayload signs a PUT with UNSIGNED-PAYLOAD, as the SDK does over HTTPS, also over plain
+// HTTP (a local MinIO or gateway): hashing each multi-megabyte batch for the signature cost as
+// much CPU as the rest of the upload, and each fragment's CRC-32C in the index is checked on every
+// read anyway.
+func unsignedPayload(o *s3.Options) {
+	o.APIOptions = append(o.APIOptions, v4.SwapComputePayloadSHA256ForUnsignedPayloadMiddleware)
 }
 
 // retry calls fn until it succeeds or the deadline passes, waiting 50 ms, doubling to 1 s,
@@ -227,6 +236,7 @@ func (bt *batcher) run(context.Context) {
 	defer close(bt.done)
 	for b := range bt.queue {
 		<-b.putDone
+		put := time.Since(b.sealed)
 		err := b.putErr
 		var committed map[fragKey]bool
 		if err == nil {
@@ -238,6 +248,8 @@ func (bt *batcher) run(context.Context) {
 				err = dbErr(context.Background(), "commit "+b.key, err)
 			}
 		}
+		bt.s.log.Debug("cluster: batch", "object", b.key, "bytes", len(b.buf), "fragments", len(b.frags),
+			"put_ms", put.Milliseconds(), "commit_ms", (time.Since(b.sealed) - put).Milliseconds(), "err", err)
 		bt.s.finish(b, committed, err)
 	}
 }

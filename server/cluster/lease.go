@@ -222,6 +222,31 @@ func (s *Store) Owner(ctx context.Context, name string) (string, bool, error) {
 	return s.owner(ctx, name)
 }
 
+// Owners is Owner for many streams in one query: the URL of each one's writer ("" for none, and
+// for a stream that does not exist). A node's feeders ask it once a second for all the streams
+// they follow.
+func (s *Store) Owners(ctx context.Context, names []string) (map[string]string, error) {
+	if s.isClosed() {
+		return nil, store.ErrClosed
+	}
+	rows, err := s.pool.Query(ctx, `SELECT s.name, coalesce(n.url, '') FROM kvs_streams s
+		JOIN kvs_nodes n ON n.id = s.owner AND n.heartbeat_at > now() - $2 * interval '1 millisecond'
+		WHERE s.name = ANY($1) AND s.lease_expires > now()`, names, (2 * s.cfg.LeaseTTL / 3).Milliseconds())
+	if err != nil {
+		return nil, dbErr(ctx, "owners", err)
+	}
+	defer rows.Close()
+	out := make(map[string]string, len(names))
+	for rows.Next() {
+		var name, url string
+		if err := rows.Scan(&name, &url); err != nil {
+			return nil, dbErr(ctx, "owners", err)
+		}
+		out[name] = url
+	}
+	return out, dbErr(ctx, "owners", rows.Err())
+}
+
 // Prepare implements store.Store: it takes the stream's lease and reserves its first numbers
 // while the upload's first fragment arrives. A retention-0 stream is prepared too (its numbers
 // come from the same reservation). Another node's live lease: store.ErrNotOwner.
