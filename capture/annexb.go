@@ -92,9 +92,9 @@ func DetectCodec(b []byte) (c codec.Codec, ok bool) {
 // first to keep their timing. Access units before the first keyframe are dropped (a decoder cannot
 // start there); parameter sets and other NAL units are kept in the frames as they are.
 type AnnexBSource struct {
-	split    *auSplitter
-	codec    codec.Codec
-	closer   io.Closer
+	split *auSplitter
+	codec codec.Codec
+	input
 	track    mkv.Track
 	frameDur float64 // nanoseconds per frame
 	n        int64
@@ -106,7 +106,7 @@ type AnnexBSource struct {
 // VUI timing info, else opts.FrameRate, else it fails with ErrNeedFrameRate. closer, if not nil, is
 // closed by Close and when ctx of a blocked call is done.
 func NewAnnexBSource(ctx context.Context, r io.Reader, closer io.Closer, opts Options) (*AnnexBSource, error) {
-	s := &AnnexBSource{closer: closer}
+	s := &AnnexBSource{input: input{closer}}
 	defer context.AfterFunc(ctx, s.closeInput)()
 	c := opts.Codec
 	if c == 0 {
@@ -217,18 +217,4 @@ func (s *AnnexBSource) ReadFrame(ctx context.Context) (Frame, error) {
 	t := time.Duration(math.Round(float64(s.n) * s.frameDur))
 	s.n++
 	return Frame{Track: 1, PTS: t, DTS: t, Keyframe: codec.IsKeyframeAVCC(s.codec, au), Data: au}, nil
-}
-
-func (s *AnnexBSource) closeInput() {
-	if s.closer != nil {
-		s.closer.Close()
-	}
-}
-
-// Close closes the input.
-func (s *AnnexBSource) Close() error {
-	if s.closer == nil {
-		return nil
-	}
-	return ignoreClosed(s.closer.Close())
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/openkvs/kvs/internal/bufpool"
 	"github.com/openkvs/kvs/mkv"
 )
 
@@ -102,8 +103,11 @@ type Fragmenter struct {
 	paceFirst time.Duration // DTS of the first frame
 	paceMax   time.Duration // largest DTS paced so far
 
-	// ReuseFrameData: frame data of even and odd fragments; cur is the one being filled.
+	// ReuseFrameData: frame data of even and odd fragments; cur is the one being filled. The
+	// arenas come from internal/bufpool and are lent to the caller until Next has been called
+	// twice more: an arena outgrown while filling arenas[i] waits in retired[i] until then.
 	arenas      [2][]byte
+	retired     [2][][]byte
 	cur         int
 	lastKept    bool // the frame read last is in arenas[cur]
 	pendingKept bool // pending's data is in an arena
@@ -224,11 +228,14 @@ func (f *Fragmenter) readSource(ctx context.Context) (Frame, error) {
 }
 
 // keep copies data to the end of the current arena. When the arena is full a larger one
-// replaces it; frames already in the old one keep it alive until they are dropped.
+// replaces it; the old one, which frames of this fragment still use, is retired with it.
 func (f *Fragmenter) keep(data []byte) []byte {
 	a := f.arenas[f.cur]
 	if len(a)+len(data) > cap(a) {
-		a = make([]byte, 0, max(2*cap(a), len(data), 1<<20))
+		if cap(a) > 0 {
+			f.retired[f.cur] = append(f.retired[f.cur], a)
+		}
+		a = bufpool.Get(max(2*cap(a), len(data), 1<<20))
 	}
 	n := len(a)
 	a = append(a, data...)
@@ -270,10 +277,8 @@ func (f *Fragmenter) pace(ctx context.Context, dts time.Duration) error {
 	if wait <= 0 {
 		return ctx.Err()
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-time.After(wait): // collected when not waited for (Go 1.23 timers)
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
@@ -348,15 +353,20 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 	return frag, nil
 }
 
-// switchArena starts filling the arena of the previous fragment but one (ReuseFrameData) and
-// moves the pending frame's data into it, so that the previous fragment's data stays untouched
-// until the next call.
+// switchArena starts filling the arena of the previous fragment but one (ReuseFrameData), whose
+// data the caller may no longer use, and moves the pending frame's data into it, so that the
+// previous fragment's data stays untouched until the next call.
 func (f *Fragmenter) switchArena() {
 	if !f.cfg.ReuseFrameData {
 		return
 	}
 	f.cur ^= 1
 	f.arenas[f.cur] = f.arenas[f.cur][:0]
+	for i, a := range f.retired[f.cur] {
+		bufpool.Put(a)
+		f.retired[f.cur][i] = nil
+	}
+	f.retired[f.cur] = f.retired[f.cur][:0]
 	if f.pending != nil && f.pendingKept {
 		f.pending.Data = f.keep(f.pending.Data)
 	}

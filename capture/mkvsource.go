@@ -16,8 +16,8 @@ import (
 // GetMedia returns, with tracks carried as they are (H.264, H.265, VP8, VP9, AAC, Opus...).
 // Timestamps are the stream's own: PTS is the block timecode scaled by TimecodeScale.
 type MKVSource struct {
-	r       *mkv.Reader
-	closer  io.Closer
+	r *mkv.Reader
+	input
 	tracks  []mkv.Track
 	scale   uint64                // ns per tick
 	nal     map[uint64]trackCodec // H.264/H.265 tracks by number
@@ -34,7 +34,7 @@ type trackCodec struct {
 func NewMKVSource(ctx context.Context, r io.Reader, closer io.Closer, opts Options) (*MKVSource, error) {
 	s := &MKVSource{
 		r:       mkv.NewReader(r),
-		closer:  closer,
+		input:   input{closer},
 		scale:   mkv.DefaultTimecodeScale,
 		nal:     map[uint64]trackCodec{},
 		lastDTS: map[uint64]time.Duration{},
@@ -193,18 +193,4 @@ func (s *MKVSource) frame(f *mkv.Frame, offset int64, lend bool) (Frame, error) 
 		out.Data = own(f.Data)
 	}
 	return out, nil
-}
-
-func (s *MKVSource) closeInput() {
-	if s.closer != nil {
-		s.closer.Close()
-	}
-}
-
-// Close closes the input.
-func (s *MKVSource) Close() error {
-	if s.closer == nil {
-		return nil
-	}
-	return ignoreClosed(s.closer.Close())
 }

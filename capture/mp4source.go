@@ -34,8 +34,8 @@ const maxMP4Samples = 10_000_000
 // source, and the first video frame is presented at that offset (21.3 ms for 48 kHz AAC) instead
 // of at 0.
 type MP4Source struct {
-	rs     io.ReadSeeker
-	closer io.Closer
+	rs io.ReadSeeker
+	input
 	tracks []mkv.Track
 	state  []*mp4Track
 	offset time.Duration // added to every timestamp so that no PTS is negative (see MP4Source)
@@ -86,7 +86,7 @@ func NewMP4Source(rs io.ReadSeeker, closer io.Closer, opts Options) (*MP4Source,
 	if f.Moov == nil {
 		return nil, errors.New("mp4: no moov box (is this a media segment without its init segment?)")
 	}
-	s := &MP4Source{rs: rs, closer: closer}
+	s := &MP4Source{rs: rs, input: input{closer}}
 	for _, trak := range f.Moov.Traks {
 		track, st, skip := mp4TrackInfo(trak, uint64(len(s.tracks)+1))
 		if skip != "" {
@@ -460,12 +460,4 @@ func (s *MP4Source) read(ctx context.Context, lend bool) (Frame, error) {
 		fr.Keyframe = codec.IsKeyframeAVCC(best.codec, fr.Data)
 	}
 	return fr, nil
-}
-
-// Close closes the input.
-func (s *MP4Source) Close() error {
-	if s.closer == nil {
-		return nil
-	}
-	return ignoreClosed(s.closer.Close())
 }

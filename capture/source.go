@@ -13,6 +13,7 @@ package capture
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"time"
 
@@ -97,6 +98,25 @@ var ErrNoTracks = errors.New("no usable tracks")
 // cloneBytes returns a copy of b that does not share its array.
 func cloneBytes(b []byte) []byte {
 	return append(make([]byte, 0, len(b)), b...)
+}
+
+// input is the reader a file Source reads, to be closed: nil when there is nothing to close. It
+// gives the Source its Close, and closeInput, which ends a blocked read when a ctx is done.
+type input struct{ closer io.Closer }
+
+// closeInput closes the input early; Close reports what closing it says.
+func (in input) closeInput() {
+	if in.closer != nil {
+		in.closer.Close()
+	}
+}
+
+// Close closes the input.
+func (in input) Close() error {
+	if in.closer == nil {
+		return nil
+	}
+	return ignoreClosed(in.closer.Close())
 }
 
 // ignoreClosed drops the error of closing an input twice (ctx cancellation closes it early).

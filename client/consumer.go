@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -238,12 +239,9 @@ func NewConsumer(c *Client, cfg ConsumerConfig) (*Consumer, error) {
 	if cfg.IdleTimeout == 0 && cfg.NoFollow {
 		cfg.IdleTimeout = DefaultConsumerIdleTimeout
 	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = DefaultMaxAttempts
-	}
-	if cfg.RetryBackoff <= 0 {
-		cfg.RetryBackoff = DefaultRetryBackoff
-	}
+	// A field left zero (or negative) takes its default.
+	cfg.MaxAttempts = cmp.Or(max(cfg.MaxAttempts, 0), DefaultMaxAttempts)
+	cfg.RetryBackoff = cmp.Or(max(cfg.RetryBackoff, 0), DefaultRetryBackoff)
 	return &Consumer{c: c, cfg: cfg}, nil
 }
 
@@ -461,12 +459,11 @@ func backoff(first time.Duration, n int) time.Duration {
 	return min(d, maxRetryBackoff)
 }
 
-// sleepCtx waits d or until ctx is done.
+// sleepCtx waits d or until ctx is done. (A time.After timer nobody waits for any more is
+// collected without Stop since Go 1.23.)
 func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
 	select {
-	case <-t.C:
+	case <-time.After(d):
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

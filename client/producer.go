@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 
+	"github.com/openkvs/kvs/internal/bufpool"
 	"github.com/openkvs/kvs/mkv"
 )
 
@@ -161,7 +163,6 @@ type Producer struct {
 	ctx    context.Context // of the background goroutine
 	cancel context.CancelFunc
 	done   chan struct{} // closed when run returns
-	free   chan []byte   // encoded-fragment buffers to reuse (see buffer)
 
 	mu      sync.Mutex
 	changed *sync.Cond // window, closing or err changed
@@ -182,20 +183,13 @@ func NewProducer(c *Client, cfg ProducerConfig) (*Producer, error) {
 	if cfg.Stream == "" {
 		return nil, errors.New("producer: no stream")
 	}
-	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = DefaultMaxInFlight
-	}
-	if cfg.MaxInFlightBytes <= 0 {
-		cfg.MaxInFlightBytes = DefaultMaxInFlightBytes
-	}
-	if cfg.MaxAttempts <= 0 {
-		cfg.MaxAttempts = DefaultMaxAttempts
-	}
-	if cfg.RetryBackoff <= 0 {
-		cfg.RetryBackoff = DefaultRetryBackoff
-	}
+	// A field left zero (or negative) takes its default.
+	cfg.MaxInFlight = cmp.Or(max(cfg.MaxInFlight, 0), DefaultMaxInFlight)
+	cfg.MaxInFlightBytes = cmp.Or(max(cfg.MaxInFlightBytes, 0), DefaultMaxInFlightBytes)
+	cfg.MaxAttempts = cmp.Or(max(cfg.MaxAttempts, 0), DefaultMaxAttempts)
+	cfg.RetryBackoff = cmp.Or(max(cfg.RetryBackoff, 0), DefaultRetryBackoff)
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Producer{c: c, cfg: cfg, ctx: ctx, cancel: cancel, done: make(chan struct{}), free: make(chan []byte, freeFragments)}
+	p := &Producer{c: c, cfg: cfg, ctx: ctx, cancel: cancel, done: make(chan struct{})}
 	p.changed = sync.NewCond(&p.mu)
 	go p.run()
 	return p, nil
@@ -223,7 +217,7 @@ func (p *Producer) Send(ctx context.Context, f *mkv.Fragment) error {
 	for _, t := range user {
 		size += len(t.Name) + len(t.Value) + len(t.Binary) + 32
 	}
-	data = p.buffer(size)
+	data = bufpool.Get(size) // back to the pool once final: see recycle
 	if len(user) > 0 {
 		data = mkv.AppendTags(data, user...)
 	}
@@ -284,38 +278,11 @@ func (p *Producer) pendingCountLocked() int {
 	return n
 }
 
-// Buffer reuse. Each Send encodes into a buffer of its own, held until the fragment is final;
-// final entries give theirs back to a small free list for later Sends. At 1080p, fresh 5 MB
-// buffers per fragment cost more in zeroing and page faults than the encoding itself. Buffers are
-// rounded up to whole MiB so that one fits the next fragments of about the same size.
-const freeFragments = 4
-
-// buffer returns an empty buffer with room for at least n bytes.
-func (p *Producer) buffer(n int) []byte {
-	select {
-	case b := <-p.free:
-		if cap(b) >= n {
-			return b
-		}
-	default:
-	}
-	if n > 1<<20 {
-		n = (n + 1<<20 - 1) &^ (1<<20 - 1)
-	}
-	return make([]byte, 0, n)
-}
-
-// recycle hands the encoded fragment b to later Sends. Call it only once nothing reads b any
-// more: the entry is final (replays skip final entries) and no writer is in pw.Write(b).
-func (p *Producer) recycle(b []byte) {
-	if cap(b) == 0 {
-		return
-	}
-	select {
-	case p.free <- b[:0]:
-	default:
-	}
-}
+// recycle hands the encoded fragment b back to the buffer pool (Send encodes each fragment into
+// a buffer of its own: at 1080p, fresh 5 MB buffers per fragment cost more in zeroing and page
+// faults than the encoding itself). Call it only once nothing reads b any more: the entry is final
+// (replays skip final entries) and no writer is in pw.Write(b).
+func (p *Producer) recycle(b []byte) { bufpool.Put(b) }
 
 // Stats returns counters so far. Safe for concurrent use.
 func (p *Producer) Stats() ProducerStats {

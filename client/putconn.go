@@ -9,9 +9,10 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+
+	"github.com/openkvs/kvs/internal/bufpool"
 	"github.com/openkvs/kvs/mkv"
 )
 
@@ -350,13 +351,13 @@ func (b uploadBody) Read(p []byte) (int, error) { return b.r.Read(p) }
 func (b uploadBody) Close() error { return b.r.Close() }
 
 func (b uploadBody) WriteTo(w io.Writer) (int64, error) {
-	buf := uploadBufs.Get().(*[]byte)
-	defer uploadBufs.Put(buf)
+	buf := bufpool.Get(uploadChunk)[:uploadChunk]
+	defer bufpool.Put(buf)
 	var n int64
 	for {
-		k, err := b.r.Read(*buf)
+		k, err := b.r.Read(buf)
 		if k > 0 {
-			wk, werr := w.Write((*buf)[:k])
+			wk, werr := w.Write(buf[:k])
 			n += int64(wk)
 			if werr != nil {
 				b.r.CloseWithError(werr)
@@ -371,5 +372,3 @@ func (b uploadBody) WriteTo(w io.Writer) (int64, error) {
 		}
 	}
 }
-
-var uploadBufs = sync.Pool{New: func() any { b := make([]byte, uploadChunk); return &b }}

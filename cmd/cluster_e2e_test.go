@@ -128,7 +128,7 @@ func putAcks(t *testing.T, out string) []string {
 // PostgreSQL stopped for a while and started again. It runs in parallel with the other tests of
 // this package: none of them uses PostgreSQL.
 func TestE2EClusterFailover(t *testing.T) {
-	t.Parallel()
+	t.Parallel() // the only test of the package that uses the PostgreSQL and S3 servers
 	testutil.Slow(t)
 	testutil.NeedTool(t, "ffprobe")
 	awsBin := testutil.NeedTool(t, "/usr/bin/aws")
@@ -144,6 +144,8 @@ func TestE2EClusterFailover(t *testing.T) {
 	}
 	produced := make(chan result, 1)
 	go func() {
+		testPattern.Lock()
+		defer testPattern.Unlock()
 		code, out, errs := kvsRun(t.Context(), t, strings.Join([]string{n2, n1, n3}, ","), nil, "put-media", "--stream-name", "cam",
 			"--source", "testsrc", "--width", "320", "--height", "240", "--fragment-duration", "1s", "--duration", "12s",
 			"--output", "json")
@@ -175,6 +177,8 @@ func TestE2EClusterFailover(t *testing.T) {
 	mustRun(t, n1, nil, "create-stream", "--stream-name", "cam2", "--data-retention-in-hours", "1")
 	readers = []*liveReader{startReader(t, n3, "cam2")}
 	go func() {
+		testPattern.Lock()
+		defer testPattern.Unlock()
 		code, out, errs := kvsRun(t.Context(), t, n1+","+n3, nil, "put-media", "--stream-name", "cam2",
 			"--source", "testsrc", "--width", "320", "--height", "240", "--fragment-duration", "1s", "--duration", "8s",
 			"--output", "json")

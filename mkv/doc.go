@@ -1,7 +1,9 @@
 // Package mkv reads and writes the Matroska (MKV/WebM) that Kinesis Video Streams moves around:
 // PutMedia bodies, GetMedia chunk streams, and continuous streams for players. It imports only
-// the standard library; ebml-go is used in tests only, as an independent parser to cross-check
-// against.
+// the standard library and internal/bufpool, the buffer pool of kvs (itself standard library only:
+// a leaf below every package, so that the FragmentReader's arenas and the buffers of the client
+// and server that hold fragments are one pool); ebml-go is used in tests only, as an independent
+// parser to cross-check against.
 //
 // # Reading
 //

@@ -50,69 +50,57 @@ func parseTracks(data []byte) ([]Track, error) {
 			return nil
 		}
 		var t Track
-		err := children(v, func(id uint32, v []byte) error {
-			var err error
-			var u uint64
-			switch id {
-			case IDTrackNumber:
-				t.Number, err = parseUint(v)
-			case IDTrackUID:
-				t.UID, err = parseUint(v)
-			case IDTrackType:
-				u, err = parseUint(v)
-				t.Type = uint8(u)
-			case IDCodecID:
-				t.CodecID = parseString(v)
-			case IDCodecPrivate:
-				t.CodecPrivate = append([]byte(nil), v...)
-			case IDTrackName:
-				t.Name = parseString(v)
-			case IDDefaultDuration:
-				u, err = parseUint(v)
-				t.DefaultDuration = durationNS(u)
-			case IDCodecDelay:
-				u, err = parseUint(v)
-				t.CodecDelay = durationNS(u)
-			case IDVideo:
-				err = children(v, func(id uint32, v []byte) error {
-					var err error
-					var u uint64
-					switch id {
-					case IDPixelWidth:
-						u, err = parseUint(v)
-						t.Width = uint32(u)
-					case IDPixelHeight:
-						u, err = parseUint(v)
-						t.Height = uint32(u)
-					}
-					return err
-				})
-			case IDAudio:
-				err = children(v, func(id uint32, v []byte) error {
-					var err error
-					var u uint64
-					switch id {
-					case IDSamplingFreq:
-						t.SamplingRate, err = parseFloat(v)
-					case IDChannels:
-						u, err = parseUint(v)
-						t.Channels = uint8(u)
-					case IDBitDepth:
-						u, err = parseUint(v)
-						t.BitDepth = uint8(u)
-					}
-					return err
-				})
-			}
-			return err
-		})
-		if err != nil {
+		if err := children(v, t.parseField); err != nil {
 			return err
 		}
 		tracks = append(tracks, t)
 		return nil
 	})
 	return tracks, err
+}
+
+// parseField sets the field that element id, a child of the TrackEntry or of its Video or Audio
+// element (Matroska IDs are unique, so one switch serves the three levels), holds.
+func (t *Track) parseField(id uint32, v []byte) error {
+	var err error
+	var u uint64
+	switch id {
+	case IDVideo, IDAudio:
+		return children(v, t.parseField)
+	case IDCodecID:
+		t.CodecID = parseString(v)
+	case IDCodecPrivate:
+		t.CodecPrivate = append([]byte(nil), v...)
+	case IDTrackName:
+		t.Name = parseString(v)
+	case IDSamplingFreq:
+		t.SamplingRate, err = parseFloat(v)
+	case IDTrackNumber, IDTrackUID, IDTrackType, IDDefaultDuration, IDCodecDelay, IDPixelWidth, IDPixelHeight, IDChannels, IDBitDepth:
+		if u, err = parseUint(v); err != nil {
+			return err
+		}
+	}
+	switch id {
+	case IDTrackNumber:
+		t.Number = u
+	case IDTrackUID:
+		t.UID = u
+	case IDTrackType:
+		t.Type = uint8(u)
+	case IDDefaultDuration:
+		t.DefaultDuration = durationNS(u)
+	case IDCodecDelay:
+		t.CodecDelay = durationNS(u)
+	case IDPixelWidth:
+		t.Width = uint32(u)
+	case IDPixelHeight:
+		t.Height = uint32(u)
+	case IDChannels:
+		t.Channels = uint8(u)
+	case IDBitDepth:
+		t.BitDepth = uint8(u)
+	}
+	return err
 }
 
 const maxTagDepth = 32

@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"sync"
+
+	"github.com/openkvs/kvs/internal/bufpool"
 )
 
 // FragmentReader assembles a stream of MKV documents (GetMedia chunks, or one PutMedia body
@@ -134,7 +135,7 @@ func (f *FragmentReader) start(tc, size int64) {
 	if size > 0 {
 		c = min(size, f.max)
 	}
-	f.arena = getArena(int(c))
+	f.arena = bufpool.Get(int(c))
 	f.offsets = f.offsets[:0]
 }
 
@@ -148,7 +149,7 @@ func (f *FragmentReader) add(ev *Event) error {
 	}
 	f.curBytes += n
 	f.offsets = append(f.offsets, len(f.arena))
-	f.arena = append(f.arena, ev.Frame.Data...)
+	f.arena = append(bufpool.Grow(f.arena, len(ev.Frame.Data)), ev.Frame.Data...) // frames hold offsets, not slices, until finish
 	fr := ev.Frame
 	fr.Data = nil
 	f.cur.Frames = append(f.cur.Frames, fr)
@@ -210,39 +211,19 @@ func (f *FragmentReader) finish() *Fragment {
 	return out
 }
 
-// Fragment memory reuse. FragmentReader holds a fragment's frames in one buffer per fragment.
-// Release hands that buffer back, so that a later fragment (of any FragmentReader) reuses memory
-// the process already has instead of fresh pages: in get-fragments of 5 MB fragments the page
-// faults of fresh buffers cost more CPU than the copies themselves.
-var arenas sync.Pool // of *[]byte
-
-// getArena returns an empty buffer with capacity for at least n bytes.
-func getArena(n int) []byte {
-	if p, ok := arenas.Get().(*[]byte); ok {
-		if cap(*p) >= n {
-			return (*p)[:0]
-		}
-		arenas.Put(p) // fits a smaller fragment later
-	}
-	// Rounded up to a whole MiB, so that the buffer fits the next fragments of about this size
-	// when it comes back.
-	if n > 1<<20 {
-		n = (n + 1<<20 - 1) &^ (1<<20 - 1)
-	}
-	return make([]byte, 0, n)
-}
-
-// Release gives the memory of f's frame data back for reuse by later fragments read with a
-// FragmentReader. After Release, f.Frames is nil and the Data of frames taken from it must not be
+// Release gives the memory of f's frame data back for reuse (internal/bufpool, the buffer pool of
+// kvs), so that a later fragment reuses memory the process already has instead of fresh pages: in
+// get-fragments of 5 MB fragments the page faults of fresh buffers cost more CPU than the copies
+// themselves. After Release, f.Frames is nil and the Data of frames taken from it must not be
 // used. Release does nothing for fragments that a FragmentReader did not make, and is safe to call
-// more than once.
+// more than once (but not concurrently).
 func (f *Fragment) Release() {
 	if f.arena == nil {
 		return
 	}
-	b := f.arena[:0]
+	b := f.arena
 	f.arena, f.Frames = nil, nil
-	arenas.Put(&b)
+	bufpool.Put(b)
 }
 
 func endsChunk(tags []Tag) bool {

@@ -59,87 +59,16 @@ func (r *Reader) startBlock(h header, data []byte) error {
 	}
 	p := n + 3
 	r.laces = r.laces[:0]
-	switch (flags >> 1) & 3 {
-	case 0:
+	if lacing := (flags >> 1) & 3; lacing == 0 {
 		r.laces = append(r.laces, len(block)-p)
-	case 1: // Xiph
+	} else {
 		if p >= len(block) {
 			return errBadLacing
 		}
 		count := int(block[p]) + 1
-		p++
-		total := 0
-		for i := 0; i < count-1; i++ {
-			size := 0
-			for {
-				if p >= len(block) {
-					return errBadLacing
-				}
-				b := block[p]
-				p++
-				size += int(b)
-				if b != 255 {
-					break
-				}
-			}
-			total += size
-			r.laces = append(r.laces, size)
-		}
-		last := len(block) - p - total
-		if last < 0 {
-			return errBadLacing
-		}
-		r.laces = append(r.laces, last)
-	case 3: // EBML
-		if p >= len(block) {
-			return errBadLacing
-		}
-		count := int(block[p]) + 1
-		p++
-		total := 0
-		size := 0
-		for i := 0; i < count-1; i++ {
-			v, m := readVint(block[p:])
-			if m <= 0 {
-				return errBadLacing
-			}
-			if i == 0 {
-				if v > uint64(len(block)) {
-					return errBadLacing
-				}
-				size = int(v)
-			} else {
-				// signed difference: subtract the bias 2^(7m-1)-1
-				bias := int64(1)<<(7*m-1) - 1
-				size += int(int64(v) - bias)
-			}
-			p += m
-			if size < 0 || size > len(block) {
-				return errBadLacing
-			}
-			total += size
-			if total > len(block) {
-				return errBadLacing
-			}
-			r.laces = append(r.laces, size)
-		}
-		last := len(block) - p - total
-		if last < 0 {
-			return errBadLacing
-		}
-		r.laces = append(r.laces, last)
-	case 2: // fixed-size
-		if p >= len(block) {
-			return errBadLacing
-		}
-		count := int(block[p]) + 1
-		p++
-		rest := len(block) - p
-		if rest%count != 0 {
-			return errBadLacing
-		}
-		for i := 0; i < count; i++ {
-			r.laces = append(r.laces, rest/count)
+		var err error
+		if p, err = r.lace(block, p+1, count, lacing); err != nil {
+			return err
 		}
 	}
 	r.block = block
@@ -162,6 +91,68 @@ func (r *Reader) startBlock(h header, data []byte) error {
 		r.blockDur = dur / int64(len(r.laces))
 	}
 	return nil
+}
+
+// lace reads the sizes of the count frames of a laced block (lacing 1: Xiph, 2: fixed-size, 3:
+// EBML) from the lacing header at block[p:], after the frame count, into r.laces, and returns
+// where the first frame starts.
+func (r *Reader) lace(block []byte, p, count int, lacing byte) (int, error) {
+	if lacing == 2 {
+		rest := len(block) - p
+		if rest%count != 0 {
+			return 0, errBadLacing
+		}
+		for range count {
+			r.laces = append(r.laces, rest/count)
+		}
+		return p, nil
+	}
+	total, size := 0, 0
+	for i := 0; i < count-1; i++ {
+		if lacing == 1 { // Xiph: each size is a run of 255s and the byte that ends it
+			size = 0
+			for {
+				if p >= len(block) {
+					return 0, errBadLacing
+				}
+				b := block[p]
+				p++
+				size += int(b)
+				if b != 255 {
+					break
+				}
+			}
+		} else { // EBML: the first size, then signed differences
+			v, m := readVint(block[p:])
+			if m <= 0 {
+				return 0, errBadLacing
+			}
+			if i == 0 {
+				if v > uint64(len(block)) {
+					return 0, errBadLacing
+				}
+				size = int(v)
+			} else {
+				bias := int64(1)<<(7*m-1) - 1 // a difference is stored plus 2^(7m-1)-1
+				size += int(int64(v) - bias)
+			}
+			p += m
+			if size < 0 || size > len(block) {
+				return 0, errBadLacing
+			}
+		}
+		total += size
+		if total > len(block) {
+			return 0, errBadLacing
+		}
+		r.laces = append(r.laces, size)
+	}
+	last := len(block) - p - total // the last frame is the rest of the block
+	if last < 0 {
+		return 0, errBadLacing
+	}
+	r.laces = append(r.laces, last)
+	return p, nil
 }
 
 func (r *Reader) nextLace() *Event {

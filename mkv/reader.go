@@ -349,44 +349,8 @@ func (r *Reader) segmentChild(h header) (*Event, error) {
 		r.clusterAnnounced = false
 		r.cluster = h
 		return nil, nil
-	case IDInfo:
-		data, err := r.readLevel1(h, r.cfg.maxElementSize)
-		if err != nil {
-			return nil, err
-		}
-		scale, err := parseInfo(data)
-		if err != nil {
-			return nil, r.syntax(h, err)
-		}
-		r.timecodeScale = scale
-		ev := r.event(EventInfo, h.offset, h.size)
-		ev.TimecodeScale = scale
-		return ev, nil
-	case IDTracks:
-		data, err := r.readLevel1(h, r.cfg.maxElementSize)
-		if err != nil {
-			return nil, err
-		}
-		tracks, err := parseTracks(data)
-		if err != nil {
-			return nil, r.syntax(h, err)
-		}
-		r.tracks = tracks
-		ev := r.event(EventTracks, h.offset, h.size)
-		ev.Tracks = tracks
-		return ev, nil
-	case IDTags:
-		data, err := r.readLevel1(h, r.cfg.maxTagsSize)
-		if err != nil {
-			return nil, err
-		}
-		tags, err := parseTags(data)
-		if err != nil {
-			return nil, r.syntax(h, err)
-		}
-		ev := r.event(EventTags, h.offset, h.size)
-		ev.Tags = tags
-		return ev, nil
+	case IDInfo, IDTracks, IDTags:
+		return r.level1(h)
 	}
 	if err := r.within(h, r.segEnd, false); err != nil {
 		return nil, err
@@ -477,16 +441,45 @@ func (r *Reader) syntax(h header, err error) error {
 	return &SyntaxError{Offset: h.offset, ID: h.id, Err: err}
 }
 
-// readLevel1 reads the data of a level-1 element that is materialized (Info, Tracks, Tags): its
-// size must be known, at most limit, and inside the current segment.
-func (r *Reader) readLevel1(h header, limit int64) ([]byte, error) {
+// level1 reads and parses a level-1 element that is materialized (Info, Tracks, Tags) into its
+// event: its size must be known, at most its cap, and inside the current segment.
+func (r *Reader) level1(h header) (*Event, error) {
+	limit := r.cfg.maxElementSize
+	if h.id == IDTags {
+		limit = r.cfg.maxTagsSize
+	}
 	if err := r.need(h, limit); err != nil {
 		return nil, err
 	}
 	if err := r.within(h, r.segEnd, false); err != nil {
 		return nil, err
 	}
-	return r.readData(h)
+	data, err := r.readData(h)
+	if err != nil {
+		return nil, err
+	}
+	ev := r.event(0, h.offset, h.size)
+	switch h.id {
+	case IDInfo:
+		ev.Kind = EventInfo
+		ev.TimecodeScale, err = parseInfo(data)
+	case IDTracks:
+		ev.Kind = EventTracks
+		ev.Tracks, err = parseTracks(data)
+	default:
+		ev.Kind = EventTags
+		ev.Tags, err = parseTags(data)
+	}
+	if err != nil {
+		return nil, r.syntax(h, err)
+	}
+	switch ev.Kind {
+	case EventInfo:
+		r.timecodeScale = ev.TimecodeScale
+	case EventTracks:
+		r.tracks = ev.Tracks
+	}
+	return ev, nil
 }
 
 // need checks that h has a known size no larger than limit.

@@ -11,21 +11,16 @@ import (
 // op adapts a plain JSON operation: it decodes the request body into a Req (decodeJSON: body
 // cap, {} for an empty body, InvalidArgumentException for anything malformed), calls fn with the
 // request's context, and writes fn's answer as JSON, or its error through writeError. fn sees no
-// http type: whatever it returns decides the whole answer.
+// http type: whatever it returns decides the whole answer. It is streamOp with a responder that
+// writes the JSON.
 func op[Req, Resp any](s *Server, fn func(ctx context.Context, req *Req) (Resp, error)) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		var req Req
-		if err := s.decodeJSON(w, r, &req); err != nil {
-			s.writeError(w, r, err)
-			return
-		}
-		resp, err := fn(r.Context(), &req)
+	return streamOp(s, func(ctx context.Context, req *Req) (responder, error) {
+		resp, err := fn(ctx, req)
 		if err != nil {
-			s.writeError(w, r, err)
-			return
+			return nil, err
 		}
-		s.writeJSON(w, r, resp)
-	}
+		return func(w http.ResponseWriter, r *http.Request) { s.writeJSON(w, r, resp) }, nil
+	})
 }
 
 // responder writes a streaming answer: its 200, headers and body. Once it runs, an error can

@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"sync"
 	"time"
 
+	"github.com/openkvs/kvs/internal/bufpool"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/store"
 )
@@ -187,15 +187,7 @@ func (m *media) listPage(ctx context.Context, name string, buf *streamBuffer, q 
 	if err != nil {
 		return nil, err
 	}
-	seen := make(map[uint64]bool, len(stored))
-	for _, f := range stored {
-		seen[f.Number] = true
-	}
-	for _, f := range buf.archived() {
-		if !seen[f.Meta.Number] && q.selects(f.Meta) {
-			stored = append(stored, f.Meta)
-		}
-	}
+	stored = buf.addBuffered(stored, q.selects)
 	sort.Slice(stored, func(i, j int) bool { return q.less(stored[i], stored[j]) })
 	if len(stored) > limit+1 {
 		stored = stored[:limit+1]
@@ -258,13 +250,6 @@ func (m *media) listFragments(ctx context.Context, req *listFragmentsRequest) (l
 	return resp, nil
 }
 
-// chunkBufs recycles GetMediaForFragmentList's response buffer (one fragment at a time, so a few
-// MB for 1080p): fresh multi-megabyte buffers cost page faults on every request, more than the
-// copies themselves. Buffers over maxPooledChunkBuf (a rare huge fragment) are left to the GC.
-var chunkBufs sync.Pool // of *[]byte
-
-const maxPooledChunkBuf = 16 << 20
-
 type getMediaForFragmentListRequest struct {
 	streamRef
 	Fragments []string `json:"Fragments"`
@@ -299,10 +284,16 @@ func (m *media) getMediaForFragmentList(ctx context.Context, req *getMediaForFra
 	}
 	buf := m.buffer(st)
 	numbers := make([]uint64, len(req.Fragments))
+	var largest int64 // the largest chunk asked for, to size the response buffer
 	for i, f := range req.Fragments {
 		n, err := parseFragmentNumber(f)
-		if err == nil && buf.get(n) == nil {
-			_, err = s.store.Fragment(ctx, st.Name, n)
+		var meta store.FragmentMeta
+		if err == nil {
+			if live := buf.get(n); live != nil {
+				meta = live.Meta
+			} else {
+				meta, err = s.store.Fragment(ctx, st.Name, n)
+			}
 		}
 		if errors.Is(err, errBadFragmentNumber) || errors.Is(err, store.ErrFragmentNotFound) {
 			return nil, fragmentNotFound(f)
@@ -311,27 +302,25 @@ func (m *media) getMediaForFragmentList(ctx context.Context, req *getMediaForFra
 			return nil, fmt.Errorf("get media for fragment list %s: %w", st.Name, err)
 		}
 		numbers[i] = n
+		largest = max(largest, meta.Size)
 	}
-	return func(w http.ResponseWriter, r *http.Request) { m.writeFragmentList(w, r, st.Name, buf, numbers) }, nil
+	return func(w http.ResponseWriter, r *http.Request) {
+		m.writeFragmentList(w, r, st.Name, buf, numbers, largest)
+	}, nil
 }
 
-// writeFragmentList writes the GetMediaForFragmentList answer for the checked numbers.
-func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name string, buf *streamBuffer, numbers []uint64) {
+// writeFragmentList writes the GetMediaForFragmentList answer for the checked numbers, whose
+// largest stored chunk is largest bytes.
+func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name string, buf *streamBuffer, numbers []uint64, largest int64) {
 	s, ctx := m.s, r.Context()
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "video/webm")
 	w.WriteHeader(http.StatusOK)
-	bp, _ := chunkBufs.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
-	out := (*bp)[:0]
-	defer func() {
-		if cap(out) <= maxPooledChunkBuf {
-			*bp = out[:0]
-			chunkBufs.Put(bp)
-		}
-	}()
+	// The response buffer holds one stored chunk and its trailing tags at a time (a few MB at
+	// 1080p), from the buffer pool: fresh multi-megabyte buffers cost page faults on every request,
+	// more than the copies.
+	out := bufpool.Get(int(min(largest, bufpool.MaxPooled)) + 512)
+	defer func() { bufpool.Put(out) }()
 	for _, n := range numbers {
 		out = out[:0]
 		var meta store.FragmentMeta

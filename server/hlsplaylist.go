@@ -95,15 +95,7 @@ func (p *playback) newest(ctx context.Context, name string, buf *streamBuffer, n
 	if err != nil {
 		return nil, err
 	}
-	seen := make(map[uint64]bool, len(frags))
-	for _, f := range frags {
-		seen[f.Number] = true
-	}
-	for _, f := range buf.archived() {
-		if f.Meta.Number >= from && !seen[f.Meta.Number] {
-			frags = append(frags, f.Meta)
-		}
-	}
+	frags = buf.addBuffered(frags, func(f store.FragmentMeta) bool { return f.Number >= from })
 	sort.Slice(frags, func(i, j int) bool { return frags[i].Number < frags[j].Number })
 	return frags[max(0, len(frags)-n):], nil
 }

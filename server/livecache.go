@@ -5,6 +5,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/openkvs/kvs/internal/bufpool"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -12,10 +13,11 @@ import (
 // stored chunk bytes (EBML header, Segment, Info, Tracks, KVS Tags, Cluster). Chunk is immutable
 // once published; readers share it without copying.
 //
-// Chunk's memory is recycled: the PutMedia session that made it reuses it for a later fragment
-// once nobody holds a reference (a fresh multi-megabyte buffer per fragment costs page faults and
-// zeroing: with reuse, put-media of a 201 MB file took 0.81 s instead of 0.89 s in interleaved
-// runs, and a 200-stream kvs bench peaked at 587 MB RSS instead of 733 MB).
+// Chunk's memory is recycled: it comes from internal/bufpool and goes back there, for a later
+// fragment of any session, once nobody holds a reference (a fresh multi-megabyte buffer per
+// fragment costs page faults and zeroing: with reuse, put-media of a 201 MB file took 0.81 s
+// instead of 0.89 s in interleaved runs, and a 200-stream kvs bench peaked at 587 MB RSS instead
+// of 733 MB).
 // References: the session's (until the store has the bytes), the buffer's (until eviction) and
 // each reader's. A reader takes its reference under the buffer's lock (acquire, acquireAfter) and
 // releases it when done with Chunk; the other accessors (get, after, snapshot) are for Meta only.
@@ -32,20 +34,17 @@ type liveFragment struct {
 	// but is not archived, and the archived-media APIs do not list it.
 	failed atomic.Bool
 
-	refs atomic.Int32
-	home chan []byte // takes Chunk back when the last reference goes; nil: left to the GC
+	refs   atomic.Int32
+	pooled bool // Chunk is from bufpool: the last release puts it back (else the GC takes it)
 }
 
-// release drops a reference to Chunk; the last one hands the memory back to its session. It does
-// nothing on a nil fragment.
+// release drops a reference to Chunk; the last one hands the memory back to the buffer pool. It
+// does nothing on a nil fragment.
 func (f *liveFragment) release() {
-	if f == nil || f.refs.Add(-1) != 0 || f.home == nil {
+	if f == nil || f.refs.Add(-1) != 0 || !f.pooled {
 		return
 	}
-	select {
-	case f.home <- f.Chunk[:0]:
-	default: // the session has enough spare buffers: the GC takes this one
-	}
+	bufpool.Put(f.Chunk)
 }
 
 // bufferLimits bound one stream's in-memory buffer. Whichever limit is reached first evicts the
@@ -239,6 +238,22 @@ func (b *streamBuffer) snapshot() []*liveFragment {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return append([]*liveFragment(nil), b.frags...)
+}
+
+// addBuffered appends to stored, a listing from the store, the fragments the archived-media APIs
+// list from the buffer (see archived) that selects takes and stored lacks. The order is the
+// caller's to restore.
+func (b *streamBuffer) addBuffered(stored []store.FragmentMeta, selects func(store.FragmentMeta) bool) []store.FragmentMeta {
+	seen := make(map[uint64]bool, len(stored))
+	for _, f := range stored {
+		seen[f.Number] = true
+	}
+	for _, f := range b.archived() {
+		if !seen[f.Meta.Number] && selects(f.Meta) {
+			stored = append(stored, f.Meta)
+		}
+	}
+	return stored
 }
 
 // lastNumber returns the highest published fragment number (0 when none).

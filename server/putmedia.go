@@ -158,7 +158,6 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 		m: m, name: st.Name, log: s.log.With("stream", st.Name, "request_id", requestID(r)),
 		buf: m.buffer(st), w: w, rc: rc, ctx: ctx, cancel: cancel,
 		liveOnly: st.RetentionHours <= 0, relative: mode == "RELATIVE", startNanos: start,
-		spare: make(chan []byte, spareChunks),
 	}
 	m.addSession(p)
 	defer m.removeSession(p)
@@ -235,10 +234,7 @@ type putSession struct {
 	relative   bool
 	startNanos int64 // producer start timestamp (RELATIVE)
 	liveOnly   bool  // retention 0: nothing is stored (persister only)
-	// spare takes back the chunks of this session that nobody references any more (see
-	// liveFragment), for the parser to build later fragments in.
-	spare chan []byte
-	body  io.Reader
+	body       io.Reader
 
 	mu         sync.Mutex
 	failure    *ackErr // first fatal error (delete, store, client gone)
@@ -373,6 +369,7 @@ func (p *putSession) run(body io.Reader) {
 
 	ps := &putParser{p: p, jobs: jobs}
 	perr := ps.parse()
+	ps.release()
 	close(jobs)
 	<-persisted
 	close(idleDone)
@@ -409,10 +406,6 @@ func (p *putSession) errorAck(e *ackErr) {
 	p.log.Warn("put media: ERROR ack", attrs...)
 	p.ack(ackError, tc, e.Number, e)
 }
-
-// spareChunks is how many released chunk buffers a session keeps for reuse. In steady state one
-// comes back (evicted from the live buffer) for each fragment made.
-const spareChunks = 4
 
 // maxUnsynced bounds the fragments of one upload written to the store but not yet durable
 // (their PERSISTED ack pending); the persister waits for the oldest beyond it.
@@ -457,7 +450,7 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 		// store and published. The buffer keeps it until it is durable (unsynced), so a reader
 		// that falls back to the store never finds a hole that is not one. If the append fails,
 		// the fragment was seen live but is not in the archive: readers from the store skip the gap.
-		lf := &liveFragment{Meta: job.meta, Timecode: job.timecode, Chunk: job.chunk, Published: time.Now(), home: p.spare}
+		lf := &liveFragment{Meta: job.meta, Timecode: job.timecode, Chunk: job.chunk, Published: time.Now(), pooled: true}
 		lf.refs.Store(1) // the session's, until the store has the bytes
 		lf.unsynced.Store(true)
 		p.m.publish(p.name, p.buf, lf)

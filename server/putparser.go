@@ -9,6 +9,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/openkvs/kvs/internal/bufpool"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/store"
 )
@@ -297,15 +298,13 @@ func (ps *putParser) frame(f *mkv.Frame) *ackErr {
 		return ps.fragErr(4001, "fragment at timecode %d is over %d bytes", ps.timecode, ps.p.m.maxFragmentSize)
 	}
 	ps.offsets = append(ps.offsets, len(ps.arena))
-	if need := len(ps.arena) + len(f.Data); need > cap(ps.arena) {
-		// Grow by doubling from minArena, not append's 1.25× for large slices: a session's
-		// first fragment builds its arena from nothing, and when a fleet of producers
-		// (re)connects at once, every one of them does so in the same second, in fresh memory.
-		grown := make([]byte, len(ps.arena), max(need, 2*cap(ps.arena), minArena))
-		copy(grown, ps.arena)
-		ps.arena = grown
+	if cap(ps.arena) == 0 {
+		ps.arena = bufpool.Get(minArena)
 	}
-	ps.arena = append(ps.arena, f.Data...)
+	// Grown by doubling (bufpool.Grow), not append's 1.25× for large slices: when a fleet of
+	// producers (re)connects at once, every session grows its arena in the same second. Frames
+	// hold offsets into the arena, not slices, until finish.
+	ps.arena = append(bufpool.Grow(ps.arena, len(f.Data)), f.Data...)
 	fr := *f
 	fr.Data = nil
 	ps.frames = append(ps.frames, fr)
@@ -367,28 +366,26 @@ func (ps *putParser) finish() *ackErr {
 	return nil
 }
 
+// release gives the frame arena back to the buffer pool once the body is parsed (every fragment
+// was copied into its chunk by then).
+func (ps *putParser) release() {
+	bufpool.Put(ps.arena)
+	ps.arena = nil
+}
+
 func (ps *putParser) relative() bool { return ps.p.relative }
 
 // chunk builds the stored form of a fragment (kvs-api.md §6.1, §10): EBML header, unknown-size
 // Segment, Info, Tracks, the producer's Tags for this fragment, the KVS Tags (fragment number,
 // server and producer timestamps) and one known-size Cluster with the frames as received. It is
-// one buffer (sized ahead; a released earlier chunk of the session when one fits) and never
-// changes while referenced: the live buffer and its readers share it (see liveFragment).
+// one buffer (sized ahead, from the buffer pool) and never changes while referenced: the live
+// buffer and its readers share it (see liveFragment).
 func (ps *putParser) chunk(f *mkv.Fragment, meta store.FragmentMeta) ([]byte, error) {
 	size := len(ps.arena) + 24*len(ps.frames) + 512 + int(ps.fragTagSize)
 	for i := range ps.tracks {
 		size += len(ps.tracks[i].CodecPrivate) + 64
 	}
-	var b []byte
-	select {
-	case b = <-ps.p.spare: // an earlier fragment's, released by everyone
-	default:
-	}
-	if cap(b) < size {
-		// An eighth more, so that the buffer fits the next fragments of about this size
-		// when it comes back.
-		b = make([]byte, 0, size+size/8)
-	}
+	b := bufpool.Get(size) // back to the pool when the last reference goes (liveFragment.release)
 	b = mkv.AppendEBMLHeader(b, f.DocType)
 	b = mkv.AppendSegmentStart(b)
 	b = mkv.AppendInfo(b, f.TimecodeScale, "")

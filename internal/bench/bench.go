@@ -19,6 +19,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -86,19 +87,12 @@ type Config struct {
 	Log func(format string, a ...any)
 }
 
+// setDefaults gives the fields left zero (or negative) their defaults.
 func (c *Config) setDefaults() {
-	if c.FPS <= 0 {
-		c.FPS = DefaultFPS
-	}
-	if c.KeyframeRatio <= 0 {
-		c.KeyframeRatio = DefaultKeyframeRatio
-	}
-	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = DefaultDrainTimeout
-	}
-	if c.StreamPrefix == "" {
-		c.StreamPrefix = fmt.Sprintf("bench-%d", time.Now().Unix())
-	}
+	c.FPS = cmp.Or(max(c.FPS, 0), DefaultFPS)
+	c.KeyframeRatio = cmp.Or(max(c.KeyframeRatio, 0), DefaultKeyframeRatio)
+	c.DrainTimeout = cmp.Or(max(c.DrainTimeout, 0), DefaultDrainTimeout)
+	c.StreamPrefix = cmp.Or(c.StreamPrefix, fmt.Sprintf("bench-%d", time.Now().Unix()))
 	if c.Log == nil {
 		c.Log = func(string, ...any) {}
 	}

@@ -142,18 +142,10 @@ func checkPS(c Codec, last int, sets ...[][]byte) error {
 // The parameter sets returned are sub-slices of b. Bytes after the PPS list (the high-profile
 // chroma and bit depth fields, SPS extensions) are not needed and are ignored.
 func ParseAVCConfig(b []byte) (ParameterSets, error) {
-	var ps ParameterSets
-	if len(b) < 6 {
-		return ps, fmt.Errorf("%w: avcC of %d bytes, need at least 6", ErrInvalidConfig, len(b))
+	ps, r, err := recordHeader("avcC", b, 6, 4)
+	if err != nil {
+		return ps, err
 	}
-	if b[0] != 1 {
-		return ps, fmt.Errorf("%w: avcC configurationVersion %d, want 1", ErrInvalidConfig, b[0])
-	}
-	ps.LengthSize = int(b[4]&3) + 1
-	if ps.LengthSize == 3 {
-		return ps, fmt.Errorf("%w: avcC NAL unit length size 3 is not allowed", ErrInvalidConfig)
-	}
-	r := recordReader{b: b, pos: 5}
 	ps.SPS = r.nalus(int(b[5]&0x1F), 1)
 	ps.PPS = r.nalus(int(r.u8()), 0)
 	if r.err != nil {
@@ -172,18 +164,10 @@ func ParseAVCConfig(b []byte) (ParameterSets, error) {
 // V_MPEGH/ISO/HEVC). The parameter sets returned are sub-slices of b; arrays of other NAL unit types
 // (SEI) are skipped.
 func ParseHEVCConfig(b []byte) (ParameterSets, error) {
-	var ps ParameterSets
-	if len(b) < 23 {
-		return ps, fmt.Errorf("%w: hvcC of %d bytes, need at least 23", ErrInvalidConfig, len(b))
+	ps, r, err := recordHeader("hvcC", b, 23, 21)
+	if err != nil {
+		return ps, err
 	}
-	if b[0] != 1 {
-		return ps, fmt.Errorf("%w: hvcC configurationVersion %d, want 1", ErrInvalidConfig, b[0])
-	}
-	ps.LengthSize = int(b[21]&3) + 1
-	if ps.LengthSize == 3 {
-		return ps, fmt.Errorf("%w: hvcC NAL unit length size 3 is not allowed", ErrInvalidConfig)
-	}
-	r := recordReader{b: b, pos: 22}
 	arrays := int(r.u8())
 	for i := 0; i < arrays && r.err == nil; i++ {
 		typ := int(r.u8() & 0x3F)
@@ -212,6 +196,24 @@ func ParseHEVCConfig(b []byte) (ParameterSets, error) {
 		return ps, fmt.Errorf("hvcC: %w", err)
 	}
 	return ps, nil
+}
+
+// recordHeader checks what avcC and hvcC share: at least minLen bytes, configurationVersion 1 and
+// lengthSizeMinusOne (the low two bits of the byte at lengthAt) not 2. It returns the NAL unit
+// length size and a reader at the byte after lengthAt.
+func recordHeader(name string, b []byte, minLen, lengthAt int) (ParameterSets, *recordReader, error) {
+	var ps ParameterSets
+	if len(b) < minLen {
+		return ps, nil, fmt.Errorf("%w: %s of %d bytes, need at least %d", ErrInvalidConfig, name, len(b), minLen)
+	}
+	if b[0] != 1 {
+		return ps, nil, fmt.Errorf("%w: %s configurationVersion %d, want 1", ErrInvalidConfig, name, b[0])
+	}
+	ps.LengthSize = int(b[lengthAt]&3) + 1
+	if ps.LengthSize == 3 {
+		return ps, nil, fmt.Errorf("%w: %s NAL unit length size 3 is not allowed", ErrInvalidConfig, name)
+	}
+	return ps, &recordReader{b: b, pos: lengthAt + 1}, nil
 }
 
 // ParseConfig parses the CodecPrivate of an H.264 or H.265 track.

@@ -330,12 +330,9 @@ func testPrepare(t *testing.T, st store.Store) {
 func testConcurrent(t *testing.T, st store.Store) {
 	ctx := t.Context()
 	const streams, perStream = 16, 12
-	for i := range streams {
-		mustCreate(t, st, fmt.Sprintf("s%d", i), 24)
-	}
+	names := createStreams(t, st, streams)
 	var wg sync.WaitGroup
-	for i := range streams {
-		name := fmt.Sprintf("s%d", i)
+	for _, name := range names {
 		wg.Go(func() {
 			for j := range perStream {
 				ts := base.Add(time.Duration(j) * time.Second)
@@ -355,12 +352,22 @@ func testConcurrent(t *testing.T, st store.Store) {
 		}
 	})
 	wg.Wait()
-	for i := range streams {
-		ms, err := st.Range(ctx, fmt.Sprintf("s%d", i), 0, 0)
+	for _, name := range names {
+		ms, err := st.Range(ctx, name, 0, 0)
 		if err != nil || len(ms) != perStream {
-			t.Fatalf("s%d: %d fragments, %v", i, len(ms), err)
+			t.Fatalf("%s: %d fragments, %v", name, len(ms), err)
 		}
 	}
+}
+
+// createStreams creates n streams with retention, s0 to s(n-1), and returns their names.
+func createStreams(t *testing.T, st store.Store, n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("s%d", i)
+		mustCreate(t, st, names[i], 24)
+	}
+	return names
 }
 
 // raceReads reads stream name while it is written: whatever it finds must be whole.
@@ -389,12 +396,9 @@ func raceReads(t *testing.T, st store.Store, name string, rounds int) {
 func testConcurrentAsync(t *testing.T, st store.Store) {
 	ctx := t.Context()
 	const streams, perStream, inFlight = 8, 16, 4
-	for i := range streams {
-		mustCreate(t, st, fmt.Sprintf("s%d", i), 24)
-	}
+	names := createStreams(t, st, streams)
 	var wg sync.WaitGroup
-	for i := range streams {
-		name := fmt.Sprintf("s%d", i)
+	for _, name := range names {
 		wg.Go(func() {
 			pending := make(chan func(context.Context) error, inFlight)
 			done := make(chan struct{})
@@ -425,8 +429,7 @@ func testConcurrentAsync(t *testing.T, st store.Store) {
 		wg.Go(func() { raceReads(t, st, name, perStream) })
 	}
 	wg.Wait()
-	for i := range streams {
-		name := fmt.Sprintf("s%d", i)
+	for _, name := range names {
 		ms, err := st.Range(ctx, name, 0, 0)
 		if err != nil || len(ms) != perStream {
 			t.Fatalf("%s: %d fragments, %v", name, len(ms), err)
