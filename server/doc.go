@@ -55,7 +55,10 @@
 //
 // The Server runs the store's EnforceRetention every Config.RetentionInterval (1 min; negative:
 // off) as of Config.Now, from New until Close, and logs what it deleted; the store has no schedule
-// of its own. UpdateDataRetention with a decrease also runs it before answering.
+// of its own. UpdateDataRetention with a decrease also runs it before answering. A store's own
+// deletions for byte caps (the FS disk quota, the kvs:max-bytes tag) can reach fragments still in
+// the live cache: ListFragments, HLS and GetMedia leave a durable cached fragment out when the
+// store's first fragment is newer, as if retention had deleted it.
 //
 // # Choices where kvs-api.md leaves a question open ([?])
 //

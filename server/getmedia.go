@@ -347,6 +347,12 @@ func (c *consumer) deliverFrom(ctx context.Context, bf *liveFragment, oldest uin
 	if err != nil {
 		return false, false, err
 	}
+	if bf != nil && len(metas) > 0 && bf.Meta.Number < metas[0].Number && !bf.unsynced.Load() {
+		// Durable, yet the store's next fragment is a later one: the store deleted it since (a
+		// byte cap or the disk quota reach this recent), as retention would. Skip what went.
+		c.last = metas[0].Number - 1
+		return false, true, nil
+	}
 	if len(metas) == 0 || (bf != nil && bf.Meta.Number <= metas[0].Number) {
 		if bf == nil {
 			return false, false, nil

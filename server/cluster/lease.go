@@ -92,6 +92,7 @@ func (s *Store) take(ctx context.Context, name string) (*lease, string, error) {
 		return nil, "", store.ErrClosed
 	}
 	s.leases[name] = l
+	s.metrics.leasesTaken.Inc()
 	s.log.Info("cluster: lease taken", "stream", name, "epoch", l.epoch, "numbers_from", l.next)
 	return l, "", nil
 }
@@ -299,6 +300,7 @@ func (s *Store) lose(l *lease, why string) {
 		return
 	}
 	l.lost = true
+	s.metrics.leasesLost.Inc()
 	if s.leases[l.name] == l {
 		delete(s.leases, l.name)
 	}

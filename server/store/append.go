@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -70,6 +71,7 @@ func (s *FS) AppendAsync(ctx context.Context, stream string, meta FragmentMeta, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	s.makeRoom(st, int64(recordHeaderSize+len(data))) // quota.go
 	req, err := s.write(st, stream, meta, data)
 	if err != nil {
 		return nil, err
@@ -120,6 +122,7 @@ func (s *FS) write(st *fsStream, stream string, meta FragmentMeta, data []byte) 
 		return nil, fmt.Errorf("append %s: %w", stream, err)
 	}
 	seg.size += recLen
+	st.bytes.Add(recLen)
 	st.last = meta.Number
 	seg.pending.Add(1)
 	req := &appendRequest{
@@ -140,7 +143,7 @@ func (s *FS) write(st *fsStream, stream string, meta FragmentMeta, data []byte) 
 func (s *FS) segmentFor(st *fsStream, recLen int64) (*segment, error) {
 	now := s.opts.now()
 	if g := st.active; g != nil {
-		full := g.size > 0 && g.size+recLen > s.opts.MaxSegmentBytes
+		full := g.size > 0 && g.size+recLen > s.segmentLimit(st)
 		if !full && !g.failed.Load() && now.Sub(g.created) < s.opts.MaxSegmentAge {
 			return g, nil
 		}
@@ -227,7 +230,7 @@ func (s *FS) syncLoop() {
 		sb := &syncingBatch{reqs: batch, done: make(chan struct{})}
 		sem <- struct{}{}
 		s.wg.Go(func() {
-			s.statSyncs.Add(int64(syncBatch(batch)))
+			s.statSyncs.Add(int64(syncBatch(batch, s.metrics)))
 			close(sb.done)
 			<-sem
 		})
@@ -236,8 +239,8 @@ func (s *FS) syncLoop() {
 }
 
 // syncBatch fdatasyncs every segment written by the batch once, in parallel, recording failures
-// on the requests. It returns the number of fdatasyncs.
-func syncBatch(batch []*appendRequest) int {
+// on the requests and the latency of each in m. It returns the number of fdatasyncs.
+func syncBatch(batch []*appendRequest, m *fsMetrics) int {
 	var segs []*segment
 	seen := map[*segment]bool{}
 	for _, r := range batch {
@@ -247,8 +250,14 @@ func syncBatch(batch []*appendRequest) int {
 		}
 	}
 	errs := make([]error, len(segs))
+	sync1 := func(f *os.File) error {
+		start := time.Now()
+		err := fdatasync(f)
+		m.fdatasync.Observe(time.Since(start).Seconds())
+		return err
+	}
 	if len(segs) == 1 {
-		errs[0] = fdatasync(segs[0].f)
+		errs[0] = sync1(segs[0].f)
 	} else {
 		// Concurrent fdatasyncs let the filesystem fold them into fewer journal commits.
 		var wg sync.WaitGroup
@@ -256,7 +265,7 @@ func syncBatch(batch []*appendRequest) int {
 		for i, g := range segs {
 			sem <- struct{}{}
 			wg.Go(func() {
-				errs[i] = fdatasync(g.f)
+				errs[i] = sync1(g.f)
 				<-sem
 			})
 		}
@@ -324,6 +333,7 @@ func (s *FS) indexBatch(batch []*appendRequest) {
 		}
 	}
 	if len(todo) > 0 {
+		start := time.Now()
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			for _, r := range todo {
 				b := tx.Bucket(dataBucketName(r.st.id))
@@ -337,11 +347,17 @@ func (s *FS) indexBatch(batch []*appendRequest) {
 			}
 			return nil
 		})
+		s.metrics.commit.Observe(time.Since(start).Seconds())
 		if err != nil {
 			for _, r := range todo {
 				if r.err == nil {
 					r.err = fmt.Errorf("index commit: %w", err)
 				}
+			}
+		}
+		for _, r := range todo {
+			if r.err == nil {
+				r.st.frags.Add(1)
 			}
 		}
 	}
