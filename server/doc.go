@@ -100,6 +100,14 @@
 //     the top of imageplan.go. A page that needs a codec this server cannot decode is
 //     UnsupportedStreamMediaTypeException, naming the fix (install ffmpeg).
 //
+// # Operations (kvs extensions)
+//
+// The GET routes /healthz, /readyz (Server.Ready: not shutting down, and the store's Ready),
+// /metrics are for operators (ops.go). Metrics (metrics.go) go to Config.Registry with bounded
+// cardinality: per-stream series only for the ingest counters of the first MetricsMaxStreams
+// streams, histograms over all streams. With Config.Credentials, /metrics needs a signature;
+// MetricsHandler and OpsHandler serve it for a listener of their own.
+//
 // # The PutMedia data path
 //
 // This is the one description of it; other files point here. One upload is three goroutines.

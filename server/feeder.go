@@ -330,6 +330,7 @@ func (f *feeder) tail(ctx context.Context, url string, last *uint64) error {
 	if err := m.s.signRelay(ctx, req, body); err != nil {
 		return err
 	}
+	m.s.metrics.tailsOpened.Inc()
 	resp, err := f.fs.client.Do(req)
 	if err != nil {
 		return err

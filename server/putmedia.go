@@ -161,6 +161,8 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 	}
 	m.addSession(p)
 	defer m.removeSession(p)
+	p.ingest = s.metrics.streams.get(st.Name)
+	m.uploadStarted(p, r)
 	if !p.liveOnly {
 		// Ready the stream's segment and fragment numbers while the first fragment arrives,
 		// so that its PERSISTED ack waits for neither (when a fleet of cameras connects at
@@ -182,6 +184,7 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 		}()
 	}
 	p.run(r.Body)
+	m.uploadEnded(p) // before the linger: the upload is over for whoever counts
 	if p.stoppedEarly() {
 		p.lingerClose(r) // shutdown.go
 	}
@@ -236,6 +239,9 @@ type putSession struct {
 	liveOnly   bool  // retention 0: nothing is stored (persister only)
 	body       io.Reader
 
+	// For metrics (metrics.go).
+	ingest *streamCounters
+
 	mu         sync.Mutex
 	failure    *ackErr // first fatal error (delete, store, client gone)
 	stopped    bool    // reading was cut off; deadlines are no longer extended
@@ -284,6 +290,9 @@ func (p *putSession) Read(b []byte) (int, error) {
 	}
 	p.mu.Unlock()
 	n, err := p.body.Read(b)
+	if n > 0 {
+		p.ingest.bytes.Add(float64(n))
+	}
 	if err != nil {
 		p.mu.Lock()
 		if err == io.EOF { //nolint:errorlint // io.Reader contract: EOF is returned as is
@@ -349,6 +358,7 @@ type persistJob struct {
 	timecode int64
 	meta     store.FragmentMeta
 	chunk    []byte
+	received time.Time // when it was RECEIVED (kvs_persisted_ack_seconds)
 }
 
 // run parses the body, hands fragments to the persister and ends with the ERROR ack if any.
@@ -405,6 +415,7 @@ func (p *putSession) errorAck(e *ackErr) {
 	}
 	p.log.Warn("put media: ERROR ack", attrs...)
 	p.ack(ackError, tc, e.Number, e)
+	p.m.s.metrics.errorAck(e.ID)
 }
 
 // maxUnsynced bounds the fragments of one upload written to the store but not yet durable
@@ -416,7 +427,8 @@ type durableWait struct {
 	timecode int64
 	number   uint64
 	wait     func(context.Context) error
-	frag     *liveFragment
+	frag     *liveFragment // its Meta stays valid after the chunk's release
+	received time.Time
 }
 
 // persist stores and publishes fragments in order; see handlePutMedia. A fragment is published
@@ -464,7 +476,7 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 			lf.unsynced.Store(false)
 			continue
 		}
-		durable <- durableWait{timecode: job.timecode, number: n, wait: wait, frag: lf}
+		durable <- durableWait{timecode: job.timecode, number: n, wait: wait, frag: lf, received: job.received}
 	}
 }
 
@@ -484,6 +496,7 @@ func (p *putSession) ackDurable(ws <-chan durableWait) {
 		}
 		tc := w.timecode
 		p.ack(ackPersisted, &tc, w.number, nil)
+		p.persisted(w)
 	}
 }
 

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -107,6 +109,17 @@ type Config struct {
 	// MaxImageRequests bounds the GetImages requests served at once; more get
 	// ClientLimitExceededException (default 4 × ImageDecodes).
 	MaxImageRequests int
+
+	// Operations (ops.go, metrics.go).
+
+	// Registry is where the server registers its metrics (with the Go and process collectors
+	// and the store's sizes), and what GET /metrics serves; the caller may register more (a
+	// store's own) in it. Nil: a new registry.
+	Registry *prometheus.Registry
+	// MetricsMaxStreams is how many streams get series of their own in the per-stream ingest
+	// counters (the first seen since the start); the others share stream="(other)" (default
+	// DefaultMetricsMaxStreams; negative: none gets its own).
+	MetricsMaxStreams int
 }
 
 // Server serves the KVS HTTP APIs on one mux: every route is in routes.go. It is an http.Handler
@@ -119,6 +132,7 @@ type Server struct {
 	closeOnce     sync.Once
 	stopRetention func() // ends the retention loop and waits for it (nil: none)
 
+	metrics  *metrics      // Prometheus collectors (metrics.go)
 	media    *media        // the media data path (media.go): live cache and notifier, PutMedia sessions
 	playback *playback     // HLS and GetClip (hls.go, clip.go)
 	images   *imageService // GetImages (images.go, imageplan.go)
@@ -181,11 +195,24 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RetentionInterval == 0 {
 		cfg.RetentionInterval = DefaultRetentionInterval
 	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	switch {
+	case cfg.MetricsMaxStreams == 0:
+		cfg.MetricsMaxStreams = DefaultMetricsMaxStreams
+	case cfg.MetricsMaxStreams < 0:
+		cfg.MetricsMaxStreams = 0
+	}
 	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store}
+	var err error
+	if s.metrics, err = newMetrics(s, cfg.Registry); err != nil {
+		return nil, fmt.Errorf("server: metrics: %w", err)
+	}
 	s.media = newMedia(s)
 	s.playback = newPlayback(s)
 	s.images = newImageService(s)
-	s.routes, s.getRoutes = s.postRoutes(), s.playbackRoutes()
+	s.routes, s.getRoutes = s.postRoutes(), s.getRoutesTable()
 	if cfg.RetentionInterval > 0 {
 		s.startRetention(cfg.RetentionInterval)
 	}
@@ -253,10 +280,11 @@ func (s *Server) Close() error {
 }
 
 // streamDeleted runs after DeleteStream removed a stream from the store, under mu: its live
-// readers and uploads end, its HLS sessions are forgotten.
+// readers and uploads end, its HLS sessions are forgotten, its metric series go.
 func (s *Server) streamDeleted(name string) {
 	s.media.streamDeleted(name)
 	s.playback.streamDeleted(name)
+	s.metrics.streams.drop(name)
 }
 
 // ServeHTTP dispatches on the exact, case-sensitive path. Every KVS operation is a POST; other
@@ -265,7 +293,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := newRequestID()
 	w.Header().Set("x-amzn-RequestId", id)
-	rec := &statusRecorder{ResponseWriter: w}
+	rec := &statusRecorder{ResponseWriter: w, out: s.metrics.egress[r.URL.Path]}
 	r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, requestInfo{id: id, endpoint: s.dataEndpoint(r)}))
 	defer func() {
 		if p := recover(); p != nil {
@@ -379,6 +407,7 @@ type statusRecorder struct {
 	http.ResponseWriter
 	status int
 	wrote  bool
+	out    prometheus.Counter // the bytes written, for the media reads (kvs_egress_bytes_total)
 }
 
 func (w *statusRecorder) WriteHeader(code int) {
@@ -396,7 +425,11 @@ func (w *statusRecorder) Write(p []byte) (int, error) {
 	if !w.wrote {
 		w.status, w.wrote = http.StatusOK, true
 	}
-	return w.ResponseWriter.Write(p)
+	n, err := w.ResponseWriter.Write(p)
+	if w.out != nil {
+		w.out.Add(float64(n))
+	}
+	return n, err
 }
 
 func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }
