@@ -103,10 +103,14 @@
 // # Operations (kvs extensions)
 //
 // The GET routes /healthz, /readyz (Server.Ready: not shutting down, and the store's Ready),
-// /metrics are for operators (ops.go). Metrics (metrics.go) go to Config.Registry with bounded
-// cardinality: per-stream series only for the ingest counters of the first MetricsMaxStreams
-// streams, histograms over all streams. With Config.Credentials, /metrics needs a signature;
-// MetricsHandler and OpsHandler serve it for a listener of their own.
+// /metrics and /events are for operators (ops.go). Metrics (metrics.go) go to Config.Registry with
+// bounded cardinality: per-stream series only for the ingest counters of the first
+// MetricsMaxStreams streams, histograms over all streams. Events (events.go) are published by the
+// handlers that cause them (CreateStream, DeleteStream, an upload's start and end, each ERROR ack,
+// each PERSISTED ack when a sink asked for those) to the webhooks (webhook.go) and the /events
+// subscribers, each through a bounded queue: publishing never blocks, so no sink can slow ingest.
+// With Config.Credentials, /metrics and /events need a signature; MetricsHandler and OpsHandler
+// serve them for a listener of their own.
 //
 // # The PutMedia data path
 //

@@ -50,6 +50,12 @@ type metrics struct {
 	relayedUploads prometheus.Counter
 	tailsServed    prometheus.Counter
 	tailsOpened    prometheus.Counter
+
+	// events.go, webhook.go
+	events          *prometheus.CounterVec // published, by type
+	eventsDropped   *prometheus.CounterVec // by sink
+	webhookAttempts *prometheus.CounterVec // by result
+	subscribers     prometheus.Gauge
 }
 
 // egressAPIs labels the bytes out of the media reads by API (label api of kvs_egress_bytes_total).
@@ -84,6 +90,14 @@ func newMetrics(s *Server, reg *prometheus.Registry) (*metrics, error) {
 			Help: "PutMedia uploads this node is storing now (relayed ones are counted by the node that writes)."}),
 		activeReaders: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kvs_active_readers",
 			Help: "GetMedia responses being served now (live and catching up)."}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kvs_events_total",
+			Help: "Events published (GET /events, --webhook), by type."}, []string{"type"}),
+		eventsDropped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kvs_events_dropped_total",
+			Help: "Events not delivered, by sink: webhook (its queue was full, or it failed every attempt) or sse (a subscriber too slow, which is disconnected)."}, []string{"sink"}),
+		webhookAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kvs_webhook_attempts_total",
+			Help: "Webhook POSTs, by result: ok (2xx), retry (failed, tried again), failed (given up)."}, []string{"result"}),
+		subscribers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "kvs_event_subscribers",
+			Help: "GET /events (Server-Sent Events) subscribers connected now."}),
 		egress: map[string]prometheus.Counter{},
 	}
 	egress := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kvs_egress_bytes_total",
@@ -92,11 +106,17 @@ func newMetrics(s *Server, reg *prometheus.Registry) (*metrics, error) {
 		m.egress[path] = egress.WithLabelValues(api)
 	}
 	m.streams = streamSeries{max: s.cfg.MetricsMaxStreams, m: map[string]*streamCounters{}, bytes: m.ingestBytes, fragments: m.ingestFragments}
+	for _, r := range []string{"ok", "retry", "failed"} {
+		m.webhookAttempts.WithLabelValues(r)
+	}
+	for _, sink := range []string{"webhook", "sse"} {
+		m.eventsDropped.WithLabelValues(sink)
+	}
 	cs := []prometheus.Collector{
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.ingestBytes, m.ingestFragments, m.persistedAck, m.liveDelivery, m.errorAcks, m.activeUploads, m.activeReaders,
-		egress,
+		egress, m.events, m.eventsDropped, m.webhookAttempts, m.subscribers,
 		newStoreCollector(s),
 	}
 	m.relayedUploads = prometheus.NewCounter(prometheus.CounterOpts{Name: "kvs_cluster_relayed_uploads_total",

@@ -181,6 +181,9 @@ func TestMetricsPutMedia(t *testing.T) {
 	if v := value(t, after, "kvs_store_bytes"); v < float64(len(body)) {
 		t.Errorf("kvs_store_bytes = %v, less than the %d bytes stored", v, len(body))
 	}
+	if d := delta("kvs_events_total", "type", EventUploadStarted); d != 3 {
+		t.Errorf("kvs_events_total{type=upload.started} moved by %v, want 3", d)
+	}
 
 	e.deleteStream(t, arn)
 	if _, ok := sample(scrape(t, url), "kvs_ingest_bytes_total", "stream", "cam"); ok {

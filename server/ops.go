@@ -17,10 +17,11 @@ import (
 //	          (Store.Ready: the FS data directory is writable; a cluster's PostgreSQL and object
 //	          store answer) and the server is not shutting down (for load balancers).
 //	/metrics  Prometheus text format (metrics.go): the server's, the store's, Go's and the process's.
+//	/events   Server-Sent Events (events.go).
 //
 // /healthz and /readyz never need a signature: they say nothing but whether the server works. With
-// Config.Credentials, /metrics needs one like any KVS call (SigV4, header or presigned): it names
-// streams. MetricsHandler serves /metrics without it, for a separate
+// Config.Credentials, /metrics and /events need one like any KVS call (SigV4, header or
+// presigned): they name streams. MetricsHandler serves /metrics without it, for a separate
 // listener that only the monitoring network reaches (kvs server --metrics-listen).
 
 // readyTimeout bounds a readiness check.

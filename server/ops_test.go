@@ -85,13 +85,13 @@ func TestReadyzShuttingDown(t *testing.T) {
 	checkHealth(t, e.ts.URL, "/healthz", 200, "ok")
 }
 
-// TestOpsAuth: with credentials, /metrics needs a SigV4 signature (it names streams), the health
-// checks do not; OpsHandler (kvs server --metrics-listen) serves /metrics
+// TestOpsAuth: with credentials, /metrics and /events need a SigV4 signature (they name
+// streams), the health checks do not; OpsHandler (kvs server --metrics-listen) serves /metrics
 // and the health checks without one, and nothing else.
 func TestOpsAuth(t *testing.T) {
 	t.Parallel()
 	e := authEnv(t)
-	for _, path := range []string{"/metrics"} {
+	for _, path := range []string{"/metrics", "/events"} {
 		code, _, body := httpGet(t, e.ts.URL+path)
 		if code != 401 || !strings.Contains(string(body), "NotAuthorizedException") {
 			t.Errorf("unsigned GET %s: %d %q, want 401 NotAuthorizedException", path, code, body)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openkvs/kvs/server/store"
@@ -239,8 +240,11 @@ type putSession struct {
 	liveOnly   bool  // retention 0: nothing is stored (persister only)
 	body       io.Reader
 
-	// For metrics (metrics.go).
-	ingest *streamCounters
+	// For metrics and events (metrics.go, events.go).
+	ingest   *streamCounters
+	received int64        // body bytes read (the handler's goroutine)
+	done     atomic.Int64 // fragments PERSISTED, or published for a stream that keeps no data
+	endErr   *ackErr      // the ERROR that ended the upload, if any (set by run)
 
 	mu         sync.Mutex
 	failure    *ackErr // first fatal error (delete, store, client gone)
@@ -291,6 +295,7 @@ func (p *putSession) Read(b []byte) (int, error) {
 	p.mu.Unlock()
 	n, err := p.body.Read(b)
 	if n > 0 {
+		p.received += int64(n)
 		p.ingest.bytes.Add(float64(n))
 	}
 	if err != nil {
@@ -393,6 +398,7 @@ func (p *putSession) run(body io.Reader) {
 		final = perr
 	}
 	if final != nil {
+		p.endErr = final
 		p.errorAck(final)
 	}
 }
@@ -416,6 +422,11 @@ func (p *putSession) errorAck(e *ackErr) {
 	p.log.Warn("put media: ERROR ack", attrs...)
 	p.ack(ackError, tc, e.Number, e)
 	p.m.s.metrics.errorAck(e.ID)
+	ev := &Event{Type: EventUploadError, Stream: p.name, FragmentTimecode: tc, ErrorID: e.ID, ErrorCode: e.Code, Reason: e.Message}
+	if e.Number != 0 {
+		ev.FragmentNumber = formatFragmentNumber(e.Number)
+	}
+	p.m.s.events.publish(ev)
 }
 
 // maxUnsynced bounds the fragments of one upload written to the store but not yet durable
@@ -474,6 +485,9 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 		}
 		if wait == nil {
 			lf.unsynced.Store(false)
+			if ok {
+				p.done.Add(1) // a stream that keeps no data: published is as far as it goes
+			}
 			continue
 		}
 		durable <- durableWait{timecode: job.timecode, number: n, wait: wait, frag: lf, received: job.received}

@@ -52,11 +52,12 @@ func (s *Server) getRoutesTable() map[string]http.HandlerFunc {
 		hlsPathPrefix + "getMP4InitFragment.mp4":    p.sessionOp(p.initFragment),
 		hlsPathPrefix + "getMP4MediaFragment.mp4":   p.sessionOp(p.mediaFragment),
 
-		// kvs extensions for operators (ops.go): /metrics needs a signature when authentication
-		// is on, the health checks never do.
+		// kvs extensions for operators (ops.go, events.go): /metrics and /events need a
+		// signature when authentication is on, the health checks never do.
 		"/healthz": s.healthz,
 		"/readyz":  s.readyz,
 		"/metrics": s.signed(s.MetricsHandler()),
+		"/events":  s.signed(http.HandlerFunc(s.events.serve)),
 
 		"/": consoleHandler(),
 	}

@@ -110,7 +110,7 @@ type Config struct {
 	// ClientLimitExceededException (default 4 × ImageDecodes).
 	MaxImageRequests int
 
-	// Operations (ops.go, metrics.go).
+	// Operations (ops.go, metrics.go, events.go, webhook.go).
 
 	// Registry is where the server registers its metrics (with the Go and process collectors
 	// and the store's sizes), and what GET /metrics serves; the caller may register more (a
@@ -120,6 +120,19 @@ type Config struct {
 	// counters (the first seen since the start); the others share stream="(other)" (default
 	// DefaultMetricsMaxStreams; negative: none gets its own).
 	MetricsMaxStreams int
+	// Webhooks are URLs that get every event as a JSON POST (webhook.go).
+	Webhooks []string
+	// WebhookSecret, when not empty, signs each webhook body: X-Kvs-Signature: sha256=<hex
+	// HMAC-SHA256 of the body> (SignWebhook).
+	WebhookSecret string
+	// WebhookPersisted sends fragment.persisted events (one per fragment) to the webhooks too.
+	WebhookPersisted bool
+	// WebhookQueue is how many events each webhook may fall behind by before new ones are dropped
+	// (default DefaultWebhookQueue).
+	WebhookQueue int
+	// WebhookBackoff is the wait before a failed webhook POST is tried again, doubling up to
+	// 30 s (default DefaultWebhookBackoff).
+	WebhookBackoff time.Duration
 }
 
 // Server serves the KVS HTTP APIs on one mux: every route is in routes.go. It is an http.Handler
@@ -133,6 +146,7 @@ type Server struct {
 	stopRetention func() // ends the retention loop and waits for it (nil: none)
 
 	metrics  *metrics      // Prometheus collectors (metrics.go)
+	events   *eventHub     // events to webhooks and GET /events (events.go)
 	media    *media        // the media data path (media.go): live cache and notifier, PutMedia sessions
 	playback *playback     // HLS and GetClip (hls.go, clip.go)
 	images   *imageService // GetImages (images.go, imageplan.go)
@@ -204,10 +218,19 @@ func New(cfg Config) (*Server, error) {
 	case cfg.MetricsMaxStreams < 0:
 		cfg.MetricsMaxStreams = 0
 	}
+	if cfg.WebhookQueue <= 0 {
+		cfg.WebhookQueue = DefaultWebhookQueue
+	}
+	if cfg.WebhookBackoff <= 0 {
+		cfg.WebhookBackoff = DefaultWebhookBackoff
+	}
 	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store}
 	var err error
 	if s.metrics, err = newMetrics(s, cfg.Registry); err != nil {
 		return nil, fmt.Errorf("server: metrics: %w", err)
+	}
+	if s.events, err = newEventHub(s); err != nil {
+		return nil, err
 	}
 	s.media = newMedia(s)
 	s.playback = newPlayback(s)
@@ -266,18 +289,29 @@ func normalizeAdvertiseURL(raw string) (string, error) {
 	return u.Scheme + "://" + u.Host, nil
 }
 
-// Close stops what the Server runs and waits for it: live GetMedia responses end, PutMedia
-// uploads drain (shutdown.go), the retention loop stops. It does not close the Store. Safe to
-// call more than once.
+// Close stops what the Server runs and waits for it: live GetMedia responses and GET /events
+// end, PutMedia uploads drain (shutdown.go), the retention loop stops; with webhooks, it waits
+// for the draining uploads (at most closeUploadsWait), so that their upload.ended events go out,
+// then lets the webhooks deliver what is queued for up to 2 s. It does not close the Store. Safe
+// to call more than once.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.media.close()
+		s.events.endSubscribers()
 		if s.stopRetention != nil {
 			s.stopRetention()
 		}
+		if len(s.events.hooks) > 0 {
+			s.media.waitUploads(closeUploadsWait)
+		}
+		s.events.close()
 	})
 	return nil
 }
+
+// closeUploadsWait bounds how long Close waits for draining uploads before the webhooks stop:
+// the fragment being received may take putMediaDrainGrace, then its PERSISTED.
+const closeUploadsWait = putMediaDrainGrace + 2*time.Second
 
 // streamDeleted runs after DeleteStream removed a stream from the store, under mu: its live
 // readers and uploads end, its HLS sessions are forgotten, its metric series go.
@@ -285,6 +319,7 @@ func (s *Server) streamDeleted(name string) {
 	s.media.streamDeleted(name)
 	s.playback.streamDeleted(name)
 	s.metrics.streams.drop(name)
+	s.events.publish(&Event{Type: EventStreamDeleted, Stream: name})
 }
 
 // ServeHTTP dispatches on the exact, case-sensitive path. Every KVS operation is a POST; other
