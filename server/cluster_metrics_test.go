@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 // kvs server has). Node 1 writes the stream, node 2 relays a second producer to it and follows
 // the stream live for a reader of its own: the lease, batch and object counters move on node 1,
 // the relay on node 2, and the internal tail on both; the ingest counts where the fragments are
-// stored.
+// stored. Every kvs_cluster_* metric the Grafana dashboard queries is served.
 func TestClusterMetrics(t *testing.T) {
 	t.Parallel()
 	regs := []*prometheus.Registry{prometheus.NewRegistry(), prometheus.NewRegistry()}
@@ -72,6 +73,11 @@ func TestClusterMetrics(t *testing.T) {
 	}
 	if _, ok := sample(f2, "kvs_ingest_fragments_total", "stream", "cam"); ok {
 		t.Error("node 2 counts ingest for the uploads it relayed")
+	}
+	for _, n := range dashboardMetrics(t) {
+		if strings.HasPrefix(n, "kvs_cluster_") && f1[n] == nil && f2[n] == nil {
+			t.Errorf("the dashboard queries %s, which no node serves", n)
+		}
 	}
 	// Deleted fragments by reason: the cleanup's counters are served before any deletion.
 	if _, ok := sample(f1, "kvs_store_deleted_fragments_total", "reason", "stream_cap"); !ok {

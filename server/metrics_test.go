@@ -1,15 +1,23 @@
 package server
 
 import (
+	"encoding/json"
 	"io"
+	"maps"
 	"net/http"
+	"os"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/openkvs/kvs/server/store"
 )
 
 // scrape GETs url (a /metrics endpoint) and parses the Prometheus text format.
@@ -188,5 +196,67 @@ func TestMetricsPutMedia(t *testing.T) {
 	e.deleteStream(t, arn)
 	if _, ok := sample(scrape(t, url), "kvs_ingest_bytes_total", "stream", "cam"); ok {
 		t.Error("the deleted stream's series are still there")
+	}
+}
+
+// dashboardMetrics returns the metric families the Grafana dashboard in docs/ queries.
+func dashboardMetrics(t testing.TB) []string {
+	t.Helper()
+	b, err := os.ReadFile("../docs/grafana-kvs.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("docs/grafana-kvs.json: %v", err)
+	}
+	seen := map[string]bool{}
+	name := regexp.MustCompile(`\b(?:kvs|process|go)_[a-z0-9_]+\b`)
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, m := range name.FindAllString(tg.Expr, -1) {
+				for _, suffix := range []string{"_bucket", "_count", "_sum"} {
+					if base, ok := strings.CutSuffix(m, suffix); ok && strings.HasSuffix(base, "_seconds") {
+						m = base
+					}
+				}
+				seen[m] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
+// TestGrafanaDashboard: every metric the dashboard in docs/ queries is served by a single node
+// with an FS store under a disk quota (after an upload and an ERROR), except the cluster's, which
+// TestClusterMetrics checks on a cluster.
+func TestGrafanaDashboard(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	st, err := store.OpenFS(t.TempDir(), store.FSOptions{MaxDiskBytes: 1 << 30, Metrics: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newMediaEnvStore(t, st, func(c *Config) { c.Registry = reg })
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	e.ingestAt(t, "cam", c, 0, 2, baseMillis, true)
+	bad := e.startPut(t, "cam")
+	bad.write(c.cluster(t, 0, baseMillis))
+	bad.expectError(4006)
+	fams := scrape(t, e.ts.URL+"/metrics")
+	names := dashboardMetrics(t)
+	if len(names) < 30 {
+		t.Fatalf("the dashboard queries %d metrics: %v", len(names), names)
+	}
+	for _, n := range names {
+		if !strings.HasPrefix(n, "kvs_cluster_") && fams[n] == nil {
+			t.Errorf("the dashboard queries %s, which /metrics does not serve", n)
+		}
 	}
 }
