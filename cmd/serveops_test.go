@@ -86,3 +86,34 @@ func TestServeOps(t *testing.T) {
 		t.Errorf("exit %d; logs:\n%s", code, logs)
 	}
 }
+
+// TestStartingHandler: while the store opens, /healthz says the process is up and everything else,
+// /readyz and the API alike, is 503 with a reason and a Retry-After.
+func TestStartingHandler(t *testing.T) {
+	t.Parallel()
+	ts := httptest.NewServer(http.HandlerFunc(starting))
+	defer ts.Close()
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		body         string
+	}{
+		{http.MethodGet, "/healthz", 200, "ok"},
+		{http.MethodGet, "/readyz", 503, "the store is opening"},
+		{http.MethodPost, "/createStream", 503, "the store is opening"},
+	} {
+		req, err := http.NewRequestWithContext(t.Context(), tc.method, ts.URL+tc.path, strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.body) || (tc.code == 503 && resp.Header.Get("Retry-After") == "") {
+			t.Errorf("%s %s: %d %q (Retry-After %q), want %d with %q", tc.method, tc.path, resp.StatusCode, b, resp.Header.Get("Retry-After"), tc.code, tc.body)
+		}
+	}
+}

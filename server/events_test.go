@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
 )
 
 // delivery is one webhook POST as the test receiver saw it.
@@ -142,7 +144,14 @@ func TestWebhooks(t *testing.T) {
 	if end := got[8].ev; end.ErrorID != 4006 || end.Fragments != 0 {
 		t.Errorf("upload.ended after the ERROR: %+v, want error 4006, no fragment", end)
 	}
-	fams := scrape(t, e.ts.URL+"/metrics")
+	// The worker counts a delivery once the 200 is back, just after the receiver saw it.
+	var fams map[string]*dto.MetricFamily
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		fams = scrape(t, e.ts.URL+"/metrics")
+		if v, _ := sample(fams, "kvs_webhook_attempts_total", "result", "ok"); v >= float64(len(want)) || time.Now().After(deadline) {
+			break
+		}
+	}
 	if v := value(t, fams, "kvs_webhook_attempts_total", "result", "retry"); v != float64(2*len(want)) {
 		t.Errorf("kvs_webhook_attempts_total{result=retry} = %v, want %d", v, 2*len(want))
 	}
