@@ -60,6 +60,11 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		return nil, fmt.Errorf("cluster: index URL: %w", err)
 	}
 	pcfg.MaxConns = max(pcfg.MaxConns, 16)
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		// A PostgreSQL host that does not answer at all (not even with a refusal) must not hold
+		// requests and appends past their own bounded waits.
+		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: PostgreSQL: %w", err)
