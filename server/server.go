@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/openkvs/kvs/internal/every"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -248,16 +249,7 @@ func (s *Server) startRetention(interval time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				s.enforceRetention(ctx)
-			}
-		}
+		every.Tick(ctx, interval, s.enforceRetention)
 	}()
 	s.stopRetention = func() {
 		cancel()

@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/openkvs/kvs/internal/every"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -320,18 +321,11 @@ func (s *Store) retentionChanged(name string, hours int) {
 // leaseLoop renews this node's leases and its heartbeat every LeaseTTL/3, in one statement each,
 // and gives up leases idle (no upload, no append) for a TTL.
 func (s *Store) leaseLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.LeaseTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every.Tick(ctx, s.cfg.LeaseTTL/3, func(ctx context.Context) {
 		if err := s.renew(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("cluster: renewing leases", "err", err)
 		}
-	}
+	})
 }
 
 func (s *Store) renew(ctx context.Context) error {
