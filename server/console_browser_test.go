@@ -284,10 +284,12 @@ func TestConsoleBrowser(t *testing.T) {
 			n := eval[int](t, ctx, `document.querySelectorAll('#streams tr[data-stream="sse-new"]').length`)
 			return n == 1, fmt.Sprintf("%d rows", n)
 		})
-		seen := eval[[]string](t, ctx, `window.kvsEvents.received`)
-		if !slices.Contains(seen, EventStreamCreated+" sse-new") || !slices.Contains(seen, EventFragmentPersisted+" cam") {
-			t.Errorf("the page's events %q, want stream.created of sse-new and fragment.persisted of cam", seen)
-		}
+		// cam's next PERSISTED fragment may come up to a fragment's duration after sse-new's row:
+		// wait for it rather than read the list once.
+		consoleWait(t, 10*time.Second, "the page saw stream.created of sse-new and fragment.persisted of cam", func() (bool, string) {
+			seen := eval[[]string](t, ctx, `window.kvsEvents.received`)
+			return slices.Contains(seen, EventStreamCreated+" sse-new") && slices.Contains(seen, EventFragmentPersisted+" cam"), fmt.Sprintf("%q", seen)
+		})
 		e.deleteStream(t, arn)
 		consoleWait(t, 3*time.Second, "the deleted stream's row goes", func() (bool, string) {
 			n := eval[int](t, ctx, `document.querySelectorAll('#streams tr[data-stream="sse-new"]').length`)
