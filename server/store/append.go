@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/openkvs/kvs/internal/fsync"
 )
 
 // Group commit. AppendAsync writes its record to the stream's segment file itself (so copying the
@@ -157,7 +159,7 @@ func (s *FS) segmentFor(st *fsStream, recLen int64) (*segment, error) {
 		if err := os.Mkdir(st.dir, 0o750); err != nil {
 			return nil, err
 		}
-		if err := syncDir(filepath.Dir(st.dir)); err != nil {
+		if err := fsync.Dir(filepath.Dir(st.dir)); err != nil {
 			return nil, err
 		}
 	}
@@ -168,7 +170,7 @@ func (s *FS) segmentFor(st *fsStream, recLen int64) (*segment, error) {
 		return nil, err
 	}
 	// The directory entry must be durable before any record in the file is acknowledged.
-	if err := syncDir(st.dir); err != nil {
+	if err := fsync.Dir(st.dir); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -191,18 +193,6 @@ func (s *FS) seal(st *fsStream) {
 		return
 	}
 	s.queue <- &appendRequest{st: st, seg: g, closeOnly: true}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // syncLoop is the first committer stage: batch, start the fdatasyncs, hand on in order.
@@ -248,7 +238,7 @@ func syncBatch(batch []*appendRequest) int {
 	}
 	errs := make([]error, len(segs))
 	if len(segs) == 1 {
-		errs[0] = fdatasync(segs[0].f)
+		errs[0] = fsync.Data(segs[0].f)
 	} else {
 		// Concurrent fdatasyncs let the filesystem fold them into fewer journal commits.
 		var wg sync.WaitGroup
@@ -256,7 +246,7 @@ func syncBatch(batch []*appendRequest) int {
 		for i, g := range segs {
 			sem <- struct{}{}
 			wg.Go(func() {
-				errs[i] = fdatasync(g.f)
+				errs[i] = fsync.Data(g.f)
 				<-sem
 			})
 		}

@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/openkvs/kvs/internal/fsync"
 )
 
 // RecoveryReport describes one repair OpenFS made to a stream's segments or index.
@@ -199,7 +201,7 @@ func (s *FS) recoverSegment(b *bolt.Bucket, st *fsStream, seq uint64, path strin
 			if err := f.Truncate(off); err != nil {
 				return 0, err
 			}
-			if err := fdatasync(f); err != nil {
+			if err := fsync.Data(f); err != nil {
 				return 0, err
 			}
 			s.report(RecoveryReport{Stream: name, Segment: path, Offset: off, BytesCut: size - off, Reason: err.Error()})
