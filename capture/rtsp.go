@@ -13,6 +13,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
@@ -43,9 +44,9 @@ type RTSPOptions struct {
 	// TLSConfig verifies rtsps:// cameras; nil verifies them against the system's roots. It is
 	// cloned for each connection.
 	TLSConfig *tls.Config
-	// Duration stops the source after this much wall-clock time from OpenRTSP's return, whether
-	// the camera sends or not: ReadFrame returns the frames received before, then io.EOF. 0 plays
-	// until ctx is cancelled.
+	// Duration stops the source after this much wall-clock time from the call to OpenRTSP,
+	// whether the camera sends or not: ReadFrame returns the frames received before, then io.EOF.
+	// 0 plays until ctx is cancelled.
 	Duration time.Duration
 	// ReadTimeout bounds each RTSP request, and a camera that sends nothing for this long is
 	// taken as dropped (default DefaultRTSPReadTimeout).
@@ -57,10 +58,12 @@ type RTSPOptions struct {
 	// ReconnectWait is the first wait before reconnecting to a camera that dropped (default
 	// DefaultRTSPReconnectWait); it doubles after each failed attempt, up to 30 s.
 	ReconnectWait time.Duration
-	// Notice, if set, receives what a user should hear about: the timing in use, audio tracks
-	// skipped, packets lost (at most every 10 s), a camera that dropped and came back. It is
-	// called from the source's goroutines, one call at a time.
+	// Notice, if set, receives warnings: audio tracks skipped, packets lost (at most every 10 s),
+	// a camera that dropped, failed reconnects. Info, if set, receives the rest of the story: the
+	// timing in use, a camera reconnected. They are called from the source's goroutines, one call
+	// at a time.
 	Notice func(msg string)
+	Info   func(msg string)
 }
 
 func (o RTSPOptions) withDefaults() (RTSPOptions, error) {
@@ -97,6 +100,19 @@ func (o RTSPOptions) Validate() error {
 func IsRTSPSpec(spec string) bool {
 	s := strings.ToLower(spec)
 	return strings.HasPrefix(s, "rtsp://") || strings.HasPrefix(s, "rtsps://")
+}
+
+// CheckRTSPURL reports, without connecting, whether raw is an RTSP URL OpenRTSP can use: rtsp://
+// or rtsps://, with a host. The error shows the URL without its password.
+func CheckRTSPURL(raw string) error {
+	u, err := base.ParseURL(raw)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s: %w", RedactRTSP(raw), err)
+	case u.Host == "" || u.Hostname() == "":
+		return fmt.Errorf("%s: no camera host in the URL", RedactRTSP(raw))
+	}
+	return nil
 }
 
 // RedactRTSP returns the URL without its password, for logs and messages; an URL that does not
@@ -170,18 +186,19 @@ func OpenRTSP(ctx context.Context, rawURL string, opts RTSPOptions) (Source, err
 	if err != nil {
 		return nil, err
 	}
-	u, err := base.ParseURL(rawURL)
-	if err != nil {
-		return nil, fmt.Errorf("rtsp URL %s: %w", RedactRTSP(rawURL), err)
+	if err := CheckRTSPURL(rawURL); err != nil {
+		return nil, err
 	}
+	u, _ := base.ParseURL(rawURL)
 	s := &rtspSource{
-		opts:   opts,
-		url:    u,
-		camera: cameraAddr(u),
-		path:   u.Path,
-		done:   make(chan struct{}),
-		first:  make(chan error, 1),
-		q:      newRTSPQueue(),
+		openedAt: time.Now(),
+		opts:     opts,
+		url:      u,
+		camera:   cameraAddr(u),
+		path:     u.Path,
+		done:     make(chan struct{}),
+		first:    make(chan error, 1),
+		q:        newRTSPQueue(),
 	}
 	s.q.notice = s.notice
 	s.stop, s.cancel = context.WithCancel(ctx)
@@ -208,7 +225,6 @@ func OpenRTSP(ctx context.Context, rawURL string, opts RTSPOptions) (Source, err
 	}
 	s.tracks = s.q.firstTracks()
 	s.t0 = s.q.firstTime()
-	s.openedAt = time.Now()
 	return s, nil
 }
 
@@ -221,6 +237,15 @@ func cameraAddr(u *base.URL) string {
 		return u.Host + ":322"
 	}
 	return u.Host + ":554"
+}
+
+// CameraLink is implemented by the Sources OpenRTSP returns: the state of the connection to the
+// camera. Its methods are safe for concurrent use.
+type CameraLink interface {
+	// Connected reports whether a session with the camera is playing now.
+	Connected() bool
+	// Reconnects counts the times the camera was connected again after it dropped.
+	Reconnects() int
 }
 
 // rtspSource is the Source OpenRTSP returns. Its goroutine (run) owns the current session and
@@ -238,6 +263,9 @@ type rtspSource struct {
 
 	q *rtspQueue
 
+	connected  atomic.Bool
+	reconnects atomic.Int64
+
 	noticeMu sync.Mutex
 
 	// Owned by the reader.
@@ -254,13 +282,17 @@ type rtspSource struct {
 	closeOnce sync.Once
 }
 
-func (s *rtspSource) notice(format string, args ...any) {
-	if s.opts.Notice == nil {
+func (s *rtspSource) notice(format string, args ...any) { s.tell(s.opts.Notice, format, args...) }
+
+func (s *rtspSource) info(format string, args ...any) { s.tell(s.opts.Info, format, args...) }
+
+func (s *rtspSource) tell(fn func(string), format string, args ...any) {
+	if fn == nil {
 		return
 	}
 	s.noticeMu.Lock()
 	defer s.noticeMu.Unlock()
-	s.opts.Notice(fmt.Sprintf(format, args...))
+	fn(fmt.Sprintf(format, args...))
 }
 
 func (s *rtspSource) wrap(err error) error {
@@ -274,8 +306,11 @@ func (s *rtspSource) wrap(err error) error {
 // run waits for the session to end and reconnects, until the capture stops.
 func (s *rtspSource) run(sess *rtspSession) {
 	defer close(s.done)
+	defer s.connected.Store(false)
 	for {
+		s.connected.Store(true)
 		err := sess.wait()
+		s.connected.Store(false)
 		if s.stop.Err() != nil {
 			return
 		}
@@ -293,7 +328,8 @@ func (s *rtspSource) run(sess *rtspSession) {
 			}
 			sess, err = s.dial(s.stop)
 			if err == nil {
-				s.notice("camera %s%s: reconnected after %v", s.camera, s.path, time.Since(lost).Round(100*time.Millisecond))
+				s.reconnects.Add(1)
+				s.info("camera %s%s: reconnected after %v", s.camera, s.path, time.Since(lost).Round(100*time.Millisecond))
 				break
 			}
 			if s.stop.Err() != nil {
@@ -317,6 +353,12 @@ func sleepOrDone(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
+
+// Connected reports whether a session is playing.
+func (s *rtspSource) Connected() bool { return s.connected.Load() }
+
+// Reconnects counts reconnections after drops.
+func (s *rtspSource) Reconnects() int { return int(s.reconnects.Load()) }
 
 // Tracks returns the video track 1 and, when the camera sends AAC, the audio track 2; after
 // ReadFrame returned ErrDiscontinuity, the tracks of the frames that follow.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -18,20 +17,6 @@ import (
 )
 
 func clipPath(name string) string { return "../testdata/" + name }
-
-// startCamera starts a test camera serving cfg at path "cam".
-func startCamera(t *testing.T, camCfg testcam.Config, cfg testcam.PathConfig) *testcam.Camera {
-	t.Helper()
-	cam, err := testcam.Start(camCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cam.Close)
-	if err := cam.AddPath("cam", cfg); err != nil {
-		t.Fatal(err)
-	}
-	return cam
-}
 
 // notices collects a source's notices.
 type notices struct {
@@ -145,9 +130,9 @@ func TestRTSPClips(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cam := startCamera(t, tc.cam, tc.path)
+			cam := testcam.StartTest(t, tc.cam, tc.path)
 			var n notices
-			opts := capture.RTSPOptions{Transport: tc.transport, Notice: n.add, SenderReportWait: time.Second, Duration: 7 * time.Second}
+			opts := capture.RTSPOptions{Transport: tc.transport, Notice: n.add, Info: n.add, SenderReportWait: time.Second, Duration: 7 * time.Second}
 			src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), opts)
 			if err != nil {
 				t.Fatal(err)
@@ -182,9 +167,9 @@ func TestRTSPClips(t *testing.T) {
 func TestRTSPReconnect(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t)
-	cam := startCamera(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h264_aac.mkv")}, Loops: 2, SenderReports: true})
+	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h264_aac.mkv")}, Loops: 2, SenderReports: true})
 	var n notices
-	src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{Notice: n.add, ReadTimeout: time.Second,
+	src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{Notice: n.add, Info: n.add, ReadTimeout: time.Second,
 		ReconnectWait: 100 * time.Millisecond, SenderReportWait: time.Second, Duration: 9 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -202,7 +187,7 @@ func TestRTSPReconnect(t *testing.T) {
 	if cuts < 2 || cam.Plays("cam") < 3 {
 		t.Errorf("%d discontinuities, %d PLAYs; want a reconnect after the drop and after the freeze", cuts, cam.Plays("cam"))
 	}
-	if c := strings.Count(n.String(), "reconnected after"); c < 2 {
+	if c := strings.Count(n.String(), "reconnected after"); c < 2 || src.(capture.CameraLink).Reconnects() < 2 {
 		t.Errorf("notices %q: want two reconnects told", n.String())
 	}
 }
@@ -211,7 +196,7 @@ func TestRTSPReconnect(t *testing.T) {
 func TestRTSPResolutionChange(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t)
-	cam := startCamera(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h264_160x120.mkv"), clipPath("h264.mkv")}, Loops: 1})
+	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h264_160x120.mkv"), clipPath("h264.mkv")}, Loops: 1})
 	src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{SenderReportWait: 500 * time.Millisecond, Duration: 8 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -259,12 +244,7 @@ func TestRTSPErrors(t *testing.T) {
 	if err := cam.AddUnsupported("mjpeg"); err != nil {
 		t.Fatal(err)
 	}
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := closed.Addr().String()
-	closed.Close()
+	refused := testutil.FreeAddr(t)
 	addr := cam.Addr()
 	for _, tc := range []struct {
 		name, url string
@@ -319,7 +299,7 @@ func TestRTSPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cam := startCamera(t, testcam.Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}},
+	cam := testcam.StartTest(t, testcam.Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}},
 		testcam.PathConfig{Clips: []string{clipPath("h264.mkv")}})
 	ctx, cancel := context.WithCancel(t.Context())
 	src, err := capture.OpenRTSP(ctx, cam.URL("cam"), capture.RTSPOptions{TLSConfig: &tls.Config{RootCAs: pool}, SenderReportWait: 100 * time.Millisecond})

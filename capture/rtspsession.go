@@ -489,9 +489,9 @@ func (sess *rtspSession) decide(now time.Time) {
 	sess.anchor(v)
 	if sess.ntp {
 		sess.offset = v.at(0).Sub(v.firstRecv)
-		sess.s.notice("camera %s%s: timestamps from the camera's clock (RTCP sender reports, NTP), %v from this machine's", sess.s.camera, sess.s.path, sess.offset.Round(time.Millisecond))
+		sess.s.info("camera %s%s: timestamps from the camera's clock (RTCP sender reports, NTP), %v from this machine's", sess.s.camera, sess.s.path, sess.offset.Round(time.Millisecond))
 	} else {
-		sess.s.notice("camera %s%s: no RTCP sender report within %v: timestamps from the time frames are received", sess.s.camera, sess.s.path, now.Sub(sess.firstPacket).Round(time.Millisecond))
+		sess.s.info("camera %s%s: no RTCP sender report within %v: timestamps from the time frames are received", sess.s.camera, sess.s.path, now.Sub(sess.firstPacket).Round(time.Millisecond))
 	}
 	sess.s.q.setTracks(sess.tracks)
 	for i, it := range sess.held {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"testing"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
@@ -218,6 +219,7 @@ func (c *Camera) Drop(p string) {
 	var ss []*gortsplib.ServerSession
 	for s := range pt.sessions {
 		ss = append(ss, s)
+		delete(pt.sessions, s) // nothing written from now on counts as sent
 	}
 	pt.mu.Unlock()
 	for _, s := range ss {
@@ -373,4 +375,21 @@ func loadClip(name string) (*clip, error) {
 	}
 	cl.span = end - cl.frames[0].PTS
 	return cl, nil
+}
+
+// StartTest starts a camera for test t, closed when the test ends, with path "cam" playing p
+// (none when p has no clips).
+func StartTest(t testing.TB, cfg Config, p PathConfig) *Camera {
+	t.Helper()
+	cam, err := Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cam.Close)
+	if len(p.Clips) > 0 {
+		if err := cam.AddPath("cam", p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cam
 }

@@ -55,3 +55,15 @@ func SelfSigned(t testing.TB, dir string) (certFile, keyFile string, pool *x509.
 	pool.AddCert(cert)
 	return certFile, keyFile, pool
 }
+
+// FreeAddr returns an address of 127.0.0.1 where nothing listened a moment ago: for a server that
+// must come back on the same port, or for a connection that must be refused.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
