@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -47,8 +48,13 @@ type ProducerConfig struct {
 	// from the producer's ack-reading goroutine. It must not block for long: it delays ACK reading.
 	OnAck func(Ack)
 	// RetentionHours, if not nil, is the stream's DataRetentionInHours, which decides the final
-	// ACK (0: RECEIVED, else PERSISTED). Nil: the producer asks DescribeStream before connecting.
+	// ACK (0: RECEIVED, else PERSISTED). Nil: the producer asks DescribeStream before connecting
+	// (with a spool, again and again until the endpoint answers).
 	RetentionHours *int
+	// CreateRetentionHours, if not nil, lets the producer create the stream, with that
+	// DataRetentionInHours, when DescribeStream says it does not exist (a kvs convenience: the
+	// endpoint may be unreachable when the producer starts). Only with RetentionHours nil.
+	CreateRetentionHours *int
 	// Spool, if set, keeps every fragment on disk until it is final (see Spool): Send writes the
 	// fragment to the spool, synced, and returns without waiting for the network, and the
 	// producer sends the spool's fragments oldest first, those an earlier process left included.
@@ -154,6 +160,10 @@ type ProducerStats struct {
 	// Stored once final, not in Fragments); Spool is the spool's own account.
 	Recovered int
 	Spool     SpoolStats
+	// LastError is why the last attempt to connect or send failed, "" when the last connection
+	// worked (or none was tried yet); Since is when the failures began.
+	LastError string
+	Since     time.Time
 }
 
 // entry is one fragment in the window.
@@ -499,6 +509,16 @@ func (p *Producer) run() {
 		if err != nil { // the next connection asks where the stream is written now
 			p.c.forgetDataEndpoint(p.cfg.Stream, string(types.APINamePutMedia))
 		}
+		p.mu.Lock()
+		switch {
+		case err != nil && p.stats.LastError == "":
+			p.stats.LastError, p.stats.Since = err.Error(), time.Now()
+		case err != nil:
+			p.stats.LastError = err.Error()
+		default:
+			p.stats.LastError, p.stats.Since = "", time.Time{}
+		}
+		p.mu.Unlock()
 		var ae *AckErr
 		switch {
 		case err == nil:
@@ -530,16 +550,38 @@ func (p *Producer) finalAck() (string, error) {
 			in.StreamName = aws.String(p.cfg.Stream)
 		}
 		out, err := p.c.Control.DescribeStream(p.ctx, in)
-		if err != nil {
+		var nf *types.ResourceNotFoundException
+		switch {
+		case err != nil && errors.As(err, &nf) && p.cfg.CreateRetentionHours != nil && in.StreamName != nil:
+			if err := p.createStream(*p.cfg.CreateRetentionHours); err != nil {
+				return "", err
+			}
+			hours = p.cfg.CreateRetentionHours
+		case err != nil:
 			return "", fmt.Errorf("describe stream %s: %w", p.cfg.Stream, err)
+		default:
+			h := int(aws.ToInt32(out.StreamInfo.DataRetentionInHours))
+			hours = &h
 		}
-		h := int(aws.ToInt32(out.StreamInfo.DataRetentionInHours))
-		hours = &h
 	}
 	if *hours == 0 {
 		return AckReceived, nil
 	}
 	return AckPersisted, nil
+}
+
+// createStream creates the stream (CreateRetentionHours); one that exists by now is fine.
+func (p *Producer) createStream(hours int) error {
+	in := &kinesisvideo.CreateStreamInput{StreamName: aws.String(p.cfg.Stream)}
+	if hours > 0 {
+		in.DataRetentionInHours = aws.Int32(int32(min(hours, math.MaxInt32))) //nolint:gosec // bounded
+	}
+	_, err := p.c.Control.CreateStream(p.ctx, in)
+	var inUse *types.ResourceInUseException
+	if err != nil && !errors.As(err, &inUse) {
+		return fmt.Errorf("create stream %s: %w", p.cfg.Stream, err)
+	}
+	return nil
 }
 
 // fatalAck reports ERROR ack ids after which no fragment can succeed on this stream.

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/openkvs/kvs/internal/bufpool"
 	"github.com/openkvs/kvs/internal/fsync"
@@ -60,10 +61,12 @@ type SpoolStats struct {
 	Dropped      int
 	DroppedBytes int64
 	Corrupt      int
-	// Recovered is the number of fragments the spool held when it was opened; Cut the bytes of
-	// torn records cut from its end then (a crash in the middle of a write).
-	Recovered int
-	Cut       int64
+	// Recovered is the number of fragments the spool held when it was opened, and RecoveredFrom
+	// and RecoveredTo the producer timestamps of the oldest and the newest of them; Cut is the
+	// bytes of torn records cut from its end then (a crash in the middle of a write).
+	Recovered                  int
+	RecoveredFrom, RecoveredTo time.Time
+	Cut                        int64
 }
 
 // Spool is a directory where a Producer keeps every fragment, synced to disk, until the server has

@@ -51,7 +51,7 @@ func FuzzSpoolSegment(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r := bytes.NewReader(data)
 		size := int64(len(data))
-		sc, err := scanSegment(r, size, true, 0)
+		sc, err := scanSegment(r, size, true, 0, 0)
 		if err != nil {
 			t.Fatalf("scan of an in-memory segment returned an I/O error: %v", err)
 		}
@@ -81,7 +81,7 @@ func FuzzSpoolSegment(f *testing.F) {
 		if off != sc.End || !bytes.Equal(again, data[:sc.End]) {
 			t.Fatalf("records encoded again (%d bytes) differ from the %d whole bytes scanned", len(again), sc.End)
 		}
-		sc2, _ := scanSegment(bytes.NewReader(again), int64(len(again)), true, 0)
+		sc2, _ := scanSegment(bytes.NewReader(again), int64(len(again)), true, 0, 0)
 		if sc2.Count != sc.Count || sc2.End != sc.End || sc2.Cut != nil {
 			t.Fatalf("scan of the records encoded again: %+v, first scan %+v", sc2, sc)
 		}

@@ -150,8 +150,8 @@ func TestSpoolRestart(t *testing.T) {
 	s.Close()
 
 	s2 := openTestSpool(t, dir, 0, 10_000, nil)
-	if st := s2.Stats(); st.Recovered != 8 || st.Fragments != 8 {
-		t.Errorf("reopened: %+v, want 8 recovered", st)
+	if st := s2.Stats(); st.Recovered != 8 || st.Fragments != 8 || !st.RecoveredFrom.Equal(time.Unix(0, 2e6)) || !st.RecoveredTo.Equal(time.Unix(0, 9e6)) {
+		t.Errorf("reopened: %+v, want 8 recovered, from timecode 2 to 9 (ms)", st)
 	}
 	if got := readAll(t, s2, 3000); !slices.Equal(got, seqs[2:]) {
 		t.Errorf("after restart next gave %v, want %v", got, seqs[2:])

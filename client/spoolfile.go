@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"time"
 
 	"github.com/openkvs/kvs/internal/bufpool"
 	"github.com/openkvs/kvs/internal/record"
@@ -143,6 +144,9 @@ type segmentScan struct {
 	Count       int
 	End         int64 // offset after the last whole record
 	Cut         error // why the scan stopped before the end of the file; nil when it did not
+	// Oldest and Newest are the producer timestamps of the first and last whole record numbered
+	// above the scan's acked (zero when none).
+	Oldest, Newest time.Time
 }
 
 // scanSegment walks the records of a segment of the given size from its start. Each header is
@@ -151,7 +155,7 @@ type segmentScan struct {
 // checked when they are read to be sent). Sequence numbers must increase and be above after. The
 // scan stops at the first damaged record (Cut says why) or at an I/O error (returned). Memory use
 // is constant.
-func scanSegment(r io.ReaderAt, size int64, verify bool, after uint64) (segmentScan, error) {
+func scanSegment(r io.ReaderAt, size int64, verify bool, after, acked uint64) (segmentScan, error) {
 	var s segmentScan
 	prev := after
 	for s.End < size {
@@ -172,6 +176,13 @@ func scanSegment(r io.ReaderAt, size int64, verify bool, after uint64) (segmentS
 		}
 		s.Last, prev = rec.Seq, rec.Seq
 		s.Count++
+		if rec.Seq > acked {
+			at := time.Unix(0, rec.Timecode*int64(rec.Scale)) //nolint:gosec // a producer timestamp in ns
+			if s.Oldest.IsZero() {
+				s.Oldest = at
+			}
+			s.Newest = at
+		}
 		s.End += n
 	}
 	return s, nil

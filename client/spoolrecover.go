@@ -75,7 +75,7 @@ func (s *Spool) recoverSegment(path string, last bool, after uint64) (*spoolSegm
 	if err != nil {
 		return nil, err
 	}
-	sc, err := scanSegment(f, fi.Size(), last, after)
+	sc, err := scanSegment(f, fi.Size(), last, after, s.acked)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
@@ -96,6 +96,12 @@ func (s *Spool) recoverSegment(path string, last bool, after uint64) (*spoolSegm
 			return nil, err
 		}
 		return nil, nil
+	}
+	if s.stats.RecoveredFrom.IsZero() {
+		s.stats.RecoveredFrom = sc.Oldest
+	}
+	if !sc.Newest.IsZero() {
+		s.stats.RecoveredTo = sc.Newest
 	}
 	return &spoolSegment{path: path, first: sc.First, last: sc.Last, count: sc.Count, size: sc.End}, nil
 }
