@@ -160,8 +160,9 @@ type ProducerStats struct {
 	// Stored once final, not in Fragments); Spool is the spool's own account.
 	Recovered int
 	Spool     SpoolStats
-	// LastError is why the last attempt to connect or send failed, "" when the last connection
-	// worked (or none was tried yet); Since is when the failures began.
+	// LastError is why the last attempt to connect or send failed, "" once a connection is
+	// answered (or none was tried yet); Since is when the failures began. Meanwhile a producer
+	// with a spool keeps one fragment out of it, not MaxInFlight.
 	LastError string
 	Since     time.Time
 }
@@ -334,7 +335,11 @@ func (p *Producer) enqueue(ctx context.Context, e *entry) error {
 		case ctx.Err() != nil:
 			return ctx.Err()
 		}
-		if n, size := p.pendingLocked(); n == 0 || n < p.cfg.MaxInFlight && size+int64(len(e.data)) <= p.cfg.MaxInFlightBytes {
+		limit := p.cfg.MaxInFlight
+		if e.seq != 0 && p.stats.LastError != "" {
+			limit = 1 // the spool holds the rest until a connection works: memory stays small
+		}
+		if n, size := p.pendingLocked(); n == 0 || n < limit && size+int64(len(e.data)) <= p.cfg.MaxInFlightBytes {
 			break
 		}
 		p.changed.Wait()

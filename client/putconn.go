@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 
@@ -86,6 +87,12 @@ func (p *Producer) connection(finalEvent string) (progress bool, err error) {
 		<-writeDone
 		return false, apiErr
 	}
+	// The endpoint answers: the failures are over (status lines), and a spool's pump may fill
+	// the window again.
+	p.mu.Lock()
+	p.stats.LastError, p.stats.Since = "", time.Time{}
+	p.changed.Broadcast()
+	p.mu.Unlock()
 	readErr := ReadAcks(resp.Body, conn.ack)
 	// The response is over: stop the writer (it may be blocked on the pipe) and collect it.
 	pr.CloseWithError(errConnEnded)

@@ -53,7 +53,8 @@ type SpoolConfig struct {
 // SpoolStats describes a spool.
 type SpoolStats struct {
 	// Fragments counts the fragments the spool holds that are not final yet: the backlog, and
-	// the fragments in flight. Bytes is the size of its segment files.
+	// the fragments in flight. Bytes is the size of its segment files (the one being appended to
+	// keeps up to 4 MiB of final records).
 	Fragments int
 	Bytes     int64
 	// Dropped and DroppedBytes count the fragments dropped because the spool was full, since it
@@ -97,6 +98,7 @@ type Spool struct {
 	acked   uint64              // every record with Seq <= acked is final
 	doneSet map[uint64]struct{} // final records above acked+1
 	saved   uint64              // acked as last written to the acked file
+	savedAt time.Time           // when
 	cursor  uint64              // next sequence number next hands out
 	curSeg  *spoolSegment       // segment of the cursor, nil: look it up
 	curOff  int64               // offset in curSeg of the next record to read
@@ -199,8 +201,8 @@ func (s *Spool) append(header, body []byte, timecode int64, scale uint64) (uint6
 	// writes to the active file, and nothing reads past g.size.
 	crc := crc32.Update(crc32.Checksum(header, castagnoli), castagnoli, body)
 	h.PayloadCRC = crc
-	var hb [spoolRecordHeaderSize]byte
-	err = writeAll(f, off, h.encode(hb[:0]), header, body)
+	// The record header and the stream header (a few hundred bytes) go in one write.
+	err = writeAll(f, off, append(h.encode(make([]byte, 0, spoolRecordHeaderSize+len(header))), header...), body)
 	if err == nil {
 		err = fsync.Data(f)
 	}
@@ -482,20 +484,35 @@ func (s *Spool) advance() {
 		break
 	}
 	s.removeFinal()
-	if s.acked != s.saved && !s.closed {
-		var b [12]byte
-		binary.LittleEndian.PutUint64(b[:], s.acked)
-		binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b[:8], castagnoli))
-		if err := writeFileAtomic(filepath.Join(s.cfg.Dir, spoolAckedFile), b[:]); err != nil {
-			s.notice("spool: writing %s: %v (the fragments after %d will be sent again)", spoolAckedFile, err, s.saved)
-			return
-		}
-		s.saved = s.acked
+	if time.Since(s.savedAt) >= ackedEvery {
+		s.saveAcked()
 	}
 }
 
-// removeFinal removes the segments whose records are all final. The active segment goes too when
-// the cursor has passed it: the next record starts a new one. s.mu is held.
+// ackedEvery is how often at most the acked mark is written while acks come (and at Close): its
+// write cost a quarter of a 512 KiB fragment's append, and losing the last second of it to a crash
+// only sends a fragment or two again.
+const ackedEvery = time.Second
+
+// saveAcked writes the acked mark, when it moved. s.mu is held.
+func (s *Spool) saveAcked() {
+	if s.acked == s.saved {
+		return
+	}
+	var b [12]byte
+	binary.LittleEndian.PutUint64(b[:], s.acked)
+	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b[:8], castagnoli))
+	if err := writeFileAtomic(filepath.Join(s.cfg.Dir, spoolAckedFile), b[:]); err != nil {
+		s.notice("spool: writing %s: %v (the fragments after %d will be sent again)", spoolAckedFile, err, s.saved)
+		return
+	}
+	s.saved, s.savedAt = s.acked, time.Now()
+}
+
+// removeFinal removes the segments whose records are all final. The one appends go to goes only
+// once it holds finalRollBytes (or at Close), and the next append starts a new one: creating a
+// file and syncing its directory for every fragment of a live stream, acknowledged as fast as it
+// comes, cost more than the fragment's own write and fdatasync. s.mu is held.
 func (s *Spool) removeFinal() {
 	for len(s.segs) > 0 {
 		g := s.segs[0]
@@ -503,12 +520,19 @@ func (s *Spool) removeFinal() {
 			return
 		}
 		if len(s.segs) == 1 && s.active != nil {
+			if g.size < finalRollBytes && !s.closed {
+				return
+			}
 			s.active.Close()
 			s.active = nil
 		}
 		s.removeSegment(g)
 	}
 }
+
+// finalRollBytes is how much of acknowledged fragments the segment being appended to may keep:
+// a few fragments, so that a live stream creates a file every few fragments, not each one.
+const finalRollBytes = 4 << 20
 
 // seal ends appends: next returns io.EOF once every record was handed out.
 func (s *Spool) seal() {
@@ -538,12 +562,14 @@ func (s *Spool) Close() error {
 	if s.closed {
 		return nil
 	}
+	s.saveAcked()
 	s.closed = true
 	s.signal()
 	var err error
 	if s.active != nil {
 		err = s.active.Close()
 		s.active = nil
+		s.removeFinal() // the last segment too, when all of it is final
 	}
 	if lerr := s.lock.Close(); err == nil {
 		err = lerr
