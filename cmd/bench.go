@@ -81,6 +81,8 @@ per fragment, keyframe ≈ 9× a delta frame, each fragment = D seconds at R bit
   errors                 ERROR acks, failed connections, fragments not persisted or not delivered
   ingest                 persisted media bits per second over the run
   peak RSS               the server's VmHWM (embedded server, or --server-pid on this machine)
+  server CPU             the CPU seconds the server (every node of a cluster) used during the run,
+                         from process_cpu_seconds_total in its /metrics, and per GB ingested
 
 --embedded starts "kvs server" as a child process with a fresh data directory on disk (a temporary
 directory, or one made under --data-dir), so every PERSISTED ack waited for a real fdatasync;
@@ -92,7 +94,8 @@ producers start spread over one fragment duration, as independent cameras are.
 
 Output is a human summary, or with --output json exactly one JSON object: streams, duration_s,
 fragments, bytes, errors, ingest_mbps (megabits/s), persisted_ack_ms and delivery_ms (p50, p99, max),
-peak_rss_mb (null when unknown), plus server, sent, delivered, errors_by_kind, load_avg,
+peak_rss_mb (null when unknown), server_cpu_s and server_cpu_s_per_gb (null when the server's
+/metrics cannot be read), plus server, sent, delivered, errors_by_kind, load_avg,
 warmup_s, connect_ms and by_second (fragments and p99 latencies per second of the run, where a
 tail comes from). --warmup D leaves the fragments sent in the first D out of the latency figures.`,
 	})
@@ -125,6 +128,8 @@ type benchOutput struct {
 	PersistedAck bench.Latency  `json:"persisted_ack_ms"`
 	Delivery     bench.Latency  `json:"delivery_ms"`
 	PeakRSSMB    *float64       `json:"peak_rss_mb"`
+	ServerCPUS   *float64       `json:"server_cpu_s"`
+	CPUSPerGB    *float64       `json:"server_cpu_s_per_gb"`
 	Server       string         `json:"server"`
 	Sent         int            `json:"sent"`
 	Delivered    int            `json:"delivered"`
@@ -173,6 +178,11 @@ func runBench(ctx context.Context, env *Env, o benchOptions) error {
 		}
 		logf("cluster of %d nodes: stream i is put through node i and read through node i+1", len(nodes))
 	}
+	servers := nodes
+	if servers == nil {
+		servers = []string{strings.TrimSuffix(endpoint, "/")}
+	}
+	cpu0, cpuErr := serverCPU(ctx, cl, servers)
 	res, err := bench.Run(ctx, bench.Config{
 		Client: cl, Nodes: nodes, Streams: o.Streams, Bitrate: o.bitrate(), FragmentDuration: o.FragmentDuration,
 		Duration: o.Duration, Warmup: o.Warmup, FPS: o.FPS, KeyframeRatio: o.KeyframeRatio, NoConsumers: o.NoConsumers,
@@ -189,6 +199,20 @@ func runBench(ctx context.Context, env *Env, o benchOptions) error {
 		Errors: res.Errors, IngestMbps: round3(res.IngestMbps()), PersistedAck: res.PersistedAck, Delivery: res.Delivery,
 		Server: server, Sent: res.Sent, Delivered: res.Delivered, ErrorsByKind: res.ErrorsByKind, LoadAvg: loadAverage(),
 		WarmupS: o.Warmup.Seconds(), Connect: res.Connect, BySecond: res.BySecond,
+	}
+	if cpuErr == nil {
+		var cpu1 float64
+		if cpu1, cpuErr = serverCPU(ctx, cl, servers); cpuErr == nil {
+			used := round3(cpu1 - cpu0)
+			out.ServerCPUS = &used
+			if res.Bytes > 0 {
+				perGB := round3(used / (float64(res.Bytes) / 1e9))
+				out.CPUSPerGB = &perGB
+			}
+		}
+	}
+	if cpuErr != nil {
+		logf("server CPU: %v", cpuErr)
 	}
 	if pid != 0 {
 		if kb, err := peakRSS(pid); err == nil {
@@ -233,6 +257,13 @@ func writeBenchText(w io.Writer, o benchOptions, out benchOutput, res bench.Resu
 	}
 	if out.PeakRSSMB != nil {
 		fmt.Fprintf(&b, "server peak RSS: %.1f MB (%.2f MB per stream)\n", *out.PeakRSSMB, *out.PeakRSSMB/float64(o.Streams))
+	}
+	if out.ServerCPUS != nil {
+		fmt.Fprintf(&b, "server CPU:      %.2f s", *out.ServerCPUS)
+		if out.CPUSPerGB != nil {
+			fmt.Fprintf(&b, " (%.2f s per GB ingested)", *out.CPUSPerGB)
+		}
+		b.WriteString("\n")
 	}
 	if len(res.BySecond) > 1 {
 		worstAck, worstDel := res.BySecond[0], res.BySecond[0]

@@ -91,6 +91,13 @@ func TestBench(t *testing.T) {
 	if rss, ok := got["peak_rss_mb"].(float64); !ok || rss <= 0 {
 		t.Errorf("peak_rss_mb = %v", got["peak_rss_mb"])
 	}
+	// The server's CPU from its /metrics: some, and per GB of the ~1 MB ingested, a lot more.
+	cpu, _ := got["server_cpu_s"].(float64)
+	perGB, _ := got["server_cpu_s_per_gb"].(float64)
+	if cpu <= 0 || perGB <= cpu {
+		t.Errorf("server_cpu_s = %v, server_cpu_s_per_gb = %v; want both set, per GB above the total; stderr:\n%s",
+			got["server_cpu_s"], got["server_cpu_s_per_gb"], stderr.String())
+	}
 	if s, _ := got["server"].(string); !strings.Contains(s, "FS store") {
 		t.Errorf("server = %q", s)
 	}

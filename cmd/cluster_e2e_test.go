@@ -121,9 +121,9 @@ func putAcks(t *testing.T, out string) []string {
 }
 
 // TestE2EClusterFailover runs three `kvs server` nodes on PostgreSQL and versitygw: a producer
-// writes through node 2, live readers follow on nodes 1 and 3, and node 2, the stream's writer,
-// is killed (SIGKILL) mid-stream. The producer goes on through another node, the lease moves,
-// the readers go on by themselves; afterwards every PERSISTED fragment is listed (AWS CLI on node
+// writes through node 2, live readers follow on nodes 1, 2 and 3, and node 2, the stream's
+// writer, is killed (SIGKILL) mid-stream. The producer and node 2's reader go on through another
+// node, the lease moves, the other readers go on by themselves; afterwards every PERSISTED fragment is listed (AWS CLI on node
 // 3) and decodes, and each reader saw every fragment once, in order. Then the same with
 // PostgreSQL stopped for a while and started again. It runs in parallel with the other tests of
 // this package: none of them uses PostgreSQL.
@@ -136,7 +136,9 @@ func TestE2EClusterFailover(t *testing.T) {
 	n1, n2, n3 := nodes[0].Endpoint, nodes[1].Endpoint, nodes[2].Endpoint
 	mustRun(t, n1, nil, "create-stream", "--stream-name", "cam", "--data-retention-in-hours", "1")
 
-	readers := []*liveReader{startReader(t, n1, "cam"), startReader(t, n3, "cam")}
+	// Live readers on nodes 1 and 3, and one on node 2 that knows the other nodes: when node 2
+	// dies it reconnects through another one, from its continuation token.
+	readers := []*liveReader{startReader(t, n1, "cam"), startReader(t, n3, "cam"), startReader(t, n2+","+n1+","+n3, "cam")}
 	// The producer knows every node; it starts on node 2, which becomes the writer.
 	type result struct {
 		code     int

@@ -13,9 +13,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/openkvs/kvs/server"
@@ -46,6 +48,8 @@ type serveOptions struct {
 	FlushInterval time.Duration
 	FlushBytes    int64
 	LeaseTTL      time.Duration
+
+	opsOptions // metrics, disk quota, webhooks (serveops.go)
 }
 
 // clustered reports whether o asks for cluster mode.
@@ -97,13 +101,13 @@ func (o serveOptions) validate() error {
 			return fmt.Errorf("--advertise-url %q: want http(s)://host[:port] with no path", o.AdvertiseURL)
 		}
 	}
-	return nil
+	return o.opsOptions.validate(o.clustered(), o.Memory)
 }
 
 func newServeCmd(env *Env) *cobra.Command {
 	var o serveOptions
 	c := newCommand(env, &o, runServe, &cobra.Command{
-		Use:   "server [--listen ADDR] [--data-dir DIR | --memory | --index URL --objects URL] [--advertise-url URL] [--auth sigv4 --credentials-file FILE] [--tls-cert FILE --tls-key FILE]",
+		Use:   "server [--listen ADDR] [--data-dir DIR [--max-disk-usage SIZE|N%] | --memory | --index URL --objects URL] [--advertise-url URL] [--auth sigv4 --credentials-file FILE] [--tls-cert FILE --tls-key FILE] [--metrics-listen ADDR] [--webhook URL]...",
 		Short: "Run the local Kinesis Video Streams server",
 		Long: `Run the kvs server: the KVS control plane, PutMedia/GetMedia and the archived-media APIs on one
 HTTP listener. Point the AWS CLI or an AWS SDK at it with --endpoint-url / BaseEndpoint. It listens
@@ -134,10 +138,13 @@ Cluster mode: with --index (a PostgreSQL URL) and --objects (an S3-compatible bu
 is one of N stateless nodes sharing those: any node answers any request, each stream has one
 writer node under a lease, fragments are batched into objects (--flush-interval, --flush-bytes)
 and PERSISTED once the object is stored and its index rows committed. --advertise-url must be the
-URL the other nodes and the clients reach this node at. See docs/cluster.md.`,
+URL the other nodes and the clients reach this node at. See docs/cluster.md.
+
+` + opsHelp,
 		PreRunE: func(*cobra.Command, []string) error { // the environment fills what the flags left out
 			o.Index = cmp.Or(o.Index, env.Getenv("KVS_INDEX"))
 			o.Objects = cmp.Or(o.Objects, env.Getenv("KVS_OBJECTS"))
+			o.WebhookSecret = cmp.Or(o.WebhookSecret, env.Getenv("KVS_WEBHOOK_SECRET"))
 			return nil
 		},
 	})
@@ -155,6 +162,7 @@ URL the other nodes and the clients reach this node at. See docs/cluster.md.`,
 	f.DurationVar(&o.FlushInterval, "flush-interval", cluster.DefaultFlushInterval, "cluster mode: how long fragments of all streams collect into one object before it is written (0: one object per fragment)")
 	f.Int64Var(&o.FlushBytes, "flush-bytes", cluster.DefaultFlushBytes, "cluster mode: write the object earlier once it holds this many bytes")
 	f.DurationVar(&o.LeaseTTL, "lease-ttl", cluster.DefaultLeaseTTL, "cluster mode: how long a stream's write lease lasts unrenewed (how long a dead node's streams wait)")
+	addOpsFlags(f, &o.opsOptions)
 	return c
 }
 
@@ -228,13 +236,14 @@ func loadServeSecurity(o serveOptions) (server.Credentials, *tls.Config, error) 
 // openStore opens the store o names: the cluster's (PostgreSQL and object storage) with the
 // membership the server needs, the FS store in the data directory, or memory. where says which,
 // for the log.
-func openStore(ctx context.Context, env *Env, o serveOptions, advertise string) (st store.Store, c server.Cluster, key []byte, where string, err error) {
+func openStore(ctx context.Context, env *Env, o serveOptions, advertise string, reg prometheus.Registerer) (st store.Store, c server.Cluster, key []byte, where string, err error) {
 	log := env.Log
 	switch {
 	case o.clustered():
 		objects, _ := cluster.ParseObjects(o.Objects) // checked by validate
 		cs, err := cluster.Open(ctx, cluster.Config{Index: o.Index, Objects: objects, NodeURL: advertise,
-			FlushInterval: o.FlushInterval, FlushBytes: o.FlushBytes, LeaseTTL: o.LeaseTTL, Log: log.With("component", "cluster")})
+			FlushInterval: o.FlushInterval, FlushBytes: o.FlushBytes, LeaseTTL: o.LeaseTTL, Log: log.With("component", "cluster"),
+			Metrics: reg})
 		if err != nil {
 			return nil, nil, nil, "", withHint(fmt.Errorf("server: %w", err),
 				"Check --index (KVS_INDEX) and --objects (KVS_OBJECTS), and that PostgreSQL and the object store are up; S3 credentials come from the AWS SDK's chain (AWS_ACCESS_KEY_ID, ~/.aws).")
@@ -249,7 +258,11 @@ func openStore(ctx context.Context, env *Env, o serveOptions, advertise string) 
 			return nil, nil, nil, "", usageError{err}
 		}
 	}
-	fs, err := store.OpenFS(dir, store.FSOptions{Logger: log.With("component", "store")})
+	opts := store.FSOptions{Logger: log.With("component", "store"), Metrics: reg}
+	if o.MaxDiskUsage != "" {
+		opts.MaxDiskBytes, opts.MaxDiskPercent, _ = parseDiskLimit(o.MaxDiskUsage) // checked by validate
+	}
+	fs, err := store.OpenFS(dir, opts)
 	if err != nil {
 		return nil, nil, nil, "", fmt.Errorf("server: %w", err)
 	}
@@ -293,9 +306,24 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	if advertise == "" {
 		advertise = advertiseURL(scheme, ln.Addr())
 	}
-	st, membership, sessionKey, where, err := openStore(ctx, env, o, advertise)
+	// Serve at once: while the store opens (and recovers after a crash), /healthz answers and
+	// everything else is 503 (serveops.go's starting); then the server takes over.
+	var handler atomic.Pointer[http.Handler]
+	handler.Store(ptr[http.Handler](http.HandlerFunc(starting)))
+	hs := newHTTPServer(ctx, log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }))
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	ready := false
+	defer func() {
+		if !ready { // failed before serving for real
+			_ = hs.Close()
+			<-serveErr
+		}
+	}()
+
+	reg := prometheus.NewRegistry()
+	st, membership, sessionKey, where, err := openStore(ctx, env, o, advertise, reg)
 	if err != nil {
-		ln.Close()
 		return err
 	}
 	defer func() {
@@ -303,6 +331,10 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 			err = fmt.Errorf("server: close store: %w", cerr)
 		}
 	}()
+	maxStreams := o.MetricsMaxStreams
+	if maxStreams == 0 {
+		maxStreams = -1 // none (the Config's 0 is the default)
+	}
 	srv, err := server.New(server.Config{
 		Store:             st,
 		Cluster:           membership,
@@ -313,43 +345,47 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 		Credentials:       creds,
 		RetentionInterval: retentionInterval,
 		ImageDecoder:      imageDecoder(ctx, log),
+		Registry:          reg,
+		MetricsMaxStreams: maxStreams,
+		Webhooks:          o.Webhooks,
+		WebhookSecret:     o.WebhookSecret,
+		WebhookPersisted:  o.WebhookPersisted,
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("server: %w", err)
 	}
 	defer srv.Close()
-	hs := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: 30 * time.Second,
-		// Keep-alive connections that send nothing are closed, so idle sockets cannot pile up.
-		IdleTimeout: 2 * time.Minute,
-		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
-	}
-	// HTTP/1.1 only, also over TLS: PutMedia is full duplex on one HTTP/1.1 exchange, as producers
-	// expect (kvs-api.md §5.3), and its early error answers rely on Connection: close.
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	hs.Protocols = &protocols
 	// Shutdown waits for open requests: Server.Close ends live GetMedia responses and lets uploads
 	// finish their current fragment, so that it does not wait out shutdownTimeout.
 	hs.RegisterOnShutdown(func() { _ = srv.Close() })
+	var ops *http.Server
+	opsErr := make(chan error, 1)
+	if o.MetricsListen != "" {
+		oln, err := lc.Listen(ctx, "tcp", o.MetricsListen)
+		if err != nil {
+			return fmt.Errorf("server: --metrics-listen %s: %w", o.MetricsListen, err)
+		}
+		ops = newHTTPServer(ctx, log, srv.OpsHandler())
+		go func() { opsErr <- ops.Serve(oln) }()
+		log.Info("metrics listening", "addr", oln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	}
+	handler.Store(ptr[http.Handler](srv))
+	ready = true
 	if creds == nil && !isLoopback(ln.Addr()) {
 		log.Warn("listening beyond loopback without authentication: anyone who reaches this port can read, write and delete streams (see --auth sigv4)", "addr", ln.Addr().String())
 	}
 	log.Info("kvs server listening", "addr", ln.Addr().String(), "data", where, "advertise_url", advertise,
-		"auth", cmp.Or(o.Auth, "none"), "keys", len(creds), "tls", tlsConfig != nil)
+		"auth", cmp.Or(o.Auth, "none"), "keys", len(creds), "tls", tlsConfig != nil, "webhooks", len(o.Webhooks))
 	if _, err := fmt.Fprintln(env.Stdout, scheme+"://"+ln.Addr().String()); err != nil {
-		ln.Close()
+		ready = false
 		return err
 	}
 
-	serveErr := make(chan error, 1)
-	go func() { serveErr <- hs.Serve(ln) }()
 	select {
 	case err := <-serveErr:
 		return fmt.Errorf("server: %w", err)
+	case err := <-opsErr:
+		return fmt.Errorf("server: --metrics-listen: %w", err)
 	case <-ctx.Done():
 	}
 	log.Info("kvs server shutting down")
@@ -360,8 +396,32 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 		_ = hs.Close()
 	}
 	<-serveErr // http.ErrServerClosed
+	if ops != nil {
+		_ = ops.Shutdown(sctx)
+		<-opsErr
+	}
 	log.Info("kvs server stopped")
 	return nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// newHTTPServer is the http.Server of kvs server's listeners: HTTP/1.1 only, also over TLS
+// (PutMedia is full duplex on one HTTP/1.1 exchange, as producers expect, kvs-api.md §5.3, and its
+// early error answers rely on Connection: close).
+func newHTTPServer(ctx context.Context, log *slog.Logger, h http.Handler) *http.Server {
+	hs := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 30 * time.Second,
+		// Keep-alive connections that send nothing are closed, so idle sockets cannot pile up.
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	hs.Protocols = &protocols
+	return hs
 }
 
 // logRecovery logs one line summing up what OpenFS repaired (the store logs each repair itself),

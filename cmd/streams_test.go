@@ -93,6 +93,16 @@ func TestStreamOptionsValidate(t *testing.T) {
 		{"serve auth unknown", serveOptions{Listen: ":4567", Auth: "basic"}, "--auth"},
 		{"serve tls pair", serveOptions{Listen: ":4567", TLSCert: "c.pem", TLSKey: "k.pem"}, ""},
 		{"serve tls half", serveOptions{Listen: ":4567", TLSCert: "c.pem"}, "--tls-key"},
+		{"serve quota size", serveOptions{Listen: ":4567", opsOptions: opsOptions{MaxDiskUsage: "500GB"}}, ""},
+		{"serve quota percent", serveOptions{Listen: ":4567", opsOptions: opsOptions{MaxDiskUsage: "90%"}}, ""},
+		{"serve quota bad", serveOptions{Listen: ":4567", opsOptions: opsOptions{MaxDiskUsage: "lots"}}, "such as 500GB"},
+		{"serve quota 0%", serveOptions{Listen: ":4567", opsOptions: opsOptions{MaxDiskUsage: "0%"}}, "percentage"},
+		{"serve quota memory", serveOptions{Listen: ":4567", Memory: true, opsOptions: opsOptions{MaxDiskUsage: "1GB"}}, "--memory"},
+		{"serve quota cluster", serveOptions{Listen: ":4567", Index: "postgres://h/db", Objects: "s3://b", opsOptions: opsOptions{MaxDiskUsage: "1GB"}}, "kvs:max-bytes"},
+		{"serve metrics listen", serveOptions{Listen: ":4567", opsOptions: opsOptions{MetricsListen: "9464"}}, "--metrics-listen"},
+		{"serve webhook", serveOptions{Listen: ":4567", opsOptions: opsOptions{Webhooks: []string{"https://h.example/x"}, WebhookSecret: "s", WebhookPersisted: true}}, ""},
+		{"serve webhook url", serveOptions{Listen: ":4567", opsOptions: opsOptions{Webhooks: []string{"h.example/x"}}}, "--webhook"},
+		{"serve webhook secret alone", serveOptions{Listen: ":4567", opsOptions: opsOptions{WebhookSecret: "s"}}, "need --webhook"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -69,7 +69,7 @@ for i in 0 1 2; do
   echo $! >"$root/node$((i + 1)).pid"
 done
 for i in 0 1 2; do
-  for _ in $(seq 100); do curl -s -o /dev/null -X POST "http://127.0.0.1:$((base + i))/listStreams" && break; sleep 0.1; done
+  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$((base + i))/readyz" && break; sleep 0.1; done
 done
 
 cat <<MSG

@@ -187,12 +187,21 @@ func (m *media) listPage(ctx context.Context, name string, buf *streamBuffer, q 
 	if err != nil {
 		return nil, err
 	}
-	stored = buf.addBuffered(stored, q.selects)
+	stored = buf.addBuffered(stored, q.selects, m.s.firstStored(ctx, name))
 	sort.Slice(stored, func(i, j int) bool { return q.less(stored[i], stored[j]) })
 	if len(stored) > limit+1 {
 		stored = stored[:limit+1]
 	}
 	return stored, nil
+}
+
+// firstStored returns a function that asks the store for the number of the stream's first
+// fragment (ok false: it has none), for streamBuffer.addBuffered.
+func (s *Server) firstStored(ctx context.Context, name string) func() (uint64, bool) {
+	return func() (uint64, bool) {
+		f, err := s.store.First(ctx, name)
+		return f.Number, err == nil
+	}
 }
 
 type fragmentJSON struct {

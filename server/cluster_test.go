@@ -359,7 +359,7 @@ func TestClusterConsole(t *testing.T) {
 // durable). Then the commit comes and they are PERSISTED.
 func TestClusterLiveBeforeCommit(t *testing.T) {
 	t.Parallel()
-	nodes := newCluster(t, 2, func(c *cluster.Config) { c.FlushInterval, c.FlushBytes = 10*time.Second, 1<<30 }, nil)
+	nodes := newCluster(t, 2, func(c *cluster.Config) { c.FlushInterval, c.FlushBytes = 3*time.Second, 1<<30 }, nil)
 	n1, n2 := nodes[0], nodes[1]
 	n1.createStream(t, "cam", 1)
 	c := loadClip(t, "h264.mkv")

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -216,7 +217,8 @@ func consoleDo(t *testing.T, ctx context.Context, what string, steps ...chromedp
 // TestConsoleBrowser drives the console in real headless Chromium (over DevTools, with
 // chromedp) against a server with producers sending 1 s fragments in real time:
 //
-//   - the stream list shows each stream with its status, retention and last fragment;
+//   - the stream list shows each stream with its status, retention and last fragment, and
+//     follows the server's events (GET /events): streams created and deleted, new fragments;
 //   - the stream page's live player plays: currentTime and the decoded frame count grow, the
 //     picture is 320x240, and the position readout is recent producer time;
 //   - a click on the timeline replays from that time (the position readout follows it): in the
@@ -263,6 +265,40 @@ func TestConsoleBrowser(t *testing.T) {
 			t.Errorf("stream list has %d rows for hevc, want 1", n)
 		}
 		screenshot(t, ctx, dir, "console-streams.png")
+	})
+
+	// The list follows the server's events (GET /events) instead of polling: a stream created or
+	// deleted through the API shows at once, a stream's "last fragment" moves with its PERSISTED
+	// fragments, and the page's EventSource saw the events.
+	t.Run("events", func(t *testing.T) {
+		if !eval[bool](t, ctx, `!!document.querySelector('#streams')`) {
+			consoleDo(t, ctx, "open the console", chromedp.Navigate(e.ts.URL+"/"))
+		}
+		consoleWait(t, 10*time.Second, "the page's event stream is open", func() (bool, string) {
+			return eval[bool](t, ctx, `window.kvsEvents?.source?.readyState === 1`), "not open"
+		})
+		const lastJS = `Number(document.querySelector('#streams tr[data-stream="cam"] .ago')?.dataset.t || 0)`
+		before := eval[float64](t, ctx, lastJS)
+		arn := e.createStream(t, "sse-new", 1)
+		consoleWait(t, 3*time.Second, "the new stream's row shows", func() (bool, string) {
+			n := eval[int](t, ctx, `document.querySelectorAll('#streams tr[data-stream="sse-new"]').length`)
+			return n == 1, fmt.Sprintf("%d rows", n)
+		})
+		// cam's next PERSISTED fragment may come up to a fragment's duration after sse-new's row:
+		// wait for it rather than read the list once.
+		consoleWait(t, 10*time.Second, "the page saw stream.created of sse-new and fragment.persisted of cam", func() (bool, string) {
+			seen := eval[[]string](t, ctx, `window.kvsEvents.received`)
+			return slices.Contains(seen, EventStreamCreated+" sse-new") && slices.Contains(seen, EventFragmentPersisted+" cam"), fmt.Sprintf("%q", seen)
+		})
+		e.deleteStream(t, arn)
+		consoleWait(t, 3*time.Second, "the deleted stream's row goes", func() (bool, string) {
+			n := eval[int](t, ctx, `document.querySelectorAll('#streams tr[data-stream="sse-new"]').length`)
+			return n == 0, fmt.Sprintf("%d rows", n)
+		})
+		consoleWait(t, 5*time.Second, "cam's last fragment moves on", func() (bool, string) {
+			now := eval[float64](t, ctx, lastJS)
+			return now > before, fmt.Sprintf("%.3f, was %.3f", now, before)
+		})
 	})
 
 	var live playerState

@@ -101,6 +101,7 @@ func (s *Server) createStream(ctx context.Context, req *createStreamRequest) (cr
 		return createStreamResponse{}, fmt.Errorf("create stream %s: %w", st.Name, err)
 	}
 	s.log.Info("stream created", "stream", st.Name, "retention_hours", st.RetentionHours)
+	s.events.publish(&Event{Type: EventStreamCreated, Stream: st.Name})
 	return createStreamResponse{st.ARN}, nil
 }
 

@@ -55,7 +55,10 @@
 //
 // The Server runs the store's EnforceRetention every Config.RetentionInterval (1 min; negative:
 // off) as of Config.Now, from New until Close, and logs what it deleted; the store has no schedule
-// of its own. UpdateDataRetention with a decrease also runs it before answering.
+// of its own. UpdateDataRetention with a decrease also runs it before answering. A store's own
+// deletions for byte caps (the FS disk quota, the kvs:max-bytes tag) can reach fragments still in
+// the live cache: ListFragments, HLS and GetMedia leave a durable cached fragment out when the
+// store's first fragment is newer, as if retention had deleted it.
 //
 // # Choices where kvs-api.md leaves a question open ([?])
 //
@@ -96,6 +99,18 @@
 //     listed at parseGetImages (images.go); which picture a sample gets, and the decode pool, at
 //     the top of imageplan.go. A page that needs a codec this server cannot decode is
 //     UnsupportedStreamMediaTypeException, naming the fix (install ffmpeg).
+//
+// # Operations (kvs extensions)
+//
+// The GET routes /healthz, /readyz (Server.Ready: not shutting down, and the store's Ready),
+// /metrics and /events are for operators (ops.go). Metrics (metrics.go) go to Config.Registry with
+// bounded cardinality: per-stream series only for the ingest counters of the first
+// MetricsMaxStreams streams, histograms over all streams. Events (events.go) are published by the
+// handlers that cause them (CreateStream, DeleteStream, an upload's start and end, each ERROR ack,
+// each PERSISTED ack when a sink asked for those) to the webhooks (webhook.go) and the /events
+// subscribers, each through a bounded queue: publishing never blocks, so no sink can slow ingest.
+// With Config.Credentials, /metrics and /events need a signature; MetricsHandler and OpsHandler
+// serve them for a listener of their own.
 //
 // # The PutMedia data path
 //

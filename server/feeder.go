@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/openkvs/kvs/internal/every"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -91,33 +92,28 @@ func newFeeders(m *media, c Cluster) *feeders {
 // ends, and the feeder looks again. It also has feeders whose fragments wait too long for their
 // commit notice look at the store.
 func (fs *feeders) poll(ctx context.Context, c Cluster) {
-	t := time.NewTicker(feederPoll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		fs.mu.Lock()
-		names := make([]string, 0, len(fs.byStream))
-		list := make([]*feeder, 0, len(fs.byStream))
-		for name, f := range fs.byStream {
-			names, list = append(names, name), append(list, f)
-		}
-		fs.mu.Unlock()
-		if len(names) == 0 {
-			continue
-		}
-		owners, err := c.Owners(ctx, names)
-		if err != nil {
-			continue // the feeders go on with what they know
-		}
-		for _, f := range list {
-			f.setOwner(owners[f.name])
-			if at := f.buf.oldestUnsynced(); !at.IsZero() && time.Since(at) > feederSync {
-				f.syncWithStore(ctx)
-			}
+	every.Tick(ctx, feederPoll, func(ctx context.Context) { fs.pollOnce(ctx, c) })
+}
+
+func (fs *feeders) pollOnce(ctx context.Context, c Cluster) {
+	fs.mu.Lock()
+	names := make([]string, 0, len(fs.byStream))
+	list := make([]*feeder, 0, len(fs.byStream))
+	for name, f := range fs.byStream {
+		names, list = append(names, name), append(list, f)
+	}
+	fs.mu.Unlock()
+	if len(names) == 0 {
+		return
+	}
+	owners, err := c.Owners(ctx, names)
+	if err != nil {
+		return // the feeders go on with what they know
+	}
+	for _, f := range list {
+		f.setOwner(owners[f.name])
+		if at := f.buf.oldestUnsynced(); !at.IsZero() && time.Since(at) > feederSync {
+			f.syncWithStore(ctx)
 		}
 	}
 }
@@ -330,6 +326,7 @@ func (f *feeder) tail(ctx context.Context, url string, last *uint64) error {
 	if err := m.s.signRelay(ctx, req, body); err != nil {
 		return err
 	}
+	m.s.metrics.tailsOpened.Inc()
 	resp, err := f.fs.client.Do(req)
 	if err != nil {
 		return err

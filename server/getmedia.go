@@ -151,7 +151,9 @@ func (m *media) getMedia(ctx context.Context, req *getMediaRequest) (_ responder
 	return func(w http.ResponseWriter, r *http.Request) {
 		defer unsubscribe()
 		defer unfollow()
-		c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: http.NewResponseController(w), last: last}
+		c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: http.NewResponseController(w), last: last, started: time.Now()}
+		s.metrics.activeReaders.Inc()
+		defer s.metrics.activeReaders.Dec()
 		w.Header().Set("Content-Type", "video/webm")
 		w.WriteHeader(http.StatusOK)
 		_ = c.rc.Flush()
@@ -262,6 +264,8 @@ type consumer struct {
 	out  []byte // reused per chunk
 	tail bool   // an internal tail (tail.go): frames, not GetMedia chunks
 	hdr  []byte // a tail frame's header
+
+	started time.Time // when the response started: fragments published later are live for it
 }
 
 var (
@@ -347,6 +351,12 @@ func (c *consumer) deliverFrom(ctx context.Context, bf *liveFragment, oldest uin
 	if err != nil {
 		return false, false, err
 	}
+	if bf != nil && len(metas) > 0 && bf.Meta.Number < metas[0].Number && !bf.unsynced.Load() {
+		// Durable, yet the store's next fragment is a later one: the store deleted it since (a
+		// byte cap or the disk quota reach this recent), as retention would. Skip what went.
+		c.last = metas[0].Number - 1
+		return false, true, nil
+	}
 	if len(metas) == 0 || (bf != nil && bf.Meta.Number <= metas[0].Number) {
 		if bf == nil {
 			return false, false, nil
@@ -406,7 +416,13 @@ func (c *consumer) sendLive(f *liveFragment) error {
 		return c.writeParts(f.Meta, c.hdr, f.Chunk)
 	}
 	c.out = c.appendTrailingTags(c.out[:0], f.Meta)
-	return c.writeParts(f.Meta, f.Chunk, c.out)
+	if err := c.writeParts(f.Meta, f.Chunk, c.out); err != nil {
+		return err
+	}
+	if f.Published.After(c.started) { // live for this reader, not history it catches up on
+		c.m.s.metrics.liveDelivery.Observe(time.Since(f.Published).Seconds())
+	}
+	return nil
 }
 
 // writeParts writes one fragment's parts and flushes, within MediaWriteTimeout; then the

@@ -62,7 +62,8 @@ func (e *mediaEnv) hlsURL(t *testing.T, body map[string]any) (string, string) {
 	return out.HLSStreamingSessionURL, ""
 }
 
-func httpGet(t *testing.T, url string) (int, http.Header, []byte) {
+// httpOpen GETs url for the test; the caller closes the response's body.
+func httpOpen(t *testing.T, url string) *http.Response {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
 	if err != nil {
@@ -72,6 +73,12 @@ func httpGet(t *testing.T, url string) (int, http.Header, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return resp
+}
+
+func httpGet(t *testing.T, url string) (int, http.Header, []byte) {
+	t.Helper()
+	resp := httpOpen(t, url)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {

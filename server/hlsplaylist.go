@@ -95,7 +95,7 @@ func (p *playback) newest(ctx context.Context, name string, buf *streamBuffer, n
 	if err != nil {
 		return nil, err
 	}
-	frags = buf.addBuffered(frags, func(f store.FragmentMeta) bool { return f.Number >= from })
+	frags = buf.addBuffered(frags, func(f store.FragmentMeta) bool { return f.Number >= from }, p.s.firstStored(ctx, name))
 	sort.Slice(frags, func(i, j int) bool { return frags[i].Number < frags[j].Number })
 	return frags[max(0, len(frags)-n):], nil
 }

@@ -242,18 +242,43 @@ func (b *streamBuffer) snapshot() []*liveFragment {
 
 // addBuffered appends to stored, a listing from the store, the fragments the archived-media APIs
 // list from the buffer (see archived) that selects takes and stored lacks. The order is the
-// caller's to restore.
-func (b *streamBuffer) addBuffered(stored []store.FragmentMeta, selects func(store.FragmentMeta) bool) []store.FragmentMeta {
+// caller's to restore. For a stream that keeps data, a durable buffered fragment older than the
+// store's first one (first, asked only when such a candidate turns up; ok false: the store has
+// none) was deleted by the store since (a byte cap or the disk quota can delete fragments this
+// recent) and is not listed, as after retention.
+func (b *streamBuffer) addBuffered(stored []store.FragmentMeta, selects func(store.FragmentMeta) bool, first func() (uint64, bool)) []store.FragmentMeta {
 	seen := make(map[uint64]bool, len(stored))
 	for _, f := range stored {
 		seen[f.Number] = true
 	}
+	var floor uint64
+	asked := false
 	for _, f := range b.archived() {
-		if !seen[f.Meta.Number] && selects(f.Meta) {
-			stored = append(stored, f.Meta)
+		if seen[f.Meta.Number] || !selects(f.Meta) {
+			continue
 		}
+		if b.isArchived() {
+			if !asked {
+				n, ok := first()
+				floor, asked = n, true
+				if !ok {
+					floor = ^uint64(0)
+				}
+			}
+			if f.Meta.Number < floor {
+				continue
+			}
+		}
+		stored = append(stored, f.Meta)
 	}
 	return stored
+}
+
+// isArchived reports whether the stream keeps its data in the store.
+func (b *streamBuffer) isArchived() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.limits.Archived
 }
 
 // lastNumber returns the highest published fragment number (0 when none).

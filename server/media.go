@@ -34,6 +34,7 @@ package server
 import (
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openkvs/kvs/mkv"
@@ -71,6 +72,7 @@ type media struct {
 	mu       sync.Mutex
 	sessions map[string]map[*putSession]struct{}
 	closing  chan struct{} // closed by Server.Close: live GetMedia responses end
+	uploads  atomic.Int64  // uploads being stored here (uploadStarted, uploadEnded)
 
 	// testDeliver, when set (tests), is called for each chunk GetMedia delivers, with whether it
 	// came from the store (true) or from the live buffer.
@@ -115,6 +117,14 @@ func (m *media) close() {
 	m.drainAll()
 	if m.feeders != nil {
 		m.feeders.close()
+	}
+}
+
+// waitUploads waits until no upload is being stored here, or for at most d (Server.Close, after
+// the uploads were told to drain). It polls: it runs once, at shutdown.
+func (m *media) waitUploads(d time.Duration) {
+	for deadline := time.Now().Add(d); m.uploads.Load() > 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openkvs/kvs/server/store"
@@ -161,6 +162,8 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 	}
 	m.addSession(p)
 	defer m.removeSession(p)
+	p.ingest = s.metrics.streams.get(st.Name)
+	m.uploadStarted(p, r)
 	if !p.liveOnly {
 		// Ready the stream's segment and fragment numbers while the first fragment arrives,
 		// so that its PERSISTED ack waits for neither (when a fleet of cameras connects at
@@ -182,6 +185,7 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 		}()
 	}
 	p.run(r.Body)
+	m.uploadEnded(p) // before the linger: the upload is over for whoever counts
 	if p.stoppedEarly() {
 		p.lingerClose(r) // shutdown.go
 	}
@@ -236,6 +240,12 @@ type putSession struct {
 	liveOnly   bool  // retention 0: nothing is stored (persister only)
 	body       io.Reader
 
+	// For metrics and events (metrics.go, events.go).
+	ingest   *streamCounters
+	received int64        // body bytes read (the handler's goroutine)
+	done     atomic.Int64 // fragments PERSISTED, or published for a stream that keeps no data
+	endErr   *ackErr      // the ERROR that ended the upload, if any (set by run)
+
 	mu         sync.Mutex
 	failure    *ackErr // first fatal error (delete, store, client gone)
 	stopped    bool    // reading was cut off; deadlines are no longer extended
@@ -284,6 +294,10 @@ func (p *putSession) Read(b []byte) (int, error) {
 	}
 	p.mu.Unlock()
 	n, err := p.body.Read(b)
+	if n > 0 {
+		p.received += int64(n)
+		p.ingest.bytes.Add(float64(n))
+	}
 	if err != nil {
 		p.mu.Lock()
 		if err == io.EOF { //nolint:errorlint // io.Reader contract: EOF is returned as is
@@ -349,6 +363,7 @@ type persistJob struct {
 	timecode int64
 	meta     store.FragmentMeta
 	chunk    []byte
+	received time.Time // when it was RECEIVED (kvs_persisted_ack_seconds)
 }
 
 // run parses the body, hands fragments to the persister and ends with the ERROR ack if any.
@@ -383,6 +398,7 @@ func (p *putSession) run(body io.Reader) {
 		final = perr
 	}
 	if final != nil {
+		p.endErr = final
 		p.errorAck(final)
 	}
 }
@@ -405,6 +421,12 @@ func (p *putSession) errorAck(e *ackErr) {
 	}
 	p.log.Warn("put media: ERROR ack", attrs...)
 	p.ack(ackError, tc, e.Number, e)
+	p.m.s.metrics.errorAck(e.ID)
+	ev := &Event{Type: EventUploadError, Stream: p.name, FragmentTimecode: tc, ErrorID: e.ID, ErrorCode: e.Code, Reason: e.Message}
+	if e.Number != 0 {
+		ev.FragmentNumber = formatFragmentNumber(e.Number)
+	}
+	p.m.s.events.publish(ev)
 }
 
 // maxUnsynced bounds the fragments of one upload written to the store but not yet durable
@@ -416,7 +438,8 @@ type durableWait struct {
 	timecode int64
 	number   uint64
 	wait     func(context.Context) error
-	frag     *liveFragment
+	frag     *liveFragment // its Meta stays valid after the chunk's release
+	received time.Time
 }
 
 // persist stores and publishes fragments in order; see handlePutMedia. A fragment is published
@@ -462,9 +485,12 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 		}
 		if wait == nil {
 			lf.unsynced.Store(false)
+			if ok {
+				p.done.Add(1) // a stream that keeps no data: published is as far as it goes
+			}
 			continue
 		}
-		durable <- durableWait{timecode: job.timecode, number: n, wait: wait, frag: lf}
+		durable <- durableWait{timecode: job.timecode, number: n, wait: wait, frag: lf, received: job.received}
 	}
 }
 
@@ -484,6 +510,7 @@ func (p *putSession) ackDurable(ws <-chan durableWait) {
 		}
 		tc := w.timecode
 		p.ack(ackPersisted, &tc, w.number, nil)
+		p.persisted(w)
 	}
 }
 

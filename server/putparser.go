@@ -354,12 +354,14 @@ func (ps *putParser) finish() *ackErr {
 	meta.Size = int64(len(chunk))
 	tc := ps.timecode
 	p.ack(ackReceived, &tc, ps.number, nil)
+	p.ingest.fragments.Inc()
+	received := time.Now()
 	ps.open = false
 	p.setFragOpen(false)
 	ps.havePrev, ps.prevClusterNS = true, ps.clusterNS
 	ps.prevLast = append(ps.prevLast[:0], ps.last...)
 	select {
-	case ps.jobs <- persistJob{timecode: ps.timecode, meta: meta, chunk: chunk}:
+	case ps.jobs <- persistJob{timecode: ps.timecode, meta: meta, chunk: chunk, received: received}:
 	case <-p.ctx.Done():
 		p.buf.seq.done(ps.number)
 	}

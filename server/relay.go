@@ -107,6 +107,7 @@ func (m *media) relayPut(w http.ResponseWriter, r *http.Request, owner string) {
 		s.writeError(w, r, err)
 		return
 	}
+	s.metrics.relayedUploads.Inc()
 	resp, err := m.feedersClient().Do(req)
 	if err != nil {
 		log.Warn("put media: relay to the stream's writer failed", "err", err)

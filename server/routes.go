@@ -40,16 +40,25 @@ func (s *Server) postRoutes() map[string]http.HandlerFunc {
 	}
 }
 
-// playbackRoutes are the GET (and HEAD) endpoints: the HLS playback URLs that a session URL
-// leads to (hls.js, Safari, ffmpeg and every other player fetch them with plain GETs), and the
-// web console on every other path that is not a KVS operation.
-func (s *Server) playbackRoutes() map[string]http.HandlerFunc {
+// getRoutesTable are the GET (and HEAD) endpoints: the HLS playback URLs that a session URL
+// leads to (hls.js, Safari, ffmpeg and every other player fetch them with plain GETs), the
+// operator's endpoints (ops.go), and the web console on every other path that is not a KVS
+// operation.
+func (s *Server) getRoutesTable() map[string]http.HandlerFunc {
 	p := s.playback
 	return map[string]http.HandlerFunc{
 		hlsPathPrefix + "getHLSMasterPlaylist.m3u8": p.sessionOp(p.masterPlaylist),
 		hlsPathPrefix + "getHLSMediaPlaylist.m3u8":  p.sessionOp(p.mediaPlaylist),
 		hlsPathPrefix + "getMP4InitFragment.mp4":    p.sessionOp(p.initFragment),
 		hlsPathPrefix + "getMP4MediaFragment.mp4":   p.sessionOp(p.mediaFragment),
+
+		// kvs extensions for operators (ops.go, events.go): /metrics and /events need a
+		// signature when authentication is on, the health checks never do.
+		"/healthz": s.healthz,
+		"/readyz":  s.readyz,
+		"/metrics": s.signed(s.MetricsHandler()),
+		"/events":  s.signed(http.HandlerFunc(s.events.serve)),
+
 		"/": consoleHandler(),
 	}
 }

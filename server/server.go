@@ -14,6 +14,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/openkvs/kvs/internal/every"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -107,6 +110,30 @@ type Config struct {
 	// MaxImageRequests bounds the GetImages requests served at once; more get
 	// ClientLimitExceededException (default 4 × ImageDecodes).
 	MaxImageRequests int
+
+	// Operations (ops.go, metrics.go, events.go, webhook.go).
+
+	// Registry is where the server registers its metrics (with the Go and process collectors
+	// and the store's sizes), and what GET /metrics serves; the caller may register more (a
+	// store's own) in it. Nil: a new registry.
+	Registry *prometheus.Registry
+	// MetricsMaxStreams is how many streams get series of their own in the per-stream ingest
+	// counters (the first seen since the start); the others share stream="(other)" (default
+	// DefaultMetricsMaxStreams; negative: none gets its own).
+	MetricsMaxStreams int
+	// Webhooks are URLs that get every event as a JSON POST (webhook.go).
+	Webhooks []string
+	// WebhookSecret, when not empty, signs each webhook body: X-Kvs-Signature: sha256=<hex
+	// HMAC-SHA256 of the body> (SignWebhook).
+	WebhookSecret string
+	// WebhookPersisted sends fragment.persisted events (one per fragment) to the webhooks too.
+	WebhookPersisted bool
+	// WebhookQueue is how many events each webhook may fall behind by before new ones are dropped
+	// (default DefaultWebhookQueue).
+	WebhookQueue int
+	// WebhookBackoff is the wait before a failed webhook POST is tried again, doubling up to
+	// 30 s (default DefaultWebhookBackoff).
+	WebhookBackoff time.Duration
 }
 
 // Server serves the KVS HTTP APIs on one mux: every route is in routes.go. It is an http.Handler
@@ -119,6 +146,8 @@ type Server struct {
 	closeOnce     sync.Once
 	stopRetention func() // ends the retention loop and waits for it (nil: none)
 
+	metrics  *metrics      // Prometheus collectors (metrics.go)
+	events   *eventHub     // events to webhooks and GET /events (events.go)
 	media    *media        // the media data path (media.go): live cache and notifier, PutMedia sessions
 	playback *playback     // HLS and GetClip (hls.go, clip.go)
 	images   *imageService // GetImages (images.go, imageplan.go)
@@ -181,11 +210,33 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RetentionInterval == 0 {
 		cfg.RetentionInterval = DefaultRetentionInterval
 	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	switch {
+	case cfg.MetricsMaxStreams == 0:
+		cfg.MetricsMaxStreams = DefaultMetricsMaxStreams
+	case cfg.MetricsMaxStreams < 0:
+		cfg.MetricsMaxStreams = 0
+	}
+	if cfg.WebhookQueue <= 0 {
+		cfg.WebhookQueue = DefaultWebhookQueue
+	}
+	if cfg.WebhookBackoff <= 0 {
+		cfg.WebhookBackoff = DefaultWebhookBackoff
+	}
 	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store}
+	var err error
+	if s.metrics, err = newMetrics(s, cfg.Registry); err != nil {
+		return nil, fmt.Errorf("server: metrics: %w", err)
+	}
+	if s.events, err = newEventHub(s); err != nil {
+		return nil, err
+	}
 	s.media = newMedia(s)
 	s.playback = newPlayback(s)
 	s.images = newImageService(s)
-	s.routes, s.getRoutes = s.postRoutes(), s.playbackRoutes()
+	s.routes, s.getRoutes = s.postRoutes(), s.getRoutesTable()
 	if cfg.RetentionInterval > 0 {
 		s.startRetention(cfg.RetentionInterval)
 	}
@@ -198,16 +249,7 @@ func (s *Server) startRetention(interval time.Duration) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t := time.NewTicker(interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				s.enforceRetention(ctx)
-			}
-		}
+		every.Tick(ctx, interval, s.enforceRetention)
 	}()
 	s.stopRetention = func() {
 		cancel()
@@ -239,24 +281,37 @@ func normalizeAdvertiseURL(raw string) (string, error) {
 	return u.Scheme + "://" + u.Host, nil
 }
 
-// Close stops what the Server runs and waits for it: live GetMedia responses end, PutMedia
-// uploads drain (shutdown.go), the retention loop stops. It does not close the Store. Safe to
-// call more than once.
+// Close stops what the Server runs and waits for it: live GetMedia responses and GET /events
+// end, PutMedia uploads drain (shutdown.go), the retention loop stops; with webhooks, it waits
+// for the draining uploads (at most closeUploadsWait), so that their upload.ended events go out,
+// then lets the webhooks deliver what is queued for up to 2 s. It does not close the Store. Safe
+// to call more than once.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.media.close()
+		s.events.endSubscribers()
 		if s.stopRetention != nil {
 			s.stopRetention()
 		}
+		if len(s.events.hooks) > 0 {
+			s.media.waitUploads(closeUploadsWait)
+		}
+		s.events.close()
 	})
 	return nil
 }
 
+// closeUploadsWait bounds how long Close waits for draining uploads before the webhooks stop:
+// the fragment being received may take putMediaDrainGrace, then its PERSISTED.
+const closeUploadsWait = putMediaDrainGrace + 2*time.Second
+
 // streamDeleted runs after DeleteStream removed a stream from the store, under mu: its live
-// readers and uploads end, its HLS sessions are forgotten.
+// readers and uploads end, its HLS sessions are forgotten, its metric series go.
 func (s *Server) streamDeleted(name string) {
 	s.media.streamDeleted(name)
 	s.playback.streamDeleted(name)
+	s.metrics.streams.drop(name)
+	s.events.publish(&Event{Type: EventStreamDeleted, Stream: name})
 }
 
 // ServeHTTP dispatches on the exact, case-sensitive path. Every KVS operation is a POST; other
@@ -265,7 +320,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := newRequestID()
 	w.Header().Set("x-amzn-RequestId", id)
-	rec := &statusRecorder{ResponseWriter: w}
+	rec := &statusRecorder{ResponseWriter: w, out: s.metrics.egress[r.URL.Path]}
 	r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, requestInfo{id: id, endpoint: s.dataEndpoint(r)}))
 	defer func() {
 		if p := recover(); p != nil {
@@ -379,6 +434,7 @@ type statusRecorder struct {
 	http.ResponseWriter
 	status int
 	wrote  bool
+	out    prometheus.Counter // the bytes written, for the media reads (kvs_egress_bytes_total)
 }
 
 func (w *statusRecorder) WriteHeader(code int) {
@@ -396,7 +452,11 @@ func (w *statusRecorder) Write(p []byte) (int, error) {
 	if !w.wrote {
 		w.status, w.wrote = http.StatusOK, true
 	}
-	return w.ResponseWriter.Write(p)
+	n, err := w.ResponseWriter.Write(p)
+	if w.out != nil {
+		w.out.Add(float64(n))
+	}
+	return n, err
 }
 
 func (w *statusRecorder) Unwrap() http.ResponseWriter { return w.ResponseWriter }

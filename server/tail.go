@@ -111,6 +111,7 @@ func (m *media) tail(ctx context.Context, req *tailRequest) (responder, error) {
 	return func(w http.ResponseWriter, r *http.Request) {
 		defer unsubscribe()
 		c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: http.NewResponseController(w), last: req.After, tail: true}
+		m.s.metrics.tailsServed.Inc()
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.WriteHeader(http.StatusOK)
 		_ = c.rc.Flush()

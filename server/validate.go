@@ -97,6 +97,11 @@ func validateTagValue(k, v string) error {
 	if utf8.RuneCountInString(v) > maxTagValueLen || !tagPattern.MatchString(v) {
 		return invalidArgf("The value of tag %q must be up to %d letters, digits, spaces and _.:/=+-@.", k, maxTagValueLen)
 	}
+	if k == store.MaxBytesTag { // a kvs extension: the stream's byte cap
+		if _, err := store.ParseSize(v); err != nil {
+			return invalidArgf("Tag %s caps the bytes the stream keeps: its value must be a size such as 500MB, 2GiB or 1048576 (got %q).", k, v)
+		}
+	}
 	return nil
 }
 

@@ -10,8 +10,9 @@
 // the next fragments of about the same size when it comes back; before it allocates, Get also
 // takes a pooled buffer of one of the two classes above. A buffer larger than MaxPooled (a rare
 // huge fragment) is allocated at its size and left to the GC when put back, as nats-server does
-// with the message blocks of unusual sizes (getMsgBlockBuf, recycleMsgBlockBuf). Pooled buffers
-// live in sync.Pools, so memory nobody asks for again goes back to the GC within two cycles.
+// with the message blocks of unusual sizes (getMsgBlockBuf, recycleMsgBlockBuf). Free buffers wait
+// in bounded free lists (KeepBytes in all), and beyond that in sync.Pools, whose memory goes back
+// to the GC within two collections when nobody asks for it again.
 //
 // Ownership is the caller's business: Get hands a buffer over, Put takes it back, and after Put
 // nothing may touch it. Where buffers are shared, the sharing protocol stays with the component
@@ -44,7 +45,23 @@ var sizes = func() []int {
 	return append(s, MaxPooled)
 }()
 
-var pools = make([]sync.Pool, len(sizes)) // of *[]byte, by class
+// Free buffers are held in two places. Up to KeepBytes in all sit in free lists (one per class,
+// newest last) that the GC does not empty; the rest go to the class's sync.Pool, which the GC
+// empties within two collections. A sync.Pool alone handed a steadily reused buffer back to the
+// GC whenever two collections came between its Put and the next Get, and under load (200 streams
+// each storing a chunk a second) the server then faulted in fresh chunks after collections,
+// which showed in the PERSISTED ack p99; the bounded free lists keep the working set, and the
+// pools absorb bursts without holding memory for good.
+var (
+	pools = make([]sync.Pool, len(sizes)) // of *[]byte, by class
+
+	keptMu    sync.Mutex
+	kept      = make([][][]byte, len(sizes)) // by class
+	keptBytes int
+)
+
+// KeepBytes bounds the free buffers held outside the GC's reach.
+const KeepBytes = 64 << 20
 
 // Get returns an empty buffer (length 0) with a capacity of at least n bytes: a pooled one of n's
 // class or of one of the next two (fragments of one stream vary in size around a class boundary,
@@ -56,11 +73,29 @@ func Get(n int) []byte {
 	}
 	i := sort.SearchInts(sizes, n) // the smallest class that holds n
 	for j := i; j < min(i+fallback+1, len(sizes)); j++ {
-		if p, ok := pools[j].Get().(*[]byte); ok {
-			return (*p)[:0]
+		if b := take(j); b != nil {
+			return b
 		}
 	}
 	return make([]byte, 0, sizes[i])
+}
+
+// take returns a free buffer of class i, or nil.
+func take(i int) []byte {
+	keptMu.Lock()
+	if k := len(kept[i]); k > 0 {
+		b := kept[i][k-1]
+		kept[i][k-1] = nil
+		kept[i] = kept[i][:k-1]
+		keptBytes -= cap(b)
+		keptMu.Unlock()
+		return b
+	}
+	keptMu.Unlock()
+	if p, ok := pools[i].Get().(*[]byte); ok {
+		return (*p)[:0]
+	}
+	return nil
 }
 
 // fallback is how many classes above its own Get looks in before it allocates.
@@ -76,7 +111,17 @@ func Put(b []byte) {
 	}
 	i := sort.SearchInts(sizes, c+1) - 1 // the largest class that c covers
 	b = b[:0]
-	pools[i].Put(&b)
+	keptMu.Lock()
+	if keptBytes+c <= KeepBytes {
+		kept[i] = append(kept[i], b)
+		keptBytes += c
+		keptMu.Unlock()
+		return
+	}
+	keptMu.Unlock()
+	p := new([]byte) // not &b: b would move to the heap on the free-list path too
+	*p = b
+	pools[i].Put(p)
 }
 
 // Grow returns b with room for at least n more bytes: b itself when it has the room, else a pool

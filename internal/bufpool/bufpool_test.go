@@ -78,3 +78,21 @@ func BenchmarkGetPut(b *testing.B) {
 		Put(Get(5_000_000))
 	}
 }
+
+// TestKeptBound puts back more than KeepBytes: the free lists never hold more than that, and what
+// they hold is what Get hands out first.
+func TestKeptBound(t *testing.T) {
+	t.Parallel()
+	for range 2 * KeepBytes / MaxPooled {
+		Put(make([]byte, 0, MaxPooled))
+		keptMu.Lock()
+		over := keptBytes > KeepBytes
+		keptMu.Unlock()
+		if over {
+			t.Fatalf("free lists hold %d bytes, more than %d", keptBytes, KeepBytes)
+		}
+	}
+	if b := Get(MaxPooled); cap(b) != MaxPooled {
+		t.Errorf("Get(MaxPooled): cap %d", cap(b))
+	}
+}

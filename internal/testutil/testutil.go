@@ -8,6 +8,7 @@
 package testutil
 
 import (
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -80,4 +81,71 @@ func Slow(t testing.TB) {
 	if testing.Short() {
 		t.Skip("slow test (drives real tools for seconds): skipped with -short")
 	}
+}
+
+// Tmpfs mounts a new tmpfs of the given size (mount's size= option, e.g. "32m") on a fresh
+// directory and returns it; the test's cleanup unmounts it (after cleanups registered later,
+// such as closing a store on it). It needs the mount program and the right to mount (root, or
+// CAP_SYS_ADMIN): without them the test is skipped, saying so, whatever KVS_REQUIRE_TOOLS says,
+// since no package installs that right.
+func Tmpfs(t testing.TB, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here (%v: %s): this test needs root or CAP_SYS_ADMIN; skipping", err, out)
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	return dir
+}
+
+// ReadOnly makes dir read-only for new opens by mounting a read-only bind mount of it over
+// itself (files already open for writing stay writable, as they are on the mount below, which is
+// why this works where remounting a filesystem that has files open for writing read-only is
+// refused); the returned function, also run by the test's cleanup, unmounts it again. Without the
+// right to mount, the test is skipped, saying so.
+func ReadOnly(t testing.TB, dir string) (undo func()) {
+	t.Helper()
+	if out, err := exec.Command("mount", "--bind", dir, dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot bind-mount %s here (%v: %s): this test needs root or CAP_SYS_ADMIN; skipping", dir, err, out)
+	}
+	mounted := true
+	undo = func() {
+		if !mounted {
+			return
+		}
+		mounted = false
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	}
+	t.Cleanup(undo)
+	if out, err := exec.Command("mount", "-o", "remount,bind,ro", dir).CombinedOutput(); err != nil {
+		t.Fatalf("remount %s read-only: %v: %s", dir, err, out)
+	}
+	return undo
+}
+
+// DirBytes is what the files under dir take: the sum of their sizes, as du --apparent-size
+// counts them.
+func DirBytes(t testing.TB, dir string) int64 {
+	t.Helper()
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		fi, err := d.Info()
+		if err == nil {
+			n += fi.Size()
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -190,6 +190,7 @@ func (bt *batcher) deadline(b *batch) time.Time { return b.sealed.Add(bt.s.cfg.U
 func (bt *batcher) upload(b *batch) {
 	defer close(b.putDone)
 	s := bt.s
+	start := time.Now()
 	b.putErr = retry(bt.deadline(b), func(ctx context.Context) error {
 		_, err := s.s3.PutObject(ctx, &s3.PutObjectInput{
 			Bucket: aws.String(s.cfg.Objects.Bucket), Key: aws.String(b.key),
@@ -199,7 +200,11 @@ func (bt *batcher) upload(b *batch) {
 	}, func(err error) { s.log.Warn("cluster: object PUT failed; retrying", "object", b.key, "err", err) })
 	if b.putErr != nil {
 		b.putErr = unavailable("object store: PUT "+b.key, b.putErr)
+		return
 	}
+	s.metrics.batchPut.Observe(time.Since(start).Seconds())
+	s.metrics.objectsWritten.Inc()
+	s.metrics.objectBytes.Add(float64(len(b.buf)))
 }
 
 // unsignedPayload signs a PUT with UNSIGNED-PAYLOAD, as the SDK does over HTTPS, also over plain
@@ -240,12 +245,15 @@ func (bt *batcher) run(context.Context) {
 		err := b.putErr
 		var committed map[fragKey]bool
 		if err == nil {
+			start := time.Now()
 			err = retry(bt.deadline(b), func(ctx context.Context) (err error) {
 				committed, err = bt.s.commit(ctx, b)
 				return err
 			}, func(err error) { bt.s.log.Warn("cluster: index commit failed; retrying", "object", b.key, "err", err) })
 			if err != nil {
 				err = dbErr(context.Background(), "commit "+b.key, err)
+			} else {
+				bt.s.metrics.batchCommit.Observe(time.Since(start).Seconds())
 			}
 		}
 		bt.s.log.Debug("cluster: batch", "object", b.key, "bytes", len(b.buf), "fragments", len(b.frags),

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of the Config fields; see Config.
@@ -56,6 +57,9 @@ type Config struct {
 	// Credentials for the object store; nil: the AWS SDK's default chain (environment, shared
 	// config files, instance role).
 	Credentials aws.CredentialsProvider
+	// Metrics, when not nil, gets the node's cluster collectors (metrics.go): leases taken, lost
+	// and held, batch PUT and commit latency, objects written and deleted, deletions by reason.
+	Metrics prometheus.Registerer
 }
 
 // Objects names an S3-compatible bucket and a key prefix.

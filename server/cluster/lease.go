@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/openkvs/kvs/internal/every"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -92,6 +93,7 @@ func (s *Store) take(ctx context.Context, name string) (*lease, string, error) {
 		return nil, "", store.ErrClosed
 	}
 	s.leases[name] = l
+	s.metrics.leasesTaken.Inc()
 	s.log.Info("cluster: lease taken", "stream", name, "epoch", l.epoch, "numbers_from", l.next)
 	return l, "", nil
 }
@@ -299,6 +301,7 @@ func (s *Store) lose(l *lease, why string) {
 		return
 	}
 	l.lost = true
+	s.metrics.leasesLost.Inc()
 	if s.leases[l.name] == l {
 		delete(s.leases, l.name)
 	}
@@ -318,18 +321,11 @@ func (s *Store) retentionChanged(name string, hours int) {
 // leaseLoop renews this node's leases and its heartbeat every LeaseTTL/3, in one statement each,
 // and gives up leases idle (no upload, no append) for a TTL.
 func (s *Store) leaseLoop(ctx context.Context) {
-	t := time.NewTicker(s.cfg.LeaseTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every.Tick(ctx, s.cfg.LeaseTTL/3, func(ctx context.Context) {
 		if err := s.renew(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("cluster: renewing leases", "err", err)
 		}
-	}
+	})
 }
 
 func (s *Store) renew(ctx context.Context) error {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -245,5 +246,46 @@ func TestBatchObjects(t *testing.T) {
 	}
 	if got := objects(); len(got) != 0 {
 		t.Fatalf("after every fragment expired: objects %v, want none", got)
+	}
+}
+
+// TestMigrateTogether: nodes that start at once on an empty database create the schema once
+// and agree on the session key.
+func TestMigrateTogether(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	const n = 4
+	stores := make([]*Store, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			c := cfg
+			c.NodeURL = fmt.Sprintf("http://node-%d:4567", i)
+			stores[i], errs[i] = Open(t.Context(), c)
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		t.Cleanup(func() { stores[i].Close() })
+	}
+	var version, schemas int
+	if err := stores[0].pool.QueryRow(t.Context(), `SELECT version, (SELECT count(*) FROM kvs_schema) FROM kvs_schema`).Scan(&version, &schemas); err != nil {
+		t.Fatal(err)
+	}
+	if version != len(migrations) || schemas != 1 {
+		t.Fatalf("schema version %d in %d rows, want %d in 1", version, schemas, len(migrations))
+	}
+	for i := 1; i < n; i++ {
+		if !bytes.Equal(stores[i].SessionKey(), stores[0].SessionKey()) || len(stores[0].SessionKey()) != 32 {
+			t.Fatalf("node %d has another session key", i)
+		}
+	}
+	nodes, err := stores[0].Nodes(t.Context())
+	if err != nil || len(nodes) != n {
+		t.Fatalf("nodes %+v, %v; want %d", nodes, err, n)
 	}
 }

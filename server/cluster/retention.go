@@ -29,7 +29,8 @@ const (
 )
 
 // EnforceRetention implements store.Store: it deletes the index rows of fragments older than
-// their stream's retention, as of now, then the objects no fragment refers to any more (a batch
+// their stream's retention, as of now, and of the oldest fragments of each stream over its
+// kvs:max-bytes cap (not in the count), then the objects no fragment refers to any more (a batch
 // object holds several streams' fragments and goes when its last one expires), and now and then
 // the objects that were PUT but never committed. One node at a time does it; on the others it
 // returns 0 at once.
@@ -37,20 +38,25 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 	if s.isClosed() {
 		return 0, store.ErrClosed
 	}
-	var deleted int64
+	var deleted, deletedBytes int64
 	var doomed []string
+	var capped []cappedStream
 	ran := false
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		capped = nil // a retry of the transaction starts over
 		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, cleanupLock).Scan(&ran); err != nil || !ran {
 			return err
 		}
 		// A stream whose retention was lowered to 0 keeps nothing older than now.
-		tag, err := tx.Exec(ctx, `DELETE FROM kvs_fragments f USING kvs_streams s
-			WHERE f.stream_id = s.id AND f.server_ns < $1::bigint - s.retention_hours::bigint * 3600000000000`, store.UnixNanos(now))
+		err := tx.QueryRow(ctx, `WITH d AS (DELETE FROM kvs_fragments f USING kvs_streams s
+			WHERE f.stream_id = s.id AND f.server_ns < $1::bigint - s.retention_hours::bigint * 3600000000000
+			RETURNING f.size) SELECT count(*), coalesce(sum(size), 0) FROM d`, store.UnixNanos(now)).Scan(&deleted, &deletedBytes)
 		if err != nil {
 			return err
 		}
-		deleted = tag.RowsAffected()
+		if capped, err = s.applyCaps(ctx, tx); err != nil {
+			return err
+		}
 		// Nodes that stopped beating a day ago (killed, not stopped) leave the list.
 		if _, err := tx.Exec(ctx, `DELETE FROM kvs_nodes n WHERE heartbeat_at < now() - interval '1 day'
 			AND NOT EXISTS (SELECT 1 FROM kvs_streams s WHERE s.owner = n.id)`); err != nil {
@@ -70,6 +76,14 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 	if !ran {
 		return 0, nil
 	}
+	s.metrics.deletedFragments.WithLabelValues("retention").Add(float64(deleted))
+	s.metrics.deletedBytes.WithLabelValues("retention").Add(float64(deletedBytes))
+	for _, c := range capped {
+		s.metrics.deletedFragments.WithLabelValues("stream_cap").Add(float64(c.fragments))
+		s.metrics.deletedBytes.WithLabelValues("stream_cap").Add(float64(c.bytes))
+		s.log.Info("cluster: deleted the oldest fragments of a stream for its byte cap", "reason", "stream_cap",
+			"stream", c.name, "max_bytes", c.limit, "fragments", c.fragments, "bytes", c.bytes)
+	}
 	if err := s.deleteObjects(ctx, doomed); err != nil {
 		return int(deleted), err
 	}
@@ -78,6 +92,7 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 			AND NOT EXISTS (SELECT 1 FROM kvs_fragments f WHERE f.object_id = o.id)`, doomed); err != nil {
 			return int(deleted), dbErr(ctx, "object cleanup", err)
 		}
+		s.metrics.objectsDeleted.Add(float64(len(doomed)))
 		s.log.Info("cluster: objects deleted", "objects", len(doomed))
 	}
 	if time.Since(s.lastOrphanSweep()) > s.orphanEvery {
@@ -162,6 +177,62 @@ func (s *Store) sweepOrphans(ctx context.Context) error {
 	if err := s.deleteObjects(ctx, orphans); err != nil {
 		return err
 	}
+	s.metrics.objectsDeleted.Add(float64(len(orphans)))
 	s.log.Info("cluster: orphan objects deleted (PUT, never committed)", "objects", len(orphans), "first", strings.Join(orphans[:1], ""))
 	return nil
+}
+
+// cappedStream is what applyCaps deleted of one stream.
+type cappedStream struct {
+	name             string
+	limit, fragments int64
+	bytes            int64
+}
+
+// applyCaps deletes, in tx, the index rows of the oldest fragments of each stream tagged
+// kvs:max-bytes (store.MaxBytesTag) whose payloads pass the cap, keeping the newest fragment, and
+// returns what went where something did. A value the server would refuse is no cap.
+func (s *Store) applyCaps(ctx context.Context, tx pgx.Tx) ([]cappedStream, error) {
+	rows, err := tx.Query(ctx, `SELECT id, name, tags->>$1 FROM kvs_streams WHERE tags->>$1 IS NOT NULL`, store.MaxBytesTag)
+	if err != nil {
+		return nil, err
+	}
+	type capped struct {
+		id    int64
+		name  string
+		limit int64
+	}
+	var todo []capped
+	for rows.Next() {
+		var c capped
+		var v string
+		if err := rows.Scan(&c.id, &c.name, &v); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if c.limit, err = store.ParseSize(v); err == nil {
+			todo = append(todo, c)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	var out []cappedStream
+	for _, c := range todo {
+		var n, bytes int64
+		err := tx.QueryRow(ctx, `WITH ranked AS (
+				SELECT number, sum(size) OVER (ORDER BY number DESC) AS newer, row_number() OVER (ORDER BY number DESC) AS rn
+				FROM kvs_fragments WHERE stream_id = $1),
+			d AS (DELETE FROM kvs_fragments f USING ranked r
+				WHERE f.stream_id = $1 AND f.number = r.number AND r.newer > $2 AND r.rn > 1 RETURNING f.size)
+			SELECT count(*), coalesce(sum(size), 0) FROM d`, c.id, c.limit).Scan(&n, &bytes)
+		if err != nil {
+			return nil, err
+		}
+		if n > 0 {
+			out = append(out, cappedStream{name: c.name, limit: c.limit, fragments: n, bytes: bytes})
+		}
+	}
+	return out, nil
 }

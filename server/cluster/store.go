@@ -46,6 +46,8 @@ type Store struct {
 
 	stop context.CancelFunc // ends the background loops
 	bg   sync.WaitGroup
+
+	metrics *metrics
 }
 
 // Open connects to PostgreSQL and the object store, migrates the schema and registers this node.
@@ -60,6 +62,11 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		return nil, fmt.Errorf("cluster: index URL: %w", err)
 	}
 	pcfg.MaxConns = max(pcfg.MaxConns, 16)
+	if pcfg.ConnConfig.ConnectTimeout == 0 {
+		// A PostgreSQL host that does not answer at all (not even with a refusal) must not hold
+		// requests and appends past their own bounded waits.
+		pcfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: PostgreSQL: %w", err)
@@ -82,10 +89,14 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, log: cfg.Log, pool: pool, s3: client, key: key,
 		nodeID: "n-" + strings.ToLower(rand.Text()[:12]), leases: map[string]*lease{},
-		objectGrace: objectGrace, orphanAge: orphanAge, orphanEvery: orphanEvery}
+		objectGrace: objectGrace, orphanAge: orphanAge, orphanEvery: orphanEvery, metrics: newMetrics()}
 	if err := s.checkBucket(pingCtx); err != nil {
 		pool.Close()
 		return nil, err
+	}
+	if err := s.metrics.register(cfg.Metrics, s); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("cluster: metrics: %w", err)
 	}
 	if err := s.register(ctx); err != nil {
 		pool.Close()
@@ -134,6 +145,36 @@ func (s *Store) checkBucket(ctx context.Context) error {
 		return fmt.Errorf("cluster: object store %s: %w", s.cfg.Objects, err)
 	}
 	return nil
+}
+
+// Ready implements store.Store: PostgreSQL answers a ping and the object store a HEAD of the
+// bucket, each within ctx (at most 5 s).
+func (s *Store) Ready(ctx context.Context) error {
+	if s.isClosed() {
+		return store.ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.pool.Ping(ctx); err != nil {
+		return unavailable("PostgreSQL at "+redact(s.cfg.Index)+" does not answer", err)
+	}
+	if _, err := s.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.cfg.Objects.Bucket)}); err != nil {
+		return unavailable("object store "+s.cfg.Objects.String()+" does not answer for bucket "+s.cfg.Objects.Bucket, err)
+	}
+	return nil
+}
+
+// Stats implements store.Store with one query over the whole cluster (the same answer on every
+// node): the streams, the fragments indexed and their payload bytes. It scans the fragment
+// index, so callers ask now and then (the server's metrics, at most every 10 s).
+func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
+	if s.isClosed() {
+		return store.Stats{}, store.ErrClosed
+	}
+	var st store.Stats
+	err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM kvs_streams), count(*), coalesce(sum(size), 0) FROM kvs_fragments`).
+		Scan(&st.Streams, &st.Fragments, &st.Bytes)
+	return st, dbErr(ctx, "stats", err)
 }
 
 // NodeID is this process's id in the cluster (kvs_nodes.id).

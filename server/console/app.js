@@ -52,6 +52,33 @@ async function image(stream, t, height) {
   return r.Images?.[0]?.ImageContent ? `data:image/jpeg;base64,${r.Images[0].ImageContent}` : null;
 }
 
+// liveEvents follows the server's events (GET /events, Server-Sent Events; query: ?stream=,
+// ?fragments=1) and calls onEvent with each one; resync runs when the stream (re)opens, since
+// events that happened while it was down are not sent again. The console updates from these
+// instead of polling. window.kvsEvents keeps the last events seen, for a look in the devtools.
+window.kvsEvents = { received: [] };
+function liveEvents(query, onEvent, resync) {
+  const source = new EventSource(`/events${query}`);
+  window.kvsEvents.source = source;
+  let opened = false;
+  source.addEventListener('open', () => { if (opened) resync(); opened = true; });
+  source.addEventListener('message', (m) => {
+    let ev;
+    try { ev = JSON.parse(m.data); } catch (_) { return; }
+    const seen = window.kvsEvents.received;
+    seen.push(`${ev.type} ${ev.stream}`);
+    if (seen.length > 50) seen.shift();
+    onEvent(ev);
+  });
+  return source;
+}
+
+// debounce returns a function that runs fn once, ms after its first call since the last run.
+function debounce(fn, ms) {
+  let timer = null;
+  return () => { if (!timer) timer = setTimeout(() => { timer = null; fn(); }, ms); };
+}
+
 // ---- stream list --------------------------------------------------------------------------
 
 const latestImages = new Map(); // stream → { n: fragment number, url }: asked for again only for a new fragment
@@ -80,7 +107,6 @@ async function streamsPage() {
     el('thead', {}, el('tr', {}, ['Stream', 'Status', 'Retention', 'Last fragment', 'Data rate (1 min)', 'Latest image', ''].map((h) => el('th', {}, h)))), tbody)), nodes);
 
   let alive = true;
-  stopPage = () => { alive = false; };
   async function refresh() {
     let streams = [];
     try {
@@ -99,7 +125,7 @@ async function streamsPage() {
         const frags = await listFragments(s.StreamName, now - 60, now + 60);
         if (frags.length) {
           const f = frags[frags.length - 1];
-          last = `${Math.max(0, now - f.ServerTimestamp).toFixed(1)} s ago`;
+          last = el('span', { class: 'ago', 'data-t': f.ServerTimestamp }, ago(f.ServerTimestamp));
           rate = `${(frags.reduce((a, f) => a + f.FragmentSizeInBytes, 0) * 8 / 60 / 1000).toFixed(0)} kbit/s`;
           if (s.DataRetentionInHours && latestImages.get(s.StreamName)?.n !== f.FragmentNumber) {
             latestImages.set(s.StreamName, { n: f.FragmentNumber, url: await image(s.StreamName, f.ProducerTimestamp, 40).catch(() => null) });
@@ -130,11 +156,26 @@ async function streamsPage() {
           n.Streams.length ? ` writes ${n.Streams.join(', ')}` : ' writes no stream now'))));
     } catch (_) { nodes.replaceChildren(); }
   }
+  // Updates come from the server's events: a stream created, deleted or starting or ending an
+  // upload lists again at once; a fragment moves its row's "last fragment" at once and lists
+  // again (data rate, picture) within 5 s. Between them, the "… s ago" count goes on by itself.
+  const soon = debounce(() => { if (alive) refresh(); }, 100);
+  const later = debounce(() => { if (alive) refresh(); }, 5000);
+  const events = liveEvents('?fragments=1', (ev) => {
+    if (ev.type !== 'fragment.persisted') { soon(); return; }
+    const cell = tbody.querySelector(`tr[data-stream="${CSS.escape(ev.stream)}"] .ago`);
+    if (cell && ev.server_time) cell.dataset.t = Date.parse(ev.server_time) / 1000;
+    if (!cell) soon(); else later();
+  }, soon);
+  stopPage = () => { alive = false; events.close(); };
+  refresh();
   while (alive) {
-    await refresh();
-    for (let i = 0; i < 10 && alive; i++) await sleep(500);
+    for (const c of tbody.querySelectorAll('.ago')) c.textContent = ago(Number(c.dataset.t));
+    await sleep(500);
   }
 }
+
+const ago = (t) => `${Math.max(0, Date.now() / 1000 - t).toFixed(1)} s ago`;
 
 // ---- player -------------------------------------------------------------------------------
 
@@ -591,7 +632,13 @@ async function streamPage(name) {
   }
   video.addEventListener('seeking', showStats);
   (async () => { while (alive) { showStats(); await sleep(250); } })();
-  (async () => { while (alive) { await refreshFragments(); for (let i = 0; i < 6 && alive; i++) await sleep(500); } })();
+  // The fragment list and the timeline follow this stream's events (a new fragment, an upload
+  // starting or ending); with none, they still move with the clock every 30 s.
+  const soon = debounce(() => { if (alive) refreshFragments(); }, 1000);
+  const events = liveEvents(`?fragments=1&stream=${encodeURIComponent(name)}`, soon, soon);
+  const stopPlayer = stopPage;
+  stopPage = () => { stopPlayer(); events.close(); };
+  (async () => { while (alive) { await refreshFragments(); for (let i = 0; i < 60 && alive; i++) await sleep(500); } })();
   start({ StreamName: name, PlaybackMode: 'LIVE' }, 'live');
 }
 

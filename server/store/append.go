@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -72,6 +73,7 @@ func (s *FS) AppendAsync(ctx context.Context, stream string, meta FragmentMeta, 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	s.makeRoom(st, int64(recordHeaderSize+len(data))) // quota.go
 	req, err := s.write(st, stream, meta, data)
 	if err != nil {
 		return nil, err
@@ -122,6 +124,7 @@ func (s *FS) write(st *fsStream, stream string, meta FragmentMeta, data []byte) 
 		return nil, fmt.Errorf("append %s: %w", stream, err)
 	}
 	seg.size += recLen
+	st.bytes.Add(recLen)
 	st.last = meta.Number
 	seg.pending.Add(1)
 	req := &appendRequest{
@@ -142,7 +145,7 @@ func (s *FS) write(st *fsStream, stream string, meta FragmentMeta, data []byte) 
 func (s *FS) segmentFor(st *fsStream, recLen int64) (*segment, error) {
 	now := s.opts.now()
 	if g := st.active; g != nil {
-		full := g.size > 0 && g.size+recLen > s.opts.MaxSegmentBytes
+		full := g.size > 0 && g.size+recLen > s.segmentLimit(st)
 		if !full && !g.failed.Load() && now.Sub(g.created) < s.opts.MaxSegmentAge {
 			return g, nil
 		}
@@ -217,7 +220,7 @@ func (s *FS) syncLoop() {
 		sb := &syncingBatch{reqs: batch, done: make(chan struct{})}
 		sem <- struct{}{}
 		s.wg.Go(func() {
-			s.statSyncs.Add(int64(syncBatch(batch)))
+			s.statSyncs.Add(int64(syncBatch(batch, s.metrics)))
 			close(sb.done)
 			<-sem
 		})
@@ -226,8 +229,8 @@ func (s *FS) syncLoop() {
 }
 
 // syncBatch fdatasyncs every segment written by the batch once, in parallel, recording failures
-// on the requests. It returns the number of fdatasyncs.
-func syncBatch(batch []*appendRequest) int {
+// on the requests and the latency of each in m. It returns the number of fdatasyncs.
+func syncBatch(batch []*appendRequest, m *fsMetrics) int {
 	var segs []*segment
 	seen := map[*segment]bool{}
 	for _, r := range batch {
@@ -237,8 +240,14 @@ func syncBatch(batch []*appendRequest) int {
 		}
 	}
 	errs := make([]error, len(segs))
+	sync1 := func(f *os.File) error {
+		start := time.Now()
+		err := fsync.Data(f)
+		m.fdatasync.Observe(time.Since(start).Seconds())
+		return err
+	}
 	if len(segs) == 1 {
-		errs[0] = fsync.Data(segs[0].f)
+		errs[0] = sync1(segs[0].f)
 	} else {
 		// Concurrent fdatasyncs let the filesystem fold them into fewer journal commits.
 		var wg sync.WaitGroup
@@ -246,7 +255,7 @@ func syncBatch(batch []*appendRequest) int {
 		for i, g := range segs {
 			sem <- struct{}{}
 			wg.Go(func() {
-				errs[i] = fsync.Data(g.f)
+				errs[i] = sync1(g.f)
 				<-sem
 			})
 		}
@@ -314,6 +323,7 @@ func (s *FS) indexBatch(batch []*appendRequest) {
 		}
 	}
 	if len(todo) > 0 {
+		start := time.Now()
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			for _, r := range todo {
 				b := tx.Bucket(dataBucketName(r.st.id))
@@ -327,11 +337,17 @@ func (s *FS) indexBatch(batch []*appendRequest) {
 			}
 			return nil
 		})
+		s.metrics.commit.Observe(time.Since(start).Seconds())
 		if err != nil {
 			for _, r := range todo {
 				if r.err == nil {
 					r.err = fmt.Errorf("index commit: %w", err)
 				}
+			}
+		}
+		for _, r := range todo {
+			if r.err == nil {
+				r.st.frags.Add(1)
 			}
 		}
 	}

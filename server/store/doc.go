@@ -82,6 +82,19 @@
 // from now only and runs retention on no schedule of its own: the server calls it every
 // Config.RetentionInterval and after a retention decrease.
 //
+// Byte caps. A stream tagged kvs:max-bytes (MaxBytesTag, a kvs extension; the value is a size as
+// ParseSize reads it) keeps the newest fragments whose payloads fit the cap, and always its newest
+// fragment: the store deletes the older ones, oldest first, before retention would, at the latest
+// in the next EnforceRetention (FS and Mem as soon as an append passes the cap; FS in whole
+// segments, which it sizes to an eighth of the cap). A cap lowered later applies at the next
+// EnforceRetention; a cap never makes an append fail. EnforceRetention's count leaves out what
+// caps delete. Reads treat fragments a cap deleted as retention's: gone from every read.
+//
+// Health and size. Ready reports whether the store can take appends now (nil), else what is wrong:
+// FS writes and fdatasyncs a probe file in its directory; a cluster pings PostgreSQL and the
+// object store. Stats counts the streams, the fragments that Range would list and the bytes they
+// take (at least their payloads). Both return ErrClosed after Close.
+//
 // Errors. Sentinels, matched with errors.Is: ErrStreamNotFound (no such stream; also from
 // appends in flight when the stream is deleted), ErrStreamExists, ErrVersionMismatch
 // (DeleteStream's check), ErrFragmentNotFound (no such fragment, purged, or an empty stream's
@@ -142,6 +155,18 @@
 // away with everything after it. Every repair is returned by Recovered and logged. Damage in
 // the middle of a segment is not looked for at open (that would read every byte); Open checks
 // each record's CRC when it is read.
+//
+// # Disk quota
+//
+// FSOptions.MaxDiskBytes caps what the store takes on disk (segment files and index), and
+// FSOptions.MaxDiskPercent the use of the filesystem under it (every file on it counted, as df
+// does). The append that would pass either first deletes the oldest segments across all streams
+// (the segment whose newest fragment is oldest, which is the one retention would delete first),
+// through the same purge as retention, then writes: ingest never waits for anything but those
+// deletions and is never refused for old data. Segments are sized to a sixteenth of the quota, so
+// a deletion frees a small step and the directory stays within the quota, plus the records still
+// being committed (which cannot go yet) and the index's growth. quota.go has the details; each
+// deletion is logged and counted (kvs_store_deleted_fragments_total{reason="disk_quota"}).
 //
 // # Retention
 //

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/openkvs/kvs/internal/fsync"
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -24,8 +26,23 @@ type FSOptions struct {
 	// MaxSegmentAge rolls to a new segment when the current one was created this long ago, so
 	// retention can drop data of slow streams in time. Default 1 h.
 	MaxSegmentAge time.Duration
-	// Logger receives recovery reports. Default: discard.
+	// MaxDiskBytes caps what the store takes on disk, its segment files and index together: when
+	// an append would take it past the cap, the oldest segments across all streams (by their
+	// newest fragment's server time) are deleted first, whole, before retention would, and the
+	// append goes on: ingest is never refused because of old data. Each deletion is logged and
+	// counted (reason disk_quota). Segments are then at most a sixteenth of the cap (at least
+	// 64 KiB), so what is deleted at a time stays small next to it. 0: no cap.
+	MaxDiskBytes int64
+	// MaxDiskPercent (0 < p <= 100) caps the use of the filesystem that holds the directory, as
+	// df counts it (used over used plus available), counting every file on it, not only the
+	// store's: the store deletes its oldest segments as with MaxDiskBytes when an append would
+	// take the filesystem past it. 0: no cap. With both set, each applies.
+	MaxDiskPercent float64
+	// Logger receives recovery reports and the deletions the caps make. Default: discard.
 	Logger *slog.Logger
+	// Metrics, when not nil, gets the store's collectors: fdatasync and index commit latency,
+	// deletions by reason (metrics.go).
+	Metrics prometheus.Registerer
 
 	now func() time.Time // segment age clock; tests replace it
 }
@@ -66,6 +83,10 @@ type FS struct {
 
 	recovered []RecoveryReport
 
+	quota   *diskQuota // MaxDiskBytes, MaxDiskPercent (quota.go)
+	quotaMu sync.Mutex // one deletion pass for the disk quota at a time
+	metrics *fsMetrics
+
 	// Group-commit counters, for benchmarks and tests.
 	statBatches, statAppends, statSyncs atomic.Int64
 }
@@ -84,6 +105,18 @@ type fsStream struct {
 	active  *segment
 	nextSeq uint64
 	segs    map[uint64]*segment // segments written by this process, until purged
+
+	bytes    atomic.Int64 // what its segment files take (records in flight included)
+	frags    atomic.Int64 // indexed fragments
+	maxBytes atomic.Int64 // its kvs:max-bytes cap (MaxBytesTag), 0: none
+}
+
+// setInfo records a new version of the stream's metadata (FS.mu held for writing) and the cap
+// its tags set.
+func (st *fsStream) setInfo(info Stream) {
+	st.info = info
+	limit, _ := MaxBytes(info) // the server refuses bad values; an old one is no cap
+	st.maxBytes.Store(limit)
 }
 
 // segment is one open segment file being appended to.
@@ -126,6 +159,18 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "streams"), 0o750); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	quota, err := newDiskQuota(dir, opts.MaxDiskBytes, opts.MaxDiskPercent)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	if seg := quota.segmentBytes(); seg > 0 {
+		opts.MaxSegmentBytes = min(opts.MaxSegmentBytes, seg)
+	}
+	metrics, err := newFSMetrics(opts.Metrics, quota)
+	if err != nil {
+		return nil, fmt.Errorf("open store: metrics: %w", err)
+	}
+	removeProbes(dir)
 	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o600, &bolt.Options{
 		Timeout:      time.Second,
 		FreelistType: bolt.FreelistMapType,
@@ -134,7 +179,7 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 		return nil, fmt.Errorf("open store index: %w", err)
 	}
 	s := &FS{
-		dir: dir, opts: opts, log: log, db: db,
+		dir: dir, opts: opts, log: log, db: db, quota: quota, metrics: metrics,
 		streams: make(map[string]*fsStream),
 		queue:   make(chan *appendRequest, maxBatch),
 		synced:  make(chan *syncingBatch, maxSyncing),
@@ -174,9 +219,13 @@ func (s *FS) load() error {
 	}
 	live := map[string]bool{}
 	for _, r := range recs {
-		st := &fsStream{id: r.ID, dir: s.streamDir(r.ID), info: r.Stream, segs: map[uint64]*segment{}}
+		st := &fsStream{id: r.ID, dir: s.streamDir(r.ID), segs: map[uint64]*segment{}}
+		st.setInfo(r.Stream)
 		if err := s.recoverStream(st); err != nil {
 			return fmt.Errorf("recover stream %s: %w", r.Name, err)
+		}
+		if err := s.countStream(st); err != nil {
+			return fmt.Errorf("stream %s: %w", r.Name, err)
 		}
 		s.streams[r.Name] = st
 		live[filepath.Base(st.dir)] = true
@@ -259,7 +308,9 @@ func (s *FS) CreateStream(_ context.Context, info Stream) error {
 	if err != nil {
 		return fmt.Errorf("create stream %s: %w", info.Name, err)
 	}
-	s.streams[info.Name] = &fsStream{id: id, dir: s.streamDir(id), info: info, next: 1, nextSeq: 1, segs: map[uint64]*segment{}}
+	st := &fsStream{id: id, dir: s.streamDir(id), next: 1, nextSeq: 1, segs: map[uint64]*segment{}}
+	st.setInfo(info)
+	s.streams[info.Name] = st
 	return nil
 }
 
@@ -306,7 +357,7 @@ func (s *FS) UpdateStream(_ context.Context, name string, fn func(*Stream) error
 	if err := s.db.Update(func(tx *bolt.Tx) error { return putStream(tx, streamRecord{c, st.id}) }); err != nil {
 		return Stream{}, fmt.Errorf("update stream %s: %w", name, err)
 	}
-	st.info = c
+	st.setInfo(c)
 	return copyStream(c), nil
 }
 
@@ -440,4 +491,101 @@ func (s *FS) Close() error {
 	}
 	errs = append(errs, s.db.Close())
 	return errors.Join(errs...)
+}
+
+// readyProbe prefixes the files Ready writes and removes in the data directory.
+const readyProbe = ".ready-probe-"
+
+// Ready implements Store: the data directory takes a new file, written and fdatasynced, then
+// removed (so a read-only or full filesystem, or a dead disk, shows here before an append
+// meets it).
+func (s *FS) Ready(context.Context) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	f, err := os.CreateTemp(s.dir, readyProbe)
+	if err != nil {
+		return fmt.Errorf("store: data directory %s cannot take new files (%w): check that its filesystem is mounted read-write, has space and belongs to the kvs user", s.dir, err)
+	}
+	_, err = f.Write([]byte("kvs\n"))
+	if err == nil {
+		err = fsync.Data(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if rerr := os.Remove(f.Name()); err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("store: data directory %s cannot be written (%w): check that its filesystem is mounted read-write and has space", s.dir, err)
+	}
+	return nil
+}
+
+// removeProbes removes probe files a crash left in the middle of Ready.
+func removeProbes(dir string) {
+	probes, _ := filepath.Glob(filepath.Join(dir, readyProbe+"*"))
+	for _, p := range probes {
+		_ = os.Remove(p)
+	}
+}
+
+// Stats implements Store from counters kept as appends, deletions and recovery go: no index
+// scan. Bytes are the segment files of every stream plus the index file.
+func (s *FS) Stats(context.Context) (Stats, error) {
+	if s.closed.Load() {
+		return Stats{}, ErrClosed
+	}
+	var out Stats
+	s.mu.RLock()
+	for _, st := range s.streams {
+		out.Streams++
+		out.Fragments += st.frags.Load()
+		out.Bytes += st.bytes.Load()
+	}
+	s.mu.RUnlock()
+	out.Bytes += s.indexBytes()
+	return out, nil
+}
+
+// indexBytes is the size of the index file (0 when it cannot be read).
+func (s *FS) indexBytes() int64 {
+	fi, err := os.Stat(filepath.Join(s.dir, "index.db"))
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// countStream sets the stream's byte and fragment counters after recovery: the sizes of its
+// segment files and the fragments its segment summaries count.
+func (s *FS) countStream(st *fsStream) error {
+	files, err := listSegments(st.dir)
+	if err != nil {
+		return err
+	}
+	var size int64
+	for _, path := range files {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		size += fi.Size()
+	}
+	st.bytes.Store(size)
+	var n int64
+	err = s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(dataBucketName(st.id))
+		if b == nil {
+			return nil
+		}
+		return b.Bucket(bucketSegs).ForEach(func(_, v []byte) error {
+			info, err := decodeSegmentInfo(v)
+			n += int64(info.Count)
+			return err
+		})
+	})
+	st.frags.Store(n)
+	return err
 }

@@ -14,8 +14,8 @@ import (
 // Mem is an in-memory Store: the reference implementation for the behaviour suite and for tests
 // of other packages. Nothing survives Close, so it cannot be reopened. It follows the FS store's
 // rules exactly (retention-0 streams reject appends, numbers must be reserved and increasing,
-// times are normalized) except that retention removes individual fragments rather than whole
-// segments, and that an append is readable (and as durable as it will get) when AppendAsync
+// times are normalized) except that retention and a stream's kvs:max-bytes cap remove individual
+// fragments rather than whole segments, and that an append is readable (and as durable as it will get) when AppendAsync
 // returns.
 //
 // Mem is safe for concurrent use. The zero value is not usable; call NewMem.
@@ -175,7 +175,29 @@ func (m *Mem) AppendAsync(ctx context.Context, stream string, meta FragmentMeta,
 	}
 	s.last = meta.Number
 	s.frags = append(s.frags, memFragment{normMeta(meta, len(data)), bytes.Clone(data)})
+	s.trim()
 	return memWait, nil
+}
+
+// trim deletes the stream's oldest fragments while its payloads take more than its
+// kvs:max-bytes cap (MaxBytesTag), keeping the newest. m.mu is held.
+func (s *memStream) trim() {
+	limit, _ := MaxBytes(s.info)
+	if limit <= 0 {
+		return
+	}
+	var total int64
+	for _, f := range s.frags {
+		total += f.meta.Size
+	}
+	drop := 0
+	for ; total > limit && drop < len(s.frags)-1; drop++ {
+		total -= s.frags[drop].meta.Size
+	}
+	if drop > 0 {
+		clear(s.frags[:drop])
+		s.frags = s.frags[drop:]
+	}
 }
 
 func memWait(context.Context) error { return nil }
@@ -326,8 +348,36 @@ func (m *Mem) EnforceRetention(_ context.Context, now time.Time) (int, error) {
 		}
 		clear(s.frags[len(keep):])
 		s.frags = keep
+		s.trim() // the cap may have been lowered since the last append
 	}
 	return n, nil
+}
+
+// Ready implements Store: a Mem is ready until it is closed.
+func (m *Mem) Ready(context.Context) error {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return ErrClosed
+	}
+	return nil
+}
+
+// Stats implements Store; Bytes are the payload bytes held.
+func (m *Mem) Stats(context.Context) (Stats, error) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if m.closed {
+		return Stats{}, ErrClosed
+	}
+	st := Stats{Streams: len(m.streams)}
+	for _, s := range m.streams {
+		st.Fragments += int64(len(s.frags))
+		for _, f := range s.frags {
+			st.Bytes += f.meta.Size
+		}
+	}
+	return st, nil
 }
 
 // Close implements Store; later calls return ErrClosed.

@@ -12,12 +12,21 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// Why a purge deletes segments: the reason label of the deletion metrics and logs.
+const (
+	reasonRetention = "retention"
+	reasonDiskQuota = "disk_quota"
+	reasonStreamCap = "stream_cap"
+)
+
 // EnforceRetention implements Store. For each stream it deletes the oldest segments, in order,
 // while their newest fragment's server time is before now - RetentionHours, together with their
 // index entries; a fragment therefore outlives its retention by up to one segment's span
 // (MaxSegmentAge, default 1 h). A segment with appends still being committed is kept for the
 // next run. The index commit comes first: files left by a crash right after it are removed by
-// OpenFS rather than brought back.
+// OpenFS rather than brought back. The pass then applies the byte caps (kvs:max-bytes, the disk
+// quota) that appends apply as they go, for caps lowered since; what those delete is not in the
+// count.
 func (s *FS) EnforceRetention(ctx context.Context, now time.Time) (int, error) {
 	if s.closed.Load() {
 		return 0, ErrClosed
@@ -38,28 +47,36 @@ func (s *FS) EnforceRetention(ctx context.Context, now time.Time) (int, error) {
 		if err := ctx.Err(); err != nil {
 			return total, err
 		}
-		n, err := s.purge(j.st, j.cutoff)
+		cut := timeToNanos(j.cutoff)
+		n, _, err := s.purge(j.st, func(_ uint64, info segmentInfo, _ int64) bool { return info.MaxServer < cut }, reasonRetention)
 		total += n
 		if err != nil {
 			errs = append(errs, fmt.Errorf("retention %s: %w", j.st.info.Name, err))
 		}
+		if limit := j.st.maxBytes.Load(); limit > 0 {
+			s.trimStream(j.st, limit)
+		}
 	}
+	s.makeRoomOnDisk(0)
 	return total, errors.Join(errs...)
 }
 
-// purge deletes the stream's leading segments whose newest fragment is before cutoff.
-func (s *FS) purge(st *fsStream, cutoff time.Time) (int, error) {
+// purge deletes the stream's leading segments, oldest first, for as long as want says so (given
+// each one's sequence number, index summary and file size) and no append to it is still being
+// committed. It returns the fragments and bytes deleted; the deletions are counted under reason,
+// and logged unless they are retention's (the server logs those in sum).
+func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size int64) bool, reason string) (int, int64, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.deleted {
-		return 0, nil
+		return 0, 0, nil
 	}
-	cut := timeToNanos(cutoff)
-	type expired struct {
+	type doomed struct {
 		seq  uint64
 		info segmentInfo
+		size int64
 	}
-	var segs []expired
+	var segs []doomed
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(dataBucketName(st.id))
 		if b == nil {
@@ -72,18 +89,19 @@ func (s *FS) purge(st *fsStream, cutoff time.Time) (int, error) {
 				return err
 			}
 			seq := getU64(k)
-			if info.MaxServer >= cut {
-				break
-			}
 			if g := st.segs[seq]; g != nil && g.pending.Load() > 0 {
 				break
 			}
-			segs = append(segs, expired{seq, info})
+			size := s.segmentSize(st, seq)
+			if !want(seq, info, size) {
+				break
+			}
+			segs = append(segs, doomed{seq, info, size})
 		}
 		return nil
 	})
 	if err != nil || len(segs) == 0 {
-		return 0, err
+		return 0, 0, err
 	}
 	removed := 0
 	err = s.db.Update(func(tx *bolt.Tx) error {
@@ -104,8 +122,10 @@ func (s *FS) purge(st *fsStream, cutoff time.Time) (int, error) {
 		return b.Put(keyPurged, u64(segs[len(segs)-1].seq))
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
+	st.frags.Add(-int64(removed))
+	var freed int64
 	for _, g := range segs {
 		if seg := st.segs[g.seq]; seg != nil {
 			// All its records are indexed (pending is 0), so no sync of it is outstanding.
@@ -116,8 +136,31 @@ func (s *FS) purge(st *fsStream, cutoff time.Time) (int, error) {
 			delete(st.segs, g.seq)
 		}
 		if err := os.Remove(filepath.Join(st.dir, segmentName(g.seq))); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return removed, err
+			return removed, freed, err
 		}
+		st.bytes.Add(-g.size)
+		freed += g.size
 	}
-	return removed, nil
+	s.metrics.deleted(reason, removed, freed)
+	if reason != reasonRetention {
+		last := segs[len(segs)-1]
+		s.log.Info("store: deleted the oldest fragments of a stream for a byte cap", "reason", reason,
+			"stream", st.info.Name, "segments", len(segs), "fragments", removed, "bytes", freed,
+			"first_fragment", segs[0].info.First, "last_fragment", last.info.Last,
+			"newest_server_time", nanosToTime(last.info.MaxServer))
+	}
+	return removed, freed, nil
+}
+
+// segmentSize is the size of segment seq of st: its bytes written when this process has it
+// open, else its file's size (0 when it is gone). st.mu is held.
+func (s *FS) segmentSize(st *fsStream, seq uint64) int64 {
+	if g := st.segs[seq]; g != nil {
+		return g.size
+	}
+	fi, err := os.Stat(filepath.Join(st.dir, segmentName(seq)))
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }

@@ -57,6 +57,17 @@ type Cursor struct {
 	Number uint64
 }
 
+// Stats is how much a store holds, for metrics and quotas.
+type Stats struct {
+	Streams   int   // streams in the registry
+	Fragments int64 // fragments readable now (as Range lists them, across every stream)
+	// Bytes is what the stored data takes in the backend, at least the payload bytes of those
+	// fragments: FS counts its segment files (records in flight included) and its index file;
+	// Mem and a cluster count the payloads (a cluster's objects may hold more until its cleanup
+	// deletes them).
+	Bytes int64
+}
+
 // Store keeps the stream registry and each stream's fragments. doc.go states the contract in
 // full (durability, numbering, ordering, retention, errors); storetest.Run checks it. A Store is
 // safe for concurrent use.
@@ -113,6 +124,15 @@ type Store interface {
 	// First and Last return the oldest and newest stored fragment; ErrFragmentNotFound when empty.
 	First(ctx context.Context, stream string) (FragmentMeta, error)
 	Last(ctx context.Context, stream string) (FragmentMeta, error)
+
+	// Ready reports whether the store can take appends now: nil, or an error that says what is
+	// wrong and what to look at (FS: the data directory cannot be written, e.g. a read-only or
+	// full filesystem; a cluster: PostgreSQL or the object store does not answer). It does the
+	// work of a real check each time (FS writes and syncs a probe file), so callers (GET /readyz)
+	// call it when asked, not in a loop. ErrClosed after Close.
+	Ready(ctx context.Context) error
+	// Stats returns how much the store holds now. See Stats.
+	Stats(ctx context.Context) (Stats, error)
 
 	// EnforceRetention deletes fragments whose server time is before now minus their stream's
 	// retention (possibly later, never earlier: FS deletes whole segments) and returns how many

@@ -33,6 +33,7 @@ var (
 // opened on it sees only this test's tables. The server stops at the end of Main.
 func Postgres(t testing.TB) string {
 	t.Helper()
+	testutil.Slow(t) // a server to start, and tests of many seconds
 	pgOnce.Do(func() { pgURL, pgErr = startPostgres() })
 	if pgErr != nil {
 		testutil.Missing(t, "PostgreSQL: "+pgErr.Error())

@@ -69,6 +69,7 @@ var (
 // so it is no durability witness: only for tests.
 func S3(t testing.TB) S3Bucket {
 	t.Helper()
+	testutil.Slow(t)
 	s3Once.Do(func() { s3Err = startS3() })
 	if s3Err != nil {
 		testutil.Missing(t, "S3 server: "+s3Err.Error())

@@ -322,6 +322,8 @@ func testClosed(t *testing.T, st store.Store) {
 	_, errs["First"] = st.First(ctx, "s")
 	_, errs["Last"] = st.Last(ctx, "s")
 	_, errs["EnforceRetention"] = st.EnforceRetention(ctx, base)
+	errs["Ready"] = st.Ready(ctx)
+	_, errs["Stats"] = st.Stats(ctx)
 	for op, err := range errs {
 		if !errors.Is(err, store.ErrClosed) {
 			t.Errorf("%s after Close: %v", op, err)

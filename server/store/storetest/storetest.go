@@ -25,7 +25,8 @@
 // Run's cases cover the registry (create, get, list, atomic update, delete with a version
 // check), fragment numbering, synchronous and asynchronous appends and their refusals, reads
 // (Fragment, Open, AppendPayload, Range, TimeRange, First, Last), Prepare, concurrent writers
-// and readers on different streams (meaningful under -race), retention, Close, and, with reopen,
+// and readers on different streams (meaningful under -race), retention, the kvs:max-bytes cap,
+// Ready, Stats, Close, and, with reopen,
 // what must survive a restart. A backend's own tests add what the contract leaves to it (crash
 // recovery, file layout, leases).
 package storetest
@@ -65,6 +66,9 @@ func cases() []storeCase {
 		{"Prepare", only(testPrepare)},
 		{"TimeRange", only(testTimeRange)},
 		{"Retention", only(testRetention)},
+		{"StreamCap", only(testStreamCap)},
+		{"Ready", only(testReady)},
+		{"Stats", only(testStats)},
 		{"Concurrent", only(testConcurrent)},
 		{"ConcurrentAsync", only(testConcurrentAsync)},
 		{"Closed", only(testClosed)},

@@ -1,0 +1,121 @@
+package cmd
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/openkvs/kvs/server"
+	"github.com/openkvs/kvs/server/store"
+)
+
+// opsOptions are kvs server's flags for operators: metrics, disk quota, webhooks.
+type opsOptions struct {
+	MetricsListen     string   // "" = /metrics on the main listener only
+	MetricsMaxStreams int      // per-stream series (server.Config.MetricsMaxStreams)
+	MaxDiskUsage      string   // "" | SIZE | N%
+	Webhooks          []string // URLs
+	WebhookSecret     string   // also KVS_WEBHOOK_SECRET
+	WebhookPersisted  bool
+}
+
+const opsHelp = `Operating it (see README, "Operating kvs"):
+
+  GET /healthz   200 while the process serves HTTP (liveness, systemd).
+  GET /readyz    200 once the store is open and takes appends (FS: the data directory is writable;
+                 cluster: PostgreSQL and the object store answer), 503 with the reason otherwise,
+                 also while the store recovers at start and once shutdown begins (load balancers).
+  GET /metrics   Prometheus metrics (docs/grafana-kvs.json is a dashboard for them). With
+                 --auth sigv4 it needs a signature like any API call; --metrics-listen ADDR serves
+                 /metrics, /healthz and /readyz unsigned on an address of their own (bind it where
+                 only your monitoring reaches). --metrics-max-streams N: how many streams get
+                 per-stream ingest series (the others share stream="(other)").
+  GET /events    Server-Sent Events: stream created/deleted, upload started/ended, ERROR acks;
+                 ?fragments=1 adds one event per PERSISTED fragment, ?stream=NAME filters.
+
+--max-disk-usage 500GB or 90% (data directory only): before the store would take more than that
+(a size: its segment files and index; a percentage: of the filesystem holding --data-dir, every
+file on it counted, as df does), the oldest fragments across all streams are deleted, whole
+segments at a time, before retention would; ingest is never refused for old data. Each deletion is
+logged and counted. A stream tagged kvs:max-bytes=SIZE (a kvs extension) keeps at most that much,
+oldest deleted first, in every mode (a cluster applies it in its cleanup, every minute).
+
+--webhook URL (repeatable) POSTs each event as JSON, in order, retrying failures with backoff from
+a bounded queue (a slow or dead webhook never slows ingest; what its queue cannot take is dropped
+and counted); --webhook-secret (or KVS_WEBHOOK_SECRET) signs each body: X-Kvs-Signature:
+sha256=<hex HMAC-SHA256>; --webhook-persisted adds fragment.persisted, one event per fragment.`
+
+func addOpsFlags(f *pflag.FlagSet, o *opsOptions) {
+	f.StringVar(&o.MetricsListen, "metrics-listen", "", "also serve /metrics, /healthz and /readyz, unsigned, on this host:port (for --auth sigv4)")
+	f.IntVar(&o.MetricsMaxStreams, "metrics-max-streams", server.DefaultMetricsMaxStreams, "streams with their own ingest series in /metrics (the rest share stream=\"(other)\"; 0: none)")
+	f.StringVar(&o.MaxDiskUsage, "max-disk-usage", "", "delete the oldest fragments first to keep the data directory within SIZE (500GB, 2TiB) or N% of its filesystem")
+	f.StringArrayVar(&o.Webhooks, "webhook", nil, "POST every event as JSON to this URL (repeatable)")
+	f.StringVar(&o.WebhookSecret, "webhook-secret", "", "sign webhook bodies: X-Kvs-Signature: sha256=HMAC (env KVS_WEBHOOK_SECRET)")
+	f.BoolVar(&o.WebhookPersisted, "webhook-persisted", false, "send fragment.persisted events (one per fragment) to the webhooks too")
+}
+
+func (o opsOptions) validate(clustered, memory bool) error {
+	if o.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(o.MetricsListen); err != nil {
+			return fmt.Errorf("--metrics-listen %q: want host:port, e.g. 127.0.0.1:9464", o.MetricsListen)
+		}
+	}
+	if o.MetricsMaxStreams < 0 {
+		return errors.New("--metrics-max-streams cannot be negative")
+	}
+	if o.MaxDiskUsage != "" {
+		switch {
+		case memory:
+			return errors.New("--max-disk-usage caps the data directory: --memory has none")
+		case clustered:
+			return errors.New("--max-disk-usage caps a node's data directory, and cluster nodes have none: cap the bucket with the object store's lifecycle rules, and streams with the kvs:max-bytes tag (docs/cluster.md)")
+		}
+		if _, _, err := parseDiskLimit(o.MaxDiskUsage); err != nil {
+			return fmt.Errorf("--max-disk-usage: %w", err)
+		}
+	}
+	for _, w := range o.Webhooks {
+		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--webhook %q: want an http:// or https:// URL", w)
+		}
+	}
+	if len(o.Webhooks) == 0 && (o.WebhookSecret != "" || o.WebhookPersisted) {
+		return errors.New("--webhook-secret and --webhook-persisted need --webhook URL")
+	}
+	return nil
+}
+
+// parseDiskLimit reads --max-disk-usage: a size (store.ParseSize: 500GB, 2TiB, ...) or a
+// percentage of the filesystem (90%).
+func parseDiskLimit(s string) (bytes int64, percent float64, err error) {
+	if p, ok := strings.CutSuffix(strings.TrimSpace(s), "%"); ok {
+		percent, err = strconv.ParseFloat(strings.TrimSpace(p), 64)
+		if err != nil || percent <= 0 || percent > 100 {
+			return 0, 0, fmt.Errorf("%q: want a percentage above 0 and at most 100, such as 90%%", s)
+		}
+		return 0, percent, nil
+	}
+	if bytes, err = store.ParseSize(s); err != nil {
+		return 0, 0, fmt.Errorf("%q: want a size such as 500GB or 2TiB, or a percentage of the filesystem such as 90%%", s)
+	}
+	return bytes, 0, nil
+}
+
+// starting answers while the store opens (and recovers after a crash): /healthz says the process
+// is up, /readyz and every other request 503.
+func starting(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if r.URL.Path == "/healthz" {
+		_, _ = fmt.Fprintln(w, "ok")
+		return
+	}
+	w.Header().Set("Retry-After", "1")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	_, _ = fmt.Fprintln(w, "not ready: the store is opening (recovering after a crash can take a while)")
+}

@@ -1,0 +1,119 @@
+package cmd
+
+import (
+	"crypto/hmac"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/server"
+)
+
+// TestServeOps runs kvs server with the operator's flags: --auth sigv4 keeps /metrics signed on
+// the main listener while --metrics-listen serves it unsigned, with the disk quota of
+// --max-disk-usage in it; /readyz answers on both; --webhook with --webhook-secret gets a signed
+// stream.created when a stream is created.
+func TestServeOps(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	credFile := filepath.Join(dir, "credentials")
+	if err := os.WriteFile(credFile, []byte("AKIAKVSLOCALDUMMYKEY kvs-local-dummy-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	hooks := make(chan server.Event, 10)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if !hmac.Equal([]byte(r.Header.Get("X-Kvs-Signature")), []byte(server.SignWebhook([]byte("hook-secret"), body))) {
+			t.Errorf("webhook signature %q does not match its body %s", r.Header.Get("X-Kvs-Signature"), body)
+		}
+		var ev server.Event
+		if err := json.Unmarshal(body, &ev); err != nil {
+			t.Error(err)
+		}
+		hooks <- ev
+	}))
+	defer receiver.Close()
+	endpoint, logs, stop := startServe(t, "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"),
+		"--max-disk-usage", "20MB", "--metrics-listen", "127.0.0.1:0", "--auth", "sigv4", "--credentials-file", credFile,
+		"--webhook", receiver.URL, "--webhook-secret", "hook-secret")
+	m := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`).FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no metrics listener in the log:\n%s", logs)
+	}
+	opsURL := "http://" + m[1]
+	get := func(url string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(url) //nolint:noctx // test
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(endpoint + "/metrics"); code != 401 {
+		t.Errorf("unsigned /metrics on the main listener: %d %.100s, want 401", code, body)
+	}
+	code, body := get(opsURL + "/metrics")
+	if code != 200 || !strings.Contains(body, "kvs_store_disk_limit_bytes 2e+07") || !strings.Contains(body, "process_cpu_seconds_total") {
+		t.Errorf("/metrics on --metrics-listen: %d, want 200 with kvs_store_disk_limit_bytes 2e+07:\n%.2000s", code, body)
+	}
+	for _, url := range []string{endpoint, opsURL} {
+		if code, body := get(url + "/readyz"); code != 200 || body != "ready\n" {
+			t.Errorf("%s/readyz: %d %q", url, code, body)
+		}
+	}
+	env, _ := runEnv(t, endpoint)
+	if err := runCreateStream(t.Context(), env, createStreamOptions{StreamName: "hooked", RetentionHours: 1, Output: outputJSON}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-hooks:
+		if ev.Type != server.EventStreamCreated || ev.Stream != "hooked" {
+			t.Errorf("webhook got %+v, want stream.created of hooked", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no webhook call within 10 s of CreateStream")
+	}
+	if code := stop(); code != ExitOK {
+		t.Errorf("exit %d; logs:\n%s", code, logs)
+	}
+}
+
+// TestStartingHandler: while the store opens, /healthz says the process is up and everything else,
+// /readyz and the API alike, is 503 with a reason and a Retry-After.
+func TestStartingHandler(t *testing.T) {
+	t.Parallel()
+	ts := httptest.NewServer(http.HandlerFunc(starting))
+	defer ts.Close()
+	for _, tc := range []struct {
+		method, path string
+		code         int
+		body         string
+	}{
+		{http.MethodGet, "/healthz", 200, "ok"},
+		{http.MethodGet, "/readyz", 503, "the store is opening"},
+		{http.MethodPost, "/createStream", 503, "the store is opening"},
+	} {
+		req, err := http.NewRequestWithContext(t.Context(), tc.method, ts.URL+tc.path, strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.body) || (tc.code == 503 && resp.Header.Get("Retry-After") == "") {
+			t.Errorf("%s %s: %d %q (Retry-After %q), want %d with %q", tc.method, tc.path, resp.StatusCode, b, resp.Header.Get("Retry-After"), tc.code, tc.body)
+		}
+	}
+}

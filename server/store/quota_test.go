@@ -1,0 +1,150 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	kvstestutil "github.com/openkvs/kvs/internal/testutil"
+)
+
+// counterValue reads a counter.
+func counterValue(t testing.TB, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// quotaRun appends rounds × 3 streams of 20 kB fragments, server times increasing across the
+// streams, to s and checks after each append that the data directory stays within limit plus
+// slack. It returns every fragment appended, in order.
+func quotaRun(t *testing.T, s *FS, dir string, rounds int, limit, slack int64) []FragmentMeta {
+	t.Helper()
+	streams := []string{"a", "b", "c"}
+	for _, name := range streams {
+		mustCreate(t, s, name, 24)
+	}
+	var all []FragmentMeta
+	for i := range rounds {
+		for j, name := range streams {
+			ts := base.Add(time.Duration(i*len(streams)+j) * time.Second)
+			m := appendOne(t, s, name, ts, ts, 20_000) // ingest goes on: appendOne fails the test otherwise
+			all = append(all, m)
+			if used := kvstestutil.DirBytes(t, dir); used > limit+slack {
+				t.Fatalf("after %d appends the data directory takes %d bytes, over the %d-byte quota by more than %d", len(all), used, limit, slack)
+			}
+		}
+	}
+	return all
+}
+
+// checkOldestGone checks that what s still holds of all (in append order, which is server time
+// order) is a suffix: the oldest fragments went first, across streams, and the newest stayed.
+// It returns how many went.
+func checkOldestGone(t *testing.T, s *FS, all []FragmentMeta) int {
+	t.Helper()
+	ctx := context.Background()
+	streamOf := func(i int) string { return []string{"a", "b", "c"}[i%3] }
+	kept := make([]bool, len(all))
+	for i, m := range all {
+		_, err := s.Fragment(ctx, streamOf(i), m.Number)
+		kept[i] = err == nil
+	}
+	first := len(all)
+	for i := range all {
+		if kept[i] {
+			first = i
+			break
+		}
+	}
+	// Whole segments go, each stream's oldest first: a stream's leading segment may be older
+	// than another's kept one by less than a segment's worth of fragments.
+	const segmentSpan = 3 * 4 // 3 streams × the records of one 64 KiB segment
+	for i := first + segmentSpan; i < len(all); i++ {
+		if !kept[i] {
+			t.Fatalf("fragment %d of %d (%s/%d) went while older ones stayed", i, len(all), streamOf(i), all[i].Number)
+		}
+	}
+	for i := range first {
+		if kept[i] {
+			t.Fatalf("fragment %d stayed", i)
+		}
+	}
+	if first == 0 {
+		t.Fatal("nothing was deleted")
+	}
+	t.Logf("the oldest %d of %d fragments went; the data directory takes %d bytes", first, len(all), kvstestutil.DirBytes(t, s.dir))
+	for i := len(all) - 3; i < len(all); i++ {
+		if !kept[i] {
+			t.Fatalf("the newest fragment of %s went", streamOf(i))
+		}
+	}
+	return first
+}
+
+// TestFSDiskQuota: with MaxDiskBytes, appends of 3 streams go on past the quota while the data
+// directory stays within it plus the index's growth; the oldest fragments across the streams go
+// first, whole segments at a time, newest stay; each deletion is logged and counted.
+func TestFSDiskQuota(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var logs bytes.Buffer
+	reg := prometheus.NewRegistry()
+	const limit = 1 << 20
+	s := mustOpenFS(t, dir, FSOptions{MaxDiskBytes: limit, Metrics: reg,
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if got := s.opts.MaxSegmentBytes; got != 64<<10 {
+		t.Errorf("segments of %d bytes under a 1 MiB quota, want 64 KiB", got)
+	}
+	all := quotaRun(t, s, dir, 60, limit, 64<<10) // 3.6 MB through a 1 MiB quota
+	gone := checkOldestGone(t, s, all)
+	if n := counterValue(t, s.metrics.deletedFragments.WithLabelValues(reasonDiskQuota)); int(n) != gone {
+		t.Errorf("kvs_store_deleted_fragments_total{reason=disk_quota} = %v, want %d", n, gone)
+	}
+	if n := strings.Count(logs.String(), "reason=disk_quota"); n == 0 {
+		t.Errorf("no deletion logged:\n%s", logs.String())
+	}
+	st, err := s.Stats(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Bytes > limit || st.Fragments != int64(len(all)-gone) {
+		t.Errorf("Stats %+v, want at most %d bytes and %d fragments", st, limit, len(all)-gone)
+	}
+	// A restart keeps the quota and the counts.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := mustOpenFS(t, dir, FSOptions{MaxDiskBytes: limit})
+	st2, err := s2.Stats(t.Context())
+	if err != nil || st2.Fragments != st.Fragments {
+		t.Fatalf("Stats after a restart %+v, %v; before %+v", st2, err, st)
+	}
+}
+
+// TestFSDiskQuotaPercent fills a 4 MiB tmpfs through a 50% quota: the filesystem stays half
+// full (plus the index's growth) while 3× its size goes through, oldest data first.
+func TestFSDiskQuotaPercent(t *testing.T) {
+	t.Parallel()
+	dir := kvstestutil.Tmpfs(t, "4m")
+	s := mustOpenFS(t, dir, FSOptions{MaxDiskPercent: 50})
+	used0, avail, err := filesystemUsage(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := (used0 + avail) / 2
+	all := quotaRun(t, s, dir, 200, limit, 64<<10) // 12 MB through 2 MiB
+	checkOldestGone(t, s, all)
+	if used, _, _ := filesystemUsage(dir); used > limit+64<<10 {
+		t.Errorf("the tmpfs has %d bytes used, over 50%% (%d) by more than 64 KiB", used, limit)
+	}
+}
