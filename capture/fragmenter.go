@@ -85,6 +85,7 @@ type Fragmenter struct {
 
 	pending       *Frame        // the frame that starts the next fragment
 	started       bool          // the first video keyframe has been seen
+	restart       bool          // the source said ErrDiscontinuity: take its tracks again
 	done          bool          // the source is exhausted
 	shift         time.Duration // added to source timestamps (Loop)
 	passes        int           // passes over the source started (Loop)
@@ -303,6 +304,9 @@ func (f *Fragmenter) Next(ctx context.Context) (*mkv.Fragment, error) {
 
 func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 	var frames []Frame
+	if f.restart {
+		f.takeTracks()
+	}
 	if f.pending == nil {
 		if f.done {
 			return nil, io.EOF
@@ -329,6 +333,10 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 		fr, err := f.read(ctx)
 		if errors.Is(err, io.EOF) {
 			f.done = true
+			break
+		}
+		if errors.Is(err, ErrDiscontinuity) {
+			f.restart = true // the fragment ends here; the next starts at a keyframe
 			break
 		}
 		if err != nil {
@@ -387,6 +395,12 @@ func (f *Fragmenter) first(ctx context.Context) (lead []Frame, key Frame, err er
 	sawVideo := false
 	for {
 		fr, err := f.read(ctx)
+		if errors.Is(err, ErrDiscontinuity) {
+			f.takeTracks()
+			dropped += len(lead)
+			lead, sawVideo = lead[:0], false
+			continue
+		}
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				f.done = true
@@ -424,6 +438,21 @@ func (f *Fragmenter) first(ctx context.Context) (lead []Frame, key Frame, err er
 		}
 		drop(n)
 	}
+}
+
+// takeTracks starts again after a discontinuity of the source: its tracks as they are now (a new
+// slice: fragments already returned keep theirs), and a video keyframe to start at.
+func (f *Fragmenter) takeTracks() {
+	f.restart = false
+	f.tracks = append([]mkv.Track(nil), f.src.Tracks()...)
+	f.video = 0
+	for _, t := range f.tracks {
+		if t.Type == mkv.TrackTypeVideo {
+			f.video = t.Number
+			break
+		}
+	}
+	f.started = f.video == 0
 }
 
 // refTrack is the track whose frame interval continues a loop: the first video track, else the

@@ -535,3 +535,71 @@ func cloneFragment(f *mkv.Fragment) *mkv.Fragment {
 	}
 	return &c
 }
+
+// scriptSource yields a script of frames and discontinuities; a discontinuity may bring a new
+// picture size.
+type scriptSource struct {
+	width  uint32
+	script []scriptStep
+}
+
+type scriptStep struct {
+	frame Frame
+	cut   bool   // ErrDiscontinuity
+	width uint32 // with cut: the new width (0: unchanged)
+}
+
+func (s *scriptSource) Tracks() []mkv.Track {
+	return []mkv.Track{{Number: 1, Type: mkv.TrackTypeVideo, CodecID: codec.CodecIDVP8, Width: s.width, Height: 240}}
+}
+func (s *scriptSource) Close() error { return nil }
+func (s *scriptSource) ReadFrame(context.Context) (Frame, error) {
+	if len(s.script) == 0 {
+		return Frame{}, io.EOF
+	}
+	st := s.script[0]
+	s.script = s.script[1:]
+	if st.cut {
+		if st.width != 0 {
+			s.width = st.width
+		}
+		return Frame{}, ErrDiscontinuity
+	}
+	return st.frame, nil
+}
+
+// TestFragmenterDiscontinuity: a discontinuity ends the fragment in progress, frames up to the
+// next keyframe are dropped, and fragments after a change of tracks carry the new ones (those
+// before keep theirs).
+func TestFragmenterDiscontinuity(t *testing.T) {
+	t.Parallel()
+	ms := time.Millisecond
+	v := func(pts time.Duration, key bool) scriptStep {
+		return scriptStep{frame: Frame{Track: 1, PTS: pts, DTS: pts, Keyframe: key, Data: []byte{'v'}}}
+	}
+	src := &scriptSource{width: 320, script: []scriptStep{
+		v(0, true), v(40*ms, false), v(80*ms, false),
+		{cut: true}, // the camera dropped: the fragment ends after 80 ms
+		v(2000*ms, false), v(2040*ms, true), v(2080*ms, false),
+		{cut: true, width: 640}, // a new picture size
+		{cut: true},             // two in a row
+		v(3000*ms, true), v(3040*ms, false), v(5000*ms, true),
+	}}
+	var notices []string
+	fr, err := NewFragmenter(src, FragmenterConfig{TargetDuration: time.Second, Notice: func(m string) { notices = append(notices, m) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frags := fragments(t, fr, 0)
+	var got []string
+	for _, f := range frags {
+		got = append(got, fmt.Sprintf("%d@%d/%d", f.Tracks[0].Width, f.Timecode, len(f.Frames)))
+	}
+	if want := "320@0/3 320@2040/2 640@3000/2 640@5000/1"; strings.Join(got, " ") != want {
+		t.Errorf("fragments (width@timecode/frames) %s, want %s", strings.Join(got, " "), want)
+	}
+	checkFragments(t, frags, 1)
+	if len(notices) != 1 || !strings.Contains(notices[0], "dropped 1 frames before the first video keyframe") {
+		t.Errorf("notices %q", notices)
+	}
+}

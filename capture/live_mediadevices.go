@@ -286,6 +286,13 @@ func (s *liveSource) ReadFrame(ctx context.Context) (Frame, error) {
 		s.pending = nil
 		return s.emit(f)
 	}
+	// Duration is wall-clock time: a camera that stalls does not hold the end back.
+	var deadline <-chan time.Time
+	if s.duration > 0 {
+		t := time.NewTimer(time.Until(s.t0.Add(s.duration)))
+		defer t.Stop()
+		deadline = t.C
+	}
 	for {
 		// Frames already captured come first, even once the capture is stopping.
 		select {
@@ -305,6 +312,9 @@ func (s *liveSource) ReadFrame(ctx context.Context) (Frame, error) {
 				return s.end(s.err)
 			}
 			return s.emit(f)
+		case <-deadline:
+			s.cancel()
+			return s.end(nil)
 		case <-s.stop.Done():
 			// loop: drain, then io.EOF
 		case <-ctx.Done():

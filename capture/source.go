@@ -95,6 +95,14 @@ var ErrUnknownFormat = errors.New("unknown input format: not Matroska/WebM (EBML
 // ErrNoTracks is returned when an input holds no track kvs can carry.
 var ErrNoTracks = errors.New("no usable tracks")
 
+// ErrDiscontinuity is returned by ReadFrame of a network source (RTSP) between two runs of frames
+// that do not follow each other: the camera dropped and was reconnected, frames had to be
+// dropped, or its tracks changed (a new picture size, new parameter sets). It is not an end:
+// ReadFrame goes on with the frames after it, Tracks may return new tracks from then on, and the
+// next video frame is a keyframe. The Fragmenter ends the fragment in progress there and starts
+// the next one at that keyframe, with the new tracks.
+var ErrDiscontinuity = errors.New("discontinuity: the stream restarted")
+
 // cloneBytes returns a copy of b that does not share its array.
 func cloneBytes(b []byte) []byte {
 	return append(make([]byte, 0, len(b)), b...)

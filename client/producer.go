@@ -1,10 +1,12 @@
 package client
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -46,8 +48,27 @@ type ProducerConfig struct {
 	// from the producer's ack-reading goroutine. It must not block for long: it delays ACK reading.
 	OnAck func(Ack)
 	// RetentionHours, if not nil, is the stream's DataRetentionInHours, which decides the final
-	// ACK (0: RECEIVED, else PERSISTED). Nil: the producer asks DescribeStream before connecting.
+	// ACK (0: RECEIVED, else PERSISTED). Nil: the producer asks DescribeStream before connecting
+	// (with a spool, again and again until the endpoint answers).
 	RetentionHours *int
+	// CreateRetentionHours, if not nil, lets the producer create the stream, with that
+	// DataRetentionInHours, when DescribeStream says it does not exist (a kvs convenience: the
+	// endpoint may be unreachable when the producer starts). Only with RetentionHours nil.
+	CreateRetentionHours *int
+	// Spool, if set, keeps every fragment on disk until it is final (see Spool): Send writes the
+	// fragment to the spool, synced, and returns without waiting for the network, and the
+	// producer sends the spool's fragments oldest first, those an earlier process left included.
+	// While the producer is not closing it never gives up on an endpoint that cannot be reached:
+	// the spool grows instead (up to its maximum size, then its oldest fragments go). The
+	// Producer does not close the Spool.
+	Spool *Spool
+	// SpoolRate, when positive, caps the rate at which the spool's backlog is sent, in bytes per
+	// second: fragments with newer ones queued behind them go out no faster than that, while the
+	// newest (the live edge, when the backlog is sent) goes at once. The backlog is always sent
+	// before the live edge, in order (PutMedia wants timecodes that do not go back), so the live
+	// edge trails by the backlog's size divided by (SpoolRate - the camera's bit rate). 0 sends
+	// the backlog as fast as the connection takes it.
+	SpoolRate int64
 }
 
 // FragmentFailure is a fragment the producer gave up on.
@@ -61,10 +82,14 @@ type FragmentFailure struct {
 
 // ProducerError is returned by Close when fragments were not stored: Failed lists them in send
 // order. Err, when not nil, is what stopped the producer (unreachable server, a fatal ERROR ack,
-// a cancelled Close).
+// a cancelled Close). With a spool, the fragments not sent are not failures: Spooled counts what
+// the spool keeps for a later producer, and Dropped what was dropped because it was full.
 type ProducerError struct {
-	Failed []FragmentFailure
-	Err    error
+	Failed   []FragmentFailure
+	Err      error
+	Spooled  int
+	SpoolDir string
+	Dropped  int
 }
 
 func (e *ProducerError) Error() string {
@@ -72,6 +97,23 @@ func (e *ProducerError) Error() string {
 	b.WriteString("putmedia: ")
 	if e.Err != nil {
 		b.WriteString(e.Err.Error())
+		if len(e.Failed) > 0 {
+			b.WriteString("; ")
+		}
+	}
+	if e.Spooled > 0 || e.Dropped > 0 {
+		if e.Err != nil {
+			b.WriteString("; ")
+		}
+		if e.Spooled > 0 {
+			fmt.Fprintf(&b, "%d fragment(s) not sent are kept in the spool %s: run again with the same spool directory to send them", e.Spooled, e.SpoolDir)
+		}
+		if e.Dropped > 0 {
+			if e.Spooled > 0 {
+				b.WriteString("; ")
+			}
+			fmt.Fprintf(&b, "%d fragment(s) were dropped because the spool %s was full", e.Dropped, e.SpoolDir)
+		}
 		if len(e.Failed) > 0 {
 			b.WriteString("; ")
 		}
@@ -114,15 +156,24 @@ type ProducerStats struct {
 	Failed      int
 	Connections int
 	Resent      int // fragments sent again after a broken connection
+	// With a spool: Recovered fragments were left in it by an earlier process (they count in
+	// Stored once final, not in Fragments); Spool is the spool's own account.
+	Recovered int
+	Spool     SpoolStats
+	// LastError is why the last attempt to connect or send failed, "" once a connection is
+	// answered (or none was tried yet); Since is when the failures began. Meanwhile a producer
+	// with a spool keeps one fragment out of it, not MaxInFlight.
+	LastError string
+	Since     time.Time
 }
 
 // entry is one fragment in the window.
 type entry struct {
+	header   []byte // EBML header, Segment start, Info, Tracks: how a connection for it starts
 	data     []byte // Tags (optional) + Cluster; nil once final
 	timecode int64
 	scale    uint64
-	docType  string
-	tracks   []mkv.Track
+	seq      uint64 // its spool record, 0 without a spool
 	number   string
 	sent     int  // times written to a connection
 	writing  bool // a connection's writer is handing data to the transport
@@ -138,6 +189,10 @@ type entry struct {
 // timestamp, so fragments keep their timestamps when resent). A fragment whose tracks, scale or
 // DocType differ from the connection's ends that connection once everything before it is
 // acknowledged, and a new one starts with the new header.
+//
+// With ProducerConfig.Spool, Send only writes the fragment to the spool; the producer's own
+// goroutine takes the spool's fragments in order into its window, and a fragment leaves the spool
+// when it is final.
 //
 // Delivery is at least once. When a connection breaks (a write or read error, the response ending
 // before every fragment sent on it is final, or a retryable ERROR ack), the producer reconnects
@@ -171,8 +226,11 @@ type Producer struct {
 	err     error      // the reason the producer stopped (sticky)
 	failed  []FragmentFailure
 	stats   ProducerStats
-	lastTC  int64
-	haveTC  bool
+	header  []byte // the last fragment's stream header (Send's goroutine only)
+
+	// With a spool: the pump goroutine moves the spool's fragments into the window.
+	pumpDone chan struct{} // closed when it returned
+	pumped   bool          // it handed over the last fragment of the sealed spool (under mu)
 
 	connected bool // a PutMedia request got an answer (run's goroutine only)
 }
@@ -189,8 +247,15 @@ func NewProducer(c *Client, cfg ProducerConfig) (*Producer, error) {
 	cfg.MaxAttempts = cmp.Or(max(cfg.MaxAttempts, 0), DefaultMaxAttempts)
 	cfg.RetryBackoff = cmp.Or(max(cfg.RetryBackoff, 0), DefaultRetryBackoff)
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Producer{c: c, cfg: cfg, ctx: ctx, cancel: cancel, done: make(chan struct{})}
+	p := &Producer{c: c, cfg: cfg, ctx: ctx, cancel: cancel, done: make(chan struct{}), pumpDone: make(chan struct{})}
 	p.changed = sync.NewCond(&p.mu)
+	if cfg.Spool != nil {
+		p.stats.Recovered = cfg.Spool.Stats().Recovered
+		go p.pump()
+	} else {
+		close(p.pumpDone)
+		p.pumped = true
+	}
 	go p.run()
 	return p, nil
 }
@@ -199,6 +264,9 @@ func NewProducer(c *Client, cfg ProducerConfig) (*Producer, error) {
 // (backpressure), until ctx is done (ctx.Err()) or the producer stops (its error). f is not
 // retained. A fragment needs at least one frame and a cluster timecode >= 0; producer tags in
 // f.Tags are sent before the cluster unless their names start with "AWS_" (reserved).
+//
+// With a spool, Send writes f to the spool and returns once it is synced there; it does not wait
+// for the network, and fails only when the spool cannot be written (or the producer stopped).
 func (p *Producer) Send(ctx context.Context, f *mkv.Fragment) error {
 	if len(f.Frames) == 0 {
 		return errors.New("producer: fragment without frames")
@@ -225,14 +293,31 @@ func (p *Producer) Send(ctx context.Context, f *mkv.Fragment) error {
 	if err != nil {
 		return fmt.Errorf("producer: fragment at %d: %w", f.Timecode, err)
 	}
-	e := &entry{data: data, timecode: f.Timecode, scale: f.TimecodeScale, docType: f.DocType, tracks: cloneTracks(f.Tracks)}
-	if e.scale == 0 {
-		e.scale = mkv.DefaultTimecodeScale
+	e := &entry{data: data, timecode: f.Timecode, scale: cmp.Or(f.TimecodeScale, mkv.DefaultTimecodeScale)}
+	e.header = p.streamHeader(cmp.Or(f.DocType, "matroska"), e.scale, f.Tracks)
+	if p.cfg.Spool != nil {
+		return p.spool(e)
 	}
-	if e.docType == "" {
-		e.docType = "matroska"
-	}
+	return p.enqueue(ctx, e)
+}
 
+// streamHeader returns how a PutMedia body for fragments with these tracks starts: the previous
+// fragment's header when it is the same bytes.
+func (p *Producer) streamHeader(docType string, scale uint64, tracks []mkv.Track) []byte {
+	h := mkv.AppendEBMLHeader(nil, docType)
+	h = mkv.AppendSegmentStart(h)
+	h = mkv.AppendInfo(h, scale, "kvs")
+	h = mkv.AppendTracks(h, tracks)
+	if bytes.Equal(h, p.header) {
+		return p.header
+	}
+	p.header = h
+	return h
+}
+
+// enqueue adds e to the window once there is room (MaxInFlight, MaxInFlightBytes), until ctx is
+// done or the producer stops.
+func (p *Producer) enqueue(ctx context.Context, e *entry) error {
 	stop := context.AfterFunc(ctx, func() {
 		p.mu.Lock()
 		p.changed.Broadcast()
@@ -245,19 +330,25 @@ func (p *Producer) Send(ctx context.Context, f *mkv.Fragment) error {
 		switch {
 		case p.err != nil:
 			return p.err
-		case p.closing:
+		case p.closing && e.seq == 0:
 			return errors.New("producer: Send after Close")
 		case ctx.Err() != nil:
 			return ctx.Err()
 		}
-		if n, size := p.pendingLocked(); n == 0 || n < p.cfg.MaxInFlight && size+int64(len(data)) <= p.cfg.MaxInFlightBytes {
+		limit := p.cfg.MaxInFlight
+		if e.seq != 0 && p.stats.LastError != "" {
+			limit = 1 // the spool holds the rest until a connection works: memory stays small
+		}
+		if n, size := p.pendingLocked(); n == 0 || n < limit && size+int64(len(e.data)) <= p.cfg.MaxInFlightBytes {
 			break
 		}
 		p.changed.Wait()
 	}
 	p.window = append(p.window, e)
-	p.stats.Fragments++
-	p.stats.Bytes += int64(len(data))
+	if e.seq == 0 {
+		p.stats.Fragments++
+		p.stats.Bytes += int64(len(e.data))
+	}
 	p.changed.Broadcast()
 	return nil
 }
@@ -287,19 +378,29 @@ func (p *Producer) recycle(b []byte) { bufpool.Put(b) }
 // Stats returns counters so far. Safe for concurrent use.
 func (p *Producer) Stats() ProducerStats {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.stats
+	st := p.stats
+	p.mu.Unlock()
+	if p.cfg.Spool != nil {
+		st.Spool = p.cfg.Spool.Stats()
+	}
+	return st
 }
 
 // Close ends the upload: it waits until every sent fragment is final, ends the request body and
 // the connection, and returns nil when every fragment was stored, else a *ProducerError listing the
 // failures. When ctx is done first, the producer is stopped and the fragments still pending are
 // reported as failed with ctx's error.
+//
+// With a spool, Close waits until the spool is sent too; whatever is not final when it returns
+// (ctx done, or the endpoint given up on) stays in the spool, and the ProducerError counts it.
 func (p *Producer) Close(ctx context.Context) error {
 	p.mu.Lock()
 	p.closing = true
 	p.changed.Broadcast()
 	p.mu.Unlock()
+	if p.cfg.Spool != nil {
+		p.cfg.Spool.seal()
+	}
 	select {
 	case <-p.done:
 	case <-ctx.Done():
@@ -307,12 +408,18 @@ func (p *Producer) Close(ctx context.Context) error {
 		<-p.done
 	}
 	p.cancel()
+	<-p.pumpDone
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.err == nil && len(p.failed) == 0 {
+	pe := &ProducerError{Failed: append([]FragmentFailure(nil), p.failed...), Err: p.err}
+	if sp := p.cfg.Spool; sp != nil {
+		st := sp.Stats()
+		pe.Spooled, pe.Dropped, pe.SpoolDir = st.Fragments, st.Dropped, sp.Dir()
+	}
+	if pe.Err == nil && len(pe.Failed) == 0 && pe.Spooled == 0 && pe.Dropped == 0 {
 		return nil
 	}
-	return &ProducerError{Failed: append([]FragmentFailure(nil), p.failed...), Err: p.err}
+	return pe
 }
 
 // stop records err as the reason the producer stopped, fails every pending fragment with it and
@@ -323,7 +430,11 @@ func (p *Producer) stop(err error) {
 		p.err = err
 	}
 	for _, e := range p.window {
-		if !e.final {
+		switch {
+		case e.final:
+		case e.seq != 0: // kept in the spool for a later producer
+			p.abandonLocked(e)
+		default:
 			p.finishLocked(e, err)
 		}
 	}
@@ -350,6 +461,9 @@ func (p *Producer) finishLocked(e *entry, err error) {
 	} else {
 		p.stats.Stored++
 	}
+	if e.seq != 0 {
+		p.cfg.Spool.done(e.seq) // stored, or failed in a way that sending again cannot fix
+	}
 }
 
 // trimLocked drops final entries from the front of the window.
@@ -370,41 +484,52 @@ func (p *Producer) run() {
 	attempts := 0
 	for {
 		p.mu.Lock()
-		for p.err == nil && p.pendingCountLocked() == 0 && !p.closing {
+		for p.err == nil && p.pendingCountLocked() == 0 && !(p.closing && p.pumped) {
 			p.changed.Wait()
 		}
-		if p.err != nil || (p.closing && p.pendingCountLocked() == 0) {
+		if p.err != nil || (p.closing && p.pumped && p.pendingCountLocked() == 0) {
 			p.mu.Unlock()
 			return
 		}
+		// With a spool, nothing is given up on before Close: the spool holds what waits.
+		persist := p.cfg.Spool != nil && !p.closing
 		p.mu.Unlock()
 
-		if finalEvent == "" {
-			ev, err := p.finalAck()
-			if err != nil {
-				p.stop(err)
-				return
-			}
-			finalEvent = ev
-		}
 		if attempts > 0 {
 			if err := sleepCtx(p.ctx, backoff(p.cfg.RetryBackoff, attempts)); err != nil {
 				return // stopped
 			}
 		}
-		progress, err := p.connection(finalEvent)
+		var err error
+		progress := false
+		if finalEvent == "" {
+			finalEvent, err = p.finalAck()
+		}
+		if err == nil {
+			progress, err = p.connection(finalEvent)
+		}
 		if p.ctx.Err() != nil {
 			return
 		}
 		if err != nil { // the next connection asks where the stream is written now
 			p.c.forgetDataEndpoint(p.cfg.Stream, string(types.APINamePutMedia))
 		}
+		p.mu.Lock()
+		switch {
+		case err != nil && p.stats.LastError == "":
+			p.stats.LastError, p.stats.Since = err.Error(), time.Now()
+		case err != nil:
+			p.stats.LastError = err.Error()
+		default:
+			p.stats.LastError, p.stats.Since = "", time.Time{}
+		}
+		p.mu.Unlock()
 		var ae *AckErr
 		switch {
 		case err == nil:
 			attempts = 0
 			continue
-		case errors.As(err, &ae) && fatalAck(ae.Ack.ErrorID), permanent(err), !p.connected && unreachable(err):
+		case errors.As(err, &ae) && fatalAck(ae.Ack.ErrorID), permanent(err), !persist && !p.connected && unreachable(err):
 			p.stop(err)
 			return
 		}
@@ -412,7 +537,7 @@ func (p *Producer) run() {
 			attempts = 0
 		}
 		attempts++
-		if attempts >= p.cfg.MaxAttempts {
+		if !persist && attempts >= p.cfg.MaxAttempts {
 			p.stop(fmt.Errorf("giving up after %d attempts: %w", attempts, err))
 			return
 		}
@@ -430,16 +555,38 @@ func (p *Producer) finalAck() (string, error) {
 			in.StreamName = aws.String(p.cfg.Stream)
 		}
 		out, err := p.c.Control.DescribeStream(p.ctx, in)
-		if err != nil {
+		var nf *types.ResourceNotFoundException
+		switch {
+		case err != nil && errors.As(err, &nf) && p.cfg.CreateRetentionHours != nil && in.StreamName != nil:
+			if err := p.createStream(*p.cfg.CreateRetentionHours); err != nil {
+				return "", err
+			}
+			hours = p.cfg.CreateRetentionHours
+		case err != nil:
 			return "", fmt.Errorf("describe stream %s: %w", p.cfg.Stream, err)
+		default:
+			h := int(aws.ToInt32(out.StreamInfo.DataRetentionInHours))
+			hours = &h
 		}
-		h := int(aws.ToInt32(out.StreamInfo.DataRetentionInHours))
-		hours = &h
 	}
 	if *hours == 0 {
 		return AckReceived, nil
 	}
 	return AckPersisted, nil
+}
+
+// createStream creates the stream (CreateRetentionHours); one that exists by now is fine.
+func (p *Producer) createStream(hours int) error {
+	in := &kinesisvideo.CreateStreamInput{StreamName: aws.String(p.cfg.Stream)}
+	if hours > 0 {
+		in.DataRetentionInHours = aws.Int32(int32(min(hours, math.MaxInt32))) //nolint:gosec // bounded
+	}
+	_, err := p.c.Control.CreateStream(p.ctx, in)
+	var inUse *types.ResourceInUseException
+	if err != nil && !errors.As(err, &inUse) {
+		return fmt.Errorf("create stream %s: %w", p.cfg.Stream, err)
+	}
+	return nil
 }
 
 // fatalAck reports ERROR ack ids after which no fragment can succeed on this stream.
@@ -449,13 +596,4 @@ func fatalAck(id int) bool {
 		return true
 	}
 	return false
-}
-
-func cloneTracks(tracks []mkv.Track) []mkv.Track {
-	out := make([]mkv.Track, len(tracks))
-	copy(out, tracks)
-	for i := range out {
-		out[i].CodecPrivate = append([]byte(nil), out[i].CodecPrivate...)
-	}
-	return out
 }

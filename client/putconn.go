@@ -3,17 +3,18 @@ package client
 // One PutMedia connection of a Producer: the request, its body writer and its ACK reader.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 
 	"github.com/openkvs/kvs/internal/bufpool"
-	"github.com/openkvs/kvs/mkv"
 )
 
 // errConnEnded reports a response that ended while fragments sent on it were not final.
@@ -86,6 +87,12 @@ func (p *Producer) connection(finalEvent string) (progress bool, err error) {
 		<-writeDone
 		return false, apiErr
 	}
+	// The endpoint answers: the failures are over (status lines), and a spool's pump may fill
+	// the window again.
+	p.mu.Lock()
+	p.stats.LastError, p.stats.Since = "", time.Time{}
+	p.changed.Broadcast()
+	p.mu.Unlock()
 	readErr := ReadAcks(resp.Body, conn.ack)
 	// The response is over: stop the writer (it may be blocked on the pipe) and collect it.
 	pr.CloseWithError(errConnEnded)
@@ -133,11 +140,7 @@ type putConn struct {
 // fragment with different tracks, or an error.
 func (c *putConn) write(ctx context.Context, pw *io.PipeWriter, first *entry) error {
 	p := c.p
-	header := mkv.AppendEBMLHeader(nil, first.docType)
-	header = mkv.AppendSegmentStart(header)
-	header = mkv.AppendInfo(header, first.scale, "kvs")
-	header = mkv.AppendTracks(header, first.tracks)
-	if _, err := pw.Write(header); err != nil {
+	if _, err := pw.Write(first.header); err != nil {
 		return err
 	}
 	stop := context.AfterFunc(ctx, func() {
@@ -171,7 +174,7 @@ func (c *putConn) write(ctx context.Context, pw *io.PipeWriter, first *entry) er
 			}
 			p.changed.Wait()
 		}
-		if !sameHeader(first, next) {
+		if !bytes.Equal(first.header, next.header) {
 			// New tracks: finish this connection; the next one starts with the new header.
 			for ctx.Err() == nil && p.err == nil && !c.allFinalLocked() {
 				p.changed.Wait()
@@ -321,22 +324,6 @@ func (c *putConn) match(a Ack) *entry {
 		}
 	}
 	return nil
-}
-
-// sameHeader reports whether b can follow a in one PutMedia body.
-func sameHeader(a, b *entry) bool {
-	if a.docType != b.docType || a.scale != b.scale || len(a.tracks) != len(b.tracks) {
-		return false
-	}
-	for i := range a.tracks {
-		x, y := &a.tracks[i], &b.tracks[i]
-		if x.Number != y.Number || x.Type != y.Type || x.CodecID != y.CodecID || string(x.CodecPrivate) != string(y.CodecPrivate) ||
-			x.Width != y.Width || x.Height != y.Height || x.SamplingRate != y.SamplingRate || x.Channels != y.Channels ||
-			x.DefaultDuration != y.DefaultDuration || x.CodecDelay != y.CodecDelay || x.BitDepth != y.BitDepth || x.Name != y.Name {
-			return false
-		}
-	}
-	return true
 }
 
 // uploadBody is the PutMedia request body. It implements io.WriterTo so that net/http's HTTP/1

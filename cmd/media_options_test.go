@@ -31,6 +31,21 @@ func TestMediaOptionsValidate(t *testing.T) {
 		{"put json", func() putMediaOptions { o := put; o.Output = outputJSON; return o }(), false},
 		{"put table", func() putMediaOptions { o := put; o.Output = outputTable; return o }(), true},
 		{"put camera without device", func() putMediaOptions { o := put; o.Source = "camera:"; return o }(), true},
+		{"put rtsp", func() putMediaOptions { o := put; o.Source, o.Duration = "rtsp://cam/s", time.Minute; return o }(), false},
+		{"put rtsp udp", func() putMediaOptions { o := put; o.Source, o.RTSPTransport = "rtsps://cam/s", "udp"; return o }(), false},
+		{"put rtsp bad transport", func() putMediaOptions { o := put; o.Source, o.RTSPTransport = "rtsp://cam/s", "sctp"; return o }(), true},
+		{"put rtsp size", func() putMediaOptions { o := put; o.Source, o.Width = "rtsp://cam/s", 640; return o }(), true},
+		{"put rtsp loop", func() putMediaOptions { o := put; o.Source, o.Loop = "rtsp://cam/s", true; return o }(), true},
+		{"put rtsp flags with a file", func() putMediaOptions { o := put; o.RTSPTransport = "udp"; return o }(), true},
+		{"put ca file with a file", func() putMediaOptions { o := put; o.RTSPCAFile = "ca.pem"; return o }(), true},
+		{"put spool", func() putMediaOptions {
+			o := put
+			o.SpoolDir, o.SpoolMaxBytes, o.SpoolRate = "/s", 1<<30, 1e6
+			return o
+		}(), false},
+		{"put spool too small", func() putMediaOptions { o := put; o.SpoolDir, o.SpoolMaxBytes = "/s", 1000; return o }(), true},
+		{"put spool rate without spool", func() putMediaOptions { o := put; o.SpoolRate = 1e6; return o }(), true},
+		{"put negative duration", func() putMediaOptions { o := put; o.Source, o.Duration = "rtsp://cam/s", -time.Second; return o }(), true},
 
 		{"get ok", get, false},
 		{"get lower-case selector", func() getMediaOptions { o := get; o.StartSelector = "earliest"; return o }(), false},
@@ -98,5 +113,27 @@ func TestGetMediaSelector(t *testing.T) {
 	sel, err := o.selector(now)
 	if err != nil || sel.Type != client.StartServerTimestamp || !sel.StartTimestamp.Equal(now.Add(-time.Minute)) {
 		t.Errorf("selector = %+v, %v", sel, err)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		in   string
+		want int64 // -1: an error
+	}{
+		{"1048576", 1 << 20}, {"1GiB", 1 << 30}, {"1.5gib", 3 << 29}, {"500MB", 500e6}, {"500 mb", 500e6},
+		{"8Mbit", 1e6}, {"256KiB", 256 << 10}, {"2k", 2000}, {"10B", 10}, {"0", 0},
+		{"", -1}, {"-1", -1}, {"1XB", -1}, {"lots", -1}, {"1e30", -1},
+	} {
+		got, err := parseByteSize(tc.in)
+		if tc.want < 0 && err == nil || tc.want >= 0 && (err != nil || got != tc.want) {
+			t.Errorf("parseByteSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
+		}
+	}
+	for n, want := range map[int64]string{1 << 30: "1GiB", 3 << 29: "1.5GiB", 1000: "1000B", 256 << 10: "256KiB"} {
+		if got := formatBytes(n); got != want {
+			t.Errorf("formatBytes(%d) = %q, want %q", n, got, want)
+		}
 	}
 }

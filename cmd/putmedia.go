@@ -2,28 +2,27 @@ package cmd
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/spf13/cobra"
 
 	"github.com/openkvs/kvs/capture"
 	"github.com/openkvs/kvs/client"
-	"github.com/openkvs/kvs/mkv"
 )
 
 // interruptGrace bounds how long put-media waits, after Ctrl-C, for the fragments already sent
-// to be acknowledged. It is a variable for tests.
-var interruptGrace = 15 * time.Second
+// to be acknowledged. It is a variable for tests. With a spool the wait is spoolGrace: what is not
+// acknowledged stays in the spool for the next run.
+var (
+	interruptGrace = 15 * time.Second
+	spoolGrace     = 2 * time.Second
+)
 
 type putMediaOptions struct {
 	Stream           streamRef
@@ -41,7 +40,23 @@ type putMediaOptions struct {
 	Width, Height int
 	FPS           float64
 	Bitrate       int
-	Duration      time.Duration
+	// Duration is wall-clock capture time, for every live source (testsrc, camera, rtsp).
+	Duration time.Duration
+
+	// RTSP cameras only.
+	RTSPTransport string
+	RTSPCAFile    string
+
+	// The spool: fragments on disk until PERSISTED.
+	SpoolDir      string
+	SpoolMaxBytes byteSize
+	SpoolRate     byteSize // bytes per second of backlog; 0: as fast as the link goes
+}
+
+// live reports whether the source is captured as it happens (a camera, the test pattern, an
+// RTSP camera) rather than read from a file or standard input.
+func (o putMediaOptions) live() bool {
+	return capture.IsLiveSpec(o.Source) || capture.IsRTSPSpec(o.Source)
 }
 
 // liveOptions returns the capture options of a live source. Keyframes are forced every
@@ -51,25 +66,61 @@ func (o putMediaOptions) liveOptions() capture.LiveOptions {
 		Duration: o.Duration, KeyframeInterval: o.FragmentDuration}
 }
 
+// rtspOptions returns the options of an RTSP camera; the CA file is read by rtspTLS.
+func (o putMediaOptions) rtspOptions() capture.RTSPOptions {
+	return capture.RTSPOptions{Transport: o.RTSPTransport, Duration: o.Duration}
+}
+
+// rtspTLS returns the TLS configuration of an rtsps:// camera: the system's roots, or the
+// certificates of --rtsp-ca-file (a camera's own certificate).
+func (o putMediaOptions) rtspTLS() (*tls.Config, error) {
+	if o.RTSPCAFile == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(o.RTSPCAFile)
+	if err != nil {
+		return nil, usageErrorf("--rtsp-ca-file: %v", pathErr(err))
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, usageErrorf("--rtsp-ca-file %s: no PEM certificate in it", o.RTSPCAFile)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
 func (o putMediaOptions) validate() error {
 	if err := o.Stream.validate(); err != nil {
 		return err
 	}
 	if o.Source == "" {
-		return errors.New("--source is required (a file, - for standard input, testsrc or camera)")
+		return errors.New("--source is required (a file, - for standard input, rtsp://camera/path, testsrc or camera)")
 	}
 	if o.Source == capture.SpecCameraPrefix {
 		return errors.New("--source camera: names no device: give camera:/dev/videoN, or camera for the first camera")
 	}
-	if capture.IsLiveSpec(o.Source) {
-		if o.Loop {
-			return errors.New("--loop needs a file: a live source cannot be restarted")
-		}
+	rtsp := capture.IsRTSPSpec(o.Source)
+	switch {
+	case o.live() && o.Loop:
+		return errors.New("--loop needs a file: a live source cannot be restarted")
+	case capture.IsLiveSpec(o.Source):
 		if err := o.liveOptions().Validate(); err != nil {
 			return err
 		}
-	} else if o.Width != 0 || o.Height != 0 || o.FPS != 0 || o.Bitrate != 0 || o.Duration != 0 {
-		return errors.New("--width, --height, --fps, --bitrate and --duration apply to live sources (--source testsrc, camera or camera:/dev/videoN)")
+	case rtsp:
+		if o.Width != 0 || o.Height != 0 || o.FPS != 0 || o.Bitrate != 0 {
+			return errors.New("--width, --height, --fps and --bitrate set the test pattern and local cameras: an RTSP camera sends what it is configured to")
+		}
+		if err := o.rtspOptions().Validate(); err != nil {
+			return fmt.Errorf("--rtsp-transport %q: want tcp, udp or auto", o.RTSPTransport)
+		}
+	case o.Width != 0 || o.Height != 0 || o.FPS != 0 || o.Bitrate != 0 || o.Duration != 0:
+		return errors.New("--width, --height, --fps, --bitrate and --duration apply to live sources (--source rtsp://..., testsrc, camera or camera:/dev/videoN)")
+	}
+	if !rtsp && (o.RTSPTransport != capture.RTSPTransportTCP && o.RTSPTransport != "" || o.RTSPCAFile != "") {
+		return errors.New("--rtsp-transport and --rtsp-ca-file apply to --source rtsp:// and rtsps:// cameras")
+	}
+	if o.Duration < 0 {
+		return fmt.Errorf("--duration %v: want a positive duration", o.Duration)
 	}
 	if o.FrameRate < 0 {
 		return fmt.Errorf("--frame-rate %g: want a positive number", o.FrameRate)
@@ -89,28 +140,63 @@ func (o putMediaOptions) validate() error {
 	if o.MaxInFlight < 0 {
 		return fmt.Errorf("--max-in-flight %d: want a positive number", o.MaxInFlight)
 	}
+	if o.SpoolDir == "" && (o.SpoolMaxBytes != 0 && o.SpoolMaxBytes != client.DefaultSpoolMaxBytes || o.SpoolRate != 0) {
+		return errors.New("--spool-max-bytes and --spool-rate need --spool-dir")
+	}
+	if o.SpoolDir != "" && o.SpoolMaxBytes < client.MinSpoolMaxBytes {
+		return fmt.Errorf("--spool-max-bytes %s: want at least %s", formatBytes(int64(o.SpoolMaxBytes)), formatBytes(client.MinSpoolMaxBytes))
+	}
 	return validateOutput(o.Output, "text", outputJSON)
 }
 
 func newPutMediaCmd(env *Env) *cobra.Command {
 	var o putMediaOptions
-	c := newCommand(env, &o, runPutMedia, &cobra.Command{
-		Use:   "put-media --stream-name NAME --source FILE|-|testsrc|camera[:DEVICE] [--fragment-duration 2s] [--realtime] [--loop] [--create]",
-		Short: "Upload a media file or stream with PutMedia",
-		Long: `Upload media to a stream with PutMedia: Matroska/WebM, MP4 (with audio) or raw H.264/H.265
-Annex B, from a file or from standard input (-; MP4 needs a file). Frames are cut into fragments
-that start at a keyframe, about --fragment-duration long, with absolute timecodes (the producer
-timestamp of the first frame is the time put-media started).
+	return putMediaCommand(env, &o)
+}
 
-Live sources, in builds with capture (cgo; see kvs list-devices): --source testsrc is a moving test
+// putMediaCommand builds put-media around *o, which its flags fill (with their defaults at once):
+// the agent builds one per camera to read the camera's keys as flags.
+func putMediaCommand(env *Env, o *putMediaOptions) *cobra.Command {
+	*o = putMediaOptions{SpoolMaxBytes: client.DefaultSpoolMaxBytes}
+	c := newCommand(env, o, runPutMedia, &cobra.Command{
+		Use:   "put-media --stream-name NAME --source FILE|-|rtsp://CAMERA/PATH|testsrc|camera[:DEVICE] [--fragment-duration 2s] [--spool-dir DIR] [--create]",
+		Short: "Upload a media file, a stream or a camera with PutMedia",
+		Long: `Upload media to a stream with PutMedia: Matroska/WebM, MP4 (with audio) or raw H.264/H.265
+Annex B, from a file or from standard input (-; MP4 needs a file), or a live camera. Frames are
+cut into fragments that start at a keyframe, about --fragment-duration long, with absolute
+timecodes (the producer timestamp of the first frame is the time put-media started, or for a
+camera the time of its first frame).
+
+IP cameras: --source rtsp://[user:password@]host[:port]/path (or rtsps://) plays the camera's
+H.264 or H.265 video and its AAC audio (other audio is skipped, with a warning). RTP goes over the
+RTSP connection (--rtsp-transport tcp, the default) or over UDP (udp; auto tries UDP first).
+Frames keep the camera's timing: its RTCP sender reports' NTP clock when it sends them, else the
+time they arrive (the log says which). A camera that drops is reconnected with backoff, and the
+next fragment starts at its next keyframe. A camera that cannot be reached at start, refuses the
+password (401) or has no such path (404) is an error at once. For rtsps:// with the camera's own
+certificate, give it (PEM) with --rtsp-ca-file.
+
+Local capture, in builds with it (cgo; see kvs list-devices): --source testsrc is a moving test
 pattern, --source camera the first camera, --source camera:/dev/videoN that camera; the pictures
 are encoded to H.264 (--width, --height, --fps, --bitrate) with a keyframe forced every
---fragment-duration, and stamped with the capture clock. They run until --duration or Ctrl-C; on
-Ctrl-C the fragment in progress is finished and sent too.
+--fragment-duration, and stamped with the capture clock.
+
+Live sources run until --duration (wall-clock time) or Ctrl-C; on Ctrl-C the fragment in
+progress is finished and sent too.
 
 The upload survives broken connections: it reconnects with backoff and resends every fragment not
 yet acknowledged as persisted. Delivery is therefore at least once: a fragment whose
 acknowledgement was lost may be stored twice, with the same producer timestamp.
+
+--spool-dir DIR keeps every fragment on disk (synced) until it is PERSISTED, so that nothing is
+lost while the endpoint is unreachable, for hours if need be, nor when put-media or the machine
+stops: capture goes on into the spool, and when the endpoint answers the spool is sent oldest
+first, in order, with the live edge after it. --spool-max-bytes bounds it (default 1GiB: 71
+minutes of a 2 Mbit/s camera); when it is full the oldest fragments are dropped, with a warning
+and a count. --spool-rate caps the rate at which the backlog is sent (e.g. 8Mbit; the live edge
+is never held back), so that catching up does not take a shared uplink; the live edge then
+trails by backlog / (rate - camera bit rate). Run put-media again with the same --spool-dir to
+send what an earlier run left there. One process per spool directory.
 
 --create is a convenience that AWS's PutMedia does not have: it creates the stream first (with
 --data-retention-in-hours) when it does not exist.
@@ -118,46 +204,48 @@ acknowledgement was lost may be stored twice, with the same producer timestamp.
 Output: a summary on stdout, or with --output json every ACK event as one JSON line, as the server
 sent it. A progress bar goes to stderr when it is a terminal.
 
-Exit status 0 only when every fragment was PERSISTED (RECEIVED on a stream with no retention,
-which never persists). ERROR acks are reported with their code and meaning. Ctrl-C stops reading
-the source, waits up to 15 s for the fragments already sent, and exits 130.`,
+Exit status 0 only when every fragment (those of the spool included) was PERSISTED (RECEIVED on a
+stream with no retention, which never persists). ERROR acks are reported with their code and
+meaning. Ctrl-C stops reading the source, waits up to 15 s for the fragments already sent (2 s
+with a spool, which keeps the rest), and exits 130.`,
 	})
 	f := c.Flags()
 	addStreamRefFlags(c, &o.Stream)
-	f.StringVar(&o.Source, "source", "", "media file, - for standard input, or a live source: testsrc, camera, camera:/dev/videoN (required)")
+	f.StringVar(&o.Source, "source", "", "media file, - for standard input, an RTSP camera (rtsp://[user:pass@]host[:port]/path), or testsrc, camera, camera:/dev/videoN (required)")
 	f.Float64Var(&o.FrameRate, "frame-rate", 0, "frame rate of Annex B input whose SPS has no timing info")
 	f.DurationVar(&o.FragmentDuration, "fragment-duration", capture.DefaultTargetDuration, "target fragment duration (fragments start at keyframes)")
 	f.BoolVar(&o.Realtime, "realtime", false, "send frames at their real-time pace, like a live camera")
 	f.BoolVar(&o.Loop, "loop", false, "start the file again at its end, with timestamps continuing (until Ctrl-C)")
 	f.BoolVar(&o.Create, "create", false, "create the stream if it does not exist (kvs convenience, not a KVS API feature)")
 	f.IntVar(&o.RetentionHours, "data-retention-in-hours", 24, "retention of a stream made by --create (0 to 87600)")
-	f.IntVar(&o.MaxInFlight, "max-in-flight", client.DefaultMaxInFlight, "fragments sent but not yet acknowledged before reading the source pauses")
+	f.IntVar(&o.MaxInFlight, "max-in-flight", client.DefaultMaxInFlight, "fragments sent but not yet acknowledged before reading the source (or the spool) pauses")
 	f.StringVar(&o.Output, "output", "text", "text (a summary) or json (every ACK as a JSON line)")
-	f.IntVar(&o.Width, "width", 0, "live sources: picture width in pixels (default 640)")
-	f.IntVar(&o.Height, "height", 0, "live sources: picture height in pixels (default 480)")
-	f.Float64Var(&o.FPS, "fps", 0, "live sources: frames per second (default 30)")
-	f.IntVar(&o.Bitrate, "bitrate", 0, "live sources: H.264 bit rate in bits per second (default 1000000)")
-	f.DurationVar(&o.Duration, "duration", 0, "live sources: stop after this long (default: until Ctrl-C)")
+	f.IntVar(&o.Width, "width", 0, "test pattern and local cameras: picture width in pixels (default 640)")
+	f.IntVar(&o.Height, "height", 0, "test pattern and local cameras: picture height in pixels (default 480)")
+	f.Float64Var(&o.FPS, "fps", 0, "test pattern and local cameras: frames per second (default 30)")
+	f.IntVar(&o.Bitrate, "bitrate", 0, "test pattern and local cameras: H.264 bit rate in bits per second (default 1000000)")
+	f.DurationVar(&o.Duration, "duration", 0, "live sources: stop after this much wall-clock time (default: until Ctrl-C)")
+	f.StringVar(&o.RTSPTransport, "rtsp-transport", capture.RTSPTransportTCP, "RTSP cameras: tcp (RTP in the RTSP connection), udp, or auto (UDP, else TCP)")
+	f.StringVar(&o.RTSPCAFile, "rtsp-ca-file", "", "rtsps:// cameras: PEM certificates to trust (the camera's own), instead of the system's")
+	f.StringVar(&o.SpoolDir, "spool-dir", "", "keep fragments in this directory until they are PERSISTED (survives outages, crashes and restarts)")
+	f.Var(&o.SpoolMaxBytes, "spool-max-bytes", "with --spool-dir: its maximum size, e.g. 1GiB or 500MB; the oldest fragments go when it is full")
+	f.Var(&o.SpoolRate, "spool-rate", "with --spool-dir: cap the rate of sending the backlog, per second, e.g. 8Mbit or 1MB (default: no cap)")
 	return c
 }
 
-// putMediaSummary is what put-media reports at the end.
-type putMediaSummary struct {
-	Fragments int
-	Bytes     int64
-	Media     time.Duration // sum of fragment durations
-	Elapsed   time.Duration
-	Final     string // PERSISTED or RECEIVED
-}
-
 // sourceHint says what --source takes.
-const sourceHint = "--source takes a media file (Matroska/WebM, MP4, Annex B H.264/H.265), - for standard input, testsrc, camera or camera:/dev/videoN."
+const sourceHint = "--source takes a media file (Matroska/WebM, MP4, Annex B H.264/H.265), - for standard input, an RTSP camera (rtsp://host/path), testsrc, camera or camera:/dev/videoN."
 
 // checkSource reports, before the server is asked anything, a --source that cannot work: a file
 // that does not exist, is a directory or is empty, standard input that is a terminal, a camera
-// device that does not exist, or capture that is not built in.
+// device that does not exist, an RTSP URL that does not parse, or capture that is not built in.
 func checkSource(env *Env, source string) error {
 	switch {
+	case capture.IsRTSPSpec(source):
+		if err := capture.CheckRTSPURL(source); err != nil {
+			return withHint(usageErrorf("--source %v", err), "An RTSP camera's URL is rtsp://[user:password@]host[:port]/path (rtsps:// for RTSP over TLS).")
+		}
+		return nil
 	case capture.IsLiveSpec(source):
 		if ok, _ := capture.CaptureBuilt(); !ok {
 			return fmt.Errorf("put-media --source %s: %w", source, capture.ErrCaptureNotBuilt)
@@ -196,259 +284,6 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 	if err := checkSource(env, o.Source); err != nil {
 		return err
 	}
-	stream := o.Stream.String()
-	log := env.Log.With("stream", stream)
-
-	// Open the source; a file is wrapped to count bytes for the progress bar.
-	opts := capture.Options{FrameRate: o.FrameRate, Notice: func(msg string) { log.Warn(msg) }}
-	var counter *countingFile
-	var size int64 = -1
-	live := capture.IsLiveSpec(o.Source)
-	open := func(ctx context.Context) (capture.Source, error) {
-		if live {
-			lo := o.liveOptions()
-			lo.Notice = func(msg string) { log.Warn(msg) }
-			return capture.OpenLive(ctx, o.Source, lo) // ends with io.EOF when ctx is cancelled
-		}
-		if o.Source == "-" {
-			return capture.Open(ctx, env.Stdin, "-", opts)
-		}
-		f, err := os.Open(o.Source)
-		if err != nil {
-			return nil, err
-		}
-		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
-			size = fi.Size()
-		}
-		counter = &countingFile{f: f}
-		src, err := capture.Open(ctx, counter, o.Source, opts)
-		if err != nil {
-			f.Close()
-			return nil, err
-		}
-		return src, nil
-	}
-	// A file or standard input that cannot be opened as media is a bad --source (capture's errors
-	// name it); a camera that cannot be opened is not.
-	openErr := func(err error) error {
-		var pe *fs.PathError
-		switch {
-		case errors.Is(err, capture.ErrUnknownFormat):
-			// capture's text suggests a --format flag, which put-media does not have.
-			return withHint(usageErrorf("--source %s: not Matroska/WebM (EBML), MP4 (ftyp) or Annex B H.264/H.265 (start code)", o.Source),
-				"Convert it first, e.g. ffmpeg -i IN -c:v libx264 -c:a aac -f matroska out.mkv.")
-		case errors.As(err, &pe) && pe.Path == o.Source:
-			return withHint(usageErrorf("--source %s: %v", o.Source, pe.Err), sourceHint)
-		case !live:
-			return usageErrorf("--source: %v", err)
-		}
-		return fmt.Errorf("put-media %s: %w", stream, err)
-	}
-	// A file is opened, and its format read, before the server is asked anything. Standard input
-	// and live sources are opened after: a pipe may take its time to start, and a camera should
-	// not capture for a stream that cannot be reached.
-	var src capture.Source
-	if !live && o.Source != "-" {
-		var err error
-		if src, err = open(ctx); err != nil {
-			return openErr(err)
-		}
-	}
-	closeSrc := func() {
-		if src != nil {
-			src.Close()
-		}
-	}
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		closeSrc()
-		return err
-	}
-	retention, err := ensureStream(ctx, env, cl, o)
-	if err != nil {
-		closeSrc()
-		return err
-	}
-	if src == nil {
-		if src, err = open(ctx); err != nil {
-			return openErr(err)
-		}
-	}
-	start := time.Now()
-	if lc, ok := src.(capture.LiveClock); ok {
-		start = lc.Start() // the capture time of the first frame
-	}
-	fr, err := capture.NewFragmenter(src, capture.FragmenterConfig{
-		ReuseFrameData: true, // each fragment is done with (Send does not retain it) before the next
-		TargetDuration: o.FragmentDuration,
-		Realtime:       o.Realtime,
-		Loop:           o.Loop,
-		Reopen:         open,
-		Base:           time.Duration(start.UnixMilli()) * time.Millisecond,
-		OnForcedCut: func(tc time.Duration) {
-			log.Warn("GOP longer than the maximum fragment duration: fragment cut at a non-keyframe", "timecode", tc)
-		},
-		Notice: func(msg string) { log.Info(msg) },
-	})
-	if err != nil {
-		src.Close()
-		return usageError{err}
-	}
-	defer fr.Close()
-
-	var outMu sync.Mutex
-	jsonOut := o.Output == outputJSON
-	enc := json.NewEncoder(env.Stdout)
-	var ackErr error // first error writing ACK lines
-	prod, err := client.NewProducer(cl, client.ProducerConfig{
-		Stream:         stream,
-		MaxInFlight:    o.MaxInFlight,
-		RetentionHours: &retention,
-		OnAck: func(a client.Ack) {
-			if a.EventType == client.AckError {
-				log.Error("ERROR ack", "error", (&client.AckErr{Ack: a}).Error())
-			} else {
-				log.Debug("ack", "event", a.EventType, "fragment", a.FragmentNumber, "timecode", a.FragmentTimecode)
-			}
-			if jsonOut {
-				outMu.Lock()
-				if err := enc.Encode(a); err != nil && ackErr == nil {
-					ackErr = err
-				}
-				outMu.Unlock()
-			}
-		},
-	})
-	if err != nil {
-		return err
-	}
-
-	var bar *progress
-	if counter != nil && !o.Loop && size > 0 {
-		bar = newProgress(env.Stderr, size, true, "put-media "+stream)
-	} else {
-		bar = newProgress(env.Stderr, -1, false, "put-media "+stream)
-	}
-	sum := putMediaSummary{Final: client.AckPersisted}
-	if retention == 0 {
-		sum.Final = client.AckReceived
-	}
-	var readErr, sendErr error
-	interrupted := false
-	// A live source ends at a frame boundary when ctx is cancelled (Ctrl-C): the fragment in
-	// progress is still finished and sent, within interruptGrace.
-	loopCtx := ctx
-	if live {
-		lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		defer cancel()
-		defer context.AfterFunc(ctx, func() { time.AfterFunc(interruptGrace, cancel) })()
-		loopCtx = lctx
-	}
-	for {
-		f, err := fr.Next(loopCtx)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				interrupted = true
-			} else {
-				readErr = fmt.Errorf("put-media %s: reading %s: %w", stream, o.Source, err)
-			}
-			break
-		}
-		if err := prod.Send(loopCtx, f); err != nil {
-			if ctx.Err() != nil {
-				interrupted = true
-			} else {
-				sendErr = err // when the producer stopped, Close says why, with the fragments lost
-			}
-			break
-		}
-		scale := f.TimecodeScale
-		if scale == 0 {
-			scale = mkv.DefaultTimecodeScale
-		}
-		sum.Media += time.Duration(f.Duration()) * time.Duration(scale) //nolint:gosec // ticks × ns per tick
-		if counter != nil && !o.Loop {
-			bar.set(counter.n.Load())
-		} else {
-			bar.add(1)
-		}
-		st := prod.Stats()
-		bar.describe(fmt.Sprintf("put-media %s: %d sent, %d stored", stream, st.Fragments, st.Stored))
-	}
-
-	if live && ctx.Err() != nil {
-		interrupted = true
-	}
-	// Close waits for the acks of what was sent: at most interruptGrace once reading stopped on
-	// Ctrl-C or an error, and also when Ctrl-C comes during the wait (an endpoint that never
-	// answers would otherwise hold put-media forever).
-	closeCtx, cancelClose := context.WithCancel(context.WithoutCancel(ctx))
-	defer cancelClose()
-	if interrupted || readErr != nil {
-		defer time.AfterFunc(interruptGrace, cancelClose).Stop()
-	} else {
-		defer context.AfterFunc(ctx, func() { time.AfterFunc(interruptGrace, cancelClose) })()
-	}
-	closeErr := prod.Close(closeCtx)
-	if ctx.Err() != nil {
-		interrupted = true
-	}
-	bar.finish()
-	st := prod.Stats()
-	sum.Fragments, sum.Bytes, sum.Elapsed = st.Fragments, st.Bytes, time.Since(start)
-	if st.Resent > 0 {
-		log.Warn("fragments resent after broken connections (at-least-once delivery: duplicates possible)", "resent", st.Resent, "connections", st.Connections)
-	}
-	if !jsonOut && !interrupted {
-		if err := writePutMediaSummary(env.Stdout, stream, sum, st); err != nil {
-			return err
-		}
-	}
-	switch {
-	case readErr != nil:
-		return errors.Join(readErr, closeErr)
-	case closeErr != nil:
-		return wrapAPI(closeErr, "put-media %s", stream)
-	case sendErr != nil:
-		return fmt.Errorf("put-media %s: %w", stream, sendErr)
-	case interrupted:
-		log.Info("interrupted", "fragments", st.Fragments, "stored", st.Stored)
-		return ctx.Err()
-	case ackErr != nil:
-		return fmt.Errorf("put-media %s: writing ACKs: %w", stream, ackErr)
-	}
-	return nil
-}
-
-func writePutMediaSummary(w io.Writer, stream string, s putMediaSummary, st client.ProducerStats) error {
-	rate := 0.0
-	if s.Elapsed > 0 {
-		rate = float64(s.Bytes) / 1e6 / s.Elapsed.Seconds()
-	}
-	_, err := fmt.Fprintf(w, "put-media %s: %d fragments, %d bytes, %.3f s of media in %.3f s (%.2f MB/s); %d %s, %d failed\n",
-		stream, s.Fragments, s.Bytes, s.Media.Seconds(), s.Elapsed.Seconds(), rate, st.Stored, s.Final, st.Failed)
+	_, err := upload(ctx, env, o, nil)
 	return err
-}
-
-// ensureStream returns the stream's retention in hours, creating the stream first with --create.
-func ensureStream(ctx context.Context, env *Env, cl *client.Client, o putMediaOptions) (int, error) {
-	out, err := cl.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn()})
-	if err == nil {
-		return int(aws.ToInt32(out.StreamInfo.DataRetentionInHours)), nil
-	}
-	if !o.Create || !isNotFound(err) {
-		return 0, wrapAPI(err, "put-media %s", o.Stream)
-	}
-	in := &kinesisvideo.CreateStreamInput{StreamName: aws.String(o.Stream.Name)}
-	if o.RetentionHours > 0 {
-		in.DataRetentionInHours = aws.Int32(int32(o.RetentionHours)) //nolint:gosec // range-checked in validate
-	}
-	if _, err := cl.Control.CreateStream(ctx, in); err != nil {
-		return 0, wrapAPI(err, "put-media %s: create stream", o.Stream)
-	}
-	env.Log.Info("created stream", "stream", o.Stream.Name, "retention-hours", o.RetentionHours)
-	return o.RetentionHours, nil
 }

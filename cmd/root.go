@@ -139,6 +139,7 @@ func NewRoot(env *Env) *cobra.Command {
 		newBenchCmd(env),
 		// media in and out
 		newPutMediaCmd(env),
+		newAgentCmd(env),
 		newGetMediaCmd(env),
 		newListFragmentsCmd(env),
 		newGetFragmentsCmd(env),

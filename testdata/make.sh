@@ -9,6 +9,10 @@ ff=(ffmpeg -hide_banner -loglevel error -y)
 "${ff[@]}" -f lavfi -i testsrc=size=320x240:rate=25 -t 4 -c:v libx264 -preset veryfast -profile:v high \
   -g 25 -keyint_min 25 -sc_threshold 0 -bf 3 -pix_fmt yuv420p -metadata creation_time=2020-01-01T00:00:00Z \
   -fflags +bitexact -flags:v +bitexact h264.mkv
+# A smaller picture, no B-frames, 2 s: a camera whose resolution changes plays h264.mkv, then this.
+"${ff[@]}" -f lavfi -i testsrc=size=160x120:rate=25 -t 2 -c:v libx264 -preset veryfast -profile:v high \
+  -g 25 -keyint_min 25 -sc_threshold 0 -bf 0 -pix_fmt yuv420p -metadata creation_time=2020-01-01T00:00:00Z \
+  -fflags +bitexact -flags:v +bitexact h264_160x120.mkv
 # The same video as raw Annex B (frame rate in the SPS VUI timing: 25 fps).
 "${ff[@]}" -i h264.mkv -c:v copy -bsf:v h264_mp4toannexb -f h264 h264.h264
 # H.264 + AAC in MP4, 4 s: 100 video frames, 48 kHz mono sine.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/openkvs/kvs/internal/fsync"
 )
 
 // Group commit. AppendAsync writes its record to the stream's segment file itself (so copying the
@@ -160,7 +162,7 @@ func (s *FS) segmentFor(st *fsStream, recLen int64) (*segment, error) {
 		if err := os.Mkdir(st.dir, 0o750); err != nil {
 			return nil, err
 		}
-		if err := syncDir(filepath.Dir(st.dir)); err != nil {
+		if err := fsync.Dir(filepath.Dir(st.dir)); err != nil {
 			return nil, err
 		}
 	}
@@ -171,7 +173,7 @@ func (s *FS) segmentFor(st *fsStream, recLen int64) (*segment, error) {
 		return nil, err
 	}
 	// The directory entry must be durable before any record in the file is acknowledged.
-	if err := syncDir(st.dir); err != nil {
+	if err := fsync.Dir(st.dir); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -194,18 +196,6 @@ func (s *FS) seal(st *fsStream) {
 		return
 	}
 	s.queue <- &appendRequest{st: st, seg: g, closeOnly: true}
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // syncLoop is the first committer stage: batch, start the fdatasyncs, hand on in order.
@@ -252,7 +242,7 @@ func syncBatch(batch []*appendRequest, m *fsMetrics) int {
 	errs := make([]error, len(segs))
 	sync1 := func(f *os.File) error {
 		start := time.Now()
-		err := fdatasync(f)
+		err := fsync.Data(f)
 		m.fdatasync.Observe(time.Since(start).Seconds())
 		return err
 	}

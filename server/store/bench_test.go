@@ -10,6 +10,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/openkvs/kvs/internal/fsync"
 )
 
 const benchRecord = 256 << 10
@@ -86,7 +88,7 @@ func BenchmarkDiskFdatasync(b *testing.B) {
 							b.Error(err)
 							return
 						}
-						if err := fdatasync(f); err != nil {
+						if err := fsync.Data(f); err != nil {
 							b.Error(err)
 							return
 						}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/openkvs/kvs/internal/fsync"
 	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 )
@@ -508,7 +509,7 @@ func (s *FS) Ready(context.Context) error {
 	}
 	_, err = f.Write([]byte("kvs\n"))
 	if err == nil {
-		err = fdatasync(f)
+		err = fsync.Data(f)
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/internal/record"
 )
 
 // recordSeeds are the fuzz seeds: valid records, a torn one and a garbled one.
@@ -49,7 +51,7 @@ func FuzzRecordHeader(f *testing.F) {
 		for off := int64(0); off < size; {
 			_, n, err := readRecord(r, off, size)
 			if err != nil {
-				if !isRecordDamage(err) {
+				if !record.IsDamage(err) {
 					t.Fatalf("offset %d: %v is not a damage error", off, err)
 				}
 				break

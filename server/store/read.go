@@ -18,6 +18,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/openkvs/kvs/internal/record"
 )
 
 // view runs fn on the stream's data bucket in a read transaction.
@@ -82,7 +84,7 @@ func (s *FS) Open(_ context.Context, stream string, number uint64) (io.ReadClose
 		return io.NopCloser(bytes.NewReader(buf)), e.meta(), nil
 	}
 	body := io.NewSectionReader(f, e.Offset+recordHeaderSize, e.Size)
-	return &verifyingReader{r: body, f: f, want: h.PayloadCRC, left: e.Size, crc: crc32.New(castagnoli)}, e.meta(), nil
+	return &verifyingReader{r: body, f: f, want: h.PayloadCRC, left: e.Size, crc: crc32.New(record.Castagnoli)}, e.meta(), nil
 }
 
 // readPayload appends the payload of record e (header h) in f to b and checks its CRC; b is
@@ -92,12 +94,12 @@ func readPayload(f *os.File, e indexEntry, h recordHeader, b []byte) ([]byte, er
 	b = slices.Grow(b, int(e.Size))[:start+int(e.Size)]
 	if _, err := f.ReadAt(b[start:], e.Offset+recordHeaderSize); err != nil {
 		if errors.Is(err, io.EOF) {
-			err = fmt.Errorf("%w: %w", ErrCorrupt, errTornPayload)
+			err = fmt.Errorf("%w: %w", ErrCorrupt, record.ErrTornPayload)
 		}
 		return b[:start], err
 	}
-	if crc32.Checksum(b[start:], castagnoli) != h.PayloadCRC {
-		return b[:start], fmt.Errorf("%w: %w", ErrCorrupt, errPayloadCRC)
+	if crc32.Checksum(b[start:], record.Castagnoli) != h.PayloadCRC {
+		return b[:start], fmt.Errorf("%w: %w", ErrCorrupt, record.ErrPayloadCRC)
 	}
 	return b, nil
 }
@@ -159,10 +161,10 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 	v.left -= int64(n)
 	if errors.Is(err, io.EOF) {
 		if v.left != 0 {
-			return n, fmt.Errorf("%w: %w", ErrCorrupt, errTornPayload)
+			return n, fmt.Errorf("%w: %w", ErrCorrupt, record.ErrTornPayload)
 		}
 		if v.crc.Sum32() != v.want {
-			return n, fmt.Errorf("%w: %w", ErrCorrupt, errPayloadCRC)
+			return n, fmt.Errorf("%w: %w", ErrCorrupt, record.ErrPayloadCRC)
 		}
 	}
 	return n, err

@@ -1,12 +1,12 @@
 package store
 
 import (
-	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
+
+	"github.com/openkvs/kvs/internal/record"
 )
 
 // A segment file is a sequence of records, each a fixed header followed by the payload:
@@ -30,8 +30,6 @@ const (
 	recordMagic      = "KVSR"
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // recordHeader is a decoded record header.
 type recordHeader struct {
 	Length       uint32
@@ -49,11 +47,12 @@ func newRecordHeader(meta FragmentMeta, data []byte) recordHeader {
 		ServerNanos:  timeToNanos(meta.ServerTime),
 		ProducerNano: timeToNanos(meta.ProducerTime),
 		Duration:     int64(meta.Duration),
-		PayloadCRC:   crc32.Checksum(data, castagnoli),
+		PayloadCRC:   crc32.Checksum(data, record.Castagnoli),
 	}
 }
 
 func (h recordHeader) encode(b []byte) []byte {
+	start := len(b)
 	b = append(b, recordMagic...)
 	b = binary.LittleEndian.AppendUint32(b, h.Length)
 	b = binary.LittleEndian.AppendUint64(b, h.Number)
@@ -61,29 +60,13 @@ func (h recordHeader) encode(b []byte) []byte {
 	b = binary.LittleEndian.AppendUint64(b, uint64(h.ProducerNano))
 	b = binary.LittleEndian.AppendUint64(b, uint64(h.Duration))
 	b = binary.LittleEndian.AppendUint32(b, h.PayloadCRC)
-	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[len(b)-44:], castagnoli))
+	return record.Seal(b, start)
 }
-
-// Reasons a record is rejected; recovery reports them.
-var (
-	errTornHeader  = errors.New("torn record header")
-	errBadMagic    = errors.New("bad record magic")
-	errHeaderCRC   = errors.New("record header checksum mismatch")
-	errBadLength   = errors.New("record length over the limit")
-	errTornPayload = errors.New("torn record payload")
-	errPayloadCRC  = errors.New("record payload checksum mismatch")
-)
 
 // decodeRecordHeader parses the first recordHeaderSize bytes of b.
 func decodeRecordHeader(b []byte) (recordHeader, error) {
-	if len(b) < recordHeaderSize {
-		return recordHeader{}, errTornHeader
-	}
-	if !bytes.Equal(b[:4], []byte(recordMagic)) {
-		return recordHeader{}, errBadMagic
-	}
-	if crc32.Checksum(b[:44], castagnoli) != binary.LittleEndian.Uint32(b[44:]) {
-		return recordHeader{}, errHeaderCRC
+	if err := record.CheckHeader(b, recordMagic, recordHeaderSize); err != nil {
+		return recordHeader{}, err
 	}
 	h := recordHeader{
 		Length:       binary.LittleEndian.Uint32(b[4:]),
@@ -94,7 +77,7 @@ func decodeRecordHeader(b []byte) (recordHeader, error) {
 		PayloadCRC:   binary.LittleEndian.Uint32(b[40:]),
 	}
 	if h.Length > MaxRecordSize {
-		return recordHeader{}, errBadLength
+		return recordHeader{}, record.ErrBadLength
 	}
 	return h, nil
 }
@@ -105,7 +88,7 @@ func decodeRecordHeader(b []byte) (recordHeader, error) {
 func readRecord(r io.ReaderAt, off, size int64) (recordHeader, int64, error) {
 	var hb [recordHeaderSize]byte
 	if size-off < recordHeaderSize {
-		return recordHeader{}, 0, errTornHeader
+		return recordHeader{}, 0, record.ErrTornHeader
 	}
 	if _, err := r.ReadAt(hb[:], off); err != nil {
 		return recordHeader{}, 0, fmt.Errorf("read record header: %w", err)
@@ -116,24 +99,14 @@ func readRecord(r io.ReaderAt, off, size int64) (recordHeader, int64, error) {
 	}
 	n := recordHeaderSize + int64(h.Length)
 	if size-off < n {
-		return recordHeader{}, 0, errTornPayload
+		return recordHeader{}, 0, record.ErrTornPayload
 	}
-	crc := crc32.New(castagnoli)
+	crc := crc32.New(record.Castagnoli)
 	if _, err := io.Copy(crc, io.NewSectionReader(r, off+recordHeaderSize, int64(h.Length))); err != nil {
 		return recordHeader{}, 0, fmt.Errorf("read record payload: %w", err)
 	}
 	if crc.Sum32() != h.PayloadCRC {
-		return recordHeader{}, 0, errPayloadCRC
+		return recordHeader{}, 0, record.ErrPayloadCRC
 	}
 	return h, n, nil
-}
-
-// isRecordDamage tells a damaged record (cut it) from an I/O error (stop, do not touch the file).
-func isRecordDamage(err error) bool {
-	for _, e := range []error{errTornHeader, errBadMagic, errHeaderCRC, errBadLength, errTornPayload, errPayloadCRC} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }

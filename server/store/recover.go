@@ -13,6 +13,9 @@ import (
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/openkvs/kvs/internal/fsync"
+	"github.com/openkvs/kvs/internal/record"
 )
 
 // RecoveryReport describes one repair OpenFS made to a stream's segments or index.
@@ -192,14 +195,14 @@ func (s *FS) recoverSegment(b *bolt.Bucket, st *fsStream, seq uint64, path strin
 		h, n, err := readRecord(f, off, size)
 		if err == nil && h.Number <= maxIndexed {
 			err = fmt.Errorf("stale record: fragment %d is not after indexed fragment %d", h.Number, maxIndexed)
-		} else if err != nil && !isRecordDamage(err) {
+		} else if err != nil && !record.IsDamage(err) {
 			return 0, err
 		}
 		if err != nil {
 			if err := f.Truncate(off); err != nil {
 				return 0, err
 			}
-			if err := fdatasync(f); err != nil {
+			if err := fsync.Data(f); err != nil {
 				return 0, err
 			}
 			s.report(RecoveryReport{Stream: name, Segment: path, Offset: off, BytesCut: size - off, Reason: err.Error()})

@@ -1,6 +1,6 @@
 //go:build linux
 
-package store
+package fsync
 
 import (
 	"errors"
@@ -8,9 +8,9 @@ import (
 	"syscall"
 )
 
-// fdatasync flushes f's data and the metadata needed to read it back (its size), which is all
-// a segment needs; it skips the timestamp updates a full fsync also writes.
-func fdatasync(f *os.File) error {
+// Data flushes f's data and the metadata needed to read it back (its size), which is all an
+// append-only file needs; it skips the timestamp updates a full fsync also writes.
+func Data(f *os.File) error {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return err

@@ -1,0 +1,318 @@
+package capture_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/capture"
+	"github.com/openkvs/kvs/internal/testcam"
+	"github.com/openkvs/kvs/internal/testutil"
+)
+
+func clipPath(name string) string { return "../testdata/" + name }
+
+// notices collects a source's notices.
+type notices struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (n *notices) add(m string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.msgs = append(n.msgs, m)
+}
+
+func (n *notices) String() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return strings.Join(n.msgs, "\n")
+}
+
+// got is one frame read from the source, with its absolute time.
+type got struct {
+	track uint64
+	at    time.Time
+	key   bool
+}
+
+// readAll reads the source to its end: frames, and how many discontinuities came.
+func readAll(t *testing.T, src capture.Source) (frames []got, cuts int) {
+	t.Helper()
+	start := src.(capture.LiveClock).Start()
+	for {
+		fr, err := src.ReadFrame(t.Context())
+		switch {
+		case errors.Is(err, io.EOF):
+			return frames, cuts
+		case errors.Is(err, capture.ErrDiscontinuity):
+			cuts++
+			continue
+		case err != nil:
+			t.Fatalf("ReadFrame after %d frames: %v", len(frames), err)
+		}
+		if len(fr.Data) == 0 {
+			t.Fatalf("frame %d is empty", len(frames))
+		}
+		frames = append(frames, got{track: fr.Track, at: start.Add(fr.PTS), key: fr.Keyframe})
+	}
+}
+
+// compare checks that the source gave exactly the frames the camera sent: per track, the same
+// count and keyframes, and (exact is set) the camera's times to the millisecond; else the same
+// spacing, within 2 ms.
+func compare(t *testing.T, frames []got, sent []testcam.SentFrame, exact bool) {
+	t.Helper()
+	per := func(track int) ([]got, []testcam.SentFrame) {
+		var g []got
+		var s []testcam.SentFrame
+		for _, f := range frames {
+			if int(f.track) == track {
+				g = append(g, f)
+			}
+		}
+		for _, f := range sent {
+			if f.Track == track {
+				s = append(s, f)
+			}
+		}
+		return g, s
+	}
+	for track := 1; track <= 2; track++ {
+		g, s := per(track)
+		if len(g) != len(s) {
+			t.Errorf("track %d: %d frames read, the camera sent %d", track, len(g), len(s))
+			continue
+		}
+		for i := range g {
+			var d time.Duration
+			if exact {
+				d = g[i].at.Sub(s[i].Time)
+			} else {
+				d = g[i].at.Sub(g[0].at) - s[i].Time.Sub(s[0].Time)
+			}
+			if d < -2*time.Millisecond || d > 2*time.Millisecond {
+				t.Errorf("track %d frame %d: at %v, the camera's %v (off by %v)", track, i, g[i].at, s[i].Time, d)
+				return
+			}
+			if track == 1 && g[i].key != s[i].Key {
+				t.Errorf("video frame %d: keyframe %v, sent %v", i, g[i].key, s[i].Key)
+			}
+		}
+	}
+}
+
+func TestRTSPClips(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	cameraClock := time.Now().Add(-90 * time.Second).Truncate(time.Millisecond) // not this machine's clock
+	for _, tc := range []struct {
+		name      string
+		cam       testcam.Config
+		path      testcam.PathConfig
+		transport string
+		codec     string
+		audio     bool
+	}{
+		{name: "h264 aac with sender reports", path: testcam.PathConfig{Clips: []string{clipPath("h264_aac.mkv")}, Loops: 1, SenderReports: true, Clock: cameraClock},
+			codec: "V_MPEG4/ISO/AVC", audio: true},
+		{name: "h265 in-band parameter sets, receive clock", path: testcam.PathConfig{Clips: []string{clipPath("h265.mkv")}, Loops: 2, InBandParams: true},
+			codec: "V_MPEGH/ISO/HEVC"},
+		{name: "h264 over udp", cam: testcam.Config{UDP: true}, path: testcam.PathConfig{Clips: []string{clipPath("h264.mkv")}, Loops: 1, SenderReports: true, Clock: cameraClock},
+			transport: capture.RTSPTransportUDP, codec: "V_MPEG4/ISO/AVC"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cam := testcam.StartTest(t, tc.cam, tc.path)
+			var n notices
+			opts := capture.RTSPOptions{Transport: tc.transport, Notice: n.add, Info: n.add, SenderReportWait: time.Second, Duration: 7 * time.Second}
+			src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			tracks := src.Tracks()
+			if tracks[0].CodecID != tc.codec || tracks[0].Width != 320 || tracks[0].Height != 240 || len(tracks[0].CodecPrivate) == 0 {
+				t.Errorf("video track %+v", tracks[0])
+			}
+			if tc.audio != (len(tracks) == 2) || tc.audio && (tracks[1].CodecID != "A_AAC" || tracks[1].SamplingRate != 48000) {
+				t.Errorf("tracks %+v, audio %v", tracks, tc.audio)
+			}
+			frames, cuts := readAll(t, src)
+			<-cam.Done("cam")
+			compare(t, frames, cam.Sent("cam"), tc.path.SenderReports)
+			if cuts != 0 {
+				t.Errorf("%d discontinuities in an undisturbed stream", cuts)
+			}
+			want := "timestamps from the camera's clock"
+			if !tc.path.SenderReports {
+				want = "no RTCP sender report within"
+			}
+			if !strings.Contains(n.String(), want) {
+				t.Errorf("notices %q, want one saying %q", n.String(), want)
+			}
+		})
+	}
+}
+
+// A camera that drops its readers, and one that stops sending for longer than the read timeout:
+// the source reconnects, says so, marks the gap, and every frame sent to it arrives.
+func TestRTSPReconnect(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h264_aac.mkv")}, Loops: 2, SenderReports: true})
+	var n notices
+	src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{Notice: n.add, Info: n.add, ReadTimeout: time.Second,
+		ReconnectWait: 100 * time.Millisecond, SenderReportWait: time.Second, Duration: 9 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
+		cam.Drop("cam")
+		time.Sleep(2 * time.Second)
+		cam.Freeze("cam", 1500*time.Millisecond)
+	}()
+	frames, cuts := readAll(t, src)
+	<-cam.Done("cam")
+	compare(t, frames, cam.Sent("cam"), true)
+	if cuts < 2 || cam.Plays("cam") < 3 {
+		t.Errorf("%d discontinuities, %d PLAYs; want a reconnect after the drop and after the freeze", cuts, cam.Plays("cam"))
+	}
+	if c := strings.Count(n.String(), "reconnected after"); c < 2 || src.(capture.CameraLink).Reconnects() < 2 {
+		t.Errorf("notices %q: want two reconnects told", n.String())
+	}
+}
+
+// A camera whose picture size changes: the source says ErrDiscontinuity and gives the new track.
+func TestRTSPResolutionChange(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h264_160x120.mkv"), clipPath("h264.mkv")}, Loops: 1})
+	src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{SenderReportWait: 500 * time.Millisecond, Duration: 8 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if w := src.Tracks()[0].Width; w != 160 {
+		t.Fatalf("first width %d, want 160", w)
+	}
+	var sizes []string
+	videoFrames := 0
+	for {
+		fr, err := src.ReadFrame(t.Context())
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if errors.Is(err, capture.ErrDiscontinuity) {
+			tr := src.Tracks()[0]
+			sizes = append(sizes, fmt.Sprintf("%dx%d", tr.Width, tr.Height))
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fr.Track == 1 {
+			videoFrames++
+		}
+	}
+	if strings.Join(sizes, " ") != "320x240" || videoFrames != 150 {
+		t.Errorf("size changes %v, %d video frames; want one change to 320x240, 150 frames", sizes, videoFrames)
+	}
+}
+
+// A camera that cannot be used fails OpenRTSP within seconds with an error naming it and saying
+// why; a camera's extra audio in another codec is skipped with a notice.
+func TestRTSPErrors(t *testing.T) {
+	t.Parallel()
+	cam, err := testcam.Start(testcam.Config{User: "admin", Password: "secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cam.Close)
+	if err := cam.AddPath("cam", testcam.PathConfig{Clips: []string{clipPath("h264.mkv")}, G711: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cam.AddUnsupported("mjpeg"); err != nil {
+		t.Fatal(err)
+	}
+	refused := testutil.FreeAddr(t)
+	addr := cam.Addr()
+	for _, tc := range []struct {
+		name, url string
+		is        error
+		say       string
+	}{
+		{"wrong password", "rtsp://admin:nope@" + addr + "/cam", capture.ErrRTSPUnauthorized, "camera " + addr + "/cam: 401 Unauthorized"},
+		{"no password", "rtsp://" + addr + "/cam", capture.ErrRTSPUnauthorized, "401"},
+		{"unknown path", "rtsp://admin:secret@" + addr + "/nope", capture.ErrRTSPNotFound, "camera " + addr + "/nope: 404 Not Found"},
+		{"nothing listening", "rtsp://" + refused + "/cam", capture.ErrRTSPRefused, "camera " + refused + "/cam: connection refused"},
+		{"unsupported codec", "rtsp://admin:secret@" + addr + "/mjpeg", capture.ErrRTSPUnsupported, "it offers video M-JPEG, audio G711"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			start := time.Now()
+			src, err := capture.OpenRTSP(t.Context(), tc.url, capture.RTSPOptions{})
+			if err == nil {
+				src.Close()
+				t.Fatal("OpenRTSP succeeded")
+			}
+			var re *capture.RTSPError
+			if !errors.Is(err, tc.is) || !errors.As(err, &re) || !strings.Contains(err.Error(), tc.say) {
+				t.Errorf("error %q, want %v saying %q", err, tc.is, tc.say)
+			}
+			if strings.Contains(err.Error(), "secret") || strings.Contains(err.Error(), "nope@") {
+				t.Errorf("error %q shows the password", err)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("took %v", d)
+			}
+		})
+	}
+	t.Run("other audio skipped", func(t *testing.T) {
+		t.Parallel()
+		var n notices
+		src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{Notice: n.add, SenderReportWait: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		if len(src.Tracks()) != 1 || !strings.Contains(n.String(), "audio G711 skipped") {
+			t.Errorf("tracks %d, notices %q: want video only, and the G711 audio told", len(src.Tracks()), n.String())
+		}
+	})
+}
+
+// RTSPS with the camera's own certificate: trusted, it plays; not, the error says so.
+func TestRTSPS(t *testing.T) {
+	t.Parallel()
+	certFile, keyFile, pool := testutil.SelfSigned(t, t.TempDir())
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cam := testcam.StartTest(t, testcam.Config{TLS: &tls.Config{Certificates: []tls.Certificate{cert}}},
+		testcam.PathConfig{Clips: []string{clipPath("h264.mkv")}})
+	ctx, cancel := context.WithCancel(t.Context())
+	src, err := capture.OpenRTSP(ctx, cam.URL("cam"), capture.RTSPOptions{TLSConfig: &tls.Config{RootCAs: pool}, SenderReportWait: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.ReadFrame(t.Context()); err != nil {
+		t.Errorf("ReadFrame: %v", err)
+	}
+	cancel()
+	src.Close()
+	_, err = capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{})
+	if err == nil || !strings.Contains(err.Error(), "TLS certificate does not verify") {
+		t.Errorf("untrusted certificate: %v", err)
+	}
+}

@@ -1,0 +1,501 @@
+package capture
+
+// One RTSP session of a camera: DESCRIBE, SETUP and PLAY, then RTP packets to frames, stamped.
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph265"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
+	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/mkv/codec"
+)
+
+// maxHeldBytes bounds the frames a session holds while it waits for the first sender report.
+const maxHeldBytes = 32 << 20
+
+// rtspSession is one connection to the camera. gortsplib calls its packet handlers from its own
+// goroutines; everything they touch is guarded by mu.
+type rtspSession struct {
+	s     *rtspSource
+	c     *gortsplib.Client
+	video *rtspTrack
+	audio *rtspTrack // nil without AAC
+
+	mu          sync.Mutex
+	ready       bool        // the first video keyframe came: tracks are known
+	tracks      []mkv.Track // of the frames pushed last
+	decided     bool        // the timing is chosen: frames go to the queue
+	held        []rtspItem  // frames waiting for the timing, with RTP time in at
+	heldRTP     []int64     // their extended RTP timestamps
+	heldBytes   int
+	firstPacket time.Time
+	ntp         bool          // the timing is the camera's NTP clock
+	offset      time.Duration // camera clock minus receive clock, measured on the video's first packet
+	dropped     int           // video frames before the first keyframe
+	lossLast    time.Time     // last packet-loss notice
+	lossCount   uint64
+}
+
+// rtspTrack is the state of one played track.
+type rtspTrack struct {
+	number  uint64
+	media   *description.Media
+	format  format.Format
+	clock   int64
+	codec   codec.Codec // video only
+	decode  func(*rtp.Packet) ([][]byte, error)
+	vps     []byte // parameter sets, from the SDP, then from the stream
+	sps     []byte
+	pps     []byte
+	builtAt string // the parameter sets the current track was built from
+	asc     []byte // AAC AudioSpecificConfig
+	rate    int    // AAC sample rate
+	chans   int
+
+	started   bool
+	firstTS   uint32    // RTP timestamp of the first packet
+	firstRecv time.Time // when it was received
+	prevTS    uint32
+	ext       int64 // extended RTP timestamp of the last packet (0 at the first)
+
+	haveSR bool
+	srNTP  time.Time
+	srRTP  uint32
+
+	anchored  bool
+	anchorAt  time.Time // the time of extended timestamp anchorExt
+	anchorExt int64
+}
+
+// extend returns the extended timestamp of ts (the first packet's is 0).
+func (t *rtspTrack) extend(ts uint32, now time.Time) int64 {
+	if !t.started {
+		t.started, t.firstTS, t.prevTS, t.firstRecv = true, ts, ts, now
+		return 0
+	}
+	t.ext += int64(int32(ts - t.prevTS)) //nolint:gosec // RTP timestamps wrap: the difference is signed
+	t.prevTS = ts
+	return t.ext
+}
+
+// at returns the time of extended timestamp ext on the anchored clock.
+func (t *rtspTrack) at(ext int64) time.Time {
+	d := ext - t.anchorExt
+	return t.anchorAt.Add(time.Duration(d/t.clock)*time.Second + time.Duration(d%t.clock*int64(time.Second)/t.clock))
+}
+
+// ntpTime converts an RTCP NTP timestamp (RFC 3550: seconds since 1900, 32.32 fixed point).
+func ntpTime(v uint64) time.Time {
+	const unixToNTP = 2208988800
+	sec := int64(v>>32) - unixToNTP             //nolint:gosec // 32 bits
+	frac := int64((v & 0xFFFFFFFF) * 1e9 >> 32) //nolint:gosec // < 1e9
+	return time.Unix(sec, frac)
+}
+
+// dial connects, picks the tracks and starts playing. Errors are classified (401, 404, refused,
+// unsupported codecs) for the *RTSPError the caller wraps them in.
+func (s *rtspSource) dial(ctx context.Context) (*rtspSession, error) {
+	var transport *gortsplib.Transport
+	switch s.opts.Transport {
+	case RTSPTransportTCP:
+		transport = ptr(gortsplib.TransportTCP)
+	case RTSPTransportUDP:
+		transport = ptr(gortsplib.TransportUDP)
+	}
+	sess := &rtspSession{s: s}
+	c := &gortsplib.Client{
+		Scheme:      s.url.Scheme,
+		Host:        s.url.Host,
+		ReadTimeout: s.opts.ReadTimeout,
+		Transport:   transport,
+		OnTransportSwitch: func(err error) {
+			s.notice("camera %s%s: %v", s.camera, s.path, err)
+		},
+		OnPacketsLost: sess.lost,
+		OnDecodeError: func(error) { sess.lost(0) },
+	}
+	if s.opts.TLSConfig != nil {
+		c.TLSConfig = s.opts.TLSConfig.Clone()
+	}
+	sess.c = c
+	if err := c.Start2(); err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, c.Close)
+	ok := false
+	defer func() {
+		stop()
+		if !ok {
+			c.Close()
+		}
+	}()
+	desc, _, err := c.Describe(s.url)
+	if err != nil {
+		return nil, classifyRTSP(ctx, err)
+	}
+	if err := sess.pick(desc); err != nil {
+		return nil, err
+	}
+	for _, t := range []*rtspTrack{sess.video, sess.audio} {
+		if t == nil {
+			continue
+		}
+		if _, err := c.Setup(desc.BaseURL, t.media, 0, 0); err != nil {
+			return nil, classifyRTSP(ctx, err)
+		}
+		c.OnPacketRTP(t.media, t.format, func(pkt *rtp.Packet) { sess.packet(t, pkt) })
+		c.OnPacketRTCP(t.media, func(p rtcp.Packet) { sess.rtcp(t, p) })
+	}
+	if _, err := c.Play(nil); err != nil {
+		return nil, classifyRTSP(ctx, err)
+	}
+	ok = true
+	return sess, nil
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// wait blocks until the session ends (an error, the camera silent for ReadTimeout, or the capture
+// stopping) and returns why.
+func (sess *rtspSession) wait() error {
+	stop := context.AfterFunc(sess.s.stop, sess.c.Close)
+	defer stop()
+	err := sess.c.Wait()
+	sess.c.Close()
+	return classifyRTSP(sess.s.stop, err)
+}
+
+// classifyRTSP turns what gortsplib and the network say into the errors a user can act on.
+func classifyRTSP(ctx context.Context, err error) error {
+	var bad liberrors.ErrClientBadStatusCode
+	var dns *net.DNSError
+	var ne net.Error
+	var unknownCA x509.UnknownAuthorityError
+	var host x509.HostnameError
+	switch {
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case errors.As(err, &bad) && bad.Code == base.StatusUnauthorized:
+		return ErrRTSPUnauthorized
+	case errors.As(err, &bad) && bad.Code == base.StatusNotFound:
+		return ErrRTSPNotFound
+	case errors.As(err, &bad):
+		return fmt.Errorf("the camera answered %d %s", bad.Code, bad.Message)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return ErrRTSPRefused
+	case errors.As(err, &dns):
+		return fmt.Errorf("unknown host %s: check the camera's address", dns.Name)
+	case errors.As(err, &unknownCA), errors.As(err, &host):
+		return fmt.Errorf("rtsps: the camera's TLS certificate does not verify (%w): trust its certificate (put-media --rtsp-ca-file)", err)
+	case errors.As(err, &liberrors.ErrClientTCPTimeout{}), errors.As(err, &liberrors.ErrClientUDPTimeout{}):
+		return errors.New("the camera sent nothing for the read timeout")
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Errorf("no answer in time (%w): check the address and that no firewall is in the way", err)
+	}
+	return err
+}
+
+// pick chooses the first H.264/H.265 video and the first AAC audio of the camera's description;
+// other audio codecs are skipped (and told), other video codecs alone are an error.
+func (sess *rtspSession) pick(desc *description.Session) error {
+	var others []string
+	for _, m := range desc.Medias {
+		for _, f := range m.Formats {
+			switch f := f.(type) {
+			case *format.H264:
+				if sess.video == nil {
+					sess.video, _ = newVideoTrack(m, f, codec.H264, f.SPS, f.PPS, nil)
+					continue
+				}
+			case *format.H265:
+				if sess.video == nil {
+					sess.video, _ = newVideoTrack(m, f, codec.H265, f.SPS, f.PPS, f.VPS)
+					continue
+				}
+			case *format.MPEG4Audio:
+				if sess.audio == nil && f.Config != nil {
+					if t, err := newAudioTrack(m, f); err == nil {
+						sess.audio = t
+						continue
+					}
+				}
+			}
+			if sess.video == nil || m != sess.video.media {
+				others = append(others, fmt.Sprintf("%s %s", m.Type, f.Codec()))
+			}
+		}
+	}
+	if sess.video == nil {
+		if len(others) == 0 {
+			return fmt.Errorf("%w; it offers no track at all", ErrRTSPUnsupported)
+		}
+		return fmt.Errorf("%w; it offers %s", ErrRTSPUnsupported, strings.Join(others, ", "))
+	}
+	var skipped []string
+	for _, o := range others {
+		if strings.HasPrefix(o, string(description.MediaTypeAudio)) {
+			skipped = append(skipped, strings.TrimPrefix(o, "audio "))
+		}
+	}
+	if len(skipped) > 0 {
+		sess.s.notice("camera %s%s: audio %s skipped: kvs takes AAC audio only", sess.s.camera, sess.s.path, strings.Join(skipped, ", "))
+	}
+	return nil
+}
+
+func newVideoTrack(m *description.Media, f format.Format, c codec.Codec, sps, pps, vps []byte) (*rtspTrack, error) {
+	t := &rtspTrack{number: 1, media: m, format: f, clock: int64(f.ClockRate()), codec: c,
+		sps: cloneBytes(sps), pps: cloneBytes(pps), vps: cloneBytes(vps)}
+	switch f := f.(type) {
+	case *format.H264:
+		d, err := f.CreateDecoder()
+		if err != nil {
+			return nil, err
+		}
+		t.decode = d.Decode
+	case *format.H265:
+		d, err := f.CreateDecoder()
+		if err != nil {
+			return nil, err
+		}
+		t.decode = d.Decode
+	}
+	return t, nil
+}
+
+func newAudioTrack(m *description.Media, f *format.MPEG4Audio) (*rtspTrack, error) {
+	asc, err := f.Config.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	d, err := f.CreateDecoder()
+	if err != nil {
+		return nil, err
+	}
+	return &rtspTrack{number: 2, media: m, format: f, clock: int64(f.ClockRate()), decode: d.Decode,
+		asc: asc, rate: f.Config.SampleRate, chans: f.Config.ChannelCount}, nil
+}
+
+// lost is told of lost packets (n) or undecodable ones (0); it notices at most every 10 s.
+func (sess *rtspSession) lost(n uint64) {
+	sess.mu.Lock()
+	sess.lossCount += max(n, 1)
+	if time.Since(sess.lossLast) < 10*time.Second {
+		sess.mu.Unlock()
+		return
+	}
+	count := sess.lossCount
+	sess.lossLast, sess.lossCount = time.Now(), 0
+	sess.mu.Unlock()
+	sess.s.notice("camera %s%s: %d RTP packets lost or undecodable (pictures may show artifacts until the next keyframe; --rtsp-transport tcp does not lose packets)", sess.s.camera, sess.s.path, count)
+}
+
+// rtcp keeps the camera's sender reports: the NTP time of an RTP timestamp.
+func (sess *rtspSession) rtcp(t *rtspTrack, p rtcp.Packet) {
+	sr, ok := p.(*rtcp.SenderReport)
+	if !ok {
+		return
+	}
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if t.anchored || sess.decided && t == sess.video {
+		return // the anchor stays: frames never jump
+	}
+	t.haveSR, t.srNTP, t.srRTP = true, ntpTime(sr.NTPTime), sr.RTPTime
+	if t == sess.video && sess.ready {
+		sess.decide(time.Now())
+	}
+}
+
+// packet depacketizes one RTP packet into frames.
+func (sess *rtspSession) packet(t *rtspTrack, pkt *rtp.Packet) {
+	units, err := t.decode(pkt)
+	if err != nil {
+		switch {
+		case errors.Is(err, rtph264.ErrMorePacketsNeeded), errors.Is(err, rtph265.ErrMorePacketsNeeded),
+			errors.Is(err, rtpmpeg4audio.ErrMorePacketsNeeded):
+		default:
+			sess.lost(0)
+		}
+		return
+	}
+	now := time.Now()
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if sess.firstPacket.IsZero() {
+		sess.firstPacket = now
+	}
+	ext := t.extend(pkt.Timestamp, now)
+	if t == sess.video {
+		sess.videoFrame(ext, units, now)
+		return
+	}
+	if !sess.ready {
+		return // audio before the first video keyframe
+	}
+	for i, au := range units {
+		step := int64(i) * mpeg4audio.SamplesPerAccessUnit
+		sess.emit(rtspItem{track: 2, key: true, data: cloneBytes(au)}, ext+step, now)
+	}
+}
+
+// videoFrame handles one access unit: parameter sets, keyframes, and the track set they give.
+func (sess *rtspSession) videoFrame(ext int64, nalus [][]byte, now time.Time) {
+	t := sess.video
+	key := false
+	for _, n := range nalus {
+		typ := codec.NALUType(t.codec, n)
+		switch {
+		case t.codec == codec.H264 && typ == codec.H264NALUSPS, t.codec == codec.H265 && typ == codec.H265NALUSPS:
+			t.sps = cloneBytes(n)
+		case t.codec == codec.H264 && typ == codec.H264NALUPPS, t.codec == codec.H265 && typ == codec.H265NALUPPS:
+			t.pps = cloneBytes(n)
+		case t.codec == codec.H265 && typ == codec.H265NALUVPS:
+			t.vps = cloneBytes(n)
+		case codec.IsRandomAccessNALU(t.codec, n):
+			key = true
+		}
+	}
+	params := string(t.vps) + "/" + string(t.sps) + "/" + string(t.pps)
+	if key && (!sess.ready || params != t.builtAt) {
+		tracks, err := sess.buildTracks()
+		if err != nil {
+			sess.s.notice("camera %s%s: keyframe skipped: %v", sess.s.camera, sess.s.path, err)
+			key = false
+		} else {
+			t.builtAt = params
+			if sess.ready {
+				sess.emit(rtspItem{cut: true, tracks: tracks}, ext, now)
+			} else {
+				sess.tracks, sess.ready = tracks, true
+				if sess.dropped > 0 {
+					sess.s.notice("camera %s%s: dropped %d frames before the first keyframe", sess.s.camera, sess.s.path, sess.dropped)
+				}
+			}
+		}
+	}
+	if !sess.ready {
+		sess.dropped++
+		return
+	}
+	sess.emit(rtspItem{track: 1, key: key, data: codec.AppendLengthPrefixed(nil, nalus...)}, ext, now)
+}
+
+// buildTracks makes the track set from the current parameter sets.
+func (sess *rtspSession) buildTracks() ([]mkv.Track, error) {
+	t := sess.video
+	if t.sps == nil || t.pps == nil || t.codec == codec.H265 && t.vps == nil {
+		return nil, errors.New("no parameter sets (SPS/PPS) in the SDP or before the keyframe")
+	}
+	info, err := codec.ParseSPS(t.codec, t.sps)
+	if err != nil {
+		return nil, err
+	}
+	var priv []byte
+	if t.codec == codec.H265 {
+		priv, err = codec.BuildHEVCConfig([][]byte{t.vps}, [][]byte{t.sps}, [][]byte{t.pps})
+	} else {
+		priv, err = codec.BuildAVCConfig([][]byte{t.sps}, [][]byte{t.pps})
+	}
+	if err != nil {
+		return nil, err
+	}
+	video := mkv.Track{Number: 1, UID: 1, Type: mkv.TrackTypeVideo, CodecID: t.codec.CodecID(), CodecPrivate: priv,
+		Width: uint32(info.Width), Height: uint32(info.Height)} //nolint:gosec // ParseSPS bounds sizes
+	if fps, ok := info.FrameRate(); ok && fps >= 1 && fps <= 240 {
+		video.DefaultDuration = time.Duration(float64(time.Second) / fps)
+	}
+	tracks := []mkv.Track{video}
+	if a := sess.audio; a != nil {
+		tracks = append(tracks, mkv.Track{Number: 2, UID: 2, Type: mkv.TrackTypeAudio, CodecID: codec.CodecIDAAC,
+			CodecPrivate: a.asc, SamplingRate: float64(a.rate), Channels: uint8(a.chans), //nolint:gosec // AAC has at most 8 channels
+			DefaultDuration: time.Duration(mpeg4audio.SamplesPerAccessUnit * int64(time.Second) / int64(a.rate))})
+	}
+	return tracks, nil
+}
+
+// emit stamps a frame (or a cut) and queues it, or holds it until the timing is chosen: the
+// camera's first sender report for the video track, or SenderReportWait without one.
+func (sess *rtspSession) emit(it rtspItem, ext int64, now time.Time) {
+	if !sess.decided {
+		sess.held = append(sess.held, it)
+		sess.heldRTP = append(sess.heldRTP, ext)
+		sess.heldBytes += len(it.data)
+		if sess.video.haveSR || now.Sub(sess.firstPacket) >= sess.s.opts.SenderReportWait || sess.heldBytes > maxHeldBytes {
+			sess.decide(now)
+		}
+		return
+	}
+	sess.push(it, ext)
+}
+
+// push queues a stamped frame.
+func (sess *rtspSession) push(it rtspItem, ext int64) {
+	if it.cut {
+		sess.tracks = it.tracks
+		sess.s.q.setTracks(it.tracks)
+		return
+	}
+	t := sess.video
+	if it.track == 2 {
+		t = sess.audio
+	}
+	if !t.anchored {
+		sess.anchor(t)
+	}
+	it.at = t.at(ext)
+	sess.s.q.push(it)
+}
+
+// anchor fixes when t's extended timestamp anchorExt was: by its own sender report when the
+// timing is the camera's and it has one, else by its first packet's receive time moved by the
+// offset measured on the video.
+func (sess *rtspSession) anchor(t *rtspTrack) {
+	t.anchored = true
+	if sess.ntp && t.haveSR {
+		t.anchorAt, t.anchorExt = t.srNTP, int64(int32(t.srRTP-t.firstTS)) //nolint:gosec // signed difference
+		return
+	}
+	t.anchorAt, t.anchorExt = t.firstRecv.Add(sess.offset), 0
+}
+
+// decide anchors each track's RTP clock, then queues the frames held. With a sender report on
+// the video track the camera's NTP clock is used: each track by its own report, or, for a track
+// without one, its receive time moved by the offset between the camera's clock and the receive
+// clock measured on the video. Without one, the receive clock is used.
+func (sess *rtspSession) decide(now time.Time) {
+	sess.decided = true
+	v := sess.video
+	sess.ntp = v.haveSR
+	sess.anchor(v)
+	if sess.ntp {
+		sess.offset = v.at(0).Sub(v.firstRecv)
+		sess.s.info("camera %s%s: timestamps from the camera's clock (RTCP sender reports, NTP), %v from this machine's", sess.s.camera, sess.s.path, sess.offset.Round(time.Millisecond))
+	} else {
+		sess.s.info("camera %s%s: no RTCP sender report within %v: timestamps from the time frames are received", sess.s.camera, sess.s.path, now.Sub(sess.firstPacket).Round(time.Millisecond))
+	}
+	sess.s.q.setTracks(sess.tracks)
+	for i, it := range sess.held {
+		sess.push(it, sess.heldRTP[i])
+	}
+	sess.held, sess.heldRTP, sess.heldBytes = nil, nil, 0
+}

@@ -1,0 +1,578 @@
+package client
+
+import (
+	"cmp"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/openkvs/kvs/internal/bufpool"
+	"github.com/openkvs/kvs/internal/fsync"
+	"github.com/openkvs/kvs/internal/record"
+)
+
+// Spool size defaults and limits.
+const (
+	// DefaultSpoolMaxBytes is SpoolConfig.MaxBytes when it is 0: 1 GiB, 71 minutes of a 2 Mbit/s
+	// camera.
+	DefaultSpoolMaxBytes = 1 << 30
+	// MinSpoolMaxBytes is the smallest MaxBytes accepted.
+	MinSpoolMaxBytes = 256 << 10
+)
+
+// SpoolConfig configures a Spool.
+type SpoolConfig struct {
+	// Dir is the spool directory; it is created if missing. One process at a time may use it
+	// (OpenSpool takes a lock on it).
+	Dir string
+	// Stream is the stream the spooled fragments go to. A spool remembers it, and refuses to open
+	// for another stream while it holds fragments, so that no fragment ever goes to the wrong one.
+	Stream string
+	// MaxBytes bounds the spool's files (default DefaultSpoolMaxBytes, at least
+	// MinSpoolMaxBytes). When a fragment does not fit, the oldest fragments are dropped to make
+	// room, a segment file at a time (a sixteenth of MaxBytes, between 64 KiB and 64 MiB), and
+	// Notice is told.
+	MaxBytes int64
+	// Notice, if set, receives what a user should hear about: fragments dropped because the spool
+	// is full, damaged records cut when the spool was opened, files that could not be removed. It
+	// is called synchronously, from the goroutine that caused it.
+	Notice func(msg string)
+
+	segmentBytes int64 // tests: segment size (default MaxBytes/16 within 64 KiB..64 MiB)
+}
+
+// SpoolStats describes a spool.
+type SpoolStats struct {
+	// Fragments counts the fragments the spool holds that are not final yet: the backlog, and
+	// the fragments in flight. Bytes is the size of its segment files (the one being appended to
+	// keeps up to 4 MiB of final records).
+	Fragments int
+	Bytes     int64
+	// Dropped and DroppedBytes count the fragments dropped because the spool was full, since it
+	// was opened; Corrupt counts records that could not be read back (a damaged disk).
+	Dropped      int
+	DroppedBytes int64
+	Corrupt      int
+	// Recovered is the number of fragments the spool held when it was opened, and RecoveredFrom
+	// and RecoveredTo the producer timestamps of the oldest and the newest of them; Cut is the
+	// bytes of torn records cut from its end then (a crash in the middle of a write).
+	Recovered                  int
+	RecoveredFrom, RecoveredTo time.Time
+	Cut                        int64
+}
+
+// Spool is a directory where a Producer keeps every fragment, synced to disk, until the server has
+// made it final: a power cut or a crash loses nothing that Send accepted, and an endpoint that is
+// away for hours only makes the spool grow (up to MaxBytes, then the oldest fragments go). A
+// Producer with a spool sends what the spool holds, oldest first, before the fragments given to
+// Send; a spool left by an earlier process is sent first the same way.
+//
+// The directory holds segment files (NNNNNNNNNNNNNNNN.spool, named by the sequence number of their
+// first record), a file "acked" with the highest sequence number up to which every record is
+// final, a file "stream" with the stream name, and a lock file. A segment goes as soon as all its
+// records are final. On open, a torn record at the end of the last segment (a crash during its
+// write) is cut, with the segment's whole records kept.
+//
+// Delivery is at least once: a fragment whose final ACK came just before a crash, before
+// "acked" was written, is sent again, with the same bytes and producer timestamp.
+//
+// A Spool is used by one Producer; Stats and Close are safe for concurrent use.
+type Spool struct {
+	cfg  SpoolConfig
+	lock *os.File
+
+	mu      sync.Mutex
+	changed chan struct{} // closed and replaced when a record is added or the spool is sealed
+	segs    []*spoolSegment
+	active  *os.File // the last segment's file, open for appends; nil when none
+	nextSeq uint64
+	acked   uint64              // every record with Seq <= acked is final
+	doneSet map[uint64]struct{} // final records above acked+1
+	saved   uint64              // acked as last written to the acked file
+	savedAt time.Time           // when
+	cursor  uint64              // next sequence number next hands out
+	curSeg  *spoolSegment       // segment of the cursor, nil: look it up
+	curOff  int64               // offset in curSeg of the next record to read
+	curSeq  uint64              // sequence number the record at curOff must have
+	writing *spoolSegment       // the segment append is writing to without the lock
+	sealed  bool
+	closed  bool
+	stats   SpoolStats
+}
+
+// spoolSegment is one segment file.
+type spoolSegment struct {
+	path        string
+	first, last uint64 // sequence numbers of its first and last record (last < first: empty)
+	count       int
+	size        int64 // bytes of whole records (the file's size)
+}
+
+const (
+	spoolSuffix    = ".spool"
+	spoolAckedFile = "acked"
+	spoolStream    = "stream"
+	spoolLockFile  = "lock"
+)
+
+// OpenSpool opens (or creates) the spool in cfg.Dir for cfg.Stream, recovering what an earlier
+// process left: segments are checked, a torn record at the end is cut (and told to Notice), and
+// the records not yet final are queued to be sent first.
+func OpenSpool(cfg SpoolConfig) (*Spool, error) {
+	if cfg.Dir == "" || cfg.Stream == "" {
+		return nil, errors.New("spool: a directory and a stream are required")
+	}
+	cfg.MaxBytes = cmp.Or(cfg.MaxBytes, DefaultSpoolMaxBytes)
+	if cfg.MaxBytes < MinSpoolMaxBytes {
+		return nil, fmt.Errorf("spool %s: maximum size %d bytes is below the minimum %d", cfg.Dir, cfg.MaxBytes, MinSpoolMaxBytes)
+	}
+	if cfg.segmentBytes == 0 {
+		cfg.segmentBytes = min(max(cfg.MaxBytes/16, 64<<10), 64<<20)
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	lock, err := lockSpool(filepath.Join(cfg.Dir, spoolLockFile))
+	if err != nil {
+		return nil, fmt.Errorf("spool %s: %w", cfg.Dir, err)
+	}
+	s := &Spool{cfg: cfg, lock: lock, changed: make(chan struct{}), doneSet: map[uint64]struct{}{}}
+	if err := s.recover(); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("spool %s: %w", cfg.Dir, err)
+	}
+	return s, nil
+}
+
+func (s *Spool) notice(format string, args ...any) {
+	if s.cfg.Notice != nil {
+		s.cfg.Notice(fmt.Sprintf(format, args...))
+	}
+}
+
+// writeFileAtomic replaces path with data (a temporary file renamed over it). It is not synced:
+// losing the last update to a crash only repeats work (acked) or is redone (stream).
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// append writes one record (stream header and fragment), synced, and returns its sequence number.
+// When the spool would grow over MaxBytes the oldest segments are dropped first. Only one
+// goroutine may append at a time (the Producer's Send).
+func (s *Spool) append(header, body []byte, timecode int64, scale uint64) (uint64, error) {
+	h := spoolRecordHeader{HeaderLen: uint32(len(header)), BodyLen: uint32(len(body)), Timecode: timecode, Scale: scale} //nolint:gosec // bounded below
+	size := h.size()
+	switch {
+	case len(header) == 0 || len(header) > maxSpoolStreamHeader || len(body) == 0 || len(body) > maxSpoolFragment:
+		return 0, fmt.Errorf("spool: a fragment of %d bytes (stream header %d) cannot be spooled", len(body), len(header))
+	case size > s.cfg.MaxBytes/2:
+		return 0, fmt.Errorf("spool %s: a fragment of %d bytes is over half the spool's maximum size (%d bytes): raise the maximum", s.cfg.Dir, size, s.cfg.MaxBytes)
+	}
+	s.mu.Lock()
+	if s.sealed || s.closed {
+		s.mu.Unlock()
+		return 0, errors.New("spool: append after close")
+	}
+	s.makeRoom(size)
+	g, f, err := s.target()
+	if err != nil {
+		s.mu.Unlock()
+		return 0, fmt.Errorf("spool %s: %w", s.cfg.Dir, err)
+	}
+	h.Seq = s.nextSeq
+	off := g.size
+	s.writing = g
+	s.mu.Unlock()
+
+	// The write and its sync run without the lock: next and done go on meanwhile. Nothing else
+	// writes to the active file, and nothing reads past g.size.
+	crc := crc32.Update(crc32.Checksum(header, castagnoli), castagnoli, body)
+	h.PayloadCRC = crc
+	// The record header and the stream header (a few hundred bytes) go in one write.
+	err = writeAll(f, off, append(h.encode(make([]byte, 0, spoolRecordHeaderSize+len(header))), header...), body)
+	if err == nil {
+		err = fsync.Data(f)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writing = nil
+	if err != nil {
+		_ = f.Truncate(off) // do not leave half a record in front of the next one
+		return 0, fmt.Errorf("spool %s: %w", s.cfg.Dir, err)
+	}
+	if g.count == 0 {
+		g.first = h.Seq
+	}
+	g.last = h.Seq
+	g.count++
+	g.size += size
+	s.nextSeq++
+	s.stats.Fragments++
+	s.stats.Bytes += size
+	s.signal()
+	return h.Seq, nil
+}
+
+// writeAll writes the pieces one after another at off.
+func writeAll(f *os.File, off int64, pieces ...[]byte) error {
+	for _, p := range pieces {
+		if _, err := f.WriteAt(p, off); err != nil {
+			return err
+		}
+		off += int64(len(p))
+	}
+	return nil
+}
+
+// signal wakes whoever waits in next. s.mu is held.
+func (s *Spool) signal() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// target returns the segment the next record goes to, starting a new one when there is none open
+// or the open one is full. s.mu is held.
+func (s *Spool) target() (*spoolSegment, *os.File, error) {
+	if s.active != nil {
+		g := s.segs[len(s.segs)-1]
+		if g.size < s.cfg.segmentBytes {
+			return g, s.active, nil
+		}
+		s.active.Close()
+		s.active = nil
+	}
+	path := filepath.Join(s.cfg.Dir, fmt.Sprintf("%016x%s", s.nextSeq, spoolSuffix))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return nil, nil, err
+	}
+	// The file's directory entry must be durable before a record in it counts as spooled.
+	if err := fsync.Dir(s.cfg.Dir); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, nil, err
+	}
+	g := &spoolSegment{path: path, first: s.nextSeq, last: s.nextSeq - 1}
+	s.segs = append(s.segs, g)
+	s.active = f
+	return g, f, nil
+}
+
+// makeRoom drops the oldest segments until size more bytes fit in MaxBytes. s.mu is held.
+func (s *Spool) makeRoom(size int64) {
+	total := int64(0)
+	for _, g := range s.segs {
+		total += g.size
+	}
+	dropped, droppedBytes := 0, int64(0)
+	for total+size > s.cfg.MaxBytes && len(s.segs) > 0 {
+		g := s.segs[0] // append calls makeRoom while nothing is being written
+		if len(s.segs) == 1 && s.active != nil {
+			s.active.Close()
+			s.active = nil
+		}
+		n, b := s.pendingIn(g)
+		dropped += n
+		droppedBytes += b
+		total -= g.size
+		s.removeSegment(g)
+	}
+	if dropped > 0 {
+		s.stats.Dropped += dropped
+		s.stats.DroppedBytes += droppedBytes
+		s.notice("spool %s is full (%d bytes): dropped the %d oldest fragments (%d bytes); %d dropped since start",
+			s.cfg.Dir, s.cfg.MaxBytes, dropped, droppedBytes, s.stats.Dropped)
+	}
+}
+
+// pendingIn counts the records of g that are not final, and their share of its bytes. A segment's
+// records have consecutive sequence numbers.
+func (s *Spool) pendingIn(g *spoolSegment) (n int, size int64) {
+	if from := max(g.first, s.acked+1); from <= g.last {
+		n = int(g.last - from + 1) //nolint:gosec // at most a segment's records
+	}
+	for q := range s.doneSet {
+		if q >= g.first && q <= g.last && q > s.acked {
+			n--
+		}
+	}
+	if g.count > 0 {
+		size = g.size * int64(n) / int64(g.count)
+	}
+	return n, size
+}
+
+// removeSegment deletes g's file and forgets it; its records that were not final leave the
+// counts. s.mu is held.
+func (s *Spool) removeSegment(g *spoolSegment) {
+	n, _ := s.pendingIn(g)
+	s.stats.Fragments -= n
+	s.stats.Bytes -= g.size
+	for q := g.first; q <= g.last; q++ {
+		delete(s.doneSet, q)
+	}
+	if s.curSeg == g {
+		s.curSeg = nil
+	}
+	if s.cursor <= g.last {
+		s.cursor = g.last + 1
+		s.curSeg = nil
+	}
+	s.segs = slices.DeleteFunc(s.segs, func(x *spoolSegment) bool { return x == g })
+	if err := os.Remove(g.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.notice("spool: removing %s: %v", g.path, err)
+	}
+}
+
+// next returns the oldest record not handed out yet, waiting for one; queued is how many more
+// records the spool holds after it (0: it is the newest, the live edge). It returns io.EOF once
+// the spool is sealed and every record was handed out, and ctx.Err() when ctx is done. The
+// record's Body comes from internal/bufpool: the caller owns it.
+func (s *Spool) next(ctx context.Context) (rec spoolRecord, queued int, err error) {
+	for {
+		s.mu.Lock()
+		g, off, ok := s.locate()
+		if !ok {
+			sealed, ch := s.sealed || s.closed, s.changed
+			s.mu.Unlock()
+			if sealed {
+				return spoolRecord{}, 0, io.EOF
+			}
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return spoolRecord{}, 0, ctx.Err()
+			}
+		}
+		path, limit := g.path, g.size
+		s.mu.Unlock()
+
+		rec, n, err := readSpoolFile(path, off, limit)
+		s.mu.Lock()
+		if s.curSeg != g || s.curOff != off { //nolint:gocritic // compared after the lock was released
+			// The segment was dropped while it was read: start again at the oldest left.
+			s.mu.Unlock()
+			bufpool.Put(rec.Body)
+			continue
+		}
+		if err != nil && !record.IsDamage(err) {
+			s.mu.Unlock()
+			return spoolRecord{}, 0, fmt.Errorf("spool %s: %w", path, err)
+		}
+		if err == nil && rec.Seq != s.curSeq {
+			err = fmt.Errorf("%w: %d where %d was expected", record.ErrSequence, rec.Seq, s.curSeq)
+		}
+		if err != nil {
+			// A damaged record (a bad disk: appends were synced whole): the rest of this segment
+			// cannot be trusted to be framed, so it is skipped, and told.
+			bufpool.Put(rec.Body)
+			skipped := s.skipSegment(g)
+			s.stats.Corrupt += skipped
+			s.mu.Unlock()
+			s.notice("spool: %s: unreadable record at offset %d (%v): skipped the %d fragments from there to the end of the file", path, off, err, skipped)
+			continue
+		}
+		s.curOff += n
+		s.curSeq++
+		if rec.Seq < s.cursor || rec.Seq <= s.acked { // final before a restart
+			s.mu.Unlock()
+			bufpool.Put(rec.Body)
+			continue
+		}
+		s.cursor = rec.Seq + 1
+		queued = int(s.nextSeq - s.cursor) //nolint:gosec // sequence numbers only grow
+		s.mu.Unlock()
+		return rec, queued, nil
+	}
+}
+
+// readSpoolFile reads the record at off of the segment file path, whose whole records end at
+// limit.
+func readSpoolFile(path string, off, limit int64) (spoolRecord, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return spoolRecord{}, 0, err
+	}
+	defer f.Close()
+	return readSpoolRecord(f, off, limit, true)
+}
+
+// locate returns the segment and offset of the cursor's record, moving the cursor past segments
+// that are read to their end; ok is false when no record is there yet. s.mu is held.
+func (s *Spool) locate() (g *spoolSegment, off int64, ok bool) {
+	for {
+		if s.curSeg == nil {
+			i := slices.IndexFunc(s.segs, func(g *spoolSegment) bool { return g.last >= s.cursor && g.count > 0 })
+			if i < 0 {
+				return nil, 0, false
+			}
+			s.curSeg, s.curOff, s.curSeq = s.segs[i], 0, s.segs[i].first
+			s.cursor = max(s.cursor, s.curSeg.first)
+		}
+		g := s.curSeg
+		if s.curOff < g.size {
+			return g, s.curOff, true
+		}
+		if s.active != nil && g == s.segs[len(s.segs)-1] {
+			return nil, 0, false // at the live edge: wait for the next append
+		}
+		s.curSeg = nil // read to its end: the next segment
+		s.cursor = max(s.cursor, g.last+1)
+	}
+}
+
+// skipSegment moves the cursor past the end of g and counts the records skipped. s.mu is held.
+func (s *Spool) skipSegment(g *spoolSegment) int {
+	n := 0
+	for q := s.cursor; q <= g.last; q++ {
+		if _, done := s.doneSet[q]; !done && q > s.acked {
+			n++
+			s.doneSet[q] = struct{}{}
+		}
+	}
+	s.stats.Fragments -= n
+	s.cursor = g.last + 1
+	s.curSeg = nil
+	s.advance()
+	return n
+}
+
+// done marks the record seq final (stored, or failed for good): it leaves the spool. Segments
+// whose records are all final are removed, and the acked mark is written.
+func (s *Spool) done(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seq <= s.acked || len(s.segs) == 0 || seq < s.segs[0].first {
+		return // dropped meanwhile, or told twice
+	}
+	if _, dup := s.doneSet[seq]; dup {
+		return
+	}
+	s.doneSet[seq] = struct{}{}
+	s.stats.Fragments--
+	s.advance()
+}
+
+// advance moves acked over the final records, removes the segments that are all final, and
+// writes the acked mark. s.mu is held.
+func (s *Spool) advance() {
+	for {
+		if _, ok := s.doneSet[s.acked+1]; ok {
+			delete(s.doneSet, s.acked+1)
+			s.acked++
+			continue
+		}
+		// Nothing below the oldest segment is left to wait for.
+		if len(s.segs) > 0 && s.acked+1 < s.segs[0].first && s.acked+1 < s.cursor {
+			s.acked = s.segs[0].first - 1
+			continue
+		}
+		break
+	}
+	s.removeFinal()
+	if time.Since(s.savedAt) >= ackedEvery {
+		s.saveAcked()
+	}
+}
+
+// ackedEvery is how often at most the acked mark is written while acks come (and at Close): its
+// write cost a quarter of a 512 KiB fragment's append, and losing the last second of it to a crash
+// only sends a fragment or two again.
+const ackedEvery = time.Second
+
+// saveAcked writes the acked mark, when it moved. s.mu is held.
+func (s *Spool) saveAcked() {
+	if s.acked == s.saved {
+		return
+	}
+	var b [12]byte
+	binary.LittleEndian.PutUint64(b[:], s.acked)
+	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b[:8], castagnoli))
+	if err := writeFileAtomic(filepath.Join(s.cfg.Dir, spoolAckedFile), b[:]); err != nil {
+		s.notice("spool: writing %s: %v (the fragments after %d will be sent again)", spoolAckedFile, err, s.saved)
+		return
+	}
+	s.saved, s.savedAt = s.acked, time.Now()
+}
+
+// removeFinal removes the segments whose records are all final. The one appends go to goes only
+// once it holds finalRollBytes (or at Close), and the next append starts a new one: creating a
+// file and syncing its directory for every fragment of a live stream, acknowledged as fast as it
+// comes, cost more than the fragment's own write and fdatasync. s.mu is held.
+func (s *Spool) removeFinal() {
+	for len(s.segs) > 0 {
+		g := s.segs[0]
+		if g.last > s.acked || g.count == 0 || g == s.writing {
+			return
+		}
+		if len(s.segs) == 1 && s.active != nil {
+			if g.size < finalRollBytes && !s.closed {
+				return
+			}
+			s.active.Close()
+			s.active = nil
+		}
+		s.removeSegment(g)
+	}
+}
+
+// finalRollBytes is how much of acknowledged fragments the segment being appended to may keep:
+// a few fragments, so that a live stream creates a file every few fragments, not each one.
+const finalRollBytes = 4 << 20
+
+// seal ends appends: next returns io.EOF once every record was handed out.
+func (s *Spool) seal() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.sealed {
+		s.sealed = true
+		s.signal()
+	}
+}
+
+// Stats returns what the spool holds and what it dropped. Safe for concurrent use.
+func (s *Spool) Stats() SpoolStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// Dir returns the spool's directory.
+func (s *Spool) Dir() string { return s.cfg.Dir }
+
+// Close closes the spool's files and releases its lock; what it holds stays on disk for the next
+// OpenSpool. Close the Producer that uses it first.
+func (s *Spool) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.saveAcked()
+	s.closed = true
+	s.signal()
+	var err error
+	if s.active != nil {
+		err = s.active.Close()
+		s.active = nil
+		s.removeFinal() // the last segment too, when all of it is final
+	}
+	if lerr := s.lock.Close(); err == nil {
+		err = lerr
+	}
+	return err
+}

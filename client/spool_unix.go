@@ -1,0 +1,38 @@
+//go:build unix
+
+package client
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// lockSpool takes an exclusive lock on the spool's lock file, so that two processes never send
+// (and remove) the same fragments; the lock goes with the process. The file holds the PID of the
+// holder, for the message another process gets.
+func lockSpool(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil { //nolint:gosec // a file descriptor fits an int
+		b, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			holder := "another process"
+			if pid := strings.TrimSpace(string(b)); pid != "" {
+				holder = "process " + pid
+			}
+			return nil, fmt.Errorf("in use by %s: one spool directory per camera and process", holder)
+		}
+		return nil, err
+	}
+	if err := f.Truncate(0); err == nil {
+		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	}
+	return f, nil
+}
