@@ -8,15 +8,16 @@
 #
 # Needs: Go, PostgreSQL's server programs (apt-get install postgresql), versitygw
 # (go install github.com/versity/versitygw/cmd/versitygw@v1.8.0), curl.
-# Ports: PostgreSQL 55432, S3 57000, nodes 4567 4568 4569 (override with KVS_CLUSTER_PORT_BASE).
+# Ports: PostgreSQL 15432, S3 17000, nodes 4567 4568 4569 (override with KVS_CLUSTER_PORT_BASE); all
+# below Linux's ephemeral range (32768-60999), so that no outgoing connection of a busy machine holds one.
 # KVS_CLUSTER_ARGS adds flags to every node (e.g. "--flush-interval 100ms"); KVS_CLUSTER_DIR moves
 # the data (default ./kvs-cluster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=${KVS_CLUSTER_DIR:-$PWD/kvs-cluster}
 base=${KVS_CLUSTER_PORT_BASE:-4567}
-pgport=55432
-s3port=57000
+pgport=15432
+s3port=17000
 access=kvslocal
 secret=kvslocal-secret
 bucket=kvs

@@ -22,7 +22,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 KVS=$KVS_CLUSTER_DIR/kvs
 nodes=http://127.0.0.1:4567,http://127.0.0.1:4568,http://127.0.0.1:4569
 psql=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)
-sql() { "$psql" -qtA postgres://postgres@127.0.0.1:55432/postgres -c "$1"; }
+sql() { "$psql" -qtA postgres://postgres@127.0.0.1:15432/postgres -c "$1"; }
 # ticks (1/100 s) of CPU of the processes whose pids are given
 ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/"$p"/stat))); done; echo $t; }
 la() { cut -d' ' -f1-3 /proc/loadavg; }
