@@ -23,7 +23,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -120,9 +119,14 @@ func (c Config) Validate() error {
 // fragRecord is what one stream knows about one fragment; times are zero until they happen.
 type fragRecord struct {
 	size      int
+	number    string // from its acks
 	lastByte  time.Time
 	persisted time.Time
 	delivered time.Time
+	// What the consumer found in the chunk with the fragment's timecode: its fragment number
+	// tag and its frames' size, which must be the fragment's own.
+	deliveredNumber string
+	deliveredBytes  int
 }
 
 type stream struct {
@@ -141,8 +145,8 @@ type stream struct {
 	done  chan struct{} // closed when produce has ended
 	got   chan struct{} // receives when a fragment was delivered (1 slot)
 
-	pw          *io.PipeWriter // the PutMedia request body (connect)
-	acksDone    chan struct{}  // closed when the PutMedia response has been read
+	conn        net.Conn      // the PutMedia request (connect)
+	acksDone    chan struct{} // closed when the PutMedia response has been read
 	connectTime time.Duration  // request sent → 200 response (connect)
 }
 
@@ -251,12 +255,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	t0 := time.Now().Add(100 * time.Millisecond)
 	r.t0 = t0
 	cfg.Log("streaming: %d streams × %d fragments of %v at %s", len(connected), nFrags, cfg.FragmentDuration, FormatBitrate(cfg.Bitrate))
-	var producers sync.WaitGroup
-	for i, s := range connected {
-		start := t0.Add(time.Duration(int64(cfg.FragmentDuration) * int64(i) / int64(len(connected))))
-		producers.Go(func() { s.produce(runCtx, start, nFrags) })
+	starts := make([]time.Time, len(connected))
+	for i := range connected {
+		starts[i] = t0.Add(time.Duration(int64(cfg.FragmentDuration) * int64(i) / int64(len(connected))))
 	}
-	producers.Wait()
+	r.produceAll(runCtx, connected, starts, nFrags)
 	cfg.Log("producers done; waiting up to %v for deliveries", cfg.DrainTimeout)
 	if !cfg.NoConsumers {
 		deadline := time.NewTimer(cfg.DrainTimeout)
