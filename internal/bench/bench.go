@@ -147,7 +147,7 @@ type stream struct {
 
 	conn        net.Conn      // the PutMedia request (connect)
 	acksDone    chan struct{} // closed when the PutMedia response has been read
-	connectTime time.Duration  // request sent → 200 response (connect)
+	connectTime time.Duration // request sent → 200 response (connect)
 }
 
 type run struct {

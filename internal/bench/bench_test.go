@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"slices"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
