@@ -309,6 +309,7 @@ func syncBatch(batch []*appendRequest, m *fsMetrics) int {
 func (s *FS) indexLoop() {
 	defer s.wg.Done()
 	var next *syncingBatch
+	var pace commitPacer
 	for {
 		sb := next
 		next = nil
@@ -320,6 +321,7 @@ func (s *FS) indexLoop() {
 		}
 		<-sb.done
 		reqs := sb.reqs
+		pace.wait(reqs)
 	more:
 		for len(reqs) < maxBatch {
 			select {
@@ -341,6 +343,37 @@ func (s *FS) indexLoop() {
 		s.statBatches.Add(1)
 		s.indexBatch(reqs)
 	}
+}
+
+// commitPacer spaces index commits by commitInterval while busyStreams or more streams append
+// (see commitInterval). It belongs to indexLoop.
+type commitPacer struct {
+	last        time.Time // the start of the last commit
+	windowStart time.Time
+	window      map[*fsStream]struct{} // streams seen since windowStart
+	busy        bool                   // the last full window saw busyStreams or more
+}
+
+// wait counts reqs' streams and, when busy, sleeps until commitInterval has passed since the
+// last commit, so that the appends synced meanwhile join this one.
+func (p *commitPacer) wait(reqs []*appendRequest) {
+	now := time.Now()
+	if p.window == nil {
+		p.window = map[*fsStream]struct{}{}
+	}
+	if now.Sub(p.windowStart) > busyWindow {
+		p.busy = len(p.window) >= busyStreams
+		clear(p.window)
+		p.windowStart = now
+	}
+	for _, r := range reqs {
+		p.window[r.st] = struct{}{}
+	}
+	if d := p.last.Add(commitInterval).Sub(now); p.busy && d > 0 {
+		time.Sleep(d)
+		now = now.Add(d)
+	}
+	p.last = now
 }
 
 func (s *FS) indexBatch(batch []*appendRequest) {
