@@ -34,17 +34,17 @@ type liveFragment struct {
 	// but is not archived, and the archived-media APIs do not list it.
 	failed atomic.Bool
 
-	refs   atomic.Int32
-	pooled bool // Chunk is from bufpool: the last release puts it back (else the GC takes it)
+	refs atomic.Int32
+	pool []byte // bufpool memory holding Chunk: the last release puts it back (nil: the GC takes Chunk)
 }
 
 // release drops a reference to Chunk; the last one hands the memory back to the buffer pool. It
 // does nothing on a nil fragment.
 func (f *liveFragment) release() {
-	if f == nil || f.refs.Add(-1) != 0 || !f.pooled {
+	if f == nil || f.refs.Add(-1) != 0 || f.pool == nil {
 		return
 	}
-	bufpool.Put(f.Chunk)
+	bufpool.Put(f.pool)
 }
 
 // bufferLimits bound one stream's in-memory buffer. Whichever limit is reached first evicts the
