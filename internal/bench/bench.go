@@ -14,8 +14,15 @@
 //   - delivery latency: the same instant → the consumer has read the whole GetMedia chunk
 //     (through the trailing Tags that follow the Cluster).
 //
-// The consumer is a minimal EBML walker that reads only element headers and the cluster timecode
-// and discards the frame bytes, so that measuring costs little CPU next to the server under test.
+// The consumer is a minimal EBML walker that reads only element headers, the Tags and the cluster
+// timecode and discards the frame bytes, so that measuring costs little CPU next to the server
+// under test; it still counts every frame byte against its chunk, and each chunk's fragment
+// number tag and frame bytes must be those of the fragment with its timecode (from its acks and
+// what was sent), else the run counts an error.
+//
+// The producers are paced by a few goroutines (shards), each writing the frames of its streams
+// as they fall due on hand-written HTTP/1.1 requests, one writev per frame: what the generator
+// spends is then mostly those write syscalls, as a camera's.
 package bench
 
 import (
