@@ -58,13 +58,15 @@ type bufferLimits struct {
 }
 
 // Defaults: a stream that keeps data on disk needs only a short window in memory for live tailing
-// (slower readers fall back to the store, which serves recent fragments from the page cache): 2 s
-// or 4 MiB. The buffer is most of the server's memory: a 20 s kvs bench of 200 streams peaked at
-// 824 MB RSS with 5 s, 1139 MB with 30 s / 16 MiB; at 500 streams the live heap was 758 MB with
-// 5 s (the buffers 1.25 MB a stream at 2 Mbit/s). A retention-0 stream has nothing else, so it
-// gets the window KVS documents for its live buffer (about 5 minutes, 200 MB).
+// (slower readers fall back to the store, which serves recent fragments from the page cache):
+// 1.5 s or 4 MiB, so the newest two fragments of 1 s. The buffer is most of the server's memory:
+// a 20 s kvs bench of 200 streams peaked at 824 MB RSS with 5 s, 1139 MB with 30 s / 16 MiB; at
+// 500 streams the live heap was 758 MB with 5 s (the buffers 1.25 MB a stream at 2 Mbit/s); at
+// 1000 streams peak RSS was 1.55 MB a stream with 2 s, 1.36-1.42 MB with 1.5 s. A retention-0
+// stream has nothing else, so it gets the window KVS documents for its live buffer (about 5
+// minutes, 200 MB).
 var (
-	archivedBufferLimits = bufferLimits{MaxBytes: 4 << 20, MaxAge: 2 * time.Second, Archived: true}
+	archivedBufferLimits = bufferLimits{MaxBytes: 4 << 20, MaxAge: 1500 * time.Millisecond, Archived: true}
 	liveOnlyBufferLimits = bufferLimits{MaxBytes: 200 << 20, MaxAge: 5 * time.Minute}
 )
 
