@@ -317,3 +317,28 @@ func TestAppendClusterByFrame(t *testing.T) {
 		t.Errorf("out of range: %q, %v", out, err)
 	}
 }
+
+func TestTagValue(t *testing.T) {
+	t.Parallel()
+	tags := AppendTags(nil, SimpleTag{Name: "A", Value: "1"}, SimpleTag{Name: TagFragmentNumber, Value: "42",
+		Children: []SimpleTag{{Name: "NESTED", Value: "n"}}})
+	_, size, n, err := DecodeElementHeader(tags)
+	if err != nil || int(size) != len(tags)-n {
+		t.Fatalf("header: size %d, n %d, %v", size, n, err)
+	}
+	data := tags[n:]
+	for _, tc := range []struct {
+		name, want string
+		ok         bool
+	}{{TagFragmentNumber, "42", true}, {"A", "1", true}, {"NESTED", "n", true}, {"MISSING", "", false}} {
+		if v, ok := TagValue(data, tc.name); v != tc.want || ok != tc.ok {
+			t.Errorf("%s: %q, %v", tc.name, v, ok)
+		}
+	}
+	if _, ok := TagValue(data[:len(data)-1], "A"); ok {
+		t.Error("truncated Tags: found a value")
+	}
+	if _, _, _, err := DecodeElementHeader(tags[:2]); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("short header: %v", err)
+	}
+}

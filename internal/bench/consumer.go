@@ -129,7 +129,7 @@ func walkChunks(r io.Reader, delivered func(chunkInfo)) error {
 			if haveCluster {
 				haveCluster = false
 				delivered(c)
-			} else if n, ok := tagString(tags, mkv.TagFragmentNumber); ok {
+			} else if n, ok := mkv.TagValue(tags, mkv.TagFragmentNumber); ok {
 				c.number = n
 			}
 			continue
@@ -181,21 +181,6 @@ func walkCluster(br *bufio.Reader, size int64) (tc int64, frameBytes int, err er
 		size -= n
 	}
 	return tc, frameBytes, nil
-}
-
-// tagString returns the value of the first SimpleTag named name in a Tags element's data: the
-// TagString that follows its TagName (a short one, as KVS's tags are).
-func tagString(tags []byte, name string) (string, bool) {
-	i := bytes.Index(tags, []byte(name))
-	if i < 0 {
-		return "", false
-	}
-	b := tags[i+len(name):]
-	// TagString: ID 0x4487 and a 1-byte size.
-	if len(b) < 3 || b[0] != 0x44 || b[1] != 0x87 || b[2]&0x80 == 0 || len(b) < 3+int(b[2]&0x7f) {
-		return "", false
-	}
-	return string(b[3 : 3+int(b[2]&0x7f)]), true
 }
 
 func noEOF(err error) error {
