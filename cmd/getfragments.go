@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/openkvs/kvs/client"
+	"github.com/openkvs/kvs/internal/bufpool"
 	"github.com/openkvs/kvs/mkv"
 )
 
@@ -172,16 +173,53 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error
 				window = max(o.Parallel, min(window, int(windowBytes/avg)))
 			}
 		}
-		err := fetchInOrder(ctx, cl, stream, batches, o.Parallel, window, func(f *mkv.Fragment) error {
-			if err := write(f); err != nil {
-				return fmt.Errorf("writing: %w", err)
+		fetchBatch := func(ctx context.Context, numbers []string) ([]*mkv.Fragment, error) {
+			return fetchBatch(ctx, cl, stream, numbers)
+		}
+		err := fetchInOrder(ctx, batches, o.Parallel, window, fetchBatch, func(frags []*mkv.Fragment) error {
+			for _, f := range frags {
+				if err := write(f); err != nil {
+					return fmt.Errorf("writing: %w", err)
+				}
+				f.Release() // written: its memory serves a later fragment
+				bar.add(1)
 			}
-			f.Release() // written: its memory serves a later fragment
-			bar.add(1)
 			return nil
 		})
 		bar.finish()
 		return wrapAPI(err, "get-fragments %s", stream)
+	}
+	if o.OutDir == "" && o.Format == formatRaw {
+		// The chunks as the server sent them: nothing to parse or re-encode (rawchunks.go).
+		size := map[string]int64{}
+		for i, n := range numbers {
+			if sizes != nil {
+				size[n] = sizes[i]
+			}
+		}
+		return writeOutput(env, o.OutFile, "get-fragments "+stream, func(w io.Writer) error {
+			bar := newProgress(env.Stderr, int64(len(numbers)), false, "get-fragments "+stream)
+			batches := makeBatches(numbers, sizes, o.Parallel)
+			fetch := func(ctx context.Context, numbers []string) (rawBatch, error) {
+				var expect int64
+				for _, n := range numbers {
+					expect += size[n]
+				}
+				return fetchRawBatch(ctx, cl, stream, numbers, int(expect))
+			}
+			err := fetchInOrder(ctx, batches, o.Parallel, o.Parallel+1, fetch, func(b rawBatch) error {
+				defer bufpool.Put(b.buf)
+				for _, c := range b.chunks {
+					if _, err := w.Write(c); err != nil {
+						return fmt.Errorf("writing: %w", err)
+					}
+					bar.add(1)
+				}
+				return nil
+			})
+			bar.finish()
+			return wrapAPI(err, "get-fragments %s", stream)
+		})
 	}
 	if o.OutDir == "" {
 		return writeOutput(env, o.OutFile, "get-fragments "+stream, func(w io.Writer) error {
@@ -231,14 +269,14 @@ func makeBatches(numbers []string, sizes []int64, parallel int) [][]string {
 	return batches
 }
 
-// fetchInOrder fetches batches with up to parallel GetMediaForFragmentList requests and calls
-// emit for every fragment in order. At most window batches are held (fetched or being fetched,
+// fetchInOrder fetches batches with up to parallel GetMediaForFragmentList requests (fetch) and
+// calls emit for every batch in order. At most window batches are held (fetched or being fetched,
 // not yet written).
-func fetchInOrder(ctx context.Context, cl *client.Client, stream string, batches [][]string, parallel, window int,
-	emit func(*mkv.Fragment) error) error {
-	results := make([]chan []*mkv.Fragment, len(batches))
+func fetchInOrder[T any](ctx context.Context, batches [][]string, parallel, window int,
+	fetch func(context.Context, []string) (T, error), emit func(T) error) error {
+	results := make([]chan T, len(batches))
 	for i := range results {
-		results[i] = make(chan []*mkv.Fragment, 1)
+		results[i] = make(chan T, 1)
 	}
 	held := make(chan struct{}, window) // batches held, released when written
 	jobs := make(chan int)
@@ -262,27 +300,25 @@ func fetchInOrder(ctx context.Context, cl *client.Client, stream string, batches
 	for range parallel {
 		g.Go(func() error {
 			for i := range jobs {
-				frags, err := fetchBatch(gctx, cl, stream, batches[i])
+				b, err := fetch(gctx, batches[i])
 				if err != nil {
 					return err
 				}
-				results[i] <- frags
+				results[i] <- b
 			}
 			return nil
 		})
 	}
 	g.Go(func() error { // writer, in order
 		for i := range batches {
-			var frags []*mkv.Fragment
+			var b T
 			select {
-			case frags = <-results[i]:
+			case b = <-results[i]:
 			case <-gctx.Done():
 				return nil
 			}
-			for _, f := range frags {
-				if err := emit(f); err != nil {
-					return err
-				}
+			if err := emit(b); err != nil {
+				return err
 			}
 			<-held
 		}

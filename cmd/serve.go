@@ -297,6 +297,7 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	if err != nil {
 		return fmt.Errorf("server: %w", err)
 	}
+	ln = server.Listener(ln) // reads of up to 64 KiB, not net/http's 4 KiB
 	scheme := "http"
 	if tlsConfig != nil {
 		scheme = "https"

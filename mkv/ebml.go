@@ -56,6 +56,18 @@ func decodeHeader(b []byte) (id uint32, size int64, n int, err error) {
 	return id, int64(v), n, nil
 }
 
+// DecodeElementHeader decodes the EBML element header at the start of b: the element ID (with its
+// length marker, as the ID* constants), the data size in bytes (-1 for an unknown size) and n, the
+// header's length. When b ends inside the header it returns io.ErrUnexpectedEOF; an ID longer
+// than 4 bytes or a size longer than 8 bytes is an error.
+func DecodeElementHeader(b []byte) (id uint32, size int64, n int, err error) {
+	id, size, n, err = decodeHeader(b)
+	if err == errShort { //nolint:errorlint // our own sentinel, never wrapped
+		err = io.ErrUnexpectedEOF
+	}
+	return id, size, n, err
+}
+
 // ReadElementHeader reads one EBML element header from br: the element ID (with its length
 // marker, as the ID* constants), the data size in bytes (-1 for an unknown size) and n, the bytes
 // read. It reads no further than the header, so it does not wait for input beyond it. At the end

@@ -105,6 +105,21 @@ func (t *Track) parseField(id uint32, v []byte) error {
 
 const maxTagDepth = 32
 
+// TagValue returns the TagString of the first SimpleTag called name (nested ones included) in
+// tags, the data of a Tags element; false when there is none or tags does not parse.
+func TagValue(tags []byte, name string) (string, bool) {
+	parsed, err := parseTags(tags)
+	if err != nil {
+		return "", false
+	}
+	for i := range parsed {
+		if t := findTag(parsed[i].SimpleTags, name); t != nil {
+			return t.Value, true
+		}
+	}
+	return "", false
+}
+
 func parseTags(data []byte) ([]Tag, error) {
 	var tags []Tag
 	err := children(data, func(id uint32, v []byte) error {

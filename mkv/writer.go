@@ -333,45 +333,81 @@ func AppendCluster(b []byte, timecode int64, frames []Frame) ([]byte, error) {
 	if timecode < 0 {
 		return b, fmt.Errorf("cluster timecode %d: %w", timecode, ErrTimecodeRange)
 	}
-	size := int64(idLen(IDTimecode)+1) + int64(uintLen(uint64(timecode)))
+	var size int64
 	for i := range frames {
-		f := &frames[i]
-		// rel must fit an int16; written so that nothing overflows.
-		if f.Timecode < timecode+math.MinInt16 || f.Timecode-math.MaxInt16 > timecode {
-			return b, fmt.Errorf("frame %d timecode %d, cluster %d: %w", i, f.Timecode, timecode, ErrTimecodeRange)
+		if err := checkClusterFrame(timecode, &frames[i]); err != nil {
+			return b, fmt.Errorf("frame %d %w", i, err)
 		}
-		if f.Track >= 1<<56-1 {
-			return b, fmt.Errorf("frame %d: track number %d too large", i, f.Track)
-		}
-		size += frameElementSize(f)
+		size += frameElementSize(&frames[i])
 	}
-	b = slices.Grow(b, idLen(IDCluster)+8+int(size)) // one allocation, not one per doubling
-	b = AppendElementHeader(b, IDCluster, size)
-	b = AppendUint(b, IDTimecode, uint64(timecode))
+	b = slices.Grow(b, ClusterHeaderSize+int(size)) // one allocation, not one per doubling
+	b = AppendClusterHeader(b, timecode, size)
 	for i := range frames {
-		f := &frames[i]
-		rel := f.Timecode - timecode
-		if !inGroup(f) {
-			b = AppendElementHeader(b, IDSimpleBlock, blockSize(f))
-			b = appendBlock(b, f, rel, f.Keyframe)
-			continue
-		}
-		bs := blockSize(f)
-		b = AppendElementHeader(b, IDBlockGroup, blockGroupSize(f))
-		b = AppendElementHeader(b, IDBlock, bs)
-		b = appendBlock(b, f, rel, false)
-		if f.Duration > 0 {
-			b = AppendUint(b, IDBlockDuration, uint64(f.Duration))
-		}
-		if !f.Keyframe {
-			b = AppendInt(b, IDReferenceBlock, referenceBlock)
-		}
-		if f.DiscardPadding != 0 {
-			b = AppendInt(b, IDDiscardPadding, int64(f.DiscardPadding))
-		}
+		b = appendClusterFrame(b, timecode, &frames[i])
 	}
 	return b, nil
 }
+
+// ClusterHeaderSize is the most bytes AppendClusterHeader appends.
+const ClusterHeaderSize = 4 + 8 + 2 + 1 + 8
+
+// AppendClusterHeader appends the start of a known-size Cluster with the given timecode (ticks,
+// >= 0) whose frames, written by AppendClusterFrame, take framesSize bytes: its element header
+// and its Timecode. The header and then the frames are the bytes AppendCluster writes, so a
+// cluster can be built frame by frame as the frames arrive and its header put before them at the
+// end.
+func AppendClusterHeader(b []byte, timecode, framesSize int64) []byte {
+	size := int64(idLen(IDTimecode)+1) + int64(uintLen(uint64(timecode))) + framesSize
+	b = AppendElementHeader(b, IDCluster, size)
+	return AppendUint(b, IDTimecode, uint64(timecode))
+}
+
+// AppendClusterFrame appends f as it goes in a Cluster with the given timecode (see
+// AppendCluster and AppendClusterHeader). It returns ErrTimecodeRange, and b unchanged, when f's
+// timecode is not within int16 of the cluster's.
+func AppendClusterFrame(b []byte, clusterTimecode int64, f *Frame) ([]byte, error) {
+	if err := checkClusterFrame(clusterTimecode, f); err != nil {
+		return b, fmt.Errorf("frame %w", err)
+	}
+	return appendClusterFrame(b, clusterTimecode, f), nil
+}
+
+// checkClusterFrame checks what AppendCluster needs of a frame; its errors read after "frame".
+func checkClusterFrame(timecode int64, f *Frame) error {
+	// rel must fit an int16; written so that nothing overflows.
+	if f.Timecode < timecode+math.MinInt16 || f.Timecode-math.MaxInt16 > timecode {
+		return fmt.Errorf("timecode %d, cluster %d: %w", f.Timecode, timecode, ErrTimecodeRange)
+	}
+	if f.Track >= 1<<56-1 {
+		return fmt.Errorf("track number %d too large", f.Track)
+	}
+	return nil
+}
+
+func appendClusterFrame(b []byte, timecode int64, f *Frame) []byte {
+	rel := f.Timecode - timecode
+	if !inGroup(f) {
+		b = AppendElementHeader(b, IDSimpleBlock, blockSize(f))
+		return appendBlock(b, f, rel, f.Keyframe)
+	}
+	bs := blockSize(f)
+	b = AppendElementHeader(b, IDBlockGroup, blockGroupSize(f))
+	b = AppendElementHeader(b, IDBlock, bs)
+	b = appendBlock(b, f, rel, false)
+	if f.Duration > 0 {
+		b = AppendUint(b, IDBlockDuration, uint64(f.Duration))
+	}
+	if !f.Keyframe {
+		b = AppendInt(b, IDReferenceBlock, referenceBlock)
+	}
+	if f.DiscardPadding != 0 {
+		b = AppendInt(b, IDDiscardPadding, int64(f.DiscardPadding))
+	}
+	return b
+}
+
+// FrameElementSize is the most bytes AppendClusterFrame appends for f.
+func FrameElementSize(f *Frame) int { return int(frameElementSize(f)) }
 
 func appendBlock(b []byte, f *Frame, rel int64, key bool) []byte {
 	b = appendVint(b, f.Track)

@@ -280,3 +280,65 @@ func TestAppendEBMLHeaderDocTypes(t *testing.T) {
 		}
 	}
 }
+
+// TestAppendClusterByFrame: a cluster built frame by frame (AppendClusterFrame, then
+// AppendClusterHeader before the frames) is byte for byte AppendCluster's, SimpleBlocks and
+// BlockGroups alike; a frame out of the cluster's int16 range is refused and b left as it was.
+func TestAppendClusterByFrame(t *testing.T) {
+	t.Parallel()
+	frames := []Frame{
+		{Track: 1, Timecode: 5000, Keyframe: true, Data: bytes.Repeat([]byte{7}, 70_000)},
+		{Track: 2, Timecode: 4990, Duration: 21, Data: []byte{1, 2, 3}},
+		{Track: 1, Timecode: 5033, Data: []byte{4}},
+		{Track: 200, Timecode: 5040, DiscardPadding: 9, Keyframe: true, Data: []byte{5, 6}},
+	}
+	want, err := AppendCluster(nil, 5000, frames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body []byte
+	for i := range frames {
+		n := len(body)
+		if body, err = AppendClusterFrame(body, 5000, &frames[i]); err != nil {
+			t.Fatal(err)
+		}
+		if len(body)-n > FrameElementSize(&frames[i]) {
+			t.Errorf("frame %d: %d bytes, FrameElementSize says %d", i, len(body)-n, FrameElementSize(&frames[i]))
+		}
+	}
+	got := AppendClusterHeader(nil, 5000, int64(len(body)))
+	if len(got) > ClusterHeaderSize {
+		t.Errorf("cluster header of %d bytes, ClusterHeaderSize %d", len(got), ClusterHeaderSize)
+	}
+	if got = append(got, body...); !bytes.Equal(got, want) {
+		t.Errorf("built frame by frame:\n%x\nAppendCluster:\n%x", got[:64], want[:64])
+	}
+	if out, err := AppendClusterFrame([]byte("x"), 5000, &Frame{Track: 1, Timecode: 5000 + math.MaxInt16 + 1}); !errors.Is(err, ErrTimecodeRange) || string(out) != "x" {
+		t.Errorf("out of range: %q, %v", out, err)
+	}
+}
+
+func TestTagValue(t *testing.T) {
+	t.Parallel()
+	tags := AppendTags(nil, SimpleTag{Name: "A", Value: "1"}, SimpleTag{Name: TagFragmentNumber, Value: "42",
+		Children: []SimpleTag{{Name: "NESTED", Value: "n"}}})
+	_, size, n, err := DecodeElementHeader(tags)
+	if err != nil || int(size) != len(tags)-n {
+		t.Fatalf("header: size %d, n %d, %v", size, n, err)
+	}
+	data := tags[n:]
+	for _, tc := range []struct {
+		name, want string
+		ok         bool
+	}{{TagFragmentNumber, "42", true}, {"A", "1", true}, {"NESTED", "n", true}, {"MISSING", "", false}} {
+		if v, ok := TagValue(data, tc.name); v != tc.want || ok != tc.ok {
+			t.Errorf("%s: %q, %v", tc.name, v, ok)
+		}
+	}
+	if _, ok := TagValue(data[:len(data)-1], "A"); ok {
+		t.Error("truncated Tags: found a value")
+	}
+	if _, _, _, err := DecodeElementHeader(tags[:2]); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("short header: %v", err)
+	}
+}

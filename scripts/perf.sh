@@ -2,7 +2,8 @@
 # perf.sh reproduces the figures of the README's Performance section, each next to its reference,
 # with the load average at the time of each measurement. Run from the repository root:
 #
-#   scripts/perf.sh                 # everything (about 17 minutes; scripts/perf-images.sh alone: GetImages)
+#   scripts/perf.sh                 # everything (about 18 minutes; scripts/perf-images.sh alone: GetImages;
+#                                   # scripts/perf-curves.sh: server CPU and RSS against streams and bitrate)
 #   KVS_PERF_STREAMS="200" KVS_PERF_DURATION=30s KVS_PERF_RUNS=3 scripts/perf.sh
 #
 # put-media, its ffmpeg reference and get-fragments run KVS_PERF_RUNS times each (default 5,
@@ -101,6 +102,31 @@ for i in $(seq "$RUNS"); do
 done
 GET=$(median <"$WORK/get.times")
 say "kvs get-fragments: median ${GET} s for $STORED bytes ($(awk -v n="$STORED" -v s="$GET" 'BEGIN { printf "%.0f", n / 1e6 / s }') MB/s); runs: $(tr '\n' ' ' <"$WORK/get.times")"
+
+# To a file next to cp of the same bytes (the first get-fragments' output), alternating.
+echo "== $RUNS × (kvs get-fragments --parallel 8 --format raw -o FILE) and $RUNS × (cp of that file)"
+"$KVS" --endpoint "$URL" get-fragments --stream-name perf1 --parallel 8 --format raw -o "$WORK/frags.ref"
+: >"$WORK/getfile.times"
+: >"$WORK/cp.times"
+for i in $(seq "$RUNS"); do
+	rm -f "$WORK/frags.out"
+	sync
+	t0=$(now)
+	"$KVS" --endpoint "$URL" get-fragments --stream-name perf1 --parallel 8 --format raw -o "$WORK/frags.out"
+	t1=$(now)
+	secs "$t0" "$t1" >>"$WORK/getfile.times"
+	rm -f "$WORK/frags.out"
+	sync
+	t0=$(now)
+	cp "$WORK/frags.ref" "$WORK/frags.out"
+	t1=$(now)
+	secs "$t0" "$t1" >>"$WORK/cp.times"
+done
+GETF=$(median <"$WORK/getfile.times")
+CP=$(median <"$WORK/cp.times")
+say "cp of the same bytes:      median ${CP} s; runs: $(tr '\n' ' ' <"$WORK/cp.times")"
+say "kvs get-fragments to FILE: median ${GETF} s, $(ratio "$GETF" "$CP")x cp; runs: $(tr '\n' ' ' <"$WORK/getfile.times")"
+rm -f "$WORK/frags.ref" "$WORK/frags.out"
 stop_server
 
 echo "== ListFragments: 1000-result time range over 1 M fragments (FS store, through HTTP)"
@@ -118,6 +144,10 @@ KVS_PERF_DIR="$WORK" KVS_PERF_RUNS="$RUNS" "$(dirname "$0")/perf-images.sh"
 echo "== Go benchmarks: PutMedia handler, GetMedia fan-out, store appends, mkv"
 go test -count 1 -run '^$' -bench 'PutMedia|GetMediaFanout' -benchmem ./server/ | grep Benchmark
 say "(server)"
+# Server CPU per GB of bulk ingest (200 MB, 40 fragments) next to a bare HTTP handler writing the
+# same body to a file with fdatasync, each in a child process, alternating (kvs/ref is the ratio).
+go test -count 1 -run '^$' -bench 'IngestCPU' -benchtime "${RUNS}x" ./server/ | grep Benchmark
+say "(ingest CPU vs reference handler)"
 go test -count 1 -run '^$' -bench 'Append|DiskFdatasync' -benchmem ./server/store/ | grep Benchmark
 say "(store)"
 go test -count 1 -run '^$' -bench . -benchmem ./mkv/ | grep Benchmark

@@ -34,17 +34,17 @@ type liveFragment struct {
 	// but is not archived, and the archived-media APIs do not list it.
 	failed atomic.Bool
 
-	refs   atomic.Int32
-	pooled bool // Chunk is from bufpool: the last release puts it back (else the GC takes it)
+	refs atomic.Int32
+	pool []byte // bufpool memory holding Chunk: the last release puts it back (nil: the GC takes Chunk)
 }
 
 // release drops a reference to Chunk; the last one hands the memory back to the buffer pool. It
 // does nothing on a nil fragment.
 func (f *liveFragment) release() {
-	if f == nil || f.refs.Add(-1) != 0 || !f.pooled {
+	if f == nil || f.refs.Add(-1) != 0 || f.pool == nil {
 		return
 	}
-	bufpool.Put(f.Chunk)
+	bufpool.Put(f.pool)
 }
 
 // bufferLimits bound one stream's in-memory buffer. Whichever limit is reached first evicts the
@@ -58,12 +58,15 @@ type bufferLimits struct {
 }
 
 // Defaults: a stream that keeps data on disk needs only a short window in memory for live tailing
-// (slower readers fall back to the store, which serves recent fragments from the page cache): 5 s
-// or 4 MiB (a 20 s kvs bench of 200 streams peaked at 824 MB RSS with it, 1139 MB with 30 s /
-// 16 MiB, the extra being freshly faulted memory). A retention-0 stream has nothing else, so it gets
-// the window KVS documents for its live buffer (about 5 minutes, 200 MB).
+// (slower readers fall back to the store, which serves recent fragments from the page cache):
+// 1.5 s or 4 MiB, so the newest two fragments of 1 s. The buffer is most of the server's memory:
+// a 20 s kvs bench of 200 streams peaked at 824 MB RSS with 5 s, 1139 MB with 30 s / 16 MiB; at
+// 500 streams the live heap was 758 MB with 5 s (the buffers 1.25 MB a stream at 2 Mbit/s); at
+// 1000 streams peak RSS was 1.55 MB a stream with 2 s, 1.36-1.42 MB with 1.5 s. A retention-0
+// stream has nothing else, so it gets the window KVS documents for its live buffer (about 5
+// minutes, 200 MB).
 var (
-	archivedBufferLimits = bufferLimits{MaxBytes: 4 << 20, MaxAge: 5 * time.Second, Archived: true}
+	archivedBufferLimits = bufferLimits{MaxBytes: 4 << 20, MaxAge: 1500 * time.Millisecond, Archived: true}
 	liveOnlyBufferLimits = bufferLimits{MaxBytes: 200 << 20, MaxAge: 5 * time.Minute}
 )
 

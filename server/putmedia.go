@@ -363,6 +363,7 @@ type persistJob struct {
 	timecode int64
 	meta     store.FragmentMeta
 	chunk    []byte
+	buf      []byte    // pooled memory holding chunk (putParser.chunk)
 	received time.Time // when it was RECEIVED (kvs_persisted_ack_seconds)
 }
 
@@ -473,7 +474,7 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 		// store and published. The buffer keeps it until it is durable (unsynced), so a reader
 		// that falls back to the store never finds a hole that is not one. If the append fails,
 		// the fragment was seen live but is not in the archive: readers from the store skip the gap.
-		lf := &liveFragment{Meta: job.meta, Timecode: job.timecode, Chunk: job.chunk, Published: time.Now(), pooled: true}
+		lf := &liveFragment{Meta: job.meta, Timecode: job.timecode, Chunk: job.chunk, Published: time.Now(), pool: job.buf}
 		lf.refs.Store(1) // the session's, until the store has the bytes
 		lf.unsynced.Store(true)
 		p.m.publish(p.name, p.buf, lf)

@@ -5,6 +5,7 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"time"
@@ -33,9 +34,11 @@ type putParser struct {
 	timecode    int64 // raw cluster timecode
 	clusterNS   int64 // cluster timecode × scale
 	serverTime  time.Time
-	frames      []mkv.Frame
-	offsets     []int
-	arena       []byte
+	frames      []mkv.Frame // without their Data, which is in arena
+	arena       []byte      // headroom bytes (for the chunk's start), then the Cluster's frames
+	headroom    int
+	prefix      []byte // the chunk's start, built at finish
+	prevBody    int    // the previous fragment's frames, in bytes (the next arena's size)
 	size        int64
 	firstNS     int64
 	sawVideo    bool
@@ -150,6 +153,8 @@ func isBlock(err error) bool {
 
 // abandon gives up the open fragment: its number is never used.
 func (ps *putParser) abandon() {
+	bufpool.Put(ps.arena)
+	ps.arena = nil
 	ps.open = false
 	ps.p.setFragOpen(false)
 	ps.p.buf.seq.done(ps.number)
@@ -243,10 +248,17 @@ func (ps *putParser) openFragment(timecode int64) *ackErr {
 	ps.open, ps.number = true, n
 	ps.timecode, ps.clusterNS = timecode, clusterNS
 	ps.serverTime = p.m.s.cfg.Now()
-	ps.frames, ps.offsets, ps.arena = ps.frames[:0], ps.offsets[:0], ps.arena[:0]
+	ps.frames = ps.frames[:0]
 	ps.size, ps.sawVideo, ps.last = 0, false, ps.last[:0]
 	ps.fragTags, ps.fragTagSize = ps.producerTags, ps.producerTagBytes
 	ps.producerTags, ps.producerTagBytes = nil, 0
+	// The frames go into the arena as the Cluster's children as they arrive, after room for
+	// the chunk's start (chunk), so that the arena becomes the stored chunk without a copy.
+	ps.headroom = int(ps.fragTagSize) + chunkStartRoom
+	for i := range ps.tracks {
+		ps.headroom += len(ps.tracks[i].CodecPrivate) + 64
+	}
+	ps.arena = bufpool.Get(ps.headroom + max(ps.prevBody+ps.prevBody/64, minArena))[:ps.headroom]
 	tc := timecode
 	p.ack(ackBuffering, &tc, n, nil)
 	return nil
@@ -261,8 +273,15 @@ func (ps *putParser) nanos(ticks int64) (int64, bool) {
 	return ticks * scale, true
 }
 
-// minArena is the first capacity of a session's frame arena: a second of 2 Mbit/s video.
+// minArena is the least capacity of a fragment's arena (frames), which is otherwise the size of
+// the previous fragment and 1/64 (a 250 kB fragment stays in bufpool's 256 KiB class): a
+// second of 2 Mbit/s video.
 const minArena = 256 << 10
+
+// chunkStartRoom, with 64 bytes and the CodecPrivate of each track and the producer's tags, is the
+// room the arena keeps ahead of the frames for the chunk's start (EBML header, Segment, Info,
+// Tracks, Tags, the Cluster's header): about 300 bytes and the tracks' for a KVS producer.
+const chunkStartRoom = 512 + mkv.ClusterHeaderSize
 
 func (ps *putParser) frame(f *mkv.Frame) *ackErr {
 	var track *mkv.Track
@@ -297,14 +316,18 @@ func (ps *putParser) frame(f *mkv.Frame) *ackErr {
 	if ps.size+ps.fragTagSize > ps.p.m.maxFragmentSize {
 		return ps.fragErr(4001, "fragment at timecode %d is over %d bytes", ps.timecode, ps.p.m.maxFragmentSize)
 	}
-	ps.offsets = append(ps.offsets, len(ps.arena))
-	if cap(ps.arena) == 0 {
-		ps.arena = bufpool.Get(minArena)
+	if need := mkv.FrameElementSize(f); cap(ps.arena)-len(ps.arena) < need {
+		// Sized from the previous fragment, the arena grows only when a fragment is larger, by a
+		// quarter: it becomes the chunk, which the live buffer holds for seconds.
+		nb := append(bufpool.Get(len(ps.arena)+max(need, len(ps.arena)/4)), ps.arena...)
+		bufpool.Put(ps.arena)
+		ps.arena = nb
 	}
-	// Grown by doubling (bufpool.Grow), not append's 1.25× for large slices: when a fleet of
-	// producers (re)connects at once, every session grows its arena in the same second. Frames
-	// hold offsets into the arena, not slices, until finish.
-	ps.arena = append(bufpool.Grow(ps.arena, len(f.Data)), f.Data...)
+	var err error
+	ps.arena, err = mkv.AppendClusterFrame(ps.arena, ps.timecode, f)
+	if err != nil {
+		return ps.fragErr(4006, "fragment at timecode %d: %v", ps.timecode, err)
+	}
 	fr := *f
 	fr.Data = nil
 	ps.frames = append(ps.frames, fr)
@@ -324,13 +347,6 @@ func (ps *putParser) frame(f *mkv.Frame) *ackErr {
 // finish completes the open fragment: RECEIVED, the stored chunk, and the hand-off.
 func (ps *putParser) finish() *ackErr {
 	p := ps.p
-	for i := range ps.frames {
-		end := len(ps.arena)
-		if i+1 < len(ps.offsets) {
-			end = ps.offsets[i+1]
-		}
-		ps.frames[i].Data = ps.arena[ps.offsets[i]:end:end]
-	}
 	frag := mkv.Fragment{DocType: ps.docType, TimecodeScale: ps.scale, Tracks: ps.tracks, Timecode: ps.timecode, Frames: ps.frames}
 	producer := ps.clusterNS
 	if ps.relative() {
@@ -347,10 +363,12 @@ func (ps *putParser) finish() *ackErr {
 		ProducerTime: time.Unix(0, producer).UTC().Truncate(time.Millisecond),
 		Duration:     time.Duration(frag.Duration() * int64(ps.scale)),
 	}
-	chunk, err := ps.chunk(&frag, meta)
+	chunk, buf, err := ps.chunk(&frag, meta)
 	if err != nil {
 		return ps.fragErr(4006, "fragment at timecode %d: %v", ps.timecode, err)
 	}
+	ps.prevBody = len(ps.arena) - ps.headroom
+	ps.arena = nil // it is the chunk now
 	meta.Size = int64(len(chunk))
 	tc := ps.timecode
 	p.ack(ackReceived, &tc, ps.number, nil)
@@ -361,15 +379,15 @@ func (ps *putParser) finish() *ackErr {
 	ps.havePrev, ps.prevClusterNS = true, ps.clusterNS
 	ps.prevLast = append(ps.prevLast[:0], ps.last...)
 	select {
-	case ps.jobs <- persistJob{timecode: ps.timecode, meta: meta, chunk: chunk, received: received}:
+	case ps.jobs <- persistJob{timecode: ps.timecode, meta: meta, chunk: chunk, buf: buf, received: received}:
 	case <-p.ctx.Done():
 		p.buf.seq.done(ps.number)
 	}
 	return nil
 }
 
-// release gives the frame arena back to the buffer pool once the body is parsed (every fragment
-// was copied into its chunk by then).
+// release gives the arena of a fragment left open back to the buffer pool once the body is
+// parsed.
 func (ps *putParser) release() {
 	bufpool.Put(ps.arena)
 	ps.arena = nil
@@ -379,16 +397,17 @@ func (ps *putParser) relative() bool { return ps.p.relative }
 
 // chunk builds the stored form of a fragment (kvs-api.md §6.1, §10): EBML header, unknown-size
 // Segment, Info, Tracks, the producer's Tags for this fragment, the KVS Tags (fragment number,
-// server and producer timestamps) and one known-size Cluster with the frames as received. It is
-// one buffer (sized ahead, from the buffer pool) and never changes while referenced: the live
-// buffer and its readers share it (see liveFragment).
-func (ps *putParser) chunk(f *mkv.Fragment, meta store.FragmentMeta) ([]byte, error) {
-	size := len(ps.arena) + 24*len(ps.frames) + 512 + int(ps.fragTagSize)
-	for i := range ps.tracks {
-		size += len(ps.tracks[i].CodecPrivate) + 64
+// server and producer timestamps) and one known-size Cluster with the frames as received. The
+// frames are in the arena already, after its headroom: the start goes right before them, so the
+// chunk is the arena's tail, and buf the pooled memory that holds it (the whole arena; a new
+// buffer in the rare case that the start outgrew the headroom). The chunk never changes while
+// referenced: the live buffer and its readers share it (see liveFragment), and the last of them
+// gives buf back to the pool.
+func (ps *putParser) chunk(f *mkv.Fragment, meta store.FragmentMeta) (chunk, buf []byte, err error) {
+	if f.Timecode < 0 {
+		return nil, nil, fmt.Errorf("cluster timecode %d: %w", f.Timecode, mkv.ErrTimecodeRange)
 	}
-	b := bufpool.Get(size) // back to the pool when the last reference goes (liveFragment.release)
-	b = mkv.AppendEBMLHeader(b, f.DocType)
+	b := mkv.AppendEBMLHeader(ps.prefix[:0], f.DocType)
 	b = mkv.AppendSegmentStart(b)
 	b = mkv.AppendInfo(b, f.TimecodeScale, "")
 	b = mkv.AppendTracks(b, f.Tracks)
@@ -396,5 +415,14 @@ func (ps *putParser) chunk(f *mkv.Fragment, meta store.FragmentMeta) ([]byte, er
 		b = mkv.AppendTags(b, ps.fragTags...)
 	}
 	b = mkv.AppendTags(b, kvsTags(meta)...)
-	return mkv.AppendCluster(b, f.Timecode, f.Frames)
+	frames := ps.arena[ps.headroom:]
+	b = mkv.AppendClusterHeader(b, f.Timecode, int64(len(frames)))
+	ps.prefix = b
+	if start := ps.headroom - len(b); start >= 0 {
+		copy(ps.arena[start:], b)
+		return ps.arena[start:], ps.arena, nil
+	}
+	out := append(append(bufpool.Get(len(b)+len(frames)), b...), frames...)
+	bufpool.Put(ps.arena)
+	return out, out, nil
 }

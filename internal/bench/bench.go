@@ -14,8 +14,15 @@
 //   - delivery latency: the same instant → the consumer has read the whole GetMedia chunk
 //     (through the trailing Tags that follow the Cluster).
 //
-// The consumer is a minimal EBML walker that reads only element headers and the cluster timecode
-// and discards the frame bytes, so that measuring costs little CPU next to the server under test.
+// The consumer is a minimal EBML walker that reads only element headers, the Tags and the cluster
+// timecode and discards the frame bytes, so that measuring costs little CPU next to the server
+// under test; it still counts every frame byte against its chunk, and each chunk's fragment
+// number tag and frame bytes must be those of the fragment with its timecode (from its acks and
+// what was sent), else the run counts an error.
+//
+// The producers are paced by a few goroutines (shards), each writing the frames of its streams
+// as they fall due on hand-written HTTP/1.1 requests, one writev per frame: what the generator
+// spends is then mostly those write syscalls, as a camera's.
 package bench
 
 import (
@@ -23,7 +30,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -120,9 +126,14 @@ func (c Config) Validate() error {
 // fragRecord is what one stream knows about one fragment; times are zero until they happen.
 type fragRecord struct {
 	size      int
+	number    string // from its acks
 	lastByte  time.Time
 	persisted time.Time
 	delivered time.Time
+	// What the consumer found in the chunk with the fragment's timecode: its fragment number
+	// tag and its frames' size, which must be the fragment's own.
+	deliveredNumber string
+	deliveredBytes  int
 }
 
 type stream struct {
@@ -141,9 +152,9 @@ type stream struct {
 	done  chan struct{} // closed when produce has ended
 	got   chan struct{} // receives when a fragment was delivered (1 slot)
 
-	pw          *io.PipeWriter // the PutMedia request body (connect)
-	acksDone    chan struct{}  // closed when the PutMedia response has been read
-	connectTime time.Duration  // request sent → 200 response (connect)
+	conn        net.Conn      // the PutMedia request (connect)
+	acksDone    chan struct{} // closed when the PutMedia response has been read
+	connectTime time.Duration // request sent → 200 response (connect)
 }
 
 type run struct {
@@ -251,12 +262,11 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	t0 := time.Now().Add(100 * time.Millisecond)
 	r.t0 = t0
 	cfg.Log("streaming: %d streams × %d fragments of %v at %s", len(connected), nFrags, cfg.FragmentDuration, FormatBitrate(cfg.Bitrate))
-	var producers sync.WaitGroup
-	for i, s := range connected {
-		start := t0.Add(time.Duration(int64(cfg.FragmentDuration) * int64(i) / int64(len(connected))))
-		producers.Go(func() { s.produce(runCtx, start, nFrags) })
+	starts := make([]time.Time, len(connected))
+	for i := range connected {
+		starts[i] = t0.Add(time.Duration(int64(cfg.FragmentDuration) * int64(i) / int64(len(connected))))
 	}
-	producers.Wait()
+	r.produceAll(runCtx, connected, starts, nFrags)
 	cfg.Log("producers done; waiting up to %v for deliveries", cfg.DrainTimeout)
 	if !cfg.NoConsumers {
 		deadline := time.NewTimer(cfg.DrainTimeout)

@@ -3,8 +3,10 @@ package bench
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -101,7 +103,7 @@ func TestWalkChunks(t *testing.T) {
 		in = mkv.AppendSegmentStart(in)
 		in = mkv.AppendInfo(in, mkv.DefaultTimecodeScale, "")
 		in = mkv.AppendTracks(in, tracks)
-		in = mkv.AppendTags(in, mkv.SimpleTag{Name: mkv.TagFragmentNumber, Value: "1"})
+		in = mkv.AppendTags(in, mkv.SimpleTag{Name: mkv.TagFragmentNumber, Value: fmt.Sprint(tc * 7)})
 		var err error
 		in, err = mkv.AppendCluster(in, tc, []mkv.Frame{{Track: 1, Timecode: tc, Keyframe: true, Data: make([]byte, 70000)},
 			{Track: 1, Timecode: tc + 33, Data: make([]byte, 100)}})
@@ -110,20 +112,22 @@ func TestWalkChunks(t *testing.T) {
 		}
 		in = mkv.AppendTags(in, mkv.SimpleTag{Name: mkv.TagContinuationToken, Value: "1"})
 	}
-	var got []int64
-	if err := walkChunks(bytes.NewReader(in), func(tc int64) { got = append(got, tc) }); err != nil {
+	var got []chunkInfo
+	if err := walkChunks(bytes.NewReader(in), func(c chunkInfo) { got = append(got, c) }); err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 3 || got[0] != 1000 || got[1] != 2000 || got[2] != 300000 {
-		t.Errorf("got %v", got)
+	// Frames of 70000 and 100 bytes: the consumer counts every byte against its fragment.
+	want := []chunkInfo{{1000, "7000", 70100}, {2000, "14000", 70100}, {300000, "2100000", 70100}}
+	if !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
 	}
 	in = mkv.AppendEBMLHeader(in, "matroska")
 	in = mkv.AppendSegmentStart(in)
 	in = mkv.AppendTags(in, mkv.SimpleTag{Name: mkv.TagErrorID, Value: "4000"})
-	if err := walkChunks(bytes.NewReader(in), func(int64) {}); !errors.Is(err, errChunk) {
+	if err := walkChunks(bytes.NewReader(in), func(chunkInfo) {}); !errors.Is(err, errChunk) {
 		t.Errorf("error chunk: %v", err)
 	}
-	if err := walkChunks(bytes.NewReader(in[:len(in)/2]), func(int64) {}); err == nil {
+	if err := walkChunks(bytes.NewReader(in[:len(in)/2]), func(chunkInfo) {}); err == nil {
 		t.Error("truncated input: no error")
 	}
 }
@@ -161,7 +165,8 @@ func TestResultWarmup(t *testing.T) {
 		if i < 4 { // sent in the first 5 s: slow, as a server warming up is
 			lat = 2 * time.Second
 		}
-		s.frags[int64(i)] = &fragRecord{size: 1000, lastByte: sent, persisted: sent.Add(lat), delivered: sent.Add(lat / 2)}
+		s.frags[int64(i)] = &fragRecord{size: 1000, number: fmt.Sprint(i + 1), lastByte: sent, persisted: sent.Add(lat), delivered: sent.Add(lat / 2),
+			deliveredNumber: fmt.Sprint(i + 1), deliveredBytes: 1000}
 	}
 	res := r.result([]*stream{s})
 	if res.Fragments != 10 || res.Delivered != 10 || res.Bytes != 10000 || res.Errors != 0 {
@@ -173,5 +178,11 @@ func TestResultWarmup(t *testing.T) {
 	r.cfg.Warmup = 0
 	if res := r.result([]*stream{s}); res.PersistedAck.Max != 2000 {
 		t.Errorf("without warm-up: max %v ms, want 2000", res.PersistedAck.Max)
+	}
+	// A chunk that is another fragment's, or short of bytes, is an error.
+	s.frags[3].deliveredNumber = "9"
+	s.frags[4].deliveredBytes = 999
+	if res := r.result([]*stream{s}); res.Errors != 2 || res.ErrorsByKind["get-media-wrong-fragment-number"] != 1 || res.ErrorsByKind["get-media-wrong-size"] != 1 {
+		t.Errorf("mismatched chunks: errors %v", res.ErrorsByKind)
 	}
 }

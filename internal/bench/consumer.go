@@ -55,11 +55,12 @@ func (s *stream) consume(ctx context.Context, ready chan<- error) {
 		return
 	}
 	ready <- nil
-	err = walkChunks(resp.Body, func(tc int64) {
+	err = walkChunks(resp.Body, func(c chunkInfo) {
 		now := time.Now()
 		s.mu.Lock()
-		if rec := s.frags[tc]; rec != nil && rec.delivered.IsZero() {
+		if rec := s.frags[c.timecode]; rec != nil && rec.delivered.IsZero() {
 			rec.delivered = now
+			rec.deliveredNumber, rec.deliveredBytes = c.number, c.frameBytes
 		}
 		s.mu.Unlock()
 		select {
@@ -74,14 +75,23 @@ func (s *stream) consume(ctx context.Context, ready chan<- error) {
 
 var errChunk = errors.New("GetMedia error chunk")
 
+// chunkInfo is what the consumer checks of one delivered chunk.
+type chunkInfo struct {
+	timecode   int64  // the Cluster's
+	number     string // the chunk's AWS_KINESISVIDEO_FRAGMENT_NUMBER tag
+	frameBytes int    // the frames' bytes (SimpleBlock payloads) in its Cluster
+}
+
 // walkChunks reads a GetMedia response (concatenated MKV documents, one per fragment) and calls
-// delivered with the cluster timecode once a chunk has been read through the Tags that follow its
-// Cluster. It reads element headers only: frame bytes are discarded unparsed.
-func walkChunks(r io.Reader, delivered func(tc int64)) error {
+// delivered once a chunk has been read through the Tags that follow its Cluster, with the
+// fragment number of its Tags, its cluster timecode and the size of its frames, so that every
+// delivered byte is counted against the fragment that sent it. It reads element headers only:
+// frame bytes are discarded unparsed.
+func walkChunks(r io.Reader, delivered func(chunkInfo)) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	var tags []byte
 	haveCluster := false
-	var tc int64
+	var c chunkInfo
 	for {
 		id, size, _, err := mkv.ReadElementHeader(br)
 		if err != nil {
@@ -95,11 +105,12 @@ func walkChunks(r io.Reader, delivered func(tc int64)) error {
 			continue // descend
 		case mkv.IDEBML:
 			haveCluster = false
+			c = chunkInfo{}
 		case mkv.IDCluster:
 			if size < 0 {
 				return errors.New("unknown-size cluster in a GetMedia chunk")
 			}
-			if tc, err = clusterTimecode(br, size); err != nil {
+			if c.timecode, c.frameBytes, err = walkCluster(br, size); err != nil {
 				return err
 			}
 			haveCluster = true
@@ -117,7 +128,9 @@ func walkChunks(r io.Reader, delivered func(tc int64)) error {
 			}
 			if haveCluster {
 				haveCluster = false
-				delivered(tc)
+				delivered(c)
+			} else if n, ok := mkv.TagValue(tags, mkv.TagFragmentNumber); ok {
+				c.number = n
 			}
 			continue
 		}
@@ -130,35 +143,44 @@ func walkChunks(r io.Reader, delivered func(tc int64)) error {
 	}
 }
 
-// clusterTimecode reads a known-size Cluster's children, returns its Timecode and leaves the
-// reader after the Cluster.
-func clusterTimecode(br *bufio.Reader, size int64) (int64, error) {
-	var tc int64
+// walkCluster reads a known-size Cluster's children, returns its Timecode and the size of its
+// SimpleBlocks' frames, and leaves the reader after the Cluster.
+func walkCluster(br *bufio.Reader, size int64) (tc int64, frameBytes int, err error) {
 	for size > 0 {
 		id, n, hdr, err := mkv.ReadElementHeader(br)
 		if err != nil {
-			return 0, noEOF(err)
+			return 0, 0, noEOF(err)
 		}
 		size -= int64(hdr)
 		if n < 0 || n > size {
-			return 0, errors.New("bad cluster child size")
+			return 0, 0, errors.New("bad cluster child size")
 		}
-		if id == mkv.IDTimecode {
+		switch id {
+		case mkv.IDTimecode:
 			var v uint64
 			for range n {
 				c, err := br.ReadByte()
 				if err != nil {
-					return 0, noEOF(err)
+					return 0, 0, noEOF(err)
 				}
 				v = v<<8 | uint64(c)
 			}
 			tc = int64(v)
-		} else if _, err := br.Discard(int(n)); err != nil {
-			return 0, noEOF(err)
+		case mkv.IDSimpleBlock:
+			// Track number (a 1-byte vint for tracks below 127), 2-byte timecode, flags.
+			if b, err := br.Peek(1); err != nil || b[0]&0x80 == 0 || n < 4 {
+				return 0, 0, errors.New("bad SimpleBlock")
+			}
+			frameBytes += int(n) - 4
+			fallthrough
+		default:
+			if _, err := br.Discard(int(n)); err != nil {
+				return 0, 0, noEOF(err)
+			}
 		}
 		size -= n
 	}
-	return tc, nil
+	return tc, frameBytes, nil
 }
 
 func noEOF(err error) error {

@@ -93,6 +93,12 @@ func (r *run) result(streams []*stream) Result {
 			if f.delivered.IsZero() {
 				res.ErrorsByKind["not-delivered"]++
 			} else {
+				if f.deliveredNumber != f.number {
+					res.ErrorsByKind["get-media-wrong-fragment-number"]++
+				}
+				if f.deliveredBytes != f.size {
+					res.ErrorsByKind["get-media-wrong-size"]++
+				}
 				res.Delivered++
 				d := ms(f.delivered.Sub(f.lastByte))
 				if measured(f) {

@@ -115,7 +115,7 @@ func (s *FS) write(st *fsStream, stream string, meta FragmentMeta, data []byte) 
 	off := seg.size
 	_, err = seg.f.WriteAt(h.encode(make([]byte, 0, recordHeaderSize)), off)
 	if err == nil {
-		_, err = seg.f.WriteAt(data, off+recordHeaderSize)
+		err = writeAtInPieces(seg.f, data, off+recordHeaderSize)
 	}
 	if err != nil {
 		// Leave no partial record behind if we can; either way, never write here again.
@@ -138,6 +138,24 @@ func (s *FS) write(st *fsStream, stream string, meta FragmentMeta, data []byte) 
 	}
 	s.queue <- req
 	return req, nil
+}
+
+// writePiece is the most one write syscall copies to the page cache. On Linux (6.x, ext4) one
+// pwrite of 5 MB cost 2.4 s of CPU per GB written where pwrites of 1-2 MiB cost 0.35 s (measured
+// on this project's VM, alternating, the same buffer and fdatasync per 5 MB); a record is a whole
+// fragment, megabytes at high bitrates.
+const writePiece = 1 << 20
+
+// writeAtInPieces writes b at off in writePiece pieces.
+func writeAtInPieces(f *os.File, b []byte, off int64) error {
+	for len(b) > 0 {
+		n := min(len(b), writePiece)
+		if _, err := f.WriteAt(b[:n], off); err != nil {
+			return err
+		}
+		b, off = b[n:], off+int64(n)
+	}
+	return nil
 }
 
 // segmentFor returns the segment the next record of recLen bytes goes to, rolling over when the
@@ -281,6 +299,7 @@ func syncBatch(batch []*appendRequest, m *fsMetrics) int {
 func (s *FS) indexLoop() {
 	defer s.wg.Done()
 	var next *syncingBatch
+	var pace commitPacer
 	for {
 		sb := next
 		next = nil
@@ -292,6 +311,7 @@ func (s *FS) indexLoop() {
 		}
 		<-sb.done
 		reqs := sb.reqs
+		pace.wait(reqs)
 	more:
 		for len(reqs) < maxBatch {
 			select {
@@ -313,6 +333,37 @@ func (s *FS) indexLoop() {
 		s.statBatches.Add(1)
 		s.indexBatch(reqs)
 	}
+}
+
+// commitPacer spaces index commits by commitInterval while busyStreams or more streams append
+// (see commitInterval). It belongs to indexLoop.
+type commitPacer struct {
+	last        time.Time // the start of the last commit
+	windowStart time.Time
+	window      map[*fsStream]struct{} // streams seen since windowStart
+	busy        bool                   // the last full window saw busyStreams or more
+}
+
+// wait counts reqs' streams and, when busy, sleeps until commitInterval has passed since the
+// last commit, so that the appends synced meanwhile join this one.
+func (p *commitPacer) wait(reqs []*appendRequest) {
+	now := time.Now()
+	if p.window == nil {
+		p.window = map[*fsStream]struct{}{}
+	}
+	if now.Sub(p.windowStart) > busyWindow {
+		p.busy = len(p.window) >= busyStreams
+		clear(p.window)
+		p.windowStart = now
+	}
+	for _, r := range reqs {
+		p.window[r.st] = struct{}{}
+	}
+	if d := p.last.Add(commitInterval).Sub(now); p.busy && d > 0 {
+		time.Sleep(d)
+		now = now.Add(d)
+	}
+	p.last = now
 }
 
 func (s *FS) indexBatch(batch []*appendRequest) {
