@@ -244,7 +244,7 @@ func TestRTSPErrors(t *testing.T) {
 	if err := cam.AddUnsupported("mjpeg"); err != nil {
 		t.Fatal(err)
 	}
-	refused := testutil.FreeAddr(t)
+	refused := testutil.RefusedAddr(t)
 	addr := cam.Addr()
 	for _, tc := range []struct {
 		name, url string

@@ -164,7 +164,7 @@ func TestPutMediaRTSPErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 	url, _ := e2eServer(t, nil)
-	refused := testutil.FreeAddr(t)
+	refused := testutil.RefusedAddr(t)
 	addr := cam.Addr()
 	for _, tc := range []struct {
 		name, source string

@@ -19,18 +19,13 @@ import (
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/openkvs/kvs/capture"
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
-// closedEndpoint returns an http:// URL where nothing listens: a port that was free a moment ago.
+// closedEndpoint returns an http:// URL where connections are refused (testutil.RefusedAddr).
 func closedEndpoint(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return "http://" + addr
+	return "http://" + testutil.RefusedAddr(t)
 }
 
 // dialCounter is an HTTP client that counts the TCP connections it tries to open.
