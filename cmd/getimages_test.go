@@ -3,12 +3,12 @@ package cmd
 import (
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/decode/decodetest"
 	"github.com/openkvs/kvs/internal/testutil"
 )
 
@@ -59,21 +59,8 @@ type imageProbe struct {
 
 func probeImage(t *testing.T, path string) imageProbe {
 	t.Helper()
-	out, err := exec.CommandContext(t.Context(), testutil.NeedTool(t, "ffprobe"), "-v", "error", "-show_entries", "stream=codec_name,width,height",
-		"-of", "json", path).Output()
-	if err != nil {
-		t.Fatalf("ffprobe %s: %v", path, err)
-	}
-	var res struct {
-		Streams []struct {
-			CodecName     string `json:"codec_name"`
-			Width, Height int
-		}
-	}
-	if err := json.Unmarshal(out, &res); err != nil || len(res.Streams) != 1 {
-		t.Fatalf("ffprobe %s: %s (%v)", path, out, err)
-	}
-	return imageProbe{res.Streams[0].CodecName, res.Streams[0].Width, res.Streams[0].Height}
+	c, w, h := decodetest.ProbeImage(t, path)
+	return imageProbe{c, w, h}
 }
 
 // TestE2EGetImages runs `kvs server` (with its GetImages decoders: OpenH264 for H.264 in cgo

@@ -2,10 +2,8 @@ package server
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -15,26 +13,6 @@ import (
 
 	"github.com/openkvs/kvs/internal/decode/decodetest"
 )
-
-// ffprobeImage returns the codec and size ffprobe reads from an image file.
-func ffprobeImage(t *testing.T, ffprobe, path string) (string, int, int) {
-	t.Helper()
-	out, err := exec.CommandContext(t.Context(), ffprobe, "-v", "error", "-show_entries", "stream=codec_name,width,height", "-of", "json", path).Output()
-	if err != nil {
-		t.Fatalf("ffprobe %s: %v", path, err)
-	}
-	var res struct {
-		Streams []struct {
-			CodecName     string `json:"codec_name"`
-			Width, Height int
-		}
-	}
-	if err := json.Unmarshal(out, &res); err != nil || len(res.Streams) != 1 {
-		t.Fatalf("ffprobe %s: %s (%v)", path, out, err)
-	}
-	s := res.Streams[0]
-	return s.CodecName, s.Width, s.Height
-}
 
 // TestGetImagesAWSCLI drives GetImages with the real AWS CLI v2 (`aws kinesis-video-archived-media
 // get-images`, pages of 2 that the CLI follows itself) over a stream with a gap: the right number
@@ -46,7 +24,7 @@ func TestGetImagesAWSCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("slow: starts the AWS CLI 6 times")
 	}
-	ffprobe := testutil.NeedTool(t, "ffprobe")
+	testutil.NeedTool(t, "ffprobe") // before the server starts, for a clear skip
 	e := newMediaEnv(t, "fs")
 	withGap(t, e, "cam")
 	e.createStream(t, "live", 0)
@@ -91,7 +69,7 @@ func TestGetImagesAWSCLI(t *testing.T) {
 		if err := os.WriteFile(path, b, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if codec, w, h := ffprobeImage(t, ffprobe, path); codec != "mjpeg" || w != 200 || h != 150 {
+		if codec, w, h := decodetest.ProbeImage(t, path); codec != "mjpeg" || w != 200 || h != 150 {
 			t.Errorf("image %d: ffprobe reads %s %dx%d, want mjpeg 200x150", i, codec, w, h)
 		}
 		if got := decodetest.Closest(imagePicture(t, img.ImageContent, "JPEG", 200, 150), ref); got != frame {

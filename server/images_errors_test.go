@@ -14,7 +14,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/openkvs/kvs/internal/decode"
-	"github.com/openkvs/kvs/internal/decode/decodetest"
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 // wantAPIErrorCode checks that err is a KVS error of type code whose message contains msg.
@@ -49,7 +49,7 @@ func (g *gatedDecoder) Decode(ctx context.Context, job *decode.Job) ([][]byte, e
 // served than MaxImageRequests.
 func TestGetImagesErrors(t *testing.T) {
 	t.Parallel()
-	decodetest.NeedTool(t, "ffmpeg")
+	testutil.NeedTool(t, "ffmpeg")
 	ff, err := decode.NewFFmpeg("")
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/openkvs/kvs/internal/decode"
 	"github.com/openkvs/kvs/internal/decode/decodetest"
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 // The h264.mkv clip as kvs stores it in these tests: 4 fragments of 1 s (25 frames, a keyframe
@@ -124,7 +125,7 @@ func checkImages(t *testing.T, imgs []types.Image, from, interval int64, keyfram
 // GOP (PNG, HeightPixels alone keeping the 4:3 aspect ratio).
 func TestGetImagesSDK(t *testing.T) {
 	t.Parallel()
-	decodetest.NeedTool(t, "ffmpeg")
+	testutil.NeedTool(t, "ffmpeg")
 	e := newMediaEnv(t, "fs")
 	withGap(t, e, "cam")
 	am := e.archivedClient()
@@ -164,7 +165,7 @@ func (e *mediaEnv) describeARN(t *testing.T, name string) string {
 // before them, at the keyframe their offset into it reaches.
 func TestGetImagesServerTimestamp(t *testing.T) {
 	t.Parallel()
-	decodetest.NeedTool(t, "ffmpeg")
+	testutil.NeedTool(t, "ffmpeg")
 	clock := &fakeClock{}
 	e := newMediaEnv(t, "mem", func(c *Config) { c.Now = clock.Now })
 	e.createStream(t, "cam", 1)
@@ -204,7 +205,7 @@ func TestGetImagesServerTimestamp(t *testing.T) {
 // track; a server without a decoder says what to install.
 func TestGetImagesCodecs(t *testing.T) {
 	t.Parallel()
-	decodetest.NeedTool(t, "ffmpeg")
+	testutil.NeedTool(t, "ffmpeg")
 	e := newMediaEnv(t, "mem")
 	for _, s := range []struct{ stream, clip string }{{"hevc", "h265.mkv"}, {"vp8", "webm_vp8.webm"}, {"av", "h264_aac.mkv"}} {
 		e.createStream(t, s.stream, 1)
@@ -248,7 +249,7 @@ func TestGetImagesCodecs(t *testing.T) {
 // still give every sample its picture.
 func TestGetImagesFrameBudget(t *testing.T) {
 	t.Parallel()
-	decodetest.NeedTool(t, "ffmpeg")
+	testutil.NeedTool(t, "ffmpeg")
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 1)
 	uploadClip(t, e, "cam", "h264.mkv", seq(60)...) // 15 loops, 60.9 s

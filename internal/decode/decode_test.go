@@ -10,12 +10,13 @@ import (
 
 	"github.com/openkvs/kvs/internal/decode"
 	"github.com/openkvs/kvs/internal/decode/decodetest"
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv/codec"
 )
 
 func ffmpegDecoder(t *testing.T) *decode.FFmpeg {
 	t.Helper()
-	decodetest.NeedTool(t, "ffmpeg")
+	testutil.NeedTool(t, "ffmpeg")
 	f, err := decode.NewFFmpeg("")
 	if err != nil {
 		t.Fatal(err)

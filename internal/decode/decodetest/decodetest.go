@@ -4,6 +4,7 @@ package decodetest
 
 import (
 	"bytes"
+	"encoding/json"
 	"image"
 	"io"
 	"os"
@@ -11,21 +12,29 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 )
 
-// NeedTool returns the path of an external tool, skipping the test when it is missing unless
-// KVS_REQUIRE_TOOLS=1, in which case the test fails.
-func NeedTool(t testing.TB, name string) string {
+// ProbeImage returns the codec and size ffprobe reads from an image file.
+func ProbeImage(t testing.TB, path string) (codec string, width, height int) {
 	t.Helper()
-	p, err := exec.LookPath(name)
+	out, err := exec.CommandContext(t.Context(), testutil.NeedTool(t, "ffprobe"), "-v", "error",
+		"-show_entries", "stream=codec_name,width,height", "-of", "json", path).Output()
 	if err != nil {
-		if os.Getenv("KVS_REQUIRE_TOOLS") == "1" {
-			t.Fatalf("%s not found and KVS_REQUIRE_TOOLS=1: %v", name, err)
-		}
-		t.Skipf("%s not found: %v", name, err)
+		t.Fatalf("ffprobe %s: %v", path, err)
 	}
-	return p
+	var res struct {
+		Streams []struct {
+			CodecName     string `json:"codec_name"`
+			Width, Height int
+		}
+	}
+	if err := json.Unmarshal(out, &res); err != nil || len(res.Streams) != 1 {
+		t.Fatalf("ffprobe %s: %s (%v)", path, out, err)
+	}
+	st := res.Streams[0]
+	return st.CodecName, st.Width, st.Height
 }
 
 // Frame is one video frame of a clip.
@@ -108,7 +117,7 @@ func (c *Clip) PresentationIndex(i int) int {
 // (full range), and returns the luma planes in presentation order.
 func ReferenceFrames(t testing.TB, path string, w, h int) []*image.Gray {
 	t.Helper()
-	ff := NeedTool(t, "ffmpeg")
+	ff := testutil.NeedTool(t, "ffmpeg")
 	out, err := exec.Command(ff, "-nostdin", "-v", "error", "-i", path, "-an", "-vf",
 		"scale="+strconv.Itoa(w)+":"+strconv.Itoa(h)+":out_range=full", "-fps_mode", "passthrough",
 		"-f", "rawvideo", "-pix_fmt", "gray", "pipe:1").Output()

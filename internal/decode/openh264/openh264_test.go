@@ -10,6 +10,7 @@ import (
 	"github.com/openkvs/kvs/internal/decode"
 	"github.com/openkvs/kvs/internal/decode/decodetest"
 	"github.com/openkvs/kvs/internal/decode/openh264"
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv/codec"
 )
 
@@ -78,7 +79,7 @@ func TestKeyframesAndRun(t *testing.T) {
 // picture, full size, within JPEG noise.
 func TestAgreesWithFFmpeg(t *testing.T) {
 	d := newDecoder(t)
-	decodetest.NeedTool(t, "ffmpeg")
+	testutil.NeedTool(t, "ffmpeg")
 	ff, err := decode.NewFFmpeg("")
 	if err != nil {
 		t.Fatal(err)
