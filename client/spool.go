@@ -489,9 +489,10 @@ func (s *Spool) advance() {
 	}
 }
 
-// ackedEvery is how often at most the acked mark is written while acks come (and at Close): its
-// write cost a quarter of a 512 KiB fragment's append, and losing the last second of it to a crash
-// only sends a fragment or two again.
+// ackedEvery is how often at most the acked mark is written while acks come (and at Close): each
+// write of it is a file written, synced and renamed and its directory synced, more syncs than the
+// fragment's own append, and losing the last second of it to a crash only sends a fragment or two
+// again.
 const ackedEvery = time.Second
 
 // saveAcked writes the acked mark, when it moved. s.mu is held.
