@@ -13,6 +13,7 @@ import (
 )
 
 func TestGetImagesOptionsValidate(t *testing.T) {
+	t.Parallel()
 	ok := getImagesOptions{Stream: streamRef{Name: "cam"}, Start: "-10m", End: "now", TimestampType: "producer",
 		Interval: 10 * time.Second, Format: "jpeg", Quality: 80, Dir: "out", Output: outputTable}
 	cases := []struct {
@@ -69,6 +70,7 @@ func probeImage(t *testing.T, path string) imageProbe {
 // images and the rest NO_MEDIA; each file is an image of the asked size (ffprobe), numbered in
 // time order; the store is unchanged.
 func TestE2EGetImages(t *testing.T) {
+	t.Parallel()
 	testutil.NeedTool(t, "ffprobe")
 	testutil.NeedTool(t, "ffmpeg")
 	url, logs, _ := startServe(t, "--listen", "127.0.0.1:0", "--memory")
@@ -142,6 +144,7 @@ func TestE2EGetImages(t *testing.T) {
 // TestGetImagesTable calls runGetImages directly: the table names each sample's file or error,
 // and a stream that does not exist is a not-found error.
 func TestGetImagesTable(t *testing.T) {
+	t.Parallel()
 	testutil.NeedTool(t, "ffmpeg")
 	url, _ := e2eServer(t, nil)
 	mustRun(t, url, nil, "put-media", "--stream-name", "cam", "--source", filepath.Join("..", "testdata", "h264.mkv"), "--create")

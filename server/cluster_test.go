@@ -22,8 +22,6 @@ import (
 	"github.com/openkvs/kvs/server/cluster"
 )
 
-func TestMain(m *testing.M) { backends.Main(m) }
-
 // clusterMembers adapts a cluster store to Cluster (as cmd/serve does).
 type clusterMembers struct{ *cluster.Store }
 

@@ -8,10 +8,12 @@
 package testutil
 
 import (
+	"flag"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 )
 
@@ -148,4 +150,22 @@ func DirBytes(t testing.TB, dir string) int64 {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// WaitingTests raises the default of -test.parallel for a package whose tests spend most of
+// their time waiting rather than computing: real-time sources (an RTSP camera sends at its frame
+// rate, a test pattern for its --duration), subprocesses (ffmpeg, the AWS CLI, kvs server nodes)
+// and outages held for seconds. Go's default runs GOMAXPROCS parallel tests at once (2 on the CI
+// machine), so such tests queue behind each other's waits with the CPU idle. n of them run at
+// once instead; a -parallel given on the command line still wins. Call it from TestMain, before
+// m.Run.
+func WaitingTests(n int) {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	if !set {
+		_ = flag.Set("test.parallel", strconv.Itoa(n))
+	}
 }

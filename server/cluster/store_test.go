@@ -6,12 +6,16 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/internal/testutil/backends"
 	"github.com/openkvs/kvs/server/store"
 	"github.com/openkvs/kvs/server/store/storetest"
 )
 
-func TestMain(m *testing.M) { backends.Main(m) }
+func TestMain(m *testing.M) {
+	testutil.WaitingTests(8) // leases that expire, a PostgreSQL stopped for seconds
+	backends.Main(m)
+}
 
 // testConfig is a Config on a fresh PostgreSQL schema and S3 bucket.
 func testConfig(t *testing.T) Config {
