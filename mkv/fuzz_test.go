@@ -273,3 +273,65 @@ func checkFragmentReaderFrames(t *testing.T, in []byte, opts ...Option) int {
 		frag.Release()
 	}
 }
+
+// FuzzReaderBlockMemory: with WithBlockMemory (a fresh slice for some blocks, nil for others)
+// and a small input buffer, the Reader returns the same events and the same error as without,
+// and frames given memory have their Data in it.
+func FuzzReaderBlockMemory(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		want, wantErr := renderEvents(NewReader(bytes.NewReader(in), fuzzOptions()...))
+		var given [][]byte
+		calls := 0
+		mem := func(size int) []byte {
+			calls++
+			if calls%3 == 0 {
+				return nil // the Reader's own buffer, as without the option
+			}
+			b := make([]byte, size)
+			given = append(given, b)
+			return b
+		}
+		r := NewReader(bytes.NewReader(in), append(fuzzOptions(), WithBlockMemory(mem), WithBufferSize(4<<10))...)
+		got, gotErr := renderEventsCheck(t, r, &given)
+		if got != want || gotErr != wantErr {
+			t.Fatalf("with block memory:\n%s%s\nwant\n%s%s", got, gotErr, want, wantErr)
+		}
+	})
+}
+
+// renderEvents renders the frames, clusters and tags r returns, and its last error.
+func renderEvents(r *Reader) (string, string) {
+	return renderEventsCheck(nil, r, nil)
+}
+
+// renderEventsCheck is renderEvents that also checks, when given is not nil, that a frame read
+// after a block was given memory has its Data in the last slice given.
+func renderEventsCheck(t *testing.T, r *Reader, given *[][]byte) (string, string) {
+	var b strings.Builder
+	seen := 0
+	for {
+		ev, err := r.Next()
+		if err != nil {
+			return b.String(), err.Error()
+		}
+		switch ev.Kind {
+		case EventCluster:
+			fmt.Fprintf(&b, "cluster %d\n", ev.Timecode)
+		case EventFrame:
+			b.WriteString(renderFrame(&ev.Frame) + "\n")
+			if given != nil && len(*given) > seen {
+				seen = len(*given)
+				last := (*given)[seen-1]
+				if d := ev.Frame.Data; len(d) > 0 && &d[len(d)-1] != &last[len(last)-1] {
+					t.Fatalf("frame at %d: its data is not in the memory given for its block", ev.Offset)
+				}
+			}
+		case EventTags:
+			for _, tag := range ev.Tags {
+				renderTags(&b, tag.SimpleTags)
+			}
+			b.WriteString("\n")
+		}
+	}
+}

@@ -60,6 +60,8 @@ type readerConfig struct {
 	maxTagsSize     int64
 	maxFragmentSize int64
 	skip            func(id uint32, offset, size int64)
+	blockMemory     func(size int) []byte
+	bufferSize      int
 }
 
 // Option configures a Reader or a FragmentReader.
@@ -85,6 +87,26 @@ func WithMaxFragmentSize(n int64) Option { return func(c *readerConfig) { c.maxF
 // element's ID; size is its data size. It is called synchronously from Next.
 func WithSkipHandler(fn func(id uint32, offset, size int64)) Option {
 	return func(c *readerConfig) { c.skip = fn }
+}
+
+// WithBlockMemory sets a function that gives the memory a SimpleBlock holding one frame (no
+// lacing) is read into, in place of the Reader's own buffer: it is called, from Next, with the
+// block's size once the block's header says so, and returns a slice of that length, or nil to
+// have the block read into the Reader's buffer as usual. The Frame's Data then lies in that
+// slice, after the block's track number, timecode and flags. A caller that keeps frames as
+// SimpleBlocks (the server's PutMedia) receives them in place this way, without copying each
+// frame once more. Sizes are capped (WithMaxFrameSize) before it is called.
+func WithBlockMemory(fn func(size int) []byte) Option {
+	return func(c *readerConfig) { c.blockMemory = fn }
+}
+
+// WithBufferSize sets the size of the Reader's input buffer (default 64 KiB, at least 4 KiB).
+// Frame data is copied out of this buffer when it holds it, and read past it, straight into the
+// frame's memory, when it does not: a smaller buffer copies less of large frames (with
+// WithBlockMemory) at the cost of more reads for small ones. A bufio.Reader of at least that
+// size given to NewReader is used as it is.
+func WithBufferSize(n int) Option {
+	return func(c *readerConfig) { c.bufferSize = max(n, 4<<10) }
 }
 
 // header is one element header as read from the input.
@@ -154,10 +176,14 @@ func NewReader(r io.Reader, opts ...Option) *Reader {
 	for _, o := range opts {
 		o(&rd.cfg)
 	}
-	if br, ok := r.(*bufio.Reader); ok && br.Size() >= 64<<10 {
+	size := rd.cfg.bufferSize
+	if size == 0 {
+		size = 64 << 10
+	}
+	if br, ok := r.(*bufio.Reader); ok && br.Size() >= size {
 		rd.br = br
 	} else {
-		rd.br = bufio.NewReaderSize(r, 64<<10)
+		rd.br = bufio.NewReaderSize(r, size)
 	}
 	return rd
 }
@@ -402,7 +428,13 @@ func (r *Reader) clusterChild(h header) (*Event, error) {
 		if err := r.need(h, r.cfg.maxFrameSize); err != nil {
 			return nil, err
 		}
-		data, err := r.readData(h)
+		var data []byte
+		var err error
+		if dst := r.blockMemory(h); dst != nil {
+			data, err = r.readInto(h, dst)
+		} else {
+			data, err = r.readData(h)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -538,6 +570,38 @@ func (r *Reader) skip(h header) error {
 // readData reads h's data into the reusable buffer. The caller has checked h.size against a
 // cap; still, the buffer grows only as data arrives, so a size that lies costs at most about twice
 // the bytes actually read.
+// blockMemory returns the caller's memory for block h (WithBlockMemory), or nil: when there is
+// no such function, h is not a SimpleBlock, its header cannot be peeked, or it is laced.
+func (r *Reader) blockMemory(h header) []byte {
+	if r.cfg.blockMemory == nil || h.id != IDSimpleBlock {
+		return nil
+	}
+	// The track number (a vint of at most 8 bytes), the timecode (2) and the flags.
+	head, _ := r.br.Peek(int(min(h.size, 8+3)))
+	_, n := readVint(head)
+	if n <= 0 || len(head) < n+3 || (head[n+2]>>1)&3 != 0 {
+		return nil
+	}
+	dst := r.cfg.blockMemory(int(h.size))
+	if len(dst) != int(h.size) {
+		return nil
+	}
+	return dst
+}
+
+// readInto reads the data of h into dst, which has its length.
+func (r *Reader) readInto(h header, dst []byte) ([]byte, error) {
+	m, err := io.ReadFull(r.br, dst)
+	r.off += int64(m)
+	if err != nil {
+		if err == io.EOF { //nolint:errorlint // io.Reader contract
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, r.syntax(h, err)
+	}
+	return dst, nil
+}
+
 func (r *Reader) readData(h header) ([]byte, error) {
 	n := int(h.size)
 	buf := r.buf[:0]

@@ -115,9 +115,11 @@
 // # The PutMedia data path
 //
 // This is the one description of it; other files point here. One upload is three goroutines.
-// The parser (putParser, putparser.go) reads the body with mkv.Reader into a per-upload frame
-// arena (no allocation per frame), acks BUFFERING at a cluster start and RECEIVED at its end, and
-// builds the fragment's stored chunk: one allocation, immutable from then on. The persister
+// The parser (putParser, putparser.go) reads the body with mkv.Reader into the fragment's arena,
+// which becomes its stored chunk (pooled memory, no allocation per frame): a SimpleBlock of one
+// frame is read straight into it, other blocks are split into frames and copied there. It acks
+// BUFFERING at a cluster start and RECEIVED at its end, and completes the chunk, immutable from
+// then on. The persister
 // (putSession.persist) takes chunks in fragment-number order across all uploads of the stream
 // (the sequencer) and, in this order: publishes each to the stream's chunk cache (livecache.go)
 // and wakes the stream's live readers through the notifier (notify.go), so live delivery never

@@ -71,6 +71,7 @@ func FuzzPutMediaBody(f *testing.F) {
 			t.Fatalf("status %d", rec.Code)
 		}
 		defer call(t, "/deleteStream", `{"StreamName":"`+name+`"}`) // the memory store keeps data till then
+		sent := clusterFrames(body)
 		for line := range strings.Lines(rec.Body.String()) {
 			var ev ackEvent
 			if err := json.Unmarshal([]byte(line), &ev); err != nil {
@@ -93,8 +94,52 @@ func FuzzPutMediaBody(f *testing.F) {
 				t.Fatal(err)
 			}
 			checkStoredChunk(t, chunk, ev.FragmentNumber)
+			if in, ok := sent[*ev.FragmentTimecode]; ok {
+				if got := clusterFrames(chunk)[*ev.FragmentTimecode]; got != in {
+					t.Fatalf("fragment %d stores frames\n%s\nthe body's cluster at %d has\n%s", n, got, *ev.FragmentTimecode, in)
+				}
+			}
 		}
 	})
+}
+
+// clusterFrames renders the frames (track, timecode, keyframe flag, data) of each Cluster that
+// mkv reads whole from in, by cluster timecode; a timecode that two Clusters share is left out.
+func clusterFrames(in []byte) map[int64]string {
+	out := map[int64]string{}
+	twice := map[int64]bool{}
+	rd := mkv.NewReader(bytes.NewReader(in))
+	var b strings.Builder
+	tc, open := int64(0), false
+	end := func() {
+		if open {
+			if _, dup := out[tc]; dup {
+				twice[tc] = true
+			}
+			out[tc] = b.String()
+		}
+		b.Reset()
+		open = false
+	}
+	for {
+		ev, err := rd.Next()
+		if err != nil {
+			break // a cluster cut short is not kept: the server stored none of it
+		}
+		switch ev.Kind {
+		case mkv.EventCluster:
+			end()
+			tc, open = ev.Timecode, true
+		case mkv.EventClusterEnd:
+			end()
+		case mkv.EventFrame:
+			fmt.Fprintf(&b, "%d@%d k%v %x\n", ev.Frame.Track, ev.Frame.Timecode, ev.Frame.Keyframe, ev.Frame.Data)
+		}
+	}
+	for tc := range twice {
+		delete(out, tc)
+	}
+	return out
 }
 
 // checkStoredChunk reads a stored chunk back: one document with one Cluster, and the fragment
