@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -116,12 +117,8 @@ type Fragmenter struct {
 
 // NewFragmenter returns a Fragmenter over src.
 func NewFragmenter(src Source, cfg FragmenterConfig) (*Fragmenter, error) {
-	if cfg.TargetDuration == 0 {
-		cfg.TargetDuration = DefaultTargetDuration
-	}
-	if cfg.MaxDuration == 0 {
-		cfg.MaxDuration = DefaultMaxDuration
-	}
+	cfg.TargetDuration = cmp.Or(cfg.TargetDuration, DefaultTargetDuration)
+	cfg.MaxDuration = cmp.Or(cfg.MaxDuration, DefaultMaxDuration)
 	if cfg.TargetDuration < 0 || cfg.MaxDuration < 0 || cfg.MaxDuration > MaxFragmentDuration {
 		return nil, fmt.Errorf("fragment duration: target %v, max %v: both must be positive and max at most %v",
 			cfg.TargetDuration, cfg.MaxDuration, MaxFragmentDuration)

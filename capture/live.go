@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -70,18 +71,10 @@ func (o LiveOptions) Validate() error {
 
 // withDefaults fills the zero fields and checks the others.
 func (o LiveOptions) withDefaults() (LiveOptions, error) {
-	if o.Width == 0 {
-		o.Width = DefaultLiveWidth
-	}
-	if o.Height == 0 {
-		o.Height = DefaultLiveHeight
-	}
-	if o.FPS == 0 {
-		o.FPS = DefaultLiveFPS
-	}
-	if o.Bitrate == 0 {
-		o.Bitrate = DefaultLiveBitrate
-	}
+	o.Width = cmp.Or(o.Width, DefaultLiveWidth)
+	o.Height = cmp.Or(o.Height, DefaultLiveHeight)
+	o.FPS = cmp.Or(o.FPS, DefaultLiveFPS)
+	o.Bitrate = cmp.Or(o.Bitrate, DefaultLiveBitrate)
 	switch {
 	case o.Width < 16 || o.Height < 16 || o.Width > 8192 || o.Height > 8192 || o.Width%2 != 0 || o.Height%2 != 0:
 		return o, fmt.Errorf("live capture: picture size %dx%d: width and height must be even and between 16 and 8192", o.Width, o.Height)

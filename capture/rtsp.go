@@ -6,6 +6,7 @@ package capture
 // timestamps.
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -67,22 +68,13 @@ type RTSPOptions struct {
 }
 
 func (o RTSPOptions) withDefaults() (RTSPOptions, error) {
-	switch o.Transport {
-	case "":
-		o.Transport = RTSPTransportTCP
-	case RTSPTransportTCP, RTSPTransportUDP, RTSPTransportAuto:
-	default:
+	o.Transport = cmp.Or(o.Transport, RTSPTransportTCP)
+	if o.Transport != RTSPTransportTCP && o.Transport != RTSPTransportUDP && o.Transport != RTSPTransportAuto {
 		return o, fmt.Errorf("rtsp transport %q: want tcp, udp or auto", o.Transport)
 	}
-	if o.ReadTimeout == 0 {
-		o.ReadTimeout = DefaultRTSPReadTimeout
-	}
-	if o.SenderReportWait == 0 {
-		o.SenderReportWait = DefaultRTSPSenderReportWait
-	}
-	if o.ReconnectWait == 0 {
-		o.ReconnectWait = DefaultRTSPReconnectWait
-	}
+	o.ReadTimeout = cmp.Or(o.ReadTimeout, DefaultRTSPReadTimeout)
+	o.SenderReportWait = cmp.Or(o.SenderReportWait, DefaultRTSPSenderReportWait)
+	o.ReconnectWait = cmp.Or(o.ReconnectWait, DefaultRTSPReconnectWait)
 	if o.Duration < 0 || o.ReadTimeout < 0 || o.SenderReportWait < 0 || o.ReconnectWait < 0 {
 		return o, errors.New("rtsp: durations must not be negative")
 	}
