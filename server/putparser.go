@@ -6,11 +6,13 @@ package server
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"math"
 	"time"
 
 	"github.com/openkvs/kvs/internal/bufpool"
+	"github.com/openkvs/kvs/internal/record"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/store"
 )
@@ -38,6 +40,8 @@ type putParser struct {
 	arena       []byte      // headroom bytes (for the chunk's start), then the Cluster's frames
 	headroom    int
 	inPlace     int    // arena's length with the SimpleBlock blockMemory placed after it, 0: none
+	inPlaceAt   int    // where that SimpleBlock element starts
+	crc         uint32 // CRC-32C of the arena's frames, updated as each lands (while in the cache)
 	prefix      []byte // the chunk's start, built at finish
 	prevBody    int    // the previous fragment's frames, in bytes (the next arena's size)
 	size        int64
@@ -265,6 +269,7 @@ func (ps *putParser) openFragment(timecode int64) *ackErr {
 		ps.headroom += len(ps.tracks[i].CodecPrivate) + 64
 	}
 	ps.arena = bufpool.Get(ps.headroom + max(ps.prevBody+ps.prevBody/64, minArena))[:ps.headroom]
+	ps.crc = 0
 	tc := timecode
 	p.ack(ackBuffering, &tc, n, nil)
 	return nil
@@ -328,13 +333,16 @@ func (ps *putParser) frame(f *mkv.Frame) *ackErr {
 		// discardable bit from the producer).
 		ps.arena = ps.arena[:end]
 		ps.arena[end-len(f.Data)-1] &= 0x80
+		ps.crc = crc32.Update(ps.crc, record.Castagnoli, ps.arena[ps.inPlaceAt:])
 	} else {
 		ps.grow(mkv.FrameElementSize(f))
+		at := len(ps.arena)
 		var err error
 		ps.arena, err = mkv.AppendClusterFrame(ps.arena, ps.timecode, f)
 		if err != nil {
 			return ps.fragErr(4006, "fragment at timecode %d: %v", ps.timecode, err)
 		}
+		ps.crc = crc32.Update(ps.crc, record.Castagnoli, ps.arena[at:])
 	}
 	ps.inPlace = 0
 	fr := *f
@@ -376,7 +384,7 @@ func (ps *putParser) blockMemory(size int) []byte {
 	ps.grow(h + size + 8) // AppendElementHeader writes 8 bytes of a vint, then cuts
 	start := len(ps.arena)
 	b := mkv.AppendElementHeader(ps.arena, mkv.IDSimpleBlock, int64(size))
-	ps.inPlace = start + h + size
+	ps.inPlace, ps.inPlaceAt = start+h+size, start
 	return b[start+h : ps.inPlace]
 }
 
@@ -406,6 +414,9 @@ func (ps *putParser) finish() *ackErr {
 	ps.prevBody = len(ps.arena) - ps.headroom
 	ps.arena = nil // it is the chunk now
 	meta.Size = int64(len(chunk))
+	// The chunk's checksum from its start's and the frames' (taken as each frame landed): the
+	// store does not read the cold chunk again for it.
+	meta.Checksum = record.CombineCRC(crc32.Checksum(ps.prefix, record.Castagnoli), ps.crc, int64(len(chunk)-len(ps.prefix)))
 	tc := ps.timecode
 	p.ack(ackReceived, &tc, ps.number, nil)
 	p.ingest.fragments.Inc()

@@ -142,7 +142,7 @@ func (bt *batcher) add(l *lease, meta store.FragmentMeta, data []byte) (*batch, 
 	b.buf = append(b.buf, data...)
 	meta.Size = int64(len(data))
 	b.frags = append(b.frags, pendingFrag{l: l, meta: meta, off: int64(off), size: int64(len(data)),
-		crc: crc32.Checksum(data, castagnoli)})
+		crc: checksum(meta, data)})
 	i := len(b.frags) - 1
 	if cfg.FlushInterval == 0 || int64(len(b.buf)) >= cfg.FlushBytes {
 		bt.sealLocked()
@@ -421,4 +421,13 @@ func (s *Store) finish(b *batch, committed map[fragKey]bool, err error) {
 	s.mu.Unlock()
 	b.buf = nil
 	close(b.done)
+}
+
+// checksum is meta's Checksum (computed by the server while the frames were in the CPU cache), or
+// the CRC-32C of data when the caller gave none.
+func checksum(meta store.FragmentMeta, data []byte) uint32 {
+	if meta.Checksum != 0 {
+		return meta.Checksum
+	}
+	return crc32.Checksum(data, castagnoli)
 }

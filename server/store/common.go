@@ -79,6 +79,7 @@ func normMeta(meta FragmentMeta, size int) FragmentMeta {
 	meta.ServerTime = normTime(meta.ServerTime)
 	meta.ProducerTime = normTime(meta.ProducerTime)
 	meta.Size = int64(size)
+	meta.Checksum = 0 // reads return 0
 	return meta
 }
 

@@ -5,10 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/openkvs/kvs/internal/record"
 )
 
 // Mem is an in-memory Store: the reference implementation for the behaviour suite and for tests
@@ -172,6 +175,9 @@ func (m *Mem) AppendAsync(ctx context.Context, stream string, meta FragmentMeta,
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if meta.Checksum != 0 && meta.Checksum != crc32.Checksum(data, record.Castagnoli) {
+		return nil, fmt.Errorf("append %s fragment %d: Checksum %08x is not the data's CRC-32C", stream, meta.Number, meta.Checksum)
 	}
 	s.last = meta.Number
 	s.frags = append(s.frags, memFragment{normMeta(meta, len(data)), bytes.Clone(data)})

@@ -47,8 +47,16 @@ func newRecordHeader(meta FragmentMeta, data []byte) recordHeader {
 		ServerNanos:  timeToNanos(meta.ServerTime),
 		ProducerNano: timeToNanos(meta.ProducerTime),
 		Duration:     int64(meta.Duration),
-		PayloadCRC:   crc32.Checksum(data, record.Castagnoli),
+		PayloadCRC:   checksum(meta, data),
 	}
+}
+
+// checksum is meta's Checksum, or the CRC-32C of data when the caller gave none.
+func checksum(meta FragmentMeta, data []byte) uint32 {
+	if meta.Checksum != 0 {
+		return meta.Checksum
+	}
+	return crc32.Checksum(data, record.Castagnoli)
 }
 
 func (h recordHeader) encode(b []byte) []byte {

@@ -41,6 +41,11 @@ type FragmentMeta struct {
 	ProducerTime time.Time     // producer timestamp of the fragment start
 	Duration     time.Duration // fragment length
 	Size         int64         // stored record payload size in bytes
+	// Checksum, on an append, is the CRC-32C (Castagnoli) of the data when the caller has it (the
+	// server checksums each frame while it is in the CPU cache, then combines them): the store
+	// keeps it instead of reading the data once more. 0: the store computes it. A store that
+	// keeps no checksum (Mem) verifies a given one, so tests catch a wrong one. Reads return 0.
+	Checksum uint32
 }
 
 // TimeKind selects which timestamp a range lookup uses.

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"hash/crc32"
 	"testing"
 
 	"github.com/openkvs/kvs/server/store"
@@ -12,6 +13,29 @@ func TestMem(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) (store.Store, func(*testing.T) store.Store) {
 		return store.NewMem(), nil
 	})
+}
+
+// Mem keeps no checksum: it verifies one given on append, so that a server test on Mem catches a
+// wrong one (the FS and cluster stores would write it, and their reads would fail).
+func TestMemChecksumVerified(t *testing.T) {
+	st := store.NewMem()
+	defer st.Close()
+	ctx := t.Context()
+	if err := st.CreateStream(ctx, store.Stream{Name: "s", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := st.NextNumber(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("a fragment")
+	good := crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))
+	if err := store.Append(ctx, st, "s", store.FragmentMeta{Number: n, Checksum: good + 1}, data); err == nil {
+		t.Fatal("a wrong Checksum was accepted")
+	}
+	if err := store.Append(ctx, st, "s", store.FragmentMeta{Number: n, Checksum: good}, data); err != nil {
+		t.Fatalf("the right Checksum: %v", err)
+	}
 }
 
 // TestFS runs the behaviour suite over FS with the default options, and again with segments so

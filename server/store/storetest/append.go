@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"sync"
 	"testing"
 	"time"
@@ -440,4 +441,29 @@ func testConcurrentAsync(t *testing.T, st store.Store) {
 			}
 		}
 	}
+}
+
+// testAppendChecksum appends with the payload's CRC-32C given in the meta (as the server does):
+// the payloads read back whole (a store that keeps the checksum verifies it on reads), and reads
+// return Checksum 0.
+func testAppendChecksum(t *testing.T, st store.Store) {
+	ctx := t.Context()
+	mustCreate(t, st, "s", 24)
+	var want []store.FragmentMeta
+	for i, size := range []int{1, 1000, 300_000} {
+		n, err := st.NextNumber(ctx, "s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := payload("s", n, size)
+		ts := base.Add(time.Duration(i) * time.Second)
+		m := store.FragmentMeta{Number: n, ServerTime: ts, ProducerTime: ts, Duration: time.Second,
+			Checksum: crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))}
+		if err := store.Append(ctx, st, "s", m, data); err != nil {
+			t.Fatalf("append with its checksum: %v", err)
+		}
+		m.Size, m.Checksum = int64(size), 0
+		want = append(want, m)
+	}
+	checkStored(t, st, "s", want)
 }

@@ -64,7 +64,7 @@ func appendN(t testing.TB, st store.Store, stream string, n int, size int) []sto
 
 func metaEqual(a, b store.FragmentMeta) bool {
 	return a.Number == b.Number && a.ServerTime.Equal(b.ServerTime) && a.ProducerTime.Equal(b.ProducerTime) &&
-		a.Duration == b.Duration && a.Size == b.Size
+		a.Duration == b.Duration && a.Size == b.Size && a.Checksum == b.Checksum
 }
 
 func checkMetas(t testing.TB, what string, got, want []store.FragmentMeta) {

@@ -62,6 +62,7 @@ func cases() []storeCase {
 		{"AppendRead", only(testAppendRead)},
 		{"AppendErrors", only(testAppendErrors)},
 		{"AppendAsync", only(testAppendAsync)},
+		{"AppendChecksum", only(testAppendChecksum)},
 		{"AppendPayload", only(testAppendPayload)},
 		{"Prepare", only(testPrepare)},
 		{"TimeRange", only(testTimeRange)},
