@@ -1,9 +1,11 @@
 package mkv
 
-// Blocks: a SimpleBlock or BlockGroup is read whole, then split into its frames (Xiph, EBML or
-// fixed-size lacing), one EventFrame each.
+// Blocks: a SimpleBlock or BlockGroup is read whole (a SimpleBlock of one frame into the caller's
+// memory with WithBlockMemory), then split into its frames (Xiph, EBML or fixed-size lacing), one
+// EventFrame each.
 
 import (
+	"io"
 	"math"
 	"time"
 )
@@ -178,4 +180,36 @@ func (r *Reader) nextLace() *Event {
 		r.laceIdx = 0
 	}
 	return ev
+}
+
+// blockMemory returns the caller's memory for block h (WithBlockMemory), or nil: when there is
+// no such function, h is not a SimpleBlock, its header cannot be peeked, or it is laced.
+func (r *Reader) blockMemory(h header) []byte {
+	if r.cfg.blockMemory == nil || h.id != IDSimpleBlock {
+		return nil
+	}
+	// The track number (a vint of at most 8 bytes), the timecode (2) and the flags.
+	head, _ := r.br.Peek(int(min(h.size, 8+3)))
+	_, n := readVint(head)
+	if n <= 0 || len(head) < n+3 || (head[n+2]>>1)&3 != 0 {
+		return nil
+	}
+	dst := r.cfg.blockMemory(int(h.size))
+	if len(dst) != int(h.size) {
+		return nil
+	}
+	return dst
+}
+
+// readInto reads the data of h into dst, which has its length.
+func (r *Reader) readInto(h header, dst []byte) ([]byte, error) {
+	m, err := io.ReadFull(r.br, dst)
+	r.off += int64(m)
+	if err != nil {
+		if err == io.EOF { //nolint:errorlint // io.Reader contract
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, r.syntax(h, err)
+	}
+	return dst, nil
 }

@@ -570,38 +570,6 @@ func (r *Reader) skip(h header) error {
 // readData reads h's data into the reusable buffer. The caller has checked h.size against a
 // cap; still, the buffer grows only as data arrives, so a size that lies costs at most about twice
 // the bytes actually read.
-// blockMemory returns the caller's memory for block h (WithBlockMemory), or nil: when there is
-// no such function, h is not a SimpleBlock, its header cannot be peeked, or it is laced.
-func (r *Reader) blockMemory(h header) []byte {
-	if r.cfg.blockMemory == nil || h.id != IDSimpleBlock {
-		return nil
-	}
-	// The track number (a vint of at most 8 bytes), the timecode (2) and the flags.
-	head, _ := r.br.Peek(int(min(h.size, 8+3)))
-	_, n := readVint(head)
-	if n <= 0 || len(head) < n+3 || (head[n+2]>>1)&3 != 0 {
-		return nil
-	}
-	dst := r.cfg.blockMemory(int(h.size))
-	if len(dst) != int(h.size) {
-		return nil
-	}
-	return dst
-}
-
-// readInto reads the data of h into dst, which has its length.
-func (r *Reader) readInto(h header, dst []byte) ([]byte, error) {
-	m, err := io.ReadFull(r.br, dst)
-	r.off += int64(m)
-	if err != nil {
-		if err == io.EOF { //nolint:errorlint // io.Reader contract
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, r.syntax(h, err)
-	}
-	return dst, nil
-}
-
 func (r *Reader) readData(h header) ([]byte, error) {
 	n := int(h.size)
 	buf := r.buf[:0]
