@@ -102,19 +102,12 @@ type spoolRecord struct {
 // as long as the header is whole.
 func readSpoolRecord(r io.ReaderAt, off, size int64, payload bool) (spoolRecord, int64, error) {
 	var hb [spoolRecordHeaderSize]byte
-	if size-off < spoolRecordHeaderSize {
-		return spoolRecord{}, 0, record.ErrTornHeader
-	}
-	if _, err := r.ReadAt(hb[:], off); err != nil {
-		return spoolRecord{}, 0, fmt.Errorf("read record header: %w", err)
-	}
-	h, err := decodeSpoolRecordHeader(hb[:])
+	h, n, err := record.ReadHeader(r, off, size, hb[:], func(b []byte) (spoolRecordHeader, int64, error) {
+		h, err := decodeSpoolRecordHeader(b)
+		return h, h.size() - spoolRecordHeaderSize, err
+	})
 	if err != nil {
 		return spoolRecord{}, 0, err
-	}
-	n := h.size()
-	if size-off < n {
-		return spoolRecord{}, 0, record.ErrTornPayload
 	}
 	rec := spoolRecord{spoolRecordHeader: h}
 	if !payload {

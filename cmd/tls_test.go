@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -126,5 +127,25 @@ func TestServeTLSAndAuth(t *testing.T) {
 	}
 	if out, code := cli("wrong", "kinesis-video-archived-media", "list-fragments", "--stream-name", "tls"); code == 0 || !strings.Contains(out, "NotAuthorizedException") {
 		t.Fatalf("aws with a wrong secret: %d %s", code, out)
+	}
+
+	// kvs bench writes PutMedia on its own TLS connections: they trust AWS_CA_BUNDLE as the
+	// control-plane calls do (they used the system's roots and failed on this certificate).
+	bench := exec.CommandContext(ctx, kvsBinary(t), "--endpoint", p.Endpoint, "bench", "--streams", "2", "--bitrate", "1Mbps",
+		"--fragment-duration", "1s", "--duration", "2s", "--output", "json")
+	bench.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "XDG_CONFIG_HOME=" + dir, "AWS_CA_BUNDLE=" + certFile,
+		"AWS_ACCESS_KEY_ID=AKIDTLS", "AWS_SECRET_ACCESS_KEY=tls-secret", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
+	var benchErr strings.Builder
+	bench.Stderr = &benchErr
+	out, err := bench.Output()
+	if err != nil {
+		t.Fatalf("kvs bench over TLS: %v\n%s", err, benchErr.String())
+	}
+	var res struct{ Streams, Fragments, Delivered, Errors int }
+	if err := json.Unmarshal(out, &res); err != nil {
+		t.Fatalf("kvs bench output %q: %v", out, err)
+	}
+	if res.Streams != 2 || res.Fragments != 4 || res.Delivered != 4 || res.Errors != 0 {
+		t.Fatalf("kvs bench over TLS: %+v, want 2 streams, 4 fragments stored and delivered, 0 errors; stderr:\n%s", res, benchErr.String())
 	}
 }

@@ -193,6 +193,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		DisableCompression:  true,
 		WriteBufferSize:     64 << 10,
 		ReadBufferSize:      64 << 10,
+		TLSClientConfig:     cfg.Client.TLSConfig(), // AWS_CA_BUNDLE, as for the control plane
 	}
 	defer tr.CloseIdleConnections()
 	r.hc = &http.Client{Transport: tr}

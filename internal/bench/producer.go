@@ -73,7 +73,7 @@ func (s *stream) connect(ctx context.Context) error {
 	if err := r.cfg.Client.Sign(ctx, req, nil); err != nil {
 		return err
 	}
-	conn, err := dial(ctx, req.URL)
+	conn, err := dial(ctx, req.URL, s.r.cfg.Client.TLSConfig())
 	if err != nil {
 		return err
 	}
@@ -120,15 +120,20 @@ func (s *stream) connect(ctx context.Context) error {
 	return nil
 }
 
-// dial opens a TCP (or, for https, TLS) connection to u's host.
-func dial(ctx context.Context, u *url.URL) (net.Conn, error) {
+// dial opens a TCP (or, for https, TLS with tc's roots, nil: the system's) connection to u's host.
+func dial(ctx context.Context, u *url.URL, tc *tls.Config) (net.Conn, error) {
 	host := u.Host
 	if u.Port() == "" {
 		host = net.JoinHostPort(u.Hostname(), map[bool]string{true: "443", false: "80"}[u.Scheme == "https"])
 	}
 	d := &net.Dialer{Timeout: 10 * time.Second}
 	if u.Scheme == "https" {
-		td := &tls.Dialer{NetDialer: d, Config: &tls.Config{ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}}
+		if tc == nil {
+			tc = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		tc = tc.Clone()
+		tc.ServerName = u.Hostname()
+		td := &tls.Dialer{NetDialer: d, Config: tc}
 		return td.DialContext(ctx, "tcp", host)
 	}
 	return d.DialContext(ctx, "tcp", host)

@@ -10,7 +10,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
+	"io"
 )
 
 // Castagnoli is the CRC-32C table of every record checksum.
@@ -56,4 +58,28 @@ func CheckHeader(b []byte, magic string, size int) error {
 		return ErrHeaderCRC
 	}
 	return nil
+}
+
+// ReadHeader reads the header of the record at off in a file of fileSize bytes into hb (the
+// header's size), decodes it with decode, which returns the header and the payload's length, and
+// checks that the payload fits in the file. It returns the header and the record's length on disk
+// (header and payload): ErrTornHeader or ErrTornPayload for a record the file ends inside, the
+// decoder's error for a damaged header, an I/O error as it is.
+func ReadHeader[H any](r io.ReaderAt, off, fileSize int64, hb []byte, decode func([]byte) (H, int64, error)) (H, int64, error) {
+	var zero H
+	if fileSize-off < int64(len(hb)) {
+		return zero, 0, ErrTornHeader
+	}
+	if _, err := r.ReadAt(hb, off); err != nil {
+		return zero, 0, fmt.Errorf("read record header: %w", err)
+	}
+	h, payload, err := decode(hb)
+	if err != nil {
+		return zero, 0, err
+	}
+	n := int64(len(hb)) + payload
+	if fileSize-off < n {
+		return zero, 0, ErrTornPayload
+	}
+	return h, n, nil
 }

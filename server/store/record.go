@@ -95,19 +95,12 @@ func decodeRecordHeader(b []byte) (recordHeader, error) {
 // record's total length (header + payload).
 func readRecord(r io.ReaderAt, off, size int64) (recordHeader, int64, error) {
 	var hb [recordHeaderSize]byte
-	if size-off < recordHeaderSize {
-		return recordHeader{}, 0, record.ErrTornHeader
-	}
-	if _, err := r.ReadAt(hb[:], off); err != nil {
-		return recordHeader{}, 0, fmt.Errorf("read record header: %w", err)
-	}
-	h, err := decodeRecordHeader(hb[:])
+	h, n, err := record.ReadHeader(r, off, size, hb[:], func(b []byte) (recordHeader, int64, error) {
+		h, err := decodeRecordHeader(b)
+		return h, int64(h.Length), err
+	})
 	if err != nil {
 		return recordHeader{}, 0, err
-	}
-	n := recordHeaderSize + int64(h.Length)
-	if size-off < n {
-		return recordHeader{}, 0, record.ErrTornPayload
 	}
 	crc := crc32.New(record.Castagnoli)
 	if _, err := io.Copy(crc, io.NewSectionReader(r, off+recordHeaderSize, int64(h.Length))); err != nil {
