@@ -558,8 +558,10 @@ func TestProducerSpoolRate(t *testing.T) {
 	if err := p.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d < 1300*time.Millisecond || d > 6*time.Second {
-		t.Errorf("backlog of 8 fragments at 5 per second sent in %v, want about 1.4 s", d)
+	// Only a lower bound: the pacing must hold the backlog back; how much longer a loaded machine
+	// takes is not this test's business (no upper time limits in tests).
+	if d := time.Since(start); d < 1300*time.Millisecond {
+		t.Errorf("backlog of 8 fragments at 5 per second sent in %v, want at least about 1.4 s", d)
 	}
 	checkTimecodes(t, consumeAll(t, c, "cam"), frags)
 }
