@@ -247,6 +247,21 @@ func versionMismatch(name string) error {
 	return apiErrorf(codeVersionMismatch, "The version of stream %s does not match CurrentVersion.", name)
 }
 
+// updateVersion is update for the calls that name the stream's CurrentVersion: a stream of
+// another version is VersionMismatchException, and a change fn accepts gets a new version.
+func (s *Server) updateVersion(ctx context.Context, ref streamRef, current string, fn func(*store.Stream) error) (store.Stream, error) {
+	return s.update(ctx, ref, codeInvalidArgument, func(st *store.Stream) error {
+		if st.Version != current {
+			return versionMismatch(st.Name)
+		}
+		if err := fn(st); err != nil {
+			return err
+		}
+		st.Version = newVersion()
+		return nil
+	})
+}
+
 // update looks up the stream and applies fn to it inside the store's atomic UpdateStream. fn
 // sees a copy and may return an error to change nothing. The ARN is re-checked inside the
 // update so that a stream re-created under the same name is never updated by an old reference.
@@ -288,23 +303,16 @@ func (s *Server) updateStream(ctx context.Context, req *updateStreamRequest) (em
 	if err != nil {
 		return empty{}, err
 	}
-	_, err = s.update(ctx, req.streamRef, codeInvalidArgument, func(st *store.Stream) error {
-		if st.Version != *req.CurrentVersion {
-			return versionMismatch(st.Name)
-		}
+	_, err = s.updateVersion(ctx, req.streamRef, *req.CurrentVersion, func(st *store.Stream) error {
 		if req.DeviceName != nil {
 			st.DeviceName = *req.DeviceName
 		}
 		if req.MediaType != nil {
 			st.MediaType = *req.MediaType
 		}
-		st.Version = newVersion()
 		return nil
 	})
-	if err != nil {
-		return empty{}, err
-	}
-	return empty{}, nil
+	return empty{}, err
 }
 
 type updateDataRetentionRequest struct {
@@ -337,10 +345,7 @@ func (s *Server) updateDataRetention(ctx context.Context, req *updateDataRetenti
 		return empty{}, err
 	}
 	decrease := *req.Operation == "DECREASE_DATA_RETENTION"
-	st, err := s.update(ctx, req.streamRef, codeInvalidArgument, func(st *store.Stream) error {
-		if st.Version != *req.CurrentVersion {
-			return versionMismatch(st.Name)
-		}
+	st, err := s.updateVersion(ctx, req.streamRef, *req.CurrentVersion, func(st *store.Stream) error {
 		change := *req.DataRetentionChangeInHours
 		if change > maxRetentionHrs { // also keeps the sum below from overflowing
 			return invalidArgf("DataRetentionChangeInHours must be at most %d.", maxRetentionHrs)
@@ -353,7 +358,6 @@ func (s *Server) updateDataRetention(ctx context.Context, req *updateDataRetenti
 			return invalidArgf("The new data retention of %d hours is outside 0 to %d.", hours, maxRetentionHrs)
 		}
 		st.RetentionHours = hours
-		st.Version = newVersion()
 		return nil
 	})
 	if err != nil {

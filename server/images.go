@@ -103,15 +103,10 @@ var formatConfigValue = regexp.MustCompile(`^[a-zA-Z_0-9]+$`)
 //     InvalidArgumentException. Format, size and quality may change between pages.
 func parseGetImages(r *getImagesRequest) (imagesQuery, error) {
 	var q imagesQuery
-	switch {
-	case r.ImageSelectorType == nil:
-		return q, invalidArgf("ImageSelectorType is required: PRODUCER_TIMESTAMP or SERVER_TIMESTAMP.")
-	case *r.ImageSelectorType == "PRODUCER_TIMESTAMP":
-		q.kind = store.ProducerTime
-	case *r.ImageSelectorType == "SERVER_TIMESTAMP":
-		q.kind = store.ServerTime
-	default:
-		return q, invalidArgf("ImageSelectorType %q: want PRODUCER_TIMESTAMP or SERVER_TIMESTAMP.", *r.ImageSelectorType)
+	var err error
+	q.kind, err = enumArg("ImageSelectorType", r.ImageSelectorType, "PRODUCER_TIMESTAMP or SERVER_TIMESTAMP", imageSelectorTypes)
+	if err != nil {
+		return q, err
 	}
 	if r.StartTimestamp == nil || r.EndTimestamp == nil {
 		return q, invalidArgf("StartTimestamp and EndTimestamp are required.")
@@ -132,15 +127,9 @@ func parseGetImages(r *getImagesRequest) (imagesQuery, error) {
 	}
 	q.interval = time.Duration(interval) * time.Millisecond
 	q.count = int(q.end.Sub(q.start)/q.interval) + 1
-	switch {
-	case r.Format == nil:
-		return q, invalidArgf("Format is required: JPEG or PNG.")
-	case *r.Format == "JPEG":
-		q.format = decode.JPEG
-	case *r.Format == "PNG":
-		q.format = decode.PNG
-	default:
-		return q, invalidArgf("Format %q: want JPEG or PNG.", *r.Format)
+	q.format, err = enumArg("Format", r.Format, "JPEG or PNG", imageFormats)
+	if err != nil {
+		return q, err
 	}
 	q.quality = imagesDefaultQuality
 	if r.FormatConfig != nil {
@@ -347,4 +336,24 @@ func (im *imageService) unsupportedCodec(c codec.Codec) error {
 			"(apt-get install ffmpeg, brew install ffmpeg) and restart it; cgo builds of kvs also decode H.264 without ffmpeg.")
 	}
 	return apiErrorf(codeUnsupportedMedia, "This kvs server cannot decode %v for GetImages (its decoders: %s): install ffmpeg on its PATH and restart it.", c, im.dec)
+}
+
+// The values of GetImages' ImageSelectorType and Format.
+var (
+	imageSelectorTypes = map[string]store.TimeKind{"PRODUCER_TIMESTAMP": store.ProducerTime, "SERVER_TIMESTAMP": store.ServerTime}
+	imageFormats       = map[string]decode.Format{"JPEG": decode.JPEG, "PNG": decode.PNG}
+)
+
+// enumArg maps the value of the request field name through values: a missing field, or a value
+// not among them, is InvalidArgumentException naming the accepted ones (want).
+func enumArg[T any](name string, v *string, want string, values map[string]T) (T, error) {
+	var zero T
+	if v == nil {
+		return zero, invalidArgf("%s is required: %s.", name, want)
+	}
+	t, ok := values[*v]
+	if !ok {
+		return zero, invalidArgf("%s %q: want %s.", name, *v, want)
+	}
+	return t, nil
 }
