@@ -357,6 +357,7 @@ func TestE2EInterrupt(t *testing.T) {
 // TestE2EAWSCLIListFragments checks that the real AWS CLI sees what put-media stored.
 func TestE2EAWSCLIListFragments(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t) // starts the AWS CLI
 	aws := "/usr/bin/aws"
 	if _, err := os.Stat(aws); err != nil {
 		aws = testutil.NeedTool(t, "aws")

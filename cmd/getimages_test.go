@@ -71,6 +71,7 @@ func probeImage(t *testing.T, path string) imageProbe {
 // time order; the store is unchanged.
 func TestE2EGetImages(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t) // runs ffmpeg and ffprobe
 	testutil.NeedTool(t, "ffprobe")
 	testutil.NeedTool(t, "ffmpeg")
 	url, logs, _ := startServe(t, "--listen", "127.0.0.1:0", "--memory")
@@ -145,6 +146,7 @@ func TestE2EGetImages(t *testing.T) {
 // and a stream that does not exist is a not-found error.
 func TestGetImagesTable(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t) // GetImages runs ffmpeg
 	testutil.NeedTool(t, "ffmpeg")
 	url, _ := e2eServer(t, nil)
 	mustRun(t, url, nil, "put-media", "--stream-name", "cam", "--source", filepath.Join("..", "testdata", "h264.mkv"), "--create")

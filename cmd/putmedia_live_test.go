@@ -27,9 +27,9 @@ var testPattern sync.Mutex
 // real server and reads it back with list-fragments, get-media and ffprobe.
 func TestE2ETestPattern(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t)
 	testPattern.Lock()
 	defer testPattern.Unlock()
-	testutil.Slow(t)
 	ffprobeBin := testutil.NeedTool(t, "ffprobe")
 	url, _ := e2eServer(t, nil)
 	out := mustRun(t, url, nil, "put-media", "--stream-name", "testsrc", "--create", "--source", "testsrc",

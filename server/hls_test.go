@@ -150,6 +150,7 @@ func wantStreams(t *testing.T, name string, loops int) []hlsProbeStream {
 
 func TestHLSOnDemandFFprobe(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t) // drives ffmpeg, ffprobe or the AWS CLI
 	for _, name := range []string{"h264.mkv", "h264_aac.mkv", "h265.mkv"} {
 		t.Run(name, func(t *testing.T) {
 			e := newMediaEnv(t, "mem")
@@ -305,6 +306,7 @@ func TestHLSLive(t *testing.T) {
 // TestHLSAWSCLI gets the URL with the real AWS CLI and plays it with ffprobe.
 func TestHLSAWSCLI(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t) // drives ffmpeg, ffprobe or the AWS CLI
 	bin := testutil.NeedTool(t, "/usr/bin/aws")
 	e := newMediaEnv(t, "fs")
 	e.createStream(t, "cam", 24)
@@ -416,6 +418,7 @@ func TestHLSUnsupportedCodec(t *testing.T) {
 
 func TestGetClip(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t) // drives ffmpeg, ffprobe or the AWS CLI
 	for _, name := range []string{"h264.mkv", "h264_aac.mkv", "h265.mkv"} {
 		t.Run(name, func(t *testing.T) {
 			e := newMediaEnv(t, "fs")

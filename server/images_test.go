@@ -125,6 +125,7 @@ func checkImages(t *testing.T, imgs []types.Image, from, interval int64, keyfram
 // GOP (PNG, HeightPixels alone keeping the 4:3 aspect ratio).
 func TestGetImagesSDK(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t) // drives ffmpeg, ffprobe or the AWS CLI
 	testutil.NeedTool(t, "ffmpeg")
 	e := newMediaEnv(t, "fs")
 	withGap(t, e, "cam")
@@ -165,6 +166,7 @@ func (e *mediaEnv) describeARN(t *testing.T, name string) string {
 // before them, at the keyframe their offset into it reaches.
 func TestGetImagesServerTimestamp(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t) // drives ffmpeg, ffprobe or the AWS CLI
 	testutil.NeedTool(t, "ffmpeg")
 	clock := &fakeClock{}
 	e := newMediaEnv(t, "mem", func(c *Config) { c.Now = clock.Now })
@@ -205,6 +207,7 @@ func TestGetImagesServerTimestamp(t *testing.T) {
 // track; a server without a decoder says what to install.
 func TestGetImagesCodecs(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t) // drives ffmpeg, ffprobe or the AWS CLI
 	testutil.NeedTool(t, "ffmpeg")
 	e := newMediaEnv(t, "mem")
 	for _, s := range []struct{ stream, clip string }{{"hevc", "h265.mkv"}, {"vp8", "webm_vp8.webm"}, {"av", "h264_aac.mkv"}} {
@@ -249,6 +252,7 @@ func TestGetImagesCodecs(t *testing.T) {
 // still give every sample its picture.
 func TestGetImagesFrameBudget(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t) // drives ffmpeg, ffprobe or the AWS CLI
 	testutil.NeedTool(t, "ffmpeg")
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 1)

@@ -16,6 +16,7 @@ import (
 
 func ffmpegDecoder(t *testing.T) *decode.FFmpeg {
 	t.Helper()
+	testutil.Slow(t) // runs ffmpeg
 	testutil.NeedTool(t, "ffmpeg")
 	f, err := decode.NewFFmpeg("")
 	if err != nil {
