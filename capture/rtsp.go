@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -115,17 +116,8 @@ func RedactRTSP(raw string) string {
 		scheme, _, _ := strings.Cut(raw, "://")
 		return scheme + "://…"
 	}
-	if u.User != nil {
-		if _, ok := u.User.Password(); ok {
-			return strings.Replace(u.String(), ":"+passwordOf(u)+"@", ":***@", 1)
-		}
-	}
-	return u.String()
-}
-
-func passwordOf(u *base.URL) string {
-	p, _ := u.User.Password()
-	return p
+	// url.URL.Redacted writes the password as "xxxxx" (a user name cannot hold ':').
+	return strings.Replace((*url.URL)(u).Redacted(), ":xxxxx@", ":***@", 1)
 }
 
 // Errors of the RTSP source, wrapped in an *RTSPError that names the camera; match with errors.Is.
@@ -453,6 +445,7 @@ type rtspQueue struct {
 	signal     chan struct{} // a wake-up for pop's waiter, 1-buffered
 	firstFrame chan struct{} // closed at the first frame
 	tracks     []mkv.Track   // the tracks of the last frames pushed
+	first      []mkv.Track   // the tracks of the first frame (later ones may differ by then)
 	t0         time.Time
 	dropping   bool
 	dropped    int
@@ -488,7 +481,7 @@ func (q *rtspQueue) started() bool {
 func (q *rtspQueue) firstTracks() []mkv.Track {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return q.tracks
+	return q.first
 }
 
 func (q *rtspQueue) firstTime() time.Time {
@@ -506,7 +499,7 @@ func (q *rtspQueue) setTracks(tracks []mkv.Track) {
 		q.tracks = tracks
 		return
 	}
-	if sameTracks(q.tracks, tracks) {
+	if mkv.SameTracks(q.tracks, tracks) {
 		return
 	}
 	q.tracks = tracks
@@ -542,7 +535,7 @@ func (q *rtspQueue) push(it rtspItem) {
 		return
 	}
 	if !q.started() {
-		q.t0 = it.at
+		q.t0, q.first = it.at, q.tracks
 		close(q.firstFrame)
 	}
 	q.items = append(q.items, it)
@@ -565,19 +558,4 @@ func (q *rtspQueue) pop() (rtspItem, bool) {
 	}
 	q.bytes -= len(it.data)
 	return it, true
-}
-
-// sameTracks reports whether two track sets describe the same streams.
-func sameTracks(a, b []mkv.Track) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		x, y := a[i], b[i]
-		if x.Number != y.Number || x.CodecID != y.CodecID || string(x.CodecPrivate) != string(y.CodecPrivate) ||
-			x.Width != y.Width || x.Height != y.Height || x.SamplingRate != y.SamplingRate || x.Channels != y.Channels {
-			return false
-		}
-	}
-	return true
 }

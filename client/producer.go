@@ -93,32 +93,18 @@ type ProducerError struct {
 }
 
 func (e *ProducerError) Error() string {
-	var b strings.Builder
-	b.WriteString("putmedia: ")
+	var parts []string
 	if e.Err != nil {
-		b.WriteString(e.Err.Error())
-		if len(e.Failed) > 0 {
-			b.WriteString("; ")
-		}
+		parts = append(parts, e.Err.Error())
 	}
-	if e.Spooled > 0 || e.Dropped > 0 {
-		if e.Err != nil {
-			b.WriteString("; ")
-		}
-		if e.Spooled > 0 {
-			fmt.Fprintf(&b, "%d fragment(s) not sent are kept in the spool %s: run again with the same spool directory to send them", e.Spooled, e.SpoolDir)
-		}
-		if e.Dropped > 0 {
-			if e.Spooled > 0 {
-				b.WriteString("; ")
-			}
-			fmt.Fprintf(&b, "%d fragment(s) were dropped because the spool %s was full", e.Dropped, e.SpoolDir)
-		}
-		if len(e.Failed) > 0 {
-			b.WriteString("; ")
-		}
+	if e.Spooled > 0 {
+		parts = append(parts, fmt.Sprintf("%d fragment(s) not sent are kept in the spool %s: run again with the same spool directory to send them", e.Spooled, e.SpoolDir))
+	}
+	if e.Dropped > 0 {
+		parts = append(parts, fmt.Sprintf("%d fragment(s) were dropped because the spool %s was full", e.Dropped, e.SpoolDir))
 	}
 	if len(e.Failed) > 0 {
+		var b strings.Builder
 		fmt.Fprintf(&b, "%d fragment(s) not stored:", len(e.Failed))
 		for i, f := range e.Failed {
 			if i == 10 {
@@ -131,8 +117,9 @@ func (e *ProducerError) Error() string {
 			}
 			fmt.Fprintf(&b, ": %v]", f.Err)
 		}
+		parts = append(parts, b.String())
 	}
-	return b.String()
+	return "putmedia: " + strings.Join(parts, "; ")
 }
 
 // Unwrap returns the stopping error and the fragment errors, for errors.Is/As.

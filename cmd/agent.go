@@ -206,9 +206,6 @@ func runAgent(ctx context.Context, env *Env, o agentOptions) error {
 	if o.Once {
 		return agentOnce(ctx, env, cams)
 	}
-	if v := env.Config.GetDuration("status-interval"); v > 0 && o.StatusInterval == time.Minute {
-		o.StatusInterval = v
-	}
 	for _, cam := range cams {
 		if cam.opts.SpoolDir == "" {
 			cam.log.Warn("no spool-dir: what is captured while the endpoint is unreachable is lost")

@@ -123,13 +123,17 @@ func TestByteSize(t *testing.T) {
 		want int64 // -1: an error
 	}{
 		{"1048576", 1 << 20}, {"1GiB", 1 << 30}, {"1.5gib", 3 << 29}, {"500MB", 500e6}, {"500 mb", 500e6},
-		{"8Mbit", 1e6}, {"256KiB", 256 << 10}, {"2k", 2000}, {"10B", 10}, {"0", 0},
+		{"8Mbit", -1}, {"256KiB", 256 << 10}, {"2k", 2000}, {"10B", 10}, {"0", 0},
 		{"", -1}, {"-1", -1}, {"1XB", -1}, {"lots", -1}, {"1e30", -1},
 	} {
 		got, err := parseByteSize(tc.in)
 		if tc.want < 0 && err == nil || tc.want >= 0 && (err != nil || got != tc.want) {
 			t.Errorf("parseByteSize(%q) = %d, %v; want %d", tc.in, got, err, tc.want)
 		}
+	}
+	var rate byteRate // --spool-rate takes bits too
+	if err := rate.Set("8Mbit"); err != nil || rate != 1e6 {
+		t.Errorf("byteRate.Set(8Mbit) = %d, %v; want 1000000", rate, err)
 	}
 	for n, want := range map[int64]string{1 << 30: "1GiB", 3 << 29: "1.5GiB", 1000: "1000B", 256 << 10: "256KiB"} {
 		if got := formatBytes(n); got != want {

@@ -50,7 +50,7 @@ type putMediaOptions struct {
 	// The spool: fragments on disk until PERSISTED.
 	SpoolDir      string
 	SpoolMaxBytes byteSize
-	SpoolRate     byteSize // bytes per second of backlog; 0: as fast as the link goes
+	SpoolRate     byteRate // bytes per second of backlog; 0: as fast as the link goes
 }
 
 // live reports whether the source is captured as it happens (a camera, the test pattern, an

@@ -211,12 +211,26 @@ func (r *run) pace(ctx context.Context, ps []*producer, nFrags int) {
 		}
 		heap.Fix(&h, 0)
 	}
+	// One drain timeout for the whole shard, not one per upload: with the server not acking,
+	// a shard of 125 uploads would otherwise wait 125 timeouts.
+	drain := time.NewTimer(r.cfg.DrainTimeout)
+	defer drain.Stop()
+	expired := false
 	for _, p := range ended {
-		select {
-		case <-p.s.acksDone:
-		case <-time.After(r.cfg.DrainTimeout):
-			r.fail("put-media", errors.New("acks still open after the drain timeout"))
-			p.s.conn.Close()
+		if !expired {
+			select {
+			case <-p.s.acksDone:
+			case <-drain.C:
+				expired = true
+			}
+		}
+		if expired {
+			select {
+			case <-p.s.acksDone:
+			default:
+				r.fail("put-media", errors.New("acks still open after the drain timeout"))
+				p.s.conn.Close()
+			}
 		}
 		close(p.s.done)
 	}

@@ -1,6 +1,6 @@
 // Package bytesize reads and writes sizes in bytes as people type them: the flags of the CLI
-// (--spool-max-bytes 4GiB, --spool-rate 8Mbit, --max-disk-usage 500GB) and the server's
-// kvs:max-bytes stream tag read them alike.
+// (--spool-max-bytes 4GiB, --max-disk-usage 500GB) and the server's kvs:max-bytes stream tag read
+// them alike, and rates (--spool-rate 8Mbit) the same way with bits allowed.
 package bytesize
 
 import (
@@ -13,7 +13,7 @@ import (
 var units = []struct {
 	suffix string
 	factor float64
-}{ // longest first, so that "kib" is not read as "b"
+}{ // longest first, so that "kib" is not read as "b"; the first three are bits (rates only)
 	{"kbit", 1000.0 / 8}, {"mbit", 1e6 / 8}, {"gbit", 1e9 / 8},
 	{"kib", 1 << 10}, {"mib", 1 << 20}, {"gib", 1 << 30}, {"tib", 1 << 40},
 	{"kb", 1e3}, {"mb", 1e6}, {"gb", 1e9}, {"tb", 1e12},
@@ -22,21 +22,33 @@ var units = []struct {
 }
 
 // Parse reads a size: a number with an optional unit, in any case: B, kB, MB, GB, TB (powers of
-// 1000, as disks are sold), KiB, MiB, GiB, TiB (powers of 1024), or kbit, Mbit, Gbit (bits: the
-// value is divided by 8, for rates), e.g. "500GB", "1.5GiB", "20 MB", "8Mbit" or "1048576". The
-// size is rounded to a whole byte; it may be 0, not negative, and must stay below 4 EiB.
-func Parse(s string) (int64, error) {
+// 1000, as disks are sold) or KiB, MiB, GiB, TiB (powers of 1024), e.g. "500GB", "1.5GiB",
+// "20 MB" or "1048576". The size is rounded to a whole byte; it may be 0, not negative, and must
+// stay below 4 EiB. Bits ("8Mbit") are refused: they are for rates (ParseRate).
+func Parse(s string) (int64, error) { return parse(s, false) }
+
+// ParseRate reads a rate in bytes per second: what Parse reads, or bits per second in kbit,
+// Mbit, Gbit (the value is divided by 8), e.g. "8Mbit" or "1MB".
+func ParseRate(s string) (int64, error) { return parse(s, true) }
+
+func parse(s string, rate bool) (int64, error) {
 	v := strings.ToLower(strings.TrimSpace(s))
 	factor := 1.0
-	for _, u := range units {
+	for i, u := range units {
 		if num, ok := strings.CutSuffix(v, u.suffix); ok {
+			if i < 3 && !rate {
+				return 0, fmt.Errorf("%q: a size is in bytes (B, kB, MB, GB, KiB, MiB, GiB, ...); bits are for rates", s)
+			}
 			v, factor = strings.TrimSpace(num), u.factor
 			break
 		}
 	}
 	n, err := strconv.ParseFloat(v, 64)
 	if err != nil || math.IsNaN(n) || n < 0 || math.IsInf(n, 0) || n*factor > math.MaxInt64/2 {
-		return 0, fmt.Errorf("%q: want a size such as 1GiB, 500MB, 8Mbit or a number of bytes", s)
+		if rate {
+			return 0, fmt.Errorf("%q: want a rate per second such as 8Mbit, 1MB or a number of bytes", s)
+		}
+		return 0, fmt.Errorf("%q: want a size such as 1GiB, 500MB or a number of bytes", s)
 	}
 	return int64(math.Round(n * factor)), nil
 }
