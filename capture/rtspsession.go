@@ -3,6 +3,7 @@ package capture
 // One RTSP session of a camera: DESCRIBE, SETUP and PLAY, then RTP packets to frames, stamped.
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -57,19 +58,19 @@ type rtspSession struct {
 
 // rtspTrack is the state of one played track.
 type rtspTrack struct {
-	number  uint64
-	media   *description.Media
-	format  format.Format
-	clock   int64
-	codec   codec.Codec // video only
-	decode  func(*rtp.Packet) ([][]byte, error)
-	vps     []byte // parameter sets, from the SDP, then from the stream
-	sps     []byte
-	pps     []byte
-	builtAt string // the parameter sets the current track was built from
-	asc     []byte // AAC AudioSpecificConfig
-	rate    int    // AAC sample rate
-	chans   int
+	number uint64
+	media  *description.Media
+	format format.Format
+	clock  int64
+	codec  codec.Codec // video only
+	decode func(*rtp.Packet) ([][]byte, error)
+	vps    []byte // parameter sets, from the SDP, then from the stream
+	sps    []byte
+	pps    []byte
+	dirty  bool   // a parameter set changed since the current track was built
+	asc    []byte // AAC AudioSpecificConfig
+	rate   int    // AAC sample rate
+	chans  int
 
 	started   bool
 	firstTS   uint32    // RTP timestamp of the first packet
@@ -366,23 +367,22 @@ func (sess *rtspSession) videoFrame(ext int64, nalus [][]byte, now time.Time) {
 		typ := codec.NALUType(t.codec, n)
 		switch {
 		case t.codec == codec.H264 && typ == codec.H264NALUSPS, t.codec == codec.H265 && typ == codec.H265NALUSPS:
-			t.sps = cloneBytes(n)
+			t.dirty = keepParam(&t.sps, n) || t.dirty
 		case t.codec == codec.H264 && typ == codec.H264NALUPPS, t.codec == codec.H265 && typ == codec.H265NALUPPS:
-			t.pps = cloneBytes(n)
+			t.dirty = keepParam(&t.pps, n) || t.dirty
 		case t.codec == codec.H265 && typ == codec.H265NALUVPS:
-			t.vps = cloneBytes(n)
+			t.dirty = keepParam(&t.vps, n) || t.dirty
 		case codec.IsRandomAccessNALU(t.codec, n):
 			key = true
 		}
 	}
-	params := string(t.vps) + "/" + string(t.sps) + "/" + string(t.pps)
-	if key && (!sess.ready || params != t.builtAt) {
+	if key && (!sess.ready || t.dirty) {
 		tracks, err := sess.buildTracks()
 		if err != nil {
 			sess.s.notice("camera %s%s: keyframe skipped: %v", sess.s.camera, sess.s.path, err)
 			key = false
 		} else {
-			t.builtAt = params
+			t.dirty = false
 			if sess.ready {
 				sess.emit(rtspItem{cut: true, tracks: tracks}, ext, now)
 			} else {
@@ -498,4 +498,14 @@ func (sess *rtspSession) decide(now time.Time) {
 		sess.push(it, sess.heldRTP[i])
 	}
 	sess.held, sess.heldRTP, sess.heldBytes = nil, nil, 0
+}
+
+// keepParam stores parameter set n in *p when it differs from the one there (cameras repeat them
+// before every keyframe) and says whether it did.
+func keepParam(p *[]byte, n []byte) bool {
+	if bytes.Equal(*p, n) {
+		return false
+	}
+	*p = cloneBytes(n)
+	return true
 }

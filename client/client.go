@@ -5,6 +5,7 @@ package client
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
@@ -179,3 +180,21 @@ func (c *Client) DataEndpoint(ctx context.Context, stream string, api types.APIN
 }
 
 var errEmptyEndpoint = errors.New("empty DataEndpoint in response")
+
+// TLSConfig returns a copy of the TLS settings the client's requests use: Config.HTTPClient's
+// transport's, or the SDK's (which carries AWS_CA_BUNDLE), for callers that open their own
+// connections to the same endpoints (kvs bench writes PutMedia on raw connections); nil when the
+// transport is not an *http.Transport or sets none (Go's defaults: the system's roots).
+func (c *Client) TLSConfig() *tls.Config {
+	var tr *http.Transport
+	switch h := c.cfg.HTTPClient.(type) {
+	case *http.Client:
+		tr, _ = h.Transport.(*http.Transport)
+	case interface{ GetTransport() *http.Transport }: // the SDK's awshttp.BuildableClient
+		tr = h.GetTransport()
+	}
+	if tr == nil || tr.TLSClientConfig == nil {
+		return nil
+	}
+	return tr.TLSClientConfig.Clone()
+}

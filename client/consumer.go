@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -441,24 +440,6 @@ func (r *idleReader) Read(p []byte) (int, error) {
 		r.t.Reset(r.d)
 	}
 	return n, err
-}
-
-// TLSConfig returns a copy of the TLS settings the client's requests use: Config.HTTPClient's
-// transport's, or the SDK's (which carries AWS_CA_BUNDLE), for callers that open their own
-// connections to the same endpoints (kvs bench writes PutMedia on raw connections); nil when the
-// transport is not an *http.Transport or sets none (Go's defaults: the system's roots).
-func (c *Client) TLSConfig() *tls.Config {
-	var tr *http.Transport
-	switch h := c.cfg.HTTPClient.(type) {
-	case *http.Client:
-		tr, _ = h.Transport.(*http.Transport)
-	case interface{ GetTransport() *http.Transport }: // the SDK's awshttp.BuildableClient
-		tr = h.GetTransport()
-	}
-	if tr == nil || tr.TLSClientConfig == nil {
-		return nil
-	}
-	return tr.TLSClientConfig.Clone()
 }
 
 // do sends req with the configured HTTP client (the SDK's default when none was given).

@@ -17,6 +17,7 @@ import (
 
 	"github.com/openkvs/kvs/internal/bufpool"
 	"github.com/openkvs/kvs/internal/fsync"
+	"github.com/openkvs/kvs/internal/piecewrite"
 	"github.com/openkvs/kvs/internal/record"
 )
 
@@ -202,7 +203,10 @@ func (s *Spool) append(header, body []byte, timecode int64, scale uint64) (uint6
 	crc := crc32.Update(crc32.Checksum(header, castagnoli), castagnoli, body)
 	h.PayloadCRC = crc
 	// The record header and the stream header (a few hundred bytes) go in one write.
-	err = writeAll(f, off, append(h.encode(make([]byte, 0, spoolRecordHeaderSize+len(header))), header...), body)
+	head := append(h.encode(make([]byte, 0, spoolRecordHeaderSize+len(header))), header...)
+	if _, err = f.WriteAt(head, off); err == nil {
+		err = piecewrite.WriteAt(f, body, off+int64(len(head))) // as the FS store writes a fragment
+	}
 	if err == nil {
 		err = fsync.Data(f)
 	}
@@ -224,17 +228,6 @@ func (s *Spool) append(header, body []byte, timecode int64, scale uint64) (uint6
 	s.stats.Bytes += size
 	s.signal()
 	return h.Seq, nil
-}
-
-// writeAll writes the pieces one after another at off.
-func writeAll(f *os.File, off int64, pieces ...[]byte) error {
-	for _, p := range pieces {
-		if _, err := f.WriteAt(p, off); err != nil {
-			return err
-		}
-		off += int64(len(p))
-	}
-	return nil
 }
 
 // signal wakes whoever waits in next. s.mu is held.
@@ -490,9 +483,8 @@ func (s *Spool) advance() {
 }
 
 // ackedEvery is how often at most the acked mark is written while acks come (and at Close): each
-// write of it is a file written, synced and renamed and its directory synced, more syncs than the
-// fragment's own append, and losing the last second of it to a crash only sends a fragment or two
-// again.
+// write of it creates, writes and renames a file (not synced, writeFileAtomic), and losing the last
+// second of it to a crash only sends a fragment or two again.
 const ackedEvery = time.Second
 
 // saveAcked writes the acked mark, when it moved. s.mu is held.

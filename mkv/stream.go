@@ -70,7 +70,7 @@ func (s *StreamWriter) WriteFragment(f *Fragment) error {
 		scale = DefaultTimecodeScale
 	}
 	s.buf = s.buf[:0]
-	if !s.started || docType != s.docType || scale != s.scale || !sameTracks(s.tracks, f.Tracks) {
+	if !s.started || docType != s.docType || scale != s.scale || !SameTracks(s.tracks, f.Tracks) {
 		if s.started && scale != s.scale {
 			// Keep the timeline continuous across segments with different scales.
 			conv := func(v int64) int64 { return int64(math.Round(float64(v) * float64(s.scale) / float64(scale))) }
@@ -184,8 +184,9 @@ func cloneTracks(tracks []Track) []Track {
 	return out
 }
 
-// sameTracks reports whether a player can go on decoding b's frames with a's track headers.
-func sameTracks(a, b []Track) bool {
+// SameTracks reports whether a player can go on decoding b's frames with a's track headers: the
+// same tracks, codecs, codec private data and picture or audio format.
+func SameTracks(a, b []Track) bool {
 	if len(a) != len(b) {
 		return false
 	}

@@ -67,14 +67,6 @@ func appendVint(b []byte, v uint64) []byte {
 	return b
 }
 
-// ElementHeaderSize is the number of bytes AppendElementHeader appends for id and size.
-func ElementHeaderSize(id uint32, size int64) int {
-	if size < 0 || size >= 1<<56-1 {
-		return idLen(id) + 8
-	}
-	return idLen(id) + vintLen(uint64(size))
-}
-
 // AppendElementHeader appends an element ID and data size. size -1 writes the 8-byte unknown
 // size 0x01FFFFFFFFFFFFFF; other sizes use the shortest vint. Sizes above 2^56-2 cannot be
 // encoded and are written as unknown.

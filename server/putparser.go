@@ -380,12 +380,16 @@ func (ps *putParser) blockMemory(size int) []byte {
 	if !ps.open || ps.arena == nil || ps.size+int64(size)+ps.fragTagSize > ps.p.m.maxFragmentSize {
 		return nil
 	}
-	h := mkv.ElementHeaderSize(mkv.IDSimpleBlock, int64(size))
-	ps.grow(h + size + 8) // AppendElementHeader writes 8 bytes of a vint, then cuts
+	var hb [12]byte // an ID of 1 byte and a size of at most 8
+	hdr := mkv.AppendElementHeader(hb[:0], mkv.IDSimpleBlock, int64(size))
+	ps.grow(len(hdr) + size)
+	// The element goes after the arena's length, which frame extends over it only when the
+	// frame it gets is this one (otherwise it appends over it).
 	start := len(ps.arena)
-	b := mkv.AppendElementHeader(ps.arena, mkv.IDSimpleBlock, int64(size))
-	ps.inPlace, ps.inPlaceAt = start+h+size, start
-	return b[start+h : ps.inPlace]
+	b := ps.arena[start : start+len(hdr)+size]
+	copy(b, hdr)
+	ps.inPlace, ps.inPlaceAt = start+len(b), start
+	return b[len(hdr):]
 }
 
 // finish completes the open fragment: RECEIVED, the stored chunk, and the hand-off.

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"hash/crc32"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,8 +16,6 @@ import (
 
 	"github.com/openkvs/kvs/server/store"
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // AppendAsync implements store.Store. The fragment joins the node's open batch (a copy of data);
 // the batch is written as one object when FlushInterval has passed since it opened or it holds
@@ -142,7 +139,7 @@ func (bt *batcher) add(l *lease, meta store.FragmentMeta, data []byte) (*batch, 
 	b.buf = append(b.buf, data...)
 	meta.Size = int64(len(data))
 	b.frags = append(b.frags, pendingFrag{l: l, meta: meta, off: int64(off), size: int64(len(data)),
-		crc: checksum(meta, data)})
+		crc: store.Checksum(meta, data)})
 	i := len(b.frags) - 1
 	if cfg.FlushInterval == 0 || int64(len(b.buf)) >= cfg.FlushBytes {
 		bt.sealLocked()
@@ -421,13 +418,4 @@ func (s *Store) finish(b *batch, committed map[fragKey]bool, err error) {
 	s.mu.Unlock()
 	b.buf = nil
 	close(b.done)
-}
-
-// checksum is meta's Checksum (computed by the server while the frames were in the CPU cache), or
-// the CRC-32C of data when the caller gave none.
-func checksum(meta store.FragmentMeta, data []byte) uint32 {
-	if meta.Checksum != 0 {
-		return meta.Checksum
-	}
-	return crc32.Checksum(data, castagnoli)
 }

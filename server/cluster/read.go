@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/openkvs/kvs/internal/record"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -169,7 +170,7 @@ func (s *Store) AppendPayload(ctx context.Context, name string, number uint64, b
 	if _, err := io.ReadFull(out.Body, b[start:]); err != nil {
 		return b[:start], meta, unavailable("object store: GET "+*key, err)
 	}
-	if crc32.Checksum(b[start:], castagnoli) != uint32(*crc) {
+	if crc32.Checksum(b[start:], record.Castagnoli) != uint32(*crc) {
 		return b[:start], meta, fmt.Errorf("%w: %s fragment %d in %s", store.ErrCorrupt, name, number, *key)
 	}
 	return b, meta, nil

@@ -47,12 +47,13 @@ func newRecordHeader(meta FragmentMeta, data []byte) recordHeader {
 		ServerNanos:  timeToNanos(meta.ServerTime),
 		ProducerNano: timeToNanos(meta.ProducerTime),
 		Duration:     int64(meta.Duration),
-		PayloadCRC:   checksum(meta, data),
+		PayloadCRC:   Checksum(meta, data),
 	}
 }
 
-// checksum is meta's Checksum, or the CRC-32C of data when the caller gave none.
-func checksum(meta FragmentMeta, data []byte) uint32 {
+// Checksum is meta's Checksum (the server computes it while the frames are in the CPU cache),
+// or the CRC-32C of data when the caller gave none: what a store keeps as the data's checksum.
+func Checksum(meta FragmentMeta, data []byte) uint32 {
 	if meta.Checksum != 0 {
 		return meta.Checksum
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/record"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -458,7 +459,7 @@ func testAppendChecksum(t *testing.T, st store.Store) {
 		data := payload("s", n, size)
 		ts := base.Add(time.Duration(i) * time.Second)
 		m := store.FragmentMeta{Number: n, ServerTime: ts, ProducerTime: ts, Duration: time.Second,
-			Checksum: crc32.Checksum(data, crc32.MakeTable(crc32.Castagnoli))}
+			Checksum: crc32.Checksum(data, record.Castagnoli)}
 		if err := store.Append(ctx, st, "s", m, data); err != nil {
 			t.Fatalf("append with its checksum: %v", err)
 		}
