@@ -2,7 +2,6 @@ package client
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -157,12 +156,7 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestEndpointFailover(t *testing.T) {
 	t.Parallel()
 	live, _ := newKVS(t)
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + l.Addr().String()
-	l.Close() // nothing listens there now: connection refused
+	dead := "http://" + testutil.RefusedAddr(t) // nothing listens there: connection refused
 	tr := &countingTransport{byHost: map[string]int{}}
 	c, err := New(t.Context(), Config{Endpoint: dead + ", " + live.URL + "/", HTTPClient: &http.Client{Transport: tr}})
 	if err != nil {

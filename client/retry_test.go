@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/server"
 	"github.com/openkvs/kvs/server/store"
 )
@@ -72,18 +73,6 @@ func (d *dialLog) count(addr string) int {
 	return d.dials[addr]
 }
 
-// closedAddr returns host:port where nothing listens: a port that was free a moment ago.
-func closedAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
 // startKVSAdvertising starts kvs on httptest with GetDataEndpoint answering advertise ("" for its
 // own URL), wrap around its handler, and a stream "cam" with retention.
 func startKVSAdvertising(t *testing.T, advertise string, wrap func(http.Handler) http.Handler) *httptest.Server {
@@ -113,7 +102,7 @@ func startKVSAdvertising(t *testing.T, advertise string, wrap func(http.Handler)
 // own connections alike: there are no retries with backoff before the error.
 func TestUnreachableFailsFast(t *testing.T) {
 	t.Parallel()
-	dead := closedAddr(t)
+	dead := testutil.RefusedAddr(t)                   // a port held for the test, where nothing listens
 	ts := startKVSAdvertising(t, "http://"+dead, nil) // the data endpoint refuses
 	tlsServer := httptest.NewTLSServer(http.NotFoundHandler())
 	t.Cleanup(tlsServer.Close)

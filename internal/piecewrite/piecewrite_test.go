@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/openkvs/kvs/internal/fsync"
 )
 
 // WriteAt and Writer write every byte where it belongs, in pieces of at most Size.
@@ -73,7 +75,7 @@ func BenchmarkFileWrite(b *testing.B) {
 				if err := bc.write(f, off); err != nil {
 					b.Fatal(err)
 				}
-				if err := f.Sync(); err != nil {
+				if err := fsync.Data(f); err != nil {
 					b.Fatal(err)
 				}
 				off += int64(len(rec))
