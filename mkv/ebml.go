@@ -76,6 +76,17 @@ func DecodeElementHeader(b []byte) (id uint32, size int64, n int, err error) {
 // counts the bytes consumed on error too, and id then holds what was read of the ID. For readers
 // that walk a stream without parsing it (Reader parses it).
 func ReadElementHeader(br *bufio.Reader) (id uint32, size int64, n int, err error) {
+	return readElementHeader(br)
+}
+
+// peeker is what readElementHeader reads from: a bufio.Reader or the Reader's input.
+type peeker interface {
+	Peek(n int) ([]byte, error)
+	Discard(n int) (int, error)
+	Buffered() int
+}
+
+func readElementHeader[B peeker](br B) (id uint32, size int64, n int, err error) {
 	b, _ := br.Peek(min(br.Buffered(), maxHeaderLen)) // never blocks
 	for {
 		id, size, n, err = decodeHeader(b)

@@ -335,3 +335,118 @@ func renderEventsCheck(t *testing.T, r *Reader, given *[][]byte) (string, string
 		}
 	}
 }
+
+// FuzzReaderReadAhead: a Reader that reads ahead into lent memory (ReadAhead), used the way the
+// server's PutMedia parser uses it (blocks given memory at the end of a growing buffer, which is
+// detached before anything else is written there, and scribbled over once given up), returns
+// the same events as a plain Reader, on input that arrives in pieces of varied sizes; frames
+// given memory hold their block's header and data as read.
+func FuzzReaderReadAhead(f *testing.F) {
+	fuzzSeeds(f)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		want, wantErr := renderEvents(NewReader(bytes.NewReader(in), fuzzOptions()...))
+		p := &aheadParser{t: t, arena: make([]byte, 16, 64+len(in)%(32<<10))}
+		r := NewReader(&pieces{b: in}, append(fuzzOptions(), WithBlockMemory(p.mem), WithBufferSize(4<<10))...)
+		p.r = r
+		r.ReadAhead(p.arena)
+		var b strings.Builder
+		var gotErr string
+		for {
+			ev, err := r.Next()
+			if err != nil {
+				gotErr = err.Error()
+				break
+			}
+			switch ev.Kind {
+			case EventCluster:
+				fmt.Fprintf(&b, "cluster %d\n", ev.Timecode)
+			case EventFrame:
+				b.WriteString(renderFrame(&ev.Frame) + "\n")
+				p.frame(ev.Frame.Data)
+			case EventClusterEnd:
+				p.replace(64 + int(ev.Size)%(64<<10)) // the fragment is handed off
+			case EventTags:
+				for _, tag := range ev.Tags {
+					renderTags(&b, tag.SimpleTags)
+				}
+				b.WriteString("\n")
+			}
+		}
+		if got := b.String(); got != want || gotErr != wantErr {
+			t.Fatalf("with read-ahead:\n%s%s\nwant\n%s%s", got, gotErr, want, wantErr)
+		}
+	})
+}
+
+// aheadParser keeps frames in arena as the server's parser does.
+type aheadParser struct {
+	t       *testing.T
+	r       *Reader
+	arena   []byte
+	calls   int
+	given   []byte // the last block memory given in arena, nil when none
+	inPlace int    // blocks found in place
+}
+
+func (p *aheadParser) mem(size int) []byte {
+	p.calls++
+	switch p.calls % 7 {
+	case 3:
+		return nil
+	case 5:
+		p.given = nil
+		return make([]byte, size) // not lent memory
+	}
+	if cap(p.arena)-len(p.arena) < size {
+		p.replace(len(p.arena) + size + p.calls%100)
+	}
+	p.given = p.arena[len(p.arena) : len(p.arena)+size]
+	return p.given
+}
+
+// frame keeps data: in place when it is in the memory given, else appended (after Detach).
+func (p *aheadParser) frame(data []byte) {
+	if g := p.given; g != nil && len(data) > 0 && &data[len(data)-1] == &g[len(g)-1] {
+		id, size, n, err := DecodeElementHeader(g)
+		if err != nil || id != IDSimpleBlock || size != int64(len(g)-n) {
+			p.t.Fatalf("block memory holds header %#x %d %d %v for %d bytes", id, size, n, err, len(g))
+		}
+		p.arena = p.arena[:len(p.arena)+len(g)]
+		p.given = nil
+		p.inPlace++
+		return
+	}
+	p.given = nil
+	p.r.Detach()
+	p.arena = append(p.arena, data...)
+	p.r.ReadAhead(p.arena)
+}
+
+// replace gives the arena up for a new one of at least size bytes; the old one is scribbled
+// over, as the buffer pool's next user would.
+func (p *aheadParser) replace(size int) {
+	p.r.Detach()
+	old := p.arena[:cap(p.arena)]
+	p.arena = append(make([]byte, 0, size+16), p.arena[:16]...)
+	for i := range old {
+		old[i] = 0xA5
+	}
+	p.r.ReadAhead(p.arena)
+}
+
+// pieces returns b in reads of varied sizes.
+type pieces struct {
+	b []byte
+	i int
+}
+
+func (s *pieces) Read(p []byte) (int, error) {
+	if len(s.b) == 0 {
+		return 0, io.EOF
+	}
+	s.i++
+	n := min(len(p), len(s.b), []int{1, 7, 100, 5000, 70000, 3}[s.i%6])
+	copy(p, s.b[:n])
+	s.b = s.b[n:]
+	return n, nil
+}

@@ -5,7 +5,6 @@ package mkv
 // EventFrame each.
 
 import (
-	"io"
 	"math"
 	"time"
 )
@@ -182,34 +181,35 @@ func (r *Reader) nextLace() *Event {
 	return ev
 }
 
-// blockMemory returns the caller's memory for block h (WithBlockMemory), or nil: when there is
-// no such function, h is not a SimpleBlock, its header cannot be peeked, or it is laced.
+// blockMemory returns the caller's memory for block h (WithBlockMemory), header and data, or nil:
+// when there is no such function, h is not a SimpleBlock, its header cannot be peeked, or it is
+// laced.
 func (r *Reader) blockMemory(h header) []byte {
 	if r.cfg.blockMemory == nil || h.id != IDSimpleBlock {
 		return nil
 	}
 	// The track number (a vint of at most 8 bytes), the timecode (2) and the flags.
-	head, _ := r.br.Peek(int(min(h.size, 8+3)))
+	head, _ := r.in.Peek(int(min(h.size, 8+3)))
 	_, n := readVint(head)
 	if n <= 0 || len(head) < n+3 || (head[n+2]>>1)&3 != 0 {
 		return nil
 	}
-	dst := r.cfg.blockMemory(int(h.size))
-	if len(dst) != int(h.size) {
+	size := int(h.end() - h.offset)
+	dst := r.cfg.blockMemory(size)
+	if len(dst) != size {
 		return nil
 	}
 	return dst
 }
 
-// readInto reads the data of h into dst, which has its length.
+// readInto reads block h, whose header was consumed, into dst (its length: header and data) and
+// returns its data.
 func (r *Reader) readInto(h header, dst []byte) ([]byte, error) {
-	m, err := io.ReadFull(r.br, dst)
-	r.off += int64(m)
+	hl := int(h.data - h.offset)
+	n, err := r.in.readElement(h.id, hl, dst)
+	r.off += int64(n)
 	if err != nil {
-		if err == io.EOF { //nolint:errorlint // io.Reader contract
-			err = io.ErrUnexpectedEOF
-		}
 		return nil, r.syntax(h, err)
 	}
-	return dst, nil
+	return dst[hl:], nil
 }

@@ -1,7 +1,6 @@
 package mkv
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"math"
@@ -91,11 +90,14 @@ func WithSkipHandler(fn func(id uint32, offset, size int64)) Option {
 
 // WithBlockMemory sets a function that gives the memory a SimpleBlock holding one frame (no
 // lacing) is read into, in place of the Reader's own buffer: it is called, from Next, with the
-// block's size once the block's header says so, and returns a slice of that length, or nil to
-// have the block read into the Reader's buffer as usual. The Frame's Data then lies in that
-// slice, after the block's track number, timecode and flags. A caller that keeps frames as
-// SimpleBlocks (the server's PutMedia) receives them in place this way, without copying each
-// frame once more. Sizes are capped (WithMaxFrameSize) before it is called.
+// size of the whole element (its header and data) once the block's header says so, and returns
+// a slice of that length, or nil to have the block read into the Reader's buffer as usual. The
+// Reader writes the element there as it was read (its header with the size in as many bytes as
+// the input had, then its data); the Frame's Data is the slice's tail, after the block's track
+// number, timecode and flags. A caller that keeps frames as SimpleBlocks (the server's PutMedia)
+// receives them in place this way, without copying each frame once more; with ReadAhead, a block
+// whose memory is where the input was read to is not even copied once. Sizes are capped
+// (WithMaxFrameSize) before it is called.
 func WithBlockMemory(fn func(size int) []byte) Option {
 	return func(c *readerConfig) { c.blockMemory = fn }
 }
@@ -103,8 +105,8 @@ func WithBlockMemory(fn func(size int) []byte) Option {
 // WithBufferSize sets the size of the Reader's input buffer (default 64 KiB, at least 4 KiB).
 // Frame data is copied out of this buffer when it holds it, and read past it, straight into the
 // frame's memory, when it does not: a smaller buffer copies less of large frames (with
-// WithBlockMemory) at the cost of more reads for small ones. A bufio.Reader of at least that
-// size given to NewReader is used as it is.
+// WithBlockMemory) at the cost of more reads for small ones. With memory lent (ReadAhead), input
+// is read there instead.
 func WithBufferSize(n int) Option {
 	return func(c *readerConfig) { c.bufferSize = max(n, 4<<10) }
 }
@@ -123,7 +125,7 @@ func (h header) end() int64 { return h.data + h.size }
 // GetMedia returns) or a single long one (what PutMedia receives). Memory use is bounded by the
 // configured caps and does not grow with the input. A Reader is not safe for concurrent use.
 type Reader struct {
-	br  *bufio.Reader
+	in  *input
 	cfg readerConfig
 	off int64 // bytes consumed
 	err error // sticky
@@ -161,7 +163,8 @@ type Reader struct {
 	ev Event
 }
 
-// NewReader returns a Reader over r. It buffers r internally.
+// NewReader returns a Reader over r. It buffers r internally (WithBufferSize), and reads ahead of
+// what it has parsed.
 func NewReader(r io.Reader, opts ...Option) *Reader {
 	rd := &Reader{
 		cfg: readerConfig{
@@ -180,11 +183,7 @@ func NewReader(r io.Reader, opts ...Option) *Reader {
 	if size == 0 {
 		size = 64 << 10
 	}
-	if br, ok := r.(*bufio.Reader); ok && br.Size() >= size {
-		rd.br = br
-	} else {
-		rd.br = bufio.NewReaderSize(r, size)
-	}
+	rd.in = newInput(r, size)
 	return rd
 }
 
@@ -457,7 +456,7 @@ func (r *Reader) header() (header, error) {
 		return header{}, io.EOF
 	}
 	start := r.off
-	id, size, n, err := ReadElementHeader(r.br)
+	id, size, n, err := readElementHeader(r.in)
 	r.off += int64(n)
 	if err != nil {
 		if err == io.EOF && n == 0 { //nolint:errorlint // io.Reader contract
@@ -554,7 +553,7 @@ func (r *Reader) skip(h header) error {
 		if chunk > 1<<30 {
 			chunk = 1 << 30
 		}
-		n, err := r.br.Discard(int(chunk))
+		n, err := r.in.Discard(int(chunk))
 		r.off += int64(n)
 		remaining -= int64(n)
 		if err != nil {
@@ -582,7 +581,7 @@ func (r *Reader) readData(h header) ([]byte, error) {
 			buf = nb
 			r.buf = buf
 		}
-		m, err := io.ReadFull(r.br, buf[len(buf):min(cap(buf), n)])
+		m, err := io.ReadFull(r.in, buf[len(buf):min(cap(buf), n)])
 		buf = buf[:len(buf)+m]
 		r.off += int64(m)
 		if err != nil {
