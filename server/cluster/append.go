@@ -329,7 +329,7 @@ func (s *Store) commit(ctx context.Context, b *batch) (map[fragKey]bool, error) 
 			return err
 		}
 		for _, payload := range notices(b, committed) {
-			if _, err := tx.Exec(ctx, `SELECT pg_notify('kvs_commits', $1)`, payload); err != nil {
+			if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, s.notify, payload); err != nil {
 				return err
 			}
 		}

@@ -33,6 +33,7 @@ type Store struct {
 	s3     *s3.Client
 	nodeID string // this process: a new id per start, so a restarted node never inherits a lease
 	key    []byte // the shared HLS session key
+	notify string // the commit notification channel of this cluster's schema (watch.go)
 
 	mu     sync.Mutex
 	leases map[string]*lease // by stream name: the streams this node writes
@@ -82,12 +83,17 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		pool.Close()
 		return nil, err
 	}
+	channel, err := notifyChannel(ctx, pool)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
 	client, err := newS3Client(ctx, cfg.Objects, cfg.Credentials)
 	if err != nil {
 		pool.Close()
 		return nil, err
 	}
-	s := &Store{cfg: cfg, log: cfg.Log, pool: pool, s3: client, key: key,
+	s := &Store{cfg: cfg, log: cfg.Log, pool: pool, s3: client, key: key, notify: channel,
 		nodeID: "n-" + strings.ToLower(rand.Text()[:12]), leases: map[string]*lease{},
 		objectGrace: objectGrace, orphanAge: orphanAge, orphanEvery: orphanEvery, metrics: newMetrics()}
 	if err := s.checkBucket(pingCtx); err != nil {

@@ -2,15 +2,40 @@ package cluster
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// watcher holds the node's LISTEN connection: every commit of any node NOTIFYs kvs_commits with
-// the newest committed fragment number of each stream in it, and the watcher passes that on to
-// the functions registered with Watch.
+// notifyChannel returns the commit notification channel of the cluster whose tables are in the
+// connection's schema. Notifications go to every listener of a database, whatever its
+// search_path: clusters that share a database in different schemas (the tests do; so may a
+// user) must not hear each other's commits, which would tell a node's live readers of a stream
+// "cam" about another cluster's "cam". So the channel carries the schema: kvs_commits:SCHEMA,
+// or a digest of it where that would be over PostgreSQL's 63 bytes for a name.
+func notifyChannel(ctx context.Context, pool *pgxpool.Pool) (string, error) {
+	var schema string
+	if err := pool.QueryRow(ctx, `SELECT coalesce(current_schema(), '')`).Scan(&schema); err != nil {
+		return "", fmt.Errorf("cluster: PostgreSQL schema: %w", err)
+	}
+	channel := "kvs_commits:" + schema
+	if len(channel) > 63 {
+		sum := sha256.Sum256([]byte(schema))
+		channel = "kvs_commits:" + hex.EncodeToString(sum[:16])
+	}
+	return channel, nil
+}
+
+// watcher holds the node's LISTEN connection: every commit of any node NOTIFYs the cluster's
+// channel (notifyChannel) with the newest committed fragment number of each stream in it, and the
+// watcher passes that on to the functions registered with Watch.
 type watcher struct {
 	s    *Store
 	mu   sync.Mutex
@@ -77,7 +102,7 @@ func (w *watcher) listen(ctx context.Context) error {
 		return err
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, `LISTEN kvs_commits`); err != nil {
+	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{w.s.notify}.Sanitize()); err != nil {
 		return err
 	}
 	defer func() {
