@@ -8,11 +8,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -273,6 +275,10 @@ func TestSpoolOpenErrors(t *testing.T) {
 }
 
 // flakyServer is a kvs server (memory store) that can go down and come back on the same address.
+// While down, its port stays bound by a socket that does not listen: connections are refused, as
+// by a server that is gone, and the kernel gives the port to no other socket (a connect(2)
+// elsewhere in the test binary could take a port merely left free, and the server could then
+// not come back).
 type flakyServer struct {
 	t       *testing.T
 	addr    string
@@ -281,6 +287,7 @@ type flakyServer struct {
 	mu      sync.Mutex
 	hs      *http.Server
 	done    chan struct{}
+	held    int // the socket that holds the port while down, -1 when none
 }
 
 func newFlakyServer(t *testing.T) *flakyServer {
@@ -294,9 +301,10 @@ func newFlakyServer(t *testing.T) *flakyServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &flakyServer{t: t, addr: l.Addr().String(), handler: srv, store: st}
+	f := &flakyServer{t: t, addr: l.Addr().String(), handler: srv, store: st, held: -1}
 	l.Close()
-	t.Cleanup(func() { f.down(); srv.Close(); st.Close() })
+	f.hold()
+	t.Cleanup(func() { f.down(); f.release(); srv.Close(); st.Close() })
 	// It has stream "cam" (24 h retention), and starts down.
 	f.up()
 	if _, err := f.client(t).Control.CreateStream(t.Context(), &kinesisvideo.CreateStreamInput{StreamName: aws.String("cam"), DataRetentionInHours: aws.Int32(24)}); err != nil {
@@ -308,6 +316,7 @@ func newFlakyServer(t *testing.T) *flakyServer {
 
 func (f *flakyServer) up() {
 	f.t.Helper()
+	f.release()
 	l, err := net.Listen("tcp", f.addr)
 	if err != nil {
 		f.t.Fatal(err)
@@ -330,6 +339,37 @@ func (f *flakyServer) down() {
 	if hs != nil {
 		hs.Close()
 		<-done
+		f.hold()
+	}
+}
+
+// hold binds the port with a socket that does not listen.
+func (f *flakyServer) hold() {
+	f.t.Helper()
+	ap, err := netip.ParseAddrPort(f.addr)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	// SO_REUSEADDR as net.Listen sets it: the server's connections in TIME_WAIT do not stop the bind.
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		syscall.Close(fd)
+		f.t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+		syscall.Close(fd)
+		f.t.Fatalf("holding %s: %v", f.addr, err)
+	}
+	f.held = fd
+}
+
+func (f *flakyServer) release() {
+	if f.held >= 0 {
+		syscall.Close(f.held)
+		f.held = -1
 	}
 }
 
