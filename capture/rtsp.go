@@ -209,6 +209,11 @@ func OpenRTSP(ctx context.Context, rawURL string, opts RTSPOptions) (Source, err
 	}
 	s.tracks = s.q.firstTracks()
 	s.t0 = s.q.firstTime()
+	if opts.Duration > 0 {
+		// One timer for the capture, not one per ReadFrame: at the end of Duration the capture
+		// stops, and ReadFrame returns what was received before, then io.EOF.
+		s.durTimer = time.AfterFunc(time.Until(s.openedAt.Add(opts.Duration)), s.cancel)
+	}
 	return s, nil
 }
 
@@ -256,6 +261,7 @@ type rtspSource struct {
 	tracks   []mkv.Track
 	t0       time.Time // time of the first frame: PTS 0
 	openedAt time.Time
+	durTimer *time.Timer   // ends the capture after Duration (cancel), nil without one
 	shift    time.Duration // added to PTS after the camera's clock went back
 	maxPTS   time.Duration
 	newRun   bool // the next frame follows a discontinuity
@@ -357,12 +363,6 @@ func (s *rtspSource) ReadFrame(ctx context.Context) (Frame, error) {
 	if s.ended {
 		return Frame{}, s.endErr
 	}
-	var deadline <-chan time.Time
-	if s.opts.Duration > 0 {
-		t := time.NewTimer(time.Until(s.openedAt.Add(s.opts.Duration)))
-		defer t.Stop()
-		deadline = t.C
-	}
 	for {
 		if it, ok := s.q.pop(); ok {
 			if it.cut {
@@ -374,13 +374,11 @@ func (s *rtspSource) ReadFrame(ctx context.Context) (Frame, error) {
 			}
 			return s.emit(it), nil
 		}
-		if s.stop.Err() != nil || s.opts.Duration > 0 && time.Since(s.openedAt) >= s.opts.Duration {
-			s.cancel()
+		if s.stop.Err() != nil { // Close, the ctx of OpenRTSP, or the end of Duration
 			return s.end(io.EOF)
 		}
 		select {
 		case <-s.q.signal:
-		case <-deadline:
 		case <-s.stop.Done():
 		case <-ctx.Done():
 			return Frame{}, ctx.Err()
@@ -419,6 +417,9 @@ func (s *rtspSource) end(err error) (Frame, error) {
 // Close stops the capture and waits for the session to close. Safe to call more than once.
 func (s *rtspSource) Close() error {
 	s.closeOnce.Do(func() {
+		if s.durTimer != nil {
+			s.durTimer.Stop()
+		}
 		s.cancel()
 		<-s.done
 	})
