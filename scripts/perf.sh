@@ -57,6 +57,13 @@ SIZE=$(stat -c %s "$IN")
 echo "input: $IN, $SIZE bytes"
 
 RUNS=${KVS_PERF_RUNS:-5}
+# gobench runs `go test -run '^$' -bench ...` with the given arguments and prints the benchmark
+# lines, and a failing benchmark's message, without ending the script: the figures after it still
+# get measured.
+gobench() {
+	go test -count 1 -run '^$' "$@" 2>&1 | grep -E '^(Benchmark|--- FAIL|    [a-z_]+\.go:[0-9]+:)' ||
+		echo "(go test -bench $* failed: see the lines above)"
+}
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "== kvs server (FS store, fdatasync per append) for put-media and get-fragments"
@@ -132,9 +139,9 @@ stop_server
 echo "== ListFragments: 1000-result time range over 1 M fragments (FS store, through HTTP)"
 rm -rf "$WORK/big"
 KVS_BIG_INDEX_DIR="$WORK/big" go test -count 1 -run TestMakeBigIndex ./server/store/ >/dev/null
-KVS_BIG_INDEX_DIR="$WORK/big" go test -count 1 -run '^$' -bench ListFragments -benchmem ./server/ | grep Benchmark
+KVS_BIG_INDEX_DIR="$WORK/big" gobench -bench ListFragments -benchmem ./server/
 say "(ListFragments)"
-go test -count 1 -run '^$' -bench 'TimeRange' ./server/store/ | grep Benchmark
+gobench -bench 'TimeRange' ./server/store/
 say "(store TimeRange, the same lookup without HTTP)"
 rm -rf "$WORK/big"
 
@@ -142,15 +149,15 @@ echo "== GetImages: 1080p H.264 keyframes to JPEG, kvs server next to ffmpeg alo
 KVS_PERF_DIR="$WORK" KVS_PERF_RUNS="$RUNS" "$(dirname "$0")/perf-images.sh"
 
 echo "== Go benchmarks: PutMedia handler, GetMedia fan-out, store appends, mkv"
-go test -count 1 -run '^$' -bench 'PutMedia|GetMediaFanout' -benchmem ./server/ | grep Benchmark
+gobench -bench 'PutMedia|GetMediaFanout' -benchmem ./server/
 say "(server)"
 # Server CPU per GB of bulk ingest (200 MB, 40 fragments) next to a bare HTTP handler writing the
 # same body to a file with fdatasync, each in a child process, alternating (kvs/ref is the ratio).
-go test -count 1 -run '^$' -bench 'IngestCPU' -benchtime "${RUNS}x" ./server/ | grep Benchmark
+gobench -bench 'IngestCPU' -benchtime "${RUNS}x" ./server/
 say "(ingest CPU vs reference handler)"
-go test -count 1 -run '^$' -bench 'Append|DiskFdatasync' -benchmem ./server/store/ | grep Benchmark
+gobench -bench 'Append|DiskFdatasync' -benchmem ./server/store/
 say "(store)"
-go test -count 1 -run '^$' -bench . -benchmem ./mkv/ | grep Benchmark
+gobench -bench . -benchmem ./mkv/
 say "(mkv)"
 
 for n in $STREAMS; do
