@@ -157,16 +157,7 @@ func NewAnnexBSource(ctx context.Context, r io.Reader, closer io.Closer, opts Op
 		opts.notice("annex b: dropped %d access units before the first keyframe", dropped)
 	}
 
-	info, err := codec.ParseSPS(c, sps)
-	if err != nil {
-		return nil, fmt.Errorf("annex b: %w", err)
-	}
-	var priv []byte
-	if c == codec.H265 {
-		priv, err = codec.BuildHEVCConfig([][]byte{vps}, [][]byte{sps}, [][]byte{pps})
-	} else {
-		priv, err = codec.BuildAVCConfig([][]byte{sps}, [][]byte{pps})
-	}
+	track, info, err := videoTrack(c, vps, sps, pps)
 	if err != nil {
 		return nil, fmt.Errorf("annex b: %w", err)
 	}
@@ -178,16 +169,8 @@ func NewAnnexBSource(ctx context.Context, r io.Reader, closer io.Closer, opts Op
 		fps = opts.FrameRate
 	}
 	s.frameDur = float64(time.Second) / fps
-	s.track = mkv.Track{
-		Number:          1,
-		UID:             1,
-		Type:            mkv.TrackTypeVideo,
-		CodecID:         c.CodecID(),
-		CodecPrivate:    priv,
-		DefaultDuration: time.Duration(math.Round(s.frameDur)),
-		Width:           uint32(info.Width),
-		Height:          uint32(info.Height),
-	}
+	track.DefaultDuration = time.Duration(math.Round(s.frameDur))
+	s.track = track
 	return s, nil
 }
 

@@ -243,23 +243,11 @@ func (s *liveSource) first(ctx context.Context, fps float64) error {
 			}
 			continue
 		}
-		info, err := codec.ParseSPS(codec.H264, sps)
+		track, _, err := videoTrack(codec.H264, nil, sps, pps)
 		if err != nil {
 			return fmt.Errorf("%s: %s output: %w", s.name, encoderName, err)
 		}
-		priv, err := codec.BuildAVCConfig([][]byte{sps}, [][]byte{pps})
-		if err != nil {
-			return fmt.Errorf("%s: %s output: %w", s.name, encoderName, err)
-		}
-		s.track = mkv.Track{
-			Number:       1,
-			UID:          1,
-			Type:         mkv.TrackTypeVideo,
-			CodecID:      codec.CodecIDH264,
-			CodecPrivate: priv,
-			Width:        uint32(info.Width),
-			Height:       uint32(info.Height),
-		}
+		s.track = track
 		if dropped > 0 {
 			s.notify("%s: dropped %d frames before the first keyframe", s.name, dropped)
 		}

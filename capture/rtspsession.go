@@ -406,21 +406,10 @@ func (sess *rtspSession) buildTracks() ([]mkv.Track, error) {
 	if t.sps == nil || t.pps == nil || t.codec == codec.H265 && t.vps == nil {
 		return nil, errors.New("no parameter sets (SPS/PPS) in the SDP or before the keyframe")
 	}
-	info, err := codec.ParseSPS(t.codec, t.sps)
+	video, info, err := videoTrack(t.codec, t.vps, t.sps, t.pps)
 	if err != nil {
 		return nil, err
 	}
-	var priv []byte
-	if t.codec == codec.H265 {
-		priv, err = codec.BuildHEVCConfig([][]byte{t.vps}, [][]byte{t.sps}, [][]byte{t.pps})
-	} else {
-		priv, err = codec.BuildAVCConfig([][]byte{t.sps}, [][]byte{t.pps})
-	}
-	if err != nil {
-		return nil, err
-	}
-	video := mkv.Track{Number: 1, UID: 1, Type: mkv.TrackTypeVideo, CodecID: t.codec.CodecID(), CodecPrivate: priv,
-		Width: uint32(info.Width), Height: uint32(info.Height)} //nolint:gosec // ParseSPS bounds sizes
 	if fps, ok := info.FrameRate(); ok && fps >= 1 && fps <= 240 {
 		video.DefaultDuration = time.Duration(float64(time.Second) / fps)
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/mkv/codec"
 )
 
 // Frame is one coded frame (one access unit for video, one codec frame for audio).
@@ -133,4 +134,25 @@ func ignoreClosed(err error) error {
 		return nil
 	}
 	return err
+}
+
+// videoTrack returns track 1 of a source that makes H.264 or H.265 itself (a raw stream, a camera,
+// an encoder): its CodecPrivate built from the parameter sets (vps for H.265 only) and its size
+// from the SPS, which it returns parsed (for the frame rate it may give).
+func videoTrack(c codec.Codec, vps, sps, pps []byte) (mkv.Track, codec.SPSInfo, error) {
+	info, err := codec.ParseSPS(c, sps)
+	if err != nil {
+		return mkv.Track{}, info, err
+	}
+	var priv []byte
+	if c == codec.H265 {
+		priv, err = codec.BuildHEVCConfig([][]byte{vps}, [][]byte{sps}, [][]byte{pps})
+	} else {
+		priv, err = codec.BuildAVCConfig([][]byte{sps}, [][]byte{pps})
+	}
+	if err != nil {
+		return mkv.Track{}, info, err
+	}
+	return mkv.Track{Number: 1, UID: 1, Type: mkv.TrackTypeVideo, CodecID: c.CodecID(), CodecPrivate: priv,
+		Width: uint32(info.Width), Height: uint32(info.Height)}, info, nil //nolint:gosec // ParseSPS bounds sizes
 }
