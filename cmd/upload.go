@@ -16,6 +16,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 
 	"github.com/openkvs/kvs/capture"
 	"github.com/openkvs/kvs/client"
@@ -382,7 +383,16 @@ func ensureStream(ctx context.Context, env *Env, cl *client.Client, o putMediaOp
 		in.DataRetentionInHours = aws.Int32(int32(o.RetentionHours)) //nolint:gosec // range-checked in validate
 	}
 	if _, err := cl.Control.CreateStream(ctx, in); err != nil {
-		return 0, wrapAPI(err, "put-media %s: create stream", o.Stream)
+		var inUse *types.ResourceInUseException
+		if !errors.As(err, &inUse) {
+			return 0, wrapAPI(err, "put-media %s: create stream", o.Stream)
+		}
+		// Created meanwhile (another producer started with --create too): it is used as it is.
+		out, err := cl.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: aws.String(o.Stream.Name)})
+		if err != nil {
+			return 0, wrapAPI(err, "put-media %s", o.Stream)
+		}
+		return int(aws.ToInt32(out.StreamInfo.DataRetentionInHours)), nil
 	}
 	env.Log.Info("created stream", "stream", o.Stream.Name, "retention-hours", o.RetentionHours)
 	return o.RetentionHours, nil
