@@ -280,7 +280,9 @@ func TestConsoleBrowser(t *testing.T) {
 		const lastJS = `Number(document.querySelector('#streams tr[data-stream="cam"] .ago')?.dataset.t || 0)`
 		before := eval[float64](t, ctx, lastJS)
 		arn := e.createStream(t, "sse-new", 1)
-		consoleWait(t, 3*time.Second, "the new stream's row shows", func() (bool, string) {
+		// The list does not poll: the row can only come from the event. The wait is long only
+		// for a loaded machine (3 s was once too short in a full parallel run).
+		consoleWait(t, 15*time.Second, "the new stream's row shows", func() (bool, string) {
 			n := eval[int](t, ctx, `document.querySelectorAll('#streams tr[data-stream="sse-new"]').length`)
 			return n == 1, fmt.Sprintf("%d rows", n)
 		})
