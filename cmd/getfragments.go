@@ -337,11 +337,7 @@ func fetchBatch(ctx context.Context, cl *client.Client, stream string, numbers [
 		return nil, err
 	}
 	defer body.Close()
-	want := make(map[string]bool, len(numbers))
-	for _, n := range numbers {
-		want[n] = true
-	}
-	byNumber := make(map[string]*mkv.Fragment, len(numbers))
+	answer := newBatchAnswer[*mkv.Fragment](numbers)
 	fr := mkv.NewFragmentReader(body)
 	for {
 		f, err := fr.Next()
@@ -358,18 +354,9 @@ func fetchBatch(ctx context.Context, cl *client.Client, stream string, numbers [
 			continue
 		}
 		num, _ := f.Tag(mkv.TagFragmentNumber)
-		if !want[num] {
-			return nil, fmt.Errorf("response holds fragment %q, which was not asked for", num)
+		if err := answer.add(num, f); err != nil {
+			return nil, err
 		}
-		byNumber[num] = f
 	}
-	out := make([]*mkv.Fragment, 0, len(numbers))
-	for _, n := range numbers {
-		f := byNumber[n]
-		if f == nil {
-			return nil, fmt.Errorf("fragment %s missing from the response", n)
-		}
-		out = append(out, f)
-	}
-	return out, nil
+	return answer.inOrder(numbers)
 }

@@ -125,10 +125,7 @@ func fetchRawBatch(ctx context.Context, cl *client.Client, stream string, number
 		bufpool.Put(buf)
 		return rawBatch{}, fmt.Errorf("reading fragments: %w", err)
 	}
-	byNumber := make(map[string][]byte, len(numbers))
-	for _, n := range numbers {
-		byNumber[n] = nil
-	}
+	answer := newBatchAnswer[[]byte](numbers)
 	for _, c := range chunks {
 		if c.failed && !c.frames {
 			// An error chunk: its tags, read the way the other formats read them.
@@ -147,19 +144,50 @@ func fetchRawBatch(ctx context.Context, cl *client.Client, stream string, number
 		if !c.frames {
 			continue
 		}
-		if _, ok := byNumber[c.number]; !ok {
+		if err := answer.add(c.number, c.data); err != nil {
 			bufpool.Put(buf)
-			return rawBatch{}, fmt.Errorf("response holds fragment %q, which was not asked for", c.number)
+			return rawBatch{}, err
 		}
-		byNumber[c.number] = c.data
 	}
-	out := rawBatch{buf: buf, chunks: make([][]byte, 0, len(numbers))}
+	inOrder, err := answer.inOrder(numbers)
+	if err != nil {
+		bufpool.Put(buf)
+		return rawBatch{}, err
+	}
+	return rawBatch{buf: buf, chunks: inOrder}, nil
+}
+
+// batchAnswer collects what one GetMediaForFragmentList response holds, by fragment number, and
+// gives it back in the order asked for: every number asked for must come back, and no other.
+type batchAnswer[T any] struct {
+	asked map[string]bool
+	got   map[string]T
+}
+
+func newBatchAnswer[T any](numbers []string) batchAnswer[T] {
+	a := batchAnswer[T]{asked: make(map[string]bool, len(numbers)), got: make(map[string]T, len(numbers))}
 	for _, n := range numbers {
-		if byNumber[n] == nil {
-			bufpool.Put(buf)
-			return rawBatch{}, fmt.Errorf("fragment %s missing from the response", n)
+		a.asked[n] = true
+	}
+	return a
+}
+
+func (a batchAnswer[T]) add(number string, v T) error {
+	if !a.asked[number] {
+		return fmt.Errorf("response holds fragment %q, which was not asked for", number)
+	}
+	a.got[number] = v
+	return nil
+}
+
+func (a batchAnswer[T]) inOrder(numbers []string) ([]T, error) {
+	out := make([]T, 0, len(numbers))
+	for _, n := range numbers {
+		v, ok := a.got[n]
+		if !ok {
+			return nil, fmt.Errorf("fragment %s missing from the response", n)
 		}
-		out.chunks = append(out.chunks, byNumber[n])
+		out = append(out, v)
 	}
 	return out, nil
 }

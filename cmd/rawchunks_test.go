@@ -3,6 +3,7 @@ package cmd
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/openkvs/kvs/mkv"
@@ -83,4 +84,28 @@ func FuzzSplitChunks(f *testing.F) {
 			t.Fatalf("chunks of %d bytes from %d bytes of input", len(joined), len(in))
 		}
 	})
+}
+
+// A response is given back in the order asked; a fragment not asked for, or one asked for that
+// is not there, fails the batch, naming it.
+func TestBatchAnswer(t *testing.T) {
+	t.Parallel()
+	a := newBatchAnswer[string]([]string{"10", "11", "12"})
+	for _, n := range []string{"12", "10", "11"} {
+		if err := a.add(n, "f"+n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := a.inOrder([]string{"10", "11", "12"})
+	if err != nil || strings.Join(got, ",") != "f10,f11,f12" {
+		t.Fatalf("in order: %v, %v", got, err)
+	}
+	if err := a.add("13", "f13"); err == nil || !strings.Contains(err.Error(), `fragment "13", which was not asked for`) {
+		t.Errorf("fragment not asked for: %v", err)
+	}
+	b := newBatchAnswer[string]([]string{"10", "11"})
+	_ = b.add("10", "f10")
+	if _, err := b.inOrder([]string{"10", "11"}); err == nil || !strings.Contains(err.Error(), "fragment 11 missing") {
+		t.Errorf("fragment missing: %v", err)
+	}
 }
