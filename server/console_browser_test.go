@@ -293,11 +293,11 @@ func TestConsoleBrowser(t *testing.T) {
 			return slices.Contains(seen, EventStreamCreated+" sse-new") && slices.Contains(seen, EventFragmentPersisted+" cam"), fmt.Sprintf("%q", seen)
 		})
 		e.deleteStream(t, arn)
-		consoleWait(t, 3*time.Second, "the deleted stream's row goes", func() (bool, string) {
+		consoleWait(t, 15*time.Second, "the deleted stream's row goes", func() (bool, string) {
 			n := eval[int](t, ctx, `document.querySelectorAll('#streams tr[data-stream="sse-new"]').length`)
 			return n == 0, fmt.Sprintf("%d rows", n)
 		})
-		consoleWait(t, 5*time.Second, "cam's last fragment moves on", func() (bool, string) {
+		consoleWait(t, 15*time.Second, "cam's last fragment moves on", func() (bool, string) {
 			now := eval[float64](t, ctx, lastJS)
 			return now > before, fmt.Sprintf("%.3f, was %.3f", now, before)
 		})
@@ -349,7 +349,7 @@ func TestConsoleBrowser(t *testing.T) {
 		consoleDo(t, ctx, "scroll to the timeline", chromedp.Evaluate[chromedp.Void](`document.querySelector('#timeline').scrollIntoView({ block: 'center' })`))
 		b := eval[box](t, ctx, boxJS)
 		consoleDo(t, ctx, "move the mouse over the timeline", chromedp.MouseEvent(chromedp.MouseMoved, b.X+b.W/2, b.Y))
-		consoleWait(t, 5*time.Second, "the timeline is under the mouse", func() (bool, string) {
+		consoleWait(t, 15*time.Second, "the timeline is under the mouse", func() (bool, string) {
 			return eval[bool](t, ctx, `document.querySelector('#timeline').matches(':hover')`), "not hovered"
 		})
 		b = eval[box](t, ctx, boxJS)
@@ -363,7 +363,7 @@ func TestConsoleBrowser(t *testing.T) {
 		}
 		latest := a.From + (x-a.X)/a.W*(a.To-a.From)
 		var chosen float64
-		consoleWait(t, 5*time.Second, "the click starts a replay", func() (bool, string) {
+		consoleWait(t, 15*time.Second, "the click starts a replay", func() (bool, string) {
 			mode := eval[string](t, ctx, `document.querySelector('#mode').textContent + '|' + document.querySelector('#mode').dataset.t`)
 			_, err := fmt.Sscanf(mode[strings.Index(mode, "|")+1:], "%f", &chosen)
 			return strings.HasPrefix(mode, "replay from ") && err == nil && math.Abs(chosen-target) < 5, mode
