@@ -15,6 +15,11 @@
 // a Segment at the next EBML header or Segment. A known-size Cluster ends as soon as its last byte
 // is read, without waiting for more input, which matters for live latency.
 //
+// A caller that keeps frames as SimpleBlocks in a buffer of its own (the server's PutMedia) gives
+// the Reader block memory (WithBlockMemory) and lends it that buffer to read ahead into
+// (ReadAhead, Detach): a block read to the address it is given memory at is neither copied nor
+// read in a read of its own.
+//
 // FragmentReader sits on Reader and groups events into Fragments: one Cluster with its segment's
 // tracks and the level-1 Tags around it.
 //

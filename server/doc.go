@@ -116,8 +116,9 @@
 //
 // This is the one description of it; other files point here. One upload is three goroutines.
 // The parser (putParser, putparser.go) reads the body with mkv.Reader into the fragment's arena,
-// which becomes its stored chunk (pooled memory, no allocation per frame): a SimpleBlock of one
-// frame is read straight into it, other blocks are split into frames and copied there. It acks
+// which becomes its stored chunk (pooled memory, no allocation per frame): the reader reads its
+// input into the arena (ReadAhead), so a SimpleBlock of one frame is there already, as it came;
+// other blocks are split into frames and copied there (after Detach). It acks
 // BUFFERING at a cluster start and RECEIVED at its end, and completes the chunk, immutable from
 // then on. The persister
 // (putSession.persist) takes chunks in fragment-number order across all uploads of the stream
