@@ -537,3 +537,46 @@ func TestConsoleBrowser(t *testing.T) {
 		}
 	})
 }
+
+// With GetImages busy (one request at a time), the stream list still shows every stream's latest
+// picture: it asks for at most two at once and asks again for one the server turned away
+// (ClientLimitExceededException), for streams that get no new fragment to try again on.
+func TestConsoleBrowserBusyImages(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem", func(c *Config) { c.MaxImageRequests = 1 })
+	c := loadClip(t, "h264.mkv")
+	base := time.Now().Add(-10 * time.Second).UnixMilli()
+	names := []string{"a", "b", "c", "d", "e"}
+	for _, name := range names {
+		e.createStream(t, name, 24)
+		pc := e.startPut(t, name)
+		pc.write(c.header())
+		for n := range 2 {
+			b, err := c.appendCluster(nil, n, base)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc.write(b)
+		}
+		pc.pw.Close()
+		persisted := 0
+		for a := range pc.acks {
+			if a.EventType == ackPersisted {
+				persisted++
+			}
+		}
+		if persisted != 2 {
+			t.Fatalf("stream %s: %d fragments PERSISTED, want 2", name, persisted)
+		}
+	}
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the console", chromedp.Navigate(e.ts.URL+"/"))
+	for _, name := range names {
+		consoleWait(t, 30*time.Second, name+"'s latest image shows in the list", func() (bool, string) {
+			n := eval[int](t, ctx, `[...document.querySelectorAll('#streams tr[data-stream="`+name+`"] img.thumb')].filter((i) => i.complete && i.naturalWidth > 0).length`)
+			return n == 1, fmt.Sprintf("%d images", n)
+		})
+	}
+	screenshot(t, ctx, artifactDir(t), "console-busy-images.png")
+}

@@ -52,6 +52,28 @@ async function image(stream, t, height) {
   return r.Images?.[0]?.ImageContent ? `data:image/jpeg;base64,${r.Images[0].ImageContent}` : null;
 }
 
+// listImage is image for the stream list, which asks for every stream's latest picture at once:
+// at most 2 requests in flight, and one the server turns away because it is serving as many
+// GetImages as it will (ClientLimitExceededException) is asked again after a pause, so that a
+// stream that gets no new fragment still gets its picture.
+let listImagesBusy = 0;
+const listImageWaiters = [];
+async function listImage(stream, t, height) {
+  while (listImagesBusy >= 2) await new Promise((r) => listImageWaiters.push(r));
+  listImagesBusy++;
+  try {
+    for (let i = 1; ; i++) {
+      try { return await image(stream, t, height); } catch (e) {
+        if (!/^ClientLimitExceeded/.test(e.message) || i >= 8) throw e;
+        await sleep(250 * i);
+      }
+    }
+  } finally {
+    listImagesBusy--;
+    listImageWaiters.shift()?.();
+  }
+}
+
 // liveEvents follows the server's events (GET /events, Server-Sent Events; query: ?stream=,
 // ?fragments=1) and calls onEvent with each one; resync runs when the stream (re)opens, since
 // events that happened while it was down are not sent again. The console updates from these
@@ -120,20 +142,33 @@ async function streamsPage() {
     msg.textContent = streams.length ? '' : 'No streams yet.';
     const now = Date.now() / 1000;
     const rows = await Promise.all(streams.map(async (s) => {
-      let last = '—', rate = '—', thumb = '—';
+      let last = '—', rate = '—', thumb = '—', fetchImage = null;
+      const pic = (li) => el('img', { class: 'thumb', src: li.url, alt: `${s.StreamName} at ${fmtTime(li.t)}`, title: fmtTime(li.t) });
       try {
         const frags = await listFragments(s.StreamName, now - 60, now + 60);
         if (frags.length) {
           const f = frags[frags.length - 1];
           last = el('span', { class: 'ago', 'data-t': f.ServerTimestamp }, ago(f.ServerTimestamp));
           rate = `${(frags.reduce((a, f) => a + f.FragmentSizeInBytes, 0) * 8 / 60 / 1000).toFixed(0)} kbit/s`;
-          if (s.DataRetentionInHours && latestImages.get(s.StreamName)?.n !== f.FragmentNumber) {
-            latestImages.set(s.StreamName, { n: f.FragmentNumber, url: await image(s.StreamName, f.ProducerTimestamp, 40).catch(() => null) });
+          const prev = latestImages.get(s.StreamName);
+          if (s.DataRetentionInHours && prev?.n !== f.FragmentNumber) {
+            // The row shows at once, with the picture before (if any); the new one fills its cell
+            // when it comes (a busy server may take a while: listImage).
+            const li = { n: f.FragmentNumber, url: prev?.url, t: prev?.t };
+            latestImages.set(s.StreamName, li);
+            fetchImage = (cell) => listImage(s.StreamName, f.ProducerTimestamp, 40).then((url) => {
+              if (!url) return;
+              li.url = url;
+              li.t = f.ProducerTimestamp;
+              cell.replaceChildren(pic(li));
+            }, () => { /* no picture there: the dash or the one before stays */ });
           }
           const li = latestImages.get(s.StreamName);
-          if (li?.url) thumb = el('img', { class: 'thumb', src: li.url, alt: `${s.StreamName} at ${fmtTime(f.ProducerTimestamp)}`, title: fmtTime(f.ProducerTimestamp) });
+          if (li?.url) thumb = pic(li);
         }
       } catch (_) { /* retention-0 streams list their live buffer; errors leave dashes */ }
+      const latest = el('td', { class: 'latest', 'data-label': 'latest image' }, thumb);
+      fetchImage?.(latest);
       // data-label names each cell where a phone shows the rows as cards, without the header.
       return el('tr', { 'data-stream': s.StreamName },
         el('td', { class: 'name' }, el('a', { href: `#/stream/${encodeURIComponent(s.StreamName)}` }, s.StreamName)),
@@ -141,7 +176,7 @@ async function streamsPage() {
         el('td', { class: 'num', 'data-label': 'retention' }, s.DataRetentionInHours ? `${s.DataRetentionInHours} h` : 'none (live only)'),
         el('td', { class: 'num', 'data-label': 'last fragment' }, last),
         el('td', { class: 'num', 'data-label': 'data rate' }, rate),
-        el('td', { class: 'latest', 'data-label': 'latest image' }, thumb),
+        latest,
         el('td', { class: 'actions' }, el('button', { class: 'danger', onclick: async () => {
           if (!confirm(`Delete stream ${s.StreamName} and all its media?`)) return;
           try { await api('/deleteStream', { StreamARN: s.StreamARN }); refresh(); } catch (e) { msg.textContent = e.message; msg.className = 'err'; }
