@@ -54,20 +54,22 @@ async function image(stream, t, height) {
 
 // listImage is image for the stream list, which asks for every stream's latest picture at once:
 // at most 2 requests in flight, and one the server turns away because it is serving as many
-// GetImages as it will (ClientLimitExceededException) is asked again after a pause, so that a
-// stream that gets no new fragment still gets its picture.
+// GetImages as it will (ClientLimitExceededException) is asked again after a pause, for as long
+// as wanted() says the picture is still wanted (the page is open and no newer one was asked
+// for), so that a stream that gets no new fragment still gets its picture. null when not wanted.
 let listImagesBusy = 0;
 const listImageWaiters = [];
-async function listImage(stream, t, height) {
+async function listImage(stream, t, height, wanted) {
   while (listImagesBusy >= 2) await new Promise((r) => listImageWaiters.push(r));
   listImagesBusy++;
   try {
-    for (let i = 1; ; i++) {
+    for (let i = 1; wanted(); i++) {
       try { return await image(stream, t, height); } catch (e) {
-        if (!/^ClientLimitExceeded/.test(e.message) || i >= 8) throw e;
-        await sleep(250 * i);
+        if (!/^ClientLimitExceeded/.test(e.message)) throw e;
+        await sleep(Math.min(250 * i, 2000));
       }
     }
+    return null;
   } finally {
     listImagesBusy--;
     listImageWaiters.shift()?.();
@@ -156,7 +158,8 @@ async function streamsPage() {
             // when it comes (a busy server may take a while: listImage).
             const li = { n: f.FragmentNumber, url: prev?.url, t: prev?.t };
             latestImages.set(s.StreamName, li);
-            fetchImage = (cell) => listImage(s.StreamName, f.ProducerTimestamp, 40).then((url) => {
+            const wanted = () => alive && latestImages.get(s.StreamName) === li;
+            fetchImage = (cell) => listImage(s.StreamName, f.ProducerTimestamp, 40, wanted).then((url) => {
               if (!url) return;
               li.url = url;
               li.t = f.ProducerTimestamp;
