@@ -8,13 +8,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 
 	"github.com/openkvs/kvs/internal/bufpool"
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server"
 	"github.com/openkvs/kvs/server/store"
@@ -275,10 +274,9 @@ func TestSpoolOpenErrors(t *testing.T) {
 }
 
 // flakyServer is a kvs server (memory store) that can go down and come back on the same address.
-// While down, its port stays bound by a socket that does not listen: connections are refused, as
-// by a server that is gone, and the kernel gives the port to no other socket (a connect(2)
-// elsewhere in the test binary could take a port merely left free, and the server could then
-// not come back).
+// While down, its port is held (testutil.PortHold): connections are refused, as by a server that
+// is gone, and no other socket takes the port (a connect(2) elsewhere in the test binary could
+// take one merely left free, and the server could then not come back).
 type flakyServer struct {
 	t       *testing.T
 	addr    string
@@ -287,7 +285,7 @@ type flakyServer struct {
 	mu      sync.Mutex
 	hs      *http.Server
 	done    chan struct{}
-	held    int // the socket that holds the port while down, -1 when none
+	port    *testutil.PortHold // held while down
 }
 
 func newFlakyServer(t *testing.T) *flakyServer {
@@ -297,14 +295,9 @@ func newFlakyServer(t *testing.T) *flakyServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &flakyServer{t: t, addr: l.Addr().String(), handler: srv, store: st, held: -1}
-	l.Close()
-	f.hold()
-	t.Cleanup(func() { f.down(); f.release(); srv.Close(); st.Close() })
+	port := testutil.HoldPort(t)
+	f := &flakyServer{t: t, addr: port.Addr(), handler: srv, store: st, port: port}
+	t.Cleanup(func() { f.down(); srv.Close(); st.Close() })
 	// It has stream "cam" (24 h retention), and starts down.
 	f.up()
 	if _, err := f.client(t).Control.CreateStream(t.Context(), &kinesisvideo.CreateStreamInput{StreamName: aws.String("cam"), DataRetentionInHours: aws.Int32(24)}); err != nil {
@@ -316,7 +309,7 @@ func newFlakyServer(t *testing.T) *flakyServer {
 
 func (f *flakyServer) up() {
 	f.t.Helper()
-	f.release()
+	f.port.Release()
 	l, err := net.Listen("tcp", f.addr)
 	if err != nil {
 		f.t.Fatal(err)
@@ -339,37 +332,7 @@ func (f *flakyServer) down() {
 	if hs != nil {
 		hs.Close()
 		<-done
-		f.hold()
-	}
-}
-
-// hold binds the port with a socket that does not listen.
-func (f *flakyServer) hold() {
-	f.t.Helper()
-	ap, err := netip.ParseAddrPort(f.addr)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	// SO_REUSEADDR as net.Listen sets it: the server's connections in TIME_WAIT do not stop the bind.
-	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
-		syscall.Close(fd)
-		f.t.Fatal(err)
-	}
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
-		syscall.Close(fd)
-		f.t.Fatalf("holding %s: %v", f.addr, err)
-	}
-	f.held = fd
-}
-
-func (f *flakyServer) release() {
-	if f.held >= 0 {
-		syscall.Close(f.held)
-		f.held = -1
+		f.port.Hold()
 	}
 }
 

@@ -12,19 +12,65 @@ import (
 // socket bound to it and never listening holds the port, so that no other test or process of a
 // busy machine can start listening there (an address from FreeAddr may be taken by the time it
 // is dialled).
-func RefusedAddr(t testing.TB) string {
+func RefusedAddr(t testing.TB) string { return HoldPort(t).Addr() }
+
+// PortHold holds a loopback TCP port with a socket that is bound and never listens: connections
+// to it are refused, and no other socket (a listener, or a connect(2) picking a local port) gets
+// it. A test server that goes down and comes back on the same address holds its port while
+// down, and releases it just before it listens again.
+type PortHold struct {
+	t    testing.TB
+	port int
+	fd   int // -1 while released
+}
+
+// HoldPort holds a free loopback port until the test ends.
+func HoldPort(t testing.TB) *PortHold {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	h := &PortHold{t: t, fd: -1}
+	h.bind()
+	sa, err := syscall.Getsockname(h.fd)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { syscall.Close(fd) })
-	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
-		t.Fatal(err)
+	h.port = sa.(*syscall.SockaddrInet4).Port
+	t.Cleanup(h.Release)
+	return h
+}
+
+// Addr is the held address, host:port.
+func (h *PortHold) Addr() string { return fmt.Sprintf("127.0.0.1:%d", h.port) }
+
+// Release frees the port, to listen on it at once.
+func (h *PortHold) Release() {
+	if h.fd >= 0 {
+		syscall.Close(h.fd)
+		h.fd = -1
 	}
-	sa, err := syscall.Getsockname(fd)
+}
+
+// Hold binds the port again after Release (a no-op while held).
+func (h *PortHold) Hold() {
+	h.t.Helper()
+	if h.fd < 0 {
+		h.bind()
+	}
+}
+
+// bind binds port h.port (0 at first: a free one). SO_REUSEADDR, as net.Listen sets it, lets it
+// bind beside the closed server's connections in TIME_WAIT.
+func (h *PortHold) bind() {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
 	}
-	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+		syscall.Close(fd)
+		h.t.Fatal(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: h.port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		syscall.Close(fd)
+		h.t.Fatalf("holding port %d: %v", h.port, err)
+	}
+	h.fd = fd
 }
