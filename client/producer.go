@@ -564,16 +564,26 @@ func (p *Producer) finalAck() (string, error) {
 
 // createStream creates the stream (CreateRetentionHours); one that exists by now is fine.
 func (p *Producer) createStream(hours int) error {
-	in := &kinesisvideo.CreateStreamInput{StreamName: aws.String(p.cfg.Stream)}
-	if hours > 0 {
-		in.DataRetentionInHours = aws.Int32(int32(min(hours, math.MaxInt32))) //nolint:gosec // bounded
-	}
-	_, err := p.c.Control.CreateStream(p.ctx, in)
-	var inUse *types.ResourceInUseException
-	if err != nil && !errors.As(err, &inUse) {
+	if _, err := p.c.CreateStreamIfMissing(p.ctx, p.cfg.Stream, hours); err != nil {
 		return fmt.Errorf("create stream %s: %w", p.cfg.Stream, err)
 	}
 	return nil
+}
+
+// CreateStreamIfMissing creates stream name with a data retention of hours (0: none) and says
+// whether it did: a stream of that name that exists already, made by another producer a moment
+// before (ResourceInUseException), is no error.
+func (c *Client) CreateStreamIfMissing(ctx context.Context, name string, hours int) (created bool, err error) {
+	in := &kinesisvideo.CreateStreamInput{StreamName: aws.String(name)}
+	if hours > 0 {
+		in.DataRetentionInHours = aws.Int32(int32(min(hours, math.MaxInt32))) //nolint:gosec // bounded
+	}
+	_, err = c.Control.CreateStream(ctx, in)
+	var inUse *types.ResourceInUseException
+	if errors.As(err, &inUse) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // fatalAck reports ERROR ack ids after which no fragment can succeed on this stream.

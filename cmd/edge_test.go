@@ -13,7 +13,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -348,34 +347,5 @@ func TestE2ESpoolKill(t *testing.T) {
 	}
 	if len(stored) <= left.Recovered {
 		t.Errorf("%d fragments stored: want the second run's after the %d of the spool", len(stored), left.Recovered)
-	}
-}
-
-// Producers started at once with --create on a stream that does not exist yet all go on: the
-// ones whose CreateStream loses the race (ResourceInUseException) use the stream the winner made.
-func TestPutMediaCreateRace(t *testing.T) {
-	t.Parallel()
-	url, _ := e2eServer(t, nil)
-	const producers = 6
-	var wg sync.WaitGroup
-	codes := make([]int, producers)
-	errs := make([]string, producers)
-	for i := range producers {
-		wg.Go(func() {
-			codes[i], _, errs[i] = kvsRun(t.Context(), t, url, nil, "put-media", "--stream-name", fmt.Sprint("race", i%2),
-				"--create", "--data-retention-in-hours", "2", "--source", testClip("h264.mkv"), "--fragment-duration", "1s")
-		})
-	}
-	wg.Wait()
-	for i, code := range codes {
-		if code != ExitOK {
-			t.Errorf("producer %d: exit %d: %s", i, code, errs[i])
-		}
-	}
-	for _, s := range []string{"race0", "race1"} {
-		out := mustRun(t, url, nil, "describe-stream", "--stream-name", s)
-		if !strings.Contains(out, `"DataRetentionInHours": 2`) {
-			t.Errorf("stream %s: %s", s, out)
-		}
 	}
 }

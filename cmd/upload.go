@@ -16,7 +16,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
-	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 
 	"github.com/openkvs/kvs/capture"
 	"github.com/openkvs/kvs/client"
@@ -371,28 +370,24 @@ func writePutMediaSummary(w io.Writer, stream string, s putMediaSummary, st clie
 
 // ensureStream returns the stream's retention in hours, creating the stream first with --create.
 func ensureStream(ctx context.Context, env *Env, cl *client.Client, o putMediaOptions) (int, error) {
-	out, err := cl.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn()})
-	if err == nil {
-		return int(aws.ToInt32(out.StreamInfo.DataRetentionInHours)), nil
-	}
-	if !o.Create || !isNotFound(err) {
-		return 0, wrapAPI(err, "put-media %s", o.Stream)
-	}
-	in := &kinesisvideo.CreateStreamInput{StreamName: aws.String(o.Stream.Name)}
-	if o.RetentionHours > 0 {
-		in.DataRetentionInHours = aws.Int32(int32(o.RetentionHours)) //nolint:gosec // range-checked in validate
-	}
-	if _, err := cl.Control.CreateStream(ctx, in); err != nil {
-		var inUse *types.ResourceInUseException
-		if !errors.As(err, &inUse) {
-			return 0, wrapAPI(err, "put-media %s: create stream", o.Stream)
-		}
-		// Created meanwhile (another producer started with --create too): it is used as it is.
-		out, err := cl.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: aws.String(o.Stream.Name)})
+	retention := func(name, arn *string) (int, error) {
+		out, err := cl.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: name, StreamARN: arn})
 		if err != nil {
-			return 0, wrapAPI(err, "put-media %s", o.Stream)
+			return 0, err
 		}
 		return int(aws.ToInt32(out.StreamInfo.DataRetentionInHours)), nil
+	}
+	hours, err := retention(o.Stream.name(), o.Stream.arn())
+	if err == nil || !o.Create || !isNotFound(err) {
+		return hours, wrapAPI(err, "put-media %s", o.Stream)
+	}
+	created, err := cl.CreateStreamIfMissing(ctx, o.Stream.Name, o.RetentionHours)
+	switch {
+	case err != nil:
+		return 0, wrapAPI(err, "put-media %s: create stream", o.Stream)
+	case !created: // made meanwhile by another producer started with --create too: used as it is
+		hours, err := retention(aws.String(o.Stream.Name), nil)
+		return hours, wrapAPI(err, "put-media %s", o.Stream)
 	}
 	env.Log.Info("created stream", "stream", o.Stream.Name, "retention-hours", o.RetentionHours)
 	return o.RetentionHours, nil
