@@ -373,15 +373,17 @@ func (ps *putParser) frame(f *mkv.Frame) *ackErr {
 
 // grow makes room for need more bytes in the arena. Sized from the previous fragment, the arena
 // grows only when a fragment is larger, by a quarter: it becomes the chunk, which the live buffer
-// holds for seconds.
-func (ps *putParser) grow(need int) {
+// holds for seconds. It reports whether the arena moved (the Reader is lent the new one by the
+// caller, once it writes no more there itself).
+func (ps *putParser) grow(need int) (moved bool) {
 	if cap(ps.arena)-len(ps.arena) < need {
-		ps.rd.Detach()
+		ps.rd.Detach() // the Reader reads ahead into the arena: it moves
 		nb := append(bufpool.Get(len(ps.arena)+max(need, len(ps.arena)/4)), ps.arena...)
 		bufpool.Put(ps.arena)
 		ps.arena = nb
-		ps.rd.ReadAhead(ps.arena)
+		return true
 	}
+	return false
 }
 
 // blockMemory is the Reader's WithBlockMemory: a SimpleBlock of one frame (size bytes with its
@@ -393,7 +395,9 @@ func (ps *putParser) blockMemory(size int) []byte {
 	if !ps.open || ps.arena == nil || ps.size+int64(size)+ps.fragTagSize > ps.p.m.maxFragmentSize {
 		return nil
 	}
-	ps.grow(size)
+	if ps.grow(size) {
+		ps.rd.ReadAhead(ps.arena)
+	}
 	// The element goes after the arena's length, which frame extends over it only when the
 	// frame it gets is this one (otherwise it appends over it).
 	start := len(ps.arena)
