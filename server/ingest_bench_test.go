@@ -47,6 +47,7 @@ func BenchmarkIngestCPU(b *testing.B) {
 	ref := startIngestChild(b, "ref")
 	kvs.createStream(b)
 	var cpuKVS, cpuRef float64
+	var readsKVS, readsRef int64 // read(2) calls
 	b.SetBytes(int64(len(body)))
 	b.ResetTimer()
 	for i := range b.N {
@@ -55,13 +56,15 @@ func BenchmarkIngestCPU(b *testing.B) {
 			sides[0], sides[1] = ref, kvs
 		}
 		for _, c := range sides {
-			t0 := c.cpu(b)
+			t0, r0 := c.cpu(b), c.reads(b)
 			c.send(b, body, frags)
-			used := c.cpu(b) - t0
+			used, reads := c.cpu(b)-t0, c.reads(b)-r0
 			if c == kvs {
 				cpuKVS += used
+				readsKVS += reads
 			} else {
 				cpuRef += used
+				readsRef += reads
 			}
 		}
 	}
@@ -72,6 +75,9 @@ func BenchmarkIngestCPU(b *testing.B) {
 	if cpuRef > 0 {
 		b.ReportMetric(cpuKVS/cpuRef, "kvs/ref")
 	}
+	mb := gb * 1000
+	b.ReportMetric(float64(readsKVS)/mb, "kvs-reads/MB")
+	b.ReportMetric(float64(readsRef)/mb, "ref-reads/MB")
 }
 
 // ingestBody is a PutMedia body of n fragments of frames frames and about fragBytes bytes each,
@@ -154,6 +160,26 @@ func (c *ingestChild) cpu(b *testing.B) float64 {
 		b.Fatal(err)
 	}
 	return float64(ut+sys) / 100
+}
+
+// reads returns the child's read(2)-family calls so far (syscr of /proc/PID/io).
+func (c *ingestChild) reads(b *testing.B) int64 {
+	b.Helper()
+	io, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", c.cmd.Process.Pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for line := range strings.Lines(string(io)) {
+		if v, ok := strings.CutPrefix(line, "syscr: "); ok {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return n
+		}
+	}
+	b.Fatalf("no syscr in /proc/%d/io", c.cmd.Process.Pid)
+	return 0
 }
 
 func (c *ingestChild) createStream(b *testing.B) {
