@@ -3,7 +3,8 @@
 # with the load average at the time of each measurement. Run from the repository root:
 #
 #   scripts/perf.sh                 # everything (about 18 minutes; scripts/perf-images.sh alone: GetImages;
-#                                   # scripts/perf-curves.sh: server CPU and RSS against streams and bitrate)
+#                                   # scripts/perf-curves.sh: server CPU and RSS against streams and bitrate;
+#                                   # scripts/perf-ab.sh REV: put-media and get-fragments against a commit)
 #   KVS_PERF_STREAMS="200" KVS_PERF_DURATION=30s KVS_PERF_RUNS=3 scripts/perf.sh
 #
 # put-media, its ffmpeg reference and get-fragments run KVS_PERF_RUNS times each (default 5,

@@ -52,16 +52,16 @@ async function image(stream, t, height) {
   return r.Images?.[0]?.ImageContent ? `data:image/jpeg;base64,${r.Images[0].ImageContent}` : null;
 }
 
-// listImage is image for the stream list, which asks for every stream's latest picture at once:
-// at most 2 requests in flight, and one the server turns away because it is serving as many
-// GetImages as it will (ClientLimitExceededException) is asked again after a pause, for as long
-// as wanted() says the picture is still wanted (the page is open and no newer one was asked
-// for), so that a stream that gets no new fragment still gets its picture. null when not wanted.
-let listImagesBusy = 0;
-const listImageWaiters = [];
-async function listImage(stream, t, height, wanted) {
-  while (listImagesBusy >= 2) await new Promise((r) => listImageWaiters.push(r));
-  listImagesBusy++;
+// imageWhenFree is image for pages that ask for many pictures (the stream list, the timeline's
+// thumbnails): at most 2 requests in flight, and one the server turns away because it is serving
+// as many GetImages as it will (ClientLimitExceededException) is asked again after a pause, for
+// as long as wanted() says the picture is still wanted (its page is open and it is not stale).
+// It rejects with "unwanted" once it is not.
+let imagesBusy = 0;
+const imageWaiters = [];
+async function imageWhenFree(stream, t, height, wanted) {
+  while (imagesBusy >= 2) await new Promise((r) => imageWaiters.push(r));
+  imagesBusy++;
   try {
     for (let i = 1; wanted(); i++) {
       try { return await image(stream, t, height); } catch (e) {
@@ -69,10 +69,10 @@ async function listImage(stream, t, height, wanted) {
         await sleep(Math.min(250 * i, 2000));
       }
     }
-    return null;
+    throw new Error('unwanted');
   } finally {
-    listImagesBusy--;
-    listImageWaiters.shift()?.();
+    imagesBusy--;
+    imageWaiters.shift()?.();
   }
 }
 
@@ -155,11 +155,11 @@ async function streamsPage() {
           const prev = latestImages.get(s.StreamName);
           if (s.DataRetentionInHours && prev?.n !== f.FragmentNumber) {
             // The row shows at once, with the picture before (if any); the new one fills its cell
-            // when it comes (a busy server may take a while: listImage).
+            // when it comes (a busy server may take a while: imageWhenFree).
             const li = { n: f.FragmentNumber, url: prev?.url, t: prev?.t };
             latestImages.set(s.StreamName, li);
             const wanted = () => alive && latestImages.get(s.StreamName) === li;
-            fetchImage = (cell) => listImage(s.StreamName, f.ProducerTimestamp, 40, wanted).then((url) => {
+            fetchImage = (cell) => imageWhenFree(s.StreamName, f.ProducerTimestamp, 40, wanted).then((url) => {
               if (!url) return;
               li.url = url;
               li.t = f.ProducerTimestamp;
@@ -647,7 +647,7 @@ async function streamPage(name) {
   }
   function pumpThumbs() {
     for (let t; alive && thumbVisible && thumbBusy < 2 && (t = thumbWant.shift()) !== undefined; thumbBusy++) {
-      image(name, t, THUMB_H).then((url) => thumbCache.set(t, url), (e) => {
+      imageWhenFree(name, t, THUMB_H, () => alive && thumbVisible).then((url) => thumbCache.set(t, url), (e) => {
         if (/^(NoDataRetention|UnsupportedStreamMediaType)/.test(e.message)) thumbsOff = true; else thumbRetry.set(t, Date.now() + 10000);
       }).finally(() => { thumbBusy--; if (alive) drawThumbs(); });
     }
