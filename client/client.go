@@ -43,6 +43,10 @@ type Config struct {
 	// HTTPClient carries every request (default: the SDK's client, which honours AWS_CA_BUNDLE).
 	// Set it for custom TLS (a private CA for an https kvs) or for tests; it is used as given.
 	HTTPClient *http.Client
+	// Credentials sign requests (default: the AWS configuration's chain — environment, shared
+	// files, ... — and for a kvs endpoint with none configured, a fixed local key, which a server
+	// without --auth accepts). Set it to sign with keys the program holds.
+	Credentials aws.CredentialsProvider
 }
 
 // Client talks to one KVS endpoint. It is safe for concurrent use.
@@ -106,6 +110,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	if awsCfg.Region == "" {
 		awsCfg.Region = DefaultRegion
+	}
+	if cfg.Credentials != nil {
+		awsCfg.Credentials = aws.NewCredentialsCache(cfg.Credentials)
 	}
 	if local && !haveCredentials(ctx, awsCfg.Credentials) {
 		awsCfg.Credentials = aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider(localAccessKeyID, localSecretAccessKey, ""))

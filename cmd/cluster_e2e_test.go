@@ -145,7 +145,7 @@ func TestE2EClusterFailover(t *testing.T) {
 	t.Parallel() // the only test of the package that uses the PostgreSQL and S3 servers
 	testutil.Slow(t)
 	testutil.NeedTool(t, "ffprobe")
-	awsBin := testutil.NeedTool(t, "/usr/bin/aws")
+	testutil.NeedTool(t, "/usr/bin/aws")
 	nodes := clusterNodes(t, 3)
 	n1, n2, n3 := nodes[0].Endpoint, nodes[1].Endpoint, nodes[2].Endpoint
 	mustRun(t, n1, nil, "create-stream", "--stream-name", "cam", "--data-retention-in-hours", "1")
@@ -154,21 +154,9 @@ func TestE2EClusterFailover(t *testing.T) {
 	// dies it reconnects through another one, from its continuation token.
 	readers := []*liveReader{startReader(t, n1, "cam"), startReader(t, n3, "cam"), startReader(t, n2+","+n1+","+n3, "cam")}
 	// The producer knows every node; it starts on node 2, which becomes the writer.
-	type result struct {
-		code     int
-		out, err string
-	}
-	produced := make(chan result, 1)
-	go func() {
-		testPattern.Lock()
-		defer testPattern.Unlock()
-		code, out, errs := kvsRun(t.Context(), t, strings.Join([]string{n2, n1, n3}, ","), nil, "put-media", "--stream-name", "cam",
-			"--source", "testsrc", "--width", "320", "--height", "240", "--fragment-duration", "1s", "--duration", "12s",
-			"--output", "json")
-		produced <- result{code, out, errs}
-	}()
+	produced := putPattern(t, strings.Join([]string{n2, n1, n3}, ","), "cam", "9s")
 	waitFor(t, 20*time.Second, "node 2 writes the stream", func() bool { return writerOf(t, n1, "cam") == n2 })
-	time.Sleep(4 * time.Second) // a few fragments PERSISTED through node 2
+	time.Sleep(2 * time.Second) // a few fragments PERSISTED through node 2
 	nodes[1].kill()
 	killed := time.Now()
 	var moved string
@@ -177,7 +165,7 @@ func TestE2EClusterFailover(t *testing.T) {
 		return moved == n1 || moved == n3
 	})
 	t.Logf("the stream moved from node 2 to %s %.1f s after the kill", moved, time.Since(killed).Seconds())
-	var p result
+	var p putResult
 	select {
 	case p = <-produced:
 	case <-time.After(90 * time.Second):
@@ -187,21 +175,14 @@ func TestE2EClusterFailover(t *testing.T) {
 		t.Fatalf("put-media exited %d:\n%s", p.code, p.err)
 	}
 	persisted := putAcks(t, p.out)
-	checkCluster(t, awsBin, n3, "cam", persisted, readers)
+	checkCluster(t, n3, "cam", persisted, readers)
 
 	// PostgreSQL stops for a while under a producer on the two nodes left.
 	mustRun(t, n1, nil, "create-stream", "--stream-name", "cam2", "--data-retention-in-hours", "1")
 	readers = []*liveReader{startReader(t, n3, "cam2")}
-	go func() {
-		testPattern.Lock()
-		defer testPattern.Unlock()
-		code, out, errs := kvsRun(t.Context(), t, n1+","+n3, nil, "put-media", "--stream-name", "cam2",
-			"--source", "testsrc", "--width", "320", "--height", "240", "--fragment-duration", "1s", "--duration", "8s",
-			"--output", "json")
-		produced <- result{code, out, errs}
-	}()
+	produced = putPattern(t, n1+","+n3, "cam2", "7s")
 	waitFor(t, 20*time.Second, "a node writes cam2", func() bool { return writerOf(t, n1, "cam2") != "" })
-	time.Sleep(3 * time.Second)
+	time.Sleep(2 * time.Second)
 	backends.StopPostgres(t)
 	time.Sleep(4 * time.Second)
 	backends.StartPostgres(t)
@@ -213,32 +194,49 @@ func TestE2EClusterFailover(t *testing.T) {
 	if p.code != ExitOK {
 		t.Fatalf("put-media through the PostgreSQL outage exited %d:\n%s", p.code, p.err)
 	}
-	checkCluster(t, awsBin, n1, "cam2", putAcks(t, p.out), readers)
+	checkCluster(t, n1, "cam2", putAcks(t, p.out), readers)
+}
+
+type putResult struct {
+	code     int
+	out, err string
+}
+
+// putPattern starts `kvs put-media` of duration of the live test pattern (320x240, 1 s fragments)
+// into stream through endpoints, as a process of its own: the test pattern device is one per
+// process (see testPattern), and the cluster test's producer runs for long. The result comes on
+// the channel when it exits.
+func putPattern(t *testing.T, endpoints, stream, duration string) <-chan putResult {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), kvsBinary(t), "--endpoint", endpoints, "put-media", "--stream-name", stream,
+		"--source", "testsrc", "--width", "320", "--height", "240", "--fragment-duration", "1s", "--duration", duration,
+		"--output", "json")
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan putResult, 1)
+	go func() {
+		cmd.Wait()
+		done <- putResult{cmd.ProcessState.ExitCode(), out.String(), errb.String()}
+	}()
+	return done
 }
 
 // checkCluster stops the live readers and checks stream against what the producer was told:
 // every PERSISTED fragment is listed (the AWS CLI's list-fragments on node) and the whole stream
 // decodes (ffprobe of get-media from the first fragment), and each reader got the listed
 // fragments after its first one, each once, in order.
-func checkCluster(t *testing.T, awsBin, node, stream string, persisted []string, readers []*liveReader) {
+func checkCluster(t *testing.T, node, stream string, persisted []string, readers []*liveReader) {
 	t.Helper()
 	if len(persisted) < 6 {
 		t.Fatalf("%s: only %d PERSISTED acks", stream, len(persisted))
 	}
-	cmd := exec.CommandContext(t.Context(), awsBin, "--endpoint-url", node, "--region", "us-east-1", "--output", "json",
-		"kinesis-video-archived-media", "list-fragments", "--stream-name", stream)
-	cmd.Env = []string{"AWS_ACCESS_KEY_ID=x", "AWS_SECRET_ACCESS_KEY=x", "AWS_CONFIG_FILE=/dev/null",
-		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_PAGER=", "HOME=" + t.TempDir()}
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("aws list-fragments: %v", err)
-	}
 	var list struct {
 		Fragments []struct{ FragmentNumber string }
 	}
-	if err := json.Unmarshal(out, &list); err != nil {
-		t.Fatal(err)
-	}
+	testutil.NewAWSCLI(t, node).OK(&list, "kinesis-video-archived-media", "list-fragments", "--stream-name", stream)
 	var listed []string
 	for _, f := range list.Fragments {
 		listed = append(listed, f.FragmentNumber)

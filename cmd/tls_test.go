@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 
@@ -26,6 +27,7 @@ import (
 // NotAuthorizedException; plain HTTP and untrusting clients fail; the AWS CLI works with
 // --ca-bundle and the right key.
 func TestServeTLSAndAuth(t *testing.T) {
+	t.Parallel()
 	testutil.Slow(t)
 	dir := t.TempDir()
 	certFile, keyFile, pool := testutil.SelfSigned(t, dir)
@@ -43,9 +45,8 @@ func TestServeTLSAndAuth(t *testing.T) {
 	ctx := t.Context()
 	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIDTLS")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "tls-secret")
-	c, err := client.New(ctx, client.Config{Endpoint: p.Endpoint, Region: "us-east-1", HTTPClient: hc})
+	c, err := client.New(ctx, client.Config{Endpoint: p.Endpoint, Region: "us-east-1", HTTPClient: hc,
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDTLS", "tls-secret", "")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,8 +93,8 @@ func TestServeTLSAndAuth(t *testing.T) {
 	}
 
 	// A wrong key, plain HTTP, and a client that does not trust the certificate all fail.
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong")
-	bad, err := client.New(ctx, client.Config{Endpoint: p.Endpoint, Region: "us-east-1", HTTPClient: hc})
+	bad, err := client.New(ctx, client.Config{Endpoint: p.Endpoint, Region: "us-east-1", HTTPClient: hc,
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDTLS", "wrong", "")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,20 +115,15 @@ func TestServeTLSAndAuth(t *testing.T) {
 	}
 
 	// The AWS CLI with --ca-bundle.
-	aws := testutil.NeedTool(t, "aws")
-	cli := func(secret string, args ...string) (string, int) {
-		cmd := exec.CommandContext(ctx, aws, append([]string{"--endpoint-url", p.Endpoint, "--ca-bundle", certFile, "--region", "us-east-1", "--output", "json"}, args...)...)
-		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + dir, "AWS_ACCESS_KEY_ID=AKIDTLS", "AWS_SECRET_ACCESS_KEY=" + secret,
-			"AWS_PAGER=", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_MAX_ATTEMPTS=1"}
-		out, _ := cmd.CombinedOutput()
-		return string(out), cmd.ProcessState.ExitCode()
+	cli := testutil.NewAWSCLI(t, p.Endpoint)
+	cli.AccessKey, cli.SecretKey = "AKIDTLS", "tls-secret"
+	var desc struct{ StreamInfo struct{ Status string } }
+	cli.OK(&desc, "--ca-bundle", certFile, "kinesisvideo", "describe-stream", "--stream-name", "tls")
+	if desc.StreamInfo.Status != "ACTIVE" {
+		t.Fatalf("aws describe-stream over TLS: %+v", desc)
 	}
-	if out, code := cli("tls-secret", "kinesisvideo", "describe-stream", "--stream-name", "tls"); code != 0 || !strings.Contains(out, `"ACTIVE"`) {
-		t.Fatalf("aws describe-stream over TLS: %d %s", code, out)
-	}
-	if out, code := cli("wrong", "kinesis-video-archived-media", "list-fragments", "--stream-name", "tls"); code == 0 || !strings.Contains(out, "NotAuthorizedException") {
-		t.Fatalf("aws with a wrong secret: %d %s", code, out)
-	}
+	cli.SecretKey = "wrong"
+	cli.Fails("NotAuthorizedException", "--ca-bundle", certFile, "kinesis-video-archived-media", "list-fragments", "--stream-name", "tls")
 
 	// kvs bench writes PutMedia on its own TLS connections: they trust AWS_CA_BUNDLE as the
 	// control-plane calls do (they used the system's roots and failed on this certificate).

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"sync/atomic"
@@ -310,26 +309,18 @@ func TestGetMediaForFragmentListSDK(t *testing.T) {
 func TestMediaAWSCLI(t *testing.T) {
 	testutil.Slow(t)
 	t.Parallel()
-	bin := testutil.NeedTool(t, "/usr/bin/aws")
 	ffprobe := testutil.NeedTool(t, "ffprobe")
 	e := newMediaEnv(t, "fs", func(c *Config) { c.GetMediaIdleTimeout = 300 * time.Millisecond })
 	e.createStream(t, "cam", 1)
 	c := loadClip(t, "h264.mkv")
 	nums := e.ingest(t, "cam", c, 0, 8)
 	dir := t.TempDir()
+	cli := testutil.NewAWSCLI(t, e.ts.URL)
 	run := func(args ...string) []byte {
 		t.Helper()
-		full := append([]string{"--endpoint-url", e.ts.URL, "--region", "us-east-1", "--output", "json"}, args...)
-		cmd := exec.CommandContext(t.Context(), bin, full...)
-		cmd.Env = []string{
-			"PATH=/usr/bin:/bin", "HOME=" + dir, "AWS_ACCESS_KEY_ID=AKIDLOCAL", "AWS_SECRET_ACCESS_KEY=secret",
-			"AWS_PAGER=", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_MAX_ATTEMPTS=1",
-		}
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("aws %v: %v: %s", args, err, stderr.String())
+		out, stderr, code := cli.Run(args...)
+		if code != 0 {
+			t.Fatalf("aws %v: exit %d: %s", args, code, stderr)
 		}
 		return out
 	}

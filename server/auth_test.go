@@ -8,7 +8,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -444,26 +443,17 @@ func TestAuthClientProducerConsumer(t *testing.T) {
 func TestAuthAWSCLI(t *testing.T) {
 	testutil.Slow(t)
 	t.Parallel()
-	bin := testutil.NeedTool(t, "/usr/bin/aws")
 	e := authEnv(t)
-	home := t.TempDir()
+	cli := testutil.NewAWSCLI(t, e.ts.URL)
 	run := func(id, secret string, args ...string) (string, int) {
-		full := append([]string{"--endpoint-url", e.ts.URL, "--region", "us-east-1", "--output", "json"}, args...)
-		cmd := exec.CommandContext(t.Context(), bin, full...)
-		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + home, "AWS_ACCESS_KEY_ID=" + id, "AWS_SECRET_ACCESS_KEY=" + secret,
-			"AWS_PAGER=", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_MAX_ATTEMPTS=1"}
-		out, err := cmd.CombinedOutput()
-		var ee *exec.ExitError
-		if err != nil && !errors.As(err, &ee) {
-			t.Fatal(err)
-		}
-		return string(out), cmd.ProcessState.ExitCode()
+		cli.AccessKey, cli.SecretKey = id, secret
+		out, stderr, code := cli.Run(args...)
+		return string(out) + stderr, code
 	}
 	if out, code := run("AKIDLOCAL", "secret", "kinesisvideo", "create-stream", "--stream-name", "cli", "--data-retention-in-hours", "1"); code != 0 {
 		t.Fatalf("create-stream: %d %s", code, out)
 	}
-	// Each CLI start takes seconds on a busy machine: three more calls cover the archived-media
-	// client, a wrong secret, an unknown key and an unsigned request.
+	// The archived-media client, a wrong secret, an unknown key and an unsigned request.
 	if out, code := run("AKIDOTHER", "other-secret", "kinesis-video-archived-media", "list-fragments", "--stream-name", "cli"); code != 0 {
 		t.Fatalf("list-fragments: %d %s", code, out)
 	}

@@ -307,28 +307,15 @@ func TestHLSLive(t *testing.T) {
 func TestHLSAWSCLI(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t) // drives ffmpeg, ffprobe or the AWS CLI
-	bin := testutil.NeedTool(t, "/usr/bin/aws")
 	e := newMediaEnv(t, "fs")
+	cli := testutil.NewAWSCLI(t, e.ts.URL)
 	e.createStream(t, "cam", 24)
 	uploadClip(t, e, "cam", "h264_aac.mkv", seq(4)...)
 	sel := fmt.Sprintf("FragmentSelectorType=PRODUCER_TIMESTAMP,TimestampRange={StartTimestamp=%d,EndTimestamp=%d}",
 		baseMillis/1000, baseMillis/1000+60)
-	cmd := exec.CommandContext(t.Context(), bin, "--endpoint-url", e.ts.URL, "--region", "us-east-1", "--output", "json",
-		"kinesis-video-archived-media", "get-hls-streaming-session-url", "--stream-name", "cam",
-		"--playback-mode", "ON_DEMAND", "--hls-fragment-selector", sel, "--expires", "3600")
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "AWS_ACCESS_KEY_ID=AKIDLOCAL",
-		"AWS_SECRET_ACCESS_KEY=secret", "AWS_PAGER=", "AWS_CONFIG_FILE=/dev/null",
-		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_MAX_ATTEMPTS=1"}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("aws: %v\n%s", err, stderr.String())
-	}
 	var res struct{ HLSStreamingSessionURL string }
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("%s: %v", out, err)
-	}
+	cli.OK(&res, "kinesis-video-archived-media", "get-hls-streaming-session-url", "--stream-name", "cam",
+		"--playback-mode", "ON_DEMAND", "--hls-fragment-selector", sel, "--expires", "3600")
 	got := ffprobeStreams(t, res.HLSStreamingSessionURL)
 	if want := wantStreams(t, "h264_aac.mkv", 1); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("ffprobe:\n got %+v\nwant %+v", got, want)

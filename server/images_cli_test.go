@@ -28,7 +28,7 @@ func TestGetImagesAWSCLI(t *testing.T) {
 	e := newMediaEnv(t, "fs")
 	withGap(t, e, "cam")
 	e.createStream(t, "live", 0)
-	cli := &awsCLI{t: t, bin: testutil.NeedTool(t, "/usr/bin/aws"), url: e.ts.URL, home: t.TempDir(), service: "kinesis-video-archived-media"}
+	cli := testutil.NewAWSCLI(t, e.ts.URL)
 	start := strconv.FormatInt(baseMillis/1000, 10)
 	end := strconv.FormatInt(baseMillis/1000+12, 10)
 
@@ -40,7 +40,7 @@ func TestGetImagesAWSCLI(t *testing.T) {
 		}
 		NextToken string
 	}
-	cli.ok(&out, "get-images", "--stream-name", "cam", "--image-selector-type", "PRODUCER_TIMESTAMP",
+	cli.OK(&out, "kinesis-video-archived-media", "get-images", "--stream-name", "cam", "--image-selector-type", "PRODUCER_TIMESTAMP",
 		"--start-timestamp", start, "--end-timestamp", end, "--sampling-interval", "3000", "--format", "JPEG",
 		"--format-config", "JPEGQuality=85", "--width-pixels", "200", "--height-pixels", "150", "--page-size", "2")
 	if len(out.Images) != 5 || out.NextToken != "" {
@@ -89,10 +89,9 @@ func TestGetImagesAWSCLI(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			cli := &awsCLI{t: t, bin: cli.bin, url: cli.url, home: t.TempDir(), service: cli.service}
-			args := append([]string{"get-images", "--image-selector-type", "PRODUCER_TIMESTAMP", "--start-timestamp", start,
+			args := append([]string{"kinesis-video-archived-media", "get-images", "--image-selector-type", "PRODUCER_TIMESTAMP", "--start-timestamp", start,
 				"--end-timestamp", end, "--sampling-interval", "3000", "--format", "PNG"}, tc.args...)
-			cli.fails(tc.want, args...)
+			cli.For(t).Fails(tc.want, args...)
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"image"
 	"image/jpeg"
 	"image/png"
+	"strings"
 	"testing"
 
 	"github.com/openkvs/kvs/internal/decode"
@@ -27,6 +28,10 @@ func ffmpegDecoder(t *testing.T) *decode.FFmpeg {
 	}
 	if !f.Decodes(codec.H264) || !f.Decodes(codec.H265) {
 		t.Fatalf("%s decodes neither H.264 nor H.265", f)
+	}
+	// The version comes from the banner of the same run: "ffmpeg 5.1.9-0+deb12u1 (/usr/bin/ffmpeg)".
+	if v := strings.TrimPrefix(f.String(), "ffmpeg "); v == f.String() || v == "" || strings.HasPrefix(v, "(") {
+		t.Fatalf("probed ffmpeg is %q: no version", f)
 	}
 	return f
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -50,20 +51,47 @@ func NewFFmpeg(path string) (*FFmpeg, error) {
 // Path returns the program's path.
 func (f *FFmpeg) Path() string { return f.path }
 
-// Probe runs ffmpeg -version and ffmpeg -decoders, so that String names the version and Decodes
-// answers for the decoders the build has (Debian's has both h264 and hevc).
+// probed holds what Probe found, per program file (path, size and modification time): the
+// answers of a program do not change while its file does not, and a process that starts several
+// servers (the tests, kvs bench's own server) asks once.
+var probed sync.Map // probeKey → probeResult
+
+type probeKey struct {
+	path  string
+	size  int64
+	mtime time.Time
+}
+
+type probeResult struct {
+	version string
+	codecs  map[codec.Codec]bool
+}
+
+// Probe runs ffmpeg -decoders, so that String names the version and Decodes answers for the
+// decoders the build has (Debian's has both h264 and hevc).
 func (f *FFmpeg) Probe(ctx context.Context) error {
-	out, err := exec.CommandContext(ctx, f.path, "-hide_banner", "-version").Output()
-	if err != nil {
-		return fmt.Errorf("decode: %s -version: %w", f.path, err)
+	var key probeKey
+	if st, err := os.Stat(f.path); err == nil {
+		key = probeKey{f.path, st.Size(), st.ModTime()}
+		if r, ok := probed.Load(key); ok {
+			f.mu.Lock()
+			f.version, f.codecs = r.(probeResult).version, r.(probeResult).codecs
+			f.mu.Unlock()
+			return nil
+		}
 	}
-	version, _, _ := strings.Cut(string(out), "\n")
-	version = strings.TrimPrefix(version, "ffmpeg version ")
-	version, _, _ = strings.Cut(version, " ")
-	out, err = exec.CommandContext(ctx, f.path, "-hide_banner", "-decoders").Output()
+	// One process (ffmpeg's start is most of its cost): the banner on stderr names the version,
+	// the list on stdout the decoders.
+	cmd := exec.CommandContext(ctx, f.path, "-decoders")
+	var banner bytes.Buffer
+	cmd.Stderr = &banner
+	out, err := cmd.Output()
 	if err != nil {
 		return fmt.Errorf("decode: %s -decoders: %w", f.path, err)
 	}
+	version, _, _ := strings.Cut(banner.String(), "\n")
+	version = strings.TrimPrefix(version, "ffmpeg version ")
+	version, _, _ = strings.Cut(version, " ")
 	codecs := map[codec.Codec]bool{}
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
@@ -77,6 +105,9 @@ func (f *FFmpeg) Probe(ctx context.Context) error {
 		case "hevc":
 			codecs[codec.H265] = true
 		}
+	}
+	if key.path != "" {
+		probed.Store(key, probeResult{version, codecs})
 	}
 	f.mu.Lock()
 	f.version, f.codecs = version, codecs

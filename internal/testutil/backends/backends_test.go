@@ -2,11 +2,17 @@ package backends
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"io"
+	"os/exec"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 func TestMain(m *testing.M) { Main(m) }
@@ -44,4 +50,15 @@ func TestS3(t *testing.T) {
 	if string(body) != "ell" {
 		t.Fatalf("ranged GET: %q", body)
 	}
+}
+
+// psql runs one SQL statement with the psql client (a client of its own, to check the schemas Postgres makes).
+func psql(url, sql string) ([]byte, error) {
+	bin := testutil.FindTool("psql", pgBinGlob)
+	if bin == "" {
+		return nil, fmt.Errorf("psql not found")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return exec.CommandContext(ctx, bin, url, "-v", "ON_ERROR_STOP=1", "-qc", sql).CombinedOutput()
 }

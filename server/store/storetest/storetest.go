@@ -17,7 +17,8 @@
 // a schema) run after the last Close. A store that cannot be reopened (store.Mem) returns a nil
 // reopen, and the cases about surviving a restart skip.
 //
-// Cases run one after another. They never read the wall clock's time for retention: stored
+// Cases run in parallel (t.Parallel), each on its own namespace, so the Opener is called from
+// several goroutines at once. They never read the wall clock's time for retention: stored
 // fragments carry server times around 2026-11-25T12:00:00Z and the suite passes its own now to
 // EnforceRetention, so a store must take retention's time from that argument alone. One case
 // appends a record of store.MaxRecordSize+1 bytes (64 MiB) to see it refused.
@@ -89,6 +90,7 @@ func Run(t *testing.T, open Opener) {
 	t.Helper()
 	for _, c := range cases() {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
 			st, reopen := open(t)
 			if st == nil {
 				t.Fatal("Opener returned a nil store")

@@ -1,0 +1,218 @@
+package testutil
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// AWSCLI runs commands of the real AWS CLI (Debian's awscli, /usr/bin/aws) against a kvs
+// endpoint, with the given keys, no configuration files and one attempt per call.
+//
+// Each start of the CLI costs about half a second of CPU in Python imports, which made the AWS CLI
+// the largest single CPU cost of the test suite. So when /usr/bin/aws is a Python script (as
+// Debian's is: `import awscli.clidriver; sys.exit(awscli.clidriver.main())`), the commands of one
+// AWSCLI run in one interpreter of that script's Python, each through a fresh
+// awscli.clidriver.create_clidriver().main(args) — the code /usr/bin/aws runs, argument parsing,
+// signing, error handling and output formatting included — with its own environment, its
+// standard output and error caught at the file descriptors, and its exit code returned. Any other
+// aws (the v2 installer's binary) runs as one process per command.
+type AWSCLI struct {
+	t        testing.TB
+	bin      string
+	python   string // the interpreter of bin's "#!" line, when bin is a Python script
+	Endpoint string
+	// AccessKey and SecretKey sign the commands (default AKIDLOCAL and secret); Env adds to
+	// the environment of each command (e.g. AWS_CA_BUNDLE).
+	AccessKey, SecretKey string
+	Env                  []string
+	home                 string
+	host                 *cliHost // shared by the copies For makes
+}
+
+// cliHost is the Python interpreter running an AWSCLI's commands, one at a time.
+type cliHost struct {
+	mu   sync.Mutex
+	proc *exec.Cmd
+	in   io.WriteCloser
+	out  *bufio.Reader
+	errb *bytes.Buffer
+}
+
+// NewAWSCLI returns an AWS CLI for endpoint, or skips t (fails it under KVS_REQUIRE_TOOLS=1) when
+// /usr/bin/aws is missing. Its interpreter, if any, starts at the first Run and ends with t.
+func NewAWSCLI(t testing.TB, endpoint string) *AWSCLI {
+	t.Helper()
+	c := &AWSCLI{t: t, bin: NeedTool(t, "/usr/bin/aws"), Endpoint: endpoint, AccessKey: "AKIDLOCAL", SecretKey: "secret",
+		home: t.TempDir(), host: &cliHost{}}
+	if head, err := os.ReadFile(c.bin); err == nil && bytes.HasPrefix(head, []byte("#!")) {
+		line, _, _ := bytes.Cut(head[2:], []byte("\n"))
+		if f := strings.Fields(string(line)); len(f) == 1 && strings.Contains(f[0], "python") {
+			c.python = f[0]
+		}
+	}
+	t.Cleanup(c.host.close)
+	return c
+}
+
+// For returns a copy of c that reports to t (a subtest of c's test, say) and runs its commands
+// in c's interpreter.
+func (c *AWSCLI) For(t testing.TB) *AWSCLI {
+	cc := *c
+	cc.t = t
+	return &cc
+}
+
+// Run runs `aws --endpoint-url E --region us-east-1 --output json args...` and returns its
+// standard output, standard error and exit code (0, or 254 for a service error, 252 for a usage
+// error, 255 for others).
+func (c *AWSCLI) Run(args ...string) (stdout []byte, stderr string, code int) {
+	c.t.Helper()
+	full := append([]string{"--endpoint-url", c.Endpoint, "--region", "us-east-1", "--output", "json"}, args...)
+	env := append([]string{"PATH=/usr/bin:/bin", "HOME=" + c.home, "AWS_ACCESS_KEY_ID=" + c.AccessKey,
+		"AWS_SECRET_ACCESS_KEY=" + c.SecretKey, "AWS_PAGER=", "AWS_CONFIG_FILE=/dev/null",
+		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_MAX_ATTEMPTS=1"}, c.Env...)
+	if c.python == "" {
+		return c.runProcess(full, env)
+	}
+	h := c.host
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.proc == nil {
+		c.start()
+	}
+	req, _ := json.Marshal(struct {
+		Args []string `json:"args"`
+		Env  []string `json:"env"`
+	}{full, env})
+	var res struct {
+		Code           int
+		Stdout, Stderr []byte // base64 in the JSON
+	}
+	_, err := h.in.Write(append(req, '\n'))
+	if err == nil {
+		var line []byte
+		if line, err = h.out.ReadBytes('\n'); err == nil {
+			err = json.Unmarshal(line, &res)
+		}
+	}
+	if err != nil {
+		h.in.Close()
+		h.proc.Wait() // its standard error is all copied
+		h.proc = nil
+		c.t.Fatalf("aws %v: the CLI's Python host (%s): %v\n%s", args, c.python, err, h.errb)
+	}
+	return res.Stdout, string(res.Stderr), res.Code
+}
+
+// OK runs the CLI, requires exit code 0 and decodes its JSON output into v (if not nil).
+func (c *AWSCLI) OK(v any, args ...string) {
+	c.t.Helper()
+	out, stderr, code := c.Run(args...)
+	if code != 0 {
+		c.t.Fatalf("aws %s: exit %d: %s", strings.Join(args, " "), code, stderr)
+	}
+	if v != nil {
+		if err := json.Unmarshal(out, v); err != nil {
+			c.t.Fatalf("aws %s: output %q: %v", strings.Join(args, " "), out, err)
+		}
+	}
+}
+
+// Fails runs the CLI and requires exit code 254 (a service error) with errorName on stderr.
+func (c *AWSCLI) Fails(errorName string, args ...string) {
+	c.t.Helper()
+	_, stderr, code := c.Run(args...)
+	if code != 254 || !strings.Contains(stderr, errorName) {
+		c.t.Errorf("aws %s: exit %d, stderr %q; want 254 and %s", strings.Join(args, " "), code, stderr, errorName)
+	}
+}
+
+func (c *AWSCLI) runProcess(args, env []string) ([]byte, string, int) {
+	c.t.Helper()
+	cmd := exec.CommandContext(c.t.Context(), c.bin, args...)
+	cmd.Env = env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		c.t.Fatalf("aws %v: %v", args, err)
+	}
+	return out.Bytes(), errb.String(), cmd.ProcessState.ExitCode()
+}
+
+// awsCLIHost is the Python that runs the CLI's commands: one JSON request per line on stdin
+// ({"args": [...], "env": ["K=V", ...]}), one JSON answer per line on the descriptor that was
+// standard output ({"Code": n, "Stdout": base64, "Stderr": base64}).
+const awsCLIHost = `
+import base64, json, os, sys, tempfile, traceback
+import awscli.clidriver
+answers = os.fdopen(os.dup(1), "w")
+data_path = os.environ["AWS_DATA_PATH"]  # set by the awscli package as it is imported
+for line in sys.stdin:
+    req = json.loads(line)
+    os.environ.clear()
+    os.environ.update(dict(kv.split("=", 1) for kv in req["env"]), AWS_DATA_PATH=data_path)
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    saved = os.dup(1), os.dup(2)
+    os.dup2(out.fileno(), 1)
+    os.dup2(err.fileno(), 2)
+    try:
+        code = awscli.clidriver.create_clidriver().main(req["args"])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        traceback.print_exc()
+        code = 255
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+    out.seek(0)
+    err.seek(0)
+    answers.write(json.dumps({"Code": code or 0, "Stdout": base64.b64encode(out.read()).decode(),
+                              "Stderr": base64.b64encode(err.read()).decode()}) + "\n")
+    answers.flush()
+`
+
+func (c *AWSCLI) start() {
+	c.t.Helper()
+	cmd := exec.Command(c.python, "-c", awsCLIHost)
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + c.home}
+	h := c.host
+	h.errb = &bytes.Buffer{}
+	cmd.Stderr = h.errb
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("aws: starting %s for the CLI: %v", c.python, err)
+	}
+	h.proc, h.in, h.out = cmd, in, bufio.NewReader(out)
+}
+
+func (h *cliHost) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.proc != nil {
+		h.in.Close() // the host ends at the end of its input
+		h.proc.Wait()
+		h.proc = nil
+	}
+}
