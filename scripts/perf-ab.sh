@@ -16,10 +16,8 @@ WORK=${KVS_PERF_DIR:-/tmp/kvs-perf}/ab
 RUNS=${KVS_PERF_RUNS:-4}
 IN=${KVS_PERF_DIR:-/tmp/kvs-perf}/in-1080p.mkv
 mkdir -p "$WORK"
-if [ ! -s "$IN" ]; then
-	ffmpeg -v error -y -f lavfi -i testsrc2=size=1920x1080:rate=30 -t 80 -c:v libx264 -preset ultrafast \
-		-b:v 20M -g 60 "$IN"
-fi
+. "$(dirname "$0")/lib.sh"
+perf_input "$IN"
 go build -o "$WORK/kvs-new" ./cmd/kvs
 rm -rf "$WORK/src"
 git worktree add -f --detach "$WORK/src" "$REV" >/dev/null 2>&1

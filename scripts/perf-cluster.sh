@@ -23,9 +23,7 @@ KVS=$KVS_CLUSTER_DIR/kvs
 nodes=http://127.0.0.1:4567,http://127.0.0.1:4568,http://127.0.0.1:4569
 psql=$(command -v psql || ls /usr/lib/postgresql/*/bin/psql | tail -1)
 sql() { "$psql" -qtA postgres://postgres@127.0.0.1:15432/postgres -c "$1"; }
-# ticks (1/100 s) of CPU of the processes whose pids are given
-ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' /proc/"$p"/stat))); done; echo $t; }
-la() { cut -d' ' -f1-3 /proc/loadavg; }
+. "$(dirname "$0")/lib.sh"
 summary() { # bench JSON on stdin → "persisted p50/p99 | delivery p50/p99 | errors"
   python3 -c 'import json,sys; r=json.load(sys.stdin); p=r["persisted_ack_ms"]; d=r["delivery_ms"]; print("errors %d, %.0f Mbit/s in; PERSISTED p50/p99 %.1f / %.1f ms; delivery p50/p99 %.1f / %.1f ms" % (r["errors"], r["ingest_mbps"], p["p50"], p["p99"], d["p50"], d["p99"]))'
 }

@@ -26,19 +26,10 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 mkdir -p "$WORK"
 KVS="$WORK/kvs"
 go build -o "$KVS" ./cmd/kvs
-ticks=$(getconf CLK_TCK)
+TCK=$(getconf CLK_TCK)
 
-SERVER_PID=""
-stop_server() {
-	if [ -n "$SERVER_PID" ]; then
-		kill -INT "$SERVER_PID" 2>/dev/null || true
-		wait "$SERVER_PID" 2>/dev/null || true
-		SERVER_PID=""
-	fi
-}
+. "$(dirname "$0")/lib.sh"
 trap stop_server EXIT
-
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 # point STREAMS BITRATE: one fresh server, one bench; prints a table row.
 point() {
@@ -53,13 +44,13 @@ point() {
 	for _ in $(seq 100); do [ -s "$WORK/server.url" ] && break; sleep 0.1; done
 	local url c0 c1
 	url=$(head -1 "$WORK/server.url")
-	c0=$(cpu_ticks "$SERVER_PID")
+	c0=$(ticks "$SERVER_PID")
 	/usr/bin/time -f "%U %S" -o "$WORK/bench.time" "$KVS" --endpoint "$url" bench --streams "$n" --bitrate "$rate" \
 		--fragment-duration 1s --duration "$DURATION" --server-pid "$SERVER_PID" --output json \
 		>"$WORK/bench.json" 2>"$WORK/bench.log" || echo "kvs bench exited $? (see $WORK/bench.log)"
-	c1=$(cpu_ticks "$SERVER_PID")
+	c1=$(ticks "$SERVER_PID")
 	stop_server
-	python3 - "$WORK/bench.json" "$WORK/bench.time" "$c0" "$c1" "$ticks" "$rate" <<'PY'
+	python3 - "$WORK/bench.json" "$WORK/bench.time" "$c0" "$c1" "$TCK" "$rate" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
 user, sys_ = map(float, open(sys.argv[2]).read().split()[-2:])

@@ -25,10 +25,7 @@ mkdir -p "$EDGE"
 go build -o "$WORK/kvs" ./cmd/kvs
 go build -o "$WORK/testcam" ./internal/testcam/cmd/testcam
 
-la() { cut -d' ' -f1-3 /proc/loadavg; }
-say() { printf '%s   [load average %s]\n' "$*" "$(la)"; }
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }          # utime + stime, in clock ticks
+. "$(dirname "$0")/lib.sh"
 kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
 HZ=$(getconf CLK_TCK)
 # cpu PID SECONDS: the process's CPU use over SECONDS, in % of one core.

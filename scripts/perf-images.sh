@@ -17,21 +17,15 @@ set -euo pipefail
 WORK=${KVS_PERF_DIR:-/tmp/kvs-perf}
 RUNS=${KVS_PERF_RUNS:-5}
 mkdir -p "$WORK"
+. "$(dirname "$0")/lib.sh"
 IN="$WORK/in-1080p.mkv"
-if [ ! -s "$IN" ]; then
-	echo "== making the input: 80 s of 1080p30 H.264 at 20 Mbit/s, 2 s GOP"
-	ffmpeg -v error -y -f lavfi -i testsrc2=size=1920x1080:rate=30 -t 80 -c:v libx264 -preset ultrafast \
-		-b:v 20M -g 60 "$IN"
-fi
+perf_input "$IN"
 go build -o "$WORK/kvs" ./cmd/kvs
 CGO_ENABLED=0 go build -o "$WORK/kvs-nocgo" ./cmd/kvs
 
 TCK=$(getconf CLK_TCK)
-la() { cut -d' ' -f1-3 /proc/loadavg; }
-now() { date +%s.%N; }
 # cpu PID: CPU seconds of the process and of its children it has waited for (the ffmpeg runs).
 cpu() { awk -v t="$TCK" '{ printf "%.3f\n", ($14 + $15 + $16 + $17) / t }' "/proc/$1/stat"; }
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "== machine: $(nproc) cores, $(ffmpeg -version | head -1 | cut -d' ' -f1-3), load average $(la)"
 

@@ -25,20 +25,10 @@ mkdir -p "$WORK"
 KVS="$WORK/kvs"
 go build -o "$KVS" ./cmd/kvs
 
-la() { cut -d' ' -f1-3 /proc/loadavg; }
-now() { date +%s.%N; }
+. "$(dirname "$0")/lib.sh"
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", b - a }'; }
 mbps() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.1f", n / 1048576 / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-say() { printf '%s   [load average %s]\n' "$*" "$(la)"; }
-SERVER_PID=""
-stop_server() {
-	if [ -n "$SERVER_PID" ]; then
-		kill -INT "$SERVER_PID" 2>/dev/null || true
-		wait "$SERVER_PID" 2>/dev/null || true
-		SERVER_PID=""
-	fi
-}
 trap stop_server EXIT
 
 echo "== machine: $(nproc) cores, $(uname -sr), $(go version | cut -d' ' -f3), dir $WORK on $(df --output=source "$WORK" | tail -1)"
@@ -49,11 +39,7 @@ rm -f "$WORK/dd.bin"
 say "(dd)"
 
 IN="$WORK/in-1080p.mkv"
-if [ ! -s "$IN" ]; then
-	echo "== making the input: 80 s of 1080p30 H.264 at 20 Mbit/s, 2 s GOP"
-	ffmpeg -v error -y -f lavfi -i testsrc2=size=1920x1080:rate=30 -t 80 -c:v libx264 -preset ultrafast \
-		-b:v 20M -g 60 "$IN"
-fi
+perf_input "$IN"
 SIZE=$(stat -c %s "$IN")
 echo "input: $IN, $SIZE bytes"
 
@@ -65,7 +51,6 @@ gobench() {
 	go test -count 1 -run '^$' "$@" 2>&1 | grep -E '^(Benchmark|--- FAIL|    [a-z_]+\.go:[0-9]+:)' ||
 		echo "(go test -bench $* failed: see the lines above)"
 }
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 echo "== kvs server (FS store, fdatasync per append) for put-media and get-fragments"
 rm -rf "$WORK/data"

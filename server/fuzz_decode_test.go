@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -58,7 +59,9 @@ func FuzzDecodeRequests(f *testing.F) {
 	defer probe.Close()
 	var paths []string
 	for p := range probe.routes {
-		if p != "/putMedia" {
+		// PutMedia's body (MKV) is not JSON; a node's internal tail follows its stream until
+		// the other node hangs up (it has no no-follow), so here it never ended.
+		if p != "/putMedia" && p != tailPath {
 			paths = append(paths, p)
 		}
 	}
@@ -75,8 +78,12 @@ func FuzzDecodeRequests(f *testing.F) {
 			t.Fatal(err)
 		}
 		defer srv.Close()
+		// A request that does not end within a minute fails the input, instead of holding up
+		// the fuzzing worker for good (which the engine does not report).
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		defer cancel()
 		serve := func(path string, body []byte, hdr ...string) *httptest.ResponseRecorder {
-			req := httptest.NewRequestWithContext(t.Context(), http.MethodPost, path, bytes.NewReader(body))
+			req := httptest.NewRequestWithContext(ctx, http.MethodPost, path, bytes.NewReader(body))
 			for i := 0; i+1 < len(hdr); i += 2 {
 				req.Header.Set(hdr[i], hdr[i+1])
 			}
@@ -92,6 +99,9 @@ func FuzzDecodeRequests(f *testing.F) {
 		}
 		path := paths[int(op)%len(paths)]
 		w := serve(path, body, hdrNoFollow, "1", "Content-Type", "application/json")
+		if ctx.Err() != nil {
+			t.Fatalf("%s %q: no end within a minute", path, body)
+		}
 		if w.Code >= 500 {
 			t.Fatalf("%s %q: %d %s", path, body, w.Code, w.Body)
 		}
