@@ -372,18 +372,9 @@ func checkCamera(ctx context.Context, cam *agentCamera) (string, error) {
 		f.Close()
 		os.Remove(f.Name())
 	}
-	var src capture.Source
-	var err error
-	if capture.IsRTSPSpec(o.Source) {
-		ro := o.rtspOptions()
-		if ro.TLSConfig, err = o.rtspTLS(); err != nil {
-			return "", err
-		}
+	src, err := o.openCamera(ctx, cam.log, func(ro *capture.RTSPOptions) {
 		ro.SenderReportWait = time.Millisecond // only the tracks are looked at
-		src, err = capture.OpenRTSP(ctx, o.Source, ro)
-	} else {
-		src, err = capture.OpenLive(ctx, o.Source, o.liveOptions())
-	}
+	})
 	if err != nil {
 		return "", err
 	}

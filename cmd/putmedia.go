@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -69,6 +70,29 @@ func (o putMediaOptions) liveOptions() capture.LiveOptions {
 // rtspOptions returns the options of an RTSP camera; the CA file is read by rtspTLS.
 func (o putMediaOptions) rtspOptions() capture.RTSPOptions {
 	return capture.RTSPOptions{Transport: o.RTSPTransport, Duration: o.Duration}
+}
+
+// openCamera opens a live source: an RTSP camera (rtsp:// or rtsps://, with o's RTSP options,
+// TLS, and tune's changes when tune is not nil) or a capture device; notices go to log at warn
+// level, RTSP's informational messages at info. A source opened this way ends with io.EOF when
+// ctx is cancelled.
+func (o putMediaOptions) openCamera(ctx context.Context, log *slog.Logger, tune func(*capture.RTSPOptions)) (capture.Source, error) {
+	notice := func(msg string) { log.Warn(msg) }
+	if capture.IsRTSPSpec(o.Source) {
+		ro := o.rtspOptions()
+		var err error
+		if ro.TLSConfig, err = o.rtspTLS(); err != nil {
+			return nil, err
+		}
+		ro.Notice, ro.Info = notice, func(msg string) { log.Info(msg) }
+		if tune != nil {
+			tune(&ro)
+		}
+		return capture.OpenRTSP(ctx, o.Source, ro)
+	}
+	lo := o.liveOptions()
+	lo.Notice = notice
+	return capture.OpenLive(ctx, o.Source, lo)
 }
 
 // rtspTLS returns the TLS configuration of an rtsps:// camera: the system's roots, or the

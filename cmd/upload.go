@@ -60,8 +60,7 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 	stream := o.Stream.String()
 	log := env.Log.With("stream", stream)
 	live := o.live()
-	rtsp := capture.IsRTSPSpec(o.Source)
-	rtspTLS, err := o.rtspTLS()
+	_, err := o.rtspTLS() // --rtsp-ca-file's mistakes before anything starts
 	if err != nil {
 		return client.ProducerStats{}, err
 	}
@@ -72,16 +71,8 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 	var size int64 = -1
 	open := func(ctx context.Context) (capture.Source, error) {
 		switch {
-		case rtsp:
-			ro := o.rtspOptions()
-			ro.TLSConfig = rtspTLS
-			ro.Notice = func(msg string) { log.Warn(msg) }
-			ro.Info = func(msg string) { log.Info(msg) }
-			return capture.OpenRTSP(ctx, o.Source, ro) // ends with io.EOF when ctx is cancelled
 		case live:
-			lo := o.liveOptions()
-			lo.Notice = func(msg string) { log.Warn(msg) }
-			return capture.OpenLive(ctx, o.Source, lo) // ends with io.EOF when ctx is cancelled
+			return o.openCamera(ctx, log, nil)
 		case o.Source == "-":
 			return capture.Open(ctx, env.Stdin, "-", opts)
 		}
