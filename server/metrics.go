@@ -183,9 +183,12 @@ func (ss *streamSeries) drop(stream string) {
 }
 
 // storeCollector reports Store.Stats as kvs_store_streams, kvs_store_fragments and
-// kvs_store_bytes. A store that answers fast (FS and memory keep counters) is asked at every
-// scrape; a slow one (a cluster scans its index) at most every 100 times its last answer's time,
-// and at most every storeStatsEvery: a scrape may then see figures that old.
+// kvs_store_bytes. A store that answers fast (FS and memory keep counters; a small cluster's
+// index) is asked at every scrape; one whose last answer took storeStatsSlow or more (a large
+// cluster scans its index) again only after 100 times that, and at most every storeStatsEvery: a
+// scrape may then see figures that old. (Caching every answer for 100 times its duration made a
+// fast store's figures stale whenever one answer was slow to be scheduled on a loaded machine: a
+// scrape right after an upload then missed it.)
 type storeCollector struct {
 	s                         *Server
 	streams, fragments, bytes *prometheus.Desc
@@ -197,7 +200,10 @@ type storeCollector struct {
 	ok    bool
 }
 
-const storeStatsEvery = 10 * time.Second
+const (
+	storeStatsEvery = 10 * time.Second
+	storeStatsSlow  = 20 * time.Millisecond
+)
 
 func newStoreCollector(s *Server) *storeCollector {
 	return &storeCollector{s: s,
@@ -221,7 +227,10 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		st, err := c.s.store.Stats(ctx)
 		cancel()
 		c.at, c.ok = time.Now(), err == nil
-		c.every = min(100*c.at.Sub(start), storeStatsEvery)
+		c.every = 0
+		if took := c.at.Sub(start); took >= storeStatsSlow {
+			c.every = min(100*took, storeStatsEvery)
+		}
 		if err == nil {
 			c.last = st
 		} else {
