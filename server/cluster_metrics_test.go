@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -23,15 +22,7 @@ func TestClusterMetrics(t *testing.T) {
 	i, j := 0, 0
 	nodes := newCluster(t, 2, func(c *cluster.Config) { c.Metrics = regs[i]; i++ }, func(c *Config) { c.Registry = regs[j]; j++ })
 	n1, n2 := nodes[0], nodes[1]
-	n1.createStream(t, "cam", 1)
-	c := loadClip(t, "h264.mkv")
-
-	pc := n1.startPut(t, "cam")
-	pc.write(c.header())
-	pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), true)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	got := liveNumbers(t, n2.getMedia(t, ctx, "cam", map[string]any{"StartSelectorType": "NOW"}, true), 2)
+	pc, c, got := writerAndReader(t, n1, n2)
 	// Node 2's feeder finds the writer within a second and opens its tail.
 	var f1, f2 map[string]*dto.MetricFamily
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -388,4 +389,46 @@ func TestClusterLiveBeforeCommit(t *testing.T) {
 		pc.expect(ackPersisted, n)
 	}
 	pc.end()
+}
+
+// TestClusterFeederStartsAtJoin: the feeder of a live reader's cache on a node that does not
+// write the stream starts from where the stream stood when the reader joined, even when its
+// goroutine runs only after more fragments were committed (held back here by a hook, as a
+// loaded machine once did: TestClusterAuth's reader then got nothing for 30 s). Not parallel:
+// it sets the package's hook.
+func TestClusterFeederStartsAtJoin(t *testing.T) {
+	release := make(chan struct{})
+	testHookFeederRun = func() { <-release }
+	t.Cleanup(func() { testHookFeederRun = nil })
+	nodes := newCluster(t, 2, nil, nil)
+	pc, c, got := writerAndReader(t, nodes[0], nodes[1])
+	var want []uint64
+	for i := 1; i <= 2; i++ { // committed before node 2's feeder runs
+		want = append(want, pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true))
+	}
+	close(release)
+	select {
+	case g := <-got:
+		if !slices.Equal(g, want) {
+			t.Fatalf("live reader on node 2 got %v, want %v", g, want)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("live reader on node 2: nothing within 20 s (want %v)", want)
+	}
+	pc.end()
+}
+
+// writerAndReader makes n1 write stream "cam" (an upload open there, its first fragment
+// PERSISTED) and opens on n2, which does not write it, a live GetMedia from NOW that collects
+// the numbers of the next 2 fragments.
+func writerAndReader(t *testing.T, n1, n2 *mediaEnv) (*putConn, *clip, <-chan []uint64) {
+	t.Helper()
+	n1.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	pc := n1.startPut(t, "cam")
+	pc.write(c.header())
+	pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), true)
+	ctx, cancel := context.WithCancel(t.Context())
+	t.Cleanup(cancel)
+	return pc, c, liveNumbers(t, n2.getMedia(t, ctx, "cam", map[string]any{"StartSelectorType": "NOW"}, true), 2)
 }

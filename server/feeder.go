@@ -172,18 +172,28 @@ func (fs *feeders) committed(stream string, last uint64) {
 }
 
 // join makes sure the stream's cache is fed for a reader on this node, until the returned
-// function is called.
-func (fs *feeders) join(st store.Stream) func() {
+// function is called. The reader chooses where it starts after join returns (getMedia), so a new
+// feeder's starting point is found here, first: the fragments committed between the two are then
+// fed to the cache. (Found later, in the feeder's goroutine, it could lie past fragments the
+// reader waits for — on a loaded machine the goroutine started after an upload to the writer
+// had been committed — and the reader, at the live edge of a cache those never reached, waited
+// for good.)
+func (fs *feeders) join(ctx context.Context, st store.Stream) func() {
+	buf := fs.m.buffer(st)
+	start := feedStart(ctx, fs.m.s.store, st.Name, buf)
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	f := fs.byStream[st.Name]
 	if f == nil {
 		ctx, cancel := context.WithCancel(context.Background())
-		f = &feeder{fs: fs, name: st.Name, buf: fs.m.buffer(st), wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+		f = &feeder{fs: fs, name: st.Name, buf: buf, wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 		fs.byStream[st.Name] = f
 		go func() {
 			defer close(f.done)
-			f.run(ctx)
+			if testHookFeederRun != nil {
+				testHookFeederRun()
+			}
+			f.run(ctx, start)
 		}()
 	}
 	if f.linger != nil {
@@ -264,19 +274,23 @@ func (f *feeder) wait(ctx context.Context) {
 	}
 }
 
-// last is the newest fragment the cache has, or the store has committed: where feeding goes on.
-func (f *feeder) last(ctx context.Context) uint64 {
-	last := f.buf.lastNumber()
-	if meta, err := f.fs.m.s.store.Last(ctx, f.name); err == nil {
+// testHookFeederRun, when set (by a test), runs first in each new feeder's goroutine.
+var testHookFeederRun func()
+
+// feedStart is the newest fragment the cache has, or the store has committed: where feeding
+// starts, after it.
+func feedStart(ctx context.Context, st store.Store, name string, buf *streamBuffer) uint64 {
+	last := buf.lastNumber()
+	if meta, err := st.Last(ctx, name); err == nil {
 		last = max(last, meta.Number)
 	}
 	return last
 }
 
-func (f *feeder) run(ctx context.Context) {
+// run feeds the cache with the fragments after last until ctx ends.
+func (f *feeder) run(ctx context.Context, last uint64) {
 	m := f.fs.m
 	log := m.s.log.With("stream", f.name, "feeder", m.s.cfg.AdvertiseURL)
-	last := f.last(ctx)
 	for ctx.Err() == nil {
 		url, self, err := f.writer(ctx)
 		switch {

@@ -133,7 +133,7 @@ func (m *media) getMedia(ctx context.Context, req *getMediaRequest) (_ responder
 	}
 	buf := m.buffer(st)
 	notices, unsubscribe := m.notify.subscribe(st.Name) // before choosing the start: no notice can be missed
-	unfollow := m.follow(st)
+	unfollow := m.follow(ctx, st)
 	defer func() {
 		if err != nil {
 			unsubscribe()

@@ -32,6 +32,7 @@ package server
 //     before streaming, both tag spellings, Content-Type video/webm.
 
 import (
+	"context"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -104,11 +105,11 @@ func newMedia(s *Server) *media {
 
 // follow makes sure, on a cluster, that the live cache of st is fed for a reader on this node,
 // until the returned function is called (feeder.go). It does nothing on a single node.
-func (m *media) follow(st store.Stream) func() {
+func (m *media) follow(ctx context.Context, st store.Stream) func() {
 	if m.feeders == nil {
 		return func() {}
 	}
-	return m.feeders.join(st)
+	return m.feeders.join(ctx, st)
 }
 
 // close ends live GetMedia responses and drains PutMedia uploads (Server.Close, shutdown.go).
