@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"maps"
@@ -9,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -258,5 +260,46 @@ func TestGrafanaDashboard(t *testing.T) {
 		if !strings.HasPrefix(n, "kvs_cluster_") && fams[n] == nil {
 			t.Errorf("the dashboard queries %s, which /metrics does not serve", n)
 		}
+	}
+}
+
+// statsStore counts Stats calls, each taking delay.
+type statsStore struct {
+	store.Store
+	delay time.Duration
+	calls atomic.Int32
+}
+
+func (s *statsStore) Stats(ctx context.Context) (store.Stats, error) {
+	s.calls.Add(1)
+	time.Sleep(s.delay)
+	return s.Store.Stats(ctx)
+}
+
+// The kvs_store_* collector asks a store that answers fast at every scrape, and caches a slow
+// one's answer (100 times its duration, at most storeStatsEvery).
+func TestStoreCollectorCaching(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		delay time.Duration
+		calls int32
+	}{{0, 3}, {storeStatsSlow + 10*time.Millisecond, 1}} {
+		st := &statsStore{Store: store.NewMem(), delay: tc.delay}
+		srv, err := New(Config{Store: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := newStoreCollector(srv)
+		for range 3 {
+			ch := make(chan prometheus.Metric, 3)
+			c.Collect(ch)
+			if len(ch) != 3 {
+				t.Fatalf("delay %v: %d metrics, want 3", tc.delay, len(ch))
+			}
+		}
+		if got := st.calls.Load(); got != tc.calls {
+			t.Errorf("Stats taking %v: asked %d times in 3 scrapes, want %d", tc.delay, got, tc.calls)
+		}
+		srv.Close()
 	}
 }
