@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"encoding/binary"
 	"hash/crc32"
 	"testing"
 
@@ -48,42 +49,78 @@ func FuzzSpoolSegment(f *testing.F) {
 	for _, s := range spoolSegmentSeeds() {
 		f.Add(s)
 	}
+	f.Fuzz(checkSpoolSegment)
+}
+
+// FuzzSpoolSegmentSealed is FuzzSpoolSegment on inputs whose records are sealed first: each
+// record's payload and header checksums are set right (sealSpoolRecords), so that the fuzzer's
+// mutations of lengths, sequence numbers, timecodes and scales reach the code past the checks,
+// which random bytes almost never pass (FuzzSpoolSegment found nothing new in 726,705 execs).
+func FuzzSpoolSegmentSealed(f *testing.F) {
+	for _, s := range spoolSegmentSeeds() {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := bytes.NewReader(data)
-		size := int64(len(data))
-		sc, err := scanSegment(r, size, true, 0, 0)
-		if err != nil {
-			t.Fatalf("scan of an in-memory segment returned an I/O error: %v", err)
-		}
-		if sc.End > size || (sc.Cut == nil) != (sc.End == size) || (sc.Count == 0) != (sc.End == 0) {
-			t.Fatalf("scan %+v of %d bytes", sc, size)
-		}
-		// Read the whole records back one by one and encode them again.
-		var again []byte
-		var off int64
-		for i := 0; i < sc.Count; i++ {
-			rec, n, err := readSpoolRecord(r, off, size, true)
-			if err != nil {
-				t.Fatalf("record %d at %d: %v, but the scan counted it whole", i, off, err)
-			}
-			if i == 0 && rec.Seq != sc.First || i == sc.Count-1 && rec.Seq != sc.Last {
-				t.Fatalf("record %d: seq %d, scan %+v", i, rec.Seq, sc)
-			}
-			again = append(again, encodeSpoolRecord(rec.Seq, rec.Timecode, rec.Header, rec.Body)...)
-			if rec.Scale != 1_000_000 {
-				// Another scale round-trips too, but encodeSpoolRecord writes ms: patch it in.
-				copy(again[len(again)-int(n)+28:], data[off+28:off+36])
-				copy(again[len(again)-int(n)+40:], data[off+40:off+44])
-			}
-			bufpool.Put(rec.Body)
-			off += n
-		}
-		if off != sc.End || !bytes.Equal(again, data[:sc.End]) {
-			t.Fatalf("records encoded again (%d bytes) differ from the %d whole bytes scanned", len(again), sc.End)
-		}
-		sc2, _ := scanSegment(bytes.NewReader(again), int64(len(again)), true, 0, 0)
-		if sc2.Count != sc.Count || sc2.End != sc.End || sc2.Cut != nil {
-			t.Fatalf("scan of the records encoded again: %+v, first scan %+v", sc2, sc)
-		}
+		checkSpoolSegment(t, sealSpoolRecords(bytes.Clone(data)))
 	})
+}
+
+// sealSpoolRecords sets, record after record from the start of data, the payload checksum and
+// the header checksum of each record whose magic and lengths fit in data, and returns data.
+func sealSpoolRecords(data []byte) []byte {
+	for off := 0; off+spoolRecordHeaderSize <= len(data); {
+		b := data[off:]
+		if !bytes.Equal(b[:len(spoolMagic)], []byte(spoolMagic)) {
+			break
+		}
+		end := spoolRecordHeaderSize + int(binary.LittleEndian.Uint32(b[4:])) + int(binary.LittleEndian.Uint32(b[8:]))
+		if end > len(b) || end < spoolRecordHeaderSize {
+			break
+		}
+		binary.LittleEndian.PutUint32(b[36:], crc32.Checksum(b[spoolRecordHeaderSize:end], castagnoli))
+		binary.LittleEndian.PutUint32(b[40:], crc32.Checksum(b[:40], castagnoli))
+		off += end
+	}
+	return data
+}
+
+// checkSpoolSegment scans data as a spool segment and checks the scan against reading its
+// records back one by one and encoding them again.
+func checkSpoolSegment(t *testing.T, data []byte) {
+	r := bytes.NewReader(data)
+	size := int64(len(data))
+	sc, err := scanSegment(r, size, true, 0, 0)
+	if err != nil {
+		t.Fatalf("scan of an in-memory segment returned an I/O error: %v", err)
+	}
+	if sc.End > size || (sc.Cut == nil) != (sc.End == size) || (sc.Count == 0) != (sc.End == 0) {
+		t.Fatalf("scan %+v of %d bytes", sc, size)
+	}
+	// Read the whole records back one by one and encode them again.
+	var again []byte
+	var off int64
+	for i := 0; i < sc.Count; i++ {
+		rec, n, err := readSpoolRecord(r, off, size, true)
+		if err != nil {
+			t.Fatalf("record %d at %d: %v, but the scan counted it whole", i, off, err)
+		}
+		if i == 0 && rec.Seq != sc.First || i == sc.Count-1 && rec.Seq != sc.Last {
+			t.Fatalf("record %d: seq %d, scan %+v", i, rec.Seq, sc)
+		}
+		again = append(again, encodeSpoolRecord(rec.Seq, rec.Timecode, rec.Header, rec.Body)...)
+		if rec.Scale != 1_000_000 {
+			// Another scale round-trips too, but encodeSpoolRecord writes ms: patch it in.
+			copy(again[len(again)-int(n)+28:], data[off+28:off+36])
+			copy(again[len(again)-int(n)+40:], data[off+40:off+44])
+		}
+		bufpool.Put(rec.Body)
+		off += n
+	}
+	if off != sc.End || !bytes.Equal(again, data[:sc.End]) {
+		t.Fatalf("records encoded again (%d bytes) differ from the %d whole bytes scanned", len(again), sc.End)
+	}
+	sc2, _ := scanSegment(bytes.NewReader(again), int64(len(again)), true, 0, 0)
+	if sc2.Count != sc.Count || sc2.End != sc.End || sc2.Cut != nil {
+		t.Fatalf("scan of the records encoded again: %+v, first scan %+v", sc2, sc)
+	}
 }
