@@ -73,21 +73,33 @@ func (f *FFmpeg) Probe(ctx context.Context) error {
 	var key probeKey
 	if st, err := os.Stat(f.path); err == nil {
 		key = probeKey{f.path, st.Size(), st.ModTime()}
-		if r, ok := probed.Load(key); ok {
-			f.mu.Lock()
-			f.version, f.codecs = r.(probeResult).version, r.(probeResult).codecs
-			f.mu.Unlock()
-			return nil
-		}
 	}
-	// One process (ffmpeg's start is most of its cost): the banner on stderr names the version,
-	// the list on stdout the decoders.
-	cmd := exec.CommandContext(ctx, f.path, "-decoders")
+	r, ok := probed.Load(key)
+	if !ok || key.path == "" {
+		res, err := probeProgram(ctx, f.path)
+		if err != nil {
+			return err
+		}
+		if key.path != "" {
+			probed.Store(key, res)
+		}
+		r = res
+	}
+	f.mu.Lock()
+	f.version, f.codecs = r.(probeResult).version, r.(probeResult).codecs
+	f.mu.Unlock()
+	return nil
+}
+
+// probeProgram runs path -decoders once (ffmpeg's start is most of its cost): the banner on
+// stderr names the version, the list on stdout the decoders.
+func probeProgram(ctx context.Context, path string) (probeResult, error) {
+	cmd := exec.CommandContext(ctx, path, "-decoders")
 	var banner bytes.Buffer
 	cmd.Stderr = &banner
 	out, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("decode: %s -decoders: %w", f.path, err)
+		return probeResult{}, fmt.Errorf("decode: %s -decoders: %w", path, err)
 	}
 	version, _, _ := strings.Cut(banner.String(), "\n")
 	version = strings.TrimPrefix(version, "ffmpeg version ")
@@ -106,13 +118,7 @@ func (f *FFmpeg) Probe(ctx context.Context) error {
 			codecs[codec.H265] = true
 		}
 	}
-	if key.path != "" {
-		probed.Store(key, probeResult{version, codecs})
-	}
-	f.mu.Lock()
-	f.version, f.codecs = version, codecs
-	f.mu.Unlock()
-	return nil
+	return probeResult{version, codecs}, nil
 }
 
 // passthroughFlag is the option that makes ffmpeg pass every decoded picture through, neither
@@ -120,9 +126,9 @@ func (f *FFmpeg) Probe(ctx context.Context) error {
 // Builds whose version does not start with a number (git builds) are taken as current.
 func (f *FFmpeg) passthroughFlag(ctx context.Context) string {
 	f.mu.Lock()
-	probed := f.version != ""
+	known := f.version != ""
 	f.mu.Unlock()
-	if !probed {
+	if !known {
 		f.probe.Do(func() { _ = f.Probe(ctx) })
 	}
 	f.mu.Lock()

@@ -159,16 +159,7 @@ func TestWatchAcrossNodes(t *testing.T) {
 	if err := a.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
 		t.Fatal(err)
 	}
-	seen := make(chan uint64, 16)
-	stop := b.Watch(func(stream string, last uint64) {
-		if stream == "cam" {
-			seen <- last
-		}
-	})
-	defer stop()
-	for !b.Watching() {
-		time.Sleep(5 * time.Millisecond)
-	}
+	seen := watchCam(t, b)
 	n, wait := appendAt(t, a, "cam", base)
 	if err := wait(ctx); err != nil {
 		t.Fatal(err)
@@ -195,16 +186,7 @@ func TestWatchOwnCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	seen := make(chan uint64, 64)
-	stop := y.Watch(func(stream string, last uint64) {
-		if stream == "cam" {
-			seen <- last
-		}
-	})
-	defer stop()
-	for !y.Watching() {
-		time.Sleep(5 * time.Millisecond)
-	}
+	seen := watchCam(t, y)
 	// The other cluster's commits come first, under numbers this one never gives "cam" here
 	// (both number a new stream alike: skip 100 of them there).
 	for range 100 {
@@ -343,4 +325,21 @@ func TestMigrateTogether(t *testing.T) {
 	if err != nil || len(nodes) != n {
 		t.Fatalf("nodes %+v, %v; want %d", nodes, err, n)
 	}
+}
+
+// watchCam registers a Watch on s that passes on the commit notices of stream "cam" (until the
+// test ends) and returns once s listens.
+func watchCam(t *testing.T, s *Store) <-chan uint64 {
+	t.Helper()
+	seen := make(chan uint64, 64)
+	stop := s.Watch(func(stream string, last uint64) {
+		if stream == "cam" {
+			seen <- last
+		}
+	})
+	t.Cleanup(stop)
+	for !s.Watching() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return seen
 }
