@@ -51,9 +51,22 @@ func (s *Store) register(ctx context.Context) error {
 // holds a live lease.
 func (s *Store) take(ctx context.Context, name string) (*lease, string, error) {
 	s.mu.Lock()
-	if l := s.leases[name]; l != nil && !l.lost {
+	for {
+		if l := s.leases[name]; l != nil && !l.lost {
+			s.mu.Unlock()
+			return l, "", nil
+		}
+		freed := s.freeing[name]
+		if freed == nil {
+			break
+		}
 		s.mu.Unlock()
-		return l, "", nil
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return nil, "", ctx.Err()
+		}
+		s.mu.Lock()
 	}
 	s.mu.Unlock()
 	var (
@@ -193,18 +206,41 @@ func (s *Store) Release(name string) {
 		return
 	}
 	l.refs--
-	free := l.refs <= 0 && l.pending == 0 && !s.closed
-	if free {
-		delete(s.leases, name)
+	var freed func()
+	if l.refs <= 0 && l.pending == 0 && !s.closed {
+		freed = s.releasing(l)
 	}
 	s.mu.Unlock()
-	if free {
+	if freed != nil {
 		s.giveUp(l)
+		freed()
+	}
+}
+
+// releasing takes l out of the leases held, to be given up (s.mu held); the caller calls
+// giveUp(l) and then the returned func. Until then take waits on the same stream: its UPDATE
+// would find the row still this node's and keep l's epoch, and l's give-up would then free the
+// new lease's row, failing its appends as written by another node (a producer that reconnects
+// at once after an ERROR met exactly that).
+func (s *Store) releasing(l *lease) func() {
+	delete(s.leases, l.name)
+	ch := make(chan struct{})
+	s.freeing[l.name] = ch
+	return func() {
+		s.mu.Lock()
+		if s.freeing[l.name] == ch {
+			delete(s.freeing, l.name)
+		}
+		s.mu.Unlock()
+		close(ch)
 	}
 }
 
 // giveUp frees l's row unless another epoch took it meanwhile.
 func (s *Store) giveUp(l *lease) {
+	if hook := s.testHookGiveUp.Load(); hook != nil {
+		(*hook)(l)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := s.pool.Exec(ctx, `UPDATE kvs_streams SET owner = NULL, lease_expires = NULL WHERE id = $1 AND owner = $2 AND epoch = $3`,
@@ -336,9 +372,10 @@ func (s *Store) renew(ctx context.Context) error {
 	var ids, epochs []int64
 	held := map[int64]*lease{}
 	var idle []*lease
-	for name, l := range s.leases {
+	var freed []func()
+	for _, l := range s.leases {
 		if l.refs <= 0 && l.pending == 0 && now.Sub(l.idleAt) > s.cfg.LeaseTTL {
-			delete(s.leases, name)
+			freed = append(freed, s.releasing(l))
 			idle = append(idle, l)
 			continue
 		}
@@ -349,8 +386,9 @@ func (s *Store) renew(ctx context.Context) error {
 		held[l.id] = l
 	}
 	s.mu.Unlock()
-	for _, l := range idle {
+	for i, l := range idle {
 		s.giveUp(l)
+		freed[i]()
 	}
 	if _, err := s.pool.Exec(ctx, `INSERT INTO kvs_nodes (id, url) VALUES ($1, $2)
 		ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()`, s.nodeID, s.cfg.NodeURL); err != nil {

@@ -343,3 +343,46 @@ func watchCam(t *testing.T, s *Store) <-chan uint64 {
 	}
 	return seen
 }
+
+// TestReleaseThenAcquire: an upload ends (Release gives the lease up) while the next one starts
+// on the same node (a producer reconnecting at once after an ERROR): the new upload's appends
+// are committed. Acquire used to take the row while it was still this node's, keeping the old
+// epoch, and the old lease's give-up then freed it: the new appends failed as written by
+// another node. The hook starts the new Acquire just before the row is freed.
+func TestReleaseThenAcquire(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, testConfig(t))
+	t.Cleanup(func() { s.Close() })
+	ctx := t.Context()
+	if err := s.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if owner, err := s.Acquire(ctx, "cam"); err != nil || owner != "" {
+		t.Fatalf("Acquire: %q, %v", owner, err)
+	}
+	if _, wait := appendAt(t, s, "cam", base); wait(ctx) != nil {
+		t.Fatal("first append not committed")
+	}
+	acquired := make(chan error, 1)
+	hook := func(*lease) {
+		go func() {
+			owner, err := s.Acquire(ctx, "cam")
+			if err == nil && owner != "" {
+				err = fmt.Errorf("Acquire names %s", owner)
+			}
+			acquired <- err
+		}()
+		time.Sleep(200 * time.Millisecond) // the Acquire's turn to take the row, had it not to wait
+	}
+	s.testHookGiveUp.Store(&hook)
+	s.Release("cam")
+	if err := <-acquired; err != nil {
+		t.Fatal(err)
+	}
+	s.testHookGiveUp.Store(nil)
+	n, wait := appendAt(t, s, "cam", base.Add(time.Second))
+	if err := wait(ctx); err != nil {
+		t.Fatalf("append %d of the upload after the release: %v", n, err)
+	}
+	s.Release("cam")
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -37,7 +38,12 @@ type Store struct {
 
 	mu     sync.Mutex
 	leases map[string]*lease // by stream name: the streams this node writes
-	closed bool
+	// freeing has a channel per stream whose lease is being given up, closed when its row is
+	// free: take waits for it (see lease.releasing).
+	freeing map[string]chan struct{}
+	// testHookGiveUp, when set, runs in giveUp before the row is freed.
+	testHookGiveUp atomic.Pointer[func(*lease)]
+	closed         bool
 
 	batches     batcher   // append.go
 	watch       watcher   // watch.go
@@ -94,7 +100,7 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{cfg: cfg, log: cfg.Log, pool: pool, s3: client, key: key, notify: channel,
-		nodeID: "n-" + strings.ToLower(rand.Text()[:12]), leases: map[string]*lease{},
+		nodeID: "n-" + strings.ToLower(rand.Text()[:12]), leases: map[string]*lease{}, freeing: map[string]chan struct{}{},
 		objectGrace: objectGrace, orphanAge: orphanAge, orphanEvery: orphanEvery, metrics: newMetrics()}
 	if err := s.checkBucket(pingCtx); err != nil {
 		pool.Close()
