@@ -208,7 +208,7 @@ func minTime(a, b time.Time) time.Time {
 
 // edgeOutage is how long the kvs server is down in TestE2ESpoolOutage (the scenario is 30 s:
 // go test ./cmd -run SpoolOutage -edge-outage 30s).
-var edgeOutage = flag.Duration("edge-outage", 10*time.Second, "how long TestE2ESpoolOutage keeps the kvs server down")
+var edgeOutage = flag.Duration("edge-outage", 5*time.Second, "how long TestE2ESpoolOutage keeps the kvs server down")
 
 // stop ends a kvs server with SIGTERM, as a service manager does, and waits for it.
 func (p *kvsProcess) stop(t *testing.T) {
@@ -243,9 +243,13 @@ func TestE2ESpoolOutage(t *testing.T) {
 	testutil.NeedTool(t, "ffprobe")
 	data, spool, addr := t.TempDir(), t.TempDir(), testutil.FreeAddr(t)
 	srv := startKVS(t, "--listen", addr, "--data-dir", data)
-	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{testClip("h264_aac.mkv")}, SenderReports: true})
+	// The camera sends whole loops of a 4 s clip, until the server is back (it goes down 3 s in),
+	// and put-media captures 2 s more: so every GOP sent is whole and must be stored (a camera
+	// still sending at --duration would have its last GOP cut short there).
+	loops := int((3*time.Second + *edgeOutage + 4*time.Second - 1) / (4 * time.Second))
+	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{testClip("h264_aac.mkv")}, Loops: loops, SenderReports: true})
 
-	capture := 8*time.Second + *edgeOutage
+	capture := time.Duration(loops)*4*time.Second + 2*time.Second
 	done := make(chan struct{})
 	var code int
 	var out, stderr string
@@ -268,12 +272,10 @@ func TestE2ESpoolOutage(t *testing.T) {
 	if code != ExitOK {
 		t.Fatalf("put-media: exit %d\n%s", code, stderr)
 	}
+	<-cam.Done("cam")
 	sent := cam.Sent("cam")
 	stored := checkStored(t, srv.Endpoint, "porch", "h264", sent)
-	// Every GOP the camera sent up to the end of the capture is stored; the last GOP may have
-	// been cut short by --duration.
-	all := gops(sent)
-	if len(stored) < len(all)-1 {
+	if all := gops(sent); len(stored) != len(all) {
 		t.Errorf("%d GOPs stored of the %d the camera sent", len(stored), len(all))
 	}
 	if !strings.Contains(out, fmt.Sprintf("%d PERSISTED, 0 failed\n", len(stored))) {

@@ -10,14 +10,18 @@ import (
 	"github.com/openkvs/kvs/server/store"
 )
 
-// TestBackendOutage stops the object store, then PostgreSQL, under a writing node: appends fail
+// TestBackendOutage cuts the node off the object store, then off PostgreSQL, while it writes
+// (connections refused and the open ones reset, through a backends.Link each): appends fail
 // with ErrUnavailable after UnavailableWait (nothing acknowledged that is not stored), and the
-// node recovers by itself once each backend is back. Not parallel: the backends are the test
-// binary's, shared by every test.
+// node recovers by itself once each backend is back.
 func TestBackendOutage(t *testing.T) {
+	t.Parallel()
 	testutil.Slow(t)
 	cfg := testConfig(t)
-	cfg.UnavailableWait = time.Second
+	cfg.UnavailableWait = 3 * time.Second // not less: the test runs beside others, and a loaded machine is not an outage
+	var s3Link, pgLink *backends.Link
+	cfg.Objects.Endpoint, s3Link = backends.Through(t, cfg.Objects.Endpoint)
+	cfg.Index, pgLink = backends.Through(t, cfg.Index)
 	s := openStore(t, cfg)
 	t.Cleanup(func() { s.Close() })
 	ctx := t.Context()
@@ -42,14 +46,14 @@ func TestBackendOutage(t *testing.T) {
 	}
 	want := []uint64{ok(base)}
 
-	backends.StopS3(t)
+	s3Link.Cut(t)
 	lost := down(base.Add(time.Second), "the object store")
-	backends.StartS3(t)
+	s3Link.Restore(t)
 	want = append(want, ok(base.Add(2*time.Second)))
 
-	backends.StopPostgres(t)
+	pgLink.Cut(t)
 	lost2 := down(base.Add(3*time.Second), "PostgreSQL")
-	backends.StartPostgres(t)
+	pgLink.Restore(t)
 	var n uint64
 	for deadline := time.Now().Add(30 * time.Second); ; { // the pool reconnects on use
 		nn, wait := appendAt(t, s, "cam", base.Add(4*time.Second))

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/openkvs/kvs/internal/testutil"
 )
@@ -61,4 +63,44 @@ func psql(url, sql string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return exec.CommandContext(ctx, bin, url, "-v", "ON_ERROR_STOP=1", "-qc", sql).CombinedOutput()
+}
+
+// A cut Link refuses new connections and resets the open ones (a query on a connection opened
+// before the cut fails); the server stays up for everyone else, and Restore brings the link back.
+func TestLink(t *testing.T) {
+	t.Parallel()
+	direct := Postgres(t)
+	url, link := Through(t, direct)
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&n); err != nil || n != 1 {
+		t.Fatalf("through the link: %d, %v", n, err)
+	}
+	link.Cut(t)
+	if err := conn.QueryRow(ctx, "SELECT 1").Scan(&n); err == nil {
+		t.Error("a connection opened before the cut still answers")
+	}
+	if c, err := pgx.Connect(ctx, url); err == nil {
+		c.Close(context.Background())
+		t.Error("a new connection through a cut link succeeded")
+	} else if !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("connecting through a cut link: %v, want connection refused", err)
+	}
+	if out, err := psql(direct, "SELECT 1"); err != nil {
+		t.Errorf("the server itself stopped answering while the link was cut: %v\n%s", err, out)
+	}
+	link.Restore(t)
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("after Restore: %v", err)
+	}
+	defer c.Close(context.Background())
+	if err := c.QueryRow(ctx, "SELECT 2").Scan(&n); err != nil || n != 2 {
+		t.Fatalf("after Restore: %d, %v", n, err)
+	}
 }

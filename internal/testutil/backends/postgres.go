@@ -53,25 +53,6 @@ func Postgres(t testing.TB) string {
 	return pgURL + "?options=-csearch_path%3D" + schema
 }
 
-// PostgresServer returns the URL of the test binary's PostgreSQL server itself (the postgres
-// database), starting it if needed, for tests that stop and restart it (StopPostgres).
-func PostgresServer(t testing.TB) string {
-	t.Helper()
-	pgOnce.Do(func() { pgURL, pgErr = startPostgres() })
-	if pgErr != nil {
-		testutil.Missing(t, "PostgreSQL: "+pgErr.Error())
-	}
-	return pgURL
-}
-
-var pg struct {
-	mu        sync.Mutex
-	dir       string
-	startArgs []string // pg_ctl's: the same port, socket dir and log on a restart
-	pgCtl     string
-	asOwner   func(*exec.Cmd)
-}
-
 func startPostgres() (string, error) {
 	initdb := testutil.FindTool("initdb", pgBinGlob)
 	pgCtl := testutil.FindTool("pg_ctl", pgBinGlob)
@@ -117,45 +98,14 @@ func startPostgres() (string, error) {
 	}
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on", port, base)
 	// The log file, not a pipe: the server outlives pg_ctl and would hold a pipe open.
-	startArgs := []string{"-D", dir, "-l", filepath.Join(base, "log"), "-o", opts, "-w", "start"}
-	if err := run(pgCtl, startArgs...); err != nil {
+	if err := run(pgCtl, "-D", dir, "-l", filepath.Join(base, "log"), "-o", opts, "-w", "start"); err != nil {
 		return "", err
 	}
-	pg.mu.Lock()
-	pg.dir, pg.startArgs, pg.pgCtl, pg.asOwner = dir, startArgs, pgCtl, asOwner
-	pg.mu.Unlock()
 	atExit(func() {
 		_ = run(pgCtl, "-D", dir, "-m", "immediate", "stop")
 		_ = os.RemoveAll(base)
 	})
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres", port), nil
-}
-
-// StopPostgres stops the test binary's PostgreSQL server (fast shutdown: connections are cut)
-// and StartPostgres starts it again on the same port and data, for outage tests.
-func StopPostgres(t testing.TB) {
-	t.Helper()
-	pgCtlRun(t, "-D", pg.dir, "-m", "fast", "-w", "stop")
-}
-
-// StartPostgres restarts the server StopPostgres stopped.
-func StartPostgres(t testing.TB) {
-	t.Helper()
-	pgCtlRun(t, pg.startArgs...)
-}
-
-func pgCtlRun(t testing.TB, args ...string) {
-	t.Helper()
-	pg.mu.Lock()
-	defer pg.mu.Unlock()
-	if pg.pgCtl == "" {
-		t.Fatal("PostgreSQL was not started")
-	}
-	c := exec.Command(pg.pgCtl, args...)
-	pg.asOwner(c)
-	if out, err := c.CombinedOutput(); err != nil {
-		t.Fatalf("pg_ctl %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
 }
 
 func freePort() (int, error) {

@@ -144,26 +144,3 @@ func stopS3() {
 		s3srv.cmd = nil
 	}
 }
-
-// StopS3 kills the test binary's S3 server and StartS3 starts it again on the same address and
-// data, for outage tests.
-func StopS3(t testing.TB) {
-	t.Helper()
-	stopS3()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if c, err := net.Dial("tcp", s3srv.addr); err != nil {
-			return
-		} else {
-			c.Close()
-		}
-	}
-	t.Fatal("S3 server still listening after kill")
-}
-
-// StartS3 restarts the server StopS3 stopped.
-func StartS3(t testing.TB) {
-	t.Helper()
-	if err := runS3(); err != nil {
-		t.Fatal(err)
-	}
-}
