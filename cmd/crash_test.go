@@ -40,7 +40,7 @@ var (
 
 func TestMain(m *testing.M) {
 	testutil.IsolateAWS()
-	testutil.WaitingTests(8) // kvs processes, cameras and producers running in real time, outages
+	testutil.WaitingTests(16) // kvs processes, cameras and producers running in real time, outages
 	code := m.Run()
 	if binDir != "" {
 		os.RemoveAll(binDir)

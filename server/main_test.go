@@ -8,6 +8,6 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	testutil.WaitingTests(8) // browsers, the AWS CLI, ffmpeg, stalled clients and their timeouts
+	testutil.WaitingTests(16) // browsers, the AWS CLI, ffmpeg, stalled clients and their timeouts
 	backends.Main(m)         // the cluster tests' PostgreSQL and S3 server
 }
