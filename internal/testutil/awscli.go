@@ -36,11 +36,12 @@ type AWSCLI struct {
 	AccessKey, SecretKey string
 	Env                  []string
 	home                 string
-	host                 *cliHost // shared by the copies For makes
 }
 
-// cliHost is the Python interpreter running an AWSCLI's commands, one at a time.
-type cliHost struct {
+// cliHost is the Python interpreter running the AWS CLI's commands of the test binary, one at a
+// time: one for all the tests, as each command carries its whole environment (an interpreter per
+// test cost half a second of CPU each in imports).
+var cliHost struct {
 	mu   sync.Mutex
 	proc *exec.Cmd
 	in   io.WriteCloser
@@ -49,23 +50,22 @@ type cliHost struct {
 }
 
 // NewAWSCLI returns an AWS CLI for endpoint, or skips t (fails it under KVS_REQUIRE_TOOLS=1) when
-// /usr/bin/aws is missing. Its interpreter, if any, starts at the first Run and ends with t.
+// /usr/bin/aws is missing. The interpreter, if any, starts at the first Run of the test binary and
+// ends with it.
 func NewAWSCLI(t testing.TB, endpoint string) *AWSCLI {
 	t.Helper()
 	c := &AWSCLI{t: t, bin: NeedTool(t, "/usr/bin/aws"), Endpoint: endpoint, AccessKey: "AKIDLOCAL", SecretKey: "secret",
-		home: t.TempDir(), host: &cliHost{}}
+		home: t.TempDir()}
 	if head, err := os.ReadFile(c.bin); err == nil && bytes.HasPrefix(head, []byte("#!")) {
 		line, _, _ := bytes.Cut(head[2:], []byte("\n"))
 		if f := strings.Fields(string(line)); len(f) == 1 && strings.Contains(f[0], "python") {
 			c.python = f[0]
 		}
 	}
-	t.Cleanup(c.host.close)
 	return c
 }
 
-// For returns a copy of c that reports to t (a subtest of c's test, say) and runs its commands
-// in c's interpreter.
+// For returns a copy of c that reports to t (a subtest of c's test, say).
 func (c *AWSCLI) For(t testing.TB) *AWSCLI {
 	cc := *c
 	cc.t = t
@@ -84,7 +84,7 @@ func (c *AWSCLI) Run(args ...string) (stdout []byte, stderr string, code int) {
 	if c.python == "" {
 		return c.runProcess(full, env)
 	}
-	h := c.host
+	h := &cliHost
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.proc == nil {
@@ -201,8 +201,8 @@ for line in sys.stdin:
 func (c *AWSCLI) start() {
 	c.t.Helper()
 	cmd := exec.Command(c.python, "-c", awsCLIHost)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + c.home}
-	h := c.host
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + os.TempDir()} // each command sets its test's
+	h := &cliHost
 	h.errb = &bytes.Buffer{}
 	cmd.Stderr = h.errb
 	in, err := cmd.StdinPipe()
@@ -217,14 +217,4 @@ func (c *AWSCLI) start() {
 		c.t.Fatalf("aws: starting %s for the CLI: %v", c.python, err)
 	}
 	h.proc, h.in, h.out = cmd, in, bufio.NewReader(out)
-}
-
-func (h *cliHost) close() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.proc != nil {
-		h.in.Close() // the host ends at the end of its input
-		h.proc.Wait()
-		h.proc = nil
-	}
 }
