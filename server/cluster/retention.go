@@ -14,8 +14,9 @@ import (
 )
 
 // cleanupLock is the advisory lock that lets one node at a time run retention and object
-// cleanup (every node's server calls EnforceRetention on its schedule; the others skip).
-const cleanupLock = 0x6b76735f676300 // "kvs_gc"
+// cleanup (every node's server calls EnforceRetention on its schedule; the others skip). Like
+// every kvs lock, it is the cluster's: its second key is the schema's (schemaLock).
+const cleanupLock = 0x6b76735f // "kvs_"
 
 // Object cleanup timing: an object no fragment refers to any more is deleted once it is older
 // than objectGrace (a batch being committed has its row only after the commit, and readers that
@@ -44,7 +45,7 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 	ran := false
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		capped = nil // a retry of the transaction starts over
-		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1)`, cleanupLock).Scan(&ran); err != nil || !ran {
+		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1, `+schemaLock+`)`, cleanupLock).Scan(&ran); err != nil || !ran {
 			return err
 		}
 		// A stream whose retention was lowered to 0 keeps nothing older than now.

@@ -72,12 +72,18 @@ var migrations = []string{
 // migrationLock is the advisory lock key under which migrations run, so that nodes starting at
 // once apply each migration exactly once: one waits while the other migrates, then finds
 // nothing to do.
-const migrationLock = 0x6b76735f736368 // "kvs_sch"
+const migrationLock = 0x6b76736d // "kvsm"
+
+// schemaLock is the second key of kvs's advisory locks: the cluster's schema (where search_path
+// puts its tables). Advisory locks are the database's, so clusters in schemas of one database
+// (the tests' are) held each other's: a node skipped its retention run while another cluster's
+// ran (EnforceRetention returned 0).
+const schemaLock = `hashtext(current_schema())`
 
 // migrate brings the schema up to date and returns the cluster's shared settings.
 func migrate(ctx context.Context, pool *pgxpool.Pool) (sessionKey []byte, err error) {
 	err = pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, `+schemaLock+`)`, migrationLock); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS kvs_schema (version integer NOT NULL)`); err != nil {
