@@ -214,6 +214,56 @@ func consoleDo(t *testing.T, ctx context.Context, what string, steps ...chromedp
 	}
 }
 
+// consoleEnv is what the console browser tests share: a server whose clock can be moved on (skew,
+// added to it, expires HLS sessions), two streams fed in real time (cam: H.264 with 30 s of
+// history, then live; hevc: H.265 with 20 s), and a headless Chromium tab.
+type consoleEnv struct {
+	e        *mediaEnv
+	ctx      context.Context
+	dir      string        // where screenshots go
+	base     int64         // cam's first producer time (Unix ms)
+	hevcBase float64       // hevc's (Unix s)
+	skew     *atomic.Int64 // nanoseconds
+}
+
+func newConsoleEnv(t *testing.T) *consoleEnv {
+	t.Helper()
+	ce := &consoleEnv{skew: new(atomic.Int64)}
+	ce.e = newMediaEnv(t, "mem", func(c *Config) { c.Now = func() time.Time { return time.Now().Add(time.Duration(ce.skew.Load())) } })
+	ce.e.createStream(t, "cam", 24)
+	ce.e.createStream(t, "hevc", 24)
+	h264, h265 := loadClip(t, "h264.mkv"), loadClip(t, "h265.mkv")
+	ce.base = time.Now().Add(-30 * time.Second).UnixMilli() // 30 s of history, then live
+	t.Cleanup(livePut(t, ce.e, "cam", h264, ce.base))
+	ce.hevcBase = float64(time.Now().Add(-20*time.Second).UnixMilli()) / 1000
+	t.Cleanup(livePut(t, ce.e, "hevc", h265, int64(ce.hevcBase*1000)))
+	ce.ctx = newBrowser(t) // after the server and producers: its cleanup closes the browser first
+	ce.dir = artifactDir(t)
+	return ce
+}
+
+// nowSec is this machine's time in Unix seconds, as the console's producer times are.
+func nowSec() float64 { return float64(time.Now().UnixMilli()) / 1000 }
+
+// waitLivePlays opens cam's stream page (from the list when it shows, as a user would) and waits
+// until its live player plays.
+func (ce *consoleEnv) waitLivePlays(t *testing.T) playerState {
+	t.Helper()
+	ctx := ce.ctx
+	if eval[bool](t, ctx, `!!document.querySelector('a[href="#/stream/cam"]')`) {
+		consoleDo(t, ctx, "open the stream page", chromedp.Evaluate[chromedp.Void](`document.querySelector('a[href="#/stream/cam"]').click()`))
+	} else {
+		consoleDo(t, ctx, "open the stream page", chromedp.Navigate(ce.e.ts.URL+"/#/stream/cam"))
+	}
+	var first playerState
+	consoleWait(t, 20*time.Second, "the live player starts playing", func() (bool, string) {
+		first = eval[playerState](t, ctx, playerStateJS)
+		return !first.Paused && first.Frames > 0 && first.Producer > 0, first.String()
+	})
+	t.Logf("playing: %s", first)
+	return first
+}
+
 // TestConsoleBrowser drives the console in real headless Chromium (over DevTools, with
 // chromedp) against a server with producers sending 1 s fragments in real time:
 //
@@ -223,28 +273,17 @@ func consoleDo(t *testing.T, ctx context.Context, what string, steps ...chromedp
 //     picture is 320x240, and the position readout is recent producer time;
 //   - a click on the timeline replays from that time (the position readout follows it): in the
 //     media the player holds without a new session, further back with a LIVE_REPLAY session;
-//     "Go live" returns to the live edge;
-//   - when its session expires, the player gets a new one and plays on;
-//   - both pages fit a phone-sized viewport (390x844) with no sideways scrolling;
-//   - an H.265 stream shows the "cannot decode H.265" notice in place of the video.
+//     "Go live" returns to the live edge.
 //
-// Screenshots of each page go to $KVS_ARTIFACTS (else the test's temporary directory); their
-// paths are logged.
+// TestConsoleBrowserRenew and TestConsoleBrowserPages check the rest, each with its own server and
+// browser, in parallel with this one. Screenshots of each page go to $KVS_ARTIFACTS (else the
+// test's temporary directory); their paths are logged.
 func TestConsoleBrowser(t *testing.T) {
 	testutil.Slow(t)
 	t.Parallel()
-	var skew atomic.Int64 // added to the server's clock, to expire HLS sessions
-	e := newMediaEnv(t, "mem", func(c *Config) { c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) } })
-	e.createStream(t, "cam", 24)
-	e.createStream(t, "hevc", 24)
-	h264, h265 := loadClip(t, "h264.mkv"), loadClip(t, "h265.mkv")
-	base := time.Now().Add(-30 * time.Second).UnixMilli() // 30 s of history, then live
-	defer livePut(t, e, "cam", h264, base)()
-	hevcBase := float64(time.Now().Add(-4*time.Second).UnixMilli()) / 1000
-	defer livePut(t, e, "hevc", h265, int64(hevcBase*1000))()
-	ctx := newBrowser(t) // after the server: its cleanup closes the browser first
-	dir := artifactDir(t)
-	now := func() float64 { return float64(time.Now().UnixMilli()) / 1000 }
+	ce := newConsoleEnv(t)
+	e, ctx, dir, base := ce.e, ce.ctx, ce.dir, ce.base
+	now := nowSec
 
 	t.Run("list", func(t *testing.T) {
 		consoleDo(t, ctx, "open the console", chromedp.Navigate(e.ts.URL+"/"))
@@ -305,18 +344,8 @@ func TestConsoleBrowser(t *testing.T) {
 
 	var live playerState
 	t.Run("live", func(t *testing.T) {
-		if eval[bool](t, ctx, `!!document.querySelector('a[href="#/stream/cam"]')`) { // from the list, as a user would
-			consoleDo(t, ctx, "open the stream page", chromedp.Evaluate[chromedp.Void](`document.querySelector('a[href="#/stream/cam"]').click()`))
-		} else { // -run picked this subtest alone
-			consoleDo(t, ctx, "open the stream page", chromedp.Navigate(e.ts.URL+"/#/stream/cam"))
-		}
 		read := func() playerState { return eval[playerState](t, ctx, playerStateJS) }
-		var first playerState
-		consoleWait(t, 20*time.Second, "the live player starts playing", func() (bool, string) {
-			first = read()
-			return !first.Paused && first.Frames > 0 && first.Producer > 0, first.String()
-		})
-		t.Logf("playing: %s", first)
+		first := ce.waitLivePlays(t)
 		consoleWait(t, 20*time.Second, "currentTime advances 3 s and frames decode", func() (bool, string) {
 			live = read()
 			return live.CurrentTime >= first.CurrentTime+3 && live.Frames >= first.Frames+40, live.String()
@@ -440,20 +469,33 @@ func TestConsoleBrowser(t *testing.T) {
 			return s.Mode == "live" && !s.Paused && s.Producer > now()-15, s.String()
 		})
 	})
+}
 
-	t.Run("renew", func(t *testing.T) {
-		if live.Frames == 0 {
-			t.Skip("the live player did not play")
-		}
-		// Every session expires (the server's clock jumps past their Expires of 300 s): the player
-		// gets a new one and plays on, past media that did not exist before the jump.
-		skew.Add(int64(301 * time.Second))
-		jumped := now()
-		consoleWait(t, 20*time.Second, "the player plays on with a new session", func() (bool, string) {
-			s := eval[playerState](t, ctx, playerStateJS)
-			return s.Mode == "live" && !s.Paused && s.Producer > jumped+1, s.String()
-		})
+// TestConsoleBrowserRenew: when every HLS session expires (the server's clock jumps past their
+// Expires of 300 s), the live player gets a new one and plays on, past media that did not exist
+// before the jump.
+func TestConsoleBrowserRenew(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	ce := newConsoleEnv(t)
+	ce.waitLivePlays(t)
+	ce.skew.Add(int64(301 * time.Second))
+	jumped := nowSec()
+	consoleWait(t, 20*time.Second, "the player plays on with a new session", func() (bool, string) {
+		s := eval[playerState](t, ce.ctx, playerStateJS)
+		return s.Mode == "live" && !s.Paused && s.Producer > jumped+1, s.String()
 	})
+}
+
+// TestConsoleBrowserPages: an H.265 stream shows the "cannot decode H.265" notice in place of the
+// video; thumbnails and each stream's latest image load (the server decodes them, also H.265);
+// both pages fit a phone-sized viewport (390x844) with no sideways scrolling.
+func TestConsoleBrowserPages(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	ce := newConsoleEnv(t)
+	ctx, dir, base, hevcBase, now := ce.ctx, ce.dir, ce.base, ce.hevcBase, nowSec
+	consoleDo(t, ctx, "open the console", chromedp.Navigate(ce.e.ts.URL+"/"))
 
 	t.Run("h265", func(t *testing.T) {
 		consoleDo(t, ctx, "open the H.265 stream", chromedp.Evaluate[chromedp.Void](`location.hash = '#/stream/hevc'`))

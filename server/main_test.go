@@ -9,5 +9,5 @@ import (
 
 func TestMain(m *testing.M) {
 	testutil.WaitingTests(16) // browsers, the AWS CLI, ffmpeg, stalled clients and their timeouts
-	backends.Main(m)         // the cluster tests' PostgreSQL and S3 server
+	backends.Main(m)          // the cluster tests' PostgreSQL and S3 server
 }
