@@ -241,7 +241,11 @@ func TestE2ESpoolOutage(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t)
 	testutil.NeedTool(t, "ffprobe")
-	data, spool, addr := t.TempDir(), t.TempDir(), testutil.FreeAddr(t)
+	// The server's port is held (refusing connections) while it is down, so that no other test's
+	// server takes it meanwhile and answers put-media in its place.
+	port := testutil.HoldPort(t)
+	data, spool, addr := t.TempDir(), t.TempDir(), port.Addr()
+	port.Release()
 	srv := startKVS(t, "--listen", addr, "--data-dir", data)
 	// The camera sends whole loops of a 4 s clip, until the server is back (it goes down 3 s in),
 	// and put-media captures 2 s more: so every GOP sent is whole and must be stored (a camera
@@ -260,12 +264,14 @@ func TestE2ESpoolOutage(t *testing.T) {
 	}()
 	time.Sleep(3 * time.Second)
 	srv.stop(t)
+	port.Hold()
 	down := time.Now()
 	before := spoolBytes(t, spool)
 	time.Sleep(*edgeOutage)
 	if grown := spoolBytes(t, spool); grown <= before {
 		t.Errorf("spool %d bytes after %v of outage, %d before: capture should go on into it", grown, *edgeOutage, before)
 	}
+	port.Release()
 	srv = startKVS(t, "--listen", addr, "--data-dir", data)
 	t.Logf("kvs server down for %v", time.Since(down).Round(100*time.Millisecond))
 	<-done
@@ -293,7 +299,8 @@ func TestE2ESpoolKill(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t)
 	testutil.NeedTool(t, "ffprobe")
-	data, spool, addr := t.TempDir(), t.TempDir(), testutil.FreeAddr(t)
+	port := testutil.HoldPort(t) // refusing connections until the server starts there
+	data, spool, addr := t.TempDir(), t.TempDir(), port.Addr()
 	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{testClip("h264_aac.mkv")}, SenderReports: true})
 
 	pm := exec.Command(kvsBinary(t), "--endpoint", "http://"+addr, "put-media", "--stream-name", "porch", "--create",
@@ -329,6 +336,7 @@ func TestE2ESpoolKill(t *testing.T) {
 		t.Fatalf("spool after SIGKILL: %+v, want at least 3 fragments", left)
 	}
 
+	port.Release()
 	srv := startKVS(t, "--listen", addr, "--data-dir", data)
 	out := mustRun(t, srv.Endpoint, nil, "put-media", "--stream-name", "porch", "--create", "--source", cam.URL("cam"),
 		"--duration", "4s", "--fragment-duration", "1s", "--spool-dir", spool)
