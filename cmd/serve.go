@@ -401,6 +401,7 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 		_ = ops.Shutdown(sctx)
 		<-opsErr
 	}
+	_ = srv.Close() // waits for uploads still in their lingering close, which Shutdown does not
 	log.Info("kvs server stopped")
 	return nil
 }

@@ -70,10 +70,11 @@ type media struct {
 	archivedLimits      bufferLimits
 	liveOnlyLimits      bufferLimits
 
-	mu       sync.Mutex
-	sessions map[string]map[*putSession]struct{}
-	closing  chan struct{} // closed by Server.Close: live GetMedia responses end
-	uploads  atomic.Int64  // uploads being stored here (uploadStarted, uploadEnded)
+	mu        sync.Mutex
+	sessions  map[string]map[*putSession]struct{}
+	closing   chan struct{} // closed by Server.Close: live GetMedia responses end
+	uploads   atomic.Int64  // uploads being stored here (uploadStarted, uploadEnded)
+	lingering atomic.Int64  // uploads in lingerClose (shutdown.go)
 
 	// testDeliver, when set (tests), is called for each chunk GetMedia delivers, with whether it
 	// came from the store (true) or from the live buffer.
@@ -121,10 +122,10 @@ func (m *media) close() {
 	}
 }
 
-// waitUploads waits until no upload is being stored here, or for at most d (Server.Close, after
-// the uploads were told to drain). It polls: it runs once, at shutdown.
-func (m *media) waitUploads(d time.Duration) {
-	for deadline := time.Now().Add(d); m.uploads.Load() > 0 && time.Now().Before(deadline); {
+// waitZero waits until counter is 0, or for at most d (Server.Close waits so for the uploads
+// being stored and those in lingerClose). It polls: it runs once, at shutdown.
+func waitZero(counter *atomic.Int64, d time.Duration) {
+	for deadline := time.Now().Add(d); counter.Load() > 0 && time.Now().Before(deadline); {
 		time.Sleep(20 * time.Millisecond)
 	}
 }

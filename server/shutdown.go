@@ -100,6 +100,8 @@ const (
 // drops what the producer still sends for a while before closing. HTTP/2 streams (no Hijack)
 // are left to net/http, which resets only the stream.
 func (p *putSession) lingerClose(r *http.Request) {
+	p.m.lingering.Add(1) // before the Hijack: Server.Close waits for it (server.go)
+	defer p.m.lingering.Add(-1)
 	rc := p.rc
 	if err := rc.Flush(); err != nil {
 		return
