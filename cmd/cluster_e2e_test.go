@@ -19,8 +19,9 @@ import (
 	"github.com/openkvs/kvs/mkv"
 )
 
-// clusterNodes starts n `kvs server` processes in cluster mode on a fresh PostgreSQL schema and S3
-// bucket, with a short lease so that failover tests are quick.
+// clusterNodes starts n `kvs server` processes in cluster mode on the PostgreSQL schema pg (from
+// backends.Postgres, maybe through a backends.Link) and a fresh S3 bucket, with a short lease so
+// that failover tests are quick.
 func clusterNodes(t *testing.T, n int, pg string) []*kvsProcess {
 	t.Helper()
 	b := backends.S3(t)

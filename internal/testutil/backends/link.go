@@ -112,7 +112,8 @@ func (l *Link) serve(ln net.Listener) {
 		if errors.Is(err, net.ErrClosed) {
 			return
 		}
-		if err != nil {
+		if err != nil { // out of descriptors, say: try again shortly
+			time.Sleep(10 * time.Millisecond)
 			continue
 		}
 		go l.relay(ln, c)
