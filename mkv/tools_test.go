@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/openkvs/kvs/internal/testutil"
@@ -58,6 +60,9 @@ type probe struct {
 // ffprobe runs ffprobe on a file, or on stdin when path is "-", and decodes its JSON.
 func ffprobe(t *testing.T, path string, stdin []byte) probe {
 	t.Helper()
+	if v, ok := clipProbes.Load(path); ok {
+		return v.(probe)
+	}
 	bin := testutil.NeedTool(t, "ffprobe")
 	cmd := exec.CommandContext(t.Context(), bin, "-v", "error", "-count_frames", "-show_streams", "-show_packets", "-of", "json", path)
 	if stdin != nil {
@@ -73,8 +78,15 @@ func ffprobe(t *testing.T, path string, stdin []byte) probe {
 	if err := json.Unmarshal(out, &p); err != nil {
 		t.Fatal(err)
 	}
+	if stdin == nil && strings.Contains(path, "testdata") {
+		clipProbes.Store(path, p)
+	}
 	return p
 }
+
+// clipProbes remembers ffprobe's answers for the repository's clips (under testdata), which do
+// not change while the tests run: two tests compare against each.
+var clipProbes sync.Map
 
 // summary is what ffprobe says of a file: codec and decoded frame count per stream.
 func (p probe) summary() string {
@@ -315,6 +327,7 @@ func TestStreamWriterPlayers(t *testing.T) {
 	testutil.Slow(t)
 	for _, clip := range clips {
 		t.Run(clip.name, func(t *testing.T) {
+			t.Parallel()
 			out := streamOf(t, readClip(t, clip.name))
 			dir := t.TempDir()
 			path := filepath.Join(dir, "stream"+filepath.Ext(clip.name))

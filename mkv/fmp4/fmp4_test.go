@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -85,6 +86,9 @@ type probeStream struct {
 // probe runs ffprobe -count_frames on path (a file or URL) and returns its streams.
 func probe(t testing.TB, path string) []probeStream {
 	t.Helper()
+	if v, ok := clipProbes.Load(path); ok {
+		return v.([]probeStream)
+	}
 	ffprobe := testutil.NeedTool(t, "ffprobe")
 	cmd := exec.Command(ffprobe, "-v", "error", "-count_frames", "-show_streams", "-of", "json", path)
 	var stderr bytes.Buffer
@@ -100,8 +104,15 @@ func probe(t testing.TB, path string) []probeStream {
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatal(err)
 	}
+	if strings.Contains(path, "testdata") {
+		clipProbes.Store(path, res.Streams)
+	}
 	return res.Streams
 }
+
+// clipProbes remembers probe's answers for the repository's clips (under testdata), which do not
+// change while the tests run: each is compared against several outputs.
+var clipProbes sync.Map
 
 // decodeClean runs ffmpeg -v error -i path -f null - and fails on any output.
 func decodeClean(t testing.TB, path string) {
@@ -152,6 +163,7 @@ func TestWriterFFprobe(t *testing.T) {
 	for _, tc := range clips {
 		for _, every := range []time.Duration{time.Second, 0} {
 			t.Run(tc.name+"/"+every.String(), func(t *testing.T) {
+				t.Parallel()
 				want := probe(t, filepath.Join("..", "..", "testdata", tc.clip))
 				out := filepath.Join(t.TempDir(), "out.mp4")
 				fh, err := os.Create(out)
@@ -189,6 +201,7 @@ func TestSegmentsFFprobe(t *testing.T) {
 	base := 1_700_000_000 * time.Second
 	for _, tc := range clips {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			frags := fragments(t, tc.clip, time.Second)
 			init, err := NewInit(frags[0].Tracks)
 			if err != nil {
