@@ -18,8 +18,8 @@ import (
 //
 // Each start of the CLI costs about half a second of CPU in Python imports, which made the AWS CLI
 // the largest single CPU cost of the test suite. So when /usr/bin/aws is a Python script (as
-// Debian's is: `import awscli.clidriver; sys.exit(awscli.clidriver.main())`), the commands of one
-// AWSCLI run in one interpreter of that script's Python, each through a fresh
+// Debian's is: `import awscli.clidriver; sys.exit(awscli.clidriver.main())`), the commands run in
+// the test binary's few interpreters of that script's Python (cliHost), each through a fresh
 // awscli.clidriver.create_clidriver().main(args) — the code /usr/bin/aws runs, argument parsing,
 // signing, error handling and output formatting included — with its own environment, its
 // standard output and error caught at the file descriptors, and its exit code returned; the
@@ -38,20 +38,30 @@ type AWSCLI struct {
 	home                 string
 }
 
-// cliHost is the Python interpreter running the AWS CLI's commands of the test binary, one at a
-// time: one for all the tests, as each command carries its whole environment (an interpreter per
-// test cost half a second of CPU each in imports).
-var cliHost struct {
-	mu   sync.Mutex
+// cliHost is a Python interpreter running AWS CLI commands, one at a time. The test binary has
+// cliHostCount of them for all its tests, as each command carries its whole environment (an
+// interpreter per test cost half a second of CPU each in imports; one for all made the tests of
+// a package queue behind each other's commands).
+type cliHost struct {
 	proc *exec.Cmd
 	in   io.WriteCloser
 	out  *bufio.Reader
 	errb *bytes.Buffer
 }
 
+const cliHostCount = 2
+
+// cliHosts hands out the interpreters: each started at its first command.
+var cliHosts = sync.OnceValue(func() chan *cliHost {
+	ch := make(chan *cliHost, cliHostCount)
+	for range cliHostCount {
+		ch <- &cliHost{}
+	}
+	return ch
+})
+
 // NewAWSCLI returns an AWS CLI for endpoint, or skips t (fails it under KVS_REQUIRE_TOOLS=1) when
-// /usr/bin/aws is missing. The interpreter, if any, starts at the first Run of the test binary and
-// ends with it.
+// /usr/bin/aws is missing. The interpreters, if any, are the test binary's (cliHost).
 func NewAWSCLI(t testing.TB, endpoint string) *AWSCLI {
 	t.Helper()
 	c := &AWSCLI{t: t, bin: NeedTool(t, "/usr/bin/aws"), Endpoint: endpoint, AccessKey: "AKIDLOCAL", SecretKey: "secret",
@@ -84,11 +94,10 @@ func (c *AWSCLI) Run(args ...string) (stdout []byte, stderr string, code int) {
 	if c.python == "" {
 		return c.runProcess(full, env)
 	}
-	h := &cliHost
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	h := <-cliHosts()
+	defer func() { cliHosts() <- h }()
 	if h.proc == nil {
-		c.start()
+		c.start(h)
 	}
 	req, _ := json.Marshal(struct {
 		Args []string `json:"args"`
@@ -198,11 +207,10 @@ for line in sys.stdin:
     answers.flush()
 `
 
-func (c *AWSCLI) start() {
+func (c *AWSCLI) start(h *cliHost) {
 	c.t.Helper()
 	cmd := exec.Command(c.python, "-c", awsCLIHost)
 	cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + os.TempDir()} // each command sets its test's
-	h := &cliHost
 	h.errb = &bytes.Buffer{}
 	cmd.Stderr = h.errb
 	in, err := cmd.StdinPipe()
