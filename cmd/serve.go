@@ -126,8 +126,9 @@ https URLs; clients need to trust the certificate (AWS CLI --ca-bundle, AWS_CA_B
 Once listening, it prints the endpoint URL on stdout (with --listen 127.0.0.1:0 that shows the port
 the system chose); logs go to stderr, starting with what the store repaired after a crash.
 SIGINT or SIGTERM shut it down gracefully: uploads finish the fragment they are sending (acked
-PERSISTED) and end with ERROR 5000, live GetMedia responses end, other requests get up to 10 s to
-finish; then the store is closed.
+PERSISTED) and end with ERROR 5000 (each producer then gets up to 2 s to read it before its
+connection closes), live GetMedia responses end, other requests get up to 10 s to finish; then the
+store is closed.
 
 Data lives in --data-dir (default $XDG_DATA_HOME/kvs, else ~/.local/share/kvs). --advertise-url is
 the URL GetDataEndpoint hands to clients for media (default http://<listen address>, with 0.0.0.0
