@@ -285,10 +285,10 @@ func normalizeAdvertiseURL(raw string) (string, error) {
 // end, PutMedia uploads drain (shutdown.go), the retention loop stops; with webhooks, it waits
 // for the draining uploads (at most closeUploadsWait), so that their upload.ended events go out,
 // then lets the webhooks deliver what is queued for up to 2 s. Every call returns only once no
-// upload is in its lingering close (each lasts at most putMediaLingerTime): those connections are hijacked,
-// which http.Server.Shutdown does not wait for, so a process that exits after Shutdown and Close
-// does not reset them before the producers have read their last acks. It does not close the
-// Store. Safe to call more than once.
+// upload is in its lingering close (each lasts at most putMediaLingerTime): those connections
+// are hijacked, which http.Server.Shutdown does not wait for, so a process that exits after
+// Shutdown and Close does not reset them before the producers have read their last acks. It
+// does not close the Store. Safe to call more than once.
 func (s *Server) Close() error {
 	defer waitZero(&s.media.lingering, putMediaLingerTime+time.Second)
 	s.closeOnce.Do(func() {
