@@ -177,12 +177,19 @@ func (fs *feeders) committed(stream string, last uint64) {
 // fed to the cache. (Found later, in the feeder's goroutine, it could lie past fragments the
 // reader waits for — on a loaded machine the goroutine started after an upload to the writer
 // had been committed — and the reader, at the live edge of a cache those never reached, waited
-// for good.)
+// for good.) The store is asked only when no feeder runs, outside the lock: when one was started
+// meanwhile, the answer goes unused.
 func (fs *feeders) join(ctx context.Context, st store.Stream) func() {
 	buf := fs.m.buffer(st)
-	start := feedStart(ctx, fs.m.s.store, st.Name, buf)
+	var start uint64
+	found := false
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
+	for fs.byStream[st.Name] == nil && !found {
+		fs.mu.Unlock()
+		start, found = feedStart(ctx, fs.m.s.store, st.Name, buf), true
+		fs.mu.Lock()
+	}
 	f := fs.byStream[st.Name]
 	if f == nil {
 		ctx, cancel := context.WithCancel(context.Background())

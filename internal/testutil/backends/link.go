@@ -32,26 +32,16 @@ func Through(t testing.TB, rawURL string) (string, *Link) {
 	if err != nil || u.Host == "" {
 		t.Fatalf("backends.Through: %q is not a URL with a host", rawURL)
 	}
-	l := NewLink(t, u.Host)
-	u.Host = l.addr
-	return u.String(), l
-}
-
-// NewLink starts a relay to target (host:port) on a free loopback port.
-func NewLink(t testing.TB, target string) *Link {
-	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &Link{target: target, addr: ln.Addr().String(), ln: ln, conns: map[net.Conn]struct{}{}}
+	l := &Link{target: u.Host, addr: ln.Addr().String(), ln: ln, conns: map[net.Conn]struct{}{}}
 	go l.serve(ln)
 	t.Cleanup(l.cut)
-	return l
+	u.Host = l.addr
+	return u.String(), l
 }
-
-// Addr is the link's host:port.
-func (l *Link) Addr() string { return l.addr }
 
 // Cut refuses new connections and resets the open ones.
 func (l *Link) Cut(t testing.TB) {

@@ -55,12 +55,7 @@ const (
 var (
 	s3Once sync.Once
 	s3Err  error
-	s3srv  struct {
-		mu       sync.Mutex
-		bin, dir string
-		addr     string
-		cmd      *exec.Cmd
-	}
+	s3Addr string // the server's host:port
 )
 
 // S3 returns a new bucket on an S3 server started for this test binary: versitygw (posix
@@ -74,7 +69,7 @@ func S3(t testing.TB) S3Bucket {
 	if s3Err != nil {
 		testutil.Missing(t, "S3 server: "+s3Err.Error())
 	}
-	b := S3Bucket{Endpoint: "http://" + s3srv.addr, Bucket: "kvs-" + strings.ToLower(rand.Text()[:16]),
+	b := S3Bucket{Endpoint: "http://" + s3Addr, Bucket: "kvs-" + strings.ToLower(rand.Text()[:16]),
 		Region: "us-east-1", AccessKey: s3AccessKey, SecretKey: s3SecretKey}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -84,6 +79,7 @@ func S3(t testing.TB) S3Bucket {
 	return b
 }
 
+// startS3 starts versitygw and waits until it accepts connections; it stops at the end of Main.
 func startS3() error {
 	gopath, _ := exec.Command("go", "env", "GOPATH").Output()
 	bin := testutil.FindTool("versitygw", filepath.Join(strings.TrimSpace(string(gopath)), "bin"))
@@ -98,25 +94,9 @@ func startS3() error {
 	if err != nil {
 		return err
 	}
-	s3srv.mu.Lock()
-	s3srv.bin, s3srv.dir, s3srv.addr = bin, dir, fmt.Sprintf("127.0.0.1:%d", port)
-	s3srv.mu.Unlock()
-	if err := runS3(); err != nil {
-		return err
-	}
-	atExit(func() {
-		stopS3()
-		_ = os.RemoveAll(dir)
-	})
-	return nil
-}
-
-// runS3 starts versitygw and waits until it accepts connections.
-func runS3() error {
-	s3srv.mu.Lock()
-	defer s3srv.mu.Unlock()
-	cmd := exec.Command(s3srv.bin, "--port", s3srv.addr, "--access", s3AccessKey, "--secret", s3SecretKey, "posix", s3srv.dir)
-	log, err := os.Create(filepath.Join(os.TempDir(), "kvs-versitygw-"+strings.ReplaceAll(s3srv.addr, ":", "-")+".log"))
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	cmd := exec.Command(bin, "--port", addr, "--access", s3AccessKey, "--secret", s3SecretKey, "posix", dir)
+	log, err := os.Create(filepath.Join(os.TempDir(), "kvs-versitygw-"+strings.ReplaceAll(addr, ":", "-")+".log"))
 	if err != nil {
 		return err
 	}
@@ -126,21 +106,16 @@ func runS3() error {
 		return err
 	}
 	go func() { _ = cmd.Wait(); log.Close() }()
-	s3srv.cmd = cmd
+	atExit(func() {
+		_ = cmd.Process.Kill()
+		_ = os.RemoveAll(dir)
+	})
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := net.Dial("tcp", s3srv.addr); err == nil {
+		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
+			s3Addr = addr
 			return nil
 		}
 	}
-	return fmt.Errorf("versitygw did not listen on %s within 20 s (log: %s)", s3srv.addr, log.Name())
-}
-
-func stopS3() {
-	s3srv.mu.Lock()
-	defer s3srv.mu.Unlock()
-	if s3srv.cmd != nil && s3srv.cmd.Process != nil {
-		_ = s3srv.cmd.Process.Kill()
-		s3srv.cmd = nil
-	}
+	return fmt.Errorf("versitygw did not listen on %s within 20 s (log: %s)", addr, log.Name())
 }
