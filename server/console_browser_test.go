@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,11 +22,26 @@ import (
 // chromiumPath is Debian's Chromium, which the console browser tests drive over DevTools.
 const chromiumPath = "/usr/bin/chromium"
 
-// newBrowser starts headless Chromium (a fresh profile in t.TempDir()) and returns a chromedp
-// context for one tab. The test is skipped without Chromium, or fails when KVS_REQUIRE_TOOLS=1.
-func newBrowser(t *testing.T) context.Context {
-	t.Helper()
-	testutil.NeedTool(t, chromiumPath)
+// browser is the headless Chromium the browser tests of this package share: started by the first
+// newBrowser, stopped by TestMain. Each test gets a tab in a browser context of its own (its own
+// window, cookies and storage), so the tests stay independent while the package pays for one
+// browser process, one GPU process and one network service instead of one of each per test.
+var browser struct {
+	once   sync.Once
+	ctx    context.Context // the browser's first tab; its cancellation stops the browser
+	cancel func()
+	dir    string // the profile
+	err    error
+}
+
+// startBrowser starts the shared browser.
+func startBrowser() {
+	dir, err := os.MkdirTemp("", "kvs-chromium-")
+	if err != nil {
+		browser.err = err
+		return
+	}
+	browser.dir = dir
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
 		chromedp.ExecPath(chromiumPath),
 		chromedp.Flag("headless", true),
@@ -38,14 +54,39 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("mute-audio", true),
 		chromedp.Flag("disable-dev-shm-usage", true),
 		chromedp.WindowSize(1280, 900),
-		chromedp.UserDataDir(t.TempDir()),
+		chromedp.UserDataDir(dir),
 	)
 	ctx, cancel := chromedp.NewContext(actx)
+	browser.ctx, browser.cancel = ctx, func() { cancel(); cancelAlloc() }
+	browser.err = chromedp.Do(ctx) // starts the browser
+}
+
+// stopBrowser stops the shared browser, if a test started it, and removes its profile.
+func stopBrowser() {
+	if browser.cancel != nil {
+		browser.cancel()
+	}
+	if browser.dir != "" {
+		os.RemoveAll(browser.dir)
+	}
+}
+
+// newBrowser returns a chromedp context for a new tab of the shared headless Chromium, in a
+// browser context of its own; the test's cleanup closes it. The test is skipped without Chromium,
+// or fails when KVS_REQUIRE_TOOLS=1.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	testutil.NeedTool(t, chromiumPath)
+	browser.once.Do(startBrowser)
+	if browser.err != nil {
+		t.Fatalf("starting %s: %v", chromiumPath, browser.err)
+	}
+	ctx, cancel := chromedp.NewContext(browser.ctx, chromedp.WithNewBrowserContext())
 	logged := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-logged; cancelAlloc() })
-	if err := chromedp.Do(ctx); err != nil { // starts the browser
+	t.Cleanup(func() { cancel(); <-logged })
+	if err := chromedp.Do(ctx); err != nil { // opens the tab
 		close(logged)
-		t.Fatalf("starting %s: %v", chromiumPath, err)
+		t.Fatalf("opening a tab in %s: %v", chromiumPath, err)
 	}
 	// Page errors and console messages go to the test log.
 	messages := chromedp.Console(ctx)
@@ -276,8 +317,8 @@ func (ce *consoleEnv) waitLivePlays(t *testing.T) playerState {
 //     "Go live" returns to the live edge.
 //
 // TestConsoleBrowserRenew and TestConsoleBrowserPages check the rest, each with its own server and
-// browser, in parallel with this one. Screenshots of each page go to $KVS_ARTIFACTS (else the
-// test's temporary directory); their paths are logged.
+// tab (of the one Chromium the package shares), in parallel with this one. Screenshots of each
+// page go to $KVS_ARTIFACTS (else the test's temporary directory); their paths are logged.
 func TestConsoleBrowser(t *testing.T) {
 	testutil.Slow(t)
 	t.Parallel()

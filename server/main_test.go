@@ -1,6 +1,7 @@
 package server
 
 import (
+	"os"
 	"testing"
 
 	"github.com/openkvs/kvs/internal/testutil"
@@ -9,5 +10,8 @@ import (
 
 func TestMain(m *testing.M) {
 	testutil.WaitingTests(16) // browsers, the AWS CLI, ffmpeg, stalled clients and their timeouts
-	backends.Main(m)          // the cluster tests' PostgreSQL and S3 server
+	code := m.Run()
+	stopBrowser()   // the console browser tests' Chromium
+	backends.Stop() // the cluster tests' PostgreSQL and S3 server
+	os.Exit(code)
 }
