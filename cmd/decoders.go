@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strings"
 
@@ -34,21 +35,11 @@ func imageDecoder(ctx context.Context, log *slog.Logger) server.ImageDecoder {
 	} else {
 		ff = d
 	}
-	var dec server.ImageDecoder
-	switch {
-	case oh != nil && ff != nil:
-		dec = decode.Split{Small: decode.Chain{oh, ff}, Large: decode.Chain{ff, oh}, Frames: 10}
-	case oh != nil:
-		dec = decode.Chain{oh}
-	case ff != nil:
-		dec = decode.Chain{ff}
-	default:
-		dec = decode.Chain{}
-	}
+	dec := decode.Combine(oh, ff)
 	by := func(c codec.Codec) string {
 		switch {
 		case oh != nil && oh.Decodes(c) && ff != nil && ff.Decodes(c):
-			return oh.String() + " for jobs under 10 frames, " + ff.String() + " for bigger ones (each falling back on the other)"
+			return fmt.Sprintf("%s for jobs under %d frames, %s for bigger ones (each falling back on the other)", oh, decode.SplitFrames, ff)
 		case oh != nil && oh.Decodes(c):
 			return oh.String()
 		case ff != nil && ff.Decodes(c):

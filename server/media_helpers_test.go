@@ -11,13 +11,30 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/decode"
+	"github.com/openkvs/kvs/internal/decode/openh264"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/store"
 )
+
+// serverImageDecoder is the GetImages decoder kvs server builds (cmd/decoders.go), which the test
+// servers use too: OpenH264 in process for H.264 jobs under decode.SplitFrames frames where the
+// build has it, the ffmpeg on PATH for the rest. (Without ffmpeg the tests that need it skip.)
+var serverImageDecoder = sync.OnceValue(func() ImageDecoder {
+	var oh, ff decode.Decoder
+	if d, err := openh264.New(); err == nil {
+		oh = d
+	}
+	if d, err := decode.NewFFmpeg(""); err == nil {
+		ff = d
+	}
+	return decode.Combine(oh, ff)
+})
 
 // clip is a golden clip cut into keyframe-aligned fragments, as a producer would send it.
 type clip struct {
@@ -155,7 +172,7 @@ func newMediaEnv(t testing.TB, kind string, mod ...func(*Config)) *mediaEnv {
 
 func newMediaEnvStore(t testing.TB, st store.Store, mod ...func(*Config)) *mediaEnv {
 	t.Helper()
-	cfg := Config{Store: st}
+	cfg := Config{Store: st, ImageDecoder: serverImageDecoder()}
 	for _, m := range mod {
 		m(&cfg)
 	}

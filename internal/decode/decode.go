@@ -295,3 +295,22 @@ func (s Split) Decode(ctx context.Context, job *Job) ([][]byte, error) {
 func (s Split) String() string {
 	return fmt.Sprintf("%s for jobs under %d frames, else %s", s.Small, s.Frames, s.Large)
 }
+
+// SplitFrames is the job size from which Combine prefers the program to the in-process decoder.
+const SplitFrames = 10
+
+// Combine puts kvs server's decoders together: inProcess (OpenH264: no start-up) for jobs under
+// SplitFrames frames and program (ffmpeg: about 80 ms of CPU to start, then faster per frame) for
+// bigger ones, each falling back on the other. Either may be nil; with neither, the empty Chain
+// decodes nothing.
+func Combine(inProcess, program Decoder) Decoder {
+	switch {
+	case inProcess != nil && program != nil:
+		return Split{Small: Chain{inProcess, program}, Large: Chain{program, inProcess}, Frames: SplitFrames}
+	case inProcess != nil:
+		return Chain{inProcess}
+	case program != nil:
+		return Chain{program}
+	}
+	return Chain{}
+}

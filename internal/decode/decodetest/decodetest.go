@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/openkvs/kvs/internal/testutil"
@@ -114,22 +115,46 @@ func (c *Clip) PresentationIndex(i int) int {
 }
 
 // ReferenceFrames decodes every frame of the file at path with the ffmpeg program, scaled to w×h
-// (full range), and returns the luma planes in presentation order.
+// (full range), and returns the luma planes in presentation order. The tests of a package share
+// one decode per file and size: the frames are read-only.
 func ReferenceFrames(t testing.TB, path string, w, h int) []*image.Gray {
 	t.Helper()
 	ff := testutil.NeedTool(t, "ffmpeg")
+	v, _ := references.LoadOrStore(referenceKey{path, w, h}, new(reference))
+	r := v.(*reference)
+	r.once.Do(func() { r.frames, r.err = decodeReference(ff, path, w, h) })
+	if r.err != nil {
+		t.Fatalf("ffmpeg reference decode of %s: %v", path, r.err)
+	}
+	return r.frames
+}
+
+var references sync.Map // referenceKey → *reference
+
+type referenceKey struct {
+	path string
+	w, h int
+}
+
+type reference struct {
+	once   sync.Once
+	frames []*image.Gray
+	err    error
+}
+
+func decodeReference(ff, path string, w, h int) ([]*image.Gray, error) {
 	out, err := exec.Command(ff, "-nostdin", "-v", "error", "-i", path, "-an", "-vf",
 		"scale="+strconv.Itoa(w)+":"+strconv.Itoa(h)+":out_range=full", "-fps_mode", "passthrough",
 		"-f", "rawvideo", "-pix_fmt", "gray", "pipe:1").Output()
 	if err != nil {
-		t.Fatalf("ffmpeg reference decode of %s: %v", path, err)
+		return nil, err
 	}
 	var frames []*image.Gray
 	for len(out) >= w*h {
 		frames = append(frames, &image.Gray{Pix: out[:w*h], Stride: w, Rect: image.Rect(0, 0, w, h)})
 		out = out[w*h:]
 	}
-	return frames
+	return frames, nil
 }
 
 // MeanAbsDiff returns the mean absolute difference of the luma of a and b (0–255), which must
