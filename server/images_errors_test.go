@@ -15,6 +15,7 @@ import (
 
 	"github.com/openkvs/kvs/internal/decode"
 	"github.com/openkvs/kvs/internal/testutil"
+	"github.com/openkvs/kvs/server/store"
 )
 
 // wantAPIErrorCode checks that err is a KVS error of type code whose message contains msg.
@@ -139,5 +140,23 @@ func TestGetImagesErrors(t *testing.T) {
 	}
 	if _, err := am.GetImages(t.Context(), valid()); err != nil {
 		t.Fatalf("after the first request ended: %v", err)
+	}
+}
+
+// A Config without an ImageDecoder decodes with the ffmpeg program on PATH (what a library user of
+// server.New gets; kvs server and the other tests here pass decode.Combine's decoder).
+func TestImageDecoderDefault(t *testing.T) {
+	ff := testutil.NeedTool(t, "ffmpeg")
+	srv, err := New(Config{Store: store.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	got, ok := srv.images.dec.(*decode.FFmpeg)
+	if !ok {
+		t.Fatalf("default ImageDecoder %T (%v), want *decode.FFmpeg", srv.images.dec, srv.images.dec)
+	}
+	if got.Path() != ff {
+		t.Errorf("default ffmpeg %s, want %s (PATH)", got.Path(), ff)
 	}
 }
