@@ -85,6 +85,10 @@ per fragment, keyframe ≈ 9× a delta frame, each fragment = D seconds at R bit
   peak RSS               the server's VmHWM (embedded server, or --server-pid on this machine)
   server CPU             the CPU seconds the server (every node of a cluster) used during the run,
                          from process_cpu_seconds_total in its /metrics, and per GB ingested
+  server cores           the server's CPU seconds per second of the steady state, from when every
+                         producer is sending (and --warmup has passed) to the last fragment sent:
+                         what the load costs, without creating and connecting the streams before
+                         it or the drain and deletions after it
 
 --embedded starts "kvs server" as a child process with a fresh data directory on disk (a temporary
 directory, or one made under --data-dir), so every PERSISTED ack waited for a real fdatasync;
@@ -96,8 +100,8 @@ producers start spread over one fragment duration, as independent cameras are.
 
 Output is a human summary, or with --output json exactly one JSON object: streams, duration_s,
 fragments, bytes, errors, ingest_mbps (megabits/s), persisted_ack_ms and delivery_ms (p50, p99, max),
-peak_rss_mb (null when unknown), server_cpu_s and server_cpu_s_per_gb (null when the server's
-/metrics cannot be read), plus server, sent, delivered, errors_by_kind, load_avg,
+peak_rss_mb (null when unknown), server_cpu_s, server_cpu_s_per_gb, server_cores and steady_s
+(the steady state's length; null when the server's /metrics cannot be read), plus server, sent, delivered, errors_by_kind, load_avg,
 warmup_s, connect_ms and by_second (fragments and p99 latencies per second of the run, where a
 tail comes from). --warmup D leaves the fragments sent in the first D out of the latency figures.`,
 	})
@@ -131,6 +135,8 @@ type benchOutput struct {
 	Delivery     bench.Latency  `json:"delivery_ms"`
 	PeakRSSMB    *float64       `json:"peak_rss_mb"`
 	ServerCPUS   *float64       `json:"server_cpu_s"`
+	ServerCores  *float64       `json:"server_cores"`
+	SteadyS      *float64       `json:"steady_s"`
 	CPUSPerGB    *float64       `json:"server_cpu_s_per_gb"`
 	Server       string         `json:"server"`
 	Sent         int            `json:"sent"`
@@ -185,10 +191,25 @@ func runBench(ctx context.Context, env *Env, o benchOptions) error {
 		servers = []string{strings.TrimSuffix(endpoint, "/")}
 	}
 	cpu0, cpuErr := serverCPU(ctx, cl, servers)
+	// The server's CPU over the steady state (bench.Config.Window): a sample at each end.
+	type cpuSample struct {
+		at  time.Time
+		cpu float64
+		err error
+	}
+	var steady [2]cpuSample
+	window := func(end bool) {
+		c, err := serverCPU(ctx, cl, servers)
+		i := 0
+		if end {
+			i = 1
+		}
+		steady[i] = cpuSample{time.Now(), c, err}
+	}
 	res, err := bench.Run(ctx, bench.Config{
 		Client: cl, Nodes: nodes, Streams: o.Streams, Bitrate: o.bitrate(), FragmentDuration: o.FragmentDuration,
 		Duration: o.Duration, Warmup: o.Warmup, FPS: o.FPS, KeyframeRatio: o.KeyframeRatio, NoConsumers: o.NoConsumers,
-		DeleteStreams: !o.Embedded && !o.KeepStreams, Log: logf,
+		DeleteStreams: !o.Embedded && !o.KeepStreams, Log: logf, Window: window,
 	})
 	if err != nil {
 		return err
@@ -215,6 +236,10 @@ func runBench(ctx context.Context, env *Env, o benchOptions) error {
 	}
 	if cpuErr != nil {
 		logf("server CPU: %v", cpuErr)
+	} else if a, z := steady[0], steady[1]; !a.at.IsZero() && !z.at.IsZero() && a.err == nil && z.err == nil {
+		span := z.at.Sub(a.at).Seconds()
+		cores, secs := round3((z.cpu-a.cpu)/span), round3(span)
+		out.ServerCores, out.SteadyS = &cores, &secs
 	}
 	if pid != 0 {
 		if kb, err := peakRSS(pid); err == nil {
@@ -266,6 +291,9 @@ func writeBenchText(w io.Writer, o benchOptions, out benchOutput, res bench.Resu
 			fmt.Fprintf(&b, " (%.2f s per GB ingested)", *out.CPUSPerGB)
 		}
 		b.WriteString("\n")
+		if out.ServerCores != nil {
+			fmt.Fprintf(&b, "server cores:    %.2f while every stream was sending (%.1f s)\n", *out.ServerCores, *out.SteadyS)
+		}
 	}
 	if len(res.BySecond) > 1 {
 		worstAck, worstDel := res.BySecond[0], res.BySecond[0]

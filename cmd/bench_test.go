@@ -98,6 +98,13 @@ func TestBench(t *testing.T) {
 		t.Errorf("server_cpu_s = %v, server_cpu_s_per_gb = %v; want both set, per GB above the total; stderr:\n%s",
 			got["server_cpu_s"], got["server_cpu_s_per_gb"], stderr.String())
 	}
+	// The steady state: some of the run, and the server's CPU over it.
+	steady, _ := got["steady_s"].(float64)
+	cores, _ := got["server_cores"].(float64)
+	if steady <= 0 || steady > got["duration_s"].(float64)+1 || cores <= 0 {
+		t.Errorf("steady_s = %v, server_cores = %v; want a part of the %v s run and some CPU; stderr:\n%s",
+			got["steady_s"], got["server_cores"], got["duration_s"], stderr.String())
+	}
 	if s, _ := got["server"].(string); !strings.Contains(s, "FS store") {
 		t.Errorf("server = %q", s)
 	}

@@ -9,9 +9,11 @@
 #   KVS_CURVE_STREAMS="100 500" KVS_CURVE_BITRATES="2Mbps" KVS_CURVE_DURATION=30s scripts/perf-curves.sh
 #
 # It prints one Markdown table row per point with the load average at its end (the README's
-# "Cost curves" tables come from here). Server CPU is the server process's user+system time from
-# /proc over the bench (set-up, streaming and drain), divided by the streaming time; peak RSS is
-# its VmHWM. The generator's own CPU is given too: on a 2-core machine the two share the cores,
+# "Cost curves" tables come from here). Server CPU is given twice: the server process's
+# user+system time from /proc over the whole bench (set-up, streaming, drain and deleting the
+# streams) divided by the streaming time, and kvs bench's server_cores, the CPU per second of the
+# steady state (from when every producer is sending to the last fragment sent), which is what the
+# load itself costs; peak RSS is its VmHWM. The generator's own CPU is given too: on a 2-core machine the two share the cores,
 # so past about 1.5 cores together the latencies say more about the machine than the server.
 # KVS_PERF_DIR (default /tmp/kvs-perf) must be on the disk being measured. Nothing here asserts a
 # figure.
@@ -58,14 +60,16 @@ c0, c1, ticks = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 d = j["duration_s"] or 1
 cpu = (c1 - c0) / ticks
 rss = j["peak_rss_mb"] or 0
-print(f"| {j['streams']} | {sys.argv[6]} | {j['ingest_mbps']:.0f} | {cpu / d:.2f} | {rss:.0f} ({rss / j['streams']:.2f}) "
+steady = j.get("server_cores")
+steady = f"{steady:.2f}" if steady is not None else "–"
+print(f"| {j['streams']} | {sys.argv[6]} | {j['ingest_mbps']:.0f} | {cpu / d:.2f} / {steady} | {rss:.0f} ({rss / j['streams']:.2f}) "
       f"| {(user + sys_) / d:.2f} | {j['errors']} | {j['persisted_ack_ms']['p50']:.1f} / {j['persisted_ack_ms']['p99']:.1f} "
       f"| {j['delivery_ms']['p50']:.1f} / {j['delivery_ms']['p99']:.1f} | {j['load_avg']} |")
 PY
 }
 
 header() {
-	echo "| Streams | Bitrate | Ingest Mbit/s | Server CPU (cores) | Server peak RSS MB (per stream) | Generator CPU (cores) | Errors | PERSISTED p50 / p99 ms | Delivery p50 / p99 ms | Load average |"
+	echo "| Streams | Bitrate | Ingest Mbit/s | Server CPU (cores): whole run / steady | Server peak RSS MB (per stream) | Generator CPU (cores) | Errors | PERSISTED p50 / p99 ms | Delivery p50 / p99 ms | Load average |"
 	echo "|---|---|---|---|---|---|---|---|---|---|"
 }
 

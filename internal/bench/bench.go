@@ -91,6 +91,13 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Log, when set, receives progress lines (stream setup, start, drain).
 	Log func(format string, a ...any)
+	// Window, when set, is called with end false when the steady state starts (every producer
+	// sending and Warmup past: max(Warmup, FragmentDuration) after the first producer starts)
+	// and with end true when the last producer has sent its last fragment, before the wait for
+	// deliveries; not at all when the producers finish first. kvs bench samples the server's CPU
+	// there: the set-up (creating streams, connecting) and the end (drain, deleting streams) stay
+	// out of that figure.
+	Window func(end bool)
 }
 
 // setDefaults gives the fields left zero (or negative) their defaults.
@@ -267,7 +274,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	for i := range connected {
 		starts[i] = t0.Add(time.Duration(int64(cfg.FragmentDuration) * int64(i) / int64(len(connected))))
 	}
+	closeWindow := r.openWindow(t0.Add(max(cfg.Warmup, cfg.FragmentDuration)))
 	r.produceAll(runCtx, connected, starts, nFrags)
+	closeWindow()
 	cfg.Log("producers done; waiting up to %v for deliveries", cfg.DrainTimeout)
 	if !cfg.NoConsumers {
 		deadline := time.NewTimer(cfg.DrainTimeout)
@@ -288,6 +297,32 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	cancel()
 	consumers.Wait()
 	return r.result(streams), nil
+}
+
+// openWindow calls cfg.Window(false) at start, unless the returned func is called first; that
+// func calls cfg.Window(true) if the window was opened.
+func (r *run) openWindow(start time.Time) (closeWindow func()) {
+	if r.cfg.Window == nil {
+		return func() {}
+	}
+	stop, opened := make(chan struct{}), make(chan bool, 1)
+	go func() {
+		t := time.NewTimer(time.Until(start))
+		defer t.Stop()
+		select {
+		case <-t.C:
+			r.cfg.Window(false)
+			opened <- true
+		case <-stop:
+			opened <- false
+		}
+	}()
+	return func() {
+		close(stop)
+		if <-opened {
+			r.cfg.Window(true)
+		}
+	}
 }
 
 // forEach runs fn for every stream with at most n at once and returns the first error.

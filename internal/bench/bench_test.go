@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,11 +41,31 @@ func TestRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The steady-state window opens once, after every producer started, and closes once, after
+	// the last fragment was sent and before Run returns.
+	var window []string
+	var windowMu sync.Mutex
+	var opened, closed time.Time
 	res, err := Run(t.Context(), Config{Client: c, Streams: 3, Bitrate: 1_000_000,
-		FragmentDuration: 500 * time.Millisecond, Duration: 2 * time.Second, DeleteStreams: true})
+		FragmentDuration: 500 * time.Millisecond, Duration: 2 * time.Second, DeleteStreams: true,
+		Window: func(end bool) {
+			windowMu.Lock()
+			defer windowMu.Unlock()
+			window = append(window, fmt.Sprint(end))
+			if end {
+				closed = time.Now()
+			} else {
+				opened = time.Now()
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	windowMu.Lock()
+	if !slices.Equal(window, []string{"false", "true"}) || !closed.After(opened) {
+		t.Errorf("Window calls %v (opened %v, closed %v), want false then true", window, opened, closed)
+	}
+	windowMu.Unlock()
 	t.Logf("%+v", res)
 	if res.Errors != 0 {
 		t.Fatalf("errors %v: %q", res.ErrorsByKind, res.FirstErrors)
