@@ -7,6 +7,7 @@
 #
 #   scripts/perf-curves.sh                  # about 8 minutes
 #   KVS_CURVE_STREAMS="100 500" KVS_CURVE_BITRATES="2Mbps" KVS_CURVE_DURATION=30s scripts/perf-curves.sh
+#   KVS_CURVE_STREAMS=1000 KVS_CURVE_BITRATES= scripts/perf-curves.sh    # one point (empty: no curve)
 #
 # It prints one Markdown table row per point with the load average at its end (the README's
 # "Cost curves" tables come from here). Server CPU is given twice: the server process's
@@ -20,8 +21,8 @@
 set -euo pipefail
 
 WORK=${KVS_PERF_DIR:-/tmp/kvs-perf}/curves
-STREAMS=${KVS_CURVE_STREAMS:-"100 200 300 500 700 1000"}
-BITRATES=${KVS_CURVE_BITRATES:-"0.5Mbps 1Mbps 2Mbps 5Mbps 10Mbps 20Mbps"}
+STREAMS=${KVS_CURVE_STREAMS-"100 200 300 500 700 1000"}
+BITRATES=${KVS_CURVE_BITRATES-"0.5Mbps 1Mbps 2Mbps 5Mbps 10Mbps 20Mbps"}
 BITRATE_STREAMS=${KVS_CURVE_BITRATE_STREAMS:-50}
 DURATION=${KVS_CURVE_DURATION:-20s}
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
