@@ -6,6 +6,7 @@ import (
 	"image"
 	"image/jpeg"
 	"image/png"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -277,5 +278,33 @@ func TestSplit(t *testing.T) {
 	}
 	if !split.Decodes(codec.H265) || (decode.Split{Small: decode.Chain{}, Large: decode.Chain{}}).Decodes(codec.H264) {
 		t.Error("Decodes does not follow its sides")
+	}
+}
+
+// TestCombine: with both decoders, jobs under SplitFrames frames try the in-process one first
+// and bigger ones the program first, each falling back on the other; with one, that one alone;
+// with neither, a Chain that decodes nothing.
+func TestCombine(t *testing.T) {
+	t.Parallel()
+	f := ffmpegDecoder(t)
+	none := decode.Chain{} // stands in for a decoder that decodes nothing
+	for _, tc := range []struct {
+		in, program decode.Decoder
+		want        decode.Decoder
+	}{
+		{none, f, decode.Split{Small: decode.Chain{none, f}, Large: decode.Chain{f, none}, Frames: decode.SplitFrames}},
+		{f, nil, decode.Chain{f}},
+		{nil, f, decode.Chain{f}},
+		{nil, nil, decode.Chain{}},
+	} {
+		if got := decode.Combine(tc.in, tc.program); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Combine(%v, %v) = %#v, want %#v", tc.in, tc.program, got, tc.want)
+		}
+	}
+	if decode.Combine(nil, nil).Decodes(codec.H264) {
+		t.Error("Combine of none decodes H.264")
+	}
+	if !decode.Combine(nil, f).Decodes(codec.H265) {
+		t.Error("Combine with ffmpeg does not decode H.265")
 	}
 }
