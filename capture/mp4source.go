@@ -76,10 +76,23 @@ func (t *mp4Track) scale(v int64) time.Duration {
 	return time.Duration(math.Round(float64(v) * float64(time.Second) / float64(t.timescale)))
 }
 
+// decodeMP4 reads the file's boxes with mp4ff. Its decoder panics on some malformed files (in
+// v0.50.0, a moov box whose first trak has no mdia box: File.AddChild follows
+// Moov.Trak.Mdia.Minf.Stbl without a check; found by FuzzFragmenterReuse), and this package never
+// panics on input: the panic becomes an error saying the file is malformed.
+func decodeMP4(rs io.ReadSeeker) (f *mp4.File, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			f, err = nil, fmt.Errorf("malformed file, the box decoder failed: %v", p)
+		}
+	}()
+	return mp4.DecodeFile(rs, mp4.WithDecodeMode(mp4.DecModeLazyMdat))
+}
+
 // NewMP4Source indexes the MP4 file rs (it reads the boxes, not the media) and returns a Source
 // over it. closer, if not nil, is closed by Close.
 func NewMP4Source(rs io.ReadSeeker, closer io.Closer, opts Options) (*MP4Source, error) {
-	f, err := mp4.DecodeFile(rs, mp4.WithDecodeMode(mp4.DecModeLazyMdat))
+	f, err := decodeMP4(rs)
 	if err != nil {
 		return nil, fmt.Errorf("mp4: %w", err)
 	}

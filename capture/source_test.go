@@ -548,6 +548,29 @@ func TestMP4SampleSizeCap(t *testing.T) {
 	}
 }
 
+// A moov whose first trak has no mdia box made mp4ff's decoder panic (FuzzFragmenterReuse); Open
+// says the file is malformed instead.
+func TestMP4MalformedMoov(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(testdata("h264_aac.mp4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := bytes.Index(b, []byte("mdia"))
+	if i < 0 {
+		t.Fatal("no mdia box in the clip")
+	}
+	copy(b[i:], "mdix") // an unknown box: the trak has no mdia
+	src, err := Open(t.Context(), bytes.NewReader(b), "broken.mp4", Options{})
+	if err == nil {
+		src.Close()
+		t.Fatal("opened a file whose track has no mdia box")
+	}
+	if !strings.Contains(err.Error(), "mp4: malformed file") {
+		t.Errorf("error %q, want it to say the MP4 is malformed", err)
+	}
+}
+
 func getU32(b []byte) uint32 {
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
