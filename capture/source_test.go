@@ -522,11 +522,7 @@ func TestCodecPrivateMatchesFFmpeg(t *testing.T) {
 // multi-gigabyte allocation.
 func TestMP4SampleSizeCap(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile(testdata("h264_aac.mp4"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.Index(b, []byte("stsz"))
+	b, i := clipBox(t, "stsz")
 	if i < 4 || getU32(b[i+8:]) != 0 {
 		t.Fatal("no stsz box with a size per sample in the clip")
 	}
@@ -552,11 +548,7 @@ func TestMP4SampleSizeCap(t *testing.T) {
 // says the file is malformed instead.
 func TestMP4MalformedMoov(t *testing.T) {
 	t.Parallel()
-	b, err := os.ReadFile(testdata("h264_aac.mp4"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := bytes.Index(b, []byte("mdia"))
+	b, i := clipBox(t, "mdia")
 	if i < 0 {
 		t.Fatal("no mdia box in the clip")
 	}
@@ -569,6 +561,17 @@ func TestMP4MalformedMoov(t *testing.T) {
 	if !strings.Contains(err.Error(), "mp4: malformed file") {
 		t.Errorf("error %q, want it to say the MP4 is malformed", err)
 	}
+}
+
+// clipBox returns a copy of h264_aac.mp4 and where the first box of type typ has its type (-1:
+// nowhere).
+func clipBox(t *testing.T, typ string) ([]byte, int) {
+	t.Helper()
+	b, err := os.ReadFile(testdata("h264_aac.mp4"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, bytes.Index(b, []byte(typ))
 }
 
 func getU32(b []byte) uint32 {
