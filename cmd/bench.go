@@ -101,8 +101,8 @@ producers start spread over one fragment duration, as independent cameras are.
 Output is a human summary, or with --output json exactly one JSON object: streams, duration_s,
 fragments, bytes, errors, ingest_mbps (megabits/s), persisted_ack_ms and delivery_ms (p50, p99, max),
 peak_rss_mb (null when unknown), server_cpu_s, server_cpu_s_per_gb, server_cores and steady_s
-(the steady state's length; null when the server's /metrics cannot be read), plus server, sent, delivered, errors_by_kind, load_avg,
-warmup_s, connect_ms and by_second (fragments and p99 latencies per second of the run, where a
+(the steady state's length; these four null when the server's /metrics cannot be read), plus
+server, sent, delivered, errors_by_kind, load_avg, warmup_s, connect_ms and by_second (fragments and p99 latencies per second of the run, where a
 tail comes from). --warmup D leaves the fragments sent in the first D out of the latency figures.`,
 	})
 	f := c.Flags()

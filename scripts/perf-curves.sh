@@ -14,8 +14,9 @@
 # user+system time from /proc over the whole bench (set-up, streaming, drain and deleting the
 # streams) divided by the streaming time, and kvs bench's server_cores, the CPU per second of the
 # steady state (from when every producer is sending to the last fragment sent), which is what the
-# load itself costs; peak RSS is its VmHWM. The generator's own CPU is given too: on a 2-core machine the two share the cores,
-# so past about 1.5 cores together the latencies say more about the machine than the server.
+# load itself costs; peak RSS is its VmHWM. The generator's own CPU is given too: on a 2-core
+# machine the two share the cores, so past about 1.5 cores together the latencies say more about
+# the machine than the server.
 # KVS_PERF_DIR (default /tmp/kvs-perf) must be on the disk being measured. Nothing here asserts a
 # figure.
 set -euo pipefail

@@ -278,7 +278,7 @@ func newConsoleEnv(t *testing.T) *consoleEnv {
 	t.Cleanup(livePut(t, ce.e, "cam", h264, ce.base))
 	ce.hevcBase = float64(time.Now().Add(-20*time.Second).UnixMilli()) / 1000
 	t.Cleanup(livePut(t, ce.e, "hevc", h265, int64(ce.hevcBase*1000)))
-	ce.ctx = newBrowser(t) // after the server and producers: its cleanup closes the browser first
+	ce.ctx = newBrowser(t) // after the server and producers: its cleanup closes the tab first
 	ce.dir = artifactDir(t)
 	return ce
 }

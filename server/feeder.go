@@ -182,12 +182,11 @@ func (fs *feeders) committed(stream string, last uint64) {
 func (fs *feeders) join(ctx context.Context, st store.Stream) func() {
 	buf := fs.m.buffer(st)
 	var start uint64
-	found := false
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
-	for fs.byStream[st.Name] == nil && !found {
+	if fs.byStream[st.Name] == nil {
 		fs.mu.Unlock()
-		start, found = feedStart(ctx, fs.m.s.store, st.Name, buf), true
+		start = feedStart(ctx, fs.m.s.store, st.Name, buf)
 		fs.mu.Lock()
 	}
 	f := fs.byStream[st.Name]

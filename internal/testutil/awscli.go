@@ -25,8 +25,8 @@ import (
 // standard output and error caught at the file descriptors, and its exit code returned; the
 // commands share the CLI's read-only data loader (its JSON service models), which cut a command
 // from 64 to 17 ms of CPU (20 `kinesisvideo list-streams` in one python3, timed with
-// time.process_time, 2026-12-06; not a benchmark kept in the repository). Any other aws (the v2 installer's binary) runs as one process per
-// command.
+// time.process_time, 2026-12-06; not a benchmark kept in the repository). Any other aws (the v2
+// installer's binary) runs as one process per command.
 type AWSCLI struct {
 	t        testing.TB
 	bin      string
