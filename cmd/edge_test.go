@@ -231,7 +231,7 @@ func minTime(a, b time.Time) time.Time {
 
 // edgeOutage is how long the kvs server is down in TestE2ESpoolOutage (the scenario is 30 s:
 // go test ./cmd -run SpoolOutage -edge-outage 30s).
-var edgeOutage = flag.Duration("edge-outage", 5*time.Second, "how long TestE2ESpoolOutage keeps the kvs server down")
+var edgeOutage = flag.Duration("edge-outage", 2*time.Second, "how long TestE2ESpoolOutage keeps the kvs server down")
 
 // stop ends a kvs server with SIGTERM, as a service manager does, and waits for it.
 func (p *kvsProcess) stop(t *testing.T) {
@@ -270,10 +270,11 @@ func TestE2ESpoolOutage(t *testing.T) {
 	data, spool, addr := t.TempDir(), t.TempDir(), port.Addr()
 	port.Release()
 	srv := startKVS(t, "--listen", addr, "--data-dir", data)
-	// The camera sends whole loops of a 4 s clip, until the server is back (it goes down 3 s in),
-	// and put-media captures 2 s more: so every GOP sent is whole and must be stored (a camera
-	// still sending at --duration would have its last GOP cut short there).
-	loops := int((3*time.Second + *edgeOutage + 4*time.Second - 1) / (4 * time.Second))
+	// The camera sends whole loops of a 4 s clip, until the server is back (it goes down 2 s in,
+	// after two 1 s fragments), and put-media captures 2 s more: so every GOP sent is whole and
+	// must be stored (a camera still sending at --duration would have its last GOP cut short there).
+	const up = 2 * time.Second
+	loops := int((up + *edgeOutage + 4*time.Second - 1) / (4 * time.Second))
 	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{testClip("h264_aac.mkv")}, Loops: loops, SenderReports: true})
 
 	capture := time.Duration(loops)*4*time.Second + 2*time.Second
@@ -285,7 +286,7 @@ func TestE2ESpoolOutage(t *testing.T) {
 		code, out, stderr = kvsRun(t.Context(), t, srv.Endpoint, nil, "put-media", "--stream-name", "porch", "--create",
 			"--source", cam.URL("cam"), "--duration", capture.String(), "--fragment-duration", "1s", "--spool-dir", spool)
 	}()
-	time.Sleep(3 * time.Second)
+	time.Sleep(up)
 	srv.stop(t)
 	port.Hold()
 	down := time.Now()
