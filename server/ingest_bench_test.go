@@ -47,7 +47,8 @@ func BenchmarkIngestCPU(b *testing.B) {
 	ref := startIngestChild(b, "ref")
 	kvs.createStream(b)
 	var cpuKVS, cpuRef float64
-	var readsKVS, readsRef int64 // read(2) calls
+	var readsKVS, readsRef int64   // read(2) calls
+	var faultsKVS, faultsRef int64 // minor page faults
 	b.SetBytes(int64(len(body)))
 	b.ResetTimer()
 	for i := range b.N {
@@ -56,15 +57,17 @@ func BenchmarkIngestCPU(b *testing.B) {
 			sides[0], sides[1] = ref, kvs
 		}
 		for _, c := range sides {
-			t0, r0 := c.cpu(b), c.reads(b)
+			t0, r0, f0 := c.cpu(b), c.reads(b), c.faults(b)
 			c.send(b, body, frags)
-			used, reads := c.cpu(b)-t0, c.reads(b)-r0
+			used, reads, faults := c.cpu(b)-t0, c.reads(b)-r0, c.faults(b)-f0
 			if c == kvs {
 				cpuKVS += used
 				readsKVS += reads
+				faultsKVS += faults
 			} else {
 				cpuRef += used
 				readsRef += reads
+				faultsRef += faults
 			}
 		}
 	}
@@ -78,6 +81,8 @@ func BenchmarkIngestCPU(b *testing.B) {
 	mb := gb * 1000
 	b.ReportMetric(float64(readsKVS)/mb, "kvs-reads/MB")
 	b.ReportMetric(float64(readsRef)/mb, "ref-reads/MB")
+	b.ReportMetric(float64(faultsKVS)/mb, "kvs-faults/MB")
+	b.ReportMetric(float64(faultsRef)/mb, "ref-faults/MB")
 }
 
 // ingestBody is a PutMedia body of n fragments of frames frames and about fragBytes bytes each,
@@ -144,16 +149,33 @@ func startIngestChild(b *testing.B, kind string) *ingestChild {
 		hc: &http.Client{Transport: &http.Transport{DisableCompression: true, WriteBufferSize: 1 << 20}}}
 }
 
-// cpu returns the child's user+system CPU time so far, in seconds (clock ticks of 10 ms).
-func (c *ingestChild) cpu(b *testing.B) float64 {
+// stat returns the fields of the child's /proc/PID/stat after the command name, which is in
+// parentheses: the line's 3rd field is stat's 0th.
+func (c *ingestChild) stat(b *testing.B) []string {
 	b.Helper()
 	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.cmd.Process.Pid))
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The fields after the command name, which is in parentheses: utime and stime are the
-	// 14th and 15th fields of the line.
-	f := strings.Fields(string(st[bytes.LastIndexByte(st, ')')+2:]))
+	return strings.Fields(string(st[bytes.LastIndexByte(st, ')')+2:]))
+}
+
+// faults returns the child's minor page faults so far (the line's 10th field): a first touch of
+// memory the process got from the kernel, or got back after returning it.
+func (c *ingestChild) faults(b *testing.B) int64 {
+	b.Helper()
+	n, err := strconv.ParseInt(c.stat(b)[7], 10, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+// cpu returns the child's user+system CPU time so far, in seconds (clock ticks of 10 ms): the
+// line's 14th and 15th fields.
+func (c *ingestChild) cpu(b *testing.B) float64 {
+	b.Helper()
+	f := c.stat(b)
 	ut, err1 := strconv.ParseInt(f[11], 10, 64)
 	sys, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
