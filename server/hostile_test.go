@@ -642,10 +642,19 @@ func TestHostileInput(t *testing.T) {
 			tc.run(t)
 			// The server still answers, the control stream is intact, memory and goroutines are bounded.
 			h.checkControl(t)
-			runtime.GC()
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > 256<<20 {
-				t.Fatalf("heap in use %d MiB", ms.HeapInuse>>20)
+			// The heap is the whole test process's: the package's other tests run beside this
+			// one and hold memory for a while (GetImages' frames, the console's live streams;
+			// once 289 MiB under -race). Memory this server kept stays; theirs comes and goes,
+			// so the heap must come under the bound within a few seconds, not at one instant.
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+				runtime.GC()
+				runtime.ReadMemStats(&ms)
+				if ms.HeapInuse <= 256<<20 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("heap in use %d MiB for 5 s", ms.HeapInuse>>20)
+				}
 			}
 			h.ts.Client().CloseIdleConnections()
 			waitFor(t, "every handler of the server returned", 10*time.Second, func() bool { return h.handlers.Load() == 0 })
