@@ -55,3 +55,42 @@ func imageDecoder(ctx context.Context, log *slog.Logger) server.ImageDecoder {
 	}
 	return dec
 }
+
+// probeImageDecoder returns imageDecoder's decoder at once and builds it in the background, so
+// that kvs server listens without waiting for the ffmpeg probe (an ffmpeg start: about 65 ms
+// here, most of kvs server's start on an empty data directory). GetImages waits for the probe
+// when it needs the decoder before the probe is done.
+func probeImageDecoder(ctx context.Context, log *slog.Logger) server.ImageDecoder {
+	l := &lazyDecoder{done: make(chan struct{})}
+	go func() {
+		l.dec = imageDecoder(ctx, log)
+		close(l.done)
+	}()
+	return l
+}
+
+// lazyDecoder is a decoder still being built: each method waits until it is (Decode as long as
+// its context lets it).
+type lazyDecoder struct {
+	done chan struct{}
+	dec  server.ImageDecoder // set before done closes
+}
+
+func (l *lazyDecoder) Decodes(c codec.Codec) bool {
+	<-l.done
+	return l.dec.Decodes(c)
+}
+
+func (l *lazyDecoder) Decode(ctx context.Context, job *decode.Job) ([][]byte, error) {
+	select {
+	case <-l.done:
+		return l.dec.Decode(ctx, job)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (l *lazyDecoder) String() string {
+	<-l.done
+	return l.dec.String()
+}

@@ -346,7 +346,7 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 		Log:               log,
 		Credentials:       creds,
 		RetentionInterval: retentionInterval,
-		ImageDecoder:      imageDecoder(ctx, log),
+		ImageDecoder:      probeImageDecoder(ctx, log),
 		Registry:          reg,
 		MetricsMaxStreams: maxStreams,
 		Webhooks:          o.Webhooks,
