@@ -21,12 +21,7 @@ const benchRecord = 256 << 10
 func BenchmarkAppend(b *testing.B) {
 	for _, streams := range []int{1, 64, 200} {
 		b.Run(fmt.Sprintf("streams=%d", streams), func(b *testing.B) {
-			s := mustOpenFS(b, b.TempDir(), FSOptions{})
-			defer s.Close()
-			for i := range streams {
-				mustCreate(b, s, fmt.Sprintf("s%d", i), 24)
-			}
-			data := payload("x", 1, benchRecord)
+			s, data := benchStreams(b, streams)
 			ctx := context.Background()
 			b.SetBytes(benchRecord)
 			b.ResetTimer()
@@ -59,6 +54,17 @@ func BenchmarkAppend(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchStreams opens an FS store for b (closed at its end) with streams streams named s0, s1,
+// ..., and returns it with a record of benchRecord bytes.
+func benchStreams(b *testing.B, streams int) (*FS, []byte) {
+	s := mustOpenFS(b, b.TempDir(), FSOptions{})
+	b.Cleanup(func() { s.Close() })
+	for i := range streams {
+		mustCreate(b, s, fmt.Sprintf("s%d", i), 24)
+	}
+	return s, payload("x", 1, benchRecord)
 }
 
 // BenchmarkDiskFdatasync is the reference: write a 256 KiB chunk and fdatasync it, to one file
