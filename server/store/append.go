@@ -22,14 +22,15 @@ import (
 //
 //   - syncLoop takes everything queued (up to maxBatch) as one batch and starts fdatasyncing
 //     each segment the batch touched, once, in parallel; up to maxSyncing batches sync at once;
-//   - indexLoop takes the batches in queue order, waits for each one's syncs, merges it with the
-//     following batches whose syncs are already done, commits all their index entries in one
+//   - indexLoop takes the appends whose batch's fdatasyncs are done, each behind the earlier
+//     appends of its own stream (not behind other streams'), commits their index entries in one
 //     bbolt transaction (whose commit fsyncs) and only then releases the waiters.
 //
 // Every append that arrives while earlier ones sync or commit joins a later batch, so at 200
 // streams × 1 fragment/s the index sees a few commits per second rather than 200. Nobody returns
-// success before their record is fdatasynced and their index entry committed, and index entries
-// are committed in queue order, so per stream they never run ahead of the data.
+// success before their record is fdatasynced and their index entry committed, and a stream's
+// index entries are committed in its queue order, so per stream they never run ahead of the data
+// and readers see its fragments in number order.
 
 // syncingBatch is a batch on its way from syncLoop to indexLoop; done closes when its
 // fdatasyncs have finished.
@@ -221,17 +222,22 @@ func (s *FS) syncLoop() {
 		sb := &syncingBatch{reqs: batch, done: make(chan struct{})}
 		sem <- struct{}{}
 		s.wg.Go(func() {
-			s.statSyncs.Add(int64(syncBatch(batch, s.metrics)))
+			s.statSyncs.Add(int64(syncBatch(batch, s.metrics, s.syncData)))
 			close(sb.done)
+			select { // indexLoop looks at every batch after a token: one waiting is enough
+			case s.syncedAny <- struct{}{}:
+			default:
+			}
 			<-sem
 		})
 		s.synced <- sb
 	}
 }
 
-// syncBatch fdatasyncs every segment written by the batch once, in parallel, recording failures
-// on the requests and the latency of each in m. It returns the number of fdatasyncs.
-func syncBatch(batch []*appendRequest, m *fsMetrics) int {
+// syncBatch fdatasyncs (syncData) every segment written by the batch once, in parallel,
+// recording failures on the requests and the latency of each in m. It returns the number of
+// fdatasyncs.
+func syncBatch(batch []*appendRequest, m *fsMetrics, syncData func(*os.File) error) int {
 	var segs []*segment
 	seen := map[*segment]bool{}
 	for _, r := range batch {
@@ -243,7 +249,7 @@ func syncBatch(batch []*appendRequest, m *fsMetrics) int {
 	errs := make([]error, len(segs))
 	sync1 := func(f *os.File) error {
 		start := time.Now()
-		err := fsync.Data(f)
+		err := syncData(f)
 		m.fdatasync.Observe(time.Since(start).Seconds())
 		return err
 	}
@@ -277,45 +283,96 @@ func syncBatch(batch []*appendRequest, m *fsMetrics) int {
 	return len(segs)
 }
 
-// indexLoop is the second committer stage: one bbolt transaction per group of synced batches,
-// then release.
+// indexLoop is the second committer stage: one bbolt transaction per group of synced appends,
+// then release. It takes every batch syncLoop hands on at once, and commits an append as soon as
+// its batch's fdatasyncs are done and every earlier append of its stream is committed (or in
+// the same transaction): per stream in queue order, but not behind other streams. A batch
+// touches the segments of many streams; one slow fdatasync among them (a disk's tail) used to
+// hold every later append of every stream until it ended.
 func (s *FS) indexLoop() {
 	defer s.wg.Done()
-	var next *syncingBatch
+	var waiting []*syncingBatch // received, with appends not yet committed, in queue order
 	var pace commitPacer
-	for {
-		sb := next
-		next = nil
-		if sb == nil {
-			var ok bool
-			if sb, ok = <-s.synced; !ok {
-				return
-			}
-		}
-		<-sb.done
-		reqs := sb.reqs
-		pace.wait(reqs)
-	more:
-		for len(reqs) < maxBatch {
+	open, full := true, false
+	for open || len(waiting) > 0 {
+		switch {
+		case full: // the last commit took maxBatch: there may be more ready already
+		case open:
 			select {
-			case nb, ok := <-s.synced:
+			case sb, ok := <-s.synced:
 				if !ok {
-					break more
+					open = false
+					continue
 				}
-				select {
-				case <-nb.done:
-					reqs = append(reqs, nb.reqs...)
-				default:
-					next = nb // still syncing: it leads the next group
-					break more
-				}
-			default:
-				break more
+				waiting = append(waiting, sb)
+			case <-s.syncedAny:
 			}
+		default:
+			<-s.syncedAny
 		}
+		waiting, open = receiveSynced(s.synced, waiting, open)
+		var ready []*appendRequest
+		if waiting, ready = takeReady(waiting, nil); len(ready) == 0 {
+			full = false
+			continue
+		}
+		pace.wait(ready)
+		waiting, open = receiveSynced(s.synced, waiting, open)
+		waiting, ready = takeReady(waiting, ready) // what synced during the pause joins
+		full = len(ready) >= maxBatch
 		s.statBatches.Add(1)
-		s.indexBatch(reqs)
+		s.indexBatch(ready)
 	}
+}
+
+// receiveSynced appends to waiting every batch syncLoop has handed on and indexLoop not yet
+// received (syncLoop blocks once maxSyncing wait there), and reports whether synced is still open.
+func receiveSynced(synced <-chan *syncingBatch, waiting []*syncingBatch, open bool) ([]*syncingBatch, bool) {
+	for open {
+		select {
+		case sb, ok := <-synced:
+			if !ok {
+				return waiting, false
+			}
+			waiting = append(waiting, sb)
+		default:
+			return waiting, true
+		}
+	}
+	return waiting, open
+}
+
+// takeReady moves to ready (up to maxBatch) the appends of waiting that may be committed now:
+// those of batches whose fdatasyncs are done, each behind every earlier append of its stream
+// still waiting. It returns the batches left, in order.
+func takeReady(waiting []*syncingBatch, ready []*appendRequest) ([]*syncingBatch, []*appendRequest) {
+	blocked := map[*fsStream]bool{} // streams with an earlier append still waiting
+	left := waiting[:0]
+	for _, sb := range waiting {
+		select {
+		case <-sb.done: // its syncing goroutine is done with sb.reqs
+		default:
+			for _, r := range sb.reqs {
+				blocked[r.st] = true
+			}
+			left = append(left, sb)
+			continue
+		}
+		rest := sb.reqs[:0]
+		for _, r := range sb.reqs {
+			if !blocked[r.st] && len(ready) < maxBatch {
+				ready = append(ready, r)
+				continue
+			}
+			blocked[r.st] = true
+			rest = append(rest, r)
+		}
+		if sb.reqs = rest; len(rest) > 0 {
+			left = append(left, sb)
+		}
+	}
+	clear(waiting[len(left):]) // the batches dropped: nothing refers to them
+	return left, ready
 }
 
 // commitPacer spaces index commits by commitInterval while busyStreams or more streams append
@@ -388,7 +445,8 @@ func (s *FS) indexBatch(batch []*appendRequest) {
 	s.statAppends.Add(int64(len(todo)))
 	for _, r := range batch {
 		if r.closeOnly {
-			// Every record queued before the seal is synced (batches are waited for in order).
+			// Every record queued before the seal is synced and committed: they are the
+			// stream's earlier appends, which indexLoop commits first.
 			_ = r.seg.closeFile()
 			continue
 		}

@@ -138,8 +138,9 @@
 //
 // An append's wait returns nil only after its record is fdatasynced in its segment and its index
 // entry is committed in bbolt, in that order, so the index never points at data that might not
-// survive a crash. Appends from all streams share the fdatasyncs and bbolt commits of a batch:
-// see the comment in append.go.
+// survive a crash. Appends from all streams share the batches of fdatasyncs and the bbolt
+// commits, but an append waits only for its own segment's fdatasync and its stream's earlier
+// appends, not for the slowest file of its batch: see the comment in append.go.
 //
 // Fragment numbers come from NextNumber, which persists a high-water mark numberBlock (1000)
 // ahead of the numbers handed out; after a restart numbering resumes at the mark, so a number

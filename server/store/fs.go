@@ -87,7 +87,11 @@ type FS struct {
 	closeMu sync.RWMutex // held for reading while enqueueing to the committer; Close takes it
 	queue   chan *appendRequest
 	synced  chan *syncingBatch
-	wg      sync.WaitGroup
+	// syncedAny has a token when a batch's fdatasyncs ended since indexLoop last looked.
+	syncedAny chan struct{}
+	// syncData fdatasyncs a segment: fsync.Data (tests slow it down).
+	syncData func(*os.File) error
+	wg       sync.WaitGroup
 
 	recovered []RecoveryReport
 
@@ -188,9 +192,11 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 	}
 	s := &FS{
 		dir: dir, opts: opts, log: log, db: db, quota: quota, metrics: metrics,
-		streams: make(map[string]*fsStream),
-		queue:   make(chan *appendRequest, maxBatch),
-		synced:  make(chan *syncingBatch, maxSyncing),
+		streams:   make(map[string]*fsStream),
+		queue:     make(chan *appendRequest, maxBatch),
+		synced:    make(chan *syncingBatch, maxSyncing),
+		syncedAny: make(chan struct{}, 1),
+		syncData:  fsync.Data,
 	}
 	if err := s.load(); err != nil {
 		db.Close()
