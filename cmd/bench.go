@@ -94,16 +94,18 @@ per fragment, keyframe ≈ 9× a delta frame, each fragment = D seconds at R bit
 directory, or one made under --data-dir), so every PERSISTED ack waited for a real fdatasync;
 --memory uses the memory store instead. Without --embedded the streams are created on --endpoint and
 deleted at the end. An --endpoint of several URLs separated by commas is a kvs cluster: stream i is
-put through node i and read through node i+1 (round robin), so delivery crosses nodes. The consumers and the producers' PutMedia connections are opened first (as
-cameras are connected before they stream; connect_ms reports the producers' set-up), then the
-producers start spread over one fragment duration, as independent cameras are.
+put through node i and read through node i+1 (round robin), so delivery crosses nodes. The
+consumers and the producers' PutMedia connections are opened first (as cameras are connected
+before they stream; connect_ms reports the producers' set-up), then the producers start spread
+over one fragment duration, as independent cameras are.
 
 Output is a human summary, or with --output json exactly one JSON object: streams, duration_s,
 fragments, bytes, errors, ingest_mbps (megabits/s), persisted_ack_ms and delivery_ms (p50, p99, max),
 peak_rss_mb (null when unknown), server_cpu_s, server_cpu_s_per_gb, server_cores and steady_s
 (the steady state's length; these four null when the server's /metrics cannot be read), plus
-server, sent, delivered, errors_by_kind, load_avg, warmup_s, connect_ms and by_second (fragments and p99 latencies per second of the run, where a
-tail comes from). --warmup D leaves the fragments sent in the first D out of the latency figures.`,
+server, sent, delivered, errors_by_kind, load_avg, warmup_s, connect_ms and by_second (fragments
+and p99 latencies per second of the run, where a tail comes from). --warmup D leaves the
+fragments sent in the first D out of the latency figures.`,
 	})
 	f := c.Flags()
 	f.IntVar(&o.Streams, "streams", 10, "number of concurrent streams (one producer and one consumer each)")

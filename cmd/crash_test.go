@@ -32,7 +32,8 @@ import (
 
 // The process tests run kvs as this test binary itself, under the name kvs (testscript's way):
 // TestMain runs Main when the binary is started as kvs, so no second binary is linked (that link
-// was 3–4 s of CPU at the start of every run). cmd/kvs's main is Main and nothing else.
+// was 3–4 s of CPU at the start of every run: scripts/test-cpu.sh). cmd/kvs's main is Main and
+// nothing else.
 var (
 	binOnce sync.Once
 	binPath string

@@ -58,8 +58,9 @@ func imageDecoder(ctx context.Context, log *slog.Logger) server.ImageDecoder {
 
 // probeImageDecoder returns imageDecoder's decoder at once and builds it in the background, so
 // that kvs server listens without waiting for the ffmpeg probe (an ffmpeg start: about 65 ms
-// here, most of kvs server's start on an empty data directory). GetImages waits for the probe
-// when it needs the decoder before the probe is done.
+// here between the log's "store recovery" and "GetImages decoders" lines, most of kvs server's
+// start on an empty data directory). GetImages waits for the probe when it needs the decoder
+// before the probe is done.
 func probeImageDecoder(ctx context.Context, log *slog.Logger) server.ImageDecoder {
 	l := &lazyDecoder{done: make(chan struct{})}
 	go func() {

@@ -56,7 +56,8 @@ func startBrowser() {
 		// Headless Chromium 156 still builds the browser's own UI: it preloads the omnibox popup
 		// (two WebUI renderers) and loads the component extensions Debian's wrapper asks for.
 		// No page under test uses them; without them the browser tests' Chromium CPU went from
-		// 13.8–14.3 to 7.7–8.9 s (five browser tests, two runs each, summed over its processes).
+		// 13.8–14.3 to 7.7–8.9 s (five browser tests, two runs each, summed over its processes as
+		// scripts/test-cpu.sh sums them).
 		chromedp.Flag("disable-features", "PreloadTopChromeWebUI,WebUIOmniboxPopup,WebUIOmniboxAimPopup"),
 		chromedp.Flag("disable-extensions", true),
 		chromedp.Flag("disable-component-extensions-with-background-pages", true),
