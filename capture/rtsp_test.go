@@ -179,6 +179,41 @@ func TestRTSPClips(t *testing.T) {
 	}
 }
 
+// A camera without sender reports that sends 2 s and goes silent, before SenderReportWait ends:
+// its frames are held for a sender report that never comes, then go out on the receive clock,
+// when SenderReportWait ends (no packet comes then to end it), or when the session ends first
+// (the camera silent for ReadTimeout). Before, they waited for a packet that never came, and
+// OpenRTSP failed with a read timeout.
+func TestRTSPSilentWithinSenderReportWait(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	for _, tc := range []struct {
+		name              string
+		srWait, readAfter time.Duration
+	}{
+		{"wait ends", 3 * time.Second, 2 * time.Second},
+		{"session ends first", 5 * time.Second, time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h265.mkv")}, Loops: 1, InBandParams: true})
+			var n notices
+			src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{Notice: n.add, Info: n.add,
+				SenderReportWait: tc.srWait, ReadTimeout: tc.readAfter, ReconnectWait: 100 * time.Millisecond, Duration: 7 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			frames, _ := readAll(t, src, cam)
+			<-cam.Done("cam")
+			compare(t, frames, cam.Sent("cam"), false)
+			if !strings.Contains(n.String(), "no RTCP sender report within") {
+				t.Errorf("notices %q, want one saying the receive clock is used", n.String())
+			}
+		})
+	}
+}
+
 // A camera that drops its readers, and one that stops sending for longer than the read timeout:
 // the source reconnects, says so, marks the gap, and every frame sent to it arrives.
 func TestRTSPReconnect(t *testing.T) {

@@ -49,6 +49,8 @@ type rtspSession struct {
 	heldRTP     []int64     // their extended RTP timestamps
 	heldBytes   int
 	firstPacket time.Time
+	srWait      *time.Timer   // decides at SenderReportWait after the first packet, packets or not
+	over        bool          // the session ended: nothing more is queued
 	ntp         bool          // the timing is the camera's NTP clock
 	offset      time.Duration // camera clock minus receive clock, measured on the video's first packet
 	dropped     int           // video frames before the first keyframe
@@ -182,6 +184,17 @@ func (sess *rtspSession) wait() error {
 	defer stop()
 	err := sess.c.Wait()
 	sess.c.Close()
+	sess.mu.Lock()
+	sess.over = true
+	if sess.srWait != nil {
+		sess.srWait.Stop()
+	}
+	// Frames still held for a sender report (the camera went silent or away within
+	// SenderReportWait) are queued, on the receive clock, before the source marks the cut.
+	if !sess.decided && sess.ready && len(sess.held) > 0 {
+		sess.decide(time.Now())
+	}
+	sess.mu.Unlock()
 	return classifyRTSP(sess.s.stop, err)
 }
 
@@ -318,11 +331,21 @@ func (sess *rtspSession) rtcp(t *rtspTrack, p rtcp.Packet) {
 	}
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
-	if t.anchored || sess.decided && t == sess.video {
+	if sess.over || t.anchored || sess.decided && t == sess.video {
 		return // the anchor stays: frames never jump
 	}
 	t.haveSR, t.srNTP, t.srRTP = true, ntpTime(sr.NTPTime), sr.RTPTime
 	if t == sess.video && sess.ready {
+		sess.decide(time.Now())
+	}
+}
+
+// senderReportWaited ends the wait for the first sender report: the frames held go out on the
+// receive clock (when the first keyframe has come; until then the next frame decides).
+func (sess *rtspSession) senderReportWaited() {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	if !sess.over && !sess.decided && sess.ready {
 		sess.decide(time.Now())
 	}
 }
@@ -342,8 +365,16 @@ func (sess *rtspSession) packet(t *rtspTrack, pkt *rtp.Packet) {
 	now := time.Now()
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
+	if sess.over {
+		return
+	}
 	if sess.firstPacket.IsZero() {
 		sess.firstPacket = now
+		// The wait for a sender report ends on time even when no packet comes then: a camera
+		// that sends a few seconds and pauses (or one that sends less than SenderReportWait
+		// before it stops) would otherwise have its frames held until it sends again, or lost
+		// with the session (and at the start, put-media failing with a read timeout).
+		sess.srWait = time.AfterFunc(sess.s.opts.SenderReportWait, sess.senderReportWaited)
 	}
 	ext := t.extend(pkt.Timestamp, now)
 	if t == sess.video {
