@@ -30,7 +30,8 @@ const (
 type Config struct {
 	// Index is the PostgreSQL connection URL (postgres://USER@HOST:PORT/DB?...), where the stream
 	// registry, the fragment index, the leases and the node list live. The server creates and
-	// migrates its tables (kvs_*) itself.
+	// migrates its tables (kvs_*) itself. A node keeps up to 16 connections, or pool_max_conns
+	// when the URL sets it (at least 2).
 	Index string
 	// Objects is where fragment bytes go: an S3 bucket and optional key prefix (ParseObjects).
 	// Credentials come from the AWS SDK's default chain (environment, shared files, instance

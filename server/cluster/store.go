@@ -57,6 +57,10 @@ type Store struct {
 	metrics *metrics
 }
 
+// defaultMaxConns is the size of a node's PostgreSQL pool when the index URL does not set
+// pool_max_conns.
+const defaultMaxConns = 16
+
 // Open connects to PostgreSQL and the object store, migrates the schema and registers this node.
 // It fails when either backend cannot be reached.
 func Open(ctx context.Context, c Config) (*Store, error) {
@@ -68,7 +72,13 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: index URL: %w", err)
 	}
-	pcfg.MaxConns = max(pcfg.MaxConns, 16)
+	// 16 connections unless the URL says otherwise (pool_max_conns, e.g. to keep N nodes under
+	// the server's max_connections); one of them LISTENs for the whole life of the node.
+	if !strings.Contains(cfg.Index, "pool_max_conns") {
+		pcfg.MaxConns = defaultMaxConns
+	} else if pcfg.MaxConns < 2 {
+		return nil, fmt.Errorf("cluster: index URL: pool_max_conns=%d: a node needs at least 2 connections (one LISTENs for commits)", pcfg.MaxConns)
+	}
 	if pcfg.ConnConfig.ConnectTimeout == 0 {
 		// A PostgreSQL host that does not answer at all (not even with a refusal) must not hold
 		// requests and appends past their own bounded waits.

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -48,4 +49,32 @@ func TestStoreContract(t *testing.T) {
 		open := func(t *testing.T) store.Store { return openStore(t, cfg) }
 		return open(t), open
 	})
+}
+
+// The pool holds 16 connections unless the index URL sets pool_max_conns (which used to be raised
+// to 16 whatever it said); under 2 is refused, as one connection LISTENs for the node's life.
+func TestPoolMaxConns(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	open := func(cfg Config) *Store {
+		s := openStore(t, cfg)
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	if got := open(cfg).pool.Config().MaxConns; got != defaultMaxConns {
+		t.Errorf("default pool: %d connections, want %d", got, defaultMaxConns)
+	}
+	three := cfg
+	three.Index += "&pool_max_conns=3"
+	if got := open(three).pool.Config().MaxConns; got != 3 {
+		t.Errorf("pool_max_conns=3: %d connections", got)
+	}
+	one := cfg
+	one.Index += "&pool_max_conns=1"
+	if s, err := Open(t.Context(), one); err == nil || !strings.Contains(err.Error(), "at least 2") {
+		if s != nil {
+			s.Close()
+		}
+		t.Errorf("pool_max_conns=1: %v, want an error saying at least 2", err)
+	}
 }
