@@ -157,7 +157,7 @@ func TestE2EClusterFailover(t *testing.T) {
 		// dies it reconnects through another one, from its continuation token.
 		readers := []*liveReader{startReader(t, n1, "cam"), startReader(t, n3, "cam"), startReader(t, n2+","+n1+","+n3, "cam")}
 		// The producer knows every node; it starts on node 2, which becomes the writer.
-		produced := putPattern(t, strings.Join([]string{n2, n1, n3}, ","), "cam", "9s")
+		produced := putPattern(t, strings.Join([]string{n2, n1, n3}, ","), "cam", "7s")
 		waitFor(t, 20*time.Second, "node 2 writes the stream", func() bool { return writerOf(t, n1, "cam") == n2 })
 		time.Sleep(2 * time.Second) // a few fragments PERSISTED through node 2
 		nodes[1].kill()

@@ -21,7 +21,7 @@ hz = os.sysconf('SC_CLK_TCK')
 def busy():
     f = open('/proc/stat').readline().split()[1:]
     v = [int(x) for x in f]
-    return (sum(v) - v[3] - v[4]) / hz  # all but idle and iowait
+    return (sum(v) - v[3] - v[4]) / hz, (v[2] + v[5] + v[6]) / hz  # all but idle and iowait; system, irq, softirq
 
 def scan(seen):
     for pid in os.listdir('/proc'):
@@ -31,7 +31,7 @@ def scan(seen):
             st = open('/proc/%s/stat' % pid).read()
             name = st[st.index('(') + 1:st.rindex(')')]
             f = st[st.rindex(')') + 2:].split()
-            cpu, start = (int(f[11]) + int(f[12])) / hz, int(f[19])
+            cpu, kern, start = (int(f[11]) + int(f[12])) / hz, int(f[12]) / hz, int(f[19])
             args = open('/proc/%s/cmdline' % pid).read().replace('\0', ' ')
         except (OSError, ValueError):
             continue
@@ -40,25 +40,31 @@ def scan(seen):
             name = 'chromium ' + (t.group(1) if t else 'browser')
         elif name in ('kvs', 'python3') and len(args.split()) > 1:
             name += ' ' + args.split()[1]
-        seen[(pid, start)] = (name, cpu)
+        key = (pid, start)
+        if not args and key in seen:  # exited (a zombie has no cmdline): keep what it was
+            name = seen[key][0]
+        seen[key] = (name, cpu, kern)
 
 before = {}
 scan(before)
-t0, b0 = time.time(), busy()
+t0, (b0, k0) = time.time(), busy()
 proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 seen = {}
 while proc.poll() is None:
     scan(seen)
     time.sleep(0.1)
-wall, cores = time.time() - t0, busy() - b0
-by, n = collections.Counter(), collections.Counter()
-for key, (name, cpu) in seen.items():
+b1, k1 = busy()
+wall, cores, ksys = time.time() - t0, b1 - b0, k1 - k0
+by, n, ks = collections.Counter(), collections.Counter(), collections.Counter()
+for key, (name, cpu, kern) in seen.items():
     if key not in before:
         by[name] += cpu
+        ks[name] += kern
         n[name] += 1
-print('exit %d, wall %.1f s, machine busy %.1f core-seconds' % (proc.returncode, wall, cores))
+print('exit %d, wall %.1f s, machine busy %.1f core-seconds (%.1f in the kernel)' % (proc.returncode, wall, cores, ksys))
+print('     CPU  (kernel)  processes  kind')
 for name, cpu in by.most_common(25):
-    print('%8.2f s  %4d  %s' % (cpu, n[name], name))
-print('%8.2f s  in the processes seen' % sum(by.values()))
+    print('%7.2f s %7.2f s  %4d  %s' % (cpu, ks[name], n[name], name))
+print('%7.2f s %7.2f s  in the processes seen' % (sum(by.values()), sum(ks.values())))
 sys.exit(proc.returncode)
 EOF
