@@ -398,13 +398,17 @@ func TestClusterLiveBeforeCommit(t *testing.T) {
 // TestClusterFeederStartsAtJoin: the feeder of a live reader's cache on a node that does not
 // write the stream starts from where the stream stood when the reader joined, even when its
 // goroutine runs only after more fragments were committed (held back here by a hook, as a
-// loaded machine once did: TestClusterAuth's reader then got nothing for 30 s). Not parallel:
-// it sets the package's hook.
+// loaded machine once did: TestClusterAuth's reader then got nothing for 30 s).
 func TestClusterFeederStartsAtJoin(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
-	testHookFeederRun = func() { <-release }
-	t.Cleanup(func() { testHookFeederRun = nil })
 	nodes := newCluster(t, 2, nil, nil)
+	for _, n := range nodes {
+		fs := n.srv.media.feeders
+		fs.mu.Lock()
+		fs.testRun = func() { <-release }
+		fs.mu.Unlock()
+	}
 	pc, c, got := writerAndReader(t, nodes[0], nodes[1])
 	var want []uint64
 	for i := 1; i <= 2; i++ { // committed before node 2's feeder runs

@@ -50,6 +50,7 @@ type feeders struct {
 	byStream map[string]*feeder
 	stop     func() // ends the Watch and the owner poll
 	polled   chan struct{}
+	testRun  func() // when a test sets it (under mu): runs first in each new feeder's goroutine
 }
 
 type feeder struct {
@@ -194,10 +195,11 @@ func (fs *feeders) join(ctx context.Context, st store.Stream) func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		f = &feeder{fs: fs, name: st.Name, buf: buf, wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 		fs.byStream[st.Name] = f
+		hook := fs.testRun
 		go func() {
 			defer close(f.done)
-			if testHookFeederRun != nil {
-				testHookFeederRun()
+			if hook != nil {
+				hook()
 			}
 			f.run(ctx, start)
 		}()
@@ -279,9 +281,6 @@ func (f *feeder) wait(ctx context.Context) {
 	case <-t.C:
 	}
 }
-
-// testHookFeederRun, when set (by a test), runs first in each new feeder's goroutine.
-var testHookFeederRun func()
 
 // feedStart is the newest fragment the cache has, or the store has committed: where feeding
 // starts, after it.

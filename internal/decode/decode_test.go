@@ -223,6 +223,7 @@ func decodeImage(t *testing.T, img []byte, format decode.Format, w, h int) image
 // TestEncodeScale: Encode scales a picture (down by 5.3×, and up) and the result keeps the
 // picture's content: a left half dark and a right half bright stay so.
 func TestEncodeScale(t *testing.T) {
+	t.Parallel()
 	pic := image.NewYCbCr(image.Rect(0, 0, 1706, 960), image.YCbCrSubsampleRatio420)
 	for y := 0; y < 960; y++ {
 		for x := 0; x < 1706; x++ {

@@ -40,6 +40,7 @@ func segmentFiles(t testing.TB, s *FS, stream string) []string {
 // TestFSReopen checks what the suite's reopen cases cannot see: a clean reopen reports no
 // repair, and stream names never reach the filesystem.
 func TestFSReopen(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := mustOpenFS(t, dir, FSOptions{})
 	mustCreate(t, s, "..", 24)
@@ -68,6 +69,7 @@ func TestFSReopen(t *testing.T) {
 }
 
 func TestFSDeletedStreamLeftovers(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	s := mustOpenFS(t, dir, FSOptions{})
 	mustCreate(t, s, "x", 1)
@@ -177,6 +179,7 @@ func (c crashFixture) damaged(t *testing.T, fn func(path string)) (*FS, *bytes.B
 }
 
 func TestFSCrashTruncate(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name      string
 		unindexed bool
@@ -249,6 +252,7 @@ func btoi(b bool) int {
 }
 
 func TestFSCrashCorruptTail(t *testing.T) {
+	t.Parallel()
 	c := newCrashFixture(t, true)
 	for i := range c.lastLen {
 		s, _ := c.damaged(t, func(p string) { flipByte(t, p, c.lastStart+i) })
@@ -280,6 +284,7 @@ func flipByte(t testing.TB, path string, off int64) {
 }
 
 func TestFSCrashSegmentMissing(t *testing.T) {
+	t.Parallel()
 	c := newCrashFixture(t, false)
 	s, _ := c.damaged(t, func(p string) { os.Remove(p) })
 	defer s.Close()
@@ -293,6 +298,7 @@ func TestFSCrashSegmentMissing(t *testing.T) {
 
 // Damage inside the indexed part is not recovery's business; Open must refuse the bytes.
 func TestFSOpenCorrupt(t *testing.T) {
+	t.Parallel()
 	for _, size := range []int{crashPayload, eagerVerifyLimit + 1} {
 		dir := t.TempDir()
 		s := mustOpenFS(t, dir, FSOptions{})
@@ -325,6 +331,7 @@ func TestFSOpenCorrupt(t *testing.T) {
 }
 
 func TestFSSegmentRollAndRetention(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	clock := base
 	opts := FSOptions{MaxSegmentBytes: 3 * (recordHeaderSize + 100), MaxSegmentAge: time.Hour, now: func() time.Time { return clock }}
@@ -397,6 +404,7 @@ func TestFSSegmentRollAndRetention(t *testing.T) {
 // persisted, the segment file created) without changing what is stored, and that an empty
 // prepared segment is neither rolled over by age nor left behind by a restart.
 func TestFSPrepare(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	clock := base
 	opts := FSOptions{MaxSegmentAge: time.Hour, now: func() time.Time { return clock }}

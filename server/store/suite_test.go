@@ -10,6 +10,7 @@ import (
 
 // TestMem runs the behaviour suite over Mem, which cannot be reopened.
 func TestMem(t *testing.T) {
+	t.Parallel()
 	storetest.Run(t, func(t *testing.T) (store.Store, func(*testing.T) store.Store) {
 		return store.NewMem(), nil
 	})
@@ -18,6 +19,7 @@ func TestMem(t *testing.T) {
 // Mem keeps no checksum: it verifies one given on append, so that a server test on Mem catches a
 // wrong one (the FS and cluster stores would write it, and their reads would fail).
 func TestMemChecksumVerified(t *testing.T) {
+	t.Parallel()
 	st := store.NewMem()
 	defer st.Close()
 	ctx := t.Context()
@@ -42,6 +44,7 @@ func TestMemChecksumVerified(t *testing.T) {
 // small that most hold a few records: retention then deletes some of a stream's fragments and
 // keeps others, and appends roll segments often.
 func TestFS(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		opts store.FSOptions
