@@ -219,21 +219,21 @@ func TestRTSPSilentWithinSenderReportWait(t *testing.T) {
 func TestRTSPReconnect(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t)
-	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h264_aac.mkv")}, Loops: 2, SenderReports: true})
+	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h264_aac.mkv")}, Loops: 1, SenderReports: true})
 	var n notices
-	// The camera sends 8 s (two loops of a 4 s clip), later by the reconnects: Duration leaves
-	// 3 s for them, as the other tests do (9 s lost frames at the end on a loaded machine).
+	// The camera sends 4 s (keyframes each second); Duration only bounds a frame that never
+	// comes (readAll ends once every frame sent has come).
 	src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{Notice: n.add, Info: n.add, ReadTimeout: time.Second,
-		ReconnectWait: 100 * time.Millisecond, SenderReportWait: time.Second, Duration: 11 * time.Second})
+		ReconnectWait: 100 * time.Millisecond, SenderReportWait: time.Second, Duration: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
 	go func() {
-		time.Sleep(1500 * time.Millisecond)
+		time.Sleep(800 * time.Millisecond)
 		cam.Drop("cam")
-		time.Sleep(2 * time.Second)
-		cam.Freeze("cam", 1500*time.Millisecond)
+		time.Sleep(600 * time.Millisecond)
+		cam.Freeze("cam", 1500*time.Millisecond) // longer than ReadTimeout; over before the last keyframe
 	}()
 	frames, cuts := readAll(t, src, cam)
 	<-cam.Done("cam")
