@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,6 +49,50 @@ type appendRequest struct {
 	closeOnly bool
 	err       error
 	done      chan error // buffered: the committer never blocks on a caller that gave up
+	// syncedUpTo is how many fdatasyncs of seg had started when this record's own ended: it is
+	// acknowledged once they have all ended, and none failed (segment.settled).
+	syncedUpTo uint64
+}
+
+// Why a record waits for the other fdatasyncs of its segment. Linux reports a failed writeback
+// to one fsync of the file, the first to look after it, and the pages it lost are clean
+// afterwards. So an fdatasync that returns nil proves nothing about records whose pages were in
+// a failed writeback that another fdatasync of the same file reported: one that ran beside it
+// (maxSyncing batches sync at once, and consecutive appends of a stream often sit in consecutive
+// batches), or one that ended before it. A record is acknowledged only when every fdatasync of
+// its segment that started before its own ended has ended, and none of the segment's failed.
+
+// syncStart registers an fdatasync of g about to run and returns its id.
+func (g *segment) syncStart() uint64 {
+	g.syncMu.Lock()
+	defer g.syncMu.Unlock()
+	g.syncStarted++
+	g.syncing = append(g.syncing, g.syncStarted)
+	return g.syncStarted
+}
+
+// syncEnd records the end of fdatasync id (failed when err is set) and returns how many had
+// started by then.
+func (g *segment) syncEnd(id uint64, err error) uint64 {
+	g.syncMu.Lock()
+	defer g.syncMu.Unlock()
+	if err != nil {
+		g.failed.Store(true) // the page cache state is unknown: the next append rolls to a new segment
+	}
+	g.syncing = slices.DeleteFunc(g.syncing, func(v uint64) bool { return v == id })
+	return g.syncStarted
+}
+
+// settled reports whether the fdatasyncs 1..upTo of g have all ended.
+func (g *segment) settled(upTo uint64) bool {
+	g.syncMu.Lock()
+	defer g.syncMu.Unlock()
+	for _, id := range g.syncing {
+		if id <= upTo {
+			return false
+		}
+	}
+	return true
 }
 
 // closeFile closes the segment's file once; later calls do nothing.
@@ -234,6 +279,10 @@ func (s *FS) syncLoop() {
 	}
 }
 
+// errSegmentSyncFailed fails an append whose segment had an fdatasync fail that may have been
+// its record's (see syncStart).
+var errSegmentSyncFailed = errors.New("an fdatasync of its segment failed: the record may not be on disk")
+
 // syncBatch fdatasyncs (syncData) every segment written by the batch once, in parallel,
 // recording failures on the requests and the latency of each in m. It returns the number of
 // fdatasyncs.
@@ -247,36 +296,37 @@ func syncBatch(batch []*appendRequest, m *fsMetrics, syncData func(*os.File) err
 		}
 	}
 	errs := make([]error, len(segs))
-	sync1 := func(f *os.File) error {
+	upTo := make([]uint64, len(segs))
+	sync1 := func(i int) {
+		g := segs[i]
+		id := g.syncStart()
 		start := time.Now()
-		err := syncData(f)
+		errs[i] = syncData(g.f)
 		m.fdatasync.Observe(time.Since(start).Seconds())
-		return err
+		upTo[i] = g.syncEnd(id, errs[i])
 	}
 	if len(segs) == 1 {
-		errs[0] = sync1(segs[0].f)
+		sync1(0)
 	} else {
 		// Concurrent fdatasyncs let the filesystem fold them into fewer journal commits.
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, 32)
-		for i, g := range segs {
+		for i := range segs {
 			sem <- struct{}{}
 			wg.Go(func() {
-				errs[i] = sync1(g.f)
+				sync1(i)
 				<-sem
 			})
 		}
 		wg.Wait()
 	}
 	for i, g := range segs {
-		if errs[i] == nil {
-			continue
-		}
-		// After a failed fsync the page cache state is unknown: roll to a new segment.
-		g.failed.Store(true)
 		for _, r := range batch {
 			if !r.closeOnly && r.seg == g {
-				r.err = errs[i]
+				r.syncedUpTo = upTo[i]
+				if errs[i] != nil {
+					r.err = errs[i]
+				}
 			}
 		}
 	}
@@ -344,7 +394,8 @@ func receiveSynced(synced <-chan *syncingBatch, waiting []*syncingBatch, open bo
 
 // takeReady moves to ready (up to maxBatch) the appends of waiting that may be committed now:
 // those of batches whose fdatasyncs are done, each behind every earlier append of its stream
-// still waiting. It returns the batches left, in order.
+// still waiting, and whose segment's fdatasyncs that began before theirs ended have ended (a
+// later batch's: its end wakes indexLoop). It returns the batches left, in order.
 func takeReady(waiting []*syncingBatch, ready []*appendRequest) ([]*syncingBatch, []*appendRequest) {
 	blocked := map[*fsStream]bool{} // streams with an earlier append still waiting
 	left := waiting[:0]
@@ -360,7 +411,7 @@ func takeReady(waiting []*syncingBatch, ready []*appendRequest) ([]*syncingBatch
 		}
 		rest := sb.reqs[:0]
 		for _, r := range sb.reqs {
-			if !blocked[r.st] && len(ready) < maxBatch {
+			if !blocked[r.st] && len(ready) < maxBatch && (r.closeOnly || r.seg.settled(r.syncedUpTo)) {
 				ready = append(ready, r)
 				continue
 			}
@@ -409,6 +460,9 @@ func (p *commitPacer) wait(reqs []*appendRequest) {
 func (s *FS) indexBatch(batch []*appendRequest) {
 	var todo []*appendRequest
 	for _, r := range batch {
+		if !r.closeOnly && r.err == nil && r.seg.failed.Load() {
+			r.err = errSegmentSyncFailed // settled: the fdatasyncs that could have reported its loss ended
+		}
 		if !r.closeOnly && r.err == nil {
 			todo = append(todo, r)
 		}

@@ -142,6 +142,14 @@
 // commits, but an append waits only for its own segment's fdatasync and its stream's earlier
 // appends, not for the slowest file of its batch: see the comment in append.go.
 //
+// A failed fdatasync fails more than its own records. Linux reports a failed writeback to one
+// fsync of the file and marks the lost pages clean, so another fdatasync of the same segment,
+// beside it or after it, returns nil for records that may be gone. A segment whose fdatasync
+// failed takes no more records, and a record is acknowledged only once every fdatasync of its
+// segment that began before its own ended has ended, with none of them failed (segment.settled);
+// the others fail (the producer sends them again). Under an I/O error, a record that did reach
+// the disk may be failed too; none that may not have is acknowledged.
+//
 // Fragment numbers come from NextNumber, which persists a high-water mark numberBlock (1000)
 // ahead of the numbers handed out; after a restart numbering resumes at the mark, so a number
 // is never handed out twice. The gap this leaves is allowed by KVS (numbers only increase).

@@ -139,7 +139,11 @@ type segment struct {
 	size    int64 // bytes written (guarded by fsStream.mu)
 	created time.Time
 	pending atomic.Int64 // records written but not yet indexed
-	failed  atomic.Bool  // an fdatasync failed: never write to it again
+	failed  atomic.Bool  // an fdatasync failed: never write to it again, acknowledge no record of it
+
+	syncMu      sync.Mutex
+	syncStarted uint64   // fdatasyncs of the file started so far (their ids are 1, 2, ...)
+	syncing     []uint64 // the ids of those still running
 
 	closeOnce sync.Once
 }

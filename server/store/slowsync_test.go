@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -92,5 +94,96 @@ func TestFSSlowSyncHoldsOnlyItsStream(t *testing.T) {
 		if err != nil || len(got) != 2 || got[0].Number >= got[1].Number {
 			t.Errorf("%s: fragments %v (%v), want its two in number order", stream, numbers(got), err)
 		}
+	}
+}
+
+// TestFSFailedSyncFailsTheSegment: once an fdatasync of a segment fails, an append written to
+// that segment before the failure is not acknowledged even when its own fdatasync returns nil
+// (Linux reports a failed writeback to one fsync; the lost pages are clean afterwards, so a later
+// or concurrent fsync has nothing to write), and the next append goes to a new segment and
+// succeeds. The second append's fdatasync runs beside the failing one, or after it ended.
+func TestFSFailedSyncFailsTheSegment(t *testing.T) {
+	t.Parallel()
+	for _, after := range []bool{false, true} {
+		t.Run(map[bool]string{false: "beside", true: "after"}[after], func(t *testing.T) {
+			t.Parallel()
+			testFailedSync(t, after)
+		})
+	}
+}
+
+func testFailedSync(t *testing.T, after bool) {
+	s := mustOpenFS(t, t.TempDir(), FSOptions{})
+	t.Cleanup(func() { s.Close() })
+	mustCreate(t, s, "cam", 24)
+	cam, _, err := s.lookup("cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first fdatasync waits for release, then fails (an I/O error); the others are real
+	// (with after, they begin once the first has failed).
+	started, release, failed := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var released sync.Once
+	unblock := func() { released.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	var once sync.Once
+	var syncs sync.Map // file name → fdatasyncs
+	s.syncData = func(f *os.File) error {
+		if !strings.HasPrefix(f.Name(), cam.dir+string(os.PathSeparator)) {
+			return fsync.Data(f)
+		}
+		n, _ := syncs.LoadOrStore(f.Name(), new(atomic.Int32))
+		n.(*atomic.Int32).Add(1)
+		first := false
+		once.Do(func() { first = true })
+		if first {
+			close(started)
+			<-release
+			defer close(failed)
+			return errors.New("input/output error")
+		}
+		if after {
+			<-failed
+		}
+		return fsync.Data(f)
+	}
+	ctx := context.Background()
+	appendAsync := func() (uint64, <-chan error) {
+		n, err := s.NextNumber(ctx, "cam")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wait, err := s.AppendAsync(ctx, "cam", FragmentMeta{Number: n, ServerTime: time.Now(), ProducerTime: time.Now()},
+			payload("cam", n, 1000))
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- wait(ctx) }()
+		return n, done
+	}
+	_, first := appendAsync()
+	<-started
+	_, second := appendAsync() // written to the same segment, synced in a later batch
+	time.Sleep(50 * time.Millisecond)
+	unblock()
+	if err := <-first; err == nil {
+		t.Fatal("the append whose fdatasync failed returned nil")
+	}
+	if err := <-second; err == nil {
+		t.Fatal("an append written to the segment before its fdatasync failed returned nil")
+	}
+	third, done := appendAsync()
+	if err := <-done; err != nil {
+		t.Fatalf("the append after the failure: %v", err)
+	}
+	got, err := s.TimeRange(ctx, "cam", ServerTime, time.Now().Add(-time.Hour), time.Now().Add(time.Hour), Cursor{}, 10)
+	if err != nil || len(got) != 1 || got[0].Number != third {
+		t.Errorf("fragments %v (%v), want only %d: the failed appends are not indexed", numbers(got), err, third)
+	}
+	files := 0
+	syncs.Range(func(any, any) bool { files++; return true })
+	if files != 2 {
+		t.Errorf("fdatasyncs of %d segment files, want 2 (the third append rolls to a new segment)", files)
 	}
 }
