@@ -86,6 +86,12 @@
 //     being received may finish within 3 s and is acked PERSISTED, then ERROR 5000; an upload
 //     that stops reading early (any ERROR) ends its response and lingers before closing, so the
 //     producer reads the ERROR instead of a reset; PutMedia answers carry Connection: close.
+//   - An upload's acks end with at most one ERROR (§5.3), its last ack, naming the earliest
+//     fragment that failed (a store failure found behind a later fragment's parse error takes
+//     its place). Fragments before it get their PERSISTED; those after it get no final ack, not
+//     even when they were stored meanwhile: the producer sends everything from the ERROR's
+//     fragment again (a stored one then appears twice, as after a lost ack). A PERSISTED for a
+//     later fragment ahead of the ERROR would make the C producer's PIC free the failed one.
 //   - GetDataEndpoint returns Config.AdvertiseURL, else the request's scheme and Host, for every
 //     APIName (§4, §12). X-Forwarded-* are not trusted: behind a proxy, set AdvertiseURL.
 //   - The default account id is 000000000000, as in other local emulators; the region in ARNs is

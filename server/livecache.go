@@ -130,6 +130,15 @@ func (b *streamBuffer) evictLocked(now time.Time) {
 	}
 }
 
+// evict drops what the limits no longer keep: after a fragment became durable (until then it
+// stays, whatever the limits), an upload's last fragments would otherwise wait for the stream's
+// next publish.
+func (b *streamBuffer) evict() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.evictLocked(time.Now())
+}
+
 // markDurable marks every buffered fragment numbered upTo or lower durable (a cluster node
 // learned that the writer committed them) and lets the buffer evict them again.
 func (b *streamBuffer) markDurable(upTo uint64) {

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/openkvs/kvs/internal/bufpool"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -267,7 +268,10 @@ type putSession struct {
 func (p *putSession) fail(e *ackErr) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.failure == nil {
+	// The upload's one ERROR names the earliest fragment that failed: a store failure found
+	// after a later fragment's parse error (fragments are written and made durable behind the
+	// parser) takes its place, or the producer, rolling back to the later one, would lose it.
+	if p.failure == nil || e.Number != 0 && (p.failure.Number == 0 || e.Number < p.failure.Number) {
 		p.failure = e
 		p.log.Debug("put media failed", "err", e)
 	}
@@ -496,7 +500,11 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 }
 
 // ackDurable waits for each written fragment, in order, to be durable and acknowledges it
-// with PERSISTED; a failure fails the session (storeFailed).
+// with PERSISTED; a failure fails the session (storeFailed). Once the session has failed at a
+// fragment, the fragments after it get no PERSISTED, durable or not: the acks stay in fragment
+// order, and the upload's one ERROR, its last ack, names the fragment its producer resends from
+// (the C producer's PIC frees its buffer up to a PERSISTED fragment's timecode, so a PERSISTED
+// for a later fragment before the ERROR would lose the failed one).
 func (p *putSession) ackDurable(ws <-chan durableWait) {
 	for w := range ws {
 		// Once written, an append completes even if the client leaves.
@@ -505,8 +513,13 @@ func (p *putSession) ackDurable(ws <-chan durableWait) {
 			w.frag.failed.Store(true)
 		}
 		w.frag.unsynced.Store(false)
+		p.buf.evict() // it may go now
 		if err != nil {
 			p.storeFailed(err, w.number, w.timecode)
+			continue
+		}
+		if p.failedBefore(w.number) {
+			p.persisted(w) // stored all the same: counted and told, not acknowledged
 			continue
 		}
 		tc := w.timecode
@@ -515,15 +528,23 @@ func (p *putSession) ackDurable(ws <-chan durableWait) {
 	}
 }
 
+// failedBefore reports whether the session has failed at a fragment numbered below n (a failure
+// that names no fragment, a header or a read error between fragments, came after every fragment
+// numbered so far).
+func (p *putSession) failedBefore(n uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failure != nil && p.failure.Number != 0 && p.failure.Number < n
+}
+
 // skip gives up a RECEIVED fragment that the session can no longer store (the session failed, the
-// client left or the server is draining) and says so with an ERROR ack naming it, so that every fragment that got
-// BUFFERING ends with PERSISTED or ERROR and a producer knows to send it again.
+// client left or the server is draining). No ack names it: it comes after the fragment the
+// upload's ERROR names (or the ERROR names none, and the producer sends again everything not
+// PERSISTED), and an ERROR of its own would go out before that one and the PERSISTED acks
+// still due, which is out of order.
 func (p *putSession) skip(job persistJob) {
-	n := job.meta.Number
-	p.buf.seq.done(n)
-	// 5000, not the session's own error: this fragment was whole and valid, and 5000 is a code
-	// producers retry.
-	p.errorAck(newAckErr(5000, "fragment not stored: the upload ended before its turn").fragment(n, job.timecode))
+	p.buf.seq.done(job.meta.Number)
+	bufpool.Put(job.buf) // never published: nobody else holds the chunk
 }
 
 // store starts appending job unless the stream keeps no data. wait (nil when nothing was

@@ -4,6 +4,7 @@ package server
 // session's persister (putmedia.go), with the ERROR acks of every parse-time rule.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -248,6 +249,11 @@ func (ps *putParser) openFragment(timecode int64) *ackErr {
 	if ps.havePrev && clusterNS < ps.prevClusterNS {
 		return newAckErr(4004, "cluster timecode %d is before the previous fragment's", timecode)
 	}
+	if p.ctx.Err() != nil {
+		// The session failed meanwhile (an append, on the persister's side): no new fragment,
+		// no BUFFERING after the failure.
+		return newAckErr(5000, "the upload ended: %v", context.Cause(p.ctx))
+	}
 	if !p.setFragOpen(true) {
 		return newAckErr(5000, "server shutting down")
 	}
@@ -446,7 +452,10 @@ func (ps *putParser) finish() *ackErr {
 	select {
 	case ps.jobs <- persistJob{timecode: ps.timecode, meta: meta, chunk: chunk, buf: buf, received: received}:
 	case <-p.ctx.Done():
+		// The session failed (or the client left) while the persister was behind: the fragment
+		// is after the failure, and gets no ack (see skip).
 		p.buf.seq.done(ps.number)
+		bufpool.Put(buf)
 	}
 	return nil
 }
