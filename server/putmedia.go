@@ -43,8 +43,9 @@ const (
 // {"EventType":"IDLE"} is sent after IdleAckInterval without another ack.
 //
 // An ERROR ack ends the upload (choice for §13.6): the server stops reading, lets the fragments
-// already RECEIVED finish (they get their PERSISTED), sends the ERROR and ends the response.
-// Nothing of the failed fragment is stored. Each ERROR is logged once at warn with its reason,
+// already RECEIVED finish (those before the failed fragment get their PERSISTED; those after a
+// fragment the store failed get no final ack, see ackDurable), sends the ERROR, the last ack,
+// and ends the response. Nothing of the failed fragment is stored. Each ERROR is logged once at warn with its reason,
 // which the ack cannot carry. What an ERROR names (FragmentNumber, FragmentTimecode) depends on
 // where it was raised; the C producer (PIC) finds the fragment by the timecode and, without one,
 // applies the error to its oldest fragment not yet PERSISTED:
