@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -328,6 +329,48 @@ func TestProducerReplayAfterCut(t *testing.T) {
 	}
 	if len(got) > len(frags) {
 		t.Logf("%d duplicate(s) stored (at-least-once)", len(got)-len(frags))
+	}
+}
+
+// A connection that goes silent after its 200 (a frozen server, a middlebox that dropped the
+// flow while TCP stays up) is given up after StalenessTimeout with fragments waiting for their
+// ACK, and the producer goes on on a new one. Before, it waited for ACKs forever: Close hung.
+func TestProducerStaleConnection(t *testing.T) {
+	t.Parallel()
+	var puts atomic.Int32
+	m := startMedia(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/putMedia") && puts.Add(1) == 1 {
+				w.WriteHeader(http.StatusOK)
+				w.(http.Flusher).Flush()
+				_, _ = io.Copy(io.Discard, r.Body) // reads on, answers nothing
+				<-r.Context().Done()
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}, nil)
+	m.createStream(t, "silent", 24)
+	frags := clipFragments(t, "h264.mkv", time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	p, err := NewProducer(m.client, ProducerConfig{Stream: "silent", StalenessTimeout: time.Second, RetryBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range frags {
+		if err := p.Send(ctx, f); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+	}
+	if err := p.Close(ctx); err != nil {
+		t.Fatalf("Close: %v (PutMedia requests: %d)", err, puts.Load())
+	}
+	if st := p.Stats(); st.Connections < 2 || st.Stored != len(frags) {
+		t.Errorf("stats %+v: want a second connection and all %d stored", st, len(frags))
+	}
+	if got := consumeAll(t, m.client, "silent"); len(got) != len(frags) {
+		t.Errorf("%d fragments stored, want %d", len(got), len(frags))
 	}
 }
 

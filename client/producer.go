@@ -19,11 +19,12 @@ import (
 	"github.com/openkvs/kvs/mkv"
 )
 
-// DefaultMaxInFlight and DefaultMaxInFlightBytes are the defaults of ProducerConfig.MaxInFlight
-// and MaxInFlightBytes.
+// DefaultMaxInFlight, DefaultMaxInFlightBytes and DefaultStalenessTimeout are the defaults of
+// ProducerConfig.MaxInFlight, MaxInFlightBytes and StalenessTimeout.
 const (
 	DefaultMaxInFlight      = 16
 	DefaultMaxInFlightBytes = 16 << 20
+	DefaultStalenessTimeout = 20 * time.Second
 )
 
 // ProducerConfig configures a Producer.
@@ -44,6 +45,12 @@ type ProducerConfig struct {
 	// wait between attempts (default DefaultRetryBackoff), doubling up to 10 s.
 	MaxAttempts  int
 	RetryBackoff time.Duration
+	// StalenessTimeout is how long a connection may receive nothing at all (no ACK, no IDLE)
+	// while fragments sent on it wait for their final ACK: then it is taken as dead (a frozen
+	// server, a middlebox that dropped the flow while TCP stays open) and the producer
+	// reconnects, as the KVS producer SDKs' connection staleness check does. kvs server sends
+	// IDLE every 3 s. Default DefaultStalenessTimeout; negative: never.
+	StalenessTimeout time.Duration
 	// OnAck, if set, is called for every ACK event of every connection (IDLE included), in order,
 	// from the producer's ack-reading goroutine. It must not block for long: it delays ACK reading.
 	OnAck func(Ack)
@@ -83,13 +90,15 @@ type FragmentFailure struct {
 // ProducerError is returned by Close when fragments were not stored: Failed lists them in send
 // order. Err, when not nil, is what stopped the producer (unreachable server, a fatal ERROR ack,
 // a cancelled Close). With a spool, the fragments not sent are not failures: Spooled counts what
-// the spool keeps for a later producer, and Dropped what was dropped because it was full.
+// the spool keeps for a later producer, Dropped what was dropped because it was full, and
+// Corrupt what could not be read back from it (a damaged disk) and was skipped.
 type ProducerError struct {
 	Failed   []FragmentFailure
 	Err      error
 	Spooled  int
 	SpoolDir string
 	Dropped  int
+	Corrupt  int
 }
 
 func (e *ProducerError) Error() string {
@@ -102,6 +111,9 @@ func (e *ProducerError) Error() string {
 	}
 	if e.Dropped > 0 {
 		parts = append(parts, fmt.Sprintf("%d fragment(s) were dropped because the spool %s was full", e.Dropped, e.SpoolDir))
+	}
+	if e.Corrupt > 0 {
+		parts = append(parts, fmt.Sprintf("%d fragment(s) in the spool %s could not be read back (damaged records) and were not sent", e.Corrupt, e.SpoolDir))
 	}
 	if len(e.Failed) > 0 {
 		var b strings.Builder
@@ -233,6 +245,7 @@ func NewProducer(c *Client, cfg ProducerConfig) (*Producer, error) {
 	cfg.MaxInFlightBytes = cmp.Or(max(cfg.MaxInFlightBytes, 0), DefaultMaxInFlightBytes)
 	cfg.MaxAttempts = cmp.Or(max(cfg.MaxAttempts, 0), DefaultMaxAttempts)
 	cfg.RetryBackoff = cmp.Or(max(cfg.RetryBackoff, 0), DefaultRetryBackoff)
+	cfg.StalenessTimeout = cmp.Or(cfg.StalenessTimeout, DefaultStalenessTimeout)
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Producer{c: c, cfg: cfg, ctx: ctx, cancel: cancel, done: make(chan struct{}), pumpDone: make(chan struct{})}
 	p.changed = sync.NewCond(&p.mu)
@@ -401,9 +414,9 @@ func (p *Producer) Close(ctx context.Context) error {
 	pe := &ProducerError{Failed: append([]FragmentFailure(nil), p.failed...), Err: p.err}
 	if sp := p.cfg.Spool; sp != nil {
 		st := sp.Stats()
-		pe.Spooled, pe.Dropped, pe.SpoolDir = st.Fragments, st.Dropped, sp.Dir()
+		pe.Spooled, pe.Dropped, pe.Corrupt, pe.SpoolDir = st.Fragments, st.Dropped, st.Corrupt, sp.Dir()
 	}
-	if pe.Err == nil && len(pe.Failed) == 0 && pe.Spooled == 0 && pe.Dropped == 0 {
+	if pe.Err == nil && len(pe.Failed) == 0 && pe.Spooled == 0 && pe.Dropped == 0 && pe.Corrupt == 0 {
 		return nil
 	}
 	return pe

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
@@ -68,6 +69,17 @@ func (p *Producer) connection(finalEvent string) (progress bool, err error) {
 	writeDone := make(chan error, 1)
 	go func() { writeDone <- conn.write(ctx, pw, first) }()
 
+	// The staleness check: a connection that receives nothing for StalenessTimeout while a
+	// fragment sent on it waits for its final ACK is given up (ctx), whether the response has
+	// begun or not. Every byte of the response pushes it back.
+	stale, heard := conn.watchStaleness(ctx, cancel)
+	staleErr := func(err error) error {
+		if stale.Load() {
+			return fmt.Errorf("putmedia %s: nothing received for %v with fragments waiting for their ACK: the connection is taken as dead", p.cfg.Stream, p.cfg.StalenessTimeout)
+		}
+		return err
+	}
+
 	// On failure the writer is stopped both ways: closing the pipe ends a Write in progress, and
 	// cancelling ctx wakes it when it waits for the next fragment (the transport may have taken
 	// everything written so far before the server answered).
@@ -76,10 +88,11 @@ func (p *Producer) connection(finalEvent string) (progress bool, err error) {
 		pr.CloseWithError(err)
 		cancel()
 		<-writeDone
-		return false, fmt.Errorf("putmedia %s: %w", p.cfg.Stream, err)
+		return false, staleErr(fmt.Errorf("putmedia %s: %w", p.cfg.Stream, err))
 	}
 	p.connected = true
 	defer resp.Body.Close()
+	heard()
 	if resp.StatusCode/100 != 2 {
 		apiErr := newAPIError("PutMedia", resp)
 		pr.CloseWithError(apiErr)
@@ -93,7 +106,7 @@ func (p *Producer) connection(finalEvent string) (progress bool, err error) {
 	p.stats.LastError, p.stats.Since = "", time.Time{}
 	p.changed.Broadcast()
 	p.mu.Unlock()
-	readErr := ReadAcks(resp.Body, conn.ack)
+	readErr := ReadAcks(heardReader{resp.Body, heard}, conn.ack)
 	// The response is over: stop the writer (it may be blocked on the pipe) and collect it.
 	pr.CloseWithError(errConnEnded)
 	cancel()
@@ -106,7 +119,7 @@ func (p *Producer) connection(finalEvent string) (progress bool, err error) {
 		return progress, conn.stopErr
 	}
 	if readErr != nil {
-		return progress, fmt.Errorf("putmedia %s: reading ACKs: %w", p.cfg.Stream, readErr)
+		return progress, staleErr(fmt.Errorf("putmedia %s: reading ACKs: %w", p.cfg.Stream, readErr))
 	}
 	for _, e := range conn.sent {
 		if !e.final {
@@ -120,6 +133,58 @@ func (p *Producer) connection(finalEvent string) (progress bool, err error) {
 		return progress, fmt.Errorf("putmedia %s: the server ended the response early", p.cfg.Stream)
 	}
 	return progress, nil
+}
+
+// watchStaleness checks the connection until ctx ends: when nothing was received (heard, from
+// the response's reader) for StalenessTimeout while a fragment sent on it is not final, it sets
+// stale and calls cancel. With StalenessTimeout negative it does nothing.
+func (c *putConn) watchStaleness(ctx context.Context, cancel func()) (stale *atomic.Bool, heard func()) {
+	p := c.p
+	stale = new(atomic.Bool)
+	var last atomic.Int64 // UnixNano of the connection's start or the last byte received
+	last.Store(time.Now().UnixNano())
+	heard = func() { last.Store(time.Now().UnixNano()) }
+	d := p.cfg.StalenessTimeout
+	if d <= 0 {
+		return stale, heard
+	}
+	go func() {
+		t := time.NewTicker(max(d/4, time.Millisecond))
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				if now.Sub(time.Unix(0, last.Load())) < d {
+					continue
+				}
+				p.mu.Lock()
+				waiting := !c.allFinalLocked()
+				p.mu.Unlock()
+				if waiting {
+					stale.Store(true)
+					cancel()
+					return
+				}
+			}
+		}
+	}()
+	return stale, heard
+}
+
+// heardReader calls heard whenever bytes arrive.
+type heardReader struct {
+	r     io.Reader
+	heard func()
+}
+
+func (r heardReader) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	if n > 0 {
+		r.heard()
+	}
+	return n, err
 }
 
 // putConn is the state of one PutMedia connection.

@@ -108,6 +108,7 @@ type Spool struct {
 	sealed  bool
 	closed  bool
 	stats   SpoolStats
+	notices []string // raised with s.mu held, for flushNotices
 }
 
 // spoolSegment is one segment file.
@@ -154,14 +155,36 @@ func OpenSpool(cfg SpoolConfig) (*Spool, error) {
 	return s, nil
 }
 
+// notice tells Notice now: s.mu is not held. noticeLocked is for code that holds s.mu (and
+// maybe the producer's lock, through done): the message waits for flushNotices, which the
+// operation calls once it holds neither, so that a Notice that asks Stats (the spool's or the
+// producer's) cannot deadlock. A message raised under done waits for the next append, next or
+// Close.
 func (s *Spool) notice(format string, args ...any) {
 	if s.cfg.Notice != nil {
 		s.cfg.Notice(fmt.Sprintf(format, args...))
 	}
 }
 
+func (s *Spool) noticeLocked(format string, args ...any) {
+	if s.cfg.Notice != nil {
+		s.notices = append(s.notices, fmt.Sprintf(format, args...))
+	}
+}
+
+// flushNotices delivers the messages noticeLocked queued. s.mu must not be held.
+func (s *Spool) flushNotices() {
+	s.mu.Lock()
+	msgs := s.notices
+	s.notices = nil
+	s.mu.Unlock()
+	for _, m := range msgs {
+		s.cfg.Notice(m)
+	}
+}
+
 // writeFileAtomic replaces path with data (a temporary file renamed over it). It is not synced:
-// losing the last update to a crash only repeats work (acked) or is redone (stream).
+// losing the last update to a crash only repeats work (the acked mark).
 func writeFileAtomic(path string, data []byte) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
@@ -170,10 +193,35 @@ func writeFileAtomic(path string, data []byte) error {
 	return os.Rename(tmp, path)
 }
 
+// writeFileSynced is writeFileAtomic made durable: the data is fdatasynced before the rename and
+// the directory after it.
+func writeFileSynced(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = fsync.Data(f)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = fsync.Dir(filepath.Dir(path))
+	}
+	return err
+}
+
 // append writes one record (stream header and fragment), synced, and returns its sequence number.
 // When the spool would grow over MaxBytes the oldest segments are dropped first. Only one
 // goroutine may append at a time (the Producer's Send).
 func (s *Spool) append(header, body []byte, timecode int64, scale uint64) (uint64, error) {
+	defer s.flushNotices()                                                                                               // after the deferred unlock below
 	h := spoolRecordHeader{HeaderLen: uint32(len(header)), BodyLen: uint32(len(body)), Timecode: timecode, Scale: scale} //nolint:gosec // bounded below
 	size := h.size()
 	switch {
@@ -286,7 +334,7 @@ func (s *Spool) makeRoom(size int64) {
 	if dropped > 0 {
 		s.stats.Dropped += dropped
 		s.stats.DroppedBytes += droppedBytes
-		s.notice("spool %s is full (%d bytes): dropped the %d oldest fragments (%d bytes); %d dropped since start",
+		s.noticeLocked("spool %s is full (%d bytes): dropped the %d oldest fragments (%d bytes); %d dropped since start",
 			s.cfg.Dir, s.cfg.MaxBytes, dropped, droppedBytes, s.stats.Dropped)
 	}
 }
@@ -326,7 +374,7 @@ func (s *Spool) removeSegment(g *spoolSegment) {
 	}
 	s.segs = slices.DeleteFunc(s.segs, func(x *spoolSegment) bool { return x == g })
 	if err := os.Remove(g.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		s.notice("spool: removing %s: %v", g.path, err)
+		s.noticeLocked("spool: removing %s: %v", g.path, err)
 	}
 }
 
@@ -335,6 +383,7 @@ func (s *Spool) removeSegment(g *spoolSegment) {
 // the spool is sealed and every record was handed out, and ctx.Err() when ctx is done. The
 // record's Body comes from internal/bufpool: the caller owns it.
 func (s *Spool) next(ctx context.Context) (rec spoolRecord, queued int, err error) {
+	defer s.flushNotices()
 	for {
 		s.mu.Lock()
 		g, off, ok := s.locate()
@@ -496,7 +545,7 @@ func (s *Spool) saveAcked() {
 	binary.LittleEndian.PutUint64(b[:], s.acked)
 	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b[:8], castagnoli))
 	if err := writeFileAtomic(filepath.Join(s.cfg.Dir, spoolAckedFile), b[:]); err != nil {
-		s.notice("spool: writing %s: %v (the fragments after %d will be sent again)", spoolAckedFile, err, s.saved)
+		s.noticeLocked("spool: writing %s: %v (the fragments after %d will be sent again)", spoolAckedFile, err, s.saved)
 		return
 	}
 	s.saved, s.savedAt = s.acked, time.Now()
@@ -550,6 +599,7 @@ func (s *Spool) Dir() string { return s.cfg.Dir }
 // Close closes the spool's files and releases its lock; what it holds stays on disk for the next
 // OpenSpool. Close the Producer that uses it first.
 func (s *Spool) Close() error {
+	defer s.flushNotices() // after the deferred unlock below
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

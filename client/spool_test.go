@@ -577,3 +577,119 @@ func TestProducerSpoolRate(t *testing.T) {
 	}
 	checkTimecodes(t, consumeAll(t, c, "cam"), frags)
 }
+
+// A Notice that asks the spool's Stats (as a status line would) does not deadlock: messages
+// raised while the spool's lock is held (the spool full, a segment that cannot be removed, the
+// acked mark not written) are delivered once it is let go. Before, the first full spool hung.
+func TestSpoolNoticeMayAskStats(t *testing.T) {
+	t.Parallel()
+	var s *Spool
+	var mu sync.Mutex
+	var notices []string
+	s, err := OpenSpool(SpoolConfig{Dir: t.TempDir(), Stream: "cam", MaxBytes: MinSpoolMaxBytes, segmentBytes: 64 << 10, Notice: func(m string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if s != nil {
+			m += fmt.Sprintf(" (%d fragments)", s.Stats().Fragments)
+		}
+		notices = append(notices, m)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 40 {
+			h, b := spoolPayload(i, 16<<10)
+			if _, err := s.append(h, b, int64(i), 1e6); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("appends to a full spool deadlocked: Notice was called with the spool's lock held")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(notices) == 0 || !strings.Contains(notices[0], "is full") || !strings.Contains(notices[0], "fragments)") {
+		t.Errorf("notices %q, want the spool full, told with its Stats", notices)
+	}
+}
+
+// A spool whose stream file came back empty (created, not yet on disk when the power went) opens
+// and records the stream again; its fragments are kept. Before, OpenSpool refused it as
+// another stream's ("").
+func TestSpoolEmptyStreamFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := openTestSpool(t, dir, 0, 0, nil)
+	appendN(t, s, 0, 3, 1000)
+	s.Close()
+	if err := os.WriteFile(filepath.Join(dir, spoolStream), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openTestSpool(t, dir, 0, 0, nil)
+	if st := s2.Stats(); st.Fragments != 3 {
+		t.Errorf("stats %+v, want the 3 fragments kept", st)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, spoolStream)); err != nil || string(b) != "cam" {
+		t.Errorf("stream file %q (%v), want cam", b, err)
+	}
+}
+
+// Spooled fragments that cannot be read back (a damaged record) are skipped, and Close says so:
+// it returned nil as if every fragment had been stored.
+func TestProducerSpoolCorruptReported(t *testing.T) {
+	t.Parallel()
+	fs := newFlakyServer(t)
+	frags := shiftedFragments(t, "h264_aac.mkv", 12)
+	dir := t.TempDir()
+	retention := 24
+	sp := openTestSpool(t, dir, 0, 64<<10, nil)
+	p, err := NewProducer(fs.client(t), ProducerConfig{Stream: "cam", Spool: sp, RetentionHours: &retention, RetryBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range frags {
+		if err := p.Send(t.Context(), f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	_ = p.Close(ctx) // the endpoint is down: everything stays spooled
+	sp.Close()
+	segs := spoolFiles(t, dir)
+	if len(segs) < 2 {
+		t.Fatalf("segments %v, want several", segs)
+	}
+	first := segs[0]
+	b, err := os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 0xff // inside a record's payload
+	if err := os.WriteFile(first, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	fs.up()
+	sp2 := openTestSpool(t, dir, 0, 64<<10, nil)
+	p2, err := NewProducer(fs.client(t), ProducerConfig{Stream: "cam", Spool: sp2, RetryBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p2.Close(t.Context())
+	var pe *ProducerError
+	if !errors.As(err, &pe) || pe.Corrupt == 0 || !strings.Contains(err.Error(), "could not be read back") {
+		t.Fatalf("Close: %v, want the skipped fragments reported", err)
+	}
+	if st := p2.Stats(); st.Stored+pe.Corrupt != len(frags) {
+		t.Errorf("stored %d + corrupt %d, want %d", st.Stored, pe.Corrupt, len(frags))
+	}
+}

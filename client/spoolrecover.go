@@ -114,13 +114,16 @@ func (s *Spool) checkStream() error {
 	switch {
 	case err == nil && string(b) == s.cfg.Stream:
 		return nil
+	case err == nil && len(b) == 0:
+		// Written but not on disk yet when the power went (spools made before the write was
+		// synced): no name recorded, as if missing.
 	case err == nil && s.stats.Fragments > 0:
 		return fmt.Errorf("it holds %d fragments of stream %q, not %q: send them with --stream-name %s first, or use another spool directory",
 			s.stats.Fragments, string(b), s.cfg.Stream, string(b))
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return err
 	}
-	return writeFileAtomic(path, []byte(s.cfg.Stream))
+	return writeFileSynced(path, []byte(s.cfg.Stream))
 }
 
 // readAcked reads the acked mark; a missing or damaged file reads as 0 (everything is sent again:
