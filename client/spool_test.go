@@ -447,6 +447,25 @@ func checkTimecodes(t *testing.T, got, want []*mkv.Fragment) {
 	}
 }
 
+// spoolWhileDown sends frags with a producer on spool sp while fs is down, and returns what
+// Close says after 100 ms: they stay in the spool.
+func spoolWhileDown(t *testing.T, fs *flakyServer, sp *Spool, frags []*mkv.Fragment) error {
+	t.Helper()
+	retention := 24
+	p, err := NewProducer(fs.client(t), ProducerConfig{Stream: "cam", Spool: sp, RetentionHours: &retention, RetryBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range frags {
+		if err := p.Send(t.Context(), f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	return p.Close(ctx)
+}
+
 // A producer that stops with fragments in its spool (a crash, or Close giving up) leaves them there;
 // the next producer on the same spool sends them first, then its own, in order.
 func TestProducerSpoolRestart(t *testing.T) {
@@ -454,22 +473,10 @@ func TestProducerSpoolRestart(t *testing.T) {
 	fs := newFlakyServer(t)
 	frags := shiftedFragments(t, "h264_aac.mkv", 12)
 	dir := t.TempDir()
-	retention := 24
 
 	sp := openTestSpool(t, dir, 0, 0, nil)
-	p, err := NewProducer(fs.client(t), ProducerConfig{Stream: "cam", Spool: sp, RetentionHours: &retention, RetryBackoff: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range frags[:8] {
-		if err := p.Send(t.Context(), f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-	defer cancel()
 	var pe *ProducerError
-	if err := p.Close(ctx); !errors.As(err, &pe) || pe.Spooled != 8 || len(pe.Failed) != 0 || !strings.Contains(err.Error(), "8 fragment(s) not sent are kept in the spool") {
+	if err := spoolWhileDown(t, fs, sp, frags[:8]); !errors.As(err, &pe) || pe.Spooled != 8 || len(pe.Failed) != 0 || !strings.Contains(err.Error(), "8 fragment(s) not sent are kept in the spool") {
 		t.Fatalf("Close with the endpoint down: %v, want the 8 fragments kept in the spool", err)
 	}
 	sp.Close()
@@ -649,20 +656,8 @@ func TestProducerSpoolCorruptReported(t *testing.T) {
 	fs := newFlakyServer(t)
 	frags := shiftedFragments(t, "h264_aac.mkv", 12)
 	dir := t.TempDir()
-	retention := 24
 	sp := openTestSpool(t, dir, 0, 64<<10, nil)
-	p, err := NewProducer(fs.client(t), ProducerConfig{Stream: "cam", Spool: sp, RetentionHours: &retention, RetryBackoff: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range frags {
-		if err := p.Send(t.Context(), f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
-	defer cancel()
-	_ = p.Close(ctx) // the endpoint is down: everything stays spooled
+	_ = spoolWhileDown(t, fs, sp, frags) // everything stays spooled
 	sp.Close()
 	segs := spoolFiles(t, dir)
 	if len(segs) < 2 {
