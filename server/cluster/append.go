@@ -281,7 +281,12 @@ type fragKey struct {
 }
 
 // commit inserts the index rows of b's fragments, each only under its lease's epoch, and
-// returns which are in the index now. Run again after a failure whose outcome is unknown, it
+// returns which are in the index now. The epoch check locks the stream rows it reads (FOR SHARE):
+// a take of the lease by another node (an UPDATE of the row) waits for this transaction, or this
+// one sees the new epoch and inserts nothing. Without the lock, under READ COMMITTED, a commit
+// that had checked the epoch and then stalled before COMMIT went through after another node had
+// taken the stream and committed higher numbers (a node frozen there holds the lock until
+// PostgreSQL ends its session: idle_in_transaction_session_timeout, set on the pool). Run again after a failure whose outcome is unknown, it
 // finds the rows the first run committed (they name the same object).
 func (s *Store) commit(ctx context.Context, b *batch) (map[fragKey]bool, error) {
 	n := len(b.frags)
@@ -306,9 +311,13 @@ func (s *Store) commit(ctx context.Context, b *batch) (map[fragKey]bool, error) 
 			FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])
 				AS v(sid, epoch, num, sns, pns, dns, size, off, crc)
 			JOIN kvs_streams s ON s.id = v.sid AND s.epoch = v.epoch AND s.owner = $11
+			FOR SHARE OF s
 			ON CONFLICT DO NOTHING`,
 			objectID, sid, epoch, num, sns, pns, dns, size, off, crc, s.nodeID); err != nil {
 			return err
+		}
+		if s.testCommitHook != nil {
+			s.testCommitHook()
 		}
 		rows, err := tx.Query(ctx, `SELECT stream_id, number FROM kvs_fragments WHERE object_id = $1`, objectID)
 		if err != nil {

@@ -95,6 +95,10 @@ func (s *Store) take(ctx context.Context, name string) (*lease, string, error) {
 		return nil, "", dbErr(ctx, "take lease of "+name, err)
 	}
 	l.limit, l.next, l.retained, l.idleAt = uint64(hwm), uint64(hwm)-numberBlock+1, ret > 0, time.Now()
+	// Numbers below the new block were handed out under an earlier lease, maybe this node's,
+	// lost since: another writer may have committed higher ones meanwhile, so an append of one
+	// of them now would put it after them (ErrNumberOrder; its producer sends it again).
+	l.last = l.next - 1
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cur := s.leases[name]; cur != nil && !cur.lost {

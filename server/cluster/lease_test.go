@@ -33,6 +33,18 @@ func two(t *testing.T, mod func(*Config)) (a, b *Store, cfg Config) {
 	return a, b, cfg
 }
 
+// expireAndTake ends stream's lease (its owner stopped renewing, as a paused process would) and
+// has s take it.
+func expireAndTake(t *testing.T, s *Store, stream string) {
+	t.Helper()
+	if _, err := s.pool.Exec(t.Context(), `UPDATE kvs_streams SET lease_expires = now() - interval '1 second' WHERE name = $1`, stream); err != nil {
+		t.Fatal(err)
+	}
+	if owner, err := s.Acquire(t.Context(), stream); err != nil || owner != "" {
+		t.Fatalf("acquiring the expired lease of %s: %q, %v", stream, owner, err)
+	}
+}
+
 func appendAt(t *testing.T, s *Store, stream string, at time.Time) (uint64, func(context.Context) error) {
 	t.Helper()
 	n, err := s.NextNumber(t.Context(), stream)
@@ -80,12 +92,7 @@ func TestLeaseFencing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.pool.Exec(ctx, `UPDATE kvs_streams SET lease_expires = now() - interval '1 second' WHERE name = 'cam'`); err != nil {
-		t.Fatal(err)
-	}
-	if owner, err := b.Acquire(ctx, "cam"); err != nil || owner != "" {
-		t.Fatalf("b acquires an expired lease: %q, %v", owner, err)
-	}
+	expireAndTake(t, b, "cam")
 	// a wakes up and appends what it had: fenced.
 	wait, err = a.AppendAsync(ctx, "cam", store.FragmentMeta{Number: n2, ServerTime: base.Add(time.Second)}, []byte("late"))
 	if err != nil {
@@ -231,6 +238,7 @@ func TestBatchObjects(t *testing.T) {
 	s := openStore(t, cfg)
 	t.Cleanup(func() { s.Close() })
 	s.objectGrace, s.orphanAge, s.orphanEvery = 0, 0, 0
+	s.objectsPerQuery = 1 // the two objects that go at the end take a pass of two queries
 	ctx := t.Context()
 	for name, hours := range map[string]int{"short": 1, "long": 10} {
 		if err := s.CreateStream(ctx, store.Stream{Name: name, RetentionHours: hours}); err != nil {
@@ -279,11 +287,31 @@ func TestBatchObjects(t *testing.T) {
 	if got := objects(); len(got) != 2 {
 		t.Fatalf("after short expired: objects %v, want the 2 batch objects", got)
 	}
+	// A reader that looked a fragment up before its object went gets ErrFragmentNotFound (it
+	// was a 5xx: store.ErrUnavailable).
+	long, err := s.Range(ctx, "long", 0, 1)
+	if err != nil || len(long) != 1 {
+		t.Fatal(long, err)
+	}
+	objectOf := func() string {
+		var key string
+		if err := s.pool.QueryRow(ctx, `SELECT o.key FROM kvs_fragments f JOIN kvs_objects o ON o.id = f.object_id
+			JOIN kvs_streams st ON st.id = f.stream_id WHERE st.name = 'long' AND f.number = $1`, int64(long[0].Number)).Scan(&key); err != nil {
+			t.Fatal(err)
+		}
+		return key
+	}
+	if _, err := s.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(cfg.Objects.Bucket), Key: aws.String(objectOf())}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.AppendPayload(ctx, "long", long[0].Number, nil); !errors.Is(err, store.ErrFragmentNotFound) {
+		t.Errorf("a fragment whose object was deleted: %v, want ErrFragmentNotFound", err)
+	}
 	if n, err := s.EnforceRetention(ctx, base.Add(11*time.Hour)); err != nil || n != 4 {
 		t.Fatalf("retention: %d, %v; want 4", n, err)
 	}
 	if got := objects(); len(got) != 0 {
-		t.Fatalf("after every fragment expired: objects %v, want none", got)
+		t.Fatalf("after every fragment expired: objects %v, want none (in one pass)", got)
 	}
 }
 
@@ -431,4 +459,124 @@ func TestCleanupLockPerCluster(t *testing.T) {
 	if n, err := a.EnforceRetention(ctx, base.Add(2*time.Hour)); err != nil || n != 1 {
 		t.Errorf("cluster A after its other node is done: %d, %v; want 1", n, err)
 	}
+}
+
+// TestOldNumberUnderNewLease: a number reserved under a lease that was lost meanwhile (another
+// node took the stream, committed higher numbers and let it go) is refused when the first
+// owner, taking the stream again, appends it: it would sort after the other node's. Before, it
+// was committed under the new epoch, below numbers committed earlier.
+func TestOldNumberUnderNewLease(t *testing.T) {
+	t.Parallel()
+	a, b, _ := two(t, func(c *Config) { c.LeaseTTL = time.Hour })
+	ctx := t.Context()
+	if err := a.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	old, err := a.NextNumber(ctx, "cam") // a fragment starts on a
+	if err != nil {
+		t.Fatal(err)
+	}
+	expireAndTake(t, b, "cam")
+	n, wait := appendAt(t, b, "cam", base)
+	if err := wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.Release("cam")
+	if err := a.renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// a's fragment ends: it appends the number it reserved, under a lease it takes again.
+	wait, err = a.AppendAsync(ctx, "cam", store.FragmentMeta{Number: old, ServerTime: base.Add(time.Second)}, []byte("late"))
+	if err == nil {
+		err = wait(ctx)
+	}
+	if !errors.Is(err, store.ErrNumberOrder) {
+		t.Errorf("append of %d reserved under the lost lease, after %d was committed: %v, want ErrNumberOrder", old, n, err)
+	}
+	got, err := a.Range(ctx, "cam", 0, 0)
+	if err != nil || len(got) != 1 || got[0].Number != n {
+		t.Errorf("stored %v, %v; want only %d", got, err, n)
+	}
+}
+
+// TestCommitFencedWhileStalled: a commit that checked its epoch and stalled before COMMIT (a
+// slow connection, a paused process) while its lease ran out and another node took the stream
+// and committed: the take waits for the stalled commit (which locks the stream row it checked),
+// so by the time the new owner's fragment is durable, every lower number that will ever be
+// listed is listed. Before, the take went ahead, and the old owner's fragment appeared below the
+// new owner's afterwards (a live reader past it never saw it).
+func TestCommitFencedWhileStalled(t *testing.T) {
+	t.Parallel()
+	a, b, _ := two(t, func(c *Config) { c.LeaseTTL = time.Hour })
+	ctx := t.Context()
+	if err := a.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	stalled, resume := make(chan struct{}), make(chan struct{})
+	var once, resumed sync.Once
+	release := func() { resumed.Do(func() { close(resume) }) }
+	t.Cleanup(release) // before the stores close (their cleanup waits for the commit)
+	a.testCommitHook = func() {
+		once.Do(func() {
+			close(stalled)
+			<-resume
+		})
+	}
+	n1, wait1 := appendAt(t, a, "cam", base)
+	<-stalled // a's commit has checked the epoch and inserted its row
+
+	// Meanwhile a's lease runs out and b takes the stream and appends.
+	type seen struct {
+		n2   uint64
+		list []store.FragmentMeta
+		err  error
+	}
+	bDone := make(chan seen, 1)
+	go func() {
+		var r seen
+		defer func() { bDone <- r }()
+		if _, r.err = b.pool.Exec(ctx, `UPDATE kvs_streams SET lease_expires = now() - interval '1 second' WHERE name = 'cam'`); r.err != nil {
+			return
+		}
+		if owner, err := b.Acquire(ctx, "cam"); err != nil || owner != "" {
+			r.err = fmt.Errorf("b acquires: %q, %v", owner, err)
+			return
+		}
+		if r.n2, r.err = b.NextNumber(ctx, "cam"); r.err != nil {
+			return
+		}
+		var wait func(context.Context) error
+		if wait, r.err = b.AppendAsync(ctx, "cam", store.FragmentMeta{Number: r.n2, ServerTime: base.Add(time.Second)}, []byte("b")); r.err != nil {
+			return
+		}
+		if r.err = wait(ctx); r.err != nil {
+			return
+		}
+		r.list, r.err = b.Range(ctx, "cam", 0, 0) // what a reader sees once b's fragment is durable
+	}()
+	time.Sleep(300 * time.Millisecond)
+	release()
+	if err := wait1(ctx); err != nil {
+		t.Fatalf("a's commit, checked before the take: %v", err)
+	}
+	r := <-bDone
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	final, err := b.Range(ctx, "cam", 0, 0)
+	if err != nil || len(final) != 2 || final[0].Number != n1 || final[1].Number != r.n2 {
+		t.Fatalf("stored %v, %v; want %d then %d", numbers(final), err, n1, r.n2)
+	}
+	if !slices.Equal(numbers(r.list), numbers(final)) {
+		t.Errorf("listed %v once b's fragment %d was durable, %v later: a's %d appeared below it afterwards",
+			numbers(r.list), r.n2, numbers(final), n1)
+	}
+}
+
+func numbers(ms []store.FragmentMeta) []uint64 {
+	var out []uint64
+	for _, m := range ms {
+		out = append(out, m.Number)
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/openkvs/kvs/internal/record"
@@ -161,6 +163,12 @@ func (s *Store) AppendPayload(ctx context.Context, name string, number uint64, b
 	if err != nil {
 		if ctx.Err() != nil {
 			return b, meta, ctx.Err()
+		}
+		var gone *s3types.NoSuchKey
+		if errors.As(err, &gone) {
+			// Purged between the lookup above and this GET (retention deletes an object in the
+			// pass that deletes its last row): gone, as the store's contract says, not a failure.
+			return b, meta, fmt.Errorf("%w: %s fragment %d (object %s deleted)", store.ErrFragmentNotFound, name, number, *key)
 		}
 		return b, meta, unavailable("object store: GET "+*key, err)
 	}

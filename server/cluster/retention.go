@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/jackc/pgx/v5"
@@ -19,15 +20,22 @@ import (
 const cleanupLock = 0x6b76735f // "kvs_"
 
 // Object cleanup timing: an object no fragment refers to any more is deleted once it is older
-// than objectGrace (a batch being committed has its row only after the commit, and readers that
-// looked a fragment up just before its purge may still GET it); objects a node PUT but never
+// than objectGrace (a batch being committed has its row only after the commit); objects a node PUT but never
 // committed (it died or lost its backends between the PUT and the commit) are found by listing
-// the recent hours' prefixes and deleted once older than orphanAge, every orphanEvery.
+// the recent hours' prefixes and deleted once older than orphanAge (by the object store's clock),
+// every orphanEvery. A reader that looked a fragment up just before its purge gets
+// ErrFragmentNotFound from the GET.
 const (
-	objectGrace = 2 * time.Minute
-	orphanAge   = 10 * time.Minute
-	orphanEvery = 10 * time.Minute
+	objectsPerQuery = 1000 // Store.objectsPerQuery
+	maxObjectRounds = 100  // per pass: 100,000 objects a minute
+	objectGrace     = 2 * time.Minute
+	orphanAge       = 10 * time.Minute
+	orphanEvery     = 10 * time.Minute
 )
+
+// unreferencedObjects lists up to $2 objects older than $1 seconds that no fragment refers to.
+const unreferencedObjects = `SELECT key FROM kvs_objects o WHERE o.created_at < now() - $1::float8 * interval '1 second'
+	AND NOT EXISTS (SELECT 1 FROM kvs_fragments f WHERE f.object_id = o.id) LIMIT $2`
 
 // EnforceRetention implements store.Store: it deletes the index rows of fragments older than
 // their stream's retention, as of now, and of the oldest fragments of each stream over its
@@ -63,8 +71,7 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 			AND NOT EXISTS (SELECT 1 FROM kvs_streams s WHERE s.owner = n.id)`); err != nil {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT key FROM kvs_objects o WHERE o.created_at < now() - $1::float8 * interval '1 second'
-			AND NOT EXISTS (SELECT 1 FROM kvs_fragments f WHERE f.object_id = o.id) LIMIT 1000`, s.objectGrace.Seconds())
+		rows, err := tx.Query(ctx, unreferencedObjects, s.objectGrace.Seconds(), s.objectsPerQuery)
 		if err != nil {
 			return err
 		}
@@ -85,16 +92,31 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 		s.log.Info("cluster: deleted the oldest fragments of a stream for its byte cap", "reason", "stream_cap",
 			"stream", c.name, "max_bytes", c.limit, "fragments", c.fragments, "bytes", c.bytes)
 	}
-	if err := s.deleteObjects(ctx, doomed); err != nil {
-		return int(deleted), err
-	}
-	if len(doomed) > 0 {
-		if _, err := s.pool.Exec(ctx, `DELETE FROM kvs_objects o WHERE key = ANY($1)
-			AND NOT EXISTS (SELECT 1 FROM kvs_fragments f WHERE f.object_id = o.id)`, doomed); err != nil {
+	// The objects no fragment refers to go, objectsPerQuery at a time: a pass goes on while a
+	// query comes back full (a pass a minute deleting at most 1000 fell behind for good at about
+	// 17 new objects a second, e.g. --flush-interval 0 and a few dozen cameras).
+	for round := 0; ; round++ {
+		if err := s.deleteObjects(ctx, doomed); err != nil {
+			return int(deleted), err
+		}
+		if len(doomed) > 0 {
+			if _, err := s.pool.Exec(ctx, `DELETE FROM kvs_objects o WHERE key = ANY($1)
+				AND NOT EXISTS (SELECT 1 FROM kvs_fragments f WHERE f.object_id = o.id)`, doomed); err != nil {
+				return int(deleted), dbErr(ctx, "object cleanup", err)
+			}
+			s.metrics.objectsDeleted.Add(float64(len(doomed)))
+			s.log.Info("cluster: objects deleted", "objects", len(doomed))
+		}
+		if len(doomed) < s.objectsPerQuery || round == maxObjectRounds-1 || ctx.Err() != nil {
+			break
+		}
+		rows, err := s.pool.Query(ctx, unreferencedObjects, s.objectGrace.Seconds(), s.objectsPerQuery)
+		if err != nil {
 			return int(deleted), dbErr(ctx, "object cleanup", err)
 		}
-		s.metrics.objectsDeleted.Add(float64(len(doomed)))
-		s.log.Info("cluster: objects deleted", "objects", len(doomed))
+		if doomed, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+			return int(deleted), dbErr(ctx, "object cleanup", err)
+		}
 	}
 	if time.Since(s.lastOrphanSweep()) > s.orphanEvery {
 		if err := s.sweepOrphans(ctx); err != nil {
@@ -152,9 +174,16 @@ func (s *Store) sweepOrphans(ctx context.Context) error {
 			if err != nil {
 				return unavailable("object store: list "+prefix, err)
 			}
+			// An object's age by the object store's own clock (LastModified against the Date of
+			// this answer), not this node's: a node whose clock ran ahead took objects between
+			// their PUT and their commit for orphans, and deleted committed fragments' bytes.
+			storeNow, ok := awsmiddleware.GetServerTime(page.ResultMetadata)
+			if !ok {
+				storeNow = time.Now()
+			}
 			var keys []string
 			for _, o := range page.Contents {
-				if o.LastModified != nil && now.Sub(*o.LastModified) > s.orphanAge {
+				if o.LastModified != nil && storeNow.Sub(*o.LastModified) >= s.orphanAge { // both to the second
 					keys = append(keys, aws.ToString(o.Key))
 				}
 			}

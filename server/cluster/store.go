@@ -50,11 +50,14 @@ type Store struct {
 	orphanSweep time.Time // the last sweepOrphans (retention.go)
 	// The cleanup ages (retention.go); tests shorten them.
 	objectGrace, orphanAge, orphanEvery time.Duration
+	objectsPerQuery                     int // objects deleted per query of a cleanup pass
 
 	stop context.CancelFunc // ends the background loops
 	bg   sync.WaitGroup
 
 	metrics *metrics
+
+	testCommitHook func() // set by a test before any append: runs in each commit's transaction, after the INSERT
 }
 
 // defaultMaxConns is the size of a node's PostgreSQL pool when the index URL does not set
@@ -78,6 +81,11 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		pcfg.MaxConns = defaultMaxConns
 	} else if pcfg.MaxConns < 2 {
 		return nil, fmt.Errorf("cluster: index URL: pool_max_conns=%d: a node needs at least 2 connections (one LISTENs for commits)", pcfg.MaxConns)
+	}
+	if _, set := pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"]; !set {
+		// A node frozen inside a commit (which locks its streams' rows, see commit) must not
+		// hold another node's takeover for longer than this.
+		pcfg.ConnConfig.RuntimeParams["idle_in_transaction_session_timeout"] = "30s"
 	}
 	if pcfg.ConnConfig.ConnectTimeout == 0 {
 		// A PostgreSQL host that does not answer at all (not even with a refusal) must not hold
@@ -111,7 +119,7 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, log: cfg.Log, pool: pool, s3: client, key: key, notify: channel,
 		nodeID: "n-" + strings.ToLower(rand.Text()[:12]), leases: map[string]*lease{}, freeing: map[string]chan struct{}{},
-		objectGrace: objectGrace, orphanAge: orphanAge, orphanEvery: orphanEvery, metrics: newMetrics()}
+		objectGrace: objectGrace, orphanAge: orphanAge, orphanEvery: orphanEvery, objectsPerQuery: objectsPerQuery, metrics: newMetrics()}
 	if err := s.checkBucket(pingCtx); err != nil {
 		pool.Close()
 		return nil, err
