@@ -177,13 +177,18 @@ func (s *Store) sweepOrphans(ctx context.Context) error {
 			// An object's age by the object store's own clock (LastModified against the Date of
 			// this answer), not this node's: a node whose clock ran ahead took objects between
 			// their PUT and their commit for orphans, and deleted committed fragments' bytes.
+			// Date has whole seconds (cut), LastModified is to the second too (versitygw
+			// rounds it): an age may come out up to two seconds short, nothing next to
+			// orphanAge's minutes.
 			storeNow, ok := awsmiddleware.GetServerTime(page.ResultMetadata)
-			if !ok {
+			if ok {
+				storeNow = storeNow.Add(2 * time.Second)
+			} else {
 				storeNow = time.Now()
 			}
 			var keys []string
 			for _, o := range page.Contents {
-				if o.LastModified != nil && storeNow.Sub(*o.LastModified) >= s.orphanAge { // both to the second
+				if o.LastModified != nil && storeNow.Sub(*o.LastModified) > s.orphanAge {
 					keys = append(keys, aws.ToString(o.Key))
 				}
 			}
