@@ -24,7 +24,7 @@ import (
 const (
 	DefaultMaxInFlight      = 16
 	DefaultMaxInFlightBytes = 16 << 20
-	DefaultStalenessTimeout = 20 * time.Second
+	DefaultStalenessTimeout = 30 * time.Second
 )
 
 // ProducerConfig configures a Producer.
@@ -48,8 +48,9 @@ type ProducerConfig struct {
 	// StalenessTimeout is how long a connection may receive nothing at all (no ACK, no IDLE)
 	// while fragments sent on it wait for their final ACK: then it is taken as dead (a frozen
 	// server, a middlebox that dropped the flow while TCP stays open) and the producer
-	// reconnects, as the KVS producer SDKs' connection staleness check does. kvs server sends
-	// IDLE every 3 s. Default DefaultStalenessTimeout; negative: never.
+	// reconnects, as the KVS producer SDKs' connection staleness check does (the C++ SDK's
+	// StreamDefinition default is 30 s, as this one's). kvs server sends IDLE every 3 s.
+	// Default DefaultStalenessTimeout; negative: never.
 	StalenessTimeout time.Duration
 	// OnAck, if set, is called for every ACK event of every connection (IDLE included), in order,
 	// from the producer's ack-reading goroutine. It must not block for long: it delays ACK reading.
