@@ -195,12 +195,19 @@ func (m *media) startAfter(ctx context.Context, name string, buf *streamBuffer, 
 	if spec.Type == selProducerTimestamp {
 		kind = store.ProducerTime
 	}
+	// Where NOW stands is read first: when no fragment starts at or after the time, delivery
+	// starts there. Read after the search, it could lie past a fragment published in between
+	// that the time selects (the search did not see it, NOW would step over it).
+	now, err := m.startAfter(ctx, name, buf, startSpec{Type: selNow})
+	if err != nil {
+		return 0, err
+	}
 	n, found, err := m.findByTime(ctx, name, buf, kind, spec.Time)
 	if err != nil {
 		return 0, fmt.Errorf("get media %s: %w", name, err)
 	}
 	if !found {
-		return m.startAfter(ctx, name, buf, startSpec{Type: selNow})
+		return now, nil
 	}
 	return n - 1, nil
 }
