@@ -116,7 +116,10 @@ const (
 type ConsumerConfig struct {
 	// Stream is a stream name, or an ARN when it starts with "arn:".
 	Stream string
-	// Start is where the first request starts (zero: NOW).
+	// Start is where the first request starts (zero: NOW). Later requests continue after the
+	// last fragment delivered; a NOW whose connection ends before its first fragment starts
+	// again from the server's time of its first answer (SERVER_TIMESTAMP), so that what was
+	// published meanwhile is not stepped over.
 	Start StartSelector
 	// NoFollow stops at the live edge: the request carries NoFollowHeader, and because real KVS
 	// ignores it, Next also ends (io.EOF) when no byte arrives for IdleTimeout.
@@ -220,11 +223,12 @@ type Consumer struct {
 	idleHit bool
 	idleMu  sync.Mutex
 
-	token     string // continuation token (or fragment number) of the last delivered fragment
-	attempts  int    // connections in a row that delivered nothing
-	delivered bool   // the current connection delivered a fragment
-	connected bool   // a GetMedia request got an answer
-	err       error  // sticky
+	token     string    // continuation token (or fragment number) of the last delivered fragment
+	nowAt     time.Time // Start NOW: the server's time (Date) of the first answer, until a token
+	attempts  int       // connections in a row that delivered nothing
+	delivered bool      // the current connection delivered a fragment
+	connected bool      // a GetMedia request got an answer
+	err       error     // sticky
 	closed    bool
 }
 
@@ -338,8 +342,14 @@ func (c *Consumer) read(ctx context.Context) (*mkv.Fragment, error) {
 
 func (c *Consumer) connect(ctx context.Context) error {
 	sel := c.cfg.Start
-	if c.token != "" {
+	switch {
+	case c.token != "":
 		sel = StartSelector{Type: StartContinuationToken, ContinuationToken: c.token}
+	case !c.nowAt.IsZero():
+		// A NOW that lost its connection before its first fragment: NOW again would step over
+		// what was published meanwhile. Start from when the first answer came instead (by the
+		// server's clock, to the second: the fragment in progress then may come too).
+		sel = StartSelector{Type: StartServerTimestamp, StartTimestamp: c.nowAt}
 	}
 	ep, err := c.c.DataEndpoint(ctx, c.cfg.Stream, types.APINameGetMedia)
 	if err != nil {
@@ -379,6 +389,11 @@ func (c *Consumer) connect(ctx context.Context) error {
 	}
 	c.body = resp.Body
 	c.delivered = false
+	if c.token == "" && c.nowAt.IsZero() && (sel.Type == "" || sel.Type == StartNow) {
+		if c.nowAt, err = http.ParseTime(resp.Header.Get("Date")); err != nil {
+			c.nowAt = time.Now()
+		}
+	}
 	var src io.Reader = resp.Body
 	if c.cfg.IdleTimeout > 0 {
 		c.idleMu.Lock()

@@ -621,6 +621,55 @@ func TestConsumerNowSeesLiveFragments(t *testing.T) {
 	}
 }
 
+// A NOW consumer whose first connection ends before any fragment (a dropped connection, a
+// proxy's idle cut) reconnects from the server time of its first answer: what was published
+// while it waited to reconnect comes, not only what comes after the reconnect. Before, it sent
+// NOW again and stepped over those fragments.
+func TestConsumerNowReconnectBeforeFirstFragment(t *testing.T) {
+	t.Parallel()
+	var gets atomic.Int32
+	firstEnded := make(chan struct{})
+	m := startMedia(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/getMedia") && gets.Add(1) == 1 {
+				w.Header().Set("Content-Type", "video/webm")
+				w.WriteHeader(http.StatusOK) // then the response ends: no fragment
+				close(firstEnded)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}, nil)
+	m.createStream(t, "live", 24)
+	frags := clipFragments(t, "h264.mkv", time.Second)
+	cons, err := NewConsumer(m.client, ConsumerConfig{Stream: "live", RetryBackoff: time.Second}) // NOW, following
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	got := make(chan *mkv.Fragment, 1)
+	go func() {
+		f, err := cons.Next(t.Context())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- f
+	}()
+	<-firstEnded
+	// While the consumer waits to reconnect, a fragment is stored.
+	if _, err := produce(t, m.client, ProducerConfig{Stream: "live"}, frags[:1]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case f := <-got:
+		if f == nil || producerMillis(t, f) != frags[0].Timecode {
+			t.Fatalf("got %v, want the fragment stored while the consumer reconnected", f)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the fragment stored while the consumer reconnected never came (%d GetMedia requests)", gets.Load())
+	}
+}
+
 func TestListFragmentsPaging(t *testing.T) {
 	t.Parallel()
 	m := startMedia(t, nil, nil)
