@@ -183,26 +183,18 @@ func (s *Spool) flushNotices() {
 	}
 }
 
-// writeFileAtomic replaces path with data (a temporary file renamed over it). It is not synced:
-// losing the last update to a crash only repeats work (the acked mark).
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// writeFileSynced is writeFileAtomic made durable: the data is fdatasynced before the rename and
-// the directory after it.
-func writeFileSynced(path string, data []byte) error {
+// writeFileAtomic replaces path with data (a temporary file renamed over it). With durable,
+// the data is fdatasynced before the rename and the directory after it (the stream file: a
+// spool whose name file is lost cannot be opened for its stream); without, losing the last
+// update to a crash only repeats work (the acked mark).
+func writeFileAtomic(path string, data []byte, durable bool) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
 	}
 	_, err = f.Write(data)
-	if err == nil {
+	if err == nil && durable {
 		err = fsync.Data(f)
 	}
 	if cerr := f.Close(); err == nil {
@@ -211,7 +203,7 @@ func writeFileSynced(path string, data []byte) error {
 	if err == nil {
 		err = os.Rename(tmp, path)
 	}
-	if err == nil {
+	if err == nil && durable {
 		err = fsync.Dir(filepath.Dir(path))
 	}
 	return err
@@ -221,7 +213,8 @@ func writeFileSynced(path string, data []byte) error {
 // When the spool would grow over MaxBytes the oldest segments are dropped first. Only one
 // goroutine may append at a time (the Producer's Send).
 func (s *Spool) append(header, body []byte, timecode int64, scale uint64) (uint64, error) {
-	defer s.flushNotices()                                                                                               // after the deferred unlock below
+	// Notices go out after the deferred unlock below.
+	defer s.flushNotices()
 	h := spoolRecordHeader{HeaderLen: uint32(len(header)), BodyLen: uint32(len(body)), Timecode: timecode, Scale: scale} //nolint:gosec // bounded below
 	size := h.size()
 	switch {
@@ -544,7 +537,7 @@ func (s *Spool) saveAcked() {
 	var b [12]byte
 	binary.LittleEndian.PutUint64(b[:], s.acked)
 	binary.LittleEndian.PutUint32(b[8:], crc32.Checksum(b[:8], castagnoli))
-	if err := writeFileAtomic(filepath.Join(s.cfg.Dir, spoolAckedFile), b[:]); err != nil {
+	if err := writeFileAtomic(filepath.Join(s.cfg.Dir, spoolAckedFile), b[:], false); err != nil {
 		s.noticeLocked("spool: writing %s: %v (the fragments after %d will be sent again)", spoolAckedFile, err, s.saved)
 		return
 	}

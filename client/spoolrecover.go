@@ -123,7 +123,7 @@ func (s *Spool) checkStream() error {
 	case err != nil && !errors.Is(err, fs.ErrNotExist):
 		return err
 	}
-	return writeFileSynced(path, []byte(s.cfg.Stream))
+	return writeFileAtomic(path, []byte(s.cfg.Stream), true)
 }
 
 // readAcked reads the acked mark; a missing or damaged file reads as 0 (everything is sent again:
