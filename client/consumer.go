@@ -129,9 +129,10 @@ type ConsumerConfig struct {
 	// token. 0 means DefaultConsumerIdleTimeout with NoFollow and no limit without it (a live stream
 	// may legitimately be silent for long).
 	IdleTimeout time.Duration
-	// MaxAttempts bounds reconnections in a row that deliver no fragment (default
+	// MaxAttempts bounds reconnections in a row that fail before delivering a fragment (default
 	// DefaultMaxAttempts); RetryBackoff is the first wait between them (default
-	// DefaultRetryBackoff), doubling up to 10 s.
+	// DefaultRetryBackoff), doubling up to 10 s. A following read whose answer ends cleanly, or
+	// goes silent for IdleTimeout, has not failed: it reconnects after RetryBackoff, for ever.
 	MaxAttempts  int
 	RetryBackoff time.Duration
 	// MaxFragmentSize caps one fragment's frame and tag bytes (default: mkv's 50 MiB).
@@ -225,7 +226,8 @@ type Consumer struct {
 
 	token     string    // continuation token (or fragment number) of the last delivered fragment
 	nowAt     time.Time // Start NOW: the server's time (Date) of the first answer, until a token
-	attempts  int       // connections in a row that delivered nothing
+	attempts  int       // connections in a row that failed before delivering anything
+	quiet     bool      // the last connection ended quietly: wait RetryBackoff before the next
 	delivered bool      // the current connection delivered a fragment
 	connected bool      // a GetMedia request got an answer
 	err       error     // sticky
@@ -273,11 +275,12 @@ func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 			return nil, err
 		}
 		if c.body == nil {
-			if c.attempts > 0 {
-				if err := sleepCtx(ctx, backoff(c.cfg.RetryBackoff, c.attempts)); err != nil {
+			if c.attempts > 0 || c.quiet {
+				if err := sleepCtx(ctx, backoff(c.cfg.RetryBackoff, max(c.attempts, 1))); err != nil {
 					return nil, err
 				}
 			}
+			c.quiet = false
 			c.attempts++
 			if err := c.connect(ctx); err != nil {
 				if ctx.Err() != nil {
@@ -322,6 +325,14 @@ func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 		case errors.Is(err, io.EOF) && c.cfg.NoFollow:
 			c.err = io.EOF
 			return nil, io.EOF
+		case errors.Is(err, io.EOF) || idle:
+			// A quiet end while following: the server ended its answer cleanly (kvs with
+			// GetMediaIdleTimeout, or any server that lets idle readers go), or nothing came for
+			// IdleTimeout. Nothing failed, and a live stream may stay quiet for hours (a camera that
+			// records on motion): it does not count against MaxAttempts, and the next request
+			// waits RetryBackoff, so a server that keeps ending at once is polled, not hammered.
+			c.attempts = 0
+			c.quiet = true
 		case c.attempts >= c.cfg.MaxAttempts:
 			c.err = fmt.Errorf("getmedia %s: %w", c.cfg.Stream, err)
 			return nil, c.err

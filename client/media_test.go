@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -68,8 +69,15 @@ type mediaServer struct {
 // none), and returns a Client for it.
 func startMedia(t *testing.T, wrap func(http.Handler) http.Handler, lis func(net.Listener) net.Listener) *mediaServer {
 	t.Helper()
+	return startMediaConfig(t, server.Config{}, wrap, lis)
+}
+
+// startMediaConfig is startMedia with the server's configuration (its Store is set here).
+func startMediaConfig(t *testing.T, cfg server.Config, wrap func(http.Handler) http.Handler, lis func(net.Listener) net.Listener) *mediaServer {
+	t.Helper()
 	st := store.NewMem()
-	srv, err := server.New(server.Config{Store: st})
+	cfg.Store = st
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -667,6 +675,55 @@ func TestConsumerNowReconnectBeforeFirstFragment(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the fragment stored while the consumer reconnected never came (%d GetMedia requests)", gets.Load())
+	}
+}
+
+// TestConsumerFollowsQuietStream follows a stream whose server ends every GetMedia answer after
+// 30 ms without a new fragment (GetMediaIdleTimeout), far more times in a row than MaxAttempts: the
+// quiet ends are not failures, and the fragment stored after them is delivered.
+func TestConsumerFollowsQuietStream(t *testing.T) {
+	t.Parallel()
+	var gets atomic.Int32
+	m := startMediaConfig(t, server.Config{GetMediaIdleTimeout: 30 * time.Millisecond}, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/getMedia") {
+				gets.Add(1)
+			}
+			h.ServeHTTP(w, r)
+		})
+	}, nil)
+	m.createStream(t, "quiet", 24)
+	frags := clipFragments(t, "h264.mkv", time.Second)
+	cons, err := NewConsumer(m.client, ConsumerConfig{Stream: "quiet", MaxAttempts: 2, RetryBackoff: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	got := make(chan error, 1)
+	go func() {
+		f, err := cons.Next(t.Context())
+		if err == nil && producerMillis(t, f) != frags[0].Timecode {
+			err = fmt.Errorf("got the fragment of producer time %d, want %d", producerMillis(t, f), frags[0].Timecode)
+		}
+		got <- err
+	}()
+	for gets.Load() < 8 { // four times MaxAttempts quiet answers
+		select {
+		case err := <-got:
+			t.Fatalf("Next returned %v after %d quiet GetMedia answers, before any fragment was stored", err, gets.Load())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if _, err := produce(t, m.client, ProducerConfig{Stream: "quiet"}, frags[:1]); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the fragment stored after %d quiet answers never came", gets.Load())
 	}
 }
 
