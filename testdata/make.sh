@@ -9,7 +9,11 @@ ff=(ffmpeg -hide_banner -loglevel error -y)
 "${ff[@]}" -f lavfi -i testsrc=size=320x240:rate=25 -t 4 -c:v libx264 -preset veryfast -profile:v high \
   -g 25 -keyint_min 25 -sc_threshold 0 -bf 3 -pix_fmt yuv420p -metadata creation_time=2020-01-01T00:00:00Z \
   -fflags +bitexact -flags:v +bitexact h264.mkv
-# A smaller picture, no B-frames, 2 s: a camera whose resolution changes plays h264.mkv, then this.
+# The same, 2 s = 50 frames: the second clip of a camera whose picture size changes.
+"${ff[@]}" -f lavfi -i testsrc=size=320x240:rate=25 -t 2 -c:v libx264 -preset veryfast -profile:v high \
+  -g 25 -keyint_min 25 -sc_threshold 0 -bf 3 -pix_fmt yuv420p -metadata creation_time=2020-01-01T00:00:00Z \
+  -fflags +bitexact -flags:v +bitexact h264_2s.mkv
+# A smaller picture, no B-frames, 2 s: a camera whose resolution changes plays this, then h264_2s.mkv.
 "${ff[@]}" -f lavfi -i testsrc=size=160x120:rate=25 -t 2 -c:v libx264 -preset veryfast -profile:v high \
   -g 25 -keyint_min 25 -sc_threshold 0 -bf 0 -pix_fmt yuv420p -metadata creation_time=2020-01-01T00:00:00Z \
   -fflags +bitexact -flags:v +bitexact h264_160x120.mkv
