@@ -92,6 +92,11 @@
 //     even when they were stored meanwhile: the producer sends everything from the ERROR's
 //     fragment again (a stored one then appears twice, as after a lost ack). A PERSISTED for a
 //     later fragment ahead of the ERROR would make the C producer's PIC free the failed one.
+//   - Concurrent PutMedia on one stream (§13.4, the docs contradict each other): every
+//     connection is accepted and their fragments interleave whole, in number order (sequencer.go).
+//     A connection silent for 5 s inside its open fragment while another one's fragment waits for
+//     it is ended with ERROR 4000 naming that fragment: a producer reconnecting after a network
+//     change is not held by its own half-open old connection for the whole PutMediaReadTimeout.
 //   - GetDataEndpoint returns Config.AdvertiseURL, else the request's scheme and Host, for every
 //     APIName (§4, §12). X-Forwarded-* are not trusted: behind a proxy, set AdvertiseURL.
 //   - The default account id is 000000000000, as in other local emulators; the region in ARNs is

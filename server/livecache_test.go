@@ -108,7 +108,7 @@ func TestSequencerOrder(t *testing.T) {
 		var q sequencer
 		next := uint64(0)
 		reserve := func() uint64 {
-			n, err := q.reserve(func() (uint64, error) { next++; return next, nil })
+			n, err := q.reserve(nil, func() (uint64, error) { next++; return next, nil })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -118,7 +118,7 @@ func TestSequencerOrder(t *testing.T) {
 		turned := make(chan uint64, 3)
 		for _, n := range []uint64{c, b} {
 			go func() {
-				if err := q.turn(t.Context(), n); err != nil {
+				if err := q.turn(t.Context(), n, nil, 0); err != nil {
 					t.Error(err)
 				}
 				turned <- n
@@ -128,7 +128,7 @@ func TestSequencerOrder(t *testing.T) {
 		if len(turned) != 0 {
 			t.Fatal("a later number got its turn while the first is pending")
 		}
-		if err := q.turn(t.Context(), a); err != nil {
+		if err := q.turn(t.Context(), a, nil, 0); err != nil {
 			t.Fatal(err)
 		}
 		q.done(a) // committed
@@ -146,7 +146,7 @@ func TestSequencerOrder(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		d, e := reserve(), reserve()
 		errc := make(chan error, 1)
-		go func() { errc <- q.turn(ctx, e) }()
+		go func() { errc <- q.turn(ctx, e, nil, 0) }()
 		synctest.Wait()
 		cancel()
 		if err := <-errc; err == nil {

@@ -48,6 +48,10 @@ const (
 	DefaultIdleAckInterval     = 3 * time.Second
 	DefaultMediaWriteTimeout   = 30 * time.Second
 	DefaultPutMediaReadTimeout = 30 * time.Second
+	// contendedReadTimeout is how long an upload may send nothing inside its open fragment while
+	// another upload of the same stream waits for that fragment's number (sequencer.go); it is
+	// then ended as if PutMediaReadTimeout had passed.
+	contendedReadTimeout = 5 * time.Second
 	// MaxFragmentSize is the largest fragment PutMedia accepts: frame and producer-tag bytes of one
 	// cluster (KVS: 50 MB, kvs-api.md §5.5). A larger one ends the upload with ERROR 4001.
 	MaxFragmentSize = 50 << 20
@@ -65,6 +69,7 @@ type media struct {
 	idleAckInterval     time.Duration
 	writeTimeout        time.Duration
 	readTimeout         time.Duration
+	contendedTimeout    time.Duration // sequencer.turn's stall: min(readTimeout, contendedReadTimeout)
 	getMediaIdle        time.Duration
 	maxFragmentSize     int64
 	archivedLimits      bufferLimits
@@ -92,6 +97,7 @@ func newMedia(s *Server) *media {
 		writeTimeout:        orDefault(s.cfg.MediaWriteTimeout, DefaultMediaWriteTimeout),
 		readTimeout:         orDefault(s.cfg.PutMediaReadTimeout, DefaultPutMediaReadTimeout),
 		getMediaIdle:        s.cfg.GetMediaIdleTimeout,
+		contendedTimeout:    min(orDefault(s.cfg.PutMediaReadTimeout, DefaultPutMediaReadTimeout), contendedReadTimeout),
 		maxFragmentSize:     MaxFragmentSize,
 		archivedLimits:      archivedBufferLimits,
 		liveOnlyLimits:      liveOnlyBufferLimits,

@@ -74,7 +74,10 @@ const (
 // Several connections may put to one stream at once (§13.4: both are accepted). Fragments are
 // whole clusters, so they never mix inside a fragment, only interleave fragment by fragment;
 // numbers are assigned in cluster-start order and fragments are stored and published in number
-// order (see sequencer), so a fragment may wait for the other connection's open fragment.
+// order (see sequencer), so a fragment may wait for the other connection's open fragment. It waits
+// 5 s at most for one that receives nothing (a producer's old connection, half-open after a
+// network change, while the producer goes on over a new one): that upload is then ended with
+// ERROR 4000 naming its open fragment, whose number is skipped.
 //
 // A new EBML header in the body starts a new segment (new Info and Tracks) for the fragments after
 // it. Producer Tags between clusters (other than AWS_KINESISVIDEO_END_OF_FRAGMENT, which is
@@ -162,6 +165,7 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 		buf: m.buffer(st), w: w, rc: rc, ctx: ctx, cancel: cancel,
 		liveOnly: st.RetentionHours <= 0, relative: mode == "RELATIVE", startNanos: start,
 	}
+	p.lastRead.Store(time.Now().UnixNano())
 	m.addSession(p)
 	defer m.removeSession(p)
 	p.ingest = s.metrics.streams.get(st.Name)
@@ -253,11 +257,14 @@ type putSession struct {
 	stopped    bool    // reading was cut off; deadlines are no longer extended
 	finished   bool    // the handler is returning: rc must not be used any more
 	lastExtend time.Time
-	readErr    error // first error of the body itself (not EOF)
-	aborted    bool  // the parser gave up: Read fails at once
-	draining   bool  // Server.Close: no new fragment (shutdown.go)
-	fragOpen   bool  // the parser is inside a fragment (for drain)
-	sawEOF     bool  // the body was read to its end
+	stalled    time.Duration // cutIfStalled ended the upload: it sent nothing for this long
+	reading    atomic.Bool   // Read waits for the body
+	lastRead   atomic.Int64  // when Read last got bytes (or the session started), Unix ns
+	readErr    error         // first error of the body itself (not EOF)
+	aborted    bool          // the parser gave up: Read fails at once
+	draining   bool          // Server.Close: no new fragment (shutdown.go)
+	fragOpen   bool          // the parser is inside a fragment (for drain)
+	sawEOF     bool          // the body was read to its end
 
 	ackMu   sync.Mutex
 	ackBuf  []byte
@@ -283,6 +290,22 @@ func (p *putSession) fail(e *ackErr) {
 	}
 }
 
+// cutIfStalled implements holder (sequencer.go): another upload of the stream waits for this
+// one's open fragment. If this one has been waiting for bytes inside it for d, with none arriving,
+// its read is cut off, as by PutMediaReadTimeout: the fragment is abandoned (its number released)
+// and the upload ends with ERROR 4000 naming it.
+func (p *putSession) cutIfStalled(d time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.fragOpen || !p.reading.Load() || p.stopped || p.finished || time.Since(time.Unix(0, p.lastRead.Load())) < d {
+		return false
+	}
+	p.stopped, p.stalled = true, d
+	_ = p.rc.SetReadDeadline(time.Now())
+	p.log.Info("put media: cutting off an upload silent inside its fragment while another upload of the stream waits", "silent", d)
+	return true
+}
+
 // Read reads the body, extending the read deadline (PutMediaReadTimeout) as data flows, and
 // remembers the body's own errors so that they map to ERROR 4000 rather than 4006.
 func (p *putSession) Read(b []byte) (int, error) {
@@ -298,8 +321,11 @@ func (p *putSession) Read(b []byte) (int, error) {
 		}
 	}
 	p.mu.Unlock()
+	p.reading.Store(true)
 	n, err := p.body.Read(b)
+	p.reading.Store(false)
 	if n > 0 {
+		p.lastRead.Store(time.Now().UnixNano())
 		p.received += int64(n)
 		p.ingest.bytes.Add(float64(n))
 	}
@@ -470,7 +496,7 @@ func (p *putSession) persist(jobs <-chan persistJob) {
 			p.skip(job)
 			continue
 		}
-		if err := p.buf.seq.turn(p.ctx, n); err != nil {
+		if err := p.buf.seq.turn(p.ctx, n, p, p.m.contendedTimeout); err != nil {
 			p.skip(job)
 			continue
 		}

@@ -476,6 +476,49 @@ func TestPutMediaTwoProducers(t *testing.T) {
 	}
 }
 
+// A producer whose old connection went silent inside a fragment (half-open after a network change)
+// while it goes on over a new connection: the new connection's fragments wait for the old open
+// fragment's number only until the old upload has sent nothing for contendedTimeout, not for the
+// whole PutMediaReadTimeout; the old upload then ends with ERROR 4000 naming its open fragment.
+func TestPutMediaStalledProducerYields(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "fs") // PutMediaReadTimeout: the default 30 s
+	e.srv.media.contendedTimeout = 300 * time.Millisecond
+	e.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	old, cur := e.startPut(t, "cam"), e.startPut(t, "cam")
+	old.write(c.header())
+	ca := c.cluster(t, 0, baseMillis)
+	old.write(ca[:len(ca)/2]) // the old connection's fragment is open, and then nothing comes
+	na, _ := parseFragmentNumber(old.expect(ackBuffering, 0).FragmentNumber)
+	cur.write(c.header())
+	cur.write(c.cluster(t, 0, baseMillis+50_000))
+	var nb uint64
+	for _, want := range []string{ackBuffering, ackReceived, ackPersisted} {
+		select {
+		case ev, ok := <-cur.acks:
+			if !ok || ev.EventType != want {
+				t.Fatalf("new connection: ack %+v (ok %v), want %s", ev, ok, want)
+			}
+			nb, _ = parseFragmentNumber(ev.FragmentNumber)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("new connection: no %s within 10 s: its fragment waits for the silent connection's open fragment", want)
+		}
+	}
+	if nb <= na {
+		t.Fatalf("new connection's fragment %d, want above the old one's %d", nb, na)
+	}
+	ev := old.expect(ackError, na)
+	if ev.ErrorId != 4000 || ev.FragmentTimecode == nil || *ev.FragmentTimecode != c.fragTimecode(0, baseMillis) {
+		t.Fatalf("old connection's ERROR %+v, want 4000 naming fragment %d", ev, na)
+	}
+	cur.end()
+	metas, _ := storedFragments(t, e.store, "cam")
+	if len(metas) != 1 || metas[0].Number != nb {
+		t.Fatalf("stored %+v, want only the new connection's fragment %d", metas, nb)
+	}
+}
+
 // IDLE acks flow while nothing else does.
 func TestPutMediaIdle(t *testing.T) {
 	t.Parallel()

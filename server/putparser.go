@@ -130,12 +130,14 @@ func (ps *putParser) parse() *ackErr {
 func (ps *putParser) readFailed(err error, offset int64) *ackErr {
 	p := ps.p
 	p.mu.Lock()
-	readErr := p.readErr
+	readErr, stalled := p.readErr, p.stalled
 	p.mu.Unlock()
 	var e *ackErr
 	switch {
 	case p.isDraining():
 		e = newAckErr(5000, "server shutting down")
+	case stalled > 0:
+		e = newAckErr(4000, "the producer sent nothing for %v inside this fragment while another upload of the stream waited for it", stalled)
 	case readErr != nil:
 		e = newAckErr(4000, "reading the body: %v", readErr)
 	case errors.Is(err, mkv.ErrElementTooLarge) && isBlock(err):
@@ -257,7 +259,7 @@ func (ps *putParser) openFragment(timecode int64) *ackErr {
 	if !p.setFragOpen(true) {
 		return newAckErr(5000, "server shutting down")
 	}
-	n, err := p.buf.seq.reserve(func() (uint64, error) { return p.m.s.store.NextNumber(p.ctx, p.name) })
+	n, err := p.buf.seq.reserve(p, func() (uint64, error) { return p.m.s.store.NextNumber(p.ctx, p.name) })
 	if err != nil {
 		if errors.Is(err, store.ErrStreamNotFound) {
 			return newAckErr(4008, "stream %s is gone", p.name)
