@@ -155,12 +155,12 @@ func parseHLSRequest(r *getHLSRequest) (*hlsSession, int64, error) {
 			return nil, 0, invalidArgf("HLSFragmentSelector.TimestampRange with StartTimestamp and EndTimestamp is required when PlaybackMode is ON_DEMAND.")
 		}
 		sess.start, sess.end = tr.StartTimestamp.Time, tr.EndTimestamp.Time
-		if sess.end.Sub(sess.start) > hlsMaxOnDemandWindow {
-			return nil, 0, invalidArgf("TimestampRange may span at most 24 hours.")
-		}
 	}
 	if !sess.end.IsZero() && !sess.end.After(sess.start) {
 		return nil, 0, invalidArgf("TimestampRange.EndTimestamp must be after StartTimestamp.")
+	}
+	if !sess.end.IsZero() && sess.end.Sub(sess.start) > hlsMaxOnDemandWindow {
+		return nil, 0, invalidArgf("TimestampRange may span at most 24 hours.")
 	}
 	if r.ContainerFormat != nil {
 		switch *r.ContainerFormat {

@@ -22,9 +22,11 @@ import (
 // list returns the fragments the session's media playlist shows now, in playlist order, the
 // media sequence number of the first, and whether the playlist is complete (EXT-X-ENDLIST).
 //
-//   - LIVE: the newest max fragments by number (ingestion order); the media sequence number is
-//     the first one's fragment number, so it grows by one per fragment that slides out (a
-//     number reserved but never stored, after a failed upload, skips one).
+//   - LIVE: the newest max fragments by number (ingestion order); seq is the first one's
+//     fragment number here, and the media playlist replaces it with the position count of
+//     discSequence (the session's first fragment number plus the fragments stored after it), so
+//     that it grows by exactly one per fragment that slides out even where numbers skip (a
+//     number reserved but never stored, after an upload failed inside a fragment).
 //   - LIVE_REPLAY: the fragments from the start timestamp on (to the end timestamp, if set), in
 //     timestamp order, revealed at the pace of real time as KVS does: the first max at once,
 //     then each one when the session has run as long as the media before it; the window shows
@@ -73,7 +75,10 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 		if err != nil {
 			return nil, 0, false, err
 		}
-		ended = len(after) > 0
+		// On the server clock nothing can join a range that ended before now (less the longest
+		// a fragment takes to arrive).
+		ended = len(after) > 0 || (sess.kind == store.ServerTime &&
+			p.s.cfg.Now().After(sess.end.Add(p.s.media.maxFragmentDuration+hlsLiveRecency)))
 	}
 	return all[from:shown], uint64(from), ended, nil
 }
@@ -203,14 +208,17 @@ type discCount struct {
 	last    store.FragmentMeta // fragment through, for the next boundary
 	lastKey string
 	count   int
+	index   uint64 // fragments walked before through (through's position since the session's first)
 	expires time.Time
 }
 
-// discSequence returns EXT-X-DISCONTINUITY-SEQUENCE for a LIVE window starting at fragment
-// first: the discontinuities between the session's first fragment and the window, which slid
-// out of it. It is derived from the store, so every node gives the same answer for a token; a
+// discSequence returns EXT-X-MEDIA-SEQUENCE and EXT-X-DISCONTINUITY-SEQUENCE for a LIVE window
+// starting at fragment first: the session's first fragment number plus the fragments stored
+// between it and first (RFC 8216 §6.2.1: a segment keeps its number), and the discontinuities up
+// to first, which slid out of the window or, for the boundary into first, whose tag the window
+// no longer shows (§6.2.2). It is derived from the store, so every node gives the same answer for a token; a
 // node counts once and then only the fragments that slid out since (cached per token).
-func (p *playback) discSequence(ctx context.Context, sess *hlsSession, first uint64) (int, error) {
+func (p *playback) discSequence(ctx context.Context, sess *hlsSession, first uint64) (uint64, int, error) {
 	p.mu.Lock()
 	dc := p.discs[sess.token]
 	if dc == nil {
@@ -232,22 +240,27 @@ func (p *playback) discSequence(ctx context.Context, sess *hlsSession, first uin
 
 	dc.mu.Lock()
 	defer dc.mu.Unlock()
+	// Walk up to and including first: the marker before the window's first segment is not
+	// written, so the sequence counts it (RFC 8216 §6.2.2).
 	from := max(dc.through+1, sess.first)
-	for from < first {
+	for from <= first {
 		page, err := p.s.store.Range(ctx, sess.stream, from, maxListFragments)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		for _, f := range page {
-			if f.Number >= first {
+			if f.Number > first {
 				break
 			}
 			k, err := p.trackKeyOf(ctx, sess, f.Number)
 			if err != nil {
-				return 0, err
+				return 0, 0, err
 			}
-			if dc.through != 0 && sess.discontinuity(dc.last, f, dc.lastKey, k) {
-				dc.count++
+			if dc.through != 0 {
+				if sess.discontinuity(dc.last, f, dc.lastKey, k) {
+					dc.count++
+				}
+				dc.index++
 			}
 			dc.through, dc.last, dc.lastKey = f.Number, f, k
 		}
@@ -256,7 +269,13 @@ func (p *playback) discSequence(ctx context.Context, sess *hlsSession, first uin
 		}
 		from = page[len(page)-1].Number + 1
 	}
-	return dc.count, nil
+	if dc.through == 0 { // nothing stored yet: the window's first number
+		return first, dc.count, nil
+	}
+	if dc.through != first { // first is not in the store (yet): count from the last walked
+		return sess.first + dc.index + (first - dc.through), dc.count, nil
+	}
+	return sess.first + dc.index, dc.count, nil
 }
 
 // playlistBody answers with a playlist; a live one must not be cached.
@@ -337,7 +356,7 @@ func (p *playback) mediaPlaylist(ctx context.Context, sess *hlsSession, _ *http.
 	// would have to redo the timestamp-ordered list from the session's start).
 	var discSeq int
 	if sess.mode == "LIVE" {
-		if discSeq, err = p.discSequence(ctx, sess, frags[0].Number); err != nil {
+		if seq, discSeq, err = p.discSequence(ctx, sess, frags[0].Number); err != nil {
 			return nil, fmt.Errorf("hls media playlist %s: %w", sess.stream, err)
 		}
 	}

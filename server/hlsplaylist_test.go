@@ -1,0 +1,172 @@
+package server
+
+import (
+	"errors"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// playlistSegments maps each fragment number of a media playlist to its media sequence number
+// and discontinuity sequence number (RFC 8216 §6.2.1: MSN of the first segment is
+// EXT-X-MEDIA-SEQUENCE, +1 per segment; its discontinuity sequence is
+// EXT-X-DISCONTINUITY-SEQUENCE, +1 per EXT-X-DISCONTINUITY before it).
+func playlistSegments(t *testing.T, media string) map[string][2]int {
+	t.Helper()
+	msn, dsn := 0, 0
+	out := map[string][2]int{}
+	fn := regexp.MustCompile(`^getMP4MediaFragment\.mp4\?.*FragmentNumber=(\d+)$`)
+	for _, line := range strings.Split(media, "\n") {
+		switch {
+		case strings.HasPrefix(line, "#EXT-X-MEDIA-SEQUENCE:"):
+			msn, _ = strconv.Atoi(strings.TrimPrefix(line, "#EXT-X-MEDIA-SEQUENCE:"))
+		case strings.HasPrefix(line, "#EXT-X-DISCONTINUITY-SEQUENCE:"):
+			dsn, _ = strconv.Atoi(strings.TrimPrefix(line, "#EXT-X-DISCONTINUITY-SEQUENCE:"))
+		case line == "#EXT-X-DISCONTINUITY":
+			dsn++
+		default:
+			if m := fn.FindStringSubmatch(line); m != nil {
+				out[m[1]] = [2]int{msn, dsn}
+				msn++
+			}
+		}
+	}
+	return out
+}
+
+// TestHLSLiveDiscontinuitySequenceStable: a segment keeps its discontinuity sequence number
+// across refreshes of a LIVE playlist. When the segment after a discontinuity becomes the first
+// of the window, its EXT-X-DISCONTINUITY tag is dropped, so EXT-X-DISCONTINUITY-SEQUENCE must
+// count it (RFC 8216 §6.2.2).
+func TestHLSLiveDiscontinuitySequenceStable(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	for _, i := range []int{0, 1} {
+		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
+	}
+	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "MaxMediaPlaylistFragmentResults": 2})
+	if code != "" {
+		t.Fatal(code)
+	}
+	// Clip fragment 2 left out: a gap in producer time before fragment number 3.
+	pc.fragment(c.cluster(t, 3, baseMillis), c.fragTimecode(3, baseMillis), true)
+	_, before := mediaPlaylist(t, url) // [2, DISCONTINUITY, 3]
+	pc.fragment(c.cluster(t, 4, baseMillis), c.fragTimecode(4, baseMillis), true)
+	_, after := mediaPlaylist(t, url) // [3, 4]
+	a, b := playlistSegments(t, before), playlistSegments(t, after)
+	for fn, sb := range b {
+		if sa, ok := a[fn]; ok && sa != sb {
+			t.Errorf("fragment ...%s: (media sequence, discontinuity sequence) %v, then %v once it is first in the window", fn[len(fn)-3:], sa, sb)
+		}
+	}
+}
+
+// TestHLSLiveMediaSequenceStable: a segment keeps its media sequence number across refreshes of
+// a LIVE playlist (RFC 8216 §6.2.1) when a fragment number was reserved but never stored: the
+// producer's connection dropped in the middle of a fragment and it reconnected.
+func TestHLSLiveMediaSequenceStable(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	for _, i := range []int{0, 1} {
+		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
+	}
+	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "MaxMediaPlaylistFragmentResults": 3})
+	if code != "" {
+		t.Fatal(code)
+	}
+	// Half of fragment 2, then the connection drops: number 3 is reserved (BUFFERING) but never stored.
+	cl := c.cluster(t, 2, baseMillis)
+	pc.write(cl[:len(cl)/2])
+	pc.expect(ackBuffering, 3)
+	pc.pw.CloseWithError(errors.New("network down"))
+	for range pc.acks {
+	}
+	// The producer reconnects and goes on.
+	pc = e.startPut(t, "cam")
+	pc.write(c.header())
+	var prev map[string][2]int
+	for _, i := range []int{2, 3, 4, 5} {
+		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
+		_, media := mediaPlaylist(t, url)
+		cur := playlistSegments(t, media)
+		for fn, s := range cur {
+			if p, ok := prev[fn]; ok && p[0] != s[0] {
+				t.Errorf("fragment ...%s: media sequence number %d, then %d in the next playlist", fn[len(fn)-3:], p[0], s[0])
+			}
+		}
+		prev = cur
+	}
+}
+
+// setClock is a clock the test sets.
+type setClock struct{ ns atomic.Int64 }
+
+func (c *setClock) Now() time.Time      { return time.Unix(0, c.ns.Load()) }
+func (c *setClock) Set(t time.Time)     { c.ns.Store(t.UnixNano()) }
+func (c *setClock) Add(d time.Duration) { c.ns.Add(int64(d)) }
+
+// TestHLSLiveReplayRangeOver24h: HLSTimestampRange.EndTimestamp "must be within 24 hours of the
+// specified StartTimestamp" for LIVE_REPLAY as for ON_DEMAND (API_reader_HLSTimestampRange):
+// InvalidArgumentException.
+func TestHLSLiveReplayRangeOver24h(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	uploadClip(t, e, "cam", "h264.mkv", seq(4)...)
+	for _, mode := range []string{"ON_DEMAND", "LIVE_REPLAY"} {
+		_, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": mode,
+			"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+				"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 86400 + 1}}})
+		if code != "InvalidArgumentException" {
+			t.Errorf("%s over 24 h 1 s: %q, want InvalidArgumentException", mode, code)
+		}
+	}
+}
+
+// TestHLSLiveReplayEndsAtPastEnd: a LIVE_REPLAY session over a finished recording, on the server
+// clock, with an EndTimestamp in the past (as KVS requires for SERVER_TIMESTAMP): no fragment can
+// ever join the range, so once every fragment is revealed the playlist is complete and must carry
+// EXT-X-ENDLIST, or players poll it until the session expires.
+func TestHLSLiveReplayEndsAtPastEnd(t *testing.T) {
+	t.Parallel()
+	clock := &setClock{}
+	t0 := time.Unix(1_800_000_000, 0)
+	clock.Set(t0)
+	e := newMediaEnv(t, "mem", func(c *Config) { c.Now = clock.Now })
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	for i := range 4 { // server times t0 ... t0+3s; then the camera stops
+		clock.Set(t0.Add(time.Duration(i) * time.Second))
+		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
+	}
+	pc.end()
+	clock.Set(t0.Add(20 * time.Second))
+	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "LIVE_REPLAY",
+		"MaxMediaPlaylistFragmentResults": 2,
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": t0.Unix() - 1, "EndTimestamp": t0.Unix() + 10}}})
+	if code != "" {
+		t.Fatal(code)
+	}
+	clock.Add(time.Minute) // far past the time it takes to reveal 4 s of media
+	_, media := mediaPlaylist(t, url)
+	if n := strings.Count(media, "#EXTINF:"); n != 2 || !strings.Contains(media, "FragmentNumber="+formatFragmentNumber(4)) {
+		t.Fatalf("want the last 2 fragments revealed:\n%s", media)
+	}
+	if !strings.Contains(media, "#EXT-X-ENDLIST") {
+		t.Errorf("every fragment of the range is listed, the range ended 70 s ago, and no EXT-X-ENDLIST")
+	}
+}
