@@ -37,12 +37,11 @@ func playlistSegments(t *testing.T, media string) map[string][2]int {
 	return out
 }
 
-// TestHLSLiveDiscontinuitySequenceStable: a segment keeps its discontinuity sequence number
-// across refreshes of a LIVE playlist. When the segment after a discontinuity becomes the first
-// of the window, its EXT-X-DISCONTINUITY tag is dropped, so EXT-X-DISCONTINUITY-SEQUENCE must
-// count it (RFC 8216 §6.2.2).
-func TestHLSLiveDiscontinuitySequenceStable(t *testing.T) {
-	t.Parallel()
+// liveSession stores clip fragments 0 and 1 of h264.mkv on a new stream through an upload that
+// stays open, and starts a LIVE HLS session of max fragments on it: the server, the clip, the
+// upload and the session's URL.
+func liveSession(t *testing.T, max int) (*mediaEnv, *clip, *putConn, string) {
+	t.Helper()
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 24)
 	c := loadClip(t, "h264.mkv")
@@ -51,10 +50,20 @@ func TestHLSLiveDiscontinuitySequenceStable(t *testing.T) {
 	for _, i := range []int{0, 1} {
 		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
 	}
-	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "MaxMediaPlaylistFragmentResults": 2})
+	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "MaxMediaPlaylistFragmentResults": max})
 	if code != "" {
 		t.Fatal(code)
 	}
+	return e, c, pc, url
+}
+
+// TestHLSLiveDiscontinuitySequenceStable: a segment keeps its discontinuity sequence number
+// across refreshes of a LIVE playlist. When the segment after a discontinuity becomes the first
+// of the window, its EXT-X-DISCONTINUITY tag is dropped, so EXT-X-DISCONTINUITY-SEQUENCE must
+// count it (RFC 8216 §6.2.2).
+func TestHLSLiveDiscontinuitySequenceStable(t *testing.T) {
+	t.Parallel()
+	_, c, pc, url := liveSession(t, 2)
 	// Clip fragment 2 left out: a gap in producer time before fragment number 3.
 	pc.fragment(c.cluster(t, 3, baseMillis), c.fragTimecode(3, baseMillis), true)
 	_, before := mediaPlaylist(t, url) // [2, DISCONTINUITY, 3]
@@ -73,18 +82,7 @@ func TestHLSLiveDiscontinuitySequenceStable(t *testing.T) {
 // producer's connection dropped in the middle of a fragment and it reconnected.
 func TestHLSLiveMediaSequenceStable(t *testing.T) {
 	t.Parallel()
-	e := newMediaEnv(t, "mem")
-	e.createStream(t, "cam", 24)
-	c := loadClip(t, "h264.mkv")
-	pc := e.startPut(t, "cam")
-	pc.write(c.header())
-	for _, i := range []int{0, 1} {
-		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
-	}
-	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "MaxMediaPlaylistFragmentResults": 3})
-	if code != "" {
-		t.Fatal(code)
-	}
+	e, c, pc, url := liveSession(t, 3)
 	// Half of fragment 2, then the connection drops: number 3 is reserved (BUFFERING) but never stored.
 	cl := c.cluster(t, 2, baseMillis)
 	pc.write(cl[:len(cl)/2])
