@@ -55,6 +55,20 @@ type createStreamRequest struct {
 	} `json:"StreamStorageConfiguration"`
 }
 
+// creationMillis returns the epoch milliseconds of a new stream's creation: now, or one past the
+// last this server gave when that is later. The ARN carries them, and the live path tells a stream
+// from one deleted and created again under its name by the ARN: two created within the same
+// millisecond (a delete and a create back to back) must not share it.
+func (s *Server) creationMillis() int64 {
+	for {
+		last := s.lastCreated.Load()
+		ms := max(s.cfg.Now().UnixMilli(), last+1)
+		if s.lastCreated.CompareAndSwap(last, ms) {
+			return ms
+		}
+	}
+}
+
 // createStream implements CreateStream. Choice: the stream is ACTIVE at once (no CREATING
 // window), so clients that poll DescribeStream proceed immediately.
 func (s *Server) createStream(ctx context.Context, req *createStreamRequest) (createStreamResponse, error) {
@@ -62,7 +76,7 @@ func (s *Server) createStream(ctx context.Context, req *createStreamRequest) (cr
 		return createStreamResponse{}, invalidArgf("StreamName is required.")
 	}
 	// The ARN carries the creation time in epoch milliseconds; CreationTime is that same instant.
-	ms := s.cfg.Now().UnixMilli()
+	ms := s.creationMillis()
 	st := store.Stream{
 		Name:         *req.StreamName,
 		ARN:          s.streamARN(*req.StreamName, ms),
@@ -201,46 +215,46 @@ func (s *Server) deleteStream(ctx context.Context, req *deleteStreamRequest) (em
 			return empty{}, err
 		}
 	}
-	name, err := s.deleteByARN(ctx, *req.StreamARN, req.CurrentVersion)
+	st, err := s.deleteByARN(ctx, *req.StreamARN, req.CurrentVersion)
 	if err != nil {
 		return empty{}, err
 	}
-	s.streamDeleted(name)
-	s.log.Info("stream deleted", "stream", name)
+	s.streamDeleted(st)
+	s.log.Info("stream deleted", "stream", st.Name)
 	return empty{}, nil
 }
 
 // maxDeleteAttempts bounds deleteByARN's retries on a stream that keeps changing under it.
 const maxDeleteAttempts = 10
 
-// deleteByARN deletes the stream arn names and returns its name. The version check happens in
+// deleteByARN deletes the stream arn names and returns it. The version check happens in
 // the store's conditional delete, atomically with the delete, so no server lock is needed. The
 // delete always names the version the lookup saw (= currentVersion when one is given): a stream
 // deleted and created again under that name since has a new random version, so an old ARN can
 // never delete it. A change between the lookup and the delete (an update, or a re-creation)
 // makes the store answer ErrVersionMismatch, and the lookup is done again: it then finds the
 // stream gone, or its new version, and answers as if the change had come first.
-func (s *Server) deleteByARN(ctx context.Context, arn string, currentVersion *string) (string, error) {
+func (s *Server) deleteByARN(ctx context.Context, arn string, currentVersion *string) (store.Stream, error) {
 	var err error
 	for range maxDeleteAttempts {
 		var st store.Stream
 		st, err = s.lookupStream(ctx, streamRef{StreamARN: &arn}, codeInvalidArgument)
 		if err != nil {
-			return "", err
+			return store.Stream{}, err
 		}
 		if currentVersion != nil && *currentVersion != st.Version {
-			return "", versionMismatch(st.Name)
+			return store.Stream{}, versionMismatch(st.Name)
 		}
 		err = s.store.DeleteStream(ctx, st.Name, st.Version)
 		if err == nil {
-			return st.Name, nil
+			return st, nil
 		}
 		err = fmt.Errorf("delete stream %s: %w", st.Name, err)
 		if !errors.Is(err, store.ErrVersionMismatch) {
-			return "", err
+			return store.Stream{}, err
 		}
 	}
-	return "", err // still changing: ErrVersionMismatch, which the client sees as such
+	return store.Stream{}, err // still changing: ErrVersionMismatch, which the client sees as such
 }
 
 func versionMismatch(name string) error {

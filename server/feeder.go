@@ -56,6 +56,7 @@ type feeders struct {
 type feeder struct {
 	fs     *feeders
 	name   string
+	arn    string // the stream's: one created again under name (on any node) has another
 	buf    *streamBuffer
 	refs   int
 	linger *time.Timer
@@ -185,6 +186,11 @@ func (fs *feeders) join(ctx context.Context, st store.Stream) func() {
 	var start uint64
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
+	if f := fs.byStream[st.Name]; f != nil && f.arn != st.ARN {
+		// The stream was deleted and created again: the old one's feeder goes.
+		delete(fs.byStream, st.Name)
+		f.cancel()
+	}
 	if fs.byStream[st.Name] == nil {
 		fs.mu.Unlock()
 		start = feedStart(ctx, fs.m.s.store, st.Name, buf)
@@ -193,7 +199,7 @@ func (fs *feeders) join(ctx context.Context, st store.Stream) func() {
 	f := fs.byStream[st.Name]
 	if f == nil {
 		ctx, cancel := context.WithCancel(context.Background())
-		f = &feeder{fs: fs, name: st.Name, buf: buf, wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
+		f = &feeder{fs: fs, name: st.Name, arn: st.ARN, buf: buf, wake: make(chan struct{}, 1), cancel: cancel, done: make(chan struct{})}
 		fs.byStream[st.Name] = f
 		hook := fs.testRun
 		go func() {
@@ -211,6 +217,18 @@ func (fs *feeders) join(ctx context.Context, st store.Stream) func() {
 	f.refs++
 	var once sync.Once
 	return func() { once.Do(func() { fs.leave(f) }) }
+}
+
+// gone ends feeder f, whose stream was deleted (on any node): its buffer closes, and its readers
+// here are woken to find it so (STREAM_DELETED).
+func (fs *feeders) gone(f *feeder) {
+	fs.mu.Lock()
+	if fs.byStream[f.name] == f {
+		delete(fs.byStream, f.name)
+	}
+	fs.mu.Unlock()
+	fs.m.cache.dropIf(f.name, f.buf)
+	fs.m.notify.notify(f.name)
 }
 
 func (fs *feeders) leave(f *feeder) {
@@ -292,14 +310,16 @@ func feedStart(ctx context.Context, st store.Store, name string, buf *streamBuff
 	return last
 }
 
-// run feeds the cache with the fragments after last until ctx ends.
+// run feeds the cache with the fragments after last until ctx ends or the stream is deleted.
 func (f *feeder) run(ctx context.Context, last uint64) {
 	m := f.fs.m
 	log := m.s.log.With("stream", f.name, "feeder", m.s.cfg.AdvertiseURL)
+	checked := time.Now()
 	for ctx.Err() == nil {
 		url, self, err := f.writer(ctx)
 		switch {
 		case errors.Is(err, store.ErrStreamNotFound):
+			f.fs.gone(f)
 			return
 		case err != nil:
 			log.Debug("feeder: owner", "err", err)
@@ -314,11 +334,28 @@ func (f *feeder) run(ctx context.Context, last uint64) {
 			}
 		}
 		// Nobody writes the stream, or its writer cannot be reached: what is committed.
-		if err := f.fromStore(ctx, &last); err != nil && ctx.Err() == nil {
+		err = f.fromStore(ctx, &last)
+		if err != nil && ctx.Err() == nil && !errors.Is(err, store.ErrStreamNotFound) {
 			log.Debug("feeder: store", "err", err)
+		}
+		// A delete on another node reaches this one only through the store: a stream that is
+		// gone, or is another stream of the same name now (its numbers start again below last).
+		if errors.Is(err, store.ErrStreamNotFound) || time.Since(checked) >= feederSync && f.replaced(ctx) {
+			f.fs.gone(f)
+			return
+		}
+		if time.Since(checked) >= feederSync {
+			checked = time.Now()
 		}
 		f.wait(ctx)
 	}
+}
+
+// replaced reports whether the feeder's stream is gone from the store, or another stream has its
+// name now.
+func (f *feeder) replaced(ctx context.Context) bool {
+	st, err := f.fs.m.s.store.GetStream(ctx, f.name)
+	return errors.Is(err, store.ErrStreamNotFound) || err == nil && st.ARN != f.arn
 }
 
 // tail publishes the fragments after *last that url's internal tail sends, until it ends, its

@@ -141,7 +141,7 @@ func (m *media) getMedia(ctx context.Context, req *getMediaRequest) (_ responder
 		}
 	}()
 	if _, err := s.store.GetStream(ctx, st.Name); errors.Is(err, store.ErrStreamNotFound) {
-		m.forget(st.Name) // deleted since the lookup: do not leave a buffer behind
+		m.forget(st) // deleted since the lookup: do not leave a buffer behind
 		return nil, err
 	}
 	last, err := m.startAfter(ctx, st.Name, buf, spec)
@@ -309,11 +309,7 @@ func (c *consumer) run(ctx context.Context, notices <-chan struct{}, noFollow bo
 			return
 		}
 		select {
-		case _, ok := <-notices:
-			if !ok {
-				c.writeError(4000, "STREAM_DELETED")
-				return
-			}
+		case <-notices: // a new fragment, or the stream was deleted (deliverNext tells)
 		case <-idle:
 			return
 		case <-ctx.Done():

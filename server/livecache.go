@@ -81,6 +81,7 @@ type streamBuffer struct {
 	limits bufferLimits
 	last   uint64 // highest published number (0: none yet)
 	gone   bool   // the stream was deleted
+	arn    string // the stream's ("" when not known): one created again under the name has another
 
 	seq sequencer // orders the appends of concurrent PutMedia sessions (sequencer.go)
 }
@@ -329,25 +330,48 @@ type liveCache struct {
 
 func newLiveCache() *liveCache { return &liveCache{streams: make(map[string]*streamBuffer)} }
 
-// stream returns the buffer of the named stream, creating it with limits l when absent.
-func (h *liveCache) stream(name string, l bufferLimits) *streamBuffer {
+// stream returns the buffer of the named stream arn ("": whichever the name has), creating it with
+// limits l when absent. The buffer of another stream of that name (deleted on another node, and
+// created again) is closed and replaced: replaced is true then.
+func (h *liveCache) stream(name, arn string, l bufferLimits) (b *streamBuffer, replaced bool) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	b := h.streams[name]
+	b = h.streams[name]
+	var stale *streamBuffer
+	if b != nil && arn != "" && b.arn != "" && b.arn != arn {
+		stale, b = b, nil
+	}
 	if b == nil {
 		b = newStreamBuffer(l)
+		b.arn = arn
 		h.streams[name] = b
 	}
-	return b
+	h.mu.Unlock()
+	if stale != nil {
+		stale.close()
+	}
+	return b, stale != nil
 }
 
-// drop closes and forgets the named stream's buffer (DeleteStream).
-func (h *liveCache) drop(name string) {
+// dropARN closes and forgets the named stream's buffer (DeleteStream) unless it is another stream's
+// than arn's ("": whichever stream's).
+func (h *liveCache) dropARN(name, arn string) {
 	h.mu.Lock()
 	b := h.streams[name]
+	if b == nil || arn != "" && b.arn != "" && b.arn != arn {
+		h.mu.Unlock()
+		return
+	}
 	delete(h.streams, name)
 	h.mu.Unlock()
-	if b != nil {
-		b.close()
+	b.close()
+}
+
+// dropIf closes b and forgets it if it is still the named stream's buffer.
+func (h *liveCache) dropIf(name string, b *streamBuffer) {
+	h.mu.Lock()
+	if h.streams[name] == b {
+		delete(h.streams, name)
 	}
+	h.mu.Unlock()
+	b.close()
 }

@@ -152,9 +152,15 @@ func (m *media) limitsFor(st store.Stream) bufferLimits {
 	return m.archivedLimits
 }
 
-// buffer returns the live buffer of st, creating it when absent.
+// buffer returns the live buffer of st, creating it when absent. A buffer of another stream of the
+// same name (deleted on another node, and created again) is closed and replaced, and its readers
+// woken to find it gone.
 func (m *media) buffer(st store.Stream) *streamBuffer {
-	return m.cache.stream(st.Name, m.limitsFor(st))
+	b, replaced := m.cache.stream(st.Name, st.ARN, m.limitsFor(st))
+	if replaced {
+		m.notify.notify(st.Name)
+	}
+	return b
 }
 
 // publish adds a complete fragment to its stream's buffer and wakes the stream's readers.
@@ -164,22 +170,30 @@ func (m *media) publish(name string, buf *streamBuffer, f *liveFragment) {
 	}
 }
 
-// forget drops a deleted stream's buffer and ends its live readers' waits.
-func (m *media) forget(name string) {
-	m.cache.drop(name)
-	m.notify.closeStream(name)
+// forget closes deleted stream st's buffer (if the name's buffer is st's) and wakes the name's
+// live readers: those of st find their buffer gone and end with STREAM_DELETED; those of a
+// stream created again under the name since go on.
+func (m *media) forget(st store.Stream) {
+	m.cache.dropARN(st.Name, st.ARN)
+	m.notify.notify(st.Name)
 }
 
-// streamDeleted runs after DeleteStream: live consumers get their error chunk (their notice
-// channel closes) and every PutMedia session on the stream ends with ERROR 4008.
-func (m *media) streamDeleted(name string) {
-	m.forget(name)
+// streamDeleted runs after DeleteStream: live consumers get their error chunk and every
+// PutMedia session on the stream ends with ERROR 4008 (uploads to a stream created again under
+// the name since are another stream's).
+func (m *media) streamDeleted(st store.Stream) {
+	m.forget(st)
 	m.mu.Lock()
-	sessions := m.sessions[name]
-	delete(m.sessions, name)
+	var sessions []*putSession
+	for p := range m.sessions[st.Name] {
+		if p.arn == st.ARN {
+			sessions = append(sessions, p)
+			delete(m.sessions[st.Name], p)
+		}
+	}
 	m.mu.Unlock()
-	for p := range sessions {
-		p.fail(newAckErr(4008, "stream %s deleted while streaming", name))
+	for _, p := range sessions {
+		p.fail(newAckErr(4008, "stream %s deleted while streaming", st.Name))
 	}
 }
 

@@ -11,13 +11,11 @@ import "sync"
 type notifier interface {
 	// subscribe returns a channel that receives a value after each notify of stream (a 1-slot
 	// channel and a non-blocking send: one pending notice stands for any number) and a function
-	// that ends the subscription. The channel is closed by closeStream.
+	// that ends the subscription. A deleted stream's readers are woken by a notify too, and find
+	// their buffer closed (media.forget): the name may already be another stream's.
 	subscribe(stream string) (<-chan struct{}, func())
 	// notify wakes the stream's subscribers; it never blocks.
 	notify(stream string)
-	// closeStream closes the channels of the stream's current subscribers (the stream was
-	// deleted).
-	closeStream(stream string)
 }
 
 // localNotifier is the notifier of a single process.
@@ -61,13 +59,4 @@ func (n *localNotifier) notify(stream string) {
 		default: // already notified; the reader will find everything when it looks
 		}
 	}
-}
-
-func (n *localNotifier) closeStream(stream string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for c := range n.subs[stream] {
-		close(c)
-	}
-	delete(n.subs, stream)
 }

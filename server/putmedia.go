@@ -161,7 +161,7 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.Context()))
 	defer cancel(nil)
 	p := &putSession{
-		m: m, name: st.Name, log: s.log.With("stream", st.Name, "request_id", requestID(r)),
+		m: m, name: st.Name, arn: st.ARN, log: s.log.With("stream", st.Name, "request_id", requestID(r)),
 		buf: m.buffer(st), w: w, rc: rc, ctx: ctx, cancel: cancel,
 		liveOnly: st.RetentionHours <= 0, relative: mode == "RELATIVE", startNanos: start,
 	}
@@ -235,6 +235,7 @@ var errReadAborted = errors.New("put media: reading stopped")
 type putSession struct {
 	m          *media
 	name       string
+	arn        string // the stream's: one created again under name has another
 	log        *slog.Logger
 	buf        *streamBuffer
 	w          http.ResponseWriter

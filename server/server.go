@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -144,7 +145,8 @@ type Server struct {
 	store store.Store
 
 	closeOnce     sync.Once
-	stopRetention func() // ends the retention loop and waits for it (nil: none)
+	stopRetention func()       // ends the retention loop and waits for it (nil: none)
+	lastCreated   atomic.Int64 // the newest creation time given to a stream, epoch ms (creationMillis)
 
 	metrics  *metrics      // Prometheus collectors (metrics.go)
 	events   *eventHub     // events to webhooks and GET /events (events.go)
@@ -309,13 +311,15 @@ func (s *Server) Close() error {
 // the fragment being received may take putMediaDrainGrace, then its PERSISTED.
 const closeUploadsWait = putMediaDrainGrace + 2*time.Second
 
-// streamDeleted runs after DeleteStream removed a stream from the store, under mu: its live
-// readers and uploads end, its HLS sessions are forgotten, its metric series go.
-func (s *Server) streamDeleted(name string) {
-	s.media.streamDeleted(name)
-	s.playback.streamDeleted(name)
-	s.metrics.streams.drop(name)
-	s.events.publish(&Event{Type: EventStreamDeleted, Stream: name})
+// streamDeleted runs after DeleteStream removed st from the store: its live readers and uploads
+// end, its HLS sessions are forgotten, its metric series go. It runs after the store's delete,
+// not atomically with it: a stream created again under the name meanwhile is another stream (its
+// own ARN), and its buffer, readers and uploads are left alone.
+func (s *Server) streamDeleted(st store.Stream) {
+	s.media.streamDeleted(st)
+	s.playback.streamDeleted(st.Name)
+	s.metrics.streams.drop(st.Name)
+	s.events.publish(&Event{Type: EventStreamDeleted, Stream: st.Name})
 }
 
 // ServeHTTP dispatches on the exact, case-sensitive path. Every KVS operation is a POST; other

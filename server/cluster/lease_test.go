@@ -417,7 +417,7 @@ func TestReleaseThenAcquire(t *testing.T) {
 }
 
 // TestCleanupLockPerCluster: one node at a time cleans a cluster up (another node holding the
-// lock: EnforceRetention skips, 0), but two clusters in schemas of one database do not hold each
+// lock: EnforceRetention waits for it, then runs), but two clusters in schemas of one database do not hold each
 // other up (the shared-database form of the lock made this package's retention tests skip their
 // run now and then, while another test's store ran its own).
 func TestCleanupLockPerCluster(t *testing.T) {
@@ -447,17 +447,28 @@ func TestCleanupLockPerCluster(t *testing.T) {
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, `+schemaLock+`)`, cleanupLock); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := a.EnforceRetention(ctx, base.Add(2*time.Hour)); err != nil || n != 0 {
-		t.Errorf("cluster A while another of its nodes cleans up: %d, %v; want 0 (skipped)", n, err)
+	type result struct {
+		n   int
+		err error
 	}
+	ranA := make(chan result, 1)
+	go func() {
+		n, err := a.EnforceRetention(ctx, base.Add(2*time.Hour))
+		ranA <- result{n, err}
+	}()
 	if n, err := b.EnforceRetention(ctx, base.Add(2*time.Hour)); err != nil || n != 1 {
 		t.Errorf("cluster B while cluster A cleans up: %d, %v; want 1", n, err)
+	}
+	select {
+	case r := <-ranA:
+		t.Errorf("cluster A while another of its nodes cleans up: %d, %v; want it to wait for that node", r.n, r.err)
+	case <-time.After(100 * time.Millisecond):
 	}
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n, err := a.EnforceRetention(ctx, base.Add(2*time.Hour)); err != nil || n != 1 {
-		t.Errorf("cluster A after its other node is done: %d, %v; want 1", n, err)
+	if r := <-ranA; r.err != nil || r.n != 1 {
+		t.Errorf("cluster A after its other node is done: %d, %v; want 1", r.n, r.err)
 	}
 }
 

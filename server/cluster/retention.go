@@ -15,9 +15,15 @@ import (
 )
 
 // cleanupLock is the advisory lock that lets one node at a time run retention and object
-// cleanup (every node's server calls EnforceRetention on its schedule; the others skip). Like
-// every kvs lock, it is the cluster's: its second key is the schema's (schemaLock).
-const cleanupLock = 0x6b76735f // "kvs_"
+// cleanup (every node's server calls EnforceRetention on its schedule; a node that finds another's
+// pass running waits for it, up to cleanupWait, and then runs its own, which finds little left
+// to do: a pass that skipped instead would make an UpdateDataRetention decrease, whose purge is
+// such a pass, answer with the expired fragments still listed). Like every kvs lock, it is the
+// cluster's: its second key is the schema's (schemaLock).
+const (
+	cleanupLock = 0x6b76735f // "kvs_"
+	cleanupWait = "30s"      // lock_timeout while waiting for another node's pass
+)
 
 // Object cleanup timing: an object no fragment refers to any more is deleted once it is older
 // than objectGrace (a batch being committed has its row only after the commit); objects a node PUT but never
@@ -41,8 +47,8 @@ const unreferencedObjects = `SELECT key FROM kvs_objects o WHERE o.created_at < 
 // their stream's retention, as of now, and of the oldest fragments of each stream over its
 // kvs:max-bytes cap (not in the count), then the objects no fragment refers to any more (a batch
 // object holds several streams' fragments and goes when its last one expires), and now and then
-// the objects that were PUT but never committed. One node at a time does it; on the others it
-// returns 0 at once.
+// the objects that were PUT but never committed. One node at a time does it; the others wait
+// their turn (cleanupLock).
 func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error) {
 	if s.isClosed() {
 		return 0, store.ErrClosed
@@ -50,10 +56,12 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 	var deleted, deletedBytes int64
 	var doomed []string
 	var capped []cappedStream
-	ran := false
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		capped = nil // a retry of the transaction starts over
-		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock($1, `+schemaLock+`)`, cleanupLock).Scan(&ran); err != nil || !ran {
+		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+cleanupWait+`'`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, `+schemaLock+`)`, cleanupLock); err != nil {
 			return err
 		}
 		// A stream whose retention was lowered to 0 keeps nothing older than now.
@@ -80,9 +88,6 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 	})
 	if err != nil {
 		return 0, dbErr(ctx, "retention", err)
-	}
-	if !ran {
-		return 0, nil
 	}
 	s.metrics.deletedFragments.WithLabelValues("retention").Add(float64(deleted))
 	s.metrics.deletedBytes.WithLabelValues("retention").Add(float64(deletedBytes))
