@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -98,7 +99,24 @@ type AnnexBSource struct {
 	track    mkv.Track
 	frameDur float64 // nanoseconds per frame
 	n        int64
-	pending  [][]byte // access units read while looking for the parameter sets
+	pending  [][]byte  // access units read while looking for the parameter sets
+	ps       [3][]byte // VPS, SPS, PPS of the current track
+}
+
+// paramSets returns the VPS, SPS and PPS in the access unit au (nil for those it lacks).
+func paramSets(c codec.Codec, au []byte) (ps [3][]byte) {
+	_ = codec.WalkAVCC(au, 4, func(n []byte) error {
+		switch t := codec.NALUType(c, n); {
+		case c == codec.H264 && t == codec.H264NALUSPS, c == codec.H265 && t == codec.H265NALUSPS:
+			ps[1] = n
+		case c == codec.H264 && t == codec.H264NALUPPS, c == codec.H265 && t == codec.H265NALUPPS:
+			ps[2] = n
+		case c == codec.H265 && t == codec.H265NALUVPS:
+			ps[0] = n
+		}
+		return nil
+	})
+	return ps
 }
 
 // NewAnnexBSource reads r up to its first keyframe with parameter sets and returns a Source over
@@ -171,6 +189,7 @@ func NewAnnexBSource(ctx context.Context, r io.Reader, closer io.Closer, opts Op
 	s.frameDur = float64(time.Second) / fps
 	track.DefaultDuration = time.Duration(math.Round(s.frameDur))
 	s.track = track
+	s.ps = [3][]byte{vps, sps, pps}
 	return s, nil
 }
 
@@ -195,6 +214,25 @@ func (s *AnnexBSource) ReadFrame(ctx context.Context) (Frame, error) {
 				return Frame{}, io.EOF
 			}
 			return Frame{}, err
+		}
+		// New parameter sets at a keyframe (a camera reconfigured: a new picture size) start new
+		// tracks: the frames after them must not go out under the old CodecPrivate.
+		if codec.IsKeyframeAVCC(s.codec, au) {
+			ps := paramSets(s.codec, au)
+			for i := range ps {
+				if ps[i] == nil {
+					ps[i] = s.ps[i]
+				}
+			}
+			if !bytes.Equal(ps[1], s.ps[1]) || !bytes.Equal(ps[2], s.ps[2]) || !bytes.Equal(ps[0], s.ps[0]) {
+				if track, _, err := videoTrack(s.codec, ps[0], ps[1], ps[2]); err == nil {
+					track.DefaultDuration = s.track.DefaultDuration
+					s.track = track
+					s.ps = [3][]byte{cloneBytes(ps[0]), cloneBytes(ps[1]), cloneBytes(ps[2])}
+					s.pending = append(s.pending, au)
+					return Frame{}, ErrDiscontinuity
+				}
+			}
 		}
 	}
 	t := time.Duration(math.Round(float64(s.n) * s.frameDur))

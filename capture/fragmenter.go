@@ -47,6 +47,10 @@ type FragmenterConfig struct {
 	// epoch of the stream start for absolute timecodes (as KVS producers do), or 0 for timecodes
 	// relative to the stream start.
 	Base time.Duration
+	// Rebase takes timestamps relative to the first frame's PTS (before Base is added): for
+	// inputs whose timestamps do not start near 0, such as Matroska saved from GetMedia, whose
+	// timecodes are absolute producer timestamps.
+	Rebase bool
 	// DocType is the EBML DocType of the fragments; "" means "matroska".
 	DocType string
 	// OnForcedCut, if set, is called with the cluster timecode of a fragment cut at MaxDuration
@@ -185,6 +189,8 @@ func (f *Fragmenter) read(ctx context.Context) (Frame, error) {
 			// Continue right after the previous pass: its largest PTS plus one frame interval.
 			if f.passes > 0 {
 				f.shift = f.maxPTS + f.interval - fr.PTS
+			} else if f.cfg.Rebase {
+				f.shift = -fr.PTS
 			}
 			f.passes++
 			f.passFirst, f.passFrames = false, 0

@@ -18,10 +18,20 @@ import (
 type MKVSource struct {
 	r *mkv.Reader
 	input
+	opts    Options
 	tracks  []mkv.Track
 	scale   uint64                // ns per tick
 	nal     map[uint64]trackCodec // H.264/H.265 tracks by number
 	lastDTS map[uint64]time.Duration
+
+	// Concatenated documents (`cat a.mkv b.mkv`) whose timestamps start again: each later one is
+	// moved to go on after the one before (as mkvmerge appends), by shift.
+	shift   time.Duration
+	maxPTS  time.Duration // the largest PTS given so far (shift included)
+	lastPTS time.Duration // of the frame before, for the frame interval
+	step    time.Duration // the smallest positive PTS step seen: the frame interval
+	newDoc  bool          // a Tracks element was read since the last frame
+	started bool          // a frame was given
 }
 
 type trackCodec struct {
@@ -35,6 +45,7 @@ func NewMKVSource(ctx context.Context, r io.Reader, closer io.Closer, opts Optio
 	s := &MKVSource{
 		r:       mkv.NewReader(r),
 		input:   input{closer},
+		opts:    opts,
 		scale:   mkv.DefaultTimecodeScale,
 		nal:     map[uint64]trackCodec{},
 		lastDTS: map[uint64]time.Duration{},
@@ -114,11 +125,50 @@ func (s *MKVSource) sameTracks(tracks []mkv.Track) bool {
 		if t.Number != o.Number || t.CodecID != o.CodecID {
 			return false
 		}
-		if _, nal := s.nal[t.Number]; !nal && !bytes.Equal(t.CodecPrivate, o.CodecPrivate) {
+		if tc, nal := s.nal[t.Number]; !nal && !bytes.Equal(t.CodecPrivate, o.CodecPrivate) {
+			return false
+		} else if nal && !sameParamSets(tc.codec, t.CodecPrivate, o.CodecPrivate) {
 			return false
 		}
 	}
 	return true
+}
+
+// sameLayout reports whether tracks has the same numbers and codecs as the known tracks, and
+// differs at most in the parameter sets of H.264/H.265 tracks.
+func (s *MKVSource) sameLayout(tracks []mkv.Track) bool {
+	if len(tracks) != len(s.tracks) {
+		return false
+	}
+	for i, t := range tracks {
+		o := s.tracks[i]
+		if _, nal := s.nal[t.Number]; t.Number != o.Number || t.CodecID != o.CodecID || !nal && !bytes.Equal(t.CodecPrivate, o.CodecPrivate) {
+			return false
+		}
+	}
+	return true
+}
+
+// sameParamSets reports whether two avcC/hvcC records carry the same parameter sets (their NAL
+// unit length sizes may differ: s.tracks holds records rebuilt with 4-byte lengths).
+func sameParamSets(c codec.Codec, a, b []byte) bool {
+	pa, errA := codec.ParseConfig(c, a)
+	pb, errB := codec.ParseConfig(c, b)
+	if errA != nil || errB != nil {
+		return bytes.Equal(a, b)
+	}
+	eq := func(x, y [][]byte) bool {
+		if len(x) != len(y) {
+			return false
+		}
+		for i := range x {
+			if !bytes.Equal(x[i], y[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	return eq(pa.VPS, pb.VPS) && eq(pa.SPS, pb.SPS) && eq(pa.PPS, pb.PPS)
 }
 
 // Tracks returns the tracks of the first Tracks element.
@@ -149,6 +199,14 @@ func (s *MKVSource) read(ctx context.Context, lend bool) (Frame, error) {
 		case mkv.EventInfo:
 			s.scale = ev.TimecodeScale
 		case mkv.EventTracks:
+			s.newDoc = true
+			if !s.sameTracks(ev.Tracks) && s.sameLayout(ev.Tracks) {
+				// Same tracks, new parameter sets (a camera's new picture size): go on with them.
+				if err := s.setTracks(ev.Tracks, Options{}); err != nil {
+					return Frame{}, err
+				}
+				return Frame{}, ErrDiscontinuity
+			}
 			if !s.sameTracks(ev.Tracks) {
 				return Frame{}, fmt.Errorf("matroska: tracks change at offset %d; a stream must keep its tracks (split the input there)", ev.Offset)
 			}
@@ -173,7 +231,19 @@ func (s *MKVSource) frame(f *mkv.Frame, offset int64, lend bool) (Frame, error) 
 	if !known {
 		return Frame{}, fmt.Errorf("matroska: block at offset %d for track %d, which Tracks does not declare", offset, f.Track)
 	}
-	pts := time.Duration(f.Timecode) * time.Duration(s.scale)
+	pts := time.Duration(f.Timecode)*time.Duration(s.scale) + s.shift
+	if s.newDoc && s.started && pts <= s.maxPTS-s.step {
+		// A document whose timestamps start again: it goes on one frame after the last one.
+		d := s.maxPTS + max(s.step, time.Millisecond) - pts
+		s.shift += d
+		pts += d
+		s.opts.notice("matroska: the timestamps start again at offset %d (concatenated files?); the frames from there on follow the ones before", offset)
+	}
+	s.newDoc = false
+	if d := pts - s.lastPTS; s.started && d > 0 && (s.step == 0 || d < s.step) {
+		s.step = d
+	}
+	s.started, s.lastPTS, s.maxPTS = true, pts, max(s.maxPTS, pts)
 	out := Frame{Track: f.Track, PTS: pts, Keyframe: f.Keyframe, DiscardPadding: f.DiscardPadding}
 	if dts, ok := s.lastDTS[f.Track]; ok && dts > pts {
 		out.DTS = dts

@@ -100,6 +100,11 @@ func NewMP4Source(rs io.ReadSeeker, closer io.Closer, opts Options) (*MP4Source,
 		return nil, errors.New("mp4: no moov box (is this a media segment without its init segment?)")
 	}
 	s := &MP4Source{rs: rs, input: input{closer}}
+	size, err := rs.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, fmt.Errorf("mp4: %w", err)
+	}
+	budget := maxMP4Samples // for the whole file, not per track
 	for _, trak := range f.Moov.Traks {
 		track, st, skip := mp4TrackInfo(trak, uint64(len(s.tracks)+1))
 		if skip != "" {
@@ -107,10 +112,11 @@ func NewMP4Source(rs io.ReadSeeker, closer io.Closer, opts Options) (*MP4Source,
 			continue
 		}
 		if f.IsFragmented() {
-			err = st.fragmentedSamples(f, trak)
+			err = st.fragmentedSamples(f, trak, budget)
 		} else {
-			err = st.progressiveSamples(trak)
+			err = st.progressiveSamples(trak, budget, size)
 		}
+		budget -= len(st.samples)
 		if err != nil {
 			return nil, fmt.Errorf("mp4: track %d: %w", trakID(trak), err)
 		}
@@ -262,14 +268,17 @@ func (t *mp4Track) trimToEdit() {
 }
 
 // progressiveSamples indexes the samples of a progressive file's track from its sample tables.
-func (t *mp4Track) progressiveSamples(trak *mp4.TrakBox) error {
+func (t *mp4Track) progressiveSamples(trak *mp4.TrakBox, budget int, fileSize int64) error {
 	stbl := trak.Mdia.Minf.Stbl
 	if stbl.Stts == nil || stbl.Stsc == nil || stbl.Stsz == nil || (stbl.Stco == nil && stbl.Co64 == nil) {
 		return errors.New("sample table lacks stts, stsc, stsz or stco/co64")
 	}
 	n := int(stbl.Stsz.SampleNumber)
-	if n > maxMP4Samples {
-		return fmt.Errorf("%d samples, more than the %d supported", n, maxMP4Samples)
+	if n > budget {
+		return fmt.Errorf("%d samples, more than the %d supported in one file", n, maxMP4Samples)
+	}
+	if u := uint64(stbl.Stsz.SampleUniformSize); u > 0 && uint64(n)*u > uint64(fileSize) {
+		return fmt.Errorf("stsz: %d samples of %d bytes, more than the file's %d bytes", n, u, fileSize)
 	}
 	if stbl.Stsz.SampleUniformSize == 0 && len(stbl.Stsz.SampleSize) < n {
 		return fmt.Errorf("stsz lists %d sizes for %d samples", len(stbl.Stsz.SampleSize), n)
@@ -349,7 +358,7 @@ func (t *mp4Track) progressiveSamples(trak *mp4.TrakBox) error {
 }
 
 // fragmentedSamples indexes the samples of a fragmented file's track from its moof boxes.
-func (t *mp4Track) fragmentedSamples(f *mp4.File, trak *mp4.TrakBox) error {
+func (t *mp4Track) fragmentedSamples(f *mp4.File, trak *mp4.TrakBox, budget int) error {
 	id := trakID(trak)
 	var trex *mp4.TrexBox
 	if f.Moov.Mvex != nil {
@@ -384,7 +393,7 @@ func (t *mp4Track) fragmentedSamples(f *mp4.File, trak *mp4.TrakBox) error {
 						off = uint64(int64(base) + int64(trun.DataOffset))
 					}
 					for _, smp := range trun.Samples {
-						if len(t.samples) >= maxMP4Samples {
+						if len(t.samples) >= budget {
 							return fmt.Errorf("more than the %d samples supported", maxMP4Samples)
 						}
 						t.samples = append(t.samples, mp4Sample{

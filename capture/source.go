@@ -96,9 +96,10 @@ var ErrUnknownFormat = errors.New("unknown input format: not Matroska/WebM (EBML
 // ErrNoTracks is returned when an input holds no track kvs can carry.
 var ErrNoTracks = errors.New("no usable tracks")
 
-// ErrDiscontinuity is returned by ReadFrame of a network source (RTSP) between two runs of frames
-// that do not follow each other: the camera dropped and was reconnected, frames had to be
-// dropped, or its tracks changed (a new picture size, new parameter sets). It is not an end:
+// ErrDiscontinuity is returned by ReadFrame between two runs of frames that do not follow each
+// other: a camera (RTSP) dropped and was reconnected, or frames had to be dropped, or the tracks
+// changed (a new picture size, new parameter sets: from a camera, in a raw H.264/H.265 stream, or
+// in concatenated Matroska documents). It is not an end:
 // ReadFrame goes on with the frames after it, Tracks may return new tracks from then on, and the
 // next video frame is a keyframe. The Fragmenter ends the fragment in progress there and starts
 // the next one at that keyframe, with the new tracks.

@@ -188,8 +188,10 @@ func putMediaCommand(env *Env, o *putMediaOptions) *cobra.Command {
 		Long: `Upload media to a stream with PutMedia: Matroska/WebM, MP4 (with audio) or raw H.264/H.265
 Annex B, from a file or from standard input (-; MP4 needs a file), or a live camera. Frames are
 cut into fragments that start at a keyframe, about --fragment-duration long, with absolute
-timecodes (the producer timestamp of the first frame is the time put-media started, or for a
-camera the time of its first frame).
+timecodes (the producer timestamp of the first frame is the time put-media started, whatever
+timestamps the file starts at, e.g. Matroska saved from GetMedia, or for a camera the time of its
+first frame). Files concatenated on standard input follow each other where their timestamps
+start again, and a new picture size (new parameter sets) starts new tracks.
 
 IP cameras: --source rtsp://[user:password@]host[:port]/path (or rtsps://) plays the camera's
 H.264 or H.265 video and its AAC audio (other audio is skipped, with a warning). RTP goes over the

@@ -172,6 +172,7 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 		Loop:           o.Loop,
 		Reopen:         open,
 		Base:           time.Duration(start.UnixNano()),
+		Rebase:         !live, // a file's own origin (GetMedia's raw output: absolute timecodes) is not now
 		OnForcedCut: func(tc time.Duration) {
 			log.Warn("GOP longer than the maximum fragment duration: fragment cut at a non-keyframe", "timecode", tc)
 		},
