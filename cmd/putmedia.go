@@ -15,6 +15,7 @@ import (
 
 	"github.com/openkvs/kvs/capture"
 	"github.com/openkvs/kvs/client"
+	"github.com/openkvs/kvs/mkv/codec"
 )
 
 // interruptGrace bounds how long put-media waits, after Ctrl-C, for the fragments already sent
@@ -29,6 +30,7 @@ type putMediaOptions struct {
 	Stream           streamRef
 	Source           string
 	FrameRate        float64
+	Codec            string // Annex B input: h264 or h265 ("": from its first SPS)
 	FragmentDuration time.Duration
 	Realtime         bool
 	Loop             bool
@@ -149,6 +151,9 @@ func (o putMediaOptions) validate() error {
 	if o.FrameRate < 0 {
 		return fmt.Errorf("--frame-rate %g: want a positive number", o.FrameRate)
 	}
+	if _, err := annexBCodec(o.Codec); err != nil {
+		return err
+	}
 	if o.FragmentDuration <= 0 || o.FragmentDuration > capture.MaxFragmentDuration {
 		return fmt.Errorf("--fragment-duration %v: want more than 0 and at most %v", o.FragmentDuration, capture.MaxFragmentDuration)
 	}
@@ -239,6 +244,7 @@ with a spool, which keeps the rest), and exits 130.`,
 	addStreamRefFlags(c, &o.Stream)
 	f.StringVar(&o.Source, "source", "", "media file, - for standard input, an RTSP camera (rtsp://[user:pass@]host[:port]/path), or testsrc, camera, camera:/dev/videoN (required)")
 	f.Float64Var(&o.FrameRate, "frame-rate", 0, "frame rate of Annex B input whose SPS has no timing info")
+	f.StringVar(&o.Codec, "codec", "", "codec of Annex B input, h264 or h265 (default: from its first SPS; needed when none comes in its first 64 KiB, as from a pipe joined between keyframes)")
 	f.DurationVar(&o.FragmentDuration, "fragment-duration", capture.DefaultTargetDuration, "target fragment duration (fragments start at keyframes)")
 	f.BoolVar(&o.Realtime, "realtime", false, "send frames at their real-time pace, like a live camera")
 	f.BoolVar(&o.Loop, "loop", false, "start the file again at its end, with timestamps continuing (until Ctrl-C)")
@@ -312,4 +318,17 @@ func runPutMedia(ctx context.Context, env *Env, o putMediaOptions) error {
 	}
 	_, err := upload(ctx, env, o, nil)
 	return err
+}
+
+// annexBCodec parses --codec.
+func annexBCodec(name string) (codec.Codec, error) {
+	switch strings.ToLower(name) {
+	case "":
+		return 0, nil
+	case "h264", "h.264", "avc":
+		return codec.H264, nil
+	case "h265", "h.265", "hevc":
+		return codec.H265, nil
+	}
+	return 0, fmt.Errorf("--codec %q: want h264 or h265", name)
 }

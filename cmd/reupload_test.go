@@ -1,8 +1,11 @@
 package cmd
 
 import (
+	"bytes"
 	"encoding/json"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -36,5 +39,34 @@ func TestPutMediaRawGetMediaTimestamps(t *testing.T) {
 		if d := time.Since(ts); d < -time.Hour || d > time.Hour {
 			t.Errorf("fragment %d of the copy: producer timestamp %s (%v from now)", i, f.ProducerTimestamp, -d)
 		}
+	}
+}
+
+// A raw H.264 pipe with no SPS in its first 64 KiB (joined between the keyframes of a camera's
+// byte stream; here 70 KB of filler NAL units before the clip) cannot have its codec detected:
+// put-media says to pass --codec, and with it the stream uploads from its first keyframe.
+func TestPutMediaAnnexBCodecFlag(t *testing.T) {
+	t.Parallel()
+	clip, err := os.ReadFile("../testdata/h264.h264")
+	if err != nil {
+		t.Fatal(err)
+	}
+	filler := append([]byte{0, 0, 0, 1, 0x0c}, bytes.Repeat([]byte{0xff}, 70<<10)...) // NAL type 12: filler data
+	in := append(append(filler, 0x80), clip...)                                       // rbsp_trailing_bits
+	url, _ := e2eServer(t, nil)
+	code, _, errs := kvsRun(t.Context(), t, url, bytes.NewReader(in), "put-media", "--stream-name", "cam", "--create", "--source", "-")
+	if code != ExitUsage || !strings.Contains(errs, "--codec h264|h265") {
+		t.Fatalf("without --codec: exit %d, stderr %q; want %d and advice to pass --codec", code, errs, ExitUsage)
+	}
+	mustRun(t, url, bytes.NewReader(in), "put-media", "--stream-name", "cam", "--source", "-", "--codec", "h264", "--fragment-duration", "1s")
+	var listed struct {
+		Fragments []struct{ FragmentNumber string }
+	}
+	out := mustRun(t, url, nil, "list-fragments", "--stream-name", "cam")
+	if err := json.Unmarshal([]byte(out), &listed); err != nil || len(listed.Fragments) != 4 {
+		t.Fatalf("list-fragments: %v: %s; want the clip's 4 fragments", err, out)
+	}
+	if code, _, errs := kvsRun(t.Context(), t, url, nil, "put-media", "--stream-name", "cam", "--source", "-", "--codec", "vp8"); code != ExitUsage || !strings.Contains(errs, "want h264 or h265") {
+		t.Errorf("--codec vp8: exit %d, stderr %q", code, errs)
 	}
 }

@@ -66,7 +66,8 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 	}
 
 	// Open the source; a file is wrapped to count bytes for the progress bar.
-	opts := capture.Options{FrameRate: o.FrameRate, Notice: func(msg string) { log.Warn(msg) }}
+	c, _ := annexBCodec(o.Codec) // checked by validate
+	opts := capture.Options{FrameRate: o.FrameRate, Codec: c, Notice: func(msg string) { log.Warn(msg) }}
 	var counter *countingFile
 	var size int64 = -1
 	open := func(ctx context.Context) (capture.Source, error) {
