@@ -52,8 +52,8 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 	if end.IsZero() {
 		end = time.Unix(0, 1<<62)
 	}
-	all, err := p.inRange(ctx, sess.stream, buf, sess.kind, sess.start, end, 0)
-	if err != nil || len(all) == 0 {
+	head, err := p.inRange(ctx, sess.stream, buf, sess.kind, sess.start, end, sess.max)
+	if err != nil || len(head) == 0 {
 		return nil, 0, false, err
 	}
 	timeOf := func(f store.FragmentMeta) time.Time {
@@ -62,15 +62,38 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 		}
 		return f.ServerTime
 	}
-	first := timeOf(all[0])
-	span := timeOf(all[min(sess.max, len(all))-1]).Sub(first)
-	elapsed := p.s.cfg.Now().Sub(sess.created)
+	// Revealed: the fragments up to first + elapsed + span (the first max at once). They are
+	// walked page by page, keeping the newest max in a ring: memory stays the window's, however
+	// long the range (the walk itself is as long as the revealed part).
+	first := timeOf(head[0])
+	edge := first.Add(p.s.cfg.Now().Sub(sess.created) + timeOf(head[len(head)-1]).Sub(first))
+	if edge.After(end) {
+		edge = end
+	}
+	ring := make([]store.FragmentMeta, sess.max)
 	shown := 0
-	for shown < len(all) && timeOf(all[shown]).Sub(first) <= elapsed+span {
+	err = p.walkRange(ctx, sess.stream, buf, sess.kind, sess.start, edge, func(f store.FragmentMeta) bool {
+		ring[shown%sess.max] = f
 		shown++
+		return true
+	})
+	if err != nil {
+		return nil, 0, false, err
 	}
 	from := max(0, shown-sess.max)
-	if !sess.end.IsZero() && shown == len(all) {
+	frags = make([]store.FragmentMeta, 0, shown-from)
+	for i := from; i < shown; i++ {
+		frags = append(frags, ring[i%sess.max])
+	}
+	revealedAll := !edge.Before(end)
+	if !sess.end.IsZero() && !revealedAll {
+		rest, err := p.inRange(ctx, sess.stream, buf, sess.kind, edge.Add(time.Nanosecond), end, 1)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		revealedAll = len(rest) == 0
+	}
+	if !sess.end.IsZero() && revealedAll {
 		after, err := p.inRange(ctx, sess.stream, buf, sess.kind, sess.end.Add(time.Nanosecond), time.Unix(0, 1<<62), 1)
 		if err != nil {
 			return nil, 0, false, err
@@ -80,7 +103,7 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 		ended = len(after) > 0 || (sess.kind == store.ServerTime &&
 			p.s.cfg.Now().After(sess.end.Add(p.s.media.maxFragmentDuration+hlsLiveRecency)))
 	}
-	return all[from:shown], uint64(from), ended, nil
+	return frags, uint64(from), ended, nil
 }
 
 // newest returns up to n of the stream's newest fragments in number order, from the store and
@@ -106,27 +129,39 @@ func (p *playback) newest(ctx context.Context, name string, buf *streamBuffer, n
 }
 
 // inRange returns the fragments whose kind timestamp is in [start, end], in (timestamp, number)
-// order, at most limit of them (0: all), paging through the store like ListFragments.
+// order, at most limit of them (0: all).
 func (p *playback) inRange(ctx context.Context, name string, buf *streamBuffer, kind store.TimeKind, start, end time.Time, limit int) ([]store.FragmentMeta, error) {
+	var out []store.FragmentMeta
+	err := p.walkRange(ctx, name, buf, kind, start, end, func(f store.FragmentMeta) bool {
+		out = append(out, f)
+		return limit <= 0 || len(out) < limit
+	})
+	return out, err
+}
+
+// walkRange calls fn with each fragment whose kind timestamp is in [start, end], in (timestamp,
+// number) order, until fn returns false, paging through the store like ListFragments.
+func (p *playback) walkRange(ctx context.Context, name string, buf *streamBuffer, kind store.TimeKind, start, end time.Time,
+	fn func(store.FragmentMeta) bool) error {
 	q := listQuery{Kind: "S", Start: clampNanos(start), End: clampNanos(end), Number: ^uint64(0)}
 	if kind == store.ProducerTime {
 		q.Kind = "P"
 	}
 	q.After = q.Start - 1
-	var out []store.FragmentMeta
 	const page = maxListFragments
 	for {
 		got, err := p.s.media.listPage(ctx, name, buf, q, page)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		n := min(len(got), page)
-		out = append(out, got[:n]...)
-		if limit > 0 && len(out) >= limit {
-			return out[:limit], nil
+		for _, f := range got[:n] {
+			if !fn(f) {
+				return nil
+			}
 		}
 		if len(got) <= page {
-			return out, nil
+			return nil
 		}
 		last := got[n-1]
 		q.After, q.Number = q.time(last), last.Number
