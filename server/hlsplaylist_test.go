@@ -168,3 +168,57 @@ func TestHLSLiveReplayEndsAtPastEnd(t *testing.T) {
 		t.Errorf("every fragment of the range is listed, the range ended 70 s ago, and no EXT-X-ENDLIST")
 	}
 }
+
+// TestHLSLiveReplayPace: a LIVE_REPLAY session reveals the first MaxMediaPlaylistFragmentResults
+// fragments at once, then each one once the session has run as long as the media before it; the
+// window shows the newest of those revealed, with the media sequence number of its place in the
+// range, and an EndTimestamp ends the playlist once everything up to it is revealed and the
+// stream has gone past it.
+func TestHLSLiveReplayPace(t *testing.T) {
+	t.Parallel()
+	clock := &setClock{}
+	t0 := time.Unix(1_800_000_000, 0)
+	clock.Set(t0)
+	e := newMediaEnv(t, "mem", func(c *Config) { c.Now = clock.Now })
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	var numbers []uint64
+	for i := range 4 { // four 1 s fragments, producer times baseMillis + 0, 1, 2, 3 s
+		numbers = append(numbers, pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true))
+	}
+	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "LIVE_REPLAY",
+		"MaxMediaPlaylistFragmentResults": 2,
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3}}})
+	if code != "" {
+		t.Fatal(code)
+	}
+	for _, step := range []struct {
+		elapsed time.Duration
+		first   int // index in numbers of the window's first fragment; the window holds two
+		ended   bool
+	}{
+		{0, 0, false},                       // the first two at once
+		{time.Second, 1, false},             // one more after 1 s
+		{1500 * time.Millisecond, 1, false}, // not the next before 2 s
+		{2 * time.Second, 2, false},         // all four revealed, but the stream has nothing past the end yet
+	} {
+		clock.Set(t0.Add(step.elapsed))
+		_, media := mediaPlaylist(t, url)
+		segs := playlistSegments(t, media)
+		for k, i := range []int{step.first, step.first + 1} {
+			s, ok := segs[formatFragmentNumber(numbers[i])]
+			if !ok || s[0] != step.first+k || len(segs) != 2 || strings.Contains(media, "#EXT-X-ENDLIST") != step.ended {
+				t.Fatalf("after %v: want fragments %d and %d with media sequence numbers %d and %d, ended %v:\n%s",
+					step.elapsed, i, i+1, step.first, step.first+1, step.ended, media)
+			}
+		}
+	}
+	pc.fragment(c.cluster(t, 3, baseMillis+10_000), c.fragTimecode(3, baseMillis+10_000), true) // past the end
+	_, media := mediaPlaylist(t, url)
+	if !strings.Contains(media, "#EXT-X-ENDLIST") {
+		t.Errorf("a fragment past EndTimestamp came, every one up to it is revealed: want EXT-X-ENDLIST:\n%s", media)
+	}
+}
