@@ -146,36 +146,75 @@ type streamSeries struct {
 	m                map[string]*streamCounters
 	other            *streamCounters
 	bytes, fragments *prometheus.CounterVec
+	pruned           time.Time // the last prune (get)
 }
 
 // streamCounters are one stream's ingest counters (or the shared "(other)" ones).
 type streamCounters struct {
 	bytes, fragments prometheus.Counter
+	arn              string // the stream that last took them (a stream created again takes them over)
 }
 
+// seriesPruneEvery bounds how often get, with every place taken, asks the store which of the
+// streams holding one still exist (on a cluster, a stream deleted through another node is never
+// dropped here).
+const seriesPruneEvery = 10 * time.Second
+
 // get returns the counters of stream, giving it its own while fewer than max streams have them.
-func (ss *streamSeries) get(stream string) *streamCounters {
+// With every place taken it first frees those of streams the store no longer has (listed by
+// list, at most every seriesPruneEvery).
+func (ss *streamSeries) get(stream, arn string, list func() ([]store.Stream, error)) *streamCounters {
+	ss.mu.Lock()
+	if c := ss.m[stream]; c != nil {
+		c.arn = arn
+		ss.mu.Unlock()
+		return c
+	}
+	prune := len(ss.m) >= ss.max && ss.max > 0 && list != nil && time.Since(ss.pruned) >= seriesPruneEvery
+	if prune {
+		ss.pruned = time.Now()
+	}
+	ss.mu.Unlock()
+	if prune {
+		if all, err := list(); err == nil {
+			live := make(map[string]bool, len(all))
+			for _, st := range all {
+				live[st.Name] = true
+			}
+			ss.mu.Lock()
+			for name := range ss.m {
+				if !live[name] && name != stream {
+					delete(ss.m, name)
+					ss.bytes.DeleteLabelValues(name)
+					ss.fragments.DeleteLabelValues(name)
+				}
+			}
+			ss.mu.Unlock()
+		}
+	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if c := ss.m[stream]; c != nil {
+		c.arn = arn
 		return c
 	}
 	if len(ss.m) >= ss.max {
 		if ss.other == nil {
-			ss.other = &streamCounters{ss.bytes.WithLabelValues(otherStreams), ss.fragments.WithLabelValues(otherStreams)}
+			ss.other = &streamCounters{bytes: ss.bytes.WithLabelValues(otherStreams), fragments: ss.fragments.WithLabelValues(otherStreams)}
 		}
 		return ss.other
 	}
-	c := &streamCounters{ss.bytes.WithLabelValues(stream), ss.fragments.WithLabelValues(stream)}
+	c := &streamCounters{bytes: ss.bytes.WithLabelValues(stream), fragments: ss.fragments.WithLabelValues(stream), arn: arn}
 	ss.m[stream] = c
 	return c
 }
 
-// drop removes a deleted stream's series, freeing its place.
-func (ss *streamSeries) drop(stream string) {
+// drop removes a deleted stream's series, freeing its place, unless a stream created again under
+// its name has taken them over since.
+func (ss *streamSeries) drop(stream, arn string) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if _, ok := ss.m[stream]; ok {
+	if c, ok := ss.m[stream]; ok && c.arn == arn {
 		delete(ss.m, stream)
 		ss.bytes.DeleteLabelValues(stream)
 		ss.fragments.DeleteLabelValues(stream)

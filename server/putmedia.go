@@ -168,7 +168,7 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 	p.lastRead.Store(time.Now().UnixNano())
 	m.addSession(p)
 	defer m.removeSession(p)
-	p.ingest = s.metrics.streams.get(st.Name)
+	p.ingest = s.metrics.streams.get(st.Name, st.ARN, func() ([]store.Stream, error) { return s.store.ListStreams(ctx) })
 	m.uploadStarted(p, r)
 	if !p.liveOnly {
 		// Ready the stream's segment and fragment numbers while the first fragment arrives,

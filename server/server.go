@@ -318,7 +318,7 @@ const closeUploadsWait = putMediaDrainGrace + 2*time.Second
 func (s *Server) streamDeleted(st store.Stream) {
 	s.media.streamDeleted(st)
 	s.playback.streamDeleted(st.Name)
-	s.metrics.streams.drop(st.Name)
+	s.metrics.streams.drop(st.Name, st.ARN)
 	s.events.publish(&Event{Type: EventStreamDeleted, Stream: st.Name})
 }
 

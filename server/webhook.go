@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -148,6 +149,9 @@ func (w *webhook) attempt(it webhookItem, n int) attemptResult {
 	if err != nil {
 		return attemptResult{retry: w.h.ctx.Err() == nil, status: err.Error()}
 	}
+	// Read (a little of) the answer so that the connection goes back to the pool: closed unread,
+	// it is torn down, and every event would open a new one.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	c := resp.StatusCode
 	return attemptResult{ok: c >= 200 && c < 300, retry: c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500,

@@ -1,0 +1,109 @@
+package server
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/server/store"
+)
+
+// TestWebhookReusesConnection: a receiver that answers 200 with a short body ("ok", as most web
+// frameworks do) gets every event over one kept-alive connection, not one TCP connection per
+// event (with fragment.persisted on, one per fragment of every stream).
+func TestWebhookReusesConnection(t *testing.T) {
+	t.Parallel()
+	var conns, posts atomic.Int64
+	got := make(chan struct{}, 100)
+	rcv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		posts.Add(1)
+		_, _ = w.Write([]byte("ok"))
+		got <- struct{}{}
+	}))
+	rcv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	rcv.Start()
+	t.Cleanup(rcv.Close)
+	e := newMediaEnv(t, "mem", func(c *Config) { c.Webhooks = []string{rcv.URL} })
+	const n = 10
+	for i := range n {
+		e.createStream(t, "cam"+string(rune('a'+i)), 1)
+		select {
+		case <-got:
+		case <-time.After(10 * time.Second):
+			t.Fatal("no webhook POST within 10 s")
+		}
+	}
+	// One, or a few where an event went out before the previous answer's connection was back in
+	// the pool; unread answers took one each.
+	if c := conns.Load(); c > 3 {
+		t.Errorf("%d webhook POSTs took %d TCP connections, want them kept alive", posts.Load(), c)
+	}
+}
+
+// TestClusterMetricsSeriesGoWithDeleteOnOtherNode: a stream written by node 1 and deleted
+// through node 2 loses its per-stream ingest series on node 1 too, and frees its place there
+// (MetricsMaxStreams 1): the next stream node 1 writes gets a series of its own, not "(other)".
+func TestClusterMetricsSeriesGoWithDeleteOnOtherNode(t *testing.T) {
+	t.Parallel()
+	nodes := newCluster(t, 2, nil, func(c *Config) { c.MetricsMaxStreams = 1 })
+	n1, n2 := nodes[0], nodes[1]
+	arn := n1.createStream(t, "a", 1)
+	c := loadClip(t, "h264.mkv")
+	n1.ingestAt(t, "a", c, 0, 2, baseMillis, true)
+	if _, ok := sample(scrape(t, n1.ts.URL+"/metrics"), "kvs_ingest_fragments_total", "stream", "a"); !ok {
+		t.Fatal("node 1 has no series for stream a after writing it")
+	}
+	n2.deleteStream(t, arn)
+	n1.createStream(t, "b", 1)
+	n1.ingestAt(t, "b", c, 0, 2, baseMillis, true)
+	fams := scrape(t, n1.ts.URL+"/metrics")
+	if v, ok := sample(fams, "kvs_ingest_fragments_total", "stream", "a"); ok {
+		t.Errorf("node 1 still serves kvs_ingest_fragments_total{stream=\"a\"} = %v after a was deleted (through node 2)", v)
+	}
+	if _, ok := sample(fams, "kvs_ingest_fragments_total", "stream", "b"); !ok {
+		v, _ := sample(fams, "kvs_ingest_fragments_total", "stream", otherStreams)
+		t.Errorf("node 1: stream b has no series of its own (stream=\"(other)\" = %v): the deleted stream a still holds the only place", v)
+	}
+}
+
+// TestMetricsRecreatedStreamKeepsSeries: DeleteStream's after-effects run after the store's delete;
+// a stream created again under the name in between, and uploading already, is another stream
+// whose uploads are left alone (TestDeleteLeavesRecreatedStreamUpload). Its ingest series must be
+// left alone too: every fragment it receives is counted in kvs_ingest_fragments_total{stream}.
+func TestMetricsRecreatedStreamKeepsSeries(t *testing.T) {
+	t.Parallel()
+	st := &pauseDeleteStore{Store: store.NewMem()}
+	e := newMediaEnvStore(t, st)
+	arn := e.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	st.deleted, st.resume = make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp := e.post(t, context.Background(), "/deleteStream", map[string]any{"StreamARN": arn})
+		resp.Body.Close()
+	}()
+	<-st.deleted
+	e.createStream(t, "cam", 1)
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), true)
+	close(st.resume)
+	<-done
+	for i := 1; i < 4; i++ {
+		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
+	}
+	pc.end()
+	v, ok := sample(scrape(t, e.ts.URL+"/metrics"), "kvs_ingest_fragments_total", "stream", "cam")
+	if !ok || v != 4 {
+		t.Errorf("kvs_ingest_fragments_total{stream=\"cam\"} = %v (present %v) after 4 fragments to the re-created stream, want 4", v, ok)
+	}
+}
