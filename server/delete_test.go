@@ -25,17 +25,15 @@ func (s *pauseDeleteStore) DeleteStream(ctx context.Context, name, version strin
 	return err
 }
 
-// TestDeleteLeavesRecreatedStreamUpload: a DeleteStream's after-effects (ending the
-// stream's uploads and live readers, dropping its live buffer) are applied by name after the
-// store's delete, not atomically with it: an upload to a stream created again under the same
-// name in between is ended with ERROR 4008 although its stream exists.
-func TestDeleteLeavesRecreatedStreamUpload(t *testing.T) {
-	t.Parallel()
+// recreatedDuringDelete deletes stream "cam" of a new server, and between the store's delete and
+// the server's after-effects creates "cam" again and uploads one fragment of h264.mkv to it: the
+// server, the clip and the upload, still open.
+func recreatedDuringDelete(t *testing.T) (*mediaEnv, *clip, *putConn) {
+	t.Helper()
 	st := &pauseDeleteStore{Store: store.NewMem()}
 	e := newMediaEnvStore(t, st)
 	arn := e.createStream(t, "cam", 1)
 	c := loadClip(t, "h264.mkv")
-
 	st.deleted, st.resume = make(chan struct{}), make(chan struct{})
 	done := make(chan struct{})
 	go func() {
@@ -51,6 +49,16 @@ func TestDeleteLeavesRecreatedStreamUpload(t *testing.T) {
 	pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), true)
 	close(st.resume)
 	<-done
+	return e, c, pc
+}
+
+// TestDeleteLeavesRecreatedStreamUpload: a DeleteStream's after-effects (ending the
+// stream's uploads and live readers, dropping its live buffer) are applied by name after the
+// store's delete, not atomically with it: an upload to a stream created again under the same
+// name in between is ended with ERROR 4008 although its stream exists.
+func TestDeleteLeavesRecreatedStreamUpload(t *testing.T) {
+	t.Parallel()
+	e, c, pc := recreatedDuringDelete(t)
 
 	// The new stream exists, and its upload goes on.
 	var desc struct{ StreamInfo struct{ StreamARN string } }

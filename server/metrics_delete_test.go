@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -9,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/openkvs/kvs/server/store"
 )
 
 // TestWebhookReusesConnection: a receiver that answers 200 with a short body ("ok", as most web
@@ -80,24 +78,7 @@ func TestClusterMetricsSeriesGoWithDeleteOnOtherNode(t *testing.T) {
 // left alone too: every fragment it receives is counted in kvs_ingest_fragments_total{stream}.
 func TestMetricsRecreatedStreamKeepsSeries(t *testing.T) {
 	t.Parallel()
-	st := &pauseDeleteStore{Store: store.NewMem()}
-	e := newMediaEnvStore(t, st)
-	arn := e.createStream(t, "cam", 1)
-	c := loadClip(t, "h264.mkv")
-	st.deleted, st.resume = make(chan struct{}), make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		resp := e.post(t, context.Background(), "/deleteStream", map[string]any{"StreamARN": arn})
-		resp.Body.Close()
-	}()
-	<-st.deleted
-	e.createStream(t, "cam", 1)
-	pc := e.startPut(t, "cam")
-	pc.write(c.header())
-	pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), true)
-	close(st.resume)
-	<-done
+	e, c, pc := recreatedDuringDelete(t)
 	for i := 1; i < 4; i++ {
 		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
 	}
