@@ -40,8 +40,8 @@ func TestWebhookReusesConnection(t *testing.T) {
 		}
 	}
 	// One, or a few where an event went out before the previous answer's connection was back in
-	// the pool; unread answers took one each.
-	if c := conns.Load(); c > 3 {
+	// the pool (a loaded machine: up to 4 of 10 seen); unread answers took one each.
+	if c := conns.Load(); c > n/2 {
 		t.Errorf("%d webhook POSTs took %d TCP connections, want them kept alive", posts.Load(), c)
 	}
 }
