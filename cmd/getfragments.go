@@ -8,7 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -121,6 +123,10 @@ func (o getFragmentsOptions) fragmentNumbers(ctx context.Context, env *Env, cl *
 		}
 	}
 	if len(list) > 0 {
+		// The help promises fragment-number order, and a number given twice is one fragment (a
+		// repeat in one batch would also hand the writer the same, already released, fragment).
+		slices.SortFunc(list, client.CompareFragmentNumbers)
+		list = slices.CompactFunc(list, func(a, b string) bool { return client.CompareFragmentNumbers(a, b) == 0 })
 		return list, nil, nil
 	}
 	frags, err := listFragments(ctx, cl, "get-fragments", o.Stream, o.Range)
@@ -173,9 +179,9 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error
 				window = max(o.Parallel, min(window, int(windowBytes/avg)))
 			}
 		}
-		fetchBatch := func(ctx context.Context, numbers []string) ([]*mkv.Fragment, error) {
+		fetchBatch := withRetry(func(ctx context.Context, numbers []string) ([]*mkv.Fragment, error) {
 			return fetchBatch(ctx, cl, stream, numbers)
-		}
+		})
 		err := fetchInOrder(ctx, batches, o.Parallel, window, fetchBatch, func(frags []*mkv.Fragment) error {
 			for _, f := range frags {
 				if err := write(f); err != nil {
@@ -200,13 +206,13 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error
 		return writeOutput(env, o.OutFile, "get-fragments "+stream, func(w io.Writer) error {
 			bar := newProgress(env.Stderr, int64(len(numbers)), false, "get-fragments "+stream)
 			batches := makeBatches(numbers, sizes, o.Parallel)
-			fetch := func(ctx context.Context, numbers []string) (rawBatch, error) {
+			fetch := withRetry(func(ctx context.Context, numbers []string) (rawBatch, error) {
 				var expect int64
 				for _, n := range numbers {
 					expect += size[n]
 				}
 				return fetchRawBatch(ctx, cl, stream, numbers, int(expect))
-			}
+			})
 			err := fetchInOrder(ctx, batches, o.Parallel, o.Parallel+1, fetch, func(b rawBatch) error {
 				defer bufpool.Put(b.buf)
 				for _, c := range b.chunks {
@@ -328,6 +334,29 @@ func fetchInOrder[T any](ctx context.Context, batches [][]string, parallel, wind
 		return err
 	}
 	return ctx.Err()
+}
+
+// batchAttempts is how often a GetMediaForFragmentList batch is tried when the server answers
+// with a retryable error (5xx, throttling), as the SDK's retryer does for the other calls.
+const batchAttempts = 3
+
+// withRetry retries fetch on a retryable *client.APIError, with a short backoff. A batch is only
+// handed on whole, so a retry cannot duplicate or lose fragments.
+func withRetry[T any](fetch func(context.Context, []string) (T, error)) func(context.Context, []string) (T, error) {
+	return func(ctx context.Context, numbers []string) (T, error) {
+		for attempt := 1; ; attempt++ {
+			v, err := fetch(ctx, numbers)
+			var ae *client.APIError
+			if err == nil || attempt == batchAttempts || ctx.Err() != nil || !errors.As(err, &ae) || !ae.Retryable() {
+				return v, err
+			}
+			select {
+			case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+			case <-ctx.Done():
+				return v, ctx.Err()
+			}
+		}
+	}
 }
 
 // fetchBatch gets numbers with one request and checks that each comes back once, in order.

@@ -1,7 +1,9 @@
 package cmd
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -96,6 +98,25 @@ func writeOutput(env *Env, path, what string, write func(io.Writer) error) error
 	err = write(piecewrite.Writer{W: f})
 	if cerr := f.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("%s: %w", what, cerr)
+	}
+	if err == nil {
+		return nil
+	}
+	// Never leave a failed or interrupted download looking like a finished one: an empty file
+	// goes, a partial one is named as such. Only a regular file: -o /dev/null or a FIFO stays.
+	fi, serr := os.Stat(path) // f is closed
+	if serr != nil || !fi.Mode().IsRegular() {
+		return err
+	}
+	size := fi.Size()
+	switch {
+	case size == 0:
+		_ = os.Remove(path)
+	case errors.Is(err, context.Canceled):
+		// Run prints nothing for an interrupt (exit 130): say what the file holds here.
+		fmt.Fprintf(env.Stderr, "kvs: %s: interrupted: %s holds only the %d bytes written before\n", what, path, size)
+	default:
+		err = withHint(err, fmt.Sprintf("%s is incomplete (%d bytes written before the failure); run the command again to get all of it.", path, size))
 	}
 	return err
 }

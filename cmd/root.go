@@ -127,7 +127,7 @@ func NewRoot(env *Env) *cobra.Command {
 	root.SetVersionTemplate("kvs {{.Version}}\n")
 	pf := root.PersistentFlags()
 	pf.String("endpoint", "http://127.0.0.1:4567", "KVS endpoint URL (control plane; media endpoints come from GetDataEndpoint); the nodes of a kvs cluster as URLs separated by commas")
-	pf.String("region", "us-east-1", "AWS region used for signing requests and in ARNs")
+	pf.String("region", "", "AWS region used for signing requests and, by kvs server, in ARNs (default: AWS_REGION or the AWS profile's region, else us-east-1)")
 	pf.String("config", "", "config file (default $XDG_CONFIG_HOME/kvs/config.yaml)")
 	pf.String("log-level", "info", "log level: debug, info, warn or error")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
@@ -153,6 +153,7 @@ func NewRoot(env *Env) *cobra.Command {
 		newListStreamsCmd(env),
 		newDeleteStreamCmd(env),
 		newUpdateDataRetentionCmd(env),
+		newUpdateStreamCmd(env),
 		newTagStreamCmd(env),
 		newUntagStreamCmd(env),
 		newListTagsForStreamCmd(env),
@@ -165,7 +166,6 @@ func NewRoot(env *Env) *cobra.Command {
 func loadConfig(env *Env, flags *pflag.FlagSet) error {
 	v := env.Config
 	v.SetDefault("endpoint", "http://127.0.0.1:4567")
-	v.SetDefault("region", "us-east-1")
 	v.SetDefault("log-level", "info")
 	v.SetEnvPrefix("KVS")
 	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
@@ -318,6 +318,12 @@ func errorMessage(env *Env, c *cobra.Command, err error) (msg, hint string) {
 		hint = "Check the name: `kvs list-streams` lists the streams; `kvs create-stream` makes one."
 		if c.Flags().Lookup("create") != nil {
 			hint = "Add --create to make it, or check the name: `kvs list-streams` lists the streams."
+		}
+		// The stream exists; a fragment or a time range does not (GetMediaForFragmentList,
+		// GetClip, HLS, GetMedia FRAGMENT_NUMBER answer ResourceNotFoundException for those too).
+		var m interface{ ErrorMessage() string }
+		if errors.As(err, &m) && strings.Contains(strings.ToLower(m.ErrorMessage()), "fragment") {
+			hint = "The stream exists but holds no such fragment: `kvs list-fragments --stream-name NAME --output table` lists the fragments stored and their times."
 		}
 	}
 	f, ok := diagnose(err)

@@ -84,7 +84,8 @@ func TestConfigPrecedence(t *testing.T) {
 		wantEP     string
 		wantRegion string
 	}{
-		{"defaults", map[string]string{"XDG_CONFIG_HOME": t.TempDir()}, nil, "http://127.0.0.1:4567", "us-east-1"},
+		// No region: the client takes the AWS configuration's (AWS_REGION, the profile), else us-east-1.
+		{"defaults", map[string]string{"XDG_CONFIG_HOME": t.TempDir()}, nil, "http://127.0.0.1:4567", ""},
 		{"file", map[string]string{"XDG_CONFIG_HOME": dir}, nil, "http://from-file:1", "eu-west-1"},
 		{"env beats file", map[string]string{"XDG_CONFIG_HOME": dir, "KVS_ENDPOINT": "http://from-env:2"}, nil, "http://from-env:2", "eu-west-1"},
 		{"flag beats env", map[string]string{"XDG_CONFIG_HOME": dir, "KVS_ENDPOINT": "http://from-env:2"}, []string{"--endpoint", "http://from-flag:3"}, "http://from-flag:3", "eu-west-1"},

@@ -11,6 +11,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/openkvs/kvs/client"
 )
 
 // The stream commands are thin wrappers over the kinesisvideo control-plane API through the AWS
@@ -237,6 +240,16 @@ streams are printed, and the JSON output carries a NextToken to pass to --next-t
 	f.StringVar(&o.StreamNameCondition, "stream-name-condition", "", "ComparisonOperator=BEGINS_WITH,ComparisonValue=PREFIX (AWS CLI form)")
 	f.StringVar(&o.NamePrefix, "name-prefix", "", "only streams whose name begins with this")
 	addOutputFlag(f, &o.Output)
+	// The AWS CLI's pagination flags for the same thing.
+	f.SetNormalizeFunc(func(_ *pflag.FlagSet, name string) pflag.NormalizedName {
+		switch name {
+		case "max-items":
+			name = "max-results"
+		case "starting-token":
+			name = "next-token"
+		}
+		return pflag.NormalizedName(name)
+	})
 	return c
 }
 
@@ -371,18 +384,26 @@ change applies to whatever the stream's settings are now. Prints nothing on succ
 	return c
 }
 
+// currentVersion returns version, or when it is "" the stream's Version now (DescribeStream).
+func currentVersion(ctx context.Context, cl *client.Client, stream streamRef, version, what string) (string, error) {
+	if version != "" {
+		return version, nil
+	}
+	out, err := cl.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: stream.name(), StreamARN: stream.arn()})
+	if err != nil {
+		return "", wrapAPI(err, "%s %s", what, stream)
+	}
+	return aws.ToString(out.StreamInfo.Version), nil
+}
+
 func runUpdateDataRetention(ctx context.Context, env *Env, o updateDataRetentionOptions) error {
 	cl, err := newClient(ctx, env)
 	if err != nil {
 		return err
 	}
-	version := o.CurrentVersion
-	if version == "" {
-		out, err := cl.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn()})
-		if err != nil {
-			return wrapAPI(err, "update-data-retention %s", o.Stream)
-		}
-		version = aws.ToString(out.StreamInfo.Version)
+	version, err := currentVersion(ctx, cl, o.Stream, o.CurrentVersion, "update-data-retention")
+	if err != nil {
+		return err
 	}
 	_, err = cl.Control.UpdateDataRetention(ctx, &kinesisvideo.UpdateDataRetentionInput{
 		StreamName:                 o.Stream.name(),
@@ -392,4 +413,59 @@ func runUpdateDataRetention(ctx context.Context, env *Env, o updateDataRetention
 		DataRetentionChangeInHours: aws.Int32(int32(o.ChangeHours)), //nolint:gosec // range-checked in validate
 	})
 	return wrapAPI(err, "update-data-retention %s", o.Stream)
+}
+
+// ---- update-stream
+
+type updateStreamOptions struct {
+	Stream         streamRef
+	CurrentVersion string
+	DeviceName     string
+	MediaType      string
+}
+
+func (o updateStreamOptions) validate() error {
+	if err := o.Stream.validate(); err != nil {
+		return err
+	}
+	if o.DeviceName == "" && o.MediaType == "" {
+		return errors.New("--device-name or --media-type is required: they are what update-stream changes")
+	}
+	return nil
+}
+
+func newUpdateStreamCmd(env *Env) *cobra.Command {
+	var o updateStreamOptions
+	c := newCommand(env, &o, runUpdateStream, &cobra.Command{
+		Use:   "update-stream (--stream-name NAME | --stream-arn ARN) [--device-name D] [--media-type T] [--current-version V]",
+		Short: "Change a stream's device name or media type",
+		Long: `Change a stream's device name or media type (UpdateStream); what is not given stays. The API
+requires the stream's current Version; when --current-version is omitted it is looked up first (a
+convenience the AWS CLI lacks). Prints nothing on success.`,
+	})
+	addStreamRefFlags(c, &o.Stream)
+	f := c.Flags()
+	f.StringVar(&o.CurrentVersion, "current-version", "", "the stream's Version (default: looked up)")
+	f.StringVar(&o.DeviceName, "device-name", "", "the new device name")
+	f.StringVar(&o.MediaType, "media-type", "", "the new media type, e.g. video/h264")
+	return c
+}
+
+func runUpdateStream(ctx context.Context, env *Env, o updateStreamOptions) error {
+	cl, err := newClient(ctx, env)
+	if err != nil {
+		return err
+	}
+	version, err := currentVersion(ctx, cl, o.Stream, o.CurrentVersion, "update-stream")
+	if err != nil {
+		return err
+	}
+	_, err = cl.Control.UpdateStream(ctx, &kinesisvideo.UpdateStreamInput{
+		StreamName:     o.Stream.name(),
+		StreamARN:      o.Stream.arn(),
+		CurrentVersion: aws.String(version),
+		DeviceName:     optional(o.DeviceName),
+		MediaType:      optional(o.MediaType),
+	})
+	return wrapAPI(err, "update-stream %s", o.Stream)
 }

@@ -95,7 +95,14 @@ func newUntagStreamCmd(env *Env) *cobra.Command {
 		Short: "Remove tags from a stream",
 	})
 	addStreamRefFlags(c, &o.Stream)
-	c.Flags().StringArrayVar(&o.Keys, "tag-key-list", nil, "tag keys, comma-separated; may repeat (required)")
+	c.Flags().StringArrayVar(&o.Keys, "tag-key-list", nil, "tag keys, comma-separated or, as the AWS CLI takes them, separated by spaces; may repeat (required)")
+	// The AWS CLI's form: --tag-key-list k1 k2 (the words after the flag are more keys).
+	run := c.RunE
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		o.Keys = append(o.Keys, args...)
+		return run(cmd, nil)
+	}
 	return c
 }
 

@@ -1,0 +1,193 @@
+package cmd
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// get-fragments promises output "in fragment-number order". Numbers given on the command line or
+// stdin (e.g. from `aws kinesis-video-archived-media list-fragments`, which lists in no order) come
+// out in the order given, and a repeated number comes out once or twice depending on --parallel.
+func TestGetFragmentsGivenNumbersInFragmentOrder(t *testing.T) {
+	t.Parallel()
+	url, _ := e2eServer(t, nil)
+	mustRun(t, url, nil, "put-media", "--stream-name", "s", "--source", testClip("h264.mkv"), "--create", "--fragment-duration", "1s")
+	n := strings.Fields(mustRun(t, url, nil, "list-fragments", "--stream-name", "s", "--output", "numbers"))
+	if len(n) != 4 {
+		t.Fatalf("%d fragments, want 4", len(n))
+	}
+	given := strings.Join([]string{n[3], n[1], n[2], n[0], n[1]}, "\n") + "\n"
+	for _, par := range []string{"1", "4"} {
+		out := filepath.Join(t.TempDir(), "raw.mkv")
+		mustRun(t, url, strings.NewReader(given), "get-fragments", "--stream-name", "s", "--fragment-numbers", "-",
+			"--parallel", par, "--format", "raw", "-o", out)
+		data, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chunks, err := splitChunks(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, c := range chunks {
+			got = append(got, c.number)
+		}
+		if !slices.Equal(got, n) {
+			t.Errorf("--parallel %s: fragments written in order %v, want %v", par, shortNums(got), shortNums(n))
+		}
+	}
+}
+
+func shortNums(nums []string) []string {
+	out := make([]string, len(nums))
+	for i, s := range nums {
+		out[i] = strings.TrimLeft(s[11:], "0")
+	}
+	return out
+}
+
+// A get-fragments that fails part-way, and a get-media that fails before any media, must not leave
+// -o FILE behind looking like a finished download (or, if they keep it, must say so).
+func TestFailedDownloadLeavesNoOutputFile(t *testing.T) {
+	t.Parallel()
+	var lastP atomic.Pointer[string] // the fragment whose batch fails
+	url, _ := e2eServer(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if last := lastP.Load(); r.URL.Path == "/getMediaForFragmentList" && last != nil {
+				body := make([]byte, r.ContentLength)
+				_, _ = r.Body.Read(body)
+				if strings.Contains(string(body), *last) {
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusInternalServerError)
+					_, _ = w.Write([]byte(`{"__type":"InternalFailure","Message":"try again"}`))
+					return
+				}
+				r.Body = readCloser{strings.NewReader(string(body))}
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	mustRun(t, url, nil, "put-media", "--stream-name", "s", "--source", testClip("h264.mkv"), "--create", "--fragment-duration", "1s")
+	n := strings.Fields(mustRun(t, url, nil, "list-fragments", "--stream-name", "s", "--output", "numbers"))
+	lastP.Store(&n[len(n)-1]) // the batch with the last fragment fails
+
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"get-fragments", "--stream-name", "s", "--parallel", "4", "-o", filepath.Join(dir, "fragments.mkv")},
+		{"get-media", "--stream-name", "missing", "--no-follow", "-o", filepath.Join(dir, "media.mkv")},
+	} {
+		code, _, errs := kvsRun(t.Context(), t, url, nil, args...)
+		if code == ExitOK {
+			t.Fatalf("%s: exit 0", args[0])
+		}
+		path := args[len(args)-1]
+		if fi, err := os.Stat(path); err == nil && !strings.Contains(errs, path) {
+			t.Errorf("%s failed (exit %d) but left %s (%d bytes) without a word about it; stderr:\n%s", args[0], code, filepath.Base(path), fi.Size(), errs)
+		}
+	}
+}
+
+type readCloser struct{ *strings.Reader }
+
+func (readCloser) Close() error { return nil }
+
+// A missing fragment, or a time range without fragments, in a stream that exists is not a
+// misspelt stream name: the hint must not send the user to list-streams / create-stream.
+func TestNotFoundHintForMissingFragments(t *testing.T) {
+	t.Parallel()
+	url, _ := e2eServer(t, nil)
+	mustRun(t, url, nil, "put-media", "--stream-name", "s", "--source", testClip("h264.mkv"), "--create", "--fragment-duration", "1s")
+	missing := "91343852333000000000000000000000000000000000099"
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"get-fragments", "--stream-name", "s", "--fragment-numbers", missing, "-o", filepath.Join(dir, "f.mkv")},
+		{"get-clip", "--stream-name", "s", "--start", "-10h", "--end", "-9h", "-o", filepath.Join(dir, "c.mp4")},
+		{"hls-url", "--stream-name", "s", "--playback-mode", "ON_DEMAND", "--start", "-10h", "--end", "-9h"},
+	} {
+		code, _, errs := kvsRun(t.Context(), t, url, nil, args...)
+		if code != ExitNotFound {
+			t.Errorf("%s: exit %d, want %d", args[0], code, ExitNotFound)
+		}
+		if strings.Contains(errs, "create-stream") || strings.Contains(errs, "Check the name") {
+			t.Errorf("%s: stream s exists, but the hint says to check its name:\n%s", args[0], errs)
+		}
+	}
+}
+
+// The stream verbs take the AWS CLI's flags: list arguments as separate words, the pagination
+// flags of a paginated operation, and update-stream.
+func TestStreamCommandsAcceptAWSCLIFlags(t *testing.T) {
+	t.Parallel()
+	url, _ := kvsServer(t)
+	mustRun(t, url, nil, "create-stream", "--stream-name", "s", "--tags", "a=1,b=2,c=3")
+	mustRun(t, url, nil, "create-stream", "--stream-name", "t")
+	for _, args := range [][]string{
+		{"untag-stream", "--stream-name", "s", "--tag-key-list", "a", "b"}, // aws kinesisvideo untag-stream ... --tag-key-list a b
+		{"update-stream", "--stream-name", "s", "--media-type", "video/h265"},
+	} {
+		if code, _, errs := kvsRun(t.Context(), t, url, nil, args...); code != ExitOK {
+			t.Errorf("kvs %s: exit %d: %s", strings.Join(args, " "), code, errs)
+		}
+	}
+	var tags struct{ Tags map[string]string }
+	if err := json.Unmarshal([]byte(mustRun(t, url, nil, "list-tags-for-stream", "--stream-name", "s")), &tags); err != nil || len(tags.Tags) != 1 || tags.Tags["c"] != "3" {
+		t.Errorf("tags after untag-stream --tag-key-list a b: %v (%v), want only c=3", tags.Tags, err)
+	}
+	var desc struct{ StreamInfo struct{ MediaType string } }
+	if err := json.Unmarshal([]byte(mustRun(t, url, nil, "describe-stream", "--stream-name", "s")), &desc); err != nil || desc.StreamInfo.MediaType != "video/h265" {
+		t.Errorf("MediaType after update-stream: %q (%v), want video/h265", desc.StreamInfo.MediaType, err)
+	}
+	var page struct {
+		StreamInfoList []struct{ StreamName string }
+		NextToken      string
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, url, nil, "list-streams", "--max-items", "1")), &page); err != nil || len(page.StreamInfoList) != 1 || page.NextToken == "" {
+		t.Fatalf("list-streams --max-items 1: %+v (%v), want one stream and a NextToken", page, err)
+	}
+	if err := json.Unmarshal([]byte(mustRun(t, url, nil, "list-streams", "--starting-token", page.NextToken)), &page); err != nil || len(page.StreamInfoList) != 1 || page.StreamInfoList[0].StreamName != "t" {
+		t.Errorf("list-streams --starting-token: %+v (%v), want stream t", page, err)
+	}
+}
+
+// One transient 500 (InternalFailure, which the SDK-based commands retry) on one
+// GetMediaForFragmentList batch aborts the whole get-fragments download.
+func TestGetFragmentsRetriesTransientBatchFailure(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	failed := map[string]bool{}
+	url, _ := e2eServer(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/getMediaForFragmentList" {
+				body, _ := io.ReadAll(r.Body)
+				mu.Lock()
+				first := !failed[string(body)]
+				failed[string(body)] = true
+				mu.Unlock()
+				if first { // each batch fails once, then succeeds
+					w.Header().Set("Content-Type", "application/json")
+					w.WriteHeader(http.StatusInternalServerError)
+					_, _ = w.Write([]byte(`{"__type":"InternalFailure","Message":"try again"}`))
+					return
+				}
+				r.Body = io.NopCloser(bytes.NewReader(body))
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	mustRun(t, url, nil, "put-media", "--stream-name", "s", "--source", testClip("h264.mkv"), "--create", "--fragment-duration", "1s")
+	out := filepath.Join(t.TempDir(), "all.mkv")
+	if code, _, errs := kvsRun(t.Context(), t, url, nil, "get-fragments", "--stream-name", "s", "--parallel", "2", "-o", out); code != ExitOK {
+		t.Fatalf("get-fragments: exit %d: %s", code, errs)
+	}
+	sameMedia(t, "get-fragments after retries", ffprobe(t, out), probe{Frames: map[string]int{"video:h264": 100}, Duration: 4})
+}
