@@ -21,6 +21,7 @@ import (
 
 func TestMain(m *testing.M) {
 	testutil.IsolateAWS()
+	testutil.WaitingTests(8) // producers and consumers waiting out backoffs, staleness and spool pacing
 	os.Exit(m.Run())
 }
 
