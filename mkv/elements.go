@@ -67,6 +67,11 @@ func (t *Track) parseField(id uint32, v []byte) error {
 	switch id {
 	case IDVideo, IDAudio:
 		return children(v, t.parseField)
+	case IDContentEncodings:
+		// Compressed (zlib, header stripping) or encrypted frames: the Reader would give them as
+		// stored, and the writers drop the ContentEncodings; refuse the track rather than store
+		// media that no player can decode.
+		return errContentEncoding
 	case IDCodecID:
 		t.CodecID = parseString(v)
 	case IDCodecPrivate:
@@ -75,7 +80,7 @@ func (t *Track) parseField(id uint32, v []byte) error {
 		t.Name = parseString(v)
 	case IDSamplingFreq:
 		t.SamplingRate, err = parseFloat(v)
-	case IDTrackNumber, IDTrackUID, IDTrackType, IDDefaultDuration, IDCodecDelay, IDPixelWidth, IDPixelHeight, IDChannels, IDBitDepth:
+	case IDTrackNumber, IDTrackUID, IDTrackType, IDDefaultDuration, IDCodecDelay, IDSeekPreRoll, IDPixelWidth, IDPixelHeight, IDChannels, IDBitDepth:
 		if u, err = parseUint(v); err != nil {
 			return err
 		}
@@ -91,6 +96,8 @@ func (t *Track) parseField(id uint32, v []byte) error {
 		t.DefaultDuration = durationNS(u)
 	case IDCodecDelay:
 		t.CodecDelay = durationNS(u)
+	case IDSeekPreRoll:
+		t.SeekPreRoll = durationNS(u)
 	case IDPixelWidth:
 		t.Width = uint32(u)
 	case IDPixelHeight:

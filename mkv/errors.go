@@ -12,16 +12,17 @@ var ErrElementTooLarge = errors.New("element too large")
 
 // Errors wrapped in *SyntaxError for malformed input.
 var (
-	errBadID         = errors.New("invalid element ID")
-	errBadSize       = errors.New("invalid element size")
-	errUnknownSize   = errors.New("unknown size not allowed for this element")
-	errOverflow      = errors.New("element overflows its parent")
-	errUnexpected    = errors.New("element not allowed here")
-	errBadBlock      = errors.New("malformed block")
-	errBadLacing     = errors.New("malformed lacing")
-	errBadValue      = errors.New("malformed value")
-	errTooDeep       = errors.New("tags nested too deep")
-	errTimecodeRange = errors.New("timecode out of range")
+	errBadID           = errors.New("invalid element ID")
+	errBadSize         = errors.New("invalid element size")
+	errUnknownSize     = errors.New("unknown size not allowed for this element")
+	errOverflow        = errors.New("element overflows its parent")
+	errUnexpected      = errors.New("element not allowed here")
+	errBadBlock        = errors.New("malformed block")
+	errBadLacing       = errors.New("malformed lacing")
+	errBadValue        = errors.New("malformed value")
+	errTooDeep         = errors.New("tags nested too deep")
+	errTimecodeRange   = errors.New("timecode out of range")
+	errContentEncoding = errors.New("a track's frames are compressed or encrypted (ContentEncodings), which kvs does not take: remux the file without, e.g. mkvmerge -o out.mkv --compression -1:none IN")
 
 	// errShort is decodeHeader's "more bytes needed"; it never leaves the package.
 	errShort = errors.New("element header cut short")

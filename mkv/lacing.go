@@ -89,6 +89,10 @@ func (r *Reader) startBlock(h header, data []byte) error {
 				break
 			}
 		}
+		if r.laceStep == 0 && dur > 0 {
+			// No DefaultDuration: the BlockDuration covers the laced frames (as ffmpeg reads it).
+			r.laceStep = float64(dur) / float64(len(r.laces))
+		}
 		r.blockDur = dur / int64(len(r.laces))
 	}
 	return nil

@@ -22,24 +22,26 @@ const (
 	IDWritingApp    = 0x5741
 	IDSegmentUID    = 0x73A4
 
-	IDTracks          = 0x1654AE6B
-	IDTrackEntry      = 0xAE
-	IDTrackNumber     = 0xD7
-	IDTrackUID        = 0x73C5
-	IDTrackType       = 0x83
-	IDCodecID         = 0x86
-	IDCodecPrivate    = 0x63A2
-	IDCodecDelay      = 0x56AA
-	IDDefaultDuration = 0x23E383
-	IDTrackName       = 0x536E
-	IDLanguage        = 0x22B59C
-	IDVideo           = 0xE0
-	IDPixelWidth      = 0xB0
-	IDPixelHeight     = 0xBA
-	IDAudio           = 0xE1
-	IDSamplingFreq    = 0xB5
-	IDChannels        = 0x9F
-	IDBitDepth        = 0x6264
+	IDTracks           = 0x1654AE6B
+	IDTrackEntry       = 0xAE
+	IDTrackNumber      = 0xD7
+	IDTrackUID         = 0x73C5
+	IDTrackType        = 0x83
+	IDCodecID          = 0x86
+	IDCodecPrivate     = 0x63A2
+	IDCodecDelay       = 0x56AA
+	IDSeekPreRoll      = 0x56BB
+	IDDefaultDuration  = 0x23E383
+	IDTrackName        = 0x536E
+	IDLanguage         = 0x22B59C
+	IDVideo            = 0xE0
+	IDPixelWidth       = 0xB0
+	IDPixelHeight      = 0xBA
+	IDAudio            = 0xE1
+	IDSamplingFreq     = 0xB5
+	IDChannels         = 0x9F
+	IDBitDepth         = 0x6264
+	IDContentEncodings = 0x6D80
 
 	IDCluster        = 0x1F43B675
 	IDTimecode       = 0xE7
@@ -106,10 +108,11 @@ type Track struct {
 	// DefaultDuration is the TrackEntry DefaultDuration (0 when absent).
 	DefaultDuration time.Duration
 	CodecDelay      time.Duration
-	Width, Height   uint32  // video only
-	SamplingRate    float64 // audio only, Hz
-	Channels        uint8   // audio only
-	BitDepth        uint8   // audio only, 0 when absent
+	SeekPreRoll     time.Duration // decoding to drop after a seek (Opus: 80 ms)
+	Width, Height   uint32        // video only
+	SamplingRate    float64       // audio only, Hz
+	Channels        uint8         // audio only
+	BitDepth        uint8         // audio only, 0 when absent
 }
 
 // SimpleTag is one Matroska SimpleTag (name and string value), possibly nested.

@@ -217,6 +217,9 @@ func AppendTracks(b []byte, tracks []Track) []byte {
 		if t.CodecDelay > 0 {
 			b = AppendUint(b, IDCodecDelay, uint64(t.CodecDelay))
 		}
+		if t.SeekPreRoll > 0 {
+			b = AppendUint(b, IDSeekPreRoll, uint64(t.SeekPreRoll))
+		}
 		if t.Width != 0 || t.Height != 0 {
 			var v int
 			b, v = begin(b, IDVideo)

@@ -43,6 +43,11 @@ func ParseSPS(c Codec, nalu []byte) (SPSInfo, error) {
 			return info, fmt.Errorf("%w: H.264: %v", ErrInvalidSPS, err)
 		}
 		info.Width, info.Height = s.Width(), s.Height()
+		if fc := s.FrameCropping; fc != nil && (s.ChromaFormatIdc == 0 || s.SeparateColourPlaneFlag) {
+			// ChromaArrayType 0: CropUnitX is 1 (H.264 eq. 7-19); mediacommon takes 0 and
+			// leaves the width uncropped.
+			info.Width = (int(s.PicWidthInMbsMinus1)+1)*16 - int(fc.LeftOffset) - int(fc.RightOffset)
+		}
 		if s.VUI != nil && s.VUI.TimingInfo != nil && s.VUI.TimingInfo.NumUnitsInTick != 0 && s.VUI.TimingInfo.TimeScale != 0 {
 			info.FrameRateNum = uint64(s.VUI.TimingInfo.TimeScale)
 			info.FrameRateDen = 2 * uint64(s.VUI.TimingInfo.NumUnitsInTick)
