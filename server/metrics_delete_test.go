@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
 )
 
 // TestWebhookReusesConnection: a receiver that answers 200 with a short body ("ok", as most web

@@ -14,7 +14,8 @@ const el = (tag, attrs = {}, ...kids) => {
   return e;
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const fmtTime = (s) => new Date(s * 1000).toISOString().replace('T', ' ').replace('Z', '');
+// Times are UTC, and say so (a user compares them with their own clock).
+const fmtTime = (s) => new Date(s * 1000).toISOString().replace('T', ' ').replace('Z', ' UTC');
 // dateTime is fmtTime with the date in its own span, which a phone hides.
 const dateTime = (s) => { const [d, t] = fmtTime(s).split(' '); return [el('span', { class: 'date' }, `${d} `), t]; };
 const fmtBytes = (n) => n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(1)} KiB` : `${(n / (1 << 20)).toFixed(1)} MiB`;
@@ -228,6 +229,7 @@ const ago = (t) => `${Math.max(0, Date.now() / 1000 - t).toFixed(1)} s ago`;
 // any hole; fragments are appended in time order, so nothing will fill it) and, LIVE only,
 // catches up when it falls far behind. A session expires (Expires, 300 s by default): when
 // its playlist is refused, the player asks for a new one that goes on where the old one was.
+const liveSessions = new Map(); // stream → { url, until (ms) }: its LIVE session, for the next visit (Player.open)
 const LIVE_DELAY = 3; // seconds behind the newest media that LIVE starts at
 const LIVE_MAX_BEHIND = 8; // LIVE jumps back to LIVE_DELAY when further behind than this
 const SMALL_HOLE = 0.5; // seconds: fragments closer than this are one run on the timeline, and the player steps over the hole
@@ -239,10 +241,20 @@ class Player {
     this.lastPdt = 0; // producer time of the newest fragment appended
   }
 
-  // open asks for a streaming session and reads its master playlist.
-  async open(session) {
-    const { HLSStreamingSessionURL: url } = await api('/getHLSStreamingSessionURL', session);
+  // open asks for a streaming session and reads its master playlist. A LIVE session is kept for
+  // the next visit of the stream's page (fresh: ask for a new one all the same): a stream has at
+  // most 10 sessions at once, each for its Expires, and going back and forth between the list
+  // and a stream's page must not use them up.
+  async open(session, fresh = false) {
+    const key = session.PlaybackMode === 'LIVE' ? session.StreamName : null;
+    const kept = key && !fresh ? liveSessions.get(key) : null;
+    let url = kept && kept.until > Date.now() ? kept.url : null;
+    if (!url) {
+      ({ HLSStreamingSessionURL: url } = await api('/getHLSStreamingSessionURL', session));
+      if (key) liveSessions.set(key, { url, until: Date.now() + 240000 }); // Expires is 300 s
+    }
     const r = await fetch(url);
+    if (!r.ok && url === kept?.url) { liveSessions.delete(key); return this.open(session, true); }
     if (!r.ok) throw new Error(`master playlist: ${r.status}`);
     const master = await r.text();
     this.hlsURL = url;
@@ -256,7 +268,7 @@ class Player {
     if (s.PlaybackMode !== 'LIVE' && this.lastPdt) s.HLSFragmentSelector.TimestampRange = { StartTimestamp: this.lastPdt + 0.001 };
     for (;;) {
       if (this.stopped) return;
-      try { await this.open(s); this.onState(''); return; } catch (e) { this.onState(`reconnecting: ${e.message}`); }
+      try { await this.open(s, true); this.onState(''); return; } catch (e) { this.onState(`reconnecting: ${e.message}`); }
       await sleep(1000);
     }
   }
@@ -266,7 +278,17 @@ class Player {
     this.session = session;
     this.liveSession = this.live = session.PlaybackMode === 'LIVE';
     this.startAt = startAt;
-    await this.open(session);
+    // LIVE is refused while the stream has had no fragment for 30 s (a new stream, a producer not
+    // started yet), any session while the stream has all it may have: ask again until it plays.
+    for (;;) {
+      try { await this.open(session); break; } catch (e) {
+        if (this.stopped) return;
+        if (!/^ClientLimitExceeded/.test(e.message) && !(this.live && /^ResourceNotFound.*No fragments/.test(e.message))) throw e;
+        this.onState(`waiting: ${e.message}`);
+        await sleep(2000);
+      }
+    }
+    this.onState('');
     const codecs = this.codecs;
     this.hevc = codecs.startsWith('hvc1') || codecs.startsWith('hev1');
     const mime = `video/mp4; codecs="${codecs}"`;
@@ -499,7 +521,7 @@ async function streamPage(name) {
     tlTitle, thumbs, timeline, axis, el('form', { class: 'inline' }, range, dl, dlMsg),
     el('h2', {}, 'Fragments'),
     el('div', { class: 'scroll' }, el('table', { id: 'fragments' }, el('thead', {}, el('tr', {},
-      ['Fragment number', 'Producer time', 'Server time', 'Length', 'Size'].map((h, i) => el('th', { class: `c${i}` }, h)))), fragBody)));
+      ['Fragment number', 'Producer time (UTC)', 'Server time (UTC)', 'Length', 'Size'].map((h, i) => el('th', { class: `c${i}` }, h)))), fragBody)));
 
   let player = null;
   let alive = true;
@@ -538,15 +560,19 @@ async function streamPage(name) {
     if (!newest || t >= newest - LIVE_DELAY) { goLive(); return; }
     const from = Math.max(t, first), label = `replay from ${fmtTime(from).slice(11, 19)}`;
     if (player && player.seekTo(from)) { setMode(label, false, from); return; }
+    // LIVE_REPLAY lists the fragments that start at or after StartTimestamp: start at the one that
+    // holds `from`, however long it is.
+    const f = fragList.findLast((f) => f.ProducerTimestamp <= from);
+    const at = f && from < f.ProducerTimestamp + f.FragmentLengthInMilliseconds / 1000 ? Math.min(from - 3, f.ProducerTimestamp - 0.001) : from - 3;
     start({ StreamName: name, PlaybackMode: 'LIVE_REPLAY', MaxMediaPlaylistFragmentResults: 10,
-      HLSFragmentSelector: { TimestampRange: { StartTimestamp: from - 3 } } }, label, from);
+      HLSFragmentSelector: { TimestampRange: { StartTimestamp: at } } }, label, from);
   }
 
   // Timeline: the last hour of fragments (or less, when the stream is younger), gaps visible;
   // a click plays from that moment on (LIVE_REPLAY: it continues into live), a drag selects a
   // range for GetClip. Its span follows now, except while the pointer is over it: the time under
   // the pointer stays put while the user aims.
-  let span = [Date.now() / 1000 - 60, Date.now() / 1000], sel = null, first = 0, last = 0, aiming = false, runs = [];
+  let span = [Date.now() / 1000 - 60, Date.now() / 1000], sel = null, first = 0, last = 0, aiming = false, runs = [], fragList = [];
   const pct = (t) => `${((t - span[0]) / (span[1] - span[0]) * 100).toFixed(3)}%`;
   const xToTime = (clientX) => {
     const r = timeline.getBoundingClientRect();
@@ -595,6 +621,7 @@ async function streamPage(name) {
     const now = Date.now() / 1000;
     let frags;
     try { frags = await listFragments(name, now - 3600, now + 60); } catch (e) { fragBody.replaceChildren(el('tr', {}, el('td', { class: 'err', colspan: '5' }, e.message))); return; }
+    fragList = frags;
     first = frags.length ? frags[0].ProducerTimestamp : 0;
     last = frags.length ? frags[frags.length - 1].ProducerTimestamp + frags[frags.length - 1].FragmentLengthInMilliseconds / 1000 : 0;
     if (!aiming) {
@@ -603,7 +630,7 @@ async function streamPage(name) {
       timeline.dataset.from = span[0].toFixed(3);
       timeline.dataset.to = span[1].toFixed(3);
       tlTitle.textContent = `Timeline: last ${fmtSpan(now - from)}`;
-      $('#tl-start', axis).textContent = fmtTime(from).slice(0, 19);
+      $('#tl-start', axis).textContent = `${fmtTime(from).slice(0, 19)} UTC`;
     }
     // Fragments that touch (holes under SMALL_HOLE) are drawn as one run.
     runs = [];

@@ -1,0 +1,150 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/chromedp"
+
+	"github.com/openkvs/kvs/internal/testutil"
+	"github.com/openkvs/kvs/mkv"
+)
+
+// TestConsoleLiveStartsWhenMediaArrives: a stream page opened before its producer sends anything
+// (a new stream, or one idle for over 30 s: LIVE sessions are refused then) must start playing
+// live once fragments arrive, as the timeline and fragment list below it do.
+func TestConsoleLiveStartsWhenMediaArrives(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "later", 24)
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the stream page", chromedp.Navigate(e.ts.URL+"/#/stream/later"))
+	consoleWait(t, 10*time.Second, "the page's event stream is open", func() (bool, string) {
+		return eval[bool](t, ctx, `window.kvsEvents?.source?.readyState === 1`), "not open"
+	})
+	time.Sleep(3 * time.Second) // the page has asked for a LIVE session, and been refused
+	t.Logf("before the producer: %s", eval[playerState](t, ctx, playerStateJS))
+	t.Cleanup(livePut(t, e, "later", loadClip(t, "h264.mkv"), time.Now().UnixMilli()))
+	consoleWait(t, 10*time.Second, "the fragment list shows the new fragments", func() (bool, string) {
+		n := eval[int](t, ctx, `document.querySelectorAll('#fragments tbody tr').length`)
+		return n >= 2, fmt.Sprintf("%d rows", n)
+	})
+	consoleWait(t, 20*time.Second, "the live player plays once media arrives", func() (bool, string) {
+		s := eval[playerState](t, ctx, playerStateJS)
+		return !s.Paused && s.Frames > 0 && s.Producer > 0, s.String()
+	})
+}
+
+// TestConsoleRevisitStreamPage: going back and forth between the stream list and a stream's page
+// (or reloading it) is ordinary use; the page must still play on the 11th visit within the
+// sessions' 300 s Expires.
+func TestConsoleRevisitStreamPage(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	t.Cleanup(livePut(t, e, "cam", loadClip(t, "h264.mkv"), time.Now().Add(-20*time.Second).UnixMilli()))
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the console", chromedp.Navigate(e.ts.URL+"/"))
+	for visit := 1; visit <= 11; visit++ {
+		consoleDo(t, ctx, "open the stream page", chromedp.Evaluate[chromedp.Void](`location.hash = '#/stream/cam'`))
+		consoleWait(t, 20*time.Second, fmt.Sprintf("visit %d: the live player plays", visit), func() (bool, string) {
+			s := eval[playerState](t, ctx, playerStateJS)
+			if s.Notice != "" {
+				t.Fatalf("visit %d: %s", visit, s)
+			}
+			return !s.Paused && s.Frames > 0, s.String()
+		})
+		consoleDo(t, ctx, "back to the list", chromedp.Evaluate[chromedp.Void](`location.hash = '#/'`))
+	}
+}
+
+// longFragments returns c with every `loops` loops of it in one fragment (c's 1 s fragments
+// become one of about loops*period): a camera with a long keyframe interval.
+func longFragments(c *clip, loops int) *clip {
+	n := *c
+	var all []mkv.Frame
+	for l := range loops {
+		for _, fr := range c.frags {
+			for _, f := range fr {
+				f.Timecode += int64(l) * c.period
+				all = append(all, f)
+			}
+		}
+	}
+	n.frags = [][]mkv.Frame{all}
+	n.period = int64(loops) * c.period
+	return &n
+}
+
+// TestConsoleReplayLongFragments: a click on the timeline in the middle of a 10 s fragment that
+// the player does not hold must play from about the time clicked, not from the next fragment.
+func TestConsoleReplayLongFragments(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	c := longFragments(loadClip(t, "h264.mkv"), 2)
+	base := time.Now().Add(-150 * time.Second).UnixMilli()
+	t.Cleanup(livePut(t, e, "cam", c, base))
+	// 3.5 s into the third fragment, some 110 s back: not in the live session's media.
+	target := float64(c.fragTimecode(2, base))/1000 + 3.5
+	t.Logf("fragments of %.1f s; target %.3f", float64(c.period)/1000, target)
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the stream page", chromedp.Navigate(e.ts.URL+"/#/stream/cam"))
+	consoleWait(t, 20*time.Second, "the timeline shows the stream's history", func() (bool, string) {
+		n := eval[int](t, ctx, `document.querySelectorAll('#timeline .frag').length`)
+		from := eval[string](t, ctx, `document.querySelector('#timeline').dataset.from || ''`)
+		return n > 0 && from != "" && strings.Contains(eval[string](t, ctx, `document.querySelector('#tl-start').textContent`), "-"), fmt.Sprintf("%d runs", n)
+	})
+	// A click (pointerdown, pointerup at the same x) at the target time, computed and sent in one go.
+	chosen := eval[float64](t, ctx, fmt.Sprintf(`(() => {
+	  const tl = document.querySelector('#timeline'), r = tl.getBoundingClientRect();
+	  const x = r.left + (%f - +tl.dataset.from) / (+tl.dataset.to - +tl.dataset.from) * r.width;
+	  tl.dispatchEvent(new PointerEvent('pointerdown', { clientX: x, clientY: r.top + 5, pointerId: 1, bubbles: true }));
+	  tl.dispatchEvent(new PointerEvent('pointerup', { clientX: x, clientY: r.top + 5, pointerId: 1, bubbles: true }));
+	  return +document.querySelector('#mode').dataset.t;
+	})()`, target))
+	t.Logf("the page chose %.3f", chosen)
+	var s playerState
+	consoleWait(t, 20*time.Second, "the replay plays", func() (bool, string) {
+		s = eval[playerState](t, ctx, playerStateJS)
+		return strings.HasPrefix(s.Mode, "replay") && !s.Paused && s.Frames > 0 && s.Producer > 0, s.String()
+	})
+	if s.Producer < chosen-0.5 || s.Producer > chosen+1.5 {
+		t.Errorf("clicked at %.3f: the replay plays from %.3f (%.1f s later): %s", chosen, s.Producer, s.Producer-chosen, s)
+	}
+}
+
+// TestConsoleTimesInUsersZone: the console's times (position, fragment list, timeline, replay
+// label) are what a user compares with their own clock: for a user in New York they must be New
+// York time, or say which zone they are in.
+func TestConsoleTimesInUsersZone(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	t.Cleanup(livePut(t, e, "cam", loadClip(t, "h264.mkv"), time.Now().Add(-10*time.Second).UnixMilli()))
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "be a user in New York", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: "America/New_York"})
+		return err
+	}))
+	consoleDo(t, ctx, "open the stream page", chromedp.Navigate(e.ts.URL+"/#/stream/cam"))
+	type shown struct{ Text, Local string }
+	var s shown
+	consoleWait(t, 20*time.Second, "the position shows", func() (bool, string) {
+		s = eval[shown](t, ctx, `(() => { const c = document.querySelector('#st-time');
+		  return { Text: c.textContent, Local: c.dataset.t ? new Date(c.dataset.t * 1000).toLocaleTimeString('en-GB', { hour12: false }) : '' }; })()`)
+		return s.Local != "", fmt.Sprintf("%+v", s)
+	})
+	if !strings.Contains(s.Text, s.Local) && !strings.Contains(s.Text, "UTC") {
+		t.Errorf("position %q: the user's clock says %s, and the page does not say it shows another zone", s.Text, s.Local)
+	}
+}
