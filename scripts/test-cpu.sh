@@ -8,7 +8,8 @@
 #   scripts/test-cpu.sh                                   # KVS_REQUIRE_TOOLS=1 go test -count=1 ./...
 #   scripts/test-cpu.sh go test -count=1 -run 'TestConsoleBrowser|TestClusterConsole' ./server
 #
-# Nothing is asserted; the machine's other load counts in the busy core-seconds.
+# Nothing is asserted; the machine's other load counts in the busy core-seconds. When the command
+# fails, its output is kept in a file whose name is printed, with its failures.
 set -euo pipefail
 if [ $# -eq 0 ]; then
 	set -- env KVS_REQUIRE_TOOLS=1 go test -count=1 ./...
@@ -48,7 +49,10 @@ def scan(seen):
 before = {}
 scan(before)
 t0, (b0, k0) = time.time(), busy()
-proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+# The command's output goes to a file, kept and shown (its failures) when the command fails.
+import tempfile
+out = tempfile.NamedTemporaryFile(prefix='test-cpu-', suffix='.log', delete=False)
+proc = subprocess.Popen(sys.argv[1:], stdout=out, stderr=subprocess.STDOUT)
 seen = {}
 while proc.poll() is None:
     scan(seen)
@@ -66,5 +70,14 @@ print('     CPU  (kernel)  processes  kind')
 for name, cpu in by.most_common(25):
     print('%7.2f s %7.2f s  %4d  %s' % (cpu, ks[name], n[name], name))
 print('%7.2f s %7.2f s  in the processes seen' % (sum(by.values()), sum(ks.values())))
+out.close()
+if proc.returncode != 0:
+    lines = open(out.name, errors='replace').read().splitlines()
+    fails = [i for i, l in enumerate(lines) if l.startswith('--- FAIL') or l.startswith('panic:') or 'build failed' in l]
+    print('the command failed; its output is in %s. Its failures:' % out.name)
+    for i in fails[:10]:
+        print('\n'.join(lines[i:i + 12]))
+else:
+    os.unlink(out.name)
 sys.exit(proc.returncode)
 EOF
