@@ -648,17 +648,20 @@ func TestHostileInput(t *testing.T) {
 		t.Helper()
 		h.checkControl(t)
 		// The heap is the whole test process's: the package's other tests run beside this
-		// one and hold memory for a while (GetImages' frames, the console's live streams;
-		// once 289 MiB under -race). Memory this server kept stays; theirs comes and goes,
-		// so the heap must come under the bound within a few seconds, not at one instant.
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		// one and hold memory for a while (GetImages' frames, the console's live streams, the
+		// buffer pool's 64 MiB; once 289 MiB under -race, and 260 MiB for over 5 s in a full
+		// run on a loaded machine). Memory this server kept stays; theirs comes and goes, so
+		// the heap must come under the bound within a few seconds, not at one instant. A case
+		// that made the server hold what its input claims (a petabyte, a body without end)
+		// would still be far above it.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 			runtime.GC()
 			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse <= 256<<20 {
+			if ms.HeapInuse <= 512<<20 {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("heap in use %d MiB for 5 s", ms.HeapInuse>>20)
+				t.Fatalf("heap in use %d MiB for 10 s", ms.HeapInuse>>20)
 			}
 		}
 		h.ts.Client().CloseIdleConnections()
