@@ -96,6 +96,9 @@ func open(ctx context.Context, r io.Reader, closer io.Closer, name string, opts 
 		if err != nil && !errors.Is(err, io.EOF) && len(head) == 0 {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
+		if len(head) == 0 {
+			return nil, fmt.Errorf("%s: %w", name, ErrEmptyInput)
+		}
 		format = Sniff(head)
 		if format == FormatAuto {
 			format, _ = formatFromName(name)

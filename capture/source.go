@@ -89,6 +89,10 @@ func (f Format) String() string {
 // Options.FrameRate is zero.
 var ErrNeedFrameRate = errors.New("the stream's SPS carries no frame rate: pass --frame-rate")
 
+// ErrEmptyInput is returned by Open for an input that ends before its first byte (a pipe whose
+// writer failed, an empty file).
+var ErrEmptyInput = errors.New("the input is empty")
+
 // ErrUnknownFormat is returned when the input's format cannot be told from its first bytes or its
 // file name.
 var ErrUnknownFormat = errors.New("unknown input format: not Matroska/WebM (EBML), MP4 (ftyp) or Annex B H.264/H.265 (start code); pass --format")

@@ -70,3 +70,14 @@ func TestPutMediaAnnexBCodecFlag(t *testing.T) {
 		t.Errorf("--codec vp8: exit %d, stderr %q", code, errs)
 	}
 }
+
+// An empty standard input (the program writing to the pipe failed) is said to be empty, not "not
+// Matroska ... convert it first".
+func TestPutMediaEmptyStdin(t *testing.T) {
+	t.Parallel()
+	url, _ := e2eServer(t, nil)
+	code, _, errs := kvsRun(t.Context(), t, url, strings.NewReader(""), "put-media", "--stream-name", "cam", "--create", "--source", "-")
+	if code != ExitUsage || !strings.Contains(errs, "--source -: the input is empty") || !strings.Contains(errs, "pipe") {
+		t.Errorf("put-media --source - with nothing on stdin: exit %d, stderr %q", code, errs)
+	}
+}

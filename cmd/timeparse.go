@@ -13,7 +13,8 @@ import (
 
 // parseTime reads a time flag value in one of three forms:
 //
-//   - RFC 3339, with optional fraction: 2024-01-17T11:10:36Z, 2024-01-17T11:10:36.421+02:00
+//   - RFC 3339, with optional fraction: 2024-01-17T11:10:36Z, 2024-01-17T11:10:36.421+02:00;
+//     without a zone (2024-01-17T11:10:36) it is UTC, as the AWS CLI reads it
 //   - Unix seconds with optional fraction (up to nanoseconds): 1705489836, 1705489836.421
 //   - relative to now: "now", or a signed Go duration such as -10m, -1h30m, +5s; units may also
 //     be d (24 h) as in -2d
@@ -46,7 +47,11 @@ func parseTime(s string, now time.Time) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("time %q: want RFC 3339 (2024-01-17T11:10:36Z), Unix seconds (1705489836.421) or relative (now, -10m, -1h30m)", s)
+		// Without a zone it is UTC, as the AWS CLI takes it (botocore's parse_to_aware_datetime).
+		t, err = time.Parse("2006-01-02T15:04:05.999999999", s)
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("time %q: want RFC 3339 (2024-01-17T11:10:36Z; without a zone: UTC), Unix seconds (1705489836.421) or relative (now, -10m, -1h30m)", s)
 	}
 	return t, nil
 }

@@ -20,6 +20,7 @@ var timeParseTests = []struct {
 	{"days and hours", "-1d12h", testNow.Add(-36 * time.Hour), false},
 	{"rfc3339", "2024-01-17T11:10:36Z", time.Date(2024, 1, 17, 11, 10, 36, 0, time.UTC), false},
 	{"rfc3339 fraction offset", "2024-01-17T13:10:36.421+02:00", time.Date(2024, 1, 17, 11, 10, 36, 421e6, time.UTC), false},
+	{"rfc3339 without zone: UTC", "2024-01-17T11:10:36.5", time.Date(2024, 1, 17, 11, 10, 36, 5e8, time.UTC), false},
 	{"unix", "1705489836", time.Unix(1705489836, 0), false},
 	{"unix fraction", "1705489836.421", time.Unix(1705489836, 421e6), false},
 	{"unix nanos", "1705489836.000000001", time.Unix(1705489836, 1), false},

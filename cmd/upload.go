@@ -97,6 +97,12 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 	openErr := func(err error) error {
 		var pe *fs.PathError
 		switch {
+		case errors.Is(err, capture.ErrEmptyInput):
+			hint := "Is it the right file?"
+			if o.Source == "-" {
+				hint = "Nothing came on standard input: did the program writing to the pipe fail? Its error is above."
+			}
+			return withHint(usageErrorf("--source %s: the input is empty", o.Source), hint)
 		case errors.Is(err, capture.ErrUnknownFormat):
 			// capture's text suggests a --format flag, which put-media does not have.
 			return withHint(usageErrorf("--source %s: not Matroska/WebM (EBML), MP4 (ftyp) or Annex B H.264/H.265 (start code)", o.Source),
