@@ -101,6 +101,11 @@ func CheckRTSPURL(raw string) error {
 	u, err := base.ParseURL(raw)
 	switch {
 	case err != nil:
+		// url.Parse's *url.Error quotes the whole URL, password included: keep only its reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return fmt.Errorf("%s: %w", RedactRTSP(raw), err)
 	case u.Host == "" || u.Hostname() == "":
 		return fmt.Errorf("%s: no camera host in the URL", RedactRTSP(raw))

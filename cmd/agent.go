@@ -183,6 +183,11 @@ func agentCamera1(env *Env, i int, m map[string]any) (*agentCamera, error) {
 	if err := o.validate(); err != nil {
 		return nil, usageErrorf("camera %s: %v", name, strings.ReplaceAll(err.Error(), "--", ""))
 	}
+	if capture.IsRTSPSpec(o.Source) {
+		if err := capture.CheckRTSPURL(o.Source); err != nil {
+			return nil, usageErrorf("camera %s: source %v", name, err)
+		}
+	}
 	if !o.live() {
 		return nil, usageErrorf("camera %s: source %s: the agent takes cameras (rtsp://, rtsps://, testsrc, camera): use put-media for files", name, sourceName(o.Source))
 	}

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
@@ -289,6 +290,17 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	if err != nil {
 		return usageError{err}
 	}
+	region := env.Config.GetString("region")
+	if region == "" { // as --region says: the AWS configuration's (AWS_REGION, the profile), else us-east-1
+		if awsCfg, err := config.LoadDefaultConfig(ctx); err == nil {
+			region = awsCfg.Region
+		}
+	}
+	if region != "" {
+		if err := server.ValidRegion(region); err != nil {
+			return usageErrorf("--region: %v", err)
+		}
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", o.Listen)
 	if errors.Is(err, syscall.EADDRINUSE) {
@@ -342,7 +354,7 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 		Cluster:           membership,
 		SessionKey:        sessionKey,
 		AdvertiseURL:      advertise,
-		Region:            env.Config.GetString("region"),
+		Region:            region,
 		Log:               log,
 		Credentials:       creds,
 		RetentionInterval: retentionInterval,

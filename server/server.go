@@ -163,6 +163,15 @@ type Server struct {
 var accountIDPattern = regexp.MustCompile(`^[0-9]{12}$`)
 var regionPattern = regexp.MustCompile(`^[a-z0-9-]{1,64}$`)
 
+// ValidRegion reports whether region can stand in the server's ARNs (Config.Region), so that a
+// command can refuse a bad one before it opens anything.
+func ValidRegion(region string) error {
+	if !regionPattern.MatchString(region) {
+		return fmt.Errorf("region %q: want lower-case letters, digits and dashes, e.g. eu-west-1", region)
+	}
+	return nil
+}
+
 // New validates cfg, fills in defaults and returns a Server.
 func New(cfg Config) (*Server, error) {
 	if cfg.Store == nil {
@@ -171,8 +180,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Region == "" {
 		cfg.Region = DefaultRegion
 	}
-	if !regionPattern.MatchString(cfg.Region) {
-		return nil, fmt.Errorf("server: region %q: want lower-case letters, digits and dashes", cfg.Region)
+	if err := ValidRegion(cfg.Region); err != nil {
+		return nil, fmt.Errorf("server: %w", err)
 	}
 	if cfg.AccountID == "" {
 		cfg.AccountID = DefaultAccountID
