@@ -204,6 +204,10 @@ func runGetMedia(ctx context.Context, env *Env, o getMediaOptions) error {
 			}
 			n++
 		}
+		if n == 0 {
+			// As get-fragments says for an empty selection: an empty output is not a silent success.
+			env.Log.Warn("no fragments: the stream has none from the start selector on", "stream", stream)
+		}
 		return sink.close()
 	})
 }

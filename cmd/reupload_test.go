@@ -81,3 +81,15 @@ func TestPutMediaEmptyStdin(t *testing.T) {
 		t.Errorf("put-media --source - with nothing on stdin: exit %d, stderr %q", code, errs)
 	}
 }
+
+// get-media --no-follow of a stream with no fragment from the selector on ends at once (exit 0:
+// nothing failed) but says so, as get-fragments does for an empty selection.
+func TestGetMediaNothingSaysSo(t *testing.T) {
+	t.Parallel()
+	url, _ := e2eServer(t, nil)
+	mustRun(t, url, nil, "create-stream", "--stream-name", "empty")
+	code, out, errs := kvsRun(t.Context(), t, url, nil, "get-media", "--stream-name", "empty", "--start-selector", "EARLIEST", "--no-follow")
+	if code != ExitOK || out != "" || !strings.Contains(errs, "no fragments") {
+		t.Errorf("exit %d, %d bytes out, stderr %q; want 0, nothing, and a warning that there were no fragments", code, len(out), errs)
+	}
+}
