@@ -65,8 +65,14 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 	// Revealed: the fragments up to first + elapsed + span (the first max at once). They are
 	// walked page by page, keeping the newest max in a ring: memory stays the window's, however
 	// long the range (the walk itself is as long as the revealed part).
+	dc := p.tokenState(sess)
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
 	first := timeOf(head[0])
-	edge := first.Add(p.s.cfg.Now().Sub(sess.created) + timeOf(head[len(head)-1]).Sub(first))
+	if dc.origin.IsZero() || first.Before(dc.origin) {
+		dc.origin = first
+	}
+	edge := dc.origin.Add(p.s.cfg.Now().Sub(sess.created) + timeOf(head[len(head)-1]).Sub(first))
 	if edge.After(end) {
 		edge = end
 	}
@@ -84,6 +90,19 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 	frags = make([]store.FragmentMeta, 0, shown-from)
 	for i := from; i < shown; i++ {
 		frags = append(frags, ring[i%sess.max])
+	}
+	// A segment keeps its number (RFC 8216 §6.2.1) when the range loses its first fragments
+	// to retention: the position of the last window's first fragment, if still listed, fixes
+	// the offset.
+	for k, f := range frags {
+		if dc.lastFirst != 0 && f.Number == dc.lastFirst {
+			dc.seqOff = int64(dc.lastSeq) - int64(from+k)
+			break
+		}
+	}
+	seq = uint64(max(int64(from)+dc.seqOff, 0))
+	if len(frags) > 0 {
+		dc.lastFirst, dc.lastSeq = frags[0].Number, seq
 	}
 	revealedAll := !edge.Before(end)
 	if !sess.end.IsZero() && !revealedAll {
@@ -103,7 +122,7 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 		ended = len(after) > 0 || (sess.kind == store.ServerTime &&
 			p.s.cfg.Now().After(sess.end.Add(p.s.media.maxFragmentDuration+hlsLiveRecency)))
 	}
-	return frags, uint64(from), ended, nil
+	return frags, seq, ended, nil
 }
 
 // newest returns up to n of the stream's newest fragments in number order, from the store and
@@ -235,26 +254,10 @@ func (sess *hlsSession) discontinuity(prev, cur store.FragmentMeta, prevKey, cur
 	return false
 }
 
-// discCount is a LIVE session's count of the discontinuities between its first fragment and
-// fragment through (inclusive), as the node has counted them so far.
-type discCount struct {
-	mu      sync.Mutex
-	through uint64
-	last    store.FragmentMeta // fragment through, for the next boundary
-	lastKey string
-	count   int
-	index   uint64 // fragments walked before through (through's position since the session's first)
-	expires time.Time
-}
-
-// discSequence returns EXT-X-MEDIA-SEQUENCE and EXT-X-DISCONTINUITY-SEQUENCE for a LIVE window
-// starting at fragment first: the session's first fragment number plus the fragments stored
-// between it and first (RFC 8216 §6.2.1: a segment keeps its number), and the discontinuities up
-// to first, which slid out of the window or, for the boundary into first, whose tag the window
-// no longer shows (§6.2.2). It is derived from the store, so every node gives the same answer for a token; a
-// node counts once and then only the fragments that slid out since (cached per token).
-func (p *playback) discSequence(ctx context.Context, sess *hlsSession, first uint64) (uint64, int, error) {
+// tokenState returns what this node keeps for the session's token (a discCount), creating it.
+func (p *playback) tokenState(sess *hlsSession) *discCount {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	dc := p.discs[sess.token]
 	if dc == nil {
 		if len(p.discs) >= hlsDiscCacheSize {
@@ -271,8 +274,37 @@ func (p *playback) discSequence(ctx context.Context, sess *hlsSession, first uin
 		dc = &discCount{expires: sess.expires}
 		p.discs[sess.token] = dc
 	}
-	p.mu.Unlock()
+	return dc
+}
 
+// discCount is what a node keeps per session token. For LIVE: the count of the discontinuities
+// between the session's first fragment and fragment through (inclusive), as the node has counted
+// them so far. For LIVE_REPLAY: the reveal's origin and the last window's first fragment and
+// media sequence number, so that retention deleting the range's first fragments moves neither
+// the pace nor the numbers of the segments still listed.
+type discCount struct {
+	mu      sync.Mutex
+	through uint64
+	last    store.FragmentMeta // fragment through, for the next boundary
+	lastKey string
+	count   int
+	index   uint64 // fragments walked before through (through's position since the session's first)
+	expires time.Time
+
+	origin    time.Time // LIVE_REPLAY: the time of the range's first fragment when first listed
+	lastFirst uint64    // LIVE_REPLAY: the last window's first fragment (0: none yet)
+	lastSeq   uint64    // its media sequence number
+	seqOff    int64     // what the position in the listing is off from the sequence number
+}
+
+// discSequence returns EXT-X-MEDIA-SEQUENCE and EXT-X-DISCONTINUITY-SEQUENCE for a LIVE window
+// starting at fragment first: the session's first fragment number plus the fragments stored
+// between it and first (RFC 8216 §6.2.1: a segment keeps its number), and the discontinuities up
+// to first, which slid out of the window or, for the boundary into first, whose tag the window
+// no longer shows (§6.2.2). It is derived from the store, so every node gives the same answer for a token; a
+// node counts once and then only the fragments that slid out since (cached per token).
+func (p *playback) discSequence(ctx context.Context, sess *hlsSession, first uint64) (uint64, int, error) {
+	dc := p.tokenState(sess)
 	dc.mu.Lock()
 	defer dc.mu.Unlock()
 	// Walk up to and including first: the marker before the window's first segment is not

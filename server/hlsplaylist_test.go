@@ -132,12 +132,11 @@ func TestHLSLiveReplayRangeOver24h(t *testing.T) {
 	}
 }
 
-// TestHLSLiveReplayEndsAtPastEnd: a LIVE_REPLAY session over a finished recording, on the server
-// clock, with an EndTimestamp in the past (as KVS requires for SERVER_TIMESTAMP): no fragment can
-// ever join the range, so once every fragment is revealed the playlist is complete and must carry
-// EXT-X-ENDLIST, or players poll it until the session expires.
-func TestHLSLiveReplayEndsAtPastEnd(t *testing.T) {
-	t.Parallel()
+// recorded stores n 1 s fragments of h264.mkv on a new stream "cam" of a server on a set clock,
+// the fragment i at server time t0 + i s (producer times from baseMillis), and ends the upload: the
+// server, its clock and t0.
+func recorded(t *testing.T, n int) (*mediaEnv, *setClock, time.Time) {
+	t.Helper()
 	clock := &setClock{}
 	t0 := time.Unix(1_800_000_000, 0)
 	clock.Set(t0)
@@ -146,11 +145,21 @@ func TestHLSLiveReplayEndsAtPastEnd(t *testing.T) {
 	c := loadClip(t, "h264.mkv")
 	pc := e.startPut(t, "cam")
 	pc.write(c.header())
-	for i := range 4 { // server times t0 ... t0+3s; then the camera stops
+	for i := range n {
 		clock.Set(t0.Add(time.Duration(i) * time.Second))
 		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
 	}
 	pc.end()
+	return e, clock, t0
+}
+
+// TestHLSLiveReplayEndsAtPastEnd: a LIVE_REPLAY session over a finished recording, on the server
+// clock, with an EndTimestamp in the past (as KVS requires for SERVER_TIMESTAMP): no fragment can
+// ever join the range, so once every fragment is revealed the playlist is complete and must carry
+// EXT-X-ENDLIST, or players poll it until the session expires.
+func TestHLSLiveReplayEndsAtPastEnd(t *testing.T) {
+	t.Parallel()
+	e, clock, t0 := recorded(t, 4) // then the camera stops
 	clock.Set(t0.Add(20 * time.Second))
 	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "LIVE_REPLAY",
 		"MaxMediaPlaylistFragmentResults": 2,
@@ -220,5 +229,45 @@ func TestHLSLiveReplayPace(t *testing.T) {
 	_, media := mediaPlaylist(t, url)
 	if !strings.Contains(media, "#EXT-X-ENDLIST") {
 		t.Errorf("a fragment past EndTimestamp came, every one up to it is revealed: want EXT-X-ENDLIST:\n%s", media)
+	}
+}
+
+// TestHLSLiveReplayRetentionKeepsSequence: a LIVE_REPLAY session whose start is near the
+// retention edge (replay "the last day" of a 24 h stream). When retention deletes the session's
+// oldest fragments, the segments still listed must keep their media sequence numbers, and the
+// window must not jump ahead.
+func TestHLSLiveReplayRetentionKeepsSequence(t *testing.T) {
+	t.Parallel()
+	e, clock, t0 := recorded(t, 6)
+	clock.Set(t0.Add(10 * time.Second))
+	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "LIVE_REPLAY",
+		"MaxMediaPlaylistFragmentResults": 2, "Expires": 43200,
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000}}})
+	if code != "" {
+		t.Fatal(code)
+	}
+	clock.Add(2 * time.Second)
+	_, before := mediaPlaylist(t, url)
+	// Retention removes the first fragment (server time t0) of the session.
+	if n, err := e.store.EnforceRetention(t.Context(), t0.Add(24*time.Hour+500*time.Millisecond)); err != nil || n != 1 {
+		t.Fatalf("retention: %d, %v", n, err)
+	}
+	_, after := mediaPlaylist(t, url)
+	a, b := playlistSegments(t, before), playlistSegments(t, after)
+	for fn, sb := range b {
+		if sa, ok := a[fn]; ok && sa[0] != sb[0] {
+			t.Errorf("fragment ...%s: media sequence number %d before the retention pass, %d after", fn[len(fn)-3:], sa[0], sb[0])
+		}
+	}
+	msn := func(m map[string][2]int) (lo int) {
+		lo = 1 << 30
+		for _, s := range m {
+			lo = min(lo, s[0])
+		}
+		return lo
+	}
+	if msn(b) < msn(a) {
+		t.Errorf("EXT-X-MEDIA-SEQUENCE went back from %d to %d", msn(a), msn(b))
 	}
 }
