@@ -42,11 +42,12 @@ func ReadAcks(r io.Reader, fn func(Ack) error) error {
 	sc.Buffer(make([]byte, 0, 512), maxAckLine)
 	// Split on newlines, and also between back-to-back objects ("}{") that some proxies produce.
 	sc.Split(func(data []byte, atEOF bool) (int, []byte, error) {
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			return i + 1, data[:i], nil
-		}
-		if i := bytes.Index(data, []byte("}{")); i >= 0 {
+		nl := bytes.IndexByte(data, '\n')
+		if i := bytes.Index(data, []byte("}{")); i >= 0 && (nl < 0 || i < nl) {
 			return i + 1, data[:i+1], nil
+		}
+		if nl >= 0 {
+			return nl + 1, data[:nl], nil
 		}
 		if atEOF && len(data) > 0 {
 			return len(data), data, nil

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
@@ -232,7 +233,11 @@ type Consumer struct {
 	connected bool      // a GetMedia request got an answer
 	err       error     // sticky
 	closed    bool
+	reqCancel context.CancelFunc // of the current request
 }
+
+// errIdleBeforeAnswer: no answer to a GetMedia request came within IdleTimeout.
+var errIdleBeforeAnswer = errors.New("getmedia: no answer within the idle timeout")
 
 // NewConsumer returns a Consumer; it connects on the first Next.
 func NewConsumer(c *Client, cfg ConsumerConfig) (*Consumer, error) {
@@ -284,7 +289,17 @@ func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 			c.attempts++
 			if err := c.connect(ctx); err != nil {
 				if ctx.Err() != nil {
+					c.attempts-- // not a failure of the connection: the caller gave up
 					return nil, ctx.Err()
+				}
+				if errors.Is(err, errIdleBeforeAnswer) {
+					c.attempts-- // silence, not a failure
+					if c.cfg.NoFollow {
+						c.err = io.EOF
+						return nil, io.EOF
+					}
+					c.quiet = true
+					continue
 				}
 				c.c.forgetDataEndpoint(c.cfg.Stream, string(types.APINameGetMedia))
 				if permanent(err) || (!c.connected && unreachable(err)) || c.attempts >= c.cfg.MaxAttempts {
@@ -316,6 +331,9 @@ func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 		idle := c.idleFired()
 		c.drop()
 		if ctx.Err() != nil {
+			if !c.delivered {
+				c.attempts-- // the caller gave up on this connection; it did not fail
+			}
 			return nil, ctx.Err()
 		}
 		switch {
@@ -378,8 +396,10 @@ func (c *Consumer) connect(ctx context.Context) error {
 	}
 	// The request outlives this call (the body is read by later Next calls), so it does not take
 	// ctx; read and Close unblock it by closing the body.
-	req, err := http.NewRequestWithContext(context.WithoutCancel(ctx), http.MethodPost, ep+"/getMedia", bytes.NewReader(body))
+	reqCtx, reqCancel := context.WithCancel(context.WithoutCancel(ctx))
+	req, err := http.NewRequestWithContext(reqCtx, http.MethodPost, ep+"/getMedia", bytes.NewReader(body))
 	if err != nil {
+		reqCancel()
 		return fmt.Errorf("getmedia %s: %w", c.cfg.Stream, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
@@ -387,16 +407,42 @@ func (c *Consumer) connect(ctx context.Context) error {
 		req.Header.Set(NoFollowHeader, "1")
 	}
 	if err := c.c.Sign(ctx, req, body); err != nil {
+		reqCancel()
 		return err
 	}
+	// Until the answer comes, ctx and IdleTimeout end the request; afterwards read and drop do.
+	stopCtx := context.AfterFunc(ctx, reqCancel)
+	var silent atomic.Bool
+	var hdrTimer *time.Timer
+	if c.cfg.IdleTimeout > 0 {
+		hdrTimer = time.AfterFunc(c.cfg.IdleTimeout, func() { silent.Store(true); reqCancel() })
+	}
 	resp, err := c.c.do(req)
+	stopCtx()
+	if hdrTimer != nil {
+		hdrTimer.Stop()
+	}
 	if err != nil {
+		reqCancel()
+		if silent.Load() && ctx.Err() == nil {
+			return errIdleBeforeAnswer
+		}
 		return fmt.Errorf("getmedia %s: %w", c.cfg.Stream, err)
 	}
+	if silent.Load() { // the timer fired as the answer came: the request is cancelled
+		resp.Body.Close()
+		reqCancel()
+		return errIdleBeforeAnswer
+	}
+	c.reqCancel = reqCancel
 	c.connected = true
 	if resp.StatusCode/100 != 2 {
 		defer resp.Body.Close()
 		return newAPIError("GetMedia", resp)
+	}
+	if ctx.Err() != nil { // the answer raced with ctx: the request may be cancelled already
+		resp.Body.Close()
+		return ctx.Err()
 	}
 	c.body = resp.Body
 	c.delivered = false
@@ -442,6 +488,10 @@ func (c *Consumer) drop() {
 	if c.body != nil {
 		c.body.Close()
 		c.body = nil
+	}
+	if c.reqCancel != nil {
+		c.reqCancel()
+		c.reqCancel = nil
 	}
 	c.reader = nil
 }

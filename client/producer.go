@@ -404,9 +404,19 @@ func (p *Producer) Close(ctx context.Context) error {
 	}
 	select {
 	case <-p.done:
-	case <-ctx.Done():
-		p.stop(fmt.Errorf("close: %w", ctx.Err()))
-		<-p.done
+	default:
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			p.mu.Lock()
+			pending := p.err == nil && (p.pendingCountLocked() > 0 || !p.pumped)
+			p.mu.Unlock()
+			if pending {
+				p.stop(fmt.Errorf("close: %w", ctx.Err()))
+			}
+			p.cancel()
+			<-p.done
+		}
 	}
 	p.cancel()
 	<-p.pumpDone
