@@ -141,7 +141,7 @@ func NewAnnexBSource(ctx context.Context, r io.Reader, closer io.Closer, opts Op
 	s.split = newAUSplitter(r, c)
 	s.codec = c
 
-	var vps, sps, pps []byte
+	var ps [3][]byte // VPS, SPS, PPS
 	dropped := 0
 	for {
 		au, err := s.split.next()
@@ -154,18 +154,12 @@ func NewAnnexBSource(ctx context.Context, r io.Reader, closer io.Closer, opts Op
 			}
 			return nil, err
 		}
-		_ = codec.WalkAVCC(au, 4, func(n []byte) error {
-			switch t := codec.NALUType(c, n); {
-			case c == codec.H264 && t == codec.H264NALUSPS, c == codec.H265 && t == codec.H265NALUSPS:
-				sps = cloneBytes(n)
-			case c == codec.H264 && t == codec.H264NALUPPS, c == codec.H265 && t == codec.H265NALUPPS:
-				pps = cloneBytes(n)
-			case c == codec.H265 && t == codec.H265NALUVPS:
-				vps = cloneBytes(n)
+		for i, n := range paramSets(c, au) {
+			if n != nil {
+				ps[i] = cloneBytes(n)
 			}
-			return nil
-		})
-		if sps != nil && pps != nil && (c == codec.H264 || vps != nil) && codec.IsKeyframeAVCC(c, au) {
+		}
+		if ps[1] != nil && ps[2] != nil && (c == codec.H264 || ps[0] != nil) && codec.IsKeyframeAVCC(c, au) {
 			s.pending = append(s.pending, au)
 			break
 		}
@@ -175,7 +169,7 @@ func NewAnnexBSource(ctx context.Context, r io.Reader, closer io.Closer, opts Op
 		opts.notice("annex b: dropped %d access units before the first keyframe", dropped)
 	}
 
-	track, info, err := videoTrack(c, vps, sps, pps)
+	track, info, err := videoTrack(c, ps[0], ps[1], ps[2])
 	if err != nil {
 		return nil, fmt.Errorf("annex b: %w", err)
 	}
@@ -189,7 +183,7 @@ func NewAnnexBSource(ctx context.Context, r io.Reader, closer io.Closer, opts Op
 	s.frameDur = float64(time.Second) / fps
 	track.DefaultDuration = time.Duration(math.Round(s.frameDur))
 	s.track = track
-	s.ps = [3][]byte{vps, sps, pps}
+	s.ps = ps
 	return s, nil
 }
 
@@ -199,7 +193,8 @@ func (s *AnnexBSource) Tracks() []mkv.Track { return []mkv.Track{s.track} }
 // ReadFrame returns the next access unit.
 func (s *AnnexBSource) ReadFrame(ctx context.Context) (Frame, error) {
 	var au []byte
-	if len(s.pending) > 0 {
+	fresh := len(s.pending) == 0 // pending ones were looked at when read
+	if !fresh {
 		au, s.pending = s.pending[0], s.pending[1:]
 	} else {
 		stop := context.AfterFunc(ctx, s.closeInput)
@@ -215,27 +210,40 @@ func (s *AnnexBSource) ReadFrame(ctx context.Context) (Frame, error) {
 			}
 			return Frame{}, err
 		}
-		// New parameter sets at a keyframe (a camera reconfigured: a new picture size) start new
-		// tracks: the frames after them must not go out under the old CodecPrivate.
-		if codec.IsKeyframeAVCC(s.codec, au) {
-			ps := paramSets(s.codec, au)
-			for i := range ps {
-				if ps[i] == nil {
-					ps[i] = s.ps[i]
-				}
-			}
-			if !bytes.Equal(ps[1], s.ps[1]) || !bytes.Equal(ps[2], s.ps[2]) || !bytes.Equal(ps[0], s.ps[0]) {
-				if track, _, err := videoTrack(s.codec, ps[0], ps[1], ps[2]); err == nil {
-					track.DefaultDuration = s.track.DefaultDuration
-					s.track = track
-					s.ps = [3][]byte{cloneBytes(ps[0]), cloneBytes(ps[1]), cloneBytes(ps[2])}
-					s.pending = append(s.pending, au)
-					return Frame{}, ErrDiscontinuity
-				}
-			}
-		}
+	}
+	key := codec.IsKeyframeAVCC(s.codec, au)
+	if fresh && key && s.newParameterSets(au) {
+		s.pending = append(s.pending, au) // the first frame of the new track
+		return Frame{}, ErrDiscontinuity
 	}
 	t := time.Duration(math.Round(float64(s.n) * s.frameDur))
 	s.n++
-	return Frame{Track: 1, PTS: t, DTS: t, Keyframe: codec.IsKeyframeAVCC(s.codec, au), Data: au}, nil
+	return Frame{Track: 1, PTS: t, DTS: t, Keyframe: key, Data: au}, nil
+}
+
+// newParameterSets reports whether keyframe au carries parameter sets other than the track's (a
+// camera reconfigured: a new picture size); the track is then theirs, so that the frames after
+// them do not go out under the old CodecPrivate.
+func (s *AnnexBSource) newParameterSets(au []byte) bool {
+	ps, changed := paramSets(s.codec, au), false
+	for i := range ps {
+		if ps[i] == nil {
+			ps[i] = s.ps[i]
+		} else if !bytes.Equal(ps[i], s.ps[i]) {
+			changed = true
+		}
+	}
+	if !changed {
+		return false
+	}
+	track, _, err := videoTrack(s.codec, ps[0], ps[1], ps[2])
+	if err != nil {
+		return false
+	}
+	track.DefaultDuration = s.track.DefaultDuration
+	s.track = track
+	for i := range ps {
+		s.ps[i] = cloneBytes(ps[i])
+	}
+	return true
 }

@@ -66,7 +66,7 @@ func NewMKVSource(ctx context.Context, r io.Reader, closer io.Closer, opts Optio
 		case mkv.EventInfo:
 			s.scale = ev.TimecodeScale
 		case mkv.EventTracks:
-			if err := s.setTracks(ev.Tracks, opts); err != nil {
+			if err := s.setTracks(ev.Tracks); err != nil {
 				return nil, err
 			}
 		case mkv.EventFrame:
@@ -76,7 +76,7 @@ func NewMKVSource(ctx context.Context, r io.Reader, closer io.Closer, opts Optio
 	return s, nil
 }
 
-func (s *MKVSource) setTracks(tracks []mkv.Track, opts Options) error {
+func (s *MKVSource) setTracks(tracks []mkv.Track) error {
 	if len(tracks) == 0 {
 		return fmt.Errorf("matroska: %w: empty Tracks element", ErrNoTracks)
 	}
@@ -114,39 +114,25 @@ func rebuildConfig(c codec.Codec, ps codec.ParameterSets) ([]byte, error) {
 	return codec.BuildAVCConfig(ps.SPS, ps.PPS)
 }
 
-// sameTracks reports whether a repeated Tracks element (one per concatenated document) describes
-// the tracks already known.
-func (s *MKVSource) sameTracks(tracks []mkv.Track) bool {
+// trackChange tells how a repeated Tracks element (one per concatenated document) differs from
+// the tracks known: same, not at all; newParamSets, only in the parameter sets of H.264/H.265
+// tracks (a camera's new picture size); neither, otherwise.
+func (s *MKVSource) trackChange(tracks []mkv.Track) (same, newParamSets bool) {
 	if len(tracks) != len(s.tracks) {
-		return false
+		return false, false
 	}
+	same = true
 	for i, t := range tracks {
 		o := s.tracks[i]
-		if t.Number != o.Number || t.CodecID != o.CodecID {
-			return false
-		}
-		if tc, nal := s.nal[t.Number]; !nal && !bytes.Equal(t.CodecPrivate, o.CodecPrivate) {
-			return false
-		} else if nal && !sameParamSets(tc.codec, t.CodecPrivate, o.CodecPrivate) {
-			return false
-		}
-	}
-	return true
-}
-
-// sameLayout reports whether tracks has the same numbers and codecs as the known tracks, and
-// differs at most in the parameter sets of H.264/H.265 tracks.
-func (s *MKVSource) sameLayout(tracks []mkv.Track) bool {
-	if len(tracks) != len(s.tracks) {
-		return false
-	}
-	for i, t := range tracks {
-		o := s.tracks[i]
-		if _, nal := s.nal[t.Number]; t.Number != o.Number || t.CodecID != o.CodecID || !nal && !bytes.Equal(t.CodecPrivate, o.CodecPrivate) {
-			return false
+		tc, nal := s.nal[t.Number]
+		switch {
+		case t.Number != o.Number || t.CodecID != o.CodecID, !nal && !bytes.Equal(t.CodecPrivate, o.CodecPrivate):
+			return false, false
+		case nal && !sameParamSets(tc.codec, t.CodecPrivate, o.CodecPrivate):
+			same = false
 		}
 	}
-	return true
+	return same, !same
 }
 
 // sameParamSets reports whether two avcC/hvcC records carry the same parameter sets (their NAL
@@ -200,14 +186,13 @@ func (s *MKVSource) read(ctx context.Context, lend bool) (Frame, error) {
 			s.scale = ev.TimecodeScale
 		case mkv.EventTracks:
 			s.newDoc = true
-			if !s.sameTracks(ev.Tracks) && s.sameLayout(ev.Tracks) {
-				// Same tracks, new parameter sets (a camera's new picture size): go on with them.
-				if err := s.setTracks(ev.Tracks, Options{}); err != nil {
+			switch same, newParamSets := s.trackChange(ev.Tracks); {
+			case newParamSets: // go on with them
+				if err := s.setTracks(ev.Tracks); err != nil {
 					return Frame{}, err
 				}
 				return Frame{}, ErrDiscontinuity
-			}
-			if !s.sameTracks(ev.Tracks) {
+			case !same:
 				return Frame{}, fmt.Errorf("matroska: tracks change at offset %d; a stream must keep its tracks (split the input there)", ev.Offset)
 			}
 		case mkv.EventFrame:

@@ -24,6 +24,19 @@ import (
 // DefaultRegion is used when neither Config.Region nor the AWS configuration names one.
 const DefaultRegion = "us-east-1"
 
+// Region returns region, else the AWS configuration's (AWS_REGION, the profile's), else
+// DefaultRegion: the region New signs with for a Config.Region of region.
+func Region(ctx context.Context, region string) string {
+	if region != "" {
+		return region
+	}
+	awsCfg, err := config.LoadDefaultConfig(ctx, config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
+	if err != nil || awsCfg.Region == "" {
+		return DefaultRegion
+	}
+	return awsCfg.Region
+}
+
 // Dummy credentials used for local endpoints when no AWS credentials are configured; kvs accepts
 // any signature.
 const (

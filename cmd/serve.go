@@ -17,10 +17,10 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
+	"github.com/openkvs/kvs/client"
 	"github.com/openkvs/kvs/server"
 	"github.com/openkvs/kvs/server/cluster"
 	"github.com/openkvs/kvs/server/store"
@@ -290,16 +290,9 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	if err != nil {
 		return usageError{err}
 	}
-	region := env.Config.GetString("region")
-	if region == "" { // as --region says: the AWS configuration's (AWS_REGION, the profile), else us-east-1
-		if awsCfg, err := config.LoadDefaultConfig(ctx); err == nil {
-			region = awsCfg.Region
-		}
-	}
-	if region != "" {
-		if err := server.ValidRegion(region); err != nil {
-			return usageErrorf("--region: %v", err)
-		}
+	region := client.Region(ctx, env.Config.GetString("region")) // as the client commands sign
+	if err := server.ValidRegion(region); err != nil {
+		return usageErrorf("--region: %v", err)
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", o.Listen)

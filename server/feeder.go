@@ -340,12 +340,13 @@ func (f *feeder) run(ctx context.Context, last uint64) {
 		}
 		// A delete on another node reaches this one only through the store: a stream that is
 		// gone, or is another stream of the same name now (its numbers start again below last).
-		if errors.Is(err, store.ErrStreamNotFound) || time.Since(checked) >= feederSync && f.replaced(ctx) {
+		check := time.Since(checked) >= feederSync
+		if check {
+			checked = time.Now()
+		}
+		if errors.Is(err, store.ErrStreamNotFound) || check && f.replaced(ctx) {
 			f.fs.gone(f)
 			return
-		}
-		if time.Since(checked) >= feederSync {
-			checked = time.Now()
 		}
 		f.wait(ctx)
 	}

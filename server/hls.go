@@ -52,7 +52,7 @@ type playback struct {
 	mu        sync.Mutex
 	issued    map[string]map[string]time.Time // stream → token → expiry, for hlsMaxSessions
 	trackKeys map[fragmentKey]string          // a fragment's track identity (trackKey), immutable
-	discs     map[string]*discCount           // token → discontinuities counted so far (LIVE)
+	states    map[string]*sessionState        // token → what this node keeps for it (LIVE counts, LIVE_REPLAY origin)
 }
 
 // fragmentKey names a fragment across deletes: a stream created again under its name has
@@ -64,14 +64,14 @@ type fragmentKey struct {
 
 // Cache bounds: past them a cache is emptied and rebuilt from the store as needed.
 const (
-	hlsKeyCacheSize  = 100_000 // ~100 B each
-	hlsDiscCacheSize = 10_000
+	hlsKeyCacheSize   = 100_000 // ~100 B each
+	hlsStateCacheSize = 10_000
 )
 
 // newPlayback returns the playback state of s.
 func newPlayback(s *Server) *playback {
 	return &playback{s: s, key: s.cfg.SessionKey, issued: map[string]map[string]time.Time{},
-		trackKeys: map[fragmentKey]string{}, discs: map[string]*discCount{}}
+		trackKeys: map[fragmentKey]string{}, states: map[string]*sessionState{}}
 }
 
 // hlsSession is one GetHLSStreamingSessionURL answer: what to list, until when. It never changes

@@ -254,35 +254,35 @@ func (sess *hlsSession) discontinuity(prev, cur store.FragmentMeta, prevKey, cur
 	return false
 }
 
-// tokenState returns what this node keeps for the session's token (a discCount), creating it.
-func (p *playback) tokenState(sess *hlsSession) *discCount {
+// tokenState returns what this node keeps for the session's token, creating it.
+func (p *playback) tokenState(sess *hlsSession) *sessionState {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	dc := p.discs[sess.token]
+	dc := p.states[sess.token]
 	if dc == nil {
-		if len(p.discs) >= hlsDiscCacheSize {
+		if len(p.states) >= hlsStateCacheSize {
 			now := p.s.cfg.Now()
-			for t, d := range p.discs {
+			for t, d := range p.states {
 				if !now.Before(d.expires) {
-					delete(p.discs, t)
+					delete(p.states, t)
 				}
 			}
-			if len(p.discs) >= hlsDiscCacheSize {
-				clear(p.discs)
+			if len(p.states) >= hlsStateCacheSize {
+				clear(p.states)
 			}
 		}
-		dc = &discCount{expires: sess.expires}
-		p.discs[sess.token] = dc
+		dc = &sessionState{expires: sess.expires}
+		p.states[sess.token] = dc
 	}
 	return dc
 }
 
-// discCount is what a node keeps per session token. For LIVE: the count of the discontinuities
+// sessionState is what a node keeps per session token. For LIVE: the count of the discontinuities
 // between the session's first fragment and fragment through (inclusive), as the node has counted
 // them so far. For LIVE_REPLAY: the reveal's origin and the last window's first fragment and
 // media sequence number, so that retention deleting the range's first fragments moves neither
 // the pace nor the numbers of the segments still listed.
-type discCount struct {
+type sessionState struct {
 	mu      sync.Mutex
 	through uint64
 	last    store.FragmentMeta // fragment through, for the next boundary

@@ -165,32 +165,13 @@ const seriesPruneEvery = 10 * time.Second
 // list, at most every seriesPruneEvery).
 func (ss *streamSeries) get(stream, arn string, list func() ([]store.Stream, error)) *streamCounters {
 	ss.mu.Lock()
-	if c := ss.m[stream]; c != nil {
-		c.arn = arn
-		ss.mu.Unlock()
-		return c
-	}
-	prune := len(ss.m) >= ss.max && ss.max > 0 && list != nil && time.Since(ss.pruned) >= seriesPruneEvery
+	prune := ss.m[stream] == nil && len(ss.m) >= ss.max && ss.max > 0 && list != nil && time.Since(ss.pruned) >= seriesPruneEvery
 	if prune {
 		ss.pruned = time.Now()
 	}
 	ss.mu.Unlock()
 	if prune {
-		if all, err := list(); err == nil {
-			live := make(map[string]bool, len(all))
-			for _, st := range all {
-				live[st.Name] = true
-			}
-			ss.mu.Lock()
-			for name := range ss.m {
-				if !live[name] && name != stream {
-					delete(ss.m, name)
-					ss.bytes.DeleteLabelValues(name)
-					ss.fragments.DeleteLabelValues(name)
-				}
-			}
-			ss.mu.Unlock()
-		}
+		ss.prune(list)
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -215,10 +196,35 @@ func (ss *streamSeries) drop(stream, arn string) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if c, ok := ss.m[stream]; ok && c.arn == arn {
-		delete(ss.m, stream)
-		ss.bytes.DeleteLabelValues(stream)
-		ss.fragments.DeleteLabelValues(stream)
+		ss.removeLocked(stream)
 	}
+}
+
+// prune frees the places of the streams that list (the store's streams, asked without the lock)
+// no longer has.
+func (ss *streamSeries) prune(list func() ([]store.Stream, error)) {
+	all, err := list()
+	if err != nil {
+		return
+	}
+	live := make(map[string]bool, len(all))
+	for _, st := range all {
+		live[st.Name] = true
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for name := range ss.m {
+		if !live[name] {
+			ss.removeLocked(name)
+		}
+	}
+}
+
+// removeLocked removes a stream's series. ss.mu is held.
+func (ss *streamSeries) removeLocked(stream string) {
+	delete(ss.m, stream)
+	ss.bytes.DeleteLabelValues(stream)
+	ss.fragments.DeleteLabelValues(stream)
 }
 
 // storeCollector reports Store.Stats as kvs_store_streams, kvs_store_fragments and

@@ -66,24 +66,17 @@ func (q *sequencer) turn(ctx context.Context, n uint64, self holder, stall time.
 		}
 		w, first := q.wake, q.pending[0].by
 		q.mu.Unlock()
-		if stall <= 0 || first == nil || first == self {
-			select {
-			case <-w:
-				continue
-			case <-ctx.Done():
-				return context.Cause(ctx)
-			}
+		var check <-chan time.Time // nil: never
+		if stall > 0 && first != nil && first != self {
+			check = time.After(stall / 4) // collected unstopped (Go ≥ 1.23)
 		}
-		t := time.NewTimer(stall / 4)
 		select {
 		case <-w:
-		case <-t.C:
+		case <-check:
 			first.cutIfStalled(stall)
 		case <-ctx.Done():
-			t.Stop()
 			return context.Cause(ctx)
 		}
-		t.Stop()
 	}
 }
 
