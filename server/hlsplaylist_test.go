@@ -132,16 +132,24 @@ func TestHLSLiveReplayRangeOver24h(t *testing.T) {
 	}
 }
 
-// recorded stores n 1 s fragments of h264.mkv on a new stream "cam" of a server on a set clock,
-// the fragment i at server time t0 + i s (producer times from baseMillis), and ends the upload: the
-// server, its clock and t0.
-func recorded(t *testing.T, n int) (*mediaEnv, *setClock, time.Time) {
+// clockedStream starts a server on a set clock, at t0, with a stream "cam": the server, its clock
+// and t0.
+func clockedStream(t *testing.T) (*mediaEnv, *setClock, time.Time) {
 	t.Helper()
 	clock := &setClock{}
 	t0 := time.Unix(1_800_000_000, 0)
 	clock.Set(t0)
 	e := newMediaEnv(t, "mem", func(c *Config) { c.Now = clock.Now })
 	e.createStream(t, "cam", 24)
+	return e, clock, t0
+}
+
+// recorded stores n 1 s fragments of h264.mkv on a new stream "cam" of a server on a set clock,
+// the fragment i at server time t0 + i s (producer times from baseMillis), and ends the upload: the
+// server, its clock and t0.
+func recorded(t *testing.T, n int) (*mediaEnv, *setClock, time.Time) {
+	t.Helper()
+	e, clock, t0 := clockedStream(t)
 	c := loadClip(t, "h264.mkv")
 	pc := e.startPut(t, "cam")
 	pc.write(c.header())
@@ -185,11 +193,7 @@ func TestHLSLiveReplayEndsAtPastEnd(t *testing.T) {
 // stream has gone past it.
 func TestHLSLiveReplayPace(t *testing.T) {
 	t.Parallel()
-	clock := &setClock{}
-	t0 := time.Unix(1_800_000_000, 0)
-	clock.Set(t0)
-	e := newMediaEnv(t, "mem", func(c *Config) { c.Now = clock.Now })
-	e.createStream(t, "cam", 24)
+	e, clock, t0 := clockedStream(t)
 	c := loadClip(t, "h264.mkv")
 	pc := e.startPut(t, "cam")
 	pc.write(c.header())
