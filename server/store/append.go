@@ -219,12 +219,15 @@ func (s *FS) segmentFor(st *fsStream, recLen int64) (*segment, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The name is taken from here on, whatever follows: a failure below that left nextSeq as it
+	// was made every later append of the stream fail on the file left behind (O_EXCL).
+	st.nextSeq++
 	// The directory entry must be durable before any record in the file is acknowledged.
 	if err := fsync.Dir(st.dir); err != nil {
 		f.Close()
+		_ = os.Remove(path) // empty; OpenFS removes it if this fails too
 		return nil, err
 	}
-	st.nextSeq++
 	g := &segment{seq: seq, path: path, f: f, created: now}
 	st.active = g
 	st.segs[seq] = g
