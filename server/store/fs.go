@@ -412,7 +412,9 @@ func (s *FS) DeleteStream(_ context.Context, name, version string) error {
 
 	st.mu.Lock()
 	st.deleted = true
+	s.closeMu.RLock() // as in write: Close must not close the queue while seal sends to it
 	s.seal(st)
+	s.closeMu.RUnlock()
 	st.mu.Unlock()
 	if err := os.RemoveAll(st.dir); err != nil {
 		return fmt.Errorf("delete stream %s: %w", name, err)

@@ -187,3 +187,59 @@ func testFailedSync(t *testing.T, after bool) {
 		t.Errorf("fdatasyncs of %d segment files, want 2 (the third append rolls to a new segment)", files)
 	}
 }
+
+// TestFSDeleteStreamDuringClose: a DeleteStream that waits to queue its segment's close (the
+// commit queue is full: the disk is slow) while the store closes (a server shutting down after
+// its grace period) returns, and Close waits for it. Close used to close the queue under it:
+// the process panicked (send on closed channel).
+func TestFSDeleteStreamDuringClose(t *testing.T) {
+	t.Parallel()
+	s := mustOpenFS(t, t.TempDir(), FSOptions{})
+	mustCreate(t, s, "cam", 24)
+	release := make(chan struct{})
+	var released sync.Once
+	unblock := func() { released.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	s.syncData = func(f *os.File) error {
+		<-release
+		return fsync.Data(f)
+	}
+	ctx := context.Background()
+	// Appends until the queue is full: the fdatasyncs hold the batches taken from it.
+	for len(s.queue) < cap(s.queue) {
+		n, err := s.NextNumber(ctx, "cam")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AppendAsync(ctx, "cam", FragmentMeta{Number: n, ServerTime: time.Now()}, payload("cam", n, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _, err := s.lookup("cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deleted := make(chan error, 1)
+	go func() { deleted <- s.DeleteStream(ctx, "cam", "") }()
+	// Wait until DeleteStream holds the stream (it is sealing the segment: the queue is full).
+	for {
+		if _, _, err := s.lookup("cam"); errors.Is(err, ErrStreamNotFound) {
+			if !st.mu.TryLock() {
+				break
+			}
+			st.mu.Unlock()
+		}
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // from holding the stream to waiting on the queue
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	time.Sleep(50 * time.Millisecond) // let Close start
+	unblock()
+	if err := <-deleted; err != nil && !errors.Is(err, ErrClosed) {
+		t.Errorf("DeleteStream: %v", err)
+	}
+	if err := <-closed; err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
