@@ -179,8 +179,9 @@
 //
 // # Retention
 //
-// EnforceRetention deletes, per stream, the leading segments whose newest server time is older
-// than RetentionHours, index first, files after, and records the highest deleted segment so a
+// EnforceRetention deletes, per stream, the segments whose newest server time is older than
+// RetentionHours (not only leading ones: a segment written while the clock was ahead does not
+// keep the later ones), index first, files after, and records the highest deleted segment so a
 // crash in between cannot bring files back. A segment with appends still being committed is
 // kept for the next pass. A retention-0 stream stores nothing: AppendAsync returns
 // ErrNoRetention (the server keeps such fragments only in its live buffer).

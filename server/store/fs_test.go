@@ -468,3 +468,43 @@ func TestFSPrepare(t *testing.T) {
 		t.Fatalf("Range after reopen: %v, %v", got, err)
 	}
 }
+
+// TestFSRetentionAfterClockJump: a segment whose fragments got a server time far ahead (the
+// server's clock was ahead for a while, then set right) does not hold back the retention of the
+// segments written after it. Retention deleted only leading segments and stopped at the first
+// one not expired, so the stream kept everything written after the jump until the wrong time
+// came (a year later here) and filled the disk.
+func TestFSRetentionAfterClockJump(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	opts := FSOptions{MaxSegmentBytes: 1} // a segment per record
+	s := mustOpenFS(t, dir, opts)
+	ctx := t.Context()
+	mustCreate(t, s, "s", 1)
+	ahead := appendOne(t, s, "s", base.Add(365*24*time.Hour), base, 100)
+	after := appendN(t, s, "s", 3, 100) // server times base, base+1s, base+2s
+	if n, err := s.EnforceRetention(ctx, base.Add(2*time.Hour)); err != nil || n != len(after) {
+		t.Fatalf("retention: %d, %v; want the %d expired fragments", n, err, len(after))
+	}
+	check := func(s *FS, what string) {
+		t.Helper()
+		got, err := s.Range(ctx, "s", 0, 0)
+		if err != nil || len(got) != 1 || got[0].Number != ahead.Number {
+			t.Fatalf("%s: fragments %v, %v; want only %d, not expired", what, numbers(got), err, ahead.Number)
+		}
+		if segs := segmentFiles(t, s, "s"); len(segs) != 1 {
+			t.Fatalf("%s: %d segment files, want 1", what, len(segs))
+		}
+	}
+	check(s, "after retention")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpenFS(t, dir, opts)
+	defer s.Close()
+	check(s, "after reopening")
+	m := appendOne(t, s, "s", base.Add(3*time.Hour), base, 100)
+	if n, err := s.EnforceRetention(ctx, base.Add(366*24*time.Hour)); err != nil || n != 2 {
+		t.Fatalf("retention a year later: %d, %v; want 2 (%d and %d)", n, err, ahead.Number, m.Number)
+	}
+}

@@ -115,7 +115,7 @@ func (s *FS) trimStream(st *fsStream, target int64) {
 		}
 		left -= size
 		return true
-	}, reasonStreamCap)
+	}, reasonStreamCap, false)
 	if err != nil {
 		s.log.Error("store: stream byte cap", "stream", st.info.Name, "err", err)
 	}
@@ -146,7 +146,7 @@ func (s *FS) makeRoomOnDisk(recLen int64) {
 			}
 			return
 		}
-		_, freed, err := s.purge(st, func(q uint64, _ segmentInfo, _ int64) bool { return q == seq }, reasonDiskQuota)
+		_, freed, err := s.purge(st, func(q uint64, _ segmentInfo, _ int64) bool { return q == seq }, reasonDiskQuota, false)
 		if err != nil {
 			s.log.Error("store: disk quota", "stream", st.info.Name, "err", err)
 			return

@@ -19,11 +19,12 @@ const (
 	reasonStreamCap = "stream_cap"
 )
 
-// EnforceRetention implements Store. For each stream it deletes the oldest segments, in order,
-// while their newest fragment's server time is before now - RetentionHours, together with their
-// index entries; a fragment therefore outlives its retention by up to one segment's span
-// (MaxSegmentAge, default 1 h). A segment with appends still being committed is kept for the
-// next run. The index commit comes first: files left by a crash right after it are removed by
+// EnforceRetention implements Store. For each stream it deletes the segments whose newest
+// fragment's server time is before now - RetentionHours, together with their index entries (an
+// older segment that is not expired, its server times ahead of the later ones', does not keep
+// them); a fragment therefore outlives its retention by up to one segment's span (MaxSegmentAge,
+// default 1 h). A segment with appends still being committed is kept for the next run, with
+// those after it. The index commit comes first: files left by a crash right after it are removed by
 // OpenFS rather than brought back. The pass then applies the byte caps (kvs:max-bytes, the disk
 // quota) that appends apply as they go, for caps lowered since; what those delete is not in the
 // count.
@@ -48,7 +49,7 @@ func (s *FS) EnforceRetention(ctx context.Context, now time.Time) (int, error) {
 			return total, err
 		}
 		cut := timeToNanos(j.cutoff)
-		n, _, err := s.purge(j.st, func(_ uint64, info segmentInfo, _ int64) bool { return info.MaxServer < cut }, reasonRetention)
+		n, _, err := s.purge(j.st, func(_ uint64, info segmentInfo, _ int64) bool { return info.MaxServer < cut }, reasonRetention, true)
 		total += n
 		if err != nil {
 			errs = append(errs, fmt.Errorf("retention %s: %w", j.st.info.Name, err))
@@ -63,9 +64,12 @@ func (s *FS) EnforceRetention(ctx context.Context, now time.Time) (int, error) {
 
 // purge deletes the stream's leading segments, oldest first, for as long as want says so (given
 // each one's sequence number, index summary and file size) and no append to it is still being
-// committed. It returns the fragments and bytes deleted; the deletions are counted under reason,
-// and logged unless they are retention's (the server logs those in sum).
-func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size int64) bool, reason string) (int, int64, error) {
+// committed; with anywhere, every segment want picks and no append holds, leading or not
+// (retention: a segment whose fragments got server times ahead of the later ones', the clock
+// having been ahead, must not keep the expired segments after it). It returns the fragments and
+// bytes deleted; the deletions are counted under reason, and logged unless they are retention's
+// (the server logs those in sum).
+func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size int64) bool, reason string, anywhere bool) (int, int64, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.deleted {
@@ -90,10 +94,13 @@ func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size in
 			}
 			seq := getU64(k)
 			if g := st.segs[seq]; g != nil && g.pending.Load() > 0 {
-				break
+				break // its appends, and those after it, are still being committed
 			}
 			size := s.segmentSize(st, seq)
 			if !want(seq, info, size) {
+				if anywhere {
+					continue
+				}
 				break
 			}
 			segs = append(segs, doomed{seq, info, size})
@@ -119,7 +126,8 @@ func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size in
 				return err
 			}
 		}
-		return b.Put(keyPurged, u64(segs[len(segs)-1].seq))
+		// The mark only rises: a segment deleted after later ones were leaves it where it is.
+		return b.Put(keyPurged, u64(max(getU64(b.Get(keyPurged)), segs[len(segs)-1].seq)))
 	})
 	if err != nil {
 		return 0, 0, err
