@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,4 +86,37 @@ func TestBackendOutage(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestUnavailableHidesPassword: with PostgreSQL down, Open's error and Ready's (which GET
+// /readyz shows to anyone, without a signature, and the logs keep) name the index URL without
+// its password, wherever the URL carries it: after "user:", or as the password parameter
+// (postgres://kvs@db/kvs?password=..., which libpq and pgx read too), which showed as it was.
+func TestUnavailableHidesPassword(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	var pgLink *backends.Link
+	cfg.Index, pgLink = backends.Through(t, cfg.Index)
+	// The test server trusts every connection: the passwords are not checked.
+	cfg.Index = strings.Replace(cfg.Index, "://postgres@", "://postgres:word-1@", 1) + "&password=password-2"
+	check := func(what string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Fatalf("%s with PostgreSQL down: no error", what)
+		}
+		if strings.Contains(err.Error(), "word-1") || strings.Contains(err.Error(), "password-2") {
+			t.Errorf("%s: the error shows the password: %v", what, err)
+		}
+	}
+	pgLink.Cut(t)
+	s, err := Open(t.Context(), cfg)
+	if s != nil {
+		s.Close()
+	}
+	check("Open", err)
+	pgLink.Restore(t)
+	s = openStore(t, cfg)
+	t.Cleanup(func() { s.Close() })
+	pgLink.Cut(t)
+	check("Ready", s.Ready(t.Context()))
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -267,17 +268,19 @@ func dbErr(ctx context.Context, what string, err error) error {
 	return unavailable("PostgreSQL: "+what, err)
 }
 
-// redact drops the password from a connection URL for messages.
-func redact(u string) string {
-	if i := strings.Index(u, "://"); i >= 0 {
-		if at := strings.Index(u[i+3:], "@"); at >= 0 {
-			cred := u[i+3 : i+3+at]
-			if c := strings.Index(cred, ":"); c >= 0 {
-				return u[:i+3] + cred[:c] + ":***" + u[i+3+at:]
-			}
-		}
+// redact drops the passwords from a connection URL for messages (an error of Open, Ready's,
+// which GET /readyz shows without a signature): the user's (user:password@) and a password
+// parameter (?password=..., which libpq and pgx read as well).
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable URL)"
 	}
-	return u
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
 }
 
 // Registry.
