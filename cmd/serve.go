@@ -132,9 +132,9 @@ connection closes), live GetMedia responses end, other requests get up to 10 s t
 store is closed.
 
 Data lives in --data-dir (default $XDG_DATA_HOME/kvs, else ~/.local/share/kvs). --advertise-url is
-the URL GetDataEndpoint hands to clients for media (default http://<listen address>, with 0.0.0.0
-or [::] replaced by 127.0.0.1); set it when clients reach the server by another name, e.g. from
-containers.
+the URL GetDataEndpoint hands to clients for media (default http://<listen address>; listening on
+0.0.0.0 or [::], the scheme and host each client reached the server at); set it when clients reach
+the server by another name than the one they should use for media, e.g. behind a proxy.
 
 Cluster mode: with --index (a PostgreSQL URL) and --objects (an S3-compatible bucket), this server
 is one of N stateless nodes sharing those: any node answers any request, each stream has one
@@ -199,6 +199,16 @@ func advertiseURL(scheme string, addr net.Addr) string {
 		host = "127.0.0.1"
 	}
 	return scheme + "://" + net.JoinHostPort(host, port)
+}
+
+// isUnspecified reports whether addr is every interface (0.0.0.0, [::]).
+func isUnspecified(addr net.Addr) bool {
+	host, _, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "" || (ip != nil && ip.IsUnspecified())
 }
 
 // isLoopback reports whether addr only accepts connections from this machine.
@@ -310,8 +320,17 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 		ln = tls.NewListener(ln, tlsConfig)
 	}
 	advertise := o.AdvertiseURL
+	// serverAdvertise is the server's Config.AdvertiseURL. Listening on every interface without
+	// --advertise-url, it is left empty so that GetDataEndpoint and the HLS URLs name the scheme
+	// and Host each client reached this server at: 127.0.0.1 would send a camera on the network
+	// to its own loopback. A cluster node needs one URL the other nodes reach it at.
+	serverAdvertise := advertise
 	if advertise == "" {
 		advertise = advertiseURL(scheme, ln.Addr())
+		serverAdvertise = advertise
+		if !o.clustered() && isUnspecified(ln.Addr()) {
+			serverAdvertise = ""
+		}
 	}
 	// Serve at once: while the store opens (and recovers after a crash), /healthz answers and
 	// everything else is 503 (serveops.go's starting); then the server takes over.
@@ -346,7 +365,7 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 		Store:             st,
 		Cluster:           membership,
 		SessionKey:        sessionKey,
-		AdvertiseURL:      advertise,
+		AdvertiseURL:      serverAdvertise,
 		Region:            region,
 		Log:               log,
 		Credentials:       creds,
@@ -381,7 +400,7 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	if creds == nil && !isLoopback(ln.Addr()) {
 		log.Warn("listening beyond loopback without authentication: anyone who reaches this port can read, write and delete streams (see --auth sigv4)", "addr", ln.Addr().String())
 	}
-	log.Info("kvs server listening", "addr", ln.Addr().String(), "data", where, "advertise_url", advertise,
+	log.Info("kvs server listening", "addr", ln.Addr().String(), "data", where, "advertise_url", cmp.Or(serverAdvertise, "(the Host of each request)"),
 		"auth", cmp.Or(o.Auth, "none"), "keys", len(creds), "tls", tlsConfig != nil, "webhooks", len(o.Webhooks))
 	if _, err := fmt.Fprintln(env.Stdout, scheme+"://"+ln.Addr().String()); err != nil {
 		ready = false

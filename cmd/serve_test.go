@@ -6,6 +6,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -161,5 +162,48 @@ func TestDefaultDataDirAndAdvertise(t *testing.T) {
 		if got := advertiseURL("http", a); got != want {
 			t.Errorf("advertiseURL(%s) = %s, want %s", addr, got, want)
 		}
+	}
+}
+
+// Listening on every interface without --advertise-url, GetDataEndpoint names the address each
+// client reached the server at: a camera on the LAN that reached it as cameras.lan must not be
+// sent to its own loopback, and a client on this machine still gets 127.0.0.1.
+func TestServeWildcardListenDataEndpoint(t *testing.T) {
+	t.Parallel()
+	endpoint, _, stop := startServe(t, "--listen", "0.0.0.0:0", "--memory")
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(endpoint, "http://"))
+	if err != nil {
+		t.Fatalf("endpoint %q: %v", endpoint, err)
+	}
+	local := "http://127.0.0.1:" + port
+	post := func(host, path, body string) string {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), "POST", local+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = host
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+		}
+		return string(b)
+	}
+	post("127.0.0.1:"+port, "/createStream", `{"StreamName":"cam"}`)
+	for host, want := range map[string]string{
+		"cameras.lan:" + port: `{"DataEndpoint":"http://cameras.lan:` + port + `"}`,
+		"127.0.0.1:" + port:   `{"DataEndpoint":"http://127.0.0.1:` + port + `"}`,
+	} {
+		if got := post(host, "/getDataEndpoint", `{"StreamName":"cam","APIName":"PUT_MEDIA"}`); got != want {
+			t.Errorf("Host %s: %s, want %s", host, got, want)
+		}
+	}
+	if code := stop(); code != ExitOK {
+		t.Errorf("exit %d", code)
 	}
 }
