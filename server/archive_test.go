@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -234,6 +235,52 @@ func TestListFragmentsNoRetention(t *testing.T) {
 	defer out.Payload.Close()
 	if got := readFragments(t, out.Payload); len(got) != 1 || len(got[0].Frames) != len(c.frags[2]) {
 		t.Fatalf("got %d fragments", len(got))
+	}
+}
+
+// A stream whose retention changes between uploads gets the live buffer of its new retention: after
+// a decrease to 0 its buffer is what ListFragments lists (it listed nothing: the buffer kept the
+// archived stream's limits, and those hide what the store lacks), after an increase it is the
+// short window of a stream that keeps data (it kept 5 minutes and 200 MB of memory).
+func TestRetentionChangeSetsBufferLimits(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	c := loadClip(t, "h264.mkv")
+	retention := func(stream, op string) {
+		var d struct{ StreamInfo struct{ Version string } }
+		e.call(t, "/describeStream", map[string]any{"StreamName": stream}, &d)
+		e.call(t, "/updateDataRetention", map[string]any{"StreamName": stream, "CurrentVersion": d.StreamInfo.Version,
+			"Operation": op, "DataRetentionChangeInHours": 1}, nil)
+	}
+
+	e.createStream(t, "down", 1)
+	e.ingest(t, "down", c, 0, 2)
+	retention("down", "DECREASE_DATA_RETENTION") // to 0: the stored fragments go
+	nums := e.ingestAt(t, "down", c, 2, 3, baseMillis, false)
+	var out listFragmentsResponse
+	e.call(t, "/listFragments", map[string]any{"StreamName": "down"}, &out)
+	var got, want []string
+	for _, f := range out.Fragments {
+		got = append(got, f.FragmentNumber)
+	}
+	for _, n := range nums {
+		want = append(want, formatFragmentNumber(n))
+	}
+	// The fragments stored before the decrease may still be in the buffer, and then listed too.
+	if len(got) < len(want) || !slices.Equal(got[len(got)-len(want):], want) {
+		t.Errorf("retention 0 after a decrease: listed %v, want the live buffer's, ending with %v", got, want)
+	}
+
+	arn := e.createStream(t, "up", 0)
+	e.ingestAt(t, "up", c, 0, 2, baseMillis, false)
+	retention("up", "INCREASE_DATA_RETENTION")
+	e.ingest(t, "up", c, 2, 1)
+	buf, _ := e.srv.media.cache.stream("up", arn, bufferLimits{})
+	buf.mu.Lock()
+	limits := buf.limits
+	buf.mu.Unlock()
+	if limits != e.srv.media.archivedLimits {
+		t.Errorf("retention 1 h after an increase: buffer limits %+v, want %+v", limits, e.srv.media.archivedLimits)
 	}
 }
 

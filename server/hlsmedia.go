@@ -22,7 +22,7 @@ import (
 // fragment returns fragment n parsed: from the live buffer when it is still there, else from
 // the store.
 func (p *playback) fragment(ctx context.Context, name string, n uint64) (*mkv.Fragment, store.FragmentMeta, error) {
-	buf := p.s.media.buffer(store.Stream{Name: name, RetentionHours: 1})
+	buf := p.s.media.bufferNamed(name)
 	var b []byte
 	var meta store.FragmentMeta
 	if f := buf.acquire(n); f != nil {
@@ -44,7 +44,7 @@ func (p *playback) fragment(ctx context.Context, name string, n uint64) (*mkv.Fr
 // tracks returns the tracks of fragment n, reading only the chunk's header.
 func (p *playback) tracks(ctx context.Context, name string, n uint64) ([]mkv.Track, error) {
 	var rd io.Reader
-	buf := p.s.media.buffer(store.Stream{Name: name, RetentionHours: 1})
+	buf := p.s.media.bufferNamed(name)
 	if f := buf.acquire(n); f != nil {
 		defer f.release()
 		rd = bytes.NewReader(f.Chunk)

@@ -98,6 +98,16 @@ func (b *streamBuffer) setLimits(l bufferLimits) {
 	b.mu.Unlock()
 }
 
+// ensureLimits is setLimits when l differs from the buffer's limits.
+func (b *streamBuffer) ensureLimits(l bufferLimits) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.limits != l {
+		b.limits = l
+		b.evictLocked(time.Now())
+	}
+}
+
 // publish adds f, whose number must be greater than every published one (else it is ignored
 // and publish reports false). The caller then notifies the stream's readers.
 func (b *streamBuffer) publish(f *liveFragment) bool {

@@ -154,12 +154,23 @@ func (m *media) limitsFor(st store.Stream) bufferLimits {
 
 // buffer returns the live buffer of st, creating it when absent. A buffer of another stream of the
 // same name (deleted on another node, and created again) is closed and replaced, and its readers
-// woken to find it gone.
+// woken to find it gone. An existing buffer takes the limits of st's retention, which may have
+// changed since it was made (UpdateDataRetention between two uploads): with the old ones a
+// stream decreased to 0 hid its buffer from ListFragments, one increased from 0 kept 5 minutes.
 func (m *media) buffer(st store.Stream) *streamBuffer {
-	b, replaced := m.cache.stream(st.Name, st.ARN, m.limitsFor(st))
+	l := m.limitsFor(st)
+	b, replaced := m.cache.stream(st.Name, st.ARN, l)
 	if replaced {
 		m.notify.notify(st.Name)
 	}
+	b.ensureLimits(l)
+	return b
+}
+
+// bufferNamed returns the named stream's live buffer (creating it, for a stream that keeps
+// data, when absent) without changing its limits: for readers that know only the name.
+func (m *media) bufferNamed(name string) *streamBuffer {
+	b, _ := m.cache.stream(name, "", m.archivedLimits)
 	return b
 }
 
