@@ -178,6 +178,11 @@ func (e *ChunkError) ErrorCode() string {
 	return e.Code
 }
 
+// serverFault reports whether the error chunk says the server failed (3002 writing to the
+// stream, 5000 internal error), which a new request may not meet; a missing fragment or stream
+// (4000) and the KMS errors (4500-4506) stay.
+func (e *ChunkError) serverFault() bool { return e.ID == 3002 || e.ID == 5000 }
+
 var chunkErrorMeanings = map[int]string{
 	3002: "the server failed writing to the stream",
 	4000: "the requested fragment was not found",
@@ -266,7 +271,8 @@ func (c *Consumer) ContinuationToken() string { return c.token }
 // MaxAttempts failures in a row the last error is returned. Before any connection has worked, an
 // unreachable endpoint (connection refused, a TLS certificate that does not verify, plain HTTP at
 // an https:// URL, an unknown host) is returned at once. HTTP errors are *APIError, error
-// chunks *ChunkError; both are final. When ctx is done the current connection is dropped (the next
+// chunks *ChunkError; both are final, except the server's own failures (HTTP 5xx, error chunks
+// 3002 and 5000), which count as a failed attempt. When ctx is done the current connection is dropped (the next
 // call resumes from the continuation token) and ctx.Err() is returned.
 func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 	if c.err != nil {
@@ -313,6 +319,12 @@ func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 		if err == nil {
 			if ce := ChunkErrorOf(f); ce != nil {
 				c.drop()
+				if ce.serverFault() && c.attempts < c.cfg.MaxAttempts {
+					// The server failed reading or writing (as an HTTP 5xx would say before the
+					// answer): reopen from the continuation token, as after a broken connection.
+					c.c.forgetDataEndpoint(c.cfg.Stream, string(types.APINameGetMedia))
+					continue
+				}
 				c.err = fmt.Errorf("getmedia %s: %w", c.cfg.Stream, ce)
 				return nil, c.err
 			}

@@ -72,11 +72,15 @@ func startMedia(t *testing.T, wrap func(http.Handler) http.Handler, lis func(net
 	return startMediaConfig(t, server.Config{}, wrap, lis)
 }
 
-// startMediaConfig is startMedia with the server's configuration (its Store is set here).
+// startMediaConfig is startMedia with the server's configuration (its Store, when nil, is a new
+// Mem store).
 func startMediaConfig(t *testing.T, cfg server.Config, wrap func(http.Handler) http.Handler, lis func(net.Listener) net.Listener) *mediaServer {
 	t.Helper()
-	st := store.NewMem()
-	cfg.Store = st
+	st := cfg.Store
+	if st == nil {
+		st = store.NewMem()
+		cfg.Store = st
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -724,6 +728,80 @@ func TestConsumerFollowsQuietStream(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the fragment stored after %d quiet answers never came", gets.Load())
+	}
+}
+
+// readFaultStore fails one AppendPayload, the failAt-th (or, with always, every one), with an
+// error the server answers mid-stream with an error chunk 5000 (a disk or a cluster backend
+// failing).
+type readFaultStore struct {
+	store.Store
+	failAt int32
+	always bool
+	reads  atomic.Int32
+}
+
+func (s *readFaultStore) AppendPayload(ctx context.Context, stream string, n uint64, b []byte) ([]byte, store.FragmentMeta, error) {
+	if s.reads.Add(1) == s.failAt || s.always {
+		return b, store.FragmentMeta{}, errors.New("read: input/output error")
+	}
+	return s.Store.AppendPayload(ctx, stream, n, b)
+}
+
+// An error chunk for a server-side failure (5000 INTERNAL_ERROR) is not the end of the stream: the
+// consumer reconnects from its continuation token, as after a broken connection or an HTTP 5xx,
+// and gets every fragment once. (It returned the error chunk as final: a following reader ended
+// for good on a read error of a moment.)
+func TestConsumerRetriesServerErrorChunk(t *testing.T) {
+	t.Parallel()
+	p := startMedia(t, nil, nil)
+	p.createStream(t, "cam", 24)
+	frags := clipFragments(t, "h264.mkv", time.Second)
+	if _, err := produce(t, p.client, ProducerConfig{Stream: "cam"}, frags); err != nil {
+		t.Fatal(err)
+	}
+	// A second server on the same store: its live buffer is empty, so GetMedia reads every
+	// fragment from the store, and the third read fails.
+	m := startMediaConfig(t, server.Config{Store: &readFaultStore{Store: p.store, failAt: 3}}, nil, nil)
+	cons, err := NewConsumer(m.client, ConsumerConfig{Stream: "cam", Start: StartSelector{Type: StartEarliest}, NoFollow: true, RetryBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	var got []int64
+	for {
+		f, err := cons.Next(t.Context())
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Next after %d fragments: %v", len(got), err)
+		}
+		got = append(got, producerMillis(t, f))
+	}
+	var want []int64
+	for _, f := range frags {
+		want = append(want, f.Timecode)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("fragments at producer times %v, want %v", got, want)
+	}
+
+	// A failure that stays ends the consumer after MaxAttempts requests, with the error chunk.
+	fs := &readFaultStore{Store: p.store, always: true}
+	m = startMediaConfig(t, server.Config{Store: fs}, nil, nil)
+	cons, err = NewConsumer(m.client, ConsumerConfig{Stream: "cam", Start: StartSelector{Type: StartEarliest}, NoFollow: true,
+		MaxAttempts: 3, RetryBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	var ce *ChunkError
+	if _, err := cons.Next(t.Context()); !errors.As(err, &ce) || ce.ID != 5000 {
+		t.Fatalf("Next with every read failing: %v, want the error chunk 5000", err)
+	}
+	if n := fs.reads.Load(); n != 3 {
+		t.Errorf("%d reads, want one per request, 3", n)
 	}
 }
 
