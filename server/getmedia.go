@@ -118,7 +118,7 @@ func fragmentNotFound(number string) error {
 // and no duplicate. A fragment that disappears meanwhile (retention) is skipped. At the live
 // edge the response waits for the notifier's notice, then pulls the new fragment; it ends when the
 // client leaves, on x-kvs-no-follow, after GetMediaIdleTimeout without a new fragment, or on
-// Server.Close. When the stream is deleted it ends with an error chunk (FRAGMENT_NUMBER of the last
+// Server.Close (also while catching up: after the chunk being sent). When the stream is deleted it ends with an error chunk (FRAGMENT_NUMBER of the last
 // fragment sent, ERROR_ID 4000, ERROR_CODE STREAM_DELETED); a store failure gives ERROR_ID 5000.
 // Each write has a MediaWriteTimeout deadline, so a client that stops reading is dropped.
 func (m *media) getMedia(ctx context.Context, req *getMediaRequest) (_ responder, err error) {
@@ -301,6 +301,9 @@ func (c *consumer) run(ctx context.Context, notices <-chan struct{}, noFollow bo
 			c.writeError(5000, "INTERNAL_ERROR")
 			return
 		case delivered:
+			if c.m.isClosing() { // Server.Close: a reader catching up ends too, between chunks
+				return
+			}
 			if timer != nil {
 				timer.Reset(c.m.getMediaIdle)
 			}

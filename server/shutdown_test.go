@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/mkv"
 )
 
 // Server.Close drains: an upload in the middle of a fragment may finish it (RECEIVED,
@@ -116,4 +118,42 @@ func TestCloseWaitsForLingeringUploads(t *testing.T) {
 		t.Errorf("Close returned with %d uploads lingering", n)
 	}
 	t.Logf("Close waited %v", time.Since(start).Round(time.Millisecond))
+}
+
+// Close ends a GetMedia response that is catching up on stored fragments too, between two chunks,
+// not only one waiting at the live edge: kvs server's graceful shutdown waited out its timeout
+// (10 s, then cut every connection) while a reader downloaded an archive with EARLIEST.
+func TestCloseEndsCatchingUpGetMedia(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	nums := e.ingest(t, "cam", c, 0, 8)
+	held, release := make(chan struct{}), make(chan struct{})
+	e.srv.media.testDeliver = func(n uint64, _ bool) {
+		if n == nums[1] {
+			close(held)
+			<-release
+		}
+	}
+	body := e.getMedia(t, t.Context(), "cam", map[string]any{"StartSelectorType": "EARLIEST"}, true)
+	defer body.Close()
+	got := make(chan int, 1)
+	go func() {
+		fr := mkv.NewFragmentReader(body)
+		n := 0
+		for {
+			if _, err := fr.Next(); err != nil {
+				break
+			}
+			n++
+		}
+		got <- n
+	}()
+	<-held // the second fragment is on its way
+	e.srv.Close()
+	close(release)
+	if n := <-got; n != 2 {
+		t.Fatalf("GetMedia delivered %d of %d fragments after Close, want it to end after the one in flight (2)", n, len(nums))
+	}
 }
