@@ -344,6 +344,7 @@ func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name s
 		}
 		switch {
 		case ctx.Err() != nil:
+			live.release()
 			return
 		case err == nil:
 			out = mkv.AppendTags(out,
@@ -359,18 +360,13 @@ func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name s
 				mkv.SimpleTag{Name: mkv.TagExceptionErrorCode, Value: "5000"},
 				mkv.SimpleTag{Name: mkv.TagExceptionMessage, Value: "The fragment could not be read."})
 		}
-		_ = rc.SetWriteDeadline(time.Now().Add(m.writeTimeout))
+		var parts [][]byte
 		if live != nil {
-			_, err := w.Write(live.Chunk)
-			live.release()
-			if err != nil {
-				return
-			}
+			parts = append(parts, live.Chunk)
 		}
-		if _, err := w.Write(out); err != nil {
-			return
-		}
-		if err := rc.Flush(); err != nil {
+		err = writePaced(w, rc, m.writeTimeout, append(parts, out)...)
+		live.release()
+		if err != nil {
 			return
 		}
 	}

@@ -431,24 +431,37 @@ func (c *consumer) sendLive(f *liveFragment) error {
 	return nil
 }
 
-// writeParts writes one fragment's parts and flushes, within MediaWriteTimeout; then the
-// fragment is the last one sent.
+// writeParts writes one fragment's parts and flushes (writePaced); then the fragment is the last
+// one sent.
 func (c *consumer) writeParts(meta store.FragmentMeta, parts ...[]byte) error {
-	_ = c.rc.SetWriteDeadline(time.Now().Add(c.m.writeTimeout))
-	var err error
-	for _, p := range parts {
-		if _, err = c.w.Write(p); err != nil {
-			break
-		}
-	}
-	if err == nil {
-		err = c.rc.Flush()
-	}
-	if err != nil {
+	if err := writePaced(c.w, c.rc, c.m.writeTimeout, parts...); err != nil {
 		return fmt.Errorf("%w: %w", errClientGone, err) // end quietly
 	}
 	c.last = meta.Number
 	return nil
+}
+
+// writePiece is how much of a media response one write deadline covers.
+const writePiece = 64 << 10
+
+// writePaced writes parts, one chunk of a media response, and flushes, giving each writePiece
+// bytes MediaWriteTimeout (timeout): a client that stops reading is dropped then, one that reads
+// slowly but steadily gets chunks of any size. (With one deadline for the whole chunk, a reader
+// whose link moved a fragment in more than 30 s was cut in the middle of every large one, and met
+// the same chunk again when it reconnected.)
+func writePaced(w http.ResponseWriter, rc *http.ResponseController, timeout time.Duration, parts ...[]byte) error {
+	for _, p := range parts {
+		for len(p) > 0 {
+			n := min(len(p), writePiece)
+			_ = rc.SetWriteDeadline(time.Now().Add(timeout))
+			if _, err := w.Write(p[:n]); err != nil {
+				return err
+			}
+			p = p[n:]
+		}
+	}
+	_ = rc.SetWriteDeadline(time.Now().Add(timeout))
+	return rc.Flush()
 }
 
 // appendTrailingTags appends the Tags that follow a chunk's Cluster: MILLIS_BEHIND_NOW and
