@@ -141,7 +141,7 @@ func fragmentParam(r *http.Request) (uint64, error) {
 }
 
 // mp4Body answers with an MP4 init or media segment.
-func mp4Body(body []byte) responder {
+func (p *playback) mp4Body(body []byte) responder {
 	return func(w http.ResponseWriter, _ *http.Request) {
 		h := w.Header()
 		h.Set("Content-Type", "video/mp4")
@@ -149,7 +149,7 @@ func mp4Body(body []byte) responder {
 		h.Set("Access-Control-Allow-Origin", "*")
 		h.Set("Cache-Control", "max-age=86400") // a fragment never changes
 		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(body)
+		writeWhole(w, body, p.s.media.writeTimeout)
 	}
 }
 
@@ -181,7 +181,7 @@ func (p *playback) initFragment(ctx context.Context, sess *hlsSession, r *http.R
 	if err != nil {
 		return nil, mediaError(err)
 	}
-	return mp4Body(init), nil
+	return p.mp4Body(init), nil
 }
 
 // mediaFragment serves getMP4MediaFragment.mp4: the fragment remuxed on request from its
@@ -204,5 +204,5 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 	if err != nil {
 		return nil, mediaError(err)
 	}
-	return mp4Body(seg), nil
+	return p.mp4Body(seg), nil
 }

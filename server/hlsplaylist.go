@@ -346,7 +346,7 @@ func (p *playback) discSequence(ctx context.Context, sess *hlsSession, first uin
 }
 
 // playlistBody answers with a playlist; a live one must not be cached.
-func playlistBody(body []byte, live bool) responder {
+func (p *playback) playlistBody(body []byte, live bool) responder {
 	return func(w http.ResponseWriter, _ *http.Request) {
 		h := w.Header()
 		h.Set("Content-Type", "application/vnd.apple.mpegurl")
@@ -356,7 +356,7 @@ func playlistBody(body []byte, live bool) responder {
 			h.Set("Cache-Control", "no-cache")
 		}
 		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(body)
+		writeWhole(w, body, p.s.media.writeTimeout)
 	}
 }
 
@@ -388,7 +388,7 @@ func (p *playback) masterPlaylist(ctx context.Context, sess *hlsSession, _ *http
 	fmt.Fprintf(&b, "#EXT-X-STREAM-INF:BANDWIDTH=%d,CODECS=\"%s\",RESOLUTION=%dx%d\n",
 		bandwidth, strings.Join(m.Codecs, ","), m.Width, m.Height)
 	fmt.Fprintf(&b, "getHLSMediaPlaylist.m3u8?SessionToken=%s\n", sess.token)
-	return playlistBody(b.Bytes(), false), nil
+	return p.playlistBody(b.Bytes(), false), nil
 }
 
 // mediaPlaylist serves getHLSMediaPlaylist.m3u8 (see list for what each mode shows).
@@ -459,5 +459,5 @@ func (p *playback) mediaPlaylist(ctx context.Context, sess *hlsSession, _ *http.
 	if ended {
 		b.WriteString("#EXT-X-ENDLIST\n")
 	}
-	return playlistBody(b.Bytes(), !ended), nil
+	return p.playlistBody(b.Bytes(), !ended), nil
 }

@@ -1,0 +1,87 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server/store"
+)
+
+// A client that asks for a whole (not streamed) answer larger than the socket buffers and never
+// reads it: ListFragments of 1000 fragments, an HLS media fragment. Each write of the answer is
+// bounded by MediaWriteTimeout (1 s here), as the streamed answers' are, so the handler returns
+// and the answer's memory goes; without it the handler waits in its write for as long as the
+// client keeps the connection open (kvs server sets no WriteTimeout: the media answers stream).
+func TestStalledReaderOfWholeAnswer(t *testing.T) {
+	t.Parallel()
+	h := newHostileEnv(t)
+	ctx := context.Background()
+	stalled := func(t *testing.T, request string) {
+		t.Helper()
+		conn := h.rawConn(t)
+		if _, err := fmt.Fprint(conn, request); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the handler starts", 5*time.Second, func() bool { return h.handlers.Load() > 0 })
+		waitFor(t, "the handler of the answer nobody reads returns", 10*time.Second, func() bool { return h.handlers.Load() == 0 })
+	}
+
+	t.Run("ListFragments", func(t *testing.T) {
+		v := h.victim(t)
+		chunk := h.control[h.firstControl(t)]
+		for range 1000 {
+			n, err := h.store.NextNumber(ctx, v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			meta := store.FragmentMeta{Number: n, ServerTime: time.Now(), ProducerTime: time.Now(), Size: int64(len(chunk))}
+			if err := store.Append(ctx, h.store, v, meta, chunk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		body := fmt.Sprintf(`{"StreamName":%q,"MaxResults":1000}`, v)
+		stalled(t, fmt.Sprintf("POST /listFragments HTTP/1.1\r\nHost: kvs\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
+	})
+
+	t.Run("HLS media fragment", func(t *testing.T) {
+		v := h.victim(t)
+		c := h.clip
+		tc := c.fragTimecode(0, baseMillis)
+		key := c.frags[0][0]
+		big := append(append([]byte(nil), key.Data...), make([]byte, hostileMaxFragmentSize-20_000)...)
+		cl, err := mkv.AppendCluster(nil, tc, []mkv.Frame{{Track: key.Track, Timecode: tc, Keyframe: true, Data: big}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc := h.startPut(t, v)
+		pc.write(c.header())
+		n := pc.fragment(cl, tc, true)
+		pc.end()
+		session, typ := h.hlsURL(t, map[string]any{"StreamName": v, "PlaybackMode": "LIVE"})
+		if typ != "" {
+			t.Fatalf("GetHLSStreamingSessionURL: %s", typ)
+		}
+		u, err := url.Parse(session)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := strings.Replace(u.Path, "getHLSMasterPlaylist.m3u8", "getMP4MediaFragment.mp4", 1)
+		q := url.Values{"SessionToken": {u.Query().Get("SessionToken")}, "FragmentNumber": {formatFragmentNumber(n)}}
+		stalled(t, fmt.Sprintf("GET %s?%s HTTP/1.1\r\nHost: kvs\r\n\r\n", path, q.Encode()))
+	})
+}
+
+// firstControl returns the number of one of the control stream's fragments.
+func (h *hostileEnv) firstControl(t *testing.T) uint64 {
+	t.Helper()
+	for n := range h.control {
+		return n
+	}
+	t.Fatal("no control fragment")
+	return 0
+}
