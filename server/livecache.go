@@ -48,7 +48,8 @@ func (f *liveFragment) release() {
 }
 
 // bufferLimits bound one stream's in-memory buffer. Whichever limit is reached first evicts the
-// oldest fragments; the newest fragment is always kept.
+// oldest fragments; the newest fragment is kept over MaxBytes, and goes only once older than
+// MaxAge (media's sweep evicts a buffer whose stream publishes nothing more).
 type bufferLimits struct {
 	MaxBytes int64
 	MaxAge   time.Duration
@@ -126,9 +127,10 @@ func (b *streamBuffer) publish(f *liveFragment) bool {
 
 func (b *streamBuffer) evictLocked(now time.Time) {
 	drop := 0
-	for drop < len(b.frags)-1 {
+	for drop < len(b.frags) {
 		f := b.frags[drop]
-		if b.bytes <= b.limits.MaxBytes && now.Sub(f.Published) <= b.limits.MaxAge || f.unsynced.Load() {
+		expired := now.Sub(f.Published) > b.limits.MaxAge
+		if f.unsynced.Load() || !expired && (b.bytes <= b.limits.MaxBytes || drop == len(b.frags)-1) {
 			break
 		}
 		b.bytes -= int64(len(f.Chunk))
@@ -374,6 +376,20 @@ func (h *liveCache) dropARN(name, arn string) {
 	delete(h.streams, name)
 	h.mu.Unlock()
 	b.close()
+}
+
+// evictAll has every buffer drop what its limits no longer keep (media's sweep): a buffer evicts
+// by itself only when its stream publishes or a fragment becomes durable.
+func (h *liveCache) evictAll() {
+	h.mu.Lock()
+	bufs := make([]*streamBuffer, 0, len(h.streams))
+	for _, b := range h.streams {
+		bufs = append(bufs, b)
+	}
+	h.mu.Unlock()
+	for _, b := range bufs {
+		b.evict()
+	}
 }
 
 // dropIf closes b and forgets it if it is still the named stream's buffer.

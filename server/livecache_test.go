@@ -12,6 +12,9 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
+
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/store"
 )
@@ -298,4 +301,39 @@ func sameFrames(frames []mkv.Frame, c *clip, i int) bool {
 		}
 	}
 	return true
+}
+
+// A live buffer lets go of its fragments once its window has passed, also when its stream
+// publishes nothing more (the producer stopped): a retention-0 stream then lists nothing, as
+// KVS's live buffer of about 5 minutes does, and no stream's buffer holds memory for good. (The
+// buffers evicted only when their stream published: an idle retention-0 stream kept up to 200 MB
+// and listed hour-old fragments, every other stream its last 1.5 s.)
+func TestLiveBufferWindowWhenIdle(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		retention int
+	}{{"retention 0", 0}, {"retention 1", 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			e := newMediaEnv(t, "fs")
+			e.srv.media.liveOnlyLimits.MaxAge = 300 * time.Millisecond
+			e.srv.media.archivedLimits.MaxAge = 300 * time.Millisecond
+			e.createStream(t, "cam", tc.retention)
+			c := loadClip(t, "h264.mkv")
+			e.ingestAt(t, "cam", c, 0, 3, baseMillis, tc.retention > 0)
+			buffered := func() int {
+				b, _ := e.srv.media.cache.stream("cam", "", bufferLimits{})
+				return len(b.snapshot())
+			}
+			if buffered() == 0 {
+				t.Fatal("nothing buffered right after the upload")
+			}
+			waitFor(t, "the idle stream's buffer empties after its window", 10*time.Second, func() bool { return buffered() == 0 })
+			frags, _ := listAll(t, e.archivedClient(), &kinesisvideoarchivedmedia.ListFragmentsInput{StreamName: aws.String("cam")})
+			if want := 3 * tc.retention; len(frags) != want {
+				t.Fatalf("ListFragments lists %d fragments after the window, want %d", len(frags), want)
+			}
+		})
+	}
 }

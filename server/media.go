@@ -38,6 +38,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/openkvs/kvs/internal/every"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/store"
 )
@@ -78,6 +79,7 @@ type media struct {
 	mu        sync.Mutex
 	sessions  map[string]map[*putSession]struct{}
 	closing   chan struct{} // closed by Server.Close: live GetMedia responses end
+	stopSweep func()        // ends the live buffers' sweep and waits for it
 	uploads   atomic.Int64  // uploads being stored here (uploadStarted, uploadEnded)
 	lingering atomic.Int64  // uploads in lingerClose (shutdown.go)
 
@@ -107,8 +109,24 @@ func newMedia(s *Server) *media {
 	if s.cfg.Cluster != nil {
 		m.feeders = newFeeders(m, s.cfg.Cluster)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	swept := make(chan struct{})
+	go func() {
+		defer close(swept)
+		every.Tick(ctx, liveSweepInterval, func(context.Context) { m.cache.evictAll() })
+	}()
+	m.stopSweep = func() {
+		cancel()
+		<-swept
+	}
 	return m
 }
+
+// liveSweepInterval is how often every live buffer drops the fragments older than its window
+// (bufferLimits.MaxAge). A buffer evicts as its stream publishes; without the sweep, a stream whose
+// producer stopped kept its last fragments in memory for good (a retention-0 stream up to 200 MB,
+// listed and served long after KVS's live buffer would have let them go).
+const liveSweepInterval = time.Second
 
 // follow makes sure, on a cluster, that the live cache of st is fed for a reader on this node,
 // until the returned function is called (feeder.go). It does nothing on a single node.
@@ -122,6 +140,7 @@ func (m *media) follow(ctx context.Context, st store.Stream) func() {
 // close ends live GetMedia responses and drains PutMedia uploads (Server.Close, shutdown.go).
 func (m *media) close() {
 	close(m.closing)
+	m.stopSweep()
 	m.drainAll()
 	if m.feeders != nil {
 		m.feeders.close()
