@@ -353,13 +353,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"duration", time.Since(start), "request_id", id)
 	}()
 
+	// A body is read within RequestReadTimeout (PutMedia's streams: see putSession.Read), also
+	// where nothing reads it (the GET routes, a 405): net/http discards what is left of it before
+	// it writes the answer, and a trickling one held the connection and the handler for good.
+	upload := r.URL.Path == "/putMedia" && r.Method == http.MethodPost
+	if !upload && r.Body != nil && r.Body != http.NoBody {
+		r.Body = newDeadlineBody(rec, r.Body, s.cfg.RequestReadTimeout)
+	}
 	// The GET exception (HLS playback, console); every KVS operation stays POST-only.
 	if gh := s.getRoute(r); gh != nil {
 		gh(rec, r)
 		return
-	}
-	if r.URL.Path != "/putMedia" && r.Body != nil && r.Body != http.NoBody {
-		r.Body = newDeadlineBody(rec, r.Body, s.cfg.RequestReadTimeout)
 	}
 	if s.cfg.Credentials != nil {
 		if err := s.authenticate(r); err != nil {

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -84,4 +86,29 @@ func (h *hostileEnv) firstControl(t *testing.T) uint64 {
 	}
 	t.Fatal("no control fragment")
 	return 0
+}
+
+// A GET (or HEAD) with a body that trickles: the GET routes (health checks, HLS playback URLs,
+// the console) read no body, nor does the 405 to a GET /putMedia, but net/http discards what is
+// left of it before it writes the answer's headers. That read is bounded by RequestReadTimeout
+// (1 s here), as for the KVS operations: the answer goes out, with Connection: close, and the
+// handler returns. Without it, a client that sends "Content-Length: 100" and one byte held its
+// connection and handler for good (kvs server sets no http.Server ReadTimeout; the HLS and
+// health routes are unsigned even with --auth sigv4).
+func TestSlowBodyOnGetRoutes(t *testing.T) {
+	t.Parallel()
+	h := newHostileEnv(t)
+	for _, req := range []string{"GET /healthz", "GET /hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=x", "GET /", "GET /putMedia"} {
+		t.Run(req, func(t *testing.T) {
+			conn := h.rawConn(t)
+			fmt.Fprintf(conn, "%s HTTP/1.1\r\nHost: kvs\r\nContent-Length: 100\r\n\r\n{", req)
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer while the body trickles: %v", err)
+			}
+			resp.Body.Close()
+			waitFor(t, "the handler returns", 10*time.Second, func() bool { return h.handlers.Load() == 0 })
+		})
+	}
 }
