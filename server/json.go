@@ -70,24 +70,13 @@ func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, v any) {
 	writeWhole(w, body, s.media.writeTimeout)
 }
 
-// wholeWritePiece is the most writeWhole writes under one deadline.
-const wholeWritePiece = 256 << 10
-
-// writeWhole writes body, an answer held whole in memory (JSON, a playlist, an MP4 segment), in
-// pieces of at most wholeWritePiece bytes, each within timeout (MediaWriteTimeout), as the
-// streamed answers write theirs: a client that stops reading is dropped after timeout, so that
-// its handler returns and body's memory goes (kvs server sets no http.Server WriteTimeout, which
-// would cut the streamed answers), while one that reads slowly but steadily is not cut.
+// writeWhole writes body, an answer held whole in memory (JSON, a playlist, an MP4 segment), as
+// the streamed answers write theirs (writePaced: each piece within timeout, MediaWriteTimeout): a
+// client that stops reading is dropped, so that its handler returns and body's memory goes (kvs
+// server sets no http.Server WriteTimeout, which would cut the streamed answers), while one that
+// reads slowly but steadily is not cut.
 func writeWhole(w http.ResponseWriter, body []byte, timeout time.Duration) {
-	rc := http.NewResponseController(w)
-	for len(body) > 0 {
-		n := min(len(body), wholeWritePiece)
-		_ = rc.SetWriteDeadline(time.Now().Add(timeout))
-		if _, err := w.Write(body[:n]); err != nil {
-			return
-		}
-		body = body[n:]
-	}
+	_ = writePaced(w, http.NewResponseController(w), timeout, body)
 }
 
 // empty is the body of operations with no output members.
