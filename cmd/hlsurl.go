@@ -64,55 +64,119 @@ func newHLSURLCmd(env *Env) *cobra.Command {
 		Long: `Create an HLS streaming session (GetHLSStreamingSessionURL) and print its URL, which any HLS
 player opens: ffplay, VLC, Safari, hls.js.
 
-LIVE (the default) follows the newest fragments; LIVE_REPLAY starts at --start and plays on into
-live; ON_DEMAND plays [--start, --end] (at most 24 hours). Times are RFC 3339, Unix seconds or
-relative to now (-10m). The URL stays valid for --expires seconds (300 to 43200, default 300).
+` + sessionURLHelp + `
 
   ffplay "$(kvs hls-url --stream-name cam)"`,
 	})
+	addSessionURLFlags(c, &o, "MaxMediaPlaylistFragmentResults: fragments per media playlist (default 5 live, 1000 on demand)")
+	return c
+}
+
+func newDASHURLCmd(env *Env) *cobra.Command {
+	var o hlsURLOptions
+	c := newCommand(env, &o, runDASHURL, &cobra.Command{
+		Use:   "dash-url --stream-name NAME [--playback-mode LIVE|LIVE_REPLAY|ON_DEMAND] [--start T --end T] [--expires N]",
+		Short: "Print an MPEG-DASH playback URL for a stream",
+		Long: `Create an MPEG-DASH streaming session (GetDASHStreamingSessionURL) and print its manifest's URL,
+which any DASH player opens: ffplay, VLC, GStreamer, dash.js, Shaka.
+
+` + sessionURLHelp + `
+
+  ffplay "$(kvs dash-url --stream-name cam)"`,
+	})
+	addSessionURLFlags(c, &o, "MaxManifestFragmentResults: fragments per manifest (default 5 live, 1000 on demand)")
+	return c
+}
+
+const sessionURLHelp = `LIVE (the default) follows the newest fragments; LIVE_REPLAY starts at --start and plays on into
+live; ON_DEMAND plays [--start, --end] (at most 24 hours). Times are RFC 3339, Unix seconds or
+relative to now (-10m). The URL stays valid for --expires seconds (300 to 43200, default 300).`
+
+func addSessionURLFlags(c *cobra.Command, o *hlsURLOptions, maxHelp string) {
 	f := c.Flags()
 	addStreamRefFlags(c, &o.Stream)
 	f.StringVar(&o.PlaybackMode, "playback-mode", "LIVE", "LIVE, LIVE_REPLAY or ON_DEMAND")
 	o.Range.addFlags(f, "first fragment start time (LIVE_REPLAY, ON_DEMAND)", "last fragment start time (ON_DEMAND; optional for LIVE_REPLAY)")
 	f.IntVar(&o.Expires, "expires", 0, "seconds the URL stays valid, 300 to 43200 (default 300)")
-	f.IntVar(&o.MaxFragments, "max-fragments", 0, "MaxMediaPlaylistFragmentResults: fragments per media playlist (default 5 live, 1000 on demand)")
-	return c
+	f.IntVar(&o.MaxFragments, "max-fragments", 0, maxHelp)
 }
 
-func runHLSURL(ctx context.Context, env *Env, o hlsURLOptions) error {
+// sessionRequest is what hls-url and dash-url send, resolved from their options.
+type sessionRequest struct {
+	am         *kinesisvideoarchivedmedia.Client
+	kind       string // the fragment selector type
+	start, end *time.Time
+	expires    *int32
+	max        *int64
+}
+
+// request resolves o and opens the archived-media client for api.
+func (o hlsURLOptions) request(ctx context.Context, env *Env, verb string, api types.APIName) (sessionRequest, error) {
 	from, to, tt, _ := o.Range.resolve(time.Now()) // checked by validate
 	cl, err := newClient(ctx, env)
 	if err != nil {
-		return err
+		return sessionRequest{}, err
 	}
-	am, err := cl.Archived(ctx, o.Stream.String(), types.APINameGetHlsStreamingSessionUrl)
-	if err != nil {
-		return wrapAPI(err, "hls-url %s", o.Stream)
-	}
-	in := &kinesisvideoarchivedmedia.GetHLSStreamingSessionURLInput{
-		StreamName:   o.Stream.name(),
-		StreamARN:    o.Stream.arn(),
-		PlaybackMode: amtypes.HLSPlaybackMode(o.mode()),
-		HLSFragmentSelector: &amtypes.HLSFragmentSelector{
-			FragmentSelectorType: amtypes.HLSFragmentSelectorType(tt),
-		},
+	r := sessionRequest{kind: string(tt)}
+	if r.am, err = cl.Archived(ctx, o.Stream.String(), api); err != nil {
+		return r, wrapAPI(err, "%s %s", verb, o.Stream)
 	}
 	if !from.IsZero() {
-		in.HLSFragmentSelector.TimestampRange = &amtypes.HLSTimestampRange{StartTimestamp: aws.Time(from)}
-		if !to.IsZero() {
-			in.HLSFragmentSelector.TimestampRange.EndTimestamp = aws.Time(to)
-		}
+		r.start = aws.Time(from)
+	}
+	if !to.IsZero() {
+		r.end = aws.Time(to)
 	}
 	if o.Expires != 0 {
-		in.Expires = aws.Int32(int32(o.Expires))
+		r.expires = aws.Int32(int32(o.Expires))
 	}
 	if o.MaxFragments != 0 {
-		in.MaxMediaPlaylistFragmentResults = aws.Int64(int64(o.MaxFragments))
+		r.max = aws.Int64(int64(o.MaxFragments))
 	}
-	out, err := am.GetHLSStreamingSessionURL(ctx, in)
+	return r, nil
+}
+
+// printURL prints the session URL a request answered, or its error.
+func (o hlsURLOptions) printURL(env *Env, verb string, url *string, err error) error {
 	if err != nil {
-		return wrapAPI(err, "hls-url %s", o.Stream)
+		return wrapAPI(err, "%s %s", verb, o.Stream)
 	}
-	_, err = fmt.Fprintln(env.Stdout, aws.ToString(out.HLSStreamingSessionURL))
+	_, err = fmt.Fprintln(env.Stdout, aws.ToString(url))
 	return err
+}
+
+func runHLSURL(ctx context.Context, env *Env, o hlsURLOptions) error {
+	r, err := o.request(ctx, env, "hls-url", types.APINameGetHlsStreamingSessionUrl)
+	if err != nil {
+		return err
+	}
+	sel := &amtypes.HLSFragmentSelector{FragmentSelectorType: amtypes.HLSFragmentSelectorType(r.kind)}
+	if r.start != nil {
+		sel.TimestampRange = &amtypes.HLSTimestampRange{StartTimestamp: r.start, EndTimestamp: r.end}
+	}
+	out, err := r.am.GetHLSStreamingSessionURL(ctx, &kinesisvideoarchivedmedia.GetHLSStreamingSessionURLInput{
+		StreamName: o.Stream.name(), StreamARN: o.Stream.arn(), PlaybackMode: amtypes.HLSPlaybackMode(o.mode()),
+		HLSFragmentSelector: sel, Expires: r.expires, MaxMediaPlaylistFragmentResults: r.max})
+	if err != nil {
+		return o.printURL(env, "hls-url", nil, err)
+	}
+	return o.printURL(env, "hls-url", out.HLSStreamingSessionURL, nil)
+}
+
+func runDASHURL(ctx context.Context, env *Env, o hlsURLOptions) error {
+	r, err := o.request(ctx, env, "dash-url", types.APINameGetDashStreamingSessionUrl)
+	if err != nil {
+		return err
+	}
+	sel := &amtypes.DASHFragmentSelector{FragmentSelectorType: amtypes.DASHFragmentSelectorType(r.kind)}
+	if r.start != nil {
+		sel.TimestampRange = &amtypes.DASHTimestampRange{StartTimestamp: r.start, EndTimestamp: r.end}
+	}
+	out, err := r.am.GetDASHStreamingSessionURL(ctx, &kinesisvideoarchivedmedia.GetDASHStreamingSessionURLInput{
+		StreamName: o.Stream.name(), StreamARN: o.Stream.arn(), PlaybackMode: amtypes.DASHPlaybackMode(o.mode()),
+		DASHFragmentSelector: sel, Expires: r.expires, MaxManifestFragmentResults: r.max})
+	if err != nil {
+		return o.printURL(env, "dash-url", nil, err)
+	}
+	return o.printURL(env, "dash-url", out.DASHStreamingSessionURL, nil)
 }

@@ -94,6 +94,18 @@ func TestE2EGetClipAndHLS(t *testing.T) {
 	got.Duration = want.Duration // an HLS input has no container duration worth comparing
 	sameMedia(t, "hls-url ON_DEMAND", got, want)
 
+	// dash-url: the same media through an MPEG-DASH manifest, one adaptation set per track.
+	dash := strings.TrimSpace(mustRun(t, url, nil, "dash-url", "--stream-name", "cam", "--playback-mode", "ON_DEMAND",
+		"--start", "-1h", "--end", "now", "--max-fragments", "100"))
+	if !strings.HasPrefix(dash, url+"/dash/v1/getDASHManifest.mpd?SessionToken=") {
+		t.Fatalf("dash-url printed %q", dash)
+	}
+	// The presentation starts at the first fragment's timestamp (its first video frame), so the
+	// AAC priming frame before it is not presented: 188, as from the MP4 with its edit list.
+	got = ffprobe(t, dash)
+	got.Duration = want.Duration
+	sameMedia(t, "dash-url ON_DEMAND", got, probe{Frames: map[string]int{"video:h264": 100, "audio:aac": 188}, Duration: want.Duration})
+
 	// LIVE: ffmpeg starts 3 fragments before the live edge; 2 s of them decode cleanly (asking
 	// for more than the window holds, ffmpeg would wait for the producer to send more).
 	live := strings.TrimSpace(mustRun(t, url, nil, "hls-url", "--stream-name", "cam"))

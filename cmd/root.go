@@ -145,6 +145,7 @@ func NewRoot(env *Env) *cobra.Command {
 		newGetFragmentsCmd(env),
 		newGetClipCmd(env),
 		newHLSURLCmd(env),
+		newDASHURLCmd(env),
 		newGetImagesCmd(env),
 		newListDevicesCmd(env),
 		// the control plane

@@ -48,12 +48,13 @@ func streamOp[Req any](s *Server, prepare func(ctx context.Context, req *Req) (r
 	}
 }
 
-// sessionOp adapts an HLS playback GET: it verifies the SessionToken query parameter (a missing
-// one is InvalidArgumentException, an unknown or expired one ResourceNotFoundException), then
-// works as streamOp with the session in place of a decoded body.
-func (p *playback) sessionOp(prepare func(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error)) http.HandlerFunc {
+// sessionOp adapts an HLS (or, with dash, a DASH) playback GET: it verifies the SessionToken query
+// parameter (a missing
+// one is InvalidArgumentException, an unknown or expired one ResourceNotFoundException), then works
+// as streamOp with the session in place of a decoded body.
+func (p *playback) sessionOp(dash bool, prepare func(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		sess, err := p.session(r)
+		sess, err := p.session(r, dash)
 		if err == nil {
 			var respond responder
 			if respond, err = prepare(r.Context(), sess, r); err == nil {

@@ -159,10 +159,11 @@ type sigV4Request struct {
 // authenticate checks r's SigV4 signature against s.cfg.Credentials (see verifySigV4). On
 // success it may have replaced r.Body with an equivalent reader (the body was hashed).
 //
-// ServeHTTP calls it for every request except the GET routes (getRoutes: HLS playlists and
-// fragments, which players fetch unsigned, as from KVS; their SessionToken, random and issued only
-// by the signed GetHLSStreamingSessionURL, is their authorization). A GET route that serves data
-// without such a token is readable by anyone who reaches the port.
+// ServeHTTP calls it for every request except the GET routes (getRoutes: HLS playlists, DASH
+// manifests and their fragments, which players fetch unsigned, as from KVS; their SessionToken,
+// random and issued only by the signed GetHLSStreamingSessionURL or GetDASHStreamingSessionURL,
+// is their authorization). A GET route that serves data without such a token is readable by
+// anyone who reaches the port.
 func (s *Server) authenticate(r *http.Request) error {
 	return verifySigV4(r, s.cfg.Credentials, s.cfg.Now(), s.cfg.MaxRequestBody)
 }

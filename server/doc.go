@@ -7,16 +7,16 @@
 // Every KVS operation is a POST to a fixed, case-sensitive path with a JSON body (§1.1); all paths
 // are distinct, so one mux serves the control plane, PutMedia/GetMedia and the archived-media APIs.
 // Every route is in one literal table (routes.go), built in New once the parts it serves are
-// (media: the data path; playback: HLS and GetClip). An unknown path is 404
+// (media: the data path; playback: HLS, MPEG-DASH and GetClip). An unknown path is 404
 // UnknownOperationException, another method than POST is 405; both carry the usual JSON error
 // body. Request dispatch never looks at Content-Type: the C producer sends application/json with
-// an MKV body (§1.2). The GET routes are the HLS playback URLs and the web console.
+// an MKV body (§1.2). The GET routes are the HLS and DASH playback URLs and the web console.
 //
 // Handlers are plain functions wrapped by an adapter (adapt.go): op for JSON in, JSON out;
 // streamOp for streaming answers, whose prepare phase returns either the error or a responder,
 // so nothing is written before every error that can still get a status is decided; sessionOp
-// for the HLS GETs, which start from a verified session token. PutMedia, whose request is MKV
-// and whose answer is a stream of acks, has its own handler. Shared pieces: decodeJSON (body cap,
+// for the HLS and DASH GETs, which start from a verified session token. PutMedia, whose request is
+// MKV and whose answer is a stream of acks, has its own handler. Shared pieces: decodeJSON (body cap,
 // empty body = {}, unknown members ignored, any malformation = 400 InvalidArgumentException),
 // writeJSON, writeError, lookupStream (StreamName and/or StreamARN), the Timestamp type
 // (epoch-second JSON numbers, §1.3), and the validators in validate.go. Every response, errors
@@ -81,7 +81,7 @@
 //     (header or presigned; PutMedia signed with the empty-payload hash or UNSIGNED-PAYLOAD, its
 //     body not covered, as with KVS), within 15 minutes; others get 401 NotAuthorizedException,
 //     or AccessDeniedException for the *Resource tagging operations (the model's 401, not the
-//     403 observed for IAM denials). The GET routes (HLS) rely on their session token.
+//     403 observed for IAM denials). The GET routes (HLS, DASH) rely on their session token.
 //   - Server.Close (shutdown.go) ends live GetMedia responses and drains uploads: the fragment
 //     being received may finish within 3 s and is acked PERSISTED, then ERROR 5000; an upload
 //     that stops reading early (any ERROR) ends its response and lingers before closing, so the

@@ -92,6 +92,11 @@ type hlsSession struct {
 	expires  time.Time
 	target   int    // EXT-X-TARGETDURATION of the first playlist; later ones never go below it
 	first    uint64 // LIVE: the first fragment listed at creation, where discontinuities are counted from
+
+	// MPEG-DASH sessions (dash.go) are HLS sessions with a manifest in place of the playlists.
+	dash       bool
+	showNumber bool          // DisplayFragmentNumber ALWAYS
+	offset     time.Duration // wall clock minus producer time of the live edge at creation (dynamic manifests)
 }
 
 type getHLSRequest struct {
@@ -105,7 +110,13 @@ type getHLSRequest struct {
 	MaxMediaPlaylistFragmentResults *int64            `json:"MaxMediaPlaylistFragmentResults"`
 }
 
-// parseHLSRequest validates r into a session (without stream, token and times). Choices:
+// sessionNames are the request's member names that errors quote: HLS's, or DASH's (dash.go).
+type sessionNames struct{ selector, max string }
+
+var hlsNames = sessionNames{"HLSFragmentSelector", "MaxMediaPlaylistFragmentResults"}
+
+// parseHLSRequest validates r into a session (without stream, token and times); names are the
+// request's member names for errors. Choices:
 //   - LIVE takes no TimestampRange; LIVE_REPLAY needs StartTimestamp (EndTimestamp optional);
 //     ON_DEMAND needs both, at most 24 h apart.
 //   - ContainerFormat MPEG_TS is InvalidArgumentException: kvs serves fragmented MP4 only.
@@ -114,7 +125,7 @@ type getHLSRequest struct {
 //     places them on the server's clock; kvs always places fragments by their producer
 //     timestamps, which are continuous, so markers are needed only at real gaps. ALWAYS and
 //     NEVER are honoured when asked for.
-func parseHLSRequest(r *getHLSRequest) (*hlsSession, int64, error) {
+func parseHLSRequest(r *getHLSRequest, names sessionNames) (*hlsSession, int64, error) {
 	sess := &hlsSession{mode: "LIVE", kind: store.ServerTime, disc: "ON_DISCONTINUITY"}
 	if r.PlaybackMode != nil {
 		switch *r.PlaybackMode {
@@ -132,7 +143,7 @@ func parseHLSRequest(r *getHLSRequest) (*hlsSession, int64, error) {
 			case "PRODUCER_TIMESTAMP":
 				sess.kind = store.ProducerTime
 			default:
-				return nil, 0, invalidArgf("HLSFragmentSelector.FragmentSelectorType must be SERVER_TIMESTAMP or PRODUCER_TIMESTAMP.")
+				return nil, 0, invalidArgf("%s.FragmentSelectorType must be SERVER_TIMESTAMP or PRODUCER_TIMESTAMP.", names.selector)
 			}
 		}
 		tr = sel.TimestampRange
@@ -140,11 +151,11 @@ func parseHLSRequest(r *getHLSRequest) (*hlsSession, int64, error) {
 	switch sess.mode {
 	case "LIVE":
 		if tr != nil {
-			return nil, 0, invalidArgf("HLSFragmentSelector.TimestampRange must not be set when PlaybackMode is LIVE.")
+			return nil, 0, invalidArgf("%s.TimestampRange must not be set when PlaybackMode is LIVE.", names.selector)
 		}
 	case "LIVE_REPLAY":
 		if tr == nil || tr.StartTimestamp == nil {
-			return nil, 0, invalidArgf("HLSFragmentSelector.TimestampRange.StartTimestamp is required when PlaybackMode is LIVE_REPLAY.")
+			return nil, 0, invalidArgf("%s.TimestampRange.StartTimestamp is required when PlaybackMode is LIVE_REPLAY.", names.selector)
 		}
 		sess.start = tr.StartTimestamp.Time
 		if tr.EndTimestamp != nil {
@@ -152,7 +163,7 @@ func parseHLSRequest(r *getHLSRequest) (*hlsSession, int64, error) {
 		}
 	case "ON_DEMAND":
 		if tr == nil || tr.StartTimestamp == nil || tr.EndTimestamp == nil {
-			return nil, 0, invalidArgf("HLSFragmentSelector.TimestampRange with StartTimestamp and EndTimestamp is required when PlaybackMode is ON_DEMAND.")
+			return nil, 0, invalidArgf("%s.TimestampRange with StartTimestamp and EndTimestamp is required when PlaybackMode is ON_DEMAND.", names.selector)
 		}
 		sess.start, sess.end = tr.StartTimestamp.Time, tr.EndTimestamp.Time
 	}
@@ -202,7 +213,7 @@ func parseHLSRequest(r *getHLSRequest) (*hlsSession, int64, error) {
 	if r.MaxMediaPlaylistFragmentResults != nil {
 		n := *r.MaxMediaPlaylistFragmentResults
 		if n < 1 || n > hlsMaxFragments {
-			return nil, 0, invalidArgf("MaxMediaPlaylistFragmentResults must be between 1 and %d.", hlsMaxFragments)
+			return nil, 0, invalidArgf("%s must be between 1 and %d.", names.max, hlsMaxFragments)
 		}
 		sess.max = int(n)
 	}
@@ -219,17 +230,27 @@ func parseHLSRequest(r *getHLSRequest) (*hlsSession, int64, error) {
 // (ClientLimitExceededException): in a cluster the limit is per node, since no node sees the
 // others' tokens.
 func (p *playback) getHLSStreamingSessionURL(ctx context.Context, req *getHLSRequest) (hlsSessionURL, error) {
-	s := p.s
-	sess, expires, err := parseHLSRequest(req)
+	sess, expires, err := parseHLSRequest(req, hlsNames)
 	if err != nil {
 		return hlsSessionURL{}, err
 	}
-	st, err := s.lookupStream(ctx, req.streamRef, codeInvalidArgument)
-	if err != nil {
+	if err := p.open(ctx, req.streamRef, sess, expires); err != nil {
 		return hlsSessionURL{}, err
+	}
+	return hlsSessionURL{endpointOf(ctx) + hlsPathPrefix + "getHLSMasterPlaylist.m3u8?SessionToken=" + sess.token}, nil
+}
+
+// open completes sess, parsed from a request for stream ref, into a signed session that expires
+// in expires seconds, checking what GetHLSStreamingSessionURL and GetDASHStreamingSessionURL
+// check, and counts it against the stream's limit.
+func (p *playback) open(ctx context.Context, ref streamRef, sess *hlsSession, expires int64) error {
+	s := p.s
+	st, err := s.lookupStream(ctx, ref, codeInvalidArgument)
+	if err != nil {
+		return err
 	}
 	if err := requireRetention(st); err != nil {
-		return hlsSessionURL{}, err
+		return err
 	}
 	now := s.cfg.Now()
 	sess.stream, sess.arn = st.Name, st.ARN
@@ -239,27 +260,38 @@ func (p *playback) getHLSStreamingSessionURL(ctx context.Context, req *getHLSReq
 
 	frags, _, _, err := p.list(ctx, sess)
 	if err != nil {
-		return hlsSessionURL{}, fmt.Errorf("get hls streaming session url %s: %w", st.Name, err)
+		return fmt.Errorf("streaming session %s: %w", st.Name, err)
 	}
 	if len(frags) == 0 || (sess.mode == "LIVE" && now.Sub(frags[len(frags)-1].ServerTime) > hlsLiveRecency) {
 		msg := "No fragments found in the requested timestamp range."
 		if sess.mode == "LIVE" {
 			msg = "No fragments were received in the last 30 seconds."
 		}
-		return hlsSessionURL{}, apiErrorf(codeResourceNotFound, "%s", msg)
+		return apiErrorf(codeResourceNotFound, "%s", msg)
 	}
-	if _, _, err := p.describe(ctx, st.Name, frags[len(frags)-1].Number); err != nil {
-		return hlsSessionURL{}, err
+	last := frags[len(frags)-1]
+	if _, _, err := p.describe(ctx, st.Name, last.Number); err != nil {
+		return err
 	}
 	sess.target = targetDuration(frags, 1)
 	if sess.mode == "LIVE" {
 		sess.first = frags[0].Number
 	}
+	if sess.dash {
+		// A dynamic manifest's clock (dash.go): the live edge's end is available at its
+		// arrival (LIVE), or now (LIVE_REPLAY, whose reveal starts at creation).
+		edge := last.ProducerTime.Add(last.Duration)
+		at := sess.created
+		if sess.mode == "LIVE" {
+			at = last.ServerTime
+		}
+		sess.offset = at.Sub(edge).Truncate(time.Millisecond)
+	}
 	sess.token = p.sign(sess)
 	if !p.issue(sess, now) {
-		return hlsSessionURL{}, apiErrorf(codeClientLimitExceeded, "The stream %s already has %d active HLS streaming sessions.", st.Name, hlsMaxSessions)
+		return apiErrorf(codeClientLimitExceeded, "The stream %s already has %d active streaming sessions (HLS and DASH).", st.Name, hlsMaxSessions)
 	}
-	return hlsSessionURL{endpointOf(ctx) + hlsPathPrefix + "getHLSMasterPlaylist.m3u8?SessionToken=" + sess.token}, nil
+	return nil
 }
 
 type hlsSessionURL struct {
@@ -296,14 +328,15 @@ func (p *playback) streamDeleted(name string) {
 	delete(p.issued, name)
 }
 
-// session returns the live session named by r's SessionToken, or the error to send.
-func (p *playback) session(r *http.Request) (*hlsSession, error) {
+// session returns the live session named by r's SessionToken, or the error to send: an HLS
+// session, or a DASH one when dash is set.
+func (p *playback) session(r *http.Request, dash bool) (*hlsSession, error) {
 	tok := r.URL.Query().Get("SessionToken")
 	if tok == "" {
 		return nil, invalidArgf("SessionToken is required.")
 	}
 	sess, ok := p.verify(tok)
-	if !ok || !p.s.cfg.Now().Before(sess.expires) {
+	if !ok || sess.dash != dash || !p.s.cfg.Now().Before(sess.expires) {
 		return nil, apiErrorf(codeResourceNotFound, "The streaming session is not found or has expired.")
 	}
 	st, err := p.s.store.GetStream(r.Context(), sess.stream)

@@ -255,28 +255,7 @@ func TestHLSLive(t *testing.T) {
 	ffmpeg := testutil.NeedTool(t, "ffmpeg")
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	produced := make(chan int)
-	go func() {
-		n := 6
-		defer func() { produced <- n }()
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-				b, err := c.appendCluster(nil, n, base)
-				if err != nil {
-					return
-				}
-				if _, err := pc.pw.Write(b); err != nil {
-					return
-				}
-				n++
-			}
-		}
-	}()
+	produced := produceLive(ctx, pc, c, base, 6)
 	// framecrc prints one line per decoded frame: 7 s of the 25 fps source are 175 frame slots. The
 	// looped clip leaves a 60 ms hole in producer time at every loop (1.5 frame slots), and 7 s hold
 	// one or two loop boundaries, so 171-176 frames come out when nothing is lost or repeated.
@@ -301,6 +280,33 @@ func TestHLSLive(t *testing.T) {
 	if sent < 10 {
 		t.Errorf("only %d fragments were produced while ffmpeg played 7 s", sent)
 	}
+}
+
+// produceLive sends clip c's fragments from n on (looped), one a second, with producer times
+// from base, until ctx ends or a write fails; the channel then gives the next fragment's index.
+func produceLive(ctx context.Context, pc *putConn, c *clip, base int64, n int) <-chan int {
+	produced := make(chan int, 1)
+	go func() {
+		defer func() { produced <- n }()
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				b, err := c.appendCluster(nil, n, base)
+				if err != nil {
+					return
+				}
+				if _, err := pc.pw.Write(b); err != nil {
+					return
+				}
+				n++
+			}
+		}
+	}()
+	return produced
 }
 
 // TestHLSAWSCLI gets the URL with the real AWS CLI and plays it with ffprobe.

@@ -154,8 +154,9 @@ func (p *playback) mp4Body(body []byte) responder {
 }
 
 // initFragment serves getMP4InitFragment.mp4: the init segment for the tracks of the
-// fragment named by FragmentNumber (kvs's playlists always name one); without it, of the newest
-// fragment of the session's list.
+// fragment named by FragmentNumber (kvs's playlists and manifests always name one); without it,
+// of the newest fragment of the session's list. With TrackNumber (DASH manifests), of that track
+// alone.
 func (p *playback) initFragment(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error) {
 	var n uint64
 	if r.URL.Query().Has("FragmentNumber") {
@@ -177,19 +178,54 @@ func (p *playback) initFragment(ctx context.Context, sess *hlsSession, r *http.R
 	if err != nil {
 		return nil, err
 	}
-	init, err := fmp4.NewInit(tracks)
+	track, err := trackParam(r, tracks, n)
+	if err != nil {
+		return nil, err
+	}
+	var init []byte
+	if track != 0 {
+		init, err = fmp4.NewTrackInit(tracks, track)
+	} else {
+		init, err = fmp4.NewInit(tracks)
+	}
 	if err != nil {
 		return nil, mediaError(err)
 	}
 	return p.mp4Body(init), nil
 }
 
+// trackParam parses the optional TrackNumber query parameter, which must name one of tracks (of
+// fragment n); 0 when absent.
+func trackParam(r *http.Request, tracks []mkv.Track, n uint64) (uint64, error) {
+	q := r.URL.Query()
+	if !q.Has("TrackNumber") {
+		return 0, nil
+	}
+	v := q.Get("TrackNumber")
+	t, err := strconv.ParseUint(v, 10, 64)
+	if err == nil && t > 0 {
+		for _, tr := range tracks {
+			if tr.Number == t {
+				return t, nil
+			}
+		}
+	}
+	return 0, invalidArgf("TrackNumber %q is not a track of fragment %s.", v, formatFragmentNumber(n))
+}
+
 // mediaFragment serves getMP4MediaFragment.mp4: the fragment remuxed on request from its
-// stored chunk (live buffer or store) into one moof + mdat. Its timeline is the producer
+// stored chunk (live buffer or store) into one moof + mdat (of track TrackNumber alone, if set).
+// DASH manifests name the fragment by its producer timestamp (Time, dash.go). Its timeline is the producer
 // timestamp since the Unix epoch (90 kHz for video), the same for every session, so segments
 // from any request line up.
 func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error) {
-	n, err := fragmentParam(r)
+	var n uint64
+	var err error
+	if sess.dash && !r.URL.Query().Has("FragmentNumber") {
+		n, err = p.fragmentAt(ctx, sess, r)
+	} else {
+		n, err = fragmentParam(r)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -200,9 +236,38 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 	if err != nil {
 		return nil, fmt.Errorf("hls media fragment %s: %w", sess.stream, err)
 	}
-	seg, err := fmp4.AppendMediaSegment(nil, uint32(n), f, time.Duration(meta.ProducerTime.UnixNano()))
+	track, err := trackParam(r, f.Tracks, n)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Duration(meta.ProducerTime.UnixNano())
+	var seg []byte
+	if track != 0 {
+		seg, err = fmp4.AppendTrackSegment(nil, uint32(n), f, track, start)
+	} else {
+		seg, err = fmp4.AppendMediaSegment(nil, uint32(n), f, start)
+	}
 	if err != nil {
 		return nil, mediaError(err)
 	}
 	return p.mp4Body(seg), nil
+}
+
+// fragmentAt returns the number of the fragment of a DASH session's stream whose producer
+// timestamp is the Time query parameter (Unix milliseconds, the manifest's $Time$).
+func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Request) (uint64, error) {
+	v := r.URL.Query().Get("Time")
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if v == "" || err != nil {
+		return 0, invalidArgf("FragmentNumber or Time (the producer timestamp in Unix milliseconds) is required.")
+	}
+	at := time.UnixMilli(ms)
+	frags, err := p.inRange(ctx, sess.stream, p.s.media.bufferNamed(sess.stream), store.ProducerTime, at, at.Add(time.Millisecond-1), 1)
+	if err != nil {
+		return 0, err
+	}
+	if len(frags) == 0 {
+		return 0, apiErrorf(codeResourceNotFound, "No fragment has the producer timestamp %s.", at.UTC().Format(xsDateTime))
+	}
+	return frags[0].Number, nil
 }

@@ -187,6 +187,19 @@ func (p *playback) walkRange(ctx context.Context, name string, buf *streamBuffer
 	}
 }
 
+// listKeyed is list with the track key of each fragment listed; no fragment is
+// ResourceNotFoundException.
+func (p *playback) listKeyed(ctx context.Context, sess *hlsSession) (frags []store.FragmentMeta, seq uint64, ended bool, keys []string, err error) {
+	frags, seq, ended, err = p.list(ctx, sess)
+	if err == nil && len(frags) == 0 {
+		err = apiErrorf(codeResourceNotFound, "No fragments found for the streaming session.")
+	}
+	if err == nil {
+		keys, err = p.keys(ctx, sess, frags)
+	}
+	return frags, seq, ended, keys, err
+}
+
 // keys returns the track keys of frags.
 func (p *playback) keys(ctx context.Context, sess *hlsSession, frags []store.FragmentMeta) ([]string, error) {
 	out := make([]string, len(frags))
@@ -295,6 +308,9 @@ type sessionState struct {
 	lastFirst uint64    // LIVE_REPLAY: the last window's first fragment (0: none yet)
 	lastSeq   uint64    // its media sequence number
 	seqOff    int64     // what the position in the listing is off from the sequence number
+
+	periodFirst store.FragmentMeta // DASH, dynamic: the first fragment of the first Period's run (dashFirst)
+	periodKey   string             // its track key
 }
 
 // discSequence returns EXT-X-MEDIA-SEQUENCE and EXT-X-DISCONTINUITY-SEQUENCE for a LIVE window
@@ -374,6 +390,17 @@ func (p *playback) masterPlaylist(ctx context.Context, sess *hlsSession, _ *http
 	if err != nil {
 		return nil, err
 	}
+	bandwidth := peakBandwidth(frags)
+	var b bytes.Buffer
+	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n")
+	fmt.Fprintf(&b, "#EXT-X-STREAM-INF:BANDWIDTH=%d,CODECS=\"%s\",RESOLUTION=%dx%d\n",
+		bandwidth, strings.Join(m.Codecs, ","), m.Width, m.Height)
+	fmt.Fprintf(&b, "getHLSMediaPlaylist.m3u8?SessionToken=%s\n", sess.token)
+	return p.playlistBody(b.Bytes(), false), nil
+}
+
+// peakBandwidth is the peak bit rate of frags, for a player to choose by (BANDWIDTH, bandwidth).
+func peakBandwidth(frags []store.FragmentMeta) int {
 	bandwidth := 0
 	for _, f := range frags {
 		if f.Duration > 0 {
@@ -383,12 +410,7 @@ func (p *playback) masterPlaylist(ctx context.Context, sess *hlsSession, _ *http
 	if bandwidth == 0 {
 		bandwidth = hlsDefaultBandwidth
 	}
-	var b bytes.Buffer
-	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n")
-	fmt.Fprintf(&b, "#EXT-X-STREAM-INF:BANDWIDTH=%d,CODECS=\"%s\",RESOLUTION=%dx%d\n",
-		bandwidth, strings.Join(m.Codecs, ","), m.Width, m.Height)
-	fmt.Fprintf(&b, "getHLSMediaPlaylist.m3u8?SessionToken=%s\n", sess.token)
-	return p.playlistBody(b.Bytes(), false), nil
+	return bandwidth
 }
 
 // mediaPlaylist serves getHLSMediaPlaylist.m3u8 (see list for what each mode shows).
@@ -398,14 +420,7 @@ func (p *playback) masterPlaylist(ctx context.Context, sess *hlsSession, _ *http
 // hlsGapThreshold between consecutive fragments' producer timestamps. EXT-X-DISCONTINUITY-SEQUENCE
 // counts the markers that slid out of a LIVE window.
 func (p *playback) mediaPlaylist(ctx context.Context, sess *hlsSession, _ *http.Request) (responder, error) {
-	frags, seq, ended, err := p.list(ctx, sess)
-	if err == nil && len(frags) == 0 {
-		err = apiErrorf(codeResourceNotFound, "No fragments found for the streaming session.")
-	}
-	var keys []string
-	if err == nil {
-		keys, err = p.keys(ctx, sess, frags)
-	}
+	frags, seq, ended, keys, err := p.listKeyed(ctx, sess)
 	if err != nil {
 		return nil, fmt.Errorf("hls media playlist %s: %w", sess.stream, err)
 	}

@@ -42,6 +42,10 @@ type sessionClaims struct {
 	Target   int    `json:"g"`
 	First    uint64 `json:"f,omitempty"`
 	Nonce    string `json:"r"` // makes every session's token distinct
+
+	DASH       bool  `json:"k,omitempty"`
+	ShowNumber bool  `json:"fn,omitempty"`
+	Offset     int64 `json:"o,omitempty"` // ms
 }
 
 // sign returns sess's token.
@@ -49,7 +53,7 @@ func (p *playback) sign(sess *hlsSession) string {
 	c := sessionClaims{V: sessionTokenVersion, Stream: sess.stream, ARN: sess.arn, Mode: sess.mode,
 		Producer: sess.kind == store.ProducerTime, Disc: sess.disc, ShowTime: sess.showTime, Max: sess.max,
 		Created: sess.created.UnixMilli(), Expires: sess.expires.Unix(), Target: sess.target, First: sess.first,
-		Nonce: rand.Text()[:8]}
+		Nonce: rand.Text()[:8], DASH: sess.dash, ShowNumber: sess.showNumber, Offset: sess.offset.Milliseconds()}
 	if !sess.start.IsZero() {
 		ns := sess.start.UnixNano()
 		c.Start = &ns
@@ -91,7 +95,8 @@ func (p *playback) verify(tok string) (*hlsSession, bool) {
 	}
 	sess := &hlsSession{token: tok, stream: c.Stream, arn: c.ARN, mode: c.Mode, kind: store.ServerTime,
 		disc: c.Disc, showTime: c.ShowTime, max: c.Max, created: time.UnixMilli(c.Created),
-		expires: time.Unix(c.Expires, 0), target: c.Target, first: c.First}
+		expires: time.Unix(c.Expires, 0), target: c.Target, first: c.First,
+		dash: c.DASH, showNumber: c.ShowNumber, offset: time.Duration(c.Offset) * time.Millisecond}
 	if c.Producer {
 		sess.kind = store.ProducerTime
 	}

@@ -27,12 +27,13 @@ func (s *Server) postRoutes() map[string]http.HandlerFunc {
 		"/putMedia": m.handlePutMedia,
 		"/getMedia": streamOp(s, m.getMedia),
 
-		// kinesis-video-archived-media (archive.go, hls.go, clip.go, images.go; §7–9)
-		"/listFragments":             op(s, m.listFragments),
-		"/getMediaForFragmentList":   streamOp(s, m.getMediaForFragmentList),
-		"/getHLSStreamingSessionURL": op(s, p.getHLSStreamingSessionURL),
-		"/getClip":                   streamOp(s, p.getClip),
-		"/getImages":                 op(s, s.images.getImages),
+		// kinesis-video-archived-media (archive.go, hls.go, dash.go, clip.go, images.go; §7–9)
+		"/listFragments":              op(s, m.listFragments),
+		"/getMediaForFragmentList":    streamOp(s, m.getMediaForFragmentList),
+		"/getHLSStreamingSessionURL":  op(s, p.getHLSStreamingSessionURL),
+		"/getDASHStreamingSessionURL": op(s, p.getDASHStreamingSessionURL),
+		"/getClip":                    streamOp(s, p.getClip),
+		"/getImages":                  op(s, s.images.getImages),
 
 		// kvs extensions: the cluster's nodes (cluster.go), a node's internal tail (tail.go)
 		"/kvs/describeCluster": op(s, s.describeCluster),
@@ -40,17 +41,20 @@ func (s *Server) postRoutes() map[string]http.HandlerFunc {
 	}
 }
 
-// getRoutesTable are the GET (and HEAD) endpoints: the HLS playback URLs that a session URL
+// getRoutesTable are the GET (and HEAD) endpoints: the HLS and DASH playback URLs that a session URL
 // leads to (hls.js, Safari, ffmpeg and every other player fetch them with plain GETs), the
 // operator's endpoints (ops.go), and the web console on every other path that is not a KVS
 // operation.
 func (s *Server) getRoutesTable() map[string]http.HandlerFunc {
 	p := s.playback
 	return map[string]http.HandlerFunc{
-		hlsPathPrefix + "getHLSMasterPlaylist.m3u8": p.sessionOp(p.masterPlaylist),
-		hlsPathPrefix + "getHLSMediaPlaylist.m3u8":  p.sessionOp(p.mediaPlaylist),
-		hlsPathPrefix + "getMP4InitFragment.mp4":    p.sessionOp(p.initFragment),
-		hlsPathPrefix + "getMP4MediaFragment.mp4":   p.sessionOp(p.mediaFragment),
+		hlsPathPrefix + "getHLSMasterPlaylist.m3u8": p.sessionOp(false, p.masterPlaylist),
+		hlsPathPrefix + "getHLSMediaPlaylist.m3u8":  p.sessionOp(false, p.mediaPlaylist),
+		hlsPathPrefix + "getMP4InitFragment.mp4":    p.sessionOp(false, p.initFragment),
+		hlsPathPrefix + "getMP4MediaFragment.mp4":   p.sessionOp(false, p.mediaFragment),
+		dashPathPrefix + "getDASHManifest.mpd":      p.sessionOp(true, p.dashManifest),
+		dashPathPrefix + "getMP4InitFragment.mp4":   p.sessionOp(true, p.initFragment),
+		dashPathPrefix + "getMP4MediaFragment.mp4":  p.sessionOp(true, p.mediaFragment),
 
 		// kvs extensions for operators (ops.go, events.go): /metrics and /events need a
 		// signature when authentication is on, the health checks never do.

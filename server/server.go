@@ -151,12 +151,13 @@ type Server struct {
 	metrics  *metrics      // Prometheus collectors (metrics.go)
 	events   *eventHub     // events to webhooks and GET /events (events.go)
 	media    *media        // the media data path (media.go): live cache and notifier, PutMedia sessions
-	playback *playback     // HLS and GetClip (hls.go, clip.go)
+	playback *playback     // HLS, MPEG-DASH and GetClip (hls.go, dash.go, clip.go)
 	images   *imageService // GetImages (images.go, imageplan.go)
 
 	// routes are the KVS operations (POST); getRoutes the only endpoints served for GET and
-	// HEAD: the HLS playback URLs (real KVS serves them as GETs under /hls/v1/) and the web
-	// console. A getRoutes key ending in "/" matches that prefix; see getRoute.
+	// HEAD: the HLS and DASH playback URLs (real KVS serves them as GETs under /hls/v1/ and
+	// /dash/v1/) and the web console. A getRoutes key ending in "/" matches that prefix; see
+	// getRoute.
 	routes, getRoutes map[string]http.HandlerFunc
 }
 
@@ -360,7 +361,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !upload && r.Body != nil && r.Body != http.NoBody {
 		r.Body = newDeadlineBody(rec, r.Body, s.cfg.RequestReadTimeout)
 	}
-	// The GET exception (HLS playback, console); every KVS operation stays POST-only.
+	// The GET exception (HLS and DASH playback, console); every KVS operation stays POST-only.
 	if gh := s.getRoute(r); gh != nil {
 		gh(rec, r)
 		return

@@ -64,6 +64,30 @@ func FuzzAppendMediaSegment(f *testing.F) {
 		if got != n {
 			t.Fatalf("%d samples, want %d", got, n)
 		}
+		// Each track alone (DASH): its frames only, as track 1.
+		for _, id := range []uint64{1, 2} {
+			var want []byte
+			for _, fr := range frag.Frames {
+				if fr.Track == id {
+					want = append(want, fr.Data...)
+				}
+			}
+			seg, err := AppendTrackSegment(nil, 1, frag, id, time.Duration(start))
+			if errors.Is(err, ErrEmptyFragment) && len(want) == 0 {
+				continue
+			}
+			if err != nil {
+				t.Fatalf("track %d alone: %v (the muxed segment was made)", id, err)
+			}
+			parsed, err := mp4.DecodeFile(bytes.NewReader(seg))
+			if err != nil {
+				t.Fatalf("track %d alone: output does not parse: %v", id, err)
+			}
+			mf := parsed.Segments[0].Fragments[0]
+			if !bytes.Equal(mf.Mdat.Data, want) || len(mf.Moof.Trafs) != 1 || mf.Moof.Trafs[0].Tfhd.TrackID != 1 {
+				t.Fatalf("track %d alone: mdat %d bytes (want %d), %d trafs", id, len(mf.Mdat.Data), len(want), len(mf.Moof.Trafs))
+			}
+		}
 	})
 }
 

@@ -236,6 +236,19 @@ type Media struct {
 	HEVC bool
 	// Audio is true when an AAC track is present.
 	Audio bool
+	// Tracks describe each track, in track order.
+	Tracks []MediaTrack
+}
+
+// MediaTrack is what a player is told of one track before it fetches it (an MPEG-DASH
+// Representation's attributes).
+type MediaTrack struct {
+	Number        uint64 // Matroska TrackNumber
+	Video         bool
+	Codecs        string // RFC 6381
+	Width, Height int    // video
+	Rate          int    // audio sampling rate, Hz
+	Channels      int    // audio
 }
 
 // Describe returns what NewInit would put into the init segment for tracks, without building it.
@@ -248,6 +261,8 @@ func Describe(tracks []mkv.Track) (Media, error) {
 	var m Media
 	for _, t := range ts {
 		m.Codecs = append(m.Codecs, t.codecs)
+		m.Tracks = append(m.Tracks, MediaTrack{Number: t.number, Video: t.video, Codecs: t.codecs,
+			Width: t.width, Height: t.height, Rate: t.rate, Channels: t.channels})
 		switch {
 		case t.video && m.Width == 0:
 			m.Width, m.Height, m.HEVC = t.width, t.height, t.entry == "hvc1"

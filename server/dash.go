@@ -1,0 +1,243 @@
+package server
+
+// MPEG-DASH playback: GetDASHStreamingSessionURL and the manifest (MPD) its URL leads to
+// (kvs-api.md §9). A DASH session is an HLS session (hls.go: the same playback modes, listing,
+// signed token, expiry and per-stream limit) whose player reads a manifest instead of playlists.
+// Its segments are the fMP4 init and media fragments of hlsmedia.go, one track each (TrackNumber),
+// because dash.js and Shaka play an adaptation set per track and not video and audio muxed.
+//
+// Choices where KVS documents nothing:
+//   - Segments are listed with a SegmentTemplate and a SegmentTimeline of the fragments' producer
+//     timestamps in milliseconds; a media segment's URL names the fragment by that timestamp
+//     ($Time$, the Time parameter of getMP4MediaFragment.mp4), the form every DASH player follows
+//     live. The media fragments' decode times are producer timestamps (hlsmedia.go), the same for
+//     every session. A segment's duration is its fragment's, cut short where the next one starts
+//     earlier (an overlap of less than hlsGapThreshold).
+//   - Presentation time is producer time: segments keep their times from one manifest to the
+//     next, and a gap in the media (a producer restarted, a fragment lost) is a gap in the
+//     SegmentTimeline, which players step over. A new Period starts only at new tracks (a new
+//     init segment) or where timestamps go back; ffmpeg plays one Period of a manifest.
+//   - A static manifest (ON_DEMAND, and LIVE_REPLAY once complete) starts at its first fragment.
+//     A dynamic one (LIVE, LIVE_REPLAY) has availabilityStartTime the Unix epoch plus the
+//     session's offset from producer time to the wall clock (taken at creation,
+//     hlsSession.offset), so that a player's clock finds the live edge.
+//   - kvs:fn (DisplayFragmentNumber ALWAYS) is the fragment number; kvs:ts
+//     (DisplayFragmentTimestamp ALWAYS) the fragment's timestamp of the selector's kind in Unix
+//     milliseconds. Their namespace is kvsDASHNamespace.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/openkvs/kvs/mkv/fmp4"
+	"github.com/openkvs/kvs/server/store"
+)
+
+const dashPathPrefix = "/dash/v1/"
+
+// kvsDASHNamespace is the XML namespace of the kvs:fn and kvs:ts attributes.
+const kvsDASHNamespace = "urn:kvs:dash:2018"
+
+// dashAudioBandwidth is an audio Representation's bandwidth: a fragment's size is not told apart
+// by track, and AAC from cameras is 32-128 kbit/s.
+const dashAudioBandwidth = 128_000
+
+var dashNames = sessionNames{"DASHFragmentSelector", "MaxManifestFragmentResults"}
+
+type getDASHRequest struct {
+	streamRef
+	PlaybackMode               *string           `json:"PlaybackMode"`
+	DASHFragmentSelector       *fragmentSelector `json:"DASHFragmentSelector"`
+	DisplayFragmentTimestamp   *string           `json:"DisplayFragmentTimestamp"`
+	DisplayFragmentNumber      *string           `json:"DisplayFragmentNumber"`
+	Expires                    *int64            `json:"Expires"`
+	MaxManifestFragmentResults *int64            `json:"MaxManifestFragmentResults"`
+}
+
+type dashSessionURL struct {
+	DASHStreamingSessionURL string `json:"DASHStreamingSessionURL"`
+}
+
+// getDASHStreamingSessionURL implements GetDASHStreamingSessionURL: the checks, defaults and
+// limits of GetHLSStreamingSessionURL (MaxManifestFragmentResults is its
+// MaxMediaPlaylistFragmentResults), and DisplayFragmentNumber.
+func (p *playback) getDASHStreamingSessionURL(ctx context.Context, req *getDASHRequest) (dashSessionURL, error) {
+	sess, expires, err := parseHLSRequest(&getHLSRequest{PlaybackMode: req.PlaybackMode,
+		HLSFragmentSelector: req.DASHFragmentSelector, DisplayFragmentTimestamp: req.DisplayFragmentTimestamp,
+		Expires: req.Expires, MaxMediaPlaylistFragmentResults: req.MaxManifestFragmentResults}, dashNames)
+	if err != nil {
+		return dashSessionURL{}, err
+	}
+	sess.dash = true
+	if v := req.DisplayFragmentNumber; v != nil {
+		switch *v {
+		case "ALWAYS":
+			sess.showNumber = true
+		case "NEVER":
+		default:
+			return dashSessionURL{}, invalidArgf("DisplayFragmentNumber must be ALWAYS or NEVER.")
+		}
+	}
+	if err := p.open(ctx, req.streamRef, sess, expires); err != nil {
+		return dashSessionURL{}, err
+	}
+	return dashSessionURL{endpointOf(ctx) + dashPathPrefix + "getDASHManifest.mpd?SessionToken=" + sess.token}, nil
+}
+
+// dashPeriod is a run of the listed fragments, frags[from:to], played with one init segment.
+type dashPeriod struct {
+	from, to int
+	id       string
+	start    time.Duration // Period@start
+	pto      int64         // presentationTimeOffset, ms
+}
+
+// dashManifest serves getDASHManifest.mpd: the fragments the session lists now (as HLS's media
+// playlist would), as one Period per run of fragments with the same tracks, an AdaptationSet per
+// track.
+func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.Request) (responder, error) {
+	frags, _, ended, keys, err := p.listKeyed(ctx, sess)
+	if err != nil {
+		return nil, fmt.Errorf("dash manifest %s: %w", sess.stream, err)
+	}
+	static := sess.mode == "ON_DEMAND" || ended
+	ms := func(i int) int64 { return frags[i].ProducerTime.UnixMilli() }
+	dur := func(i int) int64 { return max(frags[i].Duration.Milliseconds(), 1) }
+
+	var periods []dashPeriod
+	for i := range frags {
+		split := i == 0 || keys[i] != keys[i-1] && keys[i] != "" && keys[i-1] != "" ||
+			ms(i) <= ms(i-1) || ms(i)-(ms(i-1)+dur(i-1)) < -hlsGapThreshold.Milliseconds()
+		if split {
+			periods = append(periods, dashPeriod{from: i, to: i + 1})
+		} else {
+			periods[len(periods)-1].to = i + 1
+		}
+	}
+	var base int64 // presentation time 0, ms of producer time
+	if static {
+		base = ms(0)
+	}
+	for k := range periods {
+		pd := &periods[k]
+		first := frags[pd.from]
+		if !static && k == 0 {
+			first = p.dashFirst(sess, first, keys[pd.from])
+		}
+		pd.id = "f" + formatFragmentNumber(first.Number)
+		pd.pto = first.ProducerTime.UnixMilli()
+		at := pd.pto - base
+		if k > 0 { // where timestamps went back: after the period before
+			prev := periods[k-1]
+			at = max(at, ms(prev.to-1)+dur(prev.to-1)-base)
+		}
+		pd.start = time.Duration(at) * time.Millisecond
+	}
+	total := time.Duration(ms(len(frags)-1)+dur(len(frags)-1)-base)*time.Millisecond - periods[0].start
+
+	var b bytes.Buffer
+	target := targetDuration(frags, max(sess.target, 1))
+	b.WriteString(`<?xml version="1.0" encoding="UTF-8"?>` + "\n")
+	fmt.Fprintf(&b, `<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" xmlns:kvs="%s" profiles="urn:mpeg:dash:profile:isoff-live:2011" minBufferTime="PT%dS"`,
+		kvsDASHNamespace, target)
+	if static {
+		fmt.Fprintf(&b, ` type="static" mediaPresentationDuration="%s">`+"\n", xsDuration(total))
+	} else {
+		var window int64
+		for i := range frags {
+			window += dur(i)
+		}
+		ast := time.UnixMilli(0).Add(sess.offset).UTC()
+		fmt.Fprintf(&b, ` type="dynamic" availabilityStartTime="%s" publishTime="%s" minimumUpdatePeriod="PT%dS" timeShiftBufferDepth="%s" suggestedPresentationDelay="%s">`+"\n",
+			ast.Format(xsDateTime), p.s.cfg.Now().UTC().Format(xsDateTime), target,
+			xsDuration(time.Duration(window)*time.Millisecond), xsDuration(time.Duration(min(3*int64(target)*1000, window))*time.Millisecond))
+	}
+	for _, pd := range periods {
+		_, m, err := p.describe(ctx, sess.stream, frags[pd.to-1].Number)
+		if err != nil {
+			return nil, err
+		}
+		bandwidth := peakBandwidth(frags[pd.from:pd.to])
+		fmt.Fprintf(&b, `<Period id="%s" start="%s">`+"\n", pd.id, xsDuration(pd.start))
+		for i, t := range m.Tracks {
+			p.dashAdaptationSet(&b, sess, i+1, t, bandwidth, frags[pd.from:pd.to], pd.pto)
+		}
+		b.WriteString("</Period>\n")
+	}
+	b.WriteString("</MPD>\n")
+	body := b.Bytes()
+	return func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		h.Set("Content-Type", "application/dash+xml")
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		h.Set("Access-Control-Allow-Origin", "*")
+		if !static {
+			h.Set("Cache-Control", "no-cache")
+		}
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(body)
+	}, nil
+}
+
+// dashAdaptationSet writes track t's AdaptationSet (number id) for frags, a period whose
+// presentationTimeOffset is pto.
+func (p *playback) dashAdaptationSet(b *bytes.Buffer, sess *hlsSession, id int, t fmp4.MediaTrack, bandwidth int, frags []store.FragmentMeta, pto int64) {
+	track := strconv.FormatUint(t.Number, 10)
+	if t.Video {
+		fmt.Fprintf(b, `<AdaptationSet id="%d" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">`+"\n", id)
+		fmt.Fprintf(b, `<Representation id="%s" bandwidth="%d" codecs="%s" width="%d" height="%d">`+"\n", track, bandwidth, t.Codecs, t.Width, t.Height)
+	} else {
+		fmt.Fprintf(b, `<AdaptationSet id="%d" contentType="audio" mimeType="audio/mp4" segmentAlignment="true" startWithSAP="1">`+"\n", id)
+		fmt.Fprintf(b, `<Representation id="%s" bandwidth="%d" codecs="%s" audioSamplingRate="%d">`+"\n", track, dashAudioBandwidth, t.Codecs, t.Rate)
+		fmt.Fprintf(b, `<AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="%d"/>`+"\n", t.Channels)
+	}
+	query := "SessionToken=" + sess.token + "&amp;TrackNumber=" + track
+	fmt.Fprintf(b, `<SegmentTemplate timescale="1000" presentationTimeOffset="%d" initialization="getMP4InitFragment.mp4?%s&amp;FragmentNumber=%s" media="getMP4MediaFragment.mp4?%s&amp;Time=$Time$">`+"\n",
+		pto, query, formatFragmentNumber(frags[len(frags)-1].Number), query)
+	b.WriteString("<SegmentTimeline>\n")
+	for i, f := range frags {
+		t := f.ProducerTime.UnixMilli()
+		d := max(f.Duration.Milliseconds(), 1)
+		if i+1 < len(frags) { // an overlap under hlsGapThreshold: cut short
+			d = max(min(d, frags[i+1].ProducerTime.UnixMilli()-t), 1)
+		}
+		fmt.Fprintf(b, `<S t="%d" d="%d"`, t, d)
+		if sess.showNumber {
+			fmt.Fprintf(b, ` kvs:fn="%s"`, formatFragmentNumber(f.Number))
+		}
+		if sess.showTime {
+			ts := f.ProducerTime
+			if sess.kind == store.ServerTime {
+				ts = f.ServerTime
+			}
+			fmt.Fprintf(b, ` kvs:ts="%d"`, ts.UnixMilli())
+		}
+		b.WriteString("/>\n")
+	}
+	b.WriteString("</SegmentTimeline>\n</SegmentTemplate>\n</Representation>\n</AdaptationSet>\n")
+}
+
+// dashFirst returns the fragment a dynamic manifest's first Period is named after: the first
+// fragment of that run of tracks this node has listed for the session, so that the Period keeps
+// its id while its first fragments slide out of the window (a node that has not served the
+// session before names it after the window's first fragment).
+func (p *playback) dashFirst(sess *hlsSession, first store.FragmentMeta, key string) store.FragmentMeta {
+	dc := p.tokenState(sess)
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	if dc.periodFirst.Number == 0 || dc.periodKey != key || dc.periodFirst.Number > first.Number {
+		dc.periodFirst, dc.periodKey = first, key
+	}
+	return dc.periodFirst
+}
+
+const xsDateTime = "2006-01-02T15:04:05.000Z"
+
+// xsDuration formats d as an xs:duration in seconds, e.g. PT12.345S.
+func xsDuration(d time.Duration) string {
+	return fmt.Sprintf("PT%.3fS", d.Seconds())
+}

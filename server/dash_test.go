@@ -1,0 +1,385 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/xml"
+	"fmt"
+	"io"
+	"net/url"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/internal/testutil"
+	"github.com/openkvs/kvs/mkv"
+)
+
+// dashURL calls GetDASHStreamingSessionURL and returns the URL, or the error type.
+func (e *mediaEnv) dashURL(t *testing.T, body map[string]any) (string, string) {
+	t.Helper()
+	resp := e.post(t, t.Context(), "/getDASHStreamingSessionURL", body)
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return "", resp.Header.Get("x-amzn-ErrorType")
+	}
+	var out struct{ DASHStreamingSessionURL string }
+	if err := json.Unmarshal(b, &out); err != nil || out.DASHStreamingSessionURL == "" {
+		t.Fatalf("answer %s: %v", b, err)
+	}
+	return out.DASHStreamingSessionURL, ""
+}
+
+// mpd is the part of a manifest the tests check.
+type mpd struct {
+	Type    string `xml:"type,attr"`
+	AST     string `xml:"availabilityStartTime,attr"`
+	Dur     string `xml:"mediaPresentationDuration,attr"`
+	Periods []struct {
+		ID    string `xml:"id,attr"`
+		Start string `xml:"start,attr"`
+		Sets  []struct {
+			ContentType string `xml:"contentType,attr"`
+			Rep         struct {
+				Codecs string `xml:"codecs,attr"`
+				Width  int    `xml:"width,attr"`
+				Height int    `xml:"height,attr"`
+				Rate   int    `xml:"audioSamplingRate,attr"`
+				List   struct {
+					PTO   int64   `xml:"presentationTimeOffset,attr"`
+					Init  string  `xml:"initialization,attr"`
+					Media string  `xml:"media,attr"`
+					S     []dashS `xml:"SegmentTimeline>S"`
+				} `xml:"SegmentTemplate"`
+			} `xml:"Representation"`
+		} `xml:"AdaptationSet"`
+	} `xml:"Period"`
+}
+
+type dashS struct {
+	T  int64  `xml:"t,attr"`
+	D  int64  `xml:"d,attr"`
+	FN string `xml:"urn:kvs:dash:2018 fn,attr"`
+	TS string `xml:"urn:kvs:dash:2018 ts,attr"`
+}
+
+// manifest fetches and parses the manifest at url.
+func manifest(t *testing.T, url string) (mpd, string) {
+	t.Helper()
+	code, hdr, b := httpGet(t, url)
+	if code != 200 || hdr.Get("Content-Type") != "application/dash+xml" {
+		t.Fatalf("manifest: %d %s %s", code, hdr.Get("Content-Type"), b)
+	}
+	var m mpd
+	if err := xml.Unmarshal(b, &m); err != nil {
+		t.Fatalf("manifest: %v\n%s", err, b)
+	}
+	return m, string(b)
+}
+
+// seconds parses an xs:duration of the form the manifests use (PT12.345S).
+func seconds(t *testing.T, d string) float64 {
+	t.Helper()
+	v, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimPrefix(d, "PT"), "S"), 64)
+	if err != nil {
+		t.Fatalf("duration %q: %v", d, err)
+	}
+	return v
+}
+
+// TestDASHOnDemandFFprobe: an ON_DEMAND manifest lists every fragment of the range, one adaptation
+// set per track, and ffprobe reads every frame through it. The presentation starts at the first
+// fragment's timestamp (a Period's start), so audio frames before it, as the clip with AAC has
+// one before its first video frame, are not presented.
+func TestDASHOnDemandFFprobe(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // drives ffprobe
+	for _, name := range []string{"h264.mkv", "h264_aac.mkv", "h265.mkv"} {
+		t.Run(name, func(t *testing.T) {
+			e := newMediaEnv(t, "mem")
+			e.createStream(t, "cam", 24)
+			c := loadClip(t, name)
+			uploadClip(t, e, "cam", name, seq(len(c.frags))...)
+			url, code := e.dashURL(t, map[string]any{
+				"StreamName":   "cam",
+				"PlaybackMode": "ON_DEMAND",
+				"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+					"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}},
+			})
+			if code != "" {
+				t.Fatal(code)
+			}
+			if !strings.HasPrefix(url, e.ts.URL+"/dash/v1/getDASHManifest.mpd?SessionToken=") {
+				t.Errorf("url %s", url)
+			}
+			m, raw := manifest(t, url)
+			want := wantStreams(t, name, 1)
+			if m.Type != "static" || len(m.Periods) != 1 || len(m.Periods[0].Sets) != len(want) {
+				t.Fatalf("want a static manifest of one period with %d adaptation sets:\n%s", len(want), raw)
+			}
+			first := c.fragTimecode(0, baseMillis)
+			var end int64
+			for i, set := range m.Periods[0].Sets {
+				rep := set.Rep
+				if set.ContentType != want[i].CodecType || len(rep.List.S) != len(c.frags) || rep.List.PTO != first ||
+					rep.List.S[0].T != first || !strings.Contains(rep.List.Media, "$Time$") {
+					t.Errorf("adaptation set %d: %+v, want %s with %d segments from %d", i, set, want[i].CodecType, len(c.frags), first)
+				}
+				if set.ContentType == "video" && (rep.Width != 320 || rep.Height != 240 ||
+					!strings.HasPrefix(rep.Codecs, map[string]string{"h264": "avc1.", "hevc": "hvc1."}[want[i].CodecName])) {
+					t.Errorf("video representation %+v", rep)
+				}
+				if set.ContentType == "audio" && (rep.Rate != 48000 || rep.Codecs != "mp4a.40.2") {
+					t.Errorf("audio representation %+v", rep)
+				}
+				last := rep.List.S[len(rep.List.S)-1]
+				end = last.T + last.D
+			}
+			if d := seconds(t, m.Dur); d != float64(end-first)/1000 {
+				t.Errorf("mediaPresentationDuration %s, want the fragments' %d ms", m.Dur, end-first)
+			}
+			for i := range want {
+				if want[i].CodecType != "audio" {
+					continue
+				}
+				n := 0
+				fmt.Sscan(want[i].NbReadFrames, &n)
+				for _, fr := range c.frags[0] {
+					if c.trackType(fr.Track) == mkv.TrackTypeAudio && fr.Timecode < c.frags[0][0].Timecode {
+						n-- // before the cluster's timecode: before the presentation
+					}
+				}
+				want[i].NbReadFrames = strconv.Itoa(n)
+			}
+			if got := ffprobeStreams(t, url); fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Errorf("ffprobe of the DASH URL:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+// TestDASHGap drops a fragment: the timeline steps over the gap in one period (ffmpeg plays one
+// period of a manifest), each segment carries its fragment number and server timestamp when
+// asked, and ffprobe reads every frame sent.
+func TestDASHGap(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	before := time.Now().Add(-time.Millisecond)
+	c := uploadClip(t, e, "cam", "h264.mkv", 0, 1, 3)
+	after := time.Now()
+	url, code := e.dashURL(t, map[string]any{
+		"StreamName":               "cam",
+		"PlaybackMode":             "ON_DEMAND",
+		"DisplayFragmentTimestamp": "ALWAYS",
+		"DisplayFragmentNumber":    "ALWAYS",
+		"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": time.Now().Unix() - 3600, "EndTimestamp": time.Now().Unix() + 3600}},
+	})
+	if code != "" {
+		t.Fatal(code)
+	}
+	m, raw := manifest(t, url)
+	if len(m.Periods) != 1 || len(m.Periods[0].Sets) != 1 || len(m.Periods[0].Sets[0].Rep.List.S) != 3 {
+		t.Fatalf("want one period of 3 segments:\n%s", raw)
+	}
+	for i, s := range m.Periods[0].Sets[0].Rep.List.S {
+		idx := []int{0, 1, 3}[i]
+		ts, _ := strconv.ParseInt(s.TS, 10, 64)
+		if s.T != c.fragTimecode(idx, baseMillis) || s.FN != formatFragmentNumber(uint64(i+1)) ||
+			ts < before.UnixMilli() || ts > after.UnixMilli() {
+			t.Errorf("segment %d: %+v, want t %d, fragment %d, a server time of the upload", i, s, c.fragTimecode(idx, baseMillis), i+1)
+		}
+	}
+	got := ffprobeStreams(t, url)
+	if len(got) != 1 || got[0].NbReadFrames != "75" {
+		t.Errorf("ffprobe: %+v, want 75 frames", got)
+	}
+}
+
+// TestDASHLive follows a producer: the manifest is dynamic, its window slides as fragments arrive
+// while its period keeps its id, its clock puts the live edge at the wall clock, and ffmpeg plays
+// the live URL while the producer sends.
+func TestDASHLive(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	base := time.Now().Add(-10 * time.Second).UnixMilli()
+	for i := range 2 {
+		pc.fragment(c.cluster(t, i, base), c.fragTimecode(i, base), true)
+	}
+	url, code := e.dashURL(t, map[string]any{"StreamName": "cam", "MaxManifestFragmentResults": 3})
+	if code != "" {
+		t.Fatal(code)
+	}
+	m, raw := manifest(t, url)
+	if m.Type != "dynamic" || len(m.Periods) != 1 || len(m.Periods[0].Sets[0].Rep.List.S) != 2 {
+		t.Fatalf("first manifest:\n%s", raw)
+	}
+	id := m.Periods[0].ID
+	// availabilityStartTime + the newest segment's end is when it arrived: about now.
+	ast, err := time.Parse(time.RFC3339Nano, m.AST)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := m.Periods[0].Sets[0].Rep.List.S
+	if edge := ast.Add(time.Duration(s[1].T+s[1].D) * time.Millisecond); edge.After(time.Now()) || time.Since(edge) > 10*time.Second {
+		t.Errorf("availabilityStartTime %s puts the live edge at %s, want a moment before now (%s)", m.AST, edge, time.Now())
+	}
+	for i := 2; i < 6; i++ {
+		pc.fragment(c.cluster(t, i, base), c.fragTimecode(i, base), true)
+	}
+	m, raw = manifest(t, url)
+	s = m.Periods[0].Sets[0].Rep.List.S
+	if len(m.Periods) != 1 || m.Periods[0].ID != id || len(s) != 3 || s[0].T != c.fragTimecode(3, base) {
+		t.Fatalf("manifest after 6 fragments, want period %s with fragments 3-5:\n%s", id, raw)
+	}
+
+	// ffmpeg plays the live URL while the producer sends a fragment a second: 7 s of the 25 fps
+	// clip, less its loop holes (as TestHLSLive).
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	produced := produceLive(ctx, pc, c, base, 6)
+	cmd := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", url, "-t", "7", "-f", "framecrc", "-")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	cancel()
+	sent := <-produced
+	if err != nil || stderr.Len() > 0 {
+		t.Errorf("ffmpeg on the live URL: %v\n%s", err, stderr.String())
+	}
+	if frames := strings.Count(string(out), "\n0,"); frames < 171 || frames > 176 {
+		t.Errorf("ffmpeg decoded %d frames from 7 s of the live URL, want 171-176", frames)
+	}
+	if sent < 8 {
+		t.Errorf("only %d fragments were produced while ffmpeg played 7 s: it did not follow the live manifest", sent)
+	}
+}
+
+// TestDASHAWSCLI gets the URL with the real AWS CLI and plays it with ffprobe.
+func TestDASHAWSCLI(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // drives ffprobe and the AWS CLI
+	e := newMediaEnv(t, "fs")
+	cli := testutil.NewAWSCLI(t, e.ts.URL)
+	e.createStream(t, "cam", 24)
+	uploadClip(t, e, "cam", "h264.mkv", seq(4)...)
+	sel := fmt.Sprintf("FragmentSelectorType=PRODUCER_TIMESTAMP,TimestampRange={StartTimestamp=%d,EndTimestamp=%d}",
+		baseMillis/1000, baseMillis/1000+60)
+	var res struct{ DASHStreamingSessionURL string }
+	cli.OK(&res, "kinesis-video-archived-media", "get-dash-streaming-session-url", "--stream-name", "cam",
+		"--playback-mode", "ON_DEMAND", "--dash-fragment-selector", sel, "--display-fragment-number", "ALWAYS",
+		"--max-manifest-fragment-results", "3")
+	m, raw := manifest(t, res.DASHStreamingSessionURL)
+	if s := m.Periods[0].Sets[0].Rep.List.S; len(s) != 3 || s[2].FN != formatFragmentNumber(3) {
+		t.Errorf("want 3 segments with their fragment numbers:\n%s", raw)
+	}
+	if got := ffprobeStreams(t, res.DASHStreamingSessionURL); len(got) != 1 || got[0].NbReadFrames != "75" {
+		t.Errorf("ffprobe: %+v, want the 75 frames of 3 fragments", got)
+	}
+}
+
+func TestGetDASHStreamingSessionURLErrors(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	e.createStream(t, "empty", 24)
+	e.createStream(t, "live-only", 0)
+	uploadClip(t, e, "cam", "h264_aac.mkv", 0, 1)
+	onDemand := func(stream string) map[string]any {
+		return map[string]any{"StreamName": stream, "PlaybackMode": "ON_DEMAND",
+			"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+				"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 60}}}
+	}
+	for _, tc := range []struct {
+		name string
+		body map[string]any
+		want string
+	}{
+		{"range with LIVE", map[string]any{"StreamName": "cam", "DASHFragmentSelector": map[string]any{
+			"TimestampRange": map[string]any{"StartTimestamp": 1}}}, codeInvalidArgument},
+		{"ON_DEMAND without range", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND"}, codeInvalidArgument},
+		{"DisplayFragmentNumber", map[string]any{"StreamName": "cam", "DisplayFragmentNumber": "SOMETIMES"}, codeInvalidArgument},
+		{"MaxManifestFragmentResults", map[string]any{"StreamName": "cam", "MaxManifestFragmentResults": 5001}, codeInvalidArgument},
+		{"Expires", map[string]any{"StreamName": "cam", "Expires": 299}, codeInvalidArgument},
+		{"unknown stream", onDemand("nope"), codeResourceNotFound},
+		{"no retention", onDemand("live-only"), codeNoDataRetention},
+		{"no fragments", onDemand("empty"), codeResourceNotFound},
+	} {
+		if _, got := e.dashURL(t, tc.body); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	// The messages name DASH's members.
+	resp := e.post(t, t.Context(), "/getDASHStreamingSessionURL", map[string]any{"StreamName": "cam", "MaxManifestFragmentResults": 0})
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "MaxManifestFragmentResults") {
+		t.Errorf("error %s does not name MaxManifestFragmentResults", b)
+	}
+
+	dash, code := e.dashURL(t, onDemand("cam"))
+	if code != "" {
+		t.Fatal(code)
+	}
+	hls, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND",
+		"HLSFragmentSelector": onDemand("cam")["DASHFragmentSelector"]})
+	if code != "" {
+		t.Fatal(code)
+	}
+	tokenOf := func(u string) string {
+		p, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Query().Get("SessionToken")
+	}
+	m, _ := manifest(t, dash)
+	list := m.Periods[0].Sets[0].Rep.List
+	first := strconv.FormatInt(list.S[0].T, 10)
+	for _, tc := range []struct {
+		name, path string
+		status     int
+		typ        string
+	}{
+		{"an HLS token on the manifest", "/dash/v1/getDASHManifest.mpd?SessionToken=" + tokenOf(hls), 404, codeResourceNotFound},
+		{"a DASH token on the HLS playlist", "/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=" + tokenOf(dash), 404, codeResourceNotFound},
+		{"a track the fragment lacks", "/dash/v1/getMP4MediaFragment.mp4?SessionToken=" + tokenOf(dash) + "&TrackNumber=3&Time=" + first, 400, codeInvalidArgument},
+		{"no fragment at the time", "/dash/v1/getMP4MediaFragment.mp4?SessionToken=" + tokenOf(dash) + "&TrackNumber=1&Time=1", 404, codeResourceNotFound},
+		{"no time", "/dash/v1/getMP4MediaFragment.mp4?SessionToken=" + tokenOf(dash) + "&TrackNumber=1", 400, codeInvalidArgument},
+	} {
+		code, hdr, body := httpGet(t, e.ts.URL+tc.path)
+		if code != tc.status || hdr.Get("x-amzn-ErrorType") != tc.typ {
+			t.Errorf("%s: %d %s %s, want %d %s", tc.name, code, hdr.Get("x-amzn-ErrorType"), body, tc.status, tc.typ)
+		}
+	}
+
+	// The audio track's media segment holds audio alone, and is a segment of the init's track.
+	base := dash[:strings.LastIndex(dash, "/")+1]
+	audio := m.Periods[0].Sets[1].Rep.List
+	code2, _, init := httpGet(t, base+strings.ReplaceAll(audio.Init, "&amp;", "&"))
+	code3, _, seg := httpGet(t, base+strings.ReplaceAll(strings.ReplaceAll(audio.Media, "&amp;", "&"), "$Time$", first))
+	if code2 != 200 || code3 != 200 || !strings.Contains(string(init), "esds") || strings.Contains(string(init), "avcC") ||
+		!strings.Contains(string(seg), "moof") {
+		t.Errorf("audio init %d (%d bytes), segment %d (%d bytes)", code2, len(init), code3, len(seg))
+	}
+}
+
+// trackType is the type of the clip's track number n.
+func (c *clip) trackType(n uint64) uint8 {
+	for _, t := range c.tracks {
+		if t.Number == n {
+			return t.Type
+		}
+	}
+	return 0
+}
