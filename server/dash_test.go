@@ -1,13 +1,11 @@
 package server
 
 import (
-	"context"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
 	"net/url"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -207,14 +205,7 @@ func TestDASHLive(t *testing.T) {
 	testutil.Slow(t)
 	t.Parallel()
 	e := newMediaEnv(t, "mem")
-	e.createStream(t, "cam", 24)
-	c := loadClip(t, "h264.mkv")
-	pc := e.startPut(t, "cam")
-	pc.write(c.header())
-	base := time.Now().Add(-10 * time.Second).UnixMilli()
-	for i := range 2 {
-		pc.fragment(c.cluster(t, i, base), c.fragTimecode(i, base), true)
-	}
+	pc, c, base := startLive(t, e)
 	url, code := e.dashURL(t, map[string]any{"StreamName": "cam", "MaxManifestFragmentResults": 3})
 	if code != "" {
 		t.Fatal(code)
@@ -242,25 +233,8 @@ func TestDASHLive(t *testing.T) {
 		t.Fatalf("manifest after 6 fragments, want period %s with fragments 3-5:\n%s", id, raw)
 	}
 
-	// ffmpeg plays the live URL while the producer sends a fragment a second: 7 s of the 25 fps
-	// clip, less its loop holes (as TestHLSLive).
-	ffmpeg := testutil.NeedTool(t, "ffmpeg")
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	produced := produceLive(ctx, pc, c, base, 6)
-	cmd := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", url, "-t", "7", "-f", "framecrc", "-")
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	cancel()
-	sent := <-produced
-	if err != nil || stderr.Len() > 0 {
-		t.Errorf("ffmpeg on the live URL: %v\n%s", err, stderr.String())
-	}
-	if frames := strings.Count(string(out), "\n0,"); frames < 171 || frames > 176 {
-		t.Errorf("ffmpeg decoded %d frames from 7 s of the live URL, want 171-176", frames)
-	}
-	if sent < 8 {
+	// ffmpeg plays the live URL while the producer sends a fragment a second.
+	if sent := playLive(t, url, pc, c, base, 6); sent < 8 {
 		t.Errorf("only %d fragments were produced while ffmpeg played 7 s: it did not follow the live manifest", sent)
 	}
 }

@@ -222,15 +222,7 @@ func TestHLSLive(t *testing.T) {
 	testutil.Slow(t)
 	t.Parallel()
 	e := newMediaEnv(t, "mem")
-	e.createStream(t, "cam", 24)
-	c := loadClip(t, "h264.mkv")
-	pc := e.startPut(t, "cam")
-	pc.write(c.header())
-	// Real time for the producer timestamps: a live player compares them with its clock.
-	base := time.Now().Add(-10 * time.Second).UnixMilli()
-	for i := range 2 {
-		pc.fragment(c.cluster(t, i, base), c.fragTimecode(i, base), true)
-	}
+	pc, c, base := startLive(t, e)
 	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "MaxMediaPlaylistFragmentResults": 3})
 	if code != "" {
 		t.Fatal(code)
@@ -252,10 +244,34 @@ func TestHLSLive(t *testing.T) {
 	// ffmpeg plays the live URL while the producer keeps sending a fragment a second. It starts
 	// near the live edge (the window holds 3 s) and reads faster than real time, so 7 s of
 	// media need fragments produced while it plays, found by reloading the playlist.
+	if sent := playLive(t, url, pc, c, base, 6); sent < 10 {
+		t.Errorf("only %d fragments were produced while ffmpeg played 7 s", sent)
+	}
+}
+
+// startLive starts an upload of h264.mkv to stream cam of e with producer timestamps from 10 s
+// ago (a live player compares them with its clock) and sends its first two fragments.
+func startLive(t *testing.T, e *mediaEnv) (pc *putConn, c *clip, base int64) {
+	t.Helper()
+	e.createStream(t, "cam", 24)
+	c = loadClip(t, "h264.mkv")
+	pc = e.startPut(t, "cam")
+	pc.write(c.header())
+	base = time.Now().Add(-10 * time.Second).UnixMilli()
+	for i := range 2 {
+		pc.fragment(c.cluster(t, i, base), c.fragTimecode(i, base), true)
+	}
+	return pc, c, base
+}
+
+// playLive has ffmpeg play 7 s of the live url while pc sends a fragment of c a second from
+// fragment from on, checks the frames it decoded, and returns the index the producer reached.
+func playLive(t *testing.T, url string, pc *putConn, c *clip, base int64, from int) int {
+	t.Helper()
 	ffmpeg := testutil.NeedTool(t, "ffmpeg")
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	produced := produceLive(ctx, pc, c, base, 6)
+	produced := produceLive(ctx, pc, c, base, from)
 	// framecrc prints one line per decoded frame: 7 s of the 25 fps source are 175 frame slots. The
 	// looped clip leaves a 60 ms hole in producer time at every loop (1.5 frame slots), and 7 s hold
 	// one or two loop boundaries, so 171-176 frames come out when nothing is lost or repeated.
@@ -268,18 +284,10 @@ func TestHLSLive(t *testing.T) {
 	if err != nil || stderr.Len() > 0 {
 		t.Errorf("ffmpeg on the live URL: %v\n%s", err, stderr.String())
 	}
-	frames := 0
-	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, "0,") {
-			frames++
-		}
-	}
-	if frames < 171 || frames > 176 {
+	if frames := strings.Count("\n"+string(out), "\n0,"); frames < 171 || frames > 176 {
 		t.Errorf("ffmpeg decoded %d frames from 7 s of the live URL, want 171-176 (25 fps less loop holes)", frames)
 	}
-	if sent < 10 {
-		t.Errorf("only %d fragments were produced while ffmpeg played 7 s", sent)
-	}
+	return sent
 }
 
 // produceLive sends clip c's fragments from n on (looped), one a second, with producer times
