@@ -8,19 +8,26 @@ package server
 //
 // Choices where KVS documents nothing:
 //   - Segments are listed with a SegmentTemplate and a SegmentTimeline of the fragments' producer
-//     timestamps in milliseconds; a media segment's URL names the fragment by that timestamp
-//     ($Time$, the Time parameter of getMP4MediaFragment.mp4), the form every DASH player follows
-//     live. The media fragments' decode times are producer timestamps (hlsmedia.go), the same for
-//     every session. A segment's duration is its fragment's, cut short where the next one starts
-//     earlier (an overlap of less than hlsGapThreshold).
+//     timestamps in milliseconds since the period's origin (dashOriginLead before its first
+//     fragment); a media segment's URL names the fragment by that time ($Time$, with the
+//     period's Origin: parameters of getMP4MediaFragment.mp4), the form every DASH player follows
+//     live, and its decode times count from the same origin. A segment lasts until the next one starts, where that is less than
+//     hlsGapThreshold away from its fragment's end (fragments of a live producer are a
+//     millisecond or two apart, and players such as GStreamer add up durations rather than
+//     read each t), else as long as its fragment; a media request finds the fragment starting
+//     nearest its Time within hlsGapThreshold.
 //   - Presentation time is producer time: segments keep their times from one manifest to the
 //     next, and a gap in the media (a producer restarted, a fragment lost) is a gap in the
 //     SegmentTimeline, which players step over. A new Period starts only at new tracks (a new
 //     init segment) or where timestamps go back; ffmpeg plays one Period of a manifest.
 //   - A static manifest (ON_DEMAND, and LIVE_REPLAY once complete) starts at its first fragment.
-//     A dynamic one (LIVE, LIVE_REPLAY) has availabilityStartTime the Unix epoch plus the
-//     session's offset from producer time to the wall clock (taken at creation,
-//     hlsSession.offset), so that a player's clock finds the live edge.
+//     A dynamic one (LIVE, LIVE_REPLAY) starts at its first Period, whose start on the wall clock
+//     is availabilityStartTime: producer time maps to the wall clock with the session's offset
+//     (taken at creation, hlsSession.offset), so that a player's clock finds the live edge.
+//   - Players checked: ffmpeg (static and live), GStreamer's dashdemux (static; in live
+//     manifests GStreamer 1.22 jumps ahead of the live edge once its first segments are played,
+//     requesting segments seconds in the future, a behaviour of its own clock handling seen
+//     with manifests that stay the same from one update to the next).
 //   - kvs:fn (DisplayFragmentNumber ALWAYS) is the fragment number; kvs:ts
 //     (DisplayFragmentTimestamp ALWAYS) the fragment's timestamp of the selector's kind in Unix
 //     milliseconds. Their namespace is kvsDASHNamespace.
@@ -41,6 +48,11 @@ const dashPathPrefix = "/dash/v1/"
 
 // kvsDASHNamespace is the XML namespace of the kvs:fn and kvs:ts attributes.
 const kvsDASHNamespace = "urn:kvs:dash:2018"
+
+// dashOriginLead is how far before a period's first fragment its timeline (and its media
+// segments' decode times) start: decode times before a keyframe's presentation (B-frames) stay
+// positive, and the timeline's numbers stay small, as players are used to.
+const dashOriginLead = 10 * time.Second
 
 // dashAudioBandwidth is an audio Representation's bandwidth: a fragment's size is not told apart
 // by track, and AAC from cameras is 32-128 kbit/s.
@@ -118,19 +130,20 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 			periods[len(periods)-1].to = i + 1
 		}
 	}
-	var base int64 // presentation time 0, ms of producer time
-	if static {
-		base = ms(0)
-	}
+	// base is presentation time 0 in producer time (ms): a static manifest's first fragment; for
+	// a dynamic one, the fragment its first Period is named after (dashFirst), whose time on the
+	// wall clock is availabilityStartTime (the form of live manifests every player takes).
+	base := ms(0)
 	for k := range periods {
 		pd := &periods[k]
 		first := frags[pd.from]
 		if !static && k == 0 {
 			first = p.dashFirst(sess, first, keys[pd.from])
+			base = first.ProducerTime.UnixMilli()
 		}
 		pd.id = "f" + formatFragmentNumber(first.Number)
 		pd.pto = first.ProducerTime.UnixMilli()
-		at := pd.pto - base
+		at := max(pd.pto-base, 0)
 		if k > 0 { // where timestamps went back: after the period before
 			prev := periods[k-1]
 			at = max(at, ms(prev.to-1)+dur(prev.to-1)-base)
@@ -151,7 +164,7 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 		for i := range frags {
 			window += dur(i)
 		}
-		ast := time.UnixMilli(0).Add(sess.offset).UTC()
+		ast := time.UnixMilli(base).Add(sess.offset).UTC()
 		fmt.Fprintf(&b, ` type="dynamic" availabilityStartTime="%s" publishTime="%s" minimumUpdatePeriod="PT%dS" timeShiftBufferDepth="%s" suggestedPresentationDelay="%s">`+"\n",
 			ast.Format(xsDateTime), p.s.cfg.Now().UTC().Format(xsDateTime), target,
 			xsDuration(time.Duration(window)*time.Millisecond), xsDuration(time.Duration(min(3*int64(target)*1000, window))*time.Millisecond))
@@ -195,15 +208,19 @@ func (p *playback) dashAdaptationSet(b *bytes.Buffer, sess *hlsSession, id int, 
 		fmt.Fprintf(b, `<Representation id="%s" bandwidth="%d" codecs="%s" audioSamplingRate="%d">`+"\n", track, dashAudioBandwidth, t.Codecs, t.Rate)
 		fmt.Fprintf(b, `<AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="%d"/>`+"\n", t.Channels)
 	}
+	// The period's timeline counts from origin, dashOriginLead before its first fragment.
+	origin := pto - dashOriginLead.Milliseconds()
 	query := "SessionToken=" + sess.token + "&amp;TrackNumber=" + track
-	fmt.Fprintf(b, `<SegmentTemplate timescale="1000" presentationTimeOffset="%d" initialization="getMP4InitFragment.mp4?%s&amp;FragmentNumber=%s" media="getMP4MediaFragment.mp4?%s&amp;Time=$Time$">`+"\n",
-		pto, query, formatFragmentNumber(frags[len(frags)-1].Number), query)
+	fmt.Fprintf(b, `<SegmentTemplate timescale="1000" presentationTimeOffset="%d" initialization="getMP4InitFragment.mp4?%s&amp;FragmentNumber=%s" media="getMP4MediaFragment.mp4?%s&amp;Origin=%d&amp;Time=$Time$">`+"\n",
+		pto-origin, query, formatFragmentNumber(frags[len(frags)-1].Number), query, origin)
 	b.WriteString("<SegmentTimeline>\n")
 	for i, f := range frags {
-		t := f.ProducerTime.UnixMilli()
+		t := f.ProducerTime.UnixMilli() - origin
 		d := max(f.Duration.Milliseconds(), 1)
-		if i+1 < len(frags) { // an overlap under hlsGapThreshold: cut short
-			d = max(min(d, frags[i+1].ProducerTime.UnixMilli()-t), 1)
+		if i+1 < len(frags) { // up to the next one, across an overlap or a gap under hlsGapThreshold
+			if next := frags[i+1].ProducerTime.UnixMilli() - origin; next-(t+d) <= hlsGapThreshold.Milliseconds() {
+				d = max(next-t, 1)
+			}
 		}
 		fmt.Fprintf(b, `<S t="%d" d="%d"`, t, d)
 		if sess.showNumber {

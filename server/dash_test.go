@@ -1,11 +1,15 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -122,9 +126,10 @@ func TestDASHOnDemandFFprobe(t *testing.T) {
 			var end int64
 			for i, set := range m.Periods[0].Sets {
 				rep := set.Rep
-				if set.ContentType != want[i].CodecType || len(rep.List.S) != len(c.frags) || rep.List.PTO != first ||
-					rep.List.S[0].T != first || !strings.Contains(rep.List.Media, "$Time$") {
-					t.Errorf("adaptation set %d: %+v, want %s with %d segments from %d", i, set, want[i].CodecType, len(c.frags), first)
+				// The timeline counts from 10 s before the first fragment.
+				if set.ContentType != want[i].CodecType || len(rep.List.S) != len(c.frags) || rep.List.PTO != 10_000 ||
+					rep.List.S[0].T != 10_000 || !strings.Contains(rep.List.Media, fmt.Sprintf("Origin=%d&Time=$Time$", first-10_000)) {
+					t.Errorf("adaptation set %d: %+v, want %s with %d segments from 10 s after %d", i, set, want[i].CodecType, len(c.frags), first-10_000)
 				}
 				if set.ContentType == "video" && (rep.Width != 320 || rep.Height != 240 ||
 					!strings.HasPrefix(rep.Codecs, map[string]string{"h264": "avc1.", "hevc": "hvc1."}[want[i].CodecName])) {
@@ -136,8 +141,8 @@ func TestDASHOnDemandFFprobe(t *testing.T) {
 				last := rep.List.S[len(rep.List.S)-1]
 				end = last.T + last.D
 			}
-			if d := seconds(t, m.Dur); d != float64(end-first)/1000 {
-				t.Errorf("mediaPresentationDuration %s, want the fragments' %d ms", m.Dur, end-first)
+			if d := seconds(t, m.Dur); d != float64(end-10_000)/1000 {
+				t.Errorf("mediaPresentationDuration %s, want the fragments' %d ms", m.Dur, end-10_000)
 			}
 			for i := range want {
 				if want[i].CodecType != "audio" {
@@ -184,12 +189,13 @@ func TestDASHGap(t *testing.T) {
 	if len(m.Periods) != 1 || len(m.Periods[0].Sets) != 1 || len(m.Periods[0].Sets[0].Rep.List.S) != 3 {
 		t.Fatalf("want one period of 3 segments:\n%s", raw)
 	}
+	origin := c.fragTimecode(0, baseMillis) - 10_000
 	for i, s := range m.Periods[0].Sets[0].Rep.List.S {
 		idx := []int{0, 1, 3}[i]
 		ts, _ := strconv.ParseInt(s.TS, 10, 64)
-		if s.T != c.fragTimecode(idx, baseMillis) || s.FN != formatFragmentNumber(uint64(i+1)) ||
+		if s.T != c.fragTimecode(idx, baseMillis)-origin || s.FN != formatFragmentNumber(uint64(i+1)) ||
 			ts < before.UnixMilli() || ts > after.UnixMilli() {
-			t.Errorf("segment %d: %+v, want t %d, fragment %d, a server time of the upload", i, s, c.fragTimecode(idx, baseMillis), i+1)
+			t.Errorf("segment %d: %+v, want t %d, fragment %d, a server time of the upload", i, s, c.fragTimecode(idx, baseMillis)-origin, i+1)
 		}
 	}
 	got := ffprobeStreams(t, url)
@@ -215,21 +221,24 @@ func TestDASHLive(t *testing.T) {
 		t.Fatalf("first manifest:\n%s", raw)
 	}
 	id := m.Periods[0].ID
-	// availabilityStartTime + the newest segment's end is when it arrived: about now.
+	// availabilityStartTime + the newest segment's end is when it arrived (about now) and a
+	// target duration.
 	ast, err := time.Parse(time.RFC3339Nano, m.AST)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := m.Periods[0].Sets[0].Rep.List.S
-	if edge := ast.Add(time.Duration(s[1].T+s[1].D) * time.Millisecond); edge.After(time.Now()) || time.Since(edge) > 10*time.Second {
-		t.Errorf("availabilityStartTime %s puts the live edge at %s, want a moment before now (%s)", m.AST, edge, time.Now())
+	pto := m.Periods[0].Sets[0].Rep.List.PTO
+	if edge := ast.Add(time.Duration(s[1].T+s[1].D-pto) * time.Millisecond); edge.Before(time.Now()) || edge.Sub(time.Now()) > 10*time.Second {
+		t.Errorf("availabilityStartTime %s makes the newest segment available at %s, want within a target duration after now (%s)", m.AST, edge, time.Now())
 	}
 	for i := 2; i < 6; i++ {
 		pc.fragment(c.cluster(t, i, base), c.fragTimecode(i, base), true)
 	}
 	m, raw = manifest(t, url)
 	s = m.Periods[0].Sets[0].Rep.List.S
-	if len(m.Periods) != 1 || m.Periods[0].ID != id || len(s) != 3 || s[0].T != c.fragTimecode(3, base) {
+	if len(m.Periods) != 1 || m.Periods[0].ID != id || len(s) != 3 ||
+		s[0].T-m.Periods[0].Sets[0].Rep.List.PTO != c.fragTimecode(3, base)-c.fragTimecode(0, base) {
 		t.Fatalf("manifest after 6 fragments, want period %s with fragments 3-5:\n%s", id, raw)
 	}
 
@@ -319,7 +328,8 @@ func TestGetDASHStreamingSessionURLErrors(t *testing.T) {
 	}
 	m, _ := manifest(t, dash)
 	list := m.Periods[0].Sets[0].Rep.List
-	first := strconv.FormatInt(list.S[0].T, 10)
+	origin := list.Media[strings.Index(list.Media, "Origin="):strings.Index(list.Media, "&Time=")]
+	first := origin + "&Time=" + strconv.FormatInt(list.S[0].T, 10)
 	for _, tc := range []struct {
 		name, path string
 		status     int
@@ -327,8 +337,8 @@ func TestGetDASHStreamingSessionURLErrors(t *testing.T) {
 	}{
 		{"an HLS token on the manifest", "/dash/v1/getDASHManifest.mpd?SessionToken=" + tokenOf(hls), 404, codeResourceNotFound},
 		{"a DASH token on the HLS playlist", "/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=" + tokenOf(dash), 404, codeResourceNotFound},
-		{"a track the fragment lacks", "/dash/v1/getMP4MediaFragment.mp4?SessionToken=" + tokenOf(dash) + "&TrackNumber=3&Time=" + first, 400, codeInvalidArgument},
-		{"no fragment at the time", "/dash/v1/getMP4MediaFragment.mp4?SessionToken=" + tokenOf(dash) + "&TrackNumber=1&Time=1", 404, codeResourceNotFound},
+		{"a track the fragment lacks", "/dash/v1/getMP4MediaFragment.mp4?SessionToken=" + tokenOf(dash) + "&TrackNumber=3&" + first, 400, codeInvalidArgument},
+		{"no fragment at the time", "/dash/v1/getMP4MediaFragment.mp4?SessionToken=" + tokenOf(dash) + "&TrackNumber=1&" + origin + "&Time=1", 404, codeResourceNotFound},
 		{"no time", "/dash/v1/getMP4MediaFragment.mp4?SessionToken=" + tokenOf(dash) + "&TrackNumber=1", 400, codeInvalidArgument},
 	} {
 		code, hdr, body := httpGet(t, e.ts.URL+tc.path)
@@ -341,7 +351,7 @@ func TestGetDASHStreamingSessionURLErrors(t *testing.T) {
 	base := dash[:strings.LastIndex(dash, "/")+1]
 	audio := m.Periods[0].Sets[1].Rep.List
 	code2, _, init := httpGet(t, base+strings.ReplaceAll(audio.Init, "&amp;", "&"))
-	code3, _, seg := httpGet(t, base+strings.ReplaceAll(strings.ReplaceAll(audio.Media, "&amp;", "&"), "$Time$", first))
+	code3, _, seg := httpGet(t, base+strings.ReplaceAll(audio.Media, "$Time$", strconv.FormatInt(audio.S[0].T, 10)))
 	if code2 != 200 || code3 != 200 || !strings.Contains(string(init), "esds") || strings.Contains(string(init), "avcC") ||
 		!strings.Contains(string(seg), "moof") {
 		t.Errorf("audio init %d (%d bytes), segment %d (%d bytes)", code2, len(init), code3, len(seg))
@@ -356,4 +366,72 @@ func (c *clip) trackType(n uint64) uint8 {
 		}
 	}
 	return 0
+}
+
+// TestDASHGStreamer plays an ON_DEMAND manifest with GStreamer's DASH demuxer, a second player
+// that reads every S element: it decodes every video frame and every audio sample of the
+// presentation. (Live manifests are left to ffmpeg, TestDASHLive: GStreamer 1.22's dashdemux
+// jumps ahead of the live edge after its first manifest updates, by its own clock, see
+// server/dash.go.)
+func TestDASHGStreamer(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // drives GStreamer
+	gst := testutil.NeedTool(t, "gst-launch-1.0")
+	for _, plugin := range []string{"dashdemux", "avdec_h264", "avdec_aac"} {
+		if exec.Command(testutil.NeedTool(t, "gst-inspect-1.0"), plugin).Run() != nil {
+			testutil.Missing(t, "GStreamer's "+plugin+" is not installed (gstreamer1.0-plugins-bad, gstreamer1.0-libav)")
+		}
+	}
+	// gstreamer runs a pipeline and returns the sizes of the files named in it.
+	gstreamer := func(t *testing.T, ctx context.Context, url string, pipeline string, files ...string) []int64 {
+		t.Helper()
+		dir := t.TempDir()
+		args := []string{"-q"}
+		for _, a := range strings.Fields(pipeline) {
+			a = strings.ReplaceAll(a, "URL", url)
+			args = append(args, strings.ReplaceAll(a, "DIR", dir))
+		}
+		out, err := exec.CommandContext(ctx, gst, args...).CombinedOutput()
+		if err != nil || len(out) > 0 {
+			t.Errorf("gst-launch-1.0 on %s: %v\n%s", url, err, out)
+		}
+		sizes := make([]int64, len(files))
+		for i, name := range files {
+			if fi, err := os.Stat(filepath.Join(dir, name)); err == nil {
+				sizes[i] = fi.Size()
+			}
+		}
+		return sizes
+	}
+	const frame = 320 * 240 * 3 / 2 // an I420 picture of the clips
+
+	{
+		e := newMediaEnv(t, "mem")
+		e.createStream(t, "cam", 24)
+		c := loadClip(t, "h264_aac.mkv")
+		uploadClip(t, e, "cam", "h264_aac.mkv", seq(len(c.frags))...)
+		url, code := e.dashURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND",
+			"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+				"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}}})
+		if code != "" {
+			t.Fatal(code)
+		}
+		want := wantStreams(t, "h264_aac.mkv", 1)
+		var frames, aac int
+		fmt.Sscan(want[0].NbReadFrames, &frames)
+		fmt.Sscan(want[1].NbReadFrames, &aac)
+		samples := aac * 1024
+		// GStreamer cuts the audio before the presentation's start (the first video frame).
+		for _, fr := range c.frags[0] {
+			if start := c.frags[0][0].Timecode; c.trackType(fr.Track) == mkv.TrackTypeAudio && fr.Timecode < start {
+				samples -= min(1024, int(start-fr.Timecode)*48)
+			}
+		}
+		got := gstreamer(t, t.Context(), url, "uridecodebin uri=URL name=d"+
+			" d. ! queue ! videoconvert ! video/x-raw,format=I420 ! filesink location=DIR/v.yuv"+
+			" d. ! queue ! audioconvert ! audio/x-raw,format=S16LE,channels=1,rate=48000 ! filesink location=DIR/a.pcm", "v.yuv", "a.pcm")
+		if got[0] != int64(frames*frame) || got[1] != int64(samples*2) {
+			t.Errorf("GStreamer decoded %d pictures and %d samples, want %d and %d", got[0]/frame, got[1]/2, frames, samples)
+		}
+	}
 }

@@ -279,13 +279,16 @@ func (p *playback) open(ctx context.Context, ref streamRef, sess *hlsSession, ex
 	}
 	if sess.dash {
 		// A dynamic manifest's clock (dash.go): the live edge's end is available at its
-		// arrival (LIVE), or now (LIVE_REPLAY, whose reveal starts at creation).
+		// arrival (LIVE), or now (LIVE_REPLAY, whose reveal starts at creation), and later
+		// fragments a target duration after their end and that offset: players ask for a
+		// segment as soon as the manifest's clock says it is there, and one that came a little
+		// late would be a 404, which GStreamer does not retry.
 		edge := last.ProducerTime.Add(last.Duration)
 		at := sess.created
 		if sess.mode == "LIVE" {
 			at = last.ServerTime
 		}
-		sess.offset = at.Sub(edge).Truncate(time.Millisecond)
+		sess.offset = (at.Sub(edge) + time.Duration(sess.target)*time.Second).Truncate(time.Millisecond)
 	}
 	sess.token = p.sign(sess)
 	if !p.issue(sess, now) {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -241,6 +242,10 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 		return nil, err
 	}
 	start := time.Duration(meta.ProducerTime.UnixNano())
+	if sess.dash { // decode times from the DASH period's origin (dash.go)
+		origin, _ := strconv.ParseInt(r.URL.Query().Get("Origin"), 10, 64) // checked by fragmentAt
+		start -= time.Duration(origin) * time.Millisecond
+	}
 	var seg []byte
 	if track != 0 {
 		seg, err = fmp4.AppendTrackSegment(nil, uint32(n), f, track, start)
@@ -254,20 +259,33 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 }
 
 // fragmentAt returns the number of the fragment of a DASH session's stream whose producer
-// timestamp is the Time query parameter (Unix milliseconds, the manifest's $Time$).
+// timestamp is nearest Origin + Time (Unix milliseconds; Time is the manifest's $Time$), within
+// hlsGapThreshold (dash.go).
 func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Request) (uint64, error) {
-	v := r.URL.Query().Get("Time")
+	q := r.URL.Query()
+	v := q.Get("Time")
 	ms, err := strconv.ParseInt(v, 10, 64)
 	if v == "" || err != nil {
-		return 0, invalidArgf("FragmentNumber or Time (the producer timestamp in Unix milliseconds) is required.")
+		return 0, invalidArgf("FragmentNumber or Time (milliseconds since Origin) is required.")
 	}
-	at := time.UnixMilli(ms)
-	frags, err := p.inRange(ctx, sess.stream, p.s.media.bufferNamed(sess.stream), store.ProducerTime, at, at.Add(time.Millisecond-1), 1)
+	origin, err := strconv.ParseInt(q.Get("Origin"), 10, 64)
+	if err != nil || origin < 0 || ms < 0 || origin > math.MaxInt64/2 || ms > math.MaxInt64/2 {
+		return 0, invalidArgf("Origin (the producer timestamp Time counts from, in Unix milliseconds) is required.")
+	}
+	at := time.UnixMilli(origin + ms)
+	frags, err := p.inRange(ctx, sess.stream, p.s.media.bufferNamed(sess.stream), store.ProducerTime,
+		at.Add(-hlsGapThreshold), at.Add(hlsGapThreshold), 0)
 	if err != nil {
 		return 0, err
 	}
 	if len(frags) == 0 {
 		return 0, apiErrorf(codeResourceNotFound, "No fragment has the producer timestamp %s.", at.UTC().Format(xsDateTime))
 	}
-	return frags[0].Number, nil
+	best := frags[0]
+	for _, f := range frags[1:] {
+		if f.ProducerTime.Sub(at).Abs() < best.ProducerTime.Sub(at).Abs() {
+			best = f
+		}
+	}
+	return best.Number, nil
 }
