@@ -159,6 +159,13 @@ type Server struct {
 	// /dash/v1/) and the web console. A getRoutes key ending in "/" matches that prefix; see
 	// getRoute.
 	routes, getRoutes map[string]http.HandlerFunc
+
+	// crossOrigin refuses the operations to cross-site requests of browsers (CSRF): with
+	// authentication off, any web page could otherwise have its visitor's browser post to a kvs
+	// on their machine or network (a plain-text POST needs no CORS preflight), e.g. tag a stream
+	// kvs:max-bytes=1 and so delete its data. SDKs, the CLI and producers send neither
+	// Sec-Fetch-Site nor Origin and are not affected; the console is same-origin.
+	crossOrigin *http.CrossOriginProtection
 }
 
 var accountIDPattern = regexp.MustCompile(`^[0-9]{12}$`)
@@ -249,6 +256,12 @@ func New(cfg Config) (*Server, error) {
 	s.playback = newPlayback(s)
 	s.images = newImageService(s)
 	s.routes, s.getRoutes = s.postRoutes(), s.getRoutesTable()
+	s.crossOrigin = http.NewCrossOriginProtection()
+	if cfg.AdvertiseURL != "" { // the console reached through that URL, behind a proxy that rewrites Host
+		if err := s.crossOrigin.AddTrustedOrigin(cfg.AdvertiseURL); err != nil {
+			return nil, fmt.Errorf("server: advertise URL as an origin: %w", err)
+		}
+	}
 	if cfg.RetentionInterval > 0 {
 		s.startRetention(cfg.RetentionInterval)
 	}
@@ -364,6 +377,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The GET exception (HLS and DASH playback, console); every KVS operation stays POST-only.
 	if gh := s.getRoute(r); gh != nil {
 		gh(rec, r)
+		return
+	}
+	if err := s.crossOrigin.Check(r); err != nil {
+		rec.Header().Set("Connection", "close")
+		s.writeError(rec, r, &APIError{Code: "AccessDeniedException", Status: http.StatusForbidden,
+			Message: "A web page of another origin (" + r.Header.Get("Origin") + ") may not call the KVS operations through a browser."})
 		return
 	}
 	if s.cfg.Credentials != nil {
