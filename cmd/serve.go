@@ -72,7 +72,7 @@ func (o serveOptions) validate() error {
 		case o.Memory || o.DataDir != "":
 			return errors.New("--index and --objects keep data in PostgreSQL and object storage: leave out --memory and --data-dir")
 		case !strings.HasPrefix(o.Index, "postgres://") && !strings.HasPrefix(o.Index, "postgresql://"):
-			return fmt.Errorf("--index %q: want postgres://USER@HOST:PORT/DB", redactURL(o.Index))
+			return fmt.Errorf("--index %q: want postgres://USER@HOST:PORT/DB", cluster.RedactURL(o.Index))
 		}
 		if _, err := cluster.ParseObjects(o.Objects); err != nil {
 			return fmt.Errorf("--objects: %w", err)
@@ -168,15 +168,6 @@ URL the other nodes and the clients reach this node at. See docs/cluster.md.
 	return c
 }
 
-// redactURL hides the password of a URL for messages.
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparseable URL)"
-	}
-	return u.Redacted()
-}
-
 // defaultDataDir is $XDG_DATA_HOME/kvs, else $HOME/.local/share/kvs.
 func defaultDataDir(env *Env) (string, error) {
 	if d := env.Getenv("XDG_DATA_HOME"); d != "" {
@@ -260,7 +251,7 @@ func openStore(ctx context.Context, env *Env, o serveOptions, advertise string, 
 			return nil, nil, nil, "", withHint(fmt.Errorf("server: %w", err),
 				"Check --index (KVS_INDEX) and --objects (KVS_OBJECTS), and that PostgreSQL and the object store are up; S3 credentials come from the AWS SDK's chain (AWS_ACCESS_KEY_ID, ~/.aws).")
 		}
-		return cs, clusterMembership{cs}, cs.SessionKey(), "cluster " + redactURL(o.Index) + " + " + objects.String(), nil
+		return cs, clusterMembership{cs}, cs.SessionKey(), "cluster " + cluster.RedactURL(o.Index) + " + " + objects.String(), nil
 	case o.Memory:
 		return store.NewMem(), nil, nil, "memory", nil
 	}

@@ -207,3 +207,17 @@ func TestServeWildcardListenDataEndpoint(t *testing.T) {
 		t.Errorf("exit %d", code)
 	}
 }
+
+// A password given as a parameter of --index (postgres://kvs@db/kvs?password=..., which libpq
+// and pgx take) is not printed in kvs server's messages.
+func TestServeIndexPasswordParameterHidden(t *testing.T) {
+	t.Parallel()
+	code, out, errs := kvsRun(t.Context(), t, "", nil, "server", "--index", "mysql://kvs@db/kvs?password=hunter2",
+		"--objects", "s3://bucket?endpoint=http://127.0.0.1:1")
+	if code != ExitUsage || !strings.Contains(errs, "--index") {
+		t.Fatalf("exit %d, want %d with an --index error:\n%s", code, ExitUsage, errs)
+	}
+	if strings.Contains(out+errs, "hunter2") {
+		t.Errorf("the password is printed:\n%s%s", out, errs)
+	}
+}

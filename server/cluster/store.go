@@ -101,7 +101,7 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 	defer cancel()
 	if err := pool.Ping(pingCtx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("cluster: PostgreSQL at %s: %w", redact(cfg.Index), err)
+		return nil, fmt.Errorf("cluster: PostgreSQL at %s: %w", RedactURL(cfg.Index), err)
 	}
 	key, err := migrate(ctx, pool)
 	if err != nil {
@@ -187,7 +187,7 @@ func (s *Store) Ready(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := s.pool.Ping(ctx); err != nil {
-		return unavailable("PostgreSQL at "+redact(s.cfg.Index)+" does not answer", err)
+		return unavailable("PostgreSQL at "+RedactURL(s.cfg.Index)+" does not answer", err)
 	}
 	if _, err := s.s3.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(s.cfg.Objects.Bucket)}); err != nil {
 		return unavailable("object store "+s.cfg.Objects.String()+" does not answer for bucket "+s.cfg.Objects.Bucket, err)
@@ -268,10 +268,10 @@ func dbErr(ctx context.Context, what string, err error) error {
 	return unavailable("PostgreSQL: "+what, err)
 }
 
-// redact drops the passwords from a connection URL for messages (an error of Open, Ready's,
+// RedactURL drops the passwords from a connection URL for messages (an error of Open, Ready's,
 // which GET /readyz shows without a signature): the user's (user:password@) and a password
 // parameter (?password=..., which libpq and pgx read as well).
-func redact(raw string) string {
+func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparseable URL)"
