@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,6 +151,8 @@ func TestGetMediaRequestErrors(t *testing.T) {
 		{"timestamp string", map[string]any{"StreamName": "cam", "StartSelector": map[string]any{"StartSelectorType": "SERVER_TIMESTAMP", "StartTimestamp": "now"}}, 400, codeInvalidArgument},
 		{"token missing", map[string]any{"StreamName": "cam", "StartSelector": map[string]any{"StartSelectorType": "CONTINUATION_TOKEN"}}, 400, codeInvalidArgument},
 		{"token foreign", map[string]any{"StreamName": "cam", "StartSelector": map[string]any{"StartSelectorType": "CONTINUATION_TOKEN", "ContinuationToken": "abc"}}, 400, codeInvalidArgument},
+		// The largest number: nothing can follow it (c.last+1 wrapped to 0 and streamed from the start).
+		{"token at the end of numbers", map[string]any{"StreamName": "cam", "StartSelector": map[string]any{"StartSelectorType": "CONTINUATION_TOKEN", "ContinuationToken": formatFragmentNumber(math.MaxUint64)}}, 400, codeInvalidArgument},
 		{"unknown stream", map[string]any{"StreamName": "nope", "StartSelector": map[string]any{"StartSelectorType": "NOW"}}, 404, codeResourceNotFound},
 		{"no stream", map[string]any{"StartSelector": map[string]any{"StartSelectorType": "NOW"}}, 400, codeInvalidArgument},
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -211,7 +212,7 @@ func parseDecimalSeconds(v string) (int64, bool) {
 		return 0, false
 	}
 	sec, err := strconv.ParseInt(whole, 10, 64)
-	if err != nil || sec < 0 || whole[0] == '+' {
+	if err != nil || sec < 0 || whole[0] == '+' || sec >= math.MaxInt64/int64(time.Second) { // as nanoseconds, past 2262
 		return 0, false
 	}
 	var ns int64

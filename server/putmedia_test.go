@@ -187,6 +187,8 @@ func TestParseDecimalSeconds(t *testing.T) {
 		{"0.", 0, true},
 		{"", 0, false}, {".5", 0, false}, {"1e9", 0, false}, {"+1", 0, false}, {"1.2.3", 0, false},
 		{"123456789012", 0, false},
+		// 11 digits past 2262 do not fit in int64 nanoseconds (they wrapped to a negative time).
+		{"99999999999", 0, false}, {"9223372036", 0, false}, {"9223372035.5", 9223372035e9 + 5e8, true},
 	}
 	for _, tc := range cases {
 		got, ok := parseDecimalSeconds(tc.in)
