@@ -22,8 +22,9 @@ type getClipRequest struct {
 	ClipFragmentSelector *fragmentSelector `json:"ClipFragmentSelector"`
 }
 
-// clipWriter adapts the response to fmp4.Writer: each fragment is one Write, flushed at once and
-// bounded by the media write timeout so that a client that stops reading is dropped.
+// clipWriter adapts the response to fmp4.Writer: each fragment is one Write, flushed at once, each
+// piece of it within the media write timeout (writePaced), so that a client that stops reading
+// is dropped and one that reads slowly gets fragments of any size.
 type clipWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
@@ -31,12 +32,10 @@ type clipWriter struct {
 }
 
 func (c *clipWriter) Write(b []byte) (int, error) {
-	_ = c.rc.SetWriteDeadline(time.Now().Add(c.timeout))
-	n, err := c.w.Write(b)
-	if err != nil {
-		return n, err
+	if err := writePaced(c.w, c.rc, c.timeout, b); err != nil {
+		return 0, err
 	}
-	return n, c.rc.Flush()
+	return len(b), nil
 }
 
 // getClip implements GetClip (kvs-api.md §9): an MP4 of the fragments whose start timestamp

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -50,7 +52,8 @@ func (l *pipeListener) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 // A reader that reads slowly but steadily gets a chunk that takes longer than MediaWriteTimeout to
 // send: the timeout drops a client that stops reading, not one that reads. (The whole chunk had to
 // go within it: over a link that moves a fragment in more than 30 s, GetMedia and
-// GetMediaForFragmentList cut every large chunk, and a reconnecting reader met the same chunk again.)
+// GetMediaForFragmentList cut every large chunk, and a reconnecting reader met the same chunk again;
+// GetClip every large fragment of a clip.)
 func TestSlowReaderGetsLargeChunks(t *testing.T) {
 	t.Parallel()
 	synctest.Test(t, func(t *testing.T) {
@@ -64,6 +67,27 @@ func TestSlowReaderGetsLargeChunks(t *testing.T) {
 		if err == nil {
 			now := time.Now()
 			err = store.Append(ctx, st, "cam", store.FragmentMeta{Number: n, ServerTime: now, ProducerTime: now, Duration: time.Second}, payload)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		// GetClip's: a fragment of the H.264 clip whose keyframe carries 4 MiB more (a NAL unit of
+		// filler the decoder skips is not needed: the remuxer copies frames as they are).
+		c := loadClip(t, "h264.mkv")
+		if err := st.CreateStream(ctx, store.Stream{Name: "clip", RetentionHours: 1}); err != nil {
+			t.Fatal(err)
+		}
+		frames := append([]mkv.Frame(nil), c.frags[0]...)
+		frames[0].Data = append(append([]byte(nil), frames[0].Data...), payload...)
+		cluster, err := mkv.AppendCluster(nil, frames[0].Timecode, frames)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clipStart := time.Now()
+		cn, err := st.NextNumber(ctx, "clip")
+		if err == nil {
+			err = store.Append(ctx, st, "clip", store.FragmentMeta{Number: cn, ServerTime: clipStart, ProducerTime: clipStart, Duration: time.Second},
+				append(c.header(), cluster...))
 		}
 		if err != nil {
 			t.Fatal(err)
@@ -88,6 +112,8 @@ func TestSlowReaderGetsLargeChunks(t *testing.T) {
 		for _, tc := range []struct{ path, body string }{
 			{"/getMedia", `{"StreamName":"cam","StartSelector":{"StartSelectorType":"EARLIEST"}}`},
 			{"/getMediaForFragmentList", `{"StreamName":"cam","Fragments":["` + formatFragmentNumber(n) + `"]}`},
+			{"/getClip", fmt.Sprintf(`{"StreamName":"clip","ClipFragmentSelector":{"FragmentSelectorType":"SERVER_TIMESTAMP","TimestampRange":{"StartTimestamp":%d,"EndTimestamp":%d}}}`,
+				clipStart.Unix()-1, clipStart.Unix()+1)},
 		} {
 			req, err := http.NewRequest(http.MethodPost, "http://kvs"+tc.path, strings.NewReader(tc.body))
 			if err != nil {
@@ -99,7 +125,8 @@ func TestSlowReaderGetsLargeChunks(t *testing.T) {
 				t.Fatal(err)
 			}
 			if resp.StatusCode != 200 {
-				t.Fatalf("%s: %d", tc.path, resp.StatusCode)
+				b, _ := io.ReadAll(resp.Body)
+				t.Fatalf("%s: %d %s", tc.path, resp.StatusCode, b)
 			}
 			// At most 16 KiB every 100 ms: 160 KiB/s, over 26 s for the chunk.
 			var got int
