@@ -248,29 +248,6 @@ func TestDASHLive(t *testing.T) {
 	}
 }
 
-// TestDASHAWSCLI gets the URL with the real AWS CLI and plays it with ffprobe.
-func TestDASHAWSCLI(t *testing.T) {
-	t.Parallel()
-	testutil.Slow(t) // drives ffprobe and the AWS CLI
-	e := newMediaEnv(t, "fs")
-	cli := testutil.NewAWSCLI(t, e.ts.URL)
-	e.createStream(t, "cam", 24)
-	uploadClip(t, e, "cam", "h264.mkv", seq(4)...)
-	sel := fmt.Sprintf("FragmentSelectorType=PRODUCER_TIMESTAMP,TimestampRange={StartTimestamp=%d,EndTimestamp=%d}",
-		baseMillis/1000, baseMillis/1000+60)
-	var res struct{ DASHStreamingSessionURL string }
-	cli.OK(&res, "kinesis-video-archived-media", "get-dash-streaming-session-url", "--stream-name", "cam",
-		"--playback-mode", "ON_DEMAND", "--dash-fragment-selector", sel, "--display-fragment-number", "ALWAYS",
-		"--max-manifest-fragment-results", "3")
-	m, raw := manifest(t, res.DASHStreamingSessionURL)
-	if s := m.Periods[0].Sets[0].Rep.List.S; len(s) != 3 || s[2].FN != formatFragmentNumber(3) {
-		t.Errorf("want 3 segments with their fragment numbers:\n%s", raw)
-	}
-	if got := ffprobeStreams(t, res.DASHStreamingSessionURL); len(got) != 1 || got[0].NbReadFrames != "75" {
-		t.Errorf("ffprobe: %+v, want the 75 frames of 3 fragments", got)
-	}
-}
-
 func TestGetDASHStreamingSessionURLErrors(t *testing.T) {
 	t.Parallel()
 	e := newMediaEnv(t, "mem")

@@ -317,8 +317,9 @@ func produceLive(ctx context.Context, pc *putConn, c *clip, base int64, n int) <
 	return produced
 }
 
-// TestHLSAWSCLI gets the URL with the real AWS CLI and plays it with ffprobe.
-func TestHLSAWSCLI(t *testing.T) {
+// TestPlaybackURLsAWSCLI gets an HLS and a DASH URL with the real AWS CLI and plays them with
+// ffprobe.
+func TestPlaybackURLsAWSCLI(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t) // drives ffmpeg, ffprobe or the AWS CLI
 	e := newMediaEnv(t, "fs")
@@ -333,6 +334,19 @@ func TestHLSAWSCLI(t *testing.T) {
 	got := ffprobeStreams(t, res.HLSStreamingSessionURL)
 	if want := wantStreams(t, "h264_aac.mkv", 1); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("ffprobe:\n got %+v\nwant %+v", got, want)
+	}
+
+	var dash struct{ DASHStreamingSessionURL string }
+	cli.OK(&dash, "kinesis-video-archived-media", "get-dash-streaming-session-url", "--stream-name", "cam",
+		"--playback-mode", "ON_DEMAND", "--dash-fragment-selector", sel, "--display-fragment-number", "ALWAYS",
+		"--max-manifest-fragment-results", "4")
+	m, raw := manifest(t, dash.DASHStreamingSessionURL)
+	if s := m.Periods[0].Sets[0].Rep.List.S; len(s) != 4 || s[3].FN != formatFragmentNumber(4) {
+		t.Errorf("want 4 segments with their fragment numbers:\n%s", raw)
+	}
+	want := wantStreams(t, "h264_aac.mkv", 1)
+	if got := ffprobeStreams(t, dash.DASHStreamingSessionURL); len(got) != 2 || got[0] != want[0] {
+		t.Errorf("ffprobe of the DASH URL: %+v, want the clip's video, %+v, and its audio", got, want[0])
 	}
 }
 
