@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -84,7 +85,7 @@ func parseStartSelector(sel *startSelector) (startSpec, error) {
 			return startSpec{}, invalidArgf("StartSelector.ContinuationToken must be 1 to 128 of [a-zA-Z0-9_.-] with CONTINUATION_TOKEN.")
 		}
 		n, err := parseFragmentNumber(*v)
-		if err != nil {
+		if err != nil || n == math.MaxUint64 { // never issued: nothing could follow it
 			return startSpec{}, invalidArgf("StartSelector.ContinuationToken is not a token returned by this server.")
 		}
 		spec.Number = n

@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 )
@@ -32,7 +31,7 @@ func parseFragmentNumber(s string) (uint64, error) {
 		return 0, errBadFragmentNumber
 	}
 	n, err := strconv.ParseUint(s[len(fragmentNumberPrefix):], 10, 64)
-	if err != nil || n == 0 || n == math.MaxUint64 { // never issued; nothing could follow it
+	if err != nil || n == 0 {
 		return 0, errBadFragmentNumber
 	}
 	return n, nil
