@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -187,6 +188,9 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 		return nil, fmt.Errorf("open store: metrics: %w", err)
 	}
 	removeProbes(dir)
+	if err := checkIndexPresent(dir); err != nil {
+		return nil, err
+	}
 	db, err := bolt.Open(filepath.Join(dir, "index.db"), 0o600, &bolt.Options{
 		Timeout:      time.Second,
 		FreelistType: bolt.FreelistMapType,
@@ -210,6 +214,22 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 	go s.syncLoop()
 	go s.indexLoop()
 	return s, nil
+}
+
+// checkIndexPresent refuses a data directory that holds stream directories but no index.db (a
+// backup restored without it, a file moved away): opened, it would get an empty registry, and
+// load would take every stream directory for a deleted stream's leftovers and remove it.
+func checkIndexPresent(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, "index.db")); !errors.Is(err, fs.ErrNotExist) {
+		return nil // there, or a problem bolt.Open will report
+	}
+	ents, err := os.ReadDir(filepath.Join(dir, "streams"))
+	if err != nil || len(ents) == 0 {
+		return nil
+	}
+	return fmt.Errorf("open store: %s is missing but %s holds %d stream directories: kvs does not start without "+
+		"their index rather than delete them; restore index.db, or move the stream directories away to start empty",
+		filepath.Join(dir, "index.db"), filepath.Join(dir, "streams"), len(ents))
 }
 
 // load reads the registry, recovers each stream and removes directories of deleted streams.

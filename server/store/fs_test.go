@@ -508,3 +508,35 @@ func TestFSRetentionAfterClockJump(t *testing.T) {
 		t.Fatalf("retention a year later: %d, %v; want 2 (%d and %d)", n, err, ahead.Number, m.Number)
 	}
 }
+
+// A data directory whose index.db is gone (a backup restored without it, a file moved away) keeps
+// its streams' files: OpenFS refuses to start on it, naming the file, instead of taking every
+// stream directory for a deleted stream's leftovers and removing them all.
+func TestFSMissingIndexKeepsStreams(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := mustOpenFS(t, dir, FSOptions{})
+	mustCreate(t, s, "cam", 24)
+	appendN(t, s, "cam", 3, 1000)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dir, "index.db")); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := OpenFS(dir, FSOptions{}); err == nil || !strings.Contains(err.Error(), "index.db") {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("OpenFS without index.db: %v, want an error naming index.db", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(dir, "streams")); len(ents) != 1 {
+		t.Fatalf("%d stream directories left, want the 1 written", len(ents))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "index.db")); !os.IsNotExist(err) {
+		t.Errorf("OpenFS left an empty index.db behind (%v): the next start would delete the streams", err)
+	}
+	// An empty directory, or one whose streams/ is empty, opens as before.
+	s = mustOpenFS(t, t.TempDir(), FSOptions{})
+	s.Close()
+}
