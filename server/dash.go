@@ -134,6 +134,11 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 	// a dynamic one, the fragment its first Period is named after (dashFirst), whose time on the
 	// wall clock is availabilityStartTime (the form of live manifests every player takes).
 	base := ms(0)
+	// end is where period pd ends on the presentation timeline, ms: its start and its fragments
+	// since its presentationTimeOffset.
+	end := func(pd dashPeriod) int64 {
+		return pd.start.Milliseconds() + ms(pd.to-1) + dur(pd.to-1) - pd.pto
+	}
 	for k := range periods {
 		pd := &periods[k]
 		first := frags[pd.from]
@@ -145,12 +150,11 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 		pd.pto = first.ProducerTime.UnixMilli()
 		at := max(pd.pto-base, 0)
 		if k > 0 { // where timestamps went back: after the period before
-			prev := periods[k-1]
-			at = max(at, ms(prev.to-1)+dur(prev.to-1)-base)
+			at = max(at, end(periods[k-1]))
 		}
 		pd.start = time.Duration(at) * time.Millisecond
 	}
-	total := time.Duration(ms(len(frags)-1)+dur(len(frags)-1)-base)*time.Millisecond - periods[0].start
+	total := time.Duration(end(periods[len(periods)-1]))*time.Millisecond - periods[0].start
 
 	var b bytes.Buffer
 	target := targetDuration(frags, max(sess.target, 1))

@@ -412,3 +412,54 @@ func TestDASHGStreamer(t *testing.T) {
 		}
 	}
 }
+
+// TestDASHTimestampsBack: a producer restarted twice with its timestamps going back (the same
+// clip from the same base each time: 3, 2 and 1 fragments). Listed by server timestamp, each run
+// is a Period that starts where the one before ends, the presentation lasts as long as all
+// three, and GStreamer (playbin3, which follows new periods) decodes every picture.
+func TestDASHTimestampsBack(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // drives GStreamer
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	uploadClip(t, e, "cam", "h264.mkv", 0, 1, 2)
+	uploadClip(t, e, "cam", "h264.mkv", 0, 1)
+	uploadClip(t, e, "cam", "h264.mkv", 0)
+	url, code := e.dashURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND",
+		"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": time.Now().Unix() - 3600, "EndTimestamp": time.Now().Unix() + 3600}}})
+	if code != "" {
+		t.Fatal(code)
+	}
+	m, raw := manifest(t, url)
+	if len(m.Periods) != 3 {
+		t.Fatalf("want 3 periods:\n%s", raw)
+	}
+	var end float64 // where the period before ends, s
+	for k, pd := range m.Periods {
+		list := pd.Sets[0].Rep.List
+		last := list.S[len(list.S)-1]
+		if start := seconds(t, pd.Start); start != end {
+			t.Errorf("period %d starts at %g s, want at the end of the one before, %g s", k, start, end)
+		}
+		end = seconds(t, pd.Start) + float64(last.T+last.D-list.PTO)/1000
+	}
+	if d := seconds(t, m.Dur); d != end {
+		t.Errorf("mediaPresentationDuration %s, want the periods' %g s:\n%s", m.Dur, end, raw)
+	}
+
+	gst := testutil.NeedTool(t, "gst-launch-1.0")
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, gst, "-q", "playbin3", "uri="+url, "audio-sink=fakesink",
+		"video-sink=videoconvert ! video/x-raw,format=I420 ! filesink location="+filepath.Join(dir, "v.yuv")).CombinedOutput()
+	fi, statErr := os.Stat(filepath.Join(dir, "v.yuv"))
+	if err != nil || statErr != nil {
+		t.Fatalf("gst-launch-1.0 on %s: %v %v\n%s", url, err, statErr, out)
+	}
+	const frame = 320 * 240 * 3 / 2
+	if got := fi.Size() / frame; got != 6*25 {
+		t.Errorf("GStreamer decoded %d pictures, want the 150 of 6 fragments", got)
+	}
+}
