@@ -15,7 +15,8 @@ package server
 //     hlsGapThreshold away from its fragment's end (fragments of a live producer are a
 //     millisecond or two apart, and players such as GStreamer add up durations rather than
 //     read each t), else as long as its fragment; a media request finds the fragment starting
-//     nearest its Time within hlsGapThreshold.
+//     nearest its Time within hlsGapThreshold, numbered From (the period's first fragment) or
+//     later: periods where timestamps went back may list the same times.
 //   - Presentation time is producer time: segments keep their times from one manifest to the
 //     next, and a gap in the media (a producer restarted, a fragment lost) is a gap in the
 //     SegmentTimeline, which players step over. A new Period starts only at new tracks (a new
@@ -104,6 +105,7 @@ func (p *playback) getDASHStreamingSessionURL(ctx context.Context, req *getDASHR
 type dashPeriod struct {
 	from, to int
 	id       string
+	first    uint64        // the number of the fragment it is named after, where it starts
 	start    time.Duration // Period@start
 	pto      int64         // presentationTimeOffset, ms
 }
@@ -146,7 +148,7 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 			first = p.dashFirst(sess, first, keys[pd.from])
 			base = first.ProducerTime.UnixMilli()
 		}
-		pd.id = "f" + formatFragmentNumber(first.Number)
+		pd.id, pd.first = "f"+formatFragmentNumber(first.Number), first.Number
 		pd.pto = first.ProducerTime.UnixMilli()
 		at := max(pd.pto-base, 0)
 		if k > 0 { // where timestamps went back: after the period before
@@ -181,7 +183,7 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 		bandwidth := peakBandwidth(frags[pd.from:pd.to])
 		fmt.Fprintf(&b, `<Period id="%s" start="%s">`+"\n", pd.id, xsDuration(pd.start))
 		for i, t := range m.Tracks {
-			p.dashAdaptationSet(&b, sess, i+1, t, bandwidth, frags[pd.from:pd.to], pd.pto)
+			p.dashAdaptationSet(&b, sess, i+1, t, bandwidth, frags[pd.from:pd.to], pd)
 		}
 		b.WriteString("</Period>\n")
 	}
@@ -200,9 +202,10 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 	}, nil
 }
 
-// dashAdaptationSet writes track t's AdaptationSet (number id) for frags, a period whose
-// presentationTimeOffset is pto.
-func (p *playback) dashAdaptationSet(b *bytes.Buffer, sess *hlsSession, id int, t fmp4.MediaTrack, bandwidth int, frags []store.FragmentMeta, pto int64) {
+// dashAdaptationSet writes track t's AdaptationSet (number id) for frags, the fragments of
+// period pd.
+func (p *playback) dashAdaptationSet(b *bytes.Buffer, sess *hlsSession, id int, t fmp4.MediaTrack, bandwidth int, frags []store.FragmentMeta, pd dashPeriod) {
+	pto := pd.pto
 	track := strconv.FormatUint(t.Number, 10)
 	if t.Video {
 		fmt.Fprintf(b, `<AdaptationSet id="%d" contentType="video" mimeType="video/mp4" segmentAlignment="true" startWithSAP="1">`+"\n", id)
@@ -212,11 +215,13 @@ func (p *playback) dashAdaptationSet(b *bytes.Buffer, sess *hlsSession, id int, 
 		fmt.Fprintf(b, `<Representation id="%s" bandwidth="%d" codecs="%s" audioSamplingRate="%d">`+"\n", track, dashAudioBandwidth, t.Codecs, t.Rate)
 		fmt.Fprintf(b, `<AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011" value="%d"/>`+"\n", t.Channels)
 	}
-	// The period's timeline counts from origin, dashOriginLead before its first fragment.
+	// The period's timeline counts from origin, dashOriginLead before its first fragment. From
+	// is the period's first fragment: where timestamps went back, an earlier period may have
+	// fragments at the same times, and a media request takes the one of its period.
 	origin := pto - dashOriginLead.Milliseconds()
 	query := "SessionToken=" + sess.token + "&amp;TrackNumber=" + track
-	fmt.Fprintf(b, `<SegmentTemplate timescale="1000" presentationTimeOffset="%d" initialization="getMP4InitFragment.mp4?%s&amp;FragmentNumber=%s" media="getMP4MediaFragment.mp4?%s&amp;Origin=%d&amp;Time=$Time$">`+"\n",
-		pto-origin, query, formatFragmentNumber(frags[len(frags)-1].Number), query, origin)
+	fmt.Fprintf(b, `<SegmentTemplate timescale="1000" presentationTimeOffset="%d" initialization="getMP4InitFragment.mp4?%s&amp;FragmentNumber=%s" media="getMP4MediaFragment.mp4?%s&amp;From=%s&amp;Origin=%d&amp;Time=$Time$">`+"\n",
+		pto-origin, query, formatFragmentNumber(frags[len(frags)-1].Number), query, formatFragmentNumber(pd.first), origin)
 	b.WriteString("<SegmentTimeline>\n")
 	for i, f := range frags {
 		t := f.ProducerTime.UnixMilli() - origin

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
@@ -461,5 +462,42 @@ func TestDASHTimestampsBack(t *testing.T) {
 	const frame = 320 * 240 * 3 / 2
 	if got := fi.Size() / frame; got != 6*25 {
 		t.Errorf("GStreamer decoded %d pictures, want the 150 of 6 fragments", got)
+	}
+}
+
+// TestDASHSameTimesAcrossPeriods: a producer restarted with the timestamps of its first run (the
+// same clip from the same base), so two periods list segments at the same times. Each segment
+// requested through a period's template is the fragment listed there (its moof's sequence
+// number is the fragment number, kvs:fn), not the earlier run's at the same time.
+func TestDASHSameTimesAcrossPeriods(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	uploadClip(t, e, "cam", "h264.mkv", 0, 1, 2)
+	uploadClip(t, e, "cam", "h264.mkv", 0, 1)
+	url, code := e.dashURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "DisplayFragmentNumber": "ALWAYS",
+		"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": time.Now().Unix() - 3600, "EndTimestamp": time.Now().Unix() + 3600}}})
+	if code != "" {
+		t.Fatal(code)
+	}
+	m, raw := manifest(t, url)
+	if len(m.Periods) != 2 {
+		t.Fatalf("want 2 periods:\n%s", raw)
+	}
+	base := url[:strings.LastIndex(url, "/")+1]
+	for _, pd := range m.Periods {
+		list := pd.Sets[0].Rep.List
+		for _, s := range list.S {
+			seg := base + strings.ReplaceAll(list.Media, "$Time$", strconv.FormatInt(s.T, 10))
+			code, _, b := httpGet(t, seg)
+			n, err := parseFragmentNumber(s.FN)
+			if code != 200 || err != nil || len(b) < 24 || string(b[4:8]) != "moof" || string(b[12:16]) != "mfhd" {
+				t.Fatalf("period %s, segment t=%d: %d %v %q", pd.ID, s.T, code, err, b[:min(len(b), 64)])
+			}
+			if got := binary.BigEndian.Uint32(b[20:24]); got != uint32(n) {
+				t.Errorf("period %s, segment t=%d: fragment %d served, want %d (kvs:fn)", pd.ID, s.T, got, n)
+			}
+		}
 	}
 }

@@ -260,7 +260,8 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 
 // fragmentAt returns the number of the fragment of a DASH session's stream whose producer
 // timestamp is nearest Origin + Time (Unix milliseconds; Time is the manifest's $Time$), within
-// hlsGapThreshold (dash.go).
+// hlsGapThreshold, among those numbered From (the period's first fragment) or later, the
+// lowest-numbered of equals (dash.go).
 func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Request) (uint64, error) {
 	q := r.URL.Query()
 	v := q.Get("Time")
@@ -272,20 +273,33 @@ func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Req
 	if err != nil || origin < 0 || ms < 0 || origin > math.MaxInt64/2 || ms > math.MaxInt64/2 {
 		return 0, invalidArgf("Origin (the producer timestamp Time counts from, in Unix milliseconds) is required.")
 	}
+	var from uint64
+	if v := q.Get("From"); v != "" {
+		if from, err = parseFragmentNumber(v); err != nil {
+			return 0, fragmentNotFound(v)
+		}
+	}
 	at := time.UnixMilli(origin + ms)
 	frags, err := p.inRange(ctx, sess.stream, p.s.media.bufferNamed(sess.stream), store.ProducerTime,
 		at.Add(-hlsGapThreshold), at.Add(hlsGapThreshold), 0)
 	if err != nil {
 		return 0, err
 	}
-	if len(frags) == 0 {
-		return 0, apiErrorf(codeResourceNotFound, "No fragment has the producer timestamp %s.", at.UTC().Format(xsDateTime))
-	}
-	best := frags[0]
-	for _, f := range frags[1:] {
-		if f.ProducerTime.Sub(at).Abs() < best.ProducerTime.Sub(at).Abs() {
-			best = f
+	var best *store.FragmentMeta
+	for i, f := range frags {
+		if f.Number < from {
+			continue
 		}
+		if best != nil {
+			d, bd := f.ProducerTime.Sub(at).Abs(), best.ProducerTime.Sub(at).Abs()
+			if d > bd || d == bd && f.Number > best.Number {
+				continue
+			}
+		}
+		best = &frags[i]
+	}
+	if best == nil {
+		return 0, apiErrorf(codeResourceNotFound, "No fragment has the producer timestamp %s.", at.UTC().Format(xsDateTime))
 	}
 	return best.Number, nil
 }
