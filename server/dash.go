@@ -22,9 +22,11 @@ package server
 //     SegmentTimeline, which players step over. A new Period starts only at new tracks (a new
 //     init segment) or where timestamps go back; ffmpeg plays one Period of a manifest.
 //   - A static manifest (ON_DEMAND, and LIVE_REPLAY once complete) starts at its first fragment.
-//     A dynamic one (LIVE, LIVE_REPLAY) starts at its first Period, whose start on the wall clock
-//     is availabilityStartTime: producer time maps to the wall clock with the session's offset
-//     (taken at creation, hlsSession.offset), so that a player's clock finds the live edge.
+//     A dynamic one (LIVE, LIVE_REPLAY) keeps the availabilityStartTime of its first Period's
+//     start on the wall clock, and each Period its id and start (dashTimeline): producer time
+//     maps to the wall clock with the session's offset (taken at creation, hlsSession.offset),
+//     so that a player's clock finds the live edge, except after timestamps went back, where a
+//     Period starts at the end of the one before.
 //   - Players checked: ffmpeg (static and live), GStreamer's dashdemux (static; in live
 //     manifests GStreamer 1.22 jumps ahead of the live edge once its first segments are played,
 //     requesting segments seconds in the future, a behaviour of its own clock handling seen
@@ -132,29 +134,28 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 			periods[len(periods)-1].to = i + 1
 		}
 	}
-	// base is presentation time 0 in producer time (ms): a static manifest's first fragment; for
-	// a dynamic one, the fragment its first Period is named after (dashFirst), whose time on the
-	// wall clock is availabilityStartTime (the form of live manifests every player takes).
-	base := ms(0)
 	// end is where period pd ends on the presentation timeline, ms: its start and its fragments
 	// since its presentationTimeOffset.
 	end := func(pd dashPeriod) int64 {
 		return pd.start.Milliseconds() + ms(pd.to-1) + dur(pd.to-1) - pd.pto
 	}
-	for k := range periods {
-		pd := &periods[k]
-		first := frags[pd.from]
-		if !static && k == 0 {
-			first = p.dashFirst(sess, first, keys[pd.from])
-			base = first.ProducerTime.UnixMilli()
+	// A static manifest's presentation time 0 is its first fragment's producer time; a dynamic
+	// one's is availabilityStartTime on the wall clock (dashTimeline).
+	var ast time.Time
+	if static {
+		base := ms(0)
+		for k := range periods {
+			pd := &periods[k]
+			first := frags[pd.from]
+			pd.id, pd.first, pd.pto = "f"+formatFragmentNumber(first.Number), first.Number, ms(pd.from)
+			at := max(pd.pto-base, 0)
+			if k > 0 { // where timestamps went back: after the period before
+				at = max(at, end(periods[k-1]))
+			}
+			pd.start = time.Duration(at) * time.Millisecond
 		}
-		pd.id, pd.first = "f"+formatFragmentNumber(first.Number), first.Number
-		pd.pto = first.ProducerTime.UnixMilli()
-		at := max(pd.pto-base, 0)
-		if k > 0 { // where timestamps went back: after the period before
-			at = max(at, end(periods[k-1]))
-		}
-		pd.start = time.Duration(at) * time.Millisecond
+	} else {
+		ast = p.dashTimeline(sess, frags, keys, periods, end)
 	}
 	total := time.Duration(end(periods[len(periods)-1]))*time.Millisecond - periods[0].start
 
@@ -170,9 +171,8 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 		for i := range frags {
 			window += dur(i)
 		}
-		ast := time.UnixMilli(base).Add(sess.offset).UTC()
 		fmt.Fprintf(&b, ` type="dynamic" availabilityStartTime="%s" publishTime="%s" minimumUpdatePeriod="PT%dS" timeShiftBufferDepth="%s" suggestedPresentationDelay="%s">`+"\n",
-			ast.Format(xsDateTime), p.s.cfg.Now().UTC().Format(xsDateTime), target,
+			ast.UTC().Format(xsDateTime), p.s.cfg.Now().UTC().Format(xsDateTime), target,
 			xsDuration(time.Duration(window)*time.Millisecond), xsDuration(time.Duration(min(3*int64(target)*1000, window))*time.Millisecond))
 	}
 	for _, pd := range periods {
@@ -247,18 +247,78 @@ func (p *playback) dashAdaptationSet(b *bytes.Buffer, sess *hlsSession, id int, 
 	b.WriteString("</SegmentTimeline>\n</SegmentTemplate>\n</Representation>\n</AdaptationSet>\n")
 }
 
-// dashFirst returns the fragment a dynamic manifest's first Period is named after: the first
-// fragment of that run of tracks this node has listed for the session, so that the Period keeps
-// its id while its first fragments slide out of the window (a node that has not served the
-// session before names it after the window's first fragment).
-func (p *playback) dashFirst(sess *hlsSession, first store.FragmentMeta, key string) store.FragmentMeta {
+// dashMark is what a node keeps of a dynamic manifest's Period: the fragment it starts with
+// (is named after), that fragment's track key, and its Period@start.
+type dashMark struct {
+	first store.FragmentMeta
+	key   string
+	start time.Duration
+}
+
+// dashTimeline names and places the periods of a dynamic manifest of frags (keys their track
+// keys; end as in dashManifest) and returns its availabilityStartTime. What a node gives a
+// period stays from one manifest to the next: the first period is the one the window's first
+// fragment belonged to when it was listed before (named after the fragment that period started
+// with, which may have slid out), and a period keeps its start; availabilityStartTime is that of
+// the session's first manifest on the node. A new period's start is its first fragment's
+// producer time on the wall clock (the session's offset), and where timestamps went back the end
+// of the period before.
+func (p *playback) dashTimeline(sess *hlsSession, frags []store.FragmentMeta, keys []string, periods []dashPeriod,
+	end func(dashPeriod) int64) time.Time {
 	dc := p.tokenState(sess)
 	dc.mu.Lock()
 	defer dc.mu.Unlock()
-	if dc.periodFirst.Number == 0 || dc.periodKey != key || dc.periodFirst.Number > first.Number {
-		dc.periodFirst, dc.periodKey = first, key
+	// before tells whether a is listed before b.
+	before := func(a, b store.FragmentMeta) bool {
+		if sess.mode == "LIVE" {
+			return a.Number < b.Number
+		}
+		ta, tb := a.ServerTime, b.ServerTime
+		if sess.kind == store.ProducerTime {
+			ta, tb = a.ProducerTime, b.ProducerTime
+		}
+		return ta.Before(tb) || ta.Equal(tb) && a.Number < b.Number
 	}
-	return dc.periodFirst
+	sameKey := func(a, b string) bool { return a == b || a == "" || b == "" } // "": deleted meanwhile
+	marks := make([]dashMark, 0, len(periods))
+	for k := range periods {
+		pd := &periods[k]
+		f, key := frags[pd.from], keys[pd.from]
+		var mark *dashMark
+		for i := len(dc.dashMarks) - 1; i >= 0; i-- {
+			m := &dc.dashMarks[i]
+			if k > 0 {
+				if m.first.Number == f.Number {
+					mark = m
+					break
+				}
+				continue
+			}
+			// Within a period timestamps increase: a period that started later than f
+			// (timestamps went back since) is not f's.
+			if !before(f, m.first) {
+				if sameKey(m.key, key) && !m.first.ProducerTime.After(f.ProducerTime) {
+					mark = m
+				}
+				break
+			}
+		}
+		if mark == nil {
+			if dc.dashAST.IsZero() {
+				dc.dashAST = f.ProducerTime.Add(sess.offset).Truncate(time.Millisecond)
+			}
+			at := max(f.ProducerTime.Add(sess.offset).Sub(dc.dashAST).Milliseconds(), 0)
+			if k > 0 {
+				at = max(at, end(periods[k-1]))
+			}
+			mark = &dashMark{first: f, key: key, start: time.Duration(at) * time.Millisecond}
+		}
+		marks = append(marks, *mark)
+		pd.id, pd.first, pd.pto = "f"+formatFragmentNumber(mark.first.Number), mark.first.Number, mark.first.ProducerTime.UnixMilli()
+		pd.start = mark.start
+	}
+	dc.dashMarks = marks
+	return dc.dashAST
 }
 
 const xsDateTime = "2006-01-02T15:04:05.000Z"

@@ -501,3 +501,65 @@ func TestDASHSameTimesAcrossPeriods(t *testing.T) {
 		}
 	}
 }
+
+// TestDASHLiveTimestampsBack: a live producer restarts with its clock a minute back. The
+// dynamic manifest starts a Period for the new run, and once the old run has slid out of the
+// window that Period keeps its id, its place on the wall clock (availabilityStartTime + start)
+// and its segments' times: a segment listed by two manifests is presented at the same time by
+// both, no S@t is negative, and every segment listed can be fetched.
+func TestDASHLiveTimestampsBack(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	pc, c, _ := startLive(t, e)
+	url, code := e.dashURL(t, map[string]any{"StreamName": "cam", "MaxManifestFragmentResults": 3, "DisplayFragmentNumber": "ALWAYS"})
+	if code != "" {
+		t.Fatal(code)
+	}
+	// segments returns, per fragment number listed, its period's id and its presentation time on
+	// the wall clock (Unix ms), checking that each one is served.
+	base := url[:strings.LastIndex(url, "/")+1]
+	segments := func() (map[string]string, map[string]int64, string) {
+		m, raw := manifest(t, url)
+		ast, err := time.Parse(time.RFC3339Nano, m.AST)
+		if m.Type != "dynamic" || err != nil {
+			t.Fatalf("manifest (%v):\n%s", err, raw)
+		}
+		ids, at := map[string]string{}, map[string]int64{}
+		for _, pd := range m.Periods {
+			list := pd.Sets[0].Rep.List
+			start := int64(seconds(t, pd.Start) * 1000)
+			for _, s := range list.S {
+				if s.T < 0 {
+					t.Errorf("period %s lists a segment at t=%d:\n%s", pd.ID, s.T, raw)
+					continue
+				}
+				ids[s.FN], at[s.FN] = pd.ID, ast.UnixMilli()+start+s.T-list.PTO
+				if code, _, b := httpGet(t, base+strings.ReplaceAll(list.Media, "$Time$", strconv.FormatInt(s.T, 10))); code != 200 {
+					t.Errorf("segment t=%d of period %s: %d %s", s.T, pd.ID, code, b)
+				}
+			}
+		}
+		return ids, at, raw
+	}
+	segments()
+	pc.end()
+	pc = e.startPut(t, "cam")
+	pc.write(c.header())
+	back := time.Now().Add(-70 * time.Second).UnixMilli()
+	for i := range 2 {
+		pc.fragment(c.cluster(t, i, back), c.fragTimecode(i, back), true)
+	}
+	ids1, at1, raw1 := segments()
+	for i := 2; i < 4; i++ {
+		pc.fragment(c.cluster(t, i, back), c.fragTimecode(i, back), true)
+	}
+	ids2, at2, raw2 := segments()
+	for fn, id := range ids2 {
+		if _, ok := ids1[fn]; ok && (ids1[fn] != id || at1[fn] != at2[fn]) {
+			t.Errorf("fragment %s: period %s at %d ms, then period %s at %d ms", fn, ids1[fn], at1[fn], id, at2[fn])
+		}
+	}
+	if t.Failed() {
+		t.Logf("manifests:\n%s\n%s", raw1, raw2)
+	}
+}

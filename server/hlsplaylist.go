@@ -309,8 +309,8 @@ type sessionState struct {
 	lastSeq   uint64    // its media sequence number
 	seqOff    int64     // what the position in the listing is off from the sequence number
 
-	periodFirst store.FragmentMeta // DASH, dynamic: the first fragment of the first Period's run (dashFirst)
-	periodKey   string             // its track key
+	dashAST   time.Time  // DASH, dynamic: the availabilityStartTime this node gives the session (dashTimeline)
+	dashMarks []dashMark // the periods of its last manifest
 }
 
 // discSequence returns EXT-X-MEDIA-SEQUENCE and EXT-X-DISCONTINUITY-SEQUENCE for a LIVE window
