@@ -78,7 +78,8 @@ func newDASHURLCmd(env *Env) *cobra.Command {
 		Use:   "dash-url --stream-name NAME [--playback-mode LIVE|LIVE_REPLAY|ON_DEMAND] [--start T --end T] [--expires N]",
 		Short: "Print an MPEG-DASH playback URL for a stream",
 		Long: `Create an MPEG-DASH streaming session (GetDASHStreamingSessionURL) and print its manifest's URL,
-which any DASH player opens: ffplay, VLC, GStreamer, dash.js, Shaka.
+which a DASH player opens (kvs is tested with ffplay's and GStreamer's). Each track is an
+adaptation set of its own, as dash.js and Shaka need.
 
 ` + sessionURLHelp + `
 
