@@ -426,3 +426,34 @@ func checkOutput(t *testing.T, ffprobe, path string, c *clip, nums []uint64) {
 		t.Fatalf("%s: fragments %v, want %v", filepath.Base(path), got, nums)
 	}
 }
+
+// A stream whose retention is decreased to 0 while an HLS player plays it: its playlists, which
+// the player asks for every few seconds, do not give the live buffer back the archived stream's
+// limits (1.5 s), which would take the retention-0 stream's only copy of its fragments out of
+// memory long before ListFragments or a GetMedia reader got to them.
+func TestRetentionZeroBufferKeptByHLSPlayer(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	c := loadClip(t, "h264.mkv")
+	arn := e.createStream(t, "down", 1)
+	e.ingest(t, "down", c, 0, 2)
+	session, typ := e.hlsURL(t, map[string]any{"StreamName": "down", "PlaybackMode": "LIVE"})
+	if typ != "" {
+		t.Fatalf("GetHLSStreamingSessionURL: %s", typ)
+	}
+	var d struct{ StreamInfo struct{ Version string } }
+	e.call(t, "/describeStream", map[string]any{"StreamName": "down"}, &d)
+	e.call(t, "/updateDataRetention", map[string]any{"StreamName": "down", "CurrentVersion": d.StreamInfo.Version,
+		"Operation": "DECREASE_DATA_RETENTION", "DataRetentionChangeInHours": 1}, nil)
+	e.ingestAt(t, "down", c, 2, 3, baseMillis, false)
+	var out listFragmentsResponse
+	e.call(t, "/listFragments", map[string]any{"StreamName": "down"}, &out)
+	httpGet(t, session) // the player's next playlist
+	buf, _ := e.srv.media.cache.stream("down", arn, bufferLimits{})
+	buf.mu.Lock()
+	limits := buf.limits
+	buf.mu.Unlock()
+	if limits != e.srv.media.liveOnlyLimits {
+		t.Errorf("retention 0, after an HLS playlist: buffer limits %+v, want %+v", limits, e.srv.media.liveOnlyLimits)
+	}
+}

@@ -34,9 +34,9 @@ import (
 //     to it is revealed, and the stream has a fragment past it.
 //   - ON_DEMAND: the first max fragments of the range in timestamp order; always complete.
 func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.FragmentMeta, seq uint64, ended bool, err error) {
-	m := p.s.media
-	st := store.Stream{Name: sess.stream, RetentionHours: 1}
-	buf := m.buffer(st)
+	// The session knows only the stream's name: its buffer keeps the limits the stream's
+	// retention gave it (bufferNamed), which may be 0 by now.
+	buf := p.s.media.bufferNamed(sess.stream)
 	switch sess.mode {
 	case "LIVE":
 		frags, err = p.newest(ctx, sess.stream, buf, sess.max)
