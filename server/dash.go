@@ -198,7 +198,7 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 			h.Set("Cache-Control", "no-cache")
 		}
 		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(body)
+		writeWhole(w, body, p.s.media.writeTimeout)
 	}, nil
 }
 

@@ -50,6 +50,35 @@ func TestStalledReaderOfWholeAnswer(t *testing.T) {
 		stalled(t, fmt.Sprintf("POST /listFragments HTTP/1.1\r\nHost: kvs\r\nContent-Length: %d\r\n\r\n%s", len(body), body))
 	})
 
+	t.Run("DASH manifest", func(t *testing.T) {
+		v := h.victim(t)
+		chunk := h.control[h.firstControl(t)]
+		base := time.Now().Add(-time.Hour).Truncate(time.Second)
+		for i := range 1000 {
+			n, err := h.store.NextNumber(ctx, v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			at := base.Add(time.Duration(i) * time.Second)
+			meta := store.FragmentMeta{Number: n, ServerTime: at, ProducerTime: at, Duration: time.Second, Size: int64(len(chunk))}
+			if err := store.Append(ctx, h.store, v, meta, chunk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		session, typ := h.dashURL(t, map[string]any{"StreamName": v, "PlaybackMode": "ON_DEMAND",
+			"DisplayFragmentNumber": "ALWAYS", "DisplayFragmentTimestamp": "ALWAYS",
+			"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP",
+				"TimestampRange": map[string]any{"StartTimestamp": base.Unix() - 1, "EndTimestamp": base.Unix() + 1000}}})
+		if typ != "" {
+			t.Fatalf("GetDASHStreamingSessionURL: %s", typ)
+		}
+		u, err := url.Parse(session)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stalled(t, fmt.Sprintf("GET %s?%s HTTP/1.1\r\nHost: kvs\r\n\r\n", u.Path, u.RawQuery))
+	})
+
 	t.Run("HLS media fragment", func(t *testing.T) {
 		v := h.victim(t)
 		c := h.clip
