@@ -60,7 +60,14 @@ func (h *PortHold) Hold() {
 // bind binds port h.port (0 at first: a free one). SO_REUSEADDR, as net.Listen sets it, lets it
 // bind beside the closed server's connections in TIME_WAIT.
 func (h *PortHold) bind() {
-	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	// SOCK_CLOEXEC is not on every unix (macOS): close-on-exec set under ForkLock, as package
+	// net does there, so that no child started meanwhile inherits the socket.
+	syscall.ForkLock.RLock()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err == nil {
+		syscall.CloseOnExec(fd)
+	}
+	syscall.ForkLock.RUnlock()
 	if err != nil {
 		h.t.Fatal(err)
 	}
