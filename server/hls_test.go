@@ -276,6 +276,7 @@ func playLive(t *testing.T, url string, pc *putConn, c *clip, base int64, from i
 	// looped clip leaves a 60 ms hole in producer time at every loop (1.5 frame slots), and 7 s hold
 	// one or two loop boundaries, so 171-176 frames come out when nothing is lost or repeated.
 	cmd := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", url, "-t", "7", "-f", "framecrc", "-")
+	testutil.DieWithTest(cmd)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
