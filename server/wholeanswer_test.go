@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/store"
 )
@@ -21,6 +22,7 @@ import (
 // client keeps the connection open (kvs server sets no WriteTimeout: the media answers stream).
 func TestStalledReaderOfWholeAnswer(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t) // waits out write timeouts, 12 s
 	h := newHostileEnv(t)
 	ctx := context.Background()
 	stalled := func(t *testing.T, request string) {
@@ -126,6 +128,7 @@ func (h *hostileEnv) firstControl(t *testing.T) uint64 {
 // health routes are unsigned even with --auth sigv4).
 func TestSlowBodyOnGetRoutes(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t) // waits out read timeouts, 4 s
 	h := newHostileEnv(t)
 	for _, req := range []string{"GET /healthz", "GET /hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=x", "GET /", "GET /putMedia"} {
 		t.Run(req, func(t *testing.T) {
