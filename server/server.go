@@ -382,7 +382,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := s.crossOrigin.Check(r); err != nil {
 		rec.Header().Set("Connection", "close")
 		s.writeError(rec, r, &APIError{Code: "AccessDeniedException", Status: http.StatusForbidden,
-			Message: "A web page of another origin (" + r.Header.Get("Origin") + ") may not call the KVS operations through a browser."})
+			Message: "A web page of another origin (" + r.Header.Get("Origin") + ") may not call the KVS operations through a browser. " +
+				"If this is kvs's console behind a proxy that rewrites Host, start kvs server with --advertise-url set to the URL the browser opens."})
 		return
 	}
 	if s.cfg.Credentials != nil {

@@ -224,12 +224,21 @@ func checkIndexPresent(dir string) error {
 		return nil // there, or a problem bolt.Open will report
 	}
 	ents, err := os.ReadDir(filepath.Join(dir, "streams"))
-	if err != nil || len(ents) == 0 {
+	if err != nil {
+		return nil
+	}
+	n := 0
+	for _, e := range ents {
+		if e.IsDir() { // stray files (.DS_Store) are not streams
+			n++
+		}
+	}
+	if n == 0 {
 		return nil
 	}
 	return fmt.Errorf("open store: %s is missing but %s holds %d stream directories: kvs does not start without "+
 		"their index rather than delete them; restore index.db, or move the stream directories away to start empty",
-		filepath.Join(dir, "index.db"), filepath.Join(dir, "streams"), len(ents))
+		filepath.Join(dir, "index.db"), filepath.Join(dir, "streams"), n)
 }
 
 // load reads the registry, recovers each stream and removes directories of deleted streams.
