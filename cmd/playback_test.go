@@ -109,7 +109,9 @@ func TestE2EGetClipAndHLS(t *testing.T) {
 	// LIVE: ffmpeg starts 3 fragments before the live edge; 2 s of them decode cleanly (asking
 	// for more than the window holds, ffmpeg would wait for the producer to send more).
 	live := strings.TrimSpace(mustRun(t, url, nil, "hls-url", "--stream-name", "cam"))
-	if out, err := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", live, "-t", "2", "-f", "null", "-").CombinedOutput(); err != nil || len(out) > 0 {
+	player := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", live, "-t", "2", "-f", "null", "-")
+	testutil.DieWithTest(player) // a live URL: it would outlive a test binary that died
+	if out, err := player.CombinedOutput(); err != nil || len(out) > 0 {
 		t.Errorf("ffmpeg on the LIVE URL: %v\n%s", err, out)
 	}
 

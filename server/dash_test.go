@@ -369,7 +369,9 @@ func TestDASHGStreamer(t *testing.T) {
 			a = strings.ReplaceAll(a, "URL", url)
 			args = append(args, strings.ReplaceAll(a, "DIR", dir))
 		}
-		out, err := exec.CommandContext(ctx, gst, args...).CombinedOutput()
+		cmd := exec.CommandContext(ctx, gst, args...)
+		testutil.DieWithTest(cmd)
+		out, err := cmd.CombinedOutput()
 		if err != nil || len(out) > 0 {
 			t.Errorf("gst-launch-1.0 on %s: %v\n%s", url, err, out)
 		}
