@@ -79,7 +79,7 @@ func newDASHURLCmd(env *Env) *cobra.Command {
 		Short: "Print an MPEG-DASH playback URL for a stream",
 		Long: `Create an MPEG-DASH streaming session (GetDASHStreamingSessionURL) and print its manifest's URL,
 which a DASH player opens (kvs is tested with ffplay's and GStreamer's). Each track is an
-adaptation set of its own, as dash.js and Shaka need.
+adaptation set of its own.
 
 ` + sessionURLHelp + `
 

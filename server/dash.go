@@ -3,20 +3,22 @@ package server
 // MPEG-DASH playback: GetDASHStreamingSessionURL and the manifest (MPD) its URL leads to
 // (kvs-api.md §9). A DASH session is an HLS session (hls.go: the same playback modes, listing,
 // signed token, expiry and per-stream limit) whose player reads a manifest instead of playlists.
-// Its segments are the fMP4 init and media fragments of hlsmedia.go, one track each (TrackNumber),
-// because dash.js and Shaka play an adaptation set per track and not video and audio muxed.
+// Its segments are the fMP4 init and media fragments of hlsmedia.go, one track each (TrackNumber):
+// an adaptation set per track is the form every DASH player takes, where video and audio muxed in
+// one segment is not (dash.js and Shaka are said not to play it; not tried here).
 //
 // Choices where KVS documents nothing:
 //   - Segments are listed with a SegmentTemplate and a SegmentTimeline of the fragments' producer
 //     timestamps in milliseconds since the period's origin (dashOriginLead before its first
 //     fragment); a media segment's URL names the fragment by that time ($Time$, with the
 //     period's Origin: parameters of getMP4MediaFragment.mp4), the form every DASH player follows
-//     live, and its decode times count from the same origin. A segment lasts until the next one starts, where that is less than
-//     hlsGapThreshold away from its fragment's end (fragments of a live producer are a
-//     millisecond or two apart, and players such as GStreamer add up durations rather than
-//     read each t), else as long as its fragment; a media request finds the fragment starting
-//     nearest its Time within hlsGapThreshold, numbered From (the period's first fragment) or
-//     later: periods where timestamps went back may list the same times.
+//     live, and its decode times count from the same origin. A segment lasts until the next one
+//     starts, where that is less than hlsGapThreshold away from its fragment's end, else as long
+//     as its fragment. (The test pattern's fragments were 1-2 ms apart, and GStreamer was seen
+//     asking for the times the durations add up to rather than the next t: a 404.) A media
+//     request finds the fragment starting nearest its Time within hlsGapThreshold, numbered
+//     From (the period's first fragment) or later: periods where timestamps went back may list
+//     the same times.
 //   - Presentation time is producer time: segments keep their times from one manifest to the
 //     next, and a gap in the media (a producer restarted, a fragment lost) is a gap in the
 //     SegmentTimeline, which players step over. A new Period starts only at new tracks (a new
@@ -188,18 +190,7 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 		b.WriteString("</Period>\n")
 	}
 	b.WriteString("</MPD>\n")
-	body := b.Bytes()
-	return func(w http.ResponseWriter, _ *http.Request) {
-		h := w.Header()
-		h.Set("Content-Type", "application/dash+xml")
-		h.Set("Content-Length", strconv.Itoa(len(body)))
-		h.Set("Access-Control-Allow-Origin", "*")
-		if !static {
-			h.Set("Cache-Control", "no-cache")
-		}
-		w.WriteHeader(http.StatusOK)
-		writeWhole(w, body, p.s.media.writeTimeout)
-	}, nil
+	return p.playbackBody("application/dash+xml", cacheControlFor(!static), b.Bytes()), nil
 }
 
 // dashAdaptationSet writes track t's AdaptationSet (number id) for frags, the fragments of

@@ -171,4 +171,3 @@ func TestAppendFaults(t *testing.T) {
 		}
 	})
 }
-

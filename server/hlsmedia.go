@@ -141,17 +141,34 @@ func fragmentParam(r *http.Request) (uint64, error) {
 	return n, nil
 }
 
-// mp4Body answers with an MP4 init or media segment.
-func (p *playback) mp4Body(body []byte) responder {
+// playbackBody answers a playback GET (a playlist, a manifest, an MP4 segment) with body of
+// contentType, readable by players on any origin; cacheControl, if set, says how long it may be
+// kept: a segment never changes, a live playlist or manifest must not be cached.
+func (p *playback) playbackBody(contentType, cacheControl string, body []byte) responder {
 	return func(w http.ResponseWriter, _ *http.Request) {
 		h := w.Header()
-		h.Set("Content-Type", "video/mp4")
+		h.Set("Content-Type", contentType)
 		h.Set("Content-Length", strconv.Itoa(len(body)))
 		h.Set("Access-Control-Allow-Origin", "*")
-		h.Set("Cache-Control", "max-age=86400") // a fragment never changes
+		if cacheControl != "" {
+			h.Set("Cache-Control", cacheControl)
+		}
 		w.WriteHeader(http.StatusOK)
 		writeWhole(w, body, p.s.media.writeTimeout)
 	}
+}
+
+// mp4Body answers with an MP4 init or media segment, which never changes.
+func (p *playback) mp4Body(body []byte) responder {
+	return p.playbackBody("video/mp4", "max-age=86400", body)
+}
+
+// cacheControlFor is the Cache-Control of a playlist or manifest: a live one must not be cached.
+func cacheControlFor(live bool) string {
+	if live {
+		return "no-cache"
+	}
+	return ""
 }
 
 // initFragment serves getMP4InitFragment.mp4: the init segment for the tracks of the
@@ -221,9 +238,10 @@ func trackParam(r *http.Request, tracks []mkv.Track, n uint64) (uint64, error) {
 // from any request line up.
 func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error) {
 	var n uint64
+	var origin int64 // DASH: the period's origin, where its decode times count from (dash.go)
 	var err error
 	if sess.dash && !r.URL.Query().Has("FragmentNumber") {
-		n, err = p.fragmentAt(ctx, sess, r)
+		n, origin, err = p.fragmentAt(ctx, sess, r)
 	} else {
 		n, err = fragmentParam(r)
 	}
@@ -241,11 +259,7 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 	if err != nil {
 		return nil, err
 	}
-	start := time.Duration(meta.ProducerTime.UnixNano())
-	if sess.dash { // decode times from the DASH period's origin (dash.go)
-		origin, _ := strconv.ParseInt(r.URL.Query().Get("Origin"), 10, 64) // checked by fragmentAt
-		start -= time.Duration(origin) * time.Millisecond
-	}
+	start := time.Duration(meta.ProducerTime.UnixNano()) - time.Duration(origin)*time.Millisecond
 	var seg []byte
 	if track != 0 {
 		seg, err = fmp4.AppendTrackSegment(nil, uint32(n), f, track, start)
@@ -258,32 +272,32 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 	return p.mp4Body(seg), nil
 }
 
-// fragmentAt returns the number of the fragment of a DASH session's stream whose producer
-// timestamp is nearest Origin + Time (Unix milliseconds; Time is the manifest's $Time$), within
+// fragmentAt returns the number of the fragment of a DASH session's stream, and the Origin its
+// decode times count from, whose producer timestamp is nearest Origin + Time (Unix milliseconds; Time is the manifest's $Time$), within
 // hlsGapThreshold, among those numbered From (the period's first fragment) or later, the
 // lowest-numbered of equals (dash.go).
-func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Request) (uint64, error) {
+func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Request) (uint64, int64, error) {
 	q := r.URL.Query()
 	v := q.Get("Time")
 	ms, err := strconv.ParseInt(v, 10, 64)
 	if v == "" || err != nil {
-		return 0, invalidArgf("FragmentNumber or Time (milliseconds since Origin) is required.")
+		return 0, 0, invalidArgf("FragmentNumber or Time (milliseconds since Origin) is required.")
 	}
 	origin, err := strconv.ParseInt(q.Get("Origin"), 10, 64)
 	if err != nil || origin < 0 || ms < 0 || origin > math.MaxInt64/2 || ms > math.MaxInt64/2 {
-		return 0, invalidArgf("Origin (the producer timestamp Time counts from, in Unix milliseconds) is required.")
+		return 0, 0, invalidArgf("Origin (the producer timestamp Time counts from, in Unix milliseconds) is required.")
 	}
 	var from uint64
 	if v := q.Get("From"); v != "" {
 		if from, err = parseFragmentNumber(v); err != nil {
-			return 0, fragmentNotFound(v)
+			return 0, 0, fragmentNotFound(v)
 		}
 	}
 	at := time.UnixMilli(origin + ms)
 	frags, err := p.inRange(ctx, sess.stream, p.s.media.bufferNamed(sess.stream), store.ProducerTime,
 		at.Add(-hlsGapThreshold), at.Add(hlsGapThreshold), 0)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	var best *store.FragmentMeta
 	for i, f := range frags {
@@ -299,7 +313,7 @@ func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Req
 		best = &frags[i]
 	}
 	if best == nil {
-		return 0, apiErrorf(codeResourceNotFound, "No fragment has the producer timestamp %s.", at.UTC().Format(xsDateTime))
+		return 0, 0, apiErrorf(codeResourceNotFound, "No fragment has the producer timestamp %s.", at.UTC().Format(xsDateTime))
 	}
-	return best.Number, nil
+	return best.Number, origin, nil
 }

@@ -11,7 +11,6 @@ import (
 	"math"
 	"net/http"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -361,19 +360,9 @@ func (p *playback) discSequence(ctx context.Context, sess *hlsSession, first uin
 	return sess.first + dc.index, dc.count, nil
 }
 
-// playlistBody answers with a playlist; a live one must not be cached.
+// playlistBody answers with a playlist (live: one not to be cached).
 func (p *playback) playlistBody(body []byte, live bool) responder {
-	return func(w http.ResponseWriter, _ *http.Request) {
-		h := w.Header()
-		h.Set("Content-Type", "application/vnd.apple.mpegurl")
-		h.Set("Content-Length", strconv.Itoa(len(body)))
-		h.Set("Access-Control-Allow-Origin", "*")
-		if live {
-			h.Set("Cache-Control", "no-cache")
-		}
-		w.WriteHeader(http.StatusOK)
-		writeWhole(w, body, p.s.media.writeTimeout)
-	}
+	return p.playbackBody("application/vnd.apple.mpegurl", cacheControlFor(live), body)
 }
 
 // masterPlaylist serves getHLSMasterPlaylist.m3u8: one variant with the stream's CODECS,
