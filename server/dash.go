@@ -33,6 +33,10 @@ package server
 //     manifests GStreamer 1.22 jumps ahead of the live edge once its first segments are played,
 //     requesting segments seconds in the future, a behaviour of its own clock handling seen
 //     with manifests that stay the same from one update to the next).
+//   - A live session's request for the segment right after the newest fragment (which ffmpeg
+//     makes as soon as it reaches the end of the timeline) waits for that fragment rather than
+//     getting 404 at once (liveEdgeWait): ffmpeg asked again at once after every 404, with a
+//     manifest reload each time, 2,541 requests in 7 s of live playback.
 //   - kvs:fn (DisplayFragmentNumber ALWAYS) is the fragment number; kvs:ts
 //     (DisplayFragmentTimestamp ALWAYS) the fragment's timestamp of the selector's kind in Unix
 //     milliseconds. Their namespace is kvsDASHNamespace.

@@ -7,12 +7,15 @@ import (
 	"encoding/xml"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -243,9 +246,88 @@ func TestDASHLive(t *testing.T) {
 		t.Fatalf("manifest after 6 fragments, want period %s with fragments 3-5:\n%s", id, raw)
 	}
 
-	// ffmpeg plays the live URL while the producer sends a fragment a second.
-	if sent := playLive(t, url, pc, c, base, 6); sent < 8 {
+	// ffmpeg plays the live URL while the producer sends a fragment a second, through a front
+	// that counts its requests: at the end of the timeline it asks for the next segment at once
+	// and, without the server's wait at the live edge, again after every 404, each time with a
+	// manifest reload (2,541 requests in 7 s before the wait; 24 after).
+	var requests atomic.Int64
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		e.srv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	sent := playLive(t, strings.Replace(url, e.ts.URL, front.URL, 1), pc, c, base, 6)
+	if sent < 8 {
 		t.Errorf("only %d fragments were produced while ffmpeg played 7 s: it did not follow the live manifest", sent)
+	}
+	// A manifest and a segment per fragment, a few more where ffmpeg asks again.
+	if n := requests.Load(); n > 5*int64(sent) {
+		t.Errorf("ffmpeg made %d requests while %d fragments were produced: it polled the live edge", n, sent)
+	}
+}
+
+// TestDASHLiveEdgeWait asks for the segment after the last one a live manifest lists before its
+// fragment exists: the request waits for it and gets it. A request for a time past the next
+// fragment, or in an ON_DEMAND session, gets 404.
+func TestDASHLiveEdgeWait(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	pc, c, base := startLive(t, e)
+	url, code := e.dashURL(t, map[string]any{"StreamName": "cam"})
+	if code != "" {
+		t.Fatal(code)
+	}
+	m, raw := manifest(t, url)
+	if len(m.Periods) != 1 || len(m.Periods[0].Sets) != 1 || len(m.Periods[0].Sets[0].Rep.List.S) != 2 {
+		t.Fatalf("first manifest:\n%s", raw)
+	}
+	list := m.Periods[0].Sets[0].Rep.List
+	next := list.S[1].T + list.S[1].D // where fragment 2 (the third) will start
+	dir := url[:strings.LastIndex(url, "/")+1]
+	segment := func(at int64) (int, []byte) { // from any goroutine
+		resp, err := http.Get(dir + strings.ReplaceAll(list.Media, "$Time$", strconv.FormatInt(at, 10)))
+		if err != nil {
+			return 0, []byte(err.Error())
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return 0, []byte(err.Error())
+		}
+		return resp.StatusCode, b
+	}
+	type answer struct {
+		code int
+		body []byte
+	}
+	got := make(chan answer, 1)
+	go func() {
+		code, body := segment(next)
+		got <- answer{code, body}
+	}()
+	// Once the request waits (it has subscribed to the stream's notices), the fragment comes.
+	for waiting := false; !waiting; {
+		n := e.srv.media.notify.(*localNotifier)
+		n.mu.Lock()
+		waiting = len(n.subs["cam"]) > 0
+		n.mu.Unlock()
+		select {
+		case a := <-got:
+			t.Fatalf("the request for the segment after the live edge ended before its fragment came: %d %s", a.code, a.body)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	pc.fragment(c.cluster(t, 2, base), c.fragTimecode(2, base), true)
+	a := <-got
+	if a.code != http.StatusOK {
+		t.Fatalf("segment after the live edge: %d %s", a.code, a.body)
+	}
+	if len(a.body) < 24 || string(a.body[12:16]) != "mfhd" || binary.BigEndian.Uint32(a.body[20:24]) != 3 {
+		t.Errorf("segment after the live edge: %q, want fragment 3's moof", a.body[:min(len(a.body), 64)])
+	}
+	// Past the next fragment's start: 404, nothing will come there.
+	if code, body := segment(next + 2*list.S[1].D); code != http.StatusNotFound {
+		t.Errorf("segment two fragments past the live edge: %d %s, want 404", code, body)
 	}
 }
 
