@@ -451,19 +451,9 @@ func TestHostileInput(t *testing.T) {
 		}, true},
 		{"a GetMedia reader that never reads", "its chunk writes time out (1 s here) and the response is dropped", func(t *testing.T) {
 			v := h.victim(t)
-			ctx := context.Background()
-			for range 30 { // 30 stored chunks of the control stream's first fragment: about 200 kB to send
-				n, err := h.store.NextNumber(ctx, v)
-				if err != nil {
-					t.Fatal(err)
-				}
-				first := h.controlNumbers()[0]
-				fn, _ := parseFragmentNumber(first)
-				chunk := h.control[fn]
-				if err := store.Append(ctx, h.store, v, store.FragmentMeta{Number: n, ServerTime: time.Now(), ProducerTime: time.Now(), Size: int64(len(chunk))}, chunk); err != nil {
-					t.Fatal(err)
-				}
-			}
+			// 30 stored chunks of the control stream's first fragment: about 200 kB to send.
+			fn, _ := parseFragmentNumber(h.controlNumbers()[0])
+			appendMany(t, h.store, v, 30, func(int) (time.Time, time.Duration) { return time.Now(), 0 }, h.control[fn])
 			var delivered atomic.Int32
 			h.srv.media.testDeliver = func(uint64, bool) { delivered.Add(1) }
 			defer func() { h.srv.media.testDeliver = nil }()
