@@ -1,12 +1,16 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,16 +40,24 @@ func TestReadyzReadOnlyDataDir(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newMediaEnvStore(t, fs)
+	// The server's clock, moved on by readyFresh before each state's /readyz: a check's result
+	// answers for that long.
+	var skew atomic.Int64
+	e := newMediaEnvStore(t, fs, func(c *Config) { c.Now = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) } })
 	base := e.ts.URL
+	readyz := func(status int, want string) {
+		t.Helper()
+		skew.Add(int64(readyFresh))
+		checkHealth(t, base, "/readyz", status, want)
+	}
 	checkHealth(t, base, "/healthz", 200, "ok")
-	checkHealth(t, base, "/readyz", 200, "ready")
+	readyz(200, "ready")
 
 	writable := testutil.ReadOnly(t, dir)
-	checkHealth(t, base, "/readyz", 503, "read-only file system")
+	readyz(503, "read-only file system")
 	checkHealth(t, base, "/healthz", 200, "ok")
 	writable()
-	checkHealth(t, base, "/readyz", 200, "ready")
+	readyz(200, "ready")
 
 	// Full: a file takes every free byte.
 	filler := filepath.Join(dir, "filler")
@@ -67,11 +79,75 @@ func TestReadyzReadOnlyDataDir(t *testing.T) {
 		}
 	}
 	f.Close()
-	checkHealth(t, base, "/readyz", 503, "no space left on device")
+	readyz(503, "no space left on device")
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	checkHealth(t, base, "/readyz", 200, "ready")
+	readyz(200, "ready")
+}
+
+// readyCounter is a store whose Ready counts its calls and returns what fail holds.
+type readyCounter struct {
+	store.Store
+	calls atomic.Int64
+	fail  atomic.Pointer[string]
+}
+
+func (r *readyCounter) Ready(context.Context) error {
+	r.calls.Add(1)
+	if msg := r.fail.Load(); msg != nil {
+		return errors.New(*msg)
+	}
+	return nil
+}
+
+// TestReadyzReusesCheck: /readyz is unsigned, and the FS store's check syncs a file. Requests at
+// once share one check, and its result answers for readyFresh (the server's clock, held still
+// here), so no client makes the store check faster than once per readyFresh; after that a new
+// check runs and its failure shows.
+func TestReadyzReusesCheck(t *testing.T) {
+	t.Parallel()
+	st := &readyCounter{Store: store.NewMem()}
+	var skew atomic.Int64
+	t0 := time.Now()
+	e := newMediaEnvStore(t, st, func(c *Config) { c.Now = func() time.Time { return t0.Add(time.Duration(skew.Load())) } })
+	var wg sync.WaitGroup
+	codes := make([]int, 50)
+	for i := range codes {
+		wg.Go(func() {
+			resp, err := http.Get(e.ts.URL + "/readyz")
+			if err == nil {
+				codes[i] = resp.StatusCode
+				resp.Body.Close()
+			}
+		})
+	}
+	wg.Wait()
+	for range 20 {
+		checkHealth(t, e.ts.URL, "/readyz", 200, "ready")
+	}
+	for i, c := range codes {
+		if c != 200 {
+			t.Errorf("concurrent /readyz %d: %d", i, c)
+		}
+	}
+	// Requests that come while the check runs wait for it; those after it take its result,
+	// which the clock held still keeps fresh.
+	if n := st.calls.Load(); n != 1 {
+		t.Fatalf("70 /readyz made %d store checks, want 1", n)
+	}
+	const before = 1
+	msg := "the index does not answer"
+	st.fail.Store(&msg)
+	checkHealth(t, e.ts.URL, "/readyz", 200, "ready") // the last check's result, not yet readyFresh old
+	if n := st.calls.Load(); n != before {
+		t.Errorf("a /readyz within readyFresh of the last check ran another (%d, was %d)", n, before)
+	}
+	skew.Add(int64(readyFresh))
+	checkHealth(t, e.ts.URL, "/readyz", 503, msg)
+	if n := st.calls.Load(); n != before+1 {
+		t.Errorf("a /readyz readyFresh after the last check: %d checks, want %d", n, before+1)
+	}
 }
 
 // TestReadyzShuttingDown: once Close has begun, /readyz says so (load balancers drain the node)

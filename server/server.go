@@ -153,6 +153,7 @@ type Server struct {
 	media    *media        // the media data path (media.go): live cache and notifier, PutMedia sessions
 	playback *playback     // HLS, MPEG-DASH and GetClip (hls.go, dash.go, clip.go)
 	images   *imageService // GetImages (images.go, imageplan.go)
+	ready    readyCheck    // Ready's store check, shared by its callers (ops.go)
 
 	// routes are the KVS operations (POST); getRoutes the only endpoints served for GET and
 	// HEAD: the HLS and DASH playback URLs (real KVS serves them as GETs under /hls/v1/ and
