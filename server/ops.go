@@ -131,7 +131,14 @@ func (s *Server) OpsHandler() http.Handler {
 	mux.Handle("GET /metrics", s.MetricsHandler())
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// As on the main listener (ServeHTTP): nothing here reads a body, and net/http discards
+		// what is left of one before it answers, so a trickling body is cut at RequestReadTimeout.
+		if r.Body != nil && r.Body != http.NoBody {
+			r.Body = newDeadlineBody(w, r.Body, s.cfg.RequestReadTimeout)
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 type promLogger struct{ s *Server }

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -135,7 +137,7 @@ func (h *hostileEnv) firstControl(t *testing.T) uint64 {
 // health routes are unsigned even with --auth sigv4).
 func TestSlowBodyOnGetRoutes(t *testing.T) {
 	t.Parallel()
-	testutil.Slow(t) // waits out read timeouts, 4 s
+	testutil.Slow(t) // waits out read timeouts, 5 s
 	h := newHostileEnv(t)
 	for _, req := range []string{"GET /healthz", "GET /hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=x", "GET /", "GET /putMedia"} {
 		t.Run(req, func(t *testing.T) {
@@ -148,6 +150,29 @@ func TestSlowBodyOnGetRoutes(t *testing.T) {
 			}
 			resp.Body.Close()
 			waitFor(t, "the handler returns", 10*time.Second, func() bool { return h.handlers.Load() == 0 })
+		})
+	}
+	// The unsigned listener of kvs server --metrics-listen (OpsHandler) likewise.
+	ops := httptest.NewServer(h.srv.OpsHandler())
+	t.Cleanup(ops.Close)
+	for _, path := range []string{"/metrics", "/readyz"} {
+		t.Run("ops "+path, func(t *testing.T) {
+			t.Parallel()
+			conn, err := net.Dial("tcp", ops.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: kvs\r\nContent-Length: 100\r\n\r\n{", path)
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatalf("no answer while the body trickles: %v", err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Errorf("GET %s: %d", path, resp.StatusCode)
+			}
 		})
 	}
 }
