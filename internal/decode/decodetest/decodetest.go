@@ -160,21 +160,49 @@ func decodeReference(ff, path string, w, h int) ([]*image.Gray, error) {
 // MeanAbsDiff returns the mean absolute difference of the luma of a and b (0–255), which must
 // have the same size. JPEG at quality 80–95 stays within about 2 of its source.
 func MeanAbsDiff(a image.Image, b *image.Gray) float64 {
-	r := b.Rect
-	var sum int
+	return meanAbsDiff(luma(a, b.Rect), b)
+}
+
+// luma returns the luma of a over r, row by row: a YCbCr image's Y, else the Rec. 601 luma of
+// its RGB, as JPEG decoders produce RGB from full-range YCbCr. Opaque RGBA and NRGBA images (the
+// PNG decoder's) are read from their pixels; others through At, which allocates a color each.
+func luma(a image.Image, r image.Rectangle) []uint8 {
+	out := make([]uint8, 0, r.Dx()*r.Dy())
+	rgb := func(cr, cg, cb uint32) uint8 { return uint8((299*cr + 587*cg + 114*cb + 500) / 1000) }
 	for y := r.Min.Y; y < r.Max.Y; y++ {
 		for x := r.Min.X; x < r.Max.X; x++ {
-			var la int
 			switch p := a.(type) {
 			case *image.YCbCr:
-				la = int(p.Y[p.YOffset(x, y)])
-			default:
-				// Rec. 601 luma of the RGB, as JPEG decoders produce RGB from full-range YCbCr.
-				cr, cg, cb, _ := a.At(x, y).RGBA()
-				la = int((299*(cr>>8) + 587*(cg>>8) + 114*(cb>>8) + 500) / 1000)
+				out = append(out, p.Y[p.YOffset(x, y)])
+				continue
+			case *image.RGBA:
+				i := p.PixOffset(x, y)
+				out = append(out, rgb(uint32(p.Pix[i]), uint32(p.Pix[i+1]), uint32(p.Pix[i+2])))
+				continue
+			case *image.NRGBA:
+				if i := p.PixOffset(x, y); p.Pix[i+3] == 0xff {
+					out = append(out, rgb(uint32(p.Pix[i]), uint32(p.Pix[i+1]), uint32(p.Pix[i+2])))
+					continue
+				}
 			}
-			d := la - int(b.Pix[(y-r.Min.Y)*b.Stride+x-r.Min.X])
+			cr, cg, cb, _ := a.At(x, y).RGBA()
+			out = append(out, rgb(cr>>8, cg>>8, cb>>8))
+		}
+	}
+	return out
+}
+
+// meanAbsDiff is MeanAbsDiff of a luma plane (luma over b.Rect) and b.
+func meanAbsDiff(l []uint8, b *image.Gray) float64 {
+	r := b.Rect
+	var sum int
+	i := 0
+	for y := r.Min.Y; y < r.Max.Y; y++ {
+		row := b.Pix[(y-r.Min.Y)*b.Stride:]
+		for x := range r.Dx() {
+			d := int(l[i]) - int(row[x])
 			sum += max(d, -d)
+			i++
 		}
 	}
 	return float64(sum) / float64(r.Dx()*r.Dy())
@@ -183,8 +211,12 @@ func MeanAbsDiff(a image.Image, b *image.Gray) float64 {
 // Closest returns the index of the reference frame that a is closest to (MeanAbsDiff).
 func Closest(a image.Image, refs []*image.Gray) int {
 	best, bestD := -1, 0.0
+	var l []uint8 // a's luma, once: the references are all of a's size
 	for i, r := range refs {
-		if d := MeanAbsDiff(a, r); best < 0 || d < bestD {
+		if l == nil || len(l) != r.Rect.Dx()*r.Rect.Dy() {
+			l = luma(a, r.Rect)
+		}
+		if d := meanAbsDiff(l, r); best < 0 || d < bestD {
 			best, bestD = i, d
 		}
 	}
