@@ -12,7 +12,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -136,10 +138,18 @@ func ffprobeStreams(t *testing.T, input string) []hlsProbeStream {
 	return res.Streams
 }
 
+// sourceProbes holds ffprobe's report of each testdata clip, by name: a dozen tests compare
+// with the same few clips, and an ffprobe run costs about 50 ms of CPU, most of it starting.
+var sourceProbes sync.Map
+
 // wantStreams is what ffprobe reports for n loops of the source clip.
 func wantStreams(t *testing.T, name string, loops int) []hlsProbeStream {
 	t.Helper()
-	src := ffprobeStreams(t, filepath.Join("..", "testdata", name))
+	v, ok := sourceProbes.Load(name)
+	if !ok {
+		v, _ = sourceProbes.LoadOrStore(name, ffprobeStreams(t, filepath.Join("..", "testdata", name)))
+	}
+	src := slices.Clone(v.([]hlsProbeStream))
 	for i := range src {
 		var n int
 		fmt.Sscan(src[i].NbReadFrames, &n)
