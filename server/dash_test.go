@@ -647,3 +647,59 @@ func TestDASHLiveTimestampsBack(t *testing.T) {
 		t.Logf("manifests:\n%s\n%s", raw1, raw2)
 	}
 }
+
+// TestDASHLiveEdgeWaitCluster: on a cluster node that does not write the stream (and serves no
+// GetMedia of it, so no feeder fills its cache), a request for the segment after the live edge
+// is woken by the cluster's commit notice of the fragment and gets it, rather than waiting out
+// the whole wait for a local notice that never comes and getting 404.
+func TestDASHLiveEdgeWaitCluster(t *testing.T) {
+	t.Parallel()
+	nodes := newCluster(t, 2, nil, nil)
+	pc, c, base := startLive(t, nodes[0]) // node 0 writes the stream
+	reader := nodes[1]
+	url, code := reader.dashURL(t, map[string]any{"StreamName": "cam"})
+	if code != "" {
+		t.Fatal(code)
+	}
+	m, raw := manifest(t, url)
+	if len(m.Periods) != 1 || len(m.Periods[0].Sets) != 1 || len(m.Periods[0].Sets[0].Rep.List.S) != 2 {
+		t.Fatalf("first manifest on the reading node:\n%s", raw)
+	}
+	list := m.Periods[0].Sets[0].Rep.List
+	next := list.S[1].T + list.S[1].D
+	dir := url[:strings.LastIndex(url, "/")+1]
+	type answer struct {
+		code int
+		body []byte
+	}
+	got := make(chan answer, 1)
+	go func() {
+		resp, err := http.Get(dir + strings.ReplaceAll(list.Media, "$Time$", strconv.FormatInt(next, 10)))
+		if err != nil {
+			got <- answer{0, []byte(err.Error())}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		got <- answer{resp.StatusCode, b}
+	}()
+	for waiting := false; !waiting; {
+		n := reader.srv.media.notify.(*localNotifier)
+		n.mu.Lock()
+		waiting = len(n.subs["cam"]) > 0
+		n.mu.Unlock()
+		select {
+		case a := <-got:
+			t.Fatalf("the request for the segment after the live edge ended before its fragment came: %d %s", a.code, a.body)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	pc.fragment(c.cluster(t, 2, base), c.fragTimecode(2, base), true)
+	a := <-got
+	if a.code != http.StatusOK {
+		t.Fatalf("segment after the live edge on the reading node: %d %s", a.code, a.body)
+	}
+	if len(a.body) < 24 || string(a.body[12:16]) != "mfhd" || binary.BigEndian.Uint32(a.body[20:24]) != 3 {
+		t.Errorf("segment after the live edge: %q, want fragment 3's moof", a.body[:min(len(a.body), 64)])
+	}
+}

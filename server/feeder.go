@@ -171,6 +171,12 @@ func (fs *feeders) committed(stream string, last uint64) {
 		}
 		f.poke()
 	}
+	// Readers that wait for the store rather than for a feeder (a DASH request at the live edge,
+	// hlsmedia.go's fragmentAt) learn of the commits of the node that writes the stream here:
+	// nothing else wakes them on a node that does not write it.
+	if stream != "" {
+		fs.m.notify.notify(stream)
+	}
 }
 
 // join makes sure the stream's cache is fed for a reader on this node, until the returned
