@@ -21,6 +21,7 @@ import (
 
 	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server/store"
 )
 
 // dashURL calls GetDASHStreamingSessionURL and returns the URL, or the error type.
@@ -701,5 +702,71 @@ func TestDASHLiveEdgeWaitCluster(t *testing.T) {
 	}
 	if len(a.body) < 24 || string(a.body[12:16]) != "mfhd" || binary.BigEndian.Uint32(a.body[20:24]) != 3 {
 		t.Errorf("segment after the live edge: %q, want fragment 3's moof", a.body[:min(len(a.body), 64)])
+	}
+}
+
+// lookHook is a store that runs hook (once) right after the first producer-time TimeRange that
+// follows the hook's setting: a fragment stored between two looks of one request.
+type lookHook struct {
+	store.Store
+	hook atomic.Pointer[func()]
+}
+
+func (s *lookHook) TimeRange(ctx context.Context, stream string, kind store.TimeKind, start, end time.Time, after store.Cursor, limit int) ([]store.FragmentMeta, error) {
+	got, err := s.Store.TimeRange(ctx, stream, kind, start, end, after, limit)
+	if kind == store.ProducerTime {
+		if h := s.hook.Swap(nil); h != nil {
+			(*h)()
+		}
+	}
+	return got, err
+}
+
+// TestDASHLiveEdgeFragmentDuringLook: the fragment a live-edge segment request asks for is
+// stored (and its readers notified) right after the request's first look found nothing: the
+// request serves it, rather than taking it for a sign that the stream has gone past the
+// requested time and answering 404.
+func TestDASHLiveEdgeFragmentDuringLook(t *testing.T) {
+	t.Parallel()
+	st := &lookHook{Store: store.NewMem()}
+	e := newMediaEnvStore(t, st)
+	startLive(t, e)
+	url, code := e.dashURL(t, map[string]any{"StreamName": "cam"})
+	if code != "" {
+		t.Fatal(code)
+	}
+	m, raw := manifest(t, url)
+	if len(m.Periods) != 1 || len(m.Periods[0].Sets) != 1 || len(m.Periods[0].Sets[0].Rep.List.S) != 2 {
+		t.Fatalf("first manifest:\n%s", raw)
+	}
+	list := m.Periods[0].Sets[0].Rep.List
+	next := list.S[1].T + list.S[1].D
+	last, err := st.Last(t.Context(), "cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _, err := st.AppendPayload(t.Context(), "cam", last.Number, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hookErr := make(chan error, 1)
+	hook := func() { // in the request's goroutine, between its looks: fragment 3, as PutMedia stores it
+		ctx := context.Background()
+		n, err := st.Store.NextNumber(ctx, "cam")
+		if err == nil {
+			at := last.ProducerTime.Add(last.Duration)
+			err = store.Append(ctx, st.Store, "cam", store.FragmentMeta{Number: n, ServerTime: time.Now(), ProducerTime: at, Duration: last.Duration}, data)
+		}
+		e.srv.media.notify.notify("cam")
+		hookErr <- err
+	}
+	st.hook.Store(&hook)
+	dir := url[:strings.LastIndex(url, "/")+1]
+	code2, _, body := httpGet(t, dir+strings.ReplaceAll(list.Media, "$Time$", strconv.FormatInt(next, 10)))
+	if err := <-hookErr; err != nil {
+		t.Fatal(err)
+	}
+	if code2 != http.StatusOK {
+		t.Fatalf("segment after the live edge, stored during the request: %d %s", code2, body)
 	}
 }

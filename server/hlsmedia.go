@@ -294,28 +294,34 @@ func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Req
 		}
 	}
 	at := time.UnixMilli(origin + ms)
+	// A live session's look takes in the fragments around at that liveEdgeWait judges by, in the
+	// same answer: judged by a second look, a fragment stored between the two (the one asked for)
+	// made the request look past the live edge, and get 404.
+	lo, hi := at.Add(-hlsGapThreshold), at.Add(hlsGapThreshold)
+	if sess.mode != "ON_DEMAND" {
+		maxDur := p.s.media.maxFragmentDuration
+		lo, hi = at.Add(-maxDur-hlsGapThreshold), at.Add(maxDur)
+	}
 	// Subscribed before looking, so that a fragment stored between the look and the wait still
 	// wakes the wait (notify.go).
 	notices, unsubscribe := p.s.media.notify.subscribe(sess.stream)
 	defer unsubscribe()
 	var expired <-chan time.Time
 	for {
-		frags, err := p.inRange(ctx, sess.stream, p.s.media.bufferNamed(sess.stream), store.ProducerTime,
-			at.Add(-hlsGapThreshold), at.Add(hlsGapThreshold), 0)
+		frags, err := p.inRange(ctx, sess.stream, p.s.media.bufferNamed(sess.stream), store.ProducerTime, lo, hi, 0)
 		if err != nil {
 			return 0, 0, err
 		}
 		if best := nearestFragment(frags, at, from); best != nil {
 			return best.Number, origin, nil
 		}
+		// Judged again after each notice (a fragment past a gap ends the wait at once); the
+		// wait's bound is the first judgement's.
+		wait := p.liveEdgeWait(sess, frags, at, from)
+		if wait == 0 {
+			break
+		}
 		if expired == nil {
-			wait, err := p.liveEdgeWait(ctx, sess, at, from)
-			if err != nil {
-				return 0, 0, err
-			}
-			if wait == 0 {
-				break
-			}
 			t := time.NewTimer(wait)
 			defer t.Stop()
 			expired = t.C
@@ -332,11 +338,11 @@ func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Req
 }
 
 // nearestFragment returns the fragment of frags numbered from or later whose producer timestamp
-// is nearest at, the lowest-numbered of equals, or nil.
+// is nearest at, within hlsGapThreshold, the lowest-numbered of equals, or nil.
 func nearestFragment(frags []store.FragmentMeta, at time.Time, from uint64) *store.FragmentMeta {
 	var best *store.FragmentMeta
 	for i, f := range frags {
-		if f.Number < from {
+		if f.Number < from || f.ProducerTime.Sub(at).Abs() > hlsGapThreshold {
 			continue
 		}
 		if best != nil {
@@ -351,10 +357,12 @@ func nearestFragment(frags []store.FragmentMeta, at time.Time, from uint64) *sto
 }
 
 // liveEdgeWait says how long a DASH media request for time at, which no fragment has yet, waits
-// for one: when at is where the newest fragment of a live session's stream ends (the segment
-// after the last one a manifest listed), up to twice that fragment's duration (5 s at least, so
-// that a producer's upload time and a busy machine do not turn a wait into a 404); otherwise 0,
-// and the request gets 404 at once.
+// for one, judged by frags (the stream's fragments with producer timestamps from at less
+// maxFragmentDuration and hlsGapThreshold to at plus maxFragmentDuration): when at is where the
+// newest fragment of a live session's stream ends (the segment after the last one a manifest
+// listed), up to twice that fragment's duration (5 s at least, so that a producer's upload time
+// and a busy machine do not turn a wait into a 404); otherwise 0, and the request gets 404 at
+// once.
 //
 // Why: at the end of a dynamic manifest's timeline, ffmpeg (7.1) asks for the next segment at
 // once, and again after every 404, with a manifest reload each time: about 180 requests a second
@@ -363,28 +371,23 @@ func nearestFragment(frags []store.FragmentMeta, at time.Time, from uint64) *sto
 // Players that take availability from the manifest's clock (dash.js, Shaka) ask only for listed
 // segments and never wait. A request for a time past a gap, or beyond the next fragment, still
 // fails at once.
-func (p *playback) liveEdgeWait(ctx context.Context, sess *hlsSession, at time.Time, from uint64) (time.Duration, error) {
+func (p *playback) liveEdgeWait(sess *hlsSession, frags []store.FragmentMeta, at time.Time, from uint64) time.Duration {
 	if sess.mode == "ON_DEMAND" {
-		return 0, nil
+		return 0
 	}
 	maxDur := p.s.media.maxFragmentDuration
-	frags, err := p.inRange(ctx, sess.stream, p.s.media.bufferNamed(sess.stream), store.ProducerTime,
-		at.Add(-maxDur-hlsGapThreshold), at.Add(maxDur), 0)
-	if err != nil {
-		return 0, err
-	}
 	var prev *store.FragmentMeta
 	for i, f := range frags {
 		if f.Number < from {
 			continue
 		}
 		if f.ProducerTime.After(at) {
-			return 0, nil // the stream has gone past at: nothing will come there
+			return 0 // the stream has gone past at: nothing will come there
 		}
 		prev = &frags[i]
 	}
 	if prev == nil || at.Sub(prev.ProducerTime.Add(prev.Duration)).Abs() > hlsGapThreshold {
-		return 0, nil
+		return 0
 	}
-	return min(max(2*prev.Duration, 5*time.Second), max(2*maxDur, 5*time.Second)), nil
+	return min(max(2*prev.Duration, 5*time.Second), max(2*maxDur, 5*time.Second))
 }
