@@ -770,3 +770,48 @@ func TestDASHLiveEdgeFragmentDuringLook(t *testing.T) {
 		t.Fatalf("segment after the live edge, stored during the request: %d %s", code2, body)
 	}
 }
+
+// TestDASHLiveEdgeWaitEndsOnClose: Server.Close ends a live-edge segment request's wait, as it
+// ends live GetMedia responses, with a 503 the player may retry elsewhere: a graceful shutdown
+// (kvs server's, which waits for open requests) is not held up to the wait's bound.
+func TestDASHLiveEdgeWaitEndsOnClose(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	startLive(t, e)
+	url, code := e.dashURL(t, map[string]any{"StreamName": "cam"})
+	if code != "" {
+		t.Fatal(code)
+	}
+	m, raw := manifest(t, url)
+	if len(m.Periods) != 1 || len(m.Periods[0].Sets) != 1 || len(m.Periods[0].Sets[0].Rep.List.S) != 2 {
+		t.Fatalf("first manifest:\n%s", raw)
+	}
+	list := m.Periods[0].Sets[0].Rep.List
+	next := list.S[1].T + list.S[1].D
+	dir := url[:strings.LastIndex(url, "/")+1]
+	got := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(dir + strings.ReplaceAll(list.Media, "$Time$", strconv.FormatInt(next, 10)))
+		if err != nil {
+			got <- 0
+			return
+		}
+		resp.Body.Close()
+		got <- resp.StatusCode
+	}()
+	for waiting := false; !waiting; {
+		n := e.srv.media.notify.(*localNotifier)
+		n.mu.Lock()
+		waiting = len(n.subs["cam"]) > 0
+		n.mu.Unlock()
+		select {
+		case c := <-got:
+			t.Fatalf("the request for the segment after the live edge ended before Close: %d", c)
+		case <-time.After(time.Millisecond):
+		}
+	}
+	e.srv.Close()
+	if c := <-got; c != http.StatusServiceUnavailable {
+		t.Errorf("segment request waiting at the live edge during Close: %d, want 503", c)
+	}
+}

@@ -332,6 +332,9 @@ func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Req
 			return 0, 0, apiErrorf(codeResourceNotFound, "No fragment has the producer timestamp %s.", at.UTC().Format(xsDateTime))
 		case <-ctx.Done():
 			return 0, 0, ctx.Err()
+		case <-p.s.media.closing: // Server.Close, as for live GetMedia: a shutdown is not held up
+			return 0, 0, &APIError{Code: codeInternalFailure, Status: http.StatusServiceUnavailable,
+				Message: "The server is shutting down; try again."}
 		}
 	}
 	return 0, 0, apiErrorf(codeResourceNotFound, "No fragment has the producer timestamp %s.", at.UTC().Format(xsDateTime))
