@@ -369,8 +369,9 @@ func nearestFragment(frags []store.FragmentMeta, at time.Time, from uint64) *sto
 //
 // Why: at the end of a dynamic manifest's timeline, ffmpeg (7.1) asks for the next segment at
 // once, and again after every 404, with a manifest reload each time: about 180 requests a second
-// per viewer here while it waited for the next 1 s fragment (TestDASHLiveWaitsAtEdge). Waiting
-// at the live edge, as LL-HLS blocking requests do, turns that into one request per fragment.
+// per viewer here while it waited for the next 1 s fragment (TestDASHLive). Waiting at the live
+// edge, as LL-HLS blocking requests do, turns that into one request per fragment (two: ffmpeg
+// asks for each segment again once the manifest lists it).
 // Players that take availability from the manifest's clock (dash.js, Shaka) ask only for listed
 // segments and never wait. A request for a time past a gap, or beyond the next fragment, still
 // fails at once.
