@@ -36,7 +36,10 @@ package server
 //   - A live session's request for the segment right after the newest fragment (which ffmpeg
 //     makes as soon as it reaches the end of the timeline) waits for that fragment rather than
 //     getting 404 at once (liveEdgeWait): ffmpeg asked again at once after every 404, with a
-//     manifest reload each time, 2,541 requests in 7 s of live playback.
+//     manifest reload each time, 2,541 requests in 7 s of live playback. In a LIVE_REPLAY session
+//     the same request, for a fragment stored but not yet revealed, waits for its reveal
+//     (awaitReveal): ffmpeg downloaded it whole after every answer until a manifest listed it.
+//     A segment further ahead than twice its fragment's duration (5 s at least) gets 404.
 //   - kvs:fn (DisplayFragmentNumber ALWAYS) is the fragment number; kvs:ts
 //     (DisplayFragmentTimestamp ALWAYS) the fragment's timestamp of the selector's kind in Unix
 //     milliseconds. Their namespace is kvsDASHNamespace.

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -351,6 +352,66 @@ func (le liveEdge) waiting(t *testing.T, e *mediaEnv) <-chan segmentAnswer {
 // isFragment reports whether a segment is fragment n's (its moof's sequence number).
 func (a segmentAnswer) isFragment(n uint32) bool {
 	return a.code == http.StatusOK && len(a.body) >= 24 && string(a.body[12:16]) == "mfhd" && binary.BigEndian.Uint32(a.body[20:24]) == n
+}
+
+// TestDASHLiveReplayReveal: in a LIVE_REPLAY session over stored fragments, ffmpeg asks for the
+// segment after the manifest's window as soon as it reaches it, and again after each answer
+// until a manifest lists it. The request waits for the replay to reveal the fragment, so each
+// segment is asked for at most a few times (it was downloaded whole 20-36 times a second); a
+// segment seconds ahead of the replay gets 404.
+func TestDASHLiveReplayReveal(t *testing.T) {
+	testutil.Slow(t) // ffmpeg plays 5 s
+	t.Parallel()
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	c := uploadClip(t, e, "cam", "h264.mkv", seq(16)...)
+	var mu sync.Mutex
+	asks := map[string]int{} // media requests by Time
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "getMP4MediaFragment.mp4") {
+			mu.Lock()
+			asks[r.URL.Query().Get("Time")]++
+			mu.Unlock()
+		}
+		e.srv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	url, code := e.dashURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "LIVE_REPLAY", "MaxManifestFragmentResults": 3,
+		"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000}}})
+	if code != "" {
+		t.Fatal(code)
+	}
+	url = strings.Replace(url, e.ts.URL, front.URL, 1)
+	m, raw := manifest(t, url)
+	if m.Type != "dynamic" || len(m.Periods) != 1 || len(m.Periods[0].Sets[0].Rep.List.S) != 3 {
+		t.Fatalf("first manifest, want 3 segments of a dynamic one:\n%s", raw)
+	}
+	list := m.Periods[0].Sets[0].Rep.List
+	dir := url[:strings.LastIndex(url, "/")+1]
+	// The 12th fragment plays about 9 s from now: not waited for.
+	twelfth := list.S[0].T + c.fragTimecode(11, baseMillis) - c.fragTimecode(0, baseMillis)
+	if code, _, body := httpGet(t, dir+strings.ReplaceAll(list.Media, "$Time$", strconv.FormatInt(twelfth, 10))); code != http.StatusNotFound {
+		t.Errorf("segment 9 s ahead of the replay: %d %q, want 404", code, body[:min(len(body), 80)])
+	}
+	cmd := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", url, "-t", "5", "-f", "framecrc", "-")
+	testutil.DieWithTest(cmd)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ffmpeg on the LIVE_REPLAY URL: %v", err)
+	}
+	if frames := strings.Count("\n"+string(out), "\n0,"); frames < 100 {
+		t.Errorf("ffmpeg decoded %d frames from 5 s of the replay", frames)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for at, n := range asks {
+		if n > 3 {
+			t.Errorf("the segment at Time=%s was asked for %d times (all asks: %v)", at, n, asks)
+			break
+		}
+	}
 }
 
 func TestGetDASHStreamingSessionURLErrors(t *testing.T) {

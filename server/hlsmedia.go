@@ -313,6 +313,11 @@ func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Req
 			return 0, 0, err
 		}
 		if best := nearestFragment(frags, at, from); best != nil {
+			if sess.mode == "LIVE_REPLAY" {
+				if err := p.awaitReveal(ctx, sess, *best); err != nil {
+					return 0, 0, err
+				}
+			}
 			return best.Number, origin, nil
 		}
 		// Judged again after each notice (a fragment past a gap ends the wait at once); the
@@ -333,11 +338,49 @@ func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Req
 		case <-ctx.Done():
 			return 0, 0, ctx.Err()
 		case <-p.s.media.closing: // Server.Close, as for live GetMedia: a shutdown is not held up
-			return 0, 0, &APIError{Code: codeInternalFailure, Status: http.StatusServiceUnavailable,
-				Message: "The server is shutting down; try again."}
+			return 0, 0, errPlaybackShutdown
 		}
 	}
 	return 0, 0, apiErrorf(codeResourceNotFound, "No fragment has the producer timestamp %s.", at.UTC().Format(xsDateTime))
+}
+
+// errPlaybackShutdown ends a media request's wait when Server.Close begins.
+var errPlaybackShutdown = &APIError{Code: codeInternalFailure, Status: http.StatusServiceUnavailable,
+	Message: "The server is shutting down; try again."}
+
+// awaitReveal holds a LIVE_REPLAY session's request for the segment of fragment f until the
+// session reveals f (replayEdge passes its timestamp), when that is at most twice f's duration
+// (5 s at least) away; a fragment further ahead gets 404. A revealed fragment is served at once.
+//
+// Why: at the end of a dynamic manifest's timeline ffmpeg (7.1) asks for the next segment at
+// once and, until a manifest lists it, again after each answer, with a manifest reload each
+// time. In a replay that segment's fragment is stored already, so each ask downloaded it whole:
+// 20-36 times a second per viewer here, the bytes of a 1080p stream many times over. Held until
+// its reveal, it is asked for twice (once more when the manifest lists it).
+func (p *playback) awaitReveal(ctx context.Context, sess *hlsSession, f store.FragmentMeta) error {
+	dc := p.tokenState(sess)
+	dc.mu.Lock()
+	edge, err := p.replayEdge(ctx, sess, p.s.media.bufferNamed(sess.stream), dc)
+	dc.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	wait := sess.timeOf(f).Sub(edge)
+	if edge.IsZero() || wait <= 0 {
+		return nil
+	}
+	if wait > max(2*f.Duration, 5*time.Second) {
+		return apiErrorf(codeResourceNotFound, "Fragment %s is not yet part of the session: the replay reaches it in %v.",
+			formatFragmentNumber(f.Number), wait.Round(time.Millisecond))
+	}
+	select {
+	case <-time.After(wait): // collected when unreferenced (Go 1.23)
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.s.media.closing:
+		return errPlaybackShutdown
+	}
 }
 
 // nearestFragment returns the fragment of frags numbered from or later whose producer timestamp

@@ -47,33 +47,16 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 		frags, err = p.inRange(ctx, sess.stream, buf, sess.kind, sess.start, sess.end, sess.max)
 		return frags, 0, true, err
 	}
-	end := sess.end
-	if end.IsZero() {
-		end = time.Unix(0, 1<<62)
-	}
-	head, err := p.inRange(ctx, sess.stream, buf, sess.kind, sess.start, end, sess.max)
-	if err != nil || len(head) == 0 {
-		return nil, 0, false, err
-	}
-	timeOf := func(f store.FragmentMeta) time.Time {
-		if sess.kind == store.ProducerTime {
-			return f.ProducerTime
-		}
-		return f.ServerTime
-	}
-	// Revealed: the fragments up to first + elapsed + span (the first max at once). They are
-	// walked page by page, keeping the newest max in a ring: memory stays the window's, however
-	// long the range (the walk itself is as long as the revealed part).
+	end := sess.replayEnd()
+	// The revealed fragments are walked page by page, keeping the newest max in a ring: memory
+	// stays the window's, however long the range (the walk itself is as long as the revealed
+	// part).
 	dc := p.tokenState(sess)
 	dc.mu.Lock()
 	defer dc.mu.Unlock()
-	first := timeOf(head[0])
-	if dc.origin.IsZero() || first.Before(dc.origin) {
-		dc.origin = first
-	}
-	edge := dc.origin.Add(p.s.cfg.Now().Sub(sess.created) + timeOf(head[len(head)-1]).Sub(first))
-	if edge.After(end) {
-		edge = end
+	edge, err := p.replayEdge(ctx, sess, buf, dc)
+	if err != nil || edge.IsZero() {
+		return nil, 0, false, err
 	}
 	ring := make([]store.FragmentMeta, sess.max)
 	shown := 0
@@ -122,6 +105,44 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 			p.s.cfg.Now().After(sess.end.Add(p.s.media.maxFragmentDuration+hlsLiveRecency)))
 	}
 	return frags, seq, ended, nil
+}
+
+// replayEnd is the end of a LIVE_REPLAY session's range: its end timestamp, or the far future.
+func (sess *hlsSession) replayEnd() time.Time {
+	if sess.end.IsZero() {
+		return time.Unix(0, 1<<62)
+	}
+	return sess.end
+}
+
+// timeOf is f's timestamp of the session's kind.
+func (sess *hlsSession) timeOf(f store.FragmentMeta) time.Time {
+	if sess.kind == store.ProducerTime {
+		return f.ProducerTime
+	}
+	return f.ServerTime
+}
+
+// replayEdge returns how far a LIVE_REPLAY session has revealed its range (the fragments whose
+// timestamp of the session's kind is not after it): the range's first fragment plus the time
+// since the session's creation plus the span of its first max fragments (those are revealed at
+// once), at most the range's end; zero while the range has no fragment. The caller holds dc.mu
+// (dc.origin: the first fragment's time when first listed, kept when the range loses it).
+func (p *playback) replayEdge(ctx context.Context, sess *hlsSession, buf *streamBuffer, dc *sessionState) (time.Time, error) {
+	end := sess.replayEnd()
+	head, err := p.inRange(ctx, sess.stream, buf, sess.kind, sess.start, end, sess.max)
+	if err != nil || len(head) == 0 {
+		return time.Time{}, err
+	}
+	first := sess.timeOf(head[0])
+	if dc.origin.IsZero() || first.Before(dc.origin) {
+		dc.origin = first
+	}
+	edge := dc.origin.Add(p.s.cfg.Now().Sub(sess.created) + sess.timeOf(head[len(head)-1]).Sub(first))
+	if edge.After(end) {
+		edge = end
+	}
+	return edge, nil
 }
 
 // newest returns up to n of the stream's newest fragments in number order, from the store and
