@@ -119,13 +119,14 @@ type dashPeriod struct {
 	first    uint64        // the number of the fragment it is named after, where it starts
 	start    time.Duration // Period@start
 	pto      int64         // presentationTimeOffset, ms
+	number   uint64        // dynamic: startNumber, the first listed segment's number (0: none)
 }
 
 // dashManifest serves getDASHManifest.mpd: the fragments the session lists now (as HLS's media
 // playlist would), as one Period per run of fragments with the same tracks, an AdaptationSet per
 // track.
 func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.Request) (responder, error) {
-	frags, _, ended, keys, err := p.listKeyed(ctx, sess)
+	frags, seq, ended, keys, err := p.listKeyed(ctx, sess)
 	if err != nil {
 		return nil, fmt.Errorf("dash manifest %s: %w", sess.stream, err)
 	}
@@ -165,6 +166,21 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 		}
 	} else {
 		ast = p.dashTimeline(sess, frags, keys, periods, end)
+		// Segments keep their numbers from one update to the next (startNumber: the numbers of
+		// HLS's EXT-X-MEDIA-SEQUENCE, plus one for a replay's, which count from 0), as DASH asks
+		// of a dynamic manifest. Without it each update's first segment was number 1 again, and
+		// ffmpeg, which keeps its place by number, asked for every live segment twice and
+		// started at the window's start rather than at the live edge. (GStreamer 1.22's jumps
+		// ahead in live manifests are the same with it.)
+		first := seq + 1
+		if sess.mode == "LIVE" {
+			if first, _, err = p.discSequence(ctx, sess, frags[0].Number); err != nil {
+				return nil, fmt.Errorf("dash manifest %s: %w", sess.stream, err)
+			}
+		}
+		for k := range periods {
+			periods[k].number = first + uint64(periods[k].from)
+		}
 	}
 	total := time.Duration(end(periods[len(periods)-1]))*time.Millisecond - periods[0].start
 
@@ -218,8 +234,12 @@ func (p *playback) dashAdaptationSet(b *bytes.Buffer, sess *hlsSession, id int, 
 	// fragments at the same times, and a media request takes the one of its period.
 	origin := pto - dashOriginLead.Milliseconds()
 	query := "SessionToken=" + sess.token + "&amp;TrackNumber=" + track
-	fmt.Fprintf(b, `<SegmentTemplate timescale="1000" presentationTimeOffset="%d" initialization="getMP4InitFragment.mp4?%s&amp;FragmentNumber=%s" media="getMP4MediaFragment.mp4?%s&amp;From=%s&amp;Origin=%d&amp;Time=$Time$">`+"\n",
-		pto-origin, query, formatFragmentNumber(frags[len(frags)-1].Number), query, formatFragmentNumber(pd.first), origin)
+	startNumber := ""
+	if pd.number > 0 {
+		startNumber = fmt.Sprintf(` startNumber="%d"`, pd.number)
+	}
+	fmt.Fprintf(b, `<SegmentTemplate timescale="1000"%s presentationTimeOffset="%d" initialization="getMP4InitFragment.mp4?%s&amp;FragmentNumber=%s" media="getMP4MediaFragment.mp4?%s&amp;From=%s&amp;Origin=%d&amp;Time=$Time$">`+"\n",
+		startNumber, pto-origin, query, formatFragmentNumber(frags[len(frags)-1].Number), query, formatFragmentNumber(pd.first), origin)
 	b.WriteString("<SegmentTimeline>\n")
 	for i, f := range frags {
 		t := f.ProducerTime.UnixMilli() - origin

@@ -58,6 +58,7 @@ type mpd struct {
 				Rate   int    `xml:"audioSamplingRate,attr"`
 				List   struct {
 					PTO   int64   `xml:"presentationTimeOffset,attr"`
+					Start uint64  `xml:"startNumber,attr"`
 					Init  string  `xml:"initialization,attr"`
 					Media string  `xml:"media,attr"`
 					S     []dashS `xml:"SegmentTimeline>S"`
@@ -226,7 +227,7 @@ func TestDASHLive(t *testing.T) {
 	if m.Type != "dynamic" || len(m.Periods) != 1 || len(m.Periods[0].Sets[0].Rep.List.S) != 2 {
 		t.Fatalf("first manifest:\n%s", raw)
 	}
-	id := m.Periods[0].ID
+	first, id := m, m.Periods[0].ID
 	// availabilityStartTime + the newest segment's end is when it arrived (about now) and a
 	// target duration.
 	ast, err := time.Parse(time.RFC3339Nano, m.AST)
@@ -247,11 +248,16 @@ func TestDASHLive(t *testing.T) {
 		s[0].T-m.Periods[0].Sets[0].Rep.List.PTO != c.fragTimecode(3, base)-c.fragTimecode(0, base) {
 		t.Fatalf("manifest after 6 fragments, want period %s with fragments 3-5:\n%s", id, raw)
 	}
+	// Segments keep their numbers: three slid out since the first manifest.
+	if got, want := m.Periods[0].Sets[0].Rep.List.Start, first.Periods[0].Sets[0].Rep.List.Start+3; first.Periods[0].Sets[0].Rep.List.Start == 0 || got != want {
+		t.Errorf("startNumber %d after three segments slid out, want %d", got, want)
+	}
 
 	// ffmpeg plays the live URL while the producer sends a fragment a second, through a front
 	// that counts its requests: at the end of the timeline it asks for the next segment at once
 	// and, without the server's wait at the live edge, again after every 404, each time with a
-	// manifest reload (2,541 requests in 7 s before the wait; 24 after).
+	// manifest reload (2,541 requests in 7 s before the wait; 24 after, 18 once startNumber
+	// kept the segments' numbers and ffmpeg no longer asked for each one twice).
 	var requests atomic.Int64
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)

@@ -356,7 +356,7 @@ var errPlaybackShutdown = &APIError{Code: codeInternalFailure, Status: http.Stat
 // once and, until a manifest lists it, again after each answer, with a manifest reload each
 // time. In a replay that segment's fragment is stored already, so each ask downloaded it whole:
 // 20-36 times a second per viewer here, the bytes of a 1080p stream many times over. Held until
-// its reveal, it is asked for twice (once more when the manifest lists it).
+// its reveal, it is asked for once.
 func (p *playback) awaitReveal(ctx context.Context, sess *hlsSession, f store.FragmentMeta) error {
 	dc := p.tokenState(sess)
 	dc.mu.Lock()
@@ -413,8 +413,7 @@ func nearestFragment(frags []store.FragmentMeta, at time.Time, from uint64) *sto
 // Why: at the end of a dynamic manifest's timeline, ffmpeg (7.1) asks for the next segment at
 // once, and again after every 404, with a manifest reload each time: about 180 requests a second
 // per viewer here while it waited for the next 1 s fragment (TestDASHLive). Waiting at the live
-// edge, as LL-HLS blocking requests do, turns that into one request per fragment (two: ffmpeg
-// asks for each segment again once the manifest lists it).
+// edge, as LL-HLS blocking requests do, turns that into one request per fragment.
 // Players that take availability from the manifest's clock (dash.js, Shaka) ask only for listed
 // segments and never wait. A request for a time past a gap, or beyond the next fragment, still
 // fails at once.
