@@ -29,10 +29,14 @@ package server
 //     maps to the wall clock with the session's offset (taken at creation, hlsSession.offset),
 //     so that a player's clock finds the live edge, except after timestamps went back, where a
 //     Period starts at the end of the one before.
-//   - Players checked: ffmpeg (static and live), GStreamer's dashdemux (static; in live
-//     manifests GStreamer 1.22 jumps ahead of the live edge once its first segments are played,
-//     requesting segments seconds in the future, a behaviour of its own clock handling seen
-//     with manifests that stay the same from one update to the next).
+//   - Players checked: ffmpeg (static and live), GStreamer's dashdemux (static, and live with
+//     a window longer than its presentation delay). GStreamer 1.22's dashdemux plays live 10 s
+//     behind the live edge (its presentation-delay property), whatever the manifest's
+//     suggestedPresentationDelay; in the default LIVE window of 5 fragments (KVS's
+//     MaxManifestFragmentResults default) that place is not listed, and after each update it
+//     jumped ahead by whole windows (its position 5 s, 7 s, 15 s, 32 s into a stream of 1 s
+//     fragments). With MaxManifestFragmentResults 30 (kvs dash-url --max-fragments 30) it played
+//     every segment in turn.
 //   - A live session's request for the segment right after the newest fragment (which ffmpeg
 //     makes as soon as it reaches the end of the timeline) waits for that fragment rather than
 //     getting 404 at once (liveEdgeWait): ffmpeg asked again at once after every 404, with a
@@ -170,8 +174,7 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 		// HLS's EXT-X-MEDIA-SEQUENCE, plus one for a replay's, which count from 0), as DASH asks
 		// of a dynamic manifest. Without it each update's first segment was number 1 again, and
 		// ffmpeg, which keeps its place by number, asked for every live segment twice and
-		// started at the window's start rather than at the live edge. (GStreamer 1.22's jumps
-		// ahead in live manifests are the same with it.)
+		// started at the window's start rather than at the live edge.
 		first := seq + 1
 		if sess.mode == "LIVE" {
 			if first, _, err = p.discSequence(ctx, sess, frags[0].Number); err != nil {

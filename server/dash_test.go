@@ -587,6 +587,67 @@ func TestDASHGStreamer(t *testing.T) {
 	}
 }
 
+// TestDASHGStreamerLive: GStreamer's dashdemux plays a live session 10 s behind the live edge
+// (its presentation-delay). With a window that reaches that far back (MaxManifestFragmentResults
+// 30), it asks for the segments in turn, none skipped, while the producer sends one a second.
+// (In the default window of 5 it skipped ahead by whole windows: server/dash.go.)
+func TestDASHGStreamerLive(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // GStreamer plays 10 s of live media
+	gst := testutil.NeedTool(t, "gst-launch-1.0")
+	for _, plugin := range []string{"dashdemux", "avdec_h264"} {
+		if exec.Command(testutil.NeedTool(t, "gst-inspect-1.0"), plugin).Run() != nil {
+			testutil.Missing(t, "GStreamer's "+plugin+" is not installed (gstreamer1.0-plugins-bad, gstreamer1.0-libav)")
+		}
+	}
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	base := time.Now().Add(-15 * time.Second).UnixMilli() // 15 s of history, then live
+	for i := range 15 {
+		pc.fragment(c.cluster(t, i, base), c.fragTimecode(i, base), true)
+	}
+	ctx, stop := context.WithCancel(t.Context())
+	produced := produceLive(ctx, pc, c, base, 15)
+	defer func() { stop(); <-produced }()
+	var mu sync.Mutex
+	var asked []int64 // the media requests' Times, in order
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "getMP4MediaFragment.mp4") {
+			at, _ := strconv.ParseInt(r.URL.Query().Get("Time"), 10, 64)
+			mu.Lock()
+			asked = append(asked, at)
+			mu.Unlock()
+		}
+		e.srv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	url, code := e.dashURL(t, map[string]any{"StreamName": "cam", "MaxManifestFragmentResults": 30})
+	if code != "" {
+		t.Fatal(code)
+	}
+	url = strings.Replace(url, e.ts.URL, front.URL, 1)
+	play, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(play, gst, "-q", "playbin", "uri="+url, "video-sink=fakesink sync=true", "audio-sink=fakesink")
+	testutil.DieWithTest(cmd)
+	if out, err := cmd.CombinedOutput(); play.Err() == nil {
+		t.Fatalf("gst-launch-1.0 on %s ended before 10 s of live playback: %v\n%s", url, err, out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(asked) < 6 {
+		t.Fatalf("GStreamer asked for %d segments in 10 s of live playback: %v", len(asked), asked)
+	}
+	for i := 1; i < len(asked); i++ { // a fragment of the clip lasts 1 s, 1.06 s where it loops
+		if d := asked[i] - asked[i-1]; d < 0 || d > 1100 {
+			t.Fatalf("GStreamer went from the segment at %d to %d ms: %v", asked[i-1], asked[i], asked)
+		}
+	}
+}
+
 // TestDASHTimestampsBack: a producer restarted twice with its timestamps going back (the same
 // clip from the same base each time: 3, 2 and 1 fragments). Listed by server timestamp, each run
 // is a Period that starts where the one before ends, the presentation lasts as long as all
