@@ -3,6 +3,7 @@ package backends
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"net"
 	"os"
@@ -89,23 +90,77 @@ func startPostgres() (string, error) {
 		}
 		return nil
 	}
-	if err := run(initdb, "-D", dir, "-A", "trust", "-U", "postgres", "--no-sync"); err != nil {
-		return "", err
-	}
 	port, err := freePort()
 	if err != nil {
 		return "", err
 	}
 	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on", port, base)
-	// The log file, not a pipe: the server outlives pg_ctl and would hold a pipe open.
-	if err := run(pgCtl, "-D", dir, "-l", filepath.Join(base, "log"), "-o", opts, "-w", "start"); err != nil {
-		return "", err
+	start := func() error {
+		// The log file, not a pipe: the server outlives pg_ctl and would hold a pipe open.
+		return run(pgCtl, "-D", dir, "-l", filepath.Join(base, "log"), "-o", opts, "-w", "start")
+	}
+	// A copy of the cluster initdb made for an earlier test binary, else initdb (and its result
+	// kept for the next): initdb is about half a CPU second, a copy a few hundredths, and three
+	// test binaries start a server each.
+	tmpl := pgTemplate(initdb, run)
+	if tmpl == "" || exec.Command("cp", "-a", tmpl, dir).Run() != nil || start() != nil {
+		if tmpl != "" { // a template that does not start (damaged, or cleaned up in part): drop it
+			_ = os.RemoveAll(tmpl)
+			_ = os.RemoveAll(dir)
+		}
+		if err := run(initdb, "-D", dir, "-A", "trust", "-U", "postgres", "--no-sync"); err != nil {
+			return "", err
+		}
+		if err := start(); err != nil {
+			return "", err
+		}
 	}
 	atExit(func() {
 		_ = run(pgCtl, "-D", dir, "-m", "immediate", "stop")
 		_ = os.RemoveAll(base)
 	})
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres", port), nil
+}
+
+// pgTemplate returns a data directory that initdb made with the tests' options, to copy (cp -a)
+// for a server of this test binary, or "" if it has none and cannot make one. It sits in the
+// temporary directory under a name of its initdb's version, made once (a new one is built
+// aside and renamed into place: test binaries that start at once each build one, and one
+// stays). run runs a program as the owner the data directory needs.
+func pgTemplate(initdb string, run func(string, ...string) error) string {
+	v, err := exec.Command(initdb, "--version").Output()
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(append(v, "-A trust -U postgres"...))
+	tmpl := filepath.Join(os.TempDir(), fmt.Sprintf("kvs-pg-template-%x", sum[:6]))
+	if _, err := os.Stat(filepath.Join(tmpl, "PG_VERSION")); err == nil {
+		return tmpl
+	}
+	aside, err := os.MkdirTemp("", "kvs-pg-template-new-")
+	if err != nil {
+		return ""
+	}
+	defer os.RemoveAll(aside)
+	if os.Geteuid() == 0 { // initdb runs as the postgres user: let it write here
+		if u, err := user.Lookup("postgres"); err == nil {
+			uid, _ := strconv.Atoi(u.Uid)
+			gid, _ := strconv.Atoi(u.Gid)
+			if os.Chmod(aside, 0o755) != nil || os.Chown(aside, uid, gid) != nil {
+				return ""
+			}
+		}
+	}
+	data := filepath.Join(aside, "data")
+	if run(initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync") != nil {
+		return ""
+	}
+	if err := os.Rename(data, tmpl); err != nil {
+		if _, err := os.Stat(filepath.Join(tmpl, "PG_VERSION")); err != nil {
+			return "" // neither ours nor another binary's
+		}
+	}
+	return tmpl
 }
 
 func freePort() (int, error) {
