@@ -287,8 +287,14 @@ func (sess *hlsSession) discontinuity(prev, cur store.FragmentMeta, prevKey, cur
 	return false
 }
 
-// tokenState returns what this node keeps for the session's token, creating it.
+// tokenState returns what this node keeps for the session's token, creating it. A session being
+// created has no token yet: it gets a state of its own, kept nowhere (one kept under "" was
+// shared by every session's creation, and a LIVE_REPLAY's reveal origin from one range held
+// back the next session's over a later range: no fragments, ResourceNotFoundException).
 func (p *playback) tokenState(sess *hlsSession) *sessionState {
+	if sess.token == "" {
+		return &sessionState{expires: sess.expires}
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	dc := p.states[sess.token]

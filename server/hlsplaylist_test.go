@@ -275,3 +275,25 @@ func TestHLSLiveReplayRetentionKeepsSequence(t *testing.T) {
 		t.Errorf("EXT-X-MEDIA-SEQUENCE went back from %d to %d", msn(a), msn(b))
 	}
 }
+
+// TestHLSLiveReplaySessionsApart: two LIVE_REPLAY sessions of a stream, the second over a later
+// part of it. Each reveals its own range from its own start: the first session's must not hold
+// back the second's (both were created before their tokens existed, under one token state).
+func TestHLSLiveReplaySessionsApart(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	uploadClip(t, e, "cam", "h264.mkv", seq(16)...)
+	for _, start := range []int64{baseMillis / 1000, baseMillis/1000 + 10} {
+		url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "LIVE_REPLAY",
+			"MaxMediaPlaylistFragmentResults": 3,
+			"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+				"TimestampRange": map[string]any{"StartTimestamp": start}}})
+		if code != "" {
+			t.Fatalf("LIVE_REPLAY session from %d s: %s", start, code)
+		}
+		if _, media := mediaPlaylist(t, url); len(playlistSegments(t, media)) != 3 {
+			t.Errorf("LIVE_REPLAY session from %d s, want its first 3 fragments at once:\n%s", start, media)
+		}
+	}
+}
