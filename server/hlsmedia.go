@@ -358,13 +358,16 @@ var errPlaybackShutdown = &APIError{Code: codeInternalFailure, Status: http.Stat
 // 20-36 times a second per viewer here, the bytes of a 1080p stream many times over. Held until
 // its reveal, it is asked for once.
 func (p *playback) awaitReveal(ctx context.Context, sess *hlsSession, f store.FragmentMeta) error {
-	dc := p.tokenState(sess)
-	dc.mu.Lock()
-	edge, err := p.replayEdge(ctx, sess, p.s.media.bufferNamed(sess.stream), dc)
-	dc.mu.Unlock()
+	// The head is looked up before the token's lock is taken: a manifest build holds it while it
+	// walks the whole revealed range, which a media request need not wait for.
+	head, err := p.replayHead(ctx, sess, p.s.media.bufferNamed(sess.stream))
 	if err != nil {
 		return err
 	}
+	dc := p.tokenState(sess)
+	dc.mu.Lock()
+	edge := p.replayEdge(sess, head, dc)
+	dc.mu.Unlock()
 	wait := sess.timeOf(f).Sub(edge)
 	if edge.IsZero() || wait <= 0 {
 		return nil

@@ -48,15 +48,19 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 		return frags, 0, true, err
 	}
 	end := sess.replayEnd()
+	head, err := p.replayHead(ctx, sess, buf)
+	if err != nil {
+		return nil, 0, false, err
+	}
 	// The revealed fragments are walked page by page, keeping the newest max in a ring: memory
 	// stays the window's, however long the range (the walk itself is as long as the revealed
 	// part).
 	dc := p.tokenState(sess)
 	dc.mu.Lock()
 	defer dc.mu.Unlock()
-	edge, err := p.replayEdge(ctx, sess, buf, dc)
-	if err != nil || edge.IsZero() {
-		return nil, 0, false, err
+	edge := p.replayEdge(sess, head, dc)
+	if edge.IsZero() {
+		return nil, 0, false, nil
 	}
 	ring := make([]store.FragmentMeta, sess.max)
 	shown := 0
@@ -123,26 +127,31 @@ func (sess *hlsSession) timeOf(f store.FragmentMeta) time.Time {
 	return f.ServerTime
 }
 
+// replayHead returns a LIVE_REPLAY session's first max fragments, which replayEdge places the
+// reveal by.
+func (p *playback) replayHead(ctx context.Context, sess *hlsSession, buf *streamBuffer) ([]store.FragmentMeta, error) {
+	return p.inRange(ctx, sess.stream, buf, sess.kind, sess.start, sess.replayEnd(), sess.max)
+}
+
 // replayEdge returns how far a LIVE_REPLAY session has revealed its range (the fragments whose
 // timestamp of the session's kind is not after it): the range's first fragment plus the time
-// since the session's creation plus the span of its first max fragments (those are revealed at
-// once), at most the range's end; zero while the range has no fragment. The caller holds dc.mu
-// (dc.origin: the first fragment's time when first listed, kept when the range loses it).
-func (p *playback) replayEdge(ctx context.Context, sess *hlsSession, buf *streamBuffer, dc *sessionState) (time.Time, error) {
-	end := sess.replayEnd()
-	head, err := p.inRange(ctx, sess.stream, buf, sess.kind, sess.start, end, sess.max)
-	if err != nil || len(head) == 0 {
-		return time.Time{}, err
+// since the session's creation plus the span of head, its first max fragments (replayHead: those
+// are revealed at once), at most the range's end; zero while the range has no fragment. The
+// caller holds dc.mu (dc.origin: the first fragment's time when first listed, kept when the range
+// loses it).
+func (p *playback) replayEdge(sess *hlsSession, head []store.FragmentMeta, dc *sessionState) time.Time {
+	if len(head) == 0 {
+		return time.Time{}
 	}
 	first := sess.timeOf(head[0])
 	if dc.origin.IsZero() || first.Before(dc.origin) {
 		dc.origin = first
 	}
 	edge := dc.origin.Add(p.s.cfg.Now().Sub(sess.created) + sess.timeOf(head[len(head)-1]).Sub(first))
-	if edge.After(end) {
+	if end := sess.replayEnd(); edge.After(end) {
 		edge = end
 	}
-	return edge, nil
+	return edge
 }
 
 // newest returns up to n of the stream's newest fragments in number order, from the store and
