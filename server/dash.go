@@ -40,7 +40,7 @@ package server
 //   - A live session's request for the segment right after the newest fragment (which ffmpeg
 //     makes as soon as it reaches the end of the timeline) waits for that fragment rather than
 //     getting 404 at once (liveEdgeWait): ffmpeg asked again at once after every 404, with a
-//     manifest reload each time, 2,541 requests in 7 s of live playback. In a LIVE_REPLAY session
+//     manifest reload each time (TestDASHLive counts the requests). In a LIVE_REPLAY session
 //     the same request, for a fragment stored but not yet revealed, waits for its reveal
 //     (awaitReveal): ffmpeg downloaded it whole after every answer until a manifest listed it.
 //     A segment further ahead than twice its fragment's duration (5 s at least) gets 404.
@@ -257,11 +257,7 @@ func (p *playback) dashAdaptationSet(b *bytes.Buffer, sess *hlsSession, id int, 
 			fmt.Fprintf(b, ` kvs:fn="%s"`, formatFragmentNumber(f.Number))
 		}
 		if sess.showTime {
-			ts := f.ProducerTime
-			if sess.kind == store.ServerTime {
-				ts = f.ServerTime
-			}
-			fmt.Fprintf(b, ` kvs:ts="%d"`, ts.UnixMilli())
+			fmt.Fprintf(b, ` kvs:ts="%d"`, f.Time(sess.kind).UnixMilli())
 		}
 		b.WriteString("/>\n")
 	}
@@ -294,10 +290,7 @@ func (p *playback) dashTimeline(sess *hlsSession, frags []store.FragmentMeta, ke
 		if sess.mode == "LIVE" {
 			return a.Number < b.Number
 		}
-		ta, tb := a.ServerTime, b.ServerTime
-		if sess.kind == store.ProducerTime {
-			ta, tb = a.ProducerTime, b.ProducerTime
-		}
+		ta, tb := a.Time(sess.kind), b.Time(sess.kind)
 		return ta.Before(tb) || ta.Equal(tb) && a.Number < b.Number
 	}
 	sameKey := func(a, b string) bool { return a == b || a == "" || b == "" } // "": deleted meanwhile

@@ -216,12 +216,6 @@ func (m *media) startAfter(ctx context.Context, name string, buf *streamBuffer, 
 // findByTime returns the fragment containing t (start <= t < start+duration, or start == t), else
 // the first one starting after t, looking in the store and the live buffer.
 func (m *media) findByTime(ctx context.Context, name string, buf *streamBuffer, kind store.TimeKind, t time.Time) (uint64, bool, error) {
-	at := func(f store.FragmentMeta) time.Time {
-		if kind == store.ProducerTime {
-			return f.ProducerTime
-		}
-		return f.ServerTime
-	}
 	// A fragment lasts at most MaxFragmentDuration, so one that contains t starts in this window.
 	window, err := m.s.store.TimeRange(ctx, name, kind, t.Add(-m.maxFragmentDuration), t, store.Cursor{}, 0)
 	if err != nil {
@@ -239,14 +233,14 @@ func (m *media) findByTime(ctx context.Context, name string, buf *streamBuffer, 
 	for _, set := range [][]store.FragmentMeta{window, after, live} {
 		for i := range set {
 			f := &set[i]
-			start := at(*f)
+			start := f.Time(kind)
 			switch {
 			case !start.After(t) && (t.Before(start.Add(f.Duration)) || start.Equal(t)):
-				if contain == nil || start.After(at(*contain)) || (start.Equal(at(*contain)) && f.Number < contain.Number) {
+				if contain == nil || start.After(contain.Time(kind)) || (start.Equal(contain.Time(kind)) && f.Number < contain.Number) {
 					contain = f
 				}
 			case start.After(t):
-				if next == nil || start.Before(at(*next)) || (start.Equal(at(*next)) && f.Number < next.Number) {
+				if next == nil || start.Before(next.Time(kind)) || (start.Equal(next.Time(kind)) && f.Number < next.Number) {
 					next = f
 				}
 			}

@@ -119,14 +119,6 @@ func (sess *hlsSession) replayEnd() time.Time {
 	return sess.end
 }
 
-// timeOf is f's timestamp of the session's kind.
-func (sess *hlsSession) timeOf(f store.FragmentMeta) time.Time {
-	if sess.kind == store.ProducerTime {
-		return f.ProducerTime
-	}
-	return f.ServerTime
-}
-
 // replayHead returns a LIVE_REPLAY session's first max fragments, which replayEdge places the
 // reveal by.
 func (p *playback) replayHead(ctx context.Context, sess *hlsSession, buf *streamBuffer) ([]store.FragmentMeta, error) {
@@ -143,11 +135,11 @@ func (p *playback) replayEdge(sess *hlsSession, head []store.FragmentMeta, dc *s
 	if len(head) == 0 {
 		return time.Time{}
 	}
-	first := sess.timeOf(head[0])
+	first := head[0].Time(sess.kind)
 	if dc.origin.IsZero() || first.Before(dc.origin) {
 		dc.origin = first
 	}
-	edge := dc.origin.Add(p.s.cfg.Now().Sub(sess.created) + sess.timeOf(head[len(head)-1]).Sub(first))
+	edge := dc.origin.Add(p.s.cfg.Now().Sub(sess.created) + head[len(head)-1].Time(sess.kind).Sub(first))
 	if end := sess.replayEnd(); edge.After(end) {
 		edge = end
 	}
@@ -487,11 +479,7 @@ func (p *playback) mediaPlaylist(ctx context.Context, sess *hlsSession, _ *http.
 				sess.token, formatFragmentNumber(f.Number))
 		}
 		if sess.showTime {
-			t := f.ProducerTime
-			if sess.kind == store.ServerTime {
-				t = f.ServerTime
-			}
-			fmt.Fprintf(&b, "#EXT-X-PROGRAM-DATE-TIME:%s\n", t.UTC().Format("2006-01-02T15:04:05.000Z"))
+			fmt.Fprintf(&b, "#EXT-X-PROGRAM-DATE-TIME:%s\n", f.Time(sess.kind).UTC().Format(xsDateTime))
 		}
 		fmt.Fprintf(&b, "#EXTINF:%.3f,\ngetMP4MediaFragment.mp4?SessionToken=%s&FragmentNumber=%s\n",
 			f.Duration.Seconds(), sess.token, formatFragmentNumber(f.Number))

@@ -151,17 +151,11 @@ func (im *imageService) plan(ctx context.Context, st store.Stream, q *imagesQuer
 	if err != nil {
 		return nil, fmt.Errorf("get images %s: %w", st.Name, err)
 	}
-	at := func(f store.FragmentMeta) time.Time {
-		if q.kind == store.ProducerTime {
-			return f.ProducerTime
-		}
-		return f.ServerTime
-	}
 	// cover[i]: the fragment serving slot i, or -1.
 	cover := make([]int, len(p.slots))
 	for i, sl := range p.slots {
-		j := sort.Search(len(frags), func(j int) bool { return at(frags[j]).After(sl.t) }) - 1
-		if j < 0 || sl.t.After(at(frags[j]).Add(frags[j].Duration+imageGapTolerance)) {
+		j := sort.Search(len(frags), func(j int) bool { return frags[j].Time(q.kind).After(sl.t) }) - 1
+		if j < 0 || sl.t.After(frags[j].Time(q.kind).Add(frags[j].Duration+imageGapTolerance)) {
 			j = -1
 			sl.err = imageNoMedia
 		}
@@ -175,7 +169,7 @@ func (im *imageService) plan(ctx context.Context, st store.Stream, q *imagesQuer
 		}
 		if cover[i] >= 0 {
 			meta := frags[cover[i]]
-			cut, err := im.planFragment(ctx, st, q, p, meta, at(meta), p.slots[i:end], &budget, i == 0)
+			cut, err := im.planFragment(ctx, st, q, p, meta, meta.Time(q.kind), p.slots[i:end], &budget, i == 0)
 			if err != nil {
 				return nil, err
 			}

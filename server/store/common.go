@@ -104,10 +104,7 @@ func (a timeKey) less(b timeKey) bool {
 }
 
 func metaTimeKey(m FragmentMeta, kind TimeKind) timeKey {
-	if kind == ProducerTime {
-		return timeKey{timeToNanos(m.ProducerTime), m.Number}
-	}
-	return timeKey{timeToNanos(m.ServerTime), m.Number}
+	return timeKey{timeToNanos(m.Time(kind)), m.Number}
 }
 
 func validKind(kind TimeKind) bool { return kind == ServerTime || kind == ProducerTime }

@@ -56,6 +56,14 @@ const (
 	ProducerTime
 )
 
+// Time returns m's timestamp of kind: ProducerTime, else ServerTime.
+func (m FragmentMeta) Time(kind TimeKind) time.Time {
+	if kind == ProducerTime {
+		return m.ProducerTime
+	}
+	return m.ServerTime
+}
+
 // Cursor continues a TimeRange after the fragment it names; the zero value starts at the beginning.
 type Cursor struct {
 	Time   time.Time
