@@ -172,9 +172,11 @@ func (fs *feeders) committed(stream string, last uint64) {
 		f.poke()
 	}
 	// Readers that wait for the store rather than for a feeder (a DASH request at the live edge,
-	// hlsmedia.go's fragmentAt) learn of the commits of the node that writes the stream here:
-	// nothing else wakes them on a node that does not write it.
-	if stream != "" {
+	// hlsmedia.go's fragmentAt) learn here of the commits of the node that writes the stream,
+	// where no feeder of the stream runs on this node. Where one runs, it wakes the stream's
+	// readers once it has cached what is new: woken now as well, its GetMedia readers would look
+	// before it did and read the fragment from the object store themselves.
+	if stream != "" && len(list) == 0 {
 		fs.m.notify.notify(stream)
 	}
 }
