@@ -294,6 +294,9 @@ func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Req
 		}
 	}
 	at := time.UnixMilli(origin + ms)
+	notFound := func() error {
+		return apiErrorf(codeResourceNotFound, "No fragment has the producer timestamp %s.", at.UTC().Format(xsDateTime))
+	}
 	// A live session's look takes in the fragments around at that liveEdgeWait judges by, in the
 	// same answer: judged by a second look, a fragment stored between the two (the one asked for)
 	// made the request look past the live edge, and get 404.
@@ -334,29 +337,34 @@ func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Req
 		select {
 		case <-notices:
 		case <-expired:
-			return 0, 0, apiErrorf(codeResourceNotFound, "No fragment has the producer timestamp %s.", at.UTC().Format(xsDateTime))
+			return 0, 0, notFound()
 		case <-ctx.Done():
 			return 0, 0, ctx.Err()
 		case <-p.s.media.closing: // Server.Close, as for live GetMedia: a shutdown is not held up
 			return 0, 0, errPlaybackShutdown
 		}
 	}
-	return 0, 0, apiErrorf(codeResourceNotFound, "No fragment has the producer timestamp %s.", at.UTC().Format(xsDateTime))
+	return 0, 0, notFound()
 }
+
+// segmentWait is how long a DASH media request waits for the segment of a fragment lasting d:
+// twice d, 5 s at least, so that a producer's upload time and a busy machine do not turn a wait
+// into a 404.
+func segmentWait(d time.Duration) time.Duration { return max(2*d, 5*time.Second) }
 
 // errPlaybackShutdown ends a media request's wait when Server.Close begins.
 var errPlaybackShutdown = &APIError{Code: codeInternalFailure, Status: http.StatusServiceUnavailable,
 	Message: "The server is shutting down; try again."}
 
 // awaitReveal holds a LIVE_REPLAY session's request for the segment of fragment f until the
-// session reveals f (replayEdge passes its timestamp), when that is at most twice f's duration
-// (5 s at least) away; a fragment further ahead gets 404. A revealed fragment is served at once.
+// session reveals f (replayEdge passes its timestamp), when that is at most segmentWait away; a
+// fragment further ahead gets 404. A revealed fragment is served at once.
 //
 // Why: at the end of a dynamic manifest's timeline ffmpeg (7.1) asks for the next segment at
 // once and, until a manifest lists it, again after each answer, with a manifest reload each
-// time. In a replay that segment's fragment is stored already, so each ask downloaded it whole:
-// 20-36 times a second per viewer here, the bytes of a 1080p stream many times over. Held until
-// its reveal, it is asked for once.
+// time. In a replay that segment's fragment is stored already, so each ask downloaded it whole,
+// many times a second per viewer (TestDASHLiveReplayReveal counted 224-234 asks of one segment
+// before this wait). Held until its reveal, it is asked for once.
 func (p *playback) awaitReveal(ctx context.Context, sess *hlsSession, f store.FragmentMeta) error {
 	// The head is looked up before the token's lock is taken: a manifest build holds it while it
 	// walks the whole revealed range, which a media request need not wait for.
@@ -368,11 +376,11 @@ func (p *playback) awaitReveal(ctx context.Context, sess *hlsSession, f store.Fr
 	dc.mu.Lock()
 	edge := p.replayEdge(sess, head, dc)
 	dc.mu.Unlock()
-	wait := sess.timeOf(f).Sub(edge)
+	wait := f.Time(sess.kind).Sub(edge)
 	if edge.IsZero() || wait <= 0 {
 		return nil
 	}
-	if wait > max(2*f.Duration, 5*time.Second) {
+	if wait > segmentWait(f.Duration) {
 		return apiErrorf(codeResourceNotFound, "Fragment %s is not yet part of the session: the replay reaches it in %v.",
 			formatFragmentNumber(f.Number), wait.Round(time.Millisecond))
 	}
@@ -409,14 +417,13 @@ func nearestFragment(frags []store.FragmentMeta, at time.Time, from uint64) *sto
 // for one, judged by frags (the stream's fragments with producer timestamps from at less
 // maxFragmentDuration and hlsGapThreshold to at plus maxFragmentDuration): when at is where the
 // newest fragment of a live session's stream ends (the segment after the last one a manifest
-// listed), up to twice that fragment's duration (5 s at least, so that a producer's upload time
-// and a busy machine do not turn a wait into a 404); otherwise 0, and the request gets 404 at
-// once.
+// listed), up to segmentWait of that fragment (of the longest a fragment may last, at most);
+// otherwise 0, and the request gets 404 at once.
 //
 // Why: at the end of a dynamic manifest's timeline, ffmpeg (7.1) asks for the next segment at
-// once, and again after every 404, with a manifest reload each time: about 180 requests a second
-// per viewer here while it waited for the next 1 s fragment (TestDASHLive). Waiting at the live
-// edge, as LL-HLS blocking requests do, turns that into one request per fragment.
+// once, and again after every 404, with a manifest reload each time (TestDASHLive's front counted
+// 5,708 requests while 10 one-second fragments were produced, before this wait). Waiting at the
+// live edge, as LL-HLS blocking requests do, turns that into one request per fragment.
 // Players that take availability from the manifest's clock (dash.js, Shaka) ask only for listed
 // segments and never wait. A request for a time past a gap, or beyond the next fragment, still
 // fails at once.
@@ -438,5 +445,5 @@ func (p *playback) liveEdgeWait(sess *hlsSession, frags []store.FragmentMeta, at
 	if prev == nil || at.Sub(prev.ProducerTime.Add(prev.Duration)).Abs() > hlsGapThreshold {
 		return 0
 	}
-	return min(max(2*prev.Duration, 5*time.Second), max(2*maxDur, 5*time.Second))
+	return min(segmentWait(prev.Duration), segmentWait(maxDur))
 }

@@ -64,8 +64,10 @@ func startPostgres() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// initdb refuses to run as root: run the server as the postgres user then.
+	// initdb refuses to run as root: run the server as the postgres user then, in directories
+	// it owns (giveOwner).
 	asOwner := func(*exec.Cmd) {}
+	giveOwner := func(string) error { return nil }
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")
 		if err != nil {
@@ -73,13 +75,16 @@ func startPostgres() (string, error) {
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
-		if err := os.Chmod(base, 0o755); err != nil {
-			return "", err
-		}
-		if err := os.Chown(base, uid, gid); err != nil {
-			return "", err
-		}
 		asOwner = func(c *exec.Cmd) { c.SysProcAttr = sysProcAttrAs(uint32(uid), uint32(gid)) }
+		giveOwner = func(dir string) error {
+			if err := os.Chmod(dir, 0o755); err != nil {
+				return err
+			}
+			return os.Chown(dir, uid, gid)
+		}
+	}
+	if err := giveOwner(base); err != nil {
+		return "", err
 	}
 	dir := filepath.Join(base, "data")
 	run := func(name string, args ...string) error {
@@ -90,6 +95,7 @@ func startPostgres() (string, error) {
 		}
 		return nil
 	}
+	initdbInto := func(data string) error { return run(initdb, append([]string{"-D", data}, initdbArgs...)...) }
 	port, err := freePort()
 	if err != nil {
 		return "", err
@@ -100,15 +106,15 @@ func startPostgres() (string, error) {
 		return run(pgCtl, "-D", dir, "-l", filepath.Join(base, "log"), "-o", opts, "-w", "start")
 	}
 	// A copy of the cluster initdb made for an earlier test binary, else initdb (and its result
-	// kept for the next): initdb is about half a CPU second, a copy a few hundredths, and three
+	// kept for the next): initdb runs PostgreSQL in bootstrap mode, a copy only copies, and three
 	// test binaries start a server each.
-	tmpl := pgTemplate(initdb, run)
+	tmpl := pgTemplate(initdb, giveOwner, initdbInto)
 	if tmpl == "" || exec.Command("cp", "-a", tmpl, dir).Run() != nil || start() != nil {
 		if tmpl != "" { // a template that does not start (damaged, or cleaned up in part): drop it
 			_ = os.RemoveAll(tmpl)
 			_ = os.RemoveAll(dir)
 		}
-		if err := run(initdb, "-D", dir, "-A", "trust", "-U", "postgres", "--no-sync"); err != nil {
+		if err := initdbInto(dir); err != nil {
 			return "", err
 		}
 		if err := start(); err != nil {
@@ -122,17 +128,20 @@ func startPostgres() (string, error) {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres", port), nil
 }
 
-// pgTemplate returns a data directory that initdb made with the tests' options, to copy (cp -a)
-// for a server of this test binary, or "" if it has none and cannot make one. It sits in the
-// temporary directory under a name of its initdb's version, made once (a new one is built
-// aside and renamed into place: test binaries that start at once each build one, and one
-// stays). run runs a program as the owner the data directory needs.
-func pgTemplate(initdb string, run func(string, ...string) error) string {
+// initdbArgs are the tests' initdb options, after -D DIR.
+var initdbArgs = []string{"-A", "trust", "-U", "postgres", "--no-sync"}
+
+// pgTemplate returns a data directory that initdb made with initdbArgs, to copy (cp -a) for a
+// server of this test binary, or "" if it has none and cannot make one. It sits in the temporary
+// directory under a name of its initdb's version, made once (a new one is built aside and
+// renamed into place: test binaries that start at once each build one, and one stays).
+// giveOwner hands a directory to the user initdbInto runs initdb as.
+func pgTemplate(initdb string, giveOwner, initdbInto func(dir string) error) string {
 	v, err := exec.Command(initdb, "--version").Output()
 	if err != nil {
 		return ""
 	}
-	sum := sha256.Sum256(append(v, "-A trust -U postgres"...))
+	sum := sha256.Sum256(append(v, strings.Join(initdbArgs, " ")...))
 	tmpl := filepath.Join(os.TempDir(), fmt.Sprintf("kvs-pg-template-%x", sum[:6]))
 	if _, err := os.Stat(filepath.Join(tmpl, "PG_VERSION")); err == nil {
 		return tmpl
@@ -142,17 +151,8 @@ func pgTemplate(initdb string, run func(string, ...string) error) string {
 		return ""
 	}
 	defer os.RemoveAll(aside)
-	if os.Geteuid() == 0 { // initdb runs as the postgres user: let it write here
-		if u, err := user.Lookup("postgres"); err == nil {
-			uid, _ := strconv.Atoi(u.Uid)
-			gid, _ := strconv.Atoi(u.Gid)
-			if os.Chmod(aside, 0o755) != nil || os.Chown(aside, uid, gid) != nil {
-				return ""
-			}
-		}
-	}
 	data := filepath.Join(aside, "data")
-	if run(initdb, "-D", data, "-A", "trust", "-U", "postgres", "--no-sync") != nil {
+	if giveOwner(aside) != nil || initdbInto(data) != nil {
 		return ""
 	}
 	if err := os.Rename(data, tmpl); err != nil {
