@@ -69,8 +69,9 @@ func startBrowser() {
 		chromedp.Flag("disable-component-extensions-with-background-pages", true),
 		// Pages are laid out in a 1280x900 window of CSS pixels and drawn at half their pixels
 		// (device scale factor 0.5): Chromium draws every frame of a playing video in software,
-		// in every open tab, and the browser tests' Chromium took 13.9 core-seconds instead of
-		// 15.8-16.3 (two runs each of the nine). Screenshots are taken at full size (screenshot).
+		// in every open tab (scripts/test-cpu.sh of the server test binary with -run Console,
+		// two runs each: 13.9 busy core-seconds instead of 15.8-16.3). Screenshots are taken at
+		// full size (screenshot).
 		chromedp.WindowSize(1280, 900),
 		chromedp.Flag("force-device-scale-factor", strconv.FormatFloat(browserScale, 'f', -1, 64)),
 		chromedp.UserDataDir(dir),
