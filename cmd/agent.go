@@ -34,8 +34,7 @@ func (o agentOptions) validate() error {
 }
 
 func newAgentCmd(env *Env) *cobra.Command {
-	var o agentOptions
-	c := newCommand(env, &o, runAgent, &cobra.Command{
+	c, o := newCommand(env, runAgent, &cobra.Command{
 		Use:   "agent --config agent.yaml [--once] [--status-interval 1m]",
 		Short: "Upload many cameras at once, each with its spool: a long-running edge process",
 		Long: `Run one upload per camera of the config file (the global --config), each as put-media would
@@ -144,7 +143,7 @@ func agentCamera1(env *Env, i int, m map[string]any) (*agentCamera, error) {
 		return nil, usageErrorf("cameras[%d]: name %q: every camera needs a name of letters, digits, _ . - (up to 64), e.g. porch", i, name)
 	}
 	cam := &agentCamera{name: name, endpoint: env.Config.GetString("endpoint"), state: "starting"}
-	c := putMediaCommand(env, &cam.opts)
+	c, opts := putMediaCommand(env)
 	region := env.Config.GetString("region")
 	keys := make([]string, 0, len(m))
 	for k := range m {
@@ -179,6 +178,7 @@ func agentCamera1(env *Env, i int, m map[string]any) (*agentCamera, error) {
 			return nil, usageErrorf("camera %s: %s: %v", name, k, err)
 		}
 	}
+	cam.opts = *opts
 	o := cam.opts
 	if err := o.validate(); err != nil {
 		return nil, usageErrorf("camera %s: %v", name, strings.ReplaceAll(err.Error(), "--", ""))

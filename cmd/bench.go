@@ -68,8 +68,7 @@ func (o benchOptions) validate() error {
 }
 
 func newBenchCmd(env *Env) *cobra.Command {
-	var o benchOptions
-	c := newCommand(env, &o, runBench, &cobra.Command{
+	c, o := newCommand(env, runBench, &cobra.Command{
 		Use:   "bench [--streams N] [--bitrate R] [--fragment-duration D] [--duration T] [--embedded | --endpoint URL]",
 		Short: "Measure a kvs server under N real-time camera streams",
 		Long: `Drive N concurrent real-time PutMedia streams of synthetic H.264-like video (30 fps, one keyframe

@@ -18,11 +18,13 @@ import (
 // options is what a command's flags fill: validate checks it before anything runs.
 type options interface{ validate() error }
 
-// newCommand completes c, a subcommand whose flags fill *o: it takes no arguments, and it runs by
-// checking *o (a failure is a usage error: exit code 2, with the usage) and calling run with the
-// command's context. Each command file then holds only its options, its help and its flags (which
-// the caller adds to the returned command), and a run function that tests call directly.
-func newCommand[O options](env *Env, o *O, run func(context.Context, *Env, O) error, c *cobra.Command) *cobra.Command {
+// newCommand completes c, a subcommand whose flags fill the options it returns: it takes no
+// arguments, and it runs by checking them (a failure is a usage error: exit code 2, with the usage)
+// and calling run with the command's context. Each command file then holds only its options, its
+// help and its flags (which the caller adds to the returned command, filling the returned options),
+// and a run function that tests call directly.
+func newCommand[O options](env *Env, run func(context.Context, *Env, O) error, c *cobra.Command) (*cobra.Command, *O) {
+	o := new(O)
 	c.Args = noArgs
 	c.RunE = func(c *cobra.Command, _ []string) error {
 		if err := (*o).validate(); err != nil {
@@ -30,7 +32,19 @@ func newCommand[O options](env *Env, o *O, run func(context.Context, *Env, O) er
 		}
 		return run(c.Context(), env, *o)
 	}
-	return c
+	return c, o
+}
+
+// withClient is a run function made of one that calls the API: it builds the client (newClient)
+// and then calls run with it.
+func withClient[O any](run func(context.Context, *Env, *client.Client, O) error) func(context.Context, *Env, O) error {
+	return func(ctx context.Context, env *Env, o O) error {
+		cl, err := newClient(ctx, env)
+		if err != nil {
+			return err
+		}
+		return run(ctx, env, cl, o)
+	}
 }
 
 // newClient builds the API client for the resolved --endpoint and --region.

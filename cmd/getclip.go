@@ -31,8 +31,7 @@ func (o getClipOptions) validate() error {
 }
 
 func newGetClipCmd(env *Env) *cobra.Command {
-	var o getClipOptions
-	c := newCommand(env, &o, runGetClip, &cobra.Command{
+	c, o := newCommand(env, runGetClip, &cobra.Command{
 		Use:   "get-clip --stream-name NAME --start T --end T [--timestamp-type server|producer] [-o FILE]",
 		Short: "Download an MP4 clip of a time range",
 		Long: `Download the fragments whose start time is in [--start, --end] as one MP4 file (GetClip).

@@ -69,8 +69,7 @@ func (o getFragmentsOptions) validate() error {
 }
 
 func newGetFragmentsCmd(env *Env) *cobra.Command {
-	var o getFragmentsOptions
-	c := newCommand(env, &o, runGetFragments, &cobra.Command{
+	c, o := newCommand(env, runGetFragments, &cobra.Command{
 		Use:   "get-fragments --stream-name NAME [--fragment-numbers N,...|- | --start T --end T] [--parallel 4] [-o FILE | --output-dir DIR]",
 		Short: "Download stored fragments with GetMediaForFragmentList",
 		Long: `Download stored fragments with GetMediaForFragmentList, in batches fetched in parallel and written

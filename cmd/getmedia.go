@@ -89,8 +89,7 @@ func (o getMediaOptions) selector(now time.Time) (client.StartSelector, error) {
 }
 
 func newGetMediaCmd(env *Env) *cobra.Command {
-	var o getMediaOptions
-	c := newCommand(env, &o, runGetMedia, &cobra.Command{
+	c, o := newCommand(env, runGetMedia, &cobra.Command{
 		Use:   "get-media --stream-name NAME [--start-selector NOW|EARLIEST|...] [--format mkv|raw] [-o FILE] [--no-follow]",
 		Short: "Read a stream with GetMedia, live or from a point in it",
 		Long: `Read a stream with GetMedia and write the media to stdout or -o FILE.

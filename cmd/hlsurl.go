@@ -57,8 +57,7 @@ func (o hlsURLOptions) validate() error {
 }
 
 func newHLSURLCmd(env *Env) *cobra.Command {
-	var o hlsURLOptions
-	c := newCommand(env, &o, runHLSURL, &cobra.Command{
+	c, o := newCommand(env, runHLSURL, &cobra.Command{
 		Use:   "hls-url --stream-name NAME [--playback-mode LIVE|LIVE_REPLAY|ON_DEMAND] [--start T --end T] [--expires N]",
 		Short: "Print an HLS playback URL for a stream",
 		Long: `Create an HLS streaming session (GetHLSStreamingSessionURL) and print its URL, which any HLS
@@ -68,13 +67,12 @@ player opens: ffplay, VLC, Safari, hls.js.
 
   ffplay "$(kvs hls-url --stream-name cam)"`,
 	})
-	addSessionURLFlags(c, &o, "MaxMediaPlaylistFragmentResults: fragments per media playlist (default 5 live, 1000 on demand)")
+	addSessionURLFlags(c, o, "MaxMediaPlaylistFragmentResults: fragments per media playlist (default 5 live, 1000 on demand)")
 	return c
 }
 
 func newDASHURLCmd(env *Env) *cobra.Command {
-	var o hlsURLOptions
-	c := newCommand(env, &o, runDASHURL, &cobra.Command{
+	c, o := newCommand(env, runDASHURL, &cobra.Command{
 		Use:   "dash-url --stream-name NAME [--playback-mode LIVE|LIVE_REPLAY|ON_DEMAND] [--start T --end T] [--expires N]",
 		Short: "Print an MPEG-DASH playback URL for a stream",
 		Long: `Create an MPEG-DASH streaming session (GetDASHStreamingSessionURL) and print its manifest's URL,
@@ -85,7 +83,7 @@ adaptation set of its own.
 
   ffplay "$(kvs dash-url --stream-name cam)"`,
 	})
-	addSessionURLFlags(c, &o, "MaxManifestFragmentResults: fragments per manifest (default 5 live, 1000 on demand)")
+	addSessionURLFlags(c, o, "MaxManifestFragmentResults: fragments per manifest (default 5 live, 1000 on demand)")
 	return c
 }
 

@@ -30,11 +30,10 @@ not open (not in group video) is listed with the error. Builds without cgo have 
 and say so.`
 
 func newListDevicesCmd(env *Env) *cobra.Command {
-	o := listDevicesOptions{Output: outputTable}
 	run := func(_ context.Context, env *Env, o listDevicesOptions) error {
 		return runListDevices(env, o, capture.ListCameras)
 	}
-	c := newCommand(env, &o, run, &cobra.Command{
+	c, o := newCommand(env, run, &cobra.Command{
 		Use:   "list-devices [--output table|json]",
 		Short: "List the cameras put-media can capture from, with their formats and sizes",
 		Long:  listDevicesLong,

@@ -31,8 +31,7 @@ func (o listFragmentsOptions) validate() error {
 }
 
 func newListFragmentsCmd(env *Env) *cobra.Command {
-	var o listFragmentsOptions
-	c := newCommand(env, &o, runListFragments, &cobra.Command{
+	c, o := newCommand(env, runListFragments, &cobra.Command{
 		Use:   "list-fragments --stream-name NAME [--start T] [--end T] [--timestamp-type server|producer] [--output json|table|numbers]",
 		Short: "List a stream's fragments in a time range",
 		Long: `List a stream's fragments (ListFragments, all pages), sorted by fragment number.
@@ -72,11 +71,7 @@ func listFragments(ctx context.Context, cl *client.Client, cmd string, stream st
 	return frags, nil
 }
 
-func runListFragments(ctx context.Context, env *Env, o listFragmentsOptions) error {
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return err
-	}
+var runListFragments = withClient(func(ctx context.Context, env *Env, cl *client.Client, o listFragmentsOptions) error {
 	frags, err := listFragments(ctx, cl, "list-fragments", o.Stream, o.Range)
 	if err != nil {
 		return err
@@ -111,4 +106,4 @@ func runListFragments(ctx context.Context, env *Env, o listFragmentsOptions) err
 		})
 	}
 	return writeJSON(env.Stdout, out)
-}
+})

@@ -179,15 +179,14 @@ func (o putMediaOptions) validate() error {
 }
 
 func newPutMediaCmd(env *Env) *cobra.Command {
-	var o putMediaOptions
-	return putMediaCommand(env, &o)
+	c, _ := putMediaCommand(env)
+	return c
 }
 
-// putMediaCommand builds put-media around *o, which its flags fill (with their defaults at once):
+// putMediaCommand builds put-media and the options its flags fill (with their defaults at once):
 // the agent builds one per camera to read the camera's keys as flags.
-func putMediaCommand(env *Env, o *putMediaOptions) *cobra.Command {
-	*o = putMediaOptions{SpoolMaxBytes: client.DefaultSpoolMaxBytes}
-	c := newCommand(env, o, runPutMedia, &cobra.Command{
+func putMediaCommand(env *Env) (*cobra.Command, *putMediaOptions) {
+	c, o := newCommand(env, runPutMedia, &cobra.Command{
 		Use:   "put-media --stream-name NAME --source FILE|-|rtsp://CAMERA/PATH|testsrc|camera[:DEVICE] [--fragment-duration 2s] [--spool-dir DIR] [--create]",
 		Short: "Upload a media file, a stream or a camera with PutMedia",
 		Long: `Upload media to a stream with PutMedia: Matroska/WebM, MP4 (with audio) or raw H.264/H.265
@@ -240,6 +239,7 @@ stream with no retention, which never persists). ERROR acks are reported with th
 meaning. Ctrl-C stops reading the source, waits up to 15 s for the fragments already sent (2 s
 with a spool, which keeps the rest), and exits 130.`,
 	})
+	o.SpoolMaxBytes = client.DefaultSpoolMaxBytes // the flag's default
 	f := c.Flags()
 	addStreamRefFlags(c, &o.Stream)
 	f.StringVar(&o.Source, "source", "", "media file, - for standard input, an RTSP camera (rtsp://[user:pass@]host[:port]/path), or testsrc, camera, camera:/dev/videoN (required)")
@@ -262,7 +262,7 @@ with a spool, which keeps the rest), and exits 130.`,
 	f.StringVar(&o.SpoolDir, "spool-dir", "", "keep fragments in this directory until they are PERSISTED (survives outages, crashes and restarts)")
 	f.Var(&o.SpoolMaxBytes, "spool-max-bytes", "with --spool-dir: its maximum size, e.g. 1GiB or 500MB; the oldest fragments go when it is full")
 	f.Var(&o.SpoolRate, "spool-rate", "with --spool-dir: cap the rate of sending the backlog, per second, e.g. 8Mbit or 1MB (default: no cap)")
-	return c
+	return c, o
 }
 
 // sourceHint says what --source takes.

@@ -106,8 +106,7 @@ func (o serveOptions) validate() error {
 }
 
 func newServeCmd(env *Env) *cobra.Command {
-	var o serveOptions
-	c := newCommand(env, &o, runServe, &cobra.Command{
+	c, o := newCommand(env, runServe, &cobra.Command{
 		Use:   "server [--listen ADDR] [--data-dir DIR [--max-disk-usage SIZE|N%] | --memory | --index URL --objects URL] [--advertise-url URL] [--auth sigv4 --credentials-file FILE] [--tls-cert FILE --tls-key FILE] [--metrics-listen ADDR] [--webhook URL]...",
 		Short: "Run the local Kinesis Video Streams server",
 		Long: `Run the kvs server: the KVS control plane, PutMedia/GetMedia and the archived-media APIs on one
@@ -143,13 +142,13 @@ and PERSISTED once the object is stored and its index rows committed. --advertis
 URL the other nodes and the clients reach this node at. See docs/cluster.md.
 
 ` + opsHelp,
-		PreRunE: func(*cobra.Command, []string) error { // the environment fills what the flags left out
-			o.Index = cmp.Or(o.Index, env.Getenv("KVS_INDEX"))
-			o.Objects = cmp.Or(o.Objects, env.Getenv("KVS_OBJECTS"))
-			o.WebhookSecret = cmp.Or(o.WebhookSecret, env.Getenv("KVS_WEBHOOK_SECRET"))
-			return nil
-		},
 	})
+	c.PreRunE = func(*cobra.Command, []string) error { // the environment fills what the flags left out
+		o.Index = cmp.Or(o.Index, env.Getenv("KVS_INDEX"))
+		o.Objects = cmp.Or(o.Objects, env.Getenv("KVS_OBJECTS"))
+		o.WebhookSecret = cmp.Or(o.WebhookSecret, env.Getenv("KVS_WEBHOOK_SECRET"))
+		return nil
+	}
 	f := c.Flags()
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:4567", "address to listen on (host:port; port 0 picks a free port)")
 	f.StringVar(&o.DataDir, "data-dir", "", "directory for streams and fragments (default $XDG_DATA_HOME/kvs or ~/.local/share/kvs)")

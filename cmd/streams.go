@@ -73,8 +73,7 @@ func (o createStreamOptions) validate() error {
 }
 
 func newCreateStreamCmd(env *Env) *cobra.Command {
-	var o createStreamOptions
-	c := newCommand(env, &o, runCreateStream, &cobra.Command{
+	c, o := newCommand(env, runCreateStream, &cobra.Command{
 		Use:   "create-stream --stream-name NAME [--data-retention-in-hours N] [--media-type T] [--tags k=v,...]",
 		Short: "Create a stream",
 		Long: `Create a stream (CreateStream). Retention 0, the default, keeps no data beyond the live buffer:
@@ -91,11 +90,7 @@ give --data-retention-in-hours to store fragments for later reading.`,
 	return c
 }
 
-func runCreateStream(ctx context.Context, env *Env, o createStreamOptions) error {
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return err
-	}
+var runCreateStream = withClient(func(ctx context.Context, env *Env, cl *client.Client, o createStreamOptions) error {
 	tags, _ := parseTags(o.Tags) // checked by validate
 	in := &kinesisvideo.CreateStreamInput{
 		StreamName: aws.String(o.StreamName),
@@ -118,7 +113,7 @@ func runCreateStream(ctx context.Context, env *Env, o createStreamOptions) error
 	return writeJSON(env.Stdout, struct {
 		StreamARN string `json:"StreamARN"`
 	}{arn})
-}
+})
 
 // ---- describe-stream
 
@@ -138,8 +133,7 @@ func (o streamOutputOptions) validate() error {
 
 // newStreamOutputCmd completes c, a command that prints something of one stream, with its flags.
 func newStreamOutputCmd(env *Env, run func(context.Context, *Env, streamOutputOptions) error, c *cobra.Command) *cobra.Command {
-	var o streamOutputOptions
-	c = newCommand(env, &o, run, c)
+	c, o := newCommand(env, run, c)
 	addStreamRefFlags(c, &o.Stream)
 	addOutputFlag(c.Flags(), &o.Output)
 	return c
@@ -152,11 +146,7 @@ func newDescribeStreamCmd(env *Env) *cobra.Command {
 	})
 }
 
-func runDescribeStream(ctx context.Context, env *Env, o streamOutputOptions) error {
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return err
-	}
+var runDescribeStream = withClient(func(ctx context.Context, env *Env, cl *client.Client, o streamOutputOptions) error {
 	out, err := cl.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn()})
 	if err != nil {
 		return wrapAPI(err, "describe-stream %s", o.Stream)
@@ -178,7 +168,7 @@ func runDescribeStream(ctx context.Context, env *Env, o streamOutputOptions) err
 	return writeJSON(env.Stdout, struct {
 		StreamInfo streamInfoOutput `json:"StreamInfo"`
 	}{si})
-}
+})
 
 // ---- list-streams
 
@@ -227,8 +217,7 @@ func (o listStreamsOptions) prefix() (string, error) {
 }
 
 func newListStreamsCmd(env *Env) *cobra.Command {
-	var o listStreamsOptions
-	c := newCommand(env, &o, runListStreams, &cobra.Command{
+	c, o := newCommand(env, runListStreams, &cobra.Command{
 		Use:   "list-streams [--name-prefix P] [--max-results N [--next-token T]]",
 		Short: "List streams in name order",
 		Long: `List streams in name order (ListStreams), following every page. With --max-results N at most N
@@ -253,11 +242,7 @@ streams are printed, and the JSON output carries a NextToken to pass to --next-t
 	return c
 }
 
-func runListStreams(ctx context.Context, env *Env, o listStreamsOptions) error {
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return err
-	}
+var runListStreams = withClient(func(ctx context.Context, env *Env, cl *client.Client, o listStreamsOptions) error {
 	prefix, _ := o.prefix() // checked by validate
 	in := &kinesisvideo.ListStreamsInput{NextToken: optional(o.NextToken)}
 	if prefix != "" {
@@ -297,7 +282,7 @@ func runListStreams(ctx context.Context, env *Env, o listStreamsOptions) error {
 		return writeTable(env.Stdout, []string{"NAME", "STATUS", "RETENTION_HOURS", "MEDIA_TYPE", "CREATED", "ARN"}, rows)
 	}
 	return writeJSON(env.Stdout, resp)
-}
+})
 
 // ---- delete-stream
 
@@ -309,8 +294,7 @@ type deleteStreamOptions struct {
 func (o deleteStreamOptions) validate() error { return o.Stream.validate() }
 
 func newDeleteStreamCmd(env *Env) *cobra.Command {
-	var o deleteStreamOptions
-	c := newCommand(env, &o, runDeleteStream, &cobra.Command{
+	c, o := newCommand(env, runDeleteStream, &cobra.Command{
 		Use:   "delete-stream (--stream-arn ARN | --stream-name NAME) [--current-version V]",
 		Short: "Delete a stream and all of its data",
 		Long: `Delete a stream and all of its data (DeleteStream). The API takes only the ARN; as a
@@ -322,11 +306,7 @@ version is not checked. Prints nothing on success, like the AWS CLI.`,
 	return c
 }
 
-func runDeleteStream(ctx context.Context, env *Env, o deleteStreamOptions) error {
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return err
-	}
+var runDeleteStream = withClient(func(ctx context.Context, env *Env, cl *client.Client, o deleteStreamOptions) error {
 	arn := o.Stream.ARN
 	if arn == "" {
 		out, err := cl.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: o.Stream.name()})
@@ -335,13 +315,13 @@ func runDeleteStream(ctx context.Context, env *Env, o deleteStreamOptions) error
 		}
 		arn = aws.ToString(out.StreamInfo.StreamARN)
 	}
-	_, err = cl.Control.DeleteStream(ctx, &kinesisvideo.DeleteStreamInput{StreamARN: aws.String(arn), CurrentVersion: optional(o.CurrentVersion)})
+	_, err := cl.Control.DeleteStream(ctx, &kinesisvideo.DeleteStreamInput{StreamARN: aws.String(arn), CurrentVersion: optional(o.CurrentVersion)})
 	if err != nil {
 		return wrapAPI(err, "delete-stream %s", o.Stream)
 	}
 	env.Log.Info("stream deleted", "stream", o.Stream.String())
 	return nil
-}
+})
 
 // ---- update-data-retention
 
@@ -367,8 +347,7 @@ func (o updateDataRetentionOptions) validate() error {
 }
 
 func newUpdateDataRetentionCmd(env *Env) *cobra.Command {
-	var o updateDataRetentionOptions
-	c := newCommand(env, &o, runUpdateDataRetention, &cobra.Command{
+	c, o := newCommand(env, runUpdateDataRetention, &cobra.Command{
 		Use:   "update-data-retention (--stream-name NAME | --stream-arn ARN) --operation OP --data-retention-change-in-hours N [--current-version V]",
 		Short: "Increase or decrease how long a stream keeps data",
 		Long: `Increase or decrease a stream's data retention by a number of hours (UpdateDataRetention).
@@ -396,11 +375,7 @@ func currentVersion(ctx context.Context, cl *client.Client, stream streamRef, ve
 	return aws.ToString(out.StreamInfo.Version), nil
 }
 
-func runUpdateDataRetention(ctx context.Context, env *Env, o updateDataRetentionOptions) error {
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return err
-	}
+var runUpdateDataRetention = withClient(func(ctx context.Context, env *Env, cl *client.Client, o updateDataRetentionOptions) error {
 	version, err := currentVersion(ctx, cl, o.Stream, o.CurrentVersion, "update-data-retention")
 	if err != nil {
 		return err
@@ -413,7 +388,7 @@ func runUpdateDataRetention(ctx context.Context, env *Env, o updateDataRetention
 		DataRetentionChangeInHours: aws.Int32(int32(o.ChangeHours)), //nolint:gosec // range-checked in validate
 	})
 	return wrapAPI(err, "update-data-retention %s", o.Stream)
-}
+})
 
 // ---- update-stream
 
@@ -435,8 +410,7 @@ func (o updateStreamOptions) validate() error {
 }
 
 func newUpdateStreamCmd(env *Env) *cobra.Command {
-	var o updateStreamOptions
-	c := newCommand(env, &o, runUpdateStream, &cobra.Command{
+	c, o := newCommand(env, runUpdateStream, &cobra.Command{
 		Use:   "update-stream (--stream-name NAME | --stream-arn ARN) [--device-name D] [--media-type T] [--current-version V]",
 		Short: "Change a stream's device name or media type",
 		Long: `Change a stream's device name or media type (UpdateStream); what is not given stays. The API
@@ -451,11 +425,7 @@ convenience the AWS CLI lacks). Prints nothing on success.`,
 	return c
 }
 
-func runUpdateStream(ctx context.Context, env *Env, o updateStreamOptions) error {
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return err
-	}
+var runUpdateStream = withClient(func(ctx context.Context, env *Env, cl *client.Client, o updateStreamOptions) error {
 	version, err := currentVersion(ctx, cl, o.Stream, o.CurrentVersion, "update-stream")
 	if err != nil {
 		return err
@@ -468,4 +438,4 @@ func runUpdateStream(ctx context.Context, env *Env, o updateStreamOptions) error
 		MediaType:      optional(o.MediaType),
 	})
 	return wrapAPI(err, "update-stream %s", o.Stream)
-}
+})

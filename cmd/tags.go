@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/spf13/cobra"
+
+	"github.com/openkvs/kvs/client"
 )
 
 // parseTags reads --tags values in the AWS CLI shorthand "k=v,k2=v2"; the flag may also repeat.
@@ -53,8 +55,7 @@ func (o tagStreamOptions) validate() error {
 }
 
 func newTagStreamCmd(env *Env) *cobra.Command {
-	var o tagStreamOptions
-	c := newCommand(env, &o, runTagStream, &cobra.Command{
+	c, o := newCommand(env, runTagStream, &cobra.Command{
 		Use:   "tag-stream (--stream-name NAME | --stream-arn ARN) --tags k=v[,k=v...]",
 		Short: "Add or replace tags on a stream",
 	})
@@ -63,15 +64,11 @@ func newTagStreamCmd(env *Env) *cobra.Command {
 	return c
 }
 
-func runTagStream(ctx context.Context, env *Env, o tagStreamOptions) error {
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return err
-	}
+var runTagStream = withClient(func(ctx context.Context, env *Env, cl *client.Client, o tagStreamOptions) error {
 	tags, _ := parseTags(o.Tags) // checked by validate
-	_, err = cl.Control.TagStream(ctx, &kinesisvideo.TagStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn(), Tags: tags})
+	_, err := cl.Control.TagStream(ctx, &kinesisvideo.TagStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn(), Tags: tags})
 	return wrapAPI(err, "tag-stream %s", o.Stream)
-}
+})
 
 type untagStreamOptions struct {
 	Stream streamRef
@@ -89,8 +86,7 @@ func (o untagStreamOptions) validate() error {
 }
 
 func newUntagStreamCmd(env *Env) *cobra.Command {
-	var o untagStreamOptions
-	c := newCommand(env, &o, runUntagStream, &cobra.Command{
+	c, o := newCommand(env, runUntagStream, &cobra.Command{
 		Use:   "untag-stream (--stream-name NAME | --stream-arn ARN) --tag-key-list k[,k...]",
 		Short: "Remove tags from a stream",
 	})
@@ -106,14 +102,10 @@ func newUntagStreamCmd(env *Env) *cobra.Command {
 	return c
 }
 
-func runUntagStream(ctx context.Context, env *Env, o untagStreamOptions) error {
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return err
-	}
-	_, err = cl.Control.UntagStream(ctx, &kinesisvideo.UntagStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn(), TagKeyList: splitList(o.Keys)})
+var runUntagStream = withClient(func(ctx context.Context, env *Env, cl *client.Client, o untagStreamOptions) error {
+	_, err := cl.Control.UntagStream(ctx, &kinesisvideo.UntagStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn(), TagKeyList: splitList(o.Keys)})
 	return wrapAPI(err, "untag-stream %s", o.Stream)
-}
+})
 
 func newListTagsForStreamCmd(env *Env) *cobra.Command {
 	return newStreamOutputCmd(env, runListTagsForStream, &cobra.Command{
@@ -122,11 +114,7 @@ func newListTagsForStreamCmd(env *Env) *cobra.Command {
 	})
 }
 
-func runListTagsForStream(ctx context.Context, env *Env, o streamOutputOptions) error {
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return err
-	}
+var runListTagsForStream = withClient(func(ctx context.Context, env *Env, cl *client.Client, o streamOutputOptions) error {
 	tags := map[string]string{}
 	in := &kinesisvideo.ListTagsForStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn()}
 	for {
@@ -146,7 +134,7 @@ func runListTagsForStream(ctx context.Context, env *Env, o streamOutputOptions) 
 	return writeJSON(env.Stdout, struct {
 		Tags map[string]string `json:"Tags"`
 	}{tags})
-}
+})
 
 func writeTagTable(w io.Writer, tags map[string]string) error {
 	rows := make([][]string, 0, len(tags))
