@@ -6,10 +6,14 @@ package cmd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
 	"github.com/spf13/cobra"
 
 	"github.com/openkvs/kvs/client"
@@ -50,6 +54,20 @@ func withClient[O any](run func(context.Context, *Env, *client.Client, O) error)
 // newClient builds the API client for the resolved --endpoint and --region.
 func newClient(ctx context.Context, env *Env) (*client.Client, error) {
 	return newClientAt(ctx, env, env.Config.GetString("endpoint"))
+}
+
+// newArchivedClient builds the client of stream's archived-media endpoint for api (GetDataEndpoint
+// first); verb names the command in its error.
+func newArchivedClient(ctx context.Context, env *Env, stream streamRef, api types.APIName, verb string) (*kinesisvideoarchivedmedia.Client, error) {
+	cl, err := newClient(ctx, env)
+	if err != nil {
+		return nil, err
+	}
+	am, err := cl.Archived(ctx, stream.String(), api)
+	if err != nil {
+		return nil, wrapAPI(err, "%s %s", verb, stream)
+	}
+	return am, nil
 }
 
 // newClientAt builds the API client for endpoint. A malformed endpoint is a usage error, whichever
@@ -106,6 +124,33 @@ func optional(s string) *string {
 		return nil
 	}
 	return aws.String(s)
+}
+
+// The checks a validate lists, in the order they are reported: cmp.Or(check, check...) gives
+// the first failure. Each names the flag as the user typed it.
+
+// errorIf is the error msg when failed holds.
+func errorIf(failed bool, msg string) error {
+	if failed {
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// oneOf checks that flag's value v is one of allowed: `--format "x": want mkv or raw`.
+func oneOf(flag, v string, allowed ...string) error {
+	if slices.Contains(allowed, v) {
+		return nil
+	}
+	return fmt.Errorf("%s %q: want %s", flag, v, strings.Join(allowed, " or "))
+}
+
+// inRange checks that flag's value v is in [lo, hi]: "--parallel 0: want 1 to 64".
+func inRange(flag string, v, lo, hi int) error {
+	if v < lo || v > hi {
+		return fmt.Errorf("%s %d: want %d to %d", flag, v, lo, hi)
+	}
+	return nil
 }
 
 // splitList flattens comma-separated and repeated list flag values, dropping empty items.

@@ -1,8 +1,8 @@
 package cmd
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -21,13 +21,9 @@ type getClipOptions struct {
 }
 
 func (o getClipOptions) validate() error {
-	if err := o.Stream.validate(); err != nil {
-		return err
-	}
-	if o.Range.Start == "" || o.Range.End == "" {
-		return errors.New("--start and --end are required")
-	}
-	return o.Range.validate()
+	return cmp.Or(o.Stream.validate(),
+		errorIf(o.Range.Start == "" || o.Range.End == "", "--start and --end are required"),
+		o.Range.validate())
 }
 
 func newGetClipCmd(env *Env) *cobra.Command {
@@ -51,13 +47,9 @@ func runGetClip(ctx context.Context, env *Env, o getClipOptions) error {
 	if err := checkOutputFile("--output-file", o.OutFile); err != nil {
 		return err
 	}
-	cl, err := newClient(ctx, env)
+	am, err := newArchivedClient(ctx, env, o.Stream, types.APINameGetClip, "get-clip")
 	if err != nil {
 		return err
-	}
-	am, err := cl.Archived(ctx, o.Stream.String(), types.APINameGetClip)
-	if err != nil {
-		return wrapAPI(err, "get-clip %s", o.Stream)
 	}
 	out, err := am.GetClip(ctx, &kinesisvideoarchivedmedia.GetClipInput{
 		StreamName: o.Stream.name(),

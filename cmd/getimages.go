@@ -138,13 +138,9 @@ func runGetImages(ctx context.Context, env *Env, o getImagesOptions) error {
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return fmt.Errorf("get-images %s: %w", o.Stream, err)
 	}
-	cl, err := newClient(ctx, env)
+	am, err := newArchivedClient(ctx, env, o.Stream, types.APINameGetImages, "get-images")
 	if err != nil {
 		return err
-	}
-	am, err := cl.Archived(ctx, o.Stream.String(), types.APINameGetImages)
-	if err != nil {
-		return wrapAPI(err, "get-images %s", o.Stream)
 	}
 	in := kinesisvideoarchivedmedia.GetImagesInput{
 		StreamName: o.Stream.name(), StreamARN: o.Stream.arn(),

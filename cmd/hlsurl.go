@@ -112,13 +112,10 @@ type sessionRequest struct {
 // request resolves o and opens the archived-media client for api.
 func (o hlsURLOptions) request(ctx context.Context, env *Env, verb string, api types.APIName) (sessionRequest, error) {
 	from, to, tt, _ := o.Range.resolve(time.Now()) // checked by validate
-	cl, err := newClient(ctx, env)
-	if err != nil {
-		return sessionRequest{}, err
-	}
 	r := sessionRequest{kind: string(tt)}
-	if r.am, err = cl.Archived(ctx, o.Stream.String(), api); err != nil {
-		return r, wrapAPI(err, "%s %s", verb, o.Stream)
+	var err error
+	if r.am, err = newArchivedClient(ctx, env, o.Stream, api, verb); err != nil {
+		return r, err
 	}
 	if !from.IsZero() {
 		r.start = aws.Time(from)

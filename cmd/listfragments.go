@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strconv"
@@ -21,13 +22,7 @@ type listFragmentsOptions struct {
 }
 
 func (o listFragmentsOptions) validate() error {
-	if err := o.Stream.validate(); err != nil {
-		return err
-	}
-	if err := o.Range.validate(); err != nil {
-		return err
-	}
-	return validateOutput(o.Output, outputJSON, outputTable, outputNumbers)
+	return cmp.Or(o.Stream.validate(), o.Range.validate(), validateOutput(o.Output, outputJSON, outputTable, outputNumbers))
 }
 
 func newListFragmentsCmd(env *Env) *cobra.Command {

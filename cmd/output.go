@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -34,12 +33,7 @@ func validateOutput(v string, allowed ...string) error {
 	if len(allowed) == 0 {
 		allowed = []string{outputJSON, outputTable}
 	}
-	for _, a := range allowed {
-		if v == a {
-			return nil
-		}
-	}
-	return fmt.Errorf("--output %q: want %s", v, strings.Join(allowed, " or "))
+	return oneOf("--output", v, allowed...)
 }
 
 // writeJSON prints v as indented JSON (4 spaces, like the AWS CLI) with a final newline.

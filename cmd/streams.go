@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -60,16 +61,9 @@ type createStreamOptions struct {
 }
 
 func (o createStreamOptions) validate() error {
-	if o.StreamName == "" {
-		return errors.New("--stream-name is required")
-	}
-	if o.RetentionHours < 0 || o.RetentionHours > 87600 {
-		return fmt.Errorf("--data-retention-in-hours %d: want 0 to 87600", o.RetentionHours)
-	}
-	if _, err := parseTags(o.Tags); err != nil {
-		return err
-	}
-	return validateOutput(o.Output)
+	_, tagsErr := parseTags(o.Tags)
+	return cmp.Or(errorIf(o.StreamName == "", "--stream-name is required"),
+		inRange("--data-retention-in-hours", o.RetentionHours, 0, 87600), tagsErr, validateOutput(o.Output))
 }
 
 func newCreateStreamCmd(env *Env) *cobra.Command {
@@ -125,10 +119,7 @@ type streamOutputOptions struct {
 }
 
 func (o streamOutputOptions) validate() error {
-	if err := o.Stream.validate(); err != nil {
-		return err
-	}
-	return validateOutput(o.Output)
+	return cmp.Or(o.Stream.validate(), validateOutput(o.Output))
 }
 
 // newStreamOutputCmd completes c, a command that prints something of one stream, with its flags.
@@ -333,17 +324,10 @@ type updateDataRetentionOptions struct {
 }
 
 func (o updateDataRetentionOptions) validate() error {
-	if err := o.Stream.validate(); err != nil {
-		return err
-	}
-	if o.Operation != string(types.UpdateDataRetentionOperationIncreaseDataRetention) &&
-		o.Operation != string(types.UpdateDataRetentionOperationDecreaseDataRetention) {
-		return fmt.Errorf("--operation %q: want INCREASE_DATA_RETENTION or DECREASE_DATA_RETENTION", o.Operation)
-	}
-	if o.ChangeHours < 1 || o.ChangeHours > 87600 {
-		return fmt.Errorf("--data-retention-change-in-hours %d: want 1 to 87600", o.ChangeHours)
-	}
-	return nil
+	return cmp.Or(o.Stream.validate(),
+		oneOf("--operation", o.Operation, string(types.UpdateDataRetentionOperationIncreaseDataRetention),
+			string(types.UpdateDataRetentionOperationDecreaseDataRetention)),
+		inRange("--data-retention-change-in-hours", o.ChangeHours, 1, 87600))
 }
 
 func newUpdateDataRetentionCmd(env *Env) *cobra.Command {
@@ -400,13 +384,8 @@ type updateStreamOptions struct {
 }
 
 func (o updateStreamOptions) validate() error {
-	if err := o.Stream.validate(); err != nil {
-		return err
-	}
-	if o.DeviceName == "" && o.MediaType == "" {
-		return errors.New("--device-name or --media-type is required: they are what update-stream changes")
-	}
-	return nil
+	return cmp.Or(o.Stream.validate(),
+		errorIf(o.DeviceName == "" && o.MediaType == "", "--device-name or --media-type is required: they are what update-stream changes"))
 }
 
 func newUpdateStreamCmd(env *Env) *cobra.Command {

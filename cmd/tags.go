@@ -4,8 +4,8 @@ package cmd
 // ListTagsForStream), with the AWS CLI's flag names.
 
 import (
+	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -44,14 +44,8 @@ type tagStreamOptions struct {
 }
 
 func (o tagStreamOptions) validate() error {
-	if err := o.Stream.validate(); err != nil {
-		return err
-	}
-	if len(o.Tags) == 0 {
-		return errors.New("--tags is required")
-	}
-	_, err := parseTags(o.Tags)
-	return err
+	_, tagsErr := parseTags(o.Tags)
+	return cmp.Or(o.Stream.validate(), errorIf(len(o.Tags) == 0, "--tags is required"), tagsErr)
 }
 
 func newTagStreamCmd(env *Env) *cobra.Command {
@@ -76,13 +70,7 @@ type untagStreamOptions struct {
 }
 
 func (o untagStreamOptions) validate() error {
-	if err := o.Stream.validate(); err != nil {
-		return err
-	}
-	if len(splitList(o.Keys)) == 0 {
-		return errors.New("--tag-key-list is required")
-	}
-	return nil
+	return cmp.Or(o.Stream.validate(), errorIf(len(splitList(o.Keys)) == 0, "--tag-key-list is required"))
 }
 
 func newUntagStreamCmd(env *Env) *cobra.Command {
