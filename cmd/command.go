@@ -56,6 +56,16 @@ func newClient(ctx context.Context, env *Env) (*client.Client, error) {
 	return newClientAt(ctx, env, env.Config.GetString("endpoint"))
 }
 
+// newDownloadClient is what a command that writes media does before its first request: it checks
+// that --output-file can be created (stdout for "" and "-"), so that a bad path fails at once, and
+// then builds the client.
+func newDownloadClient(ctx context.Context, env *Env, outFile string) (*client.Client, error) {
+	if err := checkOutputFile("--output-file", outFile); err != nil {
+		return nil, err
+	}
+	return newClient(ctx, env)
+}
+
 // newArchivedClient builds the client of stream's archived-media endpoint for api (GetDataEndpoint
 // first); verb names the command in its error.
 func newArchivedClient(ctx context.Context, env *Env, stream streamRef, api types.APIName, verb string) (*kinesisvideoarchivedmedia.Client, error) {

@@ -140,15 +140,12 @@ func (o getFragmentsOptions) fragmentNumbers(ctx context.Context, env *Env, cl *
 }
 
 func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error {
-	if err := checkOutputFile("--output-file", o.OutFile); err != nil {
-		return err
-	}
-	if o.OutDir != "" {
+	if o.OutDir != "" { // validate allows -o FILE or --output-dir DIR, not both
 		if err := checkOutputDir("--output-dir", o.OutDir); err != nil {
 			return err
 		}
 	}
-	cl, err := newClient(ctx, env)
+	cl, err := newDownloadClient(ctx, env, o.OutFile)
 	if err != nil {
 		return err
 	}

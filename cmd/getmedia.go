@@ -165,10 +165,7 @@ func (s *fragmentSink) close() error {
 
 func runGetMedia(ctx context.Context, env *Env, o getMediaOptions) error {
 	sel, _ := o.selector(time.Now()) // checked by validate
-	if err := checkOutputFile("--output-file", o.OutFile); err != nil {
-		return err
-	}
-	cl, err := newClient(ctx, env)
+	cl, err := newDownloadClient(ctx, env, o.OutFile)
 	if err != nil {
 		return err
 	}
