@@ -39,8 +39,8 @@ func newCommand[O options](env *Env, run func(context.Context, *Env, O) error, c
 	return c, o
 }
 
-// withClient is a run function made of one that calls the API: it builds the client (newClient)
-// and then calls run with it.
+// withClient turns run, which calls the API, into a run function for newCommand: it builds the
+// client (newClient) first. Tests call the result as they call any run function.
 func withClient[O any](run func(context.Context, *Env, *client.Client, O) error) func(context.Context, *Env, O) error {
 	return func(ctx context.Context, env *Env, o O) error {
 		cl, err := newClient(ctx, env)

@@ -112,11 +112,11 @@ type sessionRequest struct {
 // request resolves o and opens the archived-media client for api.
 func (o hlsURLOptions) request(ctx context.Context, env *Env, verb string, api types.APIName) (sessionRequest, error) {
 	from, to, tt, _ := o.Range.resolve(time.Now()) // checked by validate
-	r := sessionRequest{kind: string(tt)}
-	var err error
-	if r.am, err = newArchivedClient(ctx, env, o.Stream, api, verb); err != nil {
-		return r, err
+	am, err := newArchivedClient(ctx, env, o.Stream, api, verb)
+	if err != nil {
+		return sessionRequest{}, err
 	}
+	r := sessionRequest{am: am, kind: string(tt)}
 	if !from.IsZero() {
 		r.start = aws.Time(from)
 	}
