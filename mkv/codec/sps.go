@@ -33,40 +33,49 @@ func (s SPSInfo) FrameRate() (float64, bool) {
 // ParseSPS parses the SPS NAL unit nalu (with its NAL unit header, without start code or length).
 func ParseSPS(c Codec, nalu []byte) (SPSInfo, error) {
 	var info SPSInfo
+	var spsType int
 	switch c {
 	case H264:
-		if NALUType(c, nalu) != H264NALUSPS {
-			return info, fmt.Errorf("%w: H.264 NAL unit type %d is not an SPS (7)", ErrInvalidSPS, NALUType(c, nalu))
-		}
-		var s h264.SPS
-		if err := s.Unmarshal(nalu); err != nil {
-			return info, fmt.Errorf("%w: H.264: %v", ErrInvalidSPS, err)
-		}
-		info.Width, info.Height = s.Width(), s.Height()
-		if fc := s.FrameCropping; fc != nil && (s.ChromaFormatIdc == 0 || s.SeparateColourPlaneFlag) {
-			// ChromaArrayType 0: CropUnitX is 1 (H.264 eq. 7-19); mediacommon takes 0 and
-			// leaves the width uncropped.
-			info.Width = (int(s.PicWidthInMbsMinus1)+1)*16 - int(fc.LeftOffset) - int(fc.RightOffset)
-		}
-		if s.VUI != nil && s.VUI.TimingInfo != nil && s.VUI.TimingInfo.NumUnitsInTick != 0 && s.VUI.TimingInfo.TimeScale != 0 {
-			info.FrameRateNum = uint64(s.VUI.TimingInfo.TimeScale)
-			info.FrameRateDen = 2 * uint64(s.VUI.TimingInfo.NumUnitsInTick)
-		}
+		spsType = H264NALUSPS
 	case H265:
-		if NALUType(c, nalu) != H265NALUSPS {
-			return info, fmt.Errorf("%w: H.265 NAL unit type %d is not an SPS (33)", ErrInvalidSPS, NALUType(c, nalu))
-		}
-		var s h265.SPS
-		if err := s.Unmarshal(nalu); err != nil {
-			return info, fmt.Errorf("%w: H.265: %v", ErrInvalidSPS, err)
-		}
-		info.Width, info.Height = s.Width(), s.Height()
-		if s.VUI != nil && s.VUI.TimingInfo != nil && s.VUI.TimingInfo.NumUnitsInTick != 0 && s.VUI.TimingInfo.TimeScale != 0 {
-			info.FrameRateNum = uint64(s.VUI.TimingInfo.TimeScale)
-			info.FrameRateDen = uint64(s.VUI.TimingInfo.NumUnitsInTick)
-		}
+		spsType = H265NALUSPS
 	default:
 		return info, fmt.Errorf("%w: unsupported codec %v", ErrInvalidSPS, c)
+	}
+	if t := NALUType(c, nalu); t != spsType {
+		return info, fmt.Errorf("%w: %v NAL unit type %d is not an SPS (%d)", ErrInvalidSPS, c, t, spsType)
+	}
+	// The VUI timing info, 0 when there is none: a frame lasts ticks/timeScale seconds.
+	var timeScale, ticks uint64
+	var err error
+	if c == H264 {
+		var s h264.SPS
+		if err = s.Unmarshal(nalu); err == nil {
+			info.Width, info.Height = s.Width(), s.Height()
+			if fc := s.FrameCropping; fc != nil && (s.ChromaFormatIdc == 0 || s.SeparateColourPlaneFlag) {
+				// ChromaArrayType 0: CropUnitX is 1 (H.264 eq. 7-19); mediacommon takes 0 and
+				// leaves the width uncropped.
+				info.Width = (int(s.PicWidthInMbsMinus1)+1)*16 - int(fc.LeftOffset) - int(fc.RightOffset)
+			}
+			if vui := s.VUI; vui != nil && vui.TimingInfo != nil {
+				// One frame is two fields of num_units_in_tick each.
+				timeScale, ticks = uint64(vui.TimingInfo.TimeScale), 2*uint64(vui.TimingInfo.NumUnitsInTick)
+			}
+		}
+	} else {
+		var s h265.SPS
+		if err = s.Unmarshal(nalu); err == nil {
+			info.Width, info.Height = s.Width(), s.Height()
+			if vui := s.VUI; vui != nil && vui.TimingInfo != nil {
+				timeScale, ticks = uint64(vui.TimingInfo.TimeScale), uint64(vui.TimingInfo.NumUnitsInTick)
+			}
+		}
+	}
+	if err != nil {
+		return SPSInfo{}, fmt.Errorf("%w: %v: %v", ErrInvalidSPS, c, err)
+	}
+	if timeScale != 0 && ticks != 0 {
+		info.FrameRateNum, info.FrameRateDen = timeScale, ticks
 	}
 	if info.Width <= 0 || info.Height <= 0 || info.Width > maxDimension || info.Height > maxDimension {
 		return info, fmt.Errorf("%w: picture size %dx%d out of range", ErrInvalidSPS, info.Width, info.Height)
