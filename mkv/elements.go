@@ -35,12 +35,17 @@ func parseInfo(data []byte) (uint64, error) {
 	return scale, err
 }
 
-// durationNS converts an unsigned nanosecond count, saturating at the time.Duration range.
-func durationNS(v uint64) time.Duration {
-	if v > math.MaxInt64 {
-		return math.MaxInt64
-	}
-	return time.Duration(v)
+// parseDuration parses an unsigned integer element counting nanoseconds, saturating at the
+// time.Duration range.
+func parseDuration(v []byte) (time.Duration, error) {
+	u, err := parseUint(v)
+	return time.Duration(min(u, math.MaxInt64)), err
+}
+
+// parseSmallUint parses an unsigned integer element into a narrower field, keeping the low bits.
+func parseSmallUint[T uint8 | uint32](v []byte) (T, error) {
+	u, err := parseUint(v)
+	return T(u), err
 }
 
 func parseTracks(data []byte) ([]Track, error) {
@@ -61,9 +66,7 @@ func parseTracks(data []byte) ([]Track, error) {
 
 // parseField sets the field that element id, a child of the TrackEntry or of its Video or Audio
 // element (Matroska IDs are unique, so one switch serves the three levels), holds.
-func (t *Track) parseField(id uint32, v []byte) error {
-	var err error
-	var u uint64
+func (t *Track) parseField(id uint32, v []byte) (err error) {
 	switch id {
 	case IDVideo, IDAudio:
 		return children(v, t.parseField)
@@ -80,32 +83,26 @@ func (t *Track) parseField(id uint32, v []byte) error {
 		t.Name = parseString(v)
 	case IDSamplingFreq:
 		t.SamplingRate, err = parseFloat(v)
-	case IDTrackNumber, IDTrackUID, IDTrackType, IDDefaultDuration, IDCodecDelay, IDSeekPreRoll, IDPixelWidth, IDPixelHeight, IDChannels, IDBitDepth:
-		if u, err = parseUint(v); err != nil {
-			return err
-		}
-	}
-	switch id {
 	case IDTrackNumber:
-		t.Number = u
+		t.Number, err = parseUint(v)
 	case IDTrackUID:
-		t.UID = u
+		t.UID, err = parseUint(v)
 	case IDTrackType:
-		t.Type = uint8(u)
+		t.Type, err = parseSmallUint[uint8](v)
 	case IDDefaultDuration:
-		t.DefaultDuration = durationNS(u)
+		t.DefaultDuration, err = parseDuration(v)
 	case IDCodecDelay:
-		t.CodecDelay = durationNS(u)
+		t.CodecDelay, err = parseDuration(v)
 	case IDSeekPreRoll:
-		t.SeekPreRoll = durationNS(u)
+		t.SeekPreRoll, err = parseDuration(v)
 	case IDPixelWidth:
-		t.Width = uint32(u)
+		t.Width, err = parseSmallUint[uint32](v)
 	case IDPixelHeight:
-		t.Height = uint32(u)
+		t.Height, err = parseSmallUint[uint32](v)
 	case IDChannels:
-		t.Channels = uint8(u)
+		t.Channels, err = parseSmallUint[uint8](v)
 	case IDBitDepth:
-		t.BitDepth = uint8(u)
+		t.BitDepth, err = parseSmallUint[uint8](v)
 	}
 	return err
 }
