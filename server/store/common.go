@@ -4,29 +4,8 @@ import (
 	"errors"
 	"maps"
 	"math"
+	"sort"
 	"time"
-)
-
-// More sentinel errors, matched with errors.Is.
-var (
-	// ErrNoRetention is returned by AppendAsync on a stream whose RetentionHours is 0: such streams
-	// keep nothing in the store (the server holds their fragments only in its live buffer).
-	ErrNoRetention = errors.New("store: stream has no data retention")
-	// ErrNumberOrder is returned by AppendAsync when meta.Number was not reserved with NextNumber
-	// or is not greater than the stream's previous appended number.
-	ErrNumberOrder = errors.New("store: fragment number not reserved or not increasing")
-	// ErrRecordTooLarge is returned by AppendAsync for a record over MaxRecordSize.
-	ErrRecordTooLarge = errors.New("store: record too large")
-	// ErrCorrupt reports a stored record whose checksum or header does not match (from Open, its
-	// reader, or AppendPayload).
-	ErrCorrupt = errors.New("store: record corrupt")
-	// ErrUnavailable reports that a backend the store depends on (a database, an object store)
-	// did not answer in time. Nothing is known to be stored; trying again later may succeed. The
-	// server answers it with ERROR 5000, which producers retry.
-	ErrUnavailable = errors.New("store: backend unavailable")
-	// ErrNotOwner reports that another writer holds the stream in a store shared by several
-	// server nodes: its lease moved, and this node's appends are refused (fenced).
-	ErrNotOwner = errors.New("store: another node writes this stream")
 )
 
 // MaxRecordSize is the largest record payload AppendAsync accepts, in bytes. KVS caps a fragment at
@@ -88,6 +67,31 @@ func copyStream(s Stream) Stream {
 		s.Tags = maps.Clone(s.Tags)
 	}
 	return s
+}
+
+// sortedStreams returns copies of the Stream info of every stream, sorted by name: ListStreams.
+func sortedStreams[S any](streams map[string]S, info func(S) Stream) []Stream {
+	out := make([]Stream, 0, len(streams))
+	for _, s := range streams {
+		out = append(out, copyStream(info(s)))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+var errRename = errors.New("store: update stream: the name cannot change")
+
+// updatedStream runs UpdateStream's fn on a copy of cur, the stream called name, and returns that
+// copy as fn left it; renaming is refused.
+func updatedStream(cur Stream, name string, fn func(*Stream) error) (Stream, error) {
+	c := copyStream(cur)
+	if err := fn(&c); err != nil {
+		return Stream{}, err
+	}
+	if c.Name != name {
+		return Stream{}, errRename
+	}
+	return c, nil
 }
 
 // timeKey is the (timestamp, number) order TimeRange uses.

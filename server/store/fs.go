@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -374,12 +373,7 @@ func (s *FS) ListStreams(_ context.Context) ([]Stream, error) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	out := make([]Stream, 0, len(s.streams))
-	for _, st := range s.streams {
-		out = append(out, copyStream(st.info))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return sortedStreams(s.streams, func(st *fsStream) Stream { return st.info }), nil
 }
 
 // UpdateStream implements Store. Renaming through fn is refused.
@@ -393,12 +387,9 @@ func (s *FS) UpdateStream(_ context.Context, name string, fn func(*Stream) error
 	if !ok {
 		return Stream{}, fmt.Errorf("%w: %s", ErrStreamNotFound, name)
 	}
-	c := copyStream(st.info)
-	if err := fn(&c); err != nil {
+	c, err := updatedStream(st.info, name, fn)
+	if err != nil {
 		return Stream{}, err
-	}
-	if c.Name != name {
-		return Stream{}, errRename
 	}
 	c = copyStream(c)
 	if err := s.db.Update(func(tx *bolt.Tx) error { return putStream(tx, streamRecord{c, st.id}) }); err != nil {

@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -91,12 +90,7 @@ func (m *Mem) ListStreams(_ context.Context) ([]Stream, error) {
 	if m.closed {
 		return nil, ErrClosed
 	}
-	out := make([]Stream, 0, len(m.streams))
-	for _, s := range m.streams {
-		out = append(out, copyStream(s.info))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return sortedStreams(m.streams, func(s *memStream) Stream { return s.info }), nil
 }
 
 // UpdateStream implements Store. Renaming through fn is refused.
@@ -107,12 +101,9 @@ func (m *Mem) UpdateStream(_ context.Context, name string, fn func(*Stream) erro
 	if err != nil {
 		return Stream{}, err
 	}
-	c := copyStream(s.info)
-	if err := fn(&c); err != nil {
+	c, err := updatedStream(s.info, name, fn)
+	if err != nil {
 		return Stream{}, err
-	}
-	if c.Name != name {
-		return Stream{}, errRename
 	}
 	s.info = copyStream(c)
 	return c, nil
@@ -394,5 +385,3 @@ func (m *Mem) Close() error {
 	m.streams = nil
 	return nil
 }
-
-var errRename = errors.New("store: update stream: the name cannot change")

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// Sentinel errors. Callers match them with errors.Is; see also common.go.
+// Sentinel errors. Callers match them with errors.Is.
 var (
 	ErrStreamNotFound   = errors.New("store: stream not found")
 	ErrStreamExists     = errors.New("store: stream already exists")
@@ -16,6 +16,24 @@ var (
 	// ErrVersionMismatch is returned by DeleteStream when the stream's Version is not the one
 	// the caller named.
 	ErrVersionMismatch = errors.New("store: stream version does not match")
+	// ErrNoRetention is returned by AppendAsync on a stream whose RetentionHours is 0: such streams
+	// keep nothing in the store (the server holds their fragments only in its live buffer).
+	ErrNoRetention = errors.New("store: stream has no data retention")
+	// ErrNumberOrder is returned by AppendAsync when meta.Number was not reserved with NextNumber
+	// or is not greater than the stream's previous appended number.
+	ErrNumberOrder = errors.New("store: fragment number not reserved or not increasing")
+	// ErrRecordTooLarge is returned by AppendAsync for a record over MaxRecordSize.
+	ErrRecordTooLarge = errors.New("store: record too large")
+	// ErrCorrupt reports a stored record whose checksum or header does not match (from Open, its
+	// reader, or AppendPayload).
+	ErrCorrupt = errors.New("store: record corrupt")
+	// ErrUnavailable reports that a backend the store depends on (a database, an object store)
+	// did not answer in time. Nothing is known to be stored; trying again later may succeed. The
+	// server answers it with ERROR 5000, which producers retry.
+	ErrUnavailable = errors.New("store: backend unavailable")
+	// ErrNotOwner reports that another writer holds the stream in a store shared by several
+	// server nodes: its lease moved, and this node's appends are refused (fenced).
+	ErrNotOwner = errors.New("store: another node writes this stream")
 )
 
 // Stream is one stream's metadata as the control plane sees it.
