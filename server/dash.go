@@ -101,14 +101,8 @@ func (p *playback) getDASHStreamingSessionURL(ctx context.Context, req *getDASHR
 		return dashSessionURL{}, err
 	}
 	sess.dash = true
-	if v := req.DisplayFragmentNumber; v != nil {
-		switch *v {
-		case "ALWAYS":
-			sess.showNumber = true
-		case "NEVER":
-		default:
-			return dashSessionURL{}, invalidArgf("DisplayFragmentNumber must be ALWAYS or NEVER.")
-		}
+	if sess.showNumber, err = alwaysMember("DisplayFragmentNumber", req.DisplayFragmentNumber); err != nil {
+		return dashSessionURL{}, err
 	}
 	if err := p.open(ctx, req.streamRef, sess, expires); err != nil {
 		return dashSessionURL{}, err

@@ -126,25 +126,19 @@ var hlsNames = sessionNames{"HLSFragmentSelector", "MaxMediaPlaylistFragmentResu
 //     timestamps, which are continuous, so markers are needed only at real gaps. ALWAYS and
 //     NEVER are honoured when asked for.
 func parseHLSRequest(r *getHLSRequest, names sessionNames) (*hlsSession, int64, error) {
-	sess := &hlsSession{mode: "LIVE", kind: store.ServerTime, disc: "ON_DISCONTINUITY"}
-	if r.PlaybackMode != nil {
-		switch *r.PlaybackMode {
-		case "LIVE", "LIVE_REPLAY", "ON_DEMAND":
-			sess.mode = *r.PlaybackMode
-		default:
-			return nil, 0, invalidArgf("PlaybackMode must be LIVE, LIVE_REPLAY or ON_DEMAND.")
-		}
+	sess := &hlsSession{kind: store.ServerTime}
+	var err error
+	if sess.mode, err = enumMember("PlaybackMode", r.PlaybackMode, "LIVE", "LIVE", "LIVE_REPLAY", "ON_DEMAND"); err != nil {
+		return nil, 0, err
 	}
 	var tr *timestampRange
 	if sel := r.HLSFragmentSelector; sel != nil {
-		if sel.FragmentSelectorType != nil {
-			switch *sel.FragmentSelectorType {
-			case "SERVER_TIMESTAMP":
-			case "PRODUCER_TIMESTAMP":
-				sess.kind = store.ProducerTime
-			default:
-				return nil, 0, invalidArgf("%s.FragmentSelectorType must be SERVER_TIMESTAMP or PRODUCER_TIMESTAMP.", names.selector)
-			}
+		var kind string
+		if kind, err = enumMember(names.selector+".FragmentSelectorType", sel.FragmentSelectorType, "SERVER_TIMESTAMP", "SERVER_TIMESTAMP", "PRODUCER_TIMESTAMP"); err != nil {
+			return nil, 0, err
+		}
+		if kind == "PRODUCER_TIMESTAMP" {
+			sess.kind = store.ProducerTime
 		}
 		tr = sel.TimestampRange
 	}
@@ -173,31 +167,18 @@ func parseHLSRequest(r *getHLSRequest, names sessionNames) (*hlsSession, int64, 
 	if !sess.end.IsZero() && sess.end.Sub(sess.start) > hlsMaxOnDemandWindow {
 		return nil, 0, invalidArgf("TimestampRange may span at most 24 hours.")
 	}
-	if r.ContainerFormat != nil {
-		switch *r.ContainerFormat {
-		case "FRAGMENTED_MP4":
-		case "MPEG_TS":
-			return nil, 0, invalidArgf("ContainerFormat MPEG_TS is not supported by kvs; use FRAGMENTED_MP4.")
-		default:
-			return nil, 0, invalidArgf("ContainerFormat must be FRAGMENTED_MP4 or MPEG_TS.")
-		}
+	container, err := enumMember("ContainerFormat", r.ContainerFormat, "FRAGMENTED_MP4", "FRAGMENTED_MP4", "MPEG_TS")
+	if err == nil && container == "MPEG_TS" {
+		err = invalidArgf("ContainerFormat MPEG_TS is not supported by kvs; use FRAGMENTED_MP4.")
 	}
-	if r.DiscontinuityMode != nil {
-		switch *r.DiscontinuityMode {
-		case "ALWAYS", "NEVER", "ON_DISCONTINUITY":
-			sess.disc = *r.DiscontinuityMode
-		default:
-			return nil, 0, invalidArgf("DiscontinuityMode must be ALWAYS, NEVER or ON_DISCONTINUITY.")
-		}
+	if err == nil {
+		sess.disc, err = enumMember("DiscontinuityMode", r.DiscontinuityMode, "ON_DISCONTINUITY", "ALWAYS", "NEVER", "ON_DISCONTINUITY")
 	}
-	if r.DisplayFragmentTimestamp != nil {
-		switch *r.DisplayFragmentTimestamp {
-		case "ALWAYS":
-			sess.showTime = true
-		case "NEVER":
-		default:
-			return nil, 0, invalidArgf("DisplayFragmentTimestamp must be ALWAYS or NEVER.")
-		}
+	if err == nil {
+		sess.showTime, err = alwaysMember("DisplayFragmentTimestamp", r.DisplayFragmentTimestamp)
+	}
+	if err != nil {
+		return nil, 0, err
 	}
 	expires := int64(hlsDefaultExpires)
 	if r.Expires != nil {

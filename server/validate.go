@@ -5,7 +5,9 @@ import (
 	"crypto/rand"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/openkvs/kvs/server/store"
@@ -36,6 +38,26 @@ var (
 	// creation time. The model allows any partition; so do we (ARNs we issue always use "aws").
 	arnPattern = regexp.MustCompile(`^arn:[a-z\d-]+:kinesisvideo:[a-z0-9-]+:[0-9]+:([a-z]+)/([a-zA-Z0-9_.-]+)/([0-9]+)$`)
 )
+
+// enumMember returns the value of the member called name, v, which must be one of allowed (else
+// InvalidArgumentException "name must be A, B or C."), or def when v is nil.
+func enumMember(name string, v *string, def string, allowed ...string) (string, error) {
+	if v == nil {
+		return def, nil
+	}
+	if !slices.Contains(allowed, *v) {
+		last := len(allowed) - 1
+		return "", invalidArgf("%s must be %s or %s.", name, strings.Join(allowed[:last], ", "), allowed[last])
+	}
+	return *v, nil
+}
+
+// alwaysMember reads a Display* member of the streaming session requests: ALWAYS is true, NEVER
+// (the default) false.
+func alwaysMember(name string, v *string) (bool, error) {
+	s, err := enumMember(name, v, "NEVER", "ALWAYS", "NEVER")
+	return s == "ALWAYS", err
+}
 
 // validateStreamName checks a StreamName member (1–256 of [a-zA-Z0-9_.-]).
 //
