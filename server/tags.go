@@ -28,9 +28,6 @@ type tagStreamRequest struct {
 }
 
 func (s *Server) tagStream(ctx context.Context, req *tagStreamRequest) (empty, error) {
-	if err := validateTags(req.Tags); err != nil {
-		return empty{}, err
-	}
 	return s.tag(ctx, req.streamRef, codeInvalidResourceFormat, req.Tags)
 }
 
@@ -40,9 +37,6 @@ type untagStreamRequest struct {
 }
 
 func (s *Server) untagStream(ctx context.Context, req *untagStreamRequest) (empty, error) {
-	if err := validateTagKeyList(req.TagKeyList); err != nil {
-		return empty{}, err
-	}
 	return s.untag(ctx, req.streamRef, codeInvalidResourceFormat, req.TagKeyList)
 }
 
@@ -78,9 +72,6 @@ func (s *Server) tagResource(ctx context.Context, req *tagResourceRequest) (empt
 		}
 		tags[*t.Key] = *t.Value // a repeated key: the last value wins
 	}
-	if err := validateTags(tags); err != nil {
-		return empty{}, err
-	}
 	return s.tag(ctx, ref, codeInvalidArgument, tags)
 }
 
@@ -91,9 +82,6 @@ type untagResourceRequest struct {
 
 func (s *Server) untagResource(ctx context.Context, req *untagResourceRequest) (empty, error) {
 	ref, err := resourceRef(req.ResourceARN)
-	if err == nil {
-		err = validateTagKeyList(req.TagKeyList)
-	}
 	if err != nil {
 		return empty{}, err
 	}
@@ -129,7 +117,11 @@ func resourceRef(arn *string) (streamRef, error) {
 	return streamRef{StreamARN: arn}, nil
 }
 
+// tag checks tags and adds them to the stream (TagStream, TagResource).
 func (s *Server) tag(ctx context.Context, ref streamRef, badARNCode string, tags map[string]string) (empty, error) {
+	if err := validateTags(tags); err != nil {
+		return empty{}, err
+	}
 	_, err := s.update(ctx, ref, badARNCode, func(st *store.Stream) error {
 		merged := maps.Clone(st.Tags)
 		if merged == nil {
@@ -142,13 +134,14 @@ func (s *Server) tag(ctx context.Context, ref streamRef, badARNCode string, tags
 		st.Tags = merged
 		return nil
 	})
-	if err != nil {
-		return empty{}, err
-	}
-	return empty{}, nil
+	return empty{}, err
 }
 
+// untag checks keys and removes those tags from the stream (UntagStream, UntagResource).
 func (s *Server) untag(ctx context.Context, ref streamRef, badARNCode string, keys []string) (empty, error) {
+	if err := validateTagKeyList(keys); err != nil {
+		return empty{}, err
+	}
 	_, err := s.update(ctx, ref, badARNCode, func(st *store.Stream) error {
 		tags := maps.Clone(st.Tags)
 		for _, k := range keys {
@@ -157,10 +150,7 @@ func (s *Server) untag(ctx context.Context, ref streamRef, badARNCode string, ke
 		st.Tags = tags
 		return nil
 	})
-	if err != nil {
-		return empty{}, err
-	}
-	return empty{}, nil
+	return empty{}, err
 }
 
 // listTags answers ListTagsForStream / ListTagsForResource. Tags is always present ({} when the
