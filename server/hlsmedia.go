@@ -221,12 +221,8 @@ func trackParam(r *http.Request, tracks []mkv.Track, n uint64) (uint64, error) {
 	}
 	v := q.Get("TrackNumber")
 	t, err := strconv.ParseUint(v, 10, 64)
-	if err == nil && t > 0 {
-		for _, tr := range tracks {
-			if tr.Number == t {
-				return t, nil
-			}
-		}
+	if err == nil && t > 0 && findTrack(tracks, func(tr *mkv.Track) bool { return tr.Number == t }) != nil {
+		return t, nil
 	}
 	return 0, invalidArgf("TrackNumber %q is not a track of fragment %s.", v, formatFragmentNumber(n))
 }

@@ -208,13 +208,7 @@ func (im *imageService) planFragment(ctx context.Context, st store.Stream, q *im
 		return mediaError()
 	}
 	defer f.Release()
-	var track *mkv.Track
-	for i := range f.Tracks {
-		if f.Tracks[i].Type == mkv.TrackTypeVideo {
-			track = &f.Tracks[i]
-			break
-		}
-	}
+	track := findTrack(f.Tracks, func(t *mkv.Track) bool { return t.Type == mkv.TrackTypeVideo })
 	if track == nil {
 		return mediaError()
 	}

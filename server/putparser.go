@@ -309,14 +309,18 @@ const minArena = 256 << 10
 // Tracks, Tags, the Cluster's header): about 300 bytes and the tracks' for a KVS producer.
 const chunkStartRoom = 512 + mkv.ClusterHeaderSize
 
-func (ps *putParser) frame(f *mkv.Frame) *ackErr {
-	var track *mkv.Track
-	for i := range ps.tracks {
-		if ps.tracks[i].Number == f.Track {
-			track = &ps.tracks[i]
-			break
+// findTrack returns the first of tracks that match accepts (a pointer into tracks), or nil.
+func findTrack(tracks []mkv.Track, match func(*mkv.Track) bool) *mkv.Track {
+	for i := range tracks {
+		if match(&tracks[i]) {
+			return &tracks[i]
 		}
 	}
+	return nil
+}
+
+func (ps *putParser) frame(f *mkv.Frame) *ackErr {
+	track := findTrack(ps.tracks, func(t *mkv.Track) bool { return t.Number == f.Track })
 	if track == nil {
 		return ps.fragErr(4010, "block on track %d, which Tracks does not declare", f.Track)
 	}
