@@ -26,7 +26,27 @@ KVS="$WORK/kvs"
 go build -o "$KVS" ./cmd/kvs
 
 . "$(dirname "$0")/lib.sh"
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f\n", b - a }'; }
+# timed FILE CMD...: runs CMD and appends its wall-clock seconds to FILE.
+timed() {
+	local t0
+	t0=$(now)
+	"${@:2}"
+	awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.2f\n", b - a }' >>"$1"
+}
+# alternate OUT A B: $RUNS times (i is the run, 1 to $RUNS), runs the commands A and B, in turn,
+# each after removing OUT and syncing, and keeps their seconds in $WORK/A.times and $WORK/B.times.
+alternate() {
+	local out=$1 cmd
+	shift
+	for cmd in "$@"; do : >"$WORK/$cmd.times"; done
+	for i in $(seq "$RUNS"); do
+		for cmd in "$@"; do
+			rm -f "$out"
+			sync
+			timed "$WORK/$cmd.times" "$cmd"
+		done
+	done
+}
 mbps() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.1f", n / 1048576 / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 trap stop_server EXIT
@@ -62,23 +82,12 @@ URL=$(head -1 "$WORK/server.url")
 # put-media and its reference alternate, $RUNS times each, so that both see the same machine;
 # each run writes a new stream (or file) and ends when it is on disk.
 echo "== $RUNS × (ffmpeg -i IN -c copy -f matroska OUT && sync OUT) and $RUNS × kvs put-media (a new stream each)"
-: >"$WORK/ref.times"
-: >"$WORK/put.times"
-for i in $(seq "$RUNS"); do
-	rm -f "$WORK/copy.mkv"
-	sync
-	t0=$(now)
+ref() {
 	ffmpeg -v error -y -i "$IN" -c copy -f matroska "$WORK/copy.mkv"
 	sync "$WORK/copy.mkv"
-	t1=$(now)
-	secs "$t0" "$t1" >>"$WORK/ref.times"
-	rm -f "$WORK/copy.mkv"
-	sync
-	t0=$(now)
-	"$KVS" --endpoint "$URL" put-media --stream-name "perf$i" --source "$IN" --create --fragment-duration 2s >/dev/null
-	t1=$(now)
-	secs "$t0" "$t1" >>"$WORK/put.times"
-done
+}
+put() { "$KVS" --endpoint "$URL" put-media --stream-name "perf$i" --source "$IN" --create --fragment-duration 2s >/dev/null; }
+alternate "$WORK/copy.mkv" ref put
 REF=$(median <"$WORK/ref.times")
 PUT=$(median <"$WORK/put.times")
 say "ffmpeg copy+sync: median ${REF} s ($(mbps "$SIZE" "$REF") MiB/s); runs: $(tr '\n' ' ' <"$WORK/ref.times")"
@@ -88,10 +97,7 @@ echo "== $RUNS × kvs get-fragments --parallel 8 --format raw -o /dev/null (the 
 STORED=$("$KVS" --endpoint "$URL" list-fragments --stream-name perf1 --output json | awk -F: '/FragmentSizeInBytes/ { s += $2 } END { print s }')
 : >"$WORK/get.times"
 for i in $(seq "$RUNS"); do
-	t0=$(now)
-	"$KVS" --endpoint "$URL" get-fragments --stream-name perf1 --parallel 8 --format raw -o /dev/null
-	t1=$(now)
-	secs "$t0" "$t1" >>"$WORK/get.times"
+	timed "$WORK/get.times" "$KVS" --endpoint "$URL" get-fragments --stream-name perf1 --parallel 8 --format raw -o /dev/null
 done
 GET=$(median <"$WORK/get.times")
 say "kvs get-fragments: median ${GET} s for $STORED bytes ($(awk -v n="$STORED" -v s="$GET" 'BEGIN { printf "%.0f", n / 1e6 / s }') MB/s); runs: $(tr '\n' ' ' <"$WORK/get.times")"
@@ -99,25 +105,12 @@ say "kvs get-fragments: median ${GET} s for $STORED bytes ($(awk -v n="$STORED" 
 # To a file next to cp of the same bytes (the first get-fragments' output), alternating.
 echo "== $RUNS × (kvs get-fragments --parallel 8 --format raw -o FILE) and $RUNS × (cp of that file)"
 "$KVS" --endpoint "$URL" get-fragments --stream-name perf1 --parallel 8 --format raw -o "$WORK/frags.ref"
-: >"$WORK/getfile.times"
-: >"$WORK/cp.times"
-for i in $(seq "$RUNS"); do
-	rm -f "$WORK/frags.out"
-	sync
-	t0=$(now)
-	"$KVS" --endpoint "$URL" get-fragments --stream-name perf1 --parallel 8 --format raw -o "$WORK/frags.out"
-	t1=$(now)
-	secs "$t0" "$t1" >>"$WORK/getfile.times"
-	rm -f "$WORK/frags.out"
-	sync
-	t0=$(now)
-	cp "$WORK/frags.ref" "$WORK/frags.out"
-	t1=$(now)
-	secs "$t0" "$t1" >>"$WORK/cp.times"
-done
+getfile() { "$KVS" --endpoint "$URL" get-fragments --stream-name perf1 --parallel 8 --format raw -o "$WORK/frags.out"; }
+copy() { cp "$WORK/frags.ref" "$WORK/frags.out"; }
+alternate "$WORK/frags.out" getfile copy
 GETF=$(median <"$WORK/getfile.times")
-CP=$(median <"$WORK/cp.times")
-say "cp of the same bytes:      median ${CP} s; runs: $(tr '\n' ' ' <"$WORK/cp.times")"
+CP=$(median <"$WORK/copy.times")
+say "cp of the same bytes:      median ${CP} s; runs: $(tr '\n' ' ' <"$WORK/copy.times")"
 say "kvs get-fragments to FILE: median ${GETF} s, $(ratio "$GETF" "$CP")x cp; runs: $(tr '\n' ' ' <"$WORK/getfile.times")"
 rm -f "$WORK/frags.ref" "$WORK/frags.out"
 stop_server
