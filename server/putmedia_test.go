@@ -346,8 +346,11 @@ func TestPutMediaErrors(t *testing.T) {
 		}
 	})
 
+	// The read timeout is 1 s, not shorter: it also runs while the fragment before the stall is on
+	// its way, and a loaded machine's HTTP client has let more than 200 ms pass between two pieces
+	// of one fragment (its RECEIVED was an ERROR 4000).
 	t.Run("stalled body", func(t *testing.T) {
-		e := newMediaEnv(t, "mem", func(c *Config) { c.PutMediaReadTimeout = 200 * time.Millisecond })
+		e := newMediaEnv(t, "mem", func(c *Config) { c.PutMediaReadTimeout = time.Second })
 		e.createStream(t, "cam", 1)
 		pc := e.startPut(t, "cam")
 		pc.write(c.header())
@@ -357,7 +360,7 @@ func TestPutMediaErrors(t *testing.T) {
 	})
 
 	t.Run("stalled inside a fragment", func(t *testing.T) {
-		e := newMediaEnv(t, "mem", func(c *Config) { c.PutMediaReadTimeout = 200 * time.Millisecond })
+		e := newMediaEnv(t, "mem", func(c *Config) { c.PutMediaReadTimeout = time.Second })
 		e.createStream(t, "cam", 1)
 		pc := e.startPut(t, "cam")
 		pc.write(c.header())
