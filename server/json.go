@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -43,13 +44,53 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error
 		var se *json.SyntaxError
 		switch {
 		case errors.As(err, &te) && te.Field != "":
-			return invalidArgf("Member %s has the wrong type (got JSON %s).", te.Field, te.Value)
+			return invalidArgf("Member %s has the wrong type (got JSON %s).", memberPath(reflect.TypeOf(v), te.Field), te.Value)
 		case errors.As(err, &te):
 			return invalidArgf("A member has the wrong type (got JSON %s).", te.Value)
 		case errors.As(err, &se):
 			return invalidArgf("The request body is not valid JSON (offset %d).", se.Offset)
 		default:
 			return invalidArgf("The request body is not valid JSON: %v.", err)
+		}
+	}
+	return nil
+}
+
+// memberPath is a type error's path (encoding/json's UnmarshalTypeError.Field) as the client
+// wrote it, for a request of type t: encoding/json puts the Go name of an embedded struct in the
+// path (streamRef.StreamName), a name the client never sent, so such names are left out.
+func memberPath(t reflect.Type, field string) string {
+	var out []string
+	for _, name := range strings.Split(field, ".") {
+		for t != nil && t.Kind() != reflect.Struct {
+			switch t.Kind() {
+			case reflect.Pointer, reflect.Slice, reflect.Array, reflect.Map:
+				t = t.Elem()
+			default:
+				t = nil
+			}
+		}
+		if t != nil {
+			if f, ok := t.FieldByName(name); ok && f.Anonymous {
+				t = f.Type
+				continue
+			}
+		}
+		out = append(out, name)
+		t = memberType(t, name)
+	}
+	return strings.Join(out, ".")
+}
+
+// memberType is the type of struct t's member called name in JSON (nil when t is nil or has none).
+func memberType(t reflect.Type, name string) reflect.Type {
+	if t == nil {
+		return nil
+	}
+	for _, f := range reflect.VisibleFields(t) {
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if f.IsExported() && (tag == name || tag == "" && f.Name == name) {
+			return f.Type
 		}
 	}
 	return nil
