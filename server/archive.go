@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"net/http"
 	"sort"
 	"time"
@@ -48,6 +49,17 @@ type listQuery struct {
 	End    int64  `json:"e,omitempty"`
 	After  int64  `json:"t,omitempty"` // cursor time (Unix ns) for S/P
 	Number uint64 `json:"n,omitempty"` // cursor: the last number returned (0: from the start)
+	// Stream is streamTokenID of the stream listed (in NextTokens; 0 in a token of a server that
+	// did not write it, which any stream takes).
+	Stream uint64 `json:"a,omitempty"`
+}
+
+// streamTokenID identifies a stream (by ARN: a stream deleted and created again under its name is
+// another one) in the NextTokens of ListFragments, so that one is not taken for another stream.
+func streamTokenID(arn string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(arn))
+	return max(h.Sum64(), 1)
 }
 
 // parseListFragments validates r. With a NextToken the selector is not read (the token carries
@@ -221,7 +233,8 @@ type listFragmentsResponse struct {
 // defaults to 100; without a FragmentSelector every fragment is listed, in number order; with one,
 // fragments whose start timestamp is in the range (both ends inclusive) are listed in (timestamp,
 // number) order. NextToken resumes exactly after the last fragment of the previous page (a
-// malformed one is InvalidArgumentException); the last page has none. FragmentSizeInBytes is the
+// malformed one, or one another stream returned, is InvalidArgumentException); the last page has
+// none. FragmentSizeInBytes is the
 // stored chunk's size (fragment plus metadata, §10). Retention-0 streams list their live buffer.
 func (m *media) listFragments(ctx context.Context, req *listFragmentsRequest) (listFragmentsResponse, error) {
 	q, limit, err := parseListFragments(req)
@@ -232,6 +245,11 @@ func (m *media) listFragments(ctx context.Context, req *listFragmentsRequest) (l
 	if err != nil {
 		return listFragmentsResponse{}, err
 	}
+	id := streamTokenID(st.ARN)
+	if q.Stream != 0 && q.Stream != id {
+		return listFragmentsResponse{}, invalidArgf("NextToken was returned for another stream than %s.", st.Name)
+	}
+	q.Stream = id
 	page, err := m.listPage(ctx, st.Name, m.buffer(st), q, limit)
 	if err != nil {
 		return listFragmentsResponse{}, fmt.Errorf("list fragments %s: %w", st.Name, err)

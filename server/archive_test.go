@@ -457,3 +457,42 @@ func TestRetentionZeroBufferKeptByHLSPlayer(t *testing.T) {
 		t.Errorf("retention 0, after an HLS playlist: buffer limits %+v, want %+v", limits, e.srv.media.liveOnlyLimits)
 	}
 }
+
+// TestListFragmentsTokenOtherStream: a NextToken continues the listing of the stream that returned
+// it. Sent for another stream (a client paging several cameras that mixes up their tokens) it is
+// InvalidArgumentException, not that stream's fragments from the first stream's cursor on, which
+// silently left out the other stream's first fragments. A stream deleted and created again under
+// its name is another stream too.
+func TestListFragmentsTokenOtherStream(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	c := loadClip(t, "h264.mkv")
+	for _, name := range []string{"a", "b"} {
+		e.createStream(t, name, 1)
+		e.ingest(t, name, c, 0, 3)
+	}
+	rng := map[string]any{"StartTimestamp": 0, "EndTimestamp": 4_000_000_000}
+	for _, sel := range []map[string]any{nil, {"FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": rng},
+		{"FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": rng}} {
+		body := map[string]any{"StreamName": "a", "MaxResults": 1}
+		if sel != nil {
+			body["FragmentSelector"] = sel
+		}
+		var page struct {
+			Fragments []struct{ FragmentNumber string }
+			NextToken string
+		}
+		e.call(t, "/listFragments", body, &page)
+		if len(page.Fragments) != 1 || page.NextToken == "" {
+			t.Fatalf("%v: first page %+v, want one fragment and a NextToken", sel, page)
+		}
+		// The token goes on with stream a.
+		e.call(t, "/listFragments", map[string]any{"StreamName": "a", "NextToken": page.NextToken}, nil)
+		resp := e.post(t, t.Context(), "/listFragments", map[string]any{"StreamName": "b", "NextToken": page.NextToken})
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || resp.Header.Get("x-amzn-ErrorType") != "InvalidArgumentException" {
+			t.Errorf("%v: stream a's NextToken for stream b: %d %s, want 400 InvalidArgumentException", sel, resp.StatusCode, b)
+		}
+	}
+}
