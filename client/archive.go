@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
 	amtypes "github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia/types"
@@ -28,7 +29,9 @@ func (c *Client) Archived(ctx context.Context, stream string, api types.APIName)
 	return kinesisvideoarchivedmedia.NewFromConfig(c.cfg, func(o *kinesisvideoarchivedmedia.Options) {
 		o.BaseEndpoint = aws.String(ep)
 		o.HTTPClient = bufferedBodyClient{next: o.HTTPClient}
-		o.Retryer = failFast(o.Retryer)
+		// ClientLimitExceededException is how KVS throttles (a stream's TPS limits; kvs server's
+		// GetImages limit, "retry in a moment"), a code the SDK's standard retryer does not know.
+		o.Retryer = failFast(retry.AddWithErrorCodes(o.Retryer, "ClientLimitExceededException"))
 	}), nil
 }
 

@@ -191,3 +191,42 @@ func TestGetFragmentsRetriesTransientBatchFailure(t *testing.T) {
 	}
 	sameMedia(t, "get-fragments after retries", ffprobe(t, out), probe{Frames: map[string]int{"video:h264": 100}, Duration: 4})
 }
+
+// ClientLimitExceededException is KVS's throttling answer (kvs server gives it when more GetImages
+// requests are in flight than it serves at once, and says "retry in a moment"; KVS when a stream's
+// TPS limit is reached). The SDK's standard retryer does not know the code, so get-images and
+// list-fragments failed at the first one, get-images after writing part of its images. They now
+// retry it as the SDK retries throttling.
+func TestArchivedCommandsRetryClientLimit(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	limited := map[string]int{}
+	url, _ := e2eServer(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/getImages" || r.URL.Path == "/listFragments" {
+				mu.Lock()
+				limited[r.URL.Path]++
+				first := limited[r.URL.Path] == 1
+				mu.Unlock()
+				if first { // the answer kvs server gives over its GetImages limit
+					w.Header().Set("Content-Type", "application/json")
+					w.Header().Set("x-amzn-ErrorType", "ClientLimitExceededException")
+					w.WriteHeader(http.StatusBadRequest)
+					_, _ = w.Write([]byte(`{"__type":"ClientLimitExceededException","Message":"This server is already serving 4 GetImages requests; retry in a moment."}`))
+					return
+				}
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	mustRun(t, url, nil, "create-stream", "--stream-name", "s", "--data-retention-in-hours", "1")
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"get-images", "--stream-name", "s", "--start", "-30s", "--end", "now", "--interval", "10s", "-o", dir, "--output", "json"},
+		{"list-fragments", "--stream-name", "s"},
+	} {
+		if code, _, errs := kvsRun(t.Context(), t, url, nil, args...); code != ExitOK {
+			t.Errorf("kvs %s: exit %d after one ClientLimitExceededException, want %d: %s", args[0], code, ExitOK, errs)
+		}
+	}
+}
