@@ -688,3 +688,52 @@ func TestProducerSpoolCorruptReported(t *testing.T) {
 		t.Errorf("stored %d + corrupt %d, want %d", st.Stored, pe.Corrupt, len(frags))
 	}
 }
+
+// A damaged record header in a segment that is not the last one (a damaged disk: a crash can
+// only tear the segment written last) loses the fragments after it in that file, and Close says
+// so. Before, OpenSpool cut them as a torn tail and Close returned nil: put-media exited 0 with
+// fragments that had been spooled never sent.
+func TestProducerSpoolDamagedHeaderReported(t *testing.T) {
+	t.Parallel()
+	fs := newFlakyServer(t)
+	frags := shiftedFragments(t, "h264_aac.mkv", 12)
+	dir := t.TempDir()
+	sp := openTestSpool(t, dir, 0, 64<<10, nil)
+	_ = spoolWhileDown(t, fs, sp, frags) // everything stays spooled
+	sp.Close()
+	segs := spoolFiles(t, dir)
+	if len(segs) < 2 {
+		t.Fatalf("segments %v, want several", segs)
+	}
+	b, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, n, err := readSpoolRecord(bytes.NewReader(b), 0, int64(len(b)), false)
+	if err != nil || n >= int64(len(b)) {
+		t.Fatalf("first record: %d bytes, %v; want more records after it", n, err)
+	}
+	b[n+5] ^= 0xff // the second record's header
+	if err := os.WriteFile(segs[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	fs.up()
+	var notices []string
+	sp2 := openTestSpool(t, dir, 0, 64<<10, &notices)
+	p2, err := NewProducer(fs.client(t), ProducerConfig{Stream: "cam", Spool: sp2, RetryBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p2.Close(t.Context())
+	var pe *ProducerError
+	if !errors.As(err, &pe) || pe.Corrupt == 0 || !strings.Contains(err.Error(), "could not be read back") {
+		t.Fatalf("Close: %v, want the lost fragments reported", err)
+	}
+	if st := p2.Stats(); st.Stored+pe.Corrupt != len(frags) {
+		t.Errorf("stored %d + corrupt %d, want %d", st.Stored, pe.Corrupt, len(frags))
+	}
+	if len(notices) == 0 || !strings.Contains(notices[0], "are lost") {
+		t.Errorf("notices %q, want one saying fragments are lost", notices)
+	}
+}

@@ -37,7 +37,14 @@ func (s *Spool) recover() error {
 	prev := uint64(0)
 	for i, name := range names {
 		path := filepath.Join(s.cfg.Dir, name)
-		g, err := s.recoverSegment(path, i == len(names)-1, prev)
+		// A segment is named by the sequence number of its first record: the one after it
+		// says where this one's records end, even when a damaged record hides them.
+		first, _ := strconv.ParseUint(strings.TrimSuffix(name, spoolSuffix), 16, 64)
+		end := uint64(0) // none: the last segment
+		if i+1 < len(names) {
+			end, _ = strconv.ParseUint(strings.TrimSuffix(names[i+1], spoolSuffix), 16, 64)
+		}
+		g, err := s.recoverSegment(path, first, end, prev)
 		if err != nil {
 			return err
 		}
@@ -63,9 +70,11 @@ func (s *Spool) recover() error {
 	return nil
 }
 
-// recoverSegment scans one segment file; it returns nil for a file that holds nothing to keep
-// (it is removed).
-func (s *Spool) recoverSegment(path string, last bool, after uint64) (*spoolSegment, error) {
+// recoverSegment scans one segment file, whose first record is first and whose next segment
+// starts at end (0: it is the last one); it returns nil for a file that holds nothing to keep (it
+// is removed).
+func (s *Spool) recoverSegment(path string, first, end, after uint64) (*spoolSegment, error) {
+	last := end == 0
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
@@ -87,8 +96,21 @@ func (s *Spool) recoverSegment(path string, last bool, after uint64) (*spoolSegm
 			return nil, err
 		}
 		s.stats.Cut += fi.Size() - sc.End
-		s.notice("spool: %s: cut %d bytes at offset %d (%v); the %d whole fragments before it are kept",
-			path, fi.Size()-sc.End, sc.End, sc.Cut, sc.Count)
+		// Only the segment written last can be torn by a crash: its cut record was never
+		// spooled. A segment with a later one was synced whole: what follows its damaged record
+		// was spooled, and is lost (a damaged disk), as the records next cannot read back.
+		lost := uint64(0)
+		if from := max(first, sc.Last+1, s.acked+1); !last && end > from {
+			lost = end - from
+		}
+		s.stats.Corrupt += int(lost) //nolint:gosec // at most a segment's records
+		if lost > 0 {
+			s.notice("spool: %s: unreadable record at offset %d (%v): the %d fragments from there to the end of the file are lost; the %d whole fragments before it are kept",
+				path, sc.End, sc.Cut, lost, sc.Count)
+		} else {
+			s.notice("spool: %s: cut %d bytes at offset %d (%v); the %d whole fragments before it are kept",
+				path, fi.Size()-sc.End, sc.End, sc.Cut, sc.Count)
+		}
 	}
 	if sc.Count == 0 || sc.Last <= s.acked {
 		f.Close()
