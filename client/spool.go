@@ -117,6 +117,10 @@ type spoolSegment struct {
 	first, last uint64 // sequence numbers of its first and last record (last < first: empty)
 	count       int
 	size        int64 // bytes of whole records (the file's size)
+	// resumeOff and resumeSeq, when resumeOff is not 0, are where reading it starts again after
+	// a damaged record made the rest of it be skipped: the records appended after the skip.
+	resumeOff int64
+	resumeSeq uint64
 }
 
 const (
@@ -456,6 +460,9 @@ func (s *Spool) locate() (g *spoolSegment, off int64, ok bool) {
 				return nil, 0, false
 			}
 			s.curSeg, s.curOff, s.curSeq = s.segs[i], 0, s.segs[i].first
+			if g := s.curSeg; g.resumeOff > 0 {
+				s.curOff, s.curSeq = g.resumeOff, g.resumeSeq // not the damaged record again
+			}
 			s.cursor = max(s.cursor, s.curSeg.first)
 		}
 		g := s.curSeg
@@ -482,6 +489,9 @@ func (s *Spool) skipSegment(g *spoolSegment) int {
 	s.stats.Fragments -= n
 	s.cursor = g.last + 1
 	s.curSeg = nil
+	// The segment may be the one appends go to: its next record starts at its size now (a record
+	// being written meanwhile too: append took its offset, and its number, before letting go).
+	g.resumeOff, g.resumeSeq = g.size, g.last+1
 	s.advance()
 	return n
 }

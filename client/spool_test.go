@@ -737,3 +737,57 @@ func TestProducerSpoolDamagedHeaderReported(t *testing.T) {
 		t.Errorf("notices %q, want one saying fragments are lost", notices)
 	}
 }
+
+// A damaged record in the segment being appended to skips the rest of it, once: the fragments
+// appended after that are read and sent. Before, the next read started that segment again from
+// its start, met the damaged record again, and counted every fragment appended to it since as
+// corrupt, until the segment was full (64 MiB by default): fragments Send had synced were never
+// sent.
+func TestSpoolDamageInActiveSegment(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var notices []string
+	s := openTestSpool(t, dir, 0, 1<<20, &notices)
+	appendN(t, s, 0, 3, 1000)
+	rec, _, err := s.next(t.Context())
+	if err != nil || rec.Seq != 1 {
+		t.Fatalf("next: %d, %v", rec.Seq, err)
+	}
+	bufpool.Put(rec.Body)
+	files := spoolFiles(t, dir)
+	if len(files) != 1 {
+		t.Fatalf("segments %v, want one", files)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/3+5] ^= 0xff // the second record's header: the rest of the segment is unframed
+	if err := os.WriteFile(files[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A done context: next reads what there is (the damaged record: 2 and 3 are skipped), then
+	// says so instead of waiting.
+	done, cancel := context.WithCancel(t.Context())
+	cancel()
+	if rec, _, err := s.next(done); !errors.Is(err, context.Canceled) {
+		t.Fatalf("next at the damaged record: seq %d, %v; want it skipped", rec.Seq, err)
+	}
+	later := appendN(t, s, 3, 3, 1000)
+	s.seal() // next says io.EOF instead of waiting once everything is handed out
+	var got []uint64
+	for range later {
+		rec, _, err := s.next(t.Context())
+		if err != nil {
+			t.Fatalf("next after the damage: %v; got %v, want %v (stats %+v)", err, got, later, s.Stats())
+		}
+		bufpool.Put(rec.Body)
+		got = append(got, rec.Seq)
+	}
+	if !slices.Equal(got, later) {
+		t.Errorf("next gave %v after the damage, want %v", got, later)
+	}
+	if st := s.Stats(); st.Corrupt != 2 || st.Fragments != 4 {
+		t.Errorf("stats %+v, want records 2 and 3 corrupt, 4 not final", st)
+	}
+}
