@@ -415,6 +415,25 @@ func (s *Spool) next(ctx context.Context) (rec spoolRecord, queued int, err erro
 		if err == nil && rec.Seq != s.curSeq {
 			err = fmt.Errorf("%w: %d where %d was expected", record.ErrSequence, rec.Seq, s.curSeq)
 		}
+		if errors.Is(err, record.ErrPayloadCRC) && rec.Seq == s.curSeq {
+			// Only the payload is damaged: the header, whole, frames the records after it.
+			s.curOff += n
+			s.curSeq++
+			skipped := 0
+			if _, done := s.doneSet[rec.Seq]; !done && rec.Seq >= s.cursor && rec.Seq > s.acked {
+				skipped = 1
+				s.doneSet[rec.Seq] = struct{}{}
+				s.stats.Fragments--
+				s.stats.Corrupt++
+			}
+			s.cursor = max(s.cursor, rec.Seq+1)
+			s.advance()
+			s.mu.Unlock()
+			if skipped > 0 {
+				s.notice("spool: %s: unreadable record at offset %d (%v): skipped its fragment", path, off, err)
+			}
+			continue
+		}
 		if err != nil {
 			// A damaged record (a bad disk: appends were synced whole): the rest of this segment
 			// cannot be trusted to be framed, so it is skipped, and told.

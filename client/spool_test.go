@@ -791,3 +791,48 @@ func TestSpoolDamageInActiveSegment(t *testing.T) {
 		t.Errorf("stats %+v, want records 2 and 3 corrupt, 4 not final", st)
 	}
 }
+
+// A damaged record in the middle of the last segment (a damaged disk, not a crash: records were
+// appended after it) is not taken for a torn tail: only that fragment is lost, and reported; the
+// fragments after it are sent. Before, OpenSpool cut the segment there as if a crash had torn it,
+// every later fragment of it was lost, and Close returned nil.
+func TestProducerSpoolDamageInLastSegment(t *testing.T) {
+	t.Parallel()
+	fs := newFlakyServer(t)
+	frags := shiftedFragments(t, "h264_aac.mkv", 12)
+	dir := t.TempDir()
+	sp := openTestSpool(t, dir, 0, 0, nil) // one segment
+	_ = spoolWhileDown(t, fs, sp, frags)   // everything stays spooled
+	sp.Close()
+	segs := spoolFiles(t, dir)
+	if len(segs) != 1 {
+		t.Fatalf("segments %v, want one", segs)
+	}
+	b, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, n, err := readSpoolRecord(bytes.NewReader(b), 0, int64(len(b)), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[n+spoolRecordHeaderSize+100] ^= 0xff // the second record's payload
+	if err := os.WriteFile(segs[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	fs.up()
+	c := fs.client(t)
+	sp2 := openTestSpool(t, dir, 0, 0, nil)
+	p2, err := NewProducer(c, ProducerConfig{Stream: "cam", Spool: sp2, RetryBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p2.Close(t.Context())
+	var pe *ProducerError
+	if !errors.As(err, &pe) || pe.Corrupt != 1 || pe.Spooled != 0 || len(pe.Failed) != 0 {
+		t.Fatalf("Close: %v, want the one damaged fragment reported", err)
+	}
+	want := append(slices.Clone(frags[:1]), frags[2:]...)
+	checkTimecodes(t, consumeAll(t, c, "cam"), want)
+}

@@ -5,6 +5,7 @@ package client
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -98,8 +99,8 @@ type spoolRecord struct {
 
 // readSpoolRecord reads and verifies the record at off of a segment of the given size. With
 // payload false only the header is read and checked (Header and Body are nil). It returns the
-// record and its length on disk; the length is known (non-zero) even when the payload is damaged,
-// as long as the header is whole.
+// record and its length on disk; the length and the header are known (n non-zero) even when the
+// payload is damaged (record.ErrPayloadCRC), as long as the header is whole.
 func readSpoolRecord(r io.ReaderAt, off, size int64, payload bool) (spoolRecord, int64, error) {
 	var hb [spoolRecordHeaderSize]byte
 	h, n, err := record.ReadHeader(r, off, size, hb[:], func(b []byte) (spoolRecordHeader, int64, error) {
@@ -121,8 +122,10 @@ func readSpoolRecord(r io.ReaderAt, off, size int64, payload bool) (spoolRecord,
 		return spoolRecord{}, n, fmt.Errorf("read record payload: %w", err)
 	}
 	if crc32.Checksum(buf, castagnoli) != h.PayloadCRC {
+		// The header is whole (its checksum held): rec says which record is damaged, and n
+		// where the next one starts.
 		bufpool.Put(buf)
-		return spoolRecord{}, n, record.ErrPayloadCRC
+		return rec, n, record.ErrPayloadCRC
 	}
 	// The stream header is small: copy it out, so that Body alone owns the pooled buffer.
 	rec.Header = append([]byte(nil), buf[:h.HeaderLen]...)
@@ -135,8 +138,11 @@ func readSpoolRecord(r io.ReaderAt, off, size int64, payload bool) (spoolRecord,
 type segmentScan struct {
 	First, Last uint64 // sequence numbers of the first and last whole record (0 when none)
 	Count       int
-	End         int64 // offset after the last whole record
-	Cut         error // why the scan stopped before the end of the file; nil when it did not
+	// Damaged counts the records (among Count) whose payload is damaged though records follow
+	// them: a damaged disk, not a crash, which can only tear the last record.
+	Damaged int
+	End     int64 // offset after the last whole record
+	Cut     error // why the scan stopped before the end of the file; nil when it did not
 	// Oldest and Newest are the producer timestamps of the first and last whole record numbered
 	// above the scan's acked (zero when none).
 	Oldest, Newest time.Time
@@ -146,13 +152,19 @@ type segmentScan struct {
 // checked, and each payload too when verify is set (only the segment written last can have a torn
 // record: the ones before it were synced whole before the next was started, so their payloads are
 // checked when they are read to be sent). Sequence numbers must increase and be above after. The
-// scan stops at the first damaged record (Cut says why) or at an I/O error (returned). Memory use
-// is constant.
+// scan stops at the first damaged record (Cut says why) or at an I/O error (returned), except at
+// a record whose payload alone is damaged while records follow it (Damaged): that is no torn
+// tail, and the records after it are kept. Memory use is constant.
 func scanSegment(r io.ReaderAt, size int64, verify bool, after, acked uint64) (segmentScan, error) {
 	var s segmentScan
 	prev := after
 	for s.End < size {
 		rec, n, err := readSpoolRecord(r, s.End, size, verify)
+		damaged := errors.Is(err, record.ErrPayloadCRC) && s.End+n < size
+		if damaged {
+			err = nil // framed by its whole header: the records after it are kept
+			s.Damaged++
+		}
 		if err == nil && rec.Seq <= prev {
 			err = fmt.Errorf("%w: %d after %d", record.ErrSequence, rec.Seq, prev)
 		}
@@ -169,7 +181,7 @@ func scanSegment(r io.ReaderAt, size int64, verify bool, after, acked uint64) (s
 		}
 		s.Last, prev = rec.Seq, rec.Seq
 		s.Count++
-		if rec.Seq > acked {
+		if rec.Seq > acked && !damaged {
 			at := time.Unix(0, rec.Timecode*int64(rec.Scale)) //nolint:gosec // a producer timestamp in ns
 			if s.Oldest.IsZero() {
 				s.Oldest = at
