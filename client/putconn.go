@@ -115,6 +115,13 @@ func (p *Producer) connection(finalEvent string) (progress bool, err error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	progress = conn.progress
+	var ae *AckErr
+	if errors.As(conn.stopErr, &ae) && ae.Ack.ErrorID == 4000 && ae.Ack.FragmentNumber == "" && conn.allFinalLocked() {
+		// The server ended a connection on which nothing waited for an ACK, between fragments:
+		// it sent nothing for PutMediaReadTimeout (a camera away for a while, a paced backlog).
+		// No failure: the next fragment opens a new connection at once.
+		return progress, nil
+	}
 	if conn.stopErr != nil {
 		return progress, conn.stopErr
 	}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -835,4 +836,63 @@ func TestProducerSpoolDamageInLastSegment(t *testing.T) {
 	}
 	want := append(slices.Clone(frags[:1]), frags[2:]...)
 	checkTimecodes(t, consumeAll(t, c, "cam"), want)
+}
+
+// A connection the server ends because it was idle (ERROR 4000 between fragments after
+// PutMediaReadTimeout: a camera that stopped sending for a while, or a backlog paced by
+// SpoolRate) with nothing waiting on it is no failure: no LastError (the agent's status said
+// "endpoint unreachable since ..."), and the next fragment goes at once on a new connection, not
+// after a retry backoff (here an hour).
+func TestProducerIdleConnectionEnded(t *testing.T) {
+	t.Parallel()
+	st := store.NewMem()
+	srv, err := server.New(server.Config{Store: st, PutMediaReadTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() { ts.Close(); srv.Close(); st.Close() })
+	c, err := New(t.Context(), Config{Endpoint: ts.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Control.CreateStream(t.Context(), &kinesisvideo.CreateStreamInput{StreamName: aws.String("cam"), DataRetentionInHours: aws.Int32(24)}); err != nil {
+		t.Fatal(err)
+	}
+	idle := make(chan struct{})
+	var once sync.Once
+	sp := openTestSpool(t, t.TempDir(), 0, 0, nil)
+	p, err := NewProducer(c, ProducerConfig{Stream: "cam", Spool: sp, RetryBackoff: time.Hour, OnAck: func(a Ack) {
+		if a.EventType == AckError && a.ErrorID == 4000 {
+			once.Do(func() { close(idle) })
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frags := shiftedFragments(t, "h264.mkv", 2)
+	if err := p.Send(t.Context(), frags[0]); err != nil {
+		t.Fatal(err)
+	}
+	<-idle // stored, then the connection idled out
+	if err := p.Send(t.Context(), frags[1]); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		st := p.Stats()
+		if st.LastError != "" {
+			t.Fatalf("stats %+v: the idle connection's end taken for a failure (the next fragment waits a retry backoff)", st)
+		}
+		if st.Stored == 2 {
+			break
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatalf("stats %+v: the second fragment was not stored", st)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if err := p.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 }
