@@ -654,38 +654,16 @@ func TestSpoolEmptyStreamFile(t *testing.T) {
 // it returned nil as if every fragment had been stored.
 func TestProducerSpoolCorruptReported(t *testing.T) {
 	t.Parallel()
-	fs := newFlakyServer(t)
-	frags := shiftedFragments(t, "h264_aac.mkv", 12)
-	dir := t.TempDir()
-	sp := openTestSpool(t, dir, 0, 64<<10, nil)
-	_ = spoolWhileDown(t, fs, sp, frags) // everything stays spooled
-	sp.Close()
-	segs := spoolFiles(t, dir)
-	if len(segs) < 2 {
-		t.Fatalf("segments %v, want several", segs)
+	frags, _, pe, st, _ := damagedSpool(t, 64<<10, func(segs []string) {
+		if len(segs) < 2 {
+			t.Fatalf("segments %v, want several", segs)
+		}
+		flipByte(t, segs[0], func(b []byte) int64 { return int64(len(b) / 2) }) // inside a record's payload
+	})
+	if pe == nil || pe.Corrupt == 0 || !strings.Contains(pe.Error(), "could not be read back") {
+		t.Fatalf("Close: %v, want the skipped fragments reported", pe)
 	}
-	first := segs[0]
-	b, err := os.ReadFile(first)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)/2] ^= 0xff // inside a record's payload
-	if err := os.WriteFile(first, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	fs.up()
-	sp2 := openTestSpool(t, dir, 0, 64<<10, nil)
-	p2, err := NewProducer(fs.client(t), ProducerConfig{Stream: "cam", Spool: sp2, RetryBackoff: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = p2.Close(t.Context())
-	var pe *ProducerError
-	if !errors.As(err, &pe) || pe.Corrupt == 0 || !strings.Contains(err.Error(), "could not be read back") {
-		t.Fatalf("Close: %v, want the skipped fragments reported", err)
-	}
-	if st := p2.Stats(); st.Stored+pe.Corrupt != len(frags) {
+	if st.Stored+pe.Corrupt != len(frags) {
 		t.Errorf("stored %d + corrupt %d, want %d", st.Stored, pe.Corrupt, len(frags))
 	}
 }
@@ -696,42 +674,16 @@ func TestProducerSpoolCorruptReported(t *testing.T) {
 // fragments that had been spooled never sent.
 func TestProducerSpoolDamagedHeaderReported(t *testing.T) {
 	t.Parallel()
-	fs := newFlakyServer(t)
-	frags := shiftedFragments(t, "h264_aac.mkv", 12)
-	dir := t.TempDir()
-	sp := openTestSpool(t, dir, 0, 64<<10, nil)
-	_ = spoolWhileDown(t, fs, sp, frags) // everything stays spooled
-	sp.Close()
-	segs := spoolFiles(t, dir)
-	if len(segs) < 2 {
-		t.Fatalf("segments %v, want several", segs)
+	frags, _, pe, st, notices := damagedSpool(t, 64<<10, func(segs []string) {
+		if len(segs) < 2 {
+			t.Fatalf("segments %v, want several", segs)
+		}
+		flipByte(t, segs[0], func(b []byte) int64 { return secondRecord(t, b) + 5 }) // the second record's header
+	})
+	if pe == nil || pe.Corrupt == 0 || !strings.Contains(pe.Error(), "could not be read back") {
+		t.Fatalf("Close: %v, want the lost fragments reported", pe)
 	}
-	b, err := os.ReadFile(segs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, n, err := readSpoolRecord(bytes.NewReader(b), 0, int64(len(b)), false)
-	if err != nil || n >= int64(len(b)) {
-		t.Fatalf("first record: %d bytes, %v; want more records after it", n, err)
-	}
-	b[n+5] ^= 0xff // the second record's header
-	if err := os.WriteFile(segs[0], b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	fs.up()
-	var notices []string
-	sp2 := openTestSpool(t, dir, 0, 64<<10, &notices)
-	p2, err := NewProducer(fs.client(t), ProducerConfig{Stream: "cam", Spool: sp2, RetryBackoff: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = p2.Close(t.Context())
-	var pe *ProducerError
-	if !errors.As(err, &pe) || pe.Corrupt == 0 || !strings.Contains(err.Error(), "could not be read back") {
-		t.Fatalf("Close: %v, want the lost fragments reported", err)
-	}
-	if st := p2.Stats(); st.Stored+pe.Corrupt != len(frags) {
+	if st.Stored+pe.Corrupt != len(frags) {
 		t.Errorf("stored %d + corrupt %d, want %d", st.Stored, pe.Corrupt, len(frags))
 	}
 	if len(notices) == 0 || !strings.Contains(notices[0], "are lost") {
@@ -799,40 +751,14 @@ func TestSpoolDamageInActiveSegment(t *testing.T) {
 // every later fragment of it was lost, and Close returned nil.
 func TestProducerSpoolDamageInLastSegment(t *testing.T) {
 	t.Parallel()
-	fs := newFlakyServer(t)
-	frags := shiftedFragments(t, "h264_aac.mkv", 12)
-	dir := t.TempDir()
-	sp := openTestSpool(t, dir, 0, 0, nil) // one segment
-	_ = spoolWhileDown(t, fs, sp, frags)   // everything stays spooled
-	sp.Close()
-	segs := spoolFiles(t, dir)
-	if len(segs) != 1 {
-		t.Fatalf("segments %v, want one", segs)
-	}
-	b, err := os.ReadFile(segs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, n, err := readSpoolRecord(bytes.NewReader(b), 0, int64(len(b)), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[n+spoolRecordHeaderSize+100] ^= 0xff // the second record's payload
-	if err := os.WriteFile(segs[0], b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-
-	fs.up()
-	c := fs.client(t)
-	sp2 := openTestSpool(t, dir, 0, 0, nil)
-	p2, err := NewProducer(c, ProducerConfig{Stream: "cam", Spool: sp2, RetryBackoff: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = p2.Close(t.Context())
-	var pe *ProducerError
-	if !errors.As(err, &pe) || pe.Corrupt != 1 || pe.Spooled != 0 || len(pe.Failed) != 0 {
-		t.Fatalf("Close: %v, want the one damaged fragment reported", err)
+	frags, c, pe, _, _ := damagedSpool(t, 0, func(segs []string) {
+		if len(segs) != 1 {
+			t.Fatalf("segments %v, want one", segs)
+		}
+		flipByte(t, segs[0], func(b []byte) int64 { return secondRecord(t, b) + spoolRecordHeaderSize + 100 }) // the second record's payload
+	})
+	if pe == nil || pe.Corrupt != 1 || pe.Spooled != 0 || len(pe.Failed) != 0 {
+		t.Fatalf("Close: %v, want the one damaged fragment reported", pe)
 	}
 	want := append(slices.Clone(frags[:1]), frags[2:]...)
 	checkTimecodes(t, consumeAll(t, c, "cam"), want)
@@ -895,4 +821,57 @@ func TestProducerIdleConnectionEnded(t *testing.T) {
 	if err := p.Close(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// damagedSpool spools 12 fragments while the server is down (segments of segBytes, 0: one
+// segment), lets damage change the segment files, brings the server up and closes a producer
+// that sends the spool again. It returns the fragments, the client, what Close returned as a
+// *ProducerError (nil: Close returned nil or another error, which fails the test unless nil), the
+// producer's stats and the second spool's notices.
+func damagedSpool(t *testing.T, segBytes int64, damage func(segs []string)) ([]*mkv.Fragment, *Client, *ProducerError, ProducerStats, []string) {
+	t.Helper()
+	fs := newFlakyServer(t)
+	frags := shiftedFragments(t, "h264_aac.mkv", 12)
+	dir := t.TempDir()
+	sp := openTestSpool(t, dir, 0, segBytes, nil)
+	_ = spoolWhileDown(t, fs, sp, frags) // everything stays spooled
+	sp.Close()
+	damage(spoolFiles(t, dir))
+	fs.up()
+	c := fs.client(t)
+	var notices []string
+	sp2 := openTestSpool(t, dir, 0, segBytes, &notices)
+	p2, err := NewProducer(c, ProducerConfig{Stream: "cam", Spool: sp2, RetryBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p2.Close(t.Context())
+	var pe *ProducerError
+	if err != nil && !errors.As(err, &pe) {
+		t.Fatalf("Close: %v", err)
+	}
+	return frags, c, pe, p2.Stats(), notices
+}
+
+// flipByte flips the bits of byte at of file, or fails the test.
+func flipByte(t *testing.T, file string, at func(b []byte) int64) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[at(b)] ^= 0xff
+	if err := os.WriteFile(file, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// secondRecord is where the second record of segment b starts, or fails the test.
+func secondRecord(t *testing.T, b []byte) int64 {
+	t.Helper()
+	_, n, err := readSpoolRecord(bytes.NewReader(b), 0, int64(len(b)), false)
+	if err != nil || n >= int64(len(b)) {
+		t.Fatalf("first record: %d bytes, %v; want more records after it", n, err)
+	}
+	return n
 }
