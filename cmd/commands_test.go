@@ -163,27 +163,14 @@ func TestStreamCommandsAcceptAWSCLIFlags(t *testing.T) {
 // GetMediaForFragmentList batch aborts the whole get-fragments download.
 func TestGetFragmentsRetriesTransientBatchFailure(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	failed := map[string]bool{}
-	url, _ := e2eServer(t, func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/getMediaForFragmentList" {
-				body, _ := io.ReadAll(r.Body)
-				mu.Lock()
-				first := !failed[string(body)]
-				failed[string(body)] = true
-				mu.Unlock()
-				if first { // each batch fails once, then succeeds
-					w.Header().Set("Content-Type", "application/json")
-					w.WriteHeader(http.StatusInternalServerError)
-					_, _ = w.Write([]byte(`{"__type":"InternalFailure","Message":"try again"}`))
-					return
-				}
-				r.Body = io.NopCloser(bytes.NewReader(body))
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
+	url, _ := e2eServer(t, failFirst(func(r *http.Request) string { // each batch fails once, then succeeds
+		if r.URL.Path != "/getMediaForFragmentList" {
+			return ""
+		}
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		return string(body)
+	}, http.StatusInternalServerError, "InternalFailure", "try again"))
 	mustRun(t, url, nil, "put-media", "--stream-name", "s", "--source", testClip("h264.mkv"), "--create", "--fragment-duration", "1s")
 	out := filepath.Join(t.TempDir(), "all.mkv")
 	if code, _, errs := kvsRun(t.Context(), t, url, nil, "get-fragments", "--stream-name", "s", "--parallel", "2", "-o", out); code != ExitOK {
@@ -199,26 +186,12 @@ func TestGetFragmentsRetriesTransientBatchFailure(t *testing.T) {
 // retry it as the SDK retries throttling.
 func TestArchivedCommandsRetryClientLimit(t *testing.T) {
 	t.Parallel()
-	var mu sync.Mutex
-	limited := map[string]int{}
-	url, _ := e2eServer(t, func(h http.Handler) http.Handler {
-		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/getImages" || r.URL.Path == "/listFragments" {
-				mu.Lock()
-				limited[r.URL.Path]++
-				first := limited[r.URL.Path] == 1
-				mu.Unlock()
-				if first { // the answer kvs server gives over its GetImages limit
-					w.Header().Set("Content-Type", "application/json")
-					w.Header().Set("x-amzn-ErrorType", "ClientLimitExceededException")
-					w.WriteHeader(http.StatusBadRequest)
-					_, _ = w.Write([]byte(`{"__type":"ClientLimitExceededException","Message":"This server is already serving 4 GetImages requests; retry in a moment."}`))
-					return
-				}
-			}
-			h.ServeHTTP(w, r)
-		})
-	})
+	url, _ := e2eServer(t, failFirst(func(r *http.Request) string {
+		if r.URL.Path == "/getImages" || r.URL.Path == "/listFragments" {
+			return r.URL.Path
+		}
+		return ""
+	}, http.StatusBadRequest, "ClientLimitExceededException", "This server is already serving 4 GetImages requests; retry in a moment."))
 	mustRun(t, url, nil, "create-stream", "--stream-name", "s", "--data-retention-in-hours", "1")
 	dir := t.TempDir()
 	for _, args := range [][]string{
@@ -228,5 +201,31 @@ func TestArchivedCommandsRetryClientLimit(t *testing.T) {
 		if code, _, errs := kvsRun(t.Context(), t, url, nil, args...); code != ExitOK {
 			t.Errorf("kvs %s: exit %d after one ClientLimitExceededException, want %d: %s", args[0], code, ExitOK, errs)
 		}
+	}
+}
+
+// failFirst wraps a server's handler: the first request of each key (keyOf's answer; "" for a
+// request to pass on) gets an AWS JSON error, status and type errType, instead of the server's
+// answer; later ones go through.
+func failFirst(keyOf func(*http.Request) string, status int, errType, msg string) func(http.Handler) http.Handler {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	return func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			key := keyOf(r)
+			mu.Lock()
+			first := key != "" && !seen[key]
+			seen[key] = true
+			mu.Unlock()
+			if !first {
+				h.ServeHTTP(w, r)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.Header().Set("x-amzn-ErrorType", errType)
+			w.WriteHeader(status)
+			b, _ := json.Marshal(map[string]string{"__type": errType, "Message": msg})
+			_, _ = w.Write(b)
+		})
 	}
 }
