@@ -176,9 +176,13 @@ func runGetMedia(ctx context.Context, env *Env, o getMediaOptions) error {
 	}
 	defer cons.Close()
 	n := 0
+	// The token printed is the last written fragment's: the consumer's moves on when Next returns
+	// a fragment, and one that could not be written (a full disk, a player that exited) would be
+	// skipped by a read resumed from it.
+	written := ""
 	defer func() {
-		if tok := cons.ContinuationToken(); tok != "" {
-			fmt.Fprintf(env.Stderr, "continuation token: %s\n", tok)
+		if written != "" {
+			fmt.Fprintf(env.Stderr, "continuation token: %s\n", written)
 		}
 		env.Log.Debug("get-media done", "stream", stream, "fragments", n)
 	}()
@@ -198,6 +202,7 @@ func runGetMedia(ctx context.Context, env *Env, o getMediaOptions) error {
 			if err := sink.write(f); err != nil {
 				return fmt.Errorf("get-media %s: writing: %w", stream, err)
 			}
+			written = cons.ContinuationToken()
 			n++
 		}
 		if n == 0 {
