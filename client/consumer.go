@@ -373,11 +373,17 @@ func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 	}
 }
 
-// read returns the next fragment of the current connection, unblocking on ctx.
+// read returns the next fragment of the current connection, unblocking on ctx. The idle timer
+// runs only while read waits for bytes: the caller's time between two Next calls is not the
+// server's silence (a NoFollow read by a caller slower than IdleTimeout per fragment ended early).
 func (c *Consumer) read(ctx context.Context) (*mkv.Fragment, error) {
 	body := c.body
 	stop := context.AfterFunc(ctx, func() { body.Close() })
 	defer stop()
+	if c.idle != nil {
+		c.idle.Reset(c.cfg.IdleTimeout)
+		defer c.idle.Stop()
+	}
 	return c.reader.Next()
 }
 

@@ -978,3 +978,38 @@ func TestConsumerIdleTimeoutEndsNoFollow(t *testing.T) {
 		t.Errorf("%d fragments, want %d", n, len(frags))
 	}
 }
+
+// TestConsumerSlowCallerNoFollow: IdleTimeout is the server's silence, not the caller's time between
+// two Next calls. A NoFollow read by a caller that takes longer than IdleTimeout per fragment (a
+// player on the pipe of get-media that reads at playback speed) got every fragment, not the first
+// and an early io.EOF.
+func TestConsumerSlowCallerNoFollow(t *testing.T) {
+	t.Parallel()
+	m := startMedia(t, nil, nil)
+	m.createStream(t, "cam", 24)
+	frags := clipFragments(t, "h264.mkv", time.Second)
+	if _, err := produce(t, m.client, ProducerConfig{Stream: "cam"}, frags); err != nil {
+		t.Fatal(err)
+	}
+	const idle = 100 * time.Millisecond
+	cons, err := NewConsumer(m.client, ConsumerConfig{Stream: "cam", Start: StartSelector{Type: StartEarliest}, NoFollow: true, IdleTimeout: idle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	n := 0
+	for {
+		_, err := cons.Next(t.Context())
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		time.Sleep(3 * idle) // the caller is busy with the fragment
+	}
+	if n != len(frags) {
+		t.Errorf("%d fragments, want %d", n, len(frags))
+	}
+}
