@@ -963,17 +963,7 @@ func TestConsumerIdleTimeoutEndsNoFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cons.Close()
-	n := 0
-	for {
-		_, err := cons.Next(t.Context())
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		n++
-	}
+	n := countFragments(t, cons, nil)
 	if n != len(frags) {
 		t.Errorf("%d fragments, want %d", n, len(frags))
 	}
@@ -997,19 +987,28 @@ func TestConsumerSlowCallerNoFollow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cons.Close()
+	n := countFragments(t, cons, func() { time.Sleep(3 * idle) }) // the caller is busy with each fragment
+	if n != len(frags) {
+		t.Errorf("%d fragments, want %d", n, len(frags))
+	}
+}
+
+// countFragments reads cons to its io.EOF and returns how many fragments came, calling each (when
+// not nil) after each one; an error fails the test.
+func countFragments(t *testing.T, cons *Consumer, each func()) int {
+	t.Helper()
 	n := 0
 	for {
 		_, err := cons.Next(t.Context())
 		if errors.Is(err, io.EOF) {
-			break
+			return n
 		}
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("after %d fragments: %v", n, err)
 		}
 		n++
-		time.Sleep(3 * idle) // the caller is busy with the fragment
-	}
-	if n != len(frags) {
-		t.Errorf("%d fragments, want %d", n, len(frags))
+		if each != nil {
+			each()
+		}
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -248,17 +247,7 @@ func TestRefusedAfterConnectingIsRetried(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer cons.Close()
-		n := 0
-		for {
-			_, err := cons.Next(t.Context())
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			if err != nil {
-				t.Fatalf("after %d fragments: %v", n, err)
-			}
-			n++
-		}
+		n := countFragments(t, cons, nil)
 		if dl.refusals() != 2 || n != len(frags) {
 			t.Errorf("%d connections refused, %d of %d fragments read: want 2 refused and all read", dl.refusals(), n, len(frags))
 		}
