@@ -371,3 +371,25 @@ func TestRTSPS(t *testing.T) {
 		t.Errorf("untrusted certificate: %v", err)
 	}
 }
+
+// A camera whose sender reports carry no wall-clock time (RFC 3550 6.4.1 lets a sender without
+// one send an NTP time of zero, or its time since boot): its frames are stamped with the receive
+// clock, and Notice says why. Before, they were stamped 1900, and put-media failed on its first
+// fragment ("frame 0 timecode -2208988790000, cluster 0: mkv: timecode out of range").
+func TestRTSPSenderReportsWithoutWallClock(t *testing.T) {
+	t.Parallel()
+	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h264.mkv")}, Loops: 1, SenderReports: true,
+		Clock: time.Unix(-2208988800+10, 0)}) // NTP time 10 s: 1900-01-01 00:00:10
+	var n notices
+	src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{Notice: n.add, Info: n.add, SenderReportWait: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if start := src.(capture.LiveClock).Start(); start.Before(time.Now().Add(-time.Hour)) {
+		t.Errorf("Start %v: the camera's NTP times are no wall clock; want the receive clock", start)
+	}
+	if !strings.Contains(n.String(), "no wall-clock time") {
+		t.Errorf("notices %q, want one saying the sender reports carry no wall-clock time", n.String())
+	}
+}

@@ -56,6 +56,7 @@ type rtspSession struct {
 	dropped     int           // video frames before the first keyframe
 	lossLast    time.Time     // last packet-loss notice
 	lossCount   uint64
+	noWallClock bool // a sender report without a wall-clock time was told
 }
 
 // rtspTrack is the state of one played track.
@@ -106,9 +107,11 @@ func (t *rtspTrack) at(ext int64) time.Time {
 	return t.anchorAt.Add(time.Duration(d/t.clock)*time.Second + time.Duration(d%t.clock*int64(time.Second)/t.clock))
 }
 
+// unixToNTP is the Unix epoch in NTP seconds (since 1900).
+const unixToNTP = 2208988800
+
 // ntpTime converts an RTCP NTP timestamp (RFC 3550: seconds since 1900, 32.32 fixed point).
 func ntpTime(v uint64) time.Time {
-	const unixToNTP = 2208988800
 	sec := int64(v>>32) - unixToNTP             //nolint:gosec // 32 bits
 	frac := int64((v & 0xFFFFFFFF) * 1e9 >> 32) //nolint:gosec // < 1e9
 	return time.Unix(sec, frac)
@@ -333,6 +336,16 @@ func (sess *rtspSession) rtcp(t *rtspTrack, p rtcp.Packet) {
 	defer sess.mu.Unlock()
 	if sess.over || t.anchored || sess.decided && t == sess.video {
 		return // the anchor stays: frames never jump
+	}
+	if sr.NTPTime>>32 < unixToNTP {
+		// No wall clock: RFC 3550 6.4.1 lets a sender without one send 0, or its time since
+		// boot. Taken as the camera's clock, frames would be stamped 1900.
+		if !sess.noWallClock {
+			sess.noWallClock = true
+			sess.s.notice("camera %s%s: its RTCP sender reports carry no wall-clock time (NTP time %v): timestamps from the time frames are received",
+				sess.s.camera, sess.s.path, ntpTime(sr.NTPTime).Format(time.DateTime))
+		}
+		return
 	}
 	t.haveSR, t.srNTP, t.srRTP = true, ntpTime(sr.NTPTime), sr.RTPTime
 	if t == sess.video && sess.ready {
