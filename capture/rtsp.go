@@ -58,7 +58,8 @@ type RTSPOptions struct {
 	// DefaultRTSPSenderReportWait). Frames are held meanwhile (at most 32 MiB).
 	SenderReportWait time.Duration
 	// ReconnectWait is the first wait before reconnecting to a camera that dropped (default
-	// DefaultRTSPReconnectWait); it doubles after each failed attempt, up to 30 s.
+	// DefaultRTSPReconnectWait); it doubles after each failed attempt (a session that ends
+	// before its first keyframe is one), up to 30 s.
 	ReconnectWait time.Duration
 	// Notice, if set, receives warnings: audio tracks skipped, packets lost (at most every 10 s),
 	// a camera that dropped, failed reconnects. Info, if set, receives the rest of the story: the
@@ -302,6 +303,9 @@ func (s *rtspSource) wrap(err error) error {
 func (s *rtspSource) run(sess *rtspSession) {
 	defer close(s.done)
 	defer s.connected.Store(false)
+	// Sessions in a row that ended before their first keyframe: a camera that accepts PLAY and
+	// drops the session at once is backed off from as one that refuses the connection is.
+	fruitless := 0
 	for {
 		s.connected.Store(true)
 		err := sess.wait()
@@ -313,11 +317,16 @@ func (s *rtspSource) run(sess *rtspSession) {
 			s.first <- err // OpenRTSP reports it: no retries at start
 			return
 		}
+		if sess.gotKeyframe() {
+			fruitless = 0
+		} else {
+			fruitless++
+		}
 		s.q.pushCut()
 		s.notice("camera %s%s: %v; reconnecting (the next fragment starts at its next keyframe)", s.camera, s.path, err)
 		lost := time.Now()
 		for attempt := 1; ; attempt++ {
-			wait := s.opts.ReconnectWait << min(attempt-1, 5)
+			wait := s.opts.ReconnectWait << min(fruitless+attempt-1, 5)
 			if err := sleepOrDone(s.stop, min(wait, maxRTSPReconnectWait)); err != nil {
 				return
 			}

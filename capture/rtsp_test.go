@@ -393,3 +393,44 @@ func TestRTSPSenderReportsWithoutWallClock(t *testing.T) {
 		t.Errorf("notices %q, want one saying the sender reports carry no wall-clock time", n.String())
 	}
 }
+
+// A camera that accepts PLAY and drops the session at once, again and again: the source backs
+// off (the wait doubles) instead of reconnecting every ReconnectWait, and plays again once the
+// camera does. Before, the backoff began anew after every PLAY that worked: with the default
+// 1 s, a reconnect and a warning every second for as long as the camera did so.
+func TestRTSPReconnectBackoff(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h264.mkv")}})
+	src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{ReadTimeout: time.Second,
+		ReconnectWait: 50 * time.Millisecond, SenderReportWait: 100 * time.Millisecond, Duration: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	// 3 s of sessions dropped before their first frame: with the wait doubling from 50 ms
+	// (50 ms + 100 ms + ... + 1.6 s > 3 s) at most 7 PLAYs; a slow machine makes fewer.
+	plays := cam.Plays("cam")
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		cam.Drop("cam")
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := cam.Plays("cam") - plays; n > 12 {
+		t.Errorf("%d PLAYs in 3 s of a camera dropping every session at once: want the reconnects to back off", n)
+	}
+	// The camera plays again: so does the source.
+	cuts := 0
+	for {
+		fr, err := src.ReadFrame(t.Context())
+		if errors.Is(err, capture.ErrDiscontinuity) {
+			cuts++
+			continue
+		}
+		if err != nil {
+			t.Fatalf("ReadFrame after the drops: %v", err)
+		}
+		if cuts > 0 && fr.Track == 1 && fr.Keyframe {
+			break
+		}
+	}
+}

@@ -201,6 +201,13 @@ func (sess *rtspSession) wait() error {
 	return classifyRTSP(sess.s.stop, err)
 }
 
+// gotKeyframe reports whether the session's first video keyframe came.
+func (sess *rtspSession) gotKeyframe() bool {
+	sess.mu.Lock()
+	defer sess.mu.Unlock()
+	return sess.ready
+}
+
 // classifyRTSP turns what gortsplib and the network say into the errors a user can act on.
 func classifyRTSP(ctx context.Context, err error) error {
 	var bad liberrors.ErrClientBadStatusCode
