@@ -101,8 +101,12 @@ func IsRTSPSpec(spec string) bool {
 func CheckRTSPURL(raw string) error {
 	u, err := base.ParseURL(raw)
 	switch {
+	case err != nil && strings.Contains(raw, "@"):
+		// url.Parse's reason quotes the piece that does not parse, which with user info is
+		// often a piece of the password (rtsp://admin:pa/ss@cam: invalid port ":pa").
+		return fmt.Errorf("%s: the URL does not parse: a user name or password holding / ? # @ %% or a space must be percent-encoded (/ as %%2F, ? as %%3F, # as %%23, @ as %%40, %% as %%25, space as %%20)", RedactRTSP(raw))
 	case err != nil:
-		// url.Parse's *url.Error quotes the whole URL, password included: keep only its reason.
+		// url.Parse's *url.Error quotes the whole URL: keep only its reason.
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
