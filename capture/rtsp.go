@@ -164,7 +164,8 @@ func (e *RTSPError) Unwrap() error { return e.Err }
 // are in the stream, of the first keyframe) and, when the camera sends AAC, an audio track 2. It
 // implements LiveClock. Frames keep the camera's timing: their RTP timestamps, anchored to the
 // NTP time of the camera's RTCP sender report when one comes within SenderReportWait (else to the
-// time the first packet was received; Notice says which). A change of parameter sets on a
+// time the first packet was received, moved after a reconnect by the offset of the camera's clock
+// that an earlier session measured; Info says which). A change of parameter sets on a
 // keyframe (a new picture size) makes ReadFrame return ErrDiscontinuity, with the new tracks.
 //
 // When the camera drops or stops sending for ReadTimeout, the source reconnects with backoff
@@ -264,6 +265,11 @@ type rtspSource struct {
 
 	connected  atomic.Bool
 	reconnects atomic.Int64
+
+	// The camera's clock minus the receive clock, as the last session with a sender report
+	// measured it: a session without one stamps frames on the camera's clock with it.
+	clockOffset     atomic.Int64
+	haveClockOffset atomic.Bool
 
 	noticeMu sync.Mutex
 

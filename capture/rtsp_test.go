@@ -434,3 +434,38 @@ func TestRTSPReconnectBackoff(t *testing.T) {
 		}
 	}
 }
+
+// A camera whose clock is not this machine's, with sender reports at first but none in time
+// after a reconnect: the frames of the new session, stamped with the receive clock, are moved
+// by the camera clock's offset measured before, and keep the camera's times. Before, they
+// jumped by that offset (here 2 minutes ahead), and back at the next session with a report.
+func TestRTSPReconnectKeepsCameraClock(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	cameraClock := time.Now().Add(-2 * time.Minute).Truncate(time.Millisecond)
+	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h264_aac.mkv")}, Loops: 1,
+		SenderReports: true, SenderReportPlays: 1, Clock: cameraClock})
+	var n notices
+	src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{Notice: n.add, Info: n.add, ReadTimeout: time.Second,
+		ReconnectWait: 100 * time.Millisecond, SenderReportWait: 300 * time.Millisecond, Duration: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	// Mid-GOP (keyframes each second): a frame in flight at the drop, counted as sent, may
+	// be lost with the connection, and a keyframe with its audio is the largest burst.
+	time.AfterFunc(1500*time.Millisecond, func() { cam.Drop("cam") })
+	frames, cuts := readAll(t, src, cam)
+	<-cam.Done("cam")
+	sent := cam.Sent("cam")
+	if cuts == 0 || cam.Plays("cam") < 2 || len(frames) != len(sent) {
+		t.Fatalf("%d discontinuities, %d PLAYs, %d frames of %d sent: want a reconnect, and every frame", cuts, cam.Plays("cam"), len(frames), len(sent))
+	}
+	// Frame times after the reconnect come from the receive clock: the camera's, within the
+	// delivery delays of the two sessions' first packets (milliseconds here; 1 s leaves room).
+	for i := range frames {
+		if d := frames[i].at.Sub(sent[i].Time); d < -time.Second || d > time.Second {
+			t.Fatalf("frame %d (track %d): at %v, the camera's %v: off by %v\nnotices:\n%s", i, frames[i].track, frames[i].at, sent[i].Time, d, n.String())
+		}
+	}
+}

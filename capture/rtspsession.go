@@ -526,12 +526,23 @@ func (sess *rtspSession) decide(now time.Time) {
 	sess.decided = true
 	v := sess.video
 	sess.ntp = v.haveSR
-	sess.anchor(v)
-	if sess.ntp {
+	s := sess.s
+	switch {
+	case sess.ntp:
+		sess.anchor(v)
 		sess.offset = v.at(0).Sub(v.firstRecv)
-		sess.s.info("camera %s%s: timestamps from the camera's clock (RTCP sender reports, NTP), %v from this machine's", sess.s.camera, sess.s.path, sess.offset.Round(time.Millisecond))
-	} else {
-		sess.s.info("camera %s%s: no RTCP sender report within %v: timestamps from the time frames are received", sess.s.camera, sess.s.path, now.Sub(sess.firstPacket).Round(time.Millisecond))
+		s.clockOffset.Store(int64(sess.offset))
+		s.haveClockOffset.Store(true)
+		s.info("camera %s%s: timestamps from the camera's clock (RTCP sender reports, NTP), %v from this machine's", s.camera, s.path, sess.offset.Round(time.Millisecond))
+	case s.haveClockOffset.Load():
+		// An earlier session had the camera's clock: keep to it, rather than jump by its offset.
+		sess.offset = time.Duration(s.clockOffset.Load())
+		sess.anchor(v)
+		s.info("camera %s%s: no RTCP sender report within %v: timestamps from the time frames are received, moved by %v to the camera's clock (as measured before)",
+			s.camera, s.path, now.Sub(sess.firstPacket).Round(time.Millisecond), sess.offset.Round(time.Millisecond))
+	default:
+		sess.anchor(v)
+		s.info("camera %s%s: no RTCP sender report within %v: timestamps from the time frames are received", s.camera, s.path, now.Sub(sess.firstPacket).Round(time.Millisecond))
 	}
 	sess.s.q.setTracks(sess.tracks)
 	for i, it := range sess.held {

@@ -198,7 +198,8 @@ func (p *path) write(track int, pts time.Duration, clock time.Time, data []byte,
 	if track == 2 {
 		m = p.audio
 	}
-	sendSR := p.cfg.SenderReports && (m.lastSR.IsZero() || now.Sub(m.lastSR) >= time.Second)
+	sendSR := p.cfg.SenderReports && (p.cfg.SenderReportPlays == 0 || p.plays <= p.cfg.SenderReportPlays) &&
+		(m.lastSR.IsZero() || now.Sub(m.lastSR) >= time.Second)
 	if sendSR {
 		m.lastSR = now
 	}

@@ -50,6 +50,10 @@ type PathConfig struct {
 	// SenderReports sends RTCP sender reports with the camera's clock (Clock) before the first
 	// packet and every second; without them the reader has only RTP timestamps.
 	SenderReports bool
+	// SenderReportPlays, when set, sends sender reports to the first SenderReportPlays PLAYs
+	// only: a reader that reconnects then has none, as when a camera's next report comes after
+	// the reader stopped waiting for it.
+	SenderReportPlays int
 	// Clock is the camera clock's time when playback starts (default: the local time then).
 	Clock time.Time
 	// InBandParams puts the parameter sets before every keyframe instead of in the SDP.
