@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -467,5 +468,72 @@ func TestRTSPReconnectKeepsCameraClock(t *testing.T) {
 		if d := frames[i].at.Sub(sent[i].Time); d < -time.Second || d > time.Second {
 			t.Fatalf("frame %d (track %d): at %v, the camera's %v: off by %v\nnotices:\n%s", i, frames[i].track, frames[i].at, sent[i].Time, d, n.String())
 		}
+	}
+}
+
+// rtsps:// to a camera that does not answer the TLS handshake (a plain RTSP port, the user's
+// likely mistake: a gortsplib server, as testcam, waits for the end of a request in the
+// ClientHello, unless it finds garbage first; or anything that accepts the connection and stays
+// silent, as here) fails within the read timeout, saying so; cancelling ctx ends the wait too.
+// Before, OpenRTSP hung for good: gortsplib's request timeouts do not cover the handshake, and
+// nothing unblocked it, not even ctx.
+func TestRTSPSNoHandshake(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		var conns []net.Conn // held open, silent
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	url := "rtsps://admin:secret@" + l.Addr().String() + "/cam"
+	for _, tc := range []struct {
+		name    string
+		timeout time.Duration // the read timeout
+		cancel  bool          // ctx is cancelled meanwhile
+	}{
+		{"read timeout", time.Second, false},
+		{"cancelled", time.Minute, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			if tc.cancel {
+				time.AfterFunc(500*time.Millisecond, cancel)
+			}
+			done := make(chan error, 1)
+			go func() {
+				src, err := capture.OpenRTSP(ctx, url, capture.RTSPOptions{ReadTimeout: tc.timeout})
+				if err == nil {
+					src.Close()
+				}
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				switch {
+				case tc.cancel && !errors.Is(err, context.Canceled):
+					t.Errorf("OpenRTSP = %v, want context.Canceled", err)
+				case !tc.cancel && (err == nil || !strings.Contains(err.Error(), "TLS")):
+					t.Errorf("OpenRTSP = %v, want an error saying the TLS handshake got no answer", err)
+				}
+			case <-time.After(30 * time.Second): // a bound for a hang, far beyond either end
+				t.Fatal("OpenRTSP still waits after 30 s")
+			}
+		})
 	}
 }

@@ -142,11 +142,59 @@ func (s *rtspSource) dial(ctx context.Context) (*rtspSession, error) {
 	if s.opts.TLSConfig != nil {
 		c.TLSConfig = s.opts.TLSConfig.Clone()
 	}
+	// gortsplib bounds each request by ReadTimeout, but not the TLS handshake of rtsps://,
+	// which it does inside its first write and reads for without a deadline: a camera that
+	// never answers it (a plain RTSP port, say) would hang the dial for good, and Close too.
+	// The connection is closed when no answer came within ReadTimeout of it, or ctx ends.
+	var conn struct {
+		sync.Mutex
+		c        net.Conn
+		answered bool // the first RTSP response came: the handshake is over
+		silent   bool // closed for want of one
+		closed   bool
+	}
+	closeConn := func(silent bool) {
+		conn.Lock()
+		defer conn.Unlock()
+		if conn.answered && silent {
+			return
+		}
+		conn.silent = conn.silent || silent
+		conn.closed = true
+		if conn.c != nil {
+			conn.c.Close()
+		}
+	}
+	c.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		conn.Lock()
+		defer conn.Unlock()
+		if conn.closed {
+			nc.Close()
+			return nil, net.ErrClosed
+		}
+		conn.c = nc
+		if s.url.Scheme == "rtsps" {
+			time.AfterFunc(s.opts.ReadTimeout, func() { closeConn(true) })
+		}
+		return nc, nil
+	}
+	c.OnResponse = func(*base.Response) {
+		conn.Lock()
+		defer conn.Unlock()
+		conn.answered = true
+	}
 	sess.c = c
 	if err := c.Start2(); err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, c.Close)
+	stop := context.AfterFunc(ctx, func() {
+		closeConn(false)
+		c.Close()
+	})
 	ok := false
 	defer func() {
 		stop()
@@ -156,6 +204,12 @@ func (s *rtspSource) dial(ctx context.Context) (*rtspSession, error) {
 	}()
 	desc, _, err := c.Describe(s.url)
 	if err != nil {
+		conn.Lock()
+		silent := conn.silent
+		conn.Unlock()
+		if silent && ctx.Err() == nil {
+			return nil, fmt.Errorf("no answer to the TLS handshake within %v: is this an RTSPS port? (rtsps:// is RTSP over TLS, port 322 by default; a plain RTSP camera takes rtsp://)", s.opts.ReadTimeout)
+		}
 		return nil, classifyRTSP(ctx, err)
 	}
 	if err := sess.pick(desc); err != nil {
