@@ -268,8 +268,8 @@ type rtspSource struct {
 
 	// The camera's clock minus the receive clock, as the last session with a sender report
 	// measured it: a session without one stamps frames on the camera's clock with it.
-	clockOffset     atomic.Int64
-	haveClockOffset atomic.Bool
+	// nil: no session has measured it yet.
+	clockOffset atomic.Pointer[time.Duration]
 
 	noticeMu sync.Mutex
 

@@ -585,12 +585,12 @@ func (sess *rtspSession) decide(now time.Time) {
 	case sess.ntp:
 		sess.anchor(v)
 		sess.offset = v.at(0).Sub(v.firstRecv)
-		s.clockOffset.Store(int64(sess.offset))
-		s.haveClockOffset.Store(true)
+		offset := sess.offset
+		s.clockOffset.Store(&offset)
 		s.info("camera %s%s: timestamps from the camera's clock (RTCP sender reports, NTP), %v from this machine's", s.camera, s.path, sess.offset.Round(time.Millisecond))
-	case s.haveClockOffset.Load():
+	case s.clockOffset.Load() != nil:
 		// An earlier session had the camera's clock: keep to it, rather than jump by its offset.
-		sess.offset = time.Duration(s.clockOffset.Load())
+		sess.offset = *s.clockOffset.Load()
 		sess.anchor(v)
 		s.info("camera %s%s: no RTCP sender report within %v: timestamps from the time frames are received, moved by %v to the camera's clock (as measured before)",
 			s.camera, s.path, now.Sub(sess.firstPacket).Round(time.Millisecond), sess.offset.Round(time.Millisecond))

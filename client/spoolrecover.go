@@ -3,6 +3,7 @@ package client
 // Opening a spool: what an earlier process left is checked, cut where torn, and queued again.
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,25 +27,27 @@ func (s *Spool) recover() error {
 	if err != nil {
 		return err
 	}
-	var names []string
+	// A segment is named by the sequence number of its first record (fixed-width hex): the one
+	// after it says where its records end, even when a damaged record hides them.
+	type segFile struct {
+		name  string
+		first uint64
+	}
+	var files []segFile
 	for _, e := range ents {
 		name, ok := strings.CutSuffix(e.Name(), spoolSuffix)
-		if _, perr := strconv.ParseUint(name, 16, 64); ok && len(name) == 16 && perr == nil && e.Type().IsRegular() {
-			names = append(names, e.Name())
+		if first, perr := strconv.ParseUint(name, 16, 64); ok && len(name) == 16 && perr == nil && e.Type().IsRegular() {
+			files = append(files, segFile{e.Name(), first})
 		}
 	}
-	slices.Sort(names) // fixed-width hex: by first sequence number
+	slices.SortFunc(files, func(a, b segFile) int { return cmp.Compare(a.first, b.first) })
 	prev := uint64(0)
-	for i, name := range names {
-		path := filepath.Join(s.cfg.Dir, name)
-		// A segment is named by the sequence number of its first record: the one after it
-		// says where this one's records end, even when a damaged record hides them.
-		first, _ := strconv.ParseUint(strings.TrimSuffix(name, spoolSuffix), 16, 64)
+	for i, f := range files {
 		end := uint64(0) // none: the last segment
-		if i+1 < len(names) {
-			end, _ = strconv.ParseUint(strings.TrimSuffix(names[i+1], spoolSuffix), 16, 64)
+		if i+1 < len(files) {
+			end = files[i+1].first
 		}
-		g, err := s.recoverSegment(path, first, end, prev)
+		g, err := s.recoverSegment(filepath.Join(s.cfg.Dir, f.name), f.first, end, prev)
 		if err != nil {
 			return err
 		}

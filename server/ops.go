@@ -134,9 +134,7 @@ func (s *Server) OpsHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// As on the main listener (ServeHTTP): nothing here reads a body, and net/http discards
 		// what is left of one before it answers, so a trickling body is cut at RequestReadTimeout.
-		if r.Body != nil && r.Body != http.NoBody {
-			r.Body = newDeadlineBody(w, r.Body, s.cfg.RequestReadTimeout)
-		}
+		r.Body = newDeadlineBody(w, r.Body, s.cfg.RequestReadTimeout)
 		mux.ServeHTTP(w, r)
 	})
 }

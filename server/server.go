@@ -372,7 +372,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// where nothing reads it (the GET routes, a 405): net/http discards what is left of it before
 	// it writes the answer, and a trickling one held the connection and the handler for good.
 	upload := r.URL.Path == "/putMedia" && r.Method == http.MethodPost
-	if !upload && r.Body != nil && r.Body != http.NoBody {
+	if !upload {
 		r.Body = newDeadlineBody(rec, r.Body, s.cfg.RequestReadTimeout)
 	}
 	// The GET exception (HLS and DASH playback, console); every KVS operation stays POST-only.

@@ -135,7 +135,12 @@ type deadlineBody struct {
 	done bool
 }
 
+// newDeadlineBody returns body bounded to d; a request without a body (nil or http.NoBody) keeps
+// it as it is.
 func newDeadlineBody(w http.ResponseWriter, body io.ReadCloser, d time.Duration) io.ReadCloser {
+	if body == nil || body == http.NoBody {
+		return body
+	}
 	rc := http.NewResponseController(w)
 	if rc.SetReadDeadline(time.Now().Add(d)) != nil {
 		return body // not supported (a test recorder)
