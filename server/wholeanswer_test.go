@@ -141,14 +141,7 @@ func TestSlowBodyOnGetRoutes(t *testing.T) {
 	h := newHostileEnv(t)
 	for _, req := range []string{"GET /healthz", "GET /hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=x", "GET /", "GET /putMedia"} {
 		t.Run(req, func(t *testing.T) {
-			conn := h.rawConn(t)
-			fmt.Fprintf(conn, "%s HTTP/1.1\r\nHost: kvs\r\nContent-Length: 100\r\n\r\n{", req)
-			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-			if err != nil {
-				t.Fatalf("no answer while the body trickles: %v", err)
-			}
-			resp.Body.Close()
+			trickledAnswer(t, h.rawConn(t), req).Body.Close()
 			waitFor(t, "the handler returns", 10*time.Second, func() bool { return h.handlers.Load() == 0 })
 		})
 	}
@@ -163,16 +156,24 @@ func TestSlowBodyOnGetRoutes(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer conn.Close()
-			fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: kvs\r\nContent-Length: 100\r\n\r\n{", path)
-			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
-			if err != nil {
-				t.Fatalf("no answer while the body trickles: %v", err)
-			}
+			resp := trickledAnswer(t, conn, "GET "+path)
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusOK {
 				t.Errorf("GET %s: %d", path, resp.StatusCode)
 			}
 		})
 	}
+}
+
+// trickledAnswer sends req (method and path) on conn with a body of which only the first byte
+// comes, and returns the answer, which must come within 10 s.
+func trickledAnswer(t *testing.T, conn net.Conn, req string) *http.Response {
+	t.Helper()
+	fmt.Fprintf(conn, "%s HTTP/1.1\r\nHost: kvs\r\nContent-Length: 100\r\n\r\n{", req)
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer while the body trickles: %v", err)
+	}
+	return resp
 }
