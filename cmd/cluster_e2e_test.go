@@ -134,64 +134,69 @@ func putAcks(t *testing.T, out string) []string {
 	return persisted
 }
 
-// TestE2EClusterFailover runs `kvs server` nodes on PostgreSQL and versitygw, in two clusters
-// at once. In the first (three nodes) a producer writes through node 2, live readers follow on
-// nodes 1, 2 and 3, and node 2, the stream's writer, is killed (SIGKILL) mid-stream. The producer
-// and node 2's reader go on through another node, the lease moves, the other readers go on by
-// themselves; afterwards every PERSISTED fragment is listed (AWS CLI on node 3) and decodes, and
-// each reader saw every fragment once, in order. In the second (two nodes) the same holds with
-// PostgreSQL out of reach for a while (the nodes reach it through a backends.Link, cut for 4 s).
-// It runs in parallel with the other tests of this package: none of them uses PostgreSQL.
+// TestE2EClusterFailover runs three `kvs server` nodes on PostgreSQL and versitygw: a producer
+// writes through node 2, live readers follow on nodes 1, 2 and 3, and node 2, the stream's writer,
+// is killed (SIGKILL) mid-stream. The producer and node 2's reader go on through another node, the
+// lease moves, the other readers go on by themselves; afterwards every PERSISTED fragment is
+// listed (AWS CLI on node 3) and decodes, and each reader saw every fragment once, in order.
+// TestE2EClusterPostgresOutage is the same with PostgreSQL out of reach for a while. The two are
+// top-level tests, not parallel subtests of one: a parallel subtest waits for a free place behind
+// every other test of the package, and these two, the longest, then ended the package's run.
+// None of the package's other tests uses PostgreSQL.
 func TestE2EClusterFailover(t *testing.T) {
-	t.Parallel() // the only test of the package that uses the PostgreSQL and S3 servers
+	t.Parallel()
 	testutil.Slow(t)
 	testutil.NeedTool(t, "ffprobe")
 	testutil.NeedTool(t, "/usr/bin/aws")
-	t.Run("node killed", func(t *testing.T) {
-		t.Parallel()
-		nodes := clusterNodes(t, 3, backends.Postgres(t))
-		n1, n2, n3 := nodes[0].Endpoint, nodes[1].Endpoint, nodes[2].Endpoint
-		mustRun(t, n1, nil, "create-stream", "--stream-name", "cam", "--data-retention-in-hours", "1")
+	nodes := clusterNodes(t, 3, backends.Postgres(t))
+	n1, n2, n3 := nodes[0].Endpoint, nodes[1].Endpoint, nodes[2].Endpoint
+	mustRun(t, n1, nil, "create-stream", "--stream-name", "cam", "--data-retention-in-hours", "1")
 
-		// Live readers on nodes 1 and 3, and one on node 2 that knows the other nodes: when node 2
-		// dies it reconnects through another one, from its continuation token.
-		readers := []*liveReader{startReader(t, n1, "cam"), startReader(t, n3, "cam"), startReader(t, n2+","+n1+","+n3, "cam")}
-		// The producer knows every node; it starts on node 2, which becomes the writer.
-		produced := putPattern(t, strings.Join([]string{n2, n1, n3}, ","), "cam", "7s")
-		waitFor(t, 20*time.Second, "node 2 writes the stream", func() bool { return writerOf(t, n1, "cam") == n2 })
-		time.Sleep(2 * time.Second) // a few fragments PERSISTED through node 2
-		nodes[1].kill()
-		killed := time.Now()
-		var moved string
-		waitFor(t, 30*time.Second, "the lease moves to another node", func() bool {
-			moved = writerOf(t, n1, "cam")
-			return moved == n1 || moved == n3
-		})
-		t.Logf("the stream moved from node 2 to %s %.1f s after the kill", moved, time.Since(killed).Seconds())
-		p := putEnded(t, produced, "")
-		checkCluster(t, n3, "cam", putAcks(t, p.out), readers)
+	// Live readers on nodes 1 and 3, and one on node 2 that knows the other nodes: when node 2
+	// dies it reconnects through another one, from its continuation token.
+	readers := []*liveReader{startReader(t, n1, "cam"), startReader(t, n3, "cam"), startReader(t, n2+","+n1+","+n3, "cam")}
+	// The producer knows every node; it starts on node 2, which becomes the writer.
+	produced := putPattern(t, strings.Join([]string{n2, n1, n3}, ","), "cam", "7s")
+	waitFor(t, 20*time.Second, "node 2 writes the stream", func() bool { return writerOf(t, n1, "cam") == n2 })
+	time.Sleep(2 * time.Second) // a few fragments PERSISTED through node 2
+	nodes[1].kill()
+	killed := time.Now()
+	var moved string
+	waitFor(t, 30*time.Second, "the lease moves to another node", func() bool {
+		moved = writerOf(t, n1, "cam")
+		return moved == n1 || moved == n3
 	})
-	t.Run("PostgreSQL out of reach", func(t *testing.T) {
-		t.Parallel()
-		pg, link := backends.Through(t, backends.Postgres(t))
-		nodes := clusterNodes(t, 2, pg)
-		n1, n2 := nodes[0].Endpoint, nodes[1].Endpoint
-		mustRun(t, n1, nil, "create-stream", "--stream-name", "cam2", "--data-retention-in-hours", "1")
-		readers := []*liveReader{startReader(t, n2, "cam2")}
-		produced := putPattern(t, n1+","+n2, "cam2", "7s")
-		waitFor(t, 20*time.Second, "a node writes cam2", func() bool { return writerOf(t, n1, "cam2") != "" })
-		time.Sleep(2 * time.Second)
-		link.Cut(t)
-		time.Sleep(4 * time.Second)
-		link.Restore(t)
-		p := putEnded(t, produced, " after PostgreSQL came back")
-		checkCluster(t, n1, "cam2", putAcks(t, p.out), readers)
-		for i, n := range nodes { // the cut reached each node: its LISTEN connection was reset
-			if !strings.Contains(n.stderr.String(), "commit notifications lost") {
-				t.Errorf("node %d did not notice PostgreSQL going away:\n%s", i+1, n.stderr.String())
-			}
+	t.Logf("the stream moved from node 2 to %s %.1f s after the kill", moved, time.Since(killed).Seconds())
+	p := putEnded(t, produced, "")
+	checkCluster(t, n3, "cam", putAcks(t, p.out), readers)
+}
+
+// TestE2EClusterPostgresOutage runs two nodes that reach PostgreSQL through a backends.Link, cut
+// for 4 s (longer than the 3 s lease) while a producer writes and a live reader follows: what
+// TestE2EClusterFailover checks afterwards holds, and each node noticed the cut.
+func TestE2EClusterPostgresOutage(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	testutil.NeedTool(t, "ffprobe")
+	testutil.NeedTool(t, "/usr/bin/aws")
+	pg, link := backends.Through(t, backends.Postgres(t))
+	nodes := clusterNodes(t, 2, pg)
+	n1, n2 := nodes[0].Endpoint, nodes[1].Endpoint
+	mustRun(t, n1, nil, "create-stream", "--stream-name", "cam2", "--data-retention-in-hours", "1")
+	readers := []*liveReader{startReader(t, n2, "cam2")}
+	produced := putPattern(t, n1+","+n2, "cam2", "7s")
+	waitFor(t, 20*time.Second, "a node writes cam2", func() bool { return writerOf(t, n1, "cam2") != "" })
+	time.Sleep(2 * time.Second)
+	link.Cut(t)
+	time.Sleep(4 * time.Second)
+	link.Restore(t)
+	p := putEnded(t, produced, " after PostgreSQL came back")
+	checkCluster(t, n1, "cam2", putAcks(t, p.out), readers)
+	for i, n := range nodes { // the cut reached each node: its LISTEN connection was reset
+		if !strings.Contains(n.stderr.String(), "commit notifications lost") {
+			t.Errorf("node %d did not notice PostgreSQL going away:\n%s", i+1, n.stderr.String())
 		}
-	})
+	}
 }
 
 // putEnded waits for put-media (putPattern) to end, and fails the test unless it exited 0.
