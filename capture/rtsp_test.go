@@ -460,7 +460,7 @@ func TestRTSPReconnectKeepsCameraClock(t *testing.T) {
 	<-cam.Done("cam")
 	sent := cam.Sent("cam")
 	if cuts == 0 || cam.Plays("cam") < 2 || len(frames) != len(sent) {
-		t.Fatalf("%d discontinuities, %d PLAYs, %d frames of %d sent: want a reconnect, and every frame", cuts, cam.Plays("cam"), len(frames), len(sent))
+		t.Fatalf("%d discontinuities, %d PLAYs, %d frames of %d sent: want a reconnect, and every frame\nnotices:\n%s", cuts, cam.Plays("cam"), len(frames), len(sent), n.String())
 	}
 	// Frame times after the reconnect come from the receive clock: the camera's, within the
 	// delivery delays of the two sessions' first packets (milliseconds here; 1 s leaves room).

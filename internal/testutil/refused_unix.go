@@ -4,6 +4,10 @@ package testutil
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -24,11 +28,26 @@ type PortHold struct {
 	fd   int // -1 while released
 }
 
-// HoldPort holds a free loopback port until the test ends.
+// HoldPort holds a free loopback port until the test ends. The port is below the kernel's
+// range of ephemeral ports where it can tell that range (Linux): a port from that range, free
+// while held, could be given to any connect(2) or listen on port 0 of the machine in the moment
+// between Release and the server's listen (a test's kvs server, on its first start, once found
+// its port taken so).
 func HoldPort(t testing.TB) *PortHold {
 	t.Helper()
 	h := &PortHold{t: t, fd: -1}
-	h.bind()
+	if lo := ephemeralLow(); lo > 2048 {
+		for range 100 {
+			h.port = 1024 + rand.IntN(lo-1024)
+			if h.tryBind(false) == nil {
+				break
+			}
+			h.port = 0
+		}
+	}
+	if h.fd < 0 {
+		h.bind()
+	}
 	sa, err := syscall.Getsockname(h.fd)
 	if err != nil {
 		t.Fatal(err)
@@ -36,6 +55,20 @@ func HoldPort(t testing.TB) *PortHold {
 	h.port = sa.(*syscall.SockaddrInet4).Port
 	t.Cleanup(h.Release)
 	return h
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range, or 0 when it is not known.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	lo, _ := strconv.Atoi(f[0])
+	return lo
 }
 
 // Addr is the held address, host:port.
@@ -57,9 +90,18 @@ func (h *PortHold) Hold() {
 	}
 }
 
-// bind binds port h.port (0 at first: a free one). SO_REUSEADDR, as net.Listen sets it, lets it
-// bind beside the closed server's connections in TIME_WAIT.
+// bind binds port h.port (0: a free one) with SO_REUSEADDR, or fails the test.
 func (h *PortHold) bind() {
+	if err := h.tryBind(true); err != nil {
+		h.t.Fatalf("holding port %d: %v", h.port, err)
+	}
+}
+
+// tryBind binds port h.port (0: a free one). With reuse, SO_REUSEADDR, as net.Listen sets it,
+// lets it bind beside the closed server's connections in TIME_WAIT; without, the bind fails while
+// any other socket has the port (Linux lets two bound sockets that do not listen share a port
+// when both set SO_REUSEADDR: two tests could pick the same one).
+func (h *PortHold) tryBind(reuse bool) error {
 	// SOCK_CLOEXEC is not on every unix (macOS): close-on-exec set under ForkLock, as package
 	// net does there, so that no child started meanwhile inherits the socket.
 	syscall.ForkLock.RLock()
@@ -69,15 +111,18 @@ func (h *PortHold) bind() {
 	}
 	syscall.ForkLock.RUnlock()
 	if err != nil {
-		h.t.Fatal(err)
+		return err
 	}
-	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
-		syscall.Close(fd)
-		h.t.Fatal(err)
+	if reuse {
+		if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1); err != nil {
+			syscall.Close(fd)
+			return err
+		}
 	}
 	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: h.port, Addr: [4]byte{127, 0, 0, 1}}); err != nil {
 		syscall.Close(fd)
-		h.t.Fatalf("holding port %d: %v", h.port, err)
+		return err
 	}
 	h.fd = fd
+	return nil
 }
