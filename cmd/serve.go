@@ -264,6 +264,9 @@ func openStore(ctx context.Context, env *Env, o serveOptions, advertise string, 
 	if o.MaxDiskUsage != "" {
 		opts.MaxDiskBytes, opts.MaxDiskPercent, _ = parseDiskLimit(o.MaxDiskUsage) // checked by validate
 	}
+	if o.WrittenCache != "" {
+		opts.WrittenCacheBytes, _ = parseWrittenCache(o.WrittenCache) // checked by validate
+	}
 	fs, err := store.OpenFS(dir, opts)
 	if err != nil {
 		return nil, nil, nil, "", fmt.Errorf("server: %w", err)

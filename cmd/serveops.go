@@ -20,6 +20,7 @@ type opsOptions struct {
 	MetricsListen     string   // "" = /metrics on the main listener only
 	MetricsMaxStreams int      // per-stream series (server.Config.MetricsMaxStreams)
 	MaxDiskUsage      string   // "" | SIZE | N%
+	WrittenCache      string   // "" (the store's default) | SIZE | all
 	Webhooks          []string // URLs
 	WebhookSecret     string   // also KVS_WEBHOOK_SECRET
 	WebhookPersisted  bool
@@ -46,6 +47,11 @@ segments at a time, before retention would; ingest is never refused for old data
 logged and counted. A stream tagged kvs:max-bytes=SIZE (a kvs extension) keeps at most that much,
 oldest deleted first, in every mode (a cluster applies it in its cleanup, every minute).
 
+--written-cache SIZE (data directory only; default 1GiB): how much of the newest ingested media
+stays in the page cache once on disk; older written pages are dropped from it (they stay on disk),
+so that ingest reuses memory instead of growing the page cache by every byte it writes (README,
+Performance, says what that growth cost on a VM). "all" leaves the page cache to the kernel.
+
 --webhook URL (repeatable) POSTs each event as JSON, in order, retrying failures with backoff from
 a bounded queue (a slow or dead webhook never slows ingest; what its queue cannot take is dropped
 and counted); --webhook-secret (or KVS_WEBHOOK_SECRET) signs each body: X-Kvs-Signature:
@@ -55,6 +61,7 @@ func addOpsFlags(f *pflag.FlagSet, o *opsOptions) {
 	f.StringVar(&o.MetricsListen, "metrics-listen", "", "also serve /metrics, /healthz and /readyz, unsigned, on this host:port (for --auth sigv4)")
 	f.IntVar(&o.MetricsMaxStreams, "metrics-max-streams", server.DefaultMetricsMaxStreams, "streams with their own ingest series in /metrics (the rest share stream=\"(other)\"; 0: none)")
 	f.StringVar(&o.MaxDiskUsage, "max-disk-usage", "", "delete the oldest fragments first to keep the data directory within SIZE (500GB, 2TiB) or N% of its filesystem")
+	f.StringVar(&o.WrittenCache, "written-cache", "", "keep this much of the newest ingested media in the page cache, drop older written pages (SIZE, default 1GiB; all: leave it to the kernel)")
 	f.StringArrayVar(&o.Webhooks, "webhook", nil, "POST every event as JSON to this URL (repeatable)")
 	f.StringVar(&o.WebhookSecret, "webhook-secret", "", "sign webhook bodies: X-Kvs-Signature: sha256=HMAC (env KVS_WEBHOOK_SECRET)")
 	f.BoolVar(&o.WebhookPersisted, "webhook-persisted", false, "send fragment.persisted events (one per fragment) to the webhooks too")
@@ -80,6 +87,14 @@ func (o opsOptions) validate(clustered, memory bool) error {
 			return fmt.Errorf("--max-disk-usage: %w", err)
 		}
 	}
+	if o.WrittenCache != "" {
+		if memory || clustered {
+			return errors.New("--written-cache is about the data directory's files: --memory and cluster nodes have none")
+		}
+		if _, err := parseWrittenCache(o.WrittenCache); err != nil {
+			return err
+		}
+	}
 	for _, w := range o.Webhooks {
 		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("--webhook %q: want an http:// or https:// URL", w)
@@ -89,6 +104,19 @@ func (o opsOptions) validate(clustered, memory bool) error {
 		return errors.New("--webhook-secret and --webhook-persisted need --webhook URL")
 	}
 	return nil
+}
+
+// parseWrittenCache reads --written-cache: a size, or "all" (store.FSOptions.WrittenCacheBytes
+// negative: nothing dropped).
+func parseWrittenCache(s string) (int64, error) {
+	if strings.TrimSpace(s) == "all" {
+		return -1, nil
+	}
+	n, err := store.ParseSize(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("--written-cache %q: want a size above 0 (256MiB, 2GiB) or all", s)
+	}
+	return n, nil
 }
 
 // parseDiskLimit reads --max-disk-usage: a size (store.ParseSize: 500GB, 2TiB, ...) or a

@@ -41,7 +41,7 @@ func TestServeOps(t *testing.T) {
 	}))
 	defer receiver.Close()
 	endpoint, logs, stop := startServe(t, "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"),
-		"--max-disk-usage", "20MB", "--metrics-listen", "127.0.0.1:0", "--auth", "sigv4", "--credentials-file", credFile,
+		"--max-disk-usage", "20MB", "--written-cache", "64MiB", "--metrics-listen", "127.0.0.1:0", "--auth", "sigv4", "--credentials-file", credFile,
 		"--webhook", receiver.URL, "--webhook-secret", "hook-secret")
 	m := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`).FindStringSubmatch(logs.String())
 	if m == nil {
@@ -84,6 +84,36 @@ func TestServeOps(t *testing.T) {
 	}
 	if code := stop(); code != ExitOK {
 		t.Errorf("exit %d; logs:\n%s", code, logs)
+	}
+}
+
+// --written-cache takes a size above 0 or "all", for a data directory only.
+func TestWrittenCacheFlag(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		value             string
+		clustered, memory bool
+		want              int64
+		error             string
+	}{
+		{value: "all", want: -1},
+		{value: "256MiB", want: 256 << 20},
+		{value: "2GB", want: 2e9},
+		{value: "0", error: "want a size above 0"},
+		{value: "lots", error: "want a size above 0"},
+		{value: "1GiB", memory: true, error: "--memory and cluster nodes have none"},
+		{value: "1GiB", clustered: true, error: "--memory and cluster nodes have none"},
+	} {
+		err := opsOptions{WrittenCache: tc.value}.validate(tc.clustered, tc.memory)
+		if tc.error != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.error) {
+				t.Errorf("--written-cache %s (clustered %v, memory %v): %v, want an error saying %q", tc.value, tc.clustered, tc.memory, err, tc.error)
+			}
+			continue
+		}
+		if n, perr := parseWrittenCache(tc.value); err != nil || perr != nil || n != tc.want {
+			t.Errorf("--written-cache %s: %v, %d, %v; want %d", tc.value, err, n, perr, tc.want)
+		}
 	}
 }
 

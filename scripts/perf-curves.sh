@@ -8,6 +8,7 @@
 #   scripts/perf-curves.sh                  # about 8 minutes
 #   KVS_CURVE_STREAMS="100 500" KVS_CURVE_BITRATES="2Mbps" KVS_CURVE_DURATION=30s scripts/perf-curves.sh
 #   KVS_CURVE_STREAMS=1000 KVS_CURVE_BITRATES= scripts/perf-curves.sh    # one point (empty: no curve)
+#   KVS_SERVER_FLAGS="--written-cache all" ...     # more `kvs server` flags
 #
 # It prints one Markdown table row per point with the load average at its end (the README's
 # "Cost curves" tables come from here). Server CPU is given twice: the server process's
@@ -43,7 +44,8 @@ point() {
 	# Let the writeback of the point before finish first.
 	sync
 	sleep 5
-	"$KVS" server --listen 127.0.0.1:0 --data-dir "$dir" --log-level warn >"$WORK/server.url" 2>"$WORK/server.log" &
+	# shellcheck disable=SC2086 # KVS_SERVER_FLAGS is split into words on purpose
+	"$KVS" server --listen 127.0.0.1:0 --data-dir "$dir" --log-level warn ${KVS_SERVER_FLAGS:-} >"$WORK/server.url" 2>"$WORK/server.log" &
 	SERVER_PID=$!
 	for _ in $(seq 100); do [ -s "$WORK/server.url" ] && break; sleep 0.1; done
 	local url c0 c1

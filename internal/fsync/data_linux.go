@@ -31,3 +31,27 @@ func Data(f *os.File) error {
 	}
 	return nil
 }
+
+// Drop asks the kernel to drop the page cache of the file at path from off for n bytes, which
+// must be on disk (after Data): POSIX_FADV_DONTNEED. It is advice: the data stays readable.
+func Drop(path string, off, n int64) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var errno syscall.Errno
+	if err := rc.Control(func(fd uintptr) {
+		_, _, errno = syscall.Syscall6(syscall.SYS_FADVISE64, fd, uintptr(off), uintptr(n), 4 /* POSIX_FADV_DONTNEED */, 0, 0)
+	}); err != nil {
+		return err
+	}
+	if errno != 0 {
+		return &os.PathError{Op: "fadvise", Path: path, Err: errno}
+	}
+	return nil
+}

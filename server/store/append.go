@@ -270,7 +270,7 @@ func (s *FS) syncLoop() {
 		sb := &syncingBatch{reqs: batch, done: make(chan struct{})}
 		sem <- struct{}{}
 		s.wg.Go(func() {
-			s.statSyncs.Add(int64(syncBatch(batch, s.metrics, s.syncData)))
+			s.statSyncs.Add(int64(syncBatch(batch, s.metrics, s.syncData, &s.written)))
 			close(sb.done)
 			select { // indexLoop looks at every batch after a token: one waiting is enough
 			case s.syncedAny <- struct{}{}:
@@ -287,9 +287,9 @@ func (s *FS) syncLoop() {
 var errSegmentSyncFailed = errors.New("an fdatasync of its segment failed: the record may not be on disk")
 
 // syncBatch fdatasyncs (syncData) every segment written by the batch once, in parallel,
-// recording failures on the requests and the latency of each in m. It returns the number of
-// fdatasyncs.
-func syncBatch(batch []*appendRequest, m *fsMetrics, syncData func(*os.File) error) int {
+// recording failures on the requests and the latency of each in m, and counts what is synced in
+// cache. It returns the number of fdatasyncs.
+func syncBatch(batch []*appendRequest, m *fsMetrics, syncData func(*os.File) error, cache *writtenCache) int {
 	var segs []*segment
 	seen := map[*segment]bool{}
 	for _, r := range batch {
@@ -300,6 +300,14 @@ func syncBatch(batch []*appendRequest, m *fsMetrics, syncData func(*os.File) err
 	}
 	errs := make([]error, len(segs))
 	upTo := make([]uint64, len(segs))
+	ends := make([]int64, len(segs))
+	for i, g := range segs {
+		for _, r := range batch {
+			if !r.closeOnly && r.seg == g {
+				ends[i] = max(ends[i], r.entry.Offset+recordHeaderSize+r.entry.Size)
+			}
+		}
+	}
 	sync1 := func(i int) {
 		g := segs[i]
 		id := g.syncStart()
@@ -307,6 +315,9 @@ func syncBatch(batch []*appendRequest, m *fsMetrics, syncData func(*os.File) err
 		errs[i] = syncData(g.f)
 		m.fdatasync.Observe(time.Since(start).Seconds())
 		upTo[i] = g.syncEnd(id, errs[i])
+		if errs[i] == nil {
+			cache.synced(g, ends[i])
+		}
 	}
 	if len(segs) == 1 {
 		sync1(0)

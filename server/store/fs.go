@@ -38,6 +38,10 @@ type FSOptions struct {
 	// store's: the store deletes its oldest segments as with MaxDiskBytes when an append would
 	// take the filesystem past it. 0: no cap. With both set, each applies.
 	MaxDiskPercent float64
+	// WrittenCacheBytes is how much of the newest media the store's appends leave in the page
+	// cache: older written pages are dropped from it once on disk (writtenCache says why). 0:
+	// 1 GiB; negative: none is dropped, the kernel alone decides.
+	WrittenCacheBytes int64
 	// Logger receives recovery reports and the deletions the caps make. Default: discard.
 	Logger *slog.Logger
 	// Metrics, when not nil, gets the store's collectors: fdatasync and index commit latency,
@@ -95,6 +99,8 @@ type FS struct {
 
 	recovered []RecoveryReport
 
+	written writtenCache // WrittenCacheBytes (pagecache.go)
+
 	quota   *diskQuota // MaxDiskBytes, MaxDiskPercent (quota.go)
 	quotaMu sync.Mutex // one deletion pass for the disk quota at a time
 	metrics *fsMetrics
@@ -145,6 +151,8 @@ type segment struct {
 	syncStarted uint64   // fdatasyncs of the file started so far (their ids are 1, 2, ...)
 	syncing     []uint64 // the ids of those still running
 
+	cachedEnd int64 // the end of the bytes counted in writtenCache (guarded by its mu)
+
 	closeOnce sync.Once
 }
 
@@ -164,6 +172,9 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 	}
 	if opts.MaxSegmentAge <= 0 {
 		opts.MaxSegmentAge = defaultMaxSegmentAge
+	}
+	if opts.WrittenCacheBytes == 0 {
+		opts.WrittenCacheBytes = defaultWrittenCacheBytes
 	}
 	if opts.now == nil {
 		opts.now = time.Now
@@ -204,6 +215,7 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 		synced:    make(chan *syncingBatch, maxSyncing),
 		syncedAny: make(chan struct{}, 1),
 		syncData:  fsync.Data,
+		written:   writtenCache{budget: opts.WrittenCacheBytes},
 	}
 	if err := s.load(); err != nil {
 		db.Close()

@@ -1,0 +1,87 @@
+package store
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"unsafe"
+)
+
+// residentPages returns how many of the file's pages are in the page cache, and how many pages
+// it has (mincore(2) of a read-only mapping: mapping it brings nothing in).
+func residentPages(t *testing.T, path string) (resident, pages int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		t.Fatalf("%s: %v, %d bytes", path, err, fi.Size())
+	}
+	m, err := syscall.Mmap(int(f.Fd()), 0, int(fi.Size()), syscall.PROT_READ, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Munmap(m)
+	page := os.Getpagesize()
+	vec := make([]byte, (len(m)+page-1)/page)
+	if _, _, errno := syscall.Syscall(syscall.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatalf("mincore %s: %v", path, errno)
+	}
+	for _, v := range vec {
+		resident += int(v & 1)
+	}
+	return resident, len(vec)
+}
+
+// The FS store drops from the page cache what its appends wrote beyond the newest
+// WrittenCacheBytes, once on disk: with a 1 MiB budget and 64 KiB segments, of 4 MiB appended
+// the older segments have no page left in memory, the newest are whole in it, and every record
+// still reads back intact. With a negative budget nothing is dropped.
+func TestFSWrittenCache(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		budget int64
+	}{{"1MiB", 1 << 20}, {"all", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			s := mustOpenFS(t, dir, FSOptions{MaxSegmentBytes: 64 << 10, WrittenCacheBytes: tc.budget})
+			mustCreate(t, s, "cam", 24)
+			metas := appendN(t, s, "cam", 64, 64<<10-recordHeaderSize) // one record per segment
+			segs, err := filepath.Glob(filepath.Join(dir, "streams", "*", "*"))
+			if err != nil || len(segs) != 64 {
+				t.Fatalf("%d segment files (%v), want 64", len(segs), err)
+			}
+			var cold, warm int // segments with no page cached, and with every page
+			for _, path := range segs {
+				switch resident, pages := residentPages(t, path); resident {
+				case 0:
+					cold++
+				case pages:
+					warm++
+				}
+			}
+			if tc.budget < 0 {
+				if warm != 64 {
+					t.Errorf("%d of 64 segments whole in the page cache with nothing dropped", warm)
+				}
+			} else if cold < 64-17 || warm < 15 {
+				// 16 segments are 1 MiB: the newest 15 or 16 stay whole (the budget counts the
+				// bytes synced, and the oldest of those may be cut in two), the rest are gone.
+				t.Errorf("%d segments out of the page cache and %d whole in it; want the 16 newest kept, the 48 others dropped", cold, warm)
+			}
+			for _, m := range metas {
+				got, _ := readAll(t, s, "cam", m.Number)
+				if !bytes.Equal(got, payload("cam", m.Number, int(m.Size))) {
+					t.Fatalf("fragment %d reads back different after its pages were dropped", m.Number)
+				}
+			}
+		})
+	}
+}
