@@ -34,6 +34,7 @@ type path struct {
 	frozenUntil time.Time
 	sinceKey    bool // a video keyframe was written since the last PLAY
 	sent        []SentFrame
+	drops       []int // len(sent) at each Drop
 }
 
 // medium is one track's RTP side.

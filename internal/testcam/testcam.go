@@ -204,6 +204,15 @@ func (c *Camera) Sent(p string) []SentFrame {
 	return append([]SentFrame(nil), pt.sent...)
 }
 
+// Drops returns, for each Drop of path p that closed a session, how many frames Sent held then:
+// the frames before that index, the last of them possibly lost in flight.
+func (c *Camera) Drops(p string) []int {
+	pt := c.get(p)
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	return append([]int(nil), pt.drops...)
+}
+
 // Done returns a channel closed when path p has played all its loops.
 func (c *Camera) Done(p string) <-chan struct{} { return c.get(p).done }
 
@@ -216,10 +225,15 @@ func (c *Camera) Plays(p string) int {
 }
 
 // Drop closes the sessions of the readers of path p, as a camera that reboots does; playback
-// goes on.
+// goes on. Frames written just before may be lost with the connection although Sent counts them
+// (queued in the RTSP server's session, or in a socket that the close resets): Drops says where
+// each drop fell in Sent.
 func (c *Camera) Drop(p string) {
 	pt := c.get(p)
 	pt.mu.Lock()
+	if len(pt.sessions) > 0 {
+		pt.drops = append(pt.drops, len(pt.sent))
+	}
 	var ss []*gortsplib.ServerSession
 	for s := range pt.sessions {
 		ss = append(ss, s)
