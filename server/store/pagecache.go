@@ -1,6 +1,7 @@
 package store
 
 import (
+	"os"
 	"sync"
 
 	"github.com/openkvs/kvs/internal/fsync"
@@ -54,9 +55,14 @@ func (c *writtenCache) synced(g *segment, end int64) {
 		drop = append(drop, r)
 	}
 	c.mu.Unlock()
+	page := int64(os.Getpagesize())
 	for _, r := range drop {
+		// The kernel drops only the pages wholly in the range. The page where it starts holds
+		// the end of the segment's range before, synced and counted before it, so it starts at
+		// that page: else each range left a page behind, one per fdatasync, never dropped.
 		// A segment deleted meanwhile (retention, a deleted stream) has no pages left to drop;
 		// any other failure only leaves the pages to the kernel.
-		_ = fsync.Drop(r.path, r.off, r.end-r.off)
+		off := r.off &^ (page - 1)
+		_ = fsync.Drop(r.path, off, r.end-off)
 	}
 }

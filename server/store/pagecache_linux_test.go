@@ -85,3 +85,33 @@ func TestFSWrittenCache(t *testing.T) {
 		})
 	}
 }
+
+// Records that do not end on a page boundary: each synced range shares its first page with the
+// range before. Once dropped, an old segment keeps no page in the page cache, the pages that
+// straddle two records included (else every fdatasync left a page behind, and the page cache
+// grew by one page per append, with no bound).
+func TestFSWrittenCacheUnaligned(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	s := mustOpenFS(t, dir, FSOptions{MaxSegmentBytes: 64 << 10, WrittenCacheBytes: 1 << 20})
+	defer s.Close()
+	mustCreate(t, s, "cam", 24)
+	appendN(t, s, "cam", 6*64, 10000) // 6 records a segment, each synced on its own
+	segs, err := filepath.Glob(filepath.Join(dir, "streams", "*", "*"))
+	if err != nil || len(segs) < 60 {
+		t.Fatalf("%d segment files (%v), want 64", len(segs), err)
+	}
+	kept, cold := 0, 0
+	for _, path := range segs {
+		resident, _ := residentPages(t, path)
+		kept += resident
+		if resident == 0 {
+			cold++
+		}
+	}
+	// 1 MiB is 256 pages, and a few for the ranges counted but not whole in it.
+	if kept > 256+32 || cold < len(segs)-18 {
+		t.Errorf("%d pages of %d segments left in the page cache, %d segments without any; want about 256, and %d without any",
+			kept, len(segs), cold, len(segs)-17)
+	}
+}
