@@ -6,6 +6,8 @@ import (
 	"errors"
 	"os"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // Data flushes f's data and the metadata needed to read it back (its size), which is all an
@@ -44,14 +46,16 @@ func Drop(path string, off, n int64) error {
 	if err != nil {
 		return err
 	}
-	var errno syscall.Errno
+	var aerr error
 	if err := rc.Control(func(fd uintptr) {
-		_, _, errno = syscall.Syscall6(syscall.SYS_FADVISE64, fd, uintptr(off), uintptr(n), 4 /* POSIX_FADV_DONTNEED */, 0, 0)
+		// unix.Fadvise: the syscall's number and argument layout differ by architecture
+		// (fadvise64_64 with split offsets on 386, arm_fadvise64_64 on arm).
+		aerr = unix.Fadvise(int(fd), off, n, unix.FADV_DONTNEED)
 	}); err != nil {
 		return err
 	}
-	if errno != 0 {
-		return &os.PathError{Op: "fadvise", Path: path, Err: errno}
+	if aerr != nil {
+		return &os.PathError{Op: "fadvise", Path: path, Err: aerr}
 	}
 	return nil
 }
