@@ -65,10 +65,12 @@ func mustRun(t *testing.T, endpoint string, stdin io.Reader, args ...string) str
 	return out
 }
 
-// probe is what ffprobe reports about a file: frames per codec, and the duration.
+// probe is what ffprobe reports about a file: frames per codec, the duration, and the first
+// video stream's packets per GOP (from each keyframe to the next), in order.
 type probe struct {
-	Frames   map[string]int // "video:h264" → frames
-	Duration float64
+	Frames    map[string]int // "video:h264" → frames
+	Duration  float64
+	VideoGOPs []int
 }
 
 // ffprobe runs ffprobe once on path (it costs about 0.1 s of CPU each, mostly in loading its
@@ -78,7 +80,7 @@ func ffprobe(t *testing.T, path string) probe {
 	t.Helper()
 	bin := testutil.NeedTool(t, "ffprobe")
 	out, err := exec.CommandContext(t.Context(), bin, "-v", "error", "-count_frames", "-show_entries",
-		"stream=index,codec_type,codec_name,nb_read_frames:format=duration:packet=stream_index,pts_time,duration_time",
+		"stream=index,codec_type,codec_name,nb_read_frames:format=duration:packet=stream_index,pts_time,duration_time,flags",
 		"-of", "json", path).Output()
 	if err != nil {
 		t.Fatalf("ffprobe %s: %v", path, err)
@@ -94,6 +96,7 @@ func ffprobe(t *testing.T, path string) probe {
 			StreamIndex int    `json:"stream_index"`
 			PTS         string `json:"pts_time"`
 			Duration    string `json:"duration_time"`
+			Flags       string `json:"flags"`
 		}
 		Format struct {
 			Duration string `json:"duration"`
@@ -109,6 +112,15 @@ func ffprobe(t *testing.T, path string) probe {
 		p.Frames[s.CodecType+":"+s.CodecName] += n
 		if s.CodecType == "video" && video < 0 {
 			video = s.Index
+		}
+	}
+	for _, pk := range res.Packets {
+		switch {
+		case pk.StreamIndex != video:
+		case strings.HasPrefix(pk.Flags, "K") || len(p.VideoGOPs) == 0:
+			p.VideoGOPs = append(p.VideoGOPs, 1)
+		default:
+			p.VideoGOPs[len(p.VideoGOPs)-1]++
 		}
 	}
 	p.Duration, _ = strconv.ParseFloat(res.Format.Duration, 64)

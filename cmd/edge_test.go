@@ -119,10 +119,22 @@ func checkStored(t *testing.T, endpoint, stream, video string, sent []testcam.Se
 		}
 		return stored
 	}
+	// Video, GOP by GOP: only a GOP that may be short is, and by frames at its end. (Audio has
+	// no such marks: its total only.)
+	if len(p.VideoGOPs) != len(stored) {
+		t.Errorf("ffprobe of get-media: %d video GOPs, want the %d stored", len(p.VideoGOPs), len(stored))
+	}
 	var whole [][]testcam.SentFrame
 	for i, g := range stored {
 		if !cut[i] {
 			whole = append(whole, g)
+		}
+		if i >= len(p.VideoGOPs) {
+			continue
+		}
+		sentVideo := count([][]testcam.SentFrame{g})["video:"+video]
+		if got := p.VideoGOPs[i]; got > sentVideo || got < sentVideo && !cut[i] {
+			t.Errorf("ffprobe of get-media: GOP %d has %d video frames, the camera sent %d (short allowed: %v)", i, got, sentVideo, cut[i])
 		}
 	}
 	least := count(whole)
