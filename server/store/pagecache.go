@@ -18,8 +18,7 @@ const defaultWrittenCacheBytes = 1 << 30
 // while belongs to the host, and the first touch of each such page costs a fault there: appends
 // that grew the page cache past about 1.2 GB wrote at 1.7-2.8 s of CPU per GB instead of 0.3
 // (new 200 MB files, fdatasync per 5 MB), and 1000 streams × 2 Mbit/s, 250 MB/s of new pages,
-// went from PERSISTED p99 of 28-46 ms to 0.9-6 s a few seconds into the run (README,
-// Performance). Dropped pages are reused by the next appends instead. Readers of the newest
+// had PERSISTED p99 of 0.6-6 s instead of 24-29 ms with the drop (README, Performance II). Dropped pages are reused by the next appends instead. Readers of the newest
 // budget bytes (catching up, the archive APIs on recent media) still find them in memory; older
 // media comes from disk, as it would once memory filled.
 type writtenCache struct {
