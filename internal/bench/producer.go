@@ -271,6 +271,10 @@ func (r *run) writeFrame(ctx context.Context, p *producer) bool {
 	p.hdr = append(p.hdr, b...)
 	p.tail = append(p.tail, '\r', '\n')
 	bufs := net.Buffers{p.hdr, payload[blockPrefix:], p.tail}
+	var handed time.Time // the fragment's last byte goes to the connection (bench.go)
+	if k == n-1 {
+		handed = time.Now()
+	}
 	if _, err := bufs.WriteTo(s.conn); err != nil {
 		if ctx.Err() == nil {
 			r.fail("put-media-write", err)
@@ -283,7 +287,7 @@ func (r *run) writeFrame(ctx context.Context, p *producer) bool {
 	if p.frame == n {
 		now := time.Now()
 		s.mu.Lock()
-		p.rec.lastByte = now
+		p.rec.lastByte = handed
 		s.sent++
 		s.start, s.end = p.start, now
 		s.mu.Unlock()
