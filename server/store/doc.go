@@ -150,6 +150,11 @@
 // the others fail (the producer sends them again). Under an I/O error, a record that did reach
 // the disk may be failed too; none that may not have is acknowledged.
 //
+// Once its fdatasync is done, a record's pages are counted in the written cache
+// (pagecache.go): past FSOptions.WrittenCacheBytes (1 GiB) of newer ones they are dropped from
+// the page cache (POSIX_FADV_DONTNEED), so ingest reuses memory instead of growing the cache by
+// every byte it writes. Only pages already on disk are dropped; reads find the data on disk.
+//
 // Fragment numbers come from NextNumber, which persists a high-water mark numberBlock (1000)
 // ahead of the numbers handed out; after a restart numbering resumes at the mark, so a number
 // is never handed out twice. The gap this leaves is allowed by KVS (numbers only increase).
