@@ -72,6 +72,19 @@ func startMedia(t *testing.T, wrap func(http.Handler) http.Handler, lis func(net
 	return startMediaConfig(t, server.Config{}, wrap, lis)
 }
 
+// startCam is startMedia with the stream "cam" (24 h) holding the fragments of the H.264 test
+// clip, which it returns.
+func startCam(t *testing.T, wrap func(http.Handler) http.Handler) (*mediaServer, []*mkv.Fragment) {
+	t.Helper()
+	m := startMedia(t, wrap, nil)
+	m.createStream(t, "cam", 24)
+	frags := clipFragments(t, "h264.mkv", time.Second)
+	if _, err := produce(t, m.client, ProducerConfig{Stream: "cam"}, frags); err != nil {
+		t.Fatal(err)
+	}
+	return m, frags
+}
+
 // startMediaConfig is startMedia with the server's configuration (its Store, when nil, is a new
 // Mem store).
 func startMediaConfig(t *testing.T, cfg server.Config, wrap func(http.Handler) http.Handler, lis func(net.Listener) net.Listener) *mediaServer {
@@ -470,12 +483,7 @@ func (w *cutWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func TestConsumerResumesAfterCut(t *testing.T) {
 	t.Parallel()
-	m := startMedia(t, cutResponse(20_000), nil)
-	m.createStream(t, "cam", 24)
-	frags := clipFragments(t, "h264.mkv", time.Second)
-	if _, err := produce(t, m.client, ProducerConfig{Stream: "cam"}, frags); err != nil {
-		t.Fatal(err)
-	}
+	m, frags := startCam(t, cutResponse(20_000))
 	cons, err := NewConsumer(m.client, ConsumerConfig{Stream: "cam", Start: StartSelector{Type: StartEarliest}, NoFollow: true, RetryBackoff: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -754,12 +762,7 @@ func (s *readFaultStore) AppendPayload(ctx context.Context, stream string, n uin
 // for good on a read error of a moment.)
 func TestConsumerRetriesServerErrorChunk(t *testing.T) {
 	t.Parallel()
-	p := startMedia(t, nil, nil)
-	p.createStream(t, "cam", 24)
-	frags := clipFragments(t, "h264.mkv", time.Second)
-	if _, err := produce(t, p.client, ProducerConfig{Stream: "cam"}, frags); err != nil {
-		t.Fatal(err)
-	}
+	p, frags := startCam(t, nil)
 	// A second server on the same store: its live buffer is empty, so GetMedia reads every
 	// fragment from the store, and the third read fails.
 	m := startMediaConfig(t, server.Config{Store: &readFaultStore{Store: p.store, failAt: 3}}, nil, nil)
@@ -951,12 +954,7 @@ func TestConsumerIdleTimeoutEndsNoFollow(t *testing.T) {
 			h.ServeHTTP(w, r)
 		})
 	}
-	m := startMedia(t, strip, nil)
-	m.createStream(t, "cam", 24)
-	frags := clipFragments(t, "h264.mkv", time.Second)
-	if _, err := produce(t, m.client, ProducerConfig{Stream: "cam"}, frags); err != nil {
-		t.Fatal(err)
-	}
+	m, frags := startCam(t, strip)
 	cons, err := NewConsumer(m.client, ConsumerConfig{Stream: "cam", Start: StartSelector{Type: StartEarliest}, NoFollow: true,
 		IdleTimeout: 300 * time.Millisecond})
 	if err != nil {
@@ -975,12 +973,7 @@ func TestConsumerIdleTimeoutEndsNoFollow(t *testing.T) {
 // and an early io.EOF.
 func TestConsumerSlowCallerNoFollow(t *testing.T) {
 	t.Parallel()
-	m := startMedia(t, nil, nil)
-	m.createStream(t, "cam", 24)
-	frags := clipFragments(t, "h264.mkv", time.Second)
-	if _, err := produce(t, m.client, ProducerConfig{Stream: "cam"}, frags); err != nil {
-		t.Fatal(err)
-	}
+	m, frags := startCam(t, nil)
 	const idle = 100 * time.Millisecond
 	cons, err := NewConsumer(m.client, ConsumerConfig{Stream: "cam", Start: StartSelector{Type: StartEarliest}, NoFollow: true, IdleTimeout: idle})
 	if err != nil {

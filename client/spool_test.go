@@ -99,6 +99,16 @@ func spoolFiles(t *testing.T, dir string) []string {
 	return m
 }
 
+// oneSegment is the spool's only segment file in dir, or fails the test.
+func oneSegment(t *testing.T, dir string) string {
+	t.Helper()
+	files := spoolFiles(t, dir)
+	if len(files) != 1 {
+		t.Fatalf("segments %v, want one", files)
+	}
+	return files[0]
+}
+
 // Records come back in order and intact; once all are final the segment files are gone (the one
 // appended to last at Close), and a spool opened again is empty.
 func TestSpoolRoundTrip(t *testing.T) {
@@ -171,11 +181,8 @@ func TestSpoolTornTail(t *testing.T) {
 	s := openTestSpool(t, base, 0, 1<<20, nil)
 	appendN(t, s, 0, 3, 200)
 	s.Close()
-	files := spoolFiles(t, base)
-	if len(files) != 1 {
-		t.Fatalf("segments %v, want one", files)
-	}
-	whole, err := os.ReadFile(files[0])
+	seg := oneSegment(t, base)
+	whole, err := os.ReadFile(seg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +192,7 @@ func TestSpoolTornTail(t *testing.T) {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
 			t.Fatal(err)
 		}
-		for _, name := range []string{filepath.Base(files[0]), spoolStream} {
+		for _, name := range []string{filepath.Base(seg), spoolStream} {
 			src, _ := os.ReadFile(filepath.Join(base, name))
 			if name != spoolStream {
 				src = src[:cut]
@@ -203,7 +210,7 @@ func TestSpoolTornTail(t *testing.T) {
 		if cut > 2*recSize && (len(notices) != 1 || !strings.Contains(notices[0], "whole fragments before it are kept")) {
 			t.Fatalf("cut at %d: notices %q", cut, notices)
 		}
-		if fi, err := os.Stat(filepath.Join(dir, filepath.Base(files[0]))); err != nil || fi.Size() != int64(2*recSize) {
+		if fi, err := os.Stat(filepath.Join(dir, filepath.Base(seg))); err != nil || fi.Size() != int64(2*recSize) {
 			t.Fatalf("cut at %d: segment %v, %v; want it truncated to %d", cut, fi, err, 2*recSize)
 		}
 		if got := readAll(t, s, 200); len(got) != 2 || got[0] != 1 || got[1] != 2 {
@@ -707,18 +714,8 @@ func TestSpoolDamageInActiveSegment(t *testing.T) {
 		t.Fatalf("next: %d, %v", rec.Seq, err)
 	}
 	bufpool.Put(rec.Body)
-	files := spoolFiles(t, dir)
-	if len(files) != 1 {
-		t.Fatalf("segments %v, want one", files)
-	}
-	b, err := os.ReadFile(files[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[len(b)/3+5] ^= 0xff // the second record's header: the rest of the segment is unframed
-	if err := os.WriteFile(files[0], b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// The second record's header: the rest of the segment is unframed.
+	flipByte(t, oneSegment(t, dir), func(b []byte) int64 { return int64(len(b)/3 + 5) })
 	// A done context: next reads what there is (the damaged record: 2 and 3 are skipped), then
 	// says so instead of waiting.
 	done, cancel := context.WithCancel(t.Context())
