@@ -270,13 +270,21 @@ func (s *FS) syncLoop() {
 		sb := &syncingBatch{reqs: batch, done: make(chan struct{})}
 		sem <- struct{}{}
 		s.wg.Go(func() {
-			s.statSyncs.Add(int64(syncBatch(batch, s.metrics, s.syncData, &s.written)))
+			synced := syncBatch(batch, s.metrics, s.syncData)
+			s.statSyncs.Add(int64(len(synced)))
 			close(sb.done)
 			select { // indexLoop looks at every batch after a token: one waiting is enough
 			case s.syncedAny <- struct{}{}:
 			default:
 			}
 			<-sem
+			// Counted once the batch's appends may go on to their index commit and ack: dropping
+			// pages from the page cache is no part of what a PERSISTED ack waits for.
+			for _, w := range synced {
+				if w.err == nil {
+					s.written.synced(w.seg, w.end)
+				}
+			}
 		})
 		s.synced <- sb
 	}
@@ -287,37 +295,30 @@ func (s *FS) syncLoop() {
 var errSegmentSyncFailed = errors.New("an fdatasync of its segment failed: the record may not be on disk")
 
 // syncBatch fdatasyncs (syncData) every segment written by the batch once, in parallel,
-// recording failures on the requests and the latency of each in m, and counts what is synced in
-// cache. It returns the number of fdatasyncs.
-func syncBatch(batch []*appendRequest, m *fsMetrics, syncData func(*os.File) error, cache *writtenCache) int {
-	var segs []*segment
-	seen := map[*segment]bool{}
+// recording failures on the requests and the latency of each in m. It returns one segmentSync
+// per fdatasync.
+func syncBatch(batch []*appendRequest, m *fsMetrics, syncData func(*os.File) error) []segmentSync {
+	var segs []segmentSync
+	index := map[*segment]int{}
 	for _, r := range batch {
-		if !r.closeOnly && !seen[r.seg] {
-			seen[r.seg] = true
-			segs = append(segs, r.seg)
+		if r.closeOnly {
+			continue
 		}
-	}
-	errs := make([]error, len(segs))
-	upTo := make([]uint64, len(segs))
-	ends := make([]int64, len(segs))
-	for i, g := range segs {
-		for _, r := range batch {
-			if !r.closeOnly && r.seg == g {
-				ends[i] = max(ends[i], r.entry.Offset+recordHeaderSize+r.entry.Size)
-			}
+		i, ok := index[r.seg]
+		if !ok {
+			i = len(segs)
+			index[r.seg] = i
+			segs = append(segs, segmentSync{seg: r.seg})
 		}
+		segs[i].end = max(segs[i].end, r.entry.end())
 	}
 	sync1 := func(i int) {
-		g := segs[i]
-		id := g.syncStart()
+		w := &segs[i]
+		id := w.seg.syncStart()
 		start := time.Now()
-		errs[i] = syncData(g.f)
+		w.err = syncData(w.seg.f)
 		m.fdatasync.Observe(time.Since(start).Seconds())
-		upTo[i] = g.syncEnd(id, errs[i])
-		if errs[i] == nil {
-			cache.synced(g, ends[i])
-		}
+		w.upTo = w.seg.syncEnd(id, w.err)
 	}
 	if len(segs) == 1 {
 		sync1(0)
@@ -334,17 +335,26 @@ func syncBatch(batch []*appendRequest, m *fsMetrics, syncData func(*os.File) err
 		}
 		wg.Wait()
 	}
-	for i, g := range segs {
-		for _, r := range batch {
-			if !r.closeOnly && r.seg == g {
-				r.syncedUpTo = upTo[i]
-				if errs[i] != nil {
-					r.err = errs[i]
-				}
-			}
+	for _, r := range batch {
+		if r.closeOnly {
+			continue
+		}
+		w := segs[index[r.seg]]
+		r.syncedUpTo = w.upTo
+		if w.err != nil {
+			r.err = w.err
 		}
 	}
-	return len(segs)
+	return segs
+}
+
+// segmentSync is one fdatasync of a batch: its segment, the end of the batch's last record in
+// it, and its outcome (syncEnd's value, the fdatasync's error).
+type segmentSync struct {
+	seg  *segment
+	end  int64
+	upTo uint64
+	err  error
 }
 
 // indexLoop is the second committer stage: one bbolt transaction per group of synced appends,

@@ -16,11 +16,13 @@ const defaultWrittenCacheBytes = 1 << 30
 // they stay on disk and readable). Left alone, the page cache grows by every byte ingested until
 // memory is full. On the VM this project is measured on, memory the kernel has not touched for a
 // while belongs to the host, and the first touch of each such page costs a fault there: appends
-// that grew the page cache past about 1.2 GB wrote at 1.7-2.8 s of CPU per GB instead of 0.3
-// (new 200 MB files, fdatasync per 5 MB), and 1000 streams × 2 Mbit/s, 250 MB/s of new pages,
-// had PERSISTED p99 of 0.6-6 s instead of 24-29 ms with the drop (README, Performance II). Dropped pages are reused by the next appends instead. Readers of the newest
+// to new files past their first GB cost 2.4-2.5 s of CPU per GB kept, 0.27-0.28 dropped
+// (BenchmarkPageCacheGrowth in internal/piecewrite), and 1000 streams × 2 Mbit/s, 250 MB/s of
+// new pages, had PERSISTED p99 of 0.6-1.8 s instead of 24-29 ms with the drop (README,
+// Performance II). Dropped pages are reused by the next appends instead. Readers of the newest
 // budget bytes (catching up, the archive APIs on recent media) still find them in memory; older
-// media comes from disk, as it would once memory filled.
+// media comes from disk, as it would once memory filled. The drops happen after the acks of the
+// batch that synced the pages (syncLoop): no PERSISTED waits for them.
 type writtenCache struct {
 	budget int64 // < 0: nothing is dropped
 	mu     sync.Mutex

@@ -68,9 +68,12 @@ func TestFSWrittenCache(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			onDisk(t, dir)
-			s := mustOpenFS(t, dir, FSOptions{MaxSegmentBytes: 64 << 10, WrittenCacheBytes: tc.budget})
+			opts := FSOptions{MaxSegmentBytes: 64 << 10, WrittenCacheBytes: tc.budget}
+			s := mustOpenFS(t, dir, opts)
 			mustCreate(t, s, "cam", 24)
-			metas := appendN(t, s, "cam", 64, 64<<10-recordHeaderSize) // one record per segment
+			// One record per segment. The drops follow the acks: Close waits for them.
+			metas := appendN(t, s, "cam", 64, 64<<10-recordHeaderSize)
+			s.Close()
 			segs, err := filepath.Glob(filepath.Join(dir, "streams", "*", "*"))
 			if err != nil || len(segs) != 64 {
 				t.Fatalf("%d segment files (%v), want 64", len(segs), err)
@@ -93,6 +96,7 @@ func TestFSWrittenCache(t *testing.T) {
 				// bytes synced, and the oldest of those may be cut in two), the rest are gone.
 				t.Errorf("%d segments out of the page cache and %d whole in it; want the 16 newest kept, the 48 others dropped", cold, warm)
 			}
+			s = mustOpenFS(t, dir, opts)
 			for _, m := range metas {
 				got, _ := readAll(t, s, "cam", m.Number)
 				if !bytes.Equal(got, payload("cam", m.Number, int(m.Size))) {
@@ -112,9 +116,9 @@ func TestFSWrittenCacheUnaligned(t *testing.T) {
 	dir := t.TempDir()
 	onDisk(t, dir)
 	s := mustOpenFS(t, dir, FSOptions{MaxSegmentBytes: 64 << 10, WrittenCacheBytes: 1 << 20})
-	defer s.Close()
 	mustCreate(t, s, "cam", 24)
 	appendN(t, s, "cam", 6*64, 10000) // 6 records a segment, each synced on its own
+	s.Close()                         // the drops follow the acks: Close waits for them
 	segs, err := filepath.Glob(filepath.Join(dir, "streams", "*", "*"))
 	if err != nil || len(segs) < 60 {
 		t.Fatalf("%d segment files (%v), want 64", len(segs), err)
