@@ -2,9 +2,11 @@ package piecewrite
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/openkvs/kvs/internal/fsync"
 )
@@ -81,6 +83,67 @@ func BenchmarkFileWrite(b *testing.B) {
 				off += int64(len(rec))
 			}
 			b.ReportMetric((cpuTime()-cpu0).Seconds()/(float64(b.N)*float64(len(rec))/1e9), "cpu-s/GB")
+		})
+	}
+}
+
+// BenchmarkPageCacheGrowth appends 5 MB records with an fdatasync each, as the FS store does,
+// into new 200 MB files that are all kept until the end: the page cache grows by every byte
+// written ("keep"), or each record's pages are dropped once synced ("drop", fsync.Drop, what
+// the store's written cache does). It reports the process's CPU per GB over all ops, and over
+// the ops past the first GB ("late-cpu-s/GB"), where a VM whose idle memory went back to its host
+// pays a host fault on each new page (README, Performance II). Give it more than a GB of ops:
+// go test -run '^$' -bench PageCacheGrowth -benchtime 480x ./internal/piecewrite
+func BenchmarkPageCacheGrowth(b *testing.B) {
+	rec := make([]byte, 5_000_000)
+	for i := range rec {
+		rec[i] = byte(i)
+	}
+	for _, drop := range []bool{false, true} {
+		name := map[bool]string{false: "keep", true: "drop"}[drop]
+		b.Run(name, func(b *testing.B) {
+			dir := b.TempDir()
+			b.SetBytes(int64(len(rec)))
+			var f *os.File
+			var off, written int64
+			var late time.Duration
+			cpu0 := cpuTime()
+			for b.Loop() {
+				if f == nil || off >= 200e6 {
+					if f != nil {
+						f.Close()
+					}
+					var err error
+					if f, err = os.Create(filepath.Join(dir, fmt.Sprintf("seg%d", written))); err != nil {
+						b.Fatal(err)
+					}
+					off = 0
+				}
+				c := cpuTime()
+				if err := WriteAt(f, rec, off); err != nil {
+					b.Fatal(err)
+				}
+				if err := fsync.Data(f); err != nil {
+					b.Fatal(err)
+				}
+				if drop {
+					if err := fsync.Drop(f.Name(), off, int64(len(rec))); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if written >= 1e9 {
+					late += cpuTime() - c
+				}
+				off += int64(len(rec))
+				written += int64(len(rec))
+			}
+			if f != nil {
+				f.Close()
+			}
+			b.ReportMetric((cpuTime()-cpu0).Seconds()/(float64(written)/1e9), "cpu-s/GB")
+			if written > 1e9 {
+				b.ReportMetric(late.Seconds()/(float64(written-1e9)/1e9), "late-cpu-s/GB")
+			}
 		})
 	}
 }
