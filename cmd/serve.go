@@ -437,6 +437,7 @@ func newHTTPServer(ctx context.Context, log *slog.Logger, h http.Handler) *http.
 		IdleTimeout: 2 * time.Minute,
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		BaseContext: func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext: server.ConnContext, // the connections of server.Listener pace their writes
 	}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)

@@ -340,7 +340,7 @@ func (m *media) getMediaForFragmentList(ctx context.Context, req *getMediaForFra
 // largest stored chunk is largest bytes.
 func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name string, buf *streamBuffer, numbers []uint64, largest int64) {
 	s, ctx := m.s, r.Context()
-	rc := http.NewResponseController(w)
+	pw := newPacedWriter(w, r, http.NewResponseController(w), m.writeTimeout)
 	w.Header().Set("Content-Type", "video/webm")
 	w.WriteHeader(http.StatusOK)
 	// The response buffer holds one stored chunk and its trailing tags at a time (a few MB at
@@ -382,7 +382,7 @@ func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name s
 		if live != nil {
 			parts = append(parts, live.Chunk)
 		}
-		err = writePaced(w, rc, m.writeTimeout, append(parts, out)...)
+		err = pw.write(append(parts, out)...)
 		live.release()
 		if err != nil {
 			return

@@ -22,22 +22,6 @@ type getClipRequest struct {
 	ClipFragmentSelector *fragmentSelector `json:"ClipFragmentSelector"`
 }
 
-// clipWriter adapts the response to fmp4.Writer: each fragment is one Write, flushed at once, each
-// piece of it within the media write timeout (writePaced), so that a client that stops reading
-// is dropped and one that reads slowly gets fragments of any size.
-type clipWriter struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration
-}
-
-func (c *clipWriter) Write(b []byte) (int, error) {
-	if err := writePaced(c.w, c.rc, c.timeout, b); err != nil {
-		return 0, err
-	}
-	return len(b), nil
-}
-
 // getClip implements GetClip (kvs-api.md §9): an MP4 of the fragments whose start timestamp
 // (server or producer, per ClipFragmentSelector) is in the range, both ends inclusive.
 //
@@ -121,7 +105,8 @@ func (p *playback) writeClip(w http.ResponseWriter, r *http.Request, name string
 	log := s.log.With("stream", name, "request_id", requestID(r))
 	w.Header().Set("Content-Type", "video/mp4")
 	w.WriteHeader(http.StatusOK)
-	mw := fmp4.NewWriter(&clipWriter{w: w, rc: http.NewResponseController(w), timeout: m.writeTimeout})
+	// Each fragment is one Write, flushed at once (pacedWriter).
+	mw := fmp4.NewWriter(newPacedWriter(w, r, http.NewResponseController(w), m.writeTimeout))
 	written := 0
 	for {
 		n := min(len(frags), page)

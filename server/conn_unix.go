@@ -3,11 +3,15 @@
 package server
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
 	"os"
+	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/openkvs/kvs/internal/bufpool"
 )
@@ -42,15 +46,104 @@ func (l bufListener) Accept() (net.Conn, error) {
 	return &bufConn{TCPConn: tc, raw: raw}, nil
 }
 
-// bufConn is a TCP connection read through a pooled buffer. Its other methods (Write, ReadFrom
-// for sendfile, CloseWrite, deadlines, Close) are the TCPConn's. Unlike a net.Conn it is not
-// safe for concurrent Reads (net/http reads a connection from one goroutine at a time). A buffer
+// bufConn is a TCP connection read through a pooled buffer, whose write deadline is a pace (see
+// SetWriteDeadline). Its other methods (ReadFrom for sendfile, CloseWrite, read deadlines, Close)
+// are the TCPConn's. Unlike a net.Conn it is not safe for concurrent Reads or concurrent Writes
+// (net/http reads a connection from one goroutine at a time, and writes it from one). A buffer
 // still holding bytes when the connection closes is left to the GC: Close may run during a Read.
 type bufConn struct {
 	*net.TCPConn
 	raw syscall.RawConn
 	buf []byte // unread bytes (a pooled buffer), nil when there are none
 	off int
+
+	pace atomic.Int64 // the write timeout as a duration (SetWriteDeadline), 0 for none
+	sent int          // bytes written since the deadline was last moved on
+}
+
+// paceQuantum is how much a paced Write must get into the socket within the write timeout.
+const paceQuantum = 64 << 10
+
+// SetWriteDeadline sets the write deadline t, and makes it a pace: t is taken as now plus a
+// timeout, and every 64 KiB that a Write gets into the socket moves the deadline on to the time
+// then plus that timeout. So a Write of any size fails only when the peer stops reading (or reads
+// less than 64 KiB within the timeout), and net/http can be given a media chunk of megabytes in
+// one Write. kvs sets every write deadline as now plus a timeout (pacedWriter, the PutMedia acks),
+// so nothing else changes meaning. The zero t clears it.
+func (c *bufConn) SetWriteDeadline(t time.Time) error {
+	var pace time.Duration
+	if !t.IsZero() {
+		pace = max(time.Until(t), 1) // a deadline in the past still fails the next Write
+	}
+	c.pace.Store(int64(pace))
+	return c.TCPConn.SetWriteDeadline(t)
+}
+
+// SetDeadline sets both deadlines, the write one as SetWriteDeadline does.
+func (c *bufConn) SetDeadline(t time.Time) error {
+	if err := c.TCPConn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.SetWriteDeadline(t)
+}
+
+// Write writes p. Under a pace it writes as much as the socket takes in each write(2) and moves
+// the deadline on after every paceQuantum bytes written (SetWriteDeadline).
+func (c *bufConn) Write(p []byte) (int, error) {
+	pace := time.Duration(c.pace.Load())
+	if pace <= 0 {
+		return c.TCPConn.Write(p)
+	}
+	var n int
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for n < len(p) {
+			m, err := syscall.Write(int(fd), p[n:])
+			switch {
+			case errors.Is(err, syscall.EINTR):
+				continue
+			case errors.Is(err, syscall.EAGAIN):
+				return false // wait until writable, or the deadline
+			case err != nil:
+				werr = err
+				return true
+			}
+			n += m
+			if c.sent += m; c.sent >= paceQuantum {
+				c.sent = 0
+				_ = c.TCPConn.SetWriteDeadline(time.Now().Add(pace))
+			}
+		}
+		return true
+	})
+	switch {
+	case err != nil: // the deadline, or a closed connection
+		return n, err
+	case werr != nil:
+		return n, &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
+	}
+	return n, nil
+}
+
+type pacedConnKey struct{}
+
+// ConnContext marks the context of a connection of Listener (also under TLS) as one whose
+// write deadline is a pace, so that media answers hand net/http whole chunks (pacedWriter). Set
+// it as the http.Server's ConnContext; without it every connection is treated as unpaced.
+func ConnContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if _, ok := c.(*bufConn); ok {
+		return context.WithValue(ctx, pacedConnKey{}, true)
+	}
+	return ctx
+}
+
+// connPaces says whether the request's connection paces its writes (ConnContext).
+func connPaces(ctx context.Context) bool {
+	paced, _ := ctx.Value(pacedConnKey{}).(bool)
+	return paced
 }
 
 func (c *bufConn) Read(p []byte) (int, error) {

@@ -3,16 +3,25 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
+	"cmp"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server/store"
 )
 
 // TestListenerReads checks that a connection read through Listener's buffer gives the bytes
@@ -109,5 +118,165 @@ func TestListenerHTTP(t *testing.T) {
 		if err != nil || string(got) != body {
 			t.Fatalf("request %d: %d bytes back, %v", i, len(got), err)
 		}
+	}
+}
+
+// sndbufListener gives every connection it accepts a 16 KiB socket send buffer (no autotuning),
+// so that a server Write blocks as soon as the reader falls behind, as over a slow link.
+type sndbufListener struct{ net.Listener }
+
+func (l sndbufListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		err = c.(*net.TCPConn).SetWriteBuffer(16 << 10)
+	}
+	return c, err
+}
+
+// dialSlow dials addr with a 16 KiB socket receive buffer.
+func dialSlow(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		err := rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 16<<10) })
+		return cmp.Or(err, serr)
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.(*net.TCPConn)
+}
+
+// readSlowly reads n bytes from r, at most 16 KiB every 10 ms (under 1.6 MB/s), into a new slice.
+func readSlowly(r io.Reader, n int) ([]byte, error) {
+	got := make([]byte, n)
+	for off := 0; off < n; {
+		k, err := r.Read(got[off:min(n, off+16<<10)])
+		off += k
+		if err != nil {
+			return got[:off], err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return got, nil
+}
+
+// TestListenerPacedWrite checks that on a connection of Listener a write deadline is a pace: a
+// Write of 4 MiB to a reader that takes about 2.6 s for it succeeds under a 1 s deadline, since
+// every 64 KiB goes in time, and one to a reader that stops reading fails at its deadline.
+func TestListenerPacedWrite(t *testing.T) {
+	t.Parallel()
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := Listener(sndbufListener{inner})
+	defer ln.Close()
+	want := make([]byte, 4<<20)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	for _, reads := range []bool{true, false} {
+		client := dialSlow(t, ln.Addr().String())
+		sc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		type result struct {
+			n   int
+			err error
+		}
+		wrote := make(chan result, 1)
+		go func() {
+			_ = sc.SetWriteDeadline(time.Now().Add(time.Second))
+			n, err := sc.Write(want)
+			sc.Close() // the reader sees the end of what was written
+			wrote <- result{n, err}
+		}()
+		if !reads {
+			r := <-wrote
+			if !errors.Is(r.err, os.ErrDeadlineExceeded) || r.n >= len(want) {
+				t.Errorf("to a reader that reads nothing: wrote %d of %d bytes, error %v; want the deadline", r.n, len(want), r.err)
+			}
+			continue
+		}
+		got, err := readSlowly(client, len(want))
+		r := <-wrote
+		if r.err != nil || r.n != len(want) {
+			t.Fatalf("to a slow reader: wrote %d of %d bytes, error %v; want all of it", r.n, len(want), r.err)
+		}
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("the reader got %d bytes (%v), not the ones written", len(got), err)
+		}
+	}
+}
+
+// TestPacedConnGetsWholeChunk checks the media answers on a kvs server's connections (Listener
+// and ConnContext, as kvs server sets them): a stored 4 MiB fragment of GetMediaForFragmentList
+// goes to net/http in one Write, so it travels as one HTTP chunk, and a reader that takes about
+// 2.6 s for it is not cut by a 1 s MediaWriteTimeout. (Elsewhere the chunk is written in 64 KiB
+// HTTP chunks, each under its own deadline: TestSlowReaderGetsLargeChunks.)
+func TestPacedConnGetsWholeChunk(t *testing.T) {
+	t.Parallel()
+	st := store.NewMem()
+	payload := bytes.Repeat([]byte("kvs!"), 1<<20)
+	n := storeLargeFragment(t, st, "cam", payload)
+	srv, err := New(Config{Store: st, MediaWriteTimeout: time.Second, RetentionInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(srv)
+	ts.Listener = Listener(sndbufListener{ts.Listener})
+	ts.Config.ConnContext = ConnContext
+	ts.Start()
+	defer func() {
+		ts.Close()
+		_ = srv.Close()
+		_ = st.Close()
+	}()
+
+	c := dialSlow(t, ts.Listener.Addr().String())
+	body := `{"StreamName":"cam","Fragments":["` + formatFragmentNumber(n) + `"]}`
+	fmt.Fprintf(c, "POST /getMediaForFragmentList HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	br := bufio.NewReaderSize(c, 16<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
+		t.Fatalf("status %d, transfer encoding %v: want 200, chunked", resp.StatusCode, resp.TransferEncoding)
+	}
+	// The body as sent: chunk-size lines, each followed by its bytes. (resp.Body would dechunk it.)
+	var sizes []int64
+	var got []byte
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %d chunks %v: %v", len(sizes), sizes, err)
+		}
+		size, err := strconv.ParseInt(strings.TrimSpace(line), 16, 64)
+		if err != nil || size > 16<<20 {
+			t.Fatalf("chunk size line %q", line)
+		}
+		if size == 0 {
+			break
+		}
+		b, err := readSlowly(br, int(size)+2) // and its CRLF
+		if err != nil {
+			t.Fatalf("chunk %d (%d bytes): read %d: %v", len(sizes), size, len(b), err)
+		}
+		sizes = append(sizes, size)
+		got = append(got, b[:size]...)
+	}
+	if !bytes.Contains(got, payload) {
+		t.Fatalf("the answer (%d bytes in chunks %v) does not hold the stored fragment", len(got), sizes)
+	}
+	if slices.Max(sizes) <= int64(len(payload)) {
+		t.Errorf("HTTP chunks %v: want the fragment's chunk (over %d bytes) in one", sizes, len(payload))
+	}
+	if at := bytes.Index(got, payload); !bytes.Contains(got[at+len(payload):], []byte(mkv.TagServerSideTimestamp)) {
+		t.Errorf("no %s tag after the stored fragment", mkv.TagServerSideTimestamp)
 	}
 }

@@ -152,7 +152,8 @@ func (m *media) getMedia(ctx context.Context, req *getMediaRequest) (_ responder
 	return func(w http.ResponseWriter, r *http.Request) {
 		defer unsubscribe()
 		defer unfollow()
-		c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: http.NewResponseController(w), last: last, started: time.Now()}
+		rc := http.NewResponseController(w)
+		c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: rc, pw: newPacedWriter(w, r, rc, m.writeTimeout), last: last, started: time.Now()}
 		s.metrics.activeReaders.Inc()
 		defer s.metrics.activeReaders.Dec()
 		w.Header().Set("Content-Type", "video/webm")
@@ -262,10 +263,11 @@ type consumer struct {
 	buf  *streamBuffer
 	w    http.ResponseWriter
 	rc   *http.ResponseController
-	last uint64 // the last number sent (or the start point)
-	out  []byte // reused per chunk
-	tail bool   // an internal tail (tail.go): frames, not GetMedia chunks
-	hdr  []byte // a tail frame's header
+	pw   pacedWriter // w's media chunks
+	last uint64      // the last number sent (or the start point)
+	out  []byte      // reused per chunk
+	tail bool        // an internal tail (tail.go): frames, not GetMedia chunks
+	hdr  []byte      // a tail frame's header
 
 	started time.Time // when the response started: fragments published later are live for it
 }
@@ -426,37 +428,14 @@ func (c *consumer) sendLive(f *liveFragment) error {
 	return nil
 }
 
-// writeParts writes one fragment's parts and flushes (writePaced); then the fragment is the last
+// writeParts writes one fragment's parts and flushes (pacedWriter); then the fragment is the last
 // one sent.
 func (c *consumer) writeParts(meta store.FragmentMeta, parts ...[]byte) error {
-	if err := writePaced(c.w, c.rc, c.m.writeTimeout, parts...); err != nil {
+	if err := c.pw.write(parts...); err != nil {
 		return fmt.Errorf("%w: %w", errClientGone, err) // end quietly
 	}
 	c.last = meta.Number
 	return nil
-}
-
-// writePiece is how much of a media response one write deadline covers.
-const writePiece = 64 << 10
-
-// writePaced writes parts, one chunk of a media response, and flushes, giving each writePiece
-// bytes MediaWriteTimeout (timeout): a client that stops reading is dropped then, one that reads
-// slowly but steadily gets chunks of any size. (With one deadline for the whole chunk, a reader
-// whose link moved a fragment in more than 30 s was cut in the middle of every large one, and met
-// the same chunk again when it reconnected.)
-func writePaced(w http.ResponseWriter, rc *http.ResponseController, timeout time.Duration, parts ...[]byte) error {
-	for _, p := range parts {
-		for len(p) > 0 {
-			n := min(len(p), writePiece)
-			_ = rc.SetWriteDeadline(time.Now().Add(timeout))
-			if _, err := w.Write(p[:n]); err != nil {
-				return err
-			}
-			p = p[n:]
-		}
-	}
-	_ = rc.SetWriteDeadline(time.Now().Add(timeout))
-	return rc.Flush()
 }
 
 // appendTrailingTags appends the Tags that follow a chunk's Cluster: MILLIS_BEHIND_NOW and

@@ -145,7 +145,7 @@ func fragmentParam(r *http.Request) (uint64, error) {
 // contentType, readable by players on any origin; cacheControl, if set, says how long it may be
 // kept: a segment never changes, a live playlist or manifest must not be cached.
 func (p *playback) playbackBody(contentType, cacheControl string, body []byte) responder {
-	return func(w http.ResponseWriter, _ *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Content-Type", contentType)
 		h.Set("Content-Length", strconv.Itoa(len(body)))
@@ -154,7 +154,7 @@ func (p *playback) playbackBody(contentType, cacheControl string, body []byte) r
 			h.Set("Cache-Control", cacheControl)
 		}
 		w.WriteHeader(http.StatusOK)
-		writeWhole(w, body, p.s.media.writeTimeout)
+		writeWhole(w, r, body, p.s.media.writeTimeout)
 	}
 }
 

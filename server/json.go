@@ -108,16 +108,16 @@ func (s *Server) writeJSON(w http.ResponseWriter, r *http.Request, v any) {
 	h.Set("Content-Type", "application/json")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(http.StatusOK)
-	writeWhole(w, body, s.media.writeTimeout)
+	writeWhole(w, r, body, s.media.writeTimeout)
 }
 
 // writeWhole writes body, an answer held whole in memory (JSON, a playlist, an MP4 segment), as
-// the streamed answers write theirs (writePaced: each piece within timeout, MediaWriteTimeout): a
+// the streamed answers write theirs (pacedWriter: each piece within timeout, MediaWriteTimeout): a
 // client that stops reading is dropped, so that its handler returns and body's memory goes (kvs
 // server sets no http.Server WriteTimeout, which would cut the streamed answers), while one that
 // reads slowly but steadily is not cut.
-func writeWhole(w http.ResponseWriter, body []byte, timeout time.Duration) {
-	_ = writePaced(w, http.NewResponseController(w), timeout, body)
+func writeWhole(w http.ResponseWriter, r *http.Request, body []byte, timeout time.Duration) {
+	_ = newPacedWriter(w, r, http.NewResponseController(w), timeout).write(body)
 }
 
 // empty is the body of operations with no output members.

@@ -49,6 +49,24 @@ func (l *pipeListener) dial(ctx context.Context, _, _ string) (net.Conn, error) 
 	}
 }
 
+// storeLargeFragment creates stream name in st and stores payload as its one fragment.
+func storeLargeFragment(t *testing.T, st store.Store, name string, payload []byte) uint64 {
+	t.Helper()
+	ctx := context.Background()
+	if err := st.CreateStream(ctx, store.Stream{Name: name, RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := st.NextNumber(ctx, name)
+	if err == nil {
+		now := time.Now()
+		err = store.Append(ctx, st, name, store.FragmentMeta{Number: n, ServerTime: now, ProducerTime: now, Duration: time.Second}, payload)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // A reader that reads slowly but steadily gets a chunk that takes longer than MediaWriteTimeout to
 // send: the timeout drops a client that stops reading, not one that reads. (The whole chunk had to
 // go within it: over a link that moves a fragment in more than 30 s, GetMedia and
@@ -59,18 +77,8 @@ func TestSlowReaderGetsLargeChunks(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ctx := context.Background()
 		st := store.NewMem()
-		if err := st.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
-			t.Fatal(err)
-		}
 		payload := bytes.Repeat([]byte("kvs!"), 1<<20) // 4 MiB: a 16 s fragment at 2 Mbit/s
-		n, err := st.NextNumber(ctx, "cam")
-		if err == nil {
-			now := time.Now()
-			err = store.Append(ctx, st, "cam", store.FragmentMeta{Number: n, ServerTime: now, ProducerTime: now, Duration: time.Second}, payload)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+		n := storeLargeFragment(t, st, "cam", payload)
 		// GetClip's: a fragment of the H.264 clip whose keyframe carries 4 MiB more (a NAL unit of
 		// filler the decoder skips is not needed: the remuxer copies frames as they are).
 		c := loadClip(t, "h264.mkv")

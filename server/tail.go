@@ -110,7 +110,8 @@ func (m *media) tail(ctx context.Context, req *tailRequest) (responder, error) {
 	notices, unsubscribe := m.notify.subscribe(st.Name)
 	return func(w http.ResponseWriter, r *http.Request) {
 		defer unsubscribe()
-		c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: http.NewResponseController(w), last: req.After, tail: true}
+		rc := http.NewResponseController(w)
+		c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: rc, pw: newPacedWriter(w, r, rc, m.writeTimeout), last: req.After, tail: true}
 		m.s.metrics.tailsServed.Inc()
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.WriteHeader(http.StatusOK)

@@ -1,0 +1,58 @@
+package server
+
+import (
+	"net/http"
+	"time"
+)
+
+// writePiece is how much of a media response one write deadline covers on a connection that
+// does not pace itself (see pacedWriter).
+const writePiece = 64 << 10
+
+// pacedWriter writes the chunks of a media response (GetMedia, GetMediaForFragmentList, GetClip),
+// flushing each, so that a client that stops reading is dropped after the media write timeout
+// while one that reads slowly but steadily gets chunks of any size. (With one deadline for the
+// whole chunk, a reader whose link moved a fragment in more than 30 s was cut in the middle of
+// every large one, and met the same chunk again when it reconnected.)
+//
+// On a connection of Listener the connection itself gives every 64 KiB sent the timeout (conn_unix.go),
+// so a chunk goes to net/http in one Write: one HTTP chunk and socket writes as large as the
+// socket takes. Elsewhere (a listener of the embedding program's, TLS without Listener beneath)
+// the writer sets the deadline itself before every writePiece bytes: more writes, same promise.
+type pacedWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	paced   bool // the connection paces itself: a part goes in one Write
+}
+
+func newPacedWriter(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, timeout time.Duration) pacedWriter {
+	return pacedWriter{w: w, rc: rc, timeout: timeout, paced: connPaces(r.Context())}
+}
+
+// write writes parts, one chunk of the response, and flushes.
+func (p pacedWriter) write(parts ...[]byte) error {
+	for _, b := range parts {
+		for len(b) > 0 {
+			n := len(b)
+			if !p.paced {
+				n = min(n, writePiece)
+			}
+			_ = p.rc.SetWriteDeadline(time.Now().Add(p.timeout))
+			if _, err := p.w.Write(b[:n]); err != nil {
+				return err
+			}
+			b = b[n:]
+		}
+	}
+	_ = p.rc.SetWriteDeadline(time.Now().Add(p.timeout))
+	return p.rc.Flush()
+}
+
+// Write writes b as one chunk (fmp4.Writer's output in GetClip).
+func (p pacedWriter) Write(b []byte) (int, error) {
+	if err := p.write(b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
