@@ -280,3 +280,68 @@ func TestPacedConnGetsWholeChunk(t *testing.T) {
 		t.Errorf("no %s tag after the stored fragment", mkv.TagServerSideTimestamp)
 	}
 }
+
+// TestPacedConnHTTP2SlowReader checks a media answer over HTTP/2 on a connection of Listener
+// (TLS, ConnContext set): HTTP/2 writes go through the server's own framing, whose write deadline
+// (ResponseController.SetWriteDeadline) is a timer on the stream, not the connection's pace, so
+// the answer must still be written in pieces each under its own deadline. A reader that takes
+// about 2.6 s for a 4 MiB fragment gets all of it under a 1 s MediaWriteTimeout.
+func TestPacedConnHTTP2SlowReader(t *testing.T) {
+	t.Parallel()
+	st := store.NewMem()
+	payload := bytes.Repeat([]byte("kvs!"), 1<<20)
+	n := storeLargeFragment(t, st, "cam", payload)
+	srv, err := New(Config{Store: st, MediaWriteTimeout: time.Second, RetentionInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(srv)
+	ts.Listener = Listener(sndbufListener{ts.Listener})
+	ts.Config.ConnContext = ConnContext
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	defer func() {
+		ts.Close()
+		_ = srv.Close()
+		_ = st.Close()
+	}()
+	client := ts.Client()
+	tr := client.Transport.(*http.Transport)
+	// A 64 KiB flow-control window: the server sends only as fast as the body is read.
+	tr.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 64 << 10, MaxReceiveBufferPerConnection: 64 << 10}
+
+	for _, tc := range []struct{ path, body string }{
+		{"/getMedia", `{"StreamName":"cam","StartSelector":{"StartSelectorType":"EARLIEST"}}`},
+		{"/getMediaForFragmentList", `{"StreamName":"cam","Fragments":["` + formatFragmentNumber(n) + `"]}`},
+	} {
+		req, err := http.NewRequest(http.MethodPost, ts.URL+tc.path, strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(hdrNoFollow, "1")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+			b, _ := io.ReadAll(resp.Body)
+			t.Fatalf("%s: %d over %s: %s", tc.path, resp.StatusCode, resp.Proto, b)
+		}
+		var got []byte
+		for {
+			b, err := readSlowly(resp.Body, 16<<10)
+			got = append(got, b...)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("%s: read error after %d of over %d bytes: %v", tc.path, len(got), len(payload), err)
+			}
+		}
+		resp.Body.Close()
+		if !bytes.Contains(got, payload) {
+			t.Fatalf("%s: the answer (%d bytes) does not hold the stored fragment", tc.path, len(got))
+		}
+	}
+}

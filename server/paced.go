@@ -17,8 +17,10 @@ const writePiece = 64 << 10
 //
 // On a connection of Listener the connection itself gives every 64 KiB sent the timeout (conn_unix.go),
 // so a chunk goes to net/http in one Write: one HTTP chunk and socket writes as large as the
-// socket takes. Elsewhere (a listener of the embedding program's, TLS without Listener beneath)
-// the writer sets the deadline itself before every writePiece bytes: more writes, same promise.
+// socket takes. Elsewhere (a listener of the embedding program's, TLS without Listener beneath,
+// and HTTP/2 on any connection, whose write deadline is a timer on the stream, not the
+// connection's) the writer sets the deadline itself before every writePiece bytes: more writes,
+// same promise.
 type pacedWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
@@ -27,7 +29,7 @@ type pacedWriter struct {
 }
 
 func newPacedWriter(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, timeout time.Duration) pacedWriter {
-	return pacedWriter{w: w, rc: rc, timeout: timeout, paced: connPaces(r.Context())}
+	return pacedWriter{w: w, rc: rc, timeout: timeout, paced: r.ProtoMajor == 1 && connPaces(r.Context())}
 }
 
 // write writes parts, one chunk of the response, and flushes.
