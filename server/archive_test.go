@@ -471,7 +471,7 @@ func TestListFragmentsTokenOtherStream(t *testing.T) {
 		e.createStream(t, name, 1)
 		e.ingest(t, name, c, 0, 3)
 	}
-	rng := map[string]any{"StartTimestamp": 0, "EndTimestamp": 4_000_000_000}
+	rng := map[string]any{"StartTimestamp": 0, "EndTimestamp": int64(4_000_000_000)}
 	for _, sel := range []map[string]any{nil, {"FragmentSelectorType": "SERVER_TIMESTAMP", "TimestampRange": rng},
 		{"FragmentSelectorType": "PRODUCER_TIMESTAMP", "TimestampRange": rng}} {
 		body := map[string]any{"StreamName": "a", "MaxResults": 1}

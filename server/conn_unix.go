@@ -26,6 +26,9 @@ const connReadBuffer = 64 << 10
 // syscalls, where it takes two through this one (the one that reads it and the one that finds
 // the socket empty). Put it under TLS (tls.NewListener(server.Listener(ln), cfg)). Connections
 // that are not *net.TCPConn are returned as they are.
+//
+// A write deadline on its connections is a pace (bufConn.SetWriteDeadline): an http.Server
+// WriteTimeout there limits how long 64 KiB may take, not the whole response.
 func Listener(ln net.Listener) net.Listener { return bufListener{ln} }
 
 type bufListener struct{ net.Listener }
@@ -111,13 +114,20 @@ func (c *bufConn) Write(p []byte) (int, error) {
 			n += m
 			if c.sent += m; c.sent >= paceQuantum {
 				c.sent = 0
-				_ = c.TCPConn.SetWriteDeadline(time.Now().Add(pace))
+				// The pace as it is now: another goroutine may have cleared or changed it.
+				if pace := time.Duration(c.pace.Load()); pace > 0 {
+					_ = c.TCPConn.SetWriteDeadline(time.Now().Add(pace))
+				}
 			}
 		}
 		return true
 	})
+	var oe *net.OpError
 	switch {
-	case err != nil: // the deadline, or a closed connection
+	case errors.As(err, &oe): // the deadline, or a closed connection: said as TCPConn.Write says it
+		oe.Op = "write"
+		return n, oe
+	case err != nil:
 		return n, err
 	case werr != nil:
 		return n, &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
