@@ -26,8 +26,9 @@ const defaultWrittenCacheBytes = 1 << 30
 type writtenCache struct {
 	budget int64 // < 0: nothing is dropped
 	mu     sync.Mutex
-	ranges []writtenRange // oldest first
-	total  int64
+	ranges  []writtenRange // oldest first
+	total   int64
+	dropped int64 // bytes handed to the kernel to drop, in all
 }
 
 // writtenRange is a synced byte range of a segment file, still counted as cached.
@@ -53,6 +54,7 @@ func (c *writtenCache) synced(g *segment, end int64) {
 		r := c.ranges[0]
 		c.ranges = c.ranges[1:]
 		c.total -= r.end - r.off
+		c.dropped += r.end - r.off
 		drop = append(drop, r)
 	}
 	c.mu.Unlock()
