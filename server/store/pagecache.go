@@ -24,8 +24,8 @@ const defaultWrittenCacheBytes = 1 << 30
 // media comes from disk, as it would once memory filled. The drops happen after the acks of the
 // batch that synced the pages (syncLoop): no PERSISTED waits for them.
 type writtenCache struct {
-	budget int64 // < 0: nothing is dropped
-	mu     sync.Mutex
+	budget  int64 // < 0: nothing is dropped
+	mu      sync.Mutex
 	ranges  []writtenRange // oldest first
 	total   int64
 	dropped int64 // bytes handed to the kernel to drop, in all
