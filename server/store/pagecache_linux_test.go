@@ -61,8 +61,9 @@ func onDisk(t *testing.T, dir string) {
 //
 // What it drops is counted from the store (writtenCache.dropped), what is gone from the page cache
 // is read with mincore; that the newest are still in memory is not checked there: the kernel may
-// reclaim pages on its own (this VM's DAMON pages out what has not been touched for about a
-// second, and a full test run once left 63 of 64 segments whole).
+// reclaim pages on its own (this VM runs DAMON's pageout on physical memory regions it has seen
+// idle for a minute, up to 128 MB a second, and a region can hold pages written a moment ago; a
+// full test run once found 63 of 64 segments whole where nothing was dropped).
 func TestFSWrittenCache(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
