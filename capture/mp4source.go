@@ -360,12 +360,10 @@ func (t *mp4Track) progressiveSamples(trak *mp4.TrakBox, budget int, fileSize in
 // fragmentedSamples indexes the samples of a fragmented file's track from its moof boxes.
 func (t *mp4Track) fragmentedSamples(f *mp4.File, trak *mp4.TrakBox, budget int) error {
 	id := trakID(trak)
-	var trex *mp4.TrexBox
+	trexes := map[uint32]*mp4.TrexBox{}
 	if f.Moov.Mvex != nil {
 		for _, x := range f.Moov.Mvex.Trexs {
-			if x.TrackID == id {
-				trex = x
-			}
+			trexes[x.TrackID] = x
 		}
 	}
 	var next int64 // decode time continuing from the previous fragment when tfdt is absent
@@ -374,38 +372,51 @@ func (t *mp4Track) fragmentedSamples(f *mp4.File, trak *mp4.TrakBox, budget int)
 			if frag.Moof == nil {
 				continue
 			}
+			// Where a traf's data starts when its tfhd gives no base offset and does not say
+			// default-base-is-moof: at the moof for the first traf, else right after the data of
+			// the traf before it, whichever track that is (ISO/IEC 14496-12 8.8.7.1).
+			implicit := frag.Moof.StartPos
 			for _, traf := range frag.Moof.Trafs {
-				if traf.Tfhd == nil || traf.Tfhd.TrackID != id {
+				if traf.Tfhd == nil {
 					continue
 				}
+				ours := traf.Tfhd.TrackID == id
 				dts := next
 				if traf.Tfdt != nil {
 					dts = int64(traf.Tfdt.BaseMediaDecodeTime())
 				}
-				base := frag.Moof.StartPos
-				if traf.Tfhd.HasBaseDataOffset() {
+				base := implicit
+				switch {
+				case traf.Tfhd.HasBaseDataOffset():
 					base = traf.Tfhd.BaseDataOffset
+				case traf.Tfhd.DefaultBaseIfMoof():
+					base = frag.Moof.StartPos
 				}
 				for _, trun := range traf.Truns {
-					trun.AddSampleDefaultValues(traf.Tfhd, trex)
+					trun.AddSampleDefaultValues(traf.Tfhd, trexes[traf.Tfhd.TrackID])
 					off := base
 					if trun.HasDataOffset() {
 						off = uint64(int64(base) + int64(trun.DataOffset))
 					}
 					for _, smp := range trun.Samples {
-						if len(t.samples) >= budget {
-							return fmt.Errorf("more than the %d samples supported", maxMP4Samples)
+						if ours {
+							if len(t.samples) >= budget {
+								return fmt.Errorf("more than the %d samples supported", maxMP4Samples)
+							}
+							t.samples = append(t.samples, mp4Sample{
+								offset: off, size: smp.Size, dts: dts, cto: smp.CompositionTimeOffset, dur: smp.Dur,
+								sync: mp4.IsSyncSampleFlags(smp.Flags),
+							})
 						}
-						t.samples = append(t.samples, mp4Sample{
-							offset: off, size: smp.Size, dts: dts, cto: smp.CompositionTimeOffset, dur: smp.Dur,
-							sync: mp4.IsSyncSampleFlags(smp.Flags),
-						})
 						off += uint64(smp.Size)
 						dts += int64(smp.Dur)
 					}
 					base = off // a following trun without data offset continues here
 				}
-				next = dts
+				implicit = base
+				if ours {
+					next = dts
+				}
 			}
 		}
 	}

@@ -596,3 +596,48 @@ func openFile(ctx context.Context, path string, opts Options) (Source, error) {
 	}
 	return src, nil
 }
+
+// TestMP4FragmentedDataOffsets: the samples of every track of a fragmented MP4 are read from where
+// its track fragment says, whichever way the file gives their base offset: explicit, the moof
+// (default-base-is-moof), or neither, where a traf's data follows the data of the traf before it
+// (ISO/IEC 14496-12 8.8.7.1; ffmpeg's omit_tfhd_offset writes that for video + audio).
+func TestMP4FragmentedDataOffsets(t *testing.T) {
+	t.Parallel()
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	read := func(path string) map[uint64][][]byte {
+		src, err := openFile(t.Context(), path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer src.Close()
+		data := map[uint64][][]byte{}
+		for _, f := range readAll(t, src) {
+			data[f.Track] = append(data[f.Track], f.Data)
+		}
+		return data
+	}
+	want := read(testdata("h264_aac.mp4"))
+	for _, flags := range []string{"default_base_moof", "omit_tfhd_offset", "separate_moof"} {
+		t.Run(flags, func(t *testing.T) {
+			t.Parallel()
+			out := filepath.Join(t.TempDir(), "frag.mp4")
+			cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-i", testdata("h264_aac.mp4"), "-c", "copy",
+				"-movflags", "frag_keyframe+empty_moov+"+flags, out)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("ffmpeg: %v: %s", err, b)
+			}
+			got := read(out)
+			for track := uint64(1); track <= 2; track++ {
+				if len(got[track]) != len(want[track]) {
+					t.Fatalf("track %d: %d frames, progressive file %d", track, len(got[track]), len(want[track]))
+				}
+				for i := range got[track] {
+					if !bytes.Equal(got[track][i], want[track][i]) {
+						t.Fatalf("track %d frame %d: %d bytes %x..., progressive file's %d bytes %x...", track, i,
+							len(got[track][i]), got[track][i][:min(8, len(got[track][i]))], len(want[track][i]), want[track][i][:min(8, len(want[track][i]))])
+					}
+				}
+			}
+		})
+	}
+}
