@@ -68,6 +68,10 @@ type FragmenterConfig struct {
 	ReuseFrameData bool
 }
 
+// ErrNoKeyframe is returned by Fragmenter.Next when the whole input had frames but no video
+// keyframe to start a fragment at, so that none could be sent.
+var ErrNoKeyframe = errors.New("no video keyframe in the input")
+
 // lender is implemented by sources that can return a frame whose Data is valid only until their
 // next read, saving the copy into fresh memory when the caller copies it anyway.
 type lender interface {
@@ -407,6 +411,13 @@ func (f *Fragmenter) first(ctx context.Context) (lead []Frame, key Frame, err er
 		if err != nil {
 			if errors.Is(err, io.EOF) {
 				f.done = true
+				if n := dropped + len(lead); n > 0 && !f.haveTC {
+					// Nothing could be sent: say so rather than end as if the input were empty.
+					return nil, Frame{}, fmt.Errorf("%w: %d frames read, none sent: a fragment must start at a keyframe of video track %d (for H.264/H.265 an IDR picture); re-encode the input with keyframes, e.g. ffmpeg -i IN -c:v libx264 -g 50 -c:a copy -f matroska out.mkv",
+						ErrNoKeyframe, n, f.video)
+				} else if n > 0 {
+					f.notice("fragmenter: dropped the last %d frames: no video keyframe came after them", n)
+				}
 			}
 			return nil, Frame{}, err
 		}

@@ -253,8 +253,6 @@ func TestFragmenterLeadingAudio(t *testing.T) {
 		{name: "audio more than MaxDuration before the keyframe", max: time.Second, frames: []Frame{
 			a(0), a(500 * ms), a(1200 * ms), v(1300*ms, true)},
 			want: "2@500 2@1200 1@1300", dropped: "fragmenter: dropped 1 frames before the first video keyframe"},
-		{name: "no video at all", max: time.Second, frames: []Frame{a(0), a(600 * ms), a(1200 * ms)},
-			want: "none"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var notices []string
@@ -600,6 +598,56 @@ func TestFragmenterDiscontinuity(t *testing.T) {
 	}
 	checkFragments(t, frags, 1)
 	if len(notices) != 1 || !strings.Contains(notices[0], "dropped 1 frames before the first video keyframe") {
+		t.Errorf("notices %q", notices)
+	}
+}
+
+// TestFragmenterNoKeyframe: an input whose video has no keyframe at all (cut out of a stream
+// between two keyframes, or declared but empty) cannot give a fragment: Next says so instead of
+// ending as if the input were empty. Frames dropped at the end after fragments were sent are a
+// notice.
+func TestFragmenterNoKeyframe(t *testing.T) {
+	t.Parallel()
+	ms := time.Millisecond
+	v := func(pts time.Duration, key bool) Frame {
+		return Frame{Track: 1, PTS: pts, DTS: pts, Keyframe: key, Data: []byte{'v'}}
+	}
+	a := func(pts time.Duration) Frame {
+		return Frame{Track: 2, PTS: pts, DTS: pts, Keyframe: true, Data: []byte{'a'}}
+	}
+	for _, tc := range []struct {
+		name   string
+		frames []Frame
+	}{
+		{"video without keyframes", []Frame{a(0), v(0, false), a(21 * ms), v(40*ms, false), a(42 * ms)}},
+		{"no video frames", []Frame{a(0), a(21 * ms), a(42 * ms)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fr, err := NewFragmenter(&listSource{frames: tc.frames}, FragmenterConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			frag, err := fr.Next(t.Context())
+			if !errors.Is(err, ErrNoKeyframe) || frag != nil {
+				t.Fatalf("Next: %v, %v; want ErrNoKeyframe", frag, err)
+			}
+		})
+	}
+
+	// After a discontinuity, the frames up to the end have no keyframe: the fragment before is
+	// sent, those frames are a notice.
+	src := &scriptSource{width: 320, script: []scriptStep{
+		{frame: v(0, true)}, {frame: v(40*ms, false)}, {cut: true}, {frame: v(2000*ms, false)}, {frame: v(2040*ms, false)},
+	}}
+	var notices []string
+	fr, err := NewFragmenter(src, FragmenterConfig{Notice: func(m string) { notices = append(notices, m) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if frags := fragments(t, fr, 0); len(frags) != 1 || len(frags[0].Frames) != 2 {
+		t.Fatalf("%d fragments, want 1 of 2 frames", len(frags))
+	}
+	if len(notices) != 1 || !strings.Contains(notices[0], "dropped the last 2 frames") {
 		t.Errorf("notices %q", notices)
 	}
 }

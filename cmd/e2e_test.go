@@ -439,3 +439,22 @@ func TestPutMediaCreateRace(t *testing.T) {
 		}
 	}
 }
+
+// TestPutMediaNoKeyframe: a file whose video has no keyframe (cut between two, here with its
+// keyframes dropped) cannot be uploaded; put-media says so, naming the file, instead of
+// reporting 0 fragments with exit status 0.
+func TestPutMediaNoKeyframe(t *testing.T) {
+	t.Parallel()
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	src := filepath.Join(t.TempDir(), "nokey.mkv")
+	cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-i", filepath.Join("..", "testdata", "h264_aac.mkv"),
+		"-c", "copy", "-bsf:v", "noise=drop=key", src)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, b)
+	}
+	url, _ := e2eServer(t, nil)
+	code, out, stderr := kvsRun(t.Context(), t, url, nil, "put-media", "--stream-name", "nokey", "--create", "--source", src)
+	if code == ExitOK || !strings.Contains(stderr, "reading "+src+": no video keyframe in the input") {
+		t.Errorf("put-media: exit %d, stdout %q, stderr %q; want an error about the missing keyframe", code, out, stderr)
+	}
+}
