@@ -106,6 +106,7 @@ type Fragmenter struct {
 	lastRefDTS    time.Duration
 	haveRefDTS    bool
 	err           error // sticky error
+	failed        error // the source's error after the fragment it cut short, for the next call
 	lastTC        int64 // previous cluster timecode
 	haveTC        bool
 
@@ -297,7 +298,8 @@ func (f *Fragmenter) pace(ctx context.Context, dts time.Duration) error {
 // are owned by the caller (with ReuseFrameData, the frame data only until Next has been called
 // twice more); its Tracks slice is shared by all fragments and must not be modified.
 // On cancellation it returns ctx.Err() and the frames read for the unfinished fragment are lost.
-// Errors other than io.EOF are sticky.
+// When the source fails (a truncated or damaged file), the frames read before are returned as a
+// last, shorter fragment, and the next call returns the error. Errors other than io.EOF are sticky.
 func (f *Fragmenter) Next(ctx context.Context) (*mkv.Fragment, error) {
 	if f.err != nil {
 		return nil, f.err
@@ -310,6 +312,9 @@ func (f *Fragmenter) Next(ctx context.Context) (*mkv.Fragment, error) {
 }
 
 func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
+	if f.failed != nil {
+		return nil, f.failed
+	}
 	var frames []Frame
 	if f.restart {
 		f.takeTracks()
@@ -347,7 +352,13 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 			break
 		}
 		if err != nil {
-			return nil, err
+			if ctx.Err() != nil {
+				return nil, err
+			}
+			// The input failed (a file cut short, damaged data): the frames read so far are
+			// good and go out; the next call returns the error.
+			f.failed = err
+			break
 		}
 		elapsed := fr.PTS - start
 		if f.isCutPoint(&fr) && elapsed >= f.cfg.TargetDuration {

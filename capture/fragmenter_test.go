@@ -651,3 +651,50 @@ func TestFragmenterNoKeyframe(t *testing.T) {
 		t.Errorf("notices %q", notices)
 	}
 }
+
+// failingSource is a listSource whose input fails after its frames, as a truncated file does.
+type failingSource struct {
+	listSource
+	err error
+}
+
+func (s *failingSource) ReadFrame(ctx context.Context) (Frame, error) {
+	if len(s.frames) == 0 {
+		return Frame{}, s.err
+	}
+	return s.listSource.ReadFrame(ctx)
+}
+
+// TestFragmenterSourceFails: when the source fails mid-fragment (a recording cut short), the
+// frames read before the failure go out as a last fragment, and the error comes after it.
+func TestFragmenterSourceFails(t *testing.T) {
+	t.Parallel()
+	ms := time.Millisecond
+	var frames []Frame
+	for i := range 60 { // 2.4 s of 25 fps video, a keyframe every second
+		pts := time.Duration(i) * 40 * ms
+		frames = append(frames, Frame{Track: 1, PTS: pts, DTS: pts, Keyframe: i%25 == 0, Data: []byte{byte(i)}})
+	}
+	truncated := fmt.Errorf("matroska: %w", io.ErrUnexpectedEOF)
+	fr, err := NewFragmenter(&failingSource{listSource{frames}, truncated}, FragmenterConfig{TargetDuration: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []int
+	for {
+		f, err := fr.Next(t.Context())
+		if err != nil {
+			if !errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("Next: %v, want the source's error", err)
+			}
+			break
+		}
+		got = append(got, len(f.Frames))
+	}
+	if fmt.Sprint(got) != "[25 25 10]" {
+		t.Errorf("fragments of %v frames, want [25 25 10]: the frames before the failure sent", got)
+	}
+	if _, err := fr.Next(t.Context()); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Errorf("Next after the error: %v, want it again", err)
+	}
+}

@@ -458,3 +458,30 @@ func TestPutMediaNoKeyframe(t *testing.T) {
 		t.Errorf("put-media: exit %d, stdout %q, stderr %q; want an error about the missing keyframe", code, out, stderr)
 	}
 }
+
+// TestPutMediaTruncatedFile: a recording cut short (the writer killed mid-cluster) is uploaded up
+// to where it ends, the fragment in progress included, and put-media then reports the truncation.
+func TestPutMediaTruncatedFile(t *testing.T) {
+	t.Parallel()
+	testutil.NeedTool(t, "ffprobe")
+	data, err := os.ReadFile(filepath.Join("..", "testdata", "h264_aac.mkv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	src := filepath.Join(dir, "cut.mkv")
+	if err := os.WriteFile(src, data[:len(data)*7/10], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url, _ := e2eServer(t, nil)
+	code, _, stderr := kvsRun(t.Context(), t, url, nil, "put-media", "--stream-name", "cut", "--create", "--source", src, "--fragment-duration", "1s")
+	if code == ExitOK || !strings.Contains(stderr, "reading "+src+": ") || !strings.Contains(stderr, "unexpected EOF") {
+		t.Errorf("put-media: exit %d, stderr %q; want the truncation reported", code, stderr)
+	}
+	got := filepath.Join(dir, "get-media.mkv")
+	mustRun(t, url, nil, "get-media", "--stream-name", "cut", "--start-selector", "EARLIEST", "--no-follow", "-o", got)
+	want := ffprobe(t, src)
+	if g := ffprobe(t, got); fmt.Sprint(g.Frames) != fmt.Sprint(want.Frames) {
+		t.Errorf("uploaded %v frames, the truncated file holds %v", g.Frames, want.Frames)
+	}
+}
