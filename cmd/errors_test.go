@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -293,5 +294,29 @@ func TestPutMediaInterruptWhileWaitingForAcks(t *testing.T) {
 	}()
 	if code, _, stderr := kvsRun(ctx, t, kvs, nil, "put-media", "--stream-name", "cam", "--source", clip); code != ExitInterrupted {
 		t.Errorf("exit code %d, want %d (stderr %q)", code, ExitInterrupted, stderr)
+	}
+}
+
+// A file with more tracks than a KVS stream takes (3) is refused before the server is asked
+// anything, naming the file and how to keep fewer, rather than uploaded for every fragment to
+// come back as ERROR 4012 (after --create made the stream).
+func TestPutMediaTooManyTracks(t *testing.T) {
+	t.Parallel()
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	src := filepath.Join(t.TempDir(), "four.mkv")
+	in := filepath.Join("..", "testdata", "h264_aac.mkv")
+	cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-i", in, "-map", "0:v", "-map", "0:a", "-map", "0:a", "-map", "0:a",
+		"-c", "copy", src)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, b)
+	}
+	var requests atomic.Int32
+	kvs, _ := e2eServer(t, requestCounter(&requests))
+	code, _, stderr := kvsRun(t.Context(), t, kvs, nil, "put-media", "--stream-name", "cam", "--create", "--source", src)
+	if code != ExitUsage || !strings.Contains(stderr, "--source: "+src+": 4 tracks; a KVS stream takes at most 3") {
+		t.Errorf("exit %d, stderr %q; want a usage error about the 4 tracks", code, stderr)
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d request(s) reached the server", n)
 	}
 }

@@ -70,7 +70,7 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 	opts := capture.Options{FrameRate: o.FrameRate, Codec: c, Notice: func(msg string) { log.Warn(msg) }}
 	var counter *countingFile
 	var size int64 = -1
-	open := func(ctx context.Context) (capture.Source, error) {
+	openMedia := func(ctx context.Context) (capture.Source, error) {
 		switch {
 		case live:
 			return o.openCamera(ctx, log, nil)
@@ -89,6 +89,20 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 		if err != nil {
 			f.Close()
 			return nil, err
+		}
+		return src, nil
+	}
+	// A file with more tracks than KVS takes is refused here, before --create and before every
+	// fragment comes back as ERROR 4012.
+	open := func(ctx context.Context) (capture.Source, error) {
+		src, err := openMedia(ctx)
+		if err != nil || live {
+			return src, err
+		}
+		if n := len(src.Tracks()); n > maxTracks {
+			src.Close()
+			return nil, fmt.Errorf("%s: %d tracks; a KVS stream takes at most %d: keep the ones to upload, e.g. ffmpeg -i IN -map 0:v:0 -map 0:a:0 -c copy -f matroska - | kvs put-media --source - ...",
+				o.Source, n, maxTracks)
 		}
 		return src, nil
 	}
@@ -322,6 +336,10 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 	}
 	return st, nil
 }
+
+// maxTracks is how many tracks a KVS fragment may have (PutMedia's 4012,
+// MORE_THAN_ALLOWED_TRACKS_FOUND).
+const maxTracks = 3
 
 // endpointAway reports whether err says that the endpoint is not there now (nothing listening, no
 // answer, no name resolution), as opposed to a wrong one (TLS, not a KVS endpoint) or an answer.
