@@ -30,9 +30,10 @@ type FragmenterConfig struct {
 	// ends before the first video keyframe at least TargetDuration after its start (for sources
 	// without video: before the first frame at least TargetDuration after it).
 	TargetDuration time.Duration
-	// MaxDuration bounds a fragment even inside a GOP; 0 means DefaultMaxDuration, and it may not
-	// exceed MaxFragmentDuration. A fragment cut there starts the next one with a non-keyframe:
-	// the GOP is too long for one fragment, and OnForcedCut is told.
+	// MaxDuration bounds a fragment; 0 means DefaultMaxDuration, and it may not exceed
+	// MaxFragmentDuration. A fragment that would last longer ends at its last keyframe; one whose
+	// single GOP is longer is cut inside it, which starts the next fragment with a non-keyframe,
+	// and OnForcedCut is told.
 	MaxDuration time.Duration
 	// Realtime paces frames at their timestamps, as a live source would deliver them: a frame is
 	// taken from the source no earlier than its DTS after the first frame's, so a fragment is
@@ -93,6 +94,8 @@ type Fragmenter struct {
 	video  uint64 // track number of the first video track, 0 when none
 
 	pending       *Frame        // the frame that starts the next fragment
+	carry         []Frame       // the frames that start the next fragment, from a keyframe on (instead of pending)
+	carryKept     bool          // carry's data is in an arena
 	started       bool          // the first video keyframe has been seen
 	restart       bool          // the source said ErrDiscontinuity: take its tracks again
 	done          bool          // the source is exhausted
@@ -319,7 +322,13 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 	if f.restart {
 		f.takeTracks()
 	}
-	if f.pending == nil {
+	var start time.Duration
+	switch {
+	case len(f.carry) > 0: // the GOPs after the keyframe where the fragment before was cut
+		f.switchArena()
+		frames, f.carry = f.carry, nil
+		start = frames[0].PTS
+	case f.pending == nil:
 		if f.done {
 			return nil, io.EOF
 		}
@@ -328,18 +337,19 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 		if err != nil {
 			return nil, err
 		}
-		frames = lead
-		f.pending, f.pendingKept = &fr, f.lastKept
-	} else {
+		frames = append(lead, fr)
+		start = fr.PTS
+	default:
 		f.switchArena()
+		frames = append(frames, *f.pending)
+		start = f.pending.PTS
+		f.pending = nil
 	}
-	start := f.pending.PTS
 	minPTS, maxPTS := start, start
 	for _, fr := range frames {
 		minPTS, maxPTS = min(minPTS, fr.PTS), max(maxPTS, fr.PTS)
 	}
-	frames = append(frames, *f.pending)
-	f.pending = nil
+	lastKey := 0 // index in frames of the last cut point after the fragment's start; 0: none yet
 	forced := false
 	for {
 		fr, err := f.read(ctx)
@@ -366,8 +376,24 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 			break
 		}
 		if max(maxPTS, fr.PTS)-min(minPTS, fr.PTS) > f.cfg.MaxDuration {
+			if lastKey > 0 {
+				// The GOPs since the fragment's start fit, the last one does not yet: end the
+				// fragment at that GOP's keyframe, which starts the next one, rather than cut a
+				// GOP.
+				f.carry = append(append(make([]Frame, 0, len(frames)-lastKey+1), frames[lastKey:]...), fr)
+				f.carryKept = f.lastKept // frames are all read one way
+				frames = frames[:lastKey]
+				minPTS = frames[0].PTS
+				for _, fr := range frames {
+					minPTS = min(minPTS, fr.PTS)
+				}
+				break
+			}
 			f.pending, f.pendingKept, forced = &fr, f.lastKept, true
 			break
+		}
+		if f.isCutPoint(&fr) {
+			lastKey = len(frames)
 		}
 		minPTS, maxPTS = min(minPTS, fr.PTS), max(maxPTS, fr.PTS)
 		frames = append(frames, fr)
@@ -395,6 +421,11 @@ func (f *Fragmenter) switchArena() {
 	f.retired[f.cur] = f.retired[f.cur][:0]
 	if f.pending != nil && f.pendingKept {
 		f.pending.Data = f.keep(f.pending.Data)
+	}
+	for i := range f.carry {
+		if f.carryKept {
+			f.carry[i].Data = f.keep(f.carry[i].Data)
+		}
 	}
 }
 

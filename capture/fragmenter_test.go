@@ -476,52 +476,56 @@ func TestFragmenterLoopWithoutKeyframe(t *testing.T) {
 // and that the memory is in fact reused, with Loop (a pending frame across a reopen) included.
 func TestFragmenterReuseFrameData(t *testing.T) {
 	t.Parallel()
-	for _, file := range []string{"h264.mkv", "h264_aac.mkv", "h265.mkv", "webm_vp8.webm", "h264_aac.mp4"} {
-		t.Run(file, func(t *testing.T) {
-			reopen := func(ctx context.Context) (Source, error) { return openFile(ctx, testdata(file), Options{}) }
-			newFr := func(reuse bool) *Fragmenter {
-				src, err := reopen(t.Context())
-				if err != nil {
-					t.Fatal(err)
+	// 2.5 s fragments of 1 s GOPs reach MaxDuration: they end at their last keyframe, and the
+	// frames after it start the next fragment.
+	for _, target := range []time.Duration{time.Second, 2500 * time.Millisecond} {
+		for _, file := range []string{"h264.mkv", "h264_aac.mkv", "h265.mkv", "webm_vp8.webm", "h264_aac.mp4"} {
+			t.Run(fmt.Sprint(target, " ", file), func(t *testing.T) {
+				reopen := func(ctx context.Context) (Source, error) { return openFile(ctx, testdata(file), Options{}) }
+				newFr := func(reuse bool) *Fragmenter {
+					src, err := reopen(t.Context())
+					if err != nil {
+						t.Fatal(err)
+					}
+					fr, err := NewFragmenter(src, FragmenterConfig{TargetDuration: target, MaxDuration: target, Loop: true, Reopen: reopen, ReuseFrameData: reuse})
+					if err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { fr.Close() })
+					return fr
 				}
-				fr, err := NewFragmenter(src, FragmenterConfig{TargetDuration: time.Second, Loop: true, Reopen: reopen, ReuseFrameData: reuse})
-				if err != nil {
-					t.Fatal(err)
+				plain, reuse := newFr(false), newFr(true)
+				_, lends := plain.src.(lender)
+				var prev, prevCopy *mkv.Fragment
+				var first []*byte // the first frame's data address of each reused fragment
+				for i := range 12 {
+					want, err := plain.Next(t.Context())
+					if err != nil {
+						t.Fatal(err)
+					}
+					got, err := reuse.Next(t.Context())
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !reflect.DeepEqual(got, want) {
+						t.Fatalf("fragment %d differs with ReuseFrameData", i)
+					}
+					if prev != nil && !reflect.DeepEqual(prev, prevCopy) {
+						t.Fatalf("fragment %d changed when the next one was read", i-1)
+					}
+					prev, prevCopy = got, cloneFragment(got)
+					first = append(first, &got.Frames[0].Data[0])
 				}
-				t.Cleanup(func() { fr.Close() })
-				return fr
-			}
-			plain, reuse := newFr(false), newFr(true)
-			_, lends := plain.src.(lender)
-			var prev, prevCopy *mkv.Fragment
-			var first []*byte // the first frame's data address of each reused fragment
-			for i := range 12 {
-				want, err := plain.Next(t.Context())
-				if err != nil {
-					t.Fatal(err)
+				// Fragments two apart share an arena: the first frame goes to its start.
+				reused := first[4] == first[6] && first[5] == first[7]
+				if lends && !reused {
+					t.Error("ReuseFrameData: the arenas are not reused")
 				}
-				got, err := reuse.Next(t.Context())
-				if err != nil {
-					t.Fatal(err)
+				if !lends && reused {
+					t.Error("a source that does not lend its buffer had its frames moved")
 				}
-				if !reflect.DeepEqual(got, want) {
-					t.Fatalf("fragment %d differs with ReuseFrameData", i)
-				}
-				if prev != nil && !reflect.DeepEqual(prev, prevCopy) {
-					t.Fatalf("fragment %d changed when the next one was read", i-1)
-				}
-				prev, prevCopy = got, cloneFragment(got)
-				first = append(first, &got.Frames[0].Data[0])
-			}
-			// Fragments two apart share an arena: the first frame goes to its start.
-			reused := first[4] == first[6] && first[5] == first[7]
-			if lends && !reused {
-				t.Error("ReuseFrameData: the arenas are not reused")
-			}
-			if !lends && reused {
-				t.Error("a source that does not lend its buffer had its frames moved")
-			}
-		})
+			})
+		}
 	}
 }
 
@@ -696,5 +700,29 @@ func TestFragmenterSourceFails(t *testing.T) {
 	}
 	if _, err := fr.Next(t.Context()); !errors.Is(err, io.ErrUnexpectedEOF) {
 		t.Errorf("Next after the error: %v, want it again", err)
+	}
+}
+
+// TestFragmenterEndsAtLastKeyframe: a fragment that would pass MaxDuration before a keyframe at
+// TargetDuration ends at its last keyframe instead of cutting a GOP (10 s fragments of 3 s GOPs
+// are 9 s long), and the frames after that keyframe start the next fragment.
+func TestFragmenterEndsAtLastKeyframe(t *testing.T) {
+	t.Parallel()
+	src := &fakeSource{track: mkv.Track{Number: 1, Type: mkv.TrackTypeVideo, CodecID: codec.CodecIDVP8},
+		max: 1000, step: 40 * time.Millisecond, key: func(i int) bool { return i%75 == 0 }}
+	var cuts []time.Duration
+	fr, err := NewFragmenter(src, FragmenterConfig{TargetDuration: 10 * time.Second, MaxDuration: 10 * time.Second,
+		OnForcedCut: func(tc time.Duration) { cuts = append(cuts, tc) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frags := fragments(t, fr, 0)
+	checkFragments(t, frags, 1)
+	var sizes []int
+	for _, f := range frags {
+		sizes = append(sizes, len(f.Frames))
+	}
+	if fmt.Sprint(sizes) != "[225 225 225 225 100]" || len(cuts) != 0 {
+		t.Errorf("fragments of %v frames, %d cut inside a GOP; want [225 225 225 225 100] and none", sizes, len(cuts))
 	}
 }

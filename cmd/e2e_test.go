@@ -485,3 +485,23 @@ func TestPutMediaTruncatedFile(t *testing.T) {
 		t.Errorf("uploaded %v frames, the truncated file holds %v", g.Frames, want.Frames)
 	}
 }
+
+// TestPutMediaTenSecondFragments: --fragment-duration 10s (the longest KVS takes) on a file with
+// 3 s GOPs is stored whole: each fragment ends at the last keyframe that keeps it within 10 s,
+// rather than at the keyframe after 10 s, which made 12 s fragments that came back as ERROR 4002
+// MAX_FRAGMENT_DURATION_REACHED.
+func TestPutMediaTenSecondFragments(t *testing.T) {
+	t.Parallel()
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	src := filepath.Join(t.TempDir(), "gop3s.mkv")
+	cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "25",
+		"-c:v", "libx264", "-preset", "ultrafast", "-g", "75", src)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, b)
+	}
+	url, _ := e2eServer(t, nil)
+	out := mustRun(t, url, nil, "put-media", "--stream-name", "gop3s", "--create", "--source", src, "--fragment-duration", "10s")
+	if !strings.Contains(out, ": 3 fragments,") || !strings.Contains(out, "3 PERSISTED, 0 failed") {
+		t.Errorf("put-media summary %q, want 3 fragments (9 s, 9 s, 7 s) all persisted", out)
+	}
+}

@@ -24,6 +24,8 @@ func TestMediaOptionsValidate(t *testing.T) {
 		{"put no source", func() putMediaOptions { o := put; o.Source = ""; return o }(), true},
 		{"put zero duration", func() putMediaOptions { o := put; o.FragmentDuration = 0; return o }(), true},
 		{"put duration too long", func() putMediaOptions { o := put; o.FragmentDuration = time.Minute; return o }(), true},
+		{"put duration longer than KVS takes", func() putMediaOptions { o := put; o.FragmentDuration = 15 * time.Second; return o }(), true},
+		{"put duration of KVS's maximum", func() putMediaOptions { o := put; o.FragmentDuration = 10 * time.Second; return o }(), false},
 		{"put negative frame rate", func() putMediaOptions { o := put; o.FrameRate = -1; return o }(), true},
 		{"put bad retention", func() putMediaOptions { o := put; o.RetentionHours = 87601; return o }(), true},
 		{"put loop stdin", func() putMediaOptions { o := put; o.Loop, o.Source = true, "-"; return o }(), true},

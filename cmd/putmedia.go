@@ -26,6 +26,11 @@ var (
 	spoolGrace     = 2 * time.Second
 )
 
+// kvsMaxFragmentDuration is the longest fragment KVS (and kvs server) accepts: a fragment with a
+// frame later than that after its first frame is refused with ERROR 4002
+// MAX_FRAGMENT_DURATION_REACHED.
+const kvsMaxFragmentDuration = 10 * time.Second
+
 type putMediaOptions struct {
 	Stream           streamRef
 	Source           string
@@ -154,8 +159,8 @@ func (o putMediaOptions) validate() error {
 	if _, err := annexBCodec(o.Codec); err != nil {
 		return err
 	}
-	if o.FragmentDuration <= 0 || o.FragmentDuration > capture.MaxFragmentDuration {
-		return fmt.Errorf("--fragment-duration %v: want more than 0 and at most %v", o.FragmentDuration, capture.MaxFragmentDuration)
+	if o.FragmentDuration <= 0 || o.FragmentDuration > kvsMaxFragmentDuration {
+		return fmt.Errorf("--fragment-duration %v: want more than 0 and at most %v (the longest fragment KVS takes)", o.FragmentDuration, kvsMaxFragmentDuration)
 	}
 	if o.RetentionHours < 0 || o.RetentionHours > 87600 {
 		return fmt.Errorf("--data-retention-in-hours %d: want 0 to 87600", o.RetentionHours)

@@ -189,6 +189,7 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 	fr, err := capture.NewFragmenter(src, capture.FragmenterConfig{
 		ReuseFrameData: true, // each fragment is done with (Send does not retain it) before the next
 		TargetDuration: o.FragmentDuration,
+		MaxDuration:    kvsMaxFragmentDuration, // a longer fragment would come back as ERROR 4002
 		Realtime:       o.Realtime,
 		Loop:           o.Loop,
 		Reopen:         open,
