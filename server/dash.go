@@ -23,12 +23,13 @@ package server
 //     next, and a gap in the media (a producer restarted, a fragment lost) is a gap in the
 //     SegmentTimeline, which players step over. A new Period starts only at new tracks (a new
 //     init segment) or where timestamps go back; ffmpeg plays one Period of a manifest.
-//   - A static manifest (ON_DEMAND, and LIVE_REPLAY once complete) starts at its first fragment.
-//     A dynamic one (LIVE, LIVE_REPLAY) keeps the availabilityStartTime of its first Period's
-//     start on the wall clock, and each Period its id and start (dashTimeline): producer time
-//     maps to the wall clock with the session's offset (taken at creation, hlsSession.offset),
-//     so that a player's clock finds the live edge, except after timestamps went back, where a
-//     Period starts at the end of the one before.
+//   - An ON_DEMAND manifest (static) starts at its first fragment. A dynamic one (LIVE,
+//     LIVE_REPLAY) keeps the availabilityStartTime of its first Period's start on the wall
+//     clock, and each Period its id and start (dashTimeline): producer time maps to the wall
+//     clock with the session's offset (taken at creation, hlsSession.offset), so that a player's
+//     clock finds the live edge, except after timestamps went back, where a Period starts at the
+//     end of the one before. A LIVE_REPLAY's manifest turns static once complete, with the
+//     periods and times its dynamic ones gave.
 //   - Players checked: ffmpeg (static and live), GStreamer's dashdemux (static, and live with
 //     a window longer than its presentation delay). GStreamer 1.22's dashdemux plays live 10 s
 //     behind the live edge (its presentation-delay property), whatever the manifest's
@@ -147,10 +148,13 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 	end := func(pd dashPeriod) int64 {
 		return pd.start.Milliseconds() + ms(pd.to-1) + dur(pd.to-1) - pd.pto
 	}
-	// A static manifest's presentation time 0 is its first fragment's producer time; a dynamic
-	// one's is availabilityStartTime on the wall clock (dashTimeline).
+	// An ON_DEMAND manifest's presentation time 0 is its first fragment's producer time; a
+	// LIVE or LIVE_REPLAY one's is availabilityStartTime on the wall clock (dashTimeline), kept
+	// when a LIVE_REPLAY's manifest turns static at its end: a player that followed the dynamic
+	// manifests finds the same periods and times in the last one (re-based at the window's first
+	// fragment, with that fragment's period id, ffmpeg asked for its last segment in a loop).
 	var ast time.Time
-	if static {
+	if sess.mode == "ON_DEMAND" {
 		base := ms(0)
 		for k := range periods {
 			pd := &periods[k]
@@ -179,7 +183,8 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 			periods[k].number = first + uint64(periods[k].from)
 		}
 	}
-	total := time.Duration(end(periods[len(periods)-1]))*time.Millisecond - periods[0].start
+	// From presentation time 0: a static replay's first period may start later.
+	total := time.Duration(end(periods[len(periods)-1])) * time.Millisecond
 
 	var b bytes.Buffer
 	target := targetDuration(frags, max(sess.target, 1))

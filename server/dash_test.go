@@ -433,6 +433,64 @@ func TestDASHLiveReplayReveal(t *testing.T) {
 	}
 }
 
+// TestDASHLiveReplayEndKeepsTimeline: a LIVE_REPLAY session with an EndTimestamp turns static
+// once the replay has revealed its whole range and the stream has gone past it. A player that
+// followed its dynamic manifests reads the last one as an update of the same presentation
+// (ISO/IEC 23009-1 5.4): a segment listed by both keeps its period (id) and its presentation
+// time. The static manifest was re-based at its window's first fragment, under that fragment's
+// period id: ffmpeg (5.1), following the replay, then asked for the last segment again and again
+// (2,965 times in 15 s, each remuxed by the server).
+func TestDASHLiveReplayEndKeepsTimeline(t *testing.T) {
+	t.Parallel()
+	e, clock, t0 := recorded(t, 9) // producer times 0, 1, 2, 3, 4.1, 5.1, 6.1, 7.1, 8.1 s
+	clock.Set(t0.Add(20 * time.Second))
+	url, code := e.dashURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "LIVE_REPLAY",
+		"MaxManifestFragmentResults": 3, "DisplayFragmentNumber": "ALWAYS",
+		"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 7}}})
+	if code != "" {
+		t.Fatal(code)
+	}
+	// segments returns, per fragment number listed, its period's id and presentation time (ms).
+	segments := func() (string, map[string]string, map[string]int64, string) {
+		m, raw := manifest(t, url)
+		ids, at := map[string]string{}, map[string]int64{}
+		for _, pd := range m.Periods {
+			list := pd.Sets[0].Rep.List
+			for _, s := range list.S {
+				ids[s.FN], at[s.FN] = pd.ID, int64(seconds(t, pd.Start)*1000)+s.T-list.PTO
+				if m.Type == "static" && at[s.FN]+s.D > int64(seconds(t, m.Dur)*1000) {
+					t.Errorf("segment of fragment %s ends at %d ms, after the presentation's %s:\n%s", s.FN, at[s.FN]+s.D, m.Dur, raw)
+				}
+			}
+		}
+		return m.Type, ids, at, raw
+	}
+	segments()
+	clock.Add(2500 * time.Millisecond) // the replay has revealed fragments 0-4 of the range's 0-6
+	typ1, ids1, at1, raw1 := segments()
+	clock.Add(time.Minute) // every one revealed, and fragment 7 is past the end
+	typ2, ids2, at2, raw2 := segments()
+	if typ1 != "dynamic" || typ2 != "static" {
+		t.Fatalf("manifests of type %s, then %s; want dynamic, then static:\n%s\n%s", typ1, typ2, raw1, raw2)
+	}
+	common := 0
+	for fn, id := range ids2 {
+		if _, ok := ids1[fn]; ok {
+			common++
+			if ids1[fn] != id || at1[fn] != at2[fn] {
+				t.Errorf("fragment %s: period %s at %d ms, then period %s at %d ms", fn, ids1[fn], at1[fn], id, at2[fn])
+			}
+		}
+	}
+	if common == 0 {
+		t.Errorf("no segment listed by both manifests:\n%s\n%s", raw1, raw2)
+	}
+	if t.Failed() {
+		t.Logf("manifests:\n%s\n%s", raw1, raw2)
+	}
+}
+
 func TestGetDASHStreamingSessionURLErrors(t *testing.T) {
 	t.Parallel()
 	e := newMediaEnv(t, "mem")
