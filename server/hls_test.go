@@ -582,3 +582,56 @@ func TestHLSSessionAnyNode(t *testing.T) {
 		}
 	}
 }
+
+// TestHLSSessionServesItsFragmentsOnly: "the media that is made available through the playlist
+// consists only of the requested stream, time range, and format" (GetHLSStreamingSessionURL). A
+// session's media URLs name fragments by number, which a holder of the session URL can change:
+// a fragment outside the session (before its range or after it, or before a LIVE session began)
+// is ResourceNotFoundException, from the HLS and the DASH endpoints, as for one that does not
+// exist. It was served: a session for a few seconds opened the stream's whole archive.
+func TestHLSSessionServesItsFragmentsOnly(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	uploadClip(t, e, "cam", "h264.mkv", seq(4)...) // producer times 0, 1, 2, 3 s: numbers 1-4
+	rng := map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+		"TimestampRange": map[string]any{"StartTimestamp": baseMillis/1000 + 0.5, "EndTimestamp": baseMillis/1000 + 2.5}}
+	hls, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "HLSFragmentSelector": rng})
+	if code != "" {
+		t.Fatal(code)
+	}
+	dash, code := e.dashURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "LIVE_REPLAY", "DASHFragmentSelector": rng})
+	if code != "" {
+		t.Fatal(code)
+	}
+	live, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "MaxMediaPlaylistFragmentResults": 1}) // lists fragment 4
+	if code != "" {
+		t.Fatal(code)
+	}
+	for _, tc := range []struct {
+		url  string
+		in   []uint64 // fragments of the session
+		out  []uint64
+		name string
+	}{
+		{hls, []uint64{2, 3}, []uint64{1, 4}, "ON_DEMAND HLS"},
+		{dash, []uint64{2, 3}, []uint64{1, 4}, "LIVE_REPLAY DASH"},
+		{live, []uint64{4}, []uint64{1, 3}, "LIVE HLS"},
+	} {
+		base := tc.url[:strings.LastIndex(tc.url, "/")+1]
+		tok := tc.url[strings.Index(tc.url, "SessionToken="):]
+		for _, n := range append(tc.in, tc.out...) {
+			want := 200
+			if slices.Contains(tc.out, n) {
+				want = 404
+			}
+			for _, op := range []string{"getMP4MediaFragment.mp4", "getMP4InitFragment.mp4"} {
+				u := fmt.Sprintf("%s%s?%s&FragmentNumber=%s&TrackNumber=1", base, op, tok, formatFragmentNumber(n))
+				code, hdr, body := httpGet(t, u)
+				if code != want || want == 404 && hdr.Get("x-amzn-ErrorType") != "ResourceNotFoundException" {
+					t.Errorf("%s: %s of fragment %d: %d %s %.80q, want %d", tc.name, op, n, code, hdr.Get("x-amzn-ErrorType"), body, want)
+				}
+			}
+		}
+	}
+}

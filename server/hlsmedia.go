@@ -42,6 +42,27 @@ func (p *playback) fragment(ctx context.Context, name string, n uint64) (*mkv.Fr
 	return f, meta, nil
 }
 
+// fragmentMeta returns the metadata of fragment n: from the live buffer when it is still there,
+// else from the store.
+func (p *playback) fragmentMeta(ctx context.Context, name string, n uint64) (store.FragmentMeta, error) {
+	if f := p.s.media.bufferNamed(name).get(n); f != nil {
+		return f.Meta, nil
+	}
+	return p.s.store.Fragment(ctx, name, n)
+}
+
+// includes reports whether fragment f is part of the session, which serves only the media of its
+// stream, time range and mode (a token must not open the rest of the stream's archive): for LIVE,
+// the fragments from the first one listed at creation on; else those whose timestamp of the
+// selector's kind is in the range.
+func (sess *hlsSession) includes(f store.FragmentMeta) bool {
+	if sess.mode == "LIVE" {
+		return f.Number >= sess.first
+	}
+	t := f.Time(sess.kind)
+	return !t.Before(sess.start) && (sess.end.IsZero() || !t.After(sess.end))
+}
+
 // tracks returns the tracks of fragment n, reading only the chunk's header.
 func (p *playback) tracks(ctx context.Context, name string, n uint64) ([]mkv.Track, error) {
 	var rd io.Reader
@@ -174,7 +195,7 @@ func cacheControlFor(live bool) string {
 // initFragment serves getMP4InitFragment.mp4: the init segment for the tracks of the
 // fragment named by FragmentNumber (kvs's playlists and manifests always name one); without it,
 // of the newest fragment of the session's list. With TrackNumber (DASH manifests), of that track
-// alone.
+// alone. A fragment outside the session (sess.includes) is not found.
 func (p *playback) initFragment(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error) {
 	var n uint64
 	if r.URL.Query().Has("FragmentNumber") {
@@ -191,6 +212,18 @@ func (p *playback) initFragment(ctx context.Context, sess *hlsSession, r *http.R
 			return nil, err
 		}
 		n = frags[len(frags)-1].Number
+	}
+	if r.URL.Query().Has("FragmentNumber") {
+		meta, err := p.fragmentMeta(ctx, sess.stream, n)
+		if err == nil && !sess.includes(meta) {
+			err = store.ErrFragmentNotFound
+		}
+		if errors.Is(err, store.ErrFragmentNotFound) {
+			err = fragmentNotFound(formatFragmentNumber(n))
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	tracks, _, err := p.describe(ctx, sess.stream, n)
 	if err != nil {
@@ -231,7 +264,7 @@ func trackParam(r *http.Request, tracks []mkv.Track, n uint64) (uint64, error) {
 // stored chunk (live buffer or store) into one moof + mdat (of track TrackNumber alone, if set).
 // DASH manifests name the fragment by its producer timestamp (Time, dash.go). Its timeline is the producer
 // timestamp since the Unix epoch (90 kHz for video), the same for every session, so segments
-// from any request line up.
+// from any request line up. A fragment outside the session (sess.includes) is not found.
 func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error) {
 	var n uint64
 	var origin int64 // DASH: the period's origin, where its decode times count from (dash.go)
@@ -245,6 +278,9 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 		return nil, err
 	}
 	f, meta, err := p.fragment(ctx, sess.stream, n)
+	if err == nil && !sess.includes(meta) {
+		err = store.ErrFragmentNotFound
+	}
 	if errors.Is(err, store.ErrFragmentNotFound) {
 		err = fragmentNotFound(formatFragmentNumber(n))
 	}
