@@ -336,6 +336,13 @@ type sessionState struct {
 	lastSeq   uint64    // its media sequence number
 	seqOff    int64     // what the position in the listing is off from the sequence number
 
+	// LIVE_REPLAY, HLS: the discontinuities counted up to fragment replayThrough (keyed
+	// replayKey) of the range, in the replay's order (replayDiscSequence).
+	replayCounted bool
+	replayThrough store.FragmentMeta
+	replayKey     string
+	replayDisc    int
+
 	dashAST   time.Time  // DASH, dynamic: the availabilityStartTime this node gives the session (dashTimeline)
 	dashMarks []dashMark // the periods of its last manifest
 }
@@ -388,6 +395,54 @@ func (p *playback) discSequence(ctx context.Context, sess *hlsSession, first uin
 	return sess.first + dc.index, dc.count, nil
 }
 
+// replayDiscSequence returns EXT-X-DISCONTINUITY-SEQUENCE for a LIVE_REPLAY window starting at
+// fragment first: the discontinuities between the range's fragments (in timestamp order) up to
+// first, the marker before first included, as discSequence counts them for LIVE. A node counts
+// once, then only the fragments the window passed since (cached per token, with the LIVE_REPLAY
+// reveal's state); a node that takes the session over after retention deleted fragments of the
+// range counts from those left, as its media sequence numbers do.
+func (p *playback) replayDiscSequence(ctx context.Context, sess *hlsSession, first store.FragmentMeta) (int, error) {
+	dc := p.tokenState(sess)
+	dc.mu.Lock()
+	defer dc.mu.Unlock()
+	// after tells whether a comes after b in the replay's order.
+	after := func(a, b store.FragmentMeta) bool {
+		ta, tb := a.Time(sess.kind), b.Time(sess.kind)
+		return ta.After(tb) || ta.Equal(tb) && a.Number > b.Number
+	}
+	if dc.replayCounted && !after(first, dc.replayThrough) {
+		return dc.replayDisc, nil
+	}
+	start := sess.start
+	if dc.replayCounted {
+		start = dc.replayThrough.Time(sess.kind)
+	}
+	var kerr error
+	err := p.walkRange(ctx, sess.stream, p.s.media.bufferNamed(sess.stream), sess.kind, start, first.Time(sess.kind),
+		func(f store.FragmentMeta) bool {
+			if dc.replayCounted && !after(f, dc.replayThrough) {
+				return true
+			}
+			if after(f, first) {
+				return false
+			}
+			k, err := p.trackKeyOf(ctx, sess, f.Number)
+			if err != nil {
+				kerr = err
+				return false
+			}
+			if dc.replayCounted && sess.discontinuity(dc.replayThrough, f, dc.replayKey, k) {
+				dc.replayDisc++
+			}
+			dc.replayThrough, dc.replayKey, dc.replayCounted = f, k, true
+			return true
+		})
+	if err == nil {
+		err = kerr
+	}
+	return dc.replayDisc, err
+}
+
 // playlistBody answers with a playlist (live: one not to be cached).
 func (p *playback) playlistBody(body []byte, live bool) responder {
 	return p.playbackBody("application/vnd.apple.mpegurl", cacheControlFor(live), body)
@@ -435,7 +490,7 @@ func peakBandwidth(frags []store.FragmentMeta) int {
 // segment of the first fragment and is repeated, after an EXT-X-DISCONTINUITY, wherever the
 // tracks change. DiscontinuityMode ON_DISCONTINUITY marks gaps and overlaps of more than
 // hlsGapThreshold between consecutive fragments' producer timestamps. EXT-X-DISCONTINUITY-SEQUENCE
-// counts the markers that slid out of a LIVE window.
+// counts the markers that slid out of a LIVE or LIVE_REPLAY window.
 func (p *playback) mediaPlaylist(ctx context.Context, sess *hlsSession, _ *http.Request) (responder, error) {
 	frags, seq, ended, keys, err := p.listKeyed(ctx, sess)
 	if err != nil {
@@ -449,15 +504,17 @@ func (p *playback) mediaPlaylist(ctx context.Context, sess *hlsSession, _ *http.
 	for i := 1; i < len(frags); i++ {
 		disc[i] = sess.discontinuity(frags[i-1], frags[i], keys[i-1], keys[i])
 	}
-	// Markers that slid out of the window are counted for LIVE. An ON_DEMAND window never
-	// slides; a LIVE_REPLAY one (in timestamp order) slides only once more than max fragments
-	// are revealed, and the markers it passes are not counted (left as before: rare, and a count
-	// would have to redo the timestamp-ordered list from the session's start).
+	// Markers that slid out of the window are counted for LIVE and LIVE_REPLAY; an ON_DEMAND
+	// window never slides.
 	var discSeq int
-	if sess.mode == "LIVE" {
-		if seq, discSeq, err = p.discSequence(ctx, sess, frags[0].Number); err != nil {
-			return nil, fmt.Errorf("hls media playlist %s: %w", sess.stream, err)
-		}
+	switch sess.mode {
+	case "LIVE":
+		seq, discSeq, err = p.discSequence(ctx, sess, frags[0].Number)
+	case "LIVE_REPLAY":
+		discSeq, err = p.replayDiscSequence(ctx, sess, frags[0])
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hls media playlist %s: %w", sess.stream, err)
 	}
 
 	var b bytes.Buffer

@@ -297,3 +297,48 @@ func TestHLSLiveReplaySessionsApart(t *testing.T) {
 		}
 	}
 }
+
+// TestHLSLiveReplayDiscontinuitySequenceStable: a LIVE_REPLAY window slides as the replay goes
+// on, and the EXT-X-DISCONTINUITY tag of a segment that becomes the window's first is dropped:
+// EXT-X-DISCONTINUITY-SEQUENCE must count it, so that every segment keeps its discontinuity
+// sequence number from one playlist to the next (RFC 8216 §6.2.2), as in a LIVE window. A replay
+// of a recording with gaps (a motion-triggered camera) has a marker at each.
+func TestHLSLiveReplayDiscontinuitySequenceStable(t *testing.T) {
+	t.Parallel()
+	e, clock, t0 := clockedStream(t)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	for k, i := range []int{0, 1, 3, 4, 5, 6} { // clip fragment 2 left out: a gap before 3
+		clock.Set(t0.Add(time.Duration(k) * time.Second))
+		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
+	}
+	pc.end()
+	clock.Set(t0.Add(20 * time.Second))
+	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "LIVE_REPLAY",
+		"MaxMediaPlaylistFragmentResults": 2,
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000}}})
+	if code != "" {
+		t.Fatal(code)
+	}
+	var prev map[string][2]int
+	var prevMedia string
+	discs := 0
+	for range 5 { // the replay reveals about a fragment a second
+		_, media := mediaPlaylist(t, url)
+		discs += strings.Count(media, "#EXT-X-DISCONTINUITY\n")
+		cur := playlistSegments(t, media)
+		for fn, s := range cur {
+			if p, ok := prev[fn]; ok && p != s {
+				t.Errorf("fragment ...%s: (media sequence, discontinuity sequence) %v, then %v", fn[len(fn)-3:], p, s)
+				t.Logf("playlists:\n%s\n%s", prevMedia, media)
+			}
+		}
+		prev, prevMedia = cur, media
+		clock.Add(time.Second)
+	}
+	if discs == 0 {
+		t.Errorf("no playlist marked the gap")
+	}
+}
