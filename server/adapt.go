@@ -51,7 +51,10 @@ func streamOp[Req any](s *Server, prepare func(ctx context.Context, req *Req) (r
 // sessionOp adapts an HLS (or, with dash, a DASH) playback GET: it verifies the SessionToken query
 // parameter (a missing
 // one is InvalidArgumentException, an unknown or expired one ResourceNotFoundException), then works
-// as streamOp with the session in place of a decoded body.
+// as streamOp with the session in place of a decoded body. Errors are readable by players on any
+// origin, as answers are (playbackBody): a browser hides from the page the status of an answer
+// without Access-Control-Allow-Origin, and a player that sees no status (a network error, to
+// it) cannot tell a 503 to retry from a 404.
 func (p *playback) sessionOp(dash bool, prepare func(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		sess, err := p.session(r, dash)
@@ -62,6 +65,7 @@ func (p *playback) sessionOp(dash bool, prepare func(ctx context.Context, sess *
 				return
 			}
 		}
+		w.Header().Set("Access-Control-Allow-Origin", "*")
 		p.s.writeError(w, r, err)
 	}
 }

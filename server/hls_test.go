@@ -635,3 +635,38 @@ func TestHLSSessionServesItsFragmentsOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestPlaybackErrorsCrossOrigin: hls.js, dash.js and other players in a web page of another
+// origin than kvs read the playback URLs' answers only when they carry
+// Access-Control-Allow-Origin; an error without it is a network error with no status to the
+// page, so a player cannot tell a 503 ("try again": a cluster's store did not answer, the
+// server is shutting down) from a 404, and does not retry. Errors carry it, as answers do.
+func TestPlaybackErrorsCrossOrigin(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	uploadClip(t, e, "cam", "h264.mkv", seq(2)...)
+	rng := map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+		"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 60}}
+	hls, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "HLSFragmentSelector": rng})
+	if code != "" {
+		t.Fatal(code)
+	}
+	dash, code := e.dashURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "DASHFragmentSelector": rng})
+	if code != "" {
+		t.Fatal(code)
+	}
+	tok := func(u string) string { return u[strings.Index(u, "SessionToken="):] }
+	for _, path := range []string{
+		"/hls/v1/getHLSMasterPlaylist.m3u8?SessionToken=nope",
+		"/hls/v1/getHLSMediaPlaylist.m3u8",
+		"/hls/v1/getMP4MediaFragment.mp4?" + tok(hls) + "&FragmentNumber=" + formatFragmentNumber(99),
+		"/dash/v1/getDASHManifest.mpd?SessionToken=nope",
+		"/dash/v1/getMP4InitFragment.mp4?" + tok(dash) + "&FragmentNumber=" + formatFragmentNumber(1) + "&TrackNumber=7",
+	} {
+		code, hdr, body := httpGet(t, e.ts.URL+path)
+		if code < 400 || hdr.Get("Access-Control-Allow-Origin") != "*" {
+			t.Errorf("GET %s: %d %s, Access-Control-Allow-Origin %q, want an error with *", path[:min(len(path), 60)], code, body, hdr.Get("Access-Control-Allow-Origin"))
+		}
+	}
+}
