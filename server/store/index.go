@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // The bbolt layout (keys big-endian so byte order is numeric order):
@@ -164,4 +166,79 @@ func (s *segmentInfo) add(e indexEntry) {
 	s.Last = max(s.Last, e.Number)
 	s.End = max(s.End, e.end())
 	s.MaxServer = max(s.MaxServer, e.ServerNanos)
+}
+
+// createDataBucket makes a stream's data bucket with its sub-buckets.
+func createDataBucket(tx *bolt.Tx, id uint64) (*bolt.Bucket, error) {
+	b, err := tx.CreateBucketIfNotExists(dataBucketName(id))
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range [][]byte{bucketNumber, bucketServer, bucketProd, bucketSegs} {
+		if _, err := b.CreateBucketIfNotExists(name); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// putEntry indexes e under the three keys and extends its segment's summary.
+func putEntry(b *bolt.Bucket, e indexEntry) error {
+	v := e.encode()
+	nb, sb, pb, gb := b.Bucket(bucketNumber), b.Bucket(bucketServer), b.Bucket(bucketProd), b.Bucket(bucketSegs)
+	// Keys arrive nearly in order: pack pages fuller than bbolt's default half.
+	nb.FillPercent, sb.FillPercent, pb.FillPercent = 0.9, 0.9, 0.9
+	if err := nb.Put(u64(e.Number), v); err != nil {
+		return err
+	}
+	if err := sb.Put(timeIndexKey(e.ServerNanos, e.Number), v); err != nil {
+		return err
+	}
+	if err := pb.Put(timeIndexKey(e.ProducerNanos, e.Number), v); err != nil {
+		return err
+	}
+	var info segmentInfo
+	if old := gb.Get(u64(e.Segment)); old != nil {
+		var err error
+		if info, err = decodeSegmentInfo(old); err != nil {
+			return err
+		}
+	}
+	info.add(e)
+	return gb.Put(u64(e.Segment), info.encode())
+}
+
+// removeSegmentEntries deletes the index entries of segment seq whose record ends past keepEnd
+// (keepEnd < 0: all of them) and returns how many went and the summary of the rest.
+func removeSegmentEntries(b *bolt.Bucket, seq uint64, info segmentInfo, keepEnd int64) (int, segmentInfo, error) {
+	nb := b.Bucket(bucketNumber)
+	var drop []indexEntry
+	var rest segmentInfo
+	c := nb.Cursor()
+	for k, v := c.Seek(u64(info.First)); k != nil && getU64(k) <= info.Last; k, v = c.Next() {
+		e, err := decodeIndexEntry(getU64(k), v)
+		if err != nil {
+			return 0, rest, err
+		}
+		if e.Segment != seq {
+			continue
+		}
+		if keepEnd >= 0 && e.end() <= keepEnd {
+			rest.add(e)
+			continue
+		}
+		drop = append(drop, e)
+	}
+	for _, e := range drop {
+		if err := nb.Delete(u64(e.Number)); err != nil {
+			return 0, rest, err
+		}
+		if err := b.Bucket(bucketServer).Delete(timeIndexKey(e.ServerNanos, e.Number)); err != nil {
+			return 0, rest, err
+		}
+		if err := b.Bucket(bucketProd).Delete(timeIndexKey(e.ProducerNanos, e.Number)); err != nil {
+			return 0, rest, err
+		}
+	}
+	return len(drop), rest, nil
 }
