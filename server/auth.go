@@ -141,6 +141,13 @@ func authError(r *http.Request, format string, a ...any) *APIError {
 	return &APIError{Code: code, Message: fmt.Sprintf(format, a...), Status: http.StatusUnauthorized}
 }
 
+// skewError is a signature made at a time too far from the server's clock: 403
+// InvalidSignatureException, as AWS answers it. The SDKs take that type (with the Date header)
+// as clock skew, correct their signing clock and retry; NotAuthorizedException would be final.
+func skewError(format string, a ...any) *APIError {
+	return &APIError{Code: "InvalidSignatureException", Message: fmt.Sprintf(format, a...), Status: http.StatusForbidden}
+}
+
 // sigV4Request is what a request claims about its signature, from the Authorization header or
 // from the presigned query parameters.
 type sigV4Request struct {
@@ -192,13 +199,13 @@ func verifySigV4(r *http.Request, creds Credentials, now time.Time, maxBody int6
 	}
 	if sr.presigned {
 		if sr.date.After(now.Add(MaxClockSkew)) {
-			return authError(r, "Signature not yet current: %s is still later than %s.", sr.amzDate, now.Add(MaxClockSkew).UTC().Format(sigV4TimeFormat))
+			return skewError("Signature not yet current: %s is still later than %s.", sr.amzDate, now.Add(MaxClockSkew).UTC().Format(sigV4TimeFormat))
 		}
 		if now.After(sr.date.Add(sr.expires)) {
-			return authError(r, "Signature expired: %s is now earlier than %s.", sr.date.Add(sr.expires).UTC().Format(sigV4TimeFormat), now.UTC().Format(sigV4TimeFormat))
+			return skewError("Signature expired: %s is now earlier than %s.", sr.date.Add(sr.expires).UTC().Format(sigV4TimeFormat), now.UTC().Format(sigV4TimeFormat))
 		}
 	} else if d := now.Sub(sr.date); d > MaxClockSkew || d < -MaxClockSkew {
-		return authError(r, "Signature expired: %s is now earlier than %s (%s - 15 min.)", sr.amzDate,
+		return skewError("Signature expired: %s is now earlier than %s (%s - 15 min.)", sr.amzDate,
 			now.Add(-MaxClockSkew).UTC().Format(sigV4TimeFormat), now.UTC().Format(sigV4TimeFormat))
 	}
 

@@ -175,8 +175,8 @@ func TestAuthSDKAndRawRequests(t *testing.T) {
 			r, _ := http.NewRequestWithContext(ctx, "POST", e.ts.URL+"/TagResource", strings.NewReader(`{}`))
 			return r
 		}(), 401, "AccessDeniedException", "Missing Authentication Token"},
-		{"expired", signedRequest(t, e, "/describeStream", describe, "AKIDLOCAL", "secret", now.Add(-16*time.Minute)), 401, "NotAuthorizedException", "Signature expired"},
-		{"from the future", signedRequest(t, e, "/describeStream", describe, "AKIDLOCAL", "secret", now.Add(16*time.Minute)), 401, "NotAuthorizedException", "Signature expired"},
+		{"expired", signedRequest(t, e, "/describeStream", describe, "AKIDLOCAL", "secret", now.Add(-16*time.Minute)), 403, "InvalidSignatureException", "Signature expired"},
+		{"from the future", signedRequest(t, e, "/describeStream", describe, "AKIDLOCAL", "secret", now.Add(16*time.Minute)), 403, "InvalidSignatureException", "Signature expired"},
 		{"wrong secret", signedRequest(t, e, "/describeStream", describe, "AKIDLOCAL", "nope", now), 401, "NotAuthorizedException", "does not match"},
 		{"unknown key", signedRequest(t, e, "/describeStream", describe, "AKIDNOBODY", "secret", now), 401, "NotAuthorizedException", "security token"},
 		{"body swapped after signing", func() *http.Request {
@@ -348,8 +348,12 @@ func TestAuthPutMedia(t *testing.T) {
 			defer resp.Body.Close()
 			b, _ := io.ReadAll(resp.Body)
 			if !tc.ok {
-				if resp.StatusCode != 401 || resp.Header.Get("x-amzn-ErrorType") != "NotAuthorizedException" || !strings.Contains(string(b), tc.msg) {
-					t.Fatalf("%d %v %s, want 401 NotAuthorizedException %q", resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"), b, tc.msg)
+				status, typ := 401, "NotAuthorizedException"
+				if strings.Contains(tc.msg, "Signature expired") { // clock skew: AWS's type, which SDKs correct
+					status, typ = 403, "InvalidSignatureException"
+				}
+				if resp.StatusCode != status || resp.Header.Get("x-amzn-ErrorType") != typ || !strings.Contains(string(b), tc.msg) {
+					t.Fatalf("%d %v %s, want %d %s %q", resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"), b, status, typ, tc.msg)
 				}
 				return
 			}
@@ -475,5 +479,46 @@ func TestAuthBodyLimit(t *testing.T) {
 	status, typ, msg := rawAuth(t, e, req)
 	if status != 400 || typ != codeInvalidArgument || !strings.Contains(msg, "exceeds 1000") {
 		t.Fatalf("%d %s %q", status, typ, msg)
+	}
+}
+
+// skewedDate is a client transport that sees the server's Date header as a server whose clock is
+// ahead by skew would send it: with the server's Config.Now ahead by as much, the client's clock
+// is skew behind the server's, as a camera's without a real-time clock is.
+type skewedDate struct {
+	rt   http.RoundTripper
+	skew time.Duration
+}
+
+func (s skewedDate) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := s.rt.RoundTrip(r)
+	if err == nil {
+		if d, perr := http.ParseTime(resp.Header.Get("Date")); perr == nil {
+			resp.Header.Set("Date", d.Add(s.skew).UTC().Format(http.TimeFormat))
+		}
+	}
+	return resp, err
+}
+
+// An SDK whose clock is off by more than 15 minutes corrects it from the Date header and retries,
+// as against KVS, which answers such a request InvalidSignatureException "Signature expired"
+// (aws-sdk-go-v2 treats only that family of codes as clock skew; NotAuthorizedException is final).
+func TestAuthClockSkewSDKCorrects(t *testing.T) {
+	t.Parallel()
+	const skew = time.Hour
+	e := authEnv(t, func(c *Config) { c.Now = func() time.Time { return time.Now().Add(skew) } })
+	hc := e.ts.Client()
+	hc.Transport = skewedDate{rt: hc.Transport, skew: skew}
+	kv := kinesisvideo.New(kinesisvideo.Options{
+		Region: "eu-west-1", BaseEndpoint: aws.String(e.ts.URL), HTTPClient: hc, RetryMaxAttempts: 3,
+		Credentials: credentials.NewStaticCredentialsProvider("AKIDLOCAL", "secret", ""),
+	})
+	if _, err := kv.CreateStream(t.Context(), &kinesisvideo.CreateStreamInput{StreamName: aws.String("skewed")}); err != nil {
+		t.Fatalf("CreateStream from a client an hour slow: %v", err)
+	}
+	// The raw answer is AWS's: 403 InvalidSignatureException.
+	r := signedRequest(t, e, "/describeStream", `{"StreamName":"skewed"}`, "AKIDLOCAL", "secret", time.Now())
+	if status, typ, msg := rawAuth(t, e, r); status != 403 || typ != "InvalidSignatureException" || !strings.Contains(msg, "Signature expired") {
+		t.Fatalf("got %d %s %q, want 403 InvalidSignatureException \"Signature expired\"", status, typ, msg)
 	}
 }

@@ -69,8 +69,9 @@ type Config struct {
 	RetentionInterval time.Duration
 	// Credentials, when not nil, turns on authentication: every request must carry an AWS
 	// Signature Version 4 (Authorization header or presigned query) made with one of these keys
-	// within MaxClockSkew of Now, else it gets 401 NotAuthorizedException (AccessDeniedException
-	// for the *Resource tagging operations) before any handler runs. See auth.go. Nil (the
+	// within MaxClockSkew of Now (else 403 InvalidSignatureException, as from AWS), else it gets
+	// 401 NotAuthorizedException (AccessDeniedException for the *Resource tagging operations)
+	// before any handler runs. See auth.go. Nil (the
 	// default) accepts every request, signed or not.
 	Credentials Credentials
 	// Cluster, when not nil, makes this server one node of a cluster sharing Store (see
