@@ -512,3 +512,54 @@ func TestWriterClockBack(t *testing.T) {
 		t.Errorf("decode times %v: the third fragment should follow the second", tfdts)
 	}
 }
+
+// TestWriterReorderDelayGrows: a fragment with a longer reorder delay than the one before it (x264
+// with adaptive B-frames: a GOP of I P P P, then one of I P B B) must not decode its keyframe at or
+// before the previous fragment's last decode time (ffmpeg discards such a keyframe and decodes the
+// rest of the GOP from the wrong picture). Decode times increase through the file, every
+// composition offset stays non-negative and every presentation time is kept.
+func TestWriterReorderDelayGrows(t *testing.T) {
+	t.Parallel()
+	tracks := testTracks(t, "h264.mkv")[:1]
+	frame := func(tc int64, key bool) mkv.Frame {
+		return mkv.Frame{Track: 1, Timecode: tc, Keyframe: key, Data: []byte{0, 0, 0, 1, 0x41}}
+	}
+	frags := []*mkv.Fragment{
+		{Tracks: tracks, Timecode: 0, Frames: []mkv.Frame{frame(0, true), frame(40, false), frame(80, false), frame(120, false)}},
+		{Tracks: tracks, Timecode: 160, Frames: []mkv.Frame{frame(160, true), frame(280, false), frame(200, false), frame(240, false)}},
+	}
+	var buf bytes.Buffer
+	w := NewWriter(&buf)
+	t0 := time.Unix(1_700_000_000, 0)
+	for _, f := range frags {
+		if err := w.WriteFragment(f, t0.Add(time.Duration(f.Timecode)*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	parsed, err := mp4.DecodeFile(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dts, pts []int64
+	for _, s := range parsed.Segments {
+		for _, f := range s.Fragments {
+			d := int64(f.Moof.Traf.Tfdt.BaseMediaDecodeTime())
+			for _, smp := range f.Moof.Traf.Trun.Samples {
+				if smp.CompositionTimeOffset < 0 {
+					t.Errorf("negative composition offset %d", smp.CompositionTimeOffset)
+				}
+				dts, pts = append(dts, d), append(pts, d+int64(smp.CompositionTimeOffset))
+				d += int64(smp.Dur)
+			}
+		}
+	}
+	for i := 1; i < len(dts); i++ {
+		if dts[i] <= dts[i-1] {
+			t.Errorf("sample %d decodes at %d, not after sample %d (%d): decode times %v", i, dts[i], i-1, dts[i-1], dts)
+		}
+	}
+	// 90 kHz: 40 ms is 3600 ticks; both fragments are shifted by the first one's delay (none).
+	if want := []int64{0, 3600, 7200, 10800, 14400, 25200, 18000, 21600}; !equal(pts, want) {
+		t.Errorf("presentation times %v, want %v", pts, want)
+	}
+}

@@ -73,14 +73,18 @@ func AppendMediaSegment(dst []byte, seq uint32, f *mkv.Fragment, start time.Dura
 	if err != nil {
 		return dst, err
 	}
-	return appendSegment(dst, seq, f, ts, int64(start))
+	return appendSegment(dst, seq, f, ts, int64(start), nil)
 }
 
-func appendSegment(dst []byte, seq uint32, f *mkv.Fragment, ts []track, start int64) ([]byte, error) {
+// appendSegment is AppendMediaSegment with the tracks laid out. next, when not nil, holds per
+// track the earliest decode time (ticks) the segment's first video sample may take, so that decode
+// times keep increasing across the segments of one file; on success it is advanced past the
+// segment's last decode time.
+func appendSegment(dst []byte, seq uint32, f *mkv.Fragment, ts []track, start int64, next []int64) ([]byte, error) {
 	if len(f.Frames) == 0 {
 		return dst, ErrEmptyFragment
 	}
-	perTrack, err := placeSamples(f, ts, start)
+	perTrack, err := placeSamples(f, ts, start, next)
 	if err != nil {
 		return dst, err
 	}
@@ -161,11 +165,19 @@ func appendSegment(dst []byte, seq uint32, f *mkv.Fragment, ts []track, start in
 			b = append(b, f.Frames[s.frame].Data...)
 		}
 	}
+	if next != nil {
+		for k, smp := range perTrack {
+			if len(smp) > 0 {
+				next[k] = smp[len(smp)-1].dts + 1
+			}
+		}
+	}
 	return b, nil
 }
 
-// placeSamples puts each track's frames on the output timeline (see AppendMediaSegment).
-func placeSamples(f *mkv.Fragment, ts []track, start int64) ([][]sample, error) {
+// placeSamples puts each track's frames on the output timeline (see AppendMediaSegment). next (may
+// be nil) is appendSegment's.
+func placeSamples(f *mkv.Fragment, ts []track, start int64, next []int64) ([][]sample, error) {
 	scale := int64(f.TimecodeScale)
 	if f.TimecodeScale == 0 {
 		scale = mkv.DefaultTimecodeScale
@@ -217,6 +229,17 @@ func placeSamples(f *mkv.Fragment, ts []track, start int64) ([][]sample, error) 
 			if smp[0].dts < 0 {
 				return nil, fmt.Errorf("%w: first decode time %d ticks before the timeline start (start the timeline later)",
 					ErrTimeRange, -smp[0].dts)
+			}
+			// A fragment whose reorder delay exceeds the previous one's would decode its first
+			// samples at or before the previous fragment's last: players drop such samples (ffmpeg
+			// discards the keyframe, and the rest of its GOP decodes from the wrong picture). Those
+			// samples are moved later, one tick apart, never past their presentation time.
+			if next != nil {
+				lo := next[k]
+				for i := 0; i < len(smp) && smp[i].dts < lo; i++ {
+					smp[i].dts = min(lo, smp[i].pts)
+					lo = smp[i].dts + 1
+				}
 			}
 		} else {
 			// Audio is stored in decode order with no reordering; keep decode times monotonic.

@@ -38,7 +38,7 @@ func AppendTrackSegment(dst []byte, seq uint32, f *mkv.Fragment, number uint64, 
 			g.Frames = append(g.Frames, fr)
 		}
 	}
-	return appendSegment(dst, seq, &g, one, int64(start))
+	return appendSegment(dst, seq, &g, one, int64(start), nil)
 }
 
 // trackAlone lays out tracks and keeps track number, as track_ID 1.

@@ -34,10 +34,11 @@ type Writer struct {
 	w      io.Writer
 	ts     []track
 	seq    uint32
-	origin int64 // ns since the epoch of the first fragment's start
-	lead   int64 // ns added to every timestamp
-	prev   int64 // ns: start of the previous fragment on the output timeline
-	end    int64 // ns: end of the previous fragment on the output timeline
+	origin int64   // ns since the epoch of the first fragment's start
+	lead   int64   // ns added to every timestamp
+	prev   int64   // ns: start of the previous fragment on the output timeline
+	end    int64   // ns: end of the previous fragment on the output timeline
+	next   []int64 // per track: the earliest decode time (ticks) of the next fragment
 	buf    []byte
 	err    error
 }
@@ -72,7 +73,7 @@ func (w *Writer) WriteFragment(f *mkv.Fragment, start time.Time) error {
 		if w.buf, err = appendInit(w.buf, ts, firstPTS); err != nil {
 			return err
 		}
-		w.ts, w.origin = ts, at
+		w.ts, w.origin, w.next = ts, at, make([]int64, len(ts))
 	} else {
 		ts, err := layout(f.Tracks)
 		if err != nil {
@@ -88,7 +89,7 @@ func (w *Writer) WriteFragment(f *mkv.Fragment, start time.Time) error {
 	}
 	w.seq++
 	var segErr error
-	w.buf, segErr = appendSegment(w.buf, w.seq, f, w.ts, pos)
+	w.buf, segErr = appendSegment(w.buf, w.seq, f, w.ts, pos, w.next)
 	if segErr != nil {
 		w.seq--
 		if w.seq == 0 { // nothing written yet: the next fragment starts the file
