@@ -332,11 +332,32 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	hs := newHTTPServer(ctx, log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*handler.Load()).ServeHTTP(w, r) }))
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
+	// --metrics-listen serves /healthz (and a 503 /readyz) from the start too: a liveness probe
+	// pointed at it must not fail, and restart the process, while the store recovers.
+	var ops *http.Server
+	var opsHandler atomic.Pointer[http.Handler]
+	opsHandler.Store(ptr[http.Handler](http.HandlerFunc(starting)))
+	opsErr := make(chan error, 1)
+	if o.MetricsListen != "" {
+		oln, err := lc.Listen(ctx, "tcp", o.MetricsListen)
+		if err != nil {
+			_ = hs.Close()
+			<-serveErr
+			return fmt.Errorf("server: --metrics-listen %s: %w", o.MetricsListen, err)
+		}
+		ops = newHTTPServer(ctx, log, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { (*opsHandler.Load()).ServeHTTP(w, r) }))
+		go func() { opsErr <- ops.Serve(oln) }()
+		log.Info("metrics listening", "addr", oln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	}
 	ready := false
 	defer func() {
 		if !ready { // failed before serving for real
 			_ = hs.Close()
 			<-serveErr
+			if ops != nil {
+				_ = ops.Close()
+				<-opsErr
+			}
 		}
 	}()
 
@@ -377,17 +398,7 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	// Shutdown waits for open requests: Server.Close ends live GetMedia responses and lets uploads
 	// finish their current fragment, so that it does not wait out shutdownTimeout.
 	hs.RegisterOnShutdown(func() { _ = srv.Close() })
-	var ops *http.Server
-	opsErr := make(chan error, 1)
-	if o.MetricsListen != "" {
-		oln, err := lc.Listen(ctx, "tcp", o.MetricsListen)
-		if err != nil {
-			return fmt.Errorf("server: --metrics-listen %s: %w", o.MetricsListen, err)
-		}
-		ops = newHTTPServer(ctx, log, srv.OpsHandler())
-		go func() { opsErr <- ops.Serve(oln) }()
-		log.Info("metrics listening", "addr", oln.Addr().String(), "paths", "/metrics /healthz /readyz")
-	}
+	opsHandler.Store(ptr[http.Handler](srv.OpsHandler()))
 	handler.Store(ptr[http.Handler](srv))
 	ready = true
 	if creds == nil && !isLoopback(ln.Addr()) {

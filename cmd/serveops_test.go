@@ -1,9 +1,11 @@
 package cmd
 
 import (
+	"context"
 	"crypto/hmac"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -146,4 +148,66 @@ func TestStartingHandler(t *testing.T) {
 			t.Errorf("%s %s: %d %q (Retry-After %q), want %d with %q", tc.method, tc.path, resp.StatusCode, b, resp.Header.Get("Retry-After"), tc.code, tc.body)
 		}
 	}
+}
+
+// TestServeOpsListenerWhileStoreOpens: --metrics-listen answers /healthz (200) and /readyz (503)
+// while the store is still opening, as the main listener does, so that a liveness probe pointed
+// at the ops port does not fail, and have the process restarted, during a long recovery. Here the
+// store is a cluster whose PostgreSQL accepts connections and never answers.
+func TestServeOpsListenerWhileStoreOpens(t *testing.T) {
+	t.Parallel()
+	pg, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pg.Close()
+	go func() {
+		for {
+			c, err := pg.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, never answered
+		}
+	}()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	logs := &lockedBuffer{}
+	env := &Env{Stdin: strings.NewReader(""), Stdout: io.Discard, Stderr: logs, Getenv: func(string) string { return "" }}
+	done := make(chan int, 1)
+	go func() {
+		done <- Run(ctx, env, []string{"server", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+			"--index", "postgres://kvs@" + pg.Addr().String() + "/kvs?sslmode=disable&connect_timeout=60",
+			"--objects", "s3://bucket?endpoint=http://127.0.0.1:1&path_style=true", "--advertise-url", "http://127.0.0.1:1"})
+	}()
+	re := regexp.MustCompile(`msg="metrics listening" addr=(\S+)`)
+	var m []string
+	for m == nil {
+		select {
+		case code := <-done:
+			t.Fatalf("kvs server exited (%d) before serving --metrics-listen, whose store never opened; logs:\n%s", code, logs)
+		case <-time.After(20 * time.Millisecond):
+		}
+		m = re.FindStringSubmatch(logs.String())
+	}
+	if strings.Contains(logs.String(), "kvs server listening") {
+		t.Fatalf("the store opened against a PostgreSQL that never answers; logs:\n%s", logs)
+	}
+	for _, tc := range []struct {
+		path string
+		code int
+		body string
+	}{{"/healthz", 200, "ok"}, {"/readyz", 503, "the store is opening"}} {
+		resp, err := http.Get("http://" + m[1] + tc.path) //nolint:noctx // test
+		if err != nil {
+			t.Fatalf("--metrics-listen %s while the store opens: %v", tc.path, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.body) {
+			t.Errorf("--metrics-listen %s while the store opens: %d %q, want %d with %q", tc.path, resp.StatusCode, b, tc.code, tc.body)
+		}
+	}
+	cancel()
+	<-done
 }
