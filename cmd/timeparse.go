@@ -3,6 +3,7 @@ package cmd
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -19,8 +20,32 @@ import (
 //   - relative to now: "now", or a signed Go duration such as -10m, -1h30m, +5s; units may also
 //     be d (24 h) as in -2d
 //
-// now is the reference for relative forms.
+// now is the reference for relative forms. The result is clamped to the times the AWS SDK can
+// send (wireMinTime to wireMaxTime): no fragment lies outside them, so a bound beyond them selects
+// as it reads.
 func parseTime(s string, now time.Time) (time.Time, error) {
+	t, err := parseTimeUnclamped(s, now)
+	if err != nil {
+		return t, err
+	}
+	if t.Before(wireMinTime) {
+		return wireMinTime, nil
+	}
+	if t.After(wireMaxTime) {
+		return wireMaxTime, nil
+	}
+	return t, nil
+}
+
+// wireMinTime and wireMaxTime bound the timestamps the AWS SDK writes correctly: it converts them
+// with UnixNano (smithy-go's FormatEpochSeconds), which wraps around outside the years 1678 to
+// 2262 (9999-12-31 went to the server as a time in 1816). Whole milliseconds, as the SDK sends.
+var (
+	wireMinTime = time.Unix(0, math.MinInt64).Truncate(time.Millisecond).Add(time.Millisecond)
+	wireMaxTime = time.Unix(0, math.MaxInt64).Truncate(time.Millisecond)
+)
+
+func parseTimeUnclamped(s string, now time.Time) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return time.Time{}, errors.New("empty time")
