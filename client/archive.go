@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"slices"
 	"strings"
@@ -54,7 +55,7 @@ type FragmentInfo struct {
 }
 
 // ListFragmentsInput selects fragments. With a zero Start and End every fragment is listed (the
-// range then is the Unix epoch to one day from now, as KVS needs a range).
+// range then is the Unix epoch to openEnd, as KVS needs a range).
 type ListFragmentsInput struct {
 	Stream     string // name, or ARN when it starts with "arn:"
 	Start, End time.Time
@@ -62,6 +63,11 @@ type ListFragmentsInput struct {
 	// PageSize is MaxResults per request (default 1000, the maximum).
 	PageSize int
 }
+
+// openEnd is the end of a range left open: the last millisecond the SDK can send (it converts
+// times with UnixNano). Not "a day from now": producer timestamps may lie further ahead, as those
+// of a long recording uploaded faster than real time do.
+var openEnd = time.Unix(0, math.MaxInt64).Truncate(time.Millisecond)
 
 // ListFragments returns every fragment of the selection, following all pages, sorted by fragment
 // number (numerically: KVS gives no order, even across pages). Selection is on the fragment start
@@ -76,7 +82,7 @@ func (c *Client) ListFragments(ctx context.Context, in ListFragmentsInput) ([]Fr
 		start = time.Unix(0, 0)
 	}
 	if end.IsZero() {
-		end = time.Now().Add(24 * time.Hour)
+		end = openEnd
 	}
 	typ := in.Type
 	if typ == "" {
