@@ -174,6 +174,10 @@ func agentCamera1(env *Env, i int, m map[string]any) (*agentCamera, error) {
 			return nil, withHint(usageErrorf("camera %s: unknown key %q", name, k),
 				"A camera's keys are put-media's flags without the dashes (kvs put-media --help), plus name, endpoint and region.")
 		}
+		if v == nil { // `key:` with nothing after it: fmt.Sprint would make it the text "<nil>"
+			return nil, withHint(usageErrorf("camera %s: %s: no value", name, k),
+				"Give it a value, or leave the key out for put-media's default.")
+		}
 		if err := f.Value.Set(fmt.Sprint(v)); err != nil {
 			return nil, usageErrorf("camera %s: %s: %v", name, k, err)
 		}

@@ -172,3 +172,35 @@ func producerTimesOrNone(t *testing.T, endpoint, stream string) []string {
 	}
 	return strings.Fields(out)
 }
+
+// TestAgentConfigValues: a camera key without a value (`spool-dir:` with nothing after it, a
+// YAML null) is an error naming the camera and the key, not the text "<nil>" (a spool directory
+// called <nil> in the working directory, a stream called <nil>). The camera refuses at once, so
+// that a file taken as good ends the run (--once).
+func TestAgentConfigValues(t *testing.T) {
+	t.Parallel()
+	good := "name: porch\nsource: rtsp://127.0.0.1:1/cam\nstream-name: porch"
+	for _, tc := range []struct {
+		name   string
+		config string // after the endpoint line
+		say    string
+	}{
+		{"null spool-dir", "cameras:\n  - " + strings.ReplaceAll(good, "\n", "\n    ") + "\n    spool-dir:\n", "camera porch: spool-dir: no value"},
+		{"null stream", "cameras:\n  - name: porch\n    source: rtsp://127.0.0.1:1/cam\n    stream-name: ~\n", "camera porch: stream-name: no value"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if _, err := os.Stat("<nil>"); err != nil {
+				t.Cleanup(func() { _ = os.Remove("<nil>") }) // what --once makes when it takes the null for a directory
+			}
+			cfg := filepath.Join(t.TempDir(), "agent.yaml")
+			if err := os.WriteFile(cfg, []byte("endpoint: http://127.0.0.1:1\n"+tc.config), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, out, stderr := kvsRun(t.Context(), t, "http://127.0.0.1:1", nil, "agent", "--once", "--config", cfg)
+			if code != ExitUsage || !strings.Contains(stderr, tc.say) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 2 saying %q", code, out, stderr, tc.say)
+			}
+		})
+	}
+}
