@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -96,6 +97,16 @@ func agentCameras(env *Env) ([]*agentCamera, error) {
 	if raw == nil {
 		return nil, withHint(usageErrorf("no cameras in the config file %s", configName(env.Config)),
 			"Give the agent's file with --config FILE; it lists cameras: under the key cameras (kvs agent --help shows one).")
+	}
+	// Any other key at the top is a mistake: a misspelt endpoint would send every camera to the
+	// default one, and a camera's key there is no default for the cameras.
+	for _, k := range slices.Sorted(maps.Keys(env.Config.AllSettings())) {
+		switch k {
+		case "endpoint", "region", "log-level", "cameras":
+		default:
+			return nil, withHint(usageErrorf("config file %s: unknown key %q", configName(env.Config), k),
+				"The file's top-level keys are endpoint, region, log-level and cameras; a camera's keys go under it (kvs agent --help).")
+		}
 	}
 	items, ok := raw.([]any)
 	if !ok || len(items) == 0 {

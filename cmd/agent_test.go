@@ -176,7 +176,8 @@ func producerTimesOrNone(t *testing.T, endpoint, stream string) []string {
 // TestAgentConfigValues: a camera key without a value (`spool-dir:` with nothing after it, a
 // YAML null) is an error naming the camera and the key, not the text "<nil>" (a spool directory
 // called <nil> in the working directory, a stream called <nil>). The camera refuses at once, so
-// that a file taken as good ends the run (--once).
+// that a file taken as good ends the run (--once). A key at the top of the file other than the
+// global settings and cameras is an error too.
 func TestAgentConfigValues(t *testing.T) {
 	t.Parallel()
 	good := "name: porch\nsource: rtsp://127.0.0.1:1/cam\nstream-name: porch"
@@ -187,6 +188,10 @@ func TestAgentConfigValues(t *testing.T) {
 	}{
 		{"null spool-dir", "cameras:\n  - " + strings.ReplaceAll(good, "\n", "\n    ") + "\n    spool-dir:\n", "camera porch: spool-dir: no value"},
 		{"null stream", "cameras:\n  - name: porch\n    source: rtsp://127.0.0.1:1/cam\n    stream-name: ~\n", "camera porch: stream-name: no value"},
+		// A misspelt endpoint would send every camera to the default one (127.0.0.1:4567), to be
+		// spooled until the disk is full; a camera key at the top is no default for the cameras.
+		{"top-level typo", "endpiont: https://kinesisvideo.eu-west-1.amazonaws.com\ncameras:\n  - " + strings.ReplaceAll(good, "\n", "\n    ") + "\n", `unknown key "endpiont"`},
+		{"camera key at the top", "spool-max-bytes: 4GiB\ncameras:\n  - " + strings.ReplaceAll(good, "\n", "\n    ") + "\n", `unknown key "spool-max-bytes"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
