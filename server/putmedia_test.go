@@ -664,3 +664,41 @@ func TestPutMediaErrorLogged(t *testing.T) {
 		t.Errorf("log body_offset %v, want inside the bad cluster [%v, %v)", off, start, start+float64(len(bad)))
 	}
 }
+
+// END_OF_FRAGMENT tags are consumed, not kept with the next fragment: however many arrive between
+// two clusters, they count neither toward the next fragment's size nor toward the memory reserved
+// for its producer tags (a body of them allocated that much for the next fragment's chunk, and
+// past the size limit turned a valid fragment into ERROR 4001).
+func TestPutMediaEndOfFragmentTagsNotCounted(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.srv.media.maxFragmentSize = 300_000
+	e.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	pc.write(unknownSize(c.cluster(t, 0, baseMillis)))
+	pc.expect(ackBuffering, 0)
+	eofr := make([]mkv.SimpleTag, 1000)
+	for i := range eofr {
+		eofr[i] = mkv.SimpleTag{Name: mkv.TagEndOfFragment}
+	}
+	for range 20 { // 20 Tags elements of END_OF_FRAGMENT markers, about 700 kB
+		pc.write(mkv.AppendTags(nil, eofr...))
+	}
+	pc.expect(ackReceived, 0)
+	pc.expect(ackPersisted, 0)
+	pc.write(mkv.AppendTags(nil, mkv.SimpleTag{Name: "CAMERA", Value: "front"}))
+	pc.write(unknownSize(c.cluster(t, 1, baseMillis)))
+	pc.expect(ackBuffering, 0)
+	pc.pw.Close()
+	pc.expect(ackReceived, 0)
+	pc.expect(ackPersisted, 0)
+	if ev, ok := pc.next(); ok {
+		t.Fatalf("ack %+v after the last PERSISTED", ev)
+	}
+	_, frags := storedFragments(t, e.store, "cam")
+	if len(frags) != 2 || tag(t, frags[1], "CAMERA") != "front" {
+		t.Fatalf("%d fragments stored, want 2 with the producer tag on the second", len(frags))
+	}
+}

@@ -211,6 +211,7 @@ func (ps *putParser) event(ev *mkv.Event, rd *mkv.Reader) *ackErr {
 			return ps.finish()
 		}
 	case mkv.EventTags:
+		kept := len(ps.producerTags)
 		for _, t := range ev.Tags {
 			for _, st := range t.SimpleTags {
 				if st.Name == mkv.TagEndOfFragment {
@@ -219,9 +220,14 @@ func (ps *putParser) event(ev *mkv.Event, rd *mkv.Reader) *ackErr {
 				ps.producerTags = append(ps.producerTags, st)
 			}
 		}
-		ps.producerTagBytes += ev.Size
 		if len(ps.producerTags) > maxProducerTagsPerFrag {
 			return newAckErr(4009, "%d producer tags for one fragment, at most %d", len(ps.producerTags), maxProducerTagsPerFrag)
+		}
+		if len(ps.producerTags) > kept {
+			// What the next fragment's chunk holds of them (at most 10 tags of a 1 MiB Tags
+			// each), not the bytes of the Tags elements: those may be any number of consumed
+			// END_OF_FRAGMENT markers or empty Tags, which must reserve nothing.
+			ps.producerTagBytes = int64(len(mkv.AppendTags(nil, ps.producerTags...)))
 		}
 	}
 	return nil
