@@ -53,8 +53,8 @@ const (
 	// another upload of the same stream waits for that fragment's number (sequencer.go); it is
 	// then ended as if PutMediaReadTimeout had passed.
 	contendedReadTimeout = 5 * time.Second
-	// MaxFragmentSize is the largest fragment PutMedia accepts: frame and producer-tag bytes of one
-	// cluster (KVS: 50 MB, kvs-api.md §5.5). A larger one ends the upload with ERROR 4001.
+	// MaxFragmentSize is the largest fragment PutMedia accepts: frame elements (with 64 bytes of
+	// bookkeeping each) and producer-tag bytes of one cluster (KVS: 50 MB, kvs-api.md §5.5). A larger one ends the upload with ERROR 4001.
 	MaxFragmentSize = 50 << 20
 )
 

@@ -300,7 +300,7 @@ func TestPutMediaErrors(t *testing.T) {
 
 	t.Run("too large", func(t *testing.T) {
 		e := newMediaEnv(t, "mem")
-		e.srv.media.maxFragmentSize = 10_000 // the first fragment is about 7 kB, the clip's second 5 kB
+		e.srv.media.maxFragmentSize = 11_000 // the first fragment counts about 10 kB (8.4 kB of frames, 25 of them)
 		e.createStream(t, "cam", 1)
 		pc := e.startPut(t, "cam")
 		pc.write(c.header())
@@ -700,5 +700,39 @@ func TestPutMediaEndOfFragmentTagsNotCounted(t *testing.T) {
 	_, frags := storedFragments(t, e.store, "cam")
 	if len(frags) != 2 || tag(t, frags[1], "CAMERA") != "front" {
 		t.Fatalf("%d fragments stored, want 2 with the producer tag on the second", len(frags))
+	}
+}
+
+// The size limit bounds what a fragment holds, not only its frames' payload: a cluster of empty
+// (or tiny) frames is refused with ERROR 4001 once its blocks, as stored, and their bookkeeping
+// pass the limit. Counting payload bytes only, such a cluster held the server's memory and the
+// stored chunk past any bound (each empty frame is six bytes on the wire and a record in memory,
+// a laced one a byte).
+func TestPutMediaTinyFramesCountTowardSize(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.srv.media.maxFragmentSize = 300_000
+	e.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	key := c.frags[0][0]
+	tc := c.fragTimecode(0, baseMillis)
+	frames := []mkv.Frame{frameAt(key, tc)}
+	for range 60_000 {
+		frames = append(frames, mkv.Frame{Track: 1, Timecode: tc + 10})
+	}
+	cl, err := mkv.AppendCluster(nil, tc, frames)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	go func() {
+		_, _ = pc.pw.Write(cl) // the server may stop reading
+		pc.pw.Close()
+	}()
+	ev, b := pc.expectErrorAfter(4001)
+	checkErrorTarget(t, ev, b, true, tc)
+	if metas, _ := storedFragments(t, e.store, "cam"); len(metas) != 0 {
+		t.Fatalf("stored %+v, want nothing", metas)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"time"
+	"unsafe"
 
 	"github.com/openkvs/kvs/internal/bufpool"
 	"github.com/openkvs/kvs/internal/record"
@@ -348,7 +349,9 @@ func (ps *putParser) frame(f *mkv.Frame) *ackErr {
 	} else if ns-ps.firstNS > int64(ps.p.m.maxFragmentDuration) {
 		return ps.fragErr(4002, "fragment at timecode %d is longer than %v", ps.timecode, ps.p.m.maxFragmentDuration)
 	}
-	ps.size += int64(len(f.Data))
+	// A frame costs the fragment its element as stored and its record (frames), not only its
+	// payload: empty or laced one-byte frames would otherwise grow both without bound.
+	ps.size += int64(mkv.FrameElementSize(f)) + frameRecordSize
 	if ps.size+ps.fragTagSize > ps.p.m.maxFragmentSize {
 		return ps.fragErr(4001, "fragment at timecode %d is over %d bytes", ps.timecode, ps.p.m.maxFragmentSize)
 	}
@@ -388,6 +391,9 @@ func (ps *putParser) frame(f *mkv.Frame) *ackErr {
 	}
 	return nil
 }
+
+// frameRecordSize is what the open fragment keeps in memory for each frame besides its bytes.
+const frameRecordSize = int64(unsafe.Sizeof(mkv.Frame{}))
 
 // grow makes room for need more bytes in the arena. Sized from the previous fragment, the arena
 // grows only when a fragment is larger, by a quarter: it becomes the chunk, which the live buffer
