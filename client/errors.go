@@ -129,11 +129,10 @@ func sanitizeErrorCode(s string) string {
 // a KVS error (the SDK reports those as deserialization errors).
 func permanent(err error) bool {
 	var ae smithy.APIError
+	var status interface{ HTTPStatusCode() int }
 	if !errors.As(err, &ae) {
-		var status interface{ HTTPStatusCode() int }
 		if errors.As(err, &status) {
-			s := status.HTTPStatusCode()
-			return s >= 400 && s < 500 && s != http.StatusRequestTimeout && s != http.StatusTooManyRequests
+			return clientFault(status.HTTPStatusCode())
 		}
 		return false
 	}
@@ -145,5 +144,15 @@ func permanent(err error) bool {
 	if errors.As(err, &own) {
 		return !own.Retryable()
 	}
+	// The SDK's error types that the service model does not name (InternalFailure, a proxy's
+	// 503) are GenericAPIErrors of unknown fault: the HTTP status says whose fault it is.
+	if ae.ErrorFault() == smithy.FaultUnknown && errors.As(err, &status) {
+		return clientFault(status.HTTPStatusCode())
+	}
 	return ae.ErrorFault() != smithy.FaultServer
+}
+
+// clientFault reports an HTTP status that sending the same request again cannot change.
+func clientFault(s int) bool {
+	return s >= 400 && s < 500 && s != http.StatusRequestTimeout && s != http.StatusTooManyRequests
 }

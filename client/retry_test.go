@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -302,5 +304,34 @@ func TestProducerErrorAnswerBeforeBody(t *testing.T) {
 	var ae *APIError
 	if !errors.As(err, &ae) || ae.Status != http.StatusNotFound || !ae.NotKVS() || ae.Endpoint != notKVS.URL {
 		t.Fatalf("Close: %v, want the 404 of %s as an *APIError that is not from KVS", err, notKVS.URL)
+	}
+}
+
+// A DescribeStream answered with a server error (a kvs cluster's database restarting: 503
+// InternalFailure, for as long as the SDK retries) is transient: the producer retries it with its
+// own backoff and stores everything, instead of stopping at once as for a client error.
+func TestProducerRetriesServerErrorFromControlPlane(t *testing.T) {
+	t.Parallel()
+	var failures atomic.Int32
+	m := startMedia(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/describeStream" && failures.Add(1) <= 3 { // one SDK call: 3 attempts
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("x-amzn-ErrorType", "InternalFailure")
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = io.WriteString(w, `{"__type":"InternalFailure","Message":"The cluster's database or object store did not answer; try again."}`)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}, nil)
+	m.createStream(t, "cam", 24)
+	frags := clipFragments(t, "h264.mkv", time.Second)
+	st, err := produce(t, m.client, ProducerConfig{Stream: "cam", RetryBackoff: time.Millisecond}, frags)
+	if err != nil {
+		t.Fatalf("Close: %v, want the 503 retried and every fragment stored", err)
+	}
+	if failures.Load() <= 3 || st.Stored != len(frags) {
+		t.Fatalf("stats %+v after %d DescribeStream requests: want all %d fragments stored after the 503s", st, failures.Load(), len(frags))
 	}
 }
