@@ -567,12 +567,18 @@ func (p *Producer) finalAck() (string, error) {
 		}
 		out, err := p.c.Control.DescribeStream(p.ctx, in)
 		var nf *types.ResourceNotFoundException
-		switch {
-		case err != nil && errors.As(err, &nf) && p.cfg.CreateRetentionHours != nil && in.StreamName != nil:
-			if err := p.createStream(*p.cfg.CreateRetentionHours); err != nil {
-				return "", err
+		if err != nil && errors.As(err, &nf) && p.cfg.CreateRetentionHours != nil && in.StreamName != nil {
+			created, cerr := p.createStream(*p.cfg.CreateRetentionHours)
+			if cerr != nil {
+				return "", cerr
 			}
-			hours = p.cfg.CreateRetentionHours
+			if created {
+				return finalEventFor(*p.cfg.CreateRetentionHours), nil
+			}
+			// Created by someone else meanwhile, maybe with another retention: ask again.
+			out, err = p.c.Control.DescribeStream(p.ctx, in)
+		}
+		switch {
 		case err != nil:
 			return "", fmt.Errorf("describe stream %s: %w", p.cfg.Stream, err)
 		default:
@@ -580,18 +586,25 @@ func (p *Producer) finalAck() (string, error) {
 			hours = &h
 		}
 	}
-	if *hours == 0 {
-		return AckReceived, nil
-	}
-	return AckPersisted, nil
+	return finalEventFor(*hours), nil
 }
 
-// createStream creates the stream (CreateRetentionHours); one that exists by now is fine.
-func (p *Producer) createStream(hours int) error {
-	if _, err := p.c.CreateStreamIfMissing(p.ctx, p.cfg.Stream, hours); err != nil {
-		return fmt.Errorf("create stream %s: %w", p.cfg.Stream, err)
+// finalEventFor returns the final ACK of a stream with this DataRetentionInHours.
+func finalEventFor(hours int) string {
+	if hours == 0 {
+		return AckReceived
 	}
-	return nil
+	return AckPersisted
+}
+
+// createStream creates the stream (CreateRetentionHours) and says whether it did; one that exists
+// by now is fine.
+func (p *Producer) createStream(hours int) (created bool, err error) {
+	created, err = p.c.CreateStreamIfMissing(p.ctx, p.cfg.Stream, hours)
+	if err != nil {
+		return false, fmt.Errorf("create stream %s: %w", p.cfg.Stream, err)
+	}
+	return created, nil
 }
 
 // CreateStreamIfMissing creates stream name with a data retention of hours (0: none) and says

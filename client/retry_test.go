@@ -335,3 +335,45 @@ func TestProducerRetriesServerErrorFromControlPlane(t *testing.T) {
 		t.Fatalf("stats %+v after %d DescribeStream requests: want all %d fragments stored after the 503s", st, failures.Load(), len(frags))
 	}
 }
+
+// A producer with CreateRetentionHours whose DescribeStream said "not found" while another
+// producer (or an operator) created the stream a moment later, without retention, finds
+// CreateStream answer ResourceInUse: it must wait for the ACK the existing stream sends (RECEIVED
+// without retention), not the one its own CreateRetentionHours would have meant (PERSISTED, which
+// never comes: Send blocked and Close hung).
+func TestProducerCreateRaceUsesExistingRetention(t *testing.T) {
+	t.Parallel()
+	var describes atomic.Int32
+	m := startMedia(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/describeStream" && describes.Add(1) == 1 { // the stream was created just after
+				w.Header().Set("Content-Type", "application/json")
+				w.Header().Set("x-amzn-ErrorType", "ResourceNotFoundException")
+				w.WriteHeader(http.StatusNotFound)
+				_, _ = io.WriteString(w, `{"__type":"ResourceNotFoundException","Message":"The requested stream is not found or not active."}`)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	}, nil)
+	m.createStream(t, "live", 0)
+	frags := clipFragments(t, "h264.mkv", time.Second)
+	p, err := NewProducer(m.client, ProducerConfig{Stream: "live", CreateRetentionHours: aws.Int(24)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range frags {
+		if err := p.Send(t.Context(), f); err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+	}
+	// Without retention no PERSISTED ever comes: a producer waiting for one never ends.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if err := p.Close(ctx); err != nil {
+		t.Fatalf("Close: %v, want every fragment final on its RECEIVED", err)
+	}
+	if st := p.Stats(); st.Stored != len(frags) {
+		t.Fatalf("stats %+v: want all %d fragments stored", st, len(frags))
+	}
+}
