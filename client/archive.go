@@ -64,10 +64,17 @@ type ListFragmentsInput struct {
 	PageSize int
 }
 
-// openEnd is the end of a range left open: the last millisecond the SDK can send (it converts
-// times with UnixNano). Not "a day from now": producer timestamps may lie further ahead, as those
-// of a long recording uploaded faster than real time do.
-var openEnd = time.Unix(0, math.MaxInt64).Truncate(time.Millisecond)
+// MinTime and MaxTime bound the timestamps the AWS SDK writes correctly: it converts them with
+// UnixNano (smithy-go's FormatEpochSeconds), which wraps around outside the years 1678 to 2262
+// (9999-12-31 went to the server as a time in 1816). Whole milliseconds, as the SDK sends.
+var (
+	MinTime = time.Unix(0, math.MinInt64).Truncate(time.Millisecond).Add(time.Millisecond)
+	MaxTime = time.Unix(0, math.MaxInt64).Truncate(time.Millisecond)
+)
+
+// openEnd is the end of a range left open: MaxTime. Not "a day from now": producer timestamps may
+// lie further ahead, as those of a long recording uploaded faster than real time do.
+var openEnd = MaxTime
 
 // ListFragments returns every fragment of the selection, following all pages, sorted by fragment
 // number (numerically: KVS gives no order, even across pages). Selection is on the fragment start

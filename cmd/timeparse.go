@@ -3,7 +3,6 @@ package cmd
 import (
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -21,29 +20,21 @@ import (
 //     be d (24 h) as in -2d
 //
 // now is the reference for relative forms. The result is clamped to the times the AWS SDK can
-// send (wireMinTime to wireMaxTime): no fragment lies outside them, so a bound beyond them selects
-// as it reads.
+// send (client.MinTime to client.MaxTime): no fragment lies outside them, so a bound beyond them
+// selects as it reads.
 func parseTime(s string, now time.Time) (time.Time, error) {
 	t, err := parseTimeUnclamped(s, now)
 	if err != nil {
 		return t, err
 	}
-	if t.Before(wireMinTime) {
-		return wireMinTime, nil
+	if t.Before(client.MinTime) {
+		return client.MinTime, nil
 	}
-	if t.After(wireMaxTime) {
-		return wireMaxTime, nil
+	if t.After(client.MaxTime) {
+		return client.MaxTime, nil
 	}
 	return t, nil
 }
-
-// wireMinTime and wireMaxTime bound the timestamps the AWS SDK writes correctly: it converts them
-// with UnixNano (smithy-go's FormatEpochSeconds), which wraps around outside the years 1678 to
-// 2262 (9999-12-31 went to the server as a time in 1816). Whole milliseconds, as the SDK sends.
-var (
-	wireMinTime = time.Unix(0, math.MinInt64).Truncate(time.Millisecond).Add(time.Millisecond)
-	wireMaxTime = time.Unix(0, math.MaxInt64).Truncate(time.Millisecond)
-)
 
 func parseTimeUnclamped(s string, now time.Time) (time.Time, error) {
 	s = strings.TrimSpace(s)

@@ -213,6 +213,34 @@ func TestListenerPacedWrite(t *testing.T) {
 	}
 }
 
+// pacedServer starts a server as kvs server runs one (Listener with 16 KiB socket send buffers,
+// ConnContext), with a 1 s MediaWriteTimeout and stream cam holding payload as its fragment n;
+// with h2, over TLS with HTTP/2. The test's cleanup stops it.
+func pacedServer(t *testing.T, payload []byte, h2 bool) (ts *httptest.Server, n uint64) {
+	t.Helper()
+	st := store.NewMem()
+	n = storeLargeFragment(t, st, "cam", payload)
+	srv, err := New(Config{Store: st, MediaWriteTimeout: time.Second, RetentionInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts = httptest.NewUnstartedServer(srv)
+	ts.Listener = Listener(sndbufListener{ts.Listener})
+	ts.Config.ConnContext = ConnContext
+	if h2 {
+		ts.EnableHTTP2 = true
+		ts.StartTLS()
+	} else {
+		ts.Start()
+	}
+	t.Cleanup(func() {
+		ts.Close()
+		_ = srv.Close()
+		_ = st.Close()
+	})
+	return ts, n
+}
+
 // TestPacedConnGetsWholeChunk checks the media answers on a kvs server's connections (Listener
 // and ConnContext, as kvs server sets them): a stored 4 MiB fragment of GetMediaForFragmentList
 // goes to net/http in one Write, so it travels as one HTTP chunk, and a reader that takes about
@@ -220,22 +248,8 @@ func TestListenerPacedWrite(t *testing.T) {
 // HTTP chunks, each under its own deadline: TestSlowReaderGetsLargeChunks.)
 func TestPacedConnGetsWholeChunk(t *testing.T) {
 	t.Parallel()
-	st := store.NewMem()
 	payload := bytes.Repeat([]byte("kvs!"), 1<<20)
-	n := storeLargeFragment(t, st, "cam", payload)
-	srv, err := New(Config{Store: st, MediaWriteTimeout: time.Second, RetentionInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(srv)
-	ts.Listener = Listener(sndbufListener{ts.Listener})
-	ts.Config.ConnContext = ConnContext
-	ts.Start()
-	defer func() {
-		ts.Close()
-		_ = srv.Close()
-		_ = st.Close()
-	}()
+	ts, n := pacedServer(t, payload, false)
 
 	c := dialSlow(t, ts.Listener.Addr().String())
 	body := `{"StreamName":"cam","Fragments":["` + formatFragmentNumber(n) + `"]}`
@@ -288,23 +302,8 @@ func TestPacedConnGetsWholeChunk(t *testing.T) {
 // about 2.6 s for a 4 MiB fragment gets all of it under a 1 s MediaWriteTimeout.
 func TestPacedConnHTTP2SlowReader(t *testing.T) {
 	t.Parallel()
-	st := store.NewMem()
 	payload := bytes.Repeat([]byte("kvs!"), 1<<20)
-	n := storeLargeFragment(t, st, "cam", payload)
-	srv, err := New(Config{Store: st, MediaWriteTimeout: time.Second, RetentionInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewUnstartedServer(srv)
-	ts.Listener = Listener(sndbufListener{ts.Listener})
-	ts.Config.ConnContext = ConnContext
-	ts.EnableHTTP2 = true
-	ts.StartTLS()
-	defer func() {
-		ts.Close()
-		_ = srv.Close()
-		_ = st.Close()
-	}()
+	ts, n := pacedServer(t, payload, true)
 	client := ts.Client()
 	tr := client.Transport.(*http.Transport)
 	// A 64 KiB flow-control window: the server sends only as fast as the body is read.

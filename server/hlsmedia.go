@@ -63,6 +63,18 @@ func (sess *hlsSession) includes(f store.FragmentMeta) bool {
 	return !t.Before(sess.start) && (sess.end.IsZero() || !t.After(sess.end))
 }
 
+// admit turns the lookup of fragment n (meta, err) into what the session answers: a fragment
+// that is gone, or not part of the session (includes), is ResourceNotFound naming it.
+func (sess *hlsSession) admit(n uint64, meta store.FragmentMeta, err error) error {
+	if err == nil && !sess.includes(meta) {
+		err = store.ErrFragmentNotFound
+	}
+	if errors.Is(err, store.ErrFragmentNotFound) {
+		return fragmentNotFound(formatFragmentNumber(n))
+	}
+	return err
+}
+
 // tracks returns the tracks of fragment n, reading only the chunk's header.
 func (p *playback) tracks(ctx context.Context, name string, n uint64) ([]mkv.Track, error) {
 	var rd io.Reader
@@ -203,6 +215,10 @@ func (p *playback) initFragment(ctx context.Context, sess *hlsSession, r *http.R
 		if n, err = fragmentParam(r); err != nil {
 			return nil, err
 		}
+		meta, err := p.fragmentMeta(ctx, sess.stream, n)
+		if err = sess.admit(n, meta, err); err != nil {
+			return nil, err
+		}
 	} else {
 		frags, _, _, err := p.list(ctx, sess)
 		if err == nil && len(frags) == 0 {
@@ -212,18 +228,6 @@ func (p *playback) initFragment(ctx context.Context, sess *hlsSession, r *http.R
 			return nil, err
 		}
 		n = frags[len(frags)-1].Number
-	}
-	if r.URL.Query().Has("FragmentNumber") {
-		meta, err := p.fragmentMeta(ctx, sess.stream, n)
-		if err == nil && !sess.includes(meta) {
-			err = store.ErrFragmentNotFound
-		}
-		if errors.Is(err, store.ErrFragmentNotFound) {
-			err = fragmentNotFound(formatFragmentNumber(n))
-		}
-		if err != nil {
-			return nil, err
-		}
 	}
 	tracks, _, err := p.describe(ctx, sess.stream, n)
 	if err != nil {
@@ -278,13 +282,7 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 		return nil, err
 	}
 	f, meta, err := p.fragment(ctx, sess.stream, n)
-	if err == nil && !sess.includes(meta) {
-		err = store.ErrFragmentNotFound
-	}
-	if errors.Is(err, store.ErrFragmentNotFound) {
-		err = fragmentNotFound(formatFragmentNumber(n))
-	}
-	if err != nil {
+	if err = sess.admit(n, meta, err); err != nil {
 		return nil, fmt.Errorf("hls media fragment %s: %w", sess.stream, err)
 	}
 	track, err := trackParam(r, f.Tracks, n)
