@@ -422,8 +422,8 @@ func (f *Fragmenter) switchArena() {
 	if f.pending != nil && f.pendingKept {
 		f.pending.Data = f.keep(f.pending.Data)
 	}
-	for i := range f.carry {
-		if f.carryKept {
+	if f.carryKept {
+		for i := range f.carry {
 			f.carry[i].Data = f.keep(f.carry[i].Data)
 		}
 	}
