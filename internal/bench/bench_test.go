@@ -23,8 +23,11 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestRun drives 3 streams for 2 s against a kvs server with an FS store and checks the counts.
-// No timing assertions: latencies depend on the machine.
+// TestRun drives 3 streams for 1.28 s against a kvs server with an FS store and checks the
+// counts. No timing assertions: latencies depend on the machine. Each stream sends 4 fragments of
+// 320 ms at 1.5625 Mbit/s: 12 fragments of 62500 bytes, as the 2 s of 500 ms fragments at
+// 1 Mbit/s this test sent before, in 0.7 s less (the run waits out Duration in real time); the
+// last fragments still end in the run's second second.
 func TestRun(t *testing.T) {
 	t.Parallel()
 	st, err := store.OpenFS(t.TempDir(), store.FSOptions{})
@@ -46,8 +49,8 @@ func TestRun(t *testing.T) {
 	var window []string
 	var windowMu sync.Mutex
 	var opened, closed time.Time
-	res, err := Run(t.Context(), Config{Client: c, Streams: 3, Bitrate: 1_000_000,
-		FragmentDuration: 500 * time.Millisecond, Duration: 2 * time.Second, DeleteStreams: true,
+	res, err := Run(t.Context(), Config{Client: c, Streams: 3, Bitrate: 1_562_500,
+		FragmentDuration: 320 * time.Millisecond, Duration: 1280 * time.Millisecond, DeleteStreams: true,
 		Window: func(end bool) {
 			windowMu.Lock()
 			defer windowMu.Unlock()
@@ -73,7 +76,7 @@ func TestRun(t *testing.T) {
 	if res.Sent != 12 || res.Fragments != 12 || res.Delivered != 12 {
 		t.Errorf("sent %d, persisted %d, delivered %d; want 12 each", res.Sent, res.Fragments, res.Delivered)
 	}
-	// 1 Mbit/s × 0.5 s = 62500 bytes per fragment, give or take rounding of the frame sizes.
+	// 1.5625 Mbit/s × 0.32 s = 62500 bytes per fragment, give or take rounding of the frame sizes.
 	if per := res.Bytes / 12; per < 62000 || per > 62500 {
 		t.Errorf("%d bytes per fragment, want about 62500", per)
 	}
