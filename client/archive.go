@@ -151,6 +151,13 @@ func CompareFragmentNumbers(a, b string) int {
 // MaxFragmentsPerRequest is the GetMediaForFragmentList limit on fragment numbers per request.
 const MaxFragmentsPerRequest = 1000
 
+// MediaBody is the streaming body of a media answer, with its length in bytes when the server
+// gave one (Content-Length; kvs does for GetMediaForFragmentList), else -1.
+type MediaBody struct {
+	io.ReadCloser
+	Length int64
+}
+
 // GetMediaForFragmentList fetches the given fragments (1 to 1000) with GetMediaForFragmentList
 // and returns the streaming body: concatenated MKV chunks in request order, to read with
 // mkv.NewFragmentReader. The caller closes it; it is tied to ctx. A non-2xx answer is an *APIError.
@@ -159,7 +166,7 @@ const MaxFragmentsPerRequest = 1000
 // body when the operation returns, and net/http, which still reads that body to EOF after the
 // server has answered, then tears down the connection under the streaming response ("use of
 // closed network connection" some way into the body; aws/aws-sdk-go-v2#2737).
-func (c *Client) GetMediaForFragmentList(ctx context.Context, stream string, numbers []string) (io.ReadCloser, error) {
+func (c *Client) GetMediaForFragmentList(ctx context.Context, stream string, numbers []string) (*MediaBody, error) {
 	if len(numbers) == 0 || len(numbers) > MaxFragmentsPerRequest {
 		return nil, fmt.Errorf("get media for fragment list %s: %d fragments, want 1 to %d", stream, len(numbers), MaxFragmentsPerRequest)
 	}
@@ -193,5 +200,5 @@ func (c *Client) GetMediaForFragmentList(ctx context.Context, stream string, num
 		defer resp.Body.Close()
 		return nil, fmt.Errorf("get media for fragment list %s: %w", stream, newAPIError("GetMediaForFragmentList", resp))
 	}
-	return resp.Body, nil
+	return &MediaBody{ReadCloser: resp.Body, Length: resp.ContentLength}, nil
 }

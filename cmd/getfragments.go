@@ -17,6 +17,7 @@ import (
 
 	"github.com/openkvs/kvs/client"
 	"github.com/openkvs/kvs/internal/bufpool"
+	"github.com/openkvs/kvs/internal/piecewrite"
 	"github.com/openkvs/kvs/mkv"
 )
 
@@ -199,7 +200,7 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error
 				size[n] = sizes[i]
 			}
 		}
-		return writeOutput(env, o.OutFile, "get-fragments "+stream, func(w io.Writer) error {
+		inOrder := func(w io.Writer) error {
 			bar := newProgress(env.Stderr, int64(len(numbers)), false, "get-fragments "+stream)
 			batches := makeBatches(numbers, sizes, o.Parallel)
 			fetch := withRetry(func(ctx context.Context, numbers []string) (rawBatch, error) {
@@ -219,6 +220,19 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error
 				}
 				return nil
 			})
+			bar.finish()
+			return wrapAPI(err, "get-fragments %s", stream)
+		}
+		if o.OutFile == "" || o.OutFile == "-" {
+			return writeOutput(env, o.OutFile, "get-fragments "+stream, inOrder)
+		}
+		return writeOutputFile(env, o.OutFile, "get-fragments "+stream, func(f *os.File) error {
+			if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() { // -o /dev/null, a FIFO
+				return inOrder(piecewrite.Writer{W: f})
+			}
+			// A regular file: each answer written at its place by its request (rawfile.go).
+			bar := newProgress(env.Stderr, int64(len(numbers)), false, "get-fragments "+stream)
+			err := fetchRawToFile(ctx, cl, stream, makeBatches(numbers, sizes, o.Parallel), o.Parallel, f, func(n int) { bar.add(int64(n)) })
 			bar.finish()
 			return wrapAPI(err, "get-fragments %s", stream)
 		})

@@ -85,11 +85,16 @@ func writeOutput(env *Env, path, what string, write func(io.Writer) error) error
 	if path == "" || path == "-" {
 		return write(piecewrite.Writer{W: env.Stdout}) // get-fragments writes a fragment with one Write
 	}
+	return writeOutputFile(env, path, what, func(f *os.File) error { return write(piecewrite.Writer{W: f}) })
+}
+
+// writeOutputFile is writeOutput to the file path, created (or truncated) for write.
+func writeOutputFile(env *Env, path, what string, write func(*os.File) error) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
-	err = write(piecewrite.Writer{W: f})
+	err = write(f)
 	if cerr := f.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("%s: %w", what, cerr)
 	}

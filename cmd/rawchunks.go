@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 
 	"github.com/openkvs/kvs/client"
 	"github.com/openkvs/kvs/internal/bufpool"
@@ -105,25 +104,25 @@ func fetchRawBatch(ctx context.Context, cl *client.Client, stream string, number
 		return rawBatch{}, err
 	}
 	defer body.Close()
-	buf := bufpool.Get(max(expect+expect/8+64<<10, 1<<20))
-	for {
-		if len(buf) == cap(buf) {
-			buf = bufpool.Grow(buf, cap(buf))
-		}
-		n, err := body.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			bufpool.Put(buf)
-			return rawBatch{}, fmt.Errorf("reading fragments: %w", err)
-		}
+	buf, err := readAll(body, max(expect+expect/8+64<<10, 1<<20))
+	if err != nil {
+		return rawBatch{}, fmt.Errorf("reading fragments: %w", err)
 	}
-	chunks, err := splitChunks(buf)
+	chunks, err := checkRawChunks(buf, numbers)
 	if err != nil {
 		bufpool.Put(buf)
-		return rawBatch{}, fmt.Errorf("reading fragments: %w", err)
+		return rawBatch{}, err
+	}
+	return rawBatch{buf: buf, chunks: chunks}, nil
+}
+
+// checkRawChunks splits b, one GetMediaForFragmentList answer to numbers, into its chunks, and
+// returns those that hold frames in the order asked for: every number must come back once, and
+// no error chunk.
+func checkRawChunks(b []byte, numbers []string) ([][]byte, error) {
+	chunks, err := splitChunks(b)
+	if err != nil {
+		return nil, fmt.Errorf("reading fragments: %w", err)
 	}
 	answer := newBatchAnswer[[]byte](numbers)
 	for _, c := range chunks {
@@ -135,26 +134,19 @@ func fetchRawBatch(ctx context.Context, cl *client.Client, stream string, number
 					err = ce
 				}
 			}
-			bufpool.Put(buf)
 			if err == nil {
 				err = fmt.Errorf("error chunk for fragment %q", c.number)
 			}
-			return rawBatch{}, err
+			return nil, err
 		}
 		if !c.frames {
 			continue
 		}
 		if err := answer.add(c.number, c.data); err != nil {
-			bufpool.Put(buf)
-			return rawBatch{}, err
+			return nil, err
 		}
 	}
-	inOrder, err := answer.inOrder(numbers)
-	if err != nil {
-		bufpool.Put(buf)
-		return rawBatch{}, err
-	}
-	return rawBatch{buf: buf, chunks: inOrder}, nil
+	return answer.inOrder(numbers)
 }
 
 // batchAnswer collects what one GetMediaForFragmentList response holds, by fragment number, and

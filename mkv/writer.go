@@ -78,6 +78,21 @@ func AppendElementHeader(b []byte, id uint32, size int64) []byte {
 	return appendVint(b, uint64(size))
 }
 
+// VoidHeaderSize is the size of the header AppendVoidHeader writes.
+const VoidHeaderSize = 9
+
+// AppendVoidHeader appends the header of a Void element that takes total bytes, header included
+// (total ≥ VoidHeaderSize): its data, total-VoidHeaderSize bytes of any value (zeros), must follow.
+// The size is written on 8 bytes, so any total fits. Readers skip Void elements wherever they are:
+// they pad an answer to a length promised before it was written.
+func AppendVoidHeader(b []byte, total int64) []byte {
+	b = appendID(b, IDVoid)
+	l := len(b)
+	b = append(b, 0, 0, 0, 0, 0, 0, 0, 0)
+	putVint(b[l:], uint64(total-VoidHeaderSize), 8)
+	return b
+}
+
 func uintLen(v uint64) int {
 	n := 1
 	for n < 8 && v >= uint64(1)<<(8*n) {

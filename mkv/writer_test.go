@@ -40,6 +40,36 @@ func TestAppendElementHeader(t *testing.T) {
 	}
 }
 
+// TestAppendVoidHeader checks that a Void element takes exactly the bytes asked for, and that
+// the reader skips it between the chunks of an answer.
+func TestAppendVoidHeader(t *testing.T) {
+	t.Parallel()
+	for _, total := range []int64{VoidHeaderSize, VoidHeaderSize + 1, 127 + VoidHeaderSize, 5 << 20} {
+		b := AppendVoidHeader(nil, total)
+		id, size, n, err := DecodeElementHeader(b)
+		if err != nil || id != IDVoid || n != VoidHeaderSize || int64(n)+size != total {
+			t.Errorf("total %d: id %#x, size %d, header %d bytes, %v", total, id, size, n, err)
+		}
+	}
+	one, err := AppendFragment(nil, &roundTripFragment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := AppendVoidHeader(append([]byte(nil), one...), 100)
+	in = append(in, make([]byte, 100-VoidHeaderSize)...)
+	in = append(in, one...)
+	fr := NewFragmentReader(bytes.NewReader(in))
+	for i := range 2 {
+		got, err := fr.Next()
+		if err != nil || len(got.Frames) != len(roundTripFragment.Frames) || !bytes.Equal(got.Frames[0].Data, []byte("key")) {
+			t.Fatalf("fragment %d after the Void: %v, %v", i, got, err)
+		}
+	}
+	if _, err := fr.Next(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the two fragments: %v, want io.EOF", err)
+	}
+}
+
 func TestAppendValues(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

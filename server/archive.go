@@ -9,6 +9,7 @@ import (
 	"hash/fnv"
 	"net/http"
 	"sort"
+	"strconv"
 	"time"
 
 	"github.com/openkvs/kvs/internal/bufpool"
@@ -295,6 +296,12 @@ type getMediaForFragmentListRequest struct {
 //   - A fragment that disappears after the check (retention) gets an error chunk instead:
 //     FRAGMENT_NUMBER, ERROR_ID 4000 and ERROR_CODE FRAGMENT_NOT_FOUND (parser library), plus
 //     EXCEPTION_ERROR_CODE 4000 and EXCEPTION_MESSAGE (API reference); the rest still follow.
+//   - The answer has a Content-Length (the model streams it and says nothing of its framing;
+//     clients read either): every chunk's size is known from the check, so a download can place
+//     each answer in its file before it arrives (kvs get-fragments -o FILE) and net/http writes it
+//     without chunk framing. An error chunk is padded to the size of the chunk it stands for with
+//     a Void element, which readers skip; should it not fit (a chunk of under about 300 bytes),
+//     the connection is cut there instead, which every client reports as a short answer.
 func (m *media) getMediaForFragmentList(ctx context.Context, req *getMediaForFragmentListRequest) (responder, error) {
 	s := m.s
 	if len(req.Fragments) < 1 || len(req.Fragments) > maxListFragments {
@@ -311,7 +318,9 @@ func (m *media) getMediaForFragmentList(ctx context.Context, req *getMediaForFra
 	}
 	buf := m.buffer(st)
 	numbers := make([]uint64, len(req.Fragments))
-	var largest int64 // the largest chunk asked for, to size the response buffer
+	sizes := make([]int64, len(req.Fragments)) // each chunk's size, its trailing tags included
+	var largest int64                          // the largest chunk asked for, to size the response buffer
+	var tags []byte
 	for i, f := range req.Fragments {
 		n, err := parseFragmentNumber(f)
 		var meta store.FragmentMeta
@@ -330,25 +339,43 @@ func (m *media) getMediaForFragmentList(ctx context.Context, req *getMediaForFra
 		}
 		numbers[i] = n
 		largest = max(largest, meta.Size)
+		tags = appendListTrailingTags(tags[:0], meta)
+		sizes[i] = meta.Size + int64(len(tags))
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		m.writeFragmentList(w, r, st.Name, buf, numbers, largest)
+		m.writeFragmentList(w, r, st.Name, buf, numbers, sizes, largest)
 	}, nil
 }
 
+// appendListTrailingTags appends the Tags that follow a chunk's Cluster in a
+// GetMediaForFragmentList answer.
+func appendListTrailingTags(b []byte, meta store.FragmentMeta) []byte {
+	return mkv.AppendTags(b,
+		mkv.SimpleTag{Name: mkv.TagServerSideTimestamp, Value: formatTimestampTag(meta.ServerTime.UnixNano())},
+		mkv.SimpleTag{Name: mkv.TagProducerSideTimestamp, Value: formatTimestampTag(meta.ProducerTime.UnixNano())})
+}
+
+// zeros is the data of the Void elements that pad error chunks (writeFragmentList).
+var zeros = make([]byte, writePiece)
+
 // writeFragmentList writes the GetMediaForFragmentList answer for the checked numbers, whose
-// largest stored chunk is largest bytes.
-func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name string, buf *streamBuffer, numbers []uint64, largest int64) {
+// chunks take sizes bytes each, trailing tags included; the largest stored chunk is largest bytes.
+func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name string, buf *streamBuffer, numbers []uint64, sizes []int64, largest int64) {
 	s, ctx := m.s, r.Context()
 	pw := newPacedWriter(w, r, http.NewResponseController(w), m.writeTimeout)
+	var total int64
+	for _, sz := range sizes {
+		total += sz
+	}
 	w.Header().Set("Content-Type", "video/webm")
+	w.Header().Set("Content-Length", strconv.FormatInt(total, 10))
 	w.WriteHeader(http.StatusOK)
 	// The response buffer holds one stored chunk and its trailing tags at a time (a few MB at
 	// 1080p), from the buffer pool: fresh multi-megabyte buffers cost page faults on every request,
 	// more than the copies.
 	out := bufpool.Get(int(min(largest, bufpool.MaxPooled)) + 512)
 	defer func() { bufpool.Put(out) }()
-	for _, n := range numbers {
+	for i, n := range numbers {
 		out = out[:0]
 		var meta store.FragmentMeta
 		var err error
@@ -365,9 +392,7 @@ func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name s
 			live.release()
 			return
 		case err == nil:
-			out = mkv.AppendTags(out,
-				mkv.SimpleTag{Name: mkv.TagServerSideTimestamp, Value: formatTimestampTag(meta.ServerTime.UnixNano())},
-				mkv.SimpleTag{Name: mkv.TagProducerSideTimestamp, Value: formatTimestampTag(meta.ProducerTime.UnixNano())})
+			out = appendListTrailingTags(out, meta)
 		case errors.Is(err, store.ErrFragmentNotFound), errors.Is(err, store.ErrStreamNotFound):
 			out = appendErrorChunk(out[:0], n, 4000, "FRAGMENT_NOT_FOUND",
 				mkv.SimpleTag{Name: mkv.TagExceptionErrorCode, Value: "4000"},
@@ -382,7 +407,25 @@ func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name s
 		if live != nil {
 			parts = append(parts, live.Chunk)
 		}
-		err = pw.write(append(parts, out)...)
+		parts = append(parts, out)
+		pad := sizes[i]
+		for _, p := range parts {
+			pad -= int64(len(p))
+		}
+		switch {
+		case pad == 0:
+		case pad >= mkv.VoidHeaderSize: // an error chunk in place of a stored one
+			out = mkv.AppendVoidHeader(out, pad)
+			parts[len(parts)-1] = out
+			for pad -= mkv.VoidHeaderSize; pad > 0; pad -= int64(len(zeros)) {
+				parts = append(parts, zeros[:min(pad, int64(len(zeros)))])
+			}
+		default: // the Content-Length cannot be kept: a short answer
+			live.release()
+			s.log.Warn("get media for fragment list: answer cut", "stream", name, "fragment", n, "size", sizes[i], "pad", pad)
+			panic(http.ErrAbortHandler)
+		}
+		err = pw.write(parts...)
 		live.release()
 		if err != nil {
 			return

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -14,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/client"
 	"github.com/openkvs/kvs/internal/testutil"
+	"github.com/openkvs/kvs/server/store"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -494,5 +497,96 @@ func TestListFragmentsTokenOtherStream(t *testing.T) {
 		if resp.StatusCode != 400 || resp.Header.Get("x-amzn-ErrorType") != "InvalidArgumentException" {
 			t.Errorf("%v: stream a's NextToken for stream b: %d %s, want 400 InvalidArgumentException", sel, resp.StatusCode, b)
 		}
+	}
+}
+
+// vanishStore is a Store whose fragment gone reads as not found, as one that retention deleted
+// between GetMediaForFragmentList's check and its read.
+type vanishStore struct {
+	store.Store
+	gone atomic.Uint64
+}
+
+func (s *vanishStore) AppendPayload(ctx context.Context, stream string, n uint64, b []byte) ([]byte, store.FragmentMeta, error) {
+	if n == s.gone.Load() {
+		return b, store.FragmentMeta{}, store.ErrFragmentNotFound
+	}
+	return s.Store.AppendPayload(ctx, stream, n, b)
+}
+
+// GetMediaForFragmentList's answer has a Content-Length, and keeps it when a fragment disappears
+// after the check: its error chunk is padded with a Void to the size of the chunk it stands for,
+// and the fragments after it still follow. A chunk too small to hold the error chunk cuts the
+// answer short instead.
+func TestGetMediaForFragmentListLength(t *testing.T) {
+	t.Parallel()
+	c := loadClip(t, "h264.mkv")
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			vs := &vanishStore{Store: openStore(t, kind)}
+			e := newMediaEnvStore(t, vs)
+			e.createStream(t, "cam", 1)
+			// Stored directly, so that they are read from the store, not a live buffer.
+			var nums []uint64
+			for i, payload := range [][]byte{
+				append(c.header(), c.cluster(t, 0, baseMillis)...),
+				append(c.header(), c.cluster(t, 1, baseMillis)...),
+				append(c.header(), c.cluster(t, 2, baseMillis)...),
+				[]byte("tiny"),
+			} {
+				n, err := vs.NextNumber(t.Context(), "cam")
+				if err == nil {
+					at := time.UnixMilli(baseMillis + int64(i)*1000)
+					err = store.Append(t.Context(), vs, "cam", store.FragmentMeta{Number: n, ServerTime: at, ProducerTime: at, Duration: time.Second}, payload)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				nums = append(nums, n)
+			}
+			get := func(numbers ...uint64) (*http.Response, []byte, error) {
+				var in []string
+				for _, n := range numbers {
+					in = append(in, formatFragmentNumber(n))
+				}
+				resp := e.post(t, t.Context(), "/getMediaForFragmentList", map[string]any{"StreamName": "cam", "Fragments": in})
+				defer resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+				b, err := io.ReadAll(resp.Body)
+				return resp, b, err
+			}
+
+			resp, whole, err := get(nums[:3]...)
+			if err != nil || resp.ContentLength != int64(len(whole)) {
+				t.Fatalf("Content-Length %d, %d bytes read (%v)", resp.ContentLength, len(whole), err)
+			}
+			vs.gone.Store(nums[1])
+			resp, padded, err := get(nums[:3]...)
+			if err != nil || resp.ContentLength != int64(len(whole)) || len(padded) != len(whole) {
+				t.Fatalf("with fragment %d gone: Content-Length %d, %d bytes read (%v); want %d", nums[1], resp.ContentLength, len(padded), err, len(whole))
+			}
+			frags := readFragments(t, bytes.NewReader(padded))
+			if len(frags) != 3 {
+				t.Fatalf("%d chunks, want 3", len(frags))
+			}
+			for i, f := range frags {
+				ce := client.ChunkErrorOf(f)
+				switch {
+				case i == 1 && (ce == nil || ce.Code != "FRAGMENT_NOT_FOUND" || tag(t, f, mkv.TagFragmentNumber) != formatFragmentNumber(nums[1])):
+					t.Errorf("chunk 1: %+v, want the error chunk FRAGMENT_NOT_FOUND of %d", ce, nums[1])
+				case i != 1 && len(f.Frames) != len(c.frags[i]):
+					t.Errorf("chunk %d: %d frames, want %d", i, len(f.Frames), len(c.frags[i]))
+				}
+			}
+
+			vs.gone.Store(nums[3])
+			resp, short, err := get(nums[0], nums[3])
+			if !errors.Is(err, io.ErrUnexpectedEOF) || int64(len(short)) >= resp.ContentLength {
+				t.Errorf("with the 4-byte fragment gone: %d of %d bytes, %v; want the answer cut short", len(short), resp.ContentLength, err)
+			}
+		})
 	}
 }

@@ -157,17 +157,20 @@ type mediaEnv struct {
 // newMediaEnv starts a server on kind ("mem" or "fs") storage.
 func newMediaEnv(t testing.TB, kind string, mod ...func(*Config)) *mediaEnv {
 	t.Helper()
-	var st store.Store
-	if kind == "fs" {
-		fs, err := store.OpenFS(t.TempDir(), store.FSOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		st = fs
-	} else {
-		st = store.NewMem()
+	return newMediaEnvStore(t, openStore(t, kind), mod...)
+}
+
+// openStore opens a new store of kind ("mem" or "fs"); the caller closes it.
+func openStore(t testing.TB, kind string) store.Store {
+	t.Helper()
+	if kind != "fs" {
+		return store.NewMem()
 	}
-	return newMediaEnvStore(t, st, mod...)
+	fs, err := store.OpenFS(t.TempDir(), store.FSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fs
 }
 
 func newMediaEnvStore(t testing.TB, st store.Store, mod ...func(*Config)) *mediaEnv {
