@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"net/http"
 	"slices"
@@ -151,13 +150,6 @@ func CompareFragmentNumbers(a, b string) int {
 // MaxFragmentsPerRequest is the GetMediaForFragmentList limit on fragment numbers per request.
 const MaxFragmentsPerRequest = 1000
 
-// MediaBody is the streaming body of a media answer, with its length in bytes when the server
-// gave one (Content-Length; kvs does for GetMediaForFragmentList), else -1.
-type MediaBody struct {
-	io.ReadCloser
-	Length int64
-}
-
 // GetMediaForFragmentList fetches the given fragments (1 to 1000) with GetMediaForFragmentList
 // and returns the streaming body: concatenated MKV chunks in request order, to read with
 // mkv.NewFragmentReader. The caller closes it; it is tied to ctx. A non-2xx answer is an *APIError.
@@ -167,6 +159,18 @@ type MediaBody struct {
 // server has answered, then tears down the connection under the streaming response ("use of
 // closed network connection" some way into the body; aws/aws-sdk-go-v2#2737).
 func (c *Client) GetMediaForFragmentList(ctx context.Context, stream string, numbers []string) (*MediaBody, error) {
+	return c.getMediaForFragmentList(ctx, stream, numbers, false)
+}
+
+// GetMediaForFragmentListForFile is GetMediaForFragmentList for an answer that goes to a file
+// with MediaBody.WriteToFile, unread: over plain HTTP to a kvs server, stored fragments then go
+// from the server's disk cache to the file without passing through user space at either end
+// (sendfile on the server, splice here; mediabody.go). Elsewhere it is GetMediaForFragmentList.
+func (c *Client) GetMediaForFragmentListForFile(ctx context.Context, stream string, numbers []string) (*MediaBody, error) {
+	return c.getMediaForFragmentList(ctx, stream, numbers, true)
+}
+
+func (c *Client) getMediaForFragmentList(ctx context.Context, stream string, numbers []string, forFile bool) (*MediaBody, error) {
 	if len(numbers) == 0 || len(numbers) > MaxFragmentsPerRequest {
 		return nil, fmt.Errorf("get media for fragment list %s: %d fragments, want 1 to %d", stream, len(numbers), MaxFragmentsPerRequest)
 	}
@@ -189,10 +193,23 @@ func (c *Client) GetMediaForFragmentList(ctx context.Context, stream string, num
 		return nil, fmt.Errorf("get media for fragment list %s: %w", stream, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	raw := forFile && c.rawUsable(req)
+	if raw {
+		req.Header.Set(HeaderSendfile, "1")
+	}
 	if err := c.Sign(ctx, req, body); err != nil {
 		return nil, err
 	}
-	resp, err := c.do(req)
+	var resp *http.Response
+	if raw {
+		var mb *MediaBody
+		mb, resp, err = c.doRaw(req, body)
+		if mb != nil {
+			return mb, nil
+		}
+	} else {
+		resp, err = c.do(req)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("get media for fragment list %s: %w", stream, err)
 	}
@@ -200,5 +217,5 @@ func (c *Client) GetMediaForFragmentList(ctx context.Context, stream string, num
 		defer resp.Body.Close()
 		return nil, fmt.Errorf("get media for fragment list %s: %w", stream, newAPIError("GetMediaForFragmentList", resp))
 	}
-	return &MediaBody{ReadCloser: resp.Body, Length: resp.ContentLength}, nil
+	return &MediaBody{r: resp.Body, Length: resp.ContentLength}, nil
 }

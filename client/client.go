@@ -73,6 +73,8 @@ type Client struct {
 
 	mu        sync.Mutex
 	endpoints map[endpointKey]string
+
+	raw rawExchange // GetMediaForFragmentListForFile's connections
 }
 
 type endpointKey struct {

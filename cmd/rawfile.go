@@ -2,13 +2,16 @@ package cmd
 
 // get-fragments --format raw -o FILE, to a regular file: each GetMediaForFragmentList answer is
 // written straight to its place in the file as it arrives, by the request that fetched it, so the
-// requests in flight write in parallel and nothing is held in memory but a 1 MiB buffer each.
+// requests in flight write in parallel and nothing of the media is held in memory.
 // An answer's place is known once the lengths of the answers before it are: kvs gives every answer
 // a Content-Length (server/archive.go), which arrives with its headers; an answer without one (an
 // older kvs, AWS) is read into memory first, as the in-order path does (fetchRawBatch), and
-// written once its place is known. Each answer is checked once written, in the file's page cache
-// (mapped, not read again: mapRegion), as the in-order path checks it in memory: every fragment
-// asked for, once, in order, and no error chunk.
+// written once its place is known. With a kvs server over plain HTTP the bytes pass through user
+// space at neither end: the server sends stored payloads with sendfile(2) and each request splices
+// its answer from the socket into the file through a descriptor of its own
+// (client.GetMediaForFragmentListForFile, MediaBody.WriteToFile). Each answer is checked once
+// written, in the file's page cache (mapped, not read again: mapRegion), as the in-order path
+// checks it in memory: every fragment asked for, once, in order, and no error chunk.
 
 import (
 	"context"
@@ -22,9 +25,6 @@ import (
 	"github.com/openkvs/kvs/internal/bufpool"
 )
 
-// copyBuffer is the size of the buffer each request writes its answer through.
-const copyBuffer = 1 << 20
-
 // rawFile places the answers of batches, fetched in parallel, in f.
 type rawFile struct {
 	f       *os.File
@@ -34,8 +34,6 @@ type rawFile struct {
 	offsets []int64         // where each answer goes, set before its placed channel closes
 	placed  []chan struct{}
 	done    []bool // answers written and checked (by their request; read when all have ended)
-
-	w       *fileWriter
 
 	mu      sync.Mutex
 	ctxs    []context.Context // each started answer's
@@ -53,14 +51,18 @@ func fetchRawToFile(ctx context.Context, cl *client.Client, stream string, batch
 	rf := &rawFile{f: f, batches: batches, lengths: make([]int64, len(batches)), known: make([]chan struct{}, len(batches)),
 		offsets: make([]int64, len(batches)+1), placed: make([]chan struct{}, len(batches)+1), done: make([]bool, len(batches)),
 		ctxs: make([]context.Context, len(batches)), cancels: make([]context.CancelFunc, len(batches)), failed: len(batches),
-		w: newFileWriter(f)}
-	defer rf.w.close()
+	}
 	for i := range batches {
 		rf.known[i] = make(chan struct{})
 		rf.placed[i] = make(chan struct{})
 	}
 	rf.placed[len(batches)] = make(chan struct{})
 	close(rf.placed[0]) // the first answer goes at 0
+	if v := os.Getenv("KVS_EXP_PRESIZE"); v != "" {
+		var n int64
+		fmt.Sscan(v, &n)
+		_ = f.Truncate(n)
+	}
 	abort := make(chan struct{})
 	placesDone := make(chan struct{})
 	go func() { // the places: each answer's offset once the lengths before it are known
@@ -79,15 +81,20 @@ func fetchRawToFile(ctx context.Context, cl *client.Client, stream string, batch
 	var wg sync.WaitGroup
 	for range parallel {
 		wg.Go(func() {
-			buf := bufpool.Get(copyBuffer)
-			defer func() { bufpool.Put(buf) }()
+			wf, err := os.OpenFile(f.Name(), os.O_WRONLY, 0)
+			if err == nil {
+				defer wf.Close()
+			}
 			for i := range jobs {
 				bctx, ok := rf.context(i)
 				if !ok {
 					continue // after a failed answer
 				}
 				fetch := withRetry(func(ctx context.Context, _ []string) (struct{}, error) {
-					return struct{}{}, rf.fetch(ctx, cl, stream, i, buf[:cap(buf)])
+					if err != nil { // the file could not be opened again
+						return struct{}{}, err
+					}
+					return struct{}{}, rf.fetch(ctx, cl, stream, i, wf)
 				})
 				_, err := fetch(bctx, batches[i])
 				rf.cancels[i]() // set before i was sent
@@ -155,10 +162,11 @@ func (rf *rawFile) fail(i int, err error) {
 	}
 }
 
-// fetch gets batch i, writes its answer at its place through buf, and checks it there.
-func (rf *rawFile) fetch(ctx context.Context, cl *client.Client, stream string, i int, buf []byte) error {
+// fetch gets batch i, writes its answer at its place through wf, this request's own descriptor
+// of the file (WriteToFile writes at the descriptor's offset), and checks it there.
+func (rf *rawFile) fetch(ctx context.Context, cl *client.Client, stream string, i int, wf *os.File) error {
 	numbers := rf.batches[i]
-	body, err := cl.GetMediaForFragmentList(ctx, stream, numbers)
+	body, err := cl.GetMediaForFragmentListForFile(ctx, stream, numbers)
 	if err != nil {
 		return err
 	}
@@ -182,39 +190,11 @@ func (rf *rawFile) fetch(ctx context.Context, cl *client.Client, stream string, 
 	}
 	off := rf.offsets[i]
 	if whole != nil {
-		for b := whole; len(b) > 0; {
-			k := min(len(b), copyBuffer)
-			rf.w.write(off+int64(len(whole)-len(b)), append(bufpool.Get(k), b[:k]...))
-			b = b[k:]
-		}
-		if err := rf.w.wait(); err != nil {
+		if _, err := wf.WriteAt(whole, off); err != nil {
 			return err
 		}
-	} else {
-		r := io.LimitReader(body, length+1)
-		var n int64
-		for {
-			b := bufpool.Get(copyBuffer)
-			k, err := io.ReadFull(r, b[:cap(b)])
-			if k > 0 {
-				rf.w.write(off+n, b[:k]) // the writer gives b back
-				n += int64(k)
-			} else {
-				bufpool.Put(b)
-			}
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("reading fragments: %w", err)
-			}
-		}
-		if n != length {
-			return fmt.Errorf("reading fragments: the answer holds more than its Content-Length (%d bytes)", length)
-		}
-		if err := rf.w.wait(); err != nil {
-			return err
-		}
+	} else if _, err := body.WriteToFile(wf, off); err != nil {
+		return fmt.Errorf("receiving fragments into %s: %w", wf.Name(), err)
 	}
 	region, unmap, err := mapRegion(rf.f, off, length)
 	if err != nil {
@@ -253,52 +233,6 @@ func (rf *rawFile) setLength(i int, n int64) error {
 	}
 	return nil
 }
-
-// fileWriter writes the pieces of all answers to their places, one at a time: writers of one
-// file take turns at its inode's lock, and with 8 of them on 2 cores the kernel spent more time
-// spinning for it than writing.
-type fileWriter struct {
-	f      *os.File
-	pieces chan piece
-	err    error // the first write error, set before a wait's done closes
-}
-
-type piece struct {
-	off  int64
-	b    []byte        // pooled: given back once written
-	done chan struct{} // or a wait's: closed when every piece before it is written
-}
-
-func newFileWriter(f *os.File) *fileWriter {
-	w := &fileWriter{f: f, pieces: make(chan piece, 16)}
-	go func() {
-		for p := range w.pieces {
-			if p.done != nil {
-				close(p.done)
-				continue
-			}
-			if w.err == nil {
-				_, w.err = w.f.WriteAt(p.b, p.off)
-			}
-			bufpool.Put(p.b)
-		}
-	}()
-	return w
-}
-
-// write queues b (pooled) to be written at off.
-func (w *fileWriter) write(off int64, b []byte) { w.pieces <- piece{off: off, b: b} }
-
-// wait returns once every piece queued before it is written, with the first write error.
-func (w *fileWriter) wait() error {
-	done := make(chan struct{})
-	w.pieces <- piece{done: done}
-	<-done
-	return w.err
-}
-
-// close stops the writer once the pieces queued are written.
-func (w *fileWriter) close() { close(w.pieces) }
 
 // readAll reads r to its end into a pooled buffer of at least size bytes.
 func readAll(r io.Reader, size int) ([]byte, error) {

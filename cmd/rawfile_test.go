@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/openkvs/kvs/internal/servertest"
 	"github.com/openkvs/kvs/mkv"
 )
 
@@ -35,17 +36,22 @@ func (w noLengthWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // get-fragments --format raw -o FILE writes each answer at its place as it arrives (rawfile.go):
 // the file holds exactly what the in-order path writes to stdout, with answers that have a
-// Content-Length (kvs) and without (read whole first), and a file that was longer before ends
-// where the download ends.
+// Content-Length (kvs; "served": as kvs server runs, by sendfile and splice) and without (read
+// whole first), and a file that was longer before ends where the download ends.
 func TestGetFragmentsRawToFile(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name string
 		wrap func(http.Handler) http.Handler
-	}{{"length", nil}, {"chunked", noLength}} {
+	}{{"length", nil}, {"chunked", noLength}, {"served", nil}} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			url, _ := e2eServer(t, tc.wrap)
+			var url string
+			if tc.name == "served" {
+				url = servertest.Start(t, nil)
+			} else {
+				url, _ = e2eServer(t, tc.wrap)
+			}
 			mustRun(t, url, nil, "put-media", "--stream-name", "s", "--source", testClip("h264.mkv"), "--create", "--fragment-duration", "1s")
 			numbers := strings.Fields(mustRun(t, url, nil, "list-fragments", "--stream-name", "s", "--output", "numbers"))
 			if len(numbers) != 4 {

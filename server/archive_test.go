@@ -514,6 +514,26 @@ func (s *vanishStore) AppendPayload(ctx context.Context, stream string, n uint64
 	return s.Store.AppendPayload(ctx, stream, n, b)
 }
 
+// storeDirect appends payloads to stream in st as fragments a second apart from baseMillis, not
+// through PutMedia, so that they are read from the store, not a live buffer, and returns their
+// numbers.
+func storeDirect(t testing.TB, st store.Store, stream string, payloads ...[]byte) []uint64 {
+	t.Helper()
+	var nums []uint64
+	for i, payload := range payloads {
+		n, err := st.NextNumber(t.Context(), stream)
+		if err == nil {
+			at := time.UnixMilli(baseMillis + int64(i)*1000)
+			err = store.Append(t.Context(), st, stream, store.FragmentMeta{Number: n, ServerTime: at, ProducerTime: at, Duration: time.Second}, payload)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		nums = append(nums, n)
+	}
+	return nums
+}
+
 // GetMediaForFragmentList's answer has a Content-Length, and keeps it when a fragment disappears
 // after the check: its error chunk is padded with a Void to the size of the chunk it stands for,
 // and the fragments after it still follow. A chunk too small to hold the error chunk cuts the
@@ -527,24 +547,11 @@ func TestGetMediaForFragmentListLength(t *testing.T) {
 			vs := &vanishStore{Store: openStore(t, kind)}
 			e := newMediaEnvStore(t, vs)
 			e.createStream(t, "cam", 1)
-			// Stored directly, so that they are read from the store, not a live buffer.
-			var nums []uint64
-			for i, payload := range [][]byte{
+			nums := storeDirect(t, vs, "cam",
 				append(c.header(), c.cluster(t, 0, baseMillis)...),
 				append(c.header(), c.cluster(t, 1, baseMillis)...),
 				append(c.header(), c.cluster(t, 2, baseMillis)...),
-				[]byte("tiny"),
-			} {
-				n, err := vs.NextNumber(t.Context(), "cam")
-				if err == nil {
-					at := time.UnixMilli(baseMillis + int64(i)*1000)
-					err = store.Append(t.Context(), vs, "cam", store.FragmentMeta{Number: n, ServerTime: at, ProducerTime: at, Duration: time.Second}, payload)
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				nums = append(nums, n)
-			}
+				[]byte("tiny"))
 			get := func(numbers ...uint64) (*http.Response, []byte, error) {
 				var in []string
 				for _, n := range numbers {

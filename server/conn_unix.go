@@ -50,8 +50,8 @@ func (l bufListener) Accept() (net.Conn, error) {
 }
 
 // bufConn is a TCP connection read through a pooled buffer, whose write deadline is a pace (see
-// SetWriteDeadline). Its other methods (ReadFrom for sendfile, CloseWrite, read deadlines, Close)
-// are the TCPConn's. Unlike a net.Conn it is not safe for concurrent Reads or concurrent Writes
+// SetWriteDeadline), and to which ReadFrom sends file sections with sendfile(2) under that pace.
+// Its other methods (CloseWrite, read deadlines, Close) are the TCPConn's. Unlike a net.Conn it is not safe for concurrent Reads or concurrent Writes
 // (net/http reads a connection from one goroutine at a time, and writes it from one). A buffer
 // still holding bytes when the connection closes is left to the GC: Close may run during a Read.
 type bufConn struct {
@@ -63,6 +63,9 @@ type bufConn struct {
 	pace atomic.Int64 // the write timeout as a duration (SetWriteDeadline), 0 for none
 	sent int          // bytes written since the deadline was last moved on
 }
+
+// sentByFile counts the bytes bufConn sent with sendfile(2), for tests.
+var sentByFile atomic.Int64
 
 // paceQuantum is how much a paced Write must get into the socket within the write timeout.
 const paceQuantum = 64 << 10
@@ -90,6 +93,101 @@ func (c *bufConn) SetDeadline(t time.Time) error {
 	return c.SetWriteDeadline(t)
 }
 
+// sentOne moves the deadline on once paceQuantum bytes are written since it last moved, m
+// bytes having just been written (SetWriteDeadline).
+func (c *bufConn) sentOne(m int) {
+	if c.sent += m; c.sent >= paceQuantum {
+		c.sent = 0
+		// The pace as it is now: another goroutine may have cleared or changed it.
+		if pace := time.Duration(c.pace.Load()); pace > 0 {
+			_ = c.TCPConn.SetWriteDeadline(time.Now().Add(pace))
+		}
+	}
+}
+
+// writeError says err, an error of a paced write (or sendfile: op), as TCPConn.Write says it.
+func (c *bufConn) writeError(op string, err, werr error) error {
+	var oe *net.OpError
+	switch {
+	case errors.As(err, &oe): // the deadline, or a closed connection
+		oe.Op = "write"
+		return oe
+	case err != nil:
+		return err
+	case werr != nil:
+		return &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError(op, werr)}
+	}
+	return nil
+}
+
+// ReadFrom writes what r holds. A section of a file (an *io.SectionReader over an *os.File: a
+// stored payload, store.FS.Open) goes from the page cache to the socket with sendfile(2) where
+// the system has it, paced as Write is; anything else goes through Write. (TCPConn's own ReadFrom
+// would send under one deadline for the whole of it.)
+func (c *bufConn) ReadFrom(r io.Reader) (int64, error) {
+	if sr, ok := r.(*io.SectionReader); ok {
+		if n, handled, err := c.sendSection(sr); handled {
+			return n, err
+		}
+	}
+	return io.Copy(struct{ io.Writer }{c}, r)
+}
+
+// sendSection sends the rest of sr with sendfile(2), when sr is a section of an *os.File and
+// the system has sendfile (handled).
+func (c *bufConn) sendSection(sr *io.SectionReader) (n int64, handled bool, err error) {
+	ra, base, size := sr.Outer()
+	f, ok := ra.(*os.File)
+	if !ok || !haveSendfile {
+		return 0, false, nil
+	}
+	pos, err := sr.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, false, nil //nolint:nilerr // a section can always tell where it is
+	}
+	src, err := f.SyscallConn()
+	if err != nil {
+		return 0, false, nil //nolint:nilerr // not a file sendfile can read: copied instead
+	}
+	off, left := base+pos, size-pos
+	var werr error
+	cerr := src.Control(func(sfd uintptr) {
+		err = c.raw.Write(func(fd uintptr) bool {
+			for left > 0 {
+				m, err := sendfile(int(fd), int(sfd), &off, int(min(left, 1<<30)))
+				switch {
+				case errors.Is(err, syscall.EINTR):
+					continue
+				case errors.Is(err, syscall.EAGAIN):
+					if m <= 0 {
+						return false // wait until writable, or the deadline
+					}
+				case err != nil:
+					werr = err
+					return true
+				case m == 0: // the file ends before the section does
+					werr = io.ErrUnexpectedEOF
+					return true
+				}
+				n += int64(m)
+				left -= int64(m)
+				sentByFile.Add(int64(m))
+				if time.Duration(c.pace.Load()) > 0 {
+					c.sentOne(m)
+				}
+			}
+			return true
+		})
+	})
+	if _, serr := sr.Seek(pos+n, io.SeekStart); cerr == nil {
+		cerr = serr
+	}
+	if err := c.writeError("sendfile", err, werr); err != nil {
+		return n, true, err
+	}
+	return n, true, cerr
+}
+
 // Write writes p. Under a pace it writes as much as the socket takes in each write(2) and moves
 // the deadline on after every paceQuantum bytes written (SetWriteDeadline).
 func (c *bufConn) Write(p []byte) (int, error) {
@@ -112,27 +210,11 @@ func (c *bufConn) Write(p []byte) (int, error) {
 				return true
 			}
 			n += m
-			if c.sent += m; c.sent >= paceQuantum {
-				c.sent = 0
-				// The pace as it is now: another goroutine may have cleared or changed it.
-				if pace := time.Duration(c.pace.Load()); pace > 0 {
-					_ = c.TCPConn.SetWriteDeadline(time.Now().Add(pace))
-				}
-			}
+			c.sentOne(m)
 		}
 		return true
 	})
-	var oe *net.OpError
-	switch {
-	case errors.As(err, &oe): // the deadline, or a closed connection: said as TCPConn.Write says it
-		oe.Op = "write"
-		return n, oe
-	case err != nil:
-		return n, err
-	case werr != nil:
-		return n, &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", werr)}
-	}
-	return n, nil
+	return n, c.writeError("write", err, werr)
 }
 
 type pacedConnKey struct{}

@@ -218,7 +218,12 @@ func TestListenerPacedWrite(t *testing.T) {
 // with h2, over TLS with HTTP/2. The test's cleanup stops it.
 func pacedServer(t *testing.T, payload []byte, h2 bool) (ts *httptest.Server, n uint64) {
 	t.Helper()
-	st := store.NewMem()
+	return pacedServerStore(t, store.NewMem(), payload, h2)
+}
+
+// pacedServerStore is pacedServer on st.
+func pacedServerStore(t *testing.T, st store.Store, payload []byte, h2 bool) (ts *httptest.Server, n uint64) {
+	t.Helper()
 	n = storeLargeFragment(t, st, "cam", payload)
 	srv, err := New(Config{Store: st, MediaWriteTimeout: time.Second, RetentionInterval: -1})
 	if err != nil {
@@ -242,18 +247,18 @@ func pacedServer(t *testing.T, payload []byte, h2 bool) (ts *httptest.Server, n 
 }
 
 // TestPacedConnGetsWholeChunk checks the media answers on a kvs server's connections (Listener
-// and ConnContext, as kvs server sets them): a stored 4 MiB fragment of GetMediaForFragmentList
-// goes to net/http in one Write, so it travels as one HTTP chunk, and a reader that takes about
-// 2.6 s for it is not cut by a 1 s MediaWriteTimeout. (Elsewhere the chunk is written in 64 KiB
-// HTTP chunks, each under its own deadline: TestSlowReaderGetsLargeChunks.)
+// and ConnContext, as kvs server sets them): a stored 4 MiB fragment of GetMedia goes to net/http
+// in one Write, so it travels as one HTTP chunk, and a reader that takes about 2.6 s for it is not
+// cut by a 1 s MediaWriteTimeout. (Elsewhere the chunk is written in 64 KiB HTTP chunks, each
+// under its own deadline: TestSlowReaderGetsLargeChunks.)
 func TestPacedConnGetsWholeChunk(t *testing.T) {
 	t.Parallel()
 	payload := bytes.Repeat([]byte("kvs!"), 1<<20)
-	ts, n := pacedServer(t, payload, false)
+	ts, _ := pacedServer(t, payload, false)
 
 	c := dialSlow(t, ts.Listener.Addr().String())
-	body := `{"StreamName":"cam","Fragments":["` + formatFragmentNumber(n) + `"]}`
-	fmt.Fprintf(c, "POST /getMediaForFragmentList HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	body := `{"StreamName":"cam","StartSelector":{"StartSelectorType":"EARLIEST"}}`
+	fmt.Fprintf(c, "POST /getMedia HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
 	br := bufio.NewReaderSize(c, 16<<10)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
@@ -262,7 +267,8 @@ func TestPacedConnGetsWholeChunk(t *testing.T) {
 	if resp.StatusCode != 200 || len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
 		t.Fatalf("status %d, transfer encoding %v: want 200, chunked", resp.StatusCode, resp.TransferEncoding)
 	}
-	// The body as sent: chunk-size lines, each followed by its bytes. (resp.Body would dechunk it.)
+	// The body as sent: chunk-size lines, each followed by its bytes (resp.Body would dechunk
+	// it), up to the tags after the stored fragment (GetMedia then waits for the next).
 	var sizes []int64
 	var got []byte
 	for {
@@ -271,11 +277,8 @@ func TestPacedConnGetsWholeChunk(t *testing.T) {
 			t.Fatalf("after %d chunks %v: %v", len(sizes), sizes, err)
 		}
 		size, err := strconv.ParseInt(strings.TrimSpace(line), 16, 64)
-		if err != nil || size > 16<<20 {
+		if err != nil || size == 0 || size > 16<<20 {
 			t.Fatalf("chunk size line %q", line)
-		}
-		if size == 0 {
-			break
 		}
 		b, err := readSlowly(br, int(size)+2) // and its CRLF
 		if err != nil {
@@ -283,15 +286,49 @@ func TestPacedConnGetsWholeChunk(t *testing.T) {
 		}
 		sizes = append(sizes, size)
 		got = append(got, b[:size]...)
-	}
-	if !bytes.Contains(got, payload) {
-		t.Fatalf("the answer (%d bytes in chunks %v) does not hold the stored fragment", len(got), sizes)
+		if at := bytes.Index(got, payload); at >= 0 && bytes.Contains(got[at+len(payload):], []byte(mkv.TagContinuationToken)) {
+			break
+		}
 	}
 	if slices.Max(sizes) <= int64(len(payload)) {
 		t.Errorf("HTTP chunks %v: want the fragment's chunk (over %d bytes) in one", sizes, len(payload))
 	}
-	if at := bytes.Index(got, payload); !bytes.Contains(got[at+len(payload):], []byte(mkv.TagServerSideTimestamp)) {
-		t.Errorf("no %s tag after the stored fragment", mkv.TagServerSideTimestamp)
+}
+
+// TestPacedSendfileSlowReader checks GetMediaForFragmentList by sendfile (client.HeaderSendfile,
+// a kvs server's connection, the FS store) to a reader that takes about 2.6 s for a 4 MiB
+// fragment: sendfile runs under the connection's pace, so a 1 s MediaWriteTimeout does not cut it.
+func TestPacedSendfileSlowReader(t *testing.T) {
+	t.Parallel()
+	st, err := store.OpenFS(t.TempDir(), store.FSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte("kvs!"), 1<<20)
+	ts, n := pacedServerStore(t, st, payload, false)
+
+	c := dialSlow(t, ts.Listener.Addr().String())
+	body := `{"StreamName":"cam","Fragments":["` + formatFragmentNumber(n) + `"]}`
+	before := sentByFile.Load()
+	fmt.Fprintf(c, "POST /getMediaForFragmentList HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\n%s: 1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+		headerSendfile, len(body), body)
+	br := bufio.NewReaderSize(c, 16<<10)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 || resp.ContentLength <= int64(len(payload)) {
+		t.Fatalf("status %d, Content-Length %d: want 200 and more than the %d-byte fragment", resp.StatusCode, resp.ContentLength, len(payload))
+	}
+	got, err := readSlowly(br, int(resp.ContentLength))
+	if err != nil {
+		t.Fatalf("read %d of %d bytes: %v", len(got), resp.ContentLength, err)
+	}
+	if at := bytes.Index(got, payload); at < 0 || !bytes.Contains(got[at+len(payload):], []byte(mkv.TagServerSideTimestamp)) {
+		t.Fatalf("the answer (%d bytes) does not hold the stored fragment followed by its tags", len(got))
+	}
+	if sent := sentByFile.Load() - before; sent < int64(len(payload)) {
+		t.Errorf("%d bytes sent by sendfile, want the %d-byte fragment", sent, len(payload))
 	}
 }
 

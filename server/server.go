@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -497,6 +498,25 @@ func (w *statusRecorder) Write(p []byte) (int, error) {
 		w.status, w.wrote = http.StatusOK, true
 	}
 	n, err := w.ResponseWriter.Write(p)
+	if w.out != nil {
+		w.out.Add(float64(n))
+	}
+	return n, err
+}
+
+// ReadFrom hands r to the real writer's ReadFrom, where net/http gives it to the connection's:
+// bufConn sends a file section with sendfile(2) (GetMediaForFragmentList, archive.go).
+func (w *statusRecorder) ReadFrom(r io.Reader) (int64, error) {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(r)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{w.ResponseWriter}, r)
+	}
 	if w.out != nil {
 		w.out.Add(float64(n))
 	}

@@ -46,9 +46,6 @@ const (
 	// numberBlock is how far ahead of the numbers handed out the persisted high-water mark runs:
 	// one bbolt commit per numberBlock NextNumber calls; a restart skips the unused rest.
 	numberBlock = 1000
-	// eagerVerifyLimit: Open reads records up to this size whole and checks them before
-	// returning; larger ones stream and report corruption at the end.
-	eagerVerifyLimit = 4 << 20
 	// maxBatch caps how many appends one batch takes.
 	maxBatch = 1024
 	// maxSyncing is how many batches may be fdatasyncing at once: more requests in flight let

@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/crc32"
 	"io"
 	"io/fs"
@@ -64,28 +63,58 @@ func (s *FS) Fragment(_ context.Context, stream string, number uint64) (Fragment
 	return e.meta(), nil
 }
 
-// Open implements Store. The record header is checked against the index before Open returns.
-// Records up to 4 MiB (the usual fragment) are then read whole and their CRC checked, so Open
-// returns ErrCorrupt instead of bad bytes. Larger records stream from the file with a running
-// CRC: the final Read returns ErrCorrupt instead of io.EOF when it does not match, so a caller
-// must treat bytes already read as unverified until it has seen io.EOF. The reader stays valid
-// if retention or DeleteStream removes the fragment meanwhile.
+// Open implements Store. The record header is checked against the index, and the payload
+// against its CRC, before Open returns: ErrCorrupt instead of bad bytes, whatever the size. The
+// CRC is computed over a mapping of the file on unix (checksumFile), so checking does not copy the
+// bytes out. The reader is a section of the segment file (payloadReader): io.Copy to a connection
+// of server.Listener sends it with sendfile(2). It stays valid if retention or DeleteStream
+// removes the fragment meanwhile.
+//
+// Between the check and the reading the bytes are those of the page cache; should the kernel
+// drop them meanwhile and the disk return other bytes, those go out unchecked. AppendPayload
+// checks the bytes it returns.
 func (s *FS) Open(_ context.Context, stream string, number uint64) (io.ReadCloser, FragmentMeta, error) {
 	f, e, h, err := s.openRecord(stream, number)
 	if err != nil {
 		return nil, FragmentMeta{}, err
 	}
-	if e.Size <= eagerVerifyLimit {
-		defer f.Close()
-		buf, err := readPayload(f, e, h, nil)
-		if err != nil {
-			return nil, FragmentMeta{}, fmt.Errorf("open %s/%d: %w", stream, number, err)
-		}
-		return io.NopCloser(bytes.NewReader(buf)), e.meta(), nil
+	if err := checkPayload(f, e, h); err != nil {
+		f.Close()
+		return nil, FragmentMeta{}, fmt.Errorf("open %s/%d: %w", stream, number, err)
 	}
-	body := io.NewSectionReader(f, e.Offset+recordHeaderSize, e.Size)
-	return &verifyingReader{r: body, f: f, want: h.PayloadCRC, left: e.Size, crc: crc32.New(record.Castagnoli)}, e.meta(), nil
+	return &payloadReader{SectionReader: io.NewSectionReader(f, e.Offset+recordHeaderSize, e.Size), f: f}, e.meta(), nil
 }
+
+// checkPayload checks that the payload of record e (header h) is whole in f and matches its CRC.
+func checkPayload(f *os.File, e indexEntry, h recordHeader) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() < e.Offset+recordHeaderSize+e.Size {
+		return fmt.Errorf("%w: %w", ErrCorrupt, record.ErrTornPayload)
+	}
+	sum, err := checksumFile(f, e.Offset+recordHeaderSize, e.Size)
+	if err != nil {
+		return err
+	}
+	if sum != h.PayloadCRC {
+		return fmt.Errorf("%w: %w", ErrCorrupt, record.ErrPayloadCRC)
+	}
+	return nil
+}
+
+// payloadReader reads a checked payload from its segment file.
+type payloadReader struct {
+	*io.SectionReader
+	f *os.File
+}
+
+// WriteTo hands the file section to w's ReadFrom, when it has one: a connection of
+// server.Listener sends it with sendfile(2).
+func (p *payloadReader) WriteTo(w io.Writer) (int64, error) { return io.Copy(w, p.SectionReader) }
+
+func (p *payloadReader) Close() error { return p.f.Close() }
 
 // readPayload appends the payload of record e (header h) in f to b and checks its CRC; b is
 // returned unchanged on error.
@@ -145,32 +174,6 @@ func checkRecordHeader(f *os.File, e indexEntry) (recordHeader, error) {
 	}
 	return h, nil
 }
-
-// verifyingReader streams a payload and checks its CRC at the end.
-type verifyingReader struct {
-	r    io.Reader
-	f    *os.File
-	crc  hash.Hash32
-	want uint32
-	left int64
-}
-
-func (v *verifyingReader) Read(p []byte) (int, error) {
-	n, err := v.r.Read(p)
-	v.crc.Write(p[:n])
-	v.left -= int64(n)
-	if errors.Is(err, io.EOF) {
-		if v.left != 0 {
-			return n, fmt.Errorf("%w: %w", ErrCorrupt, record.ErrTornPayload)
-		}
-		if v.crc.Sum32() != v.want {
-			return n, fmt.Errorf("%w: %w", ErrCorrupt, record.ErrPayloadCRC)
-		}
-	}
-	return n, err
-}
-
-func (v *verifyingReader) Close() error { return v.f.Close() }
 
 // Range implements Store.
 func (s *FS) Range(_ context.Context, stream string, from uint64, limit int) ([]FragmentMeta, error) {

@@ -140,8 +140,11 @@ type Store interface {
 
 	// Fragment returns the metadata of one fragment; ErrFragmentNotFound when absent or purged.
 	Fragment(ctx context.Context, stream string, number uint64) (FragmentMeta, error)
-	// Open returns the record payload of one fragment. The caller closes it. The reader stays
-	// valid if the fragment is purged or its stream deleted meanwhile.
+	// Open returns the record payload of one fragment, checked (ErrCorrupt instead of bytes that
+	// fail the store's checksum) before Open returns, so that a caller can decide its answer
+	// before its first byte. The caller closes it. The reader stays valid if the fragment is
+	// purged or its stream deleted meanwhile. FS's reader is a section of its segment file, which
+	// io.Copy to a connection of server.Listener sends with sendfile(2).
 	Open(ctx context.Context, stream string, number uint64) (io.ReadCloser, FragmentMeta, error)
 	// AppendPayload appends one fragment's payload to b and returns the extended slice: the same
 	// bytes and checks as Open, without a buffer of the store's own. On error b is returned

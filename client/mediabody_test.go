@@ -1,0 +1,168 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/internal/servertest"
+	"github.com/openkvs/kvs/mkv"
+)
+
+// connsListener records the connections it accepts, so that a test can close them server-side.
+type connsListener struct {
+	net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func (l *connsListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		l.conns = append(l.conns, c)
+		l.mu.Unlock()
+	}
+	return c, err
+}
+
+func (l *connsListener) closeAll() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.conns {
+		c.Close()
+	}
+}
+
+// GetMediaForFragmentListForFile, against a kvs server as `kvs server` runs it (FS store, its
+// Listener and ConnContext), goes over a connection of the client's own, whose answer
+// WriteToFile puts at its offset in a file: the same bytes as GetMediaForFragmentList reads.
+// The connection serves the next request; one the server closed meanwhile is replaced without an
+// error; an API error is an *APIError as on the other path; a cancelled context ends the body and
+// its connection.
+func TestGetMediaForFragmentListForFile(t *testing.T) {
+	t.Parallel()
+	var lis *connsListener
+	url := servertest.Start(t, func(l net.Listener) net.Listener {
+		lis = &connsListener{Listener: l}
+		return lis
+	})
+	m := &mediaServer{URL: url}
+	var err error
+	if m.client, err = New(t.Context(), Config{Endpoint: url}); err != nil {
+		t.Fatal(err)
+	}
+	m.createStream(t, "cam", 24)
+	frags := clipFragments(t, "h264.mkv", time.Second)
+	if _, err := produce(t, m.client, ProducerConfig{Stream: "cam"}, frags); err != nil {
+		t.Fatal(err)
+	}
+	list, err := m.client.ListFragments(t.Context(), ListFragmentsInput{Stream: "cam"})
+	if err != nil || len(list) != len(frags) {
+		t.Fatalf("%d fragments listed (%v), want %d", len(list), err, len(frags))
+	}
+	var numbers []string
+	for _, f := range list {
+		numbers = append(numbers, f.FragmentNumber)
+	}
+	plain, err := m.client.GetMediaForFragmentList(t.Context(), "cam", numbers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := io.ReadAll(plain)
+	plain.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	c, err := New(t.Context(), Config{Endpoint: url}) // its own HTTP client: the raw exchange applies
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseIdleConnections()
+	out, err := os.Create(filepath.Join(t.TempDir(), "out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	const at = 1000
+	var first net.Conn
+	for round := range 3 {
+		body, err := c.GetMediaForFragmentListForFile(t.Context(), "cam", numbers)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if body.conn == nil || body.Length != int64(len(want)) {
+			t.Fatalf("round %d: raw exchange %v, Length %d; want one, %d", round, body.conn != nil, body.Length, len(want))
+		}
+		switch round {
+		case 0:
+			first = body.conn
+		case 1:
+			if body.conn != first {
+				t.Errorf("round 1: a new connection, want the first one again")
+			}
+		}
+		n, err := body.WriteToFile(out, at)
+		body.Close()
+		if err != nil || n != int64(len(want)) {
+			t.Fatalf("round %d: WriteToFile: %d bytes, %v; want %d", round, n, err, len(want))
+		}
+		got := make([]byte, len(want)+1)
+		k, _ := out.ReadAt(got, at)
+		if !bytes.Equal(got[:k], want) {
+			t.Fatalf("round %d: the file holds %d bytes at %d that differ from GetMediaForFragmentList's %d", round, k, at, len(want))
+		}
+		if round == 1 {
+			lis.closeAll() // the server drops the idle connection: round 2 must not see it
+		}
+	}
+
+	// Read, not written to a file: the same bytes, in fragments.
+	body, err := c.GetMediaForFragmentListForFile(t.Context(), "cam", numbers[:2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr := mkv.NewFragmentReader(body)
+	for i := range 2 {
+		f, err := fr.Next()
+		if err != nil {
+			t.Fatalf("fragment %d: %v", i, err)
+		}
+		if n, _ := f.Tag(mkv.TagFragmentNumber); n != numbers[i] || len(f.Frames) != len(frags[i].Frames) {
+			t.Errorf("fragment %d: number %s with %d frames, want %s with %d", i, n, len(f.Frames), numbers[i], len(frags[i].Frames))
+		}
+	}
+	if _, err := fr.Next(); !errors.Is(err, io.EOF) {
+		t.Errorf("after 2 fragments: %v, want EOF", err)
+	}
+	body.Close()
+
+	_, err = c.GetMediaForFragmentListForFile(t.Context(), "cam", []string{"99999999"})
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Code != "ResourceNotFoundException" || ae.Status != 404 {
+		t.Errorf("unknown fragment: %v, want ResourceNotFoundException (404)", err)
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	body, err = c.GetMediaForFragmentListForFile(ctx, "cam", numbers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := body.conn
+	cancel()
+	if _, err := body.WriteToFile(out, 0); err == nil {
+		t.Error("WriteToFile after the context was cancelled: no error")
+	}
+	body.Close()
+	if _, err := conn.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("the cancelled body's connection: write %v, want closed", err)
+	}
+}
