@@ -122,13 +122,17 @@ func (c *bufConn) writeError(op string, err, werr error) error {
 
 // ReadFrom writes what r holds. A section of a file (an *io.SectionReader over an *os.File: a
 // stored payload, store.FS.Open) goes from the page cache to the socket with sendfile(2) where
-// the system has it, paced as Write is; anything else goes through Write. (TCPConn's own ReadFrom
-// would send under one deadline for the whole of it.)
+// the system has it, paced as Write is. Anything else goes through Write when the connection
+// paces (TCPConn's own ReadFrom would send it under one deadline for the whole), else to
+// TCPConn's ReadFrom as before.
 func (c *bufConn) ReadFrom(r io.Reader) (int64, error) {
 	if sr, ok := r.(*io.SectionReader); ok {
 		if n, handled, err := c.sendSection(sr); handled {
 			return n, err
 		}
+	}
+	if c.pace.Load() <= 0 {
+		return c.TCPConn.ReadFrom(r)
 	}
 	return io.Copy(struct{ io.Writer }{c}, r)
 }

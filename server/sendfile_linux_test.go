@@ -102,11 +102,9 @@ func TestGetMediaForFragmentListSendfile(t *testing.T) {
 			for _, p := range payloads {
 				stored += int64(len(p))
 			}
-			switch {
-			case kind == "fs" && byFile < stored:
+			// (Only a lower bound: the count is the process's, and other tests send too.)
+			if kind == "fs" && byFile < stored {
 				t.Errorf("%d bytes sent by sendfile, want the %d stored", byFile, stored)
-			case kind == "mem" && byFile != 0:
-				t.Errorf("%d bytes sent by sendfile from the memory store", byFile)
 			}
 			frags := readFragments(t, bytes.NewReader(sent))
 			if len(frags) != 3 {
