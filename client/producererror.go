@@ -1,0 +1,74 @@
+package client
+
+import (
+	"fmt"
+	"strings"
+)
+
+// FragmentFailure is a fragment the producer gave up on.
+type FragmentFailure struct {
+	// Timecode is the fragment's cluster timecode as sent (ticks; epoch ms for ABSOLUTE timecodes).
+	Timecode int64
+	// FragmentNumber is the number the server gave it, when known.
+	FragmentNumber string
+	Err            error
+}
+
+// ProducerError is returned by Close when fragments were not stored: Failed lists them in send
+// order. Err, when not nil, is what stopped the producer (unreachable server, a fatal ERROR ack,
+// a cancelled Close). With a spool, the fragments not sent are not failures: Spooled counts what
+// the spool keeps for a later producer, Dropped what was dropped because it was full, and
+// Corrupt what could not be read back from it (a damaged disk) and was skipped.
+type ProducerError struct {
+	Failed   []FragmentFailure
+	Err      error
+	Spooled  int
+	SpoolDir string
+	Dropped  int
+	Corrupt  int
+}
+
+func (e *ProducerError) Error() string {
+	var parts []string
+	if e.Err != nil {
+		parts = append(parts, e.Err.Error())
+	}
+	if e.Spooled > 0 {
+		parts = append(parts, fmt.Sprintf("%d fragment(s) not sent are kept in the spool %s: run again with the same spool directory to send them", e.Spooled, e.SpoolDir))
+	}
+	if e.Dropped > 0 {
+		parts = append(parts, fmt.Sprintf("%d fragment(s) were dropped because the spool %s was full", e.Dropped, e.SpoolDir))
+	}
+	if e.Corrupt > 0 {
+		parts = append(parts, fmt.Sprintf("%d fragment(s) in the spool %s could not be read back (damaged records) and were not sent", e.Corrupt, e.SpoolDir))
+	}
+	if len(e.Failed) > 0 {
+		var b strings.Builder
+		fmt.Fprintf(&b, "%d fragment(s) not stored:", len(e.Failed))
+		for i, f := range e.Failed {
+			if i == 10 {
+				fmt.Fprintf(&b, " … and %d more", len(e.Failed)-i)
+				break
+			}
+			fmt.Fprintf(&b, " [timecode %d", f.Timecode)
+			if f.FragmentNumber != "" {
+				fmt.Fprintf(&b, " fragment %s", f.FragmentNumber)
+			}
+			fmt.Fprintf(&b, ": %v]", f.Err)
+		}
+		parts = append(parts, b.String())
+	}
+	return "putmedia: " + strings.Join(parts, "; ")
+}
+
+// Unwrap returns the stopping error and the fragment errors, for errors.Is/As.
+func (e *ProducerError) Unwrap() []error {
+	var errs []error
+	if e.Err != nil {
+		errs = append(errs, e.Err)
+	}
+	for _, f := range e.Failed {
+		errs = append(errs, f.Err)
+	}
+	return errs
+}
