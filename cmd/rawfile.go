@@ -58,11 +58,6 @@ func fetchRawToFile(ctx context.Context, cl *client.Client, stream string, batch
 	}
 	rf.placed[len(batches)] = make(chan struct{})
 	close(rf.placed[0]) // the first answer goes at 0
-	if v := os.Getenv("KVS_EXP_PRESIZE"); v != "" {
-		var n int64
-		fmt.Sscan(v, &n)
-		_ = f.Truncate(n)
-	}
 	abort := make(chan struct{})
 	placesDone := make(chan struct{})
 	go func() { // the places: each answer's offset once the lengths before it are known
