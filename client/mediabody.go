@@ -39,6 +39,7 @@ type MediaBody struct {
 	// until ctx (the request's) is done.
 	ctx  context.Context
 	x    *rawExchange
+	addr string // what conn was dialled to: its key among the idle ones
 	conn net.Conn
 	head []byte
 	rest int64
@@ -119,7 +120,7 @@ func (b *MediaBody) Close() error {
 	}
 	reuse := b.stop() && len(b.head) == 0 && b.rest == 0
 	if reuse {
-		b.x.put(b.conn)
+		b.x.put(b.addr, b.conn)
 	} else {
 		b.conn.Close()
 	}
@@ -153,14 +154,15 @@ func (x *rawExchange) get(ctx context.Context, addr string) (c net.Conn, reused 
 	return c, false, err
 }
 
-func (x *rawExchange) put(c net.Conn) {
+// put keeps c, a connection to addr (as get was given it: the URL's host, not c's remote
+// address, which differs when the URL names its host), for the next request to addr.
+func (x *rawExchange) put(addr string, c net.Conn) {
 	_ = c.SetDeadline(time.Time{})
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.idle == nil {
 		x.idle = map[string][]net.Conn{}
 	}
-	addr := c.RemoteAddr().String()
 	if len(x.idle[addr]) >= maxIdleRaw {
 		c.Close()
 		return
@@ -206,7 +208,7 @@ func (c *Client) doRaw(req *http.Request, body []byte) (*MediaBody, *http.Respon
 		if err != nil {
 			return nil, nil, err
 		}
-		mb, resp, err := c.exchange(conn, req, body)
+		mb, resp, err := c.exchange(host, conn, req, body)
 		if err != nil && reused && req.Context().Err() == nil {
 			continue
 		}
@@ -214,8 +216,8 @@ func (c *Client) doRaw(req *http.Request, body []byte) (*MediaBody, *http.Respon
 	}
 }
 
-// exchange writes req on conn and reads the answer's headers.
-func (c *Client) exchange(conn net.Conn, req *http.Request, body []byte) (*MediaBody, *http.Response, error) {
+// exchange writes req on conn, dialled to addr, and reads the answer's headers.
+func (c *Client) exchange(addr string, conn net.Conn, req *http.Request, body []byte) (*MediaBody, *http.Response, error) {
 	stop := context.AfterFunc(req.Context(), func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	fail := func(err error) (*MediaBody, *http.Response, error) {
 		stop()
@@ -241,7 +243,7 @@ func (c *Client) exchange(conn net.Conn, req *http.Request, body []byte) (*Media
 	}
 	head := make([]byte, br.Buffered())
 	_, _ = io.ReadFull(br, head)
-	return &MediaBody{Length: resp.ContentLength, ctx: req.Context(), x: &c.raw, conn: conn, head: head,
+	return &MediaBody{Length: resp.ContentLength, ctx: req.Context(), x: &c.raw, addr: addr, conn: conn, head: head,
 		rest: resp.ContentLength - int64(len(head)), stop: stop}, nil, nil
 }
 

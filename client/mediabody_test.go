@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -164,5 +165,51 @@ func TestGetMediaForFragmentListForFile(t *testing.T) {
 	body.Close()
 	if _, err := conn.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("the cancelled body's connection: write %v, want closed", err)
+	}
+}
+
+// A kept connection serves the next request to the same endpoint also when the endpoint names
+// its host (http://localhost:port, as `kvs --endpoint-url` is usually given), not only by address.
+func TestGetMediaForFragmentListForFileReuseByName(t *testing.T) {
+	t.Parallel()
+	url := strings.Replace(servertest.Start(t, nil), "127.0.0.1", "localhost", 1)
+	m := &mediaServer{URL: url}
+	var err error
+	if m.client, err = New(t.Context(), Config{Endpoint: url}); err != nil {
+		t.Fatal(err)
+	}
+	m.createStream(t, "cam", 24)
+	frags := clipFragments(t, "h264.mkv", time.Second)
+	if _, err := produce(t, m.client, ProducerConfig{Stream: "cam"}, frags[:2]); err != nil {
+		t.Fatal(err)
+	}
+	list, err := m.client.ListFragments(t.Context(), ListFragmentsInput{Stream: "cam"})
+	if err != nil || len(list) == 0 {
+		t.Fatalf("%d fragments listed (%v)", len(list), err)
+	}
+	numbers := []string{list[0].FragmentNumber}
+	c, err := New(t.Context(), Config{Endpoint: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseIdleConnections()
+	var first net.Conn
+	for round := range 2 {
+		body, err := c.GetMediaForFragmentListForFile(t.Context(), "cam", numbers)
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if body.conn == nil {
+			t.Fatalf("round %d: no raw exchange", round)
+		}
+		if round == 0 {
+			first = body.conn
+		} else if body.conn != first {
+			t.Errorf("round 1: a new connection to %s, want the first one again", url)
+		}
+		if _, err := io.Copy(io.Discard, body); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		body.Close()
 	}
 }
