@@ -1,10 +1,15 @@
 package cluster
 
 import (
+	"context"
+	"crypto/rand"
 	"errors"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/internal/testutil/backends"
@@ -119,4 +124,51 @@ func TestUnavailableHidesPassword(t *testing.T) {
 	t.Cleanup(func() { s.Close() })
 	pgLink.Cut(t)
 	check("Ready", s.Ready(t.Context()))
+}
+
+// TestTerminatedConnectionUnavailable: a PostgreSQL that ends the node's connections (a restart
+// or a failover: "terminating connection due to administrator command", SQLSTATE 57P01; then
+// 57P03 "the database system is starting up" to the new ones) is a backend that does not answer,
+// a retryable ErrUnavailable (503, ack 5000), not an internal error (500, ack 5001).
+func TestTerminatedConnectionUnavailable(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	app := "kvs_" + strings.ToLower(rand.Text()[:10])
+	cfg.Index += "&application_name=" + app
+	s := openStore(t, cfg)
+	t.Cleanup(func() { s.Close() })
+	ctx := t.Context()
+	if err := s.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	admin, err := pgx.Connect(ctx, cfg.Index[:strings.Index(cfg.Index, "?")])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close(context.Background())
+	// The pool pings a connection idle for over a second before handing it out (and drops it
+	// when the ping fails): the query must come right after the termination, on a connection
+	// just used. A few tries, for a loaded machine.
+	for range 20 {
+		if _, err := s.GetStream(ctx, "cam"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+			WHERE application_name = $1 AND pid <> pg_backend_pid() AND query NOT ILIKE 'LISTEN%'`, app); err != nil {
+			t.Fatal(err)
+		}
+		_, err := s.GetStream(ctx, "cam")
+		if err == nil {
+			continue
+		}
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) {
+			continue // the connection was found closed and replaced, or reset: not this case
+		}
+		if !errors.Is(err, store.ErrUnavailable) {
+			t.Fatalf("GetStream on a connection PostgreSQL terminated (SQLSTATE %s): %v, want ErrUnavailable", pgErr.Code, err)
+		}
+		return
+	}
+	t.Skip("no query met a terminated connection")
 }

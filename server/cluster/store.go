@@ -253,7 +253,8 @@ func unavailable(what string, err error) error {
 }
 
 // dbErr maps a PostgreSQL error: a canceled context stays itself; anything that is not an
-// answer from the server (connection refused, reset, timeout) is store.ErrUnavailable.
+// answer from the server (connection refused, reset, timeout), and an answer that says the
+// server cannot serve now (transientState), is store.ErrUnavailable.
 func dbErr(ctx context.Context, what string, err error) error {
 	if err == nil {
 		return nil
@@ -262,10 +263,25 @@ func dbErr(ctx context.Context, what string, err error) error {
 		return ctx.Err()
 	}
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
+	if errors.As(err, &pgErr) && !transientState(pgErr.Code) {
 		return fmt.Errorf("cluster: %s: %w", what, err)
 	}
 	return unavailable("PostgreSQL: "+what, err)
+}
+
+// transientState reports whether a SQLSTATE says the server is going away, coming up or out of
+// room, not that the statement is wrong: a restart or a failover ends the open connections with
+// 57P01 (admin_shutdown) or 57P02 and refuses new ones with 57P03 (cannot_connect_now), a full
+// server refuses them with 53300 (too_many_connections); class 08 is a connection exception, 40
+// a transaction to run again (serialization failure, deadlock).
+func transientState(code string) bool {
+	switch {
+	case strings.HasPrefix(code, "08"), strings.HasPrefix(code, "40"), strings.HasPrefix(code, "57P"):
+		return true
+	case code == "53300":
+		return true
+	}
+	return false
 }
 
 // RedactURL drops the passwords from a connection URL for messages (an error of Open, Ready's,
