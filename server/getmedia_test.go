@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"math"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/openkvs/kvs/internal/testutil"
 
 	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server/store"
 )
 
 // ingest uploads fragments [from, from+n) of the looped clip on one connection and returns their
@@ -515,5 +517,51 @@ func checkFFprobe(t *testing.T, ffprobe, path string, c *clip, loops int) {
 	}
 	if s := res.Streams[0]; s.CodecName != "h264" || s.NbReadPackets != strconv.Itoa(loops*video) {
 		t.Fatalf("ffprobe: %+v, want h264 with %d packets", s, loops*video)
+	}
+}
+
+// A GetMedia follower over HTTP/2 outlives a quiet stream: no write deadline is left armed
+// between chunks (on HTTP/2 a deadline that fires resets the stream, written to or not).
+func TestGetMediaHTTP2QuietStream(t *testing.T) {
+	t.Parallel()
+	st := store.NewMem()
+	srv, err := New(Config{Store: st, MediaWriteTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(srv)
+	ts.EnableHTTP2 = true
+	ts.StartTLS()
+	t.Cleanup(func() {
+		ts.Close()
+		_ = srv.Close()
+		_ = st.Close()
+	})
+	e := &mediaEnv{srv: srv, ts: ts, store: st}
+	e.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	body := e.getMedia(t, ctx, "cam", map[string]any{"StartSelectorType": "NOW"}, true)
+	defer body.Close()
+	got := make(chan error, 2)
+	go func() {
+		fr := mkv.NewFragmentReader(body)
+		for {
+			_, err := fr.Next()
+			got <- err
+			if err != nil {
+				return
+			}
+		}
+	}()
+	e.ingest(t, "cam", c, 0, 1)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * 200 * time.Millisecond) // the stream is quiet for longer than MediaWriteTimeout
+	e.ingest(t, "cam", c, 1, 1)
+	if err := <-got; err != nil {
+		t.Fatalf("the fragment after a quiet spell: %v", err)
 	}
 }

@@ -49,7 +49,14 @@ func (p pacedWriter) write(parts ...[]byte) error {
 		}
 	}
 	_ = p.rc.SetWriteDeadline(time.Now().Add(p.timeout))
-	return p.rc.Flush()
+	if err := p.rc.Flush(); err != nil {
+		return err
+	}
+	// The chunk is out: no deadline while the response waits for the next one. On HTTP/2 the
+	// deadline is a timer on the stream that resets it when it fires, written to or not, so a
+	// GetMedia follower of a stream quiet for longer than the timeout was cut (RST_STREAM).
+	_ = p.rc.SetWriteDeadline(time.Time{})
+	return nil
 }
 
 // Write writes b as one chunk (fmp4.Writer's output in GetClip).
