@@ -119,7 +119,8 @@ func fragmentNotFound(number string) error {
 // and no duplicate. A fragment that disappears meanwhile (retention) is skipped. At the live
 // edge the response waits for the notifier's notice, then pulls the new fragment; it ends when the
 // client leaves, on x-kvs-no-follow, after GetMediaIdleTimeout without a new fragment, or on
-// Server.Close (also while catching up: after the chunk being sent). When the stream is deleted it ends with an error chunk (FRAGMENT_NUMBER of the last
+// Server.Close (also while catching up: after the chunk being sent; a no-follow response, whose
+// clean end means the live edge, then ends with an error chunk, ERROR_ID 5000). When the stream is deleted it ends with an error chunk (FRAGMENT_NUMBER of the last
 // fragment sent, ERROR_ID 4000, ERROR_CODE STREAM_DELETED); a store failure gives ERROR_ID 5000.
 // Each write has a MediaWriteTimeout deadline, so a client that stops reading is dropped.
 func (m *media) getMedia(ctx context.Context, req *getMediaRequest) (_ responder, err error) {
@@ -299,6 +300,11 @@ func (c *consumer) run(ctx context.Context, notices <-chan struct{}, noFollow bo
 			return
 		case delivered:
 			if c.m.isClosing() { // Server.Close: a reader catching up ends too, between chunks
+				if noFollow {
+					// Its clean end would say "the live edge, nothing more": say the server
+					// failed instead (5000 is retried from the continuation token).
+					c.writeError(5000, "INTERNAL_ERROR")
+				}
 				return
 			}
 			if timer != nil {

@@ -157,3 +157,39 @@ func TestCloseEndsCatchingUpGetMedia(t *testing.T) {
 		t.Fatalf("GetMedia delivered %d of %d fragments after Close, want it to end after the one in flight (2)", n, len(nums))
 	}
 }
+
+// A no-follow GetMedia (x-kvs-no-follow: 1) ends cleanly only at the live edge: that end tells
+// its reader it has everything. Cut short by Close while catching up, it ends with an error chunk
+// (5000, which client.Consumer retries from the continuation token) instead: a clean end made
+// `kvs get-media --no-follow` exit 0 with part of the stream during a server restart.
+func TestCloseEndsNoFollowGetMediaWithError(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	nums := e.ingest(t, "cam", c, 0, 8)
+	held, release := make(chan struct{}), make(chan struct{})
+	e.srv.media.testDeliver = func(n uint64, _ bool) {
+		if n == nums[1] {
+			close(held)
+			<-release
+		}
+	}
+	body := e.getMedia(t, t.Context(), "cam", map[string]any{"StartSelectorType": "EARLIEST"}, false)
+	defer body.Close()
+	got := make(chan []*mkv.Fragment, 1)
+	go func() { got <- readFragments(t, body) }()
+	<-held // the second fragment is on its way
+	e.srv.Close()
+	close(release)
+	frags := <-got
+	if len(frags) != 3 || len(frags[2].Frames) != 0 {
+		t.Fatalf("got %d documents after Close, want the 2 fragments sent and an error chunk", len(frags))
+	}
+	if id := tag(t, frags[2], mkv.TagErrorID); id != "5000" {
+		t.Fatalf("error chunk ERROR_ID %s, want 5000", id)
+	}
+	if n := tag(t, frags[2], mkv.TagFragmentNumber); n != formatFragmentNumber(nums[1]) {
+		t.Errorf("error chunk FRAGMENT_NUMBER %s, want the last one sent %s", n, formatFragmentNumber(nums[1]))
+	}
+}
