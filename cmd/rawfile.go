@@ -23,6 +23,7 @@ import (
 
 	"github.com/openkvs/kvs/client"
 	"github.com/openkvs/kvs/internal/bufpool"
+	"github.com/openkvs/kvs/internal/mapped"
 )
 
 // rawFile places the answers of batches, fetched in parallel, in f.
@@ -196,7 +197,12 @@ func (rf *rawFile) fetch(ctx context.Context, cl *client.Client, stream string, 
 		return err
 	}
 	defer unmap()
-	chunks, err := checkRawChunks(region, numbers)
+	var chunks [][]byte
+	// The file's pages are read through the mapping: one that cannot be read (another process cut
+	// the file short) is an error, not the end of the process.
+	if ferr := mapped.Read(func() { chunks, err = checkRawChunks(region, numbers) }); ferr != nil {
+		return fmt.Errorf("checking the answer written to %s: %w", rf.f.Name(), ferr)
+	}
 	if err != nil {
 		return err
 	}

@@ -3,13 +3,12 @@
 package store
 
 import (
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"os"
-	"runtime/debug"
 	"syscall"
 
+	"github.com/openkvs/kvs/internal/mapped"
 	"github.com/openkvs/kvs/internal/record"
 )
 
@@ -42,18 +41,8 @@ func checksumFile(f *os.File, off, n int64) (sum uint32, err error) {
 	return sum, nil
 }
 
-var errPageFault = errors.New("reading a mapped page failed (I/O error)")
-
 // updateMapped adds b, mapped file pages, to the CRC-32C sum.
-func updateMapped(sum uint32, b []byte) (_ uint32, err error) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(interface{ Addr() uintptr }); !ok { // not a fault: not ours to hide
-				panic(r)
-			}
-			err = errPageFault
-		}
-	}()
-	return crc32.Update(sum, record.Castagnoli, b), nil
+func updateMapped(sum uint32, b []byte) (uint32, error) {
+	err := mapped.Read(func() { sum = crc32.Update(sum, record.Castagnoli, b) })
+	return sum, err
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/openkvs/kvs/internal/mapped"
 	"github.com/openkvs/kvs/internal/record"
 )
 
@@ -58,7 +59,7 @@ func TestChecksumFilePastEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := checksumFile(f, 0, 3*int64(os.Getpagesize())); !errors.Is(err, errPageFault) {
-		t.Fatalf("checksum past the end of the file: %v, want errPageFault", err)
+	if _, err := checksumFile(f, 0, 3*int64(os.Getpagesize())); !errors.Is(err, mapped.ErrPageFault) {
+		t.Fatalf("checksum past the end of the file: %v, want mapped.ErrPageFault", err)
 	}
 }
