@@ -50,8 +50,8 @@ type Config struct {
 	// LeaseTTL is how long a stream's write lease lasts without renewal (default 10 s): the
 	// longest a stream stays unwritable after its owner died. Leases are renewed every TTL/3.
 	LeaseTTL time.Duration
-	// UnavailableWait bounds how long an append waits for PostgreSQL or the object store before
-	// it fails with store.ErrUnavailable (default 10 s).
+	// UnavailableWait bounds how long an append, and each operation of a request, waits for
+	// PostgreSQL or the object store before it fails with store.ErrUnavailable (default 10 s).
 	UnavailableWait time.Duration
 	// Log receives lease changes, retries and cleanup results (default: discard).
 	Log *slog.Logger

@@ -50,6 +50,8 @@ func (s *Store) register(ctx context.Context) error {
 // every number reserved before. It returns the owner's URL and nil lease when another node
 // holds a live lease.
 func (s *Store) take(ctx context.Context, name string) (*lease, string, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	s.mu.Lock()
 	for {
 		if l := s.leases[name]; l != nil && !l.lost {
@@ -64,7 +66,7 @@ func (s *Store) take(ctx context.Context, name string) (*lease, string, error) {
 		select {
 		case <-freed:
 		case <-ctx.Done():
-			return nil, "", ctx.Err()
+			return nil, "", dbErr(ctx, "take lease of "+name+": waiting for its release", ctx.Err())
 		}
 		s.mu.Lock()
 	}
@@ -136,6 +138,8 @@ func (s *Store) writer(ctx context.Context, name string) (*lease, error) {
 // dead before its lease runs out: nobody is named then, so that clients come to a live node,
 // which waits out the lease and takes the stream (the lease itself still decides who writes).
 func (s *Store) owner(ctx context.Context, name string) (string, bool, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var owner, url *string
 	err := s.pool.QueryRow(ctx, `SELECT s.owner, n.url FROM kvs_streams s
 		LEFT JOIN kvs_nodes n ON n.id = s.owner AND n.heartbeat_at > now() - $2 * interval '1 millisecond'
@@ -271,6 +275,8 @@ func (s *Store) Owners(ctx context.Context, names []string) (map[string]string, 
 	if s.isClosed() {
 		return nil, store.ErrClosed
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	rows, err := s.pool.Query(ctx, `SELECT s.name, coalesce(n.url, '') FROM kvs_streams s
 		JOIN kvs_nodes n ON n.id = s.owner AND n.heartbeat_at > now() - $2 * interval '1 millisecond'
 		WHERE s.name = ANY($1) AND s.lease_expires > now()`, names, (2 * s.cfg.LeaseTTL / 3).Milliseconds())
@@ -312,6 +318,8 @@ func (s *Store) NextNumber(ctx context.Context, name string) (uint64, error) {
 		return n, nil
 	}
 	s.mu.Unlock()
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var hwm int64
 	err = s.pool.QueryRow(ctx, `UPDATE kvs_streams SET number_hwm = number_hwm + $4 WHERE id = $1 AND owner = $2 AND epoch = $3 RETURNING number_hwm`,
 		l.id, s.nodeID, l.epoch, numberBlock).Scan(&hwm)
@@ -451,6 +459,8 @@ func (s *Store) Nodes(ctx context.Context) ([]Node, error) {
 	if s.isClosed() {
 		return nil, store.ErrClosed
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	rows, err := s.pool.Query(ctx, `SELECT n.id, n.url, n.started_at, n.heartbeat_at,
 			coalesce(array_agg(st.name ORDER BY st.name) FILTER (WHERE st.name IS NOT NULL), '{}')
 		FROM kvs_nodes n LEFT JOIN kvs_streams st ON st.owner = n.id AND st.lease_expires > now()

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/internal/testutil/backends"
@@ -171,4 +173,108 @@ func TestTerminatedConnectionUnavailable(t *testing.T) {
 		return
 	}
 	t.Skip("no query met a terminated connection")
+}
+
+// TestSilentPostgres: a PostgreSQL that goes silent (a network partition that drops packets, a
+// frozen VM: nothing refused, nothing reset) is ErrUnavailable within UnavailableWait for the
+// calls of API requests, as a refused one is. pgx has no read timeout and the requests' contexts
+// no deadline: GetStream, Range and PutMedia's Acquire each waited for TCP to give up (a quarter
+// of an hour), holding a pooled connection, until the node hung. A caller that gives up first
+// still gets its own context's error.
+func TestSilentPostgres(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	cfg := testConfig(t)
+	cfg.UnavailableWait = 3 * time.Second
+	var pgLink *backends.Link
+	cfg.Index, pgLink = backends.Through(t, cfg.Index)
+	s := openStore(t, cfg)
+	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { pgLink.Thaw(t) }) // first: Close has a few statements to run
+	ctx := t.Context()
+	for _, name := range []string{"cam", "cam2"} {
+		if err := s.CreateStream(ctx, store.Stream{Name: name, RetentionHours: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, wait := appendAt(t, s, "cam", base); wait(ctx) != nil {
+		t.Fatal("append before the freeze failed")
+	}
+
+	// A busy node has its pool's connections open: each call below takes one of those (a new
+	// connection would fail at its ConnectTimeout, before the freeze matters).
+	var open []*pgxpool.Conn
+	for range 8 {
+		c, err := s.pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, c)
+	}
+	for _, c := range open {
+		c.Release()
+	}
+
+	pgLink.Freeze(t)
+	calls := map[string]func(context.Context) error{
+		"GetStream": func(ctx context.Context) error { _, err := s.GetStream(ctx, "cam"); return err },
+		"Range":     func(ctx context.Context) error { _, err := s.Range(ctx, "cam", 0, 0); return err },
+		"Acquire":   func(ctx context.Context) error { _, err := s.Acquire(ctx, "cam2"); return err },
+		"Owner":     func(ctx context.Context) error { _, _, err := s.Owner(ctx, "cam"); return err },
+	}
+	errs := make(chan error, len(calls))
+	for what, call := range calls {
+		go func() {
+			// Only so that the test fails instead of hanging: no timing is asserted.
+			ctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			if err := call(ctx); !errors.Is(err, store.ErrUnavailable) {
+				errs <- fmt.Errorf("%s with PostgreSQL silent: %v, want ErrUnavailable", what, err)
+				return
+			}
+			errs <- nil
+		}()
+	}
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+
+	// A caller that gives up before UnavailableWait gets its own error, not ErrUnavailable.
+	cctx, cancel := context.WithCancel(ctx)
+	time.AfterFunc(100*time.Millisecond, cancel)
+	if _, err := s.GetStream(cctx, "cam"); !errors.Is(err, context.Canceled) || errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("GetStream cancelled by its caller with PostgreSQL silent: %v, want context.Canceled", err)
+	}
+}
+
+// TestSilentObjectStore: an object store that goes silent is ErrUnavailable within
+// UnavailableWait for a read of a fragment's bytes (GetMedia, GetMediaForFragmentList, HLS),
+// not a GET that waits for TCP to give up.
+func TestSilentObjectStore(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	cfg := testConfig(t)
+	cfg.UnavailableWait = 3 * time.Second
+	var s3Link *backends.Link
+	cfg.Objects.Endpoint, s3Link = backends.Through(t, cfg.Objects.Endpoint)
+	s := openStore(t, cfg)
+	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { s3Link.Thaw(t) })
+	ctx := t.Context()
+	if err := s.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	n, wait := appendAt(t, s, "cam", base)
+	if err := wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s3Link.Freeze(t)
+	// Only so that the test fails instead of hanging: no timing is asserted.
+	tctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, _, err := s.AppendPayload(tctx, "cam", n, nil); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("AppendPayload with the object store silent: %v, want ErrUnavailable", err)
+	}
 }

@@ -46,6 +46,8 @@ func (s *Store) streamID(ctx context.Context, name string) (int64, error) {
 
 // metas runs a query of fragment rows (fragmentColumns) on stream name's id ($1).
 func (s *Store) metas(ctx context.Context, name, query string, args ...any) ([]store.FragmentMeta, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	id, err := s.streamID(ctx, name)
 	if err != nil {
 		return nil, err
@@ -138,6 +140,8 @@ func (s *Store) AppendPayload(ctx context.Context, name string, number uint64, b
 	if s.isClosed() {
 		return b, store.FragmentMeta{}, store.ErrClosed
 	}
+	ctx, cancel := s.bound(ctx) // the lookup, the GET and the read of its body
+	defer cancel()
 	var (
 		id                  int64
 		key                 *string
@@ -161,7 +165,7 @@ func (s *Store) AppendPayload(ctx context.Context, name string, number uint64, b
 	out, err := s.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.cfg.Objects.Bucket), Key: key,
 		Range: aws.String(fmt.Sprintf("bytes=%d-%d", *off, *off+*size-1))})
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && context.Cause(ctx) != errNoAnswer {
 			return b, meta, ctx.Err()
 		}
 		var gone *s3types.NoSuchKey
@@ -176,6 +180,9 @@ func (s *Store) AppendPayload(ctx context.Context, name string, number uint64, b
 	start := len(b)
 	b = append(b, make([]byte, *size)...)
 	if _, err := io.ReadFull(out.Body, b[start:]); err != nil {
+		if ctx.Err() != nil && context.Cause(ctx) != errNoAnswer {
+			return b[:start], meta, ctx.Err()
+		}
 		return b[:start], meta, unavailable("object store: GET "+*key, err)
 	}
 	if crc32.Checksum(b[start:], record.Castagnoli) != uint32(*crc) {

@@ -21,8 +21,9 @@ import (
 // such a pass, answer with the expired fragments still listed). Like every kvs lock, it is the
 // cluster's: its second key is the schema's (schemaLock).
 const (
-	cleanupLock = 0x6b76735f // "kvs_"
-	cleanupWait = "30s"      // lock_timeout while waiting for another node's pass
+	cleanupLock     = 0x6b76735f       // "kvs_"
+	cleanupWait     = "30s"            // lock_timeout while waiting for another node's pass
+	cleanupWaitTime = 30 * time.Second // cleanupWait
 )
 
 // Object cleanup timing: an object no fragment refers to any more is deleted once it is older
@@ -56,7 +57,12 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 	var deleted, deletedBytes int64
 	var doomed []string
 	var capped []cappedStream
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	// The transaction may wait its turn (cleanupWait) before PostgreSQL's part of the pass; each
+	// later call has UnavailableWait (bound).
+	txCtx, cancel := context.WithTimeoutCause(ctx, cleanupWaitTime+s.cfg.UnavailableWait, errNoAnswer)
+	defer cancel()
+	err := pgx.BeginFunc(txCtx, s.pool, func(tx pgx.Tx) error {
+		ctx := txCtx
 		capped = nil // a retry of the transaction starts over
 		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+cleanupWait+`'`); err != nil {
 			return err
@@ -87,7 +93,7 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 		return err
 	})
 	if err != nil {
-		return 0, dbErr(ctx, "retention", err)
+		return 0, dbErr(txCtx, "retention", err)
 	}
 	s.metrics.deletedFragments.WithLabelValues("retention").Add(float64(deleted))
 	s.metrics.deletedBytes.WithLabelValues("retention").Add(float64(deletedBytes))
@@ -105,9 +111,8 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 			return int(deleted), err
 		}
 		if len(doomed) > 0 {
-			if _, err := s.pool.Exec(ctx, `DELETE FROM kvs_objects o WHERE key = ANY($1)
-				AND NOT EXISTS (SELECT 1 FROM kvs_fragments f WHERE f.object_id = o.id)`, doomed); err != nil {
-				return int(deleted), dbErr(ctx, "object cleanup", err)
+			if err := s.forgetObjects(ctx, doomed); err != nil {
+				return int(deleted), err
 			}
 			s.metrics.objectsDeleted.Add(float64(len(doomed)))
 			s.log.Info("cluster: objects deleted", "objects", len(doomed))
@@ -115,12 +120,9 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 		if len(doomed) < s.objectsPerQuery || round == maxObjectRounds-1 || ctx.Err() != nil {
 			break
 		}
-		rows, err := s.pool.Query(ctx, unreferencedObjects, s.objectGrace.Seconds(), s.objectsPerQuery)
-		if err != nil {
-			return int(deleted), dbErr(ctx, "object cleanup", err)
-		}
-		if doomed, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
-			return int(deleted), dbErr(ctx, "object cleanup", err)
+		var err error
+		if doomed, err = s.unreferenced(ctx); err != nil {
+			return int(deleted), err
 		}
 	}
 	if time.Since(s.lastOrphanSweep()) > s.orphanEvery {
@@ -131,6 +133,27 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 	return int(deleted), nil
 }
 
+// forgetObjects deletes the rows of objects deleted, unless a fragment refers to one again.
+func (s *Store) forgetObjects(ctx context.Context, keys []string) error {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	_, err := s.pool.Exec(ctx, `DELETE FROM kvs_objects o WHERE key = ANY($1)
+		AND NOT EXISTS (SELECT 1 FROM kvs_fragments f WHERE f.object_id = o.id)`, keys)
+	return dbErr(ctx, "object cleanup", err)
+}
+
+// unreferenced lists the next objectsPerQuery objects of unreferencedObjects.
+func (s *Store) unreferenced(ctx context.Context) ([]string, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, unreferencedObjects, s.objectGrace.Seconds(), s.objectsPerQuery)
+	if err != nil {
+		return nil, dbErr(ctx, "object cleanup", err)
+	}
+	doomed, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return doomed, dbErr(ctx, "object cleanup", err)
+}
+
 func (s *Store) deleteObjects(ctx context.Context, keys []string) error {
 	for len(keys) > 0 {
 		n := min(len(keys), 1000)
@@ -138,8 +161,10 @@ func (s *Store) deleteObjects(ctx context.Context, keys []string) error {
 		for i, k := range keys[:n] {
 			ids[i] = types.ObjectIdentifier{Key: aws.String(k)}
 		}
-		out, err := s.s3.DeleteObjects(ctx, &s3.DeleteObjectsInput{Bucket: aws.String(s.cfg.Objects.Bucket),
+		bctx, cancel := s.bound(ctx)
+		out, err := s.s3.DeleteObjects(bctx, &s3.DeleteObjectsInput{Bucket: aws.String(s.cfg.Objects.Bucket),
 			Delete: &types.Delete{Objects: ids, Quiet: aws.Bool(true)}})
+		cancel()
 		if err != nil {
 			return unavailable("object store: delete objects", err)
 		}
@@ -175,7 +200,9 @@ func (s *Store) sweepOrphans(ctx context.Context) error {
 		prefix := s.cfg.Objects.Prefix + "data/" + now.Add(-time.Duration(h)*time.Hour).Format("2006010215") + "/"
 		p := s3.NewListObjectsV2Paginator(s.s3, &s3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Objects.Bucket), Prefix: aws.String(prefix)})
 		for p.HasMorePages() {
-			page, err := p.NextPage(ctx)
+			pctx, cancel := s.bound(ctx)
+			page, err := p.NextPage(pctx)
+			cancel()
 			if err != nil {
 				return unavailable("object store: list "+prefix, err)
 			}
@@ -200,13 +227,9 @@ func (s *Store) sweepOrphans(ctx context.Context) error {
 			if len(keys) == 0 {
 				continue
 			}
-			rows, err := s.pool.Query(ctx, `SELECT k FROM unnest($1::text[]) AS k WHERE NOT EXISTS (SELECT 1 FROM kvs_objects WHERE key = k)`, keys)
+			found, err := s.unknownObjects(ctx, keys)
 			if err != nil {
-				return dbErr(ctx, "orphan sweep", err)
-			}
-			found, err := pgx.CollectRows(rows, pgx.RowTo[string])
-			if err != nil {
-				return dbErr(ctx, "orphan sweep", err)
+				return err
 			}
 			orphans = append(orphans, found...)
 		}
@@ -220,6 +243,18 @@ func (s *Store) sweepOrphans(ctx context.Context) error {
 	s.metrics.objectsDeleted.Add(float64(len(orphans)))
 	s.log.Info("cluster: orphan objects deleted (PUT, never committed)", "objects", len(orphans), "first", strings.Join(orphans[:1], ""))
 	return nil
+}
+
+// unknownObjects returns those of keys that kvs_objects does not list.
+func (s *Store) unknownObjects(ctx context.Context, keys []string) ([]string, error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, `SELECT k FROM unnest($1::text[]) AS k WHERE NOT EXISTS (SELECT 1 FROM kvs_objects WHERE key = k)`, keys)
+	if err != nil {
+		return nil, dbErr(ctx, "orphan sweep", err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	return found, dbErr(ctx, "orphan sweep", err)
 }
 
 // cappedStream is what applyCaps deleted of one stream.

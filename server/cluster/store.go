@@ -246,20 +246,37 @@ func (s *Store) isClosed() bool {
 	return s.closed
 }
 
+// errNoAnswer ends the contexts of bound: a backend that did not answer within UnavailableWait.
+var errNoAnswer = errors.New("no answer within the unavailable wait")
+
+// bound limits ctx to UnavailableWait for the backend calls of one operation a caller asked for.
+// Neither pgx nor the S3 client times out a connection that goes silent (a network partition, a
+// frozen host: nothing refused, nothing reset), and a call on one waited for TCP to give up, a
+// quarter of an hour, holding a pooled connection meanwhile. dbErr (and AppendPayload, for its
+// GET) report its end as store.ErrUnavailable; the end of the caller's own ctx stays the
+// caller's error.
+func (s *Store) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeoutCause(ctx, s.cfg.UnavailableWait, errNoAnswer)
+}
+
 // unavailable wraps an error of a backend that could not be reached as store.ErrUnavailable (a
 // retryable condition for the client), keeping the cause for the logs.
 func unavailable(what string, err error) error {
 	return fmt.Errorf("%w: %s: %w", store.ErrUnavailable, what, err)
 }
 
-// dbErr maps a PostgreSQL error: a canceled context stays itself; anything that is not an
-// answer from the server (connection refused, reset, timeout), and an answer that says the
-// server cannot serve now (transientState), is store.ErrUnavailable.
+// dbErr maps a PostgreSQL error: a canceled context stays itself, unless bound ended it;
+// anything that is not an answer from the server (connection refused, reset, timeout, no answer
+// within bound's wait), and an answer that says the server cannot serve now (transientState), is
+// store.ErrUnavailable.
 func dbErr(ctx context.Context, what string, err error) error {
 	if err == nil {
 		return nil
 	}
 	if ctx.Err() != nil {
+		if context.Cause(ctx) == errNoAnswer {
+			return unavailable("PostgreSQL: "+what+": "+errNoAnswer.Error(), err)
+		}
 		return ctx.Err()
 	}
 	var pgErr *pgconn.PgError
@@ -340,6 +357,8 @@ func (s *Store) CreateStream(ctx context.Context, st store.Stream) error {
 	if st.Name == "" {
 		return errors.New("cluster: create stream: empty name")
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	tag, err := s.pool.Exec(ctx, `INSERT INTO kvs_streams (name, arn, device_name, media_type, kms_key_id, version, status, creation_ns, retention_hours, tags)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING`,
 		st.Name, st.ARN, st.DeviceName, st.MediaType, st.KmsKeyID, st.Version, st.Status, store.UnixNanos(st.CreationTime),
@@ -358,6 +377,8 @@ func (s *Store) GetStream(ctx context.Context, name string) (store.Stream, error
 	if s.isClosed() {
 		return store.Stream{}, store.ErrClosed
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	_, st, err := scanStream(s.pool.QueryRow(ctx, `SELECT `+streamColumns+` FROM kvs_streams WHERE name = $1`, name))
 	if err == pgx.ErrNoRows {
 		return store.Stream{}, fmt.Errorf("%w: %s", store.ErrStreamNotFound, name)
@@ -370,6 +391,8 @@ func (s *Store) ListStreams(ctx context.Context) ([]store.Stream, error) {
 	if s.isClosed() {
 		return nil, store.ErrClosed
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	rows, err := s.pool.Query(ctx, `SELECT `+streamColumns+` FROM kvs_streams ORDER BY name COLLATE "C"`)
 	if err != nil {
 		return nil, dbErr(ctx, "list streams", err)
@@ -392,6 +415,8 @@ func (s *Store) UpdateStream(ctx context.Context, name string, fn func(*store.St
 	if s.isClosed() {
 		return store.Stream{}, store.ErrClosed
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	var out store.Stream
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		id, st, err := scanStream(tx.QueryRow(ctx, `SELECT `+streamColumns+` FROM kvs_streams WHERE name = $1 FOR UPDATE`, name))
@@ -419,6 +444,9 @@ func (s *Store) UpdateStream(ctx context.Context, name string, fn func(*store.St
 		out = cp
 		return nil
 	})
+	if err != nil && ctx.Err() != nil && !errors.Is(err, store.ErrUnavailable) {
+		err = dbErr(ctx, "update stream "+name, err) // BEGIN or COMMIT met the end of ctx
+	}
 	if err != nil {
 		return store.Stream{}, err
 	}
@@ -445,6 +473,8 @@ func (s *Store) DeleteStream(ctx context.Context, name, version string) error {
 	if s.isClosed() {
 		return store.ErrClosed
 	}
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
 	tag, err := s.pool.Exec(ctx, `DELETE FROM kvs_streams WHERE name = $1 AND ($2 = '' OR version = $2)`, name, version)
 	if err != nil {
 		return dbErr(ctx, "delete stream "+name, err)

@@ -97,14 +97,19 @@ func (w *watcher) run(ctx context.Context) {
 }
 
 func (w *watcher) listen(ctx context.Context) error {
-	conn, err := w.s.pool.Acquire(ctx)
+	// Taking a connection and the LISTEN are bounded (a silent PostgreSQL held them until TCP gave
+	// up); the wait for notices below is not: it is the watch.
+	setup, cancel := w.s.bound(ctx)
+	defer cancel()
+	conn, err := w.s.pool.Acquire(setup)
 	if err != nil {
 		return err
 	}
 	defer conn.Release()
-	if _, err := conn.Exec(ctx, `LISTEN `+pgx.Identifier{w.s.notify}.Sanitize()); err != nil {
+	if _, err := conn.Exec(setup, `LISTEN `+pgx.Identifier{w.s.notify}.Sanitize()); err != nil {
 		return err
 	}
+	cancel()
 	defer func() {
 		// The connection goes back to the pool: stop listening on it first.
 		c, cancel := context.WithTimeout(context.Background(), time.Second)

@@ -104,3 +104,39 @@ func TestLink(t *testing.T) {
 		t.Fatalf("after Restore: %d, %v", n, err)
 	}
 }
+
+// A frozen Link passes nothing, without refusing or resetting anything: a query on an open
+// connection and a new connection each wait until their context ends; Thaw lets them through
+// again.
+func TestLinkFreeze(t *testing.T) {
+	t.Parallel()
+	url, link := Through(t, Postgres(t))
+	ctx := t.Context()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	link.Freeze(t)
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	var n int
+	if err := conn.QueryRow(short, "SELECT 1").Scan(&n); err == nil || short.Err() == nil {
+		t.Errorf("a query through a frozen link: %d, %v; want it to wait until its context ends", n, err)
+	}
+	if c, err := pgx.Connect(short, url); err == nil {
+		c.Close(context.Background())
+		t.Error("a new connection through a frozen link succeeded")
+	} else if short.Err() == nil {
+		t.Errorf("connecting through a frozen link: %v, want a wait until the context ends", err)
+	}
+	link.Thaw(t)
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("after Thaw: %v", err)
+	}
+	defer c.Close(context.Background())
+	if err := c.QueryRow(ctx, "SELECT 2").Scan(&n); err != nil || n != 2 {
+		t.Fatalf("after Thaw: %d, %v", n, err)
+	}
+}

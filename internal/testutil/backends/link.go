@@ -2,7 +2,6 @@ package backends
 
 import (
 	"errors"
-	"io"
 	"net"
 	"net/url"
 	"sync"
@@ -15,13 +14,16 @@ import (
 // are refused and the open ones are reset. Only what was given the link's address sees the
 // outage, so the outage tests run in parallel with the other tests on the same server (stopping
 // the shared server made each of them hold up the rest of its package). Restore lets
-// connections through again on the same address.
+// connections through again on the same address. Freeze makes the server silent instead, as a
+// network partition that drops packets or a frozen VM does: nothing is refused or reset, but no
+// byte gets through either way, on the open connections or on new ones, until Thaw.
 type Link struct {
 	target, addr string
 
-	mu    sync.Mutex
-	ln    net.Listener // nil while cut
-	conns map[net.Conn]struct{}
+	mu     sync.Mutex
+	ln     net.Listener // nil while cut
+	conns  map[net.Conn]struct{}
+	frozen chan struct{} // non-nil while frozen; closed by Thaw
 }
 
 // Through returns rawURL (http://host:port/… or postgres://user@host:port/…) with its host and
@@ -68,7 +70,45 @@ func (l *Link) Restore(t testing.TB) {
 	go l.serve(ln)
 }
 
+// Freeze stops passing bytes in both directions, on the open connections and on those accepted
+// from now on, without closing any: their reads and writes wait, as on a silent network. The
+// link closes its connections at the end of the test all the same.
+func (l *Link) Freeze(t testing.TB) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.frozen == nil {
+		l.frozen = make(chan struct{})
+	}
+}
+
+// Thaw passes the bytes again, those held since Freeze first.
+func (l *Link) Thaw(t testing.TB) {
+	t.Helper()
+	l.thaw()
+}
+
+func (l *Link) thaw() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.frozen != nil {
+		close(l.frozen)
+		l.frozen = nil
+	}
+}
+
+// pass returns once bytes may go through (at once unless the link is frozen).
+func (l *Link) pass() {
+	l.mu.Lock()
+	frozen := l.frozen
+	l.mu.Unlock()
+	if frozen != nil {
+		<-frozen
+	}
+}
+
 func (l *Link) cut() {
+	l.thaw() // the relays held by a freeze end with their connections
 	l.mu.Lock()
 	ln, conns := l.ln, l.conns
 	l.ln, l.conns = nil, map[net.Conn]struct{}{}
@@ -123,8 +163,21 @@ func (l *Link) relay(ln net.Listener, c net.Conn) {
 	}
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		done <- struct{}{}
+		defer func() { done <- struct{}{} }()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				l.pass()
+				if _, werr := dst.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				l.pass() // a frozen network carries no close either
+				return
+			}
+		}
 	}
 	go pipe(up, c)
 	go pipe(c, up)
