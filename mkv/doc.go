@@ -38,7 +38,9 @@
 // and delivers each chunk as soon as its continuation-token Tags arrive. ffmpeg plays such
 // concatenations only while tracks do not change; mkvmerge rejects them. StreamWriter therefore
 // writes players one continuous Segment (header once, one Cluster per fragment, timecodes rebased
-// to start at 0), starting a new Segment only when the tracks change.
+// to start at 0). When only an H.264/H.265 track's parameter sets change (a camera's new picture
+// size), it goes on in the same Segment with the new sets in-band; it starts a new Segment only
+// when the tracks change otherwise (codec, track set, audio format).
 //
 // # Writing
 //

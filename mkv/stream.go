@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"math"
+
+	"github.com/openkvs/kvs/mkv/codec"
 )
 
 // ErrClosed is returned by StreamWriter.WriteFragment after Close.
@@ -17,9 +19,15 @@ var ErrClosed = errors.New("mkv: stream writer closed")
 //
 // KVS tags are not written. Players would accept them (ffmpeg 5.1 and mkvmerge 74 read Tags
 // between Clusters without a warning), but they have no use for them, and a player stream has
-// no fragment boundaries to attach them to. When a fragment's DocType, TimecodeScale or tracks (set, codec, codec private,
-// picture size, audio format) differ from the previous one's, a new EBML header and Segment are
-// started.
+// no fragment boundaries to attach them to.
+//
+// When an H.264 or H.265 track's parameter sets change (a camera reconfigured: another picture
+// size, profile or bit rate) and nothing else does, the stream goes on under its first track
+// headers: the fragment's parameter sets go in-band, before the NAL units of each of its
+// keyframes, where decoders take them (ffmpeg decodes every frame across the change, mkvmerge
+// reads the stream). When a fragment's DocType, TimecodeScale or tracks differ otherwise (set,
+// codec, NAL unit length size, audio format), a new EBML header and Segment are started, which
+// ffmpeg and mkvmerge do not read past: kvs get-media --format raw keeps such changes whole.
 //
 // Timecodes are rebased so that the first fragment starts at 0 (players dislike epoch-ms starts);
 // later fragments keep their offset from the first. A fragment that would go backwards or overlap
@@ -45,7 +53,16 @@ type StreamWriter struct {
 	prevLast map[uint64]int64 // per track: last frame timecode
 
 	frames []Frame
+	// Tracks whose parameter sets changed in this Segment: from then on each of their keyframes
+	// carries its fragment's sets in-band (also once they are back to the Segment's own: the
+	// decoder holds the last it was given).
+	inband  map[uint64]bool
+	psCache map[uint64]paramSets
+	data    []byte // keyframes with in-band parameter sets
 }
+
+// paramSets are a track's parameter sets as length-prefixed NAL units, for its CodecPrivate cp.
+type paramSets struct{ cp, nalus []byte }
 
 // NewStreamWriter returns a StreamWriter writing to w. It does not close w.
 func NewStreamWriter(w io.Writer) *StreamWriter {
@@ -70,7 +87,12 @@ func (s *StreamWriter) WriteFragment(f *Fragment) error {
 		scale = DefaultTimecodeScale
 	}
 	s.buf = s.buf[:0]
-	if !s.started || docType != s.docType || scale != s.scale || !SameTracks(s.tracks, f.Tracks) {
+	same := s.started && SameTracks(s.tracks, f.Tracks)
+	if s.started && !same && docType == s.docType && scale == s.scale {
+		same = s.inBand(f.Tracks)
+	}
+	if !same || docType != s.docType || scale != s.scale {
+		clear(s.inband)
 		if s.started && scale != s.scale {
 			// Keep the timeline continuous across segments with different scales.
 			conv := func(v int64) int64 { return int64(math.Round(float64(v) * float64(s.scale) / float64(scale))) }
@@ -113,8 +135,14 @@ func (s *StreamWriter) WriteFragment(f *Fragment) error {
 	off := s.shift - s.base
 
 	s.frames = s.frames[:0]
+	s.data = s.data[:0]
 	for _, fr := range f.Frames {
 		fr.Timecode += off
+		if fr.Keyframe && s.inband[fr.Track] {
+			start := len(s.data)
+			s.data = append(append(s.data, s.paramSets(f.Tracks, fr.Track)...), fr.Data...)
+			fr.Data = s.data[start:len(s.data):len(s.data)]
+		}
 		s.frames = append(s.frames, fr)
 	}
 	var err error
@@ -173,6 +201,85 @@ func appendClusters(b []byte, timecode int64, frames []Frame) ([]byte, error) {
 func (s *StreamWriter) Close() error {
 	s.closed = true
 	return s.err
+}
+
+// inBand reports whether fragments with tracks can go on under the stream's track headers, with
+// their parameter sets in-band: tracks differ from the stream's only in the parameter sets (and
+// picture size) of H.264 or H.265 tracks whose NAL unit length size stays. It marks the tracks
+// that differ in s.inband.
+func (s *StreamWriter) inBand(tracks []Track) bool {
+	if len(tracks) != len(s.tracks) {
+		return false
+	}
+	var changed []uint64
+	for i := range tracks {
+		a, b := &s.tracks[i], &tracks[i]
+		if SameTracks([]Track{*a}, []Track{*b}) {
+			continue
+		}
+		c, ok := codec.FromCodecID(b.CodecID)
+		if !ok || a.Number != b.Number || a.Type != b.Type || a.CodecID != b.CodecID {
+			return false
+		}
+		was, err := codec.ParseConfig(c, a.CodecPrivate)
+		if err != nil {
+			return false
+		}
+		now, err := codec.ParseConfig(c, b.CodecPrivate)
+		if err != nil || now.LengthSize != was.LengthSize {
+			return false
+		}
+		changed = append(changed, b.Number)
+	}
+	if s.inband == nil {
+		s.inband = map[uint64]bool{}
+	}
+	for _, n := range changed {
+		s.inband[n] = true
+	}
+	return true
+}
+
+// paramSets returns the parameter sets of track number among tracks as length-prefixed NAL units
+// (nil if its CodecPrivate does not parse: inBand checked those that differ from the Segment's).
+func (s *StreamWriter) paramSets(tracks []Track, number uint64) []byte {
+	var t *Track
+	for i := range tracks {
+		if tracks[i].Number == number {
+			t = &tracks[i]
+		}
+	}
+	if t == nil {
+		return nil
+	}
+	if ps, ok := s.psCache[number]; ok && bytes.Equal(ps.cp, t.CodecPrivate) {
+		return ps.nalus
+	}
+	c, _ := codec.FromCodecID(t.CodecID)
+	cfg, err := codec.ParseConfig(c, t.CodecPrivate)
+	if err != nil {
+		return nil
+	}
+	var nalus []byte
+	for _, set := range [][][]byte{cfg.VPS, cfg.SPS, cfg.PPS} {
+		for _, n := range set {
+			nalus = appendLengthPrefix(nalus, len(n), cfg.LengthSize)
+			nalus = append(nalus, n...)
+		}
+	}
+	if s.psCache == nil {
+		s.psCache = map[uint64]paramSets{}
+	}
+	s.psCache[number] = paramSets{cp: bytes.Clone(t.CodecPrivate), nalus: nalus}
+	return nalus
+}
+
+// appendLengthPrefix appends n as a big-endian NAL unit length of size bytes.
+func appendLengthPrefix(b []byte, n, size int) []byte {
+	for i := size - 1; i >= 0; i-- {
+		b = append(b, byte(n>>(8*i)))
+	}
+	return b
 }
 
 func cloneTracks(tracks []Track) []Track {

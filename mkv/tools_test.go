@@ -273,22 +273,24 @@ func chunks(t *testing.T, b []byte) []byte {
 	}
 }
 
-// streamOf turns a clip into the StreamWriter's player stream.
-func streamOf(t *testing.T, b []byte) []byte {
+// streamOf turns clips, one after the other, into the StreamWriter's player stream.
+func streamOf(t *testing.T, clips ...[]byte) []byte {
 	t.Helper()
-	fr := mkv.NewFragmentReader(bytes.NewReader(b))
 	var out bytes.Buffer
 	sw := mkv.NewStreamWriter(&out)
-	for {
-		f, err := fr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sw.WriteFragment(f); err != nil {
-			t.Fatal(err)
+	for _, b := range clips {
+		fr := mkv.NewFragmentReader(bytes.NewReader(b))
+		for {
+			f, err := fr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sw.WriteFragment(f); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if err := sw.Close(); err != nil {
@@ -384,5 +386,75 @@ func TestStreamWriterPlayers(t *testing.T) {
 				t.Errorf("remuxed: %s, want %s", got, want)
 			}
 		})
+	}
+}
+
+// A camera reconfigured mid-stream (the H.264 picture size changes from 320x240 to 160x120, so
+// the track's CodecPrivate does): the StreamWriter's output stays one Segment with the parameter
+// sets in-band, and ffmpeg decodes every frame of both parts, from a pipe too, at both sizes;
+// mkvmerge remuxes it whole. A change of codec (H.264 to H.265) still starts a new Segment.
+func TestStreamWriterParameterSetChange(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	out := bytes.NewBuffer(streamOf(t, readClip(t, "h264.mkv"), readClip(t, "h264_160x120.mkv"), readClip(t, "h264.mkv")))
+	if n := bytes.Count(out.Bytes(), []byte{0x18, 0x53, 0x80, 0x67}); n != 1 {
+		t.Errorf("%d Segments, want 1", n)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "stream.mkv")
+	if err := os.WriteFile(path, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := wantSummary([]string{"h264"}, []int{250})
+	if got := ffprobe(t, path, nil).summary(); got != want {
+		t.Errorf("file: %s, want %s", got, want)
+	}
+	if got := ffprobe(t, "-", out.Bytes()).summary(); got != want {
+		t.Errorf("pipe: %s, want %s", got, want)
+	}
+	// The decoded pictures: 100 at 320x240, 50 at 160x120, 100 at 320x240 again, in that order.
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "info", "-i", "-", "-vf", "showinfo", "-f", "null", "-")
+	cmd.Stdin = bytes.NewReader(out.Bytes())
+	msg, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg decode from pipe: %v\n%s", err, msg)
+	}
+	var sizes []string // runs of one picture size: "WxH×count"
+	run := 0
+	for _, line := range strings.Split(string(msg), "\n") {
+		i := strings.Index(line, " s:")
+		if !strings.Contains(line, "Parsed_showinfo") || i < 0 {
+			continue
+		}
+		size := strings.Fields(line[i+3:])[0]
+		if len(sizes) > 0 && strings.HasPrefix(sizes[len(sizes)-1], size+"×") {
+			run++
+			sizes[len(sizes)-1] = fmt.Sprintf("%s×%d", size, run)
+			continue
+		}
+		run = 1
+		sizes = append(sizes, size+"×1")
+	}
+	for _, line := range strings.Split(string(msg), "\n") {
+		if strings.Contains(line, "[h264 @") || strings.Contains(line, "Error while decoding") {
+			t.Errorf("ffmpeg: %s", line)
+		}
+	}
+	if got := strings.Join(sizes, " "); got != "320x240×100 160x120×50 320x240×100" {
+		t.Errorf("decoded pictures %s, want 320x240×100 160x120×50 320x240×100", got)
+	}
+	mkvmerge := testutil.NeedTool(t, "mkvmerge")
+	remuxed := filepath.Join(dir, "remuxed.mkv")
+	if msg, err := exec.CommandContext(t.Context(), mkvmerge, "-q", "-o", remuxed, path).CombinedOutput(); err != nil {
+		t.Errorf("mkvmerge -o: %v\n%s", err, msg)
+	}
+	if got := ffprobe(t, remuxed, nil).summary(); got != want {
+		t.Errorf("remuxed: %s, want %s", got, want)
+	}
+
+	// H.264 then H.265: a new Segment.
+	if n := bytes.Count(streamOf(t, readClip(t, "h264.mkv"), readClip(t, "h265.mkv")), []byte{0x18, 0x53, 0x80, 0x67}); n != 2 {
+		t.Errorf("H.264 then H.265: %d Segments, want 2", n)
 	}
 }
