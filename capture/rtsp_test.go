@@ -540,3 +540,30 @@ func TestRTSPSNoHandshake(t *testing.T) {
 		})
 	}
 }
+
+// A camera whose video stops while its connection stays busy (its encoder hung; its RTCP sender
+// reports go on): the source takes it as silent after ReadTimeout, reconnects, says so, and marks
+// the gap. Before, gortsplib's read timeout counted the sender reports as traffic: the source
+// waited for frames for as long as the camera sent reports, with no notice and no reconnect.
+func TestRTSPVideoStallReconnects(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h264.mkv")}, Loops: 2, SenderReports: true})
+	var n notices
+	src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{Notice: n.add, Info: n.add, ReadTimeout: 2 * time.Second,
+		ReconnectWait: 100 * time.Millisecond, SenderReportWait: 500 * time.Millisecond, Duration: 14 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	time.AfterFunc(time.Second, func() { cam.Stall("cam", 5*time.Second) }) // over twice ReadTimeout
+	_, cuts := readAll(t, src, cam)
+	<-cam.Done("cam")
+	if cuts == 0 || cam.Plays("cam") < 2 || src.(capture.CameraLink).Reconnects() < 1 {
+		t.Errorf("%d discontinuities, %d PLAYs, %d reconnects: want the stalled camera reconnected\nnotices:\n%s",
+			cuts, cam.Plays("cam"), src.(capture.CameraLink).Reconnects(), n.String())
+	}
+	if !strings.Contains(n.String(), "sent no video") {
+		t.Errorf("notices %q: want one saying the camera sent no video", n.String())
+	}
+}

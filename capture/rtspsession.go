@@ -56,7 +56,9 @@ type rtspSession struct {
 	dropped     int           // video frames before the first keyframe
 	lossLast    time.Time     // last packet-loss notice
 	lossCount   uint64
-	noWallClock bool // a sender report without a wall-clock time was told
+	noWallClock bool          // a sender report without a wall-clock time was told
+	lastVideo   time.Time     // the last video RTP packet (or PLAY)
+	noVideo     time.Duration // the session was closed after this long without video, 0 if not
 }
 
 // dial connects, picks the tracks and starts playing. Errors are classified (401, 404, refused,
@@ -167,6 +169,7 @@ func (s *rtspSource) dial(ctx context.Context) (*rtspSession, error) {
 		c.OnPacketRTP(t.media, t.format, func(pkt *rtp.Packet) { sess.packet(t, pkt) })
 		c.OnPacketRTCP(t.media, func(p rtcp.Packet) { sess.rtcp(t, p) })
 	}
+	sess.lastVideo = time.Now()
 	if _, err := c.Play(nil); err != nil {
 		return nil, classifyRTSP(ctx, err)
 	}
@@ -181,9 +184,20 @@ func ptr[T any](v T) *T { return &v }
 func (sess *rtspSession) wait() error {
 	stop := context.AfterFunc(sess.s.stop, sess.c.Close)
 	defer stop()
+	ended := make(chan struct{})
+	watched := make(chan struct{})
+	go sess.watchVideo(ended, watched)
 	err := sess.c.Wait()
+	close(ended)
+	<-watched
 	sess.c.Close()
 	sess.mu.Lock()
+	if sess.noVideo > 0 && sess.s.stop.Err() == nil {
+		err = fmt.Errorf("the camera sent no video for %v, though it kept the connection busy", sess.noVideo.Round(time.Second))
+		if !sess.ready {
+			err = fmt.Errorf("%w (%v)", ErrRTSPNoKeyframe, err)
+		}
+	}
 	sess.over = true
 	if sess.srWait != nil {
 		sess.srWait.Stop()
@@ -195,6 +209,34 @@ func (sess *rtspSession) wait() error {
 	}
 	sess.mu.Unlock()
 	return classifyRTSP(sess.s.stop, err)
+}
+
+// watchVideo closes the session when no video packet came for ReadTimeout, until ended is
+// closed; it closes watched when it returns. gortsplib's own read timeout is reset by every
+// packet, RTCP and audio included: a camera whose encoder hung while its sender reports go on
+// would keep the session open, and the capture waiting, for good.
+func (sess *rtspSession) watchVideo(ended <-chan struct{}, watched chan<- struct{}) {
+	defer close(watched)
+	timeout := sess.s.opts.ReadTimeout
+	tick := time.NewTicker(min(max(timeout/4, 10*time.Millisecond), time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ended:
+			return
+		case now := <-tick.C:
+			sess.mu.Lock()
+			silent := now.Sub(sess.lastVideo)
+			if silent >= timeout {
+				sess.noVideo = silent
+			}
+			sess.mu.Unlock()
+			if silent >= timeout {
+				sess.c.Close()
+				return
+			}
+		}
+	}
 }
 
 // gotKeyframe reports whether the session's first video keyframe came.
@@ -361,6 +403,7 @@ func (sess *rtspSession) packet(t *rtspTrack, pkt *rtp.Packet) {
 	}
 	ext := t.extend(pkt.Timestamp, now)
 	if t == sess.video {
+		sess.lastVideo = now
 		sess.videoFrame(ext, units, now)
 		return
 	}

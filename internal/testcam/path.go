@@ -32,7 +32,8 @@ type path struct {
 	started     bool
 	settleUntil time.Time
 	frozenUntil time.Time
-	sinceKey    bool // a video keyframe was written since the last PLAY
+	stallUntil  time.Time // RTP stops, RTCP sender reports go on
+	sinceKey    bool      // a video keyframe was written since the last PLAY
 	sent        []SentFrame
 	drops       []int // len(sent) at each Drop
 }
@@ -178,6 +179,7 @@ func (p *path) write(track int, pts time.Duration, clock time.Time, data []byte,
 	p.mu.Lock()
 	listening := len(p.sessions) > 0 && !now.Before(p.settleUntil)
 	active := listening && !now.Before(p.frozenUntil)
+	stalled := active && now.Before(p.stallUntil)
 	switch {
 	case !listening:
 		p.sinceKey = false
@@ -186,8 +188,23 @@ func (p *path) write(track int, pts time.Duration, clock time.Time, data []byte,
 		if p.audio != nil {
 			p.audio.lastSR = time.Time{}
 		}
-	case active && track == 1 && key:
+	case active && !stalled && track == 1 && key:
 		p.sinceKey = true
+	}
+	if stalled {
+		// Sender reports only, with the clock running on; no frame is sent. Every 200 ms, as
+		// gortsplib's client keeps the time of the last packet in whole seconds.
+		m := p.video
+		send := p.cfg.SenderReports && (m.lastSR.IsZero() || now.Sub(m.lastSR) >= 200*time.Millisecond)
+		if send {
+			m.lastSR = now
+		}
+		p.mu.Unlock()
+		if send {
+			ts := m.base + uint32(int64(pts)*m.clock/int64(time.Second)) //nolint:gosec // RTP timestamps wrap
+			_ = p.stream.WritePacketRTCP(m.media, &rtcp.SenderReport{SSRC: m.ssrc, NTPTime: ntp64(clock.Add(pts)), RTPTime: ts})
+		}
+		return
 	}
 	if !active || !p.sinceKey {
 		p.mu.Unlock()

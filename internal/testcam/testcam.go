@@ -253,6 +253,17 @@ func (c *Camera) Freeze(p string, d time.Duration) {
 	pt.frozenUntil = time.Now().Add(d)
 }
 
+// Stall makes path p send no RTP for d, as a camera whose encoder hung does, while its RTCP
+// sender reports go on (with SenderReports; their clock runs on): the connection stays busy,
+// but no frame comes. The frames of that time are lost.
+func (c *Camera) Stall(p string, d time.Duration) {
+	pt := c.get(p)
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	pt.stallUntil = time.Now().Add(d)
+	pt.sinceKey = false // after the stall, the reader needs a keyframe again
+}
+
 func (c *Camera) get(p string) *path {
 	c.mu.Lock()
 	defer c.mu.Unlock()
