@@ -106,11 +106,13 @@ func (s *FS) makeRoom(st *fsStream, recLen int64) {
 }
 
 // trimStream deletes st's oldest segments until its files take at most target bytes, or none is
-// left that may go.
+// left that may go. The segment that holds the stream's newest fragment stays (the contract:
+// a cap always keeps it), also when it alone is over the cap: a cap set on a stream that
+// recorded without one, in segments bigger than the cap, emptied the stream.
 func (s *FS) trimStream(st *fsStream, target int64) {
 	left := st.bytes.Load()
-	_, _, err := s.purge(st, func(_ uint64, _ segmentInfo, size int64) bool {
-		if left <= target {
+	_, _, err := s.purge(st, func(_ uint64, info segmentInfo, size int64) bool {
+		if left <= target || info.Last >= st.last { // purge holds st.mu
 			return false
 		}
 		left -= size

@@ -148,3 +148,43 @@ func TestFSDiskQuotaPercent(t *testing.T) {
 		t.Errorf("the tmpfs has %d bytes used, over 50%% (%d) by more than 64 KiB", used, limit)
 	}
 }
+
+// TestFSStreamCapKeepsNewest: a kvs:max-bytes cap set on a stream whose segment is bigger than
+// the cap (the stream recorded without a cap, in 64 MiB segments) keeps the stream's newest
+// fragment, as the contract says, at the next EnforceRetention and at the next append. The
+// pass deleted the whole segment, and with it every fragment of the stream.
+func TestFSStreamCapKeepsNewest(t *testing.T) {
+	t.Parallel()
+	s := mustOpenFS(t, t.TempDir(), FSOptions{})
+	defer s.Close()
+	ctx := t.Context()
+	mustCreate(t, s, "cam", 24)
+	ms := appendN(t, s, "cam", 10, 1000) // one segment of 10 records
+	if _, err := s.UpdateStream(ctx, "cam", func(st *Stream) error { st.Tags[MaxBytesTag] = "3KB"; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.EnforceRetention(ctx, base); err != nil {
+		t.Fatal(err)
+	}
+	newest := ms[len(ms)-1]
+	if _, err := s.Fragment(ctx, "cam", newest.Number); err != nil {
+		t.Fatalf("the newest fragment after the cap's pass: %v", err)
+	}
+	// The next appends roll to segments sized to the cap; the old segment goes once it no
+	// longer holds the newest fragment.
+	more := appendN(t, s, "cam", 3, 1000)
+	got, err := s.Range(ctx, "cam", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) == 0 || got[len(got)-1].Number != more[2].Number {
+		t.Fatalf("after 3 more appends: %v, want the newest %d kept", numbers(got), more[2].Number)
+	}
+	var sum int64
+	for _, m := range got {
+		sum += m.Size
+	}
+	if sum > 3000 {
+		t.Fatalf("after 3 more appends the stream keeps %d bytes (%v), over its 3 KB cap", sum, numbers(got))
+	}
+}
