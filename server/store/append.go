@@ -165,6 +165,16 @@ func (s *FS) write(st *fsStream, stream string, meta FragmentMeta, data []byte) 
 		err = piecewrite.WriteAt(seg.f, data, off+recordHeaderSize) // a record is a whole fragment: megabytes
 	}
 	if err != nil {
+		if off == 0 && seg.f.Truncate(0) == nil {
+			// The segment never held a record (none queued, no fdatasync of it): remove it
+			// rather than seal it, or every append failing on a full disk left an empty file,
+			// which only OpenFS removes. Its sequence number stays taken.
+			st.active = nil
+			delete(st.segs, seg.seq)
+			_ = seg.closeFile()
+			_ = os.Remove(seg.path)
+			return nil, fmt.Errorf("append %s: %w", stream, err)
+		}
 		// Leave no partial record behind if we can; either way, never write here again.
 		_ = seg.f.Truncate(off)
 		s.seal(st)

@@ -3,8 +3,12 @@ package store
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -186,5 +190,77 @@ func TestFSStreamCapKeepsNewest(t *testing.T) {
 	}
 	if sum > 3000 {
 		t.Fatalf("after 3 more appends the stream keeps %d bytes (%v), over its 3 KB cap", sum, numbers(got))
+	}
+}
+
+// TestFSFullDiskLeavesNoEmptySegments: on a full filesystem (no quota set) appends fail with
+// the write's ENOSPC, acknowledge nothing that is not stored, and leave no file behind; once
+// space is free again the stream takes appends and everything acknowledged reads back, also
+// after a restart. Each failed append left an empty segment file (and an entry in memory) that
+// only a restart removed: a producer retrying against a full disk made one per attempt.
+func TestFSFullDiskLeavesNoEmptySegments(t *testing.T) {
+	t.Parallel()
+	dir := kvstestutil.Tmpfs(t, "2m")
+	s := mustOpenFS(t, dir, FSOptions{})
+	ctx := t.Context()
+	mustCreate(t, s, "filler", 24)
+	mustCreate(t, s, "cam", 24)
+	appendN(t, s, "filler", 5, 100_000)
+	var acked []FragmentMeta
+	fails := 0
+	for i := 0; fails < 10; i++ {
+		if i > 100 {
+			t.Fatal("a 2 MiB filesystem took 100 appends of 100 kB")
+		}
+		n, err := s.NextNumber(ctx, "cam")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := FragmentMeta{Number: n, ServerTime: base.Add(time.Duration(i) * time.Second)}
+		if err := Append(ctx, s, "cam", m, payload("cam", n, 100_000)); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("append on a full disk: %v, want ENOSPC", err)
+			}
+			fails++
+			continue
+		}
+		m.Size = 100_000
+		acked = append(acked, m)
+	}
+	st, _, _ := s.lookup("cam")
+	for _, p := range segmentFiles(t, s, "cam") {
+		if fi, err := os.Stat(p); err != nil || fi.Size() == 0 {
+			t.Errorf("after %d failed appends: segment %s is empty (%v)", fails, filepath.Base(p), err)
+		}
+	}
+	st.mu.Lock()
+	open := len(st.segs)
+	st.mu.Unlock()
+	if files := len(segmentFiles(t, s, "cam")); open > files {
+		t.Errorf("%d segments kept in memory for %d files", open, files)
+	}
+	// Free space: the filler's files go once closed (Close closes them all).
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpenFS(t, dir, FSOptions{})
+	if err := s.DeleteStream(ctx, "filler", ""); err != nil {
+		t.Fatal(err)
+	}
+	acked = append(acked, appendOne(t, s, "cam", base.Add(time.Hour), base, 100_000))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpenFS(t, dir, FSOptions{})
+	defer s.Close()
+	got, err := s.Range(ctx, "cam", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMetas(t, "after a restart", got, acked)
+	for _, m := range acked {
+		if b, _ := readAll(t, s, "cam", m.Number); !bytes.Equal(b, payload("cam", m.Number, 100_000)) {
+			t.Fatalf("fragment %d reads back other bytes", m.Number)
+		}
 	}
 }
