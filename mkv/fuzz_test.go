@@ -450,3 +450,63 @@ func (s *pieces) Read(p []byte) (int, error) {
 	s.b = s.b[n:]
 	return n, nil
 }
+
+// FuzzStreamWriterParameterSets writes an H.264 fragment, then fragments whose CodecPrivate is
+// arbitrary: StreamWriter must not fail or panic, every frame must come back from its output in
+// order, and a keyframe's data may only have grown by parameter sets put before it.
+func FuzzStreamWriterParameterSets(f *testing.F) {
+	b, err := os.ReadFile(filepath.Join("..", "testdata", "h264.mkv"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	first, err := NewFragmentReader(bytes.NewReader(b)).Next()
+	if err != nil {
+		f.Fatal(err)
+	}
+	cp := first.Tracks[0].CodecPrivate
+	f.Add(cp)
+	f.Add(append(bytes.Clone(cp[:len(cp)-1]), 0x42))
+	f.Add([]byte{1, 0x64, 0, 0x0b, 0xfd, 0xe1, 0, 1, 0x67, 1, 0x68})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, cp []byte) {
+		var out bytes.Buffer
+		sw := NewStreamWriter(&out)
+		second := *first
+		second.Tracks = cloneTracks(first.Tracks)
+		second.Tracks[0].CodecPrivate = cp
+		second.Timecode += 1000
+		second.Frames = nil
+		for _, fr := range first.Frames {
+			fr.Timecode += 1000
+			second.Frames = append(second.Frames, fr)
+		}
+		for _, frag := range []*Fragment{first, &second, first} {
+			if err := sw.WriteFragment(frag); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var got []Frame
+		r := NewReader(bytes.NewReader(out.Bytes()))
+		for {
+			ev, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				t.Fatalf("reading the output back: %v", err)
+			}
+			if ev.Kind == EventFrame {
+				got = append(got, Frame{Keyframe: ev.Frame.Keyframe, Data: bytes.Clone(ev.Frame.Data)})
+			}
+		}
+		if len(got) != 3*len(first.Frames) {
+			t.Fatalf("%d frames back, want %d", len(got), 3*len(first.Frames))
+		}
+		for i, g := range got {
+			want := first.Frames[i%len(first.Frames)]
+			if !bytes.HasSuffix(g.Data, want.Data) || (!want.Keyframe && len(g.Data) != len(want.Data)) {
+				t.Fatalf("frame %d: %d bytes, want the %d of the input (with parameter sets before a keyframe's)", i, len(g.Data), len(want.Data))
+			}
+		}
+	})
+}
