@@ -141,3 +141,27 @@ func TestConsoleReplayLongFragments(t *testing.T) {
 		t.Errorf("position %q: the user's clock says %s, and the page does not say it shows another zone", pos.Text, pos.Local)
 	}
 }
+
+// TestConsolePlaysWhenOpenedByAnotherURL: a server started with --advertise-url (the URL clients
+// are told, e.g. the proxy's) and its console opened by another URL of the same server (the
+// node's own address, localhost on its machine). Every API call of the page goes to the page's
+// origin and works; GetHLSStreamingSessionURL names the advertised URL, which the console's
+// Content-Security-Policy (connect-src 'self') refused: the list showed the stream and the
+// player only "Playback: Failed to fetch". The session lives on the server that answered the
+// page, which the page's origin reaches.
+func TestConsolePlaysWhenOpenedByAnotherURL(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem", func(c *Config) { c.AdvertiseURL = "https://kvs.example.invalid" })
+	e.createStream(t, "cam", 24)
+	t.Cleanup(livePut(t, e, "cam", loadClip(t, "h264.mkv"), time.Now().Add(-10*time.Second).UnixMilli()))
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the stream page", chromedp.Navigate(e.ts.URL+"/#/stream/cam"))
+	consoleWait(t, 20*time.Second, "the live player plays", func() (bool, string) {
+		s := eval[playerState](t, ctx, playerStateJS)
+		if strings.Contains(s.Notice, "Playback:") {
+			t.Fatalf("player: %s", s)
+		}
+		return !s.Paused && s.Frames > 0 && s.Producer > 0, s.String()
+	})
+}

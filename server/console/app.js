@@ -251,6 +251,11 @@ class Player {
     let url = kept && kept.until > Date.now() ? kept.url : null;
     if (!url) {
       ({ HLSStreamingSessionURL: url } = await api('/getHLSStreamingSessionURL', session));
+      // The URL names the server's data endpoint (--advertise-url when set), which need not be the
+      // URL this page was opened by; the session is on the server that answered, which this
+      // page's origin reaches (and the only one its Content-Security-Policy lets it fetch from).
+      const u = new URL(url, location.href);
+      url = location.origin + u.pathname + u.search;
       if (key) liveSessions.set(key, { url, until: Date.now() + 240000 }); // Expires is 300 s
     }
     const r = await fetch(url);
