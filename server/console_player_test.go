@@ -165,3 +165,48 @@ func TestConsolePlaysWhenOpenedByAnotherURL(t *testing.T) {
 		return !s.Paused && s.Frames > 0 && s.Producer > 0, s.String()
 	})
 }
+
+// TestConsoleListSkewedProducerClock: a producer whose clock is a few minutes behind (a camera
+// without NTP, a recorded file sent with its own timestamps) sends in real time. The stream list
+// says when the server last received a fragment and the data rate of the last minute, but chose
+// the fragments by producer time within a minute of now: it showed "—" for both while the stream
+// was live.
+func TestConsoleListSkewedProducerClock(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	// A producer sending in real time by a clock 5 minutes behind: fragment n goes when its end
+	// is past by the server's clock less 5 minutes (livePut sends by the clock itself).
+	c, skew := loadClip(t, "h264.mkv"), 5*time.Minute
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	go func() {
+		for range pc.acks {
+		}
+	}()
+	base := time.Now().Add(-skew - 3*time.Second).UnixMilli()
+	go func() {
+		for n := 0; ; n++ {
+			select {
+			case <-t.Context().Done():
+				return
+			case <-time.After(time.Until(time.UnixMilli(c.fragTimecode(n+1, base)).Add(skew))):
+			}
+			b, err := c.appendCluster(nil, n, base)
+			if err != nil {
+				return
+			}
+			if _, err := pc.pw.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the console", chromedp.Navigate(e.ts.URL+"/"))
+	const rowJS = `[...document.querySelectorAll('#streams tr[data-stream="cam"] td')].map((td) => td.textContent)`
+	consoleWait(t, 20*time.Second, "the stream list shows cam's last fragment and data rate", func() (bool, string) {
+		row := eval[[]string](t, ctx, rowJS)
+		return len(row) >= 5 && strings.HasSuffix(row[3], " s ago") && strings.HasSuffix(row[4], "kbit/s"), fmt.Sprintf("%q", row)
+	})
+}

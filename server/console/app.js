@@ -31,12 +31,14 @@ async function api(path, body = {}) {
   return resp.json();
 }
 
-async function listFragments(stream, start, end) {
+// listFragments lists stream's fragments of [start, end] by PRODUCER_TIMESTAMP or, with by
+// 'SERVER_TIMESTAMP', by when the server received them; in producer time order.
+async function listFragments(stream, start, end, by = 'PRODUCER_TIMESTAMP') {
   const out = [];
   let token;
   do {
     const body = token ? { StreamName: stream, NextToken: token, MaxResults: 1000 }
-      : { StreamName: stream, MaxResults: 1000, FragmentSelector: { FragmentSelectorType: 'PRODUCER_TIMESTAMP', TimestampRange: { StartTimestamp: start, EndTimestamp: end } } };
+      : { StreamName: stream, MaxResults: 1000, FragmentSelector: { FragmentSelectorType: by, TimestampRange: { StartTimestamp: start, EndTimestamp: end } } };
     const r = await api('/listFragments', body);
     out.push(...r.Fragments);
     token = r.NextToken;
@@ -148,9 +150,11 @@ async function streamsPage() {
       let last = '—', rate = '—', thumb = '—', fetchImage = null;
       const pic = (li) => el('img', { class: 'thumb', src: li.url, alt: `${s.StreamName} at ${fmtTime(li.t)}`, title: fmtTime(li.t) });
       try {
-        const frags = await listFragments(s.StreamName, now - 60, now + 60);
+        // By server time: the row says when the server last received a fragment and the data
+        // rate of the last minute, whatever the producer's clock says.
+        const frags = await listFragments(s.StreamName, now - 60, now + 60, 'SERVER_TIMESTAMP');
         if (frags.length) {
-          const f = frags[frags.length - 1];
+          const f = frags.reduce((a, b) => (b.ServerTimestamp > a.ServerTimestamp ? b : a));
           last = el('span', { class: 'ago', 'data-t': f.ServerTimestamp }, ago(f.ServerTimestamp));
           rate = `${(frags.reduce((a, f) => a + f.FragmentSizeInBytes, 0) * 8 / 60 / 1000).toFixed(0)} kbit/s`;
           const prev = latestImages.get(s.StreamName);
