@@ -176,22 +176,34 @@ func TestConsoleListSkewedProducerClock(t *testing.T) {
 	t.Parallel()
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 24)
-	// A producer sending in real time by a clock 5 minutes behind: fragment n goes when its end
-	// is past by the server's clock less 5 minutes (livePut sends by the clock itself).
-	c, skew := loadClip(t, "h264.mkv"), 5*time.Minute
-	pc := e.startPut(t, "cam")
+	// A producer sending in real time by a clock 5 minutes behind.
+	skewedPut(t, e, "cam", loadClip(t, "h264.mkv"), -5*time.Minute)
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the console", chromedp.Navigate(e.ts.URL+"/"))
+	const rowJS = `[...document.querySelectorAll('#streams tr[data-stream="cam"] td')].map((td) => td.textContent)`
+	consoleWait(t, 20*time.Second, "the stream list shows cam's last fragment and data rate", func() (bool, string) {
+		row := eval[[]string](t, ctx, rowJS)
+		return len(row) >= 5 && strings.HasSuffix(row[3], " s ago") && strings.HasSuffix(row[4], "kbit/s"), fmt.Sprintf("%q", row)
+	})
+}
+
+// skewedPut is a producer sending clip c to stream in real time by a clock skew off the server's
+// (negative: behind), from 3 s of history on: fragment n goes when its end by the producer's
+// clock is past. It stops with the test.
+func skewedPut(t *testing.T, e *mediaEnv, stream string, c *clip, skew time.Duration) {
+	pc := e.startPut(t, stream)
 	pc.write(c.header())
 	go func() {
 		for range pc.acks {
 		}
 	}()
-	base := time.Now().Add(-skew - 3*time.Second).UnixMilli()
+	base := time.Now().Add(skew - 3*time.Second).UnixMilli()
 	go func() {
 		for n := 0; ; n++ {
 			select {
 			case <-t.Context().Done():
 				return
-			case <-time.After(time.Until(time.UnixMilli(c.fragTimecode(n+1, base)).Add(skew))):
+			case <-time.After(time.Until(time.UnixMilli(c.fragTimecode(n+1, base)).Add(-skew))):
 			}
 			b, err := c.appendCluster(nil, n, base)
 			if err != nil {
@@ -202,11 +214,36 @@ func TestConsoleListSkewedProducerClock(t *testing.T) {
 			}
 		}
 	}()
+}
+
+// TestConsoleStreamPageSkewedProducerClock: a camera whose clock is set to local time in a zone
+// east of UTC sends timestamps 2 hours ahead. The stream page's timeline and fragment list are the
+// last hour of media, but were chosen by producer time from an hour before the browser's now to
+// a minute after it: both stayed empty while the stream was live.
+func TestConsoleStreamPageSkewedProducerClock(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	skewedPut(t, e, "cam", loadClip(t, "h264.mkv"), 2*time.Hour)
 	ctx := newBrowser(t)
-	consoleDo(t, ctx, "open the console", chromedp.Navigate(e.ts.URL+"/"))
-	const rowJS = `[...document.querySelectorAll('#streams tr[data-stream="cam"] td')].map((td) => td.textContent)`
-	consoleWait(t, 20*time.Second, "the stream list shows cam's last fragment and data rate", func() (bool, string) {
-		row := eval[[]string](t, ctx, rowJS)
-		return len(row) >= 5 && strings.HasSuffix(row[3], " s ago") && strings.HasSuffix(row[4], "kbit/s"), fmt.Sprintf("%q", row)
+	consoleDo(t, ctx, "open the stream page", chromedp.Navigate(e.ts.URL+"/#/stream/cam"))
+	const stateJS = `(() => { const tl = document.querySelector('#timeline');
+	  return { rows: document.querySelectorAll('#fragments tbody tr').length,
+	    shown: [...tl.querySelectorAll('.frag')].filter((f) => { const l = parseFloat(f.style.left); return l >= 0 && l < 100; }).length,
+	    from: Number(tl.dataset.from), to: Number(tl.dataset.to) }; })()`
+	type state struct {
+		Rows  int     `json:"rows"`
+		Shown int     `json:"shown"`
+		From  float64 `json:"from"`
+		To    float64 `json:"to"`
+	}
+	consoleWait(t, 20*time.Second, "the fragment list and the timeline show the live fragments", func() (bool, string) {
+		s := eval[state](t, ctx, stateJS)
+		return s.Rows >= 2 && s.Shown >= 1 && s.To-s.From < 3600, fmt.Sprintf("%+v", s)
+	})
+	consoleWait(t, 20*time.Second, "the live player plays", func() (bool, string) {
+		s := eval[playerState](t, ctx, playerStateJS)
+		return !s.Paused && s.Frames > 0 && s.Producer > 0, s.String()
 	})
 }

@@ -629,16 +629,25 @@ async function streamPage(name) {
   async function refreshFragments() {
     const now = Date.now() / 1000;
     let frags;
-    try { frags = await listFragments(name, now - 3600, now + 60); } catch (e) { fragBody.replaceChildren(el('tr', {}, el('td', { class: 'err', colspan: '5' }, e.message))); return; }
+    // The last hour of media the server received, drawn in producer time: a producer's clock may
+    // be off (by hours, a camera set to local time), and then "now" on the timeline is now by its
+    // clock, where the fragment received last says it is.
+    try { frags = await listFragments(name, now - 3600, now + 60, 'SERVER_TIMESTAMP'); } catch (e) { fragBody.replaceChildren(el('tr', {}, el('td', { class: 'err', colspan: '5' }, e.message))); return; }
     fragList = frags;
     first = frags.length ? frags[0].ProducerTimestamp : 0;
     last = frags.length ? frags[frags.length - 1].ProducerTimestamp + frags[frags.length - 1].FragmentLengthInMilliseconds / 1000 : 0;
+    let pnow = now;
+    if (frags.length) {
+      const f = frags.reduce((a, b) => (b.ServerTimestamp > a.ServerTimestamp ? b : a));
+      const off = f.ProducerTimestamp - f.ServerTimestamp;
+      if (Math.abs(off) > 60) pnow = now + off;
+    }
     if (!aiming) {
-      const from = first ? Math.max(now - 3600, Math.min(now - 60, first - (now - first) * 0.05)) : now - 60;
-      span = [from, Math.max(now, last)];
+      const from = first ? Math.max(pnow - 3600, Math.min(pnow - 60, first - (pnow - first) * 0.05)) : pnow - 60;
+      span = [from, Math.max(pnow, last)];
       timeline.dataset.from = span[0].toFixed(3);
       timeline.dataset.to = span[1].toFixed(3);
-      tlTitle.textContent = `Timeline: last ${fmtSpan(now - from)}`;
+      tlTitle.textContent = `Timeline: last ${fmtSpan(pnow - from)}`;
       $('#tl-start', axis).textContent = `${fmtTime(from).slice(0, 19)} UTC`;
     }
     // Fragments that touch (holes under SMALL_HOLE) are drawn as one run.
