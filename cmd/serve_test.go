@@ -221,3 +221,18 @@ func TestServeIndexPasswordParameterHidden(t *testing.T) {
 		t.Errorf("the password is printed:\n%s%s", out, errs)
 	}
 }
+
+// A second `kvs server` on a --data-dir another one serves refuses to start (bbolt's file lock)
+// and says why: the directory is in use, naming it, not bbolt's bare "timeout".
+func TestServeDataDirInUse(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	startServe(t, "--listen", "127.0.0.1:0", "--data-dir", dir)
+	code, out, errs := kvsRun(t.Context(), t, "", nil, "server", "--listen", "127.0.0.1:0", "--data-dir", dir)
+	if code != ExitError {
+		t.Fatalf("second server: exit %d, want %d; stdout %q stderr:\n%s", code, ExitError, out, errs)
+	}
+	if !strings.Contains(errs, dir) || !strings.Contains(errs, "in use") {
+		t.Errorf("second server's error does not say the data directory %s is in use:\n%s", dir, errs)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/openkvs/kvs/internal/fsync"
 )
@@ -140,7 +141,6 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open store: metrics: %w", err)
 	}
-	removeProbes(dir)
 	if err := checkIndexPresent(dir); err != nil {
 		return nil, err
 	}
@@ -148,9 +148,15 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 		Timeout:      time.Second,
 		FreelistType: bolt.FreelistMapType,
 	})
+	if errors.Is(err, bolterrors.ErrTimeout) { // another process holds the index's file lock
+		return nil, fmt.Errorf("open store: %s is in use by another process (another kvs server on this data directory?): "+
+			"only one can open it at a time", dir)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open store index: %w", err)
 	}
+	// Only now, holding the lock: the probe files may be those of another process's Ready.
+	removeProbes(dir)
 	s := &FS{
 		dir: dir, opts: opts, log: log, db: db, quota: quota, metrics: metrics,
 		streams:   make(map[string]*fsStream),
