@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -359,4 +360,51 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 			t.Fatalf("%s: not within %v", what, d)
 		}
 	}
+}
+
+// --advertise-url may end in "/" (http://host:port/, as URLs are often written): cluster nodes
+// still name each other by the URL without it, as a single server does. With the slash kept, the
+// writer's URL in GetDataEndpoint and describeCluster was "http://host:port/", and live readers
+// on the writer took it for another node's.
+func TestE2EClusterAdvertiseURLTrailingSlash(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	pg, b := backends.Postgres(t), backends.S3(t)
+	var nodes []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		p := startKVSEnv(t, b.Env(), "--index", pg, "--objects", b.URL(), "--listen", addr,
+			"--advertise-url", "http://"+addr+"/", "--lease-ttl", "3s", "--flush-interval", "100ms")
+		nodes = append(nodes, p.Endpoint)
+	}
+	n1, n2 := nodes[0], nodes[1]
+	mustRun(t, n1, nil, "create-stream", "--stream-name", "slash", "--data-retention-in-hours", "1")
+	produced := putPattern(t, n1, "slash", "8s")
+	waitFor(t, 20*time.Second, "a node writes the stream", func() bool { return writerOf(t, n2, "slash") != "" })
+	if w := writerOf(t, n2, "slash"); w != n1 {
+		t.Errorf("describeCluster: the writer is %q, want %q", w, n1)
+	}
+	resp, err := http.Post(n2+"/getDataEndpoint", "application/json", strings.NewReader(`{"StreamName":"slash","APIName":"GET_MEDIA"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var de struct{ DataEndpoint string }
+	err = json.NewDecoder(resp.Body).Decode(&de)
+	resp.Body.Close()
+	if err != nil || de.DataEndpoint != n1 {
+		t.Errorf("GetDataEndpoint on node 2: %q (%v), want the writer's %q", de.DataEndpoint, err, n1)
+	}
+	// A second upload sent to node 2 (no GetDataEndpoint first) while node 1 writes the stream is
+	// relayed to node 1.
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	if acks, _ := crashUpload(ctx, n2, "slash", 1_700_000_000_000, 0, 100*time.Millisecond, 2); len(acks) < 2 {
+		t.Errorf("an upload to node 2, relayed to the writer: %d PERSISTED acks, want 2", len(acks))
+	}
+	putEnded(t, produced, "")
 }

@@ -312,7 +312,9 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 		scheme = "https"
 		ln = tls.NewListener(ln, tlsConfig)
 	}
-	advertise := o.AdvertiseURL
+	// validate lets the URL end in "/"; the cluster registers it as this node's URL, which others
+	// answer GetDataEndpoint with and append API paths to ("//putMedia" would be a 404).
+	advertise := strings.TrimSuffix(o.AdvertiseURL, "/")
 	// serverAdvertise is the server's Config.AdvertiseURL. Listening on every interface without
 	// --advertise-url, it is left empty so that GetDataEndpoint and the HLS URLs name the scheme
 	// and Host each client reached this server at: 127.0.0.1 would send a camera on the network
