@@ -102,7 +102,18 @@ func (o serveOptions) validate() error {
 			return fmt.Errorf("--advertise-url %q: want http(s)://host[:port] with no path", o.AdvertiseURL)
 		}
 	}
-	return o.opsOptions.validate(o.clustered(), o.Memory)
+	if err := o.opsOptions.validate(o.clustered(), o.Memory); err != nil {
+		return err
+	}
+	if host, _, _ := net.SplitHostPort(o.Listen); o.clustered() && o.AdvertiseURL == "" {
+		// The default, http://127.0.0.1:PORT, is registered as this node's URL: other nodes would
+		// relay to their own loopback and hand it to cameras as GetDataEndpoint, and nodes on
+		// several hosts with the same port would share it (each start frees the others' leases).
+		if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+			return fmt.Errorf("--listen %s with --index and --objects needs --advertise-url: the URL the other nodes and the clients reach this node at, e.g. http://node1.example:4567", o.Listen)
+		}
+	}
+	return nil
 }
 
 func newServeCmd(env *Env) *cobra.Command {

@@ -99,6 +99,15 @@ func TestStreamOptionsValidate(t *testing.T) {
 		{"serve quota 0%", serveOptions{Listen: ":4567", opsOptions: opsOptions{MaxDiskUsage: "0%"}}, "percentage"},
 		{"serve quota memory", serveOptions{Listen: ":4567", Memory: true, opsOptions: opsOptions{MaxDiskUsage: "1GB"}}, "--memory"},
 		{"serve quota cluster", serveOptions{Listen: ":4567", Index: "postgres://h/db", Objects: "s3://b", opsOptions: opsOptions{MaxDiskUsage: "1GB"}}, "kvs:max-bytes"},
+		// A cluster node on every interface must be told the URL others reach it at: the default,
+		// http://127.0.0.1:PORT, sent cameras on the network to their own loopback, and nodes on
+		// several hosts with the same port all registered that one URL, each start freeing the
+		// others' leases.
+		{"serve cluster wildcard listen", serveOptions{Listen: "0.0.0.0:4567", Index: "postgres://h/db", Objects: "s3://b"}, "--advertise-url"},
+		{"serve cluster any host", serveOptions{Listen: ":4567", Index: "postgres://h/db", Objects: "s3://b"}, "--advertise-url"},
+		{"serve cluster ipv6 wildcard", serveOptions{Listen: "[::]:4567", Index: "postgres://h/db", Objects: "s3://b"}, "--advertise-url"},
+		{"serve cluster wildcard advertised", serveOptions{Listen: "0.0.0.0:4567", AdvertiseURL: "http://node1.example:4567", Index: "postgres://h/db", Objects: "s3://b"}, ""},
+		{"serve cluster loopback", serveOptions{Listen: "127.0.0.1:4567", Index: "postgres://h/db", Objects: "s3://b"}, ""},
 		{"serve metrics listen", serveOptions{Listen: ":4567", opsOptions: opsOptions{MetricsListen: "9464"}}, "--metrics-listen"},
 		{"serve webhook", serveOptions{Listen: ":4567", opsOptions: opsOptions{Webhooks: []string{"https://h.example/x"}, WebhookSecret: "s", WebhookPersisted: true}}, ""},
 		{"serve webhook url", serveOptions{Listen: ":4567", opsOptions: opsOptions{Webhooks: []string{"h.example/x"}}}, "--webhook"},
