@@ -135,7 +135,7 @@ With --tls-cert and --tls-key (PEM files) it serves HTTPS (HTTP/1.1) and GetData
 https URLs; clients need to trust the certificate (AWS CLI --ca-bundle, AWS_CA_BUNDLE).
 
 Once listening, it prints the endpoint URL on stdout (with --listen 127.0.0.1:0 that shows the port
-the system chose); logs go to stderr, starting with what the store repaired after a crash.
+the system chose; on 0.0.0.0 or [::], the URL names 127.0.0.1); logs go to stderr, starting with what the store repaired after a crash.
 SIGINT or SIGTERM shut it down gracefully: uploads finish the fragment they are sending (acked
 PERSISTED) and end with ERROR 5000 (each producer then gets up to 2 s to read it before its
 connection closes), live GetMedia responses end, other requests get up to 10 s to finish; then the
@@ -419,7 +419,9 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 	}
 	log.Info("kvs server listening", "addr", ln.Addr().String(), "data", where, "advertise_url", cmp.Or(serverAdvertise, "(the Host of each request)"),
 		"auth", cmp.Or(o.Auth, "none"), "keys", len(creds), "tls", tlsConfig != nil, "webhooks", len(o.Webhooks))
-	if _, err := fmt.Fprintln(env.Stdout, scheme+"://"+ln.Addr().String()); err != nil {
+	// The URL to point --endpoint at on this machine: on every interface, 127.0.0.1, not the
+	// wildcard address (which Go shows as [::] for 0.0.0.0 too).
+	if _, err := fmt.Fprintln(env.Stdout, advertiseURL(scheme, ln.Addr())); err != nil {
 		ready = false
 		return err
 	}

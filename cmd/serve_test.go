@@ -236,3 +236,21 @@ func TestServeDataDirInUse(t *testing.T) {
 		t.Errorf("second server's error does not say the data directory %s is in use:\n%s", dir, errs)
 	}
 }
+
+// Listening on every interface, the URL printed on stdout (what --endpoint is set to) names
+// 127.0.0.1, as the default advertised URL does: not the wildcard, "http://[::]:PORT" for
+// --listen 0.0.0.0:PORT, which is not the address asked for, cannot be connected to on Windows,
+// and matches no TLS certificate.
+func TestServeWildcardListenPrintsLoopbackURL(t *testing.T) {
+	t.Parallel()
+	for _, listen := range []string{"0.0.0.0:0", ":0", "[::]:0"} {
+		endpoint, _, stop := startServe(t, "--listen", listen, "--memory")
+		host, port, err := net.SplitHostPort(strings.TrimPrefix(endpoint, "http://"))
+		if err != nil || host != "127.0.0.1" || port == "0" {
+			t.Errorf("--listen %s: printed %q, want http://127.0.0.1:PORT", listen, endpoint)
+		}
+		if code := stop(); code != ExitOK {
+			t.Errorf("--listen %s: exit %d", listen, code)
+		}
+	}
+}
