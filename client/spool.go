@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/openkvs/kvs/internal/fsync"
@@ -36,7 +37,7 @@ type SpoolConfig struct {
 	// MaxBytes bounds the spool's files (default DefaultSpoolMaxBytes, at least
 	// MinSpoolMaxBytes). When a fragment does not fit, the oldest fragments are dropped to make
 	// room, a segment file at a time (a sixteenth of MaxBytes, between 64 KiB and 64 MiB), and
-	// Notice is told.
+	// Notice is told; the same when the disk is full first (ENOSPC).
 	MaxBytes int64
 	// Notice, if set, receives what a user should hear about: fragments dropped because the spool
 	// is full, damaged records cut when the spool was opened, files that could not be removed. It
@@ -229,6 +230,9 @@ func (s *Spool) append(header, body []byte, timecode int64, scale uint64) (uint6
 	}
 	s.makeRoom(size)
 	g, f, err := s.target()
+	for errors.Is(err, syscall.ENOSPC) && s.dropForSpace(nil) {
+		g, f, err = s.target()
+	}
 	if err != nil {
 		s.mu.Unlock()
 		return 0, fmt.Errorf("spool %s: %w", s.cfg.Dir, err)
@@ -244,17 +248,30 @@ func (s *Spool) append(header, body []byte, timecode int64, scale uint64) (uint6
 	h.PayloadCRC = crc
 	// The record header and the stream header (a few hundred bytes) go in one write.
 	head := append(h.encode(make([]byte, 0, spoolRecordHeaderSize+len(header))), header...)
-	if _, err = f.WriteAt(head, off); err == nil {
-		err = piecewrite.WriteAt(f, body, off+int64(len(head))) // as the FS store writes a fragment
-	}
-	if err == nil {
-		err = fsync.Data(f)
+	for {
+		if _, err = f.WriteAt(head, off); err == nil {
+			err = piecewrite.WriteAt(f, body, off+int64(len(head))) // as the FS store writes a fragment
+		}
+		if err == nil {
+			err = fsync.Data(f)
+		}
+		if err == nil {
+			break
+		}
+		_ = f.Truncate(off) // do not leave half a record in front of the next one
+		// A disk full before MaxBytes (a small disk, or other files on it): the oldest fragments
+		// go, as at MaxBytes, rather than the newest.
+		s.mu.Lock()
+		retry := errors.Is(err, syscall.ENOSPC) && s.dropForSpace(g)
+		s.mu.Unlock()
+		if !retry {
+			break
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.writing = nil
 	if err != nil {
-		_ = f.Truncate(off) // do not leave half a record in front of the next one
 		return 0, fmt.Errorf("spool %s: %w", s.cfg.Dir, err)
 	}
 	if g.count == 0 {
@@ -312,16 +329,10 @@ func (s *Spool) makeRoom(size int64) {
 	}
 	dropped, droppedBytes := 0, int64(0)
 	for total+size > s.cfg.MaxBytes && len(s.segs) > 0 {
-		g := s.segs[0] // append calls makeRoom while nothing is being written
-		if len(s.segs) == 1 && s.active != nil {
-			s.active.Close()
-			s.active = nil
-		}
-		n, b := s.pendingIn(g)
+		total -= s.segs[0].size
+		n, b := s.dropOldest() // append calls makeRoom while nothing is being written
 		dropped += n
 		droppedBytes += b
-		total -= g.size
-		s.removeSegment(g)
 	}
 	if dropped > 0 {
 		s.stats.Dropped += dropped
@@ -329,6 +340,34 @@ func (s *Spool) makeRoom(size int64) {
 		s.noticeLocked("spool %s is full (%d bytes): dropped the %d oldest fragments (%d bytes); %d dropped since start",
 			s.cfg.Dir, s.cfg.MaxBytes, dropped, droppedBytes, s.stats.Dropped)
 	}
+}
+
+// dropForSpace drops the oldest segment when the disk is full (ENOSPC) before the spool reaches
+// MaxBytes, unless it is keep (the segment being written to); it reports whether it dropped one.
+// s.mu is held.
+func (s *Spool) dropForSpace(keep *spoolSegment) bool {
+	if len(s.segs) == 0 || s.segs[0] == keep {
+		return false
+	}
+	dropped, droppedBytes := s.dropOldest()
+	s.stats.Dropped += dropped
+	s.stats.DroppedBytes += droppedBytes
+	s.noticeLocked("spool %s: the disk is full: dropped the %d oldest fragments (%d bytes); %d dropped since start",
+		s.cfg.Dir, dropped, droppedBytes, s.stats.Dropped)
+	return true
+}
+
+// dropOldest removes the oldest segment, and returns the count and share of bytes of its
+// records that were not final. s.mu is held.
+func (s *Spool) dropOldest() (n int, size int64) {
+	g := s.segs[0]
+	if len(s.segs) == 1 && s.active != nil {
+		s.active.Close()
+		s.active = nil
+	}
+	n, size = s.pendingIn(g)
+	s.removeSegment(g)
+	return n, size
 }
 
 // pendingIn counts the records of g that are not final, and their share of its bytes. A segment's
