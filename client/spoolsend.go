@@ -198,8 +198,11 @@ func (s *Spool) advance() {
 }
 
 // ackedEvery is how often at most the acked mark is written while acks come (and at Close): each
-// write of it creates, writes and renames a file (not synced, writeFileAtomic), and losing the last
-// second of it to a crash only sends a fragment or two again.
+// write of it creates, writes and renames a file (not synced, writeFileAtomic). A crash loses at
+// most the last second of it, and what was acknowledged in that second is sent again (KVS stores
+// it twice): a fragment or two of a live camera, but up to a second's worth of acks while a
+// backlog drains at link speed. Writing the mark on every ack would make those few, at the price
+// of a file created and renamed per fragment, which the flash cards of edge devices pay in wear.
 const ackedEvery = time.Second
 
 // saveAcked writes the acked mark, when it moved. s.mu is held.
