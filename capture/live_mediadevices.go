@@ -88,9 +88,19 @@ func openLive(ctx context.Context, spec liveSpec, opts LiveOptions) (Source, err
 		done:        make(chan struct{}),
 	}
 	// The capture time of a picture is taken as soon as the driver hands it over, before encoding.
+	// A keyframe is forced there, on the picture's own capture time, so that it is the first
+	// picture captured at least KeyframeInterval after the previous keyframe: deciding before the
+	// driver is read made it the picture after that one, which a fragment as long as the
+	// Fragmenter's MaxDuration then ended inside its GOP.
 	stamped := video.ReaderFunc(func() (image.Image, func(), error) {
 		img, release, err := raw.Read()
 		s.captured = time.Now()
+		if err == nil && s.keyInterval > 0 && !s.lastKey.IsZero() && s.captured.Sub(s.lastKey) >= s.keyInterval {
+			if ferr := s.force.ForceKeyFrame(); ferr != nil {
+				release()
+				return nil, func() {}, fmt.Errorf("force keyframe: %w", ferr)
+			}
+		}
 		return img, release, err
 	})
 	encProp := prop.Media{Video: prop.Video{Width: p.Width, Height: p.Height, FrameRate: float32(fps), FrameFormat: p.FrameFormat}}
@@ -146,6 +156,7 @@ type liveSource struct {
 	frames   chan capturedFrame
 	done     chan struct{} // closed when run has returned
 	captured time.Time     // capture time of the picture the encoder read last
+	lastKey  time.Time     // capture time of the last keyframe
 	err      error         // why run ended, nil for a requested stop
 
 	// Owned by the reader.
@@ -162,16 +173,7 @@ type liveSource struct {
 func (s *liveSource) run() {
 	defer close(s.done)
 	defer close(s.frames)
-	var lastKey time.Time
 	for s.stop.Err() == nil {
-		// Force a keyframe once KeyframeInterval has passed since the last one: the next picture is
-		// captured after now, so the keyframe is at least KeyframeInterval after the previous one.
-		if s.keyInterval > 0 && !lastKey.IsZero() && time.Since(lastKey) >= s.keyInterval {
-			if err := s.force.ForceKeyFrame(); err != nil {
-				s.err = fmt.Errorf("%s: force keyframe: %w", s.name, err)
-				return
-			}
-		}
 		skipped := 0
 		var annexB []byte
 		for {
@@ -199,7 +201,7 @@ func (s *liveSource) run() {
 		}
 		f := capturedFrame{at: s.captured, data: data, key: codec.IsKeyframeAVCC(codec.H264, data), skipped: skipped}
 		if f.key {
-			lastKey = f.at
+			s.lastKey = f.at
 		}
 		select {
 		case s.frames <- f:

@@ -163,6 +163,49 @@ func TestTestPatternFragments(t *testing.T) {
 	}
 }
 
+// TestLiveKeyframeIntervalAtMaxDuration runs the test pattern as put-media does with a
+// --fragment-duration at the longest fragment KVS takes: KeyframeInterval, TargetDuration and
+// MaxDuration all equal, 900 ms at 5 fps (frames every 200 ms). The forced keyframe must be the
+// first picture captured at least KeyframeInterval after the previous keyframe, so that no frame
+// of a fragment is later than MaxDuration after its keyframe: else the Fragmenter has to cut the
+// GOP and the next fragment starts with a non-keyframe.
+func TestLiveKeyframeIntervalAtMaxDuration(t *testing.T) {
+	t.Parallel()
+	testPattern.Lock()
+	defer testPattern.Unlock()
+	testutil.Slow(t)
+	const interval = 900 * time.Millisecond
+	src, err := OpenLive(t.Context(), SpecTestPattern, LiveOptions{
+		Width: 160, Height: 120, FPS: 5, Bitrate: 100_000, Duration: 3 * time.Second, KeyframeInterval: interval,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var forced []time.Duration
+	fr, err := NewFragmenter(src, FragmenterConfig{TargetDuration: interval, MaxDuration: interval,
+		OnForcedCut: func(tc time.Duration) { forced = append(forced, tc) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fr.Close()
+	n := 0
+	for ; ; n++ {
+		f, err := fr.Next(t.Context())
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !f.Frames[0].Keyframe {
+			t.Errorf("fragment %d (timecode %d ms, %d frames) does not start with a keyframe", n, f.Timecode, len(f.Frames))
+		}
+	}
+	if len(forced) > 0 {
+		t.Errorf("%d of %d fragments cut inside a GOP at MaxDuration (at %v)", len(forced), n, forced)
+	}
+}
+
 // TestLiveStop cancels the context given to OpenLive: ReadFrame must return the frames already
 // captured and then io.EOF (not an error), and keep returning io.EOF.
 func TestLiveStop(t *testing.T) {
