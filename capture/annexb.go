@@ -1,12 +1,14 @@
 package capture
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"time"
 
 	"github.com/openkvs/kvs/mkv"
@@ -119,6 +121,45 @@ func paramSets(c codec.Codec, au []byte) (ps [3][]byte) {
 	return ps
 }
 
+// skipToStartCode discards what br holds before its first start code, which a byte stream joined
+// inside a NAL unit starts with, and returns how many bytes that was (0 when they were all zero
+// bytes, which the scanner takes). It reads at most MaxAccessUnitSize bytes looking for it; an
+// input that ends before one is left to the scanner to refuse.
+func skipToStartCode(br *bufio.Reader) (int, error) {
+	skipped, junk := 0, false
+	for {
+		if _, err := br.Peek(3); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = nil
+			}
+			return skippedJunk(skipped, junk), err
+		}
+		b, _ := br.Peek(br.Buffered())
+		n := bytes.Index(b, []byte{0, 0, 1})
+		found := n >= 0
+		if !found {
+			n = len(b) - 2 // a start code may begin in the last two bytes
+		}
+		if skipped += n; skipped > MaxAccessUnitSize {
+			return skipped, fmt.Errorf("no start code in the first %d bytes: the input is not an H.264/H.265 byte stream", MaxAccessUnitSize)
+		}
+		junk = junk || slices.ContainsFunc(b[:n], func(c byte) bool { return c != 0 })
+		if _, err := br.Discard(n); err != nil {
+			return skippedJunk(skipped, junk), err
+		}
+		if found {
+			return skippedJunk(skipped, junk), nil
+		}
+	}
+}
+
+func skippedJunk(n int, junk bool) int {
+	if !junk {
+		return 0
+	}
+	return n
+}
+
 // NewAnnexBSource reads r up to its first keyframe with parameter sets and returns a Source over
 // it. The codec is opts.Codec, else detected from the first SPS; the frame rate comes from the SPS
 // VUI timing info, else opts.FrameRate, else it fails with ErrNeedFrameRate. closer, if not nil, is
@@ -126,6 +167,19 @@ func paramSets(c codec.Codec, au []byte) (ps [3][]byte) {
 func NewAnnexBSource(ctx context.Context, r io.Reader, closer io.Closer, opts Options) (*AnnexBSource, error) {
 	s := &AnnexBSource{input: input{closer}}
 	defer context.AfterFunc(ctx, s.closeInput)()
+	br, ok := r.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReaderSize(r, 64<<10)
+	}
+	r = br
+	if n, err := skipToStartCode(br); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("annex b: %w", err)
+	} else if n > 0 {
+		opts.notice("annex b: dropped %d bytes before the first start code (the input starts inside a NAL unit)", n)
+	}
 	c := opts.Codec
 	if c == 0 {
 		// Peek far enough to find the first SPS; streams put it within the first few hundred bytes.

@@ -19,7 +19,9 @@ type Options struct {
 	// Format forces the container format instead of sniffing it (flag --format).
 	Format Format
 	// Codec forces the codec of an Annex B input (H.264 or H.265) instead of detecting it from the
-	// file extension and the first parameter set.
+	// file extension and the first parameter set. An input whose format cannot be sniffed is then
+	// read as Annex B: a stream joined inside a NAL unit, whose bytes before the first start code
+	// are dropped.
 	Codec codec.Codec
 	// FrameRate is the frame rate of an Annex B input, in frames per second, used when its SPS
 	// carries no timing info (flag --frame-rate). Zero means "take it from the SPS".
@@ -102,6 +104,11 @@ func open(ctx context.Context, r io.Reader, closer io.Closer, name string, opts 
 		format = Sniff(head)
 		if format == FormatAuto {
 			format, _ = formatFromName(name)
+		}
+		if format == FormatAuto && opts.Codec != 0 {
+			// The codec of an Annex B stream was given: a stream joined inside a NAL unit (a
+			// FIFO, a UDP socket a camera already streams to) does not start with a start code.
+			format = FormatAnnexB
 		}
 	}
 	if opts.Codec == 0 {

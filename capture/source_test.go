@@ -207,6 +207,47 @@ func TestAnnexBStdin(t *testing.T) {
 	}
 }
 
+// TestAnnexBJoinedMidStream reads standard input joined to a raw H.264 stream at an arbitrary
+// byte, inside a NAL unit, with the codec given (--codec h264), as from a FIFO or a UDP socket a
+// camera already streams to: the bytes before the first start code are dropped, with a notice,
+// and the frames from the next keyframe on are the stream's own.
+func TestAnnexBJoinedMidStream(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile(testdata("h264.h264"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	full, err := Open(t.Context(), bytes.NewReader(data), "-", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := readAll(t, full)
+	// Inside a NAL unit: the first byte after the cut is not a start code.
+	cut := len(data) / 3
+	for data[cut] == 0 || data[cut] == 1 {
+		cut++
+	}
+	var notices []string
+	src, err := Open(t.Context(), strings.NewReader(string(data[cut:])), "-",
+		Options{Codec: codec.H264, Notice: func(msg string) { notices = append(notices, msg) }})
+	if err != nil {
+		t.Fatalf("joined at byte %d of %d: %v", cut, len(data), err)
+	}
+	defer src.Close()
+	frames := readAll(t, src)
+	if len(frames) < 25 || len(frames) >= len(all) || !frames[0].Keyframe {
+		t.Fatalf("%d frames (of %d), first keyframe %v", len(frames), len(all), len(frames) > 0 && frames[0].Keyframe)
+	}
+	for i, fr := range frames {
+		if want := all[len(all)-len(frames)+i]; !bytes.Equal(fr.Data, want.Data) || fr.Keyframe != want.Keyframe {
+			t.Fatalf("frame %d is not the stream's frame %d", i, len(all)-len(frames)+i)
+		}
+	}
+	if !strings.Contains(strings.Join(notices, "\n"), "before the first start code") {
+		t.Errorf("notices %q do not mention the bytes dropped before the first start code", notices)
+	}
+}
+
 // bitWriter writes the exp-Golomb fields of a test SPS.
 type bitWriter struct {
 	b []byte
