@@ -161,8 +161,8 @@ func skippedJunk(n int, junk bool) int {
 }
 
 // NewAnnexBSource reads r up to its first keyframe with parameter sets and returns a Source over
-// it. The codec is opts.Codec, else detected from the first SPS; the frame rate comes from the SPS
-// VUI timing info, else opts.FrameRate, else it fails with ErrNeedFrameRate. closer, if not nil, is
+// it. The codec is opts.Codec, else detected from the first SPS; the frame rate is opts.FrameRate,
+// else the SPS VUI timing info's, else it fails with ErrNeedFrameRate. closer, if not nil, is
 // closed by Close and when ctx of a blocked call is done.
 func NewAnnexBSource(ctx context.Context, r io.Reader, closer io.Closer, opts Options) (*AnnexBSource, error) {
 	s := &AnnexBSource{input: input{closer}}
@@ -228,11 +228,17 @@ func NewAnnexBSource(ctx context.Context, r io.Reader, closer io.Closer, opts Op
 		return nil, fmt.Errorf("annex b: %w", err)
 	}
 	fps, ok := info.FrameRate()
-	if !ok || fps > 1000 || fps < 0.01 {
-		if opts.FrameRate <= 0 || math.IsInf(opts.FrameRate, 0) || math.IsNaN(opts.FrameRate) {
-			return nil, fmt.Errorf("annex b: %w", ErrNeedFrameRate)
+	ok = ok && fps <= 1000 && fps >= 0.01
+	switch given := opts.FrameRate; {
+	case given > 0 && !math.IsInf(given, 0):
+		// The frame rate given wins: an SPS's timing info can be wrong (half the rate, from
+		// encoders that leave out the two fields per frame of H.264's formula).
+		if ok && math.Abs(fps-given) > given/1000 {
+			opts.notice("annex b: frame rate %g as given, not the %g of the SPS timing info", given, fps)
 		}
-		fps = opts.FrameRate
+		fps = given
+	case !ok:
+		return nil, fmt.Errorf("annex b: %w", ErrNeedFrameRate)
 	}
 	s.frameDur = float64(time.Second) / fps
 	track.DefaultDuration = time.Duration(math.Round(s.frameDur))

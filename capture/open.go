@@ -23,8 +23,9 @@ type Options struct {
 	// read as Annex B: a stream joined inside a NAL unit, whose bytes before the first start code
 	// are dropped.
 	Codec codec.Codec
-	// FrameRate is the frame rate of an Annex B input, in frames per second, used when its SPS
-	// carries no timing info (flag --frame-rate). Zero means "take it from the SPS".
+	// FrameRate is the frame rate of an Annex B input, in frames per second (flag --frame-rate):
+	// it overrides the SPS timing info, which may be wrong, and is needed when the SPS carries
+	// none. Zero means "take it from the SPS".
 	FrameRate float64
 	// Notice, if set, receives recoverable oddities (an unsupported track skipped, frames dropped
 	// before the first keyframe). It is called synchronously.

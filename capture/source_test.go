@@ -248,6 +248,30 @@ func TestAnnexBJoinedMidStream(t *testing.T) {
 	}
 }
 
+// TestAnnexBFrameRateOverridesSPS gives a frame rate (--frame-rate 50) for a stream whose SPS
+// timing info says 25 fps: the one given wins, as for a camera whose SPS timing info is wrong,
+// and a notice says the two disagree.
+func TestAnnexBFrameRateOverridesSPS(t *testing.T) {
+	t.Parallel()
+	var notices []string
+	src, err := openFile(t.Context(), testdata("h264.h264"), Options{FrameRate: 50, Notice: func(msg string) { notices = append(notices, msg) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if d := src.Tracks()[0].DefaultDuration; d != 20*time.Millisecond {
+		t.Errorf("DefaultDuration %v, want 20ms", d)
+	}
+	for i, fr := range readAll(t, src) {
+		if want := time.Duration(i) * 20 * time.Millisecond; fr.PTS != want || fr.DTS != want {
+			t.Fatalf("frame %d: PTS %v DTS %v, want %v", i, fr.PTS, fr.DTS, want)
+		}
+	}
+	if !strings.Contains(strings.Join(notices, "\n"), "25") {
+		t.Errorf("notices %q do not mention the SPS's 25 fps", notices)
+	}
+}
+
 // bitWriter writes the exp-Golomb fields of a test SPS.
 type bitWriter struct {
 	b []byte

@@ -248,7 +248,7 @@ with a spool, which keeps the rest), and exits 130.`,
 	f := c.Flags()
 	addStreamRefFlags(c, &o.Stream)
 	f.StringVar(&o.Source, "source", "", "media file, - for standard input, an RTSP camera (rtsp://[user:pass@]host[:port]/path), or testsrc, camera, camera:/dev/videoN (required)")
-	f.Float64Var(&o.FrameRate, "frame-rate", 0, "frame rate of Annex B input whose SPS has no timing info")
+	f.Float64Var(&o.FrameRate, "frame-rate", 0, "frame rate of Annex B input (default: from its SPS timing info; needed when it has none)")
 	f.StringVar(&o.Codec, "codec", "", "codec of Annex B input, h264 or h265 (default: from its first SPS; needed when none comes in its first 64 KiB, as from a pipe joined between keyframes)")
 	f.DurationVar(&o.FragmentDuration, "fragment-duration", capture.DefaultTargetDuration, "target fragment duration (fragments start at keyframes)")
 	f.BoolVar(&o.Realtime, "realtime", false, "send frames at their real-time pace, like a live camera")
