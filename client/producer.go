@@ -77,6 +77,11 @@ type ProducerConfig struct {
 	// edge trails by the backlog's size divided by (SpoolRate - the camera's bit rate). 0 sends
 	// the backlog as fast as the connection takes it.
 	SpoolRate int64
+	// SpoolWait makes Send wait while the spool is full, until the server has taken enough of it,
+	// instead of letting the spool drop its oldest fragments. It is for a source that can wait (a
+	// file, read faster than the link takes it: kvs put-media sets it for one); a live source
+	// cannot, and then losing the oldest video is the better choice.
+	SpoolWait bool
 }
 
 // ProducerStats counts what a Producer did. Bytes are encoded cluster bytes; a replayed fragment
@@ -229,7 +234,7 @@ func (p *Producer) Send(ctx context.Context, f *mkv.Fragment) error {
 	e := &entry{data: data, timecode: f.Timecode, scale: cmp.Or(f.TimecodeScale, mkv.DefaultTimecodeScale)}
 	e.header = p.streamHeader(cmp.Or(f.DocType, "matroska"), e.scale, f.Tracks)
 	if p.cfg.Spool != nil {
-		return p.spool(e)
+		return p.spool(ctx, e)
 	}
 	return p.enqueue(ctx, e)
 }

@@ -4,6 +4,7 @@ package client
 // from it, oldest first, pacing the backlog at SpoolRate.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,7 +15,7 @@ import (
 
 // spool writes e to the spool (Send with a spool). The encoded fragment goes back to the pool: the
 // pump reads it back from the spool when its turn comes.
-func (p *Producer) spool(e *entry) error {
+func (p *Producer) spool(ctx context.Context, e *entry) error {
 	p.mu.Lock()
 	err, closing := p.err, p.closing
 	p.mu.Unlock()
@@ -25,6 +26,20 @@ func (p *Producer) spool(e *entry) error {
 	case closing:
 		bufpool.Put(e.data)
 		return errors.New("producer: Send after Close")
+	}
+	if p.cfg.SpoolWait {
+		// A record is its header (under 100 bytes), the stream header and the fragment.
+		if err := p.cfg.Spool.waitRoom(ctx, p.ctx.Done(), int64(spoolRecordHeaderSize+len(e.header)+len(e.data))); err != nil {
+			bufpool.Put(e.data)
+			return fmt.Errorf("producer: %w", err)
+		}
+		p.mu.Lock()
+		err = p.err
+		p.mu.Unlock()
+		if err != nil { // stopped while it waited
+			bufpool.Put(e.data)
+			return err
+		}
 	}
 	_, err = p.cfg.Spool.append(e.header, e.data, e.timecode, e.scale)
 	size := len(e.data)

@@ -2,6 +2,7 @@ package client
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -89,6 +90,7 @@ type Spool struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced when a record is added or the spool is sealed
+	freed   chan struct{} // closed and replaced when a segment is removed or the spool closes (waitRoom)
 	segs    []*spoolSegment
 	active  *os.File // the last segment's file, open for appends; nil when none
 	nextSeq uint64
@@ -407,6 +409,53 @@ func (s *Spool) removeSegment(g *spoolSegment) {
 	if err := os.Remove(g.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		s.noticeLocked("spool: removing %s: %v", g.path, err)
 	}
+	s.signalFreed()
+}
+
+// signalFreed wakes waitRoom's waiters. s.mu is held.
+func (s *Spool) signalFreed() {
+	if s.freed != nil {
+		close(s.freed)
+		s.freed = nil
+	}
+}
+
+// waitRoom waits until a record of size more bytes fits in the spool without dropping older
+// ones, the spool is closed, ctx is done (its error) or stop is closed (nil). It tells Notice
+// once when it has to wait.
+func (s *Spool) waitRoom(ctx context.Context, stop <-chan struct{}, size int64) error {
+	if size > s.cfg.MaxBytes/2 {
+		return nil // append refuses it
+	}
+	noticed := false
+	for {
+		s.mu.Lock()
+		total := int64(0)
+		for _, g := range s.segs {
+			total += g.size
+		}
+		if s.closed || s.sealed || total+size <= s.cfg.MaxBytes {
+			s.mu.Unlock()
+			return nil
+		}
+		if !noticed {
+			noticed = true
+			s.noticeLocked("spool %s is full (%d bytes): waiting for the server to take fragments before reading more", s.cfg.Dir, s.cfg.MaxBytes)
+		}
+		if s.freed == nil {
+			s.freed = make(chan struct{})
+		}
+		freed := s.freed
+		s.mu.Unlock()
+		s.flushNotices()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-stop:
+			return nil
+		}
+	}
 }
 
 // finalRollBytes is how much of acknowledged fragments the segment being appended to may keep:
@@ -445,6 +494,7 @@ func (s *Spool) Close() error {
 	s.saveAcked()
 	s.closed = true
 	s.signal()
+	s.signalFreed()
 	var err error
 	if s.active != nil {
 		err = s.active.Close()

@@ -553,6 +553,69 @@ func TestProducerSpoolFull(t *testing.T) {
 	}
 }
 
+// With SpoolWait (a file's upload), a spool too small for an outage makes Send wait instead of
+// dropping the oldest fragments: nothing is dropped, Send goes on once the endpoint is back, and
+// every fragment is stored.
+func TestProducerSpoolWait(t *testing.T) {
+	t.Parallel()
+	fs := newFlakyServer(t)
+	frags := shiftedFragments(t, "h264.mkv", 40) // ~7 KB each: 280 KB for a 256 KiB spool
+	retention := 24
+	waiting := make(chan string, 16)
+	sp, err := OpenSpool(SpoolConfig{Dir: t.TempDir(), Stream: "cam", MaxBytes: MinSpoolMaxBytes, segmentBytes: 64 << 10,
+		Notice: func(m string) {
+			if strings.Contains(m, "waiting for the server") {
+				select {
+				case waiting <- m:
+				default:
+				}
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.Close() })
+	p, err := NewProducer(fs.client(t), ProducerConfig{Stream: "cam", Spool: sp, SpoolWait: true, RetentionHours: &retention, RetryBackoff: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan error, 1)
+	go func() {
+		for _, f := range frags {
+			if err := p.Send(t.Context(), f); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	select {
+	case m := <-waiting:
+		t.Logf("notice: %s", m)
+	case err := <-sent:
+		t.Fatalf("Send of 280 KB into a 256 KiB spool with the endpoint away returned (%v) without waiting; stats %+v", err, p.Stats())
+	}
+	select {
+	case err := <-sent:
+		t.Fatalf("Send returned (%v) while the spool was full and the endpoint away", err)
+	default:
+	}
+	if d := p.Stats().Spool.Dropped; d != 0 {
+		t.Fatalf("%d fragments dropped while Send waits", d)
+	}
+	fs.up()
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(t.Context()); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if st := p.Stats(); st.Spool.Dropped != 0 || st.Stored != len(frags) {
+		t.Errorf("stats %+v: want all %d stored, none dropped", st, len(frags))
+	}
+	checkTimecodes(t, consumeAll(t, fs.client(t), "cam"), frags)
+}
+
 // SpoolRate paces the backlog at a rate of about 5 fragments per second, while the last one (the
 // live edge) is not held back. A window of one fragment keeps the backlog in the spool until the
 // endpoint is back: the pump took fragments 1 and 2 while they were the newest, and 3 to 10 are

@@ -265,7 +265,7 @@ with a spool, which keeps the rest), and exits 130.`,
 	f.StringVar(&o.RTSPTransport, "rtsp-transport", capture.RTSPTransportTCP, "RTSP cameras: tcp (RTP in the RTSP connection), udp, or auto (UDP, else TCP)")
 	f.StringVar(&o.RTSPCAFile, "rtsp-ca-file", "", "rtsps:// cameras: PEM certificates to trust (the camera's own), instead of the system's")
 	f.StringVar(&o.SpoolDir, "spool-dir", "", "keep fragments in this directory until they are PERSISTED (survives outages, crashes and restarts)")
-	f.Var(&o.SpoolMaxBytes, "spool-max-bytes", "with --spool-dir: its maximum size, e.g. 1GiB or 500MB; the oldest fragments go when it is full")
+	f.Var(&o.SpoolMaxBytes, "spool-max-bytes", "with --spool-dir: its maximum size, e.g. 1GiB or 500MB; when it is full a live source's oldest fragments go, a file waits")
 	f.Var(&o.SpoolRate, "spool-rate", "with --spool-dir: cap the rate of sending the backlog, per second, e.g. 8Mbit or 1MB (default: no cap)")
 	return c, o
 }

@@ -161,7 +161,10 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 		closeSrc()
 		return client.ProducerStats{}, err
 	}
-	pcfg := client.ProducerConfig{Stream: stream, MaxInFlight: o.MaxInFlight, Spool: spool, SpoolRate: int64(o.SpoolRate)}
+	// A file waits for the spool to have room; a live source or a pipe (maybe a camera's) does
+	// not, and the spool drops its oldest fragments instead.
+	pcfg := client.ProducerConfig{Stream: stream, MaxInFlight: o.MaxInFlight, Spool: spool, SpoolRate: int64(o.SpoolRate),
+		SpoolWait: !live && o.Source != "-"}
 	retention, err := ensureStream(ctx, env, cl, o)
 	switch {
 	case err == nil:
