@@ -440,3 +440,52 @@ func writerAndReader(t *testing.T, n1, n2 *mediaEnv) (*putConn, *clip, <-chan []
 	t.Cleanup(cancel)
 	return pc, c, liveNumbers(t, n2.getMedia(t, ctx, "cam", map[string]any{"StartSelectorType": "NOW"}, true), 2)
 }
+
+// TestClusterFeederEndFreesCache: a node that does not write a stream keeps nothing of it in
+// memory once its last live reader left and the feeder stopped, even when the fragments the tail
+// gave it were not committed yet when the feeder stopped (their commit comes later): before,
+// those stayed pinned in the live cache for good, one stream's worth for every stream watched.
+func TestClusterFeederEndFreesCache(t *testing.T) {
+	t.Parallel()
+	nodes := newCluster(t, 2, func(c *cluster.Config) { c.FlushInterval, c.FlushBytes = 3*time.Second, 1<<30 }, nil)
+	n1, n2 := nodes[0], nodes[1]
+	fs := n1.srv.media.feeders
+	fs.mu.Lock()
+	fs.linger = 0
+	fs.mu.Unlock()
+	n1.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	pc := n2.startPut(t, "cam")
+	pc.write(c.header())
+	first := pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), false)
+	ctx, cancel := context.WithCancel(t.Context())
+	got := liveNumbers(t, n1.getMedia(t, ctx, "cam", map[string]any{"StartSelectorType": "EARLIEST"}, true), 1)
+	select {
+	case g := <-got:
+		if !slices.Equal(g, []uint64{first}) {
+			t.Fatalf("reader on node 1 got %v, want [%d]", g, first)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("reader on node 1: fragment not delivered before its commit")
+	}
+	cancel() // the last reader leaves: the feeder stops
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		fs.mu.Lock()
+		n := len(fs.byStream)
+		fs.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node 1's feeder still runs 20 s after its last reader left")
+		}
+	}
+	pc.expect(ackPersisted, first) // the commit, after the feeder stopped
+	buf := n1.srv.media.bufferNamed("cam")
+	for deadline := time.Now().Add(20 * time.Second); len(buf.snapshot()) > 0; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("node 1 still holds %d fragments of a stream it neither writes nor feeds, 20 s after their commit", len(buf.snapshot()))
+		}
+	}
+	pc.end()
+}

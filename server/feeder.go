@@ -50,7 +50,8 @@ type feeders struct {
 	byStream map[string]*feeder
 	stop     func() // ends the Watch and the owner poll
 	polled   chan struct{}
-	testRun  func() // when a test sets it (under mu): runs first in each new feeder's goroutine
+	linger   time.Duration // feederLinger; tests shorten it (under mu)
+	testRun  func()        // when a test sets it (under mu): runs first in each new feeder's goroutine
 }
 
 type feeder struct {
@@ -73,7 +74,7 @@ type feeder struct {
 }
 
 func newFeeders(m *media, c Cluster) *feeders {
-	fs := &feeders{m: m, byStream: map[string]*feeder{}, polled: make(chan struct{}),
+	fs := &feeders{m: m, byStream: map[string]*feeder{}, polled: make(chan struct{}), linger: feederLinger,
 		client: &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64}}}
 	stopWatch := c.Watch(fs.committed)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -176,7 +177,13 @@ func (fs *feeders) committed(stream string, last uint64) {
 	// where no feeder of the stream runs on this node. Where one runs, it wakes the stream's
 	// readers once it has cached what is new: woken now as well, its GetMedia readers would look
 	// before it did and read the fragment from the object store themselves.
+	// A buffer no feeder runs for any more (its last reader left) may still hold fragments its
+	// tail gave it before their commit: they are durable now, and go like any other (else they
+	// were pinned in memory for good, nothing else telling this buffer of the commit).
 	if stream != "" && len(list) == 0 {
+		if b := fs.m.cache.lookup(stream); b != nil && last > 0 {
+			b.markDurable(last)
+		}
 		fs.m.notify.notify(stream)
 	}
 }
@@ -246,7 +253,7 @@ func (fs *feeders) leave(f *feeder) {
 	if f.refs > 0 || fs.byStream[f.name] != f {
 		return
 	}
-	f.linger = time.AfterFunc(feederLinger, func() {
+	f.linger = time.AfterFunc(fs.linger, func() {
 		fs.mu.Lock()
 		if f.refs > 0 || fs.byStream[f.name] != f {
 			fs.mu.Unlock()

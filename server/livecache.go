@@ -364,6 +364,13 @@ func (h *liveCache) stream(name, arn string, l bufferLimits) (b *streamBuffer, r
 	return b, stale != nil
 }
 
+// lookup returns the named stream's buffer, nil when there is none.
+func (h *liveCache) lookup(name string) *streamBuffer {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.streams[name]
+}
+
 // dropARN closes and forgets the named stream's buffer (DeleteStream) unless it is another stream's
 // than arn's ("": whichever stream's).
 func (h *liveCache) dropARN(name, arn string) {
