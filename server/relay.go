@@ -138,11 +138,14 @@ func (m *media) relayPut(w http.ResponseWriter, r *http.Request, owner string) {
 		switch {
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue // a line longer than the buffer (not an ack): passed on in pieces
-		case err != nil:
-			if !errors.Is(err, io.EOF) && r.Context().Err() == nil {
-				log.Info("put media: relay ended", "err", err)
-			}
+		case errors.Is(err, io.EOF) || r.Context().Err() != nil:
 			return
+		case err != nil:
+			// The writer went away mid-upload: the producer's response is broken off, not ended,
+			// so that it cannot take the end of the relay for the end of its upload (a clean end
+			// says the server is done with it; acks may be missing here).
+			log.Info("put media: relay broken off", "err", err)
+			panic(http.ErrAbortHandler)
 		}
 	}
 }
