@@ -192,6 +192,7 @@ func (o listStreamsOptions) prefix() (string, error) {
 	var op, value string
 	for _, kv := range strings.Split(o.StreamNameCondition, ",") {
 		k, v, _ := strings.Cut(kv, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v) // as the AWS CLI's shorthand
 		switch k {
 		case "ComparisonOperator":
 			op = v

@@ -63,6 +63,7 @@ func TestStreamOptionsValidate(t *testing.T) {
 		{"describe neither", streamOutputOptions{Output: "json"}, "--stream-name or --stream-arn"},
 		{"list ok", listStreamsOptions{Output: "json"}, ""},
 		{"list condition", listStreamsOptions{StreamNameCondition: "ComparisonOperator=BEGINS_WITH,ComparisonValue=cam", Output: "json"}, ""},
+		{"list condition blanks", listStreamsOptions{StreamNameCondition: "ComparisonOperator=BEGINS_WITH, ComparisonValue=cam", Output: "json"}, ""},
 		{"list condition operator", listStreamsOptions{StreamNameCondition: "ComparisonOperator=ENDS_WITH,ComparisonValue=cam", Output: "json"}, "BEGINS_WITH"},
 		{"list condition garbage", listStreamsOptions{StreamNameCondition: "cam", Output: "json"}, "--stream-name-condition"},
 		{"list both prefixes", listStreamsOptions{StreamNameCondition: "ComparisonValue=a", NamePrefix: "b", Output: "json"}, "not both"},
@@ -325,5 +326,31 @@ func TestStreamCommandsThroughRoot(t *testing.T) {
 	code, _, _ = run("delete-stream", "--stream-name", "cam")
 	if code != ExitNotFound {
 		t.Errorf("delete missing: %d", code)
+	}
+}
+
+// The AWS CLI's shorthand drops the blanks around "=" and after ",": `--tags "team=video, site = lab "`
+// tags team=video and site=lab. kvs stored the keys " site " and the value " lab ", silently.
+func TestTagsShorthandBlanksAsAWSCLI(t *testing.T) {
+	t.Parallel()
+	url, _ := kvsServer(t)
+	run := func(args ...string) (int, string, string) {
+		env, out, errb := testEnv(t, nil)
+		code := Run(t.Context(), env, append(args, "--endpoint", url))
+		return code, out.String(), errb.String()
+	}
+	if code, _, errOut := run("create-stream", "--stream-name", "cam", "--tags", "team=video, site = lab "); code != ExitOK {
+		t.Fatalf("create-stream: %d %q", code, errOut)
+	}
+	if code, _, errOut := run("tag-stream", "--stream-name", "cam", "--tags", " owner= ops ,tier =gold"); code != ExitOK {
+		t.Fatalf("tag-stream: %d %q", code, errOut)
+	}
+	code, out, _ := run("list-tags-for-stream", "--stream-name", "cam")
+	var got struct{ Tags map[string]string }
+	if err := json.Unmarshal([]byte(out), &got); code != ExitOK || err != nil {
+		t.Fatalf("list-tags-for-stream: %d %q %v", code, out, err)
+	}
+	if want := map[string]string{"team": "video", "site": "lab", "owner": "ops", "tier": "gold"}; !reflect.DeepEqual(got.Tags, want) {
+		t.Errorf("tags = %q, want %q (as the AWS CLI sends them)", got.Tags, want)
 	}
 }

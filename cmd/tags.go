@@ -20,7 +20,8 @@ import (
 )
 
 // parseTags reads --tags values in the AWS CLI shorthand "k=v,k2=v2"; the flag may also repeat.
-// A value may contain "=" (split at the first); tag keys and values cannot contain commas.
+// A value may contain "=" (split at the first); tag keys and values cannot contain commas. Blanks
+// around a key or a value are dropped, as the AWS CLI's shorthand drops them ("a=1, b = 2").
 func parseTags(values []string) (map[string]string, error) {
 	if len(values) == 0 {
 		return nil, nil
@@ -29,6 +30,7 @@ func parseTags(values []string) (map[string]string, error) {
 	for _, v := range values {
 		for _, kv := range strings.Split(v, ",") {
 			k, val, ok := strings.Cut(kv, "=")
+			k, val = strings.TrimSpace(k), strings.TrimSpace(val)
 			if !ok || k == "" {
 				return nil, fmt.Errorf("--tags %q: want key=value[,key=value...]", v)
 			}
