@@ -3,6 +3,7 @@ package cmd
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -79,7 +80,7 @@ give --data-retention-in-hours to store fragments for later reading.`,
 	f.StringVar(&o.MediaType, "media-type", "", "media type, e.g. video/h264 or video/h264,audio/aac")
 	f.StringVar(&o.KmsKeyID, "kms-key-id", "", "KMS key for encryption at rest (default: the AWS-managed key)")
 	f.IntVar(&o.RetentionHours, "data-retention-in-hours", 0, "hours to keep data (0 to 87600)")
-	f.StringArrayVar(&o.Tags, "tags", nil, "tags as key=value[,key=value...]; may repeat")
+	f.StringArrayVar(&o.Tags, "tags", nil, "tags as key=value[,key=value...] or a JSON object; may repeat")
 	addOutputFlag(f, &o.Output)
 	return c
 }
@@ -190,16 +191,27 @@ func (o listStreamsOptions) prefix() (string, error) {
 		return o.NamePrefix, nil
 	}
 	var op, value string
-	for _, kv := range strings.Split(o.StreamNameCondition, ",") {
-		k, v, _ := strings.Cut(kv, "=")
-		k, v = strings.TrimSpace(k), strings.TrimSpace(v) // as the AWS CLI's shorthand
-		switch k {
-		case "ComparisonOperator":
-			op = v
-		case "ComparisonValue":
-			value = v
-		default:
-			return "", fmt.Errorf("--stream-name-condition %q: want ComparisonOperator=BEGINS_WITH,ComparisonValue=PREFIX", o.StreamNameCondition)
+	if isJSON(o.StreamNameCondition, '{') {
+		// The AWS CLI's JSON form.
+		var c struct{ ComparisonOperator, ComparisonValue string }
+		dec := json.NewDecoder(strings.NewReader(o.StreamNameCondition))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&c); err != nil {
+			return "", fmt.Errorf("--stream-name-condition %q: want {\"ComparisonOperator\":\"BEGINS_WITH\",\"ComparisonValue\":\"PREFIX\"}: %w", o.StreamNameCondition, err)
+		}
+		op, value = c.ComparisonOperator, c.ComparisonValue
+	} else {
+		for _, kv := range strings.Split(o.StreamNameCondition, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			k, v = strings.TrimSpace(k), strings.TrimSpace(v) // as the AWS CLI's shorthand
+			switch k {
+			case "ComparisonOperator":
+				op = v
+			case "ComparisonValue":
+				value = v
+			default:
+				return "", fmt.Errorf("--stream-name-condition %q: want ComparisonOperator=BEGINS_WITH,ComparisonValue=PREFIX", o.StreamNameCondition)
+			}
 		}
 	}
 	if op != "" && op != string(types.ComparisonOperatorBeginsWith) {
@@ -218,7 +230,7 @@ streams are printed, and the JSON output carries a NextToken to pass to --next-t
 	f := c.Flags()
 	f.IntVar(&o.MaxResults, "max-results", 0, "print at most this many streams (default: all)")
 	f.StringVar(&o.NextToken, "next-token", "", "continue after a previous --max-results listing")
-	f.StringVar(&o.StreamNameCondition, "stream-name-condition", "", "ComparisonOperator=BEGINS_WITH,ComparisonValue=PREFIX (AWS CLI form)")
+	f.StringVar(&o.StreamNameCondition, "stream-name-condition", "", "ComparisonOperator=BEGINS_WITH,ComparisonValue=PREFIX, or the same as JSON (AWS CLI forms)")
 	f.StringVar(&o.NamePrefix, "name-prefix", "", "only streams whose name begins with this")
 	addOutputFlag(f, &o.Output)
 	// The AWS CLI's pagination flags for the same thing.

@@ -354,3 +354,48 @@ func TestTagsShorthandBlanksAsAWSCLI(t *testing.T) {
 		t.Errorf("tags = %q, want %q (as the AWS CLI sends them)", got.Tags, want)
 	}
 }
+
+// The AWS CLI takes JSON for any structure, map or list parameter: --tags '{"k":"v"}',
+// --tag-key-list '["k"]', --stream-name-condition '{"ComparisonOperator":...}'. kvs refused the
+// first and the last (exit 2) and sent the JSON's brackets and quotes as tag keys for the second.
+func TestAWSCLIJSONParameters(t *testing.T) {
+	t.Parallel()
+	url, _ := kvsServer(t)
+	run := func(args ...string) (int, string, string) {
+		env, out, errb := testEnv(t, nil)
+		code := Run(t.Context(), env, append(args, "--endpoint", url))
+		return code, out.String(), errb.String()
+	}
+	for _, name := range []string{"cam-1", "other"} {
+		if code, _, errOut := run("create-stream", "--stream-name", name, "--tags", `{"team": "video", "site": "lab 2nd floor"}`); code != ExitOK {
+			t.Fatalf("create-stream --tags JSON: %d %q", code, errOut)
+		}
+	}
+	if code, _, errOut := run("tag-stream", "--stream-name", "cam-1", "--tags", `{"owner":"ops"}`); code != ExitOK {
+		t.Fatalf("tag-stream --tags JSON: %d %q", code, errOut)
+	}
+	if code, _, errOut := run("untag-stream", "--stream-name", "cam-1", "--tag-key-list", `["team", "owner"]`); code != ExitOK {
+		t.Fatalf("untag-stream --tag-key-list JSON: %d %q", code, errOut)
+	}
+	code, out, _ := run("list-tags-for-stream", "--stream-name", "cam-1")
+	var tags struct{ Tags map[string]string }
+	if err := json.Unmarshal([]byte(out), &tags); code != ExitOK || err != nil {
+		t.Fatalf("list-tags-for-stream: %d %q %v", code, out, err)
+	}
+	if want := map[string]string{"site": "lab 2nd floor"}; !reflect.DeepEqual(tags.Tags, want) {
+		t.Errorf("tags = %q, want %q", tags.Tags, want)
+	}
+	code, out, errOut := run("list-streams", "--stream-name-condition", `{"ComparisonOperator": "BEGINS_WITH", "ComparisonValue": "cam"}`, "--output", "table")
+	if code != ExitOK || strings.Count(out, "\n") != 2 || !strings.Contains(out, "\ncam-1 ") {
+		t.Errorf("list-streams --stream-name-condition JSON: %d %q %q", code, out, errOut)
+	}
+	for _, args := range [][]string{
+		{"tag-stream", "--stream-name", "cam-1", "--tags", `{"a": 1}`},
+		{"untag-stream", "--stream-name", "cam-1", "--tag-key-list", `["a"`},
+		{"list-streams", "--stream-name-condition", `{"ComparisonValue": "cam", "Op": "x"}`},
+	} {
+		if code, _, errOut := run(args...); code != ExitUsage {
+			t.Errorf("%q: %d %q, want a usage error", args, code, errOut)
+		}
+	}
+}

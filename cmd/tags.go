@@ -6,6 +6,7 @@ package cmd
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -21,13 +22,22 @@ import (
 
 // parseTags reads --tags values in the AWS CLI shorthand "k=v,k2=v2"; the flag may also repeat.
 // A value may contain "=" (split at the first); tag keys and values cannot contain commas. Blanks
-// around a key or a value are dropped, as the AWS CLI's shorthand drops them ("a=1, b = 2").
+// around a key or a value are dropped, as the AWS CLI's shorthand drops them ("a=1, b = 2"). A
+// value may also be a JSON object, the AWS CLI's other form: {"k":"v","k2":"v2"}.
 func parseTags(values []string) (map[string]string, error) {
 	if len(values) == 0 {
 		return nil, nil
 	}
 	tags := map[string]string{}
 	for _, v := range values {
+		if isJSON(v, '{') {
+			var m map[string]string
+			if err := json.Unmarshal([]byte(v), &m); err != nil {
+				return nil, fmt.Errorf("--tags %q: want a JSON object of strings: %w", v, err)
+			}
+			maps.Copy(tags, m)
+			continue
+		}
 		for _, kv := range strings.Split(v, ",") {
 			k, val, ok := strings.Cut(kv, "=")
 			k, val = strings.TrimSpace(k), strings.TrimSpace(val)
@@ -56,7 +66,7 @@ func newTagStreamCmd(env *Env) *cobra.Command {
 		Short: "Add or replace tags on a stream",
 	})
 	addStreamRefFlags(c, &o.Stream)
-	c.Flags().StringArrayVar(&o.Tags, "tags", nil, "tags as key=value[,key=value...]; may repeat (required)")
+	c.Flags().StringArrayVar(&o.Tags, "tags", nil, "tags as key=value[,key=value...] or a JSON object; may repeat (required)")
 	return c
 }
 
@@ -66,13 +76,38 @@ var runTagStream = withClient(func(ctx context.Context, env *Env, cl *client.Cli
 	return wrapAPI(err, "tag-stream %s", o.Stream)
 })
 
+// isJSON reports whether a flag value is in the AWS CLI's JSON form: it starts with open ('{' for
+// an object, '[' for a list) after any blanks.
+func isJSON(v string, open byte) bool {
+	v = strings.TrimSpace(v)
+	return v != "" && v[0] == open
+}
+
+// tagKeys reads --tag-key-list values: comma-separated, repeated, or JSON lists (["k1","k2"]).
+func tagKeys(values []string) ([]string, error) {
+	var keys []string
+	for _, v := range values {
+		if !isJSON(v, '[') {
+			keys = append(keys, splitList([]string{v})...)
+			continue
+		}
+		var list []string
+		if err := json.Unmarshal([]byte(v), &list); err != nil {
+			return nil, fmt.Errorf("--tag-key-list %q: want a JSON list of strings: %w", v, err)
+		}
+		keys = append(keys, list...)
+	}
+	return keys, nil
+}
+
 type untagStreamOptions struct {
 	Stream streamRef
 	Keys   []string
 }
 
 func (o untagStreamOptions) validate() error {
-	return cmp.Or(o.Stream.validate(), errorIf(len(splitList(o.Keys)) == 0, "--tag-key-list is required"))
+	keys, err := tagKeys(o.Keys)
+	return cmp.Or(o.Stream.validate(), err, errorIf(len(keys) == 0, "--tag-key-list is required"))
 }
 
 func newUntagStreamCmd(env *Env) *cobra.Command {
@@ -81,7 +116,7 @@ func newUntagStreamCmd(env *Env) *cobra.Command {
 		Short: "Remove tags from a stream",
 	})
 	addStreamRefFlags(c, &o.Stream)
-	c.Flags().StringArrayVar(&o.Keys, "tag-key-list", nil, "tag keys, comma-separated or, as the AWS CLI takes them, separated by spaces; may repeat (required)")
+	c.Flags().StringArrayVar(&o.Keys, "tag-key-list", nil, "tag keys, comma-separated or, as the AWS CLI takes them, separated by spaces or as a JSON list; may repeat (required)")
 	// The AWS CLI's form: --tag-key-list k1 k2 (the words after the flag are more keys).
 	run := c.RunE
 	c.Args = cobra.ArbitraryArgs
@@ -93,7 +128,8 @@ func newUntagStreamCmd(env *Env) *cobra.Command {
 }
 
 var runUntagStream = withClient(func(ctx context.Context, env *Env, cl *client.Client, o untagStreamOptions) error {
-	_, err := cl.Control.UntagStream(ctx, &kinesisvideo.UntagStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn(), TagKeyList: splitList(o.Keys)})
+	keys, _ := tagKeys(o.Keys) // checked by validate
+	_, err := cl.Control.UntagStream(ctx, &kinesisvideo.UntagStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn(), TagKeyList: keys})
 	return wrapAPI(err, "untag-stream %s", o.Stream)
 })
 
