@@ -399,3 +399,24 @@ func TestAWSCLIJSONParameters(t *testing.T) {
 		}
 	}
 }
+
+// FuzzStreamFlagForms feeds arbitrary values to the parsers of --tags, --tag-key-list and
+// --stream-name-condition (shorthand and JSON forms): no panic, and what the shorthand accepts has
+// no blanks around a key or a value and no empty key.
+func FuzzStreamFlagForms(f *testing.F) {
+	for _, s := range []string{"k=v", "k1=v1, k2 = v2 ", `{"k":"v"}`, `["a","b"]`, "a,b", "=x", "k==v", " {", "[",
+		"ComparisonOperator=BEGINS_WITH, ComparisonValue=x", `{"ComparisonOperator":"BEGINS_WITH","ComparisonValue":"s"}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if tags, err := parseTags([]string{s}); err == nil && !isJSON(s, '{') {
+			for k, v := range tags {
+				if k == "" || k != strings.TrimSpace(k) || v != strings.TrimSpace(v) {
+					t.Fatalf("--tags %q: key %q value %q", s, k, v)
+				}
+			}
+		}
+		_, _ = tagKeys([]string{s})
+		_, _ = listStreamsOptions{StreamNameCondition: s}.prefix()
+	})
+}
