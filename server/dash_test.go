@@ -955,3 +955,42 @@ func TestDASHLiveEdgeWaitEndsOnClose(t *testing.T) {
 		t.Errorf("segment request waiting at the live edge during Close: %d %s, want 503", a.code, a.body)
 	}
 }
+
+// TestDASHProducerClockAtEpoch: a producer whose timestamps start at the Unix epoch (RELATIVE
+// timecodes with a start timestamp of 0, as KVS's own samples show, or a camera without NTP or a
+// real-time clock, which boots at 1970-01-01) is played through DASH as any other: its period's
+// origin, 10 s before its first fragment, lies before the epoch, and the media requests that name
+// it were InvalidArgumentException (ffmpeg: "Error when loading first fragment of playlist").
+func TestDASHProducerClockAtEpoch(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // drives ffprobe
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam", hdrTimecodeType, "RELATIVE", hdrProducerStartTime, "0")
+	if pc.status != 200 {
+		t.Fatalf("putMedia: %d %s", pc.status, pc.errTyp)
+	}
+	pc.write(c.header())
+	for i := range c.frags {
+		pc.fragment(c.cluster(t, i, 0), c.fragTimecode(i, 0), true)
+	}
+	pc.end()
+	now := time.Now().Unix()
+	url, code := e.dashURL(t, map[string]any{
+		"StreamName":   "cam",
+		"PlaybackMode": "ON_DEMAND",
+		"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": now - 3600, "EndTimestamp": now + 3600}},
+	})
+	if code != "" {
+		t.Fatal(code)
+	}
+	m, raw := manifest(t, url)
+	if len(m.Periods) != 1 || len(m.Periods[0].Sets) != 1 || len(m.Periods[0].Sets[0].Rep.List.S) != len(c.frags) {
+		t.Fatalf("want one period of %d segments:\n%s", len(c.frags), raw)
+	}
+	if got, want := ffprobeStreams(t, url), wantStreams(t, "h264.mkv", 1); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ffprobe of the DASH URL:\n got %+v\nwant %+v", got, want)
+	}
+}

@@ -313,8 +313,12 @@ func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Req
 	if v == "" || err != nil {
 		return 0, 0, invalidArgf("FragmentNumber or Time (milliseconds since Origin) is required.")
 	}
+	// Origin is dashOriginLead before a period's first fragment: negative for a producer whose
+	// clock stands within that of the Unix epoch (a camera without NTP or RTC, which boots at
+	// 1970-01-01; RELATIVE timecodes with a start timestamp of 0, which restart at 0 with each
+	// upload).
 	origin, err := strconv.ParseInt(q.Get("Origin"), 10, 64)
-	if err != nil || origin < 0 || ms < 0 || origin > math.MaxInt64/2 || ms > math.MaxInt64/2 {
+	if err != nil || ms < 0 || origin < -math.MaxInt64/2 || origin > math.MaxInt64/2 || ms > math.MaxInt64/2 {
 		return 0, 0, invalidArgf("Origin (the producer timestamp Time counts from, in Unix milliseconds) is required.")
 	}
 	var from uint64
