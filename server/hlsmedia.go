@@ -410,8 +410,24 @@ func (p *playback) awaitReveal(ctx context.Context, sess *hlsSession, f store.Fr
 	dc.mu.Lock()
 	edge := p.replayEdge(sess, head, dc)
 	dc.mu.Unlock()
-	wait := f.Time(sess.kind).Sub(edge)
-	if edge.IsZero() || wait <= 0 {
+	if edge.IsZero() {
+		return nil
+	}
+	// The reveal's other bound (replayBudget): the media before f in the range.
+	var media time.Duration
+	err = p.walkRange(ctx, sess.stream, p.s.media.bufferNamed(sess.stream), sess.kind, sess.start, f.Time(sess.kind),
+		func(g store.FragmentMeta) bool {
+			if g.Number == f.Number {
+				return false
+			}
+			media += g.Duration
+			return true
+		})
+	if err != nil {
+		return err
+	}
+	wait := max(f.Time(sess.kind).Sub(edge), media-p.replayBudget(sess, head))
+	if wait <= 0 {
 		return nil
 	}
 	if wait > segmentWait(f.Duration) {

@@ -64,7 +64,13 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 	}
 	ring := make([]store.FragmentMeta, sess.max)
 	shown := 0
+	budget, media, held := p.replayBudget(sess, head), time.Duration(0), false
 	err = p.walkRange(ctx, sess.stream, buf, sess.kind, sess.start, edge, func(f store.FragmentMeta) bool {
+		if media > budget { // the session has not yet run as long as the media before f
+			held = true
+			return false
+		}
+		media += f.Duration
 		ring[shown%sess.max] = f
 		shown++
 		return true
@@ -90,8 +96,8 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 	if len(frags) > 0 {
 		dc.lastFirst, dc.lastSeq = frags[0].Number, seq
 	}
-	revealedAll := !edge.Before(end)
-	if !sess.end.IsZero() && !revealedAll {
+	revealedAll := !held && !edge.Before(end)
+	if !sess.end.IsZero() && !held && !revealedAll {
 		rest, err := p.inRange(ctx, sess.stream, buf, sess.kind, edge.Add(time.Nanosecond), end, 1)
 		if err != nil {
 			return nil, 0, false, err
@@ -119,8 +125,23 @@ func (sess *hlsSession) replayEnd() time.Time {
 	return sess.end
 }
 
-// replayHead returns a LIVE_REPLAY session's first max fragments, which replayEdge places the
-// reveal by.
+// replayBudget is how much media a LIVE_REPLAY session has revealed, counted in its fragments'
+// durations: the media of head, its first max fragments, before the last of them (revealed at
+// once) plus the time since the session's creation. A fragment is revealed when the media before
+// it in the range is within the budget, and its timestamp within replayEdge. Paced by timestamps
+// alone, fragments that arrived faster than real time (a producer uploading its backlog after an
+// outage, a recording uploaded with its own timestamps) were revealed all at once on the server
+// clock: a player, which starts at a live playlist's end, skipped all but the last few.
+func (p *playback) replayBudget(sess *hlsSession, head []store.FragmentMeta) time.Duration {
+	budget := p.s.cfg.Now().Sub(sess.created)
+	for _, f := range head[:max(len(head)-1, 0)] {
+		budget += f.Duration
+	}
+	return budget
+}
+
+// replayHead returns a LIVE_REPLAY session's first max fragments, which replayEdge and
+// replayBudget place the reveal by.
 func (p *playback) replayHead(ctx context.Context, sess *hlsSession, buf *streamBuffer) ([]store.FragmentMeta, error) {
 	return p.inRange(ctx, sess.stream, buf, sess.kind, sess.start, sess.replayEnd(), sess.max)
 }

@@ -342,3 +342,50 @@ func TestHLSLiveReplayDiscontinuitySequenceStable(t *testing.T) {
 		t.Errorf("no playlist marked the gap")
 	}
 }
+
+// TestHLSLiveReplayPaceOfFastUpload: a LIVE_REPLAY session on the server clock over fragments that
+// arrived faster than real time (a producer uploading its backlog after an outage, or a recording
+// uploaded with its own timestamps: six 1 s fragments received within the same second) reveals
+// them at the pace of their media, as it does a camera's: the first MaxMediaPlaylistFragmentResults
+// at once, then one per second. Paced by their server timestamps, every one was revealed at once,
+// and the first playlist listed only the last two: a player starts at a playlist's end, so it
+// never played the first four.
+func TestHLSLiveReplayPaceOfFastUpload(t *testing.T) {
+	t.Parallel()
+	e, clock, t0 := clockedStream(t)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	var numbers []uint64
+	for i := range 6 {
+		numbers = append(numbers, pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true))
+	}
+	pc.end()
+	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "LIVE_REPLAY",
+		"MaxMediaPlaylistFragmentResults": 2,
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": t0.Unix() - 1}}})
+	if code != "" {
+		t.Fatal(code)
+	}
+	for _, step := range []struct {
+		elapsed time.Duration
+		first   int // index in numbers of the window's first fragment; the window holds two
+	}{
+		{0, 0},                       // the first two at once
+		{500 * time.Millisecond, 0},  // the third after the 1 s the first lasts
+		{1100 * time.Millisecond, 1}, // revealed
+		{3100 * time.Millisecond, 3}, // two seconds later, two more
+		{10 * time.Second, 4},        // all, then
+	} {
+		clock.Set(t0.Add(step.elapsed))
+		_, media := mediaPlaylist(t, url)
+		segs := playlistSegments(t, media)
+		for k, i := range []int{step.first, step.first + 1} {
+			if s, ok := segs[formatFragmentNumber(numbers[i])]; !ok || s[0] != step.first+k || len(segs) != 2 {
+				t.Fatalf("after %v: want fragments %d and %d with media sequence numbers %d and %d:\n%s",
+					step.elapsed, i, i+1, step.first, step.first+1, media)
+			}
+		}
+	}
+}
