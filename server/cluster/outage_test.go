@@ -215,6 +215,14 @@ func TestSilentPostgres(t *testing.T) {
 		c.Release()
 	}
 
+	for !s.Watching() { // the LISTEN connection is up before the freeze
+		select {
+		case <-ctx.Done():
+			t.Fatal("commit notifications never came up")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+
 	pgLink.Freeze(t)
 	calls := map[string]func(context.Context) error{
 		"GetStream": func(ctx context.Context) error { _, err := s.GetStream(ctx, "cam"); return err },
@@ -238,6 +246,13 @@ func TestSilentPostgres(t *testing.T) {
 	for range calls {
 		if err := <-errs; err != nil {
 			t.Error(err)
+		}
+	}
+	// The node stops claiming to watch commit notifications (/readyz), where it went on for as
+	// long as TCP keepalive took to give up on the silent LISTEN connection (minutes).
+	for deadline := time.Now().Add(time.Minute); s.Watching(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) { // only so that the test fails instead of hanging
+			t.Fatal("still watching commit notifications a minute into PostgreSQL's silence")
 		}
 	}
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -121,7 +122,23 @@ func (w *watcher) listen(ctx context.Context) error {
 	w.setUp(true)
 	defer w.setUp(false)
 	for {
-		n, err := conn.Conn().WaitForNotification(ctx)
+		// A wait ends after UnavailableWait without a notice to check that PostgreSQL still
+		// answers on this connection: a silent one (packets dropped, nothing reset) would hold the
+		// LISTEN until TCP keepalive gave up, about 5 minutes, with the node still reporting that
+		// it watches (/readyz). A timed-out wait leaves the connection usable (pgconn sets a read
+		// deadline; it closes the connection only on other errors).
+		wait, cancel := context.WithTimeout(ctx, w.s.cfg.UnavailableWait)
+		n, err := conn.Conn().WaitForNotification(wait)
+		cancel()
+		if err != nil && ctx.Err() == nil && pgconn.Timeout(err) {
+			ping, cancel := w.s.bound(ctx)
+			err = conn.Conn().Ping(ping)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("the LISTEN connection does not answer: %w", err)
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}
