@@ -98,20 +98,22 @@ func TestBackendOutage(t *testing.T) {
 // TestUnavailableHidesPassword: with PostgreSQL down, Open's error and Ready's (which GET
 // /readyz shows to anyone, without a signature, and the logs keep) name the index URL without
 // its password, wherever the URL carries it: after "user:", or as the password parameter
-// (postgres://kvs@db/kvs?password=..., which libpq and pgx read too), which showed as it was.
+// (postgres://kvs@db/kvs?password=..., which libpq and pgx read too), which showed as it was;
+// nor the password of the client certificate's key (sslpassword=..., pgx's and libpq's), which
+// showed as it was too.
 func TestUnavailableHidesPassword(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
 	var pgLink *backends.Link
 	cfg.Index, pgLink = backends.Through(t, cfg.Index)
 	// The test server trusts every connection: the passwords are not checked.
-	cfg.Index = strings.Replace(cfg.Index, "://postgres@", "://postgres:word-1@", 1) + "&password=password-2"
+	cfg.Index = strings.Replace(cfg.Index, "://postgres@", "://postgres:word-1@", 1) + "&password=password-2&sslpassword=keyword-3"
 	check := func(what string, err error) {
 		t.Helper()
 		if err == nil {
 			t.Fatalf("%s with PostgreSQL down: no error", what)
 		}
-		if strings.Contains(err.Error(), "word-1") || strings.Contains(err.Error(), "password-2") {
+		if strings.Contains(err.Error(), "word-1") || strings.Contains(err.Error(), "password-2") || strings.Contains(err.Error(), "keyword-3") {
 			t.Errorf("%s: the error shows the password: %v", what, err)
 		}
 	}

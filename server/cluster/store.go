@@ -303,14 +303,22 @@ func transientState(code string) bool {
 
 // RedactURL drops the passwords from a connection URL for messages (an error of Open, Ready's,
 // which GET /readyz shows without a signature): the user's (user:password@) and a password
-// parameter (?password=..., which libpq and pgx read as well).
+// parameter (?password=..., which libpq and pgx read as well), and any other parameter whose
+// name says password (sslpassword=..., the client key's, which pgx and libpq read).
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparseable URL)"
 	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
+	q := u.Query()
+	redacted := false
+	for k := range q {
+		if strings.Contains(strings.ToLower(k), "password") {
+			q[k] = []string{"xxxxx"}
+			redacted = true
+		}
+	}
+	if redacted {
 		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
