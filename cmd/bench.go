@@ -79,7 +79,8 @@ per fragment, keyframe ≈ 9× a delta frame, each fragment = D seconds at R bit
   delivery latency       the last byte of a fragment written → the consumer has read its whole chunk
   errors                 ERROR acks, failed connections, fragments not persisted or not delivered,
                          delivered chunks whose fragment number tag or frame bytes are not the
-                         fragment's own (each chunk is checked against the acks and what was sent)
+                         fragment's own, or of no fragment sent, or repeated (each chunk is
+                         checked against the acks and what was sent)
   ingest                 persisted media bits per second over the run
   peak RSS               the server's VmHWM (embedded server, or --server-pid on this machine)
   server CPU             the CPU seconds the server (every node of a cluster) used during the run,

@@ -20,7 +20,8 @@
 // timecode and discards the frame bytes, so that measuring costs little CPU next to the server
 // under test; it still counts every frame byte against its chunk, and each chunk's fragment
 // number tag and frame bytes must be those of the fragment with its timecode (from its acks and
-// what was sent), else the run counts an error.
+// what was sent), else the run counts an error; so does a chunk whose timecode no fragment sent
+// on its stream has, or a fragment's second chunk.
 //
 // The producers are paced by a few goroutines (shards), each writing the frames of its streams
 // as they fall due on hand-written HTTP/1.1 requests, one writev per frame: what the generator

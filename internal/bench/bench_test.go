@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"slices"
@@ -208,5 +209,50 @@ func TestResultWarmup(t *testing.T) {
 	s.frags[4].deliveredBytes = 999
 	if res := r.result([]*stream{s}); res.Errors != 2 || res.ErrorsByKind["get-media-wrong-fragment-number"] != 1 || res.ErrorsByKind["get-media-wrong-size"] != 1 {
 		t.Errorf("mismatched chunks: errors %v", res.ErrorsByKind)
+	}
+}
+
+// TestConsumeChecksEveryChunk serves a GetMedia response with a fragment delivered twice and a
+// chunk of a fragment the stream never sent: the consumer's checks must count both, since every
+// delivered chunk is to be checked against what was sent, not only the first of each fragment.
+func TestConsumeChecksEveryChunk(t *testing.T) {
+	t.Parallel()
+	tracks := []mkv.Track{{Number: 1, UID: 1, Type: mkv.TrackTypeVideo, CodecID: "V_MPEG4/ISO/AVC", CodecPrivate: codecPrivate}}
+	var body []byte
+	for _, tc := range []int64{1000, 1000, 5000} { // 1000 twice, 5000 never sent
+		body = mkv.AppendEBMLHeader(body, "matroska")
+		body = mkv.AppendSegmentStart(body)
+		body = mkv.AppendInfo(body, mkv.DefaultTimecodeScale, "")
+		body = mkv.AppendTracks(body, tracks)
+		body = mkv.AppendTags(body, mkv.SimpleTag{Name: mkv.TagFragmentNumber, Value: fmt.Sprint(tc * 7)})
+		var err error
+		body, err = mkv.AppendCluster(body, tc, []mkv.Frame{{Track: 1, Timecode: tc, Keyframe: true, Data: make([]byte, 1000)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = mkv.AppendTags(body, mkv.SimpleTag{Name: mkv.TagContinuationToken, Value: "1"})
+	}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "video/webm")
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(ts.Close)
+	c, err := client.New(t.Context(), client.Config{Endpoint: ts.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	r := &run{cfg: Config{Client: c}, hc: ts.Client(), t0: t0, errs: map[string]int{}}
+	s := &stream{r: r, name: "s", getURL: ts.URL + "/getMedia", frags: map[int64]*fragRecord{
+		1000: {size: 1000, number: "7000", lastByte: t0, persisted: t0},
+	}, start: t0, end: t0, got: make(chan struct{}, 1)}
+	ready := make(chan error, 1)
+	s.consume(t.Context(), ready)
+	if err := <-ready; err != nil {
+		t.Fatal(err)
+	}
+	res := r.result([]*stream{s})
+	if res.Delivered != 1 || res.ErrorsByKind["get-media-duplicate-chunk"] != 1 || res.ErrorsByKind["get-media-unexpected-chunk"] != 1 || res.Errors != 2 {
+		t.Errorf("delivered %d, errors %d %v; want 1 delivered, a duplicate and an unexpected chunk", res.Delivered, res.Errors, res.ErrorsByKind)
 	}
 }

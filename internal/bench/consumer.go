@@ -58,11 +58,22 @@ func (s *stream) consume(ctx context.Context, ready chan<- error) {
 	err = walkChunks(resp.Body, func(c chunkInfo) {
 		now := time.Now()
 		s.mu.Lock()
-		if rec := s.frags[c.timecode]; rec != nil && rec.delivered.IsZero() {
+		rec := s.frags[c.timecode]
+		first := rec != nil && rec.delivered.IsZero()
+		if first {
 			rec.delivered = now
 			rec.deliveredNumber, rec.deliveredBytes = c.number, c.frameBytes
 		}
 		s.mu.Unlock()
+		// Every chunk is checked, not only the first of each fragment: one that no fragment
+		// sent on this stream has (another stream's, or garbage) or a fragment's second copy
+		// is an error, and its bytes are not the fragment's.
+		switch {
+		case rec == nil:
+			r.fail("get-media-unexpected-chunk", fmt.Errorf("stream %s: chunk with timecode %d (fragment number %q), which this stream did not send", s.name, c.timecode, c.number))
+		case !first:
+			r.fail("get-media-duplicate-chunk", fmt.Errorf("stream %s: fragment with timecode %d (fragment number %q) delivered again", s.name, c.timecode, c.number))
+		}
 		select {
 		case s.got <- struct{}{}:
 		default:

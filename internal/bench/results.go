@@ -26,7 +26,9 @@ type Result struct {
 	Sent      int   // fragments whose last byte was written
 	Delivered int   // fragments a consumer received whole
 	// Errors counts every failure: ERROR acks, failed connections, GetMedia error chunks,
-	// fragments without a PERSISTED ack or (with consumers) not delivered by the end of the drain.
+	// fragments without a PERSISTED ack or (with consumers) not delivered by the end of the drain,
+	// delivered chunks that are not the fragment's own, that no fragment sent has, or that
+	// repeat a fragment already delivered.
 	Errors       int
 	ErrorsByKind map[string]int
 	// FirstErrors keeps the first few error messages.
