@@ -97,7 +97,7 @@ type Config struct {
 	// Window, when set, is called with end false when the steady state starts (every producer
 	// sending and Warmup past: max(Warmup, FragmentDuration) after the first producer starts)
 	// and with end true when the last producer has sent its last fragment, before the wait for
-	// deliveries; not at all when the producers finish first. kvs bench samples the server's CPU
+	// its acks and the deliveries; not at all when the producers finish first. kvs bench samples the server's CPU
 	// there: the set-up (creating streams, connecting) and the end (drain, deleting streams) stay
 	// out of that figure.
 	Window func(end bool)
@@ -278,8 +278,8 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		starts[i] = t0.Add(time.Duration(int64(cfg.FragmentDuration) * int64(i) / int64(len(connected))))
 	}
 	closeWindow := r.openWindow(t0.Add(max(cfg.Warmup, cfg.FragmentDuration)))
-	r.produceAll(runCtx, connected, starts, nFrags)
-	closeWindow()
+	// The window closes when the last fragment has been sent, before the wait for its acks.
+	r.produceAll(runCtx, connected, starts, nFrags, closeWindow)
 	cfg.Log("producers done; waiting up to %v for deliveries", cfg.DrainTimeout)
 	if !cfg.NoConsumers {
 		deadline := time.NewTimer(cfg.DrainTimeout)

@@ -256,3 +256,44 @@ func TestConsumeChecksEveryChunk(t *testing.T) {
 		t.Errorf("delivered %d, errors %d %v; want 1 delivered, a duplicate and an unexpected chunk", res.Delivered, res.Errors, res.ErrorsByKind)
 	}
 }
+
+// TestWindowEndsBeforeAcks: the steady-state window (where kvs bench samples the server's CPU)
+// closes when the last fragment has been sent, not after the PutMedia responses have ended. The
+// server here holds each PutMedia response open, its acks sent, until the window closes: were the
+// window to wait for the responses, the uploads would outlast the drain timeout.
+func TestWindowEndsBeforeAcks(t *testing.T) {
+	t.Parallel()
+	srv, err := server.New(server.Config{Store: store.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		srv.ServeHTTP(w, req)
+		if req.URL.Path == "/putMedia" {
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		}
+	}))
+	t.Cleanup(func() { releaseOnce.Do(func() { close(release) }); ts.Close(); srv.Close() })
+	c, err := client.New(t.Context(), client.Config{Endpoint: ts.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(t.Context(), Config{Client: c, Streams: 2, Bitrate: 100_000, FragmentDuration: 200 * time.Millisecond,
+		Duration: 600 * time.Millisecond, NoConsumers: true, DrainTimeout: 3 * time.Second,
+		Window: func(end bool) {
+			if end {
+				releaseOnce.Do(func() { close(release) })
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Errors != 0 || res.Fragments != 6 {
+		t.Errorf("errors %v %q, %d fragments persisted; want none, 6", res.ErrorsByKind, res.FirstErrors, res.Fragments)
+	}
+}

@@ -160,17 +160,24 @@ type producer struct {
 const shards = 8
 
 // produceAll streams nFrags fragments on every connected stream, stream i starting at starts[i],
-// and returns when every producer has ended (its body closed and its acks read, or the drain
-// timeout passed).
-func (r *run) produceAll(ctx context.Context, streams []*stream, starts []time.Time, nFrags int) {
+// calls sent once every producer has written its last fragment (or failed), and returns when
+// every producer has ended (its body closed and its acks read, or the drain timeout passed).
+func (r *run) produceAll(ctx context.Context, streams []*stream, starts []time.Time, nFrags int, sent func()) {
+	n := min(shards, len(streams))
+	ended := make([][]*producer, n)
 	var wg sync.WaitGroup
-	for k := range min(shards, len(streams)) {
+	for k := range n {
 		var ps []*producer
 		for i := k; i < len(streams); i += shards {
 			ps = append(ps, &producer{s: streams[i], start: starts[i], due: starts[i],
 				offset: (streams[i].index * 7919) % (1 << 20)})
 		}
-		wg.Go(func() { r.pace(ctx, ps, nFrags) })
+		wg.Go(func() { ended[k] = r.pace(ctx, ps, nFrags) })
+	}
+	wg.Wait()
+	sent()
+	for _, ps := range ended {
+		wg.Go(func() { r.awaitAcks(ps) })
 	}
 	wg.Wait()
 }
@@ -179,13 +186,12 @@ func (r *run) produceAll(ctx context.Context, streams []*stream, starts []time.T
 // writes the frames due at about the same time in one wake-up.
 const earlyWrite = time.Millisecond
 
-// pace writes the frames of ps in capture-time order, then ends each upload and waits for its acks.
-func (r *run) pace(ctx context.Context, ps []*producer, nFrags int) {
+// pace writes the frames of ps in capture-time order, ends each upload and returns the producers.
+func (r *run) pace(ctx context.Context, ps []*producer, nFrags int) (ended []*producer) {
 	h := prodHeap(ps)
 	heap.Init(&h)
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
-	var ended []*producer
 	for h.Len() > 0 {
 		p := h[0]
 		if d := time.Until(p.due); d > earlyWrite {
@@ -211,6 +217,11 @@ func (r *run) pace(ctx context.Context, ps []*producer, nFrags int) {
 		}
 		heap.Fix(&h, 0)
 	}
+	return ended
+}
+
+// awaitAcks waits for the acks of a shard's ended uploads and then marks each producer done.
+func (r *run) awaitAcks(ended []*producer) {
 	// One drain timeout for the whole shard, not one per upload: with the server not acking,
 	// a shard of 125 uploads would otherwise wait 125 timeouts.
 	drain := time.NewTimer(r.cfg.DrainTimeout)
