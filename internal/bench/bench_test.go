@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -295,5 +296,44 @@ func TestWindowEndsBeforeAcks(t *testing.T) {
 	}
 	if res.Errors != 0 || res.Fragments != 6 {
 		t.Errorf("errors %v %q, %d fragments persisted; want none, 6", res.ErrorsByKind, res.FirstErrors, res.Fragments)
+	}
+}
+
+// TestDurationOfConnectedStreams: a producer that could not connect streams nothing, and must
+// not count in the mean streaming time (the figure ingest_mbps divides by): with one stream of
+// two refused, the duration halved and the ingest rate doubled.
+func TestDurationOfConnectedStreams(t *testing.T) {
+	t.Parallel()
+	srv, err := server.New(server.Config{Store: store.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.URL.Path == "/putMedia" && strings.HasSuffix(req.Header.Get("x-amzn-stream-name"), "-1") {
+			w.Header().Set("Connection", "close")
+			http.Error(w, "refused", http.StatusServiceUnavailable)
+			w.(http.Flusher).Flush() // the producer waits for the response before it streams
+			return
+		}
+		srv.ServeHTTP(w, req)
+	}))
+	t.Cleanup(func() { ts.Close(); srv.Close() })
+	c, err := client.New(t.Context(), client.Config{Endpoint: ts.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Client: c, Streams: 2, Bitrate: 100_000, FragmentDuration: 320 * time.Millisecond,
+		Duration: 1280 * time.Millisecond, NoConsumers: true}
+	res, err := Run(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ErrorsByKind["put-media"] != 1 || res.Fragments != 4 {
+		t.Errorf("errors %v %q, %d fragments; want the refused stream's connection, 4 fragments", res.ErrorsByKind, res.FirstErrors, res.Fragments)
+	}
+	// The stream that streamed wrote its last frame no earlier than its capture time: its
+	// streaming time is at least Duration less one frame, whatever the machine's speed.
+	if min := cfg.Duration - cfg.FragmentDuration; res.Duration < min {
+		t.Errorf("duration %v, want at least %v (the one stream that streamed)", res.Duration, min)
 	}
 }

@@ -18,8 +18,9 @@ type Latency struct {
 // Result is the outcome of a run.
 type Result struct {
 	Streams int
-	// Duration is the mean streaming time of a producer: its first frame's capture time → its
-	// last fragment's last byte (Config.Duration when every producer kept real time).
+	// Duration is the mean streaming time of the producers that sent a fragment: the first
+	// frame's capture time → the last fragment's last byte (Config.Duration when every producer
+	// kept real time). A producer that could not connect is an error, not a zero in the mean.
 	Duration  time.Duration
 	Fragments int   // fragments with a PERSISTED ack
 	Bytes     int64 // media bytes (frames) of those fragments
@@ -69,10 +70,14 @@ func (r *run) result(streams []*stream) Result {
 	secAcks, secDels := map[int][]float64{}, map[int][]float64{}
 	second := func(f *fragRecord) int { return max(0, int(f.lastByte.Sub(r.t0)/time.Second)) }
 	var active time.Duration
+	streamed := 0 // producers that sent a fragment: one that could not connect streamed no time
 	measured := func(f *fragRecord) bool { return !f.lastByte.Before(r.t0.Add(r.cfg.Warmup)) }
 	for _, s := range streams {
 		s.mu.Lock()
-		active += s.end.Sub(s.start)
+		if !s.end.IsZero() {
+			active += s.end.Sub(s.start)
+			streamed++
+		}
 		for _, f := range s.frags {
 			if f.lastByte.IsZero() {
 				continue
@@ -120,7 +125,9 @@ func (r *run) result(streams []*stream) Result {
 	for _, v := range res.ErrorsByKind {
 		res.Errors += v
 	}
-	res.Duration = active / time.Duration(len(streams))
+	if streamed > 0 {
+		res.Duration = active / time.Duration(streamed)
+	}
 	var conns []float64
 	for _, s := range streams {
 		if s.connectTime > 0 {
