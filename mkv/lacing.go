@@ -81,7 +81,7 @@ func (r *Reader) startBlock(h header, data []byte) error {
 	r.blockOffs = h.offset
 	r.blockDur = dur
 	r.blockPad = pad
-	r.laceStep = 0
+	r.laceStep, r.laceOpus = 0, false
 	if len(r.laces) > 1 {
 		for i := range r.tracks {
 			if r.tracks[i].Number == track && r.tracks[i].DefaultDuration > 0 {
@@ -92,6 +92,15 @@ func (r *Reader) startBlock(h header, data []byte) error {
 		if r.laceStep == 0 && dur > 0 {
 			// No DefaultDuration: the BlockDuration covers the laced frames (as ffmpeg reads it).
 			r.laceStep = float64(dur) / float64(len(r.laces))
+		}
+		if r.laceStep == 0 {
+			for i := range r.tracks {
+				if r.tracks[i].Number == track && r.tracks[i].CodecID == "A_OPUS" {
+					// Neither (mkvmerge laces Opus so): each frame's TOC byte tells its
+					// duration, and the next frame follows it (as ffmpeg's parser reads them).
+					r.laceOpus, r.laceAcc = true, 0
+				}
+			}
 		}
 		r.blockDur = dur / int64(len(r.laces))
 	}
@@ -169,6 +178,10 @@ func (r *Reader) nextLace() *Event {
 	if i > 0 && r.laceStep != 0 {
 		ev.Frame.Timecode += int64(math.Round(float64(i) * r.laceStep))
 	}
+	if r.laceOpus {
+		ev.Frame.Timecode += int64(math.Round(r.laceAcc))
+		r.laceAcc += float64(opusDuration(r.block[r.lacePos:r.lacePos+size])) / float64(r.timecodeScale)
+	}
 	ev.Frame.Keyframe = r.blockKey
 	ev.Frame.Duration = r.blockDur
 	// Padding at the start belongs to the block's first frame, padding at the end to its last.
@@ -216,4 +229,31 @@ func (r *Reader) readInto(h header, dst []byte) ([]byte, error) {
 		return nil, r.syntax(h, err)
 	}
 	return dst[hl:], nil
+}
+
+// opusDuration returns the duration of an Opus packet from its TOC byte (RFC 6716 3.1), 0 for an
+// empty or malformed one.
+func opusDuration(p []byte) time.Duration {
+	if len(p) == 0 {
+		return 0
+	}
+	var frame time.Duration
+	switch cfg := p[0] >> 3; {
+	case cfg < 12: // SILK: 10, 20, 40, 60 ms
+		frame = [4]time.Duration{10, 20, 40, 60}[cfg%4] * time.Millisecond
+	case cfg < 16: // Hybrid: 10, 20 ms
+		frame = [2]time.Duration{10, 20}[cfg%2] * time.Millisecond
+	default: // CELT: 2.5, 5, 10, 20 ms
+		frame = [4]time.Duration{2500, 5000, 10000, 20000}[cfg%4] * time.Microsecond
+	}
+	switch p[0] & 3 {
+	case 0:
+		return frame
+	case 1, 2:
+		return 2 * frame
+	}
+	if len(p) < 2 {
+		return 0
+	}
+	return time.Duration(p[1]&0x3F) * frame
 }

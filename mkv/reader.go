@@ -158,6 +158,8 @@ type Reader struct {
 	blockPad  time.Duration // DiscardPadding of the block
 	blockTrk  uint64
 	laceStep  float64 // ticks between laced frames
+	laceOpus  bool    // no laceStep: the frames are Opus and follow one another by their TOC durations
+	laceAcc   float64 // laceOpus: ticks from the block's timecode to the next frame
 	blockOffs int64
 
 	ev Event
