@@ -7,8 +7,10 @@ import (
 	"image/jpeg"
 	"image/png"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openkvs/kvs/internal/decode"
 	"github.com/openkvs/kvs/internal/decode/decodetest"
@@ -307,5 +309,55 @@ func TestCombine(t *testing.T) {
 	}
 	if !decode.Combine(nil, f).Decodes(codec.H265) {
 		t.Error("Combine with ffmpeg does not decode H.265")
+	}
+}
+
+// TestFFmpegHoldsOnePicture: a job's wanted pictures are encoded as ffmpeg writes them, so a job
+// of many large pictures (25 keyframe thumbnails of a 4K camera, one GetImages page) holds one raw
+// picture at a time, not all of them until the process ends (25 × 12 MB at 3840x2160). Not
+// parallel: it watches the heap of its own process.
+func TestFFmpegHoldsOnePicture(t *testing.T) {
+	f := ffmpegDecoder(t)
+	c := decodetest.LoadClip(t, "../../testdata/h264.mkv")
+	const w, h, runs = 1920, 1080, 25 // 3 MB a raw picture, 78 MB for the job
+	job := &decode.Job{Codec: codec.H264, CodecPrivate: c.CodecPrivate, Width: w, Height: h, Format: decode.JPEG, Quality: 80}
+	keys := c.Keyframes()
+	for i := range runs {
+		job.Want = append(job.Want, len(job.Frames))
+		job.Frames = append(job.Frames, decode.Frame{Data: c.Frames[keys[i%len(keys)]].Data, PTS: int64(i), Start: true})
+	}
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+	done := make(chan struct{})
+	peak := make(chan uint64)
+	go func() {
+		var m runtime.MemStats
+		high := uint64(0)
+		for {
+			runtime.ReadMemStats(&m)
+			high = max(high, m.HeapAlloc)
+			select {
+			case <-done:
+				peak <- high
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	imgs, err := f.Decode(t.Context(), job)
+	close(done)
+	high := <-peak
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, img := range imgs {
+		if img == nil {
+			t.Fatalf("image %d missing", i)
+		}
+	}
+	raw := uint64(w*h + 2*((w+1)/2)*((h+1)/2))
+	if grew := high - min(high, base.HeapAlloc); grew > 10*raw {
+		t.Errorf("the heap grew by %.1f MB decoding %d pictures of %.1f MB: the raw pictures are held until ffmpeg ends", float64(grew)/(1<<20), runs, float64(raw)/(1<<20))
 	}
 }

@@ -253,24 +253,22 @@ func (f *FFmpeg) decodeRuns(ctx context.Context, job *Job, ps codec.ParameterSet
 	if len(outs) == 0 {
 		return results, nil
 	}
-	pics, err := f.run(ctx, job, in, outs, len(selected))
+	imgs, err := f.run(ctx, job, in, outs, len(selected))
 	if err != nil {
 		return nil, err
 	}
-	for k, pic := range pics {
-		img, err := Encode(pic, job.Width, job.Height, job.Format, job.Quality)
-		if err != nil {
-			return nil, err
-		}
+	for k, img := range imgs {
 		results[wantAt[outs[k]]] = img
 	}
 	return results, nil
 }
 
 // run feeds in to one ffmpeg process, which must give total pictures, and returns those at output
-// positions outs (ascending). Every picture comes out (no select filter): a frame that fails to
-// decode would shift the numbering a filter selects by, and the count is what shows it.
-func (f *FFmpeg) run(ctx context.Context, job *Job, in []byte, outs []int, total int) ([]*image.YCbCr, error) {
+// positions outs (ascending), encoded. Every picture comes out (no select filter): a frame that
+// fails to decode would shift the numbering a filter selects by, and the count is what shows it.
+// Each wanted picture is encoded as soon as it is read, into one reused buffer: a job holds one
+// raw picture at a time (12 MB at 3840x2160), not all of its wanted ones until the process ends.
+func (f *FFmpeg) run(ctx context.Context, job *Job, in []byte, outs []int, total int) ([][]byte, error) {
 	w, h := job.Width, job.Height
 	format := "h264"
 	if job.Codec == codec.H265 {
@@ -295,29 +293,25 @@ func (f *FFmpeg) run(ctx context.Context, job *Job, in []byte, outs []int, total
 	lowerPriority(cmd.Process.Pid)
 	cw, ch := (w+1)/2, (h+1)/2
 	size := w*h + 2*cw*ch
-	pics := make([]*image.YCbCr, 0, len(outs))
+	imgs := make([][]byte, 0, len(outs))
 	rd := bufio.NewReaderSize(stdout, 1<<16)
-	var scratch []byte
+	buf := make([]byte, size)
+	pic := &image.YCbCr{Y: buf[:w*h], Cb: buf[w*h : w*h+cw*ch], Cr: buf[w*h+cw*ch:],
+		YStride: w, CStride: cw, SubsampleRatio: image.YCbCrSubsampleRatio420, Rect: image.Rect(0, 0, w, h)}
 	n := 0
-	var readErr error
+	var readErr, encodeErr error
 	for ; ; n++ {
-		wanted := len(pics) < len(outs) && outs[len(pics)] == n
-		buf := scratch
-		if wanted || buf == nil {
-			buf = make([]byte, size)
-		}
-		if !wanted {
-			scratch = buf
-		}
 		if _, err := io.ReadFull(rd, buf); err != nil {
 			if err != io.EOF {
 				readErr = err
 			}
 			break
 		}
-		if wanted {
-			pics = append(pics, &image.YCbCr{Y: buf[:w*h], Cb: buf[w*h : w*h+cw*ch], Cr: buf[w*h+cw*ch:],
-				YStride: w, CStride: cw, SubsampleRatio: image.YCbCrSubsampleRatio420, Rect: image.Rect(0, 0, w, h)})
+		if encodeErr == nil && len(imgs) < len(outs) && outs[len(imgs)] == n {
+			var img []byte
+			if img, encodeErr = Encode(pic, w, h, job.Format, job.Quality); encodeErr == nil {
+				imgs = append(imgs, img)
+			}
 		}
 	}
 	_, _ = io.Copy(io.Discard, rd)
@@ -329,8 +323,10 @@ func (f *FFmpeg) run(ctx context.Context, job *Job, in []byte, outs []int, total
 		return nil, fmt.Errorf("%w: %d of %d (%v: %s)", errPictureCount, n, total, waitErr, stderr.String())
 	case waitErr != nil:
 		return nil, fmt.Errorf("decode: ffmpeg: %w: %s", waitErr, stderr.String())
+	case encodeErr != nil:
+		return nil, encodeErr
 	}
-	return pics, nil
+	return imgs, nil
 }
 
 // tailBuffer keeps the last 2 KiB written to it: the end of ffmpeg's error output.
