@@ -244,6 +244,11 @@ func TestEncodeScale(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A plain picture's JPEG is small: it must not keep the buffer sized for a busy one
+		// (the picture cache counts only its length).
+		if cap(b) > 2*len(b) {
+			t.Errorf("%v: a %d-byte JPEG holds a %d-byte buffer", size, len(b), cap(b))
+		}
 		got, err := jpeg.Decode(bytes.NewReader(b))
 		if err != nil {
 			t.Fatal(err)

@@ -36,7 +36,13 @@ func Encode(pic *image.YCbCr, w, h int, f Format, quality int) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("decode: %v: want JPEG or PNG", f)
 	}
-	return buf.Bytes(), nil
+	out := buf.Bytes()
+	if cap(out) > 2*len(out) {
+		// The buffer was sized for a busy picture; a smaller image (a night scene, a small
+		// thumbnail) would keep all of it alive, in the picture cache too, which counts len.
+		out = bytes.Clone(out)
+	}
+	return out, nil
 }
 
 // plane is one 8-bit sample plane.
