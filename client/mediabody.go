@@ -5,10 +5,10 @@ package client
 // (HeaderSendfile), and MediaBody.WriteToFile splices the socket into the file. The splice needs
 // the TCP connection itself, which net/http's client does not hand out, so such a request is a
 // plain HTTP/1.1 exchange of the client's own on a connection it keeps for the next one
-// (rawExchange). Measured on loopback (session 19 note): sendfile alone makes a reader that
-// copies slower (its reads get smaller), so the server sends it only to readers that ask; with
-// both ends zero-copy, 201 MB moved in 1.07–1.11× the time of cp where copies at both ends took
-// 1.31×.
+// (rawExchange). The server sends with sendfile only to readers that ask: on loopback a reader
+// that copies was slower from sendfile's buffers (a raw-TCP experiment outside this repository,
+// session 18's note on issue #17). What both ends together gain, scripts/perf-ab.sh measures
+// (get-fragments -o FILE; README, Performance II).
 
 import (
 	"bufio"

@@ -42,6 +42,35 @@ func (l *connsListener) closeAll() {
 	}
 }
 
+// streamAt creates the stream "cam" on the server at url and produces the H.264 clip's first n
+// fragments into it (n 0: all of them); it returns a client of that server, the fragments sent
+// and their numbers, in order.
+func streamAt(t *testing.T, url string, n int) (*mediaServer, []*mkv.Fragment, []string) {
+	t.Helper()
+	m := &mediaServer{URL: url}
+	var err error
+	if m.client, err = New(t.Context(), Config{Endpoint: url}); err != nil {
+		t.Fatal(err)
+	}
+	m.createStream(t, "cam", 24)
+	frags := clipFragments(t, "h264.mkv", time.Second)
+	if n > 0 {
+		frags = frags[:n]
+	}
+	if _, err := produce(t, m.client, ProducerConfig{Stream: "cam"}, frags); err != nil {
+		t.Fatal(err)
+	}
+	list, err := m.client.ListFragments(t.Context(), ListFragmentsInput{Stream: "cam"})
+	if err != nil || len(list) != len(frags) {
+		t.Fatalf("%d fragments listed (%v), want %d", len(list), err, len(frags))
+	}
+	var numbers []string
+	for _, f := range list {
+		numbers = append(numbers, f.FragmentNumber)
+	}
+	return m, frags, numbers
+}
+
 // GetMediaForFragmentListForFile, against a kvs server as `kvs server` runs it (FS store, its
 // Listener and ConnContext), goes over a connection of the client's own, whose answer
 // WriteToFile puts at its offset in a file: the same bytes as GetMediaForFragmentList reads.
@@ -55,24 +84,7 @@ func TestGetMediaForFragmentListForFile(t *testing.T) {
 		lis = &connsListener{Listener: l}
 		return lis
 	})
-	m := &mediaServer{URL: url}
-	var err error
-	if m.client, err = New(t.Context(), Config{Endpoint: url}); err != nil {
-		t.Fatal(err)
-	}
-	m.createStream(t, "cam", 24)
-	frags := clipFragments(t, "h264.mkv", time.Second)
-	if _, err := produce(t, m.client, ProducerConfig{Stream: "cam"}, frags); err != nil {
-		t.Fatal(err)
-	}
-	list, err := m.client.ListFragments(t.Context(), ListFragmentsInput{Stream: "cam"})
-	if err != nil || len(list) != len(frags) {
-		t.Fatalf("%d fragments listed (%v), want %d", len(list), err, len(frags))
-	}
-	var numbers []string
-	for _, f := range list {
-		numbers = append(numbers, f.FragmentNumber)
-	}
+	m, frags, numbers := streamAt(t, url, 0)
 	plain, err := m.client.GetMediaForFragmentList(t.Context(), "cam", numbers)
 	if err != nil {
 		t.Fatal(err)
@@ -173,21 +185,8 @@ func TestGetMediaForFragmentListForFile(t *testing.T) {
 func TestGetMediaForFragmentListForFileReuseByName(t *testing.T) {
 	t.Parallel()
 	url := strings.Replace(servertest.Start(t, nil), "127.0.0.1", "localhost", 1)
-	m := &mediaServer{URL: url}
-	var err error
-	if m.client, err = New(t.Context(), Config{Endpoint: url}); err != nil {
-		t.Fatal(err)
-	}
-	m.createStream(t, "cam", 24)
-	frags := clipFragments(t, "h264.mkv", time.Second)
-	if _, err := produce(t, m.client, ProducerConfig{Stream: "cam"}, frags[:2]); err != nil {
-		t.Fatal(err)
-	}
-	list, err := m.client.ListFragments(t.Context(), ListFragmentsInput{Stream: "cam"})
-	if err != nil || len(list) == 0 {
-		t.Fatalf("%d fragments listed (%v)", len(list), err)
-	}
-	numbers := []string{list[0].FragmentNumber}
+	_, _, numbers := streamAt(t, url, 2)
+	numbers = numbers[:1]
 	c, err := New(t.Context(), Config{Endpoint: url})
 	if err != nil {
 		t.Fatal(err)

@@ -381,7 +381,8 @@ func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name s
 	defer func() { bufpool.Put(out) }()
 	// A client that moves the answer into a file unread asks for stored payloads by sendfile(2)
 	// (client.HeaderSendfile). Only then: on loopback, a client that reads with copies took longer
-	// from sendfile's socket buffers than from written ones (session 18's note).
+	// from sendfile's socket buffers than from written ones (a raw-TCP experiment outside this
+	// repository: session 18's note on issue #17).
 	sendfile := pw.paced && r.Header.Get(headerSendfile) != ""
 	if sendfile {
 		// The header out first: else net/http copies the first 512 bytes of the first payload

@@ -353,14 +353,7 @@ func TestHLSLiveReplayDiscontinuitySequenceStable(t *testing.T) {
 func TestHLSLiveReplayPaceOfFastUpload(t *testing.T) {
 	t.Parallel()
 	e, clock, t0 := clockedStream(t)
-	c := loadClip(t, "h264.mkv")
-	pc := e.startPut(t, "cam")
-	pc.write(c.header())
-	var numbers []uint64
-	for i := range 6 {
-		numbers = append(numbers, pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true))
-	}
-	pc.end()
+	numbers := e.ingest(t, "cam", loadClip(t, "h264.mkv"), 0, 6)
 	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "LIVE_REPLAY",
 		"MaxMediaPlaylistFragmentResults": 2,
 		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP",

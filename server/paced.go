@@ -27,10 +27,11 @@ type pacedWriter struct {
 	rc      *http.ResponseController
 	timeout time.Duration
 	paced   bool // the connection paces itself: a part goes in one Write
+	h2      bool // HTTP/2: the write deadline is a timer on the stream (write)
 }
 
 func newPacedWriter(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, timeout time.Duration) pacedWriter {
-	return pacedWriter{w: w, rc: rc, timeout: timeout, paced: r.ProtoMajor == 1 && connPaces(r.Context())}
+	return pacedWriter{w: w, rc: rc, timeout: timeout, paced: r.ProtoMajor == 1 && connPaces(r.Context()), h2: r.ProtoMajor >= 2}
 }
 
 // write writes parts, one chunk of the response, and flushes.
@@ -52,10 +53,14 @@ func (p pacedWriter) write(parts ...[]byte) error {
 	if err := p.rc.Flush(); err != nil {
 		return err
 	}
-	// The chunk is out: no deadline while the response waits for the next one. On HTTP/2 the
-	// deadline is a timer on the stream that resets it when it fires, written to or not, so a
-	// GetMedia follower of a stream quiet for longer than the timeout was cut (RST_STREAM).
-	_ = p.rc.SetWriteDeadline(time.Time{})
+	// On HTTP/2 the deadline is a timer on the stream that resets it when it fires, written to or
+	// not, so a GetMedia follower of a stream quiet for longer than the timeout was cut
+	// (RST_STREAM): the chunk is out, no deadline while the response waits for the next one. (On
+	// HTTP/1 a deadline is checked only by a write, and every write sets its own: nothing to do on
+	// the delivery path.)
+	if p.h2 {
+		_ = p.rc.SetWriteDeadline(time.Time{})
+	}
 	return nil
 }
 

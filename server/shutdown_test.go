@@ -120,24 +120,32 @@ func TestCloseWaitsForLingeringUploads(t *testing.T) {
 	t.Logf("Close waited %v", time.Since(start).Round(time.Millisecond))
 }
 
-// Close ends a GetMedia response that is catching up on stored fragments too, between two chunks,
-// not only one waiting at the live edge: kvs server's graceful shutdown waited out its timeout
-// (10 s, then cut every connection) while a reader downloaded an archive with EARLIEST.
-func TestCloseEndsCatchingUpGetMedia(t *testing.T) {
-	t.Parallel()
-	e := newMediaEnv(t, "mem")
+// getMediaHeldAtSecond stores 8 fragments and starts a GetMedia from EARLIEST (following the
+// stream or not) whose delivery of the second fragment waits for release; held closes when it
+// does. The body closes when the test ends.
+func getMediaHeldAtSecond(t *testing.T, follow bool) (e *mediaEnv, nums []uint64, body io.ReadCloser, held, release chan struct{}) {
+	t.Helper()
+	e = newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 1)
-	c := loadClip(t, "h264.mkv")
-	nums := e.ingest(t, "cam", c, 0, 8)
-	held, release := make(chan struct{}), make(chan struct{})
+	nums = e.ingest(t, "cam", loadClip(t, "h264.mkv"), 0, 8)
+	held, release = make(chan struct{}), make(chan struct{})
 	e.srv.media.testDeliver = func(n uint64, _ bool) {
 		if n == nums[1] {
 			close(held)
 			<-release
 		}
 	}
-	body := e.getMedia(t, t.Context(), "cam", map[string]any{"StartSelectorType": "EARLIEST"}, true)
-	defer body.Close()
+	body = e.getMedia(t, t.Context(), "cam", map[string]any{"StartSelectorType": "EARLIEST"}, follow)
+	t.Cleanup(func() { body.Close() })
+	return e, nums, body, held, release
+}
+
+// Close ends a GetMedia response that is catching up on stored fragments too, between two chunks,
+// not only one waiting at the live edge: kvs server's graceful shutdown waited out its timeout
+// (10 s, then cut every connection) while a reader downloaded an archive with EARLIEST.
+func TestCloseEndsCatchingUpGetMedia(t *testing.T) {
+	t.Parallel()
+	e, nums, body, held, release := getMediaHeldAtSecond(t, true)
 	got := make(chan int, 1)
 	go func() {
 		fr := mkv.NewFragmentReader(body)
@@ -164,19 +172,7 @@ func TestCloseEndsCatchingUpGetMedia(t *testing.T) {
 // `kvs get-media --no-follow` exit 0 with part of the stream during a server restart.
 func TestCloseEndsNoFollowGetMediaWithError(t *testing.T) {
 	t.Parallel()
-	e := newMediaEnv(t, "mem")
-	e.createStream(t, "cam", 1)
-	c := loadClip(t, "h264.mkv")
-	nums := e.ingest(t, "cam", c, 0, 8)
-	held, release := make(chan struct{}), make(chan struct{})
-	e.srv.media.testDeliver = func(n uint64, _ bool) {
-		if n == nums[1] {
-			close(held)
-			<-release
-		}
-	}
-	body := e.getMedia(t, t.Context(), "cam", map[string]any{"StartSelectorType": "EARLIEST"}, false)
-	defer body.Close()
+	e, nums, body, held, release := getMediaHeldAtSecond(t, false)
 	got := make(chan []*mkv.Fragment, 1)
 	go func() { got <- readFragments(t, body) }()
 	<-held // the second fragment is on its way
