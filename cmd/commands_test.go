@@ -229,3 +229,25 @@ func failFirst(keyOf func(*http.Request) string, status int, errType, msg string
 		})
 	}
 }
+
+// get-fragments -o FILE over a time range without fragments ends with exit 0 and a warning, as
+// get-media does; like get-media, it must leave FILE holding what it got (nothing), not the media
+// a previous run wrote there, which a script would then take for this range's.
+func TestGetFragmentsEmptyRangeEmptiesOutputFile(t *testing.T) {
+	t.Parallel()
+	url, _ := e2eServer(t, nil)
+	mustRun(t, url, nil, "put-media", "--stream-name", "s", "--source", testClip("h264.mkv"), "--create", "--fragment-duration", "1s")
+	dir := t.TempDir()
+	for _, format := range []string{"mkv", "raw"} {
+		out := filepath.Join(dir, format+".mkv")
+		mustRun(t, url, nil, "get-fragments", "--stream-name", "s", "--format", format, "-o", out)
+		code, _, errs := kvsRun(t.Context(), t, url, nil, "get-fragments", "--stream-name", "s", "--format", format,
+			"--start", "-10h", "--end", "-9h", "-o", out)
+		if code != ExitOK || !strings.Contains(errs, "no fragments") {
+			t.Errorf("--format %s, empty range: exit %d, stderr %q; want 0 and a warning", format, code, errs)
+		}
+		if data, err := os.ReadFile(out); err != nil || len(data) != 0 {
+			t.Errorf("--format %s, empty range: -o FILE holds %d bytes (%v); want it empty, not the previous run's media", format, len(data), err)
+		}
+	}
+}

@@ -157,7 +157,11 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error
 	}
 	if len(numbers) == 0 {
 		env.Log.Warn("no fragments selected", "stream", stream)
-		return nil
+		if o.OutDir != "" {
+			return nil
+		}
+		// -o FILE holds what was got, nothing, as after get-media: not an earlier run's media.
+		return writeOutput(env, o.OutFile, "get-fragments "+stream, func(io.Writer) error { return nil })
 	}
 
 	// fetch gets the fragments in order, in batches fetched in parallel, and hands each to write.
