@@ -251,3 +251,36 @@ func TestGetFragmentsEmptyRangeEmptiesOutputFile(t *testing.T) {
 		}
 	}
 }
+
+// get-fragments --fragment-numbers - takes numbers separated by commas or blanks as well as one
+// per line, so a list joined on one line (jq's join(","), the AWS CLI's text output) works at any
+// length: a line of more than 64 KiB (about 1,400 real 47-digit numbers) failed with
+// "bufio.Scanner: token too long".
+func TestGetFragmentsLongLineOfNumbers(t *testing.T) {
+	t.Parallel()
+	url, _ := e2eServer(t, nil)
+	mustRun(t, url, nil, "put-media", "--stream-name", "s", "--source", testClip("h264.mkv"), "--create", "--fragment-duration", "1s")
+	n := strings.Fields(mustRun(t, url, nil, "list-fragments", "--stream-name", "s", "--output", "numbers"))
+	if len(n) != 4 {
+		t.Fatalf("%d fragments, want 4", len(n))
+	}
+	var line []string
+	for range 1500 { // repeats are fetched once
+		line = append(line, n...)
+	}
+	given := strings.Join(line, ",") + "\n"
+	out := filepath.Join(t.TempDir(), "raw.mkv")
+	code, _, errs := kvsRun(t.Context(), t, url, strings.NewReader(given), "get-fragments", "--stream-name", "s",
+		"--fragment-numbers", "-", "--format", "raw", "-o", out)
+	if code != ExitOK {
+		t.Fatalf("get-fragments with a %d-byte line of numbers: exit %d: %s", len(given), code, errs)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunks, err := splitChunks(data)
+	if err != nil || len(chunks) != 4 {
+		t.Errorf("%d chunks (%v), want the 4 fragments", len(chunks), err)
+	}
+}

@@ -104,13 +104,13 @@ func (o getFragmentsOptions) fragmentNumbers(ctx context.Context, env *Env, cl *
 		}
 		list = nil
 		sc := bufio.NewScanner(env.Stdin)
+		sc.Split(scanFragmentNumbers) // by number, not by line: one line may list thousands
 		for sc.Scan() {
-			for _, n := range strings.FieldsFunc(sc.Text(), func(r rune) bool { return r == ',' || r == ' ' || r == '\t' }) {
-				if strings.Trim(n, "0123456789") != "" {
-					return nil, nil, usageErrorf("standard input: %q is not a fragment number", n)
-				}
-				list = append(list, n)
+			n := sc.Text()
+			if strings.Trim(n, "0123456789") != "" {
+				return nil, nil, usageErrorf("standard input: %q is not a fragment number", n)
 			}
+			list = append(list, n)
 		}
 		if err := sc.Err(); err != nil {
 			return nil, nil, fmt.Errorf("reading fragment numbers: %w", err)
@@ -138,6 +138,26 @@ func (o getFragmentsOptions) fragmentNumbers(ctx context.Context, env *Env, cl *
 		sizes = append(sizes, f.SizeBytes)
 	}
 	return list, sizes, nil
+}
+
+// scanFragmentNumbers is a bufio.SplitFunc for fragment numbers separated by commas, blanks or
+// line ends, in any mix (one per line as list-fragments --output numbers writes them, or a list
+// joined on one line).
+func scanFragmentNumbers(data []byte, atEOF bool) (advance int, token []byte, err error) {
+	sep := func(b byte) bool { return b == ',' || b == ' ' || b == '\t' || b == '\n' || b == '\r' }
+	start := 0
+	for start < len(data) && sep(data[start]) {
+		start++
+	}
+	for i := start; i < len(data); i++ {
+		if sep(data[i]) {
+			return i + 1, data[start:i], nil
+		}
+	}
+	if atEOF && start < len(data) {
+		return len(data), data[start:], nil
+	}
+	return start, nil, nil
 }
 
 func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error {
