@@ -284,3 +284,28 @@ func TestGetFragmentsLongLineOfNumbers(t *testing.T) {
 		t.Errorf("%d chunks (%v), want the 4 fragments", len(chunks), err)
 	}
 }
+
+// kvs list-fragments --output numbers | kvs get-fragments --fragment-numbers - (the pipeline the
+// list-fragments help shows) over a range without fragments gets nothing: the empty list on
+// stdin, or an empty --fragment-numbers "$NUMS", downloaded the whole stream instead.
+func TestGetFragmentsNoNumbersGivenGetsNothing(t *testing.T) {
+	t.Parallel()
+	url, _ := e2eServer(t, nil)
+	mustRun(t, url, nil, "put-media", "--stream-name", "s", "--source", testClip("h264.mkv"), "--create", "--fragment-duration", "1s")
+	none := mustRun(t, url, nil, "list-fragments", "--stream-name", "s", "--start", "-10h", "--end", "-9h", "--output", "numbers")
+	dir := t.TempDir()
+	for name, args := range map[string][]string{
+		"stdin": {"--fragment-numbers", "-"},
+		"empty": {"--fragment-numbers", ""},
+	} {
+		out := filepath.Join(dir, name+".raw")
+		args = append([]string{"get-fragments", "--stream-name", "s", "--format", "raw", "-o", out}, args...)
+		code, _, errs := kvsRun(t.Context(), t, url, strings.NewReader(none), args...)
+		if code != ExitOK || !strings.Contains(errs, "no fragments") {
+			t.Errorf("%s: exit %d, stderr %q; want 0 and a warning that there were no fragments", name, code, errs)
+		}
+		if data, err := os.ReadFile(out); err == nil && len(data) != 0 {
+			t.Errorf("%s: -o FILE holds %d bytes; want no fragment, not the whole stream (stderr %q)", name, len(data), errs)
+		}
+	}
+}

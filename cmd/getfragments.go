@@ -35,6 +35,7 @@ const (
 type getFragmentsOptions struct {
 	Stream          streamRef
 	FragmentNumbers []string // "-" reads them from stdin
+	NumbersGiven    bool     // --fragment-numbers was given, if with no number ("")
 	Range           fragmentRange
 	Parallel        int
 	OutFile         string
@@ -46,7 +47,7 @@ func (o getFragmentsOptions) validate() error {
 	if err := o.Stream.validate(); err != nil {
 		return err
 	}
-	if len(o.FragmentNumbers) > 0 && (o.Range.Start != "" || o.Range.End != "") {
+	if o.numbersGiven() && (o.Range.Start != "" || o.Range.End != "") {
 		return errors.New("give --fragment-numbers or --start/--end, not both")
 	}
 	if err := o.Range.validate(); err != nil {
@@ -87,12 +88,20 @@ tags (--format raw), to stdout or -o FILE; or with --output-dir DIR one file per
 	addStreamRefFlags(c, &o.Stream)
 	f.StringSliceVar(&o.FragmentNumbers, "fragment-numbers", nil, "fragment numbers (comma-separated, may repeat), or - for standard input")
 	o.Range.addFlags(f, "earliest fragment start time", "latest fragment start time")
+	run := c.RunE
+	c.RunE = func(c *cobra.Command, args []string) error {
+		o.NumbersGiven = c.Flags().Changed("fragment-numbers") // pflag reads "" as no values
+		return run(c, args)
+	}
 	f.IntVar(&o.Parallel, "parallel", 4, "requests in flight")
 	f.StringVarP(&o.OutFile, "output-file", "o", "", "write to this file instead of stdout")
 	f.StringVar(&o.OutDir, "output-dir", "", "write one file per fragment into this directory")
 	f.StringVar(&o.Format, "format", formatMKV, "mkv (one continuous Matroska stream) or raw (GetMedia chunks with KVS tags)")
 	return c
 }
+
+// numbersGiven reports whether the selection is --fragment-numbers, not a time range.
+func (o getFragmentsOptions) numbersGiven() bool { return o.NumbersGiven || len(o.FragmentNumbers) > 0 }
 
 // fragmentNumbers resolves the selection to a sorted list of numbers, with their sizes when
 // they come from ListFragments (sizes is nil for numbers given by the user).
@@ -122,7 +131,9 @@ func (o getFragmentsOptions) fragmentNumbers(ctx context.Context, env *Env, cl *
 			}
 		}
 	}
-	if len(list) > 0 {
+	if o.numbersGiven() {
+		// The numbers given are the selection, also when there are none (an empty
+		// list-fragments --output numbers piped in, an empty shell variable): not the whole stream.
 		// The help promises fragment-number order, and a number given twice is one fragment (a
 		// repeat in one batch would also hand the writer the same, already released, fragment).
 		slices.SortFunc(list, client.CompareFragmentNumbers)
