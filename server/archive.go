@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -43,8 +44,9 @@ type listFragmentsRequest struct {
 }
 
 // listQuery is a validated ListFragments request: what to list and where the page starts. It is
-// also the content of NextToken (JSON, then standard base64, which the model's token pattern
-// [a-zA-Z0-9+/]+={0,2} allows), so that a page continues exactly where the previous one ended.
+// also the content of NextToken (listTokenPrefix and JSON, then standard base64, which the model's
+// token pattern [a-zA-Z0-9+/]+={0,2} allows), so that a page continues exactly where the previous
+// one ended.
 type listQuery struct {
 	Kind   string `json:"k"`           // "N": all fragments by number; "S"/"P": by server/producer time
 	Start  int64  `json:"s,omitempty"` // range, Unix ns, inclusive
@@ -119,9 +121,16 @@ func clampNanos(t time.Time) int64 {
 	return t.UnixNano()
 }
 
+// listTokenPrefix starts a NextToken's decoded bytes, so that they are not JSON. botocore's
+// paginators (the AWS CLI's --starting-token, boto3's PaginationConfig StartingToken) take a
+// token that is base64 of a JSON object for one of their own and send its members as request
+// parameters ("Unknown parameter in input: k, n, a"); any other token they pass to the service
+// as NextToken, as they do the real service's.
+const listTokenPrefix = "lf1:"
+
 func encodeListToken(q listQuery) string {
 	b, _ := json.Marshal(q) // plain fields: cannot fail
-	return base64.StdEncoding.EncodeToString(b)
+	return base64.StdEncoding.EncodeToString(append([]byte(listTokenPrefix), b...))
 }
 
 func decodeListToken(tok string) (listQuery, error) {
@@ -133,6 +142,8 @@ func decodeListToken(tok string) (listQuery, error) {
 	if err != nil {
 		return listQuery{}, bad
 	}
+	// Without the prefix: a token of a server before it, taken across an upgrade.
+	b = bytes.TrimPrefix(b, []byte(listTokenPrefix))
 	var q listQuery
 	if err := json.Unmarshal(b, &q); err != nil {
 		return listQuery{}, bad

@@ -416,6 +416,46 @@ func TestMediaAWSCLI(t *testing.T) {
 	checkOutput(t, ffprobe, mediaOut, c, nums)
 }
 
+// A ListFragments NextToken taken from a response resumes the listing in the AWS CLI's
+// --starting-token (and boto3's PaginationConfig StartingToken, the same botocore paginator),
+// as the real service's opaque tokens do. The token was base64 of a JSON object, which botocore
+// takes for a token of its own: it sent the object's members as parameters and the CLI failed
+// with "Unknown parameter in input".
+func TestListFragmentsAWSCLIStartingToken(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 1)
+	nums := e.ingest(t, "cam", loadClip(t, "h264.mkv"), 0, 8)
+	cli := testutil.NewAWSCLI(t, e.ts.URL)
+	var first, rest struct {
+		Fragments []struct{ FragmentNumber string }
+		NextToken string
+	}
+	cli.OK(&first, "kinesis-video-archived-media", "list-fragments", "--stream-name", "cam", "--no-paginate", "--max-results", "3")
+	if len(first.Fragments) != 3 || first.NextToken == "" {
+		t.Fatalf("first page: %d fragments, NextToken %q; want 3 and a token", len(first.Fragments), first.NextToken)
+	}
+	out, stderr, code := cli.Run("kinesis-video-archived-media", "list-fragments", "--stream-name", "cam", "--starting-token", first.NextToken)
+	if code != 0 {
+		t.Fatalf("list-fragments --starting-token (the service's NextToken): exit %d: %s", code, stderr)
+	}
+	if err := json.Unmarshal(out, &rest); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, f := range append(first.Fragments, rest.Fragments...) {
+		got = append(got, f.FragmentNumber)
+	}
+	var want []string
+	for _, n := range nums {
+		want = append(want, formatFragmentNumber(n))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("listed %d fragments across the two calls, want the %d stored, once each, in order", len(got), len(want))
+	}
+}
+
 // checkOutput requires a file of chunks to decode fully and to carry one FRAGMENT_NUMBER per
 // fragment, in order.
 func checkOutput(t *testing.T, ffprobe, path string, c *clip, nums []uint64) {
