@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"github.com/spf13/cobra"
 
 	"github.com/openkvs/kvs/client"
@@ -94,11 +95,30 @@ func newClientAt(ctx context.Context, env *Env, endpoint string) (*client.Client
 				"Set --endpoint, KVS_ENDPOINT or endpoint: in the config file to the URL `kvs server` prints, e.g. http://127.0.0.1:4567, or to several such URLs separated by commas (the nodes of a cluster).")
 		}
 	}
+	// The region as the client will sign with it (--region, KVS_REGION, the config file, else the
+	// AWS configuration's): one the SDK cannot put in an endpoint fails every request with "failed
+	// to bind endpoint params" (and get-media retried that for 26 s), so it is a usage error here.
+	region := client.Region(ctx, env.Config.GetString("region"))
+	if !validRegion(region) {
+		return nil, withHint(usageErrorf("--region %q: not a region name", region),
+			"Set --region, KVS_REGION or region: in the config file (else AWS_REGION or the AWS profile's region is used) to a region such as eu-west-1.")
+	}
 	return client.New(ctx, client.Config{
 		Endpoint:   endpoint,
-		Region:     env.Config.GetString("region"),
+		Region:     region,
 		HTTPClient: env.HTTPClient,
 	})
+}
+
+// validRegion reports whether the AWS SDK takes region: host name labels (letters, digits and
+// dashes, not at either end) separated by dots, as its endpoint rules check.
+func validRegion(region string) bool {
+	for _, l := range strings.Split(region, ".") {
+		if !smithyhttp.ValidHostLabel(l) || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+	}
+	return true
 }
 
 // streamRef is the --stream-name / --stream-arn pair most commands take; one of them is required.

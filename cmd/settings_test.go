@@ -1,0 +1,69 @@
+package cmd
+
+import (
+	"bytes"
+	"errors"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// kvsProcessRun runs the kvs command line args as a process whose environment is only
+// HOME/XDG_CONFIG_HOME (a fresh directory), no AWS configuration files, no instance metadata, and
+// env: settings that the AWS SDK reads from the process environment itself. It returns the exit
+// code, stdout and stderr.
+func kvsProcessRun(t *testing.T, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	home := t.TempDir()
+	cmd := exec.CommandContext(t.Context(), kvsBinary(t), args...)
+	cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + home, "XDG_CONFIG_HOME=" + home,
+		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_EC2_METADATA_DISABLED=true"}, env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), out.String(), errb.String()
+}
+
+// A region the SDK cannot use, from any of the places a region comes from, is a usage error
+// (exit 2) that names the region and where to set it, found before any request; not the SDK's
+// "failed to bind endpoint params" with exit code 1.
+func TestInvalidRegionIsUsageError(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int32
+	ep, _ := e2eServer(t, requestCounter(&requests))
+	cases := []struct {
+		name string
+		env  []string
+		args []string
+	}{
+		{"flag", nil, []string{"--region", "eu_west_1"}},
+		{"KVS_REGION", []string{"KVS_REGION=eu_west_1"}, nil},
+		{"AWS_REGION", []string{"AWS_REGION=eu_west_1"}, nil},
+	}
+	for _, tc := range cases {
+		for _, command := range [][]string{{"list-streams"}, {"get-media", "--stream-name", "cam", "--no-follow"}} {
+			t.Run(tc.name+"/"+command[0], func(t *testing.T) {
+				args := append(append([]string{"--endpoint", ep}, tc.args...), command...)
+				code, stdout, stderr := kvsProcessRun(t, tc.env, args...)
+				if code != ExitUsage {
+					t.Errorf("exit code %d, want %d", code, ExitUsage)
+				}
+				if stdout != "" {
+					t.Errorf("stdout %q", stdout)
+				}
+				if !strings.HasPrefix(stderr, `kvs: --region "eu_west_1": `) || !strings.Contains(stderr, "KVS_REGION") ||
+					!strings.Contains(stderr, "AWS_REGION") || strings.Contains(stderr, "bind endpoint") {
+					t.Errorf("stderr:\n%s", stderr)
+				}
+			})
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d request(s) reached the server", n)
+	}
+}
