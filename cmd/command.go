@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 	"github.com/aws/aws-sdk-go-v2/service/kinesisvideoarchivedmedia"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
@@ -103,11 +104,17 @@ func newClientAt(ctx context.Context, env *Env, endpoint string) (*client.Client
 		return nil, withHint(usageErrorf("--region %q: not a region name", region),
 			"Set --region, KVS_REGION or region: in the config file (else AWS_REGION or the AWS profile's region is used) to a region such as eu-west-1.")
 	}
-	return client.New(ctx, client.Config{
+	cl, err := client.New(ctx, client.Config{
 		Endpoint:   endpoint,
 		Region:     region,
 		HTTPClient: env.HTTPClient,
 	})
+	var noProfile config.SharedConfigProfileNotExistError
+	if errors.As(err, &noProfile) {
+		return nil, withHint(usageErrorf("AWS profile %q (AWS_PROFILE) is not in the AWS configuration files", noProfile.Profile),
+			"Set AWS_PROFILE to a profile of ~/.aws/config or ~/.aws/credentials (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE), or unset it for the default one.")
+	}
+	return cl, err
 }
 
 // validRegion reports whether the AWS SDK takes region: host name labels (letters, digits and

@@ -67,3 +67,31 @@ func TestInvalidRegionIsUsageError(t *testing.T) {
 		t.Errorf("%d request(s) reached the server", n)
 	}
 }
+
+// An AWS_PROFILE that the AWS configuration files do not have is a usage error that names the
+// profile and says what to do, found before any request; not "client: aws config: failed to get
+// shared config profile, nosuch" with exit code 1.
+func TestMissingAWSProfileIsUsageError(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int32
+	ep, _ := e2eServer(t, requestCounter(&requests))
+	for _, command := range [][]string{{"list-streams"}, {"put-media", "--stream-name", "cam", "--source", "../testdata/h264.mkv"}} {
+		t.Run(command[0], func(t *testing.T) {
+			code, stdout, stderr := kvsProcessRun(t, []string{"AWS_PROFILE=nosuch"}, append([]string{"--endpoint", ep}, command...)...)
+			if code != ExitUsage {
+				t.Errorf("exit code %d, want %d", code, ExitUsage)
+			}
+			if stdout != "" {
+				t.Errorf("stdout %q", stdout)
+			}
+			want := "kvs: AWS profile \"nosuch\" (AWS_PROFILE) is not in the AWS configuration files\n" +
+				"Set AWS_PROFILE to a profile of ~/.aws/config or ~/.aws/credentials (AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE), or unset it for the default one.\n"
+			if stderr != want {
+				t.Errorf("stderr:\n%s\nwant:\n%s", stderr, want)
+			}
+		})
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d request(s) reached the server", n)
+	}
+}
