@@ -132,6 +132,9 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if local && !haveCredentials(ctx, awsCfg.Credentials) {
 		awsCfg.Credentials = aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider(localAccessKeyID, localSecretAccessKey, ""))
 	}
+	if awsCfg.Credentials != nil {
+		awsCfg.Credentials = credentialsProvider{awsCfg.Credentials}
+	}
 	c := &Client{cfg: awsCfg, httpClient: cfg.HTTPClient, endpoints: map[endpointKey]string{}}
 	c.Control = kinesisvideo.NewFromConfig(awsCfg, func(o *kinesisvideo.Options) {
 		o.Retryer = failFast(o.Retryer)

@@ -270,7 +270,8 @@ func (c *Consumer) ContinuationToken() string { return c.token }
 // io.EOF. A broken connection is reopened from the last continuation token with backoff; after
 // MaxAttempts failures in a row the last error is returned. Before any connection has worked, an
 // unreachable endpoint (connection refused, a TLS certificate that does not verify, plain HTTP at
-// an https:// URL, an unknown host) is returned at once. HTTP errors are *APIError, error
+// an https:// URL, an unknown host) is returned at once, and so is a failure to get credentials
+// (*CredentialsError). HTTP errors are *APIError, error
 // chunks *ChunkError; both are final, except the server's own failures (HTTP 5xx, error chunks
 // 3002 and 5000), which count as a failed attempt. When ctx is done the current connection is dropped (the next
 // call resumes from the continuation token) and ctx.Err() is returned.
@@ -308,7 +309,7 @@ func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 					continue
 				}
 				c.c.forgetDataEndpoint(c.cfg.Stream, string(types.APINameGetMedia))
-				if permanent(err) || (!c.connected && unreachable(err)) || c.attempts >= c.cfg.MaxAttempts {
+				if permanent(err) || (!c.connected && (unreachable(err) || noCredentials(err))) || c.attempts >= c.cfg.MaxAttempts {
 					c.err = err
 					return nil, err
 				}

@@ -2,6 +2,7 @@ package client
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/smithy-go"
 )
 
@@ -70,6 +72,32 @@ func (e *APIError) Retryable() bool {
 		return true
 	}
 	return e.Status >= 500 || e.Status == http.StatusTooManyRequests
+}
+
+// CredentialsError is a failure to get the credentials a request is signed with (none configured
+// for an AWS endpoint, an expired SSO session, a failing credential_process, ...): the request was
+// not sent. Err is the SDK's credential chain's error.
+type CredentialsError struct{ Err error }
+
+func (e *CredentialsError) Error() string { return "get AWS credentials: " + e.Err.Error() }
+
+func (e *CredentialsError) Unwrap() error { return e.Err }
+
+// credentialsProvider marks the errors of the provider it wraps as CredentialsErrors.
+type credentialsProvider struct{ aws.CredentialsProvider }
+
+func (p credentialsProvider) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	creds, err := p.CredentialsProvider.Retrieve(ctx)
+	if err != nil && ctx.Err() == nil {
+		return creds, &CredentialsError{Err: err}
+	}
+	return creds, err
+}
+
+// noCredentials reports whether err is a failure to get credentials (CredentialsError).
+func noCredentials(err error) bool {
+	var ce *CredentialsError
+	return errors.As(err, &ce)
 }
 
 // maxErrorBody caps how much of an error response is read.

@@ -377,3 +377,43 @@ func TestProducerCreateRaceUsesExistingRetention(t *testing.T) {
 		t.Fatalf("stats %+v: want all %d fragments stored", st, len(frags))
 	}
 }
+
+// expiringCredentials gives credentials that expire at once the first time, then fails, as an SSO
+// session or an assumed role does when it ends. It counts the failures.
+type expiringCredentials struct {
+	calls, failures atomic.Int32
+}
+
+func (p *expiringCredentials) Retrieve(context.Context) (aws.Credentials, error) {
+	if p.calls.Add(1) == 1 {
+		return aws.Credentials{AccessKeyID: "AKIDEXPIRING", SecretAccessKey: "s", CanExpire: true, Expires: time.Now()}, nil
+	}
+	p.failures.Add(1)
+	return aws.Credentials{}, errors.New("the SSO session has expired")
+}
+
+// Credentials that cannot be had are a *CredentialsError, and GetMedia returns it at once, like
+// an unreachable endpoint, instead of retrying it with backoff MaxAttempts times (26 s with the
+// default backoff): the request was never sent, and asking the chain again does not change it.
+func TestNoCredentialsFailsFast(t *testing.T) {
+	t.Parallel()
+	ts := startKVSAdvertising(t, "", nil)
+	creds := &expiringCredentials{}
+	c, err := New(t.Context(), Config{Endpoint: ts.URL, HTTPClient: ts.Client(), Credentials: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := NewConsumer(c, ConsumerConfig{Stream: "cam", NoFollow: true, RetryBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	_, err = cons.Next(t.Context())
+	var ce *CredentialsError
+	if !errors.As(err, &ce) {
+		t.Fatalf("Next: %v, want a *CredentialsError", err)
+	}
+	if n := creds.failures.Load(); n != 1 {
+		t.Errorf("the credentials were asked for %d times after they failed, want 1", n)
+	}
+}

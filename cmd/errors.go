@@ -82,6 +82,10 @@ func brief(err error) string {
 		}
 		return s
 	}
+	var ce *client.CredentialsError
+	if errors.As(err, &ce) {
+		return "cannot get AWS credentials to sign the request with"
+	}
 	if f, ok := diagnose(err); ok {
 		return f.what
 	}
@@ -94,6 +98,16 @@ func brief(err error) string {
 		return code + ": " + msg
 	}
 	return sdkCause(err)
+}
+
+// credentialsHint says what to do when kvs had no credentials to sign a request with (the
+// request was not sent).
+func credentialsHint(err error) string {
+	var ce *client.CredentialsError
+	if errors.As(err, &ce) {
+		return "Configure AWS credentials as for the AWS CLI: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile (AWS_PROFILE, ~/.aws/credentials; aws sso login for SSO). --log-level debug shows what the AWS SDK tried."
+	}
+	return ""
 }
 
 // sdkCause returns "Operation: cause" for an error of an SDK operation, leaving out the SDK's

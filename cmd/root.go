@@ -313,6 +313,9 @@ func errorMessage(env *Env, c *cobra.Command, err error) (msg, hint string) {
 	if errors.As(err, &he) {
 		hint = he.hint
 	}
+	if hint == "" {
+		hint = credentialsHint(err)
+	}
 	var chunk *client.ChunkError
 	if hint == "" && isNotFound(err) && !errors.As(err, &chunk) && c != nil {
 		// A stream that does not exist (a missing fragment comes as an error chunk).

@@ -95,3 +95,31 @@ func TestMissingAWSProfileIsUsageError(t *testing.T) {
 		t.Errorf("%d request(s) reached the server", n)
 	}
 }
+
+// With no AWS credentials for an AWS endpoint, every command says so and what to do, at once:
+// not the SDK's "get identity: get credentials: failed to refresh cached credentials, no EC2 IMDS
+// role found, ..." (which get-media printed after retrying it for 26 s). The request is never
+// sent: signing fails first.
+func TestNoCredentialsSaysWhatToDo(t *testing.T) {
+	t.Parallel()
+	const hint = "Configure AWS credentials as for the AWS CLI: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile (AWS_PROFILE, ~/.aws/credentials; aws sso login for SSO). --log-level debug shows what the AWS SDK tried.\n"
+	for _, tc := range []struct{ args, want string }{
+		{"list-streams", "kvs: list-streams: cannot get AWS credentials to sign the request with\n"},
+		{"get-media --stream-name cam --no-follow", "kvs: get-media cam: cannot get AWS credentials to sign the request with\n"},
+		{"list-fragments --stream-name cam", "kvs: list-fragments cam: cannot get AWS credentials to sign the request with\n"},
+	} {
+		t.Run(tc.args, func(t *testing.T) {
+			args := append([]string{"--endpoint", "https://kinesisvideo.us-east-1.amazonaws.com"}, strings.Fields(tc.args)...)
+			code, stdout, stderr := kvsProcessRun(t, nil, args...)
+			if code != ExitError {
+				t.Errorf("exit code %d, want %d", code, ExitError)
+			}
+			if stdout != "" {
+				t.Errorf("stdout %q", stdout)
+			}
+			if stderr != tc.want+hint {
+				t.Errorf("stderr:\n%s\nwant:\n%s", stderr, tc.want+hint)
+			}
+		})
+	}
+}
