@@ -3,10 +3,14 @@ package cmd
 import (
 	"bytes"
 	"errors"
+	"net/http/httptest"
 	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/openkvs/kvs/server"
+	"github.com/openkvs/kvs/server/store"
 )
 
 // kvsProcessRun runs the kvs command line args as a process whose environment is only
@@ -121,5 +125,48 @@ func TestNoCredentialsSaysWhatToDo(t *testing.T) {
 				t.Errorf("stderr:\n%s\nwant:\n%s", stderr, tc.want+hint)
 			}
 		})
+	}
+}
+
+// A kvs server with --auth sigv4 that refuses the key kvs signed with (none configured: kvs's
+// placeholder key; or a wrong secret) gets a hint that says which credentials to set, for the
+// control plane and the media APIs alike.
+func TestRefusedCredentialsSayWhatToDo(t *testing.T) {
+	t.Parallel()
+	st := store.NewMem()
+	srv, err := server.New(server.Config{Store: st, Credentials: server.Credentials{"AKIDGOOD": "good-secret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() { ts.Close(); srv.Close(); st.Close() })
+	const hint = "Sign with a key the server accepts (kvs server --auth sigv4: one of its --credentials-file): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE. With none set, kvs signs requests to a local endpoint with a placeholder key.\n"
+	wrongSecret := []string{"AWS_ACCESS_KEY_ID=AKIDGOOD", "AWS_SECRET_ACCESS_KEY=wrong"}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args string
+	}{
+		{"no credentials", nil, "list-streams"},
+		{"wrong secret", wrongSecret, "list-streams"},
+		{"wrong secret, get-media", wrongSecret, "get-media --stream-name cam --no-follow"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := kvsProcessRun(t, tc.env, append([]string{"--endpoint", ts.URL}, strings.Fields(tc.args)...)...)
+			if code != ExitError {
+				t.Errorf("exit code %d, want %d", code, ExitError)
+			}
+			if stdout != "" {
+				t.Errorf("stdout %q", stdout)
+			}
+			if !strings.Contains(stderr, "NotAuthorizedException") || !strings.HasSuffix(stderr, "\n"+hint) {
+				t.Errorf("stderr:\n%s\nwant NotAuthorizedException and the hint:\n%s", stderr, hint)
+			}
+		})
+	}
+	// With the right key there is no complaint.
+	code, _, stderr := kvsProcessRun(t, []string{"AWS_ACCESS_KEY_ID=AKIDGOOD", "AWS_SECRET_ACCESS_KEY=good-secret"}, "--endpoint", ts.URL, "list-streams")
+	if code != ExitOK {
+		t.Errorf("with the right key: exit code %d, stderr %s", code, stderr)
 	}
 }
