@@ -16,6 +16,7 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"runtime/trace"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -197,6 +198,12 @@ func loadConfig(env *Env, flags *pflag.FlagSet) error {
 	}
 	if path != "" {
 		v.SetConfigFile(path)
+		if ext := strings.TrimPrefix(filepath.Ext(path), "."); !slices.Contains(viper.SupportedExts, ext) {
+			// viper picks the format by the extension, and refused any other name (~/.kvsrc,
+			// agent.conf) as "Unsupported Config Type", even one that does not exist: such a
+			// file is YAML, the format of config.yaml.
+			v.SetConfigType("yaml")
+		}
 		if err := v.ReadInConfig(); err != nil {
 			var notFound viper.ConfigFileNotFoundError
 			if explicit || !(errors.As(err, &notFound) || errors.Is(err, os.ErrNotExist)) {

@@ -145,3 +145,43 @@ func TestRootHelpListsExitCodes(t *testing.T) {
 		}
 	}
 }
+
+// A config file whose name has no extension viper knows (~/.kvsrc, /etc/kvs/agent.conf) is read
+// as YAML, the format of config.yaml, and one that does not exist is said to be missing; viper
+// alone refused both as `Unsupported Config Type ""`.
+func TestConfigFileWithoutExtension(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, name := range []string{"kvsrc", "agent.conf", "CONFIG.YAML"} {
+		t.Run(name, func(t *testing.T) {
+			path := filepath.Join(dir, name)
+			if err := os.WriteFile(path, []byte("endpoint: http://from-file:1\nregion: eu-west-1\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			env, _, errb := testEnv(t, nil)
+			root := NewRoot(env)
+			var ep, region string
+			root.AddCommand(&cobra.Command{Use: "show", RunE: func(*cobra.Command, []string) error {
+				ep, region = env.Config.GetString("endpoint"), env.Config.GetString("region")
+				return nil
+			}})
+			root.SetArgs([]string{"--config", path, "show"})
+			if err := root.ExecuteContext(t.Context()); err != nil {
+				t.Fatalf("%v (stderr %q)", err, errb.String())
+			}
+			if ep != "http://from-file:1" || region != "eu-west-1" {
+				t.Fatalf("endpoint %q region %q, want the file's", ep, region)
+			}
+		})
+	}
+	t.Run("missing", func(t *testing.T) {
+		env, _, errb := testEnv(t, nil)
+		path := filepath.Join(dir, "nosuch")
+		if code := Run(t.Context(), env, []string{"--config", path, "version"}); code != ExitUsage {
+			t.Fatalf("exit code %d, want %d", code, ExitUsage)
+		}
+		if want := "kvs: config file " + path + " does not exist\n"; !strings.HasPrefix(errb.String(), want) {
+			t.Fatalf("stderr %q, want it to start with %q", errb.String(), want)
+		}
+	})
+}
