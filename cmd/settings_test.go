@@ -170,3 +170,33 @@ func TestRefusedCredentialsSayWhatToDo(t *testing.T) {
 		t.Errorf("with the right key: exit code %d, stderr %s", code, stderr)
 	}
 }
+
+// An endpoint with a path (a proxy's prefix, a pasted console URL) is a usage error, as every
+// other malformed endpoint is, whichever of the flag and KVS_ENDPOINT gives it; the client
+// refused it with exit code 1 and "client: endpoint ...". A trailing slash is fine.
+func TestEndpointWithPathIsUsageError(t *testing.T) {
+	t.Parallel()
+	ep, _ := e2eServer(t, nil)
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+	}{
+		{"flag", nil, []string{"--endpoint", ep + "/kvs", "list-streams"}},
+		{"KVS_ENDPOINT", []string{"KVS_ENDPOINT=" + ep + "/kvs"}, []string{"list-streams"}},
+		{"one node of several", nil, []string{"--endpoint", ep + "," + ep + "/kvs", "list-streams"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, stdout, stderr := kvsProcessRun(t, tc.env, tc.args...)
+			if code != ExitUsage {
+				t.Errorf("exit code %d, want %d", code, ExitUsage)
+			}
+			if want := `kvs: --endpoint "` + ep + `/kvs": want http(s)://host[:port]` + "\n"; stdout != "" || !strings.HasPrefix(stderr, want) {
+				t.Errorf("stdout %q, stderr:\n%s\nwant it to start with %s", stdout, stderr, want)
+			}
+		})
+	}
+	if code, _, stderr := kvsProcessRun(t, nil, "--endpoint", ep+"/", "list-streams"); code != ExitOK {
+		t.Errorf("--endpoint %s/: exit code %d, stderr %s", ep, code, stderr)
+	}
+}
