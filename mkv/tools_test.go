@@ -2,6 +2,7 @@ package mkv_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -10,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/openkvs/kvs/internal/testutil"
@@ -57,14 +57,30 @@ type probe struct {
 	} `json:"packets"`
 }
 
-// ffprobe runs ffprobe on a file, or on stdin when path is "-", and decodes its JSON.
+// ffprobe runs ffprobe on a file, or on stdin when path is "-", and decodes its JSON. The
+// repository's clips (under testdata) are probed once per test binary: they do not change while
+// the tests run, and several tests compare against each.
 func ffprobe(t *testing.T, path string, stdin []byte) probe {
 	t.Helper()
-	if v, ok := clipProbes.Load(path); ok {
-		return v.(probe)
-	}
 	bin := testutil.NeedTool(t, "ffprobe")
-	cmd := exec.CommandContext(t.Context(), bin, "-v", "error", "-count_frames", "-show_streams", "-show_packets", "-of", "json", path)
+	run := func() (probe, error) { return runFFprobe(t.Context(), bin, path, stdin) }
+	var p probe
+	var err error
+	if stdin == nil && strings.Contains(path, "testdata") {
+		p, err = clipProbes.Get(path, run)
+	} else {
+		p, err = run()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+var clipProbes testutil.Memo[string, probe] // testdata path → what ffprobe says of it
+
+func runFFprobe(ctx context.Context, bin, path string, stdin []byte) (probe, error) {
+	cmd := exec.CommandContext(ctx, bin, "-v", "error", "-count_frames", "-show_streams", "-show_packets", "-of", "json", path)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}
@@ -72,21 +88,14 @@ func ffprobe(t *testing.T, path string, stdin []byte) probe {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("ffprobe %s: %v\n%s", path, err, stderr.Bytes())
+		return probe{}, fmt.Errorf("ffprobe %s: %w\n%s", path, err, stderr.Bytes())
 	}
 	var p probe
 	if err := json.Unmarshal(out, &p); err != nil {
-		t.Fatal(err)
+		return probe{}, fmt.Errorf("ffprobe %s: %w", path, err)
 	}
-	if stdin == nil && strings.Contains(path, "testdata") {
-		clipProbes.Store(path, p)
-	}
-	return p
+	return p, nil
 }
-
-// clipProbes remembers ffprobe's answers for the repository's clips (under testdata), which do
-// not change while the tests run: two tests compare against each.
-var clipProbes sync.Map
 
 // summary is what ffprobe says of a file: codec and decoded frame count per stream.
 func (p probe) summary() string {

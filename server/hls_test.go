@@ -14,7 +14,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -120,36 +119,55 @@ type hlsProbeStream struct {
 
 func ffprobeStreams(t *testing.T, input string) []hlsProbeStream {
 	t.Helper()
-	bin := testutil.NeedTool(t, "ffprobe")
-	cmd := exec.CommandContext(t.Context(), bin, "-v", "error", "-count_frames", "-show_streams", "-of", "json", input)
+	p, err := runFFprobeStreams(t.Context(), testutil.NeedTool(t, "ffprobe"), input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.stderr != "" {
+		t.Errorf("ffprobe %s reported:\n%s", input, p.stderr)
+	}
+	return p.streams
+}
+
+// probedStreams is ffprobe's answer: the streams, and what it said on stderr.
+type probedStreams struct {
+	streams []hlsProbeStream
+	stderr  string
+}
+
+func runFFprobeStreams(ctx context.Context, bin, input string) (probedStreams, error) {
+	cmd := exec.CommandContext(ctx, bin, "-v", "error", "-count_frames", "-show_streams", "-of", "json", input)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("ffprobe %s: %v\n%s", input, err, stderr.String())
-	}
-	if stderr.Len() > 0 {
-		t.Errorf("ffprobe %s reported:\n%s", input, stderr.String())
+		return probedStreams{}, fmt.Errorf("ffprobe %s: %w\n%s", input, err, stderr.String())
 	}
 	var res struct{ Streams []hlsProbeStream }
 	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatal(err)
+		return probedStreams{}, fmt.Errorf("ffprobe %s: %w", input, err)
 	}
-	return res.Streams
+	return probedStreams{res.Streams, stderr.String()}, nil
 }
 
-// sourceProbes holds ffprobe's report of each testdata clip, by name: a dozen tests compare
-// with the same few clips, and an ffprobe run costs about 50 ms of CPU, most of it starting.
-var sourceProbes sync.Map
+// sourceProbes holds ffprobe's report of each testdata clip, by name: a dozen tests, most of
+// them parallel, compare with the same few clips, and an ffprobe run costs about 70 ms of CPU,
+// most of it starting. The first test to ask probes; the others wait for its answer.
+var sourceProbes testutil.Memo[string, probedStreams]
 
 // wantStreams is what ffprobe reports for n loops of the source clip.
 func wantStreams(t *testing.T, name string, loops int) []hlsProbeStream {
 	t.Helper()
-	v, ok := sourceProbes.Load(name)
-	if !ok {
-		v, _ = sourceProbes.LoadOrStore(name, ffprobeStreams(t, filepath.Join("..", "testdata", name)))
+	path := filepath.Join("..", "testdata", name)
+	bin := testutil.NeedTool(t, "ffprobe")
+	p, err := sourceProbes.Get(name, func() (probedStreams, error) { return runFFprobeStreams(t.Context(), bin, path) })
+	if err != nil {
+		t.Fatal(err)
 	}
-	src := slices.Clone(v.([]hlsProbeStream))
+	if p.stderr != "" {
+		t.Errorf("ffprobe %s reported:\n%s", path, p.stderr)
+	}
+	src := slices.Clone(p.streams)
 	for i := range src {
 		var n int
 		fmt.Sscan(src[i].NbReadFrames, &n)

@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -83,36 +83,51 @@ type probeStream struct {
 	StartTime    string `json:"start_time"`
 }
 
-// probe runs ffprobe -count_frames on path (a file or URL) and returns its streams.
+// probe runs ffprobe -count_frames on path (a file or URL) and returns its streams. The
+// repository's clips (under testdata) are probed once per test binary: they do not change while
+// the tests run, and each is compared against several outputs.
 func probe(t testing.TB, path string) []probeStream {
 	t.Helper()
-	if v, ok := clipProbes.Load(path); ok {
-		return v.([]probeStream)
-	}
 	ffprobe := testutil.NeedTool(t, "ffprobe")
+	run := func() (probed, error) { return runProbe(ffprobe, path) }
+	var p probed
+	var err error
+	if strings.Contains(path, "testdata") {
+		p, err = clipProbes.Get(path, run)
+	} else {
+		p, err = run()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.stderr != "" {
+		t.Errorf("ffprobe %s reported:\n%s", path, p.stderr)
+	}
+	return p.streams
+}
+
+// probed is ffprobe's answer: the streams, and what it said on stderr.
+type probed struct {
+	streams []probeStream
+	stderr  string
+}
+
+var clipProbes testutil.Memo[string, probed] // testdata path → what ffprobe says of it
+
+func runProbe(ffprobe, path string) (probed, error) {
 	cmd := exec.Command(ffprobe, "-v", "error", "-count_frames", "-show_streams", "-of", "json", path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("ffprobe %s: %v\n%s", path, err, stderr.String())
-	}
-	if stderr.Len() > 0 {
-		t.Errorf("ffprobe %s reported:\n%s", path, stderr.String())
+		return probed{}, fmt.Errorf("ffprobe %s: %w\n%s", path, err, stderr.String())
 	}
 	var res struct{ Streams []probeStream }
 	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatal(err)
+		return probed{}, fmt.Errorf("ffprobe %s: %w", path, err)
 	}
-	if strings.Contains(path, "testdata") {
-		clipProbes.Store(path, res.Streams)
-	}
-	return res.Streams
+	return probed{res.Streams, stderr.String()}, nil
 }
-
-// clipProbes remembers probe's answers for the repository's clips (under testdata), which do not
-// change while the tests run: each is compared against several outputs.
-var clipProbes sync.Map
 
 // decodeClean runs ffmpeg -v error -i path -f null - and fails on any output.
 func decodeClean(t testing.TB, path string) {
