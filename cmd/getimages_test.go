@@ -58,17 +58,19 @@ type imageProbe struct {
 	Width, Height int
 }
 
-func probeImage(t *testing.T, path string) imageProbe {
+// probeImage reads the image file at path as ffprobe does: with ffprobe for the first file of im,
+// with Go's decoders for the others (decodetest.Images says why that is enough).
+func probeImage(t *testing.T, im *decodetest.Images, path string) imageProbe {
 	t.Helper()
-	c, w, h := decodetest.ProbeImage(t, path)
+	c, w, h := im.Probe(t, path)
 	return imageProbe{c, w, h}
 }
 
 // TestE2EGetImages runs `kvs server` (with its GetImages decoders: OpenH264 for H.264 in cgo
 // builds, ffmpeg for H.265), puts the H.264 and H.265 clips in with put-media and gets images back
 // with get-images over 6 minutes at 2 s: 181 samples in two 300 s requests, the clip's 4 s (2 s) as
-// images and the rest NO_MEDIA; each file is an image of the asked size (ffprobe), numbered in
-// time order; the store is unchanged.
+// images and the rest NO_MEDIA; each file is an image of the asked size (ffprobe reads the first
+// of each stream, Go's decoders the others), numbered in time order; the store is unchanged.
 func TestE2EGetImages(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t) // runs ffmpeg and ffprobe
@@ -124,11 +126,12 @@ func TestE2EGetImages(t *testing.T) {
 			if err != nil || len(entries) != len(files) {
 				t.Fatalf("%s holds %d files (%v), want %d", dir, len(entries), err, len(files))
 			}
+			var im decodetest.Images
 			for i, f := range files {
 				if want := filepath.Join(dir, "00000"+string(rune('1'+i))+tc.ext); f != want {
 					t.Errorf("file %d is %s, want %s", i, f, want)
 				}
-				if p := probeImage(t, f); p != (imageProbe{tc.codec, tc.w, tc.h}) {
+				if p := probeImage(t, &im, f); p != (imageProbe{tc.codec, tc.w, tc.h}) {
 					t.Errorf("%s: %+v, want %s %dx%d", f, p, tc.codec, tc.w, tc.h)
 				}
 			}
@@ -164,12 +167,13 @@ func TestGetImagesTable(t *testing.T) {
 		t.Fatalf("table of %d lines, want a header and 41 samples:\n%s", len(lines), out)
 	}
 	var files, gaps int
+	var im decodetest.Images
 	for _, l := range lines[1:] {
 		f := strings.Fields(l)
 		switch {
 		case len(f) == 3 && f[2] == "-" && strings.HasSuffix(f[1], ".png"):
 			files++
-			if p := probeImage(t, f[1]); p != (imageProbe{"png", 40, 30}) {
+			if p := probeImage(t, &im, f[1]); p != (imageProbe{"png", 40, 30}) {
 				t.Errorf("%s: %+v, want a 40x30 PNG", f[1], p)
 			}
 		case len(f) == 3 && f[1] == "-" && f[2] == "NO_MEDIA":

@@ -6,6 +6,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"image"
+	_ "image/jpeg" // Images decodes JPEG
+	_ "image/png"  // and PNG
 	"io"
 	"os"
 	"os/exec"
@@ -36,6 +38,53 @@ func ProbeImage(t testing.TB, path string) (codec string, width, height int) {
 	}
 	st := res.Streams[0]
 	return st.CodecName, st.Width, st.Height
+}
+
+// Images reads what ffprobe reports of image files (codec name, width, height) while starting
+// ffprobe once for a group of them: an ffprobe start costs about 70 ms of CPU, mostly in loading
+// its libraries, many times the decode of a small picture. The first file of a group is probed by
+// ffprobe, and Go's image package must agree with it; every later one is decoded whole by Go's
+// image/jpeg or image/png, which read the bitstream, not the file's name: a file that is not a
+// complete JPEG or PNG of the size fails there. Those decoders share a package with kvs's
+// encoders (internal/decode/encode.go), so they alone would miss a mistake both sides make; but
+// every file of a group comes out of the same encoder call, so such a mistake shows in the first
+// file, which ffprobe reads. A test keeps one Images per group of files it checks (the zero
+// value is ready); it is not safe for concurrent use.
+type Images struct{ probed bool }
+
+// Probe returns the codec, as ffprobe names it ("mjpeg", "png"), and the size of the image file
+// at path: from ffprobe for the first file of im, from Go's decoders for the others.
+func (im *Images) Probe(t testing.TB, path string) (codec string, width, height int) {
+	t.Helper()
+	codec, width, height = goImage(t, path)
+	if im.probed {
+		return codec, width, height
+	}
+	im.probed = true
+	c, w, h := ProbeImage(t, path)
+	if c != codec || w != width || h != height {
+		t.Errorf("%s: ffprobe reads %s %dx%d, Go's image package %s %dx%d", path, c, w, h, codec, width, height)
+	}
+	return c, w, h
+}
+
+// goImage decodes the image file at path with Go's decoders; it returns the codec as ffprobe
+// names it, and the size.
+func goImage(t testing.TB, path string) (codec string, width, height int) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, format, err := image.Decode(f)
+	if err != nil {
+		t.Fatalf("decode %s: %v", path, err)
+	}
+	if format == "jpeg" {
+		format = "mjpeg" // ffprobe's name of the codec
+	}
+	return format, img.Bounds().Dx(), img.Bounds().Dy()
 }
 
 // Frame is one video frame of a clip.
