@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,22 +66,26 @@ func mustRun(t *testing.T, endpoint string, stdin io.Reader, args ...string) str
 	return out
 }
 
-// probe is what ffprobe reports about a file: frames per codec, the duration, and the first
-// video stream's packets per GOP (from each keyframe to the next), in order.
+// probe is what ffprobe reports about a file: frames per codec, the duration, the first video
+// stream's packets per GOP (from each keyframe to the next), in order, and its picture size, and
+// every packet's presentation time.
 type probe struct {
 	Frames    map[string]int // "video:h264" → frames
 	Duration  float64
 	VideoGOPs []int
+	VideoSize string               // "320,240": width,height of the first video stream
+	PTS       map[string][]float64 // codec type ("video", "audio") → packet presentation times, s, sorted
 }
 
 // ffprobe runs ffprobe once on path (it costs about 0.1 s of CPU each, mostly in loading its
-// libraries): frames counted by decoding, and the packets' times for a file whose container
-// names no duration.
+// libraries), asking at once for all that the tests check of a file: frames counted by
+// decoding, the stream sizes, and the packets' times (for a file whose container names no
+// duration, and for the tests that compare them with a source's).
 func ffprobe(t *testing.T, path string) probe {
 	t.Helper()
 	bin := testutil.NeedTool(t, "ffprobe")
 	out, err := exec.CommandContext(t.Context(), bin, "-v", "error", "-count_frames", "-show_entries",
-		"stream=index,codec_type,codec_name,nb_read_frames:format=duration:packet=stream_index,pts_time,duration_time,flags",
+		"stream=index,codec_type,codec_name,width,height,nb_read_frames:format=duration:packet=stream_index,pts_time,duration_time,flags",
 		"-of", "json", path).Output()
 	if err != nil {
 		t.Fatalf("ffprobe %s: %v", path, err)
@@ -90,6 +95,8 @@ func ffprobe(t *testing.T, path string) probe {
 			Index        int    `json:"index"`
 			CodecType    string `json:"codec_type"`
 			CodecName    string `json:"codec_name"`
+			Width        int    `json:"width"`
+			Height       int    `json:"height"`
 			NbReadFrames string `json:"nb_read_frames"`
 		}
 		Packets []struct {
@@ -105,14 +112,29 @@ func ffprobe(t *testing.T, path string) probe {
 	if err := json.Unmarshal(out, &res); err != nil {
 		t.Fatal(err)
 	}
-	p := probe{Frames: map[string]int{}}
+	p := probe{Frames: map[string]int{}, PTS: map[string][]float64{}}
 	video := -1
+	kinds := map[int]string{}
 	for _, s := range res.Streams {
 		n, _ := strconv.Atoi(s.NbReadFrames)
 		p.Frames[s.CodecType+":"+s.CodecName] += n
+		kinds[s.Index] = s.CodecType
 		if s.CodecType == "video" && video < 0 {
 			video = s.Index
+			p.VideoSize = fmt.Sprintf("%d,%d", s.Width, s.Height)
 		}
+	}
+	for _, pk := range res.Packets {
+		pts := 0.0 // ffprobe leaves out a time it does not know
+		if pk.PTS != "" {
+			if pts, err = strconv.ParseFloat(pk.PTS, 64); err != nil {
+				t.Fatalf("ffprobe %s: packet pts_time %q", path, pk.PTS)
+			}
+		}
+		p.PTS[kinds[pk.StreamIndex]] = append(p.PTS[kinds[pk.StreamIndex]], pts)
+	}
+	for _, v := range p.PTS {
+		slices.Sort(v)
 	}
 	for _, pk := range res.Packets {
 		switch {

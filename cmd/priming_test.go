@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"maps"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -52,16 +53,36 @@ func streamPackets(t *testing.T, path string) map[string][]float64 {
 	return pts
 }
 
-// decodeAudio returns the first audio stream of path decoded by ffmpeg as 16-bit PCM.
-func decodeAudio(t *testing.T, path string) []byte {
+// decodeAudio returns the first audio stream of each file decoded by ffmpeg as 16-bit PCM, in
+// the order of paths. One ffmpeg decodes them all (a start costs about 70 ms of CPU, more than
+// these decodes), each input with its own demuxer and decoder into its own output; any word on
+// stderr fails the test, as for a single file.
+func decodeAudio(t *testing.T, paths ...string) [][]byte {
 	t.Helper()
 	bin := testutil.NeedTool(t, "ffmpeg")
-	cmd := exec.CommandContext(t.Context(), bin, "-nostdin", "-v", "error", "-i", path, "-map", "0:a:0", "-f", "s16le", "-")
+	args := []string{"-nostdin", "-v", "error"}
+	for _, p := range paths {
+		args = append(args, "-i", p)
+	}
+	dir := t.TempDir()
+	outs := make([]string, len(paths))
+	for i := range paths {
+		outs[i] = filepath.Join(dir, strconv.Itoa(i)+".pcm")
+		args = append(args, "-map", strconv.Itoa(i)+":a:0", "-f", "s16le", outs[i])
+	}
+	cmd := exec.CommandContext(t.Context(), bin, args...)
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	pcm, err := cmd.Output()
-	if err != nil || stderr.Len() > 0 {
-		t.Fatalf("ffmpeg decode of %s: %v\n%s", path, err, stderr.Bytes())
+	cmd.Stdout, cmd.Stderr = &stderr, &stderr
+	if err := cmd.Run(); err != nil || stderr.Len() > 0 {
+		t.Fatalf("ffmpeg decode of %s: %v\n%s", strings.Join(paths, ", "), err, stderr.Bytes())
+	}
+	pcm := make([][]byte, len(paths))
+	for i, out := range outs {
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pcm[i] = b
 	}
 	return pcm
 }
@@ -138,33 +159,37 @@ func TestE2EAACPriming(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			url, _ := e2eServer(t, nil)
 			dir := t.TempDir()
-			src := streamPackets(t, tc.file)
+			// One ffprobe per file for its packets' times and its decoded frames.
+			source := ffprobe(t, tc.file)
+			src := source.PTS
 			if len(src["audio"]) != tc.audio || src["audio"][0] >= 0 {
 				t.Fatalf("source: %d audio packets starting at %v; want %d with the priming frame before 0",
 					len(src["audio"]), src["audio"][:1], tc.audio)
 			}
-			srcPCM := decodeAudio(t, tc.file)
 			mustRun(t, url, nil, "put-media", "--stream-name", "aac", "--create", "--source", tc.file, "--fragment-duration", "1s")
 
 			out := filepath.Join(dir, "get-media.mkv")
 			mustRun(t, url, nil, "get-media", "--stream-name", "aac", "--start-selector", "EARLIEST", "--no-follow", "-o", out)
-			shift := checkSync(t, "get-media", streamPackets(t, out), src)
+			got := ffprobe(t, out)
+			shift := checkSync(t, "get-media", got.PTS, src)
 			// Nothing may be before 0, so everything moved by the priming frame's 1024 samples.
 			if want := 1024.0 / 48000; math.Abs(shift-want) > 0.001 {
 				t.Errorf("get-media: video moved %.3f ms, want %.3f", shift*1000, want*1000)
 			}
-			if d := samePCM(decodeAudio(t, out), srcPCM); d != "" {
-				t.Errorf("get-media: decoded audio differs from the source's: %s", d)
-			}
 			// ffmpeg decodes (and drops) the priming frame: as many audio frames as from the source.
-			if got, want := ffprobe(t, out).Frames, ffprobe(t, tc.file).Frames; !maps.Equal(got, want) {
-				t.Errorf("get-media: decoded frames %v, source %v", got, want)
+			if !maps.Equal(got.Frames, source.Frames) {
+				t.Errorf("get-media: decoded frames %v, source %v", got.Frames, source.Frames)
 			}
 
 			clip := filepath.Join(dir, "clip.mp4")
 			mustRun(t, url, nil, "get-clip", "--stream-name", "aac", "--start", "-1h", "--end", "now", "-o", clip)
 			checkSync(t, "get-clip", streamPackets(t, clip), src)
-			primed := decodeAudio(t, clip)
+			// The source's audio, get-media's and get-clip's, decoded by one ffmpeg.
+			pcm := decodeAudio(t, tc.file, out, clip)
+			srcPCM, primed := pcm[0], pcm[2]
+			if d := samePCM(pcm[1], srcPCM); d != "" {
+				t.Errorf("get-media: decoded audio differs from the source's: %s", d)
+			}
 			if len(primed) < 2048 {
 				t.Fatalf("get-clip: %d bytes of audio", len(primed))
 			}
