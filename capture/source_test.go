@@ -449,17 +449,43 @@ func TestReadFrameCancelled(t *testing.T) {
 	}
 }
 
+// fragmentedMP4 returns the path of a copy, in t's own directory, of h264_aac.mp4 remuxed by
+// ffmpeg to fragmented MP4 with -movflags frag_keyframe+empty_moov+flags. ffmpeg makes each once
+// per test binary: two tests read the default_base_moof one.
+func fragmentedMP4(t *testing.T, flags string) string {
+	t.Helper()
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	data, err := fragmentedMP4s.Get(flags, func() ([]byte, error) {
+		dir, err := os.MkdirTemp("", "kvs-capture-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		out := filepath.Join(dir, "frag.mp4")
+		cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-i", testdata("h264_aac.mp4"), "-c", "copy",
+			"-movflags", "frag_keyframe+empty_moov+"+flags, out)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("ffmpeg: %w: %s", err, b)
+		}
+		return os.ReadFile(out)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "frag.mp4")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+var fragmentedMP4s testutil.Memo[string, []byte] // -movflags → the file
+
 // TestMP4Fragmented remuxes h264_aac.mp4 to fragmented MP4 with ffmpeg and checks that the
 // fragmented path yields the same frames and timestamps as the progressive one.
 func TestMP4Fragmented(t *testing.T) {
 	t.Parallel()
-	ffmpeg := testutil.NeedTool(t, "ffmpeg")
-	out := filepath.Join(t.TempDir(), "frag.mp4")
-	cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-i", testdata("h264_aac.mp4"), "-c", "copy",
-		"-movflags", "frag_keyframe+empty_moov+default_base_moof", out)
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("ffmpeg: %v: %s", err, b)
-	}
+	out := fragmentedMP4(t, "default_base_moof")
 	read := func(path string) []Frame {
 		src, err := openFile(t.Context(), path, Options{})
 		if err != nil {
@@ -668,7 +694,7 @@ func openFile(ctx context.Context, path string, opts Options) (Source, error) {
 // (ISO/IEC 14496-12 8.8.7.1; ffmpeg's omit_tfhd_offset writes that for video + audio).
 func TestMP4FragmentedDataOffsets(t *testing.T) {
 	t.Parallel()
-	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	testutil.NeedTool(t, "ffmpeg")
 	read := func(path string) map[uint64][][]byte {
 		src, err := openFile(t.Context(), path, Options{})
 		if err != nil {
@@ -685,13 +711,7 @@ func TestMP4FragmentedDataOffsets(t *testing.T) {
 	for _, flags := range []string{"default_base_moof", "omit_tfhd_offset", "separate_moof"} {
 		t.Run(flags, func(t *testing.T) {
 			t.Parallel()
-			out := filepath.Join(t.TempDir(), "frag.mp4")
-			cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-i", testdata("h264_aac.mp4"), "-c", "copy",
-				"-movflags", "frag_keyframe+empty_moov+"+flags, out)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("ffmpeg: %v: %s", err, b)
-			}
-			got := read(out)
+			got := read(fragmentedMP4(t, flags))
 			for track := uint64(1); track <= 2; track++ {
 				if len(got[track]) != len(want[track]) {
 					t.Fatalf("track %d: %d frames, progressive file %d", track, len(got[track]), len(want[track]))
