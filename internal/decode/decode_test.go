@@ -3,12 +3,17 @@ package decode_test
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"image"
 	"image/jpeg"
 	"image/png"
+	"os"
+	"path/filepath"
 	"reflect"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -366,5 +371,47 @@ func TestFFmpegHoldsOnePicture(t *testing.T) {
 	t.Logf("the heap grew by %.1f MB at most", float64(grew)/(1<<20))
 	if grew > 10*raw {
 		t.Errorf("the heap grew by %.1f MB decoding %d pictures of %.1f MB: the raw pictures are held until ffmpeg ends", float64(grew)/(1<<20), runs, float64(raw)/(1<<20))
+	}
+}
+
+// TestProbeSharedRun: servers started at once in one process (the tests, kvs bench with its own
+// server) probe the same ffmpeg at the same time, and one run of ffmpeg -decoders answers them
+// all. The ffmpeg here is a script that counts its runs and then runs the real one.
+func TestProbeSharedRun(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	real := testutil.NeedTool(t, "ffmpeg")
+	dir := t.TempDir()
+	runs := filepath.Join(dir, "runs")
+	script := filepath.Join(dir, "ffmpeg")
+	// The pause keeps the first run going while the others ask.
+	body := fmt.Sprintf("#!/bin/sh\necho run >>%q\nsleep 0.3\nexec %q \"$@\"\n", runs, real)
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Go(func() {
+			f, err := decode.NewFFmpeg(script)
+			if err == nil {
+				err = f.Probe(t.Context())
+			}
+			if err == nil && (!f.Decodes(codec.H264) || !strings.HasPrefix(f.String(), "ffmpeg ")) {
+				err = fmt.Errorf("probed %s: no H.264 decoder or no version", f)
+			}
+			errs[i] = err
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(runs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "run"); n != 1 {
+		t.Errorf("%d probes at once ran ffmpeg %d times, want once", len(errs), n)
 	}
 }

@@ -53,8 +53,9 @@ func (f *FFmpeg) Path() string { return f.path }
 
 // probed holds what Probe found, per program file (path, size and modification time): the
 // answers of a program do not change while its file does not, and a process that starts several
-// servers (the tests, kvs bench's own server) asks once.
-var probed sync.Map // probeKey → probeResult
+// servers (the tests, kvs bench's own server) asks once. Probes of the same file at the same time
+// share one run: the first runs ffmpeg, the others wait for its answer.
+var probed sync.Map // probeKey → *probeEntry
 
 type probeKey struct {
 	path  string
@@ -67,28 +68,58 @@ type probeResult struct {
 	codecs  map[codec.Codec]bool
 }
 
+// probeEntry is one program file's probe: res is set before done closes. A probe that failed is
+// taken out of probed before done closes, so that a later Probe runs it again (the failure may
+// have been the first caller's context).
+type probeEntry struct {
+	done chan struct{}
+	res  probeResult
+	err  error
+}
+
 // Probe runs ffmpeg -decoders, so that String names the version and Decodes answers for the
 // decoders the build has (Debian's has both h264 and hevc).
 func (f *FFmpeg) Probe(ctx context.Context) error {
-	var key probeKey
-	if st, err := os.Stat(f.path); err == nil {
-		key = probeKey{f.path, st.Size(), st.ModTime()}
-	}
-	r, ok := probed.Load(key)
-	if !ok || key.path == "" {
-		res, err := probeProgram(ctx, f.path)
-		if err != nil {
-			return err
-		}
-		if key.path != "" {
-			probed.Store(key, res)
-		}
-		r = res
+	r, err := probe(ctx, f.path)
+	if err != nil {
+		return err
 	}
 	f.mu.Lock()
-	f.version, f.codecs = r.(probeResult).version, r.(probeResult).codecs
+	f.version, f.codecs = r.version, r.codecs
 	f.mu.Unlock()
 	return nil
+}
+
+// probe returns path's probeResult: from probed, from a probe of the same file already running,
+// or from a run of its own.
+func probe(ctx context.Context, path string) (probeResult, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return probeProgram(ctx, path) // says what is wrong with path
+	}
+	key := probeKey{path, st.Size(), st.ModTime()}
+	for {
+		e := &probeEntry{done: make(chan struct{})}
+		v, running := probed.LoadOrStore(key, e)
+		if !running {
+			e.res, e.err = probeProgram(ctx, path)
+			if e.err != nil {
+				probed.CompareAndDelete(key, e)
+			}
+			close(e.done)
+			return e.res, e.err
+		}
+		e = v.(*probeEntry)
+		select {
+		case <-e.done:
+			if e.err == nil {
+				return e.res, nil
+			}
+			// It failed and is gone from probed: run it again, for this caller's context.
+		case <-ctx.Done():
+			return probeResult{}, ctx.Err()
+		}
+	}
 }
 
 // probeProgram runs path -decoders once (ffmpeg's start is most of its cost): the banner on
