@@ -100,8 +100,14 @@ func (o opsOptions) validate(clustered, memory bool) error {
 			return fmt.Errorf("--webhook %q: want an http:// or https:// URL", w)
 		}
 	}
-	if len(o.Webhooks) == 0 && (o.WebhookSecret != "" || o.WebhookPersisted) {
-		return errors.New("--webhook-secret and --webhook-persisted need --webhook URL")
+	// Only what was given is named: the secret may come from KVS_WEBHOOK_SECRET alone, set for
+	// every kvs server of a host.
+	switch {
+	case len(o.Webhooks) > 0:
+	case o.WebhookPersisted:
+		return errors.New("--webhook-persisted needs --webhook URL")
+	case o.WebhookSecret != "":
+		return errors.New("a webhook secret (--webhook-secret, or KVS_WEBHOOK_SECRET in the environment) needs --webhook URL: give --webhook, or unset KVS_WEBHOOK_SECRET")
 	}
 	return nil
 }

@@ -112,7 +112,8 @@ func TestStreamOptionsValidate(t *testing.T) {
 		{"serve metrics listen", serveOptions{Listen: ":4567", opsOptions: opsOptions{MetricsListen: "9464"}}, "--metrics-listen"},
 		{"serve webhook", serveOptions{Listen: ":4567", opsOptions: opsOptions{Webhooks: []string{"https://h.example/x"}, WebhookSecret: "s", WebhookPersisted: true}}, ""},
 		{"serve webhook url", serveOptions{Listen: ":4567", opsOptions: opsOptions{Webhooks: []string{"h.example/x"}}}, "--webhook"},
-		{"serve webhook secret alone", serveOptions{Listen: ":4567", opsOptions: opsOptions{WebhookSecret: "s"}}, "need --webhook"},
+		{"serve webhook secret alone", serveOptions{Listen: ":4567", opsOptions: opsOptions{WebhookSecret: "s"}}, "KVS_WEBHOOK_SECRET in the environment) needs --webhook"},
+		{"serve webhook persisted alone", serveOptions{Listen: ":4567", opsOptions: opsOptions{WebhookPersisted: true}}, "--webhook-persisted needs --webhook"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
