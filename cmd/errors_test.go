@@ -297,6 +297,38 @@ func TestPutMediaInterruptWhileWaitingForAcks(t *testing.T) {
 	}
 }
 
+// A source that fails while put-media reads it, against an endpoint that never acknowledges:
+// after the grace, put-media says what failed (the file) and that the fragments sent were not
+// acknowledged, with exit 1. It ended with exit 130 and nothing on stderr, as if interrupted:
+// the grace's end reached exitCode as context.Canceled.
+func TestPutMediaReadErrorWhileWaitingForAcks(t *testing.T) {
+	defer func(g time.Duration) { interruptGrace = g }(interruptGrace)
+	interruptGrace = 10 * time.Millisecond
+	whole, err := os.ReadFile("../testdata/h264.mkv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cut := filepath.Join(t.TempDir(), "cut.mkv")
+	if err := os.WriteFile(cut, whole[:len(whole)-3000], 0o644); err != nil { // in the last cluster's frames
+		t.Fatal(err)
+	}
+	kvs, _ := e2eServer(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/putMedia" {
+				h.ServeHTTP(w, r)
+				return
+			}
+			_, _ = io.Copy(io.Discard, r.Body) // never answers
+		})
+	})
+	mustRun(t, kvs, nil, "create-stream", "--stream-name", "cam", "--data-retention-in-hours", "1")
+	code, _, stderr := kvsRun(t.Context(), t, kvs, nil, "put-media", "--stream-name", "cam", "--source", cut)
+	t.Logf("stderr: %s", stderr)
+	if code != ExitError || !strings.Contains(stderr, cut) || !strings.Contains(stderr, "not acknowledged") {
+		t.Errorf("exit code %d, stderr %q; want %d, the file's error and the fragments not acknowledged", code, stderr, ExitError)
+	}
+}
+
 // A file with more tracks than a KVS stream takes (3) is refused before the server is asked
 // anything, naming the file and how to keep fewer, rather than uploaded for every fragment to
 // come back as ERROR 4012 (after --create made the stream).

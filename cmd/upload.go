@@ -323,6 +323,12 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 	}
 	switch {
 	case readErr != nil:
+		if errors.Is(closeErr, context.Canceled) && !interrupted {
+			// The grace ended the wait, not Ctrl-C: say so, rather than pass on a cancellation
+			// that exits as if interrupted, without a word.
+			closeErr = fmt.Errorf("put-media %s: %d of %d fragments sent were not acknowledged within %v after reading stopped",
+				stream, st.Fragments-st.Stored, st.Fragments, grace)
+		}
 		return st, errors.Join(readErr, closeErr)
 	case closeErr != nil && interrupted && spool != nil:
 		log.Info("interrupted: what was not acknowledged stays in the spool for the next run", "spool", o.SpoolDir,
