@@ -22,7 +22,11 @@ const (
 	hdrStreamARN           = "x-amzn-stream-arn"
 	hdrTimecodeType        = "x-amzn-fragment-timecode-type"
 	hdrProducerStartTime   = "x-amzn-producer-start-timestamp"
-	maxProducerTagsPerFrag = 10 // PIC's limit of metadata tags per fragment (§5.2)
+	maxProducerTagsPerFrag = 10 // fragment metadata items (SimpleTags outside events) per fragment (§5.2)
+	// maxProducerSimpleTags bounds all producer SimpleTags of one fragment, events' pairs included:
+	// what PIC queues for one fragment at most (MAX_FRAGMENT_METADATA_COUNT), e.g. 2 items, a
+	// notification with 10 pairs and an image-generation event with its prefix and 10 pairs.
+	maxProducerSimpleTags = 25
 )
 
 // handlePutMedia implements PutMedia (kvs-api.md §5): the body is one long MKV stream, each
@@ -61,7 +65,8 @@ const (
 //     cluster before the EBML header and Tracks; 4012 more than 3 tracks; 4007 a cluster
 //     timecode that overflows; 4004 a cluster timecode below the previous fragment's; 4008 the
 //     stream is gone; 5000 shutting down or no fragment number.
-//   - between fragments: neither. 4009 more than 10 producer tags for the next fragment; 4006
+//   - between fragments: neither. 4009 more than 10 producer metadata items for the next
+//     fragment (an event's pairs, in its Tag, are part of it) or more than 25 SimpleTags; 4006
 //     malformed MKV or a cluster outside a Segment; 4000 the body failed or stalled; 4008 the
 //     stream was deleted during the upload; 5000 shutting down.
 //   - storing a received fragment: that fragment's number and timecode. 5001 the store failed,

@@ -736,3 +736,67 @@ func TestPutMediaTinyFramesCountTowardSize(t *testing.T) {
 		t.Fatalf("stored %+v, want nothing", metas)
 	}
 }
+
+// The C producer (PIC) writes an event (putKinesisVideoEventMetadata) as one Tag: the event's
+// SimpleTag (AWS_KINESISVIDEO_NOTIFICATION, or AWS_KINESISVIDEO_IMAGE_GENERATION and its
+// AWS_KINESISVIDEO_IMAGE_PREFIX) followed by up to 10 name/value pairs (MAX_EVENT_CUSTOM_PAIRS),
+// and lets a fragment carry 25 metadata SimpleTags in all (MAX_FRAGMENT_METADATA_COUNT). Such a
+// fragment is accepted: its event pairs do not count toward the 10 fragment metadata items. Counted
+// as items, a notification with 10 pairs was ERROR 4009, which PIC does not retry: it dropped the
+// fragment and ended the upload.
+func TestPutMediaEventMetadataTags(t *testing.T) {
+	t.Parallel()
+	c := loadClip(t, "h264.mkv")
+	pairs := func(prefix string) []mkv.SimpleTag {
+		tags := manyTags(10)
+		for i := range tags {
+			tags[i].Name = prefix + tags[i].Name
+		}
+		return tags
+	}
+	notification := append([]mkv.SimpleTag{{Name: mkv.TagNotification}}, pairs("n-")...)
+	image := append([]mkv.SimpleTag{{Name: mkv.TagImageGeneration}, {Name: mkv.TagImagePrefix, Value: "cam1"}}, pairs("i-")...)
+
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 1)
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), true)
+	// As PIC packages them before the next cluster: each fragment metadata item in a Tags of its
+	// own, each event in one Tags. 2 + 11 + 12 = 25 SimpleTags.
+	body := mkv.AppendTags(nil, mkv.SimpleTag{Name: "site", Value: "north"})
+	body = mkv.AppendTags(body, mkv.SimpleTag{Name: "door", Value: "front"})
+	body = mkv.AppendTags(body, notification...)
+	body = mkv.AppendTags(body, image...)
+	pc.write(body)
+	pc.fragment(c.cluster(t, 1, baseMillis), c.fragTimecode(1, baseMillis), false)
+	pc.pw.Close()
+	pc.expect(ackPersisted, 0)
+	if ev, ok := pc.next(); ok {
+		t.Fatalf("ack %+v after the last PERSISTED", ev)
+	}
+	_, frags := storedFragments(t, e.store, "cam")
+	if len(frags) != 2 {
+		t.Fatalf("%d fragments stored, want 2", len(frags))
+	}
+	for _, name := range []string{"site", "n-user9", mkv.TagImagePrefix, "i-user0"} {
+		tag(t, frags[1], name)
+	}
+
+	// Beyond what PIC can send: 11 fragment metadata items, or more than 25 SimpleTags.
+	for _, tc := range []struct {
+		name string
+		body []byte
+	}{
+		{"11 items", append(mkv.AppendTags(nil, manyTags(10)...), mkv.AppendTags(nil, mkv.SimpleTag{Name: "x", Value: "y"})...)},
+		{"26 tags", append(append(mkv.AppendTags(nil, manyTags(4)...), mkv.AppendTags(nil, notification...)...), mkv.AppendTags(nil, image...)...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pc := e.startPut(t, "cam")
+			pc.write(c.header())
+			pc.writeAsync(append(tc.body, c.cluster(t, 2, baseMillis)...))
+			ev, b := pc.expectErrorAfter(4009)
+			checkErrorTarget(t, ev, b, false, 0)
+		})
+	}
+}

@@ -31,6 +31,7 @@ type putParser struct {
 	tracks  []mkv.Track
 
 	producerTags     []mkv.SimpleTag // for the next fragment
+	producerItems    int             // those of producerTags that are fragment metadata items, not event pairs
 	producerTagBytes int64
 
 	// the open fragment
@@ -214,15 +215,22 @@ func (ps *putParser) event(ev *mkv.Event, rd *mkv.Reader) *ackErr {
 	case mkv.EventTags:
 		kept := len(ps.producerTags)
 		for _, t := range ev.Tags {
+			event := isEventTag(&t)
 			for _, st := range t.SimpleTags {
 				if st.Name == mkv.TagEndOfFragment {
 					continue // consumed: the cluster before it has already ended
 				}
 				ps.producerTags = append(ps.producerTags, st)
+				if !event {
+					ps.producerItems++
+				}
 			}
 		}
-		if len(ps.producerTags) > maxProducerTagsPerFrag {
-			return newAckErr(4009, "%d producer tags for one fragment, at most %d", len(ps.producerTags), maxProducerTagsPerFrag)
+		if ps.producerItems > maxProducerTagsPerFrag {
+			return newAckErr(4009, "%d producer metadata items for one fragment, at most %d", ps.producerItems, maxProducerTagsPerFrag)
+		}
+		if len(ps.producerTags) > maxProducerSimpleTags {
+			return newAckErr(4009, "%d producer tags for one fragment, at most %d", len(ps.producerTags), maxProducerSimpleTags)
 		}
 		if len(ps.producerTags) > kept {
 			// What the next fragment's chunk holds of them (at most 10 tags of a 1 MiB Tags
@@ -232,6 +240,19 @@ func (ps *putParser) event(ev *mkv.Event, rd *mkv.Reader) *ackErr {
 		}
 	}
 	return nil
+}
+
+// isEventTag reports whether t is an event as the C producer (PIC) writes one
+// (putKinesisVideoEventMetadata): the event's SimpleTag (AWS_KINESISVIDEO_NOTIFICATION or
+// AWS_KINESISVIDEO_IMAGE_GENERATION) and, in the same Tag, its image prefix and up to 10
+// name/value pairs. Those pairs are part of the event, not fragment metadata items of their own.
+func isEventTag(t *mkv.Tag) bool {
+	for i := range t.SimpleTags {
+		if n := t.SimpleTags[i].Name; n == mkv.TagNotification || n == mkv.TagImageGeneration {
+			return true
+		}
+	}
+	return false
 }
 
 // startFragment opens a fragment at a cluster start. An error here belongs to that cluster,
@@ -282,7 +303,7 @@ func (ps *putParser) openFragment(timecode int64) *ackErr {
 	ps.frames = ps.frames[:0]
 	ps.size, ps.sawVideo, ps.last = 0, false, ps.last[:0]
 	ps.fragTags, ps.fragTagSize = ps.producerTags, ps.producerTagBytes
-	ps.producerTags, ps.producerTagBytes = nil, 0
+	ps.producerTags, ps.producerItems, ps.producerTagBytes = nil, 0, 0
 	// The frames go into the arena as the Cluster's children as they arrive, after room for
 	// the chunk's start (chunk), so that the arena becomes the stored chunk without a copy.
 	ps.headroom = int(ps.fragTagSize) + chunkStartRoom
