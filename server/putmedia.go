@@ -275,7 +275,7 @@ type putSession struct {
 	ackMu   sync.Mutex
 	ackBuf  []byte
 	ackDead bool
-	acked   bool // an ack went out since the last IDLE check
+	acked   bool // an ack other than IDLE went out since the last IDLE check
 }
 
 // fail records a fatal error, cancels the session and cuts off a pending body read.
@@ -368,7 +368,9 @@ func (p *putSession) ack(typ string, timecode *int64, number uint64, e *ackErr) 
 	if err == nil {
 		err = p.rc.Flush()
 	}
-	p.acked = true
+	if typ != ackIdle {
+		p.acked = true // an IDLE is not "another ack": the next one is due an interval later
+	}
 	if err != nil {
 		p.ackDead = true
 		p.fail(newAckErr(4000, "writing acks: %v", err)) // lock order: ackMu, then mu
