@@ -225,6 +225,10 @@ func (s *FS) recoverSegment(b *bolt.Bucket, st *fsStream, seq uint64, path strin
 			Reason: "complete records missing from the index (never acknowledged)"})
 	}
 	if !indexed && size == 0 {
+		// Closed first: Windows does not remove a file that is open (os.Open does not share it
+		// for deletion), and kvs server then refused to start ("Sharing violation") after a
+		// PutMedia had prepared a segment that got no fragment. The deferred Close does nothing.
+		f.Close()
 		if err := os.Remove(path); err != nil {
 			return 0, err
 		}
