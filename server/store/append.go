@@ -225,7 +225,7 @@ func (s *FS) segmentFor(st *fsStream, recLen int64) (*segment, error) {
 	}
 	seq := st.nextSeq
 	path := filepath.Join(st.dir, segmentName(seq))
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := openSegment(path, os.O_RDWR|os.O_CREATE|os.O_EXCL)
 	if err != nil {
 		return nil, err
 	}

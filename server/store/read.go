@@ -140,7 +140,7 @@ func (s *FS) openRecord(stream string, number uint64) (*os.File, indexEntry, rec
 	if err != nil {
 		return nil, e, recordHeader{}, err
 	}
-	f, err := os.Open(filepath.Join(st.dir, segmentName(e.Segment)))
+	f, err := openSegment(filepath.Join(st.dir, segmentName(e.Segment)), os.O_RDONLY)
 	if errors.Is(err, fs.ErrNotExist) {
 		// Purged between the index lookup and here.
 		return nil, e, recordHeader{}, fmt.Errorf("%w: %s/%d", ErrFragmentNotFound, stream, number)

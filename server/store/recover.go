@@ -163,7 +163,7 @@ func lastNumber(b *bolt.Bucket) uint64 {
 // recoverSegment checks one segment file's tail against the index; it returns the new highest
 // indexed fragment number of the stream.
 func (s *FS) recoverSegment(b *bolt.Bucket, st *fsStream, seq uint64, path string, infos map[uint64]segmentInfo, maxIndexed uint64) (uint64, error) {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	f, err := openSegment(path, os.O_RDWR)
 	if err != nil {
 		return 0, err
 	}
