@@ -141,7 +141,8 @@ PERSISTED) and end with ERROR 5000 (each producer then gets up to 2 s to read it
 connection closes), live GetMedia responses end, other requests get up to 10 s to finish; then the
 store is closed.
 
-Data lives in --data-dir (default $XDG_DATA_HOME/kvs, else ~/.local/share/kvs). --advertise-url is
+Data lives in --data-dir (default $XDG_DATA_HOME/kvs, else ~/.local/share/kvs; on Windows without
+HOME, %LOCALAPPDATA%\kvs). --advertise-url is
 the URL GetDataEndpoint hands to clients for media (default http://<listen address>; listening on
 0.0.0.0 or [::], the scheme and host each client reached the server at); set it when clients reach
 the server by another name than the one they should use for media, e.g. behind a proxy.
@@ -162,7 +163,7 @@ URL the other nodes and the clients reach this node at. See docs/cluster.md.
 	}
 	f := c.Flags()
 	f.StringVar(&o.Listen, "listen", "127.0.0.1:4567", "address to listen on (host:port; port 0 picks a free port)")
-	f.StringVar(&o.DataDir, "data-dir", "", "directory for streams and fragments (default $XDG_DATA_HOME/kvs or ~/.local/share/kvs)")
+	f.StringVar(&o.DataDir, "data-dir", "", "directory for streams and fragments (default $XDG_DATA_HOME/kvs or ~/.local/share/kvs; Windows without HOME: %LOCALAPPDATA%\\kvs)")
 	f.StringVar(&o.AdvertiseURL, "advertise-url", "", "URL returned by GetDataEndpoint (default http://<listen address>)")
 	f.BoolVar(&o.Memory, "memory", false, "keep everything in memory, nothing on disk (for experiments)")
 	f.StringVar(&o.Auth, "auth", "none", "request authentication: none or sigv4")
@@ -178,13 +179,17 @@ URL the other nodes and the clients reach this node at. See docs/cluster.md.
 	return c
 }
 
-// defaultDataDir is $XDG_DATA_HOME/kvs, else $HOME/.local/share/kvs.
+// defaultDataDir is $XDG_DATA_HOME/kvs, else $HOME/.local/share/kvs, else (Windows, where HOME is
+// usually not set: kvs server without --data-dir failed there) %LOCALAPPDATA%\kvs.
 func defaultDataDir(env *Env) (string, error) {
 	if d := env.Getenv("XDG_DATA_HOME"); d != "" {
 		return filepath.Join(d, "kvs"), nil
 	}
 	if h := env.Getenv("HOME"); h != "" {
 		return filepath.Join(h, ".local", "share", "kvs"), nil
+	}
+	if d := env.Getenv("LOCALAPPDATA"); d != "" {
+		return filepath.Join(d, "kvs"), nil
 	}
 	return "", errors.New("no data directory: set --data-dir, XDG_DATA_HOME or HOME")
 }

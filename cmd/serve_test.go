@@ -147,6 +147,11 @@ func TestDefaultDataDirAndAdvertise(t *testing.T) {
 	if d, _ := defaultDataDir(env); d != "/h/.local/share/kvs" {
 		t.Errorf("with HOME: %q", d)
 	}
+	// Windows: no HOME as a rule (kvs server without --data-dir failed there).
+	env.Getenv = func(k string) string { return map[string]string{"LOCALAPPDATA": "/l"}[k] }
+	if d, _ := defaultDataDir(env); d != "/l/kvs" {
+		t.Errorf("with LOCALAPPDATA only: %q", d)
+	}
 	env.Getenv = func(string) string { return "" }
 	if _, err := defaultDataDir(env); err == nil {
 		t.Error("no HOME: no error")
