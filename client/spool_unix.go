@@ -4,10 +4,7 @@ package client
 
 import (
 	"errors"
-	"fmt"
 	"os"
-	"strconv"
-	"strings"
 	"syscall"
 )
 
@@ -20,19 +17,12 @@ func lockSpool(path string) (*os.File, error) {
 		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil { //nolint:gosec // a file descriptor fits an int
-		b, _ := os.ReadFile(path)
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
-			holder := "another process"
-			if pid := strings.TrimSpace(string(b)); pid != "" {
-				holder = "process " + pid
-			}
-			return nil, fmt.Errorf("in use by %s: one spool directory per camera and process", holder)
+			return nil, spoolInUse(path)
 		}
 		return nil, err
 	}
-	if err := f.Truncate(0); err == nil {
-		_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	}
+	writeSpoolHolder(f)
 	return f, nil
 }
