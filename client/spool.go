@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sync"
 	"syscall"
@@ -211,6 +212,25 @@ func writeFileAtomic(path string, data []byte, durable bool) error {
 	return err
 }
 
+// Windows' errors for a full disk: ERROR_HANDLE_DISK_FULL and ERROR_DISK_FULL (on Unix the
+// same numbers are other errors).
+const (
+	errorHandleDiskFull syscall.Errno = 39
+	errorDiskFull       syscall.Errno = 112
+)
+
+// diskFull says whether err, from a write on system goos (runtime.GOOS), is a full disk. On
+// Windows a write to a full disk fails with ERROR_DISK_FULL, which is not syscall.ENOSPC there
+// (an invented number that no system call returns): the spool's "drop the oldest" on a full disk
+// never ran there, and appends failed instead.
+func diskFull(err error, goos string) bool {
+	if errors.Is(err, syscall.ENOSPC) {
+		return true
+	}
+	var errno syscall.Errno
+	return goos == "windows" && errors.As(err, &errno) && (errno == errorDiskFull || errno == errorHandleDiskFull)
+}
+
 // append writes one record (stream header and fragment), synced, and returns its sequence number.
 // When the spool would grow over MaxBytes the oldest segments are dropped first. Only one
 // goroutine may append at a time (the Producer's Send).
@@ -232,7 +252,7 @@ func (s *Spool) append(header, body []byte, timecode int64, scale uint64) (uint6
 	}
 	s.makeRoom(size)
 	g, f, err := s.target()
-	for errors.Is(err, syscall.ENOSPC) && s.dropForSpace(nil) {
+	for diskFull(err, runtime.GOOS) && s.dropForSpace(nil) {
 		g, f, err = s.target()
 	}
 	if err != nil {
@@ -264,7 +284,7 @@ func (s *Spool) append(header, body []byte, timecode int64, scale uint64) (uint6
 		// A disk full before MaxBytes (a small disk, or other files on it): the oldest fragments
 		// go, as at MaxBytes, rather than the newest.
 		s.mu.Lock()
-		retry := errors.Is(err, syscall.ENOSPC) && s.dropForSpace(g)
+		retry := diskFull(err, runtime.GOOS) && s.dropForSpace(g)
 		s.mu.Unlock()
 		if !retry {
 			break

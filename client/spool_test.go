@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -934,4 +935,34 @@ func secondRecord(t *testing.T, b []byte) int64 {
 		t.Fatalf("first record: %d bytes, %v; want more records after it", n, err)
 	}
 	return n
+}
+
+// diskFull knows a full disk on every release target: ENOSPC on Unix, ERROR_DISK_FULL and
+// ERROR_HANDLE_DISK_FULL on Windows (where syscall.ENOSPC is a number no call returns, so the
+// spool failed appends there instead of dropping its oldest fragments; TestSpoolDiskFull runs
+// the real thing on Linux).
+func TestSpoolDiskFullErrors(t *testing.T) {
+	t.Parallel()
+	write := func(errno syscall.Errno) error {
+		return fmt.Errorf("spool: %w", &os.PathError{Op: "write", Path: "0000000000000001.spool", Err: errno})
+	}
+	for _, c := range []struct {
+		goos string
+		err  error
+		want bool
+	}{
+		{"linux", write(syscall.ENOSPC), true},
+		{"darwin", write(syscall.ENOSPC), true},
+		{"windows", write(112), true}, // ERROR_DISK_FULL
+		{"windows", write(39), true},  // ERROR_HANDLE_DISK_FULL
+		{"windows", write(5), false},  // ERROR_ACCESS_DENIED
+		{"linux", write(39), false},   // ENOTEMPTY
+		{"linux", write(112), false},  // EHOSTDOWN
+		{"windows", errors.New("no space"), false},
+		{"linux", nil, false},
+	} {
+		if got := diskFull(c.err, c.goos); got != c.want {
+			t.Errorf("diskFull(%v, %s) = %v, want %v", c.err, c.goos, got, c.want)
+		}
+	}
 }
