@@ -39,7 +39,9 @@ type FS struct {
 	syncedAny chan struct{}
 	// syncData fdatasyncs a segment: fsync.Data (tests slow it down).
 	syncData func(*os.File) error
-	wg       sync.WaitGroup
+	// removeAll removes a deleted stream's directory: os.RemoveAll, or FSOptions.removeAll.
+	removeAll func(string) error
+	wg        sync.WaitGroup
 
 	recovered []RecoveryReport
 
@@ -164,7 +166,11 @@ func OpenFS(dir string, opts FSOptions) (*FS, error) {
 		synced:    make(chan *syncingBatch, maxSyncing),
 		syncedAny: make(chan struct{}, 1),
 		syncData:  fsync.Data,
+		removeAll: os.RemoveAll,
 		written:   writtenCache{budget: opts.WrittenCacheBytes},
+	}
+	if opts.removeAll != nil {
+		s.removeAll = opts.removeAll
 	}
 	if err := s.load(); err != nil {
 		db.Close()
@@ -243,9 +249,11 @@ func (s *FS) load() error {
 	}
 	for _, e := range ents {
 		if !live[e.Name()] {
-			// A stream deleted from the registry whose files were not removed yet.
-			if err := os.RemoveAll(filepath.Join(s.dir, "streams", e.Name())); err != nil {
-				return err
+			// A stream deleted from the registry whose files were not removed yet. Files that
+			// cannot be removed cost only their space: they are not a reason to stay down.
+			dir := filepath.Join(s.dir, "streams", e.Name())
+			if err := s.removeAll(dir); err != nil {
+				s.log.Warn("the files of a deleted stream could not be removed; they stay until the next start", "dir", dir, "error", err)
 			}
 		}
 	}
@@ -362,7 +370,7 @@ func (s *FS) UpdateStream(_ context.Context, name string, fn func(*Stream) error
 
 // DeleteStream implements Store. The version check, the registry entry and the index go in one
 // step under FS.mu (which UpdateStream also holds); the segment files are removed after it
-// (OpenFS removes leftovers of a crash in between). Appends in flight fail with
+// (OpenFS removes leftovers of a crash in between, or of a removal that failed). Appends in flight fail with
 // ErrStreamNotFound.
 func (s *FS) DeleteStream(_ context.Context, name, version string) error {
 	if s.closed.Load() {
@@ -397,8 +405,12 @@ func (s *FS) DeleteStream(_ context.Context, name, version string) error {
 	s.seal(st)
 	s.closeMu.RUnlock()
 	st.mu.Unlock()
-	if err := os.RemoveAll(st.dir); err != nil {
-		return fmt.Errorf("delete stream %s: %w", name, err)
+	// The stream is deleted: files that cannot be removed now (one held open where the system
+	// does not allow removing it, leftovers on a network filesystem) go at the next start. An
+	// error here made the API answer 500 for a delete that had happened, and the client's retry
+	// ResourceNotFoundException.
+	if err := s.removeAll(st.dir); err != nil {
+		s.log.Warn("stream deleted; its files could not be removed and stay until the next start", "stream", name, "dir", st.dir, "error", err)
 	}
 	return nil
 }

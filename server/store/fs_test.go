@@ -2,8 +2,10 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -608,5 +610,60 @@ func TestFSOpenDuringDeleteStream(t *testing.T) {
 	}
 	if !bytes.Equal(got, payload("s", ms[1].Number, 100)) {
 		t.Fatalf("fragment read across DeleteStream: %d bytes, not its payload", len(got))
+	}
+}
+
+// TestFSDeleteStreamFilesStay: a deleted stream whose files cannot be removed (a file held open
+// where the system forbids removing it, leftovers on a network filesystem) is deleted all the
+// same: DeleteStream succeeds, the stream is gone, the store opens again and removes the files
+// then. DeleteStream returned the removal's error after the delete had happened (the API
+// answered 500, and a client's retry got ResourceNotFoundException), and OpenFS refused to
+// start over files it could not remove.
+func TestFSDeleteStreamFilesStay(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	errBusy := errors.New("device or resource busy")
+	failing := func(string) error { return errBusy }
+	s := mustOpenFS(t, dir, FSOptions{removeAll: failing})
+	mustCreate(t, s, "cam", 24)
+	ctx := context.Background()
+	n, err := s.NextNumber(ctx, "cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Append(ctx, s, "cam", FragmentMeta{Number: n, ServerTime: time.Now()}, payload("cam", n, 10)); err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := s.lookup("cam")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteStream(ctx, "cam", ""); err != nil {
+		t.Fatalf("DeleteStream with files that cannot be removed: %v, want nil (the stream is deleted)", err)
+	}
+	if _, err := s.GetStream(ctx, "cam"); !errors.Is(err, ErrStreamNotFound) {
+		t.Errorf("GetStream after DeleteStream: %v, want ErrStreamNotFound", err)
+	}
+	if _, err := os.Stat(st.dir); err != nil {
+		t.Fatalf("the stream's directory: %v, want it left (removal failed)", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Still failing: the store opens, with the leftovers in place.
+	s = mustOpenFS(t, dir, FSOptions{removeAll: failing})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(st.dir); err != nil {
+		t.Fatalf("the stream's directory: %v, want it left", err)
+	}
+	// Removable again: the next start removes them.
+	s = mustOpenFS(t, dir, FSOptions{})
+	if _, err := os.Stat(st.dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the deleted stream's directory after a start: %v, want it removed", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -38,6 +38,8 @@ type FSOptions struct {
 	Metrics prometheus.Registerer
 
 	now func() time.Time // segment age clock; tests replace it
+
+	removeAll func(string) error // removes a deleted stream's directory: os.RemoveAll (tests fail it)
 }
 
 const (
