@@ -411,12 +411,18 @@ func startBenchServer(ctx context.Context, env *Env, o benchOptions) (*benchServ
 }
 
 // stop ends the server with SIGINT (graceful), then SIGKILL after 15 s, and removes its data.
+// Where a process cannot be sent SIGINT (Windows), it is killed at once: its data is temporary.
 func (s *benchServer) stop(logf func(string, ...any)) {
-	_ = s.cmd.Process.Signal(os.Interrupt)
+	grace := 15 * time.Second
+	if err := s.cmd.Process.Signal(os.Interrupt); err != nil {
+		grace = 0
+	}
 	select {
 	case <-s.waited:
-	case <-time.After(15 * time.Second):
-		logf("server did not stop within 15 s: killing it")
+	case <-time.After(grace):
+		if grace > 0 {
+			logf("server did not stop within 15 s: killing it")
+		}
 		_ = s.cmd.Process.Kill()
 		<-s.waited
 	}
