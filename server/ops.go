@@ -135,7 +135,8 @@ func (s *Server) OpsHandler() http.Handler {
 		// As on the main listener (ServeHTTP): nothing here reads a body, and net/http discards
 		// what is left of one before it answers, so a trickling body is cut at RequestReadTimeout.
 		r.Body = newDeadlineBody(w, r.Body, s.cfg.RequestReadTimeout)
-		mux.ServeHTTP(w, r)
+		// And an answer never read is cut after MediaWriteTimeout (statusRecorder).
+		mux.ServeHTTP(&statusRecorder{ResponseWriter: w, writeTimeout: answerWriteTimeout(r, s.media.writeTimeout)}, r)
 	})
 }
 

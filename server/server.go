@@ -354,7 +354,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := newRequestID()
 	w.Header().Set("x-amzn-RequestId", id)
-	rec := &statusRecorder{ResponseWriter: w, out: s.metrics.egress[r.URL.Path]}
+	rec := &statusRecorder{ResponseWriter: w, out: s.metrics.egress[r.URL.Path], writeTimeout: answerWriteTimeout(r, s.media.writeTimeout)}
 	r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, requestInfo{id: id, endpoint: s.dataEndpoint(r)}))
 	defer func() {
 		if p := recover(); p != nil {
@@ -475,11 +475,39 @@ func newRequestID() string {
 
 // statusRecorder remembers the status for the request log. Unwrap lets http.NewResponseController
 // reach the real writer (Flush, EnableFullDuplex, deadlines) for the streaming media handlers.
+//
+// With writeTimeout set (HTTP/1: answerWriteTimeout), the answer starts with a write deadline of
+// that timeout (a pace on the connections of Listener), so that every answer, not only those
+// whose handlers set deadlines of their own (the media, JSON results, acks), ends when the client
+// stops reading: an error answer, a health check or a console file written to a client that
+// pipelines requests and reads nothing blocked its connection's goroutine and buffers for good
+// (kvs server sets no http.Server WriteTimeout, which would cut the streamed answers, and net/http
+// clears the deadline after each answer). Handlers that stream set their own deadline before
+// each write, as before.
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
-	wrote  bool
-	out    prometheus.Counter // the bytes written, for the media reads (kvs_egress_bytes_total)
+	status       int
+	wrote        bool
+	out          prometheus.Counter // the bytes written, for the media reads (kvs_egress_bytes_total)
+	writeTimeout time.Duration      // the answer's first write deadline (0: none)
+}
+
+// answerWriteTimeout is the statusRecorder.writeTimeout of r's answer: timeout on HTTP/1, none on
+// HTTP/2, whose write deadline is a timer on the stream that resets it when it fires, written to or
+// not (paced.go): it would cut a GetMedia response waiting at the live edge.
+func answerWriteTimeout(r *http.Request, timeout time.Duration) time.Duration {
+	if r.ProtoMajor != 1 {
+		return 0
+	}
+	return timeout
+}
+
+// started records that the answer starts with status code, and gives it its write deadline.
+func (w *statusRecorder) started(code int) {
+	w.status, w.wrote = code, true
+	if w.writeTimeout > 0 {
+		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.writeTimeout))
+	}
 }
 
 func (w *statusRecorder) WriteHeader(code int) {
@@ -488,14 +516,14 @@ func (w *statusRecorder) WriteHeader(code int) {
 		return
 	}
 	if !w.wrote {
-		w.status, w.wrote = code, true
+		w.started(code)
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusRecorder) Write(p []byte) (int, error) {
 	if !w.wrote {
-		w.status, w.wrote = http.StatusOK, true
+		w.started(http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(p)
 	if w.out != nil {
@@ -508,7 +536,7 @@ func (w *statusRecorder) Write(p []byte) (int, error) {
 // bufConn sends a file section with sendfile(2) (GetMediaForFragmentList, archive.go).
 func (w *statusRecorder) ReadFrom(r io.Reader) (int64, error) {
 	if !w.wrote {
-		w.status, w.wrote = http.StatusOK, true
+		w.started(http.StatusOK)
 	}
 	var n int64
 	var err error
