@@ -19,6 +19,7 @@ import (
 
 	"github.com/openkvs/kvs/internal/testutil"
 
+	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -686,5 +687,53 @@ func TestPlaybackErrorsCrossOrigin(t *testing.T) {
 		if code < 400 || hdr.Get("Access-Control-Allow-Origin") != "*" {
 			t.Errorf("GET %s: %d %s, Access-Control-Allow-Origin %q, want an error with *", path[:min(len(path), 60)], code, body, hdr.Get("Access-Control-Allow-Origin"))
 		}
+	}
+}
+
+// A playlist's track keys (which fragments need a new init segment) are cached per node, 100,000
+// of them, documented at ~100 B each: a key is a digest, not the tracks' text. A key held the
+// tracks' CodecPrivate in hex, twice its size: a producer whose Tracks carry 600 kB of it (the
+// parser takes Tracks up to 1 MiB) made each of its fragments cost 1.2 MB of cache once a
+// playlist listed them, and one ON_DEMAND playlist of 5,000 such fragments 6 GB.
+func TestHLSTrackKeysBounded(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "fs")
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	big := slices.Clone(c.tracks)
+	big[0].CodecPrivate = append(slices.Clone(big[0].CodecPrivate), make([]byte, 600_000)...)
+	header := func(tracks []mkv.Track) []byte {
+		return mkv.AppendTracks(mkv.AppendInfo(mkv.AppendSegmentStart(mkv.AppendEBMLHeader(nil, c.docType)), c.scale, "test"), tracks)
+	}
+	const n = 10
+	pc := e.startPut(t, "cam")
+	pc.write(header(big))
+	for i := range n {
+		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
+	}
+	pc.write(header(c.tracks)) // the last fragment is one a session can open on
+	pc.fragment(c.cluster(t, n, baseMillis), c.fragTimecode(n, baseMillis), true)
+	pc.end()
+	url, code := e.hlsURL(t, map[string]any{
+		"StreamName":   "cam",
+		"PlaybackMode": "ON_DEMAND",
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": time.Now().Unix() - 3600, "EndTimestamp": time.Now().Unix() + 3600}},
+	})
+	if code != "" {
+		t.Fatal(code)
+	}
+	if _, media := mediaPlaylist(t, url); strings.Count(media, "getMP4MediaFragment.mp4") != n+1 {
+		t.Fatalf("media playlist:\n%s", media)
+	}
+	p := e.srv.playback
+	p.mu.Lock()
+	entries, size := len(p.trackKeys), 0
+	for _, k := range p.trackKeys {
+		size += len(k)
+	}
+	p.mu.Unlock()
+	if entries != n+1 || size > entries*256 {
+		t.Fatalf("%d track keys cached, %d bytes: want %d, at most 256 bytes each", entries, size, n+1)
 	}
 }

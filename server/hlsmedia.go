@@ -6,13 +6,13 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/openkvs/kvs/mkv"
@@ -152,13 +152,15 @@ func trackOf(te *fmp4.TrackError) uint64 {
 }
 
 // trackKey identifies a fragment's tracks as far as MP4 is concerned: a change of key needs a new
-// init segment (EXT-X-MAP) and a discontinuity.
+// init segment (EXT-X-MAP) and a discontinuity. It is a SHA-256 digest of what identifies them,
+// 32 bytes whatever the tracks hold: keys are cached per fragment (trackKeyOf) and a producer's
+// Tracks may carry up to 1 MiB of CodecPrivate.
 func trackKey(tracks []mkv.Track) string {
-	var b strings.Builder
+	h := sha256.New()
 	for _, t := range tracks {
-		fmt.Fprintf(&b, "%d/%s/%x/%dx%d/%g/%d;", t.Number, t.CodecID, t.CodecPrivate, t.Width, t.Height, t.SamplingRate, t.Channels)
+		fmt.Fprintf(h, "%d/%s/%x/%dx%d/%g/%d;", t.Number, t.CodecID, t.CodecPrivate, t.Width, t.Height, t.SamplingRate, t.Channels)
 	}
-	return b.String()
+	return string(h.Sum(nil))
 }
 
 // fragmentParam parses the FragmentNumber query parameter.
