@@ -464,6 +464,7 @@ func newHTTPServer(ctx context.Context, log *slog.Logger, h http.Handler) *http.
 	hs := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 30 * time.Second,
+		MaxHeaderBytes:    server.MaxHeaderBytes, // headers stay in memory as long as their request runs
 		// Keep-alive connections that send nothing are closed, so idle sockets cannot pile up.
 		IdleTimeout: 2 * time.Minute,
 		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),

@@ -4,12 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the server's logger and the test to share.
@@ -257,5 +261,70 @@ func TestServeWildcardListenPrintsLoopbackURL(t *testing.T) {
 		if code := stop(); code != ExitOK {
 			t.Errorf("--listen %s: exit %d", listen, code)
 		}
+	}
+}
+
+// A request's headers stay in memory for as long as it runs (a GetMedia follower, a PutMedia
+// upload: hours), so kvs server caps them at server.MaxHeaderBytes (64 KiB, far beyond what a KVS
+// client or a browser sends) and answers more with 431. With net/http's default of 1 MiB, 64
+// GetMedia followers that each sent 1 MB of headers held about 75 MB of the server's memory for
+// as long as they followed. Measured on a kvs server process, its VmRSS, against a bound of 256
+// KiB a connection.
+func TestServeRequestHeadersBounded(t *testing.T) {
+	t.Parallel()
+	p := startKVS(t, "--data-dir", t.TempDir())
+	resp, err := http.Post(p.Endpoint+"/createStream", "application/json", strings.NewReader(`{"StreamName":"hdr","DataRetentionInHours":1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("createStream: %d", resp.StatusCode)
+	}
+	rss := func() int64 {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+		if err != nil {
+			t.Skipf("no /proc: %v", err)
+		}
+		for l := range strings.Lines(string(b)) {
+			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				return kb << 10
+			}
+		}
+		t.Fatal("no VmRSS")
+		return 0
+	}
+	const conns = 64
+	var pad strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&pad, "X-Pad-%d: %s\r\n", i, strings.Repeat("a", 1000))
+	}
+	body := `{"StreamName":"hdr","StartSelector":{"StartSelectorType":"NOW"}}`
+	req := fmt.Sprintf("POST /getMedia HTTP/1.1\r\nHost: kvs\r\n%sContent-Length: %d\r\n\r\n%s", pad.String(), len(body), body)
+	before := rss()
+	statuses := map[int]int{}
+	for range conns {
+		c, err := net.Dial("tcp", strings.TrimPrefix(p.Endpoint, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.WriteString(c, req); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		statuses[resp.StatusCode]++
+	}
+	if grown := rss() - before; grown > conns*256<<10 {
+		t.Fatalf("%d connections with 1 MB of headers each (answered %v) grew the server by %d MB, want at most %d MB",
+			conns, statuses, grown>>20, conns*256>>10)
+	}
+	if statuses[http.StatusRequestHeaderFieldsTooLarge] != conns {
+		t.Errorf("answers %v, want 431 for each", statuses)
 	}
 }

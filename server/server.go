@@ -36,6 +36,12 @@ const (
 	DefaultRequestReadTimeout = 30 * time.Second
 	// DefaultRetentionInterval is the default Config.RetentionInterval.
 	DefaultRetentionInterval = time.Minute
+	// MaxHeaderBytes is the http.Server MaxHeaderBytes kvs server runs with: a request's line and
+	// headers are kept in memory for as long as it runs (a GetMedia follower, a PutMedia upload:
+	// hours), and net/http's default of 1 MiB let each such request hold a megabyte. KVS clients
+	// send well under 8 KiB (SigV4 headers, a session token); 64 KiB leaves room for a browser's
+	// cookies on the console. More is answered 431.
+	MaxHeaderBytes = 64 << 10
 )
 
 // Config configures a Server. Store is required; every other field has a default.

@@ -32,6 +32,7 @@ func Start(t testing.TB, lis func(net.Listener) net.Listener) string {
 		ts.Listener = lis(ts.Listener)
 	}
 	ts.Config.ConnContext = server.ConnContext
+	ts.Config.MaxHeaderBytes = server.MaxHeaderBytes
 	ts.Start()
 	t.Cleanup(func() { ts.Close(); srv.Close(); st.Close() })
 	return ts.URL
