@@ -136,7 +136,7 @@ func (s *Server) OpsHandler() http.Handler {
 		// what is left of one before it answers, so a trickling body is cut at RequestReadTimeout.
 		r.Body = newDeadlineBody(w, r.Body, s.cfg.RequestReadTimeout)
 		// And an answer never read is cut after MediaWriteTimeout (statusRecorder).
-		mux.ServeHTTP(&statusRecorder{ResponseWriter: w, writeTimeout: answerWriteTimeout(r, s.media.writeTimeout)}, r)
+		mux.ServeHTTP(newAnswerRecorder(w, r, nil, s.media.writeTimeout, s.cfg.RequestReadTimeout), r)
 	})
 }
 

@@ -360,7 +360,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	id := newRequestID()
 	w.Header().Set("x-amzn-RequestId", id)
-	rec := &statusRecorder{ResponseWriter: w, out: s.metrics.egress[r.URL.Path], writeTimeout: answerWriteTimeout(r, s.media.writeTimeout)}
+	rec := newAnswerRecorder(w, r, s.metrics.egress[r.URL.Path], s.media.writeTimeout, s.cfg.RequestReadTimeout)
 	r = r.WithContext(context.WithValue(r.Context(), requestInfoKey{}, requestInfo{id: id, endpoint: s.dataEndpoint(r)}))
 	defer func() {
 		if p := recover(); p != nil {
@@ -496,6 +496,8 @@ type statusRecorder struct {
 	wrote        bool
 	out          prometheus.Counter // the bytes written, for the media reads (kvs_egress_bytes_total)
 	writeTimeout time.Duration      // the answer's first write deadline (0: none)
+	body         *requestBody       // the request's body, when it has one (newAnswerRecorder)
+	readTimeout  time.Duration      // added to writeTimeout while body has not ended
 }
 
 // answerWriteTimeout is the statusRecorder.writeTimeout of r's answer: timeout on HTTP/1, none on
@@ -508,11 +510,43 @@ func answerWriteTimeout(r *http.Request, timeout time.Duration) time.Duration {
 	return timeout
 }
 
+// newAnswerRecorder returns the statusRecorder of r's answer, with its write deadline (HTTP/1:
+// answerWriteTimeout). A body the handler has not read to its end when the answer starts is one
+// net/http discards before it writes the answer's headers, a read that readTimeout bounds
+// (newDeadlineBody): the first deadline then allows for it. So r.Body is watched for its end.
+func newAnswerRecorder(w http.ResponseWriter, r *http.Request, out prometheus.Counter, writeTimeout, readTimeout time.Duration) *statusRecorder {
+	rec := &statusRecorder{ResponseWriter: w, out: out, writeTimeout: answerWriteTimeout(r, writeTimeout)}
+	if rec.writeTimeout > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		rec.body = &requestBody{ReadCloser: r.Body}
+		rec.readTimeout = readTimeout
+		r.Body = rec.body
+	}
+	return rec
+}
+
+// requestBody is a request body that tells whether it was read to its end.
+type requestBody struct {
+	io.ReadCloser
+	ended atomic.Bool // PutMedia reads in a goroutine of its own
+}
+
+func (b *requestBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if errors.Is(err, io.EOF) {
+		b.ended.Store(true)
+	}
+	return n, err
+}
+
 // started records that the answer starts with status code, and gives it its write deadline.
 func (w *statusRecorder) started(code int) {
 	w.status, w.wrote = code, true
 	if w.writeTimeout > 0 {
-		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(w.writeTimeout))
+		timeout := w.writeTimeout
+		if w.body != nil && !w.body.ended.Load() {
+			timeout += w.readTimeout
+		}
+		_ = http.NewResponseController(w.ResponseWriter).SetWriteDeadline(time.Now().Add(timeout))
 	}
 }
 
