@@ -13,9 +13,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -248,9 +250,9 @@ func pacedServerStore(t *testing.T, st store.Store, payload []byte, h2 bool) (ts
 
 // TestPacedConnGetsWholeChunk checks the media answers on a kvs server's connections (Listener
 // and ConnContext, as kvs server sets them): a stored 4 MiB fragment of GetMedia goes to net/http
-// in one Write, so it travels as one HTTP chunk, and a reader that takes about 2.6 s for it is not
-// cut by a 1 s MediaWriteTimeout. (Elsewhere the chunk is written in 64 KiB HTTP chunks, each
-// under its own deadline: TestSlowReaderGetsLargeChunks.)
+// in Writes of streamPiece (1 MiB), so it travels in HTTP chunks that large, and a reader that
+// takes about 2.6 s for it is not cut by a 1 s MediaWriteTimeout. (Elsewhere the chunk is written
+// in 64 KiB HTTP chunks, each under its own deadline: TestSlowReaderGetsLargeChunks.)
 func TestPacedConnGetsWholeChunk(t *testing.T) {
 	t.Parallel()
 	payload := bytes.Repeat([]byte("kvs!"), 1<<20)
@@ -290,8 +292,8 @@ func TestPacedConnGetsWholeChunk(t *testing.T) {
 			break
 		}
 	}
-	if slices.Max(sizes) <= int64(len(payload)) {
-		t.Errorf("HTTP chunks %v: want the fragment's chunk (over %d bytes) in one", sizes, len(payload))
+	if big := slices.Max(sizes); big != streamPiece || len(sizes) > len(payload)/streamPiece+2 {
+		t.Errorf("HTTP chunks %v: want the fragment's chunk (over %d bytes) in pieces of %d", sizes, len(payload), streamPiece)
 	}
 }
 
@@ -379,5 +381,59 @@ func TestPacedConnHTTP2SlowReader(t *testing.T) {
 		if !bytes.Contains(got, payload) {
 			t.Fatalf("%s: the answer (%d bytes) does not hold the stored fragment", tc.path, len(got))
 		}
+	}
+}
+
+// TestSlowReadersOfStoredFragment: GetMedia readers of a stored fragment that read slowly (or not
+// at all, within the write timeout) hold a piece of it each, not all of it. Eight readers of a 16
+// MiB fragment grew the heap by 8 × 16 MiB before: the fragment was read whole into each reader's
+// buffer before its first byte went out. Not parallel: it measures the heap, with the package's
+// parallel tests paused.
+func TestSlowReadersOfStoredFragment(t *testing.T) {
+	const readers, size = 8, 16 << 20
+	fs, err := store.OpenFS(t.TempDir(), store.FSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte("kvs!"), size/4)
+	storeLargeFragment(t, fs, "cam", payload)
+	srv, err := New(Config{Store: fs, MediaWriteTimeout: 30 * time.Second, RetentionInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var delivering atomic.Int32
+	srv.media.testDeliver = func(uint64, bool) { delivering.Add(1) }
+	ts := httptest.NewUnstartedServer(srv)
+	ts.Listener = Listener(sndbufListener{ts.Listener})
+	ts.Config.ConnContext = ConnContext
+	ts.Start()
+	t.Cleanup(func() { ts.Close(); _ = srv.Close(); _ = fs.Close() })
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	body := `{"StreamName":"cam","StartSelector":{"StartSelectorType":"EARLIEST"}}`
+	for range readers {
+		c, err := net.Dial("tcp", ts.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+		fmt.Fprintf(c, "POST /getMedia HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		// The first bytes only; then the reader stops reading.
+		if _, err := io.ReadFull(c, make([]byte, 4<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "every reader's fragment on its way", 10*time.Second, func() bool { return delivering.Load() == readers })
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grown := int64(after.HeapInuse) - int64(before.HeapInuse)
+	t.Logf("heap in use grew by %.1f MiB for %d readers of a %d MiB fragment", float64(grown)/(1<<20), readers, size>>20)
+	if limit := int64(readers * 3 << 20); grown > limit {
+		t.Errorf("heap in use grew by %d MiB for %d readers of a %d MiB stored fragment: want at most %d MiB (a piece each, not the fragment)",
+			grown>>20, readers, size>>20, limit>>20)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"regexp"
@@ -372,7 +373,13 @@ func (c *consumer) deliverFrom(ctx context.Context, bf *liveFragment, oldest uin
 		}
 		return true, false, c.sendLive(bf)
 	}
-	meta, err := c.readStored(ctx, metas[0].Number)
+	var meta store.FragmentMeta
+	var payload io.ReadCloser
+	if c.tail {
+		meta, err = c.readStored(ctx, metas[0].Number)
+	} else {
+		payload, meta, err = c.m.s.store.Open(ctx, c.name, metas[0].Number)
+	}
 	switch {
 	case errors.Is(err, store.ErrFragmentNotFound):
 		c.last = metas[0].Number // purged meanwhile: skip it
@@ -382,7 +389,34 @@ func (c *consumer) deliverFrom(ctx context.Context, bf *liveFragment, oldest uin
 	case err != nil:
 		return false, false, err
 	}
+	if payload != nil {
+		defer payload.Close()
+		return true, false, c.sendStored(meta, payload)
+	}
 	return true, false, c.send(meta, true)
+}
+
+// sendStored writes a stored fragment as a GetMedia chunk, read from the store as it goes out,
+// with its trailing tags after it. A reader that takes its time holds a piece of the fragment,
+// not all of it (read whole into c.out first, twenty slow readers of a 32 MB fragment held 27 MB
+// each for as long as they read).
+func (c *consumer) sendStored(meta store.FragmentMeta, payload io.Reader) error {
+	if c.m.testDeliver != nil {
+		c.m.testDeliver(meta.Number, true)
+	}
+	var rerr error
+	n, err := c.pw.stream(payload, &rerr)
+	if rerr == nil && err == nil && n != meta.Size {
+		rerr = fmt.Errorf("%d of its %d bytes: %w", n, meta.Size, io.ErrUnexpectedEOF)
+	}
+	switch {
+	case rerr != nil: // the chunk is cut: the client sees a broken response, not a whole one
+		return fmt.Errorf("reading stored fragment %d: %w", meta.Number, rerr)
+	case err != nil:
+		return fmt.Errorf("%w: %w", errClientGone, err) // end quietly
+	}
+	c.out = c.appendTrailingTags(c.out[:0], meta)
+	return c.writeParts(meta, c.out)
 }
 
 // readStored reads fragment n's chunk from the store into c.out.

@@ -1,14 +1,22 @@
 package server
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/openkvs/kvs/internal/bufpool"
 )
 
 // writePiece is how much of a media response one write deadline covers on a connection that
 // does not pace itself (see pacedWriter).
 const writePiece = 64 << 10
+
+// streamPiece is how much of a stored fragment pacedWriter.stream reads and writes at a time on a
+// connection that paces itself: few, large writes, while a reader that takes its time holds
+// one piece of the fragment, not the whole.
+const streamPiece = 1 << 20
 
 // pacedWriter writes the chunks of a media response (GetMedia, GetMediaForFragmentList, GetClip),
 // flushing each, so that a client that stops reading is dropped after the media write timeout
@@ -79,4 +87,36 @@ func (p pacedWriter) copy(r io.Reader) error {
 	_ = p.rc.SetWriteDeadline(time.Now().Add(p.timeout))
 	_, err := io.Copy(p.w, r)
 	return err
+}
+
+// stream writes what r holds as part of one chunk, a writePiece at a time, each under the write
+// timeout, without flushing: the chunk's other parts follow with write, which flushes. Memory is
+// one piece, however large r and however slow the reader. It returns the bytes written; a read
+// error is set in *rerr (and ends the chunk), a write error returned.
+func (p pacedWriter) stream(r io.Reader, rerr *error) (int64, error) {
+	piece := writePiece
+	if p.paced {
+		piece = streamPiece // one HTTP chunk each, and socket writes as large as the socket takes
+	}
+	buf := bufpool.Get(piece)
+	defer bufpool.Put(buf)
+	buf = buf[:piece]
+	var written int64
+	for {
+		n, err := io.ReadFull(r, buf)
+		if n > 0 {
+			_ = p.rc.SetWriteDeadline(time.Now().Add(p.timeout))
+			if _, werr := p.w.Write(buf[:n]); werr != nil {
+				return written, werr
+			}
+			written += int64(n)
+		}
+		switch {
+		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+			return written, nil
+		case err != nil:
+			*rerr = err
+			return written, nil
+		}
+	}
 }
