@@ -144,6 +144,31 @@ func TestPutMediaUnknownSizeRelative(t *testing.T) {
 	}
 }
 
+// A RELATIVE cluster timecode that takes the producer start timestamp past the last time int64
+// nanoseconds hold (2262-04-11T23:47:16Z) is INVALID_PRODUCER_TIMESTAMP (4007), as a cluster
+// timecode that overflows by itself is; the sum wrapped around, and the fragment was stored with
+// a producer timestamp in 1677.
+func TestPutMediaRelativeTimestampOverflow(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam", hdrTimecodeType, "RELATIVE", hdrProducerStartTime, "9223372000") // 2262-04-11T23:46:40Z
+	pc.write(c.header())
+	pc.fragment(c.cluster(t, 0, 0), c.fragTimecode(0, 0), true) // 36 s before the end: fits
+	const late = 100_000                                        // 100 s after the start: past the end
+	pc.writeAsync(c.cluster(t, 0, late))
+	ev, b := pc.expectErrorAfter(4007)
+	checkErrorTarget(t, ev, b, false, c.fragTimecode(0, late))
+	metas, _ := storedFragments(t, e.store, "cam")
+	if len(metas) != 1 {
+		t.Fatalf("%d fragments stored, want 1", len(metas))
+	}
+	if got, want := metas[0].ProducerTime, time.Unix(9223372000, 0).Add(time.Duration(c.fragTimecode(0, 0))*time.Millisecond); !got.Equal(want) {
+		t.Errorf("producer timestamp %v, want %v", got, want)
+	}
+}
+
 func TestPutMediaHeaderErrors(t *testing.T) {
 	t.Parallel()
 	e := newMediaEnv(t, "mem")

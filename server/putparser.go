@@ -276,6 +276,9 @@ func (ps *putParser) openFragment(timecode int64) *ackErr {
 	if !ok {
 		return newAckErr(4007, "cluster timecode %d overflows at scale %d", timecode, ps.scale)
 	}
+	if ps.relative() && clusterNS > math.MaxInt64-p.startNanos {
+		return newAckErr(4007, "cluster timecode %d after the producer start timestamp is past 2262", timecode)
+	}
 	if ps.havePrev && clusterNS < ps.prevClusterNS {
 		return newAckErr(4004, "cluster timecode %d is before the previous fragment's", timecode)
 	}
