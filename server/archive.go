@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"math"
 	"net/http"
 	"sort"
 	"strconv"
@@ -108,18 +109,25 @@ func parseListFragments(r *listFragmentsRequest) (listQuery, int, error) {
 	return q, limit, nil
 }
 
-// clampNanos returns t as Unix nanoseconds, clamped to about ±146 years around 1970 so that
-// JSON timestamps up to year 5138 (which Timestamp accepts) cannot overflow.
+// clampNanos returns t as Unix nanoseconds, clamped to the range the stores keep (1677 to 2262,
+// PutMedia refuses producer timestamps beyond) so that JSON timestamps up to year 5138 (which
+// Timestamp accepts) cannot overflow. The least value is one above math.MinInt64, so that a
+// range's cursor (Start - 1) cannot overflow either.
 func clampNanos(t time.Time) int64 {
-	const limit = 1 << 62
 	switch {
-	case t.Before(time.Unix(0, -limit)):
-		return -limit
-	case t.After(time.Unix(0, limit)):
-		return limit
+	case t.Before(time.Unix(0, minRangeNanos)):
+		return minRangeNanos
+	case t.After(time.Unix(0, math.MaxInt64)):
+		return math.MaxInt64
 	}
 	return t.UnixNano()
 }
+
+// minRangeNanos is the least start of a range in Unix nanoseconds (clampNanos).
+const minRangeNanos = math.MinInt64 + 1
+
+// farFuture is the end of a range left open: the last time the stores keep.
+var farFuture = time.Unix(0, math.MaxInt64)
 
 // listTokenPrefix starts a NextToken's decoded bytes, so that they are not JSON. botocore's
 // paginators (the AWS CLI's --starting-token, boto3's PaginationConfig StartingToken) take a
@@ -151,7 +159,7 @@ func decodeListToken(tok string) (listQuery, error) {
 	switch q.Kind {
 	case "N":
 	case "S", "P":
-		if q.Start > q.End || q.Start < -(1<<62) || q.End > 1<<62 {
+		if q.Start > q.End || q.Start < minRangeNanos {
 			return listQuery{}, bad
 		}
 	default:

@@ -187,6 +187,37 @@ func TestTimestampsAtReportedPrecision(t *testing.T) {
 	}
 }
 
+// TestProducerTimestampsAfter2116: a fragment whose producer timestamp lies between 2116 and
+// 2262 (the int64 nanoseconds PutMedia stores) is listed by a range that holds it, and by the
+// open range of kvs's client (which ends in 2262). Ranges were clamped to 2^62 ns
+// (2116-02-20T23:53:38Z), so ListFragments, GetClip, HLS and GetImages found no such fragment.
+func TestProducerTimestampsAfter2116(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	const base = 5_000_000_000_000 // 2128-06-11T08:53:20Z, in ms
+	nums := e.ingestAt(t, "cam", c, 0, 2, base, true)
+	at := time.UnixMilli(base)
+	got, _ := listAll(t, e.archivedClient(), &kinesisvideoarchivedmedia.ListFragmentsInput{StreamName: aws.String("cam"),
+		FragmentSelector: &types.FragmentSelector{FragmentSelectorType: types.FragmentSelectorTypeProducerTimestamp,
+			TimestampRange: &types.TimestampRange{StartTimestamp: aws.Time(at.Add(-time.Hour)), EndTimestamp: aws.Time(at.Add(time.Hour))}}})
+	if len(got) != len(nums) {
+		t.Errorf("producer range around %s: %d fragments, want %d", at.UTC().Format(time.RFC3339), len(got), len(nums))
+	}
+	cl, err := client.New(t.Context(), client.Config{Endpoint: e.ts.URL, Region: "us-east-1", HTTPClient: e.ts.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := cl.ListFragments(t.Context(), client.ListFragmentsInput{Stream: "cam", Type: client.ProducerTimestamp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != len(nums) {
+		t.Errorf("client ListFragments on producer timestamps, range open: %d fragments, want %d", len(all), len(nums))
+	}
+}
+
 func TestListFragmentsErrors(t *testing.T) {
 	t.Parallel()
 	e := newMediaEnv(t, "mem")

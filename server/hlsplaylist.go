@@ -105,7 +105,7 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 		revealedAll = len(rest) == 0
 	}
 	if !sess.end.IsZero() && revealedAll {
-		after, err := p.inRange(ctx, sess.stream, buf, sess.kind, sess.end.Add(time.Nanosecond), time.Unix(0, 1<<62), 1)
+		after, err := p.inRange(ctx, sess.stream, buf, sess.kind, sess.end.Add(time.Nanosecond), farFuture, 1)
 		if err != nil {
 			return nil, 0, false, err
 		}
@@ -120,7 +120,7 @@ func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.Fr
 // replayEnd is the end of a LIVE_REPLAY session's range: its end timestamp, or the far future.
 func (sess *hlsSession) replayEnd() time.Time {
 	if sess.end.IsZero() {
-		return time.Unix(0, 1<<62)
+		return farFuture
 	}
 	return sess.end
 }
