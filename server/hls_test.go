@@ -380,6 +380,29 @@ func TestPlaybackURLsAWSCLI(t *testing.T) {
 	}
 }
 
+// TestHLSReplayFromFarPast: a LIVE_REPLAY session whose StartTimestamp is before 1678 (the AWS
+// CLI sends StartTimestamp=1600-01-01T00:00:00Z as -11676096000) plays from the stream's first
+// fragment. The session token kept the start as UnixNano, which wrapped around to 2184: the
+// media playlist was ResourceNotFoundException ("No fragments found").
+func TestHLSReplayFromFarPast(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	uploadClip(t, e, "cam", "h264.mkv", seq(3)...)
+	for _, typ := range []string{"PRODUCER_TIMESTAMP", "SERVER_TIMESTAMP"} {
+		url, errTyp := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "LIVE_REPLAY",
+			"HLSFragmentSelector": map[string]any{"FragmentSelectorType": typ,
+				"TimestampRange": map[string]any{"StartTimestamp": -11676096000}}})
+		if errTyp != "" {
+			t.Fatalf("%s: %s", typ, errTyp)
+		}
+		_, media := mediaPlaylist(t, url)
+		if n := strings.Count(media, "#EXTINF:"); n != 3 {
+			t.Errorf("%s from 1600: %d fragments in the media playlist, want 3:\n%s", typ, n, media)
+		}
+	}
+}
+
 func TestGetHLSStreamingSessionURLErrors(t *testing.T) {
 	t.Parallel()
 	e := newMediaEnv(t, "mem")

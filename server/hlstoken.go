@@ -54,12 +54,14 @@ func (p *playback) sign(sess *hlsSession) string {
 		Producer: sess.kind == store.ProducerTime, Disc: sess.disc, ShowTime: sess.showTime, Max: sess.max,
 		Created: sess.created.UnixMilli(), Expires: sess.expires.Unix(), Target: sess.target, First: sess.first,
 		Nonce: rand.Text()[:8], DASH: sess.dash, ShowNumber: sess.showNumber, Offset: sess.offset.Milliseconds()}
+	// Clamped: UnixNano wraps around outside 1678 to 2262, and a request may name any time
+	// from year -5138 to 5138 (Timestamp).
 	if !sess.start.IsZero() {
-		ns := sess.start.UnixNano()
+		ns := clampNanos(sess.start)
 		c.Start = &ns
 	}
 	if !sess.end.IsZero() {
-		ns := sess.end.UnixNano()
+		ns := clampNanos(sess.end)
 		c.End = &ns
 	}
 	body, _ := json.Marshal(c) // plain strings and numbers: cannot fail
