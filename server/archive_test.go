@@ -218,6 +218,30 @@ func TestProducerTimestampsAfter2116(t *testing.T) {
 	}
 }
 
+// TestRangeAtReportedTimestampFarFuture: a range that starts and ends at a fragment's reported
+// timestamp holds it in any year the stores keep. The Go SDK sends 4300000000.001 (2106); read
+// as a float64 and rounded to the microsecond it became 4300000000.001001, after the fragment.
+func TestRangeAtReportedTimestampFarFuture(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	e.ingestAt(t, "cam", c, 0, 4, 4_300_000_000_001, true)
+	am := e.archivedClient()
+	all, _ := listAll(t, am, &kinesisvideoarchivedmedia.ListFragmentsInput{StreamName: aws.String("cam")})
+	if len(all) != 4 {
+		t.Fatalf("listed %d fragments, want 4", len(all))
+	}
+	for _, f := range all {
+		got, _ := listAll(t, am, &kinesisvideoarchivedmedia.ListFragmentsInput{StreamName: aws.String("cam"),
+			FragmentSelector: &types.FragmentSelector{FragmentSelectorType: types.FragmentSelectorTypeProducerTimestamp,
+				TimestampRange: &types.TimestampRange{StartTimestamp: f.ProducerTimestamp, EndTimestamp: f.ProducerTimestamp}}})
+		if len(got) != 1 {
+			t.Errorf("range [%s, %[1]s]: %d fragments, want 1", f.ProducerTimestamp.Format(time.RFC3339Nano), len(got))
+		}
+	}
+}
+
 func TestListFragmentsErrors(t *testing.T) {
 	t.Parallel()
 	e := newMediaEnv(t, "mem")

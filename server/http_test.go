@@ -137,6 +137,10 @@ func TestTimestampJSON(t *testing.T) {
 		{"1700000000.123456", time.UnixMicro(1700000000123456)},
 		{"0", time.Unix(0, 0)},
 		{"-1.5", time.UnixMilli(-1500)},
+		{"4300000000.001", time.UnixMilli(4300000000001)}, // a float64 rounded to the µs: .001001
+		{"8600000000.001", time.UnixMilli(8600000000001)}, // .000999
+		{"1700000000.123456789", time.Unix(1700000000, 123456789)},
+		{"-0.001", time.UnixMilli(-1)},
 	} {
 		var ts Timestamp
 		if err := json.Unmarshal([]byte(tc.in), &ts); err != nil || !ts.Equal(tc.want) {

@@ -127,7 +127,8 @@ type empty struct{}
 //
 // It unmarshals from any JSON number form: integer (botocore), decimal (the Go SDK sends
 // milliseconds as 1700000000.123) or exponent (the real service's 1.625157638783E9), and rejects
-// strings, non-finite values and values beyond year ±5000. Precision is kept to the microsecond.
+// strings, non-finite values and values beyond year ±5000. A plain decimal (what the SDKs send)
+// is read exactly, to the nanosecond; an exponent form to the microsecond.
 // It marshals as a plain decimal with at most 3 fraction digits (milliseconds; trailing zeros and a
 // whole-second fraction left out), which every client parses. The zero Timestamp marshals as 0; use
 // *Timestamp with omitempty for optional members.
@@ -169,6 +170,15 @@ func (t *Timestamp) UnmarshalJSON(b []byte) error {
 	if len(b) == 0 || (b[0] != '-' && (b[0] < '0' || b[0] > '9')) {
 		return &json.UnmarshalTypeError{Value: "non-number timestamp", Type: timestampType}
 	}
+	if sec, nsec, ok := parsePlainSeconds(b); ok {
+		// What both SDKs send, read exactly: as a float64, 4300000000.001 (a time in 2106)
+		// rounded to 4300000000.001001, after a fragment at that millisecond.
+		if sec > maxTimestampSeconds || sec < -maxTimestampSeconds {
+			return &json.UnmarshalTypeError{Value: "number " + string(b), Type: timestampType}
+		}
+		t.Time = time.Unix(sec, nsec)
+		return nil
+	}
 	f, err := strconv.ParseFloat(string(b), 64)
 	if err != nil || math.IsNaN(f) || math.Abs(f) > maxTimestampSeconds {
 		return &json.UnmarshalTypeError{Value: "number " + string(b), Type: timestampType}
@@ -178,3 +188,38 @@ func (t *Timestamp) UnmarshalJSON(b []byte) error {
 }
 
 var timestampType = reflect.TypeFor[Timestamp]()
+
+// parsePlainSeconds reads a JSON number without an exponent and with at most 12 integer digits
+// ("1700000000", "-1.5", "1700000000.123456789") as seconds and nanoseconds, exactly (fraction
+// digits past the nanosecond are dropped); ok is false for any other form.
+func parsePlainSeconds(b []byte) (sec, nsec int64, ok bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	whole, frac, hasFrac := bytes.Cut(b, []byte("."))
+	if len(whole) == 0 || len(whole) > 12 || hasFrac && len(frac) == 0 {
+		return 0, 0, false
+	}
+	for _, c := range whole {
+		if c < '0' || c > '9' {
+			return 0, 0, false
+		}
+		sec = sec*10 + int64(c-'0')
+	}
+	for i, c := range frac {
+		if c < '0' || c > '9' {
+			return 0, 0, false
+		}
+		if i < 9 {
+			nsec = nsec*10 + int64(c-'0')
+		}
+	}
+	for i := len(frac); i < 9; i++ {
+		nsec *= 10
+	}
+	if neg {
+		sec, nsec = -sec, -nsec // time.Unix normalizes a negative nsec
+	}
+	return sec, nsec, true
+}
