@@ -739,9 +739,9 @@ func TestConsumerFollowsQuietStream(t *testing.T) {
 	}
 }
 
-// readFaultStore fails one AppendPayload, the failAt-th (or, with always, every one), with an
-// error the server answers mid-stream with an error chunk 5000 (a disk or a cluster backend
-// failing).
+// readFaultStore fails one payload read (Open or AppendPayload), the failAt-th (or, with always,
+// every one), with an error the server answers mid-stream with an error chunk 5000 (a disk or a
+// cluster backend failing).
 type readFaultStore struct {
 	store.Store
 	failAt int32
@@ -754,6 +754,13 @@ func (s *readFaultStore) AppendPayload(ctx context.Context, stream string, n uin
 		return b, store.FragmentMeta{}, errors.New("read: input/output error")
 	}
 	return s.Store.AppendPayload(ctx, stream, n, b)
+}
+
+func (s *readFaultStore) Open(ctx context.Context, stream string, n uint64) (io.ReadCloser, store.FragmentMeta, error) {
+	if s.reads.Add(1) == s.failAt || s.always {
+		return nil, store.FragmentMeta{}, errors.New("read: input/output error")
+	}
+	return s.Store.Open(ctx, stream, n)
 }
 
 // An error chunk for a server-side failure (5000 INTERNAL_ERROR) is not the end of the stream: the
