@@ -49,7 +49,8 @@ type ProducerConfig struct {
 	// while fragments sent on it wait for their final ACK: then it is taken as dead (a frozen
 	// server, a middlebox that dropped the flow while TCP stays open) and the producer
 	// reconnects, as the KVS producer SDKs' connection staleness check does (the C++ SDK's
-	// StreamDefinition default is 30 s, as this one's). kvs server sends IDLE every 3 s.
+	// StreamDefinition default is 30 s, as this one's). kvs server sends IDLE every 3 s. It bounds
+	// the control-plane calls a connection waits for (DescribeStream, GetDataEndpoint) the same way.
 	// Default DefaultStalenessTimeout; negative: never.
 	StalenessTimeout time.Duration
 	// OnAck, if set, is called for every ACK event of every connection (IDLE included), in order,
@@ -502,7 +503,7 @@ func (p *Producer) finalAck() (string, error) {
 		} else {
 			in.StreamName = aws.String(p.cfg.Stream)
 		}
-		out, err := p.c.Control.DescribeStream(p.ctx, in)
+		out, err := p.describeStream(in)
 		var nf *types.ResourceNotFoundException
 		if err != nil && errors.As(err, &nf) && p.cfg.CreateRetentionHours != nil && in.StreamName != nil {
 			created, cerr := p.createStream(*p.cfg.CreateRetentionHours)
@@ -513,7 +514,7 @@ func (p *Producer) finalAck() (string, error) {
 				return finalEventFor(*p.cfg.CreateRetentionHours), nil
 			}
 			// Created by someone else meanwhile, maybe with another retention: ask again.
-			out, err = p.c.Control.DescribeStream(p.ctx, in)
+			out, err = p.describeStream(in)
 		}
 		switch {
 		case err != nil:
@@ -524,6 +525,24 @@ func (p *Producer) finalAck() (string, error) {
 		}
 	}
 	return finalEventFor(*hours), nil
+}
+
+func (p *Producer) describeStream(in *kinesisvideo.DescribeStreamInput) (*kinesisvideo.DescribeStreamOutput, error) {
+	ctx, cancel := p.controlCtx(p.ctx)
+	defer cancel()
+	return p.c.Control.DescribeStream(ctx, in)
+}
+
+// controlCtx bounds a control-plane call that a connection waits for (DescribeStream,
+// CreateStream, GetDataEndpoint) by StalenessTimeout, as the connection itself is: the SDK's HTTP
+// client has no timeout, and a server that froze, or a flow that a middlebox dropped while TCP
+// stays up, held the call, and with it the producer and its Close, for ever (MaxAttempts never
+// came into play).
+func (p *Producer) controlCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if p.cfg.StalenessTimeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, p.cfg.StalenessTimeout)
 }
 
 // finalEventFor returns the final ACK of a stream with this DataRetentionInHours.
@@ -537,7 +556,9 @@ func finalEventFor(hours int) string {
 // createStream creates the stream (CreateRetentionHours) and says whether it did; one that exists
 // by now is fine.
 func (p *Producer) createStream(hours int) (created bool, err error) {
-	created, err = p.c.CreateStreamIfMissing(p.ctx, p.cfg.Stream, hours)
+	ctx, cancel := p.controlCtx(p.ctx)
+	defer cancel()
+	created, err = p.c.CreateStreamIfMissing(ctx, p.cfg.Stream, hours)
 	if err != nil {
 		return false, fmt.Errorf("create stream %s: %w", p.cfg.Stream, err)
 	}

@@ -42,7 +42,9 @@ func (p *Producer) connection(finalEvent string) (progress bool, err error) {
 		return false, nil
 	}
 
-	ep, err := p.c.DataEndpoint(ctx, p.cfg.Stream, types.APINamePutMedia)
+	epCtx, epCancel := p.controlCtx(ctx)
+	ep, err := p.c.DataEndpoint(epCtx, p.cfg.Stream, types.APINamePutMedia)
+	epCancel()
 	if err != nil {
 		return false, err
 	}

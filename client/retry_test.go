@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -415,5 +416,46 @@ func TestNoCredentialsFailsFast(t *testing.T) {
 	}
 	if n := creds.failures.Load(); n != 1 {
 		t.Errorf("the credentials were asked for %d times after they failed, want 1", n)
+	}
+}
+
+// A control-plane call that a producer makes for a connection (DescribeStream before the first,
+// GetDataEndpoint before each) and that gets no answer at all (a frozen server, a flow a
+// middlebox dropped while TCP stays up) is given up after StalenessTimeout like the connection
+// itself, and counts as a failed attempt: the producer gives up after MaxAttempts. Before, the
+// SDK's HTTP client, which has no timeout, waited for the answer for ever, and so did Close
+// (here it ended only at its own ctx's deadline, with "close: context deadline exceeded").
+func TestProducerSilentControlPlaneGivesUp(t *testing.T) {
+	t.Parallel()
+	for _, path := range []string{"/describeStream", "/getDataEndpoint"} {
+		t.Run(path, func(t *testing.T) {
+			t.Parallel()
+			m := startMedia(t, func(h http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == path {
+						_, _ = io.Copy(io.Discard, r.Body)
+						<-r.Context().Done() // never answers
+						return
+					}
+					h.ServeHTTP(w, r)
+				})
+			}, nil)
+			m.createStream(t, "cam", 24)
+			p, err := NewProducer(m.client, ProducerConfig{Stream: "cam", StalenessTimeout: 200 * time.Millisecond,
+				RetryBackoff: time.Millisecond, MaxAttempts: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := p.Send(t.Context(), clipFragments(t, "h264.mkv", time.Second)[0]); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+			defer cancel()
+			err = p.Close(ctx)
+			var pe *ProducerError
+			if !errors.As(err, &pe) || pe.Err == nil || !strings.Contains(pe.Err.Error(), "giving up after 2 attempts") {
+				t.Fatalf("Close: %v, want the producer to give up after 2 attempts without an answer", err)
+			}
+		})
 	}
 }
