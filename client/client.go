@@ -86,7 +86,7 @@ type endpointKey struct {
 // for cfg.Region and builds the control-plane client.
 //
 // Credentials: for a local endpoint (any host that is not *.amazonaws.com[.cn]) where no usable
-// credentials are configured, New falls back to static dummy credentials, so that local use needs
+// credentials are configured (and Config.Credentials is nil), New falls back to static dummy credentials, so that local use needs
 // no AWS setup at all; kvs does not check signatures. The EC2 instance-metadata source is disabled
 // for local endpoints, so that the check does not wait for a metadata service that is not there.
 // For AWS endpoints the SDK's normal credential chain applies unchanged, and a missing credential
@@ -129,7 +129,10 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Credentials != nil {
 		awsCfg.Credentials = aws.NewCredentialsCache(cfg.Credentials)
 	}
-	if local && !haveCredentials(ctx, awsCfg.Credentials) {
+	// The fallback is for a configuration that has no credentials, never for the caller's own
+	// provider: one that fails at this moment (a network not up yet at boot) may work at the first
+	// request, and a dummy key in its place would be refused by a kvs with --auth sigv4 for good.
+	if local && cfg.Credentials == nil && !haveCredentials(ctx, awsCfg.Credentials) {
 		awsCfg.Credentials = aws.NewCredentialsCache(credentials.NewStaticCredentialsProvider(localAccessKeyID, localSecretAccessKey, ""))
 	}
 	if awsCfg.Credentials != nil {

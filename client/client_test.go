@@ -1,6 +1,8 @@
 package client
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -174,5 +176,35 @@ func TestEndpointFailover(t *testing.T) {
 	}
 	if _, err := New(t.Context(), Config{Endpoint: live.URL + ",ftp://x"}); err == nil {
 		t.Fatal("a bad URL in the list: no error")
+	}
+}
+
+// Credentials that the caller sets are what requests are signed with, also when they cannot be
+// had yet when New runs (a role assumed over a network that is not up at boot, a file not written
+// yet). New replaced them for good with the local dummy key, so that against a kvs with
+// --auth sigv4 every request of the Client was refused.
+func TestNewKeepsConfiguredCredentialsThatFailAtFirst(t *testing.T) {
+	t.Parallel()
+	st := store.NewMem()
+	srv, err := server.New(server.Config{Store: st, Credentials: server.Credentials{"AKIDPROGRAM": "program-secret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() { ts.Close(); srv.Close(); st.Close() })
+	var up atomic.Bool
+	creds := aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+		if !up.Load() {
+			return aws.Credentials{}, errors.New("the network is not up yet")
+		}
+		return aws.Credentials{AccessKeyID: "AKIDPROGRAM", SecretAccessKey: "program-secret"}, nil
+	})
+	c, err := New(t.Context(), Config{Endpoint: ts.URL, HTTPClient: ts.Client(), Credentials: creds})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up.Store(true)
+	if _, err := c.Control.CreateStream(t.Context(), &kinesisvideo.CreateStreamInput{StreamName: aws.String("s")}); err != nil {
+		t.Fatalf("CreateStream: %v, want it signed with the configured key", err)
 	}
 }
