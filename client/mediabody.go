@@ -73,7 +73,8 @@ func (b *MediaBody) Read(p []byte) (int, error) {
 	return n, b.ctxErr(err)
 }
 
-// ctxErr is err, or the context's error when the context ended the body (by the deadline it sets).
+// ctxErr is err, or the context's error when the context ended the body (by closing the
+// connection).
 func (b *MediaBody) ctxErr(err error) error {
 	if err != nil && b.ctx.Err() != nil {
 		return b.ctx.Err()
@@ -218,7 +219,10 @@ func (c *Client) doRaw(req *http.Request, body []byte) (*MediaBody, *http.Respon
 
 // exchange writes req on conn, dialled to addr, and reads the answer's headers.
 func (c *Client) exchange(addr string, conn net.Conn, req *http.Request, body []byte) (*MediaBody, *http.Response, error) {
-	stop := context.AfterFunc(req.Context(), func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	// The context's end closes the connection, as net/http's transport does for the other path
+	// (a deadline alone left it open, and the server writing to it, until the caller's Close).
+	// Close reuses the connection only when this did not run.
+	stop := context.AfterFunc(req.Context(), func() { conn.Close() })
 	fail := func(err error) (*MediaBody, *http.Response, error) {
 		stop()
 		conn.Close()

@@ -212,3 +212,47 @@ func TestGetMediaForFragmentListForFileReuseByName(t *testing.T) {
 		body.Close()
 	}
 }
+
+// A body of GetMediaForFragmentListForFile is tied to its context as GetMediaForFragmentList's
+// is: when the context is done, its connection closes, also before the caller's Close (a caller
+// that gives up on a transfer by cancelling it). Before, the cancellation only set a deadline on
+// the connection, which stayed open until Close, and the server's handler stayed blocked
+// writing to it.
+func TestGetMediaForFragmentListForFileCancelClosesConnection(t *testing.T) {
+	t.Parallel()
+	url := servertest.Start(t, nil)
+	_, _, numbers := streamAt(t, url, 1)
+	c, err := New(t.Context(), Config{Endpoint: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseIdleConnections()
+	many := make([]string, MaxFragmentsPerRequest) // an answer larger than the sockets' buffers
+	for i := range many {
+		many[i] = numbers[0]
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	body, err := c.GetMediaForFragmentListForFile(ctx, "cam", many)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer body.Close()
+	if body.conn == nil {
+		t.Fatal("no raw exchange")
+	}
+	cancel()
+	wait, stop := context.WithTimeout(t.Context(), 10*time.Second) // a hang, not a speed, check
+	defer stop()
+	for {
+		// A closed connection refuses writes; one with a deadline in the past says timeout.
+		_, err := body.conn.Write([]byte("x"))
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		select {
+		case <-wait.Done():
+			t.Fatalf("the cancelled body's connection is still open before Close: write %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
