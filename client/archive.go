@@ -28,7 +28,9 @@ func (c *Client) Archived(ctx context.Context, stream string, api types.APIName)
 	}
 	return kinesisvideoarchivedmedia.NewFromConfig(c.cfg, func(o *kinesisvideoarchivedmedia.Options) {
 		o.BaseEndpoint = aws.String(ep)
-		o.HTTPClient = bufferedBodyClient{next: o.HTTPClient}
+		// A request that cannot be sent there (on a cluster, the node that wrote the stream
+		// died) makes the next call ask GetDataEndpoint again.
+		o.HTTPClient = bufferedBodyClient{next: o.HTTPClient, failed: func() { c.forgetDataEndpoint(stream, string(api)) }}
 		// ClientLimitExceededException is how KVS throttles (a stream's TPS limits; kvs server's
 		// GetImages limit, "retry in a moment"), a code the SDK's standard retryer does not know.
 		o.Retryer = failFast(retry.AddWithErrorCodes(o.Retryer, "ClientLimitExceededException"))
@@ -211,6 +213,8 @@ func (c *Client) getMediaForFragmentList(ctx context.Context, stream string, num
 		resp, err = c.do(req)
 	}
 	if err != nil {
+		// The next call asks where the stream is served now (a cluster node may have died).
+		c.forgetDataEndpoint(stream, string(types.APINameGetMediaForFragmentList))
 		return nil, fmt.Errorf("get media for fragment list %s: %w", stream, err)
 	}
 	if resp.StatusCode/100 != 2 {

@@ -177,8 +177,9 @@ func haveCredentials(ctx context.Context, p aws.CredentialsProvider) bool {
 // DataEndpoint returns the endpoint (scheme://host[:port], no trailing slash) that serves api for
 // stream, from GetDataEndpoint. stream is a stream name, or a stream ARN if it starts with "arn:".
 // Answers are cached per stream and API (the KVS producer SDKs cache it for 40 minutes) until a
-// connection to the endpoint breaks: Producer and Consumer then ask again, since on a kvs cluster
-// the stream may be written by another node by then. Errors are not cached.
+// connection to the endpoint breaks: Producer, Consumer, ListFragments, GetMediaForFragmentList
+// and the clients Archived returns then ask again, since on a kvs cluster the stream may be
+// written by another node by then. Errors are not cached.
 func (c *Client) DataEndpoint(ctx context.Context, stream string, api types.APIName) (string, error) {
 	key := endpointKey{stream, api}
 	c.mu.Lock()

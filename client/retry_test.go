@@ -459,3 +459,57 @@ func TestProducerSilentControlPlaneGivesUp(t *testing.T) {
 		})
 	}
 }
+
+// A data endpoint that cannot be reached any more (on a cluster, the node that wrote the stream
+// died and another one took it over) is asked for again by the archived-media calls too, as by
+// Producer and Consumer: before, ListFragments and GetMediaForFragmentList went on to the cached
+// dead endpoint, refused, for as long as the Client lived.
+func TestArchivedCallsForgetUnreachableDataEndpoint(t *testing.T) {
+	t.Parallel()
+	dead := "http://" + testutil.RefusedAddr(t)
+	var advertise atomic.Value
+	advertise.Store("")
+	var ts *httptest.Server
+	ts = startKVSAdvertising(t, "", func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/getDataEndpoint" {
+				ep := advertise.Load().(string)
+				if ep == "" {
+					ep = ts.URL
+				}
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, `{"DataEndpoint":"`+ep+`"}`)
+				return
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	c, err := New(t.Context(), Config{Endpoint: ts.URL, HTTPClient: ts.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := produce(t, c, ProducerConfig{Stream: "cam"}, clipFragments(t, "h264.mkv", time.Second)[:1]); err != nil {
+		t.Fatal(err)
+	}
+	c, err = New(t.Context(), Config{Endpoint: ts.URL, HTTPClient: ts.Client()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	advertise.Store(dead) // the node that writes the stream dies
+	if _, err := c.ListFragments(t.Context(), ListFragmentsInput{Stream: "cam"}); !isRefused(err) {
+		t.Fatalf("ListFragments at the dead endpoint: %v, want refused", err)
+	}
+	if _, err := c.GetMediaForFragmentList(t.Context(), "cam", []string{"1"}); !isRefused(err) {
+		t.Fatalf("GetMediaForFragmentList at the dead endpoint: %v, want refused", err)
+	}
+	advertise.Store("") // the stream is served by a live node now
+	list, err := c.ListFragments(t.Context(), ListFragmentsInput{Stream: "cam"})
+	if err != nil || len(list) != 1 {
+		t.Fatalf("ListFragments after the endpoint moved: %d fragments, %v; want 1", len(list), err)
+	}
+	body, err := c.GetMediaForFragmentList(t.Context(), "cam", []string{list[0].FragmentNumber})
+	if err != nil {
+		t.Fatalf("GetMediaForFragmentList after the endpoint moved: %v", err)
+	}
+	body.Close()
+}

@@ -20,11 +20,23 @@ const maxBufferedRequestBody = 1 << 20
 // connection mid-response. Handing the transport a private copy of the (small) body leaves nothing
 // for smithy-go's Close to race with. Seen with Go 1.26 and smithy-go v1.28 against kvs server, in
 // roughly one request in five under load.
+//
+// failed, when not nil, is called when a request could not be sent or got no answer (no HTTP
+// response at all): the Client then forgets the data endpoint it went to.
 type bufferedBodyClient struct {
-	next kinesisvideoarchivedmedia.HTTPClient
+	next   kinesisvideoarchivedmedia.HTTPClient
+	failed func()
 }
 
 func (c bufferedBodyClient) Do(r *http.Request) (*http.Response, error) {
+	resp, err := c.do(r)
+	if err != nil && c.failed != nil && r.Context().Err() == nil {
+		c.failed()
+	}
+	return resp, err
+}
+
+func (c bufferedBodyClient) do(r *http.Request) (*http.Response, error) {
 	if r.Body == nil || r.Body == http.NoBody || r.ContentLength <= 0 || r.ContentLength > maxBufferedRequestBody {
 		return c.next.Do(r)
 	}
