@@ -169,8 +169,8 @@ func (e *ChunkError) Error() string {
 	return s
 }
 
-// ErrorCode returns "FragmentNotFound" for id 4000, so that a missing fragment maps to the same
-// handling as a missing stream where callers want that; otherwise the code text.
+// ErrorCode returns "ResourceNotFoundException" for id 4000, so that a missing fragment maps to
+// the same handling as a missing stream where callers want that; otherwise the code text.
 func (e *ChunkError) ErrorCode() string {
 	if e.ID == 4000 {
 		return "ResourceNotFoundException"
