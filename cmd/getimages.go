@@ -89,11 +89,11 @@ func newGetImagesCmd(env *Env) *cobra.Command {
 as 000001.jpg, 000002.jpg, … numbered in time order (.png with --format png); samples without a
 picture write no file.
 
-Times are RFC 3339, Unix seconds (1705489836.421) or relative to now (now, -10m, -1h30m). A range
-longer than the 300 s one GetImages request covers is asked for in 300 s steps, the samples
-staying --interval apart throughout. Each image is the keyframe at or before its sample, or the
-exact frame when the interval is shorter than the stream's keyframe spacing. A sample with no
-media is NO_MEDIA; one whose media cannot be decoded is MEDIA_ERROR.
+Times are RFC 3339 (UTC when no zone is given), Unix seconds (1705489836.421) or relative to now
+(now, -10m, -1h30m). A range longer than the 300 s one GetImages request covers is asked for in
+steps of 300 s, the samples staying --interval apart throughout. Each image is the keyframe at or
+before its sample, or the exact frame when the interval is shorter than the stream's keyframe
+spacing. A sample with no media is NO_MEDIA; one whose media cannot be decoded is MEDIA_ERROR.
 
 --output table (the default) lists each sample with its file or error; json prints
 {"Images":[{"TimeStamp":…,"File":…} or {"TimeStamp":…,"Error":"NO_MEDIA"}]}, for scripts.

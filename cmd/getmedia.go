@@ -107,7 +107,8 @@ Start selectors (--start-selector, default NOW):
   SERVER_TIMESTAMP    --start-timestamp T: from the fragment containing T
   PRODUCER_TIMESTAMP  --start-timestamp T: the same on producer timestamps
   CONTINUATION_TOKEN  --continuation-token X: after the fragment a previous read ended with
-Times are RFC 3339, Unix seconds (1705489836.421) or relative to now (-10m, -1h30m).
+Times are RFC 3339 (UTC when no zone is given), Unix seconds (1705489836.421) or relative to now
+(-10m, -1h30m).
 
 It follows the live stream until interrupted, or with --no-follow stops at the live edge (kvs ends
 the response there; against AWS, which keeps it open, the read ends after --idle-timeout without

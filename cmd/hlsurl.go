@@ -88,8 +88,9 @@ adaptation set of its own.
 }
 
 const sessionURLHelp = `LIVE (the default) follows the newest fragments; LIVE_REPLAY starts at --start and plays on into
-live; ON_DEMAND plays [--start, --end] (at most 24 hours). Times are RFC 3339, Unix seconds or
-relative to now (-10m). The URL stays valid for --expires seconds (300 to 43200, default 300).`
+live; ON_DEMAND plays [--start, --end] (at most 24 hours). Times are RFC 3339 (UTC when no zone is
+given), Unix seconds or relative to now (-10m). The URL stays valid for --expires seconds (300 to
+43200, default 300).`
 
 func addSessionURLFlags(c *cobra.Command, o *hlsURLOptions, maxHelp string) {
 	f := c.Flags()

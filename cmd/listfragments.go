@@ -32,7 +32,8 @@ func newListFragmentsCmd(env *Env) *cobra.Command {
 		Long: `List a stream's fragments (ListFragments, all pages), sorted by fragment number.
 
 --start and --end select on the fragment start time, both inclusive; either may be left out.
-Times are RFC 3339, Unix seconds (1705489836.421) or relative to now (now, -10m, -1h30m).
+Times are RFC 3339 (UTC when no zone is given), Unix seconds (1705489836.421) or relative to now
+(now, -10m, -1h30m).
 
 --output json prints {"Fragments":[...]} with the KVS member names (times as RFC 3339 UTC);
 table is for people; numbers prints one fragment number per line, for
