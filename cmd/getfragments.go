@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,14 +23,15 @@ import (
 )
 
 // maxBatch is the most fragments one GetMediaForFragmentList request asks for, and batchBytes
-// the most bytes when ListFragments told the sizes (a batch holds at least one fragment). Batches
-// are held in memory until written in order, so these (times --parallel, times two for the
-// reorder window) bound memory. Small batches of big fragments also spread one stream's fragments
-// over all the requests in flight instead of a few.
+// the most bytes (a batch holds at least one fragment), by the sizes ListFragments told or, for
+// fragment numbers given, the sizes the answers showed (batchPlan). Batches are held in memory
+// until written in order: windowBytes bounds what is held beyond --parallel batches. Small
+// batches of big fragments also spread one stream's fragments over all the requests in flight
+// instead of a few.
 const (
 	maxBatch    = 10
 	batchBytes  = 4 << 20
-	windowBytes = 32 << 20 // batches held when sizes are known: at least --parallel
+	windowBytes = 32 << 20 // bytes of batches held, when more than --parallel batches are
 )
 
 type getFragmentsOptions struct {
@@ -198,23 +200,12 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error
 	// fetch gets the fragments in order, in batches fetched in parallel, and hands each to write.
 	fetch := func(write func(*mkv.Fragment) error) error {
 		bar := newProgress(env.Stderr, int64(len(numbers)), false, "get-fragments "+stream)
-		batches := makeBatches(numbers, sizes, o.Parallel)
-		window := 2 * o.Parallel
-		if sizes != nil {
-			// Memory held is what the process must fault in; on a 2-core machine 8 requests of 5 MB
-			// fragments with a window of 16 ran slower than 2 requests did.
-			var total int64
-			for _, sz := range sizes {
-				total += sz
-			}
-			if avg := total / int64(len(batches)); avg > 0 {
-				window = max(o.Parallel, min(window, int(windowBytes/avg)))
-			}
+		fetchBatch := func(ctx context.Context, numbers []string, size func(int64)) ([]*mkv.Fragment, error) {
+			return withRetry(func(ctx context.Context, numbers []string) ([]*mkv.Fragment, error) {
+				return fetchBatch(ctx, cl, stream, numbers, size)
+			})(ctx, numbers)
 		}
-		fetchBatch := withRetry(func(ctx context.Context, numbers []string) ([]*mkv.Fragment, error) {
-			return fetchBatch(ctx, cl, stream, numbers)
-		})
-		err := fetchInOrder(ctx, batches, o.Parallel, window, fetchBatch, func(frags []*mkv.Fragment) error {
+		err := fetchInOrder(ctx, numbers, sizes, o.Parallel, 2*o.Parallel, fetchBatch, func(frags []*mkv.Fragment) error {
 			for _, f := range frags {
 				if err := write(f); err != nil {
 					return fmt.Errorf("writing: %w", err)
@@ -237,15 +228,16 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error
 		}
 		inOrder := func(w io.Writer) error {
 			bar := newProgress(env.Stderr, int64(len(numbers)), false, "get-fragments "+stream)
-			batches := makeBatches(numbers, sizes, o.Parallel)
-			fetch := withRetry(func(ctx context.Context, numbers []string) (rawBatch, error) {
+			fetch := func(ctx context.Context, numbers []string, length func(int64)) (rawBatch, error) {
 				var expect int64
 				for _, n := range numbers {
 					expect += size[n]
 				}
-				return fetchRawBatch(ctx, cl, stream, numbers, int(expect))
-			})
-			err := fetchInOrder(ctx, batches, o.Parallel, o.Parallel+1, fetch, func(b rawBatch) error {
+				return withRetry(func(ctx context.Context, numbers []string) (rawBatch, error) {
+					return fetchRawBatch(ctx, cl, stream, numbers, int(expect), length)
+				})(ctx, numbers)
+			}
+			err := fetchInOrder(ctx, numbers, sizes, o.Parallel, o.Parallel+1, fetch, func(b rawBatch) error {
 				defer bufpool.Put(b.buf)
 				for _, c := range b.chunks {
 					if _, err := w.Write(c); err != nil {
@@ -302,76 +294,206 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error
 // in flight, at most maxBatch fragments, and, when sizes are known, at most batchBytes (at least
 // one fragment).
 func makeBatches(numbers []string, sizes []int64, parallel int) [][]string {
-	limit := min(max((len(numbers)+parallel-1)/parallel, 1), maxBatch)
+	limit := batchLimit(len(numbers), parallel)
 	var batches [][]string
-	start, bytes := 0, int64(0)
-	for i := range numbers {
-		if i > start && (i-start == limit || (sizes != nil && bytes+sizes[i] > batchBytes)) {
-			batches = append(batches, numbers[start:i])
-			start, bytes = i, 0
-		}
-		if sizes != nil {
-			bytes += sizes[i]
-		}
-	}
-	if start < len(numbers) {
-		batches = append(batches, numbers[start:])
+	for start := 0; start < len(numbers); {
+		end, _ := knownBatchEnd(numbers, sizes, start, limit)
+		batches = append(batches, numbers[start:end])
+		start = end
 	}
 	return batches
 }
 
-// fetchInOrder fetches batches with up to parallel GetMediaForFragmentList requests (fetch) and
-// calls emit for every batch in order. At most window batches are held (fetched or being fetched,
-// not yet written).
-func fetchInOrder[T any](ctx context.Context, batches [][]string, parallel, window int,
-	fetch func(context.Context, []string) (T, error), emit func(T) error) error {
-	results := make([]chan T, len(batches))
-	for i := range results {
-		results[i] = make(chan T, 1)
+// batchLimit is the most fragments a batch of n holds: an even share per request in flight, at
+// most maxBatch.
+func batchLimit(n, parallel int) int { return min(max((n+parallel-1)/parallel, 1), maxBatch) }
+
+// knownBatchEnd returns where the batch that starts at numbers[start] ends: after limit
+// fragments or, when sizes are known, before batchBytes are passed (at least one fragment); and
+// its size in bytes (0 when sizes are unknown).
+func knownBatchEnd(numbers []string, sizes []int64, start, limit int) (end int, bytes int64) {
+	end = start
+	for end < len(numbers) && end-start < limit {
+		if sizes != nil {
+			if end > start && bytes+sizes[end] > batchBytes {
+				break
+			}
+			bytes += sizes[end]
+		}
+		end++
 	}
-	held := make(chan struct{}, window) // batches held, released when written
-	jobs := make(chan int)
+	return end, bytes
+}
+
+// heldBatch is one GetMediaForFragmentList request of fetchInOrder, from when it is cut until
+// its answer is written.
+type heldBatch struct {
+	numbers []string
+	bytes   int64 // counted in batchPlan.held: its answer's length once known, until then an estimate
+}
+
+// batchPlan cuts fragment numbers into GetMediaForFragmentList requests as they are fetched, and
+// bounds what is held: the answers fetched or being fetched and not yet written. The sizes come
+// from ListFragments, or, for numbers given without them, are learned from the answers: the
+// first request asks for one fragment and the next wait for its length (kvs sends a
+// Content-Length; without one, the answer's end), and each batch after holds as many fragments as
+// batchBytes allows at the biggest fragment seen so far. Either way the answers held stay near
+// windowBytes, or --parallel batches of one fragment when fragments are bigger than a batch. A
+// stream whose fragments grow after the first answers can hold more until its bigger answers
+// arrive (the batches cut at the old size, window of them at most). Safe for concurrent use.
+type batchPlan struct {
+	numbers  []string
+	sizes    []int64 // nil: unknown
+	parallel int
+	window   int           // the most batches held, at least parallel
+	limit    int           // batchLimit
+	changed  chan struct{} // 1 slot: what is held, or the size learned, changed
+
+	mu       sync.Mutex
+	next     int   // the first number not yet in a batch
+	held     int64 // bytes of the batches held
+	batches  int   // batches held
+	fragSize int64 // bytes: the largest fragment an answer showed (its length over its fragments); 0: none yet
+}
+
+func newBatchPlan(numbers []string, sizes []int64, parallel, window int) *batchPlan {
+	return &batchPlan{numbers: numbers, sizes: sizes, parallel: parallel, window: window, limit: batchLimit(len(numbers), parallel),
+		changed: make(chan struct{}, 1)}
+}
+
+// take returns the next batch once there is room to hold it; false when every number is in a
+// batch or ctx is done.
+func (p *batchPlan) take(ctx context.Context) (*heldBatch, bool) {
+	for {
+		if b, done := p.tryTake(); b != nil || done {
+			return b, b != nil
+		}
+		select {
+		case <-p.changed:
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+}
+
+func (p *batchPlan) tryTake() (b *heldBatch, done bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.next == len(p.numbers) {
+		return nil, true
+	}
+	end, bytes := knownBatchEnd(p.numbers, p.sizes, p.next, p.limit)
+	if p.sizes == nil {
+		if p.fragSize == 0 && p.batches > 0 {
+			return nil, false // the first answer's length tells how big the next may be
+		}
+		n := 1
+		if p.fragSize > 0 {
+			n = int(min(max(batchBytes/p.fragSize, 1), int64(p.limit)))
+		}
+		end = min(p.next+n, len(p.numbers))
+		bytes = int64(end-p.next) * p.fragSize
+	}
+	// Requests in flight first, up to --parallel; more, to window, while the bytes held allow.
+	if p.batches > 0 && (p.batches >= p.window || p.batches >= p.parallel && p.held+bytes > windowBytes) {
+		return nil, false
+	}
+	b = &heldBatch{numbers: p.numbers[p.next:end], bytes: bytes}
+	p.next = end
+	p.held += bytes
+	p.batches++
+	return b, false
+}
+
+// learn records that b's answer is n bytes long (again, if it is retried).
+func (p *batchPlan) learn(b *heldBatch, n int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held += n - b.bytes
+	b.bytes = n
+	if p.sizes == nil {
+		p.fragSize = max(p.fragSize, (n+int64(len(b.numbers))-1)/int64(len(b.numbers)), 1)
+	}
+	p.wake()
+}
+
+// release records that b's answer was written.
+func (p *batchPlan) release(b *heldBatch) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.held -= b.bytes
+	p.batches--
+	p.wake()
+}
+
+func (p *batchPlan) wake() {
+	select {
+	case p.changed <- struct{}{}:
+	default:
+	}
+}
+
+// fetchInOrder fetches numbers (with their sizes, or nil) in batches, with up to parallel
+// GetMediaForFragmentList requests (fetch), and calls emit for every batch in order. What is
+// held (batches fetched or being fetched, not yet written) is at most window batches (at least
+// parallel), and bounded in bytes as batchPlan tells; fetch
+// calls its size argument with the answer's length in bytes as soon as it knows it (again on a
+// retry).
+func fetchInOrder[T any](ctx context.Context, numbers []string, sizes []int64, parallel, window int,
+	fetch func(ctx context.Context, numbers []string, size func(int64)) (T, error), emit func(T) error) error {
+	type job struct {
+		batch  *heldBatch
+		result chan T
+	}
+	plan := newBatchPlan(numbers, sizes, parallel, window)
+	order := make(chan job, window) // never full: at most window batches are held
+	jobs := make(chan job)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { // feeder
 		defer close(jobs)
-		for i := range batches {
+		defer close(order)
+		for {
+			b, ok := plan.take(gctx)
+			if !ok {
+				return nil
+			}
+			j := job{b, make(chan T, 1)}
 			select {
-			case held <- struct{}{}:
+			case order <- j:
 			case <-gctx.Done():
 				return nil
 			}
 			select {
-			case jobs <- i:
+			case jobs <- j:
 			case <-gctx.Done():
 				return nil
 			}
 		}
-		return nil
 	})
 	for range parallel {
 		g.Go(func() error {
-			for i := range jobs {
-				b, err := fetch(gctx, batches[i])
+			for j := range jobs {
+				v, err := fetch(gctx, j.batch.numbers, func(n int64) { plan.learn(j.batch, n) })
 				if err != nil {
 					return err
 				}
-				results[i] <- b
+				j.result <- v
 			}
 			return nil
 		})
 	}
 	g.Go(func() error { // writer, in order
-		for i := range batches {
-			var b T
+		for j := range order {
+			var v T
 			select {
-			case b = <-results[i]:
+			case v = <-j.result:
 			case <-gctx.Done():
 				return nil
 			}
-			if err := emit(b); err != nil {
+			if err := emit(v); err != nil {
 				return err
 			}
-			<-held
+			plan.release(j.batch)
 		}
 		return nil
 	})
@@ -404,15 +526,22 @@ func withRetry[T any](fetch func(context.Context, []string) (T, error)) func(con
 	}
 }
 
-// fetchBatch gets numbers with one request and checks that each comes back once, in order.
-func fetchBatch(ctx context.Context, cl *client.Client, stream string, numbers []string) ([]*mkv.Fragment, error) {
+// fetchBatch gets numbers with one request and checks that each comes back once, in order. It
+// calls size with the answer's length: its Content-Length, or the bytes read when it has none.
+func fetchBatch(ctx context.Context, cl *client.Client, stream string, numbers []string, size func(int64)) ([]*mkv.Fragment, error) {
 	body, err := cl.GetMediaForFragmentList(ctx, stream, numbers)
 	if err != nil {
 		return nil, err
 	}
 	defer body.Close()
+	r := &countedReader{r: answerReader(body)}
+	if body.Length >= 0 {
+		size(body.Length)
+	} else {
+		defer func() { size(r.n) }()
+	}
 	answer := newBatchAnswer[*mkv.Fragment](numbers)
-	fr := mkv.NewFragmentReader(body)
+	fr := mkv.NewFragmentReader(r)
 	for {
 		f, err := fr.Next()
 		if errors.Is(err, io.EOF) {
@@ -433,4 +562,32 @@ func fetchBatch(ctx context.Context, cl *client.Client, stream string, numbers [
 		}
 	}
 	return answer.inOrder(numbers)
+}
+
+// testAnswerRead, set by a test (which then does not run in parallel), is told the bytes read of
+// every GetMediaForFragmentList answer the in-order paths read.
+var testAnswerRead func(n int)
+
+// answerReader is body, counted for testAnswerRead when a test set it.
+func answerReader(body io.Reader) io.Reader {
+	if testAnswerRead == nil {
+		return body
+	}
+	return &countedReader{r: body, read: testAnswerRead}
+}
+
+// countedReader counts the bytes read from r, and tells read (when set) of each read.
+type countedReader struct {
+	r    io.Reader
+	n    int64
+	read func(int)
+}
+
+func (c *countedReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n += int64(n)
+	if c.read != nil {
+		c.read(n)
+	}
+	return n, err
 }

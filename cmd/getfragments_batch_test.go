@@ -52,3 +52,50 @@ func TestMakeBatches(t *testing.T) {
 		}
 	}
 }
+
+// Without sizes (fragment numbers given), batchPlan asks for one fragment first, cuts nothing
+// more until that answer's length is known, then cuts batches of batchBytes at the biggest
+// fragment seen, and holds no more than windowBytes beyond --parallel batches.
+func TestBatchPlanLearnsSizes(t *testing.T) {
+	t.Parallel()
+	numbers := make([]string, 100)
+	for i := range numbers {
+		numbers[i] = fmt.Sprint(i)
+	}
+	p := newBatchPlan(numbers, nil, 2, 4)
+	first, _ := p.tryTake()
+	if first == nil || len(first.numbers) != 1 {
+		t.Fatalf("first batch %v, want one fragment", first)
+	}
+	if b, done := p.tryTake(); b != nil || done {
+		t.Fatalf("a second batch (%v) before the first answer's length is known", b)
+	}
+	p.learn(first, 1000) // small fragments: as many as a batch takes
+	if b, _ := p.tryTake(); b == nil || len(b.numbers) != maxBatch {
+		t.Fatalf("batch after a 1000-byte fragment: %v, want %d fragments", b, maxBatch)
+	}
+	p.learn(first, 12<<20) // a 12 MiB fragment (a retry that answered more): one a batch
+	var held []*heldBatch
+	for {
+		b, _ := p.tryTake()
+		if b == nil {
+			break
+		}
+		if len(b.numbers) != 1 {
+			t.Fatalf("batch after a 12 MiB fragment: %d fragments, want 1", len(b.numbers))
+		}
+		held = append(held, b)
+	}
+	// Beyond --parallel (2) batches, windowBytes allows one 12 MiB batch more (36 MiB held), not
+	// two, though the window (4) would.
+	if p.batches != 3 || len(held) != 1 {
+		t.Fatalf("%d batches held (%d of 12 MiB cut), want 3", p.batches, len(held))
+	}
+	p.release(first) // written: 12 MiB and the 10 small fragments held, one more fits
+	if b, _ := p.tryTake(); b == nil {
+		t.Fatalf("no batch cut with %d MiB held", p.held>>20)
+	}
+	if b, _ := p.tryTake(); b != nil {
+		t.Fatalf("a batch cut with %d MiB held", p.held>>20)
+	}
+}

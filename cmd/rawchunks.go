@@ -97,16 +97,26 @@ type rawBatch struct {
 }
 
 // fetchRawBatch gets numbers with one request and checks that each comes back once; expect is
-// the response's expected size (0: unknown).
-func fetchRawBatch(ctx context.Context, cl *client.Client, stream string, numbers []string, expect int) (rawBatch, error) {
+// the response's expected size (0: unknown). It calls size with the answer's length: its
+// Content-Length, or the bytes read when it has none.
+func fetchRawBatch(ctx context.Context, cl *client.Client, stream string, numbers []string, expect int, size func(int64)) (rawBatch, error) {
 	body, err := cl.GetMediaForFragmentList(ctx, stream, numbers)
 	if err != nil {
 		return rawBatch{}, err
 	}
 	defer body.Close()
-	buf, err := readAll(body, max(expect+expect/8+64<<10, 1<<20))
+	if body.Length >= 0 {
+		size(body.Length)
+		if expect == 0 { // the buffer to start with: no more than a window, whatever the server says
+			expect = int(min(body.Length, windowBytes))
+		}
+	}
+	buf, err := readAll(answerReader(body), max(expect+expect/8+64<<10, 1<<20))
 	if err != nil {
 		return rawBatch{}, fmt.Errorf("reading fragments: %w", err)
+	}
+	if body.Length < 0 {
+		size(int64(len(buf)))
 	}
 	chunks, err := checkRawChunks(buf, numbers)
 	if err != nil {
