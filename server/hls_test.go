@@ -760,3 +760,45 @@ func TestHLSTrackKeysBounded(t *testing.T) {
 		t.Fatalf("%d track keys cached, %d bytes: want %d, at most 256 bytes each", entries, size, n+1)
 	}
 }
+
+// TestHLSProducerClockAtEpoch: a producer whose timestamps start at the Unix epoch (RELATIVE
+// timecodes with a start timestamp of 0, or a camera without NTP or a real-time clock) is played
+// through HLS as through DASH (TestDASHProducerClockAtEpoch): the first fragment's B-frames would
+// decode before the epoch, and its media segment was InvalidMediaFrameException ("first decode
+// time 7200 ticks before the timeline start").
+func TestHLSProducerClockAtEpoch(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // drives ffprobe
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, "cam", hdrTimecodeType, "RELATIVE", hdrProducerStartTime, "0")
+	if pc.status != 200 {
+		t.Fatalf("putMedia: %d %s", pc.status, pc.errTyp)
+	}
+	pc.write(c.header())
+	for i := range c.frags {
+		pc.fragment(c.cluster(t, i, 0), c.fragTimecode(i, 0), true)
+	}
+	pc.end()
+	now := time.Now().Unix()
+	url, code := e.hlsURL(t, map[string]any{
+		"StreamName":   "cam",
+		"PlaybackMode": "ON_DEMAND",
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "SERVER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": now - 3600, "EndTimestamp": now + 3600}},
+	})
+	if code != "" {
+		t.Fatal(code)
+	}
+	_, media := mediaPlaylist(t, url)
+	base := url[:strings.LastIndex(url, "/")+1]
+	for _, m := range regexp.MustCompile(`(?m)^getMP4MediaFragment\.mp4\?\S+$`).FindAllString(media, -1) {
+		if code, _, b := httpGet(t, base+m); code != 200 {
+			t.Errorf("%s: %d %s", m[strings.LastIndex(m, "&")+1:], code, b)
+		}
+	}
+	if got, want := ffprobeStreams(t, url), wantStreams(t, "h264.mkv", 1); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ffprobe of the HLS URL:\n got %+v\nwant %+v", got, want)
+	}
+}

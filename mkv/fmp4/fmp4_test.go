@@ -358,9 +358,28 @@ func TestTimingBFrames(t *testing.T) {
 	if got := frag.Mdat.Data; !bytes.Equal(got, []byte{0, 0, 0, 1, 0x65, 0, 0, 0, 1, 0x41, 0, 0, 0, 1, 0x01, 0, 0, 0, 1, 0x01}) {
 		t.Errorf("mdat %x", got)
 	}
-	// At the very start of a timeline the reorder delay has no room.
-	if _, err := AppendMediaSegment(nil, 1, f, 0); !errors.Is(err, ErrTimeRange) {
-		t.Errorf("start 0: %v, want ErrTimeRange", err)
+	// At the very start of a timeline (a producer clock at the Unix epoch, in HLS) the reorder
+	// delay has no room: the first decode times are moved to 0, 1 (never past their presentation),
+	// every presentation time kept. It was ErrTimeRange, and the player's first segment 400.
+	seg, err = AppendMediaSegment(nil, 1, f, 0)
+	if err != nil {
+		t.Fatalf("start 0: %v", err)
+	}
+	if parsed, err = mp4.DecodeFile(bytes.NewReader(seg)); err != nil {
+		t.Fatal(err)
+	}
+	traf = parsed.Segments[0].Fragments[0].Moof.Traf
+	var dts, pts []int64
+	d := int64(traf.Tfdt.BaseMediaDecodeTime())
+	for _, s := range traf.Trun.Samples {
+		dts, pts = append(dts, d), append(pts, d+int64(s.CompositionTimeOffset))
+		d += int64(s.Dur)
+	}
+	if want := []int64{0, 1, 3600, 7200}; !equal(dts, want) {
+		t.Errorf("start 0: decode times %v, want %v", dts, want)
+	}
+	if want := []int64{0, 10800, 3600, 7200}; !equal(pts, want) {
+		t.Errorf("start 0: presentation times %v, want %v", pts, want)
 	}
 }
 

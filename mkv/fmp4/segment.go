@@ -57,9 +57,9 @@ type sample struct {
 //     fragment's reorder delay (the largest amount any frame's presentation would otherwise
 //     precede its decode time), so that composition offsets (pts − dts) are never negative and
 //     the trun stays version 0. Audio has no reordering: its decode time is its timestamp.
-//   - The baseMediaDecodeTime (tfdt, version 1) is the first decode time; it is an error
-//     (ErrTimeRange) for it to be negative, which start ≥ the reorder delay (a few frames)
-//     prevents.
+//   - The baseMediaDecodeTime (tfdt, version 1) is the first decode time. Decode times that
+//     would fall before 0 (start under the reorder delay, a few frames) are moved to 0, 1, 2…
+//     ticks instead, never past their presentation time.
 //   - A sample lasts until the next one's decode time; the last lasts its BlockDuration, else the
 //     track's DefaultDuration, else the mean spacing of the track's frames in f, else 1024 samples
 //     for AAC and 1/30 s for video.
@@ -226,20 +226,20 @@ func placeSamples(f *mkv.Fragment, ts []track, start int64, next []int64) ([][]s
 			for i := range smp {
 				smp[i].dts = sorted[i] - delay
 			}
-			if smp[0].dts < 0 {
-				return nil, fmt.Errorf("%w: first decode time %d ticks before the timeline start (start the timeline later)",
-					ErrTimeRange, -smp[0].dts)
-			}
 			// A fragment whose reorder delay exceeds the previous one's would decode its first
 			// samples at or before the previous fragment's last: players drop such samples (ffmpeg
 			// discards the keyframe, and the rest of its GOP decodes from the wrong picture). Those
-			// samples are moved later, one tick apart, never past their presentation time.
+			// samples are moved later, one tick apart, never past their presentation time. The
+			// same holds at the timeline's start (0): a fragment presented within its reorder
+			// delay of it (a producer clock at the Unix epoch, HLS) decodes its first samples
+			// from 0 on rather than failing.
+			var lo int64
 			if next != nil {
-				lo := next[k]
-				for i := 0; i < len(smp) && smp[i].dts < lo; i++ {
-					smp[i].dts = min(lo, smp[i].pts)
-					lo = smp[i].dts + 1
-				}
+				lo = next[k]
+			}
+			for i := 0; i < len(smp) && smp[i].dts < lo; i++ {
+				smp[i].dts = min(lo, smp[i].pts)
+				lo = smp[i].dts + 1
 			}
 		} else {
 			// Audio is stored in decode order with no reordering; keep decode times monotonic.
