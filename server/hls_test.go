@@ -802,3 +802,75 @@ func TestHLSProducerClockAtEpoch(t *testing.T) {
 		t.Errorf("ffprobe of the HLS URL:\n got %+v\nwant %+v", got, want)
 	}
 }
+
+// TestHLSReorderDelayGrows: a fragment whose B-frame reorder delay is longer than the one before
+// it (x264 with adaptive B-frames: a GOP of I P P P, then one of I P B B) must not decode its
+// keyframe at or before the previous segment's last decode time: ffmpeg marks that keyframe
+// discarded, and the rest of its GOP decodes from the previous GOP's pictures (an x264
+// b-adapt=2 encode played through HLS read 198 of its 200 frames). Decode times increase
+// through the playlist's segments, presentation times are the producer's.
+func TestHLSReorderDelayGrows(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // drives ffprobe
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	frame := func(tc int64, key bool) mkv.Frame {
+		return mkv.Frame{Track: 1, Timecode: baseMillis + tc, Keyframe: key, Data: []byte{0, 0, 0, 1, 0x41}}
+	}
+	frags := [][]mkv.Frame{
+		{frame(0, true), frame(40, false), frame(80, false), frame(120, false)},
+		{frame(160, true), frame(280, false), frame(200, false), frame(240, false)},
+	}
+	pc := e.startPut(t, "cam")
+	if pc.status != 200 {
+		t.Fatalf("putMedia: %d %s", pc.status, pc.errTyp)
+	}
+	pc.write(c.header())
+	for _, fr := range frags {
+		b, err := mkv.AppendCluster(nil, fr[0].Timecode, fr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc.fragment(b, fr[0].Timecode, true)
+	}
+	pc.end()
+	url, code := e.hlsURL(t, map[string]any{
+		"StreamName":   "cam",
+		"PlaybackMode": "ON_DEMAND",
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}},
+	})
+	if code != "" {
+		t.Fatal(code)
+	}
+	bin, err := exec.LookPath("ffprobe")
+	if err != nil {
+		t.Skip("no ffprobe")
+	}
+	out, err := exec.CommandContext(t.Context(), bin, "-v", "error", "-show_entries", "packet=pts,dts,flags", "-of", "csv=p=0", url).Output()
+	if err != nil {
+		t.Fatalf("ffprobe: %v", err)
+	}
+	var dts, pts []int64
+	for _, l := range strings.Fields(string(out)) {
+		var p, d int64
+		var flags string
+		if _, err := fmt.Sscanf(strings.ReplaceAll(l, ",", " "), "%d %d %s", &p, &d, &flags); err != nil {
+			t.Fatalf("ffprobe line %q: %v", l, err)
+		}
+		if strings.Contains(flags, "D") {
+			t.Errorf("packet pts %d dts %d marked discarded (%s)", p, d, flags)
+		}
+		pts, dts = append(pts, p-baseMillis*90), append(dts, d-baseMillis*90)
+	}
+	for i := 1; i < len(dts); i++ {
+		if dts[i] <= dts[i-1] {
+			t.Errorf("packet %d decodes at %d, not after packet %d (%d): decode times %v", i, dts[i], i-1, dts[i-1], dts)
+		}
+	}
+	// 90 kHz: 40 ms is 3600 ticks.
+	if want := []int64{0, 3600, 7200, 10800, 14400, 25200, 18000, 21600}; !slices.Equal(pts, want) {
+		t.Errorf("presentation times %v, want %v", pts, want)
+	}
+}

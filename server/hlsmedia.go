@@ -291,13 +291,17 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 	if err != nil {
 		return nil, err
 	}
-	start := time.Duration(meta.ProducerTime.UnixNano()) - time.Duration(origin)*time.Millisecond
-	var seg []byte
-	if track != 0 {
-		seg, err = fmp4.AppendTrackSegment(nil, uint32(n), f, track, start)
-	} else {
-		seg, err = fmp4.AppendMediaSegment(nil, uint32(n), f, start)
+	at := func(m store.FragmentMeta) time.Duration {
+		return time.Duration(m.ProducerTime.UnixNano()) - time.Duration(origin)*time.Millisecond
 	}
+	// A fragment with B-frames decodes its first samples after those of the fragment right
+	// before it on the producer timeline, which it is therefore made with (segmentAfter).
+	var prev *mkv.Fragment
+	var prevMeta store.FragmentMeta
+	if reorders(f) {
+		prev, prevMeta = p.fragmentBefore(ctx, sess.stream, meta)
+	}
+	seg, err := fmp4.AppendSegmentAfter(nil, uint32(n), f, track, at(meta), prev, at(prevMeta))
 	if err != nil {
 		return nil, mediaError(err)
 	}
@@ -498,4 +502,45 @@ func (p *playback) liveEdgeWait(sess *hlsSession, frags []store.FragmentMeta, at
 		return 0
 	}
 	return min(segmentWait(prev.Duration), segmentWait(maxDur))
+}
+
+// reorders reports whether f has frames out of presentation order on a track (B-frames).
+func reorders(f *mkv.Fragment) bool {
+	last := map[uint64]int64{}
+	for _, fr := range f.Frames {
+		if l, ok := last[fr.Track]; ok && fr.Timecode < l {
+			return true
+		}
+		last[fr.Track] = fr.Timecode
+	}
+	return false
+}
+
+// fragmentBefore returns the fragment of the stream that ends where the one of meta starts (within
+// hlsGapThreshold) on the producer timeline, the latest-starting before it, or nil. Which one it
+// is depends on the stream alone, so a segment is the same for every session.
+func (p *playback) fragmentBefore(ctx context.Context, name string, meta store.FragmentMeta) (*mkv.Fragment, store.FragmentMeta) {
+	lo := meta.ProducerTime.Add(-p.s.media.maxFragmentDuration - hlsGapThreshold)
+	frags, err := p.inRange(ctx, name, p.s.media.bufferNamed(name), store.ProducerTime, lo, meta.ProducerTime, 0)
+	if err != nil {
+		return nil, store.FragmentMeta{}
+	}
+	var best *store.FragmentMeta
+	for i, g := range frags {
+		if g.Number == meta.Number || !g.ProducerTime.Before(meta.ProducerTime) ||
+			meta.ProducerTime.Sub(g.ProducerTime.Add(g.Duration)).Abs() > hlsGapThreshold {
+			continue
+		}
+		if best == nil || g.ProducerTime.After(best.ProducerTime) {
+			best = &frags[i]
+		}
+	}
+	if best == nil {
+		return nil, store.FragmentMeta{}
+	}
+	f, m, err := p.fragment(ctx, name, best.Number)
+	if err != nil {
+		return nil, store.FragmentMeta{}
+	}
+	return f, m
 }

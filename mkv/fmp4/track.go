@@ -31,14 +31,7 @@ func AppendTrackSegment(dst []byte, seq uint32, f *mkv.Fragment, number uint64, 
 	if err != nil {
 		return dst, err
 	}
-	g := *f
-	g.Frames = make([]mkv.Frame, 0, len(f.Frames))
-	for _, fr := range f.Frames {
-		if fr.Track == number {
-			g.Frames = append(g.Frames, fr)
-		}
-	}
-	return appendSegment(dst, seq, &g, one, int64(start), nil)
+	return appendSegment(dst, seq, onTrack(f, number), one, int64(start), nil)
 }
 
 // trackAlone lays out tracks and keeps track number, as track_ID 1.
@@ -54,4 +47,55 @@ func trackAlone(tracks []mkv.Track, number uint64) ([]track, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w: no track %d", ErrUnknownTrack, number)
+}
+
+// AppendSegmentAfter appends the media segment of f, as AppendMediaSegment does (number 0) or
+// AppendTrackSegment of track number, when prev (placed at prevStart on the same timeline, nil
+// for none) plays right before it. Segments made one by one decode each fragment's B-frames its
+// own reorder delay early; where f's delay is longer than prev's, its first samples would decode
+// at or before prev's last, and players drop them (ffmpeg discards the keyframe, and the rest of
+// its GOP decodes from the wrong picture). Those samples are moved later, as Writer does; prev
+// is only read, and ignored when its tracks differ from f's.
+func AppendSegmentAfter(dst []byte, seq uint32, f *mkv.Fragment, number uint64, start time.Duration,
+	prev *mkv.Fragment, prevStart time.Duration) ([]byte, error) {
+	lay := func(tracks []mkv.Track) ([]track, error) {
+		if number == 0 {
+			return layout(tracks)
+		}
+		return trackAlone(tracks, number)
+	}
+	ts, err := lay(f.Tracks)
+	if err != nil {
+		return dst, err
+	}
+	g := onTrack(f, number)
+	var next []int64
+	if prev != nil {
+		if pts, err := lay(prev.Tracks); err == nil && sameLayout(ts, pts) {
+			if smp, err := placeSamples(onTrack(prev, number), pts, int64(prevStart), nil); err == nil {
+				next = make([]int64, len(ts))
+				for k, s := range smp {
+					if len(s) > 0 {
+						next[k] = s[len(s)-1].dts + 1
+					}
+				}
+			}
+		}
+	}
+	return appendSegment(dst, seq, g, ts, int64(start), next)
+}
+
+// onTrack returns f with only the frames of track number (all of them for 0).
+func onTrack(f *mkv.Fragment, number uint64) *mkv.Fragment {
+	if number == 0 {
+		return f
+	}
+	g := *f
+	g.Frames = make([]mkv.Frame, 0, len(f.Frames))
+	for _, fr := range f.Frames {
+		if fr.Track == number {
+			g.Frames = append(g.Frames, fr)
+		}
+	}
+	return &g
 }
