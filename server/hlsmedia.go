@@ -39,7 +39,39 @@ func (p *playback) fragment(ctx context.Context, name string, n uint64) (*mkv.Fr
 	if err != nil {
 		return nil, meta, fmt.Errorf("fragment %d: %w", n, err)
 	}
+	loneFrameDurations(f, meta.Duration)
 	return f, meta, nil
+}
+
+// loneFrameDurations gives the frame of a track that has one frame in f, no BlockDuration and no
+// DefaultDuration the duration f was stored with (putParser.duration) from that frame on, so that
+// its sample in an fMP4 segment or clip lasts what the fragment's EXTINF, DASH d and
+// FragmentLengthInMilliseconds say (fmp4 gives it 1/30 s: a 1 fps stream's segments were a
+// thirtieth of a second of video each, a hole to the next).
+func loneFrameDurations(f *mkv.Fragment, d time.Duration) {
+	if d <= 0 || len(f.Frames) == 0 {
+		return
+	}
+	scale := int64(f.TimecodeScale)
+	if scale <= 0 {
+		scale = mkv.DefaultTimecodeScale
+	}
+	count := make(map[uint64]int, len(f.Tracks))
+	first := f.Frames[0].Timecode
+	for i := range f.Frames {
+		count[f.Frames[i].Track]++
+		first = min(first, f.Frames[i].Timecode)
+	}
+	end := first + int64(d)/scale
+	for i := range f.Frames {
+		fr := &f.Frames[i]
+		if count[fr.Track] != 1 || fr.Duration > 0 || fr.Timecode >= end {
+			continue
+		}
+		if t := findTrack(f.Tracks, func(t *mkv.Track) bool { return t.Number == fr.Track }); t != nil && t.DefaultDuration == 0 {
+			fr.Duration = end - fr.Timecode
+		}
+	}
 }
 
 // fragmentMeta returns the metadata of fragment n: from the live buffer when it is still there,

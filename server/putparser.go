@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"io"
 	"math"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -471,7 +472,7 @@ func (ps *putParser) finish() *ackErr {
 		Number:       ps.number,
 		ServerTime:   ps.serverTime.Truncate(time.Millisecond),
 		ProducerTime: time.Unix(0, producer).UTC().Truncate(time.Millisecond),
-		Duration:     time.Duration(frag.Duration() * int64(ps.scale)),
+		Duration:     ps.duration(&frag),
 	}
 	chunk, buf, err := ps.chunk(&frag, meta)
 	if err != nil {
@@ -500,6 +501,45 @@ func (ps *putParser) finish() *ackErr {
 		bufpool.Put(buf)
 	}
 	return nil
+}
+
+// duration is the open fragment's duration (mkv.Fragment.Duration), with the frame of a track
+// that has one frame in it, no BlockDuration and no DefaultDuration (a time-lapse camera's
+// fragment of one frame, an all-intra camera's fragment per keyframe, a 1 fps stream) lasting
+// the spacing from that track's last frame in the previous fragment of the connection, at most
+// maxFragmentDuration. mkv.Fragment.Duration has nothing to go by for such a frame: the fragment
+// lasted 0, and its HLS segment showed EXTINF:0.000 after an EXT-X-DISCONTINUITY, its DASH
+// segment 1 ms with a hole to the next one.
+func (ps *putParser) duration(frag *mkv.Fragment) time.Duration {
+	count := make(map[uint64]int, len(ps.tracks))
+	for i := range frag.Frames {
+		count[frag.Frames[i].Track]++
+	}
+	var frames []mkv.Frame // frag.Frames with the lone frames' durations, when one is estimated
+	for i := range frag.Frames {
+		fr := &frag.Frames[i]
+		if count[fr.Track] != 1 || fr.Duration > 0 {
+			continue
+		}
+		if t := findTrack(ps.tracks, func(t *mkv.Track) bool { return t.Number == fr.Track }); t == nil || t.DefaultDuration > 0 {
+			continue
+		}
+		prev, ok := lastFor(ps.prevLast, fr.Track)
+		ns, _ := ps.nanos(fr.Timecode)
+		if !ok || ns <= prev {
+			continue
+		}
+		if frames == nil {
+			frames = slices.Clone(frag.Frames)
+		}
+		frames[i].Duration = min(ns-prev, int64(ps.p.m.maxFragmentDuration)) / int64(ps.scale)
+	}
+	if frames != nil {
+		f := *frag
+		f.Frames = frames
+		frag = &f
+	}
+	return time.Duration(frag.Duration() * int64(ps.scale))
 }
 
 // release gives the arena of a fragment left open back to the buffer pool once the body is
