@@ -39,8 +39,49 @@ func (p *playback) fragment(ctx context.Context, name string, n uint64) (*mkv.Fr
 	if err != nil {
 		return nil, meta, fmt.Errorf("fragment %d: %w", n, err)
 	}
+	if meta.Duration, err = p.playDuration(ctx, name, meta); err != nil {
+		f.Release()
+		return nil, meta, err
+	}
 	loneFrameDurations(f, meta.Duration)
 	return f, meta, nil
+}
+
+// playDuration is how long fragment meta of stream name plays in HLS playlists (EXTINF, markers),
+// DASH manifests (d) and its fMP4 samples (fragment): its stored duration, except for a fragment
+// stored shorter than a millisecond (0 in ListFragments), which lasts up to the start of the
+// stream's next fragment on the producer timeline, if one starts within maxFragmentDuration.
+//
+// Why: the first fragment of a PutMedia connection from a camera sending one frame per fragment
+// with no BlockDuration and no DefaultDuration (a time-lapse, 1 fps) has nothing before it that
+// putParser.duration could go by, and is stored with 0. It was EXTINF:0.000 followed by an
+// EXT-X-DISCONTINUITY (ON_DISCONTINUITY saw a 1 s gap), d="1" with a hole to the next segment,
+// and a 1/30 s sample. The value is derived from the store alone, so every session and node
+// gives the same one; a fragment with no successor yet (the live edge) keeps its stored duration
+// until one comes. ListFragments still reports the stored duration.
+func (p *playback) playDuration(ctx context.Context, name string, meta store.FragmentMeta) (time.Duration, error) {
+	if meta.Duration >= time.Millisecond {
+		return meta.Duration, nil
+	}
+	// Producer timestamps are whole milliseconds: the next one is at least one later.
+	next, err := p.inRange(ctx, name, p.s.media.bufferNamed(name), store.ProducerTime,
+		meta.ProducerTime.Add(time.Millisecond), meta.ProducerTime.Add(p.s.media.maxFragmentDuration), 1)
+	if err != nil || len(next) == 0 {
+		return meta.Duration, err
+	}
+	return next[0].ProducerTime.Sub(meta.ProducerTime), nil
+}
+
+// playDurations sets the Duration of each of frags (of stream name) to its playDuration.
+func (p *playback) playDurations(ctx context.Context, name string, frags []store.FragmentMeta) error {
+	for i := range frags {
+		d, err := p.playDuration(ctx, name, frags[i])
+		if err != nil {
+			return err
+		}
+		frags[i].Duration = d
+	}
+	return nil
 }
 
 // loneFrameDurations gives the frame of a track that has one frame in f, no BlockDuration and no
@@ -387,7 +428,11 @@ func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Req
 		if err != nil {
 			return 0, 0, err
 		}
-		if best := nearestFragment(frags, at, from); best != nil {
+		best := nearestFragment(frags, at, from)
+		if best == nil {
+			best = successorOfShort(frags, at, from)
+		}
+		if best != nil {
 			if sess.mode == "LIVE_REPLAY" {
 				if err := p.awaitReveal(ctx, sess, *best); err != nil {
 					return 0, 0, err
@@ -483,11 +528,15 @@ func (p *playback) awaitReveal(ctx context.Context, sess *hlsSession, f store.Fr
 }
 
 // nearestFragment returns the fragment of frags numbered from or later whose producer timestamp
-// is nearest at, within hlsGapThreshold, the lowest-numbered of equals, or nil.
+// is nearest at, within hlsGapThreshold, the lowest-numbered of equals, or nil. A fragment that
+// ends at or before at (its stored duration, 1 ms at least, as a manifest's d) is not at: a
+// request for where a fragment shorter than hlsGapThreshold ends (at the live edge, the next
+// segment) was served that fragment again, and ffmpeg played its frames twice.
 func nearestFragment(frags []store.FragmentMeta, at time.Time, from uint64) *store.FragmentMeta {
 	var best *store.FragmentMeta
 	for i, f := range frags {
-		if f.Number < from || f.ProducerTime.Sub(at).Abs() > hlsGapThreshold {
+		if f.Number < from || f.ProducerTime.Sub(at).Abs() > hlsGapThreshold ||
+			!at.Before(f.ProducerTime.Add(max(f.Duration, time.Millisecond))) {
 			continue
 		}
 		if best != nil {
@@ -497,6 +546,35 @@ func nearestFragment(frags []store.FragmentMeta, at time.Time, from uint64) *sto
 			}
 		}
 		best = &frags[i]
+	}
+	return best
+}
+
+// successorOfShort returns, for a request at the end of a fragment of frags stored shorter than
+// a millisecond (a manifest gave it d="1": it had no successor yet, playDuration), the fragment
+// of frags numbered from or later that starts next after it on the producer timeline (the
+// lowest-numbered of equals), or nil: the segment after it in the manifests that list its
+// successor.
+func successorOfShort(frags []store.FragmentMeta, at time.Time, from uint64) *store.FragmentMeta {
+	var short *store.FragmentMeta
+	for i, f := range frags {
+		if f.Number >= from && f.Duration < time.Millisecond && f.ProducerTime.Add(time.Millisecond).Equal(at) {
+			short = &frags[i]
+			break
+		}
+	}
+	if short == nil {
+		return nil
+	}
+	var best *store.FragmentMeta
+	for i, f := range frags {
+		if f.Number < from || !f.ProducerTime.After(short.ProducerTime) {
+			continue
+		}
+		if best == nil || f.ProducerTime.Before(best.ProducerTime) ||
+			f.ProducerTime.Equal(best.ProducerTime) && f.Number < best.Number {
+			best = &frags[i]
+		}
 	}
 	return best
 }

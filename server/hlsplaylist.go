@@ -32,7 +32,21 @@ import (
 //     the newest max of those revealed. Complete once an end timestamp is set, every fragment up
 //     to it is revealed, and the stream has a fragment past it.
 //   - ON_DEMAND: the first max fragments of the range in timestamp order; always complete.
+//
+// Each fragment's Duration is its playDuration.
 func (p *playback) list(ctx context.Context, sess *hlsSession) (frags []store.FragmentMeta, seq uint64, ended bool, err error) {
+	frags, seq, ended, err = p.listStored(ctx, sess)
+	if err == nil {
+		err = p.playDurations(ctx, sess.stream, frags)
+	}
+	if err != nil {
+		return nil, 0, false, err
+	}
+	return frags, seq, ended, nil
+}
+
+// listStored is list with the fragments' stored durations.
+func (p *playback) listStored(ctx context.Context, sess *hlsSession) (frags []store.FragmentMeta, seq uint64, ended bool, err error) {
 	// The session knows only the stream's name: its buffer keeps the limits the stream's
 	// retention gave it (bufferNamed), which may be 0 by now.
 	buf := p.s.media.bufferNamed(sess.stream)
@@ -395,7 +409,13 @@ func (p *playback) discSequence(ctx context.Context, sess *hlsSession, first uin
 				return 0, 0, err
 			}
 			if dc.through != 0 {
-				if sess.discontinuity(dc.last, f, dc.lastKey, k) {
+				// As the window shows it (list): with its playDuration, now that a fragment
+				// after it is stored.
+				prev := dc.last
+				if prev.Duration, err = p.playDuration(ctx, sess.stream, prev); err != nil {
+					return 0, 0, err
+				}
+				if sess.discontinuity(prev, f, dc.lastKey, k) {
 					dc.count++
 				}
 				dc.index++
@@ -452,8 +472,14 @@ func (p *playback) replayDiscSequence(ctx context.Context, sess *hlsSession, fir
 				kerr = err
 				return false
 			}
-			if dc.replayCounted && sess.discontinuity(dc.replayThrough, f, dc.replayKey, k) {
-				dc.replayDisc++
+			if dc.replayCounted {
+				prev := dc.replayThrough // with its playDuration, as the window shows it (list)
+				if prev.Duration, kerr = p.playDuration(ctx, sess.stream, prev); kerr != nil {
+					return false
+				}
+				if sess.discontinuity(prev, f, dc.replayKey, k) {
+					dc.replayDisc++
+				}
 			}
 			dc.replayThrough, dc.replayKey, dc.replayCounted = f, k, true
 			return true

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -15,7 +16,10 @@ import (
 // DefaultDuration. Each fragment after the connection's first lasts until its frame's successor
 // on the producer timeline: ListFragments, EXTINF, DASH d and the fMP4 sample all say 1 s. They
 // said 0 ms, EXTINF:0.000 (ffmpeg: "Cannot get correct #EXTINF value") after an
-// EXT-X-DISCONTINUITY each, d="1" with a hole to the next segment, and a 1/30 s sample.
+// EXT-X-DISCONTINUITY each, d="1" with a hole to the next segment, and a 1/30 s sample. The
+// connection's first fragment, stored with 0 ms (nothing before it to go by), is played up to the
+// next fragment's start (playback.durations): it too lasts 1 s in EXTINF, d and its sample, with
+// no marker after it.
 func TestOneFramePerFragment(t *testing.T) {
 	t.Parallel()
 	e := newMediaEnv(t, "mem")
@@ -66,20 +70,18 @@ func TestOneFramePerFragment(t *testing.T) {
 	if len(extinf) != n {
 		t.Fatalf("%d segments in\n%s", len(extinf), media)
 	}
-	for i, m := range extinf[1:] {
+	// The last fragment has no successor: it keeps what it was stored with (1 s, from the one
+	// before it).
+	for i, m := range extinf {
 		if m[1] != "1.000" {
-			t.Errorf("segment %d: EXTINF:%s, want 1.000", i+1, m[1])
+			t.Errorf("segment %d: EXTINF:%s, want 1.000", i, m[1])
 		}
 	}
-	// The first fragment of the connection has nothing before it to go by: one marker at most.
-	if k := strings.Count(media, "#EXT-X-DISCONTINUITY\n"); k > 1 {
+	if k := strings.Count(media, "#EXT-X-DISCONTINUITY\n"); k > 0 {
 		t.Errorf("%d EXT-X-DISCONTINUITY markers between fragments 1 s apart:\n%s", k, media)
 	}
 	base := url[:strings.LastIndex(url, "/")+1]
 	for i, m := range regexp.MustCompile(`(?m)^getMP4MediaFragment\.mp4\?\S+$`).FindAllString(media, -1) {
-		if i == 0 {
-			continue
-		}
 		code, _, seg := httpGet(t, base+m)
 		if code != 200 {
 			t.Fatalf("segment %d: %d %s", i, code, seg)
@@ -103,9 +105,20 @@ func TestOneFramePerFragment(t *testing.T) {
 	if len(ds) != n {
 		t.Fatalf("%d segments in\n%s", len(ds), mpd)
 	}
-	for i, m := range ds[1:] {
+	for i, m := range ds {
 		if m[1] != "1000" {
-			t.Errorf("DASH segment %d: d=%s, want 1000", i+1, m[1])
+			t.Errorf("DASH segment %d: d=%s, want 1000", i, m[1])
+		}
+	}
+	if want := `mediaPresentationDuration="PT6.000S"`; !strings.Contains(string(mpd), want) {
+		t.Errorf("no %s in\n%s", want, mpd)
+	}
+
+	// Players see every frame, one a second.
+	for _, u := range []string{url, durl} {
+		got := ffprobeStreams(t, u)
+		if len(got) != 1 || got[0].NbReadFrames != fmt.Sprint(n) {
+			t.Errorf("ffprobe %s: %+v, want %d frames", u, got, n)
 		}
 	}
 }
@@ -139,4 +152,69 @@ func trunDurations(t *testing.T, seg []byte) []uint32 {
 		}
 	}
 	return out
+}
+
+// TestDASHLiveOneFrameEdge: a live DASH manifest whose newest fragment is the first of a
+// time-lapse connection (one frame, stored with 0 ms: no successor yet) lists it with d="1".
+// ffmpeg then asks for the next segment at t+1, which was served that same fragment again (it
+// starts within hlsGapThreshold of t+1): its frame played twice. It gets the fragment after it.
+func TestDASHLiveOneFrameEdge(t *testing.T) {
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264.mkv")
+	for i := range c.tracks {
+		c.tracks[i].DefaultDuration = 0
+	}
+	pc := e.startPut(t, "cam")
+	if pc.status != 200 {
+		t.Fatalf("putMedia: %d %s", pc.status, pc.errTyp)
+	}
+	pc.write(c.header())
+	put := func(i int) {
+		fr := c.frags[0][0] // a keyframe
+		fr.Timecode, fr.Duration = baseMillis+int64(i)*1000, 0
+		b, err := mkv.AppendCluster(nil, fr.Timecode, []mkv.Frame{fr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc.fragment(b, fr.Timecode, true)
+	}
+	put(0)
+
+	durl, code := e.dashURL(t, map[string]any{"StreamName": "cam"})
+	if code != "" {
+		t.Fatal(code)
+	}
+	_, _, mpd := httpGet(t, durl)
+	s := regexp.MustCompile(`<S t="(\d+)" d="(\d+)"`).FindAllStringSubmatch(string(mpd), -1)
+	media := regexp.MustCompile(`media="([^"]+)"`).FindStringSubmatch(string(mpd))
+	if len(s) != 1 || media == nil {
+		t.Fatalf("want one segment and a media template in\n%s", mpd)
+	}
+	var st, sd int64
+	fmt.Sscan(s[0][1], &st)
+	fmt.Sscan(s[0][2], &sd)
+	if sd != 1 {
+		t.Fatalf("the live edge's lone frame: d=%d, want 1 (no successor yet)", sd)
+	}
+	put(1)
+	pc.end()
+
+	base := durl[:strings.LastIndex(durl, "/")+1]
+	seg := func(ms int64) []byte {
+		u := base + strings.ReplaceAll(strings.ReplaceAll(media[1], "&amp;", "&"), "$Time$", fmt.Sprint(ms))
+		code, _, b := httpGet(t, u)
+		if code != 200 {
+			t.Fatalf("Time=%d: %d %s", ms, code, b)
+		}
+		return b
+	}
+	first, second, next := seg(st), seg(st+1000), seg(st+sd)
+	if bytes.Equal(next, first) {
+		t.Errorf("the segment after the first (Time=%d) is the first fragment again", st+sd)
+	}
+	if !bytes.Equal(next, second) {
+		t.Errorf("the segment after the first (Time=%d) is not the second fragment", st+sd)
+	}
 }
