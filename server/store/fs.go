@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -409,6 +410,8 @@ func (s *FS) DeleteStream(_ context.Context, name, version string) error {
 	// does not allow removing it, leftovers on a network filesystem) go at the next start. An
 	// error here made the API answer 500 for a delete that had happened, and the client's retry
 	// ResourceNotFoundException.
+	prefix := st.dir + string(filepath.Separator)
+	s.written.forget(func(path string) bool { return strings.HasPrefix(path, prefix) })
 	if err := s.removeAll(st.dir); err != nil {
 		s.log.Warn("stream deleted; its files could not be removed and stay until the next start", "stream", name, "dir", st.dir, "error", err)
 	}

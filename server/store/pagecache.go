@@ -69,3 +69,25 @@ func (c *writtenCache) synced(g *segment, end int64) {
 		_ = fsync.Drop(r.path, off, r.end-off)
 	}
 }
+
+// forget stops counting the ranges of the segment files gone tells, removed (retention, a byte
+// cap, a deleted stream): the kernel freed their pages with the files, and counted, they made the
+// drops reach live media early and kept an entry each (a stream created, written to once and
+// deleted left about 125 bytes of heap behind, for good while under the budget).
+func (c *writtenCache) forget(gone func(path string) bool) {
+	if c.budget < 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	kept := c.ranges[:0]
+	for _, r := range c.ranges {
+		if gone(r.path) {
+			c.total -= r.end - r.off
+			continue
+		}
+		kept = append(kept, r)
+	}
+	clear(c.ranges[len(kept):]) // the paths of the forgotten ranges are not held
+	c.ranges = kept
+}

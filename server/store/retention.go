@@ -134,6 +134,8 @@ func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size in
 	}
 	st.frags.Add(-int64(removed))
 	var freed int64
+	removedPaths := make(map[string]bool, len(segs))
+	defer func() { s.written.forget(func(path string) bool { return removedPaths[path] }) }()
 	for _, g := range segs {
 		if seg := st.segs[g.seq]; seg != nil {
 			// All its records are indexed (pending is 0), so no sync of it is outstanding.
@@ -143,9 +145,11 @@ func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size in
 			_ = seg.closeFile()
 			delete(st.segs, g.seq)
 		}
-		if err := os.Remove(filepath.Join(st.dir, segmentName(g.seq))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		path := filepath.Join(st.dir, segmentName(g.seq))
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return removed, freed, err
 		}
+		removedPaths[path] = true
 		st.bytes.Add(-g.size)
 		freed += g.size
 	}
