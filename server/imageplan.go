@@ -155,7 +155,7 @@ func (im *imageService) plan(ctx context.Context, st store.Stream, q *imagesQuer
 	cover := make([]int, len(p.slots))
 	for i, sl := range p.slots {
 		j := sort.Search(len(frags), func(j int) bool { return frags[j].Time(q.kind).After(sl.t) }) - 1
-		if j < 0 || sl.t.After(frags[j].Time(q.kind).Add(frags[j].Duration+imageGapTolerance)) {
+		if j < 0 || sl.t.After(frags[j].Time(q.kind).Add(im.coverDuration(frags, j, q.kind)+imageGapTolerance)) {
 			j = -1
 			sl.err = imageNoMedia
 		}
@@ -358,6 +358,21 @@ func (im *imageService) decodeSlots(ctx context.Context, st store.Stream, p *ima
 }
 
 // fragments returns the fragments starting in [from, to] on the kind clock, in time order.
+// coverDuration is how long frags[j] covers samples: its stored duration, except for a fragment
+// stored shorter than a millisecond (a connection's first of one frame, nothing before it to go
+// by: playback.playDuration), which covers up to the next listed fragment's start, if that is
+// within maxFragmentDuration, as its HLS and DASH segments play.
+func (im *imageService) coverDuration(frags []store.FragmentMeta, j int, kind store.TimeKind) time.Duration {
+	d := frags[j].Duration
+	if d >= time.Millisecond || j+1 == len(frags) {
+		return d
+	}
+	if gap := frags[j+1].Time(kind).Sub(frags[j].Time(kind)); gap > 0 && gap <= im.s.media.maxFragmentDuration {
+		return gap
+	}
+	return d
+}
+
 func (im *imageService) fragments(ctx context.Context, st store.Stream, kind store.TimeKind, from, to time.Time) ([]store.FragmentMeta, error) {
 	m := im.s.media
 	buf := m.buffer(st)

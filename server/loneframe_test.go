@@ -3,11 +3,13 @@ package server
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 )
 
@@ -23,27 +25,8 @@ import (
 func TestOneFramePerFragment(t *testing.T) {
 	t.Parallel()
 	e := newMediaEnv(t, "mem")
-	e.createStream(t, "cam", 24)
-	c := loadClip(t, "h264.mkv")
-	for i := range c.tracks {
-		c.tracks[i].DefaultDuration = 0
-	}
-	pc := e.startPut(t, "cam")
-	if pc.status != 200 {
-		t.Fatalf("putMedia: %d %s", pc.status, pc.errTyp)
-	}
-	pc.write(c.header())
 	const n = 6
-	for i := range n {
-		fr := c.frags[0][0] // a keyframe
-		fr.Timecode, fr.Duration = baseMillis+int64(i)*1000, 0
-		b, err := mkv.AppendCluster(nil, fr.Timecode, []mkv.Frame{fr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc.fragment(b, fr.Timecode, true)
-	}
-	pc.end()
+	sendOneFramePerFragment(t, e, "cam", n)
 
 	var list listFragmentsResponse
 	e.call(t, "/listFragments", map[string]any{"StreamName": "cam"}, &list)
@@ -161,25 +144,7 @@ func trunDurations(t *testing.T, seg []byte) []uint32 {
 func TestDASHLiveOneFrameEdge(t *testing.T) {
 	t.Parallel()
 	e := newMediaEnv(t, "mem")
-	e.createStream(t, "cam", 24)
-	c := loadClip(t, "h264.mkv")
-	for i := range c.tracks {
-		c.tracks[i].DefaultDuration = 0
-	}
-	pc := e.startPut(t, "cam")
-	if pc.status != 200 {
-		t.Fatalf("putMedia: %d %s", pc.status, pc.errTyp)
-	}
-	pc.write(c.header())
-	put := func(i int) {
-		fr := c.frags[0][0] // a keyframe
-		fr.Timecode, fr.Duration = baseMillis+int64(i)*1000, 0
-		b, err := mkv.AppendCluster(nil, fr.Timecode, []mkv.Frame{fr})
-		if err != nil {
-			t.Fatal(err)
-		}
-		pc.fragment(b, fr.Timecode, true)
-	}
+	pc, put := startOneFramePerFragment(t, e, "cam")
 	put(0)
 
 	durl, code := e.dashURL(t, map[string]any{"StreamName": "cam"})
@@ -216,5 +181,74 @@ func TestDASHLiveOneFrameEdge(t *testing.T) {
 	}
 	if !bytes.Equal(next, second) {
 		t.Errorf("the segment after the first (Time=%d) is not the second fragment", st+sd)
+	}
+}
+
+// sendOneFramePerFragment creates stream name and sends it n fragments of one keyframe each, 1 s
+// apart from baseMillis, with no BlockDuration and no DefaultDuration, on one connection.
+func sendOneFramePerFragment(t *testing.T, e *mediaEnv, name string, n int) {
+	t.Helper()
+	pc, put := startOneFramePerFragment(t, e, name)
+	for i := range n {
+		put(i)
+	}
+	pc.end()
+}
+
+// startOneFramePerFragment creates stream name and opens an upload to it; put(i) sends a fragment
+// of one keyframe at baseMillis + i s, with no BlockDuration and no DefaultDuration.
+func startOneFramePerFragment(t *testing.T, e *mediaEnv, name string) (pc *putConn, put func(i int)) {
+	t.Helper()
+	e.createStream(t, name, 24)
+	c := loadClip(t, "h264.mkv")
+	for i := range c.tracks {
+		c.tracks[i].DefaultDuration = 0
+	}
+	pc = e.startPut(t, name)
+	if pc.status != 200 {
+		t.Fatalf("putMedia: %d %s", pc.status, pc.errTyp)
+	}
+	pc.write(c.header())
+	return pc, func(i int) {
+		fr := c.frags[0][0] // a keyframe
+		fr.Timecode, fr.Duration = baseMillis+int64(i)*1000, 0
+		b, err := mkv.AppendCluster(nil, fr.Timecode, []mkv.Frame{fr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pc.fragment(b, fr.Timecode, true)
+	}
+}
+
+// TestGetImagesOneFramePerFragment: GetImages over a stream of one frame per fragment, 1 s apart,
+// has a picture for every sample up to the last fragment's end, also between the connection's
+// first fragment (stored with 0 ms: nothing before it to go by) and the second. That sample was
+// NO_MEDIA: the plan took the first fragment to end where it starts.
+func TestGetImagesOneFramePerFragment(t *testing.T) {
+	t.Parallel()
+	testutil.NeedTool(t, "ffmpeg")
+	e := newMediaEnv(t, "mem")
+	sendOneFramePerFragment(t, e, "cam", 4)
+	resp := e.post(t, t.Context(), "/getImages", map[string]any{"StreamName": "cam", "ImageSelectorType": "PRODUCER_TIMESTAMP",
+		"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3.5, "SamplingInterval": 500, "Format": "JPEG",
+		"WidthPixels": 32, "HeightPixels": 24})
+	defer resp.Body.Close()
+	var out struct {
+		Images []struct {
+			TimeStamp    float64
+			Error        string
+			ImageContent []byte
+		}
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("getImages: %d %v", resp.StatusCode, err)
+	}
+	if len(out.Images) != 8 {
+		t.Fatalf("%d images, want 8 (every 0.5 s of 3.5 s, both ends)", len(out.Images))
+	}
+	for _, im := range out.Images {
+		if im.Error != "" || len(im.ImageContent) == 0 {
+			t.Errorf("sample at %.1f s: error %q, %d bytes; want a picture", im.TimeStamp-baseMillis/1000, im.Error, len(im.ImageContent))
+		}
 	}
 }
