@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"os/signal"
@@ -119,7 +120,13 @@ func NewRoot(env *Env) *cobra.Command {
 		SilenceUsage:  true,
 		Version:       Version(),
 		PersistentPreRunE: func(c *cobra.Command, _ []string) error {
-			return loadConfig(env, c.Root().PersistentFlags())
+			if err := loadConfig(env, c.Root().PersistentFlags()); err != nil {
+				return err
+			}
+			if c.Name() != "agent" { // the agent refuses them (agentCameras)
+				warnUnknownConfigKeys(env)
+			}
+			return nil
 		},
 	}
 	root.SetIn(env.Stdin)
@@ -162,6 +169,24 @@ func NewRoot(env *Env) *cobra.Command {
 		newVersionCmd(env),
 	)
 	return root
+}
+
+// configKeys are the top-level keys a config file may have: the global settings, and the
+// agent's cameras.
+var configKeys = []string{"endpoint", "region", "log-level", "cameras"}
+
+// warnUnknownConfigKeys warns of each top-level key of the config file that no command reads: a
+// misspelt region or endpoint was ignored without a word, and the default used.
+func warnUnknownConfigKeys(env *Env) {
+	if env.Config.ConfigFileUsed() == "" {
+		return
+	}
+	for _, k := range slices.Sorted(maps.Keys(env.Config.AllSettings())) {
+		if !slices.Contains(configKeys, k) {
+			env.Log.Warn("config file: unknown key, ignored", "file", configName(env.Config), "key", k,
+				"keys", strings.Join(configKeys, ", "))
+		}
+	}
 }
 
 // loadConfig resolves the global settings into env.Config and builds env.Log.

@@ -185,3 +185,36 @@ func TestConfigFileWithoutExtension(t *testing.T) {
 		}
 	})
 }
+
+// A config file key that no command reads (a misspelt region or endpoint) is warned of, naming
+// the key and the keys there are; it was ignored without a word, and the default used. The
+// agent refuses such a key instead (TestAgentConfigErrors).
+func TestConfigUnknownKeyWarned(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, file, warn string }{
+		{"misspelt", "endpoint: http://from-file:1\nregoin: eu-west-1\n", `key=regoin`},
+		{"known", "endpoint: http://from-file:1\nregion: eu-west-1\nlog-level: info\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, tc.name+".yaml")
+			if err := os.WriteFile(path, []byte(tc.file), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			env, _, errb := testEnv(t, nil)
+			root := NewRoot(env)
+			root.AddCommand(&cobra.Command{Use: "show", RunE: func(*cobra.Command, []string) error { return nil }})
+			root.SetArgs([]string{"--config", path, "show"})
+			if err := root.ExecuteContext(t.Context()); err != nil {
+				t.Fatalf("%v (stderr %q)", err, errb.String())
+			}
+			got := errb.String()
+			switch {
+			case tc.warn == "" && got != "":
+				t.Errorf("stderr %q, want nothing", got)
+			case tc.warn != "" && (!strings.Contains(got, "unknown key") || !strings.Contains(got, tc.warn) || !strings.Contains(got, path)):
+				t.Errorf("stderr %q, want a warning of the unknown key %s in %s", got, tc.warn, path)
+			}
+		})
+	}
+}
