@@ -54,8 +54,8 @@ func streamPackets(t *testing.T, path string) map[string][]float64 {
 }
 
 // decodeAudio returns the first audio stream of each file decoded by ffmpeg as 16-bit PCM, in
-// the order of paths. One ffmpeg decodes them all (a start costs about 70 ms of CPU, more than
-// these decodes), each input with its own demuxer and decoder into its own output; any word on
+// the order of paths. One ffmpeg decodes them all (a start costs more CPU than these
+// decodes), each input with its own demuxer and decoder into its own output; any word on
 // stderr fails the test, as for a single file.
 func decodeAudio(t *testing.T, paths ...string) [][]byte {
 	t.Helper()

@@ -965,17 +965,7 @@ func TestDASHProducerClockAtEpoch(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t) // drives ffprobe
 	e := newMediaEnv(t, "mem")
-	e.createStream(t, "cam", 24)
-	c := loadClip(t, "h264.mkv")
-	pc := e.startPut(t, "cam", hdrTimecodeType, "RELATIVE", hdrProducerStartTime, "0")
-	if pc.status != 200 {
-		t.Fatalf("putMedia: %d %s", pc.status, pc.errTyp)
-	}
-	pc.write(c.header())
-	for i := range c.frags {
-		pc.fragment(c.cluster(t, i, 0), c.fragTimecode(i, 0), true)
-	}
-	pc.end()
+	c := uploadAtEpoch(t, e, "cam")
 	now := time.Now().Unix()
 	url, code := e.dashURL(t, map[string]any{
 		"StreamName":   "cam",

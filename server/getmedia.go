@@ -398,8 +398,8 @@ func (c *consumer) deliverFrom(ctx context.Context, bf *liveFragment, oldest uin
 
 // sendStored writes a stored fragment as a GetMedia chunk, read from the store as it goes out,
 // with its trailing tags after it. A reader that takes its time holds a piece of the fragment,
-// not all of it (read whole into c.out first, twenty slow readers of a 32 MB fragment held 27 MB
-// each for as long as they read).
+// not all of it (read whole into c.out first, 8 readers of a 16 MiB stored fragment grew the heap
+// by 160 MiB: TestSlowReadersOfStoredFragment).
 func (c *consumer) sendStored(meta store.FragmentMeta, payload io.Reader) error {
 	if c.m.testDeliver != nil {
 		c.m.testDeliver(meta.Number, true)

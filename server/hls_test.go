@@ -152,8 +152,8 @@ func runFFprobeStreams(ctx context.Context, bin, input string) (probedStreams, e
 }
 
 // sourceProbes holds ffprobe's report of each testdata clip, by name: a dozen tests, most of
-// them parallel, compare with the same few clips, and an ffprobe run costs about 70 ms of CPU,
-// most of it starting. The first test to ask probes; the others wait for its answer.
+// them parallel, compare with the same few clips, and an ffprobe run's CPU goes
+// mostly into starting it. The first test to ask probes; the others wait for its answer.
 var sourceProbes testutil.Memo[string, probedStreams]
 
 // wantStreams is what ffprobe reports for n loops of the source clip.
@@ -770,17 +770,7 @@ func TestHLSProducerClockAtEpoch(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t) // drives ffprobe
 	e := newMediaEnv(t, "mem")
-	e.createStream(t, "cam", 24)
-	c := loadClip(t, "h264.mkv")
-	pc := e.startPut(t, "cam", hdrTimecodeType, "RELATIVE", hdrProducerStartTime, "0")
-	if pc.status != 200 {
-		t.Fatalf("putMedia: %d %s", pc.status, pc.errTyp)
-	}
-	pc.write(c.header())
-	for i := range c.frags {
-		pc.fragment(c.cluster(t, i, 0), c.fragTimecode(i, 0), true)
-	}
-	pc.end()
+	uploadAtEpoch(t, e, "cam")
 	now := time.Now().Unix()
 	url, code := e.hlsURL(t, map[string]any{
 		"StreamName":   "cam",

@@ -449,3 +449,22 @@ func hasPrefixAll(s []string, p string) bool {
 	}
 	return true
 }
+
+// uploadAtEpoch creates stream name and uploads h264.mkv to it with RELATIVE timecodes from a
+// producer start timestamp of 0: a camera whose clock starts at the Unix epoch. It returns the
+// clip.
+func uploadAtEpoch(t *testing.T, e *mediaEnv, name string) *clip {
+	t.Helper()
+	e.createStream(t, name, 24)
+	c := loadClip(t, "h264.mkv")
+	pc := e.startPut(t, name, hdrTimecodeType, "RELATIVE", hdrProducerStartTime, "0")
+	if pc.status != 200 {
+		t.Fatalf("putMedia: %d %s", pc.status, pc.errTyp)
+	}
+	pc.write(c.header())
+	for i := range c.frags {
+		pc.fragment(c.cluster(t, i, 0), c.fragTimecode(i, 0), true)
+	}
+	pc.end()
+	return c
+}

@@ -4,8 +4,8 @@ import "sync"
 
 // Memo computes a value once per key for the whole test binary: what a tool reports of a file
 // that does not change while the tests run (a testdata clip), or a fixture a tool makes the same
-// way for several tests. Each ffprobe or ffmpeg start costs about 70 ms of CPU, most of it the
-// dynamic loader's, whatever the work asked. The first caller of a key runs f; callers that come
+// way for several tests. An ffprobe or ffmpeg start costs its CPU mostly in the dynamic
+// loader, whatever the work asked. The first caller of a key runs f; callers that come
 // while it runs wait for it, and all share its answer, its error included. The zero Memo is ready
 // for use, and safe for concurrent use. The values are shared: callers must not change them.
 type Memo[K comparable, V any] struct {

@@ -72,8 +72,8 @@ func (c *writtenCache) synced(g *segment, end int64) {
 
 // forget stops counting the ranges of the segment files gone tells, removed (retention, a byte
 // cap, a deleted stream): the kernel freed their pages with the files, and counted, they made the
-// drops reach live media early and kept an entry each (a stream created, written to once and
-// deleted left about 125 bytes of heap behind, for good while under the budget).
+// drops reach live media early and kept an entry each, for good while under the budget
+// (TestFSWrittenCacheForgetsRemoved).
 func (c *writtenCache) forget(gone func(path string) bool) {
 	if c.budget < 0 {
 		return

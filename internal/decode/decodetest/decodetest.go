@@ -41,8 +41,8 @@ func ProbeImage(t testing.TB, path string) (codec string, width, height int) {
 }
 
 // Images reads what ffprobe reports of image files (codec name, width, height) while starting
-// ffprobe once for a group of them: an ffprobe start costs about 70 ms of CPU, mostly in loading
-// its libraries, many times the decode of a small picture. The first file of a group is probed by
+// ffprobe once for a group of them: an ffprobe start costs its CPU mostly in loading its
+// libraries, many times the decode of a small picture. The first file of a group is probed by
 // ffprobe, and Go's image package must agree with it; every later one is decoded whole by Go's
 // image/jpeg or image/png, which read the bitstream, not the file's name: a file that is not a
 // complete JPEG or PNG of the size fails there. Those decoders share a package with kvs's
