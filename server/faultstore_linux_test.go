@@ -77,8 +77,9 @@ func TestDiskFullTmpfs(t *testing.T) {
 		t.Helper()
 		metas, frags := storedFragments(t, st, "cam")
 		have := map[string]bool{}
+		numbers := numberingOf(describedARN(t, st, "cam"))
 		for i, m := range metas {
-			have[formatFragmentNumber(m.Number)] = true
+			have[numbers.format(m.Number)] = true
 			if len(frags[i].Frames) == 0 {
 				t.Fatalf("fragment %d has no frames", m.Number)
 			}
@@ -100,7 +101,7 @@ func TestDiskFullTmpfs(t *testing.T) {
 	pc2.write(c.header())
 	n := pc2.fragment(c.cluster(t, 500, baseMillis), c.fragTimecode(500, baseMillis), true)
 	pc2.end()
-	persisted = append(persisted, formatFragmentNumber(n))
+	persisted = append(persisted, e.numberOf(t, "cam", n))
 	check(e.store)
 
 	// And it all survives a reopen.
