@@ -276,7 +276,6 @@ func (m *media) listFragments(ctx context.Context, req *listFragmentsRequest) (l
 		return listFragmentsResponse{}, fmt.Errorf("list fragments %s: %w", st.Name, err)
 	}
 	resp := listFragmentsResponse{Fragments: make([]fragmentJSON, 0, min(len(page), limit))}
-	numbers := numberingOf(st.ARN)
 	for i, f := range page {
 		if i == limit {
 			last := page[limit-1]
@@ -289,7 +288,7 @@ func (m *media) listFragments(ctx context.Context, req *listFragmentsRequest) (l
 			break
 		}
 		resp.Fragments = append(resp.Fragments, fragmentJSON{
-			FragmentNumber:               numbers.format(f.Number),
+			FragmentNumber:               formatFragmentNumber(f.Number),
 			FragmentSizeInBytes:          f.Size,
 			ProducerTimestamp:            Timestamp{f.ProducerTime},
 			ServerTimestamp:              Timestamp{f.ServerTime},
@@ -338,13 +337,12 @@ func (m *media) getMediaForFragmentList(ctx context.Context, req *getMediaForFra
 		return nil, err
 	}
 	buf := m.buffer(st)
-	e := numberingOf(st.ARN)
 	numbers := make([]uint64, len(req.Fragments))
 	sizes := make([]int64, len(req.Fragments)) // each chunk's size, its trailing tags included
 	var largest int64                          // the largest chunk asked for, to size the response buffer
 	var tags []byte
 	for i, f := range req.Fragments {
-		n, err := parseFragmentNumberOf(e, f) // another stream's number names no fragment here
+		n, err := parseFragmentNumber(f)
 		var meta store.FragmentMeta
 		if err == nil {
 			if live := buf.get(n); live != nil {
@@ -365,7 +363,7 @@ func (m *media) getMediaForFragmentList(ctx context.Context, req *getMediaForFra
 		sizes[i] = meta.Size + int64(len(tags))
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		m.writeFragmentList(w, r, st.Name, req.Fragments, buf, numbers, sizes, largest)
+		m.writeFragmentList(w, r, st.Name, buf, numbers, sizes, largest)
 	}, nil
 }
 
@@ -385,8 +383,7 @@ var zeros = make([]byte, writePiece)
 
 // writeFragmentList writes the GetMediaForFragmentList answer for the checked numbers, whose
 // chunks take sizes bytes each, trailing tags included; the largest stored chunk is largest bytes.
-// asked holds the numbers as the request gave them: an error chunk names its fragment so.
-func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name string, asked []string, buf *streamBuffer, numbers []uint64, sizes []int64, largest int64) {
+func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name string, buf *streamBuffer, numbers []uint64, sizes []int64, largest int64) {
 	s, ctx := m.s, r.Context()
 	pw := newPacedWriter(w, r, http.NewResponseController(w), m.writeTimeout)
 	var total int64
@@ -437,12 +434,12 @@ func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name s
 		case err == nil:
 			out = appendListTrailingTags(out, meta)
 		case errors.Is(err, store.ErrFragmentNotFound), errors.Is(err, store.ErrStreamNotFound):
-			out = appendErrorChunk(out[:0], asked[i], 4000, "FRAGMENT_NOT_FOUND",
+			out = appendErrorChunk(out[:0], n, 4000, "FRAGMENT_NOT_FOUND",
 				mkv.SimpleTag{Name: mkv.TagExceptionErrorCode, Value: "4000"},
 				mkv.SimpleTag{Name: mkv.TagExceptionMessage, Value: "The fragment is no longer available."})
 		default:
 			s.log.Error("get media for fragment list", "stream", name, "fragment", n, "err", err)
-			out = appendErrorChunk(out[:0], asked[i], 5000, "INTERNAL_ERROR",
+			out = appendErrorChunk(out[:0], n, 5000, "INTERNAL_ERROR",
 				mkv.SimpleTag{Name: mkv.TagExceptionErrorCode, Value: "5000"},
 				mkv.SimpleTag{Name: mkv.TagExceptionMessage, Value: "The fragment could not be read."})
 		}

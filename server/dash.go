@@ -159,7 +159,7 @@ func (p *playback) dashManifest(ctx context.Context, sess *hlsSession, _ *http.R
 		for k := range periods {
 			pd := &periods[k]
 			first := frags[pd.from]
-			pd.id, pd.first, pd.pto = "f"+sess.numbers().format(first.Number), first.Number, ms(pd.from)
+			pd.id, pd.first, pd.pto = "f"+formatFragmentNumber(first.Number), first.Number, ms(pd.from)
 			at := max(pd.pto-base, 0)
 			if k > 0 { // where timestamps went back: after the period before
 				at = max(at, end(periods[k-1]))
@@ -241,7 +241,7 @@ func (p *playback) dashAdaptationSet(b *bytes.Buffer, sess *hlsSession, id int, 
 		startNumber = fmt.Sprintf(` startNumber="%d"`, pd.number)
 	}
 	fmt.Fprintf(b, `<SegmentTemplate timescale="1000"%s presentationTimeOffset="%d" initialization="getMP4InitFragment.mp4?%s&amp;FragmentNumber=%s" media="getMP4MediaFragment.mp4?%s&amp;From=%s&amp;Origin=%d&amp;Time=$Time$">`+"\n",
-		startNumber, pto-origin, query, sess.numbers().format(frags[len(frags)-1].Number), query, sess.numbers().format(pd.first), origin)
+		startNumber, pto-origin, query, formatFragmentNumber(frags[len(frags)-1].Number), query, formatFragmentNumber(pd.first), origin)
 	b.WriteString("<SegmentTimeline>\n")
 	for i, f := range frags {
 		t := f.ProducerTime.UnixMilli() - origin
@@ -253,7 +253,7 @@ func (p *playback) dashAdaptationSet(b *bytes.Buffer, sess *hlsSession, id int, 
 		}
 		fmt.Fprintf(b, `<S t="%d" d="%d"`, t, d)
 		if sess.showNumber {
-			fmt.Fprintf(b, ` kvs:fn="%s"`, sess.numbers().format(f.Number))
+			fmt.Fprintf(b, ` kvs:fn="%s"`, formatFragmentNumber(f.Number))
 		}
 		if sess.showTime {
 			fmt.Fprintf(b, ` kvs:ts="%d"`, f.Time(sess.kind).UnixMilli())
@@ -327,7 +327,7 @@ func (p *playback) dashTimeline(sess *hlsSession, frags []store.FragmentMeta, ke
 			mark = &dashMark{first: f, key: key, start: time.Duration(at) * time.Millisecond}
 		}
 		marks = append(marks, *mark)
-		pd.id, pd.first, pd.pto = "f"+sess.numbers().format(mark.first.Number), mark.first.Number, mark.first.ProducerTime.UnixMilli()
+		pd.id, pd.first, pd.pto = "f"+formatFragmentNumber(mark.first.Number), mark.first.Number, mark.first.ProducerTime.UnixMilli()
 		pd.start = mark.start
 	}
 	dc.dashMarks = marks

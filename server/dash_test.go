@@ -202,7 +202,7 @@ func TestDASHGap(t *testing.T) {
 	for i, s := range m.Periods[0].Sets[0].Rep.List.S {
 		idx := []int{0, 1, 3}[i]
 		ts, _ := strconv.ParseInt(s.TS, 10, 64)
-		if s.T != c.fragTimecode(idx, baseMillis)-origin || s.FN != e.numberOf(t, "cam", uint64(i+1)) ||
+		if s.T != c.fragTimecode(idx, baseMillis)-origin || s.FN != formatFragmentNumber(uint64(i+1)) ||
 			ts < before.UnixMilli() || ts > after.UnixMilli() {
 			t.Errorf("segment %d: %+v, want t %d, fragment %d, a server time of the upload", i, s, c.fragTimecode(idx, baseMillis)-origin, i+1)
 		}

@@ -131,7 +131,7 @@ func TestWebhooks(t *testing.T) {
 		}
 	}
 	for i, n := range nums {
-		if f := got[2+i].ev; f.FragmentNumber != numberingOf(arn).format(n) || f.Size == 0 || f.ServerTime == nil || f.FragmentTimecode == nil {
+		if f := got[2+i].ev; f.FragmentNumber != formatFragmentNumber(n) || f.Size == 0 || f.ServerTime == nil || f.FragmentTimecode == nil {
 			t.Errorf("fragment.persisted %d: %+v, want fragment %d with its size, times and timecode", i, f, n)
 		}
 	}

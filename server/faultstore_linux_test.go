@@ -77,9 +77,8 @@ func TestDiskFullTmpfs(t *testing.T) {
 		t.Helper()
 		metas, frags := storedFragments(t, st, "cam")
 		have := map[string]bool{}
-		numbers := numberingOf(describedARN(t, st, "cam"))
 		for i, m := range metas {
-			have[numbers.format(m.Number)] = true
+			have[formatFragmentNumber(m.Number)] = true
 			if len(frags[i].Frames) == 0 {
 				t.Fatalf("fragment %d has no frames", m.Number)
 			}
@@ -101,7 +100,7 @@ func TestDiskFullTmpfs(t *testing.T) {
 	pc2.write(c.header())
 	n := pc2.fragment(c.cluster(t, 500, baseMillis), c.fragTimecode(500, baseMillis), true)
 	pc2.end()
-	persisted = append(persisted, e.numberOf(t, "cam", n))
+	persisted = append(persisted, formatFragmentNumber(n))
 	check(e.store)
 
 	// And it all survives a reopen.

@@ -50,8 +50,8 @@ type startSelector struct {
 // startSpec is a validated start selector.
 type startSpec struct {
 	Type   string
-	Number fragmentNumber // FRAGMENT_NUMBER, CONTINUATION_TOKEN
-	Time   time.Time      // SERVER_TIMESTAMP, PRODUCER_TIMESTAMP
+	Number uint64    // FRAGMENT_NUMBER, CONTINUATION_TOKEN
+	Time   time.Time // SERVER_TIMESTAMP, PRODUCER_TIMESTAMP
 }
 
 // parseStartSelector validates a StartSelector without looking at the stream. A missing member
@@ -70,7 +70,7 @@ func parseStartSelector(sel *startSelector) (startSpec, error) {
 		if v == nil || len(*v) > 128 || !fragmentNumberPattern.MatchString(*v) {
 			return startSpec{}, invalidArgf("StartSelector.AfterFragmentNumber must be 1 to 128 digits with FRAGMENT_NUMBER.")
 		}
-		n, err := decodeFragmentNumber(*v)
+		n, err := parseFragmentNumber(*v)
 		if err != nil {
 			return startSpec{}, fragmentNotFound(*v)
 		}
@@ -85,8 +85,8 @@ func parseStartSelector(sel *startSelector) (startSpec, error) {
 		if v == nil || len(*v) > 128 || !continuationTokenPattern.MatchString(*v) {
 			return startSpec{}, invalidArgf("StartSelector.ContinuationToken must be 1 to 128 of [a-zA-Z0-9_.-] with CONTINUATION_TOKEN.")
 		}
-		n, err := decodeFragmentNumber(*v)
-		if err != nil || n.n == math.MaxUint64 { // never issued: nothing could follow it
+		n, err := parseFragmentNumber(*v)
+		if err != nil || n == math.MaxUint64 { // never issued: nothing could follow it
 			return startSpec{}, invalidArgf("StartSelector.ContinuationToken is not a token returned by this server.")
 		}
 		spec.Number = n
@@ -147,7 +147,7 @@ func (m *media) getMedia(ctx context.Context, req *getMediaRequest) (_ responder
 		m.forget(st) // deleted since the lookup: do not leave a buffer behind
 		return nil, err
 	}
-	last, err := m.startAfter(ctx, st, buf, spec)
+	last, err := m.startAfter(ctx, st.Name, buf, spec)
 	if err != nil {
 		return nil, err
 	}
@@ -155,7 +155,7 @@ func (m *media) getMedia(ctx context.Context, req *getMediaRequest) (_ responder
 		defer unsubscribe()
 		defer unfollow()
 		rc := http.NewResponseController(w)
-		c := &consumer{m: m, name: st.Name, numbers: numberingOf(st.ARN), buf: buf, w: w, rc: rc, pw: newPacedWriter(w, r, rc, m.writeTimeout), last: last, started: time.Now()}
+		c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: rc, pw: newPacedWriter(w, r, rc, m.writeTimeout), last: last, started: time.Now()}
 		s.metrics.activeReaders.Inc()
 		defer s.metrics.activeReaders.Dec()
 		w.Header().Set("Content-Type", "video/webm")
@@ -166,19 +166,13 @@ func (m *media) getMedia(ctx context.Context, req *getMediaRequest) (_ responder
 }
 
 // startAfter returns the number after which delivery starts (0: from the first).
-func (m *media) startAfter(ctx context.Context, stream store.Stream, buf *streamBuffer, spec startSpec) (uint64, error) {
-	st, name := m.s.store, stream.Name
+func (m *media) startAfter(ctx context.Context, name string, buf *streamBuffer, spec startSpec) (uint64, error) {
+	st := m.s.store
 	switch spec.Type {
 	case selEarliest:
 		return 0, nil
 	case selContinuationToken:
-		// A token of another stream of the name (one deleted since, the client reconnecting by
-		// name) comes before all of this one: it starts at its first fragment (wire.go).
-		n, ok := spec.Number.of(numberingOf(stream.ARN))
-		if !ok {
-			return 0, nil
-		}
-		return n, nil
+		return spec.Number, nil
 	case selNow:
 		last := buf.lastNumber()
 		meta, err := st.Last(ctx, name)
@@ -190,21 +184,16 @@ func (m *media) startAfter(ctx context.Context, stream store.Stream, buf *stream
 		}
 		return last, nil
 	case selFragmentNumber:
-		e := numberingOf(stream.ARN)
-		n, ok := spec.Number.of(e)
-		if !ok { // another stream's: no fragment of this one
-			return 0, fragmentNotFound(spec.Number.epoch.format(spec.Number.n))
+		if buf.get(spec.Number) != nil {
+			return spec.Number - 1, nil
 		}
-		if buf.get(n) != nil {
-			return n - 1, nil
-		}
-		if _, err := st.Fragment(ctx, name, n); err != nil {
+		if _, err := st.Fragment(ctx, name, spec.Number); err != nil {
 			if errors.Is(err, store.ErrFragmentNotFound) {
-				return 0, fragmentNotFound(e.format(n))
+				return 0, fragmentNotFound(formatFragmentNumber(spec.Number))
 			}
 			return 0, fmt.Errorf("get media %s: %w", name, err)
 		}
-		return n - 1, nil
+		return spec.Number - 1, nil
 	}
 	kind := store.ServerTime
 	if spec.Type == selProducerTimestamp {
@@ -213,7 +202,7 @@ func (m *media) startAfter(ctx context.Context, stream store.Stream, buf *stream
 	// Where NOW stands is read first: when no fragment starts at or after the time, delivery
 	// starts there. Read after the search, it could lie past a fragment published in between
 	// that the time selects (the search did not see it, NOW would step over it).
-	now, err := m.startAfter(ctx, stream, buf, startSpec{Type: selNow})
+	now, err := m.startAfter(ctx, name, buf, startSpec{Type: selNow})
 	if err != nil {
 		return 0, err
 	}
@@ -271,17 +260,16 @@ func (m *media) findByTime(ctx context.Context, name string, buf *streamBuffer, 
 
 // consumer is one GetMedia response.
 type consumer struct {
-	m       *media
-	name    string
-	numbers numbering // of the stream's ARN
-	buf     *streamBuffer
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	pw      pacedWriter // w's media chunks
-	last    uint64      // the last number sent (or the start point)
-	out     []byte      // reused per chunk
-	tail    bool        // an internal tail (tail.go): frames, not GetMedia chunks
-	hdr     []byte      // a tail frame's header
+	m    *media
+	name string
+	buf  *streamBuffer
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	pw   pacedWriter // w's media chunks
+	last uint64      // the last number sent (or the start point)
+	out  []byte      // reused per chunk
+	tail bool        // an internal tail (tail.go): frames, not GetMedia chunks
+	hdr  []byte      // a tail frame's header
 
 	started time.Time // when the response started: fragments published later are live for it
 }
@@ -496,7 +484,7 @@ func (c *consumer) appendTrailingTags(b []byte, meta store.FragmentMeta) []byte 
 	now := c.m.s.cfg.Now()
 	return mkv.AppendTags(b,
 		mkv.SimpleTag{Name: mkv.TagMillisBehindNow, Value: strconv.FormatInt(max(0, now.Sub(meta.ServerTime).Milliseconds()), 10)},
-		mkv.SimpleTag{Name: mkv.TagContinuationToken, Value: c.numbers.format(meta.Number)},
+		mkv.SimpleTag{Name: mkv.TagContinuationToken, Value: formatFragmentNumber(meta.Number)},
 	)
 }
 
@@ -512,6 +500,6 @@ func (c *consumer) writeError(id int, code string) {
 	if c.tail {
 		return // the tail's reader sees the end, and looks again where the stream is
 	}
-	c.out = appendErrorChunk(c.out[:0], c.numbers.format(c.last), id, code)
+	c.out = appendErrorChunk(c.out[:0], c.last, id, code)
 	_ = c.write(c.out)
 }

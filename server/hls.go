@@ -99,9 +99,6 @@ type hlsSession struct {
 	offset     time.Duration // wall clock minus producer time of the live edge at creation (dynamic manifests)
 }
 
-// numbers is the numbering of the session's stream's fragments (wire.go).
-func (sess *hlsSession) numbers() numbering { return numberingOf(sess.arn) }
-
 type getHLSRequest struct {
 	streamRef
 	PlaybackMode                    *string           `json:"PlaybackMode"`

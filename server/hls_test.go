@@ -266,7 +266,7 @@ func TestHLSLive(t *testing.T) {
 	}
 	_, media = mediaPlaylist(t, url)
 	if strings.Count(media, "#EXTINF:") != 3 || !strings.Contains(media, "#EXT-X-MEDIA-SEQUENCE:4\n") ||
-		!strings.Contains(media, "FragmentNumber="+e.numberOf(t, "cam", 6)) {
+		!strings.Contains(media, "FragmentNumber="+formatFragmentNumber(6)) {
 		t.Fatalf("media playlist after 6 fragments:\n%s", media)
 	}
 
@@ -371,7 +371,7 @@ func TestPlaybackURLsAWSCLI(t *testing.T) {
 		"--playback-mode", "ON_DEMAND", "--dash-fragment-selector", sel, "--display-fragment-number", "ALWAYS",
 		"--max-manifest-fragment-results", "4")
 	m, raw := manifest(t, dash.DASHStreamingSessionURL)
-	if s := m.Periods[0].Sets[0].Rep.List.S; len(s) != 4 || s[3].FN != e.numberOf(t, "cam", 4) {
+	if s := m.Periods[0].Sets[0].Rep.List.S; len(s) != 4 || s[3].FN != formatFragmentNumber(4) {
 		t.Errorf("want 4 segments with their fragment numbers:\n%s", raw)
 	}
 	want := wantStreams(t, "h264_aac.mkv", 1)

@@ -143,7 +143,7 @@ func (sess *hlsSession) admit(n uint64, meta store.FragmentMeta, err error) erro
 		err = store.ErrFragmentNotFound
 	}
 	if errors.Is(err, store.ErrFragmentNotFound) {
-		return fragmentNotFound(sess.numbers().format(n))
+		return fragmentNotFound(formatFragmentNumber(n))
 	}
 	return err
 }
@@ -236,14 +236,13 @@ func trackKey(tracks []mkv.Track) string {
 	return string(h.Sum(nil))
 }
 
-// fragmentParam parses the FragmentNumber query parameter, a fragment number of the session's
-// stream.
-func fragmentParam(r *http.Request, sess *hlsSession) (uint64, error) {
+// fragmentParam parses the FragmentNumber query parameter.
+func fragmentParam(r *http.Request) (uint64, error) {
 	v := r.URL.Query().Get("FragmentNumber")
 	if v == "" {
 		return 0, invalidArgf("FragmentNumber is required.")
 	}
-	n, err := parseFragmentNumberOf(sess.numbers(), v)
+	n, err := parseFragmentNumber(v)
 	if err != nil {
 		return 0, fragmentNotFound(v)
 	}
@@ -288,7 +287,7 @@ func (p *playback) initFragment(ctx context.Context, sess *hlsSession, r *http.R
 	var n uint64
 	if r.URL.Query().Has("FragmentNumber") {
 		var err error
-		if n, err = fragmentParam(r, sess); err != nil {
+		if n, err = fragmentParam(r); err != nil {
 			return nil, err
 		}
 		meta, err := p.fragmentMeta(ctx, sess.stream, n)
@@ -309,7 +308,7 @@ func (p *playback) initFragment(ctx context.Context, sess *hlsSession, r *http.R
 	if err != nil {
 		return nil, err
 	}
-	track, err := trackParam(r, tracks, sess, n)
+	track, err := trackParam(r, tracks, n)
 	if err != nil {
 		return nil, err
 	}
@@ -327,7 +326,7 @@ func (p *playback) initFragment(ctx context.Context, sess *hlsSession, r *http.R
 
 // trackParam parses the optional TrackNumber query parameter, which must name one of tracks (of
 // fragment n); 0 when absent.
-func trackParam(r *http.Request, tracks []mkv.Track, sess *hlsSession, n uint64) (uint64, error) {
+func trackParam(r *http.Request, tracks []mkv.Track, n uint64) (uint64, error) {
 	q := r.URL.Query()
 	if !q.Has("TrackNumber") {
 		return 0, nil
@@ -337,7 +336,7 @@ func trackParam(r *http.Request, tracks []mkv.Track, sess *hlsSession, n uint64)
 	if err == nil && t > 0 && findTrack(tracks, func(tr *mkv.Track) bool { return tr.Number == t }) != nil {
 		return t, nil
 	}
-	return 0, invalidArgf("TrackNumber %q is not a track of fragment %s.", v, sess.numbers().format(n))
+	return 0, invalidArgf("TrackNumber %q is not a track of fragment %s.", v, formatFragmentNumber(n))
 }
 
 // mediaFragment serves getMP4MediaFragment.mp4: the fragment remuxed on request from its
@@ -352,7 +351,7 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 	if sess.dash && !r.URL.Query().Has("FragmentNumber") {
 		n, origin, err = p.fragmentAt(ctx, sess, r)
 	} else {
-		n, err = fragmentParam(r, sess)
+		n, err = fragmentParam(r)
 	}
 	if err != nil {
 		return nil, err
@@ -361,7 +360,7 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 	if err = sess.admit(n, meta, err); err != nil {
 		return nil, fmt.Errorf("hls media fragment %s: %w", sess.stream, err)
 	}
-	track, err := trackParam(r, f.Tracks, sess, n)
+	track, err := trackParam(r, f.Tracks, n)
 	if err != nil {
 		return nil, err
 	}
@@ -403,7 +402,7 @@ func (p *playback) fragmentAt(ctx context.Context, sess *hlsSession, r *http.Req
 	}
 	var from uint64
 	if v := q.Get("From"); v != "" {
-		if from, err = parseFragmentNumberOf(sess.numbers(), v); err != nil {
+		if from, err = parseFragmentNumber(v); err != nil {
 			return 0, 0, fragmentNotFound(v)
 		}
 	}
@@ -516,7 +515,7 @@ func (p *playback) awaitReveal(ctx context.Context, sess *hlsSession, f store.Fr
 	}
 	if wait > segmentWait(f.Duration) {
 		return apiErrorf(codeResourceNotFound, "Fragment %s is not yet part of the session: the replay reaches it in %v.",
-			sess.numbers().format(f.Number), wait.Round(time.Millisecond))
+			formatFragmentNumber(f.Number), wait.Round(time.Millisecond))
 	}
 	select {
 	case <-time.After(wait): // collected when unreferenced (Go 1.23)

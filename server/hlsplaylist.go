@@ -580,13 +580,13 @@ func (p *playback) mediaPlaylist(ctx context.Context, sess *hlsSession, _ *http.
 		}
 		if i == 0 || keys[i] != keys[i-1] {
 			fmt.Fprintf(&b, "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?SessionToken=%s&FragmentNumber=%s\"\n",
-				sess.token, sess.numbers().format(f.Number))
+				sess.token, formatFragmentNumber(f.Number))
 		}
 		if sess.showTime {
 			fmt.Fprintf(&b, "#EXT-X-PROGRAM-DATE-TIME:%s\n", f.Time(sess.kind).UTC().Format(xsDateTime))
 		}
 		fmt.Fprintf(&b, "#EXTINF:%.3f,\ngetMP4MediaFragment.mp4?SessionToken=%s&FragmentNumber=%s\n",
-			f.Duration.Seconds(), sess.token, sess.numbers().format(f.Number))
+			f.Duration.Seconds(), sess.token, formatFragmentNumber(f.Number))
 	}
 	if ended {
 		b.WriteString("#EXT-X-ENDLIST\n")

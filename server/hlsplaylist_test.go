@@ -178,7 +178,7 @@ func TestHLSLiveReplayEndsAtPastEnd(t *testing.T) {
 	}
 	clock.Add(time.Minute) // far past the time it takes to reveal 4 s of media
 	_, media := mediaPlaylist(t, url)
-	if n := strings.Count(media, "#EXTINF:"); n != 2 || !strings.Contains(media, "FragmentNumber="+e.numberOf(t, "cam", 4)) {
+	if n := strings.Count(media, "#EXTINF:"); n != 2 || !strings.Contains(media, "FragmentNumber="+formatFragmentNumber(4)) {
 		t.Fatalf("want the last 2 fragments revealed:\n%s", media)
 	}
 	if !strings.Contains(media, "#EXT-X-ENDLIST") {
@@ -222,7 +222,7 @@ func TestHLSLiveReplayPace(t *testing.T) {
 		_, media := mediaPlaylist(t, url)
 		segs := playlistSegments(t, media)
 		for k, i := range []int{step.first, step.first + 1} {
-			s, ok := segs[e.numberOf(t, "cam", numbers[i])]
+			s, ok := segs[formatFragmentNumber(numbers[i])]
 			if !ok || s[0] != step.first+k || len(segs) != 2 || strings.Contains(media, "#EXT-X-ENDLIST") != step.ended {
 				t.Fatalf("after %v: want fragments %d and %d with media sequence numbers %d and %d, ended %v:\n%s",
 					step.elapsed, i, i+1, step.first, step.first+1, step.ended, media)
@@ -375,7 +375,7 @@ func TestHLSLiveReplayPaceOfFastUpload(t *testing.T) {
 		_, media := mediaPlaylist(t, url)
 		segs := playlistSegments(t, media)
 		for k, i := range []int{step.first, step.first + 1} {
-			if s, ok := segs[e.numberOf(t, "cam", numbers[i])]; !ok || s[0] != step.first+k || len(segs) != 2 {
+			if s, ok := segs[formatFragmentNumber(numbers[i])]; !ok || s[0] != step.first+k || len(segs) != 2 {
 				t.Fatalf("after %v: want fragments %d and %d with media sequence numbers %d and %d:\n%s",
 					step.elapsed, i, i+1, step.first, step.first+1, media)
 			}

@@ -254,9 +254,9 @@ func (m *media) removeSession(p *putSession) {
 
 // kvsTags returns the tags stored before each fragment's cluster (kvs-api.md §6.1), the names
 // the KVS parser library reads.
-func kvsTags(e numbering, meta store.FragmentMeta) []mkv.SimpleTag {
+func kvsTags(meta store.FragmentMeta) []mkv.SimpleTag {
 	return []mkv.SimpleTag{
-		{Name: mkv.TagFragmentNumber, Value: e.format(meta.Number)},
+		{Name: mkv.TagFragmentNumber, Value: formatFragmentNumber(meta.Number)},
 		{Name: mkv.TagServerTimestamp, Value: formatTimestampTag(meta.ServerTime.UnixNano())},
 		{Name: mkv.TagProducerTimestamp, Value: formatTimestampTag(meta.ProducerTime.UnixNano())},
 	}
@@ -265,11 +265,11 @@ func kvsTags(e numbering, meta store.FragmentMeta) []mkv.SimpleTag {
 // appendErrorChunk appends a GetMedia error chunk (kvs-api.md §6.1, choice for its [?]): an EBML
 // header, an unknown-size Segment and one Tags element with FRAGMENT_NUMBER, ERROR_ID and
 // ERROR_CODE, which is what the KVS parser library expects; no SERVER_TIMESTAMP. extra tags follow.
-func appendErrorChunk(b []byte, number string, id int, code string, extra ...mkv.SimpleTag) []byte {
+func appendErrorChunk(b []byte, number uint64, id int, code string, extra ...mkv.SimpleTag) []byte {
 	b = mkv.AppendEBMLHeader(b, "matroska")
 	b = mkv.AppendSegmentStart(b)
 	tags := append([]mkv.SimpleTag{
-		{Name: mkv.TagFragmentNumber, Value: number},
+		{Name: mkv.TagFragmentNumber, Value: formatFragmentNumber(number)},
 		{Name: mkv.TagErrorID, Value: strconv.Itoa(id)},
 		{Name: mkv.TagErrorCode, Value: code},
 	}, extra...)

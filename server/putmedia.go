@@ -166,7 +166,7 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(r.Context()))
 	defer cancel(nil)
 	p := &putSession{
-		m: m, name: st.Name, arn: st.ARN, numbers: numberingOf(st.ARN), log: s.log.With("stream", st.Name, "request_id", requestID(r)),
+		m: m, name: st.Name, arn: st.ARN, log: s.log.With("stream", st.Name, "request_id", requestID(r)),
 		buf: m.buffer(st), w: w, rc: rc, ctx: ctx, cancel: cancel,
 		liveOnly: st.RetentionHours <= 0, relative: mode == "RELATIVE", startNanos: start,
 	}
@@ -240,8 +240,7 @@ var errReadAborted = errors.New("put media: reading stopped")
 type putSession struct {
 	m          *media
 	name       string
-	arn        string    // the stream's: one created again under name has another
-	numbers    numbering // of arn
+	arn        string // the stream's: one created again under name has another
 	log        *slog.Logger
 	buf        *streamBuffer
 	w          http.ResponseWriter
@@ -358,7 +357,7 @@ func (p *putSession) ack(typ string, timecode *int64, number uint64, e *ackErr) 
 	}
 	ev := ackEvent{EventType: typ, FragmentTimecode: timecode}
 	if number != 0 {
-		ev.FragmentNumber = p.numbers.format(number)
+		ev.FragmentNumber = formatFragmentNumber(number)
 	}
 	if e != nil {
 		ev.ErrorId, ev.ErrorCode = e.ID, e.Code
@@ -446,7 +445,7 @@ func (p *putSession) errorAck(e *ackErr) {
 		attrs = append(attrs, "fragment_timecode", e.Timecode)
 	}
 	if e.Number != 0 {
-		attrs = append(attrs, "fragment_number", p.numbers.format(e.Number))
+		attrs = append(attrs, "fragment_number", formatFragmentNumber(e.Number))
 	}
 	if e.Offset >= 0 {
 		attrs = append(attrs, "body_offset", e.Offset)
@@ -456,7 +455,7 @@ func (p *putSession) errorAck(e *ackErr) {
 	p.m.s.metrics.errorAck(e.ID)
 	ev := &Event{Type: EventUploadError, Stream: p.name, FragmentTimecode: tc, ErrorID: e.ID, ErrorCode: e.Code, Reason: e.Message}
 	if e.Number != 0 {
-		ev.FragmentNumber = p.numbers.format(e.Number)
+		ev.FragmentNumber = formatFragmentNumber(e.Number)
 	}
 	p.m.s.events.publish(ev)
 }

@@ -19,7 +19,7 @@ func (p *putSession) persisted(w durableWait) {
 	}
 	meta := w.frag.Meta
 	tc := w.timecode
-	s.events.publish(&Event{Type: EventFragmentPersisted, Stream: p.name, FragmentNumber: p.numbers.format(meta.Number),
+	s.events.publish(&Event{Type: EventFragmentPersisted, Stream: p.name, FragmentNumber: formatFragmentNumber(meta.Number),
 		FragmentTimecode: &tc, ServerTime: &meta.ServerTime, ProducerTime: &meta.ProducerTime,
 		DurationMillis: meta.Duration.Milliseconds(), Size: meta.Size})
 }

@@ -573,7 +573,7 @@ func (ps *putParser) chunk(f *mkv.Fragment, meta store.FragmentMeta) (chunk, buf
 	if len(ps.fragTags) > 0 {
 		b = mkv.AppendTags(b, ps.fragTags...)
 	}
-	b = mkv.AppendTags(b, kvsTags(ps.p.numbers, meta)...)
+	b = mkv.AppendTags(b, kvsTags(meta)...)
 	frames := ps.arena[ps.headroom:]
 	b = mkv.AppendClusterHeader(b, f.Timecode, int64(len(frames)))
 	ps.prefix = b

@@ -75,7 +75,7 @@ func TestDiskQuotaPutMedia(t *testing.T) {
 	}
 	newest := all[len(all)-len(kept):]
 	for i, n := range newest {
-		if kept[i] != e.numberOf(t, "cam", n) {
+		if kept[i] != formatFragmentNumber(n) {
 			t.Fatalf("kept %v..., want the newest %d fragments from %d", kept[:3], len(kept), newest[0])
 		}
 	}

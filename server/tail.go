@@ -111,7 +111,7 @@ func (m *media) tail(ctx context.Context, req *tailRequest) (responder, error) {
 	return func(w http.ResponseWriter, r *http.Request) {
 		defer unsubscribe()
 		rc := http.NewResponseController(w)
-		c := &consumer{m: m, name: st.Name, numbers: numberingOf(st.ARN), buf: buf, w: w, rc: rc, pw: newPacedWriter(w, r, rc, m.writeTimeout), last: req.After, tail: true}
+		c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: rc, pw: newPacedWriter(w, r, rc, m.writeTimeout), last: req.After, tail: true}
 		m.s.metrics.tailsServed.Inc()
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.WriteHeader(http.StatusOK)

@@ -8,108 +8,30 @@ import (
 )
 
 // Fragment numbers. KVS fragment numbers are decimal strings (47 digits in every real sample, starting
-// with 91343852333). kvs formats fragment n of a stream as that fixed prefix, then the stream's
-// creation time in Unix milliseconds (the number its ARN ends with) zero-padded to 16 digits, then n
-// zero-padded to 20 digits: 47 digits in all. So string order equals numeric order within a stream,
-// and clients that keep numbers as text (PIC: up to 128 chars), as BigInteger (Java parser) or as
-// strings (Go, botocore) all work.
-//
-// Why the creation time is in it: n is the store's sequence number, unique per stream across
-// restarts and retention (the store never reuses it), but a stream deleted and created again under
-// its name is another stream (another ARN, as in KVS) whose store numbers start at 1 again. Without
-// the creation time a continuation token or fragment number a client kept from the stream before
-// would name a fragment of the new one (a consumer reconnecting by name skipped the new stream's
-// first fragments; GetMediaForFragmentList answered an old number with new data). With it, a
-// number of another stream of the name names no fragment of this one (fragmentNumber.of), and a
-// continuation token of another stream starts at the new stream's first fragment (getmedia.go).
-//
-// Numbers issued before kvs put the creation time in (the 16 digits all zero) name fragment n of
-// whichever stream of the name exists: they are accepted so that the tokens and numbers clients
-// kept across the upgrade keep working. Fragments stored before it keep such a number in their
-// stored FRAGMENT_NUMBER tag; every number the server formats now carries the creation time.
+// with 91343852333). kvs formats a stream's store sequence number n as the fixed prefix followed by n
+// zero-padded to 36 digits: 47 digits in all, so string order equals numeric order, numbers are
+// unique per stream across restarts (the store never reuses n) and clients that keep them as text
+// (PIC: up to 128 chars), as BigInteger (Java parser) or as strings (Go, botocore) all work.
 const (
 	fragmentNumberPrefix = "91343852333"
-	fragmentEpochDigits  = 16 // the stream's creation time, Unix ms: 13 digits until the year 2286
-	fragmentSeqDigits    = 20 // the store's sequence number: math.MaxUint64 has 20 digits
-	fragmentNumberLen    = len(fragmentNumberPrefix) + fragmentEpochDigits + fragmentSeqDigits
-	maxFragmentEpoch     = 1e16 - 1
+	fragmentNumberDigits = 36
+	fragmentNumberLen    = len(fragmentNumberPrefix) + fragmentNumberDigits
 )
 
 var errBadFragmentNumber = errors.New("not a fragment number of this server")
 
-// numbering formats the fragment numbers of one stream: its creation time in Unix milliseconds,
-// taken from its ARN (numberingOf); 0 formats the numbers kvs issued before (fragmentNumber
-// says why).
-type numbering uint64
-
-// numberingOf returns the numbering of the stream with ARN arn. kvs's ARNs end with the stream's
-// creation time in Unix milliseconds (Server.streamARN), unique per stream of a name
-// (creationMillis); an ARN that does not (none kvs creates) numbers as before, 0.
-func numberingOf(arn string) numbering {
-	ms, err := strconv.ParseUint(arn[strings.LastIndexByte(arn, '/')+1:], 10, 64)
-	if err != nil || ms > maxFragmentEpoch {
-		return 0
-	}
-	return numbering(ms)
+// formatFragmentNumber turns a store sequence number into the KVS fragment-number string.
+func formatFragmentNumber(n uint64) string {
+	return fmt.Sprintf("%s%0*d", fragmentNumberPrefix, fragmentNumberDigits, n)
 }
 
-// format returns the KVS fragment-number string of the stream's fragment n.
-func (e numbering) format(n uint64) string {
-	return string(e.append(make([]byte, 0, fragmentNumberLen), n))
-}
-
-// append appends format(n) to b.
-func (e numbering) append(b []byte, n uint64) []byte {
-	b = append(b, fragmentNumberPrefix...)
-	b = appendPadded(b, uint64(e), fragmentEpochDigits)
-	return appendPadded(b, n, fragmentSeqDigits)
-}
-
-// appendPadded appends v in decimal, zero-padded to width digits.
-func appendPadded(b []byte, v uint64, width int) []byte {
-	var d [20]byte
-	digits := strconv.AppendUint(d[:0], v, 10)
-	for range width - len(digits) {
-		b = append(b, '0')
-	}
-	return append(b, digits...)
-}
-
-// fragmentNumber is a parsed fragment-number string: the numbering (stream) it was issued under
-// and the store's sequence number.
-type fragmentNumber struct {
-	epoch numbering
-	n     uint64
-}
-
-// decodeFragmentNumber parses a string numbering.format returns, of any stream.
-func decodeFragmentNumber(s string) (fragmentNumber, error) {
+// parseFragmentNumber is the inverse of formatFragmentNumber.
+func parseFragmentNumber(s string) (uint64, error) {
 	if len(s) != fragmentNumberLen || !strings.HasPrefix(s, fragmentNumberPrefix) {
-		return fragmentNumber{}, errBadFragmentNumber
+		return 0, errBadFragmentNumber
 	}
-	epoch, err1 := strconv.ParseUint(s[len(fragmentNumberPrefix):len(fragmentNumberPrefix)+fragmentEpochDigits], 10, 64)
-	n, err2 := strconv.ParseUint(s[len(fragmentNumberPrefix)+fragmentEpochDigits:], 10, 64)
-	if err1 != nil || err2 != nil || n == 0 {
-		return fragmentNumber{}, errBadFragmentNumber
-	}
-	return fragmentNumber{numbering(epoch), n}, nil
-}
-
-// of returns the store number f names in the stream numbered e, and whether it names one there:
-// not when it was issued for another stream of the name (one deleted, or created since).
-func (f fragmentNumber) of(e numbering) (uint64, bool) {
-	return f.n, f.epoch == e || f.epoch == 0
-}
-
-// parseFragmentNumberOf parses s as a fragment number of the stream numbered e:
-// errBadFragmentNumber when it is not one (malformed, or another stream's).
-func parseFragmentNumberOf(e numbering, s string) (uint64, error) {
-	f, err := decodeFragmentNumber(s)
-	if err != nil {
-		return 0, err
-	}
-	n, ok := f.of(e)
-	if !ok {
+	n, err := strconv.ParseUint(s[len(fragmentNumberPrefix):], 10, 64)
+	if err != nil || n == 0 {
 		return 0, errBadFragmentNumber
 	}
 	return n, nil
