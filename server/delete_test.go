@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"io"
+	"slices"
 	"testing"
 
 	"github.com/openkvs/kvs/server/store"
@@ -77,4 +79,61 @@ func TestDeleteLeavesRecreatedStreamUpload(t *testing.T) {
 		}
 	}
 	pc.end()
+}
+
+// TestRecreatedStreamOldFragmentNumbers: fragment numbers and continuation tokens a client
+// kept from a stream name the fragments of that stream only. After DeleteStream and
+// CreateStream under the same name (another stream, with another ARN, as in KVS), a
+// consumer that reconnects by name with its last continuation token must not skip the new
+// stream's first fragments, and GetMediaForFragmentList of an old number must not answer with
+// a new fragment's data.
+//
+// Every store hands out a number once per stream name, across deletes (store.Store.NextNumber),
+// so the new stream's numbers all follow the deleted one's.
+func TestRecreatedStreamOldFragmentNumbers(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"mem", "fs"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			e := newMediaEnv(t, kind)
+			c := loadClip(t, "h264.mkv")
+			arn := e.createStream(t, "cam", 1)
+			e.ingest(t, "cam", c, 0, 3)
+			old := e.listNumbers(t, "cam") // as the server hands them out
+			token := old[2]                // the last chunk's CONTINUATION_TOKEN
+			e.deleteStream(t, arn)
+			e.createStream(t, "cam", 1)
+			fresh := e.ingest(t, "cam", c, 0, 5)
+			if now := e.listNumbers(t, "cam"); len(now) != 5 || now[0] <= old[2] {
+				t.Errorf("the new stream lists %v, the deleted one listed %v: want 5 numbers after all of those", now, old)
+			}
+
+			body := e.getMedia(t, t.Context(), "cam", map[string]any{"StartSelectorType": "CONTINUATION_TOKEN", "ContinuationToken": token}, false)
+			got := fragmentNumbers(t, readFragments(t, body))
+			body.Close()
+			if !slices.Equal(got, fresh) {
+				t.Errorf("GetMedia by name with the deleted stream's continuation token %s: fragments %v, want all of the new stream's %v", token, got, fresh)
+			}
+
+			resp := e.post(t, t.Context(), "/getMediaForFragmentList", map[string]any{"StreamName": "cam", "Fragments": []string{old[0]}})
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 404 || resp.Header.Get("x-amzn-ErrorType") != codeResourceNotFound {
+				t.Errorf("GetMediaForFragmentList of the deleted stream's fragment %s: %d %s (%d bytes), want 404 %s", old[0], resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"), len(b), codeResourceNotFound)
+			}
+			resp = e.post(t, t.Context(), "/getMedia", map[string]any{"StreamName": "cam", "StartSelector": map[string]any{"StartSelectorType": "FRAGMENT_NUMBER", "AfterFragmentNumber": old[1]}})
+			resp.Body.Close() // a 200 would follow the stream live: not read
+			if resp.StatusCode != 404 || resp.Header.Get("x-amzn-ErrorType") != codeResourceNotFound {
+				t.Errorf("GetMedia FRAGMENT_NUMBER of the deleted stream's fragment %s: %d %s, want 404 %s", old[1], resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"), codeResourceNotFound)
+			}
+
+			// The new stream's own tokens resume after their fragment.
+			body = e.getMedia(t, t.Context(), "cam", map[string]any{"StartSelectorType": "CONTINUATION_TOKEN", "ContinuationToken": formatFragmentNumber(fresh[1])}, false)
+			got = fragmentNumbers(t, readFragments(t, body))
+			body.Close()
+			if !slices.Equal(got, fresh[2:]) {
+				t.Errorf("GetMedia with the new stream's token of %d: fragments %v, want %v", fresh[1], got, fresh[2:])
+			}
+		})
+	}
 }

@@ -10,7 +10,8 @@ import (
 // Fragment numbers. KVS fragment numbers are decimal strings (47 digits in every real sample, starting
 // with 91343852333). kvs formats a stream's store sequence number n as the fixed prefix followed by n
 // zero-padded to 36 digits: 47 digits in all, so string order equals numeric order, numbers are
-// unique per stream across restarts (the store never reuses n) and clients that keep them as text
+// unique per stream name across restarts and deletes (the store never reuses n under a name, see
+// store.Store.NextNumber) and clients that keep them as text
 // (PIC: up to 128 chars), as BigInteger (Java parser) or as strings (Go, botocore) all work.
 const (
 	fragmentNumberPrefix = "91343852333"

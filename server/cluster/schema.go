@@ -67,6 +67,12 @@ var migrations = []string{
 		key   text PRIMARY KEY,
 		value text NOT NULL
 	);`,
+	// 2: the number_hwm of the last stream deleted under each name, where the numbers of a
+	// stream created again under it start (store.Store.NextNumber).
+	`CREATE TABLE kvs_retired_names (
+		name       text PRIMARY KEY,
+		number_hwm bigint NOT NULL
+	);`,
 }
 
 // migrationLock is the advisory lock key under which migrations run, so that nodes starting at

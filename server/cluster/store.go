@@ -367,8 +367,11 @@ func (s *Store) CreateStream(ctx context.Context, st store.Stream) error {
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, `INSERT INTO kvs_streams (name, arn, device_name, media_type, kms_key_id, version, status, creation_ns, retention_hours, tags)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING`,
+	// A stream deleted under the name may have handed out numbers up to its number_hwm: this
+	// one's first lease reserves from there.
+	tag, err := s.pool.Exec(ctx, `INSERT INTO kvs_streams (name, arn, device_name, media_type, kms_key_id, version, status, creation_ns, retention_hours, tags, number_hwm)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, COALESCE((SELECT number_hwm FROM kvs_retired_names WHERE name = $1), 0))
+		ON CONFLICT (name) DO NOTHING`,
 		st.Name, st.ARN, st.DeviceName, st.MediaType, st.KmsKeyID, st.Version, st.Status, store.UnixNanos(st.CreationTime),
 		st.RetentionHours, tagsJSON(st.Tags))
 	if err != nil {
@@ -474,7 +477,8 @@ func cloneTags(t map[string]string) map[string]string {
 	return c
 }
 
-// DeleteStream implements store.Store: one conditional DELETE; the stream's fragment rows go
+// DeleteStream implements store.Store: one statement, a conditional DELETE that keeps the stream's
+// number_hwm under its name (kvs_retired_names); the stream's fragment rows go
 // with it (ON DELETE CASCADE) and its objects are deleted by the next cleanup once no fragment
 // refers to them. Appends in flight on it find no stream at commit: ErrStreamNotFound.
 func (s *Store) DeleteStream(ctx context.Context, name, version string) error {
@@ -483,7 +487,11 @@ func (s *Store) DeleteStream(ctx context.Context, name, version string) error {
 	}
 	ctx, cancel := s.bound(ctx)
 	defer cancel()
-	tag, err := s.pool.Exec(ctx, `DELETE FROM kvs_streams WHERE name = $1 AND ($2 = '' OR version = $2)`, name, version)
+	// The stream's number_hwm is kept under its name in the same statement, for a stream created
+	// again under it (CreateStream); the INSERT's row count is the DELETE's.
+	tag, err := s.pool.Exec(ctx, `WITH d AS (DELETE FROM kvs_streams WHERE name = $1 AND ($2 = '' OR version = $2) RETURNING name, number_hwm)
+		INSERT INTO kvs_retired_names (name, number_hwm) SELECT name, number_hwm FROM d
+		ON CONFLICT (name) DO UPDATE SET number_hwm = GREATEST(kvs_retired_names.number_hwm, EXCLUDED.number_hwm)`, name, version)
 	if err != nil {
 		return dbErr(ctx, "delete stream "+name, err)
 	}

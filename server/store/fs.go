@@ -219,6 +219,9 @@ func (s *FS) load() error {
 		if _, err := tx.CreateBucketIfNotExists(bucketMeta); err != nil {
 			return err
 		}
+		if _, err := tx.CreateBucketIfNotExists(bucketRetired); err != nil {
+			return err
+		}
 		return b.ForEach(func(k, v []byte) error {
 			var r streamRecord
 			if err := json.Unmarshal(v, &r); err != nil {
@@ -309,22 +312,30 @@ func (s *FS) CreateStream(_ context.Context, info Stream) error {
 		return fmt.Errorf("%w: %s", ErrStreamExists, info.Name)
 	}
 	info = copyStream(info)
-	var id uint64
+	var id, start uint64
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		id = getU64(meta.Get(keyNextID)) + 1
 		if err := meta.Put(keyNextID, u64(id)); err != nil {
 			return err
 		}
-		if _, err := createDataBucket(tx, id); err != nil {
+		b, err := createDataBucket(tx, id)
+		if err != nil {
 			return err
+		}
+		// A stream deleted under this name may have handed out numbers up to its hwm: this one
+		// starts there, and says so in its own hwm, which recovery starts from.
+		if start = getU64(tx.Bucket(bucketRetired).Get([]byte(info.Name))); start > 0 {
+			if err := b.Put(keyHWM, u64(start)); err != nil {
+				return err
+			}
 		}
 		return putStream(tx, streamRecord{info, id})
 	})
 	if err != nil {
 		return fmt.Errorf("create stream %s: %w", info.Name, err)
 	}
-	st := &fsStream{id: id, dir: s.streamDir(id), next: 1, nextSeq: 1, segs: map[uint64]*segment{}}
+	st := &fsStream{id: id, dir: s.streamDir(id), next: max(1, start), hwm: start, nextSeq: 1, segs: map[uint64]*segment{}}
 	st.setInfo(info)
 	s.streams[info.Name] = st
 	return nil
@@ -390,6 +401,15 @@ func (s *FS) DeleteStream(_ context.Context, name, version string) error {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketStreams).Delete([]byte(name)); err != nil {
 			return err
+		}
+		// Every number the stream handed out is below its persisted hwm: a stream created again
+		// under the name starts there (CreateStream).
+		hwm := getU64(tx.Bucket(dataBucketName(st.id)).Get(keyHWM))
+		retired := tx.Bucket(bucketRetired)
+		if hwm > getU64(retired.Get([]byte(name))) {
+			if err := retired.Put([]byte(name), u64(hwm)); err != nil {
+				return err
+			}
 		}
 		return tx.DeleteBucket(dataBucketName(st.id))
 	})

@@ -12,6 +12,8 @@ import (
 //
 //	streams/<name>             JSON streamRecord: the registry
 //	meta/nextID                next internal stream id (uint64)
+//	retired/<name>             the hwm of the last stream deleted under the name: where the
+//	                           numbers of a stream created again under it start (NextNumber)
 //	d<id>/                     one bucket per stream id (8 bytes), deleted whole with the stream
 //	  hwm                      fragment numbers below this may have been handed out
 //	  purged                   highest segment sequence deleted by retention
@@ -25,6 +27,7 @@ var (
 	bucketStreams = []byte("streams")
 	bucketMeta    = []byte("meta")
 	keyNextID     = []byte("nextID")
+	bucketRetired = []byte("retired")
 	keyHWM        = []byte("hwm")
 	keyPurged     = []byte("purged")
 	bucketNumber  = []byte("n")

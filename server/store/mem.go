@@ -25,6 +25,7 @@ type Mem struct {
 	mu      sync.RWMutex
 	closed  bool
 	streams map[string]*memStream
+	retired map[string]uint64 // name of a deleted stream → the next number it would have handed out
 }
 
 type memStream struct {
@@ -42,7 +43,9 @@ type memFragment struct {
 var _ Store = (*Mem)(nil)
 
 // NewMem returns an empty in-memory store.
-func NewMem() *Mem { return &Mem{streams: make(map[string]*memStream)} }
+func NewMem() *Mem {
+	return &Mem{streams: make(map[string]*memStream), retired: make(map[string]uint64)}
+}
 
 func (m *Mem) stream(name string) (*memStream, error) {
 	if m.closed {
@@ -68,7 +71,7 @@ func (m *Mem) CreateStream(_ context.Context, s Stream) error {
 	if _, ok := m.streams[s.Name]; ok {
 		return fmt.Errorf("%w: %s", ErrStreamExists, s.Name)
 	}
-	m.streams[s.Name] = &memStream{info: copyStream(s), next: 1}
+	m.streams[s.Name] = &memStream{info: copyStream(s), next: max(1, m.retired[s.Name])}
 	return nil
 }
 
@@ -121,6 +124,7 @@ func (m *Mem) DeleteStream(_ context.Context, name, version string) error {
 		return fmt.Errorf("delete stream %s: %w", name, ErrVersionMismatch)
 	}
 	delete(m.streams, name)
+	m.retired[name] = s.next
 	return nil
 }
 

@@ -51,7 +51,8 @@ type Stream struct {
 }
 
 // FragmentMeta describes one stored fragment. Number is the stream-local sequence handed out by
-// NextNumber (1, 2, 3, ...; never reused, even after a restart or a retention purge); the
+// NextNumber (1, 2, 3, ...; never reused under the stream's name, even after a restart, a
+// retention purge or the stream's deletion); the
 // server formats it as the KVS fragment-number string.
 type FragmentMeta struct {
 	Number       uint64
@@ -125,7 +126,9 @@ type Store interface {
 	Prepare(ctx context.Context, stream string) error
 	// NextNumber reserves the next fragment number of the stream without storing anything. Numbers
 	// reserved but never appended leave a gap; they are never handed out again (also across
-	// restarts and owners).
+	// restarts and owners), under the stream's name: a stream deleted and created again under it
+	// starts after every number the one before could have handed out, so a continuation token or
+	// fragment number a client kept from that one names no fragment of the new one.
 	NextNumber(ctx context.Context, stream string) (uint64, error)
 	// AppendAsync starts storing one fragment record (meta.Number from NextNumber, above the
 	// stream's previous append; meta.Size is ignored, the stored Size is len(data)) and returns

@@ -237,8 +237,23 @@ func testDeleteRecreate(t *testing.T, st store.Store) {
 	if !bytes.Equal(b, payload("..", m.Number, 7)) {
 		t.Fatal("recreated stream reads wrong bytes")
 	}
+	// Numbers are never handed out twice under one name: a continuation token or fragment
+	// number kept from the deleted stream must name nothing of the new one.
+	if last := old[len(old)-1].Number; m.Number <= last {
+		t.Fatalf("recreated stream's first number %d, want one after the deleted stream's %d", m.Number, last)
+	}
 	if got, _ := st.Range(ctx, "x", 0, 0); len(got) != 2 {
 		t.Fatalf("other stream lost data: %v", numbers(got))
+	}
+	// Deleted again before it hands out a number, then created again: still after them all.
+	for range 2 {
+		if err := st.DeleteStream(ctx, "..", ""); err != nil {
+			t.Fatal(err)
+		}
+		mustCreate(t, st, "..", 24)
+	}
+	if n, err := st.NextNumber(ctx, ".."); err != nil || n <= m.Number {
+		t.Fatalf("stream created a third time: first number %d (%v), want one after %d", n, err, m.Number)
 	}
 }
 

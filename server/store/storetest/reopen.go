@@ -178,4 +178,7 @@ func testReopenDelete(t *testing.T, st store.Store, reopen func(*testing.T) stor
 	checkStored(t, st, "kept", kept)
 	m := appendOne(t, st, "again", base, base, 9)
 	checkStored(t, st, "again", []store.FragmentMeta{m})
+	if last := old[len(old)-1].Number; m.Number <= last {
+		t.Fatalf("re-created stream's first number after reopen %d, want one after the deleted stream's %d", m.Number, last)
+	}
 }
