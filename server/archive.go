@@ -339,7 +339,6 @@ func (m *media) getMediaForFragmentList(ctx context.Context, req *getMediaForFra
 	buf := m.buffer(st)
 	numbers := make([]uint64, len(req.Fragments))
 	sizes := make([]int64, len(req.Fragments)) // each chunk's size, its trailing tags included
-	var largest int64                          // the largest chunk asked for, to size the response buffer
 	var tags []byte
 	for i, f := range req.Fragments {
 		n, err := parseFragmentNumber(f)
@@ -358,12 +357,11 @@ func (m *media) getMediaForFragmentList(ctx context.Context, req *getMediaForFra
 			return nil, fmt.Errorf("get media for fragment list %s: %w", st.Name, err)
 		}
 		numbers[i] = n
-		largest = max(largest, meta.Size)
 		tags = appendListTrailingTags(tags[:0], meta)
 		sizes[i] = meta.Size + int64(len(tags))
 	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		m.writeFragmentList(w, r, st.Name, buf, numbers, sizes, largest)
+		m.writeFragmentList(w, r, st.Name, buf, numbers, sizes)
 	}, nil
 }
 
@@ -382,8 +380,8 @@ const headerSendfile = "X-Kvs-Sendfile"
 var zeros = make([]byte, writePiece)
 
 // writeFragmentList writes the GetMediaForFragmentList answer for the checked numbers, whose
-// chunks take sizes bytes each, trailing tags included; the largest stored chunk is largest bytes.
-func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name string, buf *streamBuffer, numbers []uint64, sizes []int64, largest int64) {
+// chunks take sizes bytes each, trailing tags included.
+func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name string, buf *streamBuffer, numbers []uint64, sizes []int64) {
 	s, ctx := m.s, r.Context()
 	pw := newPacedWriter(w, r, http.NewResponseController(w), m.writeTimeout)
 	var total int64
@@ -393,10 +391,11 @@ func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name s
 	w.Header().Set("Content-Type", "video/webm")
 	w.Header().Set("Content-Length", strconv.FormatInt(total, 10))
 	w.WriteHeader(http.StatusOK)
-	// The response buffer holds one stored chunk and its trailing tags at a time (a few MB at
-	// 1080p), from the buffer pool: fresh multi-megabyte buffers cost page faults on every request,
-	// more than the copies.
-	out := bufpool.Get(int(min(largest, bufpool.MaxPooled)) + 512)
+	// The response buffer holds a chunk's trailing tags, or an error chunk. A stored chunk is read
+	// from the store as it goes out, a piece at a time (pacedWriter.stream), as GetMedia's: read
+	// whole into this buffer first, every reader that took its time held a whole fragment (eight
+	// readers of a 16 MiB fragment, 128 MiB: TestSlowListReadersOfStoredFragment).
+	out := bufpool.Get(512)
 	defer func() { bufpool.Put(out) }()
 	// A client that moves the answer into a file unread asks for stored payloads by sendfile(2)
 	// (client.HeaderSendfile). Only then: on loopback, a client that reads with copies took longer
@@ -413,16 +412,13 @@ func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name s
 		var meta store.FragmentMeta
 		var err error
 		// A buffered fragment's chunk is written as it is (shared, not copied), then out holds
-		// only its trailing tags; a stored one is read into out, or opened to be sent.
+		// only its trailing tags; a stored one is opened to be sent.
 		var stored io.ReadCloser
 		live := buf.acquire(n)
-		switch {
-		case live != nil:
+		if live != nil {
 			meta = live.Meta
-		case sendfile:
+		} else {
 			stored, meta, err = s.store.Open(ctx, name, n)
-		default:
-			out, meta, err = readChunk(ctx, s.store, name, n, out)
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -445,12 +441,23 @@ func (m *media) writeFragmentList(w http.ResponseWriter, r *http.Request, name s
 		}
 		var sent int64 // of the chunk, before parts
 		if stored != nil {
-			err = pw.copy(stored)
+			var rerr error
+			if sendfile {
+				err = pw.copy(stored)
+				sent = meta.Size
+			} else {
+				sent, err = pw.stream(stored, &rerr)
+				if rerr == nil && err == nil && sent != meta.Size {
+					rerr = fmt.Errorf("%d of its %d bytes: %w", sent, meta.Size, io.ErrUnexpectedEOF)
+				}
+			}
 			stored.Close()
-			if err != nil {
+			if rerr != nil { // the Content-Length cannot be kept: a short answer
+				s.log.Error("get media for fragment list: answer cut", "stream", name, "fragment", n, "err", rerr)
+			}
+			if err != nil || rerr != nil {
 				return
 			}
-			sent = meta.Size
 		}
 		var parts [][]byte
 		if live != nil {

@@ -437,3 +437,57 @@ func TestSlowReadersOfStoredFragment(t *testing.T) {
 			grown>>20, readers, size>>20, limit>>20)
 	}
 }
+
+// TestSlowListReadersOfStoredFragment: GetMediaForFragmentList readers of a stored fragment that
+// read slowly (or not at all, for less than the write timeout) hold a piece of it each, as GetMedia
+// readers do (TestSlowReadersOfStoredFragment): the chunk was read whole into each answer's buffer
+// first, and the heap grew by 128 MiB for 8 readers of a 16 MiB fragment.
+func TestSlowListReadersOfStoredFragment(t *testing.T) {
+	const readers, size = 8, 16 << 20
+	fs, err := store.OpenFS(t.TempDir(), store.FSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := storeLargeFragment(t, fs, "cam", bytes.Repeat([]byte("kvs!"), size/4))
+	srv, err := New(Config{Store: fs, MediaWriteTimeout: 30 * time.Second, RetentionInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(srv)
+	ts.Listener = Listener(sndbufListener{ts.Listener})
+	ts.Config.ConnContext = ConnContext
+	ts.Start()
+	t.Cleanup(func() { ts.Close(); _ = srv.Close(); _ = fs.Close() })
+
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	body := `{"StreamName":"cam","Fragments":["` + formatFragmentNumber(n) + `"]}`
+	for range readers {
+		c, err := net.Dial("tcp", ts.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+		fmt.Fprintf(c, "POST /getMediaForFragmentList HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+		// The status and the first bytes of the chunk only (the answer is being written); then
+		// the reader stops reading.
+		b := make([]byte, 4<<10)
+		if _, err := io.ReadFull(c, b); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(b, []byte("HTTP/1.1 200")) {
+			t.Fatalf("answer: %.200q", b)
+		}
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	grown := int64(after.HeapInuse) - int64(before.HeapInuse)
+	t.Logf("heap in use grew by %.1f MiB for %d readers of a %d MiB fragment", float64(grown)/(1<<20), readers, size>>20)
+	if limit := int64(readers * 3 << 20); grown > limit {
+		t.Errorf("heap in use grew by %d MiB for %d readers of a %d MiB stored fragment: want at most %d MiB (a piece each, not the fragment)",
+			grown>>20, readers, size>>20, limit>>20)
+	}
+}
