@@ -111,13 +111,22 @@ func (p *playback) writeClip(w http.ResponseWriter, r *http.Request, name string
 	for {
 		n := min(len(frags), page)
 		for _, meta := range frags[:n] {
+			// The fragments remuxed at once are bounded (remux.go): this one's frames and its
+			// segment, each about its size, are held until it is sent.
+			release, err := m.remux.acquire(ctx, 2*meta.Size)
+			if err != nil {
+				return // the client has gone
+			}
 			f, _, err := p.fragment(ctx, name, meta.Number)
 			if errors.Is(err, store.ErrFragmentNotFound) {
+				release()
 				continue // expired while the clip was being sent
 			}
 			if err == nil {
 				err = mw.WriteFragment(f, meta.ProducerTime)
+				f.Release()
 			}
+			release()
 			if errors.Is(err, fmp4.ErrTracksChanged) {
 				log.Info("get clip: tracks change; clip ends early", "fragment", meta.Number, "fragments", written)
 				return

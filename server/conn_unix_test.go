@@ -6,12 +6,15 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
+	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -490,4 +493,184 @@ func TestSlowListReadersOfStoredFragment(t *testing.T) {
 		t.Errorf("heap in use grew by %d MiB for %d readers of a %d MiB stored fragment: want at most %d MiB (a piece each, not the fragment)",
 			grown>>20, readers, size>>20, limit>>20)
 	}
+}
+
+// largeClipServer stores count fragments of the H.264 clip in stream "cam" of a new FS store,
+// each with size bytes more in its keyframe (the remuxer copies frames as they are), one second
+// apart from base on both clocks, and serves them on a listener whose connections have small
+// socket buffers. It returns the server, its address and the fragment numbers.
+func largeClipServer(t *testing.T, size, count int, base time.Time) (*Server, string, []uint64) {
+	t.Helper()
+	ctx := context.Background()
+	fs, err := store.OpenFS(t.TempDir(), store.FSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	c := loadClip(t, "h264.mkv")
+	var ns []uint64
+	for i := range count {
+		frames := append([]mkv.Frame(nil), c.frags[0]...)
+		frames[0].Data = append(append([]byte(nil), frames[0].Data...), bytes.Repeat([]byte{byte(i)}, size)...)
+		cluster, err := mkv.AppendCluster(nil, frames[0].Timecode, frames)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := base.Add(time.Duration(i) * time.Second)
+		n, err := fs.NextNumber(ctx, "cam")
+		if err == nil {
+			err = store.Append(ctx, fs, "cam", store.FragmentMeta{Number: n, ServerTime: at, ProducerTime: at, Duration: time.Second},
+				append(c.header(), cluster...))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns = append(ns, n)
+	}
+	srv, err := New(Config{Store: fs, MediaWriteTimeout: 30 * time.Second, RetentionInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(srv)
+	ts.Listener = Listener(sndbufListener{ts.Listener})
+	ts.Config.ConnContext = ConnContext
+	ts.Start()
+	t.Cleanup(func() { ts.Close(); _ = srv.Close(); _ = fs.Close() })
+	return srv, ts.Listener.Addr().String(), ns
+}
+
+// stalledReader sends req on a new connection with a small receive buffer, reads the first 4 KiB
+// of the answer (its status line first), and then nothing; the connection is closed when the
+// test ends, or by the caller.
+func stalledReader(t *testing.T, addr, req string) (net.Conn, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+	if _, err := io.WriteString(c, req); err != nil {
+		return nil, err
+	}
+	b := make([]byte, 4<<10)
+	if _, err := io.ReadFull(c, b); err != nil {
+		return nil, err
+	}
+	if !bytes.HasPrefix(b, []byte("HTTP/1.1 200")) {
+		return nil, fmt.Errorf("answer: %.300q", b)
+	}
+	return c, nil
+}
+
+// heapInUse returns the heap in use after a collection.
+func heapInUse() int64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapInuse)
+}
+
+// TestSlowSegmentReadersShare: viewers that ask for the same HLS media segment at the same time
+// (the viewers of a live stream) share one copy of it while it is sent, however slowly they read:
+// each request remuxed the fragment into a segment of its own and held it until sent, and the heap
+// grew by 128 MiB for 8 stalled readers of a 16 MiB fragment's segment.
+func TestSlowSegmentReadersShare(t *testing.T) {
+	const readers, size = 8, 16 << 20
+	base := time.Unix(1_700_000_000, 0)
+	_, addr, ns := largeClipServer(t, size, 1, base)
+	resp, err := http.Post("http://"+addr+"/getHLSStreamingSessionURL", "application/json", strings.NewReader(fmt.Sprintf(
+		`{"StreamName":"cam","PlaybackMode":"ON_DEMAND","HLSFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":%d,"EndTimestamp":%d}}}`,
+		base.Unix()-1, base.Unix()+10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct{ HLSStreamingSessionURL string }
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("session: %d %v", resp.StatusCode, err)
+	}
+	u, err := url.Parse(out.HLSStreamingSessionURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := fmt.Sprintf("GET %s?SessionToken=%s&FragmentNumber=%s HTTP/1.1\r\nHost: kvs\r\n\r\n",
+		strings.Replace(u.Path, "getHLSMasterPlaylist.m3u8", "getMP4MediaFragment.mp4", 1),
+		url.QueryEscape(u.Query().Get("SessionToken")), formatFragmentNumber(ns[0]))
+
+	before := heapInUse()
+	for range readers {
+		if _, err := stalledReader(t, addr, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grown := heapInUse() - before
+	t.Logf("heap in use grew by %.1f MiB for %d readers of a %d MiB fragment's segment", float64(grown)/(1<<20), readers, size>>20)
+	if limit := int64(size + readers<<20); grown > limit {
+		t.Errorf("heap in use grew by %d MiB for %d readers of a %d MiB fragment's segment: want at most %d MiB (one segment, shared)",
+			grown>>20, readers, size>>20, limit>>20)
+	}
+}
+
+// TestRemuxBudgetBoundsClips: GetClip requests, each remuxing a fragment of its own, take at most
+// the remux budget (remux.go) together while their clients read slowly or not at all; the rest
+// wait, and are served as the first ones end. Each held its fragment's segment until sent: the heap
+// grew by 128 MiB for 8 stalled clips of a 16 MiB fragment, with no bound.
+func TestRemuxBudgetBoundsClips(t *testing.T) {
+	// Fragments larger than bufpool.MaxPooled: the frame arenas given back are not kept in the
+	// buffer pool, whose free buffers (up to bufpool.KeepBytes, whatever the requests) would count.
+	const readers, size, fit = 8, 16 << 20, 2
+	base := time.Unix(1_700_000_000, 0)
+	srv, addr, _ := largeClipServer(t, size, 1, base)
+	// Two clips: each takes twice its fragment's stored size, a little over size.
+	budget := int64(fit * 2 * (size + 1<<20))
+	srv.media.remux = newByteBudget(budget)
+	body := fmt.Sprintf(`{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":%d,"EndTimestamp":%d}}}`,
+		base.Unix()-1, base.Unix())
+	req := fmt.Sprintf("POST /getClip HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+
+	before := heapInUse()
+	conns := make(chan net.Conn, readers)
+	errs := make(chan error, readers)
+	for range readers {
+		go func() {
+			c, err := stalledReader(t, addr, req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			conns <- c
+		}()
+	}
+	var served []net.Conn
+	take := func(want int) {
+		t.Helper()
+		for len(served) < want {
+			select {
+			case c := <-conns:
+				served = append(served, c)
+			case err := <-errs:
+				t.Fatal(err)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%d clips served, want %d (%d waiting)", len(served), want, srv.media.remux.waiting.Load())
+			}
+		}
+	}
+	take(fit)
+	waitFor(t, "the other clips waiting", 10*time.Second, func() bool { return srv.media.remux.waiting.Load() == readers-fit })
+	grown := heapInUse() - before
+	t.Logf("heap in use grew by %.1f MiB for %d clips of a %d MiB fragment (%d served, the rest waiting)", float64(grown)/(1<<20), readers, size>>20, len(served))
+	if limit := budget + readers<<20; grown > limit {
+		t.Errorf("heap in use grew by %d MiB for %d clips of a %d MiB fragment: want at most %d MiB (the budget)", grown>>20, readers, size>>20, limit>>20)
+	}
+	if len(conns) > 0 {
+		t.Errorf("%d clips served beyond the budget", len(conns))
+	}
+	// The first ones' clients go: the waiting clips are served.
+	for _, c := range served {
+		c.Close()
+	}
+	take(2 * fit)
 }

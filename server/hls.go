@@ -53,6 +53,7 @@ type playback struct {
 	issued    map[string]map[string]time.Time // stream → token → expiry, for hlsMaxSessions
 	trackKeys map[fragmentKey]string          // a fragment's track identity (trackKey), immutable
 	states    map[string]*sessionState        // token → what this node keeps for it (LIVE counts, LIVE_REPLAY origin)
+	segs      segShares                       // the media segments being made or sent (remux.go)
 }
 
 // fragmentKey names a fragment across deletes: a stream created again under its name has

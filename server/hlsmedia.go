@@ -356,10 +356,43 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 	if err != nil {
 		return nil, err
 	}
+	meta, err := p.fragmentMeta(ctx, sess.stream, n)
+	if err = sess.admit(n, meta, err); err != nil {
+		return nil, fmt.Errorf("hls media fragment %s: %w", sess.stream, err)
+	}
+	// Requests for the segment at the same time share it (the viewers of a live stream), and the
+	// fragments remuxed at once are bounded (remux.go).
+	key := segKey{stream: sess.stream, n: n, track: r.URL.Query().Get("TrackNumber"), origin: origin}
+	seg, done, err := p.segs.share(ctx, key, func() ([]byte, func(), error) {
+		release, err := p.s.media.remux.acquire(ctx, meta.Size)
+		if err != nil {
+			return nil, nil, err
+		}
+		seg, err := p.segment(ctx, sess, r, n, origin)
+		if err != nil {
+			release()
+			return nil, nil, err
+		}
+		return seg, release, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	body := p.mp4Body(seg)
+	return func(w http.ResponseWriter, r *http.Request) {
+		defer done()
+		body(w, r)
+	}, nil
+}
+
+// segment makes the media segment of fragment n of the session's stream (mediaFragment), of track
+// TrackNumber alone if r sets it, on the timeline that counts from origin (DASH; 0 for HLS).
+func (p *playback) segment(ctx context.Context, sess *hlsSession, r *http.Request, n uint64, origin int64) ([]byte, error) {
 	f, meta, err := p.fragment(ctx, sess.stream, n)
 	if err = sess.admit(n, meta, err); err != nil {
 		return nil, fmt.Errorf("hls media fragment %s: %w", sess.stream, err)
 	}
+	defer f.Release()
 	track, err := trackParam(r, f.Tracks, n)
 	if err != nil {
 		return nil, err
@@ -373,12 +406,15 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 	var prevMeta store.FragmentMeta
 	if reorders(f) {
 		prev, prevMeta = p.fragmentBefore(ctx, sess.stream, meta)
+		if prev != nil {
+			defer prev.Release()
+		}
 	}
 	seg, err := fmp4.AppendSegmentAfter(nil, uint32(n), f, track, at(meta), prev, at(prevMeta))
 	if err != nil {
 		return nil, mediaError(err)
 	}
-	return p.mp4Body(seg), nil
+	return seg, nil
 }
 
 // fragmentAt returns the number of the fragment of a DASH session's stream, and the Origin its

@@ -82,6 +82,7 @@ type media struct {
 	stopSweep func()        // ends the live buffers' sweep and waits for it
 	uploads   atomic.Int64  // uploads being stored here (uploadStarted, uploadEnded)
 	lingering atomic.Int64  // uploads in lingerClose (shutdown.go)
+	remux     *byteBudget   // the stored fragments remuxed into MP4 at once (remux.go)
 
 	// testDeliver, when set (tests), is called for each chunk GetMedia delivers, with whether it
 	// came from the store (true) or from the live buffer.
@@ -105,6 +106,7 @@ func newMedia(s *Server) *media {
 		liveOnlyLimits:      liveOnlyBufferLimits,
 		sessions:            map[string]map[*putSession]struct{}{},
 		closing:             make(chan struct{}),
+		remux:               newByteBudget(remuxBytes),
 	}
 	if s.cfg.Cluster != nil {
 		m.feeders = newFeeders(m, s.cfg.Cluster)

@@ -99,12 +99,19 @@ func (w *Writer) WriteFragment(f *mkv.Fragment, start time.Time) error {
 	}
 	w.prev = pos
 	w.end = pos + fragmentDuration(f)
-	if _, err := w.w.Write(w.buf); err != nil {
+	_, err = w.w.Write(w.buf)
+	if cap(w.buf) > maxKeptBuf {
+		w.buf = nil // not held between fragments: a caller bounds the fragments in memory at once
+	}
+	if err != nil {
 		w.err = fmt.Errorf("fmp4: write: %w", err)
 		return w.err
 	}
 	return nil
 }
+
+// maxKeptBuf is the largest segment buffer a Writer keeps for the next fragment.
+const maxKeptBuf = 1 << 20
 
 func appendInit(b []byte, ts []track, lead int64) ([]byte, error) {
 	init, err := buildInit(ts, lead)
