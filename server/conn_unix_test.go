@@ -674,3 +674,71 @@ func TestRemuxBudgetBoundsClips(t *testing.T) {
 	}
 	take(2 * fit)
 }
+
+// TestSegmentAfterLargeFragment: the segment of a fragment with B-frames is made with the times of
+// the fragment before it (fmp4.AppendSegmentAfter), read a frame at a time: that fragment was read
+// whole, twice over (its stored chunk and its frames), for every request of the segment after it,
+// 32 MiB allocated for a 16 MiB fragment before a segment of a few bytes.
+func TestSegmentAfterLargeFragment(t *testing.T) {
+	const frames, frameSize = 64, 256 << 10 // 16 MiB before the segment asked for
+	base := time.Unix(1_700_000_000, 0)
+	ms := base.UnixMilli()
+	fs, err := store.OpenFS(t.TempDir(), store.FSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := fs.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	c := loadClip(t, "h264.mkv")
+	frame := func(tc int64, key bool, size int) mkv.Frame {
+		return mkv.Frame{Track: 1, Timecode: ms + tc, Keyframe: key, Data: append([]byte{0, 0, 0, 1, 0x41}, make([]byte, size)...)}
+	}
+	var large []mkv.Frame
+	for i := range frames {
+		large = append(large, frame(int64(i)*1000/frames, i == 0, frameSize))
+	}
+	// The next one has B-frames (presented out of decode order).
+	bframes := []mkv.Frame{frame(1000, true, 0), frame(1120, false, 0), frame(1040, false, 0), frame(1080, false, 0)}
+	var ns []uint64
+	for i, fr := range [][]mkv.Frame{large, bframes} {
+		cluster, err := mkv.AppendCluster(nil, fr[0].Timecode, fr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := base.Add(time.Duration(i) * time.Second)
+		n, err := fs.NextNumber(ctx, "cam")
+		if err == nil {
+			err = store.Append(ctx, fs, "cam", store.FragmentMeta{Number: n, ServerTime: at, ProducerTime: at, Duration: time.Second},
+				append(c.header(), cluster...))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns = append(ns, n)
+	}
+	e := newMediaEnvStore(t, fs)
+	hls, code := e.hlsURL(t, map[string]any{
+		"StreamName": "cam", "PlaybackMode": "ON_DEMAND",
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": base.Unix() - 1, "EndTimestamp": base.Unix() + 10}},
+	})
+	if code != "" {
+		t.Fatal(code)
+	}
+	seg := strings.Replace(hls, "getHLSMasterPlaylist.m3u8", "getMP4MediaFragment.mp4", 1) + "&FragmentNumber=" + formatFragmentNumber(ns[1])
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	status, _, body := httpGet(t, seg)
+	runtime.ReadMemStats(&after)
+	if status != 200 {
+		t.Fatalf("segment: %d %s", status, body)
+	}
+	alloc := int64(after.TotalAlloc - before.TotalAlloc)
+	t.Logf("%.1f MiB allocated for a %d-byte segment after a %d MiB fragment", float64(alloc)/(1<<20), len(body), frames*frameSize>>20)
+	if limit := int64(frames * frameSize / 2); alloc > limit {
+		t.Errorf("%d MiB allocated for a %d-byte segment after a %d MiB fragment: want under %d MiB (its times, not its frames)",
+			alloc>>20, len(body), frames*frameSize>>20, limit>>20)
+	}
+}

@@ -406,9 +406,6 @@ func (p *playback) segment(ctx context.Context, sess *hlsSession, r *http.Reques
 	var prevMeta store.FragmentMeta
 	if reorders(f) {
 		prev, prevMeta = p.fragmentBefore(ctx, sess.stream, meta)
-		if prev != nil {
-			defer prev.Release()
-		}
 	}
 	seg, err := fmp4.AppendSegmentAfter(nil, uint32(n), f, track, at(meta), prev, at(prevMeta))
 	if err != nil {
@@ -684,9 +681,63 @@ func (p *playback) fragmentBefore(ctx context.Context, name string, meta store.F
 	if best == nil {
 		return nil, store.FragmentMeta{}
 	}
-	f, m, err := p.fragment(ctx, name, best.Number)
+	f, m, err := p.fragmentTimes(ctx, name, best.Number)
 	if err != nil {
 		return nil, store.FragmentMeta{}
 	}
 	return f, m
+}
+
+// fragmentTimes returns fragment n as fragment does, with its frames' times, tracks and flags but
+// not their data (nil), read a frame at a time: what a segment needs of the fragment before it
+// (fmp4.AppendSegmentAfter). Read whole, each request for a segment with B-frames held the
+// previous fragment twice over while its segment was made (the stored chunk and its frames).
+func (p *playback) fragmentTimes(ctx context.Context, name string, n uint64) (*mkv.Fragment, store.FragmentMeta, error) {
+	var rd io.Reader
+	var meta store.FragmentMeta
+	if f := p.s.media.bufferNamed(name).acquire(n); f != nil {
+		defer f.release()
+		rd, meta = bytes.NewReader(f.Chunk), f.Meta
+	} else {
+		rc, m, err := p.s.store.Open(ctx, name, n)
+		if err != nil {
+			return nil, meta, err
+		}
+		defer rc.Close()
+		rd, meta = rc, m
+	}
+	r := mkv.NewReader(rd)
+	var f *mkv.Fragment
+read:
+	for {
+		ev, err := r.Next()
+		switch {
+		case err == io.EOF:
+			break read
+		case err != nil:
+			return nil, meta, fmt.Errorf("fragment %d: %w", n, err)
+		}
+		switch ev.Kind {
+		case mkv.EventCluster:
+			if f != nil {
+				break read // a stored chunk is one fragment: its first cluster (as fragment)
+			}
+			f = &mkv.Fragment{DocType: r.DocType(), TimecodeScale: r.TimecodeScale(), Tracks: r.Tracks(), Timecode: ev.Timecode}
+		case mkv.EventFrame:
+			if f != nil {
+				fr := ev.Frame
+				fr.Data = nil
+				f.Frames = append(f.Frames, fr)
+			}
+		}
+	}
+	if f == nil {
+		return nil, meta, fmt.Errorf("fragment %d: %w", n, io.ErrUnexpectedEOF)
+	}
+	var err error
+	if meta.Duration, err = p.playDuration(ctx, name, meta); err != nil {
+		return nil, meta, err
+	}
+	loneFrameDurations(f, meta.Duration)
+	return f, meta, nil
 }
