@@ -529,44 +529,6 @@ func (s *FS) Close() error {
 	return errors.Join(errs...)
 }
 
-// readyProbe prefixes the files Ready writes and removes in the data directory.
-const readyProbe = ".ready-probe-"
-
-// Ready implements Store: the data directory takes a new file, written and fdatasynced, then
-// removed (so a read-only or full filesystem, or a dead disk, shows here before an append
-// meets it).
-func (s *FS) Ready(context.Context) error {
-	if s.closed.Load() {
-		return ErrClosed
-	}
-	f, err := os.CreateTemp(s.dir, readyProbe)
-	if err != nil {
-		return fmt.Errorf("store: data directory %s cannot take new files (%w): check that its filesystem is mounted read-write, has space and belongs to the kvs user", s.dir, err)
-	}
-	_, err = f.Write([]byte("kvs\n"))
-	if err == nil {
-		err = fsync.Data(f)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if rerr := os.Remove(f.Name()); err == nil {
-		err = rerr
-	}
-	if err != nil {
-		return fmt.Errorf("store: data directory %s cannot be written (%w): check that its filesystem is mounted read-write and has space", s.dir, err)
-	}
-	return nil
-}
-
-// removeProbes removes probe files a crash left in the middle of Ready.
-func removeProbes(dir string) {
-	probes, _ := filepath.Glob(filepath.Join(dir, readyProbe+"*"))
-	for _, p := range probes {
-		_ = os.Remove(p)
-	}
-}
-
 // Stats implements Store from counters kept as appends, deletions and recovery go: no index
 // scan. Bytes are the segment files of every stream plus the index file.
 func (s *FS) Stats(context.Context) (Stats, error) {
