@@ -984,3 +984,88 @@ func TestDASHProducerClockAtEpoch(t *testing.T) {
 		t.Errorf("ffprobe of the DASH URL:\n got %+v\nwant %+v", got, want)
 	}
 }
+
+// TestDASHAudioEndsBeforeVideo: a stream whose audio stops before its video (a file whose audio
+// track is shorter, a camera whose microphone stops) has fragments with no frame of the audio
+// track. The manifest lists an audio segment for each fragment; each must be a segment a player
+// takes (one that holds no sample), not an error: InvalidMediaFrameException (400) there made
+// GStreamer's dashdemux fail the whole playback.
+func TestDASHAudioEndsBeforeVideo(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // drives GStreamer
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, "h264_aac.mkv")
+	// The audio ends with the second fragment.
+	video, audio := 0, 0
+	for i := range c.frags {
+		var kept []mkv.Frame
+		for _, fr := range c.frags[i] {
+			switch {
+			case c.trackType(fr.Track) == mkv.TrackTypeVideo:
+				video++
+			case i >= 2:
+				continue
+			default:
+				audio++
+			}
+			kept = append(kept, fr)
+		}
+		c.frags[i] = kept
+	}
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	for i := range c.frags {
+		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
+	}
+	pc.end()
+	url, code := e.dashURL(t, map[string]any{
+		"StreamName":   "cam",
+		"PlaybackMode": "ON_DEMAND",
+		"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}},
+	})
+	if code != "" {
+		t.Fatal(code)
+	}
+	m, raw := manifest(t, url)
+	if len(m.Periods) != 1 || len(m.Periods[0].Sets) != 2 {
+		t.Fatalf("want one period with a video and an audio adaptation set:\n%s", raw)
+	}
+	base := url[:strings.LastIndex(url, "/")+1]
+	for _, set := range m.Periods[0].Sets {
+		tmpl := strings.ReplaceAll(set.Rep.List.Media, "&amp;", "&")
+		for _, s := range set.Rep.List.S {
+			u := base + strings.ReplaceAll(tmpl, "$Time$", strconv.FormatInt(s.T, 10))
+			if code, _, b := httpGet(t, u); code != 200 {
+				t.Errorf("%s segment at %d: %d %s", set.ContentType, s.T, code, b)
+			}
+		}
+	}
+
+	gst := testutil.NeedTool(t, "gst-launch-1.0")
+	for _, plugin := range []string{"dashdemux", "avdec_h264", "avdec_aac"} {
+		if exec.Command(testutil.NeedTool(t, "gst-inspect-1.0"), plugin).Run() != nil {
+			testutil.Missing(t, "GStreamer's "+plugin+" is not installed (gstreamer1.0-plugins-bad, gstreamer1.0-libav)")
+		}
+	}
+	dir := t.TempDir()
+	cmd := exec.CommandContext(t.Context(), gst, "-q", "uridecodebin", "uri="+url, "name=d",
+		"d.", "!", "queue", "!", "videoconvert", "!", "video/x-raw,format=I420", "!", "filesink", "location="+filepath.Join(dir, "v.yuv"),
+		"d.", "!", "queue", "!", "audioconvert", "!", "audio/x-raw,format=S16LE,channels=1,rate=48000", "!", "filesink", "location="+filepath.Join(dir, "a.pcm"))
+	testutil.DieWithTest(cmd)
+	if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("gst-launch-1.0 on %s: %v\n%s", url, err, out)
+	}
+	const frame = 320 * 240 * 3 / 2
+	size := func(name string) int64 {
+		fi, err := os.Stat(filepath.Join(dir, name))
+		if err != nil {
+			return 0
+		}
+		return fi.Size()
+	}
+	if v, a := size("v.yuv"), size("a.pcm"); v != int64(video*frame) || a == 0 || a > int64(audio*1024*2) {
+		t.Errorf("GStreamer decoded %d pictures and %d audio samples, want %d pictures and up to %d samples", v/frame, a/2, video, audio*1024)
+	}
+}

@@ -175,6 +175,34 @@ func appendSegment(dst []byte, seq uint32, f *mkv.Fragment, ts []track, start in
 	return b, nil
 }
 
+// appendEmptySegment appends a media segment of track t without samples: a moof whose track
+// fragment has only its decode time (start, ns on the timeline, 0 at the least; a track fragment
+// may hold no trun, ISO/IEC 14496-12 8.8.6), and an empty mdat.
+func appendEmptySegment(dst []byte, seq uint32, t *track, start int64) ([]byte, error) {
+	dts, err := toTicks(max(start, 0), t.timescale)
+	if err != nil {
+		return dst, err
+	}
+	b := dst
+	moof := len(b)
+	b = boxStart(b, "moof")
+	b = fullBoxStart(b, "mfhd", 0, 0)
+	b = binary.BigEndian.AppendUint32(b, seq)
+	b = boxEnd(b, len(b)-16)
+	traf := len(b)
+	b = boxStart(b, "traf")
+	b = fullBoxStart(b, "tfhd", 0, 0x020000)
+	b = binary.BigEndian.AppendUint32(b, t.id)
+	b = boxEnd(b, len(b)-16)
+	b = fullBoxStart(b, "tfdt", 1, 0)
+	b = binary.BigEndian.AppendUint64(b, uint64(dts))
+	b = boxEnd(b, len(b)-20)
+	b = boxEnd(b, traf)
+	b = boxEnd(b, moof)
+	b = binary.BigEndian.AppendUint32(b, 8)
+	return append(b, "mdat"...), nil
+}
+
 // placeSamples puts each track's frames on the output timeline (see AppendMediaSegment). next (may
 // be nil) is appendSegment's.
 func placeSamples(f *mkv.Fragment, ts []track, start int64, next []int64) ([][]sample, error) {

@@ -25,13 +25,26 @@ func NewTrackInit(tracks []mkv.Track, number uint64) ([]byte, error) {
 }
 
 // AppendTrackSegment appends the media segment of f's frames on track number alone, as
-// AppendMediaSegment does for all of them. ErrEmptyFragment: f has no frame on that track.
+// AppendMediaSegment does for all of them. When f has frames but none on that track (the audio of
+// a stream whose microphone stopped), the segment holds no sample: a track fragment with its
+// decode time (start) and nothing else, which players step over, as the manifest that lists it
+// expects; ErrEmptyFragment is for an f without frames.
 func AppendTrackSegment(dst []byte, seq uint32, f *mkv.Fragment, number uint64, start time.Duration) ([]byte, error) {
 	one, err := trackAlone(f.Tracks, number)
 	if err != nil {
 		return dst, err
 	}
-	return appendSegment(dst, seq, onTrack(f, number), one, int64(start), nil)
+	return appendTrackSegment(dst, seq, f, number, one, int64(start), nil)
+}
+
+// appendTrackSegment is appendSegment of f's frames on track number alone (laid out as ts), or,
+// when f has frames but none on that track, an empty segment.
+func appendTrackSegment(dst []byte, seq uint32, f *mkv.Fragment, number uint64, ts []track, start int64, next []int64) ([]byte, error) {
+	g := onTrack(f, number)
+	if number != 0 && len(g.Frames) == 0 && len(f.Frames) > 0 {
+		return appendEmptySegment(dst, seq, &ts[0], start)
+	}
+	return appendSegment(dst, seq, g, ts, start, next)
 }
 
 // trackAlone lays out tracks and keeps track number, as track_ID 1.
@@ -68,7 +81,6 @@ func AppendSegmentAfter(dst []byte, seq uint32, f *mkv.Fragment, number uint64, 
 	if err != nil {
 		return dst, err
 	}
-	g := onTrack(f, number)
 	var next []int64
 	if prev != nil {
 		if pts, err := lay(prev.Tracks); err == nil && sameLayout(ts, pts) {
@@ -82,7 +94,7 @@ func AppendSegmentAfter(dst []byte, seq uint32, f *mkv.Fragment, number uint64, 
 			}
 		}
 	}
-	return appendSegment(dst, seq, g, ts, int64(start), next)
+	return appendTrackSegment(dst, seq, f, number, ts, int64(start), next)
 }
 
 // onTrack returns f with only the frames of track number (all of them for 0).
