@@ -429,7 +429,7 @@ func (sess *rtspSession) videoFrame(ext int64, nalus [][]byte, now time.Time) {
 			t.dirty = keepParam(&t.pps, n) || t.dirty
 		case t.codec == codec.H265 && typ == codec.H265NALUVPS:
 			t.dirty = keepParam(&t.vps, n) || t.dirty
-		case codec.IsRandomAccessNALU(t.codec, n):
+		case codec.IsRandomAccessNALU(t.codec, n), codec.IsRecoveryPoint(t.codec, n):
 			key = true
 		}
 	}

@@ -527,3 +527,44 @@ func TestPutMediaTenSecondFragments(t *testing.T) {
 		t.Errorf("put-media summary %q, want 3 fragments (9 s, 9 s, 7 s) all persisted", out)
 	}
 }
+
+// TestPutMediaRecoveryPoints: H.264 whose random access points after the first are recovery
+// points (an SEI message), not IDR pictures: x264's open GOPs, and the periodic intra refresh of
+// low-latency cameras. ffmpeg marks them keyframes and players start there; put-media must cut
+// its fragments there too. It took IDR pictures alone: one GOP of the whole file, cut at 10 s
+// inside it, and every fragment after the first came back ERROR 4006 (no keyframe first).
+func TestPutMediaRecoveryPoints(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // runs ffmpeg and ffprobe
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	for _, tc := range []struct{ name, params, bframes string }{
+		{"intra refresh", "intra-refresh=1:scenecut=0", "0"},
+		{"open gop", "open-gop=1:scenecut=0", "2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			src := filepath.Join(dir, "src.mkv")
+			cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "12",
+				"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-bf", tc.bframes, "-x264-params", tc.params, src)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("ffmpeg: %v: %s", err, b)
+			}
+			url, _ := e2eServer(t, nil)
+			code, out, stderr := kvsRun(t.Context(), t, url, nil, "put-media", "--stream-name", "cam", "--create", "--source", src, "--fragment-duration", "1s")
+			if code != ExitOK || !strings.Contains(out, ": 12 fragments,") || !strings.Contains(out, "12 PERSISTED, 0 failed") {
+				t.Errorf("put-media: exit %d, summary %q, want 12 fragments of 1 s all persisted\nstderr: %s", code, out, lastLine(stderr))
+			}
+			got := filepath.Join(dir, "get-media.mkv")
+			mustRun(t, url, nil, "get-media", "--stream-name", "cam", "--start-selector", "EARLIEST", "--no-follow", "-o", got)
+			if g := ffprobe(t, got); fmt.Sprint(g.Frames) != "map[video:h264:300]" {
+				t.Errorf("get-media gives %v frames, want the file's 300", g.Frames)
+			}
+		})
+	}
+}
+
+func lastLine(s string) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	return l[len(l)-1]
+}

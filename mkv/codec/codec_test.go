@@ -172,6 +172,44 @@ var annexBCases = []struct {
 	{name: "trailing zeros", in: []byte{0, 0, 0, 0, 1, 0x41, 7, 0, 0, 0, 0}, want: [][]byte{{0x41, 7}}},
 }
 
+// TestRecoveryPoint: an H.264 access unit with a recovery point SEI message (open GOP I pictures,
+// periodic intra refresh) is a keyframe, wherever the message is among the SEI NAL unit's messages
+// and whatever emulation prevention bytes its payloads hold; other SEI, and SEI cut short, are not.
+func TestRecoveryPoint(t *testing.T) {
+	t.Parallel()
+	slice := []byte{0x41, 0x9A, 0x02} // a non-IDR slice
+	cases := []struct {
+		name string
+		sei  []byte
+		want bool
+	}{
+		{"recovery point", []byte{0x06, 6, 1, 0x84, 0x80}, true},
+		{"after user data", []byte{0x06, 5, 3, 0xAA, 0xBB, 0xCC, 6, 1, 0x84, 0x80}, true},
+		// A payload of 0, 0, 0: 0, 0, 3, 0 on the wire. Counted with the 3, the next message
+		// would be read from the wrong byte.
+		{"after emulation prevention", []byte{0x06, 5, 3, 0, 0, 3, 0, 6, 1, 0x84, 0x80}, true},
+		{"payload type over 255", []byte{0x06, 0xFF, 6, 1, 0x84, 0x80}, false},
+		{"user data alone", []byte{0x06, 5, 3, 0xAA, 0xBB, 0xCC, 0x80}, false},
+		{"buffering period", []byte{0x06, 0, 1, 0x80, 0x80}, false},
+		{"cut short", []byte{0x06, 5, 9, 0xAA}, false},
+		{"not SEI", []byte{0x09, 6, 1, 0x84, 0x80}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := IsRecoveryPoint(H264, tc.sei); got != tc.want {
+				t.Errorf("IsRecoveryPoint: %v, want %v", got, tc.want)
+			}
+			au := AppendLengthPrefixed(nil, tc.sei, slice)
+			if got := IsKeyframeAVCC(H264, au); got != tc.want {
+				t.Errorf("IsKeyframeAVCC: %v, want %v", got, tc.want)
+			}
+			if IsKeyframeAVCC(H265, au) {
+				t.Error("IsKeyframeAVCC(H265): true, want false")
+			}
+		})
+	}
+}
+
 func TestAVCCErrors(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {

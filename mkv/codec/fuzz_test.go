@@ -48,7 +48,7 @@ func FuzzAnnexB(f *testing.F) {
 			}
 		}
 		for _, c := range []Codec{H264, H265} {
-			if slices.ContainsFunc(nalus, func(n []byte) bool { return IsRandomAccessNALU(c, n) }) != IsKeyframeAVCC(c, avcc) {
+			if slices.ContainsFunc(nalus, func(n []byte) bool { return IsRandomAccessNALU(c, n) || IsRecoveryPoint(c, n) }) != IsKeyframeAVCC(c, avcc) {
 				t.Fatalf("%v: keyframe detection differs between forms", c)
 			}
 		}

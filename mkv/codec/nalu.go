@@ -102,14 +102,89 @@ func StartsAccessUnit(c Codec, nalu []byte) bool {
 }
 
 // IsKeyframeAVCC reports whether the access unit au, 4-byte length-prefixed NAL units, is a random
-// access point: whether it holds a random access slice (see IsRandomAccessNALU; recovery-point SEI
-// is not considered). One before a malformed length still counts. It does not allocate.
+// access point: whether it holds a random access slice (see IsRandomAccessNALU) or, for H.264, a
+// recovery point SEI message (IsRecoveryPoint): the I pictures of open GOPs and the start of each
+// cycle of periodic intra refresh, which have no IDR picture after the first. ffmpeg marks both
+// keyframes, and decoders start there. One before a malformed length still counts. It does not
+// allocate.
 func IsKeyframeAVCC(c Codec, au []byte) bool {
 	it := newAVCCIter(au, 4)
 	for n := it.next(); n != nil; n = it.next() {
-		if IsRandomAccessNALU(c, n) {
+		if IsRandomAccessNALU(c, n) || IsRecoveryPoint(c, n) {
 			return true
 		}
 	}
 	return false
+}
+
+// seiRecoveryPoint is the payloadType of the recovery point SEI message (H.264 D.1.8).
+const seiRecoveryPoint = 6
+
+// IsRecoveryPoint reports whether nalu is an H.264 SEI NAL unit holding a recovery point SEI
+// message (H.264 7.3.2.3.1, D.1.8): decoding that starts at its access unit gives correct
+// pictures from the recovery point on. It is false for H.265 and for malformed SEI. It does not
+// allocate.
+func IsRecoveryPoint(c Codec, nalu []byte) bool {
+	if c != H264 || NALUType(c, nalu) != H264NALUSEI {
+		return false
+	}
+	r := rbspReader{b: nalu[1:]}
+	for {
+		typ, ok := r.seiValue()
+		if !ok {
+			return false
+		}
+		size, ok := r.seiValue()
+		if !ok {
+			return false
+		}
+		if typ == seiRecoveryPoint {
+			return true
+		}
+		for range size {
+			if _, ok := r.next(); !ok {
+				return false
+			}
+		}
+	}
+}
+
+// rbspReader reads the RBSP bytes of a NAL unit's payload, leaving out emulation prevention bytes.
+type rbspReader struct {
+	b     []byte
+	i     int
+	zeros int // zero bytes just read
+}
+
+func (r *rbspReader) next() (byte, bool) {
+	for r.i < len(r.b) {
+		c := r.b[r.i]
+		r.i++
+		if r.zeros >= 2 && c == 3 {
+			r.zeros = 0
+			continue
+		}
+		if c == 0 {
+			r.zeros++
+		} else {
+			r.zeros = 0
+		}
+		return c, true
+	}
+	return 0, false
+}
+
+// seiValue reads an SEI payloadType or payloadSize: 0xFF bytes of 255 each, then the last byte.
+func (r *rbspReader) seiValue() (int, bool) {
+	v := 0
+	for {
+		c, ok := r.next()
+		if !ok {
+			return 0, false
+		}
+		v += int(c)
+		if c != 0xFF {
+			return v, true
+		}
+	}
 }
