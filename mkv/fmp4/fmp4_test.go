@@ -597,3 +597,35 @@ func TestWriterReorderDelayGrows(t *testing.T) {
 		t.Errorf("presentation times %v, want %v", pts, want)
 	}
 }
+
+// TestAACCodecs: the codecs parameter of an AAC track names the first audio object type of its
+// AudioSpecificConfig (RFC 6381 3.3; ffmpeg's HLS and DASH muxers write the same): HE-AAC
+// signalled explicitly is mp4a.40.5 (SBR) or mp4a.40.29 (SBR + PS), though its core is AAC LC.
+func TestAACCodecs(t *testing.T) {
+	t.Parallel()
+	h264 := testTracks(t, "h264_aac.mkv")
+	video, audio := h264[0], h264[1]
+	for _, tc := range []struct {
+		name string
+		asc  []byte
+		want string
+	}{
+		{"AAC LC", audio.CodecPrivate, "mp4a.40.2"},
+		// AOT 5, 24 kHz, stereo, extension 48 kHz, AOT 2, GASpecificConfig 0.
+		{"HE-AAC", []byte{0x2B, 0x11, 0x88, 0x00}, "mp4a.40.5"},
+		// AOT 29, 24 kHz, mono, extension 48 kHz, AOT 2, GASpecificConfig 0.
+		{"HE-AAC v2", []byte{0xEB, 0x09, 0x88, 0x00}, "mp4a.40.29"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := audio
+			a.CodecPrivate = tc.asc
+			m, err := Describe([]mkv.Track{video, a})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := m.Tracks[1].Codecs; got != tc.want {
+				t.Errorf("codecs %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

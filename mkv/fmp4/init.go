@@ -128,7 +128,11 @@ func mapTrack(mt *mkv.Track) (track, error) {
 		t.timescale = uint32(t.rate)
 		t.fallback = 1024 // one AAC frame
 		t.config = mt.CodecPrivate
-		t.codecs = fmt.Sprintf("mp4a.40.%d", asc.ObjectType)
+		// The codecs parameter names the record's first audio object type (RFC 6381 3.3, as
+		// ffmpeg's HLS and DASH muxers write it): 5 (SBR) or 29 (PS) for HE-AAC signalled
+		// explicitly, whose core, asc.ObjectType, is AAC LC (2). The record parsed, so the
+		// first type is one of those and fits its 5 bits.
+		t.codecs = fmt.Sprintf("mp4a.40.%d", mt.CodecPrivate[0]>>3)
 	} else {
 		ps, err := codec.ParseConfig(c, mt.CodecPrivate)
 		if err != nil {
