@@ -96,12 +96,7 @@ func appendSegment(dst []byte, seq uint32, f *mkv.Fragment, ts []track, start in
 		return dst, fmt.Errorf("%w: %d bytes of frames in one fragment", ErrFrameTooLarge, dataSize)
 	}
 
-	b := dst
-	moof := len(b)
-	b = boxStart(b, "moof")
-	b = fullBoxStart(b, "mfhd", 0, 0)
-	b = binary.BigEndian.AppendUint32(b, seq)
-	b = boxEnd(b, len(b)-16)
+	b, moof := appendMoofStart(dst, seq)
 
 	type patch struct{ at, rel int }
 	var patches []patch
@@ -111,15 +106,8 @@ func appendSegment(dst []byte, seq uint32, f *mkv.Fragment, ts []track, start in
 			continue
 		}
 		t := &ts[k]
-		traf := len(b)
-		b = boxStart(b, "traf")
-		// tfhd: default-base-is-moof, so data offsets count from the moof's first byte.
-		b = fullBoxStart(b, "tfhd", 0, 0x020000)
-		b = binary.BigEndian.AppendUint32(b, t.id)
-		b = boxEnd(b, len(b)-16)
-		b = fullBoxStart(b, "tfdt", 1, 0)
-		b = binary.BigEndian.AppendUint64(b, uint64(smp[0].dts))
-		b = boxEnd(b, len(b)-20)
+		var traf int
+		b, traf = appendTrafStart(b, t.id, smp[0].dts)
 
 		ctts := false
 		for _, s := range smp {
@@ -183,24 +171,36 @@ func appendEmptySegment(dst []byte, seq uint32, t *track, start int64) ([]byte, 
 	if err != nil {
 		return dst, err
 	}
-	b := dst
-	moof := len(b)
-	b = boxStart(b, "moof")
-	b = fullBoxStart(b, "mfhd", 0, 0)
-	b = binary.BigEndian.AppendUint32(b, seq)
-	b = boxEnd(b, len(b)-16)
-	traf := len(b)
-	b = boxStart(b, "traf")
-	b = fullBoxStart(b, "tfhd", 0, 0x020000)
-	b = binary.BigEndian.AppendUint32(b, t.id)
-	b = boxEnd(b, len(b)-16)
-	b = fullBoxStart(b, "tfdt", 1, 0)
-	b = binary.BigEndian.AppendUint64(b, uint64(dts))
-	b = boxEnd(b, len(b)-20)
+	b, moof := appendMoofStart(dst, seq)
+	b, traf := appendTrafStart(b, t.id, dts)
 	b = boxEnd(b, traf)
 	b = boxEnd(b, moof)
 	b = binary.BigEndian.AppendUint32(b, 8)
 	return append(b, "mdat"...), nil
+}
+
+// appendMoofStart appends the start of a moof and its mfhd (sequence number seq); moof is where
+// it starts, for boxEnd.
+func appendMoofStart(b []byte, seq uint32) (_ []byte, moof int) {
+	moof = len(b)
+	b = boxStart(b, "moof")
+	b = fullBoxStart(b, "mfhd", 0, 0)
+	b = binary.BigEndian.AppendUint32(b, seq)
+	return boxEnd(b, len(b)-16), moof
+}
+
+// appendTrafStart appends the start of a traf with its tfhd (track id; default-base-is-moof, so
+// data offsets count from the moof's first byte) and tfdt (base decode time dts); traf is where
+// it starts, for boxEnd.
+func appendTrafStart(b []byte, id uint32, dts int64) (_ []byte, traf int) {
+	traf = len(b)
+	b = boxStart(b, "traf")
+	b = fullBoxStart(b, "tfhd", 0, 0x020000)
+	b = binary.BigEndian.AppendUint32(b, id)
+	b = boxEnd(b, len(b)-16)
+	b = fullBoxStart(b, "tfdt", 1, 0)
+	b = binary.BigEndian.AppendUint64(b, uint64(dts))
+	return boxEnd(b, len(b)-20), traf
 }
 
 // placeSamples puts each track's frames on the output timeline (see AppendMediaSegment). next (may
