@@ -2,7 +2,9 @@ package cmd
 
 import (
 	"encoding/json"
+	"image/png"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -188,5 +190,85 @@ func TestGetImagesTable(t *testing.T) {
 	o.Stream = streamRef{Name: "missing"}
 	if err := runGetImages(t.Context(), env, o); !isNotFound(err) {
 		t.Errorf("missing stream: %v, want ResourceNotFoundException", err)
+	}
+}
+
+// TestGetImagesRecoveryPoints: H.264 with periodic intra refresh has one IDR picture, then a
+// recovery point SEI at the start of each refresh cycle, where put-media cuts its fragments. A
+// picture is whole only once a cycle has refreshed it, so a fragment starting at a recovery point
+// decodes from the one before; on its own it gives no picture for the first cycle's frames. Every
+// sample, 200 ms apart (every frame) and 1 s apart (keyframes), must be the source frame at or
+// before it.
+func TestGetImagesRecoveryPoints(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // runs ffmpeg
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	for _, tc := range []struct{ name, params, bframes string }{
+		{"intra refresh", "intra-refresh=1:scenecut=0", "0"},
+		{"open gop", "open-gop=1:scenecut=0", "2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			src := filepath.Join(dir, "src.mkv")
+			cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "6",
+				"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-bf", tc.bframes, "-x264-params", tc.params, src)
+			if b, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("ffmpeg: %v: %s", err, b)
+			}
+			url, _ := e2eServer(t, nil)
+			mustRun(t, url, nil, "put-media", "--stream-name", "cam", "--create", "--source", src, "--fragment-duration", "1s")
+			var list struct{ Fragments []fragmentOutput }
+			if err := json.Unmarshal([]byte(mustRun(t, url, nil, "list-fragments", "--stream-name", "cam", "--timestamp-type", "producer",
+				"--start", "-1h", "--end", "+1h")), &list); err != nil || len(list.Fragments) != 6 {
+				t.Fatalf("%d fragments (%v), want 6", len(list.Fragments), err)
+			}
+			var first time.Time
+			for i, f := range list.Fragments {
+				ts, err := time.Parse(time.RFC3339Nano, f.ProducerTimestamp)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i == 0 || ts.Before(first) {
+					first = ts
+				}
+			}
+			ref := decodetest.ReferenceFrames(t, src, 160, 120)
+			for _, interval := range []time.Duration{200 * time.Millisecond, time.Second} {
+				out := mustRun(t, url, nil, "get-images", "--stream-name", "cam", "--start", first.Format(time.RFC3339Nano),
+					"--end", first.Add(5960*time.Millisecond).Format(time.RFC3339Nano), "--interval", interval.String(),
+					"--format", "png", "-o", filepath.Join(dir, interval.String()), "--output", "json")
+				var res struct{ Images []imageRecord }
+				if err := json.Unmarshal([]byte(out), &res); err != nil {
+					t.Fatalf("output %q: %v", out, err)
+				}
+				if want := int(5960*time.Millisecond/interval) + 1; len(res.Images) != want {
+					t.Fatalf("every %v: %d samples, want %d", interval, len(res.Images), want)
+				}
+				for i, r := range res.Images {
+					off := time.Duration(i) * interval
+					want := int(off / (40 * time.Millisecond)) // every frame
+					if interval >= time.Second {
+						want = 25 * int(off/time.Second) // keyframes
+					}
+					if r.File == "" {
+						t.Errorf("every %v: sample %d (+%v): %q, want source frame %d", interval, i, off, r.Error, want)
+						continue
+					}
+					f, err := os.Open(r.File)
+					if err != nil {
+						t.Fatal(err)
+					}
+					pic, err := png.Decode(f)
+					f.Close()
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := decodetest.Closest(pic, ref); got != want {
+						t.Errorf("every %v: sample %d (+%v) shows source frame %d, want %d", interval, i, off, got, want)
+					}
+				}
+			}
+		})
 	}
 }

@@ -263,9 +263,21 @@ func (im *imageService) planFragment(ctx context.Context, st store.Stream, q *im
 		gp.last = max(gp.last, target)
 		gp.targets[target] = append(gp.targets[target], sl)
 	}
+	var prev *mkv.Fragment // the fragment before, read once when a run needs its lead
+	defer func() {
+		if prev != nil {
+			prev.Release()
+		}
+	}()
 	for _, g := range order {
 		gp := gops[g]
 		run := runFrames(frames, g, gp.last)
+		var lead []vframe
+		if recoveryOnly(c, track.CodecPrivate, frames[g].data) {
+			if lead, prev = im.lead(ctx, st, meta, track, frames, g, prev); len(lead) > 0 {
+				*budget -= len(lead)
+			}
+		}
 		outs := make([]imageOut, 0, len(gp.targets))
 		var want []int
 		for rank, idx := range runOrder(frames, run) {
@@ -274,14 +286,92 @@ func (im *imageService) planFragment(ctx context.Context, st store.Stream, q *im
 				outs = append(outs, imageOut{key: imageKey{st.ARN, meta.Number, idx, q.format, q.quality, w, h}, slots: sls})
 			}
 		}
-		p.addRun(c, track.CodecPrivate, w, h, q, frames, run, want, outs)
+		for k := range want {
+			want[k] += len(lead)
+		}
+		p.addRun(c, track.CodecPrivate, w, h, q, frames, lead, run, want, outs)
 	}
 	return cut, nil
 }
 
+// recoveryOnly reports whether the keyframe au is an H.264 recovery point (an SEI message) and no
+// IDR picture: open GOP, or the start of a cycle of periodic intra refresh, where the picture is
+// whole only recovery_frame_cnt frames later when decoding starts there.
+func recoveryOnly(c codec.Codec, codecPrivate, au []byte) bool {
+	if c != codec.H264 {
+		return false
+	}
+	ps, err := codec.ParseConfig(c, codecPrivate)
+	if err != nil {
+		return false
+	}
+	idr, rp := false, false
+	_ = codec.WalkAVCC(au, ps.LengthSize, func(n []byte) error {
+		idr = idr || codec.IsRandomAccessNALU(c, n)
+		rp = rp || codec.IsRecoveryPoint(c, n)
+		return nil
+	})
+	return rp && !idr
+}
+
+// lead returns the frames a decoder needs before the recovery point frames[g] so that the run's
+// pictures are whole, as a decoder joining the stream earlier would have them: the GOP before it,
+// from the keyframe before in the fragment, or else from the last keyframe of the fragment just
+// before meta (prev, read here when nil and returned for the next run) when it follows without a
+// gap with the same track configuration. An encoder's refresh cycle ends by its next recovery
+// point, so one GOP is enough; it costs at most one more fragment held while planning, and nothing
+// for streams of IDR pictures. Their times are moved to just before frames[g], so that they come
+// first in the run's output order. No lead (nil): the run decodes from frames[g] as before.
+func (im *imageService) lead(ctx context.Context, st store.Stream, meta store.FragmentMeta, track *mkv.Track,
+	frames []vframe, g int, prev *mkv.Fragment) ([]vframe, *mkv.Fragment) {
+	var src []vframe
+	for k := g - 1; k >= 0; k-- {
+		if frames[k].key {
+			src = frames[k:g]
+			break
+		}
+	}
+	if src == nil {
+		if prev == nil {
+			pm, ok := im.s.playback.adjacentBefore(ctx, st.Name, meta)
+			if !ok {
+				return nil, nil
+			}
+			f, _, err := im.s.playback.fragment(ctx, st.Name, pm.Number)
+			if err != nil {
+				return nil, nil
+			}
+			prev = f
+		}
+		pt := findTrack(prev.Tracks, func(t *mkv.Track) bool { return t.Type == mkv.TrackTypeVideo })
+		if pt == nil || pt.CodecID != track.CodecID || !bytes.Equal(pt.CodecPrivate, track.CodecPrivate) {
+			return nil, prev
+		}
+		pf := videoFrames(prev, pt.Number, time.Unix(0, 0))
+		for k := len(pf) - 1; k >= 0; k-- {
+			if pf[k].key {
+				src = pf[k:]
+				break
+			}
+		}
+	}
+	if len(src) == 0 {
+		return nil, prev
+	}
+	last := src[0].at
+	for _, f := range src {
+		last = max(last, f.at)
+	}
+	lead := make([]vframe, len(src))
+	for k, f := range src {
+		lead[k] = vframe{data: f.data, at: f.at - last + frames[g].at - 1, key: f.key}
+	}
+	return lead, prev
+}
+
 // addRun appends a run (frames[run...], copied) to the open job of its configuration, starting a
 // new job when there is none or it is full.
-func (p *imagePlan) addRun(c codec.Codec, cp []byte, w, h int, q *imagesQuery, frames []vframe, run, want []int, outs []imageOut) {
+func (p *imagePlan) addRun(c codec.Codec, cp []byte, w, h int, q *imagesQuery, frames, lead []vframe, run, want []int, outs []imageOut) {
 	cfg := fmt.Sprintf("%d/%dx%d/%x", c, w, h, cp)
 	j, ok := p.open[cfg]
 	if ok {
@@ -292,7 +382,7 @@ func (p *imagePlan) addRun(c codec.Codec, cp []byte, w, h int, q *imagesQuery, f
 				runs++
 			}
 		}
-		ok = runs < jobMaxRuns && len(job.Frames)+len(run) <= jobMaxFrames
+		ok = runs < jobMaxRuns && len(job.Frames)+len(lead)+len(run) <= jobMaxFrames
 	}
 	if !ok {
 		j = len(p.jobs)
@@ -302,15 +392,23 @@ func (p *imagePlan) addRun(c codec.Codec, cp []byte, w, h int, q *imagesQuery, f
 	}
 	job := p.jobs[j]
 	size := 0
+	for _, f := range lead {
+		size += len(f.data)
+	}
 	for _, i := range run {
 		size += len(frames[i].data)
 	}
 	data := make([]byte, 0, size) // one copy per run: the fragment's memory goes back to its pool
 	offset := len(job.Frames)
+	for k, f := range lead {
+		start := len(data)
+		data = append(data, f.data...)
+		job.Frames = append(job.Frames, decode.Frame{Data: data[start:len(data):len(data)], PTS: f.at, Start: k == 0, Lead: true})
+	}
 	for k, i := range run {
 		start := len(data)
 		data = append(data, frames[i].data...)
-		job.Frames = append(job.Frames, decode.Frame{Data: data[start:len(data):len(data)], PTS: frames[i].at, Start: k == 0})
+		job.Frames = append(job.Frames, decode.Frame{Data: data[start:len(data):len(data)], PTS: frames[i].at, Start: k == 0 && len(lead) == 0})
 	}
 	for _, w := range want {
 		job.Want = append(job.Want, offset+w)

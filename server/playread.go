@@ -165,10 +165,24 @@ func reorders(f *mkv.Fragment) bool {
 // hlsGapThreshold) on the producer timeline, the latest-starting before it, or nil. Which one it
 // is depends on the stream alone, so a segment is the same for every session.
 func (p *playback) fragmentBefore(ctx context.Context, name string, meta store.FragmentMeta) (*mkv.Fragment, store.FragmentMeta) {
+	best, ok := p.adjacentBefore(ctx, name, meta)
+	if !ok {
+		return nil, store.FragmentMeta{}
+	}
+	f, m, err := p.fragmentTimes(ctx, name, best.Number)
+	if err != nil {
+		return nil, store.FragmentMeta{}
+	}
+	return f, m
+}
+
+// adjacentBefore returns the fragment that ends where meta starts on the producer clock (within
+// hlsGapThreshold), the latest such, if any.
+func (p *playback) adjacentBefore(ctx context.Context, name string, meta store.FragmentMeta) (store.FragmentMeta, bool) {
 	lo := meta.ProducerTime.Add(-p.s.media.maxFragmentDuration - hlsGapThreshold)
 	frags, err := p.inRange(ctx, name, p.s.media.bufferNamed(name), store.ProducerTime, lo, meta.ProducerTime, 0)
 	if err != nil {
-		return nil, store.FragmentMeta{}
+		return store.FragmentMeta{}, false
 	}
 	var best *store.FragmentMeta
 	for i, g := range frags {
@@ -181,13 +195,9 @@ func (p *playback) fragmentBefore(ctx context.Context, name string, meta store.F
 		}
 	}
 	if best == nil {
-		return nil, store.FragmentMeta{}
+		return store.FragmentMeta{}, false
 	}
-	f, m, err := p.fragmentTimes(ctx, name, best.Number)
-	if err != nil {
-		return nil, store.FragmentMeta{}
-	}
-	return f, m
+	return *best, true
 }
 
 // fragmentTimes returns fragment n as fragment does, with its frames' times, tracks and flags but

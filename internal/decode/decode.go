@@ -59,6 +59,11 @@ type Frame struct {
 	// Start says that a new run starts here: the frame is a random access point and is decoded
 	// without any frame before it. Frames[0] of a Job always starts a run.
 	Start bool
+	// Lead says that the frame is decoded only so that the frames after it are whole: a run that
+	// starts at an H.264 recovery point with periodic intra refresh begins with the GOP before it.
+	// Its picture may be partly refreshed; it has an output position but is never wanted. The
+	// first frame of a run with leads is the first lead, which has Start.
+	Lead bool
 }
 
 // Job is one decoding task: frames of one track with one decoder configuration.

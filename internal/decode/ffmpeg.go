@@ -305,10 +305,21 @@ func (f *FFmpeg) run(ctx context.Context, job *Job, in []byte, outs []int, total
 	if job.Codec == codec.H265 {
 		format = "hevc"
 	}
+	// Lead frames start at a recovery point: ffmpeg holds back the pictures before the picture is
+	// whole unless told to show all, which keeps one picture per frame.
+	var showAll []string
+	for _, fr := range job.Frames {
+		if fr.Lead {
+			showAll = []string{"-flags2", "+showall"}
+			break
+		}
+	}
 	// Full range: image/jpeg writes JFIF, whose YCbCr is full range.
-	cmd := exec.CommandContext(ctx, f.path, "-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1",
+	args := []string{"-nostdin", "-hide_banner", "-loglevel", "error", "-threads", "1"}
+	args = append(args, showAll...)
+	cmd := exec.CommandContext(ctx, f.path, append(args,
 		"-f", format, "-i", "pipe:0", "-an", "-vf", fmt.Sprintf("scale=%d:%d:out_range=full", w, h),
-		f.passthroughFlag(ctx), "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1")
+		f.passthroughFlag(ctx), "passthrough", "-f", "rawvideo", "-pix_fmt", "yuv420p", "pipe:1")...)
 	cmd.Cancel = func() error { return cmd.Process.Kill() }
 	cmd.WaitDelay = 5 * time.Second
 	cmd.Stdin = bytes.NewReader(in)
