@@ -1,10 +1,15 @@
 package cmd
 
 import (
+	"encoding/json"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/openkvs/kvs/internal/testutil"
 )
@@ -129,5 +134,79 @@ func TestE2EGetClipAndHLS(t *testing.T) {
 	after, _ := st.ListStreams(t.Context())
 	if len(before) != len(after) {
 		t.Errorf("streams changed: %d → %d", len(before), len(after))
+	}
+}
+
+// TestE2EGetClipMediaChange: the API reference says that GetClip returns an error when the codec
+// private data or the tracks change within the queried media. A stream whose picture size changes
+// mid-way (two resolutions concatenated as Annex B, one put-media) is
+// InvalidCodecPrivateDataException, one whose audio appears (a second put-media, with AAC) is
+// UnsupportedStreamMediaTypeException, both before any byte of a clip; each side of the change on
+// its own is a whole clip. kvs answered 200 with the clip cut at the change (50 of 100 frames).
+func TestE2EGetClipMediaChange(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // runs ffmpeg and ffprobe
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	dir := t.TempDir()
+	var annexB []byte
+	for _, size := range []string{"160x120", "320x240"} {
+		out := filepath.Join(dir, size+".h264")
+		cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size="+size+":rate=25", "-t", "2",
+			"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-bf", "0", out)
+		if b, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("ffmpeg: %v: %s", err, b)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		annexB = append(annexB, b...)
+	}
+	src := filepath.Join(dir, "two-sizes.h264")
+	if err := os.WriteFile(src, annexB, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url, _ := e2eServer(t, nil)
+	mustRun(t, url, nil, "put-media", "--stream-name", "sizes", "--create", "--source", src, "--fragment-duration", "1s")
+	mustRun(t, url, nil, "put-media", "--stream-name", "audio", "--create", "--source", filepath.Join("..", "testdata", "h264.mkv"), "--fragment-duration", "1s")
+	mustRun(t, url, nil, "put-media", "--stream-name", "audio", "--source", filepath.Join("..", "testdata", "h264_aac.mkv"), "--fragment-duration", "1s")
+
+	for _, tc := range []struct{ stream, want string }{
+		{"sizes", "InvalidCodecPrivateDataException"},
+		{"audio", "UnsupportedStreamMediaTypeException"},
+	} {
+		clip := filepath.Join(dir, tc.stream+".mp4")
+		code, _, stderr := kvsRun(t.Context(), t, url, nil, "get-clip", "--stream-name", tc.stream, "--start", "-1h", "--end", "+1h", "-o", clip)
+		if code == ExitOK || !strings.Contains(stderr, tc.want) {
+			got := "no file"
+			if _, err := os.Stat(clip); err == nil {
+				got = fmt.Sprint(ffprobe(t, clip).Frames)
+			}
+			t.Errorf("get-clip of %s: exit %d (%s), stderr %q; want %s", tc.stream, code, got, lastLine(stderr), tc.want)
+		}
+	}
+
+	// Each side of the change on its own: the fragments before the 320x240 ones, then those.
+	var list struct{ Fragments []fragmentOutput }
+	if err := json.Unmarshal([]byte(mustRun(t, url, nil, "list-fragments", "--stream-name", "sizes", "--timestamp-type", "producer",
+		"--start", "-1h", "--end", "+1h")), &list); err != nil || len(list.Fragments) != 4 {
+		t.Fatalf("%d fragments (%v), want 4", len(list.Fragments), err)
+	}
+	var times []time.Time
+	for _, f := range list.Fragments {
+		ts, err := time.Parse(time.RFC3339Nano, f.ProducerTimestamp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		times = append(times, ts)
+	}
+	slices.SortFunc(times, time.Time.Compare)
+	for i, r := range [][2]time.Time{{times[0], times[1]}, {times[2], times[3]}} {
+		clip := filepath.Join(dir, fmt.Sprintf("side%d.mp4", i))
+		mustRun(t, url, nil, "get-clip", "--stream-name", "sizes", "--timestamp-type", "producer",
+			"--start", r[0].Format(time.RFC3339Nano), "--end", r[1].Format(time.RFC3339Nano), "-o", clip)
+		if got := ffprobe(t, clip).Frames; fmt.Sprint(got) != "map[video:h264:50]" {
+			t.Errorf("get-clip of side %d: %v frames, want 50", i, got)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/mkv/fmp4"
 	"github.com/openkvs/kvs/server/store"
 )
@@ -35,10 +36,12 @@ type getClipRequest struct {
 //     so its size costs nothing here. The range may span at most 24 hours.
 //   - Everything that can fail is checked before the 200: retention 0 (NoDataRetentionException),
 //     no fragment in the range (ResourceNotFoundException), codecs of the first fragment
-//     (UnsupportedStreamMediaType / MissingCodecPrivateData / InvalidCodecPrivateData). After the
-//     first byte the status cannot change: a fragment whose tracks differ from the first one's,
-//     or that cannot be read or remuxed, ends the clip there (logged); the client sees a shorter,
-//     still valid MP4.
+//     (UnsupportedStreamMediaType / MissingCodecPrivateData / InvalidCodecPrivateData), and the
+//     tracks of every other fragment in the range (checkClipTracks): the API reference says that
+//     codec private data and track changes within the queried media are not supported and
+//     return an error. After the first byte the status cannot change: a fragment that changes
+//     after the check (one arriving late in the range), or that cannot be read or remuxed, ends
+//     the clip there (logged); the client sees a shorter, still valid MP4.
 //   - Fragments are placed on the timeline by their producer timestamps whatever the selector
 //     (server timestamps jitter with the network), starting at 0.
 func (p *playback) getClip(ctx context.Context, req *getClipRequest) (responder, error) {
@@ -88,13 +91,62 @@ func (p *playback) getClip(ctx context.Context, req *getClipRequest) (responder,
 	if len(frags) == 0 {
 		return nil, apiErrorf(codeResourceNotFound, "No fragments found in the requested timestamp range.")
 	}
-	if _, _, err := p.describe(ctx, st.Name, frags[0].Number); err != nil {
+	first, _, err := p.describe(ctx, st.Name, frags[0].Number)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.checkClipTracks(ctx, st.Name, buf, q, frags, first); err != nil {
 		return nil, err
 	}
 
 	return func(w http.ResponseWriter, r *http.Request) {
 		p.writeClip(w, r, st.Name, buf, q, frags)
 	}, nil
+}
+
+// checkClipTracks reads the tracks of every fragment selected by q (frags is its first page),
+// only the chunk headers, and answers the error of the first fragment whose tracks could not
+// follow first in one MP4: InvalidCodecPrivateDataException when only the codec configuration or
+// picture size changes (a resolution change), UnsupportedStreamMediaTypeException when a track
+// appears, disappears or changes codec, and the codec errors of its own tracks (describe's). The
+// model names no error for a change; these are the two that say the media of the range is not
+// one the clip can hold. It costs one header read per fragment before the first byte.
+func (p *playback) checkClipTracks(ctx context.Context, name string, buf *streamBuffer, q listQuery, frags []store.FragmentMeta, first []mkv.Track) error {
+	m := p.s.media
+	for {
+		n := min(len(frags), clipPage)
+		for _, meta := range frags[:n] {
+			tracks, err := p.tracks(ctx, name, meta.Number)
+			if errors.Is(err, store.ErrFragmentNotFound) {
+				continue // expired: writeClip leaves it out
+			}
+			if err == nil {
+				err = fmp4.CheckTracks(first, tracks)
+			}
+			switch {
+			case err == nil:
+			case errors.Is(err, fmp4.ErrCodecConfigChanged):
+				return apiErrorf(codeInvalidCodecPrivate, "The codec private data changes within the requested range (fragment %s, at %s): "+
+					"a clip holds one configuration per track; ask for the ranges before and after the change separately.",
+					formatFragmentNumber(meta.Number), meta.ProducerTime.UTC().Format(time.RFC3339Nano))
+			case errors.Is(err, fmp4.ErrTracksChanged):
+				return apiErrorf(codeUnsupportedMedia, "The tracks change within the requested range (fragment %s, at %s): "+
+					"a clip holds the tracks of its first fragment; ask for the ranges before and after the change separately.",
+					formatFragmentNumber(meta.Number), meta.ProducerTime.UTC().Format(time.RFC3339Nano))
+			default:
+				return mediaError(err)
+			}
+		}
+		if len(frags) <= clipPage {
+			return nil
+		}
+		last := frags[n-1]
+		q.After, q.Number = q.time(last), last.Number
+		var err error
+		if frags, err = m.listPage(ctx, name, buf, q, clipPage); err != nil {
+			return fmt.Errorf("get clip %s: %w", name, err)
+		}
+	}
 }
 
 // writeClip streams the clip of the fragments selected by q, of which frags is the first page

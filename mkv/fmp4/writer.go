@@ -192,3 +192,29 @@ func sameLayout(a, b []track) bool {
 			bytes.Equal(x.config, y.config)
 	})
 }
+
+// ErrCodecConfigChanged is the ErrTracksChanged of a fragment with the same tracks and codecs as
+// the first but another configuration record or picture size (a resolution change).
+var ErrCodecConfigChanged = fmt.Errorf("%w: codec configuration changed", ErrTracksChanged)
+
+// CheckTracks reports whether a fragment with tracks next can follow one with tracks first in
+// one file, as WriteFragment would: nil; ErrCodecConfigChanged; ErrTracksChanged (a track added or
+// removed, or of another codec); or the error next's tracks give on their own (ErrUnsupportedCodec,
+// ErrMissingCodecPrivate, ErrInvalidCodecPrivate, as a *TrackError).
+func CheckTracks(first, next []mkv.Track) error {
+	a, err := layout(first)
+	if err != nil {
+		return err
+	}
+	b, err := layout(next)
+	if err != nil {
+		return err
+	}
+	if sameLayout(a, b) {
+		return nil
+	}
+	if slices.EqualFunc(a, b, func(x, y track) bool { return x.number == y.number && x.entry == y.entry }) {
+		return ErrCodecConfigChanged
+	}
+	return ErrTracksChanged
+}
