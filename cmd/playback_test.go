@@ -3,9 +3,12 @@ package cmd
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -209,4 +212,103 @@ func TestE2EGetClipMediaChange(t *testing.T) {
 			t.Errorf("get-clip of side %d: %v frames, want 50", i, got)
 		}
 	}
+}
+
+// TestE2EHLSMasterCoversEverySegment: the master playlist's CODECS and RESOLUTION cover every
+// segment its media playlists list (RFC 8216 §4.3.4.2), not the newest fragment's alone. A camera
+// whose picture size changed mid-stream (Annex B through put-media: 320x240, High 1.3, then
+// 160x120, High 1.1) was announced as avc1.64000B at 160x120 though its first segments are
+// avc1.64000D at 320x240; one whose audio stopped (a producer restarted without it) lost mp4a,
+// and a player that sizes its buffers by CODECS (hls.js) made no audio buffer.
+func TestE2EHLSMasterCoversEverySegment(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // runs ffmpeg and ffprobe
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	dir := t.TempDir()
+	encode := func(name string, args ...string) string {
+		t.Helper()
+		out := filepath.Join(dir, name)
+		args = append(append([]string{"-nostdin", "-v", "error"}, args...), "-c:v", "libx264", "-preset", "veryfast",
+			"-profile:v", "high", "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p", "-t", "2", out)
+		if b, err := exec.CommandContext(t.Context(), ffmpeg, args...).CombinedOutput(); err != nil {
+			t.Fatalf("ffmpeg %s: %v: %s", name, err, b)
+		}
+		return out
+	}
+	big := encode("big.h264", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25")
+	small := encode("small.h264", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25")
+	var annexB []byte
+	for _, p := range []string{big, small} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		annexB = append(annexB, b...)
+	}
+	resized := filepath.Join(dir, "resized.h264")
+	if err := os.WriteFile(resized, annexB, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	withAudio := encode("av.mkv", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-c:a", "aac", "-b:a", "64k", "-ac", "1")
+	videoOnly := encode("v.mkv", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=25")
+
+	url, _ := e2eServer(t, nil)
+	mustRun(t, url, nil, "put-media", "--stream-name", "resized", "--create", "--source", resized, "--fragment-duration", "1s")
+	mustRun(t, url, nil, "put-media", "--stream-name", "mute", "--create", "--source", withAudio, "--fragment-duration", "1s")
+	mustRun(t, url, nil, "put-media", "--stream-name", "mute", "--source", videoOnly, "--fragment-duration", "1s")
+
+	variant := regexp.MustCompile(`(?m)^#EXT-X-STREAM-INF:BANDWIDTH=\d+,(CODECS="[^"]*",RESOLUTION=\d+x\d+)$`)
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		want   string
+		frames map[string]int
+	}{
+		{"resized ON_DEMAND", []string{"--stream-name", "resized", "--playback-mode", "ON_DEMAND", "--start", "-1h", "--end", "now"},
+			`CODECS="avc1.64000D,avc1.64000B",RESOLUTION=320x240`, map[string]int{"video:h264": 100}},
+		// The replay's first window is the 320x240 part: the range holds the rest.
+		{"resized LIVE_REPLAY", []string{"--stream-name", "resized", "--playback-mode", "LIVE_REPLAY", "--start", "-1h", "--max-fragments", "2"},
+			`CODECS="avc1.64000D,avc1.64000B",RESOLUTION=320x240`, nil},
+		{"audio stopped ON_DEMAND", []string{"--stream-name", "mute", "--playback-mode", "ON_DEMAND", "--start", "-1h", "--end", "now"},
+			`CODECS="avc1.64000D,mp4a.40.2",RESOLUTION=320x240`, nil},
+	} {
+		hls := strings.TrimSpace(mustRun(t, url, nil, append([]string{"hls-url", "--expires", "600"}, tc.args...)...))
+		code, body := httpBody(t, hls)
+		m := variant.FindStringSubmatch(body)
+		if code != 200 || m == nil || m[1] != tc.want {
+			t.Errorf("%s: master playlist (%d):\n%s\nwant %s", tc.name, code, body, tc.want)
+		}
+		if tc.frames != nil {
+			got := ffprobe(t, hls)
+			if fmt.Sprint(got.Frames) != fmt.Sprint(tc.frames) || got.VideoSize != "320,240" {
+				t.Errorf("%s: ffprobe of the playlist: %v frames, picture %s; want %v, 320,240", tc.name, got.Frames, got.VideoSize, tc.frames)
+			}
+		}
+		if tc.name != "resized LIVE_REPLAY" { // ffmpeg would follow the replay in real time
+			player := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "error", "-i", hls, "-f", "null", "-")
+			if out, err := player.CombinedOutput(); err != nil || len(out) > 0 {
+				t.Errorf("%s: ffmpeg decode of the playlist: %v\n%s", tc.name, err, out)
+			}
+		}
+	}
+}
+
+// httpBody GETs url and returns the status and body.
+func httpBody(t *testing.T, url string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }
