@@ -33,9 +33,10 @@ func newGetClipCmd(env *Env) *cobra.Command {
 		Long: `Download the fragments whose start time is in [--start, --end] as one MP4 file (GetClip).
 
 Times are RFC 3339 (UTC when no zone is given), Unix seconds (1705489836.421) or relative to now
-(now, -10m, -1h30m); the range may span at most 24 hours. The MP4 is fragmented (one fragment per
-KVS fragment), which every player reads; kvs streams it, so there is no size limit. Without -o it
-goes to stdout.`,
+(now, -10m, -1h30m); the range may span at most 24 hours. As in KVS, the clip holds at most the
+first 200 fragments or the first 100 MB of the range; for the rest, ask again with --start after
+the clip's last fragment. The MP4 is fragmented (one fragment per KVS fragment), which every player
+reads. Without -o it goes to stdout.`,
 	})
 	addStreamRefFlags(c, &o.Stream)
 	o.Range.addFlags(c.Flags(), "earliest fragment start time (required)", "latest fragment start time (required)")

@@ -12,8 +12,14 @@ import (
 	"github.com/openkvs/kvs/server/store"
 )
 
-// clipPage is how many fragments GetClip lists at a time.
-const clipPage = 100
+const (
+	// MaxClipFragments and MaxClipBytes bound what one GetClip answers: the first 200 fragments
+	// of the range, or fewer when they would pass 100 MB (stored bytes), as KVS documents
+	// (GetClipOutput.Payload: "The output will contain the first 100 MB or the first 200
+	// fragments from the specified start timestamp"). The first fragment is always in the clip.
+	MaxClipFragments = 200
+	MaxClipBytes     = 100 << 20
+)
 
 // maxClipWindow is GetClip's longest TimestampRange (kvs-api.md §9: end ≤ 24 h after start).
 const maxClipWindow = 24 * time.Hour
@@ -32,12 +38,14 @@ type getClipRequest struct {
 //     that can be streamed while the fragments are read one at a time. KVS documents a plain MP4;
 //     players do not tell the difference.
 //   - Content-Type is video/mp4 (§13.9).
-//   - No 100 MB or 200-fragment cap: the clip is streamed with one fragment in memory at a time,
-//     so its size costs nothing here. The range may span at most 24 hours.
+//   - The clip holds the first 200 fragments of the range, or the first 100 MB of them, as in
+//     KVS (MaxClipFragments, MaxClipBytes); a client asks again from the time after the last
+//     for the rest. The range may span at most 24 hours. The clip is streamed with one
+//     fragment in memory at a time.
 //   - Everything that can fail is checked before the 200: retention 0 (NoDataRetentionException),
 //     no fragment in the range (ResourceNotFoundException), codecs of the first fragment
 //     (UnsupportedStreamMediaType / MissingCodecPrivateData / InvalidCodecPrivateData), and the
-//     tracks of every other fragment in the range (checkClipTracks): the API reference says that
+//     tracks of every other fragment of the clip (checkClipTracks): the API reference says that
 //     codec private data and track changes within the queried media are not supported and
 //     return an error. After the first byte the status cannot change: a fragment that changes
 //     after the check (one arriving late in the range), or that cannot be read or remuxed, ends
@@ -78,16 +86,17 @@ func (p *playback) getClip(ctx context.Context, req *getClipRequest) (responder,
 	}
 	m := s.media
 	buf := m.buffer(st)
-	// The first page is read before the 200 to check the range and the codecs.
+	// The clip's fragments are listed before the 200, to check the range and the codecs.
 	q := listQuery{Kind: "S", Start: clampNanos(start), End: clampNanos(end), Number: ^uint64(0)}
 	if kind == store.ProducerTime {
 		q.Kind = "P"
 	}
 	q.After = q.Start - 1
-	frags, err := m.listPage(ctx, st.Name, buf, q, clipPage)
+	frags, err := m.listPage(ctx, st.Name, buf, q, MaxClipFragments)
 	if err != nil {
 		return nil, fmt.Errorf("get clip %s: %w", st.Name, err)
 	}
+	frags = clipFragments(frags, m.maxClipBytes)
 	if len(frags) == 0 {
 		return nil, apiErrorf(codeResourceNotFound, "No fragments found in the requested timestamp range.")
 	}
@@ -95,112 +104,100 @@ func (p *playback) getClip(ctx context.Context, req *getClipRequest) (responder,
 	if err != nil {
 		return nil, err
 	}
-	if err := p.checkClipTracks(ctx, st.Name, buf, q, frags, first); err != nil {
+	if err := p.checkClipTracks(ctx, st.Name, frags, first); err != nil {
 		return nil, err
 	}
 
 	return func(w http.ResponseWriter, r *http.Request) {
-		p.writeClip(w, r, st.Name, buf, q, frags)
+		p.writeClip(w, r, st.Name, frags)
 	}, nil
 }
 
-// checkClipTracks reads the tracks of every fragment selected by q (frags is its first page),
-// only the chunk headers, and answers the error of the first fragment whose tracks could not
-// follow first in one MP4: InvalidCodecPrivateDataException when only the codec configuration or
-// picture size changes (a resolution change), UnsupportedStreamMediaTypeException when a track
-// appears, disappears or changes codec, and the codec errors of its own tracks (describe's). The
-// model names no error for a change; these are the two that say the media of the range is not
-// one the clip can hold. It costs one header read per fragment before the first byte.
-func (p *playback) checkClipTracks(ctx context.Context, name string, buf *streamBuffer, q listQuery, frags []store.FragmentMeta, first []mkv.Track) error {
-	m := p.s.media
-	for {
-		n := min(len(frags), clipPage)
-		for _, meta := range frags[:n] {
-			tracks, err := p.tracks(ctx, name, meta.Number)
-			if errors.Is(err, store.ErrFragmentNotFound) {
-				continue // expired: writeClip leaves it out
-			}
-			if err == nil {
-				err = fmp4.CheckTracks(first, tracks)
-			}
-			switch {
-			case err == nil:
-			case errors.Is(err, fmp4.ErrCodecConfigChanged):
-				return apiErrorf(codeInvalidCodecPrivate, "The codec private data changes within the requested range (fragment %s, at %s): "+
-					"a clip holds one configuration per track; ask for the ranges before and after the change separately.",
-					formatFragmentNumber(meta.Number), meta.ProducerTime.UTC().Format(time.RFC3339Nano))
-			case errors.Is(err, fmp4.ErrTracksChanged):
-				return apiErrorf(codeUnsupportedMedia, "The tracks change within the requested range (fragment %s, at %s): "+
-					"a clip holds the tracks of its first fragment; ask for the ranges before and after the change separately.",
-					formatFragmentNumber(meta.Number), meta.ProducerTime.UTC().Format(time.RFC3339Nano))
-			default:
-				return mediaError(err)
-			}
-		}
-		if len(frags) <= clipPage {
-			return nil
-		}
-		last := frags[n-1]
-		q.After, q.Number = q.time(last), last.Number
-		var err error
-		if frags, err = m.listPage(ctx, name, buf, q, clipPage); err != nil {
-			return fmt.Errorf("get clip %s: %w", name, err)
+// clipFragments returns the leading fragments of frags that one clip holds: at most
+// MaxClipFragments, and no more than maxBytes of them (stored sizes), the first always.
+func clipFragments(frags []store.FragmentMeta, maxBytes int64) []store.FragmentMeta {
+	frags = frags[:min(len(frags), MaxClipFragments)]
+	var total int64
+	for i, f := range frags {
+		total += f.Size
+		if i > 0 && total > maxBytes {
+			return frags[:i]
 		}
 	}
+	return frags
 }
 
-// writeClip streams the clip of the fragments selected by q, of which frags is the first page
-// (read, and its first fragment checked, before the 200).
-func (p *playback) writeClip(w http.ResponseWriter, r *http.Request, name string, buf *streamBuffer, q listQuery, frags []store.FragmentMeta) {
+// checkClipTracks reads the tracks of every fragment of the clip (frags), only the chunk
+// headers, and answers the error of the first fragment whose tracks could not follow first in
+// one MP4: InvalidCodecPrivateDataException when only the codec configuration or picture size
+// changes (a resolution change), UnsupportedStreamMediaTypeException when a track appears,
+// disappears or changes codec, and the codec errors of its own tracks (describe's). The model
+// names no error for a change; these are the two that say the media of the range is not one the
+// clip can hold. It costs one header read per fragment (at most MaxClipFragments) before the
+// first byte.
+func (p *playback) checkClipTracks(ctx context.Context, name string, frags []store.FragmentMeta, first []mkv.Track) error {
+	for _, meta := range frags {
+		tracks, err := p.tracks(ctx, name, meta.Number)
+		if errors.Is(err, store.ErrFragmentNotFound) {
+			continue // expired: writeClip leaves it out
+		}
+		if err == nil {
+			err = fmp4.CheckTracks(first, tracks)
+		}
+		switch {
+		case err == nil:
+		case errors.Is(err, fmp4.ErrCodecConfigChanged):
+			return apiErrorf(codeInvalidCodecPrivate, "The codec private data changes within the requested range (fragment %s, at %s): "+
+				"a clip holds one configuration per track; ask for the ranges before and after the change separately.",
+				formatFragmentNumber(meta.Number), meta.ProducerTime.UTC().Format(time.RFC3339Nano))
+		case errors.Is(err, fmp4.ErrTracksChanged):
+			return apiErrorf(codeUnsupportedMedia, "The tracks change within the requested range (fragment %s, at %s): "+
+				"a clip holds the tracks of its first fragment; ask for the ranges before and after the change separately.",
+				formatFragmentNumber(meta.Number), meta.ProducerTime.UTC().Format(time.RFC3339Nano))
+		default:
+			return mediaError(err)
+		}
+	}
+	return nil
+}
+
+// writeClip streams the clip of frags (listed, and their tracks checked, before the 200).
+func (p *playback) writeClip(w http.ResponseWriter, r *http.Request, name string, frags []store.FragmentMeta) {
 	s, m, ctx := p.s, p.s.media, r.Context()
-	const page = clipPage
 	log := s.log.With("stream", name, "request_id", requestID(r))
 	w.Header().Set("Content-Type", "video/mp4")
 	w.WriteHeader(http.StatusOK)
 	// Each fragment is one Write, flushed at once (pacedWriter).
 	mw := fmp4.NewWriter(newPacedWriter(w, r, http.NewResponseController(w), m.writeTimeout))
 	written := 0
-	for {
-		n := min(len(frags), page)
-		for _, meta := range frags[:n] {
-			// The fragments remuxed at once are bounded (remux.go): this one's frames and its
-			// segment, each about its size, are held until it is sent.
-			release, err := m.remux.acquire(ctx, 2*meta.Size)
-			if err != nil {
-				return // the client has gone
-			}
-			f, _, err := p.fragment(ctx, name, meta.Number)
-			if errors.Is(err, store.ErrFragmentNotFound) {
-				release()
-				continue // expired while the clip was being sent
-			}
-			if err == nil {
-				err = mw.WriteFragment(f, meta.ProducerTime)
-				f.Release()
-			}
+	for _, meta := range frags {
+		// The fragments remuxed at once are bounded (remux.go): this one's frames and its
+		// segment, each about its size, are held until it is sent.
+		release, err := m.remux.acquire(ctx, 2*meta.Size)
+		if err != nil {
+			return // the client has gone
+		}
+		f, _, err := p.fragment(ctx, name, meta.Number)
+		if errors.Is(err, store.ErrFragmentNotFound) {
 			release()
-			if errors.Is(err, fmp4.ErrTracksChanged) {
-				log.Info("get clip: tracks change; clip ends early", "fragment", meta.Number, "fragments", written)
-				return
-			}
-			if err != nil {
-				if ctx.Err() == nil {
-					log.Error("get clip: clip ends early", "fragment", meta.Number, "fragments", written, "err", err)
-				}
-				return
-			}
-			written++
+			continue // expired while the clip was being sent
 		}
-		if len(frags) <= page {
+		if err == nil {
+			err = mw.WriteFragment(f, meta.ProducerTime)
+			f.Release()
+		}
+		release()
+		if errors.Is(err, fmp4.ErrTracksChanged) {
+			log.Info("get clip: tracks change; clip ends early", "fragment", meta.Number, "fragments", written)
 			return
 		}
-		last := frags[n-1]
-		q.After, q.Number = q.time(last), last.Number
-		var err error
-		if frags, err = m.listPage(ctx, name, buf, q, page); err != nil {
-			log.Error("get clip: clip ends early", "fragments", written, "err", err)
+		if err != nil {
+			if ctx.Err() == nil {
+				log.Error("get clip: clip ends early", "fragment", meta.Number, "fragments", written, "err", err)
+			}
 			return
 		}
+		written++
 	}
 }
 

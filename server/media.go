@@ -73,6 +73,7 @@ type media struct {
 	contendedTimeout    time.Duration // sequencer.turn's stall: min(readTimeout, contendedReadTimeout)
 	getMediaIdle        time.Duration
 	maxFragmentSize     int64
+	maxClipBytes        int64 // MaxClipBytes; tests lower it
 	archivedLimits      bufferLimits
 	liveOnlyLimits      bufferLimits
 
@@ -102,6 +103,7 @@ func newMedia(s *Server) *media {
 		getMediaIdle:        s.cfg.GetMediaIdleTimeout,
 		contendedTimeout:    min(orDefault(s.cfg.PutMediaReadTimeout, DefaultPutMediaReadTimeout), contendedReadTimeout),
 		maxFragmentSize:     MaxFragmentSize,
+		maxClipBytes:        MaxClipBytes,
 		archivedLimits:      archivedBufferLimits,
 		liveOnlyLimits:      liveOnlyBufferLimits,
 		sessions:            map[string]map[*putSession]struct{}{},
