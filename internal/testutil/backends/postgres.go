@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"fmt"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -96,14 +97,20 @@ func startPostgres() (string, error) {
 		return nil
 	}
 	initdbInto := func(data string) error { return run(initdb, append([]string{"-D", data}, initdbArgs...)...) }
-	port, err := freePort()
-	if err != nil {
-		return "", err
-	}
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on", port, base)
+	var port int
 	start := func() error {
-		// The log file, not a pipe: the server outlives pg_ctl and would hold a pipe open.
-		return run(pgCtl, "-D", dir, "-l", filepath.Join(base, "log"), "-o", opts, "-w", "start")
+		var err error
+		for range 3 { // a port another process binds first fails the start: another port
+			if port, err = freePort(); err != nil {
+				return err
+			}
+			opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on", port, base)
+			// The log file, not a pipe: the server outlives pg_ctl and would hold a pipe open.
+			if err = run(pgCtl, "-D", dir, "-l", filepath.Join(base, "log"), "-o", opts, "-w", "start"); err == nil {
+				return nil
+			}
+		}
+		return err
 	}
 	// A copy of the cluster initdb made for an earlier test binary, else initdb (and its result
 	// kept for the next): initdb runs PostgreSQL in bootstrap mode, a copy only copies, and three
@@ -164,7 +171,29 @@ func pgTemplate(initdb string, giveOwner, initdbInto func(dir string) error) str
 	return tmpl
 }
 
+// freePort returns a loopback port that no socket holds, below the kernel's ephemeral range
+// (net.ipv4.ip_local_port_range; 32768 where it cannot be read). A port from that range, which a
+// Listen on :0 returns, may be taken as the source port of another process's connection between
+// its release here and the server's bind: CI saw PostgreSQL fail twice on one such port, "could
+// not bind IPv4 address: Address already in use", and every cluster test of that binary with it.
 func freePort() (int, error) {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 12000 {
+				low = v
+			}
+		}
+	}
+	for range 100 {
+		port := 10000 + mrand.IntN(low-10000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // held by a listener
+		}
+		l.Close()
+		return port, nil
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
