@@ -171,22 +171,10 @@ func (p *playback) writeClip(w http.ResponseWriter, r *http.Request, name string
 	mw := fmp4.NewWriter(newPacedWriter(w, r, http.NewResponseController(w), m.writeTimeout))
 	written := 0
 	for _, meta := range frags {
-		// The fragments remuxed at once are bounded (remux.go): this one's frames and its
-		// segment, each about its size, are held until it is sent.
-		release, err := m.remux.acquire(ctx, 2*meta.Size)
-		if err != nil {
-			return // the client has gone
-		}
-		f, _, err := p.fragment(ctx, name, meta.Number)
+		err := p.clipFragment(ctx, mw, name, meta)
 		if errors.Is(err, store.ErrFragmentNotFound) {
-			release()
 			continue // expired while the clip was being sent
 		}
-		if err == nil {
-			err = mw.WriteFragment(f, meta.ProducerTime)
-			f.Release()
-		}
-		release()
 		if errors.Is(err, fmp4.ErrTracksChanged) {
 			log.Info("get clip: tracks change; clip ends early", "fragment", meta.Number, "fragments", written)
 			return
@@ -208,4 +196,21 @@ func requireRetention(st store.Stream) error {
 		return apiErrorf(codeNoDataRetention, "The stream %s does not retain data (DataRetentionInHours is 0).", st.Name)
 	}
 	return nil
+}
+
+// clipFragment writes fragment meta of the clip through mw. The fragments remuxed at once are
+// bounded (remux.go): its frames and its segment, each about its size, are held until it is
+// sent, and given back however the write ends.
+func (p *playback) clipFragment(ctx context.Context, mw *fmp4.Writer, name string, meta store.FragmentMeta) error {
+	release, err := p.s.media.remux.acquire(ctx, 2*meta.Size)
+	if err != nil {
+		return err // the client has gone
+	}
+	defer release()
+	f, _, err := p.fragment(ctx, name, meta.Number)
+	if err != nil {
+		return err
+	}
+	defer f.Release()
+	return mw.WriteFragment(f, meta.ProducerTime)
 }

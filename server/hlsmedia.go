@@ -232,11 +232,17 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 		if err != nil {
 			return nil, nil, err
 		}
+		made := false
+		defer func() { // also when making it panics (segShares.build)
+			if !made {
+				release()
+			}
+		}()
 		seg, err := p.segment(ctx, sess, r, n, origin)
 		if err != nil {
-			release()
 			return nil, nil, err
 		}
+		made = true
 		return seg, release, nil
 	})
 	if err != nil {

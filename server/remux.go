@@ -9,6 +9,7 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -95,13 +96,7 @@ func (s *segShares) share(ctx context.Context, key segKey, build func() ([]byte,
 			}
 			s.m[key] = sh
 			s.mu.Unlock()
-			sh.body, sh.release, sh.err = build()
-			if sh.err != nil {
-				s.mu.Lock()
-				delete(s.m, key)
-				s.mu.Unlock()
-			}
-			close(sh.done)
+			s.build(key, sh, build)
 			if sh.err != nil {
 				return nil, nil, sh.err
 			}
@@ -119,6 +114,25 @@ func (s *segShares) share(ctx context.Context, key segKey, build func() ([]byte,
 			return sh.body, s.dropper(key, sh), nil
 		}
 	}
+}
+
+// build makes sh with build and lets the requests waiting for it go on. A build that fails, or
+// panics (net/http recovers a handler's panic and the server goes on), leaves no entry behind:
+// the requests waiting make the segment themselves, and later ones do not wait for ever.
+func (s *segShares) build(key segKey, sh *sharedSeg, build func() ([]byte, func(), error)) {
+	defer func() {
+		if v := recover(); v != nil {
+			sh.err = fmt.Errorf("making segment: panic: %v", v)
+			defer panic(v)
+		}
+		if sh.err != nil {
+			s.mu.Lock()
+			delete(s.m, key)
+			s.mu.Unlock()
+		}
+		close(sh.done)
+	}()
+	sh.body, sh.release, sh.err = build()
 }
 
 // dropper returns the function that ends one request's hold on sh.
