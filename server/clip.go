@@ -108,8 +108,12 @@ func (p *playback) getClip(ctx context.Context, req *getClipRequest) (responder,
 		return nil, err
 	}
 
+	var size int64
+	for _, f := range frags {
+		size += f.Size
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
-		p.writeClip(w, r, st.Name, frags)
+		m.sendWithin(w, r, size, func(r *http.Request) { p.writeClip(w, r, st.Name, frags) }) // it holds budget: not for ever
 	}, nil
 }
 

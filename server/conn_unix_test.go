@@ -742,3 +742,61 @@ func TestSegmentAfterLargeFragment(t *testing.T) {
 			alloc>>20, len(body), frames*frameSize>>20, limit>>20)
 	}
 }
+
+// TestSlowSegmentReaderCutOff: a client that reads an MP4 media segment steadily but slowly, fast
+// enough for the write timeout (each 64 KiB within it), is cut off once it has taken the write
+// timeout plus the segment's size at the least send rate, and the segment's share of the remux
+// budget comes back (sendWithin). It kept the share as long as it read: two hours for a 16 MiB
+// segment read at 2 KiB/s, and sixteen such clients held every other segment and clip back.
+func TestSlowSegmentReaderCutOff(t *testing.T) {
+	t.Parallel()
+	const size = 4 << 20
+	base := time.Unix(1_700_000_000, 0)
+	srv, addr, ns := largeClipServer(t, size, 1, base)
+	srv.media.writeTimeout = time.Second
+	srv.media.minSendRate = size // the segment within about 2 s; the reader below takes 13 s
+	resp, err := http.Post("http://"+addr+"/getHLSStreamingSessionURL", "application/json", strings.NewReader(fmt.Sprintf(
+		`{"StreamName":"cam","PlaybackMode":"ON_DEMAND","HLSFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":%d,"EndTimestamp":%d}}}`,
+		base.Unix()-1, base.Unix()+10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct{ HLSStreamingSessionURL string }
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("session: %d %v", resp.StatusCode, err)
+	}
+	u, err := url.Parse(out.HLSStreamingSessionURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := fmt.Sprintf("GET %s?SessionToken=%s&FragmentNumber=%s HTTP/1.1\r\nHost: kvs\r\n\r\n",
+		strings.Replace(u.Path, "getHLSMasterPlaylist.m3u8", "getMP4MediaFragment.mp4", 1),
+		url.QueryEscape(u.Query().Get("SessionToken")), formatFragmentNumber(ns[0]))
+	c, err := stalledReader(t, addr, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 4 << 10
+	b := make([]byte, 16<<10)
+	for got < size+1<<20 { // 16 KiB every 50 ms: 320 KiB/s, 64 KiB well within the write timeout
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		n, err := c.Read(b)
+		got += n
+		if err != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if got >= size {
+		t.Fatalf("the slow reader got %d bytes of a %d-byte segment: want it cut off", got, size)
+	}
+	waitFor(t, "the segment's share of the remux budget given back", 10*time.Second, func() bool {
+		if !srv.media.remux.sem.TryAcquire(srv.media.remux.size) {
+			return false
+		}
+		srv.media.remux.sem.Release(srv.media.remux.size)
+		return true
+	})
+}

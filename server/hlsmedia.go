@@ -251,7 +251,7 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 	body := p.mp4Body(seg)
 	return func(w http.ResponseWriter, r *http.Request) {
 		defer done()
-		body(w, r)
+		p.s.media.sendWithin(w, r, int64(len(seg)), func(r *http.Request) { body(w, r) }) // it holds budget: not for ever
 	}, nil
 }
 

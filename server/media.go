@@ -74,6 +74,7 @@ type media struct {
 	getMediaIdle        time.Duration
 	maxFragmentSize     int64
 	maxClipBytes        int64 // MaxClipBytes; tests lower it
+	minSendRate         int64 // minSendRate; tests raise it
 	archivedLimits      bufferLimits
 	liveOnlyLimits      bufferLimits
 
@@ -104,6 +105,7 @@ func newMedia(s *Server) *media {
 		contendedTimeout:    min(orDefault(s.cfg.PutMediaReadTimeout, DefaultPutMediaReadTimeout), contendedReadTimeout),
 		maxFragmentSize:     MaxFragmentSize,
 		maxClipBytes:        MaxClipBytes,
+		minSendRate:         minSendRate,
 		archivedLimits:      archivedBufferLimits,
 		liveOnlyLimits:      liveOnlyBufferLimits,
 		sessions:            map[string]map[*putSession]struct{}{},

@@ -34,12 +34,23 @@ type pacedWriter struct {
 	w       http.ResponseWriter
 	rc      *http.ResponseController
 	timeout time.Duration
-	paced   bool // the connection paces itself: a part goes in one Write
-	h2      bool // HTTP/2: the write deadline is a timer on the stream (write)
+	paced   bool      // the connection paces itself: a part goes in one Write
+	h2      bool      // HTTP/2: the write deadline is a timer on the stream (write)
+	until   time.Time // no deadline past this (media.sendWithin), when set
 }
 
 func newPacedWriter(w http.ResponseWriter, r *http.Request, rc *http.ResponseController, timeout time.Duration) pacedWriter {
-	return pacedWriter{w: w, rc: rc, timeout: timeout, paced: r.ProtoMajor == 1 && connPaces(r.Context()), h2: r.ProtoMajor >= 2}
+	until, _ := r.Context().Value(sendUntilKey{}).(time.Time)
+	return pacedWriter{w: w, rc: rc, timeout: timeout, paced: r.ProtoMajor == 1 && connPaces(r.Context()), h2: r.ProtoMajor >= 2, until: until}
+}
+
+// deadline is the write deadline of a write starting now.
+func (p pacedWriter) deadline() time.Time {
+	d := time.Now().Add(p.timeout)
+	if !p.until.IsZero() && p.until.Before(d) {
+		return p.until
+	}
+	return d
 }
 
 // write writes parts, one chunk of the response, and flushes.
@@ -50,14 +61,14 @@ func (p pacedWriter) write(parts ...[]byte) error {
 			if !p.paced {
 				n = min(n, writePiece)
 			}
-			_ = p.rc.SetWriteDeadline(time.Now().Add(p.timeout))
+			_ = p.rc.SetWriteDeadline(p.deadline())
 			if _, err := p.w.Write(b[:n]); err != nil {
 				return err
 			}
 			b = b[n:]
 		}
 	}
-	_ = p.rc.SetWriteDeadline(time.Now().Add(p.timeout))
+	_ = p.rc.SetWriteDeadline(p.deadline())
 	if err := p.rc.Flush(); err != nil {
 		return err
 	}
@@ -84,7 +95,7 @@ func (p pacedWriter) Write(b []byte) (int, error) {
 // net/http hands it to the connection's ReadFrom, which sends a file section with sendfile(2) under
 // the pace). The chunk's other parts follow with write, which flushes.
 func (p pacedWriter) copy(r io.Reader) error {
-	_ = p.rc.SetWriteDeadline(time.Now().Add(p.timeout))
+	_ = p.rc.SetWriteDeadline(p.deadline())
 	_, err := io.Copy(p.w, r)
 	return err
 }
@@ -105,7 +116,7 @@ func (p pacedWriter) stream(r io.Reader, rerr *error) (int64, error) {
 	for {
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {
-			_ = p.rc.SetWriteDeadline(time.Now().Add(p.timeout))
+			_ = p.rc.SetWriteDeadline(p.deadline())
 			if _, werr := p.w.Write(buf[:n]); werr != nil {
 				return written, werr
 			}

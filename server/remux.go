@@ -10,8 +10,10 @@ package server
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sync/semaphore"
 )
@@ -26,6 +28,46 @@ import (
 // Before: eight readers of a 16 MiB fragment's segment that took their time held 128 MiB, and
 // viewers of a 4K camera's 60 MB fragments could push the server out of memory.
 const remuxBytes = 256 << 20
+
+// minSendRate is the least average rate, in bytes a second, at which a client must take an answer
+// that holds remux budget (an MP4 media segment, a clip): such an answer is cut off once it has
+// taken the write timeout plus its size at this rate (sendWithin). The write timeout alone, which
+// each 64 KiB sent renews, let a client that read 2 KiB a second keep a 16 MiB segment's share for
+// two hours, and sixteen such clients the whole budget, so that every other segment and clip
+// waited. 64 KiB/s (512 kbit/s) is below the rate at which any such segment plays.
+const minSendRate = 64 << 10
+
+// sendUntilKey is the request context's key of the time past which a pacedWriter sets no write
+// deadline (sendWithin).
+type sendUntilKey struct{}
+
+// sendWithin runs send, which writes an answer of size bytes through w with a pacedWriter made of
+// the request it is given, and cuts the connection's writes off once the write timeout plus size
+// at m.minSendRate have passed: the pacedWriter sets no deadline past that time, and a Write in
+// progress then (on a connection of Listener, one Write of megabytes renews its own deadline) is
+// given a deadline of now. The cut never reaches past send: it is called off before sendWithin
+// returns.
+func (m *media) sendWithin(w http.ResponseWriter, r *http.Request, size int64, send func(*http.Request)) {
+	d := m.writeTimeout + time.Duration(float64(size)/float64(m.minSendRate)*float64(time.Second))
+	r = r.WithContext(context.WithValue(r.Context(), sendUntilKey{}, time.Now().Add(d)))
+	rc := http.NewResponseController(w)
+	var mu sync.Mutex
+	sent := false
+	t := time.AfterFunc(d, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !sent {
+			_ = rc.SetWriteDeadline(time.Now())
+		}
+	})
+	defer func() {
+		mu.Lock()
+		sent = true
+		mu.Unlock()
+		t.Stop()
+	}()
+	send(r)
+}
 
 // byteBudget is a server-wide count of bytes that requests take before they read and give back
 // when done; a request waits (bounded by its context) while the rest is taken.
