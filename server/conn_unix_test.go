@@ -580,25 +580,7 @@ func TestSlowSegmentReadersShare(t *testing.T) {
 	const readers, size = 8, 16 << 20
 	base := time.Unix(1_700_000_000, 0)
 	_, addr, ns := largeClipServer(t, size, 1, base)
-	resp, err := http.Post("http://"+addr+"/getHLSStreamingSessionURL", "application/json", strings.NewReader(fmt.Sprintf(
-		`{"StreamName":"cam","PlaybackMode":"ON_DEMAND","HLSFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":%d,"EndTimestamp":%d}}}`,
-		base.Unix()-1, base.Unix()+10)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out struct{ HLSStreamingSessionURL string }
-	err = json.NewDecoder(resp.Body).Decode(&out)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("session: %d %v", resp.StatusCode, err)
-	}
-	u, err := url.Parse(out.HLSStreamingSessionURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := fmt.Sprintf("GET %s?SessionToken=%s&FragmentNumber=%s HTTP/1.1\r\nHost: kvs\r\n\r\n",
-		strings.Replace(u.Path, "getHLSMasterPlaylist.m3u8", "getMP4MediaFragment.mp4", 1),
-		url.QueryEscape(u.Query().Get("SessionToken")), formatFragmentNumber(ns[0]))
+	req := segmentRequest(t, addr, base, ns[0])
 
 	before := heapInUse()
 	for range readers {
@@ -755,25 +737,7 @@ func TestSlowSegmentReaderCutOff(t *testing.T) {
 	srv, addr, ns := largeClipServer(t, size, 1, base)
 	srv.media.writeTimeout = time.Second
 	srv.media.minSendRate = size // the segment within about 2 s; the reader below takes 13 s
-	resp, err := http.Post("http://"+addr+"/getHLSStreamingSessionURL", "application/json", strings.NewReader(fmt.Sprintf(
-		`{"StreamName":"cam","PlaybackMode":"ON_DEMAND","HLSFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":%d,"EndTimestamp":%d}}}`,
-		base.Unix()-1, base.Unix()+10)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out struct{ HLSStreamingSessionURL string }
-	err = json.NewDecoder(resp.Body).Decode(&out)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 {
-		t.Fatalf("session: %d %v", resp.StatusCode, err)
-	}
-	u, err := url.Parse(out.HLSStreamingSessionURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req := fmt.Sprintf("GET %s?SessionToken=%s&FragmentNumber=%s HTTP/1.1\r\nHost: kvs\r\n\r\n",
-		strings.Replace(u.Path, "getHLSMasterPlaylist.m3u8", "getMP4MediaFragment.mp4", 1),
-		url.QueryEscape(u.Query().Get("SessionToken")), formatFragmentNumber(ns[0]))
+	req := segmentRequest(t, addr, base, ns[0])
 	c, err := stalledReader(t, addr, req)
 	if err != nil {
 		t.Fatal(err)
@@ -799,4 +763,29 @@ func TestSlowSegmentReaderCutOff(t *testing.T) {
 		srv.media.remux.sem.Release(srv.media.remux.size)
 		return true
 	})
+}
+
+// segmentRequest returns the raw HTTP/1.1 request of fragment n's MP4 media segment in an ON_DEMAND
+// HLS session of stream cam (largeClipServer) around base.
+func segmentRequest(t *testing.T, addr string, base time.Time, n uint64) string {
+	t.Helper()
+	resp, err := http.Post("http://"+addr+"/getHLSStreamingSessionURL", "application/json", strings.NewReader(fmt.Sprintf(
+		`{"StreamName":"cam","PlaybackMode":"ON_DEMAND","HLSFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":%d,"EndTimestamp":%d}}}`,
+		base.Unix()-1, base.Unix()+10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out struct{ HLSStreamingSessionURL string }
+	err = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("session: %d %v", resp.StatusCode, err)
+	}
+	u, err := url.Parse(out.HLSStreamingSessionURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("GET %s?SessionToken=%s&FragmentNumber=%s HTTP/1.1\r\nHost: kvs\r\n\r\n",
+		strings.Replace(u.Path, "getHLSMasterPlaylist.m3u8", "getMP4MediaFragment.mp4", 1),
+		url.QueryEscape(u.Query().Get("SessionToken")), formatFragmentNumber(n))
 }
