@@ -63,6 +63,10 @@ type ListFragmentsInput struct {
 	Type       TimestampType // "" means ServerTimestamp
 	// PageSize is MaxResults per request (default 1000, the maximum).
 	PageSize int
+	// Enough, when set, is asked before each further page with every fragment listed so far (in
+	// the order the pages gave them); true stops the paging there, and ListFragments returns
+	// those. It is not asked after the last page.
+	Enough func(listed []FragmentInfo) bool
 }
 
 // MinTime and MaxTime bound the timestamps the AWS SDK writes correctly: it converts them with
@@ -77,7 +81,8 @@ var (
 // lie further ahead, as those of a long recording uploaded faster than real time do.
 var openEnd = MaxTime
 
-// ListFragments returns every fragment of the selection, following all pages, sorted by fragment
+// ListFragments returns every fragment of the selection, following all pages (or those up to
+// the page after which in.Enough said so), sorted by fragment
 // number (numerically: KVS gives no order, even across pages). Selection is on the fragment start
 // timestamp, inclusive at both ends.
 func (c *Client) ListFragments(ctx context.Context, in ListFragmentsInput) ([]FragmentInfo, error) {
@@ -133,6 +138,9 @@ func (c *Client) ListFragments(ctx context.Context, in ListFragmentsInput) ([]Fr
 				ServerTimestamp:   aws.ToTime(f.ServerTimestamp),
 				Length:            time.Duration(f.FragmentLengthInMilliseconds) * time.Millisecond,
 			})
+		}
+		if in.Enough != nil && pages.HasMorePages() && in.Enough(out) {
+			break
 		}
 	}
 	slices.SortFunc(out, func(a, b FragmentInfo) int { return CompareFragmentNumbers(a.FragmentNumber, b.FragmentNumber) })

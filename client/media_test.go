@@ -846,6 +846,18 @@ func TestListFragmentsPaging(t *testing.T) {
 			}
 		}
 	}
+	// Enough stops the paging before the next page, and is not asked after the last one.
+	var asked []int
+	enough := func(listed []FragmentInfo) bool { asked = append(asked, len(listed)); return len(listed) >= 2 }
+	if list, err := m.client.ListFragments(t.Context(), ListFragmentsInput{Stream: "cam", PageSize: 1, Enough: enough}); err != nil || len(list) != 2 {
+		t.Errorf("page size 1 until 2 listed: %d fragments, %v; want 2", len(list), err)
+	}
+	if list, err := m.client.ListFragments(t.Context(), ListFragmentsInput{Stream: "cam", Enough: enough}); err != nil || len(list) != len(frags) {
+		t.Errorf("one page: %d fragments, %v; want %d", len(list), err, len(frags))
+	}
+	if !slices.Equal(asked, []int{1, 2}) {
+		t.Errorf("Enough asked with %v fragments listed, want [1 2] (never after the last page)", asked)
+	}
 	// Producer-time range: the middle fragments only (inclusive ends).
 	mid, err := m.client.ListFragments(t.Context(), ListFragmentsInput{Stream: "cam", Type: ProducerTimestamp,
 		Start: time.UnixMilli(frags[1].Timecode), End: time.UnixMilli(frags[2].Timecode)})

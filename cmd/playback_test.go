@@ -10,11 +10,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/client"
 	"github.com/openkvs/kvs/internal/testutil"
+	"github.com/openkvs/kvs/server"
 )
 
 func TestGetClipOptionsValidate(t *testing.T) {
@@ -311,4 +314,100 @@ func httpBody(t *testing.T, url string) (int, string) {
 		t.Fatal(err)
 	}
 	return resp.StatusCode, string(b)
+}
+
+// TestE2EGetClipCut: a range with more fragments than one clip holds (server.MaxClipFragments)
+// downloads the first 200 and says so on stderr, with the --start that fetches the rest, and
+// exits 0; that --start gives the rest, with no such line. 225 one-frame fragments (every frame
+// a keyframe, 25 fps, --fragment-duration shorter than a frame). The clips are selected by
+// producer timestamp, 40 ms apart; the server timestamps of a fast upload may share a
+// millisecond, where an inclusive --start cannot tell fragments apart.
+func TestE2EGetClipCut(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // runs ffmpeg and ffprobe
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	dir := t.TempDir()
+	src := filepath.Join(dir, "intra.h264")
+	const frames = server.MaxClipFragments + 25
+	cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-frames:v", strconv.Itoa(frames),
+		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "1", src)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, b)
+	}
+	url, _ := e2eServer(t, nil)
+	mustRun(t, url, nil, "put-media", "--stream-name", "cam", "--create", "--source", src, "--fragment-duration", "10ms")
+
+	clip := filepath.Join(dir, "clip.mp4")
+	code, _, stderr := kvsRun(t.Context(), t, url, nil, "get-clip", "--stream-name", "cam", "--timestamp-type", "producer",
+		"--start", "-1h", "--end", "+1h", "-o", clip)
+	if code != ExitOK {
+		t.Fatalf("get-clip: exit %d: %s", code, stderr)
+	}
+	m := regexp.MustCompile(`(?m)^kvs get-clip: the clip holds the first 200 of 225 fragments \(to (\S+)\); for the rest run again with --start (\S+)$`).FindStringSubmatch(stderr)
+	if m == nil {
+		t.Fatalf("get-clip stderr has no line about the fragments left out:\n%s", stderr)
+	}
+	if got := ffprobe(t, clip).Frames["video:h264"]; got != server.MaxClipFragments {
+		t.Errorf("clip: %d frames, want %d", got, server.MaxClipFragments)
+	}
+	if m[1] != m[2] {
+		t.Errorf("the clip ends at %s, the rest starts at %s: one-frame fragments follow each other", m[1], m[2])
+	}
+
+	rest := filepath.Join(dir, "rest.mp4")
+	code, _, stderr = kvsRun(t.Context(), t, url, nil, "get-clip", "--stream-name", "cam", "--timestamp-type", "producer",
+		"--start", m[2], "--end", "+1h", "-o", rest)
+	if code != ExitOK || strings.Contains(stderr, "the clip holds") {
+		t.Fatalf("get-clip of the rest: exit %d:\n%s", code, stderr)
+	}
+	if got := ffprobe(t, rest).Frames["video:h264"]; got != frames-server.MaxClipFragments {
+		t.Errorf("rest: %d frames, want %d", got, frames-server.MaxClipFragments)
+	}
+	// The same range by server timestamp is cut the same way (count only: see above).
+	code, _, stderr = kvsRun(t.Context(), t, url, nil, "get-clip", "--stream-name", "cam", "--start", "-1h", "--end", "+1h", "-o", clip)
+	if code != ExitOK || !strings.Contains(stderr, "kvs get-clip: the clip holds the first 200 of 225 fragments") {
+		t.Errorf("get-clip by server timestamp: exit %d:\n%s", code, stderr)
+	}
+}
+
+// TestClipCut: get-clip's copy of GetClip's rule (server/clip.go, clipFragments): the first
+// server.MaxClipFragments by the selected timestamp, then number, cut where the sizes pass the
+// byte cap, the first always kept.
+func TestClipCut(t *testing.T) {
+	t.Parallel()
+	t0 := time.Unix(1_800_000_000, 0)
+	frags := func(n int, size int64) []client.FragmentInfo {
+		var out []client.FragmentInfo
+		for i := range n {
+			// Listed newest first; producer timestamps run the other way round from server ones.
+			j := n - 1 - i
+			out = append(out, client.FragmentInfo{FragmentNumber: strconv.Itoa(1000 + j), SizeBytes: size,
+				ServerTimestamp: t0.Add(time.Duration(j) * time.Second), ProducerTimestamp: t0.Add(-time.Duration(j) * time.Second)})
+		}
+		return out
+	}
+	cases := []struct {
+		name     string
+		frags    []client.FragmentInfo
+		tt       client.TimestampType
+		maxBytes int64
+		kept     int
+		rest     string // "" when the clip holds them all
+	}{
+		{"all fit", frags(server.MaxClipFragments, 1), client.ServerTimestamp, 1 << 20, server.MaxClipFragments, ""},
+		{"one too many", frags(server.MaxClipFragments+1, 1), client.ServerTimestamp, 1 << 20, server.MaxClipFragments, "1200"},
+		{"by producer time", frags(server.MaxClipFragments+1, 1), client.ProducerTimestamp, 1 << 20, server.MaxClipFragments, "1000"},
+		{"bytes", frags(10, 100), client.ServerTimestamp, 250, 2, "1002"},
+		{"bytes exactly", frags(10, 100), client.ServerTimestamp, 300, 3, "1003"},
+		{"first over the cap", frags(3, 100), client.ServerTimestamp, 50, 1, "1001"},
+		{"one fragment over the cap", frags(1, 100), client.ServerTimestamp, 50, 1, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			kept, rest, ok := clipCut(tc.frags, tc.tt, tc.maxBytes)
+			if len(kept) != tc.kept || ok != (tc.rest != "") || rest.FragmentNumber != tc.rest {
+				t.Errorf("clipCut: %d kept, rest %q (%v); want %d, %q", len(kept), rest.FragmentNumber, ok, tc.kept, tc.rest)
+			}
+		})
+	}
 }
