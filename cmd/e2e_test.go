@@ -217,7 +217,7 @@ func TestE2EClips(t *testing.T) {
 			}
 
 			// get-media to a file, as one continuous Matroska stream.
-			got := filepath.Join(dir, "get-media.mkv")
+			got := filepath.Join(t.TempDir(), "get-media.mkv")
 			code, _, errs := kvsRun(t.Context(), t, url, nil, "get-media", "--stream-name", stream, "--start-selector", "EARLIEST", "--no-follow", "-o", got)
 			if code != ExitOK {
 				t.Fatalf("get-media: exit %d: %s", code, errs)
@@ -537,25 +537,16 @@ func TestPutMediaRecoveryPoints(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t) // runs ffmpeg and ffprobe
 	ffmpeg := testutil.NeedTool(t, "ffmpeg")
-	for _, tc := range []struct{ name, params, bframes string }{
-		{"intra refresh", "intra-refresh=1:scenecut=0", "0"},
-		{"open gop", "open-gop=1:scenecut=0", "2"},
-	} {
+	for _, tc := range recoveryPointEncodings {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
-			src := filepath.Join(dir, "src.mkv")
-			cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "12",
-				"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-bf", tc.bframes, "-x264-params", tc.params, src)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("ffmpeg: %v: %s", err, b)
-			}
+			src := recoveryPointClip(t, ffmpeg, tc, 12)
 			url, _ := e2eServer(t, nil)
 			code, out, stderr := kvsRun(t.Context(), t, url, nil, "put-media", "--stream-name", "cam", "--create", "--source", src, "--fragment-duration", "1s")
 			if code != ExitOK || !strings.Contains(out, ": 12 fragments,") || !strings.Contains(out, "12 PERSISTED, 0 failed") {
 				t.Errorf("put-media: exit %d, summary %q, want 12 fragments of 1 s all persisted\nstderr: %s", code, out, lastLine(stderr))
 			}
-			got := filepath.Join(dir, "get-media.mkv")
+			got := filepath.Join(t.TempDir(), "get-media.mkv")
 			mustRun(t, url, nil, "get-media", "--stream-name", "cam", "--start-selector", "EARLIEST", "--no-follow", "-o", got)
 			if g := ffprobe(t, got); fmt.Sprint(g.Frames) != "map[video:h264:300]" {
 				t.Errorf("get-media gives %v frames, want the file's 300", g.Frames)
@@ -567,4 +558,24 @@ func TestPutMediaRecoveryPoints(t *testing.T) {
 func lastLine(s string) string {
 	l := strings.Split(strings.TrimSpace(s), "\n")
 	return l[len(l)-1]
+}
+
+// recoveryPointEncodings are x264 encodings whose random-access points after the first are
+// recovery-point SEIs, not IDR pictures.
+var recoveryPointEncodings = []struct{ name, params, bframes string }{
+	{"intra refresh", "intra-refresh=1:scenecut=0", "0"},
+	{"open gop", "open-gop=1:scenecut=0", "2"},
+}
+
+// recoveryPointClip encodes seconds of a 160x120, 25 fps test pattern with tc into an MKV file (a
+// random-access point every 25 frames) and returns its path.
+func recoveryPointClip(t *testing.T, ffmpeg string, tc struct{ name, params, bframes string }, seconds int) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), "src.mkv")
+	cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", strconv.Itoa(seconds),
+		"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-bf", tc.bframes, "-x264-params", tc.params, src)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v: %s", err, b)
+	}
+	return src
 }

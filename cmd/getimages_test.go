@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"image/png"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -203,19 +202,11 @@ func TestGetImagesRecoveryPoints(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t) // runs ffmpeg
 	ffmpeg := testutil.NeedTool(t, "ffmpeg")
-	for _, tc := range []struct{ name, params, bframes string }{
-		{"intra refresh", "intra-refresh=1:scenecut=0", "0"},
-		{"open gop", "open-gop=1:scenecut=0", "2"},
-	} {
+	for _, tc := range recoveryPointEncodings {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
-			src := filepath.Join(dir, "src.mkv")
-			cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "6",
-				"-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-g", "25", "-bf", tc.bframes, "-x264-params", tc.params, src)
-			if b, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("ffmpeg: %v: %s", err, b)
-			}
+			src := recoveryPointClip(t, ffmpeg, tc, 6)
 			url, _ := e2eServer(t, nil)
 			mustRun(t, url, nil, "put-media", "--stream-name", "cam", "--create", "--source", src, "--fragment-duration", "1s")
 			var list struct{ Fragments []fragmentOutput }

@@ -131,16 +131,17 @@ func clipFragments(frags []store.FragmentMeta, maxBytes int64) []store.FragmentM
 	return frags
 }
 
-// checkClipTracks reads the tracks of every fragment of the clip (frags), only the chunk
-// headers, and answers the error of the first fragment whose tracks could not follow first in
+// checkClipTracks reads the tracks of every fragment of the clip after the first (frags; first
+// are frags[0]'s), parsing only the chunk headers, and answers the error of the first fragment whose tracks could not follow first in
 // one MP4: InvalidCodecPrivateDataException when only the codec configuration or picture size
 // changes (a resolution change), UnsupportedStreamMediaTypeException when a track appears,
 // disappears or changes codec, and the codec errors of its own tracks (describe's). The model
 // names no error for a change; these are the two that say the media of the range is not one the
 // clip can hold. It costs one header read per fragment (at most MaxClipFragments) before the
-// first byte.
+// first byte; a store that checks a payload when it is opened (FS: its CRC-32C) reads each
+// fragment whole for it, and writeClip reads it again.
 func (p *playback) checkClipTracks(ctx context.Context, name string, frags []store.FragmentMeta, first []mkv.Track) error {
-	for _, meta := range frags {
+	for _, meta := range frags[1:] {
 		tracks, err := p.tracks(ctx, name, meta.Number)
 		if errors.Is(err, store.ErrFragmentNotFound) {
 			continue // expired: writeClip leaves it out

@@ -501,34 +501,14 @@ func TestSlowListReadersOfStoredFragment(t *testing.T) {
 // socket buffers. It returns the server, its address and the fragment numbers.
 func largeClipServer(t *testing.T, size, count int, base time.Time) (*Server, string, []uint64) {
 	t.Helper()
-	ctx := context.Background()
-	fs, err := store.OpenFS(t.TempDir(), store.FSOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := fs.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
-		t.Fatal(err)
-	}
-	c := loadClip(t, "h264.mkv")
-	var ns []uint64
+	fs, c := camStore(t)
+	var frags [][]mkv.Frame
 	for i := range count {
 		frames := append([]mkv.Frame(nil), c.frags[0]...)
 		frames[0].Data = append(append([]byte(nil), frames[0].Data...), bytes.Repeat([]byte{byte(i)}, size)...)
-		cluster, err := mkv.AppendCluster(nil, frames[0].Timecode, frames)
-		if err != nil {
-			t.Fatal(err)
-		}
-		at := base.Add(time.Duration(i) * time.Second)
-		n, err := fs.NextNumber(ctx, "cam")
-		if err == nil {
-			err = store.Append(ctx, fs, "cam", store.FragmentMeta{Number: n, ServerTime: at, ProducerTime: at, Duration: time.Second},
-				append(c.header(), cluster...))
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		ns = append(ns, n)
+		frags = append(frags, frames)
 	}
+	ns := appendClusters(t, fs, c, base, frags)
 	srv, err := New(Config{Store: fs, MediaWriteTimeout: 30 * time.Second, RetentionInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -665,15 +645,7 @@ func TestSegmentAfterLargeFragment(t *testing.T) {
 	const frames, frameSize = 64, 256 << 10 // 16 MiB before the segment asked for
 	base := time.Unix(1_700_000_000, 0)
 	ms := base.UnixMilli()
-	fs, err := store.OpenFS(t.TempDir(), store.FSOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	if err := fs.CreateStream(ctx, store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
-		t.Fatal(err)
-	}
-	c := loadClip(t, "h264.mkv")
+	fs, c := camStore(t)
 	frame := func(tc int64, key bool, size int) mkv.Frame {
 		return mkv.Frame{Track: 1, Timecode: ms + tc, Keyframe: key, Data: append([]byte{0, 0, 0, 1, 0x41}, make([]byte, size)...)}
 	}
@@ -683,23 +655,7 @@ func TestSegmentAfterLargeFragment(t *testing.T) {
 	}
 	// The next one has B-frames (presented out of decode order).
 	bframes := []mkv.Frame{frame(1000, true, 0), frame(1120, false, 0), frame(1040, false, 0), frame(1080, false, 0)}
-	var ns []uint64
-	for i, fr := range [][]mkv.Frame{large, bframes} {
-		cluster, err := mkv.AppendCluster(nil, fr[0].Timecode, fr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		at := base.Add(time.Duration(i) * time.Second)
-		n, err := fs.NextNumber(ctx, "cam")
-		if err == nil {
-			err = store.Append(ctx, fs, "cam", store.FragmentMeta{Number: n, ServerTime: at, ProducerTime: at, Duration: time.Second},
-				append(c.header(), cluster...))
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		ns = append(ns, n)
-	}
+	ns := appendClusters(t, fs, c, base, [][]mkv.Frame{large, bframes})
 	e := newMediaEnvStore(t, fs)
 	hls, code := e.hlsURL(t, map[string]any{
 		"StreamName": "cam", "PlaybackMode": "ON_DEMAND",
@@ -788,4 +744,43 @@ func segmentRequest(t *testing.T, addr string, base time.Time, n uint64) string 
 	return fmt.Sprintf("GET %s?SessionToken=%s&FragmentNumber=%s HTTP/1.1\r\nHost: kvs\r\n\r\n",
 		strings.Replace(u.Path, "getHLSMasterPlaylist.m3u8", "getMP4MediaFragment.mp4", 1),
 		url.QueryEscape(u.Query().Get("SessionToken")), formatFragmentNumber(n))
+}
+
+// camStore returns a new FS store with stream "cam" (retention 1 hour) and the H.264 clip whose
+// header appendClusters puts before each fragment.
+func camStore(t *testing.T) (*store.FS, *clip) {
+	t.Helper()
+	fs, err := store.OpenFS(t.TempDir(), store.FSOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.CreateStream(context.Background(), store.Stream{Name: "cam", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	return fs, loadClip(t, "h264.mkv")
+}
+
+// appendClusters stores each of frags as one fragment of stream "cam" (c's header, then a cluster
+// of its frames), one second apart from base on both clocks, and returns their numbers.
+func appendClusters(t *testing.T, fs *store.FS, c *clip, base time.Time, frags [][]mkv.Frame) []uint64 {
+	t.Helper()
+	ctx := context.Background()
+	var ns []uint64
+	for i, fr := range frags {
+		cluster, err := mkv.AppendCluster(nil, fr[0].Timecode, fr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := base.Add(time.Duration(i) * time.Second)
+		n, err := fs.NextNumber(ctx, "cam")
+		if err == nil {
+			err = store.Append(ctx, fs, "cam", store.FragmentMeta{Number: n, ServerTime: at, ProducerTime: at, Duration: time.Second},
+				append(c.header(), cluster...))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns = append(ns, n)
+	}
+	return ns
 }

@@ -43,13 +43,7 @@ func recoveryOnly(c codec.Codec, codecPrivate, au []byte) bool {
 // first in the run's output order. No lead (nil): the run decodes from frames[g] as before.
 func (im *imageService) lead(ctx context.Context, st store.Stream, meta store.FragmentMeta, track *mkv.Track,
 	frames []vframe, g int, prev *mkv.Fragment) ([]vframe, *mkv.Fragment) {
-	var src []vframe
-	for k := g - 1; k >= 0; k-- {
-		if frames[k].key {
-			src = frames[k:g]
-			break
-		}
-	}
+	src := lastGOP(frames, g)
 	if src == nil {
 		if prev == nil {
 			pm, ok := im.s.playback.adjacentBefore(ctx, st.Name, meta)
@@ -67,12 +61,7 @@ func (im *imageService) lead(ctx context.Context, st store.Stream, meta store.Fr
 			return nil, prev
 		}
 		pf := videoFrames(prev, pt.Number, time.Unix(0, 0))
-		for k := len(pf) - 1; k >= 0; k-- {
-			if pf[k].key {
-				src = pf[k:]
-				break
-			}
-		}
+		src = lastGOP(pf, len(pf))
 	}
 	if len(src) == 0 {
 		return nil, prev
@@ -86,4 +75,14 @@ func (im *imageService) lead(ctx context.Context, st store.Stream, meta store.Fr
 		lead[k] = vframe{data: f.data, at: f.at - last + frames[g].at - 1, key: f.key}
 	}
 	return lead, prev
+}
+
+// lastGOP returns frames[k:end] from the last keyframe k before end, or nil when there is none.
+func lastGOP(frames []vframe, end int) []vframe {
+	for k := end - 1; k >= 0; k-- {
+		if frames[k].key {
+			return frames[k:end]
+		}
+	}
+	return nil
 }

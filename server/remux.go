@@ -34,7 +34,9 @@ const remuxBytes = 256 << 20
 // taken the write timeout plus its size at this rate (sendWithin). The write timeout alone, which
 // each 64 KiB sent renews, let a client that read 2 KiB a second keep a 16 MiB segment's share for
 // two hours, and sixteen such clients the whole budget, so that every other segment and clip
-// waited. 64 KiB/s (512 kbit/s) is below the rate at which any such segment plays.
+// waited. 64 KiB/s (512 kbit/s) is a choice, not a measurement: the segments large enough for it
+// to matter (megabytes) play at far more than that, and a small segment of a low-bitrate stream
+// is covered by the write timeout on top (30 s by default: 1.9 MB at 64 KiB/s).
 const minSendRate = 64 << 10
 
 // sendUntilKey is the request context's key of the time past which a pacedWriter sets no write
