@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/store"
 )
@@ -172,6 +173,7 @@ func readSlowly(r io.Reader, n int) ([]byte, error) {
 // Write of 4 MiB to a reader that takes about 2.6 s for it succeeds under a 1 s deadline, since
 // every 64 KiB goes in time, and one to a reader that stops reading fails at its deadline.
 func TestListenerPacedWrite(t *testing.T) {
+	testutil.Slow(t) // waits out write timeouts for seconds
 	t.Parallel()
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -257,6 +259,7 @@ func pacedServerStore(t *testing.T, st store.Store, payload []byte, h2 bool) (ts
 // takes about 2.6 s for it is not cut by a 1 s MediaWriteTimeout. (Elsewhere the chunk is written
 // in 64 KiB HTTP chunks, each under its own deadline: TestSlowReaderGetsLargeChunks.)
 func TestPacedConnGetsWholeChunk(t *testing.T) {
+	testutil.Slow(t) // waits out write timeouts for seconds
 	t.Parallel()
 	payload := bytes.Repeat([]byte("kvs!"), 1<<20)
 	ts, _ := pacedServer(t, payload, false)
@@ -304,6 +307,7 @@ func TestPacedConnGetsWholeChunk(t *testing.T) {
 // a kvs server's connection, the FS store) to a reader that takes about 2.6 s for a 4 MiB
 // fragment: sendfile runs under the connection's pace, so a 1 s MediaWriteTimeout does not cut it.
 func TestPacedSendfileSlowReader(t *testing.T) {
+	testutil.Slow(t) // waits out write timeouts for seconds
 	t.Parallel()
 	st, err := store.OpenFS(t.TempDir(), store.FSOptions{})
 	if err != nil {
@@ -343,6 +347,7 @@ func TestPacedSendfileSlowReader(t *testing.T) {
 // the answer must still be written in pieces each under its own deadline. A reader that takes
 // about 2.6 s for a 4 MiB fragment gets all of it under a 1 s MediaWriteTimeout.
 func TestPacedConnHTTP2SlowReader(t *testing.T) {
+	testutil.Slow(t) // waits out write timeouts for seconds
 	t.Parallel()
 	payload := bytes.Repeat([]byte("kvs!"), 1<<20)
 	ts, n := pacedServer(t, payload, true)
@@ -687,6 +692,7 @@ func TestSegmentAfterLargeFragment(t *testing.T) {
 // budget comes back (sendWithin). It kept the share as long as it read: two hours for a 16 MiB
 // segment read at 2 KiB/s, and sixteen such clients held every other segment and clip back.
 func TestSlowSegmentReaderCutOff(t *testing.T) {
+	testutil.Slow(t) // waits out write timeouts for seconds
 	t.Parallel()
 	const size = 4 << 20
 	base := time.Unix(1_700_000_000, 0)

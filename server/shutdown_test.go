@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 )
 
@@ -83,6 +84,7 @@ func TestCloseDrainsMedia(t *testing.T) {
 // connected (a raw connection: Go's client closes one whose response ended first): a second
 // Close waits for it.
 func TestCloseWaitsForLingeringUploads(t *testing.T) {
+	testutil.Slow(t) // waits out write timeouts for seconds
 	t.Parallel()
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 1)

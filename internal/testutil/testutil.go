@@ -76,12 +76,12 @@ func IsolateAWS() {
 	os.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 }
 
-// Slow skips t under `go test -short`: tests that drive real tools or browsers for seconds. CI
-// runs the full suite.
+// Slow skips t under `go test -short`: tests that drive real tools or browsers for seconds, or
+// wait out timeouts that long. CI runs the full suite.
 func Slow(t testing.TB) {
 	t.Helper()
 	if testing.Short() {
-		t.Skip("slow test (drives real tools for seconds): skipped with -short")
+		t.Skip("slow test (real tools, a browser or timeouts for seconds): skipped with -short")
 	}
 }
 
