@@ -309,3 +309,37 @@ func TestGetFragmentsNoNumbersGivenGetsNothing(t *testing.T) {
 		}
 	}
 }
+
+// A download that fails before its first byte (a misspelt stream, a fragment number that does not
+// exist) must leave an existing -o FILE as it was: a user who re-runs a download over last
+// week's clip and mistypes the name lost the clip (truncated, then removed as empty).
+func TestFailedDownloadKeepsEarlierFile(t *testing.T) {
+	t.Parallel()
+	url, _ := e2eServer(t, nil)
+	mustRun(t, url, nil, "put-media", "--stream-name", "s", "--source", testClip("h264.mkv"), "--create", "--fragment-duration", "1s")
+	missing := "91343852333000000000000000000000000000000000099"
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"get-media missing stream", []string{"get-media", "--stream-name", "typo", "--no-follow"}},
+		{"get-fragments missing fragment", []string{"get-fragments", "--stream-name", "s", "--fragment-numbers", missing}},
+		{"get-fragments raw missing fragment", []string{"get-fragments", "--stream-name", "s", "--fragment-numbers", missing, "--format", "raw"}},
+		{"get-clip missing stream", []string{"get-clip", "--stream-name", "typo", "--start", "-1h", "--end", "now"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "earlier.mkv")
+			earlier := []byte("last week's media")
+			if err := os.WriteFile(out, earlier, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			code, _, errs := kvsRun(t.Context(), t, url, nil, append(tc.args, "-o", out)...)
+			if code != ExitNotFound {
+				t.Errorf("exit %d, want %d; stderr:\n%s", code, ExitNotFound, errs)
+			}
+			if got, err := os.ReadFile(out); err != nil || !bytes.Equal(got, earlier) {
+				t.Errorf("-o FILE after a failure before any media: %q (%v), want it as it was, %q", got, err, earlier)
+			}
+		})
+	}
+}

@@ -253,8 +253,8 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error
 		if o.OutFile == "" || o.OutFile == "-" {
 			return writeOutput(env, o.OutFile, "get-fragments "+stream, inOrder)
 		}
-		return writeOutputFile(env, o.OutFile, "get-fragments "+stream, func(f *os.File) error {
-			if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() { // -o /dev/null, a FIFO
+		return writeOutputFile(env, o.OutFile, "get-fragments "+stream, func(f *outputFile) error {
+			if fi, err := f.File.Stat(); err != nil || !fi.Mode().IsRegular() { // -o /dev/null, a FIFO
 				return inOrder(piecewrite.Writer{W: f})
 			}
 			// A regular file: each answer written at its place by its request (rawfile.go).

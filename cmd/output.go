@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
+	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
@@ -78,28 +80,73 @@ func formatTime(t time.Time) string {
 	return t.UTC().Format("2006-01-02T15:04:05.000Z07:00")
 }
 
-// writeOutput calls write with -o FILE (created first, closed after) or, for "" and "-", stdout.
+// writeOutput calls write with -o FILE (opened first, closed after) or, for "" and "-", stdout.
 // It returns write's error, else the file's Close error; its own errors (creating or closing the
 // file) start with what, e.g. "get-clip cam".
 func writeOutput(env *Env, path, what string, write func(io.Writer) error) error {
 	if path == "" || path == "-" {
 		return write(piecewrite.Writer{W: env.Stdout}) // get-fragments writes a fragment with one Write
 	}
-	return writeOutputFile(env, path, what, func(f *os.File) error { return write(piecewrite.Writer{W: f}) })
+	return writeOutputFile(env, path, what, func(f *outputFile) error { return write(piecewrite.Writer{W: f}) })
 }
 
-// writeOutputFile is writeOutput to the file path, created (or truncated) for write.
-func writeOutputFile(env *Env, path, what string, write func(*os.File) error) error {
-	f, err := os.Create(path)
+// outputFile is -o FILE while a command writes it. It is opened without truncating it: what an
+// earlier run left there goes at the first byte written (begin), so that a download that fails
+// before it (a misspelt stream name, a fragment that does not exist, Ctrl-C while waiting for a
+// live stream) leaves an existing file as it was. Write is for writing from the start, in order;
+// a writer that places bytes at offsets itself (rawfile.go) calls begin before its first.
+type outputFile struct {
+	File    *os.File // not embedded: its ReadFrom would write around begin
+	once    sync.Once
+	err     error
+	started atomic.Bool
+}
+
+// begin empties the file, once, before the first byte of this run goes in; it is safe for
+// concurrent use. A FIFO or a device (-o /dev/null) is left alone.
+func (f *outputFile) begin() error {
+	f.once.Do(func() {
+		f.started.Store(true)
+		if fi, err := f.File.Stat(); err == nil && fi.Mode().IsRegular() {
+			f.err = f.File.Truncate(0)
+		}
+	})
+	return f.err
+}
+
+func (f *outputFile) Write(b []byte) (int, error) {
+	if err := f.begin(); err != nil {
+		return 0, err
+	}
+	return f.File.Write(b)
+}
+
+// writeOutputFile is writeOutput to the file path, created if missing; what write does not write
+// of an earlier file goes when it succeeds (an empty result leaves an empty file).
+func writeOutputFile(env *Env, path, what string, write func(*outputFile) error) error {
+	_, serr := os.Stat(path)
+	existed := serr == nil
+	fh, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o666) // as os.Create, without O_TRUNC: rawfile.go maps it
 	if err != nil {
 		return fmt.Errorf("%s: %w", what, err)
 	}
+	f := &outputFile{File: fh}
 	err = write(f)
-	if cerr := f.Close(); cerr != nil && err == nil {
+	if err == nil {
+		err = f.begin() // a success that wrote nothing: the file holds nothing, not the earlier run's
+	}
+	if cerr := fh.Close(); cerr != nil && err == nil {
 		err = fmt.Errorf("%s: %w", what, cerr)
 	}
 	if err == nil {
 		return nil
+	}
+	if !f.started.Load() {
+		// Nothing of this run went in: an earlier file stays as it was, one made here goes.
+		if !existed {
+			_ = os.Remove(path)
+		}
+		return err
 	}
 	// Never leave a failed or interrupted download looking like a finished one: an empty file
 	// goes, a partial one is named as such. Only a regular file: -o /dev/null or a FIFO stays.

@@ -28,7 +28,7 @@ import (
 
 // rawFile places the answers of batches, fetched in parallel, in f.
 type rawFile struct {
-	f       *os.File
+	f       *outputFile
 	batches [][]string
 	lengths []int64         // each answer's length, set before its known channel closes
 	known   []chan struct{} // closed when lengths[i] is set
@@ -48,7 +48,7 @@ type rawFile struct {
 // checked. When one fails, the requests for the answers after it stop and those before it finish,
 // so f then holds every answer before the first that failed, whole, and nothing after them; the
 // error is that answer's.
-func fetchRawToFile(ctx context.Context, cl *client.Client, stream string, batches [][]string, parallel int, f *os.File, progress func(int)) error {
+func fetchRawToFile(ctx context.Context, cl *client.Client, stream string, batches [][]string, parallel int, f *outputFile, progress func(int)) error {
 	rf := &rawFile{f: f, batches: batches, lengths: make([]int64, len(batches)), known: make([]chan struct{}, len(batches)),
 		offsets: make([]int64, len(batches)+1), placed: make([]chan struct{}, len(batches)+1), done: make([]bool, len(batches)),
 		ctxs: make([]context.Context, len(batches)), cancels: make([]context.CancelFunc, len(batches)), failed: len(batches),
@@ -77,7 +77,7 @@ func fetchRawToFile(ctx context.Context, cl *client.Client, stream string, batch
 	var wg sync.WaitGroup
 	for range parallel {
 		wg.Go(func() {
-			wf, err := os.OpenFile(f.Name(), os.O_WRONLY, 0)
+			wf, err := os.OpenFile(f.File.Name(), os.O_WRONLY, 0)
 			if err == nil {
 				defer wf.Close()
 			}
@@ -118,13 +118,16 @@ func fetchRawToFile(ctx context.Context, cl *client.Client, stream string, batch
 	close(abort)
 	<-placesDone
 	if rf.err == nil {
-		return f.Truncate(rf.offsets[len(batches)]) // the end: nothing of an earlier file stays
+		return f.File.Truncate(rf.offsets[len(batches)]) // the end: nothing of an earlier file stays
+	}
+	if !f.started.Load() {
+		return rf.err // nothing written: an earlier file stays as it was (writeOutputFile)
 	}
 	end := int64(0)
 	for i := 0; i < len(batches) && rf.done[i]; i++ {
 		end = rf.offsets[i] + rf.lengths[i]
 	}
-	return errors.Join(rf.err, f.Truncate(end))
+	return errors.Join(rf.err, f.File.Truncate(end))
 }
 
 // start makes answer i's context, unless an earlier answer failed.
@@ -185,6 +188,9 @@ func (rf *rawFile) fetch(ctx context.Context, cl *client.Client, stream string, 
 		return ctx.Err()
 	}
 	off := rf.offsets[i]
+	if err := rf.f.begin(); err != nil {
+		return err
+	}
 	if whole != nil {
 		if _, err := wf.WriteAt(whole, off); err != nil {
 			return err
@@ -192,7 +198,7 @@ func (rf *rawFile) fetch(ctx context.Context, cl *client.Client, stream string, 
 	} else if _, err := body.WriteToFile(wf, off); err != nil {
 		return fmt.Errorf("receiving fragments into %s: %w", wf.Name(), err)
 	}
-	region, unmap, err := mapRegion(rf.f, off, length)
+	region, unmap, err := mapRegion(rf.f.File, off, length)
 	if err != nil {
 		return err
 	}
@@ -201,7 +207,7 @@ func (rf *rawFile) fetch(ctx context.Context, cl *client.Client, stream string, 
 	// The file's pages are read through the mapping: one that cannot be read (another process cut
 	// the file short) is an error, not the end of the process.
 	if ferr := mapped.Read(func() { chunks, err = checkRawChunks(region, numbers) }); ferr != nil {
-		return fmt.Errorf("checking the answer written to %s: %w", rf.f.Name(), ferr)
+		return fmt.Errorf("checking the answer written to %s: %w", rf.f.File.Name(), ferr)
 	}
 	if err != nil {
 		return err
