@@ -57,7 +57,7 @@ func parseTimeUnclamped(s string, now time.Time) (time.Time, error) {
 	if s[0] >= '0' && s[0] <= '9' && !strings.ContainsAny(s, "-:T") {
 		t, err := parseUnix(s)
 		if err != nil {
-			return time.Time{}, fmt.Errorf("time %q: %w", s, err)
+			return time.Time{}, fmt.Errorf("time %q: %w", s, unixHint(s, err))
 		}
 		return t, nil
 	}
@@ -94,6 +94,18 @@ func parseRelative(s string) (time.Duration, error) {
 		return 0, errors.New("want a duration such as 10m or 1h30m")
 	}
 	return days + d, nil
+}
+
+// unixHint turns parseUnix's error for s, which starts with a digit, into one that says how to
+// write what s most likely meant: a relative time without its sign (1h), or Unix milliseconds.
+func unixHint(s string, err error) error {
+	if _, rerr := parseRelative(s); rerr == nil {
+		return fmt.Errorf("a relative time needs a sign: -%s for %s ago, +%s from now", s, s, s)
+	}
+	if len(s) >= 13 && len(s) <= 15 && strings.Trim(s, "0123456789") == "" {
+		return fmt.Errorf("%w; in Unix milliseconds? then give seconds: %s.%s", err, s[:len(s)-3], s[len(s)-3:])
+	}
+	return err
 }
 
 // maxUnixSeconds is 9999-12-31T23:59:59Z, the last instant RFC 3339 can write.

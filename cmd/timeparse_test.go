@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"strings"
 	"testing"
 	"time"
 )
@@ -70,4 +71,26 @@ func FuzzParseTime(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A time flag value that is almost right says how to write it: "--start 1h" read as Unix seconds
+// was "bad Unix seconds (at most 253402300799, ...)", which sent the user looking at the wrong
+// form; milliseconds (date +%s%3N, JavaScript's Date.now()) get the same help.
+func TestParseTimeErrorSaysWhatToWrite(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{"duration without sign", "1h", "-1h"},
+		{"days without sign", "2d", "-2d"},
+		{"compound without sign", "1h30m", "-1h30m"},
+		{"milliseconds", "1705489836421", "1705489836.421"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := parseTime(tc.in, testNow)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("parseTime(%q) error %v, want one that suggests %q", tc.in, err, tc.want)
+			}
+		})
+	}
 }
