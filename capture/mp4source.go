@@ -112,7 +112,7 @@ func NewMP4Source(rs io.ReadSeeker, closer io.Closer, opts Options) (*MP4Source,
 			continue
 		}
 		if f.IsFragmented() {
-			err = st.fragmentedSamples(f, trak, budget)
+			err = st.fragmentedSamples(f, trak, budget, size)
 		} else {
 			err = st.progressiveSamples(trak, budget, size)
 		}
@@ -357,8 +357,18 @@ func (t *mp4Track) progressiveSamples(trak *mp4.TrakBox, budget int, fileSize in
 	return nil
 }
 
-// fragmentedSamples indexes the samples of a fragmented file's track from its moof boxes.
-func (t *mp4Track) fragmentedSamples(f *mp4.File, trak *mp4.TrakBox, budget int) error {
+// fragmentedSamples indexes the samples of a fragmented file's track: those of its sample tables
+// first (ffmpeg's -movflags frag_keyframe without empty_moov puts the first fragment's samples
+// there, in an mdat before the first moof), then those of its moof boxes.
+func (t *mp4Track) fragmentedSamples(f *mp4.File, trak *mp4.TrakBox, budget int, fileSize int64) error {
+	var next int64 // decode time continuing from the samples before when tfdt is absent
+	if stsz := trak.Mdia.Minf.Stbl.Stsz; stsz != nil && stsz.SampleNumber > 0 {
+		if err := t.progressiveSamples(trak, budget, fileSize); err != nil {
+			return err
+		}
+		last := t.samples[len(t.samples)-1]
+		next = last.dts + int64(last.dur)
+	}
 	id := trakID(trak)
 	trexes := map[uint32]*mp4.TrexBox{}
 	if f.Moov.Mvex != nil {
@@ -366,7 +376,6 @@ func (t *mp4Track) fragmentedSamples(f *mp4.File, trak *mp4.TrakBox, budget int)
 			trexes[x.TrackID] = x
 		}
 	}
-	var next int64 // decode time continuing from the previous fragment when tfdt is absent
 	for _, seg := range f.Segments {
 		for _, frag := range seg.Fragments {
 			if frag.Moof == nil {

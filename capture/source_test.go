@@ -450,12 +450,12 @@ func TestReadFrameCancelled(t *testing.T) {
 }
 
 // fragmentedMP4 returns the path of a copy, in t's own directory, of h264_aac.mp4 remuxed by
-// ffmpeg to fragmented MP4 with -movflags frag_keyframe+empty_moov+flags. ffmpeg makes each once
-// per test binary: two tests read the default_base_moof one.
-func fragmentedMP4(t *testing.T, flags string) string {
+// ffmpeg to fragmented MP4 with -movflags movflags. ffmpeg makes each once per test binary: two
+// tests read the frag_keyframe+empty_moov+default_base_moof one.
+func fragmentedMP4(t *testing.T, movflags string) string {
 	t.Helper()
 	ffmpeg := testutil.NeedTool(t, "ffmpeg")
-	data, err := fragmentedMP4s.Get(flags, func() ([]byte, error) {
+	data, err := fragmentedMP4s.Get(movflags, func() ([]byte, error) {
 		dir, err := os.MkdirTemp("", "kvs-capture-")
 		if err != nil {
 			return nil, err
@@ -463,7 +463,7 @@ func fragmentedMP4(t *testing.T, flags string) string {
 		defer os.RemoveAll(dir)
 		out := filepath.Join(dir, "frag.mp4")
 		cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-i", testdata("h264_aac.mp4"), "-c", "copy",
-			"-movflags", "frag_keyframe+empty_moov+"+flags, out)
+			"-movflags", movflags, out)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("ffmpeg: %w: %s", err, b)
 		}
@@ -485,7 +485,7 @@ var fragmentedMP4s testutil.Memo[string, []byte] // -movflags → the file
 // fragmented path yields the same frames and timestamps as the progressive one.
 func TestMP4Fragmented(t *testing.T) {
 	t.Parallel()
-	out := fragmentedMP4(t, "default_base_moof")
+	out := fragmentedMP4(t, "frag_keyframe+empty_moov+default_base_moof")
 	read := func(path string) []Frame {
 		src, err := openFile(t.Context(), path, Options{})
 		if err != nil {
@@ -691,7 +691,9 @@ func openFile(ctx context.Context, path string, opts Options) (Source, error) {
 // TestMP4FragmentedDataOffsets: the samples of every track of a fragmented MP4 are read from where
 // its track fragment says, whichever way the file gives their base offset: explicit, the moof
 // (default-base-is-moof), or neither, where a traf's data follows the data of the traf before it
-// (ISO/IEC 14496-12 8.8.7.1; ffmpeg's omit_tfhd_offset writes that for video + audio).
+// (ISO/IEC 14496-12 8.8.7.1; ffmpeg's omit_tfhd_offset writes that for video + audio). Without
+// empty_moov, ffmpeg puts the first fragment's samples in the moov's sample tables and an mdat
+// before the first moof: those frames are read too, not only the moofs'.
 func TestMP4FragmentedDataOffsets(t *testing.T) {
 	t.Parallel()
 	testutil.NeedTool(t, "ffmpeg")
@@ -708,10 +710,11 @@ func TestMP4FragmentedDataOffsets(t *testing.T) {
 		return data
 	}
 	want := read(testdata("h264_aac.mp4"))
-	for _, flags := range []string{"default_base_moof", "omit_tfhd_offset", "separate_moof"} {
-		t.Run(flags, func(t *testing.T) {
+	for _, movflags := range []string{"frag_keyframe+empty_moov+default_base_moof", "frag_keyframe+empty_moov+omit_tfhd_offset",
+		"frag_keyframe+empty_moov+separate_moof", "frag_keyframe"} {
+		t.Run(movflags, func(t *testing.T) {
 			t.Parallel()
-			got := read(fragmentedMP4(t, flags))
+			got := read(fragmentedMP4(t, movflags))
 			for track := uint64(1); track <= 2; track++ {
 				if len(got[track]) != len(want[track]) {
 					t.Fatalf("track %d: %d frames, progressive file %d", track, len(got[track]), len(want[track]))
