@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/Eyevinn/mp4ff/bits"
@@ -76,6 +77,13 @@ func (t *mp4Track) scale(v int64) time.Duration {
 	return time.Duration(math.Round(float64(v) * float64(time.Second) / float64(t.timescale)))
 }
 
+// mp4DecodeError is an error of the box decoder, which open follows with how to send the file
+// anyway (remuxed to Matroska by ffmpeg, which reads more of QuickTime than the decoder does).
+type mp4DecodeError struct{ err error }
+
+func (e mp4DecodeError) Error() string { return strings.TrimSpace(e.err.Error()) }
+func (e mp4DecodeError) Unwrap() error { return e.err }
+
 // decodeMP4 reads the file's boxes with mp4ff. Its decoder panics on some malformed files (in
 // v0.50.0, a moov box whose first trak has no mdia box: File.AddChild follows
 // Moov.Trak.Mdia.Minf.Stbl without a check; found by FuzzFragmenterReuse), and this package never
@@ -94,7 +102,7 @@ func decodeMP4(rs io.ReadSeeker) (f *mp4.File, err error) {
 func NewMP4Source(rs io.ReadSeeker, closer io.Closer, opts Options) (*MP4Source, error) {
 	f, err := decodeMP4(rs)
 	if err != nil {
-		return nil, fmt.Errorf("mp4: %w", err)
+		return nil, fmt.Errorf("mp4: %w", mp4DecodeError{err})
 	}
 	if f.Moov == nil {
 		return nil, errors.New("mp4: no moov box (is this a media segment without its init segment?)")

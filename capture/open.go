@@ -133,6 +133,9 @@ func open(ctx context.Context, r io.Reader, closer io.Closer, name string, opts 
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		src, err := NewMP4Source(rs, closer, opts)
+		if errors.As(err, new(mp4DecodeError)) {
+			return nil, fmt.Errorf("%s: %w; if ffmpeg plays it, send it remuxed to Matroska: ffmpeg -i %s -c copy -f matroska - | kvs put-media --source - ...", name, err, name)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}

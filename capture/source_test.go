@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -450,20 +451,26 @@ func TestReadFrameCancelled(t *testing.T) {
 }
 
 // fragmentedMP4 returns the path of a copy, in t's own directory, of h264_aac.mp4 remuxed by
-// ffmpeg to fragmented MP4 with -movflags movflags. ffmpeg makes each once per test binary: two
-// tests read the frag_keyframe+empty_moov+default_base_moof one.
+// ffmpeg to fragmented MP4 with -movflags movflags.
 func fragmentedMP4(t *testing.T, movflags string) string {
 	t.Helper()
+	return remuxedClip(t, "frag.mp4", "-movflags", movflags)
+}
+
+// remuxedClip returns the path of a copy, named name in t's own directory, of h264_aac.mp4
+// remuxed by ffmpeg -c copy with the output options args. ffmpeg makes each once per test binary:
+// two tests read the frag_keyframe+empty_moov+default_base_moof one.
+func remuxedClip(t *testing.T, name string, args ...string) string {
+	t.Helper()
 	ffmpeg := testutil.NeedTool(t, "ffmpeg")
-	data, err := fragmentedMP4s.Get(movflags, func() ([]byte, error) {
+	data, err := remuxedClips.Get(strings.Join(args, " "), func() ([]byte, error) {
 		dir, err := os.MkdirTemp("", "kvs-capture-")
 		if err != nil {
 			return nil, err
 		}
 		defer os.RemoveAll(dir)
-		out := filepath.Join(dir, "frag.mp4")
-		cmd := exec.CommandContext(t.Context(), ffmpeg, "-v", "error", "-i", testdata("h264_aac.mp4"), "-c", "copy",
-			"-movflags", movflags, out)
+		out := filepath.Join(dir, name)
+		cmd := exec.CommandContext(t.Context(), ffmpeg, slices.Concat([]string{"-v", "error", "-i", testdata("h264_aac.mp4"), "-c", "copy"}, args, []string{out})...)
 		if b, err := cmd.CombinedOutput(); err != nil {
 			return nil, fmt.Errorf("ffmpeg: %w: %s", err, b)
 		}
@@ -472,14 +479,14 @@ func fragmentedMP4(t *testing.T, movflags string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "frag.mp4")
+	path := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path
 }
 
-var fragmentedMP4s testutil.Memo[string, []byte] // -movflags → the file
+var remuxedClips testutil.Memo[string, []byte] // ffmpeg output options → the file
 
 // TestMP4Fragmented remuxes h264_aac.mp4 to fragmented MP4 with ffmpeg and checks that the
 // fragmented path yields the same frames and timestamps as the progressive one.
