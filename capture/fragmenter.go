@@ -73,6 +73,10 @@ type FragmenterConfig struct {
 // keyframe to start a fragment at, so that none could be sent.
 var ErrNoKeyframe = errors.New("no video keyframe in the input")
 
+// ErrNoFrames is returned by Fragmenter.Next when the input ended before its first frame: a file or
+// pipe with a header and tracks but no media, such as a program writing it leaves when it fails.
+var ErrNoFrames = errors.New("no frames in the input: it ended before its first (did the program that wrote it fail?)")
+
 // lender is implemented by sources that can return a frame whose Data is valid only until their
 // next read, saving the copy into fresh memory when the caller copies it anyway.
 type lender interface {
@@ -459,6 +463,8 @@ func (f *Fragmenter) first(ctx context.Context) (lead []Frame, key Frame, err er
 						ErrNoKeyframe, n, f.video)
 				} else if n > 0 {
 					f.notice("fragmenter: dropped the last %d frames: no video keyframe came after them", n)
+				} else if !f.haveTC {
+					return nil, Frame{}, ErrNoFrames
 				}
 			}
 			return nil, Frame{}, err
