@@ -192,11 +192,19 @@ func mp4TrackInfo(trak *mp4.TrakBox, number uint64) (mkv.Track, *mp4Track, strin
 		t.Width, t.Height = uint32(stsd.HvcX.Width), uint32(stsd.HvcX.Height)
 	case stsd.Mp4a != nil:
 		a := stsd.Mp4a
-		if a.Esds == nil || a.Esds.DecConfigDescriptor == nil || a.Esds.DecConfigDescriptor.DecSpecificInfo == nil {
-			return t, nil, "mp4a without an AudioSpecificConfig"
+		if a.Esds == nil || a.Esds.DecConfigDescriptor == nil {
+			return t, nil, "mp4a without an ES descriptor"
 		}
+		// The object type first: MP3 (0x6b, 0x69) has no decoder specific info at all.
 		if ot := a.Esds.DecConfigDescriptor.ObjectType; ot != 0x40 {
-			return t, nil, fmt.Sprintf("mp4a object type %#x is not MPEG-4 audio (AAC)", ot)
+			name := "not MPEG-4 audio (AAC)"
+			if ot == 0x6b || ot == 0x69 {
+				name = "MP3"
+			}
+			return t, nil, fmt.Sprintf("mp4a object type %#x is %s; kvs carries AAC audio from MP4: to keep the audio, re-encode it, e.g. ffmpeg -i IN -c:v copy -c:a aac -f matroska - | kvs put-media --source - ...", ot, name)
+		}
+		if a.Esds.DecConfigDescriptor.DecSpecificInfo == nil {
+			return t, nil, "mp4a without an AudioSpecificConfig"
 		}
 		t.Type = mkv.TrackTypeAudio
 		t.CodecID = codec.CodecIDAAC
