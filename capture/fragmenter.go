@@ -32,8 +32,8 @@ type FragmenterConfig struct {
 	TargetDuration time.Duration
 	// MaxDuration bounds a fragment; 0 means DefaultMaxDuration, and it may not exceed
 	// MaxFragmentDuration. A fragment that would last longer ends at its last keyframe; one whose
-	// single GOP is longer is cut inside it, which starts the next fragment with a non-keyframe,
-	// and OnForcedCut is told.
+	// single GOP is longer is cut inside it, which starts the next fragment with a non-keyframe
+	// (that fragment ends at the next keyframe, whatever its length), and OnForcedCut is told.
 	MaxDuration time.Duration
 	// Realtime paces frames at their timestamps, as a live source would deliver them: a frame is
 	// taken from the source no earlier than its DTS after the first frame's, so a fragment is
@@ -327,6 +327,9 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 		f.takeTracks()
 	}
 	var start time.Duration
+	// A fragment that starts inside a GOP (cut there at MaxDuration) ends at the first keyframe:
+	// no decoder can start at it (kvs server refuses it), so the GOPs after it go out apart.
+	inGOP := false
 	switch {
 	case len(f.carry) > 0: // the GOPs after the keyframe where the fragment before was cut
 		f.switchArena()
@@ -347,6 +350,7 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 		f.switchArena()
 		frames = append(frames, *f.pending)
 		start = f.pending.PTS
+		inGOP = !f.isCutPoint(f.pending)
 		f.pending = nil
 	}
 	minPTS, maxPTS := start, start
@@ -375,7 +379,7 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 			break
 		}
 		elapsed := fr.PTS - start
-		if f.isCutPoint(&fr) && elapsed >= f.cfg.TargetDuration {
+		if f.isCutPoint(&fr) && (elapsed >= f.cfg.TargetDuration || inGOP) {
 			f.pending, f.pendingKept = &fr, f.lastKept
 			break
 		}
