@@ -112,7 +112,10 @@ type AckErr struct {
 }
 
 func (e *AckErr) Error() string {
-	s := fmt.Sprintf("putmedia: fragment %s: %s (%d)", e.Ack.FragmentNumber, e.Ack.ErrorCode, e.Ack.ErrorID)
+	s := fmt.Sprintf("putmedia: %s (%d)", e.Ack.ErrorCode, e.Ack.ErrorID)
+	if e.Ack.FragmentNumber != "" { // an ERROR about the upload (4008: stream deleted) names none
+		s = fmt.Sprintf("putmedia: fragment %s: %s (%d)", e.Ack.FragmentNumber, e.Ack.ErrorCode, e.Ack.ErrorID)
+	}
 	if m := AckErrorMeanings[e.Ack.ErrorID]; m != "" {
 		s += ": " + m
 	}

@@ -79,6 +79,17 @@ func TestAckErrMessage(t *testing.T) {
 	}
 }
 
+// TestAckErrMessageWithoutFragment: an ERROR ack that names no fragment (the stream deleted
+// under an upload: 4008 with no FragmentNumber) reads as a sentence, not "fragment : ...".
+func TestAckErrMessageWithoutFragment(t *testing.T) {
+	t.Parallel()
+	e := &AckErr{Ack: Ack{EventType: AckError, ErrorID: 4008, ErrorCode: "STREAM_NOT_ACTIVE"}}
+	want := "putmedia: STREAM_NOT_ACTIVE (4008): the stream is not active (deleted?)"
+	if e.Error() != want {
+		t.Fatalf("message %q, want %q", e.Error(), want)
+	}
+}
+
 func FuzzReadAcks(f *testing.F) {
 	for _, tc := range ackTests {
 		f.Add(tc.in)
