@@ -41,7 +41,7 @@ const opsHelp = `Operating it (see README, "Operating kvs"):
                  ?fragments=1 adds one event per PERSISTED fragment, ?stream=NAME filters.
 
 --max-disk-usage 500GB or 90% (data directory only): before the store would take more than that
-(a size: its segment files and index; a percentage: of the filesystem holding --data-dir, every
+(a size, at least 1MiB: its segment files and index; a percentage: of the filesystem holding --data-dir, every
 file on it counted, as df does), the oldest fragments across all streams are deleted, whole
 segments at a time, before retention would; ingest is never refused for old data. Each deletion is
 logged and counted. A stream tagged kvs:max-bytes=SIZE (a kvs extension) keeps at most that much,
@@ -125,18 +125,30 @@ func parseWrittenCache(s string) (int64, error) {
 	return n, nil
 }
 
+// minDiskLimit is the smallest --max-disk-usage size (parseDiskLimit).
+const minDiskLimit = 1 << 20
+
 // parseDiskLimit reads --max-disk-usage: a size (store.ParseSize: 500GB, 2TiB, ...) or a
 // percentage of the filesystem (90%).
 func parseDiskLimit(s string) (bytes int64, percent float64, err error) {
 	if p, ok := strings.CutSuffix(strings.TrimSpace(s), "%"); ok {
 		percent, err = strconv.ParseFloat(strings.TrimSpace(p), 64)
-		if err != nil || percent <= 0 || percent > 100 {
+		if err != nil || !(percent > 0 && percent <= 100) { // NaN too
 			return 0, 0, fmt.Errorf("%q: want a percentage above 0 and at most 100, such as 90%%", s)
 		}
 		return 0, percent, nil
 	}
 	if bytes, err = store.ParseSize(s); err != nil {
 		return 0, 0, fmt.Errorf("%q: want a size such as 500GB or 2TiB, or a percentage of the filesystem such as 90%%", s)
+	}
+	// The quota counts the index too, and deletes whole segments of at least 64 KiB: below
+	// 1 MiB it keeps next to nothing, each upload deleting the one before. Such a value is a
+	// slip ("500", meant as 500GB, is 500 bytes), not a choice.
+	if bytes < minDiskLimit {
+		if _, err := strconv.ParseFloat(strings.TrimSpace(s), 64); err == nil {
+			return 0, 0, fmt.Errorf("%q: a number with no unit is bytes; want a size such as 500GB or 2TiB, at least 1MiB", s)
+		}
+		return 0, 0, fmt.Errorf("%q: want at least 1MiB, such as 500GB or 2TiB", s)
 	}
 	return bytes, 0, nil
 }

@@ -98,6 +98,11 @@ func TestStreamOptionsValidate(t *testing.T) {
 		{"serve quota percent", serveOptions{Listen: ":4567", opsOptions: opsOptions{MaxDiskUsage: "90%"}}, ""},
 		{"serve quota bad", serveOptions{Listen: ":4567", opsOptions: opsOptions{MaxDiskUsage: "lots"}}, "such as 500GB"},
 		{"serve quota 0%", serveOptions{Listen: ":4567", opsOptions: opsOptions{MaxDiskUsage: "0%"}}, "percentage"},
+		// A number with no unit is bytes: "500" (meant as 500GB) let each upload delete the last.
+		{"serve quota bare number", serveOptions{Listen: ":4567", opsOptions: opsOptions{MaxDiskUsage: "500"}}, "no unit is bytes"},
+		{"serve quota tiny", serveOptions{Listen: ":4567", opsOptions: opsOptions{MaxDiskUsage: "64KiB"}}, "at least 1MiB"},
+		{"serve quota 1MiB", serveOptions{Listen: ":4567", opsOptions: opsOptions{MaxDiskUsage: "1MiB"}}, ""},
+		{"serve quota NaN%", serveOptions{Listen: ":4567", opsOptions: opsOptions{MaxDiskUsage: "NaN%"}}, "percentage"},
 		{"serve quota memory", serveOptions{Listen: ":4567", Memory: true, opsOptions: opsOptions{MaxDiskUsage: "1GB"}}, "--memory"},
 		{"serve quota cluster", serveOptions{Listen: ":4567", Index: "postgres://h/db", Objects: "s3://b", opsOptions: opsOptions{MaxDiskUsage: "1GB"}}, "kvs:max-bytes"},
 		// A cluster node on every interface must be told the URL others reach it at: the default,
