@@ -201,6 +201,9 @@ func (im *imageService) planFragment(ctx context.Context, st store.Stream, q *im
 			sl.err = imageNoMedia
 		}
 		return -1, nil
+	case errors.Is(err, store.ErrStreamNotFound):
+		// Deleted since it was looked up: ResourceNotFound, not media that looks corrupt.
+		return 0, err
 	case ctx.Err() != nil:
 		return 0, ctx.Err()
 	case err != nil:
