@@ -21,6 +21,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/openkvs/kvs/capture"
+	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server"
 	"github.com/openkvs/kvs/server/store"
@@ -456,30 +457,12 @@ func cutResponse(n int) func(http.Handler) http.Handler {
 	return func(h http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/getMedia" && done.CompareAndSwap(false, true) {
-				w = &cutWriter{ResponseWriter: w, left: n}
+				w = &testutil.CutWriter{ResponseWriter: w, Left: n}
 			}
 			h.ServeHTTP(w, r)
 		})
 	}
 }
-
-type cutWriter struct {
-	http.ResponseWriter
-	left int
-}
-
-func (w *cutWriter) Write(p []byte) (int, error) {
-	if len(p) >= w.left {
-		_, _ = w.ResponseWriter.Write(p[:w.left])
-		_ = http.NewResponseController(w.ResponseWriter).Flush()
-		w.left = 0
-		panic(http.ErrAbortHandler) // drop the connection mid-response
-	}
-	w.left -= len(p)
-	return w.ResponseWriter.Write(p)
-}
-
-func (w *cutWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func TestConsumerResumesAfterCut(t *testing.T) {
 	t.Parallel()

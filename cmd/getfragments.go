@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
@@ -501,29 +500,6 @@ func fetchInOrder[T any](ctx context.Context, numbers []string, sizes []int64, p
 		return err
 	}
 	return ctx.Err()
-}
-
-// batchAttempts is how often a GetMediaForFragmentList batch is tried when the server answers
-// with a retryable error (5xx, throttling), as the SDK's retryer does for the other calls.
-const batchAttempts = 3
-
-// withRetry retries fetch on a retryable *client.APIError, with a short backoff. A batch is only
-// handed on whole, so a retry cannot duplicate or lose fragments.
-func withRetry[T any](fetch func(context.Context, []string) (T, error)) func(context.Context, []string) (T, error) {
-	return func(ctx context.Context, numbers []string) (T, error) {
-		for attempt := 1; ; attempt++ {
-			v, err := fetch(ctx, numbers)
-			var ae *client.APIError
-			if err == nil || attempt == batchAttempts || ctx.Err() != nil || !errors.As(err, &ae) || !ae.Retryable() {
-				return v, err
-			}
-			select {
-			case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
-			case <-ctx.Done():
-				return v, ctx.Err()
-			}
-		}
-	}
 }
 
 // fetchBatch gets numbers with one request and checks that each comes back once, in order. It
