@@ -163,7 +163,11 @@ func (e *ChunkError) Error() string {
 	if e.Code != "" {
 		s += ": " + e.Code
 	}
-	if m := chunkErrorMeanings[e.ID]; m != "" {
+	m := chunkErrorMeanings[e.ID]
+	if e.Code == "STREAM_DELETED" { // kvs's 4000 for a stream deleted under the reader
+		m = "the stream was deleted"
+	}
+	if m != "" {
 		s += " (" + m + ")"
 	}
 	return s

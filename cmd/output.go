@@ -161,6 +161,9 @@ func writeOutputFile(env *Env, path, what string, write func(*outputFile) error)
 	case errors.Is(err, context.Canceled):
 		// Run prints nothing for an interrupt (exit 130): say what the file holds here.
 		fmt.Fprintf(env.Stderr, "kvs: %s: interrupted: %s holds only the %d bytes written before\n", what, path, size)
+	case isNotFound(err):
+		// The stream (deleted) or a fragment (expired) is gone: running again gets no more.
+		err = withHint(err, fmt.Sprintf("%s holds only the %d bytes written before the failure.", path, size))
 	default:
 		err = withHint(err, fmt.Sprintf("%s is incomplete (%d bytes written before the failure); run the command again to get all of it.", path, size))
 	}
