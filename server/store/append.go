@@ -154,6 +154,8 @@ func (s *FS) write(st *fsStream, stream string, meta FragmentMeta, data []byte) 
 		return nil, ErrClosed
 	}
 	recLen := int64(recordHeaderSize + len(data))
+	for l := s.largestRecord.Load(); recLen > l && !s.largestRecord.CompareAndSwap(l, recLen); l = s.largestRecord.Load() {
+	} // counted before the write: a fragment that does not fit is what Ready must want room for
 	seg, err := s.segmentFor(st, recLen)
 	if err != nil {
 		return nil, fmt.Errorf("append %s: %w", stream, err)

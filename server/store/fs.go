@@ -52,6 +52,10 @@ type FS struct {
 	quotaMu sync.Mutex // one deletion pass for the disk quota at a time
 	metrics *fsMetrics
 
+	// largestRecord is the largest record (header and fragment) written since the start, the
+	// room Ready wants for the next (readyRoom).
+	largestRecord atomic.Int64
+
 	// Group-commit counters, for benchmarks and tests.
 	statBatches, statAppends, statSyncs atomic.Int64
 }
