@@ -496,13 +496,7 @@ func TestClusterFeederEndFreesCache(t *testing.T) {
 // for the end of its upload (the kvs client reconnects either way; a clean end says "done").
 func TestClusterRelayWriterGoneBreaksResponse(t *testing.T) {
 	t.Parallel()
-	nodes := newCluster(t, 2, nil, nil)
-	n1, n2 := nodes[0], nodes[1]
-	n1.createStream(t, "cam", 1)
-	c := loadClip(t, "h264.mkv")
-	pc := n1.startPut(t, "cam") // node 1 writes the stream
-	pc.write(c.header())
-	pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), true)
+	n1, n2, _, c, _, _ := writingCluster(t, nil) // node 1 writes the stream
 
 	pr, pw := io.Pipe()
 	t.Cleanup(func() { pw.CloseWithError(errors.New("test over")) })

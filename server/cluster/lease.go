@@ -22,7 +22,6 @@ type lease struct {
 	limit    uint64 // the last number reserved (number_hwm when reserved)
 	last     uint64 // the last number appended
 	retained bool   // retention_hours > 0
-	refs     int    // Acquire calls not yet Released
 	pending  int    // appends not yet committed or failed
 	idleAt   time.Time
 	lost     bool // a renewal or a commit found another epoch: every later append is refused
@@ -188,34 +187,49 @@ func (s *Store) holder(ctx context.Context, name string) (string, error) {
 
 // Acquire makes this node the writer of stream for an upload (PutMedia) and returns "", or
 // returns the URL of the node that writes it now. Each "" answer is paired with one Release, when
-// the upload has ended and its appends are waited for.
+// the upload has ended and its appends are waited for. A lease this node holds on a stream
+// deleted and created again under its name on another node (an upload of the old one still
+// open here) is dropped first: kept, it would fail every append to the new stream as gone.
 func (s *Store) Acquire(ctx context.Context, name string) (string, error) {
 	if s.isClosed() {
 		return "", store.ErrClosed
+	}
+	s.mu.Lock()
+	held := s.leases[name]
+	s.mu.Unlock()
+	if held != nil {
+		bctx, cancel := s.bound(ctx)
+		id, err := s.streamID(bctx, name)
+		cancel()
+		if err != nil {
+			return "", err
+		}
+		if id != held.id {
+			s.lose(held, "the stream was deleted and created again")
+		}
 	}
 	l, owner, err := s.take(ctx, name)
 	if err != nil || l == nil {
 		return owner, err
 	}
 	s.mu.Lock()
-	l.refs++
+	s.uploads[name]++
 	s.mu.Unlock()
 	return "", nil
 }
 
 // Release ends an upload Acquire allowed. When the node has no upload and no append in flight
 // on the stream left, it gives the lease up, so that a producer that reconnects to another node
-// writes there at once instead of being relayed here.
+// writes there at once instead of being relayed here. Uploads are counted by name, not by
+// lease: the lease an upload was acquired under may have been replaced meanwhile.
 func (s *Store) Release(name string) {
 	s.mu.Lock()
-	l := s.leases[name]
-	if l == nil {
-		s.mu.Unlock()
-		return
+	if s.uploads[name]--; s.uploads[name] <= 0 {
+		delete(s.uploads, name)
 	}
-	l.refs--
+	l := s.leases[name]
 	var freed func()
-	if l.refs <= 0 && l.pending == 0 && !s.closed {
+	if l != nil && s.uploads[name] == 0 && l.pending == 0 && !s.closed {
 		freed = s.releasing(l)
 	}
 	s.mu.Unlock()
@@ -386,12 +400,12 @@ func (s *Store) renew(ctx context.Context) error {
 	var idle []*lease
 	var freed []func()
 	for _, l := range s.leases {
-		if l.refs <= 0 && l.pending == 0 && now.Sub(l.idleAt) > s.cfg.LeaseTTL {
+		if s.uploads[l.name] == 0 && l.pending == 0 && now.Sub(l.idleAt) > s.cfg.LeaseTTL {
 			freed = append(freed, s.releasing(l))
 			idle = append(idle, l)
 			continue
 		}
-		if l.pending > 0 || l.refs > 0 {
+		if l.pending > 0 || s.uploads[l.name] > 0 {
 			l.idleAt = now
 		}
 		ids, epochs = append(ids, l.id), append(epochs, l.epoch)

@@ -39,6 +39,8 @@ type Store struct {
 
 	mu     sync.Mutex
 	leases map[string]*lease // by stream name: the streams this node writes
+	// uploads counts by stream name the Acquire calls not yet Released.
+	uploads map[string]int
 	// freeing has a channel per stream whose lease is being given up, closed when its row is
 	// free: take waits for it (see lease.releasing).
 	freeing map[string]chan struct{}
@@ -119,7 +121,7 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{cfg: cfg, log: cfg.Log, pool: pool, s3: client, key: key, notify: channel,
-		nodeID: "n-" + strings.ToLower(rand.Text()[:12]), leases: map[string]*lease{}, freeing: map[string]chan struct{}{},
+		nodeID: "n-" + strings.ToLower(rand.Text()[:12]), leases: map[string]*lease{}, uploads: map[string]int{}, freeing: map[string]chan struct{}{},
 		objectGrace: objectGrace, orphanAge: orphanAge, orphanEvery: orphanEvery, objectsPerQuery: objectsPerQuery, metrics: newMetrics()}
 	if err := s.checkBucket(pingCtx); err != nil {
 		pool.Close()
