@@ -170,7 +170,8 @@ func (e *RTSPError) Unwrap() error { return e.Err }
 //
 // When the camera drops or stops sending for ReadTimeout, the source reconnects with backoff
 // (1 s doubling to 30 s) for as long as it runs, telling Notice; ReadFrame returns
-// ErrDiscontinuity at the gap. Frames that ReadFrame's caller does not take fast enough are
+// ErrDiscontinuity at the gap. A keyframe that lost packets is dropped, with the frames up to
+// the next whole keyframe (Notice is told). Frames that ReadFrame's caller does not take fast enough are
 // dropped up to the next keyframe (the queue holds 64 MiB), also with ErrDiscontinuity.
 //
 // Cancelling ctx, or Duration passing, stops the capture: ReadFrame returns the frames already

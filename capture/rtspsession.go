@@ -54,6 +54,7 @@ type rtspSession struct {
 	ntp         bool          // the timing is the camera's NTP clock
 	offset      time.Duration // camera clock minus receive clock, measured on the video's first packet
 	dropped     int           // video frames before the first keyframe
+	skipping    int           // frames dropped since a damaged keyframe, -1 when not dropping
 	lossLast    time.Time     // last packet-loss notice
 	lossCount   uint64
 	noWallClock bool          // a sender report without a wall-clock time was told
@@ -71,7 +72,7 @@ func (s *rtspSource) dial(ctx context.Context) (*rtspSession, error) {
 	case RTSPTransportUDP:
 		transport = ptr(gortsplib.TransportUDP)
 	}
-	sess := &rtspSession{s: s}
+	sess := &rtspSession{s: s, skipping: -1}
 	c := &gortsplib.Client{
 		Scheme:      s.url.Scheme,
 		Host:        s.url.Host,
@@ -377,16 +378,24 @@ func (sess *rtspSession) senderReportWaited() {
 
 // packet depacketizes one RTP packet into frames.
 func (sess *rtspSession) packet(t *rtspTrack, pkt *rtp.Packet) {
+	if t == sess.video && t.gap(pkt.SequenceNumber) {
+		// A missing packet belongs to the access unit this packet ends or starts (the
+		// decoder splits them by marker or by timestamp): it is damaged.
+		t.damaged = true
+	}
 	units, err := t.decode(pkt)
 	if err != nil {
 		switch {
 		case errors.Is(err, rtph264.ErrMorePacketsNeeded), errors.Is(err, rtph265.ErrMorePacketsNeeded),
 			errors.Is(err, rtpmpeg4audio.ErrMorePacketsNeeded):
 		default:
+			t.damaged = true
 			sess.lost(0)
 		}
 		return
 	}
+	damaged := t.damaged
+	t.damaged = false
 	now := time.Now()
 	sess.mu.Lock()
 	defer sess.mu.Unlock()
@@ -404,11 +413,11 @@ func (sess *rtspSession) packet(t *rtspTrack, pkt *rtp.Packet) {
 	ext := t.extend(pkt.Timestamp, now)
 	if t == sess.video {
 		sess.lastVideo = now
-		sess.videoFrame(ext, units, now)
+		sess.videoFrame(ext, units, now, damaged)
 		return
 	}
-	if !sess.ready {
-		return // audio before the first video keyframe
+	if !sess.ready || sess.skipping >= 0 {
+		return // audio before the first video keyframe, or with video dropped
 	}
 	for i, au := range units {
 		step := int64(i) * mpeg4audio.SamplesPerAccessUnit
@@ -416,8 +425,10 @@ func (sess *rtspSession) packet(t *rtspTrack, pkt *rtp.Packet) {
 	}
 }
 
-// videoFrame handles one access unit: parameter sets, keyframes, and the track set they give.
-func (sess *rtspSession) videoFrame(ext int64, nalus [][]byte, now time.Time) {
+// videoFrame handles one access unit: parameter sets, keyframes, and the track set they give. A
+// damaged keyframe (packets of it lost) is no keyframe: the frames that follow refer to it, so it
+// and they are dropped up to the next whole keyframe, and the fragment before ends there.
+func (sess *rtspSession) videoFrame(ext int64, nalus [][]byte, now time.Time, damaged bool) {
 	t := sess.video
 	key := false
 	for _, n := range nalus {
@@ -432,6 +443,23 @@ func (sess *rtspSession) videoFrame(ext int64, nalus [][]byte, now time.Time) {
 		case codec.IsRandomAccessNALU(t.codec, n), codec.IsRecoveryPoint(t.codec, n):
 			key = true
 		}
+	}
+	switch {
+	case key && damaged && sess.ready:
+		if sess.skipping < 0 {
+			sess.s.notice("camera %s%s: a keyframe lost RTP packets: dropping it and the frames up to the next whole keyframe (--rtsp-transport tcp does not lose packets)",
+				sess.s.camera, sess.s.path)
+		}
+		sess.skipping = max(sess.skipping, 0) + 1
+		return
+	case key && damaged:
+		key = false // before the first keyframe: dropped below
+	case sess.skipping >= 0 && !key:
+		sess.skipping++
+		return
+	case sess.skipping >= 0:
+		sess.s.info("camera %s%s: dropped %d frames after a damaged keyframe", sess.s.camera, sess.s.path, sess.skipping)
+		sess.skipping = -1
 	}
 	if key && (!sess.ready || t.dirty) {
 		tracks, err := sess.buildTracks()

@@ -26,6 +26,11 @@ type rtspTrack struct {
 	rate   int    // AAC sample rate
 	chans  int
 
+	// Packet loss, video only: the gortsplib goroutine that hands this track's packets owns them.
+	seqKnown bool
+	nextSeq  uint16 // the sequence number the next packet should have
+	damaged  bool   // a packet was lost or undecodable since the last access unit
+
 	started   bool
 	firstTS   uint32    // RTP timestamp of the first packet
 	firstRecv time.Time // when it was received
@@ -50,6 +55,13 @@ func (t *rtspTrack) extend(ts uint32, now time.Time) int64 {
 	t.ext += int64(int32(ts - t.prevTS)) //nolint:gosec // RTP timestamps wrap: the difference is signed
 	t.prevTS = ts
 	return t.ext
+}
+
+// gap notes the packet's sequence number and reports whether packets before it were lost.
+func (t *rtspTrack) gap(seq uint16) bool {
+	lost := t.seqKnown && seq != t.nextSeq
+	t.seqKnown, t.nextSeq = true, seq+1
+	return lost
 }
 
 // at returns the time of extended timestamp ext on the anchored clock.

@@ -34,6 +34,7 @@ type path struct {
 	frozenUntil time.Time
 	stallUntil  time.Time // RTP stops, RTCP sender reports go on
 	sinceKey    bool      // a video keyframe was written since the last PLAY
+	keys        int       // video keyframes sent
 	sent        []SentFrame
 	drops       []int // len(sent) at each Drop
 }
@@ -211,7 +212,12 @@ func (p *path) write(track int, pts time.Duration, clock time.Time, data []byte,
 		return
 	}
 	ntp := clock.Add(pts)
-	p.sent = append(p.sent, SentFrame{Track: track, Time: ntp, Key: key && track == 1})
+	lose := false
+	if track == 1 && key {
+		p.keys++
+		lose = p.keys == p.cfg.LoseKeyframePacket
+	}
+	p.sent = append(p.sent, SentFrame{Track: track, Time: ntp, Key: key && track == 1, Lost: lose})
 	m := p.video
 	if track == 2 {
 		m = p.audio
@@ -247,7 +253,10 @@ func (p *path) write(track int, pts time.Duration, clock time.Time, data []byte,
 	if err != nil {
 		return
 	}
-	for _, pkt := range pkts {
+	for i, pkt := range pkts {
+		if lose && i == len(pkts)/2 {
+			continue
+		}
 		pkt.Timestamp = ts
 		_ = p.stream.WritePacketRTPWithNTP(m.media, pkt, ntp)
 	}

@@ -60,6 +60,10 @@ type PathConfig struct {
 	InBandParams bool
 	// G711 adds a G.711 audio track that sends nothing (a codec kvs skips).
 	G711 bool
+	// LoseKeyframePacket, when set, loses the middle RTP packet of the LoseKeyframePacket-th
+	// video keyframe sent (1 is the first), as a lossy network does: the reader sees a gap in
+	// the sequence numbers. That keyframe is Lost in Sent.
+	LoseKeyframePacket int
 }
 
 // SentFrame is a frame the camera delivered to a reader.
@@ -68,6 +72,8 @@ type SentFrame struct {
 	// Time is the frame's presentation time on the camera's clock.
 	Time time.Time
 	Key  bool
+	// Lost is set on a frame that lost a packet (PathConfig.LoseKeyframePacket).
+	Lost bool
 }
 
 // Camera is the RTSP server. Its methods are safe for concurrent use.
