@@ -154,9 +154,9 @@ func (e *RTSPError) Error() string {
 func (e *RTSPError) Unwrap() error { return e.Err }
 
 // OpenRTSP connects to the camera at rawURL (rtsp:// or rtsps://, with user:password@ when it
-// asks for them), plays its first H.264 or H.265 video track and its first AAC audio track (other
-// audio codecs are skipped, and Notice is told), and returns once the first video keyframe has
-// come. A camera that cannot be reached, refuses the credentials (401), has no such path (404), or
+// asks for them), plays its first H.264 or H.265 video track and its first AAC audio track
+// (MPEG4-GENERIC or MP4A-LATM; other audio codecs are skipped, and Notice is told), and returns
+// once the first video keyframe has come. A camera that cannot be reached, refuses the credentials (401), has no such path (404), or
 // offers no H.264/H.265 video fails here within seconds with an *RTSPError; OpenRTSP does not
 // retry.
 //

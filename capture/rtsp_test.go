@@ -141,6 +141,8 @@ func TestRTSPClips(t *testing.T) {
 	}{
 		{name: "h264 aac with sender reports", path: testcam.PathConfig{Clips: []string{clipPath("h264_aac.mkv")}, Loops: 1, SenderReports: true, Clock: cameraClock},
 			codec: "V_MPEG4/ISO/AVC", audio: true},
+		{name: "h264 aac as mp4a-latm", path: testcam.PathConfig{Clips: []string{clipPath("h264_aac.mkv")}, Loops: 1, SenderReports: true, Clock: cameraClock, LATM: true},
+			codec: "V_MPEG4/ISO/AVC", audio: true},
 		{name: "h265 in-band parameter sets, receive clock", path: testcam.PathConfig{Clips: []string{clipPath("h265.mkv")}, Loops: 2, InBandParams: true},
 			codec: "V_MPEGH/ISO/HEVC"},
 		{name: "h264 over udp", cam: testcam.Config{UDP: true}, path: testcam.PathConfig{Clips: []string{clipPath("h264.mkv")}, Loops: 1, SenderReports: true, Clock: cameraClock},

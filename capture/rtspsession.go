@@ -3,7 +3,6 @@ package capture
 // One RTSP session of a camera: DESCRIBE, SETUP and PLAY, then RTP packets to frames, stamped.
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -18,6 +17,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpfragmented"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph265"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
@@ -301,6 +301,13 @@ func (sess *rtspSession) pick(desc *description.Session) error {
 						continue
 					}
 				}
+			case *format.MPEG4AudioLATM:
+				if sess.audio == nil {
+					if t, err := newLATMTrack(m, f); err == nil {
+						sess.audio = t
+						continue
+					}
+				}
 			}
 			if sess.video == nil || m != sess.video.media {
 				others = append(others, fmt.Sprintf("%s %s", m.Type, f.Codec()))
@@ -387,7 +394,7 @@ func (sess *rtspSession) packet(t *rtspTrack, pkt *rtp.Packet) {
 	if err != nil {
 		switch {
 		case errors.Is(err, rtph264.ErrMorePacketsNeeded), errors.Is(err, rtph265.ErrMorePacketsNeeded),
-			errors.Is(err, rtpmpeg4audio.ErrMorePacketsNeeded):
+			errors.Is(err, rtpmpeg4audio.ErrMorePacketsNeeded), errors.Is(err, rtpfragmented.ErrMorePacketsNeeded):
 		default:
 			t.damaged = true
 			sess.lost(0)
@@ -583,14 +590,4 @@ func (sess *rtspSession) decide(now time.Time) {
 		sess.push(it, sess.heldRTP[i])
 	}
 	sess.held, sess.heldRTP, sess.heldBytes = nil, nil, 0
-}
-
-// keepParam stores parameter set n in *p when it differs from the one there (cameras repeat them
-// before every keyframe) and says whether it did.
-func keepParam(p *[]byte, n []byte) bool {
-	if bytes.Equal(*p, n) {
-		return false
-	}
-	*p = cloneBytes(n)
-	return true
 }

@@ -1,10 +1,13 @@
 package capture
 
 import (
+	"bytes"
+	"errors"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/pion/rtp"
 
 	"github.com/openkvs/kvs/mkv/codec"
@@ -111,4 +114,51 @@ func newAudioTrack(m *description.Media, f *format.MPEG4Audio) (*rtspTrack, erro
 	}
 	return &rtspTrack{number: 2, media: m, format: f, clock: int64(f.ClockRate()), decode: d.Decode,
 		asc: asc, rate: f.Config.SampleRate, chans: f.Config.ChannelCount}, nil
+}
+
+// newLATMTrack plays AAC sent as MP4A-LATM (RFC 6416): each RTP frame is an AudioMuxElement,
+// whose payloads are the access units. The StreamMuxConfig must be in the SDP.
+func newLATMTrack(m *description.Media, f *format.MPEG4AudioLATM) (*rtspTrack, error) {
+	smc := f.StreamMuxConfig
+	if smc == nil || len(smc.Programs) == 0 || len(smc.Programs[0].Layers) == 0 || smc.Programs[0].Layers[0].AudioSpecificConfig == nil {
+		return nil, errors.New("no StreamMuxConfig in the SDP")
+	}
+	conf := smc.Programs[0].Layers[0].AudioSpecificConfig
+	asc, err := conf.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	d, err := f.CreateDecoder()
+	if err != nil {
+		return nil, err
+	}
+	decode := func(pkt *rtp.Packet) ([][]byte, error) {
+		buf, err := d.Decode(pkt)
+		if err != nil {
+			return nil, err
+		}
+		e := mpeg4audio.AudioMuxElement{MuxConfigPresent: f.CPresent, StreamMuxConfig: smc}
+		if err := e.Unmarshal(buf); err != nil {
+			return nil, err
+		}
+		var aus [][]byte
+		for _, sub := range e.Payloads {
+			if len(sub) > 0 && len(sub[0]) > 0 {
+				aus = append(aus, sub[0][0])
+			}
+		}
+		return aus, nil
+	}
+	return &rtspTrack{number: 2, media: m, format: f, clock: int64(conf.SampleRate), decode: decode,
+		asc: asc, rate: conf.SampleRate, chans: conf.ChannelCount}, nil
+}
+
+// keepParam stores parameter set n in *p when it differs from the one there (cameras repeat them
+// before every keyframe) and says whether it did.
+func keepParam(p *[]byte, n []byte) bool {
+	if bytes.Equal(*p, n) {
+		return false
+	}
+	*p = cloneBytes(n)
+	return true
 }

@@ -99,16 +99,14 @@ func newPath(srv *gortsplib.Server, cfg PathConfig, clips []*clip) (*path, error
 			if err := asc.Unmarshal(t.CodecPrivate); err != nil {
 				return nil, err
 			}
-			a := &format.MPEG4Audio{PayloadTyp: 97, Config: &asc, SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3}
-			e, err := a.CreateEncoder()
+			ssrc := uint32(0x2000)
+			f, enc, err := aacFormat(&asc, ssrc, cfg.LATM)
 			if err != nil {
 				return nil, err
 			}
-			ssrc := uint32(0x2000)
-			e.SSRC = &ssrc
-			m := &description.Media{Type: description.MediaTypeAudio, Formats: []format.Format{a}}
+			m := &description.Media{Type: description.MediaTypeAudio, Formats: []format.Format{f}}
 			desc.Medias = append(desc.Medias, m)
-			p.audio = &medium{media: m, encode: e.Encode, clock: int64(asc.SampleRate), ssrc: ssrc, base: 0x0badcafe}
+			p.audio = &medium{media: m, encode: enc, clock: int64(asc.SampleRate), ssrc: ssrc, base: 0x0badcafe}
 		}
 	}
 	if p.video == nil {
@@ -123,6 +121,43 @@ func newPath(srv *gortsplib.Server, cfg PathConfig, clips []*clip) (*path, error
 		return nil, err
 	}
 	return p, nil
+}
+
+// aacFormat is the RTP format of AAC audio with config asc: MPEG4-GENERIC, or MP4A-LATM (one
+// AudioMuxElement an access unit, the StreamMuxConfig in the SDP).
+func aacFormat(asc *mpeg4audio.AudioSpecificConfig, ssrc uint32, latm bool) (format.Format, func([][]byte) ([]*rtp.Packet, error), error) {
+	if !latm {
+		a := &format.MPEG4Audio{PayloadTyp: 97, Config: asc, SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3}
+		e, err := a.CreateEncoder()
+		if err != nil {
+			return nil, nil, err
+		}
+		e.SSRC = &ssrc
+		return a, e.Encode, nil
+	}
+	smc := &mpeg4audio.StreamMuxConfig{Programs: []*mpeg4audio.StreamMuxConfigProgram{{
+		Layers: []*mpeg4audio.StreamMuxConfigLayer{{AudioSpecificConfig: asc, LatmBufferFullness: 255}}}}}
+	a := &format.MPEG4AudioLATM{PayloadTyp: 97, ProfileLevelID: 30, StreamMuxConfig: smc}
+	e, err := a.CreateEncoder()
+	if err != nil {
+		return nil, nil, err
+	}
+	e.SSRC = &ssrc
+	return a, func(units [][]byte) ([]*rtp.Packet, error) {
+		var pkts []*rtp.Packet
+		for _, au := range units {
+			buf, err := mpeg4audio.AudioMuxElement{StreamMuxConfig: smc, Payloads: [][][][]byte{{{au}}}}.Marshal()
+			if err != nil {
+				return nil, err
+			}
+			p, err := e.Encode(buf)
+			if err != nil {
+				return nil, err
+			}
+			pkts = append(pkts, p...)
+		}
+		return pkts, nil
+	}, nil
 }
 
 func first(b [][]byte) []byte {

@@ -58,6 +58,9 @@ type PathConfig struct {
 	Clock time.Time
 	// InBandParams puts the parameter sets before every keyframe instead of in the SDP.
 	InBandParams bool
+	// LATM sends the AAC audio as MP4A-LATM (RFC 6416, the config in the SDP) instead of
+	// MPEG4-GENERIC, as some cameras do.
+	LATM bool
 	// G711 adds a G.711 audio track that sends nothing (a codec kvs skips).
 	G711 bool
 	// LoseKeyframePacket, when set, loses the middle RTP packet of the LoseKeyframePacket-th
