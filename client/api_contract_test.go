@@ -7,8 +7,11 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/mkv"
 )
 
 // stallGetMedia holds every GetMedia request before it answers, until release is closed.
@@ -197,4 +200,36 @@ func TestConsumerPollingWithTimeouts(t *testing.T) {
 		}
 	}
 	t.Fatal("no fragment in 5 s of polling though two were stored: each Next sleeps a backoff longer than its ctx before connecting")
+}
+
+// TestConsumerFragmentTooLargeIsFinal: a fragment over ConsumerConfig.MaxFragmentSize is over it
+// on every connection. Next must return mkv.ErrElementTooLarge at once, not download the same
+// fragment MaxAttempts times with backoff (26 s with the defaults) before saying so.
+func TestConsumerFragmentTooLargeIsFinal(t *testing.T) {
+	t.Parallel()
+	var requests atomic.Int32
+	m, _ := startCam(t, func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/getMedia" {
+				requests.Add(1)
+			}
+			h.ServeHTTP(w, r)
+		})
+	})
+	cons, err := NewConsumer(m.client, ConsumerConfig{Stream: "cam", Start: StartSelector{Type: StartEarliest}, NoFollow: true,
+		MaxFragmentSize: 1000, RetryBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cons.Close()
+	_, err = cons.Next(t.Context())
+	if !errors.Is(err, mkv.ErrElementTooLarge) {
+		t.Fatalf("Next = %v, want mkv.ErrElementTooLarge", err)
+	}
+	if n := requests.Load(); n != 1 {
+		t.Errorf("%d GetMedia requests for a fragment over MaxFragmentSize, want 1: the same fragment was downloaded again and again", n)
+	}
+	if _, err2 := cons.Next(t.Context()); err2 != err {
+		t.Errorf("error not sticky: %v", err2)
+	}
 }

@@ -136,7 +136,8 @@ type ConsumerConfig struct {
 	// goes silent for IdleTimeout, has not failed: it reconnects after RetryBackoff, for ever.
 	MaxAttempts  int
 	RetryBackoff time.Duration
-	// MaxFragmentSize caps one fragment's frame and tag bytes (default: mkv's 50 MiB).
+	// MaxFragmentSize caps one fragment's frame and tag bytes (default: mkv's 50 MiB). A larger
+	// fragment ends the read: Next returns an error wrapping mkv.ErrElementTooLarge.
 	MaxFragmentSize int64
 }
 
@@ -277,7 +278,8 @@ func (c *Consumer) ContinuationToken() string { return c.token }
 // an https:// URL, an unknown host) is returned at once, and so is a failure to get credentials
 // (*CredentialsError). HTTP errors are *APIError, error
 // chunks *ChunkError; both are final, except the server's own failures (HTTP 5xx, error chunks
-// 3002 and 5000), which count as a failed attempt. When ctx is done the current connection is dropped (the next
+// 3002 and 5000), which count as a failed attempt. A fragment over MaxFragmentSize is final too
+// (mkv.ErrElementTooLarge). When ctx is done the current connection is dropped (the next
 // call resumes from the continuation token) and ctx.Err() is returned.
 func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 	if c.err != nil {
@@ -360,6 +362,11 @@ func (c *Consumer) Next(ctx context.Context) (*mkv.Fragment, error) {
 		case errors.Is(err, io.EOF) && c.cfg.NoFollow:
 			c.err = io.EOF
 			return nil, io.EOF
+		case errors.Is(err, mkv.ErrElementTooLarge):
+			// Over MaxFragmentSize (or another size cap of the reader): the same fragment is as
+			// large on every connection, so reconnecting only downloads it again.
+			c.err = fmt.Errorf("getmedia %s: %w", c.cfg.Stream, err)
+			return nil, c.err
 		case errors.Is(err, io.EOF) || idle:
 			// A quiet end while following: the server ended its answer cleanly (kvs with
 			// GetMediaIdleTimeout, or any server that lets idle readers go), or nothing came for
