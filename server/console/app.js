@@ -100,6 +100,9 @@ function liveEvents(query, onEvent, resync) {
   return source;
 }
 
+// streamGone says whether an API error means the stream does not exist (never did, or was deleted).
+const streamGone = (e) => /^ResourceNotFound.*stream is not found/.test(e.message);
+
 // debounce returns a function that runs fn once, ms after its first call since the last run.
 function debounce(fn, ms) {
   let timer = null;
@@ -277,7 +280,10 @@ class Player {
     if (s.PlaybackMode !== 'LIVE' && this.lastPdt) s.HLSFragmentSelector.TimestampRange = { StartTimestamp: this.lastPdt + 0.001 };
     for (;;) {
       if (this.stopped) return;
-      try { await this.open(s, true); this.onState(''); return; } catch (e) { this.onState(`reconnecting: ${e.message}`); }
+      try { await this.open(s, true); this.onState(''); return; } catch (e) {
+        if (streamGone(e)) throw e; // deleted: no session will come
+        this.onState(`reconnecting: ${e.message}`);
+      }
       await sleep(1000);
     }
   }
@@ -548,7 +554,11 @@ async function streamPage(name) {
     // A stream the browser cannot decode gets the notice in place of the (black) video.
     const p = new Player(video, (m) => { video.hidden = true; notice.replaceChildren(el('p', { class: 'notice' }, m)); }, (s) => { playerState = s; });
     player = p;
-    try { await p.play(session, startAt); } catch (e) { if (!p.stopped) notice.replaceChildren(el('p', { class: 'err' }, `Playback: ${e.message}`)); }
+    try { await p.play(session, startAt); } catch (e) {
+      if (p.stopped) return;
+      if (streamGone(e)) gone(`Stream ${name} does not exist (${e.message}).`);
+      else notice.replaceChildren(el('p', { class: 'err' }, `Playback: ${e.message}`));
+    }
   }
   stopPage = () => { alive = false; if (player) player.stop(); };
   function setMode(label, live, t) {
@@ -718,9 +728,18 @@ async function streamPage(name) {
   // The fragment list and the timeline follow this stream's events (a new fragment, an upload
   // starting or ending); with none, they still move with the clock every 30 s.
   const soon = debounce(() => { if (alive) refreshFragments(); }, 1000);
-  const events = liveEvents(`?fragments=1&stream=${encodeURIComponent(name)}`, soon, soon);
+  const events = liveEvents(`?fragments=1&stream=${encodeURIComponent(name)}`,
+    (ev) => { if (ev.type === 'stream.deleted') gone(`Stream ${name} was deleted.`); else soon(); }, soon);
   const stopPlayer = stopPage;
   stopPage = () => { stopPlayer(); events.close(); };
+  // gone ends the page of a stream that no longer exists: nothing more to play or list, so
+  // nothing more is asked of the server.
+  function gone(why) {
+    stopPage();
+    video.hidden = true;
+    notice.replaceChildren(el('p', { class: 'err' }, why, ' ', el('a', { href: '#/' }, 'Back to the streams')));
+    cells['st-state'].textContent = 'deleted';
+  }
   (async () => { while (alive) { await refreshFragments(); for (let i = 0; i < 60 && alive; i++) await sleep(500); } })();
   start({ StreamName: name, PlaybackMode: 'LIVE' }, 'live');
 }
