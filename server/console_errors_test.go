@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -81,4 +82,73 @@ func TestConsoleStreamDeletedWhilePlaying(t *testing.T) {
 		}
 	}
 	t.Logf("after: %s; requests %v", s, rc.n)
+}
+
+// flakyProxy serves e's handler like a reverse proxy in front of kvs: while down, every request
+// gets 502 Bad Gateway, and the event streams open through it end, as they do when kvs restarts.
+type flakyProxy struct {
+	mu      sync.Mutex
+	down    bool
+	cancels map[*http.Request]func()
+}
+
+func newFlakyProxy(t *testing.T, e *mediaEnv) (*httptest.Server, *flakyProxy) {
+	fp := &flakyProxy{cancels: map[*http.Request]func(){}}
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fp.mu.Lock()
+		if fp.down {
+			fp.mu.Unlock()
+			http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
+			return
+		}
+		ctx, cancel := context.WithCancel(r.Context())
+		fp.cancels[r] = cancel
+		fp.mu.Unlock()
+		defer func() { fp.mu.Lock(); delete(fp.cancels, r); fp.mu.Unlock(); cancel() }()
+		e.srv.ServeHTTP(w, r.WithContext(ctx))
+	}))
+	t.Cleanup(ts.Close)
+	return ts, fp
+}
+
+// setDown takes kvs away (ending the requests in progress) or brings it back.
+func (fp *flakyProxy) setDown(down bool) {
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	fp.down = down
+	for _, cancel := range fp.cancels {
+		cancel()
+	}
+}
+
+// TestConsoleListAfterProxyError: kvs behind a reverse proxy restarts, and for a few seconds the
+// proxy answers 502. The stream list must go on following the server's events once it is back:
+// EventSource gives up for good on an HTTP error (it reconnects only after network errors), and
+// the list, which does not poll, never showed a stream created after that.
+func TestConsoleListAfterProxyError(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "before", 24)
+	ts, fp := newFlakyProxy(t, e)
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the console", chromedp.Navigate(ts.URL+"/"))
+	open := func() (bool, string) {
+		s := eval[int](t, ctx, `window.kvsEvents?.source?.readyState ?? -1`)
+		return s == 1, fmt.Sprintf("EventSource readyState %d", s)
+	}
+	consoleWait(t, 10*time.Second, "the page's event stream is open", open)
+	fp.setDown(true)
+	consoleWait(t, 10*time.Second, "the page's event stream is not open", func() (bool, string) {
+		ok, s := open()
+		return !ok, s
+	})
+	time.Sleep(3 * time.Second) // the browser tries again (retry: 2000) and gets 502
+	fp.setDown(false)
+	e.createStream(t, "after", 24)
+	consoleWait(t, 30*time.Second, "the stream created after the proxy's 502 shows", func() (bool, string) {
+		n := eval[int](t, ctx, `document.querySelectorAll('#streams tr[data-stream="after"]').length`)
+		_, s := open()
+		return n == 1, fmt.Sprintf("%d rows; %s", n, s)
+	})
 }

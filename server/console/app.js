@@ -82,22 +82,32 @@ async function imageWhenFree(stream, t, height, wanted) {
 // liveEvents follows the server's events (GET /events, Server-Sent Events; query: ?stream=,
 // ?fragments=1) and calls onEvent with each one; resync runs when the stream (re)opens, since
 // events that happened while it was down are not sent again. The console updates from these
-// instead of polling. window.kvsEvents keeps the last events seen, for a look in the devtools.
+// instead of polling. EventSource reconnects by itself only after a network error: an HTTP error
+// (a proxy's 502 while kvs restarts) closes it for good, so then a new one is opened, after a
+// pause that grows to 30 s. It returns { close }. window.kvsEvents keeps the last events seen and
+// the current EventSource, for a look in the devtools.
 window.kvsEvents = { received: [] };
 function liveEvents(query, onEvent, resync) {
-  const source = new EventSource(`/events${query}`);
-  window.kvsEvents.source = source;
-  let opened = false;
-  source.addEventListener('open', () => { if (opened) resync(); opened = true; });
-  source.addEventListener('message', (m) => {
-    let ev;
-    try { ev = JSON.parse(m.data); } catch (_) { return; }
-    const seen = window.kvsEvents.received;
-    seen.push(`${ev.type} ${ev.stream}`);
-    if (seen.length > 50) seen.shift();
-    onEvent(ev);
-  });
-  return source;
+  let opened = false, closed = false, source = null, timer = null, pause = 1000;
+  const connect = () => {
+    source = window.kvsEvents.source = new EventSource(`/events${query}`);
+    source.addEventListener('open', () => { pause = 1000; if (opened) resync(); opened = true; });
+    source.addEventListener('error', () => {
+      if (closed || source.readyState !== EventSource.CLOSED) return;
+      timer = setTimeout(connect, pause);
+      pause = Math.min(pause * 2, 30000);
+    });
+    source.addEventListener('message', (m) => {
+      let ev;
+      try { ev = JSON.parse(m.data); } catch (_) { return; }
+      const seen = window.kvsEvents.received;
+      seen.push(`${ev.type} ${ev.stream}`);
+      if (seen.length > 50) seen.shift();
+      onEvent(ev);
+    });
+  };
+  connect();
+  return { close() { closed = true; clearTimeout(timer); source.close(); } };
 }
 
 // streamGone says whether an API error means the stream does not exist (never did, or was deleted).
