@@ -152,3 +152,54 @@ func TestConsoleListAfterProxyError(t *testing.T) {
 		return n == 1, fmt.Sprintf("%d rows; %s", n, s)
 	})
 }
+
+// TestConsoleLongStreamNames: stream names are up to 256 characters of letters, digits, '.', '-'
+// and '_', with nowhere to break a line. The stream list and a stream's page must still fit the
+// window, on a desktop and on a phone (390 px), with no sideways scrolling of the page or of the
+// list (where Delete went out of sight), and the name's link must open its page.
+func TestConsoleLongStreamNames(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	long := strings.Repeat("site-a.building_3.", 14) + "cam-" // 256 characters
+	if len(long) != 256 {
+		t.Fatalf("name of %d characters", len(long))
+	}
+	medium := "site-a.building_3.floor-2.camera-entrance-north-0001" // 52
+	e.createStream(t, long, 24)
+	e.createStream(t, medium, 24)
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the console", chromedp.Navigate(e.ts.URL+"/"))
+	for _, vp := range []struct {
+		name  string
+		width int64
+		emu   chromedp.Action[chromedp.Void]
+	}{
+		{"desktop", 1280, chromedp.EmulateViewport(1280, 900)},
+		{"phone", 390, chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile, chromedp.EmulateScale(2))},
+	} {
+		consoleDo(t, ctx, "emulate a "+vp.name, vp.emu)
+		for _, name := range []string{long, medium} {
+			consoleDo(t, ctx, "open the list", chromedp.Evaluate[chromedp.Void](`location.hash = '#/'`))
+			link := `document.querySelector('#streams tr[data-stream="` + name + `"] a')`
+			consoleWait(t, 10*time.Second, "the list shows the stream", func() (bool, string) {
+				return eval[bool](t, ctx, `!!`+link), "no row"
+			})
+			fits := func(page string) {
+				if w := eval[int64](t, ctx, `document.documentElement.scrollWidth`); w > vp.width {
+					t.Errorf("%s, %s, %d characters: the page is %d px wide in a %d px window", vp.name, page, len(name), w, vp.width)
+				}
+				if n := eval[int](t, ctx, `[...document.querySelectorAll('.scroll, .scroll-x')].filter((e) => e.scrollWidth > e.clientWidth).length`); n > 0 {
+					t.Errorf("%s, %s, %d characters: %d tables scroll sideways", vp.name, page, len(name), n)
+				}
+			}
+			fits("stream list")
+			consoleDo(t, ctx, "open the stream page", chromedp.Evaluate[chromedp.Void](link+`.click()`))
+			consoleWait(t, 10*time.Second, "the stream page shows", func() (bool, string) {
+				c := eval[string](t, ctx, `document.querySelector('#crumb').textContent`)
+				return strings.HasSuffix(c, name) && eval[bool](t, ctx, `!!document.querySelector('#timeline')`), c
+			})
+			fits("stream page")
+		}
+	}
+}
