@@ -203,3 +203,41 @@ func TestConsoleLongStreamNames(t *testing.T) {
 		}
 	}
 }
+
+// TestConsoleManyStreamsOneLive: a list of 200 streams, one of them live. Each of its fragments
+// listed every stream's fragments again (within 5 s): 200 ListFragments calls every 5 s for as
+// long as the list is open, for one row's change. Only the row of the stream that moved is
+// listed again.
+func TestConsoleManyStreamsOneLive(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	for i := range 199 {
+		e.createStream(t, fmt.Sprintf("idle-%03d", i), 24)
+	}
+	e.createStream(t, "live", 24)
+	t.Cleanup(livePut(t, e, "live", loadClip(t, "h264.mkv"), time.Now().Add(-5*time.Second).UnixMilli()))
+	ts, rc := countRequests(t, e)
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the console", chromedp.Navigate(ts.URL+"/"))
+	consoleWait(t, 20*time.Second, "the list shows every stream, the live one with its last fragment", func() (bool, string) {
+		n := eval[int](t, ctx, `document.querySelectorAll('#streams tbody tr').length`)
+		ago := eval[string](t, ctx, `document.querySelector('#streams tr[data-stream="live"] .ago')?.textContent ?? ''`)
+		return n == 200 && strings.HasSuffix(ago, " s ago"), fmt.Sprintf("%d rows, live %q", n, ago)
+	})
+	// A fragment that came while the list was first built lists again once: let that end.
+	consoleWait(t, 20*time.Second, "no ListFragments call for a second", func() (bool, string) {
+		n := rc.total("/listFragments")
+		time.Sleep(time.Second)
+		return rc.total("/listFragments") == n, fmt.Sprintf("%d calls", n)
+	})
+	before := rc.total("/listFragments")
+	time.Sleep(12 * time.Second)
+	if n := rc.total("/listFragments") - before; n > 20 {
+		t.Errorf("%d ListFragments calls in 12 s with one live stream of 200, want a few; events %q", n, eval[[]string](t, ctx, `window.kvsEvents.received`))
+	}
+	rate := eval[string](t, ctx, `document.querySelector('#streams tr[data-stream="live"] td:nth-child(5)').textContent`)
+	if !strings.HasSuffix(rate, "kbit/s") {
+		t.Errorf("the live stream's data rate is %q, want … kbit/s", rate)
+	}
+}

@@ -146,7 +146,55 @@ async function streamsPage() {
   main.replaceChildren(form, msg, el('div', { class: 'scroll-x' }, el('table', { id: 'streams' },
     el('thead', {}, el('tr', {}, ['Stream', 'Status', 'Retention', 'Last fragment', 'Data rate (1 min)', 'Latest image', ''].map((h) => el('th', {}, h)))), tbody)), nodes);
 
-  let alive = true;
+  let alive = true, byName = new Map(); // the streams last listed, by name
+  // row builds the row of stream s: its last fragment and data rate of the last minute (ListFragments),
+  // and its latest picture, which fills its cell when it comes.
+  async function row(s) {
+    let last = '—', rate = '—', thumb = '—', fetchImage = null;
+    const now = Date.now() / 1000;
+    const pic = (li) => el('img', { class: 'thumb', src: li.url, alt: `${s.StreamName} at ${fmtTime(li.t)}`, title: fmtTime(li.t) });
+    try {
+      // By server time: the row says when the server last received a fragment and the data
+      // rate of the last minute, whatever the producer's clock says.
+      const frags = await listFragments(s.StreamName, now - 60, now + 60, 'SERVER_TIMESTAMP');
+      if (frags.length) {
+        const f = frags.reduce((a, b) => (b.ServerTimestamp > a.ServerTimestamp ? b : a));
+        last = el('span', { class: 'ago', 'data-t': f.ServerTimestamp }, ago(f.ServerTimestamp));
+        rate = `${(frags.reduce((a, f) => a + f.FragmentSizeInBytes, 0) * 8 / 60 / 1000).toFixed(0)} kbit/s`;
+        const prev = latestImages.get(s.StreamName);
+        if (s.DataRetentionInHours && prev?.n !== f.FragmentNumber) {
+          // The row shows at once, with the picture before (if any); the new one fills its cell
+          // when it comes (a busy server may take a while: imageWhenFree).
+          const li = { n: f.FragmentNumber, url: prev?.url, t: prev?.t };
+          latestImages.set(s.StreamName, li);
+          const wanted = () => alive && latestImages.get(s.StreamName) === li;
+          fetchImage = (cell) => imageWhenFree(s.StreamName, f.ProducerTimestamp, 40, wanted).then((url) => {
+            if (!url) return;
+            li.url = url;
+            li.t = f.ProducerTimestamp;
+            cell.replaceChildren(pic(li));
+          }, () => { /* no picture there: the dash or the one before stays */ });
+        }
+        const li = latestImages.get(s.StreamName);
+        if (li?.url) thumb = pic(li);
+      }
+    } catch (_) { /* retention-0 streams list their live buffer; errors leave dashes */ }
+    const latest = el('td', { class: 'latest', 'data-label': 'latest image' }, thumb);
+    fetchImage?.(latest);
+    // data-label names each cell where a phone shows the rows as cards, without the header.
+    return el('tr', { 'data-stream': s.StreamName },
+      el('td', { class: 'name' }, el('a', { href: `#/stream/${encodeURIComponent(s.StreamName)}` }, s.StreamName)),
+      el('td', { 'data-label': 'status' }, s.Status),
+      el('td', { class: 'num', 'data-label': 'retention' }, s.DataRetentionInHours ? `${s.DataRetentionInHours} h` : 'none (live only)'),
+      el('td', { class: 'num', 'data-label': 'last fragment' }, last),
+      el('td', { class: 'num', 'data-label': 'data rate' }, rate),
+      latest,
+      el('td', { class: 'actions' }, el('button', { class: 'danger', onclick: async () => {
+        if (!confirm(`Delete stream ${s.StreamName} and all its media?`)) return;
+        try { await api('/deleteStream', { StreamARN: s.StreamARN }); refresh(); } catch (e) { msg.textContent = e.message; msg.className = 'err'; }
+      } }, 'Delete')));
+  }
+
   async function refresh() {
     let streams = [];
     try {
@@ -158,51 +206,8 @@ async function streamsPage() {
       } while (token);
     } catch (e) { msg.textContent = e.message; msg.className = 'err'; return; }
     msg.textContent = streams.length ? '' : 'No streams yet.';
-    const now = Date.now() / 1000;
-    const rows = await Promise.all(streams.map(async (s) => {
-      let last = '—', rate = '—', thumb = '—', fetchImage = null;
-      const pic = (li) => el('img', { class: 'thumb', src: li.url, alt: `${s.StreamName} at ${fmtTime(li.t)}`, title: fmtTime(li.t) });
-      try {
-        // By server time: the row says when the server last received a fragment and the data
-        // rate of the last minute, whatever the producer's clock says.
-        const frags = await listFragments(s.StreamName, now - 60, now + 60, 'SERVER_TIMESTAMP');
-        if (frags.length) {
-          const f = frags.reduce((a, b) => (b.ServerTimestamp > a.ServerTimestamp ? b : a));
-          last = el('span', { class: 'ago', 'data-t': f.ServerTimestamp }, ago(f.ServerTimestamp));
-          rate = `${(frags.reduce((a, f) => a + f.FragmentSizeInBytes, 0) * 8 / 60 / 1000).toFixed(0)} kbit/s`;
-          const prev = latestImages.get(s.StreamName);
-          if (s.DataRetentionInHours && prev?.n !== f.FragmentNumber) {
-            // The row shows at once, with the picture before (if any); the new one fills its cell
-            // when it comes (a busy server may take a while: imageWhenFree).
-            const li = { n: f.FragmentNumber, url: prev?.url, t: prev?.t };
-            latestImages.set(s.StreamName, li);
-            const wanted = () => alive && latestImages.get(s.StreamName) === li;
-            fetchImage = (cell) => imageWhenFree(s.StreamName, f.ProducerTimestamp, 40, wanted).then((url) => {
-              if (!url) return;
-              li.url = url;
-              li.t = f.ProducerTimestamp;
-              cell.replaceChildren(pic(li));
-            }, () => { /* no picture there: the dash or the one before stays */ });
-          }
-          const li = latestImages.get(s.StreamName);
-          if (li?.url) thumb = pic(li);
-        }
-      } catch (_) { /* retention-0 streams list their live buffer; errors leave dashes */ }
-      const latest = el('td', { class: 'latest', 'data-label': 'latest image' }, thumb);
-      fetchImage?.(latest);
-      // data-label names each cell where a phone shows the rows as cards, without the header.
-      return el('tr', { 'data-stream': s.StreamName },
-        el('td', { class: 'name' }, el('a', { href: `#/stream/${encodeURIComponent(s.StreamName)}` }, s.StreamName)),
-        el('td', { 'data-label': 'status' }, s.Status),
-        el('td', { class: 'num', 'data-label': 'retention' }, s.DataRetentionInHours ? `${s.DataRetentionInHours} h` : 'none (live only)'),
-        el('td', { class: 'num', 'data-label': 'last fragment' }, last),
-        el('td', { class: 'num', 'data-label': 'data rate' }, rate),
-        latest,
-        el('td', { class: 'actions' }, el('button', { class: 'danger', onclick: async () => {
-          if (!confirm(`Delete stream ${s.StreamName} and all its media?`)) return;
-          try { await api('/deleteStream', { StreamARN: s.StreamARN }); refresh(); } catch (e) { msg.textContent = e.message; msg.className = 'err'; }
-        } }, 'Delete')));
-    }));
+    byName = new Map(streams.map((s) => [s.StreamName, s]));
+    const rows = await Promise.all(streams.map(row));
     tbody.replaceChildren(...rows);
     // The cluster's nodes and the streams each writes (one node, this one, when not clustered).
     try {
@@ -212,16 +217,26 @@ async function streamsPage() {
           n.Streams.length ? ` writes ${n.Streams.join(', ')}` : ' writes no stream now'))));
     } catch (_) { nodes.replaceChildren(); }
   }
+  // refreshRow builds stream name's row again, in place.
+  async function refreshRow(name) {
+    const s = byName.get(name);
+    if (!s || !alive) return;
+    const tr = await row(s);
+    if (alive) tbody.querySelector(`tr[data-stream="${CSS.escape(name)}"]`)?.replaceWith(tr);
+  }
   // Updates come from the server's events: a stream created, deleted or starting or ending an
-  // upload lists again at once; a fragment moves its row's "last fragment" at once and lists
-  // again (data rate, picture) within 5 s. Between them, the "… s ago" count goes on by itself.
+  // upload lists again at once; a fragment moves its row's "last fragment" at once and builds
+  // that row again (data rate, picture) within 5 s, not the whole list (hundreds of streams, a
+  // few live). Between them, the "… s ago" count goes on by itself.
   const soon = debounce(() => { if (alive) refresh(); }, 100);
-  const later = debounce(() => { if (alive) refresh(); }, 5000);
+  const later = new Map(); // stream → its row's debounced refreshRow
   const events = liveEvents('?fragments=1', (ev) => {
     if (ev.type !== 'fragment.persisted') { soon(); return; }
     const cell = tbody.querySelector(`tr[data-stream="${CSS.escape(ev.stream)}"] .ago`);
     if (cell && ev.server_time) cell.dataset.t = Date.parse(ev.server_time) / 1000;
-    if (!cell) soon(); else later();
+    if (!cell) { soon(); return; }
+    if (!later.has(ev.stream)) later.set(ev.stream, debounce(() => refreshRow(ev.stream), 5000));
+    later.get(ev.stream)();
   }, soon);
   stopPage = () => { alive = false; events.close(); };
   refresh();
