@@ -241,3 +241,32 @@ func TestConsoleManyStreamsOneLive(t *testing.T) {
 		t.Errorf("the live stream's data rate is %q, want … kbit/s", rate)
 	}
 }
+
+// TestConsoleSeekBackWithVideoControls: a user drags the video's own seek bar back into the media
+// the live player holds. The player must stay there and play on from it: it took any position
+// more than 8 s behind the newest media for lag and jumped back to the live edge at once.
+func TestConsoleSeekBackWithVideoControls(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	_, ctx := liveCam(t, 20*time.Second, "/#/stream/cam")
+	var s playerState
+	consoleWait(t, 30*time.Second, "the live player plays and holds 12 s before the playhead", func() (bool, string) {
+		s = eval[playerState](t, ctx, playerStateJS)
+		return !s.Paused && s.Frames > 0 && s.HeldFrom > 0 && s.Producer-s.HeldFrom > 12, s.String()
+	})
+	target := s.Producer - 10
+	consoleDo(t, ctx, "seek back 10 s as the seek bar does", chromedp.Evaluate[chromedp.Void](
+		fmt.Sprintf(`document.querySelector('#player').currentTime = %f - Number(document.querySelector('#player').dataset.origin)`, target)))
+	consoleWait(t, 10*time.Second, "the player plays from there", func() (bool, string) {
+		s = eval[playerState](t, ctx, playerStateJS)
+		return !s.Paused && s.Producer > target+1, s.String()
+	})
+	time.Sleep(time.Second)
+	s = eval[playerState](t, ctx, playerStateJS)
+	if s.Producer > target+4 {
+		t.Errorf("after a seek to %.3f, 2 s later the player is at %.3f (%.1f s further): it went back to live; %s", target, s.Producer, s.Producer-target, s)
+	}
+	if s.Mode == "live" {
+		t.Errorf("the mode says %q after a seek 10 s back", s.Mode)
+	}
+}

@@ -48,11 +48,7 @@ func TestConsoleLiveStartsWhenMediaArrives(t *testing.T) {
 func TestConsoleRevisitStreamPage(t *testing.T) {
 	testutil.Slow(t)
 	t.Parallel()
-	e := newMediaEnv(t, "mem")
-	e.createStream(t, "cam", 24)
-	t.Cleanup(livePut(t, e, "cam", loadClip(t, "h264.mkv"), time.Now().Add(-20*time.Second).UnixMilli()))
-	ctx := newBrowser(t)
-	consoleDo(t, ctx, "open the console", chromedp.Navigate(e.ts.URL+"/"))
+	e, ctx := liveCam(t, 20*time.Second, "/")
 	for visit := 1; visit <= 3; visit++ {
 		consoleDo(t, ctx, "open the stream page", chromedp.Evaluate[chromedp.Void](`location.hash = '#/stream/cam'`))
 		consoleWait(t, 20*time.Second, fmt.Sprintf("visit %d: the live player plays", visit), func() (bool, string) {
@@ -71,6 +67,18 @@ func TestConsoleRevisitStreamPage(t *testing.T) {
 	if n != 1 {
 		t.Errorf("three visits of the stream's page took %d HLS sessions, want 1 (a stream has 10 at most)", n)
 	}
+}
+
+// liveCam starts a server with a stream cam fed in real time, with history of media before now,
+// and opens path of its console in a new tab.
+func liveCam(t *testing.T, history time.Duration, path string) (*mediaEnv, context.Context) {
+	t.Helper()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	t.Cleanup(livePut(t, e, "cam", loadClip(t, "h264.mkv"), time.Now().Add(-history).UnixMilli()))
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open "+path, chromedp.Navigate(e.ts.URL+path))
+	return e, ctx
 }
 
 // longFragments returns c with every `loops` loops of it in one fragment (c's 1 s fragments

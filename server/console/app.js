@@ -267,8 +267,9 @@ const LIVE_MAX_BEHIND = 8; // LIVE jumps back to LIVE_DELAY when further behind 
 const SMALL_HOLE = 0.5; // seconds: fragments closer than this are one run on the timeline, and the player steps over the hole
 
 class Player {
-  constructor(video, onNotice, onState = () => {}) {
-    this.video = video; this.onNotice = onNotice; this.onState = onState;
+  constructor(video, onNotice, onState = () => {}, onSeek = () => {}) {
+    this.video = video; this.onNotice = onNotice; this.onState = onState; this.onSeek = onSeek;
+    this.seekingTo = NaN; // the media time the player itself last moved the playhead to
     this.stopped = false; this.origin = 0; this.fragments = 0; this.started = false; this.blocked = false;
     this.lastPdt = 0; // producer time of the newest fragment appended
   }
@@ -343,6 +344,15 @@ class Player {
     this.sb.mode = 'segments';
     this.watch = setInterval(() => this.tick(), 250);
     this.video.addEventListener('waiting', this.onWaiting = () => setTimeout(() => this.tick(), 50));
+    // A seek the player did not make is the user's, with the video's own seek bar: LIVE stops
+    // following the live edge there (it took the position for lag and jumped back at once),
+    // unless it is at the edge.
+    this.video.addEventListener('seeking', this.onSeeking = () => {
+      const t = this.video.currentTime, b = this.sb.buffered;
+      if (!this.started || Math.abs(t - this.seekingTo) < 0.01 || !b.length) return;
+      this.live = this.liveSession && b.end(b.length - 1) - t <= LIVE_DELAY + 0.5;
+      this.onSeek(this.origin + t, this.live);
+    });
     this.video.addEventListener('error', this.onError = () => {
       if (this.hevc) this.cannotPlay(mime);
       else { this.onNotice(`Playback failed: ${this.video.error?.message || 'decode error'}`); this.stop(); }
@@ -402,7 +412,7 @@ class Player {
     this.started = true;
     let t = this.live ? Math.max(b.start(b.length - 1), b.end(b.length - 1) - LIVE_DELAY)
       : Math.max(b.start(0), (this.startAt || 0) - this.origin);
-    this.video.currentTime = t;
+    this.seek(t);
     this.resume();
   }
 
@@ -419,11 +429,17 @@ class Player {
       const end = i === n - 1 ? b.end(i) - 0.5 : b.start(i + 1) - b.end(i) < SMALL_HOLE ? b.start(i + 1) : b.end(i);
       if (x < b.start(i) || x >= end) continue;
       this.live = false;
-      this.video.currentTime = x < b.end(i) ? x : b.start(i + 1) + 0.001; // in the hole: after it, as tick would
+      this.seek(x < b.end(i) ? x : b.start(i + 1) + 0.001); // in the hole: after it, as tick would
       this.resume();
       return true;
     }
     return false;
+  }
+
+  // seek moves the playhead to media time t (seconds since origin) on the player's own account.
+  seek(t) {
+    this.seekingTo = t;
+    this.video.currentTime = t;
   }
 
   // newest is the producer time where the media the player holds ends (0: none yet).
@@ -438,7 +454,7 @@ class Player {
     if (!this.liveSession || !this.started || this.stopped) return false;
     const b = this.sb.buffered;
     this.live = true;
-    if (b.length) this.video.currentTime = Math.max(b.start(b.length - 1), b.end(b.length - 1) - LIVE_DELAY);
+    if (b.length) this.seek(Math.max(b.start(b.length - 1), b.end(b.length - 1) - LIVE_DELAY));
     this.resume();
     return true;
   }
@@ -464,11 +480,11 @@ class Player {
     const starved = inside < 0 || (v.readyState < 3 && b.end(inside) - t < 0.3);
     if (starved) {
       for (let i = 0; i < b.length; i++) {
-        if (b.start(i) > t) { v.currentTime = b.start(i) + 0.001; break; }
+        if (b.start(i) > t) { this.seek(b.start(i) + 0.001); break; }
       }
     }
     const end = b.end(b.length - 1);
-    if (this.live && !v.paused && end - v.currentTime > LIVE_MAX_BEHIND) v.currentTime = Math.max(b.start(b.length - 1), end - LIVE_DELAY);
+    if (this.live && !v.paused && end - v.currentTime > LIVE_MAX_BEHIND) this.seek(Math.max(b.start(b.length - 1), end - LIVE_DELAY));
   }
 
   // trim keeps 30 s of media behind the playhead and, when paused for long, at most 2 minutes
@@ -479,7 +495,7 @@ class Player {
     if (!b.length || this.sb.updating) return;
     const end = b.end(b.length - 1);
     let upTo = v.currentTime - 30;
-    if (v.paused && end - v.currentTime > 120) { v.currentTime = end - 30; upTo = end - 35; } // removal runs on to a keyframe
+    if (v.paused && end - v.currentTime > 120) { this.seek(end - 30); upTo = end - 35; } // removal runs on to a keyframe
     if (upTo - b.start(0) <= 10) return;
     this.sb.remove(b.start(0), upTo);
     await new Promise((r) => this.sb.addEventListener('updateend', r, { once: true }));
@@ -523,6 +539,7 @@ class Player {
     delete this.video.dataset.origin;
     if (this.onError) this.video.removeEventListener('error', this.onError);
     if (this.onWaiting) this.video.removeEventListener('waiting', this.onWaiting);
+    if (this.onSeeking) this.video.removeEventListener('seeking', this.onSeeking);
     try { this.video.pause(); this.video.removeAttribute('src'); this.video.load(); } catch (_) { /* gone */ }
     if (this.objectURL) URL.revokeObjectURL(this.objectURL);
   }
@@ -577,7 +594,8 @@ async function streamPage(name) {
     session.DiscontinuityMode = 'ON_DISCONTINUITY';
     playerState = '';
     // A stream the browser cannot decode gets the notice in place of the (black) video.
-    const p = new Player(video, (m) => { video.hidden = true; notice.replaceChildren(el('p', { class: 'notice' }, m)); }, (s) => { playerState = s; });
+    const p = new Player(video, (m) => { video.hidden = true; notice.replaceChildren(el('p', { class: 'notice' }, m)); }, (s) => { playerState = s; },
+      (t, live) => { if (live) setMode('live', true); else setMode(`replay from ${fmtTime(t).slice(11, 19)}`, false, t); });
     player = p;
     try { await p.play(session, startAt); } catch (e) {
       if (p.stopped) return;
