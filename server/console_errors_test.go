@@ -270,3 +270,24 @@ func TestConsoleSeekBackWithVideoControls(t *testing.T) {
 		t.Errorf("the mode says %q after a seek 10 s back", s.Mode)
 	}
 }
+
+// TestConsoleUnplayableCodec: a VP8 stream, which HLS cannot carry. The page says why it cannot
+// play it, and its state readout must not go on saying "loading".
+func TestConsoleUnplayableCodec(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "vp8", 24)
+	t.Cleanup(livePut(t, e, "vp8", loadClip(t, "webm_vp8.webm"), time.Now().Add(-10*time.Second).UnixMilli()))
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the stream page", chromedp.Navigate(e.ts.URL+"/#/stream/vp8"))
+	var s playerState
+	consoleWait(t, 20*time.Second, "the page says why it cannot play the stream", func() (bool, string) {
+		s = eval[playerState](t, ctx, playerStateJS)
+		return strings.Contains(s.Notice, "V_VP8"), s.String()
+	})
+	time.Sleep(time.Second) // the readout is updated every 250 ms
+	if state := eval[string](t, ctx, `document.querySelector('#st-state').textContent`); state == "loading" {
+		t.Errorf("state %q beside the notice %q", state, s.Notice)
+	}
+}

@@ -600,7 +600,7 @@ async function streamPage(name) {
     try { await p.play(session, startAt); } catch (e) {
       if (p.stopped) return;
       if (streamGone(e)) gone(`Stream ${name} does not exist (${e.message}).`);
-      else notice.replaceChildren(el('p', { class: 'err' }, `Playback: ${e.message}`));
+      else { notice.replaceChildren(el('p', { class: 'err' }, `Playback: ${e.message}`)); playerState = 'stopped'; }
     }
   }
   stopPage = () => { alive = false; if (player) player.stop(); };
