@@ -15,7 +15,8 @@ func TestConsoleServed(t *testing.T) {
 		typ, body    string
 	}{
 		{"GET", "/", 200, "text/html", `<script src="app.js"`},
-		{"GET", "/app.js", 200, "text/javascript", "class Player"},
+		{"GET", "/app.js", 200, "text/javascript", "new Player("},
+		{"GET", "/player.js", 200, "text/javascript", "class Player"},
 		{"GET", "/style.css", 200, "text/css", "--accent"},
 		{"HEAD", "/", 200, "text/html", ""},
 		{"GET", "/nope.js", 404, "", ""},
