@@ -85,13 +85,14 @@ async function imageWhenFree(stream, t, height, wanted) {
 // instead of polling. EventSource reconnects by itself only after a network error: an HTTP error
 // (a proxy's 502 while kvs restarts) closes it for good, so then a new one is opened, after a
 // pause that grows to 30 s. It returns { close }. window.kvsEvents keeps the last events seen and
-// the current EventSource, for a look in the devtools.
-window.kvsEvents = { received: [] };
+// the current EventSource, for a look in the devtools; opens counts its connections, lists the
+// stream list's full refreshes (the browser tests read both).
+window.kvsEvents = { received: [], opens: 0, lists: 0 };
 function liveEvents(query, onEvent, resync) {
   let opened = false, closed = false, source = null, timer = null, pause = 1000;
   const connect = () => {
     source = window.kvsEvents.source = new EventSource(`/events${query}`);
-    source.addEventListener('open', () => { pause = 1000; if (opened) resync(); opened = true; });
+    source.addEventListener('open', () => { window.kvsEvents.opens++; pause = 1000; if (opened) resync(); opened = true; });
     source.addEventListener('error', () => {
       if (closed || source.readyState !== EventSource.CLOSED) return;
       timer = setTimeout(connect, pause);
@@ -196,6 +197,7 @@ async function streamsPage() {
   }
 
   async function refresh() {
+    window.kvsEvents.lists++;
     let streams = [];
     try {
       let token;

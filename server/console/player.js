@@ -102,12 +102,7 @@ class Player {
     // A seek the player did not make is the user's, with the video's own seek bar: LIVE stops
     // following the live edge there (it took the position for lag and jumped back at once),
     // unless it is at the edge.
-    this.video.addEventListener('seeking', this.onSeeking = () => {
-      const t = this.video.currentTime, b = this.sb.buffered;
-      if (!this.started || Math.abs(t - this.seekingTo) < 0.01 || !b.length) return;
-      this.live = this.liveSession && b.end(b.length - 1) - t <= LIVE_DELAY + 0.5;
-      this.onSeek(this.origin + t, this.live);
-    });
+    this.video.addEventListener('seeking', this.onSeeking = () => this.userSeek());
     this.video.addEventListener('error', this.onError = () => {
       if (this.hevc) this.cannotPlay(mime);
       else { this.onNotice(`Playback failed: ${this.video.error?.message || 'decode error'}`); this.stop(); }
@@ -191,9 +186,22 @@ class Player {
     return false;
   }
 
+  // userSeek takes a seek in progress that the player did not make (seek) for the user's, made
+  // with the video's own seek bar: LIVE stops following the live edge there (the live-edge rule
+  // took the position for lag and jumped back at once), unless it is at the edge.
+  userSeek() {
+    const v = this.video, t = v.currentTime, b = this.sb?.buffered;
+    if (!this.started || Math.abs(t - this.seekingTo) < 0.01 || !b?.length) return;
+    this.seekingTo = t; // taken: the 'seeking' event or the next tick do not take it again
+    this.lastTick = { t, at: performance.now() };
+    this.live = this.liveSession && b.end(b.length - 1) - t <= LIVE_DELAY + 0.5;
+    this.onSeek(this.origin + t, this.live);
+  }
+
   // seek moves the playhead to media time t (seconds since origin) on the player's own account.
   seek(t) {
     this.seekingTo = t;
+    this.lastTick = { t, at: performance.now() };
     this.video.currentTime = t;
   }
 
@@ -225,6 +233,16 @@ class Player {
   // tick steps over holes and, LIVE, keeps near the live edge.
   tick() {
     if (this.stopped || !this.started || !this.sb) return;
+    // A user's seek whose 'seeking' event has not run yet (a busy page): the playhead moved
+    // back, or further on than playing moves it, since the last tick, and not by seek. Taken as
+    // the user's here, before the live-edge rule below takes its position for lag.
+    const now = performance.now(), last = this.lastTick;
+    this.lastTick = { t: this.video.currentTime, at: now };
+    if (last && Math.abs(this.video.currentTime - this.seekingTo) >= 0.01) {
+      const moved = this.video.currentTime - last.t;
+      const played = this.video.paused ? 0 : (now - last.at) / 1000 * (this.video.playbackRate || 1);
+      if (moved < -0.5 || moved > played + 1) this.userSeek();
+    }
     const v = this.video, b = this.sb.buffered, t = v.currentTime;
     if (!b.length) return;
     // Stalled at the end of a range (the decoder wants frames past it), or in a hole: go to the
