@@ -97,7 +97,8 @@ var regexpSegment = regexp.MustCompile(`(?m)^getMP4MediaFragment\.mp4\?\S+$`)
 
 // TestClusterRecreatedWhileUploadOpen: node 1 writes "cam" for an upload still open; on node 2
 // the stream is deleted and created again. A producer that then uploads to the new stream
-// through node 1 is stored there, not refused as if the stream were gone.
+// through node 1 is stored there, not refused as if the stream were gone; the old stream's upload
+// is not: it ends with ERROR 4008, its fragments kept out of the new stream.
 func TestClusterRecreatedWhileUploadOpen(t *testing.T) {
 	t.Parallel()
 	n1, n2, arn, c, old, _ := writingCluster(t, func(c *cluster.Config) { c.LeaseTTL = 30 * time.Second })
@@ -115,13 +116,21 @@ func TestClusterRecreatedWhileUploadOpen(t *testing.T) {
 	if ev, _ := pc.next(); ev.EventType != ackPersisted {
 		t.Fatalf("upload to the stream created again on node 2: %+v, want PERSISTED", ev)
 	}
+	// The deleted stream's upload, still open on node 1, does not go on into the new stream.
+	old.write(c.cluster(t, 2, baseMillis))
+	for ev, ok := old.next(); ok && ev.EventType != ackError; ev, ok = old.next() {
+		if ev.EventType == ackPersisted {
+			t.Errorf("the deleted stream's upload went on into the new stream: %+v", ev)
+			break
+		}
+	}
 	pc.end()
 	var list struct {
 		Fragments []struct{ FragmentNumber string }
 	}
 	n2.call(t, "/listFragments", map[string]any{"StreamName": "cam"}, &list)
 	if len(list.Fragments) != 1 {
-		t.Errorf("new stream lists %+v, want the one fragment", list.Fragments)
+		t.Errorf("new stream lists %+v, want the new upload's one fragment", list.Fragments)
 	}
 	old.pw.Close()
 }

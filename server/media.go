@@ -219,17 +219,31 @@ func (m *media) forget(st store.Stream) {
 // the name since are another stream's).
 func (m *media) streamDeleted(st store.Stream) {
 	m.forget(st)
+	m.endSessions(st.Name, func(arn string) bool { return arn == st.ARN })
+}
+
+// endEarlierSessions ends with ERROR 4008 this node's uploads to an earlier stream of st's name:
+// in a cluster, one deleted on another node (this one was not told) and created again. An
+// upload to st calls it before it takes the stream's lease, which the earlier uploads, appending
+// by name, would otherwise share, going on into st.
+func (m *media) endEarlierSessions(st store.Stream) {
+	m.endSessions(st.Name, func(arn string) bool { return arn != st.ARN })
+}
+
+// endSessions ends with ERROR 4008 the PutMedia sessions on stream name whose stream ARN match
+// picks.
+func (m *media) endSessions(name string, match func(arn string) bool) {
 	m.mu.Lock()
 	var sessions []*putSession
-	for p := range m.sessions[st.Name] {
-		if p.arn == st.ARN {
+	for p := range m.sessions[name] {
+		if match(p.arn) {
 			sessions = append(sessions, p)
-			delete(m.sessions[st.Name], p)
+			delete(m.sessions[name], p)
 		}
 	}
 	m.mu.Unlock()
 	for _, p := range sessions {
-		p.fail(newAckErr(4008, "stream %s deleted while streaming", st.Name))
+		p.fail(newAckErr(4008, "stream %s deleted while streaming", name))
 	}
 }
 

@@ -124,6 +124,7 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if c := s.cfg.Cluster; c != nil {
+		m.endEarlierSessions(st)
 		// One writer per stream: this node, or the one whose lease it is (relay.go).
 		owner, err := m.acquire(r.Context(), st.Name, h.Get(hdrRelayedBy) != "")
 		if err != nil {
