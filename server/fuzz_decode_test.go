@@ -17,8 +17,10 @@ import (
 // decodeSeeds are request bodies for FuzzDecodeRequests, by path: valid ones, and the shapes the
 // hostile table sends (wrong types, missing members, odd selectors).
 var decodeSeeds = map[string][]string{
-	"/createStream":        {`{"StreamName":"new","DataRetentionInHours":2,"Tags":{"a":"b"}}`, `{"StreamName":5}`, `{"StreamName":"../x"}`, `{"DataRetentionInHours":1e300}`},
-	"/describeStream":      {`{"StreamName":"cam"}`, `{"StreamARN":"arn:aws:kinesisvideo:us-east-1:000000000000:stream/cam/1"}`, `[]`},
+	"/createStream": {`{"StreamName":"new","DataRetentionInHours":2,"Tags":{"a":"b"}}`, `{"StreamName":5}`, `{"StreamName":"../x"}`, `{"DataRetentionInHours":1e300}`},
+	"/describeStream": {`{"StreamName":"cam"}`, `{"StreamARN":"arn:aws:kinesisvideo:us-east-1:000000000000:stream/cam/1"}`, `[]`,
+		`{"streamName":"cam"}`, `{"StreamName":"x","streamname":"cam"}`, `{"\u0073treamName":"cam"}`, `{"ſtreamName":"cam"}`,
+		`{"Tags":{"a":[{"b":1}]},"streamName":"x","StreamName":"cam"}`},
 	"/listStreams":         {`{"MaxResults":1}`, `{"NextToken":"Y2Ft"}`, `{"StreamNameCondition":{"ComparisonOperator":"BEGINS_WITH","ComparisonValue":"c"}}`},
 	"/deleteStream":        {`{"StreamARN":"arn:aws:kinesisvideo:us-east-1:000000000000:stream/cam/1"}`, `{}`},
 	"/updateStream":        {`{"StreamName":"cam","CurrentVersion":"x","MediaType":"video/h264"}`},
@@ -34,7 +36,8 @@ var decodeSeeds = map[string][]string{
 		`{"StreamName":"cam","StartSelector":{"StartSelectorType":"FRAGMENT_NUMBER","AfterFragmentNumber":"91343852333181432392682062607743920146159169393"}}`,
 		`{"StreamName":"cam","StartSelector":{"StartSelectorType":"SERVER_TIMESTAMP","StartTimestamp":1.8e9}}`,
 		`{"StreamName":"cam","StartSelector":{"StartSelectorType":"CONTINUATION_TOKEN","ContinuationToken":"0"}}`,
-		`{"StreamName":"cam","StartSelector":{"StartSelectorType":"LATEST"}}`, `{"StreamName":"cam","StartSelector":{}}`},
+		`{"StreamName":"cam","StartSelector":{"StartSelectorType":"LATEST"}}`, `{"StreamName":"cam","StartSelector":{}}`,
+		`{"StreamName":"cam","StartSelector":{"startSelectorType":"EARLIEST","StartSelectorType":"NOW"}}`},
 	"/listFragments": {`{"StreamName":"cam"}`, `{"StreamName":"cam","MaxResults":1}`, `{"StreamName":"cam","NextToken":"!!"}`,
 		`{"StreamName":"cam","FragmentSelector":{"FragmentSelectorType":"SERVER_TIMESTAMP","TimestampRange":{"StartTimestamp":0,"EndTimestamp":4e9}}}`},
 	"/getMediaForFragmentList": {`{"StreamName":"cam","Fragments":["1"]}`, `{"StreamName":"cam","Fragments":[]}`, `{"StreamName":"cam","Fragments":["x"]}`},

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"io"
@@ -17,7 +18,8 @@ import (
 //
 //   - An empty body (or only whitespace, or the literal null) is treated as {}: botocore sends {}
 //     and the Go SDK always sends an object, but curl users often send nothing.
-//   - Unknown members are ignored (forward compatibility, kvs-api.md §1.2).
+//   - Unknown members are ignored (forward compatibility, kvs-api.md §1.2). Names are
+//     case-sensitive, as on the service: "streamName" is an unknown member, not StreamName.
 //   - Malformed JSON, a non-object, a member of the wrong type, a number out of range, or a body
 //     over the cap is an InvalidArgumentException (400), never a 500.
 //
@@ -53,7 +55,130 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error
 			return invalidArgf("The request body is not valid JSON: %v.", err)
 		}
 	}
+	// encoding/json matches member names case-insensitively; the service does not. A member
+	// named like one of the request's but for case is unknown, so ignored: renamed where it
+	// stands so that it matches nothing, and the body decoded again.
+	folded, err := foldedMembers(body, reflect.TypeOf(v))
+	if err != nil || len(folded) == 0 {
+		return err
+	}
+	body = bytes.Clone(body)
+	for _, at := range folded {
+		body[at] = '#'
+	}
+	reflect.ValueOf(v).Elem().SetZero()
+	if err := json.Unmarshal(body, v); err != nil {
+		return invalidArgf("The request body is not valid JSON: %v.", err)
+	}
 	return nil
+}
+
+// foldedMembers returns the offsets in body, valid JSON for a request of type t, of the first
+// character of each object key that names no member of its struct exactly but one when case is
+// ignored. A key written with escapes cannot be renamed in place: it is an InvalidArgument.
+func foldedMembers(body []byte, t reflect.Type) ([]int, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	var out []int
+	// stack holds the open objects and arrays, each with the type it decodes into.
+	type level struct {
+		t         reflect.Type // the struct, map or slice type (nil: not a request type)
+		isObject  bool
+		expectKey bool
+		member    reflect.Type // the type of the value after the last key
+	}
+	var stack []level
+	next := t // the type of the next value
+	// elemType is the type of the next value of an array on top of stack.
+	elemType := func(stack []level) reflect.Type {
+		if top := stack[len(stack)-1].t; top != nil && (top.Kind() == reflect.Slice || top.Kind() == reflect.Array) {
+			return top.Elem()
+		}
+		return nil
+	}
+	// valueEnded moves on in the container on top of stack after one of its values.
+	valueEnded := func(stack []level) {
+		switch n := len(stack); {
+		case n == 0:
+		case stack[n-1].isObject:
+			stack[n-1].expectKey = true
+		default:
+			next = elemType(stack)
+		}
+	}
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return out, nil
+		}
+		if err != nil {
+			return nil, invalidArgf("The request body is not valid JSON: %v.", err)
+		}
+		if n := len(stack); n > 0 && stack[n-1].isObject && stack[n-1].expectKey {
+			top := &stack[n-1]
+			key, ok := tok.(string)
+			if !ok { // '}': the object, a value of the enclosing container, ended
+				stack = stack[:n-1]
+				valueEnded(stack)
+				continue
+			}
+			top.expectKey = false
+			top.member = nil
+			switch st := structType(top.t); {
+			case st != nil:
+				if top.member = memberType(st, key); top.member == nil && foldedMember(st, key) {
+					end := int(dec.InputOffset())
+					start := end - len(key) - 2
+					if start < 0 || string(body[start:end]) != `"`+key+`"` {
+						return nil, invalidArgf("Member %q differs from a member of this operation only in case.", key)
+					}
+					out = append(out, start+1)
+				}
+			case top.t != nil && top.t.Kind() == reflect.Map:
+				top.member = top.t.Elem()
+			}
+			next = top.member
+			continue
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, level{t: deref(next), isObject: true, expectKey: true})
+		case json.Delim('['):
+			stack = append(stack, level{t: deref(next)})
+			next = elemType(stack)
+		case json.Delim(']'):
+			stack = stack[:len(stack)-1]
+			valueEnded(stack)
+		default:
+			valueEnded(stack)
+		}
+	}
+}
+
+// deref is t without its pointers (nil stays nil).
+func deref(t reflect.Type) reflect.Type {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t
+}
+
+// structType is t when it is a struct (nil otherwise).
+func structType(t reflect.Type) reflect.Type {
+	if t != nil && t.Kind() == reflect.Struct {
+		return t
+	}
+	return nil
+}
+
+// foldedMember reports whether struct t has a member named name in JSON when case is ignored.
+func foldedMember(t reflect.Type, name string) bool {
+	for _, f := range reflect.VisibleFields(t) {
+		tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if f.IsExported() && !f.Anonymous && tag != "-" && strings.EqualFold(cmp.Or(tag, f.Name), name) {
+			return true
+		}
+	}
+	return false
 }
 
 // memberPath is a type error's path (encoding/json's UnmarshalTypeError.Field) as the client
