@@ -97,6 +97,9 @@ func newGetMediaCmd(env *Env) *cobra.Command {
 --format mkv (default) writes one continuous Matroska stream (one header, then a cluster per
 fragment, timestamps starting at 0) that ffplay, ffmpeg, mkvmerge and VLC accept, from a pipe too:
   kvs get-media --stream-name cam | ffplay -
+A change of picture size stays in it. A change of codec, of the track set or of the audio format
+starts a new Matroska segment, which players do not follow (ffmpeg reads on with the old tracks):
+get-media says on stderr at which fragment, to read from there with FRAGMENT_NUMBER.
 --format raw writes the fragments as GetMedia serves them: one self-contained MKV document per
 fragment with the KVS tags (fragment number, server and producer timestamps, continuation token).
 
@@ -135,6 +138,11 @@ type fragmentSink struct {
 	w      io.Writer
 	sw     *mkv.StreamWriter
 	buf    []byte
+
+	// With --format mkv: told when a fragment starts a new Segment (its tracks changed), with the
+	// tracks before and after.
+	onNewSegment func(f *mkv.Fragment, before, after string)
+	tracks       string // the current Segment's tracks, described
 }
 
 func newFragmentSink(w io.Writer, format string) *fragmentSink {
@@ -147,7 +155,18 @@ func newFragmentSink(w io.Writer, format string) *fragmentSink {
 
 func (s *fragmentSink) write(f *mkv.Fragment) error {
 	if s.sw != nil {
-		return s.sw.WriteFragment(f)
+		segs := s.sw.Segments()
+		if err := s.sw.WriteFragment(f); err != nil {
+			return err
+		}
+		if s.sw.Segments() != segs {
+			before := s.tracks
+			s.tracks = describeTracks(f.Tracks)
+			if segs > 0 && s.onNewSegment != nil {
+				s.onNewSegment(f, before, s.tracks)
+			}
+		}
+		return nil
 	}
 	var err error
 	if s.buf, err = mkv.AppendFragment(s.buf[:0], f); err != nil {
@@ -155,6 +174,41 @@ func (s *fragmentSink) write(f *mkv.Fragment) error {
 	}
 	_, err = s.w.Write(s.buf)
 	return err
+}
+
+// warnTrackChanges makes s say on stderr where the tracks change in a way players do not follow
+// within one Matroska stream, and how to read the stream from there.
+func (s *fragmentSink) warnTrackChanges(env *Env, command, stream string) *fragmentSink {
+	s.onNewSegment = func(f *mkv.Fragment, before, after string) {
+		num, _ := f.Tag(mkv.TagFragmentNumber)
+		fmt.Fprintf(env.Stderr, "kvs %s: the tracks change at fragment %s (%s, then %s): a new Matroska "+
+			"segment starts there, which players do not follow (ffmpeg reads on with the earlier tracks "+
+			"and drops or fails to decode the rest); to play from there, read it on its own: "+
+			"kvs get-media --stream-name %s --start-selector FRAGMENT_NUMBER --fragment-number %s\n",
+			command, num, before, after, stream, num)
+	}
+	return s
+}
+
+// describeTracks says what tracks are, for messages: "V_MPEG4/ISO/AVC 640x480, A_AAC 48000 Hz".
+func describeTracks(tracks []mkv.Track) string {
+	var b strings.Builder
+	for i, t := range tracks {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(t.CodecID)
+		switch {
+		case t.Width > 0:
+			fmt.Fprintf(&b, " %dx%d", t.Width, t.Height)
+		case t.SamplingRate > 0:
+			fmt.Fprintf(&b, " %g Hz %dch", t.SamplingRate, t.Channels)
+		}
+	}
+	if len(tracks) == 0 {
+		return "no tracks"
+	}
+	return b.String()
 }
 
 func (s *fragmentSink) close() error {
@@ -188,7 +242,7 @@ func runGetMedia(ctx context.Context, env *Env, o getMediaOptions) error {
 		env.Log.Debug("get-media done", "stream", stream, "fragments", n)
 	}()
 	return writeOutput(env, o.OutFile, "get-media "+stream, func(w io.Writer) error {
-		sink := newFragmentSink(w, o.Format)
+		sink := newFragmentSink(w, o.Format).warnTrackChanges(env, "get-media", stream)
 		for o.MaxFragments == 0 || n < o.MaxFragments {
 			f, err := cons.Next(ctx)
 			if errors.Is(err, io.EOF) {

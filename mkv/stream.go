@@ -26,8 +26,10 @@ var ErrClosed = errors.New("mkv: stream writer closed")
 // headers: the fragment's parameter sets go in-band, before the NAL units of each of its
 // keyframes, where decoders take them (ffmpeg decodes every frame across the change, mkvmerge
 // reads the stream). When a fragment's DocType, TimecodeScale or tracks differ otherwise (set,
-// codec, NAL unit length size, audio format), a new EBML header and Segment are started, which
-// ffmpeg and mkvmerge do not read past: kvs get-media --format raw keeps such changes whole.
+// codec, NAL unit length size, audio format), a new EBML header and Segment are started (Segments
+// counts them). Players do not follow that: ffmpeg 5.1 reads the later Clusters with the first
+// Segment's tracks (it stops at a track number it does not know and feeds H.265 to the H.264
+// decoder), and mkvmerge reads the first Segment only. Such a part is read on its own.
 //
 // Timecodes are rebased so that the first fragment starts at 0 (players dislike epoch-ms starts);
 // later fragments keep their offset from the first. A fragment that would go backwards or overlap
@@ -40,11 +42,12 @@ type StreamWriter struct {
 	buf []byte
 	err error
 
-	closed  bool
-	started bool
-	docType string
-	scale   uint64
-	tracks  []Track
+	closed   bool
+	started  bool
+	segments int // Segments started
+	docType  string
+	scale    uint64
+	tracks   []Track
 
 	base  int64 // input ticks that map to output 0
 	shift int64 // added after rebasing, grows on each restart
@@ -102,6 +105,7 @@ func (s *StreamWriter) WriteFragment(f *Fragment) error {
 			}
 		}
 		s.docType, s.scale = docType, scale
+		s.segments++
 		s.tracks = cloneTracks(f.Tracks)
 		s.buf = AppendEBMLHeader(s.buf, docType)
 		s.buf = AppendSegmentStart(s.buf)
@@ -166,6 +170,10 @@ func (s *StreamWriter) WriteFragment(f *Fragment) error {
 	}
 	return nil
 }
+
+// Segments returns how many Segments (EBML header, Info, Tracks) the writer has started: more
+// than one when the tracks changed in a way that in-band parameter sets do not carry.
+func (s *StreamWriter) Segments() int { return s.segments }
 
 // appendClusters writes frames as one Cluster at timecode when they fit its int16 range, else
 // as several Clusters each starting at its first frame's timecode.
