@@ -394,20 +394,21 @@ func runServe(ctx context.Context, env *Env, o serveOptions) (err error) {
 		maxStreams = -1 // none (the Config's 0 is the default)
 	}
 	srv, err := server.New(server.Config{
-		Store:             st,
-		Cluster:           membership,
-		SessionKey:        sessionKey,
-		AdvertiseURL:      serverAdvertise,
-		Region:            region,
-		Log:               log,
-		Credentials:       creds,
-		RetentionInterval: retentionInterval,
-		ImageDecoder:      probeImageDecoder(ctx, log),
-		Registry:          reg,
-		MetricsMaxStreams: maxStreams,
-		Webhooks:          o.Webhooks,
-		WebhookSecret:     o.WebhookSecret,
-		WebhookPersisted:  o.WebhookPersisted,
+		Store:               st,
+		Cluster:             membership,
+		SessionKey:          sessionKey,
+		AdvertiseURL:        serverAdvertise,
+		Region:              region,
+		Log:                 log,
+		Credentials:         creds,
+		RetentionInterval:   retentionInterval,
+		ImageDecoder:        probeImageDecoder(ctx, log),
+		Registry:            reg,
+		MetricsMaxStreams:   maxStreams,
+		Webhooks:            o.Webhooks,
+		WebhookSecret:       o.WebhookSecret,
+		WebhookPersisted:    o.WebhookPersisted,
+		GetMediaIdleTimeout: o.GetMediaIdle,
 	})
 	if err != nil {
 		return fmt.Errorf("server: %w", err)

@@ -9,11 +9,14 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 // lockedBuffer is a bytes.Buffer safe for the server's logger and the test to share.
@@ -326,5 +329,23 @@ func TestServeRequestHeadersBounded(t *testing.T) {
 	}
 	if statuses[http.StatusRequestHeaderFieldsTooLarge] != conns {
 		t.Errorf("answers %v, want 431 for each", statuses)
+	}
+}
+
+// The AWS CLI's get-media cannot say "stop at the live edge": against kvs server it followed the
+// stream until botocore's 60 s read timeout, then failed (exit 255) with the outfile cut short.
+// --get-media-idle-timeout ends a response that has waited that long for a new fragment, so the
+// README's `aws kinesis-video-media get-media ... out.mkv` ends by itself.
+func TestServeGetMediaIdleTimeoutAWSCLI(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	endpoint, _, _ := startServe(t, "--listen", "127.0.0.1:0", "--memory", "--get-media-idle-timeout", "300ms")
+	cli := testutil.NewAWSCLI(t, endpoint)
+	var created struct{ StreamARN string }
+	cli.OK(&created, "kinesisvideo", "create-stream", "--stream-name", "cam2", "--data-retention-in-hours", "1")
+	out := filepath.Join(t.TempDir(), "out.mkv")
+	if _, stderr, code := cli.Run("kinesis-video-media", "get-media", "--stream-name", "cam2",
+		"--start-selector", "StartSelectorType=EARLIEST", out); code != 0 {
+		t.Fatalf("aws get-media: exit %d: %s", code, stderr)
 	}
 }

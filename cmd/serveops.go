@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -24,6 +25,7 @@ type opsOptions struct {
 	Webhooks          []string // URLs
 	WebhookSecret     string   // also KVS_WEBHOOK_SECRET
 	WebhookPersisted  bool
+	GetMediaIdle      time.Duration // server.Config.GetMediaIdleTimeout
 }
 
 const opsHelp = `Operating it (see README, "Operating kvs"):
@@ -65,6 +67,7 @@ func addOpsFlags(f *pflag.FlagSet, o *opsOptions) {
 	f.StringArrayVar(&o.Webhooks, "webhook", nil, "POST every event as JSON to this URL (repeatable)")
 	f.StringVar(&o.WebhookSecret, "webhook-secret", "", "sign webhook bodies: X-Kvs-Signature: sha256=HMAC (env KVS_WEBHOOK_SECRET)")
 	f.BoolVar(&o.WebhookPersisted, "webhook-persisted", false, "send fragment.persisted events (one per fragment) to the webhooks too")
+	f.DurationVar(&o.GetMediaIdle, "get-media-idle-timeout", 0, "end a GetMedia response after it has waited this long for a new fragment (0: follow until the client leaves; the AWS CLI's get-media, which cannot ask to stop at the live edge, needs it under its 60 s read timeout)")
 }
 
 func (o opsOptions) validate(clustered, memory bool) error {
@@ -72,6 +75,9 @@ func (o opsOptions) validate(clustered, memory bool) error {
 		if _, _, err := net.SplitHostPort(o.MetricsListen); err != nil {
 			return fmt.Errorf("--metrics-listen %q: want host:port, e.g. 127.0.0.1:9464", o.MetricsListen)
 		}
+	}
+	if o.GetMediaIdle < 0 {
+		return errors.New("--get-media-idle-timeout cannot be negative")
 	}
 	if o.MetricsMaxStreams < 0 {
 		return errors.New("--metrics-max-streams cannot be negative")
