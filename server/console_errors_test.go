@@ -21,14 +21,14 @@ type requestCounter struct {
 	n  map[string]int
 }
 
-// countRequests returns a server of e's handler that counts the requests it serves.
-func countRequests(t *testing.T, e *mediaEnv) (*httptest.Server, *requestCounter) {
+// countRequests returns a server of h that counts the requests it serves.
+func countRequests(t *testing.T, h http.Handler) (*httptest.Server, *requestCounter) {
 	rc := &requestCounter{n: map[string]int{}}
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rc.mu.Lock()
 		rc.n[r.URL.Path]++
 		rc.mu.Unlock()
-		e.srv.ServeHTTP(w, r)
+		h.ServeHTTP(w, r)
 	}))
 	t.Cleanup(ts.Close)
 	return ts, rc
@@ -47,25 +47,44 @@ func (rc *requestCounter) total(prefix string) int {
 	return n
 }
 
+// camPage is a stream cam fed in real time and its page, playing, in a new tab.
+type camPage struct {
+	e    *mediaEnv
+	arn  string
+	stop func() // stops cam's producer
+	rc   *requestCounter
+	ctx  context.Context
+}
+
+// playingCam starts a server with a stream cam fed in real time (10 s of history before now),
+// serves front(e) in front of it, counting requests, and opens cam's page until it plays.
+func playingCam(t *testing.T, front func(e *mediaEnv) http.Handler) camPage {
+	t.Helper()
+	p := camPage{e: newMediaEnv(t, "mem")}
+	p.arn = p.e.createStream(t, "cam", 24)
+	p.stop = livePut(t, p.e, "cam", loadClip(t, "h264.mkv"), time.Now().Add(-10*time.Second).UnixMilli())
+	t.Cleanup(p.stop)
+	var ts *httptest.Server
+	ts, p.rc = countRequests(t, front(p.e))
+	p.ctx = newBrowser(t)
+	consoleDo(t, p.ctx, "open the stream page", chromedp.Navigate(ts.URL+"/#/stream/cam"))
+	consoleWait(t, 20*time.Second, "the live player plays", func() (bool, string) {
+		s := eval[playerState](t, p.ctx, playerStateJS)
+		return !s.Paused && s.Frames > 0 && s.Producer > 0, s.String()
+	})
+	return p
+}
+
 // TestConsoleStreamDeletedWhilePlaying: a stream deleted while its page plays it gets a notice
 // that says so, and the page stops asking the server for it (it asked for a new HLS session
 // every second, for as long as the page stayed open, and showed "buffering").
 func TestConsoleStreamDeletedWhilePlaying(t *testing.T) {
 	testutil.Slow(t)
 	t.Parallel()
-	e := newMediaEnv(t, "mem")
-	arn := e.createStream(t, "cam", 24)
-	stop := livePut(t, e, "cam", loadClip(t, "h264.mkv"), time.Now().Add(-10*time.Second).UnixMilli())
-	t.Cleanup(stop)
-	ts, rc := countRequests(t, e)
-	ctx := newBrowser(t)
-	consoleDo(t, ctx, "open the stream page", chromedp.Navigate(ts.URL+"/#/stream/cam"))
-	consoleWait(t, 20*time.Second, "the live player plays", func() (bool, string) {
-		s := eval[playerState](t, ctx, playerStateJS)
-		return !s.Paused && s.Frames > 0 && s.Producer > 0, s.String()
-	})
-	stop()
-	e.deleteStream(t, arn)
+	p := playingCam(t, func(e *mediaEnv) http.Handler { return e.srv })
+	ctx, rc := p.ctx, p.rc
+	p.stop()
+	p.e.deleteStream(t, p.arn)
 	var s playerState
 	consoleWait(t, 20*time.Second, "the page says the stream was deleted", func() (bool, string) {
 		s = eval[playerState](t, ctx, playerStateJS)
@@ -87,28 +106,31 @@ func TestConsoleStreamDeletedWhilePlaying(t *testing.T) {
 // flakyProxy serves e's handler like a reverse proxy in front of kvs: while down, every request
 // gets 502 Bad Gateway, and the event streams open through it end, as they do when kvs restarts.
 type flakyProxy struct {
+	next    http.Handler
 	mu      sync.Mutex
 	down    bool
 	cancels map[*http.Request]func()
 }
 
 func newFlakyProxy(t *testing.T, e *mediaEnv) (*httptest.Server, *flakyProxy) {
-	fp := &flakyProxy{cancels: map[*http.Request]func(){}}
-	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fp.mu.Lock()
-		if fp.down {
-			fp.mu.Unlock()
-			http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
-			return
-		}
-		ctx, cancel := context.WithCancel(r.Context())
-		fp.cancels[r] = cancel
-		fp.mu.Unlock()
-		defer func() { fp.mu.Lock(); delete(fp.cancels, r); fp.mu.Unlock(); cancel() }()
-		e.srv.ServeHTTP(w, r.WithContext(ctx))
-	}))
+	fp := &flakyProxy{next: e.srv, cancels: map[*http.Request]func(){}}
+	ts := httptest.NewServer(fp)
 	t.Cleanup(ts.Close)
 	return ts, fp
+}
+
+func (fp *flakyProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	fp.mu.Lock()
+	if fp.down {
+		fp.mu.Unlock()
+		http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	fp.cancels[r] = cancel
+	fp.mu.Unlock()
+	defer func() { fp.mu.Lock(); delete(fp.cancels, r); fp.mu.Unlock(); cancel() }()
+	fp.next.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // setDown takes kvs away (ending the requests in progress) or brings it back.
@@ -118,6 +140,40 @@ func (fp *flakyProxy) setDown(down bool) {
 	fp.down = down
 	for _, cancel := range fp.cancels {
 		cancel()
+	}
+}
+
+// TestConsoleStreamDeletedWhileProxyDown: kvs behind a reverse proxy restarts, and the stream a
+// page plays is deleted meanwhile, so the page never gets its stream.deleted event. The player
+// finds out when it asks for a new session: it must say the stream is gone and stop asking (it
+// asked for a new session and the playlist every second, for as long as the page stayed open).
+func TestConsoleStreamDeletedWhileProxyDown(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	var fp *flakyProxy
+	p := playingCam(t, func(e *mediaEnv) http.Handler {
+		fp = &flakyProxy{next: e.srv, cancels: map[*http.Request]func(){}}
+		return fp
+	})
+	ctx, rc := p.ctx, p.rc
+	fp.setDown(true)
+	consoleWait(t, 10*time.Second, "the page's event stream is not open", func() (bool, string) {
+		s := eval[int](t, ctx, `window.kvsEvents?.source?.readyState ?? -1`)
+		return s != 1, fmt.Sprintf("EventSource readyState %d", s)
+	})
+	p.stop()
+	p.e.deleteStream(t, p.arn)
+	time.Sleep(2 * time.Second)
+	fp.setDown(false)
+	var s playerState
+	consoleWait(t, 20*time.Second, "the page says the stream is gone", func() (bool, string) {
+		s = eval[playerState](t, ctx, playerStateJS)
+		return strings.Contains(s.Notice, "does not exist"), fmt.Sprintf("%s; %d session requests so far", s, rc.total("/getHLSStreamingSessionURL"))
+	})
+	before := rc.total("/getHLSStreamingSessionURL")
+	time.Sleep(4 * time.Second)
+	if d := rc.total("/getHLSStreamingSessionURL") - before; d > 0 {
+		t.Errorf("%d session requests in 4 s after the page said the stream is gone", d)
 	}
 }
 
@@ -217,7 +273,7 @@ func TestConsoleManyStreamsOneLive(t *testing.T) {
 	}
 	e.createStream(t, "live", 24)
 	t.Cleanup(livePut(t, e, "live", loadClip(t, "h264.mkv"), time.Now().Add(-5*time.Second).UnixMilli()))
-	ts, rc := countRequests(t, e)
+	ts, rc := countRequests(t, e.srv)
 	ctx := newBrowser(t)
 	consoleDo(t, ctx, "open the console", chromedp.Navigate(ts.URL+"/"))
 	consoleWait(t, 20*time.Second, "the list shows every stream, the live one with its last fragment", func() (bool, string) {

@@ -119,6 +119,7 @@ class Player {
         text = await r.text();
         this.onState('');
       } catch (e) {
+        if (streamGone(e)) throw e; // from renew: the stream was deleted
         this.onState(`retrying: ${e.message}`);
         await sleep(1000);
         continue;
