@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -358,5 +359,31 @@ func TestConsoleUnplayableCodec(t *testing.T) {
 	time.Sleep(time.Second) // the readout is updated every 250 ms
 	if state := eval[string](t, ctx, `document.querySelector('#st-state').textContent`); state == "loading" {
 		t.Errorf("state %q beside the notice %q", state, s.Notice)
+	}
+}
+
+// TestConsoleInitSegmentHiccup: a proxy in front of kvs answers one request with 502, and it is
+// the player's request for the init segment (a new session's, after a renewal, or the first).
+// Playback must go on: the player retried a playlist or a media fragment that failed, but
+// an init segment that failed ended playback for good ("Playback: …: 502"), until a reload.
+func TestConsoleInitSegmentHiccup(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	var failed atomic.Bool
+	p := playingCam(t, func(e *mediaEnv) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if strings.HasSuffix(r.URL.Path, "/getMP4InitFragment.mp4") && failed.CompareAndSwap(false, true) {
+				http.Error(w, "502 Bad Gateway", http.StatusBadGateway)
+				return
+			}
+			e.srv.ServeHTTP(w, r)
+		})
+	})
+	if !failed.Load() {
+		t.Fatal("the player played without asking for an init segment")
+	}
+	s := eval[playerState](t, p.ctx, playerStateJS)
+	if s.Notice != "" {
+		t.Errorf("notice %q", s.Notice)
 	}
 }

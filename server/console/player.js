@@ -133,15 +133,18 @@ class Player {
           const seg = new URL(line, media);
           const n = seg.searchParams.get('FragmentNumber'); // the same in every session
           if (done.has(n)) continue;
-          let bytes;
-          try { bytes = await this.fetchBytes(seg); } catch (_) {
-            // The session expired (the next poll renews it) or the fragment is gone (after a
-            // few tries, skip it).
+          let bytes, initBytes;
+          try {
+            bytes = await this.fetchBytes(seg);
+            if (map !== init) initBytes = await this.fetchBytes(map);
+          } catch (_) {
+            // The session expired (the next poll renews it), the network failed for a moment
+            // (the next poll asks again), or the fragment is gone (after a few tries, skip it).
             failed.set(n, (failed.get(n) || 0) + 1);
             if (failed.get(n) >= 3) done.add(n);
             break;
           }
-          if (map !== init) { await this.append(await this.fetchBytes(map)); init = map; }
+          if (initBytes) { await this.append(initBytes); init = map; }
           if (!this.origin && pdt) { this.origin = pdt; this.sb.timestampOffset = -pdt; this.video.dataset.origin = pdt; }
           await this.append(bytes);
           done.add(n);
