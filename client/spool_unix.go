@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"syscall"
+	"time"
 )
 
 // lockSpool takes an exclusive lock on the spool's lock file, so that two processes never send
@@ -16,7 +17,19 @@ func lockSpool(path string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil { //nolint:gosec // a file descriptor fits an int
+	deadline := time.Now().Add(ownLockWait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) //nolint:gosec // a file descriptor fits an int
+		if err == nil {
+			break
+		}
+		if errors.Is(err, syscall.EWOULDBLOCK) && heldByUs(path) && time.Now().Before(deadline) {
+			// A lock this process let go of (a Spool closed and opened again) stays held for
+			// a moment by a child process forked meanwhile (exec of ffmpeg, a camera helper):
+			// the child shares the lock's open file until its exec closes it.
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, spoolInUse(path)
