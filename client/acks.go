@@ -131,3 +131,7 @@ func (e *AckErr) Retryable() bool {
 	}
 	return false
 }
+
+// Fatal reports whether the error ends the upload (the stream deleted, its KMS key unusable): no
+// fragment can succeed on the stream after it, so the Producer stops and Close returns it.
+func (e *AckErr) Fatal() bool { return fatalAck(e.Ack.ErrorID) }

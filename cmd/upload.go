@@ -217,6 +217,9 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 		switch ae := (&client.AckErr{Ack: a}); {
 		case a.EventType == client.AckError && ae.Retryable():
 			log.Warn("ERROR ack; the fragment is sent again", "error", ae.Error())
+		case a.EventType == client.AckError && ae.Fatal():
+			// It ends the upload and is the command's error: said once, there.
+			log.Debug("ERROR ack; the upload ends", "error", ae.Error())
 		case a.EventType == client.AckError:
 			log.Error("ERROR ack", "error", ae.Error())
 		default:

@@ -1,0 +1,42 @@
+package cmd
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/openkvs/kvs/internal/testutil"
+)
+
+// deleteOnUpload deletes stream (through the kvs CLI at *url) when the server first reads a
+// PutMedia body: the upload has started, and the server ends it with ERROR 4008.
+func deleteOnUpload(t *testing.T, url *string, stream string) func(http.Handler) http.Handler {
+	var once sync.Once
+	return func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/putMedia" {
+				r.Body = testutil.BeforeFirstRead(r.Body, func() {
+					once.Do(func() { mustRun(t, *url, nil, "delete-stream", "--stream-name", stream) })
+				})
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+}
+
+// A stream deleted under put-media ends it with one error on stderr: the ERROR ack that ended the
+// upload is the command's error, not also a log line before it.
+func TestPutMediaStreamDeletedErrorOnce(t *testing.T) {
+	t.Parallel()
+	var url string
+	url, _ = e2eServer(t, deleteOnUpload(t, &url, "gone"))
+	mustRun(t, url, nil, "create-stream", "--stream-name", "gone")
+	code, _, errs := kvsRun(t.Context(), t, url, nil, "put-media", "--stream-name", "gone", "--source", testClip("h264.mkv"), "--fragment-duration", "1s")
+	if code == ExitOK {
+		t.Fatalf("put-media to a stream deleted under it: exit 0\n%s", errs)
+	}
+	if n := strings.Count(errs, "STREAM_NOT_ACTIVE"); n != 1 {
+		t.Errorf("stderr names STREAM_NOT_ACTIVE %d times, want once:\n%s", n, errs)
+	}
+}
