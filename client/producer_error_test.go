@@ -2,8 +2,17 @@ package client
 
 import (
 	"errors"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+
+	"github.com/openkvs/kvs/internal/testutil"
+	"github.com/openkvs/kvs/mkv"
 )
 
 // Every part of the message once, separated by one "; " (with an error, spooled and failed
@@ -19,5 +28,68 @@ func TestProducerErrorMessage(t *testing.T) {
 	}
 	if got := (&ProducerError{Err: errors.New("x"), Spooled: 1, SpoolDir: "d"}).Error(); strings.Contains(got, "; ;") {
 		t.Errorf("Error() = %q", got)
+	}
+}
+
+// Close's error says "putmedia:" once, and a failed fragment's number once: before, a stream
+// deleted under the producer gave "putmedia: putmedia: STREAM_NOT_ACTIVE (4008)…; 4 fragment(s)
+// not stored: [timecode … : putmedia: STREAM_NOT_ACTIVE (4008)…]", and a fragment refused with
+// 4004 "[timecode … fragment N: putmedia: fragment N: …]".
+func TestProducerErrorOnePrefix(t *testing.T) {
+	t.Parallel()
+	var m *mediaServer
+	var once sync.Once
+	deleteOnUpload := func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/putMedia" && r.Header.Get("x-amzn-stream-name") == "gone" {
+				r.Body = testutil.BeforeFirstRead(r.Body, func() { once.Do(func() { deleteStream(t, m.client, "gone") }) })
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+	m = startMedia(t, deleteOnUpload, nil)
+	frags := clipFragments(t, "h264.mkv", time.Second)
+	m.createStream(t, "gone", 24)
+	_, err := produce(t, m.client, ProducerConfig{Stream: "gone"}, frags)
+	var ae *AckErr
+	if !errors.As(err, &ae) || ae.Ack.ErrorID != 4008 {
+		t.Fatalf("Close = %v, want ERROR 4008", err)
+	}
+	if n := strings.Count(err.Error(), "putmedia"); n != 1 {
+		t.Errorf("Close = %q: %d times putmedia, want once", err, n)
+	}
+
+	m.createStream(t, "bad", 24)
+	back := *frags[1] // goes back in time: ERROR 4004
+	back.Timecode = frags[0].Timecode - 5000
+	back.Frames = append([]mkv.Frame(nil), frags[1].Frames...)
+	for i := range back.Frames {
+		back.Frames[i].Timecode -= frags[1].Timecode - back.Timecode
+	}
+	_, err = produce(t, m.client, ProducerConfig{Stream: "bad", RetryBackoff: time.Millisecond}, []*mkv.Fragment{frags[0], &back})
+	var pe *ProducerError
+	if !errors.As(err, &pe) || len(pe.Failed) != 1 {
+		t.Fatalf("Close = %v, want one failed fragment", err)
+	}
+	if n := strings.Count(err.Error(), "putmedia"); n != 1 {
+		t.Errorf("Close = %q: %d times putmedia, want once", err, n)
+	}
+	// A failure the server numbered, whose ack names the number too.
+	num := "91343852333000000000000000000000000000000000001"
+	pe.Failed[0].FragmentNumber = num
+	pe.Failed[0].Err = &AckErr{Ack: Ack{EventType: AckError, FragmentNumber: num, ErrorID: 4004, ErrorCode: "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS"}}
+	if n := strings.Count(pe.Error(), num); n != 1 {
+		t.Errorf("Error() = %q: the fragment number %d times, want once", pe.Error(), n)
+	}
+}
+
+func deleteStream(t *testing.T, c *Client, name string) {
+	desc, err := c.Control.DescribeStream(t.Context(), &kinesisvideo.DescribeStreamInput{StreamName: aws.String(name)})
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	if _, err := c.Control.DeleteStream(t.Context(), &kinesisvideo.DeleteStreamInput{StreamARN: desc.StreamInfo.StreamARN}); err != nil {
+		t.Error(err)
 	}
 }

@@ -30,8 +30,13 @@ type ProducerError struct {
 
 func (e *ProducerError) Error() string {
 	var parts []string
+	prefix := "putmedia: "
 	if e.Err != nil {
-		parts = append(parts, e.Err.Error())
+		s := e.Err.Error()
+		if strings.HasPrefix(s, "putmedia") { // "putmedia: …" (an ERROR ack), "putmedia STREAM: …"
+			prefix = ""
+		}
+		parts = append(parts, s)
 	}
 	if e.Spooled > 0 {
 		parts = append(parts, fmt.Sprintf("%d fragment(s) not sent are kept in the spool %s: run again with the same spool directory to send them", e.Spooled, e.SpoolDir))
@@ -54,11 +59,24 @@ func (e *ProducerError) Error() string {
 			if f.FragmentNumber != "" {
 				fmt.Fprintf(&b, " fragment %s", f.FragmentNumber)
 			}
-			fmt.Fprintf(&b, ": %v]", f.Err)
+			fmt.Fprintf(&b, ": %s]", f.reason())
 		}
 		parts = append(parts, b.String())
 	}
-	return "putmedia: " + strings.Join(parts, "; ")
+	return prefix + strings.Join(parts, "; ")
+}
+
+// reason is f.Err's message without what the list around it already says: the "putmedia: " or
+// "putmedia STREAM: " prefix and the fragment's number.
+func (f FragmentFailure) reason() string {
+	s := fmt.Sprint(f.Err)
+	if head, rest, ok := strings.Cut(s, ": "); ok && (head == "putmedia" || strings.HasPrefix(head, "putmedia ") && !strings.Contains(head[len("putmedia "):], " ")) {
+		s = rest
+	}
+	if f.FragmentNumber != "" {
+		s = strings.TrimPrefix(s, "fragment "+f.FragmentNumber+": ")
+	}
+	return s
 }
 
 // Unwrap returns the stopping error and the fragment errors, for errors.Is/As.
