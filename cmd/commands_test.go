@@ -124,6 +124,38 @@ func TestNotFoundHintForMissingFragments(t *testing.T) {
 	}
 }
 
+// The missing-fragment hint's list-fragments command line names the stream the user gave, by the
+// flag they gave it with, ready to paste (it said --stream-name NAME).
+func TestNotFoundHintNamesTheStream(t *testing.T) {
+	t.Parallel()
+	url, _ := e2eServer(t, nil)
+	mustRun(t, url, nil, "put-media", "--stream-name", "cam-1.a", "--source", testClip("h264.mkv"), "--create", "--fragment-duration", "1s")
+	var desc struct{ StreamInfo struct{ StreamARN string } }
+	if err := json.Unmarshal([]byte(mustRun(t, url, nil, "describe-stream", "--stream-name", "cam-1.a")), &desc); err != nil {
+		t.Fatal(err)
+	}
+	arn := desc.StreamInfo.StreamARN
+	missing := "91343852333000000000000000000000000000000000099"
+	out := filepath.Join(t.TempDir(), "f.mkv")
+	for _, tc := range []struct{ flag, value, want string }{
+		{"--stream-name", "cam-1.a", "`kvs list-fragments --stream-name cam-1.a --output table`"},
+		{"--stream-arn", arn, "`kvs list-fragments --stream-arn " + arn + " --output table`"},
+	} {
+		code, _, errs := kvsRun(t.Context(), t, url, nil, "get-fragments", tc.flag, tc.value, "--fragment-numbers", missing, "-o", out)
+		if code != ExitNotFound || !strings.Contains(errs, tc.want) {
+			t.Errorf("get-fragments %s %s: exit %d, want %d and a hint with %s:\n%s", tc.flag, tc.value, code, ExitNotFound, tc.want, errs)
+		}
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"cam", "cam"}, {"cam-1_a.b", "cam-1_a.b"}, {"arn:aws:kinesisvideo:us-east-1:0:stream/s/1", "arn:aws:kinesisvideo:us-east-1:0:stream/s/1"},
+		{"my cam", "'my cam'"}, {"it's", `'it'\''s'`}, {"$x", "'$x'"}, {"", "''"},
+	} {
+		if got := shellQuote(tc.name); got != tc.want {
+			t.Errorf("shellQuote(%q) = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
 // The stream verbs take the AWS CLI's flags: list arguments as separate words, the pagination
 // flags of a paginated operation, and update-stream.
 func TestStreamCommandsAcceptAWSCLIFlags(t *testing.T) {

@@ -359,7 +359,7 @@ func errorMessage(env *Env, c *cobra.Command, err error) (msg, hint string) {
 		// GetClip, HLS, GetMedia FRAGMENT_NUMBER answer ResourceNotFoundException for those too).
 		var m interface{ ErrorMessage() string }
 		if errors.As(err, &m) && strings.Contains(strings.ToLower(m.ErrorMessage()), "fragment") {
-			hint = "The stream exists but holds no such fragment: `kvs list-fragments --stream-name NAME --output table` lists the fragments stored and their times."
+			hint = "The stream exists but holds no such fragment: `kvs list-fragments " + streamFlag(c) + " --output table` lists the fragments stored and their times."
 		}
 	}
 	f, ok := diagnose(err)
@@ -379,6 +379,29 @@ func errorMessage(env *Env, c *cobra.Command, err error) (msg, hint string) {
 		hint = f.hint(endpoint)
 	}
 	return msg, hint
+}
+
+// streamFlag is the stream as the user gave it to c, as a flag to paste into another command:
+// "--stream-name cam", "--stream-arn ARN", else "--stream-name NAME".
+func streamFlag(c *cobra.Command) string {
+	for _, name := range []string{"stream-name", "stream-arn"} {
+		if f := c.Flags().Lookup(name); f != nil && f.Value.String() != "" {
+			return "--" + name + " " + shellQuote(f.Value.String())
+		}
+	}
+	return "--stream-name NAME"
+}
+
+// shellQuote is s as one word for a POSIX shell: as it is when it needs no quoting, else in
+// single quotes.
+func shellQuote(s string) string {
+	safe := s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("_-.,:/@%+=", r))
+	}) < 0
+	if safe {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // detail is the whole text of err, the SDK's chain included, for the debug log.
