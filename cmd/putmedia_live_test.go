@@ -35,7 +35,7 @@ func TestE2ETestPattern(t *testing.T) {
 		"--duration", "3s", "--fps", "15", "--width", "320", "--height", "240", "--fragment-duration", "1s")
 	var frags, stored, failed int
 	var final string
-	if _, err := fmt.Sscanf(out[strings.Index(out, ":")+1:], " %d fragments", &frags); err != nil {
+	if _, err := fmt.Sscanf(out[strings.Index(out, ":")+1:], " %d fragment", &frags); err != nil {
 		t.Fatalf("summary %q: %v", out, err)
 	}
 	if _, err := fmt.Sscanf(out[strings.LastIndex(out, ";")+1:], " %d %s %d failed", &stored, &final, &failed); err != nil {

@@ -393,8 +393,12 @@ func writePutMediaSummary(w io.Writer, stream string, s putMediaSummary, st clie
 	if st.Spool.Fragments > 0 {
 		spool += fmt.Sprintf("; %d kept in the spool", st.Spool.Fragments)
 	}
-	_, err := fmt.Fprintf(w, "put-media %s: %d fragments, %d bytes, %.3f s of media in %.3f s (%.2f MB/s); %d %s, %d failed%s\n",
-		stream, s.Fragments, s.Bytes, s.Media.Seconds(), s.Elapsed.Seconds(), rate, st.Stored, s.Final, st.Failed, spool)
+	fragments := "fragments"
+	if s.Fragments == 1 {
+		fragments = "fragment"
+	}
+	_, err := fmt.Fprintf(w, "put-media %s: %d %s, %d bytes, %.3f s of media in %.3f s (%.2f MB/s); %d %s, %d failed%s\n",
+		stream, s.Fragments, fragments, s.Bytes, s.Media.Seconds(), s.Elapsed.Seconds(), rate, st.Stored, s.Final, st.Failed, spool)
 	return err
 }
 

@@ -40,3 +40,18 @@ func TestPutMediaStreamDeletedErrorOnce(t *testing.T) {
 		t.Errorf("stderr names STREAM_NOT_ACTIVE %d times, want once:\n%s", n, errs)
 	}
 }
+
+// One fragment is "1 fragment" in put-media's summary; the rest of the line is as it was.
+func TestPutMediaSummaryOneFragment(t *testing.T) {
+	t.Parallel()
+	url, _ := e2eServer(t, nil)
+	for _, tc := range []struct{ duration, want string }{
+		{"10s", "put-media one: 1 fragment, "},
+		{"1s", "put-media one: 4 fragments, "},
+	} {
+		out := mustRun(t, url, nil, "put-media", "--stream-name", "one", "--create", "--source", testClip("h264.mkv"), "--fragment-duration", tc.duration)
+		if !strings.HasPrefix(out, tc.want) || !strings.Contains(out, " PERSISTED, 0 failed") {
+			t.Errorf("--fragment-duration %s: summary %q, want it to start %q", tc.duration, out, tc.want)
+		}
+	}
+}
