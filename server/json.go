@@ -9,8 +9,10 @@ import (
 	"math"
 	"net/http"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -58,6 +60,9 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error
 	// encoding/json matches member names case-insensitively; the service does not. A member
 	// named like one of the request's but for case is unknown, so ignored: renamed where it
 	// stands so that it matches nothing, and the body decoded again.
+	if !mayHaveFoldedMembers(body, reflect.TypeOf(v)) {
+		return nil
+	}
 	folded, err := foldedMembers(body, reflect.TypeOf(v))
 	if err != nil || len(folded) == 0 {
 		return err
@@ -71,6 +76,66 @@ func (s *Server) decodeJSON(w http.ResponseWriter, r *http.Request, v any) error
 		return invalidArgf("The request body is not valid JSON: %v.", err)
 	}
 	return nil
+}
+
+// mayHaveFoldedMembers is the cheap test before foldedMembers, which walks every token: for a
+// ListFragments body 25 µs and 164 allocations against 4 µs and one for this test, and 4 µs for
+// its json.Unmarshal (BenchmarkDecodeMembers).
+// It reports false only when body cannot hold a key that matches a member of t (at any depth)
+// only when case is ignored: every member name stands in it as often in lower case as written
+// exactly. A body with escapes or non-ASCII bytes (which fold in ways ToLower does not see: "ſ"
+// is an "s" to encoding/json) takes the walk.
+func mayHaveFoldedMembers(body []byte, t reflect.Type) bool {
+	if bytes.IndexByte(body, '\\') >= 0 || slices.ContainsFunc(body, func(c byte) bool { return c >= 0x80 }) {
+		return true
+	}
+	lower := bytes.ToLower(body)
+	for _, name := range memberNames(t) {
+		if bytes.Count(lower, name.lower) != bytes.Count(body, name.exact) {
+			return true
+		}
+	}
+	return false
+}
+
+// quotedName is a member name as it stands quoted in JSON, written exactly and in lower case.
+type quotedName struct{ exact, lower []byte }
+
+// memberNamesOf caches memberNames by request type.
+var memberNamesOf sync.Map // reflect.Type → []quotedName
+
+// memberNames lists the JSON member names of t's structs, at any depth (through pointers,
+// slices, arrays and map values).
+func memberNames(t reflect.Type) []quotedName {
+	if v, ok := memberNamesOf.Load(t); ok {
+		return v.([]quotedName)
+	}
+	var names []quotedName
+	seen := map[reflect.Type]bool{}
+	var walk func(reflect.Type)
+	walk = func(t reflect.Type) {
+		t = deref(t)
+		if t == nil || seen[t] {
+			return
+		}
+		seen[t] = true
+		switch t.Kind() {
+		case reflect.Slice, reflect.Array, reflect.Map:
+			walk(t.Elem())
+		case reflect.Struct:
+			for _, f := range reflect.VisibleFields(t) {
+				tag, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+				if f.IsExported() && !f.Anonymous && tag != "-" {
+					q := `"` + cmp.Or(tag, f.Name) + `"`
+					names = append(names, quotedName{[]byte(q), []byte(strings.ToLower(q))})
+					walk(f.Type)
+				}
+			}
+		}
+	}
+	walk(t)
+	memberNamesOf.Store(t, names)
+	return names
 }
 
 // foldedMembers returns the offsets in body, valid JSON for a request of type t, of the first
