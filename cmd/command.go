@@ -150,6 +150,18 @@ func (r streamRef) String() string {
 	return r.ARN
 }
 
+// flag is r as a flag to paste into another command: "--stream-name cam", "--stream-arn ARN"
+// (shell-quoted where needed), else "--stream-name NAME".
+func (r streamRef) flag() string {
+	switch {
+	case r.Name != "":
+		return "--stream-name " + shellQuote(r.Name)
+	case r.ARN != "":
+		return "--stream-arn " + shellQuote(r.ARN)
+	}
+	return "--stream-name NAME"
+}
+
 // name and arn are the StreamName and StreamARN members of an API request (nil when not given).
 func (r streamRef) name() *string { return optional(r.Name) }
 func (r streamRef) arn() *string  { return optional(r.ARN) }

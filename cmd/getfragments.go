@@ -265,7 +265,7 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error
 	}
 	if o.OutDir == "" {
 		return writeOutput(env, o.OutFile, "get-fragments "+stream, func(w io.Writer) error {
-			s := newFragmentSink(w, o.Format).warnTrackChanges(env, "get-fragments", stream)
+			s := newFragmentSink(w, o.Format).warnTrackChanges(env, "get-fragments", o.Stream)
 			if err := fetch(s.write); err != nil {
 				return err
 			}

@@ -178,14 +178,14 @@ func (s *fragmentSink) write(f *mkv.Fragment) error {
 
 // warnTrackChanges makes s say on stderr where the tracks change in a way players do not follow
 // within one Matroska stream, and how to read the stream from there.
-func (s *fragmentSink) warnTrackChanges(env *Env, command, stream string) *fragmentSink {
+func (s *fragmentSink) warnTrackChanges(env *Env, command string, stream streamRef) *fragmentSink {
 	s.onNewSegment = func(f *mkv.Fragment, before, after string) {
 		num, _ := f.Tag(mkv.TagFragmentNumber)
 		fmt.Fprintf(env.Stderr, "kvs %s: the tracks change at fragment %s (%s, then %s): a new Matroska "+
 			"segment starts there, which players do not follow (ffmpeg reads on with the earlier tracks "+
 			"and drops or fails to decode the rest); to play from there, read it on its own: "+
-			"kvs get-media --stream-name %s --start-selector FRAGMENT_NUMBER --fragment-number %s\n",
-			command, num, before, after, stream, num)
+			"kvs get-media %s --start-selector FRAGMENT_NUMBER --fragment-number %s\n",
+			command, num, before, after, stream.flag(), num)
 	}
 	return s
 }
@@ -242,7 +242,7 @@ func runGetMedia(ctx context.Context, env *Env, o getMediaOptions) error {
 		env.Log.Debug("get-media done", "stream", stream, "fragments", n)
 	}()
 	return writeOutput(env, o.OutFile, "get-media "+stream, func(w io.Writer) error {
-		sink := newFragmentSink(w, o.Format).warnTrackChanges(env, "get-media", stream)
+		sink := newFragmentSink(w, o.Format).warnTrackChanges(env, "get-media", o.Stream)
 		for o.MaxFragments == 0 || n < o.MaxFragments {
 			f, err := cons.Next(ctx)
 			if errors.Is(err, io.EOF) {

@@ -381,15 +381,16 @@ func errorMessage(env *Env, c *cobra.Command, err error) (msg, hint string) {
 	return msg, hint
 }
 
-// streamFlag is the stream as the user gave it to c, as a flag to paste into another command:
-// "--stream-name cam", "--stream-arn ARN", else "--stream-name NAME".
+// streamFlag is the stream as the user gave it to c (streamRef.flag).
 func streamFlag(c *cobra.Command) string {
-	for _, name := range []string{"stream-name", "stream-arn"} {
-		if f := c.Flags().Lookup(name); f != nil && f.Value.String() != "" {
-			return "--" + name + " " + shellQuote(f.Value.String())
-		}
+	var r streamRef
+	if f := c.Flags().Lookup("stream-name"); f != nil {
+		r.Name = f.Value.String()
 	}
-	return "--stream-name NAME"
+	if f := c.Flags().Lookup("stream-arn"); f != nil {
+		r.ARN = f.Value.String()
+	}
+	return r.flag()
 }
 
 // shellQuote is s as one word for a POSIX shell: as it is when it needs no quoting, else in

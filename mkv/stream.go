@@ -43,8 +43,7 @@ type StreamWriter struct {
 	err error
 
 	closed   bool
-	started  bool
-	segments int // Segments started
+	segments int // Segments started (0: nothing written yet)
 	docType  string
 	scale    uint64
 	tracks   []Track
@@ -90,13 +89,14 @@ func (s *StreamWriter) WriteFragment(f *Fragment) error {
 		scale = DefaultTimecodeScale
 	}
 	s.buf = s.buf[:0]
-	same := s.started && SameTracks(s.tracks, f.Tracks)
-	if s.started && !same && docType == s.docType && scale == s.scale {
+	first := s.segments == 0
+	same := !first && SameTracks(s.tracks, f.Tracks)
+	if !first && !same && docType == s.docType && scale == s.scale {
 		same = s.inBand(f.Tracks)
 	}
 	if !same || docType != s.docType || scale != s.scale {
 		clear(s.inband)
-		if s.started && scale != s.scale {
+		if !first && scale != s.scale {
 			// Keep the timeline continuous across segments with different scales.
 			conv := func(v int64) int64 { return int64(math.Round(float64(v) * float64(s.scale) / float64(scale))) }
 			s.base, s.shift, s.prevEnd = conv(s.base), conv(s.shift), conv(s.prevEnd)
@@ -120,9 +120,8 @@ func (s *StreamWriter) WriteFragment(f *Fragment) error {
 			start = min(start, f.Frames[i].Timecode)
 		}
 	}
-	if !s.started {
+	if first {
 		s.base = start
-		s.started = true
 	} else {
 		out := start - s.base + s.shift
 		backwards := out < 0
