@@ -63,9 +63,7 @@ func TestClusterReadYourWritesOtherNode(t *testing.T) {
 		t.Errorf("GetClip on node 2: %d %s %.200s", resp.StatusCode, resp.Header.Get("Content-Type"), b)
 	}
 
-	url, code := n2.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND",
-		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
-			"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}}})
+	url, code := n2.hlsURL(t, onDemandHour("cam", "HLSFragmentSelector"))
 	if code != "" {
 		t.Fatal(code)
 	}

@@ -411,34 +411,18 @@ func TestSlowReadersOfStoredFragment(t *testing.T) {
 	}
 	var delivering atomic.Int32
 	srv.media.testDeliver = func(uint64, bool) { delivering.Add(1) }
-	ts := httptest.NewUnstartedServer(srv)
-	ts.Listener = Listener(sndbufListener{ts.Listener})
-	ts.Config.ConnContext = ConnContext
-	ts.Start()
-	t.Cleanup(func() { ts.Close(); _ = srv.Close(); _ = fs.Close() })
+	ts := serveSmallBuffers(t, srv, fs)
 
-	var before runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
+	before := heapInUse()
 	body := `{"StreamName":"cam","StartSelector":{"StartSelectorType":"EARLIEST"}}`
 	for range readers {
-		c, err := net.Dial("tcp", ts.Listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
-		fmt.Fprintf(c, "POST /getMedia HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 		// The first bytes only; then the reader stops reading.
-		if _, err := io.ReadFull(c, make([]byte, 4<<10)); err != nil {
+		if _, err := stalledReader(t, ts.Listener.Addr().String(), jsonPost("/getMedia", body)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitFor(t, "every reader's fragment on its way", 10*time.Second, func() bool { return delivering.Load() == readers })
-	var after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	grown := int64(after.HeapInuse) - int64(before.HeapInuse)
+	grown := heapInUse() - before
 	t.Logf("heap in use grew by %.1f MiB for %d readers of a %d MiB fragment", float64(grown)/(1<<20), readers, size>>20)
 	if limit := int64(readers * 3 << 20); grown > limit {
 		t.Errorf("heap in use grew by %d MiB for %d readers of a %d MiB stored fragment: want at most %d MiB (a piece each, not the fragment)",
@@ -461,38 +445,18 @@ func TestSlowListReadersOfStoredFragment(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewUnstartedServer(srv)
-	ts.Listener = Listener(sndbufListener{ts.Listener})
-	ts.Config.ConnContext = ConnContext
-	ts.Start()
-	t.Cleanup(func() { ts.Close(); _ = srv.Close(); _ = fs.Close() })
+	ts := serveSmallBuffers(t, srv, fs)
 
-	var before runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&before)
+	before := heapInUse()
 	body := `{"StreamName":"cam","Fragments":["` + formatFragmentNumber(n) + `"]}`
 	for range readers {
-		c, err := net.Dial("tcp", ts.Listener.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
-		fmt.Fprintf(c, "POST /getMediaForFragmentList HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 		// The status and the first bytes of the chunk only (the answer is being written); then
 		// the reader stops reading.
-		b := make([]byte, 4<<10)
-		if _, err := io.ReadFull(c, b); err != nil {
+		if _, err := stalledReader(t, ts.Listener.Addr().String(), jsonPost("/getMediaForFragmentList", body)); err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.HasPrefix(b, []byte("HTTP/1.1 200")) {
-			t.Fatalf("answer: %.200q", b)
-		}
 	}
-	var after runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&after)
-	grown := int64(after.HeapInuse) - int64(before.HeapInuse)
+	grown := heapInUse() - before
 	t.Logf("heap in use grew by %.1f MiB for %d readers of a %d MiB fragment", float64(grown)/(1<<20), readers, size>>20)
 	if limit := int64(readers * 3 << 20); grown > limit {
 		t.Errorf("heap in use grew by %d MiB for %d readers of a %d MiB stored fragment: want at most %d MiB (a piece each, not the fragment)",
@@ -518,12 +482,25 @@ func largeClipServer(t *testing.T, size, count int, base time.Time) (*Server, st
 	if err != nil {
 		t.Fatal(err)
 	}
+	ts := serveSmallBuffers(t, srv, fs)
+	return srv, ts.Listener.Addr().String(), ns
+}
+
+// serveSmallBuffers serves srv as kvs server does (Listener, ConnContext) on connections with
+// small socket send buffers (sndbufListener); the test's cleanup stops it, srv and st.
+func serveSmallBuffers(t *testing.T, srv *Server, st store.Store) *httptest.Server {
+	t.Helper()
 	ts := httptest.NewUnstartedServer(srv)
 	ts.Listener = Listener(sndbufListener{ts.Listener})
 	ts.Config.ConnContext = ConnContext
 	ts.Start()
-	t.Cleanup(func() { ts.Close(); _ = srv.Close(); _ = fs.Close() })
-	return srv, ts.Listener.Addr().String(), ns
+	t.Cleanup(func() { ts.Close(); _ = srv.Close(); _ = st.Close() })
+	return ts
+}
+
+// jsonPost is an HTTP/1.1 request that POSTs the JSON body to path, as a raw connection sends it.
+func jsonPost(path, body string) string {
+	return fmt.Sprintf("POST %s HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", path, len(body), body)
 }
 
 // stalledReader sends req on a new connection with a small receive buffer, reads the first 4 KiB
@@ -596,7 +573,7 @@ func TestRemuxBudgetBoundsClips(t *testing.T) {
 	srv.media.remux = newByteBudget(budget)
 	body := fmt.Sprintf(`{"StreamName":"cam","ClipFragmentSelector":{"FragmentSelectorType":"PRODUCER_TIMESTAMP","TimestampRange":{"StartTimestamp":%d,"EndTimestamp":%d}}}`,
 		base.Unix()-1, base.Unix())
-	req := fmt.Sprintf("POST /getClip HTTP/1.1\r\nHost: kvs\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	req := jsonPost("/getClip", body)
 
 	before := heapInUse()
 	conns := make(chan net.Conn, readers)

@@ -114,12 +114,7 @@ func TestDASHOnDemandFFprobe(t *testing.T) {
 			e.createStream(t, "cam", 24)
 			c := loadClip(t, name)
 			uploadClip(t, e, "cam", name, seq(len(c.frags))...)
-			url, code := e.dashURL(t, map[string]any{
-				"StreamName":   "cam",
-				"PlaybackMode": "ON_DEMAND",
-				"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
-					"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}},
-			})
+			url, code := e.dashURL(t, onDemandHour("cam", "DASHFragmentSelector"))
 			if code != "" {
 				t.Fatal(code)
 			}
@@ -632,9 +627,7 @@ func TestDASHGStreamer(t *testing.T) {
 		e.createStream(t, "cam", 24)
 		c := loadClip(t, "h264_aac.mkv")
 		uploadClip(t, e, "cam", "h264_aac.mkv", seq(len(c.frags))...)
-		url, code := e.dashURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND",
-			"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
-				"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}}})
+		url, code := e.dashURL(t, onDemandHour("cam", "DASHFragmentSelector"))
 		if code != "" {
 			t.Fatal(code)
 		}
@@ -1019,12 +1012,7 @@ func TestDASHAudioEndsBeforeVideo(t *testing.T) {
 		pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true)
 	}
 	pc.end()
-	url, code := e.dashURL(t, map[string]any{
-		"StreamName":   "cam",
-		"PlaybackMode": "ON_DEMAND",
-		"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
-			"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}},
-	})
+	url, code := e.dashURL(t, onDemandHour("cam", "DASHFragmentSelector"))
 	if code != "" {
 		t.Fatal(code)
 	}

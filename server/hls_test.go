@@ -48,6 +48,15 @@ func seq(n int) []int {
 	return out
 }
 
+// onDemandHour is the body of an ON_DEMAND GetHLSStreamingSessionURL (selector
+// "HLSFragmentSelector") or GetDASHStreamingSessionURL ("DASHFragmentSelector") request for
+// stream over the hour of producer time from baseMillis.
+func onDemandHour(stream, selector string) map[string]any {
+	return map[string]any{"StreamName": stream, "PlaybackMode": "ON_DEMAND",
+		selector: map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}}}
+}
+
 // hlsURL calls GetHLSStreamingSessionURL and returns the URL, or the error type.
 func (e *mediaEnv) hlsURL(t *testing.T, body map[string]any) (string, string) {
 	t.Helper()
@@ -186,12 +195,7 @@ func TestHLSOnDemandFFprobe(t *testing.T) {
 			e.createStream(t, "cam", 24)
 			c := loadClip(t, name)
 			uploadClip(t, e, "cam", name, seq(len(c.frags))...)
-			url, code := e.hlsURL(t, map[string]any{
-				"StreamName":   "cam",
-				"PlaybackMode": "ON_DEMAND",
-				"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
-					"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}},
-			})
+			url, code := e.hlsURL(t, onDemandHour("cam", "HLSFragmentSelector"))
 			if code != "" {
 				t.Fatal(code)
 			}
@@ -825,12 +829,7 @@ func TestHLSReorderDelayGrows(t *testing.T) {
 		pc.fragment(b, fr[0].Timecode, true)
 	}
 	pc.end()
-	url, code := e.hlsURL(t, map[string]any{
-		"StreamName":   "cam",
-		"PlaybackMode": "ON_DEMAND",
-		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
-			"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}},
-	})
+	url, code := e.hlsURL(t, onDemandHour("cam", "HLSFragmentSelector"))
 	if code != "" {
 		t.Fatal(code)
 	}

@@ -39,12 +39,7 @@ func TestOneFramePerFragment(t *testing.T) {
 		}
 	}
 
-	url, code := e.hlsURL(t, map[string]any{
-		"StreamName":   "cam",
-		"PlaybackMode": "ON_DEMAND",
-		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
-			"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}},
-	})
+	url, code := e.hlsURL(t, onDemandHour("cam", "HLSFragmentSelector"))
 	if code != "" {
 		t.Fatal(code)
 	}
@@ -74,12 +69,7 @@ func TestOneFramePerFragment(t *testing.T) {
 		}
 	}
 
-	durl, code := e.dashURL(t, map[string]any{
-		"StreamName":   "cam",
-		"PlaybackMode": "ON_DEMAND",
-		"DASHFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
-			"TimestampRange": map[string]any{"StartTimestamp": baseMillis / 1000, "EndTimestamp": baseMillis/1000 + 3600}},
-	})
+	durl, code := e.dashURL(t, onDemandHour("cam", "DASHFragmentSelector"))
 	if code != "" {
 		t.Fatal(code)
 	}
