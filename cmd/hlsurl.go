@@ -20,6 +20,9 @@ type hlsURLOptions struct {
 	Range        fragmentRange
 	Expires      int
 	MaxFragments int
+	// ContainerFormat is hls-url's --container-format: FRAGMENTED_MP4 or MPEG_TS ("": the
+	// service's default, FRAGMENTED_MP4).
+	ContainerFormat string
 }
 
 func (o hlsURLOptions) mode() string { return strings.ToUpper(o.PlaybackMode) }
@@ -53,21 +56,31 @@ func (o hlsURLOptions) validate() error {
 	if o.MaxFragments != 0 && (o.MaxFragments < 1 || o.MaxFragments > 5000) {
 		return fmt.Errorf("--max-fragments %d: want 1 to 5000", o.MaxFragments)
 	}
+	switch strings.ToUpper(o.ContainerFormat) {
+	case "", "FRAGMENTED_MP4", "MPEG_TS":
+	default:
+		return fmt.Errorf("--container-format %q: want FRAGMENTED_MP4 or MPEG_TS", o.ContainerFormat)
+	}
 	return nil
 }
 
 func newHLSURLCmd(env *Env) *cobra.Command {
 	c, o := newCommand(env, runHLSURL, &cobra.Command{
-		Use:   "hls-url --stream-name NAME [--playback-mode LIVE|LIVE_REPLAY|ON_DEMAND] [--start T --end T] [--expires N]",
+		Use:   "hls-url --stream-name NAME [--playback-mode LIVE|LIVE_REPLAY|ON_DEMAND] [--start T --end T] [--expires N] [--container-format FRAGMENTED_MP4|MPEG_TS]",
 		Short: "Print an HLS playback URL for a stream",
 		Long: `Create an HLS streaming session (GetHLSStreamingSessionURL) and print its URL, which any HLS
 player opens: ffplay, VLC, Safari, hls.js.
 
 ` + sessionURLHelp + `
 
+Segments are fragmented MP4 (FRAGMENTED_MP4, the default); --container-format MPEG_TS serves
+MPEG-2 transport stream segments instead, for players that play only those (older set-top boxes
+and TVs), at a few percent more bytes (more for low bit rates).
+
   ffplay "$(kvs hls-url --stream-name cam)"`,
 	})
 	addSessionURLFlags(c, o, "MaxMediaPlaylistFragmentResults: fragments per media playlist (default 5 live, 1000 on demand)")
+	c.Flags().StringVar(&o.ContainerFormat, "container-format", "", "FRAGMENTED_MP4 or MPEG_TS (default FRAGMENTED_MP4)")
 	return c
 }
 
@@ -153,7 +166,8 @@ func runHLSURL(ctx context.Context, env *Env, o hlsURLOptions) error {
 	}
 	out, err := r.am.GetHLSStreamingSessionURL(ctx, &kinesisvideoarchivedmedia.GetHLSStreamingSessionURLInput{
 		StreamName: o.Stream.name(), StreamARN: o.Stream.arn(), PlaybackMode: amtypes.HLSPlaybackMode(o.mode()),
-		HLSFragmentSelector: sel, Expires: r.expires, MaxMediaPlaylistFragmentResults: r.max})
+		HLSFragmentSelector: sel, Expires: r.expires, MaxMediaPlaylistFragmentResults: r.max,
+		ContainerFormat: amtypes.ContainerFormat(strings.ToUpper(o.ContainerFormat))})
 	if err != nil {
 		return o.printURL(env, "hls-url", nil, err)
 	}

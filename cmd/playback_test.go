@@ -65,6 +65,8 @@ func TestHLSURLOptionsValidate(t *testing.T) {
 		{"bad mode", hlsURLOptions{Stream: s, PlaybackMode: "DVR", Range: fragmentRange{TimestampType: "server"}}, false},
 		{"expires too short", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", Expires: 299, Range: fragmentRange{TimestampType: "server"}}, false},
 		{"max too large", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", MaxFragments: 5001, Range: fragmentRange{TimestampType: "server"}}, false},
+		{"MPEG_TS", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", ContainerFormat: "mpeg_ts", Range: fragmentRange{TimestampType: "server"}}, true},
+		{"bad container", hlsURLOptions{Stream: s, PlaybackMode: "LIVE", ContainerFormat: "MP4", Range: fragmentRange{TimestampType: "server"}}, false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -104,6 +106,13 @@ func TestE2EGetClipAndHLS(t *testing.T) {
 	got := ffprobe(t, hls)
 	got.Duration = want.Duration // an HLS input has no container duration worth comparing
 	sameMedia(t, "hls-url ON_DEMAND", got, want)
+
+	// --container-format MPEG_TS: the same frames in transport stream segments.
+	ts := strings.TrimSpace(mustRun(t, url, nil, "hls-url", "--stream-name", "cam", "--playback-mode", "ON_DEMAND",
+		"--start", "-1h", "--end", "now", "--container-format", "MPEG_TS"))
+	got = ffprobe(t, ts)
+	got.Duration = want.Duration
+	sameMedia(t, "hls-url ON_DEMAND MPEG_TS", got, want)
 
 	// dash-url: the same media through an MPEG-DASH manifest, one adaptation set per track.
 	dash := strings.TrimSpace(mustRun(t, url, nil, "dash-url", "--stream-name", "cam", "--playback-mode", "ON_DEMAND",

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/openkvs/kvs/mkv/mpegts"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -93,6 +94,7 @@ type hlsSession struct {
 	expires  time.Time
 	target   int    // EXT-X-TARGETDURATION of the first playlist; later ones never go below it
 	first    uint64 // LIVE: the first fragment listed at creation, where discontinuities are counted from
+	ts       bool   // ContainerFormat MPEG_TS: getTSFragment.ts segments (mkv/mpegts), no EXT-X-MAP
 
 	// MPEG-DASH sessions (dash.go) are HLS sessions with a manifest in place of the playlists.
 	dash       bool
@@ -120,7 +122,8 @@ var hlsNames = sessionNames{"HLSFragmentSelector", "MaxMediaPlaylistFragmentResu
 // request's member names for errors. Choices:
 //   - LIVE takes no TimestampRange; LIVE_REPLAY needs StartTimestamp (EndTimestamp optional);
 //     ON_DEMAND needs both, at most 24 h apart.
-//   - ContainerFormat MPEG_TS is InvalidArgumentException: kvs serves fragmented MP4 only.
+//   - ContainerFormat MPEG_TS lists getTSFragment.ts segments (MPEG-2 transport stream,
+//     mkv/mpegts) in place of the fMP4 init and media segments; everything else is the same.
 //   - DiscontinuityMode defaults to ON_DISCONTINUITY for both selector types (KVS: ALWAYS for
 //     SERVER_TIMESTAMP). KVS puts a marker between all server-timestamped fragments because it
 //     places them on the server's clock; kvs always places fragments by their producer
@@ -169,9 +172,7 @@ func parseHLSRequest(r *getHLSRequest, names sessionNames) (*hlsSession, int64, 
 		return nil, 0, invalidArgf("TimestampRange may span at most 24 hours.")
 	}
 	container, err := enumMember("ContainerFormat", r.ContainerFormat, "FRAGMENTED_MP4", "FRAGMENTED_MP4", "MPEG_TS")
-	if err == nil && container == "MPEG_TS" {
-		err = invalidArgf("ContainerFormat MPEG_TS is not supported by kvs; use FRAGMENTED_MP4.")
-	}
+	sess.ts = container == "MPEG_TS"
 	if err == nil {
 		sess.disc, err = enumMember("DiscontinuityMode", r.DiscontinuityMode, "ON_DISCONTINUITY", "ALWAYS", "NEVER", "ON_DISCONTINUITY")
 	}
@@ -252,8 +253,14 @@ func (p *playback) open(ctx context.Context, ref streamRef, sess *hlsSession, ex
 		return apiErrorf(codeResourceNotFound, "%s", msg)
 	}
 	last := frags[len(frags)-1]
-	if _, _, err := p.describe(ctx, st.Name, last.Number); err != nil {
+	tracks, _, err := p.describe(ctx, st.Name, last.Number)
+	if err != nil {
 		return err
+	}
+	if sess.ts {
+		if err := mpegts.Check(tracks); err != nil {
+			return mediaError(err)
+		}
 	}
 	sess.target = targetDuration(frags, 1)
 	if sess.mode == "LIVE" {

@@ -351,8 +351,8 @@ func produceLive(ctx context.Context, pc *putConn, c *clip, base int64, n int) <
 	return produced
 }
 
-// TestPlaybackURLsAWSCLI gets an HLS and a DASH URL with the real AWS CLI and plays them with
-// ffprobe.
+// TestPlaybackURLsAWSCLI gets an HLS (fMP4 and, with --container-format, MPEG_TS) and a DASH URL
+// with the real AWS CLI and plays them with ffprobe.
 func TestPlaybackURLsAWSCLI(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t) // drives ffmpeg, ffprobe or the AWS CLI
@@ -368,6 +368,16 @@ func TestPlaybackURLsAWSCLI(t *testing.T) {
 	got := ffprobeStreams(t, res.HLSStreamingSessionURL)
 	if want := wantStreams(t, "h264_aac.mkv", 1); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("ffprobe:\n got %+v\nwant %+v", got, want)
+	}
+	// MPEG_TS was InvalidArgumentException ("ContainerFormat MPEG_TS is not supported by kvs").
+	cli.OK(&res, "kinesis-video-archived-media", "get-hls-streaming-session-url", "--stream-name", "cam",
+		"--playback-mode", "ON_DEMAND", "--hls-fragment-selector", sel, "--container-format", "MPEG_TS")
+	if _, media := mediaPlaylist(t, res.HLSStreamingSessionURL); strings.Count(media, "getTSFragment.ts?") != 4 {
+		t.Errorf("MPEG_TS media playlist:\n%s", media)
+	}
+	got = ffprobeStreams(t, res.HLSStreamingSessionURL)
+	if want := wantStreams(t, "h264_aac.mkv", 1); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ffprobe of the MPEG_TS session:\n got %+v\nwant %+v", got, want)
 	}
 
 	var dash struct{ DASHStreamingSessionURL string }
@@ -425,7 +435,7 @@ func TestGetHLSStreamingSessionURLErrors(t *testing.T) {
 		{"unknown stream", map[string]any{"StreamName": "nope"}, "ResourceNotFoundException"},
 		{"retention 0", map[string]any{"StreamName": "live-only"}, "NoDataRetentionException"},
 		{"bad mode", map[string]any{"StreamName": "cam", "PlaybackMode": "LATER"}, "InvalidArgumentException"},
-		{"MPEG_TS", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "HLSFragmentSelector": rng, "ContainerFormat": "MPEG_TS"}, "InvalidArgumentException"},
+		{"MPEG_TS", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "HLSFragmentSelector": rng, "ContainerFormat": "MPEG_TS"}, ""},
 		{"live with range", map[string]any{"StreamName": "cam", "HLSFragmentSelector": rng}, "InvalidArgumentException"},
 		{"on demand without range", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND"}, "InvalidArgumentException"},
 		{"expires too short", map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "HLSFragmentSelector": rng, "Expires": 299}, "InvalidArgumentException"},
@@ -445,10 +455,10 @@ func TestGetHLSStreamingSessionURLErrors(t *testing.T) {
 			}
 		})
 	}
-	// Ten sessions per stream (two were made above).
-	for i := 0; i < 8; i++ {
+	// Ten sessions per stream (three were made above).
+	for i := 0; i < 7; i++ {
 		if _, code := e.hlsURL(t, map[string]any{"StreamName": "cam"}); code != "" {
-			t.Fatalf("session %d: %s", i+3, code)
+			t.Fatalf("session %d: %s", i+4, code)
 		}
 	}
 	if _, code := e.hlsURL(t, map[string]any{"StreamName": "cam"}); code != "ClientLimitExceededException" {

@@ -67,7 +67,7 @@ func (p *playback) masterPlaylist(ctx context.Context, sess *hlsSession, _ *http
 	add(m)
 	bandwidth := peakBandwidth(all)
 	var b bytes.Buffer
-	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-INDEPENDENT-SEGMENTS\n")
+	fmt.Fprintf(&b, "#EXTM3U\n#EXT-X-VERSION:%d\n#EXT-X-INDEPENDENT-SEGMENTS\n", sess.playlistVersion())
 	fmt.Fprintf(&b, "#EXT-X-STREAM-INF:BANDWIDTH=%d,CODECS=\"%s\",RESOLUTION=%dx%d\n",
 		bandwidth, strings.Join(codecs, ","), width, height)
 	fmt.Fprintf(&b, "getHLSMediaPlaylist.m3u8?SessionToken=%s\n", sess.token)

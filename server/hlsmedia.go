@@ -1,7 +1,7 @@
 package server
 
-// HLS media: the fMP4 init and media fragments of a session, remuxed from stored or live MKV
-// fragments (mkv/fmp4).
+// HLS media: the fMP4 init and media fragments of a session, or its MPEG-TS fragments, remuxed
+// from stored or live MKV fragments (mkv/fmp4, mkv/mpegts).
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/mkv/fmp4"
+	"github.com/openkvs/kvs/mkv/mpegts"
 	"github.com/openkvs/kvs/server/store"
 )
 
@@ -60,6 +61,10 @@ func (p *playback) describe(ctx context.Context, name string, n uint64) ([]mkv.T
 func mediaError(err error) error {
 	var te *fmp4.TrackError
 	switch {
+	case errors.Is(err, mpegts.ErrNotADTS):
+		errors.As(err, &te)
+		return apiErrorf(codeUnsupportedMedia, "Track %d is AAC that MPEG-TS cannot carry (ADTS has only the standard sampling rates and 1024-sample frames); use ContainerFormat FRAGMENTED_MP4.",
+			trackOf(te))
 	case errors.Is(err, fmp4.ErrUnsupportedCodec):
 		msg := "The stream's media type is not supported: HLS and GetClip need H.264 or H.265 video, optionally with AAC audio."
 		if errors.As(err, &te) && te.CodecID != "" {
@@ -75,6 +80,8 @@ func mediaError(err error) error {
 	case errors.Is(err, fmp4.ErrEmptyFragment), errors.Is(err, fmp4.ErrUnknownTrack),
 		errors.Is(err, fmp4.ErrTimeRange), errors.Is(err, fmp4.ErrFrameTooLarge):
 		return apiErrorf(codeInvalidMediaFrame, "A fragment cannot be converted to MP4: %v.", err)
+	case errors.Is(err, mpegts.ErrInvalidFrame):
+		return apiErrorf(codeInvalidMediaFrame, "A fragment cannot be converted to MPEG-TS: %v.", err)
 	case errors.Is(err, store.ErrFragmentNotFound):
 		return apiErrorf(codeResourceNotFound, "The fragment is no longer available.")
 	}
@@ -209,6 +216,19 @@ func trackParam(r *http.Request, tracks []mkv.Track, n uint64) (uint64, error) {
 // timestamp since the Unix epoch (90 kHz for video), the same for every session, so segments
 // from any request line up. A fragment outside the session (sess.includes) is not found.
 func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error) {
+	return p.fragmentSegment(ctx, sess, r, false)
+}
+
+// tsFragment serves getTSFragment.ts (sessions of ContainerFormat MPEG_TS): the fragment remuxed
+// as mediaFragment does, into an MPEG-2 transport stream segment that carries its own PAT, PMT and
+// codec parameters (mkv/mpegts), on the same timeline modulo 2^33. TrackNumber is not read:
+// GetTSFragment has all the tracks.
+func (p *playback) tsFragment(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error) {
+	return p.fragmentSegment(ctx, sess, r, true)
+}
+
+// fragmentSegment is mediaFragment, or tsFragment when ts is set.
+func (p *playback) fragmentSegment(ctx context.Context, sess *hlsSession, r *http.Request, ts bool) (responder, error) {
 	var n uint64
 	var origin int64 // DASH: the period's origin, where its decode times count from (dash.go)
 	var err error
@@ -226,7 +246,10 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 	}
 	// Requests for the segment at the same time share it (the viewers of a live stream), and the
 	// fragments remuxed at once are bounded (remux.go).
-	key := segKey{stream: sess.stream, n: n, track: r.URL.Query().Get("TrackNumber"), origin: origin}
+	key := segKey{stream: sess.stream, n: n, track: r.URL.Query().Get("TrackNumber"), origin: origin, ts: ts}
+	if ts {
+		key.track = ""
+	}
 	seg, done, err := p.segs.share(ctx, key, func() ([]byte, func(), error) {
 		release, err := p.s.media.remux.acquire(ctx, meta.Size)
 		if err != nil {
@@ -238,7 +261,7 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 				release()
 			}
 		}()
-		seg, err := p.segment(ctx, sess, r, n, origin)
+		seg, err := p.segment(ctx, sess, r, n, origin, ts)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -249,6 +272,9 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 		return nil, err
 	}
 	body := p.mp4Body(seg)
+	if ts {
+		body = p.playbackBody("video/mp2t", "max-age=86400", seg)
+	}
 	return func(w http.ResponseWriter, r *http.Request) {
 		defer done()
 		p.s.media.sendWithin(w, r, int64(len(seg)), func(r *http.Request) { body(w, r) }) // it holds budget: not for ever
@@ -256,16 +282,19 @@ func (p *playback) mediaFragment(ctx context.Context, sess *hlsSession, r *http.
 }
 
 // segment makes the media segment of fragment n of the session's stream (mediaFragment), of track
-// TrackNumber alone if r sets it, on the timeline that counts from origin (DASH; 0 for HLS).
-func (p *playback) segment(ctx context.Context, sess *hlsSession, r *http.Request, n uint64, origin int64) ([]byte, error) {
+// TrackNumber alone if r sets it, on the timeline that counts from origin (DASH; 0 for HLS); with
+// ts, its MPEG-TS segment (tsFragment).
+func (p *playback) segment(ctx context.Context, sess *hlsSession, r *http.Request, n uint64, origin int64, ts bool) ([]byte, error) {
 	f, meta, err := p.fragment(ctx, sess.stream, n)
 	if err = sess.admit(n, meta, err); err != nil {
 		return nil, fmt.Errorf("hls media fragment %s: %w", sess.stream, err)
 	}
 	defer f.Release()
-	track, err := trackParam(r, f.Tracks, n)
-	if err != nil {
-		return nil, err
+	var track uint64
+	if !ts {
+		if track, err = trackParam(r, f.Tracks, n); err != nil {
+			return nil, err
+		}
 	}
 	at := func(m store.FragmentMeta) time.Duration {
 		return time.Duration(m.ProducerTime.UnixNano()) - time.Duration(origin)*time.Millisecond
@@ -277,7 +306,12 @@ func (p *playback) segment(ctx context.Context, sess *hlsSession, r *http.Reques
 	if reorders(f) {
 		prev, prevMeta = p.fragmentBefore(ctx, sess.stream, meta)
 	}
-	seg, err := fmp4.AppendSegmentAfter(nil, uint32(n), f, track, at(meta), prev, at(prevMeta))
+	var seg []byte
+	if ts {
+		seg, err = mpegts.AppendSegment(nil, f, at(meta), prev, at(prevMeta))
+	} else {
+		seg, err = fmp4.AppendSegmentAfter(nil, uint32(n), f, track, at(meta), prev, at(prevMeta))
+	}
 	if err != nil {
 		return nil, mediaError(err)
 	}

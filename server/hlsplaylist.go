@@ -494,10 +494,22 @@ func (p *playback) playlistBody(body []byte, live bool) responder {
 	return p.playbackBody("application/vnd.apple.mpegurl", cacheControlFor(live), body)
 }
 
+// playlistVersion is the EXT-X-VERSION of the session's playlists: 7 for fMP4 (EXT-X-MAP without
+// I-frame playlists needs 6), 3 for MPEG-TS (decimal EXTINF is the newest feature those use), so
+// that the older players MPEG-TS is for, which refuse a version they do not know (RFC 8216 §7),
+// play them.
+func (sess *hlsSession) playlistVersion() int {
+	if sess.ts {
+		return 3
+	}
+	return 7
+}
+
 // mediaPlaylist serves getHLSMediaPlaylist.m3u8 (see list for what each mode shows).
 // Segments are fragments, EXTINF their FragmentLengthInMilliseconds. EXT-X-MAP names the init
 // segment of the first fragment and is repeated, after an EXT-X-DISCONTINUITY, wherever the
-// tracks change. DiscontinuityMode ON_DISCONTINUITY marks gaps and overlaps of more than
+// tracks change; an MPEG_TS session has none (each getTSFragment.ts carries its own PAT, PMT
+// and codec parameters). DiscontinuityMode ON_DISCONTINUITY marks gaps and overlaps of more than
 // hlsGapThreshold between consecutive fragments' producer timestamps. EXT-X-DISCONTINUITY-SEQUENCE
 // counts the markers that slid out of a LIVE or LIVE_REPLAY window.
 func (p *playback) mediaPlaylist(ctx context.Context, sess *hlsSession, _ *http.Request) (responder, error) {
@@ -527,7 +539,7 @@ func (p *playback) mediaPlaylist(ctx context.Context, sess *hlsSession, _ *http.
 	}
 
 	var b bytes.Buffer
-	b.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n")
+	fmt.Fprintf(&b, "#EXTM3U\n#EXT-X-VERSION:%d\n", sess.playlistVersion())
 	fmt.Fprintf(&b, "#EXT-X-TARGETDURATION:%d\n#EXT-X-MEDIA-SEQUENCE:%d\n", target, seq)
 	if discSeq > 0 {
 		fmt.Fprintf(&b, "#EXT-X-DISCONTINUITY-SEQUENCE:%d\n", discSeq)
@@ -540,15 +552,19 @@ func (p *playback) mediaPlaylist(ctx context.Context, sess *hlsSession, _ *http.
 		if disc[i] {
 			b.WriteString("#EXT-X-DISCONTINUITY\n")
 		}
-		if i == 0 || keys[i] != keys[i-1] {
+		if !sess.ts && (i == 0 || keys[i] != keys[i-1]) {
 			fmt.Fprintf(&b, "#EXT-X-MAP:URI=\"getMP4InitFragment.mp4?SessionToken=%s&FragmentNumber=%s\"\n",
 				sess.token, formatFragmentNumber(f.Number))
 		}
 		if sess.showTime {
 			fmt.Fprintf(&b, "#EXT-X-PROGRAM-DATE-TIME:%s\n", f.Time(sess.kind).UTC().Format(xsDateTime))
 		}
-		fmt.Fprintf(&b, "#EXTINF:%.3f,\ngetMP4MediaFragment.mp4?SessionToken=%s&FragmentNumber=%s\n",
-			f.Duration.Seconds(), sess.token, formatFragmentNumber(f.Number))
+		segment := "getMP4MediaFragment.mp4"
+		if sess.ts {
+			segment = "getTSFragment.ts"
+		}
+		fmt.Fprintf(&b, "#EXTINF:%.3f,\n%s?SessionToken=%s&FragmentNumber=%s\n",
+			f.Duration.Seconds(), segment, sess.token, formatFragmentNumber(f.Number))
 	}
 	if ended {
 		b.WriteString("#EXT-X-ENDLIST\n")

@@ -41,7 +41,8 @@ type sessionClaims struct {
 	Expires  int64  `json:"x"` // Unix s
 	Target   int    `json:"g"`
 	First    uint64 `json:"f,omitempty"`
-	Nonce    string `json:"r"` // makes every session's token distinct
+	TS       bool   `json:"ts,omitempty"` // ContainerFormat MPEG_TS
+	Nonce    string `json:"r"`            // makes every session's token distinct
 
 	DASH       bool  `json:"k,omitempty"`
 	ShowNumber bool  `json:"fn,omitempty"`
@@ -52,7 +53,7 @@ type sessionClaims struct {
 func (p *playback) sign(sess *hlsSession) string {
 	c := sessionClaims{V: sessionTokenVersion, Stream: sess.stream, ARN: sess.arn, Mode: sess.mode,
 		Producer: sess.kind == store.ProducerTime, Disc: sess.disc, ShowTime: sess.showTime, Max: sess.max,
-		Created: sess.created.UnixMilli(), Expires: sess.expires.Unix(), Target: sess.target, First: sess.first,
+		Created: sess.created.UnixMilli(), Expires: sess.expires.Unix(), Target: sess.target, First: sess.first, TS: sess.ts,
 		Nonce: rand.Text()[:8], DASH: sess.dash, ShowNumber: sess.showNumber, Offset: sess.offset.Milliseconds()}
 	// Clamped: UnixNano wraps around outside 1678 to 2262, and a request may name any time
 	// from year -5138 to 5138 (Timestamp).
@@ -97,7 +98,7 @@ func (p *playback) verify(tok string) (*hlsSession, bool) {
 	}
 	sess := &hlsSession{token: tok, stream: c.Stream, arn: c.ARN, mode: c.Mode, kind: store.ServerTime,
 		disc: c.Disc, showTime: c.ShowTime, max: c.Max, created: time.UnixMilli(c.Created),
-		expires: time.Unix(c.Expires, 0), target: c.Target, first: c.First,
+		expires: time.Unix(c.Expires, 0), target: c.Target, first: c.First, ts: c.TS,
 		dash: c.DASH, showNumber: c.ShowNumber, offset: time.Duration(c.Offset) * time.Millisecond}
 	if c.Producer {
 		sess.kind = store.ProducerTime

@@ -68,6 +68,7 @@ var egressAPIs = map[string]string{
 	hlsPathPrefix + "getHLSMediaPlaylist.m3u8":  "HLS",
 	hlsPathPrefix + "getMP4InitFragment.mp4":    "HLS",
 	hlsPathPrefix + "getMP4MediaFragment.mp4":   "HLS",
+	hlsPathPrefix + "getTSFragment.ts":          "HLS",
 	dashPathPrefix + "getDASHManifest.mpd":      "DASH",
 	dashPathPrefix + "getMP4InitFragment.mp4":   "DASH",
 	dashPathPrefix + "getMP4MediaFragment.mp4":  "DASH",

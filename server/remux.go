@@ -99,12 +99,13 @@ func (b *byteBudget) acquire(ctx context.Context, n int64) (func(), error) {
 	return func() { once.Do(func() { b.sem.Release(n) }) }, nil
 }
 
-// segKey names an MP4 media segment: what mediaFragment makes it of.
+// segKey names a media segment: what mediaFragment or tsFragment makes it of.
 type segKey struct {
 	stream string
 	n      uint64
 	track  string // the TrackNumber parameter as given ("" for none)
 	origin int64  // DASH: the period's origin
+	ts     bool   // an MPEG-TS segment (getTSFragment.ts)
 }
 
 // sharedSeg is a segment made for one request and sent to every request for it that came while it

@@ -52,6 +52,7 @@ func (s *Server) getRoutesTable() map[string]http.HandlerFunc {
 		hlsPathPrefix + "getHLSMediaPlaylist.m3u8":  p.sessionOp(false, p.mediaPlaylist),
 		hlsPathPrefix + "getMP4InitFragment.mp4":    p.sessionOp(false, p.initFragment),
 		hlsPathPrefix + "getMP4MediaFragment.mp4":   p.sessionOp(false, p.mediaFragment),
+		hlsPathPrefix + "getTSFragment.ts":          p.sessionOp(false, p.tsFragment),
 		dashPathPrefix + "getDASHManifest.mpd":      p.sessionOp(true, p.dashManifest),
 		dashPathPrefix + "getMP4InitFragment.mp4":   p.sessionOp(true, p.initFragment),
 		dashPathPrefix + "getMP4MediaFragment.mp4":  p.sessionOp(true, p.mediaFragment),

@@ -81,20 +81,33 @@ func AppendSegmentAfter(dst []byte, seq uint32, f *mkv.Fragment, number uint64, 
 	if err != nil {
 		return dst, err
 	}
-	var next []int64
-	if prev != nil {
-		if pts, err := lay(prev.Tracks); err == nil && sameLayout(ts, pts) {
-			if smp, err := placeSamples(onTrack(prev, number), pts, int64(prevStart), nil); err == nil {
-				next = make([]int64, len(ts))
-				for k, s := range smp {
-					if len(s) > 0 {
-						next[k] = s[len(s)-1].dts + 1
-					}
-				}
-			}
+	next := nextAfter(ts, prev, prevStart, lay, number)
+	return appendTrackSegment(dst, seq, f, number, ts, int64(start), next)
+}
+
+// nextAfter returns, per track of ts, the earliest decode time a fragment played right after prev
+// (placed at prevStart; its tracks laid out by lay, of track number alone unless 0) may give its
+// first sample: one tick after prev's last decode time. It is nil when there is no prev, or its
+// tracks differ from ts.
+func nextAfter(ts []track, prev *mkv.Fragment, prevStart time.Duration, lay func([]mkv.Track) ([]track, error), number uint64) []int64 {
+	if prev == nil {
+		return nil
+	}
+	pts, err := lay(prev.Tracks)
+	if err != nil || !sameLayout(ts, pts) {
+		return nil
+	}
+	smp, err := placeSamples(onTrack(prev, number), pts, int64(prevStart), nil)
+	if err != nil {
+		return nil
+	}
+	next := make([]int64, len(ts))
+	for k, s := range smp {
+		if len(s) > 0 {
+			next[k] = s[len(s)-1].dts + 1
 		}
 	}
-	return appendTrackSegment(dst, seq, f, number, ts, int64(start), next)
+	return next
 }
 
 // onTrack returns f with only the frames of track number (all of them for 0).
