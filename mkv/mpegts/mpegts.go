@@ -112,6 +112,15 @@ func (a *appender) Write(p []byte) (int, error) {
 // Errors are fmp4.Times's, Check's, ErrInvalidFrame, and fmp4.ErrEmptyFragment when no frame
 // holds data (frames without any, or with only empty NAL units, are left out).
 func AppendSegment(dst []byte, f *mkv.Fragment, start time.Duration, prev *mkv.Fragment, prevStart time.Duration) ([]byte, error) {
+	out, err := appendPackets(dst, f, start, prev, prevStart)
+	if err != nil {
+		return dst, err
+	}
+	return continuous(out, len(dst)), nil
+}
+
+// appendPackets is AppendSegment but for the continuity counters: as the writer numbers them.
+func appendPackets(dst []byte, f *mkv.Fragment, start time.Duration, prev *mkv.Fragment, prevStart time.Duration) ([]byte, error) {
 	ts, err := layout(f.Tracks)
 	if err != nil {
 		return dst, err
@@ -286,9 +295,10 @@ func to90k(ticks int64, timescale uint32) int64 {
 }
 
 // estimate is about the size of f's segment: the frames, their parameter sets and the TS packet
-// headers (4 of 188 bytes), a PES header and half a packet of stuffing per frame, the tables.
+// headers (4 of 188 bytes), a PES header and half a packet of stuffing per frame, the tables, and
+// the packets that end each track's continuity counters at 15 (continuity.go).
 func estimate(f *mkv.Fragment, ts []track) int {
-	n := 4 * 188
+	n := 4*188 + 15*188*len(ts)
 	for i := range f.Frames {
 		n += len(f.Frames[i].Data) + 120
 		if f.Frames[i].Keyframe {

@@ -1,6 +1,7 @@
 package mpegts
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -169,8 +170,9 @@ func TestSegmentsPlay(t *testing.T) {
 					t.Errorf("playlist: %s has %s frames, want %d", s.CodecName, s.NbReadFrames, total[s.CodecName])
 				}
 			}
-			// Decoded whole, as a player does, with errors reported.
-			cmd := exec.CommandContext(t.Context(), testutil.NeedTool(t, "ffmpeg"), "-nostdin", "-v", "error",
+			// Decoded whole, as a player does, with warnings reported: a continuity counter out of
+			// sequence where one segment follows another is "corrupt input packet" (continuity.go).
+			cmd := exec.CommandContext(t.Context(), testutil.NeedTool(t, "ffmpeg"), "-nostdin", "-v", "warning",
 				"-allowed_extensions", "ALL", "-i", m3u8, "-f", "null", "-")
 			if out, err := cmd.CombinedOutput(); err != nil || len(out) > 0 {
 				t.Errorf("ffmpeg decoding the playlist: %v\n%s", err, out)
@@ -181,9 +183,10 @@ func TestSegmentsPlay(t *testing.T) {
 
 // TestOverhead reports what MPEG-TS costs over fMP4 for the same fragments (README): the TS
 // segments' bytes over the fMP4 media segments'. Most of it is per frame (PES header, access unit
-// delimiter, the stuffing of the frame's last 188-byte packet: about 130 bytes), so it shrinks as
-// frames grow: the golden clips' 300-byte frames pay 20-50%, a 720p camera at 2 Mbit/s (made here
-// with ffmpeg) a few percent.
+// delimiter, the stuffing of the frame's last 188-byte packet: about 130 bytes), the rest per
+// segment (up to 15 packets a track, continuity.go), so it shrinks as frames and fragments grow:
+// the golden clips' 300-byte frames and 10-40 KB fragments pay 30-75%, a 720p camera at 2 Mbit/s
+// (made here with ffmpeg) a few percent.
 func TestOverhead(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t) // encodes a clip
@@ -204,7 +207,7 @@ func TestOverhead(t *testing.T) {
 		}
 		overhead := float64(nts)/float64(nmp4) - 1
 		t.Logf("%s: MPEG-TS %d bytes, fMP4 media segments %d bytes: +%.1f%%", filepath.Base(clip), nts, nmp4, 100*overhead)
-		if limit := map[bool]float64{true: 0.1, false: 0.6}[clip == cam]; overhead < 0 || overhead > limit {
+		if limit := map[bool]float64{true: 0.1, false: 0.8}[clip == cam]; overhead < 0 || overhead > limit {
 			t.Errorf("%s: overhead %.1f%%, want 0-%.0f%%", clip, 100*overhead, 100*limit)
 		}
 	}
@@ -239,5 +242,80 @@ func TestCheck(t *testing.T) {
 				t.Errorf("Check: %v, want fmp4.ErrUnsupportedCodec too", err)
 			}
 		})
+	}
+}
+
+// TestContinuityAcrossSegments reads each clip's segments one after the other, as an HLS player
+// does, and wants every elementary stream's continuity counter in sequence throughout, so that no
+// demuxer takes a packet for lost at a segment's start; the PES bytes must be those of a segment
+// written without the packets that keep the counters (continuity.go).
+func TestContinuityAcrossSegments(t *testing.T) {
+	t.Parallel()
+	for _, clip := range []string{"h264.mkv", "h264_aac.mkv", "h265.mkv"} {
+		t.Run(clip, func(t *testing.T) {
+			t.Parallel()
+			_, ts, _, _ := segments(t, clip)
+			last := map[uint16]byte{}
+			es := map[uint16]bool{} // PIDs seen starting a PES
+			for i, seg := range ts {
+				if len(seg)%packetSize != 0 {
+					t.Fatalf("segment %d: %d bytes, not whole packets", i, len(seg))
+				}
+				for off := 0; off < len(seg); off += packetSize {
+					p := seg[off : off+packetSize]
+					info := parsePacket(p)
+					if p[0] != 0x47 {
+						t.Fatalf("segment %d, packet %d: no sync byte", i, off/packetSize)
+					}
+					if info.payload == 0 || (!es[info.pid] && !isPESStart(p, info)) {
+						continue // the PAT and PMT start again in each segment
+					}
+					es[info.pid] = true
+					cc := p[3] & 15
+					if prev, ok := last[info.pid]; ok && cc != (prev+1)&15 {
+						t.Fatalf("segment %d, packet %d (PID %d): continuity counter %d after %d", i, off/packetSize, info.pid, cc, prev)
+					}
+					last[info.pid] = cc
+				}
+			}
+			if len(last) == 0 {
+				t.Fatal("no elementary stream packets")
+			}
+		})
+	}
+}
+
+// TestSpreadKeepsPES re-reads the PES payloads of a padded segment and of its packets as the
+// writer made them: the same bytes, stream by stream.
+func TestSpreadKeepsPES(t *testing.T) {
+	t.Parallel()
+	frags := clipFragments(t, "h264_aac.mkv")
+	start := clipBase + time.Duration(frags[0].Timecode)*time.Millisecond
+	seg, err := AppendSegment(nil, frags[0], start, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payloads := func(b []byte) map[uint16][]byte {
+		out := map[uint16][]byte{}
+		for off := 0; off+packetSize <= len(b); off += packetSize {
+			if info := parsePacket(b[off : off+packetSize]); info.payload > 0 && info.pid != 0 && info.pid != 4096 { // not the PAT or PMT
+				out[info.pid] = append(out[info.pid], b[off+info.payload:off+packetSize]...)
+			}
+		}
+		return out
+	}
+	got := payloads(seg)
+	raw, err := appendPackets(nil, frags[0], start, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(seg) == len(raw) {
+		t.Fatalf("segment of %d packets: none added (a 1-in-16 chance per track; pick another fragment)", len(raw)/packetSize)
+	}
+	want := payloads(raw)
+	for pid, w := range want {
+		if !bytes.Equal(got[pid], w) {
+			t.Errorf("PID %d: %d payload bytes after padding, %d as written (or different bytes)", pid, len(got[pid]), len(w))
+		}
 	}
 }
