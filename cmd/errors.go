@@ -108,12 +108,12 @@ func credentialsHint(err error) string {
 		return "Configure AWS credentials as for the AWS CLI: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a profile (AWS_PROFILE, ~/.aws/credentials; aws sso login for SSO). --log-level debug shows what the AWS SDK tried."
 	}
 	// The server refused the key or the signature (kvs server --auth sigv4, or AWS). A clock too
-	// far off ("Signature expired") says so itself.
+	// far off ("Signature expired", "Signature not yet current") says so itself.
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		switch ae.ErrorCode() {
 		case "NotAuthorizedException", "UnrecognizedClientException", "InvalidSignatureException":
-			if !strings.Contains(strings.ToLower(ae.ErrorMessage()), "expired") {
+			if msg := strings.ToLower(ae.ErrorMessage()); !strings.Contains(msg, "expired") && !strings.Contains(msg, "not yet current") {
 				return "Sign with a key the server accepts (kvs server --auth sigv4: one of its --credentials-file): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE. With none set, kvs signs requests to a local endpoint with a placeholder key."
 			}
 		}

@@ -127,7 +127,8 @@ on loopback (127.0.0.1:4567) unless --listen says otherwise.
 Without --auth, any credentials and region work and signatures are not checked. With --auth sigv4,
 every API (control plane, PutMedia, GetMedia, archived media) needs an AWS Signature Version 4 made
 with a key from --credentials-file, within 15 minutes of the server's clock (else 403
-InvalidSignatureException "Signature expired", as from AWS); others get 401 NotAuthorizedException. The file lists one "ACCESS_KEY_ID SECRET" per line, or is an AWS
+InvalidSignatureException "Signature expired" or "Signature not yet current", as from AWS); others
+get 401 NotAuthorizedException. The file lists one "ACCESS_KEY_ID SECRET" per line, or is an AWS
 shared-credentials file ([profile] sections with aws_access_key_id and aws_secret_access_key).
 HLS playback URLs carry their own session token and are not signed.
 

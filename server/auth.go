@@ -204,9 +204,12 @@ func verifySigV4(r *http.Request, creds Credentials, now time.Time, maxBody int6
 		if now.After(sr.date.Add(sr.expires)) {
 			return skewError("Signature expired: %s is now earlier than %s.", sr.date.Add(sr.expires).UTC().Format(sigV4TimeFormat), now.UTC().Format(sigV4TimeFormat))
 		}
-	} else if d := now.Sub(sr.date); d > MaxClockSkew || d < -MaxClockSkew {
+	} else if d := now.Sub(sr.date); d > MaxClockSkew {
 		return skewError("Signature expired: %s is now earlier than %s (%s - 15 min.)", sr.amzDate,
 			now.Add(-MaxClockSkew).UTC().Format(sigV4TimeFormat), now.UTC().Format(sigV4TimeFormat))
+	} else if d < -MaxClockSkew {
+		return skewError("Signature not yet current: %s is still later than %s (%s + 15 min.)", sr.amzDate,
+			now.Add(MaxClockSkew).UTC().Format(sigV4TimeFormat), now.UTC().Format(sigV4TimeFormat))
 	}
 
 	hashes, err := payloadHashes(r, maxBody)

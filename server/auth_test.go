@@ -176,7 +176,7 @@ func TestAuthSDKAndRawRequests(t *testing.T) {
 			return r
 		}(), 401, "AccessDeniedException", "Missing Authentication Token"},
 		{"expired", signedRequest(t, e, "/describeStream", describe, "AKIDLOCAL", "secret", now.Add(-16*time.Minute)), 403, "InvalidSignatureException", "Signature expired"},
-		{"from the future", signedRequest(t, e, "/describeStream", describe, "AKIDLOCAL", "secret", now.Add(16*time.Minute)), 403, "InvalidSignatureException", "Signature expired"},
+		{"from the future", signedRequest(t, e, "/describeStream", describe, "AKIDLOCAL", "secret", now.Add(16*time.Minute)), 403, "InvalidSignatureException", "Signature not yet current"},
 		{"wrong secret", signedRequest(t, e, "/describeStream", describe, "AKIDLOCAL", "nope", now), 401, "NotAuthorizedException", "does not match"},
 		{"unknown key", signedRequest(t, e, "/describeStream", describe, "AKIDNOBODY", "secret", now), 401, "NotAuthorizedException", "security token"},
 		{"body swapped after signing", func() *http.Request {
@@ -468,6 +468,14 @@ func TestAuthAWSCLI(t *testing.T) {
 		if out, code := run(bad[0], bad[1], bad[2:]...); code != 254 || !strings.Contains(out, "NotAuthorizedException") {
 			t.Errorf("aws %v: %d %s, want 254 NotAuthorizedException", bad[2:], code, out)
 		}
+	}
+	// A clock 20 minutes ahead of the server's (botocore does not correct it): the message says
+	// the signature is not yet current, not that it expired.
+	ahead := authEnv(t, func(c *Config) { c.Now = func() time.Time { return time.Now().Add(-20 * time.Minute) } })
+	cli = testutil.NewAWSCLI(t, ahead.ts.URL)
+	out, code := run("AKIDLOCAL", "secret", "kinesisvideo", "list-streams")
+	if code != 254 || !strings.Contains(out, "InvalidSignatureException") || !strings.Contains(out, "Signature not yet current") {
+		t.Errorf("aws list-streams from a clock 20 min ahead: %d %s", code, out)
 	}
 }
 

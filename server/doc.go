@@ -80,7 +80,7 @@
 //     accepted. With Config.Credentials (auth.go) every request but the GET routes needs SigV4 from a listed key
 //     (header or presigned; PutMedia signed with the empty-payload hash or UNSIGNED-PAYLOAD, its
 //     body not covered, as with KVS), within 15 minutes, else 403 InvalidSignatureException
-//     "Signature expired" as from AWS (the SDKs correct their clock from the Date header and
+//     "Signature expired" (or "not yet current") as from AWS (the SDKs correct their clock from the Date header and
 //     retry); others get 401 NotAuthorizedException,
 //     or AccessDeniedException for the *Resource tagging operations (the model's 401, not the
 //     403 observed for IAM denials). The GET routes (HLS, DASH) rely on their session token.
