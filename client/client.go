@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -70,6 +71,8 @@ type Client struct {
 
 	cfg        aws.Config
 	httpClient *http.Client
+
+	skew atomic.Int64 // ns the servers' clock is ahead of ours, when over skewThreshold (clock.go)
 
 	mu        sync.Mutex
 	endpoints map[endpointKey]string
@@ -138,7 +141,12 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if awsCfg.Credentials != nil {
 		awsCfg.Credentials = credentialsProvider{awsCfg.Credentials}
 	}
-	c := &Client{cfg: awsCfg, httpClient: cfg.HTTPClient, endpoints: map[endpointKey]string{}}
+	c := &Client{httpClient: cfg.HTTPClient, endpoints: map[endpointKey]string{}}
+	if awsCfg.HTTPClient == nil {
+		awsCfg.HTTPClient = http.DefaultClient
+	}
+	awsCfg.HTTPClient = dateClient{HTTPClient: awsCfg.HTTPClient, c: c}
+	c.cfg = awsCfg
 	c.Control = kinesisvideo.NewFromConfig(awsCfg, func(o *kinesisvideo.Options) {
 		o.Retryer = failFast(o.Retryer)
 		switch {
@@ -216,7 +224,11 @@ var errEmptyEndpoint = errors.New("empty DataEndpoint in response")
 // transport is not an *http.Transport or sets none (Go's defaults: the system's roots).
 func (c *Client) TLSConfig() *tls.Config {
 	var tr *http.Transport
-	switch h := c.cfg.HTTPClient.(type) {
+	var hc aws.HTTPClient = c.cfg.HTTPClient
+	if d, ok := hc.(dateClient); ok {
+		hc = d.HTTPClient
+	}
+	switch h := hc.(type) {
 	case *http.Client:
 		tr, _ = h.Transport.(*http.Transport)
 	case interface{ GetTransport() *http.Transport }: // the SDK's awshttp.BuildableClient

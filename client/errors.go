@@ -33,6 +33,7 @@ type APIError struct {
 	Endpoint string
 
 	untyped bool // no error type in the answer: Code is the status text
+	skewed  bool // a signature refused for its time, which was over skewThreshold off the answer's Date
 }
 
 var _ smithy.APIError = (*APIError)(nil)
@@ -64,9 +65,13 @@ func (e *APIError) ErrorFault() smithy.ErrorFault {
 	return smithy.FaultClient
 }
 
-// Retryable reports whether the same request may succeed later: server errors, throttling and
-// connection limits.
+// Retryable reports whether the same request may succeed later: server errors, throttling,
+// connection limits, and a signature refused because the local clock is off (the retry is signed
+// at the server's time, clock.go).
 func (e *APIError) Retryable() bool {
+	if e.skewed {
+		return true
+	}
 	switch e.Code {
 	case "ClientLimitExceededException", "ConnectionLimitExceededException":
 		return true
@@ -130,6 +135,7 @@ func newAPIError(op string, resp *http.Response) *APIError {
 	} else if b := bytes.TrimSpace(body); len(b) > 0 {
 		e.Message = string(truncate(b, 200))
 	}
+	e.skewed = signedTooFarOff(e.Code, resp)
 	if e.Code == "" {
 		e.untyped = true
 		e.Code = http.StatusText(resp.StatusCode)

@@ -240,6 +240,7 @@ func (c *Client) exchange(addr string, conn net.Conn, req *http.Request, body []
 	if err != nil {
 		return fail(err)
 	}
+	c.observeDate(resp)
 	if resp.StatusCode/100 != 2 || resp.ContentLength < 0 || resp.Close || resp.ContentLength < int64(br.Buffered()) {
 		// Read through net/http's reader; the connection goes with the body.
 		resp.Body = &closeWith{ReadCloser: resp.Body, close: func() { stop(); conn.Close() }}

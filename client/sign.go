@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
-	"time"
 
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 )
@@ -20,7 +19,8 @@ const signingName = "kinesisvideo"
 // does not make itself (internal/bench's raw PutMedia and GetMedia). body is the request payload
 // when it is known up front: its SHA-256 is signed. Pass nil for a streaming body (PutMedia): it is
 // signed with the hash of no bytes, as the KVS producer SDKs do, since the body is not known when
-// the headers go out. Safe for concurrent use.
+// the headers go out. It signs at the servers' time when their Date headers showed the local clock
+// more than 4 minutes off (clock.go). Safe for concurrent use.
 func (c *Client) Sign(ctx context.Context, req *http.Request, body []byte) error {
 	if c.cfg.Credentials == nil {
 		return fmt.Errorf("sign %s: no AWS credentials configured", req.URL.Path)
@@ -33,7 +33,7 @@ func (c *Client) Sign(ctx context.Context, req *http.Request, body []byte) error
 	hash := hex.EncodeToString(sum[:])
 	req.Header.Set("X-Amz-Content-Sha256", hash)
 	signer := v4.NewSigner(func(o *v4.SignerOptions) { o.DisableURIPathEscaping = true })
-	if err := signer.SignHTTP(ctx, creds, req, hash, signingName, c.cfg.Region, time.Now().UTC()); err != nil {
+	if err := signer.SignHTTP(ctx, creds, req, hash, signingName, c.cfg.Region, c.now()); err != nil {
 		return fmt.Errorf("sign %s: %w", req.URL.Path, err)
 	}
 	return nil
