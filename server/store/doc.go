@@ -188,6 +188,8 @@
 // RetentionHours (not only leading ones: a segment written while the clock was ahead does not
 // keep the later ones), index first, files after, and records the highest deleted segment so a
 // crash in between cannot bring files back. A segment with appends still being committed is
-// kept for the next pass. A retention-0 stream stores nothing: AppendAsync returns
+// kept for the next pass. A large purge (a retention decrease on a long stream) commits in steps
+// of whole segments, about 20,000 fragments each, so the other streams' index commits, and
+// their acks, go on in between and the purge's memory stays bounded. A retention-0 stream stores nothing: AppendAsync returns
 // ErrNoRetention (the server keeps such fragments only in its live buffer).
 package store

@@ -75,11 +75,6 @@ func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size in
 	if st.deleted {
 		return 0, 0, nil
 	}
-	type doomed struct {
-		seq  uint64
-		info segmentInfo
-		size int64
-	}
 	var segs []doomed
 	err := s.db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(dataBucketName(st.id))
@@ -110,8 +105,49 @@ func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size in
 	if err != nil || len(segs) == 0 {
 		return 0, 0, err
 	}
+	all := segs
+	removed, freed := 0, int64(0)
+	removedPaths := make(map[string]bool, len(segs))
+	defer func() { s.written.forget(func(path string) bool { return removedPaths[path] }) }()
+	// In steps of about purgeBatch fragments (purgeBatchFragments says why), each committed
+	// before its files go, so every step leaves what a whole purge stopped there would.
+	batch := s.opts.purgeBatch
+	if batch <= 0 {
+		batch = purgeBatchFragments
+	}
+	for len(segs) > 0 {
+		n, count := 1, segs[0].info.Count
+		for n < len(segs) && count+segs[n].info.Count <= uint64(batch) {
+			count += segs[n].info.Count
+			n++
+		}
+		step := segs[:n]
+		segs = segs[n:]
+		r, f, err := s.purgeStep(st, step, removedPaths)
+		removed += r
+		freed += f
+		if err != nil {
+			s.metrics.deleted(reason, removed, freed)
+			return removed, freed, err
+		}
+	}
+	s.metrics.deleted(reason, removed, freed)
+	if reason != reasonRetention {
+		last := all[len(all)-1]
+		s.log.Info("store: deleted the oldest fragments of a stream for a byte cap", "reason", reason,
+			"stream", st.info.Name, "segments", len(all), "fragments", removed, "bytes", freed,
+			"first_fragment", all[0].info.First, "last_fragment", last.info.Last,
+			"newest_server_time", nanosToTime(last.info.MaxServer))
+	}
+	return removed, freed, nil
+}
+
+// purgeStep deletes segments (all wanted by purge, in sequence order) from the index in one
+// transaction, then their files, and returns the fragments and bytes deleted. Removed files'
+// paths are added to removedPaths. st.mu is held.
+func (s *FS) purgeStep(st *fsStream, segs []doomed, removedPaths map[string]bool) (int, int64, error) {
 	removed := 0
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(dataBucketName(st.id))
 		if b == nil {
 			return nil
@@ -133,9 +169,10 @@ func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size in
 		return 0, 0, err
 	}
 	st.frags.Add(-int64(removed))
+	if s.opts.afterPurgeCommit != nil {
+		s.opts.afterPurgeCommit()
+	}
 	var freed int64
-	removedPaths := make(map[string]bool, len(segs))
-	defer func() { s.written.forget(func(path string) bool { return removedPaths[path] }) }()
 	for _, g := range segs {
 		if seg := st.segs[g.seq]; seg != nil {
 			// All its records are indexed (pending is 0), so no sync of it is outstanding.
@@ -153,15 +190,14 @@ func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size in
 		st.bytes.Add(-g.size)
 		freed += g.size
 	}
-	s.metrics.deleted(reason, removed, freed)
-	if reason != reasonRetention {
-		last := segs[len(segs)-1]
-		s.log.Info("store: deleted the oldest fragments of a stream for a byte cap", "reason", reason,
-			"stream", st.info.Name, "segments", len(segs), "fragments", removed, "bytes", freed,
-			"first_fragment", segs[0].info.First, "last_fragment", last.info.Last,
-			"newest_server_time", nanosToTime(last.info.MaxServer))
-	}
 	return removed, freed, nil
+}
+
+// doomed is a segment a purge deletes: its sequence number, index summary and size.
+type doomed struct {
+	seq  uint64
+	info segmentInfo
+	size int64
 }
 
 // segmentSize is the size of segment seq of st: its bytes written when this process has it
