@@ -207,3 +207,73 @@ func TestHLSMPEGTSLive(t *testing.T) {
 		t.Errorf("only %d fragments were produced while ffmpeg played 7 s", sent)
 	}
 }
+
+// TestHLSMPEGTSWrap plays an ON_DEMAND MPEG_TS session whose producer timestamps cross one of the
+// instants where the 33-bit MPEG-TS clock wraps (mkv/mpegts/doc.go): the segment before it starts
+// near 2^33, the one after near 0, and ffmpeg reads the session as a player does, every stored
+// frame, decode times rising with no jump, without a word at -v warning.
+func TestHLSMPEGTSWrap(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t) // drives ffmpeg and ffprobe
+	const name = "h264_aac.mkv"
+	e := newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	c := loadClip(t, name)
+	// The first wrap after baseMillis, 2 s into the 4 s clip.
+	period := new(big.Int).Lsh(big.NewInt(1), 33) // 90 kHz ticks
+	wrap := new(big.Int).Mul(big.NewInt(baseMillis), big.NewInt(90))
+	wrap.Div(wrap, period).Add(wrap, big.NewInt(1)).Mul(wrap, period).Div(wrap, big.NewInt(90)) // ms
+	base := wrap.Int64() - 2000
+	pc := e.startPut(t, "cam")
+	pc.write(c.header())
+	for i := range c.frags {
+		pc.fragment(c.cluster(t, i, base), c.fragTimecode(i, base), true)
+	}
+	pc.end()
+	url, code := e.hlsURL(t, map[string]any{"StreamName": "cam", "PlaybackMode": "ON_DEMAND", "ContainerFormat": "MPEG_TS",
+		"HLSFragmentSelector": map[string]any{"FragmentSelectorType": "PRODUCER_TIMESTAMP",
+			"TimestampRange": map[string]any{"StartTimestamp": base/1000 - 10, "EndTimestamp": base/1000 + 60}}})
+	if code != "" {
+		t.Fatal(code)
+	}
+	_, media := mediaPlaylist(t, url)
+	segs := segmentURI.FindAllStringSubmatch(media, -1)
+	base0 := url[:strings.LastIndex(url, "/")+1]
+	var starts []int64
+	for _, s := range segs {
+		_, _, seg := httpGet(t, base0+s[1])
+		starts = append(starts, probeFile(t, "seg.ts", seg)[0].on90k(t))
+	}
+	wrapped := false
+	for i := 1; i < len(starts); i++ {
+		wrapped = wrapped || (starts[i-1] > 1<<33-10*90000 && starts[i] < 10*90000)
+	}
+	if len(segs) != len(c.frags) || !wrapped {
+		t.Fatalf("%d segments starting at %v (90 kHz): want %d, one of them across the wrap", len(segs), starts, len(c.frags))
+	}
+
+	if got, want := ffprobeStreams(t, url), wantStreams(t, name, 1); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("ffprobe of the MPEG_TS session:\n got %+v\nwant %+v", got, want)
+	}
+	ffmpeg := testutil.NeedTool(t, "ffmpeg")
+	if out, err := exec.CommandContext(t.Context(), ffmpeg, "-nostdin", "-v", "warning", "-i", url, "-f", "null", "-").CombinedOutput(); err != nil || len(out) > 0 {
+		t.Errorf("ffmpeg decoding the MPEG_TS session: %v\n%s", err, out)
+	}
+	// The decode times as ffmpeg's HLS reader hands them on (it unwraps the clock).
+	out, err := exec.CommandContext(t.Context(), testutil.NeedTool(t, "ffprobe"), "-v", "error", "-select_streams", "v",
+		"-show_entries", "packet=dts", "-of", "csv=p=0", url).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prev int64 = -1
+	for _, line := range strings.Fields(string(out)) {
+		var dts int64
+		if _, err := fmt.Sscan(line, &dts); err != nil {
+			t.Fatalf("ffprobe dts %q", line)
+		}
+		if prev >= 0 && (dts <= prev || dts-prev > 90000/2) {
+			t.Errorf("video decode time %d after %d", dts, prev)
+		}
+		prev = dts
+	}
+}
