@@ -279,11 +279,12 @@ func TestHLSMPEGTSWrap(t *testing.T) {
 	}
 }
 
-// TestHLSMPEGTSGStreamer plays an ON_DEMAND MPEG_TS session with GStreamer's playbin, its video
-// sink synchronised to the pipeline clock as a viewer's is: every stored picture is shown and the
-// pipeline ends. GStreamer 1.22 shows nothing of the same session in FRAGMENTED_MP4 (its HLS
-// demuxer starts the clock at 0 and then waits for the segments' epoch-based times); README tells
-// GStreamer users to ask for MPEG_TS, or DASH.
+// TestHLSMPEGTSGStreamer plays an ON_DEMAND MPEG_TS session with GStreamer's playbin (the older
+// hlsdemux), its video sink synchronised to the pipeline clock as a viewer's is: every stored
+// picture is shown and the pipeline ends. GStreamer 1.22's hlsdemux shows nothing of the same
+// session in FRAGMENTED_MP4 (it starts the clock at 0 and then waits for the segments'
+// epoch-based times; playbin3's hlsdemux2 plays it); README tells playbin users to ask for
+// MPEG_TS.
 func TestHLSMPEGTSGStreamer(t *testing.T) {
 	t.Parallel()
 	testutil.Slow(t) // GStreamer plays 4 s of media in real time
