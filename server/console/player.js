@@ -152,6 +152,12 @@ class Player {
           if (pdt) this.lastPdt = pdt;
         }
       }
+      // Forget the fragments this playlist no longer lists: a playlist that moved on never lists
+      // them again, and a page left playing for weeks must not keep a number per fragment played.
+      const listed = new Set(text.split('\n').filter((l) => l && !l.startsWith('#'))
+        .map((l) => new URL(l, media).searchParams.get('FragmentNumber')));
+      for (const n of done) if (!listed.has(n)) done.delete(n);
+      for (const n of failed.keys()) if (!listed.has(n)) failed.delete(n);
       if (!this.started && this.fragments) this.begin();
       if (text.includes('#EXT-X-ENDLIST')) { if (this.ms.readyState === 'open' && !this.sb.updating) this.ms.endOfStream(); return; }
       await this.trim();
