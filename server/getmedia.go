@@ -159,6 +159,7 @@ func (m *media) getMedia(ctx context.Context, req *getMediaRequest) (_ responder
 		s.metrics.activeReaders.Inc()
 		defer s.metrics.activeReaders.Dec()
 		w.Header().Set("Content-Type", "video/webm")
+		w.Header().Set("X-Accel-Buffering", "no") // nginx: pass each fragment on as it comes (as PutMedia's ACKs)
 		w.WriteHeader(http.StatusOK)
 		_ = c.rc.Flush()
 		c.run(r.Context(), notices, r.Header.Get(hdrNoFollow) == "1")

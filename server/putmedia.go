@@ -156,6 +156,9 @@ func (m *media) handlePutMedia(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close")
 	}
 	w.Header().Set("Content-Type", "application/json")
+	// nginx holds a proxied response in its buffers by default (proxy_buffering on): the ACKs
+	// of an open upload would wait there until the upload ends, and the producer resends.
+	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
 
