@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"net/http"
+	"time"
 )
 
 // Handler adapters: every KVS operation is decoded, checked and answered through one of these,
@@ -48,10 +49,14 @@ func streamOp[Req any](s *Server, prepare func(ctx context.Context, req *Req) (r
 	}
 }
 
+// dashRefusalPause is how long a DASH GET with a refused session token (expired, unknown, of a
+// deleted stream) waits before its answer.
+const dashRefusalPause = time.Second
+
 // sessionOp adapts an HLS (or, with dash, a DASH) playback GET: it verifies the SessionToken query
-// parameter (a missing
-// one is InvalidArgumentException, an unknown or expired one ResourceNotFoundException), then works
-// as streamOp with the session in place of a decoded body. Errors are readable by players on any
+// parameter (playback.session: a missing one is InvalidArgumentException, an unknown one
+// ResourceNotFoundException, an expired one 403 NotAuthorizedException; DASH answers a refused
+// one after dashRefusalPause), then works as streamOp with the session in place of a decoded body. Errors are readable by players on any
 // origin, as answers are (playbackBody): a browser hides from the page the status of an answer
 // without Access-Control-Allow-Origin, and a player that sees no status (a network error, to
 // it) cannot tell a 503 to retry from a 404.
@@ -62,6 +67,18 @@ func (p *playback) sessionOp(dash bool, prepare func(ctx context.Context, sess *
 			var respond responder
 			if respond, err = prepare(r.Context(), sess, r); err == nil {
 				respond(w, r)
+				return
+			}
+		} else if dash {
+			// ffmpeg's DASH reader never gives up on a live manifest: past a session's end it asks
+			// for the manifest and the next segment again at once after every refusal, whatever
+			// the status (TestDASHExpiredSessionPaced counted 26,170 pairs in 8 s). A refused
+			// session is final, so its answer waits a moment: the same answer, a request a second.
+			t := time.NewTimer(dashRefusalPause)
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
 				return
 			}
 		}

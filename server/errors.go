@@ -15,6 +15,7 @@ import (
 const (
 	codeInvalidArgument        = "InvalidArgumentException"
 	codeResourceNotFound       = "ResourceNotFoundException"
+	codeNotAuthorized          = "NotAuthorizedException"
 	codeResourceInUse          = "ResourceInUseException"
 	codeVersionMismatch        = "VersionMismatchException"
 	codeTagsPerResourceLimit   = "TagsPerResourceExceededLimitException"

@@ -321,15 +321,24 @@ func (p *playback) streamDeleted(name string) {
 }
 
 // session returns the live session named by r's SessionToken, or the error to send: an HLS
-// session, or a DASH one when dash is set.
+// session, or a DASH one when dash is set. As from KVS, an expired session is 403
+// NotAuthorizedException "Streaming session token is expired" (the status KVS sends for it, not
+// the model's 401; API_reader_GetHLSStreamingSessionURL: NotAuthorizedException "or the token has
+// expired"); a token this server did not sign (or of the other protocol) is 404 ResourceNotFound,
+// as is one whose stream is gone. Players treat them alike (hls.js retries no 4xx, ffmpeg's HLS
+// reader ends on a playlist it cannot reload), the console renews on any 4xx (player.js), and
+// only the SDK-less player sees the status, so the type tells a person what happened.
 func (p *playback) session(r *http.Request, dash bool) (*hlsSession, error) {
 	tok := r.URL.Query().Get("SessionToken")
 	if tok == "" {
 		return nil, invalidArgf("SessionToken is required.")
 	}
 	sess, ok := p.verify(tok)
-	if !ok || sess.dash != dash || !p.s.cfg.Now().Before(sess.expires) {
-		return nil, apiErrorf(codeResourceNotFound, "The streaming session is not found or has expired.")
+	if !ok || sess.dash != dash {
+		return nil, apiErrorf(codeResourceNotFound, "The streaming session is not found.")
+	}
+	if !p.s.cfg.Now().Before(sess.expires) {
+		return nil, &APIError{Code: codeNotAuthorized, Message: "Streaming session token is expired.", Status: http.StatusForbidden}
 	}
 	st, err := p.s.store.GetStream(r.Context(), sess.stream)
 	if err != nil || st.ARN != sess.arn {

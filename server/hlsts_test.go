@@ -184,7 +184,7 @@ func TestHLSMPEGTSErrors(t *testing.T) {
 		check(seg+" of an unknown token", seg+"?SessionToken=nope&FragmentNumber=1", 404, codeResourceNotFound)
 	}
 	clock.Add(301 * time.Second) // past the default Expires
-	check("getTSFragment.ts after expiry", "getTSFragment.ts?SessionToken="+tok+"&FragmentNumber="+formatFragmentNumber(1), 404, codeResourceNotFound)
+	check("getTSFragment.ts after expiry", "getTSFragment.ts?SessionToken="+tok+"&FragmentNumber="+formatFragmentNumber(1), 403, codeNotAuthorized)
 	clock.Add(-301 * time.Second)
 	e.deleteStream(t, arn)
 	check("getTSFragment.ts of a deleted stream", "getTSFragment.ts?SessionToken="+tok+"&FragmentNumber="+formatFragmentNumber(1), 404, codeResourceNotFound)
