@@ -73,7 +73,8 @@ func (p *playback) sessionOp(dash bool, prepare func(ctx context.Context, sess *
 			// ffmpeg's DASH reader never gives up on a live manifest: past a session's end it asks
 			// for the manifest and the next segment again at once after every refusal, whatever
 			// the status (TestDASHExpiredSessionPaced counted 26,170 pairs in 8 s). A refused
-			// session is final, so its answer waits a moment: the same answer, a request a second.
+			// session is final (and a failing store no better a moment later), so its answer waits
+			// a moment: the same answer, a request a second.
 			t := time.NewTimer(dashRefusalPause)
 			select {
 			case <-t.C:

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -340,7 +341,12 @@ func (p *playback) session(r *http.Request, dash bool) (*hlsSession, error) {
 	if !p.s.cfg.Now().Before(sess.expires) {
 		return nil, &APIError{Code: codeNotAuthorized, Message: "Streaming session token is expired.", Status: http.StatusForbidden}
 	}
+	// Only a stream that is gone ends the session: a failing store is a 500 that players retry
+	// (hls.js retries no 4xx), not a 404 that stops them.
 	st, err := p.s.store.GetStream(r.Context(), sess.stream)
+	if err != nil && !errors.Is(err, store.ErrStreamNotFound) {
+		return nil, fmt.Errorf("streaming session of %s: %w", sess.stream, err)
+	}
 	if err != nil || st.ARN != sess.arn {
 		return nil, apiErrorf(codeResourceNotFound, "The stream of the streaming session is not found or not active.")
 	}

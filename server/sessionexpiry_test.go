@@ -3,15 +3,18 @@ package server
 import (
 	"context"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/openkvs/kvs/internal/testutil"
+	"github.com/openkvs/kvs/server/store"
 )
 
 // offsetClock is the wall clock moved by an offset, for a live session that expires while a
@@ -119,4 +122,45 @@ func TestDASHExpiredSessionPaced(t *testing.T) {
 	if n := refused.Load(); n > 400 {
 		t.Errorf("ffmpeg made %d requests in 4 s after the session expired, want them paced (a pair a second or so)", n)
 	}
+}
+
+// streamLookupFault fails GetStream with an I/O error while failing is set, as a store whose
+// index cannot be read (a cluster's PostgreSQL down) does.
+type streamLookupFault struct {
+	store.Store
+	failing atomic.Bool
+}
+
+func (s *streamLookupFault) GetStream(ctx context.Context, name string) (store.Stream, error) {
+	if s.failing.Load() {
+		return store.Stream{}, &fs.PathError{Op: "read", Path: "/data/index", Err: syscall.EIO}
+	}
+	return s.Store.GetStream(ctx, name)
+}
+
+// TestHLSSessionStoreFailure: while the store cannot look the session's stream up, the HLS GETs
+// answer 500 InternalFailure, which players retry, and play on afterwards. They answered 404 "The
+// stream of the streaming session is not found or not active.", which hls.js does not retry: a
+// moment's store failure ended playback as if the stream were deleted.
+func TestHLSSessionStoreFailure(t *testing.T) {
+	t.Parallel()
+	st := &streamLookupFault{Store: openStore(t, "mem")}
+	e := newMediaEnvStore(t, st)
+	e.createStream(t, "cam", 24)
+	uploadClip(t, e, "cam", "h264.mkv", seq(3)...)
+	url, code := e.hlsURL(t, onDemandHour("cam", "HLSFragmentSelector"))
+	if code != "" {
+		t.Fatal(code)
+	}
+	st.failing.Store(true)
+	resp := httpOpen(t, url)
+	resp.Body.Close()
+	if resp.StatusCode != 500 || resp.Header.Get("x-amzn-ErrorType") != codeInternalFailure {
+		t.Errorf("master playlist while the store fails: %d %s, want 500 %s", resp.StatusCode, resp.Header.Get("x-amzn-ErrorType"), codeInternalFailure)
+	}
+	st.failing.Store(false)
+	if resp = httpOpen(t, url); resp.StatusCode != 200 {
+		t.Errorf("master playlist once the store works: %d, want 200", resp.StatusCode)
+	}
+	resp.Body.Close()
 }
