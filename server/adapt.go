@@ -56,8 +56,8 @@ const dashRefusalPause = time.Second
 // sessionOp adapts an HLS (or, with dash, a DASH) playback GET: it verifies the SessionToken query
 // parameter (playback.session: a missing one is InvalidArgumentException, an unknown one
 // ResourceNotFoundException, an expired one 403 NotAuthorizedException; DASH answers a refused
-// one after dashRefusalPause), then works as streamOp with the session in place of a decoded body. Errors are readable by players on any
-// origin, as answers are (playbackBody): a browser hides from the page the status of an answer
+// one after dashRefusalPause), then works as streamOp with the session in place of a decoded
+// body. Errors are readable by players on any origin, as answers are (playbackBody): a browser hides from the page the status of an answer
 // without Access-Control-Allow-Origin, and a player that sees no status (a network error, to
 // it) cannot tell a 503 to retry from a 404.
 func (p *playback) sessionOp(dash bool, prepare func(ctx context.Context, sess *hlsSession, r *http.Request) (responder, error)) http.HandlerFunc {
