@@ -2,13 +2,8 @@ package server
 
 import (
 	"context"
-	"fmt"
-	"strconv"
 	"testing"
 	"time"
-
-	cdpruntime "github.com/chromedp/cdproto/runtime"
-	"github.com/chromedp/chromedp"
 
 	"github.com/openkvs/kvs/internal/testutil"
 )
@@ -38,32 +33,11 @@ func TestConsoleLivePlayerForgetsPlayedFragments(t *testing.T) {
 }
 
 // largestFragmentNumberSet returns the size of the largest Set in the page that holds fragment
-// numbers (strings of 20 digits or more), found through the DevTools heap query, so that the
-// page needs no hook of its own.
+// numbers (strings of 20 digits or more), found through the DevTools heap query (heapQuery), so
+// that the page needs no hook of its own.
 func largestFragmentNumberSet(t *testing.T, c context.Context) int {
 	t.Helper()
-	proto, err := chromedp.Call(c, cdpruntime.Evaluate, cdpruntime.EvaluateParams{Expression: "Set.prototype"})
-	if err != nil || proto.Result == nil {
-		t.Fatalf("Set.prototype: %v", err)
-	}
-	sets, err := chromedp.Call(c, cdpruntime.QueryObjects, cdpruntime.QueryObjectsParams{PrototypeObjectID: proto.Result.ObjectID})
-	if err != nil || sets.Objects == nil {
-		t.Fatalf("Runtime.queryObjects(Set.prototype): %v", err)
-	}
-	byValue := true
-	res, err := chromedp.Call(c, cdpruntime.CallFunctionOn, cdpruntime.CallFunctionOnParams{
-		ObjectID:      sets.Objects.ObjectID,
-		ReturnByValue: &byValue,
-		FunctionDeclaration: `function () {
-		  return Math.max(0, ...this.filter((s) => [...s].some((v) => typeof v === 'string' && /^[0-9]{20,}$/.test(v))).map((s) => s.size));
-		}`,
-	})
-	if err != nil || res.Result == nil || res.ExceptionDetails != nil {
-		t.Fatalf("counting the page's Sets: %v %v", err, fmt.Sprint(res.ExceptionDetails))
-	}
-	n, err := strconv.Atoi(string(res.Result.Value))
-	if err != nil {
-		t.Fatalf("counting the page's Sets: %q: %v", res.Result.Value, err)
-	}
-	return n
+	return heapQuery[int](t, c, "Set.prototype", `function () {
+	  return Math.max(0, ...this.filter((s) => [...s].some((v) => typeof v === 'string' && /^[0-9]{20,}$/.test(v))).map((s) => s.size));
+	}`)
 }

@@ -148,6 +148,7 @@ async function streamsPage() {
     el('thead', {}, el('tr', {}, ['Stream', 'Status', 'Retention', 'Last fragment', 'Data rate (1 min)', 'Latest image', ''].map((h) => el('th', {}, h)))), tbody)), nodes);
 
   let alive = true, byName = new Map(); // the streams last listed, by name
+  const later = new Map(); // stream → its row's debounced refreshRow (below)
   // row builds the row of stream s: its last fragment and data rate of the last minute (ListFragments),
   // and its latest picture, which fills its cell when it comes.
   async function row(s) {
@@ -211,6 +212,10 @@ async function streamsPage() {
     byName = new Map(streams.map((s) => [s.StreamName, s]));
     const rows = await Promise.all(streams.map(row));
     tbody.replaceChildren(...rows);
+    // What is kept per stream goes with the stream (once its row is gone: until then its
+    // fragments' events and its row may add to it): a list left open for weeks sees streams come
+    // and go, and kept a picture, a debounced refresh and a session for every one ever listed.
+    for (const m of [latestImages, later, liveSessions]) for (const n of m.keys()) if (!byName.has(n)) m.delete(n);
     // The cluster's nodes and the streams each writes (one node, this one, when not clustered).
     try {
       const c = await api('/kvs/describeCluster');
@@ -231,7 +236,6 @@ async function streamsPage() {
   // that row again (data rate, picture) within 5 s, not the whole list (hundreds of streams, a
   // few live). Between them, the "… s ago" count goes on by itself.
   const soon = debounce(() => { if (alive) refresh(); }, 100);
-  const later = new Map(); // stream → its row's debounced refreshRow
   const events = liveEvents('?fragments=1', (ev) => {
     if (ev.type !== 'fragment.persisted') { soon(); return; }
     const cell = tbody.querySelector(`tr[data-stream="${CSS.escape(ev.stream)}"] .ago`);
