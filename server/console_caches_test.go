@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
@@ -89,5 +90,55 @@ func TestConsoleListForgetsDeletedStreams(t *testing.T) {
 	}`)
 	if len(held) > 0 {
 		t.Errorf("after the streams were deleted the page still holds Map entries for them (size, key): %q", held)
+	}
+}
+
+// thumbsJS reads the stream page's thumbnails: how many show, and the step between them.
+const thumbsJS = `(() => { const ts = [...document.querySelectorAll('#thumbs img')].map((i) => Number(i.dataset.t)).sort((a, b) => a - b);
+  return { n: ts.length, step: ts.length > 1 ? ts[1] - ts[0] : 0 }; })()`
+
+type thumbsShown struct {
+	N    int     `json:"n"`
+	Step float64 `json:"step"`
+}
+
+// TestConsoleThumbnailsForgetOldSlots: a stream page left open keeps its timeline's pictures in
+// a cache keyed by the slot's time. The slots move as the span follows now and their step
+// changes as the span grows (10 s at a minute, 600 s at an hour) or the window narrows, and every
+// picture ever drawn stayed in the cache: a few a hour, for as long as the page was open. After
+// the step changes (the window narrows, scaled down from an hour of wall display), the cache must
+// hold about the pictures the strip shows, not those of the old step too.
+func TestConsoleThumbnailsForgetOldSlots(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	_, ctx := liveCam(t, 70*time.Second, "/#/stream/cam")
+	var first thumbsShown
+	consoleWait(t, 40*time.Second, "the strip shows pictures", func() (bool, string) {
+		first = eval[thumbsShown](t, ctx, thumbsJS)
+		return first.N >= 4, fmt.Sprintf("%+v", first)
+	})
+	if _, err := chromedp.Call(ctx, emulation.SetDeviceMetricsOverride,
+		emulation.SetDeviceMetricsOverrideParams{Width: 820, Height: 900, DeviceScaleFactor: browserScale}); err != nil {
+		t.Fatalf("narrowing the window: %v", err)
+	}
+	var now thumbsShown
+	consoleWait(t, 40*time.Second, "the strip shows pictures at a longer step", func() (bool, string) {
+		now = eval[thumbsShown](t, ctx, thumbsJS)
+		return now.N >= 2 && now.Step > first.Step, fmt.Sprintf("%+v, was %+v", now, first)
+	})
+	time.Sleep(2 * time.Second) // the strip is drawn again with each fragment
+	now = eval[thumbsShown](t, ctx, thumbsJS)
+	// The thumbnail cache: a Map from slot times (Unix seconds) to data: URLs (or null: no picture).
+	sizes := heapQuery[[]int](t, ctx, "Map.prototype", `function () {
+	  return this.filter((m) => m.size && [...m].every(([k, v]) => typeof k === 'number' && k > 1e9 && (v === null || String(v).startsWith('data:image'))))
+	    .map((m) => m.size);
+	}`)
+	for _, n := range sizes {
+		if n > now.N+2 {
+			t.Errorf("the thumbnail cache holds %d pictures while the strip shows %d (step %.0f s, was %.0f s with %d): the old step's pictures stay", n, now.N, now.Step, first.Step, first.N)
+		}
+	}
+	if len(sizes) == 0 {
+		t.Errorf("found no thumbnail cache in the page (a Map of slot times to data: URLs)")
 	}
 }

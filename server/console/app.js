@@ -442,13 +442,18 @@ async function streamPage(name) {
     thumbW = thumbs.querySelector('img')?.naturalWidth || thumbW; // the stream's aspect ratio, once a picture is in
     const n = Math.max(1, Math.floor((thumbs.clientWidth || 600) / (thumbW + 8)));
     const step = STEPS.find((s) => s >= (span[1] - span[0]) / n) || 7200;
-    const kids = [], want = [];
+    const kids = [], want = [], slots = new Set();
     for (let t = Math.ceil(span[0] / step) * step; t <= span[1]; t += step) {
       if (!runs.some(([a, b]) => t >= a && t <= b)) continue;
+      slots.add(t);
       if (!thumbCache.has(t)) { if (!(thumbRetry.get(t) > Date.now())) want.push(t); continue; }
       if (thumbCache.get(t)) kids.push(el('img', { class: 'thumb', src: thumbCache.get(t), alt: fmtTime(t), title: fmtTime(t), 'data-t': t, style: `left:${pct(t)}` }));
     }
     thumbs.replaceChildren(...kids);
+    // Only the slots drawn now keep their pictures: slots move on with now and their step grows
+    // with the span (10 s at a minute, 600 s at an hour), so a page left open for weeks kept
+    // every picture it ever drew.
+    for (const m of [thumbCache, thumbRetry]) for (const t of m.keys()) if (!slots.has(t)) m.delete(t);
     thumbWant = want.reverse(); // newest first
     pumpThumbs();
   }
