@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
+	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/emulation"
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -141,4 +144,58 @@ func TestConsoleThumbnailsForgetOldSlots(t *testing.T) {
 	if len(sizes) == 0 {
 		t.Errorf("found no thumbnail cache in the page (a Map of slot times to data: URLs)")
 	}
+}
+
+// TestConsoleClipDownloadFreesItsBlob: each "Download clip (MP4)" made an object URL of the
+// clip's Blob and never revoked it, so the page held every clip downloaded (megabytes each) for
+// as long as it stayed open. The download still saves the clip, and then its object URL no
+// longer resolves.
+func TestConsoleClipDownloadFreesItsBlob(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	_, ctx := liveCam(t, 20*time.Second, "/#/stream/cam")
+	dir := t.TempDir()
+	events := true
+	if _, err := chromedp.CallBrowser(ctx, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
+		Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllow, BrowserContextID: chromedp.FromContext(ctx).BrowserContextID,
+		DownloadPath: dir, EventsEnabled: &events,
+	}); err != nil {
+		t.Fatalf("Browser.setDownloadBehavior: %v", err)
+	}
+	consoleWait(t, 20*time.Second, "the timeline shows the stream's history", func() (bool, string) {
+		n := eval[int](t, ctx, `document.querySelectorAll('#timeline .frag').length`)
+		return n > 0, fmt.Sprintf("%d runs", n)
+	})
+	// The page's object URLs of Blobs, recorded as it makes and revokes them (the page's
+	// Content-Security-Policy lets no fetch of a blob: URL tell).
+	consoleDo(t, ctx, "record object URLs", chromedp.Evaluate[chromedp.Void](`(() => {
+	  const made = window.blobURLs = new Set(), create = URL.createObjectURL, revoke = URL.revokeObjectURL;
+	  window.blobsMade = 0;
+	  URL.createObjectURL = (o) => { const u = create(o); if (o instanceof Blob) { made.add(u); window.blobsMade++; } return u; };
+	  URL.revokeObjectURL = (u) => { made.delete(u); revoke(u); };
+	})()`))
+	type box struct{ X, Y, W float64 }
+	consoleDo(t, ctx, "scroll to the timeline", chromedp.Evaluate[chromedp.Void](`document.querySelector('#timeline').scrollIntoView({ block: 'center' })`))
+	b := eval[box](t, ctx, `(() => { const r = document.querySelector('#timeline').getBoundingClientRect(); return { X: r.left, Y: r.top + r.height / 2, W: r.width }; })()`)
+	consoleDo(t, ctx, "select a range on the timeline",
+		chromedp.MouseEvent(chromedp.MouseMoved, b.X+b.W*0.8, b.Y),
+		chromedp.MouseEvent(chromedp.MousePressed, b.X+b.W*0.8, b.Y, chromedp.ButtonLeft, chromedp.ClickCount(1)),
+		chromedp.MouseEvent(chromedp.MouseMoved, b.X+b.W*0.9, b.Y, chromedp.ButtonLeft),
+		chromedp.MouseEvent(chromedp.MouseReleased, b.X+b.W*0.9, b.Y, chromedp.ButtonLeft, chromedp.ClickCount(1)),
+		chromedp.Evaluate[chromedp.Void](`document.querySelector('#download').click()`))
+	var saved []os.DirEntry
+	consoleWait(t, 30*time.Second, "the clip is saved", func() (bool, string) {
+		saved, _ = os.ReadDir(dir)
+		for _, f := range saved {
+			if filepath.Ext(f.Name()) == ".mp4" {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d files; %q", len(saved), eval[string](t, ctx, `document.querySelector('#download').nextSibling?.textContent || ''`))
+	})
+	consoleWait(t, 20*time.Second, "the clip's object URL is revoked", func() (bool, string) {
+		live := eval[int](t, ctx, `window.blobURLs.size`)
+		n := eval[int](t, ctx, `window.blobsMade`)
+		return n > 0 && live == 0, fmt.Sprintf("%d object URLs of Blobs made, %d not revoked", n, live)
+	})
 }

@@ -384,6 +384,9 @@ async function streamPage(name) {
       const blob = await resp.blob();
       const a = el('a', { href: URL.createObjectURL(blob), download: `${name}-${Math.floor(sel[0])}.mp4` });
       document.body.append(a); a.click(); a.remove();
+      // The object URL holds the clip's bytes for as long as the page is open: free them once the
+      // download has them (some browsers read the Blob after click returns, so not at once).
+      setTimeout(() => URL.revokeObjectURL(a.href), 10000);
       dlMsg.textContent = `${fmtBytes(blob.size)}`;
     } catch (e) { dlMsg.textContent = e.message; }
   });
