@@ -14,6 +14,7 @@ import (
 
 	"github.com/openkvs/kvs/internal/testutil"
 	"github.com/openkvs/kvs/mkv"
+	"github.com/openkvs/kvs/server/cluster"
 )
 
 // nginxConf is the reverse-proxy set-up README's "Behind a reverse proxy" gives, less TLS:
@@ -45,6 +46,15 @@ http {
 // answers /healthz from kvs.
 func startNginx(t *testing.T, upstream string) string {
 	t.Helper()
+	base, wait := launchNginx(t, upstream)
+	wait()
+	return base
+}
+
+// launchNginx runs nginx in front of upstream and returns its base URL at once, and wait, which
+// returns once kvs answers /healthz through it (for an upstream that is not serving yet).
+func launchNginx(t *testing.T, upstream string) (string, func()) {
+	t.Helper()
 	bin := testutil.NeedTool(t, "nginx", "/usr/sbin")
 	dir := t.TempDir()
 	addr := testutil.FreeAddr(t)
@@ -74,6 +84,11 @@ func startNginx(t *testing.T, upstream string) string {
 		}
 	})
 	base := "http://" + addr
+	return base, func() { waitNginx(t, base, exited) }
+}
+
+func waitNginx(t *testing.T, base string, exited <-chan error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -83,7 +98,7 @@ func startNginx(t *testing.T, upstream string) string {
 		if resp, err := http.DefaultClient.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				return base
+				return
 			}
 		}
 		select {
@@ -176,6 +191,46 @@ func TestNginxPassesAcksAndLiveMedia(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("no frame of the new fragment reached the live GetMedia reader through nginx: the proxy buffers the response")
+	}
+	pc.end()
+}
+
+// TestNginxClusterLiveTail: each node of a cluster behind its own nginx, advertised there
+// (README's "Behind a reverse proxy", docs/cluster.md: the nodes reach each other at their
+// advertised URLs). A live GetMedia reader on node 2 is fed through the writer's internal tail,
+// which passes node 1's nginx: each fragment must reach the reader while the upload is open,
+// not wait in nginx's buffers for the next one.
+func TestNginxClusterLiveTail(t *testing.T) {
+	t.Parallel()
+	var waits []func()
+	nodes := newCluster(t, 2, func(c *cluster.Config) {
+		base, wait := launchNginx(t, c.NodeURL)
+		c.NodeURL = base
+		waits = append(waits, wait)
+	}, nil)
+	for _, w := range waits {
+		w()
+	}
+	n1, n2 := nodes[0], nodes[1]
+	c := loadClip(t, "h264.mkv")
+	n1.createStream(t, "cam", 1)
+	pc := n1.startPut(t, "cam")
+	pc.write(c.header())
+	first := pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), true)
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	body := n2.getMedia(t, ctx, "cam", map[string]any{"StartSelectorType": "NOW"}, true)
+	defer body.Close()
+	got := liveNumbers(t, body, 1)
+	pc.fragment(c.cluster(t, 1, baseMillis), c.fragTimecode(1, baseMillis), true)
+	select {
+	case g := <-got:
+		if len(g) != 1 || g[0] != first+1 {
+			t.Errorf("live reader on node 2 got %v, want [%d]", g, first+1)
+		}
+	case <-ctx.Done():
+		t.Fatal("the new fragment did not reach the live reader on node 2 while the upload is open: node 1's nginx buffers its internal tail")
 	}
 	pc.end()
 }

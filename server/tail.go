@@ -114,6 +114,10 @@ func (m *media) tail(ctx context.Context, req *tailRequest) (responder, error) {
 		c := &consumer{m: m, name: st.Name, buf: buf, w: w, rc: rc, pw: newPacedWriter(w, r, rc, m.writeTimeout), last: req.After, tail: true}
 		m.s.metrics.tailsServed.Inc()
 		w.Header().Set("Content-Type", "application/octet-stream")
+		// A node advertised behind nginx (README's "Behind a reverse proxy") serves its tails
+		// through it too: without this nginx held each fragment's last bytes in its buffers until
+		// the next one came, and the readers on the other nodes got nothing live.
+		w.Header().Set("X-Accel-Buffering", "no")
 		w.WriteHeader(http.StatusOK)
 		_ = c.rc.Flush()
 		c.run(r.Context(), notices, false)
