@@ -164,7 +164,10 @@ async function streamsPage() {
         last = el('span', { class: 'ago', 'data-t': f.ServerTimestamp }, ago(f.ServerTimestamp));
         rate = `${(frags.reduce((a, f) => a + f.FragmentSizeInBytes, 0) * 8 / 60 / 1000).toFixed(0)} kbit/s`;
         const prev = latestImages.get(s.StreamName);
-        if (s.DataRetentionInHours && prev?.n !== f.FragmentNumber) {
+        // Only a row of the latest listing keeps a picture: one a newer listing has replaced
+        // (the stream deleted meanwhile, or listed again) would put it back after that listing
+        // dropped what deleted streams kept.
+        if (s.DataRetentionInHours && prev?.n !== f.FragmentNumber && byName.get(s.StreamName) === s) {
           // The row shows at once, with the picture before (if any); the new one fills its cell
           // when it comes (a busy server may take a while: imageWhenFree).
           const li = { n: f.FragmentNumber, url: prev?.url, t: prev?.t };
@@ -209,8 +212,9 @@ async function streamsPage() {
       } while (token);
     } catch (e) { msg.textContent = e.message; msg.className = 'err'; return; }
     msg.textContent = streams.length ? '' : 'No streams yet.';
-    byName = new Map(streams.map((s) => [s.StreamName, s]));
+    const listed = byName = new Map(streams.map((s) => [s.StreamName, s]));
     const rows = await Promise.all(streams.map(row));
+    if (byName !== listed) return; // a newer listing started meanwhile: its rows go in, not these
     tbody.replaceChildren(...rows);
     // What is kept per stream goes with the stream (once its row is gone: until then its
     // fragments' events and its row may add to it): a list left open for weeks sees streams come
@@ -229,7 +233,7 @@ async function streamsPage() {
     const s = byName.get(name);
     if (!s || !alive) return;
     const tr = await row(s);
-    if (alive) tbody.querySelector(`tr[data-stream="${CSS.escape(name)}"]`)?.replaceWith(tr);
+    if (alive && byName.get(name) === s) tbody.querySelector(`tr[data-stream="${CSS.escape(name)}"]`)?.replaceWith(tr);
   }
   // Updates come from the server's events: a stream created, deleted or starting or ending an
   // upload lists again at once; a fragment moves its row's "last fragment" at once and builds
@@ -244,7 +248,7 @@ async function streamsPage() {
     if (!later.has(ev.stream)) later.set(ev.stream, debounce(() => refreshRow(ev.stream), 5000));
     later.get(ev.stream)();
   }, soon);
-  stopPage = () => { alive = false; events.close(); };
+  stopPage = () => { alive = false; events.close(); later.clear(); byName = new Map(); }; // pending image requests may hold this page a while
   refresh();
   while (alive) {
     for (const c of tbody.querySelectorAll('.ago')) c.textContent = ago(Number(c.dataset.t));
