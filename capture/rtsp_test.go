@@ -225,9 +225,10 @@ func TestRTSPReconnect(t *testing.T) {
 	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{clipPath("h264_aac.mkv")}, Loops: 1, SenderReports: true})
 	var n notices
 	// The camera sends 4 s (keyframes each second); Duration only bounds a frame that never
-	// comes (readAll ends once every frame sent has come).
+	// comes (readAll ends once every frame sent has come): generous, since on a loaded machine
+	// the two reconnects took the read past 10 s (20 of 23 frames read when it ended).
 	src, err := capture.OpenRTSP(t.Context(), cam.URL("cam"), capture.RTSPOptions{Notice: n.add, Info: n.add, ReadTimeout: time.Second,
-		ReconnectWait: 100 * time.Millisecond, SenderReportWait: time.Second, Duration: 10 * time.Second})
+		ReconnectWait: 100 * time.Millisecond, SenderReportWait: time.Second, Duration: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
