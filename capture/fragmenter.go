@@ -113,6 +113,7 @@ type Fragmenter struct {
 	lastRefDTS    time.Duration
 	haveRefDTS    bool
 	err           error // sticky error
+	deferred      error // the source's error (io.EOF too) met reading ahead for a cut, for the fragment after it
 	failed        error // the source's error after the fragment it cut short, for the next call
 	lastTC        int64 // previous cluster timecode
 	haveTC        bool
@@ -358,9 +359,14 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 		minPTS, maxPTS = min(minPTS, fr.PTS), max(maxPTS, fr.PTS)
 	}
 	lastKey := 0 // index in frames of the last cut point after the fragment's start; 0: none yet
+	for i := 1; i < len(frames); i++ {
+		if f.isCutPoint(&frames[i]) { // a keyframe that cut read ahead to
+			lastKey = i
+		}
+	}
 	forced := false
 	for {
-		fr, err := f.read(ctx)
+		fr, err := f.readNext(ctx)
 		if errors.Is(err, io.EOF) {
 			f.done = true
 			break
@@ -380,7 +386,9 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 		}
 		elapsed := fr.PTS - start
 		if f.isCutPoint(&fr) && (elapsed >= f.cfg.TargetDuration || inGOP) {
-			f.pending, f.pendingKept = &fr, f.lastKept
+			if frames, err = f.cut(ctx, frames, fr, nil); err != nil {
+				return nil, err
+			}
 			break
 		}
 		if max(maxPTS, fr.PTS)-min(minPTS, fr.PTS) > f.cfg.MaxDuration {
@@ -388,12 +396,9 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 				// The GOPs since the fragment's start fit, the last one does not yet: end the
 				// fragment at that GOP's keyframe, which starts the next one, rather than cut a
 				// GOP.
-				f.carry = append(append(make([]Frame, 0, len(frames)-lastKey+1), frames[lastKey:]...), fr)
-				f.carryKept = f.lastKept // frames are all read one way
-				frames = frames[:lastKey]
-				minPTS = frames[0].PTS
-				for _, fr := range frames {
-					minPTS = min(minPTS, fr.PTS)
+				after := append(append(make([]Frame, 0, len(frames)-lastKey), frames[lastKey+1:]...), fr)
+				if frames, err = f.cut(ctx, frames[:lastKey], frames[lastKey], after); err != nil {
+					return nil, err
 				}
 				break
 			}
@@ -405,6 +410,10 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 		}
 		minPTS, maxPTS = min(minPTS, fr.PTS), max(maxPTS, fr.PTS)
 		frames = append(frames, fr)
+	}
+	minPTS = frames[0].PTS
+	for _, fr := range frames {
+		minPTS = min(minPTS, fr.PTS)
 	}
 	frag := f.build(frames, minPTS)
 	if forced && f.cfg.OnForcedCut != nil {

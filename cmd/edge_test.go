@@ -44,17 +44,31 @@ func producerTimes(t *testing.T, endpoint, stream string) []time.Time {
 	return ts
 }
 
-// gops cuts what a camera sent into its GOPs: from each video keyframe to the next (in send
-// order, audio included).
-func gops(sent []testcam.SentFrame) [][]testcam.SentFrame {
+// gops cuts what a camera sent into its GOPs as put-media makes fragments of them: from each
+// video keyframe to the next in send order, with the audio by its presentation time (audio sent
+// after a keyframe but presented before it belongs to the GOP before), but not before the first
+// GOP of its play (testcam's PlayStarts: each play's frames start at a keyframe, and put-media
+// starts a fragment there).
+func gops(sent []testcam.SentFrame, plays ...int) [][]testcam.SentFrame {
 	var out [][]testcam.SentFrame
-	for _, f := range sent {
+	var keys []time.Time
+	first := 0 // the first GOP of the current play
+	for i, f := range sent {
+		if slices.Contains(plays, i) {
+			first = len(out)
+		}
 		if f.Track == 1 && f.Key {
 			out = append(out, nil)
+			keys = append(keys, f.Time)
 		}
-		if len(out) > 0 {
-			out[len(out)-1] = append(out[len(out)-1], f)
+		if len(out) == 0 {
+			continue
 		}
+		g := len(out) - 1
+		for f.Track != 1 && g > first && f.Time.Before(keys[g]) {
+			g--
+		}
+		out[g] = append(out[g], f)
 	}
 	return out
 }
@@ -67,10 +81,11 @@ func gops(sent []testcam.SentFrame) [][]testcam.SentFrame {
 // its first frames (from its keyframe to where the capture stopped; what the camera had sent and
 // the RTSP client not yet read is not captured), so its frames count between 1 and all of them.
 // The same holds for the GOP of each of drops (testcam's Drops: the frames written just before a
-// drop may be lost with the connection). It returns the GOPs stored.
-func checkStored(t *testing.T, endpoint, stream, video string, sent []testcam.SentFrame, drops []int, lastCut bool) [][]testcam.SentFrame {
+// drop may be lost with the connection). plays are testcam's PlayStarts (see gops). It returns
+// the GOPs stored.
+func checkStored(t *testing.T, endpoint, stream, video string, sent []testcam.SentFrame, drops, plays []int, lastCut bool) [][]testcam.SentFrame {
 	t.Helper()
-	all := gops(sent)
+	all := gops(sent, plays...)
 	times := producerTimes(t, endpoint, stream)
 	var stored [][]testcam.SentFrame
 	next := 0
@@ -182,7 +197,7 @@ func TestE2ERTSP(t *testing.T) {
 			out := mustRun(t, url, nil, "put-media", "--stream-name", stream, "--create", "--source", cam.URL("cam"),
 				"--duration", "7s", "--fragment-duration", "1s")
 			<-cam.Done("cam")
-			stored := checkStored(t, url, stream, tc.video, cam.Sent("cam"), cam.Drops("cam"), false)
+			stored := checkStored(t, url, stream, tc.video, cam.Sent("cam"), cam.Drops("cam"), cam.PlayStarts("cam"), false)
 			if len(stored) != len(gops(cam.Sent("cam"))) {
 				t.Errorf("%d GOPs stored of the %d the camera sent", len(stored), len(gops(cam.Sent("cam"))))
 			}
@@ -193,7 +208,7 @@ func TestE2ERTSP(t *testing.T) {
 				t.Errorf("%d PLAYs: want put-media to reconnect once after the drop", cam.Plays("cam"))
 			}
 			// With sender reports, each producer timestamp is the camera's time of the earliest
-			// frame of its GOP (audio sent after the keyframe may be presented before it).
+			// frame of its GOP: its keyframe's, or for the first the audio presented before it.
 			for i, ts := range producerTimes(t, url, stream) {
 				if !tc.path.SenderReports {
 					break
@@ -336,7 +351,7 @@ func TestE2ESpoolOutage(t *testing.T) {
 	}
 	<-cam.Done("cam")
 	sent := cam.Sent("cam")
-	stored := checkStored(t, srv.Endpoint, "porch", "h264", sent, cam.Drops("cam"), false)
+	stored := checkStored(t, srv.Endpoint, "porch", "h264", sent, cam.Drops("cam"), cam.PlayStarts("cam"), false)
 	if all := gops(sent); len(stored) != len(all) {
 		t.Errorf("%d GOPs stored of the %d the camera sent", len(stored), len(all))
 	}
@@ -407,7 +422,7 @@ func TestE2ESpoolKill(t *testing.T) {
 	if !strings.Contains(out, fmt.Sprintf("; %d from the spool of an earlier run", left.Recovered)) {
 		t.Errorf("summary %q: want the %d fragments of the spool sent", out, left.Recovered)
 	}
-	stored := checkStored(t, srv.Endpoint, "porch", "h264", cam.Sent("cam"), cam.Drops("cam"), true)
+	stored := checkStored(t, srv.Endpoint, "porch", "h264", cam.Sent("cam"), cam.Drops("cam"), cam.PlayStarts("cam"), true)
 	times := producerTimes(t, srv.Endpoint, "porch")
 	spooled := 0
 	for _, ts := range times {

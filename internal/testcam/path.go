@@ -37,6 +37,7 @@ type path struct {
 	keys        int       // video keyframes sent
 	sent        []SentFrame
 	drops       []int // len(sent) at each Drop
+	playStarts  []int // len(sent) at each PLAY
 }
 
 // medium is one track's RTP side.

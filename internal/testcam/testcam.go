@@ -222,6 +222,15 @@ func (c *Camera) Drops(p string) []int {
 	return append([]int(nil), pt.drops...)
 }
 
+// PlayStarts returns, for each PLAY of path p, how many frames Sent held then: the frames from
+// that index on were sent to that reader (from its first keyframe).
+func (c *Camera) PlayStarts(p string) []int {
+	pt := c.get(p)
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	return append([]int(nil), pt.playStarts...)
+}
+
 // Done returns a channel closed when path p has played all its loops.
 func (c *Camera) Done(p string) <-chan struct{} { return c.get(p).done }
 
@@ -326,6 +335,7 @@ func (c *Camera) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response, 
 	defer pt.mu.Unlock()
 	pt.sessions[ctx.Session] = true
 	pt.plays++
+	pt.playStarts = append(pt.playStarts, len(pt.sent))
 	pt.settleUntil = time.Now().Add(settle)
 	pt.sinceKey = false
 	if !pt.started && pt.clips != nil {
