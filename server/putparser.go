@@ -539,7 +539,7 @@ func (ps *putParser) duration(frag *mkv.Fragment) time.Duration {
 		f.Frames = frames
 		frag = &f
 	}
-	return time.Duration(frag.Duration() * int64(ps.scale))
+	return time.Duration(videoSpan(frag) * int64(ps.scale))
 }
 
 // release gives the arena of a fragment left open back to the buffer pool once the body is
