@@ -148,6 +148,7 @@ async function streamsPage() {
     el('thead', {}, el('tr', {}, ['Stream', 'Status', 'Retention', 'Last fragment', 'Data rate (1 min)', 'Latest image', ''].map((h) => el('th', {}, h)))), tbody)), nodes);
 
   let alive = true, byName = new Map(); // the streams last listed, by name
+  const listings = { started: 0, shown: 0 }; // refresh's listings: the last started, the one on screen
   const later = new Map(); // stream → its row's debounced refreshRow (below)
   // row builds the row of stream s: its last fragment and data rate of the last minute (ListFragments),
   // and its latest picture, which fills its cell when it comes.
@@ -164,10 +165,10 @@ async function streamsPage() {
         last = el('span', { class: 'ago', 'data-t': f.ServerTimestamp }, ago(f.ServerTimestamp));
         rate = `${(frags.reduce((a, f) => a + f.FragmentSizeInBytes, 0) * 8 / 60 / 1000).toFixed(0)} kbit/s`;
         const prev = latestImages.get(s.StreamName);
-        // Only a row of the latest listing keeps a picture: one a newer listing has replaced
-        // (the stream deleted meanwhile, or listed again) would put it back after that listing
+        // Only a stream the latest listing has keeps a picture: a row of an older listing or
+        // refresh, finishing after the stream was deleted, would put it back after that listing
         // dropped what deleted streams kept.
-        if (s.DataRetentionInHours && prev?.n !== f.FragmentNumber && byName.get(s.StreamName) === s) {
+        if (s.DataRetentionInHours && prev?.n !== f.FragmentNumber && byName.has(s.StreamName)) {
           // The row shows at once, with the picture before (if any); the new one fills its cell
           // when it comes (a busy server may take a while: imageWhenFree).
           const li = { n: f.FragmentNumber, url: prev?.url, t: prev?.t };
@@ -212,9 +213,14 @@ async function streamsPage() {
       } while (token);
     } catch (e) { msg.textContent = e.message; msg.className = 'err'; return; }
     msg.textContent = streams.length ? '' : 'No streams yet.';
-    const listed = byName = new Map(streams.map((s) => [s.StreamName, s]));
+    const seq = ++listings.started;
+    byName = new Map(streams.map((s) => [s.StreamName, s]));
     const rows = await Promise.all(streams.map(row));
-    if (byName !== listed) return; // a newer listing started meanwhile: its rows go in, not these
+    // A listing that finishes after a newer one is on screen puts back nothing (a deleted
+    // stream's row); one that a newer listing merely started after still goes in, so that
+    // listings started one after another (a busy list) never leave it empty.
+    if (seq < listings.shown) return;
+    listings.shown = seq;
     tbody.replaceChildren(...rows);
     // What is kept per stream goes with the stream (once its row is gone: until then its
     // fragments' events and its row may add to it): a list left open for weeks sees streams come
@@ -233,7 +239,7 @@ async function streamsPage() {
     const s = byName.get(name);
     if (!s || !alive) return;
     const tr = await row(s);
-    if (alive && byName.get(name) === s) tbody.querySelector(`tr[data-stream="${CSS.escape(name)}"]`)?.replaceWith(tr);
+    if (alive && byName.has(name)) tbody.querySelector(`tr[data-stream="${CSS.escape(name)}"]`)?.replaceWith(tr);
   }
   // Updates come from the server's events: a stream created, deleted or starting or ending an
   // upload lists again at once; a fragment moves its row's "last fragment" at once and builds
