@@ -219,7 +219,7 @@ async function streamsPage() {
     // A listing that finishes after a newer one is on screen puts back nothing (a deleted
     // stream's row); one that a newer listing merely started after still goes in, so that
     // listings started one after another (a busy list) never leave it empty.
-    if (seq < listings.shown) return;
+    if (!alive || seq < listings.shown) return; // left (its maps dropped), or put back nothing
     listings.shown = seq;
     tbody.replaceChildren(...rows);
     // What is kept per stream goes with the stream (once its row is gone: until then its
