@@ -265,7 +265,14 @@ func (f *Fragment) Tag(name string) (string, bool) {
 // Duration returns the fragment's duration in ticks: the end of its last-ending frame minus the
 // timecode of its first frame. A frame lasts its Duration, else its track's DefaultDuration, else
 // the mean spacing of its track's frames in this fragment (0 for a lone frame).
-func (f *Fragment) Duration() int64 {
+func (f *Fragment) Duration() int64 { return f.DurationTo(0) }
+
+// DurationTo is Duration measured to the end of track's frames: the frames of the other tracks
+// count until they start, not until they end. A fragment cut at keyframes of track lasts until
+// its next keyframe, and the last frame of another track presented before that keyframe (an AAC
+// frame lasts 21 ms at 48 kHz) ends after it, in the next fragment's time. It is Duration when
+// track is 0 or no frame is of track.
+func (f *Fragment) DurationTo(track uint64) int64 {
 	if len(f.Frames) == 0 {
 		return 0
 	}
@@ -291,6 +298,9 @@ func (f *Fragment) Duration() int64 {
 		s.min, s.max = min(s.min, fr.Timecode), max(s.max, fr.Timecode)
 		s.n++
 	}
+	if spans[track] == nil {
+		track = 0
+	}
 	for _, t := range f.Tracks {
 		if s := spans[t.Number]; s != nil && t.DefaultDuration > 0 {
 			s.def = int64(math.Round(float64(t.DefaultDuration) / float64(scale)))
@@ -300,7 +310,9 @@ func (f *Fragment) Duration() int64 {
 	for i := range f.Frames {
 		fr := &f.Frames[i]
 		d := fr.Duration
-		if d <= 0 {
+		if track != 0 && fr.Track != track {
+			d = 0
+		} else if d <= 0 {
 			s := spans[fr.Track]
 			switch {
 			case s.def >= 0:

@@ -214,6 +214,18 @@ func TestFragmentDuration(t *testing.T) {
 			}
 		})
 	}
+	// DurationTo: the other tracks' frames count until they start; no frame of the track, or
+	// track 0, is Duration.
+	av := Fragment{Tracks: []Track{video}, Frames: []Frame{{Track: 2, Timecode: 0, Duration: 21}, {Track: 1, Timecode: 10},
+		{Track: 1, Timecode: 50}, {Track: 2, Timecode: 80, Duration: 21}}}
+	for _, tc := range []struct {
+		track uint64
+		want  int64
+	}{{1, 90}, {0, 101}, {3, 101}} {
+		if got := av.DurationTo(tc.track); got != tc.want {
+			t.Errorf("DurationTo(%d): got %d, want %d", tc.track, got, tc.want)
+		}
+	}
 }
 
 // TestFragmentReaderMatchesReader: the frames of a FragmentReader (copied into arenas sized from

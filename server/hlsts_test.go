@@ -279,43 +279,47 @@ func TestHLSMPEGTSWrap(t *testing.T) {
 	}
 }
 
-// TestHLSMPEGTSGStreamer plays an ON_DEMAND MPEG_TS session with GStreamer's playbin (the older
-// hlsdemux), its video sink synchronised to the pipeline clock as a viewer's is: every stored
-// picture is shown and the pipeline ends. GStreamer 1.22's hlsdemux shows nothing of the same
-// session in FRAGMENTED_MP4 (it starts the clock at 0 and then waits for the segments'
-// epoch-based times; playbin3's hlsdemux2 plays it); README tells playbin users to ask for
-// MPEG_TS.
+// TestHLSMPEGTSGStreamer plays ON_DEMAND sessions with GStreamer, its video sink synchronised to
+// the pipeline clock as a viewer's is: every stored picture is shown and the pipeline ends.
+// MPEG_TS with playbin (the older hlsdemux) and FRAGMENTED_MP4 with playbin3 (hlsdemux2), the
+// pairs README recommends: GStreamer 1.22's hlsdemux shows nothing of a FRAGMENTED_MP4 session
+// (it starts the clock at 0 and then waits for the segments' epoch-based times).
 func TestHLSMPEGTSGStreamer(t *testing.T) {
 	t.Parallel()
-	testutil.Slow(t) // GStreamer plays 4 s of media in real time
+	testutil.Slow(t) // GStreamer plays 4 s of media in real time, twice
 	gst := testutil.NeedTool(t, "gst-launch-1.0")
-	for _, plugin := range []string{"hlsdemux", "tsdemux", "avdec_h264"} {
+	for _, plugin := range []string{"hlsdemux", "hlsdemux2", "tsdemux", "avdec_h264"} {
 		if exec.Command(testutil.NeedTool(t, "gst-inspect-1.0"), plugin).Run() != nil {
-			testutil.Missing(t, "GStreamer's "+plugin+" is not installed (gstreamer1.0-plugins-bad, gstreamer1.0-libav)")
+			testutil.Missing(t, "GStreamer's "+plugin+" is not installed (gstreamer1.0-plugins-good, -bad, gstreamer1.0-libav)")
 		}
 	}
 	e := newMediaEnv(t, "mem")
 	e.createStream(t, "cam", 24)
 	c := loadClip(t, "h264.mkv")
 	uploadClip(t, e, "cam", "h264.mkv", seq(len(c.frags))...)
-	url := tsSession(t, e, "MPEG_TS")
 	pictures := 0
 	for _, frags := range c.frags {
 		pictures += len(frags)
 	}
-	yuv := filepath.Join(t.TempDir(), "v.yuv")
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, gst, "-q", "playbin", "uri="+url, "audio-sink=fakesink",
-		"video-sink=videoconvert ! video/x-raw,format=I420 ! filesink sync=true location="+yuv)
-	testutil.DieWithTest(cmd)
-	out, err := cmd.CombinedOutput()
-	fi, statErr := os.Stat(yuv)
-	if err != nil || statErr != nil || len(out) > 0 {
-		t.Fatalf("gst-launch-1.0 playbin on %s: %v %v\n%s", url, err, statErr, out)
-	}
-	const picture = 320 * 240 * 3 / 2 // I420
-	if got := fi.Size() / picture; got != int64(pictures) {
-		t.Errorf("GStreamer showed %d pictures, want the %d stored", got, pictures)
+	for _, tc := range []struct{ container, playbin string }{{"MPEG_TS", "playbin"}, {"FRAGMENTED_MP4", "playbin3"}} {
+		t.Run(tc.container, func(t *testing.T) {
+			t.Parallel()
+			url := tsSession(t, e, tc.container)
+			yuv := filepath.Join(t.TempDir(), "v.yuv")
+			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, gst, "-q", tc.playbin, "uri="+url, "audio-sink=fakesink",
+				"video-sink=videoconvert ! video/x-raw,format=I420 ! filesink sync=true location="+yuv)
+			testutil.DieWithTest(cmd)
+			out, err := cmd.CombinedOutput()
+			fi, statErr := os.Stat(yuv)
+			if err != nil || statErr != nil || len(out) > 0 {
+				t.Fatalf("gst-launch-1.0 %s on %s: %v %v\n%s", tc.playbin, url, err, statErr, out)
+			}
+			const picture = 320 * 240 * 3 / 2 // I420
+			if got := fi.Size() / picture; got != int64(pictures) {
+				t.Errorf("GStreamer %s showed %d pictures, want the %d stored", tc.playbin, got, pictures)
+			}
+		})
 	}
 }

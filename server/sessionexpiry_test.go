@@ -119,7 +119,9 @@ func TestDASHExpiredSessionPaced(t *testing.T) {
 	if played.Load() < 3 {
 		t.Fatalf("ffmpeg made %d requests before the session expired, want it playing", played.Load())
 	}
-	if n := refused.Load(); n > 400 {
+	n := refused.Load()
+	t.Logf("ffmpeg made %d requests in the 4 s after the session expired", n) // README's figure
+	if n > 400 {
 		t.Errorf("ffmpeg made %d requests in 4 s after the session expired, want them paced (a pair a second or so)", n)
 	}
 }
