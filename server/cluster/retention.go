@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,15 +15,15 @@ import (
 	"github.com/openkvs/kvs/server/store"
 )
 
-// cleanupLock is the advisory lock that lets one node at a time run retention and object
+// cleanupLock is the advisory lock that lets one node at a time run a step of retention and object
 // cleanup (every node's server calls EnforceRetention on its schedule; a node that finds another's
-// pass running waits for it, up to cleanupWait, and then runs its own, which finds little left
+// step running waits for it, up to cleanupWait, and then runs its own, which finds little left
 // to do: a pass that skipped instead would make an UpdateDataRetention decrease, whose purge is
 // such a pass, answer with the expired fragments still listed). Like every kvs lock, it is the
 // cluster's: its second key is the schema's (schemaLock).
 const (
 	cleanupLock     = 0x6b76735f       // "kvs_"
-	cleanupWait     = "30s"            // lock_timeout while waiting for another node's pass
+	cleanupWait     = "30s"            // lock_timeout while waiting for another node's step
 	cleanupWaitTime = 30 * time.Second // cleanupWait
 )
 
@@ -48,35 +49,30 @@ const unreferencedObjects = `SELECT key FROM kvs_objects o WHERE o.created_at < 
 // their stream's retention, as of now, and of the oldest fragments of each stream over its
 // kvs:max-bytes cap (not in the count), then the objects no fragment refers to any more (a batch
 // object holds several streams' fragments and goes when its last one expires), and now and then
-// the objects that were PUT but never committed. One node at a time does it; the others wait
-// their turn (cleanupLock).
+// the objects that were PUT but never committed. The expired rows go in steps (purgeExpired),
+// the rest in one transaction; one node at a time runs a step or the rest, the others wait their
+// turn (cleanupLock).
 func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error) {
 	if s.isClosed() {
 		return 0, store.ErrClosed
 	}
-	var deleted, deletedBytes int64
+	deleted, err := s.purgeExpired(ctx, now)
+	if err != nil {
+		return int(deleted), err
+	}
 	var doomed []string
 	var capped []cappedStream
 	// The transaction may wait its turn (cleanupWait) before PostgreSQL's part of the pass; each
 	// later call has UnavailableWait (bound).
 	txCtx, cancel := context.WithTimeoutCause(ctx, cleanupWaitTime+s.cfg.UnavailableWait, errNoAnswer)
 	defer cancel()
-	err := pgx.BeginFunc(txCtx, s.pool, func(tx pgx.Tx) error {
+	err = pgx.BeginFunc(txCtx, s.pool, func(tx pgx.Tx) error {
 		ctx := txCtx
 		capped = nil // a retry of the transaction starts over
-		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+cleanupWait+`'`); err != nil {
+		if err := s.cleanupTurn(ctx, tx); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, `+schemaLock+`)`, cleanupLock); err != nil {
-			return err
-		}
-		// A stream whose retention was lowered to 0 keeps nothing older than now.
-		err := tx.QueryRow(ctx, `WITH d AS (DELETE FROM kvs_fragments f USING kvs_streams s
-			WHERE f.stream_id = s.id AND f.server_ns < $1::bigint - s.retention_hours::bigint * 3600000000000
-			RETURNING f.size) SELECT count(*), coalesce(sum(size), 0) FROM d`, store.UnixNanos(now)).Scan(&deleted, &deletedBytes)
-		if err != nil {
-			return err
-		}
+		var err error
 		if capped, err = s.applyCaps(ctx, tx); err != nil {
 			return err
 		}
@@ -93,10 +89,8 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 		return err
 	})
 	if err != nil {
-		return 0, dbErr(txCtx, "retention", err)
+		return int(deleted), dbErr(txCtx, "retention", err)
 	}
-	s.metrics.deletedFragments.WithLabelValues("retention").Add(float64(deleted))
-	s.metrics.deletedBytes.WithLabelValues("retention").Add(float64(deletedBytes))
 	for _, c := range capped {
 		s.metrics.deletedFragments.WithLabelValues("stream_cap").Add(float64(c.fragments))
 		s.metrics.deletedBytes.WithLabelValues("stream_cap").Add(float64(c.bytes))
@@ -131,6 +125,123 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 		}
 	}
 	return int(deleted), nil
+}
+
+// purgeRows is about how many expired fragment rows one step of a retention pass deletes, in a
+// transaction of its own. A pass used to delete them all in one statement under the pass's
+// timeout (cleanupWait + UnavailableWait): at 1.2–2.4 s per million rows here, a big purge (an
+// UpdateDataRetention decrease over a day of 1 s fragments from a few hundred cameras, tens of
+// millions of rows) failed the same way on every pass, and nothing expired any more; a database
+// with a statement_timeout failed sooner. In steps, each committed, a pass always gets on, and
+// another node waiting for its own pass runs between two steps (Store.purgeRows; tests shorten
+// it).
+//
+// A step is a slice of server time across every stream, oldest first, not a stream at a time:
+// the streams' uploads are committed side by side, so a heap page holds rows of many streams
+// from about one moment, and deleting by stream dirtied each page once per stream (measured by
+// hand: 2 M rows of 200 streams, 15–20× the time of one DELETE). The slice is sized from the last
+// step's rows per second of server time.
+const (
+	purgeRows  = 50_000
+	purgeSlice = time.Minute // the first step's slice: a pass a minute deletes about a minute
+)
+
+// purgeExpired deletes the rows of the fragments older than their stream's retention as of now,
+// in steps of about s.purgeRows (each its own transaction under the cleanup lock); it returns how
+// many it deleted (counted in the metrics, with their bytes, step by step).
+func (s *Store) purgeExpired(ctx context.Context, now time.Time) (deleted int64, err error) {
+	todo, from, err := s.expiring(ctx, now)
+	if err != nil || len(todo) == 0 {
+		return 0, err
+	}
+	slice := int64(purgeSlice)
+	for len(todo) > 0 {
+		upTo := from + slice
+		ids, cuts := make([]int64, len(todo)), make([]int64, len(todo))
+		for i, e := range todo {
+			ids[i], cuts[i] = e.id, min(e.cut, upTo)
+		}
+		var n, b int64
+		// A step may wait its turn (cleanupWait) behind another node's pass, then has
+		// UnavailableWait for its own work.
+		stepCtx, cancel := context.WithTimeoutCause(ctx, cleanupWaitTime+s.cfg.UnavailableWait, errNoAnswer)
+		err := pgx.BeginFunc(stepCtx, s.pool, func(tx pgx.Tx) error {
+			if err := s.cleanupTurn(stepCtx, tx); err != nil {
+				return err
+			}
+			return tx.QueryRow(stepCtx, `WITH d AS (DELETE FROM kvs_fragments f
+					USING unnest($1::bigint[], $2::bigint[]) AS c(id, cut)
+					WHERE f.stream_id = c.id AND f.server_ns < c.cut RETURNING f.size)
+				SELECT count(*), coalesce(sum(size), 0) FROM d`, ids, cuts).Scan(&n, &b)
+		})
+		err = dbErr(stepCtx, "retention", err)
+		cancel()
+		if err != nil {
+			return deleted, err
+		}
+		deleted += n
+		s.metrics.deletedFragments.WithLabelValues("retention").Add(float64(n))
+		s.metrics.deletedBytes.WithLabelValues("retention").Add(float64(b))
+		// The streams whose cutoff the slice reached are done.
+		todo = slices.DeleteFunc(todo, func(e expiring) bool { return e.cut <= upTo })
+		if len(todo) == 0 {
+			return deleted, nil
+		}
+		if h := s.testHookPurgeStep; h != nil {
+			h(n)
+		}
+		if err := ctx.Err(); err != nil {
+			return deleted, err
+		}
+		from = upTo
+		if n == 0 {
+			// A gap in server time: on from the oldest row left.
+			if todo, from, err = s.expiring(ctx, now); err != nil || len(todo) == 0 {
+				return deleted, err
+			}
+			continue
+		}
+		// The next slice: about purgeRows at this step's rate, at most four times this one.
+		slice = max(int64(time.Millisecond), min(4*slice, slice*int64(s.purgeRows)/n))
+	}
+	return deleted, nil
+}
+
+// expiring is a stream with fragments older than its retention (purgeExpired).
+type expiring struct{ id, cut, oldest int64 }
+
+// expiring returns each stream that has a fragment older than its cutoff as of now, with its
+// cutoff and oldest server time (from kvs_fragments_server), and the oldest of those. A stream
+// whose retention was lowered to 0 keeps nothing older than now.
+func (s *Store) expiring(ctx context.Context, now time.Time) (todo []expiring, oldest int64, err error) {
+	ctx, cancel := s.bound(ctx)
+	defer cancel()
+	rows, err := s.pool.Query(ctx, `SELECT s.id, c.cut, x.oldest FROM kvs_streams s
+		CROSS JOIN LATERAL (SELECT $1::bigint - s.retention_hours::bigint * 3600000000000 AS cut) c
+		CROSS JOIN LATERAL (SELECT min(server_ns) AS oldest FROM kvs_fragments WHERE stream_id = s.id) x
+		WHERE x.oldest < c.cut`, store.UnixNanos(now))
+	if err == nil {
+		todo, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (e expiring, err error) {
+			return e, r.Scan(&e.id, &e.cut, &e.oldest)
+		})
+	}
+	if err != nil || len(todo) == 0 {
+		return nil, 0, dbErr(ctx, "retention", err)
+	}
+	oldest = todo[0].oldest
+	for _, e := range todo {
+		oldest = min(oldest, e.oldest)
+	}
+	return todo, oldest, nil
+}
+
+// cleanupTurn takes the cleanup lock in tx, waiting up to cleanupWait for another node's step.
+func (s *Store) cleanupTurn(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+cleanupWait+`'`); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, `+schemaLock+`)`, cleanupLock)
+	return err
 }
 
 // forgetObjects deletes the rows of objects deleted, unless a fragment refers to one again.

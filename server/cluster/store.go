@@ -53,7 +53,9 @@ type Store struct {
 	orphanSweep time.Time // the last sweepOrphans (retention.go)
 	// The cleanup ages (retention.go); tests shorten them.
 	objectGrace, orphanAge, orphanEvery time.Duration
-	objectsPerQuery                     int // objects deleted per query of a cleanup pass
+	objectsPerQuery                     int              // objects deleted per query of a cleanup pass
+	purgeRows                           int              // expired fragment rows deleted per step (retention.go)
+	testHookPurgeStep                   func(rows int64) // set by a test: runs after each full step of purgeExpired
 
 	stop context.CancelFunc // ends the background loops
 	bg   sync.WaitGroup
@@ -122,7 +124,7 @@ func Open(ctx context.Context, c Config) (*Store, error) {
 	}
 	s := &Store{cfg: cfg, log: cfg.Log, pool: pool, s3: client, key: key, notify: channel,
 		nodeID: "n-" + strings.ToLower(rand.Text()[:12]), leases: map[string]*lease{}, uploads: map[string]int{}, freeing: map[string]chan struct{}{},
-		objectGrace: objectGrace, orphanAge: orphanAge, orphanEvery: orphanEvery, objectsPerQuery: objectsPerQuery, metrics: newMetrics()}
+		objectGrace: objectGrace, orphanAge: orphanAge, orphanEvery: orphanEvery, objectsPerQuery: objectsPerQuery, purgeRows: purgeRows, metrics: newMetrics()}
 	if err := s.checkBucket(pingCtx); err != nil {
 		pool.Close()
 		return nil, err
