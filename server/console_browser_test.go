@@ -673,25 +673,7 @@ func TestConsoleBrowserBusyImages(t *testing.T) {
 	names := []string{"a", "b", "c", "d", "e"}
 	for _, name := range names {
 		e.createStream(t, name, 24)
-		pc := e.startPut(t, name)
-		pc.write(c.header())
-		for n := range 2 {
-			b, err := c.appendCluster(nil, n, base)
-			if err != nil {
-				t.Fatal(err)
-			}
-			pc.write(b)
-		}
-		pc.pw.Close()
-		persisted := 0
-		for a := range pc.acks {
-			if a.EventType == ackPersisted {
-				persisted++
-			}
-		}
-		if persisted != 2 {
-			t.Fatalf("stream %s: %d fragments PERSISTED, want 2", name, persisted)
-		}
+		putFragments(t, e, name, c, base, 2)
 	}
 	ctx := newBrowser(t)
 	consoleDo(t, ctx, "open the console", chromedp.Navigate(e.ts.URL+"/"))

@@ -150,12 +150,39 @@ async function streamsPage() {
   let alive = true, byName = new Map(); // the streams last listed, by name
   const listings = { started: 0, shown: 0 }; // refresh's listings: the last started, the one on screen
   const later = new Map(); // stream → its row's debounced refreshRow (below)
+  // Pictures are asked for only for rows on screen (each one is a decode on the server, and a
+  // list may have hundreds of streams): wanted holds, per stream, the picture its row waits for,
+  // newest last; a row that comes on screen has its picture asked for then, the newest wanted
+  // first, two at a time; one that goes off screen before its turn keeps waiting here.
+  const wanted = new Map(); // stream → { li, t: producer time }
+  const onScreen = new Set(); // streams whose row is on screen
+  let picsBusy = 0;
+  const seen = new IntersectionObserver((es) => {
+    for (const e of es) if (e.isIntersecting) onScreen.add(e.target.dataset.stream); else onScreen.delete(e.target.dataset.stream);
+    pumpPictures();
+  });
+  const pic = (name, li) => el('img', { class: 'thumb', src: li.url, alt: `${name} at ${fmtTime(li.t)}`, title: fmtTime(li.t) });
+  function pumpPictures() {
+    for (let name; alive && picsBusy < 2 && (name = [...wanted.keys()].findLast((n) => onScreen.has(n))) !== undefined; picsBusy++) {
+      const w = wanted.get(name);
+      wanted.delete(name);
+      const current = () => alive && latestImages.get(name) === w.li;
+      imageWhenFree(name, w.t, 40, () => current() && onScreen.has(name)).then((url) => {
+        if (!url) return;
+        w.li.url = url;
+        w.li.t = w.t;
+        tbody.querySelector(`tr[data-stream="${CSS.escape(name)}"] .pic`)?.replaceChildren(pic(name, w.li));
+      }, (e) => {
+        // Scrolled off screen while the server was busy: asked again when it is back.
+        if (e.message === 'unwanted' && current() && !wanted.has(name)) wanted.set(name, w);
+      }).finally(() => { picsBusy--; pumpPictures(); });
+    }
+  }
   // row builds the row of stream s: its last fragment and data rate of the last minute (ListFragments),
   // and its latest picture, which fills its cell when it comes.
   async function row(s) {
-    let last = '—', rate = '—', thumb = '—', fetchImage = null;
+    let last = '—', rate = '—', thumb = '—';
     const now = Date.now() / 1000;
-    const pic = (li) => el('img', { class: 'thumb', src: li.url, alt: `${s.StreamName} at ${fmtTime(li.t)}`, title: fmtTime(li.t) });
     try {
       // By server time: the row says when the server last received a fragment and the data
       // rate of the last minute, whatever the producer's clock says.
@@ -170,23 +197,20 @@ async function streamsPage() {
         // dropped what deleted streams kept.
         if (s.DataRetentionInHours && prev?.n !== f.FragmentNumber && byName.has(s.StreamName)) {
           // The row shows at once, with the picture before (if any); the new one fills its cell
-          // when it comes (a busy server may take a while: imageWhenFree).
+          // when it comes, once the row is on screen (pumpPictures; a busy server may take a
+          // while: imageWhenFree). No picture there: the dash or the one before stays.
           const li = { n: f.FragmentNumber, url: prev?.url, t: prev?.t };
           latestImages.set(s.StreamName, li);
-          const wanted = () => alive && latestImages.get(s.StreamName) === li;
-          fetchImage = (cell) => imageWhenFree(s.StreamName, f.ProducerTimestamp, 40, wanted).then((url) => {
-            if (!url) return;
-            li.url = url;
-            li.t = f.ProducerTimestamp;
-            cell.replaceChildren(pic(li));
-          }, () => { /* no picture there: the dash or the one before stays */ });
+          wanted.delete(s.StreamName);
+          wanted.set(s.StreamName, { li, t: f.ProducerTimestamp });
         }
         const li = latestImages.get(s.StreamName);
-        if (li?.url) thumb = pic(li);
+        if (li?.url) thumb = pic(s.StreamName, li);
       }
     } catch (_) { /* retention-0 streams list their live buffer; errors leave dashes */ }
-    const latest = el('td', { class: 'latest', 'data-label': 'latest image' }, thumb);
-    fetchImage?.(latest);
+    // The picture's box keeps its height before the picture comes: rows that grew as their
+    // pictures came would move others on and off screen.
+    const latest = el('td', { class: 'latest', 'data-label': 'latest image' }, el('div', { class: 'pic' }, thumb));
     // data-label names each cell where a phone shows the rows as cards, without the header.
     return el('tr', { 'data-stream': s.StreamName },
       el('td', { class: 'name' }, el('a', { href: `#/stream/${encodeURIComponent(s.StreamName)}` }, s.StreamName)),
@@ -221,11 +245,13 @@ async function streamsPage() {
     // listings started one after another (a busy list) never leave it empty.
     if (!alive || seq < listings.shown) return; // left (its maps dropped), or put back nothing
     listings.shown = seq;
+    for (const tr of tbody.rows) seen.unobserve(tr);
     tbody.replaceChildren(...rows);
+    for (const tr of rows) seen.observe(tr);
     // What is kept per stream goes with the stream (once its row is gone: until then its
     // fragments' events and its row may add to it): a list left open for weeks sees streams come
     // and go, and kept a picture, a debounced refresh and a session for every one ever listed.
-    for (const m of [latestImages, later, liveSessions]) for (const n of m.keys()) if (!byName.has(n)) m.delete(n);
+    for (const m of [latestImages, later, liveSessions, wanted, onScreen]) for (const n of m.keys()) if (!byName.has(n)) m.delete(n);
     // The cluster's nodes and the streams each writes (one node, this one, when not clustered).
     try {
       const c = await api('/kvs/describeCluster');
@@ -238,8 +264,11 @@ async function streamsPage() {
   async function refreshRow(name) {
     const s = byName.get(name);
     if (!s || !alive) return;
-    const tr = await row(s);
-    if (alive && byName.has(name)) tbody.querySelector(`tr[data-stream="${CSS.escape(name)}"]`)?.replaceWith(tr);
+    const tr = await row(s), old = tbody.querySelector(`tr[data-stream="${CSS.escape(name)}"]`);
+    if (!alive || !byName.has(name) || !old) return;
+    seen.unobserve(old);
+    old.replaceWith(tr);
+    seen.observe(tr);
   }
   // Updates come from the server's events: a stream created, deleted or starting or ending an
   // upload lists again at once; a fragment moves its row's "last fragment" at once and builds
@@ -254,7 +283,7 @@ async function streamsPage() {
     if (!later.has(ev.stream)) later.set(ev.stream, debounce(() => refreshRow(ev.stream), 5000));
     later.get(ev.stream)();
   }, soon);
-  stopPage = () => { alive = false; events.close(); later.clear(); byName = new Map(); }; // pending image requests may hold this page a while
+  stopPage = () => { alive = false; events.close(); seen.disconnect(); later.clear(); wanted.clear(); byName = new Map(); }; // pending image requests may hold this page a while
   refresh();
   while (alive) {
     for (const c of tbody.querySelectorAll('.ago')) c.textContent = ago(Number(c.dataset.t));
