@@ -203,6 +203,7 @@ async function streamsPage() {
           latestImages.set(s.StreamName, li);
           wanted.delete(s.StreamName);
           wanted.set(s.StreamName, { li, t: f.ProducerTimestamp });
+          pumpPictures(); // its row before may be on screen (a listing not shown is observed by none)
         }
         const li = latestImages.get(s.StreamName);
         if (li?.url) thumb = pic(s.StreamName, li);
