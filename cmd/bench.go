@@ -18,10 +18,6 @@ import (
 	"github.com/openkvs/kvs/internal/bench"
 )
 
-const (
-	outputText = "text"
-)
-
 type benchOptions struct {
 	Streams          int
 	Bitrate          string

@@ -101,7 +101,7 @@ func TestErrorRendering(t *testing.T) {
 		},
 		{
 			name: "usage error", endpoint: kvs, args: []string{"list-streams", "--output", "xml"}, code: ExitUsage,
-			stderr: "kvs: --output \"xml\": want json or table\nRun 'kvs list-streams --help' for usage.\n",
+			stderr: "kvs: --output \"xml\": want json or text or table\nRun 'kvs list-streams --help' for usage.\n",
 			hint:   "Run 'kvs list-streams --help' for usage.", dials: 0,
 		},
 		{

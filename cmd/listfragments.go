@@ -22,7 +22,7 @@ type listFragmentsOptions struct {
 }
 
 func (o listFragmentsOptions) validate() error {
-	return cmp.Or(o.Stream.validate(), o.Range.validate(), validateOutput(o.Output, outputJSON, outputTable, outputNumbers))
+	return cmp.Or(o.Stream.validate(), o.Range.validate(), validateOutput(o.Output, outputJSON, outputText, outputTable, outputNumbers))
 }
 
 func newListFragmentsCmd(env *Env) *cobra.Command {
@@ -36,12 +36,13 @@ Times are RFC 3339 (UTC when no zone is given), Unix seconds (1705489836.421) or
 (now, -10m, -1h30m).
 
 --output json prints {"Fragments":[...]} with the KVS member names (times as RFC 3339 UTC);
-table is for people; numbers prints one fragment number per line, for
+text prints what the AWS CLI's --output text prints (a FRAGMENTS line a fragment: length in ms,
+number, size, producer and server time, tab-separated); table is for people; numbers prints one fragment number per line, for
   kvs list-fragments --stream-name cam --output numbers | kvs get-fragments --stream-name cam --fragment-numbers -`,
 	})
 	addStreamRefFlags(c, &o.Stream)
 	o.Range.addFlags(c.Flags(), "earliest fragment start time (default: the beginning)", "latest fragment start time (default: now and later)")
-	c.Flags().StringVar(&o.Output, "output", outputJSON, "json, table or numbers")
+	c.Flags().StringVar(&o.Output, "output", outputJSON, "json, text (as the AWS CLI's), table or numbers")
 	return c
 }
 
@@ -81,6 +82,20 @@ var runListFragments = withClient(func(ctx context.Context, env *Env, cl *client
 		}
 		_, err := fmt.Fprint(env.Stdout, b.String())
 		return err
+	case outputText:
+		// As `aws kinesis-video-archived-media list-fragments --output text` prints it, in
+		// fragment number order.
+		l := make([]any, 0, len(frags))
+		for _, f := range frags {
+			l = append(l, map[string]any{
+				"FragmentNumber":               f.FragmentNumber,
+				"FragmentSizeInBytes":          strconv.FormatInt(f.SizeBytes, 10),
+				"ProducerTimestamp":            textTime(f.ProducerTimestamp),
+				"ServerTimestamp":              textTime(f.ServerTimestamp),
+				"FragmentLengthInMilliseconds": strconv.FormatInt(f.Length.Milliseconds(), 10),
+			})
+		}
+		return writeText(env.Stdout, map[string]any{"Fragments": l})
 	case outputTable:
 		rows := make([][]string, 0, len(frags))
 		for _, f := range frags {

@@ -18,24 +18,36 @@ import (
 
 // Output formats of the client commands. JSON is the default because stdout is data: it is shaped
 // like the AWS CLI's output for the same operation (same member names and nesting), so scripts
-// written for `aws kinesisvideo` read it unchanged. Tables are for people.
+// written for `aws kinesisvideo` read it unchanged. Text is the AWS CLI's text format, byte for
+// byte (textoutput.go). Tables are for people.
 const (
 	outputJSON  = "json"
+	outputText  = "text"
 	outputTable = "table"
 )
 
 // addOutputFlag registers --output on fs, filling *p (default json).
 func addOutputFlag(fs *pflag.FlagSet, p *string) {
-	fs.StringVar(p, "output", outputJSON, "output format: json or table")
+	fs.StringVar(p, "output", outputJSON, "output format: json, text (as the AWS CLI's) or table")
 }
 
-// validateOutput checks an --output value against the allowed formats (json and table when none
-// are given).
+// validateOutput checks an --output value against the allowed formats (json, text and table when
+// none are given).
 func validateOutput(v string, allowed ...string) error {
 	if len(allowed) == 0 {
-		allowed = []string{outputJSON, outputTable}
+		allowed = []string{outputJSON, outputText, outputTable}
 	}
 	return oneOf("--output", v, allowed...)
+}
+
+// validateQuietOutput is validateOutput for a command that prints nothing, in any format: it takes
+// --output as the AWS CLI takes it on every command, so that a script that gives it everywhere
+// works. "" (a run function's caller that sets none) is fine.
+func validateQuietOutput(v string) error {
+	if v == "" {
+		return nil
+	}
+	return validateOutput(v)
 }
 
 // writeJSON prints v as indented JSON (4 spaces, like the AWS CLI) with a final newline.

@@ -102,6 +102,11 @@ var runCreateStream = withClient(func(ctx context.Context, env *Env, cl *client.
 		return wrapAPI(err, "create-stream %s", o.StreamName)
 	}
 	arn := aws.ToString(out.StreamARN)
+	if o.Output == outputText {
+		m := map[string]any{}
+		putText(m, "StreamARN", out.StreamARN, same)
+		return writeText(env.Stdout, m)
+	}
 	if o.Output == outputTable {
 		return writeTable(env.Stdout, []string{"STREAM", "ARN"}, [][]string{{o.StreamName, arn}})
 	}
@@ -142,6 +147,13 @@ var runDescribeStream = withClient(func(ctx context.Context, env *Env, cl *clien
 	out, err := cl.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn()})
 	if err != nil {
 		return wrapAPI(err, "describe-stream %s", o.Stream)
+	}
+	if o.Output == outputText {
+		m := map[string]any{}
+		if out.StreamInfo != nil {
+			m["StreamInfo"] = streamInfoText(out.StreamInfo)
+		}
+		return writeText(env.Stdout, m)
 	}
 	si := toStreamInfoOutput(out.StreamInfo)
 	if o.Output == outputTable {
@@ -265,8 +277,17 @@ var runListStreams = withClient(func(ctx context.Context, env *Env, cl *client.C
 		if err != nil {
 			return wrapAPI(err, "list-streams")
 		}
+		page := make([]any, 0, len(out.StreamInfoList))
 		for i := range out.StreamInfoList {
 			resp.StreamInfoList = append(resp.StreamInfoList, toStreamInfoOutput(&out.StreamInfoList[i]))
+			page = append(page, streamInfoText(&out.StreamInfoList[i]))
+		}
+		if o.Output == outputText {
+			// As the AWS CLI prints a paginated answer: page by page, so that the columns of
+			// streams are those of the streams in the same page.
+			if err := writeText(env.Stdout, map[string]any{"StreamInfoList": page}); err != nil {
+				return err
+			}
 		}
 		if aws.ToString(out.NextToken) == "" {
 			break
@@ -276,6 +297,12 @@ var runListStreams = withClient(func(ctx context.Context, env *Env, cl *client.C
 			break
 		}
 		in.NextToken = out.NextToken
+	}
+	if o.Output == outputText {
+		if resp.NextToken != "" {
+			return writeText(env.Stdout, map[string]any{"NextToken": map[string]any{"NextToken": resp.NextToken}})
+		}
+		return nil
 	}
 	if o.Output == outputTable {
 		rows := make([][]string, 0, len(resp.StreamInfoList))
@@ -293,9 +320,12 @@ var runListStreams = withClient(func(ctx context.Context, env *Env, cl *client.C
 type deleteStreamOptions struct {
 	Stream         streamRef
 	CurrentVersion string
+	Output         string // nothing is printed in any format: taken as the AWS CLI takes it
 }
 
-func (o deleteStreamOptions) validate() error { return o.Stream.validate() }
+func (o deleteStreamOptions) validate() error {
+	return cmp.Or(o.Stream.validate(), validateQuietOutput(o.Output))
+}
 
 func newDeleteStreamCmd(env *Env) *cobra.Command {
 	c, o := newCommand(env, runDeleteStream, &cobra.Command{
@@ -307,6 +337,7 @@ version is not checked. Prints nothing on success, like the AWS CLI.`,
 	})
 	addStreamRefFlags(c, &o.Stream)
 	c.Flags().StringVar(&o.CurrentVersion, "current-version", "", "delete only if the stream still has this Version")
+	addOutputFlag(c.Flags(), &o.Output)
 	return c
 }
 
@@ -334,13 +365,14 @@ type updateDataRetentionOptions struct {
 	CurrentVersion string
 	Operation      string
 	ChangeHours    int
+	Output         string // nothing is printed in any format: taken as the AWS CLI takes it
 }
 
 func (o updateDataRetentionOptions) validate() error {
 	return cmp.Or(o.Stream.validate(),
 		oneOf("--operation", o.Operation, string(types.UpdateDataRetentionOperationIncreaseDataRetention),
 			string(types.UpdateDataRetentionOperationDecreaseDataRetention)),
-		inRange("--data-retention-change-in-hours", o.ChangeHours, 1, 87600))
+		inRange("--data-retention-change-in-hours", o.ChangeHours, 1, 87600), validateQuietOutput(o.Output))
 }
 
 func newUpdateDataRetentionCmd(env *Env) *cobra.Command {
@@ -357,6 +389,7 @@ change applies to whatever the stream's settings are now. Prints nothing on succ
 	f.StringVar(&o.CurrentVersion, "current-version", "", "the stream's Version (default: looked up)")
 	f.StringVar(&o.Operation, "operation", "", "INCREASE_DATA_RETENTION or DECREASE_DATA_RETENTION (required)")
 	f.IntVar(&o.ChangeHours, "data-retention-change-in-hours", 0, "hours to add or remove (required)")
+	addOutputFlag(f, &o.Output)
 	return c
 }
 
@@ -394,11 +427,12 @@ type updateStreamOptions struct {
 	CurrentVersion string
 	DeviceName     string
 	MediaType      string
+	Output         string // nothing is printed in any format: taken as the AWS CLI takes it
 }
 
 func (o updateStreamOptions) validate() error {
 	return cmp.Or(o.Stream.validate(),
-		errorIf(o.DeviceName == "" && o.MediaType == "", "--device-name or --media-type is required: they are what update-stream changes"))
+		errorIf(o.DeviceName == "" && o.MediaType == "", "--device-name or --media-type is required: they are what update-stream changes"), validateQuietOutput(o.Output))
 }
 
 func newUpdateStreamCmd(env *Env) *cobra.Command {
@@ -414,6 +448,7 @@ convenience the AWS CLI lacks). Prints nothing on success.`,
 	f.StringVar(&o.CurrentVersion, "current-version", "", "the stream's Version (default: looked up)")
 	f.StringVar(&o.DeviceName, "device-name", "", "the new device name")
 	f.StringVar(&o.MediaType, "media-type", "", "the new media type, e.g. video/h264")
+	addOutputFlag(f, &o.Output)
 	return c
 }
 

@@ -53,11 +53,12 @@ func parseTags(values []string) (map[string]string, error) {
 type tagStreamOptions struct {
 	Stream streamRef
 	Tags   []string
+	Output string // nothing is printed in any format: taken as the AWS CLI takes it
 }
 
 func (o tagStreamOptions) validate() error {
 	_, tagsErr := parseTags(o.Tags)
-	return cmp.Or(o.Stream.validate(), errorIf(len(o.Tags) == 0, "--tags is required"), tagsErr)
+	return cmp.Or(o.Stream.validate(), errorIf(len(o.Tags) == 0, "--tags is required"), tagsErr, validateQuietOutput(o.Output))
 }
 
 func newTagStreamCmd(env *Env) *cobra.Command {
@@ -67,6 +68,7 @@ func newTagStreamCmd(env *Env) *cobra.Command {
 	})
 	addStreamRefFlags(c, &o.Stream)
 	c.Flags().StringArrayVar(&o.Tags, "tags", nil, "tags as key=value[,key=value...] or a JSON object; may repeat (required)")
+	addOutputFlag(c.Flags(), &o.Output)
 	return c
 }
 
@@ -103,11 +105,12 @@ func tagKeys(values []string) ([]string, error) {
 type untagStreamOptions struct {
 	Stream streamRef
 	Keys   []string
+	Output string // nothing is printed in any format: taken as the AWS CLI takes it
 }
 
 func (o untagStreamOptions) validate() error {
 	keys, err := tagKeys(o.Keys)
-	return cmp.Or(o.Stream.validate(), err, errorIf(len(keys) == 0, "--tag-key-list is required"))
+	return cmp.Or(o.Stream.validate(), err, errorIf(len(keys) == 0, "--tag-key-list is required"), validateQuietOutput(o.Output))
 }
 
 func newUntagStreamCmd(env *Env) *cobra.Command {
@@ -117,6 +120,7 @@ func newUntagStreamCmd(env *Env) *cobra.Command {
 	})
 	addStreamRefFlags(c, &o.Stream)
 	c.Flags().StringArrayVar(&o.Keys, "tag-key-list", nil, "tag keys, comma-separated or, as the AWS CLI takes them, separated by spaces or as a JSON list; may repeat (required)")
+	addOutputFlag(c.Flags(), &o.Output)
 	// The AWS CLI's form: --tag-key-list k1 k2 (the words after the flag are more keys).
 	run := c.RunE
 	c.Args = cobra.ArbitraryArgs
@@ -142,6 +146,7 @@ func newListTagsForStreamCmd(env *Env) *cobra.Command {
 
 var runListTagsForStream = withClient(func(ctx context.Context, env *Env, cl *client.Client, o streamOutputOptions) error {
 	tags := map[string]string{}
+	haveTags := false // the answer has a Tags member (--output text prints only what it has)
 	in := &kinesisvideo.ListTagsForStreamInput{StreamName: o.Stream.name(), StreamARN: o.Stream.arn()}
 	for {
 		out, err := cl.Control.ListTagsForStream(ctx, in)
@@ -149,10 +154,18 @@ var runListTagsForStream = withClient(func(ctx context.Context, env *Env, cl *cl
 			return wrapAPI(err, "list-tags-for-stream %s", o.Stream)
 		}
 		maps.Copy(tags, out.Tags)
+		haveTags = haveTags || out.Tags != nil
 		if aws.ToString(out.NextToken) == "" {
 			break
 		}
 		in.NextToken = out.NextToken
+	}
+	if o.Output == outputText {
+		m := map[string]any{}
+		if haveTags {
+			m["Tags"] = tagsText(tags)
+		}
+		return writeText(env.Stdout, m)
 	}
 	if o.Output == outputTable {
 		return writeTagTable(env.Stdout, tags)
