@@ -95,6 +95,10 @@ func newClientAt(ctx context.Context, env *Env, endpoint string) (*client.Client
 		// are appended to it), else that is exit code 1 and "client: endpoint ...".
 		u, err := url.Parse(strings.TrimSuffix(e, "/"))
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			if env.endpointFromAWS {
+				return nil, withHint(usageErrorf("endpoint %q from the AWS configuration: want http(s)://host[:port]", e),
+					awsEndpointNote+" --endpoint or KVS_ENDPOINT overrides it.")
+			}
 			return nil, withHint(usageErrorf("--endpoint %q: want http(s)://host[:port]", e),
 				"Set --endpoint, KVS_ENDPOINT or endpoint: in the config file to the URL `kvs server` prints, e.g. http://127.0.0.1:4567, or to several such URLs separated by commas (the nodes of a cluster).")
 		}

@@ -22,6 +22,10 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
@@ -70,6 +74,25 @@ type Env struct {
 	// HTTPClient, if set, carries every request to the server (tests count connection attempts
 	// with it); nil means the AWS SDK's client.
 	HTTPClient *http.Client
+
+	endpointFromAWS bool // the endpoint is the AWS configuration's (awsEndpoint)
+}
+
+// awsEndpointNote says where an endpoint from awsEndpoint came from.
+const awsEndpointNote = "The endpoint in use came from the AWS configuration: AWS_ENDPOINT_URL_KINESIS_VIDEO, AWS_ENDPOINT_URL or endpoint_url in the AWS profile."
+
+// awsEndpoint is the Kinesis Video endpoint the AWS configuration names, as the AWS CLI and the
+// AWS SDKs read it (aws-sdk-go-v2 does the reading): AWS_ENDPOINT_URL_KINESIS_VIDEO, else
+// AWS_ENDPOINT_URL, else the profile's services section (kinesis_video = endpoint_url = ...), else
+// its endpoint_url; none of them when AWS_IGNORE_CONFIGURED_ENDPOINT_URLS or the profile's
+// ignore_configured_endpoint_urls is true. "" when there is none, or the configuration does not
+// load (newClientAt reports that).
+func awsEndpoint(ctx context.Context) string {
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithEC2IMDSClientEnableState(imds.ClientDisabled))
+	if err != nil {
+		return ""
+	}
+	return aws.ToString(kinesisvideo.NewFromConfig(cfg).Options().BaseEndpoint)
 }
 
 // usageError marks errors caused by how the command was called (exit code 2).
@@ -90,6 +113,9 @@ media into a stream and gets it back out, live or by time range.
 
 Global settings come from flags, then KVS_* environment variables (KVS_ENDPOINT, KVS_REGION,
 KVS_LOG_LEVEL), then the config file ($XDG_CONFIG_HOME/kvs/config.yaml or --config), then defaults.
+With none of those, the endpoint is the one the AWS CLI would use: AWS_ENDPOINT_URL_KINESIS_VIDEO,
+else AWS_ENDPOINT_URL, else the AWS profile's endpoint_url (its services section first), unless
+AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true; else http://127.0.0.1:4567.
 
 Exit codes:
   0    success
@@ -120,7 +146,7 @@ func NewRoot(env *Env) *cobra.Command {
 		SilenceUsage:  true,
 		Version:       Version(),
 		PersistentPreRunE: func(c *cobra.Command, _ []string) error {
-			if err := loadConfig(env, c.Root().PersistentFlags()); err != nil {
+			if err := loadConfig(c.Context(), env, c.Root().PersistentFlags()); err != nil {
 				return err
 			}
 			if c.Name() != "agent" { // the agent refuses them (agentCameras)
@@ -134,7 +160,7 @@ func NewRoot(env *Env) *cobra.Command {
 	root.SetErr(env.Stderr)
 	root.SetVersionTemplate("kvs {{.Version}}\n")
 	pf := root.PersistentFlags()
-	pf.String("endpoint", "http://127.0.0.1:4567", "KVS endpoint URL (control plane; media endpoints come from GetDataEndpoint); the nodes of a kvs cluster as URLs separated by commas")
+	pf.String("endpoint", "http://127.0.0.1:4567", "KVS endpoint URL (control plane; media endpoints come from GetDataEndpoint); the nodes of a kvs cluster as URLs separated by commas (default: KVS_ENDPOINT, the config file's endpoint, else the AWS CLI's: AWS_ENDPOINT_URL_KINESIS_VIDEO, AWS_ENDPOINT_URL, the AWS profile's endpoint_url; else http://127.0.0.1:4567)")
 	pf.String("region", "", "AWS region used for signing requests and, by kvs server, in ARNs (default: AWS_REGION or the AWS profile's region, else us-east-1)")
 	pf.String("config", "", "config file (default $XDG_CONFIG_HOME/kvs/config.yaml)")
 	pf.String("log-level", "info", "log level: debug, info, warn or error")
@@ -190,7 +216,7 @@ func warnUnknownConfigKeys(env *Env) {
 }
 
 // loadConfig resolves the global settings into env.Config and builds env.Log.
-func loadConfig(env *Env, flags *pflag.FlagSet) error {
+func loadConfig(ctx context.Context, env *Env, flags *pflag.FlagSet) error {
 	v := env.Config
 	v.SetDefault("endpoint", "http://127.0.0.1:4567")
 	v.SetDefault("log-level", "info")
@@ -238,6 +264,14 @@ func loadConfig(env *Env, flags *pflag.FlagSet) error {
 				}
 				return usageErrorf("config file %s: %v", path, pathErr(err))
 			}
+		}
+	}
+	// kvs's own settings first; else where the AWS CLI and SDKs would send Kinesis Video requests.
+	env.endpointFromAWS = false
+	if !flags.Changed("endpoint") && os.Getenv("KVS_ENDPOINT") == "" && !v.InConfig("endpoint") {
+		if ep := awsEndpoint(ctx); ep != "" {
+			v.Set("endpoint", ep)
+			env.endpointFromAWS = true
 		}
 	}
 	var level slog.Level
@@ -377,6 +411,9 @@ func errorMessage(env *Env, c *cobra.Command, err error) (msg, hint string) {
 	}
 	if hint == "" {
 		hint = f.hint(endpoint)
+		if env.endpointFromAWS && strings.Contains(hint, "--endpoint (KVS_ENDPOINT)") {
+			hint += " " + awsEndpointNote
+		}
 	}
 	return msg, hint
 }

@@ -83,12 +83,16 @@ func (c *AWSCLI) For(t testing.TB) *AWSCLI {
 	return &cc
 }
 
-// Run runs `aws --endpoint-url E --region us-east-1 --output json args...` and returns its
+// Run runs `aws --endpoint-url E --region us-east-1 --output json args...` (no --endpoint-url
+// when Endpoint is "": the endpoint then comes from Env, AWS_ENDPOINT_URL say) and returns its
 // standard output, standard error and exit code (0, or 254 for a service error, 252 for a usage
 // error, 255 for others).
 func (c *AWSCLI) Run(args ...string) (stdout []byte, stderr string, code int) {
 	c.t.Helper()
-	full := append([]string{"--endpoint-url", c.Endpoint, "--region", "us-east-1", "--output", "json"}, args...)
+	full := append([]string{"--region", "us-east-1", "--output", "json"}, args...)
+	if c.Endpoint != "" {
+		full = append([]string{"--endpoint-url", c.Endpoint}, full...)
+	}
 	env := append([]string{"PATH=/usr/bin:/bin", "HOME=" + c.home, "AWS_ACCESS_KEY_ID=" + c.AccessKey,
 		"AWS_SECRET_ACCESS_KEY=" + c.SecretKey, "AWS_PAGER=", "AWS_CONFIG_FILE=/dev/null",
 		"AWS_SHARED_CREDENTIALS_FILE=/dev/null", "AWS_MAX_ATTEMPTS=1"}, c.Env...)
