@@ -157,6 +157,11 @@ func newS3Client(ctx context.Context, o Objects, creds aws.CredentialsProvider) 
 	if err != nil {
 		return nil, fmt.Errorf("cluster: S3 credentials: %w", err)
 	}
+	// AWS_ENDPOINT_URL and the profile's endpoint_url name one endpoint for every service: set to
+	// point the AWS CLI and kvs at a kvs server, they sent the fragments' S3 requests there too.
+	// The S3 client takes only S3's own settings: --objects' endpoint=, else AWS_ENDPOINT_URL_S3
+	// or the profile's services section (the SDK reads those), else AWS S3.
+	awsCfg.BaseEndpoint = nil
 	return s3.NewFromConfig(awsCfg, func(opt *s3.Options) {
 		if o.Endpoint != "" {
 			opt.BaseEndpoint = aws.String(o.Endpoint)
