@@ -190,6 +190,7 @@
 // crash in between cannot bring files back. A segment with appends still being committed is
 // kept for the next pass. A large purge (a retention decrease on a long stream) commits in steps
 // of whole segments, about 20,000 fragments each, so the other streams' index commits, and
-// their acks, go on in between and the purge's memory stays bounded. A retention-0 stream stores nothing: AppendAsync returns
+// their acks, go on in between and the purge's memory stays bounded; the stream itself is
+// released between the steps, so its own appends wait for one step at most. A retention-0 stream stores nothing: AppendAsync returns
 // ErrNoRetention (the server keeps such fragments only in its live buffer).
 package store

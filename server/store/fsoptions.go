@@ -42,7 +42,7 @@ type FSOptions struct {
 	removeAll func(string) error // removes a deleted stream's directory: os.RemoveAll (tests fail it)
 
 	purgeBatch       int    // fragments one purge commit deletes at most: purgeBatchFragments, or less in tests
-	afterPurgeCommit func() // called after each index commit of a purge, st.mu held (tests)
+	afterPurgeCommit func() // called after each step of a purge (index commit, files removed), st.mu not held (tests)
 }
 
 const (

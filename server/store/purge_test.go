@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
@@ -50,5 +51,125 @@ func TestFSRetentionPurgeCommitsInSteps(t *testing.T) {
 	}
 	if st, _ := s.Stats(t.Context()); st.Fragments != 1 {
 		t.Fatalf("stats: %d fragments, want the other stream's 1", st.Fragments)
+	}
+}
+
+// TestFSPurgeLetsAppendsInBetweenSteps: a purge of many fragments (a retention decrease, a lowered
+// byte cap) releases the stream between its steps, so the stream's own appends go on while it
+// runs: one that held the stream for all its steps (a month's purge at a time: seconds) stalled a
+// live camera's PutMedia and its PERSISTED acks. The stream's active segment is among those
+// purged: the append between steps must not land in it (its index entries would outlive the
+// file), and the counts must end right.
+func TestFSPurgeLetsAppendsInBetweenSteps(t *testing.T) {
+	t.Parallel()
+	var s *FS
+	steps, appendedAfter := 0, 0
+	opts := FSOptions{MaxSegmentBytes: 3 * (recordHeaderSize + 100), purgeBatch: 6}
+	type result struct {
+		m   FragmentMeta
+		err error
+	}
+	done := make(chan result, 1)
+	var live FragmentMeta
+	opts.afterPurgeCommit = func() {
+		steps++
+		if steps != 1 {
+			return
+		}
+		go func() {
+			ctx := context.Background()
+			m := FragmentMeta{ServerTime: base.Add(3 * time.Hour), ProducerTime: base.Add(3 * time.Hour), Duration: 2 * time.Second, Size: 100}
+			var err error
+			if m.Number, err = s.NextNumber(ctx, "cam"); err == nil {
+				err = Append(ctx, s, "cam", m, payload("cam", m.Number, 100))
+			}
+			done <- result{m, err}
+		}()
+		select {
+		case r := <-done: // the purge waits here: its next step cannot have run
+			live, appendedAfter = r.m, steps
+			if r.err != nil {
+				t.Errorf("append during the purge: %v", r.err)
+			}
+		case <-time.After(10 * time.Second): // a deadlock guard, not a timing check
+			t.Errorf("an append to the stream being purged did not complete within 10 s after the purge's first step: " +
+				"the purge holds the stream's lock across all its steps")
+		}
+	}
+	s = mustOpenFS(t, t.TempDir(), opts)
+	defer s.Close()
+	mustCreate(t, s, "cam", 1)
+	appendN(t, s, "cam", 23, 100) // 8 segments: 7 of 3 fragments, the active one of 2 with room for 1
+	n, err := s.EnforceRetention(t.Context(), base.Add(2*time.Hour))
+	if err != nil || n != 23 {
+		t.Fatalf("retention: %d fragments deleted, %v; want 23", n, err)
+	}
+	if appendedAfter == 0 {
+		r := <-done // it gets the stream once the purge is over
+		live = r.m
+	}
+	if steps != 4 || appendedAfter != 1 {
+		t.Fatalf("purge: %d steps, the append completed after step %d; want 4 steps, the append after the first", steps, appendedAfter)
+	}
+	got, err := s.Range(t.Context(), "cam", 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMetas(t, "fragments left", got, []FragmentMeta{live})
+	if b, _ := readAll(t, s, "cam", live.Number); !slices.Equal(b, payload("cam", live.Number, 100)) {
+		t.Fatal("the fragment appended during the purge reads back different")
+	}
+	segs := segmentFiles(t, s, "cam")
+	if len(segs) != 1 {
+		t.Fatalf("segment files left: %v, want the new one", segs)
+	}
+	if st, _ := s.Stats(t.Context()); st.Fragments != 1 || st.Bytes-s.indexBytes() != recordHeaderSize+100 {
+		t.Fatalf("stats: %d fragments, %d segment bytes; want 1, %d", st.Fragments, st.Bytes-s.indexBytes(), recordHeaderSize+100)
+	}
+}
+
+// TestFSPurgeBetweenStepsRechecks: what changes between a purge's steps, the stream released, is
+// taken into account: segments another purge of the stream deleted meanwhile are neither counted
+// nor subtracted again, and a stream deleted meanwhile ends the purge without an error.
+func TestFSPurgeBetweenStepsRechecks(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []string{"another purge", "stream deleted"} {
+		t.Run(tc, func(t *testing.T) {
+			t.Parallel()
+			var s *FS
+			steps, inner := 0, 0
+			opts := FSOptions{MaxSegmentBytes: 3 * (recordHeaderSize + 100), purgeBatch: 6}
+			opts.afterPurgeCommit = func() {
+				steps++
+				if steps != 1 {
+					return
+				}
+				var err error
+				if tc == "another purge" {
+					inner, err = s.EnforceRetention(t.Context(), base.Add(2*time.Hour))
+				} else {
+					err = s.DeleteStream(t.Context(), "cam", "")
+				}
+				if err != nil {
+					t.Errorf("%s between the steps: %v", tc, err)
+				}
+			}
+			s = mustOpenFS(t, t.TempDir(), opts)
+			defer s.Close()
+			mustCreate(t, s, "cam", 1)
+			appendN(t, s, "cam", 24, 100) // 8 segments of 3 fragments: 4 steps
+			n, err := s.EnforceRetention(t.Context(), base.Add(2*time.Hour))
+			wantInner := 18
+			if tc == "stream deleted" {
+				wantInner = 0
+			}
+			if err != nil || n != 6 || inner != wantInner {
+				t.Fatalf("retention: %d fragments deleted (and %d by the purge in between), %v; want 6 (and %d), no error", n, inner, err, wantInner)
+			}
+			st, _ := s.Stats(t.Context())
+			if st.Fragments != 0 || st.Bytes != s.indexBytes() {
+				t.Fatalf("stats: %d fragments, %d segment bytes; want none", st.Fragments, st.Bytes-s.indexBytes())
+			}
+		})
 	}
 }

@@ -112,7 +112,7 @@ func (s *FS) makeRoom(st *fsStream, recLen int64) {
 func (s *FS) trimStream(st *fsStream, target int64) {
 	left := st.bytes.Load()
 	_, _, err := s.purge(st, func(_ uint64, info segmentInfo, size int64) bool {
-		if left <= target || info.Last >= st.last { // purge holds st.mu
+		if left <= target || info.Last >= st.last { // purgeChoose holds st.mu
 			return false
 		}
 		left -= size

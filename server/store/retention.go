@@ -69,11 +69,67 @@ func (s *FS) EnforceRetention(ctx context.Context, now time.Time) (int, error) {
 // having been ahead, must not keep the expired segments after it). It returns the fragments and
 // bytes deleted; the deletions are counted under reason, and logged unless they are retention's
 // (the server logs those in sum).
+//
+// The segments are chosen under st.mu, and the stream's active segment, if chosen, is detached
+// there, so no later append writes to one of them. Each step then takes st.mu again: the stream's
+// appends go on between the steps (one holding it for all of them, a month's retention decrease
+// at a time, stalled a live producer's PutMedia and its acks for seconds:
+// TestFSPurgeLetsAppendsInBetweenSteps).
 func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size int64) bool, reason string, anywhere bool) (int, int64, error) {
+	segs, err := s.purgeChoose(st, want, anywhere)
+	if err != nil || len(segs) == 0 {
+		return 0, 0, err
+	}
+	all := segs
+	removed, freed := 0, int64(0)
+	// In steps of about purgeBatch fragments (purgeBatchFragments says why), each committed
+	// before its files go, so every step leaves what a whole purge stopped there would.
+	batch := s.opts.purgeBatch
+	if batch <= 0 {
+		batch = purgeBatchFragments
+	}
+	for len(segs) > 0 {
+		n, count := 1, segs[0].info.Count
+		for n < len(segs) && count+segs[n].info.Count <= uint64(batch) {
+			count += segs[n].info.Count
+			n++
+		}
+		step := segs[:n]
+		segs = segs[n:]
+		removedPaths := make(map[string]bool, len(step))
+		r, f, stop, err := s.purgeStep(st, step, removedPaths)
+		s.written.forget(func(path string) bool { return removedPaths[path] })
+		removed += r
+		freed += f
+		if s.opts.afterPurgeCommit != nil {
+			s.opts.afterPurgeCommit()
+		}
+		if err != nil {
+			s.metrics.deleted(reason, removed, freed)
+			return removed, freed, err
+		}
+		if stop {
+			break
+		}
+	}
+	s.metrics.deleted(reason, removed, freed)
+	if reason != reasonRetention && removed > 0 {
+		last := all[len(all)-1]
+		s.log.Info("store: deleted the oldest fragments of a stream for a byte cap", "reason", reason,
+			"stream", st.info.Name, "segments", len(all), "fragments", removed, "bytes", freed,
+			"first_fragment", all[0].info.First, "last_fragment", last.info.Last,
+			"newest_server_time", nanosToTime(last.info.MaxServer))
+	}
+	return removed, freed, nil
+}
+
+// purgeChoose returns the segments purge deletes (see there), in sequence order, and detaches
+// the stream's active segment when it is one of them.
+func (s *FS) purgeChoose(st *fsStream, want func(seq uint64, info segmentInfo, size int64) bool, anywhere bool) ([]doomed, error) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.deleted {
-		return 0, 0, nil
+		return nil, nil
 	}
 	var segs []doomed
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -102,95 +158,97 @@ func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size in
 		}
 		return nil
 	})
-	if err != nil || len(segs) == 0 {
-		return 0, 0, err
+	if err != nil {
+		return nil, err
 	}
-	all := segs
-	removed, freed := 0, int64(0)
-	removedPaths := make(map[string]bool, len(segs))
-	defer func() { s.written.forget(func(path string) bool { return removedPaths[path] }) }()
-	// In steps of about purgeBatch fragments (purgeBatchFragments says why), each committed
-	// before its files go, so every step leaves what a whole purge stopped there would.
-	batch := s.opts.purgeBatch
-	if batch <= 0 {
-		batch = purgeBatchFragments
-	}
-	for len(segs) > 0 {
-		n, count := 1, segs[0].info.Count
-		for n < len(segs) && count+segs[n].info.Count <= uint64(batch) {
-			count += segs[n].info.Count
-			n++
-		}
-		step := segs[:n]
-		segs = segs[n:]
-		r, f, err := s.purgeStep(st, step, removedPaths)
-		removed += r
-		freed += f
-		if err != nil {
-			s.metrics.deleted(reason, removed, freed)
-			return removed, freed, err
+	for _, g := range segs {
+		if st.active != nil && st.active.seq == g.seq {
+			// All its records are indexed (pending is 0): the next append opens a new segment
+			// rather than add a record the purge would not know of, between two of its steps.
+			st.active = nil
 		}
 	}
-	s.metrics.deleted(reason, removed, freed)
-	if reason != reasonRetention {
-		last := all[len(all)-1]
-		s.log.Info("store: deleted the oldest fragments of a stream for a byte cap", "reason", reason,
-			"stream", st.info.Name, "segments", len(all), "fragments", removed, "bytes", freed,
-			"first_fragment", all[0].info.First, "last_fragment", last.info.Last,
-			"newest_server_time", nanosToTime(last.info.MaxServer))
-	}
-	return removed, freed, nil
+	return segs, nil
 }
 
-// purgeStep deletes segments (all wanted by purge, in sequence order) from the index in one
-// transaction, then their files, and returns the fragments and bytes deleted. Removed files'
-// paths are added to removedPaths. st.mu is held.
-func (s *FS) purgeStep(st *fsStream, segs []doomed, removedPaths map[string]bool) (int, int64, error) {
+// purgeStep deletes segments (all chosen by purgeChoose, in sequence order) from the index in
+// one transaction, then their files, and returns the fragments and bytes deleted, and whether the
+// purge must stop there: the stream was deleted or the store closed since, or a segment got
+// appends (none can: purgeChoose detached the active one). A segment no longer in the index (a
+// concurrent purge of the stream, a byte cap's or the disk quota's, took it) is left to that one.
+// Removed files' paths are added to removedPaths.
+func (s *FS) purgeStep(st *fsStream, segs []doomed, removedPaths map[string]bool) (int, int64, bool, error) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.deleted {
+		return 0, 0, true, nil
+	}
+	if s.closed.Load() {
+		// Close takes st.mu before it closes the index: seen open here, it stays open until
+		// this step is done.
+		return 0, 0, true, ErrClosed
+	}
+	stop := false
+	for i, g := range segs {
+		if seg := st.segs[g.seq]; seg != nil && (seg.pending.Load() > 0 || st.active == seg) {
+			segs, stop = segs[:i], true
+			break
+		}
+	}
 	removed := 0
+	var gone []doomed
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(dataBucketName(st.id))
 		if b == nil {
+			stop = true // deleted: DeleteStream sets st.deleted next
 			return nil
 		}
+		sb := b.Bucket(bucketSegs)
 		for _, g := range segs {
-			n, _, err := removeSegmentEntries(b, g.seq, g.info, -1)
+			v := sb.Get(u64(g.seq))
+			if v == nil {
+				continue
+			}
+			info, err := decodeSegmentInfo(v)
+			if err != nil {
+				return err
+			}
+			n, _, err := removeSegmentEntries(b, g.seq, info, -1)
 			if err != nil {
 				return err
 			}
 			removed += n
-			if err := b.Bucket(bucketSegs).Delete(u64(g.seq)); err != nil {
+			if err := sb.Delete(u64(g.seq)); err != nil {
 				return err
 			}
+			gone = append(gone, g)
+		}
+		if len(gone) == 0 {
+			return nil
 		}
 		// The mark only rises: a segment deleted after later ones were leaves it where it is.
-		return b.Put(keyPurged, u64(max(getU64(b.Get(keyPurged)), segs[len(segs)-1].seq)))
+		return b.Put(keyPurged, u64(max(getU64(b.Get(keyPurged)), gone[len(gone)-1].seq)))
 	})
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, true, err
 	}
 	st.frags.Add(-int64(removed))
-	if s.opts.afterPurgeCommit != nil {
-		s.opts.afterPurgeCommit()
-	}
 	var freed int64
-	for _, g := range segs {
+	for _, g := range gone {
 		if seg := st.segs[g.seq]; seg != nil {
 			// All its records are indexed (pending is 0), so no sync of it is outstanding.
-			if st.active == seg {
-				st.active = nil
-			}
 			_ = seg.closeFile()
 			delete(st.segs, g.seq)
 		}
 		path := filepath.Join(st.dir, segmentName(g.seq))
 		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return removed, freed, err
+			return removed, freed, true, err
 		}
 		removedPaths[path] = true
 		st.bytes.Add(-g.size)
 		freed += g.size
 	}
-	return removed, freed, nil
+	return removed, freed, stop, nil
 }
 
 // doomed is a segment a purge deletes: its sequence number, index summary and size.
