@@ -201,10 +201,22 @@ func (s *Store) purgeExpired(ctx context.Context, now time.Time) (deleted int64,
 			}
 			continue
 		}
-		// The next slice: about purgeRows at this step's rate, at most four times this one.
-		slice = max(int64(time.Millisecond), min(4*slice, slice*int64(s.purgeRows)/n))
+		slice = nextSlice(slice, n, s.purgeRows)
 	}
 	return deleted, nil
+}
+
+// maxSlice bounds a purge step's slice of server time (far beyond any retention): from + slice
+// stays within int64 nanoseconds.
+const maxSlice = int64(100 * 365 * 24 * time.Hour)
+
+// nextSlice is the slice of the step after one of slice that deleted n > 0 rows: about rows at
+// that step's rate, at most four times slice, at least 1 ms. In floating point: slice × rows
+// overflowed int64 past about 51 h of slice (sparse rows widen it), and the slice fell to 1 ms,
+// a pass then creeping on a row or two a step (TestRetentionSparseRowsFewSteps).
+func nextSlice(slice, n int64, rows int) int64 {
+	next := min(4*float64(slice), float64(slice)*float64(rows)/float64(n), float64(maxSlice))
+	return max(int64(time.Millisecond), int64(next))
 }
 
 // expiring is a stream with fragments older than its retention (purgeExpired).

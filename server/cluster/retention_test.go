@@ -103,3 +103,36 @@ func TestRetentionInSteps(t *testing.T) {
 		t.Errorf("%d rows left, want keep's %d", got, perStream)
 	}
 }
+
+// TestRetentionSparseRowsFewSteps: a pass over sparse rows (a motion-triggered camera's, a
+// fragment an hour for a year, and a retention decrease to 1 h) widens its slices as it finds
+// few rows, and goes on in a few dozen steps. The next slice was slice × purgeRows / n in int64
+// nanoseconds: past about 51 h of slice that overflowed, the slice fell to 1 ms and the pass
+// crept on a row at a time, thousands of steps (each a transaction under the cleanup lock that
+// the other nodes' passes wait for).
+func TestRetentionSparseRowsFewSteps(t *testing.T) {
+	t.Parallel()
+	s := openStore(t, testConfig(t))
+	t.Cleanup(func() { s.Close() })
+	ctx := t.Context()
+	const rows = 365 * 24
+	if err := s.CreateStream(ctx, store.Stream{Name: "motion", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(ctx, `INSERT INTO kvs_fragments (stream_id, number, server_ns, producer_ns,
+		duration_ns, size, object_id, object_offset, crc)
+		SELECT (SELECT id FROM kvs_streams WHERE name = 'motion'), i, $1::bigint + i * 3600000000000,
+			$1::bigint + i * 3600000000000, 1000000000, 10, 0, 0, 0
+		FROM generate_series(1, $2::bigint) AS i`, store.UnixNanos(base), rows); err != nil {
+		t.Fatal(err)
+	}
+	steps := 0
+	s.testHookPurgeStep = func(int64) { steps++ }
+	n, err := s.EnforceRetention(ctx, base.Add((rows+2)*time.Hour))
+	if err != nil || n != rows {
+		t.Fatalf("retention: %d rows deleted, %v; want %d", n, err, rows)
+	}
+	if steps > 100 {
+		t.Fatalf("a pass over %d rows an hour apart took %d steps, want a few dozen: its slices fell back to 1 ms", rows, steps)
+	}
+}
