@@ -66,7 +66,7 @@ func (o getImagesOptions) validate() error {
 	case o.Dir == "":
 		return errors.New("-o DIR is required: the directory to write the images to")
 	}
-	return validateOutput(o.Output)
+	return validateOutput(o.Output, outputJSON, outputTable)
 }
 
 // imageFormat maps --format to the API value.

@@ -35,6 +35,7 @@ func TestGetImagesOptionsValidate(t *testing.T) {
 		{"199ms", func(o *getImagesOptions) { o.Interval = 199 * time.Millisecond }, false},
 		{"sub-millisecond", func(o *getImagesOptions) { o.Interval = time.Second + time.Microsecond }, false},
 		{"gif", func(o *getImagesOptions) { o.Format = "gif" }, false},
+		{"text output", func(o *getImagesOptions) { o.Output = outputText }, false}, // it has table and json only
 		{"quality 0", func(o *getImagesOptions) { o.Quality = 0 }, false},
 		{"quality 101", func(o *getImagesOptions) { o.Quality = 101 }, false},
 		{"width alone", func(o *getImagesOptions) { o.Width = 100 }, false},

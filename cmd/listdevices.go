@@ -15,7 +15,9 @@ type listDevicesOptions struct {
 	Output string
 }
 
-func (o listDevicesOptions) validate() error { return validateOutput(o.Output) }
+func (o listDevicesOptions) validate() error {
+	return validateOutput(o.Output, outputJSON, outputTable)
+}
 
 const listDevicesLong = `List the cameras put-media can capture from (--source camera or camera:DEVICE), with the pixel
 formats, picture sizes and frame rates each offers. put-media encodes to H.264 and picks the format

@@ -132,6 +132,12 @@ func TestListDevicesCommand(t *testing.T) {
 	if code := Run(t.Context(), env, []string{"list-devices", "--output", "xml"}); code != ExitUsage {
 		t.Errorf("--output xml: exit %d, want %d", code, ExitUsage)
 	}
+	// text is the AWS CLI's format of the stream verbs; list-devices has none: taken, it printed
+	// the table to a script that asked for tab-separated fields.
+	env, _, errb = testEnv(t, nil)
+	if code := Run(t.Context(), env, []string{"list-devices", "--output", "text"}); code != ExitUsage || !strings.Contains(errb.String(), "want json or table") {
+		t.Errorf("--output text: exit %d, stderr %q; want %d, want json or table", code, errb, ExitUsage)
+	}
 	if built, _ := capture.CaptureBuilt(); !built {
 		env, _, errb = testEnv(t, nil)
 		if code := Run(t.Context(), env, []string{"list-devices"}); code != ExitError || !strings.Contains(errb.String(), "not built into this binary") {
