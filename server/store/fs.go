@@ -429,6 +429,14 @@ func (s *FS) DeleteStream(_ context.Context, name, version string) error {
 	s.closeMu.RLock() // as in write: Close must not close the queue while seal sends to it
 	s.seal(st)
 	s.closeMu.RUnlock()
+	// A segment with no append in flight has no request queued that would close its file: the
+	// active segment a purge detached (purgeChoose) and had not deleted yet stayed open, its
+	// disk space taken until the process ended (Close closes only the streams it still has).
+	for _, g := range st.segs {
+		if g.pending.Load() == 0 {
+			_ = g.closeFile()
+		}
+	}
 	st.mu.Unlock()
 	// The stream is deleted: files that cannot be removed now (one held open where the system
 	// does not allow removing it, leftovers on a network filesystem) go at the next start. An

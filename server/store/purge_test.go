@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"errors"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -171,5 +173,42 @@ func TestFSPurgeBetweenStepsRechecks(t *testing.T) {
 				t.Fatalf("stats: %d fragments, %d segment bytes; want none", st.Fragments, st.Bytes-s.indexBytes())
 			}
 		})
+	}
+}
+
+// TestFSPurgeDeletedStreamClosesDetachedSegment: the stream's active segment, detached by a purge
+// that chose it, has its file closed when the stream is deleted before the purge's step for it:
+// left open, the deleted file's disk space stayed taken, and its descriptor held, until the
+// process ended (DeleteStream closes only the active segment, Close only the streams it has).
+func TestFSPurgeDeletedStreamClosesDetachedSegment(t *testing.T) {
+	t.Parallel()
+	var s *FS
+	steps := 0
+	opts := FSOptions{MaxSegmentBytes: 3 * (recordHeaderSize + 100), purgeBatch: 6}
+	opts.afterPurgeCommit = func() {
+		if steps++; steps == 1 {
+			if err := s.DeleteStream(t.Context(), "cam", ""); err != nil {
+				t.Errorf("delete between the steps: %v", err)
+			}
+		}
+	}
+	s = mustOpenFS(t, t.TempDir(), opts)
+	defer s.Close()
+	mustCreate(t, s, "cam", 1)
+	appendN(t, s, "cam", 23, 100) // 8 segments, the active one of 2 fragments: the purge's 4th step
+	s.mu.RLock()
+	st := s.streams["cam"]
+	s.mu.RUnlock()
+	st.mu.Lock()
+	active := st.active
+	st.mu.Unlock()
+	if _, err := s.EnforceRetention(t.Context(), base.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if steps != 2 {
+		t.Fatalf("%d purge steps, want 2: the second finds the stream deleted and ends the purge", steps)
+	}
+	if _, err := active.f.Stat(); !errors.Is(err, os.ErrClosed) {
+		t.Fatalf("the stream's active segment, detached by the purge, after the stream was deleted: Stat %v, want its file closed", err)
 	}
 }
