@@ -149,3 +149,61 @@ func TestConsoleListPicturesOnScreenOnly(t *testing.T) {
 	t.Logf("GetImages asked for %d pictures of %d streams; %d rows on screen at the end", len(ia.list()), len(names), len(v.Visible))
 	screenshot(t, ctx, artifactDir(t), "console-streams-scrolled.png")
 }
+
+// TestConsoleListPictureNotOverwrittenByOlder: a row's picture request that comes back after a
+// newer fragment's picture is in the row (its request was slower) must not put its older picture
+// back: a finished picture goes into the row now in the list, so the stale one replaced the newer
+// and stayed there until the stream's next fragment (for a camera that stopped, for good).
+func TestConsoleListPictureNotOverwrittenByOlder(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	c, e := loadClip(t, "h264.mkv"), newMediaEnv(t, "mem")
+	e.createStream(t, "cam", 24)
+	base := time.Now().Add(-60 * time.Second).UnixMilli() // two fragments, 30 s apart
+	putFragments(t, e, "cam", c, base, 1)
+	release, held, served := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var asks sync.Mutex
+	n := 0
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/getImages" {
+			asks.Lock()
+			n++
+			first := n == 1
+			asks.Unlock()
+			if first { // the first fragment's picture: slow, it comes back last
+				close(held)
+				<-release
+				defer close(served)
+			}
+		}
+		e.srv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	t.Cleanup(func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	})
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the console", chromedp.Navigate(ts.URL+"/"))
+	select {
+	case <-held:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the row never asked for its picture")
+	}
+	putFragments(t, e, "cam", c, base+30_000, 1)
+	const titleJS = `document.querySelector('#streams tbody tr[data-stream="cam"] img.thumb')?.title ?? ''`
+	var newer string
+	consoleWait(t, 30*time.Second, "the row shows the second fragment's picture", func() (bool, string) {
+		newer = eval[string](t, ctx, titleJS)
+		return newer != "", newer
+	})
+	close(release)
+	<-served
+	time.Sleep(2 * time.Second) // the first fragment's picture comes back meanwhile
+	if got := eval[string](t, ctx, titleJS); got != newer {
+		t.Fatalf("the row's picture is of %q after the first fragment's slow picture came back, want the newer one's, %q", got, newer)
+	}
+}

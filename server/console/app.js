@@ -171,6 +171,8 @@ async function streamsPage() {
         if (!url) return;
         w.li.url = url;
         w.li.t = w.t;
+        // A newer fragment's picture, asked for later but back sooner, may be in the row already.
+        if (!current()) return;
         tbody.querySelector(`tr[data-stream="${CSS.escape(name)}"] .pic`)?.replaceChildren(pic(name, w.li));
       }, (e) => {
         // Scrolled off screen while the server was busy: asked again when it is back.
