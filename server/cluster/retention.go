@@ -169,10 +169,13 @@ func (s *Store) purgeExpired(ctx context.Context, now time.Time) (deleted int64,
 			if err := s.cleanupTurn(stepCtx, tx); err != nil {
 				return err
 			}
+			// Each stream's cutoff as of its retention now, too: one increased since the pass
+			// began keeps what it keeps from then on (TestRetentionIncreaseDuringPass).
 			return tx.QueryRow(stepCtx, `WITH d AS (DELETE FROM kvs_fragments f
-					USING unnest($1::bigint[], $2::bigint[]) AS c(id, cut)
-					WHERE f.stream_id = c.id AND f.server_ns < c.cut RETURNING f.size)
-				SELECT count(*), coalesce(sum(size), 0) FROM d`, ids, cuts).Scan(&n, &b)
+					USING unnest($1::bigint[], $2::bigint[]) AS c(id, cut), kvs_streams s
+					WHERE f.stream_id = c.id AND s.id = c.id
+						AND f.server_ns < least(c.cut, $3::bigint - s.retention_hours::bigint * 3600000000000) RETURNING f.size)
+				SELECT count(*), coalesce(sum(size), 0) FROM d`, ids, cuts, store.UnixNanos(now)).Scan(&n, &b)
 		})
 		err = dbErr(stepCtx, "retention", err)
 		cancel()

@@ -112,20 +112,9 @@ func TestRetentionInSteps(t *testing.T) {
 // the other nodes' passes wait for).
 func TestRetentionSparseRowsFewSteps(t *testing.T) {
 	t.Parallel()
-	s := openStore(t, testConfig(t))
-	t.Cleanup(func() { s.Close() })
-	ctx := t.Context()
 	const rows = 365 * 24
-	if err := s.CreateStream(ctx, store.Stream{Name: "motion", RetentionHours: 1}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.pool.Exec(ctx, `INSERT INTO kvs_fragments (stream_id, number, server_ns, producer_ns,
-		duration_ns, size, object_id, object_offset, crc)
-		SELECT (SELECT id FROM kvs_streams WHERE name = 'motion'), i, $1::bigint + i * 3600000000000,
-			$1::bigint + i * 3600000000000, 1000000000, 10, 0, 0, 0
-		FROM generate_series(1, $2::bigint) AS i`, store.UnixNanos(base), rows); err != nil {
-		t.Fatal(err)
-	}
+	s := streamWithRows(t, rows, time.Hour)
+	ctx := t.Context()
 	steps := 0
 	s.testHookPurgeStep = func(int64) { steps++ }
 	n, err := s.EnforceRetention(ctx, base.Add((rows+2)*time.Hour))
@@ -135,4 +124,58 @@ func TestRetentionSparseRowsFewSteps(t *testing.T) {
 	if steps > 100 {
 		t.Fatalf("a pass over %d rows an hour apart took %d steps, want a few dozen: its slices fell back to 1 ms", rows, steps)
 	}
+}
+
+// TestRetentionIncreaseDuringPass: a retention increase made while a pass is on its way (a long
+// purge goes in many steps, minutes at tens of millions of rows) holds for the rest of the pass:
+// the pass took each stream's cutoff once, at its start, and went on deleting by it, rows the
+// stream now keeps.
+func TestRetentionIncreaseDuringPass(t *testing.T) {
+	t.Parallel()
+	s := streamWithRows(t, 1000, time.Second)
+	ctx := t.Context()
+	s.purgeRows = 100
+	left := 0
+	s.testHookPurgeStep = func(int64) {
+		if left != 0 {
+			return
+		}
+		// After the first step: the stream keeps 10 h from now on, all it has left.
+		if _, err := s.UpdateStream(ctx, "s", func(st *store.Stream) error { st.RetentionHours = 10; return nil }); err != nil {
+			t.Error(err)
+		}
+		if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM kvs_fragments`).Scan(&left); err != nil {
+			t.Error(err)
+		}
+	}
+	// At base + 2 h every fragment is older than 1 h, none older than 10 h.
+	if _, err := s.EnforceRetention(ctx, base.Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	var got int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM kvs_fragments`).Scan(&got); err != nil {
+		t.Fatal(err)
+	}
+	if left == 0 || got != left {
+		t.Fatalf("%d fragments left after the pass, %d when the retention went up to 10 h after its first step; want all those kept", got, left)
+	}
+}
+
+// streamWithRows opens a node with a stream "s" of 1 h retention and its rows fragments, the
+// first at base + apart and each apart after the one before, as committed uploads leave them.
+func streamWithRows(t *testing.T, rows int, apart time.Duration) *Store {
+	t.Helper()
+	s := openStore(t, testConfig(t))
+	t.Cleanup(func() { s.Close() })
+	if err := s.CreateStream(t.Context(), store.Stream{Name: "s", RetentionHours: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.pool.Exec(t.Context(), `INSERT INTO kvs_fragments (stream_id, number, server_ns, producer_ns,
+		duration_ns, size, object_id, object_offset, crc)
+		SELECT (SELECT id FROM kvs_streams WHERE name = 's'), i, $1::bigint + i * $3::bigint,
+			$1::bigint + i * $3::bigint, 1000000000, 10, 0, 0, 0
+		FROM generate_series(1, $2::bigint) AS i`, store.UnixNanos(base), rows, int64(apart)); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
