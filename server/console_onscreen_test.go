@@ -207,3 +207,58 @@ func TestConsoleListPictureNotOverwrittenByOlder(t *testing.T) {
 		t.Fatalf("the row's picture is of %q after the first fragment's slow picture came back, want the newer one's, %q", got, newer)
 	}
 }
+
+// TestConsoleListPictureKeptAcrossListing: a picture that comes back while a listing of the
+// streams is still being built (its rows wait for every stream's ListFragments) shows in the row
+// that listing puts on screen: that row was built before it came, with the picture before, and
+// the new picture was lost until the stream's next fragment (for a camera that stopped, whose
+// upload's end is what lists the streams again, for good).
+func TestConsoleListPictureKeptAcrossListing(t *testing.T) {
+	testutil.Slow(t)
+	t.Parallel()
+	c, e := loadClip(t, "h264.mkv"), newMediaEnv(t, "mem")
+	base := time.Now().Add(-60 * time.Second).UnixMilli() // cam's two fragments, 30 s apart
+	for _, name := range []string{"cam", "slow"} {
+		e.createStream(t, name, 24)
+		putFragments(t, e, name, c, base, 1)
+	}
+	var hold sync.Mutex // held: slow's ListFragments wait, and with them every listing
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/listFragments" {
+			b, _ := io.ReadAll(r.Body)
+			r.Body = io.NopCloser(bytes.NewReader(b))
+			if bytes.Contains(b, []byte(`"slow"`)) {
+				hold.Lock()
+				hold.Unlock() //nolint:staticcheck // waits for the test to let it through
+			}
+		}
+		e.srv.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ts.Close)
+	ctx := newBrowser(t)
+	consoleDo(t, ctx, "open the console", chromedp.Navigate(ts.URL+"/"))
+	const titleJS = `document.querySelector('#streams tbody tr[data-stream="cam"] img.thumb')?.title ?? ''`
+	var first, second string
+	consoleWait(t, 30*time.Second, "cam's row shows its picture", func() (bool, string) {
+		first = eval[string](t, ctx, titleJS)
+		return first != "", first
+	})
+	hold.Lock()
+	held := true
+	defer func() {
+		if held {
+			hold.Unlock()
+		}
+	}()
+	putFragments(t, e, "cam", c, base+30_000, 1) // its upload's start and end list the streams again
+	consoleWait(t, 30*time.Second, "cam's row shows its second fragment's picture", func() (bool, string) {
+		second = eval[string](t, ctx, titleJS)
+		return second != first, second
+	})
+	held = false
+	hold.Unlock() // the listings come on screen
+	time.Sleep(2 * time.Second)
+	if got := eval[string](t, ctx, titleJS); got != second {
+		t.Fatalf("cam's row shows the picture of %q once the listing came on screen, want its newest, %q (before: %q)", got, second, first)
+	}
+}

@@ -180,6 +180,13 @@ async function streamsPage() {
       }).finally(() => { picsBusy--; pumpPictures(); });
     }
   }
+  // showPicture puts its stream's latest picture in row tr when the row has another: one that
+  // came while tr's listing was being built (it waits for every stream's ListFragments) went
+  // into the row on screen then, not into tr, built before it came.
+  function showPicture(tr) {
+    const name = tr.dataset.stream, li = latestImages.get(name), img = tr.querySelector('.pic img');
+    if (li?.url && (img?.getAttribute('src') !== li.url || img.title !== fmtTime(li.t))) tr.querySelector('.pic')?.replaceChildren(pic(name, li));
+  }
   // row builds the row of stream s: its last fragment and data rate of the last minute (ListFragments),
   // and its latest picture, which fills its cell when it comes.
   async function row(s) {
@@ -250,7 +257,7 @@ async function streamsPage() {
     listings.shown = seq;
     for (const tr of tbody.rows) seen.unobserve(tr);
     tbody.replaceChildren(...rows);
-    for (const tr of rows) seen.observe(tr);
+    for (const tr of rows) { showPicture(tr); seen.observe(tr); }
     // What is kept per stream goes with the stream (once its row is gone: until then its
     // fragments' events and its row may add to it): a list left open for weeks sees streams come
     // and go, and kept a picture, a debounced refresh and a session for every one ever listed.
