@@ -338,7 +338,8 @@ type updateDataRetentionRequest struct {
 
 // updateDataRetention implements UpdateDataRetention. The new retention must stay within
 // 0–87600 hours, else InvalidArgumentException (the model does not say; [I] in kvs-api.md). After a
-// decrease, fragments older than the new window are deleted before the response.
+// decrease, fragments older than the new window are deleted before the response, for up to
+// decreasePurgeWait; what is left then goes in the next retention passes.
 func (s *Server) updateDataRetention(ctx context.Context, req *updateDataRetentionRequest) (empty, error) {
 	var err error
 	switch {
@@ -379,15 +380,29 @@ func (s *Server) updateDataRetention(ctx context.Context, req *updateDataRetenti
 	}
 	s.log.Info("data retention changed", "stream", st.Name, "retention_hours", st.RetentionHours)
 	if decrease {
-		if n, err := s.store.EnforceRetention(ctx, s.cfg.Now()); err != nil {
+		pctx, cancel := context.WithTimeout(ctx, s.purgeWait)
+		n, err := s.store.EnforceRetention(pctx, s.cfg.Now())
+		cancel()
+		switch {
+		case err != nil && pctx.Err() != nil && ctx.Err() == nil:
+			s.log.Info("retention purge after decrease: the rest goes in the next retention passes",
+				"stream", st.Name, "fragments", n, "after", s.purgeWait)
+		case err != nil:
 			// The change itself is stored; the next retention pass will retry the purge.
-			s.log.Warn("retention purge after decrease", "stream", st.Name, "err", err)
-		} else if n > 0 {
+			s.log.Warn("retention purge after decrease", "stream", st.Name, "fragments", n, "err", err)
+		case n > 0:
 			s.log.Info("retention purge", "fragments", n)
 		}
 	}
 	return empty{}, nil
 }
+
+// decreasePurgeWait bounds the purge an UpdateDataRetention decrease runs before it answers. A
+// purge of tens of millions of fragments (a cluster's, in steps) can take minutes; the AWS CLI
+// gives up on an answer after 60 s and sends the request again, which then fails with
+// VersionMismatchException although the change was made. The change is stored before the purge,
+// and the retention passes go on with what is left.
+const decreasePurgeWait = 20 * time.Second
 
 // apiNames are the GetDataEndpoint APIName values (kvs-api.md §4).
 var apiNames = map[string]bool{

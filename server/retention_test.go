@@ -3,11 +3,16 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo/types"
 
 	"github.com/openkvs/kvs/server/store"
 )
@@ -116,4 +121,43 @@ func TestRetentionLoopOff(t *testing.T) {
 			t.Fatalf("%d fragments left, want the expired one kept", len(ms))
 		}
 	})
+}
+
+// endlessPurgeStore's EnforceRetention is a purge that outlasts any caller (tens of millions of
+// fragments): it returns when its context ends, with that context's error, sent on ended.
+type endlessPurgeStore struct {
+	store.Store
+	ended chan error
+}
+
+func (s *endlessPurgeStore) EnforceRetention(ctx context.Context, _ time.Time) (int, error) {
+	<-ctx.Done()
+	s.ended <- ctx.Err()
+	return 0, ctx.Err()
+}
+
+// TestDecreaseAnswersDuringLongPurge: an UpdateDataRetention decrease purges before it answers
+// for a bounded time only, then answers with the change made: a purge of minutes kept the answer
+// past the AWS CLI's 60 s, whose retry then failed with VersionMismatchException although the
+// change was made.
+func TestDecreaseAnswersDuringLongPurge(t *testing.T) {
+	t.Parallel()
+	ended := make(chan error, 1)
+	e := newControlEnv(t, func(c *Config) { c.Store = &endlessPurgeStore{Store: c.Store, ended: ended} })
+	e.srv.purgeWait = 50 * time.Millisecond
+	e.create(t, "s", func(in *kinesisvideo.CreateStreamInput) { in.DataRetentionInHours = aws.Int32(24) })
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_, err := e.kv.UpdateDataRetention(ctx, &kinesisvideo.UpdateDataRetentionInput{StreamName: aws.String("s"),
+		CurrentVersion: e.describe(t, "s").Version, Operation: types.UpdateDataRetentionOperationDecreaseDataRetention,
+		DataRetentionChangeInHours: aws.Int32(23)})
+	if err != nil {
+		t.Fatalf("a decrease whose purge does not end: %v; want an answer once the purge's time is up", err)
+	}
+	if err := <-ended; !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("the purge ended with %v, want its deadline", err)
+	}
+	if si := e.describe(t, "s"); aws.ToInt32(si.DataRetentionInHours) != 1 {
+		t.Errorf("retention = %d, want 1", aws.ToInt32(si.DataRetentionInHours))
+	}
 }

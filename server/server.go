@@ -153,6 +153,7 @@ type Server struct {
 
 	closeOnce     sync.Once
 	stopRetention func()       // ends the retention loop and waits for it (nil: none)
+	purgeWait     time.Duration // how long an UpdateDataRetention decrease purges before it answers (control.go)
 	lastCreated   atomic.Int64 // the newest creation time given to a stream, epoch ms (creationMillis)
 
 	metrics  *metrics      // Prometheus collectors (metrics.go)
@@ -252,7 +253,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.WebhookBackoff <= 0 {
 		cfg.WebhookBackoff = DefaultWebhookBackoff
 	}
-	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store}
+	s := &Server{cfg: cfg, log: cfg.Log, store: cfg.Store, purgeWait: decreasePurgeWait}
 	var err error
 	if s.metrics, err = newMetrics(s, cfg.Registry); err != nil {
 		return nil, fmt.Errorf("server: metrics: %w", err)

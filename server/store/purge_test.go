@@ -212,3 +212,32 @@ func TestFSPurgeDeletedStreamClosesDetachedSegment(t *testing.T) {
 		t.Fatalf("the stream's active segment, detached by the purge, after the stream was deleted: Stat %v, want its file closed", err)
 	}
 }
+
+// TestFSPurgeStopsWhenContextEnds: a retention pass whose context ends (an UpdateDataRetention
+// decrease purges for a bounded time before it answers) stops after the step it is in, with that
+// step's deletions committed and counted; the next pass deletes the rest.
+func TestFSPurgeStopsWhenContextEnds(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	opts := FSOptions{MaxSegmentBytes: 3 * (recordHeaderSize + 100), purgeBatch: 6}
+	opts.afterPurgeCommit = cancel
+	s := mustOpenFS(t, t.TempDir(), opts)
+	defer s.Close()
+	mustCreate(t, s, "old", 1)
+	appendN(t, s, "old", 24, 100) // 8 segments of 3 fragments
+	n, err := s.EnforceRetention(ctx, base.Add(2*time.Hour))
+	if !errors.Is(err, context.Canceled) || n != 6 {
+		t.Fatalf("a pass whose context ends after its first step: %d fragments, %v; want 6 (one step), context.Canceled", n, err)
+	}
+	if got, err := s.Range(t.Context(), "old", 0, 0); err != nil || len(got) != 18 {
+		t.Fatalf("after the stopped pass: %d fragments listed, %v; want 18", len(got), err)
+	}
+	s.opts.afterPurgeCommit = nil
+	if n, err := s.EnforceRetention(t.Context(), base.Add(2*time.Hour)); err != nil || n != 18 {
+		t.Fatalf("the next pass: %d, %v; want the other 18", n, err)
+	}
+	if segs := segmentFiles(t, s, "old"); len(segs) != 0 {
+		t.Fatalf("segments left: %v", segs)
+	}
+}

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"sync/atomic"
 	"time"
@@ -111,7 +112,7 @@ func (s *FS) makeRoom(st *fsStream, recLen int64) {
 // recorded without one, in segments bigger than the cap, emptied the stream.
 func (s *FS) trimStream(st *fsStream, target int64) {
 	left := st.bytes.Load()
-	_, _, err := s.purge(st, func(_ uint64, info segmentInfo, size int64) bool {
+	_, _, err := s.purge(context.Background(), st, func(_ uint64, info segmentInfo, size int64) bool {
 		if left <= target || info.Last >= st.last { // purgeChoose holds st.mu
 			return false
 		}
@@ -148,7 +149,7 @@ func (s *FS) makeRoomOnDisk(recLen int64) {
 			}
 			return
 		}
-		_, freed, err := s.purge(st, func(q uint64, _ segmentInfo, _ int64) bool { return q == seq }, reasonDiskQuota, false)
+		_, freed, err := s.purge(context.Background(), st, func(q uint64, _ segmentInfo, _ int64) bool { return q == seq }, reasonDiskQuota, false)
 		if err != nil {
 			s.log.Error("store: disk quota", "stream", st.info.Name, "err", err)
 			return

@@ -49,7 +49,7 @@ func (s *FS) EnforceRetention(ctx context.Context, now time.Time) (int, error) {
 			return total, err
 		}
 		cut := timeToNanos(j.cutoff)
-		n, _, err := s.purge(j.st, func(_ uint64, info segmentInfo, _ int64) bool { return info.MaxServer < cut }, reasonRetention, true)
+		n, _, err := s.purge(ctx, j.st, func(_ uint64, info segmentInfo, _ int64) bool { return info.MaxServer < cut }, reasonRetention, true)
 		total += n
 		if err != nil {
 			errs = append(errs, fmt.Errorf("retention %s: %w", j.st.info.Name, err))
@@ -74,8 +74,9 @@ func (s *FS) EnforceRetention(ctx context.Context, now time.Time) (int, error) {
 // there, so no later append writes to one of them. Each step then takes st.mu again: the stream's
 // appends go on between the steps (one holding it for all of them, a month's retention decrease
 // at a time, stalled a live producer's PutMedia and its acks for seconds:
-// TestFSPurgeLetsAppendsInBetweenSteps).
-func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size int64) bool, reason string, anywhere bool) (int, int64, error) {
+// TestFSPurgeLetsAppendsInBetweenSteps). When ctx ends, the purge stops after the step it is in
+// (an UpdateDataRetention decrease purges for a bounded time; the retention passes do the rest).
+func (s *FS) purge(ctx context.Context, st *fsStream, want func(seq uint64, info segmentInfo, size int64) bool, reason string, anywhere bool) (int, int64, error) {
 	segs, err := s.purgeChoose(st, want, anywhere)
 	if err != nil || len(segs) == 0 {
 		return 0, 0, err
@@ -110,6 +111,10 @@ func (s *FS) purge(st *fsStream, want func(seq uint64, info segmentInfo, size in
 		}
 		if stop {
 			break
+		}
+		if err := ctx.Err(); err != nil && len(segs) > 0 {
+			s.metrics.deleted(reason, removed, freed)
+			return removed, freed, err
 		}
 	}
 	s.metrics.deleted(reason, removed, freed)
