@@ -49,7 +49,7 @@ func (w *uploadWatch) get() (*client.Producer, capture.CameraLink) {
 type putMediaSummary struct {
 	Fragments int
 	Bytes     int64
-	Media     time.Duration // sum of fragment durations
+	Media     time.Duration // sum of fragment durations (fragmentDuration): ListFragments' lengths
 	Elapsed   time.Duration
 	Final     string // PERSISTED or RECEIVED
 }
@@ -369,13 +369,23 @@ func sourceName(source string) string {
 	return source
 }
 
-// fragmentDuration is the span of a fragment's frames.
+// fragmentDuration is the span of a fragment's frames as the server measures it for
+// FragmentLengthInMilliseconds: to the end of its first video track's frames when it has one
+// (mkv.Fragment.DurationTo). The audio frame that ends after the next fragment's keyframe is
+// then not counted in both fragments, and the summary's sum is the stream's span.
 func fragmentDuration(f *mkv.Fragment) time.Duration {
 	scale := f.TimecodeScale
 	if scale == 0 {
 		scale = mkv.DefaultTimecodeScale
 	}
-	return time.Duration(f.Duration()) * time.Duration(scale) //nolint:gosec // ticks × ns per tick
+	ticks := f.Duration()
+	for _, t := range f.Tracks {
+		if t.Type == mkv.TrackTypeVideo {
+			ticks = f.DurationTo(t.Number)
+			break
+		}
+	}
+	return time.Duration(ticks) * time.Duration(scale) //nolint:gosec // ticks × ns per tick
 }
 
 func writePutMediaSummary(w io.Writer, stream string, s putMediaSummary, st client.ProducerStats) error {
