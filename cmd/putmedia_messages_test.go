@@ -55,3 +55,53 @@ func TestPutMediaSummaryOneFragment(t *testing.T) {
 		}
 	}
 }
+
+// deleteBeforeUpload deletes stream (through the kvs CLI at *url) when its first PutMedia request
+// comes, before the server sees it: put-media found the stream, PutMedia does not.
+func deleteBeforeUpload(t *testing.T, url *string, stream string) func(http.Handler) http.Handler {
+	var once sync.Once
+	return func(h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/putMedia" {
+				once.Do(func() { mustRun(t, *url, nil, "delete-stream", "--stream-name", stream) })
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
+}
+
+// A stream deleted under put-media, while it sends or before its PutMedia request, ends it with a
+// message that says so in the CLI's words (not the client's "putmedia: STREAM_NOT_ACTIVE …") and
+// a hint that says how to make the stream again.
+func TestPutMediaStreamGoneMessage(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		wrap func(t *testing.T, url *string, stream string) func(http.Handler) http.Handler
+	}{
+		{"while sending", deleteOnUpload},
+		{"before PutMedia", deleteBeforeUpload},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var url string
+			url, _ = e2eServer(t, tc.wrap(t, &url, "gone"))
+			mustRun(t, url, nil, "create-stream", "--stream-name", "gone")
+			code, _, errs := kvsRun(t.Context(), t, url, nil, "put-media", "--stream-name", "gone", "--source", testClip("h264.mkv"), "--fragment-duration", "1s")
+			if code == ExitOK {
+				t.Fatalf("exit 0\n%s", errs)
+			}
+			lines := strings.Split(strings.TrimSpace(errs), "\n")
+			if len(lines) < 2 {
+				t.Fatalf("stderr has no hint line:\n%s", errs)
+			}
+			msg, hint := lines[len(lines)-2], lines[len(lines)-1]
+			if !strings.HasPrefix(msg, "kvs: put-media gone: ") || strings.Contains(msg, "putmedia") || !strings.Contains(msg, "deleted") || strings.Contains(msg, ".;") {
+				t.Errorf("message %q: want it to say, without the client's \"putmedia\", that the stream gone was deleted", msg)
+			}
+			if !strings.Contains(hint, "--create") || !strings.Contains(hint, "create-stream") {
+				t.Errorf("hint %q: want it to say how to make the stream again (create-stream, --create)", hint)
+			}
+		})
+	}
+}

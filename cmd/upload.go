@@ -338,7 +338,7 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 			"spooled", st.Spool.Fragments, "stored", st.Stored)
 		return st, ctx.Err()
 	case closeErr != nil:
-		return st, wrapAPI(closeErr, "put-media %s", stream)
+		return st, uploadEnd(closeErr, o, pcfg.RetentionHours != nil)
 	case sendErr != nil:
 		return st, fmt.Errorf("put-media %s: %w", stream, sendErr)
 	case interrupted:
