@@ -93,3 +93,33 @@ func deleteStream(t *testing.T, c *Client, name string) {
 		t.Error(err)
 	}
 }
+
+// Fragments that failed for one reason are one group, "[N fragments, timecodes A to B: REASON]",
+// not the reason once per fragment (12 times for a stream deleted under the producer); other
+// reasons are groups of their own, in the order of their first fragment.
+func TestProducerErrorGroupsReasons(t *testing.T) {
+	t.Parallel()
+	gone := &AckErr{Ack: Ack{EventType: AckError, ErrorID: 4008, ErrorCode: "STREAM_NOT_ACTIVE"}}
+	e := &ProducerError{}
+	for i := range 12 {
+		e.Failed = append(e.Failed, FragmentFailure{Timecode: int64(1000 * (i + 1)), Err: gone})
+	}
+	got := e.Error()
+	if n := strings.Count(got, "STREAM_NOT_ACTIVE"); n != 1 {
+		t.Errorf("Error() names STREAM_NOT_ACTIVE %d times, want once:\n%s", n, got)
+	}
+	want := "putmedia: 12 fragment(s) not stored: [12 fragments, timecodes 1000 to 12000: STREAM_NOT_ACTIVE (4008): the stream is not active (deleted?)]"
+	if got != want {
+		t.Errorf("Error() =\n%q\nwant\n%q", got, want)
+	}
+
+	num := "91343852333000000000000000000000000000000000007"
+	e.Failed = append(e.Failed[:3], FragmentFailure{Timecode: 500, FragmentNumber: num,
+		Err: &AckErr{Ack: Ack{EventType: AckError, FragmentNumber: num, ErrorID: 4004, ErrorCode: "FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS"}}})
+	e.Failed = append(e.Failed, FragmentFailure{Timecode: 9000, Err: gone})
+	want = "putmedia: 5 fragment(s) not stored: [4 fragments, timecodes 1000 to 9000: STREAM_NOT_ACTIVE (4008): the stream is not active (deleted?)] " +
+		"[timecode 500 fragment " + num + ": FRAGMENT_TIMECODE_LESSER_THAN_PREVIOUS (4004): a fragment's timecode is lower than the previous one's: timestamps must increase]"
+	if got := e.Error(); got != want {
+		t.Errorf("Error() =\n%q\nwant\n%q", got, want)
+	}
+}

@@ -50,20 +50,53 @@ func (e *ProducerError) Error() string {
 	if len(e.Failed) > 0 {
 		var b strings.Builder
 		fmt.Fprintf(&b, "%d fragment(s) not stored:", len(e.Failed))
-		for i, f := range e.Failed {
+		groups := groupFailures(e.Failed)
+		for i, g := range groups {
 			if i == 10 {
-				fmt.Fprintf(&b, " … and %d more", len(e.Failed)-i)
+				fmt.Fprintf(&b, " … and %d more reasons", len(groups)-i)
 				break
 			}
-			fmt.Fprintf(&b, " [timecode %d", f.Timecode)
-			if f.FragmentNumber != "" {
-				fmt.Fprintf(&b, " fragment %s", f.FragmentNumber)
+			f := g.first
+			switch {
+			case g.n > 1:
+				fmt.Fprintf(&b, " [%d fragments, timecodes %d to %d", g.n, f.Timecode, g.last.Timecode)
+			case f.FragmentNumber != "":
+				fmt.Fprintf(&b, " [timecode %d fragment %s", f.Timecode, f.FragmentNumber)
+			default:
+				fmt.Fprintf(&b, " [timecode %d", f.Timecode)
 			}
-			fmt.Fprintf(&b, ": %s]", f.reason())
+			fmt.Fprintf(&b, ": %s]", g.reason)
 		}
 		parts = append(parts, b.String())
 	}
 	return prefix + strings.Join(parts, "; ")
+}
+
+// failureGroup is the failed fragments that share a reason: how many, the first and the last.
+type failureGroup struct {
+	reason      string
+	n           int
+	first, last FragmentFailure
+}
+
+// groupFailures groups failed by reason, in the order of each reason's first fragment: a stream
+// deleted under the producer fails every pending fragment for the same reason, which is then
+// said once.
+func groupFailures(failed []FragmentFailure) []failureGroup {
+	var groups []failureGroup
+	index := make(map[string]int)
+	for _, f := range failed {
+		r := f.reason()
+		i, ok := index[r]
+		if !ok {
+			i = len(groups)
+			index[r] = i
+			groups = append(groups, failureGroup{reason: r, first: f})
+		}
+		groups[i].n++
+		groups[i].last = f
+	}
+	return groups
 }
 
 // reason is f.Err's message without what the list around it already says: the "putmedia: " or
