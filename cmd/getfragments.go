@@ -152,6 +152,30 @@ func (o getFragmentsOptions) fragmentNumbers(ctx context.Context, env *Env, cl *
 	return list, sizes, nil
 }
 
+// noneSelected says, when no fragment was selected, where get-fragments looked and what to do.
+func (o getFragmentsOptions) noneSelected() string {
+	r := o.Range
+	switch {
+	case o.NumbersGiven:
+		return "no fragments selected: --fragment-numbers gave no number"
+	case r.Start == "" && r.End == "":
+		return "no fragments selected: the stream has no fragments (none put, or all older than its retention); put-media puts media into it"
+	}
+	span := ""
+	if r.Start != "" {
+		span += " from " + r.Start
+	}
+	if r.End != "" {
+		span += " to " + r.End
+	}
+	typ := "server" // --timestamp-type's default; validate checked it
+	if t, _ := parseTimestampType(r.TimestampType); t == client.ProducerTimestamp {
+		typ = "producer"
+	}
+	return fmt.Sprintf("no fragments selected: the stream has none with a %s timestamp%s; `kvs list-fragments %s --output table` lists its fragments and their times",
+		typ, span, o.Stream.flag())
+}
+
 // scanFragmentNumbers is a bufio.SplitFunc for fragment numbers separated by commas, blanks or
 // line ends, in any mix (one per line as list-fragments --output numbers writes them, or a list
 // joined on one line).
@@ -188,7 +212,7 @@ func runGetFragments(ctx context.Context, env *Env, o getFragmentsOptions) error
 		return err
 	}
 	if len(numbers) == 0 {
-		env.Log.Warn("no fragments selected", "stream", stream)
+		env.Log.Warn(o.noneSelected(), "stream", stream)
 		if o.OutDir != "" {
 			return nil
 		}
