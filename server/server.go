@@ -152,9 +152,9 @@ type Server struct {
 	store store.Store
 
 	closeOnce     sync.Once
-	stopRetention func()       // ends the retention loop and waits for it (nil: none)
+	stopRetention func()        // ends the retention loop and waits for it (nil: none)
 	purgeWait     time.Duration // how long an UpdateDataRetention decrease purges before it answers (control.go)
-	lastCreated   atomic.Int64 // the newest creation time given to a stream, epoch ms (creationMillis)
+	lastCreated   atomic.Int64  // the newest creation time given to a stream, epoch ms (creationMillis)
 
 	metrics  *metrics      // Prometheus collectors (metrics.go)
 	events   *eventHub     // events to webhooks and GET /events (events.go)

@@ -86,8 +86,9 @@ async function imageWhenFree(stream, t, height, wanted) {
 // (a proxy's 502 while kvs restarts) closes it for good, so then a new one is opened, after a
 // pause that grows to 30 s. It returns { close }. window.kvsEvents keeps the last events seen and
 // the current EventSource, for a look in the devtools; opens counts its connections, lists the
-// stream list's full refreshes (the browser tests read both).
-window.kvsEvents = { received: [], opens: 0, lists: 0 };
+// stream list's full refreshes started, listed those whose streams are all listed (the browser
+// tests read them).
+window.kvsEvents = { received: [], opens: 0, lists: 0, listed: 0 };
 function liveEvents(query, onEvent, resync) {
   let opened = false, closed = false, source = null, timer = null, pause = 1000;
   const connect = () => {
@@ -245,11 +246,12 @@ async function streamsPage() {
         streams.push(...r.StreamInfoList);
         token = r.NextToken;
       } while (token);
-    } catch (e) { msg.textContent = e.message; msg.className = 'err'; return; }
+    } catch (e) { msg.textContent = e.message; msg.className = 'err'; window.kvsEvents.listed++; return; }
     msg.textContent = streams.length ? '' : 'No streams yet.';
     const seq = ++listings.started;
     byName = new Map(streams.map((s) => [s.StreamName, s]));
     const rows = await Promise.all(streams.map(row));
+    window.kvsEvents.listed++;
     // A listing that finishes after a newer one is on screen puts back nothing (a deleted
     // stream's row); one that a newer listing merely started after still goes in, so that
     // listings started one after another (a busy list) never leave it empty.
