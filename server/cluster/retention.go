@@ -49,7 +49,8 @@ const unreferencedObjects = `SELECT key FROM kvs_objects o WHERE o.created_at < 
 // their stream's retention, as of now, and of the oldest fragments of each stream over its
 // kvs:max-bytes cap (not in the count), then the objects no fragment refers to any more (a batch
 // object holds several streams' fragments and goes when its last one expires), and now and then
-// the objects that were PUT but never committed. The expired rows go in steps (purgeExpired),
+// the objects that were PUT but never committed. The rows of deleted streams (purgeDropped) and
+// the expired rows go in steps (purgeExpired),
 // the rest in one transaction; one node at a time runs a step or the rest, the others wait their
 // turn (cleanupLock).
 func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error) {
@@ -58,6 +59,11 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 	}
 	deleted, err := s.purgeExpired(ctx, now)
 	if err != nil {
+		return int(deleted), err
+	}
+	// After the expired rows, which readers still see (an UpdateDataRetention decrease's purge
+	// has a short wait): no reader sees a deleted stream's.
+	if err := s.purgeDropped(ctx); err != nil {
 		return int(deleted), err
 	}
 	var doomed []string

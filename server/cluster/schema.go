@@ -73,6 +73,15 @@ var migrations = []string{
 		name       text PRIMARY KEY,
 		number_hwm bigint NOT NULL
 	);`,
+	// 3: a deleted stream's fragment rows go in steps after its row (purgeDropped), not with it:
+	// the ON DELETE CASCADE deleted them all in DeleteStream's one statement, which past a few
+	// million rows ran out of its UnavailableWait on every try. Its id stays in
+	// kvs_dropped_streams until they are gone (ids are never reused: a stream created again
+	// under the name has another).
+	`ALTER TABLE kvs_fragments DROP CONSTRAINT IF EXISTS kvs_fragments_stream_id_fkey;
+	CREATE TABLE kvs_dropped_streams (
+		id bigint PRIMARY KEY
+	);`,
 }
 
 // migrationLock is the advisory lock key under which migrations run, so that nodes starting at

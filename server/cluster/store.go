@@ -212,7 +212,9 @@ func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
 		return store.Stats{}, store.ErrClosed
 	}
 	var st store.Stats
-	err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM kvs_streams), count(*), coalesce(sum(size), 0) FROM kvs_fragments`).
+	// Not the rows of deleted streams that the cleanup has not deleted yet (purgeDropped).
+	err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM kvs_streams), count(*), coalesce(sum(size), 0) FROM kvs_fragments f
+		WHERE NOT EXISTS (SELECT 1 FROM kvs_dropped_streams d WHERE d.id = f.stream_id)`).
 		Scan(&st.Streams, &st.Fragments, &st.Bytes)
 	return st, dbErr(ctx, "stats", err)
 }
@@ -487,9 +489,12 @@ func cloneTags(t map[string]string) map[string]string {
 }
 
 // DeleteStream implements store.Store: one statement, a conditional DELETE that keeps the stream's
-// number_hwm under its name (kvs_retired_names); the stream's fragment rows go
-// with it (ON DELETE CASCADE) and its objects are deleted by the next cleanup once no fragment
-// refers to them. Appends in flight on it find no stream at commit: ErrStreamNotFound.
+// number_hwm under its name (kvs_retired_names) and its id in kvs_dropped_streams. Its fragment
+// rows, which nothing reads any more (reads go through the stream's row, and a stream created
+// again under the name has another id), are deleted in steps by the next cleanup passes
+// (purgeDropped), then its objects once no fragment refers to them: in this statement, a stream
+// of millions of rows did not go within UnavailableWait, on any try. Appends in flight on it
+// find no stream at commit: ErrStreamNotFound.
 func (s *Store) DeleteStream(ctx context.Context, name, version string) error {
 	if s.isClosed() {
 		return store.ErrClosed
@@ -498,7 +503,8 @@ func (s *Store) DeleteStream(ctx context.Context, name, version string) error {
 	defer cancel()
 	// The stream's number_hwm is kept under its name in the same statement, for a stream created
 	// again under it (CreateStream); the INSERT's row count is the DELETE's.
-	tag, err := s.pool.Exec(ctx, `WITH d AS (DELETE FROM kvs_streams WHERE name = $1 AND ($2 = '' OR version = $2) RETURNING name, number_hwm)
+	tag, err := s.pool.Exec(ctx, `WITH d AS (DELETE FROM kvs_streams WHERE name = $1 AND ($2 = '' OR version = $2) RETURNING id, name, number_hwm),
+		dropped AS (INSERT INTO kvs_dropped_streams (id) SELECT id FROM d)
 		INSERT INTO kvs_retired_names (name, number_hwm) SELECT name, number_hwm FROM d
 		ON CONFLICT (name) DO UPDATE SET number_hwm = GREATEST(kvs_retired_names.number_hwm, EXCLUDED.number_hwm)`, name, version)
 	if err != nil {

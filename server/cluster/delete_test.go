@@ -1,0 +1,86 @@
+package cluster
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/openkvs/kvs/server/store"
+)
+
+// TestDeleteStreamManyRows: deleting a stream of many fragment rows answers at once and leaves
+// the rows to the cleanup, which deletes them in steps. DeleteStream was one statement whose
+// ON DELETE CASCADE deleted every fragment row of the stream under bound's UnavailableWait: past
+// a few million rows (10 s) it failed with ErrUnavailable (a 503 the AWS CLI and SDKs retry, each
+// retry failing the same way, the stream whole) and the stream could never be deleted. Scaled
+// down: 500,000 rows against a node whose every statement must end within 100 ms
+// (statement_timeout, and an UnavailableWait of 100 ms). One DELETE of them does not meet it
+// (measured here: 240 ms for 395,000 rows just inserted, so cached; 2 M rows took 2.5 s by hand),
+// and a step of 5,000 rows easily does (100 steps in 1.6 s here, about 16 ms each).
+func TestDeleteStreamManyRows(t *testing.T) {
+	t.Parallel()
+	const rows = 500_000
+	cfg := testConfig(t)
+	a := openStore(t, cfg) // sets up, without the short bounds
+	t.Cleanup(func() { a.Close() })
+	ctx := t.Context()
+	if err := a.CreateStream(ctx, store.Stream{Name: "s", RetentionHours: 24}); err != nil {
+		t.Fatal(err)
+	}
+	// The rows as committed uploads leave them, and the numbers a writer reserved.
+	if _, err := a.pool.Exec(ctx, `INSERT INTO kvs_fragments (stream_id, number, server_ns, producer_ns,
+		duration_ns, size, object_id, object_offset, crc)
+		SELECT (SELECT id FROM kvs_streams WHERE name = 's'), i, $1::bigint + i * 1000000000,
+			$1::bigint + i * 1000000000, 1000000000, 10, 0, 0, 0
+		FROM generate_series(1, $2::bigint) AS i`, store.UnixNanos(base), rows); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.pool.Exec(ctx, `UPDATE kvs_streams SET number_hwm = $1 WHERE name = 's'`, rows+1000); err != nil {
+		t.Fatal(err)
+	}
+	tight := cfg
+	tight.Index += "&statement_timeout=100"
+	tight.UnavailableWait = 100 * time.Millisecond
+	tight.NodeURL = "http://node-b:4567"
+	b := openStore(t, tight)
+	t.Cleanup(func() { b.Close() })
+	b.purgeRows = 5000
+
+	if err := b.DeleteStream(ctx, "s", ""); err != nil {
+		t.Fatalf("deleting a stream of %d fragments: %v", rows, err)
+	}
+	if _, err := b.GetStream(ctx, "s"); !errors.Is(err, store.ErrStreamNotFound) {
+		t.Fatalf("the deleted stream: %v, want ErrStreamNotFound", err)
+	}
+	// Created again under its name: none of the old rows, numbers above the old ones.
+	if err := b.CreateStream(ctx, store.Stream{Name: "s", RetentionHours: 24}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := b.Range(ctx, "s", 0, 10); err != nil || len(got) != 0 {
+		t.Fatalf("the new stream s: %d fragments, %v; want none of the deleted one's", len(got), err)
+	}
+	if n, err := b.NextNumber(ctx, "s"); err != nil || n <= rows+1000 {
+		t.Fatalf("the new stream's first number: %d, %v; want above the deleted one's %d", n, err, rows+1000)
+	}
+	if st, err := b.Stats(ctx); err != nil || st.Fragments != 0 {
+		t.Errorf("stats after the delete: %+v, %v; want no fragments", st, err)
+	}
+	// The cleanup deletes the rows in steps, each within the node's bounds.
+	start := time.Now()
+	for pass := 0; ; pass++ {
+		if _, err := b.EnforceRetention(ctx, base.Add(2*time.Hour)); err != nil {
+			t.Fatalf("cleanup pass %d: %v", pass, err)
+		}
+		var left int
+		if err := a.pool.QueryRow(ctx, `SELECT count(*) FROM kvs_fragments`).Scan(&left); err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			t.Logf("the cleanup deleted %d rows in steps of %d in %v", rows, b.purgeRows, time.Since(start))
+			break
+		}
+		if pass == 2 {
+			t.Fatalf("%d rows of the deleted stream left after 3 passes", left)
+		}
+	}
+}

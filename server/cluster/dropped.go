@@ -1,0 +1,63 @@
+package cluster
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// purgeDropped deletes the fragment rows of the deleted streams (kvs_dropped_streams, see
+// DeleteStream), oldest numbers first, s.purgeRows rows a step, each step a transaction of its own
+// under the cleanup lock as purgeExpired's; a stream's id leaves kvs_dropped_streams in the step
+// that finds its last rows. A stream of tens of millions of rows takes some hundreds of steps,
+// each well within its bound, where one statement took minutes.
+func (s *Store) purgeDropped(ctx context.Context) error {
+	lctx, cancel := s.bound(ctx)
+	rows, err := s.pool.Query(lctx, `SELECT id FROM kvs_dropped_streams ORDER BY id`)
+	var ids []int64
+	if err == nil {
+		ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+	}
+	err = dbErr(lctx, "deleted streams' fragments", err)
+	cancel()
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		var total int64
+		for done := false; !done; {
+			var n int64
+			stepCtx, cancel := context.WithTimeoutCause(ctx, cleanupWaitTime+s.cfg.UnavailableWait, errNoAnswer)
+			err := pgx.BeginFunc(stepCtx, s.pool, func(tx pgx.Tx) error {
+				if err := s.cleanupTurn(stepCtx, tx); err != nil {
+					return err
+				}
+				// The first rows by the primary key (stream_id, number).
+				tag, err := tx.Exec(stepCtx, `DELETE FROM kvs_fragments f USING (SELECT number FROM kvs_fragments
+						WHERE stream_id = $1 ORDER BY number LIMIT $2) c
+					WHERE f.stream_id = $1 AND f.number = c.number`, id, s.purgeRows)
+				if err != nil {
+					return err
+				}
+				n = tag.RowsAffected()
+				if done = n < int64(s.purgeRows); done {
+					_, err = tx.Exec(stepCtx, `DELETE FROM kvs_dropped_streams WHERE id = $1`, id)
+				}
+				return err
+			})
+			err = dbErr(stepCtx, "deleted streams' fragments", err)
+			cancel()
+			if err != nil {
+				return err
+			}
+			total += n
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if total > 0 {
+			s.log.Info("cluster: deleted the fragment rows of a deleted stream", "stream_id", id, "fragments", total)
+		}
+	}
+	return nil
+}
