@@ -16,35 +16,16 @@ import (
 // down: 500,000 rows against a node whose every statement must end within 100 ms
 // (statement_timeout, and an UnavailableWait of 100 ms). One DELETE of them does not meet it
 // (measured here: 240 ms for 395,000 rows just inserted, so cached; 2 M rows took 2.5 s by hand),
-// and a step of 5,000 rows easily does (100 steps in 1.6 s here, about 16 ms each).
+// and a step of 1,000 rows easily does (500 steps in 2-5 s here beside other tests, 4-10 ms
+// each; a step of 5,000, the table not yet analyzed, once ran past 100 ms beside other tests).
 func TestDeleteStreamManyRows(t *testing.T) {
 	t.Parallel()
 	const rows = 500_000
-	cfg := testConfig(t)
-	a := openStore(t, cfg) // sets up, without the short bounds
-	t.Cleanup(func() { a.Close() })
+	a, b := tightNode(t, rows, store.Stream{Name: "s", RetentionHours: 24})
 	ctx := t.Context()
-	if err := a.CreateStream(ctx, store.Stream{Name: "s", RetentionHours: 24}); err != nil {
-		t.Fatal(err)
-	}
-	// The rows as committed uploads leave them, and the numbers a writer reserved.
-	if _, err := a.pool.Exec(ctx, `INSERT INTO kvs_fragments (stream_id, number, server_ns, producer_ns,
-		duration_ns, size, object_id, object_offset, crc)
-		SELECT (SELECT id FROM kvs_streams WHERE name = 's'), i, $1::bigint + i * 1000000000,
-			$1::bigint + i * 1000000000, 1000000000, 10, 0, 0, 0
-		FROM generate_series(1, $2::bigint) AS i`, store.UnixNanos(base), rows); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := a.pool.Exec(ctx, `UPDATE kvs_streams SET number_hwm = $1 WHERE name = 's'`, rows+1000); err != nil {
 		t.Fatal(err)
 	}
-	tight := cfg
-	tight.Index += "&statement_timeout=100"
-	tight.UnavailableWait = 100 * time.Millisecond
-	tight.NodeURL = "http://node-b:4567"
-	b := openStore(t, tight)
-	t.Cleanup(func() { b.Close() })
-	b.purgeRows = 5000
 
 	if err := b.DeleteStream(ctx, "s", ""); err != nil {
 		t.Fatalf("deleting a stream of %d fragments: %v", rows, err)
@@ -83,4 +64,66 @@ func TestDeleteStreamManyRows(t *testing.T) {
 			t.Fatalf("%d rows of the deleted stream left after 3 passes", left)
 		}
 	}
+}
+
+// TestStreamCapManyRows: a kvs:max-bytes cap lowered far below what a stream of many rows holds
+// is applied in steps. applyCaps deleted every row over the cap in one window-function DELETE
+// inside the pass's last transaction: past some tens of millions of rows (the pass's 30 s +
+// UnavailableWait, sooner under a statement_timeout) it failed on every pass, and with it the
+// deletion of every unreferenced object of the cluster. Scaled down as TestDeleteStreamManyRows:
+// 500,000 rows of 10 bytes capped to 1000 bytes on a node whose statements must end within
+// 100 ms: the one DELETE took 2.3 s here; the 500 steps of 1,000 about 6 ms each, and finding
+// the cut (the 101 newest rows by the primary key) well under 1 ms.
+func TestStreamCapManyRows(t *testing.T) {
+	t.Parallel()
+	const rows = 500_000
+	a, b := tightNode(t, rows, store.Stream{Name: "s", RetentionHours: 24 * 365, Tags: map[string]string{store.MaxBytesTag: "1000"}})
+	ctx := t.Context()
+	start := time.Now()
+	if _, err := b.EnforceRetention(ctx, base.Add(2*time.Hour)); err != nil {
+		t.Fatalf("a pass over a stream of %d rows capped to 1000 bytes: %v", rows, err)
+	}
+	t.Logf("the pass took %v", time.Since(start))
+	var left int
+	var first int64
+	if err := a.pool.QueryRow(ctx, `SELECT count(*), min(number) FROM kvs_fragments`).Scan(&left, &first); err != nil {
+		t.Fatal(err)
+	}
+	if left != 100 || first != rows-99 {
+		t.Fatalf("%d rows left from %d, want the newest 100 (1000 bytes) from %d", left, first, rows-99)
+	}
+}
+
+// tightNode opens a node a that creates st with rows fragments of 10 bytes (numbers 1 to rows,
+// 1 s apart from base) and a node b of the same cluster whose every statement must end within
+// 100 ms (statement_timeout, and an UnavailableWait of 100 ms), deleting 1,000 rows a step.
+func tightNode(t *testing.T, rows int, st store.Stream) (a, b *Store) {
+	t.Helper()
+	cfg := testConfig(t)
+	a = openStore(t, cfg) // sets up, without the short bounds
+	t.Cleanup(func() { a.Close() })
+	ctx := t.Context()
+	if err := a.CreateStream(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.pool.Exec(ctx, `INSERT INTO kvs_fragments (stream_id, number, server_ns, producer_ns,
+		duration_ns, size, object_id, object_offset, crc)
+		SELECT (SELECT id FROM kvs_streams WHERE name = $3), i, $1::bigint + i * 1000000000,
+			$1::bigint + i * 1000000000, 1000000000, 10, 0, 0, 0
+		FROM generate_series(1, $2::bigint) AS i`, store.UnixNanos(base), rows, st.Name); err != nil {
+		t.Fatal(err)
+	}
+	// As autovacuum would have by then: without statistics the planner takes the stream for a
+	// few hundred rows, and reads all of them for the newest thousand.
+	if _, err := a.pool.Exec(ctx, `ANALYZE kvs_fragments`); err != nil {
+		t.Fatal(err)
+	}
+	tight := cfg
+	tight.Index += "&statement_timeout=100"
+	tight.UnavailableWait = 100 * time.Millisecond
+	tight.NodeURL = "http://node-b:4567"
+	b = openStore(t, tight)
+	t.Cleanup(func() { b.Close() })
+	b.purgeRows = 1000
+	return a, b
 }

@@ -32,10 +32,8 @@ func (s *Store) purgeDropped(ctx context.Context) error {
 				if err := s.cleanupTurn(stepCtx, tx); err != nil {
 					return err
 				}
-				// The first rows by the primary key (stream_id, number).
-				tag, err := tx.Exec(stepCtx, `DELETE FROM kvs_fragments f USING (SELECT number FROM kvs_fragments
-						WHERE stream_id = $1 ORDER BY number LIMIT $2) c
-					WHERE f.stream_id = $1 AND f.number = c.number`, id, s.purgeRows)
+				tag, err := tx.Exec(stepCtx, `DELETE FROM kvs_fragments WHERE stream_id = $1
+					AND number = ANY(ARRAY(`+firstRows+` ORDER BY number LIMIT $2))`, id, s.purgeRows)
 				if err != nil {
 					return err
 				}
@@ -61,3 +59,8 @@ func (s *Store) purgeDropped(ctx context.Context) error {
 	}
 	return nil
 }
+
+// firstRows begins the query of a step's rows (purgeDropped, applyCaps): the numbers of stream
+// $1, read in the primary key's order. The step deletes them by key (= ANY of the array): an
+// index scan on the primary key, whatever the planner makes of a join's sizes.
+const firstRows = `SELECT number FROM kvs_fragments WHERE stream_id = $1`

@@ -66,20 +66,24 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 	if err := s.purgeDropped(ctx); err != nil {
 		return int(deleted), err
 	}
+	capped, err := s.applyCaps(ctx)
+	for _, c := range capped {
+		s.metrics.deletedFragments.WithLabelValues("stream_cap").Add(float64(c.fragments))
+		s.metrics.deletedBytes.WithLabelValues("stream_cap").Add(float64(c.bytes))
+		s.log.Info("cluster: deleted the oldest fragments of a stream for its byte cap", "reason", "stream_cap",
+			"stream", c.name, "max_bytes", c.limit, "fragments", c.fragments, "bytes", c.bytes)
+	}
+	if err != nil {
+		return int(deleted), err
+	}
 	var doomed []string
-	var capped []cappedStream
 	// The transaction may wait its turn (cleanupWait) before PostgreSQL's part of the pass; each
 	// later call has UnavailableWait (bound).
 	txCtx, cancel := context.WithTimeoutCause(ctx, cleanupWaitTime+s.cfg.UnavailableWait, errNoAnswer)
 	defer cancel()
 	err = pgx.BeginFunc(txCtx, s.pool, func(tx pgx.Tx) error {
 		ctx := txCtx
-		capped = nil // a retry of the transaction starts over
 		if err := s.cleanupTurn(ctx, tx); err != nil {
-			return err
-		}
-		var err error
-		if capped, err = s.applyCaps(ctx, tx); err != nil {
 			return err
 		}
 		// Nodes that stopped beating a day ago (killed, not stopped) leave the list.
@@ -96,12 +100,6 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 	})
 	if err != nil {
 		return int(deleted), dbErr(txCtx, "retention", err)
-	}
-	for _, c := range capped {
-		s.metrics.deletedFragments.WithLabelValues("stream_cap").Add(float64(c.fragments))
-		s.metrics.deletedBytes.WithLabelValues("stream_cap").Add(float64(c.bytes))
-		s.log.Info("cluster: deleted the oldest fragments of a stream for its byte cap", "reason", "stream_cap",
-			"stream", c.name, "max_bytes", c.limit, "fragments", c.fragments, "bytes", c.bytes)
 	}
 	// The objects no fragment refers to go, objectsPerQuery at a time: a pass goes on while a
 	// query comes back full (a pass a minute deleting at most 1000 fell behind for good at about
@@ -387,59 +385,4 @@ func (s *Store) unknownObjects(ctx context.Context, keys []string) ([]string, er
 	}
 	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	return found, dbErr(ctx, "orphan sweep", err)
-}
-
-// cappedStream is what applyCaps deleted of one stream.
-type cappedStream struct {
-	name             string
-	limit, fragments int64
-	bytes            int64
-}
-
-// applyCaps deletes, in tx, the index rows of the oldest fragments of each stream tagged
-// kvs:max-bytes (store.MaxBytesTag) whose payloads pass the cap, keeping the newest fragment, and
-// returns what went where something did. A value the server would refuse is no cap.
-func (s *Store) applyCaps(ctx context.Context, tx pgx.Tx) ([]cappedStream, error) {
-	rows, err := tx.Query(ctx, `SELECT id, name, tags->>$1 FROM kvs_streams WHERE tags->>$1 IS NOT NULL`, store.MaxBytesTag)
-	if err != nil {
-		return nil, err
-	}
-	type capped struct {
-		id    int64
-		name  string
-		limit int64
-	}
-	var todo []capped
-	for rows.Next() {
-		var c capped
-		var v string
-		if err := rows.Scan(&c.id, &c.name, &v); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		if c.limit, err = store.ParseSize(v); err == nil {
-			todo = append(todo, c)
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	var out []cappedStream
-	for _, c := range todo {
-		var n, bytes int64
-		err := tx.QueryRow(ctx, `WITH ranked AS (
-				SELECT number, sum(size) OVER (ORDER BY number DESC) AS newer, row_number() OVER (ORDER BY number DESC) AS rn
-				FROM kvs_fragments WHERE stream_id = $1),
-			d AS (DELETE FROM kvs_fragments f USING ranked r
-				WHERE f.stream_id = $1 AND f.number = r.number AND r.newer > $2 AND r.rn > 1 RETURNING f.size)
-			SELECT count(*), coalesce(sum(size), 0) FROM d`, c.id, c.limit).Scan(&n, &bytes)
-		if err != nil {
-			return nil, err
-		}
-		if n > 0 {
-			out = append(out, cappedStream{name: c.name, limit: c.limit, fragments: n, bytes: bytes})
-		}
-	}
-	return out, nil
 }
