@@ -11,9 +11,25 @@ import (
 // under the cleanup lock as purgeExpired's; a stream's id leaves kvs_dropped_streams in the step
 // that finds its last rows. A stream of tens of millions of rows takes some hundreds of steps,
 // each well within its bound, where one statement took minutes.
+//
+// It first records the ids of the streams whose rows are left without their stream's row and
+// without a record: deleted by a node of an earlier kvs during a rolling upgrade (its
+// DeleteStream left the rows to the cascade that migration 3 dropped). Their rows were left for
+// ever, and their objects with them. The stream ids in kvs_fragments are read by a loose index
+// scan (one lookup of the primary key per stream id), a few milliseconds a pass. A row without
+// its stream's is a deleted stream's: a commit inserts a fragment's row only with its stream's row
+// locked (FOR SHARE), so the stream's row is in any snapshot that sees the fragment's.
 func (s *Store) purgeDropped(ctx context.Context) error {
 	lctx, cancel := s.bound(ctx)
-	rows, err := s.pool.Query(lctx, `SELECT id FROM kvs_dropped_streams ORDER BY id`)
+	_, err := s.pool.Exec(lctx, `WITH RECURSIVE ids (id) AS (SELECT min(stream_id) FROM kvs_fragments
+			UNION ALL SELECT (SELECT min(stream_id) FROM kvs_fragments WHERE stream_id > ids.id) FROM ids WHERE ids.id IS NOT NULL)
+		INSERT INTO kvs_dropped_streams (id) SELECT id FROM ids
+		WHERE id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM kvs_streams s WHERE s.id = ids.id)
+		ON CONFLICT DO NOTHING`)
+	var rows pgx.Rows
+	if err == nil {
+		rows, err = s.pool.Query(lctx, `SELECT id FROM kvs_dropped_streams ORDER BY id`)
+	}
 	var ids []int64
 	if err == nil {
 		ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])

@@ -214,7 +214,7 @@ func (s *Store) Stats(ctx context.Context) (store.Stats, error) {
 	var st store.Stats
 	// Not the rows of deleted streams that the cleanup has not deleted yet (purgeDropped).
 	err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM kvs_streams), count(*), coalesce(sum(size), 0) FROM kvs_fragments f
-		WHERE NOT EXISTS (SELECT 1 FROM kvs_dropped_streams d WHERE d.id = f.stream_id)`).
+		WHERE EXISTS (SELECT 1 FROM kvs_streams s WHERE s.id = f.stream_id)`).
 		Scan(&st.Streams, &st.Fragments, &st.Bytes)
 	return st, dbErr(ctx, "stats", err)
 }
