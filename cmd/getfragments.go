@@ -156,8 +156,12 @@ func (o getFragmentsOptions) fragmentNumbers(ctx context.Context, env *Env, cl *
 func (o getFragmentsOptions) noneSelected() string {
 	r := o.Range
 	switch {
+	case o.NumbersGiven && slices.Equal(splitList(o.FragmentNumbers), []string{"-"}):
+		return fmt.Sprintf("no fragments selected: standard input (--fragment-numbers -) held no fragment number; `kvs list-fragments %s --output table` lists the stream's fragments and their times",
+			o.Stream.flag())
 	case o.NumbersGiven:
-		return "no fragments selected: --fragment-numbers gave no number"
+		return fmt.Sprintf("no fragments selected: --fragment-numbers gave no number; `kvs list-fragments %s --output numbers` prints the stream's fragment numbers",
+			o.Stream.flag())
 	case r.Start == "" && r.End == "":
 		return "no fragments selected: the stream has no fragments (none put, or all older than its retention); put-media puts media into it"
 	}
