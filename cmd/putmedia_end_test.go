@@ -1,6 +1,7 @@
 package cmd
 
 import (
+	"context"
 	"encoding/json"
 	"regexp"
 	"strconv"
@@ -33,5 +34,32 @@ func TestPutMediaSummaryMediaMatchesListFragments(t *testing.T) {
 		if want := strconv.FormatFloat(sum.Seconds(), 'f', 3, 64); m[1] != want {
 			t.Errorf("%s: summary says %s s of media; ListFragments' lengths add up to %s s\n%s", clip, m[1], want, out)
 		}
+	}
+}
+
+// Ctrl-C is how a live put-media (a camera, --loop) ends, and it still prints the summary: before,
+// stdout was empty and stderr had only "interrupted fragments=N stored=M", although --help says
+// "Output: a summary on stdout".
+func TestPutMediaInterruptSummary(t *testing.T) {
+	t.Parallel()
+	url, st := e2eServer(t, nil)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			if _, err := st.Last(ctx, "loop"); err == nil {
+				cancel() // a fragment is stored: Ctrl-C
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	code, out, errs := kvsRun(ctx, t, url, nil, "put-media", "--stream-name", "loop", "--create",
+		"--source", testClip("h264.mkv"), "--loop", "--realtime", "--fragment-duration", "1s")
+	if code != ExitInterrupted {
+		t.Fatalf("exit %d, want %d\n%s", code, ExitInterrupted, errs)
+	}
+	if !strings.HasPrefix(out, "put-media loop: ") || !strings.Contains(out, " PERSISTED, 0 failed") {
+		t.Errorf("stdout after Ctrl-C: %q, want the summary\nstderr: %s", out, errs)
 	}
 }

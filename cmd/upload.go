@@ -52,6 +52,8 @@ type putMediaSummary struct {
 	Media     time.Duration // sum of fragment durations (fragmentDuration): ListFragments' lengths
 	Elapsed   time.Duration
 	Final     string // PERSISTED or RECEIVED
+	// Interrupted: Ctrl-C ended the upload, maybe before every fragment sent was acknowledged.
+	Interrupted bool
 }
 
 // upload runs one upload to its end (the source's end, --duration, or ctx), prints the summary
@@ -319,7 +321,9 @@ func upload(ctx context.Context, env *Env, o putMediaOptions, watch *uploadWatch
 	if st.Resent > 0 {
 		log.Warn("fragments resent after broken connections (at-least-once delivery: duplicates possible)", "resent", st.Resent, "connections", st.Connections)
 	}
-	if !jsonOut && !interrupted {
+	// Ctrl-C is how a live source ends, so it gets the summary too, with what it left unacknowledged.
+	sum.Interrupted = interrupted
+	if !jsonOut {
 		if err := writePutMediaSummary(env.Stdout, stream, sum, st); err != nil {
 			return st, err
 		}
@@ -402,6 +406,9 @@ func writePutMediaSummary(w io.Writer, stream string, s putMediaSummary, st clie
 	}
 	if st.Spool.Fragments > 0 {
 		spool += fmt.Sprintf("; %d kept in the spool", st.Spool.Fragments)
+	}
+	if open := s.Fragments - st.Stored - st.Failed; s.Interrupted && open > 0 && st.Recovered == 0 && st.Spool.Fragments == 0 {
+		spool += fmt.Sprintf("; %d not acknowledged when interrupted", open)
 	}
 	fragments := "fragments"
 	if s.Fragments == 1 {
