@@ -298,7 +298,11 @@ func (cam *agentCamera) run(ctx context.Context) {
 		cam.failures++
 		cam.mu.Unlock()
 		cam.setState("waiting", err.Error())
-		cam.log.Error("camera stopped; starting it again", "error", err, "in", wait)
+		attrs := []any{"error", err, "in", wait}
+		if hint := cam.hint(err); hint != "" {
+			attrs = append(attrs, "hint", hint)
+		}
+		cam.log.Error("camera stopped; starting it again", attrs...)
 		select {
 		case <-time.After(wait): // collected when not waited for (Go 1.23 timers)
 		case <-ctx.Done():
@@ -306,6 +310,19 @@ func (cam *agentCamera) run(ctx context.Context) {
 		}
 		wait = min(2*wait, time.Minute)
 	}
+}
+
+// hint says what to do about an error that retrying will not cure, in the config file's words
+// (put-media's hints name its flags).
+func (cam *agentCamera) hint(err error) string {
+	var chunk *client.ChunkError
+	if cam.opts.Create || !isNotFound(err) || errors.As(err, &chunk) {
+		return ""
+	}
+	if cam.opts.Stream.Name == "" {
+		return "the stream-arn names no stream: check it (`kvs list-streams` lists the streams)"
+	}
+	return "add `create: true` to this camera in the config file to make the stream, or check its stream-name (`kvs list-streams` lists the streams)"
 }
 
 func (cam *agentCamera) setState(state, lastErr string) {
