@@ -44,6 +44,18 @@ command -v versitygw >/dev/null || { echo "versitygw not found: go install githu
 mkdir -p "$root/s3" "$root/logs"
 [ "$(id -u)" = 0 ] && chown postgres "$root" "$root/logs" && chmod 755 "$root" || true
 
+# A port already taken (the single `kvs server` of README's tour listens on 4567) would otherwise
+# leave that node dead while the readiness wait below is answered by the other program.
+for i in 0 1 2; do
+  port=$((base + i))
+  if [ -f "$root/node$((i + 1)).pid" ] && kill -0 "$(cat "$root/node$((i + 1)).pid")" 2>/dev/null; then
+    echo "node $((i + 1)) of this cluster is running already: bash scripts/cluster.sh stop first" >&2; exit 1
+  fi
+  if curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/"; then
+    echo "port $port is in use (by a kvs server started by hand?): stop that, or set KVS_CLUSTER_PORT_BASE to a base with 3 free ports" >&2; exit 1
+  fi
+done
+
 echo "building kvs"
 go build -o "$root/kvs" ./cmd/kvs
 
@@ -70,7 +82,13 @@ for i in 0 1 2; do
   echo $! >"$root/node$((i + 1)).pid"
 done
 for i in 0 1 2; do
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$((base + i))/readyz" && break; sleep 0.1; done
+  for _ in $(seq 100); do curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$((base + i))/readyz" && break; sleep 0.1; done
+  if ! kill -0 "$(cat "$root/node$((i + 1)).pid")" 2>/dev/null || ! curl -sf --max-time 2 -o /dev/null "http://127.0.0.1:$((base + i))/readyz"; then
+    echo "node $((i + 1)) (port $((base + i))) did not start; its log, $root/logs/node$((i + 1)).log, ends:" >&2
+    tail -5 "$root/logs/node$((i + 1)).log" >&2
+    stop >&2
+    exit 1
+  fi
 done
 
 cat <<MSG
