@@ -112,7 +112,8 @@ const rootLong = `kvs is a local Amazon Kinesis Video Streams: a single-binary s
 media into a stream and gets it back out, live or by time range.
 
 Global settings come from flags, then KVS_* environment variables (KVS_ENDPOINT, KVS_REGION,
-KVS_LOG_LEVEL), then the config file ($XDG_CONFIG_HOME/kvs/config.yaml or --config), then defaults.
+KVS_LOG_LEVEL), then the config file (--config or KVS_CONFIG, else $XDG_CONFIG_HOME/kvs/config.yaml;
+YAML keys endpoint, region, log-level), then defaults.
 With none of those, the endpoint is the one the AWS CLI would use: AWS_ENDPOINT_URL_KINESIS_VIDEO,
 else AWS_ENDPOINT_URL, else the AWS profile's endpoint_url (its services section first), unless
 AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true; else http://127.0.0.1:4567.
@@ -162,7 +163,7 @@ func NewRoot(env *Env) *cobra.Command {
 	pf := root.PersistentFlags()
 	pf.String("endpoint", "http://127.0.0.1:4567", "KVS endpoint URL (control plane; media endpoints come from GetDataEndpoint); the nodes of a kvs cluster as URLs separated by commas (default: KVS_ENDPOINT, the config file's endpoint, else the AWS CLI's: AWS_ENDPOINT_URL_KINESIS_VIDEO, AWS_ENDPOINT_URL, the AWS profile's endpoint_url; else http://127.0.0.1:4567)")
 	pf.String("region", "", "AWS region used for signing requests and, by kvs server, in ARNs (default: AWS_REGION or the AWS profile's region, else us-east-1)")
-	pf.String("config", "", "config file (default $XDG_CONFIG_HOME/kvs/config.yaml)")
+	pf.String("config", "", "config file, YAML with the keys endpoint, region, log-level (default: KVS_CONFIG, else $XDG_CONFIG_HOME/kvs/config.yaml)")
 	pf.String("log-level", "info", "log level: debug, info, warn or error")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 
