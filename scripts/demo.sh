@@ -38,7 +38,9 @@ help=$("$kvs" put-media --help 2>/dev/null || true)
 if grep -q testsrc <<<"$help" && "$kvs" put-media --stream-name "$STREAM" --source testsrc \
     --duration "$DURATION" --width 640 --height 480 --fps 30 --fragment-duration 1s 2>"$WORK/put.log"; then
   echo "   test pattern sent"
+  live_source="--source testsrc --duration 60s"
 else
+  live_source="--source $PWD/testdata/h264_aac.mp4 --realtime --loop" # no test pattern in this build
   echo "   (no live test pattern in this build: $(tail -1 "$WORK/put.log" 2>/dev/null)) sending testdata/h264_aac.mp4 instead"
   "$kvs" put-media --stream-name "$STREAM" --source testdata/h264_aac.mp4 --fragment-duration 1s
 fi
@@ -57,7 +59,7 @@ Done. Watch what was stored:    ffplay $WORK/$STREAM.mkv
 
 The server stops with this script; its data stays in $WORK/data. To watch live, run each in its own terminal:
   $kvs server --data-dir $WORK/data
-  $kvs put-media --stream-name $STREAM --source testsrc --duration 60s
+  $kvs put-media --stream-name $STREAM $live_source
   $kvs get-media --stream-name $STREAM --start-selector NOW | ffplay -
 Server log of this run: $WORK/server.log
 MSG
