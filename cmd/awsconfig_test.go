@@ -93,3 +93,23 @@ func TestAWSCLIAndKVSShareEndpointVariable(t *testing.T) {
 		t.Errorf("kvs list-streams:\n%q\naws list-streams:\n%q", out.String(), awsOut)
 	}
 }
+
+// An endpoint from the config file that nothing answers at says where it came from, as one from
+// the AWS configuration does: before, the hint was only "point --endpoint (KVS_ENDPOINT) at a
+// running server", and a user who never typed the address did not learn which file held it.
+func TestEndpointFromConfigFileNamedWhenAway(t *testing.T) {
+	t.Parallel()
+	cfg := filepath.Join(t.TempDir(), "kvs.yaml")
+	if err := os.WriteFile(cfg, []byte("endpoint: http://127.0.0.1:1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	env := &Env{Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }}
+	code := Run(t.Context(), env, []string{"list-streams", "--config", cfg})
+	if code != ExitError || !strings.Contains(errb.String(), "nothing is listening at http://127.0.0.1:1") {
+		t.Fatalf("exit %d, stderr %q", code, errb.String())
+	}
+	if !strings.Contains(errb.String(), "came from the config file "+cfg) {
+		t.Errorf("stderr does not name the config file %s:\n%s", cfg, errb.String())
+	}
+}

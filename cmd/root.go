@@ -75,7 +75,8 @@ type Env struct {
 	// with it); nil means the AWS SDK's client.
 	HTTPClient *http.Client
 
-	endpointFromAWS bool // the endpoint is the AWS configuration's (awsEndpoint)
+	endpointFromAWS  bool   // the endpoint is the AWS configuration's (awsEndpoint)
+	endpointFromFile string // the config file the endpoint came from, if it did
 }
 
 // awsEndpointNote says where an endpoint from awsEndpoint came from.
@@ -268,9 +269,11 @@ func loadConfig(ctx context.Context, env *Env, flags *pflag.FlagSet) error {
 		}
 	}
 	// kvs's own settings first; else where the AWS CLI and SDKs would send Kinesis Video requests.
-	env.endpointFromAWS = false
-	if !flags.Changed("endpoint") && os.Getenv("KVS_ENDPOINT") == "" && !v.InConfig("endpoint") {
-		if ep := awsEndpoint(ctx); ep != "" {
+	env.endpointFromAWS, env.endpointFromFile = false, ""
+	if !flags.Changed("endpoint") && os.Getenv("KVS_ENDPOINT") == "" {
+		if v.InConfig("endpoint") {
+			env.endpointFromFile = v.ConfigFileUsed()
+		} else if ep := awsEndpoint(ctx); ep != "" {
 			v.Set("endpoint", ep)
 			env.endpointFromAWS = true
 		}
@@ -412,8 +415,13 @@ func errorMessage(env *Env, c *cobra.Command, err error) (msg, hint string) {
 	}
 	if hint == "" {
 		hint = f.hint(endpoint)
-		if env.endpointFromAWS && strings.Contains(hint, "--endpoint (KVS_ENDPOINT)") {
-			hint += " " + awsEndpointNote
+		if strings.Contains(hint, "--endpoint (KVS_ENDPOINT)") {
+			switch {
+			case env.endpointFromAWS:
+				hint += " " + awsEndpointNote
+			case env.endpointFromFile != "":
+				hint += " The endpoint in use came from the config file " + env.endpointFromFile + " (its endpoint: key)."
+			}
 		}
 	}
 	return msg, hint
