@@ -93,6 +93,9 @@ func (s *Store) applyCaps(ctx context.Context) ([]cappedStream, error) {
 			}
 			c.fragments += n
 			c.bytes += b
+			if h := s.testHookCleanupStep; h != nil {
+				h("cap", n)
+			}
 			if cut == nil || n < int64(s.purgeRows) {
 				break
 			}

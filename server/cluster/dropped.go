@@ -65,6 +65,9 @@ func (s *Store) purgeDropped(ctx context.Context) error {
 				return err
 			}
 			total += n
+			if h := s.testHookCleanupStep; h != nil {
+				h("dropped", n)
+			}
 			if err := ctx.Err(); err != nil {
 				return err
 			}

@@ -53,9 +53,10 @@ type Store struct {
 	orphanSweep time.Time // the last sweepOrphans (retention.go)
 	// The cleanup ages (retention.go); tests shorten them.
 	objectGrace, orphanAge, orphanEvery time.Duration
-	objectsPerQuery                     int              // objects deleted per query of a cleanup pass
-	purgeRows                           int              // expired fragment rows deleted per step (retention.go)
-	testHookPurgeStep                   func(rows int64) // set by a test: runs after each full step of purgeExpired
+	objectsPerQuery                     int                           // objects deleted per query of a cleanup pass
+	purgeRows                           int                           // expired fragment rows deleted per step (retention.go)
+	testHookPurgeStep                   func(rows int64)              // set by a test: runs after each full step of purgeExpired
+	testHookCleanupStep                 func(kind string, rows int64) // set by a test: runs after each step of applyCaps ("cap") and purgeDropped ("dropped")
 
 	stop context.CancelFunc // ends the background loops
 	bg   sync.WaitGroup
