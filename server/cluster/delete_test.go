@@ -24,14 +24,7 @@ func TestDeleteStreamManyRows(t *testing.T) {
 	if _, err := s.pool.Exec(ctx, `UPDATE kvs_streams SET number_hwm = $1 WHERE name = 's'`, rows+1000); err != nil {
 		t.Fatal(err)
 	}
-	count := func(q string) int {
-		t.Helper()
-		var n int
-		if err := s.pool.QueryRow(ctx, q).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	count := func(q string) int { t.Helper(); return countRows(t, s, q) }
 	if err := s.DeleteStream(ctx, "s", ""); err != nil {
 		t.Fatalf("deleting a stream of %d fragments: %v", rows, err)
 	}
@@ -122,6 +115,16 @@ func bigStream(t *testing.T, rows int, st store.Stream) *Store {
 	}
 	s.purgeRows = 1000
 	return s
+}
+
+// countRows returns the count query q answers on s's database.
+func countRows(t *testing.T, s *Store, q string) int {
+	t.Helper()
+	var n int
+	if err := s.pool.QueryRow(t.Context(), q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
 
 // cleanupSteps records the rows of each cleanup step of s by kind ("cap", "dropped").
