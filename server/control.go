@@ -385,7 +385,7 @@ func (s *Server) updateDataRetention(ctx context.Context, req *updateDataRetenti
 		cancel()
 		switch {
 		case err != nil && pctx.Err() != nil && ctx.Err() == nil:
-			s.log.Info("retention purge after decrease: the rest goes in the next retention passes",
+			s.log.Info("retention purge after decrease: answered before the cleanup pass ended; the next passes go on with it",
 				"stream", st.Name, "fragments", n, "after", s.purgeWait)
 		case err != nil:
 			// The change itself is stored; the next retention pass will retry the purge.
