@@ -27,8 +27,8 @@ const (
 // the source, as fast as it can be read.
 type FragmenterConfig struct {
 	// TargetDuration is the fragment length to aim at; 0 means DefaultTargetDuration. A fragment
-	// ends before the first video keyframe at least TargetDuration after its start (for sources
-	// without video: before the first frame at least TargetDuration after it).
+	// ends before the first video keyframe at least TargetDuration after its start, less a quarter
+	// of a frame (for sources without video: before the first frame at least TargetDuration after it).
 	TargetDuration time.Duration
 	// MaxDuration bounds a fragment; 0 means DefaultMaxDuration, and it may not exceed
 	// MaxFragmentDuration. A fragment that would last longer ends at its last keyframe; one whose
@@ -385,7 +385,7 @@ func (f *Fragmenter) next(ctx context.Context) (*mkv.Fragment, error) {
 			break
 		}
 		elapsed := fr.PTS - start
-		if f.isCutPoint(&fr) && (elapsed >= f.cfg.TargetDuration || inGOP) {
+		if f.isCutPoint(&fr) && (elapsed >= f.cfg.TargetDuration-f.slack(frames, &fr) || inGOP) {
 			if frames, err = f.cut(ctx, frames, fr, nil); err != nil {
 				return nil, err
 			}
@@ -537,6 +537,29 @@ func (f *Fragmenter) refTrack() uint64 {
 		return f.video
 	}
 	return f.tracks[0].Number
+}
+
+// slack is how far short of TargetDuration keyframe fr may be and still cut: a quarter of the
+// frame period of its track, measured from the last frame of the track in frames (none: 0): a
+// frame due on the target, not the one before it (a target between two frames still ends at
+// the first frame at or after it). A live
+// camera's pictures are stamped with their capture times, which wander by milliseconds: its
+// keyframes, forced once per fragment duration, fell a millisecond short of it as often as not,
+// and each such one made the fragment a GOP longer (2 s for 1 s) or, forced a picture later, a
+// frame longer (1033 ms at 30 fps). A file's GOPs of exactly the target are cut as before.
+func (f *Fragmenter) slack(frames []Frame, fr *Frame) time.Duration {
+	if f.video == 0 {
+		return 0
+	}
+	for i := len(frames) - 1; i >= 0; i-- {
+		if frames[i].Track == fr.Track {
+			if d := fr.DTS - frames[i].DTS; d > 0 {
+				return d / 4
+			}
+			return 0
+		}
+	}
+	return 0
 }
 
 func (f *Fragmenter) isCutPoint(fr *Frame) bool {

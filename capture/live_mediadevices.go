@@ -87,15 +87,21 @@ func openLive(ctx context.Context, spec liveSpec, opts LiveOptions) (Source, err
 		frames:      make(chan capturedFrame, max(2, int(math.Ceil(fps)))),
 		done:        make(chan struct{}),
 	}
+	if fps > 0 {
+		s.slack = time.Duration(float64(time.Second) / fps / 4)
+	}
 	// The capture time of a picture is taken as soon as the driver hands it over, before encoding.
 	// A keyframe is forced there, on the picture's own capture time, so that it is the first
-	// picture captured at least KeyframeInterval after the previous keyframe: deciding before the
-	// driver is read made it the picture after that one, which a fragment as long as the
-	// Fragmenter's MaxDuration then ended inside its GOP.
+	// picture captured at least KeyframeInterval after the previous keyframe, less a quarter of a
+	// frame (capture times wander by milliseconds: without it, a picture due on the interval
+	// missed it as often as not and the next one, a frame later, was the keyframe; the
+	// Fragmenter cuts with the same slack): deciding before the driver is read made it the
+	// picture after that one, which a fragment as long as the Fragmenter's MaxDuration then ended
+	// inside its GOP.
 	stamped := video.ReaderFunc(func() (image.Image, func(), error) {
 		img, release, err := raw.Read()
 		s.captured = time.Now()
-		if err == nil && s.keyInterval > 0 && !s.lastKey.IsZero() && s.captured.Sub(s.lastKey) >= s.keyInterval {
+		if err == nil && s.keyInterval > 0 && !s.lastKey.IsZero() && s.captured.Sub(s.lastKey) >= s.keyInterval-s.slack {
 			if ferr := s.force.ForceKeyFrame(); ferr != nil {
 				release()
 				return nil, func() {}, fmt.Errorf("force keyframe: %w", ferr)
@@ -157,6 +163,7 @@ type liveSource struct {
 	done     chan struct{} // closed when run has returned
 	captured time.Time     // capture time of the picture the encoder read last
 	lastKey  time.Time     // capture time of the last keyframe
+	slack    time.Duration // a quarter of the frame period: how early a forced keyframe may be
 	err      error         // why run ended, nil for a requested stop
 
 	// Owned by the reader.
