@@ -1,8 +1,7 @@
 package capture
 
 import (
-	"errors"
-	"io"
+	"slices"
 	"testing"
 	"time"
 )
@@ -45,23 +44,11 @@ func TestFragmenterKeyframeDueOnTarget(t *testing.T) {
 			}
 			defer fr.Close()
 			var got []int
-			for {
-				f, err := fr.Next(t.Context())
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
+			for _, f := range fragments(t, fr, 0) {
 				got = append(got, len(f.Frames))
 			}
-			if len(got) != len(tc.want) {
+			if !slices.Equal(got, tc.want) {
 				t.Fatalf("frames per fragment %v, want %v", got, tc.want)
-			}
-			for i := range got {
-				if got[i] != tc.want[i] {
-					t.Fatalf("frames per fragment %v, want %v", got, tc.want)
-				}
 			}
 		})
 	}
