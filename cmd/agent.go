@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/kinesisvideo"
 	"github.com/spf13/cobra"
 	"github.com/spf13/viper"
 
@@ -312,6 +313,24 @@ func (cam *agentCamera) run(ctx context.Context) {
 	}
 }
 
+// checkStream fails when the endpoint says the camera's stream does not exist and the camera
+// does not create it: the agent would retry it for ever. An endpoint that does not answer is no
+// failure here (the spool holds the media until it does; the stream is checked then).
+func checkStream(ctx context.Context, cam *agentCamera) error {
+	if cam.opts.Create {
+		return nil
+	}
+	cl, err := newClient(ctx, cam.env)
+	if err != nil {
+		return err
+	}
+	_, err = cl.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: cam.opts.Stream.name(), StreamARN: cam.opts.Stream.arn()})
+	if isNotFound(err) {
+		return fmt.Errorf("stream %s does not exist at %s: %s", cam.opts.Stream, cam.endpoint, cam.hint(err))
+	}
+	return nil
+}
+
 // hint says what to do about an error that retrying will not cure, in the config file's words
 // (put-media's hints name its flags).
 func (cam *agentCamera) hint(err error) string {
@@ -392,7 +411,7 @@ func agentOnce(ctx context.Context, env *Env, cams []*agentCamera) error {
 }
 
 // checkCamera opens the camera's source, says what it sends, and checks that its spool directory
-// can be written.
+// can be written and its stream exists (checkStream).
 func checkCamera(ctx context.Context, cam *agentCamera) (string, error) {
 	o := cam.opts
 	if err := checkSource(cam.env, o.Source); err != nil {
@@ -416,6 +435,9 @@ func checkCamera(ctx context.Context, cam *agentCamera) (string, error) {
 		return "", err
 	}
 	defer src.Close()
+	if err := checkStream(ctx, cam); err != nil {
+		return "", err
+	}
 	var parts []string
 	for _, t := range src.Tracks() {
 		if t.Width > 0 {

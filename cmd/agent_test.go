@@ -72,7 +72,7 @@ func TestAgentConfigErrors(t *testing.T) {
 	}
 }
 
-// --once opens each camera and names the bad one.
+// --once opens each camera, checks its stream, and names the bad ones.
 func TestAgentOnce(t *testing.T) {
 	t.Parallel()
 	cam := testcam.StartTest(t, testcam.Config{User: "admin", Password: "secret"}, testcam.PathConfig{Clips: []string{testClip("h264_aac.mkv")}})
@@ -80,12 +80,17 @@ func TestAgentOnce(t *testing.T) {
 	spool := t.TempDir()
 	porch := fmt.Sprintf("name: porch\nsource: %s\nstream-name: porch\nspool-dir: %s", cam.URL("cam"), filepath.Join(spool, "porch"))
 	garage := fmt.Sprintf("name: garage\nsource: rtsp://admin:nope@%s/cam\nstream-name: garage", cam.Addr())
-	code, out, stderr := kvsRun(t.Context(), t, url, nil, "agent", "--once", "--config", writeAgentConfig(t, url, porch, garage))
-	if code != ExitError || !strings.Contains(stderr, "agent --once: 1 of 2 cameras failed: garage") {
+	// attic's camera answers, but its stream does not exist and it does not create it: the agent
+	// would retry it for ever, so --once says so (it said ok).
+	attic := fmt.Sprintf("name: attic\nsource: %s\nstream-name: atic", cam.URL("cam"))
+	mustRun(t, url, nil, "create-stream", "--stream-name", "porch")
+	code, out, stderr := kvsRun(t.Context(), t, url, nil, "agent", "--once", "--config", writeAgentConfig(t, url, porch, garage, attic))
+	if code != ExitError || !strings.Contains(stderr, "agent --once: 2 of 3 cameras failed: garage, attic") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
 	}
 	if !strings.Contains(out, "porch: ok: "+cam.URL("cam")[:len("rtsp://admin:")]+"***@") || !strings.Contains(out, "V_MPEG4/ISO/AVC 320x240, A_AAC 48000 Hz") ||
-		!strings.Contains(out, "garage: FAILED: camera "+cam.Addr()+"/cam: 401 Unauthorized") {
+		!strings.Contains(out, "garage: FAILED: camera "+cam.Addr()+"/cam: 401 Unauthorized") ||
+		!strings.Contains(out, "attic: FAILED: stream atic does not exist at "+url+": add `create: true` to this camera") {
 		t.Errorf("stdout %q", out)
 	}
 	if code, out, stderr := kvsRun(t.Context(), t, url, nil, "agent", "--once", "--config", writeAgentConfig(t, url, porch)); code != ExitOK {
