@@ -1,12 +1,21 @@
 package server
 
 import (
+	"context"
 	"io"
+	"net"
+	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/openkvs/kvs/internal/testutil"
+	"github.com/openkvs/kvs/internal/testutil/backends"
 	"github.com/openkvs/kvs/mkv"
 	"github.com/openkvs/kvs/server/cluster"
 )
@@ -145,4 +154,151 @@ func writingCluster(t *testing.T, mod func(*cluster.Config)) (n1, n2 *mediaEnv, 
 	pc.write(c.header())
 	first = pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), true)
 	return n1, n2, arn, c, pc, first
+}
+
+// TestClusterSilentTail: node 2's live reader is fed from node 1's internal tail, and the link
+// between the two goes silent without a reset (a partition, a firewall dropping the flow): no byte
+// through, no close. Node 1 goes on committing, and node 2 hears of the commits. The reader on
+// node 2 must go on getting every fragment once, in order, from the store. Before, the feeder
+// waited on the silent tail until TCP gave up (many minutes; here for good), and the reader got
+// nothing. A quiet stream (no commits) keeps its tail all the same.
+func TestClusterSilentTail(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	// The producer waits for the reader between its fragments: not cut off meanwhile (its end
+	// would move the lease, which ends the tail too).
+	nodes := newCluster(t, 2, nil, func(c *Config) { c.PutMediaReadTimeout = 10 * time.Minute })
+	n1, n2 := nodes[0], nodes[1]
+	// Node 2's requests to other nodes (its tails) go through a link that can go silent.
+	linkURL, link := backends.Through(t, n1.ts.URL)
+	linkAddr := strings.TrimPrefix(linkURL, "http://")
+	fs := n2.srv.media.feeders
+	fs.mu.Lock()
+	fs.retry = 2 * time.Second // the tail is tried again soon after it was given up
+	fs.mu.Unlock()
+	var d net.Dialer
+	fs.client.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return d.DialContext(ctx, network, linkAddr)
+	}
+
+	n1.createStream(t, "cam", 1)
+	c := loadClip(t, "h264.mkv")
+	pc := n1.startPut(t, "cam")
+	defer pc.end()
+	pc.write(c.header())
+	pc.fragment(c.cluster(t, 0, baseMillis), c.fragTimecode(0, baseMillis), true)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	got := make(chan uint64, 64)
+	body := n2.getMedia(t, ctx, "cam", map[string]any{"StartSelectorType": "NOW"}, true)
+	go func() {
+		defer close(got)
+		fr := mkv.NewFragmentReader(body)
+		for {
+			f, err := fr.Next()
+			if err != nil {
+				return
+			}
+			num, _ := parseFragmentNumber(tag(t, f, mkv.TagFragmentNumber))
+			got <- num
+		}
+	}()
+	var want, have []uint64
+	expect := func(what string) {
+		t.Helper()
+		deadline := time.After(60 * time.Second)
+		for len(have) < len(want) {
+			select {
+			case n, ok := <-got:
+				if !ok {
+					t.Fatalf("%s: the live reader on node 2 ended after %v, want %v", what, have, want)
+				}
+				have = append(have, n)
+			case <-deadline:
+				t.Fatalf("%s: the live reader on node 2 got %v within 60 s, want %v", what, have, want)
+			}
+		}
+		if !slices.Equal(have, want) {
+			t.Fatalf("%s: the live reader on node 2 got %v, want %v", what, have, want)
+		}
+	}
+	i := 1
+	upload := func(n int) {
+		for range n {
+			want = append(want, pc.fragment(c.cluster(t, i, baseMillis), c.fragTimecode(i, baseMillis), true))
+			i++
+		}
+	}
+
+	upload(2)
+	expect("before the link goes silent")
+	// The tail is open (node 1 serves it) before the link goes silent.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if tailing(n2, "cam") != "" && counted(n1.srv.metrics.tailsServed) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node 2 reads no tail from node 1")
+		}
+	}
+	// A quiet stream keeps its tail, however long nothing comes.
+	opened := counted(n2.srv.metrics.tailsOpened)
+	time.Sleep(feederStall + 2*feederPoll)
+	if n := counted(n2.srv.metrics.tailsOpened); n != opened || tailing(n2, "cam") == "" {
+		t.Fatalf("node 2's tail of a quiet stream ended: %v tails opened, was %v", n, opened)
+	}
+	link.Freeze(t)
+	upload(4)
+	expect("with the link silent")
+	upload(2)
+	expect("with the link still silent")
+	link.Thaw(t)
+	upload(2)
+	expect("after the link is back")
+	// The feeder reads the tail again: it sends the fragments uploaded from now on.
+	from := want[len(want)-1]
+	for deadline := time.Now().Add(60 * time.Second); tailSent(n2, "cam") <= from; {
+		if time.Now().After(deadline) {
+			t.Fatalf("node 2's feeder does not read node 1's tail again after the link is back (it sent up to %d, want past %d)", tailSent(n2, "cam"), from)
+		}
+		upload(1)
+		expect("after the link is back")
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// tailing returns the node whose tail e's feeder of stream reads now ("" none).
+func tailing(e *mediaEnv, stream string) string {
+	var url string
+	withFeeder(e, stream, func(f *feeder) { url = f.tailing })
+	return url
+}
+
+// tailSent returns the newest number the tail e's feeder of stream reads now sent it (0 none).
+func tailSent(e *mediaEnv, stream string) uint64 {
+	var n uint64
+	withFeeder(e, stream, func(f *feeder) {
+		if f.stopTail != nil {
+			n = f.tailLast
+		}
+	})
+	return n
+}
+
+func withFeeder(e *mediaEnv, stream string, do func(*feeder)) {
+	fs := e.srv.media.feeders
+	fs.mu.Lock()
+	f := fs.byStream[stream]
+	fs.mu.Unlock()
+	if f != nil {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		do(f)
+	}
+}
+
+func counted(c prometheus.Counter) float64 {
+	var m dto.Metric
+	_ = c.Write(&m)
+	return m.GetCounter().GetValue()
 }

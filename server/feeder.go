@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openkvs/kvs/internal/every"
@@ -42,6 +43,24 @@ const (
 	feederSync = 3 * time.Second
 )
 
+// A tail can go silent without ending: a partition, a stateful firewall that dropped the flow or
+// a frozen proxy between the nodes resets nothing, and the feeder's read waited until TCP gave up
+// (many minutes) while the writer went on committing, its readers here getting nothing. The tail
+// sends each fragment as soon as the writer has it, before its commit (a flush interval, 250 ms
+// by default, and a PUT later), so the commit notices do not get ahead of a tail that works: a
+// tail that has sent not a byte for feederStall while the notices tell of fragments past the
+// last one it sent is given up (the owner poll looks, every feederPoll), and the feeder reads the
+// store, trying the tail again feederTailRetry later. 3 s is well over the time a loaded machine
+// holds a working tail back (a false end costs a reconnect, not data: the store has what the
+// tail did not send), and bounds what the readers here wait for, 3 to 4 s once per try; a quiet
+// stream (no commit) keeps its tail however long nothing comes. The feeder stays on the store
+// for feederTailRetry, a flush interval behind the writer, rather than make its readers wait
+// those seconds again every few seconds for as long as the partition lasts.
+const (
+	feederStall     = 3 * time.Second
+	feederTailRetry = 30 * time.Second
+)
+
 type feeders struct {
 	m      *media
 	client *http.Client
@@ -51,6 +70,7 @@ type feeders struct {
 	stop     func() // ends the Watch and the owner poll
 	polled   chan struct{}
 	linger   time.Duration // feederLinger; tests shorten it (under mu)
+	retry    time.Duration // feederTailRetry; tests shorten it (under mu)
 	testRun  func()        // when a test sets it (under mu): runs first in each new feeder's goroutine
 }
 
@@ -71,10 +91,14 @@ type feeder struct {
 	polled    bool               // owner is known
 	tailing   string             // the node whose tail is read now
 	stopTail  context.CancelFunc // ends the tail in progress
+	tailLast  uint64             // the newest number the tail in progress sent (or was asked after)
+	behind    time.Time          // since when the notices tell of commits past tailLast (zero: they do not)
+	stalled   bool               // the tail in progress was given up for its silence
+	heard     atomic.Int64       // when the tail in progress last sent a byte (Unix ns)
 }
 
 func newFeeders(m *media, c Cluster) *feeders {
-	fs := &feeders{m: m, byStream: map[string]*feeder{}, polled: make(chan struct{}), linger: feederLinger,
+	fs := &feeders{m: m, byStream: map[string]*feeder{}, polled: make(chan struct{}), linger: feederLinger, retry: feederTailRetry,
 		client: &http.Client{Transport: &http.Transport{DisableCompression: true, MaxIdleConnsPerHost: 64}}}
 	stopWatch := c.Watch(fs.committed)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -93,7 +117,7 @@ func newFeeders(m *media, c Cluster) *feeders {
 // poll asks, every feederPoll, who writes the streams the feeders follow, in one query, and
 // tells each feeder whose writer changed: a tail from a node that no longer writes the stream
 // ends, and the feeder looks again. It also has feeders whose fragments wait too long for their
-// commit notice look at the store.
+// commit notice look at the store, and gives up tails gone silent (checkTail).
 func (fs *feeders) poll(ctx context.Context, c Cluster) {
 	every.Tick(ctx, feederPoll, func(ctx context.Context) { fs.pollOnce(ctx, c) })
 }
@@ -108,6 +132,9 @@ func (fs *feeders) pollOnce(ctx context.Context, c Cluster) {
 	fs.mu.Unlock()
 	if len(names) == 0 {
 		return
+	}
+	for _, f := range list {
+		f.checkTail()
 	}
 	owners, err := c.Owners(ctx, names)
 	if err != nil {
@@ -133,6 +160,21 @@ func (f *feeder) setOwner(url string) {
 	f.mu.Unlock()
 	if changed {
 		f.poke()
+	}
+}
+
+// checkTail gives up the tail in progress when it has gone silent while commits went on (see
+// feederStall).
+func (f *feeder) checkTail() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.stopTail == nil || f.behind.IsZero() || f.stalled {
+		return
+	}
+	now := time.Now()
+	if now.Sub(f.behind) > feederStall && now.Sub(time.Unix(0, f.heard.Load())) > feederStall {
+		f.stalled = true
+		f.stopTail()
 	}
 }
 
@@ -167,6 +209,9 @@ func (fs *feeders) committed(stream string, last uint64) {
 		if last > 0 {
 			f.mu.Lock()
 			f.committed = max(f.committed, last)
+			if f.stopTail != nil && f.committed > f.tailLast && f.behind.IsZero() {
+				f.behind = time.Now()
+			}
 			f.mu.Unlock()
 			f.buf.markDurable(last)
 		}
@@ -330,6 +375,10 @@ func (f *feeder) run(ctx context.Context, last uint64) {
 	m := f.fs.m
 	log := m.s.log.With("stream", f.name, "feeder", m.s.cfg.AdvertiseURL)
 	checked := time.Now()
+	// After a tail given up for its silence: the store only until storeUntil, unless another
+	// node writes the stream by then.
+	var silent string
+	var storeUntil time.Time
 	for ctx.Err() == nil {
 		url, self, err := f.writer(ctx)
 		switch {
@@ -343,8 +392,17 @@ func (f *feeder) run(ctx context.Context, last uint64) {
 			f.wait(ctx)
 			last = f.buf.lastNumber()
 			continue
+		case url == silent && time.Now().Before(storeUntil):
+			// The store below.
 		case url != "":
-			if err := f.tail(ctx, url, &last); err != nil && ctx.Err() == nil {
+			stalled, err := f.tail(ctx, url, &last)
+			if stalled {
+				f.fs.mu.Lock()
+				silent, storeUntil = url, time.Now().Add(f.fs.retry)
+				f.fs.mu.Unlock()
+				log.Info("feeder: tail silent while the writer commits: reading the store", "writer", url,
+					"after", last, "retry_in", time.Until(storeUntil).Round(time.Second))
+			} else if err != nil && ctx.Err() == nil {
 				log.Debug("feeder: tail ended", "writer", url, "err", err)
 			}
 		}
@@ -375,19 +433,55 @@ func (f *feeder) replaced(ctx context.Context) bool {
 }
 
 // tail publishes the fragments after *last that url's internal tail sends, until it ends, its
-// writer changes or ctx ends.
-func (f *feeder) tail(ctx context.Context, url string, last *uint64) error {
-	m := f.fs.m
+// writer changes, it goes silent while the writer commits (stalled) or ctx ends.
+func (f *feeder) tail(ctx context.Context, url string, last *uint64) (stalled bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	f.mu.Lock()
-	f.stopTail, f.tailing = cancel, url
+	f.stopTail, f.tailing, f.tailLast, f.stalled = cancel, url, *last, false
+	f.behind = time.Time{}
+	if f.committed > *last {
+		f.behind = time.Now()
+	}
+	f.heard.Store(time.Now().UnixNano())
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
-		f.stopTail, f.tailing = nil, ""
+		stalled = f.stalled
+		f.stopTail, f.tailing, f.behind, f.stalled = nil, "", time.Time{}, false
 		f.mu.Unlock()
 	}()
+	return false, f.readTail(ctx, url, last)
+}
+
+// progress records that the tail in progress sent fragment n.
+func (f *feeder) progress(n uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tailLast = n
+	f.behind = time.Time{}
+	if f.committed > n {
+		f.behind = time.Now()
+	}
+}
+
+// heardReader records when its reader last gave a byte.
+type heardReader struct {
+	r  io.Reader
+	at *atomic.Int64
+}
+
+func (h heardReader) Read(p []byte) (int, error) {
+	n, err := h.r.Read(p)
+	if n > 0 {
+		h.at.Store(time.Now().UnixNano())
+	}
+	return n, err
+}
+
+// readTail reads url's internal tail for tail.
+func (f *feeder) readTail(ctx context.Context, url string, last *uint64) error {
+	m := f.fs.m
 	body, _ := json.Marshal(tailRequest{StreamName: f.name, After: *last})
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url+tailPath, nil)
 	if err != nil {
@@ -409,7 +503,7 @@ func (f *feeder) tail(ctx context.Context, url string, last *uint64) error {
 		return fmt.Errorf("tail: %s: %s", resp.Status, msg)
 	}
 	// While the tail runs, the owner poll ends it if url stops writing the stream (setOwner).
-	r := bufio.NewReaderSize(resp.Body, 64<<10)
+	r := bufio.NewReaderSize(heardReader{resp.Body, &f.heard}, 64<<10)
 	for {
 		fr, err := readFrame(r)
 		if err != nil {
@@ -423,6 +517,7 @@ func (f *feeder) tail(ctx context.Context, url string, last *uint64) error {
 		}
 		f.publish(fr.meta, fr.chunk, fr.durable)
 		*last = fr.meta.Number
+		f.progress(*last)
 	}
 }
 
