@@ -313,9 +313,16 @@ func (cam *agentCamera) run(ctx context.Context) {
 	}
 }
 
+// checkStreamWait bounds checkStream's question: the SDK's HTTP client has no timeout, and an
+// endpoint that accepts connections but does not answer (a frozen server, a half-open proxy) held
+// agent --once for ever; one whose packets are dropped, for minutes per camera (a connection
+// timeout per attempt).
+const checkStreamWait = 5 * time.Second
+
 // checkStream fails when the endpoint says the camera's stream does not exist and the camera
-// does not create it: the agent would retry it for ever. An endpoint that does not answer is no
-// failure here (the spool holds the media until it does; the stream is checked then).
+// does not create it: the agent would retry it for ever. An endpoint that does not answer (within
+// checkStreamWait) is no failure here (the spool holds the media until it does; the stream is
+// checked then).
 func checkStream(ctx context.Context, cam *agentCamera) error {
 	if cam.opts.Create {
 		return nil
@@ -324,6 +331,8 @@ func checkStream(ctx context.Context, cam *agentCamera) error {
 	if err != nil {
 		return err
 	}
+	ctx, cancel := context.WithTimeout(ctx, checkStreamWait)
+	defer cancel()
 	_, err = cl.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: cam.opts.Stream.name(), StreamARN: cam.opts.Stream.arn()})
 	if isNotFound(err) {
 		return fmt.Errorf("stream %s does not exist at %s: %s", cam.opts.Stream, cam.endpoint, cam.hint(err))

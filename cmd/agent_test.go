@@ -1,11 +1,14 @@
 package cmd
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -212,5 +215,51 @@ func TestAgentConfigValues(t *testing.T) {
 				t.Errorf("exit %d, stdout %q, stderr %q; want 2 saying %q", code, out, stderr, tc.say)
 			}
 		})
+	}
+}
+
+// --once with an endpoint that accepts connections and never answers (a frozen server, a
+// half-open proxy) says the camera is ok, as for one that is down, and returns: the stream
+// check waited for the answer for ever.
+func TestAgentOnceEndpointSilent(t *testing.T) {
+	t.Parallel()
+	testutil.Slow(t)
+	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{testClip("h264_aac.mkv")}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c) // held open, never answered
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	url := "http://" + ln.Addr().String()
+	porch := fmt.Sprintf("name: porch\nsource: %s\nstream-name: porch", cam.URL("cam"))
+	// A minute is far more than the check may take: past it, the hang is the failure.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	code, out, stderr := kvsRun(ctx, t, url, nil, "agent", "--once", "--config", writeAgentConfig(t, url, porch))
+	if ctx.Err() != nil {
+		t.Fatalf("agent --once still waited for the endpoint after a minute\nstdout %q", out)
+	}
+	if code != ExitOK || !strings.Contains(out, "porch: ok: ") {
+		t.Errorf("exit %d\nstdout %q\nstderr %q", code, out, stderr)
 	}
 }
