@@ -540,26 +540,33 @@ func (f *Fragmenter) refTrack() uint64 {
 }
 
 // slack is how far short of TargetDuration keyframe fr may be and still cut: a quarter of the
-// frame period of its track, measured from the last frame of the track in frames (none: 0): a
-// frame due on the target, not the one before it (a target between two frames still ends at
-// the first frame at or after it). A live
-// camera's pictures are stamped with their capture times, which wander by milliseconds: its
-// keyframes, forced once per fragment duration, fell a millisecond short of it as often as not,
-// and each such one made the fragment a GOP longer (2 s for 1 s) or, forced a picture later, a
-// frame longer (1033 ms at 30 fps). A file's GOPs of exactly the target are cut as before.
+// frame period of its track, the track's DefaultDuration or, when longer (or none is set), the
+// time since the last frame of the track in frames (none: 0): a frame due on the target, not
+// the one before it (a target between two frames still ends at the first frame at or after it).
+// A live camera's pictures are stamped with their capture times, which wander by milliseconds:
+// its keyframes, forced once per fragment duration, fell a millisecond short of it as often as
+// not, and each such one made the fragment a GOP longer (2 s for 1 s) or, forced a picture
+// later, a frame longer (1033 ms at 30 fps). The live source forces its keyframes with a quarter
+// of its DefaultDuration: the time since the picture before, shorter when that one was read
+// late, did not reach a keyframe forced that early. A file's GOPs of exactly the target are cut
+// as before.
 func (f *Fragmenter) slack(frames []Frame, fr *Frame) time.Duration {
 	if f.video == 0 {
 		return 0
 	}
-	for i := len(frames) - 1; i >= 0; i-- {
-		if frames[i].Track == fr.Track {
-			if d := fr.DTS - frames[i].DTS; d > 0 {
-				return d / 4
-			}
-			return 0
+	var period time.Duration
+	for _, t := range f.tracks {
+		if t.Number == fr.Track {
+			period = t.DefaultDuration
 		}
 	}
-	return 0
+	for i := len(frames) - 1; i >= 0; i-- {
+		if frames[i].Track == fr.Track {
+			period = max(period, fr.DTS-frames[i].DTS)
+			break
+		}
+	}
+	return max(period, 0) / 4
 }
 
 func (f *Fragmenter) isCutPoint(fr *Frame) bool {

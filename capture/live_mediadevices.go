@@ -87,8 +87,9 @@ func openLive(ctx context.Context, spec liveSpec, opts LiveOptions) (Source, err
 		frames:      make(chan capturedFrame, max(2, int(math.Ceil(fps)))),
 		done:        make(chan struct{}),
 	}
+	period := time.Duration(math.Round(float64(time.Second) / fps)) // the track's DefaultDuration
 	if fps > 0 {
-		s.slack = time.Duration(float64(time.Second) / fps / 4)
+		s.slack = period / 4 // as the Fragmenter's (slack)
 	}
 	// The capture time of a picture is taken as soon as the driver hands it over, before encoding.
 	// A keyframe is forced there, on the picture's own capture time, so that it is the first
@@ -130,7 +131,7 @@ func openLive(ctx context.Context, spec liveSpec, opts LiveOptions) (Source, err
 		s.Close()
 		return nil, err
 	}
-	s.track.DefaultDuration = time.Duration(math.Round(float64(time.Second) / fps))
+	s.track.DefaultDuration = period
 	return s, nil
 }
 

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/openkvs/kvs/mkv"
 )
 
 // TestFragmenterKeyframeDueOnTarget: a camera's pictures carry their capture times, which wander
@@ -24,6 +26,7 @@ func TestFragmenterKeyframeDueOnTarget(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		target time.Duration
+		period time.Duration // the video track's DefaultDuration, as a live source sets it
 		frames []Frame
 		want   []int // frames per fragment
 	}{
@@ -36,9 +39,25 @@ func TestFragmenterKeyframeDueOnTarget(t *testing.T) {
 		{name: "15 fps, every frame a keyframe, 500 ms between two frames", target: 500 * ms,
 			frames: frames(24, time.Second/15, 1, func(int) time.Duration { return 0 }),
 			want:   []int{8, 8, 8}},
+		// The live source forces the keyframe on a picture captured 997 ms after the last one
+		// (that one was read 3 ms late), within its quarter of the 33 ms period; the picture
+		// before it was read 20 ms late (the encoder was slow on it), so only 10 ms separate the
+		// two: the Fragmenter's quarter of that, 2.6 ms, did not reach the keyframe, and the
+		// fragment ran on to the next one (a GOP longer, or cut at MaxDuration inside it).
+		{name: "30 fps, a forced keyframe 3 ms early after a frame read 20 ms late", target: time.Second, period: time.Second / 30,
+			frames: frames(120, time.Second/30, 30, func(i int) time.Duration {
+				switch {
+				case i%30 == 0 && i > 0:
+					return -3 * ms
+				case i%30 == 29:
+					return 20 * ms
+				}
+				return 0
+			}),
+			want: []int{30, 30, 30, 30}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fr, err := NewFragmenter(&listSource{frames: tc.frames}, FragmenterConfig{TargetDuration: tc.target})
+			fr, err := NewFragmenter(&periodSource{listSource{frames: tc.frames}, tc.period}, FragmenterConfig{TargetDuration: tc.target})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -52,4 +71,16 @@ func TestFragmenterKeyframeDueOnTarget(t *testing.T) {
 			}
 		})
 	}
+}
+
+// periodSource is a listSource whose video track has a DefaultDuration.
+type periodSource struct {
+	listSource
+	period time.Duration
+}
+
+func (s *periodSource) Tracks() []mkv.Track {
+	tracks := s.listSource.Tracks()
+	tracks[0].DefaultDuration = s.period
+	return tracks
 }
