@@ -320,13 +320,10 @@ func (cam *agentCamera) run(ctx context.Context) {
 const checkStreamWait = 5 * time.Second
 
 // checkStream fails when the endpoint says the camera's stream does not exist and the camera
-// does not create it: the agent would retry it for ever. An endpoint that does not answer (within
-// checkStreamWait) is no failure here (the spool holds the media until it does; the stream is
-// checked then).
+// does not create it, or refuses the key the camera signs with (or there is none to sign with):
+// the agent would retry it for ever. An endpoint that does not answer (within checkStreamWait)
+// is no failure here (the spool holds the media until it does; the stream is checked then).
 func checkStream(ctx context.Context, cam *agentCamera) error {
-	if cam.opts.Create {
-		return nil
-	}
 	cl, err := newClient(ctx, cam.env)
 	if err != nil {
 		return err
@@ -334,7 +331,11 @@ func checkStream(ctx context.Context, cam *agentCamera) error {
 	ctx, cancel := context.WithTimeout(ctx, checkStreamWait)
 	defer cancel()
 	_, err = cl.Control.DescribeStream(ctx, &kinesisvideo.DescribeStreamInput{StreamName: cam.opts.Stream.name(), StreamARN: cam.opts.Stream.arn()})
-	if isNotFound(err) {
+	if hint := credentialsHint(err); hint != "" {
+		refused := wrapAPI(err, "%s refused the request", cam.endpoint).Error()
+		return fmt.Errorf("%s. %s", strings.TrimSuffix(refused, "."), hint)
+	}
+	if isNotFound(err) && !cam.opts.Create {
 		return fmt.Errorf("stream %s does not exist at %s: %s", cam.opts.Stream, cam.endpoint, cam.hint(err))
 	}
 	return nil

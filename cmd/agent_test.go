@@ -15,6 +15,7 @@ import (
 
 	"github.com/openkvs/kvs/internal/testcam"
 	"github.com/openkvs/kvs/internal/testutil"
+	"github.com/openkvs/kvs/server"
 )
 
 // writeAgentConfig writes an agent config file with the endpoint and the cameras (YAML lines of
@@ -261,5 +262,26 @@ func TestAgentOnceEndpointSilent(t *testing.T) {
 	}
 	if code != ExitOK || !strings.Contains(out, "porch: ok: ") {
 		t.Errorf("exit %d\nstdout %q\nstderr %q", code, out, stderr)
+	}
+}
+
+// --once against a kvs server with --auth sigv4 that refuses the key the agent signs with (here
+// kvs's placeholder key: none is configured) says so with the credentials hint: the agent would
+// retry it for ever, as a stream that does not exist (it said ok).
+func TestAgentOnceRefusedKey(t *testing.T) {
+	t.Parallel()
+	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{testClip("h264_aac.mkv")}})
+	url := e2eSigV4Server(t, server.Credentials{"AKIDGOOD": "good-secret"})
+	porch := fmt.Sprintf("name: porch\nsource: %s\nstream-name: porch\ncreate: true", cam.URL("cam"))
+	attic := fmt.Sprintf("name: attic\nsource: %s\nstream-name: attic", cam.URL("cam"))
+	code, out, stderr := kvsRun(t.Context(), t, url, nil, "agent", "--once", "--config", writeAgentConfig(t, url, porch, attic))
+	if code != ExitError || !strings.Contains(stderr, "agent --once: 2 of 2 cameras failed: porch, attic") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+	for _, name := range []string{"porch", "attic"} {
+		if !strings.Contains(out, name+": FAILED: ") || !strings.Contains(out, "refused the request: NotAuthorizedException") ||
+			!strings.Contains(out, "invalid. Sign with a key the server accepts") {
+			t.Errorf("stdout %q", out)
+		}
 	}
 }

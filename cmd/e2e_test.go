@@ -29,8 +29,23 @@ import (
 // e2eServer starts kvs (memory store, real clock) on httptest, with wrap around its handler.
 func e2eServer(t *testing.T, wrap func(http.Handler) http.Handler) (string, store.Store) {
 	t.Helper()
+	return e2eServerConfig(t, server.Config{}, wrap)
+}
+
+// e2eSigV4Server starts a kvs server that checks signatures (--auth sigv4) with creds and
+// returns its URL.
+func e2eSigV4Server(t *testing.T, creds server.Credentials) string {
+	t.Helper()
+	url, _ := e2eServerConfig(t, server.Config{Credentials: creds}, nil)
+	return url
+}
+
+// e2eServerConfig is e2eServer with cfg (its Store set to a new memory store).
+func e2eServerConfig(t *testing.T, cfg server.Config, wrap func(http.Handler) http.Handler) (string, store.Store) {
+	t.Helper()
 	st := store.NewMem()
-	srv, err := server.New(server.Config{Store: st})
+	cfg.Store = st
+	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,14 +3,12 @@ package cmd
 import (
 	"bytes"
 	"errors"
-	"net/http/httptest"
 	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
 
 	"github.com/openkvs/kvs/server"
-	"github.com/openkvs/kvs/server/store"
 )
 
 // kvsProcessRun runs the kvs command line args as a process whose environment is only
@@ -133,13 +131,7 @@ func TestNoCredentialsSaysWhatToDo(t *testing.T) {
 // control plane and the media APIs alike.
 func TestRefusedCredentialsSayWhatToDo(t *testing.T) {
 	t.Parallel()
-	st := store.NewMem()
-	srv, err := server.New(server.Config{Store: st, Credentials: server.Credentials{"AKIDGOOD": "good-secret"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(srv)
-	t.Cleanup(func() { ts.Close(); srv.Close(); st.Close() })
+	url := e2eSigV4Server(t, server.Credentials{"AKIDGOOD": "good-secret"})
 	const hint = "Sign with a key the server accepts (kvs server --auth sigv4: one of its --credentials-file): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE. With none set, kvs signs requests to a local endpoint with a placeholder key.\n"
 	wrongSecret := []string{"AWS_ACCESS_KEY_ID=AKIDGOOD", "AWS_SECRET_ACCESS_KEY=wrong"}
 	for _, tc := range []struct {
@@ -152,7 +144,7 @@ func TestRefusedCredentialsSayWhatToDo(t *testing.T) {
 		{"wrong secret, get-media", wrongSecret, "get-media --stream-name cam --no-follow"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, stdout, stderr := kvsProcessRun(t, tc.env, append([]string{"--endpoint", ts.URL}, strings.Fields(tc.args)...)...)
+			code, stdout, stderr := kvsProcessRun(t, tc.env, append([]string{"--endpoint", url}, strings.Fields(tc.args)...)...)
 			if code != ExitError {
 				t.Errorf("exit code %d, want %d", code, ExitError)
 			}
@@ -165,7 +157,7 @@ func TestRefusedCredentialsSayWhatToDo(t *testing.T) {
 		})
 	}
 	// With the right key there is no complaint.
-	code, _, stderr := kvsProcessRun(t, []string{"AWS_ACCESS_KEY_ID=AKIDGOOD", "AWS_SECRET_ACCESS_KEY=good-secret"}, "--endpoint", ts.URL, "list-streams")
+	code, _, stderr := kvsProcessRun(t, []string{"AWS_ACCESS_KEY_ID=AKIDGOOD", "AWS_SECRET_ACCESS_KEY=good-secret"}, "--endpoint", url, "list-streams")
 	if code != ExitOK {
 		t.Errorf("with the right key: exit code %d, stderr %s", code, stderr)
 	}
