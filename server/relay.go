@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/openkvs/kvs/server/store"
@@ -18,6 +20,21 @@ import (
 // cannot be reached: until the writer's lease runs out (its TTL, 10 s by default) and this node
 // takes the stream. A producer whose writer died reconnects here and goes on after that pause.
 const leaseWait = 15 * time.Second
+
+// A relayed PutMedia gives up a writer that goes silent (a partition, a firewall that dropped
+// the flow, a frozen proxy or VM: no byte through and no reset), rather than wait until TCP gives
+// up, many minutes later, with its producer getting no ack and no error all that time:
+//   - its answer must begin within relayAnswerWait: the writer answers once it has looked the
+//     stream up and checked its lease, two backend calls that give up after UnavailableWait
+//     (10 s) each;
+//   - after that, the writer sends an ack at least every IdleAckInterval (IDLE when nothing
+//     else), so relaySilenceAcks of them without a byte (15 s by default, less than a producer's
+//     own staleness check: 30 s for kvs put-media) means the link is dead. The producer's answer
+//     is then broken off, and it reconnects, through GetDataEndpoint to the writer itself.
+const (
+	relayAnswerWait  = 25 * time.Second
+	relaySilenceAcks = 5
+)
 
 // acquire makes this node the writer of stream for an upload, or returns the writer's URL to
 // relay it to. When that writer does not answer, it waits for its lease to run out (leaseWait)
@@ -91,7 +108,9 @@ func (m *media) relayPut(w http.ResponseWriter, r *http.Request, owner string) {
 	log := s.log.With("stream", r.Header.Get(hdrStreamName), "writer", owner, "request_id", requestID(r))
 	rc := http.NewResponseController(w)
 	_ = rc.EnableFullDuplex()
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, owner+"/putMedia", r.Body)
+	ctx, cancel := context.WithCancel(r.Context()) // cancelled when the writer is silent too long
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, owner+"/putMedia", r.Body)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -108,8 +127,14 @@ func (m *media) relayPut(w http.ResponseWriter, r *http.Request, owner string) {
 		return
 	}
 	s.metrics.relayedUploads.Inc()
+	watch := watchRelay(relayAnswerWait, cancel, rc)
+	defer watch.end()
 	resp, err := m.feedersClient().Do(req)
+	watch.t.Stop()
 	if err != nil {
+		if watch.fired() {
+			err = fmt.Errorf("no answer within %v", relayAnswerWait)
+		}
 		log.Warn("put media: relay to the stream's writer failed", "err", err)
 		s.writeError(w, r, &APIError{Code: codeInternalFailure, Status: http.StatusBadGateway,
 			Message: "The node that writes this stream did not answer; try again."})
@@ -123,7 +148,8 @@ func (m *media) relayPut(w http.ResponseWriter, r *http.Request, owner string) {
 	}
 	w.WriteHeader(resp.StatusCode)
 	_ = rc.Flush()
-	br := bufio.NewReaderSize(resp.Body, 4096)
+	silent := time.Duration(relaySilenceAcks) * m.idleAckInterval
+	br := bufio.NewReaderSize(silenceReader{resp.Body, watch.t, silent}, 4096)
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
@@ -138,16 +164,72 @@ func (m *media) relayPut(w http.ResponseWriter, r *http.Request, owner string) {
 		switch {
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue // a line longer than the buffer (not an ack): passed on in pieces
-		case errors.Is(err, io.EOF) || r.Context().Err() != nil:
+		case errors.Is(err, io.EOF) || r.Context().Err() != nil && !watch.fired():
 			return
 		case err != nil:
 			// The writer went away mid-upload: the producer's response is broken off, not ended,
 			// so that it cannot take the end of the relay for the end of its upload (a clean end
 			// says the server is done with it; acks may be missing here).
+			if watch.fired() {
+				err = fmt.Errorf("the writer sent nothing for %v", silent)
+			}
 			log.Info("put media: relay broken off", "err", err)
 			panic(http.ErrAbortHandler)
 		}
 	}
+}
+
+// relayWatch gives a relayed PutMedia up when its timer t fires: it cancels the relay's request,
+// and ends a read of the producer's body that the request's transport may be waiting in (a
+// producer that sends nothing yet), since Do returns only after it. Not once the handler is
+// over (end): the producer's connection may serve another request by then.
+type relayWatch struct {
+	t              *time.Timer
+	mu             sync.Mutex
+	over, silenced bool
+}
+
+func watchRelay(d time.Duration, cancel context.CancelFunc, rc *http.ResponseController) *relayWatch {
+	rw := &relayWatch{}
+	rw.t = time.AfterFunc(d, func() {
+		rw.mu.Lock()
+		defer rw.mu.Unlock()
+		if !rw.over {
+			rw.silenced = true
+			cancel()
+			_ = rc.SetReadDeadline(time.Now())
+		}
+	})
+	return rw
+}
+
+// fired reports whether the relay was given up for the writer's silence.
+func (rw *relayWatch) fired() bool {
+	rw.mu.Lock()
+	defer rw.mu.Unlock()
+	return rw.silenced
+}
+
+func (rw *relayWatch) end() {
+	rw.t.Stop()
+	rw.mu.Lock()
+	rw.over = true
+	rw.mu.Unlock()
+}
+
+// silenceReader cancels (t's function) a Read that waits more than d for a byte: between Reads
+// (while the relay writes an ack to the producer) t is stopped.
+type silenceReader struct {
+	r io.Reader
+	t *time.Timer
+	d time.Duration
+}
+
+func (s silenceReader) Read(p []byte) (int, error) {
+	s.t.Reset(s.d)
+	n, err := s.r.Read(p)
+	s.t.Stop()
+	return n, err
 }
 
 // feedersClient is the HTTP client for requests to other nodes.
