@@ -33,6 +33,7 @@ func TestClusterRelaySilentWriter(t *testing.T) {
 		c.PutMediaReadTimeout = 10 * time.Minute
 	})
 	n1, n2 := nodes[0], nodes[1]
+	n2.srv.media.relayAnswerWait = 3 * time.Second // not 25 s: the writer here answers in milliseconds when the link lets it
 	// Node 2's requests to other nodes (its relays) go through a link that can go silent.
 	linkURL, link := backends.Through(t, n1.ts.URL)
 	linkAddr := strings.TrimPrefix(linkURL, "http://")

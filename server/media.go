@@ -71,6 +71,7 @@ type media struct {
 	writeTimeout        time.Duration
 	readTimeout         time.Duration
 	contendedTimeout    time.Duration // sequencer.turn's stall: min(readTimeout, contendedReadTimeout)
+	relayAnswerWait     time.Duration // relayAnswerWait (relay.go); tests shorten it
 	getMediaIdle        time.Duration
 	maxFragmentSize     int64
 	maxClipBytes        int64 // MaxClipBytes; tests lower it
@@ -103,6 +104,7 @@ func newMedia(s *Server) *media {
 		readTimeout:         orDefault(s.cfg.PutMediaReadTimeout, DefaultPutMediaReadTimeout),
 		getMediaIdle:        s.cfg.GetMediaIdleTimeout,
 		contendedTimeout:    min(orDefault(s.cfg.PutMediaReadTimeout, DefaultPutMediaReadTimeout), contendedReadTimeout),
+		relayAnswerWait:     relayAnswerWait,
 		maxFragmentSize:     MaxFragmentSize,
 		maxClipBytes:        MaxClipBytes,
 		minSendRate:         minSendRate,

@@ -127,13 +127,13 @@ func (m *media) relayPut(w http.ResponseWriter, r *http.Request, owner string) {
 		return
 	}
 	s.metrics.relayedUploads.Inc()
-	watch := watchRelay(relayAnswerWait, cancel, rc)
+	watch := watchRelay(m.relayAnswerWait, cancel, rc)
 	defer watch.end()
 	resp, err := m.feedersClient().Do(req)
 	watch.t.Stop()
 	if err != nil {
 		if watch.fired() {
-			err = fmt.Errorf("no answer within %v", relayAnswerWait)
+			err = fmt.Errorf("no answer within %v", m.relayAnswerWait)
 		}
 		log.Warn("put media: relay to the stream's writer failed", "err", err)
 		s.writeError(w, r, &APIError{Code: codeInternalFailure, Status: http.StatusBadGateway,
