@@ -45,8 +45,8 @@ func TestSpoolReopenWhileForkHoldsLock(t *testing.T) {
 	}
 }
 
-// lockedSpoolLock opens dir's spool lock file anew and locks it: another open file of it, as a
-// forked child or another process has. The test's cleanup closes it.
+// lockedSpoolLock opens dir's spool lock file anew and locks it (waiting up to 2 s): another open
+// file of it, as a forked child or another process has. The test's cleanup closes it.
 func lockedSpoolLock(t *testing.T, dir string) *os.File {
 	t.Helper()
 	f, err := os.OpenFile(filepath.Join(dir, spoolLockFile), os.O_RDWR, 0)
@@ -54,8 +54,15 @@ func lockedSpoolLock(t *testing.T, dir string) *os.File {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil { //nolint:gosec // a file descriptor fits an int
-		t.Fatal(err)
+	// Another test's fork may hold this process's last lock for a moment (the very case above):
+	// a full run failed here with EAGAIN right after s.Close.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) //nolint:gosec // a file descriptor fits an int
+		if err == nil {
+			return f
+		}
+		if err != syscall.EWOULDBLOCK || time.Now().After(deadline) { //nolint:errorlint // Flock returns the Errno as is
+			t.Fatal(err)
+		}
 	}
-	return f
 }
