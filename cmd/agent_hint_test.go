@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/openkvs/kvs/internal/testcam"
+	"github.com/openkvs/kvs/internal/testutil"
 )
 
 // A camera whose stream does not exist (no create: true, or a typo in stream-name) is retried
@@ -16,6 +17,7 @@ import (
 // every time, and the --create of put-media's hint is not a key an agent user writes.
 func TestAgentMissingStreamSaysWhatToDo(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t)
 	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{testClip("h264.mkv")}})
 	url, _ := e2eServer(t, nil)
 	cfg := writeAgentConfig(t, url, fmt.Sprintf("name: garage\nsource: %s\nstream-name: garage\nspool-dir: %s", cam.URL("cam"), t.TempDir()))

@@ -270,6 +270,7 @@ func TestAgentOnceEndpointSilent(t *testing.T) {
 // retry it for ever, as a stream that does not exist (it said ok).
 func TestAgentOnceRefusedKey(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t)
 	cam := testcam.StartTest(t, testcam.Config{}, testcam.PathConfig{Clips: []string{testClip("h264_aac.mkv")}})
 	url := e2eSigV4Server(t, server.Credentials{"AKIDGOOD": "good-secret"})
 	porch := fmt.Sprintf("name: porch\nsource: %s\nstream-name: porch\ncreate: true", cam.URL("cam"))

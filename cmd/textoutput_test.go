@@ -65,6 +65,7 @@ func TestTextTime(t *testing.T) {
 // fragments, and empty answers.
 func TestOutputTextAsAWSCLI(t *testing.T) {
 	t.Parallel()
+	testutil.Slow(t)
 	url, _ := e2eServer(t, nil)
 	cli := testutil.NewAWSCLI(t, url)
 	mustRun(t, url, nil, "put-media", "--stream-name", "s", "--source", testClip("h264.mkv"), "--create", "--fragment-duration", "1s")
