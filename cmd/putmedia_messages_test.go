@@ -88,8 +88,8 @@ func TestPutMediaStreamGoneMessage(t *testing.T) {
 			url, _ = e2eServer(t, tc.wrap(t, &url, "gone"))
 			mustRun(t, url, nil, "create-stream", "--stream-name", "gone")
 			code, _, errs := kvsRun(t.Context(), t, url, nil, "put-media", "--stream-name", "gone", "--source", testClip("h264.mkv"), "--fragment-duration", "1s")
-			if code == ExitOK {
-				t.Fatalf("exit 0\n%s", errs)
+			if code != ExitNotFound {
+				t.Fatalf("exit %d, want %d (the stream does not exist any more, as for get-media)\n%s", code, ExitNotFound, errs)
 			}
 			lines := strings.Split(strings.TrimSpace(errs), "\n")
 			if len(lines) < 2 {

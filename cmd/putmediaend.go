@@ -32,8 +32,10 @@ func uploadEnd(err error, o putMediaOptions, checked bool) error {
 	var ae *client.AckErr
 	isAck := errors.As(pe.Err, &ae)
 	var why, hint string
+	gone := false // the stream does not exist (any more): exit status 3, as get-media's
 	switch {
 	case isAck && (ae.Ack.ErrorID == 4008 || ae.Ack.ErrorID == 4507), isNotFound(pe.Err) && checked:
+		gone = true
 		answer := "PutMedia answered " + strings.TrimSuffix(brief(pe.Err), ".")
 		if isAck {
 			answer = fmt.Sprintf("the server ended it with %s (%d)", ae.Ack.ErrorCode, ae.Ack.ErrorID)
@@ -44,6 +46,7 @@ func uploadEnd(err error, o putMediaOptions, checked bool) error {
 			hint = "A stream ARN names one stream for good: make a new stream (`kvs create-stream --stream-name NAME`) and run put-media again with its name or ARN."
 		}
 	case isNotFound(pe.Err):
+		gone = true
 		why = "the stream does not exist: " + brief(pe.Err)
 		hint = "Add --create to make it, or check the name: `kvs list-streams` lists the streams."
 	case isAck && ae.Fatal(): // the stream's KMS key
@@ -70,7 +73,11 @@ func uploadEnd(err error, o putMediaOptions, checked bool) error {
 	if len(rest.Failed) > 0 || rest.Spooled > 0 || rest.Dropped > 0 || rest.Corrupt > 0 {
 		parts = append(parts, strings.TrimPrefix(rest.Error(), "putmedia: "))
 	}
-	return withHint(&uploadEndError{msg: strings.Join(parts, "; "), err: err}, hint)
+	e := withHint(&uploadEndError{msg: strings.Join(parts, "; "), err: err}, hint)
+	if gone {
+		return notFoundError{e}
+	}
+	return e
 }
 
 // plural is one when n is 1, else many.
