@@ -52,14 +52,10 @@ func (s *Store) applyCaps(ctx context.Context) ([]cappedStream, error) {
 		var cut *int64 // of c.limit
 		for {
 			var n, b int64
-			stepCtx, cancel := context.WithTimeoutCause(ctx, cleanupWaitTime+s.cfg.UnavailableWait, errNoAnswer)
-			err := pgx.BeginFunc(stepCtx, s.pool, func(tx pgx.Tx) error {
+			err := s.cleanupStep(ctx, "stream cap of "+t.name, func(ctx context.Context, tx pgx.Tx) error {
 				n, b = 0, 0
-				if err := s.cleanupTurn(stepCtx, tx); err != nil {
-					return err
-				}
 				var v *string
-				err := tx.QueryRow(stepCtx, `SELECT tags->>$2 FROM kvs_streams WHERE id = $1`, t.id, store.MaxBytesTag).Scan(&v)
+				err := tx.QueryRow(ctx, `SELECT tags->>$2 FROM kvs_streams WHERE id = $1`, t.id, store.MaxBytesTag).Scan(&v)
 				if err == pgx.ErrNoRows || (err == nil && v == nil) {
 					cut = nil // deleted, or no cap any more
 					return nil
@@ -75,16 +71,14 @@ func (s *Store) applyCaps(ctx context.Context) ([]cappedStream, error) {
 				if cut == nil || limit != c.limit {
 					c.limit, cut = limit, nil
 					var err error
-					if cut, err = capCut(stepCtx, tx, t.id, limit); err != nil || cut == nil {
+					if cut, err = capCut(ctx, tx, t.id, limit); err != nil || cut == nil {
 						return err
 					}
 				}
-				return tx.QueryRow(stepCtx, `WITH d AS (DELETE FROM kvs_fragments WHERE stream_id = $1
+				return tx.QueryRow(ctx, `WITH d AS (DELETE FROM kvs_fragments WHERE stream_id = $1
 						AND number = ANY(ARRAY(`+firstRows+` AND number <= $2 ORDER BY number LIMIT $3)) RETURNING size)
 					SELECT count(*), coalesce(sum(size), 0) FROM d`, t.id, *cut, s.purgeRows).Scan(&n, &b)
 			})
-			err = dbErr(stepCtx, "stream cap of "+t.name, err)
-			cancel()
 			if err != nil {
 				if c.fragments > 0 {
 					out = append(out, c)

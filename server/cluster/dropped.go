@@ -43,24 +43,18 @@ func (s *Store) purgeDropped(ctx context.Context) error {
 		var total int64
 		for done := false; !done; {
 			var n int64
-			stepCtx, cancel := context.WithTimeoutCause(ctx, cleanupWaitTime+s.cfg.UnavailableWait, errNoAnswer)
-			err := pgx.BeginFunc(stepCtx, s.pool, func(tx pgx.Tx) error {
-				if err := s.cleanupTurn(stepCtx, tx); err != nil {
-					return err
-				}
-				tag, err := tx.Exec(stepCtx, `DELETE FROM kvs_fragments WHERE stream_id = $1
+			err := s.cleanupStep(ctx, "deleted streams' fragments", func(ctx context.Context, tx pgx.Tx) error {
+				tag, err := tx.Exec(ctx, `DELETE FROM kvs_fragments WHERE stream_id = $1
 					AND number = ANY(ARRAY(`+firstRows+` ORDER BY number LIMIT $2))`, id, s.purgeRows)
 				if err != nil {
 					return err
 				}
 				n = tag.RowsAffected()
 				if done = n < int64(s.purgeRows); done {
-					_, err = tx.Exec(stepCtx, `DELETE FROM kvs_dropped_streams WHERE id = $1`, id)
+					_, err = tx.Exec(ctx, `DELETE FROM kvs_dropped_streams WHERE id = $1`, id)
 				}
 				return err
 			})
-			err = dbErr(stepCtx, "deleted streams' fragments", err)
-			cancel()
 			if err != nil {
 				return err
 			}

@@ -77,15 +77,7 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 		return int(deleted), err
 	}
 	var doomed []string
-	// The transaction may wait its turn (cleanupWait) before PostgreSQL's part of the pass; each
-	// later call has UnavailableWait (bound).
-	txCtx, cancel := context.WithTimeoutCause(ctx, cleanupWaitTime+s.cfg.UnavailableWait, errNoAnswer)
-	defer cancel()
-	err = pgx.BeginFunc(txCtx, s.pool, func(tx pgx.Tx) error {
-		ctx := txCtx
-		if err := s.cleanupTurn(ctx, tx); err != nil {
-			return err
-		}
+	err = s.cleanupStep(ctx, "retention", func(ctx context.Context, tx pgx.Tx) error {
 		// Nodes that stopped beating a day ago (killed, not stopped) leave the list.
 		if _, err := tx.Exec(ctx, `DELETE FROM kvs_nodes n WHERE heartbeat_at < now() - interval '1 day'
 			AND NOT EXISTS (SELECT 1 FROM kvs_streams s WHERE s.owner = n.id)`); err != nil {
@@ -99,7 +91,7 @@ func (s *Store) EnforceRetention(ctx context.Context, now time.Time) (int, error
 		return err
 	})
 	if err != nil {
-		return int(deleted), dbErr(txCtx, "retention", err)
+		return int(deleted), err
 	}
 	// The objects no fragment refers to go, objectsPerQuery at a time: a pass goes on while a
 	// query comes back full (a pass a minute deleting at most 1000 fell behind for good at about
@@ -166,23 +158,15 @@ func (s *Store) purgeExpired(ctx context.Context, now time.Time) (deleted int64,
 			ids[i], cuts[i] = e.id, min(e.cut, upTo)
 		}
 		var n, b int64
-		// A step may wait its turn (cleanupWait) behind another node's pass, then has
-		// UnavailableWait for its own work.
-		stepCtx, cancel := context.WithTimeoutCause(ctx, cleanupWaitTime+s.cfg.UnavailableWait, errNoAnswer)
-		err := pgx.BeginFunc(stepCtx, s.pool, func(tx pgx.Tx) error {
-			if err := s.cleanupTurn(stepCtx, tx); err != nil {
-				return err
-			}
+		err := s.cleanupStep(ctx, "retention", func(ctx context.Context, tx pgx.Tx) error {
 			// Each stream's cutoff as of its retention now, too: one increased since the pass
 			// began keeps what it keeps from then on (TestRetentionIncreaseDuringPass).
-			return tx.QueryRow(stepCtx, `WITH d AS (DELETE FROM kvs_fragments f
+			return tx.QueryRow(ctx, `WITH d AS (DELETE FROM kvs_fragments f
 					USING unnest($1::bigint[], $2::bigint[]) AS c(id, cut), kvs_streams s
 					WHERE f.stream_id = c.id AND s.id = c.id
 						AND f.server_ns < least(c.cut, $3::bigint - s.retention_hours::bigint * 3600000000000) RETURNING f.size)
 				SELECT count(*), coalesce(sum(size), 0) FROM d`, ids, cuts, store.UnixNanos(now)).Scan(&n, &b)
 		})
-		err = dbErr(stepCtx, "retention", err)
-		cancel()
 		if err != nil {
 			return deleted, err
 		}
@@ -194,8 +178,8 @@ func (s *Store) purgeExpired(ctx context.Context, now time.Time) (deleted int64,
 		if len(todo) == 0 {
 			return deleted, nil
 		}
-		if h := s.testHookPurgeStep; h != nil {
-			h(n)
+		if h := s.testHookCleanupStep; h != nil {
+			h("expired", n)
 		}
 		if err := ctx.Err(); err != nil {
 			return deleted, err
@@ -254,13 +238,22 @@ func (s *Store) expiring(ctx context.Context, now time.Time) (todo []expiring, o
 	return todo, oldest, nil
 }
 
-// cleanupTurn takes the cleanup lock in tx, waiting up to cleanupWait for another node's step.
-func (s *Store) cleanupTurn(ctx context.Context, tx pgx.Tx) error {
-	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+cleanupWait+`'`); err != nil {
-		return err
-	}
-	_, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, `+schemaLock+`)`, cleanupLock)
-	return err
+// cleanupStep runs step in a transaction of its own under the cleanup lock: it may wait its turn
+// (cleanupWait) behind another node's step, then has UnavailableWait for its own work. what
+// names it in errors.
+func (s *Store) cleanupStep(ctx context.Context, what string, step func(context.Context, pgx.Tx) error) error {
+	ctx, cancel := context.WithTimeoutCause(ctx, cleanupWaitTime+s.cfg.UnavailableWait, errNoAnswer)
+	defer cancel()
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+cleanupWait+`'`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, `+schemaLock+`)`, cleanupLock); err != nil {
+			return err
+		}
+		return step(ctx, tx)
+	})
+	return dbErr(ctx, what, err)
 }
 
 // forgetObjects deletes the rows of objects deleted, unless a fragment refers to one again.

@@ -54,7 +54,10 @@ func TestRetentionInSteps(t *testing.T) {
 	a.purgeRows = 300
 	var steps []int
 	var byB int
-	a.testHookPurgeStep = func(int64) {
+	a.testHookCleanupStep = func(kind string, _ int64) {
+		if kind != "expired" {
+			return
+		}
 		// What a step deleted is committed before the next one starts.
 		steps = append(steps, count("cam-1", "cam-2"))
 		if len(steps) == 1 {
@@ -91,7 +94,11 @@ func TestRetentionInSteps(t *testing.T) {
 	insert("cam-1", perStream+1, 2*perStream)
 	insert("cam-2", perStream+1, 2*perStream)
 	steps = nil
-	a.testHookPurgeStep = func(int64) { steps = append(steps, count("cam-1", "cam-2")) }
+	a.testHookCleanupStep = func(kind string, _ int64) {
+		if kind == "expired" {
+			steps = append(steps, count("cam-1", "cam-2"))
+		}
+	}
 	if n, err := a.EnforceRetention(ctx, base.Add(3*time.Hour)); err != nil || n != 2*perStream {
 		t.Errorf("the second pass: %d rows, %v; want %d", n, err, 2*perStream)
 	}
@@ -116,7 +123,11 @@ func TestRetentionSparseRowsFewSteps(t *testing.T) {
 	s := streamWithRows(t, rows, time.Hour)
 	ctx := t.Context()
 	steps := 0
-	s.testHookPurgeStep = func(int64) { steps++ }
+	s.testHookCleanupStep = func(kind string, _ int64) {
+		if kind == "expired" {
+			steps++
+		}
+	}
 	n, err := s.EnforceRetention(ctx, base.Add((rows+2)*time.Hour))
 	if err != nil || n != rows {
 		t.Fatalf("retention: %d rows deleted, %v; want %d", n, err, rows)
@@ -136,8 +147,8 @@ func TestRetentionIncreaseDuringPass(t *testing.T) {
 	ctx := t.Context()
 	s.purgeRows = 100
 	left := 0
-	s.testHookPurgeStep = func(int64) {
-		if left != 0 {
+	s.testHookCleanupStep = func(kind string, _ int64) {
+		if kind != "expired" || left != 0 {
 			return
 		}
 		// After the first step: the stream keeps 10 h from now on, all it has left.

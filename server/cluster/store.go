@@ -55,8 +55,7 @@ type Store struct {
 	objectGrace, orphanAge, orphanEvery time.Duration
 	objectsPerQuery                     int                           // objects deleted per query of a cleanup pass
 	purgeRows                           int                           // expired fragment rows deleted per step (retention.go)
-	testHookPurgeStep                   func(rows int64)              // set by a test: runs after each full step of purgeExpired
-	testHookCleanupStep                 func(kind string, rows int64) // set by a test: runs after each step of applyCaps ("cap") and purgeDropped ("dropped")
+	testHookCleanupStep                 func(kind string, rows int64) // set by a test: runs after each step of a cleanup pass but purgeExpired's last ("expired"), of applyCaps ("cap") and of purgeDropped ("dropped")
 
 	stop context.CancelFunc // ends the background loops
 	bg   sync.WaitGroup
